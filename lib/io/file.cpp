@@ -1,0 +1,112 @@
+// Whole-file reads and atomic writes (see include/ds/io/file.hpp).
+#include "ds/io/file.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+
+#include "ds/core/error.hpp"
+
+namespace ds::io {
+
+std::string read_file(const fs::path& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) DS_THROW(IoError, "{}: cannot open: {}", path.string(), std::strerror(errno));
+  std::string out;
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      DS_THROW(IoError, "{}: read failed: {}", path.string(), std::strerror(err));
+    }
+    if (n == 0) break;
+    out.append(buf, size_t(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+void fsync_dir(const fs::path& dir) {
+  int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;   // best effort: some filesystems do not allow it
+  ::fsync(fd);
+  ::close(fd);
+}
+
+void write_file_atomic(const fs::path& path, std::string_view data) {
+  AtomicFile f(path);
+  f.write(data);
+  f.commit();
+}
+
+namespace {
+std::atomic<uint64_t> g_counter{0};
+}
+
+AtomicFile::AtomicFile(fs::path final_path) : final_(std::move(final_path)) {
+  temp_ = final_;
+  temp_ += fmt::format(".tmp.{}.{}", ::getpid(), g_counter++);
+  fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) DS_THROW(IoError, "{}: cannot create: {}", temp_.string(), std::strerror(errno));
+}
+
+AtomicFile::~AtomicFile() { abort(); }
+
+void AtomicFile::write(const void* data, size_t n) {
+  DS_CHECK(fd_ >= 0, "{}: write after commit/abort", final_.string());
+  auto p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t w = ::write(fd_, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      DS_THROW(IoError, "{}: write failed: {}", temp_.string(), std::strerror(errno));
+    }
+    p += w; n -= size_t(w); offset_ += uint64_t(w);
+  }
+}
+
+void AtomicFile::pwrite(const void* data, size_t n, uint64_t offset) {
+  DS_CHECK(fd_ >= 0, "{}: write after commit/abort", final_.string());
+  auto p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t w = ::pwrite(fd_, p, n, off_t(offset));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      DS_THROW(IoError, "{}: write failed: {}", temp_.string(), std::strerror(errno));
+    }
+    p += w; n -= size_t(w); offset += uint64_t(w);
+  }
+}
+
+void AtomicFile::commit() {
+  DS_CHECK(fd_ >= 0, "{}: commit twice", final_.string());
+  if (::fsync(fd_) != 0)
+    DS_THROW(IoError, "{}: fsync failed: {}", temp_.string(), std::strerror(errno));
+  if (::close(fd_) != 0) {
+    fd_ = -1;
+    DS_THROW(IoError, "{}: close failed: {}", temp_.string(), std::strerror(errno));
+  }
+  fd_ = -1;
+  if (::rename(temp_.c_str(), final_.c_str()) != 0) {
+    int err = errno;
+    ::unlink(temp_.c_str());
+    DS_THROW(IoError, "{}: rename failed: {}", final_.string(), std::strerror(err));
+  }
+  fsync_dir(final_.parent_path());
+}
+
+void AtomicFile::abort() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+    ::unlink(temp_.c_str());
+  }
+}
+
+}  // namespace ds::io

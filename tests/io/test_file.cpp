@@ -1,0 +1,35 @@
+// Atomic writes: nothing visible until commit; an abandoned write leaves no file behind.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+
+#include "ds/core/error.hpp"
+#include "ds/io/file.hpp"
+
+namespace fs = std::filesystem;
+
+TEST_CASE("AtomicFile publishes only on commit") {
+  fs::path dir = fs::temp_directory_path() / "ds_test_io_atomic";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::path p = dir / "out.bin";
+  {
+    ds::io::AtomicFile f(p);
+    f.write("hello");
+    CHECK_FALSE(fs::exists(p));
+    f.pwrite("J", 1, 0);
+    f.commit();
+  }
+  CHECK(ds::io::read_file(p) == "Jello");
+  {
+    ds::io::AtomicFile f(p);
+    f.write("partial");
+    // destroyed without commit: the old file stays, the temporary file is gone
+  }
+  CHECK(ds::io::read_file(p) == "Jello");
+  size_t n = 0;
+  for (auto& e : fs::directory_iterator(dir)) { (void)e; ++n; }
+  CHECK(n == 1);
+  CHECK_THROWS_AS(ds::io::read_file(dir / "missing"), ds::IoError);
+  fs::remove_all(dir);
+}
