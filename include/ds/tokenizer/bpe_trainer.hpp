@@ -12,12 +12,15 @@
 
 namespace ds::tok {
 
+class PreTokenizer;   // pretokenizer.hpp
+
 struct BpeTrainerOptions {
   size_t vocab_size = 32000;            // total, special + added tokens included
   uint64_t min_frequency = 2;           // pairs seen fewer times are never merged
   std::vector<std::string> special_tokens;   // empty -> DeepSeek-V3's set (see .cpp)
   int threads = 0;                      // <= 0 -> all cores
   bool progress = false;                // progress on stderr (TTY only)
+  std::shared_ptr<const PreTokenizer> pre_tokenizer;   // null -> PreTokenizer::deepseek_v3()
 };
 
 class BpeTrainer {

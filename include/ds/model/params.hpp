@@ -1,0 +1,57 @@
+// The parameter registry: every parameter is declared once, with its Hugging Face name, shape,
+// and the properties the rest of the system reads (weight decay, FP8-quantisable, expert index
+// for expert parallelism). Checkpoint IO, the optimiser, ds-convert-fp8 and the distributed
+// sharding all iterate this one list. Values and gradients are F32 master copies.
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "ds/core/tensor.hpp"
+
+namespace ds::model {
+
+struct ParamInfo {
+  std::string name;          // Hugging Face name, e.g. "model.layers.3.mlp.experts.7.up_proj.weight"
+  Shape shape;
+  bool decay = true;         // AdamW weight decay applies (matrices); false for norm gains
+  bool fp8 = false;          // quantised to FP8 (128x128 blocks) in released checkpoints
+  int layer = -1;            // transformer layer index (MTP layers after the main ones), -1 = none
+  int expert = -1;           // routed expert index, -1 = not a routed expert
+  double init_std = 0.0;     // Normal(0, init_std); 0 with init_one = gain of 1
+  bool init_one = false;     // RMSNorm gains
+};
+
+struct Param {
+  ParamInfo info;
+  Tensor value;              // F32
+  Tensor grad;               // F32, same shape (allocated by alloc_grads)
+};
+
+// Buffers are tensors saved with the model but not trained (the router's
+// e_score_correction_bias, updated by the load-balancing rule).
+class ParamStore {
+ public:
+  Param& add(ParamInfo info);                       // allocates value (zeros)
+  Tensor& add_buffer(const std::string& name, const Shape& shape);
+  Param& get(const std::string& name);              // InternalError if absent
+  const Param* find(const std::string& name) const;
+  Tensor* find_buffer(const std::string& name);
+  std::deque<Param>& params() { return params_; }   // registration order (stable addresses)
+  const std::deque<Param>& params() const { return params_; }
+  const std::vector<std::pair<std::string, Tensor>>& buffers() const { return buffers_; }
+  std::vector<std::pair<std::string, Tensor>>& buffers() { return buffers_; }
+  void alloc_grads();
+  void zero_grads();
+  int64_t numel() const;
+  void init(uint64_t seed);                         // Normal(0, std) per parameter; gains 1
+
+ private:
+  std::deque<Param> params_;
+  std::unordered_map<std::string, size_t> index_;
+  std::vector<std::pair<std::string, Tensor>> buffers_;
+};
+
+}  // namespace ds::model

@@ -1,0 +1,147 @@
+// The ops layer: every numerical kernel the model uses, forward and backward, behind one
+// set of functions that dispatch on the tensors' device and on Context::impl. Each op has a
+// plain reference implementation (lib/ops/cpu/ref_*.cpp, readable loops, also instantiated
+// in double for finite-difference tests), an optimised CPU path (OpenBLAS GEMMs, OpenMP
+// threads, fused loops) and, later, a CUDA path (kernels/), all tested against the reference.
+//
+// Conventions: tensors are contiguous row-major F32 on the CPU (the CUDA path adds BF16).
+// Outputs named `out`/`d<x>` are overwritten; parameter gradients named `dw`, `dg`, `dtable`
+// are ACCUMULATED (+=), so micro-batches and shared weights (MTP's embedding/head) add up.
+// Index tensors are I32. Shapes use the letters of ds/core/tensor.hpp.
+#pragma once
+#include <cstdint>
+
+#include "ds/core/tensor.hpp"
+
+namespace ds::ops {
+
+enum class Impl : uint8_t { reference, optimized };
+
+struct Context {
+  Device device = Device::cpu;
+  Impl impl = Impl::optimized;
+  int threads = 1;          // CPU threads for OpenMP regions and OpenBLAS
+};
+
+// Sets OpenMP/OpenBLAS thread counts once per process (call from the tools).
+void set_cpu_threads(int n);
+
+// ---- GEMM -------------------------------------------------------------------------------
+// c(M,N) = alpha * op(a) @ op(b) + beta * c; op(x) = x^T when trans_x. 2-D tensors.
+void matmul(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& c, bool trans_a,
+            bool trans_b, float alpha = 1.0f, float beta = 0.0f);
+// Linear layer without bias, weights (out, in) as in nn.Linear / Hugging Face checkpoints.
+void linear_forward(const Context& ctx, const Tensor& x /*(N,in)*/, const Tensor& w /*(out,in)*/,
+                    Tensor& y /*(N,out)*/);
+// dx = dy @ w (overwritten; skipped if dx is undefined); dw += dy^T @ x.
+void linear_backward(const Context& ctx, const Tensor& x /*(N,in)*/, const Tensor& w,
+                     const Tensor& dy /*(N,out)*/, Tensor& dx /*(N,in)*/, Tensor& dw /*(out,in)*/);
+
+// ---- embedding --------------------------------------------------------------------------
+void embedding_forward(const Context& ctx, const Tensor& table /*(V,C)*/, const Tensor& ids /*(N) i32*/,
+                       Tensor& out /*(N,C)*/);
+void embedding_backward(const Context& ctx, const Tensor& ids /*(N)*/, const Tensor& dout /*(N,C)*/,
+                        Tensor& dtable /*(V,C) +=*/);
+
+// ---- RMSNorm: y = x * rstd * g, rstd = 1/sqrt(mean(x^2) + eps) -------------------------------
+void rmsnorm_forward(const Context& ctx, const Tensor& x /*(N,C)*/, const Tensor& g /*(C)*/, float eps,
+                     Tensor& y /*(N,C)*/, Tensor& rstd /*(N)*/);
+void rmsnorm_backward(const Context& ctx, const Tensor& x, const Tensor& g, const Tensor& rstd,
+                      const Tensor& dy /*(N,C)*/, Tensor& dx /*(N,C)*/, Tensor& dg /*(C) +=*/);
+
+// ---- RoPE, interleaved pairs (2i, 2i+1), angle pos * freq[i] ----------------------------------
+// x: (N, H, Dr) rotated in place-free fashion into out; pos: (N) i32 absolute positions;
+// freqs: (Dr/2) F32 (YaRN-corrected inverse frequencies, see model/rope_yarn).
+void rope_forward(const Context& ctx, const Tensor& x, const Tensor& pos, const Tensor& freqs,
+                  Tensor& out);
+// dx = rotation by -angle of dout.
+void rope_backward(const Context& ctx, const Tensor& dout, const Tensor& pos, const Tensor& freqs,
+                   Tensor& dx);
+
+// ---- head split / merge along the last dim: x (N, H, A+B) <-> a (N, H, A), b (N, H, B) ----------
+void split_last(const Context& ctx, const Tensor& x, Tensor& a, Tensor& b);
+void concat_last(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& x);
+// Broadcast one shared head: out (N, H, D) = x (N, D) for every head; backward sums heads.
+void broadcast_heads(const Context& ctx, const Tensor& x /*(N,D)*/, Tensor& out /*(N,H,D)*/);
+void sum_heads(const Context& ctx, const Tensor& dout /*(N,H,D)*/, Tensor& dx /*(N,D)*/);
+
+// ---- causal attention ---------------------------------------------------------------------
+// q, k: (B, T, H, Dk); v: (B, T, H, Dv); out: (B, T, H, Dv); lse: (B, H, T) log-sum-exp saved
+// for backward. segments: undefined, or (B, T) i32 sample ids: a query attends only to keys
+// of its own segment (block-diagonal causal mask of SFT packing). Softmax in FP32.
+void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
+                       const Tensor& segments, float scale, Tensor& out, Tensor& lse);
+void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& segments, float scale, const Tensor& out, const Tensor& lse,
+                        const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv);
+
+// ---- SwiGLU: out = silu(gate) * up ----------------------------------------------------------
+void swiglu_forward(const Context& ctx, const Tensor& gate /*(N,I)*/, const Tensor& up /*(N,I)*/,
+                    Tensor& out /*(N,I)*/);
+void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& dout,
+                     Tensor& dgate, Tensor& dup);
+
+// ---- cross-entropy over logits (N, V); targets (N) i32, -1 = ignored -----------------------
+// losses (N): -log softmax(logits)[target] (0 for ignored rows).
+void cross_entropy_forward(const Context& ctx, const Tensor& logits, const Tensor& targets,
+                           Tensor& losses);
+// dlogits = (softmax(logits) - onehot(target)) * scale (0 rows for ignored targets).
+void cross_entropy_backward(const Context& ctx, const Tensor& logits, const Tensor& targets,
+                            float scale, Tensor& dlogits);
+
+// ---- MoE routing (spec §1.9) -----------------------------------------------------------------
+struct RouteParams {
+  int n_groups = 1;          // expert groups; experts E must be divisible by it
+  int topk_groups = 1;       // groups kept per token
+  int topk = 1;              // experts per token (K)
+  bool sigmoid = true;       // false: softmax scores (V2 checkpoints)
+  bool norm_topk = true;     // renormalise the K weights to sum to 1
+  float route_scale = 1.0f;  // then multiply by this
+};
+// logits (N, E) F32; bias (E) or undefined (selection only). Outputs: scores (N, E) = sigmoid
+// (or softmax) of logits; idx (N, K) i32 selected experts (ascending score order not implied:
+// sorted by descending selection score, ties to the lower index); weights (N, K).
+void moe_route(const Context& ctx, const Tensor& logits, const Tensor& bias, const RouteParams& p,
+               Tensor& scores, Tensor& idx, Tensor& weights);
+// dlogits (N, E) from dweights (N, K) through the normalisation and the score function, plus
+// dscores_extra (N, E) (e.g. the balance loss), if defined.
+void moe_route_backward(const Context& ctx, const Tensor& scores, const Tensor& idx,
+                        const Tensor& dweights, const Tensor& dscores_extra, const RouteParams& p,
+                        Tensor& dlogits);
+// Sequence-wise balance loss (docs/model.md): scores (N, E), idx (N, K), N = n_seq * seq_len
+// tokens in sequence-major order. Returns alpha * mean_seq sum_i f_i P_i; if dscores is
+// defined, writes dL/dscores (N, E) (gradient through P_i only).
+double moe_balance_loss(const Context& ctx, const Tensor& scores, const Tensor& idx, int n_seq,
+                        int seq_len, float alpha, Tensor& dscores);
+// Per-expert token counts of idx (N, K), added into counts (E) I32.
+void moe_count(const Context& ctx, const Tensor& idx, Tensor& counts /*(E) i32 +=*/);
+
+// ---- token permutation for experts -------------------------------------------------------------
+// dst (M, C) = src[rows[m]]
+void gather_rows(const Context& ctx, const Tensor& src /*(N,C)*/, const Tensor& rows /*(M)*/,
+                 Tensor& dst /*(M,C)*/);
+// dst[rows[m]] += w[m] * src[m]  (w undefined: weight 1). Deterministic order of m.
+void scatter_add_rows(const Context& ctx, const Tensor& src /*(M,C)*/, const Tensor& rows,
+                      const Tensor& w /*(M) or undefined*/, Tensor& dst /*(N,C)*/);
+// out[m] = dot(a[rows[m]], b[m])  (gradient of scatter_add_rows w.r.t. w)
+void gather_rows_dot(const Context& ctx, const Tensor& a /*(N,C)*/, const Tensor& rows,
+                     const Tensor& b /*(M,C)*/, Tensor& out /*(M)*/);
+
+// ---- element-wise and reductions --------------------------------------------------------------
+void add(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& out);   // out = a + b
+void add_(const Context& ctx, Tensor& dst, const Tensor& src);                 // dst += src
+void scale_(const Context& ctx, Tensor& x, float s);                           // x *= s
+double sum_squares(const Context& ctx, const Tensor& x);                       // in double
+int64_t count_nonfinite(const Context& ctx, const Tensor& x);
+double sum(const Context& ctx, const Tensor& x);                               // in double
+
+// ---- AdamW (decoupled weight decay), one tensor ------------------------------------------------
+// m, v: F32 or BF16 moments (same shape as param). step >= 1 (bias correction).
+struct AdamWParams {
+  float lr = 0, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.0f;
+  int64_t step = 1;
+};
+void adamw_step(const Context& ctx, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                const AdamWParams& p);
+
+}  // namespace ds::ops
