@@ -9,6 +9,7 @@
 #include <system_error>
 
 #include "ds/core/error.hpp"
+#include "ds/core/hash.hpp"
 #include "ds/data/shard.hpp"
 #include "ds/io/file.hpp"
 #include "shard_format.hpp"

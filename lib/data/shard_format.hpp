@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 
+#include "ds/core/hash.hpp"
+
 namespace ds::data::detail {
 
 static_assert(std::endian::native == std::endian::little,
@@ -95,6 +97,14 @@ static_assert(sizeof(ShardFooter) == kFooterBytes, "footer must be 24 bytes");
 
 // Document table: a single zstd frame holding n_documents u64 document lengths (the start
 // offsets delta-coded; lengths sum to n_tokens; empty documents are allowed).
+
+// xxh64 that never hands a null pointer to ds::xxh64 (an empty vector's data() may be
+// null, and memcpy from null is undefined even for zero bytes).
+inline uint64_t checksum(const void* p, size_t n) {
+  static const unsigned char kEmpty = 0;
+  return ds::xxh64(n ? p : &kEmpty, n);
+}
+inline uint64_t checksum(std::string_view s) { return checksum(s.data(), s.size()); }
 
 inline uint32_t token_width_for(uint32_t vocab_size) { return vocab_size <= 65536u ? 2u : 4u; }
 

@@ -93,8 +93,8 @@ void ShardWriter::Impl::flush_block() {
   e.first_token = n_tokens - n;
   e.compressed_bytes = uint32_t(c);
   e.n_tokens = uint32_t(n);
-  e.compressed_xxh64 = xxh64(comp.data(), c);
-  e.raw_xxh64 = xxh64(raw.data(), raw.size());
+  e.compressed_xxh64 = checksum(comp.data(), c);
+  e.raw_xxh64 = checksum(raw.data(), raw.size());
   file.write(comp.data(), c);
   index.push_back(e);
   block_bytes += c;
@@ -162,15 +162,15 @@ ShardHeaderInfo ShardWriter::finish() {
   h.n_blocks = s.index.size();
   h.index_offset = s.file.offset();
   const size_t index_bytes = s.index.size() * sizeof(IndexEntry);
-  h.index_xxh64 = xxh64(s.index.data(), index_bytes);
+  h.index_xxh64 = checksum(s.index.data(), index_bytes);
   s.file.write(s.index.data(), index_bytes);
   const std::string docs = s.compress_doc_table();
   h.doc_table_offset = s.file.offset();
   h.doc_table_bytes = docs.size();
-  h.doc_table_xxh64 = xxh64(docs);
+  h.doc_table_xxh64 = checksum(docs);
   s.file.write(docs);
   h.file_size = s.file.offset() + kFooterBytes;
-  h.header_xxh64 = xxh64(&h, offsetof(ShardHeader, header_xxh64));
+  h.header_xxh64 = checksum(&h, offsetof(ShardHeader, header_xxh64));
 
   ShardFooter f{};
   f.index_offset = h.index_offset;

@@ -11,7 +11,7 @@ namespace ds::model {
 Param& ParamStore::add(ParamInfo info) {
   DS_CHECK(!index_.count(info.name), "parameter {} declared twice", info.name);
   Param p;
-  p.value = Tensor::zeros(info.shape);
+  if (allocate_) p.value = Tensor::zeros(info.shape);
   p.info = std::move(info);
   index_[p.info.name] = params_.size();
   params_.push_back(std::move(p));
@@ -42,6 +42,7 @@ Tensor* ParamStore::find_buffer(const std::string& name) {
 }
 
 void ParamStore::alloc_grads() {
+  DS_CHECK(allocate_, "alloc_grads on a shape-only parameter store");
   for (auto& p : params_)
     if (!p.grad.defined()) p.grad = Tensor::zeros(p.info.shape);
 }
@@ -53,11 +54,12 @@ void ParamStore::zero_grads() {
 
 int64_t ParamStore::numel() const {
   int64_t n = 0;
-  for (auto& p : params_) n += p.value.numel();
+  for (auto& p : params_) n += shape_numel(p.info.shape);
   return n;
 }
 
 void ParamStore::init(uint64_t seed) {
+  DS_CHECK(allocate_, "init on a shape-only parameter store");
   for (auto& p : params_) {
     float* w = p.value.f32();
     int64_t n = p.value.numel();

@@ -181,14 +181,14 @@ TEST_CASE("corrupt header, index or document table: open throws") {
     b[i] = char(b[i] ^ 0x01);
     write_bytes(p, b);
     INFO("header byte " << i);
-    CHECK_THROWS_AS(ShardReader(p), ds::FormatError);
+    CHECK_THROWS_AS(ShardReader{p}, ds::FormatError);
   }
   for (uint64_t off : {index_offset, index_offset + 17, doc_offset, uint64_t(good.size() - 1)}) {
     std::string b = good;
     b[off] = char(b[off] ^ 0x80);
     write_bytes(p, b);
     INFO("byte " << off);
-    CHECK_THROWS_AS(ShardReader(p), ds::FormatError);
+    CHECK_THROWS_AS(ShardReader{p}, ds::FormatError);
   }
   write_bytes(p, good + "x");
   require_format_error([&] { ShardReader r(p); }, {"h.dst", "trailing"});
@@ -208,7 +208,7 @@ TEST_CASE("truncated shard: open throws 'truncated'") {
     require_format_error([&] { ShardReader r(p); }, {"t.dst", "truncated"});
   }
   write_bytes(p, good);
-  CHECK_NOTHROW(ShardReader(p));
+  CHECK_NOTHROW(ShardReader{p});
 }
 
 TEST_CASE("wrong tokenizer fingerprint names both fingerprints") {

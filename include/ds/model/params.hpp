@@ -34,7 +34,12 @@ struct Param {
 // e_score_correction_bias, updated by the load-balancing rule).
 class ParamStore {
  public:
-  Param& add(ParamInfo info);                       // allocates value (zeros)
+  // Shape-only mode (allocate = false): add() records ParamInfo but leaves value undefined, so
+  // the full parameter list of a huge config (671B) can be inspected without memory. Buffers
+  // are always allocated (they are small). Set before registering anything.
+  void set_allocate(bool on) { allocate_ = on; }
+  bool allocate() const { return allocate_; }
+  Param& add(ParamInfo info);                       // allocates value (zeros) unless shape-only
   Tensor& add_buffer(const std::string& name, const Shape& shape);
   Param& get(const std::string& name);              // InternalError if absent
   const Param* find(const std::string& name) const;
@@ -45,13 +50,14 @@ class ParamStore {
   std::vector<std::pair<std::string, Tensor>>& buffers() { return buffers_; }
   void alloc_grads();
   void zero_grads();
-  int64_t numel() const;
+  int64_t numel() const;                            // from the declared shapes
   void init(uint64_t seed);                         // Normal(0, std) per parameter; gains 1
 
  private:
   std::deque<Param> params_;
   std::unordered_map<std::string, size_t> index_;
   std::vector<std::pair<std::string, Tensor>> buffers_;
+  bool allocate_ = true;
 };
 
 }  // namespace ds::model

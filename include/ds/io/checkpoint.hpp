@@ -1,0 +1,60 @@
+// Checkpoint directories: a checkpoint is written into a hidden temporary directory next to
+// its final place (<parent>/.<name>.tmp.<pid>/), every file is fsync'ed, and the directory is
+// renamed to <parent>/<name> in one step, then the parent is fsync'ed. "Complete" therefore
+// means "visible under its final name": no marker file is needed, and a crash leaves only a
+// hidden .tmp directory that the finders ignore. Run directories keep the last N checkpoints.
+// reference: docs/model.md (checkpoint = HF-style directory: config.json + safetensors).
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace ds::io {
+
+namespace fs = std::filesystem;
+
+// CheckpointWriter w(run_dir / "step-00001000");
+// write files into w.path(); w.commit();   (destruction without commit removes w.path())
+// If the final directory already exists it is replaced: swapped atomically with
+// renameat2(RENAME_EXCHANGE) where the filesystem allows it, else renamed away to
+// .<name>.old.<pid>, the new one renamed in, and the old one deleted.
+class CheckpointWriter {
+ public:
+  explicit CheckpointWriter(fs::path final_dir);   // creates the parent and the temp dir
+  ~CheckpointWriter();
+  CheckpointWriter(const CheckpointWriter&) = delete;
+  CheckpointWriter& operator=(const CheckpointWriter&) = delete;
+
+  const fs::path& path() const { return temp_; }          // write files here
+  const fs::path& final_path() const { return final_; }
+  void commit();                                          // fsync all, rename, fsync parent
+  bool committed() const { return committed_; }
+
+ private:
+  fs::path final_, temp_;
+  bool committed_ = false;
+};
+
+// "step-" + zero-padded step (8 digits): lexical order == numeric order up to 10^8 steps.
+std::string checkpoint_dir_name(uint64_t step, const std::string& prefix = "step-");
+// The step of a directory named <prefix><digits>; nullopt for any other name.
+std::optional<uint64_t> checkpoint_step(const fs::path& dir, const std::string& prefix = "step-");
+
+// Complete checkpoints (directories named <prefix><digits>) in run_dir, oldest first by step.
+std::vector<fs::path> list_checkpoints(const fs::path& run_dir, const std::string& prefix = "step-");
+// The newest complete checkpoint, or nullopt (also when run_dir does not exist).
+std::optional<fs::path> find_latest_checkpoint(const fs::path& run_dir,
+                                               const std::string& prefix = "step-");
+// Deletes all but the keep_last newest checkpoints (keep_last >= 1); entries not matching
+// <prefix><digits> are never touched. Returns the deleted directories.
+std::vector<fs::path> prune_checkpoints(const fs::path& run_dir, int keep_last,
+                                        const std::string& prefix = "step-");
+
+// Copies tokenizer.json and tokenizer_config.json (each if present) from a tokenizer
+// directory, or from the directory of a given tokenizer .json file (copied as tokenizer.json),
+// into dst_dir. Returns the number of files copied; IoError if src does not exist.
+int copy_tokenizer_files(const fs::path& src_dir_or_file, const fs::path& dst_dir);
+
+}  // namespace ds::io

@@ -1,0 +1,36 @@
+// Linear layer without bias (weights [out, in] as in nn.Linear and the HF checkpoints) and
+// the parameter-registration helpers every component uses, so that names, shapes, init,
+// weight-decay and FP8 flags are declared in exactly one place per tensor.
+// reference: DeepSeek-V3 inference/model.py Linear / ColumnParallelLinear / RowParallelLinear.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "ds/model/params.hpp"
+#include "ds/ops/ops.hpp"
+
+namespace ds::model {
+
+// Registers a matrix parameter (decay on, Normal(0, init_std)). fp8: quantised to FP8 in the
+// released checkpoints (attention projections and expert/dense FFN matrices only).
+Param& add_matrix(ParamStore& store, const std::string& name, int64_t out, int64_t in,
+                  double init_std, bool fp8, int layer, int expert = -1);
+// Registers an RMSNorm gain (C): no decay, initialised to 1.
+Param& add_norm_gain(ParamStore& store, const std::string& name, int64_t C, int layer);
+
+struct Linear {
+  Param* w = nullptr;    // (out, in)
+  int64_t in = 0, out = 0;
+
+  Linear() = default;
+  Linear(ParamStore& store, const std::string& name, int64_t out_features, int64_t in_features,
+         double init_std, bool fp8, int layer, int expert = -1);
+  // y (N, out) = x (N, in) @ w^T; y is allocated when undefined.
+  void forward(const ops::Context& ctx, const Tensor& x /*(N,in)*/, Tensor& y /*(N,out)*/) const;
+  // dx (N, in) = dy @ w (allocated when undefined; skipped when want_dx is false);
+  // w.grad += dy^T @ x.
+  void backward(const ops::Context& ctx, const Tensor& x /*(N,in)*/, const Tensor& dy /*(N,out)*/,
+                Tensor& dx /*(N,in)*/, bool want_dx = true) const;
+};
+
+}  // namespace ds::model

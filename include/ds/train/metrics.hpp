@@ -1,0 +1,42 @@
+// Metrics: one JSON object per line (JSONL) appended to --metrics, written only by rank 0;
+// and the human progress line on stderr (redrawn in place on a TTY, a log line otherwise).
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+namespace ds::train {
+
+class MetricsWriter {
+ public:
+  MetricsWriter() = default;
+  // Opens `path` for appending ("" = disabled). If truncate_after_step >= 0, lines whose
+  // "step" is greater are dropped first (a resumed run rewrites the steps it repeats).
+  void open(const std::string& path, int64_t truncate_after_step = -1);
+  ~MetricsWriter();
+  void write(const std::string& json_line);   // one object, no newline; flushed
+  bool enabled() const { return f_ != nullptr; }
+
+ private:
+  std::FILE* f_ = nullptr;
+  std::string path_;
+};
+
+class Progress {
+ public:
+  Progress(int64_t total_steps, int64_t log_every);
+  // Draws "step s/N loss L lr R tok/s ETA" (TTY: in place; else every log_every steps).
+  void update(int64_t step, double loss, double lr, double tokens_per_s);
+  void finish();
+
+ private:
+  int64_t total_, log_every_;
+  bool tty_;
+  std::chrono::steady_clock::time_point start_;
+  int64_t first_step_ = -1;
+};
+
+std::string format_duration(double seconds);   // "1h02m", "3m05s", "12s"
+
+}  // namespace ds::train

@@ -1,0 +1,59 @@
+// ds-pretrain's library entry point: options (every default written once, here) and
+// pretrain(), the whole pre-training run: model from a preset or config.json, data from
+// ds-tokenize shards, AdamW with the paper's schedules, MTP and balance losses, the
+// auxiliary-loss-free bias update, validation, metrics JSONL, atomic checkpoints with
+// keep-last-N, and bit-exact --resume. dry_run() prints the plan without allocating.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "ds/train/optimizer.hpp"
+#include "ds/train/schedule.hpp"
+
+namespace ds::train {
+
+struct PretrainOptions {
+  // model
+  std::string preset;              // "tiny", "small", "671b" (or empty with model_config)
+  std::string model_config;        // a config.json (Hugging Face keys)
+  std::string tokenizer;           // tokenizer.json (copied into every checkpoint)
+  // data
+  std::string data;                // dataset dir / manifest / shard (ds-tokenize encode)
+  int64_t val_sequences = -1;      // held-out sequences; -1: auto (1% of the data, <= 256)
+  // run length and batch
+  int64_t steps = 0;               // optimiser steps (0: derive from tokens)
+  int64_t tokens = 0;              // or a token budget
+  int64_t stop_after = 0;          // stop this invocation after N steps (checkpoint saved)
+  int64_t batch_size = 8;          // sequences per step (after the ramp)
+  int64_t micro_batch_size = 0;    // sequences per forward/backward (0: = batch)
+  int64_t seq_len = 128;
+  // optimisation
+  ScheduleOptions schedule;
+  OptimizerOptions optimizer;
+  double balance_alpha = 1e-4;     // sequence-wise balance loss weight
+  bool skip_nonfinite = false;     // skip (and count) steps with non-finite loss/grads
+  // output
+  std::string out;                 // run directory: step-XXXXXXXX checkpoints inside
+  int64_t save_every = 0;          // steps; 0: only at the end
+  int keep_last = 3;
+  bool save_bf16 = false;          // model.safetensors in BF16 (masters kept in the state)
+  std::string resume;              // "" no; "auto": latest in --out; or a checkpoint dir
+  std::string metrics;             // JSONL file (appended on resume)
+  int64_t eval_every = 0;          // steps; 0: never (and at the end if > 0)
+  int64_t eval_batches = 4;
+  int64_t log_every = 10;          // progress line period when stderr is not a TTY
+  // execution
+  std::string device = "cpu";
+  int threads = 0;
+  uint64_t seed = 1234;
+  bool dry_run = false;
+};
+
+// Runs the training; throws ds::Error on bad input. A non-finite loss stops the run with a
+// NumericsError (the last checkpoint stays intact) unless skip_nonfinite.
+void pretrain(const PretrainOptions& opts);
+
+// Prints the parameter counts and memory plan as JSON on stdout; allocates nothing.
+void dry_run(const PretrainOptions& opts);
+
+}  // namespace ds::train

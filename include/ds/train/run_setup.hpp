@@ -1,0 +1,34 @@
+// Shared setup of a training run from its options: the model configuration (preset or
+// config.json, vocabulary sized to the tokenizer), the run length in steps and tokens, the
+// checkpoint to resume from, and the execution context (device, threads). Used by
+// ds-pretrain now and by ds-sft / ds-rl later.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "ds/model/config.hpp"
+#include "ds/ops/ops.hpp"
+#include "ds/train/pretrain.hpp"
+
+namespace ds::train {
+
+struct RunSetup {
+  model::ModelArgs args;
+  int64_t total_steps = 0;
+  int64_t total_tokens = 0;
+  std::filesystem::path resume_from;               // empty: fresh start
+  std::optional<std::string> expected_fingerprint; // the tokenizer's, checked against the data
+  ops::Context ctx;
+};
+
+// Model configuration alone (preset or config.json; vocabulary from the tokenizer when a
+// preset is used: its vocab_size rounded up to a multiple of 128).
+model::ModelArgs resolve_model_args(const PretrainOptions& o);
+// Everything; validates flags (UsageError naming the flag).
+RunSetup resolve_setup(const PretrainOptions& o);
+// ops::Context for --device/--threads (UsageError for an unavailable device).
+ops::Context make_context(const std::string& device, int threads);
+
+}  // namespace ds::train

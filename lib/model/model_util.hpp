@@ -1,0 +1,29 @@
+// Internal helpers of lib/model: activation allocation on the context's device, index tensors
+// built on the host (routing bookkeeping, shifted targets) and a row-wise scale expressed with
+// the ops layer. Not part of the public API.
+// reference: llm.c train_gpt2.c (activations as plain buffers sized from B, T, C).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "ds/core/tensor.hpp"
+#include "ds/ops/ops.hpp"
+
+namespace ds::model::detail {
+
+Tensor empty_f32(const ops::Context& ctx, const Shape& shape);   // uninitialised, ctx.device
+Tensor zeros_f32(const ops::Context& ctx, const Shape& shape);
+// Index tensor on ctx.device from host values (shape must match vals.size()).
+Tensor upload_i32(const ops::Context& ctx, const std::vector<int32_t>& vals, const Shape& shape);
+Tensor upload_f32(const ops::Context& ctx, const std::vector<float>& vals, const Shape& shape);
+// Host copies of a (possibly device) tensor.
+std::vector<int32_t> download_i32(const Tensor& t);
+std::vector<float> download_f32(const Tensor& t);
+
+// out (M, C) = w[m] * x[m] for every row (via ops::scatter_add_rows with identity rows).
+void scale_rows(const ops::Context& ctx, const Tensor& x /*(M,C)*/, const Tensor& w /*(M)*/,
+                Tensor& out /*(M,C)*/);
+// sum_m a[m] * b[m] of two (M) vectors, in double (via ops::gather_rows_dot).
+double dot(const ops::Context& ctx, const Tensor& a /*(M)*/, const Tensor& b /*(M)*/);
+
+}  // namespace ds::model::detail

@@ -1,0 +1,74 @@
+// Optimised interleaved RoPE (cos/sin once per token and pair, applied to every head) and
+// the head layout copies, rows in parallel. Same angle rule as the reference:
+// angle = float(pos) * f_i in FP32, cos/sin evaluated in double and rounded to FP32.
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "opt.hpp"
+
+namespace ds::ops::opt {
+
+void rope(const float* x, const int32_t* pos, const float* freqs, float* out, int64_t N,
+          int64_t H, int64_t Dr, int dir, int nt) {
+  const int64_t P = Dr / 2;
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<float> cs(size_t(P)), sn(size_t(P));
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t i = 0; i < P; ++i) {
+        const float ang = float(pos[n]) * freqs[i];
+        cs[size_t(i)] = float(std::cos(double(ang)));
+        sn[size_t(i)] = float(double(dir) * std::sin(double(ang)));
+      }
+      for (int64_t h = 0; h < H; ++h) {
+        const float* xp = x + (n * H + h) * Dr;
+        float* op = out + (n * H + h) * Dr;
+        for (int64_t i = 0; i < P; ++i) {
+          const float x0 = xp[2 * i], x1 = xp[2 * i + 1], c = cs[size_t(i)], s = sn[size_t(i)];
+          op[2 * i] = x0 * c - x1 * s;
+          op[2 * i + 1] = x0 * s + x1 * c;
+        }
+      }
+    }
+  }
+}
+
+void split_last(const float* x, float* a, float* b, int64_t R, int64_t A, int64_t B, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t r = 0; r < R; ++r) {
+    std::memcpy(a + r * A, x + r * (A + B), size_t(A) * sizeof(float));
+    std::memcpy(b + r * B, x + r * (A + B) + A, size_t(B) * sizeof(float));
+  }
+}
+
+void concat_last(const float* a, const float* b, float* x, int64_t R, int64_t A, int64_t B, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t r = 0; r < R; ++r) {
+    std::memcpy(x + r * (A + B), a + r * A, size_t(A) * sizeof(float));
+    std::memcpy(x + r * (A + B) + A, b + r * B, size_t(B) * sizeof(float));
+  }
+}
+
+void broadcast_heads(const float* x, float* out, int64_t N, int64_t H, int64_t D, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t h = 0; h < H; ++h)
+      std::memcpy(out + (n * H + h) * D, x + n * D, size_t(D) * sizeof(float));
+}
+
+void sum_heads(const float* dout, float* dx, int64_t N, int64_t H, int64_t D, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    float* d = dx + n * D;
+    for (int64_t e = 0; e < D; ++e) d[e] = 0.0f;
+    for (int64_t h = 0; h < H; ++h) {
+      const float* s = dout + (n * H + h) * D;
+#pragma omp simd
+      for (int64_t e = 0; e < D; ++e) d[e] += s[e];
+    }
+  }
+}
+
+}  // namespace ds::ops::opt

@@ -1,0 +1,171 @@
+// Reference MoE routing (docs/model.md §MoE, spec §1.9-1.10): sigmoid/softmax scores, biased
+// selection scores with group limiting (group score = sum of the top-2 biased scores, top-1 for
+// one-expert groups), top-K with ties to the lower index, weights from the unbiased scores;
+// its backward; the sequence-wise balance loss (gradient through P only); expert counts.
+#include <cmath>
+#include <vector>
+
+#include "ref.hpp"
+
+namespace ds::ops::ref {
+
+namespace {
+// Indices of the k largest vals[i] among allowed[i] (all when allowed is null), descending,
+// ties to the lower index; always k distinct entries (NaN never blocks a pick).
+template <class V>
+void topk_desc(const V* vals, const uint8_t* allowed, int64_t n, int k, int32_t* out) {
+  std::vector<uint8_t> taken(size_t(n), 0);
+  for (int r = 0; r < k; ++r) {
+    int64_t best = -1;
+    for (int64_t i = 0; i < n; ++i) {
+      if (taken[size_t(i)] || (allowed && !allowed[i])) continue;
+      if (best < 0 || vals[i] > vals[best]) best = i;
+    }
+    taken[size_t(best)] = 1;
+    out[r] = int32_t(best);
+  }
+}
+}  // namespace
+
+template <class T>
+void moe_route_token(const T* logits, const float* bias, const RouteParams& p, int64_t E,
+                     T* scores, int32_t* idx, T* weights) {
+  if (p.sigmoid) {
+    for (int64_t e = 0; e < E; ++e) scores[e] = T(1.0 / (1.0 + std::exp(-double(logits[e]))));
+  } else {
+    double mx = double(logits[0]), z = 0;
+    for (int64_t e = 1; e < E; ++e) mx = std::max(mx, double(logits[e]));
+    for (int64_t e = 0; e < E; ++e) z += std::exp(double(logits[e]) - mx);
+    for (int64_t e = 0; e < E; ++e) scores[e] = T(std::exp(double(logits[e]) - mx) / z);
+  }
+  std::vector<T> sel(size_t(E));   // selection scores in T precision (as R does in FP32)
+  for (int64_t e = 0; e < E; ++e) sel[size_t(e)] = scores[e] + (bias ? T(bias[e]) : T(0));
+  std::vector<uint8_t> allowed(size_t(E), 1);
+  const int64_t G = p.n_groups, gs = E / G;
+  if (G > 1) {
+    std::vector<T> gscore(size_t(G));
+    int32_t top2[2];
+    const int m = gs >= 2 ? 2 : 1;
+    for (int64_t g = 0; g < G; ++g) {
+      topk_desc(sel.data() + g * gs, nullptr, gs, m, top2);
+      T s = 0;
+      for (int r = 0; r < m; ++r) s += sel[size_t(g * gs + top2[r])];
+      gscore[size_t(g)] = s;
+    }
+    std::vector<int32_t> keep(size_t(p.topk_groups));
+    topk_desc(gscore.data(), nullptr, G, p.topk_groups, keep.data());
+    std::fill(allowed.begin(), allowed.end(), 0);
+    for (int32_t g : keep)
+      for (int64_t e = 0; e < gs; ++e) allowed[size_t(g * gs + e)] = 1;
+  }
+  topk_desc(sel.data(), allowed.data(), E, p.topk, idx);
+  double tot = 0;
+  for (int k = 0; k < p.topk; ++k) tot += double(scores[idx[k]]);
+  for (int k = 0; k < p.topk; ++k) {
+    double w = double(scores[idx[k]]);
+    if (p.norm_topk) w /= tot;
+    weights[k] = T(w * double(p.route_scale));
+  }
+}
+
+template <class T>
+void moe_route(const T* logits, const float* bias, const RouteParams& p, int64_t N, int64_t E,
+               T* scores, int32_t* idx, T* weights) {
+  for (int64_t n = 0; n < N; ++n)
+    moe_route_token(logits + n * E, bias, p, E, scores + n * E, idx + n * p.topk,
+                    weights + n * p.topk);
+}
+
+template <class T>
+void moe_route_backward_token(const T* scores, const int32_t* idx, const T* dweights,
+                              const T* dscores_extra, const RouteParams& p, int64_t E,
+                              T* dlogits) {
+  std::vector<double> ds(size_t(E), 0.0);
+  if (dscores_extra)
+    for (int64_t e = 0; e < E; ++e) ds[size_t(e)] = double(dscores_extra[e]);
+  const double rs = double(p.route_scale);
+  if (p.norm_topk) {   // w_k = rs * s_k / S, S = sum_k s_k
+    double S = 0, wsum = 0;
+    for (int k = 0; k < p.topk; ++k) S += double(scores[idx[k]]);
+    for (int k = 0; k < p.topk; ++k) wsum += double(dweights[k]) * double(scores[idx[k]]);
+    for (int k = 0; k < p.topk; ++k)
+      ds[size_t(idx[k])] += rs * (double(dweights[k]) / S - wsum / (S * S));
+  } else {
+    for (int k = 0; k < p.topk; ++k) ds[size_t(idx[k])] += rs * double(dweights[k]);
+  }
+  if (p.sigmoid) {
+    for (int64_t e = 0; e < E; ++e) {
+      double s = double(scores[e]);
+      dlogits[e] = T(ds[size_t(e)] * s * (1.0 - s));
+    }
+  } else {
+    double dot = 0;
+    for (int64_t e = 0; e < E; ++e) dot += ds[size_t(e)] * double(scores[e]);
+    for (int64_t e = 0; e < E; ++e) dlogits[e] = T(double(scores[e]) * (ds[size_t(e)] - dot));
+  }
+}
+
+template <class T>
+void moe_route_backward(const T* scores, const int32_t* idx, const T* dweights,
+                        const T* dscores_extra, const RouteParams& p, int64_t N, int64_t E,
+                        T* dlogits) {
+  for (int64_t n = 0; n < N; ++n)
+    moe_route_backward_token(scores + n * E, idx + n * p.topk, dweights + n * p.topk,
+                             dscores_extra ? dscores_extra + n * E : nullptr, p, E,
+                             dlogits + n * E);
+}
+
+template <class T>
+double moe_balance_loss(const T* scores, const int32_t* idx, int64_t n_seq, int64_t seq_len,
+                        int64_t E, int64_t K, double alpha, T* dscores) {
+  double loss = 0;
+  std::vector<double> f(size_t(E)), P(size_t(E));
+  for (int64_t sq = 0; sq < n_seq; ++sq) {
+    const int64_t t0 = sq * seq_len;
+    std::fill(f.begin(), f.end(), 0.0);
+    std::fill(P.begin(), P.end(), 0.0);
+    for (int64_t t = t0; t < t0 + seq_len; ++t) {
+      for (int64_t k = 0; k < K; ++k) f[size_t(idx[t * K + k])] += 1.0;
+      double S = 0;
+      for (int64_t e = 0; e < E; ++e) S += double(scores[t * E + e]);
+      for (int64_t e = 0; e < E; ++e) P[size_t(e)] += double(scores[t * E + e]) / S;
+    }
+    double l = 0;
+    for (int64_t e = 0; e < E; ++e) {
+      f[size_t(e)] *= double(E) / double(K * seq_len);
+      P[size_t(e)] /= double(seq_len);
+      l += f[size_t(e)] * P[size_t(e)];
+    }
+    loss += alpha * l / double(n_seq);
+    if (!dscores) continue;
+    for (int64_t t = t0; t < t0 + seq_len; ++t) {   // g_e = dL/ds'_e; ds_j = (g_j - g.s')/S
+      double S = 0, gdot = 0;
+      for (int64_t e = 0; e < E; ++e) S += double(scores[t * E + e]);
+      const double c = alpha / double(n_seq * seq_len);
+      for (int64_t e = 0; e < E; ++e) gdot += c * f[size_t(e)] * double(scores[t * E + e]) / S;
+      for (int64_t e = 0; e < E; ++e) dscores[t * E + e] = T((c * f[size_t(e)] - gdot) / S);
+    }
+  }
+  return loss;
+}
+
+void moe_count(const int32_t* idx, int64_t n, int32_t* counts) {
+  for (int64_t i = 0; i < n; ++i) counts[idx[i]] += 1;
+}
+
+#define DS_INST(T)                                                                              \
+  template void moe_route_token<T>(const T*, const float*, const RouteParams&, int64_t, T*,     \
+                                   int32_t*, T*);                                               \
+  template void moe_route<T>(const T*, const float*, const RouteParams&, int64_t, int64_t, T*,  \
+                             int32_t*, T*);                                                     \
+  template void moe_route_backward_token<T>(const T*, const int32_t*, const T*, const T*,       \
+                                            const RouteParams&, int64_t, T*);                   \
+  template void moe_route_backward<T>(const T*, const int32_t*, const T*, const T*,             \
+                                      const RouteParams&, int64_t, int64_t, T*);                \
+  template double moe_balance_loss<T>(const T*, const int32_t*, int64_t, int64_t, int64_t,      \
+                                      int64_t, double, T*);
+DS_INST(float)
+DS_INST(double)
+#undef DS_INST
+
+}  // namespace ds::ops::ref

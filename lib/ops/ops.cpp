@@ -1,0 +1,467 @@
+// Dispatch of the ops layer (include/ds/ops/ops.hpp): device check (CPU only for now; CUDA
+// tensors raise CudaError), shape/dtype/index checks at the boundary, then the reference
+// kernels (cpu/ref_*.cpp) or the optimised ones (cpu/opt_*.cpp) according to Context::impl.
+#include "ds/ops/ops.hpp"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <initializer_list>
+
+#include "cpu/opt.hpp"
+#include "cpu/ref.hpp"
+#include "ds/core/error.hpp"
+
+namespace ds::ops {
+
+namespace {
+
+// Throws CudaError when the context or any defined tensor is on the GPU.
+void cpu_only(const Context& ctx, const char* op, std::initializer_list<const Tensor*> ts) {
+  bool cuda = ctx.device == Device::cuda;
+  for (const Tensor* t : ts) cuda = cuda || (t->defined() && t->device() == Device::cuda);
+  if (cuda) DS_THROW(CudaError, "op {} has no CUDA path yet", op);
+}
+bool use_ref(const Context& ctx) { return ctx.impl == Impl::reference; }
+int nthreads(const Context& ctx) { return std::max(1, ctx.threads); }
+
+// Every entry of an I32 index tensor lies in [lo, hi).
+void check_indices(const Tensor& t, int64_t lo, int64_t hi, const char* what) {
+  const int32_t* p = t.i32();
+  for (int64_t i = 0; i < t.numel(); ++i)
+    if (p[i] < lo || p[i] >= hi)
+      DS_THROW(InternalError, "{}: index {} at position {} outside [{}, {})", what, p[i], i, lo, hi);
+}
+// Rows = product of all dims but the last.
+int64_t lead(const Tensor& t) { return t.size(-1) ? t.numel() / t.size(-1) : 0; }
+
+}  // namespace
+
+void set_cpu_threads(int n) {
+  n = std::max(1, n);
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+}
+
+// ---- GEMM ----------------------------------------------------------------------------------
+void matmul(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& c, bool trans_a,
+            bool trans_b, float alpha, float beta) {
+  cpu_only(ctx, "matmul", {&a, &b, &c});
+  DS_CHECK(a.ndim() == 2 && b.ndim() == 2, "matmul: a and b must be 2-D, got {} and {}",
+           shape_str(a.shape()), shape_str(b.shape()));
+  const int64_t M = trans_a ? a.size(1) : a.size(0), K = trans_a ? a.size(0) : a.size(1);
+  const int64_t N = trans_b ? b.size(0) : b.size(1), Kb = trans_b ? b.size(1) : b.size(0);
+  DS_CHECK(K == Kb, "matmul: inner dims differ: op(a) {}x{}, op(b) {}x{}", M, K, Kb, N);
+  DS_CHECK_SHAPE(c, {M, N});
+  if (use_ref(ctx))
+    ref::matmul(a.f32(), b.f32(), c.f32(), M, N, K, trans_a, trans_b, alpha, beta);
+  else
+    opt::matmul(a.f32(), b.f32(), c.f32(), M, N, K, trans_a, trans_b, alpha, beta);
+}
+
+void linear_forward(const Context& ctx, const Tensor& x, const Tensor& w, Tensor& y) {
+  DS_CHECK_SHAPE(w, {-1, -1});
+  DS_CHECK_SHAPE(x, {-1, w.size(1)});
+  DS_CHECK_SHAPE(y, {x.size(0), w.size(0)});
+  matmul(ctx, x, w, y, false, true, 1.0f, 0.0f);
+}
+
+void linear_backward(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
+                     Tensor& dx, Tensor& dw) {
+  DS_CHECK_SHAPE(w, {-1, -1});
+  DS_CHECK_SHAPE(x, {-1, w.size(1)});
+  DS_CHECK_SHAPE(dy, {x.size(0), w.size(0)});
+  DS_CHECK_SHAPE(dw, {w.size(0), w.size(1)});
+  if (dx.defined()) {
+    DS_CHECK_SHAPE(dx, {x.size(0), x.size(1)});
+    matmul(ctx, dy, w, dx, false, false, 1.0f, 0.0f);       // dx = dy @ w
+  }
+  matmul(ctx, dy, x, dw, true, false, 1.0f, 1.0f);          // dw += dy^T @ x
+}
+
+// ---- embedding -----------------------------------------------------------------------------
+void embedding_forward(const Context& ctx, const Tensor& table, const Tensor& ids, Tensor& out) {
+  cpu_only(ctx, "embedding_forward", {&table, &ids, &out});
+  DS_CHECK_SHAPE(table, {-1, -1});
+  DS_CHECK_SHAPE(ids, {-1});
+  DS_CHECK_SHAPE(out, {ids.size(0), table.size(1)});
+  check_indices(ids, 0, table.size(0), "embedding_forward ids");
+  const int64_t N = ids.size(0), C = table.size(1);
+  if (use_ref(ctx)) ref::embedding_forward(table.f32(), ids.i32(), out.f32(), N, C);
+  else opt::embedding_forward(table.f32(), ids.i32(), out.f32(), N, C, nthreads(ctx));
+}
+
+void embedding_backward(const Context& ctx, const Tensor& ids, const Tensor& dout,
+                        Tensor& dtable) {
+  cpu_only(ctx, "embedding_backward", {&ids, &dout, &dtable});
+  DS_CHECK_SHAPE(dtable, {-1, -1});
+  DS_CHECK_SHAPE(ids, {-1});
+  DS_CHECK_SHAPE(dout, {ids.size(0), dtable.size(1)});
+  check_indices(ids, 0, dtable.size(0), "embedding_backward ids");
+  const int64_t N = ids.size(0), V = dtable.size(0), C = dtable.size(1);
+  if (use_ref(ctx)) ref::embedding_backward(ids.i32(), dout.f32(), dtable.f32(), N, C);
+  else opt::embedding_backward(ids.i32(), dout.f32(), dtable.f32(), N, V, C, nthreads(ctx));
+}
+
+// ---- RMSNorm -------------------------------------------------------------------------------
+void rmsnorm_forward(const Context& ctx, const Tensor& x, const Tensor& g, float eps, Tensor& y,
+                     Tensor& rstd) {
+  cpu_only(ctx, "rmsnorm_forward", {&x, &g, &y, &rstd});
+  DS_CHECK_SHAPE(x, {-1, -1});
+  const int64_t N = x.size(0), C = x.size(1);
+  DS_CHECK_SHAPE(g, {C});
+  DS_CHECK_SHAPE(y, {N, C});
+  DS_CHECK_SHAPE(rstd, {N});
+  if (use_ref(ctx)) ref::rmsnorm_forward(x.f32(), g.f32(), double(eps), y.f32(), rstd.f32(), N, C);
+  else opt::rmsnorm_forward(x.f32(), g.f32(), eps, y.f32(), rstd.f32(), N, C, nthreads(ctx));
+}
+
+void rmsnorm_backward(const Context& ctx, const Tensor& x, const Tensor& g, const Tensor& rstd,
+                      const Tensor& dy, Tensor& dx, Tensor& dg) {
+  cpu_only(ctx, "rmsnorm_backward", {&x, &g, &rstd, &dy, &dx, &dg});
+  DS_CHECK_SHAPE(x, {-1, -1});
+  const int64_t N = x.size(0), C = x.size(1);
+  DS_CHECK_SHAPE(g, {C});
+  DS_CHECK_SHAPE(rstd, {N});
+  DS_CHECK_SHAPE(dy, {N, C});
+  DS_CHECK_SHAPE(dx, {N, C});
+  DS_CHECK_SHAPE(dg, {C});
+  if (use_ref(ctx))
+    ref::rmsnorm_backward(x.f32(), g.f32(), rstd.f32(), dy.f32(), dx.f32(), dg.f32(), N, C);
+  else
+    opt::rmsnorm_backward(x.f32(), g.f32(), rstd.f32(), dy.f32(), dx.f32(), dg.f32(), N, C,
+                          nthreads(ctx));
+}
+
+// ---- RoPE and head layout ------------------------------------------------------------------
+static void rope_dispatch(const Context& ctx, const char* op, const Tensor& x, const Tensor& pos,
+                          const Tensor& freqs, Tensor& out, int dir) {
+  cpu_only(ctx, op, {&x, &pos, &freqs, &out});
+  DS_CHECK(x.ndim() == 3, "{}: x must be (N, H, Dr), got {}", op, shape_str(x.shape()));
+  const int64_t N = x.size(0), H = x.size(1), Dr = x.size(2);
+  DS_CHECK(Dr % 2 == 0, "{}: rope dim {} is odd", op, Dr);
+  DS_CHECK_SHAPE(pos, {N});
+  DS_CHECK_SHAPE(freqs, {Dr / 2});
+  DS_CHECK_SHAPE(out, {N, H, Dr});
+  if (use_ref(ctx)) ref::rope(x.f32(), pos.i32(), freqs.f32(), out.f32(), N, H, Dr, dir);
+  else opt::rope(x.f32(), pos.i32(), freqs.f32(), out.f32(), N, H, Dr, dir, nthreads(ctx));
+}
+
+void rope_forward(const Context& ctx, const Tensor& x, const Tensor& pos, const Tensor& freqs,
+                  Tensor& out) {
+  rope_dispatch(ctx, "rope_forward", x, pos, freqs, out, +1);
+}
+void rope_backward(const Context& ctx, const Tensor& dout, const Tensor& pos, const Tensor& freqs,
+                   Tensor& dx) {
+  rope_dispatch(ctx, "rope_backward", dout, pos, freqs, dx, -1);
+}
+
+// x (..., A+B), a (..., A), b (..., B) with equal leading dims.
+static void check_split(const char* op, const Tensor& x, const Tensor& a, const Tensor& b) {
+  bool ok = x.ndim() >= 1 && a.ndim() == x.ndim() && b.ndim() == x.ndim() &&
+            a.size(-1) + b.size(-1) == x.size(-1);
+  for (int i = 0; ok && i + 1 < x.ndim(); ++i)
+    ok = a.shape()[size_t(i)] == x.shape()[size_t(i)] && b.shape()[size_t(i)] == x.shape()[size_t(i)];
+  DS_CHECK(ok, "{}: shapes x {} a {} b {} do not split along the last dim", op,
+           shape_str(x.shape()), shape_str(a.shape()), shape_str(b.shape()));
+}
+
+void split_last(const Context& ctx, const Tensor& x, Tensor& a, Tensor& b) {
+  cpu_only(ctx, "split_last", {&x, &a, &b});
+  check_split("split_last", x, a, b);
+  const int64_t R = lead(x), A = a.size(-1), B = b.size(-1);
+  if (use_ref(ctx)) ref::split_last(x.f32(), a.f32(), b.f32(), R, A, B);
+  else opt::split_last(x.f32(), a.f32(), b.f32(), R, A, B, nthreads(ctx));
+}
+
+void concat_last(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& x) {
+  cpu_only(ctx, "concat_last", {&x, &a, &b});
+  check_split("concat_last", x, a, b);
+  const int64_t R = lead(x), A = a.size(-1), B = b.size(-1);
+  if (use_ref(ctx)) ref::concat_last(a.f32(), b.f32(), x.f32(), R, A, B);
+  else opt::concat_last(a.f32(), b.f32(), x.f32(), R, A, B, nthreads(ctx));
+}
+
+void broadcast_heads(const Context& ctx, const Tensor& x, Tensor& out) {
+  cpu_only(ctx, "broadcast_heads", {&x, &out});
+  DS_CHECK_SHAPE(x, {-1, -1});
+  DS_CHECK_SHAPE(out, {x.size(0), -1, x.size(1)});
+  const int64_t N = x.size(0), H = out.size(1), D = x.size(1);
+  if (use_ref(ctx)) ref::broadcast_heads(x.f32(), out.f32(), N, H, D);
+  else opt::broadcast_heads(x.f32(), out.f32(), N, H, D, nthreads(ctx));
+}
+
+void sum_heads(const Context& ctx, const Tensor& dout, Tensor& dx) {
+  cpu_only(ctx, "sum_heads", {&dout, &dx});
+  DS_CHECK_SHAPE(dout, {-1, -1, -1});
+  DS_CHECK_SHAPE(dx, {dout.size(0), dout.size(2)});
+  const int64_t N = dout.size(0), H = dout.size(1), D = dout.size(2);
+  if (use_ref(ctx)) ref::sum_heads(dout.f32(), dx.f32(), N, H, D);
+  else opt::sum_heads(dout.f32(), dx.f32(), N, H, D, nthreads(ctx));
+}
+
+// ---- attention -----------------------------------------------------------------------------
+static ref::AttnDims check_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                     const Tensor& segments) {
+  DS_CHECK_SHAPE(q, {-1, -1, -1, -1});
+  ref::AttnDims d{q.size(0), q.size(1), q.size(2), q.size(3), 0};
+  DS_CHECK_SHAPE(k, {d.B, d.T, d.H, d.Dk});
+  DS_CHECK_SHAPE(v, {d.B, d.T, d.H, -1});
+  d.Dv = v.size(3);
+  if (segments.defined()) DS_CHECK_SHAPE(segments, {d.B, d.T});
+  return d;
+}
+
+void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
+                       const Tensor& segments, float scale, Tensor& out, Tensor& lse) {
+  cpu_only(ctx, "attention_forward", {&q, &k, &v, &segments, &out, &lse});
+  const ref::AttnDims d = check_attention(q, k, v, segments);
+  DS_CHECK_SHAPE(out, {d.B, d.T, d.H, d.Dv});
+  DS_CHECK_SHAPE(lse, {d.B, d.H, d.T});
+  const int32_t* seg = segments.defined() ? segments.i32() : nullptr;
+  if (use_ref(ctx))
+    ref::attention_forward(q.f32(), k.f32(), v.f32(), seg, double(scale), out.f32(), lse.f32(), d);
+  else
+    opt::attention_forward(q.f32(), k.f32(), v.f32(), seg, scale, out.f32(), lse.f32(), d,
+                           nthreads(ctx));
+}
+
+void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& segments, float scale, const Tensor& out, const Tensor& lse,
+                        const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv) {
+  cpu_only(ctx, "attention_backward", {&q, &k, &v, &segments, &out, &lse, &dout, &dq, &dk, &dv});
+  const ref::AttnDims d = check_attention(q, k, v, segments);
+  DS_CHECK_SHAPE(out, {d.B, d.T, d.H, d.Dv});
+  DS_CHECK_SHAPE(lse, {d.B, d.H, d.T});
+  DS_CHECK_SHAPE(dout, {d.B, d.T, d.H, d.Dv});
+  DS_CHECK_SHAPE(dq, {d.B, d.T, d.H, d.Dk});
+  DS_CHECK_SHAPE(dk, {d.B, d.T, d.H, d.Dk});
+  DS_CHECK_SHAPE(dv, {d.B, d.T, d.H, d.Dv});
+  const int32_t* seg = segments.defined() ? segments.i32() : nullptr;
+  if (use_ref(ctx))
+    ref::attention_backward(q.f32(), k.f32(), v.f32(), seg, double(scale), out.f32(), lse.f32(),
+                            dout.f32(), dq.f32(), dk.f32(), dv.f32(), d);
+  else
+    opt::attention_backward(q.f32(), k.f32(), v.f32(), seg, scale, out.f32(), lse.f32(),
+                            dout.f32(), dq.f32(), dk.f32(), dv.f32(), d, nthreads(ctx));
+}
+
+// ---- SwiGLU --------------------------------------------------------------------------------
+void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor& out) {
+  cpu_only(ctx, "swiglu_forward", {&gate, &up, &out});
+  DS_CHECK_SHAPE(up, gate.shape());
+  DS_CHECK_SHAPE(out, gate.shape());
+  if (use_ref(ctx)) ref::swiglu_forward(gate.f32(), up.f32(), out.f32(), gate.numel());
+  else opt::swiglu_forward(gate.f32(), up.f32(), out.f32(), gate.numel(), nthreads(ctx));
+}
+
+void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& dout,
+                     Tensor& dgate, Tensor& dup) {
+  cpu_only(ctx, "swiglu_backward", {&gate, &up, &dout, &dgate, &dup});
+  for (const Tensor* t : {&up, &dout, &dgate, &dup}) check_shape(*t, gate.shape(), "swiglu operand");
+  if (use_ref(ctx))
+    ref::swiglu_backward(gate.f32(), up.f32(), dout.f32(), dgate.f32(), dup.f32(), gate.numel());
+  else
+    opt::swiglu_backward(gate.f32(), up.f32(), dout.f32(), dgate.f32(), dup.f32(), gate.numel(),
+                         nthreads(ctx));
+}
+
+// ---- cross-entropy -------------------------------------------------------------------------
+static void check_ce(const Tensor& logits, const Tensor& targets) {
+  DS_CHECK_SHAPE(logits, {-1, -1});
+  DS_CHECK(logits.size(1) > 0, "cross_entropy: empty vocabulary");
+  DS_CHECK_SHAPE(targets, {logits.size(0)});
+  check_indices(targets, -1, logits.size(1), "cross_entropy targets");
+}
+
+void cross_entropy_forward(const Context& ctx, const Tensor& logits, const Tensor& targets,
+                           Tensor& losses) {
+  cpu_only(ctx, "cross_entropy_forward", {&logits, &targets, &losses});
+  check_ce(logits, targets);
+  DS_CHECK_SHAPE(losses, {logits.size(0)});
+  const int64_t N = logits.size(0), V = logits.size(1);
+  if (use_ref(ctx)) ref::cross_entropy_forward(logits.f32(), targets.i32(), losses.f32(), N, V);
+  else opt::cross_entropy_forward(logits.f32(), targets.i32(), losses.f32(), N, V, nthreads(ctx));
+}
+
+void cross_entropy_backward(const Context& ctx, const Tensor& logits, const Tensor& targets,
+                            float scale, Tensor& dlogits) {
+  cpu_only(ctx, "cross_entropy_backward", {&logits, &targets, &dlogits});
+  check_ce(logits, targets);
+  DS_CHECK_SHAPE(dlogits, logits.shape());
+  const int64_t N = logits.size(0), V = logits.size(1);
+  if (use_ref(ctx))
+    ref::cross_entropy_backward(logits.f32(), targets.i32(), double(scale), dlogits.f32(), N, V);
+  else
+    opt::cross_entropy_backward(logits.f32(), targets.i32(), scale, dlogits.f32(), N, V,
+                                nthreads(ctx));
+}
+
+// ---- MoE routing ---------------------------------------------------------------------------
+static void check_route_params(const RouteParams& p, int64_t E) {
+  DS_CHECK(p.n_groups >= 1 && E % p.n_groups == 0, "moe_route: {} experts not divisible into {} groups",
+           E, p.n_groups);
+  DS_CHECK(p.topk_groups >= 1 && p.topk_groups <= p.n_groups,
+           "moe_route: topk_groups {} outside [1, {}]", p.topk_groups, p.n_groups);
+  DS_CHECK(p.topk >= 1 && p.topk <= p.topk_groups * (E / p.n_groups),
+           "moe_route: topk {} outside [1, {}] (experts in the kept groups)", p.topk,
+           p.topk_groups * (E / p.n_groups));
+}
+
+void moe_route(const Context& ctx, const Tensor& logits, const Tensor& bias, const RouteParams& p,
+               Tensor& scores, Tensor& idx, Tensor& weights) {
+  cpu_only(ctx, "moe_route", {&logits, &bias, &scores, &idx, &weights});
+  DS_CHECK_SHAPE(logits, {-1, -1});
+  const int64_t N = logits.size(0), E = logits.size(1);
+  check_route_params(p, E);
+  if (bias.defined()) DS_CHECK_SHAPE(bias, {E});
+  DS_CHECK_SHAPE(scores, {N, E});
+  DS_CHECK_SHAPE(idx, {N, int64_t(p.topk)});
+  DS_CHECK_SHAPE(weights, {N, int64_t(p.topk)});
+  const float* b = bias.defined() ? bias.f32() : nullptr;
+  if (use_ref(ctx))
+    ref::moe_route(logits.f32(), b, p, N, E, scores.f32(), idx.i32(), weights.f32());
+  else
+    opt::moe_route(logits.f32(), b, p, N, E, scores.f32(), idx.i32(), weights.f32(), nthreads(ctx));
+}
+
+void moe_route_backward(const Context& ctx, const Tensor& scores, const Tensor& idx,
+                        const Tensor& dweights, const Tensor& dscores_extra, const RouteParams& p,
+                        Tensor& dlogits) {
+  cpu_only(ctx, "moe_route_backward", {&scores, &idx, &dweights, &dscores_extra, &dlogits});
+  DS_CHECK_SHAPE(scores, {-1, -1});
+  const int64_t N = scores.size(0), E = scores.size(1);
+  DS_CHECK_SHAPE(idx, {N, int64_t(p.topk)});
+  DS_CHECK_SHAPE(dweights, {N, int64_t(p.topk)});
+  if (dscores_extra.defined()) DS_CHECK_SHAPE(dscores_extra, {N, E});
+  DS_CHECK_SHAPE(dlogits, {N, E});
+  check_indices(idx, 0, E, "moe_route_backward idx");
+  const float* extra = dscores_extra.defined() ? dscores_extra.f32() : nullptr;
+  if (use_ref(ctx))
+    ref::moe_route_backward(scores.f32(), idx.i32(), dweights.f32(), extra, p, N, E, dlogits.f32());
+  else
+    opt::moe_route_backward(scores.f32(), idx.i32(), dweights.f32(), extra, p, N, E,
+                            dlogits.f32(), nthreads(ctx));
+}
+
+// O(N*E) and run once per layer: one implementation serves both impls.
+double moe_balance_loss(const Context& ctx, const Tensor& scores, const Tensor& idx, int n_seq,
+                        int seq_len, float alpha, Tensor& dscores) {
+  cpu_only(ctx, "moe_balance_loss", {&scores, &idx, &dscores});
+  DS_CHECK(n_seq >= 1 && seq_len >= 1, "moe_balance_loss: n_seq {} seq_len {}", n_seq, seq_len);
+  DS_CHECK_SHAPE(scores, {int64_t(n_seq) * seq_len, -1});
+  DS_CHECK_SHAPE(idx, {int64_t(n_seq) * seq_len, -1});
+  const int64_t E = scores.size(1), K = idx.size(1);
+  check_indices(idx, 0, E, "moe_balance_loss idx");
+  if (dscores.defined()) DS_CHECK_SHAPE(dscores, scores.shape());
+  return ref::moe_balance_loss(scores.f32(), idx.i32(), n_seq, seq_len, E, K, double(alpha),
+                               dscores.defined() ? dscores.f32() : nullptr);
+}
+
+void moe_count(const Context& ctx, const Tensor& idx, Tensor& counts) {
+  cpu_only(ctx, "moe_count", {&idx, &counts});
+  DS_CHECK_SHAPE(counts, {-1});
+  check_indices(idx, 0, counts.size(0), "moe_count idx");
+  ref::moe_count(idx.i32(), idx.numel(), counts.i32());
+}
+
+// ---- token permutation ---------------------------------------------------------------------
+void gather_rows(const Context& ctx, const Tensor& src, const Tensor& rows, Tensor& dst) {
+  cpu_only(ctx, "gather_rows", {&src, &rows, &dst});
+  DS_CHECK_SHAPE(src, {-1, -1});
+  DS_CHECK_SHAPE(rows, {-1});
+  DS_CHECK_SHAPE(dst, {rows.size(0), src.size(1)});
+  check_indices(rows, 0, src.size(0), "gather_rows rows");
+  const int64_t M = rows.size(0), C = src.size(1);
+  if (use_ref(ctx)) ref::gather_rows(src.f32(), rows.i32(), dst.f32(), M, C);
+  else opt::gather_rows(src.f32(), rows.i32(), dst.f32(), M, C, nthreads(ctx));
+}
+
+void scatter_add_rows(const Context& ctx, const Tensor& src, const Tensor& rows, const Tensor& w,
+                      Tensor& dst) {
+  cpu_only(ctx, "scatter_add_rows", {&src, &rows, &w, &dst});
+  DS_CHECK_SHAPE(src, {-1, -1});
+  DS_CHECK_SHAPE(rows, {src.size(0)});
+  if (w.defined()) DS_CHECK_SHAPE(w, {src.size(0)});
+  DS_CHECK_SHAPE(dst, {-1, src.size(1)});
+  check_indices(rows, 0, dst.size(0), "scatter_add_rows rows");
+  const int64_t M = src.size(0), N = dst.size(0), C = src.size(1);
+  const float* wp = w.defined() ? w.f32() : nullptr;
+  if (use_ref(ctx)) ref::scatter_add_rows(src.f32(), rows.i32(), wp, dst.f32(), M, C);
+  else opt::scatter_add_rows(src.f32(), rows.i32(), wp, dst.f32(), M, N, C, nthreads(ctx));
+}
+
+void gather_rows_dot(const Context& ctx, const Tensor& a, const Tensor& rows, const Tensor& b,
+                     Tensor& out) {
+  cpu_only(ctx, "gather_rows_dot", {&a, &rows, &b, &out});
+  DS_CHECK_SHAPE(a, {-1, -1});
+  DS_CHECK_SHAPE(rows, {-1});
+  DS_CHECK_SHAPE(b, {rows.size(0), a.size(1)});
+  DS_CHECK_SHAPE(out, {rows.size(0)});
+  check_indices(rows, 0, a.size(0), "gather_rows_dot rows");
+  const int64_t M = rows.size(0), C = a.size(1);
+  if (use_ref(ctx)) ref::gather_rows_dot(a.f32(), rows.i32(), b.f32(), out.f32(), M, C);
+  else opt::gather_rows_dot(a.f32(), rows.i32(), b.f32(), out.f32(), M, C, nthreads(ctx));
+}
+
+// ---- element-wise and reductions -----------------------------------------------------------
+void add(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
+  cpu_only(ctx, "add", {&a, &b, &out});
+  DS_CHECK_SHAPE(b, a.shape());
+  DS_CHECK_SHAPE(out, a.shape());
+  if (use_ref(ctx)) ref::add(a.f32(), b.f32(), out.f32(), a.numel());
+  else opt::add(a.f32(), b.f32(), out.f32(), a.numel(), nthreads(ctx));
+}
+
+void add_(const Context& ctx, Tensor& dst, const Tensor& src) {
+  cpu_only(ctx, "add_", {&dst, &src});
+  DS_CHECK_SHAPE(src, dst.shape());
+  if (use_ref(ctx)) ref::add_(dst.f32(), src.f32(), dst.numel());
+  else opt::add_(dst.f32(), src.f32(), dst.numel(), nthreads(ctx));
+}
+
+void scale_(const Context& ctx, Tensor& x, float s) {
+  cpu_only(ctx, "scale_", {&x});
+  if (use_ref(ctx)) ref::scale_(x.f32(), s, x.numel());
+  else opt::scale_(x.f32(), s, x.numel(), nthreads(ctx));
+}
+
+double sum_squares(const Context& ctx, const Tensor& x) {
+  cpu_only(ctx, "sum_squares", {&x});
+  return use_ref(ctx) ? ref::sum_squares(x.f32(), x.numel())
+                      : opt::sum_squares(x.f32(), x.numel(), nthreads(ctx));
+}
+
+int64_t count_nonfinite(const Context& ctx, const Tensor& x) {
+  cpu_only(ctx, "count_nonfinite", {&x});
+  return use_ref(ctx) ? ref::count_nonfinite(x.f32(), x.numel())
+                      : opt::count_nonfinite(x.f32(), x.numel(), nthreads(ctx));
+}
+
+double sum(const Context& ctx, const Tensor& x) {
+  cpu_only(ctx, "sum", {&x});
+  return use_ref(ctx) ? ref::sum(x.f32(), x.numel()) : opt::sum(x.f32(), x.numel(), nthreads(ctx));
+}
+
+// ---- AdamW ---------------------------------------------------------------------------------
+void adamw_step(const Context& ctx, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                const AdamWParams& p) {
+  cpu_only(ctx, "adamw_step", {&param, &grad, &m, &v});
+  DS_CHECK_SHAPE(grad, param.shape());
+  DS_CHECK_SHAPE(m, param.shape());
+  DS_CHECK_SHAPE(v, param.shape());
+  DS_CHECK(p.step >= 1, "adamw_step: step {} must be >= 1", p.step);
+  for (const Tensor* t : {&m, &v})
+    DS_CHECK(t->dtype() == DType::f32 || t->dtype() == DType::bf16,
+             "adamw_step: moments must be F32 or BF16, got {}", dtype_name(t->dtype()));
+  const bool mb = m.dtype() == DType::bf16, vb = v.dtype() == DType::bf16;
+  float* m32 = mb ? nullptr : m.f32();
+  float* v32 = vb ? nullptr : v.f32();
+  uint16_t* m16 = mb ? m.data<uint16_t>() : nullptr;
+  uint16_t* v16 = vb ? v.data<uint16_t>() : nullptr;
+  if (use_ref(ctx)) ref::adamw_step(param.f32(), grad.f32(), m32, v32, m16, v16, param.numel(), p);
+  else opt::adamw_step(param.f32(), grad.f32(), m32, v32, m16, v16, param.numel(), p, nthreads(ctx));
+}
+
+}  // namespace ds::ops

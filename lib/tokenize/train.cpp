@@ -1,0 +1,86 @@
+// `ds-tokenize train`: feeds documents (streamed in pieces cut at tokenization-neutral
+// points) to ds::tok::BpeTrainer and writes DIR/tokenizer.json and DIR/tokenizer_config.json
+// atomically; the summary carries vocab size, merge count, time and fingerprint.
+// reference: include/ds/tokenizer/bpe_trainer.hpp; man/ds-tokenize.1 (train).
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <filesystem>
+
+#include "ds/core/error.hpp"
+#include "ds/core/log.hpp"
+#include "ds/io/file.hpp"
+#include "ds/tokenize/documents.hpp"
+#include "ds/tokenize/tokenize.hpp"
+#include "ds/tokenizer/bpe_trainer.hpp"
+#include "ds/tokenizer/tokenizer.hpp"
+
+namespace ds::tokenize {
+
+namespace fs = std::filesystem;
+
+TrainSummary train(const TrainOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (o.out.empty()) DS_THROW(UsageError, "--out is required");
+  if (o.vocab_size < 256 + o.special_tokens.size())
+    DS_THROW(UsageError, "--vocab-size {}: must hold the 256 byte tokens and the special "
+             "tokens", o.vocab_size);
+  check_inputs(o.input);
+  std::error_code ec;
+  if (fs::exists(o.out, ec) && !fs::is_directory(o.out, ec))
+    DS_THROW(IoError, "{}: exists and is not a directory", o.out);
+
+  tok::BpeTrainerOptions to;
+  to.vocab_size = o.vocab_size;
+  to.min_frequency = o.min_frequency;
+  to.special_tokens = o.special_tokens;
+  to.threads = o.threads;
+  to.progress = log::stderr_is_tty();
+  tok::BpeTrainer trainer(to);
+
+  // The trainer's pre-tokenizer is DeepSeek-V3's, so the reader's cut rule is neutral.
+  DocumentReader reader(o.input, /*allow_cuts=*/true);
+  Segment seg;
+  while (reader.next(seg)) trainer.add_text(seg.text);
+  const auto& st = reader.stats();
+  if (st.documents == 0) DS_THROW(UsageError, "no documents to train on (empty input)");
+  spdlog::info("train: {} documents, {:.1f} MB; merging", st.documents, st.bytes_read / 1e6);
+
+  const std::string json = trainer.train();
+  const std::string config = trainer.tokenizer_config_json();
+  // Validate our own output before publishing it.
+  const tok::Tokenizer tok = tok::Tokenizer::from_json(json, "trained tokenizer.json");
+
+  fs::create_directories(o.out, ec);
+  if (ec) DS_THROW(IoError, "{}: cannot create directory: {}", o.out, ec.message());
+  io::write_file_atomic(fs::path(o.out) / "tokenizer.json", json);
+  io::write_file_atomic(fs::path(o.out) / "tokenizer_config.json", config);
+
+  TrainSummary s;
+  s.out = o.out;
+  s.vocab_size = tok.vocab_size();
+  s.documents = st.documents;
+  s.bytes = st.bytes_read;
+  s.fingerprint = tok.fingerprint();
+  try {
+    s.merges = nlohmann::json::parse(json).at("model").at("merges").size();
+  } catch (const nlohmann::json::exception& e) {
+    DS_THROW(InternalError, "trained tokenizer.json has no model.merges: {}", e.what());
+  }
+  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return s;
+}
+
+std::string to_json(const TrainSummary& s) {
+  nlohmann::json j;
+  j["out"] = s.out;
+  j["vocab_size"] = s.vocab_size;
+  j["merges"] = s.merges;
+  j["documents"] = s.documents;
+  j["bytes_in"] = s.bytes;
+  j["seconds"] = s.seconds;
+  j["fingerprint"] = s.fingerprint;
+  return j.dump();
+}
+
+}  // namespace ds::tokenize

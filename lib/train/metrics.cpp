@@ -1,0 +1,90 @@
+// Metrics JSONL writer and the progress line (see include/ds/train/metrics.hpp).
+#include "ds/train/metrics.hpp"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "ds/core/error.hpp"
+#include "ds/core/log.hpp"
+#include "ds/io/file.hpp"
+
+namespace ds::train {
+
+void MetricsWriter::open(const std::string& path, int64_t truncate_after_step) {
+  if (path.empty()) return;
+  path_ = path;
+  if (truncate_after_step >= 0 && std::filesystem::exists(path)) {
+    std::ifstream in(path);
+    std::string line, kept;
+    int64_t n = 0;
+    while (std::getline(in, line)) {
+      ++n;
+      if (line.empty()) continue;
+      auto j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_discarded() || !j.contains("step"))
+        DS_THROW(FormatError, "{}:{}: not a metrics line", path, n);
+      if (j["step"].get<int64_t>() <= truncate_after_step) kept += line + "\n";
+    }
+    io::write_file_atomic(path, kept);
+  }
+  f_ = std::fopen(path.c_str(), "a");
+  if (!f_) DS_THROW(IoError, "{}: cannot open for appending: {}", path, std::strerror(errno));
+}
+
+MetricsWriter::~MetricsWriter() {
+  if (f_) std::fclose(f_);
+}
+
+void MetricsWriter::write(const std::string& json_line) {
+  if (!f_) return;
+  if (std::fputs(json_line.c_str(), f_) < 0 || std::fputc('\n', f_) < 0 || std::fflush(f_) != 0)
+    DS_THROW(IoError, "{}: write failed: {}", path_, std::strerror(errno));
+}
+
+std::string format_duration(double s) {
+  if (!(s >= 0) || s > 1e8) return "?";
+  int64_t t = int64_t(s + 0.5);
+  char buf[32];
+  if (t >= 3600) std::snprintf(buf, sizeof buf, "%lldh%02lldm", (long long)(t / 3600), (long long)(t % 3600 / 60));
+  else if (t >= 60) std::snprintf(buf, sizeof buf, "%lldm%02llds", (long long)(t / 60), (long long)(t % 60));
+  else std::snprintf(buf, sizeof buf, "%llds", (long long)t);
+  return buf;
+}
+
+Progress::Progress(int64_t total_steps, int64_t log_every)
+    : total_(total_steps), log_every_(log_every > 0 ? log_every : 10),
+      tty_(ds::log::stderr_is_tty() && spdlog::get_level() <= spdlog::level::info),
+      start_(std::chrono::steady_clock::now()) {}
+
+void Progress::update(int64_t step, double loss, double lr, double tokens_per_s) {
+  if (first_step_ < 0) {
+    first_step_ = step - 1;
+    start_ = std::chrono::steady_clock::now();
+  }
+  double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  double per_step = elapsed / double(std::max<int64_t>(1, step - first_step_));
+  double eta = per_step * double(total_ - step);
+  std::string line = fmt::format("step {}/{} loss {:.4f} lr {:.3g} {:.0f} tok/s ETA {}", step,
+                                 total_, loss, lr, tokens_per_s, format_duration(eta));
+  if (tty_) {
+    int width = 30;
+    int filled = total_ > 0 ? int(width * step / total_) : 0;
+    std::string bar = std::string(size_t(filled), '#') + std::string(size_t(width - filled), '.');
+    std::fprintf(stderr, "\r[%s] %s\x1b[K", bar.c_str(), line.c_str());
+    std::fflush(stderr);
+  } else if (step % log_every_ == 0 || step == total_) {
+    spdlog::info("{}", line);
+  }
+}
+
+void Progress::finish() {
+  if (tty_) std::fprintf(stderr, "\n");
+}
+
+}  // namespace ds::train

@@ -1,0 +1,60 @@
+// AdamW with global-norm clipping over a ParamStore (see include/ds/train/optimizer.hpp).
+#include "ds/train/optimizer.hpp"
+
+#include <cmath>
+
+namespace ds::train {
+
+AdamW::AdamW(model::ParamStore& params, const OptimizerOptions& opts)
+    : params_(params), opts_(opts) {
+  DType mt = opts.bf16_moments ? DType::bf16 : DType::f32;
+  for (auto& p : params_.params()) {
+    m_.push_back(Tensor::zeros(p.info.shape, mt));
+    v_.push_back(Tensor::zeros(p.info.shape, mt));
+  }
+}
+
+GradStats AdamW::grad_stats(const ops::Context& ctx) const {
+  GradStats s;
+  double sq = 0;
+  for (const auto& p : params_.params()) {
+    sq += ops::sum_squares(ctx, p.grad);
+    s.nonfinite += ops::count_nonfinite(ctx, p.grad);
+  }
+  s.norm = std::sqrt(sq);
+  return s;
+}
+
+void AdamW::step(const ops::Context& ctx, float lr, const GradStats& stats) {
+  ++step_;
+  // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when norm > max_norm.
+  if (opts_.clip_norm > 0 && stats.norm > opts_.clip_norm) {
+    float c = float(opts_.clip_norm / (stats.norm + 1e-6));
+    for (auto& p : params_.params()) ops::scale_(ctx, p.grad, c);
+  }
+  size_t i = 0;
+  for (auto& p : params_.params()) {
+    ops::AdamWParams ap;
+    ap.lr = lr;
+    ap.beta1 = opts_.beta1;
+    ap.beta2 = opts_.beta2;
+    ap.eps = opts_.eps;
+    ap.weight_decay = p.info.decay ? opts_.weight_decay : 0.0f;
+    ap.step = step_;
+    ops::adamw_step(ctx, p.value, p.grad, m_[i], v_[i], ap);
+    ++i;
+  }
+}
+
+std::vector<std::pair<std::string, Tensor*>> AdamW::state_tensors() {
+  std::vector<std::pair<std::string, Tensor*>> out;
+  size_t i = 0;
+  for (auto& p : params_.params()) {
+    out.emplace_back(p.info.name + ".exp_avg", &m_[i]);
+    out.emplace_back(p.info.name + ".exp_avg_sq", &v_[i]);
+    ++i;
+  }
+  return out;
+}
+
+}  // namespace ds::train

@@ -1,0 +1,51 @@
+// LR, batch-size, MTP-weight and bias-speed schedules (see include/ds/train/schedule.hpp).
+#include "ds/train/schedule.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace ds::train {
+
+Schedule::Schedule(const ScheduleOptions& o, int64_t total_tokens, int64_t total_steps,
+                   int64_t batch_size)
+    : o_(o), total_tokens_(std::max<int64_t>(1, total_tokens)),
+      total_steps_(std::max<int64_t>(1, total_steps)), batch_size_(batch_size) {
+  warmup_ = o.warmup_steps >= 0 ? o.warmup_steps
+                                : std::max<int64_t>(1, total_steps_ / 100);
+}
+
+double Schedule::lr(int64_t step, int64_t tokens_seen) const {
+  double peak = o_.lr;
+  if (warmup_ > 0 && step < warmup_) return peak * double(step + 1) / double(warmup_);
+  double f = double(tokens_seen) / double(total_tokens_);
+  if (f < o_.constant_end) return peak;
+  if (f < o_.cosine_end) {
+    double t = (f - o_.constant_end) / std::max(1e-12, o_.cosine_end - o_.constant_end);
+    double lo = peak * o_.cosine_final_ratio;
+    return lo + 0.5 * (peak - lo) * (1.0 + std::cos(M_PI * t));
+  }
+  if (f < o_.tail1_end) return peak * o_.tail1_ratio;
+  return peak * o_.tail2_ratio;
+}
+
+int64_t Schedule::batch(int64_t tokens_seen) const {
+  int64_t start = o_.batch_start > 0 ? o_.batch_start : std::max<int64_t>(1, batch_size_ / 5);
+  start = std::min(start, batch_size_);
+  double ramp_tokens = o_.ramp_end * double(total_tokens_);
+  if (ramp_tokens <= 0 || double(tokens_seen) >= ramp_tokens) return batch_size_;
+  double t = double(tokens_seen) / ramp_tokens;
+  return std::clamp<int64_t>(int64_t(std::llround(start + t * double(batch_size_ - start))),
+                             start, batch_size_);
+}
+
+double Schedule::mtp_lambda(int64_t tokens_seen) const {
+  double f = double(tokens_seen) / double(total_tokens_);
+  return f < o_.lambda_switch ? o_.lambda_start : o_.lambda_end;
+}
+
+double Schedule::gamma(int64_t tokens_seen) const {
+  double f = double(tokens_seen) / double(total_tokens_);
+  return f < o_.gamma_stop ? o_.gamma : 0.0;
+}
+
+}  // namespace ds::train

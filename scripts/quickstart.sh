@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The README's main job: installs what is missing, builds, then runs the pipeline on the
+# embedded default corpus (the King James Bible from Debian's bible-kjv package) on a CPU:
+#   1. ds-tokenize train   a 4096-token byte-level BPE tokenizer
+#   2. ds-tokenize encode  the corpus into checksummed token shards
+#   3. ds-pretrain         the tiny DeepSeek-V3 model for a few minutes, loss falling
+#   4. gnuplot             the loss curves as a PNG (examples/plot-loss.gp)
+# Everything lands in runs/quickstart/ (override with QUICKSTART_DIR). Re-running resumes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+R=${QUICKSTART_DIR:-runs/quickstart}
+STEPS=${QUICKSTART_STEPS:-400}
+THREADS=${QUICKSTART_THREADS:-0}
+
+bash scripts/install-deps.sh
+bash scripts/build.sh
+BIN=build/bin
+mkdir -p "$R"
+
+if [ ! -s "$R/kjv.txt" ]; then
+  bible "Gen1:1-Rev22:21" > "$R/kjv.txt.tmp" && mv "$R/kjv.txt.tmp" "$R/kjv.txt"
+fi
+if [ ! -f "$R/tokenizer/tokenizer.json" ]; then
+  "$BIN/ds-tokenize" train --vocab-size 4096 --out "$R/tokenizer" --threads "$THREADS" "$R/kjv.txt"
+fi
+if [ ! -f "$R/data/manifest.json" ]; then
+  "$BIN/ds-tokenize" encode --tokenizer "$R/tokenizer/tokenizer.json" --out "$R/data" \
+    --doc-split blank-line --threads "$THREADS" --force "$R/kjv.txt"
+fi
+"$BIN/ds-tokenize" inspect --data "$R/data" --tokenizer "$R/tokenizer/tokenizer.json"
+
+"$BIN/ds-pretrain" --preset tiny --tokenizer "$R/tokenizer/tokenizer.json" --data "$R/data" \
+  --out "$R/pretrain" --steps "$STEPS" --batch-size 16 --seq-len 128 --lr 3e-3 \
+  --eval-every 50 --save-every 100 --metrics "$R/pretrain/metrics.jsonl" \
+  --threads "$THREADS" --resume
+
+if command -v gnuplot >/dev/null; then
+  bash examples/plot-loss.sh "$R/pretrain/metrics.jsonl" "$R/pretrain/loss.png"
+  echo "quickstart: loss curves in $R/pretrain/loss.png"
+fi
+echo "quickstart: done; checkpoints in $R/pretrain/"
