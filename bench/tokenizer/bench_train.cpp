@@ -54,7 +54,7 @@ int run(int argc, char** argv) {
   size_t vocab = 32000;
   uint64_t min_freq = 2;
   int threads = 0, runs = 3;
-  bool lines = false;
+  bool lines = false, progress = false;
   std::string out = "tokenizer.json", config_out, encode_in, encode_out;
   std::vector<std::string> files;
   app.add_option("--vocab-size", vocab, "total vocabulary size");
@@ -62,6 +62,7 @@ int run(int argc, char** argv) {
   app.add_option("--threads", threads, "counting threads (0 = all cores)");
   app.add_option("--runs", runs, "timed runs (the median is reported)")->check(CLI::PositiveNumber);
   app.add_flag("--lines", lines, "one document per line instead of per file");
+  app.add_flag("--progress", progress, "progress on stderr (when it is a terminal)");
   app.add_option("--out", out, "tokenizer.json to write");
   app.add_option("--config-out", config_out, "tokenizer_config.json to write");
   app.add_option("--encode", encode_in, "held-out text to encode with the result");
@@ -82,6 +83,7 @@ int run(int argc, char** argv) {
     opts.vocab_size = vocab;
     opts.min_frequency = min_freq;
     opts.threads = threads;
+    opts.progress = progress;
     ds::tok::BpeTrainer trainer(opts);
     for (auto d : docs) trainer.add_text(d);
     json = trainer.train();

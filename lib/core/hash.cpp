@@ -50,6 +50,7 @@ Xxh64Stream::Xxh64Stream(uint64_t seed) : seed_(seed) {
 }
 
 void Xxh64Stream::update(const void* data, size_t len) {
+  if (len == 0) return;   // data may be null for an empty range
   auto p = static_cast<const unsigned char*>(data);
   total_ += len;
   if (buf_len_ + len < 32) { std::memcpy(buf_ + buf_len_, p, len); buf_len_ += len; return; }

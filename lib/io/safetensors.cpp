@@ -129,6 +129,48 @@ SafetensorsFile::~SafetensorsFile() {
   if (map_) ::munmap(map_, map_size_);
 }
 
+namespace {
+
+// One tensor entry of the header -> (view, [begin, end)); every defect names file and tensor.
+std::pair<TensorView, std::pair<uint64_t, uint64_t>> parse_entry(
+    const std::string& f, const std::string& name, const json& e, const uint8_t* data,
+    uint64_t data_size) {
+  DS_CHECK_AS(FormatError, e.is_object() && e.contains("dtype") && e.contains("shape") &&
+                               e.contains("data_offsets"),
+              "{}: tensor {}: entry needs dtype, shape and data_offsets", f, name);
+  DS_CHECK_AS(FormatError, e["dtype"].is_string(), "{}: tensor {}: dtype is not a string", f,
+              name);
+  auto dt = dtype_from_name(e["dtype"].get<std::string>());
+  DS_CHECK_AS(FormatError, dt.has_value(), "{}: tensor {}: unknown dtype {}", f, name,
+              e["dtype"].get<std::string>());
+  const json& js_shape = e["shape"];
+  DS_CHECK_AS(FormatError, js_shape.is_array(), "{}: tensor {}: shape is not an array", f, name);
+  Shape shape;
+  for (const json& d : js_shape) {
+    DS_CHECK_AS(FormatError, d.is_number_unsigned(),
+                "{}: tensor {}: shape entries must be non-negative integers", f, name);
+    DS_CHECK_AS(FormatError, d.get<uint64_t>() < (uint64_t(1) << 62),
+                "{}: tensor {}: dimension too large", f, name);
+    shape.push_back(int64_t(d.get<uint64_t>()));
+  }
+  const json& off = e["data_offsets"];
+  DS_CHECK_AS(FormatError,
+              off.is_array() && off.size() == 2 && off[0].is_number_unsigned() &&
+                  off[1].is_number_unsigned(),
+              "{}: tensor {}: data_offsets must be two non-negative integers", f, name);
+  uint64_t b = off[0].get<uint64_t>(), en = off[1].get<uint64_t>();
+  DS_CHECK_AS(FormatError, b <= en && en <= data_size,
+              "{}: tensor {}: data_offsets [{}, {}] out of range (data is {} bytes)", f, name, b,
+              en, data_size);
+  uint64_t want = checked_numel(shape, f, name) * dtype_size(*dt);
+  DS_CHECK_AS(FormatError, en - b == want,
+              "{}: tensor {}: data_offsets span {} bytes but {} {} needs {}", f, name, en - b,
+              dtype_name(*dt), shape_str(shape), want);
+  return {TensorView{name, *dt, shape, data + b, size_t(want)}, {b, en}};
+}
+
+}  // namespace
+
 void SafetensorsFile::parse_header(std::string_view js, uint64_t data_size) {
   const std::string f = path_.string();
   json h;
@@ -139,59 +181,25 @@ void SafetensorsFile::parse_header(std::string_view js, uint64_t data_size) {
   }
   DS_CHECK_AS(FormatError, h.is_object(), "{}: header is not a JSON object", f);
   const uint8_t* data = static_cast<const uint8_t*>(map_) + 8 + header_size_;
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;   // (begin, end) per tensor
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;   // [begin, end) per tensor
   for (auto it = h.begin(); it != h.end(); ++it) {
-    const std::string& name = it.key();
-    const json& e = it.value();
-    if (name == "__metadata__") {
-      DS_CHECK_AS(FormatError, e.is_object(), "{}: __metadata__ is not an object", f);
-      for (auto m = e.begin(); m != e.end(); ++m) {
-        DS_CHECK_AS(FormatError, m.value().is_string(), "{}: __metadata__.{} is not a string",
-                    f, m.key());
-        metadata_[m.key()] = m.value().get<std::string>();
+    if (it.key() == "__metadata__") {
+      DS_CHECK_AS(FormatError, it->is_object(), "{}: __metadata__ is not an object", f);
+      for (auto m = it->begin(); m != it->end(); ++m) {
+        DS_CHECK_AS(FormatError, m->is_string(), "{}: __metadata__.{} is not a string", f,
+                    m.key());
+        metadata_[m.key()] = m->get<std::string>();
       }
       continue;
     }
-    DS_CHECK_AS(FormatError, e.is_object() && e.contains("dtype") && e.contains("shape") &&
-                                 e.contains("data_offsets"),
-                "{}: tensor {}: entry needs dtype, shape and data_offsets", f, name);
-    DS_CHECK_AS(FormatError, e["dtype"].is_string(), "{}: tensor {}: dtype is not a string", f,
-                name);
-    auto dt = dtype_from_name(e["dtype"].get<std::string>());
-    DS_CHECK_AS(FormatError, dt.has_value(), "{}: tensor {}: unknown dtype {}", f, name,
-                e["dtype"].get<std::string>());
-    const json& js_shape = e["shape"];
-    DS_CHECK_AS(FormatError, js_shape.is_array(), "{}: tensor {}: shape is not an array", f, name);
-    Shape shape;
-    for (const json& d : js_shape) {
-      DS_CHECK_AS(FormatError, d.is_number_unsigned(),
-                  "{}: tensor {}: shape entries must be non-negative integers", f, name);
-      DS_CHECK_AS(FormatError, d.get<uint64_t>() < (uint64_t(1) << 62),
-                  "{}: tensor {}: dimension too large", f, name);
-      shape.push_back(int64_t(d.get<uint64_t>()));
-    }
-    const json& off = e["data_offsets"];
-    DS_CHECK_AS(FormatError,
-                off.is_array() && off.size() == 2 && off[0].is_number_unsigned() &&
-                    off[1].is_number_unsigned(),
-                "{}: tensor {}: data_offsets must be two non-negative integers", f, name);
-    uint64_t b = off[0].get<uint64_t>(), en = off[1].get<uint64_t>();
-    DS_CHECK_AS(FormatError, b <= en && en <= data_size,
-                "{}: tensor {}: data_offsets [{}, {}] out of range (data is {} bytes)", f, name, b,
-                en, data_size);
-    uint64_t want = checked_numel(shape, f, name) * dtype_size(*dt);
-    DS_CHECK_AS(FormatError, en - b == want,
-                "{}: tensor {}: data_offsets span {} bytes but {} {} needs {}", f, name, en - b,
-                dtype_name(*dt), shape_str(shape), want);
-    tensors_.push_back(TensorView{name, *dt, shape, data + b, size_t(want)});
-    ranges.emplace_back(b, en);
+    auto [view, range] = parse_entry(f, it.key(), *it, data, data_size);
+    tensors_.push_back(std::move(view));
+    ranges.push_back(range);
   }
-  // Order by offset; ranges must tile [0, data_size) exactly (no overlap, no hole).
+  // Order by offset; the ranges must tile [0, data_size) exactly (no overlap, no hole).
   std::vector<size_t> order(tensors_.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return ranges[a] < ranges[b];
-  });
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ranges[a] < ranges[b]; });
   uint64_t pos = 0;
   std::vector<TensorView> sorted;
   for (size_t i : order) {

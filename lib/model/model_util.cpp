@@ -50,7 +50,7 @@ std::vector<float> download_f32(const Tensor& t) { return download<float>(t, DTy
 
 void scale_rows(const ops::Context& ctx, const Tensor& x, const Tensor& w, Tensor& out) {
   const int64_t M = x.size(0);
-  std::vector<int32_t> iota(size_t(M));
+  std::vector<int32_t> iota(static_cast<size_t>(M));
   std::iota(iota.begin(), iota.end(), 0);
   out.zero_();
   ops::scatter_add_rows(ctx, x, upload_i32(ctx, iota, {M}), w, out);

@@ -44,7 +44,7 @@ std::vector<double> rope_inv_freqs(const ModelArgs& a) {
               "qk_rope_head_dim ({}) must be even and positive", a.qk_rope_head_dim);
   const int64_t P = a.qk_rope_head_dim / 2;
   const std::vector<double> ramp = yarn_ramp(a);
-  std::vector<double> f(size_t(P));
+  std::vector<double> f(static_cast<size_t>(P));
   for (int64_t i = 0; i < P; ++i) {
     const double fi = std::pow(a.rope_theta, -2.0 * double(i) / double(a.qk_rope_head_dim));
     const double rho = ramp[size_t(i)];

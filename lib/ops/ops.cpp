@@ -209,6 +209,7 @@ static ref::AttnDims check_attention(const Tensor& q, const Tensor& k, const Ten
   DS_CHECK_SHAPE(k, {d.B, d.T, d.H, d.Dk});
   DS_CHECK_SHAPE(v, {d.B, d.T, d.H, -1});
   d.Dv = v.size(3);
+  DS_CHECK(d.Dk > 0 && d.Dv > 0, "attention: empty head dims Dk {} Dv {}", d.Dk, d.Dv);
   if (segments.defined()) DS_CHECK_SHAPE(segments, {d.B, d.T});
   return d;
 }
@@ -259,7 +260,7 @@ void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Te
 void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& dout,
                      Tensor& dgate, Tensor& dup) {
   cpu_only(ctx, "swiglu_backward", {&gate, &up, &dout, &dgate, &dup});
-  for (const Tensor* t : {&up, &dout, &dgate, &dup}) check_shape(*t, gate.shape(), "swiglu operand");
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&up, &dout, &dgate, &dup}) check_shape(*t, gate.shape(), "swiglu operand");
   if (use_ref(ctx))
     ref::swiglu_backward(gate.f32(), up.f32(), dout.f32(), dgate.f32(), dup.f32(), gate.numel());
   else
@@ -452,7 +453,7 @@ void adamw_step(const Context& ctx, Tensor& param, const Tensor& grad, Tensor& m
   DS_CHECK_SHAPE(m, param.shape());
   DS_CHECK_SHAPE(v, param.shape());
   DS_CHECK(p.step >= 1, "adamw_step: step {} must be >= 1", p.step);
-  for (const Tensor* t : {&m, &v})
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&m, &v})
     DS_CHECK(t->dtype() == DType::f32 || t->dtype() == DType::bf16,
              "adamw_step: moments must be F32 or BF16, got {}", dtype_name(t->dtype()));
   const bool mb = m.dtype() == DType::bf16, vb = v.dtype() == DType::bf16;

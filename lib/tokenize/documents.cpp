@@ -68,6 +68,16 @@ size_t last_cut_point(std::string_view text) {
   return 0;
 }
 
+size_t next_cut_point(std::string_view text, size_t from) {
+  for (size_t i = std::max<size_t>(from, 1); i < text.size(); ++i) {
+    const void* nl = std::memchr(text.data() + i - 1, '\n', text.size() - (i - 1));
+    if (!nl) break;
+    i = size_t(static_cast<const char*>(nl) - text.data()) + 1;
+    if (i < text.size() && is_ascii_letter(text[i])) return i;
+  }
+  return text.size();
+}
+
 bool cutting_is_neutral(const tok::Tokenizer& tok) {
   for (const auto& t : tok.added_tokens()) {
     if (t.content.find('\n') != std::string::npos) return false;

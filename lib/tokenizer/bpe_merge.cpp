@@ -155,7 +155,7 @@ void MergeEngine::merge_word(uint32_t w, uint32_t a, uint32_t b, uint32_t z) {
   while (i < n) {
     if (i + 1 < n && s[i] == a && s[i + 1] == b) {
       if (o > 0) {   // the left neighbour is already in output form (may be a new z)
-        add(s[o - 1], a, -f, w); if (f > 3) add(s[o - 1], a, -1, w);
+        add(s[o - 1], a, -f, w);
         add(s[o - 1], z, f, w);
       }
       if (i + 2 < n) {

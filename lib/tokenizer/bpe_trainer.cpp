@@ -9,7 +9,6 @@
 #include "ds/tokenizer/bpe_trainer.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <unordered_map>
 

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "data_test_util.hpp"
+#include "ds/core/hash.hpp"
 
 using namespace ds_test;
 using ds::data::ShardReader;
@@ -265,4 +266,30 @@ TEST_CASE("concurrent reads from one reader") {
   }
   for (auto& th : threads) th.join();
   CHECK(mismatches == 0);
+}
+
+TEST_CASE("a block holding a token >= vocab_size is rejected on read") {
+  TempDir dir("vocab");
+  const fs::path p = dir.path / "v.dst";
+  {
+    ShardWriter w(p, 1000, kFp, 16);
+    std::vector<TokenId> t(40, 3);
+    t[20] = 999;   // in block 1
+    w.append(t);
+    w.finish();
+  }
+  // Lower vocab_size (u32 at byte 16) to 500 and re-seal the header and footer checksums,
+  // giving a well-formed shard whose block 1 holds an out-of-vocabulary id.
+  std::string b = read_bytes(p);
+  const uint32_t vocab = 500;
+  std::memcpy(b.data() + 16, &vocab, 4);
+  const uint64_t h = ds::xxh64(b.data(), 120);
+  std::memcpy(b.data() + 120, &h, 8);
+  std::memcpy(b.data() + b.size() - 16, &h, 8);
+  write_bytes(p, b);
+  ShardReader r(p);
+  CHECK(r.info().vocab_size == 500);
+  CHECK(r.read(0, 16) == std::vector<TokenId>(16, 3));
+  require_format_error([&] { r.read(0, 40); }, {"v.dst", "block 1", "999", "vocab_size 500"});
+  CHECK(r.verify() == 1);
 }

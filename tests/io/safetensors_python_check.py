@@ -38,7 +38,7 @@ def write(path, tensors):
     header, blobs, pos = {"__metadata__": {"format": "pt"}}, [], 0
     for name, t in tensors.items():
         rev = {v: k for k, v in DT.items()}
-        b = t.contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        b = t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
         header[name] = {"dtype": rev[t.dtype], "shape": list(t.shape), "data_offsets": [pos, pos + len(b)]}
         blobs.append(b); pos += len(b)
     h = json.dumps(header).encode(); h += b" " * ((8 - (8 + len(h)) % 8) % 8)

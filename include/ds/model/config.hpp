@@ -50,6 +50,7 @@ struct ModelArgs {
   int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
   bool is_moe_layer(int64_t layer) const { return layer >= n_dense_layers; }  // MTP: always MoE
   double softmax_scale() const;     // 1/sqrt(qk_head_dim) (* mscale^2 with YaRN)
+  bool operator==(const ModelArgs&) const = default;
 };
 
 // Throws ConfigError naming the field (e.g. "n_routed_experts (10) not divisible by n_group (4)").

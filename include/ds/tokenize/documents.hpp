@@ -37,6 +37,8 @@ struct ReaderStats {
 // Position just after the last '\n' in `text` that is followed by an ASCII letter, or 0 if
 // there is none. Cutting there never changes DeepSeek-V3 tokenization (proof in the .cpp).
 size_t last_cut_point(std::string_view text);
+// First such position >= from, or text.size() if there is none.
+size_t next_cut_point(std::string_view text, size_t from);
 // True when cutting at last_cut_point() is provably neutral for `tok`: its pre-tokenizer
 // is DeepSeek-V3's and no added token contains '\n' (nor lstrip-absorbs it).
 bool cutting_is_neutral(const tok::Tokenizer& tok);

@@ -65,7 +65,8 @@ struct EncodeSummary {
   uint64_t chunked_documents = 0;    // documents encoded in more than one piece
   uint64_t bad_lines_skipped = 0;    // JSONL lines skipped with skip_bad_lines
   uint64_t empty_skipped = 0;        // empty documents (nothing written for them)
-  double seconds = 0;
+  double seconds = 0;                // wall time, tokenizer loading included
+  double tokenizer_seconds = 0;      // loading tokenizer.json
 };
 
 // `encode --jsonl`: {"<field>": "..."} per line on `in` -> {"ids":[...]} per line on `out`.

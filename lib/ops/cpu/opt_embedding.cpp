@@ -17,7 +17,7 @@ void embedding_forward(const float* table, const int32_t* ids, float* out, int64
 
 void embedding_backward(const int32_t* ids, const float* dout, float* dtable, int64_t N,
                         int64_t V, int64_t C, int nt) {
-  std::vector<int64_t> start(size_t(V) + 1, 0), order(size_t(N));
+  std::vector<int64_t> start(static_cast<size_t>(V) + 1, 0), order(static_cast<size_t>(N));
   for (int64_t n = 0; n < N; ++n) start[size_t(ids[n]) + 1] += 1;
   for (int64_t v = 0; v < V; ++v) start[size_t(v) + 1] += start[size_t(v)];
   std::vector<int64_t> fill(start.begin(), start.end() - 1);

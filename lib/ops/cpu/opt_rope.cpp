@@ -14,7 +14,7 @@ void rope(const float* x, const int32_t* pos, const float* freqs, float* out, in
   const int64_t P = Dr / 2;
 #pragma omp parallel num_threads(nt)
   {
-    std::vector<float> cs(size_t(P)), sn(size_t(P));
+    std::vector<float> cs(static_cast<size_t>(P)), sn(static_cast<size_t>(P));
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < N; ++n) {
       for (int64_t i = 0; i < P; ++i) {

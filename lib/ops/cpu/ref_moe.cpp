@@ -14,7 +14,7 @@ namespace {
 // ties to the lower index; always k distinct entries (NaN never blocks a pick).
 template <class V>
 void topk_desc(const V* vals, const uint8_t* allowed, int64_t n, int k, int32_t* out) {
-  std::vector<uint8_t> taken(size_t(n), 0);
+  std::vector<uint8_t> taken(static_cast<size_t>(n), 0);
   for (int r = 0; r < k; ++r) {
     int64_t best = -1;
     for (int64_t i = 0; i < n; ++i) {
@@ -38,12 +38,12 @@ void moe_route_token(const T* logits, const float* bias, const RouteParams& p, i
     for (int64_t e = 0; e < E; ++e) z += std::exp(double(logits[e]) - mx);
     for (int64_t e = 0; e < E; ++e) scores[e] = T(std::exp(double(logits[e]) - mx) / z);
   }
-  std::vector<T> sel(size_t(E));   // selection scores in T precision (as R does in FP32)
+  std::vector<T> sel(static_cast<size_t>(E));   // selection scores in T precision (as R does in FP32)
   for (int64_t e = 0; e < E; ++e) sel[size_t(e)] = scores[e] + (bias ? T(bias[e]) : T(0));
-  std::vector<uint8_t> allowed(size_t(E), 1);
+  std::vector<uint8_t> allowed(static_cast<size_t>(E), 1);
   const int64_t G = p.n_groups, gs = E / G;
   if (G > 1) {
-    std::vector<T> gscore(size_t(G));
+    std::vector<T> gscore(static_cast<size_t>(G));
     int32_t top2[2];
     const int m = gs >= 2 ? 2 : 1;
     for (int64_t g = 0; g < G; ++g) {
@@ -52,7 +52,7 @@ void moe_route_token(const T* logits, const float* bias, const RouteParams& p, i
       for (int r = 0; r < m; ++r) s += sel[size_t(g * gs + top2[r])];
       gscore[size_t(g)] = s;
     }
-    std::vector<int32_t> keep(size_t(p.topk_groups));
+    std::vector<int32_t> keep(static_cast<size_t>(p.topk_groups));
     topk_desc(gscore.data(), nullptr, G, p.topk_groups, keep.data());
     std::fill(allowed.begin(), allowed.end(), 0);
     for (int32_t g : keep)
@@ -80,7 +80,7 @@ template <class T>
 void moe_route_backward_token(const T* scores, const int32_t* idx, const T* dweights,
                               const T* dscores_extra, const RouteParams& p, int64_t E,
                               T* dlogits) {
-  std::vector<double> ds(size_t(E), 0.0);
+  std::vector<double> ds(static_cast<size_t>(E), 0.0);
   if (dscores_extra)
     for (int64_t e = 0; e < E; ++e) ds[size_t(e)] = double(dscores_extra[e]);
   const double rs = double(p.route_scale);
@@ -119,7 +119,7 @@ template <class T>
 double moe_balance_loss(const T* scores, const int32_t* idx, int64_t n_seq, int64_t seq_len,
                         int64_t E, int64_t K, double alpha, T* dscores) {
   double loss = 0;
-  std::vector<double> f(size_t(E)), P(size_t(E));
+  std::vector<double> f(static_cast<size_t>(E)), P(static_cast<size_t>(E));
   for (int64_t sq = 0; sq < n_seq; ++sq) {
     const int64_t t0 = sq * seq_len;
     std::fill(f.begin(), f.end(), 0.0);

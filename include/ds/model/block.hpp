@@ -1,0 +1,49 @@
+// One transformer layer: h = x + attn(attn_norm(x)); out = h + ffn(ffn_norm(h)), the FFN being
+// the dense SwiGLU for layers < n_dense_layers and the MoE otherwise (always MoE in MTP).
+// reference: DeepSeek-V3 inference/model.py Block.forward; spec §1.3.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "ds/model/mla.hpp"
+#include "ds/model/mlp.hpp"
+#include "ds/model/moe.hpp"
+
+namespace ds::model {
+
+struct BlockSaved {
+  Tensor x;           // (N, C) block input
+  Tensor xn_attn;     // (N, C) attn_norm(x)
+  Tensor rstd_attn;   // (N)
+  MLASaved attn;
+  Tensor h;           // (N, C) x + attn(...)
+  Tensor xn_ffn;      // (N, C) ffn_norm(h)
+  Tensor rstd_ffn;    // (N)
+  MLPSaved mlp;       // dense layers
+  MoESaved moe;       // MoE layers
+};
+
+struct Block {
+  int layer = -1;
+  RMSNorm attn_norm;              // (C) input_layernorm
+  MLA attn;                       // self_attn
+  RMSNorm ffn_norm;               // (C) post_attention_layernorm
+  std::unique_ptr<MLP> mlp;       // dense FFN, or null
+  std::unique_ptr<MoE> moe;       // MoE FFN, or null
+
+  // prefix e.g. "model.layers.3."
+  Block(ParamStore& store, const ModelArgs& args, const std::string& prefix, int layer, bool is_moe);
+  // out (N, C) allocated when undefined. Without opt.train the MoE frees its expert activations
+  // as it goes; the caller drops s (after reading s.moe.counts / balance).
+  void forward(const ops::Context& ctx, const Tensor& x /*(N,C)*/, const SeqInfo& seq,
+               const MoEOptions& opt, Tensor& out /*(N,C)*/, BlockSaved& s) const;
+  // dx (N, C) overwritten (allocated when undefined); releases s as it goes.
+  void backward(const ops::Context& ctx, BlockSaved& s, const SeqInfo& seq,
+                const Tensor& dout /*(N,C)*/, Tensor& dx /*(N,C)*/) const;
+
+ private:
+  void ffn_forward(const ops::Context& ctx, const Tensor& u, const SeqInfo& seq,
+                   const MoEOptions& opt, Tensor& y, BlockSaved& s) const;
+};
+
+}  // namespace ds::model

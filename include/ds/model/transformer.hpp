@@ -1,0 +1,94 @@
+// DeepSeek-V3 as trained by ds: embedding, n_layers blocks (dense then MoE), final norm,
+// untied head, n_mtp_layers MTP modules, and the losses of docs/model.md (next-token CE, MTP CE,
+// sequence-wise balance loss). forward_backward runs the forward pass keeping activations and
+// an exact manual backward (llm.c style) that accumulates into Param::grad.
+// reference: DeepSeek-V3 inference/model.py Transformer; paper §2.2, §2.1.2; spec §1.3-1.11.
+//
+// Loss normalisation (docs/model.md "Losses"). W = sum of loss_mask over the B*T main targets
+// (W = B*T without a mask). L_main = sum_t mask_t CE_t / W. Depth k: row i of a sequence
+// predicts main target i+k with weight mask_{i+k} (times [seg_i == seg_{i+k}] with packing);
+// L_mtp^k = sum_i w_i CE^k_i / W; L_mtp = lambda / D * sum_k L_mtp^k. Balance losses are over
+// all tokens of every sequence (mask ignored). L = L_main + L_mtp + sum_layers L_bal.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ds/model/block.hpp"
+#include "ds/model/config.hpp"
+#include "ds/model/embedding.hpp"
+#include "ds/model/mtp.hpp"
+
+namespace ds::model {
+
+struct Batch {
+  Tensor tokens;      // (B, T+1) i32: inputs x = tokens[:, :T], targets y = tokens[:, 1:]
+  Tensor segments;    // (B, T) i32 packed-sample ids (SFT: block-diagonal mask) or undefined
+  Tensor positions;   // (B, T) i32 RoPE positions or undefined (= 0..T-1)
+  Tensor loss_mask;   // (B, T) f32 weights of the target positions, or undefined (all 1)
+};
+
+struct LossWeights {
+  float mtp_lambda = 0.3f;       // lambda of L_mtp
+  float balance_alpha = 1e-4f;   // alpha of every MoE layer's balance loss
+};
+
+struct StepResult {
+  double loss = 0;               // L_main + L_mtp + loss_balance
+  double loss_main = 0;
+  double loss_mtp = 0;           // lambda / D * sum_k L_mtp^k
+  double loss_balance = 0;       // summed over MoE layers (main and MTP)
+  int64_t n_targets = 0;         // main target positions with non-zero weight
+  double target_weight = 0;      // W, the normaliser of L_main and L_mtp
+  std::vector<std::vector<int32_t>> expert_counts;   // per MoE layer (moe_layer_names()), (E)
+  std::vector<Tensor> route_idx;   // per MoE layer (N_l, K) i32 selected experts (diagnostics)
+};
+
+class Transformer {
+ public:
+  // Registers every parameter and buffer in `store` (HF names, registration order = dataflow
+  // order); with a shape-only store nothing large is allocated (see describe_params).
+  Transformer(const ModelArgs& args, ParamStore& store);
+  const ModelArgs& args() const { return args_; }
+
+  // Forward + backward of one micro-batch; gradients are ADDED (x grad_scale) to Param::grad
+  // (allocated here on first use).
+  StepResult forward_backward(const ops::Context& ctx, const Batch& batch, const LossWeights& lw,
+                              float grad_scale);
+  // The same losses without keeping activations or touching gradients.
+  StepResult forward_loss(const ops::Context& ctx, const Batch& batch, const LossWeights& lw);
+  // Main-model logits for positions 0..T-1 (no MTP); logits allocated when undefined.
+  void forward_logits(const ops::Context& ctx, const Tensor& tokens /*(B,T) i32*/,
+                      Tensor& logits /*(B,T,V)*/);
+
+  // counts: per MoE layer (E) tokens routed over the whole step. b_i += gamma * sign(mean - c_i).
+  void update_router_bias(const std::vector<std::vector<int32_t>>& counts, float gamma);
+  int n_moe_layers() const { return int(moe_layers_.size()); }
+  std::vector<std::string> moe_layer_names() const;   // "model.layers.{i}.mlp", main then MTP
+
+ private:
+  struct Pass;
+  StepResult run(const ops::Context& ctx, const Batch& batch, const LossWeights& lw, bool train,
+                 float grad_scale);
+  void forward_main(const ops::Context& ctx, Pass& p);
+  void forward_mtp(const ops::Context& ctx, Pass& p);
+  void backward(const ops::Context& ctx, Pass& p);
+  double head_loss(const ops::Context& ctx, Pass& p, const Tensor& g, const std::vector<int32_t>& tgt,
+                   const std::vector<float>& w, double coeff, Tensor& dg);
+  void collect_moe(const MoESaved& s, StepResult& r) const;
+
+  ModelArgs args_;
+  ParamStore& store_;
+  Embedding embed_;             // model.embed_tokens (shared with MTP)
+  std::vector<Block> layers_;   // model.layers.{0..n_layers-1}
+  RMSNorm norm_;                // model.norm
+  Linear head_;                 // lm_head (shared with MTP)
+  std::vector<MTPModule> mtp_;  // model.layers.{n_layers..n_layers+D-1}
+  std::vector<const MoE*> moe_layers_;   // main MoE layers, then MTP
+  std::vector<std::string> moe_names_;
+};
+
+// The full parameter list of a configuration (same registration code, shape-only store).
+std::vector<ParamInfo> describe_params(const ModelArgs& args);
+
+}  // namespace ds::model

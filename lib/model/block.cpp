@@ -1,0 +1,58 @@
+// Transformer block with pre-norm residuals (see block.hpp), forward and exact backward.
+// reference: DeepSeek-V3 inference/model.py Block.forward:
+//   x = x + attn(attn_norm(x)); x = x + ffn(ffn_norm(x)).
+#include "ds/model/block.hpp"
+
+#include "model_util.hpp"
+
+namespace ds::model {
+
+Block::Block(ParamStore& store, const ModelArgs& a, const std::string& p, int layer_, bool is_moe)
+    : layer(layer_) {
+  attn_norm = RMSNorm(store, p + "input_layernorm.weight", a.dim, a.norm_eps, layer);
+  attn = MLA(store, a, p + "self_attn.", layer);
+  ffn_norm = RMSNorm(store, p + "post_attention_layernorm.weight", a.dim, a.norm_eps, layer);
+  if (is_moe) moe = std::make_unique<MoE>(store, a, p + "mlp.", layer);
+  else mlp = std::make_unique<MLP>(store, p + "mlp.", a.dim, a.inter_dim, a.init_std, layer);
+}
+
+void Block::ffn_forward(const ops::Context& ctx, const Tensor& u, const SeqInfo& seq,
+                        const MoEOptions& opt, Tensor& y, BlockSaved& s) const {
+  if (moe) moe->forward(ctx, u, seq.B, seq.T, opt, y, s.moe);
+  else mlp->forward(ctx, u, y, s.mlp);
+}
+
+void Block::forward(const ops::Context& ctx, const Tensor& x, const SeqInfo& seq,
+                    const MoEOptions& opt, Tensor& out, BlockSaved& s) const {
+  Tensor a, f;                                           // (N, C) sub-layer outputs
+  s.x = x;
+  attn_norm.forward(ctx, x, s.xn_attn, s.rstd_attn);
+  attn.forward(ctx, s.xn_attn, seq, a, s.attn);
+  s.h = detail::empty_f32(ctx, x.shape());
+  ops::add(ctx, x, a, s.h);                              // h = x + attn(attn_norm(x))
+  ffn_norm.forward(ctx, s.h, s.xn_ffn, s.rstd_ffn);
+  ffn_forward(ctx, s.xn_ffn, seq, opt, f, s);
+  if (!out.defined()) out = detail::empty_f32(ctx, x.shape());
+  ops::add(ctx, s.h, f, out);                            // out = h + ffn(ffn_norm(h))
+}
+
+void Block::backward(const ops::Context& ctx, BlockSaved& s, const SeqInfo& seq,
+                     const Tensor& dout, Tensor& dx) const {
+  Tensor dxn, dres;                                      // (N, C)
+  if (moe) moe->backward(ctx, s.moe, dout, dxn);
+  else mlp->backward(ctx, s.mlp, dout, dxn);
+  s.mlp = MLPSaved{};
+  s.moe = MoESaved{};
+  ffn_norm.backward(ctx, s.h, s.rstd_ffn, dxn, dres);
+  Tensor dh = detail::empty_f32(ctx, dout.shape());
+  ops::add(ctx, dout, dres, dh);                         // dh = dout + ffn path
+  Tensor dxa;
+  attn.backward(ctx, s.attn, seq, dh, dxa);
+  s.attn = MLASaved{};
+  attn_norm.backward(ctx, s.x, s.rstd_attn, dxa, dres);
+  if (!dx.defined()) dx = detail::empty_f32(ctx, dout.shape());
+  ops::add(ctx, dh, dres, dx);                           // dx = dh + attention path
+  s = BlockSaved{};
+}
+
+}  // namespace ds::model

@@ -1,0 +1,432 @@
+// Model configuration: Hugging Face config.json <-> ModelArgs (key table in docs/model.md),
+// validation, presets, parameter counts (spec §1.2 conventions) and the training memory plan.
+// reference: spec §1.1 (hyper-parameters, other HF fields), §1.2 (counts), §1.7 (YaRN mscale).
+#include "ds/model/config.hpp"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "ds/core/error.hpp"
+#include "ds/io/file.hpp"
+
+namespace ds::model {
+
+using json = nlohmann::json;
+
+double ModelArgs::softmax_scale() const {
+  double s = 1.0 / std::sqrt(double(qk_head_dim()));
+  if (yarn && rope_factor > 1.0) {
+    double m = 0.1 * mscale * std::log(rope_factor) + 1.0;
+    s *= m * m;
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// validate
+
+namespace {
+
+void require(bool ok, const std::string& src, const std::string& what) {
+  if (!ok) DS_THROW(ConfigError, "{}: {}", src, what);
+}
+
+}  // namespace
+
+void validate(const ModelArgs& a, const std::string& src) {
+  auto positive = [&](int64_t v, const char* key) {
+    require(v > 0, src, fmt::format("{} must be positive (got {})", key, v));
+  };
+  positive(a.vocab_size, "vocab_size");
+  positive(a.dim, "hidden_size");
+  positive(a.n_layers, "num_hidden_layers");
+  positive(a.n_heads, "num_attention_heads");
+  positive(a.kv_lora_rank, "kv_lora_rank");
+  positive(a.qk_nope_head_dim, "qk_nope_head_dim");
+  positive(a.qk_rope_head_dim, "qk_rope_head_dim");
+  positive(a.v_head_dim, "v_head_dim");
+  positive(a.max_seq_len, "max_position_embeddings");
+  require(a.qk_rope_head_dim % 2 == 0, src,
+          fmt::format("qk_rope_head_dim ({}) must be even (RoPE rotates pairs)", a.qk_rope_head_dim));
+  require(a.q_lora_rank >= 0, src, fmt::format("q_lora_rank must be >= 0 (got {})", a.q_lora_rank));
+  require(a.n_dense_layers >= 0 && a.n_dense_layers <= a.n_layers, src,
+          fmt::format("first_k_dense_replace ({}) must be in [0, num_hidden_layers = {}]",
+                      a.n_dense_layers, a.n_layers));
+  require(a.n_mtp_layers >= 0, src,
+          fmt::format("num_nextn_predict_layers must be >= 0 (got {})", a.n_mtp_layers));
+  if (a.n_dense_layers > 0) positive(a.inter_dim, "intermediate_size");
+  const bool has_moe = a.n_dense_layers < a.n_layers || a.n_mtp_layers > 0;
+  if (has_moe) {
+    positive(a.moe_inter_dim, "moe_intermediate_size");
+    positive(a.n_routed_experts, "n_routed_experts");
+    positive(a.n_expert_groups, "n_group");
+    require(a.n_shared_experts >= 0, src,
+            fmt::format("n_shared_experts must be >= 0 (got {})", a.n_shared_experts));
+    require(a.n_routed_experts % a.n_expert_groups == 0, src,
+            fmt::format("n_routed_experts ({}) not divisible by n_group ({})", a.n_routed_experts,
+                        a.n_expert_groups));
+    require(a.n_limited_groups >= 1 && a.n_limited_groups <= a.n_expert_groups, src,
+            fmt::format("topk_group ({}) must be in [1, n_group = {}]", a.n_limited_groups,
+                        a.n_expert_groups));
+    const int64_t kept = a.n_limited_groups * (a.n_routed_experts / a.n_expert_groups);
+    require(a.n_activated_experts >= 1 && a.n_activated_experts <= kept, src,
+            fmt::format("num_experts_per_tok ({}) must be in [1, {}] (experts in the topk_group "
+                        "kept groups)", a.n_activated_experts, kept));
+    require(a.score_func == "sigmoid" || a.score_func == "softmax", src,
+            fmt::format("scoring_func '{}' must be sigmoid or softmax", a.score_func));
+    require(std::isfinite(a.route_scale) && a.route_scale > 0, src,
+            fmt::format("routed_scaling_factor must be positive (got {})", a.route_scale));
+  }
+  require(a.norm_eps > 0 && std::isfinite(a.norm_eps), src,
+          fmt::format("rms_norm_eps must be positive (got {})", a.norm_eps));
+  require(a.rope_theta > 0 && std::isfinite(a.rope_theta), src,
+          fmt::format("rope_theta must be positive (got {})", a.rope_theta));
+  if (a.yarn) {
+    require(a.rope_factor >= 1.0 && std::isfinite(a.rope_factor), src,
+            fmt::format("rope_scaling.factor must be >= 1 (got {})", a.rope_factor));
+    require(a.original_seq_len > 0, src,
+            fmt::format("rope_scaling.original_max_position_embeddings must be positive (got {})",
+                        a.original_seq_len));
+    require(a.beta_slow > 0 && a.beta_fast > a.beta_slow, src,
+            fmt::format("rope_scaling.beta_fast ({}) must exceed beta_slow ({}) > 0", a.beta_fast,
+                        a.beta_slow));
+    require(a.mscale >= 0 && std::isfinite(a.mscale), src,
+            fmt::format("rope_scaling.mscale_all_dim must be >= 0 (got {})", a.mscale));
+  }
+  require(a.init_std > 0 && std::isfinite(a.init_std), src,
+          fmt::format("initializer_range must be positive (got {})", a.init_std));
+  require(a.bos_token_id >= 0 && a.bos_token_id < a.vocab_size, src,
+          fmt::format("bos_token_id ({}) outside the vocabulary ({})", a.bos_token_id, a.vocab_size));
+  require(a.eos_token_id >= 0 && a.eos_token_id < a.vocab_size, src,
+          fmt::format("eos_token_id ({}) outside the vocabulary ({})", a.eos_token_id, a.vocab_size));
+}
+
+// ---------------------------------------------------------------------------------------------
+// config.json
+
+namespace {
+
+// Typed access to one config.json object; every error names the key and the file.
+struct Reader {
+  const json& j;
+  const std::string& src;
+
+  const json* find(const char* key) const {
+    auto it = j.find(key);
+    return it == j.end() ? nullptr : &*it;
+  }
+  const json& need(const char* key) const {
+    const json* v = find(key);
+    if (!v) DS_THROW(ConfigError, "{}: missing required key '{}'", src, key);
+    return *v;
+  }
+  [[noreturn]] void bad(const char* key, const char* want, const json& v) const {
+    DS_THROW(ConfigError, "{}: key '{}' must be {} (got {})", src, key, want, v.dump());
+  }
+  int64_t as_int(const char* key, const json& v) const {
+    if (v.is_number_integer()) return v.get<int64_t>();
+    if (v.is_number_float() && std::nearbyint(v.get<double>()) == v.get<double>() &&
+        std::fabs(v.get<double>()) < 9e15)
+      return int64_t(v.get<double>());   // e.g. 4096.0 written by some tools
+    bad(key, "an integer", v);
+  }
+  int64_t get_int(const char* key) const { return as_int(key, need(key)); }
+  int64_t get_int(const char* key, int64_t def) const {
+    const json* v = find(key);
+    return v && !v->is_null() ? as_int(key, *v) : def;
+  }
+  double as_double(const char* key, const json& v) const {
+    if (!v.is_number()) bad(key, "a number", v);
+    return v.get<double>();
+  }
+  double get_double(const char* key, double def) const {
+    const json* v = find(key);
+    return v && !v->is_null() ? as_double(key, *v) : def;
+  }
+  bool get_bool(const char* key, bool def) const {
+    const json* v = find(key);
+    if (!v || v->is_null()) return def;
+    if (!v->is_boolean()) bad(key, "true or false", *v);
+    return v->get<bool>();
+  }
+  std::string get_string(const char* key, const std::string& def) const {
+    const json* v = find(key);
+    if (!v || v->is_null()) return def;
+    if (!v->is_string()) bad(key, "a string", *v);
+    return v->get<std::string>();
+  }
+};
+
+void read_rope_scaling(const Reader& r, ModelArgs& a) {
+  const json* rs = r.find("rope_scaling");
+  a.yarn = rs && !rs->is_null();
+  if (!a.yarn) return;
+  if (!rs->is_object()) r.bad("rope_scaling", "an object or null", *rs);
+  Reader s{*rs, r.src};
+  std::string type = s.get_string("type", s.get_string("rope_type", ""));
+  if (type != "yarn")
+    DS_THROW(ConfigError, "{}: rope_scaling.type '{}' is not supported (only yarn)", r.src, type);
+  a.rope_factor = s.as_double("rope_scaling.factor", s.need("factor"));
+  a.original_seq_len = s.get_int("original_max_position_embeddings", 4096);
+  a.beta_fast = s.get_double("beta_fast", 32.0);
+  a.beta_slow = s.get_double("beta_slow", 1.0);
+  // HF: mscale_all_dim absent/0 => no softmax-scale correction; our formula gives 1 for 0.
+  a.mscale = s.get_double("mscale_all_dim", 0.0);
+  // HF scales cos/sin by mscale(factor, mscale) / mscale(factor, mscale_all_dim): only the
+  // equal case (ratio 1, every DeepSeek config) is implemented.
+  double m = s.get_double("mscale", a.mscale);
+  if (m != a.mscale)
+    DS_THROW(ConfigError, "{}: rope_scaling.mscale ({}) != mscale_all_dim ({}) is not supported",
+             r.src, m, a.mscale);
+}
+
+}  // namespace
+
+ModelArgs from_hf_json(const std::string& text, const std::string& src) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    DS_THROW(ConfigError, "{}: not valid JSON: {}", src, e.what());
+  }
+  if (!j.is_object()) DS_THROW(ConfigError, "{}: config is not a JSON object", src);
+  Reader r{j, src};
+  // DeepSeek-V2 configs share the keys; their defaults for absent keys differ.
+  const bool v2 = r.get_string("model_type", "deepseek_v3") == "deepseek_v2";
+  ModelArgs a;
+  a.vocab_size = r.get_int("vocab_size");
+  a.dim = r.get_int("hidden_size");
+  a.inter_dim = r.get_int("intermediate_size");
+  a.moe_inter_dim = r.get_int("moe_intermediate_size");
+  a.n_layers = r.get_int("num_hidden_layers");
+  a.n_dense_layers = r.get_int("first_k_dense_replace");
+  a.n_heads = r.get_int("num_attention_heads");
+  if (r.get_int("num_key_value_heads", a.n_heads) != a.n_heads)
+    DS_THROW(ConfigError, "{}: num_key_value_heads must equal num_attention_heads (MLA)", src);
+  a.n_routed_experts = r.get_int("n_routed_experts");
+  a.n_shared_experts = r.get_int("n_shared_experts");
+  a.n_activated_experts = r.get_int("num_experts_per_tok");
+  a.n_expert_groups = r.get_int("n_group", 1);
+  a.n_limited_groups = r.get_int("topk_group", 1);
+  a.score_func = r.get_string("scoring_func", v2 ? "softmax" : "sigmoid");
+  a.route_scale = r.get_double("routed_scaling_factor", v2 ? 1.0 : 2.5);
+  a.norm_topk_prob = r.get_bool("norm_topk_prob", !v2);
+  a.gate_bias = r.get_string("topk_method", v2 ? "greedy" : "noaux_tc") == "noaux_tc";
+  a.q_lora_rank = r.get_int("q_lora_rank", 0);   // null => no query compression
+  a.kv_lora_rank = r.get_int("kv_lora_rank");
+  a.qk_nope_head_dim = r.get_int("qk_nope_head_dim");
+  a.qk_rope_head_dim = r.get_int("qk_rope_head_dim");
+  a.v_head_dim = r.get_int("v_head_dim");
+  a.rope_theta = r.get_double("rope_theta", 10000.0);
+  read_rope_scaling(r, a);
+  a.norm_eps = r.get_double("rms_norm_eps", 1e-6);
+  a.max_seq_len = r.get_int("max_position_embeddings");
+  a.n_mtp_layers = r.get_int("num_nextn_predict_layers", 0);
+  a.init_std = r.get_double("initializer_range", a.init_std);
+  a.bos_token_id = r.get_int("bos_token_id", 0);
+  a.eos_token_id = r.get_int("eos_token_id", 1);
+  // Fields we do not model must hold the only value we implement.
+  if (r.get_bool("tie_word_embeddings", false))
+    DS_THROW(ConfigError, "{}: tie_word_embeddings true is not supported (head is untied)", src);
+  if (r.get_bool("attention_bias", false))
+    DS_THROW(ConfigError, "{}: attention_bias true is not supported (no biases)", src);
+  if (r.get_string("hidden_act", "silu") != "silu")
+    DS_THROW(ConfigError, "{}: hidden_act '{}' is not supported (silu only)", src,
+             r.get_string("hidden_act", ""));
+  if (r.get_int("moe_layer_freq", 1) != 1)
+    DS_THROW(ConfigError, "{}: moe_layer_freq must be 1 (every layer after the dense ones)", src);
+  validate(a, src);
+  return a;
+}
+
+ModelArgs load_config(const std::filesystem::path& p) {
+  return from_hf_json(io::read_file(p), p.string());
+}
+
+std::string to_hf_json(const ModelArgs& a) {
+  json j = {
+      {"architectures", {"DeepseekV3ForCausalLM"}},
+      {"model_type", "deepseek_v3"},
+      {"vocab_size", a.vocab_size},
+      {"hidden_size", a.dim},
+      {"intermediate_size", a.inter_dim},
+      {"moe_intermediate_size", a.moe_inter_dim},
+      {"num_hidden_layers", a.n_layers},
+      {"first_k_dense_replace", a.n_dense_layers},
+      {"num_attention_heads", a.n_heads},
+      {"num_key_value_heads", a.n_heads},
+      {"n_routed_experts", a.n_routed_experts},
+      {"n_shared_experts", a.n_shared_experts},
+      {"num_experts_per_tok", a.n_activated_experts},
+      {"n_group", a.n_expert_groups},
+      {"topk_group", a.n_limited_groups},
+      {"scoring_func", a.score_func},
+      {"routed_scaling_factor", a.route_scale},
+      {"norm_topk_prob", a.norm_topk_prob},
+      {"topk_method", a.gate_bias ? "noaux_tc"
+                                  : (a.n_expert_groups > 1 ? "group_limited_greedy" : "greedy")},
+      {"q_lora_rank", a.q_lora_rank > 0 ? json(a.q_lora_rank) : json(nullptr)},
+      {"kv_lora_rank", a.kv_lora_rank},
+      {"qk_nope_head_dim", a.qk_nope_head_dim},
+      {"qk_rope_head_dim", a.qk_rope_head_dim},
+      {"v_head_dim", a.v_head_dim},
+      {"rope_theta", a.rope_theta},
+      {"rms_norm_eps", a.norm_eps},
+      {"max_position_embeddings", a.max_seq_len},
+      {"num_nextn_predict_layers", a.n_mtp_layers},
+      {"initializer_range", a.init_std},
+      {"bos_token_id", a.bos_token_id},
+      {"eos_token_id", a.eos_token_id},
+      {"tie_word_embeddings", false},
+      {"attention_bias", false},
+      {"hidden_act", "silu"},
+      {"moe_layer_freq", 1},
+  };
+  if (a.yarn) {
+    j["rope_scaling"] = {{"type", "yarn"},
+                         {"factor", a.rope_factor},
+                         {"original_max_position_embeddings", a.original_seq_len},
+                         {"beta_fast", a.beta_fast},
+                         {"beta_slow", a.beta_slow},
+                         {"mscale", a.mscale},
+                         {"mscale_all_dim", a.mscale}};
+  } else {
+    j["rope_scaling"] = nullptr;
+  }
+  return j.dump(2) + "\n";
+}
+
+// ---------------------------------------------------------------------------------------------
+// presets
+
+std::vector<std::string> preset_names() { return {"tiny", "small", "671b"}; }
+
+namespace {
+
+// Training presets: plain RoPE (pre-extension training, rope_scaling absent). The YaRN fields
+// keep their defaults (unused while yarn is false), which is also what from_hf_json leaves
+// there, so presets round-trip through config.json exactly.
+ModelArgs training_base() {
+  ModelArgs a;
+  a.yarn = false;
+  return a;
+}
+
+}  // namespace
+
+ModelArgs preset(const std::string& name) {
+  if (name == "671b") return ModelArgs{};   // the defaults are DeepSeek-V3 (spec §1.1)
+  if (name == "tiny") {
+    // 3 layers (1 dense + 2 MoE) + 1 MTP depth: 1.80M params (+0.31M MTP), 1.05M of them
+    // embedding/head; 1.50M activated per token.
+    ModelArgs a = training_base();
+    a.vocab_size = 4096; a.dim = 128; a.inter_dim = 384; a.moe_inter_dim = 64;
+    a.n_layers = 3; a.n_dense_layers = 1; a.n_heads = 4;
+    a.n_routed_experts = 8; a.n_shared_experts = 1; a.n_activated_experts = 2;
+    a.n_expert_groups = 4; a.n_limited_groups = 2;
+    a.q_lora_rank = 64; a.kv_lora_rank = 32;
+    a.qk_nope_head_dim = 32; a.qk_rope_head_dim = 16; a.v_head_dim = 32;
+    a.max_seq_len = 1024; a.n_mtp_layers = 1;
+    return a;
+  }
+  if (name == "small") {
+    // ~100M total (incl. 2 x 16.4M embedding/head at vocab 32000): 1 dense + 9 MoE layers.
+    ModelArgs a = training_base();
+    a.vocab_size = 32000; a.dim = 512; a.inter_dim = 1536; a.moe_inter_dim = 256;
+    a.n_layers = 10; a.n_dense_layers = 1; a.n_heads = 8;
+    a.n_routed_experts = 16; a.n_shared_experts = 1; a.n_activated_experts = 2;
+    a.n_expert_groups = 4; a.n_limited_groups = 2;
+    a.q_lora_rank = 256; a.kv_lora_rank = 128;
+    a.qk_nope_head_dim = 64; a.qk_rope_head_dim = 32; a.v_head_dim = 64;
+    a.max_seq_len = 4096; a.n_mtp_layers = 1;
+    return a;
+  }
+  std::string names;
+  for (const auto& n : preset_names()) names += (names.empty() ? "" : ", ") + n;
+  DS_THROW(UsageError, "unknown model preset '{}' (known: {})", name, names);
+}
+
+// ---------------------------------------------------------------------------------------------
+// parameter counts (spec §1.2): norms are counted, the router's e_score_correction_bias is a
+// buffer (not a parameter) and is not. total + mtp == the numel of a full ParamStore.
+
+namespace {
+
+int64_t attention_params(const ModelArgs& a) {
+  const int64_t H = a.n_heads, qk = a.qk_head_dim();
+  int64_t q = a.q_lora_rank > 0 ? a.dim * a.q_lora_rank + a.q_lora_rank + a.q_lora_rank * H * qk
+                                : a.dim * H * qk;                       // wq_a, q_norm, wq_b | wq
+  int64_t kv = a.dim * (a.kv_lora_rank + a.qk_rope_head_dim) + a.kv_lora_rank +
+               a.kv_lora_rank * H * (a.qk_nope_head_dim + a.v_head_dim);   // wkv_a, kv_norm, wkv_b
+  return q + kv + H * a.v_head_dim * a.dim;                             // + wo
+}
+
+int64_t expert_params(const ModelArgs& a) { return 3 * a.dim * a.moe_inter_dim; }
+
+}  // namespace
+
+ParamCounts count_params(const ModelArgs& a) {
+  ParamCounts c;
+  c.embedding = a.vocab_size * a.dim;
+  const int64_t norms = 2 * a.dim;                                      // attn_norm, ffn_norm
+  const int64_t attn = attention_params(a) + norms;
+  const int64_t dense = 3 * a.dim * a.inter_dim;
+  const int64_t router = a.n_routed_experts * a.dim;
+  const int64_t moe_all = router + (a.n_routed_experts + a.n_shared_experts) * expert_params(a);
+  const int64_t moe_act = router + (a.n_activated_experts + a.n_shared_experts) * expert_params(a);
+  const int64_t n_moe = a.n_layers - a.n_dense_layers;
+  const int64_t outer = 2 * c.embedding + a.dim;                       // embedding, head, norm
+  c.total = outer + a.n_layers * attn + a.n_dense_layers * dense + n_moe * moe_all;
+  c.activated = outer + a.n_layers * attn + a.n_dense_layers * dense + n_moe * moe_act;
+  // MTP depth: enorm, hnorm, eh_proj [C, 2C], one MoE block, shared_head.norm.
+  c.mtp = a.n_mtp_layers * (3 * a.dim + 2 * a.dim * a.dim + attn + moe_all);
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+// memory plan
+
+MemoryPlan plan_memory(const ModelArgs& a, int64_t B, int64_t T, bool bf16_moments) {
+  const ParamCounts c = count_params(a);
+  const double P = double(c.total + c.mtp);
+  MemoryPlan m;
+  m.weights = 4.0 * P;                         // F32 master weights
+  m.grads = 4.0 * P;                           // F32 gradients
+  m.optimizer = (bf16_moments ? 4.0 : 8.0) * P;   // AdamW m and v
+  // Activations: an ESTIMATE of what one micro-batch's forward keeps for backward, in F32
+  // values per token, per layer:
+  //   norms       4C            (attn_norm, ffn_norm: input and output)
+  //   MLA         2Q + H*qk + R+dr + R + H*(dn+dv) + dr + H*dv + 2C + H
+  //               (q_a out, q_norm out, q, kv_a out, kv_norm out, kv_b out, k_pe, attention
+  //                output, o_proj out, residual, softmax statistics)
+  //   dense FFN   3I + C        (w1 out, w3 out, silu*w3, w2 out)
+  //   MoE         2E + 2K + K*(3*Im + 2C) + 3*S*Im + C
+  //               (router logits and scores, top-K ids/weights, per routed copy gathered
+  //                input, gate/up/act and output, shared expert, combined output)
+  //   attention probabilities  H*T per token (the reference kernels keep the T x T matrix)
+  // plus per token outside the layers: embedding output C, final norm 2C, logits and
+  // softmax 2V; each MTP depth adds one MoE layer, eh_proj input/output 3C, norms 2C, 2V.
+  // Total = 4 B * B*T * (sum of the above): linear in batch x seq x layers (quadratic in T
+  // through the attention term). Real usage depends on kernel choices and allocator slack.
+  const double C = double(a.dim), H = double(a.n_heads), V = double(a.vocab_size);
+  const double Q = double(a.q_lora_rank), R = double(a.kv_lora_rank);
+  const double dr = double(a.qk_rope_head_dim), qk = double(a.qk_head_dim());
+  const double dn = double(a.qk_nope_head_dim), dv = double(a.v_head_dim);
+  const double E = double(a.n_routed_experts), K = double(a.n_activated_experts);
+  const double Im = double(a.moe_inter_dim), S = double(a.n_shared_experts);
+  const double norm_v = 4 * C;
+  const double mla_v = 2 * Q + H * qk + (R + dr) + R + H * (dn + dv) + dr + H * dv + 2 * C + H +
+                       H * double(T);
+  const double dense_v = 3 * double(a.inter_dim) + C;
+  const double moe_v = 2 * E + 2 * K + K * (3 * Im + 2 * C) + 3 * S * Im + C;
+  const double n_moe = double(a.n_layers - a.n_dense_layers);
+  const double D = double(a.n_mtp_layers);
+  double per_token = double(a.n_layers) * (norm_v + mla_v) + double(a.n_dense_layers) * dense_v +
+                     n_moe * moe_v + (3 * C + 2 * V) +
+                     D * (norm_v + mla_v + moe_v + 5 * C + 2 * V);
+  m.activations = 4.0 * double(B) * double(T) * per_token;
+  m.total = m.weights + m.grads + m.optimizer + m.activations;
+  return m;
+}
+
+}  // namespace ds::model

@@ -1,0 +1,141 @@
+// Multi-head Latent Attention, naive form, forward and exact backward (see mla.hpp).
+// reference: DeepSeek-V3 inference/model.py MLA.forward (attn_impl="naive"); spec §1.6 row
+// layouts: wq_b rows per head [q_nope | q_pe], wkv_a rows [ckv (R) | k_pe (Dr)], wkv_b rows per
+// head [k_nope | v], wo input = heads' outputs concatenated.
+#include "ds/model/mla.hpp"
+
+#include "ds/core/error.hpp"
+#include "model_util.hpp"
+
+namespace ds::model {
+
+using detail::empty_f32;
+
+MLA::MLA(ParamStore& store, const ModelArgs& a, const std::string& p, int layer)
+    : C(a.dim), H(a.n_heads), Q(a.q_lora_rank), R(a.kv_lora_rank), Dn(a.qk_nope_head_dim),
+      Dr(a.qk_rope_head_dim), Dv(a.v_head_dim), softmax_scale(float(a.softmax_scale())) {
+  const double sd = a.init_std;
+  const int64_t Dq = Dn + Dr;
+  if (Q > 0) {
+    wq_a = Linear(store, p + "q_a_proj.weight", Q, C, sd, true, layer);
+    q_norm = RMSNorm(store, p + "q_a_layernorm.weight", Q, a.norm_eps, layer);
+    wq_b = Linear(store, p + "q_b_proj.weight", H * Dq, Q, sd, true, layer);
+  } else {
+    wq = Linear(store, p + "q_proj.weight", H * Dq, C, sd, true, layer);
+  }
+  wkv_a = Linear(store, p + "kv_a_proj_with_mqa.weight", R + Dr, C, sd, true, layer);
+  kv_norm = RMSNorm(store, p + "kv_a_layernorm.weight", R, a.norm_eps, layer);
+  wkv_b = Linear(store, p + "kv_b_proj.weight", H * (Dn + Dv), R, sd, true, layer);
+  wo = Linear(store, p + "o_proj.weight", C, H * Dv, sd, true, layer);
+}
+
+// q (N, H, Dn+Dr) = [q_nope | rope(q_pe)] from x through the (optionally compressed) q path.
+void MLA::forward_q(const ops::Context& ctx, const Tensor& x, const SeqInfo& seq,
+                    MLASaved& s) const {
+  const int64_t N = x.size(0);
+  Tensor qraw;                                             // (N, H*(Dn+Dr))
+  if (Q > 0) {
+    wq_a.forward(ctx, x, s.qa);
+    q_norm.forward(ctx, s.qa, s.cq, s.qa_rstd);
+    wq_b.forward(ctx, s.cq, qraw);
+  } else {
+    wq.forward(ctx, x, qraw);
+  }
+  Tensor q_nope = empty_f32(ctx, {N, H, Dn}), q_pe = empty_f32(ctx, {N, H, Dr});
+  ops::split_last(ctx, qraw.view({N, H, Dn + Dr}), q_nope, q_pe);
+  Tensor q_rot = empty_f32(ctx, {N, H, Dr});
+  ops::rope_forward(ctx, q_pe, seq.pos, seq.freqs, q_rot);
+  s.q = empty_f32(ctx, {seq.B, seq.T, H, Dn + Dr});
+  Tensor q3 = s.q.view({N, H, Dn + Dr});
+  ops::concat_last(ctx, q_nope, q_rot, q3);
+}
+
+// k (N, H, Dn+Dr) = [k_nope | rope(k_pe)], v (N, H, Dv) from the kv latent.
+void MLA::forward_kv(const ops::Context& ctx, const Tensor& x, const SeqInfo& seq,
+                     MLASaved& s) const {
+  const int64_t N = x.size(0);
+  Tensor kva;                                              // (N, R+Dr)
+  wkv_a.forward(ctx, x, kva);
+  s.ckv_raw = empty_f32(ctx, {N, R});
+  Tensor k_pe = empty_f32(ctx, {N, 1, Dr}), k_rot = empty_f32(ctx, {N, 1, Dr});
+  Tensor ckv3 = s.ckv_raw.view({N, 1, R});
+  ops::split_last(ctx, kva.view({N, 1, R + Dr}), ckv3, k_pe);
+  ops::rope_forward(ctx, k_pe, seq.pos, seq.freqs, k_rot);
+  kv_norm.forward(ctx, s.ckv_raw, s.ckv, s.kv_rstd);
+  Tensor kv;                                               // (N, H*(Dn+Dv))
+  wkv_b.forward(ctx, s.ckv, kv);
+  Tensor k_nope = empty_f32(ctx, {N, H, Dn}), k_pe_h = empty_f32(ctx, {N, H, Dr});
+  s.v = empty_f32(ctx, {seq.B, seq.T, H, Dv});
+  Tensor v3 = s.v.view({N, H, Dv});
+  ops::split_last(ctx, kv.view({N, H, Dn + Dv}), k_nope, v3);
+  ops::broadcast_heads(ctx, k_rot.view({N, Dr}), k_pe_h);
+  s.k = empty_f32(ctx, {seq.B, seq.T, H, Dn + Dr});
+  Tensor k3 = s.k.view({N, H, Dn + Dr});
+  ops::concat_last(ctx, k_nope, k_pe_h, k3);
+}
+
+void MLA::forward(const ops::Context& ctx, const Tensor& x, const SeqInfo& seq, Tensor& out,
+                  MLASaved& s) const {
+  DS_CHECK_SHAPE(x, {seq.B * seq.T, C});
+  s.x = x;
+  forward_q(ctx, x, seq, s);
+  forward_kv(ctx, x, seq, s);
+  s.o = empty_f32(ctx, {seq.B, seq.T, H, Dv});
+  s.lse = empty_f32(ctx, {seq.B, H, seq.T});
+  ops::attention_forward(ctx, s.q, s.k, s.v, seq.segments, softmax_scale, s.o, s.lse);
+  wo.forward(ctx, s.o.view({seq.B * seq.T, H * Dv}), out);
+}
+
+void MLA::backward_q(const ops::Context& ctx, const MLASaved& s, const SeqInfo& seq,
+                     const Tensor& dq, Tensor& dx) const {
+  const int64_t N = seq.B * seq.T;
+  Tensor dq_nope = empty_f32(ctx, {N, H, Dn}), dq_rot = empty_f32(ctx, {N, H, Dr});
+  ops::split_last(ctx, dq.view({N, H, Dn + Dr}), dq_nope, dq_rot);
+  Tensor dq_pe = empty_f32(ctx, {N, H, Dr});
+  ops::rope_backward(ctx, dq_rot, seq.pos, seq.freqs, dq_pe);
+  Tensor dqraw = empty_f32(ctx, {N, H, Dn + Dr});
+  ops::concat_last(ctx, dq_nope, dq_pe, dqraw);
+  Tensor dqraw2 = dqraw.view({N, H * (Dn + Dr)}), dxq;
+  if (Q > 0) {
+    Tensor dcq, dqa;
+    wq_b.backward(ctx, s.cq, dqraw2, dcq);
+    q_norm.backward(ctx, s.qa, s.qa_rstd, dcq, dqa);
+    wq_a.backward(ctx, s.x, dqa, dxq);
+  } else {
+    wq.backward(ctx, s.x, dqraw2, dxq);
+  }
+  ops::add_(ctx, dx, dxq);
+}
+
+void MLA::backward_kv(const ops::Context& ctx, const MLASaved& s, const SeqInfo& seq,
+                      const Tensor& dk, const Tensor& dv, Tensor& dx) const {
+  const int64_t N = seq.B * seq.T;
+  Tensor dk_nope = empty_f32(ctx, {N, H, Dn}), dk_pe_h = empty_f32(ctx, {N, H, Dr});
+  ops::split_last(ctx, dk.view({N, H, Dn + Dr}), dk_nope, dk_pe_h);
+  Tensor dk_rot = empty_f32(ctx, {N, Dr}), dk_pe = empty_f32(ctx, {N, 1, Dr});
+  ops::sum_heads(ctx, dk_pe_h, dk_rot);
+  ops::rope_backward(ctx, dk_rot.view({N, 1, Dr}), seq.pos, seq.freqs, dk_pe);
+  Tensor dkv = empty_f32(ctx, {N, H, Dn + Dv});
+  ops::concat_last(ctx, dk_nope, dv.view({N, H, Dv}), dkv);
+  Tensor dckv, dckv_raw;
+  wkv_b.backward(ctx, s.ckv, dkv.view({N, H * (Dn + Dv)}), dckv);
+  kv_norm.backward(ctx, s.ckv_raw, s.kv_rstd, dckv, dckv_raw);
+  Tensor dkva = empty_f32(ctx, {N, 1, R + Dr});
+  ops::concat_last(ctx, dckv_raw.view({N, 1, R}), dk_pe, dkva);
+  wkv_a.backward(ctx, s.x, dkva.view({N, R + Dr}), dx);
+}
+
+void MLA::backward(const ops::Context& ctx, const MLASaved& s, const SeqInfo& seq,
+                   const Tensor& dout, Tensor& dx) const {
+  const int64_t N = seq.B * seq.T;
+  Tensor dout_o;                                           // (N, H*Dv)
+  wo.backward(ctx, s.o.view({N, H * Dv}), dout, dout_o);
+  Tensor dq = empty_f32(ctx, s.q.shape()), dk = empty_f32(ctx, s.k.shape());
+  Tensor dv = empty_f32(ctx, s.v.shape());
+  ops::attention_backward(ctx, s.q, s.k, s.v, seq.segments, softmax_scale, s.o, s.lse,
+                          dout_o.view({seq.B, seq.T, H, Dv}), dq, dk, dv);
+  backward_kv(ctx, s, seq, dk, dv, dx);   // writes dx
+  backward_q(ctx, s, seq, dq, dx);        // adds into dx
+}
+
+}  // namespace ds::model

@@ -1,0 +1,115 @@
+// DeepSeekMoE layer (see moe.hpp), forward and exact backward: routed expert outputs are
+// y_e = expert_e(u[tok]) scatter-added with weights w; backward gathers dy for each expert,
+// dw = <dy[tok], y_e> (gather_rows_dot), the expert sees w * dy[tok].
+// reference: DeepSeek-V3 inference/model.py MoE.forward (loop over experts with their tokens).
+#include "ds/model/moe.hpp"
+
+#include <fmt/format.h>
+
+#include "ds/core/error.hpp"
+#include "model_util.hpp"
+
+namespace ds::model {
+
+using detail::empty_f32;
+
+MoE::MoE(ParamStore& store, const ModelArgs& a, const std::string& prefix, int layer)
+    : C(a.dim), E(a.n_routed_experts), K(a.n_activated_experts),
+      gate(store, a, prefix + "gate.", layer) {
+  experts.reserve(size_t(E));
+  for (int64_t e = 0; e < E; ++e)
+    experts.emplace_back(store, fmt::format("{}experts.{}.", prefix, e), C, a.moe_inter_dim,
+                         a.init_std, layer, int(e));
+  has_shared = a.n_shared_experts > 0;
+  if (has_shared)
+    shared_experts = MLP(store, prefix + "shared_experts.", C,
+                         a.n_shared_experts * a.moe_inter_dim, a.init_std, layer);
+}
+
+// Stable counting sort of the (token, k) pairs by expert: index bookkeeping on the host.
+void MoE::group_pairs(const ops::Context& ctx, MoESaved& s) const {
+  const std::vector<int32_t> idx = detail::download_i32(s.gate.idx);   // (N*K)
+  const int64_t NK = int64_t(idx.size());
+  s.counts.assign(size_t(E), 0);
+  for (int32_t e : idx) s.counts[size_t(e)] += 1;
+  s.offsets.assign(size_t(E + 1), 0);
+  for (int64_t e = 0; e < E; ++e) s.offsets[size_t(e + 1)] = s.offsets[size_t(e)] + s.counts[size_t(e)];
+  std::vector<int64_t> next(s.offsets.begin(), s.offsets.end() - 1);
+  std::vector<int32_t> src(static_cast<size_t>(NK)), tok(static_cast<size_t>(NK));
+  for (int64_t p = 0; p < NK; ++p) {
+    const int64_t slot = next[size_t(idx[size_t(p)])]++;
+    src[size_t(slot)] = int32_t(p);
+    tok[size_t(slot)] = int32_t(p / K);
+  }
+  s.pair_src = detail::upload_i32(ctx, src, {NK});
+  s.pair_tok = detail::upload_i32(ctx, tok, {NK});
+  s.pair_w = empty_f32(ctx, {NK, 1});
+  ops::gather_rows(ctx, s.gate.weights.view({NK, 1}), s.pair_src, s.pair_w);
+  s.pair_w = s.pair_w.view({NK});
+}
+
+void MoE::forward(const ops::Context& ctx, const Tensor& u, int64_t n_seq, int64_t seq_len,
+                  const MoEOptions& opt, Tensor& y, MoESaved& s) const {
+  DS_CHECK_SHAPE(u, {n_seq * seq_len, C});
+  gate.forward(ctx, u, s.gate);
+  s.balance = gate.balance_loss(ctx, s.gate, n_seq, seq_len, opt.balance_alpha, opt.grad_scale,
+                                opt.train);
+  group_pairs(ctx, s);
+  if (has_shared) {
+    shared_experts.forward(ctx, u, y, s.shared);           // y = shared(u)
+  } else {
+    if (!y.defined()) y = empty_f32(ctx, {u.size(0), C});
+    y.zero_();
+  }
+  s.experts.assign(size_t(E), ExpertSaved{});
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t b = s.offsets[size_t(e)], M = s.offsets[size_t(e + 1)] - b;
+    if (M == 0) continue;
+    ExpertSaved& x = s.experts[size_t(e)];
+    x.tok = s.pair_tok.slice0(b, b + M);
+    x.w = s.pair_w.slice0(b, b + M);
+    Tensor ue = empty_f32(ctx, {M, C});
+    ops::gather_rows(ctx, u, x.tok, ue);
+    experts[size_t(e)].forward(ctx, ue, x.y, x.mlp);
+    ops::scatter_add_rows(ctx, x.y, x.tok, x.w, y);        // y += w * expert_e(u)
+    if (!opt.train) x = ExpertSaved{};
+  }
+  if (!opt.train) {
+    s.shared = MLPSaved{};
+    s.experts.clear();
+  }
+}
+
+void MoE::backward(const ops::Context& ctx, MoESaved& s, const Tensor& dy, Tensor& du) const {
+  const int64_t N = dy.size(0), NK = N * K;
+  if (has_shared) {
+    shared_experts.backward(ctx, s.shared, dy, du);        // du = shared'(dy)
+    s.shared = MLPSaved{};
+  } else {
+    if (!du.defined()) du = empty_f32(ctx, {N, C});
+    du.zero_();
+  }
+  Tensor dpair_w = detail::zeros_f32(ctx, {NK});
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t b = s.offsets[size_t(e)], M = s.offsets[size_t(e + 1)] - b;
+    if (M == 0) continue;
+    ExpertSaved& x = s.experts[size_t(e)];
+    Tensor dye = empty_f32(ctx, {M, C}), dyw = empty_f32(ctx, {M, C});
+    ops::gather_rows(ctx, dy, x.tok, dye);
+    Tensor dw = dpair_w.slice0(b, b + M);
+    ops::gather_rows_dot(ctx, dy, x.tok, x.y, dw);        // dL/dw_pair = <dy[tok], y_e>
+    detail::scale_rows(ctx, dye, x.w, dyw);
+    Tensor due;
+    experts[size_t(e)].backward(ctx, x.mlp, dyw, due);
+    ops::scatter_add_rows(ctx, due, x.tok, Tensor(), du);
+    x = ExpertSaved{};
+  }
+  Tensor dweights = detail::zeros_f32(ctx, {N, K});
+  Tensor dweights_flat = dweights.view({NK, 1});
+  ops::scatter_add_rows(ctx, dpair_w.view({NK, 1}), s.pair_src, Tensor(), dweights_flat);
+  Tensor dug;
+  gate.backward(ctx, s.gate, dweights, dug);
+  ops::add_(ctx, du, dug);
+}
+
+}  // namespace ds::model

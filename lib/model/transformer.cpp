@@ -1,0 +1,327 @@
+// The DeepSeek-V3 model and its training losses (see transformer.hpp): forward over the main
+// blocks and the MTP chain, loss heads, and the manual backward in reverse order (MTP depths
+// D..1, final norm, blocks L-1..0, embedding), freeing each layer's activations as it goes.
+// Host loops here only shift/select token ids and loss weights of the input batch (index
+// bookkeeping); all numerics go through ops::.
+// reference: DeepSeek-V3 inference/model.py Transformer.forward; paper §2.2 (MTP losses).
+#include "ds/model/transformer.hpp"
+
+#include <fmt/format.h>
+
+#include "ds/core/error.hpp"
+#include "ds/model/rope_yarn.hpp"
+#include "model_util.hpp"
+
+namespace ds::model {
+
+using detail::empty_f32;
+using detail::upload_i32;
+
+// Host copy of the batch (index bookkeeping only).
+namespace {
+struct HostBatch {
+  int64_t B = 0, T = 0;
+  std::vector<int32_t> tok;    // (B, T+1)
+  std::vector<int32_t> pos;    // (B, T)
+  std::vector<int32_t> seg;    // (B, T) or empty
+  std::vector<float> mask;     // (B, T) or empty
+};
+
+HostBatch read_batch(const Batch& b) {
+  HostBatch h;
+  DS_CHECK_AS(UsageError, b.tokens.defined() && b.tokens.ndim() == 2 && b.tokens.size(1) >= 2,
+              "batch tokens must be (B, T+1) with T >= 1");
+  h.B = b.tokens.size(0);
+  h.T = b.tokens.size(1) - 1;
+  h.tok = detail::download_i32(b.tokens);
+  if (b.positions.defined()) {
+    DS_CHECK_SHAPE(b.positions, {h.B, h.T});
+    h.pos = detail::download_i32(b.positions);
+  } else {
+    h.pos.resize(size_t(h.B * h.T));
+    for (int64_t i = 0; i < h.B * h.T; ++i) h.pos[size_t(i)] = int32_t(i % h.T);
+  }
+  if (b.segments.defined()) {
+    DS_CHECK_SHAPE(b.segments, {h.B, h.T});
+    h.seg = detail::download_i32(b.segments);
+  }
+  if (b.loss_mask.defined()) {
+    DS_CHECK_SHAPE(b.loss_mask, {h.B, h.T});
+    h.mask = detail::download_f32(b.loss_mask);
+  }
+  return h;
+}
+
+// Rows i < Tk of each sequence of a (B, T) host array.
+template <class V>
+std::vector<V> prefix_rows(const std::vector<V>& a, int64_t B, int64_t T, int64_t Tk) {
+  std::vector<V> out;
+  if (a.empty()) return out;
+  out.reserve(size_t(B * Tk));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < Tk; ++i) out.push_back(a[size_t(b * T + i)]);
+  return out;
+}
+}  // namespace
+
+struct Transformer::Pass {
+  bool train = false;
+  float grad_scale = 1;
+  LossWeights lw;
+  MoEOptions opt;
+  HostBatch hb;
+  double W = 1;                         // loss normaliser (sum of target weights)
+  SeqInfo seq;                          // main sequences (B, T)
+  Tensor x_ids;                         // (N) i32
+  std::vector<BlockSaved> blocks;       // (n_layers) when training
+  Tensor h_last;                        // (N, C) last block output
+  Tensor rstd0;                         // (N)
+  Tensor g0;                            // (N, C) final norm output
+  Tensor dg0;                           // (N, C) gradient at g0
+  std::vector<SeqInfo> mtp_seq;         // (D) shortened sequences (B, T-k)
+  std::vector<MTPSaved> mtp;            // (D) when training
+  std::vector<Tensor> mtp_dg;           // (D) gradient at g^k, (B*(T-k), C)
+  StepResult r;
+};
+
+Transformer::Transformer(const ModelArgs& args, ParamStore& store)
+    : args_(args), store_(store) {
+  validate(args_, "model");
+  embed_ = Embedding(store, args_);
+  layers_.reserve(size_t(args_.n_layers));
+  for (int64_t l = 0; l < args_.n_layers; ++l)
+    layers_.emplace_back(store, args_, fmt::format("model.layers.{}.", l), int(l),
+                         args_.is_moe_layer(l));
+  norm_ = RMSNorm(store, "model.norm.weight", args_.dim, args_.norm_eps, -1);
+  head_ = Linear(store, "lm_head.weight", args_.vocab_size, args_.dim, args_.init_std,
+                 /*fp8=*/false, -1);
+  mtp_.reserve(size_t(args_.n_mtp_layers));
+  for (int64_t k = 1; k <= args_.n_mtp_layers; ++k) mtp_.emplace_back(store, args_, int(k));
+  for (const Block& b : layers_)
+    if (b.moe) {
+      moe_layers_.push_back(b.moe.get());
+      moe_names_.push_back(fmt::format("model.layers.{}.mlp", b.layer));
+    }
+  for (const MTPModule& m : mtp_) {
+    moe_layers_.push_back(m.block.moe.get());
+    moe_names_.push_back(fmt::format("model.layers.{}.mlp", m.layer));
+  }
+}
+
+std::vector<std::string> Transformer::moe_layer_names() const { return moe_names_; }
+
+void Transformer::collect_moe(const MoESaved& s, StepResult& r) const {
+  r.expert_counts.push_back(s.counts);
+  r.route_idx.push_back(s.gate.idx);
+  r.loss_balance += s.balance;
+}
+
+// Loss of one output head over g (N', C): sum_i w_i CE_i / W (w empty = all 1). When training,
+// dg (N', C) = d(coeff * loss * grad_scale)/dg, and lm_head.grad accumulates.
+double Transformer::head_loss(const ops::Context& ctx, Pass& p, const Tensor& g,
+                              const std::vector<int32_t>& tgt, const std::vector<float>& w,
+                              double coeff, Tensor& dg) {
+  const int64_t N = g.size(0);
+  std::vector<int32_t> t = tgt;
+  bool weighted = false;   // some weight other than 0 or 1
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (w[i] == 0.0f) t[i] = -1;
+    else if (w[i] != 1.0f) weighted = true;
+  }
+  const Tensor targets = upload_i32(ctx, t, {N});
+  const Tensor wt = weighted ? detail::upload_f32(ctx, w, {N}) : Tensor();
+  Tensor logits, losses = empty_f32(ctx, {N});
+  head_.forward(ctx, g, logits);
+  ops::cross_entropy_forward(ctx, logits, targets, losses);
+  const double sum = weighted ? detail::dot(ctx, losses, wt) : ops::sum(ctx, losses);
+  if (p.train) {
+    Tensor dlogits = empty_f32(ctx, logits.shape());
+    ops::cross_entropy_backward(ctx, logits, targets, float(p.grad_scale * coeff / p.W), dlogits);
+    if (weighted) {
+      detail::scale_rows(ctx, dlogits, wt, logits);        // logits buffer reused
+      dlogits = logits;
+    }
+    head_.backward(ctx, g, dlogits, dg);
+  }
+  return sum / p.W;
+}
+
+void Transformer::forward_main(const ops::Context& ctx, Pass& p) {
+  const HostBatch& hb = p.hb;
+  const int64_t B = hb.B, T = hb.T, N = B * T;
+  p.seq = SeqInfo{B, T, upload_i32(ctx, hb.pos, {N}),
+                  hb.seg.empty() ? Tensor() : upload_i32(ctx, hb.seg, {B, T}),
+                  rope_freqs_tensor(ctx, args_)};
+  std::vector<int32_t> x(static_cast<size_t>(N)), y(static_cast<size_t>(N));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < T; ++i) {
+      x[size_t(b * T + i)] = hb.tok[size_t(b * (T + 1) + i)];
+      y[size_t(b * T + i)] = hb.tok[size_t(b * (T + 1) + i + 1)];
+    }
+  p.x_ids = upload_i32(ctx, x, {N});
+  Tensor h;
+  embed_.forward(ctx, p.x_ids, h);
+  if (p.train) p.blocks.resize(layers_.size());
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    BlockSaved tmp;
+    BlockSaved& s = p.train ? p.blocks[l] : tmp;
+    Tensor out;
+    layers_[l].forward(ctx, h, p.seq, p.opt, out, s);
+    if (layers_[l].moe) collect_moe(s.moe, p.r);
+    h = out;
+  }
+  p.h_last = h;
+  norm_.forward(ctx, h, p.g0, p.rstd0);
+  p.r.loss_main = head_loss(ctx, p, p.g0, y, hb.mask, 1.0, p.dg0);
+}
+
+void Transformer::forward_mtp(const ops::Context& ctx, Pass& p) {
+  const HostBatch& hb = p.hb;
+  const int64_t B = hb.B, T = hb.T, D = int64_t(mtp_.size());
+  const double coeff = D > 0 ? double(p.lw.mtp_lambda) / double(D) : 0.0;
+  Tensor g_prev = p.g0;
+  for (int64_t k = 1; k <= D; ++k) {
+    const int64_t Tk = T - k, N = B * Tk;
+    std::vector<int32_t> ids(static_cast<size_t>(N)), sel(ids), tgt(ids);
+    std::vector<float> w;
+    if (!hb.mask.empty() || !hb.seg.empty()) w.assign(size_t(N), 1.0f);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < Tk; ++i) {
+        const size_t r = size_t(b * Tk + i);
+        ids[r] = hb.tok[size_t(b * (T + 1) + i + k)];        // x[i+k]
+        tgt[r] = hb.tok[size_t(b * (T + 1) + i + k + 1)];    // y[i+k]
+        sel[r] = int32_t(b * (Tk + 1) + i);                  // row i of g^{k-1}
+        if (!hb.mask.empty()) w[r] *= hb.mask[size_t(b * T + i + k)];
+        if (!hb.seg.empty() && hb.seg[size_t(b * T + i)] != hb.seg[size_t(b * T + i + k)]) w[r] = 0;
+      }
+    SeqInfo sk{B, Tk, upload_i32(ctx, prefix_rows(hb.pos, B, T, Tk), {N}),
+               hb.seg.empty() ? Tensor() : upload_i32(ctx, prefix_rows(hb.seg, B, T, Tk), {B, Tk}),
+               p.seq.freqs};
+    MTPSaved s;
+    s.ids = upload_i32(ctx, ids, {N});
+    s.sel = upload_i32(ctx, sel, {N});
+    mtp_[size_t(k - 1)].forward(ctx, embed_, g_prev, sk, p.opt, s);
+    collect_moe(s.block.moe, p.r);
+    Tensor dg;
+    p.r.loss_mtp += coeff * head_loss(ctx, p, s.g, tgt, w, coeff, dg);
+    g_prev = s.g;
+    if (p.train) {
+      p.mtp_seq.push_back(sk);
+      p.mtp.push_back(std::move(s));
+      p.mtp_dg.push_back(dg);
+    }
+  }
+}
+
+void Transformer::backward(const ops::Context& ctx, Pass& p) {
+  for (size_t k = mtp_.size(); k-- > 0;) {
+    Tensor& dprev = k == 0 ? p.dg0 : p.mtp_dg[k - 1];
+    mtp_[k].backward(ctx, embed_, p.mtp[k], p.mtp_seq[k], p.mtp_dg[k], dprev);
+    p.mtp_dg[k] = Tensor();
+  }
+  Tensor dh;
+  norm_.backward(ctx, p.h_last, p.rstd0, p.dg0, dh);
+  p.dg0 = p.g0 = p.h_last = Tensor();
+  for (size_t l = layers_.size(); l-- > 0;) {
+    Tensor dx;
+    layers_[l].backward(ctx, p.blocks[l], p.seq, dh, dx);
+    dh = dx;
+  }
+  embed_.backward(ctx, p.x_ids, dh);
+}
+
+StepResult Transformer::run(const ops::Context& ctx, const Batch& batch, const LossWeights& lw,
+                            bool train, float grad_scale) {
+  Pass p;
+  p.train = train;
+  p.grad_scale = grad_scale;
+  p.lw = lw;
+  p.opt = MoEOptions{train, lw.balance_alpha, grad_scale};
+  p.hb = read_batch(batch);
+  DS_CHECK_AS(UsageError, p.hb.T > args_.n_mtp_layers,
+              "sequence length {} must exceed the MTP depth {}", p.hb.T, args_.n_mtp_layers);
+  double W = 0;
+  int64_t n = 0;
+  for (float m : p.hb.mask) {
+    W += double(m);
+    n += m != 0.0f;
+  }
+  if (p.hb.mask.empty()) W = double(n = p.hb.B * p.hb.T);
+  p.r.n_targets = n;
+  p.r.target_weight = W;
+  p.W = W > 0 ? W : 1.0;
+  forward_main(ctx, p);
+  forward_mtp(ctx, p);
+  p.r.loss = p.r.loss_main + p.r.loss_mtp + p.r.loss_balance;
+  if (train) backward(ctx, p);
+  return std::move(p.r);
+}
+
+StepResult Transformer::forward_backward(const ops::Context& ctx, const Batch& batch,
+                                         const LossWeights& lw, float grad_scale) {
+  store_.alloc_grads();
+  return run(ctx, batch, lw, true, grad_scale);
+}
+
+StepResult Transformer::forward_loss(const ops::Context& ctx, const Batch& batch,
+                                     const LossWeights& lw) {
+  return run(ctx, batch, lw, false, 1.0f);
+}
+
+void Transformer::forward_logits(const ops::Context& ctx, const Tensor& tokens, Tensor& logits) {
+  DS_CHECK_SHAPE(tokens, {-1, -1});
+  const int64_t B = tokens.size(0), T = tokens.size(1), N = B * T;
+  std::vector<int32_t> pos(static_cast<size_t>(N));
+  for (int64_t i = 0; i < N; ++i) pos[size_t(i)] = int32_t(i % T);
+  const SeqInfo seq{B, T, upload_i32(ctx, pos, {N}), Tensor(), rope_freqs_tensor(ctx, args_)};
+  const MoEOptions opt{};
+  Tensor h;
+  embed_.forward(ctx, tokens.view({N}), h);
+  for (const Block& b : layers_) {
+    BlockSaved s;
+    Tensor out;
+    b.forward(ctx, h, seq, opt, out, s);
+    h = out;
+  }
+  Tensor g, rstd;
+  norm_.forward(ctx, h, g, rstd);
+  if (!logits.defined()) logits = empty_f32(ctx, {B, T, args_.vocab_size});
+  DS_CHECK_SHAPE(logits, {B, T, args_.vocab_size});
+  Tensor l2 = logits.view({N, args_.vocab_size});
+  head_.forward(ctx, g, l2);
+}
+
+void Transformer::update_router_bias(const std::vector<std::vector<int32_t>>& counts,
+                                     float gamma) {
+  DS_CHECK(counts.size() == moe_layers_.size(), "update_router_bias: {} count vectors for {} MoE layers",
+           counts.size(), moe_layers_.size());
+  ops::Context ctx;
+  for (size_t l = 0; l < moe_layers_.size(); ++l) {
+    Tensor bias = moe_layers_[l]->gate.bias();
+    if (!bias.defined()) continue;
+    const std::vector<int32_t>& c = counts[l];
+    const int64_t E = int64_t(c.size());
+    DS_CHECK(E == bias.numel(), "update_router_bias: {} counts for {} experts", E, bias.numel());
+    int64_t total = 0;
+    for (int32_t v : c) total += v;
+    std::vector<float> delta(static_cast<size_t>(E));
+    for (int64_t e = 0; e < E; ++e) {   // sign(mean - c_e), exactly 0 at the mean
+      const int64_t d = total - E * int64_t(c[size_t(e)]);
+      delta[size_t(e)] = d > 0 ? gamma : d < 0 ? -gamma : 0.0f;
+    }
+    ctx.device = bias.device();
+    ops::add_(ctx, bias, detail::upload_f32(ctx, delta, {E}));
+  }
+}
+
+std::vector<ParamInfo> describe_params(const ModelArgs& args) {
+  ParamStore store;
+  store.set_allocate(false);
+  Transformer model(args, store);
+  std::vector<ParamInfo> out;
+  out.reserve(store.params().size());
+  for (const Param& p : store.params()) out.push_back(p.info);
+  return out;
+}
+
+}  // namespace ds::model

@@ -1,0 +1,143 @@
+// RMSNorm, interleaved RoPE and the head layout helpers: optimized vs reference on odd shapes
+// with guard rows, gradients vs finite differences in double, and semantic checks (RoPE pairs
+// (2i, 2i+1), identity at position 0, norm preservation, backward = inverse rotation).
+#include "cpu/ref.hpp"
+#include "ops_test_util.hpp"
+
+using namespace ds;
+using namespace ds::ops;
+using namespace ds::ops::test;
+
+TEST_CASE("rmsnorm: optimized == reference; dg accumulates; guards intact") {
+  for (int64_t N : {1, 3, 17, 130})
+    for (int64_t C : {1, 7, 64, 513}) {
+      Tensor x = rand_f32({N, C}, -3, 3), g = rand_f32({C}), dy = rand_f32({N, C});
+      Guarded yr({N, C}), yo({N, C}), rr({N}), ro({N});
+      rmsnorm_forward(ref_ctx(), x, g, 1e-6f, yr.t, rr.t);
+      rmsnorm_forward(opt_ctx(), x, g, 1e-6f, yo.t, ro.t);
+      INFO("N ", N, " C ", C);
+      CHECK(nmse(yo.t, yr.t) < 1e-12);
+      CHECK(nmse(ro.t, rr.t) < 1e-12);
+      CHECK((yr.intact() && yo.intact() && rr.intact() && ro.intact()));
+      Tensor dg0 = rand_f32({C});
+      Guarded dxr({N, C}), dxo({N, C});
+      Tensor dgr = dg0.clone(), dgo = dg0.clone();
+      rmsnorm_backward(ref_ctx(), x, g, rr.t, dy, dxr.t, dgr);
+      rmsnorm_backward(opt_ctx(), x, g, rr.t, dy, dxo.t, dgo);
+      if (C > 1) {
+        CHECK(nmse(dxo.t, dxr.t) < 1e-10);
+      } else {   // dx = r g dy (1 - r^2 x^2) ~ 0: cancellation, compare against r*|g*dy|
+        double bound = 0;
+        for (int64_t n = 0; n < N; ++n)
+          bound = std::max(bound, std::fabs(double(rr.t.f32()[n]) * g.f32()[0] * dy.f32()[n]));
+        CHECK(max_abs_diff(dxo.t, dxr.t) <= 1e-5 * bound);
+      }
+      CHECK(nmse(dgo, dgr) < 1e-10);
+      CHECK((dxr.intact() && dxo.intact()));
+    }
+}
+
+TEST_CASE("rmsnorm: y has unit RMS when g = 1") {
+  Tensor x = rand_f32({5, 33}, -4, 4), g = Tensor::empty({33}), y = Tensor::empty({5, 33});
+  Tensor r = Tensor::empty({5});
+  for (int i = 0; i < 33; ++i) g.f32()[i] = 1.0f;
+  rmsnorm_forward(opt_ctx(), x, g, 0.0f, y, r);
+  for (int n = 0; n < 5; ++n) {
+    double ss = 0;
+    for (int c = 0; c < 33; ++c) ss += double(y.f32()[n * 33 + c]) * y.f32()[n * 33 + c];
+    CHECK(std::sqrt(ss / 33) == doctest::Approx(1.0).epsilon(1e-6));
+  }
+}
+
+TEST_CASE("rmsnorm: dx and dg vs finite differences (double)") {
+  const int64_t N = 3, C = 6;
+  std::vector<double> x = rand_vec(N * C), g = rand_vec(C), w = rand_vec(N * C);
+  auto loss = [&] {
+    std::vector<double> y(N * C), r(N);
+    ref::rmsnorm_forward<double>(x.data(), g.data(), 1e-3, y.data(), r.data(), N, C);
+    return dot(y, w);
+  };
+  std::vector<double> y(N * C), r(N), dx(N * C), dg(C, 0.0);
+  ref::rmsnorm_forward<double>(x.data(), g.data(), 1e-3, y.data(), r.data(), N, C);
+  ref::rmsnorm_backward<double>(x.data(), g.data(), r.data(), w.data(), dx.data(), dg.data(), N, C);
+  grad_check(x, loss, dx, "rmsnorm dx");
+  grad_check(g, loss, dg, "rmsnorm dg");
+}
+
+TEST_CASE("rope: optimized == reference; interleaved pairs; position 0 is identity") {
+  for (int64_t N : {1, 5, 130})
+    for (int64_t H : {1, 3})
+      for (int64_t Dr : {2, 8, 64}) {
+        Tensor x = rand_f32({N, H, Dr}), fr = rand_f32({Dr / 2}, 0, 1);
+        std::vector<int32_t> p(static_cast<size_t>(N));
+        for (int64_t n = 0; n < N; ++n) p[size_t(n)] = int32_t((n * 37) % 5000);
+        Tensor pos = i32_from(p, {N});
+        Guarded r({N, H, Dr}), o({N, H, Dr});
+        rope_forward(ref_ctx(), x, pos, fr, r.t);
+        rope_forward(opt_ctx(), x, pos, fr, o.t);
+        CHECK(nmse(o.t, r.t) < 1e-12);
+        CHECK((r.intact() && o.intact()));
+        Tensor back = Tensor::empty({N, H, Dr});
+        rope_backward(opt_ctx(), o.t, pos, fr, back);
+        CHECK(max_abs_diff(back, x) < 1e-5);   // rotation then inverse rotation
+      }
+  // explicit: pair (2i, 2i+1) rotated by pos * f_i; pos 0 leaves x unchanged
+  Tensor x = f32_from({1, 0, 0, 1}, {2, 1, 4}), fr = f32_from({0.5, 0.25}, {2});
+  Tensor pos = i32_from({0, 2}, {2}), out = Tensor::empty({2, 1, 4});
+  rope_forward(opt_ctx(), x, pos, fr, out);
+  const float* o = out.f32();
+  CHECK(o[0] == 1.0f);
+  CHECK(o[1] == 0.0f);
+  x = f32_from({1, 0, 0, 1, 1, 0, 0, 1}, {2, 1, 4});
+  rope_forward(opt_ctx(), x, pos, fr, out);
+  CHECK(o[4] == doctest::Approx(std::cos(1.0)));   // angle 2 * 0.5 = 1
+  CHECK(o[5] == doctest::Approx(std::sin(1.0)));
+  CHECK(o[6] == doctest::Approx(-std::sin(0.5)));  // angle 2 * 0.25; (0,1) -> (-s, c)
+  CHECK(o[7] == doctest::Approx(std::cos(0.5)));
+}
+
+TEST_CASE("rope: backward vs finite differences (double)") {
+  const int64_t N = 3, H = 2, Dr = 6;
+  std::vector<double> x = rand_vec(N * H * Dr), w = rand_vec(N * H * Dr);
+  std::vector<float> fr = {1.0f, 0.3f, 0.01f};
+  std::vector<int32_t> pos = {0, 5, 11};
+  auto loss = [&] {
+    std::vector<double> y(x.size());
+    ref::rope<double>(x.data(), pos.data(), fr.data(), y.data(), N, H, Dr, +1);
+    return dot(y, w);
+  };
+  std::vector<double> dx(x.size());
+  ref::rope<double>(w.data(), pos.data(), fr.data(), dx.data(), N, H, Dr, -1);
+  grad_check(x, loss, dx, "rope dx");
+}
+
+TEST_CASE("split_last / concat_last / broadcast_heads / sum_heads") {
+  for (int64_t N : {1, 17})
+    for (int64_t A : {1, 128})
+      for (int64_t B : {3, 64}) {
+        Tensor x = rand_f32({N, 2, A + B});
+        Guarded a({N, 2, A}), b({N, 2, B}), ar({N, 2, A}), br({N, 2, B});
+        split_last(opt_ctx(), x, a.t, b.t);
+        split_last(ref_ctx(), x, ar.t, br.t);
+        CHECK(max_abs_diff(a.t, ar.t) == 0);
+        CHECK(max_abs_diff(b.t, br.t) == 0);
+        CHECK(a.t.f32()[A - 1] == x.f32()[A - 1]);
+        CHECK(b.t.f32()[0] == x.f32()[A]);
+        Guarded y({N, 2, A + B});
+        concat_last(opt_ctx(), a.t, b.t, y.t);
+        CHECK(max_abs_diff(y.t, x) == 0);
+        CHECK((a.intact() && b.intact() && y.intact()));
+      }
+  Tensor x = rand_f32({5, 7});
+  Guarded o({5, 3, 7}), s({5, 7}), sr({5, 7});
+  broadcast_heads(opt_ctx(), x, o.t);
+  for (int64_t n = 0; n < 5; ++n)
+    for (int64_t h = 0; h < 3; ++h) CHECK(o.t.f32()[(n * 3 + h) * 7 + 2] == x.f32()[n * 7 + 2]);
+  Tensor d = rand_f32({5, 3, 7});
+  sum_heads(opt_ctx(), d, s.t);
+  sum_heads(ref_ctx(), d, sr.t);
+  CHECK(max_abs_diff(s.t, sr.t) == 0);
+  CHECK(s.t.f32()[8] == doctest::Approx(d.f32()[(1 * 3 + 0) * 7 + 1] + d.f32()[(1 * 3 + 1) * 7 + 1] +
+                                        d.f32()[(1 * 3 + 2) * 7 + 1]));
+  CHECK((o.intact() && s.intact()));
+}
