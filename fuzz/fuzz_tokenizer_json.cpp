@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "ds/core/error.hpp"
+#include "ds/tokenizer/pretokenizer.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -45,8 +45,7 @@ int run_tool(CLI::App& app, int argc, char** argv, const CommonOptions& opts,
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "%s: error: %s\n", name.c_str(), e.what());
-    std::fprintf(stderr, "Run '%s --help' for usage.\n", name.c_str());
+    std::fprintf(stderr, "%s: error: %s (see '%s --help')\n", name.c_str(), e.what(), name.c_str());
     return kExitUsage;
   }
   try {

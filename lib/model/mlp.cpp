@@ -23,7 +23,8 @@ void MLP::forward(const ops::Context& ctx, const Tensor& x, Tensor& y, MLPSaved&
 
 void MLP::backward(const ops::Context& ctx, const MLPSaved& s, const Tensor& dy,
                    Tensor& dx) const {
-  Tensor dact, dh1 = detail::empty_f32(ctx, s.h1.shape()), dh3 = detail::empty_f32(ctx, s.h3.shape());
+  Tensor dact;                                             // (N, I)
+  Tensor dh1 = detail::empty_f32(ctx, s.h1.shape()), dh3 = detail::empty_f32(ctx, s.h3.shape());
   w2.backward(ctx, s.act, dy, dact);
   ops::swiglu_backward(ctx, s.h1, s.h3, dact, dh1, dh3);
   w1.backward(ctx, s.x, dh1, dx);

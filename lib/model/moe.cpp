@@ -33,7 +33,8 @@ void MoE::group_pairs(const ops::Context& ctx, MoESaved& s) const {
   s.counts.assign(size_t(E), 0);
   for (int32_t e : idx) s.counts[size_t(e)] += 1;
   s.offsets.assign(size_t(E + 1), 0);
-  for (int64_t e = 0; e < E; ++e) s.offsets[size_t(e + 1)] = s.offsets[size_t(e)] + s.counts[size_t(e)];
+  for (int64_t e = 0; e < E; ++e)
+    s.offsets[size_t(e + 1)] = s.offsets[size_t(e)] + s.counts[size_t(e)];
   std::vector<int64_t> next(s.offsets.begin(), s.offsets.end() - 1);
   std::vector<int32_t> src(static_cast<size_t>(NK)), tok(static_cast<size_t>(NK));
   for (int64_t p = 0; p < NK; ++p) {

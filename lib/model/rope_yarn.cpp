@@ -35,7 +35,8 @@ std::vector<double> yarn_ramp(const ModelArgs& a) {
   const YarnRange r = yarn_correction_range(a);
   const double lo = r.low;
   const double hi = r.high == r.low ? r.high + 0.001 : r.high;
-  for (int64_t i = 0; i < P; ++i) ramp[size_t(i)] = std::clamp((double(i) - lo) / (hi - lo), 0.0, 1.0);
+  for (int64_t i = 0; i < P; ++i)
+    ramp[size_t(i)] = std::clamp((double(i) - lo) / (hi - lo), 0.0, 1.0);
   return ramp;
 }
 

@@ -293,8 +293,9 @@ void Transformer::forward_logits(const ops::Context& ctx, const Tensor& tokens, 
 
 void Transformer::update_router_bias(const std::vector<std::vector<int32_t>>& counts,
                                      float gamma) {
-  DS_CHECK(counts.size() == moe_layers_.size(), "update_router_bias: {} count vectors for {} MoE layers",
-           counts.size(), moe_layers_.size());
+  DS_CHECK(counts.size() == moe_layers_.size(),
+           "update_router_bias: {} count vectors for {} MoE layers", counts.size(),
+           moe_layers_.size());
   ops::Context ctx;
   for (size_t l = 0; l < moe_layers_.size(); ++l) {
     Tensor bias = moe_layers_[l]->gate.bias();

@@ -28,6 +28,7 @@ using Clock = std::chrono::steady_clock;
 struct Batch {
   std::vector<Segment> segs;
   bool end = false;   // the reader is exhausted
+  ReaderStats stats;  // the reader's counters after this batch (copied on the reader thread)
 };
 
 Batch read_batch(DocumentReader& reader, uint64_t max_bytes, size_t max_segs) {
@@ -42,6 +43,7 @@ Batch read_batch(DocumentReader& reader, uint64_t max_bytes, size_t max_segs) {
     bytes += s.text.size();
     b.segs.push_back(std::move(s));
   }
+  b.stats = reader.stats();
   return b;
 }
 
@@ -142,6 +144,34 @@ struct Progress {
   }
 };
 
+// Encodes one batch in parallel (units of work in any order) and writes it in input order.
+void encode_batch(const Encoder& enc, ThreadPool& pool, const Batch& b, ShardSink& sink,
+                  EncodeSummary& sum) {
+  std::vector<Fim> fim(b.segs.size());
+  std::vector<Unit> units;
+  for (size_t i = 0; i < b.segs.size(); ++i) {
+    fim[i] = enc.fim_state(b.segs[i]);
+    enc.plan(b.segs[i], i, fim[i], units);
+  }
+  pool.parallel_for(units.size(), [&](size_t lo, size_t hi, int) {
+    for (size_t k = lo; k < hi; ++k) enc.run(b.segs[units[k].seg], units[k]);
+  });
+  size_t k = 0;
+  for (size_t i = 0; i < b.segs.size(); ++i) {
+    const Segment& seg = b.segs[i];
+    if (seg.first && enc.bos) sink.append(std::span<const uint32_t>(&*enc.bos, 1));
+    for (; k < units.size() && units[k].seg == i; ++k) {
+      sink.append(units[k].tokens);
+      sum.tokens += units[k].tokens.size();
+    }
+    if (seg.last && fim[i] != Fim::kApplied) sink.append(std::span<const uint32_t>(&enc.eos, 1));
+    if (seg.last) sink.end_document();
+    sum.tokens += (seg.first && enc.bos) + (seg.last && fim[i] != Fim::kApplied);
+    sum.fim_documents += fim[i] == Fim::kApplied;
+    sum.fim_skipped_large += fim[i] == Fim::kSkippedLarge;
+  }
+}
+
 }  // namespace
 
 EncodeSummary encode(const EncodeOptions& o) {
@@ -178,34 +208,11 @@ EncodeSummary encode(const EncodeOptions& o) {
     Batch b = next.get();
     if (!b.end)
       next = std::async(std::launch::async, read_batch, std::ref(reader), o.batch_bytes, max_segs);
-    std::vector<Fim> fim(b.segs.size());
-    std::vector<Unit> units;
-    for (size_t i = 0; i < b.segs.size(); ++i) {
-      fim[i] = enc.fim_state(b.segs[i]);
-      enc.plan(b.segs[i], i, fim[i], units);
-    }
-    pool.parallel_for(units.size(), [&](size_t lo, size_t hi, int) {
-      for (size_t k = lo; k < hi; ++k) enc.run(b.segs[units[k].seg], units[k]);
-    });
-    size_t k = 0;
-    for (size_t i = 0; i < b.segs.size(); ++i) {
-      const Segment& seg = b.segs[i];
-      if (seg.first && enc.bos) sink.append(std::span<const uint32_t>(&*enc.bos, 1));
-      for (; k < units.size() && units[k].seg == i; ++k) {
-        sink.append(units[k].tokens);
-        sum.tokens += units[k].tokens.size();
-      }
-      if (seg.last && fim[i] != Fim::kApplied) sink.append(std::span<const uint32_t>(&enc.eos, 1));
-      if (seg.last) sink.end_document();
-      sum.tokens += (seg.first && enc.bos) + (seg.last && fim[i] != Fim::kApplied);
-      sum.fim_documents += fim[i] == Fim::kApplied;
-      sum.fim_skipped_large += fim[i] == Fim::kSkippedLarge;
-    }
-    const auto& st = reader.stats();   // read by this thread only between batches
-    if (!b.end) progress.tick(st.bytes_read, st.documents, sum.tokens);
+    encode_batch(enc, pool, b, sink, sum);
+    if (!b.end) progress.tick(b.stats.bytes_read, b.stats.documents, sum.tokens);
     if (b.end) break;
   }
-  const auto& st = reader.stats();
+  const ReaderStats& st = reader.stats();   // the reader thread has finished
   sum.documents = st.documents;
   sum.bytes_in = st.bytes_read;
   sum.chunked_documents = st.chunked_documents;

@@ -43,7 +43,7 @@ TrainSummary train(const TrainOptions& o) {
   Segment seg;
   while (reader.next(seg)) trainer.add_text(seg.text);
   const auto& st = reader.stats();
-  if (st.documents == 0) DS_THROW(UsageError, "no documents to train on (empty input)");
+  if (st.documents == 0) DS_THROW(FormatError, "no documents to train on (the input is empty)");
   spdlog::info("train: {} documents, {:.1f} MB; merging", st.documents, st.bytes_read / 1e6);
 
   const std::string json = trainer.train();

@@ -216,6 +216,13 @@ void PreTokenizer::split(std::string_view text, std::vector<std::string_view>& p
   }
 }
 
+bool PreTokenizer::ends_with_byte_level() const {
+  const auto& s = impl_->steps;
+  for (size_t i = 0; i < s.size(); ++i)
+    if ((s[i].kind == Step::Kind::kByteLevel) != (i + 1 == s.size())) return false;
+  return !s.empty();
+}
+
 std::string PreTokenizer::to_json() const {
   if (impl_->steps.empty() && !impl_->sequence) return "null";
   if (!impl_->sequence && impl_->steps.size() == 1) return step_to_json(impl_->steps[0]).dump();

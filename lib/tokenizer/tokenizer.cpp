@@ -240,6 +240,9 @@ void Tokenizer::Impl::load(const json& root) {
   load_added(root.value("added_tokens", json()), source + ": added_tokens");
   pre = PreTokenizer::from_json(root.value("pre_tokenizer", json()).dump(),
                                 source + ": pre_tokenizer");
+  if (!pre.ends_with_byte_level())
+    DS_THROW(FormatError, "{}: pre_tokenizer: must end with its only ByteLevel step "
+             "(byte-level BPE)", source);
   auto find_id = [&](std::string_view s) -> std::optional<TokenId> {
     auto it = token_ids.find(std::string(s));
     return it == token_ids.end() ? std::nullopt : std::optional<TokenId>(it->second);

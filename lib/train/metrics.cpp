@@ -33,6 +33,8 @@ void MetricsWriter::open(const std::string& path, int64_t truncate_after_step) {
     }
     io::write_file_atomic(path, kept);
   }
+  auto parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent);
   f_ = std::fopen(path.c_str(), "a");
   if (!f_) DS_THROW(IoError, "{}: cannot open for appending: {}", path, std::strerror(errno));
 }

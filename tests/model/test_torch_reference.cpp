@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -37,17 +38,23 @@ namespace {
 
 constexpr const char* kPython = "/usr/bin/python3";
 
-// Tolerances: C++ computes in F32, the reference in F64 (a float32 run of the reference itself
-// stays 10-100x inside these). A comparison passes when maxdiff <= atol + rtol * max|ref|.
+// Tolerances: C++ computes in F32, the reference in F64. A comparison passes when
+// maxdiff <= atol + rtol * max|ref| (per tensor). Measured C++ errors (CPU, 1-2 threads):
+// logits 3e-7, losses 5e-8, gradients 1.2e-6, trajectory losses 3e-7 (relative); final weights
+// max 1e-4 / RMS 2.2e-6 and biases 1.5e-8 (absolute) - the tolerances leave 10-50x headroom.
 struct Tol {
   double rtol, atol;
+  double rms = 0;   // > 0: also require sqrt(mean(diff^2)) <= rms
 };
-constexpr Tol kLogitsTol{1e-4, 1e-5};
-constexpr Tol kLossTol{2e-5, 1e-6};
-constexpr Tol kGradTol{5e-4, 1e-8};
-constexpr Tol kTrajLossTol{1e-4, 1e-6};
-constexpr Tol kFinalWeightTol{0.0, 5e-4};    // lr 3e-3: one flipped Adam step would be 6e-3
-constexpr Tol kFinalBiasTol{0.0, 1e-6};      // multiples of gamma on F32 initial values
+constexpr Tol kLogitsTol{1e-5, 1e-6};
+constexpr Tol kLossTol{2e-6, 1e-8};
+constexpr Tol kGradTol{5e-5, 1e-9};
+constexpr Tol kTrajLossTol{1e-5, 1e-8};
+// Final weights: a few elements whose gradient is at F32 noise level get a different Adam
+// direction (lr 3e-3: one fully flipped step would be 6e-3), so the max is loose and the RMS
+// of the difference is tight.
+constexpr Tol kFinalWeightTol{0.0, 1e-3, 2e-5};
+constexpr Tol kFinalBiasTol{0.0, 2e-7};      // multiples of gamma on F32 initial values
 
 struct TempDir {
   fs::path path;
@@ -85,23 +92,25 @@ std::string read_text(const fs::path& p) {
 
 // Worst |got - ref| over a tensor, and whether it is within tol; prints one line per tensor.
 bool compare(const std::string& what, const float* got, const float* ref, int64_t n, Tol tol) {
-  double maxdiff = 0, maxref = 0;
-  int64_t worst = -1;
+  double maxdiff = 0, maxref = 0, sumsq = 0;
+  int64_t worst = n > 0 ? 0 : -1;
   bool finite = true;
   for (int64_t i = 0; i < n; ++i) {
     if (!std::isfinite(got[i])) finite = false;
     double d = std::fabs(double(got[i]) - double(ref[i]));
-    if (d > maxdiff || worst < 0) {
-      if (d > maxdiff) maxdiff = d;
-      if (d >= maxdiff) worst = i;
+    sumsq += d * d;
+    if (d > maxdiff) {
+      maxdiff = d;
+      worst = i;
     }
     maxref = std::max(maxref, std::fabs(double(ref[i])));
   }
   double limit = tol.atol + tol.rtol * maxref;
-  bool ok = finite && maxdiff <= limit;
-  std::printf("TENSOR %s %-62s maxdiff=%.3e rel=%.3e (max|ref|=%.3e, tol=%.2e)%s\n",
+  double rms = n > 0 ? std::sqrt(sumsq / double(n)) : 0.0;
+  bool ok = finite && maxdiff <= limit && (tol.rms <= 0 || rms <= tol.rms);
+  std::printf("TENSOR %s %-62s maxdiff=%.3e rel=%.3e rms=%.2e (max|ref|=%.3e, tol=%.2e)%s\n",
               ok ? "OK    " : "NOT OK", what.c_str(), maxdiff, maxref > 0 ? maxdiff / maxref : 0.0,
-              maxref, limit, finite ? "" : " NON-FINITE");
+              rms, maxref, limit, finite ? "" : " NON-FINITE");
   if (!ok && worst >= 0)
     std::printf("       worst element %lld: got %.9g ref %.9g\n", static_cast<long long>(worst),
                 double(got[worst]), double(ref[worst]));
@@ -109,12 +118,9 @@ bool compare(const std::string& what, const float* got, const float* ref, int64_
 }
 
 bool compare_scalar(const std::string& what, double got, double ref, Tol tol) {
-  float g = float(got), r = float(ref);
   double d = std::fabs(got - ref);
   double limit = tol.atol + tol.rtol * std::fabs(ref);
   bool ok = std::isfinite(got) && d <= limit;
-  (void)g;
-  (void)r;
   std::printf("SCALAR %s %-62s got=%.9g ref=%.9g diff=%.3e (tol=%.2e)\n", ok ? "OK    " : "NOT OK",
               what.c_str(), got, ref, d, limit);
   return ok;
@@ -134,6 +140,9 @@ struct CaseSpec {
   std::string tag;
   std::string config;   // file under tests/model/torch_ref/configs
   int seed, batch, seq, steps;
+  bool packing = false;   // SFT packing: positions, segments, loss_mask
+  int threads = 1;        // ops::Context::threads of the gradient check (trajectory: 1, as
+                          // OpenMP on a loaded 2-core machine is several times slower)
 };
 
 constexpr double kLr = 3e-3, kWd = 0.1, kBeta1 = 0.9, kBeta2 = 0.95, kEps = 1e-8, kClip = 1.0;
@@ -150,7 +159,11 @@ bool generate(const CaseSpec& cs, const fs::path& out) {
       << cs.seed << " --batch " << cs.batch << " --seq " << cs.seq << " --steps " << cs.steps
       << " --lr " << kLr << " --weight-decay " << kWd << " --beta1 " << kBeta1 << " --beta2 "
       << kBeta2 << " --eps " << kEps << " --clip " << kClip << " --alpha " << kAlpha
-      << " --mtp-lambda " << kLambda << " --gamma " << kGamma << " --min-margin 1e-4 > \""
+      << " --mtp-lambda " << kLambda << " --gamma " << kGamma << " --min-margin 1e-4";
+  if (cs.packing) cmd << " --packing";
+  // Extra make_case.py arguments (experiments, e.g. mutation checks: --set rope_theta=10001).
+  if (const char* extra = std::getenv("DS_TORCH_REF_EXTRA_ARGS")) cmd << " " << extra;
+  cmd << " > \""
       << log.string() << "\" 2>&1";
   int rc = std::system(cmd.str().c_str());
   std::string text = read_text(log);
@@ -179,8 +192,9 @@ Tensor load_i32(const SafetensorsFile& f, const std::string& name) {
 
 void run_case(const CaseSpec& cs) {
   if (!torch_available()) {
-    if (require_torch()) FAIL("DS_REQUIRE_TORCH_REF=1 but " << kPython << " cannot import torch");
-    MESSAGE("skipped: " << kPython << " with torch (Debian python3-torch) not available");
+    const std::string py = kPython;
+    if (require_torch()) FAIL("DS_REQUIRE_TORCH_REF=1 but " << py << " cannot import torch");
+    MESSAGE("skipped: " << py << " with torch (Debian python3-torch) not available");
     return;
   }
   TempDir dir(cs.tag);
@@ -223,7 +237,7 @@ void run_case(const CaseSpec& cs) {
   store.zero_grads();
 
   ds::ops::Context ctx;
-  ctx.threads = 1;
+  ctx.threads = cs.threads;
   ds::model::LossWeights lw;
   lw.mtp_lambda = float(kLambda);
   lw.balance_alpha = float(kAlpha);
@@ -232,9 +246,20 @@ void run_case(const CaseSpec& cs) {
   REQUIRE(B == cs.batch);
   REQUIRE(T == cs.seq);
 
-  // ---- logits (main head) ----
+  // Packing inputs (the same for every step).
+  auto with_packing = [&](ds::model::Batch b) {
+    if (cs.packing) {
+      b.positions = load_i32(f, "positions");
+      b.segments = load_i32(f, "segments");
+      b.loss_mask = f.load_f32("loss_mask");
+    }
+    return b;
+  };
+  REQUIRE(f.contains("segments") == cs.packing);
+
+  // ---- logits (main head; forward_logits has no packing inputs) ----
   int bad = 0;
-  {
+  if (!cs.packing) {
     Tensor x = Tensor::empty({B, T}, ds::DType::i32);
     for (int64_t b = 0; b < B; ++b)
       for (int64_t t = 0; t < T; ++t) x.i32()[b * T + t] = tokens.i32()[b * (T + 1) + t];
@@ -248,12 +273,14 @@ void run_case(const CaseSpec& cs) {
   // ---- one forward + backward: losses, gradients, counts ----
   ds::model::Batch batch;
   batch.tokens = tokens;
+  batch = with_packing(batch);
   ds::model::StepResult r = model.forward_backward(ctx, batch, lw, 1.0f);
   auto ref_scalar = [&](const std::string& n) { return double(f.load_f32(n).f32()[0]); };
   bad += !compare_scalar("out.loss", r.loss, ref_scalar("out.loss"), kLossTol);
   bad += !compare_scalar("out.loss_main", r.loss_main, ref_scalar("out.loss_main"), kLossTol);
   bad += !compare_scalar("out.loss_mtp", r.loss_mtp, ref_scalar("out.loss_mtp"), kLossTol);
-  bad += !compare_scalar("out.loss_balance", r.loss_balance, ref_scalar("out.loss_balance"), kLossTol);
+  bad += !compare_scalar("out.loss_balance", r.loss_balance, ref_scalar("out.loss_balance"),
+                         kLossTol);
   for (auto& p : store.params()) {
     Tensor g = f.load_f32("grad." + p.info.name);
     bad += !compare("grad." + p.info.name, p.grad.f32(), g.f32(), g.numel(), kGradTol);
@@ -271,6 +298,7 @@ void run_case(const CaseSpec& cs) {
   CHECK(bad == 0);
 
   // ---- the trajectory: restart from the initial weights ----
+  ctx.threads = 1;
   for (auto& p : store.params()) p.value.copy_from(f.load_f32(p.info.name));
   for (auto& [name, buf] : store.buffers()) buf.copy_from(f.load_f32(name));
   Tensor traj_tokens = load_i32(f, "traj.tokens");
@@ -289,6 +317,7 @@ void run_case(const CaseSpec& cs) {
     store.zero_grads();
     ds::model::Batch bs;
     bs.tokens = i32_rows(traj_tokens, s);
+    bs = with_packing(bs);
     ds::model::StepResult rs = model.forward_backward(ctx, bs, lw, 1.0f);
     traj_bad += !compare_scalar("traj.loss[" + std::to_string(s) + "]", rs.loss,
                                 double(traj_loss.f32()[s]), kTrajLossTol);
@@ -324,7 +353,8 @@ void run_case(const CaseSpec& cs) {
   }
   for (auto& p : store.params()) {
     Tensor w = f.load_f32("final." + p.info.name);
-    traj_bad += !compare("final." + p.info.name, p.value.f32(), w.f32(), w.numel(), kFinalWeightTol);
+    traj_bad +=
+        !compare("final." + p.info.name, p.value.f32(), w.f32(), w.numel(), kFinalWeightTol);
   }
   for (auto& [name, buf] : store.buffers()) {
     const std::string key = "final_bias." + std::to_string(layer_of_bias_name(name));
@@ -342,5 +372,13 @@ TEST_CASE("torch reference: q_lora, expert groups, YaRN, MTP depth 1") {
 }
 
 TEST_CASE("torch reference: no q_lora, ungrouped un-normalised routing, MTP depth 2") {
-  run_case({"b", "case_b.json", 17, 2, 16, 10});
+  CaseSpec cs{"b", "case_b.json", 17, 2, 16, 10};
+  cs.threads = 2;
+  run_case(cs);
+}
+
+TEST_CASE("torch reference: SFT packing (positions, segments, loss mask), MTP depth 1") {
+  CaseSpec cs{"packed", "case_a.json", 10000051, 2, 16, 10};
+  cs.packing = true;
+  run_case(cs);
 }

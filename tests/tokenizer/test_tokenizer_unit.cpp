@@ -21,7 +21,7 @@ using ds::tok::Tokenizer;
 namespace {
 
 // A tokenizer.json whose vocab holds the 256 byte tokens (id = byte value) plus the
-// results of `merges` (ids 256.. in merge order); no pre-tokenizer unless given.
+// results of `merges` (ids 256.. in merge order); pre-tokenizer: ByteLevel only.
 json make_json(const std::vector<std::pair<std::string, std::string>>& merges,
                bool pair_form = false) {
   json vocab = json::object();
@@ -38,7 +38,8 @@ json make_json(const std::vector<std::pair<std::string, std::string>>& merges,
               {"padding", nullptr},
               {"added_tokens", json::array()},
               {"normalizer", nullptr},
-              {"pre_tokenizer", nullptr},
+              {"pre_tokenizer",
+               {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}},
               {"post_processor", {{"type", "ByteLevel"}, {"trim_offsets", false}}},
               {"decoder", {{"type", "ByteLevel"}}},
               {"model",
@@ -246,6 +247,15 @@ TEST_CASE("loader: every unsupported or malformed component is a FormatError") {
                       "pre_tokenizer.invert");
   expect_format_error(with("/pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", true}}),
                       "pre_tokenizer.add_prefix_space");
+  expect_format_error(with("/pre_tokenizer", nullptr), "pre_tokenizer: must end with");
+  expect_format_error(with("/pre_tokenizer", {{"type", "Split"}, {"pattern", {{"Regex", "a"}}},
+                                              {"behavior", "Isolated"}}),
+                      "pre_tokenizer: must end with");
+  expect_format_error(
+      with("/pre_tokenizer", {{"type", "Sequence"}, {"pretokenizers",
+           {{{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}},
+            {{"type", "Split"}, {"pattern", {{"Regex", "a"}}}, {"behavior", "Isolated"}}}}}),
+      "pre_tokenizer: must end with");
   expect_format_error(without("decoder"), "decoder: missing");
   expect_format_error(with("/decoder", {{"type", "WordPiece"}}), "decoder: unsupported type 'WordPiece'");
   expect_format_error(with("/post_processor", {{"type", "TemplateProcessing"}}),

@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
   encode->add_flag("--add-special-tokens", ej.add_special_tokens, "--jsonl: prepend BOS")
       ->needs(jsonl);
   add_input_options(*encode, en.input);
-  jsonl->excludes(enc_out);
+  jsonl->excludes(enc_out)->excludes(encode->get_option("INPUT"));
 
   // decode
   dt::DecodeOptions de;

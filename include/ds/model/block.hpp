@@ -32,7 +32,8 @@ struct Block {
   std::unique_ptr<MoE> moe;       // MoE FFN, or null
 
   // prefix e.g. "model.layers.3."
-  Block(ParamStore& store, const ModelArgs& args, const std::string& prefix, int layer, bool is_moe);
+  Block(ParamStore& store, const ModelArgs& args, const std::string& prefix, int layer,
+        bool is_moe);
   // out (N, C) allocated when undefined. Without opt.train the MoE frees its expert activations
   // as it goes; the caller drops s (after reading s.moe.counts / balance).
   void forward(const ops::Context& ctx, const Tensor& x /*(N,C)*/, const SeqInfo& seq,

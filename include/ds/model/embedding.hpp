@@ -18,7 +18,8 @@ struct Embedding {
   // out (N, C) = weight[ids]; allocated when undefined.
   void forward(const ops::Context& ctx, const Tensor& ids /*(N) i32*/, Tensor& out /*(N,C)*/) const;
   // weight.grad[ids[n]] += dout[n].
-  void backward(const ops::Context& ctx, const Tensor& ids /*(N) i32*/, const Tensor& dout /*(N,C)*/) const;
+  void backward(const ops::Context& ctx, const Tensor& ids /*(N) i32*/,
+                const Tensor& dout /*(N,C)*/) const;
 };
 
 }  // namespace ds::model

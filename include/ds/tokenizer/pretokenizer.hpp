@@ -27,6 +27,9 @@ class PreTokenizer {
   void split(std::string_view text, std::vector<std::string_view>& pieces) const;
   // The JSON object this pre-tokenizer serialises to (for writing tokenizer.json).
   std::string to_json() const;
+  // True when the last step is the only ByteLevel step (what byte-level BPE needs: the
+  // Splits see raw text, then bytes map to the GPT-2 alphabet).
+  bool ends_with_byte_level() const;
 
  private:
   struct Impl;

@@ -309,16 +309,23 @@ def block(cfg, P, buffers, layer, x, pos, segments, stats):
     return h + y
 
 
-def cross_entropy_sum(logits, targets):
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                             reduction="sum")
+def cross_entropy_sum(logits, targets, weights=None):
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                           reduction="none")
+    return ce.sum() if weights is None else (ce * weights.reshape(-1)).sum()
 
 
 # ----------------------------------------------------------------------------------------------
 # the model
 # ----------------------------------------------------------------------------------------------
-def forward(cfg, P, buffers, tokens, alpha=1e-4, mtp_lambda=0.3, positions=None, segments=None):
+def forward(cfg, P, buffers, tokens, alpha=1e-4, mtp_lambda=0.3, positions=None, segments=None,
+            loss_mask=None):
     """tokens (B, T+1) int64: inputs x = tokens[:, :T], targets y = tokens[:, 1:].
+    SFT packing (optional, all (B, T)): positions (RoPE positions, restarting per sample),
+    segments (sample ids: block-diagonal causal attention), loss_mask (weight of each main
+    target). With W = sum(loss_mask) (B*T without a mask): L_main = sum mask_t CE_t / W; MTP
+    depth k row i (target y[i+k]) has weight mask[i+k] * [seg[i] == seg[i+k]] and
+    L_mtp^k = sum w_i CE_i / W. Balance losses use every token of every row (mask ignored).
     Returns a dict: logits (B,T,V), mtp_logits [k-1] (B,T-k,V), loss, loss_main, loss_mtp,
     loss_mtp_k [k-1], loss_balance, balance {layer: L_bal}, counts {layer: (E,)}, margin
     {layer: min routing margin}."""
@@ -334,7 +341,9 @@ def forward(cfg, P, buffers, tokens, alpha=1e-4, mtp_lambda=0.3, positions=None,
         h = block(c, P, buffers, l, h, positions, segments, stats)
     g = rms_norm(h, P["model.norm.weight"], c.norm_eps)
     logits = linear(g, P["lm_head.weight"])
-    loss_main = cross_entropy_sum(logits, y) / (B * T)
+    W = float(B * T) if loss_mask is None else loss_mask.to(logits.dtype).sum()
+    lm = None if loss_mask is None else loss_mask.to(logits.dtype)
+    loss_main = cross_entropy_sum(logits, y, lm) / W
     mtp_logits, mtp_losses = [], []
     for k in range(1, c.n_mtp_layers + 1):
         l = c.n_layers + k - 1
@@ -348,7 +357,13 @@ def forward(cfg, P, buffers, tokens, alpha=1e-4, mtp_lambda=0.3, positions=None,
         g = rms_norm(hk, P[p + "shared_head.norm.weight"], c.norm_eps)
         lk = linear(g, P["lm_head.weight"])
         mtp_logits.append(lk)
-        mtp_losses.append(cross_entropy_sum(lk, y[:, k:k + Tk]) / (B * T))
+        wk = None
+        if lm is not None:
+            wk = lm[:, k:k + Tk]
+        if segments is not None:
+            same = (segments[:, :Tk] == segments[:, k:k + Tk]).to(logits.dtype)
+            wk = same if wk is None else wk * same
+        mtp_losses.append(cross_entropy_sum(lk, y[:, k:k + Tk], wk) / W)
     zero = logits.new_zeros(())
     loss_mtp = (mtp_lambda / c.n_mtp_layers) * sum(mtp_losses) if mtp_losses else zero
     loss_bal = sum(stats["balance"].values()) if stats["balance"] else zero

@@ -24,7 +24,8 @@ out.logits (B,T,V), out.mtp_logits.<k> (B,T-k,V), out.loss, out.loss_main, out.l
 out.loss_mtp.<k> (unscaled per-depth CE sum / (B*T)), out.loss_balance, out.loss_balance.<layer>;
 grad.<HF name> F32; counts.<layer> I32 (E); traj.tokens I32 (steps,B,T+1); traj.loss (steps)
 (loss before step s's update); traj.grad_norm (steps) (pre-clip); final.<HF name> F32;
-final_bias.<layer> F32; traj.counts.<layer> I32 (steps,E)."""
+final_bias.<layer> F32; traj.counts.<layer> I32 (steps,E); with --packing also positions I32,
+segments I32, loss_mask F32 (B,T), used by every step."""
 
 # Dimensions "tiny" as the lead defines it (include/ds/model/config.hpp preset), HF keys.
 PRESETS = {
@@ -81,6 +82,25 @@ def random_weights(cfg, gen, std, bias_std):
     return W, Bf
 
 
+def packing(B, T, gen):
+    """SFT-style packing for every step: 2-3 samples per row (segment ids 0, 1, ..), positions
+    restarting at each sample, loss mask 0 on each sample's first 1-3 targets ("prompt")."""
+    seg = torch.zeros(B, T, dtype=torch.int64)
+    pos = torch.zeros(B, T, dtype=torch.int64)
+    mask = torch.ones(B, T, dtype=torch.float64)
+    for b in range(B):
+        n = int(torch.randint(2, 4, (1,), generator=gen))
+        cuts = sorted(torch.randperm(T - 2, generator=gen)[:n - 1].add(1).tolist())
+        starts = [0] + cuts
+        for j, st in enumerate(starts):
+            en = starts[j + 1] if j + 1 < len(starts) else T
+            seg[b, st:en] = j
+            pos[b, st:en] = torch.arange(en - st)
+            prompt = int(torch.randint(1, 4, (1,), generator=gen))
+            mask[b, st:min(en, st + prompt)] = 0.0
+    return {"positions": pos, "segments": seg, "loss_mask": mask}
+
+
 def to_compute(W, dtype, grad):
     return {n: t.to(dtype).clone().requires_grad_(grad) for n, t in W.items()}
 
@@ -99,6 +119,9 @@ def run_case(cfg, args, seed):
     tokens = traj_tokens[0]
     kw = dict(alpha=args.alpha, mtp_lambda=args.mtp_lambda)
     res = {"W": W, "B": Bf, "tokens": tokens, "traj_tokens": traj_tokens}
+    if args.packing:
+        kw.update(packing(B, T, gen))
+        res["packing"] = {k: kw[k] for k in ("positions", "segments", "loss_mask")}
 
     # (a) one forward + backward
     P = to_compute(W, dtype, True)
@@ -155,6 +178,8 @@ def main():
     ap.add_argument("--min-margin", type=float, default=2e-5,
                     help="re-draw the case while a routing decision is closer than this to a tie")
     ap.add_argument("--max-tries", type=int, default=50)
+    ap.add_argument("--packing", action="store_true",
+                    help="SFT packing: positions, segments, loss_mask (same for every step)")
     ap.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -190,6 +215,10 @@ def main():
         T["grad." + n] = f32(g) if g is not None else torch.zeros_like(r["W"][n])
     for l, c in out["counts"].items():
         T["counts.%d" % l] = c.to(torch.int32)
+    if "packing" in r:
+        T["positions"] = r["packing"]["positions"].to(torch.int32)
+        T["segments"] = r["packing"]["segments"].to(torch.int32)
+        T["loss_mask"] = r["packing"]["loss_mask"].to(torch.float32)
     T["traj.tokens"] = r["traj_tokens"].to(torch.int32)
     T["traj.loss"] = torch.tensor(r["traj_loss"], dtype=torch.float32)
     T["traj.grad_norm"] = torch.tensor(r["traj_norm"], dtype=torch.float32)
@@ -204,7 +233,7 @@ def main():
             "seq": args.seq, "steps": args.steps, "lr": repr(args.lr), "beta1": repr(args.beta1),
             "beta2": repr(args.beta2), "eps": repr(args.eps), "weight_decay": repr(args.weight_decay),
             "clip": repr(args.clip), "alpha": repr(args.alpha), "mtp_lambda": repr(args.mtp_lambda),
-            "gamma": repr(args.gamma), "min_margin": repr(r["margin"]), "dtype": args.dtype,
+            "gamma": repr(args.gamma), "min_margin": repr(r["margin"]), "dtype": args.dtype, "packing": str(int(args.packing)),
             "loss": repr(out["loss"].item()), "traj_loss": json.dumps(r["traj_loss"])}
     st_io.save(args.out, T, meta)
     print("make_case: wrote %s (seed %d, loss %.6f, final loss %.6f, routing margin %.3g, %.1fs)" %

@@ -169,6 +169,32 @@ def check_losses():
     check(out["counts"][3].sum().item() == B * (T - 2) * cfg.n_activated_experts, "MTP depth 2 routes B*(T-2)*K")
 
 
+def check_packing():
+    cfg = ref.Config(dict(make_case.PRESETS["micro"]))
+    gen = torch.Generator().manual_seed(7)
+    W, Bf = make_case.random_weights(cfg, gen, 0.3, 0.05)
+    P = {n: t.double() for n, t in W.items()}
+    buf = {n: t.double() for n, t in Bf.items()}
+    a = torch.randint(0, cfg.vocab_size, (1, 6), generator=gen)
+    b = torch.randint(0, cfg.vocab_size, (1, 6), generator=gen)
+    packed = torch.cat((a[:, :5], b), dim=1)  # inputs a[0..4] | b[0..4], targets follow
+    seg = torch.tensor([[0] * 5 + [1] * 5])
+    pos = torch.tensor([list(range(5)) + list(range(5))])
+    outp = ref.forward(cfg, P, buf, packed, positions=pos, segments=seg)
+    outb = ref.forward(cfg, P, buf, b)
+    outa = ref.forward(cfg, P, buf, a[:, :6])
+    check(torch.allclose(outp["logits"][0, 5:], outb["logits"][0], atol=1e-12) and
+          torch.allclose(outp["logits"][0, :5], outa["logits"][0, :5], atol=1e-12),
+          "packed samples see only themselves (segments + restarted positions)")
+    same = ref.forward(cfg, P, buf, a, positions=torch.arange(5)[None], segments=torch.zeros(1, 5, dtype=torch.long),
+                       loss_mask=torch.ones(1, 5))
+    check(abs(same["loss"].item() - outa["loss"].item()) < 1e-12, "one segment, full mask = no packing")
+    mask = torch.tensor([[0.0, 1, 1, 0, 1]])
+    m = ref.forward(cfg, P, buf, a, loss_mask=mask)
+    lp = torch.log_softmax(m["logits"], -1).gather(-1, a[:, 1:, None])[..., 0]
+    check(abs(m["loss_main"].item() + (lp * mask).sum().item() / 3) < 1e-12, "loss mask: L_main = sum m CE / sum m")
+
+
 def check_safetensors():
     with tempfile.TemporaryDirectory() as d:
         p = os.path.join(d, "x.safetensors")
@@ -187,6 +213,7 @@ def main():
     check_routing()
     check_balance_loss()
     check_losses()
+    check_packing()
     check_safetensors()
     check_gradcheck()
     if failures:

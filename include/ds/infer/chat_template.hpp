@@ -1,0 +1,78 @@
+// The DeepSeek-V3 chat template (original Dec-2024 revision), rendered natively: ds ships no
+// Jinja engine, so a tokenizer_config.json is accepted only when its chat_template is
+// recognisably V3's, and then the built-in renderer reproduces it byte for byte, quirks
+// included. Rendering also reports which character spans the model is trained to produce
+// (assistant content + EOS), so SFT can mask the loss to assistant tokens.
+// reference: spec §8.6 (rendering rules), §2.5; tokenizer_config.json "chat_template".
+#pragma once
+#include <cstddef>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ds::infer {
+
+struct ToolCall {
+  std::string type = "function";
+  std::string name;        // function.name
+  std::string arguments;   // function.arguments, a JSON text, copied verbatim
+};
+
+struct ChatMessage {
+  std::string role;                    // "system", "user", "assistant" or "tool"
+  std::optional<std::string> content;  // null only for an assistant turn with tool_calls
+  std::vector<ToolCall> tool_calls;    // used only when content is null
+};
+
+// A character range [begin, end) of the rendered text.
+struct TextSpan {
+  size_t begin = 0;
+  size_t end = 0;
+};
+
+struct MessageSpan {
+  size_t message = 0;   // index into the messages
+  TextSpan all;         // everything this message rendered (empty for system messages)
+  TextSpan target;      // what the assistant generates: content + EOS (or its tool calls);
+                        // empty for other roles
+};
+
+struct RenderedChat {
+  std::string text;                  // starts with the BOS text: tokenize without adding BOS
+  std::vector<MessageSpan> spans;    // one per message, in order
+};
+
+class ChatTemplate {
+ public:
+  // The DeepSeek-V3 template with its own BOS / EOS strings.
+  static ChatTemplate deepseek_v3();
+  // Reads bos_token / eos_token (a string or an {"content": ...} object) and chat_template.
+  // IoError if unreadable; FormatError naming the file and field if malformed, missing, or
+  // if the template is not DeepSeek-V3's.
+  static ChatTemplate from_tokenizer_config(const std::filesystem::path& path);
+  static ChatTemplate from_config_json(std::string_view json, const std::string& source);
+
+  // FormatError (naming messages[i]) for an unknown role, a null content where one is
+  // required, or an assistant turn with neither content nor tool calls.
+  RenderedChat render(const std::vector<ChatMessage>& messages,
+                      bool add_generation_prompt) const;
+
+  const std::string& bos_token() const { return bos_; }
+  const std::string& eos_token() const { return eos_; }
+
+ private:
+  std::string bos_, eos_;
+};
+
+// True when `jinja` is the original DeepSeek-V3 chat template (distinctive markers: the
+// User/Assistant tags, the is_tool namespace flag, no R1 </think> handling, and the
+// Dec-2024 assistant rendering rather than V3-0324's user-turn-emits-Assistant form).
+bool is_deepseek_v3_template(std::string_view jinja);
+
+// Parses an OpenAI-style messages array ([{"role":..., "content":..., "tool_calls":[...]}]).
+// FormatError naming `source` and messages[i].field.
+std::vector<ChatMessage> parse_messages(std::string_view json, const std::string& source);
+
+}  // namespace ds::infer

@@ -1,0 +1,135 @@
+// GSM8K-style generation tasks (see include/ds/eval/gen_tasks.hpp for the prompt layout and
+// the number normalisation rules).
+// reference: spec §6.1; GSM8K (Cobbe et al. 2021) answer format.
+#include "ds/eval/gen_tasks.hpp"
+
+#include "ds/core/error.hpp"
+#include "jsonl.hpp"
+
+namespace ds::eval {
+
+namespace {
+
+// A number as it appears in text: optional sign and "$", digits with thousands commas,
+// optional fraction.
+const std::regex& number_re() {
+  static const std::regex re(R"(-?\$?[0-9][0-9,]*(\.[0-9]+)?)");
+  return re;
+}
+
+std::string_view trim(std::string_view s) {
+  const size_t b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string_view::npos) return {};
+  const size_t e = s.find_last_not_of(" \t\r\n");
+  return s.substr(b, e - b + 1);
+}
+
+bool all_digits(std::string_view s) {
+  for (char c : s)
+    if (c < '0' || c > '9') return false;
+  return true;
+}
+
+std::optional<std::string> first_number(std::string_view text) {
+  std::cmatch m;
+  if (!std::regex_search(text.data(), text.data() + text.size(), m, number_re()))
+    return std::nullopt;
+  return normalize_number(m.str(0));
+}
+
+std::optional<std::string> last_number(std::string_view text) {
+  std::optional<std::string> last;
+  for (std::cregex_iterator it(text.data(), text.data() + text.size(), number_re()), end;
+       it != end; ++it)
+    last = normalize_number(it->str(0));
+  return last;
+}
+
+}  // namespace
+
+std::string normalize_number(std::string_view in) {
+  std::string s;
+  for (char c : trim(in))
+    if (c != ',' && c != ' ' && c != '$') s.push_back(c);
+  bool neg = false;
+  std::string_view v = s;
+  if (!v.empty() && (v[0] == '-' || v[0] == '+')) {
+    neg = v[0] == '-';
+    v.remove_prefix(1);
+  }
+  const size_t dot = v.find('.');
+  std::string_view ip = v.substr(0, dot);
+  std::string_view fp = dot == std::string_view::npos ? std::string_view() : v.substr(dot + 1);
+  if (ip.empty() && fp.empty()) return {};
+  if (!all_digits(ip) || !all_digits(fp)) return {};
+  while (ip.size() > 1 && ip[0] == '0') ip.remove_prefix(1);
+  while (!fp.empty() && fp.back() == '0') fp.remove_suffix(1);
+  std::string out(ip.empty() ? "0" : ip);
+  if (!fp.empty()) out += "." + std::string(fp);
+  if (neg && out != "0") out = "-" + out;
+  return out;
+}
+
+std::optional<std::string> extract_gold(std::string_view answer) {
+  const size_t pos = answer.rfind("####");
+  if (pos == std::string_view::npos) return std::nullopt;
+  const std::string n = normalize_number(answer.substr(pos + 4));
+  if (n.empty()) return std::nullopt;
+  return n;
+}
+
+std::vector<GenItem> load_gen(const std::filesystem::path& data, const GenSpec& spec) {
+  std::vector<GenItem> items;
+  detail::for_each_jsonl(data, [&](size_t line, const nlohmann::json& rec) {
+    GenItem it;
+    it.line = line;
+    it.question = detail::string_field(rec, spec.question_field, data, line);
+    it.answer = detail::string_field(rec, spec.answer_field, data, line);
+    auto gold = extract_gold(it.answer);
+    if (!gold)
+      DS_THROW(FormatError, "{}:{}: field '{}' has no numeric \"#### N\" answer",
+               data.string(), line, spec.answer_field);
+    it.gold = *gold;
+    items.push_back(std::move(it));
+  });
+  return items;
+}
+
+AnswerExtractor::AnswerExtractor(const std::string& pattern) {
+  try {
+    re_.emplace(pattern, std::regex::ECMAScript);
+  } catch (const std::regex_error& e) {
+    DS_THROW(UsageError, "--answer-regex '{}': {}", pattern, e.what());
+  }
+}
+
+std::optional<std::string> AnswerExtractor::operator()(std::string_view text) const {
+  if (!re_) {
+    const size_t pos = text.rfind("####");
+    if (pos != std::string_view::npos)
+      if (auto n = first_number(text.substr(pos + 4))) return n;
+    return last_number(text);
+  }
+  std::cmatch m;
+  if (!std::regex_search(text.data(), text.data() + text.size(), m, *re_)) return std::nullopt;
+  const std::string got = m.size() > 1 ? m.str(1) : m.str(0);
+  const std::string n = normalize_number(got);
+  if (!n.empty()) return n;
+  return std::string(trim(got));
+}
+
+std::string build_gen_prompt(const GenItem& item, std::span<const GenItem> shots) {
+  std::string p;
+  for (const GenItem& s : shots) p += "Question: " + s.question + "\nAnswer: " + s.answer + "\n\n";
+  p += "Question: " + item.question + "\nAnswer:";
+  return p;
+}
+
+bool exact_match(const std::optional<std::string>& prediction, const std::string& gold) {
+  if (!prediction) return false;
+  const std::string a = normalize_number(*prediction), b = normalize_number(gold);
+  if (!a.empty() && !b.empty()) return a == b;
+  return trim(*prediction) == trim(gold);
+}
+
+}  // namespace ds::eval

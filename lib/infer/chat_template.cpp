@@ -1,0 +1,225 @@
+// Native renderer of the original DeepSeek-V3 chat template (see chat_template.hpp). The
+// state flags mirror the Jinja namespace (is_first, is_tool, is_output_first) and, like the
+// template, are never reset between assistant turns -- that quirk is part of the format.
+// reference: spec §8.6; deepseek-ai/DeepSeek-V3 tokenizer_config.json chat_template.
+#include "ds/infer/chat_template.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include "ds/core/error.hpp"
+#include "ds/io/file.hpp"
+#include "ds/tokenizer/tokenizer.hpp"
+
+namespace ds::infer {
+
+namespace {
+
+using json = nlohmann::json;
+namespace sp = tok::special;
+
+// Tool tokens (U+FF5C bars, U+2581 spaces), spelled as in the template.
+constexpr std::string_view kToolCallsBegin = "<｜tool▁calls▁begin｜>";
+constexpr std::string_view kToolCallsEnd = "<｜tool▁calls▁end｜>";
+constexpr std::string_view kToolCallBegin = "<｜tool▁call▁begin｜>";
+constexpr std::string_view kToolCallEnd = "<｜tool▁call▁end｜>";
+constexpr std::string_view kToolSep = "<｜tool▁sep｜>";
+constexpr std::string_view kToolOutputsBegin = "<｜tool▁outputs▁begin｜>";
+constexpr std::string_view kToolOutputsEnd = "<｜tool▁outputs▁end｜>";
+constexpr std::string_view kToolOutputBegin = "<｜tool▁output▁begin｜>";
+constexpr std::string_view kToolOutputEnd = "<｜tool▁output▁end｜>";
+
+std::string cat(std::initializer_list<std::string_view> parts) {
+  std::string s;
+  for (std::string_view p : parts) s.append(p);
+  return s;
+}
+
+std::string tool_call_body(const ToolCall& t) {
+  return cat({kToolCallBegin, t.type, kToolSep, t.name, "\n```json\n", t.arguments, "\n```",
+              kToolCallEnd});
+}
+
+// A token string field: "text" or {"content": "text", ...}.
+std::string token_field(const json& cfg, const char* key, const std::string& source) {
+  auto it = cfg.find(key);
+  if (it == cfg.end() || it->is_null()) DS_THROW(FormatError, "{}: missing {}", source, key);
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_object() && it->contains("content") && (*it)["content"].is_string())
+    return (*it)["content"].get<std::string>();
+  DS_THROW(FormatError, "{}: {} must be a string or an object with a string \"content\"",
+           source, key);
+}
+
+// Jinja-namespace state of the template.
+struct State {
+  bool is_first = false;
+  bool is_tool = false;
+  bool is_output_first = true;
+};
+
+const std::string& need_content(const ChatMessage& m, size_t i) {
+  if (!m.content) DS_THROW(FormatError, "messages[{}]: role {} needs a content", i, m.role);
+  return *m.content;
+}
+
+// Renders message i (not system) into `out`; returns its target span.
+TextSpan render_one(const ChatMessage& m, size_t i, State& ns, std::string& out) {
+  TextSpan target{out.size(), out.size()};
+  if (m.role == "user") {
+    ns.is_tool = false;
+    out += cat({sp::kUser, need_content(m, i)});
+  } else if (m.role == "assistant" && !m.content) {
+    if (m.tool_calls.empty())
+      DS_THROW(FormatError, "messages[{}]: assistant turn with null content and no tool_calls",
+               i);
+    ns.is_tool = false;
+    for (const ToolCall& t : m.tool_calls) {
+      if (!ns.is_first) {
+        out += sp::kAssistant;
+        target.begin = out.size();
+        out += cat({kToolCallsBegin, tool_call_body(t)});
+        ns.is_first = true;
+      } else {
+        out += cat({"\n", tool_call_body(t), kToolCallsEnd, sp::kEos});
+      }
+    }
+  } else if (m.role == "assistant") {
+    out += ns.is_tool ? kToolOutputsEnd : sp::kAssistant;
+    ns.is_tool = false;
+    target.begin = out.size();
+    out += cat({*m.content, sp::kEos});
+  } else if (m.role == "tool") {
+    ns.is_tool = true;
+    if (ns.is_output_first) {
+      out += cat({kToolOutputsBegin, kToolOutputBegin, need_content(m, i), kToolOutputEnd});
+      ns.is_output_first = false;
+    } else {
+      out += cat({"\n", kToolOutputBegin, need_content(m, i), kToolOutputEnd});
+    }
+  } else {
+    DS_THROW(FormatError, "messages[{}]: unknown role \"{}\" (system, user, assistant, tool)",
+             i, m.role);
+  }
+  if (m.role != "assistant") target.begin = out.size();
+  target.end = out.size();
+  return target;
+}
+
+}  // namespace
+
+bool is_deepseek_v3_template(std::string_view j) {
+  auto has = [&](std::string_view s) { return j.find(s) != std::string_view::npos; };
+  const bool markers = has(sp::kUser) && has(sp::kAssistant) && has("is_tool") &&
+                       has("system_prompt") && has(kToolOutputsEnd);
+  const bool r1 = has("</think>");
+  // V3-0324 emits the Assistant tag right after the user content.
+  const bool v3_0324 = has(cat({"message['content'] + '", sp::kAssistant, "'"}));
+  return markers && !r1 && !v3_0324;
+}
+
+ChatTemplate ChatTemplate::deepseek_v3() {
+  ChatTemplate t;
+  t.bos_ = std::string(sp::kBos);
+  t.eos_ = std::string(sp::kEos);
+  return t;
+}
+
+ChatTemplate ChatTemplate::from_tokenizer_config(const std::filesystem::path& path) {
+  return from_config_json(io::read_file(path), path.string());
+}
+
+ChatTemplate ChatTemplate::from_config_json(std::string_view text, const std::string& source) {
+  json cfg;
+  try {
+    cfg = json::parse(text);
+  } catch (const json::parse_error& e) {
+    DS_THROW(FormatError, "{}: invalid JSON at byte {}", source, e.byte);
+  }
+  if (!cfg.is_object()) DS_THROW(FormatError, "{}: top level is not an object", source);
+  ChatTemplate t;
+  t.bos_ = token_field(cfg, "bos_token", source);
+  t.eos_ = token_field(cfg, "eos_token", source);
+  auto it = cfg.find("chat_template");
+  if (it == cfg.end() || !it->is_string())
+    DS_THROW(FormatError, "{}: chat_template missing or not a string", source);
+  if (!is_deepseek_v3_template(it->get<std::string>()))
+    DS_THROW(FormatError,
+             "{}: chat_template: unsupported chat template; ds renders DeepSeek-V3's template "
+             "only", source);
+  return t;
+}
+
+RenderedChat ChatTemplate::render(const std::vector<ChatMessage>& messages,
+                                  bool add_generation_prompt) const {
+  RenderedChat r;
+  r.text = bos_;
+  bool first_system = true;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    if (messages[i].role != "system") continue;
+    if (!first_system) r.text += "\n\n";
+    r.text += need_content(messages[i], i);
+    first_system = false;
+  }
+  State ns;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    MessageSpan s;
+    s.message = i;
+    s.all = {r.text.size(), r.text.size()};
+    if (messages[i].role != "system") {
+      s.target = render_one(messages[i], i, ns, r.text);
+      s.all.end = r.text.size();
+    }
+    r.spans.push_back(s);
+  }
+  if (ns.is_tool) r.text += kToolOutputsEnd;
+  if (add_generation_prompt && !ns.is_tool) r.text += sp::kAssistant;
+  return r;
+}
+
+std::vector<ChatMessage> parse_messages(std::string_view text, const std::string& source) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    DS_THROW(FormatError, "{}: invalid JSON at byte {}", source, e.byte);
+  }
+  if (j.is_object() && j.contains("messages")) j = j["messages"];
+  if (!j.is_array()) DS_THROW(FormatError, "{}: messages must be an array", source);
+  std::vector<ChatMessage> out;
+  for (size_t i = 0; i < j.size(); ++i) {
+    const json& m = j[i];
+    auto str = [&](const json& v, const std::string& field) {
+      if (!v.is_string())
+        DS_THROW(FormatError, "{}: messages[{}].{} must be a string", source, i, field);
+      return v.get<std::string>();
+    };
+    if (!m.is_object() || !m.contains("role"))
+      DS_THROW(FormatError, "{}: messages[{}].role missing", source, i);
+    ChatMessage msg;
+    msg.role = str(m["role"], "role");
+    if (m.contains("content") && !m["content"].is_null())
+      msg.content = str(m["content"], "content");
+    if (m.contains("tool_calls") && !m["tool_calls"].is_null()) {
+      const json& calls = m["tool_calls"];
+      if (!calls.is_array())
+        DS_THROW(FormatError, "{}: messages[{}].tool_calls must be an array", source, i);
+      for (size_t c = 0; c < calls.size(); ++c) {
+        const std::string f = fmt::format("tool_calls[{}]", c);
+        const json& call = calls[c];
+        if (!call.is_object() || !call.contains("function") || !call["function"].is_object())
+          DS_THROW(FormatError, "{}: messages[{}].{}.function missing", source, i, f);
+        ToolCall t;
+        if (call.contains("type")) t.type = str(call["type"], f + ".type");
+        const json& fn = call["function"];
+        t.name = str(fn.value("name", json()), f + ".function.name");
+        const json args = fn.value("arguments", json());
+        t.arguments = args.is_string() ? args.get<std::string>() : args.dump();
+        msg.tool_calls.push_back(std::move(t));
+      }
+    }
+    out.push_back(std::move(msg));
+  }
+  return out;
+}
+
+}  // namespace ds::infer

@@ -1,0 +1,272 @@
+// Whole-model gradient check: the manual backward of Transformer::forward_backward against
+// central finite differences of forward_loss, for every parameter tensor (sampled coordinates
+// plus each tensor's largest gradient, and one random direction over all parameters at once),
+// in two micro configurations that together take every branch: q_lora / q_proj, grouped /
+// ungrouped routing, renormalised / raw weights, 1 / 2 shared experts, YaRN on / off, MTP depth
+// 1 / 2, pretraining batch / SFT batch (segments, restarted positions, fractional loss mask).
+// The balance loss weight is raised to 0.1 so that its gradient into the router is visible.
+// Coordinates whose perturbation changes any expert selection are skipped (and counted).
+// reference: docs/model.md; llm.c test_gpt2 (gradient comparison with a stated tolerance).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string>
+
+#include "ds/core/rng.hpp"
+#include "ds/ops/ops.hpp"
+#include "model_test_util.hpp"
+
+using namespace ds;
+using namespace ds::model;
+using namespace ds::model::testing;
+
+namespace {
+
+constexpr float kEps = 2e-3f;        // perturbation (F32 model; small so routing rarely flips)
+constexpr double kAtol = 2e-4;       // |fd - analytic| <= kAtol + kRtol * max(|fd|, |analytic|)
+constexpr double kRtol = 2e-2;
+
+ops::Context ref_ctx() {
+  ops::Context c;
+  c.impl = ops::Impl::reference;
+  return c;
+}
+
+Batch pretrain_batch(int64_t B, int64_t T, int64_t V, uint64_t seed) {
+  Batch b;
+  b.tokens = random_tokens(B, T, V, seed);
+  return b;
+}
+
+// Two packed samples per row, positions restarting per sample, weights in {0, 0.5, 1, 2}.
+Batch sft_batch(int64_t V, uint64_t seed) {
+  const int64_t B = 2, T = 6;
+  Batch b = pretrain_batch(B, T, V, seed);
+  b.segments = Tensor::empty({B, T}, DType::i32);
+  b.positions = Tensor::empty({B, T}, DType::i32);
+  b.loss_mask = Tensor::empty({B, T});
+  const int32_t seg[12] = {0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 1};
+  const int32_t pos[12] = {0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 4, 0};
+  const float mask[12] = {0, 1, 0.5f, 0, 2, 1, 1, 1, 0.5f, 1, 0, 1};
+  std::copy(seg, seg + 12, b.segments.i32());
+  std::copy(pos, pos + 12, b.positions.i32());
+  std::copy(mask, mask + 12, b.loss_mask.f32());
+  return b;
+}
+
+struct Stats { int checked = 0, skipped = 0, failed = 0, zero_tensors = 0; double worst = 0; };
+
+// Central difference of the total loss for p[c] (in double from the F32 values actually set).
+// Returns false when the routing changes on either side.
+bool central_diff(Transformer& model, const ops::Context& ctx, const Batch& batch,
+                  const LossWeights& lw, float* p, int64_t c,
+                  const std::vector<std::vector<int32_t>>& route0, double& fd) {
+  const float orig = p[c];
+  p[c] = orig + kEps;
+  const double up = double(p[c]);
+  const StepResult rp = model.forward_loss(ctx, batch, lw);
+  p[c] = orig - kEps;
+  const double dn = double(p[c]);
+  const StepResult rm = model.forward_loss(ctx, batch, lw);
+  p[c] = orig;
+  fd = (rp.loss - rm.loss) / (up - dn);
+  return routes(rp) == route0 && routes(rm) == route0;
+}
+
+// Tokens routed to the expert a parameter belongs to (-1: not a routed expert's parameter).
+int64_t expert_tokens(const Transformer& model, const StepResult& r, const ParamInfo& info) {
+  if (info.expert < 0) return -1;
+  const auto names = model.moe_layer_names();
+  for (size_t l = 0; l < names.size(); ++l)
+    if (names[l] == "model.layers." + std::to_string(info.layer) + ".mlp")
+      return r.expert_counts[l][size_t(info.expert)];
+  return -1;
+}
+
+void check_param(Transformer& model, const ops::Context& ctx, const Batch& batch,
+                 const LossWeights& lw, Param& prm, const StepResult& r0, Rng& rng, Stats& st) {
+  float* v = prm.value.f32();
+  const float* g = prm.grad.f32();
+  const int64_t n = prm.value.numel();
+  CAPTURE(prm.info.name);
+  // Every tensor receives a gradient, except routed experts: zero when idle (no token), and
+  // possibly zero when all their tokens carry zero loss weight (SFT mask).
+  const int64_t tokens = expert_tokens(model, r0, prm.info);
+  const bool nonzero = ops::sum_squares(ctx, prm.grad) > 0;
+  if (tokens < 0) CHECK_MESSAGE(nonzero, "no gradient reached the tensor");
+  if (tokens == 0) CHECK_MESSAGE(!nonzero, "gradient into an idle expert");
+  st.zero_tensors += !nonzero;
+  const auto route0 = routes(r0);
+  std::vector<int64_t> coords{int64_t(std::max_element(g, g + n, [](float a, float b) {
+                                return std::fabs(a) < std::fabs(b);
+                              }) - g)};
+  for (int i = 0; i < 5; ++i) coords.push_back(int64_t(rng.below(uint64_t(n))));
+  for (int64_t c : coords) {
+    double fd = 0;
+    if (!central_diff(model, ctx, batch, lw, v, c, route0, fd)) {
+      ++st.skipped;
+      continue;
+    }
+    const double an = g[c], err = std::fabs(fd - an);
+    const double tol = kAtol + kRtol * std::max(std::fabs(fd), std::fabs(an));
+    ++st.checked;
+    st.worst = std::max(st.worst, err / tol);
+    if (err > tol) {
+      ++st.failed;
+      CHECK_MESSAGE(err <= tol, "coordinate ", c, ": analytic ", an, " finite-difference ", fd);
+    }
+  }
+}
+
+// Directional derivative along a random direction over every parameter at once.
+void check_direction(Transformer& model, ParamStore& store, const ops::Context& ctx,
+                     const Batch& batch, const LossWeights& lw,
+                     const std::vector<std::vector<int32_t>>& route0) {
+  Rng rng(5, 5);
+  std::vector<std::vector<float>> dir, orig;
+  double analytic = 0;
+  for (Param& p : store.params()) {
+    dir.emplace_back(size_t(p.value.numel()));
+    orig.emplace_back(p.value.f32(), p.value.f32() + p.value.numel());
+    for (int64_t i = 0; i < p.value.numel(); ++i) {
+      dir.back()[size_t(i)] = float(rng.normal());
+      analytic += double(dir.back()[size_t(i)]) * double(p.grad.f32()[i]);
+    }
+  }
+  auto shift = [&](float s) {
+    size_t k = 0;
+    for (Param& p : store.params()) {
+      for (int64_t i = 0; i < p.value.numel(); ++i)
+        p.value.f32()[i] = orig[k][size_t(i)] + s * dir[k][size_t(i)];
+      ++k;
+    }
+  };
+  // The step has norm ~h * sqrt(#params): shrink it until no expert selection changes.
+  for (float h : {2e-4f, 1e-4f, 5e-5f, 2e-5f}) {
+    shift(h);
+    const StepResult rp = model.forward_loss(ctx, batch, lw);
+    shift(-h);
+    const StepResult rm = model.forward_loss(ctx, batch, lw);
+    shift(0);
+    if (routes(rp) != route0 || routes(rm) != route0) continue;
+    const double fd = (rp.loss - rm.loss) / (2.0 * double(h));
+    MESSAGE("direction (h ", h, "): analytic ", analytic, " finite-difference ", fd);
+    CHECK(std::fabs(fd - analytic) <= 2e-3 + 1e-2 * std::fabs(analytic));
+    return;
+  }
+  FAIL("routing changed for every step size of the directional check");
+}
+
+void grad_check(const ModelArgs& a, const Batch& batch, const LossWeights& lw, uint64_t seed) {
+  ParamStore store;
+  Transformer model(a, store);
+  store.init(seed);
+  randomize_biases(store, 0.05, seed);
+  const ops::Context ctx = ref_ctx();
+  const StepResult r0 = model.forward_backward(ctx, batch, lw, 1.0f);
+  const StepResult rl = model.forward_loss(ctx, batch, lw);
+  CHECK(rl.loss == r0.loss);
+  CHECK(r0.loss_mtp > 0);
+  CHECK(r0.loss_balance > 0);
+  CHECK(r0.loss == doctest::Approx(r0.loss_main + r0.loss_mtp + r0.loss_balance).epsilon(1e-12));
+  const auto route0 = routes(r0);
+  Rng rng(seed, 3);
+  Stats st;
+  for (Param& p : store.params()) check_param(model, ctx, batch, lw, p, r0, rng, st);
+  CHECK(st.zero_tensors <= 3);   // at most one expert without gradient: experts really checked
+  MESSAGE("gradient check: ", st.checked, " coordinates checked, ", st.skipped,
+          " skipped (routing changed), ", st.failed, " failed; worst err/tol ", st.worst);
+  CHECK(st.skipped * 10 < st.checked);   // the check must actually check
+  check_direction(model, store, ctx, batch, lw, route0);
+}
+
+// ||g2 - g1|| / ||g1|| of two stores' gradients of the same tensor.
+double rel_diff(const Param& p1, const Param& p2) {
+  const ops::Context ctx = ref_ctx();
+  Tensor d = p1.grad.clone();
+  ops::scale_(ctx, d, -1.0f);
+  ops::add_(ctx, d, p2.grad);
+  const double n1 = std::sqrt(ops::sum_squares(ctx, p1.grad));
+  return std::sqrt(ops::sum_squares(ctx, d)) / std::max(n1, 1e-30);
+}
+
+}  // namespace
+
+TEST_CASE("gradient check: micro config, pretraining batch") {
+  const ModelArgs a = micro_args();
+  grad_check(a, pretrain_batch(2, 6, a.vocab_size, 1), LossWeights{0.3f, 0.1f}, 1);
+}
+
+TEST_CASE("gradient check: q_proj, ungrouped raw weights, 2 shared, MTP 2, SFT batch") {
+  ModelArgs a = micro_args();
+  a.q_lora_rank = 0;
+  a.n_expert_groups = 1;
+  a.n_limited_groups = 1;
+  a.norm_topk_prob = false;
+  a.route_scale = 1.5;
+  a.n_shared_experts = 2;
+  a.n_dense_layers = 0;
+  a.n_mtp_layers = 2;
+  a.yarn = false;
+  grad_check(a, sft_batch(a.vocab_size, 2), LossWeights{0.5f, 0.1f}, 2);
+}
+
+TEST_CASE("grad_scale and accumulation: two half-scaled micro-batches equal one full") {
+  const ModelArgs a = micro_args();
+  ParamStore s1, s2;
+  Transformer m1(a, s1), m2(a, s2);
+  s1.init(4);
+  s2.init(4);
+  const Batch b = pretrain_batch(2, 6, a.vocab_size, 4);
+  const ops::Context ctx = ref_ctx();
+  m1.forward_backward(ctx, b, LossWeights{}, 1.0f);
+  m2.forward_backward(ctx, b, LossWeights{}, 0.5f);
+  m2.forward_backward(ctx, b, LossWeights{}, 0.5f);
+  for (size_t i = 0; i < s1.params().size(); ++i) {
+    CAPTURE(s1.params()[i].info.name);
+    CHECK(rel_diff(s1.params()[i], s2.params()[i]) <= 1e-5);
+  }
+}
+
+TEST_CASE("forward_logits agrees with the main loss; optimised ops agree with reference") {
+  const ModelArgs a = micro_args();
+  ParamStore store;
+  Transformer model(a, store);
+  store.init(6);
+  const int64_t B = 2, T = 6, V = a.vocab_size;
+  const Batch b = pretrain_batch(B, T, V, 6);
+  const StepResult r = model.forward_loss(ref_ctx(), b, LossWeights{});
+  Tensor x = Tensor::empty({B, T}, DType::i32), logits;
+  for (int64_t i = 0; i < B; ++i)
+    for (int64_t t = 0; t < T; ++t) x.i32()[i * T + t] = b.tokens.i32()[i * (T + 1) + t];
+  model.forward_logits(ref_ctx(), x, logits);
+  REQUIRE(logits.shape() == Shape{B, T, V});
+  double ce = 0;
+  for (int64_t i = 0; i < B; ++i)
+    for (int64_t t = 0; t < T; ++t) {
+      const float* l = logits.f32() + (i * T + t) * V;
+      double mx = *std::max_element(l, l + V), z = 0;
+      for (int64_t v = 0; v < V; ++v) z += std::exp(double(l[v]) - mx);
+      ce += std::log(z) + mx - double(l[b.tokens.i32()[i * (T + 1) + t + 1]]);
+    }
+  CHECK(ce / double(B * T) == doctest::Approx(r.loss_main).epsilon(1e-5));
+  CHECK(r.n_targets == B * T);
+
+  // The optimised CPU path gives the same loss and gradients within float tolerance.
+  ParamStore s2;
+  Transformer m2(a, s2);
+  s2.init(6);
+  store.alloc_grads();
+  const StepResult rr = model.forward_backward(ref_ctx(), b, LossWeights{}, 1.0f);
+  ops::Context opt;
+  opt.impl = ops::Impl::optimized;
+  const StepResult ro = m2.forward_backward(opt, b, LossWeights{}, 1.0f);
+  CHECK(ro.loss == doctest::Approx(rr.loss).epsilon(1e-5));
+  // F32 kernels with different accumulation orders: ~1e-4 relative; a wrong gradient is O(1).
+  for (size_t i = 0; i < store.params().size(); ++i) {
+    CAPTURE(store.params()[i].info.name);
+    CHECK(rel_diff(store.params()[i], s2.params()[i]) <= 1e-3);
+  }
+}

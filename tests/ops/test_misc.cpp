@@ -1,0 +1,210 @@
+// SwiGLU, cross-entropy, embedding, row gather/scatter, element-wise ops, reductions and
+// AdamW: optimized vs reference (guard rows, NaN positions), gradients vs finite differences
+// in double, AdamW against a hand-computed step, CUDA/shape errors at the boundary.
+#include "cpu/ref.hpp"
+#include "ds/core/dtype.hpp"
+#include "ds/core/error.hpp"
+#include "ops_test_util.hpp"
+
+using namespace ds;
+using namespace ds::ops;
+using namespace ds::ops::test;
+
+TEST_CASE("swiglu: optimized == reference (incl. NaN/inf positions); gradients") {
+  for (int64_t N : {1, 17, 130})
+    for (int64_t I : {1, 3, 64}) {
+      Tensor g = rand_f32({N, I}, -6, 6), u = rand_f32({N, I}), d = rand_f32({N, I});
+      if (N * I > 4) { g.f32()[1] = NAN; u.f32()[3] = INFINITY; }
+      Guarded r({N, I}), o({N, I}), dgr({N, I}), dur({N, I}), dgo({N, I}), duo({N, I});
+      swiglu_forward(ref_ctx(), g, u, r.t);
+      swiglu_forward(opt_ctx(), g, u, o.t);
+      CHECK(nmse(o.t, r.t) < 1e-12);
+      swiglu_backward(ref_ctx(), g, u, d, dgr.t, dur.t);
+      swiglu_backward(opt_ctx(), g, u, d, dgo.t, duo.t);
+      CHECK(nmse(dgo.t, dgr.t) < 1e-12);
+      CHECK(nmse(duo.t, dur.t) < 1e-12);
+      CHECK((r.intact() && o.intact() && dgo.intact() && duo.intact()));
+    }
+  std::vector<double> g = rand_vec(7, -5, 5), u = rand_vec(7), w = rand_vec(7);
+  auto loss = [&] { std::vector<double> y(7); ref::swiglu_forward<double>(g.data(), u.data(), y.data(), 7); return dot(y, w); };
+  std::vector<double> dg(7), du(7);
+  ref::swiglu_backward<double>(g.data(), u.data(), w.data(), dg.data(), du.data(), 7);
+  grad_check(g, loss, dg, "swiglu dgate");
+  grad_check(u, loss, du, "swiglu dup");
+}
+
+TEST_CASE("cross_entropy: optimized == reference, ignored rows, stability, gradient") {
+  for (int64_t N : {1, 5, 33})
+    for (int64_t V : {1, 2, 17, 1000}) {
+      Tensor x = rand_f32({N, V}, -10, 10);
+      std::vector<int32_t> t(static_cast<size_t>(N));
+      for (int64_t n = 0; n < N; ++n) t[size_t(n)] = n % 4 == 3 ? -1 : int32_t((n * 7) % V);
+      Tensor tg = i32_from(t, {N});
+      Guarded lr({N}), lo({N}), dr({N, V}), dop({N, V});
+      cross_entropy_forward(ref_ctx(), x, tg, lr.t);
+      cross_entropy_forward(opt_ctx(), x, tg, lo.t);
+      CHECK(max_abs_diff(lo.t, lr.t) < 1e-5);
+      cross_entropy_backward(ref_ctx(), x, tg, 0.25f, dr.t);
+      cross_entropy_backward(opt_ctx(), x, tg, 0.25f, dop.t);
+      CHECK(max_abs_diff(dop.t, dr.t) < 1e-6);
+      CHECK((lr.intact() && lo.intact() && dr.intact() && dop.intact()));
+      for (int64_t n = 3; n < N; n += 4) {
+        CHECK(lo.t.f32()[n] == 0.0f);
+        for (int64_t j = 0; j < V; ++j) CHECK(dop.t.f32()[n * V + j] == 0.0f);
+      }
+    }
+  // huge logits stay finite (max subtraction): [1000, 0] with target 1 -> loss 1000
+  Tensor x = f32_from({1000, 0}, {1, 2}), l = Tensor::empty({1});
+  cross_entropy_forward(opt_ctx(), x, i32_from({1}, {1}), l);
+  CHECK(l.f32()[0] == doctest::Approx(1000.0));
+  CHECK_THROWS_AS(cross_entropy_forward(opt_ctx(), x, i32_from({2}, {1}), l), InternalError);
+  const int64_t N = 3, V = 5;
+  std::vector<double> z = rand_vec(N * V, -3, 3);
+  std::vector<int32_t> tg = {4, -1, 0};
+  auto loss = [&] {
+    std::vector<double> ls(N);
+    ref::cross_entropy_forward<double>(z.data(), tg.data(), ls.data(), N, V);
+    return 0.5 * (ls[0] + ls[1] + ls[2]);
+  };
+  std::vector<double> dz(N * V);
+  ref::cross_entropy_backward<double>(z.data(), tg.data(), 0.5, dz.data(), N, V);
+  grad_check(z, loss, dz, "cross-entropy dlogits");
+}
+
+TEST_CASE("embedding: optimized == reference; backward accumulates repeated ids; gradient") {
+  const int64_t V = 11, C = 130;
+  Tensor table = rand_f32({V, C});
+  std::vector<int32_t> idv = {3, 0, 3, 10, 3, 7, 0};
+  Tensor ids = i32_from(idv, {7});
+  Guarded r({7, C}), o({7, C});
+  embedding_forward(ref_ctx(), table, ids, r.t);
+  embedding_forward(opt_ctx(), table, ids, o.t);
+  CHECK(max_abs_diff(o.t, r.t) == 0);
+  CHECK(o.t.f32()[3 * C + 5] == table.f32()[10 * C + 5]);
+  Tensor dout = rand_f32({7, C}), d0 = rand_f32({V, C});
+  Tensor dr = d0.clone(), dop = d0.clone();
+  embedding_backward(ref_ctx(), ids, dout, dr);
+  embedding_backward(opt_ctx(), ids, dout, dop);
+  CHECK(max_abs_diff(dop, dr) == 0);   // same summation order
+  CHECK(dop.f32()[1 * C] == d0.f32()[1 * C]);
+  CHECK(r.intact());
+  Tensor one = r.t.slice0(0, 1);
+  CHECK_THROWS_AS(embedding_forward(opt_ctx(), table, i32_from({11}, {1}), one), InternalError);
+  std::vector<double> tb = rand_vec(V * 3), w = rand_vec(7 * 3);
+  auto loss = [&] { std::vector<double> y(7 * 3); ref::embedding_forward<double>(tb.data(), idv.data(), y.data(), 7, 3); return dot(y, w); };
+  std::vector<double> dt(V * 3, 0.0);
+  ref::embedding_backward<double>(idv.data(), w.data(), dt.data(), 7, 3);
+  grad_check(tb, loss, dt, "embedding dtable");
+}
+
+TEST_CASE("gather_rows / scatter_add_rows / gather_rows_dot: opt == ref; gradients") {
+  for (int64_t C : {1, 17, 130}) {
+    const int64_t N = 9, M = 23;
+    std::vector<int32_t> rv(static_cast<size_t>(M));
+    for (int64_t m = 0; m < M; ++m) rv[size_t(m)] = int32_t((m * 5 + m / 3) % N);
+    Tensor rows = i32_from(rv, {M}), src = rand_f32({N, C}), msrc = rand_f32({M, C}), w = rand_f32({M});
+    Guarded gr({M, C}), go({M, C});
+    gather_rows(ref_ctx(), src, rows, gr.t);
+    gather_rows(opt_ctx(), src, rows, go.t);
+    CHECK(max_abs_diff(go.t, gr.t) == 0);
+    for (int with_w = 0; with_w < 2; ++with_w) {
+      Tensor d0 = rand_f32({N, C});
+      Guarded sr({N, C}), so({N, C});
+      sr.t.copy_from(d0);
+      so.t.copy_from(d0);
+      scatter_add_rows(ref_ctx(), msrc, rows, with_w ? w : Tensor(), sr.t);
+      scatter_add_rows(opt_ctx(), msrc, rows, with_w ? w : Tensor(), so.t);
+      CHECK(max_abs_diff(so.t, sr.t) == 0);   // same order of m per destination row
+      CHECK((sr.intact() && so.intact()));
+    }
+    Guarded dr({M}), dop({M});
+    gather_rows_dot(ref_ctx(), src, rows, msrc, dr.t);
+    gather_rows_dot(opt_ctx(), src, rows, msrc, dop.t);
+    CHECK(max_abs_diff(dop.t, dr.t) < 1e-6);
+    CHECK((gr.intact() && go.intact() && dr.intact() && dop.intact()));
+  }
+  // scatter gradient w.r.t. src and w; gather gradient (= scatter of dout)
+  const int64_t N = 4, M = 6, C = 3;
+  std::vector<int32_t> rows = {1, 3, 1, 0, 3, 3};
+  std::vector<double> src = rand_vec(M * C), w = rand_vec(M), W = rand_vec(N * C), x = rand_vec(N * C);
+  auto loss = [&] {
+    std::vector<double> dst(N * C, 0.0);
+    ref::scatter_add_rows<double>(src.data(), rows.data(), w.data(), dst.data(), M, C);
+    return dot(dst, W);
+  };
+  std::vector<double> dsrc(M * C), dw(M);
+  ref::gather_rows<double>(W.data(), rows.data(), dsrc.data(), M, C);
+  for (int64_t m = 0; m < M; ++m) for (int64_t c = 0; c < C; ++c) dsrc[size_t(m * C + c)] *= w[size_t(m)];
+  ref::gather_rows_dot<double>(W.data(), rows.data(), src.data(), dw.data(), M, C);
+  grad_check(src, loss, dsrc, "scatter dsrc");
+  grad_check(w, loss, dw, "scatter dw");
+  std::vector<double> wg = rand_vec(M * C);
+  auto gloss = [&] { std::vector<double> y(M * C); ref::gather_rows<double>(x.data(), rows.data(), y.data(), M, C); return dot(y, wg); };
+  std::vector<double> dx(N * C, 0.0);
+  ref::scatter_add_rows<double>(wg.data(), rows.data(), nullptr, dx.data(), M, C);
+  grad_check(x, gloss, dx, "gather dsrc");
+}
+
+TEST_CASE("element-wise ops and reductions: opt == ref, deterministic across threads") {
+  for (int64_t n : {1, 3, 1000, 100003}) {
+    Tensor a = rand_f32({n}), b = rand_f32({n});
+    Tensor o1 = Tensor::empty({n}), o2 = Tensor::empty({n});
+    add(ref_ctx(), a, b, o1);
+    add(opt_ctx(), a, b, o2);
+    CHECK(max_abs_diff(o1, o2) == 0);
+    add_(opt_ctx(), o2, a);
+    scale_(opt_ctx(), o2, 0.5f);
+    CHECK(o2.f32()[n - 1] == (a.f32()[n - 1] + b.f32()[n - 1] + a.f32()[n - 1]) * 0.5f);
+    CHECK(sum_squares(opt_ctx(), a) == doctest::Approx(sum_squares(ref_ctx(), a)).epsilon(1e-12));
+    CHECK(sum(opt_ctx(), a) == doctest::Approx(sum(ref_ctx(), a)).epsilon(1e-9));
+    CHECK(sum(opt_ctx(1), a) == sum(opt_ctx(2), a));   // thread-count independent
+    CHECK(sum_squares(opt_ctx(1), a) == sum_squares(opt_ctx(2), a));
+    CHECK(count_nonfinite(opt_ctx(), a) == 0);
+    a.f32()[n / 2] = NAN;
+    a.f32()[0] = -INFINITY;
+    const int64_t want = n > 1 ? 2 : 1;
+    CHECK(count_nonfinite(opt_ctx(), a) == want);
+    CHECK(count_nonfinite(ref_ctx(), a) == want);
+  }
+  Context cu = opt_ctx();
+  cu.device = Device::cuda;
+  Tensor x = rand_f32({4});
+  CHECK_THROWS_AS(scale_(cu, x, 2.0f), CudaError);
+}
+
+TEST_CASE("adamw_step: hand-computed step; opt == ref; BF16 moments") {
+  AdamWParams p;
+  p.lr = 0.01f; p.beta1 = 0.9f; p.beta2 = 0.95f; p.eps = 1e-8f; p.weight_decay = 0.1f; p.step = 3;
+  Tensor prm = f32_from({1.0, -2.0}, {2}), g = f32_from({0.5, 0.25}, {2});
+  Tensor m = f32_from({0.1, -0.2}, {2}), v = f32_from({0.01, 0.04}, {2});
+  adamw_step(ref_ctx(), prm, g, m, v, p);
+  for (int i = 0; i < 2; ++i) {   // textbook form in double
+    const double p0 = i ? -2.0 : 1.0, g0 = i ? 0.25 : 0.5, m0 = i ? -0.2 : 0.1, v0 = i ? 0.04 : 0.01;
+    const double b1 = double(0.9f), b2 = double(0.95f), lr = double(0.01f), wd = double(0.1f);
+    const double m1 = b1 * m0 + (1 - b1) * g0, v1 = b2 * v0 + (1 - b2) * g0 * g0;
+    const double mh = m1 / (1 - b1 * b1 * b1), vh = v1 / (1 - b2 * b2 * b2);
+    const double want = p0 * (1 - lr * wd) - lr * mh / (std::sqrt(vh) + double(1e-8f));
+    CHECK(prm.f32()[i] == doctest::Approx(want).epsilon(1e-6));
+    CHECK(m.f32()[i] == doctest::Approx(m1).epsilon(1e-6));
+    CHECK(v.f32()[i] == doctest::Approx(v1).epsilon(1e-6));
+  }
+  const int64_t n = 70001;
+  Tensor P = rand_f32({n}), G = rand_f32({n}), M = rand_f32({n}, -0.1, 0.1), Vv = rand_f32({n}, 0, 0.1);
+  Tensor P2 = P.clone(), M2 = M.clone(), V2 = Vv.clone();
+  adamw_step(ref_ctx(), P, G, M, Vv, p);
+  adamw_step(opt_ctx(), P2, G, M2, V2, p);
+  CHECK(max_abs_diff(P, P2) == 0);
+  CHECK(max_abs_diff(M, M2) == 0);
+  // BF16 moments: stored rounded-to-nearest-even from the FP32 update
+  Tensor mb = Tensor::empty({2}, DType::bf16), vb = Tensor::empty({2}, DType::bf16);
+  Tensor pf = f32_from({1.0, -2.0}, {2}), mf = f32_from({0, 0}, {2}), vf = f32_from({0, 0}, {2});
+  for (int i = 0; i < 2; ++i) mb.data<uint16_t>()[i] = vb.data<uint16_t>()[i] = 0;
+  Tensor pb = pf.clone();
+  adamw_step(opt_ctx(), pf, g, mf, vf, p);
+  adamw_step(opt_ctx(), pb, g, mb, vb, p);
+  CHECK(max_abs_diff(pf, pb) == 0);   // zero moments are exact in BF16
+  for (int i = 0; i < 2; ++i) {
+    CHECK(mb.data<uint16_t>()[i] == f32_to_bf16(mf.f32()[i]));
+    CHECK(vb.data<uint16_t>()[i] == f32_to_bf16(vf.f32()[i]));
+  }
+}

@@ -1,0 +1,203 @@
+// MoE routing (docs/model.md §MoE): optimized == reference, selection against a brute-force
+// sort, bias affects selection only, masked groups never win, ties to the lower index, K
+// distinct experts per token, weights sum to route_scale; routing backward and balance loss
+// vs finite differences; balance loss == alpha under perfect balance; expert counts.
+#include <algorithm>
+#include <numeric>
+
+#include "cpu/ref.hpp"
+#include "ds/core/error.hpp"
+#include "ops_test_util.hpp"
+
+using namespace ds;
+using namespace ds::ops;
+using namespace ds::ops::test;
+
+namespace {
+RouteParams rp(int G, int kg, int K, bool sig = true, bool norm = true, float rs = 1.0f) {
+  RouteParams p;
+  p.n_groups = G; p.topk_groups = kg; p.topk = K; p.sigmoid = sig; p.norm_topk = norm;
+  p.route_scale = rs;
+  return p;
+}
+
+// Independent selection: stable sorts of (group score, then expert score), descending.
+std::vector<int32_t> brute_select(const std::vector<float>& sel, const RouteParams& p) {
+  const int E = int(sel.size()), gs = E / p.n_groups;
+  std::vector<int> groups(size_t(p.n_groups));
+  std::iota(groups.begin(), groups.end(), 0);
+  std::vector<float> gscore(size_t(p.n_groups));
+  for (int g = 0; g < p.n_groups; ++g) {
+    std::vector<float> v(sel.begin() + g * gs, sel.begin() + (g + 1) * gs);
+    std::stable_sort(v.begin(), v.end(), std::greater<float>());
+    gscore[size_t(g)] = gs >= 2 ? v[0] + v[1] : v[0];
+  }
+  std::stable_sort(groups.begin(), groups.end(),
+                   [&](int a, int b) { return gscore[size_t(a)] > gscore[size_t(b)]; });
+  std::vector<int32_t> cand;
+  for (int e = 0; e < E; ++e)
+    if (p.n_groups == 1 || std::find(groups.begin(), groups.begin() + p.topk_groups, e / gs) !=
+                               groups.begin() + p.topk_groups)
+      cand.push_back(e);
+  std::stable_sort(cand.begin(), cand.end(),
+                   [&](int a, int b) { return sel[size_t(a)] > sel[size_t(b)]; });
+  cand.resize(size_t(p.topk));
+  return cand;
+}
+
+struct Routed { Tensor scores, idx, w; };
+Routed route(const Context& ctx, const Tensor& logits, const Tensor& bias, const RouteParams& p) {
+  const int64_t N = logits.size(0), E = logits.size(1);
+  Routed r{Tensor::empty({N, E}), Tensor::empty({N, p.topk}, DType::i32), Tensor::empty({N, p.topk})};
+  moe_route(ctx, logits, bias, p, r.scores, r.idx, r.w);
+  return r;
+}
+}  // namespace
+
+TEST_CASE("moe_route: optimized == reference == brute force; K distinct; weights sum") {
+  const RouteParams cases[] = {rp(1, 1, 2), rp(4, 2, 3, true, true, 2.5f), rp(12, 5, 4),
+                               rp(4, 4, 8), rp(1, 1, 3, false, false, 16.0f),
+                               rp(2, 1, 2, false, true), rp(8, 4, 8, true, true, 2.5f)};
+  const int64_t Es[] = {8, 16, 12, 16, 10, 6, 64};
+  for (size_t c = 0; c < std::size(cases); ++c) {
+    const RouteParams& p = cases[c];
+    const int64_t N = 37, E = Es[c];
+    Tensor logits = rand_f32({N, E}, -3, 3), bias = rand_f32({E}, -0.3, 0.3);
+    for (int with_bias = 0; with_bias < 2; ++with_bias) {
+      Tensor b = with_bias ? bias : Tensor();
+      Routed r = route(ref_ctx(), logits, b, p), o = route(opt_ctx(), logits, b, p);
+      INFO("case ", c, " bias ", with_bias);
+      CHECK(std::memcmp(r.idx.raw(), o.idx.raw(), r.idx.nbytes()) == 0);
+      CHECK(max_abs_diff(r.w, o.w) == 0);
+      CHECK(max_abs_diff(r.scores, o.scores) == 0);
+      for (int64_t n = 0; n < N; ++n) {
+        std::vector<float> sel(static_cast<size_t>(E));
+        for (int64_t e = 0; e < E; ++e)
+          sel[size_t(e)] = r.scores.f32()[n * E + e] + (with_bias ? bias.f32()[e] : 0.0f);
+        std::vector<int32_t> want = brute_select(sel, p);
+        const int32_t* got = r.idx.i32() + n * p.topk;
+        CHECK(std::equal(want.begin(), want.end(), got));
+        std::vector<int32_t> u(got, got + p.topk);
+        std::sort(u.begin(), u.end());
+        CHECK(std::unique(u.begin(), u.end()) == u.end());   // K distinct experts
+        double wsum = 0, ssum = 0;
+        for (int k = 0; k < p.topk; ++k) {
+          wsum += r.w.f32()[n * p.topk + k];
+          ssum += r.scores.f32()[n * E + got[k]];
+        }
+        // weights come from the unbiased scores
+        const double expect = p.norm_topk ? p.route_scale : p.route_scale * ssum;
+        CHECK(wsum == doctest::Approx(expect).epsilon(1e-5));
+        for (int k = 0; k < p.topk; ++k) {
+          double s = r.scores.f32()[n * E + got[k]];
+          double w = p.route_scale * (p.norm_topk ? s / ssum : s);
+          CHECK(r.w.f32()[n * p.topk + k] == doctest::Approx(w).epsilon(1e-5));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("moe_route: bias changes selection only; masked groups never win; ties") {
+  // sigmoid scores of logits {2, 1, 0, -1}: unbiased top-1 is expert 0; bias lifts expert 3
+  Tensor logits = f32_from({2, 1, 0, -1}, {1, 4}), bias = f32_from({0, 0, 0, 1}, {4});
+  Routed r = route(opt_ctx(), logits, bias, rp(1, 1, 2, true, false, 1.0f));
+  CHECK(r.idx.i32()[0] == 3);
+  CHECK(r.idx.i32()[1] == 0);
+  CHECK(r.w.f32()[0] == doctest::Approx(1.0 / (1.0 + std::exp(1.0))));   // unbiased s_3
+  // groups of 2: group 0 = {0.9, 0.9}; group 3 holds the single best biased expert (6) but its
+  // partner's bias sinks the group sum: with one kept group, 6 must never be chosen.
+  Tensor l2 = Tensor::zeros({1, 8}), b2 = Tensor::zeros({8});
+  for (int e = 0; e < 8; ++e) l2.f32()[e] = -4.0f;
+  l2.f32()[0] = l2.f32()[1] = 2.2f;   // sigmoid ~ 0.9
+  b2.f32()[6] = 100.0f;
+  b2.f32()[7] = -1000.0f;
+  Routed r2 = route(opt_ctx(), l2, b2, rp(4, 1, 2));
+  CHECK(r2.idx.i32()[0] == 0);
+  CHECK(r2.idx.i32()[1] == 1);
+  // all equal: ties go to the lower index, in order
+  Tensor l3 = Tensor::zeros({2, 6});
+  Routed r3 = route(ref_ctx(), l3, Tensor(), rp(3, 2, 3));
+  for (int k = 0; k < 3; ++k) CHECK(r3.idx.i32()[k] == k);
+  // NaN logits still give K distinct experts
+  for (int e = 0; e < 6; ++e) l3.f32()[6 + e] = NAN;
+  Routed r4 = route(opt_ctx(), l3, Tensor(), rp(1, 1, 3));
+  std::vector<int32_t> u(r4.idx.i32() + 3, r4.idx.i32() + 6);
+  std::sort(u.begin(), u.end());
+  CHECK(std::unique(u.begin(), u.end()) == u.end());
+}
+
+TEST_CASE("moe_route_backward: optimized == reference; vs finite differences (double)") {
+  const RouteParams cases[] = {rp(1, 1, 2), rp(2, 1, 2, true, true, 2.5f), rp(1, 1, 3, true, false, 2.0f),
+                               rp(1, 1, 2, false, true, 1.5f), rp(1, 1, 3, false, false, 16.0f)};
+  for (const RouteParams& p : cases) {
+    const int64_t N = 3, E = 8, K = p.topk;
+    std::vector<double> z = rand_vec(N * E, -3, 3), dw = rand_vec(N * K), extra = rand_vec(N * E);
+    std::vector<float> bias(E);
+    for (float& b : bias) b = float(urand(-0.2, 0.2));
+    std::vector<double> s(N * E), w(N * K);
+    std::vector<int32_t> idx(N * K), idx2(N * K);
+    ref::moe_route<double>(z.data(), bias.data(), p, N, E, s.data(), idx.data(), w.data());
+    auto loss = [&] {
+      std::vector<double> s2(N * E), w2(N * K);
+      ref::moe_route<double>(z.data(), bias.data(), p, N, E, s2.data(), idx2.data(), w2.data());
+      REQUIRE(idx2 == idx);   // perturbations must not change the selection
+      return dot(w2, dw) + dot(s2, extra);
+    };
+    std::vector<double> dz(N * E);
+    ref::moe_route_backward<double>(s.data(), idx.data(), dw.data(), extra.data(), p, N, E, dz.data());
+    grad_check(z, loss, dz, "route dlogits");
+    // float paths agree
+    Tensor zt = f32_from(z, {N, E}), bt = Tensor::empty({E});
+    std::copy(bias.begin(), bias.end(), bt.f32());
+    Routed r = route(opt_ctx(), zt, bt, p);
+    Tensor dwt = f32_from(dw, {N, K}), ext = f32_from(extra, {N, E});
+    Guarded dr({N, E}), dop({N, E});
+    moe_route_backward(ref_ctx(), r.scores, r.idx, dwt, ext, p, dr.t);
+    moe_route_backward(opt_ctx(), r.scores, r.idx, dwt, ext, p, dop.t);
+    CHECK(max_abs_diff(dr.t, dop.t) == 0);
+    CHECK(nmse(dr.t, f32_from(dz, {N, E})) < 1e-10);
+    CHECK((dr.intact() && dop.intact()));
+  }
+}
+
+TEST_CASE("moe_balance_loss: alpha under perfect balance; hand example; gradient") {
+  const int64_t E = 4, K = 2, T = 4, S = 2;
+  Tensor scores = Tensor::empty({S * T, E}), idx = Tensor::empty({S * T, K}, DType::i32);
+  for (int64_t i = 0; i < S * T * E; ++i) scores.f32()[i] = 0.5f;
+  for (int64_t t = 0; t < S * T; ++t) {   // experts (0,1), (2,3), (0,1), (2,3), ...
+    idx.i32()[t * K] = int32_t((t % 2) * 2);
+    idx.i32()[t * K + 1] = int32_t((t % 2) * 2 + 1);
+  }
+  const float alpha = 1e-4f;
+  Tensor none;
+  CHECK(moe_balance_loss(opt_ctx(), scores, idx, int(S), int(T), alpha, none) == double(alpha));
+  // E=2, K=1, T=2: idx = [0, 0], s = (0.2, 0.6), (0.5, 0.5) -> f = (2, 0), P0 = 0.375
+  Tensor s2 = f32_from({0.2, 0.6, 0.5, 0.5}, {2, 2}), i2 = i32_from({0, 0}, {2, 1});
+  CHECK(moe_balance_loss(ref_ctx(), s2, i2, 1, 2, 1.0f, none) == doctest::Approx(0.75));
+  // gradient through P only, vs finite differences in double
+  const int64_t E3 = 5, K3 = 2, T3 = 3, S3 = 2;
+  std::vector<double> sc = rand_vec(S3 * T3 * E3, 0.05, 0.95);
+  std::vector<int32_t> id(S3 * T3 * K3);
+  for (size_t i = 0; i < id.size(); ++i) id[i] = int32_t((i * 3 + i / 2) % E3);
+  for (size_t t = 0; t < id.size(); t += 2)
+    if (id[t] == id[t + 1]) id[t + 1] = (id[t + 1] + 1) % int32_t(E3);
+  auto loss = [&] { return ref::moe_balance_loss<double>(sc.data(), id.data(), S3, T3, E3, K3, 0.3, nullptr); };
+  std::vector<double> ds(sc.size());
+  ref::moe_balance_loss<double>(sc.data(), id.data(), S3, T3, E3, K3, 0.3, ds.data());
+  grad_check(sc, loss, ds, "balance dscores");
+  Tensor st = f32_from(sc, {S3 * T3, E3}), dst = Tensor::empty({S3 * T3, E3});
+  double l = moe_balance_loss(opt_ctx(), st, i32_from(id, {S3 * T3, K3}), int(S3), int(T3), 0.3f, dst);
+  CHECK(l == doctest::Approx(loss()).epsilon(1e-6));
+  CHECK(nmse(dst, f32_from(ds, {S3 * T3, E3})) < 1e-10);
+}
+
+TEST_CASE("moe_count adds per-expert counts") {
+  Tensor idx = i32_from({0, 2, 2, 1, 2, 0}, {3, 2}), counts = i32_from({5, 0, 1}, {3});
+  moe_count(opt_ctx(), idx, counts);
+  CHECK(counts.i32()[0] == 7);
+  CHECK(counts.i32()[1] == 1);
+  CHECK(counts.i32()[2] == 4);
+  Tensor bad = i32_from({3}, {1, 1});
+  CHECK_THROWS_AS(moe_count(opt_ctx(), bad, counts), InternalError);
+}

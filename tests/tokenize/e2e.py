@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+# End-to-end tests of ds-tokenize on generated data: train, encode with 1 and 2 threads
+# (byte-identical), decode round trip, inspect counts, FIM rate and determinism, chunked
+# streaming, the JSONL co-process, and bad inputs (one stderr line, exit 1/2, no output left).
+# With --golden DIR: `encode --jsonl` on DIR/golden-encodings.jsonl must give the golden ids
+# (exit 77 = skipped when DIR is absent). Usage: e2e.py --tool BIN --work DIR [--golden DIR]
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+FAILS = []
+FIM_BEGIN = "<\uff5cfim\u2581begin\uff5c>"
+EOS = "<\uff5cend\u2581of\u2581sentence\uff5c>"
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what)
+    if not cond:
+        FAILS.append(what)
+
+
+def run(tool, *args, stdin=None, quiet=True):
+    cmd = [tool] + (["--log-level", "off"] if quiet else []) + [str(a) for a in args]
+    p = subprocess.run(cmd, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=240)
+    return p.returncode, p.stdout, p.stderr.decode("utf-8", "replace")
+
+
+def ok_json(tool, *args, stdin=None):
+    rc, out, err = run(tool, *args, stdin=stdin)
+    if rc != 0:
+        raise SystemExit(f"FAIL: {' '.join(map(str, args))} exited {rc}: {err}")
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def dir_bytes(d):
+    return {f: open(os.path.join(d, f), "rb").read() for f in sorted(os.listdir(d))}
+
+
+def leftovers(parent, name):
+    return [f for f in os.listdir(parent) if f == name or f.startswith(name + ".tmp")]
+
+
+def make_corpus(work):
+    rng = random.Random(5)
+    words = ["alpha", "beta", "gamma", "delta", "déjà", "naïve", "日本語", "你好", "🌍", "x",
+             "def", "return", "(a, b):", "1234567", "!!", "--flag", "\t", "  ", "Über"]
+    docs = []
+    for i in range(12):
+        lines = []
+        for _ in range(rng.randint(5, 60)):
+            lines.append(" ".join(rng.choice(words) for _ in range(rng.randint(0, 12))))
+        docs.append("\n".join(lines) + ("\n" if i % 3 else ""))
+    paths = []
+    for i, d in enumerate(docs):
+        p = os.path.join(work, f"doc{i:02d}.txt")
+        open(p, "w", encoding="utf-8").write(d)
+        paths.append(p)
+    return docs, paths
+
+
+def test_train_encode_decode(tool, work, docs, paths):
+    tokdir = os.path.join(work, "tok")
+    s = ok_json(tool, "train", "--out", tokdir, "--vocab-size", 700, "--threads", 2, *paths)
+    check(s["vocab_size"] <= 700 and s["merges"] > 100, f"train summary {s}")
+    check(len(s["fingerprint"]) == 16 and s["documents"] == len(docs), "train fingerprint/docs")
+    tok = os.path.join(tokdir, "tokenizer.json")
+    check(os.path.exists(os.path.join(tokdir, "tokenizer_config.json")), "tokenizer_config.json")
+
+    outs = {}
+    for th in (1, 2):
+        o = os.path.join(work, f"ds_t{th}")
+        outs[th] = ok_json(tool, "encode", "--tokenizer", tok, "--out", o, "--threads", th,
+                           *paths)
+    check(dir_bytes(os.path.join(work, "ds_t1")) == dir_bytes(os.path.join(work, "ds_t2")),
+          "1 and 2 threads give byte-identical shards and manifest")
+    check(outs[1]["documents"] == len(docs), "encode document count")
+    ds = os.path.join(work, "ds_t2")
+
+    rc, text, _ = run(tool, "decode", "--tokenizer", tok, "--data", ds, "--skip-special-tokens")
+    check(rc == 0 and text == "".join(docs).encode(), "decode --skip-special-tokens round trip")
+    rc, text, _ = run(tool, "decode", "--tokenizer", tok, "--data", ds, "--start", 5, "--count", 2)
+    check(text.decode() == docs[5] + EOS + docs[6] + EOS, "decode --start/--count with EOS")
+
+    r = ok_json(tool, "inspect", "--data", ds, "--tokenizer", tok, "--verify")
+    check(r["documents"] == len(docs) and r["tokens"] == outs[2]["tokens"]
+          and r["shards"] == outs[2]["shards"], "inspect counts match the encode summary")
+    check(r["checksums"] == "ok" and r["tokenizer_matches"] is True
+          and r["tokenizer_fingerprint"] == s["fingerprint"], "inspect verify + fingerprint")
+    check(r["provenance"]["sources"] == paths and r["provenance"]["tokenizer"] == tok,
+          "manifest provenance records sources and tokenizer")
+
+    # stdin input and the JSONL co-process.
+    s2 = ok_json(tool, "encode", "--tokenizer", tok, "--out", os.path.join(work, "ds_stdin"),
+                 "-", stdin="".join(docs).encode())
+    check(s2["documents"] == 1 and s2["tokens"] == outs[1]["tokens"] - len(docs) + 1,
+          "stdin as one document")
+    p = subprocess.Popen([tool, "encode", "--jsonl", "--tokenizer", tok], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    answers = []
+    for d in docs[:3]:
+        p.stdin.write((json.dumps({"text": d}) + "\n").encode())
+        p.stdin.flush()
+        answers.append(json.loads(p.stdout.readline()))   # would hang without per-line flush
+    p.stdin.close()
+    p.wait(timeout=30)
+    back = run(tool, "decode", "--jsonl", "--tokenizer", tok,
+               stdin="".join(json.dumps(a) + "\n" for a in answers).encode())[1]
+    check([json.loads(l)["text"] for l in back.decode().splitlines()] == docs[:3],
+          "encode --jsonl co-process + decode --jsonl round trip")
+    return tok, ds
+
+
+def test_fim_and_chunks(tool, work, tok):
+    lines = [json.dumps({"text": f"document {i}: some words here\nand more {i * 7}\n"})
+             for i in range(400)]
+    jl = os.path.join(work, "many.jsonl")
+    open(jl, "w").write("\n".join(lines) + "\n")
+    runs = {}
+    for name, seed, th in (("a", 7, 1), ("b", 7, 2), ("c", 8, 2)):
+        o = os.path.join(work, f"fim_{name}")
+        runs[name] = ok_json(tool, "encode", "--tokenizer", tok, "--out", o, "--format", "jsonl",
+                             "--fim-rate", 0.5, "--seed", seed, "--threads", th, jl)
+    n = runs["a"]["fim_documents"]
+    check(150 <= n <= 250, f"fim rate 0.5 rewrote {n}/400 documents")
+    check(dir_bytes(os.path.join(work, "fim_a")) == dir_bytes(os.path.join(work, "fim_b")),
+          "FIM output deterministic for a seed, any thread count")
+    check(dir_bytes(os.path.join(work, "fim_a"))["shard-00000.dst"]
+          != dir_bytes(os.path.join(work, "fim_c"))["shard-00000.dst"], "another seed differs")
+    text = run(tool, "decode", "--tokenizer", tok, "--data", os.path.join(work, "fim_a"))[1]
+    check(text.decode().count(FIM_BEGIN) == n, "decoded FIM tokens match fim_documents")
+
+    big = os.path.join(work, "big.txt")
+    body = "".join(f"Line {i} of the big document, déjà vu 你好 {i * i}\n  indented\n"
+                   for i in range(6000))
+    open(big, "w", encoding="utf-8").write(body)
+    whole = ok_json(tool, "encode", "--tokenizer", tok, "--out", os.path.join(work, "big_whole"), big)
+    cut = ok_json(tool, "encode", "--tokenizer", tok, "--out", os.path.join(work, "big_cut"),
+                  "--chunk-bytes", 4096, "--threads", 2, big)
+    check(cut["chunked_documents"] == 1 and whole["chunked_documents"] == 0, "document was chunked")
+    check(dir_bytes(os.path.join(work, "big_whole"))["shard-00000.dst"]
+          == dir_bytes(os.path.join(work, "big_cut"))["shard-00000.dst"],
+          "chunked streaming gives the same shard as whole-document encoding")
+    text = run(tool, "decode", "--tokenizer", tok, "--data", os.path.join(work, "big_cut"),
+               "--skip-special-tokens")[1]
+    check(cut["tokens"] > 2 * 65536 and text == body.encode(),
+          "a document spanning several decode windows round-trips (multi-byte chars)")
+    # Many small documents over several shards: identical for 1 and 2 threads, exact lines.
+    for th in (1, 2):
+        m = ok_json(tool, "encode", "--tokenizer", tok, "--out", os.path.join(work, f"lines_{th}"),
+                    "--doc-split", "line", "--max-shard-bytes", 1000, "--threads", th, big)
+    check(m["shards"] >= 2 and m["documents"] == 12000, f"line docs over {m['shards']} shards")
+    check(dir_bytes(os.path.join(work, "lines_1")) == dir_bytes(os.path.join(work, "lines_2")),
+          "multi-shard output identical for 1 and 2 threads")
+    text = run(tool, "decode", "--tokenizer", tok, "--data", os.path.join(work, "lines_2"))[1]
+    check(text.decode() == "".join(l + EOS for l in body.splitlines()), "line docs round trip")
+    f = ok_json(tool, "encode", "--tokenizer", tok, "--out", os.path.join(work, "big_fim"),
+                "--chunk-bytes", 4096, "--fim-rate", 1.0, big)
+    check(f["fim_skipped_large"] == 1 and f["fim_documents"] == 0, "FIM skipped for chunked doc")
+
+
+def expect_error(tool, work, what, args, code=1, needle=None, out=None, stdin=None):
+    rc, stdout, err = run(tool, *args, stdin=stdin)
+    # One error line; usage errors (2) may add run_tool's "Run '... --help' for usage." hint.
+    lines = [l for l in err.strip().splitlines() if not (code == 2 and "--help' for usage" in l)]
+    good = (rc == code and len(lines) == 1 and lines[0].startswith("ds-tokenize: error: ")
+            and (needle is None or needle in err))
+    if out is not None:
+        good = good and not leftovers(os.path.dirname(out), os.path.basename(out))
+    check(good, f"{what}: exit {rc}, stderr {err.strip()!r}")
+    return stdout
+
+
+def test_bad_inputs(tool, work, tok, ds):
+    o = os.path.join(work, "bad_out")
+    good = os.path.join(work, "doc00.txt")
+    expect_error(tool, work, "missing input", ["encode", "--tokenizer", tok, "--out", o, good,
+                 os.path.join(work, "nope.txt")], 1, "nope.txt: cannot open", o)
+    bad = os.path.join(work, "bad_utf8.txt")
+    data = "line one\nline two é\nthree ".encode() + b"\xc3\x28" + b" tail\n"
+    open(bad, "wb").write(data)
+    offset = data.index(b"\xc3\x28")
+    expect_error(tool, work, "invalid UTF-8", ["encode", "--tokenizer", tok, "--out", o, good, bad],
+                 1, f"bad_utf8.txt: invalid UTF-8 at byte {offset} (line 3)", o)
+    jl = os.path.join(work, "bad.jsonl")
+    open(jl, "w").write('{"text": "ok"}\n{"text": "fine"}\n{"text": 3}\n{oops\n{"text": "x"}\n')
+    expect_error(tool, work, "malformed JSONL line", ["encode", "--tokenizer", tok, "--out", o,
+                 "--format", "jsonl", jl], 1, "bad.jsonl:3:", o)
+    s = ok_json(tool, "encode", "--tokenizer", tok, "--out", o, "--format", "jsonl",
+                "--skip-bad-lines", jl)
+    check(s["bad_lines_skipped"] == 2 and s["documents"] == 3, "--skip-bad-lines counts")
+    expect_error(tool, work, "existing non-empty --out", ["encode", "--tokenizer", tok, "--out", o,
+                 good], 1, "not empty")
+    check(os.path.exists(os.path.join(o, "manifest.json")), "refused --out left untouched")
+    s = ok_json(tool, "encode", "--tokenizer", tok, "--out", o, "--force", good)
+    check(s["documents"] == 1, "--force replaces --out")
+    shutil.rmtree(o)
+
+    badtok = os.path.join(work, "bad_tokenizer.json")
+    open(badtok, "w").write('{"model": {"type": "BPE", "vocab": 5}}')
+    expect_error(tool, work, "invalid tokenizer.json", ["encode", "--tokenizer", badtok,
+                 "--out", o, good], 1, "bad_tokenizer.json", o)
+    expect_error(tool, work, "--fim-rate out of range", ["encode", "--tokenizer", tok, "--out", o,
+                 "--fim-rate", 2, good], 2, None, o)
+    expect_error(tool, work, "--format xml", ["encode", "--tokenizer", tok, "--out", o,
+                 "--format", "xml", good], 2, None, o)
+    expect_error(tool, work, "encode --jsonl bad line", ["encode", "--jsonl", "--tokenizer", tok],
+                 1, "<stdin>:2:", stdin=b'{"text":"a"}\n{"txt":"b"}\n')
+
+    # Corrupt one byte in the middle of the first shard's first block.
+    cd = os.path.join(work, "corrupt")
+    shutil.copytree(ds, cd)
+    shard = os.path.join(cd, "shard-00000.dst")
+    raw = bytearray(open(shard, "rb").read())
+    raw[160] ^= 0xFF
+    open(shard, "wb").write(bytes(raw))
+    out = expect_error(tool, work, "inspect --verify on a corrupt block",
+                       ["inspect", "--data", cd, "--verify"], 1, "bad block")
+    check(b'"checksums":"bad"' in out, "inspect prints the report before failing")
+    expect_error(tool, work, "decode of a corrupt block", ["decode", "--tokenizer", tok,
+                 "--data", cd], 1, "shard-00000.dst")
+    other = os.path.join(work, "tok_other")
+    ok_json(tool, "train", "--out", other, "--vocab-size", 600, good)
+    expect_error(tool, work, "decode with another tokenizer", ["decode", "--tokenizer",
+                 os.path.join(other, "tokenizer.json"), "--data", ds], 1, "another tokenizer")
+
+
+def golden(tool, work, d):
+    tok = os.path.join(d, "tokenizer.json")
+    gold = os.path.join(d, "golden-encodings.jsonl")
+    if not (os.path.exists(tok) and os.path.exists(gold)):
+        print(f"skipped: no {tok} / {gold}")
+        return 77
+    rc, out, err = run(tool, "encode", "--jsonl", "--tokenizer", tok, stdin=open(gold, "rb").read())
+    want = [json.loads(l)["ids"] for l in open(gold, encoding="utf-8")]
+    got = [json.loads(l)["ids"] for l in out.decode().splitlines()]
+    same = sum(a == b for a, b in zip(want, got))
+    check(rc == 0 and len(got) == len(want) and same == len(want),
+          f"golden ids: {same}/{len(want)} lines identical")
+    # The same texts as a dataset: every document is its golden ids followed by EOS (id 1).
+    ds = os.path.join(work, "golden_ds")
+    ok_json(tool, "encode", "--tokenizer", tok, "--out", ds, "--format", "jsonl", "--threads", 2,
+            gold)
+    text = run(tool, "decode", "--tokenizer", tok, "--data", ds, "--skip-special-tokens")[1]
+    texts = [json.loads(l)["text"] for l in open(gold, encoding="utf-8")]
+    check(text.decode() == "".join(t for t in texts if t), "golden texts round trip via shards")
+    return 1 if FAILS else 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tool", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--golden")
+    a = ap.parse_args()
+    shutil.rmtree(a.work, ignore_errors=True)
+    os.makedirs(a.work)
+    if a.golden:
+        return golden(a.tool, a.work, a.golden)
+    docs, paths = make_corpus(a.work)
+    tok, ds = test_train_encode_decode(a.tool, a.work, docs, paths)
+    test_fim_and_chunks(a.tool, a.work, tok)
+    test_bad_inputs(a.tool, a.work, tok, ds)
+    print(f"{len(FAILS)} failure(s)")
+    return 1 if FAILS else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+# End-to-end tests of ds-pretrain on a generated corpus (tokenizer and shards made with
+# ds-tokenize): bit-exact resume (N steps + resume + N steps == 2N steps: every logged loss and
+# the final weights and optimiser state byte for byte), the loss-free balancing effect (MaxVio
+# with the bias update on vs gamma = 0), non-finite handling, --dry-run of the 671b preset, and
+# bad input (one stderr line, exit 1 or 2, no checkpoint left behind).
+# Usage: e2e_pretrain.py --pretrain BIN --tokenize BIN --work DIR [--only NAME]
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+FAILS = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        FAILS.append(what)
+
+
+def run(tool, *args, timeout=900):
+    cmd = [tool, "--log-level", "warn"] + [str(a) for a in args]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    return p.returncode, p.stdout.decode(), p.stderr.decode("utf-8", "replace")
+
+
+def ok(tool, *args):
+    rc, out, err = run(tool, *args)
+    if rc != 0:
+        raise SystemExit(f"FAIL: {os.path.basename(tool)} {' '.join(map(str, args))} -> {rc}: {err}")
+    return out
+
+
+def make_corpus(work, tok_bin):
+    # A corpus with learnable structure: sentences from a small grammar.
+    rng = random.Random(11)
+    subj = ["the king", "a shepherd", "the people", "my brother", "the river", "a stranger"]
+    verb = ["went up to", "spoke unto", "looked upon", "rested by", "came down from", "sang of"]
+    obj = ["the mountain", "the city", "the temple", "the sea", "the wilderness", "the gate"]
+    docs = []
+    for _ in range(400):
+        s = " ".join(f"{rng.choice(subj)} {rng.choice(verb)} {rng.choice(obj)}."
+                     for _ in range(rng.randint(3, 12)))
+        docs.append(s)
+    text = os.path.join(work, "corpus.txt")
+    with open(text, "w") as f:
+        f.write("\n\n".join(docs) + "\n")
+    ok(tok_bin, "train", "--vocab-size", 384, "--out", os.path.join(work, "tok"), text)
+    tok = os.path.join(work, "tok", "tokenizer.json")
+    ok(tok_bin, "encode", "--tokenizer", tok, "--out", os.path.join(work, "data"),
+       "--doc-split", "blank-line", "--force", text)
+    # a second tokenizer, to test the fingerprint check
+    ok(tok_bin, "train", "--vocab-size", 300, "--out", os.path.join(work, "tok2"), text)
+    return tok, os.path.join(work, "data")
+
+
+def base_args(tok, data, out, steps, lr="3e-3"):
+    return ["--preset", "tiny", "--tokenizer", tok, "--data", data, "--out", out,
+            "--steps", steps, "--batch-size", 4, "--seq-len", 32, "--lr", lr,
+            "--threads", 2, "--seed", 7, "--metrics", os.path.join(out, "metrics.jsonl")]
+
+
+def read_metrics(path):
+    with open(path) as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def files_of(ckpt):
+    out = {}
+    for root, _, names in os.walk(ckpt):
+        for n in names:
+            p = os.path.join(root, n)
+            out[os.path.relpath(p, ckpt)] = open(p, "rb").read()
+    return out
+
+
+def test_resume(P, tok, data, work):
+    a, b = os.path.join(work, "run_a"), os.path.join(work, "run_b")
+    for d in (a, b):
+        shutil.rmtree(d, ignore_errors=True)
+    extra = ["--eval-every", 3, "--save-every", 2]
+    ok(P, *base_args(tok, data, a, 8), *extra)
+    ok(P, *base_args(tok, data, b, 8), *extra, "--stop-after", 4)
+    mb = read_metrics(os.path.join(b, "metrics.jsonl"))
+    check(len(mb) == 4 and os.path.isdir(os.path.join(b, "step-00000004")),
+          "resume: --stop-after 4 saved step-00000004")
+    ok(P, *base_args(tok, data, b, 8), *extra, "--resume")
+    ma, mb = read_metrics(os.path.join(a, "metrics.jsonl")), read_metrics(os.path.join(b, "metrics.jsonl"))
+    keys = ["step", "tokens", "loss", "loss_main", "loss_mtp", "loss_balance", "lr", "grad_norm",
+            "maxvio", "val_loss"]
+    same = len(ma) == len(mb) == 8 and all(
+        all(x.get(k) == y.get(k) for k in keys) for x, y in zip(ma, mb))
+    check(same, "resume: losses at every step identical (8 steps vs 4 + resume + 4)")
+    fa, fb = files_of(os.path.join(a, "step-00000008")), files_of(os.path.join(b, "step-00000008"))
+    check(set(fa) == set(fb), "resume: same checkpoint files")
+    for name in sorted(fa):
+        if name.endswith(".safetensors"):
+            check(fa[name] == fb.get(name), f"resume: {name} bit-identical")
+    check(ma[-1]["loss"] < ma[0]["loss"], "training: loss falls over 8 steps")
+    kept = sorted(d for d in os.listdir(a) if d.startswith("step-"))
+    check(kept == ["step-00000004", "step-00000006", "step-00000008"], f"keep-last 3: {kept}")
+    cfg = json.load(open(os.path.join(a, "step-00000008", "config.json")))
+    check(cfg.get("model_type") == "deepseek_v3", "checkpoint config.json is deepseek_v3")
+    check(os.path.exists(os.path.join(a, "step-00000008", "tokenizer.json")), "tokenizer copied")
+
+
+def test_balance(P, tok, data, work):
+    res = {}
+    for gamma in (0.01, 0.0):
+        out = os.path.join(work, f"bal_{gamma}")
+        shutil.rmtree(out, ignore_errors=True)
+        ok(P, *base_args(tok, data, out, 60), "--bias-update-speed", gamma,
+           "--batch-ramp-end", 0)
+        m = read_metrics(os.path.join(out, "metrics.jsonl"))
+        tail = m[-20:]
+        res[gamma] = sum(sum(x["maxvio"]) / len(x["maxvio"]) for x in tail) / len(tail)
+    print(f"MaxVio (mean of the last 20 steps, all MoE layers): bias on {res[0.01]:.3f}, "
+          f"gamma=0 {res[0.0]:.3f}")
+    check(res[0.01] < 0.7 * res[0.0], "balancing: MaxVio with the bias update well below gamma=0")
+
+
+def test_errors(P, tok, data, work):
+    out = os.path.join(work, "bad")
+    shutil.rmtree(out, ignore_errors=True)
+    tok2 = os.path.join(work, "tok2", "tokenizer.json")
+    cases = [
+        ("wrong tokenizer", base_args(tok2, data, out, 2), 1, "tokenizer"),
+        ("missing data", base_args(tok, os.path.join(work, "nope"), out, 2), 1, "nope"),
+        ("steps and tokens", base_args(tok, data, out, 2) + ["--tokens", 100], 2, "--tokens"),
+        ("bad flag", base_args(tok, data, out, 2) + ["--no-such-flag"], 2, "no-such-flag"),
+        ("unknown preset", ["--preset", "huge", "--dry-run"], 2, "huge"),
+    ]
+    for name, args, code, word in cases:
+        rc, _, err = run(P, *args)
+        lines = [l for l in err.splitlines() if l.strip()]
+        check(rc == code and len(lines) == 1 and word in lines[0],
+              f"error '{name}': exit {rc} (want {code}), message {lines}")
+    check(not any(d.startswith("step-") for d in os.listdir(out)) if os.path.isdir(out) else True,
+          "errors leave no checkpoint")
+    # a corrupt checkpoint on resume
+    good = os.path.join(work, "run_a")
+    broken = os.path.join(work, "broken")
+    shutil.rmtree(broken, ignore_errors=True)
+    shutil.copytree(good, broken)
+    st = os.path.join(broken, "step-00000008", "model.safetensors")
+    with open(st, "r+b") as f:
+        f.truncate(os.path.getsize(st) // 2)
+    rc, _, err = run(P, *base_args(tok, data, broken, 10), "--resume")
+    check(rc == 1 and "model.safetensors" in err, f"corrupt checkpoint: exit {rc}, {err.strip()[:160]}")
+    # non-finite: a huge learning rate blows the weights up
+    nf = os.path.join(work, "nonfinite")
+    shutil.rmtree(nf, ignore_errors=True)
+    rc, _, err = run(P, *base_args(tok, data, nf, 6, lr="1e30"), "--warmup-steps", 0,
+                     "--save-every", 1)
+    check(rc == 1 and "non-finite" in err, f"non-finite loss stops the run: exit {rc} {err.strip()[:200]}")
+    kept = sorted(d for d in os.listdir(nf) if d.startswith("step-"))
+    check(len(kept) >= 1, f"non-finite: last good checkpoint kept ({kept})")
+    rc, out, err = run(P, *base_args(tok, data, nf + "_skip", 6, lr="1e30"),
+                       "--warmup-steps", 0, "--skip-nonfinite")
+    summary = json.loads(out.strip().splitlines()[-1]) if rc == 0 else {}
+    check(rc == 0 and summary.get("nonfinite_skipped", 0) > 0,
+          f"--skip-nonfinite counts skipped steps ({summary.get('nonfinite_skipped')})")
+
+
+def test_dry_run(P):
+    rc, out, err = run(P, "--preset", "671b", "--dry-run", "--batch-size", 1, "--seq-len", 4096)
+    j = json.loads(out) if rc == 0 else {}
+    p = j.get("params", {})
+    check(rc == 0 and abs(p.get("total_b", 0) - 671.03) < 0.005 and
+          abs(p.get("activated_b", 0) - 37.55) < 0.01, f"dry-run 671b: {p}")
+    check(j.get("memory_gib", {}).get("weights", 0) > 2000, "dry-run: 671b weights > 2000 GiB")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pretrain", required=True)
+    ap.add_argument("--tokenize", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--only", default="")
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    test_dry_run(a.pretrain)
+    tok, data = make_corpus(a.work, a.tokenize)
+    tests = {"resume": test_resume, "errors": test_errors, "balance": test_balance}
+    for name, fn in tests.items():
+        if a.only and name != a.only:
+            continue
+        if name == "errors" and not os.path.isdir(os.path.join(a.work, "run_a")):
+            test_resume(a.pretrain, tok, data, a.work)
+        fn(a.pretrain, tok, data, a.work)
+    print(f"{len(FAILS)} failed" if FAILS else "all passed")
+    return 1 if FAILS else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
