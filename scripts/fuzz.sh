@@ -13,8 +13,10 @@ if [ ! -f build-fuzz/CMakeCache.txt ]; then
   CC=$C_BIN CXX=$CXX_BIN cmake -S . -B build-fuzz "${GEN[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DDS_FUZZ=ON -DDS_CUDA=OFF -DDS_BUILD_TESTS=OFF >/dev/null
 fi
-cmake --build build-fuzz -j"$(nproc)" --target fuzz_tokenizer_json fuzz_pretokenizer fuzz_shard_reader
-mkdir -p build-fuzz/crashes
+cmake --build build-fuzz -j"$(nproc)" --target fuzz_tokenizer_json fuzz_pretokenizer fuzz_shard_reader \
+  fuzz_make_seeds
+mkdir -p build-fuzz/crashes build-fuzz/corpus/fuzz_shard_reader
+build-fuzz/bin/fuzz_make_seeds build-fuzz/corpus/fuzz_shard_reader
 status=0
 for t in fuzz_tokenizer_json fuzz_pretokenizer fuzz_shard_reader; do
   mkdir -p "build-fuzz/corpus/$t"

@@ -1,10 +1,15 @@
 // Tensor storage, views and shape checks (see include/ds/core/tensor.hpp). CPU memory is
-// 64-byte aligned. CUDA memory comes from hooks that the CUDA backend installs
+// 64-byte aligned and recycled by a caching allocator (size classes, bounded, thread-safe),
+// so steady-state training steps reuse the previous step's blocks instead of faulting in
+// fresh pages. CUDA memory comes from hooks that the CUDA backend installs
 // (device_hooks.hpp), so this file never includes CUDA headers.
 #include "ds/core/tensor.hpp"
 
+#include <bit>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 
 #include "ds/core/device_hooks.hpp"
 #include "ds/core/error.hpp"
@@ -41,10 +46,105 @@ int64_t shape_numel(const Shape& s) {
   return n;
 }
 
+// ---- CPU caching allocator ----------------------------------------------------------------
+// Blocks are sized by class: multiples of 64 B below 4 KiB, above that the size rounded up to
+// an eighth of its power of two (<= 12.5% slack), so tensors whose row counts vary a little
+// between steps (MoE experts) still share blocks. A freed block goes to its class's free list
+// unless the cache would exceed its cap (DS_CPU_CACHE_MB, default 2048; 0 disables caching).
+// DS_CPU_CACHE_POISON=1 fills reused blocks with 0xFF bytes (NaN) to expose reads of
+// uninitialised tensors in tests.
+namespace {
+
+size_t size_class(size_t bytes) {
+  if (bytes <= 4096) return (bytes + 63) / 64 * 64;
+  const size_t step = std::bit_floor(bytes) / 8;
+  return (bytes + step - 1) / step * step;
+}
+
+size_t env_size(const char* name, size_t def) {
+  const char* v = std::getenv(name);
+  return v && *v ? size_t(std::strtoull(v, nullptr, 10)) : def;
+}
+
+class CpuCache {
+ public:
+  CpuCache()
+      : cap_(env_size("DS_CPU_CACHE_MB", 2048) << 20), poison_(env_size("DS_CPU_CACHE_POISON", 0) != 0) {}
+
+  void* get(size_t cls) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(cls);
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        cached_ -= cls;
+        hits_++;
+        if (poison_) std::memset(p, 0xFF, cls);
+        return p;
+      }
+      misses_++;
+    }
+    void* p = std::aligned_alloc(64, cls);
+    if (!p) {          // out of memory: give the cache back and retry once
+      release();
+      p = std::aligned_alloc(64, cls);
+      if (!p) throw std::bad_alloc();
+    }
+    return p;
+  }
+
+  void put(void* p, size_t cls) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cached_ + cls <= cap_) {
+        free_[cls].push_back(p);
+        cached_ += cls;
+        return;
+      }
+    }
+    std::free(p);
+  }
+
+  void release() {
+    std::unordered_map<size_t, std::vector<void*>> blocks;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      blocks.swap(free_);
+      cached_ = 0;
+    }
+    for (auto& [cls, list] : blocks)
+      for (void* p : list) std::free(p);
+  }
+
+  CpuCacheStats stats() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return CpuCacheStats{cached_, hits_, misses_};
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<size_t, std::vector<void*>> free_;   // class bytes -> free blocks
+  size_t cached_ = 0, cap_;
+  uint64_t hits_ = 0, misses_ = 0;
+  bool poison_;
+};
+
+// Never destroyed: tensors with static storage duration may be freed after main returns.
+CpuCache& cpu_cache() {
+  static CpuCache* c = new CpuCache();
+  return *c;
+}
+
+}  // namespace
+
+void cpu_cache_release() { cpu_cache().release(); }
+CpuCacheStats cpu_cache_stats() { return cpu_cache().stats(); }
+
 Storage::~Storage() {
   if (!owned || !ptr) return;
   if (device == Device::cpu) {
-    std::free(ptr);
+    cpu_cache().put(ptr, size_class(bytes));
   } else if (auto* h = device_hooks(device)) {
     h->free(ptr);
   }
@@ -56,9 +156,7 @@ static std::shared_ptr<Storage> allocate(size_t bytes, Device dev) {
   s->device = dev;
   if (bytes == 0) return s;
   if (dev == Device::cpu) {
-    size_t rounded = (bytes + 63) / 64 * 64;
-    s->ptr = std::aligned_alloc(64, rounded);
-    if (!s->ptr) throw std::bad_alloc();
+    s->ptr = cpu_cache().get(size_class(bytes));
   } else {
     auto* h = device_hooks(dev);
     if (!h) DS_THROW(CudaError, "no CUDA backend in this build or no CUDA device available");

@@ -1,10 +1,13 @@
 // Model weights <-> config.json + safetensors (see include/ds/model/checkpoint_io.hpp).
-// reference: spec §1.13; HF `save_pretrained` directory layout.
+// FP8 e4m3 weights are dequantised per 128x128 block (spec §3.3) when LoadOptions::fp8.
+// reference: spec §1.13, §3.3; HF `save_pretrained` directory layout.
 #include "ds/model/checkpoint_io.hpp"
 
 #include <nlohmann/json.hpp>
+#include <cstring>
 #include <unordered_set>
 
+#include "ds/core/dtype.hpp"
 #include "ds/core/error.hpp"
 #include "ds/io/file.hpp"
 #include "ds/io/safetensors.hpp"
@@ -56,26 +59,22 @@ std::string join_capped(const std::vector<std::string>& v) {
 
 }  // namespace
 
-void load_model(ParamStore& ps, const fs::path& dir, const std::vector<std::string>& allowed_extra) {
-  io::SafetensorsDir st(dir);
-  std::vector<std::pair<std::string, Tensor*>> wanted;   // every tensor the model owns
-  for (Param& p : ps.params()) wanted.emplace_back(p.info.name, &p.value);
-  for (auto& [name, t] : ps.buffers()) wanted.emplace_back(name, &t);
+namespace {
 
-  std::vector<std::string> missing, shapes, dtypes, unexpected;
-  std::unordered_set<std::string> known;
-  for (auto& [name, t] : wanted) {
-    known.insert(name);
-    if (!st.contains(name)) { missing.push_back(name); continue; }
-    const io::TensorView& v = st.get(name);
-    if (v.shape != t->shape())
-      shapes.push_back(fmt::format("{} {} (model {})", name, shape_str(v.shape), shape_str(t->shape())));
-    else if (v.dtype != DType::f32 && v.dtype != DType::bf16 && v.dtype != DType::f16)
-      dtypes.push_back(fmt::format("{} {}", name, dtype_name(v.dtype)));
+bool loadable_plain(DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; }
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Every problem of a checkpoint against the model, by category (in message order).
+struct Problems {
+  bool fp8 = false;
+  std::vector<std::string> missing, unexpected, shapes, dtypes, no_scale, orphan_scale,
+      scale_shapes;
+  bool empty() const {
+    return missing.empty() && unexpected.empty() && shapes.empty() && dtypes.empty() &&
+           no_scale.empty() && orphan_scale.empty() && scale_shapes.empty();
   }
-  for (const std::string& n : st.names())
-    if (!known.count(n) && !allowed(n, allowed_extra)) unexpected.push_back(n);
-  if (!missing.empty() || !shapes.empty() || !dtypes.empty() || !unexpected.empty()) {
+  std::string message() const {
     std::string msg;
     auto add = [&](const char* what, const std::vector<std::string>& v) {
       if (!v.empty()) msg += fmt::format("{}{} {}: {}", msg.empty() ? "" : "; ", v.size(), what, join_capped(v));
@@ -83,13 +82,136 @@ void load_model(ParamStore& ps, const fs::path& dir, const std::vector<std::stri
     add("missing", missing);
     add("unexpected", unexpected);
     add("wrong-shaped", shapes);
-    add("not loadable as F32 (dequantise first)", dtypes);
-    DS_THROW(FormatError, "{}: checkpoint does not match the model: {}", dir.string(), msg);
+    add(fp8 ? "of an unsupported dtype" : "not loadable as F32 (dequantise first)", dtypes);
+    add("FP8 without weight_scale_inv", no_scale);
+    add("weight_scale_inv without an FP8 weight", orphan_scale);
+    add("wrong-shaped weight_scale_inv", scale_shapes);
+    return msg;
   }
+};
+
+// Checks one model tensor present in the file; returns true when it is an FP8 weight.
+bool check_tensor(const io::SafetensorsDir& st, const std::string& name, const Tensor& t,
+                  const LoadOptions& opt, Problems& pr) {
+  const io::TensorView& v = st.get(name);
+  if (v.shape != t.shape()) {
+    pr.shapes.push_back(fmt::format("{} {} (model {})", name, shape_str(v.shape), shape_str(t.shape())));
+    return false;
+  }
+  if (loadable_plain(v.dtype)) return false;
+  if (!opt.fp8 || v.dtype != DType::f8_e4m3 || v.shape.size() != 2) {
+    pr.dtypes.push_back(fmt::format("{} {}", name, dtype_name(v.dtype)));
+    return false;
+  }
+  const std::string sname = scale_inv_name(name);
+  if (sname.empty() || !st.contains(sname)) {
+    pr.no_scale.push_back(name);
+    return true;
+  }
+  const io::TensorView& s = st.get(sname);
+  const Shape want{ceil_div(v.shape[0], opt.block_rows), ceil_div(v.shape[1], opt.block_cols)};
+  if (s.shape != want || (s.dtype != DType::f32 && s.dtype != DType::bf16))
+    pr.scale_shapes.push_back(fmt::format("{} {} {} (expected F32 {})", sname, dtype_name(s.dtype),
+                                          shape_str(s.shape), shape_str(want)));
+  return true;
+}
+
+// Compares each present copy with its model tensor (shape problems go to pr.shapes).
+void check_copies(const io::SafetensorsDir& st, const LoadOptions& opt, Problems& pr,
+                  LoadStats& stats) {
+  for (const auto& [copy, orig] : opt.copies) {
+    if (!st.contains(copy)) continue;
+    const io::TensorView& c = st.get(copy);
+    if (!st.contains(orig)) { stats.copies_differ.push_back(copy); continue; }
+    const io::TensorView& o = st.get(orig);
+    if (c.shape != o.shape) {
+      pr.shapes.push_back(fmt::format("{} {} (copy of {} {})", copy, shape_str(c.shape), orig,
+                                      shape_str(o.shape)));
+      continue;
+    }
+    const bool same = c.dtype == o.dtype && c.nbytes == o.nbytes &&
+                      std::memcmp(c.data, o.data, c.nbytes) == 0;
+    (same ? stats.copies_equal : stats.copies_differ).push_back(copy);
+  }
+}
+
+}  // namespace
+
+std::string scale_inv_name(const std::string& w) {
+  static const std::string suffix = ".weight";
+  if (w.size() < suffix.size() || w.compare(w.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return "";
+  return w + "_scale_inv";
+}
+
+void dequantize_fp8_blocks(const io::TensorView& w, const io::TensorView& s, int64_t bm,
+                           int64_t bn, Tensor& out) {
+  DS_CHECK_AS(FormatError, w.dtype == DType::f8_e4m3 && w.shape.size() == 2,
+              "{}: not a 2-D F8_E4M3 weight", w.name);
+  const int64_t M = w.shape[0], N = w.shape[1], sm = ceil_div(M, bm), sn = ceil_div(N, bn);
+  DS_CHECK_AS(FormatError, s.shape == Shape({sm, sn}) && (s.dtype == DType::f32 || s.dtype == DType::bf16),
+              "{}: scale must be F32 {}, got {} {}", s.name, shape_str({sm, sn}), dtype_name(s.dtype),
+              shape_str(s.shape));
+  DS_CHECK(out.dtype() == DType::f32 && out.shape() == w.shape, "{}: bad output tensor", w.name);
+  float lut[256];
+  for (int b = 0; b < 256; ++b) lut[b] = e4m3_to_f32(uint8_t(b));
+  const Tensor scale = io::to_f32(s);
+  const float* sc = scale.f32();
+  float* o = out.f32();
+  for (int64_t i = 0; i < M; ++i) {
+    const uint8_t* row = w.data + i * N;
+    const float* srow = sc + (i / bm) * sn;
+    float* orow = o + i * N;
+    for (int64_t j = 0; j < N; ++j) orow[j] = lut[row[j]] * srow[j / bn];
+  }
+}
+
+LoadStats load_model(ParamStore& ps, const io::SafetensorsDir& st, const std::string& source,
+                     const LoadOptions& opt) {
+  std::vector<std::pair<std::string, Tensor*>> wanted;   // every tensor the model owns
+  for (Param& p : ps.params()) wanted.emplace_back(p.info.name, &p.value);
+  for (auto& [name, t] : ps.buffers()) wanted.emplace_back(name, &t);
+
+  Problems pr;
+  pr.fp8 = opt.fp8;
+  LoadStats stats;
+  std::unordered_set<std::string> known, fp8_weights;
   for (auto& [name, t] : wanted) {
-    Tensor v = io::to_f32(st.get(name));
-    t->copy_from(v);
+    known.insert(name);
+    if (!st.contains(name)) { pr.missing.push_back(name); continue; }
+    if (check_tensor(st, name, *t, opt, pr)) fp8_weights.insert(name);
   }
+  for (const auto& [copy, orig] : opt.copies) known.insert(copy);
+  check_copies(st, opt, pr, stats);
+  static const std::string sfx = "_scale_inv";
+  for (const std::string& n : st.names()) {
+    if (known.count(n)) continue;
+    const bool is_scale = opt.fp8 && n.size() > sfx.size() && n.ends_with(".weight" + sfx);
+    if (is_scale && fp8_weights.count(n.substr(0, n.size() - sfx.size()))) continue;
+    if (allowed(n, opt.allowed_extra)) { stats.ignored.push_back(n); continue; }
+    (is_scale ? pr.orphan_scale : pr.unexpected).push_back(n);
+  }
+  if (!pr.empty())
+    DS_THROW(FormatError, "{}: checkpoint does not match the model: {}", source, pr.message());
+  for (auto& [name, t] : wanted) {
+    const io::TensorView& v = st.get(name);
+    if (fp8_weights.count(name)) {
+      dequantize_fp8_blocks(v, st.get(scale_inv_name(name)), opt.block_rows, opt.block_cols, *t);
+      ++stats.fp8_dequantised;
+    } else {
+      Tensor f = io::to_f32(v);
+      t->copy_from(f);
+    }
+    ++stats.tensors;
+  }
+  return stats;
+}
+
+void load_model(ParamStore& ps, const fs::path& dir, const std::vector<std::string>& allowed_extra) {
+  io::SafetensorsDir st(dir);
+  LoadOptions opt;
+  opt.allowed_extra = allowed_extra;
+  load_model(ps, st, dir.string(), opt);
 }
 
 }  // namespace ds::model

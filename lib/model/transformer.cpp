@@ -132,14 +132,17 @@ double Transformer::head_loss(const ops::Context& ctx, Pass& p, const Tensor& g,
   const Tensor wt = weighted ? detail::upload_f32(ctx, w, {N}) : Tensor();
   Tensor logits, losses = empty_f32(ctx, {N});
   head_.forward(ctx, g, logits);
-  ops::cross_entropy_forward(ctx, logits, targets, losses);
+  if (p.train)   // one fused pass; the logits buffer then holds dlogits (N', V)
+    ops::cross_entropy_forward_backward(ctx, logits, targets, float(p.grad_scale * coeff / p.W),
+                                        losses, logits);
+  else
+    ops::cross_entropy_forward(ctx, logits, targets, losses);
   const double sum = weighted ? detail::dot(ctx, losses, wt) : ops::sum(ctx, losses);
   if (p.train) {
-    Tensor dlogits = empty_f32(ctx, logits.shape());
-    ops::cross_entropy_backward(ctx, logits, targets, float(p.grad_scale * coeff / p.W), dlogits);
+    Tensor dlogits = logits;
     if (weighted) {
-      detail::scale_rows(ctx, dlogits, wt, logits);        // logits buffer reused
-      dlogits = logits;
+      dlogits = empty_f32(ctx, logits.shape());
+      detail::scale_rows(ctx, logits, wt, dlogits);
     }
     head_.backward(ctx, g, dlogits, dg);
   }

@@ -1,12 +1,14 @@
 // Dispatch of the ops layer (include/ds/ops/ops.hpp): device check (CPU only for now; CUDA
 // tensors raise CudaError), shape/dtype/index checks at the boundary, then the reference
 // kernels (cpu/ref_*.cpp) or the optimised ones (cpu/opt_*.cpp) according to Context::impl.
+// With Context::prof set, every op's wall time (and a GEMM's FLOPs) goes to the profiler.
 #include "ds/ops/ops.hpp"
 
 #include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <initializer_list>
 
 #include "cpu/opt.hpp"
@@ -33,15 +35,38 @@ void check_indices(const Tensor& t, int64_t lo, int64_t hi, const char* what) {
     if (p[i] < lo || p[i] >= hi)
       DS_THROW(InternalError, "{}: index {} at position {} outside [{}, {})", what, p[i], i, lo, hi);
 }
+// Times one op into ctx.prof (no cost beyond a null check without a profiler).
+class Scope {
+ public:
+  Scope(const Context& ctx, const char* op, double flops = 0) : p_(ctx.prof), op_(op), flops_(flops) {
+    if (p_) t0_ = std::chrono::steady_clock::now();
+  }
+  ~Scope() {
+    if (p_)
+      p_->add(op_, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(),
+              flops_);
+  }
+  Scope(const Scope&) = delete;
+  Scope& operator=(const Scope&) = delete;
+
+ private:
+  Profiler* p_;
+  const char* op_;
+  double flops_;
+  std::chrono::steady_clock::time_point t0_{};
+};
+
 // Rows = product of all dims but the last.
 int64_t lead(const Tensor& t) { return t.size(-1) ? t.numel() / t.size(-1) : 0; }
 
 }  // namespace
 
+// OpenMP is the only threading runtime: OpenBLAS runs single-threaded on whichever thread
+// calls it and the GEMM splits its output over OpenMP threads itself (cpu/opt_gemm.cpp).
 void set_cpu_threads(int n) {
   n = std::max(1, n);
   omp_set_num_threads(n);
-  openblas_set_num_threads(n);
+  openblas_set_num_threads(1);
 }
 
 // ---- GEMM ----------------------------------------------------------------------------------
@@ -54,10 +79,11 @@ void matmul(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& c, boo
   const int64_t N = trans_b ? b.size(0) : b.size(1), Kb = trans_b ? b.size(1) : b.size(0);
   DS_CHECK(K == Kb, "matmul: inner dims differ: op(a) {}x{}, op(b) {}x{}", M, K, Kb, N);
   DS_CHECK_SHAPE(c, {M, N});
+  const Scope scope_(ctx, "matmul", opt::matmul_flops(M, N, K));
   if (use_ref(ctx))
     ref::matmul(a.f32(), b.f32(), c.f32(), M, N, K, trans_a, trans_b, alpha, beta);
   else
-    opt::matmul(a.f32(), b.f32(), c.f32(), M, N, K, trans_a, trans_b, alpha, beta);
+    opt::matmul(a.f32(), b.f32(), c.f32(), M, N, K, trans_a, trans_b, alpha, beta, nthreads(ctx));
 }
 
 void linear_forward(const Context& ctx, const Tensor& x, const Tensor& w, Tensor& y) {
@@ -83,6 +109,7 @@ void linear_backward(const Context& ctx, const Tensor& x, const Tensor& w, const
 // ---- embedding -----------------------------------------------------------------------------
 void embedding_forward(const Context& ctx, const Tensor& table, const Tensor& ids, Tensor& out) {
   cpu_only(ctx, "embedding_forward", {&table, &ids, &out});
+  const Scope scope_(ctx, "embedding_forward");
   DS_CHECK_SHAPE(table, {-1, -1});
   DS_CHECK_SHAPE(ids, {-1});
   DS_CHECK_SHAPE(out, {ids.size(0), table.size(1)});
@@ -95,6 +122,7 @@ void embedding_forward(const Context& ctx, const Tensor& table, const Tensor& id
 void embedding_backward(const Context& ctx, const Tensor& ids, const Tensor& dout,
                         Tensor& dtable) {
   cpu_only(ctx, "embedding_backward", {&ids, &dout, &dtable});
+  const Scope scope_(ctx, "embedding_backward");
   DS_CHECK_SHAPE(dtable, {-1, -1});
   DS_CHECK_SHAPE(ids, {-1});
   DS_CHECK_SHAPE(dout, {ids.size(0), dtable.size(1)});
@@ -108,6 +136,7 @@ void embedding_backward(const Context& ctx, const Tensor& ids, const Tensor& dou
 void rmsnorm_forward(const Context& ctx, const Tensor& x, const Tensor& g, float eps, Tensor& y,
                      Tensor& rstd) {
   cpu_only(ctx, "rmsnorm_forward", {&x, &g, &y, &rstd});
+  const Scope scope_(ctx, "rmsnorm_forward");
   DS_CHECK_SHAPE(x, {-1, -1});
   const int64_t N = x.size(0), C = x.size(1);
   DS_CHECK_SHAPE(g, {C});
@@ -120,6 +149,7 @@ void rmsnorm_forward(const Context& ctx, const Tensor& x, const Tensor& g, float
 void rmsnorm_backward(const Context& ctx, const Tensor& x, const Tensor& g, const Tensor& rstd,
                       const Tensor& dy, Tensor& dx, Tensor& dg) {
   cpu_only(ctx, "rmsnorm_backward", {&x, &g, &rstd, &dy, &dx, &dg});
+  const Scope scope_(ctx, "rmsnorm_backward");
   DS_CHECK_SHAPE(x, {-1, -1});
   const int64_t N = x.size(0), C = x.size(1);
   DS_CHECK_SHAPE(g, {C});
@@ -169,6 +199,7 @@ static void check_split(const char* op, const Tensor& x, const Tensor& a, const 
 
 void split_last(const Context& ctx, const Tensor& x, Tensor& a, Tensor& b) {
   cpu_only(ctx, "split_last", {&x, &a, &b});
+  const Scope scope_(ctx, "split_last");
   check_split("split_last", x, a, b);
   const int64_t R = lead(x), A = a.size(-1), B = b.size(-1);
   if (use_ref(ctx)) ref::split_last(x.f32(), a.f32(), b.f32(), R, A, B);
@@ -177,6 +208,7 @@ void split_last(const Context& ctx, const Tensor& x, Tensor& a, Tensor& b) {
 
 void concat_last(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& x) {
   cpu_only(ctx, "concat_last", {&x, &a, &b});
+  const Scope scope_(ctx, "concat_last");
   check_split("concat_last", x, a, b);
   const int64_t R = lead(x), A = a.size(-1), B = b.size(-1);
   if (use_ref(ctx)) ref::concat_last(a.f32(), b.f32(), x.f32(), R, A, B);
@@ -185,6 +217,7 @@ void concat_last(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& x
 
 void broadcast_heads(const Context& ctx, const Tensor& x, Tensor& out) {
   cpu_only(ctx, "broadcast_heads", {&x, &out});
+  const Scope scope_(ctx, "broadcast_heads");
   DS_CHECK_SHAPE(x, {-1, -1});
   DS_CHECK_SHAPE(out, {x.size(0), -1, x.size(1)});
   const int64_t N = x.size(0), H = out.size(1), D = x.size(1);
@@ -194,6 +227,7 @@ void broadcast_heads(const Context& ctx, const Tensor& x, Tensor& out) {
 
 void sum_heads(const Context& ctx, const Tensor& dout, Tensor& dx) {
   cpu_only(ctx, "sum_heads", {&dout, &dx});
+  const Scope scope_(ctx, "sum_heads");
   DS_CHECK_SHAPE(dout, {-1, -1, -1});
   DS_CHECK_SHAPE(dx, {dout.size(0), dout.size(2)});
   const int64_t N = dout.size(0), H = dout.size(1), D = dout.size(2);
@@ -217,6 +251,7 @@ static ref::AttnDims check_attention(const Tensor& q, const Tensor& k, const Ten
 void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                        const Tensor& segments, float scale, Tensor& out, Tensor& lse) {
   cpu_only(ctx, "attention_forward", {&q, &k, &v, &segments, &out, &lse});
+  const Scope scope_(ctx, "attention_forward");
   const ref::AttnDims d = check_attention(q, k, v, segments);
   DS_CHECK_SHAPE(out, {d.B, d.T, d.H, d.Dv});
   DS_CHECK_SHAPE(lse, {d.B, d.H, d.T});
@@ -232,6 +267,7 @@ void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, co
                         const Tensor& segments, float scale, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv) {
   cpu_only(ctx, "attention_backward", {&q, &k, &v, &segments, &out, &lse, &dout, &dq, &dk, &dv});
+  const Scope scope_(ctx, "attention_backward");
   const ref::AttnDims d = check_attention(q, k, v, segments);
   DS_CHECK_SHAPE(out, {d.B, d.T, d.H, d.Dv});
   DS_CHECK_SHAPE(lse, {d.B, d.H, d.T});
@@ -251,6 +287,7 @@ void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, co
 // ---- SwiGLU --------------------------------------------------------------------------------
 void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor& out) {
   cpu_only(ctx, "swiglu_forward", {&gate, &up, &out});
+  const Scope scope_(ctx, "swiglu_forward");
   DS_CHECK_SHAPE(up, gate.shape());
   DS_CHECK_SHAPE(out, gate.shape());
   if (use_ref(ctx)) ref::swiglu_forward(gate.f32(), up.f32(), out.f32(), gate.numel());
@@ -260,6 +297,7 @@ void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Te
 void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& dout,
                      Tensor& dgate, Tensor& dup) {
   cpu_only(ctx, "swiglu_backward", {&gate, &up, &dout, &dgate, &dup});
+  const Scope scope_(ctx, "swiglu_backward");
   for (const Tensor* t : std::initializer_list<const Tensor*>{&up, &dout, &dgate, &dup}) check_shape(*t, gate.shape(), "swiglu operand");
   if (use_ref(ctx))
     ref::swiglu_backward(gate.f32(), up.f32(), dout.f32(), dgate.f32(), dup.f32(), gate.numel());
@@ -279,6 +317,7 @@ static void check_ce(const Tensor& logits, const Tensor& targets) {
 void cross_entropy_forward(const Context& ctx, const Tensor& logits, const Tensor& targets,
                            Tensor& losses) {
   cpu_only(ctx, "cross_entropy_forward", {&logits, &targets, &losses});
+  const Scope scope_(ctx, "cross_entropy_forward");
   check_ce(logits, targets);
   DS_CHECK_SHAPE(losses, {logits.size(0)});
   const int64_t N = logits.size(0), V = logits.size(1);
@@ -289,6 +328,7 @@ void cross_entropy_forward(const Context& ctx, const Tensor& logits, const Tenso
 void cross_entropy_backward(const Context& ctx, const Tensor& logits, const Tensor& targets,
                             float scale, Tensor& dlogits) {
   cpu_only(ctx, "cross_entropy_backward", {&logits, &targets, &dlogits});
+  const Scope scope_(ctx, "cross_entropy_backward");
   check_ce(logits, targets);
   DS_CHECK_SHAPE(dlogits, logits.shape());
   const int64_t N = logits.size(0), V = logits.size(1);
@@ -297,6 +337,26 @@ void cross_entropy_backward(const Context& ctx, const Tensor& logits, const Tens
   else
     opt::cross_entropy_backward(logits.f32(), targets.i32(), scale, dlogits.f32(), N, V,
                                 nthreads(ctx));
+}
+
+void cross_entropy_forward_backward(const Context& ctx, const Tensor& logits,
+                                    const Tensor& targets, float scale, Tensor& losses,
+                                    Tensor& dlogits) {
+  cpu_only(ctx, "cross_entropy_forward_backward", {&logits, &targets, &losses, &dlogits});
+  const Scope scope_(ctx, "cross_entropy_forward_backward");
+  check_ce(logits, targets);
+  DS_CHECK_SHAPE(dlogits, logits.shape());
+  if (losses.defined()) DS_CHECK_SHAPE(losses, {logits.size(0)});
+  const int64_t N = logits.size(0), V = logits.size(1);
+  if (use_ref(ctx)) {
+    const Tensor src = dlogits.same_storage(logits) ? logits.clone() : logits;
+    if (losses.defined()) ref::cross_entropy_forward(src.f32(), targets.i32(), losses.f32(), N, V);
+    ref::cross_entropy_backward(src.f32(), targets.i32(), double(scale), dlogits.f32(), N, V);
+  } else {
+    opt::cross_entropy_fused(logits.f32(), targets.i32(), scale,
+                             losses.defined() ? losses.f32() : nullptr, dlogits.f32(), N, V,
+                             nthreads(ctx));
+  }
 }
 
 // ---- MoE routing ---------------------------------------------------------------------------
@@ -313,6 +373,7 @@ static void check_route_params(const RouteParams& p, int64_t E) {
 void moe_route(const Context& ctx, const Tensor& logits, const Tensor& bias, const RouteParams& p,
                Tensor& scores, Tensor& idx, Tensor& weights) {
   cpu_only(ctx, "moe_route", {&logits, &bias, &scores, &idx, &weights});
+  const Scope scope_(ctx, "moe_route");
   DS_CHECK_SHAPE(logits, {-1, -1});
   const int64_t N = logits.size(0), E = logits.size(1);
   check_route_params(p, E);
@@ -331,6 +392,7 @@ void moe_route_backward(const Context& ctx, const Tensor& scores, const Tensor& 
                         const Tensor& dweights, const Tensor& dscores_extra, const RouteParams& p,
                         Tensor& dlogits) {
   cpu_only(ctx, "moe_route_backward", {&scores, &idx, &dweights, &dscores_extra, &dlogits});
+  const Scope scope_(ctx, "moe_route_backward");
   DS_CHECK_SHAPE(scores, {-1, -1});
   const int64_t N = scores.size(0), E = scores.size(1);
   DS_CHECK_SHAPE(idx, {N, int64_t(p.topk)});
@@ -350,6 +412,7 @@ void moe_route_backward(const Context& ctx, const Tensor& scores, const Tensor& 
 double moe_balance_loss(const Context& ctx, const Tensor& scores, const Tensor& idx, int n_seq,
                         int seq_len, float alpha, Tensor& dscores) {
   cpu_only(ctx, "moe_balance_loss", {&scores, &idx, &dscores});
+  const Scope scope_(ctx, "moe_balance_loss");
   DS_CHECK(n_seq >= 1 && seq_len >= 1, "moe_balance_loss: n_seq {} seq_len {}", n_seq, seq_len);
   DS_CHECK_SHAPE(scores, {int64_t(n_seq) * seq_len, -1});
   DS_CHECK_SHAPE(idx, {int64_t(n_seq) * seq_len, -1});
@@ -362,6 +425,7 @@ double moe_balance_loss(const Context& ctx, const Tensor& scores, const Tensor& 
 
 void moe_count(const Context& ctx, const Tensor& idx, Tensor& counts) {
   cpu_only(ctx, "moe_count", {&idx, &counts});
+  const Scope scope_(ctx, "moe_count");
   DS_CHECK_SHAPE(counts, {-1});
   check_indices(idx, 0, counts.size(0), "moe_count idx");
   ref::moe_count(idx.i32(), idx.numel(), counts.i32());
@@ -370,6 +434,7 @@ void moe_count(const Context& ctx, const Tensor& idx, Tensor& counts) {
 // ---- token permutation ---------------------------------------------------------------------
 void gather_rows(const Context& ctx, const Tensor& src, const Tensor& rows, Tensor& dst) {
   cpu_only(ctx, "gather_rows", {&src, &rows, &dst});
+  const Scope scope_(ctx, "gather_rows");
   DS_CHECK_SHAPE(src, {-1, -1});
   DS_CHECK_SHAPE(rows, {-1});
   DS_CHECK_SHAPE(dst, {rows.size(0), src.size(1)});
@@ -382,6 +447,7 @@ void gather_rows(const Context& ctx, const Tensor& src, const Tensor& rows, Tens
 void scatter_add_rows(const Context& ctx, const Tensor& src, const Tensor& rows, const Tensor& w,
                       Tensor& dst) {
   cpu_only(ctx, "scatter_add_rows", {&src, &rows, &w, &dst});
+  const Scope scope_(ctx, "scatter_add_rows");
   DS_CHECK_SHAPE(src, {-1, -1});
   DS_CHECK_SHAPE(rows, {src.size(0)});
   if (w.defined()) DS_CHECK_SHAPE(w, {src.size(0)});
@@ -396,6 +462,7 @@ void scatter_add_rows(const Context& ctx, const Tensor& src, const Tensor& rows,
 void gather_rows_dot(const Context& ctx, const Tensor& a, const Tensor& rows, const Tensor& b,
                      Tensor& out) {
   cpu_only(ctx, "gather_rows_dot", {&a, &rows, &b, &out});
+  const Scope scope_(ctx, "gather_rows_dot");
   DS_CHECK_SHAPE(a, {-1, -1});
   DS_CHECK_SHAPE(rows, {-1});
   DS_CHECK_SHAPE(b, {rows.size(0), a.size(1)});
@@ -409,6 +476,7 @@ void gather_rows_dot(const Context& ctx, const Tensor& a, const Tensor& rows, co
 // ---- element-wise and reductions -----------------------------------------------------------
 void add(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
   cpu_only(ctx, "add", {&a, &b, &out});
+  const Scope scope_(ctx, "add");
   DS_CHECK_SHAPE(b, a.shape());
   DS_CHECK_SHAPE(out, a.shape());
   if (use_ref(ctx)) ref::add(a.f32(), b.f32(), out.f32(), a.numel());
@@ -417,6 +485,7 @@ void add(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
 
 void add_(const Context& ctx, Tensor& dst, const Tensor& src) {
   cpu_only(ctx, "add_", {&dst, &src});
+  const Scope scope_(ctx, "add_");
   DS_CHECK_SHAPE(src, dst.shape());
   if (use_ref(ctx)) ref::add_(dst.f32(), src.f32(), dst.numel());
   else opt::add_(dst.f32(), src.f32(), dst.numel(), nthreads(ctx));
@@ -424,24 +493,28 @@ void add_(const Context& ctx, Tensor& dst, const Tensor& src) {
 
 void scale_(const Context& ctx, Tensor& x, float s) {
   cpu_only(ctx, "scale_", {&x});
+  const Scope scope_(ctx, "scale_");
   if (use_ref(ctx)) ref::scale_(x.f32(), s, x.numel());
   else opt::scale_(x.f32(), s, x.numel(), nthreads(ctx));
 }
 
 double sum_squares(const Context& ctx, const Tensor& x) {
   cpu_only(ctx, "sum_squares", {&x});
+  const Scope scope_(ctx, "sum_squares");
   return use_ref(ctx) ? ref::sum_squares(x.f32(), x.numel())
                       : opt::sum_squares(x.f32(), x.numel(), nthreads(ctx));
 }
 
 int64_t count_nonfinite(const Context& ctx, const Tensor& x) {
   cpu_only(ctx, "count_nonfinite", {&x});
+  const Scope scope_(ctx, "count_nonfinite");
   return use_ref(ctx) ? ref::count_nonfinite(x.f32(), x.numel())
                       : opt::count_nonfinite(x.f32(), x.numel(), nthreads(ctx));
 }
 
 double sum(const Context& ctx, const Tensor& x) {
   cpu_only(ctx, "sum", {&x});
+  const Scope scope_(ctx, "sum");
   return use_ref(ctx) ? ref::sum(x.f32(), x.numel()) : opt::sum(x.f32(), x.numel(), nthreads(ctx));
 }
 
@@ -449,6 +522,7 @@ double sum(const Context& ctx, const Tensor& x) {
 void adamw_step(const Context& ctx, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                 const AdamWParams& p) {
   cpu_only(ctx, "adamw_step", {&param, &grad, &m, &v});
+  const Scope scope_(ctx, "adamw_step");
   DS_CHECK_SHAPE(grad, param.shape());
   DS_CHECK_SHAPE(m, param.shape());
   DS_CHECK_SHAPE(v, param.shape());

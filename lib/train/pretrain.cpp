@@ -7,6 +7,9 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -48,6 +51,50 @@ void add_counts(std::vector<std::vector<int32_t>>& acc, const std::vector<std::v
     for (size_t e = 0; e < c[l].size(); ++e) acc[l][e] += c[l][e];
 }
 
+// Peak resident set size of this process in MiB (Linux reports ru_maxrss in KiB).
+double peak_rss_mb() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / 1024.0;
+}
+
+// --profile: the per-op table on stderr; returns the JSON summary. step_s: wall seconds of
+// the timed training steps (evaluation and checkpoints excluded).
+json profile_report(const ops::Profiler& prof, double step_s, int64_t steps, int64_t tokens) {
+  const double ops_s = prof.seconds(), gemm_s = prof.seconds("gemm");
+  const double gemm_gflops = gemm_s > 0 ? prof.flops("gemm") / gemm_s * 1e-9 : 0.0;
+  std::vector<ops::Profiler::Entry> es = prof.entries();
+  std::sort(es.begin(), es.end(), [](const auto& a, const auto& b) { return a.seconds > b.seconds; });
+  std::fprintf(stderr, "\nprofile: %lld steps, %.3f s in steps, %.0f tokens/s\n",
+               (long long)steps, step_s, step_s > 0 ? double(tokens) / step_s : 0.0);
+  std::fprintf(stderr, "%-32s %-14s %9s %10s %7s %9s\n", "op", "family", "calls", "ms/step",
+               "share", "GFLOP/s");
+  json ops_j = json::array();
+  for (const auto& e : es) {
+    const double share = step_s > 0 ? e.seconds / step_s : 0.0;
+    const double gf = e.flops > 0 && e.seconds > 0 ? e.flops / e.seconds * 1e-9 : 0.0;
+    std::fprintf(stderr, "%-32s %-14s %9lld %10.2f %6.1f%% %9.1f\n", e.op,
+                 std::string(e.family).c_str(), (long long)e.calls,
+                 1e3 * e.seconds / double(std::max<int64_t>(1, steps)), 100 * share, gf);
+    ops_j.push_back({{"op", e.op}, {"family", e.family}, {"calls", e.calls},
+                     {"seconds", e.seconds}, {"gflops", gf}});
+  }
+  json fam = json::object();
+  for (const char* f : {"gemm", "attention", "cross_entropy", "norm", "rope_permute", "moe",
+                        "embedding", "elementwise", "optimizer"})
+    fam[f] = step_s > 0 ? prof.seconds(f) / step_s : 0.0;
+  fam["outside_ops"] = step_s > 0 ? std::max(0.0, step_s - ops_s) / step_s : 0.0;
+  const double rss = peak_rss_mb();
+  std::fprintf(stderr, "GEMM share %.1f%%, GEMM %.1f GFLOP/s, outside ops %.1f%%, peak RSS %.0f MiB\n",
+               100 * (step_s > 0 ? gemm_s / step_s : 0.0), gemm_gflops,
+               100 * fam["outside_ops"].get<double>(), rss);
+  return json{{"steps", steps}, {"step_seconds", step_s},
+              {"tokens_per_s", step_s > 0 ? double(tokens) / step_s : 0.0},
+              {"gemm_share", step_s > 0 ? gemm_s / step_s : 0.0}, {"gemm_gflops", gemm_gflops},
+              {"gemm_gflop_per_step", prof.flops("gemm") * 1e-9 / double(std::max<int64_t>(1, steps))},
+              {"op_share", fam}, {"peak_rss_mb", rss}, {"ops", ops_j}};
+}
+
 struct Run {
   const PretrainOptions& o;
   RunSetup setup;
@@ -60,6 +107,9 @@ struct Run {
   TrainerState st;
   MetricsWriter metrics;
   ops::Context ctx;
+  ops::Profiler prof;                  // used with --profile
+  double prof_step_s = 0;              // wall seconds of the profiled steps
+  int64_t prof_steps = 0, prof_tokens = 0;
 
   explicit Run(const PretrainOptions& opts) : o(opts) {}
   void init();
@@ -71,6 +121,7 @@ struct Run {
 void Run::init() {
   setup = resolve_setup(o);
   ctx = setup.ctx;
+  if (o.profile) ctx.prof = &prof;
   dataset = std::make_unique<data::Dataset>(o.data, setup.expected_fingerprint);
   if (dataset->manifest().vocab_size > uint64_t(setup.args.vocab_size))
     DS_THROW(UsageError, "{}: dataset vocabulary ({}) is larger than the model's vocab_size ({})",
@@ -183,6 +234,9 @@ bool Run::step_once(Progress& progress) {
   }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   double tps = double(B * o.seq_len) / std::max(1e-9, secs);
+  prof_step_s += secs;
+  prof_steps += 1;
+  prof_tokens += B * o.seq_len;
   json j{{"step", st.step}, {"tokens", st.tokens_seen}, {"loss", loss}, {"loss_main", lmain},
          {"loss_mtp", lmtp}, {"loss_balance", lbal}, {"lr", lr}, {"grad_norm", gs.norm},
          {"batch", B}, {"mtp_lambda", lambda}, {"gamma", gamma}, {"tokens_per_s", tps},
@@ -192,7 +246,9 @@ bool Run::step_once(Progress& progress) {
   j["maxvio"] = mv;
   bool eval_now = o.eval_every > 0 && (st.step % o.eval_every == 0 || st.step == st.total_steps);
   if (eval_now) {
+    ctx.prof = nullptr;                  // the profile covers training steps only
     double v = evaluate();
+    if (o.profile) ctx.prof = &prof;
     if (std::isfinite(v)) j["val_loss"] = v;
     spdlog::info("step {}: validation loss {:.4f}", st.step, v);
   }
@@ -233,6 +289,8 @@ void pretrain(const PretrainOptions& opts) {
   json summary{{"steps", run.st.step}, {"tokens", run.st.tokens_seen},
                {"checkpoint", (fs::path(opts.out) / io::checkpoint_dir_name(uint64_t(run.st.step))).string()},
                {"nonfinite_skipped", run.st.nonfinite_skipped}, {"interrupted", interrupted}};
+  if (opts.profile)
+    summary["profile"] = profile_report(run.prof, run.prof_step_s, run.prof_steps, run.prof_tokens);
   std::printf("%s\n", summary.dump().c_str());
 }
 

@@ -28,6 +28,7 @@
 #include "ds/model/config.hpp"
 #include "ds/model/params.hpp"
 #include "ds/model/transformer.hpp"
+#include "ds/train/optimizer.hpp"
 #include "ds/ops/ops.hpp"
 
 namespace fs = std::filesystem;
@@ -304,11 +305,15 @@ void run_case(const CaseSpec& cs) {
   Tensor traj_tokens = load_i32(f, "traj.tokens");
   Tensor traj_loss = f.load_f32("traj.loss"), traj_norm = f.load_f32("traj.grad_norm");
   REQUIRE(traj_tokens.size(0) == cs.steps);
-  std::vector<Tensor> m, v;
-  for (auto& p : store.params()) {
-    m.push_back(Tensor::zeros(p.info.shape));
-    v.push_back(Tensor::zeros(p.info.shape));
-  }
+  // The shipped optimiser (FP32 moments, as torch.optim.AdamW keeps them).
+  ds::train::OptimizerOptions oo;
+  oo.beta1 = float(kBeta1);
+  oo.beta2 = float(kBeta2);
+  oo.eps = float(kEps);
+  oo.weight_decay = float(kWd);
+  oo.clip_norm = float(kClip);
+  oo.bf16_moments = false;
+  ds::train::AdamW opt(store, oo);
   std::vector<Tensor> traj_counts;
   for (const auto& n : moe_names)
     traj_counts.push_back(load_i32(f, "traj.counts." + std::to_string(layer_of_moe_name(n))));
@@ -321,26 +326,10 @@ void run_case(const CaseSpec& cs) {
     ds::model::StepResult rs = model.forward_backward(ctx, bs, lw, 1.0f);
     traj_bad += !compare_scalar("traj.loss[" + std::to_string(s) + "]", rs.loss,
                                 double(traj_loss.f32()[s]), kTrajLossTol);
-    double sq = 0;
-    for (auto& p : store.params()) sq += ds::ops::sum_squares(ctx, p.grad);
-    const double norm = std::sqrt(sq);
-    traj_bad += !compare_scalar("traj.grad_norm[" + std::to_string(s) + "]", norm,
+    const ds::train::GradStats gs = opt.grad_stats(ctx);
+    traj_bad += !compare_scalar("traj.grad_norm[" + std::to_string(s) + "]", gs.norm,
                                 double(traj_norm.f32()[s]), kTrajLossTol);
-    // torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6), at most 1
-    const double coef = kClip / (norm + 1e-6);
-    size_t i = 0;
-    for (auto& p : store.params()) {
-      if (coef < 1.0) ds::ops::scale_(ctx, p.grad, float(coef));
-      ds::ops::AdamWParams ap;
-      ap.lr = float(kLr);
-      ap.beta1 = float(kBeta1);
-      ap.beta2 = float(kBeta2);
-      ap.eps = float(kEps);
-      ap.weight_decay = p.info.decay ? float(kWd) : 0.0f;
-      ap.step = s + 1;
-      ds::ops::adamw_step(ctx, p.value, p.grad, m[i], v[i], ap);
-      ++i;
-    }
+    opt.step(ctx, float(kLr), gs);   // clip_grad_norm_ then AdamW
     REQUIRE(rs.expert_counts.size() == moe_names.size());
     for (size_t l = 0; l < moe_names.size(); ++l) {
       const Tensor& tc = traj_counts[l];

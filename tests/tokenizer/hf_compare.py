@@ -4,7 +4,7 @@
 # plus seeded random Unicode strings with HF and with our binary, and compares the ids.
 # Exit 0 all equal, 1 mismatch, 77 skip (no `tokenizers` module or no shared data).
 # Usage: hf_compare.py --binary PATH --data SHARED_DATA [--tokenizer FILE]
-#   PATH is ds-tokenize (run as `encode --jsonl --tokenizer FILE`) or ds_tok_encode_jsonl.
+#   PATH is ds-tokenize (run as `encode --jsonl --tokenizer FILE`).
 import argparse
 import json
 import os
@@ -50,10 +50,7 @@ def random_texts(n, seed=20241226):
 
 
 def run_ours(binary, tokenizer, texts):
-    if "ds-tokenize" in os.path.basename(binary):
-        cmd = [binary, "encode", "--jsonl", "--tokenizer", tokenizer]
-    else:
-        cmd = [binary, tokenizer]
+    cmd = [binary, "encode", "--jsonl", "--tokenizer", tokenizer]
     inp = "".join(json.dumps({"text": t}) + "\n" for t in texts)
     res = subprocess.run(cmd, input=inp.encode("utf-8"), capture_output=True, check=False)
     if res.returncode != 0:

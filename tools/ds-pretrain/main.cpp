@@ -86,6 +86,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
   app.add_option("--seed", o.seed, "Seed of the initial weights and the data order")->capture_default_str();
+  app.add_flag("--profile", o.profile, "Print a per-op time/GFLOP/s and peak-memory report at the end");
   app.add_flag("--dry-run", o.dry_run, "Print parameter counts and a memory plan as JSON; train nothing");
 
   return ds::cli::run_tool(app, argc, argv, common, [&] {

@@ -68,6 +68,15 @@ class Tensor {
   Device device_ = Device::cpu;
 };
 
+// CPU tensor memory is recycled by a bounded, thread-safe caching allocator (size classes;
+// cap DS_CPU_CACHE_MB, default 2048, 0 = off). release() frees every cached block.
+struct CpuCacheStats {
+  size_t cached_bytes = 0;   // held in free lists now
+  uint64_t hits = 0, misses = 0;
+};
+void cpu_cache_release();
+CpuCacheStats cpu_cache_stats();
+
 // Shape assertion at API boundaries: DS_CHECK_SHAPE(x, {N, C}) throws InternalError
 // "x: expected [N, C] got [...]" on mismatch. -1 in `want` matches any size.
 void check_shape(const Tensor& t, const Shape& want, const char* name);

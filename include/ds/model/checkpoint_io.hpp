@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "ds/io/safetensors.hpp"
 #include "ds/model/config.hpp"
 #include "ds/model/params.hpp"
 
@@ -30,5 +31,40 @@ void save_model(const ParamStore& ps, const ModelArgs& args, const std::filesyst
 // wrong shapes, and dtypes that cannot be loaded without dequantisation (FP8).
 void load_model(ParamStore& ps, const std::filesystem::path& dir,
                 const std::vector<std::string>& allowed_extra = {});
+
+// ---- Loading with FP8 block dequantisation and duplicate tensors (helper L; spec §3.3) -----
+// An F8_E4M3 weight W (M, N) needs a sibling "<prefix>.weight_scale_inv" (F32 or BF16,
+// shape [ceil(M/bm), ceil(N/bn)]); it is loaded as W[i,j] = e4m3(W[i,j]) * s[i/bm, j/bn] in
+// FP32 (partial edge blocks use their block's scale). `copies` maps names that duplicate a
+// model tensor (the MTP layer's embed_tokens / shared_head.head in HF files) to that tensor:
+// they are accepted, must match its shape, and are compared byte for byte (result in stats;
+// the model always uses the main tensor).
+struct LoadOptions {
+  std::vector<std::string> allowed_extra;   // as load_model's
+  bool fp8 = false;                         // accept FP8 e4m3 weights with their scales
+  int64_t block_rows = 128, block_cols = 128;
+  std::vector<std::pair<std::string, std::string>> copies;   // file name -> model name
+};
+
+struct LoadStats {
+  int64_t tensors = 0;                      // model tensors filled
+  int64_t fp8_dequantised = 0;
+  std::vector<std::string> copies_equal;    // copies present and identical to their tensor
+  std::vector<std::string> copies_differ;   // present but different (ignored)
+  std::vector<std::string> ignored;         // names accepted through allowed_extra
+};
+
+// One FormatError "<source>: checkpoint does not match the model: ..." listing every
+// problem: missing, unexpected, wrong-shaped, unsupported dtypes, FP8 weights without a
+// scale, scales without an FP8 weight, wrong-shaped scales, mismatched copies' shapes.
+LoadStats load_model(ParamStore& ps, const io::SafetensorsDir& st, const std::string& source,
+                     const LoadOptions& opt);
+
+// The dequantisation rule above into `out` (F32, the weight's shape). FormatError naming the
+// tensor for a non-2-D weight or a scale of the wrong shape/dtype.
+void dequantize_fp8_blocks(const io::TensorView& w, const io::TensorView& scale_inv,
+                           int64_t block_rows, int64_t block_cols, Tensor& out);
+// "<prefix>.weight" -> "<prefix>.weight_scale_inv" ("" for names not ending in ".weight").
+std::string scale_inv_name(const std::string& weight_name);
 
 }  // namespace ds::model

@@ -10,6 +10,9 @@
 // Index tensors are I32. Shapes use the letters of ds/core/tensor.hpp.
 #pragma once
 #include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include "ds/core/tensor.hpp"
 
@@ -17,13 +20,38 @@ namespace ds::ops {
 
 enum class Impl : uint8_t { reference, optimized };
 
+// Per-op profile: calls, wall seconds and FLOPs (GEMMs) of every op called with a Context
+// whose `prof` points here. Ops are timed on the calling thread, synchronously (CPU path).
+// Not thread-safe: one Profiler per thread that drives ops. Families group ops for reports:
+// gemm, attention, cross_entropy, norm, rope_permute, moe, embedding, elementwise, optimizer.
+class Profiler {
+ public:
+  struct Entry {
+    const char* op = nullptr;   // string literal of the op name
+    std::string_view family;
+    int64_t calls = 0;
+    double seconds = 0, flops = 0;
+  };
+  void add(const char* op, double seconds, double flops);
+  const std::vector<Entry>& entries() const { return entries_; }
+  double seconds(std::string_view family = {}) const;   // all ops, or one family
+  double flops(std::string_view family = {}) const;
+  void clear() { entries_.clear(); }
+  static std::string_view family_of(std::string_view op);
+
+ private:
+  std::vector<Entry> entries_;
+};
+
 struct Context {
   Device device = Device::cpu;
   Impl impl = Impl::optimized;
-  int threads = 1;          // CPU threads for OpenMP regions and OpenBLAS
+  int threads = 1;          // CPU threads (OpenMP; OpenBLAS runs single-threaded per caller)
+  Profiler* prof = nullptr; // optional per-op timing
 };
 
-// Sets OpenMP/OpenBLAS thread counts once per process (call from the tools).
+// Sets the OpenMP thread count once per process and keeps OpenBLAS single-threaded (GEMMs
+// are split over OpenMP threads by the ops layer). Call from the tools.
 void set_cpu_threads(int n);
 
 // ---- GEMM -------------------------------------------------------------------------------
@@ -88,6 +116,11 @@ void cross_entropy_forward(const Context& ctx, const Tensor& logits, const Tenso
 // dlogits = (softmax(logits) - onehot(target)) * scale (0 rows for ignored targets).
 void cross_entropy_backward(const Context& ctx, const Tensor& logits, const Tensor& targets,
                             float scale, Tensor& dlogits);
+// Both at once, each logit exponentiated once: losses (N) as cross_entropy_forward (skipped if
+// undefined) and dlogits as cross_entropy_backward. dlogits may be logits itself (in place).
+void cross_entropy_forward_backward(const Context& ctx, const Tensor& logits,
+                                    const Tensor& targets, float scale, Tensor& losses,
+                                    Tensor& dlogits);
 
 // ---- MoE routing (spec §1.9) -----------------------------------------------------------------
 struct RouteParams {
@@ -143,5 +176,32 @@ struct AdamWParams {
 };
 void adamw_step(const Context& ctx, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                 const AdamWParams& p);
+
+}  // namespace ds::ops
+
+// =============================================================================================
+// ---- inference: absorbed MLA over a latent KV cache (lib/ops/mla_decode.cpp) ----------------
+// Added for the inference engine (lib/infer/engine*.cpp); spec §2.1. Letters: S cache slots
+// (sequences), L cache capacity per slot, R kv_lora_rank, Dr rope head dim.
+namespace ds::ops {
+
+// Per-head matmul: y[n, h, :] = x[n, h, :] @ w[h] with w (H, I, O); with trans_w, w is
+// (H, O, I) and y[n, h, :] = x[n, h, :] @ w[h]^T. x (N, H, I), y (N, H, O) overwritten.
+// (q_hat_h = W^UK_h^T q_nope_h: x = q_nope, w = W^UK (H, Dn, R); o_h = W^UV_h latent_h:
+// x = latent, w = W^UV (H, Dv, R), trans_w.)
+void head_matmul(const Context& ctx, const Tensor& x, const Tensor& w, bool trans_w, Tensor& y);
+
+// Absorbed MLA attention core (MQA over the latent cache, spec §2.1):
+//   s_j = scale * (q_lat[n,h] . ckv[slot[n], j] + q_pe[n,h] . kpe[slot[n], j]),  j < len[n]
+//   out[n, h] = sum_j softmax(s)_j ckv[slot[n], j]
+// q_lat (N, H, R), q_pe (N, H, Dr) rotated, ckv (S, L, R), kpe (S, L, Dr) rotated, slot (N)
+// i32 in [0, S), len (N) i32 in [1, L] (visible keys: causal masks come from len), out (N, H, R)
+// overwritten. Softmax in FP32 (reference: double).
+void mla_latent_attention(const Context& ctx, const Tensor& q_lat, const Tensor& q_pe,
+                          const Tensor& ckv, const Tensor& kpe, const Tensor& slot,
+                          const Tensor& len, float scale, Tensor& out);
+
+// dst[rows[m]] = src[m] (cache writes); rows distinct, in [0, N). src (M, C), dst (N, C).
+void set_rows(const Context& ctx, const Tensor& src, const Tensor& rows, Tensor& dst);
 
 }  // namespace ds::ops

@@ -47,6 +47,7 @@ struct PretrainOptions {
   int threads = 0;
   uint64_t seed = 1234;
   bool dry_run = false;
+  bool profile = false;            // per-op timing report at the end of the run
 };
 
 // Runs the training; throws ds::Error on bad input. A non-finite loss stops the run with a

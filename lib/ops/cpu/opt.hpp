@@ -10,8 +10,10 @@
 namespace ds::ops::opt {
 
 // ---- opt_gemm.cpp ----
+// Output split into nt panels over OpenMP threads (OpenBLAS itself single-threaded).
 void matmul(const float* a, const float* b, float* c, int64_t M, int64_t N, int64_t K,
-            bool trans_a, bool trans_b, float alpha, float beta);
+            bool trans_a, bool trans_b, float alpha, float beta, int nt);
+double matmul_flops(int64_t M, int64_t N, int64_t K);
 
 // ---- opt_embedding.cpp ----
 void embedding_forward(const float* table, const int32_t* ids, float* out, int64_t N, int64_t C,
@@ -51,6 +53,9 @@ void cross_entropy_forward(const float* logits, const int32_t* targets, float* l
                            int64_t V, int nt);
 void cross_entropy_backward(const float* logits, const int32_t* targets, float scale,
                             float* dlogits, int64_t N, int64_t V, int nt);
+// Both in one pass per row; dlogits may alias logits.
+void cross_entropy_fused(const float* logits, const int32_t* targets, float scale, float* losses,
+                         float* dlogits, int64_t N, int64_t V, int nt);
 
 // ---- opt_moe.cpp (tokens in parallel; per-token work shared with the reference) ----
 void moe_route(const float* logits, const float* bias, const RouteParams& p, int64_t N, int64_t E,

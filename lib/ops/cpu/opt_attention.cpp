@@ -30,15 +30,12 @@ std::vector<int64_t> first_keys(const int32_t* seg, int64_t B, int64_t T) {
   return kf;
 }
 
-// Runs body(bh) over all (b, h); with several threads, OpenBLAS runs single-threaded inside.
+// Runs body(bh) over all (b, h) (OpenBLAS is single-threaded: ops::set_cpu_threads).
 template <class F>
 void for_each_head(int64_t BH, int nt, F&& body) {
   const bool par = nt > 1 && BH > 1;
-  const int saved = openblas_get_num_threads();
-  if (par) openblas_set_num_threads(1);
 #pragma omp parallel for num_threads(par ? nt : 1) schedule(static)
   for (int64_t bh = 0; bh < BH; ++bh) body(bh);
-  if (par) openblas_set_num_threads(saved);
 }
 
 struct Block { int64_t t0, t1, klo; };

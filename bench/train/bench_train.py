@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+# Training-throughput benchmark: ds-pretrain vs the PyTorch reference model
+# (tests/model/torch_ref/bench_torch_train.py) on the same config.json, batch and sequence
+# length, at 1 and 2 threads, in one run. Prints a table of median tokens/s (steps after the
+# warm-up), the ratio, and ds's GEMM share / GEMM GFLOP/s / peak RSS from --profile.
+# Usage: bench_train.py --bin BUILD/bin [--presets tiny,small] [--threads 1,2] [--steps 8]
+#   [--torch-python /usr/bin/python3] [--json out.json]
+import argparse
+import glob
+import json
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+TORCH_BENCH = os.path.join(ROOT, "tests", "model", "torch_ref", "bench_torch_train.py")
+SHAPES = {"tiny": (8, 128), "small": (4, 256)}   # preset -> (batch, seq_len)
+
+
+def sh(cmd, env=None):
+    p = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env=env, text=True)
+    if p.returncode != 0:
+        sys.exit("FAIL %s -> %d\n%s" % (" ".join(map(str, cmd)), p.returncode, p.stderr[-4000:]))
+    return p.stdout, p.stderr
+
+
+def make_data(work, tok_bin):
+    # A generated corpus (seeded grammar), tokenizer of 2048 ids, shards.
+    rng = random.Random(5)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9)))
+             for _ in range(3000)]
+    docs = [" ".join(rng.choice(words) for _ in range(rng.randint(50, 400))) + "."
+            for _ in range(3000)]
+    text = os.path.join(work, "corpus.txt")
+    with open(text, "w") as f:
+        f.write("\n\n".join(docs) + "\n")
+    sh([tok_bin, "--log-level", "warn", "train", "--vocab-size", 2048, "--out",
+        os.path.join(work, "tok"), "--doc-split", "blank-line", text])
+    tok = os.path.join(work, "tok", "tokenizer.json")
+    sh([tok_bin, "--log-level", "warn", "encode", "--tokenizer", tok, "--out",
+        os.path.join(work, "data"), "--doc-split", "blank-line", "--force", text])
+    return tok, os.path.join(work, "data")
+
+
+def run_ds(bin_dir, preset, B, T, threads, steps, warmup, tok, data, work, profile):
+    out = os.path.join(work, "run-%s-%d" % (preset, threads))
+    metrics = os.path.join(out, "metrics.jsonl")
+    os.makedirs(out, exist_ok=True)
+    cmd = [os.path.join(bin_dir, "ds-pretrain"), "--log-level", "warn", "--preset", preset,
+           "--tokenizer", tok, "--data", data, "--out", out, "--steps", warmup + steps,
+           "--batch-size", B, "--seq-len", T, "--threads", threads, "--lr", "1e-3",
+           "--warmup-steps", 1, "--metrics", metrics, "--val-sequences", 0, "--keep-last", 1]
+    if profile:
+        cmd.append("--profile")
+    stdout, _ = sh(cmd)
+    rows = [json.loads(l) for l in open(metrics) if l.strip()]
+    tps = [r["tokens_per_s"] for r in rows[warmup:]]
+    prof = None
+    for line in stdout.splitlines():
+        if line.startswith("{") and '"profile"' in line:
+            prof = json.loads(line)["profile"]
+    config = glob.glob(os.path.join(out, "step-*", "config.json"))[0]
+    return statistics.median(tps), prof, config
+
+
+def run_torch(python, config, B, T, threads, steps, warmup, passive):
+    env = dict(os.environ)
+    if passive:
+        env["OMP_WAIT_POLICY"] = "passive"
+    stdout, _ = sh([python, TORCH_BENCH, "--config", config, "--batch", B, "--seq", T,
+                    "--threads", threads, "--steps", steps, "--warmup", warmup], env=env)
+    m = re.search(r"([0-9.]+) tokens/s", stdout)
+    return float(m.group(1))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True, help="directory with ds-pretrain and ds-tokenize")
+    ap.add_argument("--presets", default="tiny,small")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--steps", type=int, default=8, help="timed steps (after the warm-up)")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--torch-python", default="/usr/bin/python3")
+    ap.add_argument("--no-profile", action="store_true", help="ds-pretrain without --profile")
+    ap.add_argument("--json", help="also write the results here")
+    a = ap.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="ds-bench-train-") as work:
+        tok, data = make_data(work, os.path.join(a.bin, "ds-tokenize"))
+        for preset in a.presets.split(","):
+            B, T = SHAPES[preset]
+            for nt in [int(x) for x in a.threads.split(",")]:
+                ours, prof, config = run_ds(a.bin, preset, B, T, nt, a.steps, a.warmup, tok,
+                                            data, work, not a.no_profile)
+                # torch: report its best of the default and passive OpenMP wait policies
+                th = {p: run_torch(a.torch_python, config, B, T, nt, a.steps, a.warmup, p)
+                      for p in ([False, True] if nt > 1 else [False])}
+                best = max(th.values())
+                r = {"preset": preset, "B": B, "T": T, "threads": nt, "ds_tok_s": ours,
+                     "torch_tok_s": best, "torch_passive": th.get(True), "ratio": ours / best}
+                if prof:
+                    r.update({k: prof.get(k) for k in
+                              ("gemm_share", "gemm_gflops", "peak_rss_mb", "op_share")})
+                results.append(r)
+                print("%-6s B=%d T=%d threads=%d: ds %.0f tok/s, torch %.0f tok/s -> %.2fx"
+                      % (preset, B, T, nt, ours, best, ours / best), file=sys.stderr, flush=True)
+    print("\n| preset | B x T | threads | ds tok/s | torch tok/s | ratio | GEMM share | "
+          "GEMM GFLOP/s | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        g = r.get("gemm_share")
+        print("| %s | %dx%d | %d | %.0f | %.0f | %.2fx | %s | %s | %s |" % (
+            r["preset"], r["B"], r["T"], r["threads"], r["ds_tok_s"], r["torch_tok_s"], r["ratio"],
+            "%.0f%%" % (100 * g) if g is not None else "-",
+            "%.1f" % r["gemm_gflops"] if r.get("gemm_gflops") else "-",
+            "%.0f" % r["peak_rss_mb"] if r.get("peak_rss_mb") else "-"))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+// Pretrained checkpoint loading (see include/ds/model/pretrained.hpp): config + quantization
+// config, MTP detection, FP8-aware weight loading through load_model, tokenizer and chat
+// template, checkpoint fingerprint.
+// reference: spec §1.13 (tensor list, MTP copies), §3.3 (dequantisation), §8.6 (template).
+#include "ds/model/pretrained.hpp"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <fstream>
+#include <set>
+
+#include "ds/core/error.hpp"
+#include "ds/core/hash.hpp"
+#include "ds/io/checkpoint.hpp"
+#include "ds/io/file.hpp"
+#include "ds/io/safetensors.hpp"
+
+namespace ds::model {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+QuantConfig read_quant_config(const fs::path& config_json) {
+  const std::string src = config_json.string();
+  json j;
+  try {
+    j = json::parse(io::read_file(config_json));
+  } catch (const json::exception& e) {
+    DS_THROW(ConfigError, "{}: not valid JSON: {}", src, e.what());
+  }
+  QuantConfig q;
+  if (!j.is_object() || !j.contains("quantization_config") || j["quantization_config"].is_null())
+    return q;
+  const json& c = j["quantization_config"];
+  if (!c.is_object()) DS_THROW(ConfigError, "{}: quantization_config must be an object", src);
+  const std::string method = c.value("quant_method", std::string());
+  if (method != "fp8")
+    DS_THROW(ConfigError, "{}: quantization_config.quant_method '{}' is not supported (only fp8)", src, method);
+  const std::string fmt_ = c.value("fmt", std::string("e4m3"));
+  if (fmt_ != "e4m3")
+    DS_THROW(ConfigError, "{}: quantization_config.fmt '{}' is not supported (only e4m3)", src, fmt_);
+  q.fp8 = true;
+  if (c.contains("weight_block_size")) {
+    const json& b = c["weight_block_size"];
+    if (!b.is_array() || b.size() != 2 || !b[0].is_number_integer() || !b[1].is_number_integer() ||
+        b[0].get<int64_t>() <= 0 || b[1].get<int64_t>() <= 0)
+      DS_THROW(ConfigError, "{}: quantization_config.weight_block_size must be two positive integers", src);
+    q.block_rows = b[0].get<int64_t>();
+    q.block_cols = b[1].get<int64_t>();
+  }
+  return q;
+}
+
+namespace {
+
+// The JSON header of one safetensors file (the n bytes after the 8-byte length).
+std::string safetensors_header(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  uint8_t len[8];
+  if (!f.read(reinterpret_cast<char*>(len), 8)) DS_THROW(IoError, "{}: cannot read header", p.string());
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | len[i];
+  if (n > (uint64_t(1) << 30)) DS_THROW(FormatError, "{}: header length {} is implausible", p.string(), n);
+  std::string h(n, '\0');
+  if (!f.read(h.data(), std::streamsize(n))) DS_THROW(IoError, "{}: truncated header", p.string());
+  return h;
+}
+
+std::string fingerprint_of(const fs::path& dir, const io::SafetensorsDir& st) {
+  Xxh64Stream h;
+  auto add = [&](const std::string& tag, const std::string& bytes) {
+    h.update(tag.data(), tag.size() + 1);   // includes the terminating NUL as a separator
+    h.update(bytes.data(), bytes.size());
+  };
+  add("config.json", io::read_file(dir / "config.json"));
+  if (fs::exists(dir / io::kSafetensorsIndex)) add("index", io::read_file(dir / io::kSafetensorsIndex));
+  std::set<std::string> files;
+  for (const std::string& n : st.names()) files.insert(st.file_of(n).filename().string());
+  for (const std::string& f : files) add(f, safetensors_header(dir / f));
+  return hex64(h.digest());
+}
+
+// The directory holding the weights: `dir`, or the newest step-* of a run directory.
+fs::path resolve_checkpoint_dir(const fs::path& dir) {
+  if (!fs::is_directory(dir)) DS_THROW(IoError, "{}: not a directory (expected a model checkpoint)", dir.string());
+  if (fs::exists(dir / "config.json")) return dir;
+  if (auto latest = io::find_latest_checkpoint(dir)) {
+    spdlog::info("{}: run directory, using its newest checkpoint {}", dir.string(), latest->string());
+    return *latest;
+  }
+  DS_THROW(FormatError, "{}: not a model checkpoint (no config.json)", dir.string());
+}
+
+// Number of MTP layers whose tensors appear in the file (consecutive from n_layers).
+int64_t count_mtp_layers(const io::SafetensorsDir& st, const ModelArgs& a) {
+  std::set<int64_t> present;
+  for (const std::string& n : st.names()) {
+    if (!n.starts_with("model.layers.")) continue;
+    const int64_t l = std::atoll(n.c_str() + 13);
+    if (l >= a.n_layers) present.insert(l);
+  }
+  int64_t k = 0;
+  while (present.count(a.n_layers + k)) ++k;
+  return std::max<int64_t>(k, int64_t(present.size()));   // gaps show up as load errors
+}
+
+LoadOptions load_options(const ModelArgs& a, int64_t in_file, const QuantConfig& q) {
+  LoadOptions o;
+  o.fp8 = true;   // FP8 iff a weight_scale_inv sibling exists (spec §3.3), config or not
+  o.block_rows = q.block_rows;
+  o.block_cols = q.block_cols;
+  for (int64_t k = 0; k < in_file; ++k) {
+    const std::string p = fmt::format("model.layers.{}.", a.n_layers + k);
+    if (k >= a.n_mtp_layers) { o.allowed_extra.push_back(p + "*"); continue; }
+    o.copies.emplace_back(p + "embed_tokens.weight", "model.embed_tokens.weight");
+    o.copies.emplace_back(p + "shared_head.head.weight", "lm_head.weight");
+  }
+  return o;
+}
+
+void load_tokenizer_files(Pretrained& pt, const PretrainedOptions& opt) {
+  const fs::path tj = pt.dir / "tokenizer.json";
+  if (fs::exists(tj)) {
+    pt.tokenizer.emplace(tok::Tokenizer::from_file(tj));
+    if (int64_t(pt.tokenizer->vocab_size()) > pt.args.vocab_size)
+      DS_THROW(FormatError, "{}: tokenizer has {} ids but the model's vocab_size is {}", tj.string(),
+               pt.tokenizer->vocab_size(), pt.args.vocab_size);
+  } else if (opt.need_tokenizer) {
+    DS_THROW(FormatError, "{}: no tokenizer.json in the checkpoint directory", pt.dir.string());
+  }
+  const fs::path tc = pt.dir / "tokenizer_config.json";
+  if (!fs::exists(tc)) {
+    spdlog::info("{}: no tokenizer_config.json, using the built-in DeepSeek-V3 chat template",
+                 pt.dir.string());
+    pt.chat_template = infer::ChatTemplate::deepseek_v3();
+    return;
+  }
+  try {
+    pt.chat_template = infer::ChatTemplate::from_tokenizer_config(tc);
+  } catch (const FormatError& e) {
+    pt.chat_template_error = e.what();   // only chat-formatted use fails
+  }
+}
+
+}  // namespace
+
+std::string checkpoint_fingerprint(const fs::path& dir) {
+  io::SafetensorsDir st(dir);
+  return fingerprint_of(dir, st);
+}
+
+Pretrained load_pretrained(const fs::path& dir_in, const PretrainedOptions& opt) {
+  Pretrained pt;
+  pt.dir = resolve_checkpoint_dir(dir_in);
+  const fs::path cfg = pt.dir / "config.json";
+  if (!fs::exists(pt.dir / io::kSafetensorsIndex) && !fs::exists(pt.dir / io::kSafetensorsSingle))
+    DS_THROW(FormatError, "{}: not a model checkpoint (no {} or {})", pt.dir.string(),
+             io::kSafetensorsSingle, io::kSafetensorsIndex);
+  pt.args = load_config(cfg);
+  pt.quant = read_quant_config(cfg);
+  io::SafetensorsDir st(pt.dir);
+
+  pt.mtp_layers_in_file = count_mtp_layers(st, pt.args);
+  const int64_t want_mtp = opt.load_mtp ? pt.args.n_mtp_layers : 0;
+  if (pt.mtp_layers_in_file < want_mtp)
+    spdlog::info("{}: config declares {} MTP layer(s), the weights hold {}: loading without them "
+                 "(speculative decoding unavailable)", pt.dir.string(), want_mtp, pt.mtp_layers_in_file);
+  pt.args.n_mtp_layers = std::min(want_mtp, pt.mtp_layers_in_file);
+
+  pt.store = std::make_unique<ParamStore>();
+  pt.model = std::make_unique<Transformer>(pt.args, *pt.store);
+  const LoadOptions lo = load_options(pt.args, pt.mtp_layers_in_file, pt.quant);
+  pt.stats = load_model(*pt.store, st, pt.dir.string(), lo);
+  if (pt.stats.fp8_dequantised > 0 && !pt.quant.fp8)
+    spdlog::warn("{}: FP8 weights without a quantization_config in config.json (block {}x{} assumed)",
+                 pt.dir.string(), pt.quant.block_rows, pt.quant.block_cols);
+  for (const std::string& c : pt.stats.copies_differ)
+    spdlog::warn("{}: {} differs from the main model's tensor; ignored (MTP shares the main one)",
+                 pt.dir.string(), c);
+  spdlog::info("loaded {}: {} tensors ({} FP8 dequantised), {} MTP layer(s)", pt.dir.string(),
+               pt.stats.tensors, pt.stats.fp8_dequantised, pt.args.n_mtp_layers);
+  pt.fingerprint = fingerprint_of(pt.dir, st);
+  load_tokenizer_files(pt, opt);
+  return pt;
+}
+
+}  // namespace ds::model

@@ -1,0 +1,52 @@
+// ops::Profiler (include/ds/ops/ops.hpp): per-op accumulation of calls, seconds and FLOPs,
+// looked up by the op name's literal pointer (a few dozen ops: a linear scan is cheap), and
+// the op -> family map used by the reports (ds-pretrain --profile).
+#include <cstring>
+
+#include "ds/ops/ops.hpp"
+
+namespace ds::ops {
+
+std::string_view Profiler::family_of(std::string_view op) {
+  auto starts = [&](std::string_view p) { return op.substr(0, p.size()) == p; };
+  if (op == "matmul") return "gemm";
+  if (starts("attention")) return "attention";
+  if (starts("cross_entropy")) return "cross_entropy";
+  if (starts("rmsnorm")) return "norm";
+  if (starts("rope") || op == "split_last" || op == "concat_last" || op == "broadcast_heads" ||
+      op == "sum_heads")
+    return "rope_permute";
+  if (starts("moe") || starts("gather_rows") || op == "scatter_add_rows") return "moe";
+  if (starts("embedding")) return "embedding";
+  if (op == "adamw_step") return "optimizer";
+  return "elementwise";   // add, add_, scale_, swiglu, sums, count_nonfinite
+}
+
+void Profiler::add(const char* op, double seconds, double flops) {
+  Entry* e = nullptr;
+  for (Entry& x : entries_)
+    if (x.op == op || std::strcmp(x.op, op) == 0) { e = &x; break; }
+  if (!e) {
+    entries_.push_back(Entry{op, family_of(op), 0, 0, 0});
+    e = &entries_.back();
+  }
+  e->calls += 1;
+  e->seconds += seconds;
+  e->flops += flops;
+}
+
+double Profiler::seconds(std::string_view family) const {
+  double s = 0;
+  for (const Entry& e : entries_)
+    if (family.empty() || e.family == family) s += e.seconds;
+  return s;
+}
+
+double Profiler::flops(std::string_view family) const {
+  double f = 0;
+  for (const Entry& e : entries_)
+    if (family.empty() || e.family == family) f += e.flops;
+  return f;
+}
+
+}  // namespace ds::ops
