@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing to build and test ds on Debian 12 (bookworm), non-interactively.
 # Every package comes from Debian, except the Hugging Face `tokenizers` wheel (PyPI), used
-# only by the conformance test and benchmark, which skip without it.
+# only by the conformance tests and benchmarks, which skip without it.
 set -euo pipefail
 
 PACKAGES=(
@@ -11,6 +11,7 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin
   clang libclang-rt-14-dev
   bible-kjv gnuplot-nox
+  python3-torch   # the PyTorch reference of tests/model (run through /usr/bin/python3)
 )
 
 missing=()

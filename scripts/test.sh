@@ -12,4 +12,6 @@ if [ "$FUZZ_SECONDS" -gt 0 ]; then
   bash scripts/fuzz.sh --seconds "$FUZZ_SECONDS"
 fi
 cd build
+# torch is installed by install-deps.sh, so the PyTorch cross-check must run, not skip.
+export DS_REQUIRE_TORCH_REF=${DS_REQUIRE_TORCH_REF:-1}
 ctest --output-on-failure -j"$(nproc)" -LE long
