@@ -21,6 +21,7 @@ std::string version_string(const std::string& tool_name) {
 void add_common_options(CLI::App& app, CommonOptions& opts, const std::string& tool_name) {
   app.set_version_flag("--version", version_string(tool_name));
   app.set_config("--config", "", "Read flags from a TOML/INI file (keys = long flag names)");
+  app.allow_config_extras(CLI::config_extras_mode::error);   // an unknown key is an error
   app.add_option("--log-level", opts.log_level,
                  "Log level on stderr: trace, debug, info, warn, error, critical, off")
       ->capture_default_str();

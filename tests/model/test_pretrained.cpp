@@ -83,13 +83,13 @@ Tensor test_tokens() {
   return t;
 }
 
-void erase(std::vector<io::TensorSource>& v, const std::string& name) {
+void erase_named(std::vector<io::TensorSource>& v, const std::string& name) {
   auto it = std::find_if(v.begin(), v.end(), [&](const io::TensorSource& s) { return s.name == name; });
   REQUIRE(it != v.end());
   v.erase(it);
 }
 
-io::TensorSource& find(std::vector<io::TensorSource>& v, const std::string& name) {
+io::TensorSource& find_named(std::vector<io::TensorSource>& v, const std::string& name) {
   auto it = std::find_if(v.begin(), v.end(), [&](const io::TensorSource& s) { return s.name == name; });
   REQUIRE(it != v.end());
   return *it;
@@ -234,7 +234,7 @@ TEST_CASE("pretrained: MTP layer optional, copies compared, load_mtp = false") {
   HfWriteOptions od;
   od.block = kBlock;
   od.mutate = [&](std::vector<io::TensorSource>& v) {
-    auto& s = find(v, "model.layers.2.shared_head.head.weight");
+    auto& s = find_named(v, "model.layers.2.shared_head.head.weight");
     s = io::TensorSource::raw(s.name, DType::bf16, s.shape, other.data());
   };
   write_hf_checkpoint(tmp.p / "diff", m.ps, m.args, od);
@@ -248,6 +248,7 @@ TEST_CASE("pretrained: every checkpoint defect is reported, all in one error") {
   Tmp tmp;
   const std::string q = "model.layers.0.self_attn.q_a_proj.weight";
   const std::string o_proj = "model.layers.1.self_attn.o_proj.weight";
+  const std::string o0 = "model.layers.0.self_attn.o_proj.weight";   // (16, 8): scale [2, 1]
   std::vector<uint8_t> junk(4096, 0);
   struct Case {
     const char* what;
@@ -255,18 +256,18 @@ TEST_CASE("pretrained: every checkpoint defect is reported, all in one error") {
     std::vector<std::string> expect;
   };
   const std::vector<Case> cases = {
-      {"deleted", [](auto& v) { erase(v, "model.norm.weight"); }, {"1 missing: model.norm.weight"}},
+      {"deleted", [](auto& v) { erase_named(v, "model.norm.weight"); }, {"1 missing: model.norm.weight"}},
       {"added", [&](auto& v) { v.push_back(io::TensorSource::raw("model.extra.weight", DType::f32, {4}, junk.data())); },
        {"1 unexpected: model.extra.weight"}},
-      {"shape", [](auto& v) { find(v, "model.layers.0.input_layernorm.weight").shape = {8}; },
+      {"shape", [](auto& v) { find_named(v, "model.layers.0.input_layernorm.weight").shape = {8}; },
        {"1 wrong-shaped: model.layers.0.input_layernorm.weight [8] (model [16])"}},
-      {"dtype", [&](auto& v) { auto& s = find(v, "model.norm.weight"); s = io::TensorSource::raw(s.name, DType::i32, s.shape, junk.data()); },
+      {"dtype", [&](auto& v) { auto& s = find_named(v, "model.norm.weight"); s = io::TensorSource::raw(s.name, DType::i32, s.shape, junk.data()); },
        {"of an unsupported dtype: model.norm.weight I32"}},
-      {"no scale", [&](auto& v) { erase(v, q + "_scale_inv"); }, {"1 FP8 without weight_scale_inv: " + q}},
-      {"orphan scale", [&](auto& v) { erase(v, o_proj); },
+      {"no scale", [&](auto& v) { erase_named(v, q + "_scale_inv"); }, {"1 FP8 without weight_scale_inv: " + q}},
+      {"orphan scale", [&](auto& v) { erase_named(v, o_proj); },
        {"1 missing: " + o_proj, "1 weight_scale_inv without an FP8 weight: " + o_proj + "_scale_inv"}},
-      {"scale shape", [&](auto& v) { find(v, q + "_scale_inv").shape = {1, 1}; },
-       {"wrong-shaped weight_scale_inv: " + q + "_scale_inv F32 [1, 1] (expected F32 [1, 2])"}},
+      {"scale shape", [&](auto& v) { find_named(v, o0 + "_scale_inv").shape = {1, 1}; },
+       {"wrong-shaped weight_scale_inv: " + o0 + "_scale_inv F32 [1, 1] (expected F32 [2, 1])"}},
   };
   std::vector<std::string> all;
   for (size_t k = 0; k < cases.size(); ++k) {

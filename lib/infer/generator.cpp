@@ -1,0 +1,243 @@
+// Batched generation loops (see generator.hpp): plain sampling decode and MTP speculative
+// greedy decode with cache rollback of rejected drafts. Only host bookkeeping here: the
+// numerics live in Engine (ops) and Sampler.
+// reference: DeepSeek-V3 generate.py (spec §2.4); spec §2.7 (draft / verify / rollback).
+#include "ds/infer/generator.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <span>
+
+#include "ds/core/error.hpp"
+
+namespace ds::infer {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+struct Seq {
+  size_t index = 0;                 // prompt index (sampler stream, output order)
+  int slot = 0;
+  StopChecker stop;
+  int32_t last = 0;                 // newest token, not yet in the main cache
+  uint64_t step = 0;                // tokens generated so far
+  std::vector<int32_t> mtp_tok;     // pending MTP inputs: t_{p+1} for positions p ...
+  std::vector<Tensor> mtp_hid;      // ... and the main hidden rows g_p, (n_i, C) each
+  explicit Seq(const StopOptions& o) : stop(o) {}
+};
+
+struct Ctx {
+  Engine& eng;
+  const GenerationConfig& cfg;
+  const TokenText* text;
+  const StreamFn& on_text;
+  Sampler sampler;
+  GenerationStats st;
+};
+
+std::span<const float> row(const Tensor& logits, int64_t r) {
+  const int64_t V = logits.size(1);
+  return {logits.f32() + r * V, size_t(V)};
+}
+
+// Feeds one generated token to the sequence's stop checker; streams its final text.
+void emit(Ctx& c, Seq& s, int32_t tok) {
+  s.stop.push(tok, c.text ? c.text->bytes(tok) : std::string());
+  ++s.step;
+  ++c.st.generated_tokens;
+  if (c.on_text) {
+    const std::string piece = s.stop.take_stream();
+    if (!piece.empty()) c.on_text(s.index, piece);
+  }
+}
+
+Tensor concat_rows(const std::vector<Tensor>& parts, int64_t C) {
+  int64_t n = 0;
+  for (const Tensor& p : parts) n += p.size(0);
+  Tensor out = Tensor::empty({n, C}, DType::f32, parts.front().device());
+  int64_t r = 0;
+  for (const Tensor& p : parts) {
+    out.slice0(r, r + p.size(0)).copy_from(p);
+    r += p.size(0);
+  }
+  return out;
+}
+
+// Prefill in rounds of at most prefill_chunk tokens per sequence; samples each first token.
+void prefill(Ctx& c, std::vector<Seq>& seqs, const std::vector<std::vector<int32_t>>& prompts) {
+  const auto t0 = Clock::now();
+  std::vector<size_t> done(seqs.size(), 0);
+  const size_t chunk = size_t(std::max<int64_t>(1, c.cfg.prefill_chunk));
+  for (bool any = true; any;) {
+    std::vector<SeqChunk> chunks;
+    std::vector<size_t> who;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      const std::vector<int32_t>& p = prompts[seqs[i].index];
+      if (done[i] == p.size()) continue;
+      const size_t n = std::min(chunk, p.size() - done[i]);
+      chunks.push_back({seqs[i].slot, std::span<const int32_t>(p).subspan(done[i], n), false});
+      who.push_back(i);
+    }
+    any = !chunks.empty();
+    if (!any) break;
+    const StepOutput out = c.eng.forward(chunks);
+    for (size_t k = 0; k < who.size(); ++k) {
+      Seq& s = seqs[who[k]];
+      const std::vector<int32_t>& p = prompts[s.index];
+      const int64_t n = int64_t(chunks[k].tokens.size());
+      if (c.cfg.speculative) {   // MTP position q takes t_{q+1}: the prompt's next token
+        s.mtp_hid.push_back(out.hidden.slice0(out.hidden_row[k], out.hidden_row[k + 1]).clone());
+        for (int64_t q = int64_t(done[who[k]]); q < int64_t(done[who[k]]) + n; ++q)
+          if (q + 1 < int64_t(p.size())) s.mtp_tok.push_back(p[size_t(q + 1)]);
+      }
+      done[who[k]] += size_t(n);
+      if (done[who[k]] == p.size()) {
+        s.last = c.sampler.sample(row(out.logits, out.logit_row[k]), s.index, s.step);
+        if (c.cfg.speculative) s.mtp_tok.push_back(s.last);
+        emit(c, s, s.last);
+      }
+    }
+  }
+  c.st.prefill_s += seconds_since(t0);
+}
+
+void decode_plain(Ctx& c, std::vector<Seq*> live) {
+  while (!live.empty()) {
+    std::vector<SeqChunk> chunks;
+    for (Seq* s : live) chunks.push_back({s->slot, std::span<const int32_t>(&s->last, 1), false});
+    const StepOutput out = c.eng.forward(chunks);
+    ++c.st.main_forwards;
+    for (size_t k = 0; k < live.size(); ++k) {
+      Seq& s = *live[k];
+      s.last = c.sampler.sample(row(out.logits, out.logit_row[k]), s.index, s.step);
+      emit(c, s, s.last);
+    }
+    std::erase_if(live, [](Seq* s) { return s->stop.done(); });
+  }
+}
+
+// Verifies [last, draft] for one sequence given the main logits/hidden rows of both.
+void verify_one(Ctx& c, Seq& s, int32_t draft, const StepOutput& out, size_t k) {
+  const int64_t h0 = out.hidden_row[k];
+  const int32_t y1 = c.sampler.sample(row(out.logits, out.logit_row[k]), s.index, s.step);
+  ++c.st.drafted;
+  s.mtp_tok.clear();
+  s.mtp_hid.clear();
+  if (y1 != draft) {   // reject: drop the draft's cache entry, keep the main model's token
+    c.eng.truncate(s.slot, c.eng.length(s.slot) - 1);
+    s.mtp_tok = {y1};
+    s.mtp_hid = {out.hidden.slice0(h0, h0 + 1).clone()};
+    s.last = y1;
+    emit(c, s, y1);
+    return;
+  }
+  ++c.st.accepted;
+  emit(c, s, y1);
+  if (s.stop.done()) return;
+  const int32_t y2 = c.sampler.sample(row(out.logits, out.logit_row[k] + 1), s.index, s.step);
+  s.mtp_tok = {y1, y2};
+  s.mtp_hid = {out.hidden.slice0(h0, h0 + 2).clone()};
+  s.last = y2;
+  emit(c, s, y2);
+}
+
+void decode_speculative(Ctx& c, std::vector<Seq*> live) {
+  const int64_t C = c.eng.args().dim;
+  while (!live.empty()) {
+    std::vector<Tensor> hid(live.size());
+    std::vector<MtpChunk> mchunks;
+    for (size_t k = 0; k < live.size(); ++k) {
+      hid[k] = concat_rows(live[k]->mtp_hid, C);
+      mchunks.push_back({live[k]->slot, live[k]->mtp_tok, hid[k]});
+    }
+    const Tensor dl = c.eng.mtp_forward(mchunks);            // (live, V) draft logits
+    std::vector<int32_t> pair(2 * live.size());
+    std::vector<SeqChunk> chunks;
+    for (size_t k = 0; k < live.size(); ++k) {
+      pair[2 * k] = live[k]->last;
+      pair[2 * k + 1] = int32_t(argmax(row(dl, int64_t(k)), size_t(dl.size(1))));   // draft
+      chunks.push_back({live[k]->slot, std::span<const int32_t>(pair).subspan(2 * k, 2), true});
+    }
+    const StepOutput out = c.eng.forward(chunks);
+    ++c.st.main_forwards;
+    for (size_t k = 0; k < live.size(); ++k) verify_one(c, *live[k], pair[2 * k + 1], out, k);
+    std::erase_if(live, [](Seq* s) { return s->stop.done(); });
+  }
+}
+
+}  // namespace
+
+void GenerationStats::add(const GenerationStats& o) {
+  prompt_tokens += o.prompt_tokens;
+  generated_tokens += o.generated_tokens;
+  prefill_s += o.prefill_s;
+  decode_s += o.decode_s;
+  main_forwards += o.main_forwards;
+  drafted += o.drafted;
+  accepted += o.accepted;
+}
+
+std::string GenerationStats::json() const {
+  const double pf = prefill_s > 0 ? double(prompt_tokens) / prefill_s : 0.0;
+  const double dec = decode_s > 0 ? double(generated_tokens) / decode_s : 0.0;
+  std::string s = fmt::format(
+      "{{\"prompt_tokens\":{},\"generated_tokens\":{},\"prefill_s\":{:.6f},\"decode_s\":{:.6f},"
+      "\"prefill_tokens_per_s\":{:.2f},\"decode_tokens_per_s\":{:.2f},\"main_forwards\":{}",
+      prompt_tokens, generated_tokens, prefill_s, decode_s, pf, dec, main_forwards);
+  if (drafted > 0)
+    s += fmt::format(",\"drafted\":{},\"accepted\":{},\"acceptance_rate\":{:.4f}", drafted,
+                     accepted, double(accepted) / double(drafted));
+  return s + "}";
+}
+
+std::vector<Completion> generate(Engine& engine, const std::vector<std::vector<int32_t>>& prompts,
+                                 const GenerationConfig& cfg, const TokenText* text,
+                                 GenerationStats* stats, const StreamFn& on_text) {
+  DS_CHECK_AS(UsageError, int64_t(prompts.size()) <= engine.slots(),
+              "generate: {} prompts for {} cache slots", prompts.size(), engine.slots());
+  Ctx c{engine, cfg, text, on_text, Sampler(cfg.sampling, size_t(engine.args().vocab_size)), {}};
+  if (cfg.speculative) {
+    DS_CHECK_AS(UsageError, engine.has_mtp(),
+                "speculative decoding needs an MTP module (num_nextn_predict_layers = 0)");
+    DS_CHECK_AS(UsageError, c.sampler.greedy(),
+                "--speculative mtp supports greedy decoding only (use --temperature 0)");
+  }
+  std::vector<Seq> seqs;
+  seqs.reserve(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    DS_CHECK_AS(UsageError, !prompts[i].empty(), "generate: prompt {} is empty", i);
+    DS_CHECK_AS(UsageError, cfg.stop.max_new_tokens >= 1, "generate: max_new_tokens must be >= 1");
+    seqs.emplace_back(cfg.stop);
+    seqs.back().index = i;
+    seqs.back().slot = int(i);
+    engine.reset(int(i));
+    c.st.prompt_tokens += int64_t(prompts[i].size());
+  }
+  prefill(c, seqs, prompts);
+  const auto t0 = Clock::now();
+  std::vector<Seq*> live;
+  for (Seq& s : seqs)
+    if (!s.stop.done()) live.push_back(&s);
+  if (cfg.speculative) decode_speculative(c, live);
+  else decode_plain(c, live);
+  c.st.decode_s += seconds_since(t0);
+  std::vector<Completion> out(seqs.size());
+  for (Seq& s : seqs) {
+    Completion& o = out[s.index];
+    o.tokens = s.stop.tokens();
+    o.text = s.stop.text();
+    o.reason = s.stop.finish_reason();
+    const std::string tail = s.stop.take_stream();
+    if (on_text && !tail.empty()) on_text(s.index, tail);
+  }
+  if (stats) stats->add(c.st);
+  return out;
+}
+
+}  // namespace ds::infer
