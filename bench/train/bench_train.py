@@ -3,8 +3,11 @@
 # (tests/model/torch_ref/bench_torch_train.py) on the same config.json, batch and sequence
 # length, at 1 and 2 threads, in one run. Prints a table of median tokens/s (steps after the
 # warm-up), the ratio, and ds's GEMM share / GEMM GFLOP/s / peak RSS from --profile.
-# Usage: bench_train.py --bin BUILD/bin [--presets tiny,small] [--threads 1,2] [--steps 8]
-#   [--torch-python /usr/bin/python3] [--json out.json]
+# The model is the preset at its own vocabulary (tiny 4096, small 32000: config.json of a
+# 1-step preset run with vocab_size restored, passed to both sides), or with --vocab tokenizer
+# the preset resized to the generated corpus's 2048-id tokenizer (what --preset + --tokenizer
+# does). Usage: bench_train.py --bin BUILD/bin [--presets tiny,small] [--threads 1,2]
+#   [--steps 8] [--vocab preset|tokenizer] [--torch-python /usr/bin/python3] [--json out.json]
 import argparse
 import glob
 import json
@@ -20,6 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 TORCH_BENCH = os.path.join(ROOT, "tests", "model", "torch_ref", "bench_torch_train.py")
 SHAPES = {"tiny": (8, 128), "small": (4, 256)}   # preset -> (batch, seq_len)
+VOCAB = {"tiny": 4096, "small": 32000}           # the presets' own vocab_size
 
 
 def sh(cmd, env=None):
@@ -48,14 +52,29 @@ def make_data(work, tok_bin):
     return tok, os.path.join(work, "data")
 
 
-def run_ds(bin_dir, preset, B, T, threads, steps, warmup, tok, data, work, profile):
+def preset_config(bin_dir, preset, tok, data, work, vocab):
+    # config.json of the preset as ds-pretrain writes it, vocab_size set to `vocab`
+    out = os.path.join(work, "cfg-" + preset)
+    sh([os.path.join(bin_dir, "ds-pretrain"), "--log-level", "warn", "--preset", preset,
+        "--tokenizer", tok, "--data", data, "--out", out, "--steps", 1, "--batch-size", 1,
+        "--seq-len", 16, "--val-sequences", 0])
+    cfg = json.load(open(glob.glob(os.path.join(out, "step-*", "config.json"))[0]))
+    if vocab:
+        cfg["vocab_size"] = vocab
+    path = os.path.join(work, "config-%s.json" % preset)
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=1)
+    return path
+
+
+def run_ds(bin_dir, config, preset, B, T, threads, steps, warmup, tok, data, work, profile):
     out = os.path.join(work, "run-%s-%d" % (preset, threads))
     metrics = os.path.join(out, "metrics.jsonl")
     os.makedirs(out, exist_ok=True)
-    cmd = [os.path.join(bin_dir, "ds-pretrain"), "--log-level", "warn", "--preset", preset,
+    cmd = [os.path.join(bin_dir, "ds-pretrain"), "--log-level", "warn", "--model-config", config,
            "--tokenizer", tok, "--data", data, "--out", out, "--steps", warmup + steps,
            "--batch-size", B, "--seq-len", T, "--threads", threads, "--lr", "1e-3",
-           "--warmup-steps", 1, "--metrics", metrics, "--val-sequences", 0, "--keep-last", 1]
+           "--warmup-steps", 1, "--batch-ramp-end", 0, "--metrics", metrics, "--val-sequences", 0, "--keep-last", 1]
     if profile:
         cmd.append("--profile")
     stdout, _ = sh(cmd)
@@ -65,8 +84,7 @@ def run_ds(bin_dir, preset, B, T, threads, steps, warmup, tok, data, work, profi
     for line in stdout.splitlines():
         if line.startswith("{") and '"profile"' in line:
             prof = json.loads(line)["profile"]
-    config = glob.glob(os.path.join(out, "step-*", "config.json"))[0]
-    return statistics.median(tps), prof, config
+    return statistics.median(tps), prof
 
 
 def run_torch(python, config, B, T, threads, steps, warmup, passive):
@@ -88,6 +106,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--torch-python", default="/usr/bin/python3")
     ap.add_argument("--no-profile", action="store_true", help="ds-pretrain without --profile")
+    ap.add_argument("--vocab", choices=["preset", "tokenizer"], default="preset")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args()
     results = []
@@ -95,28 +114,34 @@ def main():
         tok, data = make_data(work, os.path.join(a.bin, "ds-tokenize"))
         for preset in a.presets.split(","):
             B, T = SHAPES[preset]
+            config = preset_config(a.bin, preset, tok, data, work,
+                                   VOCAB[preset] if a.vocab == "preset" else None)
+            V = json.load(open(config))["vocab_size"]
             for nt in [int(x) for x in a.threads.split(",")]:
-                ours, prof, config = run_ds(a.bin, preset, B, T, nt, a.steps, a.warmup, tok,
-                                            data, work, not a.no_profile)
+                ours, prof = run_ds(a.bin, config, preset, B, T, nt, a.steps, a.warmup, tok,
+                                    data, work, not a.no_profile)
                 # torch: report its best of the default and passive OpenMP wait policies
                 th = {p: run_torch(a.torch_python, config, B, T, nt, a.steps, a.warmup, p)
                       for p in ([False, True] if nt > 1 else [False])}
                 best = max(th.values())
-                r = {"preset": preset, "B": B, "T": T, "threads": nt, "ds_tok_s": ours,
+                r = {"preset": preset, "vocab": V, "B": B, "T": T, "threads": nt, "ds_tok_s": ours,
                      "torch_tok_s": best, "torch_passive": th.get(True), "ratio": ours / best}
                 if prof:
                     r.update({k: prof.get(k) for k in
                               ("gemm_share", "gemm_gflops", "peak_rss_mb", "op_share")})
                 results.append(r)
-                print("%-6s B=%d T=%d threads=%d: ds %.0f tok/s, torch %.0f tok/s -> %.2fx"
-                      % (preset, B, T, nt, ours, best, ours / best), file=sys.stderr, flush=True)
-    print("\n| preset | B x T | threads | ds tok/s | torch tok/s | ratio | GEMM share | "
+                print("%-6s V=%d B=%d T=%d threads=%d: ds %.0f tok/s, torch %.0f tok/s -> %.2fx"
+                      % (preset, V, B, T, nt, ours, best, ours / best), file=sys.stderr, flush=True)
+    print("\nOPENBLAS_CORETYPE=%s (ds and torch share this OpenBLAS)"
+          % os.environ.get("OPENBLAS_CORETYPE", "(auto)"))
+    print("\n| preset | vocab | B x T | threads | ds tok/s | torch tok/s | ratio | GEMM share | "
           "GEMM GFLOP/s | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         g = r.get("gemm_share")
-        print("| %s | %dx%d | %d | %.0f | %.0f | %.2fx | %s | %s | %s |" % (
-            r["preset"], r["B"], r["T"], r["threads"], r["ds_tok_s"], r["torch_tok_s"], r["ratio"],
+        print("| %s | %d | %dx%d | %d | %.0f | %.0f | %.2fx | %s | %s | %s |" % (
+            r["preset"], r["vocab"], r["B"], r["T"], r["threads"], r["ds_tok_s"], r["torch_tok_s"],
+            r["ratio"],
             "%.0f%%" % (100 * g) if g is not None else "-",
             "%.1f" % r["gemm_gflops"] if r.get("gemm_gflops") else "-",
             "%.0f" % r["peak_rss_mb"] if r.get("peak_rss_mb") else "-"))

@@ -119,6 +119,12 @@ int64_t Engine::naive_cache_bytes_per_token() const {
          int64_t(cache_.size());
 }
 
+int64_t Engine::cache_bytes_allocated() const {
+  int64_t n = 0;
+  for (const LayerCache& c : cache_) n += int64_t(c.ckv.nbytes() + c.kpe.nbytes());
+  return n;
+}
+
 Engine::Rows Engine::make_rows(const std::vector<int>& slots, const std::vector<int64_t>& counts,
                                const std::vector<int64_t>& start) const {
   std::vector<int32_t> pos, slot, vis, crow;

@@ -176,6 +176,7 @@ void decode_speculative(Ctx& c, std::vector<Seq*> live) {
 void GenerationStats::add(const GenerationStats& o) {
   prompt_tokens += o.prompt_tokens;
   generated_tokens += o.generated_tokens;
+  decode_tokens += o.decode_tokens;
   prefill_s += o.prefill_s;
   decode_s += o.decode_s;
   main_forwards += o.main_forwards;
@@ -185,7 +186,7 @@ void GenerationStats::add(const GenerationStats& o) {
 
 std::string GenerationStats::json() const {
   const double pf = prefill_s > 0 ? double(prompt_tokens) / prefill_s : 0.0;
-  const double dec = decode_s > 0 ? double(generated_tokens) / decode_s : 0.0;
+  const double dec = decode_s > 0 ? double(decode_tokens) / decode_s : 0.0;
   std::string s = fmt::format(
       "{{\"prompt_tokens\":{},\"generated_tokens\":{},\"prefill_s\":{:.6f},\"decode_s\":{:.6f},"
       "\"prefill_tokens_per_s\":{:.2f},\"decode_tokens_per_s\":{:.2f},\"main_forwards\":{}",
@@ -221,16 +222,18 @@ std::vector<Completion> generate(Engine& engine, const std::vector<std::vector<i
   }
   prefill(c, seqs, prompts);
   const auto t0 = Clock::now();
+  const int64_t before = c.st.generated_tokens;
   std::vector<Seq*> live;
   for (Seq& s : seqs)
     if (!s.stop.done()) live.push_back(&s);
   if (cfg.speculative) decode_speculative(c, live);
   else decode_plain(c, live);
   c.st.decode_s += seconds_since(t0);
+  c.st.decode_tokens += c.st.generated_tokens - before;
   std::vector<Completion> out(seqs.size());
   for (Seq& s : seqs) {
     Completion& o = out[s.index];
-    o.tokens = s.stop.tokens();
+    o.tokens.assign(s.stop.tokens().begin(), s.stop.tokens().end());
     o.text = s.stop.text();
     o.reason = s.stop.finish_reason();
     const std::string tail = s.stop.take_stream();

@@ -18,8 +18,10 @@ GradStats AdamW::grad_stats(const ops::Context& ctx) const {
   GradStats s;
   double sq = 0;
   for (const auto& p : params_.params()) {
-    sq += ops::sum_squares(ctx, p.grad);
-    s.nonfinite += ops::count_nonfinite(ctx, p.grad);
+    const double q = ops::sum_squares(ctx, p.grad);
+    sq += q;
+    // squares summed in double cannot overflow: a finite sum means every element is finite
+    if (!std::isfinite(q)) s.nonfinite += ops::count_nonfinite(ctx, p.grad);
   }
   s.norm = std::sqrt(sq);
   return s;

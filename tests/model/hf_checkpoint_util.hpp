@@ -23,6 +23,7 @@
 #include "ds/model/config.hpp"
 #include "ds/model/params.hpp"
 #include "ds/tokenizer/pretokenizer.hpp"
+#include "ds/tokenizer/tokenizer.hpp"
 
 namespace ds::model::testing {
 

@@ -79,6 +79,7 @@ class Engine {
   // Cache footprint per token (all layers incl. MTP) and the naive full-K/V equivalent.
   int64_t cache_bytes_per_token() const;
   int64_t naive_cache_bytes_per_token() const;
+  int64_t cache_bytes_allocated() const;   // sum of the cache tensors' sizes (S * L positions)
 
  private:
   struct LayerCache;

@@ -34,6 +34,7 @@ struct Completion {
 struct GenerationStats {
   int64_t prompt_tokens = 0;
   int64_t generated_tokens = 0;
+  int64_t decode_tokens = 0;    // generated after the prefill (the first tokens excluded)
   double prefill_s = 0;         // wall time of the prefill forwards (+ MTP prefill)
   double decode_s = 0;          // wall time of everything after prefill
   int64_t main_forwards = 0;    // decode-phase main-model forward calls

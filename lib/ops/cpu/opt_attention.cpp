@@ -3,6 +3,8 @@
 // most a kBq x T score block exists per thread. Softmax in FP32 with max subtraction.
 // Backward (FlashAttention-2 form): P = exp(S - lse), dP = dO V^T, dS = P (dP - rowsum(dO*O)),
 // dQ = scale dS K, dK += scale dS^T Q, dV += P^T dO. Deterministic: one thread per (b, h).
+// Row loops: invisible keys set to -inf, then max / exp_f (vec_math.hpp) / sum in float
+// lanes, compiled for AVX-512/AVX2/baseline (target_clones).
 #include <cblas.h>
 
 #include <algorithm>
@@ -12,12 +14,13 @@
 #include <vector>
 
 #include "opt.hpp"
+#include "vec_math.hpp"
 
 namespace ds::ops::opt {
 
 namespace {
 
-constexpr int64_t kBq = 128;   // query rows per block
+constexpr int64_t kBq = 64;     // query rows per block (causal: later blocks see more keys)
 
 // kfirst[b*T + t]: first key index with the same segment as t (0 without segments).
 std::vector<int64_t> first_keys(const int32_t* seg, int64_t B, int64_t T) {
@@ -54,8 +57,50 @@ void scores(const float* q, const float* k, const ref::AttnDims& d, int64_t b, i
               k + ((b * d.T + blk.klo) * d.H + h) * d.Dk, blasint(ld), 0.0f, S, blasint(nk));
 }
 
-inline bool visible(const int32_t* seg, int64_t b, int64_t T, int64_t t, int64_t j) {
-  return j <= t && (!seg || seg[b * T + j] == seg[b * T + t]);
+// s[j] = -inf for the keys klo + j that query t cannot see (later keys, other segments).
+void mask_row(float* s, int64_t nk, const int32_t* seg, int64_t b, int64_t T, int64_t t,
+              int64_t klo) {
+  const int64_t nvis = t - klo + 1;   // causal limit
+  std::fill(s + nvis, s + nk, -std::numeric_limits<float>::infinity());
+  if (!seg) return;
+  const int32_t* sb = seg + b * T;
+  for (int64_t j = 0; j < nvis; ++j)
+    if (sb[klo + j] != sb[t]) s[j] = -std::numeric_limits<float>::infinity();
+}
+
+// Softmax of one masked score row in place; returns its log-sum-exp.
+DS_CLONES float softmax_row(float* s, int64_t nk) {
+  float mx = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : mx)
+  for (int64_t j = 0; j < nk; ++j) mx = s[j] > mx ? s[j] : mx;
+  float z = 0;
+#pragma omp simd reduction(+ : z)
+  for (int64_t j = 0; j < nk; ++j) {
+    const float p = exp_f(s[j] - mx);
+    s[j] = p;
+    z += p;
+  }
+  const float inv = 1.0f / z;
+#pragma omp simd
+  for (int64_t j = 0; j < nk; ++j) s[j] *= inv;
+  return mx + std::log(z);
+}
+
+// Backward row: p = exp(s - l) (masked s), dp = p * (dp - D).
+DS_CLONES void dsoftmax_row(float* p, float* dp, float l, float D, int64_t nk) {
+#pragma omp simd
+  for (int64_t j = 0; j < nk; ++j) {
+    const float e = exp_f(p[j] - l);
+    p[j] = e;
+    dp[j] = e * (dp[j] - D);
+  }
+}
+
+DS_CLONES float dot_row(const float* a, const float* b, int64_t n) {
+  float s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t e = 0; e < n; ++e) s += a[e] * b[e];
+  return s;
 }
 
 }  // namespace
@@ -73,18 +118,8 @@ void attention_forward(const float* q, const float* k, const float* v, const int
       for (int64_t i = 0; i < nq; ++i) {
         const int64_t t = blk.t0 + i;
         float* s = S.data() + i * nk;
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int64_t j = 0; j < nk; ++j)
-          if (visible(seg, b, d.T, t, blk.klo + j)) mx = std::max(mx, s[j]);
-        double z = 0;
-        for (int64_t j = 0; j < nk; ++j) {
-          const float p = visible(seg, b, d.T, t, blk.klo + j) ? std::exp(s[j] - mx) : 0.0f;
-          s[j] = p;
-          z += p;
-        }
-        const float inv = float(1.0 / z);
-        for (int64_t j = 0; j < nk; ++j) s[j] *= inv;
-        lse[bh * d.T + t] = mx + float(std::log(z));
+        mask_row(s, nk, seg, b, d.T, t, blk.klo);
+        lse[bh * d.T + t] = softmax_row(s, nk);
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(nq), blasint(d.Dv),
                   blasint(nk), 1.0f, S.data(), blasint(nk),
@@ -121,15 +156,10 @@ void attention_backward(const float* q, const float* k, const float* v, const in
         const int64_t t = blk.t0 + i;
         const float* o = out + ((b * d.T + t) * d.H + h) * d.Dv;
         const float* go = do_blk + i * ldv;
-        float D = 0;
-        for (int64_t e = 0; e < d.Dv; ++e) D += go[e] * o[e];
-        const float l = lse[bh * d.T + t];
+        const float D = dot_row(go, o, d.Dv);
         float* p = P.data() + i * nk;
-        float* dp = dP.data() + i * nk;
-        for (int64_t j = 0; j < nk; ++j) {
-          p[j] = visible(seg, b, d.T, t, blk.klo + j) ? std::exp(p[j] - l) : 0.0f;
-          dp[j] = p[j] * (dp[j] - D);
-        }
+        mask_row(p, nk, seg, b, d.T, t, blk.klo);
+        dsoftmax_row(p, dP.data() + i * nk, lse[bh * d.T + t], D, nk);
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(nq), blasint(d.Dk),
                   blasint(nk), scale, dP.data(), blasint(nk), k_blk, blasint(ldk), 0.0f,

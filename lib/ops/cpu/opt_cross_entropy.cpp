@@ -10,8 +10,6 @@
 #include "opt.hpp"
 #include "vec_math.hpp"
 
-#define DS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-
 namespace ds::ops::opt {
 
 namespace {

@@ -5,18 +5,22 @@
 // Branch-free and written with plain float/int operations so GCC auto-vectorises loops that
 // call it at -O3 on baseline x86-64 (and on wider ISAs in target_clones functions).
 // Accuracy: <= 2 ulp for x in [-103, 88.7] (tests/ops/test_vec_math.cpp); exp(-inf) = 0,
-// x < -104 gives 0, x > 88.72 saturates at exp(88.72), NaN stays NaN.
+// x < -104 gives 0, x > 88.72 gives +inf (float overflow), NaN stays NaN.
 #pragma once
 #include <bit>
 #include <cstdint>
+#include <limits>
+
+// Hot loops get an AVX-512, an AVX2 and a baseline build, chosen at load time (ifunc).
+#define DS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
 namespace ds::ops::opt {
 
 // 2^i as a float for i in [-126, 127] (exponent field built directly).
 inline float pow2i(int32_t i) { return std::bit_cast<float>(uint32_t(i + 127) << 23); }
 
-inline float exp_f(float x) {
-  x = x < -104.0f ? -104.0f : x;                 // -inf -> 0 after scaling; NaN passes both
+inline float exp_f(float xin) {
+  float x = xin < -104.0f ? -104.0f : xin;       // -inf -> 0 after scaling; NaN passes both
   x = x > 88.72f ? 88.72f : x;
   constexpr float kShift = 12582912.0f;          // 1.5 * 2^23: t's low bits hold round(x/ln2)
   const float t = x * 1.44269504088896341f + kShift;
@@ -31,7 +35,8 @@ inline float exp_f(float x) {
   p = p * r + 5.0000001201e-1f;
   p = p * (r * r) + r + 1.0f;                    // e^r
   const int32_t h = ni >> 1;                     // 2^n = 2^h * 2^(n-h), both normal
-  return p * pow2i(h) * pow2i(ni - h);
+  const float y = p * pow2i(h) * pow2i(ni - h);
+  return xin > 88.72f ? std::numeric_limits<float>::infinity() : y;   // overflow
 }
 
 }  // namespace ds::ops::opt

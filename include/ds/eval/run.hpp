@@ -1,0 +1,76 @@
+// ds-eval's library entry points: perplexity / bits per byte of texts or token shards,
+// perplexity-based multiple choice, and generation-based exact match (greedy), each on a
+// pretrained checkpoint (ours or a Hugging Face DeepSeek-V3 directory, FP8 included). The
+// options structs hold every flag's default; the tool only binds flags to them.
+//
+// Perplexity: every document is scored after a BOS (prepended unless it starts with one);
+// a text file is one document (UTF-8 bytes = its size); a shard document's bytes are those
+// of its decoded text without special tokens. Long documents are scored in sliding windows
+// (eval::sliding_windows): every target once, with >= window - stride tokens of context.
+// reference: spec §6.1; include/ds/eval/{metrics,tasks,gen_tasks,report}.hpp.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ds/eval/report.hpp"
+#include "ds/model/pretrained.hpp"
+
+namespace ds::eval {
+
+struct CommonEvalOptions {
+  std::string model;          // checkpoint directory (or a ds-pretrain run directory)
+  int64_t limit = 0;          // evaluate the first N documents / items (0: all)
+  std::string log_samples;    // per-example JSONL ("" = none)
+  std::string out;            // report JSON ("" = stdout)
+  int64_t batch_size = 8;     // sequences per forward
+  int threads = 0;            // CPU threads (0: all cores)
+  std::string device = "cpu"; // only cpu is implemented here
+  bool progress = true;       // progress bar on stderr when it is a terminal
+};
+
+struct PerplexityOptions {
+  CommonEvalOptions common;
+  std::string data;                 // dataset dir / manifest.json / shard (ds-tokenize encode)
+  std::vector<std::string> files;   // or text files, one document each
+  int64_t window = 0;               // tokens per window (0: min(max_seq_len, 2048))
+  int64_t stride = 0;               // window start step (0: = window)
+};
+
+struct McOptions {
+  CommonEvalOptions common;
+  std::string task = "piqa";        // a built-in name (data from --data) or a JSONL file
+  std::string data;                 // data file of a built-in task
+  std::string labels;               // labels file (one per line); built-in default next to data
+  std::string context_field, choice_fields /*"a,b"*/, choices_field, gold_field;
+  std::string context_template = "{context}";
+  int gold_base = 0;
+  int64_t shots = 0;
+  uint64_t seed = 1234;             // shot selection
+  int64_t max_len = 0;              // truncate prompts from the left (0: max_seq_len)
+};
+
+struct GenOptions {
+  CommonEvalOptions common;
+  std::string task = "gsm8k";       // "gsm8k" (data from --data) or a JSONL file
+  std::string data;
+  std::string question_field = "question", answer_field = "answer";
+  int64_t shots = 8;                // spec §6.2: GSM8K 8-shot; drawn from the same file
+  uint64_t seed = 1234;
+  std::string answer_regex;         // "" = number after "####", else the last number
+  bool chat = false;                // wrap the prompt in the chat template (user turn)
+  int64_t max_new_tokens = 256;
+};
+
+// Load the model from opts.common.model, evaluate, write the report (and samples); the
+// report is also returned. UsageError for bad option values (device cuda included).
+EvalReport run_perplexity(const PerplexityOptions& opts);
+EvalReport run_mc(const McOptions& opts);
+EvalReport run_generate(const GenOptions& opts);
+
+// The same on an already loaded model (nothing written unless the options say so).
+EvalReport eval_perplexity(model::Pretrained& pt, const PerplexityOptions& opts);
+EvalReport eval_mc(model::Pretrained& pt, const McOptions& opts);
+EvalReport eval_generate(model::Pretrained& pt, const GenOptions& opts);
+
+}  // namespace ds::eval

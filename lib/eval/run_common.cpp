@@ -1,0 +1,84 @@
+// Shared ds-eval plumbing (see run_internal.hpp).
+// reference: include/ds/eval/run.hpp.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+#include "ds/core/error.hpp"
+#include "ds/core/log.hpp"
+#include "ds/io/file.hpp"
+#include "run_internal.hpp"
+
+namespace ds::eval::detail {
+
+void check_common(const CommonEvalOptions& o) {
+  if (o.device != "cpu")
+    DS_THROW(UsageError, "--device {}: ds-eval runs on the CPU only (use --device cpu)", o.device);
+  DS_CHECK_AS(UsageError, o.batch_size >= 1, "--batch-size must be >= 1 (got {})", o.batch_size);
+  DS_CHECK_AS(UsageError, o.threads >= 0, "--threads must be >= 0 (got {})", o.threads);
+  DS_CHECK_AS(UsageError, o.limit >= 0, "--limit must be >= 0 (got {})", o.limit);
+  DS_CHECK_AS(UsageError, !o.model.empty(), "--model DIR is required");
+}
+
+ops::Context make_context(const CommonEvalOptions& o) {
+  ops::Context ctx;
+  ctx.threads = o.threads > 0 ? o.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+  ops::set_cpu_threads(ctx.threads);
+  return ctx;
+}
+
+model::Pretrained load_model_for_eval(const CommonEvalOptions& o) {
+  model::PretrainedOptions po;
+  po.load_mtp = false;   // evaluation uses the main model only
+  return model::load_pretrained(o.model, po);
+}
+
+const tok::Tokenizer& tokenizer_of(const model::Pretrained& pt) {
+  if (!pt.tokenizer) DS_THROW(FormatError, "{}: no tokenizer.json in the checkpoint directory", pt.dir.string());
+  return *pt.tokenizer;
+}
+
+tok::TokenId bos_of(const model::Pretrained& pt) {
+  if (pt.tokenizer)
+    if (auto b = pt.tokenizer->bos_id()) return *b;
+  return tok::TokenId(pt.args.bos_token_id);
+}
+
+size_t limited(size_t n, int64_t limit) { return limit > 0 ? std::min(n, size_t(limit)) : n; }
+
+void write_report(const EvalReport& r, const CommonEvalOptions& o) {
+  const std::string text = r.dump();
+  if (o.out.empty()) {
+    std::cout << text << std::flush;
+  } else {
+    io::write_file_atomic(o.out, text);
+  }
+  std::string summary;
+  for (const Metric& m : r.metrics)
+    summary += fmt::format("{}{} {:.6g}{}", summary.empty() ? "" : ", ", m.name, m.value,
+                           m.stderr_ ? fmt::format(" ± {:.4g}", *m.stderr_) : "");
+  spdlog::info("{}: {}", r.task, summary);
+}
+
+Progress::Progress(std::string label, size_t total, bool enabled)
+    : label_(std::move(label)), total_(total), on_(enabled && total > 0 && log::stderr_is_tty()) {}
+
+Progress::~Progress() {
+  if (on_) std::fputs("\n", stderr);
+}
+
+void Progress::update(size_t done) {
+  if (!on_) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (done < total_ && now - last_ < std::chrono::milliseconds(100)) return;
+  last_ = now;
+  const int width = 30, fill = int(double(width) * double(std::min(done, total_)) / double(total_));
+  std::fprintf(stderr, "\r%s [%s%s] %zu/%zu", label_.c_str(), std::string(size_t(fill), '#').c_str(),
+               std::string(size_t(width - fill), '.').c_str(), done, total_);
+  std::fflush(stderr);
+}
+
+}  // namespace ds::eval::detail

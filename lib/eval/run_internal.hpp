@@ -1,0 +1,40 @@
+// Pieces shared by the ds-eval entry points (run_perplexity.cpp, run_mc.cpp,
+// run_generate.cpp): option checks, the compute context, model loading, report output and a
+// terminal progress bar.
+// reference: include/ds/eval/run.hpp.
+#pragma once
+#include <chrono>
+#include <cstddef>
+#include <string>
+
+#include "ds/eval/run.hpp"
+#include "ds/ops/ops.hpp"
+
+namespace ds::eval::detail {
+
+// UsageError naming the flag: --device other than cpu, --batch-size < 1, --threads < 0,
+// --limit < 0.
+void check_common(const CommonEvalOptions& o);
+ops::Context make_context(const CommonEvalOptions& o);   // also sets the CPU thread count
+model::Pretrained load_model_for_eval(const CommonEvalOptions& o);
+const tok::Tokenizer& tokenizer_of(const model::Pretrained& pt);   // FormatError if absent
+tok::TokenId bos_of(const model::Pretrained& pt);   // tokenizer's BOS, else config bos_token_id
+size_t limited(size_t n, int64_t limit);            // min(n, limit) for limit > 0
+// The report as JSON to o.out (atomically) or stdout, plus a one-line summary in the log.
+void write_report(const EvalReport& r, const CommonEvalOptions& o);
+
+// "label [#####.....] done/total" redrawn on stderr (only when it is a terminal).
+class Progress {
+ public:
+  Progress(std::string label, size_t total, bool enabled);
+  ~Progress();
+  void update(size_t done);
+
+ private:
+  std::string label_;
+  size_t total_;
+  bool on_;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+}  // namespace ds::eval::detail

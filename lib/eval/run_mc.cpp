@@ -1,0 +1,123 @@
+// ds-eval mc: perplexity-based multiple choice -- per item and choice the log-likelihood of
+// " " + choice after the (k-shot) prompt; accuracy and byte-normalised accuracy with
+// standard errors (eval::score_mc / aggregate_mc).
+// reference: spec §6.1 (perplexity-based tasks; PIQA 0-shot); include/ds/eval/tasks.hpp.
+#include <sstream>
+
+#include "ds/core/error.hpp"
+#include "ds/eval/lm_scorer.hpp"
+#include "run_internal.hpp"
+
+namespace ds::eval {
+
+namespace {
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string part; std::getline(ss, part, ',');)
+    if (!part.empty()) out.push_back(part);
+  return out;
+}
+
+bool is_builtin(const std::string& task) { return task == "piqa"; }
+
+// The spec and data file of --task (built-in name + --data, or a JSONL file + field flags).
+McSpec mc_spec(const McOptions& o, fs::path& data) {
+  const bool custom_fields = !o.context_field.empty() || !o.choice_fields.empty() ||
+                             !o.choices_field.empty() || !o.gold_field.empty();
+  if (is_builtin(o.task)) {
+    DS_CHECK_AS(UsageError, !o.data.empty(), "--task {} needs --data FILE (its JSONL file)", o.task);
+    DS_CHECK_AS(UsageError, !custom_fields, "--task {}: field flags apply to a task FILE only", o.task);
+    data = o.data;
+    return builtin_mc_spec(o.task);
+  }
+  DS_CHECK_AS(UsageError, fs::exists(o.task), "--task {}: not a built-in task (piqa) nor a file", o.task);
+  DS_CHECK_AS(UsageError, o.data.empty(), "--data is for built-in tasks; --task {} is the data file", o.task);
+  DS_CHECK_AS(UsageError, !o.context_field.empty(), "--task FILE needs --context-field");
+  DS_CHECK_AS(UsageError, o.choice_fields.empty() != o.choices_field.empty(),
+              "--task FILE needs exactly one of --choice-fields and --choices-field");
+  DS_CHECK_AS(UsageError, o.gold_field.empty() != o.labels.empty(),
+              "--task FILE needs exactly one of --gold-field and --labels");
+  data = o.task;
+  McSpec s;
+  s.name = fs::path(o.task).stem().string();
+  s.context_field = o.context_field;
+  s.choice_fields = split_commas(o.choice_fields);
+  s.choices_field = o.choices_field;
+  s.gold_field = o.gold_field;
+  s.labels_file = !o.labels.empty();
+  s.gold_base = o.gold_base;
+  s.context_template = o.context_template;
+  DS_CHECK_AS(UsageError, s.context_template.find("{context}") != std::string::npos,
+              "--context-template must contain {{context}}");
+  return s;
+}
+
+}  // namespace
+
+EvalReport eval_mc(model::Pretrained& pt, const McOptions& o) {
+  detail::check_common(o.common);
+  DS_CHECK_AS(UsageError, o.shots >= 0 && o.max_len >= 0, "--shots and --max-len must be >= 0");
+  fs::path data;
+  const McSpec spec = mc_spec(o, data);
+  const tok::Tokenizer& tk = detail::tokenizer_of(pt);
+  const ops::Context ctx = detail::make_context(o.common);
+  const std::vector<McItem> all = load_mc(data, spec, o.labels);
+  const size_t n = detail::limited(all.size(), o.common.limit);
+  const size_t max_len = size_t(o.max_len > 0 ? std::min(o.max_len, pt.args.max_seq_len) : pt.args.max_seq_len);
+
+  std::vector<McRequest> texts(n);
+  std::vector<std::vector<ScoredSequence>> seqs(n);
+  std::vector<ScoreRequest> reqs;
+  for (size_t i = 0; i < n; ++i) {
+    std::vector<McItem> shots;
+    for (size_t j : select_shots(all.size(), size_t(o.shots), i, o.seed, i)) shots.push_back(all[j]);
+    texts[i] = build_mc_request(all[i], shots);
+    seqs[i] = tokenize_mc(tk, texts[i], detail::bos_of(pt), max_len);
+  }
+  uint64_t tokens = 0;
+  for (const auto& item : seqs)
+    for (const ScoredSequence& s : item) {
+      reqs.push_back({s.tokens, s.score_begin, s.tokens.size()});
+      tokens += s.tokens.size();
+    }
+  detail::Progress bar(spec.name, reqs.size(), o.common.progress);
+  const auto res = score_requests(*pt.model, ctx, reqs, size_t(o.common.batch_size),
+                                  [&](size_t k) { bar.update(k); });
+
+  std::unique_ptr<SampleLog> log;
+  if (!o.common.log_samples.empty()) log = std::make_unique<SampleLog>(o.common.log_samples);
+  std::vector<McOutcome> outcomes;
+  size_t r = 0;
+  for (size_t i = 0; i < n; ++i) {
+    std::vector<double> ll;
+    std::vector<size_t> bytes;
+    for (const ScoredSequence& s : seqs[i]) ll.push_back(res[r++].logprob), bytes.push_back(s.bytes);
+    outcomes.push_back(score_mc(ll, bytes, all[i].gold));
+    if (log) log->write(mc_sample_record(i, all[i], texts[i], ll, outcomes.back()));
+  }
+  if (log) log->close();
+  const McMetrics m = aggregate_mc(outcomes);
+
+  EvalReport rep;
+  rep.task = spec.name;
+  rep.task_file = data.string();
+  rep.task_fingerprint = file_fingerprint(data);
+  rep.checkpoint_fingerprint = pt.fingerprint;
+  rep.settings = {{"shots", o.shots}, {"seed", o.seed}, {"max_len", max_len}, {"limit", o.common.limit}};
+  rep.add("acc", m.acc);
+  rep.add("acc_norm", m.acc_norm);
+  rep.counts = {{"items", n}, {"requests", reqs.size()}, {"tokens", tokens}};
+  return rep;
+}
+
+EvalReport run_mc(const McOptions& o) {
+  detail::check_common(o.common);
+  model::Pretrained pt = detail::load_model_for_eval(o.common);
+  EvalReport r = eval_mc(pt, o);
+  detail::write_report(r, o.common);
+  return r;
+}
+
+}  // namespace ds::eval

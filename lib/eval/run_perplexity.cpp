@@ -1,0 +1,137 @@
+// ds-eval perplexity: mean NLL, perplexity and bits per byte of text files or token shards,
+// long documents in sliding windows (see include/ds/eval/run.hpp for the conventions).
+// reference: spec §6.1 (BPB = Σ −ln p / (ln 2 × UTF-8 bytes)).
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+
+#include "ds/core/error.hpp"
+#include "ds/data/shard.hpp"
+#include "ds/eval/lm_scorer.hpp"
+#include "ds/io/file.hpp"
+#include "run_internal.hpp"
+
+namespace ds::eval {
+
+namespace {
+
+struct Doc {
+  std::string source;                  // "file" or "shard:doc"
+  std::vector<tok::TokenId> tokens;    // BOS first
+  uint64_t bytes = 0;
+};
+
+std::vector<Doc> text_documents(const model::Pretrained& pt, const PerplexityOptions& o) {
+  const tok::Tokenizer& tk = detail::tokenizer_of(pt);
+  std::vector<Doc> docs;
+  for (size_t i = 0; i < detail::limited(o.files.size(), o.common.limit); ++i) {
+    Doc d;
+    d.source = o.files[i];
+    const std::string text = io::read_file(o.files[i]);
+    DS_CHECK_AS(FormatError, !text.empty(), "{}: empty file", o.files[i]);
+    d.tokens.push_back(detail::bos_of(pt));
+    tk.encode(text, d.tokens, /*match_added_tokens=*/false);
+    d.bytes = text.size();
+    docs.push_back(std::move(d));
+  }
+  return docs;
+}
+
+std::vector<Doc> shard_documents(const model::Pretrained& pt, const PerplexityOptions& o) {
+  const tok::Tokenizer& tk = detail::tokenizer_of(pt);
+  data::Dataset ds(o.data, tk.fingerprint());
+  const tok::TokenId bos = detail::bos_of(pt);
+  std::vector<Doc> docs;
+  for (size_t s = 0; s < ds.n_shards(); ++s) {
+    const data::ShardReader& sh = ds.shard(s);
+    const auto& off = sh.document_offsets();
+    for (size_t k = 0; k + 1 < off.size(); ++k) {
+      if (o.common.limit > 0 && docs.size() >= size_t(o.common.limit)) return docs;
+      Doc d;
+      d.source = fmt::format("{}:{}", sh.path().filename().string(), k);
+      const std::vector<uint32_t> ids = sh.read(off[k], off[k + 1] - off[k]);
+      if (ids.empty() || ids.front() != bos) d.tokens.push_back(bos);
+      d.tokens.insert(d.tokens.end(), ids.begin(), ids.end());
+      d.bytes = tk.decode(d.tokens, /*skip_special=*/true).size();
+      docs.push_back(std::move(d));
+    }
+  }
+  DS_CHECK_AS(FormatError, !docs.empty(), "{}: the dataset holds no documents", o.data);
+  return docs;
+}
+
+void check_options(const model::Pretrained& pt, const PerplexityOptions& o, int64_t& w, int64_t& s) {
+  DS_CHECK_AS(UsageError, o.data.empty() != o.files.empty(),
+              "perplexity: give either --data SHARDS or text FILEs (not both, not neither)");
+  w = o.window > 0 ? o.window : std::min<int64_t>(pt.args.max_seq_len, 2048);
+  s = o.stride > 0 ? o.stride : w;
+  DS_CHECK_AS(UsageError, o.window >= 0 && o.stride >= 0, "--window and --stride must be >= 0");
+  DS_CHECK_AS(UsageError, w <= pt.args.max_seq_len, "--window {} exceeds the model's max_seq_len {}", w,
+              pt.args.max_seq_len);
+  DS_CHECK_AS(UsageError, s <= w, "--stride {} exceeds --window {}", s, w);
+}
+
+}  // namespace
+
+EvalReport eval_perplexity(model::Pretrained& pt, const PerplexityOptions& o) {
+  detail::check_common(o.common);
+  int64_t W = 0, S = 0;
+  check_options(pt, o, W, S);
+  const ops::Context ctx = detail::make_context(o.common);
+  const std::vector<Doc> docs = o.files.empty() ? shard_documents(pt, o) : text_documents(pt, o);
+
+  std::vector<ScoreRequest> reqs;
+  std::vector<size_t> doc_of;
+  for (size_t d = 0; d < docs.size(); ++d)
+    for (const Window& w : sliding_windows(docs[d].tokens.size(), size_t(W), size_t(S))) {
+      reqs.push_back({std::span(docs[d].tokens).subspan(w.begin, w.end + 1 - w.begin),
+                      w.score_begin - w.begin, w.score_end - w.begin});
+      doc_of.push_back(d);
+    }
+  detail::Progress bar("perplexity", reqs.size(), o.common.progress);
+  const auto res = score_requests(*pt.model, ctx, reqs, size_t(o.common.batch_size),
+                                  [&](size_t n) { bar.update(n); });
+
+  std::vector<LossTotals> per_doc(docs.size());
+  for (size_t r = 0; r < reqs.size(); ++r) {
+    per_doc[doc_of[r]].sum_nll -= res[r].logprob;
+    per_doc[doc_of[r]].tokens += res[r].n;
+  }
+  LossTotals total;
+  std::unique_ptr<SampleLog> log;
+  if (!o.common.log_samples.empty()) log = std::make_unique<SampleLog>(o.common.log_samples);
+  for (size_t d = 0; d < docs.size(); ++d) {
+    per_doc[d].bytes = docs[d].bytes;
+    total.add(per_doc[d]);
+    if (log)
+      log->write({{"index", d}, {"source", docs[d].source}, {"tokens", per_doc[d].tokens},
+                  {"bytes", per_doc[d].bytes}, {"sum_nll", per_doc[d].sum_nll},
+                  {"nll", per_doc[d].tokens ? per_doc[d].mean_nll() : 0.0}});
+  }
+  if (log) log->close();
+  DS_CHECK_AS(FormatError, total.tokens > 0, "perplexity: no document has a token to predict");
+
+  EvalReport rep;
+  rep.task = "perplexity";
+  rep.task_file = o.files.empty() ? o.data : (o.files.size() == 1 ? o.files[0] : fmt::format("{} files", o.files.size()));
+  if (o.files.size() == 1) rep.task_fingerprint = file_fingerprint(o.files[0]);
+  rep.checkpoint_fingerprint = pt.fingerprint;
+  rep.settings = {{"window", W}, {"stride", S}, {"input", o.files.empty() ? "shards" : "text"},
+                  {"limit", o.common.limit}};
+  rep.metrics.push_back({"nll", total.mean_nll(), std::nullopt});
+  rep.metrics.push_back({"perplexity", total.perplexity(), std::nullopt});
+  if (total.bytes > 0) rep.metrics.push_back({"bpb", total.bits_per_byte(), std::nullopt});
+  rep.counts = {{"documents", docs.size()}, {"tokens", total.tokens}, {"bytes", total.bytes},
+                {"windows", reqs.size()}};
+  return rep;
+}
+
+EvalReport run_perplexity(const PerplexityOptions& o) {
+  detail::check_common(o.common);
+  model::Pretrained pt = detail::load_model_for_eval(o.common);
+  EvalReport r = eval_perplexity(pt, o);
+  detail::write_report(r, o.common);
+  return r;
+}
+
+}  // namespace ds::eval

@@ -1,0 +1,217 @@
+// run_generate (see generate.hpp): checkpoint loading, prompt rendering/tokenisation, the three
+// I/O modes (--prompt streaming, --jsonl batches, interactive chat) around infer::generate.
+// reference: DeepSeek-V3 generate.py (spec §2.4-2.5); OpenAI-style finish_reason.
+#include "ds/infer/generate.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <thread>
+
+#include "ds/core/error.hpp"
+#include "ds/infer/generator.hpp"
+#include "ds/model/pretrained.hpp"
+
+namespace ds::infer {
+
+namespace {
+
+using json = nlohmann::json;
+
+struct Session {
+  const GenerateOptions& o;
+  model::Pretrained pre;
+  std::optional<TokenText> text;
+  GenerationConfig cfg;
+  GenerationStats stats;
+  std::unique_ptr<Engine> engine;
+};
+
+void validate_options(const GenerateOptions& o) {
+  DS_CHECK_AS(UsageError, !o.model.empty(), "--model is required");
+  DS_CHECK_AS(UsageError, o.device == "cpu" || o.device == "cuda",
+              "--device must be cpu or cuda (got '{}')", o.device);
+  DS_CHECK_AS(UsageError, o.device != "cuda",
+              "--device cuda: not available yet in ds-generate (use --device cpu)");
+  DS_CHECK_AS(UsageError, o.speculative == "none" || o.speculative == "mtp",
+              "--speculative must be none or mtp (got '{}')", o.speculative);
+  DS_CHECK_AS(UsageError, o.max_new_tokens >= 1, "--max-new-tokens must be >= 1 (got {})",
+              o.max_new_tokens);
+  DS_CHECK_AS(UsageError, o.batch_size >= 1, "--batch-size must be >= 1 (got {})", o.batch_size);
+  DS_CHECK_AS(UsageError, o.prefill_chunk >= 1, "--prefill-chunk must be >= 1 (got {})",
+              o.prefill_chunk);
+  DS_CHECK_AS(UsageError, o.threads >= 0, "--threads must be >= 0 (got {})", o.threads);
+  DS_CHECK_AS(UsageError, !(o.has_prompt && o.jsonl), "--prompt and --jsonl are exclusive");
+  DS_CHECK_AS(UsageError, !o.has_prompt || !o.prompt.empty(), "--prompt: empty prompt");
+  for (const std::string& s : o.stop) DS_CHECK_AS(UsageError, !s.empty(), "--stop: empty string");
+}
+
+void open_session(Session& s) {
+  const GenerateOptions& o = s.o;
+  s.pre = model::load_pretrained(o.model, {/*load_mtp=*/o.speculative == "mtp", true});
+  DS_CHECK_AS(UsageError, o.speculative != "mtp" || s.pre.args.n_mtp_layers > 0,
+              "speculative decoding needs an MTP module (num_nextn_predict_layers = 0)");
+  s.text.emplace(*s.pre.tokenizer);
+  s.cfg.sampling = {o.temperature, o.top_k, o.top_p, o.seed};
+  validate(s.cfg.sampling);
+  s.cfg.stop.max_new_tokens = size_t(o.max_new_tokens);
+  s.cfg.stop.stop_strings = o.stop;
+  const auto eos = s.pre.tokenizer->eos_id();
+  s.cfg.stop.stop_ids = {eos ? *eos : tok::TokenId(s.pre.args.eos_token_id)};
+  s.cfg.speculative = o.speculative == "mtp";
+  s.cfg.prefill_chunk = o.prefill_chunk;
+}
+
+// (Re)creates the engine when the needed capacity grows (prompt + new tokens + a verify pair).
+Engine& engine_for(Session& s, int64_t max_prompt, int slots) {
+  const int64_t need = max_prompt + s.o.max_new_tokens + 2;
+  DS_CHECK_AS(UsageError, need - 2 <= s.pre.args.max_seq_len,
+              "prompt of {} tokens + --max-new-tokens {} exceeds the model's max_seq_len {}",
+              max_prompt, s.o.max_new_tokens, s.pre.args.max_seq_len);
+  if (!s.engine || s.engine->capacity() < need || s.engine->slots() < slots) {
+    ops::Context ctx;
+    ctx.threads = s.o.threads > 0 ? s.o.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+    ops::set_cpu_threads(ctx.threads);
+    const int64_t cap = std::min(s.pre.args.max_seq_len + 2, std::max<int64_t>(need, 256));
+    s.engine.reset();
+    s.engine = std::make_unique<Engine>(s.pre.args, *s.pre.store, ctx, EngineOptions{slots, cap});
+  }
+  return *s.engine;
+}
+
+std::vector<int32_t> tokenize_raw(const Session& s, const std::string& text) {
+  std::vector<int32_t> ids;
+  if (auto bos = s.pre.tokenizer->bos_id()) ids.push_back(int32_t(*bos));
+  for (tok::TokenId t : s.pre.tokenizer->encode(text, /*match_added_tokens=*/false))
+    ids.push_back(int32_t(t));
+  return ids;
+}
+
+std::vector<int32_t> tokenize_chat(const Session& s, const std::vector<ChatMessage>& msgs) {
+  DS_CHECK_AS(FormatError, s.pre.chat_template.has_value(),
+              "{}: no usable DeepSeek-V3 chat template ({})", s.pre.dir.string(),
+              s.pre.chat_template_error);
+  const RenderedChat r = s.pre.chat_template->render(msgs, /*add_generation_prompt=*/true);
+  std::vector<int32_t> ids;   // the rendered text starts with the BOS text
+  for (tok::TokenId t : s.pre.tokenizer->encode(r.text, true)) ids.push_back(int32_t(t));
+  return ids;
+}
+
+std::vector<int32_t> tokenize_prompt(const Session& s, const std::string& text) {
+  return s.o.chat ? tokenize_chat(s, {{"user", text, {}}}) : tokenize_raw(s, text);
+}
+
+std::vector<Completion> run_batch(Session& s, const std::vector<std::vector<int32_t>>& prompts,
+                                  const StreamFn& on_text) {
+  int64_t longest = 0;
+  for (const auto& p : prompts) longest = std::max<int64_t>(longest, int64_t(p.size()));
+  Engine& eng = engine_for(s, longest, std::max(int(prompts.size()), s.o.batch_size));
+  return generate(eng, prompts, s.cfg, &*s.text, &s.stats, on_text);
+}
+
+void mode_prompt(Session& s) {
+  const auto ids = tokenize_prompt(s, s.o.prompt);
+  run_batch(s, {ids}, [](size_t, std::string_view t) {
+    std::fwrite(t.data(), 1, t.size(), stdout);
+    std::fflush(stdout);
+  });
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+}
+
+// One JSONL request: {"prompt": str} or {"messages": [...]}, nothing else.
+std::vector<int32_t> parse_request(const Session& s, const std::string& line, size_t lineno) {
+  const std::string src = fmt::format("<stdin>:{}", lineno);
+  json j;
+  try {
+    j = json::parse(line);
+  } catch (const json::exception& e) {
+    DS_THROW(FormatError, "{}: invalid JSON ({})", src, e.what());
+  }
+  DS_CHECK_AS(FormatError, j.is_object(), "{}: expected a JSON object", src);
+  for (auto it = j.begin(); it != j.end(); ++it)
+    DS_CHECK_AS(FormatError, it.key() == "prompt" || it.key() == "messages",
+                "{}: unknown field '{}' (expected 'prompt' or 'messages')", src, it.key());
+  DS_CHECK_AS(FormatError, j.contains("prompt") != j.contains("messages"),
+              "{}: give exactly one of 'prompt' and 'messages'", src);
+  if (j.contains("prompt")) {
+    DS_CHECK_AS(FormatError, j["prompt"].is_string(), "{}: field 'prompt' must be a string", src);
+    const std::string p = j["prompt"].get<std::string>();
+    DS_CHECK_AS(FormatError, !p.empty(), "{}: field 'prompt' is empty", src);
+    return tokenize_prompt(s, p);
+  }
+  const auto msgs = parse_messages(j["messages"].dump(), src);
+  DS_CHECK_AS(FormatError, !msgs.empty(), "{}: field 'messages' is empty", src);
+  return tokenize_chat(s, msgs);
+}
+
+void mode_jsonl(Session& s) {
+  std::vector<std::vector<int32_t>> batch;
+  auto flush = [&] {
+    if (batch.empty()) return;
+    for (const Completion& c : run_batch(s, batch, {})) {
+      json out = {{"completion", c.text}, {"tokens", c.tokens.size()},
+                  {"finish_reason", std::string(to_string(c.reason))}};
+      std::cout << out.dump() << '\n';
+    }
+    std::cout.flush();
+    batch.clear();
+  };
+  std::string line;
+  for (size_t lineno = 1; std::getline(std::cin, line); ++lineno) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    batch.push_back(parse_request(s, line, lineno));
+    if (int(batch.size()) == s.o.batch_size) flush();
+  }
+  flush();
+}
+
+void mode_interactive(Session& s) {
+  std::vector<ChatMessage> history;
+  std::string line;
+  while (true) {
+    std::fputs(">>> ", stdout);
+    std::fflush(stdout);
+    if (!std::getline(std::cin, line)) break;
+    if (line.empty()) continue;
+    if (line == "/exit") break;
+    if (line == "/clear") {
+      history.clear();
+      continue;
+    }
+    history.push_back({"user", line, {}});
+    const auto out = run_batch(s, {tokenize_chat(s, history)}, [](size_t, std::string_view t) {
+      std::fwrite(t.data(), 1, t.size(), stdout);
+      std::fflush(stdout);
+    });
+    std::fputc('\n', stdout);
+    history.push_back({"assistant", out[0].text, {}});
+  }
+}
+
+}  // namespace
+
+void run_generate(const GenerateOptions& o) {
+  validate_options(o);
+  const bool tty = ::isatty(0) != 0;
+  DS_CHECK_AS(UsageError, o.has_prompt || o.jsonl || tty,
+              "give --prompt TEXT or --jsonl (stdin is not a terminal)");
+  Session s{o, {}, {}, {}, {}, {}};
+  open_session(s);
+  if (o.has_prompt) mode_prompt(s);
+  else if (o.jsonl) mode_jsonl(s);
+  else mode_interactive(s);
+  if (o.stats && s.engine) {
+    std::string j = s.stats.json();
+    j.pop_back();
+    std::fprintf(stderr, "%s,\"kv_cache_bytes_per_token\":%lld,\"naive_kv_bytes_per_token\":%lld}\n",
+                 j.c_str(), (long long)s.engine->cache_bytes_per_token(),
+                 (long long)s.engine->naive_cache_bytes_per_token());
+  }
+}
+
+}  // namespace ds::infer

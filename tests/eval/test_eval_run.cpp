@@ -1,0 +1,283 @@
+// ds-eval end to end on a tiny random FP8 Hugging Face-format checkpoint: perplexity equals
+// exp of the mean NLL computed independently with Transformer::forward_logits; sliding
+// windows (stride = window) equal hand-made chunks and a window covering the document does
+// not depend on the stride; batching does not change results; multiple choice accuracy is
+// the one computed by hand from logits; greedy generation matches a hand-written greedy loop;
+// the report JSON fields; the CLI's outputs, exit codes and one-line errors.
+// reference: include/ds/eval/run.hpp; spec §6.1.
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sys/wait.h>
+
+#include "../model/hf_checkpoint_util.hpp"
+#include "../model/model_test_util.hpp"
+#include "ds/core/error.hpp"
+#include "ds/eval/metrics.hpp"
+#include "ds/eval/run.hpp"
+#include "ds/io/file.hpp"
+#include "ds/ops/ops.hpp"
+#include "eval_test_util.hpp"
+
+using namespace ds;
+using ds::eval::testing::TempDir;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kText =
+    "the ant ran to the hill and the hen sat on the nest; then the ant and the hen ate the corn "
+    "and the sun set on the hill. an ant, a hen, the end.";
+
+struct Fixture {
+  TempDir tmp;
+  fs::path ckpt;
+  model::Pretrained pt;
+  Fixture() {
+    model::ModelArgs a = model::testing::micro_args();
+    a.vocab_size = 264;
+    a.max_seq_len = 64;
+    model::ParamStore ps;
+    model::Transformer m(a, ps);
+    ps.init(77);
+    model::testing::HfWriteOptions o;
+    o.block = 8;
+    ckpt = tmp.path() / "ckpt";
+    model::testing::write_hf_checkpoint(ckpt, ps, a, o);
+    pt = model::load_pretrained(ckpt);
+  }
+  eval::CommonEvalOptions common(size_t batch = 4) const {
+    eval::CommonEvalOptions c;
+    c.model = ckpt.string();
+    c.batch_size = int64_t(batch);
+    c.threads = 1;
+    c.progress = false;
+    return c;
+  }
+  std::vector<tok::TokenId> doc(const std::string& text) const {
+    std::vector<tok::TokenId> t{*pt.tokenizer->bos_id()};
+    pt.tokenizer->encode(text, t, false);
+    return t;
+  }
+  // Σ −ln p(t[i+1] | t[0..i]) for targets [first, last] with inputs t[0, last), one forward.
+  double nll(const std::vector<tok::TokenId>& t, size_t first = 1) {
+    Tensor in = Tensor::empty({1, int64_t(t.size() - 1)}, DType::i32);
+    for (size_t i = 0; i + 1 < t.size(); ++i) in.i32()[i] = int32_t(t[i]);
+    Tensor logits;
+    ops::Context ctx;
+    pt.model->forward_logits(ctx, in, logits);
+    const int64_t V = pt.args.vocab_size;
+    double s = 0;
+    for (size_t i = first; i < t.size(); ++i) {
+      const float* row = logits.f32() + int64_t(i - 1) * V;
+      double mx = -1e30, z = 0;
+      for (int64_t v = 0; v < V; ++v) mx = std::max(mx, double(row[v]));
+      for (int64_t v = 0; v < V; ++v) z += std::exp(double(row[v]) - mx);
+      s += -(double(row[t[i]]) - mx - std::log(z));
+    }
+    return s;
+  }
+};
+
+double metric(const eval::EvalReport& r, const std::string& name) {
+  for (const auto& m : r.metrics)
+    if (m.name == name) return m.value;
+  FAIL("no metric " << name);
+  return 0;
+}
+
+struct Cmd {
+  int rc;
+  std::string out;
+};
+Cmd run_cli(const std::string& args) {
+  const std::string cmd = std::string(DS_EVAL_BIN) + " " + args + " 2>&1";
+  FILE* f = popen(cmd.c_str(), "r");
+  REQUIRE(f);
+  std::string out;
+  std::array<char, 4096> buf;
+  while (size_t n = fread(buf.data(), 1, buf.size(), f)) out.append(buf.data(), n);
+  const int st = pclose(f);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+}  // namespace
+
+TEST_CASE("ds-eval perplexity: exp of the independently computed mean NLL; BPB; windows") {
+  Fixture fx;
+  const std::string text = std::string(kText).substr(0, 40);
+  const fs::path f = fx.tmp.write("short.txt", text);
+  const auto t = fx.doc(text);
+  REQUIRE(t.size() < 64);
+  eval::PerplexityOptions o;
+  o.common = fx.common();
+  o.files = {f.string()};
+  const eval::EvalReport r = eval::eval_perplexity(fx.pt, o);
+  const double sum = fx.nll(t), mean = sum / double(t.size() - 1);
+  CHECK(metric(r, "nll") == doctest::Approx(mean).epsilon(1e-6));
+  CHECK(metric(r, "perplexity") == doctest::Approx(std::exp(mean)).epsilon(1e-6));
+  CHECK(metric(r, "bpb") == doctest::Approx(sum / (std::log(2.0) * double(text.size()))).epsilon(1e-6));
+  const json j = r.to_json();
+  for (const char* k : {"task", "task_file", "task_fingerprint", "checkpoint_fingerprint", "settings", "metrics", "counts"})
+    CHECK(j.contains(k));
+  CHECK(j["checkpoint_fingerprint"] == fx.pt.fingerprint);
+  CHECK(j["counts"]["tokens"] == t.size() - 1);
+  CHECK(j["counts"]["bytes"] == text.size());
+
+  // A window covering the whole document: the stride does not matter.
+  o.common.batch_size = 1;
+  o.window = 64;
+  o.stride = 7;
+  CHECK(metric(eval::eval_perplexity(fx.pt, o), "nll") == doctest::Approx(mean).epsilon(1e-6));
+
+  // A long document, stride = window = 16: disjoint chunks computed by hand.
+  const fs::path g = fx.tmp.write("long.txt", kText);
+  const auto lt = fx.doc(kText);
+  REQUIRE(lt.size() > 64);
+  double hand = 0;
+  for (size_t b = 0; b + 1 < lt.size(); b += 16) {   // targets b+1..end; the last chunk
+    const size_t end = std::min(b + 16, lt.size() - 1);  // keeps 16 inputs (more context)
+    const size_t begin = end > 16 ? end - 16 : 0;
+    hand += fx.nll(std::vector<tok::TokenId>(lt.begin() + std::ptrdiff_t(begin), lt.begin() + std::ptrdiff_t(end) + 1),
+                   b + 1 - begin);
+  }
+  o.files = {g.string()};
+  o.window = 16;
+  o.stride = 16;
+  const eval::EvalReport rl = eval::eval_perplexity(fx.pt, o);
+  CHECK(metric(rl, "nll") == doctest::Approx(hand / double(lt.size() - 1)).epsilon(1e-6));
+  // Overlapping windows: every token still scored once, with more context (a different value).
+  o.stride = 4;
+  const eval::EvalReport ro = eval::eval_perplexity(fx.pt, o);
+  CHECK(ro.to_json()["counts"]["tokens"] == lt.size() - 1);
+  CHECK(metric(ro, "nll") != doctest::Approx(metric(rl, "nll")).epsilon(1e-9));
+  // Batching several windows / files per forward gives the same numbers.
+  o.common.batch_size = 8;
+  o.files = {g.string(), f.string()};
+  const double batched = metric(eval::eval_perplexity(fx.pt, o), "nll");
+  o.common.batch_size = 1;
+  CHECK(metric(eval::eval_perplexity(fx.pt, o), "nll") == doctest::Approx(batched).epsilon(1e-6));
+}
+
+TEST_CASE("ds-eval mc: accuracy computed by hand from logits; sample log") {
+  Fixture fx;
+  const fs::path data = fx.tmp.write("items.jsonl",
+      "{\"q\": \"the ant ran to the\", \"a\": \"hill\", \"b\": \"sun and the corn\", \"label\": 0}\n"
+      "{\"q\": \"the hen sat on\", \"a\": \"a nest\", \"b\": \"the end\", \"label\": 1}\n"
+      "{\"q\": \"then the ant\", \"a\": \"ate\", \"b\": \"and the hen ate the corn\", \"label\": 1}\n"
+      "{\"q\": \"an ant, a hen,\", \"a\": \"the end.\", \"b\": \"the sun\", \"label\": 0}\n");
+  eval::McOptions o;
+  o.common = fx.common(3);
+  o.common.log_samples = (fx.tmp.path() / "samples.jsonl").string();
+  o.task = data.string();
+  o.context_field = "q";
+  o.choice_fields = "a,b";
+  o.gold_field = "label";
+  const eval::EvalReport r = eval::eval_mc(fx.pt, o);
+
+  const std::vector<std::array<std::string, 3>> items = {
+      {"the ant ran to the", "hill", "sun and the corn"}, {"the hen sat on", "a nest", "the end"},
+      {"then the ant", "ate", "and the hen ate the corn"}, {"an ant, a hen,", "the end.", "the sun"}};
+  const std::vector<size_t> gold = {0, 1, 1, 0};
+  size_t correct = 0, correct_norm = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    double best = -1e30, best_norm = -1e30;
+    size_t pred = 0, pred_norm = 0;
+    for (size_t c = 1; c <= 2; ++c) {
+      auto t = fx.doc(items[i][0]);
+      const size_t start = t.size();
+      fx.pt.tokenizer->encode(" " + items[i][c], t, false);
+      const double ll = -fx.nll(t, start);
+      const double norm = ll / double(items[i][c].size() + 1);
+      if (ll > best) best = ll, pred = c - 1;
+      if (norm > best_norm) best_norm = norm, pred_norm = c - 1;
+    }
+    correct += pred == gold[i];
+    correct_norm += pred_norm == gold[i];
+  }
+  const double acc = double(correct) / 4;
+  CHECK(metric(r, "acc") == doctest::Approx(acc));
+  CHECK(metric(r, "acc_norm") == doctest::Approx(double(correct_norm) / 4));
+  CHECK(r.metrics[0].stderr_.value() == doctest::Approx(std::sqrt(acc * (1 - acc) / 4)));
+  const std::string log = io::read_file(o.common.log_samples);
+  CHECK(std::count(log.begin(), log.end(), '\n') == 4);
+
+  // Errors: an unknown field names the file, line and field; an empty file.
+  o.common.log_samples.clear();
+  o.context_field = "question";
+  CHECK_THROWS_WITH_AS(eval::eval_mc(fx.pt, o), doctest::Contains("question"), FormatError);
+  o.task = fx.tmp.write("empty.jsonl", "").string();
+  o.context_field = "q";
+  CHECK_THROWS_AS(eval::eval_mc(fx.pt, o), FormatError);
+}
+
+TEST_CASE("ds-eval generate: greedy exact match equals a hand-written greedy loop") {
+  Fixture fx;
+  const fs::path data = fx.tmp.write("gen.jsonl",
+      "{\"question\": \"the ant ran to\", \"answer\": \"the hill #### 4\"}\n"
+      "{\"question\": \"an ant, a hen\", \"answer\": \"the end #### 7\"}\n");
+  eval::GenOptions o;
+  o.common = fx.common(2);
+  o.common.log_samples = (fx.tmp.path() / "gen_samples.jsonl").string();
+  o.task = data.string();
+  o.shots = 0;
+  o.max_new_tokens = 6;
+  const eval::EvalReport r = eval::eval_generate(fx.pt, o);
+  CHECK(r.to_json()["metrics"].contains("exact_match"));
+  CHECK(r.to_json()["counts"]["items"] == 2);
+  std::ifstream in(o.common.log_samples);
+  std::string line;
+  std::getline(in, line);
+  const json rec = json::parse(line);
+  // Hand-written greedy decoding of the first prompt with forward_logits.
+  auto t = fx.doc("Question: the ant ran to\nAnswer:");
+  std::vector<tok::TokenId> gen;
+  for (int k = 0; k < 6; ++k) {
+    Tensor in_t = Tensor::empty({1, int64_t(t.size())}, DType::i32);
+    for (size_t i = 0; i < t.size(); ++i) in_t.i32()[i] = int32_t(t[i]);
+    Tensor logits;
+    ops::Context ctx;
+    fx.pt.model->forward_logits(ctx, in_t, logits);
+    const float* row = logits.f32() + int64_t(t.size() - 1) * fx.pt.args.vocab_size;
+    const tok::TokenId best = tok::TokenId(std::max_element(row, row + fx.pt.args.vocab_size) - row);
+    if (int64_t(best) == fx.pt.args.eos_token_id || best == *fx.pt.tokenizer->eos_id()) break;
+    gen.push_back(best);
+    t.push_back(best);
+  }
+  const std::string want = fx.pt.tokenizer->decode(gen);
+  CHECK(rec["completion"].get<std::string>() == want.substr(0, want.find("Question:")));
+}
+
+TEST_CASE("ds-eval CLI: report, exit codes, one-line errors") {
+  Fixture fx;
+  const fs::path f = fx.tmp.write("t.txt", kText);
+  const fs::path out = fx.tmp.path() / "report.json";
+  const std::string model = " --model " + fx.ckpt.string() + " --threads 1 --log-level warn";
+  Cmd c = run_cli("perplexity" + model + " --window 32 --out " + out.string() + " " + f.string());
+  INFO(c.out);
+  CHECK(c.rc == 0);
+  const json j = json::parse(io::read_file(out));
+  CHECK(j["task"] == "perplexity");
+  CHECK(j["metrics"]["bpb"]["value"].get<double>() > 0);
+  c = run_cli("perplexity" + model + " " + f.string());   // report on stdout
+  CHECK(c.rc == 0);
+  CHECK(json::parse(c.out)["settings"]["window"] == 64);
+
+  auto one_line_error = [](const Cmd& r, int rc, const std::string& needle) {
+    INFO(r.out);
+    CHECK(r.rc == rc);
+    CHECK(r.out.find(needle) != std::string::npos);
+    CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);
+  };
+  one_line_error(run_cli("perplexity" + model + " --device cuda " + f.string()), 2, "CPU only");
+  one_line_error(run_cli("perplexity --model " + fx.tmp.path().string() + " --log-level warn " + f.string()), 1,
+                 "not a model checkpoint");
+  one_line_error(run_cli("perplexity" + model + " " + fx.tmp.write("e.txt", "").string()), 1, "empty file");
+  one_line_error(run_cli("perplexity" + model), 2, "either --data");
+  one_line_error(run_cli("mc" + model + " --task piqa"), 2, "needs --data");
+}
