@@ -4,7 +4,9 @@
 #   1. ds-tokenize train   a 4096-token byte-level BPE tokenizer
 #   2. ds-tokenize encode  the corpus into checksummed token shards
 #   3. ds-pretrain         the tiny DeepSeek-V3 model for a few minutes, loss falling
-#   4. gnuplot             the loss curves as a PNG (examples/plot-loss.gp)
+#   4. gnuplot             the loss curves as a PNG (examples/plot-loss.sh)
+#   5. ds-eval             perplexity and bits per byte on held-out text (Revelation 22)
+#   6. ds-generate         a greedy continuation of "In the beginning" 
 # Everything lands in runs/quickstart/ (override with QUICKSTART_DIR). Re-running resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +20,9 @@ BIN=build/bin
 mkdir -p "$R"
 
 if [ ! -s "$R/kjv.txt" ]; then
-  bible "Gen1:1-Rev22:21" > "$R/kjv.txt.tmp" && mv "$R/kjv.txt.tmp" "$R/kjv.txt"
+  bible "Gen1:1-Rev21:27" > "$R/kjv.txt.tmp" && mv "$R/kjv.txt.tmp" "$R/kjv.txt"
 fi
+[ -s "$R/heldout.txt" ] || bible "Rev22:1-Rev22:21" > "$R/heldout.txt"
 if [ ! -f "$R/tokenizer/tokenizer.json" ]; then
   "$BIN/ds-tokenize" train --vocab-size 4096 --out "$R/tokenizer" --threads "$THREADS" "$R/kjv.txt"
 fi
@@ -38,4 +41,10 @@ if command -v gnuplot >/dev/null; then
   bash examples/plot-loss.sh "$R/pretrain/metrics.jsonl" "$R/pretrain/loss.png"
   echo "quickstart: loss curves in $R/pretrain/loss.png"
 fi
+echo "quickstart: held-out perplexity (ds-eval):"
+"$BIN/ds-eval" perplexity --model "$R/pretrain" --threads "$THREADS" --no-progress "$R/heldout.txt"
+echo "quickstart: a greedy continuation (ds-generate):"
+"$BIN/ds-generate" --model "$R/pretrain" --prompt "In the beginning" --max-new-tokens 40 \
+  --threads "$THREADS"
+echo
 echo "quickstart: done; checkpoints in $R/pretrain/"

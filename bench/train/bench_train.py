@@ -1,13 +1,11 @@
 #!/usr/bin/env python3
-# Training-throughput benchmark: ds-pretrain vs the PyTorch reference model
-# (tests/model/torch_ref/bench_torch_train.py) on the same config.json, batch and sequence
-# length, at 1 and 2 threads, in one run. Prints a table of median tokens/s (steps after the
-# warm-up), the ratio, and ds's GEMM share / GEMM GFLOP/s / peak RSS from --profile.
-# The model is the preset at its own vocabulary (tiny 4096, small 32000: config.json of a
-# 1-step preset run with vocab_size restored, passed to both sides), or with --vocab tokenizer
-# the preset resized to the generated corpus's 2048-id tokenizer (what --preset + --tokenizer
-# does). Usage: bench_train.py --bin BUILD/bin [--presets tiny,small] [--threads 1,2]
-#   [--steps 8] [--vocab preset|tokenizer] [--torch-python /usr/bin/python3] [--json out.json]
+# Training throughput: ds-pretrain vs the PyTorch reference (tests/model/torch_ref/
+# bench_torch_train.py) on one config.json (the preset at its own vocab, or --vocab tokenizer:
+# resized to the generated corpus's 2048-id tokenizer), same batch and length, at 1 and 2
+# threads; torch's OpenBLAS capped at the thread count. Prints median tokens/s after warm-up,
+# the ratio, ds's GEMM share / GFLOP/s / peak RSS (--profile). Usage: bench_train.py --bin
+# BUILD/bin [--presets tiny,small] [--threads 1,2] [--steps 8] [--vocab preset|tokenizer]
+#   [--torch-python /usr/bin/python3] [--json out.json]
 import argparse
 import glob
 import json
@@ -87,10 +85,9 @@ def run_ds(bin_dir, config, preset, B, T, threads, steps, warmup, tok, data, wor
     return statistics.median(tps), prof
 
 
-def run_torch(python, config, B, T, threads, steps, warmup, passive):
+def run_torch(python, config, B, T, threads, steps, warmup, extra_env):
     env = dict(os.environ)
-    if passive:
-        env["OMP_WAIT_POLICY"] = "passive"
+    env.update(extra_env)
     stdout, _ = sh([python, TORCH_BENCH, "--config", config, "--batch", B, "--seq", T,
                     "--threads", threads, "--steps", steps, "--warmup", warmup], env=env)
     m = re.search(r"([0-9.]+) tokens/s", stdout)
@@ -107,6 +104,8 @@ def main():
     ap.add_argument("--torch-python", default="/usr/bin/python3")
     ap.add_argument("--no-profile", action="store_true", help="ds-pretrain without --profile")
     ap.add_argument("--vocab", choices=["preset", "tokenizer"], default="preset")
+    ap.add_argument("--no-uncapped", action="store_true",
+                    help="skip the 1-thread torch run with OpenBLAS on all cores")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args()
     results = []
@@ -120,31 +119,45 @@ def main():
             for nt in [int(x) for x in a.threads.split(",")]:
                 ours, prof = run_ds(a.bin, config, preset, B, T, nt, a.steps, a.warmup, tok,
                                     data, work, not a.no_profile)
-                # torch: report its best of the default and passive OpenMP wait policies
-                th = {p: run_torch(a.torch_python, config, B, T, nt, a.steps, a.warmup, p)
-                      for p in ([False, True] if nt > 1 else [False])}
-                best = max(th.values())
+                # torch.set_num_threads() does not reach OpenBLAS, whose own pthreads use every
+                # core unless OPENBLAS_NUM_THREADS says otherwise: cap it at the thread count
+                # (torch's best of the settings below is reported; "uncapped" for reference).
+                variants = {"blas%d" % nt: {"OPENBLAS_NUM_THREADS": str(nt)}}
+                if nt > 1:
+                    variants["blas%d_passive" % nt] = {"OPENBLAS_NUM_THREADS": str(nt),
+                                                       "OMP_WAIT_POLICY": "passive"}
+                    variants["blas1"] = {"OPENBLAS_NUM_THREADS": "1"}
+                th = {k: run_torch(a.torch_python, config, B, T, nt, a.steps, a.warmup, e)
+                      for k, e in variants.items()}
+                best_k = max(th, key=th.get)
+                best = th[best_k]
+                unc = run_torch(a.torch_python, config, B, T, nt, a.steps, a.warmup,
+                                {}) if nt == 1 and not a.no_uncapped else None
                 r = {"preset": preset, "vocab": V, "B": B, "T": T, "threads": nt, "ds_tok_s": ours,
-                     "torch_tok_s": best, "torch_passive": th.get(True), "ratio": ours / best}
+                     "torch_tok_s": best, "torch_setting": best_k, "torch_variants": th,
+                     "torch_uncapped_blas": unc, "ratio": ours / best}
                 if prof:
                     r.update({k: prof.get(k) for k in
                               ("gemm_share", "gemm_gflops", "peak_rss_mb", "op_share")})
                 results.append(r)
-                print("%-6s V=%d B=%d T=%d threads=%d: ds %.0f tok/s, torch %.0f tok/s -> %.2fx"
-                      % (preset, V, B, T, nt, ours, best, ours / best), file=sys.stderr, flush=True)
+                print("%-6s V=%d B=%d T=%d threads=%d: ds %.0f tok/s, torch %.0f tok/s (%s; all "
+                      "settings %s; uncapped OpenBLAS %s) -> %.2fx"
+                      % (preset, V, B, T, nt, ours, best, best_k, th, unc, ours / best),
+                      file=sys.stderr, flush=True)
     print("\nOPENBLAS_CORETYPE=%s (ds and torch share this OpenBLAS)"
           % os.environ.get("OPENBLAS_CORETYPE", "(auto)"))
     print("\n| preset | vocab | B x T | threads | ds tok/s | torch tok/s | ratio | GEMM share | "
-          "GEMM GFLOP/s | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "GEMM GFLOP/s | peak RSS MB | torch, OpenBLAS uncapped |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         g = r.get("gemm_share")
-        print("| %s | %d | %dx%d | %d | %.0f | %.0f | %.2fx | %s | %s | %s |" % (
+        print("| %s | %d | %dx%d | %d | %.0f | %.0f | %.2fx | %s | %s | %s | %s |" % (
             r["preset"], r["vocab"], r["B"], r["T"], r["threads"], r["ds_tok_s"], r["torch_tok_s"],
             r["ratio"],
             "%.0f%%" % (100 * g) if g is not None else "-",
             "%.1f" % r["gemm_gflops"] if r.get("gemm_gflops") else "-",
-            "%.0f" % r["peak_rss_mb"] if r.get("peak_rss_mb") else "-"))
+            "%.0f" % r["peak_rss_mb"] if r.get("peak_rss_mb") else "-",
+            "%.0f" % r["torch_uncapped_blas"] if r.get("torch_uncapped_blas") else "-"))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -30,10 +30,10 @@ GradStats AdamW::grad_stats(const ops::Context& ctx) const {
 void AdamW::step(const ops::Context& ctx, float lr, const GradStats& stats) {
   ++step_;
   // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when norm > max_norm.
-  if (opts_.clip_norm > 0 && stats.norm > opts_.clip_norm) {
-    float c = float(opts_.clip_norm / (stats.norm + 1e-6));
-    for (auto& p : params_.params()) ops::scale_(ctx, p.grad, c);
-  }
+  // The factor is applied inside AdamW as it reads each gradient (the same float product as
+  // scaling the gradients first, without a separate pass over them).
+  float c = 1.0f;
+  if (opts_.clip_norm > 0 && stats.norm > opts_.clip_norm) c = float(opts_.clip_norm / (stats.norm + 1e-6));
   size_t i = 0;
   for (auto& p : params_.params()) {
     ops::AdamWParams ap;
@@ -43,6 +43,7 @@ void AdamW::step(const ops::Context& ctx, float lr, const GradStats& stats) {
     ap.eps = opts_.eps;
     ap.weight_decay = p.info.decay ? opts_.weight_decay : 0.0f;
     ap.step = step_;
+    ap.grad_scale = c;
     ops::adamw_step(ctx, p.value, p.grad, m_[i], v_[i], ap);
     ++i;
   }

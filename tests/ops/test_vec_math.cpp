@@ -1,7 +1,8 @@
 // The vectorisable exp of the optimised kernels (cpu/vec_math.hpp) against the correctly
 // rounded float of a double exp (<= 2 ulp over the softmax range, exact special values), the
 // fused cross-entropy forward+backward (in place and not) against the reference, GEMM
-// partitioning over threads against the reference, and the ops profiler's bookkeeping.
+// partitioning over threads against the reference, the ops profiler's bookkeeping, and
+// AdamW's grad_scale (clipping folded into the update).
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -109,4 +110,24 @@ TEST_CASE("profiler: calls, seconds and GEMM FLOPs per op, families") {
   CHECK(Profiler::family_of("scatter_add_rows") == "moe");
   prof.clear();
   CHECK(prof.entries().empty());
+}
+
+TEST_CASE("adamw_step: grad_scale == scaling the gradient first (bit-exact), F32 and BF16") {
+  for (DType mt : {DType::f32, DType::bf16})
+    for (const Context& c : {opt_ctx(2), ref_ctx()}) {
+      const int64_t n = 70000;   // several chunks
+      Tensor p0 = rand_f32({n}), g = rand_f32({n}, -3, 3);
+      Tensor pa = p0.clone(), pb = p0.clone(), gs = g.clone();
+      Tensor ma = Tensor::zeros({n}, mt), va = Tensor::zeros({n}, mt);
+      Tensor mb = Tensor::zeros({n}, mt), vb = Tensor::zeros({n}, mt);
+      AdamWParams ap;
+      ap.lr = 1e-2f;
+      ap.weight_decay = 0.1f;
+      scale_(c, gs, 0.37f);
+      adamw_step(c, pa, gs, ma, va, ap);           // pre-scaled gradient
+      ap.grad_scale = 0.37f;
+      adamw_step(c, pb, g, mb, vb, ap);            // scale applied while reading
+      CHECK(max_abs_diff(pa, pb) == 0);
+      CHECK(max_abs_diff(p0, pb) > 0);
+    }
 }

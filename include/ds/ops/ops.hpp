@@ -173,6 +173,7 @@ double sum(const Context& ctx, const Tensor& x);                               /
 struct AdamWParams {
   float lr = 0, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.0f;
   int64_t step = 1;
+  float grad_scale = 1.0f;   // the gradient is read as grad * grad_scale (global-norm clipping)
 };
 void adamw_step(const Context& ctx, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                 const AdamWParams& p);

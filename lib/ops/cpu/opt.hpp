@@ -9,6 +9,12 @@
 
 namespace ds::ops::opt {
 
+// Threads for a loop over `work` elements: memory-bound loops below kParMinWork run on the
+// calling thread (a fork/join and the cross-core cache traffic cost more than they save).
+// The kernels that use it give the same results for any thread count.
+constexpr int64_t kParMinWork = int64_t(1) << 18;
+inline int par_threads(int64_t work, int nt) { return work >= kParMinWork ? nt : 1; }
+
 // ---- opt_gemm.cpp ----
 // Output split into nt panels over OpenMP threads (OpenBLAS itself single-threaded).
 void matmul(const float* a, const float* b, float* c, int64_t M, int64_t N, int64_t K,

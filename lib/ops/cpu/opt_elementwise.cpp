@@ -39,7 +39,7 @@ inline uint16_t to_bf16(float f) {   // f32_to_bf16 (ds/core/dtype.hpp) without 
 inline float from_bf16(uint16_t h) { return std::bit_cast<float>(uint32_t(h) << 16); }
 
 struct AdamConsts {
-  float decay, w1, fb2, w2, step_size, bc2_sqrt, eps;
+  float decay, w1, fb2, w2, step_size, bc2_sqrt, eps, gs;
   bool lerp_lo;   // ATen lerp branch for the scalar weight w1
 };
 
@@ -48,14 +48,14 @@ template <bool M16, bool V16, bool LO>
 DS_CLONES void adamw_chunk(float* param, const float* grad, void* mp, void* vp, int64_t n,
                            const AdamConsts& c) {
   const float decay = c.decay, w1 = c.w1, fb2 = c.fb2, w2 = c.w2, step_size = c.step_size,
-              bc2_sqrt = c.bc2_sqrt, eps = c.eps;
+              bc2_sqrt = c.bc2_sqrt, eps = c.eps, gs = c.gs;
   float* m32 = static_cast<float*>(mp);
   float* v32 = static_cast<float*>(vp);
   uint16_t* m16 = static_cast<uint16_t*>(mp);
   uint16_t* v16 = static_cast<uint16_t*>(vp);
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
-    const float g = grad[i];
+    const float g = grad[i] * gs;
     float m = M16 ? from_bf16(m16[i]) : m32[i];
     float v = V16 ? from_bf16(v16[i]) : v32[i];
     const float x = param[i] * decay;
@@ -120,7 +120,8 @@ void adamw_step(float* param, const float* grad, float* m32, float* v32, uint16_
     const double bc1 = 1.0 - std::pow(b1, double(p.step)), bc2 = 1.0 - std::pow(b2, double(p.step));
     const float w1 = float(1.0 - b1);
     const AdamConsts c{float(1.0 - lr * double(p.weight_decay)), w1, float(b2), float(1.0 - b2),
-                       float(-(lr / bc1)), float(std::sqrt(bc2)), p.eps, w1 < 0.5f};
+                       float(-(lr / bc1)), float(std::sqrt(bc2)), p.eps, p.grad_scale,
+                       w1 < 0.5f};
 #pragma omp parallel for num_threads(nc > 1 ? nt : 1) schedule(static)
     for (int64_t k = 0; k < nc; ++k) {
       const int64_t i0 = k * kChunk, len = std::min(n, i0 + kChunk) - i0;

@@ -10,7 +10,7 @@ namespace ds::ops::opt {
 
 void embedding_forward(const float* table, const int32_t* ids, float* out, int64_t N, int64_t C,
                        int nt) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(par_threads(N * C, nt)) schedule(static)
   for (int64_t n = 0; n < N; ++n)
     std::memcpy(out + n * C, table + int64_t(ids[n]) * C, size_t(C) * sizeof(float));
 }
@@ -22,7 +22,7 @@ void embedding_backward(const int32_t* ids, const float* dout, float* dtable, in
   for (int64_t v = 0; v < V; ++v) start[size_t(v) + 1] += start[size_t(v)];
   std::vector<int64_t> fill(start.begin(), start.end() - 1);
   for (int64_t n = 0; n < N; ++n) order[size_t(fill[size_t(ids[n])]++)] = n;
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(par_threads(N * C, nt)) schedule(static)
   for (int64_t v = 0; v < V; ++v) {
     float* row = dtable + v * C;
     for (int64_t i = start[size_t(v)]; i < start[size_t(v) + 1]; ++i) {

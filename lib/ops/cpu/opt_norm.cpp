@@ -9,7 +9,7 @@ namespace ds::ops::opt {
 
 void rmsnorm_forward(const float* x, const float* g, float eps, float* y, float* rstd, int64_t N,
                      int64_t C, int nt) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(par_threads(N * C, nt)) schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     const float* xr = x + n * C;
     double ss = 0;
@@ -25,7 +25,7 @@ void rmsnorm_forward(const float* x, const float* g, float eps, float* y, float*
 
 void rmsnorm_backward(const float* x, const float* g, const float* rstd, const float* dy,
                       float* dx, float* dg, int64_t N, int64_t C, int nt) {
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(par_threads(N * C, nt))
   {
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < N; ++n) {

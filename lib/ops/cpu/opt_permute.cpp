@@ -9,7 +9,7 @@
 namespace ds::ops::opt {
 
 void gather_rows(const float* src, const int32_t* rows, float* dst, int64_t M, int64_t C, int nt) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(par_threads(M * C, nt)) schedule(static)
   for (int64_t m = 0; m < M; ++m)
     std::memcpy(dst + m * C, src + int64_t(rows[m]) * C, size_t(C) * sizeof(float));
 }
@@ -21,7 +21,7 @@ void scatter_add_rows(const float* src, const int32_t* rows, const float* w, flo
   for (int64_t r = 0; r < N; ++r) start[size_t(r) + 1] += start[size_t(r)];
   std::vector<int64_t> fill(start.begin(), start.end() - 1);
   for (int64_t m = 0; m < M; ++m) order[size_t(fill[size_t(rows[m])]++)] = m;
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(par_threads(M * C, nt)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     float* d = dst + r * C;
     for (int64_t i = start[size_t(r)]; i < start[size_t(r) + 1]; ++i) {
@@ -36,7 +36,7 @@ void scatter_add_rows(const float* src, const int32_t* rows, const float* w, flo
 
 void gather_rows_dot(const float* a, const int32_t* rows, const float* b, float* out, int64_t M,
                      int64_t C, int nt) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(par_threads(M * C, nt)) schedule(static)
   for (int64_t m = 0; m < M; ++m) {
     const float* ar = a + int64_t(rows[m]) * C;
     const float* br = b + m * C;

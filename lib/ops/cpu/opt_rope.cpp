@@ -12,7 +12,7 @@ namespace ds::ops::opt {
 void rope(const float* x, const int32_t* pos, const float* freqs, float* out, int64_t N,
           int64_t H, int64_t Dr, int dir, int nt) {
   const int64_t P = Dr / 2;
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(par_threads(N * H * Dr, nt))
   {
     std::vector<float> cs(static_cast<size_t>(P)), sn(static_cast<size_t>(P));
 #pragma omp for schedule(static)
@@ -36,7 +36,7 @@ void rope(const float* x, const int32_t* pos, const float* freqs, float* out, in
 }
 
 void split_last(const float* x, float* a, float* b, int64_t R, int64_t A, int64_t B, int nt) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(par_threads(R * (A + B), nt)) schedule(static)
   for (int64_t r = 0; r < R; ++r) {
     std::memcpy(a + r * A, x + r * (A + B), size_t(A) * sizeof(float));
     std::memcpy(b + r * B, x + r * (A + B) + A, size_t(B) * sizeof(float));
@@ -44,7 +44,7 @@ void split_last(const float* x, float* a, float* b, int64_t R, int64_t A, int64_
 }
 
 void concat_last(const float* a, const float* b, float* x, int64_t R, int64_t A, int64_t B, int nt) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(par_threads(R * (A + B), nt)) schedule(static)
   for (int64_t r = 0; r < R; ++r) {
     std::memcpy(x + r * (A + B), a + r * A, size_t(A) * sizeof(float));
     std::memcpy(x + r * (A + B) + A, b + r * B, size_t(B) * sizeof(float));
@@ -52,14 +52,14 @@ void concat_last(const float* a, const float* b, float* x, int64_t R, int64_t A,
 }
 
 void broadcast_heads(const float* x, float* out, int64_t N, int64_t H, int64_t D, int nt) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(par_threads(N * H * D, nt)) schedule(static)
   for (int64_t n = 0; n < N; ++n)
     for (int64_t h = 0; h < H; ++h)
       std::memcpy(out + (n * H + h) * D, x + n * D, size_t(D) * sizeof(float));
 }
 
 void sum_heads(const float* dout, float* dx, int64_t N, int64_t H, int64_t D, int nt) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(par_threads(N * H * D, nt)) schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     float* d = dx + n * D;
     for (int64_t e = 0; e < D; ++e) d[e] = 0.0f;

@@ -49,7 +49,7 @@ void adamw_step(float* param, const float* grad, float* m32, float* v32, uint16_
   const double bc1 = 1.0 - std::pow(b1, double(p.step)), bc2 = 1.0 - std::pow(b2, double(p.step));
   const float step_size = float(-(lr / bc1)), bc2_sqrt = float(std::sqrt(bc2)), eps = p.eps;
   for (int64_t i = 0; i < n; ++i) {
-    float g = grad[i];
+    float g = grad[i] * p.grad_scale;   // exact when 1: same as scaling grad beforehand
     float m = m16 ? bf16_to_f32(m16[i]) : m32[i];
     float v = v16 ? bf16_to_f32(v16[i]) : v32[i];
     float x = param[i] * decay;
