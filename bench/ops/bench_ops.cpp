@@ -1,7 +1,8 @@
 // ds_bench_ops: times the optimised CPU ops (lib/ops) at the tiny/small preset shapes
-// (include/ds/model/config.hpp) and at 2048^3: SGEMM GFLOP/s with 1 and 2 threads, attention
-// forward/backward µs, and a few memory-bound ops. Each figure is the median of --reps runs
-// after one warm-up run. Results go to stdout, one line per case.
+// (include/ds/model/config.hpp) and at 2048^3: SGEMM GFLOP/s with 1 and 2 threads (forward NT,
+// backward NN/TN, decode M = 1/4; DS_GEMM=blas for OpenBLAS alone), attention forward/backward
+// µs, and a few memory-bound ops. Each figure is the median of --reps runs after one warm-up
+// run. Results go to stdout, one line per case.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -48,6 +49,19 @@ void bench_gemm(const char* name, int64_t M, int64_t N, int64_t K, int threads, 
   Tensor x = rand_tensor({M, K}, 1), w = rand_tensor({N, K}, 2), y = Tensor::empty({M, N});
   double us = median_us(reps, [&] { linear_forward(ctx, x, w, y); });
   std::printf("gemm %-22s M=%-5lld N=%-5lld K=%-5lld threads=%d  %9.1f us  %7.1f GFLOP/s\n", name,
+              (long long)M, (long long)N, (long long)K, threads, us, 2.0 * M * N * K / us * 1e-3);
+}
+
+// matmul c(M,N) = op(a) op(b) + beta c for the backward (NN dx, TN dW) and decode shapes
+void bench_mm(const char* name, int64_t M, int64_t N, int64_t K, bool ta, bool tb, float beta,
+              int threads, int reps) {
+  set_cpu_threads(threads);
+  Context ctx;
+  ctx.threads = threads;
+  Tensor a = rand_tensor(ta ? Shape{K, M} : Shape{M, K}, 1);
+  Tensor b = rand_tensor(tb ? Shape{N, K} : Shape{K, N}, 2), c = rand_tensor({M, N}, 3);
+  double us = median_us(reps, [&] { matmul(ctx, a, b, c, ta, tb, 1.0f, beta); });
+  std::printf("mm   %-22s M=%-5lld N=%-5lld K=%-5lld threads=%d  %9.1f us  %7.1f GFLOP/s\n", name,
               (long long)M, (long long)N, (long long)K, threads, us, 2.0 * M * N * K / us * 1e-3);
 }
 
@@ -101,6 +115,8 @@ int main(int argc, char** argv) {
   bool quick = false;
   app.add_option("--reps", reps, "timed runs per case (median reported)")->check(CLI::Range(1, 1000));
   app.add_flag("--quick", quick, "skip the 2048^3 and T=4096 cases");
+  bool gemm_only = false;
+  app.add_flag("--gemm-only", gemm_only, "only the GEMM cases");
   CLI11_PARSE(app, argc, argv);
   for (int th : {1, 2}) {
     // tiny preset: dim 128, inter 384, vocab 4096, 4 heads, qk 48 / v 32; 8 x 256 tokens
@@ -111,7 +127,18 @@ int main(int argc, char** argv) {
     bench_gemm("small w2", 2048, 512, 1536, th, reps);
     bench_gemm("small head", 2048, 32000, 512, th, reps);
     if (!quick) bench_gemm("square 2048^3", 2048, 2048, 2048, th, reps);
+    bench_mm("tiny dx NN", 2048, 128, 384, false, false, 0.0f, th, reps);
+    bench_mm("tiny dW TN", 384, 128, 2048, true, false, 1.0f, th, reps);
+    bench_mm("small dx NN", 2048, 512, 1536, false, false, 0.0f, th, reps);
+    bench_mm("small dW TN", 1536, 512, 2048, true, false, 1.0f, th, reps);
+    bench_mm("small head dx NN", 2048, 512, 32000, false, false, 0.0f, th, reps);
+    bench_mm("small head dW TN", 32000, 512, 2048, true, false, 1.0f, th, reps);
+    bench_mm("decode w1 M=1 NT", 1, 1536, 512, false, true, 0.0f, th, reps * 20);
+    bench_mm("decode w2 M=1 NT", 1, 512, 1536, false, true, 0.0f, th, reps * 20);
+    bench_mm("decode head M=1 NT", 1, 32000, 512, false, true, 0.0f, th, reps * 4);
+    bench_mm("decode head M=4 NT", 4, 32000, 512, false, true, 0.0f, th, reps * 4);
   }
+  if (gemm_only) return 0;
   for (int th : {1, 2}) {
     bench_attention("tiny", 8, 256, 4, 48, 32, th, reps);
     bench_attention("small", 2, 1024, 8, 96, 64, th, reps);

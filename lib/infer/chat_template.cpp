@@ -3,6 +3,7 @@
 // template, are never reset between assistant turns -- that quirk is part of the format.
 // reference: spec §8.6; deepseek-ai/DeepSeek-V3 tokenizer_config.json chat_template.
 #include "ds/infer/chat_template.hpp"
+#include "ds/tokenizer/bpe_trainer.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -142,7 +143,8 @@ ChatTemplate ChatTemplate::from_config_json(std::string_view text, const std::st
   auto it = cfg.find("chat_template");
   if (it == cfg.end() || !it->is_string())
     DS_THROW(FormatError, "{}: chat_template missing or not a string", source);
-  if (!is_deepseek_v3_template(it->get<std::string>()))
+  const std::string& tmpl = it->get<std::string>();
+  if (tmpl != tok::ds_chat_template() && !is_deepseek_v3_template(tmpl))
     DS_THROW(FormatError,
              "{}: chat_template: unsupported chat template; ds renders DeepSeek-V3's template "
              "only", source);

@@ -322,6 +322,8 @@ constexpr std::string_view kChatTemplate =
 
 }  // namespace
 
+std::string_view ds_chat_template() { return kChatTemplate; }
+
 // PreTrainedTokenizerFast (loads with any transformers version); BOS is not added
 // automatically: the chat template and the data pipeline write it. pad = the third
 // special token when there is one (<｜▁pad▁｜> by default), else EOS.

@@ -14,6 +14,7 @@
 #include "ds/infer/chat_template.hpp"
 #include "ds/infer/stop.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
+#include "ds/tokenizer/bpe_trainer.hpp"
 #include "ds/tokenizer/utf8.hpp"
 
 using namespace ds::infer;
@@ -183,4 +184,18 @@ TEST_CASE("real DeepSeek-V3 files: config recognised, ids of the rendered chat")
   streamed += c.take_stream();
   CHECK(streamed == "Hello 🌍 World! 你好");
   CHECK(c.text() == streamed);
+}
+
+TEST_CASE("the chat template ds-tokenize writes is accepted and renders DeepSeek-V3 chats") {
+  ds::tok::BpeTrainerOptions o;
+  o.vocab_size = 300;
+  ds::tok::BpeTrainer trainer(o);
+  trainer.add_text("hello world, hello chat");
+  trainer.train();
+  auto t = ds::infer::ChatTemplate::from_config_json(trainer.tokenizer_config_json(), "trained");
+  std::vector<ds::infer::ChatMessage> m(1);
+  m[0].role = "user";
+  m[0].content = "hi";
+  CHECK(t.render(m, true).text == std::string(ds::tok::special::kBos) + std::string(ds::tok::special::kUser) + "hi" +
+                                      std::string(ds::tok::special::kAssistant));
 }

@@ -23,6 +23,10 @@ struct BpeTrainerOptions {
   std::shared_ptr<const PreTokenizer> pre_tokenizer;   // null -> PreTokenizer::deepseek_v3()
 };
 
+// The Jinja chat template ds writes into tokenizer_config.json: DeepSeek-V3's plain-chat
+// rendering (spec §8.6), recognised by the chat-template reader of lib/infer.
+std::string_view ds_chat_template();
+
 class BpeTrainer {
  public:
   explicit BpeTrainer(BpeTrainerOptions opts);

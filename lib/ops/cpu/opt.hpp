@@ -17,6 +17,11 @@ inline int par_threads(int64_t work, int nt) { return work >= kParMinWork ? nt :
 
 // ---- opt_gemm.cpp ----
 // Output split into nt panels over OpenMP threads (OpenBLAS itself single-threaded).
+// Single-threaded strided GEMM c(m,n) (leading dim ldc) = alpha op(a) op(b) + beta c with the
+// kernel choice of matmul (small-M streaming, packed AVX-512, else OpenBLAS).
+void gemm_strided(const float* a, int64_t lda, bool ta, const float* b, int64_t ldb, bool tb,
+                  float* c, int64_t ldc, int64_t m, int64_t n, int64_t K, float alpha,
+                  float beta);
 void matmul(const float* a, const float* b, float* c, int64_t M, int64_t N, int64_t K,
             bool trans_a, bool trans_b, float alpha, float beta, int nt);
 double matmul_flops(int64_t M, int64_t N, int64_t K);

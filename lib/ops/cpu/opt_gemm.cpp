@@ -3,11 +3,17 @@
 // per panel, so OpenMP is the only threading runtime. c(M,N) = alpha * op(a) @ op(b) + beta*c.
 // Deterministic for a given thread count (fixed panels); panel edges move with nt, so results
 // may differ in the last bits between thread counts. Small products (< kParMinFlops) and
-// calls from inside a parallel region run on the calling thread.
+// calls from inside a parallel region run on the calling thread. Each block goes to the native
+// kernels of gemm_kernels.hpp (small-M streaming path in chunks of 4 rows for M <= 8, packed
+// AVX-512 GEMM where the CPU has it) or else to cblas_sgemm; DS_GEMM=blas forces OpenBLAS.
 #include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "gemm_kernels.hpp"
 
 #include "opt.hpp"
 
@@ -17,6 +23,18 @@ namespace {
 constexpr double kParMinFlops = 1.5e6;   // below this a fork/join costs more than it saves
 constexpr int64_t kAlign = 16;           // panel edges on multiples of the sgemm unroll
 
+// DS_GEMM=blas routes every block to OpenBLAS (for before/after benchmarks).
+bool native_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("DS_GEMM");
+    return !(e && std::strcmp(e, "blas") == 0);
+  }();
+  return on;
+}
+
+// Where the packed AVX-512 kernel beats OpenBLAS (measured with ds_bench_ops).
+bool use_avx512(int64_t m, int64_t n, int64_t k) { return m >= 8 && n >= 8 && k >= 8; }
+
 // One sgemm on the (m0..m0+m, n0..n0+n) block of c.
 void sgemm_block(const float* a, const float* b, float* c, int64_t M, int64_t N, int64_t K,
                  bool ta, bool tb, float alpha, float beta, int64_t m0, int64_t m, int64_t n0,
@@ -25,11 +43,30 @@ void sgemm_block(const float* a, const float* b, float* c, int64_t M, int64_t N,
   const int64_t ldb = std::max<int64_t>(1, tb ? K : N);   // b (N,K) or (K,N)
   const float* ap = ta ? a + m0 : a + m0 * K;
   const float* bp = tb ? b + n0 * K : b + n0;
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-              blasint(m), blasint(n), blasint(K), alpha, ap, blasint(lda), bp, blasint(ldb), beta,
-              c + m0 * N + n0, blasint(N));
+  gemm_strided(ap, lda, ta, bp, ldb, tb, c + m0 * N + n0, N, m, n, K, alpha, beta);
 }
 }  // namespace
+
+void gemm_strided(const float* a, int64_t lda, bool ta, const float* b, int64_t ldb, bool tb,
+                  float* c, int64_t ldc, int64_t m, int64_t n, int64_t K, float alpha,
+                  float beta) {
+  if (alpha != 0.0f && native_enabled()) {
+    if (m <= 2 * gemm::kSmallM) {   // decode sizes: stream op(b) once per <= 4 rows
+      const auto kern = gemm::avx512_available() ? gemm::small_m_avx512 : gemm::small_m_portable;
+      for (int64_t r = 0; r < m; r += gemm::kSmallM)
+        kern(ta ? a + r : a + r * lda, lda, ta, b, ldb, tb, c + r * ldc, ldc,
+             std::min(gemm::kSmallM, m - r), n, K, alpha, beta);
+      return;
+    }
+    if (gemm::avx512_available() && use_avx512(m, n, K)) {
+      gemm::gemm_avx512(a, lda, ta, b, ldb, tb, c, ldc, m, n, K, alpha, beta);
+      return;
+    }
+  }
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+              blasint(m), blasint(n), blasint(K), alpha, a, blasint(lda), b, blasint(ldb), beta,
+              c, blasint(ldc));
+}
 
 double matmul_flops(int64_t M, int64_t N, int64_t K) { return 2.0 * double(M) * double(N) * double(K); }
 

@@ -3,7 +3,8 @@
 // row are one (rows*H, R) query matrix, so the scores are two SGEMMs against the slot's latents
 // and rope keys (S = Q C^T + Qpe Kpe^T), the softmax masks j >= len[n] per row, and the latent
 // output is one more SGEMM (P C). Tiles run in parallel (OpenBLAS single-threaded inside);
-// results do not depend on the thread count. head_matmul: one strided SGEMM per head.
+// results do not depend on the thread count. head_matmul: one strided GEMM per head
+// (opt::gemm_strided).
 // reference: spec §2.1; FlashMLA's "MQA mode" (576-d keys, 512-d values) for the layout idea.
 #include <cblas.h>
 
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "mla_kernels.hpp"
+#include "opt.hpp"
 
 namespace ds::ops::opt {
 
@@ -95,9 +97,8 @@ void head_matmul(const float* x, const float* w, bool trans_w, float* y, int64_t
     return;
   }
   parallel_items(H, nt, [&](int64_t h) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_w ? CblasTrans : CblasNoTrans, blasint(N),
-                blasint(O), blasint(I), 1.0f, x + h * I, blasint(H * I), w + h * I * O,
-                blasint(trans_w ? I : O), 0.0f, y + h * O, blasint(H * O));
+    gemm_strided(x + h * I, H * I, false, w + h * I * O, trans_w ? I : O, trans_w, y + h * O,
+                 H * O, N, O, I, 1.0f, 0.0f);
   });
 }
 

@@ -1,0 +1,27 @@
+// Native single-precision GEMM kernels used by opt::matmul (opt_gemm.cpp): a packed,
+// register-blocked AVX-512 GEMM and a small-M (decode) path that streams op(b) once, in an
+// AVX-512 and a portable (omp simd) flavour. All compute the row-major block
+// c(M,N) (leading dim ldc) = alpha * op(a)(M,K) op(b)(K,N) + beta * c with BLAS semantics
+// (beta == 0 never reads c). op(a)(i,k) = ta ? a[k*lda+i] : a[i*lda+k]; op(b)(k,j) likewise.
+// Single-threaded; deterministic (fixed blocking, independent of the caller's thread count).
+#pragma once
+#include <cstdint>
+
+namespace ds::ops::opt::gemm {
+
+// True when the CPU runs AVX-512F/BW/VL (checked once).
+bool avx512_available();
+
+void gemm_avx512(const float* a, int64_t lda, bool ta, const float* b, int64_t ldb, bool tb,
+                 float* c, int64_t ldc, int64_t M, int64_t N, int64_t K, float alpha, float beta);
+
+constexpr int64_t kSmallM = 4;   // small-M kernels accept 1 <= M <= kSmallM
+
+void small_m_avx512(const float* a, int64_t lda, bool ta, const float* b, int64_t ldb, bool tb,
+                    float* c, int64_t ldc, int64_t M, int64_t N, int64_t K, float alpha,
+                    float beta);
+void small_m_portable(const float* a, int64_t lda, bool ta, const float* b, int64_t ldb, bool tb,
+                      float* c, int64_t ldc, int64_t M, int64_t N, int64_t K, float alpha,
+                      float beta);
+
+}  // namespace ds::ops::opt::gemm
