@@ -3,6 +3,8 @@
 // steps after it, for --batch sequences, medians over --reps; KV-cache bytes per token by
 // formula and as measured from the allocated cache. Prints one JSON line. --save DIR writes the
 // weights (config.json + model.safetensors) so bench_torch_generate.py can time the same model.
+// --bf16-weights rounds the random weights to BF16 first (as a BF16 checkpoint: the engine then
+// holds its linear weights as BF16; the saved F32 file carries the same values for PyTorch).
 // reference: docs/benchmarks.md conventions (figures, not timed tests).
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -13,6 +15,7 @@
 #include <random>
 #include <thread>
 
+#include "ds/core/dtype.hpp"
 #include "ds/infer/engine.hpp"
 #include "ds/model/checkpoint_io.hpp"
 #include "ds/model/transformer.hpp"
@@ -32,6 +35,7 @@ int main(int argc, char** argv) {
   int64_t prompt_len = 128, new_tokens = 64;
   int batch = 1, reps = 3, threads = 0;
   double init_std = 0.02;
+  bool bf16_weights = false;
   app.add_option("--preset", preset, "tiny or small (random weights)")->capture_default_str();
   app.add_option("--prompt-len", prompt_len, "Prompt tokens")->capture_default_str();
   app.add_option("--new-tokens", new_tokens, "Decode steps")->capture_default_str();
@@ -40,6 +44,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "CPU threads (0: all)")->capture_default_str();
   app.add_option("--init-std", init_std, "Weight init std")->capture_default_str();
   app.add_option("--save", save, "Write the weights to this directory");
+  app.add_flag("--bf16-weights", bf16_weights, "Round the random weights to BF16 values");
   CLI11_PARSE(app, argc, argv);
 
   using namespace ds;
@@ -48,6 +53,11 @@ int main(int argc, char** argv) {
   model::ParamStore store;
   model::Transformer tf(args, store);
   store.init(1234);
+  if (bf16_weights)
+    for (model::Param& p : store.params()) {
+      float* v = p.value.f32();
+      for (int64_t i = 0; i < p.value.numel(); ++i) v[i] = bf16_to_f32(f32_to_bf16(v[i]));
+    }
   if (!save.empty()) {
     std::filesystem::create_directories(save);
     model::save_model(store, args, save, false);
@@ -89,9 +99,9 @@ int main(int argc, char** argv) {
   fmt::print("{{\"preset\":\"{}\",\"threads\":{},\"batch\":{},\"prompt_len\":{},\"new_tokens\":{},"
              "\"prefill_tokens_per_s\":{:.1f},\"decode_tokens_per_s\":{:.1f},"
              "\"kv_bytes_per_token\":{},\"kv_bytes_per_token_measured\":{},"
-             "\"naive_kv_bytes_per_token\":{}}}\n",
+             "\"naive_kv_bytes_per_token\":{},\"bf16_weight_tensors\":{}}}\n",
              preset, ctx.threads, batch, prompt_len, new_tokens, median(pf), median(dec),
              eng.cache_bytes_per_token(), measured_total / (int64_t(batch) * eng.capacity()),
-             eng.naive_cache_bytes_per_token());
+             eng.naive_cache_bytes_per_token(), eng.bf16_weight_count());
   return 0;
 }

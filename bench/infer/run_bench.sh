@@ -6,18 +6,20 @@
 # model (MTP_MODEL, default runs/quickstart/pretrain; trained here on tinyshakespeare with
 # ds-pretrain when absent). Medians of REPS runs; prints a table.
 # Usage: bench/infer/run_bench.sh [BUILD_DIR (build)]; env THREADS (0: all), REPS (3), NEW (64),
-# PROMPT (128), MTP_MODEL, MTP_STEPS (300).
+# PROMPT (128), MTP_MODEL, MTP_STEPS (300), BF16 (1: random weights rounded to BF16 values, as
+# in a released BF16 checkpoint, so the engine streams BF16 linear weights; 0: F32 weights).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${1:-build}/bin
 THREADS=${THREADS:-0}; REPS=${REPS:-3}; NEW=${NEW:-64}; PROMPT=${PROMPT:-128}
+BF16_FLAG=(); [ "${BF16:-1}" = 1 ] && BF16_FLAG=(--bf16-weights)
 W=$(mktemp -d -t ds_bench_infer.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 PY=/usr/bin/python3
 
 for p in tiny small; do
   "$BIN/ds_bench_infer" --preset "$p" --save "$W/$p" --threads "$THREADS" --reps "$REPS" \
-    --prompt-len "$PROMPT" --new-tokens "$NEW" > "$W/$p.ds.json"
+    --prompt-len "$PROMPT" --new-tokens "$NEW" "${BF16_FLAG[@]}" > "$W/$p.ds.json"
   if $PY -c 'import torch' 2>/dev/null; then
     $PY bench/infer/bench_torch_generate.py --model "$W/$p" --threads "$THREADS" --reps "$REPS" \
       --prompt-len "$PROMPT" --new-tokens "$NEW" > "$W/$p.torch.json"

@@ -9,7 +9,10 @@
 
 #include <algorithm>
 #include <set>
+#include <string>
+#include <string_view>
 
+#include "ds/core/dtype.hpp"
 #include "ds/core/error.hpp"
 #include "ds/model/rope_yarn.hpp"
 
@@ -27,6 +30,34 @@ Tensor upload_i32(const ops::Context& ctx, const std::vector<int32_t>& v) {
   Tensor dev = Tensor::empty(host.shape(), DType::i32, ctx.device);
   dev.copy_from(host);
   return dev;
+}
+
+// Weights the engine reads only through ops::linear_forward (model::Linear::forward and the
+// router's Gate::forward). kv_b_proj is excluded: its rows are split into W^UK / W^UV for the
+// absorbed attention (ops::split_last, ops::head_matmul, F32 only).
+bool linear_only(const std::string& name) {
+  static const char* const kSuffixes[] = {
+      "q_a_proj.weight",   "q_b_proj.weight", "q_proj.weight",  "kv_a_proj_with_mqa.weight",
+      "o_proj.weight",     "gate_proj.weight", "up_proj.weight", "down_proj.weight",
+      "mlp.gate.weight",   "lm_head.weight",  "eh_proj.weight"};
+  for (std::string_view suf : kSuffixes)
+    if (name.size() >= suf.size() && name.compare(name.size() - suf.size(), suf.size(), suf) == 0)
+      return true;
+  return false;
+}
+
+// A BF16 copy of an F32 CPU matrix whose every value round-trips through BF16 bit for bit, or
+// an undefined tensor when any value does not.
+Tensor exact_bf16(const Tensor& w) {
+  if (w.device() != Device::cpu || w.dtype() != DType::f32 || w.ndim() != 2) return {};
+  const float* src = w.f32();
+  const int64_t n = w.numel();
+  for (int64_t i = 0; i < n; ++i)
+    if (f32_to_bits(bf16_to_f32(f32_to_bf16(src[i]))) != f32_to_bits(src[i])) return {};
+  Tensor out = Tensor::empty(w.shape(), DType::bf16);
+  uint16_t* dst = out.data<uint16_t>();
+  for (int64_t i = 0; i < n; ++i) dst[i] = uint16_t(f32_to_bits(src[i]) >> 16);
+  return out;
 }
 
 }  // namespace
@@ -70,6 +101,13 @@ Engine::Engine(const model::ModelArgs& args, const model::ParamStore& weights, o
                 "engine: tensor {} has shape {}, expected {}", p.info.name,
                 shape_str(src->value.shape()), shape_str(p.info.shape));
     p.value = src->value;
+    if (opts_.bf16_weights && ctx_.device == Device::cpu && linear_only(p.info.name)) {
+      Tensor h = exact_bf16(p.value);
+      if (h.defined()) {
+        p.value = std::move(h);
+        ++bf16_count_;
+      }
+    }
   }
   for (auto& [name, buf] : store_.buffers()) {
     const auto& wb = weights.buffers();

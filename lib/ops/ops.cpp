@@ -90,6 +90,15 @@ void linear_forward(const Context& ctx, const Tensor& x, const Tensor& w, Tensor
   DS_CHECK_SHAPE(w, {-1, -1});
   DS_CHECK_SHAPE(x, {-1, w.size(1)});
   DS_CHECK_SHAPE(y, {x.size(0), w.size(0)});
+  if (w.dtype() == DType::bf16) {   // BF16 weights, F32 activations, FP32 products and sums
+    cpu_only(ctx, "linear_forward", {&x, &w, &y});
+    const int64_t N = x.size(0), O = w.size(0), I = w.size(1);
+    const Scope scope_(ctx, "matmul_bf16", opt::matmul_flops(N, O, I));
+    const uint16_t* wp = w.data<uint16_t>();
+    if (use_ref(ctx)) ref::linear_bf16(x.f32(), wp, y.f32(), N, O, I);
+    else opt::linear_bf16(x.f32(), wp, y.f32(), N, O, I, nthreads(ctx));
+    return;
+  }
   matmul(ctx, x, w, y, false, true, 1.0f, 0.0f);
 }
 

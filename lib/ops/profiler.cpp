@@ -9,7 +9,7 @@ namespace ds::ops {
 
 std::string_view Profiler::family_of(std::string_view op) {
   auto starts = [&](std::string_view p) { return op.substr(0, p.size()) == p; };
-  if (op == "matmul") return "gemm";
+  if (op == "matmul" || op == "matmul_bf16") return "gemm";
   if (starts("attention")) return "attention";
   if (starts("cross_entropy")) return "cross_entropy";
   if (starts("rmsnorm")) return "norm";

@@ -3,11 +3,13 @@
 // sequence at every position (rel 1e-4 of max|logit|; measured ~1e-6) for the tiny preset with
 // random weights, q_lora on and off, YaRN on; batched sequences of different lengths equal each
 // sequence run alone (rel 1e-5); the MTP block's cached incremental logits equal the training
-// MTPModule::forward over the whole sequence (rel 1e-4), also after a cache rollback.
+// MTPModule::forward over the whole sequence (rel 1e-4), also after a cache rollback; with
+// weights rounded to BF16 the engine holds its linear weights as BF16 and still matches.
 #include <doctest/doctest.h>
 
 #include <fmt/format.h>
 
+#include "ds/core/dtype.hpp"
 #include "ds/core/error.hpp"
 #include "ds/model/rope_yarn.hpp"
 #include "engine_test_util.hpp"
@@ -196,4 +198,50 @@ TEST_CASE("engine: cache footprint and bad inputs") {
   CHECK_THROWS_WITH_AS(e0.mtp_forward({{0, one, Tensor::zeros({1, a.dim})}}),
                        "speculative decoding needs an MTP module (num_nextn_predict_layers = 0)",
                        UsageError);
+}
+
+TEST_CASE("engine: BF16-exact weights are held as BF16 and the logits still match") {
+  auto m = make_tiny(true);
+  {   // random F32 weights are not BF16-exact: nothing is converted
+    Engine e(m->args, m->store, cpu_ctx(), {1, 32});
+    CHECK(e.bf16_weight_count() == 0);
+  }
+  int64_t expect = 0;   // every matrix except the embedding and kv_b_proj (absorbed, F32)
+  for (model::Param& p : m->store.params()) {
+    float* v = p.value.f32();
+    for (int64_t i = 0; i < p.value.numel(); ++i) v[i] = bf16_to_f32(f32_to_bf16(v[i]));
+    const std::string& n = p.info.name;
+    expect += p.value.ndim() == 2 && n.find("embed_tokens") == std::string::npos &&
+              n.find("kv_b_proj") == std::string::npos;
+  }
+  REQUIRE(expect > 0);
+  const auto toks = random_tokens(23, m->args.vocab_size, 5);
+  const Tensor ref = full_logits(*m, toks);
+  Engine eng(m->args, m->store, cpu_ctx(), {1, 64});
+  CHECK(eng.bf16_weight_count() == expect);
+  for (const model::Param& p : m->store.params()) CHECK(p.value.dtype() == DType::f32);
+  EngineOptions keep{1, 64};
+  keep.bf16_weights = false;
+  Engine e32(m->args, m->store, cpu_ctx(), keep);
+  CHECK(e32.bf16_weight_count() == 0);
+  std::vector<size_t> plan(15, 1);
+  plan.insert(plan.begin(), 8);   // prefill 8, then 15 single-token decode steps
+  const Tensor got = incremental_logits(eng, 0, toks, plan);
+  const double d = rel_diff(got.f32(), ref.f32(), ref.numel());
+  MESSAGE(fmt::format("bf16 weights ({} converted): rel diff {:.3g}", expect, d));
+  CHECK(d < kTol);
+  const Tensor got32 = incremental_logits(e32, 0, toks, plan);
+  CHECK(rel_diff(got.f32(), got32.f32(), got.numel()) < kTol);
+  // MTP block (eh_proj and its layer converted too) vs the F32 engine on the same weights
+  REQUIRE(eng.has_mtp());
+  const std::vector<int32_t> next(toks.begin() + 1, toks.end());
+  eng.reset(0);
+  e32.reset(0);
+  StepOutput o = eng.forward({{0, std::span<const int32_t>(toks).first(next.size()), false}});
+  StepOutput o32 = e32.forward({{0, std::span<const int32_t>(toks).first(next.size()), false}});
+  const Tensor lm = eng.mtp_forward({{0, next, o.hidden}});
+  const Tensor lm32 = e32.mtp_forward({{0, next, o32.hidden}});
+  const double dm = rel_diff(lm.f32(), lm32.f32(), lm32.numel());
+  MESSAGE(fmt::format("bf16 MTP logits vs F32 engine: rel diff {:.3g}", dm));
+  CHECK(dm < kTol);
 }

@@ -7,6 +7,8 @@
 // k_pe (Dr = qk_rope_head_dim), F32: bytes/token = 4 * (R + Dr) * (n_layers + n_mtp_layers).
 // A naive cache of full keys and values needs 4 * H * (Dn + Dr + Dv) per layer and token
 // (tiny: 48 vs 384 floats per layer, 8x; 671B: 576 vs 40,960, 71x).
+// Weights: shared with the caller's store, except that linear weights exactly representable in
+// BF16 (BF16 checkpoints) are held as BF16 copies, read only through ops::linear_forward.
 // reference: DeepSeek-V3 inference/model.py MLA (attn_impl="absorb"), generate.py; spec §2.1-2.7.
 #pragma once
 #include <cstdint>
@@ -26,6 +28,10 @@ namespace ds::infer {
 struct EngineOptions {
   int slots = 1;            // S: sequences the cache holds at once
   int64_t capacity = 0;     // L: cached positions per slot (0 = args.max_seq_len)
+  // Linear weights (attention projections except kv_b_proj, expert/MLP matrices, router gate,
+  // lm_head, MTP eh_proj) whose values are all exactly representable in BF16 get a BF16 copy
+  // (half the bytes streamed per decode step; identical values, products still in FP32).
+  bool bf16_weights = true;
 };
 
 // One sequence's part of a forward call: its new tokens, appended at the slot's current length.
@@ -80,6 +86,8 @@ class Engine {
   int64_t cache_bytes_per_token() const;
   int64_t naive_cache_bytes_per_token() const;
   int64_t cache_bytes_allocated() const;   // sum of the cache tensors' sizes (S * L positions)
+  // Weight matrices held as BF16 copies (EngineOptions::bf16_weights), and their F32 bytes.
+  int64_t bf16_weight_count() const { return bf16_count_; }
 
  private:
   struct LayerCache;
@@ -102,6 +110,7 @@ class Engine {
   Tensor freqs_;                            // (Dr/2) RoPE inverse frequencies
   std::vector<LayerCache> cache_;           // (n_layers + n_mtp_layers)
   std::vector<int64_t> len_, mtp_len_;      // (S) cached positions per slot
+  int64_t bf16_count_ = 0;                  // weights converted to BF16
 };
 
 }  // namespace ds::infer

@@ -59,6 +59,7 @@ void set_cpu_threads(int n);
 void matmul(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& c, bool trans_a,
             bool trans_b, float alpha = 1.0f, float beta = 0.0f);
 // Linear layer without bias, weights (out, in) as in nn.Linear / Hugging Face checkpoints.
+// w may be F32 or BF16 (inference: widened to float exactly, products and sums in FP32).
 void linear_forward(const Context& ctx, const Tensor& x /*(N,in)*/, const Tensor& w /*(out,in)*/,
                     Tensor& y /*(N,out)*/);
 // dx = dy @ w (overwritten; skipped if dx is undefined); dw += dy^T @ x.

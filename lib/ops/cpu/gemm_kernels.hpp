@@ -24,4 +24,12 @@ void small_m_portable(const float* a, int64_t lda, bool ta, const float* b, int6
                       float* c, int64_t ldc, int64_t M, int64_t N, int64_t K, float alpha,
                       float beta);
 
+// BF16-weight small-M kernels (gemm_bf16.cpp): c(M,N) (leading dim ldc) = x(M,K) w(N,K)^T,
+// x rows contiguous in k (leading dim ldx), w BF16 rows (leading dim ldw) widened to float in
+// registers, FP32 products and sums; 1 <= M <= kSmallM; overwrites c.
+void small_m_bf16_avx512(const float* x, int64_t ldx, const uint16_t* w, int64_t ldw, float* c,
+                         int64_t ldc, int64_t M, int64_t N, int64_t K);
+void small_m_bf16_portable(const float* x, int64_t ldx, const uint16_t* w, int64_t ldw, float* c,
+                           int64_t ldc, int64_t M, int64_t N, int64_t K);
+
 }  // namespace ds::ops::opt::gemm

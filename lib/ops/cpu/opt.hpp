@@ -26,6 +26,13 @@ void matmul(const float* a, const float* b, float* c, int64_t M, int64_t N, int6
             bool trans_a, bool trans_b, float alpha, float beta, int nt);
 double matmul_flops(int64_t M, int64_t N, int64_t K);
 
+// ---- gemm_bf16.cpp ----
+// y(N,O) = x(N,I) @ w(O,I)^T with BF16 weights (products and sums in FP32). N <= 8: small-M
+// streaming kernel (AVX-512 or portable), OpenMP over output rows; larger N: weight rows
+// widened to F32 in fixed blocks, one gemm_strided per block. Results independent of nt.
+void linear_bf16(const float* x, const uint16_t* w, float* y, int64_t N, int64_t O, int64_t I,
+                 int nt);
+
 // ---- opt_embedding.cpp ----
 void embedding_forward(const float* table, const int32_t* ids, float* out, int64_t N, int64_t C,
                        int nt);

@@ -18,6 +18,8 @@ void matmul(const T* a, const T* b, T* c, int64_t M, int64_t N, int64_t K, bool 
             bool trans_b, T alpha, T beta);
 
 // ---- embedding (ref_embedding.cpp) ----
+// y(N,O) = x(N,I) @ w(O,I)^T with BF16 weights widened on the fly, double accumulation.
+void linear_bf16(const float* x, const uint16_t* w, float* y, int64_t N, int64_t O, int64_t I);
 template <class T>
 void embedding_forward(const T* table /*(V,C)*/, const int32_t* ids /*(N)*/, T* out /*(N,C)*/,
                        int64_t N, int64_t C);

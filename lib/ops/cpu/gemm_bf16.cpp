@@ -1,0 +1,152 @@
+// Linear layer with BF16 weights (see opt.hpp linear_bf16 and gemm_kernels.hpp). Decode sizes
+// (N <= 8 input rows) are memory-bound on the weight stream, so the small-M kernels read each
+// BF16 weight row once (half the bytes of F32) and widen it in registers: AVX-512 loads 16
+// bf16 as a __m256i, zero-extends to 32 bits and shifts left by 16 (exact), then FMAs in FP32
+// with the same blocking as the F32 small_nt kernel; the portable flavour uses omp simd.
+// Output rows are split over OpenMP threads on fixed 16-aligned edges. Prefill sizes widen the
+// weight in fixed blocks of kBlock rows into a per-thread F32 buffer and run the F32
+// gemm_strided on each block. Every output's summation order is independent of the thread
+// count. Only functions marked DS_AVX512 use AVX-512, reached only after avx512_available().
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"   // GCC 12 masked-intrinsic false positive
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "ds/core/dtype.hpp"
+#include "gemm_kernels.hpp"
+#include "opt.hpp"
+
+#define DS_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
+
+namespace ds::ops::opt {
+
+namespace gemm {
+namespace {
+
+DS_AVX512 inline float hsum(__m512 v) {
+  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0x4E));
+  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));
+  v = _mm512_add_ps(v, _mm512_permute_ps(v, 0x4E));
+  v = _mm512_add_ps(v, _mm512_permute_ps(v, 0xB1));
+  return _mm512_cvtss_f32(v);
+}
+
+// 16 bf16 -> 16 floats (exact).
+DS_AVX512 inline __m512 widen(__m256i h) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// R weight rows at a time, MM input rows, dot products over k in 16-lane FP32 accumulators.
+template <int MM, int R>
+DS_AVX512 void small_nt_bf16(const float* x, int64_t ldx, const uint16_t* w, int64_t ldw,
+                             float* c, int64_t ldc, int64_t N, int64_t K) {
+  const int64_t K16 = K & ~int64_t(15);
+  const __mmask16 tail = __mmask16((1u << (K - K16)) - 1);
+  int64_t j = 0;
+  for (; j + R <= N; j += R) {
+    __m512 acc[MM][R];
+    for (int m = 0; m < MM; ++m)
+      for (int q = 0; q < R; ++q) acc[m][q] = _mm512_setzero_ps();
+    const uint16_t* wr = w + j * ldw;
+    for (int64_t k = 0; k < K16; k += 16) {
+      __m512 wv[R];
+      for (int q = 0; q < R; ++q)
+        wv[q] = widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + q * ldw + k)));
+      for (int m = 0; m < MM; ++m) {
+        const __m512 xv = _mm512_loadu_ps(x + m * ldx + k);
+        for (int q = 0; q < R; ++q) acc[m][q] = _mm512_fmadd_ps(xv, wv[q], acc[m][q]);
+      }
+    }
+    if (tail) {
+      __m512 wv[R];
+      for (int q = 0; q < R; ++q) wv[q] = widen(_mm256_maskz_loadu_epi16(tail, wr + q * ldw + K16));
+      for (int m = 0; m < MM; ++m) {
+        const __m512 xv = _mm512_maskz_loadu_ps(tail, x + m * ldx + K16);
+        for (int q = 0; q < R; ++q) acc[m][q] = _mm512_fmadd_ps(xv, wv[q], acc[m][q]);
+      }
+    }
+    for (int m = 0; m < MM; ++m)
+      for (int q = 0; q < R; ++q) c[m * ldc + j + q] = hsum(acc[m][q]);
+  }
+  if (j < N) small_nt_bf16<MM, 1>(x, ldx, w + j * ldw, ldw, c + j, ldc, N - j, K);
+}
+}  // namespace
+
+void small_m_bf16_avx512(const float* x, int64_t ldx, const uint16_t* w, int64_t ldw, float* c,
+                         int64_t ldc, int64_t M, int64_t N, int64_t K) {
+  switch (M) {
+    case 1: small_nt_bf16<1, 8>(x, ldx, w, ldw, c, ldc, N, K); break;
+    case 2: small_nt_bf16<2, 8>(x, ldx, w, ldw, c, ldc, N, K); break;
+    case 3: small_nt_bf16<3, 4>(x, ldx, w, ldw, c, ldc, N, K); break;
+    default: small_nt_bf16<4, 4>(x, ldx, w, ldw, c, ldc, N, K); break;
+  }
+}
+
+void small_m_bf16_portable(const float* x, int64_t ldx, const uint16_t* w, int64_t ldw, float* c,
+                           int64_t ldc, int64_t M, int64_t N, int64_t K) {
+  for (int64_t j = 0; j < N; ++j) {
+    const uint16_t* wr = w + j * ldw;
+    for (int64_t m = 0; m < M; ++m) {
+      const float* xm = x + m * ldx;
+      float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+      for (int64_t k = 0; k < K; ++k) {
+        float wf;
+        const uint32_t u = uint32_t(wr[k]) << 16;
+        std::memcpy(&wf, &u, 4);
+        s += xm[k] * wf;
+      }
+      c[m * ldc + j] = s;
+    }
+  }
+}
+}  // namespace gemm
+
+namespace {
+constexpr double kParMinFlops = 1.5e6;   // as opt_gemm.cpp: below this, no fork/join
+constexpr int64_t kAlign = 16;           // output-row panel edges
+constexpr int64_t kBlock = 128;          // weight rows widened per F32 block (prefill)
+}  // namespace
+
+void linear_bf16(const float* x, const uint16_t* w, float* y, int64_t N, int64_t O, int64_t I,
+                 int nt) {
+  if (N == 0 || O == 0) return;
+  if (I == 0) {
+    std::fill(y, y + N * O, 0.0f);
+    return;
+  }
+  const bool serial = matmul_flops(N, O, I) < kParMinFlops || omp_in_parallel();
+  if (N <= 2 * gemm::kSmallM) {   // decode: stream the BF16 rows once per <= 4 input rows
+    const auto kern = gemm::avx512_available() ? gemm::small_m_bf16_avx512
+                                               : gemm::small_m_bf16_portable;
+    int parts = serial ? 1 : int(std::clamp<int64_t>(O / kAlign, 1, nt));
+    auto edge = [&](int p) { return p == parts ? O : (O * p / parts) / kAlign * kAlign; };
+#pragma omp parallel for num_threads(parts) schedule(static, 1) if (parts > 1)
+    for (int p = 0; p < parts; ++p) {
+      const int64_t lo = edge(p), len = edge(p + 1) - lo;
+      if (len <= 0) continue;
+      for (int64_t r = 0; r < N; r += gemm::kSmallM)
+        kern(x + r * I, I, w + lo * I, I, y + r * O + lo, O, std::min(gemm::kSmallM, N - r), len, I);
+    }
+    return;
+  }
+  // prefill: widen kBlock weight rows at a time and run the F32 kernels on them
+  const int64_t blocks = (O + kBlock - 1) / kBlock;
+  const int parts = serial ? 1 : int(std::clamp<int64_t>(blocks, 1, nt));
+#pragma omp parallel for num_threads(parts) schedule(static) if (parts > 1)
+  for (int64_t bi = 0; bi < blocks; ++bi) {
+    thread_local std::vector<float> buf;
+    const int64_t lo = bi * kBlock, rows = std::min(kBlock, O - lo);
+    buf.resize(size_t(rows * I));
+    const uint16_t* src = w + lo * I;
+    float* dst = buf.data();
+#pragma omp simd
+    for (int64_t i = 0; i < rows * I; ++i) dst[i] = bf16_to_f32(src[i]);
+    gemm_strided(x, I, false, dst, I, true, y + lo, O, N, rows, I, 1.0f, 0.0f);
+  }
+}
+
+}  // namespace ds::ops::opt
