@@ -14,29 +14,10 @@ namespace {
 // Length of the prefix of s[pos..] that is the start of a well-formed sequence but runs
 // into the end of `s` before completing; 0 if s[pos..] is not such a truncated sequence.
 size_t truncated_sequence(std::string_view s, size_t pos) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data()) + pos;
   const size_t left = s.size() - pos;
-  const unsigned char b0 = p[0];
-  size_t need;
-  unsigned char lo = 0x80, hi = 0xBF;
-  if (b0 >= 0xC2 && b0 < 0xE0) {
-    need = 2;
-  } else if (b0 >= 0xE0 && b0 < 0xF0) {
-    need = 3;
-    if (b0 == 0xE0) lo = 0xA0;
-    if (b0 == 0xED) hi = 0x9F;
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    need = 4;
-    if (b0 == 0xF0) lo = 0x90;
-    if (b0 == 0xF4) hi = 0x8F;
-  } else {
-    return 0;
-  }
-  if (left >= need) return 0;
-  if (left >= 2 && (p[1] < lo || p[1] > hi)) return 0;
-  for (size_t k = 2; k < left; ++k)
-    if ((p[k] & 0xC0) != 0x80) return 0;
-  return left;
+  const size_t need = tok::utf8_sequence_length(static_cast<unsigned char>(s[pos]));
+  if (need < 2 || left >= need) return 0;
+  return tok::utf8_maximal_subpart(s, pos) == left ? left : 0;
 }
 
 }  // namespace

@@ -82,25 +82,23 @@ void utf8_append(std::string& out, char32_t cp) {
   }
 }
 
-// Length of the maximal subpart at s[pos] (a prefix of a well-formed sequence, or 1).
-static size_t maximal_subpart(std::string_view s, size_t pos) {
+size_t utf8_sequence_length(unsigned char b0) {
+  if (b0 < 0x80) return 1;
+  if (b0 >= 0xC2 && b0 < 0xE0) return 2;
+  if (b0 >= 0xE0 && b0 < 0xF0) return 3;
+  if (b0 >= 0xF0 && b0 <= 0xF4) return 4;
+  return 0;
+}
+
+size_t utf8_maximal_subpart(std::string_view s, size_t pos) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data()) + pos;
   const size_t left = s.size() - pos;
   const unsigned char b0 = p[0];
-  size_t need;
-  unsigned char lo = 0x80, hi = 0xBF;
-  if (b0 >= 0xC2 && b0 < 0xE0) need = 2;
-  else if (b0 >= 0xE0 && b0 < 0xF0) {
-    need = 3;
-    if (b0 == 0xE0) lo = 0xA0;
-    if (b0 == 0xED) hi = 0x9F;
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    need = 4;
-    if (b0 == 0xF0) lo = 0x90;
-    if (b0 == 0xF4) hi = 0x8F;
-  } else {
-    return 1;
-  }
+  const size_t need = utf8_sequence_length(b0);
+  if (need < 2) return 1;
+  // the second byte's range narrows for E0, ED, F0, F4 (no overlongs, surrogates, > U+10FFFF)
+  const unsigned char lo = b0 == 0xE0 ? 0xA0 : b0 == 0xF0 ? 0x90 : 0x80;
+  const unsigned char hi = b0 == 0xED ? 0x9F : b0 == 0xF4 ? 0x8F : 0xBF;
   size_t k = 1;
   if (k < left && p[k] >= lo && p[k] <= hi) {
     ++k;
@@ -121,7 +119,7 @@ std::string utf8_repair(std::string_view s) {
       i += len;
     } else {
       out.append("\xEF\xBF\xBD");
-      i += maximal_subpart(s, i);
+      i += utf8_maximal_subpart(s, i);
     }
   }
   return out;

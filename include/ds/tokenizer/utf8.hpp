@@ -24,4 +24,11 @@ void utf8_append(std::string& out, char32_t cp);
 // `s` with every maximal invalid subpart replaced by U+FFFD (EF BF BD).
 std::string utf8_repair(std::string_view s);
 
+// Bytes of the sequence a lead byte starts (1 for ASCII, 2-4), 0 for a byte that cannot
+// start a well-formed sequence.
+size_t utf8_sequence_length(unsigned char lead);
+// Length of the maximal subpart at s[pos]: the longest prefix of a well-formed sequence
+// starting there (Unicode §3.9), at least 1.
+size_t utf8_maximal_subpart(std::string_view s, size_t pos);
+
 }  // namespace ds::tok
