@@ -6,7 +6,6 @@
 # JSON line with tokens/s and the cache bytes per token.
 # reference: spec §2.2 (attn_impl "naive": cache k [B, S, H, 192], v [B, S, H, 128]).
 import argparse
-import glob
 import json
 import os
 import sys
@@ -17,19 +16,10 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "model", "torch_ref"))
 import deepseek_v3_ref as ref  # noqa: E402
-import st_io  # noqa: E402
 
 
 def load(model_dir, dtype):
-    with open(os.path.join(model_dir, "config.json")) as f:
-        cfg = ref.Config(json.load(f))
-    tensors = {}
-    for path in sorted(glob.glob(os.path.join(model_dir, "model*.safetensors"))):
-        tensors.update(st_io.load(path)[0])
-    bias = {n for n, _ in ref.buffer_specs(cfg)}
-    P = {n: t.to(dtype) for n, t in tensors.items() if n not in bias}
-    B = {n: t.to(dtype) for n, t in tensors.items() if n in bias}
-    return cfg, P, B
+    return ref.load_checkpoint(model_dir, dtype)
 
 
 class NaiveCache:

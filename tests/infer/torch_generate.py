@@ -6,7 +6,6 @@
 # Output: one JSON line per prompt {"tokens": [...], "margins": [...]}.
 # reference: spec §2.4 (greedy: temperature 0 -> argmax); docs/model.md.
 import argparse
-import glob
 import json
 import os
 import sys
@@ -16,19 +15,10 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "model", "torch_ref"))
 import deepseek_v3_ref as ref  # noqa: E402
-import st_io  # noqa: E402
 
 
 def load(model_dir, dtype):
-    with open(os.path.join(model_dir, "config.json")) as f:
-        cfg = ref.Config(json.load(f))
-    tensors = {}
-    for path in sorted(glob.glob(os.path.join(model_dir, "model*.safetensors"))):
-        tensors.update(st_io.load(path)[0])
-    bias = {n for n, _ in ref.buffer_specs(cfg)}
-    P = {n: t.to(dtype) for n, t in tensors.items() if n not in bias}
-    B = {n: t.to(dtype) for n, t in tensors.items() if n in bias}
-    return cfg, P, B
+    return ref.load_checkpoint(model_dir, dtype)
 
 
 def last_logits(cfg, P, B, ids):

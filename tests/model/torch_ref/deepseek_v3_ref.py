@@ -390,3 +390,20 @@ def make_optimizer(P, lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1):
     groups = [{"params": decay, "weight_decay": weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+
+
+def load_checkpoint(model_dir, dtype):
+    """config.json + model*.safetensors of a checkpoint directory -> (Config, params, buffers)."""
+    import glob
+    import json
+    import os
+    import st_io
+    with open(os.path.join(model_dir, "config.json")) as f:
+        cfg = Config(json.load(f))
+    tensors = {}
+    for path in sorted(glob.glob(os.path.join(model_dir, "model*.safetensors"))):
+        tensors.update(st_io.load(path)[0])
+    bias = {n for n, _ in buffer_specs(cfg)}
+    P = {n: t.to(dtype) for n, t in tensors.items() if n not in bias}
+    B = {n: t.to(dtype) for n, t in tensors.items() if n in bias}
+    return cfg, P, B
