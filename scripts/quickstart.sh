@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=${QUICKSTART_DIR:-runs/quickstart}
-STEPS=${QUICKSTART_STEPS:-1000}
+STEPS=${QUICKSTART_STEPS:-2000}
 THREADS=${QUICKSTART_THREADS:-0}
 
 bash scripts/install-deps.sh
@@ -34,7 +34,7 @@ fi
 
 "$BIN/ds-pretrain" --preset tiny --tokenizer "$R/tokenizer/tokenizer.json" --data "$R/data" \
   --out "$R/pretrain" --steps "$STEPS" --batch-size 16 --seq-len 128 --lr 3e-3 \
-  --eval-every 100 --save-every 250 --metrics "$R/pretrain/metrics.jsonl" \
+  --eval-every 200 --save-every 500 --metrics "$R/pretrain/metrics.jsonl" \
   --threads "$THREADS" --resume
 
 if command -v gnuplot >/dev/null; then
