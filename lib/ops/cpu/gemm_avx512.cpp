@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "gemm_kernels.hpp"
+#include "small_nt_avx512.hpp"
 
-#define DS_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
 
 namespace ds::ops::opt::gemm {
 
@@ -152,54 +152,6 @@ DS_AVX512 void micro_12x32(int64_t kc, const float* __restrict A, const float* _
 }
 
 // ---- small M: y(MM, N) from x (MM rows, contiguous in k, row stride ldx) ----
-
-DS_AVX512 inline void store1(float* c, float s, float alpha, float beta) {
-  *c = beta == 0.0f ? alpha * s : alpha * s + beta * *c;
-}
-
-// Horizontal sum of 16 lanes (in-register shuffles only).
-DS_AVX512 inline float hsum(__m512 v) {
-  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0x4E));
-  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));
-  v = _mm512_add_ps(v, _mm512_permute_ps(v, 0x4E));
-  v = _mm512_add_ps(v, _mm512_permute_ps(v, 0xB1));
-  return _mm512_cvtss_f32(v);
-}
-
-// op(b) = b^T (b is N x K, rows contiguous): R output columns at a time, dot products over k.
-template <int MM, int R>
-DS_AVX512 void small_nt(const float* x, int64_t ldx, const float* b, int64_t ldb, float* c,
-                        int64_t ldc, int64_t N, int64_t K, float alpha, float beta) {
-  const int64_t K16 = K & ~int64_t(15);
-  const __mmask16 tail = __mmask16((1u << (K - K16)) - 1);
-  int64_t j = 0;
-  for (; j + R <= N; j += R) {
-    __m512 acc[MM][R];
-    for (int m = 0; m < MM; ++m)
-      for (int q = 0; q < R; ++q) acc[m][q] = _mm512_setzero_ps();
-    const float* w = b + j * ldb;
-    for (int64_t k = 0; k < K16; k += 16) {
-      __m512 wv[R];
-      for (int q = 0; q < R; ++q) wv[q] = _mm512_loadu_ps(w + q * ldb + k);
-      for (int m = 0; m < MM; ++m) {
-        const __m512 xv = _mm512_loadu_ps(x + m * ldx + k);
-        for (int q = 0; q < R; ++q) acc[m][q] = _mm512_fmadd_ps(xv, wv[q], acc[m][q]);
-      }
-    }
-    if (tail) {
-      __m512 wv[R];
-      for (int q = 0; q < R; ++q) wv[q] = _mm512_maskz_loadu_ps(tail, w + q * ldb + K16);
-      for (int m = 0; m < MM; ++m) {
-        const __m512 xv = _mm512_maskz_loadu_ps(tail, x + m * ldx + K16);
-        for (int q = 0; q < R; ++q) acc[m][q] = _mm512_fmadd_ps(xv, wv[q], acc[m][q]);
-      }
-    }
-    for (int m = 0; m < MM; ++m)
-      for (int q = 0; q < R; ++q)
-        store1(c + m * ldc + j + q, hsum(acc[m][q]), alpha, beta);
-  }
-  if (j < N) small_nt<MM, 1>(x, ldx, b + j * ldb, ldb, c + j, ldc, N - j, K, alpha, beta);
-}
 
 // op(b) = b (K x N, rows contiguous): 64 output columns at a time, axpy over the rows of b.
 template <int MM>

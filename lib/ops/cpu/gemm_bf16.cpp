@@ -2,7 +2,8 @@
 // (N <= 8 input rows) are memory-bound on the weight stream, so the small-M kernels read each
 // BF16 weight row once (half the bytes of F32) and widen it in registers: AVX-512 loads 16
 // bf16 as a __m256i, zero-extends to 32 bits and shifts left by 16 (exact), then FMAs in FP32
-// with the same blocking as the F32 small_nt kernel; the portable flavour uses omp simd.
+// through the small_nt kernel shared with the F32 path (small_nt_avx512.hpp); the portable
+// flavour uses omp simd.
 // Output rows are split over OpenMP threads on fixed 16-aligned edges. Prefill sizes widen the
 // weight in fixed blocks of kBlock rows into a per-thread F32 buffer and run the F32
 // gemm_strided on each block. Every output's summation order is independent of the thread
@@ -17,71 +18,21 @@
 
 #include "ds/core/dtype.hpp"
 #include "gemm_kernels.hpp"
+#include "small_nt_avx512.hpp"
 #include "opt.hpp"
 
-#define DS_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
 
 namespace ds::ops::opt {
 
 namespace gemm {
-namespace {
-
-DS_AVX512 inline float hsum(__m512 v) {
-  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0x4E));
-  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));
-  v = _mm512_add_ps(v, _mm512_permute_ps(v, 0x4E));
-  v = _mm512_add_ps(v, _mm512_permute_ps(v, 0xB1));
-  return _mm512_cvtss_f32(v);
-}
-
-// 16 bf16 -> 16 floats (exact).
-DS_AVX512 inline __m512 widen(__m256i h) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-
-// R weight rows at a time, MM input rows, dot products over k in 16-lane FP32 accumulators.
-template <int MM, int R>
-DS_AVX512 void small_nt_bf16(const float* x, int64_t ldx, const uint16_t* w, int64_t ldw,
-                             float* c, int64_t ldc, int64_t N, int64_t K) {
-  const int64_t K16 = K & ~int64_t(15);
-  const __mmask16 tail = __mmask16((1u << (K - K16)) - 1);
-  int64_t j = 0;
-  for (; j + R <= N; j += R) {
-    __m512 acc[MM][R];
-    for (int m = 0; m < MM; ++m)
-      for (int q = 0; q < R; ++q) acc[m][q] = _mm512_setzero_ps();
-    const uint16_t* wr = w + j * ldw;
-    for (int64_t k = 0; k < K16; k += 16) {
-      __m512 wv[R];
-      for (int q = 0; q < R; ++q)
-        wv[q] = widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + q * ldw + k)));
-      for (int m = 0; m < MM; ++m) {
-        const __m512 xv = _mm512_loadu_ps(x + m * ldx + k);
-        for (int q = 0; q < R; ++q) acc[m][q] = _mm512_fmadd_ps(xv, wv[q], acc[m][q]);
-      }
-    }
-    if (tail) {
-      __m512 wv[R];
-      for (int q = 0; q < R; ++q) wv[q] = widen(_mm256_maskz_loadu_epi16(tail, wr + q * ldw + K16));
-      for (int m = 0; m < MM; ++m) {
-        const __m512 xv = _mm512_maskz_loadu_ps(tail, x + m * ldx + K16);
-        for (int q = 0; q < R; ++q) acc[m][q] = _mm512_fmadd_ps(xv, wv[q], acc[m][q]);
-      }
-    }
-    for (int m = 0; m < MM; ++m)
-      for (int q = 0; q < R; ++q) c[m * ldc + j + q] = hsum(acc[m][q]);
-  }
-  if (j < N) small_nt_bf16<MM, 1>(x, ldx, w + j * ldw, ldw, c + j, ldc, N - j, K);
-}
-}  // namespace
 
 void small_m_bf16_avx512(const float* x, int64_t ldx, const uint16_t* w, int64_t ldw, float* c,
                          int64_t ldc, int64_t M, int64_t N, int64_t K) {
   switch (M) {
-    case 1: small_nt_bf16<1, 8>(x, ldx, w, ldw, c, ldc, N, K); break;
-    case 2: small_nt_bf16<2, 8>(x, ldx, w, ldw, c, ldc, N, K); break;
-    case 3: small_nt_bf16<3, 4>(x, ldx, w, ldw, c, ldc, N, K); break;
-    default: small_nt_bf16<4, 4>(x, ldx, w, ldw, c, ldc, N, K); break;
+    case 1: small_nt<1, 8>(x, ldx, w, ldw, c, ldc, N, K, 1.0f, 0.0f); break;
+    case 2: small_nt<2, 8>(x, ldx, w, ldw, c, ldc, N, K, 1.0f, 0.0f); break;
+    case 3: small_nt<3, 4>(x, ldx, w, ldw, c, ldc, N, K, 1.0f, 0.0f); break;
+    default: small_nt<4, 4>(x, ldx, w, ldw, c, ldc, N, K, 1.0f, 0.0f); break;
   }
 }
 
