@@ -26,6 +26,14 @@ ops::Context make_context(const std::string& device, int threads) {
   return ctx;
 }
 
+ops::Context make_context(const PretrainOptions& o) {
+  ops::Context ctx = make_context(o.device, o.threads);
+  ctx.linear.mode = ops::parse_precision(o.precision, "--precision");
+  ctx.linear.granularity = ops::parse_fp8_granularity(o.fp8_granularity, "--fp8-granularity");
+  ctx.linear.scale_format = ops::parse_scale_format(o.fp8_scale, "--fp8-scale");
+  return ctx;
+}
+
 model::ModelArgs resolve_model_args(const PretrainOptions& o) {
   if (!o.preset.empty() && !o.model_config.empty())
     DS_THROW(UsageError, "--preset and --model-config are mutually exclusive");
@@ -66,7 +74,7 @@ RunSetup resolve_setup(const PretrainOptions& o) {
         DS_THROW(UsageError, "--resume {}: not a checkpoint directory", o.resume);
     }
   }
-  s.ctx = make_context(o.device, o.threads);
+  s.ctx = make_context(o);
   return s;
 }
 

@@ -85,6 +85,12 @@ int main(int argc, char** argv) {
   app.add_option("--device", o.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
+  app.add_option("--precision", o.precision, "Linear GEMM precision: fp32, bf16 or fp8 (DeepSeek-V3 recipe)")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp8"}))->capture_default_str();
+  app.add_option("--fp8-granularity", o.fp8_granularity, "FP8 scales per tile/block or per tensor")
+      ->check(CLI::IsMember({"tile", "tensor"}))->capture_default_str();
+  app.add_option("--fp8-scale", o.fp8_scale, "FP8 scale format: fp32 or ue8m0 (powers of two)")
+      ->check(CLI::IsMember({"fp32", "ue8m0"}))->capture_default_str();
   app.add_option("--seed", o.seed, "Seed of the initial weights and the data order")->capture_default_str();
   app.add_flag("--profile", o.profile, "Print a per-op time/GFLOP/s and peak-memory report at the end");
   app.add_flag("--dry-run", o.dry_run, "Print parameter counts and a memory plan as JSON; train nothing");

@@ -43,12 +43,38 @@ class Profiler {
   std::vector<Entry> entries_;
 };
 
+// Numeric precision of the model's Linear GEMMs (training; see include/ds/ops/fp8.hpp and
+// docs/model.md "Precision"). fp32: FP32 inputs. bf16: every Linear's GEMM inputs rounded to
+// BF16 (products and sums in FP32, as BF16 tensor cores do). fp8: DeepSeek-V3's recipe: the
+// Linears flagged FP8 (ParamInfo::fp8: attention projections, dense/shared/routed expert
+// matrices, MTP blocks) take E4M3 inputs in all three GEMMs (1x128 activation tiles, 128x128
+// weight blocks, 128x1 for the weight gradient); the other Linears (head, router, eh_proj) as bf16.
+enum class Precision : uint8_t { fp32, bf16, fp8 };
+// How FP8 scales are grouped: the paper's fine-grained tiles/blocks, or one scale per tensor
+// (the baseline that shows what the tiles buy).
+enum class Fp8Granularity : uint8_t { tile, tensor };
+// FP8 scale values: any FP32, or powers of two (UE8M0, as DeepGEMM on SM100).
+enum class ScaleFormat : uint8_t { fp32, ue8m0 };
+
+struct LinearPrecision {
+  Precision mode = Precision::fp32;
+  Fp8Granularity granularity = Fp8Granularity::tile;
+  ScaleFormat scale_format = ScaleFormat::fp32;
+};
+
 struct Context {
   Device device = Device::cpu;
   Impl impl = Impl::optimized;
   int threads = 1;          // CPU threads (OpenMP; OpenBLAS runs single-threaded per caller)
   Profiler* prof = nullptr; // optional per-op timing
+  LinearPrecision linear;   // read by model::Linear (training GEMM precision)
 };
+
+// "fp32" | "bf16" | "fp8", "tile" | "tensor", "fp32" | "ue8m0"; UsageError naming `flag`.
+Precision parse_precision(std::string_view s, std::string_view flag);
+Fp8Granularity parse_fp8_granularity(std::string_view s, std::string_view flag);
+ScaleFormat parse_scale_format(std::string_view s, std::string_view flag);
+std::string_view precision_name(Precision p);
 
 // Sets the OpenMP thread count once per process and keeps OpenBLAS single-threaded (GEMMs
 // are split over OpenMP threads by the ops layer). Call from the tools.

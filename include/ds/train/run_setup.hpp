@@ -30,5 +30,7 @@ model::ModelArgs resolve_model_args(const PretrainOptions& o);
 RunSetup resolve_setup(const PretrainOptions& o);
 // ops::Context for --device/--threads (UsageError for an unavailable device).
 ops::Context make_context(const std::string& device, int threads);
+// The same plus the Linear GEMM precision of --precision/--fp8-granularity/--fp8-scale.
+ops::Context make_context(const PretrainOptions& o);
 
 }  // namespace ds::train

@@ -1,0 +1,56 @@
+// FP8 numerics of DeepSeek-V3 (spec §3.1-3.4): E4M3 quantisation with fine-grained scales,
+// dequantisation, the CPU emulation used by FP8 training, and the FP8 GEMM with FP32
+// promotion every 128 elements of K. Codes are E4M3fn bytes (ds/core/dtype.hpp: RNE,
+// saturating at +-448); a scale s multiplies the code's value to give the real value
+// (x ~ e4m3(x / s) * s), s = amax / 448 per group (amax clamped to >= 1e-4 for activations,
+// as the reference act_quant; a weight block of zeros gets s = 1), or with ScaleFormat::ue8m0
+// s = 2^ceil(log2(amax / 448)) so that scaling is exact.
+//
+// Groupings (M rows, K columns of a row-major (M, K) matrix; ceil-divided, partial edge
+// groups use their own amax):
+//   1x128   activations / activation gradients along K:   scales (M, ceil(K/128))
+//   128x1   the weight-gradient GEMM's operands along M:    scales (ceil(M/128), K)
+//   128x128 weights (the released checkpoints' blocks):     scales (ceil(M/128), ceil(K/128))
+//   tensor  one scale for the whole tensor:                 scales (1)
+// reference: DeepSeek-V3 paper §3.3 and App. B; inference/kernel.py act_quant, weight_dequant,
+// fp8_gemm; DeepGEMM's scale layouts.
+#pragma once
+#include <cstdint>
+
+#include "ds/core/tensor.hpp"
+#include "ds/ops/ops.hpp"
+
+namespace ds::ops {
+
+inline constexpr int64_t kFp8Block = 128;
+
+enum class Fp8Group : uint8_t { row_1x128, col_128x1, block_128x128, tensor };
+
+// Shape of the scale tensor of an (M, K) matrix under `g` (see the table above).
+Shape fp8_scale_shape(int64_t M, int64_t K, Fp8Group g);
+
+// x (M, K) F32 -> q (M, K) u8 E4M3 codes and scales (fp8_scale_shape) F32; q and scales are
+// allocated when undefined. act: amax clamped to >= 1e-4 (activations); otherwise an all-zero
+// group gets scale 1 (weights, as the released checkpoints).
+void fp8_quantize(const Context& ctx, const Tensor& x, Fp8Group g, ScaleFormat fmt, bool act,
+                  Tensor& q, Tensor& scales);
+// q (M, K) u8 E4M3 codes + scales -> out (M, K) F32 (allocated when undefined):
+// out[i, j] = e4m3(q[i, j]) * scale(group of (i, j)), computed in FP32.
+void fp8_dequantize(const Context& ctx, const Tensor& q, const Tensor& scales, Fp8Group g,
+                    Tensor& out);
+// Quantise then dequantise in one pass (the CPU emulation of an FP8 GEMM operand):
+// out (M, K) F32 holds exactly the values an FP8 GEMM would see. out may alias x.
+void fp8_fake_quant(const Context& ctx, const Tensor& x, Fp8Group g, ScaleFormat fmt, bool act,
+                    Tensor& out);
+// Round every element to BF16 (RNE) and back: out may alias x.
+void bf16_round(const Context& ctx, const Tensor& x, Tensor& out);
+
+// The FP8 GEMM of spec §3.4 in NT layout: c (M, N) F32 = sum over K-blocks kb of
+//   (sum_{k in kb} e4m3(a[m,k]) * e4m3(b[n,k]))  [FP32 partial sum of exact products]
+//     * a_scales[m, kb] * b_scales[n/128, kb]     [promotion to the FP32 accumulator]
+// a (M, K) u8 codes with 1x128 scales (M, ceil(K/128)); b (N, K) u8 codes with 128x128
+// scales (ceil(N/128), ceil(K/128)). c allocated when undefined.
+void fp8_gemm_nt(const Context& ctx, const Tensor& a, const Tensor& a_scales, const Tensor& b,
+                 const Tensor& b_scales, Tensor& c);
+
+}  // namespace ds::ops

@@ -1,0 +1,37 @@
+// Names of the Linear GEMM precisions and FP8 scaling options (include/ds/ops/ops.hpp).
+#include <string>
+
+#include "ds/core/error.hpp"
+#include "ds/ops/ops.hpp"
+
+namespace ds::ops {
+
+Precision parse_precision(std::string_view s, std::string_view flag) {
+  if (s == "fp32") return Precision::fp32;
+  if (s == "bf16") return Precision::bf16;
+  if (s == "fp8") return Precision::fp8;
+  DS_THROW(UsageError, "{}: unknown precision '{}' (fp32, bf16, fp8)", flag, s);
+}
+
+Fp8Granularity parse_fp8_granularity(std::string_view s, std::string_view flag) {
+  if (s == "tile") return Fp8Granularity::tile;
+  if (s == "tensor") return Fp8Granularity::tensor;
+  DS_THROW(UsageError, "{}: unknown FP8 granularity '{}' (tile, tensor)", flag, s);
+}
+
+ScaleFormat parse_scale_format(std::string_view s, std::string_view flag) {
+  if (s == "fp32") return ScaleFormat::fp32;
+  if (s == "ue8m0") return ScaleFormat::ue8m0;
+  DS_THROW(UsageError, "{}: unknown scale format '{}' (fp32, ue8m0)", flag, s);
+}
+
+std::string_view precision_name(Precision p) {
+  switch (p) {
+    case Precision::fp32: return "fp32";
+    case Precision::bf16: return "bf16";
+    case Precision::fp8: return "fp8";
+  }
+  return "?";
+}
+
+}  // namespace ds::ops
