@@ -125,6 +125,19 @@ std::string build_gen_prompt(const GenItem& item, std::span<const GenItem> shots
   return p;
 }
 
+std::vector<infer::ChatMessage> build_chat_messages(const GenItem& item,
+                                                    std::span<const GenItem> shots,
+                                                    const std::string& system) {
+  std::vector<infer::ChatMessage> m;
+  if (!system.empty()) m.push_back({"system", system, {}});
+  for (const GenItem& s : shots) {
+    m.push_back({"user", s.question, {}});
+    m.push_back({"assistant", s.answer, {}});
+  }
+  m.push_back({"user", item.question, {}});
+  return m;
+}
+
 bool exact_match(const std::optional<std::string>& prediction, const std::string& gold) {
   if (!prediction) return false;
   const std::string a = normalize_number(*prediction), b = normalize_number(gold);

@@ -1,6 +1,7 @@
 // ds-eval generate: generation-based exact match (GSM8K style) with greedy decoding on the
 // inference engine (absorbed-MLA cache), k-shot prompts drawn from the same file (the item
-// itself excluded, seeded), optional chat template, answer extraction and normalisation.
+// itself excluded, seeded) in the plain or the chat layout (user/assistant turns rendered with
+// the checkpoint's chat template, EOS stop), answer extraction and normalisation.
 // reference: spec §6.1-6.2 (GSM8K 8-shot); include/ds/eval/gen_tasks.hpp, ds/infer/generator.hpp.
 #include <spdlog/spdlog.h>
 
@@ -26,14 +27,23 @@ fs::path gen_data(const GenOptions& o, GenSpec& spec) {
   return o.task;
 }
 
-// BOS + prompt tokens (or the rendered chat turn), left-truncated after the BOS to `keep`.
+// The prompt text of item i: the k-shot "Question:/Answer:" layout, or the rendered chat
+// (which starts with the BOS text).
+std::string prompt_text(const model::Pretrained& pt, const GenOptions& o, const GenItem& item,
+                        std::span<const GenItem> shots) {
+  if (!o.chat) return build_gen_prompt(item, shots);
+  return pt.chat_template->render(build_chat_messages(item, shots, o.system),
+                                  /*add_generation_prompt=*/true).text;
+}
+
+// BOS + prompt tokens (or the rendered chat, special tokens matched), left-truncated after the
+// BOS to `keep`.
 std::vector<int32_t> prompt_tokens(const model::Pretrained& pt, const std::string& prompt, bool chat,
                                    size_t keep, size_t& truncated) {
   const tok::Tokenizer& tk = detail::tokenizer_of(pt);
   std::vector<tok::TokenId> ids;
   if (chat) {
-    const auto r = pt.chat_template->render({{"user", prompt, {}}}, /*add_generation_prompt=*/true);
-    ids = tk.encode(r.text, /*match_added_tokens=*/true);
+    ids = tk.encode(prompt, /*match_added_tokens=*/true);
   } else {
     ids.push_back(detail::bos_of(pt));
     tk.encode(prompt, ids, /*match_added_tokens=*/false);
@@ -47,9 +57,16 @@ std::vector<int32_t> prompt_tokens(const model::Pretrained& pt, const std::strin
 
 }  // namespace
 
+int64_t effective_shots(const GenOptions& o) {
+  if (o.shots >= 0) return o.shots;
+  return o.chat ? 0 : 8;
+}
+
 EvalReport eval_generate(model::Pretrained& pt, const GenOptions& o) {
   detail::check_common(o.common);
-  DS_CHECK_AS(UsageError, o.shots >= 0, "--shots must be >= 0");
+  DS_CHECK_AS(UsageError, o.shots >= -1, "--shots must be >= 0 (or -1: the default)");
+  DS_CHECK_AS(UsageError, o.chat || o.system.empty(), "--system needs --chat");
+  const int64_t n_shots = effective_shots(o);
   DS_CHECK_AS(UsageError, o.max_new_tokens >= 1 && o.max_new_tokens < pt.args.max_seq_len - 1,
               "--max-new-tokens must be in [1, {}) for this model", pt.args.max_seq_len - 1);
   if (o.chat && !pt.chat_template)
@@ -67,8 +84,8 @@ EvalReport eval_generate(model::Pretrained& pt, const GenOptions& o) {
   const size_t keep = size_t(pt.args.max_seq_len - o.max_new_tokens);
   for (size_t i = 0; i < n; ++i) {
     std::vector<GenItem> shots;
-    for (size_t j : select_shots(all.size(), size_t(o.shots), i, o.seed, i)) shots.push_back(all[j]);
-    prompts[i] = build_gen_prompt(all[i], shots);
+    for (size_t j : select_shots(all.size(), size_t(n_shots), i, o.seed, i)) shots.push_back(all[j]);
+    prompts[i] = prompt_text(pt, o, all[i], shots);
     ids[i] = prompt_tokens(pt, prompts[i], o.chat, keep, truncated);
   }
   if (truncated) spdlog::warn("{}: {} prompt(s) cut from the left to fit max_seq_len", spec.name, truncated);
@@ -77,7 +94,7 @@ EvalReport eval_generate(model::Pretrained& pt, const GenOptions& o) {
   cfg.stop.max_new_tokens = size_t(o.max_new_tokens);
   cfg.stop.stop_ids = {tok::TokenId(pt.args.eos_token_id)};
   if (auto e = tk.eos_id(); e && *e != cfg.stop.stop_ids[0]) cfg.stop.stop_ids.push_back(*e);
-  cfg.stop.stop_strings = kGenStopStrings;
+  if (!o.chat) cfg.stop.stop_strings = kGenStopStrings;   // a chat turn ends with EOS
   const infer::TokenText text(tk);
   const size_t B = size_t(o.common.batch_size);
   // The cache is allocated up front (slots x capacity): size it to the longest request.
@@ -114,7 +131,8 @@ EvalReport eval_generate(model::Pretrained& pt, const GenOptions& o) {
   rep.task_file = data.string();
   rep.task_fingerprint = file_fingerprint(data);
   rep.checkpoint_fingerprint = pt.fingerprint;
-  rep.settings = {{"shots", o.shots}, {"seed", o.seed}, {"chat", o.chat}, {"max_new_tokens", o.max_new_tokens},
+  rep.settings = {{"shots", n_shots}, {"seed", o.seed}, {"chat", o.chat}, {"system", o.system},
+                  {"max_new_tokens", o.max_new_tokens},
                   {"answer_regex", o.answer_regex}, {"decoding", "greedy"}, {"limit", o.common.limit}};
   rep.add("exact_match", accuracy(correct, n));
   rep.counts = {{"items", n}, {"correct", correct}, {"truncated_prompts", truncated},

@@ -202,7 +202,9 @@ std::vector<Completion> generate(Engine& engine, const std::vector<std::vector<i
                                  GenerationStats* stats, const StreamFn& on_text) {
   DS_CHECK_AS(UsageError, int64_t(prompts.size()) <= engine.slots(),
               "generate: {} prompts for {} cache slots", prompts.size(), engine.slots());
-  Ctx c{engine, cfg, text, on_text, Sampler(cfg.sampling, size_t(engine.args().vocab_size)), {}};
+  size_t valid_vocab = size_t(engine.args().vocab_size);   // padded head rows are never sampled
+  if (text) valid_vocab = std::min(valid_vocab, text->vocab_size());
+  Ctx c{engine, cfg, text, on_text, Sampler(cfg.sampling, valid_vocab), {}};
   if (cfg.speculative) {
     DS_CHECK_AS(UsageError, engine.has_mtp(),
                 "speculative decoding needs an MTP module (num_nextn_predict_layers = 0)");

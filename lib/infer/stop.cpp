@@ -120,6 +120,8 @@ TokenText::TokenText(const tok::Tokenizer& tokenizer) : tok_(&tokenizer) {
     if (t.special) special_.insert(t.id);
 }
 
+size_t TokenText::vocab_size() const { return tok_->vocab_size(); }
+
 std::string TokenText::bytes(tok::TokenId id) const {
   if (is_special(id)) return {};
   return tok_->token_bytes(id);

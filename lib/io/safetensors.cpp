@@ -31,10 +31,6 @@ uint64_t read_le64(const uint8_t* p) {
   return v;
 }
 
-void put_le64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = uint8_t(v >> (8 * i));
-}
-
 // shape -> numel with checks; FormatError on negative dims or overflow.
 uint64_t checked_numel(const Shape& s, const std::string& file, const std::string& name) {
   uint64_t n = 1;
@@ -269,29 +265,16 @@ void write_tensor_bytes(AtomicFile& out, const TensorSource& t) {
 
 void write_safetensors(const fs::path& path, const std::vector<TensorSource>& tensors,
                        const std::map<std::string, std::string>& extra_metadata) {
-  ojson h = ojson::object();
-  ojson meta = ojson::object();
-  meta["format"] = "pt";
-  for (const auto& [k, v] : extra_metadata) meta[k] = v;
-  h["__metadata__"] = meta;
-  uint64_t pos = 0;
+  std::vector<TensorDecl> decls;
+  decls.reserve(tensors.size());
   for (const TensorSource& t : tensors) {
-    DS_CHECK(!h.contains(t.name), "{}: tensor {} listed twice", path.string(), t.name);
     DS_CHECK(t.data != nullptr || shape_numel(t.shape) == 0, "{}: tensor {} has no data",
              path.string(), t.name);
-    uint64_t nb = t.nbytes();
-    h[t.name] = ojson{{"dtype", std::string(dtype_name(t.dtype))},
-                      {"shape", t.shape},
-                      {"data_offsets", {pos, pos + nb}}};
-    pos += nb;
+    decls.push_back(TensorDecl{t.name, t.dtype, t.shape});
   }
-  std::string js = h.dump();
-  js.append((8 - (8 + js.size()) % 8) % 8, ' ');   // data starts 8-byte aligned
-  uint8_t len[8];
-  put_le64(len, js.size());
+  const std::string header = safetensors_header(decls, extra_metadata);
   AtomicFile out(path);
-  out.write(len, 8);
-  out.write(js);
+  out.write(header);
   for (const TensorSource& t : tensors) write_tensor_bytes(out, t);
   out.commit();
 }

@@ -1,5 +1,6 @@
 // Model weights <-> config.json + safetensors (see include/ds/model/checkpoint_io.hpp).
-// FP8 e4m3 weights are dequantised per 128x128 block (spec §3.3) when LoadOptions::fp8.
+// FP8 e4m3 weights are dequantised per 128x128 block (spec §3.3) when LoadOptions::fp8, by
+// ops::fp8_dequantize (dequantize_fp8_blocks, shared with ds-convert-fp8).
 // reference: spec §1.13, §3.3; HF `save_pretrained` directory layout.
 #include "ds/model/checkpoint_io.hpp"
 
@@ -11,6 +12,7 @@
 #include "ds/core/error.hpp"
 #include "ds/io/file.hpp"
 #include "ds/io/safetensors.hpp"
+#include "ds/ops/fp8.hpp"
 
 namespace ds::model {
 
@@ -153,9 +155,16 @@ void dequantize_fp8_blocks(const io::TensorView& w, const io::TensorView& s, int
               "{}: scale must be F32 {}, got {} {}", s.name, shape_str({sm, sn}), dtype_name(s.dtype),
               shape_str(s.shape));
   DS_CHECK(out.dtype() == DType::f32 && out.shape() == w.shape, "{}: bad output tensor", w.name);
+  if (M * N == 0) return;
+  const Tensor scale = io::to_f32(s);   // a copy: the mapped F32 scale may be misaligned
+  if (bm == ops::kFp8Block && bn == ops::kFp8Block) {   // the released format: the ops layer's
+    const Tensor q = Tensor::borrow(const_cast<uint8_t*>(w.data), w.shape, DType::f8_e4m3);
+    ops::fp8_dequantize(ops::Context{}, q, scale, ops::Fp8Group::block_128x128, out);
+    return;
+  }
+  // Other block sizes (configs may declare any weight_block_size): the same rule, by hand.
   float lut[256];
   for (int b = 0; b < 256; ++b) lut[b] = e4m3_to_f32(uint8_t(b));
-  const Tensor scale = io::to_f32(s);
   const float* sc = scale.f32();
   float* o = out.f32();
   for (int64_t i = 0; i < M; ++i) {

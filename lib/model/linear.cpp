@@ -1,11 +1,69 @@
-// Linear layer without bias and the parameter-registration helpers (see linear.hpp).
-// reference: DeepSeek-V3 inference/model.py Linear (y = x W^T), HF nn.Linear layout.
+// Linear layer without bias and the parameter-registration helpers (see linear.hpp), with the
+// GEMM precisions of training (ops::Context::linear): fp32; bf16 (every GEMM input rounded to
+// BF16); fp8, DeepSeek-V3's recipe, emulated on the CPU by fake-quantising each operand to
+// exact E4M3 values times FP32 scales and running the FP32 GEMM (docs/model.md "Precision").
+// reference: DeepSeek-V3 inference/model.py Linear (y = x W^T), HF nn.Linear layout;
+// DeepSeek-V3 paper §3.3 (Fprop / Dgrad / Wgrad quantisation) and App. B.
 #include "ds/model/linear.hpp"
 
 #include "ds/core/error.hpp"
+#include "ds/ops/fp8.hpp"
 #include "model_util.hpp"
 
 namespace ds::model {
+
+namespace {
+
+enum class Path : uint8_t { fp32, bf16, fp8 };
+
+// fp8 applies to the Linears flagged FP8 (ParamInfo::fp8); the others run as bf16.
+Path path_of(const ops::Context& ctx, const Param& w) {
+  switch (ctx.linear.mode) {
+    case ops::Precision::fp32: return Path::fp32;
+    case ops::Precision::bf16: return Path::bf16;
+    case ops::Precision::fp8: return w.info.fp8 ? Path::fp8 : Path::bf16;
+  }
+  return Path::fp32;
+}
+
+bool tiles(const ops::Context& ctx) { return ctx.linear.granularity == ops::Fp8Granularity::tile; }
+// Activations and activation gradients along the GEMM's K: 1x128 tiles.
+ops::Fp8Group act_group(const ops::Context& ctx) {
+  return tiles(ctx) ? ops::Fp8Group::row_1x128 : ops::Fp8Group::tensor;
+}
+// Weights: 128x128 blocks (the same blocks serve W in Fprop and W^T in Dgrad).
+ops::Fp8Group weight_group(const ops::Context& ctx) {
+  return tiles(ctx) ? ops::Fp8Group::block_128x128 : ops::Fp8Group::tensor;
+}
+// Wgrad operands, K = tokens: 128x1 tiles of dy (N, out) and of the cached input (N, in).
+ops::Fp8Group wgrad_group(const ops::Context& ctx) {
+  return tiles(ctx) ? ops::Fp8Group::col_128x1 : ops::Fp8Group::tensor;
+}
+
+// The values an FP8 GEMM sees: x fake-quantised (same shape, F32). act: the activation amax
+// clamp (>= 1e-4) of act_quant; weights and gradients use the plain amax (gradients are
+// small: with the loss averaged over a batch a clamp would cost them precision), a zero group
+// getting scale 1.
+Tensor fp8_values(const ops::Context& ctx, const Tensor& x, ops::Fp8Group g, bool act) {
+  Tensor out = detail::empty_f32(ctx, x.shape());
+  ops::fp8_fake_quant(ctx, x, g, ctx.linear.scale_format, act, out);
+  return out;
+}
+
+Tensor bf16_values(const ops::Context& ctx, const Tensor& x) {
+  Tensor out = detail::empty_f32(ctx, x.shape());
+  ops::bf16_round(ctx, x, out);
+  return out;
+}
+
+void check_master(const Param& w, Path p) {
+  DS_CHECK_AS(UsageError, p == Path::fp32 || w.value.dtype() == DType::f32,
+              "{}: {} GEMMs need F32 master weights, got {} (train from F32 weights, or use "
+              "--precision fp32)", w.info.name,
+              p == Path::fp8 ? "FP8" : "BF16", dtype_name(w.value.dtype()));
+}
+
+}  // namespace
 
 Param& add_matrix(ParamStore& store, const std::string& name, int64_t out, int64_t in,
                   double init_std, bool fp8, int layer, int expert) {
@@ -38,7 +96,19 @@ Linear::Linear(ParamStore& store, const std::string& name, int64_t out_features,
 void Linear::forward(const ops::Context& ctx, const Tensor& x, Tensor& y) const {
   DS_CHECK_SHAPE(x, {-1, in});
   if (!y.defined()) y = detail::empty_f32(ctx, {x.size(0), out});
-  ops::linear_forward(ctx, x, w->value, y);
+  const Path p = path_of(ctx, *w);
+  if (p == Path::fp32) {
+    ops::linear_forward(ctx, x, w->value, y);
+    return;
+  }
+  check_master(*w, p);
+  if (p == Path::bf16) {
+    ops::linear_forward(ctx, bf16_values(ctx, x), bf16_values(ctx, w->value), y);
+    return;
+  }
+  // Fprop: y = Q_1x128(x) Q_128x128(W)^T
+  ops::linear_forward(ctx, fp8_values(ctx, x, act_group(ctx), true),
+                      fp8_values(ctx, w->value, weight_group(ctx), false), y);
 }
 
 void Linear::backward(const ops::Context& ctx, const Tensor& x, const Tensor& dy, Tensor& dx,
@@ -46,7 +116,31 @@ void Linear::backward(const ops::Context& ctx, const Tensor& x, const Tensor& dy
   DS_CHECK(w->grad.defined(), "{}: gradient not allocated", w->info.name);
   Tensor none;
   if (want_dx && !dx.defined()) dx = detail::empty_f32(ctx, {x.size(0), in});
-  ops::linear_backward(ctx, x, w->value, dy, want_dx ? dx : none, w->grad);
+  const Path p = path_of(ctx, *w);
+  if (p == Path::fp32) {
+    ops::linear_backward(ctx, x, w->value, dy, want_dx ? dx : none, w->grad);
+    return;
+  }
+  check_master(*w, p);
+  if (p == Path::bf16) {
+    ops::linear_backward(ctx, bf16_values(ctx, x), bf16_values(ctx, w->value),
+                         bf16_values(ctx, dy), want_dx ? dx : none, w->grad);
+    return;
+  }
+  DS_CHECK_SHAPE(dy, {x.size(0), out});
+  // Dgrad: dx (N, in) = Q_1x128(dy) Q_128x128(W), 1x128 along the GEMM's K = out.
+  const Tensor dyq = fp8_values(ctx, dy, act_group(ctx), false);   // (N, out)
+  if (want_dx) {
+    DS_CHECK_SHAPE(dx, {x.size(0), in});
+    ops::matmul(ctx, dyq, fp8_values(ctx, w->value, weight_group(ctx), false), dx, false, false);
+  }
+  // Wgrad: dW (out, in) += Q_128x1(dy)^T Q_128x1(Xc), Xc the Fprop input as the FP8 GEMM saw
+  // it (recomputed here: the same deterministic quantisation), re-quantised in 128x1 tiles.
+  const Tensor xc = fp8_values(ctx, x, act_group(ctx), true);     // (N, in)
+  const bool same = wgrad_group(ctx) == act_group(ctx);           // per-tensor scaling
+  const Tensor dyw = same ? dyq : fp8_values(ctx, dy, wgrad_group(ctx), false);
+  ops::matmul(ctx, dyw, fp8_values(ctx, xc, wgrad_group(ctx), true), w->grad, true, false, 1.0f,
+              1.0f);
 }
 
 }  // namespace ds::model

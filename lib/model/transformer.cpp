@@ -1,6 +1,7 @@
 // The DeepSeek-V3 model and its training losses (see transformer.hpp): forward over the main
 // blocks and the MTP chain, loss heads, and the manual backward in reverse order (MTP depths
-// D..1, final norm, blocks L-1..0, embedding), freeing each layer's activations as it goes.
+// D..1, final norm, blocks L-1..0, embedding), freeing each layer's activations as it goes;
+// and the policy-gradient head (per-token log-probabilities, loss gradient from a callback).
 // Host loops here only shift/select token ids and loss weights of the input batch (index
 // bookkeeping); all numerics go through ops::.
 // reference: DeepSeek-V3 inference/model.py Transformer.forward; paper §2.2 (MTP losses).
@@ -66,6 +67,9 @@ std::vector<V> prefix_rows(const std::vector<V>& a, int64_t B, int64_t T, int64_
 
 struct Transformer::Pass {
   bool train = false;
+  const PolicyLossFn* policy = nullptr;   // policy head instead of the CE losses
+  bool scores_only = false;             // policy head without a loss (token_scores)
+  TokenScores* scores = nullptr;        // receives the policy head's scores
   float grad_scale = 1;
   LossWeights lw;
   MoEOptions opt;
@@ -149,6 +153,30 @@ double Transformer::head_loss(const ops::Context& ctx, Pass& p, const Tensor& g,
   return sum / p.W;
 }
 
+// Policy head over g (N, C): per-token log-probabilities and entropies of the scored targets
+// (tgt = -1 elsewhere). When training, the callback's dL/dlogp (times grad_scale) becomes
+// dlogits in place of the logits, then lm_head.grad accumulates and dg (N, C) is written.
+void Transformer::head_policy(const ops::Context& ctx, Pass& p, const Tensor& g,
+                              const std::vector<int32_t>& tgt, Tensor& dg) {
+  const int64_t N = g.size(0);
+  const Tensor targets = upload_i32(ctx, tgt, {N});
+  Tensor logits, logp = empty_f32(ctx, {N}), lse = empty_f32(ctx, {N}), ent = empty_f32(ctx, {N});
+  head_.forward(ctx, g, logits);
+  ops::token_logprob_forward(ctx, logits, targets, logp, lse, ent);
+  TokenScores sc{detail::download_f32(logp), detail::download_f32(ent)};
+  if (p.train) {
+    std::vector<float> d(static_cast<size_t>(N), 0.0f);
+    p.r.loss_main = (*p.policy)(sc, d);
+    for (size_t i = 0; i < d.size(); ++i)   // only scored targets carry a gradient
+      if (tgt[i] < 0) d[i] = 0.0f;
+    Tensor dlogp = detail::upload_f32(ctx, d, {N});
+    if (p.grad_scale != 1.0f) ops::scale_(ctx, dlogp, p.grad_scale);
+    ops::token_logprob_backward(ctx, logits, targets, lse, dlogp, logits);   // (N, V) dlogits
+    head_.backward(ctx, g, logits, dg);
+  }
+  if (p.scores) *p.scores = std::move(sc);
+}
+
 void Transformer::forward_main(const ops::Context& ctx, Pass& p) {
   const HostBatch& hb = p.hb;
   const int64_t B = hb.B, T = hb.T, N = B * T;
@@ -175,13 +203,26 @@ void Transformer::forward_main(const ops::Context& ctx, Pass& p) {
   }
   p.h_last = h;
   norm_.forward(ctx, h, p.g0, p.rstd0);
-  p.r.loss_main = head_loss(ctx, p, p.g0, y, hb.mask, 1.0, p.dg0);
+  if (p.policy || p.scores_only) {
+    for (size_t i = 0; i < hb.mask.size(); ++i)
+      if (hb.mask[i] == 0.0f) y[i] = -1;
+    head_policy(ctx, p, p.g0, y, p.dg0);
+  } else {
+    p.r.loss_main = head_loss(ctx, p, p.g0, y, hb.mask, 1.0, p.dg0);
+  }
 }
 
 void Transformer::forward_mtp(const ops::Context& ctx, Pass& p) {
   const HostBatch& hb = p.hb;
   const int64_t B = hb.B, T = hb.T, D = int64_t(mtp_.size());
   const double coeff = D > 0 ? double(p.lw.mtp_lambda) / double(D) : 0.0;
+  if (p.lw.mtp_lambda == 0.0f) {   // chain skipped: well-formed (zero) counts for its layers
+    for (int64_t k = 0; k < D; ++k) {
+      p.r.expert_counts.emplace_back(static_cast<size_t>(args_.n_routed_experts), 0);
+      p.r.route_idx.emplace_back();
+    }
+    return;
+  }
   Tensor g_prev = p.g0;
   for (int64_t k = 1; k <= D; ++k) {
     const int64_t Tk = T - k, N = B * Tk;
@@ -217,7 +258,7 @@ void Transformer::forward_mtp(const ops::Context& ctx, Pass& p) {
 }
 
 void Transformer::backward(const ops::Context& ctx, Pass& p) {
-  for (size_t k = mtp_.size(); k-- > 0;) {
+  for (size_t k = p.mtp.size(); k-- > 0;) {
     Tensor& dprev = k == 0 ? p.dg0 : p.mtp_dg[k - 1];
     mtp_[k].backward(ctx, embed_, p.mtp[k], p.mtp_seq[k], p.mtp_dg[k], dprev);
     p.mtp_dg[k] = Tensor();
@@ -233,15 +274,10 @@ void Transformer::backward(const ops::Context& ctx, Pass& p) {
   embed_.backward(ctx, p.x_ids, dh);
 }
 
-StepResult Transformer::run(const ops::Context& ctx, const Batch& batch, const LossWeights& lw,
-                            bool train, float grad_scale) {
-  Pass p;
-  p.train = train;
-  p.grad_scale = grad_scale;
-  p.lw = lw;
-  p.opt = MoEOptions{train, lw.balance_alpha, grad_scale};
+StepResult Transformer::run(Pass& p, const ops::Context& ctx, const Batch& batch) {
+  p.opt = MoEOptions{p.train, p.lw.balance_alpha, p.grad_scale};
   p.hb = read_batch(batch);
-  DS_CHECK_AS(UsageError, p.hb.T > args_.n_mtp_layers,
+  DS_CHECK_AS(UsageError, p.lw.mtp_lambda == 0.0f || p.hb.T > args_.n_mtp_layers,
               "sequence length {} must exceed the MTP depth {}", p.hb.T, args_.n_mtp_layers);
   double W = 0;
   int64_t n = 0;
@@ -256,19 +292,49 @@ StepResult Transformer::run(const ops::Context& ctx, const Batch& batch, const L
   forward_main(ctx, p);
   forward_mtp(ctx, p);
   p.r.loss = p.r.loss_main + p.r.loss_mtp + p.r.loss_balance;
-  if (train) backward(ctx, p);
+  if (p.train) backward(ctx, p);
   return std::move(p.r);
 }
 
 StepResult Transformer::forward_backward(const ops::Context& ctx, const Batch& batch,
                                          const LossWeights& lw, float grad_scale) {
   store_.alloc_grads();
-  return run(ctx, batch, lw, true, grad_scale);
+  Pass p;
+  p.train = true;
+  p.grad_scale = grad_scale;
+  p.lw = lw;
+  return run(p, ctx, batch);
 }
 
 StepResult Transformer::forward_loss(const ops::Context& ctx, const Batch& batch,
                                      const LossWeights& lw) {
-  return run(ctx, batch, lw, false, 1.0f);
+  Pass p;
+  p.lw = lw;
+  return run(p, ctx, batch);
+}
+
+TokenScores Transformer::token_scores(const ops::Context& ctx, const Batch& batch) {
+  TokenScores out;
+  Pass p;
+  p.lw = LossWeights{0.0f, 0.0f};
+  p.scores_only = true;
+  p.scores = &out;
+  run(p, ctx, batch);
+  return out;
+}
+
+StepResult Transformer::forward_backward_policy(const ops::Context& ctx, const Batch& batch,
+                                                const PolicyLossFn& loss_fn, float balance_alpha,
+                                                float grad_scale, TokenScores* scores) {
+  DS_CHECK(bool(loss_fn), "forward_backward_policy: no loss function");
+  store_.alloc_grads();
+  Pass p;
+  p.train = true;
+  p.grad_scale = grad_scale;
+  p.lw = LossWeights{0.0f, balance_alpha};
+  p.policy = &loss_fn;
+  p.scores = scores;
+  return run(p, ctx, batch);
 }
 
 void Transformer::forward_logits(const ops::Context& ctx, const Tensor& tokens, Tensor& logits) {

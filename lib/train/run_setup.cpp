@@ -2,18 +2,15 @@
 #include "ds/train/run_setup.hpp"
 
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include <cstdio>
 
 #include "ds/core/error.hpp"
 #include "ds/core/thread_pool.hpp"
-#include "ds/io/checkpoint.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
+#include "ds/train/trainer.hpp"
 
 namespace ds::train {
-
-namespace fs = std::filesystem;
 
 ops::Context make_context(const std::string& device, int threads) {
   ops::Context ctx;
@@ -26,12 +23,17 @@ ops::Context make_context(const std::string& device, int threads) {
   return ctx;
 }
 
-ops::Context make_context(const PretrainOptions& o) {
-  ops::Context ctx = make_context(o.device, o.threads);
-  ctx.linear.mode = ops::parse_precision(o.precision, "--precision");
-  ctx.linear.granularity = ops::parse_fp8_granularity(o.fp8_granularity, "--fp8-granularity");
-  ctx.linear.scale_format = ops::parse_scale_format(o.fp8_scale, "--fp8-scale");
+ops::Context make_context(const std::string& device, int threads, const std::string& precision,
+                          const std::string& fp8_granularity, const std::string& fp8_scale) {
+  ops::Context ctx = make_context(device, threads);
+  ctx.linear.mode = ops::parse_precision(precision, "--precision");
+  ctx.linear.granularity = ops::parse_fp8_granularity(fp8_granularity, "--fp8-granularity");
+  ctx.linear.scale_format = ops::parse_scale_format(fp8_scale, "--fp8-scale");
   return ctx;
+}
+
+ops::Context make_context(const PretrainOptions& o) {
+  return make_context(o.device, o.threads, o.precision, o.fp8_granularity, o.fp8_scale);
 }
 
 model::ModelArgs resolve_model_args(const PretrainOptions& o) {
@@ -63,17 +65,7 @@ RunSetup resolve_setup(const PretrainOptions& o) {
   s.total_steps = o.steps > 0 ? o.steps : (o.tokens + per_step - 1) / per_step;
   s.total_tokens = o.tokens > 0 ? o.tokens : o.steps * per_step;
   if (!o.tokenizer.empty()) s.expected_fingerprint = tok::Tokenizer::from_file(o.tokenizer).fingerprint();
-  if (!o.resume.empty()) {
-    if (o.resume == "auto") {
-      auto latest = io::find_latest_checkpoint(o.out);
-      if (latest) s.resume_from = *latest;
-      else spdlog::info("--resume auto: no checkpoint in {}; starting fresh", o.out);
-    } else {
-      s.resume_from = o.resume;
-      if (!fs::is_directory(s.resume_from))
-        DS_THROW(UsageError, "--resume {}: not a checkpoint directory", o.resume);
-    }
-  }
+  s.resume_from = resolve_resume(o.resume, o.out);
   s.ctx = make_context(o);
   return s;
 }

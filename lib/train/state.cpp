@@ -17,13 +17,15 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 static json state_to_json(const TrainerState& st) {
-  return json{{"format", "ds-trainer-state"}, {"version", 1}, {"kind", st.kind},
-              {"step", st.step}, {"tokens_seen", st.tokens_seen},
-              {"data", {{"epoch", st.data.epoch}, {"position", st.data.position}}},
-              {"nonfinite_skipped", st.nonfinite_skipped},
-              {"optimizer_steps", st.optimizer_steps}, {"seed", st.seed},
-              {"seq_len", st.seq_len}, {"total_steps", st.total_steps},
-              {"total_tokens", st.total_tokens}};
+  json j{{"format", "ds-trainer-state"}, {"version", 1}, {"kind", st.kind},
+         {"step", st.step}, {"tokens_seen", st.tokens_seen},
+         {"data", {{"epoch", st.data.epoch}, {"position", st.data.position}}},
+         {"nonfinite_skipped", st.nonfinite_skipped},
+         {"optimizer_steps", st.optimizer_steps}, {"seed", st.seed},
+         {"seq_len", st.seq_len}, {"total_steps", st.total_steps},
+         {"total_tokens", st.total_tokens}};
+  if (!st.data_fingerprint.empty()) j["data_fingerprint"] = st.data_fingerprint;
+  return j;
 }
 
 static TrainerState state_from_json(const std::string& text, const std::string& src) {
@@ -47,6 +49,7 @@ static TrainerState state_from_json(const std::string& text, const std::string& 
   get("seq_len", st.seq_len);
   get("total_steps", st.total_steps);
   get("total_tokens", st.total_tokens);
+  if (j.contains("data_fingerprint")) get("data_fingerprint", st.data_fingerprint);
   if (!j.contains("data") || !j["data"].is_object())
     DS_THROW(FormatError, "{}: missing field 'data'", src);
   st.data.epoch = j["data"].value("epoch", int64_t(-1));

@@ -2,8 +2,9 @@
 // exp of the mean NLL computed independently with Transformer::forward_logits; sliding
 // windows (stride = window) equal hand-made chunks and a window covering the document does
 // not depend on the stride; batching does not change results; multiple choice accuracy is
-// the one computed by hand from logits; greedy generation matches a hand-written greedy loop;
-// the report JSON fields; the CLI's outputs, exit codes and one-line errors.
+// the one computed by hand from logits; greedy generation matches a hand-written greedy loop,
+// in the plain and the chat layout; the report JSON fields; the CLI's outputs, exit codes and
+// one-line errors.
 // reference: include/ds/eval/run.hpp; spec §6.1.
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
@@ -18,6 +19,7 @@
 #include "../model/model_test_util.hpp"
 #include "ds/core/error.hpp"
 #include "ds/eval/metrics.hpp"
+#include "ds/eval/gen_tasks.hpp"
 #include "ds/eval/run.hpp"
 #include "ds/io/file.hpp"
 #include "ds/ops/ops.hpp"
@@ -253,6 +255,89 @@ TEST_CASE("ds-eval generate: greedy exact match equals a hand-written greedy loo
   CHECK(rec["completion"].get<std::string>() == want.substr(0, want.find("Question:")));
 }
 
+namespace {
+
+// Greedy decoding of `t` with forward_logits until EOS or `max_new` tokens.
+std::vector<tok::TokenId> greedy_by_hand(Fixture& fx, std::vector<tok::TokenId> t, int max_new) {
+  std::vector<tok::TokenId> gen;
+  for (int k = 0; k < max_new; ++k) {
+    Tensor in_t = Tensor::empty({1, int64_t(t.size())}, DType::i32);
+    for (size_t i = 0; i < t.size(); ++i) in_t.i32()[i] = int32_t(t[i]);
+    Tensor logits;
+    ops::Context ctx;
+    fx.pt.model->forward_logits(ctx, in_t, logits);
+    const float* row = logits.f32() + int64_t(t.size() - 1) * fx.pt.args.vocab_size;
+    const tok::TokenId best = tok::TokenId(std::max_element(row, row + fx.pt.args.vocab_size) - row);
+    if (int64_t(best) == fx.pt.args.eos_token_id || best == *fx.pt.tokenizer->eos_id()) break;
+    gen.push_back(best);
+    t.push_back(best);
+  }
+  return gen;
+}
+
+}  // namespace
+
+TEST_CASE("ds-eval generate --chat: rendered turns, EOS stop, greedy equals a hand-written loop") {
+  Fixture fx;
+  REQUIRE(fx.pt.chat_template.has_value());   // no tokenizer_config.json: the built-in template
+  const fs::path data = fx.tmp.write("chat.jsonl",
+      "{\"question\": \"What is 3 + 4?\", \"answer\": \"3 + 4 = 7. #### 7\"}\n"
+      "{\"question\": \"What is 2 + 2?\", \"answer\": \"2 + 2 = 4. #### 4\"}\n"
+      "{\"question\": \"What is 5 + 1?\", \"answer\": \"5 + 1 = 6. #### 6\"}\n");
+  eval::GenOptions o;
+  o.common = fx.common(2);
+  o.common.log_samples = (fx.tmp.path() / "chat_samples.jsonl").string();
+  o.task = data.string();
+  o.chat = true;
+  o.system = "Be brief.";
+  o.max_new_tokens = 8;
+  const eval::EvalReport r = eval::eval_generate(fx.pt, o);
+  const json j = r.to_json();
+  CHECK(j["settings"]["shots"] == 0);   // the chat default
+  CHECK(j["settings"]["chat"] == true);
+  CHECK(j["settings"]["system"] == "Be brief.");
+  CHECK(j["counts"]["items"] == 3);
+
+  const auto items = eval::load_gen(data);
+  std::ifstream in(o.common.log_samples);
+  std::string line;
+  size_t correct = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    REQUIRE(std::getline(in, line));
+    const json rec = json::parse(line);
+    const std::string prompt =
+        fx.pt.chat_template->render(eval::build_chat_messages(items[i], {}, o.system), true).text;
+    CHECK(rec["prompt"].get<std::string>() == prompt);
+    // The rendered text starts with the BOS text, matched as the BOS token (no second BOS).
+    const auto t = fx.pt.tokenizer->encode(prompt, /*match_added_tokens=*/true);
+    CHECK(t.front() == *fx.pt.tokenizer->bos_id());
+    CHECK(std::count(t.begin(), t.end(), *fx.pt.tokenizer->bos_id()) == 1);
+    // EOS is the only stop: the whole greedy completion, no "Question:" cut.
+    const std::string want = fx.pt.tokenizer->decode(greedy_by_hand(fx, t, 8));
+    CHECK(rec["completion"].get<std::string>() == want);
+    const bool ok = eval::exact_match(eval::AnswerExtractor()(want), items[i].gold);
+    CHECK(rec["exact_match"].get<int>() == int(ok));
+    correct += ok;
+  }
+  CHECK(metric(r, "exact_match") == doctest::Approx(double(correct) / 3));
+
+  // One shot: the other items' questions and answers become earlier turns.
+  o.shots = 1;
+  o.common.log_samples.clear();
+  CHECK(eval::eval_generate(fx.pt, o).to_json()["settings"]["shots"] == 1);
+  // --system without --chat; shots below -1.
+  o.chat = false;
+  CHECK_THROWS_WITH_AS(eval::eval_generate(fx.pt, o), doctest::Contains("--system needs --chat"), UsageError);
+  o.system.clear();
+  o.shots = -2;
+  CHECK_THROWS_AS(eval::eval_generate(fx.pt, o), UsageError);
+  // The default shot count: 8 in the plain layout, 0 in the chat layout.
+  o.shots = -1;
+  CHECK(eval::effective_shots(o) == 8);
+  o.chat = true;
+  CHECK(eval::effective_shots(o) == 0);
+}
+
 TEST_CASE("ds-eval CLI: report, exit codes, one-line errors") {
   Fixture fx;
   const fs::path f = fx.tmp.write("t.txt", kText);
@@ -280,4 +365,15 @@ TEST_CASE("ds-eval CLI: report, exit codes, one-line errors") {
   one_line_error(run_cli("perplexity" + model + " " + fx.tmp.write("e.txt", "").string()), 1, "empty file");
   one_line_error(run_cli("perplexity" + model), 2, "either --data");
   one_line_error(run_cli("mc" + model + " --task piqa"), 2, "needs --data");
+
+  // generate --chat end to end through the CLI.
+  const fs::path g = fx.tmp.write("g.jsonl", "{\"question\": \"What is 1 + 2?\", \"answer\": \"#### 3\"}\n");
+  c = run_cli("generate" + model + " --task " + g.string() + " --chat --system hi --max-new-tokens 4");
+  INFO(c.out);
+  CHECK(c.rc == 0);
+  const json gj = json::parse(c.out);
+  CHECK(gj["settings"]["chat"] == true);
+  CHECK(gj["counts"]["items"] == 1);
+  one_line_error(run_cli("generate" + model + " --task " + g.string() + " --system hi --shots 0"), 2,
+                 "--system needs --chat");
 }

@@ -1,10 +1,13 @@
 // Generation tasks: number normalisation, gold extraction after "####", prediction
-// extraction (default and regex), prompt layout, exact match, loading errors; with the
+// extraction (default and regex), prompt layout (plain and chat, rendered with the DeepSeek-V3
+// template), exact match, loading errors; with the
 // shared data: every GSM8K train answer extracts as an integer (7473 lines).
 #include <doctest/doctest.h>
 
 #include "ds/core/error.hpp"
 #include "ds/eval/gen_tasks.hpp"
+#include "ds/infer/chat_template.hpp"
+#include "ds/tokenizer/tokenizer.hpp"
 #include "eval_test_util.hpp"
 
 using namespace ds::eval;
@@ -66,6 +69,30 @@ TEST_CASE("k-shot prompt layout") {
         "Question: What is 4+4?\nAnswer:");
   CHECK(build_gen_prompt(q, {}) == "Question: What is 4+4?\nAnswer:");
   CHECK(kGenStopStrings == std::vector<std::string>{"Question:"});
+}
+
+TEST_CASE("chat layout: system, shots as turns, the question, the generation prompt") {
+  GenItem a{1, "What is 1 + 1?", "1 + 1 = 2. #### 2", "2"};
+  GenItem q{3, "What is 4 + 4?", "4 + 4 = 8. #### 8", "8"};
+  const std::string bos(ds::tok::special::kBos), eos(ds::tok::special::kEos);
+  const std::string user(ds::tok::special::kUser), asst(ds::tok::special::kAssistant);
+  const auto tpl = ds::infer::ChatTemplate::deepseek_v3();
+
+  // Zero-shot, no system message: one user turn and the generation prompt.
+  const auto m0 = build_chat_messages(q, {});
+  REQUIRE(m0.size() == 1);
+  CHECK(m0[0].role == "user");
+  CHECK(m0[0].content == "What is 4 + 4?");
+  CHECK(tpl.render(m0, true).text == bos + user + "What is 4 + 4?" + asst);
+
+  // A system message and one shot: the shot's reference answer is a finished assistant turn.
+  const std::vector<GenItem> shots = {a};
+  const auto m1 = build_chat_messages(q, shots, "Answer with #### N.");
+  REQUIRE(m1.size() == 4);
+  CHECK(m1[0].role == "system");
+  CHECK(m1[2].role == "assistant");
+  CHECK(tpl.render(m1, true).text == bos + "Answer with #### N." + user + "What is 1 + 1?" + asst +
+                                         "1 + 1 = 2. #### 2" + eos + user + "What is 4 + 4?" + asst);
 }
 
 TEST_CASE("loading GSM8K-style files and errors") {

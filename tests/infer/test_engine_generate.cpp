@@ -18,6 +18,9 @@
 
 #include "ds/core/error.hpp"
 #include "ds/infer/generator.hpp"
+#include "ds/infer/stop.hpp"
+#include "ds/tokenizer/bpe_trainer.hpp"
+#include "ds/tokenizer/tokenizer.hpp"
 #include "ds/model/checkpoint_io.hpp"
 #include "engine_test_util.hpp"
 
@@ -153,4 +156,26 @@ TEST_CASE("generate: greedy tokens == PyTorch reference") {
     }
     fs::remove_all(dir);
   }
+}
+
+TEST_CASE("generate: sampling never picks head rows beyond the tokenizer's vocabulary") {
+  // A model whose head is wider than its tokenizer (vocab padded to a multiple of 128, or a
+  // smaller tokenizer): with TokenText given, only ids the tokenizer knows may be sampled.
+  tok::BpeTrainerOptions to;
+  to.vocab_size = 300;
+  to.min_frequency = 1;
+  to.threads = 1;
+  tok::BpeTrainer trainer(to);
+  trainer.add_text("the quick brown fox jumps over the lazy dog, again and again and again");
+  const tok::Tokenizer tk = tok::Tokenizer::from_json(trainer.train(), "test tokenizer");
+  auto m = make_tiny(true, 0);
+  REQUIRE(int64_t(tk.vocab_size()) < m->args.vocab_size);
+  const TokenText text(tk);
+  Engine eng(m->args, m->store, cpu_ctx(), {2, 128});
+  GenerationConfig c;
+  c.sampling.temperature = 3.0f;   // flat distribution: padded ids would be hit often
+  c.stop.max_new_tokens = 100;
+  const auto out = generate(eng, {{1, 2, 3}, {4, 5}}, c, &text);
+  for (const Completion& comp : out)
+    for (int32_t id : comp.tokens) CHECK(id < int32_t(tk.vocab_size()));
 }

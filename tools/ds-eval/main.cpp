@@ -65,10 +65,12 @@ int main(int argc, char** argv) {
   gen->add_option("--question-field", g.question_field, "Question field")->capture_default_str();
   gen->add_option("--answer-field", g.answer_field, "Reference answer field (ends with #### N)")
       ->capture_default_str();
-  gen->add_option("--shots", g.shots, "Few-shot examples per item")->capture_default_str();
+  gen->add_option("--shots", g.shots, "Few-shot examples per item (-1: 8, or 0 with --chat)")
+      ->capture_default_str();
   gen->add_option("--seed", g.seed, "Seed of the shot selection")->capture_default_str();
   gen->add_option("--answer-regex", g.answer_regex, "Regex extracting the answer (group 1 if any)");
-  gen->add_flag("--chat", g.chat, "Wrap each prompt in the chat template");
+  gen->add_flag("--chat", g.chat, "Chat layout: user/assistant turns in the chat template, stop at EOS");
+  gen->add_option("--system", g.system, "System message of the chat layout (needs --chat)");
   gen->add_option("--max-new-tokens", g.max_new_tokens, "Generated tokens per item at most")
       ->capture_default_str();
 

@@ -6,6 +6,13 @@
 // where a_j is the full reference answer of shot j (reasoning and "#### N" line included).
 // Generation stops at "Question:" (kGenStopStrings) or EOS.
 //
+// Chat layout (--chat; build_chat_messages): an optional system message, then one user turn
+// (q_j) and one assistant turn (a_j) per shot, then the user turn q and the generation prompt,
+// rendered with the checkpoint's chat template (DeepSeek-V3:
+// "<BOS>system<｜User｜>q_1<｜Assistant｜>a_1<EOS>...<｜User｜>q<｜Assistant｜>"). The question
+// is the user's message as it stands (no "Question:" / "Answer:" framing); generation stops
+// at EOS only.
+//
 // Number normalisation (normalize_number): trim; drop a leading "$" and thousands commas
 // and inner spaces; drop a leading "+"; then the text must match -?digits(.digits)?; leading
 // zeros are removed, trailing fractional zeros and a bare "." are removed ("72.0" -> "72",
@@ -23,6 +30,7 @@
 #include <vector>
 
 #include "ds/eval/metrics.hpp"
+#include "ds/infer/chat_template.hpp"
 
 namespace ds::eval {
 
@@ -64,6 +72,10 @@ class AnswerExtractor {
 };
 
 std::string build_gen_prompt(const GenItem& item, std::span<const GenItem> shots);
+// The chat messages of the chat layout above (system omitted when empty).
+std::vector<infer::ChatMessage> build_chat_messages(const GenItem& item,
+                                                    std::span<const GenItem> shots,
+                                                    const std::string& system = {});
 
 // prediction (already extracted) equals the gold answer after normalisation.
 bool exact_match(const std::optional<std::string>& prediction, const std::string& gold);

@@ -55,12 +55,17 @@ struct GenOptions {
   std::string task = "gsm8k";       // "gsm8k" (data from --data) or a JSONL file
   std::string data;
   std::string question_field = "question", answer_field = "answer";
-  int64_t shots = 8;                // spec §6.2: GSM8K 8-shot; drawn from the same file
+  int64_t shots = -1;               // -1: 8 (spec §6.2, GSM8K 8-shot), or 0 with --chat
+                                    // (spec §6.3, chat models 0-shot); from the same file
   uint64_t seed = 1234;
   std::string answer_regex;         // "" = number after "####", else the last number
-  bool chat = false;                // wrap the prompt in the chat template (user turn)
+  bool chat = false;                // chat layout (gen_tasks.hpp): turns, EOS stop only
+  std::string system;               // system message of the chat layout ("" = none)
   int64_t max_new_tokens = 256;
 };
+
+// The shot count used: opts.shots, or its default when it is -1.
+int64_t effective_shots(const GenOptions& opts);
 
 // Load the model from opts.common.model, evaluate, write the report (and samples); the
 // report is also returned. UsageError for bad option values (device cuda included).

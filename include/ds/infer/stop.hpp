@@ -83,6 +83,8 @@ class TokenText {
   explicit TokenText(const tok::Tokenizer& tokenizer);
   std::string bytes(tok::TokenId id) const;
   bool is_special(tok::TokenId id) const { return special_.count(id) != 0; }
+  // Ids the tokenizer knows (a model's head may be padded beyond it: never sample those).
+  size_t vocab_size() const;
 
  private:
   const tok::Tokenizer* tok_;

@@ -120,3 +120,65 @@ class SafetensorsDir {
 };
 
 }  // namespace ds::io
+
+// ---- Streaming writer and page release (lib/io/safetensors_stream.cpp) ---------------------
+// A safetensors header depends only on the names, dtypes and shapes, so a file can be written
+// while its data is being produced, one tensor at a time, without holding the data in memory:
+// the header first, then each tensor's bytes in the declared order. The bytes are identical to
+// write_safetensors' for the same tensors and metadata ({"format":"pt"} plus extras, header
+// padded with spaces to a multiple of 8 bytes).
+namespace ds::io {
+
+class AtomicFile;
+
+// A tensor's name, stored dtype and shape: what the header needs before any data exists.
+struct TensorDecl {
+  std::string name;
+  DType dtype = DType::f32;
+  Shape shape;
+  uint64_t nbytes() const { return uint64_t(shape_numel(shape)) * dtype_size(dtype); }
+};
+
+// The first bytes of a file holding `tensors` in this order: the 8-byte little-endian header
+// length, then the JSON header padded with spaces. InternalError on a repeated name.
+std::string safetensors_header(const std::vector<TensorDecl>& tensors,
+                               const std::map<std::string, std::string>& extra_metadata = {});
+
+// SafetensorsStreamWriter w(path, decls);
+// for each declared tensor, in order: w.begin(name); w.write(bytes, n) ... (exactly nbytes());
+// w.finish();   publishes the file atomically (temporary name, fsync, rename, fsync dir).
+// Destroying the writer before finish() removes the temporary file. Writing out of order or
+// more or fewer bytes than declared is an InternalError naming the file and tensor.
+class SafetensorsStreamWriter {
+ public:
+  SafetensorsStreamWriter(const fs::path& path, std::vector<TensorDecl> tensors,
+                          const std::map<std::string, std::string>& extra_metadata = {});
+  ~SafetensorsStreamWriter();
+  SafetensorsStreamWriter(const SafetensorsStreamWriter&) = delete;
+  SafetensorsStreamWriter& operator=(const SafetensorsStreamWriter&) = delete;
+
+  void begin(const std::string& name);        // the next declared tensor
+  void write(const void* data, size_t n);     // bytes of the current tensor
+  void finish();
+  uint64_t data_bytes() const { return data_bytes_; }   // sum of the declared sizes
+  uint64_t file_bytes() const { return header_bytes_ + data_bytes_; }
+  const fs::path& path() const { return path_; }
+
+ private:
+  void close_current();
+  fs::path path_;
+  std::vector<TensorDecl> tensors_;
+  std::unique_ptr<AtomicFile> file_;
+  uint64_t header_bytes_ = 0, data_bytes_ = 0;
+  size_t next_ = 0;              // index of the next tensor to begin
+  bool open_ = false;            // a tensor is being written (tensors_[next_ - 1])
+  uint64_t remaining_ = 0;       // bytes still due for the current tensor
+};
+
+// Drops the resident pages of a mapped tensor from this process (madvise MADV_DONTNEED on the
+// whole pages inside its bytes): the mapping stays valid and later reads fault the pages back
+// in from the file. Streaming converters call it after each tensor so that their resident
+// memory stays bounded however large the checkpoint is. A no-op for empty views.
+void release_mapped_pages(const TensorView& v);
+
+}  // namespace ds::io

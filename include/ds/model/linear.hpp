@@ -25,10 +25,14 @@ struct Linear {
   Linear() = default;
   Linear(ParamStore& store, const std::string& name, int64_t out_features, int64_t in_features,
          double init_std, bool fp8, int layer, int expert = -1);
-  // y (N, out) = x (N, in) @ w^T; y is allocated when undefined.
+  // y (N, out) = x (N, in) @ w^T; y is allocated when undefined. The GEMM inputs follow
+  // ctx.linear (docs/model.md "Precision"): fp32 as given; bf16 rounded to BF16; fp8 (only
+  // when w->info.fp8, else as bf16) y = Q_1x128(x) Q_128x128(w)^T, Q the E4M3 fake-quantisation
+  // with the context's granularity (tile; tensor: one scale per operand) and scale format.
   void forward(const ops::Context& ctx, const Tensor& x /*(N,in)*/, Tensor& y /*(N,out)*/) const;
   // dx (N, in) = dy @ w (allocated when undefined; skipped when want_dx is false);
-  // w.grad += dy^T @ x.
+  // w.grad (F32) += dy^T @ x. bf16: all three operands rounded to BF16. fp8:
+  // dx = Q_1x128(dy) Q_128x128(w) and w.grad += Q_128x1(dy)^T Q_128x1(Q_1x128(x)).
   void backward(const ops::Context& ctx, const Tensor& x /*(N,in)*/, const Tensor& dy /*(N,out)*/,
                 Tensor& dx /*(N,in)*/, bool want_dx = true) const;
 };

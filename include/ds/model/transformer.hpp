@@ -9,8 +9,17 @@
 // predicts main target i+k with weight mask_{i+k} (times [seg_i == seg_{i+k}] with packing);
 // L_mtp^k = sum_i w_i CE^k_i / W; L_mtp = lambda / D * sum_k L_mtp^k. Balance losses are over
 // all tokens of every sequence (mask ignored). L = L_main + L_mtp + sum_layers L_bal.
+// With mtp_lambda == 0 the MTP chain is not run at all (no MTP balance losses; its MoE layers
+// report zero expert counts).
+//
+// Policy gradients (GRPO, ds-rl; docs/model.md "GRPO objective"): token_scores() returns the
+// log-probability of every scored target (loss_mask != 0: the sampled completion tokens) and
+// the entropy of its softmax; forward_backward_policy() runs one forward, hands the scores to
+// a loss callback that returns dL/dlogp per token, and back-propagates
+// dlogits_t = dL/dlogp_t * (onehot(y_t) - softmax_t) (one forward + one backward per update).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -44,6 +53,15 @@ struct StepResult {
   std::vector<Tensor> route_idx;   // per MoE layer (N_l, K) i32 selected experts (diagnostics)
 };
 
+// Per-token scores of a batch's main head, (B*T) host arrays in the layout of loss_mask.
+struct TokenScores {
+  std::vector<float> logp;      // (B*T) log softmax(logits_t)[y_t] of scored targets, else 0
+  std::vector<float> entropy;   // (B*T) -sum_v p_v log p_v of the softmax at t, else 0
+};
+// The policy loss of one forward: returns L_pg and writes dlogp (B*T, zero-filled on entry)
+// = dL_pg / dlogp_t for the scored targets (entries of other targets are ignored).
+using PolicyLossFn = std::function<double(const TokenScores& scores, std::vector<float>& dlogp)>;
+
 class Transformer {
  public:
   // Registers every parameter and buffer in `store` (HF names, registration order = dataflow
@@ -61,6 +79,17 @@ class Transformer {
   void forward_logits(const ops::Context& ctx, const Tensor& tokens /*(B,T) i32*/,
                       Tensor& logits /*(B,T,V)*/);
 
+  // Scores of the targets with loss_mask != 0 (all targets without a mask); main model only,
+  // no gradients. loss_mask values other than 0 are not used as weights.
+  TokenScores token_scores(const ops::Context& ctx, const Batch& batch);
+  // Forward + backward of L = L_pg + sum_layers L_bal over the main model (the MTP chain is not
+  // run; MTP parameters get no gradient): gradients ADDED (x grad_scale) to Param::grad.
+  // StepResult: loss_main = L_pg, loss_balance, loss = their sum, expert counts (zeros for MTP
+  // layers). scores (optional) receives the forward's scores.
+  StepResult forward_backward_policy(const ops::Context& ctx, const Batch& batch,
+                                     const PolicyLossFn& loss_fn, float balance_alpha,
+                                     float grad_scale, TokenScores* scores = nullptr);
+
   // counts: per MoE layer (E) tokens routed over the whole step. b_i += gamma * sign(mean - c_i).
   void update_router_bias(const std::vector<std::vector<int32_t>>& counts, float gamma);
   int n_moe_layers() const { return int(moe_layers_.size()); }
@@ -68,13 +97,14 @@ class Transformer {
 
  private:
   struct Pass;
-  StepResult run(const ops::Context& ctx, const Batch& batch, const LossWeights& lw, bool train,
-                 float grad_scale);
+  StepResult run(Pass& p, const ops::Context& ctx, const Batch& batch);
   void forward_main(const ops::Context& ctx, Pass& p);
   void forward_mtp(const ops::Context& ctx, Pass& p);
   void backward(const ops::Context& ctx, Pass& p);
   double head_loss(const ops::Context& ctx, Pass& p, const Tensor& g, const std::vector<int32_t>& tgt,
                    const std::vector<float>& w, double coeff, Tensor& dg);
+  void head_policy(const ops::Context& ctx, Pass& p, const Tensor& g, const std::vector<int32_t>& tgt,
+                   Tensor& dg);
   void collect_moe(const MoESaved& s, StepResult& r) const;
 
   ModelArgs args_;

@@ -29,17 +29,23 @@ enum class Fp8Group : uint8_t { row_1x128, col_128x1, block_128x128, tensor };
 // Shape of the scale tensor of an (M, K) matrix under `g` (see the table above).
 Shape fp8_scale_shape(int64_t M, int64_t K, Fp8Group g);
 
+// Tensors of more than two dims are (M, K) with K the last dim and M the product of the
+// others. Non-finite inputs: a NaN element stays NaN (code 0x7f, the scale comes from the
+// group's other elements); an infinity makes its group's scale infinite (dequantised: NaN).
+//
 // x (M, K) F32 -> q (M, K) u8 E4M3 codes and scales (fp8_scale_shape) F32; q and scales are
-// allocated when undefined. act: amax clamped to >= 1e-4 (activations); otherwise an all-zero
-// group gets scale 1 (weights, as the released checkpoints).
+// allocated when undefined (q may also be a caller-allocated F8_E4M3 tensor). act: amax
+// clamped to >= 1e-4 (activations); otherwise an all-zero group gets scale 1 (weights, as the
+// released checkpoints).
 void fp8_quantize(const Context& ctx, const Tensor& x, Fp8Group g, ScaleFormat fmt, bool act,
                   Tensor& q, Tensor& scales);
-// q (M, K) u8 E4M3 codes + scales -> out (M, K) F32 (allocated when undefined):
+// q (M, K) u8 (or F8_E4M3) E4M3 codes + scales -> out (M, K) F32 (allocated when undefined):
 // out[i, j] = e4m3(q[i, j]) * scale(group of (i, j)), computed in FP32.
 void fp8_dequantize(const Context& ctx, const Tensor& q, const Tensor& scales, Fp8Group g,
                     Tensor& out);
 // Quantise then dequantise in one pass (the CPU emulation of an FP8 GEMM operand):
-// out (M, K) F32 holds exactly the values an FP8 GEMM would see. out may alias x.
+// out (M, K) F32 = fp8_dequantize(fp8_quantize(x)) bit for bit, the E4M3 values an FP8 GEMM
+// multiplies times their scales (rounded to FP32; exact with UE8M0 scales). out may alias x.
 void fp8_fake_quant(const Context& ctx, const Tensor& x, Fp8Group g, ScaleFormat fmt, bool act,
                     Tensor& out);
 // Round every element to BF16 (RNE) and back: out may alias x.
@@ -47,10 +53,14 @@ void bf16_round(const Context& ctx, const Tensor& x, Tensor& out);
 
 // The FP8 GEMM of spec §3.4 in NT layout: c (M, N) F32 = sum over K-blocks kb of
 //   (sum_{k in kb} e4m3(a[m,k]) * e4m3(b[n,k]))  [FP32 partial sum of exact products]
-//     * a_scales[m, kb] * b_scales[n/128, kb]     [promotion to the FP32 accumulator]
-// a (M, K) u8 codes with 1x128 scales (M, ceil(K/128)); b (N, K) u8 codes with 128x128
-// scales (ceil(N/128), ceil(K/128)). c allocated when undefined.
+//     * a_scale(m, kb) * b_scale(n, kb)          [promotion to the FP32 accumulator]
+// a (M, K) u8 codes with scales grouped by a_group: row_1x128 (M, ceil(K/128)) or tensor (1);
+// b (N, K) u8 codes grouped by b_group: block_128x128 (ceil(N/128), ceil(K/128)) as the
+// weights of Fprop/Dgrad, row_1x128 (N, ceil(K/128)) as the transposed 128x1 operand of
+// Wgrad, or tensor (1). K-blocks are 128 wide whatever the grouping (the last may be partial).
+// c allocated when undefined, overwritten.
 void fp8_gemm_nt(const Context& ctx, const Tensor& a, const Tensor& a_scales, const Tensor& b,
-                 const Tensor& b_scales, Tensor& c);
+                 const Tensor& b_scales, Tensor& c, Fp8Group a_group = Fp8Group::row_1x128,
+                 Fp8Group b_group = Fp8Group::block_128x128);
 
 }  // namespace ds::ops

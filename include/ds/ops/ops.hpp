@@ -233,3 +233,22 @@ void mla_latent_attention(const Context& ctx, const Tensor& q_lat, const Tensor&
 void set_rows(const Context& ctx, const Tensor& src, const Tensor& rows, Tensor& dst);
 
 }  // namespace ds::ops
+
+// =============================================================================================
+// ---- policy gradients: per-token log-probabilities (lib/ops/token_logprob.cpp) ---------------
+// Added for GRPO (ds-rl, lib/rl; spec §5.3): the log-probability of each sampled token and the
+// entropy of its softmax, and the backward of an arbitrary loss given dL/dlogp per token.
+// Rows of logits (N, V); targets (N) i32, -1 = not scored (all outputs 0 for that row).
+namespace ds::ops {
+
+// logp (N) = log softmax(logits)[target] = logits[target] - lse; lse (N) = log sum_v
+// exp(logits[v]) (saved for the backward); entropy (N) = -sum_v p_v log p_v, skipped when
+// undefined. Outputs overwritten; each logit exponentiated once.
+void token_logprob_forward(const Context& ctx, const Tensor& logits, const Tensor& targets,
+                           Tensor& logp, Tensor& lse, Tensor& entropy);
+// dlogits (N, V) = dlogp[n] * (onehot(target) - softmax(logits)), softmax = exp(logits - lse)
+// with lse from the forward; 0 rows for ignored targets. dlogits may be logits (in place).
+void token_logprob_backward(const Context& ctx, const Tensor& logits, const Tensor& targets,
+                            const Tensor& lse, const Tensor& dlogp, Tensor& dlogits);
+
+}  // namespace ds::ops

@@ -1,7 +1,7 @@
 // Shared setup of a training run from its options: the model configuration (preset or
 // config.json, vocabulary sized to the tokenizer), the run length in steps and tokens, the
 // checkpoint to resume from, and the execution context (device, threads). Used by
-// ds-pretrain now and by ds-sft / ds-rl later.
+// ds-pretrain; ds-sft and ds-rl use make_context (their models come from a checkpoint).
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -30,7 +30,10 @@ model::ModelArgs resolve_model_args(const PretrainOptions& o);
 RunSetup resolve_setup(const PretrainOptions& o);
 // ops::Context for --device/--threads (UsageError for an unavailable device).
 ops::Context make_context(const std::string& device, int threads);
-// The same plus the Linear GEMM precision of --precision/--fp8-granularity/--fp8-scale.
+// The same plus the Linear GEMM precision of --precision/--fp8-granularity/--fp8-scale
+// ("fp32|bf16|fp8", "tile|tensor", "fp32|ue8m0"; UsageError naming the flag).
+ops::Context make_context(const std::string& device, int threads, const std::string& precision,
+                          const std::string& fp8_granularity, const std::string& fp8_scale);
 ops::Context make_context(const PretrainOptions& o);
 
 }  // namespace ds::train

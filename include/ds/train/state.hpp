@@ -27,6 +27,8 @@ struct TrainerState {
   int64_t total_steps = 0;
   int64_t total_tokens = 0;
   std::string kind = "pretrain";  // pretrain | sft | rl
+  std::string data_fingerprint;   // sft/rl: hash of the data and how it was rendered; a resume
+                                  // must agree ("" = not recorded, not written)
 };
 
 struct SaveSpec {

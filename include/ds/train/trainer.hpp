@@ -1,0 +1,84 @@
+// Building blocks every training loop shares (ds-pretrain, ds-sft, and ds-rl later): the
+// per-step accumulation of micro-batch losses and expert loads, the optimiser update with
+// the non-finite policy and the router-bias update, the step loop with SIGTERM/SIGINT
+// handling, checkpoint save + keep-last pruning, resume resolution, the SFT cosine learning
+// rate and the --profile report. Each loop keeps its own data, batches and metrics lines;
+// nothing here knows where the tokens came from.
+// reference: spec §4.8 (one pre-training step), §5.1 (SFT schedule); docs/formats.md.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "ds/model/transformer.hpp"
+#include "ds/ops/ops.hpp"
+#include "ds/train/optimizer.hpp"
+#include "ds/train/state.hpp"
+
+namespace ds::train {
+
+// Expert-load MaxVio of one MoE layer: (max load - mean load) / mean load (0 when empty).
+double max_violation(const std::vector<int32_t>& counts /*(E)*/);
+
+// Losses and expert loads of one optimiser step, summed over its micro-batches.
+struct StepAccumulator {
+  double loss = 0, loss_main = 0, loss_mtp = 0, loss_balance = 0;
+  std::vector<std::vector<int32_t>> expert_counts;   // per MoE layer (E): tokens routed
+  // Adds one micro-batch: its losses times `share` (its weight in the step's loss: b/B for
+  // ds-pretrain, W_m/W_step for ds-sft); its expert counts unweighted.
+  void add(const model::StepResult& r, double share);
+  std::vector<double> maxvio() const;                 // per MoE layer, main then MTP
+};
+
+struct UpdateResult {
+  GradStats grads;        // global norm (before clipping) and non-finite count
+  bool applied = false;   // false: the step was skipped (non-finite, --skip-nonfinite)
+};
+
+// Finishes optimiser step st.step (the caller has already incremented st.step and
+// st.tokens_seen, and the micro-batches have accumulated the gradients): global gradient
+// norm; if the loss or a gradient is not finite, throws NumericsError naming the step and
+// `run_dir` (whose last checkpoint stays intact) unless skip_nonfinite, in which case the
+// step is counted in st.nonfinite_skipped and nothing changes; otherwise AdamW at `lr`,
+// st.optimizer_steps++, and the router-bias update with `gamma` from the summed counts.
+UpdateResult apply_update(const ops::Context& ctx, model::Transformer& model, AdamW& opt,
+                          TrainerState& st, const StepAccumulator& acc, double lr,
+                          double gamma, bool skip_nonfinite, const std::string& run_dir);
+
+// Runs step() while st.step < st.total_steps, at most `stop_after` times when > 0. SIGTERM
+// and SIGINT are caught while the loop runs (previous handlers restored afterwards) and end
+// it after the current step. Returns the signal that stopped it, 0 if none.
+int run_step_loop(const TrainerState& st, int64_t stop_after, const std::function<void()>& step);
+// True once SIGTERM/SIGINT arrived inside run_step_loop (for loops that check mid-step).
+bool stop_requested();
+
+// Writes run_dir/step-NNNNNNNN (st.step) atomically with the training state, copies the
+// tokenizer files from `tokenizer` (a tokenizer.json or its directory; "" = none), then
+// deletes all but the keep_last newest checkpoints. Returns the checkpoint directory.
+std::filesystem::path save_run_checkpoint(const std::filesystem::path& run_dir, int keep_last,
+                                          const std::string& tokenizer, bool bf16,
+                                          const model::ModelArgs& args,
+                                          const model::ParamStore& params, AdamW& opt,
+                                          const TrainerState& st);
+
+// --resume: "" (none) -> empty path; "auto" -> the latest complete checkpoint in run_dir
+// (empty path if there is none); otherwise that directory (UsageError if it is not one).
+std::filesystem::path resolve_resume(const std::string& resume, const std::string& run_dir);
+
+// Learning rate of 0-based step `step` out of total_steps: linear warm-up to `peak` over
+// warmup_steps ((step + 1) / warmup), then a half cosine from `peak` to `final_lr`, reached
+// exactly at the last step (total_steps - 1). The SFT schedule of spec §5.1 (5e-6 -> 1e-6).
+double cosine_lr(int64_t step, int64_t total_steps, int64_t warmup_steps, double peak,
+                 double final_lr);
+
+// Peak resident set size of this process in MiB.
+double peak_rss_mb();
+
+// --profile: prints the per-op table on stderr and returns the JSON summary (an object as
+// text). step_seconds: wall seconds of the timed steps (evaluation and checkpoints excluded).
+std::string profile_report(const ops::Profiler& prof, double step_seconds, int64_t steps,
+                           int64_t tokens);
+
+}  // namespace ds::train

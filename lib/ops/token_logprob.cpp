@@ -1,0 +1,96 @@
+// Dispatch of the per-token log-probability op (include/ds/ops/ops.hpp, "policy gradients"):
+// device, dtype, shape and target-range checks at the boundary, then the reference kernels
+// (cpu/ref_token_logprob.cpp) or the optimised ones (cpu/opt_token_logprob.cpp) according to
+// Context::impl; with Context::prof set the wall time goes to the cross_entropy family.
+#include <algorithm>
+#include <chrono>
+#include <initializer_list>
+
+#include "cpu/token_logprob.hpp"
+#include "ds/core/error.hpp"
+#include "ds/ops/ops.hpp"
+
+namespace ds::ops {
+
+namespace {
+
+void check_cpu(const Context& ctx, const char* op, std::initializer_list<const Tensor*> ts) {
+  bool cuda = ctx.device == Device::cuda;
+  for (const Tensor* t : ts) cuda = cuda || (t->defined() && t->device() == Device::cuda);
+  if (cuda) DS_THROW(CudaError, "op {} has no CUDA path yet", op);
+}
+
+// logits (N, V) f32 with V > 0, targets (N) i32 in [-1, V).
+void check_rows(const Tensor& logits, const Tensor& targets, const char* op) {
+  DS_CHECK_SHAPE(logits, {-1, -1});
+  DS_CHECK(logits.dtype() == DType::f32 && targets.dtype() == DType::i32,
+           "{}: logits must be f32 and targets i32", op);
+  const int64_t N = logits.size(0), V = logits.size(1);
+  DS_CHECK(V > 0, "{}: empty vocabulary", op);
+  DS_CHECK_SHAPE(targets, {N});
+  const int32_t* t = targets.i32();
+  for (int64_t n = 0; n < N; ++n)
+    if (t[n] < -1 || t[n] >= V)
+      DS_THROW(InternalError, "{}: target {} at row {} outside [-1, {})", op, t[n], n, V);
+}
+
+class Timer {
+ public:
+  Timer(const Context& ctx, const char* name) : prof_(ctx.prof), name_(name) {
+    if (prof_) t0_ = std::chrono::steady_clock::now();
+  }
+  ~Timer() {
+    if (prof_)
+      prof_->add(name_,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(), 0);
+  }
+  Timer(const Timer&) = delete;
+  Timer& operator=(const Timer&) = delete;
+
+ private:
+  Profiler* prof_;
+  const char* name_;
+  std::chrono::steady_clock::time_point t0_{};
+};
+
+int threads_of(const Context& ctx) { return std::max(1, ctx.threads); }
+
+}  // namespace
+
+void token_logprob_forward(const Context& ctx, const Tensor& logits, const Tensor& targets,
+                           Tensor& logp, Tensor& lse, Tensor& entropy) {
+  check_cpu(ctx, "token_logprob_forward", {&logits, &targets, &logp, &lse, &entropy});
+  const Timer timer(ctx, "cross_entropy/token_logprob_forward");
+  check_rows(logits, targets, "token_logprob_forward");
+  const int64_t N = logits.size(0), V = logits.size(1);
+  DS_CHECK_SHAPE(logp, {N});
+  DS_CHECK_SHAPE(lse, {N});
+  if (entropy.defined()) DS_CHECK_SHAPE(entropy, {N});
+  float* ent = entropy.defined() ? entropy.f32() : nullptr;
+  if (ctx.impl == Impl::reference)
+    ref::token_logprob_forward(logits.f32(), targets.i32(), logp.f32(), lse.f32(), ent, N, V);
+  else
+    opt::token_logprob_forward(logits.f32(), targets.i32(), logp.f32(), lse.f32(), ent, N, V,
+                               threads_of(ctx));
+}
+
+void token_logprob_backward(const Context& ctx, const Tensor& logits, const Tensor& targets,
+                            const Tensor& lse, const Tensor& dlogp, Tensor& dlogits) {
+  check_cpu(ctx, "token_logprob_backward", {&logits, &targets, &lse, &dlogp, &dlogits});
+  const Timer timer(ctx, "cross_entropy/token_logprob_backward");
+  check_rows(logits, targets, "token_logprob_backward");
+  const int64_t N = logits.size(0), V = logits.size(1);
+  DS_CHECK_SHAPE(lse, {N});
+  DS_CHECK_SHAPE(dlogp, {N});
+  DS_CHECK_SHAPE(dlogits, {N, V});
+  if (ctx.impl == Impl::reference) {
+    const Tensor src = dlogits.same_storage(logits) ? logits.clone() : logits;
+    ref::token_logprob_backward(src.f32(), targets.i32(), lse.f32(), dlogp.f32(), dlogits.f32(),
+                                N, V);
+  } else {
+    opt::token_logprob_backward(logits.f32(), targets.i32(), lse.f32(), dlogp.f32(),
+                                dlogits.f32(), N, V, threads_of(ctx));
+  }
+}
+
+}  // namespace ds::ops

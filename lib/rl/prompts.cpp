@@ -1,0 +1,73 @@
+// RL prompt files (see include/ds/rl/prompts.hpp): line-by-line JSONL parsing with errors
+// that name file:line and the field.
+#include "ds/rl/prompts.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+
+#include "ds/core/error.hpp"
+
+namespace ds::rl {
+
+namespace {
+
+using nlohmann::json;
+
+bool blank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std::string::npos; }
+
+RlPrompt parse_record(const std::string& text, const std::string& src, size_t line) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    DS_THROW(FormatError, "{}: invalid JSON ({})", src, e.what());
+  }
+  DS_CHECK_AS(FormatError, j.is_object(), "{}: expected a JSON object", src);
+  RlPrompt p;
+  p.line = line;
+  const bool has_prompt = j.contains("prompt"), has_messages = j.contains("messages");
+  DS_CHECK_AS(FormatError, has_prompt != has_messages,
+              "{}: give exactly one of 'prompt' and 'messages'", src);
+  if (has_prompt) {
+    DS_CHECK_AS(FormatError, j["prompt"].is_string(), "{}: field 'prompt' must be a string", src);
+    p.prompt = j["prompt"].get<std::string>();
+  } else {
+    DS_CHECK_AS(FormatError, j["messages"].is_array(), "{}: field 'messages' must be an array",
+                src);
+    p.messages = infer::parse_messages(j["messages"].dump(), src);
+    for (const infer::ChatMessage& m : p.messages)
+      if (m.role == "user" && m.content) p.prompt = *m.content;
+    DS_CHECK_AS(FormatError, !p.messages.empty() && p.messages.back().role == "user",
+                "{}: field 'messages' must end with a user turn", src);
+  }
+  DS_CHECK_AS(FormatError, !blank(p.prompt), "{}: the prompt is empty", src);
+  DS_CHECK_AS(FormatError, !(j.contains("reference") && j.contains("answer")),
+              "{}: give at most one of 'reference' and 'answer'", src);
+  for (const char* key : {"reference", "answer"}) {
+    if (!j.contains(key)) continue;
+    const json& r = j[key];
+    if (r.is_string()) p.reference = r.get<std::string>();
+    else if (r.is_number()) p.reference = r.dump();   // {"answer": 72} is accepted as "72"
+    else DS_THROW(FormatError, "{}: field '{}' must be a string or a number", src, key);
+  }
+  return p;
+}
+
+}  // namespace
+
+std::vector<RlPrompt> load_prompts(const std::filesystem::path& path) {
+  std::ifstream f(path);
+  if (!f) DS_THROW(IoError, "{}: cannot open the prompts file", path.string());
+  std::vector<RlPrompt> out;
+  std::string text;
+  for (size_t line = 1; std::getline(f, text); ++line) {
+    if (blank(text)) continue;
+    out.push_back(parse_record(text, path.string() + ":" + std::to_string(line), line));
+  }
+  if (f.bad()) DS_THROW(IoError, "{}: read error", path.string());
+  DS_CHECK_AS(FormatError, !out.empty(), "{}: no prompts", path.string());
+  return out;
+}
+
+}  // namespace ds::rl

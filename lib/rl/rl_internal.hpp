@@ -1,0 +1,73 @@
+// Internal state of one ds-rl run (lib/rl/rl_run.cpp: setup, resume, loop, checkpoints;
+// lib/rl/rl_step.cpp: one GRPO step). Not part of the public API.
+// Letters: P prompts per step, G group size, n = P*G completions, B rows of a micro-batch,
+// T its longest prompt + completion minus 1.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ds/infer/stop.hpp"
+#include "ds/model/pretrained.hpp"
+#include "ds/rl/prompts.hpp"
+#include "ds/rl/rewards.hpp"
+#include "ds/rl/rl.hpp"
+#include "ds/train/metrics.hpp"
+#include "ds/train/state.hpp"
+
+namespace ds::rl::detail {
+
+// One sampled completion of a step and what the updates need of it.
+struct Sample {
+  int64_t prompt = 0;               // index into Run::prompts
+  std::vector<int32_t> tokens;      // (|o|) generated ids, the stop id included
+  std::string text;                 // completion text (stop id removed)
+  double reward = 0, advantage = 0;
+  std::vector<float> logp_old;      // (|o|) pi_old, from the first update's forward
+  std::vector<float> logp_ref;      // (|o|) reference model (beta > 0)
+};
+
+// Timings and statistics of one step, for the metrics line.
+struct StepReport {
+  double rollout_s = 0, reward_s = 0, reference_s = 0, update_s = 0;
+  int64_t prompt_tokens = 0, completion_tokens = 0;
+  double loss = 0, loss_pg = 0, loss_balance = 0, kl = 0, entropy = 0, clip_fraction = 0;
+  double grad_norm = 0, reward_mean = 0, reward_std = 0, accuracy = -1;
+  double no_signal_groups = 0;      // fraction of groups whose rewards are all equal
+  std::vector<double> term_means;   // per reward term
+  int64_t max_len = 0;              // longest completion
+};
+
+struct Run {
+  const RlOptions& o;
+  ops::Context ctx;
+  model::Pretrained policy;                 // weights being trained (store, model, tokenizer)
+  std::optional<model::Pretrained> ref;     // frozen reference (beta > 0)
+  std::unique_ptr<train::AdamW> opt;
+  std::vector<RlPrompt> prompts;
+  std::vector<std::vector<int32_t>> prompt_ids;   // rendered and tokenized, per prompt
+  std::vector<std::string> golds;                 // reference answers ("" when none)
+  std::unique_ptr<RewardSet> rewards;
+  std::unique_ptr<infer::TokenText> text;
+  int32_t eos = 1;
+  train::TrainerState st;
+  train::MetricsWriter metrics;
+  std::vector<int64_t> order;               // prompt order of epoch order_epoch
+  int64_t order_epoch = -1;
+  std::filesystem::path resumed_from;
+  double rollout_s = 0, update_s = 0;       // totals of this invocation (summary)
+  int64_t rollout_tokens = 0, steps_run = 0;
+
+  explicit Run(const RlOptions& opts) : o(opts) {}
+  // rl_run.cpp
+  void init();
+  std::vector<int64_t> next_prompts();      // P prompt indices; advances st.data
+  void save();
+  // rl_step.cpp
+  StepReport step();
+};
+
+}  // namespace ds::rl::detail

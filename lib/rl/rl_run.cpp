@@ -1,0 +1,248 @@
+// The GRPO run (see include/ds/rl/rl.hpp): flag checks, policy/reference loading, prompt
+// rendering, resume, the step loop with its metrics line, checkpoints and the summary.
+// Prompt order: epoch e visits the prompts in a permutation drawn from
+// Rng(seed, rng_stream("rl-prompts", e)); the training state's data position is (epoch,
+// prompts consumed in it), so a resume continues the order exactly.
+#include "ds/rl/rl.hpp"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include "ds/core/error.hpp"
+#include "ds/core/hash.hpp"
+#include "ds/core/rng.hpp"
+#include "ds/infer/sampler.hpp"
+#include "ds/io/checkpoint.hpp"
+#include "ds/train/run_setup.hpp"
+#include "ds/train/trainer.hpp"
+#include "rl_internal.hpp"
+
+namespace ds::rl {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+void check_flags(const RlOptions& o) {
+  DS_CHECK_AS(UsageError, !o.init.empty(), "--init is required (a checkpoint or run directory)");
+  DS_CHECK_AS(UsageError, !o.prompts.empty(), "--prompts is required (a JSONL file)");
+  DS_CHECK_AS(UsageError, !o.out.empty(), "--out is required");
+  DS_CHECK_AS(UsageError, o.steps > 0, "--steps must be positive");
+  DS_CHECK_AS(UsageError, o.stop_after >= 0, "--stop-after must not be negative");
+  DS_CHECK_AS(UsageError, o.prompts_per_step > 0, "--prompts-per-step must be positive");
+  DS_CHECK_AS(UsageError, o.group_size >= 2, "--group-size must be at least 2 (advantages are "
+              "relative to the group)");
+  DS_CHECK_AS(UsageError, o.max_new_tokens > 0, "--max-new-tokens must be positive");
+  DS_CHECK_AS(UsageError, std::isfinite(o.temperature) && o.temperature > 0,
+              "--temperature must be positive (GRPO needs sampled, different completions)");
+  infer::SamplingOptions so;
+  so.temperature = o.temperature;
+  so.top_p = o.top_p;
+  so.top_k = o.top_k;
+  infer::validate(so);   // --top-p in (0, 1], --top-k >= 0
+  DS_CHECK_AS(UsageError, o.updates > 0, "--updates must be positive");
+  DS_CHECK_AS(UsageError, o.micro_batch_size >= 0, "--micro-batch-size must not be negative");
+  DS_CHECK_AS(UsageError, o.lr > 0 && std::isfinite(o.lr), "--lr must be positive");
+  DS_CHECK_AS(UsageError, o.grpo.clip_eps > 0 && o.grpo.clip_eps < 1, "--clip-eps must be in (0, 1)");
+  DS_CHECK_AS(UsageError, o.grpo.beta >= 0 && std::isfinite(o.grpo.beta), "--beta must be >= 0");
+  DS_CHECK_AS(UsageError, o.grpo.adv_eps > 0, "--adv-eps must be positive");
+  DS_CHECK_AS(UsageError, o.balance_alpha >= 0, "--balance-alpha must be >= 0");
+  DS_CHECK_AS(UsageError, o.reward_timeout >= 0, "--reward-timeout must be >= 0");
+  DS_CHECK_AS(UsageError, o.keep_last >= 1, "--keep-last must be at least 1");
+  DS_CHECK_AS(UsageError, fs::is_directory(o.init), "--init {}: not a directory", o.init);
+  DS_CHECK_AS(UsageError, o.resume == "auto" || o.resume == "never" || fs::is_directory(o.resume),
+              "--resume {}: not auto, never or a checkpoint directory", o.resume);
+}
+
+std::vector<int32_t> render(const detail::Run& r, const RlPrompt& p) {
+  const tok::Tokenizer& tk = *r.policy.tokenizer;
+  std::vector<int32_t> ids;
+  if (p.messages.empty() && !r.o.chat) {   // raw text after BOS, as ds-generate without --chat
+    if (auto bos = tk.bos_id()) ids.push_back(int32_t(*bos));
+    for (tok::TokenId t : tk.encode(p.prompt, /*match_added_tokens=*/false)) ids.push_back(int32_t(t));
+    return ids;
+  }
+  DS_CHECK_AS(FormatError, r.policy.chat_template.has_value(),
+              "{}:{}: no usable DeepSeek-V3 chat template in {} ({})", r.o.prompts, p.line,
+              r.policy.dir.string(), r.policy.chat_template_error);
+  const auto msgs = p.messages.empty()
+                        ? std::vector<infer::ChatMessage>{{"user", p.prompt, {}}}
+                        : p.messages;
+  const infer::RenderedChat chat = r.policy.chat_template->render(msgs, true);
+  for (tok::TokenId t : tk.encode(chat.text, true)) ids.push_back(int32_t(t));
+  return ids;
+}
+
+// Prompts rendered and tokenized; gold answers for the exact reward; the data fingerprint.
+void load_prompt_set(detail::Run& r) {
+  r.prompts = load_prompts(r.o.prompts);
+  const bool exact = r.rewards->has("exact");
+  Xxh64Stream h(0x5e1f);
+  const std::string init_fp = model::checkpoint_fingerprint(r.policy.dir);
+  h.update(init_fp.data(), init_fp.size());
+  for (const RlPrompt& p : r.prompts) {
+    const std::string src = r.o.prompts + ":" + std::to_string(p.line);
+    std::vector<int32_t> ids = render(r, p);
+    DS_CHECK_AS(FormatError, int64_t(ids.size()) + r.o.max_new_tokens <= r.policy.args.max_seq_len,
+                "{}: prompt of {} tokens + --max-new-tokens {} exceeds the model's "
+                "max_position_embeddings {}", src, ids.size(), r.o.max_new_tokens,
+                r.policy.args.max_seq_len);
+    std::string gold;
+    if (p.reference) gold = reference_answer(*p.reference).value_or("");
+    DS_CHECK_AS(FormatError, !exact || !gold.empty(),
+                "{}: the exact reward needs a non-empty 'reference' (or 'answer')", src);
+    h.update(ids.data(), ids.size() * sizeof(int32_t));
+    const std::string ref = p.reference.value_or("") + '\x1f' + p.prompt + '\x1e';
+    h.update(ref.data(), ref.size());
+    r.prompt_ids.push_back(std::move(ids));
+    r.golds.push_back(std::move(gold));
+  }
+  r.st.data_fingerprint = hex64(h.digest());
+}
+
+void resume_from(detail::Run& r, const fs::path& dir) {
+  train::TrainerState saved = train::load_checkpoint(dir, *r.policy.store, *r.opt);
+  DS_CHECK_AS(UsageError, saved.kind == "rl",
+              "{}: a {} checkpoint, not an RL one (use it as --init, or --resume never)",
+              dir.string(), saved.kind);
+  DS_CHECK_AS(UsageError, saved.seed == r.st.seed, "{}: saved with --seed {}; resume needs the same",
+              dir.string(), saved.seed);
+  DS_CHECK_AS(UsageError, saved.data_fingerprint == r.st.data_fingerprint,
+              "{}: saved with other prompts or another --init (fingerprint {} vs {}); resume needs "
+              "the same --prompts, --chat and --init (or --resume never)", dir.string(),
+              saved.data_fingerprint, r.st.data_fingerprint);
+  if (saved.total_steps != r.st.total_steps)
+    spdlog::info("resume: run length changed ({} -> {} steps)", saved.total_steps, r.st.total_steps);
+  saved.total_steps = r.st.total_steps;
+  r.st = saved;
+  spdlog::info("resumed from {} at step {}", dir.string(), r.st.step);
+}
+
+json metrics_line(const detail::Run& r, const detail::StepReport& s) {
+  const double n = double(r.o.prompts_per_step * r.o.group_size);
+  const double gen_s = std::max(1e-9, s.rollout_s);
+  json terms = json::object();
+  for (size_t k = 0; k < r.rewards->terms().size(); ++k)
+    terms[r.rewards->terms()[k].name] = s.term_means[k];
+  json j{{"step", r.st.step}, {"tokens", r.st.tokens_seen}, {"reward", s.reward_mean},
+         {"reward_std", s.reward_std}, {"rewards", terms}, {"kl", s.kl},
+         {"clip_fraction", s.clip_fraction}, {"response_length", double(s.completion_tokens) / n},
+         {"max_response_length", s.max_len}, {"entropy", s.entropy}, {"loss", s.loss},
+         {"loss_pg", s.loss_pg}, {"loss_balance", s.loss_balance}, {"lr", r.o.lr},
+         {"grad_norm", s.grad_norm}, {"no_signal_groups", s.no_signal_groups},
+         {"rollout_tokens_per_s", double(s.completion_tokens) / gen_s},
+         {"time", {{"rollout", s.rollout_s}, {"reward", s.reward_s},
+                   {"reference", s.reference_s}, {"update", s.update_s}}}};
+  j["accuracy"] = s.accuracy >= 0 ? json(s.accuracy) : json(nullptr);
+  return j;
+}
+
+}  // namespace
+
+namespace detail {
+
+void Run::init() {
+  check_flags(o);
+  ctx = train::make_context(o.device, o.threads);
+  RewardConfig rc{parse_reward_terms(o.rewards), o.reward_regex, o.reward_command, o.reward_timeout};
+  rewards = std::make_unique<RewardSet>(std::move(rc));
+  policy = model::load_pretrained(o.init);
+  DS_CHECK_AS(UsageError, policy.tokenizer.has_value(), "--init {}: no tokenizer.json", o.init);
+  text = std::make_unique<infer::TokenText>(*policy.tokenizer);
+  const auto eos_id = policy.tokenizer->eos_id();
+  eos = eos_id ? int32_t(*eos_id) : int32_t(policy.args.eos_token_id);
+  st.kind = "rl";
+  st.seed = o.seed;
+  st.seq_len = o.max_new_tokens;
+  st.total_steps = o.steps;
+  load_prompt_set(*this);
+  if (o.grpo.beta > 0) {
+    model::PretrainedOptions po;
+    po.load_mtp = false;   // the reference only scores tokens with the main model
+    ref = model::load_pretrained(policy.dir, po);
+  }
+  policy.store->alloc_grads();
+  opt = std::make_unique<train::AdamW>(*policy.store, o.optimizer);
+  resumed_from = train::resolve_resume(o.resume == "never" ? "" : o.resume, o.out);
+  if (!resumed_from.empty()) resume_from(*this, resumed_from);
+  metrics.open(o.metrics, st.step);
+}
+
+std::vector<int64_t> Run::next_prompts() {
+  const int64_t n = int64_t(prompts.size());
+  std::vector<int64_t> out;
+  while (int64_t(out.size()) < o.prompts_per_step) {
+    if (st.data.position >= n) {
+      st.data.epoch++;
+      st.data.position = 0;
+    }
+    if (order_epoch != st.data.epoch) {   // Fisher-Yates with the epoch's own stream
+      order.resize(size_t(n));
+      for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
+      Rng rng(st.seed, rng_stream("rl-prompts", uint64_t(st.data.epoch)));
+      for (int64_t i = n - 1; i > 0; --i)
+        std::swap(order[size_t(i)], order[size_t(rng.below(uint64_t(i + 1)))]);
+      order_epoch = st.data.epoch;
+    }
+    out.push_back(order[size_t(st.data.position++)]);
+  }
+  return out;
+}
+
+void Run::save() {
+  train::save_run_checkpoint(o.out, o.keep_last, policy.dir.string(), o.save_bf16, policy.args,
+                             *policy.store, *opt, st);
+}
+
+}  // namespace detail
+
+void run_rl(const RlOptions& opts) {
+  detail::Run run(opts);
+  run.init();
+  bool interrupted = false;
+  json last;
+  if (run.st.step >= run.st.total_steps) {
+    spdlog::info("nothing to do: the checkpoint is at step {} of {}", run.st.step,
+                 run.st.total_steps);
+  } else {
+    spdlog::info("GRPO on {} parameters: {} prompts, {} steps of {} prompts x {} completions "
+                 "(<= {} new tokens), beta {}, {} update(s) per step, {} threads",
+                 run.policy.store->numel(), run.prompts.size(), run.st.total_steps,
+                 opts.prompts_per_step, opts.group_size, opts.max_new_tokens, opts.grpo.beta,
+                 opts.updates, run.ctx.threads);
+    const int sig = train::run_step_loop(run.st, opts.stop_after, [&] {
+      const detail::StepReport s = run.step();
+      last = metrics_line(run, s);
+      run.metrics.write(last.dump());
+      if (opts.log_every > 0 && (run.st.step % opts.log_every == 0 || run.st.step == run.st.total_steps))
+        spdlog::info("step {}/{}: reward {:.4f} accuracy {} kl {:.5f} length {:.1f} entropy {:.3f} "
+                     "({:.2f} s rollout, {:.2f} s update)", run.st.step, run.st.total_steps,
+                     s.reward_mean, s.accuracy >= 0 ? fmt::format("{:.3f}", s.accuracy) : "-",
+                     s.kl, last["response_length"].get<double>(), s.entropy, s.rollout_s,
+                     s.update_s);
+      if (opts.save_every > 0 && run.st.step % opts.save_every == 0 &&
+          run.st.step < run.st.total_steps)
+        run.save();
+    });
+    interrupted = sig != 0;
+    if (interrupted) spdlog::warn("signal {} received: saving a checkpoint and stopping", sig);
+    run.save();
+  }
+  json summary{{"steps", run.st.step}, {"total_steps", run.st.total_steps},
+               {"completion_tokens", run.st.tokens_seen},
+               {"checkpoint", (fs::path(opts.out) / io::checkpoint_dir_name(uint64_t(run.st.step))).string()},
+               {"interrupted", interrupted},
+               {"rollout_tokens_per_s", run.rollout_s > 0 ? double(run.rollout_tokens) / run.rollout_s : 0.0},
+               {"update_s_per_step", run.steps_run > 0 ? run.update_s / double(run.steps_run) : 0.0}};
+  if (!last.is_null())
+    for (const char* k : {"reward", "accuracy", "kl", "response_length"}) summary[k] = last[k];
+  std::printf("%s\n", summary.dump().c_str());
+}
+
+}  // namespace ds::rl

@@ -1,0 +1,368 @@
+// The SFT run (see include/ds/sft/sft.hpp): data and model setup, the step loop, evaluation,
+// checkpoints and resume. One step = up to batch_size packed rows in micro-batches; micro-batch
+// m is weighted by W_m / W_step (its share of the step's target tokens), so the step's loss is
+// the mean over all its target tokens however the rows are split. Then clipping, AdamW, and
+// the router-bias update (gamma 0 by default: the pre-trained biases stay as they are).
+#include "ds/sft/sft.hpp"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <memory>
+#include <optional>
+
+#include "ds/core/error.hpp"
+#include "ds/core/hash.hpp"
+#include "ds/core/rng.hpp"
+#include "ds/io/checkpoint.hpp"
+#include "ds/model/checkpoint_io.hpp"
+#include "ds/sft/data.hpp"
+#include "ds/sft/packing.hpp"
+#include "ds/train/metrics.hpp"
+#include "ds/train/run_setup.hpp"
+#include "ds/train/trainer.hpp"
+
+namespace ds::sft {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+void check_flags(const SftOptions& o, bool need_out) {
+  if (o.init.empty()) DS_THROW(UsageError, "--init is required (a ds-pretrain checkpoint directory)");
+  if (o.data.empty()) DS_THROW(UsageError, "--data is required (chat or prompt/completion JSONL)");
+  if (need_out && o.out.empty()) DS_THROW(UsageError, "--out is required");
+  if (o.batch_size <= 0) DS_THROW(UsageError, "--batch-size must be positive");
+  if (o.micro_batch_size < 0) DS_THROW(UsageError, "--micro-batch-size must not be negative");
+  if (o.seq_len < 2) DS_THROW(UsageError, "--seq-len must be at least 2");
+  if (o.steps < 0 || o.epochs < 0 || (o.steps == 0 && o.epochs == 0))
+    DS_THROW(UsageError, "give a positive --epochs or --steps");
+  if (!(o.val_fraction >= 0 && o.val_fraction < 1))
+    DS_THROW(UsageError, "--val-fraction must be in [0, 1)");
+  if (o.val_fraction > 0 && !o.val_data.empty())
+    DS_THROW(UsageError, "--val-data and --val-fraction are mutually exclusive");
+  if (o.eval_every > 0 && o.val_data.empty() && o.val_fraction == 0)
+    DS_THROW(UsageError, "--eval-every needs held-out data: --val-data FILE or --val-fraction F");
+  if (!(o.lr > 0) || !(o.lr_final >= 0)) DS_THROW(UsageError, "--lr must be positive, --lr-final >= 0");
+  if (!fs::is_directory(o.init) || !fs::exists(fs::path(o.init) / "config.json"))
+    DS_THROW(UsageError, "--init {}: not a checkpoint directory (no config.json)", o.init);
+}
+
+// Tokenizer, chat template and samples, as both sft() and check_data() need them.
+struct DataSetup {
+  std::string tokenizer_path;
+  std::optional<tok::Tokenizer> tok;
+  infer::ChatTemplate tmpl = infer::ChatTemplate::deepseek_v3();
+  SampleSet train, val;
+  int32_t pad_id = 0;
+  std::string fingerprint;   // of the data files and every setting that shapes the samples
+};
+
+DataSetup load_data(const SftOptions& o) {
+  DataSetup d;
+  const LossOn loss_on = parse_loss_on(o.loss_on);
+  d.tokenizer_path = o.tokenizer.empty() ? (fs::path(o.init) / "tokenizer.json").string() : o.tokenizer;
+  if (!fs::exists(d.tokenizer_path))
+    DS_THROW(UsageError, "{}: no tokenizer (give --tokenizer)", d.tokenizer_path);
+  d.tok.emplace(tok::Tokenizer::from_file(d.tokenizer_path));
+  const fs::path cfg = fs::path(d.tokenizer_path).parent_path() / "tokenizer_config.json";
+  if (fs::exists(cfg)) d.tmpl = infer::ChatTemplate::from_tokenizer_config(cfg);
+  else spdlog::info("{}: not found; using the built-in DeepSeek-V3 chat template", cfg.string());
+  d.pad_id = int32_t(d.tok->token_to_id(tok::special::kPad).value_or(d.tok->eos_id().value_or(0)));
+  TokenizeOptions topt{loss_on, o.seq_len + 1, o.truncate};
+  d.train = load_samples(o.data, d.tmpl, *d.tok, topt, o.threads);
+  if (!o.val_data.empty()) {
+    d.val = load_samples({o.val_data}, d.tmpl, *d.tok, topt, o.threads);
+  } else if (o.val_fraction > 0) {   // a seeded choice of samples, kept in file order
+    const int64_t n = int64_t(d.train.samples.size());
+    const int64_t n_val = std::max<int64_t>(1, std::llround(o.val_fraction * double(n)));
+    if (n_val >= n)
+      DS_THROW(UsageError, "--val-fraction {}: {} of {} samples leaves none for training",
+               o.val_fraction, n_val, n);
+    std::vector<uint8_t> is_val(size_t(n), 0);   // n_val distinct picks (partial Fisher-Yates)
+    std::vector<int64_t> idx(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) idx[size_t(i)] = i;
+    Rng rng(o.seed, rng_stream("sft-val-split"));
+    for (int64_t i = 0; i < n_val; ++i) {
+      std::swap(idx[size_t(i)], idx[size_t(i + int64_t(rng.below(uint64_t(n - i))))]);
+      is_val[size_t(idx[size_t(i)])] = 1;
+    }
+    SampleSet tr;
+    for (int64_t i = 0; i < n; ++i) {
+      SampleSet& to = is_val[size_t(i)] ? d.val : tr;
+      to.tokens += int64_t(d.train.samples[size_t(i)].tokens.size());
+      to.targets += d.train.samples[size_t(i)].n_targets;
+      to.samples.push_back(std::move(d.train.samples[size_t(i)]));
+    }
+    tr.truncated = d.train.truncated;
+    tr.dropped = d.train.dropped;
+    d.train = std::move(tr);
+  }
+  if (d.train.samples.empty()) DS_THROW(UsageError, "no training samples left (all dropped)");
+  const std::string desc = fmt::format(
+      "data={};val={};loss_on={};packing={};truncate={};val_fraction={};tokenizer={}",
+      files_fingerprint(o.data), o.val_data.empty() ? "" : files_fingerprint({o.val_data}),
+      o.loss_on, o.packing, o.truncate, o.val_fraction, d.tok->fingerprint());
+  d.fingerprint = hex64(xxh64(desc));
+  return d;
+}
+
+// Rows and target tokens of the whole run: epochs of the stream, or steps * batch rows.
+struct Plan {
+  int64_t total_rows = 0, total_steps = 0, total_tokens = 0;
+  std::vector<int64_t> epoch_rows;   // rows of each epoch the run touches
+};
+
+Plan make_plan(const SftOptions& o, RowStream& stream, const SampleSet& train) {
+  Plan p;
+  const int64_t wanted = o.steps > 0 ? o.steps * o.batch_size : -1;
+  for (int64_t e = 0;; ++e) {
+    if (wanted < 0 && e == o.epochs) break;
+    const int64_t n = stream.rows_in_epoch(e);
+    p.epoch_rows.push_back(n);
+    if (wanted >= 0 && p.total_rows + n >= wanted) {
+      p.total_tokens += int64_t(std::llround(double(train.tokens) * double(wanted - p.total_rows) / double(n)));
+      p.total_rows = wanted;
+      break;
+    }
+    p.total_rows += n;
+    p.total_tokens += train.tokens;
+  }
+  p.total_steps = (p.total_rows + o.batch_size - 1) / o.batch_size;
+  return p;
+}
+
+double row_efficiency(std::span<const Row> rows, int64_t seq_len) {
+  int64_t t = 0;
+  for (const Row& r : rows) t += r.tokens;
+  return rows.empty() ? 0.0 : double(t) / double(int64_t(rows.size()) * (seq_len + 1));
+}
+
+struct Run {
+  const SftOptions& o;
+  DataSetup data;
+  std::unique_ptr<RowStream> stream;
+  std::vector<Row> val_rows;
+  Plan plan;
+  int64_t rows_done = 0;               // training rows consumed (all epochs)
+  model::ModelArgs args;
+  model::ParamStore params;
+  std::unique_ptr<model::Transformer> model;
+  std::unique_ptr<train::AdamW> opt;
+  train::TrainerState st;
+  train::MetricsWriter metrics;
+  ops::Context ctx;
+  ops::Profiler prof;
+  double step_seconds = 0, last_val = NAN, last_loss = NAN;
+  int64_t steps_run = 0, tokens_run = 0;
+  fs::path resumed_from;
+
+  explicit Run(const SftOptions& opts) : o(opts) {}
+  void init();
+  void resume(const fs::path& dir);
+  double evaluate();
+  void save();
+  void step_once(train::Progress& progress);
+  int64_t micro() const { return o.micro_batch_size > 0 ? o.micro_batch_size : o.batch_size; }
+};
+
+void Run::init() {
+  check_flags(o, true);
+  ctx = train::make_context(o.device, o.threads, o.precision, o.fp8_granularity, o.fp8_scale);
+  if (o.profile) ctx.prof = &prof;
+  args = model::load_config(fs::path(o.init) / "config.json");
+  if (o.seq_len > args.max_seq_len)
+    DS_THROW(UsageError, "--seq-len {} exceeds the model's max_position_embeddings {}", o.seq_len,
+             args.max_seq_len);
+  data = load_data(o);
+  if (int64_t(data.tok->vocab_size()) > args.vocab_size)
+    DS_THROW(UsageError, "{}: tokenizer vocabulary ({}) is larger than the model's vocab_size ({})",
+             data.tokenizer_path, data.tok->vocab_size(), args.vocab_size);
+  stream = std::make_unique<RowStream>(data.train.samples, o.seq_len, o.seed, o.packing);
+  plan = make_plan(o, *stream, data.train);
+  if (!data.val.samples.empty()) {
+    std::vector<int64_t> lens, order;
+    for (const Sample& s : data.val.samples) lens.push_back(int64_t(s.tokens.size()));
+    for (int64_t i = 0; i < int64_t(lens.size()); ++i) order.push_back(i);
+    val_rows = pack_rows(lens, order, o.seq_len + 1, o.packing);
+  }
+  model = std::make_unique<model::Transformer>(args, params);
+  params.alloc_grads();
+  opt = std::make_unique<train::AdamW>(params, o.optimizer);
+  st.kind = "sft";
+  st.seed = o.seed;
+  st.seq_len = o.seq_len;
+  st.total_steps = plan.total_steps;
+  st.total_tokens = plan.total_tokens;
+  st.data_fingerprint = data.fingerprint;
+  if (o.resume == "never" && io::find_latest_checkpoint(o.out))
+    DS_THROW(UsageError, "--resume never: {} already holds checkpoints (up to {}); give another "
+             "--out or remove them", o.out, io::find_latest_checkpoint(o.out)->filename().string());
+  resumed_from = train::resolve_resume(o.resume == "never" ? "" : o.resume, o.out);
+  if (resumed_from.empty()) model::load_model(params, o.init);
+  else resume(resumed_from);
+  metrics.open(o.metrics, st.step);   // a fresh run starts the file over
+}
+
+void Run::resume(const fs::path& dir) {
+  train::TrainerState saved = train::load_checkpoint(dir, params, *opt);
+  if (saved.kind != "sft")
+    DS_THROW(UsageError, "{}: a {} checkpoint, not an SFT one (use it as --init, or --resume never)",
+             dir.string(), saved.kind);
+  if (saved.seed != st.seed || saved.seq_len != st.seq_len)
+    DS_THROW(UsageError, "{}: saved with --seed {} --seq-len {}; resume needs the same values",
+             dir.string(), saved.seed, saved.seq_len);
+  if (saved.data_fingerprint != st.data_fingerprint)
+    DS_THROW(UsageError,
+             "{}: saved with other data or data settings (fingerprint {} vs {}); resume needs the "
+             "same --data, --val-data, --val-fraction, --loss-on, --no-packing, --truncate and "
+             "tokenizer (or --resume never)", dir.string(), saved.data_fingerprint, st.data_fingerprint);
+  if (saved.total_steps != st.total_steps)
+    spdlog::info("resume: run length changed ({} -> {} steps); the schedule follows the new length",
+                 saved.total_steps, st.total_steps);
+  saved.total_steps = st.total_steps;
+  saved.total_tokens = st.total_tokens;
+  st = saved;
+  stream->set_state(st.data);
+  rows_done = st.data.position;
+  for (int64_t e = 0; e < st.data.epoch; ++e)
+    rows_done += e < int64_t(plan.epoch_rows.size()) ? plan.epoch_rows[size_t(e)] : stream->rows_in_epoch(e);
+  spdlog::info("resumed from {} at step {} ({} tokens)", dir.string(), st.step, st.tokens_seen);
+}
+
+double Run::evaluate() {
+  if (val_rows.empty()) return NAN;
+  const int64_t mb = micro(), n = int64_t(val_rows.size());
+  int64_t batches = (n + mb - 1) / mb;
+  if (o.eval_batches > 0) batches = std::min(batches, o.eval_batches);
+  double sum = 0, weight = 0;
+  for (int64_t i = 0; i < batches; ++i) {
+    std::span<const Row> rows(val_rows.data() + i * mb, size_t(std::min(mb, n - i * mb)));
+    model::Batch b = make_batch(data.val.samples, rows, o.seq_len, data.pad_id);
+    auto r = model->forward_loss(ctx, b, model::LossWeights{0.0f, 0.0f});
+    sum += r.loss_main * r.target_weight;
+    weight += r.target_weight;
+  }
+  return weight > 0 ? sum / weight : NAN;
+}
+
+void Run::save() {
+  st.data = stream->state();
+  train::save_run_checkpoint(o.out, o.keep_last, data.tokenizer_path, o.save_bf16, args, params,
+                             *opt, st);
+}
+
+void Run::step_once(train::Progress& progress) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t B = std::clamp<int64_t>(plan.total_rows - rows_done, 1, o.batch_size);
+  const std::vector<Row> rows = stream->next(B);
+  rows_done += B;
+  const double lr = train::cosine_lr(st.step, st.total_steps, o.warmup_steps, o.lr, o.lr_final);
+  const model::LossWeights w{float(o.mtp_lambda), float(o.balance_alpha)};
+  const int64_t W = count_targets(data.train.samples, rows);
+  int64_t real_tokens = 0, samples = 0;
+  for (const Row& r : rows) { real_tokens += r.tokens; samples += int64_t(r.samples.size()); }
+  params.zero_grads();
+  train::StepAccumulator acc;
+  for (int64_t m = 0; m * micro() < B; ++m) {
+    std::span<const Row> part(rows.data() + m * micro(), size_t(std::min(micro(), B - m * micro())));
+    const double share = double(count_targets(data.train.samples, part)) / double(W);
+    model::Batch b = make_batch(data.train.samples, part, o.seq_len, data.pad_id);
+    acc.add(model->forward_backward(ctx, b, w, float(share)), share);
+  }
+  st.step++;
+  st.tokens_seen += real_tokens;
+  train::UpdateResult u =
+      train::apply_update(ctx, *model, *opt, st, acc, lr, o.gamma, o.skip_nonfinite, o.out);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double tps = double(real_tokens) / std::max(1e-9, secs);
+  step_seconds += secs;
+  steps_run++;
+  tokens_run += real_tokens;
+  last_loss = acc.loss;
+  const train::LoaderState ls = stream->state();
+  const double epoch = double(ls.epoch) + double(ls.position) / double(std::max<int64_t>(1, stream->rows_in_epoch(ls.epoch)));
+  json j{{"step", st.step}, {"epoch", epoch}, {"tokens", st.tokens_seen}, {"targets", W},
+         {"loss", acc.loss}, {"loss_main", acc.loss_main}, {"loss_mtp", acc.loss_mtp},
+         {"loss_balance", acc.loss_balance}, {"lr", lr}, {"grad_norm", u.grads.norm},
+         {"batch", B}, {"samples", samples}, {"packing", row_efficiency(rows, o.seq_len)},
+         {"mtp_lambda", o.mtp_lambda}, {"gamma", o.gamma}, {"tokens_per_s", tps},
+         {"skipped", !u.applied}};
+  j["maxvio"] = acc.maxvio();
+  const bool last = st.step == st.total_steps;
+  if (!val_rows.empty() && ((o.eval_every > 0 && st.step % o.eval_every == 0) || last)) {
+    ctx.prof = nullptr;   // the profile covers training steps only
+    last_val = evaluate();
+    if (o.profile) ctx.prof = &prof;
+    if (std::isfinite(last_val)) j["val_loss"] = last_val;
+    spdlog::info("step {}: validation loss {:.4f}", st.step, last_val);
+  }
+  metrics.write(j.dump());
+  progress.update(st.step, acc.loss, lr, tps);
+  if (o.save_every > 0 && st.step % o.save_every == 0 && !last) save();
+}
+
+}  // namespace
+
+void sft(const SftOptions& opts) {
+  Run run(opts);
+  run.init();
+  bool interrupted = false;
+  if (run.st.step >= run.st.total_steps) {
+    spdlog::info("nothing to do: the checkpoint is at step {} of {}", run.st.step, run.st.total_steps);
+  } else {
+    spdlog::info("fine-tuning {} parameters: {} samples ({} target tokens), {} steps of {} rows x "
+                 "{} tokens, {} threads", run.params.numel(), run.data.train.samples.size(),
+                 run.data.train.targets, run.st.total_steps, opts.batch_size, opts.seq_len + 1,
+                 run.ctx.threads);
+    train::Progress progress(run.st.total_steps, opts.log_every);
+    const int sig = train::run_step_loop(run.st, opts.stop_after, [&] { run.step_once(progress); });
+    progress.finish();
+    interrupted = sig != 0;
+    if (interrupted) spdlog::warn("signal {} received: saving a checkpoint and stopping", sig);
+    run.save();
+  }
+  json summary{{"steps", run.st.step}, {"total_steps", run.st.total_steps},
+               {"tokens", run.st.tokens_seen},
+               {"checkpoint", (fs::path(opts.out) / io::checkpoint_dir_name(uint64_t(run.st.step))).string()},
+               {"samples", run.data.train.samples.size()}, {"val_samples", run.data.val.samples.size()},
+               {"nonfinite_skipped", run.st.nonfinite_skipped}, {"interrupted", interrupted},
+               {"tokens_per_s", run.step_seconds > 0 ? double(run.tokens_run) / run.step_seconds : 0.0}};
+  if (std::isfinite(run.last_loss)) summary["loss"] = run.last_loss;
+  if (std::isfinite(run.last_val)) summary["val_loss"] = run.last_val;
+  if (opts.profile)
+    summary["profile"] = json::parse(
+        train::profile_report(run.prof, run.step_seconds, run.steps_run, run.tokens_run));
+  std::printf("%s\n", summary.dump().c_str());
+}
+
+void check_data(const SftOptions& o) {
+  check_flags(o, false);
+  const model::ModelArgs args = model::load_config(fs::path(o.init) / "config.json");
+  if (o.seq_len > args.max_seq_len)
+    DS_THROW(UsageError, "--seq-len {} exceeds the model's max_position_embeddings {}", o.seq_len,
+             args.max_seq_len);
+  DataSetup d = load_data(o);
+  RowStream stream(d.train.samples, o.seq_len, o.seed, o.packing);
+  Plan p = make_plan(o, stream, d.train);
+  int64_t max_len = 0;
+  for (const Sample& s : d.train.samples) max_len = std::max<int64_t>(max_len, int64_t(s.tokens.size()));
+  const int64_t rows0 = p.epoch_rows.front();
+  json j{{"samples", d.train.samples.size()}, {"val_samples", d.val.samples.size()},
+         {"tokens", d.train.tokens}, {"targets", d.train.targets},
+         {"target_fraction", double(d.train.targets) / double(std::max<int64_t>(1, d.train.tokens))},
+         {"truncated", d.train.truncated}, {"dropped", d.train.dropped},
+         {"max_sample_tokens", max_len},
+         {"mean_sample_tokens", double(d.train.tokens) / double(d.train.samples.size())},
+         {"rows_per_epoch", rows0},
+         {"packing_efficiency", double(d.train.tokens) / double(rows0 * (o.seq_len + 1))},
+         {"total_rows", p.total_rows}, {"steps", p.total_steps}, {"fingerprint", d.fingerprint}};
+  std::printf("%s\n", j.dump().c_str());
+}
+
+}  // namespace ds::sft

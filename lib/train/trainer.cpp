@@ -1,0 +1,183 @@
+// Shared training-loop building blocks (see include/ds/train/trainer.hpp).
+#include "ds/train/trainer.hpp"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+
+#include "ds/core/error.hpp"
+#include "ds/io/checkpoint.hpp"
+
+namespace ds::train {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
+}  // namespace
+
+double max_violation(const std::vector<int32_t>& counts) {
+  if (counts.empty()) return 0;
+  double sum = 0, mx = 0;
+  for (int32_t c : counts) { sum += c; mx = std::max(mx, double(c)); }
+  double mean = sum / double(counts.size());
+  return mean > 0 ? (mx - mean) / mean : 0;
+}
+
+void StepAccumulator::add(const model::StepResult& r, double share) {
+  loss += share * r.loss;
+  loss_main += share * r.loss_main;
+  loss_mtp += share * r.loss_mtp;
+  loss_balance += share * r.loss_balance;
+  if (expert_counts.empty()) {
+    expert_counts = r.expert_counts;
+    return;
+  }
+  DS_CHECK(expert_counts.size() == r.expert_counts.size(), "expert counts: {} layers, then {}",
+           expert_counts.size(), r.expert_counts.size());
+  for (size_t l = 0; l < r.expert_counts.size(); ++l)
+    for (size_t e = 0; e < r.expert_counts[l].size(); ++e)
+      expert_counts[l][e] += r.expert_counts[l][e];
+}
+
+std::vector<double> StepAccumulator::maxvio() const {
+  std::vector<double> out;
+  out.reserve(expert_counts.size());
+  for (const auto& c : expert_counts) out.push_back(max_violation(c));
+  return out;
+}
+
+UpdateResult apply_update(const ops::Context& ctx, model::Transformer& model, AdamW& opt,
+                          TrainerState& st, const StepAccumulator& acc, double lr,
+                          double gamma, bool skip_nonfinite, const std::string& run_dir) {
+  UpdateResult u;
+  u.grads = opt.grad_stats(ctx);
+  const bool finite = std::isfinite(acc.loss) && u.grads.nonfinite == 0;
+  if (!finite) {
+    if (!skip_nonfinite)
+      DS_THROW(NumericsError,
+               "step {}: non-finite {} (loss {}); stopped without saving: the last checkpoint in "
+               "{} is intact (use --skip-nonfinite to skip such steps)",
+               st.step, std::isfinite(acc.loss) ? "gradient" : "loss", acc.loss, run_dir);
+    st.nonfinite_skipped++;
+    spdlog::warn("step {}: non-finite loss or gradient, step skipped ({} so far)", st.step,
+                 st.nonfinite_skipped);
+    return u;
+  }
+  opt.step(ctx, float(lr), u.grads);
+  st.optimizer_steps++;
+  model.update_router_bias(acc.expert_counts, float(gamma));
+  u.applied = true;
+  return u;
+}
+
+int run_step_loop(const TrainerState& st, int64_t stop_after, const std::function<void()>& step) {
+  g_stop_signal = 0;
+  auto prev_term = std::signal(SIGTERM, on_stop_signal);
+  auto prev_int = std::signal(SIGINT, on_stop_signal);
+  const int64_t stop_at = stop_after > 0 ? st.step + stop_after : st.total_steps;
+  try {
+    while (st.step < std::min(stop_at, st.total_steps) && g_stop_signal == 0) step();
+  } catch (...) {
+    std::signal(SIGTERM, prev_term);
+    std::signal(SIGINT, prev_int);
+    throw;
+  }
+  std::signal(SIGTERM, prev_term);
+  std::signal(SIGINT, prev_int);
+  return g_stop_signal;
+}
+
+bool stop_requested() { return g_stop_signal != 0; }
+
+fs::path save_run_checkpoint(const fs::path& run_dir, int keep_last, const std::string& tokenizer,
+                             bool bf16, const model::ModelArgs& args,
+                             const model::ParamStore& params, AdamW& opt,
+                             const TrainerState& st) {
+  SaveSpec spec;
+  spec.dir = run_dir / io::checkpoint_dir_name(uint64_t(st.step));
+  spec.tokenizer = tokenizer;
+  spec.bf16 = bf16;
+  save_checkpoint(spec, args, params, opt, st);
+  auto removed = io::prune_checkpoints(run_dir, keep_last);
+  spdlog::info("saved {}{}", spec.dir.string(),
+               removed.empty() ? "" : fmt::format(" (pruned {} older)", removed.size()));
+  return spec.dir;
+}
+
+fs::path resolve_resume(const std::string& resume, const std::string& run_dir) {
+  if (resume.empty()) return {};
+  if (resume == "auto") {
+    auto latest = io::find_latest_checkpoint(run_dir);
+    if (latest) return *latest;
+    spdlog::info("--resume auto: no checkpoint in {}; starting fresh", run_dir);
+    return {};
+  }
+  if (!fs::is_directory(resume))
+    DS_THROW(UsageError, "--resume {}: not a checkpoint directory", resume);
+  return resume;
+}
+
+double cosine_lr(int64_t step, int64_t total_steps, int64_t warmup_steps, double peak,
+                 double final_lr) {
+  if (warmup_steps > 0 && step < warmup_steps)
+    return peak * double(step + 1) / double(warmup_steps);
+  const int64_t span = std::max<int64_t>(1, total_steps - 1 - std::max<int64_t>(0, warmup_steps));
+  const double t =
+      std::clamp(double(step - std::max<int64_t>(0, warmup_steps)) / double(span), 0.0, 1.0);
+  return final_lr + 0.5 * (peak - final_lr) * (1.0 + std::cos(M_PI * t));
+}
+
+double peak_rss_mb() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / 1024.0;   // Linux reports KiB
+}
+
+std::string profile_report(const ops::Profiler& prof, double step_s, int64_t steps,
+                           int64_t tokens) {
+  const double ops_s = prof.seconds(), gemm_s = prof.seconds("gemm");
+  const double gemm_gflops = gemm_s > 0 ? prof.flops("gemm") / gemm_s * 1e-9 : 0.0;
+  std::vector<ops::Profiler::Entry> es = prof.entries();
+  std::sort(es.begin(), es.end(), [](const auto& a, const auto& b) { return a.seconds > b.seconds; });
+  std::fprintf(stderr, "\nprofile: %lld steps, %.3f s in steps, %.0f tokens/s\n",
+               (long long)steps, step_s, step_s > 0 ? double(tokens) / step_s : 0.0);
+  std::fprintf(stderr, "%-32s %-14s %9s %10s %7s %9s\n", "op", "family", "calls", "ms/step",
+               "share", "GFLOP/s");
+  json ops_j = json::array();
+  for (const auto& e : es) {
+    const double share = step_s > 0 ? e.seconds / step_s : 0.0;
+    const double gf = e.flops > 0 && e.seconds > 0 ? e.flops / e.seconds * 1e-9 : 0.0;
+    std::fprintf(stderr, "%-32s %-14s %9lld %10.2f %6.1f%% %9.1f\n", e.op,
+                 std::string(e.family).c_str(), (long long)e.calls,
+                 1e3 * e.seconds / double(std::max<int64_t>(1, steps)), 100 * share, gf);
+    ops_j.push_back({{"op", e.op}, {"family", e.family}, {"calls", e.calls},
+                     {"seconds", e.seconds}, {"gflops", gf}});
+  }
+  json fam = json::object();
+  for (const char* f : {"gemm", "attention", "cross_entropy", "norm", "rope_permute", "moe",
+                        "embedding", "elementwise", "optimizer"})
+    fam[f] = step_s > 0 ? prof.seconds(f) / step_s : 0.0;
+  fam["outside_ops"] = step_s > 0 ? std::max(0.0, step_s - ops_s) / step_s : 0.0;
+  const double rss = peak_rss_mb();
+  std::fprintf(stderr, "GEMM share %.1f%%, GEMM %.1f GFLOP/s, outside ops %.1f%%, peak RSS %.0f MiB\n",
+               100 * (step_s > 0 ? gemm_s / step_s : 0.0), gemm_gflops,
+               100 * fam["outside_ops"].get<double>(), rss);
+  json j{{"steps", steps}, {"step_seconds", step_s},
+         {"tokens_per_s", step_s > 0 ? double(tokens) / step_s : 0.0},
+         {"gemm_share", step_s > 0 ? gemm_s / step_s : 0.0}, {"gemm_gflops", gemm_gflops},
+         {"gemm_gflop_per_step", prof.flops("gemm") * 1e-9 / double(std::max<int64_t>(1, steps))},
+         {"op_share", fam}, {"peak_rss_mb", rss}, {"ops", ops_j}};
+  return j.dump();
+}
+
+}  // namespace ds::train

@@ -1,0 +1,215 @@
+// ds-convert-fp8 error cases, each a one-line ds::Error naming the file or tensor and leaving
+// nothing at OUT or beside it: OUT exists (without --force), OUT inside IN, a scale of the
+// wrong shape, a scale without an FP8 weight, F8_E5M2, a non-finite weight, a weight whose
+// shape differs from config.json, an FP8 input with another block size, no config.json.
+// Also the streaming safetensors writer: same bytes as write_safetensors, misuse detected,
+// nothing published without finish(); release_mapped_pages keeps the mapping readable.
+// reference: include/ds/convert/fp8_convert.hpp, include/ds/io/safetensors.hpp.
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+
+#include "convert_test_util.hpp"
+#include "ds/convert/fp8_convert.hpp"
+#include "ds/core/error.hpp"
+
+using namespace ds;
+using namespace ds::convert::testing;
+namespace fs = std::filesystem;
+
+namespace {
+
+convert::ConvertOptions opts(const fs::path& in, const fs::path& out) {
+  convert::ConvertOptions o;
+  o.model = in.string();
+  o.out = out.string();
+  o.threads = 1;
+  return o;
+}
+
+// Runs `f`, expects error type E whose message contains `needle`, and an empty `parent`.
+template <class E, class F>
+void expect_error(F f, const std::string& needle, const fs::path& parent) {
+  try {
+    f();
+    FAIL("expected an error mentioning " << needle);
+  } catch (const E& e) {
+    const std::string msg = e.what();
+    CHECK_MESSAGE(msg.find(needle) != std::string::npos, msg);
+    CHECK_MESSAGE(msg.find('\n') == std::string::npos, msg);
+  }
+  CHECK(entries(parent).empty());
+}
+
+model::ModelArgs micro() {
+  model::ModelArgs a = model::testing::micro_args();
+  a.vocab_size = 264;
+  return a;
+}
+
+// An HF-layout FP8 checkpoint of the micro model (block 128 unless told), edited by `mutate`.
+void write_fp8(const fs::path& dir, std::function<void(std::vector<io::TensorSource>&)> mutate,
+               int64_t block = 128) {
+  model::ParamStore ps;
+  model::Transformer m(micro(), ps);
+  ps.init(8);
+  model::testing::HfWriteOptions o;
+  o.block = block;
+  o.mutate = std::move(mutate);
+  model::testing::write_hf_checkpoint(dir, ps, micro(), o);
+}
+
+const std::string kW = "model.layers.1.self_attn.q_b_proj.weight";
+
+}  // namespace
+
+TEST_CASE("OUT exists: refused without --force, replaced atomically with it; OUT inside IN") {
+  TempDir tmp;
+  write_model(tmp / "in", micro(), 1);
+  fs::create_directories(tmp / "outs" / "fp8");
+  io::write_file_atomic(tmp / "outs" / "fp8" / "keep.txt", "old");
+  try {
+    convert::quantize(opts(tmp / "in", tmp / "outs" / "fp8"));
+    FAIL("expected UsageError");
+  } catch (const UsageError& e) {
+    CHECK(std::string(e.what()).find("--force") != std::string::npos);
+  }
+  CHECK(entries(tmp / "outs") == std::vector<std::string>{"fp8"});
+  CHECK(io::read_file(tmp / "outs" / "fp8" / "keep.txt") == "old");
+  convert::ConvertOptions f = opts(tmp / "in", tmp / "outs" / "fp8");
+  f.force = true;
+  convert::quantize(f);
+  CHECK_FALSE(fs::exists(tmp / "outs" / "fp8" / "keep.txt"));
+  CHECK(fs::exists(tmp / "outs" / "fp8" / "model.safetensors"));
+  CHECK(entries(tmp / "outs") == std::vector<std::string>{"fp8"});
+
+  f.out = (tmp / "in" / "sub").string();
+  CHECK_THROWS_AS(convert::quantize(f), UsageError);
+  f.out = (tmp / "in").string();
+  CHECK_THROWS_AS(convert::quantize(f), UsageError);
+  CHECK_FALSE(fs::exists(tmp / "in" / "sub"));
+}
+
+TEST_CASE("malformed FP8 inputs: wrong-shaped scale, orphan scale, F8_E5M2, block size") {
+  TempDir tmp;
+  fs::create_directories(tmp / "outs");
+  static std::vector<float> two = {1.0f, 1.0f};
+  static std::vector<uint8_t> bytes(64, 0x38);
+
+  write_fp8(tmp / "shape", [](std::vector<io::TensorSource>& src) {
+    for (auto& t : src)
+      if (t.name == kW + "_scale_inv") t = io::TensorSource::raw(t.name, DType::f32, {1, 2}, two.data());
+  });
+  expect_error<FormatError>([&] { convert::dequantize(opts(tmp / "shape", tmp / "outs" / "o")); },
+                            kW + "_scale_inv", tmp / "outs");
+
+  const std::string orphan = "model.layers.0.mlp.gate_proj.weight_scale_inv";
+  write_fp8(tmp / "orphan", [&](std::vector<io::TensorSource>& src) {
+    std::erase_if(src, [](const io::TensorSource& t) {   // the weight becomes F32, its scale stays
+      return t.name == "model.layers.0.mlp.gate_proj.weight";
+    });
+    static std::vector<float> w(24 * 16, 0.5f);
+    src.push_back(io::TensorSource::raw("model.layers.0.mlp.gate_proj.weight", DType::f32, {24, 16}, w.data()));
+  });
+  expect_error<FormatError>([&] { convert::dequantize(opts(tmp / "orphan", tmp / "outs" / "o")); },
+                            orphan, tmp / "outs");
+  expect_error<FormatError>([&] { convert::quantize(opts(tmp / "orphan", tmp / "outs" / "o")); },
+                            orphan, tmp / "outs");
+
+  write_fp8(tmp / "e5m2", [](std::vector<io::TensorSource>& src) {
+    src.push_back(io::TensorSource::raw("extra.weight", DType::f8_e5m2, {8, 8}, bytes.data()));
+  });
+  expect_error<FormatError>([&] { convert::dequantize(opts(tmp / "e5m2", tmp / "outs" / "o")); },
+                            "extra.weight", tmp / "outs");
+
+  write_fp8(tmp / "b64", nullptr, 64);
+  expect_error<FormatError>([&] { convert::quantize(opts(tmp / "b64", tmp / "outs" / "o")); },
+                            "dequantize it first", tmp / "outs");
+  // ... but it dequantises with its own block size.
+  const convert::ConvertStats st = convert::dequantize(opts(tmp / "b64", tmp / "outs" / "o"));
+  CHECK(st.dequantized > 0);
+}
+
+TEST_CASE("quantize errors: non-finite weight, shape differs from config.json, no config.json") {
+  TempDir tmp;
+  fs::create_directories(tmp / "outs");
+  {
+    model::ParamStore ps;
+    model::Transformer m(micro(), ps);
+    ps.init(2);
+    ps.get(kW).value.f32()[7] = std::nanf("");
+    fs::create_directories(tmp / "nan");
+    model::save_model(ps, micro(), tmp / "nan", false);
+  }
+  expect_error<NumericsError>([&] { convert::quantize(opts(tmp / "nan", tmp / "outs" / "o")); },
+                              kW, tmp / "outs");
+
+  write_model(tmp / "shape", micro(), 3);
+  model::ModelArgs other = micro();
+  other.q_lora_rank = 12;
+  io::write_file_atomic(tmp / "shape" / "config.json", model::to_hf_json(other));
+  expect_error<FormatError>([&] { convert::quantize(opts(tmp / "shape", tmp / "outs" / "o")); },
+                            "q_a_proj.weight", tmp / "outs");
+
+  write_model(tmp / "nocfg", micro(), 3);
+  fs::remove(tmp / "nocfg" / "config.json");
+  expect_error<FormatError>([&] { convert::quantize(opts(tmp / "nocfg", tmp / "outs" / "o")); },
+                            "config.json", tmp / "outs");
+  expect_error<IoError>([&] { convert::quantize(opts(tmp / "absent", tmp / "outs" / "o")); },
+                        "absent", tmp / "outs");
+}
+
+TEST_CASE("streaming writer: same bytes as write_safetensors; misuse; nothing without finish") {
+  TempDir tmp;
+  std::vector<float> f(15);
+  for (size_t i = 0; i < f.size(); ++i) f[i] = float(i) * 0.25f;
+  std::vector<uint8_t> q = {1, 2, 3, 4, 5, 6, 7};
+  std::vector<uint16_t> h = {0x3f80, 0x4000, 0xbf80};
+  const std::vector<io::TensorSource> src = {
+      io::TensorSource::raw("a.weight", DType::f8_e4m3, {7}, q.data()),
+      io::TensorSource::raw("a.weight_scale_inv", DType::f32, {3, 5}, f.data()),
+      io::TensorSource::raw("empty", DType::f32, {0, 4}, nullptr),
+      io::TensorSource::raw("b", DType::bf16, {3}, h.data())};
+  io::write_safetensors(tmp / "ref.safetensors", src, {{"note", "x"}});
+
+  std::vector<io::TensorDecl> decls;
+  for (const auto& t : src) decls.push_back({t.name, t.dtype, t.shape});
+  {
+    io::SafetensorsStreamWriter w(tmp / "stream.safetensors", decls, {{"note", "x"}});
+    w.begin("a.weight");
+    w.write(q.data(), 3);
+    w.write(q.data() + 3, 4);
+    w.begin("a.weight_scale_inv");
+    w.write(f.data(), f.size() * 4);
+    w.begin("empty");
+    w.begin("b");
+    w.write(h.data(), 6);
+    CHECK(w.data_bytes() == 7 + 60 + 6);
+    w.finish();
+  }
+  CHECK(io::read_file(tmp / "stream.safetensors") == io::read_file(tmp / "ref.safetensors"));
+  io::SafetensorsFile rd(tmp / "stream.safetensors");
+  CHECK(rd.metadata().at("note") == "x");
+
+  {
+    io::SafetensorsStreamWriter w(tmp / "bad.safetensors", decls);
+    CHECK_THROWS_AS(w.begin("b"), InternalError);            // out of order
+    w.begin("a.weight");
+    CHECK_THROWS_AS(w.write(q.data(), 8), InternalError);    // beyond the declared size
+    w.write(q.data(), 6);
+    CHECK_THROWS_AS(w.begin("a.weight_scale_inv"), InternalError);   // one byte missing
+  }
+  {
+    io::SafetensorsStreamWriter w(tmp / "short.safetensors", decls);
+    w.begin("a.weight");
+    w.write(q.data(), 7);
+    CHECK_THROWS_AS(w.finish(), InternalError);               // tensors never written
+  }
+  CHECK(entries(tmp.path()) == std::vector<std::string>{"ref.safetensors", "stream.safetensors"});
+
+  // Released pages are read back from the file.
+  const io::TensorView& v = rd.get("a.weight_scale_inv");
+  io::release_mapped_pages(v);
+  CHECK(rd.load_f32("a.weight_scale_inv").f32()[14] == 3.5f);
+}

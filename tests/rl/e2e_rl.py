@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+# End-to-end test of ds-rl: ds-tokenize + ds-pretrain a tiny model on arithmetic text, then GRPO
+# with the exact reward plus a shell reward command: metrics and checkpoint contents, keep-last,
+# bit-exact resume (3 steps == 2 + resume + 1: every logged number and the final weights and
+# optimiser state byte for byte), the RL checkpoint as a new --init, SIGTERM = save and stop,
+# and failures: a reward command that exits non-zero or prints garbage, a bad prompts line, a
+# resume with other prompts, usage errors (one stderr line, exit 1 or 2, no new checkpoint).
+# Usage: e2e_rl.py --rl BIN --pretrain BIN --tokenize BIN --work DIR
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+FAILS = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        FAILS.append(what)
+
+
+def run(tool, *args, timeout=600):
+    cmd = [tool, "--log-level", "warn"] + [str(a) for a in args]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    return p.returncode, p.stdout.decode(), p.stderr.decode("utf-8", "replace")
+
+
+def ok(tool, *args):
+    rc, out, err = run(tool, *args)
+    if rc != 0:
+        raise SystemExit(f"FAIL: {os.path.basename(tool)} {' '.join(map(str, args))} -> {rc}: {err}")
+    return out
+
+
+def setup(work, tok_bin, pre_bin):
+    rng = random.Random(5)
+    lines = []
+    for _ in range(500):
+        a, b = rng.randint(0, 20), rng.randint(0, 20)
+        lines.append(f"Question: what is {a} plus {b}? Answer: {a} + {b} = {a + b}. #### {a + b}")
+    text = os.path.join(work, "corpus.txt")
+    with open(text, "w") as f:
+        f.write("\n\n".join(lines) + "\n")
+    ok(tok_bin, "train", "--vocab-size", 384, "--out", os.path.join(work, "tok"), text)
+    tok = os.path.join(work, "tok", "tokenizer.json")
+    ok(tok_bin, "encode", "--tokenizer", tok, "--out", os.path.join(work, "data"),
+       "--doc-split", "blank-line", "--force", text)
+    pre = os.path.join(work, "pre")
+    shutil.rmtree(pre, ignore_errors=True)
+    ok(pre_bin, "--preset", "tiny", "--tokenizer", tok, "--data", os.path.join(work, "data"),
+       "--out", pre, "--steps", 12, "--batch-size", 8, "--seq-len", 64, "--lr", "3e-3",
+       "--threads", 1, "--seed", 3)
+    prompts = os.path.join(work, "prompts.jsonl")
+    with open(prompts, "w") as f:
+        for i in range(6):
+            a, b = rng.randint(0, 9), rng.randint(0, 9)
+            rec = {"prompt": f"Question: what is {a} plus {b}? Answer:", "reference": f"#### {a + b}"}
+            if i == 3:
+                rec = {"messages": [{"role": "user", "content": rec["prompt"]}], "answer": a + b}
+            f.write(json.dumps(rec) + "\n")
+    verifier = os.path.join(work, "verify.sh")   # 1 for a "####" answer, plus a length-based part
+    with open(verifier, "w") as f:
+        f.write("#!/bin/sh\nexec awk '{ r = index($0, \"\\\"completion\\\":\") ; "
+                "c = substr($0, r); print (index(c, \"####\") ? 1 : 0) + (length(c) % 4) / 8 }'\n")
+    os.chmod(verifier, 0o755)
+    return pre, prompts, verifier
+
+
+def rl_args(pre, prompts, verifier, out, steps, *extra, group=4):
+    return ["--init", pre, "--prompts", prompts, "--out", out, "--steps", steps,
+            "--prompts-per-step", 2, "--group-size", group, "--max-new-tokens", 12,
+            "--reward", "exact", "--reward", "command=0.5", "--reward-command", verifier,
+            "--lr", "1e-4", "--threads", 1, "--seed", 9,
+            "--metrics", os.path.join(out, "metrics.jsonl"), *extra]
+
+
+def metrics(out):
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def steps_in(d):
+    return sorted(x for x in os.listdir(d) if x.startswith("step-")) if os.path.isdir(d) else []
+
+
+def files_of(ckpt):
+    out = {}
+    for root, _, names in os.walk(ckpt):
+        for n in names:
+            p = os.path.join(root, n)
+            out[os.path.relpath(p, ckpt)] = open(p, "rb").read()
+    return out
+
+
+def test_run_and_resume(R, pre, prompts, verifier, work):
+    a, b = os.path.join(work, "rl_a"), os.path.join(work, "rl_b")
+    for d in (a, b):
+        shutil.rmtree(d, ignore_errors=True)
+    out = ok(R, *rl_args(pre, prompts, verifier, a, 3, "--save-every", 1, "--keep-last", 2))
+    summary = json.loads(out.strip().splitlines()[-1])
+    check(summary.get("steps") == 3 and summary.get("checkpoint", "").endswith("step-00000003"),
+          f"summary: {summary}")
+    m = metrics(a)
+    keys = ["step", "tokens", "reward", "reward_std", "rewards", "accuracy", "kl", "clip_fraction",
+            "response_length", "max_response_length", "entropy", "loss", "loss_pg", "loss_balance",
+            "lr", "grad_norm", "no_signal_groups", "rollout_tokens_per_s", "time"]
+    check(len(m) == 3 and all(all(k in x for k in keys) for x in m), "metrics: 3 lines with every key")
+    check(all(x["kl"] >= 0 and 0 <= x["accuracy"] <= 1 and x["entropy"] > 0 for x in m),
+          "metrics: kl >= 0, accuracy in [0, 1], entropy > 0")
+    check(m[0]["kl"] == 0.0 and m[-1]["kl"] > 0, "kl: 0 at the initial policy, > 0 after updates")
+    check(set(m[0]["rewards"]) == {"exact", "command"} and m[0]["grad_norm"] > 0,
+          f"reward terms and a gradient: {m[0]['rewards']} grad_norm {m[0]['grad_norm']}")
+    check(steps_in(a) == ["step-00000002", "step-00000003"], f"keep-last 2: {steps_in(a)}")
+    st = json.load(open(os.path.join(a, "step-00000003", "training_state", "trainer_state.json")))
+    check(st.get("kind") == "rl" and st.get("step") == 3 and st.get("optimizer_steps") == 3 and
+          len(st.get("data_fingerprint", "")) == 16, f"trainer state: {st}")
+    check(os.path.exists(os.path.join(a, "step-00000003", "tokenizer.json")), "tokenizer copied")
+    # the same run interrupted after 2 steps and resumed
+    ok(R, *rl_args(pre, prompts, verifier, b, 3, "--save-every", 1, "--keep-last", 2,
+                   "--stop-after", 2))
+    check(steps_in(b)[-1] == "step-00000002" and len(metrics(b)) == 2, "--stop-after 2")
+    ok(R, *rl_args(pre, prompts, verifier, b, 3, "--save-every", 1, "--keep-last", 2))
+    mb = metrics(b)
+    strip = lambda x: {k: v for k, v in x.items() if k not in ("time", "rollout_tokens_per_s")}  # noqa: E731
+    check(len(mb) == 3 and [strip(x) for x in m] == [strip(x) for x in mb],
+          "resume: every logged number identical (3 steps vs 2 + resume + 1)")
+    fa, fb = files_of(os.path.join(a, "step-00000003")), files_of(os.path.join(b, "step-00000003"))
+    check(set(fa) == set(fb), "resume: same checkpoint files")
+    for name in sorted(fa):
+        if name.endswith(".safetensors"):
+            check(fa[name] == fb.get(name), f"resume: {name} bit-identical")
+    # the RL checkpoint is a valid --init (other options: no reference, mu = 2, micro-batches)
+    c = os.path.join(work, "rl_c")
+    shutil.rmtree(c, ignore_errors=True)
+    out = ok(R, *rl_args(os.path.join(a, "step-00000003"), prompts, verifier, c, 1, "--beta", 0,
+                         "--updates", 2, "--micro-batch-size", 3, "--reward", "format=0.25"))
+    mc = metrics(c)
+    check(len(mc) == 1 and mc[0]["kl"] == 0 and steps_in(c) == ["step-00000001"],
+          "RL checkpoint loads as --init (beta 0, 2 updates, micro-batches of 3)")
+    return a, b
+
+
+def test_sigterm(R, pre, prompts, verifier, work):
+    d = os.path.join(work, "rl_term")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    cmd = [R, "--log-level", "warn"] + [str(x) for x in rl_args(pre, prompts, verifier, d, 100000)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    path = os.path.join(d, "metrics.jsonl")
+    deadline = time.time() + 120
+    while time.time() < deadline and (not os.path.exists(path) or os.path.getsize(path) == 0):
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    s = json.loads(out.decode().strip().splitlines()[-1]) if p.returncode == 0 else {}
+    n = len(metrics(d))
+    check(p.returncode == 0 and s.get("interrupted") and steps_in(d) == [f"step-{n:08d}"],
+          f"SIGTERM: exit {p.returncode}, saved {steps_in(d)} after {n} steps")
+
+
+def test_errors(R, pre, prompts, verifier, work, b):
+    before = steps_in(b)
+    cases = [
+        ("failing reward command", "cat >/dev/null; echo 1; exit 3", 1,
+         ["exited with status 3", "reward command"]),
+        ("garbage from the reward command", "cat >/dev/null; echo 0.5; echo oops", 1,
+         ["stdout line 2", "'oops'"]),
+        ("too few reward lines", "head -n 3 >/dev/null; echo 1", 1, ["stdout line 2: missing"]),
+    ]
+    for name, command, code, words in cases:
+        rc, _, err = run(R, *rl_args(pre, prompts, command, b, 6))
+        lines = [l for l in err.splitlines() if l.strip()]
+        check(rc == code and len(lines) == 1 and all(w in lines[0] for w in words),
+              f"error '{name}': exit {rc} (want {code}), message {lines}")
+    check(steps_in(b) == before, f"failed steps leave no new checkpoint ({steps_in(b)})")
+    bad = os.path.join(work, "bad.jsonl")
+    with open(bad, "w") as f:
+        f.write('{"prompt": "1 + 1 =", "reference": "2"}\n{"prompt": 3}\n')
+    other = os.path.join(work, "other.jsonl")
+    with open(other, "w") as f:
+        f.write('{"prompt": "Question: what is 1 plus 1? Answer:", "reference": "#### 2"}\n')
+    nowhere = os.path.join(work, "rl_none")
+    cases = [
+        ("bad prompts line", rl_args(pre, bad, verifier, nowhere, 1), 1, "bad.jsonl:2"),
+        ("resume with other prompts", rl_args(pre, other, verifier, b, 6), 2, "fingerprint"),
+        ("group of one", rl_args(pre, prompts, verifier, nowhere, 1, group=1), 2,
+         "--group-size must be at least 2"),
+        ("unknown reward", rl_args(pre, prompts, verifier, nowhere, 1) + ["--reward", "bleu"], 2,
+         "bleu"),
+        ("missing --init", ["--prompts", prompts, "--out", nowhere, "--steps", 1], 2, "--init"),
+        ("bad flag", rl_args(pre, prompts, verifier, nowhere, 1) + ["--no-such-flag"], 2,
+         "no-such-flag"),
+    ]
+    for name, args, code, word in cases:
+        rc, _, err = run(R, *args)
+        lines = [l for l in err.splitlines() if l.strip()]
+        check(rc == code and len(lines) == 1 and word in lines[0],
+              f"error '{name}': exit {rc} (want {code}), message {lines}")
+    check(not steps_in(nowhere), "errors before the first step leave no checkpoint")
+    check(steps_in(b) == before, "errors on an existing run leave its checkpoints as they were")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rl", required=True)
+    ap.add_argument("--pretrain", required=True)
+    ap.add_argument("--tokenize", required=True)
+    ap.add_argument("--work", required=True)
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    pre, prompts, verifier = setup(a.work, a.tokenize, a.pretrain)
+    _, b = test_run_and_resume(a.rl, pre, prompts, verifier, a.work)
+    test_errors(a.rl, pre, prompts, verifier, a.work, b)
+    test_sigterm(a.rl, pre, prompts, verifier, a.work)
+    print(f"{len(FAILS)} failed" if FAILS else "all passed")
+    return 1 if FAILS else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

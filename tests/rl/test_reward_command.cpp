@@ -1,0 +1,89 @@
+// The reward command protocol: a shell verifier reading JSON lines and printing one reward per
+// line; failure exits, garbage, too few / too many lines (errors naming the command and the
+// line), a command that ignores its input, a timeout, and a batch far larger than the pipe
+// buffers in both directions (no deadlock).
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "ds/core/error.hpp"
+#include "ds/rl/reward_command.hpp"
+
+using namespace ds::rl;
+
+namespace {
+
+std::vector<RewardItem> items(size_t n, size_t completion_bytes = 8) {
+  std::vector<RewardItem> v;
+  for (size_t i = 0; i < n; ++i)
+    v.push_back({"What is 6 x 7?", i % 2 ? "#### 42" : std::string(completion_bytes, 'x'), "42"});
+  return v;
+}
+
+// The message of the error `fn` throws as E ("" and a failed check when it does not).
+template <class E, class F>
+std::string error_of(F&& fn) {
+  try {
+    fn();
+  } catch (const E& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    FAIL_CHECK("wrong exception type: " << e.what());
+    return "";
+  }
+  FAIL_CHECK("no exception");
+  return "";
+}
+
+bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("reward command: a shell verifier scores each JSON line in order") {
+  const std::string verifier =
+      "while IFS= read -r line; do case \"$line\" in "
+      "*'\"completion\":\"#### 42\"'*'\"reference\":\"42\"'*) echo 1;; *) echo 0;; esac; done";
+  const auto r = run_reward_command(verifier, items(5));
+  CHECK(r == std::vector<double>{0, 1, 0, 1, 0});
+  // numbers with spaces and CRLF, exponents, negative values
+  CHECK(run_reward_command("cat >/dev/null; printf ' 1e-1 \\r\\n-2\\n3.5'", items(3)) ==
+        std::vector<double>{0.1, -2, 3.5});
+  // a command that ignores its (large) input is fine as long as it answers
+  CHECK(run_reward_command("echo 1; echo 0", items(2, 1 << 20)) == std::vector<double>{1, 0});
+  CHECK(run_reward_command("cat >/dev/null", {}).empty());
+}
+
+TEST_CASE("reward command: failures and garbage name the command and the line") {
+  std::string m = error_of<ds::IoError>([] { run_reward_command("cat >/dev/null; echo 1; exit 3", items(2)); });
+  CHECK(has(m, "reward command 'cat >/dev/null; echo 1; exit 3'"));
+  CHECK(has(m, "exited with status 3 after printing 1 of 2 reward lines"));
+  m = error_of<ds::FormatError>([] { run_reward_command("cat >/dev/null; echo 1; echo abc; echo 2", items(3)); });
+  CHECK(has(m, "stdout line 2: 'abc' is not a finite number"));
+  m = error_of<ds::FormatError>([] { run_reward_command("cat >/dev/null; echo 1; echo nan", items(2)); });
+  CHECK(has(m, "stdout line 2"));
+  m = error_of<ds::FormatError>([] { run_reward_command("cat >/dev/null; echo 1; echo; echo 1", items(3)); });
+  CHECK(has(m, "stdout line 2: ''"));
+  m = error_of<ds::FormatError>([] { run_reward_command("cat >/dev/null; echo 0.5", items(3)); });
+  CHECK(has(m, "stdout line 2: missing (printed 1 reward lines for 3 completions)"));
+  m = error_of<ds::FormatError>([] { run_reward_command("cat >/dev/null; echo 1; echo 1; echo 7", items(2)); });
+  CHECK(has(m, "stdout line 3: extra output '7'"));
+  m = error_of<ds::FormatError>([] { run_reward_command("cat >/dev/null; echo '1 2'", items(1)); });
+  CHECK(has(m, "stdout line 1: '1 2'"));
+  m = error_of<ds::IoError>([] { run_reward_command("definitely-not-a-command-ds-rl 2>/dev/null", items(1)); });
+  CHECK(has(m, "exited with status 127"));
+  m = error_of<ds::IoError>([] { run_reward_command("kill -9 $$", items(1)); });
+  CHECK(has(m, "killed by signal 9"));
+  m = error_of<ds::IoError>([] { run_reward_command("sleep 5", items(1), 0.3); });
+  CHECK(has(m, "no answer within --reward-timeout 0.3 s"));
+}
+
+TEST_CASE("reward command: a batch much larger than the pipe buffers does not deadlock") {
+  // ~8 MB in, ~190 KB out, the verifier answering while it reads (awk line by line)
+  const size_t n = 6000;
+  const auto r = run_reward_command("awk '{ print \"0.250000000000000000000000000000\" }'",
+                                    items(n, 2800));
+  REQUIRE(r.size() == n);
+  CHECK(r.front() == 0.25);
+  CHECK(r.back() == 0.25);
+}

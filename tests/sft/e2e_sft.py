@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+# End-to-end tests of ds-sft: ds-tokenize + a brief ds-pretrain give the starting checkpoint,
+# then SFT on generated chats. `resume`: N steps == k steps + resume (every logged number and
+# the final weights / optimiser state byte for byte), SIGTERM saves and a resume finishes
+# identically, the held-out loss falls, keep-last, trainer kind "sft", ds-generate loads the
+# result, packing beats --no-packing, resume refuses other data or seed. `errors`: malformed
+# data and bad flags exit 1 or 2 with one stderr line naming FILE:LINE and the field, and
+# leave no checkpoint.
+# Usage: e2e_sft.py --sft BIN --pretrain BIN --tokenize BIN --generate BIN --work DIR [--only NAME]
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+FAILS = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        FAILS.append(what)
+
+
+def run(tool, *args, timeout=900):
+    cmd = [tool, "--log-level", "warn"] + [str(a) for a in args]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    return p.returncode, p.stdout.decode(), p.stderr.decode("utf-8", "replace")
+
+
+def ok(tool, *args):
+    rc, out, err = run(tool, *args)
+    if rc != 0:
+        raise SystemExit(f"FAIL: {os.path.basename(tool)} {' '.join(map(str, args))} -> {rc}: {err}")
+    return out
+
+
+SUBJ = ["the king", "a shepherd", "the people", "my brother", "the river", "a stranger"]
+VERB = ["went up to", "spoke unto", "looked upon", "rested by", "came down from", "sang of"]
+OBJ = ["the mountain", "the city", "the temple", "the sea", "the wilderness", "the gate"]
+
+
+def chats(rng, n):
+    lines = []
+    for i in range(n):
+        s, v, o = rng.choice(SUBJ), rng.choice(VERB), rng.choice(OBJ)
+        if i % 3 == 0:
+            lines.append({"prompt": f"Who {v} {o}?", "completion": f"{s.capitalize()} {v} {o}."})
+            continue
+        msgs = [{"role": "system", "content": "Answer briefly."}] if i % 2 else []
+        msgs += [{"role": "user", "content": f"Who {v} {o}?"},
+                 {"role": "assistant", "content": f"{s.capitalize()}."},
+                 {"role": "user", "content": "Say it in full."},
+                 {"role": "assistant", "content": f"{s.capitalize()} {v} {o}."}]
+        lines.append({"messages": msgs})
+    return "".join(json.dumps(l) + "\n" for l in lines)
+
+
+def setup(a):
+    """Tokenizer, a 30-step ds-pretrain checkpoint, training and held-out chats."""
+    w = a.work
+    rng = random.Random(11)
+    docs = [" ".join(f"{rng.choice(SUBJ)} {rng.choice(VERB)} {rng.choice(OBJ)}."
+                     for _ in range(rng.randint(3, 12))) for _ in range(300)]
+    text = os.path.join(w, "corpus.txt")
+    with open(text, "w") as f:
+        f.write("\n\n".join(docs) + "\n")
+    ok(a.tokenize, "train", "--vocab-size", 384, "--out", os.path.join(w, "tok"), text)
+    tok = os.path.join(w, "tok", "tokenizer.json")
+    ok(a.tokenize, "encode", "--tokenizer", tok, "--out", os.path.join(w, "data"),
+       "--doc-split", "blank-line", "--force", text)
+    pre = os.path.join(w, "pre")
+    if not os.path.isdir(os.path.join(pre, "step-00000030")):
+        shutil.rmtree(pre, ignore_errors=True)
+        ok(a.pretrain, "--preset", "tiny", "--tokenizer", tok, "--data", os.path.join(w, "data"),
+           "--out", pre, "--steps", 30, "--batch-size", 4, "--seq-len", 64, "--lr", "3e-3",
+           "--threads", 2, "--seed", 7)
+    with open(os.path.join(w, "train.jsonl"), "w") as f:
+        f.write(chats(rng, 120))
+    with open(os.path.join(w, "val.jsonl"), "w") as f:
+        f.write(chats(rng, 24))
+    return os.path.join(pre, "step-00000030")
+
+
+def sft_args(a, init, out, *extra):
+    return ["--init", init, "--data", os.path.join(a.work, "train.jsonl"),
+            "--val-data", os.path.join(a.work, "val.jsonl"), "--out", out, "--seq-len", 127,
+            "--batch-size", 4, "--micro-batch-size", 3, "--steps", 12, "--lr", "1e-3",
+            "--lr-final", "1e-4", "--eval-every", 4, "--save-every", 4, "--threads", 2,
+            "--seed", 3, "--metrics", os.path.join(out, "metrics.jsonl"), *extra]
+
+
+def with_flag(args, flag, value):
+    """args with `flag` set to `value` (replaced in place, or appended)."""
+    args = list(args)
+    if flag in args:
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+    return args
+
+
+def read_metrics(path):
+    with open(path) as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def same_metrics(ma, mb):
+    keys = ["step", "epoch", "tokens", "targets", "loss", "loss_main", "loss_mtp", "loss_balance",
+            "lr", "grad_norm", "batch", "samples", "maxvio", "val_loss"]
+    return len(ma) == len(mb) and all(all(x.get(k) == y.get(k) for k in keys) for x, y in zip(ma, mb))
+
+
+def same_weights(da, db):
+    names = ["model.safetensors", os.path.join("training_state", "optimizer.safetensors")]
+    return all(open(os.path.join(da, n), "rb").read() == open(os.path.join(db, n), "rb").read()
+               for n in names)
+
+
+def test_resume(a, init):
+    w = a.work
+    A, B, S = (os.path.join(w, d) for d in ("sft_a", "sft_b", "sft_sig"))
+    for d in (A, B, S):
+        shutil.rmtree(d, ignore_errors=True)
+    summary = json.loads(ok(a.sft, *sft_args(a, init, A)).strip().splitlines()[-1])
+    ok(a.sft, *sft_args(a, init, B), "--stop-after", 5)
+    check(os.path.isdir(os.path.join(B, "step-00000005")), "--stop-after 5 saved step-00000005")
+    ok(a.sft, *sft_args(a, init, B))   # --resume auto is the default
+    ma, mb = read_metrics(os.path.join(A, "metrics.jsonl")), read_metrics(os.path.join(B, "metrics.jsonl"))
+    check(len(ma) == 12 and same_metrics(ma, mb), "resume: every logged number identical (12 vs 5 + 7)")
+    check(same_weights(os.path.join(A, "step-00000012"), os.path.join(B, "step-00000012")),
+          "resume: weights and optimiser state bit-identical")
+    kept = sorted(d for d in os.listdir(A) if d.startswith("step-"))
+    check(kept == ["step-00000004", "step-00000008", "step-00000012"], f"keep-last 3: {kept}")
+    st = json.load(open(os.path.join(A, "step-00000012", "training_state", "trainer_state.json")))
+    check(st["kind"] == "sft" and len(st.get("data_fingerprint", "")) == 16, "trainer kind sft + data fingerprint")
+    vals = [m["val_loss"] for m in ma if "val_loss" in m]
+    check(len(vals) == 3 and vals[-1] < vals[0], f"held-out loss falls: {vals}")
+    check(summary.get("val_loss") == vals[-1] and summary.get("steps") == 12, "summary JSON on stdout")
+    check(all(0 < m["packing"] <= 1 for m in ma) and all(m["targets"] > 0 for m in ma), "packing/targets logged")
+    # SIGTERM: saves the step reached and exits 0; the resumed run ends like run A
+    os.makedirs(S, exist_ok=True)
+    cmd = [a.sft, "--log-level", "warn"] + [str(x) for x in sft_args(a, init, S)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    mpath = os.path.join(S, "metrics.jsonl")
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None:
+        if os.path.exists(mpath) and len(read_metrics(mpath)) >= 2:
+            p.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.05)
+    out, _ = p.communicate(timeout=300)
+    sig_summary = json.loads(out.decode().strip().splitlines()[-1]) if p.returncode == 0 else {}
+    step = sig_summary.get("steps", -1)
+    check(p.returncode == 0 and os.path.isdir(os.path.join(S, f"step-{step:08d}")),
+          f"SIGTERM: exit {p.returncode}, checkpoint at step {step} (interrupted={sig_summary.get('interrupted')})")
+    ok(a.sft, *sft_args(a, init, S))
+    check(same_metrics(ma, read_metrics(mpath)) and
+          same_weights(os.path.join(A, "step-00000012"), os.path.join(S, "step-00000012")),
+          "SIGTERM + resume == uninterrupted")
+    # ds-generate reads the fine-tuned checkpoint
+    rc, out, err = run(a.generate, "--model", os.path.join(A, "step-00000012"), "--chat", "--prompt",
+                       "Who went up to the city?", "--max-new-tokens", 12, "--threads", 2)
+    check(rc == 0 and len(out.strip()) > 0, f"ds-generate loads the SFT checkpoint: {rc} {out.strip()!r} {err.strip()[:200]}")
+    # packing statistics
+    base = ["--init", init, "--data", os.path.join(w, "train.jsonl"), "--seq-len", 127, "--check-data"]
+    packed = json.loads(ok(a.sft, *base))
+    single = json.loads(ok(a.sft, *base, "--no-packing"))
+    print(f"packing efficiency: packed {packed['packing_efficiency']:.3f} ({packed['rows_per_epoch']} rows), "
+          f"--no-packing {single['packing_efficiency']:.3f} ({single['rows_per_epoch']} rows)")
+    check(packed["packing_efficiency"] > 0.85 > single["packing_efficiency"], "packing fills rows")
+    # resume refuses other data or another seed
+    with open(os.path.join(w, "train2.jsonl"), "w") as f:
+        f.write(open(os.path.join(w, "train.jsonl")).read() + chats(random.Random(5), 3))
+    longer = with_flag(sft_args(a, init, B), "--steps", 14)
+    rc, _, err = run(a.sft, *with_flag(longer, "--data", os.path.join(w, "train2.jsonl")))
+    check(rc == 2 and "other data" in err, f"resume with other data refused: {rc} {err.strip()[:160]}")
+    rc, _, err = run(a.sft, *with_flag(longer, "--seed", 4))
+    check(rc == 2 and "--seed" in err, f"resume with another seed refused: {rc} {err.strip()[:160]}")
+
+
+def test_errors(a, init):
+    w = a.work
+    out = os.path.join(w, "bad")
+    shutil.rmtree(out, ignore_errors=True)
+    good = json.dumps({"prompt": "Who went up?", "completion": "The king."})
+    bad_lines = {
+        "unknown role": ('{"messages": [{"role": "bot", "content": "hi"}]}', "messages[0].role: unknown role"),
+        "empty content": ('{"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "x"}]}',
+                          "messages[0].content: empty"),
+        "no assistant at the end": ('{"messages": [{"role": "user", "content": "hi"}]}',
+                                    "ends with a user turn"),
+        "invalid json": ('{"prompt": "x", ', "invalid JSON"),
+        "missing completion": ('{"prompt": "x"}', "completion: missing"),
+        "long sample": (json.dumps({"prompt": "Who?", "completion": "the king " * 200}), "--seq-len + 1"),
+    }
+    base = ["--init", init, "--out", out, "--seq-len", 127, "--steps", 2, "--threads", 2]
+    for name, (line, word) in bad_lines.items():
+        path = os.path.join(w, "bad.jsonl")
+        with open(path, "w") as f:
+            f.write(good + "\n\n" + line + "\n" + good + "\n")
+        rc, _, err = run(a.sft, *base, "--data", path)
+        lines = [l for l in err.splitlines() if l.strip()]
+        check(rc == 1 and len(lines) == 1 and f"{path}:3: " in lines[0] and word in lines[0],
+              f"bad data '{name}': exit {rc}, {lines}")
+    empty = os.path.join(w, "empty.jsonl")
+    open(empty, "w").close()
+    flag_cases = [
+        ("empty file", base + ["--data", empty], 1, "no samples"),
+        ("missing data file", base + ["--data", os.path.join(w, "nope.jsonl")], 1, "nope.jsonl"),
+        ("no --init", ["--data", os.path.join(w, "train.jsonl"), "--out", out], 2, "--init"),
+        ("--init not a checkpoint", ["--init", w + "/nowhere", "--data", empty, "--out", out], 2, "nowhere"),
+        ("eval without held-out data", base + ["--data", os.path.join(w, "train.jsonl"), "--eval-every", 2], 2,
+         "--eval-every"),
+        ("resume a pretrain checkpoint", base + ["--data", os.path.join(w, "train.jsonl"), "--resume", init], 2,
+         "not an SFT one"),
+        ("bad --loss-on", base + ["--data", os.path.join(w, "train.jsonl"), "--loss-on", "user"], 2, "loss-on"),
+        ("--resume never over checkpoints", ["--init", init, "--out", os.path.dirname(init), "--data",
+                                              os.path.join(w, "train.jsonl"), "--resume", "never"], 2,
+         "already holds checkpoints"),
+    ]
+    for name, args, code, word in flag_cases:
+        rc, _, err = run(a.sft, *args)
+        lines = [l for l in err.splitlines() if l.strip()]
+        check(rc == code and len(lines) == 1 and word in lines[0], f"error '{name}': exit {rc} (want {code}), {lines}")
+    left = [d for d in os.listdir(out) if d.startswith("step-") or d.startswith(".")] if os.path.isdir(out) else []
+    check(not left, f"errors leave no checkpoint ({left})")
+    # --truncate turns the long-sample error into a cut sample
+    with open(os.path.join(w, "long.jsonl"), "w") as f:
+        f.write(good + "\n" + bad_lines["long sample"][0] + "\n")
+    stats = json.loads(ok(a.sft, "--init", init, "--data", os.path.join(w, "long.jsonl"), "--seq-len", 127,
+                          "--truncate", "--check-data"))
+    check(stats["truncated"] == 1 and stats["samples"] == 2 and stats["max_sample_tokens"] == 128,
+          f"--truncate: {stats}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    for k in ("sft", "pretrain", "tokenize", "generate", "work"):
+        ap.add_argument("--" + k, required=True)
+    ap.add_argument("--only", default="")
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    init = setup(a)
+    for name, fn in {"resume": test_resume, "errors": test_errors}.items():
+        if not a.only or a.only == name:
+            fn(a, init)
+    print(f"{len(FAILS)} failed" if FAILS else "all passed")
+    return 1 if FAILS else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
