@@ -6,13 +6,18 @@
 #   3. ds-pretrain         the tiny DeepSeek-V3 model for a few minutes, loss falling
 #   4. gnuplot             the loss curves as a PNG (examples/plot-loss.sh)
 #   5. ds-eval             perplexity and bits per byte on held-out text (Revelation 22)
-#   6. ds-generate         a greedy continuation of "In the beginning" 
+#   6. ds-generate         a greedy continuation of "In the beginning"
+#   7. examples/arith      from that checkpoint: ds-sft on worked sums, then ds-rl (GRPO with
+#                          an exact-match reward), with ds-eval's held-out accuracy per stage
 # Everything lands in runs/quickstart/ (override with QUICKSTART_DIR). Re-running resumes.
+# QUICKSTART_ARITH=0 stops after step 6; QUICKSTART_ARITH_SEED picks the example's seed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=${QUICKSTART_DIR:-runs/quickstart}
 STEPS=${QUICKSTART_STEPS:-2000}
 THREADS=${QUICKSTART_THREADS:-0}
+ARITH=${QUICKSTART_ARITH:-1}
+ARITH_SEED=${QUICKSTART_ARITH_SEED:-1}
 
 bash scripts/install-deps.sh
 bash scripts/build.sh
@@ -47,4 +52,12 @@ echo "quickstart: a greedy continuation (ds-generate):"
 "$BIN/ds-generate" --model "$R/pretrain" --prompt "In the beginning" --max-new-tokens 40 \
   --threads "$THREADS"
 echo
-echo "quickstart: done; checkpoints in $R/pretrain/"
+
+if [ "$ARITH" != 0 ]; then
+  echo "quickstart: arithmetic, pre-trained -> SFT -> GRPO (examples/arith, seed $ARITH_SEED):"
+  BIN=$BIN BASE="$R/pretrain" OUT="$R/arith" SEED=$ARITH_SEED THREADS=$THREADS \
+    bash examples/arith/run.sh
+  echo "quickstart: done; checkpoints in $R/pretrain/ and $R/arith/seed-$ARITH_SEED/"
+else
+  echo "quickstart: done; checkpoints in $R/pretrain/"
+fi

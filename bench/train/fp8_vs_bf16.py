@@ -4,8 +4,10 @@
 # paper's Fig. 10), the last validation loss, their relative differences to the baseline run
 # (bf16), the largest relative difference of the smoothed training curves and of the
 # validation curves over the second half of training, and the median tokens/s over the steps
-# at the full batch size (step time relative to the fp32 run when there is one). Writes a gnuplot PNG of the smoothed training
-# and validation curves with --png. Markdown on stdout.
+# at the full batch size (step time relative to the fp32 run when there is one; compare only
+# runs that ran side by side). Writes a gnuplot PNG with --png: the smoothed training and
+# validation curves, and the training curves' relative difference to the baseline. Markdown
+# on stdout.
 # usage: fp8_vs_bf16.py [--png OUT.png] [--baseline bf16] RUNDIR RUN...
 import argparse
 import json
@@ -52,29 +54,44 @@ def max_rel(a, b, keys):
     return max((abs(a[k] - b[k]) / b[k] for k in keys), default=float("nan"))
 
 
-def plot(runs, stats, out):
+COLORS = ["#000000", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+
+
+def plot(runs, stats, out, baseline):
     tmp = tempfile.mkdtemp()
-    plots = []
-    for name in runs:
-        s = stats[name]
-        tf, vf = os.path.join(tmp, name + ".train"), os.path.join(tmp, name + ".val")
+    curves, rel = [], []
+    base = stats.get(baseline)
+    for i, name in enumerate(runs):
+        s, color = stats[name], COLORS[i % len(COLORS)]
+        tf, vf, rf = (os.path.join(tmp, name + ext) for ext in (".train", ".val", ".rel"))
         with open(tf, "w") as f:
             for st in s["steps"]:
                 f.write(f"{st} {s['smooth'][st]}\n")
         with open(vf, "w") as f:
             for st, v in sorted(s["val"].items()):
                 f.write(f"{st} {v}\n")
-        plots.append(f'"{tf}" using 1:2 with lines lw 2 title "{name} train (EMA 0.9)"')
+        curves.append(f'"{tf}" using 1:2 with lines lw 2 lc rgb "{color}" '
+                      f'title "{name} train (EMA 0.9)"')
         if s["val"]:
-            plots.append(f'"{vf}" using 1:2 with linespoints pt 7 ps 0.6 title "{name} validation"')
-    script = f"""set terminal pngcairo size 1100,620
+            curves.append(f'"{vf}" using 1:2 with linespoints dt 2 pt 7 ps 0.6 lc rgb "{color}" '
+                          f'title "{name} validation"')
+        if base and name != baseline:
+            with open(rf, "w") as f:
+                for st in s["steps"]:
+                    if st in base["smooth"]:
+                        f.write(f"{st} {100 * (s['smooth'][st] / base['smooth'][st] - 1)}\n")
+            rel.append(f'"{rf}" using 1:2 with lines lw 2 lc rgb "{color}" title "{name}"')
+    rel += ['0.25 with lines lw 1.5 lc rgb "#888888" title "+-0.25% (paper)"',
+            '-0.25 with lines lw 1.5 lc rgb "#888888" notitle']
+    script = f"""set terminal pngcairo size 1200,620
 set output "{out}"
 set multiplot layout 1,2 title "tiny DeepSeek-V3, Linear GEMMs in fp32 / bf16 / fp8 (CPU emulation)"
 set xlabel "step"; set ylabel "loss (nats)"; set grid; set key top right
-plot {", ".join(plots)}
-set title "second half (zoom)"; set key off
-set xrange [{max(stats[runs[0]]['steps']) // 2}:*]
-plot {", ".join(plots)}
+set yrange [3:6]
+plot {", ".join(curves)}
+set title "training loss (EMA 0.9) relative to {baseline}"; set ylabel "%"
+set yrange [*:*]; set xrange [100:*]
+plot {", ".join(rel)}
 unset multiplot
 """
     subprocess.run(["gnuplot"], input=script, text=True, check=True)
@@ -109,7 +126,7 @@ def main():
         print(f"| {n} | {s['tokens']} | {s['final_smooth']:.4f} | {dt} | {s['final_val']:.4f} "
               f"| {dv} | {mx} | {s['tps']:.0f} | {rel_t} |")
     if a.png:
-        plot(a.runs, stats, a.png)
+        plot(a.runs, stats, a.png, a.baseline)
         print(f"\ncurves: {a.png}")
 
 

@@ -6,12 +6,13 @@
 # (EMA-0.9 smoothed final training loss, final validation loss, relative differences vs bf16,
 # tokens/s) and plots the curves with gnuplot.
 #
-# Budget: the tiny preset (dim 128, 1.8M parameters) at 16 x 128 = 2048 tokens per step, 1,200
-# steps (2.5M tokens, ~2.2 epochs of the corpus). One thread per run and two runs side by side
-# (JOBS=2; OpenMP barriers waste a loaded machine's cores): ~0.3-0.7 s per step per run on 2
-# shared cores, fp8 ~25% slower than fp32 (the CPU emulates the FP8 GEMMs by fake-quantising
-# the operands), so ~2 x 10-15 minutes in all. The corpus is the King James Bible (Debian's
-# bible-kjv) with a 4096-token BPE tokenizer, as scripts/quickstart.sh.
+# Budget: the tiny preset (dim 128, 2.1M parameters with MTP) at 16 x 128 = 2048 tokens per
+# step after the batch ramp, 1,200 steps (2.37M tokens, ~2.1 epochs of the corpus). One thread
+# per run and two runs side by side (JOBS=2; OpenMP barriers waste a loaded machine's cores):
+# ~0.3-1 s per step per run on 2 shared cores, fp8 ~10% slower than fp32 (the CPU emulates the
+# FP8 GEMMs by fake-quantising the operands): two pairs of 12-17 minutes each at load averages
+# of 3-11. The corpus is the King James Bible (Debian's bible-kjv) with a 4096-token BPE
+# tokenizer, as scripts/quickstart.sh. Results: docs/results.md "FP8 training vs BF16".
 #
 # Variables (environment): FP8_BENCH_DIR (runs/fp8_vs_bf16), BIN (build/bin), STEPS (1200),
 # THREADS (1), JOBS (2), SEED (1234), RUNS ("fp32 fp8 bf16 fp8-tensor"; fp8-ue8m0 also

@@ -5,7 +5,9 @@
       records one stage in RUN_DIR/stages.tsv (from RUN_DIR/eval-STAGE.json, a ds-eval report)
       and prints "arith seed S: sft   exact match 41.0% ± 3.5 (82/200), train 60s, eval 9s"
   report.py table RUN_DIR...
-      a Markdown table, one row per run directory (seed-S), and the mean over them
+      a Markdown table, one row per run directory (seed-S), and the mean over them; "GRPO
+      fixed / broke" counts the held-out problems that GRPO turned from wrong to right and
+      from right to wrong (paired, from samples-sft.jsonl and samples-grpo.jsonl)
 
 Stages are base (the pre-trained checkpoint), sft and grpo; a stage's time is its training
 time (for base: 0) plus its evaluation time, both in seconds. Python 3 standard library only.
@@ -53,11 +55,21 @@ def stage(run_dir, name, train_s, eval_s):
           f"({correct}/{items}), train {float(train_s):.0f}s, eval {float(eval_s):.0f}s", flush=True)
 
 
+def flips(run_dir, a, b):
+    """(wrong under a, right under b), (right under a, wrong under b): paired, per problem."""
+    def verdicts(stage):
+        with open(os.path.join(run_dir, f"samples-{stage}.jsonl"), encoding="utf-8") as f:
+            return {r["index"]: bool(r["exact_match"]) for r in map(json.loads, f)}
+    va, vb = verdicts(a), verdicts(b)
+    return (sum(1 for i in va if not va[i] and vb.get(i)),
+            sum(1 for i in va if va[i] and not vb.get(i)))
+
+
 def table(run_dirs):
-    head = ("| seed | base | after SFT | after GRPO | held-out n | SFT time | GRPO time | "
-            "eval time (3 stages) |")
+    head = ("| seed | base | after SFT | after GRPO | GRPO fixed / broke | held-out n | "
+            "SFT time | GRPO time | eval time (3 stages) |")
     print(head)
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     sums, n = [0.0, 0.0, 0.0], 0
     for d in run_dirs:
         r = read_stages(d)
@@ -67,12 +79,14 @@ def table(run_dirs):
         accs = [r[s][2] for s in STAGES]
         cells = [f"{100 * r[s][2]:.1f}% ({r[s][0]})" for s in STAGES]
         ev = sum(r[s][5] for s in STAGES)
-        print(f"| {seed_of(d)} | {' | '.join(cells)} | {r['base'][1]} | {r['sft'][4]:.0f} s | "
+        fixed, broke = flips(d, "sft", "grpo")
+        print(f"| {seed_of(d)} | {' | '.join(cells)} | +{fixed} / −{broke} | {r['base'][1]} | "
+              f"{r['sft'][4]:.0f} s | "
               f"{r['grpo'][4]:.0f} s | {ev:.0f} s |")
         sums = [a + b for a, b in zip(sums, accs)]
         n += 1
     if n:
-        print(f"| mean | {' | '.join(f'{100 * s / n:.1f}%' for s in sums)} | | | | |")
+        print(f"| mean | {' | '.join(f'{100 * s / n:.1f}%' for s in sums)} | | | | | |")
 
 
 def main(argv):

@@ -23,31 +23,32 @@ DATA=${DATA:-$OUT/data}                            # generated problems (shared 
 PYTHON=${PYTHON:-python3}
 
 # ---- task (examples/arith/gen.py) ----------------------------------------------------------
-SEED=${SEED:-1}                 # seed of SFT data order / initial sampling / GRPO sampling
-DATA_SEED=${DATA_SEED:-0}       # seed of the train / held-out split (fixed across seeds)
+SEED=${SEED:-1}                 # seed of the SFT data order and of the GRPO prompts / sampling
+DATA_SEED=${DATA_SEED:-0}       # seed of the train / held-out split (the same for every SEED)
 TERMS=${TERMS:-3}               # operands per problem
-MAX_OPERAND=${MAX_OPERAND:-9}   # operands in [0, MAX_OPERAND]
-HELDOUT=${HELDOUT:-200}         # held-out problems (never trained on)
+MAX_OPERAND=${MAX_OPERAND:-9}   # operands in [0, MAX_OPERAND]: 1000 distinct problems
+HELDOUT=${HELDOUT:-300}         # held-out problems (never in the SFT or RL data)
 THREADS=${THREADS:-0}           # CPU threads (0: all cores)
 
-# ---- SFT (ds-sft) --------------------------------------------------------------------------
+# ---- SFT (ds-sft): see README.md for why the learning rate is 200x the paper's ------------
 SFT_STEPS=${SFT_STEPS:-150}
-SFT_BATCH=${SFT_BATCH:-16}
-SFT_SEQ_LEN=${SFT_SEQ_LEN:-128}
-SFT_LR=${SFT_LR:-1e-3}          # far above the paper's 5e-6: see README.md
+SFT_BATCH=${SFT_BATCH:-16}      # packed rows per step
+SFT_SEQ_LEN=${SFT_SEQ_LEN:-104} # a row of 105 tokens holds three 35-token samples
+SFT_LR=${SFT_LR:-1e-3}          # cosine from SFT_LR ...
+SFT_LR_FINAL=${SFT_LR_FINAL:-1e-4}   # ... to SFT_LR_FINAL
 SFT_EXTRA=${SFT_EXTRA:-}        # more ds-sft flags
 
 # ---- GRPO (ds-rl) --------------------------------------------------------------------------
-RL_STEPS=${RL_STEPS:-60}
-RL_PROMPTS=${RL_PROMPTS:-16}    # prompts per step
-RL_GROUP=${RL_GROUP:-8}         # G samples per prompt
+RL_STEPS=${RL_STEPS:-90}
+RL_PROMPTS=${RL_PROMPTS:-32}    # prompts per step
+RL_GROUP=${RL_GROUP:-8}         # G completions per prompt
 RL_TEMPERATURE=${RL_TEMPERATURE:-1.0}
-RL_LR=${RL_LR:-1e-4}
-RL_BETA=${RL_BETA:-0.04}        # KL weight (spec §5.3, DeepSeekMath)
-RL_MAX_NEW=${RL_MAX_NEW:-32}    # generated tokens per sample at most
+RL_LR=${RL_LR:-3e-5}
+RL_BETA=${RL_BETA:-0.04}        # KL weight (spec §5.3, DeepSeekMath's value)
+RL_MAX_NEW=${RL_MAX_NEW:-32}    # generated tokens per completion at most (answers need <= 20)
 RL_EXTRA=${RL_EXTRA:-}          # more ds-rl flags
 
-# ---- evaluation (ds-eval generate --chat) --------------------------------------------------
+# ---- evaluation (ds-eval generate --chat, greedy) ------------------------------------------
 EVAL_MAX_NEW=${EVAL_MAX_NEW:-32}
 EVAL_BATCH=${EVAL_BATCH:-50}
 
@@ -55,10 +56,19 @@ RUN=$OUT/seed-$SEED
 for t in ds-eval ds-sft ds-rl; do
   [ -x "$BIN/$t" ] || { echo "arith: $BIN/$t not found (build first, or set BIN)" >&2; exit 1; }
 done
-if [ ! -f "$BASE/config.json" ] && ! ls -d "$BASE"/step-* >/dev/null 2>&1; then
+
+# ckpt_of DIR: DIR itself when it is a checkpoint, else its newest step-* checkpoint.
+ckpt_of() {
+  if [ -f "$1/config.json" ]; then echo "$1"; return; fi
+  local last
+  last=$(ls -d "$1"/step-* 2>/dev/null | sort | tail -n 1)
+  [ -n "$last" ] && [ -f "$last/config.json" ] || return 1
+  echo "$last"
+}
+BASE_CKPT=$(ckpt_of "$BASE") || {
   echo "arith: no checkpoint at $BASE: run scripts/quickstart.sh first, or set BASE" >&2
   exit 1
-fi
+}
 mkdir -p "$RUN"
 
 # The problems: one split for every seed (DATA_SEED), regenerated only when missing.
@@ -84,30 +94,34 @@ evaluate() {
   "$PYTHON" "$HERE/report.py" stage "$RUN" "$stage" "$train_s" "$(cat "$RUN/eval-$stage.seconds")"
 }
 
-# run_stage NAME DIR CMD...: runs CMD unless DIR/DONE exists; its wall time in DIR.seconds.
+# run_stage DIR CMD...: runs CMD (its JSON summary to DIR.json; its log on stderr) unless
+# DIR/DONE exists; the wall time goes to DIR.seconds. An interrupted stage resumes from its
+# last checkpoint (the tools' --resume auto).
 run_stage() {
-  local name=$1 dir=$2 t0
-  shift 2
+  local dir=$1 t0
+  shift
   if [ ! -f "$dir/DONE" ]; then
     t0=$(now)
-    "$@"
+    "$@" > "$dir.json"
     echo "$(secs "$t0" "$(now)")" > "$dir.seconds"
     touch "$dir/DONE"
   fi
 }
 
-evaluate base "$BASE" 0
+evaluate base "$BASE_CKPT" 0
 
-run_stage sft "$RUN/sft" \
-  "$BIN/ds-sft" --init "$BASE" --data "$DATA/sft.jsonl" --out "$RUN/sft" --seed "$SEED" \
+run_stage "$RUN/sft" \
+  "$BIN/ds-sft" --init "$BASE_CKPT" --data "$DATA/sft.jsonl" --out "$RUN/sft" --seed "$SEED" \
     --steps "$SFT_STEPS" --batch-size "$SFT_BATCH" --seq-len "$SFT_SEQ_LEN" --lr "$SFT_LR" \
-    --threads "$THREADS" --metrics "$RUN/sft/metrics.jsonl" $SFT_EXTRA
-evaluate sft "$RUN/sft" "$(cat "$RUN/sft.seconds")"
+    --lr-final "$SFT_LR_FINAL" --threads "$THREADS" --metrics "$RUN/sft.metrics.jsonl" \
+    --log-every 50 $SFT_EXTRA
+SFT_CKPT=$(ckpt_of "$RUN/sft")
+evaluate sft "$SFT_CKPT" "$(cat "$RUN/sft.seconds")"
 
-run_stage grpo "$RUN/grpo" \
-  "$BIN/ds-rl" --init "$RUN/sft" --prompts "$DATA/rl.jsonl" --out "$RUN/grpo" --seed "$SEED" \
+run_stage "$RUN/grpo" \
+  "$BIN/ds-rl" --init "$SFT_CKPT" --prompts "$DATA/rl.jsonl" --out "$RUN/grpo" --seed "$SEED" \
     --steps "$RL_STEPS" --prompts-per-step "$RL_PROMPTS" --group-size "$RL_GROUP" \
     --temperature "$RL_TEMPERATURE" --lr "$RL_LR" --beta "$RL_BETA" --chat \
-    --max-new-tokens "$RL_MAX_NEW" --threads "$THREADS" --metrics "$RUN/grpo/metrics.jsonl" \
-    $RL_EXTRA
-evaluate grpo "$RUN/grpo" "$(cat "$RUN/grpo.seconds")"
+    --max-new-tokens "$RL_MAX_NEW" --threads "$THREADS" --metrics "$RUN/grpo.metrics.jsonl" \
+    --log-every 10 $RL_EXTRA
+evaluate grpo "$(ckpt_of "$RUN/grpo")" "$(cat "$RUN/grpo.seconds")"

@@ -8,41 +8,17 @@
 #include <chrono>
 
 #include "cpu/fp8_kernels.hpp"
+#include "dispatch.hpp"
 #include "ds/core/error.hpp"
 
 namespace ds::ops {
 
 namespace {
 
-void cpu_only(const Context& ctx, const char* op, std::initializer_list<const Tensor*> ts) {
-  bool cuda = ctx.device == Device::cuda;
-  for (const Tensor* t : ts) cuda = cuda || (t->defined() && t->device() == Device::cuda);
-  if (cuda) DS_THROW(CudaError, "op {} has no CUDA path yet", op);
-}
-bool use_ref(const Context& ctx) { return ctx.impl == Impl::reference; }
-int nthreads(const Context& ctx) { return std::max(1, ctx.threads); }
-
-// Times one op into ctx.prof.
-class Scope {
- public:
-  Scope(const Context& ctx, const char* op, double flops = 0)
-      : p_(ctx.prof), op_(op), flops_(flops) {
-    if (p_) t0_ = std::chrono::steady_clock::now();
-  }
-  ~Scope() {
-    if (p_)
-      p_->add(op_, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(),
-              flops_);
-  }
-  Scope(const Scope&) = delete;
-  Scope& operator=(const Scope&) = delete;
-
- private:
-  Profiler* p_;
-  const char* op_;
-  double flops_;
-  std::chrono::steady_clock::time_point t0_{};
-};
+using detail::cpu_only;
+using detail::nthreads;
+using detail::Scope;
+using detail::use_ref;
 
 // (M, K) view of a tensor of >= 1 dims: K the last dim, M the product of the others.
 fp8::Layout layout_of(const Tensor& t, Fp8Group g, const char* what) {

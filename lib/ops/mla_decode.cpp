@@ -7,17 +7,14 @@
 
 #include "cpu/mla_kernels.hpp"
 #include "ds/core/error.hpp"
+#include "dispatch.hpp"
 #include "ds/ops/ops.hpp"
 
 namespace ds::ops {
 
 namespace {
 
-void cpu_only_mla(const Context& ctx, const char* op, std::initializer_list<const Tensor*> ts) {
-  bool cuda = ctx.device == Device::cuda;
-  for (const Tensor* t : ts) cuda = cuda || (t->defined() && t->device() == Device::cuda);
-  if (cuda) DS_THROW(CudaError, "op {} has no CUDA path yet", op);
-}
+using detail::cpu_only;
 
 void check_range(const Tensor& t, int64_t lo, int64_t hi, const char* what) {
   const int32_t* p = t.i32();
@@ -29,7 +26,7 @@ void check_range(const Tensor& t, int64_t lo, int64_t hi, const char* what) {
 }  // namespace
 
 void head_matmul(const Context& ctx, const Tensor& x, const Tensor& w, bool trans_w, Tensor& y) {
-  cpu_only_mla(ctx, "head_matmul", {&x, &w, &y});
+  cpu_only(ctx, "head_matmul", {&x, &w, &y});
   DS_CHECK_SHAPE(x, {-1, -1, -1});
   DS_CHECK_SHAPE(w, {x.size(1), -1, -1});
   const int64_t N = x.size(0), H = x.size(1), I = x.size(2);
@@ -47,7 +44,7 @@ void head_matmul(const Context& ctx, const Tensor& x, const Tensor& w, bool tran
 void mla_latent_attention(const Context& ctx, const Tensor& q_lat, const Tensor& q_pe,
                           const Tensor& ckv, const Tensor& kpe, const Tensor& slot,
                           const Tensor& len, float scale, Tensor& out) {
-  cpu_only_mla(ctx, "mla_latent_attention", {&q_lat, &q_pe, &ckv, &kpe, &slot, &len, &out});
+  cpu_only(ctx, "mla_latent_attention", {&q_lat, &q_pe, &ckv, &kpe, &slot, &len, &out});
   DS_CHECK_SHAPE(q_lat, {-1, -1, -1});
   DS_CHECK_SHAPE(ckv, {-1, -1, q_lat.size(2)});
   MlaDims d{q_lat.size(0), q_lat.size(1), q_lat.size(2), 0, ckv.size(0), ckv.size(1)};
@@ -70,7 +67,7 @@ void mla_latent_attention(const Context& ctx, const Tensor& q_lat, const Tensor&
 }
 
 void set_rows(const Context& ctx, const Tensor& src, const Tensor& rows, Tensor& dst) {
-  cpu_only_mla(ctx, "set_rows", {&src, &rows, &dst});
+  cpu_only(ctx, "set_rows", {&src, &rows, &dst});
   DS_CHECK_SHAPE(src, {-1, -1});
   DS_CHECK_SHAPE(rows, {src.size(0)});
   DS_CHECK_SHAPE(dst, {-1, src.size(1)});

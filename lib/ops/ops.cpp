@@ -13,20 +13,17 @@
 
 #include "cpu/opt.hpp"
 #include "cpu/ref.hpp"
+#include "dispatch.hpp"
 #include "ds/core/error.hpp"
 
 namespace ds::ops {
 
 namespace {
 
-// Throws CudaError when the context or any defined tensor is on the GPU.
-void cpu_only(const Context& ctx, const char* op, std::initializer_list<const Tensor*> ts) {
-  bool cuda = ctx.device == Device::cuda;
-  for (const Tensor* t : ts) cuda = cuda || (t->defined() && t->device() == Device::cuda);
-  if (cuda) DS_THROW(CudaError, "op {} has no CUDA path yet", op);
-}
-bool use_ref(const Context& ctx) { return ctx.impl == Impl::reference; }
-int nthreads(const Context& ctx) { return std::max(1, ctx.threads); }
+using detail::cpu_only;
+using detail::nthreads;
+using detail::Scope;
+using detail::use_ref;
 
 // Every entry of an I32 index tensor lies in [lo, hi).
 void check_indices(const Tensor& t, int64_t lo, int64_t hi, const char* what) {
@@ -35,27 +32,6 @@ void check_indices(const Tensor& t, int64_t lo, int64_t hi, const char* what) {
     if (p[i] < lo || p[i] >= hi)
       DS_THROW(InternalError, "{}: index {} at position {} outside [{}, {})", what, p[i], i, lo, hi);
 }
-// Times one op into ctx.prof (no cost beyond a null check without a profiler).
-class Scope {
- public:
-  Scope(const Context& ctx, const char* op, double flops = 0) : p_(ctx.prof), op_(op), flops_(flops) {
-    if (p_) t0_ = std::chrono::steady_clock::now();
-  }
-  ~Scope() {
-    if (p_)
-      p_->add(op_, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(),
-              flops_);
-  }
-  Scope(const Scope&) = delete;
-  Scope& operator=(const Scope&) = delete;
-
- private:
-  Profiler* p_;
-  const char* op_;
-  double flops_;
-  std::chrono::steady_clock::time_point t0_{};
-};
-
 // Rows = product of all dims but the last.
 int64_t lead(const Tensor& t) { return t.size(-1) ? t.numel() / t.size(-1) : 0; }
 

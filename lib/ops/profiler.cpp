@@ -9,7 +9,8 @@ namespace ds::ops {
 
 std::string_view Profiler::family_of(std::string_view op) {
   auto starts = [&](std::string_view p) { return op.substr(0, p.size()) == p; };
-  if (op == "matmul" || op == "matmul_bf16") return "gemm";
+  if (op == "matmul" || op == "matmul_bf16" || op == "fp8_gemm_nt") return "gemm";
+  if (starts("fp8_") || op == "bf16_round") return "quantize";
   if (starts("attention")) return "attention";
   if (starts("cross_entropy")) return "cross_entropy";
   if (starts("rmsnorm")) return "norm";
@@ -19,7 +20,7 @@ std::string_view Profiler::family_of(std::string_view op) {
   if (starts("moe") || starts("gather_rows") || op == "scatter_add_rows") return "moe";
   if (starts("embedding")) return "embedding";
   if (op == "adamw_step") return "optimizer";
-  return "elementwise";   // add, add_, scale_, swiglu, sums, count_nonfinite
+  return "elementwise";   // add, add_, scale_, swiglu, sums, count_nonfinite, token_logprob
 }
 
 void Profiler::add(const char* op, double seconds, double flops) {

@@ -7,6 +7,7 @@
 #include <initializer_list>
 
 #include "cpu/token_logprob.hpp"
+#include "dispatch.hpp"
 #include "ds/core/error.hpp"
 #include "ds/ops/ops.hpp"
 
@@ -14,11 +15,9 @@ namespace ds::ops {
 
 namespace {
 
-void check_cpu(const Context& ctx, const char* op, std::initializer_list<const Tensor*> ts) {
-  bool cuda = ctx.device == Device::cuda;
-  for (const Tensor* t : ts) cuda = cuda || (t->defined() && t->device() == Device::cuda);
-  if (cuda) DS_THROW(CudaError, "op {} has no CUDA path yet", op);
-}
+using detail::cpu_only;
+using detail::nthreads;
+using detail::Scope;
 
 // logits (N, V) f32 with V > 0, targets (N) i32 in [-1, V).
 void check_rows(const Tensor& logits, const Tensor& targets, const char* op) {
@@ -34,33 +33,12 @@ void check_rows(const Tensor& logits, const Tensor& targets, const char* op) {
       DS_THROW(InternalError, "{}: target {} at row {} outside [-1, {})", op, t[n], n, V);
 }
 
-class Timer {
- public:
-  Timer(const Context& ctx, const char* name) : prof_(ctx.prof), name_(name) {
-    if (prof_) t0_ = std::chrono::steady_clock::now();
-  }
-  ~Timer() {
-    if (prof_)
-      prof_->add(name_,
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(), 0);
-  }
-  Timer(const Timer&) = delete;
-  Timer& operator=(const Timer&) = delete;
-
- private:
-  Profiler* prof_;
-  const char* name_;
-  std::chrono::steady_clock::time_point t0_{};
-};
-
-int threads_of(const Context& ctx) { return std::max(1, ctx.threads); }
-
 }  // namespace
 
 void token_logprob_forward(const Context& ctx, const Tensor& logits, const Tensor& targets,
                            Tensor& logp, Tensor& lse, Tensor& entropy) {
-  check_cpu(ctx, "token_logprob_forward", {&logits, &targets, &logp, &lse, &entropy});
-  const Timer timer(ctx, "cross_entropy/token_logprob_forward");
+  cpu_only(ctx, "token_logprob_forward", {&logits, &targets, &logp, &lse, &entropy});
+  const Scope scope(ctx, "cross_entropy/token_logprob_forward");
   check_rows(logits, targets, "token_logprob_forward");
   const int64_t N = logits.size(0), V = logits.size(1);
   DS_CHECK_SHAPE(logp, {N});
@@ -71,13 +49,13 @@ void token_logprob_forward(const Context& ctx, const Tensor& logits, const Tenso
     ref::token_logprob_forward(logits.f32(), targets.i32(), logp.f32(), lse.f32(), ent, N, V);
   else
     opt::token_logprob_forward(logits.f32(), targets.i32(), logp.f32(), lse.f32(), ent, N, V,
-                               threads_of(ctx));
+                               nthreads(ctx));
 }
 
 void token_logprob_backward(const Context& ctx, const Tensor& logits, const Tensor& targets,
                             const Tensor& lse, const Tensor& dlogp, Tensor& dlogits) {
-  check_cpu(ctx, "token_logprob_backward", {&logits, &targets, &lse, &dlogp, &dlogits});
-  const Timer timer(ctx, "cross_entropy/token_logprob_backward");
+  cpu_only(ctx, "token_logprob_backward", {&logits, &targets, &lse, &dlogp, &dlogits});
+  const Scope scope(ctx, "cross_entropy/token_logprob_backward");
   check_rows(logits, targets, "token_logprob_backward");
   const int64_t N = logits.size(0), V = logits.size(1);
   DS_CHECK_SHAPE(lse, {N});
@@ -89,7 +67,7 @@ void token_logprob_backward(const Context& ctx, const Tensor& logits, const Tens
                                 N, V);
   } else {
     opt::token_logprob_backward(logits.f32(), targets.i32(), lse.f32(), dlogp.f32(),
-                                dlogits.f32(), N, V, threads_of(ctx));
+                                dlogits.f32(), N, V, nthreads(ctx));
   }
 }
 

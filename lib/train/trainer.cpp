@@ -165,7 +165,7 @@ std::string profile_report(const ops::Profiler& prof, double step_s, int64_t ste
   }
   json fam = json::object();
   for (const char* f : {"gemm", "attention", "cross_entropy", "norm", "rope_permute", "moe",
-                        "embedding", "elementwise", "optimizer"})
+                        "embedding", "elementwise", "quantize", "optimizer"})
     fam[f] = step_s > 0 ? prof.seconds(f) / step_s : 0.0;
   fam["outside_ops"] = step_s > 0 ? std::max(0.0, step_s - ops_s) / step_s : 0.0;
   const double rss = peak_rss_mb();

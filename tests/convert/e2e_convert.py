@@ -15,29 +15,11 @@ import os
 import random
 import shutil
 import struct
-import subprocess
 import sys
 
-FAILS = []
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from e2e_util import FAILS, check, ok, run  # noqa: E402
 
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        FAILS.append(what)
-
-
-def run(tool, *args, timeout=900):
-    cmd = [tool, "--log-level", "warn"] + [str(a) for a in args]
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
-    return p.returncode, p.stdout.decode(), p.stderr.decode("utf-8", "replace")
-
-
-def ok(tool, *args):
-    rc, out, err = run(tool, *args)
-    if rc != 0:
-        raise SystemExit(f"FAIL: {os.path.basename(tool)} {' '.join(map(str, args))} -> {rc}: {err}")
-    return out
 
 
 def files_of(d):

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include "ds/cli/common.hpp"
+#include "ds/cli/train_flags.hpp"
 #include "ds/train/pretrain.hpp"
 
 int main(int argc, char** argv) {
@@ -60,14 +61,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--balance-alpha", o.balance_alpha, "Sequence-wise balance loss weight alpha")
       ->capture_default_str();
-  app.add_option("--adam-beta1", op.beta1, "AdamW beta1")->capture_default_str();
-  app.add_option("--adam-beta2", op.beta2, "AdamW beta2")->capture_default_str();
-  app.add_option("--adam-eps", op.eps, "AdamW epsilon")->capture_default_str();
-  app.add_option("--weight-decay", op.weight_decay, "AdamW weight decay (matrices only)")
-      ->capture_default_str();
-  app.add_option("--clip-grad-norm", op.clip_norm, "Global gradient-norm clip (0: off)")
-      ->capture_default_str();
-  app.add_flag("--fp32-moments{false}", op.bf16_moments, "Keep AdamW moments in FP32 (default BF16)");
+  ds::cli::add_adamw_options(app, op);
   app.add_flag("--skip-nonfinite", o.skip_nonfinite, "Skip (and count) steps with a non-finite loss or gradient");
   app.add_option("-o,--out", o.out, "Run directory (checkpoints step-XXXXXXXX inside)");
   app.add_option("--save-every", o.save_every, "Checkpoint period in steps (0: at the end only)")
@@ -85,12 +79,7 @@ int main(int argc, char** argv) {
   app.add_option("--device", o.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
-  app.add_option("--precision", o.precision, "Linear GEMM precision: fp32, bf16 or fp8 (DeepSeek-V3 recipe)")
-      ->check(CLI::IsMember({"fp32", "bf16", "fp8"}))->capture_default_str();
-  app.add_option("--fp8-granularity", o.fp8_granularity, "FP8 scales per tile/block or per tensor")
-      ->check(CLI::IsMember({"tile", "tensor"}))->capture_default_str();
-  app.add_option("--fp8-scale", o.fp8_scale, "FP8 scale format: fp32 or ue8m0 (powers of two)")
-      ->check(CLI::IsMember({"fp32", "ue8m0"}))->capture_default_str();
+  ds::cli::add_precision_options(app, o.precision, o.fp8_granularity, o.fp8_scale);
   app.add_option("--seed", o.seed, "Seed of the initial weights and the data order")->capture_default_str();
   app.add_flag("--profile", o.profile, "Print a per-op time/GFLOP/s and peak-memory report at the end");
   app.add_flag("--dry-run", o.dry_run, "Print parameter counts and a memory plan as JSON; train nothing");

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include "ds/cli/common.hpp"
+#include "ds/cli/train_flags.hpp"
 #include "ds/rl/rl.hpp"
 
 int main(int argc, char** argv) {
@@ -42,12 +43,7 @@ int main(int argc, char** argv) {
   app.add_option("--micro-batch-size", o.micro_batch_size, "Completions per forward/backward (0: all of a step)")
       ->capture_default_str();
   app.add_option("--lr", o.lr, "Learning rate (constant)")->capture_default_str();
-  app.add_option("--adam-beta1", op.beta1, "AdamW beta1")->capture_default_str();
-  app.add_option("--adam-beta2", op.beta2, "AdamW beta2")->capture_default_str();
-  app.add_option("--adam-eps", op.eps, "AdamW epsilon")->capture_default_str();
-  app.add_option("--weight-decay", op.weight_decay, "AdamW weight decay (matrices only)")->capture_default_str();
-  app.add_option("--clip-grad-norm", op.clip_norm, "Global gradient-norm clip (0: off)")->capture_default_str();
-  app.add_flag("--fp32-moments{false}", op.bf16_moments, "Keep AdamW moments in FP32 (default BF16)");
+  ds::cli::add_adamw_options(app, op);
   app.add_option("--balance-alpha", o.balance_alpha, "Sequence-wise balance loss weight in the updates")
       ->capture_default_str();
   app.add_option("-o,--out", o.out, "Run directory (checkpoints step-XXXXXXXX inside)");

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include "ds/cli/common.hpp"
+#include "ds/cli/train_flags.hpp"
 #include "ds/sft/sft.hpp"
 
 int main(int argc, char** argv) {
@@ -45,14 +46,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--bias-update-speed", o.gamma, "Router bias update speed gamma (0: frozen)")
       ->capture_default_str();
-  app.add_option("--adam-beta1", op.beta1, "AdamW beta1")->capture_default_str();
-  app.add_option("--adam-beta2", op.beta2, "AdamW beta2")->capture_default_str();
-  app.add_option("--adam-eps", op.eps, "AdamW epsilon")->capture_default_str();
-  app.add_option("--weight-decay", op.weight_decay, "AdamW weight decay (matrices only)")
-      ->capture_default_str();
-  app.add_option("--clip-grad-norm", op.clip_norm, "Global gradient-norm clip (0: off)")
-      ->capture_default_str();
-  app.add_flag("--fp32-moments{false}", op.bf16_moments, "Keep AdamW moments in FP32 (default BF16)");
+  ds::cli::add_adamw_options(app, op);
   app.add_flag("--skip-nonfinite", o.skip_nonfinite, "Skip (and count) steps with a non-finite loss or gradient");
   app.add_option("-o,--out", o.out, "Run directory (checkpoints step-XXXXXXXX inside)");
   app.add_option("--save-every", o.save_every, "Checkpoint period in steps (0: at the end only)")
@@ -72,12 +66,7 @@ int main(int argc, char** argv) {
   app.add_option("--device", o.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
-  app.add_option("--precision", o.precision, "Linear GEMM precision: fp32, bf16 or fp8")
-      ->check(CLI::IsMember({"fp32", "bf16", "fp8"}))->capture_default_str();
-  app.add_option("--fp8-granularity", o.fp8_granularity, "FP8 scales per tile/block or per tensor")
-      ->check(CLI::IsMember({"tile", "tensor"}))->capture_default_str();
-  app.add_option("--fp8-scale", o.fp8_scale, "FP8 scale format: fp32 or ue8m0 (powers of two)")
-      ->check(CLI::IsMember({"fp32", "ue8m0"}))->capture_default_str();
+  ds::cli::add_precision_options(app, o.precision, o.fp8_granularity, o.fp8_scale);
   app.add_option("--seed", o.seed, "Seed of the data order and the --val-fraction split")
       ->capture_default_str();
   app.add_flag("--check-data", o.check_data, "Check, tokenise and pack the data, print statistics; train nothing");

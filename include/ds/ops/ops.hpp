@@ -23,7 +23,8 @@ enum class Impl : uint8_t { reference, optimized };
 // Per-op profile: calls, wall seconds and FLOPs (GEMMs) of every op called with a Context
 // whose `prof` points here. Ops are timed on the calling thread, synchronously (CPU path).
 // Not thread-safe: one Profiler per thread that drives ops. Families group ops for reports:
-// gemm, attention, cross_entropy, norm, rope_permute, moe, embedding, elementwise, optimizer.
+// gemm, attention, cross_entropy, norm, rope_permute, moe, embedding, elementwise, quantize
+// (FP8/BF16 operand rounding), optimizer.
 class Profiler {
  public:
   struct Entry {
@@ -48,7 +49,8 @@ class Profiler {
 // BF16 (products and sums in FP32, as BF16 tensor cores do). fp8: DeepSeek-V3's recipe: the
 // Linears flagged FP8 (ParamInfo::fp8: attention projections, dense/shared/routed expert
 // matrices, MTP blocks) take E4M3 inputs in all three GEMMs (1x128 activation tiles, 128x128
-// weight blocks, 128x1 for the weight gradient); the other Linears (head, router, eh_proj) as bf16.
+// weight blocks, 128x1 for the weight gradient); the other Linears (head, MTP eh_proj) as bf16.
+// The router (gate.cpp calls the ops directly), norms and the attention core stay FP32.
 enum class Precision : uint8_t { fp32, bf16, fp8 };
 // How FP8 scales are grouped: the paper's fine-grained tiles/blocks, or one scale per tensor
 // (the baseline that shows what the tiles buy).

@@ -1,0 +1,18 @@
+// Flag groups the training tools (ds-pretrain, ds-sft, ds-rl) share, declared once so that
+// their names, help texts and checks cannot drift apart; defaults stay in the options structs.
+#pragma once
+#include <string>
+
+#include "ds/train/optimizer.hpp"
+
+namespace CLI { class App; }
+
+namespace ds::cli {
+
+// --adam-beta1, --adam-beta2, --adam-eps, --weight-decay, --clip-grad-norm, --fp32-moments.
+void add_adamw_options(CLI::App& app, train::OptimizerOptions& op);
+// --precision fp32|bf16|fp8, --fp8-granularity tile|tensor, --fp8-scale fp32|ue8m0.
+void add_precision_options(CLI::App& app, std::string& precision, std::string& fp8_granularity,
+                           std::string& fp8_scale);
+
+}  // namespace ds::cli
