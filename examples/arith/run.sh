@@ -8,9 +8,12 @@
 #   sft    ds-sft  --init BASE, SFT_STEPS x SFT_BATCH packed rows of SFT_SEQ_LEN tokens
 #   grpo   ds-rl   --init SFT,  RL_STEPS x RL_PROMPTS prompts x RL_GROUP samples
 #
-# Budget (2 shared cores, tiny preset, 1.8M parameters): see examples/arith/README.md for the
-# measured per-stage times. Everything lands in $OUT/seed-$SEED; a stage whose output exists
-# is skipped, so re-running resumes after the last finished stage.
+# Budget (tiny preset, 2 cores): SFT 150 steps x 16 rows x 105 tokens = 252k tokens, ~14 s;
+# GRPO 90 steps x 256 completions of ~21 tokens = 484k sampled tokens + 3 passes over them,
+# ~70 s; 3 evaluations x 300 greedy completions, ~1 s each: ~1.5 minutes per seed on an idle
+# machine (measured; examples/arith/README.md, docs/results.md). Everything lands in
+# $OUT/seed-$SEED; finished stages are skipped and an interrupted one resumes, so re-running
+# continues where it stopped. The data in $DATA is shared by every seed (made once).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -71,10 +74,16 @@ BASE_CKPT=$(ckpt_of "$BASE") || {
 }
 mkdir -p "$RUN"
 
-# The problems: one split for every seed (DATA_SEED), regenerated only when missing.
+# The problems: one split for every seed (DATA_SEED); regenerated when missing, and an error
+# when $DATA was made with other settings (its runs would not be comparable).
+GEN_ARGS="--seed $DATA_SEED --terms $TERMS --max-operand $MAX_OPERAND --heldout $HELDOUT"
 if [ ! -s "$DATA/rl.jsonl" ]; then
-  "$PYTHON" "$HERE/gen.py" --out "$DATA" --seed "$DATA_SEED" --terms "$TERMS" \
-    --max-operand "$MAX_OPERAND" --heldout "$HELDOUT"
+  "$PYTHON" "$HERE/gen.py" --out "$DATA" $GEN_ARGS
+  echo "$GEN_ARGS" > "$DATA/gen-args"
+elif [ "$(cat "$DATA/gen-args" 2>/dev/null)" != "$GEN_ARGS" ]; then
+  echo "arith: $DATA was generated with other settings ($(cat "$DATA/gen-args" 2>/dev/null));" \
+    "remove it or set OUT/DATA elsewhere" >&2
+  exit 1
 fi
 
 now() { date +%s.%N; }

@@ -82,17 +82,6 @@ std::string fingerprint_of(const fs::path& dir, const io::SafetensorsDir& st) {
   return hex64(h.digest());
 }
 
-// The directory holding the weights: `dir`, or the newest step-* of a run directory.
-fs::path resolve_checkpoint_dir(const fs::path& dir) {
-  if (!fs::is_directory(dir)) DS_THROW(IoError, "{}: not a directory (expected a model checkpoint)", dir.string());
-  if (fs::exists(dir / "config.json")) return dir;
-  if (auto latest = io::find_latest_checkpoint(dir)) {
-    spdlog::info("{}: run directory, using its newest checkpoint {}", dir.string(), latest->string());
-    return *latest;
-  }
-  DS_THROW(FormatError, "{}: not a model checkpoint (no config.json)", dir.string());
-}
-
 // Number of MTP layers whose tensors appear in the file (consecutive from n_layers).
 int64_t count_mtp_layers(const io::SafetensorsDir& st, const ModelArgs& a) {
   std::set<int64_t> present;
@@ -145,6 +134,16 @@ void load_tokenizer_files(Pretrained& pt, const PretrainedOptions& opt) {
 }
 
 }  // namespace
+
+fs::path resolve_checkpoint_dir(const fs::path& dir) {
+  if (!fs::is_directory(dir)) DS_THROW(IoError, "{}: not a directory (expected a model checkpoint)", dir.string());
+  if (fs::exists(dir / "config.json")) return dir;
+  if (auto latest = io::find_latest_checkpoint(dir)) {
+    spdlog::info("{}: run directory, using its newest checkpoint {}", dir.string(), latest->string());
+    return *latest;
+  }
+  DS_THROW(FormatError, "{}: not a model checkpoint (no config.json)", dir.string());
+}
 
 std::string checkpoint_fingerprint(const fs::path& dir) {
   io::SafetensorsDir st(dir);

@@ -20,6 +20,7 @@
 #include "ds/core/rng.hpp"
 #include "ds/io/checkpoint.hpp"
 #include "ds/model/checkpoint_io.hpp"
+#include "ds/model/pretrained.hpp"
 #include "ds/sft/data.hpp"
 #include "ds/sft/packing.hpp"
 #include "ds/train/metrics.hpp"
@@ -307,9 +308,18 @@ void Run::step_once(train::Progress& progress) {
   if (o.save_every > 0 && st.step % o.save_every == 0 && !last) save();
 }
 
+// --init may name a run directory (its newest step-* checkpoint), as ds-rl and ds-eval accept.
+SftOptions with_init_resolved(const SftOptions& o) {
+  SftOptions r = o;
+  if (!o.init.empty() && fs::is_directory(o.init) && !fs::exists(fs::path(o.init) / "config.json"))
+    r.init = model::resolve_checkpoint_dir(o.init).string();
+  return r;
+}
+
 }  // namespace
 
-void sft(const SftOptions& opts) {
+void sft(const SftOptions& options) {
+  const SftOptions opts = with_init_resolved(options);
   Run run(opts);
   run.init();
   bool interrupted = false;
@@ -341,7 +351,8 @@ void sft(const SftOptions& opts) {
   std::printf("%s\n", summary.dump().c_str());
 }
 
-void check_data(const SftOptions& o) {
+void check_data(const SftOptions& options) {
+  const SftOptions o = with_init_resolved(options);
   check_flags(o, false);
   const model::ModelArgs args = model::load_config(fs::path(o.init) / "config.json");
   if (o.seq_len > args.max_seq_len)

@@ -60,6 +60,9 @@ Pretrained load_pretrained(const std::filesystem::path& dir, const PretrainedOpt
 // XXH64 (16 hex digits) over config.json, model.safetensors.index.json (if any) and the
 // JSON header of every safetensors file (sorted by name): identifies the weights without
 // hashing them.
+// The directory holding the weights: `dir` itself when it has a config.json, else the newest
+// step-* checkpoint of a run directory. IoError / FormatError naming `dir` otherwise.
+std::filesystem::path resolve_checkpoint_dir(const std::filesystem::path& dir);
 std::string checkpoint_fingerprint(const std::filesystem::path& dir);
 
 }  // namespace ds::model
