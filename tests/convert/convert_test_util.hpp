@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../model/hf_checkpoint_util.hpp"
+#include "../temp_dir.hpp"
 #include "../model/model_test_util.hpp"
 #include "ds/io/file.hpp"
 #include "ds/io/safetensors.hpp"
@@ -25,25 +26,10 @@ namespace ds::convert::testing {
 
 namespace fs = std::filesystem;
 
-class TempDir {
+// A temporary directory (tests/temp_dir.hpp).
+class TempDir : public ds::testing::TempDir {
  public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = fs::temp_directory_path() /
-            ("ds_test_convert_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const fs::path& path() const { return path_; }
-  fs::path operator/(const std::string& n) const { return path_ / n; }
-
- private:
-  fs::path path_;
+  TempDir() : ds::testing::TempDir("convert") {}
 };
 
 // Matrices larger than 128 in both dims, none a multiple of 128 in at least one dim:
