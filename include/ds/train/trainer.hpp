@@ -1,4 +1,4 @@
-// Building blocks every training loop shares (ds-pretrain, ds-sft, and ds-rl later): the
+// Building blocks every training loop shares (ds-pretrain, ds-sft, ds-rl): the
 // per-step accumulation of micro-batch losses and expert loads, the optimiser update with
 // the non-finite policy and the router-bias update, the step loop with SIGTERM/SIGINT
 // handling, checkpoint save + keep-last pruning, resume resolution, the SFT cosine learning
