@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git ccache
   libcli11-dev libspdlog-dev libfmt-dev libzstd-dev doctest-dev
   libopenblas-dev nlohmann-json3-dev libpcre2-dev
-  libopenmpi-dev openmpi-bin
+  libopenmpi-dev openmpi-bin slurm-wlm   # slurm-wlm: tests/slurm (a local cluster; munge unused)
   clang libclang-rt-14-dev
   bible-kjv gnuplot-nox
   python3-torch   # the PyTorch reference of tests/model (run through /usr/bin/python3)

@@ -11,6 +11,7 @@
 #include "ds/core/error.hpp"
 #include "ds/core/log.hpp"
 #include "ds/core/version.hpp"
+#include "ds/dist/topology.hpp"
 
 namespace ds::cli {
 
@@ -56,12 +57,16 @@ int run_tool(CLI::App& app, int argc, char** argv, const CommonOptions& opts,
   } catch (const ds::Error& e) {
     std::fprintf(stderr, "%s: error: %s\n", name.c_str(), e.what());
     SPDLOG_DEBUG("raised at {}:{} ({})", e.src_file(), e.src_line(), e.subsystem());
+    // one failing rank must not leave the others waiting in a collective
+    dist::abort_world(e.exit_code());
     return e.exit_code();
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "%s: error: out of memory\n", name.c_str());
+    dist::abort_world(kExitRuntime);
     return kExitRuntime;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: error: %s\n", name.c_str(), e.what());
+    dist::abort_world(kExitRuntime);
     return kExitRuntime;
   }
 }

@@ -26,4 +26,25 @@ void add_precision_options(CLI::App& app, std::string& precision, std::string& f
       ->check(CLI::IsMember({"fp32", "ue8m0"}))->capture_default_str();
 }
 
+void add_dist_options(CLI::App& app, dist::DistOptions& o) {
+  const char* g = "Distributed (docs/distributed.md)";
+  app.add_option("--pp", o.layout.pp, "Pipeline-parallel stages (the world size is pp x dp)")
+      ->check(CLI::PositiveNumber)->capture_default_str()->group(g);
+  app.add_option("--ep", o.layout.ep, "Expert-parallel group size (divides dp = world / pp)")
+      ->check(CLI::PositiveNumber)->capture_default_str()->group(g);
+  app.add_option("--pp-schedule", o.pp_schedule, "Pipeline schedule: 1f1b or gpipe")
+      ->check(CLI::IsMember({"1f1b", "gpipe"}))->capture_default_str()->group(g);
+  app.add_option("--rank", o.launch.rank, "This process's rank (default: from mpirun/Slurm)")
+      ->check(CLI::NonNegativeNumber)->group(g);
+  app.add_option("--world-size", o.launch.world_size, "Number of ranks (default: from mpirun/Slurm)")
+      ->check(CLI::PositiveNumber)->group(g);
+  app.add_option("--local-rank", o.launch.local_rank, "Rank on this node (selects the GPU)")
+      ->check(CLI::NonNegativeNumber)->group(g);
+  app.add_option("--master-addr", o.launch.master_addr,
+                 "Host of rank 0 for the TCP rendezvous of the NCCL id (GPU runs without MPI)")
+      ->group(g);
+  app.add_option("--master-port", o.launch.master_port, "Port of that rendezvous")
+      ->check(CLI::Range(1, 65535))->capture_default_str()->group(g);
+}
+
 }  // namespace ds::cli

@@ -7,12 +7,13 @@
 
 namespace ds::model {
 
-Block::Block(ParamStore& store, const ModelArgs& a, const std::string& p, int layer_, bool is_moe)
+Block::Block(ParamStore& store, const ModelArgs& a, const std::string& p, int layer_, bool is_moe,
+             const ExpertParallel& ep)
     : layer(layer_) {
   attn_norm = RMSNorm(store, p + "input_layernorm.weight", a.dim, a.norm_eps, layer);
   attn = MLA(store, a, p + "self_attn.", layer);
   ffn_norm = RMSNorm(store, p + "post_attention_layernorm.weight", a.dim, a.norm_eps, layer);
-  if (is_moe) moe = std::make_unique<MoE>(store, a, p + "mlp.", layer);
+  if (is_moe) moe = std::make_unique<MoE>(store, a, p + "mlp.", layer, ep);
   else mlp = std::make_unique<MLP>(store, p + "mlp.", a.dim, a.inter_dim, a.init_std, layer);
 }
 

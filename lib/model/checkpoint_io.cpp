@@ -18,6 +18,23 @@ namespace ds::model {
 
 namespace fs = std::filesystem;
 
+void save_model_config(const ModelArgs& args, const fs::path& dir, bool bf16) {
+  auto cfg = nlohmann::json::parse(to_hf_json(args));
+  cfg["torch_dtype"] = bf16 ? "bfloat16" : "float32";
+  io::write_file_atomic(dir / "config.json", cfg.dump(2) + "\n");
+}
+
+std::vector<io::TensorSource> model_tensor_sources(
+    const ParamStore& ps, bool bf16, const std::function<bool(const std::string& name)>& keep) {
+  std::vector<io::TensorSource> src;
+  const DType pdt = bf16 ? DType::bf16 : DType::f32;
+  for (const Param& p : ps.params())
+    if (keep(p.info.name)) src.push_back(io::TensorSource::from_tensor(p.info.name, p.value, pdt));
+  for (const auto& [name, t] : ps.buffers())
+    if (keep(name)) src.push_back(io::TensorSource::from_tensor(name, t, DType::f32));
+  return src;
+}
+
 void save_model(const ParamStore& ps, const ModelArgs& args, const fs::path& dir, bool bf16,
                 uint64_t max_shard_bytes) {
   DS_CHECK_AS(IoError, fs::is_directory(dir), "{}: not a directory", dir.string());
@@ -26,16 +43,9 @@ void save_model(const ParamStore& ps, const ModelArgs& args, const fs::path& dir
     if (n.starts_with("model") && (n.ends_with(".safetensors") || n == io::kSafetensorsIndex))
       fs::remove(e.path());
   }
-  auto cfg = nlohmann::json::parse(to_hf_json(args));
-  cfg["torch_dtype"] = bf16 ? "bfloat16" : "float32";
-  io::write_file_atomic(dir / "config.json", cfg.dump(2) + "\n");
-
-  std::vector<io::TensorSource> src;
-  const DType pdt = bf16 ? DType::bf16 : DType::f32;
-  for (const Param& p : ps.params()) src.push_back(io::TensorSource::from_tensor(p.info.name, p.value, pdt));
-  for (const auto& [name, t] : ps.buffers())
-    src.push_back(io::TensorSource::from_tensor(name, t, DType::f32));
-  io::write_safetensors_dir(dir, src, max_shard_bytes);
+  save_model_config(args, dir, bf16);
+  io::write_safetensors_dir(dir, model_tensor_sources(ps, bf16, [](const std::string&) { return true; }),
+                            max_shard_bytes);
 }
 
 namespace {
@@ -198,6 +208,7 @@ LoadStats load_model(ParamStore& ps, const io::SafetensorsDir& st, const std::st
     const bool is_scale = opt.fp8 && n.size() > sfx.size() && n.ends_with(".weight" + sfx);
     if (is_scale && fp8_weights.count(n.substr(0, n.size() - sfx.size()))) continue;
     if (allowed(n, opt.allowed_extra)) { stats.ignored.push_back(n); continue; }
+    if (opt.subset) continue;   // another rank's tensor
     (is_scale ? pr.orphan_scale : pr.unexpected).push_back(n);
   }
   if (!pr.empty())

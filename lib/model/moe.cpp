@@ -1,6 +1,7 @@
 // DeepSeekMoE layer (see moe.hpp), forward and exact backward: routed expert outputs are
 // y_e = expert_e(u[tok]) scatter-added with weights w; backward gathers dy for each expert,
-// dw = <dy[tok], y_e> (gather_rows_dot), the expert sees w * dy[tok].
+// dw = <dy[tok], y_e> (gather_rows_dot), the expert sees w * dy[tok]. The expert-parallel
+// variants of the routed part live in moe_ep.cpp.
 // reference: DeepSeek-V3 inference/model.py MoE.forward (loop over experts with their tokens).
 #include "ds/model/moe.hpp"
 
@@ -13,11 +14,14 @@ namespace ds::model {
 
 using detail::empty_f32;
 
-MoE::MoE(ParamStore& store, const ModelArgs& a, const std::string& prefix, int layer)
+MoE::MoE(ParamStore& store, const ModelArgs& a, const std::string& prefix, int layer,
+         const ExpertParallel& ep_)
     : C(a.dim), E(a.n_routed_experts), K(a.n_activated_experts),
-      gate(store, a, prefix + "gate.", layer) {
-  experts.reserve(size_t(E));
-  for (int64_t e = 0; e < E; ++e)
+      gate(store, a, prefix + "gate.", layer), ep(ep_) {
+  const auto [first, last] = ep.local_range(E);
+  e0 = first;
+  experts.reserve(size_t(last - first));
+  for (int64_t e = first; e < last; ++e)
     experts.emplace_back(store, fmt::format("{}experts.{}.", prefix, e), C, a.moe_inter_dim,
                          a.init_std, layer, int(e));
   has_shared = a.n_shared_experts > 0;
@@ -62,6 +66,17 @@ void MoE::forward(const ops::Context& ctx, const Tensor& u, int64_t n_seq, int64
     if (!y.defined()) y = empty_f32(ctx, {u.size(0), C});
     y.zero_();
   }
+  s.a2a_bytes_sent = 0;
+  if (ep.active()) routed_forward_ep(ctx, u, opt.train, y, s);
+  else routed_forward(ctx, u, opt.train, y, s);
+  if (!opt.train) {
+    s.shared = MLPSaved{};
+    s.experts.clear();
+  }
+}
+
+void MoE::routed_forward(const ops::Context& ctx, const Tensor& u, bool train, Tensor& y,
+                         MoESaved& s) const {
   s.experts.assign(size_t(E), ExpertSaved{});
   for (int64_t e = 0; e < E; ++e) {
     const int64_t b = s.offsets[size_t(e)], M = s.offsets[size_t(e + 1)] - b;
@@ -73,11 +88,7 @@ void MoE::forward(const ops::Context& ctx, const Tensor& u, int64_t n_seq, int64
     ops::gather_rows(ctx, u, x.tok, ue);
     experts[size_t(e)].forward(ctx, ue, x.y, x.mlp);
     ops::scatter_add_rows(ctx, x.y, x.tok, x.w, y);        // y += w * expert_e(u)
-    if (!opt.train) x = ExpertSaved{};
-  }
-  if (!opt.train) {
-    s.shared = MLPSaved{};
-    s.experts.clear();
+    if (!train) x = ExpertSaved{};
   }
 }
 
@@ -91,6 +102,18 @@ void MoE::backward(const ops::Context& ctx, MoESaved& s, const Tensor& dy, Tenso
     du.zero_();
   }
   Tensor dpair_w = detail::zeros_f32(ctx, {NK});
+  if (ep.active()) routed_backward_ep(ctx, s, dy, du, dpair_w);
+  else routed_backward(ctx, s, dy, du, dpair_w);
+  Tensor dweights = detail::zeros_f32(ctx, {N, K});
+  Tensor dweights_flat = dweights.view({NK, 1});
+  ops::scatter_add_rows(ctx, dpair_w.view({NK, 1}), s.pair_src, Tensor(), dweights_flat);
+  Tensor dug;
+  gate.backward(ctx, s.gate, dweights, dug);
+  ops::add_(ctx, du, dug);
+}
+
+void MoE::routed_backward(const ops::Context& ctx, MoESaved& s, const Tensor& dy, Tensor& du,
+                          Tensor& dpair_w) const {
   for (int64_t e = 0; e < E; ++e) {
     const int64_t b = s.offsets[size_t(e)], M = s.offsets[size_t(e + 1)] - b;
     if (M == 0) continue;
@@ -105,12 +128,6 @@ void MoE::backward(const ops::Context& ctx, MoESaved& s, const Tensor& dy, Tenso
     ops::scatter_add_rows(ctx, due, x.tok, Tensor(), du);
     x = ExpertSaved{};
   }
-  Tensor dweights = detail::zeros_f32(ctx, {N, K});
-  Tensor dweights_flat = dweights.view({NK, 1});
-  ops::scatter_add_rows(ctx, dpair_w.view({NK, 1}), s.pair_src, Tensor(), dweights_flat);
-  Tensor dug;
-  gate.backward(ctx, s.gate, dweights, dug);
-  ops::add_(ctx, du, dug);
 }
 
 }  // namespace ds::model

@@ -14,13 +14,13 @@ static std::string mtp_prefix(const ModelArgs& a, int depth) {
   return fmt::format("model.layers.{}.", a.n_layers + depth - 1);
 }
 
-MTPModule::MTPModule(ParamStore& store, const ModelArgs& a, int k)
+MTPModule::MTPModule(ParamStore& store, const ModelArgs& a, int k, const ExpertParallel& ep)
     : depth(k), layer(int(a.n_layers) + k - 1), C(a.dim),
       enorm(store, mtp_prefix(a, k) + "enorm.weight", a.dim, a.norm_eps, layer),
       hnorm(store, mtp_prefix(a, k) + "hnorm.weight", a.dim, a.norm_eps, layer),
       eh_proj(store, mtp_prefix(a, k) + "eh_proj.weight", a.dim, 2 * a.dim, a.init_std,
               /*fp8=*/false, layer),
-      block(store, a, mtp_prefix(a, k), layer, /*is_moe=*/true),
+      block(store, a, mtp_prefix(a, k), layer, /*is_moe=*/true, ep),
       norm(store, mtp_prefix(a, k) + "shared_head.norm.weight", a.dim, a.norm_eps, layer) {}
 
 void MTPModule::forward(const ops::Context& ctx, const Embedding& embed, const Tensor& g_prev,

@@ -78,7 +78,10 @@ struct Transformer::Pass {
   SeqInfo seq;                          // main sequences (B, T)
   Tensor x_ids;                         // (N) i32
   std::vector<BlockSaved> blocks;       // (n_layers) when training
+  Tensor h_in;                          // (N, C) previous stage's output (not the first stage)
   Tensor h_last;                        // (N, C) last block output
+  Tensor dh_out;                        // (N, C) gradient at h_last from the next stage
+  Tensor dh_in;                         // (N, C) gradient at h_in for the previous stage
   Tensor rstd0;                         // (N)
   Tensor g0;                            // (N, C) final norm output
   Tensor dg0;                           // (N, C) gradient at g0
@@ -88,35 +91,44 @@ struct Transformer::Pass {
   StepResult r;
 };
 
-Transformer::Transformer(const ModelArgs& args, ParamStore& store)
-    : args_(args), store_(store) {
+Transformer::Transformer(const ModelArgs& args, ParamStore& store, const ModelParallel& par)
+    : args_(args), store_(store), par_(par) {
   validate(args_, "model");
-  embed_ = Embedding(store, args_);
-  layers_.reserve(size_t(args_.n_layers));
-  for (int64_t l = 0; l < args_.n_layers; ++l)
+  const auto [l0, l1] = stage_layers(args_.n_layers, par_.pp_size, par_.pp_rank);
+  layer0_ = l0;
+  const bool first = par_.first_stage(), last = par_.last_stage();
+  embed_copy_ = last && !first && args_.n_mtp_layers > 0;
+  if (first || embed_copy_) embed_ = Embedding(store, args_);
+  layers_.reserve(size_t(l1 - l0));
+  for (int64_t l = l0; l < l1; ++l)
     layers_.emplace_back(store, args_, fmt::format("model.layers.{}.", l), int(l),
-                         args_.is_moe_layer(l));
-  norm_ = RMSNorm(store, "model.norm.weight", args_.dim, args_.norm_eps, -1);
-  head_ = Linear(store, "lm_head.weight", args_.vocab_size, args_.dim, args_.init_std,
-                 /*fp8=*/false, -1);
-  mtp_.reserve(size_t(args_.n_mtp_layers));
-  for (int64_t k = 1; k <= args_.n_mtp_layers; ++k) mtp_.emplace_back(store, args_, int(k));
-  for (const Block& b : layers_)
-    if (b.moe) {
-      moe_layers_.push_back(b.moe.get());
-      moe_names_.push_back(fmt::format("model.layers.{}.mlp", b.layer));
+                         args_.is_moe_layer(l), par_.ep);
+  if (last) {
+    norm_ = RMSNorm(store, "model.norm.weight", args_.dim, args_.norm_eps, -1);
+    head_ = Linear(store, "lm_head.weight", args_.vocab_size, args_.dim, args_.init_std,
+                   /*fp8=*/false, -1);
+    mtp_.reserve(size_t(args_.n_mtp_layers));
+    for (int64_t k = 1; k <= args_.n_mtp_layers; ++k) mtp_.emplace_back(store, args_, int(k), par_.ep);
+  }
+  // MoE slots of the whole model (layout-independent counts), pointers for the local ones.
+  moe_slot_.assign(size_t(args_.n_layers), -1);
+  for (int64_t l = 0; l < args_.n_layers; ++l)
+    if (args_.is_moe_layer(l)) {
+      moe_slot_[size_t(l)] = int(moe_layers_.size());
+      moe_layers_.push_back(l >= l0 && l < l1 ? layers_[size_t(l - l0)].moe.get() : nullptr);
+      moe_names_.push_back(fmt::format("model.layers.{}.mlp", l));
     }
-  for (const MTPModule& m : mtp_) {
-    moe_layers_.push_back(m.block.moe.get());
-    moe_names_.push_back(fmt::format("model.layers.{}.mlp", m.layer));
+  for (int64_t k = 1; k <= args_.n_mtp_layers; ++k) {
+    moe_layers_.push_back(last ? mtp_[size_t(k - 1)].block.moe.get() : nullptr);
+    moe_names_.push_back(fmt::format("model.layers.{}.mlp", args_.n_layers + k - 1));
   }
 }
 
 std::vector<std::string> Transformer::moe_layer_names() const { return moe_names_; }
 
-void Transformer::collect_moe(const MoESaved& s, StepResult& r) const {
-  r.expert_counts.push_back(s.counts);
-  r.route_idx.push_back(s.gate.idx);
+void Transformer::collect_moe(const MoESaved& s, int slot, StepResult& r) const {
+  r.expert_counts[size_t(slot)] = s.counts;
+  r.route_idx[size_t(slot)] = s.gate.idx;
   r.loss_balance += s.balance;
 }
 
@@ -177,6 +189,8 @@ void Transformer::head_policy(const ops::Context& ctx, Pass& p, const Tensor& g,
   if (p.scores) *p.scores = std::move(sc);
 }
 
+// This stage's main blocks; the first stage embeds, the last applies the final norm and the
+// head. Other stages leave their output in p.h_last for the next stage.
 void Transformer::forward_main(const ops::Context& ctx, Pass& p) {
   const HostBatch& hb = p.hb;
   const int64_t B = hb.B, T = hb.T, N = B * T;
@@ -189,19 +203,25 @@ void Transformer::forward_main(const ops::Context& ctx, Pass& p) {
       x[size_t(b * T + i)] = hb.tok[size_t(b * (T + 1) + i)];
       y[size_t(b * T + i)] = hb.tok[size_t(b * (T + 1) + i + 1)];
     }
-  p.x_ids = upload_i32(ctx, x, {N});
   Tensor h;
-  embed_.forward(ctx, p.x_ids, h);
+  if (par_.first_stage()) {
+    p.x_ids = upload_i32(ctx, x, {N});
+    embed_.forward(ctx, p.x_ids, h);
+  } else {
+    DS_CHECK_SHAPE(p.h_in, {N, args_.dim});
+    h = p.h_in;
+  }
   if (p.train) p.blocks.resize(layers_.size());
   for (size_t l = 0; l < layers_.size(); ++l) {
     BlockSaved tmp;
     BlockSaved& s = p.train ? p.blocks[l] : tmp;
     Tensor out;
     layers_[l].forward(ctx, h, p.seq, p.opt, out, s);
-    if (layers_[l].moe) collect_moe(s.moe, p.r);
+    if (layers_[l].moe) collect_moe(s.moe, moe_slot_[size_t(layers_[l].layer)], p.r);
     h = out;
   }
   p.h_last = h;
+  if (!par_.last_stage()) return;
   norm_.forward(ctx, h, p.g0, p.rstd0);
   if (p.policy || p.scores_only) {
     for (size_t i = 0; i < hb.mask.size(); ++i)
@@ -216,13 +236,8 @@ void Transformer::forward_mtp(const ops::Context& ctx, Pass& p) {
   const HostBatch& hb = p.hb;
   const int64_t B = hb.B, T = hb.T, D = int64_t(mtp_.size());
   const double coeff = D > 0 ? double(p.lw.mtp_lambda) / double(D) : 0.0;
-  if (p.lw.mtp_lambda == 0.0f) {   // chain skipped: well-formed (zero) counts for its layers
-    for (int64_t k = 0; k < D; ++k) {
-      p.r.expert_counts.emplace_back(static_cast<size_t>(args_.n_routed_experts), 0);
-      p.r.route_idx.emplace_back();
-    }
-    return;
-  }
+  // chain skipped (its layers keep zero counts) or held by the last stage
+  if (p.lw.mtp_lambda == 0.0f || !par_.last_stage()) return;
   Tensor g_prev = p.g0;
   for (int64_t k = 1; k <= D; ++k) {
     const int64_t Tk = T - k, N = B * Tk;
@@ -245,7 +260,7 @@ void Transformer::forward_mtp(const ops::Context& ctx, Pass& p) {
     s.ids = upload_i32(ctx, ids, {N});
     s.sel = upload_i32(ctx, sel, {N});
     mtp_[size_t(k - 1)].forward(ctx, embed_, g_prev, sk, p.opt, s);
-    collect_moe(s.block.moe, p.r);
+    collect_moe(s.block.moe, int(moe_layers_.size() - size_t(D) + size_t(k - 1)), p.r);
     Tensor dg;
     p.r.loss_mtp += coeff * head_loss(ctx, p, s.g, tgt, w, coeff, dg);
     g_prev = s.g;
@@ -258,23 +273,32 @@ void Transformer::forward_mtp(const ops::Context& ctx, Pass& p) {
 }
 
 void Transformer::backward(const ops::Context& ctx, Pass& p) {
-  for (size_t k = p.mtp.size(); k-- > 0;) {
-    Tensor& dprev = k == 0 ? p.dg0 : p.mtp_dg[k - 1];
-    mtp_[k].backward(ctx, embed_, p.mtp[k], p.mtp_seq[k], p.mtp_dg[k], dprev);
-    p.mtp_dg[k] = Tensor();
-  }
   Tensor dh;
-  norm_.backward(ctx, p.h_last, p.rstd0, p.dg0, dh);
-  p.dg0 = p.g0 = p.h_last = Tensor();
+  if (par_.last_stage()) {
+    for (size_t k = p.mtp.size(); k-- > 0;) {
+      Tensor& dprev = k == 0 ? p.dg0 : p.mtp_dg[k - 1];
+      mtp_[k].backward(ctx, embed_, p.mtp[k], p.mtp_seq[k], p.mtp_dg[k], dprev);
+      p.mtp_dg[k] = Tensor();
+    }
+    norm_.backward(ctx, p.h_last, p.rstd0, p.dg0, dh);
+    p.dg0 = p.g0 = Tensor();
+  } else {
+    DS_CHECK_SHAPE(p.dh_out, {p.hb.B * p.hb.T, args_.dim});
+    dh = p.dh_out;
+  }
+  p.h_last = p.dh_out = Tensor();
   for (size_t l = layers_.size(); l-- > 0;) {
     Tensor dx;
     layers_[l].backward(ctx, p.blocks[l], p.seq, dh, dx);
     dh = dx;
   }
-  embed_.backward(ctx, p.x_ids, dh);
+  if (par_.first_stage()) embed_.backward(ctx, p.x_ids, dh);
+  else p.dh_in = dh;
 }
 
-StepResult Transformer::run(Pass& p, const ops::Context& ctx, const Batch& batch) {
+// Host copy of the batch, the loss normaliser W and a result with one (zero) count vector
+// per MoE layer of the whole model.
+void Transformer::begin(Pass& p, const Batch& batch) {
   p.opt = MoEOptions{p.train, p.lw.balance_alpha, p.grad_scale};
   p.hb = read_batch(batch);
   DS_CHECK_AS(UsageError, p.lw.mtp_lambda == 0.0f || p.hb.T > args_.n_mtp_layers,
@@ -289,12 +313,53 @@ StepResult Transformer::run(Pass& p, const ops::Context& ctx, const Batch& batch
   p.r.n_targets = n;
   p.r.target_weight = W;
   p.W = W > 0 ? W : 1.0;
+  p.r.expert_counts.assign(moe_layers_.size(),
+                           std::vector<int32_t>(size_t(args_.n_routed_experts), 0));
+  p.r.route_idx.assign(moe_layers_.size(), Tensor());
+}
+
+StepResult Transformer::run(Pass& p, const ops::Context& ctx, const Batch& batch) {
+  DS_CHECK(par_.pp_size == 1, "this entry point needs the whole model: use stage_forward / "
+           "stage_backward under pipeline parallelism");
+  begin(p, batch);
   forward_main(ctx, p);
   forward_mtp(ctx, p);
   p.r.loss = p.r.loss_main + p.r.loss_mtp + p.r.loss_balance;
   if (p.train) backward(ctx, p);
   return std::move(p.r);
 }
+
+void Transformer::PassDeleter::operator()(Pass* p) const { delete p; }
+
+Transformer::PassPtr Transformer::stage_forward(const ops::Context& ctx, const Batch& batch,
+                                                const LossWeights& lw, float grad_scale,
+                                                bool train, const Tensor& h_in, Tensor& h_out) {
+  if (train) store_.alloc_grads();
+  PassPtr p(new Pass);
+  p->train = train;
+  p->grad_scale = grad_scale;
+  p->lw = lw;
+  p->h_in = h_in;
+  begin(*p, batch);
+  forward_main(ctx, *p);
+  forward_mtp(ctx, *p);
+  p->r.loss = p->r.loss_main + p->r.loss_mtp + p->r.loss_balance;
+  p->h_in = Tensor();
+  h_out = par_.last_stage() ? Tensor() : p->h_last;
+  if (!p->train) p->h_last = Tensor();
+  return p;
+}
+
+void Transformer::stage_backward(const ops::Context& ctx, Pass& p, const Tensor& dh_out,
+                                 Tensor& dh_in) {
+  DS_CHECK(p.train, "stage_backward on a pass run without train");
+  p.dh_out = dh_out;
+  backward(ctx, p);
+  dh_in = p.dh_in;
+  p.dh_in = Tensor();
+}
+
+StepResult Transformer::stage_result(Pass& p) { return p.r; }
 
 StepResult Transformer::forward_backward(const ops::Context& ctx, const Batch& batch,
                                          const LossWeights& lw, float grad_scale) {
@@ -338,6 +403,7 @@ StepResult Transformer::forward_backward_policy(const ops::Context& ctx, const B
 }
 
 void Transformer::forward_logits(const ops::Context& ctx, const Tensor& tokens, Tensor& logits) {
+  DS_CHECK(par_.pp_size == 1, "forward_logits needs the whole model (no pipeline stages)");
   DS_CHECK_SHAPE(tokens, {-1, -1});
   const int64_t B = tokens.size(0), T = tokens.size(1), N = B * T;
   std::vector<int32_t> pos(static_cast<size_t>(N));
@@ -367,6 +433,7 @@ void Transformer::update_router_bias(const std::vector<std::vector<int32_t>>& co
            moe_layers_.size());
   ops::Context ctx;
   for (size_t l = 0; l < moe_layers_.size(); ++l) {
+    if (!moe_layers_[l]) continue;   // another stage's layer
     Tensor bias = moe_layers_[l]->gate.bias();
     if (!bias.defined()) continue;
     const std::vector<int32_t>& c = counts[l];

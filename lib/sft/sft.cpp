@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 
@@ -25,6 +26,8 @@
 #include "ds/sft/packing.hpp"
 #include "ds/train/metrics.hpp"
 #include "ds/train/run_setup.hpp"
+#include "ds/train/dist_step.hpp"
+#include "ds/train/state.hpp"
 #include "ds/train/trainer.hpp"
 
 namespace ds::sft {
@@ -154,7 +157,8 @@ struct Run {
   model::ModelArgs args;
   model::ParamStore params;
   std::unique_ptr<model::Transformer> model;
-  std::unique_ptr<train::AdamW> opt;
+  std::unique_ptr<train::AdamW> opt;           // one process
+  std::unique_ptr<train::DistRuntime> ranks;   // several ranks when ranks->active()
   train::TrainerState st;
   train::MetricsWriter metrics;
   ops::Context ctx;
@@ -174,6 +178,7 @@ struct Run {
 
 void Run::init() {
   check_flags(o, true);
+  ranks = std::make_unique<train::DistRuntime>(o.dist);
   ctx = train::make_context(o.device, o.threads, o.precision, o.fp8_granularity, o.fp8_scale);
   if (o.profile) ctx.prof = &prof;
   args = model::load_config(fs::path(o.init) / "config.json");
@@ -192,9 +197,10 @@ void Run::init() {
     for (int64_t i = 0; i < int64_t(lens.size()); ++i) order.push_back(i);
     val_rows = pack_rows(lens, order, o.seq_len + 1, o.packing);
   }
-  model = std::make_unique<model::Transformer>(args, params);
+  model = std::make_unique<model::Transformer>(args, params, ranks->model_parallel());
   params.alloc_grads();
-  opt = std::make_unique<train::AdamW>(params, o.optimizer);
+  if (ranks->active()) ranks->attach(*model, o.optimizer);
+  else opt = std::make_unique<train::AdamW>(params, o.optimizer);
   st.kind = "sft";
   st.seed = o.seed;
   st.seq_len = o.seq_len;
@@ -205,13 +211,19 @@ void Run::init() {
     DS_THROW(UsageError, "--resume never: {} already holds checkpoints (up to {}); give another "
              "--out or remove them", o.out, io::find_latest_checkpoint(o.out)->filename().string());
   resumed_from = train::resolve_resume(o.resume == "never" ? "" : o.resume, o.out);
-  if (resumed_from.empty()) model::load_model(params, o.init);
+  // an expert- or pipeline-parallel rank takes only the tensors it holds from --init
+  if (resumed_from.empty())
+    model::load_model(params, o.init,
+                      ranks->partial_model() ? std::vector<std::string>{"*"} : std::vector<std::string>{});
   else resume(resumed_from);
-  metrics.open(o.metrics, st.step);   // a fresh run starts the file over
+  if (ranks->main()) metrics.open(o.metrics, st.step);   // a fresh run starts the file over
 }
 
 void Run::resume(const fs::path& dir) {
-  train::TrainerState saved = train::load_checkpoint(dir, params, *opt);
+  train::TrainerState saved =
+      ranks->active() ? train::load_checkpoint(dir, params, ranks->opt(),
+                                               train::CheckpointLoadOptions{ranks->partial_model()})
+                      : train::load_checkpoint(dir, params, *opt);
   if (saved.kind != "sft")
     DS_THROW(UsageError, "{}: a {} checkpoint, not an SFT one (use it as --init, or --resume never)",
              dir.string(), saved.kind);
@@ -241,6 +253,16 @@ double Run::evaluate() {
   const int64_t mb = micro(), n = int64_t(val_rows.size());
   int64_t batches = (n + mb - 1) / mb;
   if (o.eval_batches > 0) batches = std::min(batches, o.eval_batches);
+  if (ranks->active()) {   // batches dealt round-robin to the data-parallel ranks
+    const dist::Topology& t = ranks->topo();
+    std::vector<model::Batch> mine;
+    for (int64_t i = t.dp_rank(); i < batches; i += t.layout().dp) {
+      std::span<const Row> rows(val_rows.data() + i * mb, size_t(std::min(mb, n - i * mb)));
+      mine.push_back(make_batch(data.val.samples, rows, o.seq_len, data.pad_id));
+    }
+    const auto [sum, weight] = ranks->step().forward_loss(ctx, mine);
+    return weight > 0 ? sum / weight : NAN;
+  }
   double sum = 0, weight = 0;
   for (int64_t i = 0; i < batches; ++i) {
     std::span<const Row> rows(val_rows.data() + i * mb, size_t(std::min(mb, n - i * mb)));
@@ -254,8 +276,12 @@ double Run::evaluate() {
 
 void Run::save() {
   st.data = stream->state();
-  train::save_run_checkpoint(o.out, o.keep_last, data.tokenizer_path, o.save_bf16, args, params,
-                             *opt, st);
+  if (ranks->active())
+    train::save_run_checkpoint(o.out, o.keep_last, data.tokenizer_path, o.save_bf16, args, params,
+                               ranks->opt(), st, ranks->topo().world());
+  else
+    train::save_run_checkpoint(o.out, o.keep_last, data.tokenizer_path, o.save_bf16, args, params,
+                               *opt, st);
 }
 
 void Run::step_once(train::Progress& progress) {
@@ -270,16 +296,31 @@ void Run::step_once(train::Progress& progress) {
   for (const Row& r : rows) { real_tokens += r.tokens; samples += int64_t(r.samples.size()); }
   params.zero_grads();
   train::StepAccumulator acc;
-  for (int64_t m = 0; m * micro() < B; ++m) {
-    std::span<const Row> part(rows.data() + m * micro(), size_t(std::min(micro(), B - m * micro())));
-    const double share = double(count_targets(data.train.samples, part)) / double(W);
-    model::Batch b = make_batch(data.train.samples, part, o.seq_len, data.pad_id);
-    acc.add(model->forward_backward(ctx, b, w, float(share)), share);
+  train::UpdateResult u;
+  if (ranks->active()) {   // every rank packs the whole step (one data position), runs its slice
+    std::vector<train::MicroBatch> mbs;
+    for (const auto& [first, count] : ranks->micro_slices(B, o.micro_batch_size)) {
+      std::span<const Row> part(rows.data() + first, size_t(count));
+      const double share = double(count_targets(data.train.samples, part)) / double(W);
+      mbs.push_back(train::MicroBatch{make_batch(data.train.samples, part, o.seq_len, data.pad_id), share});
+    }
+    acc = ranks->step().forward_backward(ctx, mbs, w);
+    ranks->step().reduce(acc);
+    st.step++;
+    st.tokens_seen += real_tokens;
+    u = train::apply_update(ctx, ranks->step(), ranks->opt(), st, acc, lr, o.gamma,
+                            o.skip_nonfinite, o.out);
+  } else {
+    for (int64_t m = 0; m * micro() < B; ++m) {
+      std::span<const Row> part(rows.data() + m * micro(), size_t(std::min(micro(), B - m * micro())));
+      const double share = double(count_targets(data.train.samples, part)) / double(W);
+      model::Batch b = make_batch(data.train.samples, part, o.seq_len, data.pad_id);
+      acc.add(model->forward_backward(ctx, b, w, float(share)), share);
+    }
+    st.step++;
+    st.tokens_seen += real_tokens;
+    u = train::apply_update(ctx, *model, *opt, st, acc, lr, o.gamma, o.skip_nonfinite, o.out);
   }
-  st.step++;
-  st.tokens_seen += real_tokens;
-  train::UpdateResult u =
-      train::apply_update(ctx, *model, *opt, st, acc, lr, o.gamma, o.skip_nonfinite, o.out);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double tps = double(real_tokens) / std::max(1e-9, secs);
   step_seconds += secs;
@@ -304,7 +345,7 @@ void Run::step_once(train::Progress& progress) {
     spdlog::info("step {}: validation loss {:.4f}", st.step, last_val);
   }
   metrics.write(j.dump());
-  progress.update(st.step, acc.loss, lr, tps);
+  if (ranks->main()) progress.update(st.step, acc.loss, lr, tps);
   if (o.save_every > 0 && st.step % o.save_every == 0 && !last) save();
 }
 
@@ -327,16 +368,20 @@ void sft(const SftOptions& options) {
     spdlog::info("nothing to do: the checkpoint is at step {} of {}", run.st.step, run.st.total_steps);
   } else {
     spdlog::info("fine-tuning {} parameters: {} samples ({} target tokens), {} steps of {} rows x "
-                 "{} tokens, {} threads", run.params.numel(), run.data.train.samples.size(),
+                 "{} tokens, {} threads{}", run.params.numel(), run.data.train.samples.size(),
                  run.data.train.targets, run.st.total_steps, opts.batch_size, opts.seq_len + 1,
-                 run.ctx.threads);
+                 run.ctx.threads, run.ranks->active() ? " per rank, " + run.ranks->describe() : "");
     train::Progress progress(run.st.total_steps, opts.log_every);
-    const int sig = train::run_step_loop(run.st, opts.stop_after, [&] { run.step_once(progress); });
-    progress.finish();
+    std::function<bool(bool)> agree;
+    if (run.ranks->active()) agree = [&](bool local) { return run.ranks->step().agree_stop(local); };
+    const int sig =
+        train::run_step_loop(run.st, opts.stop_after, [&] { run.step_once(progress); }, agree);
+    if (run.ranks->main()) progress.finish();
     interrupted = sig != 0;
     if (interrupted) spdlog::warn("signal {} received: saving a checkpoint and stopping", sig);
     run.save();
   }
+  if (!run.ranks->main()) return;
   json summary{{"steps", run.st.step}, {"total_steps", run.st.total_steps},
                {"tokens", run.st.tokens_seen},
                {"checkpoint", (fs::path(opts.out) / io::checkpoint_dir_name(uint64_t(run.st.step))).string()},

@@ -1,7 +1,10 @@
 // The pre-training run (see include/ds/train/pretrain.hpp): setup, the step loop, evaluation,
 // checkpoints and resume. One step = batch(tokens_seen) sequences in micro-batches, gradients
 // accumulated with weight 1/n_micro, global-norm clipping, AdamW, then the router-bias update
-// from the step's summed expert counts (spec §4.8 steps 1-7).
+// from the step's summed expert counts (spec §4.8 steps 1-7). Launched on several ranks
+// (docs/distributed.md), each rank reads the whole global batch (so the data position stays
+// one number), takes its data-parallel slice, runs it through its pipeline stage (DistStep)
+// and ZeRO-1 AdamW (ShardedAdamW); rank 0 writes metrics and progress.
 #include "ds/train/pretrain.hpp"
 
 #include <nlohmann/json.hpp>
@@ -18,10 +21,12 @@
 #include "ds/io/checkpoint.hpp"
 #include "ds/model/transformer.hpp"
 #include "ds/train/data_loader.hpp"
+#include "ds/train/dist_step.hpp"
 #include "ds/train/metrics.hpp"
 #include "ds/train/run_setup.hpp"
 #include "ds/train/state.hpp"
 #include "ds/train/trainer.hpp"
+#include "ds/train/zero.hpp"
 
 namespace ds::train {
 
@@ -37,7 +42,8 @@ struct Run {
   std::unique_ptr<PackedLoader> loader;
   model::ParamStore params;
   std::unique_ptr<model::Transformer> model;
-  std::unique_ptr<AdamW> opt;
+  std::unique_ptr<AdamW> opt;          // one process
+  std::unique_ptr<DistRuntime> ranks;   // several ranks when ranks->active()
   std::unique_ptr<Schedule> sched;
   TrainerState st;
   MetricsWriter metrics;
@@ -49,11 +55,13 @@ struct Run {
   explicit Run(const PretrainOptions& opts) : o(opts) {}
   void init();
   double evaluate();
+  double evaluate_dist();
   void save();
   void step_once(Progress& progress);
 };
 
 void Run::init() {
+  ranks = std::make_unique<DistRuntime>(o.dist);
   setup = resolve_setup(o);
   ctx = setup.ctx;
   if (o.profile) ctx.prof = &prof;
@@ -66,10 +74,11 @@ void Run::init() {
                                      : std::min<int64_t>(256, std::max<int64_t>(1, n_seq / 100));
   if (o.eval_every <= 0 && o.val_sequences < 0) val = 0;
   loader = std::make_unique<PackedLoader>(*dataset, o.seq_len, o.seed, val);
-  model = std::make_unique<model::Transformer>(setup.args, params);
+  model = std::make_unique<model::Transformer>(setup.args, params, ranks->model_parallel());
   params.alloc_grads();
-  params.init(o.seed);
-  opt = std::make_unique<AdamW>(params, o.optimizer);
+  params.init(o.seed);   // a function of (seed, name): every rank gets the same values
+  if (ranks->active()) ranks->attach(*model, o.optimizer);
+  else opt = std::make_unique<AdamW>(params, o.optimizer);
   sched = std::make_unique<Schedule>(o.schedule, setup.total_tokens, setup.total_steps,
                                      o.batch_size);
   st.seed = o.seed;
@@ -77,7 +86,11 @@ void Run::init() {
   st.total_steps = setup.total_steps;
   st.total_tokens = setup.total_tokens;
   if (!setup.resume_from.empty()) {
-    TrainerState saved = load_checkpoint(setup.resume_from, params, *opt);
+    // an expert- or pipeline-parallel rank loads only the tensors it holds
+    TrainerState saved = ranks->active()
+                             ? load_checkpoint(setup.resume_from, params, ranks->opt(),
+                                               CheckpointLoadOptions{ranks->partial_model()})
+                             : load_checkpoint(setup.resume_from, params, *opt);
     if (saved.seed != st.seed || saved.seq_len != st.seq_len)
       DS_THROW(UsageError, "{}: saved with --seed {} --seq-len {}; resume needs the same values",
                setup.resume_from.string(), saved.seed, saved.seq_len);
@@ -91,12 +104,13 @@ void Run::init() {
     spdlog::info("resumed from {} at step {} ({} tokens)", setup.resume_from.string(), st.step,
                  st.tokens_seen);
   }
-  metrics.open(o.metrics, setup.resume_from.empty() ? -1 : st.step);
+  if (ranks->main()) metrics.open(o.metrics, setup.resume_from.empty() ? -1 : st.step);
 }
 
 double Run::evaluate() {
   int64_t n_val = loader->n_val();
   if (n_val == 0) return NAN;
+  if (ranks->active()) return evaluate_dist();
   int64_t B = std::max<int64_t>(1, o.micro_batch_size > 0 ? o.micro_batch_size : o.batch_size);
   int64_t batches = std::min<int64_t>(o.eval_batches, (n_val + B - 1) / B);
   double sum = 0;
@@ -114,9 +128,32 @@ double Run::evaluate() {
   return sum / double(n);
 }
 
+// The same batches as evaluate(), dealt round-robin to the data-parallel ranks and run
+// forward-only through the pipeline; the sums are completed over the world.
+double Run::evaluate_dist() {
+  const int64_t n_val = loader->n_val();
+  const int64_t B = std::max<int64_t>(1, o.micro_batch_size > 0 ? o.micro_batch_size : o.batch_size);
+  const int64_t batches = std::min<int64_t>(o.eval_batches, (n_val + B - 1) / B);
+  const dist::Topology& t = ranks->topo();
+  std::vector<model::Batch> mine;
+  for (int64_t i = t.dp_rank(); i < batches; i += t.layout().dp) {
+    const int64_t first = i * B, b = std::min(B, n_val - first);
+    model::Batch batch;
+    batch.tokens = Tensor::empty({b, o.seq_len + 1}, DType::i32);
+    loader->val_batch(first, b, batch.tokens);
+    mine.push_back(batch);
+  }
+  const auto [sum, weight] = ranks->step().forward_loss(ctx, mine);
+  return weight > 0 ? sum / weight : NAN;
+}
+
 void Run::save() {
   st.data = loader->state();
-  save_run_checkpoint(o.out, o.keep_last, o.tokenizer, o.save_bf16, setup.args, params, *opt, st);
+  if (ranks->active())
+    save_run_checkpoint(o.out, o.keep_last, o.tokenizer, o.save_bf16, setup.args, params,
+                        ranks->opt(), st, ranks->topo().world());
+  else
+    save_run_checkpoint(o.out, o.keep_last, o.tokenizer, o.save_bf16, setup.args, params, *opt, st);
 }
 
 // One optimiser step.
@@ -130,18 +167,37 @@ void Run::step_once(Progress& progress) {
   model::LossWeights w{float(lambda), float(o.balance_alpha)};
   params.zero_grads();
   StepAccumulator acc;
-  for (int64_t m = 0; m < n_micro; ++m) {
-    int64_t b = std::min(micro, B - m * micro);
-    model::Batch batch;
-    batch.tokens = Tensor::empty({b, o.seq_len + 1}, DType::i32);
-    loader->next(b, batch.tokens);
-    // each micro-batch's mean loss weighs b/B of the step's loss
-    auto r = model->forward_backward(ctx, batch, w, float(double(b) / double(B)));
-    acc.add(r, double(b) / double(B));
+  UpdateResult u;
+  if (ranks->active()) {
+    // every rank reads the global batch (one data position for all) and keeps its slice
+    Tensor all = Tensor::empty({B, o.seq_len + 1}, DType::i32);
+    loader->next(B, all);
+    std::vector<MicroBatch> mbs;
+    for (const auto& [first, b] : ranks->micro_slices(B, o.micro_batch_size)) {
+      MicroBatch m;
+      m.batch.tokens = all.slice0(first, first + b);
+      m.share = double(b) / double(B);   // each micro-batch's mean loss weighs b/B
+      mbs.push_back(std::move(m));
+    }
+    acc = ranks->step().forward_backward(ctx, mbs, w);
+    ranks->step().reduce(acc);
+    st.step++;
+    st.tokens_seen += B * o.seq_len;
+    u = apply_update(ctx, ranks->step(), ranks->opt(), st, acc, lr, gamma, o.skip_nonfinite, o.out);
+  } else {
+    for (int64_t m = 0; m < n_micro; ++m) {
+      int64_t b = std::min(micro, B - m * micro);
+      model::Batch batch;
+      batch.tokens = Tensor::empty({b, o.seq_len + 1}, DType::i32);
+      loader->next(b, batch.tokens);
+      // each micro-batch's mean loss weighs b/B of the step's loss
+      auto r = model->forward_backward(ctx, batch, w, float(double(b) / double(B)));
+      acc.add(r, double(b) / double(B));
+    }
+    st.step++;
+    st.tokens_seen += B * o.seq_len;
+    u = apply_update(ctx, *model, *opt, st, acc, lr, gamma, o.skip_nonfinite, o.out);
   }
-  st.step++;
-  st.tokens_seen += B * o.seq_len;
-  UpdateResult u = apply_update(ctx, *model, *opt, st, acc, lr, gamma, o.skip_nonfinite, o.out);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   double tps = double(B * o.seq_len) / std::max(1e-9, secs);
   prof_step_s += secs;
@@ -161,8 +217,10 @@ void Run::step_once(Progress& progress) {
     if (std::isfinite(v)) j["val_loss"] = v;
     spdlog::info("step {}: validation loss {:.4f}", st.step, v);
   }
+  if (ranks->active() && ranks->topo().layout().pp > 1)
+    j["pipeline_bubble"] = ranks->step().timing().bubble();
   metrics.write(j.dump());
-  progress.update(st.step, acc.loss, lr, tps);
+  if (ranks->main()) progress.update(st.step, acc.loss, lr, tps);
   if (o.save_every > 0 && st.step % o.save_every == 0 && st.step < st.total_steps) save();
 }
 
@@ -176,18 +234,26 @@ void pretrain(const PretrainOptions& opts) {
                  run.st.total_steps);
     return;
   }
-  spdlog::info("training {} parameters for {} steps ({} tokens), batch {} x {} tokens, {} threads",
+  const bool distributed = run.ranks->active();
+  spdlog::info("training {} parameters for {} steps ({} tokens), batch {} x {} tokens, {} threads{}",
                run.params.numel(), run.st.total_steps, run.st.total_tokens, opts.batch_size,
-               opts.seq_len, run.ctx.threads);
+               opts.seq_len, run.ctx.threads, distributed ? " per rank, " + run.ranks->describe() : "");
   Progress progress(run.st.total_steps, opts.log_every);
-  const int sig = run_step_loop(run.st, opts.stop_after, [&] { run.step_once(progress); });
+  std::function<bool(bool)> agree;
+  if (distributed) agree = [&](bool local) { return run.ranks->step().agree_stop(local); };
+  const int sig = run_step_loop(run.st, opts.stop_after, [&] { run.step_once(progress); }, agree);
   const bool interrupted = sig != 0;
-  progress.finish();
+  if (run.ranks->main()) progress.finish();
   if (interrupted) spdlog::warn("signal {} received: saving a checkpoint and stopping", sig);
   run.save();
+  if (!run.ranks->main()) return;
   json summary{{"steps", run.st.step}, {"tokens", run.st.tokens_seen},
                {"checkpoint", (fs::path(opts.out) / io::checkpoint_dir_name(uint64_t(run.st.step))).string()},
                {"nonfinite_skipped", run.st.nonfinite_skipped}, {"interrupted", interrupted}};
+  if (distributed) {
+    summary["ranks"] = run.ranks->topo().world_size();
+    if (run.ranks->topo().layout().pp > 1) summary["pipeline_bubble"] = run.ranks->step().timing().bubble();
+  }
   if (opts.profile)
     summary["profile"] =
         json::parse(profile_report(run.prof, run.prof_step_s, run.prof_steps, run.prof_tokens));

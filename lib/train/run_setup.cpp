@@ -8,6 +8,7 @@
 #include "ds/core/error.hpp"
 #include "ds/core/thread_pool.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
+#include "ds/train/dist_step.hpp"
 #include "ds/train/trainer.hpp"
 
 namespace ds::train {
@@ -18,7 +19,7 @@ ops::Context make_context(const std::string& device, int threads) {
     DS_THROW(UsageError, "--device cuda: this build has no CUDA training path yet (use --device cpu)");
   if (device != "cpu") DS_THROW(UsageError, "--device: unknown device '{}' (cpu, cuda)", device);
   ctx.device = Device::cpu;
-  ctx.threads = resolve_threads(threads);
+  ctx.threads = threads > 0 ? threads : default_threads_per_rank();   // ranks share the cores
   ops::set_cpu_threads(ctx.threads);
   return ctx;
 }

@@ -3,7 +3,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstring>
+#include <exception>
+#include <memory>
+#include <unordered_map>
 
 #include "ds/core/error.hpp"
 #include "ds/io/checkpoint.hpp"
@@ -59,16 +63,18 @@ static TrainerState state_from_json(const std::string& text, const std::string& 
   return st;
 }
 
-void save_checkpoint(const SaveSpec& spec, const model::ModelArgs& args,
-                     const model::ParamStore& params, AdamW& opt, const TrainerState& st) {
+namespace {
+
+// The files one process writes besides config.json: shared by save_checkpoint for AdamW and
+// for a ZeRO-1 optimiser on a world of one, so both give the same bytes.
+void save_single(const SaveSpec& spec, const model::ModelArgs& args,
+                 const model::ParamStore& params, const std::vector<io::TensorSource>& moments,
+                 const TrainerState& st) {
   io::CheckpointWriter w(spec.dir);
   model::save_model(params, args, w.path(), spec.bf16, spec.max_shard_bytes);
   if (!spec.tokenizer.empty()) io::copy_tokenizer_files(spec.tokenizer, w.path());
   fs::path sd = w.path() / "training_state";
   fs::create_directories(sd);
-  std::vector<io::TensorSource> moments;
-  for (auto& [name, t] : opt.state_tensors())
-    moments.push_back(io::TensorSource::from_tensor(name, *t, t->dtype()));
   io::write_safetensors(sd / "optimizer.safetensors", moments);
   if (spec.bf16) {
     std::vector<io::TensorSource> masters;
@@ -78,35 +84,278 @@ void save_checkpoint(const SaveSpec& spec, const model::ModelArgs& args,
   }
   io::write_file_atomic(sd / "trainer_state.json", state_to_json(st).dump(2) + "\n");
   w.commit();
+  if (spec.keep_last > 0) io::prune_checkpoints(w.final_path().parent_path(), spec.keep_last);
 }
 
-TrainerState load_checkpoint(const fs::path& dir, model::ParamStore& params, AdamW& opt) {
+}  // namespace
+
+void save_checkpoint(const SaveSpec& spec, const model::ModelArgs& args,
+                     const model::ParamStore& params, AdamW& opt, const TrainerState& st) {
+  std::vector<io::TensorSource> moments;
+  for (auto& [name, t] : opt.state_tensors())
+    moments.push_back(io::TensorSource::from_tensor(name, *t, t->dtype()));
+  save_single(spec, args, params, moments, st);
+}
+
+
+// ---- Checkpoints written by several ranks -----------------------------------------------
+
+namespace {
+
+// "<what>-RRRRR-of-WWWWW.safetensors": the file of world rank `rank` (numbered from 1, as HF
+// numbers shards; ranks that write nothing leave gaps, the index names only existing files).
+std::string rank_file(const char* what, int rank, int world) {
+  return fmt::format("{}-{:05d}-of-{:05d}.safetensors", what, rank + 1, world);
+}
+
+// Every rank learns whether any rank failed since the last call; the failed rank rethrows its
+// own error, the others throw one naming it. Also a barrier.
+void agree_or_throw(dist::Comm& world, const std::exception_ptr& err, const fs::path& dir,
+                    const char* phase) {
+  int64_t who = err ? world.rank() + 1 : 0;
+  world.all_reduce_max(&who, 1, DType::i64);
+  if (err) std::rethrow_exception(err);
+  if (who != 0)
+    DS_THROW(IoError, "checkpoint {}: rank {} failed while {}; nothing was published",
+             dir.string(), who - 1, phase);
+}
+
+// The names every rank writes into its model file, in rank order (for the index).
+std::vector<std::vector<std::string>> gather_names(dist::Comm& world,
+                                                   const std::vector<io::TensorSource>& mine) {
+  std::string blob;
+  for (const auto& t : mine) blob += t.name + '\n';
+  std::vector<int64_t> counts(size_t(world.size()));
+  int64_t n = int64_t(blob.size());
+  world.all_gather(&n, counts.data(), 1, DType::i64);
+  int64_t total = 0;
+  for (int64_t c : counts) total += c;
+  std::string all(size_t(total), '\0');
+  world.all_gather_v(blob.data(), all.data(), counts, DType::u8);
+  std::vector<std::vector<std::string>> out(size_t(world.size()));
+  size_t pos = 0;
+  for (size_t r = 0; r < out.size(); ++r) {
+    const size_t end = pos + size_t(counts[r]);
+    while (pos < end) {
+      const size_t nl = all.find('\n', pos);
+      out[r].push_back(all.substr(pos, nl - pos));
+      pos = nl + 1;
+    }
+  }
+  return out;
+}
+
+// model.safetensors.index.json over the rank files (weight_map in rank order, then each
+// rank's order; the format write_safetensors_dir writes).
+void write_rank_index(const fs::path& dir, const std::vector<std::vector<std::string>>& names,
+                      int64_t total_bytes) {
+  nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
+  const int world = int(names.size());
+  for (int r = 0; r < world; ++r)
+    for (const std::string& n : names[size_t(r)]) {
+      if (weight_map.contains(n))
+        DS_THROW(InternalError, "checkpoint {}: tensor {} written by two ranks", dir.string(), n);
+      weight_map[n] = rank_file("model", r, world);
+    }
+  nlohmann::ordered_json index = {{"metadata", {{"total_size", total_bytes}}},
+                                  {"weight_map", weight_map}};
+  io::write_file_atomic(dir / io::kSafetensorsIndex, index.dump(2) + "\n");
+}
+
+// Rank 0 creates the temporary directory (and training_state/ in it); every rank gets its path.
+fs::path open_shared_dir(dist::Comm& world, const SaveSpec& spec,
+                         std::unique_ptr<io::CheckpointWriter>& w) {
+  std::exception_ptr err;
+  std::string path;
+  if (world.rank() == 0) {
+    try {
+      w = std::make_unique<io::CheckpointWriter>(spec.dir);
+      fs::create_directories(w->path() / "training_state");
+      path = w->path().string();
+    } catch (...) {
+      err = std::current_exception();
+    }
+  }
+  agree_or_throw(world, err, spec.dir, "creating the temporary directory");
+  int64_t n = int64_t(path.size());
+  world.broadcast(&n, 1, DType::i64, 0);
+  path.resize(size_t(n));
+  world.broadcast(path.data(), n, DType::u8, 0);
+  return path;
+}
+
+}  // namespace
+
+void save_checkpoint(const SaveSpec& spec, const model::ModelArgs& args,
+                     const model::ParamStore& params, ShardedAdamW& opt, const TrainerState& st,
+                     dist::Comm& world) {
+  DS_CHECK(&params == &opt.params(), "save_checkpoint: the store is not the optimiser's");
+  std::vector<std::pair<std::string, Tensor>> state = opt.gather_state();   // collective
+  std::vector<io::TensorSource> moments;
+  for (auto& [name, t] : state) moments.push_back(io::TensorSource::from_tensor(name, t, t.dtype()));
+  if (world.size() == 1) {
+    save_single(spec, args, params, moments, st);
+    return;
+  }
+  auto keep = [&](const std::string& name) {
+    const model::Param* p = params.find(name);
+    return p ? opt.writes(*p) : opt.writes_buffers();
+  };
+  const std::vector<io::TensorSource> weights = model::model_tensor_sources(params, spec.bf16, keep);
+  const auto names = gather_names(world, weights);                           // collective
+  std::vector<int64_t> bytes{0};
+  for (const auto& t : weights) bytes[0] += int64_t(t.nbytes());
+  world.all_reduce_sum(bytes);
+
+  std::unique_ptr<io::CheckpointWriter> w;
+  const fs::path dir = open_shared_dir(world, spec, w);
+  const fs::path sd = dir / "training_state";
+  const int rank = world.rank(), size = world.size();
+  std::exception_ptr err;
+  try {
+    if (!weights.empty()) io::write_safetensors(dir / rank_file("model", rank, size), weights);
+    if (!moments.empty()) io::write_safetensors(sd / rank_file("optimizer", rank, size), moments);
+    if (spec.bf16) {
+      std::vector<io::TensorSource> masters;
+      for (const model::Param& p : params.params())
+        if (opt.writes(p))
+          masters.push_back(io::TensorSource::from_tensor(p.info.name, p.value, DType::f32));
+      if (!masters.empty()) io::write_safetensors(sd / rank_file("master", rank, size), masters);
+    }
+    if (rank == 0) {
+      model::save_model_config(args, dir, spec.bf16);
+      write_rank_index(dir, names, bytes[0]);
+      if (!spec.tokenizer.empty()) io::copy_tokenizer_files(spec.tokenizer, dir);
+      io::write_file_atomic(sd / "trainer_state.json", state_to_json(st).dump(2) + "\n");
+    }
+  } catch (...) {
+    err = std::current_exception();
+  }
+  agree_or_throw(world, err, spec.dir, "writing its files");
+  if (rank == 0) {
+    try {
+      w->commit();
+      if (spec.keep_last > 0) io::prune_checkpoints(w->final_path().parent_path(), spec.keep_last);
+    } catch (...) {
+      err = std::current_exception();
+    }
+  }
+  // Nobody returns before the checkpoint is visible under its final name (or has failed).
+  agree_or_throw(world, err, spec.dir, "publishing the checkpoint");
+}
+
+// ---- Loading ------------------------------------------------------------------------------
+
+namespace {
+
+// Every training_state/<stem>.safetensors and <stem>-*.safetensors file, mapped, with an index
+// of their tensors (a name in two files is a FormatError).
+struct StateFiles {
+  std::vector<std::unique_ptr<io::SafetensorsFile>> files;
+  std::unordered_map<std::string, const io::TensorView*> index;
+  const io::TensorView* find(const std::string& name) const {
+    auto it = index.find(name);
+    return it == index.end() ? nullptr : it->second;
+  }
+};
+
+StateFiles open_state_files(const fs::path& sd, const std::string& stem) {
+  std::vector<fs::path> paths;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(sd, ec)) {
+    const std::string n = e.path().filename().string();
+    if (e.is_regular_file() && n.ends_with(".safetensors") &&
+        (n == stem + ".safetensors" || n.starts_with(stem + "-")))
+      paths.push_back(e.path());
+  }
+  std::sort(paths.begin(), paths.end());
+  StateFiles sf;
+  for (const fs::path& p : paths) {
+    sf.files.push_back(std::make_unique<io::SafetensorsFile>(p));
+    const io::SafetensorsFile& f = *sf.files.back();
+    for (const std::string& name : f.names())
+      if (!sf.index.emplace(name, &f.get(name)).second)
+        DS_THROW(FormatError, "{}: tensor {} is also in another {}*.safetensors file", p.string(),
+                 name, stem);
+  }
+  return sf;
+}
+
+// "a, b, c (+N more)": the first 20 names.
+std::string name_list(const std::vector<std::string>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size() && i < 20; ++i) s += (i ? ", " : "") + v[i];
+  if (v.size() > 20) s += fmt::format(" (+{} more)", v.size() - 20);
+  return s;
+}
+
+// The trainer state, the weights and buffers, and the FP32 masters when present.
+TrainerState load_model_state(const fs::path& dir, model::ParamStore& params,
+                              const CheckpointLoadOptions& lo) {
   fs::path sd = dir / "training_state";
   fs::path state_file = sd / "trainer_state.json";
   if (!fs::exists(state_file))
     DS_THROW(FormatError, "{}: not a training checkpoint (no training_state/trainer_state.json)",
              dir.string());
   TrainerState st = state_from_json(io::read_file(state_file), state_file.string());
-  model::load_model(params, dir);
-  if (fs::exists(sd / "master.safetensors")) {
-    io::SafetensorsFile masters(sd / "master.safetensors");
-    for (auto& p : params.params()) {
-      const auto& v = masters.get(p.info.name);
-      if (v.dtype != DType::f32 || v.shape != p.info.shape)
-        DS_THROW(FormatError, "{}: tensor {} has the wrong dtype or shape", masters.path().string(),
-                 p.info.name);
-      std::memcpy(p.value.raw(), v.data, v.nbytes);
-    }
+  io::SafetensorsDir weights(dir);
+  model::LoadOptions mo;
+  mo.subset = lo.subset;
+  model::load_model(params, weights, dir.string(), mo);
+  StateFiles masters = open_state_files(sd, "master");
+  if (masters.files.empty()) return st;
+  std::vector<std::string> missing;
+  for (auto& p : params.params()) {
+    const io::TensorView* v = masters.find(p.info.name);
+    if (!v) { missing.push_back(p.info.name); continue; }
+    if (v->dtype != DType::f32 || v->shape != p.info.shape)
+      DS_THROW(FormatError, "{}: master tensor {} has the wrong dtype or shape", sd.string(),
+               p.info.name);
+    std::memcpy(p.value.raw(), v->data, v->nbytes);
   }
-  io::SafetensorsFile moments(sd / "optimizer.safetensors");
+  if (!missing.empty())
+    DS_THROW(FormatError, "{}: {} master tensors missing: {}", sd.string(), missing.size(),
+             name_list(missing));
+  return st;
+}
+
+StateFiles open_moments(const fs::path& dir) {
+  StateFiles sf = open_state_files(dir / "training_state", "optimizer");
+  if (sf.files.empty())
+    DS_THROW(FormatError, "{}: no training_state/optimizer*.safetensors (optimizer moments)",
+             dir.string());
+  return sf;
+}
+
+}  // namespace
+
+TrainerState load_checkpoint(const fs::path& dir, model::ParamStore& params, AdamW& opt,
+                             const CheckpointLoadOptions& lo) {
+  TrainerState st = load_model_state(dir, params, lo);
+  StateFiles moments = open_moments(dir);
+  std::vector<std::string> missing;
   for (auto& [name, t] : opt.state_tensors()) {
-    const auto& v = moments.get(name);
-    if (v.dtype != t->dtype() || v.shape != t->shape())
-      DS_THROW(FormatError, "{}: tensor {} is {} {}, expected {} {}", moments.path().string(), name,
-               dtype_name(v.dtype), shape_str(v.shape), dtype_name(t->dtype()),
+    const io::TensorView* v = moments.find(name);
+    if (!v) { missing.push_back(name); continue; }
+    if (v->dtype != t->dtype() || v->shape != t->shape())
+      DS_THROW(FormatError, "{}: tensor {} is {} {}, expected {} {}", dir.string(), name,
+               dtype_name(v->dtype), shape_str(v->shape), dtype_name(t->dtype()),
                shape_str(t->shape()));
-    std::memcpy(t->raw(), v.data, v.nbytes);
+    std::memcpy(t->raw(), v->data, v->nbytes);
   }
+  if (!missing.empty())
+    DS_THROW(FormatError, "{}: {} optimizer moments missing: {}", dir.string(), missing.size(),
+             name_list(missing));
+  opt.set_steps_done(st.optimizer_steps);
+  return st;
+}
+
+TrainerState load_checkpoint(const fs::path& dir, model::ParamStore& params, ShardedAdamW& opt,
+                             const CheckpointLoadOptions& lo) {
+  DS_CHECK(&params == &opt.params(), "load_checkpoint: the store is not the optimiser's");
+  TrainerState st = load_model_state(dir, params, lo);
+  StateFiles moments = open_moments(dir);
+  opt.load_state([&](const std::string& name) { return moments.find(name); });
   opt.set_steps_done(st.optimizer_steps);
   return st;
 }

@@ -56,23 +56,26 @@ std::vector<double> StepAccumulator::maxvio() const {
   return out;
 }
 
+bool finite_or_skip(TrainerState& st, double loss, const GradStats& grads, bool skip_nonfinite,
+                    const std::string& run_dir) {
+  if (std::isfinite(loss) && grads.nonfinite == 0) return true;
+  if (!skip_nonfinite)
+    DS_THROW(NumericsError,
+             "step {}: non-finite {} (loss {}); stopped without saving: the last checkpoint in "
+             "{} is intact (use --skip-nonfinite to skip such steps)",
+             st.step, std::isfinite(loss) ? "gradient" : "loss", loss, run_dir);
+  st.nonfinite_skipped++;
+  spdlog::warn("step {}: non-finite loss or gradient, step skipped ({} so far)", st.step,
+               st.nonfinite_skipped);
+  return false;
+}
+
 UpdateResult apply_update(const ops::Context& ctx, model::Transformer& model, AdamW& opt,
                           TrainerState& st, const StepAccumulator& acc, double lr,
                           double gamma, bool skip_nonfinite, const std::string& run_dir) {
   UpdateResult u;
   u.grads = opt.grad_stats(ctx);
-  const bool finite = std::isfinite(acc.loss) && u.grads.nonfinite == 0;
-  if (!finite) {
-    if (!skip_nonfinite)
-      DS_THROW(NumericsError,
-               "step {}: non-finite {} (loss {}); stopped without saving: the last checkpoint in "
-               "{} is intact (use --skip-nonfinite to skip such steps)",
-               st.step, std::isfinite(acc.loss) ? "gradient" : "loss", acc.loss, run_dir);
-    st.nonfinite_skipped++;
-    spdlog::warn("step {}: non-finite loss or gradient, step skipped ({} so far)", st.step,
-                 st.nonfinite_skipped);
-    return u;
-  }
+  if (!finite_or_skip(st, acc.loss, u.grads, skip_nonfinite, run_dir)) return u;
   opt.step(ctx, float(lr), u.grads);
   st.optimizer_steps++;
   model.update_router_bias(acc.expert_counts, float(gamma));
@@ -80,13 +83,25 @@ UpdateResult apply_update(const ops::Context& ctx, model::Transformer& model, Ad
   return u;
 }
 
-int run_step_loop(const TrainerState& st, int64_t stop_after, const std::function<void()>& step) {
+int run_step_loop(const TrainerState& st, int64_t stop_after, const std::function<void()>& step,
+                  const std::function<bool(bool)>& agree) {
   g_stop_signal = 0;
   auto prev_term = std::signal(SIGTERM, on_stop_signal);
   auto prev_int = std::signal(SIGINT, on_stop_signal);
   const int64_t stop_at = stop_after > 0 ? st.step + stop_after : st.total_steps;
+  int sig = 0;
   try {
-    while (st.step < std::min(stop_at, st.total_steps) && g_stop_signal == 0) step();
+    while (st.step < std::min(stop_at, st.total_steps)) {
+      // The decision is taken once per step, from one read of the flag (agreed over the ranks
+      // when distributed), so every rank runs the same number of steps.
+      const int local = g_stop_signal;
+      const bool stop = agree ? agree(local != 0) : local != 0;
+      if (stop) {
+        sig = local != 0 ? local : SIGTERM;
+        break;
+      }
+      step();
+    }
   } catch (...) {
     std::signal(SIGTERM, prev_term);
     std::signal(SIGINT, prev_int);
@@ -94,7 +109,8 @@ int run_step_loop(const TrainerState& st, int64_t stop_after, const std::functio
   }
   std::signal(SIGTERM, prev_term);
   std::signal(SIGINT, prev_int);
-  return g_stop_signal;
+  if (sig == 0 && !agree) sig = g_stop_signal;   // arrived during the last step
+  return sig;
 }
 
 bool stop_requested() { return g_stop_signal != 0; }

@@ -65,14 +65,16 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--device", o.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
-  app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU threads per rank (0: the cores / ranks on this node)")->capture_default_str();
   ds::cli::add_precision_options(app, o.precision, o.fp8_granularity, o.fp8_scale);
   app.add_option("--seed", o.seed, "Seed of the data order and the --val-fraction split")
       ->capture_default_str();
   app.add_flag("--check-data", o.check_data, "Check, tokenise and pack the data, print statistics; train nothing");
   app.add_flag("--profile", o.profile, "Print a per-op time/GFLOP/s and peak-memory report at the end");
+  ds::cli::add_dist_options(app, o.dist);
 
   return ds::cli::run_tool(app, argc, argv, common, [&] {
+    o.dist.launch.device = o.device;
     if (o.check_data) ds::sft::check_data(o);
     else ds::sft::sft(o);
   });

@@ -3,6 +3,7 @@
 #pragma once
 #include <string>
 
+#include "ds/dist/topology.hpp"
 #include "ds/train/optimizer.hpp"
 
 namespace CLI { class App; }
@@ -14,5 +15,9 @@ void add_adamw_options(CLI::App& app, train::OptimizerOptions& op);
 // --precision fp32|bf16|fp8, --fp8-granularity tile|tensor, --fp8-scale fp32|ue8m0.
 void add_precision_options(CLI::App& app, std::string& precision, std::string& fp8_granularity,
                            std::string& fp8_scale);
+
+// Distributed use: --pp, --ep, --pp-schedule, --rank, --world-size, --local-rank,
+// --master-addr, --master-port (docs/distributed.md).
+void add_dist_options(CLI::App& app, dist::DistOptions& o);
 
 }  // namespace ds::cli

@@ -31,9 +31,9 @@ struct Block {
   std::unique_ptr<MLP> mlp;       // dense FFN, or null
   std::unique_ptr<MoE> moe;       // MoE FFN, or null
 
-  // prefix e.g. "model.layers.3."
+  // prefix e.g. "model.layers.3."; ep: the MoE's expert-parallel group (moe.hpp).
   Block(ParamStore& store, const ModelArgs& args, const std::string& prefix, int layer,
-        bool is_moe);
+        bool is_moe, const ExpertParallel& ep = {});
   // out (N, C) allocated when undefined. Without opt.train the MoE frees its expert activations
   // as it goes; the caller drops s (after reading s.moe.counts / balance).
   void forward(const ops::Context& ctx, const Tensor& x /*(N,C)*/, const SeqInfo& seq,

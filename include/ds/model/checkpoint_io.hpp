@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,14 @@ inline constexpr uint64_t kDefaultMaxShardBytes = uint64_t(5) << 30;   // 5 GiB,
 // first so a stale index can never shadow the new files.
 void save_model(const ParamStore& ps, const ModelArgs& args, const std::filesystem::path& dir,
                 bool bf16, uint64_t max_shard_bytes = kDefaultMaxShardBytes);
+
+// The two halves of save_model, for checkpoints written by several ranks (each rank writes
+// the tensors it owns into its own file; one rank writes config.json and the index):
+// config.json alone, and the tensors of `ps` that `keep` selects (parameters in registration
+// order, then buffers, as save_model lays them out). The sources point into `ps`.
+void save_model_config(const ModelArgs& args, const std::filesystem::path& dir, bool bf16);
+std::vector<io::TensorSource> model_tensor_sources(
+    const ParamStore& ps, bool bf16, const std::function<bool(const std::string& name)>& keep);
 
 // Fills every parameter and buffer of `ps` from the safetensors in `dir` (F32/BF16/F16 are
 // converted to F32). FormatError listing all problems at once: tensors the model needs but
@@ -44,6 +53,10 @@ struct LoadOptions {
   bool fp8 = false;                         // accept FP8 e4m3 weights with their scales
   int64_t block_rows = 128, block_cols = 128;
   std::vector<std::pair<std::string, std::string>> copies;   // file name -> model name
+  // The store holds part of the model (an expert- or pipeline-parallel rank): tensors in the
+  // directory that the store lacks are ignored (not reported as unexpected); tensors the
+  // store needs are still required.
+  bool subset = false;
 };
 
 struct LoadStats {

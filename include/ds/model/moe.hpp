@@ -2,13 +2,17 @@
 // Gate. The N*K (token, expert) pairs are grouped by expert with a stable counting sort (so the
 // order is a function of the routing only), each expert runs on its gathered rows, and its
 // outputs are scatter-added with the gate weights; no capacity, no token dropping.
-// reference: DeepSeek-V3 inference/model.py MoE.forward / Expert; spec §1.9; docs/model.md.
+// With expert parallelism (ep > 1) a rank holds experts [e0, e0 + E/ep) only: the rows of the
+// pairs routed elsewhere travel there and back with all-to-all (lib/model/moe_ep.cpp).
+// reference: DeepSeek-V3 inference/model.py MoE.forward / Expert; spec §1.9, §4.5;
+// docs/model.md.
 #pragma once
 #include <string>
 #include <vector>
 
 #include "ds/model/gate.hpp"
 #include "ds/model/mlp.hpp"
+#include "ds/model/parallel.hpp"
 
 namespace ds::model {
 
@@ -19,6 +23,19 @@ struct ExpertSaved {
   Tensor y;          // (M, C) expert output before weighting
 };
 
+// Expert-parallel bookkeeping of one pass. "Received order": the rows from rank 0, then rank 1,
+// ...; from each source, its rows for local expert 0, then 1, ... "Expert-major order": the
+// rows of local expert 0 from every source (in source order), then expert 1, ... R = ep size,
+// El = E/R local experts, Mr = rows this rank received.
+struct MoEDispatch {
+  std::vector<int64_t> send_rows;        // (R) pairs this rank sends to rank j (j's experts)
+  std::vector<int64_t> recv_rows;        // (R) rows rank j sends to this rank
+  std::vector<int64_t> expert_offsets;   // (El+1) local expert l: expert-major rows [o[l], o[l+1])
+  Tensor to_expert;                      // (Mr) i32 received-order row of each expert-major row
+  Tensor to_source;                      // (Mr) i32 expert-major row of each received-order row
+  Tensor y_pairs;                        // (N*K, C) unweighted expert outputs, pair order
+};
+
 struct MoESaved {
   GateSaved gate;
   MLPSaved shared;                 // shared experts (if any)
@@ -26,9 +43,14 @@ struct MoESaved {
   Tensor pair_tok;                 // (N*K) i32 token row n of each pair
   Tensor pair_w;                   // (N*K) gate weight of each pair
   std::vector<int64_t> offsets;    // (E+1) pairs of expert e are [offsets[e], offsets[e+1])
-  std::vector<ExpertSaved> experts;   // (E)
-  std::vector<int32_t> counts;     // (E) tokens routed to each expert in this pass
+  std::vector<ExpertSaved> experts;   // (E); with ep: (El) local experts, only .mlp used
+  std::vector<int32_t> counts;     // (E) this rank's tokens routed to each expert in this pass
   double balance = 0;              // this layer's balance loss (alpha included)
+  MoEDispatch ep;                  // expert parallelism only
+  // Bytes of expert rows this rank sent to OTHER ranks of the ep group in this pass: forward
+  // dispatch + combine, then backward adds its dispatch + combine (the per-expert count
+  // exchange, (E - E/ep) * 8 bytes per forward, is not included). 0 without ep.
+  int64_t a2a_bytes_sent = 0;
 };
 
 // What a pass asks of the MoE layers besides the activations.
@@ -43,21 +65,42 @@ struct MoE {
   Gate gate;
   bool has_shared = false;         // n_shared_experts > 0
   MLP shared_experts;              // width n_shared_experts * moe_inter_dim (if has_shared)
-  std::vector<MLP> experts;        // (E) routed experts, width moe_inter_dim
+  std::vector<MLP> experts;        // (E/ep) local routed experts e0.., width moe_inter_dim
+  ExpertParallel ep;               // the ep group (inactive: every expert is local)
+  int64_t e0 = 0;                  // global index of experts[0]
+  // Running total of MoESaved::a2a_bytes_sent over every pass of this layer (the trainer reads
+  // it per step); not thread-safe, like the passes themselves.
+  mutable int64_t a2a_bytes_total = 0;
 
   MoE() = default;
-  // prefix e.g. "model.layers.3.mlp."
-  MoE(ParamStore& store, const ModelArgs& args, const std::string& prefix, int layer);
+  // prefix e.g. "model.layers.3.mlp.". With ep active only experts [e0, e0 + E/ep) are
+  // registered (names keep the global index); gate and shared experts on every rank.
+  MoE(ParamStore& store, const ModelArgs& args, const std::string& prefix, int layer,
+      const ExpertParallel& ep = {});
   // y (N, C) allocated when undefined; the rows form n_seq sequences of seq_len tokens (for the
-  // balance loss).
+  // balance loss). With ep active every rank of the group must call it (collectives), even
+  // with no token for a remote expert.
   void forward(const ops::Context& ctx, const Tensor& u /*(N,C)*/, int64_t n_seq, int64_t seq_len,
                const MoEOptions& opt, Tensor& y /*(N,C)*/, MoESaved& s) const;
-  // du (N, C) overwritten (allocated when undefined); parameter grads +=.
+  // du (N, C) overwritten (allocated when undefined); parameter grads +=. With ep the local
+  // experts' grads include the rows of every rank's tokens; gate and shared-expert grads are
+  // this rank's share (the caller sums them over the data-parallel group).
   void backward(const ops::Context& ctx, MoESaved& s, const Tensor& dy /*(N,C)*/,
                 Tensor& du /*(N,C)*/) const;
 
  private:
   void group_pairs(const ops::Context& ctx, MoESaved& s) const;
+  // Routed experts, all local: y += sum_k w_k expert(u); backward fills dpair_w (N*K) and du +=.
+  void routed_forward(const ops::Context& ctx, const Tensor& u, bool train, Tensor& y,
+                      MoESaved& s) const;
+  void routed_backward(const ops::Context& ctx, MoESaved& s, const Tensor& dy, Tensor& du,
+                       Tensor& dpair_w) const;
+  // The same with expert parallelism (lib/model/moe_ep.cpp).
+  void dispatch_plan(const ops::Context& ctx, MoESaved& s) const;
+  void routed_forward_ep(const ops::Context& ctx, const Tensor& u, bool train, Tensor& y,
+                         MoESaved& s) const;
+  void routed_backward_ep(const ops::Context& ctx, MoESaved& s, const Tensor& dy, Tensor& du,
+                          Tensor& dpair_w) const;
 };
 
 }  // namespace ds::model

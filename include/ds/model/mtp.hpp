@@ -36,7 +36,8 @@ struct MTPModule {
   Block block;            // input_layernorm, self_attn, post_attention_layernorm, mlp (MoE)
   RMSNorm norm;           // (C) shared_head.norm.weight
 
-  MTPModule(ParamStore& store, const ModelArgs& args, int depth);
+  // ep: the expert-parallel group of the block's MoE (moe.hpp).
+  MTPModule(ParamStore& store, const ModelArgs& args, int depth, const ExpertParallel& ep = {});
   // seq describes the shortened sequences (B, T-k). g_prev (Nprev, C) is g^{k-1}; s.ids and
   // s.sel must be set by the caller. Result in s.g.
   void forward(const ops::Context& ctx, const Embedding& embed, const Tensor& g_prev,

@@ -20,6 +20,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,7 @@
 #include "ds/model/config.hpp"
 #include "ds/model/embedding.hpp"
 #include "ds/model/mtp.hpp"
+#include "ds/model/parallel.hpp"
 
 namespace ds::model {
 
@@ -49,8 +51,11 @@ struct StepResult {
   double loss_balance = 0;       // summed over MoE layers (main and MTP)
   int64_t n_targets = 0;         // main target positions with non-zero weight
   double target_weight = 0;      // W, the normaliser of L_main and L_mtp
-  std::vector<std::vector<int32_t>> expert_counts;   // per MoE layer (moe_layer_names()), (E)
-  std::vector<Tensor> route_idx;   // per MoE layer (N_l, K) i32 selected experts (diagnostics)
+  // Per MoE layer of the whole model (moe_layer_names()), (E); zeros for layers another
+  // pipeline stage holds.
+  std::vector<std::vector<int32_t>> expert_counts;
+  std::vector<Tensor> route_idx;   // per MoE layer (N_l, K) i32 selected experts (diagnostics;
+                                   // undefined for other stages' layers)
 };
 
 // Per-token scores of a batch's main head, (B*T) host arrays in the layout of loss_mask.
@@ -65,9 +70,38 @@ using PolicyLossFn = std::function<double(const TokenScores& scores, std::vector
 class Transformer {
  public:
   // Registers every parameter and buffer in `store` (HF names, registration order = dataflow
-  // order); with a shape-only store nothing large is allocated (see describe_params).
-  Transformer(const ModelArgs& args, ParamStore& store);
+  // order); with a shape-only store nothing large is allocated (see describe_params). With a
+  // ModelParallel only this rank's part is registered (include/ds/model/parallel.hpp).
+  Transformer(const ModelArgs& args, ParamStore& store, const ModelParallel& par = {});
   const ModelArgs& args() const { return args_; }
+  const ModelParallel& parallel() const { return par_; }
+  ParamStore& store() { return store_; }
+  // Main layers [first, second) this rank holds.
+  std::pair<int64_t, int64_t> local_layers() const { return {layer0_, layer0_ + int64_t(layers_.size())}; }
+  // True when this rank holds a copy of model.embed_tokens.weight for the MTP modules (last
+  // pipeline stage, pp > 1, MTP present): its gradient must be summed with the first stage's.
+  bool holds_embedding_copy() const { return embed_copy_; }
+
+  // ---- Pipeline stages (docs/distributed.md). forward_backward = stage_forward +
+  // stage_backward on a single stage. One pass per micro-batch in flight.
+  struct Pass;
+  struct PassDeleter { void operator()(Pass* p) const; };
+  using PassPtr = std::unique_ptr<Pass, PassDeleter>;
+  // This stage's forward of one micro-batch (every stage is given the whole Batch: the first
+  // embeds its tokens, the last reads the targets). h_in (N, C): the previous stage's output
+  // (ignored on the first stage); h_out receives this stage's output for the next stage
+  // (left undefined on the last stage, which computes the losses). With train the pass keeps
+  // what stage_backward needs and gradients will be ADDED x grad_scale.
+  PassPtr stage_forward(const ops::Context& ctx, const Batch& batch, const LossWeights& lw,
+                        float grad_scale, bool train, const Tensor& h_in /*(N,C)*/,
+                        Tensor& h_out /*(N,C)*/);
+  // dh_out (N, C): gradient at h_out from the next stage (ignored on the last stage); dh_in
+  // receives the gradient at h_in for the previous stage (undefined on the first stage).
+  void stage_backward(const ops::Context& ctx, Pass& p, const Tensor& dh_out, Tensor& dh_in);
+  // The pass's results: head losses on the last stage only (0 elsewhere), the balance losses
+  // and expert counts of this stage's MoE layers (zeros for the others); n_targets and
+  // target_weight on every stage.
+  StepResult stage_result(Pass& p);
 
   // Forward + backward of one micro-batch; gradients are ADDED (x grad_scale) to Param::grad
   // (allocated here on first use).
@@ -91,13 +125,14 @@ class Transformer {
                                      float grad_scale, TokenScores* scores = nullptr);
 
   // counts: per MoE layer (E) tokens routed over the whole step. b_i += gamma * sign(mean - c_i).
+  // Layers held by other stages are skipped (their counts must still be present).
   void update_router_bias(const std::vector<std::vector<int32_t>>& counts, float gamma);
-  int n_moe_layers() const { return int(moe_layers_.size()); }
+  int n_moe_layers() const { return int(moe_layers_.size()); }   // of the whole model
   std::vector<std::string> moe_layer_names() const;   // "model.layers.{i}.mlp", main then MTP
 
  private:
-  struct Pass;
   StepResult run(Pass& p, const ops::Context& ctx, const Batch& batch);
+  void begin(Pass& p, const Batch& batch);
   void forward_main(const ops::Context& ctx, Pass& p);
   void forward_mtp(const ops::Context& ctx, Pass& p);
   void backward(const ops::Context& ctx, Pass& p);
@@ -105,16 +140,21 @@ class Transformer {
                    const std::vector<float>& w, double coeff, Tensor& dg);
   void head_policy(const ops::Context& ctx, Pass& p, const Tensor& g, const std::vector<int32_t>& tgt,
                    Tensor& dg);
-  void collect_moe(const MoESaved& s, StepResult& r) const;
+  void collect_moe(const MoESaved& s, int slot, StepResult& r) const;
 
   ModelArgs args_;
   ParamStore& store_;
-  Embedding embed_;             // model.embed_tokens (shared with MTP)
-  std::vector<Block> layers_;   // model.layers.{0..n_layers-1}
-  RMSNorm norm_;                // model.norm
-  Linear head_;                 // lm_head (shared with MTP)
-  std::vector<MTPModule> mtp_;  // model.layers.{n_layers..n_layers+D-1}
-  std::vector<const MoE*> moe_layers_;   // main MoE layers, then MTP
+  ModelParallel par_;
+  int64_t layer0_ = 0;          // global index of layers_[0]
+  bool embed_copy_ = false;     // see holds_embedding_copy()
+  Embedding embed_;             // model.embed_tokens (shared with MTP); first (and last) stage
+  std::vector<Block> layers_;   // model.layers.{layer0_..}: this stage's main layers
+  RMSNorm norm_;                // model.norm (last stage)
+  Linear head_;                 // lm_head (shared with MTP; last stage)
+  std::vector<MTPModule> mtp_;  // model.layers.{n_layers..n_layers+D-1} (last stage)
+  std::vector<const MoE*> moe_layers_;   // whole model: main MoE layers, then MTP; null when
+                                         // another stage holds the layer
+  std::vector<int> moe_slot_;            // (n_layers) slot in moe_layers_ of main layer l, or -1
   std::vector<std::string> moe_names_;
 };
 

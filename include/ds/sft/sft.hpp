@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "ds/dist/topology.hpp"
 #include "ds/train/optimizer.hpp"
 
 namespace ds::sft {
@@ -62,6 +63,8 @@ struct SftOptions {
   uint64_t seed = 1234;            // data order and the --val-fraction split
   bool check_data = false;         // validate + tokenise + pack, print statistics, train nothing
   bool profile = false;
+  // distributed (docs/distributed.md): --batch-size rows per step in all, micro-batches per rank
+  dist::DistOptions dist;
 };
 
 // Runs the fine-tuning and prints a JSON summary on stdout; throws ds::Error (UsageError for

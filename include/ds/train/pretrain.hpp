@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "ds/dist/topology.hpp"
 #include "ds/train/optimizer.hpp"
 #include "ds/train/schedule.hpp"
 
@@ -51,6 +52,9 @@ struct PretrainOptions {
   uint64_t seed = 1234;
   bool dry_run = false;
   bool profile = false;            // per-op timing report at the end of the run
+  // distributed (docs/distributed.md): --batch-size stays the global batch; micro-batches are
+  // per rank
+  dist::DistOptions dist;
 };
 
 // Runs the training; throws ds::Error on bad input. A non-finite loss stops the run with a

@@ -3,6 +3,10 @@
 // data position, counters, run settings), optimizer.safetensors (AdamW moments, stored in
 // their training dtype so resume is exact) and, when the model is saved in BF16,
 // master.safetensors (the FP32 master weights). Format: docs/formats.md.
+// Checkpoints of a distributed run (ZeRO-1 optimiser, expert/pipeline-parallel stores) are the
+// same directory with the tensors split by writer rank: model-RRRRR-of-WWWWW.safetensors plus
+// the index, training_state/optimizer-RRRRR-of-WWWWW.safetensors and master-RRRRR-of-WWWWW;
+// every loader accepts both forms, whatever the number of ranks that wrote them.
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -11,7 +15,9 @@
 #include "ds/model/config.hpp"
 #include "ds/model/params.hpp"
 #include "ds/train/data_loader.hpp"
+#include "ds/dist/comm.hpp"
 #include "ds/train/optimizer.hpp"
+#include "ds/train/zero.hpp"
 
 namespace ds::train {
 
@@ -35,13 +41,41 @@ struct SaveSpec {
   std::filesystem::path dir;      // final checkpoint directory (published atomically)
   std::string tokenizer;          // tokenizer.json to copy ("" = none)
   bool bf16 = false;
-  uint64_t max_shard_bytes = 4ull << 30;
+  uint64_t max_shard_bytes = 4ull << 30;   // one process only: ranks write one file each
+  int keep_last = 0;              // > 0: once published, delete all but the newest keep_last
+                                  // step-* checkpoints beside dir (io::prune_checkpoints)
+};
+
+struct CheckpointLoadOptions {
+  // The store holds only part of the model (an expert- or pipeline-parallel rank): weights,
+  // masters and moments of tensors it lacks are ignored; those it holds are still required.
+  bool subset = false;
 };
 
 void save_checkpoint(const SaveSpec& spec, const model::ModelArgs& args,
                      const model::ParamStore& params, AdamW& opt, const TrainerState& st);
-// Loads weights, buffers, optimiser moments and the trainer state from `dir`.
+
+// The same checkpoint written by every rank of `world` together (collective over world and
+// over opt's dp and edp groups; `params` is the store opt was built on, `st` the same on every
+// rank). Parameters are written by group rank 0 of their ZeRO group (dp rank 0 of the stage
+// for replicated parameters, edp rank 0 for routed experts), never for copies; buffers by dp
+// rank 0. Rank 0 creates the temporary directory, every rank writes its files into it (a
+// filesystem all ranks share), rank 0 writes config.json, the index, the tokenizer files and
+// trainer_state.json and publishes the directory. A world of one writes exactly
+// save_checkpoint's bytes. A failure on any rank is an error on every rank (the temporary
+// directory is removed, nothing is published).
+void save_checkpoint(const SaveSpec& spec, const model::ModelArgs& args,
+                     const model::ParamStore& params, ShardedAdamW& opt, const TrainerState& st,
+                     dist::Comm& world);
+
+// Loads weights, buffers, optimiser moments and the trainer state from `dir`, written by one
+// process or by several ranks (model index over rank files; optimizer*.safetensors and
+// master*.safetensors in training_state/).
 TrainerState load_checkpoint(const std::filesystem::path& dir, model::ParamStore& params,
-                             AdamW& opt);
+                             AdamW& opt, const CheckpointLoadOptions& lo = {});
+// The same for a ZeRO-1 optimiser: each rank reads the full moments by name and keeps its
+// chunks (no communication; any checkpoint layout and number of ranks).
+TrainerState load_checkpoint(const std::filesystem::path& dir, model::ParamStore& params,
+                             ShardedAdamW& opt, const CheckpointLoadOptions& lo = {});
 
 }  // namespace ds::train

@@ -47,10 +47,19 @@ UpdateResult apply_update(const ops::Context& ctx, model::Transformer& model, Ad
                           TrainerState& st, const StepAccumulator& acc, double lr,
                           double gamma, bool skip_nonfinite, const std::string& run_dir);
 
+// The non-finite policy of apply_update: true when the step may be applied; otherwise
+// throws NumericsError (unless skip_nonfinite) or counts the skipped step and returns false.
+bool finite_or_skip(TrainerState& st, double loss, const GradStats& grads, bool skip_nonfinite,
+                    const std::string& run_dir);
+
 // Runs step() while st.step < st.total_steps, at most `stop_after` times when > 0. SIGTERM
 // and SIGINT are caught while the loop runs (previous handlers restored afterwards) and end
-// it after the current step. Returns the signal that stopped it, 0 if none.
-int run_step_loop(const TrainerState& st, int64_t stop_after, const std::function<void()>& step);
+// it after the current step. Returns the signal that stopped it, 0 if none. Distributed runs
+// pass `agree` (this rank's flag -> whether any rank got a signal; collective), called once
+// before each step, so all ranks stop after the same step (a rank that saw no signal
+// returns SIGTERM).
+int run_step_loop(const TrainerState& st, int64_t stop_after, const std::function<void()>& step,
+                  const std::function<bool(bool)>& agree = {});
 // True once SIGTERM/SIGINT arrived inside run_step_loop (for loops that check mid-step).
 bool stop_requested();
 

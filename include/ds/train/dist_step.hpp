@@ -1,0 +1,135 @@
+// One rank's part of a distributed training step (docs/distributed.md): the micro-batches of
+// this rank's data-parallel slice through this rank's pipeline stage, under the 1F1B or GPipe
+// schedule, activations and gradients exchanged with the neighbouring stages; then the sums
+// every rank needs: the tied embedding's gradient between the first and last stage, and the
+// step's losses and expert counts over the world (so the metrics, the non-finite check and
+// the router-bias update see the whole global batch, exactly as one process would).
+// Expert parallelism happens inside the MoE layers; ZeRO-1 in ShardedAdamW (zero.hpp).
+// reference: Narayanan et al. 2021 (1F1B: warm-up of pp - stage - 1 forwards, then one
+// forward / one backward); DeepSeek-V3 paper §3.2.1; spec §7.1 (bubble formulas).
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ds/dist/topology.hpp"
+#include "ds/model/transformer.hpp"
+#include "ds/train/trainer.hpp"
+
+namespace ds::train {
+
+struct MicroBatch {
+  model::Batch batch;
+  double share = 1;     // its weight in the step's loss (b / global batch for ds-pretrain)
+};
+
+// Busy/idle split of this rank's pipeline work, summed over the steps run so far.
+struct PipelineTiming {
+  double compute_s = 0;   // inside stage_forward / stage_backward
+  double wait_s = 0;      // blocked receiving activations or gradients
+  double step_s = 0;      // wall time of the micro-batch phase
+  int64_t steps = 0;
+  double bubble() const { return step_s > 0 ? 1.0 - compute_s / step_s : 0.0; }
+};
+
+class DistStep {
+ public:
+  // Collective over topo.world() (builds the first/last-stage group of the tied embedding).
+  DistStep(dist::Topology& topo, model::Transformer& model, const std::string& pp_schedule);
+
+  // Forward + backward of this rank's micro-batches (every stage of a pipeline column must
+  // be given the same list). Gradients are ADDED x share; returns this rank's part of the
+  // step's losses and counts (reduce() completes it).
+  StepAccumulator forward_backward(const ops::Context& ctx, const std::vector<MicroBatch>& mbs,
+                                   const model::LossWeights& lw);
+  // Forward only, completed over the world: the sum over every rank's batches of
+  // loss_main x target_weight and the sum of target_weight (their ratio is the mean loss per
+  // target token). Collective: every rank calls it, possibly with no batches.
+  std::pair<double, double> forward_loss(const ops::Context& ctx,
+                                         const std::vector<model::Batch>& batches);
+  // Sums the tied embedding's gradient between the first and last stage (no-op without it).
+  void reduce_tied_gradients();
+  // Completes acc over the world: losses and expert counts summed over every rank.
+  void reduce(StepAccumulator& acc);
+  // True on every rank when any rank got SIGTERM/SIGINT (all stop after the same step).
+  bool agree_stop(bool local);
+
+  const PipelineTiming& timing() const { return timing_; }
+  dist::Topology& topology() { return topo_; }
+  model::Transformer& model() { return model_; }
+
+ private:
+  void pipeline(const ops::Context& ctx, const std::vector<MicroBatch>& mbs,
+                const model::LossWeights& lw, bool train, StepAccumulator* acc,
+                std::pair<double, double>* eval);
+
+  dist::Topology& topo_;
+  model::Transformer& model_;
+  std::string schedule_;
+  std::unique_ptr<dist::Comm> tied_;   // first + last stage with this dp_rank (null: none)
+  PipelineTiming timing_;
+};
+
+class ShardedAdamW;
+
+// The distributed side of a training run, shared by ds-pretrain and ds-sft: the world and its
+// groups, the ZeRO-1 optimiser and the step runner. Inactive (one process) when the launch has
+// one rank; then the tools keep their single-process path untouched.
+class DistRuntime {
+ public:
+  // Starts the world (dist::init_world). UsageError when --pp/--ep ask for more than one rank
+  // but only one was launched.
+  explicit DistRuntime(const dist::DistOptions& o);
+  ~DistRuntime();
+  bool active() const { return bool(topo_); }
+  bool main() const;                       // rank 0, or one process
+  model::ModelParallel model_parallel();   // this rank's part of the model
+  // True when this rank's store holds part of the model (--ep or --pp > 1).
+  bool partial_model() const;
+  // After the model is built: ShardedAdamW over its parameters and the DistStep. Collective.
+  void attach(model::Transformer& m, const OptimizerOptions& opt);
+  dist::Topology& topo() { return *topo_; }
+  DistStep& step() { return *step_; }
+  ShardedAdamW& opt() { return *opt_; }
+  // The micro-batches of this rank's data-parallel slice of a global batch of `rows` rows:
+  // [first, first + count) pairs of at most `micro` rows (micro <= 0: the whole slice).
+  std::vector<std::pair<int64_t, int64_t>> micro_slices(int64_t rows, int64_t micro) const;
+  // Logs the layout line ("N ranks (pp x dp, ep)"), "" for one process.
+  std::string describe() const;
+
+ private:
+  dist::DistOptions o_;
+  std::unique_ptr<dist::Topology> topo_;
+  std::unique_ptr<DistStep> step_;
+  std::unique_ptr<ShardedAdamW> opt_;
+};
+
+// apply_update (trainer.hpp) for distributed runs: the tied embedding's gradient summed, the
+// gradients reduce-scattered (ZeRO-1), the global norm and non-finite count over the world
+// (so every rank takes the same decision), AdamW on the owned chunks + all-gather, and the
+// router-bias update from acc's counts (reduced by DistStep::reduce first). Collective.
+UpdateResult apply_update(const ops::Context& ctx, DistStep& d, ShardedAdamW& opt,
+                          TrainerState& st, const StepAccumulator& acc, double lr, double gamma,
+                          bool skip_nonfinite, const std::string& run_dir);
+
+// save_run_checkpoint (trainer.hpp) for distributed runs: every rank writes its part of the
+// same directory (docs/formats.md "Checkpoints written by several ranks"); rank 0 prunes.
+// Collective over world.
+std::filesystem::path save_run_checkpoint(const std::filesystem::path& run_dir, int keep_last,
+                                          const std::string& tokenizer, bool bf16,
+                                          const model::ModelArgs& args,
+                                          const model::ParamStore& params, ShardedAdamW& opt,
+                                          const TrainerState& st, dist::Comm& world);
+
+// Rows [first, first + count) of the global batch that data-parallel rank dp_rank of dp takes:
+// [B*r/dp, B*(r+1)/dp). Slices may differ by one row (batch-size ramps): every micro-batch
+// weighs b / B of the global batch, so the sum over ranks is the full step either way.
+std::pair<int64_t, int64_t> dp_slice(int64_t global_batch, int dp, int dp_rank);
+
+// Threads per rank when --threads is 0: the cores of this machine shared by the ranks on it
+// (OMPI_COMM_WORLD_LOCAL_SIZE, SLURM_NTASKS_PER_NODE/SLURM_TASKS_PER_NODE, else 1).
+int default_threads_per_rank();
+
+}  // namespace ds::train

@@ -1,0 +1,241 @@
+// The MPI communicator: CPU buffers in host memory, one MPI call per collective (no host loops
+// over elements). Data movement (gathers, all-to-all, broadcast, send/recv) works for every
+// DType by moving elements as unsigned integers of the element's width; reductions use the
+// matching arithmetic type (F32 -> MPI_FLOAT, I32 -> MPI_INT32_T, I64 -> MPI_INT64_T).
+// Counts and displacements are C ints in MPI: a call with more than INT_MAX elements is refused
+// by name instead of being truncated.
+// Built without MPI, make_mpi_world throws UsageError and have_mpi() is false.
+// reference: MPI-3.1 §5.9 (Allreduce, Reduce_scatter_block, MPI_IN_PLACE), §3.7 (Isend/Irecv).
+#include "ds/dist/topology.hpp"
+
+#ifdef DS_HAVE_MPI
+#include <mpi.h>
+#endif
+
+#include <cstdlib>
+#include <mutex>
+
+#include "comm_util.hpp"
+#include "ds/core/error.hpp"
+
+namespace ds::dist {
+
+#ifndef DS_HAVE_MPI
+
+bool have_mpi() { return false; }
+std::unique_ptr<Comm> make_mpi_world() {
+  DS_THROW(UsageError, "this build has no MPI: CPU ranks need a build with Open MPI "
+                       "(libopenmpi-dev) found by CMake");
+}
+void abort_world(int) {}
+
+#else
+
+bool have_mpi() { return true; }
+
+namespace {
+
+using detail::to_int;
+
+// MPI's error string for a failed call, as the project's error (one line naming the call).
+void mpi_check(int rc, const char* op) {
+  if (rc == MPI_SUCCESS) return;
+  char msg[MPI_MAX_ERROR_STRING] = {0};
+  int len = 0;
+  MPI_Error_string(rc, msg, &len);
+  DS_THROW(IoError, "{} failed: {}", op, std::string(msg, size_t(len)));
+}
+
+bool mpi_is_initialized() {
+  int init = 0, fin = 0;
+  MPI_Initialized(&init);
+  MPI_Finalized(&fin);
+  return init && !fin;
+}
+
+void finalize_at_exit() {
+  if (mpi_is_initialized()) MPI_Finalize();
+}
+
+// MPI_Init_thread exactly once per process; MPI_Finalize from atexit, after main returns.
+// SERIALIZED rather than FUNNELED: OpenMP workers never communicate, but a background thread
+// of the training loop may (one at a time), and Open MPI charges nothing extra for it.
+void ensure_initialized() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    int init = 0;
+    MPI_Initialized(&init);
+    if (init) return;   // initialised by someone else (an embedding program): theirs to finalise
+    int provided = 0;
+    mpi_check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided), "MPI_Init_thread");
+    if (provided < MPI_THREAD_SERIALIZED)
+      DS_THROW(IoError, "MPI_Init_thread: this MPI provides thread level {} below "
+                        "MPI_THREAD_SERIALIZED ({})", provided, int(MPI_THREAD_SERIALIZED));
+    std::atexit(finalize_at_exit);
+  });
+}
+
+MPI_Datatype reduce_type(const char* op, DType dt) {
+  detail::check_reduce_dtype(op, dt);
+  switch (dt) {
+    case DType::f32: return MPI_FLOAT;
+    case DType::i32: return MPI_INT32_T;
+    case DType::i64: return MPI_INT64_T;
+    default: DS_UNREACHABLE("reduce dtype");
+  }
+}
+
+// Elements moved verbatim: an unsigned integer of the element's width carries any bit pattern
+// (bf16, fp8, ...) unchanged on a homogeneous cluster.
+MPI_Datatype move_type(DType dt) {
+  switch (dtype_size(dt)) {
+    case 1: return MPI_BYTE;
+    case 2: return MPI_UINT16_T;
+    case 4: return MPI_UINT32_T;
+    case 8: return MPI_UINT64_T;
+    default: DS_THROW(InternalError, "no MPI element type for {} ({} bytes)", dtype_name(dt),
+                      dtype_size(dt));
+  }
+}
+
+// counts (i64, one per rank) -> int counts and exclusive-prefix displacements.
+void int_counts(const char* op, const std::vector<int64_t>& counts, std::vector<int>& c,
+                std::vector<int>& displ) {
+  c.resize(counts.size());
+  displ.resize(counts.size());
+  int64_t off = 0;
+  for (size_t r = 0; r < counts.size(); ++r) {
+    c[r] = to_int(op, counts[r]);
+    displ[r] = to_int(op, off);
+    off += counts[r];
+  }
+  to_int(op, off);
+}
+
+class MpiRequest final : public Request::Impl {
+ public:
+  MpiRequest(MPI_Request req, const char* op) : req_(req), op_(op) {}
+  void wait() override { mpi_check(MPI_Wait(&req_, MPI_STATUS_IGNORE), op_); }
+
+ private:
+  MPI_Request req_;
+  const char* op_;
+};
+
+class MpiComm final : public Comm {
+ public:
+  // Takes ownership of `comm`; errors are returned to us (and thrown) instead of aborting.
+  explicit MpiComm(MPI_Comm comm) : comm_(comm) {
+    mpi_check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+    mpi_check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
+    mpi_check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+  }
+  ~MpiComm() override {
+    // Communicators held until static destruction may outlive MPI_Finalize (atexit).
+    if (mpi_is_initialized()) MPI_Comm_free(&comm_);
+  }
+  MpiComm(const MpiComm&) = delete;
+  MpiComm& operator=(const MpiComm&) = delete;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string backend() const override { return "mpi"; }
+
+  void all_reduce_sum(void* data, int64_t n, DType dt) override {
+    MPI_Datatype t = reduce_type("all_reduce_sum", dt);
+    mpi_check(MPI_Allreduce(MPI_IN_PLACE, data, to_int("all_reduce_sum", n), t, MPI_SUM, comm_),
+              "MPI_Allreduce(sum)");
+  }
+  void all_reduce_sum_f64(double* data, int64_t n) override {
+    mpi_check(MPI_Allreduce(MPI_IN_PLACE, data, to_int("all_reduce_sum_f64", n), MPI_DOUBLE,
+                            MPI_SUM, comm_), "MPI_Allreduce(sum, f64)");
+  }
+  void all_reduce_max(void* data, int64_t n, DType dt) override {
+    MPI_Datatype t = reduce_type("all_reduce_max", dt);
+    mpi_check(MPI_Allreduce(MPI_IN_PLACE, data, to_int("all_reduce_max", n), t, MPI_MAX, comm_),
+              "MPI_Allreduce(max)");
+  }
+  void reduce_scatter_sum(const void* send, void* recv, int64_t n, DType dt) override {
+    MPI_Datatype t = reduce_type("reduce_scatter_sum", dt);
+    to_int("reduce_scatter_sum", n * size_);
+    // recv == send: MPI_IN_PLACE takes the input from recv and leaves chunk rank() at its start.
+    const void* in = send == recv ? MPI_IN_PLACE : send;
+    mpi_check(MPI_Reduce_scatter_block(in, recv, int(n), t, MPI_SUM, comm_),
+              "MPI_Reduce_scatter_block");
+  }
+  void all_gather(const void* send, void* recv, int64_t n, DType dt) override {
+    to_int("all_gather", n * size_);
+    const void* in = send == detail::bytes_of(recv, n * rank_, dt) ? MPI_IN_PLACE : send;
+    mpi_check(MPI_Allgather(in, int(n), move_type(dt), recv, int(n), move_type(dt), comm_),
+              "MPI_Allgather");
+  }
+  void all_gather_v(const void* send, void* recv, const std::vector<int64_t>& counts,
+                    DType dt) override {
+    detail::check_counts("all_gather_v", counts, size_);
+    std::vector<int> c, displ;
+    int_counts("all_gather_v", counts, c, displ);
+    const void* in = send == detail::bytes_of(recv, displ[size_t(rank_)], dt) ? MPI_IN_PLACE : send;
+    mpi_check(MPI_Allgatherv(in, c[size_t(rank_)], move_type(dt), recv, c.data(), displ.data(),
+                             move_type(dt), comm_), "MPI_Allgatherv");
+  }
+  void all_to_all_v(const void* send, const std::vector<int64_t>& send_counts, void* recv,
+                    const std::vector<int64_t>& recv_counts, DType dt) override {
+    detail::check_counts("all_to_all_v", send_counts, size_, "send_counts");
+    detail::check_counts("all_to_all_v", recv_counts, size_, "recv_counts");
+    std::vector<int> sc, sd, rc, rd;
+    int_counts("all_to_all_v", send_counts, sc, sd);
+    int_counts("all_to_all_v", recv_counts, rc, rd);
+    mpi_check(MPI_Alltoallv(send, sc.data(), sd.data(), move_type(dt), recv, rc.data(), rd.data(),
+                            move_type(dt), comm_), "MPI_Alltoallv");
+  }
+  void broadcast(void* data, int64_t n, DType dt, int root) override {
+    detail::check_peer("broadcast", root, size_);
+    mpi_check(MPI_Bcast(data, to_int("broadcast", n), move_type(dt), root, comm_), "MPI_Bcast");
+  }
+  Request isend(const void* data, int64_t n, DType dt, int peer, int tag) override {
+    detail::check_peer("isend", peer, size_);
+    MPI_Request req = MPI_REQUEST_NULL;
+    mpi_check(MPI_Isend(data, to_int("isend", n), move_type(dt), peer, tag, comm_, &req),
+              "MPI_Isend");
+    return Request(std::make_unique<MpiRequest>(req, "MPI_Wait(isend)"));
+  }
+  Request irecv(void* data, int64_t n, DType dt, int peer, int tag) override {
+    detail::check_peer("irecv", peer, size_);
+    MPI_Request req = MPI_REQUEST_NULL;
+    mpi_check(MPI_Irecv(data, to_int("irecv", n), move_type(dt), peer, tag, comm_, &req),
+              "MPI_Irecv");
+    return Request(std::make_unique<MpiRequest>(req, "MPI_Wait(irecv)"));
+  }
+  void barrier() override { mpi_check(MPI_Barrier(comm_), "MPI_Barrier"); }
+  std::unique_ptr<Comm> split(int color, int key) override {
+    if (color < 0) DS_THROW(InternalError, "split: negative color {}", color);
+    MPI_Comm out = MPI_COMM_NULL;
+    mpi_check(MPI_Comm_split(comm_, color, key, &out), "MPI_Comm_split");
+    return std::make_unique<MpiComm>(out);
+  }
+
+ private:
+  MPI_Comm comm_;
+  int rank_ = 0, size_ = 1;
+};
+
+}  // namespace
+
+std::unique_ptr<Comm> make_mpi_world() {
+  ensure_initialized();
+  MPI_Comm dup = MPI_COMM_NULL;
+  // A duplicate keeps our traffic apart from any other library's use of MPI_COMM_WORLD.
+  mpi_check(MPI_Comm_dup(MPI_COMM_WORLD, &dup), "MPI_Comm_dup");
+  return std::make_unique<MpiComm>(dup);
+}
+
+void abort_world(int exit_code) {
+  if (!mpi_is_initialized()) return;
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size > 1) MPI_Abort(MPI_COMM_WORLD, exit_code);
+}
+
+#endif  // DS_HAVE_MPI
+
+}  // namespace ds::dist

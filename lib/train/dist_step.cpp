@@ -1,0 +1,280 @@
+// One rank's part of a distributed step (see include/ds/train/dist_step.hpp).
+#include "ds/train/dist_step.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <set>
+#include <cstdlib>
+#include <thread>
+
+#include "ds/core/error.hpp"
+#include "ds/io/checkpoint.hpp"
+#include "ds/train/state.hpp"
+#include "ds/train/zero.hpp"
+
+namespace ds::train {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+// Point-to-point tags: micro-batch m's activations 2m, its gradients 2m + 1 (MPI guarantees
+// tags up to 32767).
+int tag_of(size_t m, int dir) { return int(m % 16000) * 2 + dir; }
+}  // namespace
+
+std::pair<int64_t, int64_t> dp_slice(int64_t global_batch, int dp, int dp_rank) {
+  const int64_t first = global_batch * dp_rank / dp, end = global_batch * (dp_rank + 1) / dp;
+  return {first, end - first};
+}
+
+int default_threads_per_rank() {
+  int local = 1;
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE"})
+    if (const char* v = std::getenv(var)) {
+      local = std::max(1, std::atoi(v));
+      break;
+    }
+  if (local == 1)
+    if (const char* v = std::getenv("SLURM_TASKS_PER_NODE")) local = std::max(1, std::atoi(v));   // "2(x3)" -> 2
+  const int cores = std::max(1u, std::thread::hardware_concurrency());
+  return std::max(1, cores / local);
+}
+
+DistStep::DistStep(dist::Topology& topo, model::Transformer& model, const std::string& pp_schedule)
+    : topo_(topo), model_(model), schedule_(pp_schedule) {
+  if (schedule_ != "1f1b" && schedule_ != "gpipe")
+    DS_THROW(UsageError, "--pp-schedule {}: expected 1f1b or gpipe", schedule_);
+  // The tied embedding: first and last stage of each pipeline column share one group; middle
+  // stages end up in groups of their own (split is collective over the world).
+  const auto& L = topo.layout();
+  const bool ends = topo.is_first_stage() || topo.is_last_stage();
+  const bool tied = L.pp > 1 && model.args().n_mtp_layers > 0;
+  auto g = topo.world().split(ends ? topo.dp_rank() : L.dp + topo.rank(), topo.pp_rank());
+  if (tied && ends) tied_ = std::move(g);
+}
+
+void DistStep::pipeline(const ops::Context& ctx, const std::vector<MicroBatch>& mbs,
+                        const model::LossWeights& lw, bool train, StepAccumulator* acc,
+                        std::pair<double, double>* eval) {
+  dist::Comm& pp = topo_.pp();
+  const int P = topo_.layout().pp, s = topo_.pp_rank();
+  const bool first = s == 0, last = s == P - 1;
+  const int64_t C = model_.args().dim;
+  const size_t M = mbs.size();
+  std::vector<model::Transformer::PassPtr> passes(M);
+  std::vector<Tensor> in_flight;            // buffers of pending isends
+  std::vector<dist::Request> sends;
+  const auto t_step = Clock::now();
+  double compute = 0, wait = 0;
+
+  auto rows = [&](size_t m) {
+    const Tensor& t = mbs[m].batch.tokens;
+    return t.size(0) * (t.size(1) - 1);
+  };
+  auto fwd = [&](size_t m) {
+    Tensor h_in, h_out;
+    if (!first) {
+      h_in = Tensor::empty({rows(m), C});
+      const auto t0 = Clock::now();
+      pp.recv(h_in.raw(), h_in.numel(), DType::f32, s - 1, tag_of(m, 0));
+      wait += seconds_since(t0);
+    }
+    const auto t0 = Clock::now();
+    passes[m] = model_.stage_forward(ctx, mbs[m].batch, lw, float(mbs[m].share), train, h_in,
+                                     h_out);
+    compute += seconds_since(t0);
+    if (!last) {
+      sends.push_back(pp.isend(h_out.raw(), h_out.numel(), DType::f32, s + 1, tag_of(m, 0)));
+      in_flight.push_back(h_out);
+    }
+    if (!train) {
+      const model::StepResult r = model_.stage_result(*passes[m]);
+      if (last && eval) {
+        eval->first += r.loss_main * r.target_weight;
+        eval->second += r.target_weight;
+      }
+      passes[m].reset();
+    }
+  };
+  auto bwd = [&](size_t m) {
+    Tensor dh_out, dh_in;
+    if (!last) {
+      dh_out = Tensor::empty({rows(m), C});
+      const auto t0 = Clock::now();
+      pp.recv(dh_out.raw(), dh_out.numel(), DType::f32, s + 1, tag_of(m, 1));
+      wait += seconds_since(t0);
+    }
+    const auto t0 = Clock::now();
+    model_.stage_backward(ctx, *passes[m], dh_out, dh_in);
+    compute += seconds_since(t0);
+    acc->add(model_.stage_result(*passes[m]), mbs[m].share);
+    passes[m].reset();
+    if (!first) {
+      sends.push_back(pp.isend(dh_in.raw(), dh_in.numel(), DType::f32, s - 1, tag_of(m, 1)));
+      in_flight.push_back(dh_in);
+    }
+  };
+
+  if (!train || schedule_ == "gpipe" || P == 1) {
+    for (size_t m = 0; m < M; ++m) fwd(m);
+    if (train)
+      for (size_t m = 0; m < M; ++m) bwd(m);
+  } else {
+    // 1F1B: stage s runs pp - s - 1 warm-up forwards, then alternates one forward and one
+    // backward, then drains the remaining backwards.
+    const size_t warm = std::min(M, size_t(P - s - 1));
+    for (size_t m = 0; m < warm; ++m) fwd(m);
+    for (size_t m = warm; m < M; ++m) {
+      fwd(m);
+      bwd(m - warm);
+    }
+    for (size_t m = M - warm; m < M; ++m) bwd(m);
+  }
+  const auto t0 = Clock::now();
+  for (auto& r : sends) r.wait();
+  wait += seconds_since(t0);
+  if (train) {
+    timing_.compute_s += compute;
+    timing_.wait_s += wait;
+    timing_.step_s += seconds_since(t_step);
+    timing_.steps += 1;
+  }
+}
+
+StepAccumulator DistStep::forward_backward(const ops::Context& ctx,
+                                           const std::vector<MicroBatch>& mbs,
+                                           const model::LossWeights& lw) {
+  StepAccumulator acc;
+  pipeline(ctx, mbs, lw, true, &acc, nullptr);
+  // A rank without micro-batches still contributes well-formed (zero) counts.
+  if (acc.expert_counts.empty())
+    acc.expert_counts.assign(size_t(model_.n_moe_layers()),
+                             std::vector<int32_t>(size_t(model_.args().n_routed_experts), 0));
+  return acc;
+}
+
+std::pair<double, double> DistStep::forward_loss(const ops::Context& ctx,
+                                                 const std::vector<model::Batch>& batches) {
+  std::vector<MicroBatch> mbs;
+  for (const auto& b : batches) mbs.push_back(MicroBatch{b, 1.0});
+  std::pair<double, double> out{0.0, 0.0};
+  pipeline(ctx, mbs, model::LossWeights{0.0f, 0.0f}, false, nullptr, &out);
+  std::vector<double> v{out.first, out.second};
+  topo_.world().all_reduce_sum(v);
+  return {v[0], v[1]};
+}
+
+void DistStep::reduce_tied_gradients() {
+  if (!tied_) return;
+  model::Param* w = nullptr;
+  for (auto& p : model_.store().params())
+    if (p.info.name == "model.embed_tokens.weight") w = &p;
+  DS_CHECK(w && w->grad.defined(), "tied embedding: no gradient for model.embed_tokens.weight");
+  tied_->all_reduce_sum(w->grad);
+}
+
+void DistStep::reduce(StepAccumulator& acc) {
+  std::vector<double> v{acc.loss, acc.loss_main, acc.loss_mtp, acc.loss_balance};
+  for (const auto& c : acc.expert_counts) v.insert(v.end(), c.begin(), c.end());
+  topo_.world().all_reduce_sum(v);
+  acc.loss = v[0];
+  acc.loss_main = v[1];
+  acc.loss_mtp = v[2];
+  acc.loss_balance = v[3];
+  size_t i = 4;
+  for (auto& c : acc.expert_counts)
+    for (auto& x : c) x = int32_t(v[i++]);
+}
+
+bool DistStep::agree_stop(bool local) {
+  int64_t f = local ? 1 : 0;
+  topo_.world().all_reduce_max(&f, 1, DType::i64);
+  return f != 0;
+}
+
+DistRuntime::DistRuntime(const dist::DistOptions& o) : o_(o) {
+  auto world = dist::init_world(o.launch);
+  if (world->size() > 1)
+    topo_ = dist::Topology::create(std::move(world), o.layout, dist::detect_launch(o.launch).local_rank);
+  else if (o.layout.pp > 1 || o.layout.ep > 1)
+    DS_THROW(UsageError, "--pp {} --ep {} need several ranks: launch with mpirun -n N or srun "
+             "--mpi=pmix -n N", o.layout.pp, o.layout.ep);
+}
+
+DistRuntime::~DistRuntime() = default;
+
+bool DistRuntime::main() const { return !topo_ || topo_->is_main(); }
+
+bool DistRuntime::partial_model() const {
+  return topo_ && (topo_->layout().ep > 1 || topo_->layout().pp > 1);
+}
+
+model::ModelParallel DistRuntime::model_parallel() {
+  model::ModelParallel par;
+  if (topo_) {
+    par.ep.comm = &topo_->ep();
+    par.pp_rank = topo_->pp_rank();
+    par.pp_size = topo_->layout().pp;
+  }
+  return par;
+}
+
+void DistRuntime::attach(model::Transformer& m, const OptimizerOptions& opt) {
+  DS_CHECK(topo_, "DistRuntime::attach on one process");
+  std::set<std::string> copies;
+  if (m.holds_embedding_copy()) copies.insert("model.embed_tokens.weight");
+  opt_ = std::make_unique<ShardedAdamW>(m.store(), opt, topo_->dp(), topo_->edp(), copies);
+  step_ = std::make_unique<DistStep>(*topo_, m, o_.pp_schedule);
+}
+
+std::vector<std::pair<int64_t, int64_t>> DistRuntime::micro_slices(int64_t rows, int64_t micro) const {
+  const auto [first, count] = dp_slice(rows, topo_->layout().dp, topo_->dp_rank());
+  const int64_t mb = micro > 0 ? std::min(micro, count) : count;
+  std::vector<std::pair<int64_t, int64_t>> out;
+  for (int64_t r = 0; r < count; r += mb) out.emplace_back(first + r, std::min(mb, count - r));
+  return out;
+}
+
+std::string DistRuntime::describe() const {
+  if (!topo_) return "";
+  const auto& L = topo_->layout();
+  return fmt::format("{} ranks (pp {} x dp {}, ep {})", topo_->world_size(), L.pp, L.dp, L.ep);
+}
+
+UpdateResult apply_update(const ops::Context& ctx, DistStep& d, ShardedAdamW& opt,
+                          TrainerState& st, const StepAccumulator& acc, double lr, double gamma,
+                          bool skip_nonfinite, const std::string& run_dir) {
+  UpdateResult u;
+  d.reduce_tied_gradients();
+  opt.reduce_gradients(ctx);
+  u.grads = opt.grad_stats(ctx, d.topology().world());
+  // acc and the stats are sums over the world: every rank takes the same branch
+  if (!finite_or_skip(st, acc.loss, u.grads, skip_nonfinite, run_dir)) return u;
+  opt.step(ctx, float(lr), u.grads);
+  st.optimizer_steps++;
+  d.model().update_router_bias(acc.expert_counts, float(gamma));
+  u.applied = true;
+  return u;
+}
+
+std::filesystem::path save_run_checkpoint(const std::filesystem::path& run_dir, int keep_last,
+                                          const std::string& tokenizer, bool bf16,
+                                          const model::ModelArgs& args,
+                                          const model::ParamStore& params, ShardedAdamW& opt,
+                                          const TrainerState& st, dist::Comm& world) {
+  SaveSpec spec;
+  spec.dir = run_dir / io::checkpoint_dir_name(uint64_t(st.step));
+  spec.tokenizer = tokenizer;
+  spec.bf16 = bf16;
+  spec.keep_last = keep_last;   // rank 0 prunes once the directory is published
+  save_checkpoint(spec, args, params, opt, st, world);
+  spdlog::info("saved {}", spec.dir.string());
+  return spec.dir;
+}
+
+}  // namespace ds::train
