@@ -32,8 +32,8 @@ void add_dist_options(CLI::App& app, dist::DistOptions& o) {
       ->check(CLI::PositiveNumber)->capture_default_str()->group(g);
   app.add_option("--ep", o.layout.ep, "Expert-parallel group size (divides dp = world / pp)")
       ->check(CLI::PositiveNumber)->capture_default_str()->group(g);
-  app.add_option("--pp-schedule", o.pp_schedule, "Pipeline schedule: 1f1b or gpipe")
-      ->check(CLI::IsMember({"1f1b", "gpipe"}))->capture_default_str()->group(g);
+  app.add_option("--pp-schedule", o.pp_schedule, "Pipeline schedule: 1f1b, gpipe or dualpipe")
+      ->check(CLI::IsMember({"1f1b", "gpipe", "dualpipe"}))->capture_default_str()->group(g);
   app.add_option("--rank", o.launch.rank, "This process's rank (default: from mpirun/Slurm)")
       ->check(CLI::NonNegativeNumber)->group(g);
   app.add_option("--world-size", o.launch.world_size, "Number of ranks (default: from mpirun/Slurm)")

@@ -22,7 +22,8 @@ double seconds_since(Clock::time_point t0) {
 }
 
 struct Seq {
-  size_t index = 0;                 // prompt index (sampler stream, output order)
+  size_t index = 0;                 // prompt index (output order)
+  uint64_t stream = 0;              // sampler sequence index: cfg.first_seq + index
   int slot = 0;
   StopChecker stop;
   int32_t last = 0;                 // newest token, not yet in the main cache
@@ -98,7 +99,7 @@ void prefill(Ctx& c, std::vector<Seq>& seqs, const std::vector<std::vector<int32
       }
       done[who[k]] += size_t(n);
       if (done[who[k]] == p.size()) {
-        s.last = c.sampler.sample(row(out.logits, out.logit_row[k]), s.index, s.step);
+        s.last = c.sampler.sample(row(out.logits, out.logit_row[k]), s.stream, s.step);
         if (c.cfg.speculative) s.mtp_tok.push_back(s.last);
         emit(c, s, s.last);
       }
@@ -115,7 +116,7 @@ void decode_plain(Ctx& c, std::vector<Seq*> live) {
     ++c.st.main_forwards;
     for (size_t k = 0; k < live.size(); ++k) {
       Seq& s = *live[k];
-      s.last = c.sampler.sample(row(out.logits, out.logit_row[k]), s.index, s.step);
+      s.last = c.sampler.sample(row(out.logits, out.logit_row[k]), s.stream, s.step);
       emit(c, s, s.last);
     }
     std::erase_if(live, [](Seq* s) { return s->stop.done(); });
@@ -125,7 +126,7 @@ void decode_plain(Ctx& c, std::vector<Seq*> live) {
 // Verifies [last, draft] for one sequence given the main logits/hidden rows of both.
 void verify_one(Ctx& c, Seq& s, int32_t draft, const StepOutput& out, size_t k) {
   const int64_t h0 = out.hidden_row[k];
-  const int32_t y1 = c.sampler.sample(row(out.logits, out.logit_row[k]), s.index, s.step);
+  const int32_t y1 = c.sampler.sample(row(out.logits, out.logit_row[k]), s.stream, s.step);
   ++c.st.drafted;
   s.mtp_tok.clear();
   s.mtp_hid.clear();
@@ -140,7 +141,7 @@ void verify_one(Ctx& c, Seq& s, int32_t draft, const StepOutput& out, size_t k) 
   ++c.st.accepted;
   emit(c, s, y1);
   if (s.stop.done()) return;
-  const int32_t y2 = c.sampler.sample(row(out.logits, out.logit_row[k] + 1), s.index, s.step);
+  const int32_t y2 = c.sampler.sample(row(out.logits, out.logit_row[k] + 1), s.stream, s.step);
   s.mtp_tok = {y1, y2};
   s.mtp_hid = {out.hidden.slice0(h0, h0 + 2).clone()};
   s.last = y2;
@@ -218,6 +219,7 @@ std::vector<Completion> generate(Engine& engine, const std::vector<std::vector<i
     DS_CHECK_AS(UsageError, cfg.stop.max_new_tokens >= 1, "generate: max_new_tokens must be >= 1");
     seqs.emplace_back(cfg.stop);
     seqs.back().index = i;
+    seqs.back().stream = cfg.first_seq + i;
     seqs.back().slot = int(i);
     engine.reset(int(i));
     c.st.prompt_tokens += int64_t(prompts[i].size());

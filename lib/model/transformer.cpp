@@ -98,7 +98,16 @@ Transformer::Transformer(const ModelArgs& args, ParamStore& store, const ModelPa
   layer0_ = l0;
   const bool first = par_.first_stage(), last = par_.last_stage();
   embed_copy_ = last && !first && args_.n_mtp_layers > 0;
-  if (first || embed_copy_) embed_ = Embedding(store, args_);
+  if (first || embed_copy_) {
+    if (store.find("model.embed_tokens.weight")) {
+      // another model chunk of this rank registered it (DualPipe: the first and last stage
+      // on one rank): both use the one tensor, so its gradient sums here, no copy to keep
+      embed_.weight = &store.get("model.embed_tokens.weight");
+      embed_copy_ = false;
+    } else {
+      embed_ = Embedding(store, args_);
+    }
+  }
   layers_.reserve(size_t(l1 - l0));
   for (int64_t l = l0; l < l1; ++l)
     layers_.emplace_back(store, args_, fmt::format("model.layers.{}.", l), int(l),
@@ -125,6 +134,13 @@ Transformer::Transformer(const ModelArgs& args, ParamStore& store, const ModelPa
 }
 
 std::vector<std::string> Transformer::moe_layer_names() const { return moe_names_; }
+
+int64_t Transformer::a2a_bytes_sent() const {
+  int64_t n = 0;
+  for (const MoE* m : moe_layers_)
+    if (m) n += m->a2a_bytes_total;
+  return n;
+}
 
 void Transformer::collect_moe(const MoESaved& s, int slot, StepResult& r) const {
   r.expert_counts[size_t(slot)] = s.counts;

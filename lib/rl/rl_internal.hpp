@@ -1,7 +1,8 @@
 // Internal state of one ds-rl run (lib/rl/rl_run.cpp: setup, resume, loop, checkpoints;
 // lib/rl/rl_step.cpp: one GRPO step). Not part of the public API.
 // Letters: P prompts per step, G group size, n = P*G completions, B rows of a micro-batch,
-// T its longest prompt + completion minus 1.
+// T its longest prompt + completion minus 1. On several ranks a rank holds the samples of its
+// slice [p0, p0 + Pr) of the step's prompts: Pr*G of the n completions, global index p0*G + i.
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -15,6 +16,7 @@
 #include "ds/rl/prompts.hpp"
 #include "ds/rl/rewards.hpp"
 #include "ds/rl/rl.hpp"
+#include "ds/train/dist_step.hpp"
 #include "ds/train/metrics.hpp"
 #include "ds/train/state.hpp"
 
@@ -46,7 +48,8 @@ struct Run {
   ops::Context ctx;
   model::Pretrained policy;                 // weights being trained (store, model, tokenizer)
   std::optional<model::Pretrained> ref;     // frozen reference (beta > 0)
-  std::unique_ptr<train::AdamW> opt;
+  std::unique_ptr<train::AdamW> opt;          // one process
+  std::unique_ptr<train::DistRuntime> ranks;   // several ranks when ranks->active()
   std::vector<RlPrompt> prompts;
   std::vector<std::vector<int32_t>> prompt_ids;   // rendered and tokenized, per prompt
   std::vector<std::string> golds;                 // reference answers ("" when none)
@@ -62,6 +65,8 @@ struct Run {
   int64_t rollout_tokens = 0, steps_run = 0;
 
   explicit Run(const RlOptions& opts) : o(opts) {}
+  bool distributed() const { return ranks && ranks->active(); }
+  bool main() const { return !ranks || ranks->main(); }
   // rl_run.cpp
   void init();
   std::vector<int64_t> next_prompts();      // P prompt indices; advances st.data

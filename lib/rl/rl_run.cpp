@@ -3,6 +3,9 @@
 // Prompt order: epoch e visits the prompts in a permutation drawn from
 // Rng(seed, rng_stream("rl-prompts", e)); the training state's data position is (epoch,
 // prompts consumed in it), so a resume continues the order exactly.
+// On several ranks (data parallel only) every rank draws the whole step's prompts (one data
+// position for all), the policy's parameters are ZeRO-1 sharded (train::ShardedAdamW), rank 0
+// writes the metrics and the summary, and checkpoints are written by every rank together.
 #include "ds/rl/rl.hpp"
 
 #include <nlohmann/json.hpp>
@@ -12,6 +15,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 
 #include "ds/core/error.hpp"
 #include "ds/core/hash.hpp"
@@ -20,6 +24,7 @@
 #include "ds/io/checkpoint.hpp"
 #include "ds/train/run_setup.hpp"
 #include "ds/train/trainer.hpp"
+#include "ds/train/zero.hpp"
 #include "rl_internal.hpp"
 
 namespace ds::rl {
@@ -55,6 +60,14 @@ void check_flags(const RlOptions& o) {
   DS_CHECK_AS(UsageError, o.balance_alpha >= 0, "--balance-alpha must be >= 0");
   DS_CHECK_AS(UsageError, o.reward_timeout >= 0, "--reward-timeout must be >= 0");
   DS_CHECK_AS(UsageError, o.keep_last >= 1, "--keep-last must be at least 1");
+  DS_CHECK_AS(UsageError, o.dist.layout.pp == 1,
+              "--pp {}: ds-rl runs data-parallel only (--pp 1): every rank samples its rollouts "
+              "with the whole model on its own inference engine, which cannot run one pipeline "
+              "stage", o.dist.layout.pp);
+  DS_CHECK_AS(UsageError, o.dist.layout.ep == 1,
+              "--ep {}: ds-rl runs data-parallel only (--ep 1): every rank samples its rollouts "
+              "with the whole model on its own inference engine, which cannot run a part of the "
+              "experts", o.dist.layout.ep);
   DS_CHECK_AS(UsageError, fs::is_directory(o.init), "--init {}: not a directory", o.init);
   DS_CHECK_AS(UsageError, o.resume == "auto" || o.resume == "never" || fs::is_directory(o.resume),
               "--resume {}: not auto, never or a checkpoint directory", o.resume);
@@ -106,8 +119,34 @@ void load_prompt_set(detail::Run& r) {
   r.st.data_fingerprint = hex64(h.digest());
 }
 
+// The policy's model rebuilt over this rank's part of the model (DistRuntime::model_parallel:
+// the whole model, as ds-rl runs with --pp 1 --ep 1), taking over the loaded values without a
+// copy: a shape-only store registers the same parameters, then shares their tensors.
+void place_on_ranks(model::Pretrained& p, const model::ModelParallel& par) {
+  auto store = std::make_unique<model::ParamStore>();
+  store->set_allocate(false);
+  auto m = std::make_unique<model::Transformer>(p.args, *store, par);
+  store->set_allocate(true);
+  DS_CHECK(store->params().size() == p.store->params().size() &&
+               store->buffers().size() == p.store->buffers().size(),
+           "{}: this rank's model has {} parameters and {} buffers, the loaded one {} and {} "
+           "(ds-rl needs the whole model on every rank)", p.dir.string(), store->params().size(),
+           store->buffers().size(), p.store->params().size(), p.store->buffers().size());
+  for (model::Param& q : store->params()) q.value = p.store->get(q.info.name).value;
+  for (auto& [name, t] : store->buffers()) {
+    const Tensor* loaded = p.store->find_buffer(name);
+    DS_CHECK(loaded, "{}: no buffer {} in the loaded model", p.dir.string(), name);
+    t = *loaded;
+  }
+  p.model = std::move(m);   // before the old store it refers to goes
+  p.store = std::move(store);
+}
+
 void resume_from(detail::Run& r, const fs::path& dir) {
-  train::TrainerState saved = train::load_checkpoint(dir, *r.policy.store, *r.opt);
+  train::TrainerState saved =
+      r.distributed() ? train::load_checkpoint(dir, *r.policy.store, r.ranks->opt(),
+                                               train::CheckpointLoadOptions{})
+                      : train::load_checkpoint(dir, *r.policy.store, *r.opt);
   DS_CHECK_AS(UsageError, saved.kind == "rl",
               "{}: a {} checkpoint, not an RL one (use it as --init, or --resume never)",
               dir.string(), saved.kind);
@@ -149,6 +188,12 @@ namespace detail {
 
 void Run::init() {
   check_flags(o);
+  ranks = std::make_unique<train::DistRuntime>(o.dist);
+  if (distributed())   // whole groups per rank: a group's advantages never leave its rank
+    DS_CHECK_AS(UsageError, o.prompts_per_step >= ranks->topo().layout().dp,
+                "--prompts-per-step {} is smaller than the {} data-parallel ranks: every rank "
+                "takes whole groups, at least one prompt per step", o.prompts_per_step,
+                ranks->topo().layout().dp);
   ctx = train::make_context(o.device, o.threads);
   RewardConfig rc{parse_reward_terms(o.rewards), o.reward_regex, o.reward_command, o.reward_timeout};
   rewards = std::make_unique<RewardSet>(std::move(rc));
@@ -167,11 +212,13 @@ void Run::init() {
     po.load_mtp = false;   // the reference only scores tokens with the main model
     ref = model::load_pretrained(policy.dir, po);
   }
+  if (distributed()) place_on_ranks(policy, ranks->model_parallel());
   policy.store->alloc_grads();
-  opt = std::make_unique<train::AdamW>(*policy.store, o.optimizer);
+  if (distributed()) ranks->attach(*policy.model, o.optimizer);
+  else opt = std::make_unique<train::AdamW>(*policy.store, o.optimizer);
   resumed_from = train::resolve_resume(o.resume == "never" ? "" : o.resume, o.out);
   if (!resumed_from.empty()) resume_from(*this, resumed_from);
-  metrics.open(o.metrics, st.step);
+  if (main()) metrics.open(o.metrics, st.step);
 }
 
 std::vector<int64_t> Run::next_prompts() {
@@ -196,8 +243,12 @@ std::vector<int64_t> Run::next_prompts() {
 }
 
 void Run::save() {
-  train::save_run_checkpoint(o.out, o.keep_last, policy.dir.string(), o.save_bf16, policy.args,
-                             *policy.store, *opt, st);
+  if (distributed())
+    train::save_run_checkpoint(o.out, o.keep_last, policy.dir.string(), o.save_bf16, policy.args,
+                               *policy.store, ranks->opt(), st, ranks->topo().world());
+  else
+    train::save_run_checkpoint(o.out, o.keep_last, policy.dir.string(), o.save_bf16, policy.args,
+                               *policy.store, *opt, st);
 }
 
 }  // namespace detail
@@ -212,10 +263,13 @@ void run_rl(const RlOptions& opts) {
                  run.st.total_steps);
   } else {
     spdlog::info("GRPO on {} parameters: {} prompts, {} steps of {} prompts x {} completions "
-                 "(<= {} new tokens), beta {}, {} update(s) per step, {} threads",
+                 "(<= {} new tokens), beta {}, {} update(s) per step, {} threads{}",
                  run.policy.store->numel(), run.prompts.size(), run.st.total_steps,
                  opts.prompts_per_step, opts.group_size, opts.max_new_tokens, opts.grpo.beta,
-                 opts.updates, run.ctx.threads);
+                 opts.updates, run.ctx.threads,
+                 run.distributed() ? " per rank, " + run.ranks->describe() : "");
+    std::function<bool(bool)> agree;   // every rank stops after the same step
+    if (run.distributed()) agree = [&](bool local) { return run.ranks->step().agree_stop(local); };
     const int sig = train::run_step_loop(run.st, opts.stop_after, [&] {
       const detail::StepReport s = run.step();
       last = metrics_line(run, s);
@@ -229,11 +283,12 @@ void run_rl(const RlOptions& opts) {
       if (opts.save_every > 0 && run.st.step % opts.save_every == 0 &&
           run.st.step < run.st.total_steps)
         run.save();
-    });
+    }, agree);
     interrupted = sig != 0;
     if (interrupted) spdlog::warn("signal {} received: saving a checkpoint and stopping", sig);
     run.save();
   }
+  if (!run.main()) return;
   json summary{{"steps", run.st.step}, {"total_steps", run.st.total_steps},
                {"completion_tokens", run.st.tokens_seen},
                {"checkpoint", (fs::path(opts.out) / io::checkpoint_dir_name(uint64_t(run.st.step))).string()},
@@ -242,6 +297,7 @@ void run_rl(const RlOptions& opts) {
                {"update_s_per_step", run.steps_run > 0 ? run.update_s / double(run.steps_run) : 0.0}};
   if (!last.is_null())
     for (const char* k : {"reward", "accuracy", "kl", "response_length"}) summary[k] = last[k];
+  if (run.distributed()) summary["ranks"] = run.ranks->topo().world_size();
   std::printf("%s\n", summary.dump().c_str());
 }
 

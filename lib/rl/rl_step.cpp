@@ -4,11 +4,20 @@
 // (the policy that sampled: rho = 1 there), so each update costs one forward + one backward.
 // Micro-batches are consecutive completions, each row = prompt + completion padded to the
 // longest row; only completion tokens are scored.
+// Several ranks (data parallel): rank r takes the contiguous slice dp_slice(P, dp, r) of the
+// step's prompts with all G completions of each (a group's advantages stay on one rank). Its
+// sampler streams are the global sequence numbers p0*G + i (GenerationConfig::first_seq), so
+// the rollouts are those of one process; the rewards are gathered so every statistic is
+// computed on one process's numbers in its order; the loss weights use the global n, so the
+// ranks' gradients sum (ZeRO-1 reduce-scatter) to the single-process objective's; the other
+// metrics are summed (counts, losses) or the slowest rank's (timings) over the ranks.
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <iterator>
+#include <utility>
 
 #include "ds/core/error.hpp"
 #include "ds/core/rng.hpp"
@@ -16,6 +25,7 @@
 #include "ds/rl/grpo.hpp"
 #include "ds/tokenizer/utf8.hpp"
 #include "ds/train/trainer.hpp"
+#include "ds/train/zero.hpp"
 #include "rl_internal.hpp"
 
 namespace ds::rl::detail {
@@ -34,6 +44,9 @@ struct MicroBatch {
   std::vector<GrpoSeq> seqs;   // (B)
 };
 
+// Completions of the whole step (all ranks): the loss weights 1 / (n |o_i|) use it.
+double step_samples(const Run& r) { return double(r.o.prompts_per_step * r.o.group_size); }
+
 MicroBatch make_micro(const Run& r, const std::vector<Sample>& samples, size_t first, size_t rows) {
   MicroBatch m;
   m.first = first;
@@ -45,7 +58,7 @@ MicroBatch make_micro(const Run& r, const std::vector<Sample>& samples, size_t f
   const int64_t B = int64_t(rows), T = len - 1;
   m.batch.tokens = Tensor::zeros({B, T + 1}, DType::i32);
   m.batch.loss_mask = Tensor::zeros({B, T});
-  const double n = double(samples.size());
+  const double n = step_samples(r);
   for (int64_t b = 0; b < B; ++b) {
     const Sample& s = samples[first + size_t(b)];
     const auto& p = r.prompt_ids[size_t(s.prompt)];
@@ -87,8 +100,18 @@ std::string completion_text(const Run& r, const std::vector<int32_t>& ids) {
   return tok::utf8_repair(bytes);
 }
 
-// Sampling: every prompt repeated G times in one engine pass over the current weights.
-std::vector<Sample> rollout(Run& r, const std::vector<int64_t>& picks, StepReport& rep) {
+// This rank's prompts of the step: [first, first + count) of the P picks (all of them on one
+// process).
+std::pair<int64_t, int64_t> my_prompts(Run& r) {
+  if (!r.distributed()) return {0, r.o.prompts_per_step};
+  dist::Topology& t = r.ranks->topo();
+  return train::dp_slice(r.o.prompts_per_step, t.layout().dp, t.dp_rank());
+}
+
+// Sampling: every prompt repeated G times in one engine pass over the current weights. picks:
+// this rank's prompts, the first being prompt p0 of the step (sampler streams p0*G + i).
+std::vector<Sample> rollout(Run& r, const std::vector<int64_t>& picks, int64_t p0,
+                            StepReport& rep) {
   const int64_t G = r.o.group_size;
   std::vector<std::vector<int32_t>> batch;
   int64_t longest = 0;
@@ -107,6 +130,7 @@ std::vector<Sample> rollout(Run& r, const std::vector<int64_t>& picks, StepRepor
   cfg.sampling.top_p = r.o.top_p;
   cfg.sampling.top_k = r.o.top_k;
   cfg.sampling.seed = Rng(r.st.seed, rng_stream("rl-sample", uint64_t(r.st.step))).next_u64();
+  cfg.first_seq = uint64_t(p0 * G);
   infer::validate(cfg.sampling);
   cfg.stop.max_new_tokens = size_t(r.o.max_new_tokens);
   cfg.stop.stop_ids = {tok::TokenId(r.eos)};
@@ -124,7 +148,33 @@ std::vector<Sample> rollout(Run& r, const std::vector<int64_t>& picks, StepRepor
   return out;
 }
 
-void score(Run& r, std::vector<Sample>& samples, StepReport& rep) {
+// The whole step's scores from every rank's part, in global sample order (the ranks' slices
+// are contiguous and in rank order). Doubles travel bit for bit as 8-byte elements.
+RewardScores gather_scores(Run& r, const RewardScores& mine) {
+  dist::Topology& t = r.ranks->topo();
+  const int D = t.layout().dp;
+  const int64_t G = r.o.group_size;
+  std::vector<int64_t> counts(size_t(D));
+  for (int k = 0; k < D; ++k) counts[size_t(k)] = train::dp_slice(r.o.prompts_per_step, D, k).second * G;
+  const auto gather = [&](const std::vector<double>& v) {
+    DS_CHECK(int64_t(v.size()) == counts[size_t(t.dp_rank())], "gather_scores: {} scores, {} samples",
+             v.size(), counts[size_t(t.dp_rank())]);
+    std::vector<double> all(size_t(r.o.prompts_per_step * G));
+    t.dp().all_gather_v(v.data(), all.data(), counts, DType::i64);
+    return all;
+  };
+  RewardScores all;
+  all.total = gather(mine.total);
+  for (const auto& part : mine.parts) all.parts.push_back(gather(part));
+  if (!mine.correct.empty())
+    for (double c : gather(std::vector<double>(mine.correct.begin(), mine.correct.end())))
+      all.correct.push_back(uint8_t(c));
+  return all;
+}
+
+// Rewards of this rank's samples (the first is sample p0*G of the step); the advantages and
+// the step's statistics from the whole step's scores.
+void score(Run& r, std::vector<Sample>& samples, int64_t p0, StepReport& rep) {
   std::vector<RewardItem> items;
   std::vector<std::string> golds;
   for (const Sample& s : samples) {
@@ -132,13 +182,11 @@ void score(Run& r, std::vector<Sample>& samples, StepReport& rep) {
     items.push_back({p.prompt, s.text, p.reference.value_or("")});
     golds.push_back(r.golds[size_t(s.prompt)]);
   }
-  const RewardScores sc = r.rewards->score(items, golds);
-  const double n = double(samples.size());
+  RewardScores sc = r.rewards->score(items, golds);
+  if (r.distributed()) sc = gather_scores(r, sc);
+  const double n = double(sc.total.size());
   std::vector<double> total(sc.total);
-  for (size_t i = 0; i < samples.size(); ++i) {
-    samples[i].reward = sc.total[i];
-    rep.reward_mean += sc.total[i] / n;
-  }
+  for (size_t i = 0; i < sc.total.size(); ++i) rep.reward_mean += sc.total[i] / n;
   for (double v : sc.total) rep.reward_std += (v - rep.reward_mean) * (v - rep.reward_mean) / n;
   rep.reward_std = std::sqrt(rep.reward_std);
   for (const auto& part : sc.parts) {
@@ -152,8 +200,12 @@ void score(Run& r, std::vector<Sample>& samples, StepReport& rep) {
   }
   const auto adv = group_advantages(total, r.o.group_size, r.o.grpo.adv_eps);
   int64_t flat = 0;
-  for (size_t i = 0; i < samples.size(); ++i) samples[i].advantage = adv[i];
-  for (size_t g = 0; g < samples.size(); g += size_t(r.o.group_size)) {
+  const size_t first = size_t(p0 * r.o.group_size);
+  for (size_t i = 0; i < samples.size(); ++i) {
+    samples[i].reward = sc.total[first + i];
+    samples[i].advantage = adv[first + i];
+  }
+  for (size_t g = 0; g < adv.size(); g += size_t(r.o.group_size)) {
     bool all_zero = true;
     for (size_t i = g; i < g + size_t(r.o.group_size); ++i) all_zero = all_zero && adv[i] == 0.0;
     flat += all_zero;
@@ -179,7 +231,7 @@ void update(Run& r, std::vector<Sample>& samples, std::vector<MicroBatch>& micro
   train::StepAccumulator acc;
   GrpoStats gs;
   double entropy_sum = 0;
-  const double n = double(samples.size());
+  const double n = step_samples(r);
   for (MicroBatch& m : micros) {
     for (size_t b = 0; b < m.rows; ++b) {
       Sample& s = samples[m.first + b];
@@ -200,9 +252,23 @@ void update(Run& r, std::vector<Sample>& samples, std::vector<MicroBatch>& micro
     const float alpha = float(r.o.balance_alpha * double(m.rows) / n);
     acc.add(r.policy.model->forward_backward_policy(r.ctx, m.batch, fn, alpha, 1.0f), 1.0);
   }
+  if (r.distributed()) {   // the step's sums over every rank's completions
+    r.ranks->step().reduce(acc);
+    std::vector<double> v{gs.loss, gs.kl, gs.tokens, gs.clipped, entropy_sum};
+    r.ranks->topo().world().all_reduce_sum(v);
+    gs.loss = v[0];
+    gs.kl = v[1];
+    gs.tokens = v[2];
+    gs.clipped = v[3];
+    entropy_sum = v[4];
+  }
   train::UpdateResult ur;
   try {   // gamma 0: the router biases stay as the checkpoint has them
-    ur = train::apply_update(r.ctx, *r.policy.model, *r.opt, r.st, acc, r.o.lr, 0.0, false, r.o.out);
+    ur = r.distributed()
+             ? train::apply_update(r.ctx, r.ranks->step(), r.ranks->opt(), r.st, acc, r.o.lr, 0.0,
+                                   false, r.o.out)
+             : train::apply_update(r.ctx, *r.policy.model, *r.opt, r.st, acc, r.o.lr, 0.0, false,
+                                   r.o.out);
   } catch (const NumericsError&) {
     DS_THROW(NumericsError, "step {} update {}: non-finite loss ({}) or gradient; stopped without "
              "saving: the last checkpoint in {} is intact", r.st.step, u + 1, acc.loss, r.o.out);
@@ -218,16 +284,41 @@ void update(Run& r, std::vector<Sample>& samples, std::vector<MicroBatch>& micro
   }
 }
 
+// The rollout counts over every rank: tokens summed, the longest completion.
+void sum_counts(Run& r, StepReport& rep) {
+  dist::Comm& w = r.ranks->topo().world();
+  std::vector<int64_t> c{rep.prompt_tokens, rep.completion_tokens};
+  w.all_reduce_sum(c);
+  rep.prompt_tokens = c[0];
+  rep.completion_tokens = c[1];
+  w.all_reduce_max(&rep.max_len, 1, DType::i64);
+}
+
+// The timings of the slowest rank (the step waits for it).
+void slowest_timings(Run& r, StepReport& rep) {
+  dist::Comm& w = r.ranks->topo().world();
+  double* t[] = {&rep.rollout_s, &rep.reward_s, &rep.reference_s, &rep.update_s};
+  const size_t k = std::size(t);
+  std::vector<double> mine(k), all(k * size_t(w.size()));
+  for (size_t i = 0; i < k; ++i) mine[i] = *t[i];
+  w.all_gather(mine.data(), all.data(), int64_t(k), DType::i64);   // doubles, bit for bit
+  for (size_t i = 0; i < k; ++i)
+    for (int q = 0; q < w.size(); ++q) *t[i] = std::max(*t[i], all[size_t(q) * k + i]);
+}
+
 }  // namespace
 
 StepReport Run::step() {
   StepReport rep;
-  const auto picks = next_prompts();
+  const auto all_picks = next_prompts();
+  const auto [p0, count] = my_prompts(*this);
+  const std::vector<int64_t> picks(all_picks.begin() + p0, all_picks.begin() + p0 + count);
   auto t0 = Clock::now();
-  std::vector<Sample> samples = rollout(*this, picks, rep);
+  std::vector<Sample> samples = rollout(*this, picks, p0, rep);
   rep.rollout_s = since(t0);
+  if (distributed()) sum_counts(*this, rep);
   t0 = Clock::now();
-  score(*this, samples, rep);
+  score(*this, samples, p0, rep);
   rep.reward_s = since(t0);
   std::vector<MicroBatch> micros = make_micros(*this, samples);
   t0 = Clock::now();
@@ -239,6 +330,7 @@ StepReport Run::step() {
   GrpoStats all;
   for (int64_t u = 0; u < o.updates; ++u) update(*this, samples, micros, u, rep, all);
   rep.update_s = since(t0);
+  if (distributed()) slowest_timings(*this, rep);
   rep.clip_fraction = all.tokens > 0 ? all.clipped / all.tokens : 0.0;
   rollout_s += rep.rollout_s;
   update_s += rep.update_s;

@@ -197,7 +197,7 @@ void Run::init() {
     for (int64_t i = 0; i < int64_t(lens.size()); ++i) order.push_back(i);
     val_rows = pack_rows(lens, order, o.seq_len + 1, o.packing);
   }
-  model = std::make_unique<model::Transformer>(args, params, ranks->model_parallel());
+  model = ranks->build_model(args, params);
   params.alloc_grads();
   if (ranks->active()) ranks->attach(*model, o.optimizer);
   else opt = std::make_unique<train::AdamW>(params, o.optimizer);

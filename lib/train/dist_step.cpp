@@ -12,6 +12,7 @@
 
 #include "ds/core/error.hpp"
 #include "ds/io/checkpoint.hpp"
+#include "ds/train/pipeline_schedule.hpp"
 #include "ds/train/state.hpp"
 #include "ds/train/zero.hpp"
 
@@ -45,12 +46,17 @@ int default_threads_per_rank() {
   return std::max(1, cores / local);
 }
 
-DistStep::DistStep(dist::Topology& topo, model::Transformer& model, const std::string& pp_schedule)
-    : topo_(topo), model_(model), schedule_(pp_schedule) {
-  if (schedule_ != "1f1b" && schedule_ != "gpipe")
-    DS_THROW(UsageError, "--pp-schedule {}: expected 1f1b or gpipe", schedule_);
-  // The tied embedding: first and last stage of each pipeline column share one group; middle
-  // stages end up in groups of their own (split is collective over the world).
+DistStep::DistStep(dist::Topology& topo, model::Transformer& model, const std::string& pp_schedule,
+                   model::Transformer* reverse)
+    : topo_(topo), model_(model), reverse_(reverse), schedule_(pp_schedule) {
+  if (schedule_ != "1f1b" && schedule_ != "gpipe" && schedule_ != "dualpipe")
+    DS_THROW(UsageError, "--pp-schedule {}: expected 1f1b, gpipe or dualpipe", schedule_);
+  DS_CHECK((schedule_ == "dualpipe") == (reverse_ != nullptr),
+           "DistStep: the reverse-direction chunk goes with --pp-schedule dualpipe");
+  // The tied embedding (1F1B/GPipe with MTP): first and last stage of each pipeline column
+  // share one group; middle stages end up in groups of their own (split is collective over
+  // the world). Under DualPipe the first and last stage share one tensor on ranks 0 and pp-1.
+  if (reverse_) return;
   const auto& L = topo.layout();
   const bool ends = topo.is_first_stage() || topo.is_last_stage();
   const bool tied = L.pp > 1 && model.args().n_mtp_layers > 0;
@@ -62,8 +68,7 @@ void DistStep::pipeline(const ops::Context& ctx, const std::vector<MicroBatch>& 
                         const model::LossWeights& lw, bool train, StepAccumulator* acc,
                         std::pair<double, double>* eval) {
   dist::Comm& pp = topo_.pp();
-  const int P = topo_.layout().pp, s = topo_.pp_rank();
-  const bool first = s == 0, last = s == P - 1;
+  const int P = topo_.layout().pp, r = topo_.pp_rank();
   const int64_t C = model_.args().dim;
   const size_t M = mbs.size();
   std::vector<model::Transformer::PassPtr> passes(M);
@@ -76,67 +81,62 @@ void DistStep::pipeline(const ops::Context& ctx, const std::vector<MicroBatch>& 
     const Tensor& t = mbs[m].batch.tokens;
     return t.size(0) * (t.size(1) - 1);
   };
-  auto fwd = [&](size_t m) {
+  auto fwd = [&](int dir, size_t m) {
+    model::Transformer& chunk = dir == 0 ? model_ : *reverse_;
+    const int s = stage_of(P, r, dir);
     Tensor h_in, h_out;
-    if (!first) {
+    if (s > 0) {
       h_in = Tensor::empty({rows(m), C});
       const auto t0 = Clock::now();
-      pp.recv(h_in.raw(), h_in.numel(), DType::f32, s - 1, tag_of(m, 0));
+      pp.recv(h_in.raw(), h_in.numel(), DType::f32, rank_of_stage(P, s - 1, dir), tag_of(m, 0));
       wait += seconds_since(t0);
     }
     const auto t0 = Clock::now();
-    passes[m] = model_.stage_forward(ctx, mbs[m].batch, lw, float(mbs[m].share), train, h_in,
-                                     h_out);
+    passes[m] = chunk.stage_forward(ctx, mbs[m].batch, lw, float(mbs[m].share), train, h_in, h_out);
     compute += seconds_since(t0);
-    if (!last) {
-      sends.push_back(pp.isend(h_out.raw(), h_out.numel(), DType::f32, s + 1, tag_of(m, 0)));
+    if (s < P - 1) {
+      sends.push_back(pp.isend(h_out.raw(), h_out.numel(), DType::f32, rank_of_stage(P, s + 1, dir),
+                               tag_of(m, 0)));
       in_flight.push_back(h_out);
     }
     if (!train) {
-      const model::StepResult r = model_.stage_result(*passes[m]);
-      if (last && eval) {
-        eval->first += r.loss_main * r.target_weight;
-        eval->second += r.target_weight;
+      const model::StepResult res = chunk.stage_result(*passes[m]);
+      if (s == P - 1 && eval) {
+        eval->first += res.loss_main * res.target_weight;
+        eval->second += res.target_weight;
       }
       passes[m].reset();
     }
   };
-  auto bwd = [&](size_t m) {
+  auto bwd = [&](int dir, size_t m) {
+    model::Transformer& chunk = dir == 0 ? model_ : *reverse_;
+    const int s = stage_of(P, r, dir);
     Tensor dh_out, dh_in;
-    if (!last) {
+    if (s < P - 1) {
       dh_out = Tensor::empty({rows(m), C});
       const auto t0 = Clock::now();
-      pp.recv(dh_out.raw(), dh_out.numel(), DType::f32, s + 1, tag_of(m, 1));
+      pp.recv(dh_out.raw(), dh_out.numel(), DType::f32, rank_of_stage(P, s + 1, dir), tag_of(m, 1));
       wait += seconds_since(t0);
     }
     const auto t0 = Clock::now();
-    model_.stage_backward(ctx, *passes[m], dh_out, dh_in);
+    chunk.stage_backward(ctx, *passes[m], dh_out, dh_in);
     compute += seconds_since(t0);
-    acc->add(model_.stage_result(*passes[m]), mbs[m].share);
+    acc->add(chunk.stage_result(*passes[m]), mbs[m].share);
     passes[m].reset();
-    if (!first) {
-      sends.push_back(pp.isend(dh_in.raw(), dh_in.numel(), DType::f32, s - 1, tag_of(m, 1)));
+    if (s > 0) {
+      sends.push_back(pp.isend(dh_in.raw(), dh_in.numel(), DType::f32, rank_of_stage(P, s - 1, dir),
+                               tag_of(m, 1)));
       in_flight.push_back(dh_in);
     }
   };
 
-  if (!train || schedule_ == "gpipe" || P == 1) {
-    for (size_t m = 0; m < M; ++m) fwd(m);
-    if (train)
-      for (size_t m = 0; m < M; ++m) bwd(m);
-  } else {
-    // 1F1B: stage s runs pp - s - 1 warm-up forwards, then alternates one forward and one
-    // backward, then drains the remaining backwards.
-    const size_t warm = std::min(M, size_t(P - s - 1));
-    for (size_t m = 0; m < warm; ++m) fwd(m);
-    for (size_t m = warm; m < M; ++m) {
-      fwd(m);
-      bwd(m - warm);
-    }
-    for (size_t m = M - warm; m < M; ++m) bwd(m);
+  // evaluation runs forward-only through the direction-0 chunks
+  for (const PipeOp& op : pipeline_schedule(schedule_, P, r, int(M), train)) {
+    if (op.backward) bwd(op.dir, size_t(op.m));
+    else fwd(op.dir, size_t(op.m));
   }
   const auto t0 = Clock::now();
-  for (auto& r : sends) r.wait();
+  for (auto& q : sends) q.wait();
   wait += seconds_since(t0);
   if (train) {
     timing_.compute_s += compute;
@@ -150,7 +150,10 @@ StepAccumulator DistStep::forward_backward(const ops::Context& ctx,
                                            const std::vector<MicroBatch>& mbs,
                                            const model::LossWeights& lw) {
   StepAccumulator acc;
+  auto a2a = [&] { return model_.a2a_bytes_sent() + (reverse_ ? reverse_->a2a_bytes_sent() : 0); };
+  const int64_t a2a0 = a2a();
   pipeline(ctx, mbs, lw, true, &acc, nullptr);
+  acc.a2a_bytes = a2a() - a2a0;
   // A rank without micro-batches still contributes well-formed (zero) counts.
   if (acc.expert_counts.empty())
     acc.expert_counts.assign(size_t(model_.n_moe_layers()),
@@ -179,14 +182,16 @@ void DistStep::reduce_tied_gradients() {
 }
 
 void DistStep::reduce(StepAccumulator& acc) {
-  std::vector<double> v{acc.loss, acc.loss_main, acc.loss_mtp, acc.loss_balance};
+  std::vector<double> v{acc.loss, acc.loss_main, acc.loss_mtp, acc.loss_balance,
+                        double(acc.a2a_bytes)};
   for (const auto& c : acc.expert_counts) v.insert(v.end(), c.begin(), c.end());
   topo_.world().all_reduce_sum(v);
   acc.loss = v[0];
   acc.loss_main = v[1];
   acc.loss_mtp = v[2];
   acc.loss_balance = v[3];
-  size_t i = 4;
+  acc.a2a_bytes = int64_t(v[4]);
+  size_t i = 5;
   for (auto& c : acc.expert_counts)
     for (auto& x : c) x = int32_t(v[i++]);
 }
@@ -198,6 +203,8 @@ bool DistStep::agree_stop(bool local) {
 }
 
 DistRuntime::DistRuntime(const dist::DistOptions& o) : o_(o) {
+  if (o.pp_schedule == "dualpipe" && o.layout.pp % 2 != 0)
+    DS_THROW(UsageError, "--pp-schedule dualpipe needs an even --pp (got {})", o.layout.pp);
   auto world = dist::init_world(o.launch);
   if (world->size() > 1)
     topo_ = dist::Topology::create(std::move(world), o.layout, dist::detect_launch(o.launch).local_rank);
@@ -224,12 +231,40 @@ model::ModelParallel DistRuntime::model_parallel() {
   return par;
 }
 
+std::unique_ptr<model::Transformer> DistRuntime::build_model(const model::ModelArgs& args,
+                                                             model::ParamStore& store) {
+  model::ModelParallel par = model_parallel();
+  if (!topo_ || o_.pp_schedule != "dualpipe") return std::make_unique<model::Transformer>(args, store, par);
+  const int P = topo_->layout().pp, r = topo_->pp_rank();
+  model::ModelParallel rev = par;
+  rev.pp_rank = P - 1 - r;
+  std::unique_ptr<model::Transformer> fwd;
+  if (rev.pp_rank < r) reverse_ = std::make_unique<model::Transformer>(args, store, rev);
+  fwd = std::make_unique<model::Transformer>(args, store, par);
+  if (!reverse_) reverse_ = std::make_unique<model::Transformer>(args, store, rev);
+  return fwd;
+}
+
 void DistRuntime::attach(model::Transformer& m, const OptimizerOptions& opt) {
   DS_CHECK(topo_, "DistRuntime::attach on one process");
+  dist::Comm* dp = &topo_->dp();
+  dist::Comm* edp = &topo_->edp();
   std::set<std::string> copies;
-  if (m.holds_embedding_copy()) copies.insert("model.embed_tokens.weight");
-  opt_ = std::make_unique<ShardedAdamW>(m.store(), opt, topo_->dp(), topo_->edp(), copies);
-  step_ = std::make_unique<DistStep>(*topo_, m, o_.pp_schedule);
+  if (reverse_) {
+    // Stages r and pp-1-r live on ranks r and pp-1-r (x dp): ZeRO-1 shards them over that pair
+    // of pipeline ranks, so the two copies of a stage receive one summed gradient and one update.
+    const auto& L = topo_->layout();
+    const int r = topo_->pp_rank(), pair = std::min(r, L.pp - 1 - r), side = r < L.pp / 2 ? 0 : 1;
+    pair_dp_ = topo_->world().split(pair, side * L.dp + topo_->dp_rank());
+    pair_edp_ = topo_->world().split(pair * L.ep + topo_->ep_rank(),
+                                     side * (L.dp / L.ep) + topo_->edp_rank());
+    dp = pair_dp_.get();
+    edp = pair_edp_.get();
+  } else if (m.holds_embedding_copy()) {
+    copies.insert("model.embed_tokens.weight");
+  }
+  opt_ = std::make_unique<ShardedAdamW>(m.store(), opt, *dp, *edp, copies);
+  step_ = std::make_unique<DistStep>(*topo_, m, o_.pp_schedule, reverse_.get());
 }
 
 std::vector<std::pair<int64_t, int64_t>> DistRuntime::micro_slices(int64_t rows, int64_t micro) const {
@@ -258,6 +293,7 @@ UpdateResult apply_update(const ops::Context& ctx, DistStep& d, ShardedAdamW& op
   opt.step(ctx, float(lr), u.grads);
   st.optimizer_steps++;
   d.model().update_router_bias(acc.expert_counts, float(gamma));
+  if (d.reverse()) d.reverse()->update_router_bias(acc.expert_counts, float(gamma));
   u.applied = true;
   return u;
 }

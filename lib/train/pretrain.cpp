@@ -74,7 +74,7 @@ void Run::init() {
                                      : std::min<int64_t>(256, std::max<int64_t>(1, n_seq / 100));
   if (o.eval_every <= 0 && o.val_sequences < 0) val = 0;
   loader = std::make_unique<PackedLoader>(*dataset, o.seq_len, o.seed, val);
-  model = std::make_unique<model::Transformer>(setup.args, params, ranks->model_parallel());
+  model = ranks->build_model(setup.args, params);
   params.alloc_grads();
   params.init(o.seed);   // a function of (seed, name): every rank gets the same values
   if (ranks->active()) ranks->attach(*model, o.optimizer);
@@ -219,6 +219,7 @@ void Run::step_once(Progress& progress) {
   }
   if (ranks->active() && ranks->topo().layout().pp > 1)
     j["pipeline_bubble"] = ranks->step().timing().bubble();
+  if (ranks->active() && ranks->topo().layout().ep > 1) j["a2a_bytes"] = acc.a2a_bytes;
   metrics.write(j.dump());
   if (ranks->main()) progress.update(st.step, acc.loss, lr, tps);
   if (o.save_every > 0 && st.step % o.save_every == 0 && st.step < st.total_steps) save();

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end test of examples/slurm/pretrain.sbatch on a real local Slurm cluster
 # (scripts/slurm-local.sh): 2 MPI tasks (srun --mpi=pmix) of ds-pretrain on a tiny corpus.
-#   1. sbatch --wait: the job runs to its last step (checkpoint, DONE, sane metrics);
+#   1. sbatch --wait: the job runs to its last step (checkpoint, DONE, sane metrics); then the
+#      run continues in new jobs on other layouts (2 tasks as 2 pipeline stages, 1 task);
 #   2. SIGTERM mid-run (`scancel --signal=TERM`, the route of --signal=TERM@120) with the
 #      script's self-requeue off: the job ends cleanly with a checkpoint at the step it reached;
 #      `scontrol requeue` then resumes it from that checkpoint ("resumed from") to the end;
@@ -111,6 +112,22 @@ if not last < first:
 print(f"  metrics: {n} steps, loss {first:.3f} -> {last:.3f}")
 EOF
 }
+# ckpt_complete DIR: config, weights (one file, or an index and every shard it names), state
+ckpt_complete() {
+  python3 - "$1" <<'EOF'
+import json, os, sys
+d = sys.argv[1]
+need = ["config.json", "tokenizer.json", "training_state/trainer_state.json"]
+idx = os.path.join(d, "model.safetensors.index.json")
+if os.path.exists(idx):
+    need += sorted(set(json.load(open(idx))["weight_map"].values()))
+else:
+    need.append("model.safetensors")
+missing = [n for n in need if not os.path.isfile(os.path.join(d, n))]
+if missing:
+    sys.exit(f"{d}: missing {missing}")
+EOF
+}
 # the step a run stopped at: the largest step-XXXXXXXX directory in OUT
 last_ckpt_step() { ls -d "$1"/step-* 2>/dev/null | sed 's/.*step-0*//' | sort -n | tail -n 1; }
 ckpt() { printf '%s/step-%08d' "$1" "$2"; }
@@ -121,16 +138,36 @@ OUT=$W/run1 STEPS=30 SAVE_EVERY=10 EVAL_EVERY=10 \
 rc=$?
 check "job 1: sbatch --wait exit 0 (got $rc)" test "$rc" -eq 0
 check "job 1: final checkpoint step-00000030 with weights and training state" \
-  test -f "$W/run1/step-00000030/model.safetensors" -a -d "$W/run1/step-00000030/training_state"
+  ckpt_complete "$W/run1/step-00000030"
 check "job 1: DONE marker" test -e "$W/run1/DONE"
 check "job 1: metrics" metrics_ok "$W/run1/metrics.jsonl" 30
 check "job 1: a validation loss at step 30" grep -q '"step":30,.*"val_loss"' "$W/run1/metrics.jsonl"
-check "job 1: $NTASKS ranks (log)" grep -q "$NTASKS tasks" "$W/job1.out"
+[ "$NTASKS" -gt 1 ] && check "job 1: one run of $NTASKS ranks (one summary, from rank 0)" \
+  test "$(grep -c "\"ranks\":$NTASKS," "$W/job1.out")" = 1
 echo "job 1 done ($(elapsed))"
 [ "$FAILS" -eq 0 ] || { echo "--- job1.out"; tail -n 30 "$W/job1.out"; }
 
+# --- 1b. the same run continued on other layouts: 2 pipeline stages, then 1 task -------------
+# (a new submission each: the script resumes the newest checkpoint, whatever layout wrote it)
+run_to() {   # run_to NAME TASKS PP STEPS: resubmit run1 with more steps, wait for the end
+  rm -f "$W/run1/DONE"
+  local j
+  j=$(OUT=$W/run1 STEPS=$4 PP=$3 SAVE_EVERY=0 EVAL_EVERY=5 \
+    sbatch --parsable --ntasks="$2" --output="$W/$1.out" "$SBATCH_SCRIPT") || fatal "sbatch $1"
+  wait_state "$j" COMPLETED 0 60
+  check "$1: $2 task(s), pp $3: resumed from step $5" \
+    grep -q "resumed from $(ckpt "$W/run1" "$5") at step $5 " "$W/$1.out"
+  check "$1: finished at step $4" ckpt_complete "$(ckpt "$W/run1" "$4")"
+}
+if [ "$NTASKS" -eq 2 ]; then
+  run_to job1b 2 2 40 30
+  run_to job1c 1 1 50 40
+  check "job 1b/1c: metrics of the three layouts continue" metrics_ok "$W/run1/metrics.jsonl" 50
+  echo "job 1b/1c done ($(elapsed))"
+fi
+
 # --- 2. SIGTERM, clean end, scontrol requeue, resume -----------------------------------------
-N=600
+N=300
 j=$(OUT=$W/run2 STEPS=$N SAVE_EVERY=0 EVAL_EVERY=0 REQUEUE=0 \
   sbatch --parsable --ntasks="$NTASKS" --output="$W/job2.out" "$SBATCH_SCRIPT") ||
   fatal "sbatch job 2"
@@ -141,7 +178,7 @@ check "job 2: ended COMPLETED after SIGTERM" test "$(job_field "$j" JobState)" =
 k=$(last_ckpt_step "$W/run2")
 check "job 2: stopped early with a checkpoint (step ${k:-none} of $N)" test -n "$k" -a "${k:-0}" -lt "$N"
 check "job 2: the checkpoint is at the last logged step" test "${k:-x}" = "$(n_metrics "$W/run2/metrics.jsonl")"
-check "job 2: checkpoint complete" test -f "$(ckpt "$W/run2" "${k:-0}")/model.safetensors"
+check "job 2: checkpoint complete" ckpt_complete "$(ckpt "$W/run2" "${k:-0}")"
 check "job 2: the log reports the signal" grep -q "signal 15 received" "$W/job2.out"
 check "job 2: the log reports an interrupted run" grep -q '"interrupted":true' "$W/job2.out"
 check "job 2: no DONE yet" test ! -e "$W/run2/DONE"
@@ -152,7 +189,7 @@ scontrol update JobId="$j" StartTime=now    # a requeued job otherwise waits ~2 
 wait_state "$j" COMPLETED 1 120
 check "job 2: requeued run COMPLETED" test "$(job_field "$j" JobState)" = COMPLETED
 check "job 2: resumed from step $k" grep -q "resumed from $(ckpt "$W/run2" "${k:-0}") at step $k " "$W/job2.out"
-check "job 2: final checkpoint" test -f "$(ckpt "$W/run2" "$N")/model.safetensors"
+check "job 2: final checkpoint" ckpt_complete "$(ckpt "$W/run2" "$N")"
 check "job 2: DONE marker" test -e "$W/run2/DONE"
 check "job 2: metrics continue without gaps or repeats" metrics_ok "$W/run2/metrics.jsonl" "$N"
 echo "job 2 done ($(elapsed))"
@@ -171,7 +208,8 @@ scontrol update JobId="$j" StartTime=now
 wait_state "$j" COMPLETED 1 120
 check "job 3: the script said it requeued" grep -q "requeueing job $j" "$W/job3.out"
 check "job 3: resumed from step $k" grep -q "resumed from $(ckpt "$W/run3" "${k:-0}") at step $k " "$W/job3.out"
-check "job 3: finished (DONE)" test -e "$W/run3/DONE" -a -f "$(ckpt "$W/run3" "$N")/model.safetensors"
+check "job 3: finished (DONE)" test -e "$W/run3/DONE"
+check "job 3: final checkpoint" ckpt_complete "$(ckpt "$W/run3" "$N")"
 check "job 3: metrics continue without gaps or repeats" metrics_ok "$W/run3/metrics.jsonl" "$N"
 echo "job 3 done ($(elapsed))"
 [ "$FAILS" -eq 0 ] || { echo "--- job3.out"; tail -n 40 "$W/job3.out"; }
@@ -191,7 +229,8 @@ check "job 4: the running job saved a checkpoint when requeued (step ${k:-none})
 scontrol update JobId="$j" StartTime=now
 wait_state "$j" COMPLETED 1 120
 check "job 4: resumed from step $k" grep -q "resumed from $(ckpt "$W/run4" "${k:-0}") at step $k " "$W/job4.out"
-check "job 4: finished (DONE)" test -e "$W/run4/DONE" -a -f "$(ckpt "$W/run4" "$N")/model.safetensors"
+check "job 4: finished (DONE)" test -e "$W/run4/DONE"
+check "job 4: final checkpoint" ckpt_complete "$(ckpt "$W/run4" "$N")"
 check "job 4: metrics continue without gaps or repeats" metrics_ok "$W/run4/metrics.jsonl" "$N"
 echo "job 4 done ($(elapsed))"
 [ "$FAILS" -eq 0 ] || { echo "--- job4.out"; tail -n 40 "$W/job4.out"; }

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # Distributed ds-pretrain against the single process (docs/distributed.md): with N ranks under
-# mpirun, data (ZeRO-1), expert, pipeline (1F1B and GPipe) and mixed layouts train the same
+# mpirun, data (ZeRO-1), expert, pipeline (1F1B, GPipe, DualPipe) and mixed layouts train the same
 # global batch as one process: every step's losses agree within LOSS_RTOL and the final
 # weights within WEIGHT_ATOL; a checkpoint written by N ranks is one Hugging Face directory
 # that a single process loads, and a run stopped on one layout resumes on another rank count
@@ -35,8 +35,11 @@ STEPS = 10
 
 LAYOUTS = {
     2: [("dp2", []), ("ep2", ["--ep", 2]), ("pp2", ["--pp", 2, "--micro-batch-size", 2]),
-        ("pp2-gpipe", ["--pp", 2, "--micro-batch-size", 2, "--pp-schedule", "gpipe"])],
+        ("pp2-gpipe", ["--pp", 2, "--micro-batch-size", 2, "--pp-schedule", "gpipe"]),
+        ("pp2-dualpipe", ["--pp", 2, "--micro-batch-size", 2, "--pp-schedule", "dualpipe"])],
     4: [("dp4", []), ("ep4", ["--ep", 4]), ("pp4", ["--pp", 4, "--micro-batch-size", 2]),
+        ("pp4-dualpipe", ["--pp", 4, "--micro-batch-size", 1, "--pp-schedule", "dualpipe"]),
+        ("pp2-ep2-dualpipe", ["--pp", 2, "--ep", 2, "--micro-batch-size", 1, "--pp-schedule", "dualpipe"]),
         ("pp2-ep2", ["--pp", 2, "--ep", 2, "--micro-batch-size", 1])],
 }
 

@@ -58,8 +58,13 @@ int main(int argc, char** argv) {
   app.add_option("--log-every", o.log_every, "Log a step summary every N steps")->capture_default_str();
   app.add_option("--device", o.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
-  app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU threads per rank (0: the cores / ranks on this node)")
+      ->capture_default_str();
   app.add_option("--seed", o.seed, "Seed of the prompt order and the sampling")->capture_default_str();
+  ds::cli::add_dist_options(app, o.dist);
 
-  return ds::cli::run_tool(app, argc, argv, common, [&] { ds::rl::run_rl(o); });
+  return ds::cli::run_tool(app, argc, argv, common, [&] {
+    o.dist.launch.device = o.device;
+    ds::rl::run_rl(o);
+  });
 }

@@ -50,7 +50,7 @@ struct Layout {
 struct DistOptions {
   LaunchOptions launch;
   Layout layout;                   // dp is derived: world / pp
-  std::string pp_schedule = "1f1b";   // --pp-schedule 1f1b | gpipe
+  std::string pp_schedule = "1f1b";   // --pp-schedule 1f1b | gpipe | dualpipe
 };
 
 class Topology {

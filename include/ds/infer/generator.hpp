@@ -23,6 +23,10 @@ struct GenerationConfig {
   StopOptions stop;
   bool speculative = false;     // MTP draft + verify (greedy only, UsageError otherwise)
   int64_t prefill_chunk = 512;  // prompt tokens per sequence per prefill forward
+  // Sampler sequence index of prompt 0: prompt i draws from stream (seed, first_seq + i, step),
+  // so a slice of a larger batch (one data-parallel rank's prompts) samples exactly as it
+  // would inside the whole batch. 0 for a whole batch.
+  uint64_t first_seq = 0;
 };
 
 struct Completion {

@@ -7,7 +7,9 @@
 //   holds the final norm, the head and the MTP modules); the first stage holds the embedding,
 //   the last stage the final norm, lm_head and MTP modules, plus a copy of the embedding when
 //   MTP is on (its gradient is summed with the first stage's, like a tied embedding).
-// Parameters a rank does not hold are not registered in its ParamStore.
+// Parameters a rank does not hold are not registered in its ParamStore. Under DualPipe a rank
+// holds two stages (r and pp-1-r) as two Transformers over one ParamStore; the model
+// registers the embedding once and both chunks use it.
 #pragma once
 #include <cstdint>
 #include <utility>

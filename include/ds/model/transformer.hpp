@@ -128,6 +128,9 @@ class Transformer {
   // Layers held by other stages are skipped (their counts must still be present).
   void update_router_bias(const std::vector<std::vector<int32_t>>& counts, float gamma);
   int n_moe_layers() const { return int(moe_layers_.size()); }   // of the whole model
+  // Bytes this rank has sent to other ranks in expert-parallel all-to-alls (dispatch + combine,
+  // forward + backward) since construction, over its MoE layers.
+  int64_t a2a_bytes_sent() const;
   std::vector<std::string> moe_layer_names() const;   // "model.layers.{i}.mlp", main then MTP
 
  private:

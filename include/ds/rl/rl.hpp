@@ -6,12 +6,16 @@
 // log-probs from the training forward, then `updates` AdamW steps on the clipped objective
 // with the k3 KL penalty. Metrics JSONL per step, atomic checkpoints (kind "rl") with
 // keep-last-N, exact resume (prompt order and sampling continue), SIGTERM = save and stop.
+// Data parallel over ranks (mpirun -n N; --pp and --ep must be 1): each rank samples, scores
+// and trains on a contiguous slice of the step's prompts with the whole model, the gradients
+// meet in ZeRO-1 AdamW; rollouts and rewards are those of one process (lib/rl/rl_step.cpp).
 // Contract: man/ds-rl.1; formats: docs/formats.md "RL prompts and reward command".
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "ds/dist/topology.hpp"
 #include "ds/rl/grpo.hpp"
 #include "ds/train/optimizer.hpp"
 
@@ -53,8 +57,9 @@ struct RlOptions {
   int64_t log_every = 1;             // progress period in steps when stderr is not a TTY
   // execution
   std::string device = "cpu";
-  int threads = 0;                   // 0: all cores
+  int threads = 0;                   // per rank; 0: the cores / ranks on this node
   uint64_t seed = 1234;              // prompt order and sampling
+  dist::DistOptions dist;            // launch and layout (--pp and --ep must be 1)
 };
 
 // Runs the whole RL run; throws ds::Error (UsageError for bad flags, FormatError/IoError for

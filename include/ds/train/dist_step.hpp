@@ -1,6 +1,7 @@
 // One rank's part of a distributed training step (docs/distributed.md): the micro-batches of
-// this rank's data-parallel slice through this rank's pipeline stage, under the 1F1B or GPipe
-// schedule, activations and gradients exchanged with the neighbouring stages; then the sums
+// this rank's data-parallel slice through this rank's pipeline stage(s), under the 1F1B, GPipe
+// or DualPipe schedule (pipeline_schedule.hpp), activations and gradients exchanged with the
+// neighbouring stages; then the sums
 // every rank needs: the tied embedding's gradient between the first and last stage, and the
 // step's losses and expert counts over the world (so the metrics, the non-finite check and
 // the router-bias update see the whole global batch, exactly as one process would).
@@ -37,7 +38,10 @@ struct PipelineTiming {
 class DistStep {
  public:
   // Collective over topo.world() (builds the first/last-stage group of the tied embedding).
-  DistStep(dist::Topology& topo, model::Transformer& model, const std::string& pp_schedule);
+  // `model` is this rank's stage (direction 0); under --pp-schedule dualpipe `reverse` is its
+  // stage pp-1-r of the reverse direction (same ParamStore).
+  DistStep(dist::Topology& topo, model::Transformer& model, const std::string& pp_schedule,
+           model::Transformer* reverse = nullptr);
 
   // Forward + backward of this rank's micro-batches (every stage of a pipeline column must
   // be given the same list). Gradients are ADDED x share; returns this rank's part of the
@@ -59,6 +63,7 @@ class DistStep {
   const PipelineTiming& timing() const { return timing_; }
   dist::Topology& topology() { return topo_; }
   model::Transformer& model() { return model_; }
+  model::Transformer* reverse() { return reverse_; }
 
  private:
   void pipeline(const ops::Context& ctx, const std::vector<MicroBatch>& mbs,
@@ -67,6 +72,7 @@ class DistStep {
 
   dist::Topology& topo_;
   model::Transformer& model_;
+  model::Transformer* reverse_ = nullptr;
   std::string schedule_;
   std::unique_ptr<dist::Comm> tied_;   // first + last stage with this dp_rank (null: none)
   PipelineTiming timing_;
@@ -85,7 +91,12 @@ class DistRuntime {
   ~DistRuntime();
   bool active() const { return bool(topo_); }
   bool main() const;                       // rank 0, or one process
-  model::ModelParallel model_parallel();   // this rank's part of the model
+  model::ModelParallel model_parallel();   // this rank's part of the model (direction 0)
+  // Builds this rank's model into `store`: the Transformer of model_parallel(), and under
+  // DualPipe also the reverse-direction stage (kept here; the two are registered in stage
+  // order so the ranks sharing stages have the same parameter layout).
+  std::unique_ptr<model::Transformer> build_model(const model::ModelArgs& args,
+                                                  model::ParamStore& store);
   // True when this rank's store holds part of the model (--ep or --pp > 1).
   bool partial_model() const;
   // After the model is built: ShardedAdamW over its parameters and the DistStep. Collective.
@@ -102,6 +113,8 @@ class DistRuntime {
  private:
   dist::DistOptions o_;
   std::unique_ptr<dist::Topology> topo_;
+  std::unique_ptr<model::Transformer> reverse_;   // DualPipe: stage pp-1-r
+  std::unique_ptr<dist::Comm> pair_dp_, pair_edp_;   // DualPipe: ranks r and pp-1-r x dp
   std::unique_ptr<DistStep> step_;
   std::unique_ptr<ShardedAdamW> opt_;
 };

@@ -26,6 +26,7 @@ double max_violation(const std::vector<int32_t>& counts /*(E)*/);
 struct StepAccumulator {
   double loss = 0, loss_main = 0, loss_mtp = 0, loss_balance = 0;
   std::vector<std::vector<int32_t>> expert_counts;   // per MoE layer (E): tokens routed
+  int64_t a2a_bytes = 0;   // expert-parallel all-to-all bytes sent between ranks (DistStep)
   // Adds one micro-batch: its losses times `share` (its weight in the step's loss: b/B for
   // ds-pretrain, W_m/W_step for ds-sft); its expert counts unweighted.
   void add(const model::StepResult& r, double share);
