@@ -154,7 +154,7 @@ RewardScores gather_scores(Run& r, const RewardScores& mine) {
   dist::Topology& t = r.ranks->topo();
   const int D = t.layout().dp;
   const int64_t G = r.o.group_size;
-  std::vector<int64_t> counts(size_t(D));
+  std::vector<int64_t> counts(static_cast<size_t>(D));
   for (int k = 0; k < D; ++k) counts[size_t(k)] = train::dp_slice(r.o.prompts_per_step, D, k).second * G;
   const auto gather = [&](const std::vector<double>& v) {
     DS_CHECK(int64_t(v.size()) == counts[size_t(t.dp_rank())], "gather_scores: {} scores, {} samples",

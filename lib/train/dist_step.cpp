@@ -92,7 +92,8 @@ void DistStep::pipeline(const ops::Context& ctx, const std::vector<MicroBatch>& 
       wait += seconds_since(t0);
     }
     const auto t0 = Clock::now();
-    passes[m] = chunk.stage_forward(ctx, mbs[m].batch, lw, float(mbs[m].share), train, h_in, h_out);
+    passes[m] = chunk.stage_forward(ctx, mbs[m].batch, mbs[m].weights.value_or(lw),
+                                    float(mbs[m].share), train, h_in, h_out);
     compute += seconds_since(t0);
     if (s < P - 1) {
       sends.push_back(pp.isend(h_out.raw(), h_out.numel(), DType::f32, rank_of_stage(P, s + 1, dir),

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,7 @@ namespace ds::train {
 struct MicroBatch {
   model::Batch batch;
   double share = 1;     // its weight in the step's loss (b / global batch for ds-pretrain)
+  std::optional<model::LossWeights> weights;   // its own loss weights (default: the step's)
 };
 
 // Busy/idle split of this rank's pipeline work, summed over the steps run so far.
