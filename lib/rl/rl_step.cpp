@@ -58,7 +58,7 @@ MicroBatch make_micro(const Run& r, const std::vector<Sample>& samples, size_t f
   const int64_t B = int64_t(rows), T = len - 1;
   m.batch.tokens = Tensor::zeros({B, T + 1}, DType::i32);
   m.batch.loss_mask = Tensor::zeros({B, T});
-  const double n = step_samples(r);
+  const double n = double(samples.size());   // SABOTAGE
   for (int64_t b = 0; b < B; ++b) {
     const Sample& s = samples[first + size_t(b)];
     const auto& p = r.prompt_ids[size_t(s.prompt)];
