@@ -41,8 +41,9 @@ our_pids() {
 
 start() {
   [ "$(id -u)" -eq 0 ] || die "needs root (slurmd runs jobs as their users)"
-  command -v slurmctld >/dev/null && command -v slurmd >/dev/null ||
+  if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null; then
     die "slurmctld/slurmd not found: apt-get install slurm-wlm"
+  fi
   id slurm >/dev/null 2>&1 || die "no 'slurm' user (Debian's slurm-wlm creates it)"
   if [ -n "$(our_pids)" ]; then
     echo "slurm-local: already running in $S" >&2
@@ -129,8 +130,7 @@ start() {
     if [ "$nodes" -eq 1 ]; then slurmd -f "$CONF"; else slurmd -f "$CONF" -N "$n"; fi ||
       die "slurmd $n failed to start: $S/log/slurmd-$n.log"
   done
-  local t
-  for t in $(seq 300); do
+  for _ in $(seq 300); do
     if [ "$(sinfo -h -o '%t' 2>/dev/null | sort -u | tr -d '\n')" = idle ]; then
       echo "slurm-local: $nodes node(s) x $cpus CPUs idle (SLURM_CONF=$CONF)" >&2
       return 0

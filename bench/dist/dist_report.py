@@ -204,12 +204,12 @@ def report(path):
         return med([x for r in g for x in r["timed"]]) if g else None
     base, two = tps("1x1"), tps("1x2")
     print("| layout | ranks x threads | micro-batches per rank | tokens/s (median) | per-round "
-          "medians | efficiency vs 2 x (1 x 1) | vs 1 rank x 2 threads |")
-    print("|---|---|---|---|---|---|---|")
+          "medians (load average before) | best step | efficiency vs 2 x (1 x 1) | vs 1 rank x 2 threads |")
+    print("|---|---|---|---|---|---|---|---|")
     for key, g in groups.items():
         r0 = g[0]
         t = tps(key)
-        per = ", ".join("%.0f" % med(r["timed"]) for r in g)
+        per = ", ".join("%.0f (%.1f)" % (med(r["timed"]), r["load1_before"]) for r in g)
         ranks = r0["ranks"]
         dp = ranks // r0["pp"]
         mb = r0["micro_batch"] or r0["batch"] // dp
@@ -217,30 +217,35 @@ def report(path):
         cores = ranks * r0["threads"]
         eff = "%.2f" % (t / (cores * base)) if base and cores > 1 else "-"
         vs2 = "%.2f" % (t / two) if two and key != "1x2" else "-"
-        print("| %s | %d x %d | %d | %.0f | %s | %s | %s |"
-              % (r0["layout"], ranks, r0["threads"], M, t, per, eff, vs2))
+        best = max(x for r in g for x in r["timed"])
+        print("| %s | %d x %d | %d | %.0f | %s | %.0f | %s | %s |"
+              % (r0["layout"], ranks, r0["threads"], M, t, per, best, eff, vs2))
     print()
 
-    # all-to-all bytes
-    print("| run | model | ep | tokens per step | measured a2a bytes/step (median; min-max) | "
+    # all-to-all bytes (runs of one preset and ep pooled: the bytes depend on the routing only)
+    print("| model | ep | ranks | tokens per step | measured a2a bytes/step: median (min-max) | "
           "formula (uniform routing) | measured / formula |")
     print("|---|---|---|---|---|---|---|")
+    a2a = {}
     for r in runs:
         if r["ep"] <= 1 or not r["config"]:
             continue
-        rows = r["rows"]
-        a = [x["a2a_bytes"] for x in rows if "a2a_bytes" in x]
-        if not a:
-            continue
-        mtp_on = all(x.get("mtp_lambda", 0) > 0 for x in rows)
-        f = a2a_formula(r["config"], r["batch"], r["seq_len"], r["ep"], mtp_on)
-        print("| %s | %s (C %d, K %d, %d MoE + %d MTP layers) | %d | %d x %d | %.4g (%.4g-%.4g) | "
-              "%.4g | %.3f |"
-              % (r["name"], r["preset"], r["config"]["hidden_size"],
-                 r["config"]["num_experts_per_tok"],
-                 r["config"]["num_hidden_layers"] - r["config"]["first_k_dense_replace"],
-                 r["config"].get("num_nextn_predict_layers", 0) if mtp_on else 0, r["ep"],
-                 r["batch"], r["seq_len"], med(a), min(a), max(a), f, med(a) / f))
+        a = [x["a2a_bytes"] for x in r["rows"] if "a2a_bytes" in x]
+        if a:
+            mtp_on = all(x.get("mtp_lambda", 0) > 0 for x in r["rows"])
+            g = a2a.setdefault((r["preset"], r["ep"], r["ranks"], r["batch"], r["seq_len"]),
+                               {"c": r["config"], "mtp": mtp_on, "a": []})
+            g["a"] += a
+            g["mtp"] = g["mtp"] and mtp_on
+    for (preset, ep, ranks, B, T), g in a2a.items():
+        c, a = g["c"], g["a"]
+        f = a2a_formula(c, B, T, ep, g["mtp"])
+        print("| %s (C %d, K %d of %d experts, %d MoE + %d MTP MoE layers) | %d | %d | %d x %d | "
+              "%.4g (%.4g-%.4g) | %.4g | %.3f |"
+              % (preset, c["hidden_size"], c["num_experts_per_tok"], c["n_routed_experts"],
+                 c["num_hidden_layers"] - c["first_k_dense_replace"],
+                 c.get("num_nextn_predict_layers", 0) if g["mtp"] else 0, ep, ranks, B, T,
+                 med(a), min(a), max(a), f, med(a) / f))
     print()
 
     # pipeline bubble
@@ -258,7 +263,8 @@ def report(path):
             M = r["batch"] // r["micro_batch"]
             b = r["rows"][-1].get("pipeline_bubble")
             rows.setdefault((r["schedule"], M, r["pp"]), []).append((b, med(r["timed"])))
-        for (s, M, P), v in sorted(rows.items()):
+        order = {"1f1b": 0, "gpipe": 1, "dualpipe": 2}
+        for (s, M, P), v in sorted(rows.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1])):
             bs = [x[0] for x in v if x[0] is not None]
             uni = (P - 1) / (M + P - 1)
             eq = simulate(s, P, M, [1.0] * P)

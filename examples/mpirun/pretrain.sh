@@ -60,7 +60,8 @@ MPIRUN=(mpirun -n "$NP" --bind-to none)            # ranks use THREADS cores eac
 [ "$NP" -gt "$(nproc)" ] && [ -z "$HOSTS" ] && MPIRUN+=(--oversubscribe)
 [ -n "$HOSTS" ] && MPIRUN+=(--host "$HOSTS")
 
-forward() { [ -n "${pid:-}" ] && pkill -TERM -P "$pid" 2>/dev/null || true; }
+# shellcheck disable=SC2317  # called by the trap
+forward() { if [ -n "${pid:-}" ]; then pkill -TERM -P "$pid" 2>/dev/null || true; fi; }
 trap forward TERM INT
 # shellcheck disable=SC2086
 setsid "${MPIRUN[@]}" "$DS_BIN/ds-pretrain" --pp "$PP" --ep "$EP" --pp-schedule "$PP_SCHEDULE" \

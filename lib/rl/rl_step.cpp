@@ -58,7 +58,7 @@ MicroBatch make_micro(const Run& r, const std::vector<Sample>& samples, size_t f
   const int64_t B = int64_t(rows), T = len - 1;
   m.batch.tokens = Tensor::zeros({B, T + 1}, DType::i32);
   m.batch.loss_mask = Tensor::zeros({B, T});
-  const double n = double(samples.size());   // SABOTAGE
+  const double n = step_samples(r);
   for (int64_t b = 0; b < B; ++b) {
     const Sample& s = samples[first + size_t(b)];
     const auto& p = r.prompt_ids[size_t(s.prompt)];
@@ -155,10 +155,11 @@ RewardScores gather_scores(Run& r, const RewardScores& mine) {
   const int D = t.layout().dp;
   const int64_t G = r.o.group_size;
   std::vector<int64_t> counts(static_cast<size_t>(D));
-  for (int k = 0; k < D; ++k) counts[size_t(k)] = train::dp_slice(r.o.prompts_per_step, D, k).second * G;
+  for (int k = 0; k < D; ++k)
+    counts[size_t(k)] = train::dp_slice(r.o.prompts_per_step, D, k).second * G;
   const auto gather = [&](const std::vector<double>& v) {
-    DS_CHECK(int64_t(v.size()) == counts[size_t(t.dp_rank())], "gather_scores: {} scores, {} samples",
-             v.size(), counts[size_t(t.dp_rank())]);
+    DS_CHECK(int64_t(v.size()) == counts[size_t(t.dp_rank())],
+             "gather_scores: {} scores, {} samples", v.size(), counts[size_t(t.dp_rank())]);
     std::vector<double> all(size_t(r.o.prompts_per_step * G));
     t.dp().all_gather_v(v.data(), all.data(), counts, DType::i64);
     return all;

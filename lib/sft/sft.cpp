@@ -254,11 +254,13 @@ double Run::evaluate() {
   int64_t batches = (n + mb - 1) / mb;
   if (o.eval_batches > 0) batches = std::min(batches, o.eval_batches);
   if (ranks->active()) {   // batches dealt round-robin to the data-parallel ranks
-    const dist::Topology& t = ranks->topo();
-    std::vector<model::Batch> mine;
-    for (int64_t i = t.dp_rank(); i < batches; i += t.layout().dp) {
-      std::span<const Row> rows(val_rows.data() + i * mb, size_t(std::min(mb, n - i * mb)));
-      mine.push_back(make_batch(data.val.samples, rows, o.seq_len, data.pad_id));
+    std::vector<train::MicroBatch> mine;
+    for (int64_t i : ranks->eval_batches(batches)) {
+      const int64_t k = std::max<int64_t>(0, i);
+      std::span<const Row> rows(val_rows.data() + k * mb, size_t(std::min(mb, n - k * mb)));
+      train::MicroBatch m{make_batch(data.val.samples, rows, o.seq_len, data.pad_id)};
+      m.dummy = i < 0;
+      mine.push_back(std::move(m));
     }
     const auto [sum, weight] = ranks->step().forward_loss(ctx, mine);
     return weight > 0 ? sum / weight : NAN;
@@ -312,10 +314,10 @@ void Run::step_once(train::Progress& progress) {
   if (ranks->active()) {   // every rank packs the whole step (one data position), runs its slice
     std::vector<train::MicroBatch> mbs;
     for (const auto& [first, count] : ranks->micro_slices(B, o.micro_batch_size)) {
-      std::span<const Row> part(rows.data() + first, size_t(count));
-      const double share = double(count_targets(data.train.samples, part)) / double(W);
+      std::span<const Row> part(rows.data() + first, size_t(std::max<int64_t>(count, 1)));
+      const double share = count > 0 ? double(count_targets(data.train.samples, part)) / double(W) : 0.0;
       mbs.push_back(train::MicroBatch{make_batch(data.train.samples, part, o.seq_len, data.pad_id),
-                                      share, micro_weights(w, count, B, share)});
+                                      share, micro_weights(w, count, B, share), count == 0});
     }
     acc = ranks->step().forward_backward(ctx, mbs, w);
     ranks->step().reduce(acc);

@@ -102,7 +102,7 @@ void DistStep::pipeline(const ops::Context& ctx, const std::vector<MicroBatch>& 
     }
     if (!train) {
       const model::StepResult res = chunk.stage_result(*passes[m]);
-      if (s == P - 1 && eval) {
+      if (s == P - 1 && eval && !mbs[m].dummy) {
         eval->first += res.loss_main * res.target_weight;
         eval->second += res.target_weight;
       }
@@ -122,7 +122,7 @@ void DistStep::pipeline(const ops::Context& ctx, const std::vector<MicroBatch>& 
     const auto t0 = Clock::now();
     chunk.stage_backward(ctx, *passes[m], dh_out, dh_in);
     compute += seconds_since(t0);
-    acc->add(chunk.stage_result(*passes[m]), mbs[m].share);
+    if (!mbs[m].dummy) acc->add(chunk.stage_result(*passes[m]), mbs[m].share);
     passes[m].reset();
     if (s > 0) {
       sends.push_back(pp.isend(dh_in.raw(), dh_in.numel(), DType::f32, rank_of_stage(P, s - 1, dir),
@@ -163,11 +163,9 @@ StepAccumulator DistStep::forward_backward(const ops::Context& ctx,
 }
 
 std::pair<double, double> DistStep::forward_loss(const ops::Context& ctx,
-                                                 const std::vector<model::Batch>& batches) {
-  std::vector<MicroBatch> mbs;
-  for (const auto& b : batches) mbs.push_back(MicroBatch{b, 1.0});
+                                                 const std::vector<MicroBatch>& batches) {
   std::pair<double, double> out{0.0, 0.0};
-  pipeline(ctx, mbs, model::LossWeights{0.0f, 0.0f}, false, nullptr, &out);
+  pipeline(ctx, batches, model::LossWeights{0.0f, 0.0f}, false, nullptr, &out);
   std::vector<double> v{out.first, out.second};
   topo_.world().all_reduce_sum(v);
   return {v[0], v[1]};
@@ -269,10 +267,22 @@ void DistRuntime::attach(model::Transformer& m, const OptimizerOptions& opt) {
 }
 
 std::vector<std::pair<int64_t, int64_t>> DistRuntime::micro_slices(int64_t rows, int64_t micro) const {
-  const auto [first, count] = dp_slice(rows, topo_->layout().dp, topo_->dp_rank());
-  const int64_t mb = micro > 0 ? std::min(micro, count) : count;
+  const int dp = topo_->layout().dp;
+  const auto [first, count] = dp_slice(rows, dp, topo_->dp_rank());
+  const int64_t largest = (rows + dp - 1) / dp;
+  const int64_t mb = std::max<int64_t>(1, micro > 0 ? std::min(micro, largest) : largest);
+  const int64_t n = (largest + mb - 1) / mb;   // micro-batches of the largest slice
   std::vector<std::pair<int64_t, int64_t>> out;
   for (int64_t r = 0; r < count; r += mb) out.emplace_back(first + r, std::min(mb, count - r));
+  while (int64_t(out.size()) < n) out.emplace_back(0, 0);
+  return out;
+}
+
+std::vector<int64_t> DistRuntime::eval_batches(int64_t n) const {
+  const int dp = topo_->layout().dp;
+  std::vector<int64_t> out;
+  for (int64_t i = topo_->dp_rank(); i < n; i += dp) out.push_back(i);
+  while (int64_t(out.size()) < (n + dp - 1) / dp) out.push_back(-1);
   return out;
 }
 

@@ -134,14 +134,14 @@ double Run::evaluate_dist() {
   const int64_t n_val = loader->n_val();
   const int64_t B = std::max<int64_t>(1, o.micro_batch_size > 0 ? o.micro_batch_size : o.batch_size);
   const int64_t batches = std::min<int64_t>(o.eval_batches, (n_val + B - 1) / B);
-  const dist::Topology& t = ranks->topo();
-  std::vector<model::Batch> mine;
-  for (int64_t i = t.dp_rank(); i < batches; i += t.layout().dp) {
-    const int64_t first = i * B, b = std::min(B, n_val - first);
-    model::Batch batch;
-    batch.tokens = Tensor::empty({b, o.seq_len + 1}, DType::i32);
-    loader->val_batch(first, b, batch.tokens);
-    mine.push_back(batch);
+  std::vector<MicroBatch> mine;
+  for (int64_t i : ranks->eval_batches(batches)) {
+    const int64_t first = std::max<int64_t>(0, i) * B, b = std::min(B, n_val - first);
+    MicroBatch m;
+    m.batch.tokens = Tensor::empty({b, o.seq_len + 1}, DType::i32);
+    loader->val_batch(first, b, m.batch.tokens);
+    m.dummy = i < 0;
+    mine.push_back(std::move(m));
   }
   const auto [sum, weight] = ranks->step().forward_loss(ctx, mine);
   return weight > 0 ? sum / weight : NAN;
@@ -175,8 +175,9 @@ void Run::step_once(Progress& progress) {
     std::vector<MicroBatch> mbs;
     for (const auto& [first, b] : ranks->micro_slices(B, o.micro_batch_size)) {
       MicroBatch m;
-      m.batch.tokens = all.slice0(first, first + b);
+      m.batch.tokens = all.slice0(first, first + std::max<int64_t>(b, 1));
       m.share = double(b) / double(B);   // each micro-batch's mean loss weighs b/B
+      m.dummy = b == 0;
       mbs.push_back(std::move(m));
     }
     acc = ranks->step().forward_backward(ctx, mbs, w);
@@ -236,9 +237,11 @@ void pretrain(const PretrainOptions& opts) {
     return;
   }
   const bool distributed = run.ranks->active();
-  spdlog::info("training {} parameters for {} steps ({} tokens), batch {} x {} tokens, {} threads{}",
-               run.params.numel(), run.st.total_steps, run.st.total_tokens, opts.batch_size,
-               opts.seq_len, run.ctx.threads, distributed ? " per rank, " + run.ranks->describe() : "");
+  spdlog::info("training {} parameters{} for {} steps ({} tokens), batch {} x {} tokens, {} threads{}",
+               model::count_params(run.setup.args).total + model::count_params(run.setup.args).mtp,
+               distributed ? fmt::format(" ({} on this rank)", run.params.numel()) : "",
+               run.st.total_steps, run.st.total_tokens, opts.batch_size, opts.seq_len,
+               run.ctx.threads, distributed ? " per rank, " + run.ranks->describe() : "");
   Progress progress(run.st.total_steps, opts.log_every);
   std::function<bool(bool)> agree;
   if (distributed) agree = [&](bool local) { return run.ranks->step().agree_stop(local); };

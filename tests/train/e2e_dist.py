@@ -42,13 +42,23 @@ LAYOUTS = {
         ("pp2-ep2-dualpipe", ["--pp", 2, "--ep", 2, "--micro-batch-size", 1, "--pp-schedule", "dualpipe"]),
         ("pp2-ep2", ["--pp", 2, "--ep", 2, "--micro-batch-size", 1])],
 }
+# Layouts run with the batch-size ramp, against a one-process run with the same ramp.
+RAMP_LAYOUTS = {
+    2: [("ep2-ramp", ["--ep", 2, "--micro-batch-size", 1])],
+    4: [("ep4-ramp", ["--ep", 4, "--micro-batch-size", 1]), ("dp4-ramp", [])],
+}
 
 
-def mpirun(args, n, tool, *targs, timeout=600):
+def mpirun(args, n, tool, *targs, timeout=180):
+    """(exit code, stdout, stderr) of `mpirun -n N tool ARGS`; a run past `timeout` seconds (a
+    deadlock: these runs take seconds) is killed and reported as exit code 124."""
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMPI_MCA_rmaps_base_oversubscribe="1")
     cmd = [args.mpirun, "-n", str(n), tool, "--log-level", "warn"] + [str(a) for a in targs]
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, env=env)
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return 124, "", f"timed out after {timeout} s (deadlock?)"
     return p.returncode, p.stdout.decode(), p.stderr.decode("utf-8", "replace")
 
 
@@ -79,10 +89,13 @@ def read_weights(ckpt):
     return out
 
 
-def base(args, out, steps, lr="1e-3"):
+def base(args, out, steps, lr="1e-3", ramp=False):
+    # ramp: the batch grows 1 -> 8 over the first half of the tokens, so early steps have fewer
+    # sequences than ranks or a number dp does not divide
+    r = ["--batch-start", 1, "--batch-ramp-end", 0.5] if ramp else ["--batch-ramp-end", 0]
     return ["--model-config", args.config, "--tokenizer", args.tok, "--data", args.data,
             "--out", out, "--steps", steps, "--batch-size", 8, "--seq-len", 32, "--lr", lr,
-            "--warmup-steps", 2, "--batch-ramp-end", 0, "--fp32-moments", "--threads", 1, "--seed", 7,
+            "--warmup-steps", 2, *r, "--fp32-moments", "--threads", 1, "--seed", 7,
             "--metrics", os.path.join(out, "metrics.jsonl")]
 
 
@@ -149,16 +162,24 @@ def main():
     check(len(ref) == STEPS and ref[-1]["loss"] < ref[0]["loss"], "one process: loss falls over 10 steps")
     ref_w = read_weights(os.path.join(ref_out, f"step-{STEPS:08d}"))
 
-    for name, extra in LAYOUTS[n]:
+    ramp_out = os.path.join(args.work, "single-ramp")
+    ok(P, *base(args, ramp_out, STEPS, ramp=True))
+    ramp_ref = metrics(ramp_out)
+    check([m["batch"] for m in ramp_ref][:3] != [8, 8, 8], f"ramp: batches {[m['batch'] for m in ramp_ref]}")
+    ramp_w = read_weights(os.path.join(ramp_out, f"step-{STEPS:08d}"))
+
+    runs = [(name, extra, False) for name, extra in LAYOUTS[n]]
+    runs += [(name, extra, True) for name, extra in RAMP_LAYOUTS[n]]
+    for name, extra, ramp in runs:
         out = os.path.join(args.work, name)
-        rc, so, err = mpirun(args, n, P, *base(args, out, STEPS), *extra)
+        rc, so, err = mpirun(args, n, P, *base(args, out, STEPS, ramp=ramp), *extra)
         if rc != 0:
             check(False, f"{name}: mpirun -n {n} exit {rc}: {err.strip()[-600:]}")
             continue
         got = metrics(out)
-        compare_losses(ref, got, f"{name} ({n} ranks)")
+        compare_losses(ramp_ref if ramp else ref, got, f"{name} ({n} ranks)")
         ck = os.path.join(out, f"step-{STEPS:08d}")
-        compare_weights(ref_w, read_weights(ck), init_w, f"{name} ({n} ranks)")
+        compare_weights(ramp_w if ramp else ref_w, read_weights(ck), init_w, f"{name} ({n} ranks)")
         summary = json.loads(so.strip().splitlines()[-1]) if so.strip() else {}
         check(summary.get("ranks") == n and len(so.strip().splitlines()) == 1,
               f"{name}: one summary line on stdout, from rank 0 ({summary.get('ranks')} ranks)")

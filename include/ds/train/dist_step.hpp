@@ -26,6 +26,9 @@ struct MicroBatch {
   model::Batch batch;
   double share = 1;     // its weight in the step's loss (b / global batch for ds-pretrain)
   std::optional<model::LossWeights> weights;   // its own loss weights (default: the step's)
+  // A stand-in that only keeps this rank in step with its expert-parallel group (see
+  // DistRuntime::micro_slices): run with share 0, its losses and expert counts dropped.
+  bool dummy = false;
 };
 
 // Busy/idle split of this rank's pipeline work, summed over the steps run so far.
@@ -52,9 +55,10 @@ class DistStep {
                                    const model::LossWeights& lw);
   // Forward only, completed over the world: the sum over every rank's batches of
   // loss_main x target_weight and the sum of target_weight (their ratio is the mean loss per
-  // target token). Collective: every rank calls it, possibly with no batches.
+  // target token); dummies count for nothing. Collective: every rank calls it with as many
+  // batches as the others (DistRuntime::eval_batches).
   std::pair<double, double> forward_loss(const ops::Context& ctx,
-                                         const std::vector<model::Batch>& batches);
+                                         const std::vector<MicroBatch>& batches);
   // Sums the tied embedding's gradient between the first and last stage (no-op without it).
   void reduce_tied_gradients();
   // Completes acc over the world: losses and expert counts summed over every rank.
@@ -107,8 +111,15 @@ class DistRuntime {
   DistStep& step() { return *step_; }
   ShardedAdamW& opt() { return *opt_; }
   // The micro-batches of this rank's data-parallel slice of a global batch of `rows` rows:
-  // [first, first + count) pairs of at most `micro` rows (micro <= 0: the whole slice).
+  // (first, count) pairs of at most `micro` rows (micro <= 0: the largest slice). Every rank
+  // gets the same number of entries, since an expert-parallel MoE layer needs every rank of
+  // its group in every call: a rank whose slice is short (a batch that dp does not divide, or
+  // smaller than dp) gets entries with count 0, which the caller runs as a dummy MicroBatch
+  // (one row of the global batch, share 0).
   std::vector<std::pair<int64_t, int64_t>> micro_slices(int64_t rows, int64_t micro) const;
+  // The evaluation batches [0, n) this rank runs (dp_rank, dp_rank + dp, ...), padded with -1
+  // (a dummy) to the same count on every rank.
+  std::vector<int64_t> eval_batches(int64_t n) const;
   // Logs the layout line ("N ranks (pp x dp, ep)"), "" for one process.
   std::string describe() const;
 
