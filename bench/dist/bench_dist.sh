@@ -20,7 +20,8 @@
 # results), REPS (2 rounds of the main table), STEPS (5 per run), WARMUP (2 skipped),
 # BATCH (8 sequences, global), SEQ (256), MS ("2 4": extra micro-batch counts of the bubble
 # sweep; 8 is in the main table), VOCAB (tokenizer), MPIRUN (mpirun).
-# Takes about 8 minutes on 2 idle cores (about 25 s per small run).
+# 21 runs with REPS=2, about 20 s each: about 7 minutes (REPS=3, 28 runs: 9.4 minutes at load
+# average 3-5 on 2 cores).
 # usage: bash bench/dist/bench_dist.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
