@@ -255,13 +255,15 @@ def report(path):
         cost = stage_flops(c, pp_runs[0]["pp"], pp_runs[0]["seq_len"])
         print("stage forward GFLOP per token: %s (last / first = %.2f)\n"
               % (", ".join("%.4f" % (x / 1e9) for x in cost), cost[-1] / cost[0]))
-        print("| schedule | M | measured bubble (rank 0, cumulative; per run) | (pp-1)/(M+pp-1) | "
+        print("| schedule | M | measured bubble (rank 0, median of the timed steps; per run) | (pp-1)/(M+pp-1) | "
               "simulated, equal stages | simulated, FLOP-weighted stages | tokens/s |")
         print("|---|---|---|---|---|---|---|")
         rows = {}
         for r in pp_runs:
             M = r["batch"] // r["micro_batch"]
-            b = r["rows"][-1].get("pipeline_bubble")
+            # per-step values (ds-pretrain's metrics), median over the timed steps
+            bb = [x["pipeline_bubble"] for x in r["rows"][r["warmup"]:] if "pipeline_bubble" in x]
+            b = med(bb) if bb else None
             rows.setdefault((r["schedule"], M, r["pp"]), []).append((b, med(r["timed"])))
         order = {"1f1b": 0, "gpipe": 1, "dualpipe": 2}
         for (s, M, P), v in sorted(rows.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1])):

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstring>
+#include <exception>
 
 #include "comm_util.hpp"
 #include "ds/core/error.hpp"
@@ -13,6 +14,13 @@
 namespace ds::dist {
 
 Request::~Request() {
+  // Unwinding after an error: the peer may never post the matching call (it can be blocked on
+  // a message this rank will not send), so waiting could hang instead of reaching run_tool's
+  // abort of the job. The request is abandoned; the process is about to end.
+  if (impl_ && std::uncaught_exceptions() > 0) {
+    (void)impl_.release();
+    return;
+  }
   // A destructor cannot throw: a failed wait here is logged, and the error is lost only for
   // callers that never waited themselves.
   try {

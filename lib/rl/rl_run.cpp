@@ -188,13 +188,13 @@ namespace detail {
 
 void Run::init() {
   check_flags(o);
+  ctx = train::make_context(o.device, o.threads);   // the device is checked before any rank waits
   ranks = std::make_unique<train::DistRuntime>(o.dist);
   if (distributed())   // whole groups per rank: a group's advantages never leave its rank
     DS_CHECK_AS(UsageError, o.prompts_per_step >= ranks->topo().layout().dp,
                 "--prompts-per-step {} is smaller than the {} data-parallel ranks: every rank "
                 "takes whole groups, at least one prompt per step", o.prompts_per_step,
                 ranks->topo().layout().dp);
-  ctx = train::make_context(o.device, o.threads);
   RewardConfig rc{parse_reward_terms(o.rewards), o.reward_regex, o.reward_command, o.reward_timeout};
   rewards = std::make_unique<RewardSet>(std::move(rc));
   policy = model::load_pretrained(o.init);

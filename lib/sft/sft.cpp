@@ -20,6 +20,7 @@
 #include "ds/core/hash.hpp"
 #include "ds/core/rng.hpp"
 #include "ds/io/checkpoint.hpp"
+#include "ds/io/safetensors.hpp"
 #include "ds/model/checkpoint_io.hpp"
 #include "ds/model/pretrained.hpp"
 #include "ds/sft/data.hpp"
@@ -178,8 +179,8 @@ struct Run {
 
 void Run::init() {
   check_flags(o, true);
-  ranks = std::make_unique<train::DistRuntime>(o.dist);
   ctx = train::make_context(o.device, o.threads, o.precision, o.fp8_granularity, o.fp8_scale);
+  ranks = std::make_unique<train::DistRuntime>(o.dist);
   if (o.profile) ctx.prof = &prof;
   args = model::load_config(fs::path(o.init) / "config.json");
   if (o.seq_len > args.max_seq_len)
@@ -212,10 +213,13 @@ void Run::init() {
              "--out or remove them", o.out, io::find_latest_checkpoint(o.out)->filename().string());
   resumed_from = train::resolve_resume(o.resume == "never" ? "" : o.resume, o.out);
   // an expert- or pipeline-parallel rank takes only the tensors it holds from --init
-  if (resumed_from.empty())
-    model::load_model(params, o.init,
-                      ranks->partial_model() ? std::vector<std::string>{"*"} : std::vector<std::string>{});
-  else resume(resumed_from);
+  if (resumed_from.empty()) {
+    model::LoadOptions lo;
+    lo.subset = ranks->partial_model();
+    model::load_model(params, io::SafetensorsDir(o.init), o.init, lo);
+  } else {
+    resume(resumed_from);
+  }
   if (ranks->main()) metrics.open(o.metrics, st.step);   // a fresh run starts the file over
 }
 

@@ -1,13 +1,14 @@
 // One rank's part of a distributed step (see include/ds/train/dist_step.hpp).
 #include "ds/train/dist_step.hpp"
 
+#include <sched.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <set>
 #include <cstdlib>
+#include <set>
 #include <thread>
 
 #include "ds/core/error.hpp"
@@ -35,15 +36,20 @@ std::pair<int64_t, int64_t> dp_slice(int64_t global_batch, int dp, int dp_rank) 
 
 int default_threads_per_rank() {
   int local = 1;
-  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE"})
-    if (const char* v = std::getenv(var)) {
-      local = std::max(1, std::atoi(v));
-      break;
-    }
-  if (local == 1)
-    if (const char* v = std::getenv("SLURM_TASKS_PER_NODE")) local = std::max(1, std::atoi(v));   // "2(x3)" -> 2
-  const int cores = std::max(1u, std::thread::hardware_concurrency());
-  return std::max(1, cores / local);
+  if (const char* v = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) {
+    local = std::atoi(v);
+  } else if (std::getenv("SLURM_STEP_ID")) {   // inside srun: this step's tasks on this node
+    const char* v = std::getenv("SLURM_STEP_TASKS_PER_NODE");   // "2(x3)" or "3,2": the first
+    if (v && std::getenv("SLURM_LOCALID")) local = std::atoi(v);
+  }
+  const int all = int(std::max(1u, std::thread::hardware_concurrency()));
+  // A launcher that binds each rank to its own cores (mpirun --bind-to, srun --cpu-bind)
+  // leaves an affinity mask narrower than the machine: those cores are this rank's alone.
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  const int mask = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : all;
+  if (mask > 0 && mask < all) return mask;
+  return std::max(1, all / std::max(1, local));
 }
 
 DistStep::DistStep(dist::Topology& topo, model::Transformer& model, const std::string& pp_schedule,
@@ -140,9 +146,11 @@ void DistStep::pipeline(const ops::Context& ctx, const std::vector<MicroBatch>& 
   for (auto& q : sends) q.wait();
   wait += seconds_since(t0);
   if (train) {
+    timing_.last_compute_s = compute;
+    timing_.last_step_s = seconds_since(t_step);
     timing_.compute_s += compute;
     timing_.wait_s += wait;
-    timing_.step_s += seconds_since(t_step);
+    timing_.step_s += timing_.last_step_s;
     timing_.steps += 1;
   }
 }
@@ -271,7 +279,10 @@ std::vector<std::pair<int64_t, int64_t>> DistRuntime::micro_slices(int64_t rows,
   const auto [first, count] = dp_slice(rows, dp, topo_->dp_rank());
   const int64_t largest = (rows + dp - 1) / dp;
   const int64_t mb = std::max<int64_t>(1, micro > 0 ? std::min(micro, largest) : largest);
-  const int64_t n = (largest + mb - 1) / mb;   // micro-batches of the largest slice
+  int64_t n = (largest + mb - 1) / mb;   // micro-batches of the largest slice
+  // DualPipe needs an even count of at least 2 pp: a short step (batch ramp, the last step of
+  // an epoch) is topped up with stand-ins rather than refused mid-run
+  if (o_.pp_schedule == "dualpipe") n = std::max<int64_t>(n + n % 2, 2 * topo_->layout().pp);
   std::vector<std::pair<int64_t, int64_t>> out;
   for (int64_t r = 0; r < count; r += mb) out.emplace_back(first + r, std::min(mb, count - r));
   while (int64_t(out.size()) < n) out.emplace_back(0, 0);

@@ -61,8 +61,8 @@ struct Run {
 };
 
 void Run::init() {
+  setup = resolve_setup(o);   // first: flags and the device are checked before any rank waits
   ranks = std::make_unique<DistRuntime>(o.dist);
-  setup = resolve_setup(o);
   ctx = setup.ctx;
   if (o.profile) ctx.prof = &prof;
   dataset = std::make_unique<data::Dataset>(o.data, setup.expected_fingerprint);
@@ -219,7 +219,7 @@ void Run::step_once(Progress& progress) {
     spdlog::info("step {}: validation loss {:.4f}", st.step, v);
   }
   if (ranks->active() && ranks->topo().layout().pp > 1)
-    j["pipeline_bubble"] = ranks->step().timing().bubble();
+    j["pipeline_bubble"] = ranks->step().timing().last_bubble();
   if (ranks->active() && ranks->topo().layout().ep > 1) j["a2a_bytes"] = acc.a2a_bytes;
   metrics.write(j.dump());
   if (ranks->main()) progress.update(st.step, acc.loss, lr, tps);

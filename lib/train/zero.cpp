@@ -181,12 +181,25 @@ void ShardedAdamW::gather_group(Group& g, Tensor& m_full, Tensor& v_full) {
     v_full = g.v;
     return;
   }
-  const int64_t bytes = int64_t(g.m.nbytes());
+  // Chunks travel as bytes in pieces of at most 1 GiB (MPI counts are C ints); pieces with one
+  // (source, tag) arrive in the order they were sent.
+  const int64_t bytes = int64_t(g.m.nbytes()), piece = int64_t(1) << 30;
+  std::vector<dist::Request> reqs;
+  auto move = [&](bool send, uint8_t* m, uint8_t* v, int peer) {
+    for (int64_t off = 0; off < bytes; off += piece) {
+      const int64_t len = std::min(piece, bytes - off);
+      if (send) {
+        reqs.push_back(g.comm->isend(m + off, len, DType::u8, peer, kTagExpAvg));
+        reqs.push_back(g.comm->isend(v + off, len, DType::u8, peer, kTagExpAvgSq));
+      } else {
+        reqs.push_back(g.comm->irecv(m + off, len, DType::u8, peer, kTagExpAvg));
+        reqs.push_back(g.comm->irecv(v + off, len, DType::u8, peer, kTagExpAvgSq));
+      }
+    }
+  };
   if (r != 0) {
-    dist::Request rm = g.comm->isend(g.m.raw(), bytes, DType::u8, 0, kTagExpAvg);
-    dist::Request rv = g.comm->isend(g.v.raw(), bytes, DType::u8, 0, kTagExpAvgSq);
-    rm.wait();
-    rv.wait();
+    move(true, static_cast<uint8_t*>(g.m.raw()), static_cast<uint8_t*>(g.v.raw()), 0);
+    for (auto& q : reqs) q.wait();
     return;
   }
   m_full = Tensor::empty({n * g.chunk}, g.m.dtype());
@@ -195,11 +208,7 @@ void ShardedAdamW::gather_group(Group& g, Tensor& m_full, Tensor& v_full) {
   auto* vb = static_cast<uint8_t*>(v_full.raw());
   std::memcpy(mb, g.m.raw(), size_t(bytes));
   std::memcpy(vb, g.v.raw(), size_t(bytes));
-  std::vector<dist::Request> reqs;
-  for (int k = 1; k < n; ++k) {
-    reqs.push_back(g.comm->irecv(mb + k * bytes, bytes, DType::u8, k, kTagExpAvg));
-    reqs.push_back(g.comm->irecv(vb + k * bytes, bytes, DType::u8, k, kTagExpAvgSq));
-  }
+  for (int k = 1; k < n; ++k) move(false, mb + k * bytes, vb + k * bytes, k);
   for (auto& q : reqs) q.wait();
 }
 

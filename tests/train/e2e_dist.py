@@ -44,8 +44,11 @@ LAYOUTS = {
 }
 # Layouts run with the batch-size ramp, against a one-process run with the same ramp.
 RAMP_LAYOUTS = {
-    2: [("ep2-ramp", ["--ep", 2, "--micro-batch-size", 1])],
-    4: [("ep4-ramp", ["--ep", 4, "--micro-batch-size", 1]), ("dp4-ramp", [])],
+    2: [("ep2-ramp", ["--ep", 2, "--micro-batch-size", 1]),
+        ("pp2-dualpipe-ramp", ["--pp", 2, "--micro-batch-size", 1, "--pp-schedule", "dualpipe"])],
+    4: [("ep4-ramp", ["--ep", 4, "--micro-batch-size", 1]), ("dp4-ramp", []),
+        ("pp2-ep2-dualpipe-ramp", ["--pp", 2, "--ep", 2, "--micro-batch-size", 1,
+                                   "--pp-schedule", "dualpipe"])],
 }
 
 

@@ -37,7 +37,9 @@ struct PipelineTiming {
   double wait_s = 0;      // blocked receiving activations or gradients
   double step_s = 0;      // wall time of the micro-batch phase
   int64_t steps = 0;
+  double last_compute_s = 0, last_step_s = 0;   // the latest step alone
   double bubble() const { return step_s > 0 ? 1.0 - compute_s / step_s : 0.0; }
+  double last_bubble() const { return last_step_s > 0 ? 1.0 - last_compute_s / last_step_s : 0.0; }
 };
 
 class DistStep {
@@ -115,7 +117,8 @@ class DistRuntime {
   // gets the same number of entries, since an expert-parallel MoE layer needs every rank of
   // its group in every call: a rank whose slice is short (a batch that dp does not divide, or
   // smaller than dp) gets entries with count 0, which the caller runs as a dummy MicroBatch
-  // (one row of the global batch, share 0).
+  // (one row of the global batch, share 0). Under DualPipe the count is also raised to an even
+  // number of at least 2 pp (the schedule's requirement), with stand-ins.
   std::vector<std::pair<int64_t, int64_t>> micro_slices(int64_t rows, int64_t micro) const;
   // The evaluation batches [0, n) this rank runs (dp_rank, dp_rank + dp, ...), padded with -1
   // (a dummy) to the same count on every rank.
@@ -155,7 +158,8 @@ std::filesystem::path save_run_checkpoint(const std::filesystem::path& run_dir, 
 std::pair<int64_t, int64_t> dp_slice(int64_t global_batch, int dp, int dp_rank);
 
 // Threads per rank when --threads is 0: the cores of this machine shared by the ranks on it
-// (OMPI_COMM_WORLD_LOCAL_SIZE, SLURM_NTASKS_PER_NODE/SLURM_TASKS_PER_NODE, else 1).
+// (OMPI_COMM_WORLD_LOCAL_SIZE, or inside an srun step SLURM_STEP_TASKS_PER_NODE; else 1),
+// or the cores of the affinity mask when a launcher bound the rank to fewer than all.
 int default_threads_per_rank();
 
 }  // namespace ds::train
