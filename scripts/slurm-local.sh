@@ -98,6 +98,8 @@ start() {
     echo "AccountingStorageType=accounting_storage/none"
     echo "JobCompType=jobcomp/none"
     echo "SchedulerType=sched/backfill"
+    # a backfill pass every 2 s (default 30): a released requeued job starts within seconds
+    echo "SchedulerParameters=bf_interval=2"
     echo "SlurmdParameters=config_overrides"
     echo "ReturnToService=2"
     echo "StateSaveLocation=$S/state"

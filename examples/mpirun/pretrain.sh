@@ -33,7 +33,7 @@ OUT=${OUT:-runs/mpirun-pretrain}
 NP=${NP:-4}
 PP=${PP:-2}
 EP=${EP:-2}
-PP_SCHEDULE=${PP_SCHEDULE:-1f1b}
+PP_SCHEDULE=${PP_SCHEDULE:-1f1b}  # 1f1b, gpipe or dualpipe (even PP, >= 2 PP micro-batches)
 HOSTS=${HOSTS:-}                  # mpirun --host list (empty: this machine)
 PRESET=${PRESET:-tiny}
 STEPS=${STEPS:-1000}
@@ -48,11 +48,19 @@ EXTRA_ARGS=${EXTRA_ARGS:-}
 
 mkdir -p "$OUT"
 if [ ! -f "$DATA/manifest.json" ] || [ ! -f "$TOKENIZER" ]; then
-  command -v bible >/dev/null || { echo "pretrain.sh: no $DATA and no 'bible' (apt-get install bible-kjv)" >&2; exit 1; }
+  if ! command -v bible >/dev/null; then
+    echo "pretrain.sh: no $DATA, and no 'bible' to make it (apt-get install bible-kjv)" >&2
+    exit 1
+  fi
   mkdir -p "$WORK"
-  [ -s "$WORK/kjv.txt" ] || { bible "Gen1:1-Rev21:27" > "$WORK/kjv.txt.tmp" && mv "$WORK/kjv.txt.tmp" "$WORK/kjv.txt"; }
-  [ -f "$TOKENIZER" ] || "$DS_BIN/ds-tokenize" train --vocab-size 4096 --out "$(dirname "$TOKENIZER")" "$WORK/kjv.txt"
-  "$DS_BIN/ds-tokenize" encode --tokenizer "$TOKENIZER" --out "$DATA" --doc-split blank-line --force "$WORK/kjv.txt"
+  if [ ! -s "$WORK/kjv.txt" ]; then
+    bible "Gen1:1-Rev21:27" > "$WORK/kjv.txt.tmp" && mv "$WORK/kjv.txt.tmp" "$WORK/kjv.txt"
+  fi
+  if [ ! -f "$TOKENIZER" ]; then
+    "$DS_BIN/ds-tokenize" train --vocab-size 4096 --out "$(dirname "$TOKENIZER")" "$WORK/kjv.txt"
+  fi
+  "$DS_BIN/ds-tokenize" encode --tokenizer "$TOKENIZER" --out "$DATA" --doc-split blank-line \
+    --force "$WORK/kjv.txt"
 fi
 
 MPIRUN=(mpirun -n "$NP" --bind-to none)            # ranks use THREADS cores each: no pinning

@@ -39,6 +39,7 @@ cleanup() {
 }
 FAILS=0
 trap cleanup EXIT
+trap 'FAILS=$((FAILS + 1)); exit 1' TERM INT   # a timeout still stops the daemons
 
 check() {   # check DESCRIPTION COMMAND...
   local what=$1; shift
@@ -221,6 +222,9 @@ check "job 3: the tasks got SIGTERM" grep -q "signal 15 received" "$W/job3.out"
 k=$(last_ckpt_step "$W/run3")
 check "job 3: checkpoint at the last logged step (${k:-none})" \
   test -n "$k" -a "${k:-x}" = "$(n_metrics "$W/run3/metrics.jsonl")"
+# Slurm checks time limits every ~30 s and may warn a little early: with 1 minute and @50 the
+# next run could be warned as it starts, before ds-pretrain handles SIGTERM. Give it 10.
+scontrol update JobId="$j" TimeLimit=10
 release "$j"
 for ((i = 0; i < 300; i++)); do
   grep -q "resumed from" "$W/job3.out" && break
