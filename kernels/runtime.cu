@@ -1,8 +1,14 @@
-// CUDA runtime helpers (see runtime.cuh). Without a driver cudaGetDeviceCount returns an
-// error and leaves the count untouched, so it is initialised to 0.
+// CUDA runtime helpers (see runtime.cuh and common.cuh). Without a driver cudaGetDeviceCount
+// returns an error and leaves the count untouched, so it is initialised to 0. Allocation uses
+// the device's default memory pool with an unlimited release threshold: freed blocks stay
+// cached for the next step, as a caching allocator would.
 #include <cuda_runtime.h>
 
-#include "kernels/runtime.cuh"
+#include <atomic>
+#include <mutex>
+#include <unordered_map>
+
+#include "kernels/common.cuh"
 
 namespace ds::cuda {
 
@@ -39,5 +45,139 @@ bool copy_to_host(void* dst, const void* src, size_t bytes, std::string* error) 
   return ok(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), error);
 }
 bool synchronize(std::string* error) { return ok(cudaDeviceSynchronize(), error); }
+
+cudaStream_t stream() { return cudaStream_t(0); }   // the legacy default stream
+
+namespace {
+std::atomic<size_t> g_used{0}, g_peak{0};
+std::mutex g_mu;
+cublasHandle_t g_cublas = nullptr;
+cublasLtHandle_t g_lt = nullptr;
+void* g_lt_ws = nullptr;
+constexpr size_t kLtWorkspace = size_t(32) << 20;
+int g_sms = 0, g_major = 0;
+
+// Size of each live allocation, for the in-use counter.
+struct SizeMap {
+  std::mutex mu;
+  std::unordered_map<void*, size_t> m;
+};
+SizeMap& sizes() {
+  static SizeMap* s = new SizeMap();
+  return *s;
+}
+}  // namespace
+
+void* pool_alloc(size_t bytes) {
+  void* p = nullptr;
+  if (bytes == 0) bytes = 1;
+  cudaError_t e = cudaMallocAsync(&p, bytes, stream());
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    // Out of memory: give cached blocks back and retry once.
+    cudaMemPool_t pool;
+    int dev = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetDefaultMemPool(&pool, dev);
+    cudaStreamSynchronize(stream());
+    cudaMemPoolTrimTo(pool, 0);
+    DS_CUDA_CHECK(cudaMallocAsync(&p, bytes, stream()));
+  }
+  {
+    auto& s = sizes();
+    std::lock_guard<std::mutex> lock(s.mu);
+    s.m[p] = bytes;
+  }
+  size_t u = g_used.fetch_add(bytes) + bytes;
+  size_t pk = g_peak.load();
+  while (u > pk && !g_peak.compare_exchange_weak(pk, u)) {
+  }
+  return p;
+}
+
+void pool_free(void* ptr) {
+  if (!ptr) return;
+  {
+    auto& s = sizes();
+    std::lock_guard<std::mutex> lock(s.mu);
+    auto it = s.m.find(ptr);
+    if (it != s.m.end()) {
+      g_used.fetch_sub(it->second);
+      s.m.erase(it);
+    }
+  }
+  cudaFreeAsync(ptr, stream());   // errors here would be reported by the next sync
+}
+
+void memset0(void* ptr, size_t bytes) {
+  if (bytes) DS_CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, stream()));
+}
+
+void copy(void* dst, const void* src, size_t bytes) {
+  if (bytes) DS_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
+}
+
+void sync() { DS_CUDA_CHECK(cudaStreamSynchronize(stream())); }
+
+size_t pool_reserved_bytes() {
+  cudaMemPool_t pool;
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetDefaultMemPool(&pool, dev) != cudaSuccess)
+    return 0;
+  uint64_t v = 0;
+  cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &v);
+  return size_t(v);
+}
+size_t pool_peak_used_bytes() { return g_peak.load(); }
+void pool_reset_peak() { g_peak.store(g_used.load()); }
+
+cublasHandle_t cublas() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (!g_cublas) {
+    DS_CUBLAS_CHECK(cublasCreate(&g_cublas));
+    DS_CUBLAS_CHECK(cublasSetStream(g_cublas, stream()));
+  }
+  return g_cublas;
+}
+
+cublasLtHandle_t cublaslt() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (!g_lt) DS_CUBLAS_CHECK(cublasLtCreate(&g_lt));
+  return g_lt;
+}
+
+void* lt_workspace(size_t* bytes) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (!g_lt_ws) DS_CUDA_CHECK(cudaMalloc(&g_lt_ws, kLtWorkspace));
+  *bytes = kLtWorkspace;
+  return g_lt_ws;
+}
+
+void* scratch(size_t bytes) {
+  thread_local void* buf = nullptr;
+  thread_local size_t cap = 0;
+  if (bytes > cap) {
+    if (buf) pool_free(buf);
+    cap = bytes < (size_t(1) << 20) ? (size_t(1) << 20) : bytes + bytes / 4;
+    buf = pool_alloc(cap);
+  }
+  return buf;
+}
+
+int sm_count() { return g_sms; }
+int sm_major() { return g_major; }
+
+void set_device_info(int index);   // kernels/backend.cpp calls this once
+void set_device_info(int index) {
+  DS_CUDA_CHECK(cudaSetDevice(index));
+  cudaDeviceProp p{};
+  DS_CUDA_CHECK(cudaGetDeviceProperties(&p, index));
+  g_sms = p.multiProcessorCount;
+  g_major = p.major;
+  cudaMemPool_t pool;
+  DS_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, index));
+  uint64_t keep = UINT64_MAX;
+  DS_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+}
 
 }  // namespace ds::cuda

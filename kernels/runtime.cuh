@@ -1,4 +1,6 @@
-// Minimal CUDA runtime helpers usable from plain C++ (no CUDA headers leak out).
+// CUDA runtime helpers usable from plain C++ (no CUDA headers leak out): device discovery,
+// stream-ordered allocation, copies, and the backend switch-on that installs the Tensor
+// memory hooks (kernels/backend.cpp).
 // reference: CUDA Runtime API; ../shared/ENV-NOTES.md (no-driver behaviour).
 #pragma once
 #include <cstddef>
@@ -16,5 +18,24 @@ void free_device(void* ptr);
 bool copy_to_device(void* dst, const void* src, size_t bytes, std::string* error);
 bool copy_to_host(void* dst, const void* src, size_t bytes, std::string* error);
 bool synchronize(std::string* error);
+
+// Stream-ordered pool allocation on the ops stream (cudaMallocAsync with a pool that keeps
+// freed memory cached); these throw ds::CudaError on failure.
+void* pool_alloc(size_t bytes);
+void pool_free(void* ptr);
+void memset0(void* ptr, size_t bytes);
+// cudaMemcpy with direction inferred from the pointers; waits for the copy.
+void copy(void* dst, const void* src, size_t bytes);
+void sync();   // throws on a pending asynchronous error
+// Bytes held by the pool (in use + cached) and the peak in use since the last reset.
+size_t pool_reserved_bytes();
+size_t pool_peak_used_bytes();
+void pool_reset_peak();
+
+// Selects device `index`, checks it, and installs the Tensor memory hooks for Device::cuda.
+// Idempotent. Throws ds::CudaError with a one-line reason ("no CUDA device found (driver
+// returned ...)") when unusable.
+void install_backend(int index = 0);
+bool backend_installed();
 
 }  // namespace ds::cuda

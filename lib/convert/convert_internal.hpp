@@ -115,6 +115,6 @@ Tensor dequantize_rows(const io::TensorView& w, const io::TensorView& scale, int
                        int64_t bn, int64_t r0, int64_t r1);
 
 // An ops::Context for `threads` (0: all cores), setting the OpenMP thread count.
-ops::Context make_context(int threads);
+ops::Context make_context(int threads, const std::string& device = "cpu");
 
 }  // namespace ds::convert::detail

@@ -79,8 +79,19 @@ class Executor {
           DS_THROW(NumericsError, "{}: tensor {}: non-finite value {} at row {} column {}",
                    in_.st->file_of(v.name).string(), v.name, xp[i], r0 + i / N, i % N);
       Tensor q = Tensor::empty(x.shape(), DType::f8_e4m3), s;
-      ops::fp8_quantize(ctx_, x, ops::Fp8Group::block_128x128, ops::ScaleFormat::fp32,
-                        /*act=*/false, q, s);
+      if (ctx_.device == Device::cpu) {
+        ops::fp8_quantize(ctx_, x, ops::Fp8Group::block_128x128, ops::ScaleFormat::fp32,
+                          /*act=*/false, q, s);
+      } else {   // the band goes to the GPU and its codes and scales come back
+        Tensor xd = Tensor::empty(x.shape(), DType::f32, ctx_.device), qd, sd;
+        xd.copy_from(x);
+        ops::fp8_quantize(ctx_, xd, ops::Fp8Group::block_128x128, ops::ScaleFormat::fp32,
+                          /*act=*/false, qd, sd);
+        q = Tensor::empty(qd.shape(), qd.dtype());
+        q.copy_from(qd);
+        s = Tensor::empty(sd.shape());
+        s.copy_from(sd);
+      }
       w.write(q.raw(), q.nbytes());
       scales.insert(scales.end(), s.f32(), s.f32() + s.numel());
       io::release_mapped_pages(row_view(v, r0, r1));
@@ -171,7 +182,7 @@ fs::path check_output(const ConvertOptions& opt) {
 ConvertStats execute(const InputCheckpoint& in, Plan plan, const nlohmann::ordered_json& config,
                      const ConvertOptions& opt, const fs::path& out) {
   const auto t0 = std::chrono::steady_clock::now();
-  const ops::Context ctx = make_context(opt.threads);
+  const ops::Context ctx = make_context(opt.threads, opt.device);
   io::CheckpointWriter writer(out);
   Executor ex(in, ctx);
   std::vector<uint64_t> sizes;

@@ -108,9 +108,13 @@ const io::TensorView* find_scale(const InputCheckpoint& in, const io::TensorView
   return &s;
 }
 
-ops::Context make_context(int threads) {
+ops::Context make_context(int threads, const std::string& device) {
   DS_CHECK_AS(UsageError, threads >= 0, "--threads must be >= 0 (got {})", threads);
+  DS_CHECK_AS(UsageError, device == "cpu" || device == "cuda",
+              "--device must be cpu or cuda (got '{}')", device);
   ops::Context ctx;
+  ctx.device = device == "cuda" ? Device::cuda : Device::cpu;
+  ops::init_device(ctx.device);
   ctx.threads = threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()));
   ops::set_cpu_threads(ctx.threads);
   return ctx;

@@ -62,8 +62,13 @@ std::vector<ScoreResult> score_requests(model::Transformer& model, const ops::Co
     }
     if (!logits.defined() || logits.shape() != Shape{int64_t(B), T, a.vocab_size}) logits = Tensor();
     model.forward_logits(ctx, tokens, logits);
+    Tensor host = logits;   // scored on the host
+    if (logits.device() != Device::cpu) {
+      host = Tensor::empty(logits.shape());
+      host.copy_from(logits);
+    }
     for (size_t b = 0; b < B; ++b)
-      out[order[b0 + b]] = score_rows(logits.f32() + int64_t(b) * T * a.vocab_size, a.vocab_size,
+      out[order[b0 + b]] = score_rows(host.f32() + int64_t(b) * T * a.vocab_size, a.vocab_size,
                                       requests[order[b0 + b]]);
     if (progress) progress(b0 + B);
   }

@@ -15,8 +15,8 @@
 namespace ds::eval::detail {
 
 void check_common(const CommonEvalOptions& o) {
-  if (o.device != "cpu")
-    DS_THROW(UsageError, "--device {}: ds-eval runs on the CPU only (use --device cpu)", o.device);
+  if (o.device != "cpu" && o.device != "cuda")
+    DS_THROW(UsageError, "--device {}: unknown device (cpu, cuda)", o.device);
   DS_CHECK_AS(UsageError, o.batch_size >= 1, "--batch-size must be >= 1 (got {})", o.batch_size);
   DS_CHECK_AS(UsageError, o.threads >= 0, "--threads must be >= 0 (got {})", o.threads);
   DS_CHECK_AS(UsageError, o.limit >= 0, "--limit must be >= 0 (got {})", o.limit);
@@ -25,6 +25,8 @@ void check_common(const CommonEvalOptions& o) {
 
 ops::Context make_context(const CommonEvalOptions& o) {
   ops::Context ctx;
+  ctx.device = o.device == "cuda" ? Device::cuda : Device::cpu;
+  ops::init_device(ctx.device);
   ctx.threads = o.threads > 0 ? o.threads : int(std::max(1u, std::thread::hardware_concurrency()));
   ops::set_cpu_threads(ctx.threads);
   return ctx;
@@ -33,6 +35,8 @@ ops::Context make_context(const CommonEvalOptions& o) {
 model::Pretrained load_model_for_eval(const CommonEvalOptions& o) {
   model::PretrainedOptions po;
   po.load_mtp = false;   // evaluation uses the main model only
+  po.device = o.device == "cuda" ? Device::cuda : Device::cpu;
+  ops::init_device(po.device);
   return model::load_pretrained(o.model, po);
 }
 

@@ -23,6 +23,13 @@ namespace {
 Tensor empty_f32(const ops::Context& ctx, const Shape& s) {
   return Tensor::empty(s, DType::f32, ctx.device);
 }
+Tensor to_host(const Tensor& t) {
+  if (t.device() == Device::cpu) return t;
+  Tensor h = Tensor::empty(t.shape(), t.dtype());
+  h.copy_from(t);
+  return h;
+}
+
 Tensor upload_i32(const ops::Context& ctx, const std::vector<int32_t>& v) {
   Tensor host = Tensor::empty({int64_t(v.size())}, DType::i32);
   std::copy(v.begin(), v.end(), host.i32());
@@ -294,6 +301,7 @@ StepOutput Engine::forward(const std::vector<SeqChunk>& chunks) {
   Tensor g = empty_f32(ctx_, {int64_t(sel.size()), args_.dim});   // (M, C)
   ops::gather_rows(ctx_, out.hidden, upload_i32(ctx_, sel), g);
   head_.forward(ctx_, g, out.logits);                       // (M, V)
+  out.logits = to_host(out.logits);                         // the sampler reads them
   return out;
 }
 
@@ -338,7 +346,7 @@ Tensor Engine::mtp_forward(const std::vector<MtpChunk>& chunks) {
   Tensor logits;                                            // (chunks, V)
   head_.forward(ctx_, gl, logits);
   for (size_t c = 0; c < chunks.size(); ++c) mtp_len_[size_t(slots[c])] += counts[c];
-  return logits;
+  return to_host(logits);
 }
 
 }  // namespace ds::infer

@@ -35,8 +35,6 @@ void validate_options(const GenerateOptions& o) {
   DS_CHECK_AS(UsageError, !o.model.empty(), "--model is required");
   DS_CHECK_AS(UsageError, o.device == "cpu" || o.device == "cuda",
               "--device must be cpu or cuda (got '{}')", o.device);
-  DS_CHECK_AS(UsageError, o.device != "cuda",
-              "--device cuda: not available yet in ds-generate (use --device cpu)");
   DS_CHECK_AS(UsageError, o.speculative == "none" || o.speculative == "mtp",
               "--speculative must be none or mtp (got '{}')", o.speculative);
   DS_CHECK_AS(UsageError, o.max_new_tokens >= 1, "--max-new-tokens must be >= 1 (got {})",
@@ -52,7 +50,9 @@ void validate_options(const GenerateOptions& o) {
 
 void open_session(Session& s) {
   const GenerateOptions& o = s.o;
-  s.pre = model::load_pretrained(o.model, {/*load_mtp=*/o.speculative == "mtp", true});
+  const Device dev = o.device == "cuda" ? Device::cuda : Device::cpu;
+  ops::init_device(dev);   // CudaError naming the reason when there is no usable GPU
+  s.pre = model::load_pretrained(o.model, {/*load_mtp=*/o.speculative == "mtp", true, dev});
   DS_CHECK_AS(UsageError, o.speculative != "mtp" || s.pre.args.n_mtp_layers > 0,
               "speculative decoding needs an MTP module (num_nextn_predict_layers = 0)");
   s.text.emplace(*s.pre.tokenizer);
@@ -74,6 +74,7 @@ Engine& engine_for(Session& s, int64_t max_prompt, int slots) {
               max_prompt, s.o.max_new_tokens, s.pre.args.max_seq_len);
   if (!s.engine || s.engine->capacity() < need || s.engine->slots() < slots) {
     ops::Context ctx;
+    ctx.device = s.pre.store->device();
     ctx.threads = s.o.threads > 0 ? s.o.threads : int(std::max(1u, std::thread::hardware_concurrency()));
     ops::set_cpu_threads(ctx.threads);
     const int64_t cap = std::min(s.pre.args.max_seq_len + 2, std::max<int64_t>(need, 256));

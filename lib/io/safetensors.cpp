@@ -226,15 +226,19 @@ const TensorView& SafetensorsFile::get(const std::string& name) const {
 // Writers
 
 TensorSource TensorSource::raw(std::string name, DType dtype, Shape shape, const void* data) {
-  return TensorSource{std::move(name), dtype, std::move(shape), data, dtype};
+  return TensorSource{std::move(name), dtype, std::move(shape), data, dtype, Tensor()};
 }
 
 TensorSource TensorSource::from_tensor(std::string name, const Tensor& t, DType out) {
-  DS_CHECK(t.device() == Device::cpu, "tensor {}: save from the CPU", name);
   DS_CHECK(out == t.dtype() || (t.dtype() == DType::f32 && (out == DType::bf16 ||
                                                             out == DType::f16)),
            "tensor {}: cannot store {} as {}", name, dtype_name(t.dtype()), dtype_name(out));
-  return TensorSource{std::move(name), out, t.shape(), t.raw(), t.dtype()};
+  if (t.device() == Device::cpu)
+    return TensorSource{std::move(name), out, t.shape(), t.raw(), t.dtype(), Tensor()};
+  Tensor host = Tensor::empty(t.shape(), t.dtype());
+  host.copy_from(t);
+  const void* data = host.raw();
+  return TensorSource{std::move(name), out, t.shape(), data, t.dtype(), std::move(host)};
 }
 
 namespace {

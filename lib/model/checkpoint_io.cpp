@@ -215,7 +215,12 @@ LoadStats load_model(ParamStore& ps, const io::SafetensorsDir& st, const std::st
     DS_THROW(FormatError, "{}: checkpoint does not match the model: {}", source, pr.message());
   for (auto& [name, t] : wanted) {
     const io::TensorView& v = st.get(name);
-    if (fp8_weights.count(name)) {
+    if (fp8_weights.count(name) && t->device() != Device::cpu) {   // dequantised on the host
+      Tensor host = Tensor::empty(t->shape());
+      dequantize_fp8_blocks(v, st.get(scale_inv_name(name)), opt.block_rows, opt.block_cols, host);
+      t->copy_from(host);
+      ++stats.fp8_dequantised;
+    } else if (fp8_weights.count(name)) {
       dequantize_fp8_blocks(v, st.get(scale_inv_name(name)), opt.block_rows, opt.block_cols, *t);
       ++stats.fp8_dequantised;
     } else {

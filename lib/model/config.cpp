@@ -299,7 +299,7 @@ std::string to_hf_json(const ModelArgs& a) {
 // ---------------------------------------------------------------------------------------------
 // presets
 
-std::vector<std::string> preset_names() { return {"tiny", "small", "671b"}; }
+std::vector<std::string> preset_names() { return {"tiny", "small", "1b", "671b"}; }
 
 namespace {
 
@@ -337,6 +337,20 @@ ModelArgs preset(const std::string& name) {
     a.n_routed_experts = 16; a.n_shared_experts = 1; a.n_activated_experts = 2;
     a.n_expert_groups = 4; a.n_limited_groups = 2;
     a.q_lora_rank = 256; a.kv_lora_rank = 128;
+    a.qk_nope_head_dim = 64; a.qk_rope_head_dim = 32; a.v_head_dim = 64;
+    a.max_seq_len = 4096; a.n_mtp_layers = 1;
+    return a;
+  }
+  if (name == "1b") {
+    // The GPU benchmark model (docs/benchmarks.md "CUDA"): DeepSeek-V3's ratios at dim 1024;
+    // ~1.0B total, ~0.2B activated per token. 1 dense + 11 MoE layers of 64 routed experts
+    // (6 activated + 1 shared) in 8 groups (4 kept), MLA with 16 heads of 64+32 / 64.
+    ModelArgs a = training_base();
+    a.vocab_size = 32000; a.dim = 1024; a.inter_dim = 4096; a.moe_inter_dim = 384;
+    a.n_layers = 12; a.n_dense_layers = 1; a.n_heads = 16;
+    a.n_routed_experts = 64; a.n_shared_experts = 1; a.n_activated_experts = 6;
+    a.n_expert_groups = 8; a.n_limited_groups = 4;
+    a.q_lora_rank = 384; a.kv_lora_rank = 256;
     a.qk_nope_head_dim = 64; a.qk_rope_head_dim = 32; a.v_head_dim = 64;
     a.max_seq_len = 4096; a.n_mtp_layers = 1;
     return a;
@@ -381,6 +395,24 @@ ParamCounts count_params(const ModelArgs& a) {
   // MTP depth: enorm, hnorm, eh_proj [C, 2C], one MoE block, shared_head.norm.
   c.mtp = a.n_mtp_layers * (3 * a.dim + 2 * a.dim * a.dim + attn + moe_all);
   return c;
+}
+
+double train_flops_per_token(const ModelArgs& a, int64_t seq_len) {
+  const ParamCounts c = count_params(a);
+  const double C = double(a.dim), V = double(a.vocab_size);
+  const double attn_norms = double(a.q_lora_rank > 0 ? a.q_lora_rank : 0) + double(a.kv_lora_rank);
+  const double layer_norms = 2 * C + attn_norms;
+  // activated minus the embedding table and every norm gain (final norm included)
+  const double main_mm = double(c.activated - c.embedding) - double(a.n_layers) * layer_norms - C;
+  const double attn_core = 6.0 * double(a.n_heads) * double(a.qk_head_dim() + a.v_head_dim) *
+                           double(seq_len) / 2.0;
+  const double attn = attention_params(a);
+  const double moe_act = double(a.n_routed_experts) * C +
+                         double(a.n_activated_experts + a.n_shared_experts) * double(expert_params(a));
+  const double mtp_mm = 2 * C * C + (attn - attn_norms) +
+                        moe_act + V * C;
+  return 6.0 * main_mm + double(a.n_layers) * attn_core +
+         double(a.n_mtp_layers) * (6.0 * mtp_mm + attn_core);
 }
 
 // ---------------------------------------------------------------------------------------------

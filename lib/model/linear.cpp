@@ -2,6 +2,9 @@
 // GEMM precisions of training (ops::Context::linear): fp32; bf16 (every GEMM input rounded to
 // BF16); fp8, DeepSeek-V3's recipe, emulated on the CPU by fake-quantising each operand to
 // exact E4M3 values times FP32 scales and running the FP32 GEMM (docs/model.md "Precision").
+// On the GPU the same numbers go through real low-precision GEMMs: BF16 codes into cuBLAS
+// (FP32 accumulation), and E4M3 codes + scales into ops::fp8_gemm_nt (FP32 promotion every
+// 128 of K), with the NT operands made by ops::transpose.
 // reference: DeepSeek-V3 inference/model.py Linear (y = x W^T), HF nn.Linear layout;
 // DeepSeek-V3 paper §3.3 (Fprop / Dgrad / Wgrad quantisation) and App. B.
 #include "ds/model/linear.hpp"
@@ -50,10 +53,56 @@ Tensor fp8_values(const ops::Context& ctx, const Tensor& x, ops::Fp8Group g, boo
   return out;
 }
 
+// On the CPU the BF16-rounded values in F32 (its GEMM is FP32); on the GPU the BF16 codes
+// themselves, which the cuBLAS BF16 GEMM reads (the same values, half the bytes).
 Tensor bf16_values(const ops::Context& ctx, const Tensor& x) {
-  Tensor out = detail::empty_f32(ctx, x.shape());
+  Tensor out = ctx.device == Device::cpu ? detail::empty_f32(ctx, x.shape())
+                                         : Tensor::empty(x.shape(), DType::bf16, ctx.device);
   ops::bf16_round(ctx, x, out);
   return out;
+}
+
+// E4M3 codes and scales of x (M, K) grouped by g (GPU FP8 path).
+struct Fp8Operand {
+  Tensor q, s;
+};
+Fp8Operand fp8_codes(const ops::Context& ctx, const Tensor& x, ops::Fp8Group g, bool act) {
+  Fp8Operand o;
+  ops::fp8_quantize(ctx, x, g, ctx.linear.scale_format, act, o.q, o.s);
+  return o;
+}
+Tensor transposed(const ops::Context& ctx, const Tensor& x) {   // (M, K) -> (K, M)
+  Tensor t = Tensor::empty({x.size(1), x.size(0)}, x.dtype(), ctx.device);
+  ops::transpose(ctx, x, t);
+  return t;
+}
+// c (M, N) = A B^T through the FP8 GEMM; a grouped 1x128 (or per tensor), b by b_group.
+void fp8_nt(const ops::Context& ctx, const Fp8Operand& a, const Fp8Operand& b,
+            ops::Fp8Group b_group, Tensor& c) {
+  const ops::Fp8Group ag = tiles(ctx) ? ops::Fp8Group::row_1x128 : ops::Fp8Group::tensor;
+  ops::fp8_gemm_nt(ctx, a.q, a.s, b.q, b.s, c, ag, tiles(ctx) ? b_group : ops::Fp8Group::tensor);
+}
+
+// The GPU FP8 Linear backward: the numbers of the CPU emulation below, with the 128x1 tiles
+// realised as 1x128 tiles of the transposed operands (the same groups of elements).
+void fp8_backward_gpu(const ops::Context& ctx, const Param& w, const Tensor& x, const Tensor& dy,
+                      Tensor& dx, bool want_dx) {
+  const bool t = tiles(ctx);
+  const ops::Fp8Group row = t ? ops::Fp8Group::row_1x128 : ops::Fp8Group::tensor;
+  if (want_dx) {   // Dgrad: dx (N, in) = Q(dy) (N, out) . Q(W^T) (in, out)^T
+    const Fp8Operand a = fp8_codes(ctx, dy, row, false);
+    const Fp8Operand b = fp8_codes(ctx, transposed(ctx, w.value), weight_group(ctx), false);
+    fp8_nt(ctx, a, b, ops::Fp8Group::block_128x128, dx);
+  }
+  // Wgrad: dW (out, in) += Q(dy^T) (out, N) . Q(Xc^T) (in, N)^T, K = tokens.
+  Tensor xc = detail::empty_f32(ctx, x.shape());
+  ops::fp8_fake_quant(ctx, x, row, ctx.linear.scale_format, true, xc);
+  const Fp8Operand a = fp8_codes(ctx, transposed(ctx, dy), row, false);
+  const Fp8Operand b = fp8_codes(ctx, transposed(ctx, xc), row, true);
+  Tensor dw = detail::empty_f32(ctx, w.grad.shape());
+  fp8_nt(ctx, a, b, ops::Fp8Group::row_1x128, dw);
+  Tensor g = w.grad;
+  ops::add_(ctx, g, dw);
 }
 
 void check_master(const Param& w, Path p) {
@@ -107,6 +156,11 @@ void Linear::forward(const ops::Context& ctx, const Tensor& x, Tensor& y) const 
     return;
   }
   // Fprop: y = Q_1x128(x) Q_128x128(W)^T
+  if (ctx.device != Device::cpu) {
+    fp8_nt(ctx, fp8_codes(ctx, x, act_group(ctx), true),
+           fp8_codes(ctx, w->value, weight_group(ctx), false), ops::Fp8Group::block_128x128, y);
+    return;
+  }
   ops::linear_forward(ctx, fp8_values(ctx, x, act_group(ctx), true),
                       fp8_values(ctx, w->value, weight_group(ctx), false), y);
 }
@@ -128,6 +182,10 @@ void Linear::backward(const ops::Context& ctx, const Tensor& x, const Tensor& dy
     return;
   }
   DS_CHECK_SHAPE(dy, {x.size(0), out});
+  if (ctx.device != Device::cpu) {
+    fp8_backward_gpu(ctx, *w, x, dy, dx, want_dx);
+    return;
+  }
   // Dgrad: dx (N, in) = Q_1x128(dy) Q_128x128(W), 1x128 along the GEMM's K = out.
   const Tensor dyq = fp8_values(ctx, dy, act_group(ctx), false);   // (N, out)
   if (want_dx) {

@@ -67,7 +67,10 @@ void MoE::forward(const ops::Context& ctx, const Tensor& u, int64_t n_seq, int64
     y.zero_();
   }
   s.a2a_bytes_sent = 0;
+  s.grouped = !ep.active() && ctx.linear.mode != ops::Precision::fp8 &&
+              (opt.grouped == 1 || (opt.grouped < 0 && ctx.device != Device::cpu));
   if (ep.active()) routed_forward_ep(ctx, u, opt.train, y, s);
+  else if (s.grouped) routed_forward_grouped(ctx, u, opt.train, y, s);
   else routed_forward(ctx, u, opt.train, y, s);
   if (!opt.train) {
     s.shared = MLPSaved{};
@@ -103,6 +106,7 @@ void MoE::backward(const ops::Context& ctx, MoESaved& s, const Tensor& dy, Tenso
   }
   Tensor dpair_w = detail::zeros_f32(ctx, {NK});
   if (ep.active()) routed_backward_ep(ctx, s, dy, du, dpair_w);
+  else if (s.grouped) routed_backward_grouped(ctx, s, dy, du, dpair_w);
   else routed_backward(ctx, s, dy, du, dpair_w);
   Tensor dweights = detail::zeros_f32(ctx, {N, K});
   Tensor dweights_flat = dweights.view({NK, 1});

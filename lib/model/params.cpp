@@ -2,16 +2,28 @@
 // of (seed, parameter name), so adding a parameter never changes the others' values.
 #include "ds/model/params.hpp"
 
+#include <algorithm>
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
 #include "ds/core/error.hpp"
 #include "ds/core/hash.hpp"
 #include "ds/core/rng.hpp"
 
 namespace ds::model {
 
+void ParamStore::set_device(Device d) {
+  DS_CHECK(params_.empty() && buffers_.empty(), "ParamStore::set_device after registration");
+  device_ = d;
+}
+
 Param& ParamStore::add(ParamInfo info) {
   DS_CHECK(!index_.count(info.name), "parameter {} declared twice", info.name);
   Param p;
-  if (allocate_) p.value = Tensor::zeros(info.shape);
+  if (allocate_) p.value = Tensor::zeros(info.shape, DType::f32, device_);
   p.info = std::move(info);
   index_[p.info.name] = params_.size();
   params_.push_back(std::move(p));
@@ -20,7 +32,7 @@ Param& ParamStore::add(ParamInfo info) {
 
 Tensor& ParamStore::add_buffer(const std::string& name, const Shape& shape) {
   for (auto& b : buffers_) DS_CHECK(b.first != name, "buffer {} declared twice", name);
-  buffers_.emplace_back(name, Tensor::zeros(shape));
+  buffers_.emplace_back(name, Tensor::zeros(shape, DType::f32, device_));
   return buffers_.back().second;
 }
 
@@ -44,7 +56,7 @@ Tensor* ParamStore::find_buffer(const std::string& name) {
 void ParamStore::alloc_grads() {
   DS_CHECK(allocate_, "alloc_grads on a shape-only parameter store");
   for (auto& p : params_)
-    if (!p.grad.defined()) p.grad = Tensor::zeros(p.info.shape);
+    if (!p.grad.defined()) p.grad = Tensor::zeros(p.info.shape, DType::f32, device_);
 }
 
 void ParamStore::zero_grads() {
@@ -60,16 +72,43 @@ int64_t ParamStore::numel() const {
 
 void ParamStore::init(uint64_t seed) {
   DS_CHECK(allocate_, "init on a shape-only parameter store");
-  for (auto& p : params_) {
-    float* w = p.value.f32();
-    int64_t n = p.value.numel();
+  // Each parameter has its own random stream, so parameters are drawn in parallel (large
+  // models) with the same values as one thread; device values are drawn on the host first.
+  auto draw = [&](Param& p) {
+    Tensor host = device_ == Device::cpu ? p.value : Tensor::empty(p.info.shape);
+    float* w = host.f32();
+    const int64_t n = host.numel();
     if (p.info.init_one) {
       for (int64_t i = 0; i < n; ++i) w[i] = 1.0f;
-      continue;
+    } else {
+      Rng rng(seed, rng_stream("init:" + p.info.name));
+      const double sd = p.info.init_std;
+      for (int64_t i = 0; i < n; ++i) w[i] = float(sd * rng.normal());
     }
-    Rng rng(seed, rng_stream("init:" + p.info.name));
-    double sd = p.info.init_std;
-    for (int64_t i = 0; i < n; ++i) w[i] = float(sd * rng.normal());
+    if (device_ != Device::cpu) p.value.copy_from(host);
+  };
+  const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+  const unsigned nt = numel() > (int64_t(1) << 24) ? std::min<unsigned>(hw, 16) : 1;
+  if (nt == 1) {
+    for (auto& p : params_) draw(p);
+  } else {
+    std::atomic<size_t> next{0};
+    std::vector<std::thread> pool;
+    std::exception_ptr err;
+    std::mutex err_mu;
+    for (unsigned t = 0; t < nt; ++t)
+      pool.emplace_back([&] {
+        for (size_t i = next++; i < params_.size(); i = next++) {
+          try {
+            draw(params_[i]);
+          } catch (...) {
+            std::lock_guard<std::mutex> lock(err_mu);
+            if (!err) err = std::current_exception();
+          }
+        }
+      });
+    for (auto& th : pool) th.join();
+    if (err) std::rethrow_exception(err);
   }
   for (auto& b : buffers_) b.second.zero_();
 }

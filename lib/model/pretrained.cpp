@@ -169,6 +169,7 @@ Pretrained load_pretrained(const fs::path& dir_in, const PretrainedOptions& opt)
   pt.args.n_mtp_layers = std::min(want_mtp, pt.mtp_layers_in_file);
 
   pt.store = std::make_unique<ParamStore>();
+  pt.store->set_device(opt.device);
   pt.model = std::make_unique<Transformer>(pt.args, *pt.store);
   const LoadOptions lo = load_options(pt.args, pt.mtp_layers_in_file, pt.quant);
   pt.stats = load_model(*pt.store, st, pt.dir.string(), lo);

@@ -9,6 +9,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "ds/core/error.hpp"
 #include "ds/model/rope_yarn.hpp"
 #include "model_util.hpp"
@@ -149,11 +151,13 @@ void Transformer::collect_moe(const MoESaved& s, int slot, StepResult& r) const 
 }
 
 // Loss of one output head over g (N', C): sum_i w_i CE_i / W (w empty = all 1). When training,
-// dg (N', C) = d(coeff * loss * grad_scale)/dg, and lm_head.grad accumulates.
+// dg (N', C) = d(coeff * loss * grad_scale)/dg, and lm_head.grad accumulates. The logits are
+// made, consumed and turned into dlogits logit_chunk_ elements at a time (rows of N'), so a
+// long batch times a large vocabulary never holds all (N', V) logits at once.
 double Transformer::head_loss(const ops::Context& ctx, Pass& p, const Tensor& g,
                               const std::vector<int32_t>& tgt, const std::vector<float>& w,
                               double coeff, Tensor& dg) {
-  const int64_t N = g.size(0);
+  const int64_t N = g.size(0), C = g.size(1), V = args_.vocab_size;
   std::vector<int32_t> t = tgt;
   bool weighted = false;   // some weight other than 0 or 1
   for (size_t i = 0; i < w.size(); ++i) {
@@ -162,21 +166,33 @@ double Transformer::head_loss(const ops::Context& ctx, Pass& p, const Tensor& g,
   }
   const Tensor targets = upload_i32(ctx, t, {N});
   const Tensor wt = weighted ? detail::upload_f32(ctx, w, {N}) : Tensor();
-  Tensor logits, losses = empty_f32(ctx, {N});
-  head_.forward(ctx, g, logits);
-  if (p.train)   // one fused pass; the logits buffer then holds dlogits (N', V)
-    ops::cross_entropy_forward_backward(ctx, logits, targets, float(p.grad_scale * coeff / p.W),
-                                        losses, logits);
-  else
-    ops::cross_entropy_forward(ctx, logits, targets, losses);
-  const double sum = weighted ? detail::dot(ctx, losses, wt) : ops::sum(ctx, losses);
-  if (p.train) {
-    Tensor dlogits = logits;
-    if (weighted) {
-      dlogits = empty_f32(ctx, logits.shape());
-      detail::scale_rows(ctx, logits, wt, dlogits);
+  const Tensor losses = empty_f32(ctx, {N});
+  const int64_t rows = std::max<int64_t>(1, logit_chunk_ / std::max<int64_t>(1, V));
+  if (p.train && N > rows && !dg.defined()) dg = empty_f32(ctx, {N, C});
+  double sum = 0;
+  for (int64_t r0 = 0; r0 < N; r0 += rows) {
+    const int64_t r1 = std::min(N, r0 + rows);
+    const bool whole = r0 == 0 && r1 == N;
+    const Tensor gc = whole ? g : g.slice0(r0, r1), tc = whole ? targets : targets.slice0(r0, r1);
+    Tensor lc = whole ? losses : losses.slice0(r0, r1), logits;
+    head_.forward(ctx, gc, logits);
+    if (p.train)   // one fused pass; the logits buffer then holds dlogits (rows, V)
+      ops::cross_entropy_forward_backward(ctx, logits, tc, float(p.grad_scale * coeff / p.W), lc,
+                                          logits);
+    else
+      ops::cross_entropy_forward(ctx, logits, tc, lc);
+    const Tensor wc = !weighted ? Tensor() : whole ? wt : wt.slice0(r0, r1);
+    sum += weighted ? detail::dot(ctx, lc, wc) : ops::sum(ctx, lc);
+    if (p.train) {
+      Tensor dlogits = logits;
+      if (weighted) {
+        dlogits = empty_f32(ctx, logits.shape());
+        detail::scale_rows(ctx, logits, wc, dlogits);
+      }
+      Tensor dgc = whole ? dg : dg.slice0(r0, r1);
+      head_.backward(ctx, gc, dlogits, dgc);
+      if (whole) dg = dgc;   // allocated by the Linear when it was undefined
     }
-    head_.backward(ctx, g, dlogits, dg);
   }
   return sum / p.W;
 }
@@ -315,7 +331,7 @@ void Transformer::backward(const ops::Context& ctx, Pass& p) {
 // Host copy of the batch, the loss normaliser W and a result with one (zero) count vector
 // per MoE layer of the whole model.
 void Transformer::begin(Pass& p, const Batch& batch) {
-  p.opt = MoEOptions{p.train, p.lw.balance_alpha, p.grad_scale};
+  p.opt = MoEOptions{p.train, p.lw.balance_alpha, p.grad_scale, moe_grouped_};
   p.hb = read_batch(batch);
   DS_CHECK_AS(UsageError, p.lw.mtp_lambda == 0.0f || p.hb.T > args_.n_mtp_layers,
               "sequence length {} must exceed the MTP depth {}", p.hb.T, args_.n_mtp_layers);
@@ -425,9 +441,14 @@ void Transformer::forward_logits(const ops::Context& ctx, const Tensor& tokens, 
   std::vector<int32_t> pos(static_cast<size_t>(N));
   for (int64_t i = 0; i < N; ++i) pos[size_t(i)] = int32_t(i % T);
   const SeqInfo seq{B, T, upload_i32(ctx, pos, {N}), Tensor(), rope_freqs_tensor(ctx, args_)};
-  const MoEOptions opt{};
-  Tensor h;
-  embed_.forward(ctx, tokens.view({N}), h);
+  MoEOptions opt;
+  opt.grouped = moe_grouped_;
+  Tensor h, ids = tokens.view({N});
+  if (tokens.device() != ctx.device) {
+    ids = Tensor::empty({N}, DType::i32, ctx.device);
+    ids.copy_from(tokens.view({N}));
+  }
+  embed_.forward(ctx, ids, h);
   for (const Block& b : layers_) {
     BlockSaved s;
     Tensor out;

@@ -1,5 +1,5 @@
 // Internal helpers of the ops dispatch files (ops.cpp, fp8.cpp, token_logprob.cpp,
-// mla_decode.cpp): the CPU-only device check, implementation/thread selection and the
+// mla_decode.cpp): the device check, the route to the CUDA path, implementation/thread selection and the
 // per-op profiler scope. Not installed; include/ds/ops/ops.hpp is the public API.
 #pragma once
 #include <algorithm>
@@ -11,7 +11,22 @@
 
 namespace ds::ops::detail {
 
-// Throws CudaError when the context or any defined tensor is on the GPU.
+// Every defined tensor must live on the context's device (InternalError naming the op and the
+// operand's position otherwise); a CUDA context in a build without CUDA is a CudaError.
+inline void check_devices(const Context& ctx, const char* op,
+                          std::initializer_list<const Tensor*> ts) {
+#if !defined(DS_HAVE_CUDA)
+  if (ctx.device == Device::cuda) DS_THROW(CudaError, "op {}: this build has no CUDA path", op);
+#endif
+  int i = 0;
+  for (const Tensor* t : ts) {
+    if (t->defined() && t->device() != ctx.device)
+      DS_THROW(InternalError, "op {}: operand {} is on {} but the context is on {}", op, i,
+               device_name(t->device()), device_name(ctx.device));
+    ++i;
+  }
+}
+// For ops with no CUDA path (none today; kept for new ops while they are being ported).
 inline void cpu_only(const Context& ctx, const char* op, std::initializer_list<const Tensor*> ts) {
   bool cuda = ctx.device == Device::cuda;
   for (const Tensor* t : ts) cuda = cuda || (t->defined() && t->device() == Device::cuda);
@@ -20,17 +35,23 @@ inline void cpu_only(const Context& ctx, const char* op, std::initializer_list<c
 inline bool use_ref(const Context& ctx) { return ctx.impl == Impl::reference; }
 inline int nthreads(const Context& ctx) { return std::max(1, ctx.threads); }
 
-// Times one op into ctx.prof (no cost beyond a null check without a profiler).
+// Times one op into ctx.prof (no cost beyond a null check without a profiler). On the GPU
+// the device is synchronised at both ends, so profiled runs are slower but the times true.
 class Scope {
  public:
   Scope(const Context& ctx, const char* op, double flops = 0)
-      : p_(ctx.prof), op_(op), flops_(flops) {
-    if (p_) t0_ = std::chrono::steady_clock::now();
+      : p_(ctx.prof), op_(op), flops_(flops), dev_(ctx.device) {
+    if (p_) {
+      if (dev_ != Device::cpu) synchronize(dev_);
+      t0_ = std::chrono::steady_clock::now();
+    }
   }
   ~Scope() {
-    if (p_)
+    if (p_) {
+      if (dev_ != Device::cpu) synchronize(dev_);
       p_->add(op_, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(),
               flops_);
+    }
   }
   Scope(const Scope&) = delete;
   Scope& operator=(const Scope&) = delete;
@@ -39,7 +60,22 @@ class Scope {
   Profiler* p_;
   const char* op_;
   double flops_;
+  Device dev_;
   std::chrono::steady_clock::time_point t0_{};
 };
 
 }  // namespace ds::ops::detail
+
+// DS_CUDA_ROUTE(op, (args...)): after the shared checks, hand a CUDA context's call to
+// ds::ops::cuda::op (lib/ops/cuda/ops_cuda.hpp). `ctx` must be in scope.
+#if defined(DS_HAVE_CUDA)
+#include "cuda/ops_cuda.hpp"
+#define DS_CUDA_ROUTE(op, args)                                           \
+  do {                                                                    \
+    if (ctx.device == ::ds::Device::cuda) return ::ds::ops::cuda::op args; \
+  } while (0)
+#else
+#define DS_CUDA_ROUTE(op, args) \
+  do {                          \
+  } while (0)
+#endif

@@ -14,9 +14,10 @@ namespace ds::ops {
 
 namespace {
 
-using detail::cpu_only;
+using detail::check_devices;
 
 void check_range(const Tensor& t, int64_t lo, int64_t hi, const char* what) {
+  if (t.device() != Device::cpu) return;   // host check; the CUDA kernels skip bad entries
   const int32_t* p = t.i32();
   for (int64_t i = 0; i < t.numel(); ++i)
     if (p[i] < lo || p[i] >= hi)
@@ -26,7 +27,7 @@ void check_range(const Tensor& t, int64_t lo, int64_t hi, const char* what) {
 }  // namespace
 
 void head_matmul(const Context& ctx, const Tensor& x, const Tensor& w, bool trans_w, Tensor& y) {
-  cpu_only(ctx, "head_matmul", {&x, &w, &y});
+  check_devices(ctx, "head_matmul", {&x, &w, &y});
   DS_CHECK_SHAPE(x, {-1, -1, -1});
   DS_CHECK_SHAPE(w, {x.size(1), -1, -1});
   const int64_t N = x.size(0), H = x.size(1), I = x.size(2);
@@ -35,6 +36,7 @@ void head_matmul(const Context& ctx, const Tensor& x, const Tensor& w, bool tran
            "head_matmul: w {} does not match x {} (trans_w {})", shape_str(w.shape()),
            shape_str(x.shape()), trans_w);
   DS_CHECK_SHAPE(y, {N, H, O});
+  DS_CUDA_ROUTE(head_matmul, (ctx, x, w, trans_w, y));
   if (ctx.impl == Impl::reference)
     ref::head_matmul(x.f32(), w.f32(), trans_w, y.f32(), N, H, I, O);
   else
@@ -44,7 +46,7 @@ void head_matmul(const Context& ctx, const Tensor& x, const Tensor& w, bool tran
 void mla_latent_attention(const Context& ctx, const Tensor& q_lat, const Tensor& q_pe,
                           const Tensor& ckv, const Tensor& kpe, const Tensor& slot,
                           const Tensor& len, float scale, Tensor& out) {
-  cpu_only(ctx, "mla_latent_attention", {&q_lat, &q_pe, &ckv, &kpe, &slot, &len, &out});
+  check_devices(ctx, "mla_latent_attention", {&q_lat, &q_pe, &ckv, &kpe, &slot, &len, &out});
   DS_CHECK_SHAPE(q_lat, {-1, -1, -1});
   DS_CHECK_SHAPE(ckv, {-1, -1, q_lat.size(2)});
   MlaDims d{q_lat.size(0), q_lat.size(1), q_lat.size(2), 0, ckv.size(0), ckv.size(1)};
@@ -58,6 +60,7 @@ void mla_latent_attention(const Context& ctx, const Tensor& q_lat, const Tensor&
            "mla_latent_attention: slot and len must be i32");
   check_range(slot, 0, d.S, "mla_latent_attention slot");
   check_range(len, 1, d.L + 1, "mla_latent_attention len");
+  DS_CUDA_ROUTE(mla_latent_attention, (ctx, q_lat, q_pe, ckv, kpe, slot, len, scale, out));
   if (ctx.impl == Impl::reference)
     ref::mla_latent_attention(q_lat.f32(), q_pe.f32(), ckv.f32(), kpe.f32(), slot.i32(),
                               len.i32(), double(scale), out.f32(), d);
@@ -67,12 +70,13 @@ void mla_latent_attention(const Context& ctx, const Tensor& q_lat, const Tensor&
 }
 
 void set_rows(const Context& ctx, const Tensor& src, const Tensor& rows, Tensor& dst) {
-  cpu_only(ctx, "set_rows", {&src, &rows, &dst});
+  check_devices(ctx, "set_rows", {&src, &rows, &dst});
   DS_CHECK_SHAPE(src, {-1, -1});
   DS_CHECK_SHAPE(rows, {src.size(0)});
   DS_CHECK_SHAPE(dst, {-1, src.size(1)});
   DS_CHECK(rows.dtype() == DType::i32, "set_rows: rows must be i32");
   check_range(rows, 0, dst.size(0), "set_rows rows");
+  DS_CUDA_ROUTE(set_rows, (ctx, src, rows, dst));
   opt::set_rows(src.f32(), rows.i32(), dst.f32(), src.size(0), src.size(1),
                 std::max(1, ctx.threads));
 }

@@ -1,5 +1,5 @@
-// Dispatch of the ops layer (include/ds/ops/ops.hpp): device check (CPU only for now; CUDA
-// tensors raise CudaError), shape/dtype/index checks at the boundary, then the reference
+// Dispatch of the ops layer (include/ds/ops/ops.hpp): device check, shape/dtype/index checks
+// at the boundary, then the CUDA path (cuda/*.cpp, DS_CUDA_ROUTE) for GPU tensors, or the reference
 // kernels (cpu/ref_*.cpp) or the optimised ones (cpu/opt_*.cpp) according to Context::impl.
 // With Context::prof set, every op's wall time (and a GEMM's FLOPs) goes to the profiler.
 #include "ds/ops/ops.hpp"
@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <initializer_list>
 
 #include "cpu/opt.hpp"
@@ -20,13 +21,15 @@ namespace ds::ops {
 
 namespace {
 
-using detail::cpu_only;
+using detail::check_devices;
 using detail::nthreads;
 using detail::Scope;
 using detail::use_ref;
 
 // Every entry of an I32 index tensor lies in [lo, hi).
+// Read on the host, so CPU tensors only: the CUDA kernels skip out-of-range entries instead.
 void check_indices(const Tensor& t, int64_t lo, int64_t hi, const char* what) {
+  if (t.device() != Device::cpu) return;
   const int32_t* p = t.i32();
   for (int64_t i = 0; i < t.numel(); ++i)
     if (p[i] < lo || p[i] >= hi)
@@ -48,7 +51,7 @@ void set_cpu_threads(int n) {
 // ---- GEMM ----------------------------------------------------------------------------------
 void matmul(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& c, bool trans_a,
             bool trans_b, float alpha, float beta) {
-  cpu_only(ctx, "matmul", {&a, &b, &c});
+  check_devices(ctx, "matmul", {&a, &b, &c});
   DS_CHECK(a.ndim() == 2 && b.ndim() == 2, "matmul: a and b must be 2-D, got {} and {}",
            shape_str(a.shape()), shape_str(b.shape()));
   const int64_t M = trans_a ? a.size(1) : a.size(0), K = trans_a ? a.size(0) : a.size(1);
@@ -56,6 +59,7 @@ void matmul(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& c, boo
   DS_CHECK(K == Kb, "matmul: inner dims differ: op(a) {}x{}, op(b) {}x{}", M, K, Kb, N);
   DS_CHECK_SHAPE(c, {M, N});
   const Scope scope_(ctx, "matmul", opt::matmul_flops(M, N, K));
+  DS_CUDA_ROUTE(matmul, (ctx, a, b, c, trans_a, trans_b, alpha, beta));
   if (use_ref(ctx))
     ref::matmul(a.f32(), b.f32(), c.f32(), M, N, K, trans_a, trans_b, alpha, beta);
   else
@@ -66,8 +70,9 @@ void linear_forward(const Context& ctx, const Tensor& x, const Tensor& w, Tensor
   DS_CHECK_SHAPE(w, {-1, -1});
   DS_CHECK_SHAPE(x, {-1, w.size(1)});
   DS_CHECK_SHAPE(y, {x.size(0), w.size(0)});
+  DS_CUDA_ROUTE(linear_forward, (ctx, x, w, y));
   if (w.dtype() == DType::bf16) {   // BF16 weights, F32 activations, FP32 products and sums
-    cpu_only(ctx, "linear_forward", {&x, &w, &y});
+    check_devices(ctx, "linear_forward", {&x, &w, &y});
     const int64_t N = x.size(0), O = w.size(0), I = w.size(1);
     const Scope scope_(ctx, "matmul_bf16", opt::matmul_flops(N, O, I));
     const uint16_t* wp = w.data<uint16_t>();
@@ -91,28 +96,102 @@ void linear_backward(const Context& ctx, const Tensor& x, const Tensor& w, const
   matmul(ctx, dy, x, dw, true, false, 1.0f, 1.0f);          // dw += dy^T @ x
 }
 
+// Shared checks of the grouped GEMMs: offsets 0 = o_0 <= ... <= o_G = rows, G groups.
+static void check_groups(const char* op, const std::vector<int64_t>& offsets, size_t G,
+                         int64_t rows) {
+  DS_CHECK(offsets.size() == G + 1 && offsets.front() == 0 && offsets.back() == rows,
+           "{}: {} offsets for {} groups over {} rows", op, offsets.size(), G, rows);
+  for (size_t g = 0; g < G; ++g)
+    DS_CHECK(offsets[g] <= offsets[g + 1], "{}: offsets decrease at group {}", op, g);
+}
+
+void grouped_matmul(const Context& ctx, const Tensor& x, const std::vector<Tensor>& w,
+                    bool trans_w, const std::vector<int64_t>& offsets, Tensor& y, float beta) {
+  check_devices(ctx, "grouped_matmul", {&x, &y});
+  DS_CHECK_SHAPE(x, {-1, -1});
+  DS_CHECK_SHAPE(y, {x.size(0), -1});
+  check_groups("grouped_matmul", offsets, w.size(), x.size(0));
+  const int64_t K = x.size(1), N = y.size(1);
+  for (const Tensor& wg : w) {
+    check_devices(ctx, "grouped_matmul", {&wg});
+    DS_CHECK(wg.dtype() == x.dtype(), "grouped_matmul: weight dtype {} differs from x {}",
+             dtype_name(wg.dtype()), dtype_name(x.dtype()));
+    if (trans_w) DS_CHECK_SHAPE(wg, {N, K});
+    else DS_CHECK_SHAPE(wg, {K, N});
+  }
+  DS_CUDA_ROUTE(grouped_matmul, (ctx, x, w, trans_w, offsets, y, beta));
+  for (size_t g = 0; g < w.size(); ++g) {
+    if (offsets[g] == offsets[g + 1]) continue;
+    Tensor yg = y.slice0(offsets[g], offsets[g + 1]);
+    matmul(ctx, x.slice0(offsets[g], offsets[g + 1]), w[g], yg, false, trans_w, 1.0f, beta);
+  }
+}
+
+void grouped_matmul_wgrad(const Context& ctx, const Tensor& dy, const Tensor& x,
+                          const std::vector<int64_t>& offsets, std::vector<Tensor>& dw) {
+  check_devices(ctx, "grouped_matmul_wgrad", {&dy, &x});
+  DS_CHECK_SHAPE(dy, {-1, -1});
+  DS_CHECK_SHAPE(x, {dy.size(0), -1});
+  check_groups("grouped_matmul_wgrad", offsets, dw.size(), dy.size(0));
+  DS_CHECK(dy.dtype() == x.dtype(), "grouped_matmul_wgrad: dy {} and x {} differ",
+           dtype_name(dy.dtype()), dtype_name(x.dtype()));
+  for (const Tensor& g : dw) {
+    check_devices(ctx, "grouped_matmul_wgrad", {&g});
+    DS_CHECK_SHAPE(g, {dy.size(1), x.size(1)});
+  }
+  DS_CUDA_ROUTE(grouped_matmul_wgrad, (ctx, dy, x, offsets, dw));
+  for (size_t g = 0; g < dw.size(); ++g) {
+    if (offsets[g] == offsets[g + 1]) continue;
+    matmul(ctx, dy.slice0(offsets[g], offsets[g + 1]), x.slice0(offsets[g], offsets[g + 1]),
+           dw[g], true, false, 1.0f, 1.0f);
+  }
+}
+
+void transpose(const Context& ctx, const Tensor& x, Tensor& out) {
+  check_devices(ctx, "transpose", {&x, &out});
+  const Scope scope_(ctx, "transpose");
+  DS_CHECK_SHAPE(x, {-1, -1});
+  DS_CHECK_SHAPE(out, {x.size(1), x.size(0)});
+  DS_CHECK(x.dtype() == out.dtype() && dtype_size(x.dtype()) <= 4 && x.dtype() != DType::i64,
+           "transpose: dtypes {} -> {} (same F32, BF16, I32 or 8-bit dtype needed)",
+           dtype_name(x.dtype()), dtype_name(out.dtype()));
+  DS_CUDA_ROUTE(transpose, (ctx, x, out));
+  const int64_t M = x.size(0), K = x.size(1);
+  const size_t es = dtype_size(x.dtype());
+  const auto* src = static_cast<const uint8_t*>(x.raw());
+  auto* dst = static_cast<uint8_t*>(out.raw());
+  constexpr int64_t kTile = 32;
+  for (int64_t i0 = 0; i0 < M; i0 += kTile)
+    for (int64_t j0 = 0; j0 < K; j0 += kTile)
+      for (int64_t i = i0; i < std::min(M, i0 + kTile); ++i)
+        for (int64_t j = j0; j < std::min(K, j0 + kTile); ++j)
+          std::memcpy(dst + size_t(j * M + i) * es, src + size_t(i * K + j) * es, es);
+}
+
 // ---- embedding -----------------------------------------------------------------------------
 void embedding_forward(const Context& ctx, const Tensor& table, const Tensor& ids, Tensor& out) {
-  cpu_only(ctx, "embedding_forward", {&table, &ids, &out});
+  check_devices(ctx, "embedding_forward", {&table, &ids, &out});
   const Scope scope_(ctx, "embedding_forward");
   DS_CHECK_SHAPE(table, {-1, -1});
   DS_CHECK_SHAPE(ids, {-1});
   DS_CHECK_SHAPE(out, {ids.size(0), table.size(1)});
   check_indices(ids, 0, table.size(0), "embedding_forward ids");
   const int64_t N = ids.size(0), C = table.size(1);
+  DS_CUDA_ROUTE(embedding_forward, (ctx, table, ids, out));
   if (use_ref(ctx)) ref::embedding_forward(table.f32(), ids.i32(), out.f32(), N, C);
   else opt::embedding_forward(table.f32(), ids.i32(), out.f32(), N, C, nthreads(ctx));
 }
 
 void embedding_backward(const Context& ctx, const Tensor& ids, const Tensor& dout,
                         Tensor& dtable) {
-  cpu_only(ctx, "embedding_backward", {&ids, &dout, &dtable});
+  check_devices(ctx, "embedding_backward", {&ids, &dout, &dtable});
   const Scope scope_(ctx, "embedding_backward");
   DS_CHECK_SHAPE(dtable, {-1, -1});
   DS_CHECK_SHAPE(ids, {-1});
   DS_CHECK_SHAPE(dout, {ids.size(0), dtable.size(1)});
   check_indices(ids, 0, dtable.size(0), "embedding_backward ids");
   const int64_t N = ids.size(0), V = dtable.size(0), C = dtable.size(1);
+  DS_CUDA_ROUTE(embedding_backward, (ctx, ids, dout, dtable));
   if (use_ref(ctx)) ref::embedding_backward(ids.i32(), dout.f32(), dtable.f32(), N, C);
   else opt::embedding_backward(ids.i32(), dout.f32(), dtable.f32(), N, V, C, nthreads(ctx));
 }
@@ -120,20 +199,21 @@ void embedding_backward(const Context& ctx, const Tensor& ids, const Tensor& dou
 // ---- RMSNorm -------------------------------------------------------------------------------
 void rmsnorm_forward(const Context& ctx, const Tensor& x, const Tensor& g, float eps, Tensor& y,
                      Tensor& rstd) {
-  cpu_only(ctx, "rmsnorm_forward", {&x, &g, &y, &rstd});
+  check_devices(ctx, "rmsnorm_forward", {&x, &g, &y, &rstd});
   const Scope scope_(ctx, "rmsnorm_forward");
   DS_CHECK_SHAPE(x, {-1, -1});
   const int64_t N = x.size(0), C = x.size(1);
   DS_CHECK_SHAPE(g, {C});
   DS_CHECK_SHAPE(y, {N, C});
   DS_CHECK_SHAPE(rstd, {N});
+  DS_CUDA_ROUTE(rmsnorm_forward, (ctx, x, g, eps, y, rstd));
   if (use_ref(ctx)) ref::rmsnorm_forward(x.f32(), g.f32(), double(eps), y.f32(), rstd.f32(), N, C);
   else opt::rmsnorm_forward(x.f32(), g.f32(), eps, y.f32(), rstd.f32(), N, C, nthreads(ctx));
 }
 
 void rmsnorm_backward(const Context& ctx, const Tensor& x, const Tensor& g, const Tensor& rstd,
                       const Tensor& dy, Tensor& dx, Tensor& dg) {
-  cpu_only(ctx, "rmsnorm_backward", {&x, &g, &rstd, &dy, &dx, &dg});
+  check_devices(ctx, "rmsnorm_backward", {&x, &g, &rstd, &dy, &dx, &dg});
   const Scope scope_(ctx, "rmsnorm_backward");
   DS_CHECK_SHAPE(x, {-1, -1});
   const int64_t N = x.size(0), C = x.size(1);
@@ -142,6 +222,7 @@ void rmsnorm_backward(const Context& ctx, const Tensor& x, const Tensor& g, cons
   DS_CHECK_SHAPE(dy, {N, C});
   DS_CHECK_SHAPE(dx, {N, C});
   DS_CHECK_SHAPE(dg, {C});
+  DS_CUDA_ROUTE(rmsnorm_backward, (ctx, x, g, rstd, dy, dx, dg));
   if (use_ref(ctx))
     ref::rmsnorm_backward(x.f32(), g.f32(), rstd.f32(), dy.f32(), dx.f32(), dg.f32(), N, C);
   else
@@ -152,13 +233,15 @@ void rmsnorm_backward(const Context& ctx, const Tensor& x, const Tensor& g, cons
 // ---- RoPE and head layout ------------------------------------------------------------------
 static void rope_dispatch(const Context& ctx, const char* op, const Tensor& x, const Tensor& pos,
                           const Tensor& freqs, Tensor& out, int dir) {
-  cpu_only(ctx, op, {&x, &pos, &freqs, &out});
+  check_devices(ctx, op, {&x, &pos, &freqs, &out});
   DS_CHECK(x.ndim() == 3, "{}: x must be (N, H, Dr), got {}", op, shape_str(x.shape()));
   const int64_t N = x.size(0), H = x.size(1), Dr = x.size(2);
   DS_CHECK(Dr % 2 == 0, "{}: rope dim {} is odd", op, Dr);
   DS_CHECK_SHAPE(pos, {N});
   DS_CHECK_SHAPE(freqs, {Dr / 2});
   DS_CHECK_SHAPE(out, {N, H, Dr});
+  const Scope scope_(ctx, op);
+  DS_CUDA_ROUTE(rope, (ctx, x, pos, freqs, out, dir));
   if (use_ref(ctx)) ref::rope(x.f32(), pos.i32(), freqs.f32(), out.f32(), N, H, Dr, dir);
   else opt::rope(x.f32(), pos.i32(), freqs.f32(), out.f32(), N, H, Dr, dir, nthreads(ctx));
 }
@@ -183,39 +266,43 @@ static void check_split(const char* op, const Tensor& x, const Tensor& a, const 
 }
 
 void split_last(const Context& ctx, const Tensor& x, Tensor& a, Tensor& b) {
-  cpu_only(ctx, "split_last", {&x, &a, &b});
+  check_devices(ctx, "split_last", {&x, &a, &b});
   const Scope scope_(ctx, "split_last");
   check_split("split_last", x, a, b);
   const int64_t R = lead(x), A = a.size(-1), B = b.size(-1);
+  DS_CUDA_ROUTE(split_last, (ctx, x, a, b));
   if (use_ref(ctx)) ref::split_last(x.f32(), a.f32(), b.f32(), R, A, B);
   else opt::split_last(x.f32(), a.f32(), b.f32(), R, A, B, nthreads(ctx));
 }
 
 void concat_last(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& x) {
-  cpu_only(ctx, "concat_last", {&x, &a, &b});
+  check_devices(ctx, "concat_last", {&x, &a, &b});
   const Scope scope_(ctx, "concat_last");
   check_split("concat_last", x, a, b);
   const int64_t R = lead(x), A = a.size(-1), B = b.size(-1);
+  DS_CUDA_ROUTE(concat_last, (ctx, a, b, x));
   if (use_ref(ctx)) ref::concat_last(a.f32(), b.f32(), x.f32(), R, A, B);
   else opt::concat_last(a.f32(), b.f32(), x.f32(), R, A, B, nthreads(ctx));
 }
 
 void broadcast_heads(const Context& ctx, const Tensor& x, Tensor& out) {
-  cpu_only(ctx, "broadcast_heads", {&x, &out});
+  check_devices(ctx, "broadcast_heads", {&x, &out});
   const Scope scope_(ctx, "broadcast_heads");
   DS_CHECK_SHAPE(x, {-1, -1});
   DS_CHECK_SHAPE(out, {x.size(0), -1, x.size(1)});
   const int64_t N = x.size(0), H = out.size(1), D = x.size(1);
+  DS_CUDA_ROUTE(broadcast_heads, (ctx, x, out));
   if (use_ref(ctx)) ref::broadcast_heads(x.f32(), out.f32(), N, H, D);
   else opt::broadcast_heads(x.f32(), out.f32(), N, H, D, nthreads(ctx));
 }
 
 void sum_heads(const Context& ctx, const Tensor& dout, Tensor& dx) {
-  cpu_only(ctx, "sum_heads", {&dout, &dx});
+  check_devices(ctx, "sum_heads", {&dout, &dx});
   const Scope scope_(ctx, "sum_heads");
   DS_CHECK_SHAPE(dout, {-1, -1, -1});
   DS_CHECK_SHAPE(dx, {dout.size(0), dout.size(2)});
   const int64_t N = dout.size(0), H = dout.size(1), D = dout.size(2);
+  DS_CUDA_ROUTE(sum_heads, (ctx, dout, dx));
   if (use_ref(ctx)) ref::sum_heads(dout.f32(), dx.f32(), N, H, D);
   else opt::sum_heads(dout.f32(), dx.f32(), N, H, D, nthreads(ctx));
 }
@@ -235,11 +322,12 @@ static ref::AttnDims check_attention(const Tensor& q, const Tensor& k, const Ten
 
 void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                        const Tensor& segments, float scale, Tensor& out, Tensor& lse) {
-  cpu_only(ctx, "attention_forward", {&q, &k, &v, &segments, &out, &lse});
+  check_devices(ctx, "attention_forward", {&q, &k, &v, &segments, &out, &lse});
   const Scope scope_(ctx, "attention_forward");
   const ref::AttnDims d = check_attention(q, k, v, segments);
   DS_CHECK_SHAPE(out, {d.B, d.T, d.H, d.Dv});
   DS_CHECK_SHAPE(lse, {d.B, d.H, d.T});
+  DS_CUDA_ROUTE(attention_forward, (ctx, q, k, v, segments, scale, out, lse));
   const int32_t* seg = segments.defined() ? segments.i32() : nullptr;
   if (use_ref(ctx))
     ref::attention_forward(q.f32(), k.f32(), v.f32(), seg, double(scale), out.f32(), lse.f32(), d);
@@ -251,7 +339,7 @@ void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, con
 void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& segments, float scale, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv) {
-  cpu_only(ctx, "attention_backward", {&q, &k, &v, &segments, &out, &lse, &dout, &dq, &dk, &dv});
+  check_devices(ctx, "attention_backward", {&q, &k, &v, &segments, &out, &lse, &dout, &dq, &dk, &dv});
   const Scope scope_(ctx, "attention_backward");
   const ref::AttnDims d = check_attention(q, k, v, segments);
   DS_CHECK_SHAPE(out, {d.B, d.T, d.H, d.Dv});
@@ -260,6 +348,7 @@ void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, co
   DS_CHECK_SHAPE(dq, {d.B, d.T, d.H, d.Dk});
   DS_CHECK_SHAPE(dk, {d.B, d.T, d.H, d.Dk});
   DS_CHECK_SHAPE(dv, {d.B, d.T, d.H, d.Dv});
+  DS_CUDA_ROUTE(attention_backward, (ctx, q, k, v, segments, scale, out, lse, dout, dq, dk, dv));
   const int32_t* seg = segments.defined() ? segments.i32() : nullptr;
   if (use_ref(ctx))
     ref::attention_backward(q.f32(), k.f32(), v.f32(), seg, double(scale), out.f32(), lse.f32(),
@@ -271,19 +360,21 @@ void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, co
 
 // ---- SwiGLU --------------------------------------------------------------------------------
 void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor& out) {
-  cpu_only(ctx, "swiglu_forward", {&gate, &up, &out});
+  check_devices(ctx, "swiglu_forward", {&gate, &up, &out});
   const Scope scope_(ctx, "swiglu_forward");
   DS_CHECK_SHAPE(up, gate.shape());
   DS_CHECK_SHAPE(out, gate.shape());
+  DS_CUDA_ROUTE(swiglu_forward, (ctx, gate, up, out));
   if (use_ref(ctx)) ref::swiglu_forward(gate.f32(), up.f32(), out.f32(), gate.numel());
   else opt::swiglu_forward(gate.f32(), up.f32(), out.f32(), gate.numel(), nthreads(ctx));
 }
 
 void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& dout,
                      Tensor& dgate, Tensor& dup) {
-  cpu_only(ctx, "swiglu_backward", {&gate, &up, &dout, &dgate, &dup});
+  check_devices(ctx, "swiglu_backward", {&gate, &up, &dout, &dgate, &dup});
   const Scope scope_(ctx, "swiglu_backward");
   for (const Tensor* t : std::initializer_list<const Tensor*>{&up, &dout, &dgate, &dup}) check_shape(*t, gate.shape(), "swiglu operand");
+  DS_CUDA_ROUTE(swiglu_backward, (ctx, gate, up, dout, dgate, dup));
   if (use_ref(ctx))
     ref::swiglu_backward(gate.f32(), up.f32(), dout.f32(), dgate.f32(), dup.f32(), gate.numel());
   else
@@ -301,22 +392,24 @@ static void check_ce(const Tensor& logits, const Tensor& targets) {
 
 void cross_entropy_forward(const Context& ctx, const Tensor& logits, const Tensor& targets,
                            Tensor& losses) {
-  cpu_only(ctx, "cross_entropy_forward", {&logits, &targets, &losses});
+  check_devices(ctx, "cross_entropy_forward", {&logits, &targets, &losses});
   const Scope scope_(ctx, "cross_entropy_forward");
   check_ce(logits, targets);
   DS_CHECK_SHAPE(losses, {logits.size(0)});
   const int64_t N = logits.size(0), V = logits.size(1);
+  DS_CUDA_ROUTE(cross_entropy_forward, (ctx, logits, targets, losses));
   if (use_ref(ctx)) ref::cross_entropy_forward(logits.f32(), targets.i32(), losses.f32(), N, V);
   else opt::cross_entropy_forward(logits.f32(), targets.i32(), losses.f32(), N, V, nthreads(ctx));
 }
 
 void cross_entropy_backward(const Context& ctx, const Tensor& logits, const Tensor& targets,
                             float scale, Tensor& dlogits) {
-  cpu_only(ctx, "cross_entropy_backward", {&logits, &targets, &dlogits});
+  check_devices(ctx, "cross_entropy_backward", {&logits, &targets, &dlogits});
   const Scope scope_(ctx, "cross_entropy_backward");
   check_ce(logits, targets);
   DS_CHECK_SHAPE(dlogits, logits.shape());
   const int64_t N = logits.size(0), V = logits.size(1);
+  DS_CUDA_ROUTE(cross_entropy_backward, (ctx, logits, targets, scale, dlogits));
   if (use_ref(ctx))
     ref::cross_entropy_backward(logits.f32(), targets.i32(), double(scale), dlogits.f32(), N, V);
   else
@@ -327,12 +420,13 @@ void cross_entropy_backward(const Context& ctx, const Tensor& logits, const Tens
 void cross_entropy_forward_backward(const Context& ctx, const Tensor& logits,
                                     const Tensor& targets, float scale, Tensor& losses,
                                     Tensor& dlogits) {
-  cpu_only(ctx, "cross_entropy_forward_backward", {&logits, &targets, &losses, &dlogits});
+  check_devices(ctx, "cross_entropy_forward_backward", {&logits, &targets, &losses, &dlogits});
   const Scope scope_(ctx, "cross_entropy_forward_backward");
   check_ce(logits, targets);
   DS_CHECK_SHAPE(dlogits, logits.shape());
   if (losses.defined()) DS_CHECK_SHAPE(losses, {logits.size(0)});
   const int64_t N = logits.size(0), V = logits.size(1);
+  DS_CUDA_ROUTE(cross_entropy_forward_backward, (ctx, logits, targets, scale, losses, dlogits));
   if (use_ref(ctx)) {
     const Tensor src = dlogits.same_storage(logits) ? logits.clone() : logits;
     if (losses.defined()) ref::cross_entropy_forward(src.f32(), targets.i32(), losses.f32(), N, V);
@@ -357,7 +451,7 @@ static void check_route_params(const RouteParams& p, int64_t E) {
 
 void moe_route(const Context& ctx, const Tensor& logits, const Tensor& bias, const RouteParams& p,
                Tensor& scores, Tensor& idx, Tensor& weights) {
-  cpu_only(ctx, "moe_route", {&logits, &bias, &scores, &idx, &weights});
+  check_devices(ctx, "moe_route", {&logits, &bias, &scores, &idx, &weights});
   const Scope scope_(ctx, "moe_route");
   DS_CHECK_SHAPE(logits, {-1, -1});
   const int64_t N = logits.size(0), E = logits.size(1);
@@ -366,6 +460,7 @@ void moe_route(const Context& ctx, const Tensor& logits, const Tensor& bias, con
   DS_CHECK_SHAPE(scores, {N, E});
   DS_CHECK_SHAPE(idx, {N, int64_t(p.topk)});
   DS_CHECK_SHAPE(weights, {N, int64_t(p.topk)});
+  DS_CUDA_ROUTE(moe_route, (ctx, logits, bias, p, scores, idx, weights));
   const float* b = bias.defined() ? bias.f32() : nullptr;
   if (use_ref(ctx))
     ref::moe_route(logits.f32(), b, p, N, E, scores.f32(), idx.i32(), weights.f32());
@@ -376,7 +471,7 @@ void moe_route(const Context& ctx, const Tensor& logits, const Tensor& bias, con
 void moe_route_backward(const Context& ctx, const Tensor& scores, const Tensor& idx,
                         const Tensor& dweights, const Tensor& dscores_extra, const RouteParams& p,
                         Tensor& dlogits) {
-  cpu_only(ctx, "moe_route_backward", {&scores, &idx, &dweights, &dscores_extra, &dlogits});
+  check_devices(ctx, "moe_route_backward", {&scores, &idx, &dweights, &dscores_extra, &dlogits});
   const Scope scope_(ctx, "moe_route_backward");
   DS_CHECK_SHAPE(scores, {-1, -1});
   const int64_t N = scores.size(0), E = scores.size(1);
@@ -385,6 +480,7 @@ void moe_route_backward(const Context& ctx, const Tensor& scores, const Tensor& 
   if (dscores_extra.defined()) DS_CHECK_SHAPE(dscores_extra, {N, E});
   DS_CHECK_SHAPE(dlogits, {N, E});
   check_indices(idx, 0, E, "moe_route_backward idx");
+  DS_CUDA_ROUTE(moe_route_backward, (ctx, scores, idx, dweights, dscores_extra, p, dlogits));
   const float* extra = dscores_extra.defined() ? dscores_extra.f32() : nullptr;
   if (use_ref(ctx))
     ref::moe_route_backward(scores.f32(), idx.i32(), dweights.f32(), extra, p, N, E, dlogits.f32());
@@ -396,7 +492,7 @@ void moe_route_backward(const Context& ctx, const Tensor& scores, const Tensor& 
 // O(N*E) and run once per layer: one implementation serves both impls.
 double moe_balance_loss(const Context& ctx, const Tensor& scores, const Tensor& idx, int n_seq,
                         int seq_len, float alpha, Tensor& dscores) {
-  cpu_only(ctx, "moe_balance_loss", {&scores, &idx, &dscores});
+  check_devices(ctx, "moe_balance_loss", {&scores, &idx, &dscores});
   const Scope scope_(ctx, "moe_balance_loss");
   DS_CHECK(n_seq >= 1 && seq_len >= 1, "moe_balance_loss: n_seq {} seq_len {}", n_seq, seq_len);
   DS_CHECK_SHAPE(scores, {int64_t(n_seq) * seq_len, -1});
@@ -404,34 +500,37 @@ double moe_balance_loss(const Context& ctx, const Tensor& scores, const Tensor& 
   const int64_t E = scores.size(1), K = idx.size(1);
   check_indices(idx, 0, E, "moe_balance_loss idx");
   if (dscores.defined()) DS_CHECK_SHAPE(dscores, scores.shape());
+  DS_CUDA_ROUTE(moe_balance_loss, (ctx, scores, idx, n_seq, seq_len, alpha, dscores));
   return ref::moe_balance_loss(scores.f32(), idx.i32(), n_seq, seq_len, E, K, double(alpha),
                                dscores.defined() ? dscores.f32() : nullptr);
 }
 
 void moe_count(const Context& ctx, const Tensor& idx, Tensor& counts) {
-  cpu_only(ctx, "moe_count", {&idx, &counts});
+  check_devices(ctx, "moe_count", {&idx, &counts});
   const Scope scope_(ctx, "moe_count");
   DS_CHECK_SHAPE(counts, {-1});
   check_indices(idx, 0, counts.size(0), "moe_count idx");
+  DS_CUDA_ROUTE(moe_count, (ctx, idx, counts));
   ref::moe_count(idx.i32(), idx.numel(), counts.i32());
 }
 
 // ---- token permutation ---------------------------------------------------------------------
 void gather_rows(const Context& ctx, const Tensor& src, const Tensor& rows, Tensor& dst) {
-  cpu_only(ctx, "gather_rows", {&src, &rows, &dst});
+  check_devices(ctx, "gather_rows", {&src, &rows, &dst});
   const Scope scope_(ctx, "gather_rows");
   DS_CHECK_SHAPE(src, {-1, -1});
   DS_CHECK_SHAPE(rows, {-1});
   DS_CHECK_SHAPE(dst, {rows.size(0), src.size(1)});
   check_indices(rows, 0, src.size(0), "gather_rows rows");
   const int64_t M = rows.size(0), C = src.size(1);
+  DS_CUDA_ROUTE(gather_rows, (ctx, src, rows, dst));
   if (use_ref(ctx)) ref::gather_rows(src.f32(), rows.i32(), dst.f32(), M, C);
   else opt::gather_rows(src.f32(), rows.i32(), dst.f32(), M, C, nthreads(ctx));
 }
 
 void scatter_add_rows(const Context& ctx, const Tensor& src, const Tensor& rows, const Tensor& w,
                       Tensor& dst) {
-  cpu_only(ctx, "scatter_add_rows", {&src, &rows, &w, &dst});
+  check_devices(ctx, "scatter_add_rows", {&src, &rows, &w, &dst});
   const Scope scope_(ctx, "scatter_add_rows");
   DS_CHECK_SHAPE(src, {-1, -1});
   DS_CHECK_SHAPE(rows, {src.size(0)});
@@ -439,6 +538,7 @@ void scatter_add_rows(const Context& ctx, const Tensor& src, const Tensor& rows,
   DS_CHECK_SHAPE(dst, {-1, src.size(1)});
   check_indices(rows, 0, dst.size(0), "scatter_add_rows rows");
   const int64_t M = src.size(0), N = dst.size(0), C = src.size(1);
+  DS_CUDA_ROUTE(scatter_add_rows, (ctx, src, rows, w, dst));
   const float* wp = w.defined() ? w.f32() : nullptr;
   if (use_ref(ctx)) ref::scatter_add_rows(src.f32(), rows.i32(), wp, dst.f32(), M, C);
   else opt::scatter_add_rows(src.f32(), rows.i32(), wp, dst.f32(), M, N, C, nthreads(ctx));
@@ -446,7 +546,7 @@ void scatter_add_rows(const Context& ctx, const Tensor& src, const Tensor& rows,
 
 void gather_rows_dot(const Context& ctx, const Tensor& a, const Tensor& rows, const Tensor& b,
                      Tensor& out) {
-  cpu_only(ctx, "gather_rows_dot", {&a, &rows, &b, &out});
+  check_devices(ctx, "gather_rows_dot", {&a, &rows, &b, &out});
   const Scope scope_(ctx, "gather_rows_dot");
   DS_CHECK_SHAPE(a, {-1, -1});
   DS_CHECK_SHAPE(rows, {-1});
@@ -454,59 +554,66 @@ void gather_rows_dot(const Context& ctx, const Tensor& a, const Tensor& rows, co
   DS_CHECK_SHAPE(out, {rows.size(0)});
   check_indices(rows, 0, a.size(0), "gather_rows_dot rows");
   const int64_t M = rows.size(0), C = a.size(1);
+  DS_CUDA_ROUTE(gather_rows_dot, (ctx, a, rows, b, out));
   if (use_ref(ctx)) ref::gather_rows_dot(a.f32(), rows.i32(), b.f32(), out.f32(), M, C);
   else opt::gather_rows_dot(a.f32(), rows.i32(), b.f32(), out.f32(), M, C, nthreads(ctx));
 }
 
 // ---- element-wise and reductions -----------------------------------------------------------
 void add(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
-  cpu_only(ctx, "add", {&a, &b, &out});
+  check_devices(ctx, "add", {&a, &b, &out});
   const Scope scope_(ctx, "add");
   DS_CHECK_SHAPE(b, a.shape());
   DS_CHECK_SHAPE(out, a.shape());
+  DS_CUDA_ROUTE(add, (ctx, a, b, out));
   if (use_ref(ctx)) ref::add(a.f32(), b.f32(), out.f32(), a.numel());
   else opt::add(a.f32(), b.f32(), out.f32(), a.numel(), nthreads(ctx));
 }
 
 void add_(const Context& ctx, Tensor& dst, const Tensor& src) {
-  cpu_only(ctx, "add_", {&dst, &src});
+  check_devices(ctx, "add_", {&dst, &src});
   const Scope scope_(ctx, "add_");
   DS_CHECK_SHAPE(src, dst.shape());
+  DS_CUDA_ROUTE(add_, (ctx, dst, src));
   if (use_ref(ctx)) ref::add_(dst.f32(), src.f32(), dst.numel());
   else opt::add_(dst.f32(), src.f32(), dst.numel(), nthreads(ctx));
 }
 
 void scale_(const Context& ctx, Tensor& x, float s) {
-  cpu_only(ctx, "scale_", {&x});
+  check_devices(ctx, "scale_", {&x});
   const Scope scope_(ctx, "scale_");
+  DS_CUDA_ROUTE(scale_, (ctx, x, s));
   if (use_ref(ctx)) ref::scale_(x.f32(), s, x.numel());
   else opt::scale_(x.f32(), s, x.numel(), nthreads(ctx));
 }
 
 double sum_squares(const Context& ctx, const Tensor& x) {
-  cpu_only(ctx, "sum_squares", {&x});
+  check_devices(ctx, "sum_squares", {&x});
   const Scope scope_(ctx, "sum_squares");
+  DS_CUDA_ROUTE(sum_squares, (ctx, x));
   return use_ref(ctx) ? ref::sum_squares(x.f32(), x.numel())
                       : opt::sum_squares(x.f32(), x.numel(), nthreads(ctx));
 }
 
 int64_t count_nonfinite(const Context& ctx, const Tensor& x) {
-  cpu_only(ctx, "count_nonfinite", {&x});
+  check_devices(ctx, "count_nonfinite", {&x});
   const Scope scope_(ctx, "count_nonfinite");
+  DS_CUDA_ROUTE(count_nonfinite, (ctx, x));
   return use_ref(ctx) ? ref::count_nonfinite(x.f32(), x.numel())
                       : opt::count_nonfinite(x.f32(), x.numel(), nthreads(ctx));
 }
 
 double sum(const Context& ctx, const Tensor& x) {
-  cpu_only(ctx, "sum", {&x});
+  check_devices(ctx, "sum", {&x});
   const Scope scope_(ctx, "sum");
+  DS_CUDA_ROUTE(sum, (ctx, x));
   return use_ref(ctx) ? ref::sum(x.f32(), x.numel()) : opt::sum(x.f32(), x.numel(), nthreads(ctx));
 }
 
 // ---- AdamW ---------------------------------------------------------------------------------
 void adamw_step(const Context& ctx, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                 const AdamWParams& p) {
-  cpu_only(ctx, "adamw_step", {&param, &grad, &m, &v});
+  check_devices(ctx, "adamw_step", {&param, &grad, &m, &v});
   const Scope scope_(ctx, "adamw_step");
   DS_CHECK_SHAPE(grad, param.shape());
   DS_CHECK_SHAPE(m, param.shape());
@@ -515,6 +622,7 @@ void adamw_step(const Context& ctx, Tensor& param, const Tensor& grad, Tensor& m
   for (const Tensor* t : std::initializer_list<const Tensor*>{&m, &v})
     DS_CHECK(t->dtype() == DType::f32 || t->dtype() == DType::bf16,
              "adamw_step: moments must be F32 or BF16, got {}", dtype_name(t->dtype()));
+  DS_CUDA_ROUTE(adamw_step, (ctx, param, grad, m, v, p));
   const bool mb = m.dtype() == DType::bf16, vb = v.dtype() == DType::bf16;
   float* m32 = mb ? nullptr : m.f32();
   float* v32 = vb ? nullptr : v.f32();

@@ -15,7 +15,7 @@ namespace ds::ops {
 
 namespace {
 
-using detail::cpu_only;
+using detail::check_devices;
 using detail::nthreads;
 using detail::Scope;
 
@@ -27,6 +27,7 @@ void check_rows(const Tensor& logits, const Tensor& targets, const char* op) {
   const int64_t N = logits.size(0), V = logits.size(1);
   DS_CHECK(V > 0, "{}: empty vocabulary", op);
   DS_CHECK_SHAPE(targets, {N});
+  if (targets.device() != Device::cpu) return;   // host check; the CUDA kernels skip bad rows
   const int32_t* t = targets.i32();
   for (int64_t n = 0; n < N; ++n)
     if (t[n] < -1 || t[n] >= V)
@@ -37,13 +38,14 @@ void check_rows(const Tensor& logits, const Tensor& targets, const char* op) {
 
 void token_logprob_forward(const Context& ctx, const Tensor& logits, const Tensor& targets,
                            Tensor& logp, Tensor& lse, Tensor& entropy) {
-  cpu_only(ctx, "token_logprob_forward", {&logits, &targets, &logp, &lse, &entropy});
+  check_devices(ctx, "token_logprob_forward", {&logits, &targets, &logp, &lse, &entropy});
   const Scope scope(ctx, "cross_entropy/token_logprob_forward");
   check_rows(logits, targets, "token_logprob_forward");
   const int64_t N = logits.size(0), V = logits.size(1);
   DS_CHECK_SHAPE(logp, {N});
   DS_CHECK_SHAPE(lse, {N});
   if (entropy.defined()) DS_CHECK_SHAPE(entropy, {N});
+  DS_CUDA_ROUTE(token_logprob_forward, (ctx, logits, targets, logp, lse, entropy));
   float* ent = entropy.defined() ? entropy.f32() : nullptr;
   if (ctx.impl == Impl::reference)
     ref::token_logprob_forward(logits.f32(), targets.i32(), logp.f32(), lse.f32(), ent, N, V);
@@ -54,13 +56,14 @@ void token_logprob_forward(const Context& ctx, const Tensor& logits, const Tenso
 
 void token_logprob_backward(const Context& ctx, const Tensor& logits, const Tensor& targets,
                             const Tensor& lse, const Tensor& dlogp, Tensor& dlogits) {
-  cpu_only(ctx, "token_logprob_backward", {&logits, &targets, &lse, &dlogp, &dlogits});
+  check_devices(ctx, "token_logprob_backward", {&logits, &targets, &lse, &dlogp, &dlogits});
   const Scope scope(ctx, "cross_entropy/token_logprob_backward");
   check_rows(logits, targets, "token_logprob_backward");
   const int64_t N = logits.size(0), V = logits.size(1);
   DS_CHECK_SHAPE(lse, {N});
   DS_CHECK_SHAPE(dlogp, {N});
   DS_CHECK_SHAPE(dlogits, {N, V});
+  DS_CUDA_ROUTE(token_logprob_backward, (ctx, logits, targets, lse, dlogp, dlogits));
   if (ctx.impl == Impl::reference) {
     const Tensor src = dlogits.same_storage(logits) ? logits.clone() : logits;
     ref::token_logprob_backward(src.f32(), targets.i32(), lse.f32(), dlogp.f32(), dlogits.f32(),

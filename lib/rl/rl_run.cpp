@@ -197,7 +197,12 @@ void Run::init() {
                 ranks->topo().layout().dp);
   RewardConfig rc{parse_reward_terms(o.rewards), o.reward_regex, o.reward_command, o.reward_timeout};
   rewards = std::make_unique<RewardSet>(std::move(rc));
-  policy = model::load_pretrained(o.init);
+  if (ctx.device == Device::cuda && distributed())
+    DS_THROW(UsageError, "--device cuda runs on one GPU for now: launch one process (multi-GPU "
+                         "RL with NCCL is not wired to the CUDA model path yet)");
+  model::PretrainedOptions pol;
+  pol.device = ctx.device;
+  policy = model::load_pretrained(o.init, pol);
   DS_CHECK_AS(UsageError, policy.tokenizer.has_value(), "--init {}: no tokenizer.json", o.init);
   text = std::make_unique<infer::TokenText>(*policy.tokenizer);
   const auto eos_id = policy.tokenizer->eos_id();
@@ -210,6 +215,7 @@ void Run::init() {
   if (o.grpo.beta > 0) {
     model::PretrainedOptions po;
     po.load_mtp = false;   // the reference only scores tokens with the main model
+    po.device = ctx.device;
     ref = model::load_pretrained(policy.dir, po);
   }
   if (distributed()) place_on_ranks(policy, ranks->model_parallel());

@@ -198,6 +198,10 @@ void Run::init() {
     for (int64_t i = 0; i < int64_t(lens.size()); ++i) order.push_back(i);
     val_rows = pack_rows(lens, order, o.seq_len + 1, o.packing);
   }
+  if (ctx.device == Device::cuda && ranks->active())
+    DS_THROW(UsageError, "--device cuda runs on one GPU for now: launch one process (multi-GPU "
+                         "training with NCCL is not wired to the CUDA model path yet)");
+  params.set_device(ctx.device);   // weights, gradients and optimizer moments on the GPU
   model = ranks->build_model(args, params);
   params.alloc_grads();
   if (ranks->active()) ranks->attach(*model, o.optimizer);

@@ -9,8 +9,8 @@ AdamW::AdamW(model::ParamStore& params, const OptimizerOptions& opts)
     : params_(params), opts_(opts) {
   DType mt = opts.bf16_moments ? DType::bf16 : DType::f32;
   for (auto& p : params_.params()) {
-    m_.push_back(Tensor::zeros(p.info.shape, mt));
-    v_.push_back(Tensor::zeros(p.info.shape, mt));
+    m_.push_back(Tensor::zeros(p.info.shape, mt, p.value.device()));   // beside the weights
+    v_.push_back(Tensor::zeros(p.info.shape, mt, p.value.device()));
   }
 }
 

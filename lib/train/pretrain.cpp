@@ -74,6 +74,10 @@ void Run::init() {
                                      : std::min<int64_t>(256, std::max<int64_t>(1, n_seq / 100));
   if (o.eval_every <= 0 && o.val_sequences < 0) val = 0;
   loader = std::make_unique<PackedLoader>(*dataset, o.seq_len, o.seed, val);
+  if (ctx.device == Device::cuda && ranks->active())
+    DS_THROW(UsageError, "--device cuda runs on one GPU for now: launch one process (multi-GPU "
+                         "training with NCCL is not wired to the CUDA model path yet)");
+  params.set_device(ctx.device);   // weights, gradients and optimizer moments on the GPU
   model = ranks->build_model(setup.args, params);
   params.alloc_grads();
   params.init(o.seed);   // a function of (seed, name): every rank gets the same values

@@ -5,6 +5,8 @@
 
 #include <cstdio>
 
+#include <spdlog/spdlog.h>
+
 #include "ds/core/error.hpp"
 #include "ds/core/thread_pool.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
@@ -15,10 +17,12 @@ namespace ds::train {
 
 ops::Context make_context(const std::string& device, int threads) {
   ops::Context ctx;
-  if (device == "cuda")
-    DS_THROW(UsageError, "--device cuda: this build has no CUDA training path yet (use --device cpu)");
-  if (device != "cpu") DS_THROW(UsageError, "--device: unknown device '{}' (cpu, cuda)", device);
-  ctx.device = Device::cpu;
+  if (device != "cpu" && device != "cuda")
+    DS_THROW(UsageError, "--device: unknown device '{}' (cpu, cuda)", device);
+  ctx.device = device == "cuda" ? Device::cuda : Device::cpu;
+  ops::init_device(ctx.device);   // CudaError naming the reason when there is no usable GPU
+  if (ctx.device == Device::cuda)
+    spdlog::info("device: {}", ops::device_description(ctx.device));
   ctx.threads = threads > 0 ? threads : default_threads_per_rank();   // ranks share the cores
   ops::set_cpu_threads(ctx.threads);
   return ctx;

@@ -65,6 +65,12 @@ static TrainerState state_from_json(const std::string& text, const std::string& 
 
 namespace {
 
+// Copies a mapped checkpoint tensor (checked for dtype and shape by the caller) into t, which
+// may live on the GPU.
+void copy_in(Tensor& t, const io::TensorView& v) {
+  t.copy_from(Tensor::borrow(const_cast<uint8_t*>(v.data), v.shape, v.dtype));
+}
+
 // The files one process writes besides config.json: shared by save_checkpoint for AdamW and
 // for a ZeRO-1 optimiser on a world of one, so both give the same bytes.
 void save_single(const SaveSpec& spec, const model::ModelArgs& args,
@@ -311,7 +317,7 @@ TrainerState load_model_state(const fs::path& dir, model::ParamStore& params,
     if (v->dtype != DType::f32 || v->shape != p.info.shape)
       DS_THROW(FormatError, "{}: master tensor {} has the wrong dtype or shape", sd.string(),
                p.info.name);
-    std::memcpy(p.value.raw(), v->data, v->nbytes);
+    copy_in(p.value, *v);
   }
   if (!missing.empty())
     DS_THROW(FormatError, "{}: {} master tensors missing: {}", sd.string(), missing.size(),
@@ -341,7 +347,7 @@ TrainerState load_checkpoint(const fs::path& dir, model::ParamStore& params, Ada
       DS_THROW(FormatError, "{}: tensor {} is {} {}, expected {} {}", dir.string(), name,
                dtype_name(v->dtype), shape_str(v->shape), dtype_name(t->dtype()),
                shape_str(t->shape()));
-    std::memcpy(t->raw(), v->data, v->nbytes);
+    copy_in(*t, *v);
   }
   if (!missing.empty())
     DS_THROW(FormatError, "{}: {} optimizer moments missing: {}", dir.string(), missing.size(),

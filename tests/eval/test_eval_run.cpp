@@ -359,7 +359,7 @@ TEST_CASE("ds-eval CLI: report, exit codes, one-line errors") {
     CHECK(r.out.find(needle) != std::string::npos);
     CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);
   };
-  one_line_error(run_cli("perplexity" + model + " --device cuda " + f.string()), 2, "CPU only");
+  one_line_error(run_cli("perplexity" + model + " --device tpu " + f.string()), 2, "--device");
   one_line_error(run_cli("perplexity --model " + fx.tmp.path().string() + " --log-level warn " + f.string()), 1,
                  "not a model checkpoint");
   one_line_error(run_cli("perplexity" + model + " " + fx.tmp.write("e.txt", "").string()), 1, "empty file");

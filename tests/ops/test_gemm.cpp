@@ -53,7 +53,9 @@ TEST_CASE("matmul/linear: shape errors and the CUDA path are reported") {
   Context cu = opt_ctx();
   cu.device = Device::cuda;
   Tensor b2 = rand_f32({4, 5});
-  CHECK_THROWS_AS(matmul(cu, a, b2, c, false, false), CudaError);
+  // CPU tensors under a CUDA context: InternalError (mixed devices), or CudaError in a
+  // build without CUDA; either way the op refuses.
+  CHECK_THROWS_AS(matmul(cu, a, b2, c, false, false), Error);
   Tensor y = Tensor::empty({3, 6});
   CHECK_THROWS_AS(linear_forward(opt_ctx(), a, b2, y), InternalError);
 }

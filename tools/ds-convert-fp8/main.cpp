@@ -20,9 +20,13 @@ void add_convert(CLI::App* sub, ds::convert::ConvertOptions& o, bool threads) {
   sub->add_flag("--force", o.force, "Replace OUT if it exists");
   sub->add_flag("--allow-missing-scale", o.allow_missing_scale,
                 "Copy an F8_E4M3 weight without its weight_scale_inv unchanged (default: error)");
-  if (threads)
+  if (threads) {
     sub->add_option("--threads", o.threads, "CPU threads for the block quantisation (0: all cores)")
         ->capture_default_str();
+    sub->add_option("--device", o.device, "cpu or cuda: where the block quantisation runs")
+        ->check(CLI::IsMember({"cpu", "cuda"}))
+        ->capture_default_str();
+  }
 }
 
 }  // namespace

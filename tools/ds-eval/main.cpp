@@ -17,7 +17,7 @@ void add_shared(CLI::App* sub, ds::eval::CommonEvalOptions& c) {
   sub->add_option("--out", c.out, "Write the report JSON here (default: stdout)");
   sub->add_option("--batch-size", c.batch_size, "Sequences per forward pass")->capture_default_str();
   sub->add_option("--threads", c.threads, "CPU threads (0: all cores)")->capture_default_str();
-  sub->add_option("--device", c.device, "cpu (cuda is not available in ds-eval)")
+  sub->add_option("--device", c.device, "cpu or cuda (one GPU)")
       ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   sub->add_flag("--no-progress{false}", c.progress, "Never draw the progress bar");
 }

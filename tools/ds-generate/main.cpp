@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--prefill-chunk", o.prefill_chunk, "Prompt tokens per sequence per prefill forward")
       ->capture_default_str();
-  app.add_option("--device", o.device, "cpu or cuda (cuda: not available yet)")
+  app.add_option("--device", o.device, "cpu or cuda (one GPU)")
       ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
   app.add_flag("--stats", o.stats, "Print prefill/decode tokens/s and the acceptance rate to stderr (JSON)");

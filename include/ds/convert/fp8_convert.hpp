@@ -25,6 +25,7 @@ struct ConvertOptions {
   bool allow_missing_scale = false;  // copy an FP8 weight without its scale (warning), not fail
   int threads = 1;                   // CPU threads of the block quantisation (0: all cores);
                                      // one already outruns the disk (docs/benchmarks.md)
+  std::string device = "cpu";        // cpu | cuda: where the block quantisation runs
 };
 
 struct ConvertStats {

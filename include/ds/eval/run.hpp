@@ -25,7 +25,7 @@ struct CommonEvalOptions {
   std::string out;            // report JSON ("" = stdout)
   int64_t batch_size = 8;     // sequences per forward
   int threads = 0;            // CPU threads (0: all cores)
-  std::string device = "cpu"; // only cpu is implemented here
+  std::string device = "cpu"; // cpu | cuda (one GPU)
   bool progress = true;       // progress bar on stderr when it is a terminal
 };
 
@@ -68,7 +68,7 @@ struct GenOptions {
 int64_t effective_shots(const GenOptions& opts);
 
 // Load the model from opts.common.model, evaluate, write the report (and samples); the
-// report is also returned. UsageError for bad option values (device cuda included).
+// report is also returned. UsageError for bad option values.
 EvalReport run_perplexity(const PerplexityOptions& opts);
 EvalReport run_mc(const McOptions& opts);
 EvalReport run_generate(const GenOptions& opts);

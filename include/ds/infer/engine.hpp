@@ -42,7 +42,7 @@ struct SeqChunk {
 };
 
 struct StepOutput {
-  Tensor logits;                     // (M, V): per chunk its last row, or all rows (all_logits)
+  Tensor logits;                     // (M, V) on the host: per chunk its last row, or all rows
   std::vector<int64_t> logit_row;    // (chunks + 1) offsets of each chunk's rows in `logits`
   Tensor hidden;                     // (N, C) post-final-norm hidden of every new position
   std::vector<int64_t> hidden_row;   // (chunks + 1) offsets of each chunk's rows in `hidden`

@@ -26,7 +26,7 @@ struct GenerateOptions {
   std::string speculative = "none";   // none | mtp
   int batch_size = 8;                 // sequences decoded together (JSONL mode)
   int64_t prefill_chunk = 512;        // prompt tokens per sequence per prefill forward
-  std::string device = "cpu";         // cpu | cuda (not available yet)
+  std::string device = "cpu";         // cpu | cuda (one GPU)
   int threads = 0;                    // 0 = all cores
   bool stats = false;                 // timing / acceptance JSON on stderr
 };

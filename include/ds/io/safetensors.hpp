@@ -76,10 +76,12 @@ struct TensorSource {
   Shape shape;
   const void* data = nullptr;
   DType src_dtype = DType::f32;   // dtype of `data`
+  Tensor host;                    // the host copy `data` points into, for a device tensor
   size_t nbytes() const { return size_t(shape_numel(shape)) * dtype_size(dtype); }
 
   static TensorSource raw(std::string name, DType dtype, Shape shape, const void* data);
-  // A CPU tensor, stored as `out` (out == t.dtype(), or t F32 and out BF16/F16).
+  // A tensor, stored as `out` (out == t.dtype(), or t F32 and out BF16/F16). A device tensor
+  // is copied to the host here (the source keeps the copy).
   static TensorSource from_tensor(std::string name, const Tensor& t, DType out);
 };
 

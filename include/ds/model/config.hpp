@@ -72,6 +72,14 @@ struct ParamCounts {
 };
 ParamCounts count_params(const ModelArgs& a);
 
+// Training FLOPs per token (forward + backward = 3 x forward) for MFU, counting matmuls only:
+// 6 x the activated matmul parameters (attention projections, dense FFN, router, shared + K
+// routed experts, output head; the embedding lookup and norm gains excluded), plus the
+// attention core 6 x H x (qk_head_dim + v_head_dim) x T/2 per layer (QK^T and PV over the
+// causal half of the keys, T = seq_len), plus each MTP depth (its eh_proj, one layer, and the
+// shared head again). bench/gpu/flops.py implements the same count for the PyTorch baseline.
+double train_flops_per_token(const ModelArgs& a, int64_t seq_len);
+
 // Memory plan for one training step (bytes), for --dry-run. Weights/grads FP32 master,
 // moments FP32 or BF16; activations from the saved-activation layout of lib/model.
 struct MemoryPlan {

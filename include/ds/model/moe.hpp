@@ -47,6 +47,11 @@ struct MoESaved {
   std::vector<int32_t> counts;     // (E) this rank's tokens routed to each expert in this pass
   double balance = 0;              // this layer's balance loss (alpha included)
   MoEDispatch ep;                  // expert parallelism only
+  // Grouped-GEMM path (moe_grouped.cpp), in expert-sorted pair order (N*K rows):
+  bool grouped = false;            // the forward took it (the backward follows)
+  Tensor g_x;                      // (N*K, C) gathered inputs as the GEMMs read them (F32/BF16)
+  Tensor g_h1, g_h3, g_act;        // (N*K, I) gate, up, silu(gate) * up
+  Tensor g_y;                      // (N*K, C) unweighted expert outputs
   // Bytes of expert rows this rank sent to OTHER ranks of the ep group in this pass: forward
   // dispatch + combine, then backward adds its dispatch + combine (the per-expert count
   // exchange, (E - E/ep) * 8 bytes per forward, is not included). 0 without ep.
@@ -58,6 +63,10 @@ struct MoEOptions {
   bool train = false;         // keep what backward needs, compute the balance-loss gradient
   float balance_alpha = 0;    // alpha of the sequence-wise balance loss
   float grad_scale = 1;       // multiplies the balance-loss gradient
+  // Routed experts as grouped GEMMs over the expert-sorted rows (moe_grouped.cpp) instead of a
+  // loop over experts: -1 on the GPU only (default), 0 never, 1 always. FP8 GEMMs and expert
+  // parallelism always use the loop.
+  int grouped = -1;
 };
 
 struct MoE {
@@ -95,6 +104,11 @@ struct MoE {
                       MoESaved& s) const;
   void routed_backward(const ops::Context& ctx, MoESaved& s, const Tensor& dy, Tensor& du,
                        Tensor& dpair_w) const;
+  // The same as grouped GEMMs over all local experts (lib/model/moe_grouped.cpp).
+  void routed_forward_grouped(const ops::Context& ctx, const Tensor& u, bool train, Tensor& y,
+                              MoESaved& s) const;
+  void routed_backward_grouped(const ops::Context& ctx, MoESaved& s, const Tensor& dy,
+                               Tensor& du, Tensor& dpair_w) const;
   // The same with expert parallelism (lib/model/moe_ep.cpp).
   void dispatch_plan(const ops::Context& ctx, MoESaved& s) const;
   void routed_forward_ep(const ops::Context& ctx, const Tensor& u, bool train, Tensor& y,

@@ -26,7 +26,7 @@ struct ParamInfo {
 
 struct Param {
   ParamInfo info;
-  Tensor value;              // F32
+  Tensor value;              // F32, on the store's device
   Tensor grad;               // F32, same shape (allocated by alloc_grads)
 };
 
@@ -39,6 +39,10 @@ class ParamStore {
   // are always allocated (they are small). Set before registering anything.
   void set_allocate(bool on) { allocate_ = on; }
   bool allocate() const { return allocate_; }
+  // Device of every value, gradient and buffer (default cpu). Set before registering
+  // anything; init() draws on the host and copies, so values do not depend on the device.
+  void set_device(Device d);
+  Device device() const { return device_; }
   Param& add(ParamInfo info);                       // allocates value (zeros) unless shape-only
   Tensor& add_buffer(const std::string& name, const Shape& shape);
   Param& get(const std::string& name);              // InternalError if absent
@@ -58,6 +62,7 @@ class ParamStore {
   std::unordered_map<std::string, size_t> index_;
   std::vector<std::pair<std::string, Tensor>> buffers_;
   bool allocate_ = true;
+  Device device_ = Device::cpu;
 };
 
 }  // namespace ds::model

@@ -33,6 +33,7 @@ QuantConfig read_quant_config(const std::filesystem::path& config_json);
 struct PretrainedOptions {
   bool load_mtp = true;             // false: skip the MTP layer(s) even when present
   bool need_tokenizer = true;       // false: tokenizer.json may be absent (tokenizer empty)
+  Device device = Device::cpu;      // where the weights are placed (ops::init_device first)
 };
 
 struct Pretrained {

@@ -132,6 +132,12 @@ class Transformer {
   // forward + backward) since construction, over its MoE layers.
   int64_t a2a_bytes_sent() const;
   std::vector<std::string> moe_layer_names() const;   // "model.layers.{i}.mlp", main then MTP
+  // The loss heads make their (rows, V) logits at most this many elements at a time (default
+  // 2^26 = 256 MiB of F32); results do not depend on it beyond summation order.
+  void set_logit_chunk(int64_t elements) { logit_chunk_ = elements; }
+  // Routed experts as grouped GEMMs: -1 on the GPU only (default), 0 never, 1 always
+  // (MoEOptions::grouped); the results agree to summation order.
+  void set_grouped_experts(int mode) { moe_grouped_ = mode; }
 
  private:
   StepResult run(Pass& p, const ops::Context& ctx, const Batch& batch);
@@ -146,6 +152,8 @@ class Transformer {
   void collect_moe(const MoESaved& s, int slot, StepResult& r) const;
 
   ModelArgs args_;
+  int64_t logit_chunk_ = int64_t(1) << 26;
+  int moe_grouped_ = -1;
   ParamStore& store_;
   ModelParallel par_;
   int64_t layer0_ = 0;          // global index of layers_[0]

@@ -48,7 +48,8 @@ void fp8_dequantize(const Context& ctx, const Tensor& q, const Tensor& scales, F
 // multiplies times their scales (rounded to FP32; exact with UE8M0 scales). out may alias x.
 void fp8_fake_quant(const Context& ctx, const Tensor& x, Fp8Group g, ScaleFormat fmt, bool act,
                     Tensor& out);
-// Round every element to BF16 (RNE) and back: out may alias x.
+// Round every element to BF16 (RNE) and back: out may alias x. With a BF16 `out`, the BF16
+// codes themselves are written (the operands of a BF16 GEMM).
 void bf16_round(const Context& ctx, const Tensor& x, Tensor& out);
 
 // The FP8 GEMM of spec §3.4 in NT layout: c (M, N) F32 = sum over K-blocks kb of

@@ -50,7 +50,9 @@ class Profiler {
 // Linears flagged FP8 (ParamInfo::fp8: attention projections, dense/shared/routed expert
 // matrices, MTP blocks) take E4M3 inputs in all three GEMMs (1x128 activation tiles, 128x128
 // weight blocks, 128x1 for the weight gradient); the other Linears (head, MTP eh_proj) as bf16.
-// The router (gate.cpp calls the ops directly), norms and the attention core stay FP32.
+// The router (gate.cpp calls the ops directly) and norms stay FP32. The attention core is
+// FP32 on the CPU; on the GPU a bf16/fp8 context runs it on BF16 tensor cores (FP32 softmax
+// and accumulation), an fp32 context in exact FP32 (docs/cuda.md).
 enum class Precision : uint8_t { fp32, bf16, fp8 };
 // How FP8 scales are grouped: the paper's fine-grained tiles/blocks, or one scale per tensor
 // (the baseline that shows what the tiles buy).
@@ -78,6 +80,25 @@ Fp8Granularity parse_fp8_granularity(std::string_view s, std::string_view flag);
 ScaleFormat parse_scale_format(std::string_view s, std::string_view flag);
 std::string_view precision_name(Precision p);
 
+// ---- devices ------------------------------------------------------------------------------
+// True when this build carries the CUDA path (kernels/ compiled in).
+bool cuda_built();
+// Makes `d` usable: for cuda, selects GPU 0 and installs the Tensor memory hooks (once per
+// process). Throws CudaError with a one-line reason when the build has no CUDA path or no
+// GPU/driver is present. No-op for cpu.
+void init_device(Device d);
+// Waits for the device's queued work (no-op on the CPU); throws CudaError on an asynchronous
+// error of an earlier launch.
+void synchronize(Device d);
+// "NVIDIA H200 (sm_90, 139 GiB)" or "cpu".
+std::string device_description(Device d);
+// GPU memory: bytes held by the allocator's pool, and the peak in use since the last reset.
+struct DeviceMemory {
+  size_t reserved = 0, peak_used = 0;
+};
+DeviceMemory device_memory(Device d);
+void reset_device_peak(Device d);
+
 // Sets the OpenMP thread count once per process and keeps OpenBLAS single-threaded (GEMMs
 // are split over OpenMP threads by the ops layer). Call from the tools.
 void set_cpu_threads(int n);
@@ -93,6 +114,23 @@ void linear_forward(const Context& ctx, const Tensor& x /*(N,in)*/, const Tensor
 // dx = dy @ w (overwritten; skipped if dx is undefined); dw += dy^T @ x.
 void linear_backward(const Context& ctx, const Tensor& x /*(N,in)*/, const Tensor& w,
                      const Tensor& dy /*(N,out)*/, Tensor& dx /*(N,in)*/, Tensor& dw /*(out,in)*/);
+
+// Grouped GEMMs over row blocks: the MoE experts of a layer on the expert-sorted rows, in
+// one call (cuBLAS grouped GEMM on the GPU; a loop of matmuls on the CPU). Group g owns rows
+// [offsets[g], offsets[g+1]) of the row-blocked operands (host offsets, G+1 values from 0 to
+// the row count); groups without rows are skipped. Operands F32, or (GPU) BF16 codes for x/w
+// and dy/x; outputs F32.
+// y[rows_g] (M_g, N) = x[rows_g] (M_g, K) @ op(w[g]) + beta * y[rows_g]; op(w) = w^T with
+// w[g] (N, K) when trans_w (a Linear's forward), else w[g] (K, N) (its input gradient).
+void grouped_matmul(const Context& ctx, const Tensor& x, const std::vector<Tensor>& w,
+                    bool trans_w, const std::vector<int64_t>& offsets, Tensor& y,
+                    float beta = 0.0f);
+// dw[g] (O, I) += dy[rows_g]^T (O, M_g) @ x[rows_g] (M_g, I): the weight gradients.
+void grouped_matmul_wgrad(const Context& ctx, const Tensor& dy, const Tensor& x,
+                          const std::vector<int64_t>& offsets, std::vector<Tensor>& dw);
+
+// out (K, M) = x (M, K)^T for 2-D F32, BF16 or U8 tensors (same dtype in and out).
+void transpose(const Context& ctx, const Tensor& x, Tensor& out);
 
 // ---- embedding --------------------------------------------------------------------------
 void embedding_forward(const Context& ctx, const Tensor& table /*(V,C)*/, const Tensor& ids /*(N) i32*/,

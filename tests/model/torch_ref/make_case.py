@@ -39,6 +39,22 @@ PRESETS = {
         "rope_scaling": None, "rms_norm_eps": 1e-6, "max_position_embeddings": 4096,
         "num_nextn_predict_layers": 1, "tie_word_embeddings": False,
     },
+    # lib/model/config.cpp preset("1b") (the GPU benchmark model: ~1.0B total, ~0.2B activated),
+    # every key ds's to_hf_json writes; the rest are ModelArgs defaults (plain RoPE).
+    "1b": {
+        "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
+        "vocab_size": 32000, "hidden_size": 1024, "intermediate_size": 4096,
+        "moe_intermediate_size": 384, "num_hidden_layers": 12, "first_k_dense_replace": 1,
+        "num_attention_heads": 16, "num_key_value_heads": 16,
+        "n_routed_experts": 64, "n_shared_experts": 1, "num_experts_per_tok": 6, "n_group": 8,
+        "topk_group": 4, "scoring_func": "sigmoid", "routed_scaling_factor": 2.5,
+        "norm_topk_prob": True, "topk_method": "noaux_tc", "q_lora_rank": 384, "kv_lora_rank": 256,
+        "qk_nope_head_dim": 64, "qk_rope_head_dim": 32, "v_head_dim": 64, "rope_theta": 10000.0,
+        "rms_norm_eps": 1e-6, "max_position_embeddings": 4096, "num_nextn_predict_layers": 1,
+        "initializer_range": 0.006, "bos_token_id": 0, "eos_token_id": 1,
+        "tie_word_embeddings": False, "attention_bias": False, "hidden_act": "silu",
+        "moe_layer_freq": 1, "rope_scaling": None,
+    },
     "micro": {
         "vocab_size": 32, "hidden_size": 16, "intermediate_size": 24, "moe_intermediate_size": 8,
         "num_hidden_layers": 2, "first_k_dense_replace": 1, "num_attention_heads": 2,

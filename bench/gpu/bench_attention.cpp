@@ -1,0 +1,106 @@
+// GPU attention benchmarks: the training attention (flash-style, q/k head dim 192, v 128 as in
+// DeepSeek-V3) forward and backward in TFLOP/s for the BF16 tensor-core path (Context
+// precision bf16) and the exact FP32 path, and the absorbed-MLA decode kernel's bandwidth over
+// the latent cache (R 512 + rope 64) against HBM. Random inputs, medians of timed repetitions.
+// FLOPs: causal forward 2 * B*H * T*T/2 * (Dk + Dv); backward 2.5 x forward (recomputing P
+// adds one QK^T, and dQ, dK, dV, dP are four more products). Decode bytes: every visible
+// cache row (R + Dr floats) read once per sequence, plus queries and outputs.
+// Usage: bench_attention [--quick]. Prints a table and one JSON line per row.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+
+#include "ds/ops/ops.hpp"
+#include "gpu_timer.hpp"
+
+using namespace ds;
+
+namespace {
+
+Tensor rand_gpu(const Shape& s, float scale, uint64_t seed) {
+  Tensor h = Tensor::empty(s);
+  std::mt19937_64 r(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  for (int64_t i = 0; i < h.numel(); ++i) h.f32()[i] = d(r);
+  Tensor g = Tensor::empty(s, DType::f32, Device::cuda);
+  g.copy_from(h);
+  return g;
+}
+
+void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops::Precision p,
+                   int reps) {
+  ops::Context ctx;
+  ctx.device = Device::cuda;
+  ctx.linear.mode = p;
+  const float scale = 1.0f / std::sqrt(float(Dk));
+  Tensor q = rand_gpu({B, T, H, Dk}, 1.0f, 1), k = rand_gpu({B, T, H, Dk}, 1.0f, 2);
+  Tensor v = rand_gpu({B, T, H, Dv}, 1.0f, 3), dout = rand_gpu({B, T, H, Dv}, 1.0f, 4);
+  Tensor out = Tensor::empty({B, T, H, Dv}, DType::f32, Device::cuda);
+  Tensor lse = Tensor::empty({B, H, T}, DType::f32, Device::cuda);
+  Tensor dq = Tensor::empty(q.shape(), DType::f32, Device::cuda);
+  Tensor dk = Tensor::empty(k.shape(), DType::f32, Device::cuda);
+  Tensor dv = Tensor::empty(v.shape(), DType::f32, Device::cuda);
+  const Tensor none;
+  const double fwd_flops = 2.0 * double(B * H) * double(T) * double(T) / 2.0 * double(Dk + Dv);
+  const double tf = bench::median_seconds(
+      [&] { ops::attention_forward(ctx, q, k, v, none, scale, out, lse); }, 2, reps);
+  const double tb = bench::median_seconds(
+      [&] { ops::attention_backward(ctx, q, k, v, none, scale, out, lse, dout, dq, dk, dv); }, 2,
+      reps);
+  const char* pn = p == ops::Precision::fp32 ? "fp32" : "bf16";
+  std::printf("attention %-4s B=%ld T=%5ld H=%3ld Dk=%ld Dv=%ld  fwd %8.3f ms %7.1f TFLOP/s   "
+              "bwd %8.3f ms %7.1f TFLOP/s\n", pn, long(B), long(T), long(H), long(Dk), long(Dv),
+              tf * 1e3, fwd_flops / tf / 1e12, tb * 1e3, 2.5 * fwd_flops / tb / 1e12);
+  std::printf("{\"bench\":\"attention\",\"precision\":\"%s\",\"B\":%ld,\"T\":%ld,\"H\":%ld,"
+              "\"Dk\":%ld,\"Dv\":%ld,\"fwd_ms\":%.4f,\"fwd_tflops\":%.2f,\"bwd_ms\":%.4f,"
+              "\"bwd_tflops\":%.2f}\n", pn, long(B), long(T), long(H), long(Dk), long(Dv),
+              tf * 1e3, fwd_flops / tf / 1e12, tb * 1e3, 2.5 * fwd_flops / tb / 1e12);
+}
+
+void decode_row(int64_t N, int64_t H, int64_t L, int reps) {
+  ops::Context ctx;
+  ctx.device = Device::cuda;
+  const int64_t R = 512, Dr = 64, S = N;
+  Tensor q_lat = rand_gpu({N, H, R}, 0.05f, 5), q_pe = rand_gpu({N, H, Dr}, 0.05f, 6);
+  Tensor ckv = rand_gpu({S, L, R}, 1.0f, 7), kpe = rand_gpu({S, L, Dr}, 1.0f, 8);
+  Tensor out = Tensor::empty({N, H, R}, DType::f32, Device::cuda);
+  std::vector<int32_t> slot(static_cast<size_t>(N)), len(static_cast<size_t>(N), static_cast<int32_t>(L));
+  for (int64_t i = 0; i < N; ++i) slot[size_t(i)] = int32_t(i);
+  Tensor ts = Tensor::empty({N}, DType::i32, Device::cuda), tl = Tensor::empty({N}, DType::i32, Device::cuda);
+  ts.copy_from(Tensor::borrow(slot.data(), {N}, DType::i32));
+  tl.copy_from(Tensor::borrow(len.data(), {N}, DType::i32));
+  const float scale = 1.0f / std::sqrt(192.0f);
+  const double t = bench::median_seconds(
+      [&] { ops::mla_latent_attention(ctx, q_lat, q_pe, ckv, kpe, ts, tl, scale, out); }, 2, reps);
+  const double bytes = 4.0 * (double(N) * double(L) * double(R + Dr) +
+                              double(N * H) * double(2 * R + Dr));
+  const double flops = 2.0 * double(N * H) * double(L) * double(2 * R + Dr);
+  std::printf("mla decode  N=%3ld H=%3ld L=%5ld R=512 Dr=64 (F32 cache)  %8.3f ms %7.0f GB/s "
+              "(%4.1f%% of 4800) %6.1f TFLOP/s\n", long(N), long(H), long(L), t * 1e3,
+              bytes / t / 1e9, 100.0 * bytes / t / 4.8e12, flops / t / 1e12);
+  std::printf("{\"bench\":\"mla_decode\",\"N\":%ld,\"H\":%ld,\"L\":%ld,\"ms\":%.4f,\"gbps\":%.1f,"
+              "\"hbm_fraction\":%.4f}\n", long(N), long(H), long(L), t * 1e3, bytes / t / 1e9,
+              bytes / t / 4.8e12);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (!bench::gpu_ready("bench_attention")) return 77;
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  const int reps = quick ? 5 : 20;
+  try {
+    attention_row(2, 4096, 16, 192, 128, ops::Precision::bf16, reps);
+    attention_row(1, 8192, 16, 192, 128, ops::Precision::bf16, reps);
+    attention_row(2, 4096, 16, 192, 128, ops::Precision::fp32, quick ? 2 : 5);
+    decode_row(64, 128, 4096, reps);
+    decode_row(1, 128, 32768, reps);
+    decode_row(128, 16, 2048, reps);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_attention: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

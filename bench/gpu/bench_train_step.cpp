@@ -1,0 +1,107 @@
+// One training step of a preset on the GPU, as ds-pretrain runs it (forward with MTP and the
+// balance loss, backward, global-norm clipping, AdamW with BF16 moments, router-bias update),
+// on random tokens: median step time, tokens/s and MFU = model FLOPs (model::
+// train_flops_per_token: matmuls only) / time / peak. Peak: --peak-tflops (default 989.4,
+// the H100/H200 SXM dense BF16 datasheet figure; the measured cuBLAS peak is printed by
+// bench_gemm for comparison).
+// Usage: bench_train_step [--preset 1b] [--batch 4] [--seq 4096] [--precision bf16[,fp8,..]]
+//                         [--steps 5] [--warmup 2] [--peak-tflops 989.4]
+// Several precisions run one after the other on the same model (initialised once).
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+#include <algorithm>
+
+#include "ds/core/rng.hpp"
+#include "ds/model/config.hpp"
+#include "ds/model/transformer.hpp"
+#include "ds/ops/ops.hpp"
+#include "ds/train/optimizer.hpp"
+#include "gpu_timer.hpp"
+#include "kernels/gemm_grouped.cuh"
+
+using namespace ds;
+
+int main(int argc, char** argv) {
+  std::string preset = "1b", precision = "bf16";
+  int64_t B = 4, T = 4096;
+  int steps = 5, warmup = 2;
+  double peak = 989.4;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string f = argv[i], v = argv[i + 1];
+    if (f == "--preset") preset = v;
+    else if (f == "--batch") B = std::atoll(v.c_str());
+    else if (f == "--seq") T = std::atoll(v.c_str());
+    else if (f == "--precision") precision = v;
+    else if (f == "--steps") steps = std::atoi(v.c_str());
+    else if (f == "--warmup") warmup = std::atoi(v.c_str());
+    else if (f == "--peak-tflops") peak = std::atof(v.c_str());
+    else {
+      std::fprintf(stderr, "bench_train_step: unknown flag %s\n", f.c_str());
+      return 2;
+    }
+  }
+  if (!bench::gpu_ready("bench_train_step")) return 77;
+  try {
+    const model::ModelArgs a = model::preset(preset);
+    ops::Context ctx;
+    ctx.device = Device::cuda;
+    model::ParamStore store;
+    store.set_device(Device::cuda);
+    model::Transformer m(a, store);
+    store.init(1);
+    store.alloc_grads();
+    train::OptimizerOptions oo;
+    train::AdamW opt(store, oo);
+    Tensor tokens = Tensor::empty({B, T + 1}, DType::i32);
+    Rng rng(3, 1);
+    for (int64_t i = 0; i < tokens.numel(); ++i) tokens.i32()[i] = int32_t(rng.below(uint64_t(a.vocab_size)));
+    model::Batch batch;
+    batch.tokens = tokens;
+    double last_loss = 0;
+    auto step = [&] {
+      store.zero_grads();
+      const model::StepResult r = m.forward_backward(ctx, batch, model::LossWeights{}, 1.0f);
+      opt.step(ctx, 1e-4f, opt.grad_stats(ctx));
+      m.update_router_bias(r.expert_counts, 1e-3f);
+      last_loss = r.loss;
+    };
+    std::vector<std::string> precisions;
+    for (size_t i = 0; i <= precision.size();) {
+      const size_t j = std::min(precision.find(',', i), precision.size());
+      precisions.push_back(precision.substr(i, j - i));
+      i = j + 1;
+    }
+    for (const std::string& pr : precisions) {
+    ctx.linear.mode = ops::parse_precision(pr, "--precision");
+    ops::reset_device_peak(Device::cuda);
+    const double t = bench::median_seconds(step, warmup, steps);
+    const model::ParamCounts c = model::count_params(a);
+    const double fpt = model::train_flops_per_token(a, T);
+    const double tps = double(B * T) / t;
+    const double tflops = fpt * tps / 1e12;
+    const ops::DeviceMemory mem = ops::device_memory(Device::cuda);
+    std::printf("train step %s %s B=%ld T=%ld: %.1f ms, %.0f tokens/s, %.1f TFLOP/s, MFU %.1f%% "
+                "(peak %.1f), loss %.4f, params %.3fB total (+%.3fB MTP) %.3fB active, GPU peak "
+                "%.1f GiB\n", preset.c_str(), pr.c_str(), long(B), long(T), t * 1e3, tps,
+                tflops, 100.0 * tflops / peak, peak, last_loss, double(c.total) / 1e9,
+                double(c.mtp) / 1e9, double(c.activated) / 1e9,
+                double(mem.peak_used) / double(1ull << 30));
+    std::printf("{\"bench\":\"train_step\",\"impl\":\"ds\",\"preset\":\"%s\",\"precision\":\"%s\","
+                "\"batch\":%ld,\"seq\":%ld,\"step_ms\":%.2f,\"tokens_per_s\":%.1f,\"tflops\":%.2f,"
+                "\"mfu\":%.4f,\"peak_tflops\":%.1f,\"flops_per_token\":%.6g,\"loss\":%.5f,"
+                "\"gpu_peak_gib\":%.2f}\n", preset.c_str(), pr.c_str(), long(B), long(T),
+                t * 1e3, tps, tflops, tflops / peak, peak, fpt, last_loss,
+                double(mem.peak_used) / double(1ull << 30));
+    std::fflush(stdout);
+    }
+    std::printf("routed experts: grouped GEMMs (cuBLAS grouped entry point %s)\n",
+                ds::cuda::grouped_gemm_native() ? "used" : "rejected: one call per expert");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_train_step: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

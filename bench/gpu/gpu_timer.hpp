@@ -1,0 +1,42 @@
+// Timing helpers of the GPU benchmarks: wall time around a synchronised region (the ops run
+// on one stream; ops::synchronize waits for it), medians over repetitions, and the GPU check
+// shared by every bench's main (exit 77 without a device, as the GPU tests do).
+#pragma once
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <vector>
+
+#include "ds/ops/ops.hpp"
+#include "kernels/runtime.cuh"
+
+namespace ds::bench {
+
+// Median seconds of `reps` runs of fn after `warmup` runs, each bracketed by a device sync.
+inline double median_seconds(const std::function<void()>& fn, int warmup, int reps) {
+  for (int i = 0; i < warmup; ++i) fn();
+  ops::synchronize(Device::cuda);
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    ops::synchronize(Device::cuda);
+    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// Returns false (after a message) when there is no GPU; otherwise turns the backend on.
+inline bool gpu_ready(const char* prog) {
+  if (ds::cuda::device_count() == 0) {
+    std::fprintf(stderr, "%s: no CUDA device, skipped\n", prog);
+    return false;
+  }
+  ops::init_device(Device::cuda);
+  std::fprintf(stderr, "%s: %s\n", prog, ops::device_description(Device::cuda).c_str());
+  return true;
+}
+
+}  // namespace ds::bench

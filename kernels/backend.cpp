@@ -1,0 +1,46 @@
+// Turns the CUDA backend on: picks the device, checks it is usable, and installs the Tensor
+// memory hooks (ds/core/device_hooks.hpp) so that Tensor::empty/zeros/copy_from work on
+// Device::cuda. Plain C++ (no CUDA headers): it only calls the runtime wrappers.
+#include <mutex>
+#include <string>
+
+#include "ds/core/device_hooks.hpp"
+#include "ds/core/error.hpp"
+#include "kernels/runtime.cuh"
+
+namespace ds::cuda {
+
+void set_device_info(int index);   // runtime.cu
+
+[[noreturn]] void throw_cuda_error(const std::string& message, const char* file, int line) {
+  throw CudaError(message, file, line);
+}
+
+namespace {
+std::once_flag g_once;
+bool g_installed = false;
+}  // namespace
+
+void install_backend(int index) {
+  if (g_installed) return;
+  const int n = device_count();
+  if (n == 0)
+    DS_THROW(CudaError, "--device cuda: no CUDA device found (no NVIDIA driver or GPU on this "
+                        "machine; use --device cpu)");
+  if (index < 0 || index >= n)
+    DS_THROW(CudaError, "--device cuda: device {} requested but {} device(s) visible", index, n);
+  std::call_once(g_once, [&] {
+    set_device_info(index);
+    DeviceHooks h;
+    h.alloc = [](size_t bytes) { return pool_alloc(bytes); };
+    h.free = [](void* p) { pool_free(p); };
+    h.memset0 = [](void* p, size_t bytes) { memset0(p, bytes); };
+    h.copy = [](void* dst, Device, const void* src, Device, size_t bytes) { copy(dst, src, bytes); };
+    set_device_hooks(Device::cuda, h);
+    g_installed = true;
+  });
+}
+
+bool backend_installed() { return g_installed; }
+
+}  // namespace ds::cuda

@@ -1,0 +1,97 @@
+// Device-side helpers shared by every .cu file in kernels/ (CUDA headers only; never included
+// from plain C++). Errors go through ds::cuda::raise (kernels/errors.cpp), which throws
+// ds::CudaError, so the launchers in kernels/*.cu report failures the same way the rest of
+// the project does. All kernels run on the stream returned by ds::cuda::stream().
+#pragma once
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/runtime.cuh"
+
+namespace ds::cuda {
+
+[[noreturn]] void raise_cuda(const char* expr, cudaError_t e, const char* file, int line);
+[[noreturn]] void raise_cublas(const char* expr, cublasStatus_t s, const char* file, int line);
+
+cudaStream_t stream();             // the stream every op runs on (the legacy default stream)
+cublasHandle_t cublas();           // per-process handle, bound to stream()
+cublasLtHandle_t cublaslt();
+// cuBLASLt workspace (32 MiB, allocated once).
+void* lt_workspace(size_t* bytes);
+// Scratch device memory valid until the next call on this thread (stream-ordered reuse):
+// for small temporaries inside one launcher.
+void* scratch(size_t bytes);
+int sm_count();
+int sm_major();
+
+inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// Grid size for a grid-stride loop over n items with `threads` per block.
+inline unsigned grid_for(int64_t n, int threads, int64_t cap = 65535LL * 8) {
+  int64_t b = cdiv(n, threads);
+  if (b < 1) b = 1;
+  return unsigned(b > cap ? cap : b);
+}
+
+// Warp and block reductions (blockDim.x a multiple of 32, at most 1024).
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ __forceinline__ double warp_sum_d(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+// Sum over the block; every thread gets the result. `sh` holds 32 floats.
+__device__ __forceinline__ float block_sum(float v, float* sh) {
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  v = lane < nw ? sh[lane] : 0.0f;
+  return warp_sum(v);
+}
+__device__ __forceinline__ float block_max(float v, float* sh) {
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  v = lane < nw ? sh[lane] : -INFINITY;
+  return warp_max(v);
+}
+
+__device__ __forceinline__ float bf16_to_f32(uint16_t b) {
+  return __uint_as_float(uint32_t(b) << 16);
+}
+// Round to nearest even, NaN kept quiet (same as ds::f32_to_bf16 on the CPU).
+__device__ __forceinline__ uint16_t f32_to_bf16(float f) {
+  uint32_t u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+
+}  // namespace ds::cuda
+
+#define DS_CUDA_CHECK(expr)                                                         \
+  do {                                                                              \
+    cudaError_t ds_e_ = (expr);                                                     \
+    if (ds_e_ != cudaSuccess) ::ds::cuda::raise_cuda(#expr, ds_e_, __FILE__, __LINE__); \
+  } while (0)
+#define DS_CUBLAS_CHECK(expr)                                                            \
+  do {                                                                                   \
+    cublasStatus_t ds_s_ = (expr);                                                       \
+    if (ds_s_ != CUBLAS_STATUS_SUCCESS)                                                  \
+      ::ds::cuda::raise_cublas(#expr, ds_s_, __FILE__, __LINE__);                        \
+  } while (0)
+// After a <<<...>>> launch.
+#define DS_CUDA_LAUNCHED() DS_CUDA_CHECK(cudaGetLastError())

@@ -1,0 +1,79 @@
+// Pointer-level launchers of the element-wise, reduction, layout, row-permutation, RMSNorm,
+// RoPE and AdamW kernels (kernels/elementwise.cu, norm_rope.cu, adamw.cu). Plain C++ so that
+// lib/ops/cuda/elementwise.cpp (g++) can include it; the Tensor-level checks live there.
+// All pointers are device pointers of contiguous row-major arrays; everything runs on
+// ds::cuda::stream(). Index arrays are int32; kernels skip (scatters) or zero-fill (gathers)
+// entries whose index lies outside [0, rows) instead of touching memory out of bounds.
+// Only the scalar-returning reductions synchronise with the host.
+#pragma once
+#include <cstdint>
+
+namespace ds::cuda {
+
+// ---- flat element-wise (may alias: out == a or b, dst == src) ----------------------------
+void add_f32(const float* a, const float* b, float* out, int64_t n);   // out = a + b
+void add_inplace_f32(float* dst, const float* src, int64_t n);         // dst += src
+void scale_f32(float* x, float s, int64_t n);                          // x *= s
+// Reductions accumulated in double on the device; the scalar is copied back (host sync).
+double sum_f32(const float* x, int64_t n);
+double sum_squares_f32(const float* x, int64_t n);
+int64_t count_nonfinite_f32(const float* x, int64_t n);
+
+// ---- SwiGLU: out = silu(gate) * up ---------------------------------------------------------
+void swiglu_forward_f32(const float* gate, const float* up, float* out, int64_t n);
+void swiglu_backward_f32(const float* gate, const float* up, const float* dout, float* dgate,
+                         float* dup, int64_t n);
+
+// ---- rows (embedding lookup and the MoE permutation) ----------------------------------------
+// dst (M, C) = src (n_src, C)[rows[m]]; a row with rows[m] outside [0, n_src) is zero-filled.
+void gather_rows_f32(const float* src, int64_t n_src, const int32_t* rows, float* dst, int64_t M,
+                     int64_t C);
+// dst (n_dst, C)[rows[m]] += w[m] * src (M, C)[m] (w null: weight 1). Rows may repeat (atomics,
+// so the order of the additions is not fixed); bad rows are skipped.
+void scatter_add_rows_f32(const float* src, const int32_t* rows, const float* w, float* dst,
+                          int64_t n_dst, int64_t M, int64_t C);
+// dst (n_dst, C)[rows[m]] = src (M, C)[m]; rows distinct; bad rows skipped.
+void set_rows_f32(const float* src, const int32_t* rows, float* dst, int64_t n_dst, int64_t M,
+                  int64_t C);
+// out (M) = dot(a (n_a, C)[rows[m]], b (M, C)[m]) accumulated in double; bad rows give 0.
+void gather_rows_dot_f32(const float* a, int64_t n_a, const int32_t* rows, const float* b,
+                         float* out, int64_t M, int64_t C);
+
+// ---- head layout ------------------------------------------------------------------------------
+// x (R, A+B) <-> a (R, A), b (R, B).
+void split_last_f32(const float* x, float* a, float* b, int64_t R, int64_t A, int64_t B);
+void concat_last_f32(const float* a, const float* b, float* x, int64_t R, int64_t A, int64_t B);
+// out (N, H, D) = x (N, D) per head; dx (N, D) = sum_h dout (N, H, D) (heads in order, FP32).
+void broadcast_heads_f32(const float* x, float* out, int64_t N, int64_t H, int64_t D);
+void sum_heads_f32(const float* dout, float* dx, int64_t N, int64_t H, int64_t D);
+
+// ---- RMSNorm and RoPE (kernels/norm_rope.cu) -------------------------------------------------
+// y (N, C) = x * rstd * g, rstd (N) = 1/sqrt(mean(x^2) + eps); statistics in double.
+void rmsnorm_forward_f32(const float* x, const float* g, float eps, float* y, float* rstd,
+                         int64_t N, int64_t C);
+// dx (N, C) overwritten; dg (C) += sum_n dy * x * rstd (deterministic: per-block partials
+// reduced in a fixed order).
+void rmsnorm_backward_f32(const float* x, const float* g, const float* rstd, const float* dy,
+                          float* dx, float* dg, int64_t N, int64_t C);
+// Interleaved RoPE over x (N, H, Dr) into out (may alias x); angle float(pos[n]) * freqs[i]
+// in FP32, cos/sin in double (as ref_rope.cpp); dir -1 rotates by -angle (the backward).
+void rope_f32(const float* x, const int32_t* pos, const float* freqs, float* out, int64_t N,
+              int64_t H, int64_t Dr, int dir);
+
+// ---- AdamW (kernels/adamw.cu) -------------------------------------------------------------
+// Per-step FP32 scalars, formed on the host exactly as ref::adamw_step forms them.
+struct AdamWConsts {
+  float decay;       // 1 - lr * wd
+  float w1;          // 1 - beta1 (lerp weight)
+  float fb2, w2;     // beta2, 1 - beta2
+  float step_size;   // -lr / (1 - beta1^t)
+  float bc2_sqrt;    // sqrt(1 - beta2^t)
+  float eps;
+  float grad_scale;
+  bool lerp_lo;      // w1 < 0.5: ATen's lerp branch
+};
+// param, grad F32; m, v F32 (m_bf16/v_bf16 false) or BF16 codes (uint16). Element-wise.
+void adamw_step_f32(float* param, const float* grad, void* m, bool m_bf16, void* v, bool v_bf16,
+                    int64_t n, const AdamWConsts& c);
+
+}  // namespace ds::cuda

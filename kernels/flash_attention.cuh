@@ -1,0 +1,38 @@
+// Launchers of the causal (optionally segment-masked) attention kernels of kernels/
+// flash_attention_simt.cu (exact kernels; the launchers below live there too) and
+// flash_attention_tc.cu (tensor cores), which share kernels/flash_attention_common.cuh:
+// FlashAttention-2 style forward (online softmax over key tiles, lse saved) and backward (P
+// recomputed from lse; a dQ pass over key tiles and a dK/dV pass over query tiles, both
+// deterministic). Two implementations behind one entry point:
+//   exact:  FP32 SIMT kernels, any head dims (shared memory permitting: see simt_supported);
+//   tensor: mma.sync m16n8k16 BF16 operands with FP32 accumulation, softmax/lse in FP32, for
+//           Dk, Dv multiples of 16 with Dk <= 192, Dv <= 128 (zero-padded to the nearest of the
+//           compiled tile shapes 64/64, 128/128, 192/128; DeepSeek-V3 is 192/128).
+// Plain C++ header (no CUDA types) so lib/ops/cuda/attention.cpp (g++) can include it.
+// Layouts: q, k (B, T, H, Dk); v, out, dout (B, T, H, Dv); lse (B, H, T); seg (B, T) or null
+// (query t sees key j iff j <= t and seg[j] == seg[t]). All device pointers, F32 / I32.
+#pragma once
+#include <cstdint>
+
+namespace ds::cuda {
+
+struct AttnShape {
+  int64_t B = 0, T = 0, H = 0, Dk = 0, Dv = 0;
+};
+
+// Whether the exact kernels fit these head dims in shared memory (about Dk + Dv <= 1100).
+bool attention_simt_supported(int64_t Dk, int64_t Dv);
+// Whether the tensor-core kernels take these head dims (pointer alignment is checked at launch:
+// misaligned tensors silently use the exact kernels).
+bool attention_tc_supported(int64_t Dk, int64_t Dv);
+
+// out, lse overwritten. tensor_cores: use the BF16 kernels when attention_tc_supported.
+void attention_forward(const float* q, const float* k, const float* v, const int32_t* seg,
+                       float scale, float* out, float* lse, const AttnShape& s,
+                       bool tensor_cores);
+// dq, dk, dv overwritten; out and lse are the forward's.
+void attention_backward(const float* q, const float* k, const float* v, const int32_t* seg,
+                        float scale, const float* out, const float* lse, const float* dout,
+                        float* dq, float* dk, float* dv, const AttnShape& s, bool tensor_cores);
+
+}  // namespace ds::cuda

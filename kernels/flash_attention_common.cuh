@@ -1,0 +1,82 @@
+// Internal to the attention kernels (included only by kernels/flash_attention_simt.cu and
+// kernels/flash_attention_tc.cu; public API in kernels/flash_attention.cuh). Split out of the
+// former single flash_attention.cu so the two implementations can live in files of reviewable
+// size: this header holds only what both need, i.e. the visibility mask, the per-CTA segment
+// bounds (reduced from the kfirst/klast pre-pass), the launch parameters and the entry points
+// of the tensor-core path that the public launchers (in flash_attention_simt.cu) dispatch to.
+//
+// Causal attention on the GPU, FlashAttention-2 style (see flash_attention.cuh for the API).
+// Never materialises T x T: the forward streams key tiles with an online softmax and saves
+// lse; the backward recomputes P = exp(scale q.k - lse) per tile and runs two deterministic
+// passes (no atomics): dQ (per query block, streaming keys) and dK/dV (per key block,
+// streaming queries), with D = rowsum(dO * O) precomputed. Segments (SFT packing) are an
+// element mask j <= t && seg[j] == seg[t]; per-token bounds kfirst/klast (first/last key of
+// the same segment id, any label layout) let blocks skip tiles no query of theirs can see.
+// reference: Dao, "FlashAttention-2" (2023), Algorithms 1-2.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/common.cuh"
+#include "kernels/flash_attention.cuh"
+
+namespace ds::cuda::flash {
+
+using bf16 = __nv_bfloat16;
+
+// Query t sees key j (t < T, j <= t, same segment). sb: this batch row's segments or null;
+// st: seg[t] (unused without segments).
+__device__ __forceinline__ bool visible(int t, int j, int T, const int32_t* sb, int st) {
+  return t < T && j <= t && (sb == nullptr || __ldg(sb + j) == st);
+}
+
+// Per-CTA key / query bounds from the segment pre-pass: the smallest kfirst of the CTA's
+// queries (keys before it are invisible to all of them), the largest klast + 1 of its keys.
+__device__ __forceinline__ int block_klo(const int32_t* kfirst, int64_t rowbase, int q0, int T,
+                                         int nrows, int* sh) {
+  if (threadIdx.x == 0) *sh = kfirst ? T : 0;
+  __syncthreads();
+  if (kfirst && int(threadIdx.x) < nrows && q0 + int(threadIdx.x) < T)
+    atomicMin(sh, kfirst[rowbase + q0 + threadIdx.x]);
+  __syncthreads();
+  return *sh;
+}
+__device__ __forceinline__ int block_qhi(const int32_t* klast, int64_t rowbase, int k0, int T,
+                                         int nrows, int* sh) {
+  if (threadIdx.x == 0) *sh = klast ? 0 : T;
+  __syncthreads();
+  if (klast && int(threadIdx.x) < nrows && k0 + int(threadIdx.x) < T)
+    atomicMax(sh, klast[rowbase + k0 + threadIdx.x] + 1);
+  __syncthreads();
+  return *sh;
+}
+
+template <class K>
+void set_smem(K kernel, size_t bytes) {
+  DS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     int(bytes)));
+}
+
+struct Bf16Inputs {
+  const bf16 *q = nullptr, *k = nullptr, *v = nullptr, *dout = nullptr;
+};
+struct Launch {
+  const AttnShape& s;
+  const int32_t *seg, *kfirst, *klast;
+  float scale;
+};
+
+// ---- tensor-core path (flash_attention_tc.cu) ---------------------------------------------------
+// Smallest compiled tile shape holding (Dk, Dv): 0 = (64,64), 1 = (128,128), 2 = (192,128);
+// -1 when the tensor-core kernels do not take these dims.
+int tc_variant(int64_t Dk, int64_t Dv);
+// y = bf16(x) on stream(); n a multiple of 4, x 16-byte aligned.
+void convert(const float* x, bf16* y, int64_t n);
+// Launch the forward / the dQ and dK/dV passes of tile shape `variant` (tc_variant >= 0) on
+// inputs already converted to BF16.
+void tc_forward_variant(int variant, const Launch& L, const Bf16Inputs& in, float* out,
+                        float* lse);
+void tc_backward_variant(int variant, const Launch& L, const Bf16Inputs& in, const float* lse,
+                         const float* D, float* dq, float* dk, float* dv);
+
+}  // namespace ds::cuda::flash

@@ -1,0 +1,274 @@
+// E4M3 quantisation kernels (see fp8_quant.cuh). Bit-exactness with the CPU reference
+// (lib/ops/cpu/ref_fp8.cpp, compiled with -ffp-contract=off) rests on:
+//   amax   a running max of |x| as integer bits with NaN mapped to 0 (order-free, exact; +inf
+//          kept), the same value as the reference's sequential `if (a > m) m = a`;
+//   scale  amax / 448 with an IEEE division (__fdiv_rn), the act clamp and the weights'
+//          zero-group rule first; UE8M0 rounds up to a power of two on the bits (exact);
+//   codes  e4m3(x / s): __fdiv_rn then the hardware RNE saturating cast (cuda_fp8.h,
+//          cvt.rn.satfinite.e4m3x2.f32 on sm_89+); NaN handled first: a NaN x keeps its sign
+//          (x86 propagates the NaN operand of a division); inf / inf (an infinite element of a
+//          group whose scale is inf) gives x86's default NaN, which has the sign bit set, so
+//          code 0xff — the GPU's canonical NaN is positive, hence the explicit rule;
+//   fake   e4m3_value(code) * s with __fmul_rn.
+// Groupings: 1x128 one warp per group, values kept in registers (one read of x); 128x1 and
+// 128x128 one block per 128-row strip x 32 columns / per block, also one read; tensor two
+// passes (global amax by atomicMax on the bits, then the element-wise pass).
+#include <cuda_fp8.h>
+
+#include "kernels/common.cuh"
+#include "kernels/fp8_quant.cuh"
+
+namespace ds::cuda {
+
+namespace {
+
+constexpr int kBlk = 128;         // FP8 group width (ds::ops::kFp8Block)
+constexpr float kE4M3Max = 448.0f;
+constexpr float kActAmaxMin = 1e-4f;
+
+// |v|'s bits with NaN mapped to 0: integer max = amax of the finite values, or +inf's bits.
+__device__ __forceinline__ uint32_t abs_bits(float v) {
+  const uint32_t a = __float_as_uint(v) & 0x7fffffffu;
+  return a > 0x7f800000u ? 0u : a;
+}
+
+// Smallest power of two >= s for finite s > 0 (exact, on the bits; subnormals included);
+// other values unchanged. Matches fp8::pow2_ceil (frexp/ldexp).
+__device__ __forceinline__ float pow2_ceil(float s) {
+  if (!(s > 0.0f) || isinf(s)) return s;
+  const uint32_t u = __float_as_uint(s);
+  const uint32_t e = u >> 23, m = u & 0x7fffffu;
+  if (e != 0) return m == 0 ? s : __uint_as_float((e + 1) << 23);   // e + 1 == 255: inf
+  const uint32_t p = 1u << (31 - __clz(m));                            // subnormal
+  return p == m ? s : __uint_as_float(p << 1);
+}
+
+__device__ __forceinline__ float scale_of(float amax, bool ue8m0, bool act) {
+  if (act) amax = amax < kActAmaxMin ? kActAmaxMin : amax;
+  else if (amax == 0.0f) return 1.0f;
+  const float s = __fdiv_rn(amax, kE4M3Max);
+  return ue8m0 ? pow2_ceil(s) : s;
+}
+
+__device__ __forceinline__ uint8_t quant_code(float x, float s) {
+  if (isnan(x)) return signbit(x) ? 0xff : 0x7f;
+  const float v = __fdiv_rn(x, s);
+  if (isnan(v)) return 0xff;   // inf / inf: x86's default NaN is negative
+  return uint8_t(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
+}
+
+// Value of an E4M3 code (0x7f / 0xff NaN), as ds::e4m3_to_f32.
+__device__ __forceinline__ float e4m3_value(uint8_t c) {
+  const uint32_t mag = c & 0x7fu, sign = uint32_t(c & 0x80u) << 24;
+  if (mag == 0x7fu) return __uint_as_float(0x7fc00000u);
+  const uint32_t e = mag >> 3, m = mag & 7u;
+  const float v = e == 0 ? float(m) * 0.001953125f   // subnormal: m * 2^-9, exact
+                         : __uint_as_float(((e + 120u) << 23) | (m << 20));
+  return __uint_as_float(__float_as_uint(v) | sign);
+}
+
+__device__ __forceinline__ void emit(float x, float s, int64_t at, uint8_t* q, float* fake) {
+  const uint8_t c = quant_code(x, s);
+  if (q) q[at] = c;
+  if (fake) fake[at] = __fmul_rn(e4m3_value(c), s);
+}
+
+struct QArgs {
+  const float* x;
+  int64_t M, K;
+  int64_t SC;   // scale columns
+  bool ue8m0, act;
+  uint8_t* q;
+  float* scales;
+  float* fake;
+};
+
+// 1x128: one warp per (row, 128-column block); lane l holds columns l, l+32, l+64, l+96.
+__global__ void quant_row_kernel(QArgs p) {
+  const int lane = threadIdx.x & 31;
+  const int64_t groups = p.M * p.SC;
+  const int64_t warps = int64_t(gridDim.x) * (blockDim.x >> 5);
+  for (int64_t g = int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); g < groups;
+       g += warps) {
+    const int64_t i = g / p.SC, j0 = (g % p.SC) * kBlk;
+    float v[4];
+    uint32_t amax = 0;
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+      const int64_t j = j0 + lane + 32 * t;
+      v[t] = j < p.K ? p.x[i * p.K + j] : 0.0f;
+      amax = max(amax, abs_bits(v[t]));
+    }
+    amax = __reduce_max_sync(0xffffffffu, amax);
+    const float s = scale_of(__uint_as_float(amax), p.ue8m0, p.act);
+    if (lane == 0 && p.scales) p.scales[g] = s;
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+      const int64_t j = j0 + lane + 32 * t;
+      if (j < p.K) emit(v[t], s, i * p.K + j, p.q, p.fake);
+    }
+  }
+}
+
+// 128x1 (kCols == 1: 32 groups of one column each) and 128x128 (kCols == 4: one group) over
+// a tile of 128 rows x 32*kCols columns; block (32, 8): thread (tx, ty) holds rows ty + 8r,
+// columns tx + 32u. grid (column tiles, row strips wrapping over grid.y).
+template <int kCols>
+__global__ void quant_tile_kernel(QArgs p) {
+  __shared__ uint32_t sh[8][32];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t j0 = int64_t(blockIdx.x) * 32 * kCols;
+  const int64_t strips = (p.M + kBlk - 1) / kBlk;
+  for (int64_t rb = blockIdx.y; rb < strips; rb += gridDim.y) {
+    float v[16][kCols];
+    uint32_t amax = 0;
+#pragma unroll
+    for (int r = 0; r < 16; ++r)
+#pragma unroll
+      for (int u = 0; u < kCols; ++u) {
+        const int64_t i = rb * kBlk + ty + 8 * r, j = j0 + tx + 32 * u;
+        v[r][u] = (i < p.M && j < p.K) ? p.x[i * p.K + j] : 0.0f;
+        amax = max(amax, abs_bits(v[r][u]));
+      }
+    __syncthreads();   // sh reused across strips
+    sh[ty][tx] = amax;
+    __syncthreads();
+    amax = 0;
+#pragma unroll
+    for (int t = 0; t < 8; ++t) amax = max(amax, sh[t][tx]);   // over the 128 rows
+    if (kCols > 1) amax = __reduce_max_sync(0xffffffffu, amax);   // and the 128 columns
+    const float s = scale_of(__uint_as_float(amax), p.ue8m0, p.act);
+    if (p.scales && ty == 0) {
+      if (kCols == 1) {
+        if (j0 + tx < p.K) p.scales[rb * p.K + j0 + tx] = s;
+      } else if (tx == 0) {
+        p.scales[rb * p.SC + blockIdx.x] = s;
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 16; ++r)
+#pragma unroll
+      for (int u = 0; u < kCols; ++u) {
+        const int64_t i = rb * kBlk + ty + 8 * r, j = j0 + tx + 32 * u;
+        if (i < p.M && j < p.K) emit(v[r][u], s, i * p.K + j, p.q, p.fake);
+      }
+  }
+}
+
+// Whole-tensor amax into *amax (zeroed before).
+__global__ void amax_kernel(const float* __restrict__ x, int64_t n, uint32_t* amax) {
+  __shared__ uint32_t sh[32];
+  uint32_t m = 0;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    m = max(m, abs_bits(x[i]));
+  m = __reduce_max_sync(0xffffffffu, m);
+  if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = m;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    m = threadIdx.x < (blockDim.x >> 5) ? sh[threadIdx.x] : 0u;
+    m = __reduce_max_sync(0xffffffffu, m);
+    if (threadIdx.x == 0) atomicMax(amax, m);
+  }
+}
+
+__global__ void quant_tensor_kernel(QArgs p, int64_t n, const uint32_t* amax) {
+  const float s = scale_of(__uint_as_float(*amax), p.ue8m0, p.act);
+  if (blockIdx.x == 0 && threadIdx.x == 0 && p.scales) p.scales[0] = s;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    emit(p.x[i], s, i, p.q, p.fake);
+}
+
+// out[i, j] = e4m3(q[i, j]) * scales[(i / gr) * SC + j / gc]; grid (column chunks of 1024,
+// rows wrapping over grid.y).
+__global__ void dequant_kernel(const uint8_t* __restrict__ q, const float* __restrict__ scales,
+                               int64_t M, int64_t K, int64_t gr, int64_t gc, int64_t SC,
+                               float* __restrict__ out) {
+  for (int64_t i = blockIdx.y; i < M; i += gridDim.y) {
+    const float* srow = scales + (i / gr) * SC;
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+      const int64_t j = int64_t(blockIdx.x) * 1024 + threadIdx.x + 256 * t;
+      if (j < K) out[i * K + j] = __fmul_rn(e4m3_value(q[i * K + j]), srow[j / gc]);
+    }
+  }
+}
+
+__global__ void bf16_round_kernel(const float* x, float* out_f32, uint16_t* out_codes,
+                                  int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const uint16_t c = f32_to_bf16(x[i]);
+    if (out_codes) out_codes[i] = c;
+    if (out_f32) out_f32[i] = bf16_to_f32(c);
+  }
+}
+
+unsigned cap_grid(int64_t n) { return unsigned(n < 1 ? 1 : (n > 65535 ? 65535 : n)); }
+
+}  // namespace
+
+void fp8_quantize(const float* x, int64_t M, int64_t K, Fp8Grouping g, bool ue8m0, bool act,
+                  uint8_t* q, float* scales, float* fake) {
+  QArgs p{x, M, K, 0, ue8m0, act, q, scales, fake};
+  switch (g) {
+    case Fp8Grouping::row_1x128: {
+      if (M == 0 || K == 0) return;
+      p.SC = cdiv(K, kBlk);
+      quant_row_kernel<<<grid_for(M * p.SC, 8, 65535LL * 16), 256, 0, stream()>>>(p);
+      break;
+    }
+    case Fp8Grouping::col_128x1: {
+      if (M == 0 || K == 0) return;
+      p.SC = K;
+      const dim3 grid(unsigned(cdiv(K, 32)), cap_grid(cdiv(M, kBlk)));
+      quant_tile_kernel<1><<<grid, dim3(32, 8), 0, stream()>>>(p);
+      break;
+    }
+    case Fp8Grouping::block_128x128: {
+      if (M == 0 || K == 0) return;
+      p.SC = cdiv(K, kBlk);
+      const dim3 grid(unsigned(p.SC), cap_grid(cdiv(M, kBlk)));
+      quant_tile_kernel<4><<<grid, dim3(32, 8), 0, stream()>>>(p);
+      break;
+    }
+    case Fp8Grouping::tensor: {
+      // Runs even for an empty tensor: its one scale is still written (scale_of(0)).
+      const int64_t n = M * K;
+      p.SC = 1;
+      auto* amax = static_cast<uint32_t*>(scratch(sizeof(uint32_t)));
+      DS_CUDA_CHECK(cudaMemsetAsync(amax, 0, sizeof(uint32_t), stream()));
+      if (n > 0) {
+        amax_kernel<<<grid_for(n, 256, 1024), 256, 0, stream()>>>(x, n, amax);
+        DS_CUDA_LAUNCHED();
+      }
+      quant_tensor_kernel<<<grid_for(n, 256), 256, 0, stream()>>>(p, n, amax);
+      break;
+    }
+  }
+  DS_CUDA_LAUNCHED();
+}
+
+void fp8_dequantize(const uint8_t* q, const float* scales, int64_t M, int64_t K, Fp8Grouping g,
+                    float* out) {
+  if (M == 0 || K == 0) return;
+  int64_t gr = 1, gc = 1, SC = 1;
+  switch (g) {
+    case Fp8Grouping::row_1x128: gr = 1; gc = kBlk; SC = cdiv(K, kBlk); break;
+    case Fp8Grouping::col_128x1: gr = kBlk; gc = 1; SC = K; break;
+    case Fp8Grouping::block_128x128: gr = kBlk; gc = kBlk; SC = cdiv(K, kBlk); break;
+    case Fp8Grouping::tensor: gr = M; gc = K; SC = 1; break;
+  }
+  const dim3 grid(unsigned(cdiv(K, 1024)), cap_grid(M));
+  dequant_kernel<<<grid, 256, 0, stream()>>>(q, scales, M, K, gr, gc, SC, out);
+  DS_CUDA_LAUNCHED();
+}
+
+void bf16_round(const float* x, float* out_f32, uint16_t* out_codes, int64_t n) {
+  if (n <= 0) return;
+  bf16_round_kernel<<<grid_for(n, 256), 256, 0, stream()>>>(x, out_f32, out_codes, n);
+  DS_CUDA_LAUNCHED();
+}
+
+}  // namespace ds::cuda

@@ -1,0 +1,26 @@
+// FP8 (E4M3) quantisation launchers with DeepSeek-V3's fine-grained scales, pointer level: the
+// CUDA side of fp8_quantize / fp8_dequantize / fp8_fake_quant / bf16_round
+// (lib/ops/cuda/fp8.cpp; semantics in include/ds/ops/fp8.hpp). Results are bit-identical to
+// the CPU reference (lib/ops/cpu/ref_fp8.cpp): the same amax (NaN skipped, inf kept), the same
+// IEEE divisions and products, RNE saturating E4M3 casts. Plain C++ header.
+#pragma once
+#include <cstdint>
+
+namespace ds::cuda {
+
+// Same order as ds::ops::Fp8Group.
+enum class Fp8Grouping : int { row_1x128 = 0, col_128x1 = 1, block_128x128 = 2, tensor = 3 };
+
+// x (M, K) F32 -> codes q (M, K) (skipped when null), scales (fp8_scale_shape; skipped when
+// null) and/or the dequantised round trip `fake` (M, K) F32 (skipped when null; may alias x).
+// ue8m0: power-of-two scales; act: amax clamped to >= 1e-4 (else all-zero groups get 1).
+void fp8_quantize(const float* x, int64_t M, int64_t K, Fp8Grouping g, bool ue8m0, bool act,
+                  uint8_t* q, float* scales, float* fake);
+// out (M, K) = e4m3(q) * scale(group), FP32.
+void fp8_dequantize(const uint8_t* q, const float* scales, int64_t M, int64_t K, Fp8Grouping g,
+                    float* out);
+// BF16 rounding (RNE, NaN kept quiet) of n floats: out_f32 gets the round trip, out_codes the
+// codes; either may be null. out_f32 may alias x.
+void bf16_round(const float* x, float* out_f32, uint16_t* out_codes, int64_t n);
+
+}  // namespace ds::cuda

@@ -1,0 +1,149 @@
+// Dense GEMMs through cuBLAS and the shared-memory tiled transpose (see gemm.cuh).
+// Row-major <-> column-major: a row-major (R, C) matrix is the column-major (C, R) matrix of
+// its transpose, so the row-major c = op(a) op(b) is computed as the column-major
+// c^T = op(b)^T op(a)^T: swap the operands and the M/N extents, keep the transpose flags.
+#include "kernels/common.cuh"
+#include "kernels/gemm.cuh"
+
+namespace ds::cuda {
+
+namespace {
+
+struct ColMajorArgs {
+  cublasOperation_t op_first, op_second;   // op of b, op of a (the swapped order)
+  int64_t ld_b, ld_a;
+};
+
+ColMajorArgs col_major(int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
+  ColMajorArgs g;
+  g.op_first = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  g.op_second = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  g.ld_b = tb ? K : N;   // row length of b: (N, K) when tb, else (K, N)
+  g.ld_a = ta ? M : K;   // row length of a: (K, M) when ta, else (M, K)
+  return g;
+}
+
+}  // namespace
+
+void sgemm_rm(const float* a, const float* b, float* c, int64_t M, int64_t N, int64_t K, bool ta,
+              bool tb, float alpha, float beta) {
+  if (M == 0 || N == 0) return;
+  cublasHandle_t h = cublas();
+  // The handle is shared: make sure no earlier user left TF32 (or another reduced mode) on.
+  DS_CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
+  const ColMajorArgs g = col_major(M, N, K, ta, tb);
+  // cuBLAS requires ld >= 1 even for empty K.
+  DS_CUBLAS_CHECK(cublasSgemm_64(h, g.op_first, g.op_second, N, M, K, &alpha, b,
+                                 g.ld_b > 0 ? g.ld_b : 1, a, g.ld_a > 0 ? g.ld_a : 1, &beta, c,
+                                 N));
+}
+
+void bf16_gemm_rm(const uint16_t* a, const uint16_t* b, float* c, int64_t M, int64_t N,
+                  int64_t K, bool ta, bool tb, float alpha, float beta) {
+  if (M == 0 || N == 0) return;
+  cublasHandle_t h = cublas();
+  DS_CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
+  const ColMajorArgs g = col_major(M, N, K, ta, tb);
+  DS_CUBLAS_CHECK(cublasGemmEx_64(h, g.op_first, g.op_second, N, M, K, &alpha, b, CUDA_R_16BF,
+                                  g.ld_b > 0 ? g.ld_b : 1, a, CUDA_R_16BF,
+                                  g.ld_a > 0 ? g.ld_a : 1, &beta, c, CUDA_R_32F, N,
+                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+namespace {
+
+__global__ void to_bf16_kernel(const float* __restrict__ x, uint16_t* __restrict__ y, int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = f32_to_bf16(x[i]);
+}
+
+__global__ void from_bf16_kernel(const uint16_t* __restrict__ x, float* __restrict__ y,
+                                 int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = bf16_to_f32(x[i]);
+}
+
+constexpr int kTile = 32, kRowsPerPass = 8;
+
+// One 32x32 tile per block (32 x 8 threads): coalesced reads of x's rows into shared memory,
+// coalesced writes of out's rows from its columns. The +1 column of padding keeps the
+// column reads free of bank conflicts for 4-byte elements. Tiles along M wrap over grid.y.
+template <typename T>
+__global__ void transpose_kernel(const T* __restrict__ x, T* __restrict__ out, int64_t M,
+                                 int64_t K) {
+  __shared__ T tile[kTile][kTile + 1];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t j0 = int64_t(blockIdx.x) * kTile;
+  for (int64_t i0 = int64_t(blockIdx.y) * kTile; i0 < M; i0 += int64_t(gridDim.y) * kTile) {
+    for (int r = ty; r < kTile; r += kRowsPerPass) {
+      const int64_t i = i0 + r, j = j0 + tx;
+      if (i < M && j < K) tile[r][tx] = x[i * K + j];
+    }
+    __syncthreads();
+    for (int r = ty; r < kTile; r += kRowsPerPass) {
+      const int64_t j = j0 + r, i = i0 + tx;   // out row j, column i
+      if (i < M && j < K) out[j * M + i] = tile[tx][r];
+    }
+    __syncthreads();
+  }
+}
+
+}  // namespace
+
+void f32_to_bf16_codes(const float* x, uint16_t* y, int64_t n) {
+  if (n <= 0) return;
+  to_bf16_kernel<<<grid_for(n, 256), 256, 0, stream()>>>(x, y, n);
+  DS_CUDA_LAUNCHED();
+}
+
+void bf16_codes_to_f32(const uint16_t* x, float* y, int64_t n) {
+  if (n <= 0) return;
+  from_bf16_kernel<<<grid_for(n, 256), 256, 0, stream()>>>(x, y, n);
+  DS_CUDA_LAUNCHED();
+}
+
+void linear_f32x_bf16w(const float* x, const uint16_t* w, float* y, int64_t N, int64_t O,
+                       int64_t I) {
+  auto* xb = static_cast<uint16_t*>(scratch(size_t(N * I) * sizeof(uint16_t)));
+  f32_to_bf16_codes(x, xb, N * I);
+  bf16_gemm_rm(xb, w, y, N, O, I, false, true, 1.0f, 0.0f);
+}
+
+void linear_bf16x_f32w(const uint16_t* x, const float* w, float* y, int64_t N, int64_t O,
+                       int64_t I) {
+  auto* xf = static_cast<float*>(scratch(size_t(N * I) * sizeof(float)));
+  bf16_codes_to_f32(x, xf, N * I);
+  sgemm_rm(xf, w, y, N, O, I, false, true, 1.0f, 0.0f);
+}
+
+void transpose(const void* x, void* out, int64_t M, int64_t K, int elem_bytes) {
+  if (M == 0 || K == 0) return;
+  const int64_t tiles_k = cdiv(K, kTile), tiles_m = cdiv(M, kTile);
+  if (tiles_k > 0x7fffffffLL) {   // never in practice: K < 2^36
+    raise_cuda("transpose: K too large", cudaErrorInvalidValue, __FILE__, __LINE__);
+  }
+  const dim3 grid(unsigned(tiles_k), unsigned(tiles_m < 65535 ? tiles_m : 65535));
+  const dim3 block(kTile, kRowsPerPass);
+  switch (elem_bytes) {
+    case 4:
+      transpose_kernel<uint32_t><<<grid, block, 0, stream()>>>(
+          static_cast<const uint32_t*>(x), static_cast<uint32_t*>(out), M, K);
+      break;
+    case 2:
+      transpose_kernel<uint16_t><<<grid, block, 0, stream()>>>(
+          static_cast<const uint16_t*>(x), static_cast<uint16_t*>(out), M, K);
+      break;
+    case 1:
+      transpose_kernel<uint8_t><<<grid, block, 0, stream()>>>(
+          static_cast<const uint8_t*>(x), static_cast<uint8_t*>(out), M, K);
+      break;
+    default:
+      raise_cuda("transpose: element size must be 1, 2 or 4 bytes", cudaErrorInvalidValue,
+                 __FILE__, __LINE__);
+  }
+  DS_CUDA_LAUNCHED();
+}
+
+}  // namespace ds::cuda

@@ -1,0 +1,90 @@
+// Grouped GEMMs through cublasGemmGroupedBatchedEx (see gemm_grouped.cuh): one group per
+// product (group size 1), host arrays for the shapes and scalars, device arrays for the
+// operand pointers. Row-major products become column-major ones with the operands swapped,
+// as in gemm.cu: c^T (N, M) = op(b)^T op(a)^T.
+#include <vector>
+
+#include "kernels/common.cuh"
+#include "kernels/gemm.cuh"
+#include "kernels/gemm_grouped.cuh"
+
+namespace ds::cuda {
+
+namespace {
+// -1 unknown, 0 rejected (per-product fallback), 1 works; per operand dtype.
+int g_native[2] = {-1, -1};
+bool g_used_native = false;
+
+void per_product(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, float alpha,
+                 float beta) {
+  for (int i = 0; i < count; ++i) {
+    if (d[i].M == 0 || d[i].N == 0) continue;
+    if (bf16)
+      bf16_gemm_rm(static_cast<const uint16_t*>(d[i].a), static_cast<const uint16_t*>(d[i].b),
+                   d[i].c, d[i].M, d[i].N, d[i].K, ta, tb, alpha, beta);
+    else
+      sgemm_rm(static_cast<const float*>(d[i].a), static_cast<const float*>(d[i].b), d[i].c,
+               d[i].M, d[i].N, d[i].K, ta, tb, alpha, beta);
+  }
+}
+}  // namespace
+
+bool grouped_gemm_native() { return g_used_native; }
+
+void grouped_gemm_rm(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, float alpha,
+                     float beta) {
+  int& native = g_native[bf16 ? 1 : 0];
+  std::vector<int> keep;
+  for (int i = 0; i < count; ++i)
+    if (d[i].M > 0 && d[i].N > 0 && d[i].K > 0) keep.push_back(i);
+    else if (d[i].M > 0 && d[i].N > 0) per_product(d + i, 1, ta, tb, bf16, alpha, beta);  // K 0
+  if (keep.empty()) return;
+  if (native == 0 || keep.size() == 1) {
+    for (int i : keep) per_product(d + i, 1, ta, tb, bf16, alpha, beta);
+    return;
+  }
+  const int G = int(keep.size());
+  const size_t ng = keep.size();
+  std::vector<cublasOperation_t> op_b(ng, tb ? CUBLAS_OP_T : CUBLAS_OP_N);
+  std::vector<cublasOperation_t> op_a(ng, ta ? CUBLAS_OP_T : CUBLAS_OP_N);
+  std::vector<int> m(ng), n(ng), k(ng), ldb(ng), lda(ng), ldc(ng), size(ng, 1);
+  std::vector<float> alphas(ng, alpha), betas(ng, beta);
+  std::vector<const void*> ptrs(3 * ng);   // b pointers, a pointers, c pointers
+  for (int g = 0; g < G; ++g) {
+    const GemmDesc& x = d[keep[size_t(g)]];
+    m[size_t(g)] = int(x.N);
+    n[size_t(g)] = int(x.M);
+    k[size_t(g)] = int(x.K);
+    ldb[size_t(g)] = int(tb ? x.K : x.N);   // row length of b
+    lda[size_t(g)] = int(ta ? x.M : x.K);   // row length of a
+    ldc[size_t(g)] = int(x.N);
+    ptrs[size_t(g)] = x.b;
+    ptrs[size_t(G + g)] = x.a;
+    ptrs[size_t(2 * G + g)] = x.c;
+  }
+  // The pointer arrays live on the device; the pageable source is staged by the copy, and the
+  // stream-ordered free runs after the GEMM.
+  void* dptr = pool_alloc(ptrs.size() * sizeof(void*));
+  DS_CUDA_CHECK(cudaMemcpyAsync(dptr, ptrs.data(), ptrs.size() * sizeof(void*),
+                                cudaMemcpyHostToDevice, stream()));
+  auto** dp = static_cast<const void**>(dptr);
+  cublasHandle_t h = cublas();
+  DS_CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
+  DS_CUBLAS_CHECK(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST));
+  const cudaDataType_t t = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+  const cublasStatus_t s = cublasGemmGroupedBatchedEx(
+      h, op_b.data(), op_a.data(), m.data(), n.data(), k.data(), alphas.data(), dp, t,
+      ldb.data(), dp + G, t, lda.data(), betas.data(), const_cast<void* const*>(dp + 2 * G),
+      CUDA_R_32F, ldc.data(), G, size.data(), CUBLAS_COMPUTE_32F);
+  pool_free(dptr);
+  if (s == CUBLAS_STATUS_NOT_SUPPORTED || s == CUBLAS_STATUS_INVALID_VALUE) {
+    native = 0;   // this type combination is not offered: one call per product from now on
+    for (int i : keep) per_product(d + i, 1, ta, tb, bf16, alpha, beta);
+    return;
+  }
+  DS_CUBLAS_CHECK(s);
+  native = 1;
+  g_used_native = true;
+}
+
+}  // namespace ds::cuda

@@ -1,0 +1,40 @@
+// MoE routing on the GPU (declared here, defined in kernels/moe_route.cu): the router's scores
+// and group-limited top-K selection, its backward, the sequence-wise balance loss and the
+// expert counts. Semantics in include/ds/ops/ops.hpp ("MoE routing"); the CPU reference is
+// lib/ops/cpu/ref_moe.cpp and the selection here reproduces it exactly (same float selection
+// scores, same tie and NaN rules). Plain C++ header: all pointers are device pointers, F32
+// unless I32 is said; everything runs on ds::cuda::stream().
+#pragma once
+#include <cstdint>
+
+namespace ds::cuda {
+
+// Largest expert count of moe_route / moe_route_backward (per-warp shared memory).
+inline constexpr int64_t kMoeMaxExperts = 2048;
+
+struct MoeRouteArgs {
+  int n_groups = 1, topk_groups = 1, topk = 1;
+  bool sigmoid = true, norm_topk = true;
+  float route_scale = 1.0f;
+};
+
+// logits (N, E); bias (E) or null. scores (N, E), idx (N, K) I32, weights (N, K).
+// Requires E % n_groups == 0, 1 <= topk_groups <= n_groups, 1 <= K <= topk_groups * E/n_groups.
+void moe_route(const float* logits, const float* bias, int64_t N, int64_t E,
+               const MoeRouteArgs& p, float* scores, int32_t* idx, float* weights);
+
+// dlogits (N, E) from dweights (N, K) and dscores_extra (N, E) or null. idx entries outside
+// [0, E) are skipped.
+void moe_route_backward(const float* scores, const int32_t* idx, const float* dweights,
+                        const float* dscores_extra, int64_t N, int64_t E, const MoeRouteArgs& p,
+                        float* dlogits);
+
+// scores (N, E), idx (N, K), N = n_seq * seq_len sequence-major. Returns the loss (copied to
+// the host: this synchronises the stream); writes dscores (N, E) when not null.
+double moe_balance_loss(const float* scores, const int32_t* idx, int64_t n_seq, int64_t seq_len,
+                        int64_t E, int64_t K, float alpha, float* dscores);
+
+// counts[idx[i]] += 1 for the n entries of idx inside [0, E) (atomics; counts I32).
+void moe_count(const int32_t* idx, int64_t n, int64_t E, int32_t* counts);
+
+}  // namespace ds::cuda

@@ -1,0 +1,292 @@
+// RMSNorm forward/backward and interleaved RoPE of the CUDA path (declared in
+// kernels/elementwise.cuh). Precision follows the references (lib/ops/cpu/ref_norm.cpp,
+// ref_rope.cpp): RMSNorm statistics and the per-element products in double (FP64 is cheap
+// next to the memory traffic on H100/H200), RoPE angles rounded to FP32 then cos/sin in double.
+// Explicit __dmul_rn/__dsub_rn keep nvcc from fusing into FMAs the expressions the reference
+// evaluates unfused (lib/ops is built with -ffp-contract=off), so results are normally
+// bit-identical to the reference apart from the order of the row sums.
+#include <algorithm>
+
+#include "kernels/common.cuh"
+#include "kernels/elementwise.cuh"
+
+namespace ds::cuda {
+namespace {
+
+inline bool aligned(const void* p, unsigned a) { return (reinterpret_cast<uintptr_t>(p) % a) == 0; }
+inline int sms() { return sm_count() > 0 ? sm_count() : 132; }
+
+__device__ __forceinline__ double block_sum_dbl(double v, double* sh) {
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_sum_d(v);
+  __syncthreads();   // sh may still be read from the previous call
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  v = lane < nw ? sh[lane] : 0.0;
+  return warp_sum_d(v);
+}
+
+// Row vectors: VT = float4 (C % 4 == 0 and aligned rows) or float.
+template <class VT> struct Vec;
+template <> struct Vec<float> {
+  static constexpr int n = 1;
+  __device__ static float get(const float& v, int) { return v; }
+  __device__ static void set(float& v, int, float x) { v = x; }
+};
+template <> struct Vec<float4> {
+  static constexpr int n = 4;
+  __device__ static float get(const float4& v, int j) {
+    return j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w;
+  }
+  __device__ static void set(float4& v, int j, float x) {
+    if (j == 0) v.x = x; else if (j == 1) v.y = x; else if (j == 2) v.z = x; else v.w = x;
+  }
+};
+
+// Threads per row block: about 4 vectors per thread, 64..512 threads.
+inline int row_threads(int64_t Cv) {
+  int64_t t = ((cdiv(Cv, 4) + 31) / 32) * 32;
+  return int(std::clamp<int64_t>(t, 64, 512));
+}
+
+// ---- RMSNorm forward: one block per row (grid-stride over rows) --------------------------------
+// No __restrict__ on x/y: y may be x (each element is read before the same thread writes it).
+template <class VT>
+__global__ void rmsnorm_fwd_kernel(const float* x, const float* __restrict__ g, double eps,
+                                   float* y, float* __restrict__ rstd, int64_t N, int Cv, int C) {
+  using V = Vec<VT>;
+  __shared__ double sh[32];
+  const VT* g4 = reinterpret_cast<const VT*>(g);
+  for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
+    const VT* xr = reinterpret_cast<const VT*>(x + n * C);
+    VT* yr = reinterpret_cast<VT*>(y + n * C);
+    double ss = 0;
+    for (int c = threadIdx.x; c < Cv; c += blockDim.x) {
+      const VT v = xr[c];
+#pragma unroll
+      for (int j = 0; j < V::n; ++j) {
+        const double d = V::get(v, j);
+        ss += d * d;
+      }
+    }
+    ss = block_sum_dbl(ss, sh);
+    const double r = 1.0 / sqrt(ss / double(C) + eps);
+    if (threadIdx.x == 0) rstd[n] = float(r);
+    for (int c = threadIdx.x; c < Cv; c += blockDim.x) {
+      const VT v = xr[c], gv = g4[c];
+      VT o;
+#pragma unroll
+      for (int j = 0; j < V::n; ++j)
+        V::set(o, j, float(__dmul_rn(__dmul_rn(double(V::get(v, j)), r), double(V::get(gv, j)))));
+      yr[c] = o;
+    }
+  }
+}
+
+// ---- RMSNorm backward ---------------------------------------------------------------------------
+// Blocks take rows n = blockIdx.x, + gridDim.x, ...; dx per row as the reference; each thread
+// owns fixed columns and adds their dg terms into a double accumulator (shared memory, laid out
+// component-major so a warp touches consecutive words, or this block's row of `partial` when C
+// is too large for shared memory). The block's sums land in partial (nb, C), reduced in block
+// order by rmsnorm_dg_reduce_kernel: no atomics, the same bits on every run.
+template <class VT>
+__global__ void rmsnorm_bwd_kernel(const float* x, const float* __restrict__ g,
+                                   const float* __restrict__ rstd, const float* dy, float* dx,
+                                   double* __restrict__ partial, int64_t N, int Cv, int C,
+                                   bool smem_acc) {
+  using V = Vec<VT>;
+  extern __shared__ double sacc[];
+  __shared__ double sh[32];
+  double* acc = smem_acc ? sacc : partial + int64_t(blockIdx.x) * C;
+  auto ai = [&](int cv, int j) { return smem_acc ? j * Cv + cv : cv * V::n + j; };
+  for (int c = threadIdx.x; c < Cv; c += blockDim.x)
+#pragma unroll
+    for (int j = 0; j < V::n; ++j) acc[ai(c, j)] = 0.0;
+
+  const VT* g4 = reinterpret_cast<const VT*>(g);
+  for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
+    const VT* xr = reinterpret_cast<const VT*>(x + n * C);
+    const VT* dyr = reinterpret_cast<const VT*>(dy + n * C);
+    VT* dxr = reinterpret_cast<VT*>(dx + n * C);
+    const double r = double(rstd[n]);
+    double dot = 0;   // sum_c x * g * dy
+    for (int c = threadIdx.x; c < Cv; c += blockDim.x) {
+      const VT xv = xr[c], gv = g4[c], dv = dyr[c];
+#pragma unroll
+      for (int j = 0; j < V::n; ++j)
+        dot += __dmul_rn(double(V::get(xv, j)), double(V::get(gv, j))) * double(V::get(dv, j));
+    }
+    dot = block_sum_dbl(dot, sh);   // also orders every read of the row before the writes below
+    const double k = r * r * r * dot / double(C);
+    for (int c = threadIdx.x; c < Cv; c += blockDim.x) {
+      const VT xv = xr[c], gv = g4[c], dv = dyr[c];
+      VT o;
+#pragma unroll
+      for (int j = 0; j < V::n; ++j) {
+        const double xd = V::get(xv, j), gd = V::get(gv, j), dd = V::get(dv, j);
+        V::set(o, j, float(__dsub_rn(__dmul_rn(__dmul_rn(r, gd), dd), __dmul_rn(k, xd))));
+        acc[ai(c, j)] += __dmul_rn(__dmul_rn(dd, xd), r);
+      }
+      dxr[c] = o;
+    }
+  }
+  if (smem_acc) {
+    double* out = partial + int64_t(blockIdx.x) * C;
+    for (int c = threadIdx.x; c < Cv; c += blockDim.x)
+#pragma unroll
+      for (int j = 0; j < V::n; ++j) out[c * V::n + j] = sacc[j * Cv + c];
+  }
+}
+
+// dg[c] += sum_b partial[b, c]: 32 columns x 8 partial-row lanes per block, fixed order.
+__global__ void rmsnorm_dg_reduce_kernel(const double* __restrict__ partial, int nb,
+                                         float* __restrict__ dg, int C) {
+  __shared__ double sh[8][33];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int c = blockIdx.x * 32 + tx;
+  double s = 0;
+  if (c < C)
+    for (int b = ty; b < nb; b += 8) s += partial[int64_t(b) * C + c];
+  sh[ty][tx] = s;
+  __syncthreads();
+  if (ty == 0 && c < C) {
+    double t = 0;
+    for (int k = 0; k < 8; ++k) t += sh[k][tx];
+    dg[c] = float(double(dg[c]) + t);
+  }
+}
+
+// ---- RoPE ----------------------------------------------------------------------------------
+// One thread per (row n, chunk of heads, pair i): the angle's sincos (double, the costly part)
+// is shared by the heads of the chunk; chunks only split heads when there are too few
+// (n, i) pairs to fill the GPU. Consecutive threads take consecutive pairs of a head row.
+// No __restrict__: out may be x.
+template <bool VEC2>
+__global__ void rope_kernel(const float* x, const int32_t* __restrict__ pos,
+                            const float* __restrict__ freqs, float* out, int64_t N, int H, int P,
+                            int hchunk, int nhc, double dir) {
+  const int64_t total = N * nhc * P;
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < total; t += stride) {
+    const int i = int(t % P);
+    const int64_t q = t / P;
+    const int hc = int(q % nhc);
+    const int64_t n = q / nhc;
+    const float ang = __fmul_rn(float(pos[n]), freqs[i]);   // FP32 angle, as the reference
+    double s, c;
+    sincos(double(ang), &s, &c);
+    s *= dir;
+    const int h1 = min(H, (hc + 1) * hchunk);
+    for (int h = hc * hchunk; h < h1; ++h) {
+      const int64_t e = (n * H + h) * P + i;   // pair index
+      double x0, x1;
+      if constexpr (VEC2) {
+        const float2 v = reinterpret_cast<const float2*>(x)[e];
+        x0 = v.x;
+        x1 = v.y;
+      } else {
+        x0 = x[2 * e];
+        x1 = x[2 * e + 1];
+      }
+      const float o0 = float(__dsub_rn(__dmul_rn(x0, c), __dmul_rn(x1, s)));
+      const float o1 = float(__dadd_rn(__dmul_rn(x0, s), __dmul_rn(x1, c)));
+      if constexpr (VEC2) {
+        reinterpret_cast<float2*>(out)[e] = make_float2(o0, o1);
+      } else {
+        out[2 * e] = o0;
+        out[2 * e + 1] = o1;
+      }
+    }
+  }
+}
+
+int max_smem_optin() {
+  static const int v = [] {
+    int dev = 0, bytes = 48 * 1024;
+    if (cudaGetDevice(&dev) == cudaSuccess)
+      cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    cudaGetLastError();
+    return bytes;
+  }();
+  return v;
+}
+
+template <class VT>
+void rmsnorm_fwd_launch(const float* x, const float* g, float eps, float* y, float* rstd,
+                        int64_t N, int64_t C) {
+  const int64_t Cv = C / Vec<VT>::n;
+  const int threads = row_threads(Cv);
+  const unsigned blocks = unsigned(std::min<int64_t>(N, 1 << 20));
+  rmsnorm_fwd_kernel<VT><<<blocks, threads, 0, stream()>>>(x, g, double(eps), y, rstd, N, int(Cv),
+                                                           int(C));
+  DS_CUDA_LAUNCHED();
+}
+
+template <class VT>
+void rmsnorm_bwd_launch(const float* x, const float* g, const float* rstd, const float* dy,
+                        float* dx, float* dg, int64_t N, int64_t C) {
+  const int64_t Cv = C / Vec<VT>::n;
+  const int threads = row_threads(Cv);
+  const size_t bytes = size_t(C) * sizeof(double);
+  const bool smem = bytes + 1024 <= size_t(max_smem_optin());
+  int per_sm = 4;
+  if (smem) {
+    if (bytes > 48 * 1024)
+      DS_CUDA_CHECK(cudaFuncSetAttribute(rmsnorm_bwd_kernel<VT>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    DS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, rmsnorm_bwd_kernel<VT>,
+                                                                threads, bytes));
+    per_sm = std::max(per_sm, 1);
+  }
+  const int nb = int(std::min<int64_t>(N, int64_t(sms()) * per_sm));
+  auto* partial = static_cast<double*>(scratch(size_t(nb) * bytes));
+  rmsnorm_bwd_kernel<VT><<<nb, threads, smem ? bytes : 0, stream()>>>(
+      x, g, rstd, dy, dx, partial, N, int(Cv), int(C), smem);
+  DS_CUDA_LAUNCHED();
+  rmsnorm_dg_reduce_kernel<<<unsigned(cdiv(C, 32)), dim3(32, 8), 0, stream()>>>(partial, nb, dg,
+                                                                                int(C));
+  DS_CUDA_LAUNCHED();
+}
+
+}  // namespace
+
+void rmsnorm_forward_f32(const float* x, const float* g, float eps, float* y, float* rstd,
+                         int64_t N, int64_t C) {
+  if (N <= 0) return;
+  if (C % 4 == 0 && aligned(x, 16) && aligned(g, 16) && aligned(y, 16))
+    rmsnorm_fwd_launch<float4>(x, g, eps, y, rstd, N, C);
+  else
+    rmsnorm_fwd_launch<float>(x, g, eps, y, rstd, N, C);
+}
+
+void rmsnorm_backward_f32(const float* x, const float* g, const float* rstd, const float* dy,
+                          float* dx, float* dg, int64_t N, int64_t C) {
+  if (N <= 0 || C <= 0) return;
+  if (C % 4 == 0 && aligned(x, 16) && aligned(g, 16) && aligned(dy, 16) && aligned(dx, 16))
+    rmsnorm_bwd_launch<float4>(x, g, rstd, dy, dx, dg, N, C);
+  else
+    rmsnorm_bwd_launch<float>(x, g, rstd, dy, dx, dg, N, C);
+}
+
+void rope_f32(const float* x, const int32_t* pos, const float* freqs, float* out, int64_t N,
+              int64_t H, int64_t Dr, int dir) {
+  const int64_t P = Dr / 2;
+  if (N <= 0 || H <= 0 || P <= 0) return;
+  // Split heads into chunks only when the (n, i) pairs alone leave the GPU underfilled.
+  const int64_t target = int64_t(sms()) * 2048, pairs = N * P;
+  int64_t nhc = std::clamp<int64_t>(cdiv(target, pairs), 1, H);
+  const int64_t hchunk = cdiv(H, nhc);
+  nhc = cdiv(H, hchunk);
+  const int threads = 256;
+  const unsigned blocks = grid_for(pairs * nhc, threads, int64_t(sms()) * 32);
+  const double d = dir >= 0 ? 1.0 : -1.0;
+  if (aligned(x, 8) && aligned(out, 8))
+    rope_kernel<true><<<blocks, threads, 0, stream()>>>(x, pos, freqs, out, N, int(H), int(P),
+                                                        int(hchunk), int(nhc), d);
+  else
+    rope_kernel<false><<<blocks, threads, 0, stream()>>>(x, pos, freqs, out, N, int(H), int(P),
+                                                         int(hchunk), int(nhc), d);
+  DS_CUDA_LAUNCHED();
+}
+
+}  // namespace ds::cuda

@@ -1,0 +1,22 @@
+// Hopper (sm_90a) FP8 GEMM in NT layout with per-128-K promotion (same contract as
+// fp8_gemm.cuh's fp8_gemm_nt_fallback): warpgroup wgmma.mma_async E4M3 x E4M3 -> FP32 on
+// operands staged in 128B-swizzled shared memory by a 4-stage cp.async pipeline, each K
+// block's partial sums scaled and added into separate FP32 accumulators (DeepGEMM's
+// promotion). Plain C++ header.
+#pragma once
+#include <cstdint>
+
+#include "kernels/fp8_gemm.cuh"
+
+namespace ds::cuda {
+
+// Whether fp8_gemm_nt_sm90 can run this problem here: an sm_90 device whose loaded code is
+// the sm_90a build (checked once by a probe kernel, which synchronises once per process),
+// K % 16 == 0 and 16-byte aligned code pointers. M and N are arbitrary.
+bool fp8_gemm_nt_sm90_supported(const Fp8Operand& a, const Fp8Operand& b, int64_t M, int64_t N,
+                                int64_t K);
+// Throws (ds::CudaError) when not supported.
+void fp8_gemm_nt_sm90(const Fp8Operand& a, const Fp8Operand& b, float* c, int64_t M, int64_t N,
+                      int64_t K);
+
+}  // namespace ds::cuda

@@ -1,0 +1,101 @@
+// The routed experts of a MoE layer as grouped GEMMs (see moe.hpp): every (token, expert) pair
+// row is gathered once into the expert-sorted layout (N*K, C), each of the three projections
+// is one ops::grouped_matmul over all experts (cuBLAS grouped GEMM on the GPU), SwiGLU runs
+// once over all rows, and the weighted outputs are scatter-added once. The backward mirrors
+// it with grouped input-gradient and weight-gradient GEMMs. Same numbers as the per-expert loop
+// of moe.cpp (same operands, same precision rules as model::Linear for fp32 and bf16; only
+// summation orders differ); FP8 GEMMs keep the loop (Linear's FP8 path).
+// reference: DeepSeek-V3 inference/model.py MoE.forward; the grouped-GEMM layout of
+// DeepGEMM's "contiguous" MoE GEMMs (rows sorted by expert, one offset per expert).
+#include <vector>
+
+#include "ds/model/moe.hpp"
+#include "ds/ops/fp8.hpp"
+#include "model_util.hpp"
+
+namespace ds::model {
+
+namespace {
+
+bool bf16_mode(const ops::Context& ctx) { return ctx.linear.mode == ops::Precision::bf16; }
+
+// The GEMM operand of x: itself (fp32), or its BF16 values (F32 on the CPU, codes on the GPU,
+// as model::Linear's bf16 path).
+Tensor operand(const ops::Context& ctx, const Tensor& x) {
+  if (!bf16_mode(ctx)) return x;
+  Tensor out = ctx.device == Device::cpu ? detail::empty_f32(ctx, x.shape())
+                                         : Tensor::empty(x.shape(), DType::bf16, ctx.device);
+  ops::bf16_round(ctx, x, out);
+  return out;
+}
+
+// Each local expert's matrix `which` (1 gate_proj, 2 down_proj, 3 up_proj) as a GEMM operand.
+std::vector<Tensor> weights(const ops::Context& ctx, const std::vector<MLP>& experts, int which) {
+  std::vector<Tensor> w;
+  w.reserve(experts.size());
+  for (const MLP& m : experts) {
+    const Linear& l = which == 1 ? m.w1 : which == 2 ? m.w2 : m.w3;
+    w.push_back(operand(ctx, l.w->value));
+  }
+  return w;
+}
+
+std::vector<Tensor> grads(const std::vector<MLP>& experts, int which) {
+  std::vector<Tensor> g;
+  g.reserve(experts.size());
+  for (const MLP& m : experts) g.push_back((which == 1 ? m.w1 : which == 2 ? m.w2 : m.w3).w->grad);
+  return g;
+}
+
+}  // namespace
+
+void MoE::routed_forward_grouped(const ops::Context& ctx, const Tensor& u, bool train, Tensor& y,
+                                 MoESaved& s) const {
+  const int64_t NK = s.offsets.back(), I = experts.empty() ? 0 : experts[0].w1.out;
+  if (NK == 0) return;
+  Tensor ug = detail::empty_f32(ctx, {NK, C});             // (N*K, C) expert-sorted inputs
+  ops::gather_rows(ctx, u, s.pair_tok, ug);
+  s.g_x = operand(ctx, ug);
+  s.g_h1 = detail::empty_f32(ctx, {NK, I});
+  s.g_h3 = detail::empty_f32(ctx, {NK, I});
+  ops::grouped_matmul(ctx, s.g_x, weights(ctx, experts, 1), true, s.offsets, s.g_h1);
+  ops::grouped_matmul(ctx, s.g_x, weights(ctx, experts, 3), true, s.offsets, s.g_h3);
+  s.g_act = detail::empty_f32(ctx, {NK, I});
+  ops::swiglu_forward(ctx, s.g_h1, s.g_h3, s.g_act);
+  s.g_y = detail::empty_f32(ctx, {NK, C});
+  ops::grouped_matmul(ctx, operand(ctx, s.g_act), weights(ctx, experts, 2), true, s.offsets,
+                      s.g_y);
+  ops::scatter_add_rows(ctx, s.g_y, s.pair_tok, s.pair_w, y);   // y += w * expert(u)
+  if (!train) s.g_x = s.g_h1 = s.g_h3 = s.g_act = s.g_y = Tensor();
+}
+
+void MoE::routed_backward_grouped(const ops::Context& ctx, MoESaved& s, const Tensor& dy,
+                                  Tensor& du, Tensor& dpair_w) const {
+  const int64_t NK = s.offsets.back();
+  if (NK == 0) return;
+  const int64_t I = s.g_h1.size(1);
+  Tensor dye = detail::empty_f32(ctx, {NK, C}), dyw = detail::empty_f32(ctx, {NK, C});
+  ops::gather_rows(ctx, dy, s.pair_tok, dye);
+  ops::gather_rows_dot(ctx, dy, s.pair_tok, s.g_y, dpair_w);   // dL/dw_pair = <dy[tok], y_e>
+  detail::scale_rows(ctx, dye, s.pair_w, dyw);                  // what each expert sees
+  const Tensor g = operand(ctx, dyw);
+  // down_proj: dact = dyw @ W2 (W2 (C, I)), dW2 += dyw^T act
+  Tensor dact = detail::empty_f32(ctx, {NK, I});
+  ops::grouped_matmul(ctx, g, weights(ctx, experts, 2), false, s.offsets, dact);
+  std::vector<Tensor> dw2 = grads(experts, 2);
+  ops::grouped_matmul_wgrad(ctx, g, operand(ctx, s.g_act), s.offsets, dw2);
+  Tensor dh1 = detail::empty_f32(ctx, {NK, I}), dh3 = detail::empty_f32(ctx, {NK, I});
+  ops::swiglu_backward(ctx, s.g_h1, s.g_h3, dact, dh1, dh3);
+  // gate_proj and up_proj: dx = dh1 @ W1 + dh3 @ W3 (W (I, C)), dW += dh^T x
+  const Tensor g1 = operand(ctx, dh1), g3 = operand(ctx, dh3);
+  Tensor dug = detail::empty_f32(ctx, {NK, C});
+  ops::grouped_matmul(ctx, g1, weights(ctx, experts, 1), false, s.offsets, dug);
+  ops::grouped_matmul(ctx, g3, weights(ctx, experts, 3), false, s.offsets, dug, 1.0f);
+  std::vector<Tensor> dw1 = grads(experts, 1), dw3 = grads(experts, 3);
+  ops::grouped_matmul_wgrad(ctx, g1, s.g_x, s.offsets, dw1);
+  ops::grouped_matmul_wgrad(ctx, g3, s.g_x, s.offsets, dw3);
+  ops::scatter_add_rows(ctx, dug, s.pair_tok, Tensor(), du);
+  s.g_x = s.g_h1 = s.g_h3 = s.g_act = s.g_y = Tensor();
+}
+
+}  // namespace ds::model

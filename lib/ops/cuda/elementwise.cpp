@@ -1,0 +1,145 @@
+// CUDA path of the element-wise, norm, RoPE, layout, row-permutation, reduction and AdamW ops
+// (lib/ops/cuda/ops_cuda.hpp). The dispatchers (ops.cpp, mla_decode.cpp) have already checked
+// devices and shapes; this layer checks dtypes (f32()/i32() throw on a mismatch) and hands raw
+// pointers to the launchers of kernels/elementwise.cuh. Index ranges are not checked here
+// (that would need the indices on the host): the kernels skip or zero-fill bad entries.
+#include <cmath>
+
+#include "ds/core/error.hpp"
+#include "kernels/elementwise.cuh"
+#include "ops_cuda.hpp"
+
+namespace ds::ops::cuda {
+
+namespace {
+// Rows = product of all dims but the last (0 for an empty last dim).
+int64_t lead_rows(const Tensor& t) { return t.size(-1) ? t.numel() / t.size(-1) : 0; }
+}  // namespace
+
+// ---- embedding -----------------------------------------------------------------------------
+void embedding_forward(const Context&, const Tensor& table, const Tensor& ids, Tensor& out) {
+  ds::cuda::gather_rows_f32(table.f32(), table.size(0), ids.i32(), out.f32(), ids.size(0),
+                            table.size(1));
+}
+
+void embedding_backward(const Context&, const Tensor& ids, const Tensor& dout, Tensor& dtable) {
+  ds::cuda::scatter_add_rows_f32(dout.f32(), ids.i32(), nullptr, dtable.f32(), dtable.size(0),
+                                 ids.size(0), dtable.size(1));
+}
+
+// ---- RMSNorm -------------------------------------------------------------------------------
+void rmsnorm_forward(const Context&, const Tensor& x, const Tensor& g, float eps, Tensor& y,
+                     Tensor& rstd) {
+  ds::cuda::rmsnorm_forward_f32(x.f32(), g.f32(), eps, y.f32(), rstd.f32(), x.size(0),
+                                x.size(1));
+}
+
+void rmsnorm_backward(const Context&, const Tensor& x, const Tensor& g, const Tensor& rstd,
+                      const Tensor& dy, Tensor& dx, Tensor& dg) {
+  ds::cuda::rmsnorm_backward_f32(x.f32(), g.f32(), rstd.f32(), dy.f32(), dx.f32(), dg.f32(),
+                                 x.size(0), x.size(1));
+}
+
+// ---- RoPE and head layout ------------------------------------------------------------------
+void rope(const Context&, const Tensor& x, const Tensor& pos, const Tensor& freqs, Tensor& out,
+          int dir) {
+  DS_CHECK(dir == 1 || dir == -1, "rope: dir must be +1 or -1, got {}", dir);
+  ds::cuda::rope_f32(x.f32(), pos.i32(), freqs.f32(), out.f32(), x.size(0), x.size(1), x.size(2),
+                     dir);
+}
+
+void split_last(const Context&, const Tensor& x, Tensor& a, Tensor& b) {
+  ds::cuda::split_last_f32(x.f32(), a.f32(), b.f32(), lead_rows(x), a.size(-1), b.size(-1));
+}
+
+void concat_last(const Context&, const Tensor& a, const Tensor& b, Tensor& x) {
+  ds::cuda::concat_last_f32(a.f32(), b.f32(), x.f32(), lead_rows(x), a.size(-1), b.size(-1));
+}
+
+void broadcast_heads(const Context&, const Tensor& x, Tensor& out) {
+  ds::cuda::broadcast_heads_f32(x.f32(), out.f32(), x.size(0), out.size(1), x.size(1));
+}
+
+void sum_heads(const Context&, const Tensor& dout, Tensor& dx) {
+  ds::cuda::sum_heads_f32(dout.f32(), dx.f32(), dout.size(0), dout.size(1), dout.size(2));
+}
+
+// ---- SwiGLU --------------------------------------------------------------------------------
+void swiglu_forward(const Context&, const Tensor& gate, const Tensor& up, Tensor& out) {
+  ds::cuda::swiglu_forward_f32(gate.f32(), up.f32(), out.f32(), gate.numel());
+}
+
+void swiglu_backward(const Context&, const Tensor& gate, const Tensor& up, const Tensor& dout,
+                     Tensor& dgate, Tensor& dup) {
+  ds::cuda::swiglu_backward_f32(gate.f32(), up.f32(), dout.f32(), dgate.f32(), dup.f32(),
+                                gate.numel());
+}
+
+// ---- token permutation ---------------------------------------------------------------------
+void gather_rows(const Context&, const Tensor& src, const Tensor& rows, Tensor& dst) {
+  ds::cuda::gather_rows_f32(src.f32(), src.size(0), rows.i32(), dst.f32(), rows.size(0),
+                            src.size(1));
+}
+
+void scatter_add_rows(const Context&, const Tensor& src, const Tensor& rows, const Tensor& w,
+                      Tensor& dst) {
+  ds::cuda::scatter_add_rows_f32(src.f32(), rows.i32(), w.defined() ? w.f32() : nullptr,
+                                 dst.f32(), dst.size(0), src.size(0), src.size(1));
+}
+
+void gather_rows_dot(const Context&, const Tensor& a, const Tensor& rows, const Tensor& b,
+                     Tensor& out) {
+  ds::cuda::gather_rows_dot_f32(a.f32(), a.size(0), rows.i32(), b.f32(), out.f32(), rows.size(0),
+                                a.size(1));
+}
+
+void set_rows(const Context&, const Tensor& src, const Tensor& rows, Tensor& dst) {
+  ds::cuda::set_rows_f32(src.f32(), rows.i32(), dst.f32(), dst.size(0), src.size(0),
+                         src.size(1));
+}
+
+// ---- element-wise and reductions -----------------------------------------------------------
+void add(const Context&, const Tensor& a, const Tensor& b, Tensor& out) {
+  ds::cuda::add_f32(a.f32(), b.f32(), out.f32(), a.numel());
+}
+
+void add_(const Context&, Tensor& dst, const Tensor& src) {
+  ds::cuda::add_inplace_f32(dst.f32(), src.f32(), dst.numel());
+}
+
+void scale_(const Context&, Tensor& x, float s) { ds::cuda::scale_f32(x.f32(), s, x.numel()); }
+
+double sum_squares(const Context&, const Tensor& x) {
+  return ds::cuda::sum_squares_f32(x.f32(), x.numel());
+}
+
+int64_t count_nonfinite(const Context&, const Tensor& x) {
+  return ds::cuda::count_nonfinite_f32(x.f32(), x.numel());
+}
+
+double sum(const Context&, const Tensor& x) { return ds::cuda::sum_f32(x.f32(), x.numel()); }
+
+// ---- AdamW ---------------------------------------------------------------------------------
+// The FP32 scalars are formed here exactly as ref::adamw_step forms them (double, then
+// rounded), so the per-element arithmetic on the GPU sees the same constants.
+void adamw_step(const Context&, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                const AdamWParams& p) {
+  const bool mb = m.dtype() == DType::bf16, vb = v.dtype() == DType::bf16;
+  DS_CHECK(mb || m.dtype() == DType::f32, "adamw_step: m must be F32 or BF16");
+  DS_CHECK(vb || v.dtype() == DType::f32, "adamw_step: v must be F32 or BF16");
+  const double lr = p.lr, b1 = p.beta1, b2 = p.beta2;
+  const double bc1 = 1.0 - std::pow(b1, double(p.step)), bc2 = 1.0 - std::pow(b2, double(p.step));
+  ds::cuda::AdamWConsts c{};
+  c.decay = float(1.0 - lr * double(p.weight_decay));
+  c.w1 = float(1.0 - b1);
+  c.fb2 = float(b2);
+  c.w2 = float(1.0 - b2);
+  c.step_size = float(-(lr / bc1));
+  c.bc2_sqrt = float(std::sqrt(bc2));
+  c.eps = p.eps;
+  c.grad_scale = p.grad_scale;
+  c.lerp_lo = c.w1 < 0.5f;
+  ds::cuda::adamw_step_f32(param.f32(), grad.f32(), m.raw(), mb, v.raw(), vb, param.numel(), c);
+}
+
+}  // namespace ds::ops::cuda

@@ -1,0 +1,101 @@
+// CUDA path of the FP8 ops (include/ds/ops/fp8.hpp): Tensor -> pointers, then the launchers of
+// kernels/fp8_quant.cu (bit-identical to the CPU reference) and the FP8 GEMMs
+// (kernels/sm90_fp8_gemm.cu on Hopper, kernels/fp8_gemm.cu elsewhere / for the shapes the
+// Hopper kernel does not take). The dispatcher (lib/ops/fp8.cpp) has checked shapes, dtypes
+// and scale shapes.
+//
+// DS_FP8_GEMM selects the GEMM kernel: "auto" (default: wgmma when the device and shape allow
+// it, else the portable one), "wgmma" (wgmma whenever it can run), "fallback" (always the
+// portable one). Read once per process.
+#include <cstdlib>
+#include <cstring>
+
+#include "ds/core/error.hpp"
+#include "kernels/fp8_gemm.cuh"
+#include "kernels/fp8_quant.cuh"
+#include "kernels/sm90_fp8_gemm.cuh"
+#include "ops_cuda.hpp"
+
+namespace ds::ops::cuda {
+
+namespace {
+
+// (M, K) view: K the last dim, M the product of the others.
+void matrix_dims(const Tensor& t, int64_t* M, int64_t* K) {
+  *K = t.size(-1);
+  *M = 1;
+  for (int d = 0; d + 1 < t.ndim(); ++d) *M *= t.size(d);
+}
+
+ds::cuda::Fp8Grouping grouping(Fp8Group g) { return ds::cuda::Fp8Grouping(int(g)); }
+
+bool use_fallback_only() {
+  static const bool only = [] {
+    const char* v = std::getenv("DS_FP8_GEMM");
+    if (!v || !*v || std::strcmp(v, "auto") == 0 || std::strcmp(v, "wgmma") == 0) return false;
+    DS_CHECK(std::strcmp(v, "fallback") == 0,
+             "DS_FP8_GEMM={}: expected auto, wgmma or fallback", v);
+    return true;
+  }();
+  return only;
+}
+
+ds::cuda::Fp8Operand operand(const Tensor& codes, const Tensor& scales, Fp8Group g) {
+  ds::cuda::Fp8Operand o;
+  o.codes = codes.data<uint8_t>();
+  o.scales = scales.data<float>();
+  o.rows_per_scale = g == Fp8Group::tensor ? 0 : g == Fp8Group::block_128x128 ? 128 : 1;
+  return o;
+}
+
+}  // namespace
+
+static_assert(int(Fp8Group::row_1x128) == int(ds::cuda::Fp8Grouping::row_1x128) &&
+              int(Fp8Group::col_128x1) == int(ds::cuda::Fp8Grouping::col_128x1) &&
+              int(Fp8Group::block_128x128) == int(ds::cuda::Fp8Grouping::block_128x128) &&
+              int(Fp8Group::tensor) == int(ds::cuda::Fp8Grouping::tensor));
+
+void fp8_quantize(const Context&, const Tensor& x, Fp8Group g, ScaleFormat fmt, bool act,
+                  Tensor& q, Tensor& scales) {
+  int64_t M, K;
+  matrix_dims(x, &M, &K);
+  ds::cuda::fp8_quantize(x.data<float>(), M, K, grouping(g), fmt == ScaleFormat::ue8m0, act,
+                         q.data<uint8_t>(), scales.data<float>(), nullptr);
+}
+
+void fp8_dequantize(const Context&, const Tensor& q, const Tensor& scales, Fp8Group g,
+                    Tensor& out) {
+  int64_t M, K;
+  matrix_dims(q, &M, &K);
+  ds::cuda::fp8_dequantize(q.data<uint8_t>(), scales.data<float>(), M, K, grouping(g),
+                           out.data<float>());
+}
+
+void fp8_fake_quant(const Context&, const Tensor& x, Fp8Group g, ScaleFormat fmt, bool act,
+                    Tensor& out) {
+  int64_t M, K;
+  matrix_dims(x, &M, &K);
+  // No codes or scales kept: every kernel holds a group's scale while it writes the group.
+  ds::cuda::fp8_quantize(x.data<float>(), M, K, grouping(g), fmt == ScaleFormat::ue8m0, act,
+                         nullptr, nullptr, out.data<float>());
+}
+
+void bf16_round(const Context&, const Tensor& x, Tensor& out) {
+  if (out.dtype() == DType::bf16)
+    ds::cuda::bf16_round(x.data<float>(), nullptr, out.data<uint16_t>(), x.numel());
+  else
+    ds::cuda::bf16_round(x.data<float>(), out.data<float>(), nullptr, x.numel());
+}
+
+void fp8_gemm_nt(const Context&, const Tensor& a, const Tensor& a_scales, const Tensor& b,
+                 const Tensor& b_scales, Tensor& c, Fp8Group a_group, Fp8Group b_group) {
+  const int64_t M = a.size(0), N = b.size(0), K = a.size(1);
+  const ds::cuda::Fp8Operand oa = operand(a, a_scales, a_group), ob = operand(b, b_scales, b_group);
+  float* cp = c.data<float>();
+  if (!use_fallback_only() && ds::cuda::fp8_gemm_nt_sm90_supported(oa, ob, M, N, K))
+    ds::cuda::fp8_gemm_nt_sm90(oa, ob, cp, M, N, K);
+  else
+    ds::cuda::fp8_gemm_nt_fallback(oa, ob, cp, M, N, K);
+}
+
+}  // namespace ds::ops::cuda

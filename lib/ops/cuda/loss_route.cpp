@@ -1,0 +1,144 @@
+// CUDA path of the losses and routing ops (ops_cuda.hpp, "losses and routing"): cross-entropy,
+// per-token log-probabilities, MoE routing, its backward, the balance loss and expert counts.
+// The dispatchers (ops.cpp, token_logprob.cpp) have checked shapes and devices; here the
+// dtypes are checked and the Tensors turned into the pointers of the launchers in
+// kernels/cross_entropy.cu and kernels/moe_route.cu. Index tensors are not range-checked on
+// the host for GPU tensors: the kernels skip bad targets / expert indices instead.
+#include <climits>
+
+#include "ds/core/error.hpp"
+#include "kernels/cross_entropy.cuh"
+#include "kernels/moe_route.cuh"
+#include "ops_cuda.hpp"
+
+namespace ds::ops::cuda {
+
+namespace {
+
+void check_f32(const Tensor& t, const char* op, const char* what) {
+  DS_CHECK(t.dtype() == DType::f32, "{}: {} must be f32 on the GPU, got {}", op, what,
+           dtype_name(t.dtype()));
+}
+void check_i32(const Tensor& t, const char* op, const char* what) {
+  DS_CHECK(t.dtype() == DType::i32, "{}: {} must be i32, got {}", op, what, dtype_name(t.dtype()));
+}
+// logits (N, V) f32, targets (N) i32; V must fit the kernels' int row index.
+void check_rows(const Tensor& logits, const Tensor& targets, const char* op) {
+  check_f32(logits, op, "logits");
+  check_i32(targets, op, "targets");
+  DS_CHECK(logits.size(1) <= INT_MAX / 2, "{}: vocabulary {} too large for the CUDA kernels", op,
+           logits.size(1));
+}
+float* f32_or_null(const Tensor& t) { return t.defined() ? t.f32() : nullptr; }
+
+ds::cuda::MoeRouteArgs route_args(const RouteParams& p) {
+  ds::cuda::MoeRouteArgs a;
+  a.n_groups = p.n_groups;
+  a.topk_groups = p.topk_groups;
+  a.topk = p.topk;
+  a.sigmoid = p.sigmoid;
+  a.norm_topk = p.norm_topk;
+  a.route_scale = p.route_scale;
+  return a;
+}
+
+}  // namespace
+
+// ---- cross-entropy ---------------------------------------------------------------------------
+
+void cross_entropy_forward(const Context&, const Tensor& logits, const Tensor& targets,
+                           Tensor& losses) {
+  check_rows(logits, targets, "cross_entropy_forward");
+  check_f32(losses, "cross_entropy_forward", "losses");
+  ds::cuda::cross_entropy(logits.f32(), targets.i32(), logits.size(0), logits.size(1), 1.0f,
+                          losses.f32(), nullptr);
+}
+
+void cross_entropy_backward(const Context&, const Tensor& logits, const Tensor& targets,
+                            float scale, Tensor& dlogits) {
+  check_rows(logits, targets, "cross_entropy_backward");
+  check_f32(dlogits, "cross_entropy_backward", "dlogits");
+  ds::cuda::cross_entropy(logits.f32(), targets.i32(), logits.size(0), logits.size(1), scale,
+                          nullptr, dlogits.f32());
+}
+
+void cross_entropy_forward_backward(const Context&, const Tensor& logits, const Tensor& targets,
+                                    float scale, Tensor& losses, Tensor& dlogits) {
+  check_rows(logits, targets, "cross_entropy_forward_backward");
+  check_f32(dlogits, "cross_entropy_forward_backward", "dlogits");
+  if (losses.defined()) check_f32(losses, "cross_entropy_forward_backward", "losses");
+  ds::cuda::cross_entropy(logits.f32(), targets.i32(), logits.size(0), logits.size(1), scale,
+                          f32_or_null(losses), dlogits.f32());
+}
+
+// ---- per-token log-probabilities -------------------------------------------------------------
+
+void token_logprob_forward(const Context&, const Tensor& logits, const Tensor& targets,
+                           Tensor& logp, Tensor& lse, Tensor& entropy) {
+  check_rows(logits, targets, "token_logprob_forward");
+  check_f32(logp, "token_logprob_forward", "logp");
+  check_f32(lse, "token_logprob_forward", "lse");
+  if (entropy.defined()) check_f32(entropy, "token_logprob_forward", "entropy");
+  ds::cuda::token_logprob_forward(logits.f32(), targets.i32(), logits.size(0), logits.size(1),
+                                  logp.f32(), lse.f32(), f32_or_null(entropy));
+}
+
+void token_logprob_backward(const Context&, const Tensor& logits, const Tensor& targets,
+                            const Tensor& lse, const Tensor& dlogp, Tensor& dlogits) {
+  check_rows(logits, targets, "token_logprob_backward");
+  check_f32(lse, "token_logprob_backward", "lse");
+  check_f32(dlogp, "token_logprob_backward", "dlogp");
+  check_f32(dlogits, "token_logprob_backward", "dlogits");
+  ds::cuda::token_logprob_backward(logits.f32(), targets.i32(), lse.f32(), dlogp.f32(),
+                                   logits.size(0), logits.size(1), dlogits.f32());
+}
+
+// ---- MoE routing -----------------------------------------------------------------------------
+
+void moe_route(const Context&, const Tensor& logits, const Tensor& bias, const RouteParams& p,
+               Tensor& scores, Tensor& idx, Tensor& weights) {
+  const char* op = "moe_route";
+  check_f32(logits, op, "logits");
+  if (bias.defined()) check_f32(bias, op, "bias");
+  check_f32(scores, op, "scores");
+  check_i32(idx, op, "idx");
+  check_f32(weights, op, "weights");
+  const int64_t E = logits.size(1);
+  DS_CHECK(E <= ds::cuda::kMoeMaxExperts, "moe_route: {} experts, the CUDA kernel takes at most {}",
+           E, ds::cuda::kMoeMaxExperts);
+  ds::cuda::moe_route(logits.f32(), f32_or_null(bias), logits.size(0), E, route_args(p),
+                      scores.f32(), idx.i32(), weights.f32());
+}
+
+void moe_route_backward(const Context&, const Tensor& scores, const Tensor& idx,
+                        const Tensor& dweights, const Tensor& dscores_extra, const RouteParams& p,
+                        Tensor& dlogits) {
+  const char* op = "moe_route_backward";
+  check_f32(scores, op, "scores");
+  check_i32(idx, op, "idx");
+  check_f32(dweights, op, "dweights");
+  if (dscores_extra.defined()) check_f32(dscores_extra, op, "dscores_extra");
+  check_f32(dlogits, op, "dlogits");
+  ds::cuda::moe_route_backward(scores.f32(), idx.i32(), dweights.f32(), f32_or_null(dscores_extra),
+                               scores.size(0), scores.size(1), route_args(p), dlogits.f32());
+}
+
+double moe_balance_loss(const Context&, const Tensor& scores, const Tensor& idx, int n_seq,
+                        int seq_len, float alpha, Tensor& dscores) {
+  const char* op = "moe_balance_loss";
+  check_f32(scores, op, "scores");
+  check_i32(idx, op, "idx");
+  if (dscores.defined()) check_f32(dscores, op, "dscores");
+  DS_CHECK(n_seq <= 65535, "moe_balance_loss: {} sequences, the CUDA path takes at most 65535",
+           n_seq);
+  return ds::cuda::moe_balance_loss(scores.f32(), idx.i32(), n_seq, seq_len, scores.size(1),
+                                    idx.size(1), alpha, f32_or_null(dscores));
+}
+
+void moe_count(const Context&, const Tensor& idx, Tensor& counts) {
+  check_i32(idx, "moe_count", "idx");
+  check_i32(counts, "moe_count", "counts");
+  ds::cuda::moe_count(idx.i32(), idx.numel(), counts.size(0), counts.i32());
+}
+
+}  // namespace ds::ops::cuda

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# One run on a GPU machine (the lent H200; ../shared/device/README.md), most important first:
+#   1. the GPU unit tests: every CUDA op against the CPU reference (ds_test_backend_ops), the
+#      tiny model's loss/gradients and a 30-step run GPU vs CPU (ds_test_model_gpu), casts
+#      and NCCL on one rank;
+#   2. a training step of the 1b preset (BF16 and FP8 GEMMs): tokens/s and MFU, and the same
+#      step in PyTorch on the same card;
+#   3. ds-pretrain --device cuda and --device cpu on the tiny preset, loss curves side by side,
+#      then ds-generate and ds-eval on the GPU-trained checkpoint (cuda and cpu);
+#   4. kernel benchmarks: GEMMs (BF16 cuBLAS, FP8 wgmma/portable), attention, MLA decode.
+# Logs go to $OUT (or gpu-check-out/); a table is printed last. Needs gpu-pack/ from
+# scripts/gpu-pack.sh (binaries, libraries, data). Each step has its own time limit; the
+# whole script stays under 8 minutes on an H200 (about 4 with --quick).
+# Usage: bash scripts/gpu-check.sh [--quick]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+P=${GPU_PACK:-gpu-pack}
+O=${OUT:-gpu-check-out}
+QUICK=0; [ "${1:-}" = "--quick" ] && QUICK=1
+mkdir -p "$O"
+if [ ! -d "$P/bin" ] && [ -f gpu-carry/gpu-pack.tar.xz ]; then   # what gpu-pack.sh packed
+  tar -xJf gpu-carry/gpu-pack.tar.xz || { echo "gpu-check: cannot unpack gpu-carry/gpu-pack.tar.xz" >&2; exit 1; }
+fi
+export LD_LIBRARY_PATH="$PWD/$P/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# cuBLAS/cuBLASLt 13 (shared; the CUDA runtime is linked statically): the toolkit's, else
+# the copy PyTorch's wheels carry.
+if ! ldconfig -p 2>/dev/null | grep -q 'libcublasLt.so.13'; then
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib \
+           $(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null); do
+    [ -e "$d/libcublasLt.so.13" ] && { LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"; break; }
+  done
+fi
+BIN=$P/bin
+D=$P/data
+T0=$(date +%s)
+declare -a ROWS
+row() { ROWS+=("$(printf '%-32s %-6s %s' "$1" "$2" "$3")"); }
+elapsed() { echo $(( $(date +%s) - T0 ))s; }
+summary() {
+  echo
+  echo "==================== gpu-check summary: $(sed -n 2p "$O/gpu.txt") ===================="
+  for r in "${ROWS[@]}"; do echo "$r"; done
+  grep -h '^{' "$O"/bench_*.txt > "$O/bench.jsonl" 2>/dev/null
+  echo "total $(elapsed)"
+}
+trap summary EXIT
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv \
+  > "$O/gpu.txt" 2>&1; cat "$O/gpu.txt"
+
+# ---- 1. unit tests ------------------------------------------------------------------------
+for t in ds_test_backend_ops ds_test_model_gpu ds_test_kernels ds_test_nccl_gpu; do
+  if [ ! -x "$BIN/$t" ]; then row "$t" MISS "not built"; continue; fi
+  s=$(date +%s)
+  timeout 90 "$BIN/$t" > "$O/$t.log" 2>&1; rc=$?
+  sum=$(grep -E "^\[doctest\] (test cases|assertions)" "$O/$t.log" | tr -s ' ' | tr '\n' ' ')
+  if [ $rc = 0 ]; then row "$t" PASS "$sum($(( $(date +%s) - s ))s)"
+  else row "$t" "FAIL$rc" "$sum($(( $(date +%s) - s ))s) see $t.log"; fi
+  grep -E "^model step|30-step|^step +[0-9]+ loss" "$O/$t.log" | head -14
+  [ $rc = 0 ] || grep -B2 -A8 -E "ERROR|FAILED|error:" "$O/$t.log" | head -50
+done
+echo "[gpu-check] unit tests done at $(elapsed)"
+
+# ---- 2. training step of the 1b preset: ds and PyTorch ---------------------------------------
+NS=$([ $QUICK = 1 ] && echo 3 || echo 5)
+timeout 120 "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 --precision bf16,fp8 \
+  --steps "$NS" --warmup 2 > "$O/bench_train.txt" 2>&1
+echo "bench_train_step rc=$?"; tail -4 "$O/bench_train.txt"
+for prec in bf16 fp8; do
+  l=$(grep "^train step 1b $prec" "$O/bench_train.txt" | head -1 | sed 's/^train step 1b //')
+  row "train step 1b $prec (ds)" INFO "${l:-failed, see bench_train.txt}"
+done
+if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+  timeout 100 env PYTHONUNBUFFERED=1 python3 tests/model/torch_ref/bench_torch_train.py \
+    --preset 1b --device cuda --dtype bf16 --batch 4 --seq 4096 --steps "$NS" --warmup 2 \
+    --threads 8 > "$O/bench_torch.txt" 2>&1
+  echo "torch baseline rc=$?"; tail -2 "$O/bench_torch.txt"
+  l=$(grep '^{' "$O/bench_torch.txt" | tail -1 | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print("%.1f ms, %.0f tokens/s, MFU %.1f%%, %.1f GiB" % (r["step_ms"], r["tokens_per_s"], 100*r["mfu"], r.get("max_mem_gib", 0)))' 2>/dev/null)
+  row "train step 1b bf16 (PyTorch)" INFO "${l:-failed, see bench_torch.txt}"
+fi
+echo "[gpu-check] training-step benchmarks done at $(elapsed)"
+
+# ---- 3. the tools on the GPU: pretraining (GPU vs CPU), generation, evaluation ---------------
+STEPS=$([ $QUICK = 1 ] && echo 60 || echo 200)
+for dev in cuda cpu; do
+  rm -rf "$O/run-$dev"
+  s=$(date +%s)
+  timeout 60 "$BIN/ds-pretrain" --preset tiny --tokenizer "$D/tokenizer/tokenizer.json" \
+    --data "$D/data" --out "$O/run-$dev" --steps "$STEPS" --batch-size 16 --seq-len 128 \
+    --lr 3e-3 --eval-every "$STEPS" --save-every "$STEPS" --metrics "$O/run-$dev/metrics.jsonl" \
+    --device "$dev" --precision fp32 > "$O/pretrain-$dev.log" 2>&1; rc=$?
+  [ $rc = 0 ] && row "ds-pretrain tiny $dev" PASS "$STEPS steps in $(( $(date +%s) - s ))s" \
+             || { row "ds-pretrain tiny $dev" "FAIL$rc" "see pretrain-$dev.log"; tail -5 "$O/pretrain-$dev.log"; }
+done
+if [ -f "$O/run-cuda/metrics.jsonl" ] && [ -f "$O/run-cpu/metrics.jsonl" ]; then
+  python3 - "$O/run-cuda/metrics.jsonl" "$O/run-cpu/metrics.jsonl" > "$O/loss-curves.txt" <<'PY'
+import json, sys
+def load(p):
+    out = {}
+    for line in open(p):
+        r = json.loads(line)
+        if "loss" in r and "step" in r and "val_loss" not in r:
+            out[r["step"]] = r
+    return out
+g, c = load(sys.argv[1]), load(sys.argv[2])
+steps = sorted(set(g) & set(c))
+worst = max((abs(g[s]["loss"] - c[s]["loss"]) / c[s]["loss"] for s in steps), default=float("nan"))
+for s in steps[:: max(1, len(steps) // 8)] + steps[-1:]:
+    print(f"step {s:4d}  loss gpu {g[s]['loss']:.5f}  cpu {c[s]['loss']:.5f}"
+          f"  tok/s gpu {g[s].get('tokens_per_s', 0):.0f} cpu {c[s].get('tokens_per_s', 0):.0f}")
+print(f"LOSSCURVE steps={len(steps)} max_rel_dev={worst:.3g}")
+PY
+  cat "$O/loss-curves.txt"
+  row "loss curve GPU vs CPU" INFO "$(tail -1 "$O/loss-curves.txt")"
+fi
+if [ -d "$O/run-cuda" ]; then
+  for dev in cuda cpu; do
+    timeout 30 "$BIN/ds-generate" --model "$O/run-cuda" --prompt "In the beginning" \
+      --max-new-tokens 24 --device "$dev" > "$O/generate-$dev.txt" 2> "$O/generate-$dev.log"
+    echo "ds-generate $dev rc=$?: $(head -c 200 "$O/generate-$dev.txt")"
+    timeout 30 "$BIN/ds-eval" perplexity --model "$O/run-cuda" --device "$dev" --no-progress \
+      "$D/heldout.txt" > "$O/eval-$dev.txt" 2> "$O/eval-$dev.log"
+    echo "ds-eval $dev rc=$?: $(head -c 300 "$O/eval-$dev.txt")"
+  done
+  cmp -s "$O/generate-cuda.txt" "$O/generate-cpu.txt" && same=identical || same=DIFFERENT
+  row "ds-generate greedy cuda vs cpu" INFO "$same text"
+  row "ds-eval ppl cuda | cpu" INFO "$(tr -d '\n' < "$O/eval-cuda.txt" | head -c 90) | $(tr -d '\n' < "$O/eval-cpu.txt" | head -c 90)"
+fi
+echo "[gpu-check] tools done at $(elapsed)"
+
+# ---- 4. kernel benchmarks ---------------------------------------------------------------------
+timeout 45 "$BIN/bench_gemm" > "$O/bench_gemm.txt" 2>&1; echo "bench_gemm rc=$?"
+grep -v '^{' "$O/bench_gemm.txt" | tail -14
+q=$([ $QUICK = 1 ] && echo --quick || true)
+timeout 45 "$BIN/bench_attention" $q > "$O/bench_attention.txt" 2>&1; echo "bench_attention rc=$?"
+grep -v '^{' "$O/bench_attention.txt" | tail -7
+echo "[gpu-check] kernel benchmarks done at $(elapsed)"

@@ -1,0 +1,269 @@
+// GPU vs CPU-reference tests of the FP8 group of the CUDA path (lib/ops/cuda/fp8.cpp over
+// kernels/fp8_quant.cu, fp8_gemm.cu, sm90_fp8_gemm.cu):
+//   * fp8_quantize / fp8_dequantize / fp8_fake_quant / bf16_round must be bit-identical to the
+//     reference (codes, scales, values) for every grouping, both scale formats, act and weight
+//     rules, on odd shapes, N-D inputs, magnitudes from subnormal scales to huge values, and
+//     groups holding NaN, +-inf or only zeros. NaN codes are compared as NaN (0x7f and 0xff
+//     alike): the sign of a NaN produced by inf / inf is the CPU's business (x86: negative).
+//   * fp8_gemm_nt against the reference GEMM within a small normalised error (the tensor
+//     cores' FP8 accumulation is not IEEE FP32 and the order differs), for every supported
+//     operand grouping, through the op and through both kernels directly: the portable
+//     mma.sync kernel on any shape (partial K blocks, K not a multiple of 16) and the Hopper
+//     wgmma kernel on the shapes it takes (skipped with a message where it cannot run).
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "gpu_harness.hpp"
+#include "kernels/fp8_gemm.cuh"
+#include "kernels/sm90_fp8_gemm.cuh"
+
+namespace ds::gpu_test {
+namespace {
+
+using ops::Fp8Group;
+using ops::ScaleFormat;
+
+const char* group_name(Fp8Group g) {
+  switch (g) {
+    case Fp8Group::row_1x128: return "1x128";
+    case Fp8Group::col_128x1: return "128x1";
+    case Fp8Group::block_128x128: return "128x128";
+    case Fp8Group::tensor: return "tensor";
+  }
+  return "?";
+}
+
+// Random values whose magnitude varies by row and column block (exercising very different
+// scales), with special groups: a NaN and a -NaN, an all-zero 128-block, a +inf and a -inf in
+// other blocks, and tiny values whose scale is subnormal when not clamped.
+Tensor special_input(const Shape& s, bool specials) {
+  Tensor x = rand_f32(s);
+  const int64_t K = s.back(), n = x.numel();
+  float* p = x.f32();
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t r = i / K, cb = (i % K) / 128;
+    const int e = int((r * 7 + cb * 13) % 23) - 11;   // 2^-11 .. 2^11
+    p[i] = std::ldexp(p[i], e);
+  }
+  if (!specials || n < 4) return x;
+  p[n / 3] = NAN;
+  p[n / 2] = -NAN;
+  if (n > 600) {
+    p[n - 1] = INFINITY;
+    p[n / 5] = -INFINITY;
+    for (int64_t i = 0; i < std::min<int64_t>(K, 128); ++i) p[i] = 0.0f;   // row 0's first block
+    const int64_t r = (n / K) / 2;                                          // a tiny row
+    for (int64_t j = 0; j < K; ++j) p[r * K + j] = std::ldexp(float(j % 13) - 6.0f, -140);
+  }
+  return x;
+}
+
+bool same_float(float a, float b) {
+  uint32_t ua, ub;
+  std::memcpy(&ua, &a, 4);
+  std::memcpy(&ub, &b, 4);
+  return ua == ub || (std::isnan(a) && std::isnan(b));
+}
+
+// Bitwise comparison of F32 / BF16 / code tensors; NaNs (and NaN codes) equal each other.
+void expect_bits(const Tensor& got_any, const Tensor& want, const std::string& what) {
+  const Tensor got = got_any.device() == Device::cpu ? got_any : download(got_any);
+  REQUIRE(got.numel() == want.numel());
+  int64_t bad = 0, first = -1;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    bool same;
+    if (want.dtype() == DType::f32) {
+      same = same_float(got.f32()[i], want.f32()[i]);
+    } else if (want.dtype() == DType::bf16) {
+      const uint16_t g = got.data<uint16_t>()[i], w = want.data<uint16_t>()[i];
+      same = g == w || ((g & 0x7fff) > 0x7f80 && (w & 0x7fff) > 0x7f80);
+    } else {
+      const uint8_t g = got.data<uint8_t>()[i], w = want.data<uint8_t>()[i];
+      same = g == w || ((g & 0x7f) == 0x7f && (w & 0x7f) == 0x7f);
+    }
+    if (!same && bad++ == 0) first = i;
+  }
+  INFO(what << ": " << bad << " of " << want.numel() << " differ; first at " << first
+            << (first >= 0 ? " got " + std::to_string(to_double(got, first)) + " want " +
+                                 std::to_string(to_double(want, first))
+                           : std::string()));
+  CHECK(bad == 0);
+}
+
+const Fp8Group kGroups[] = {Fp8Group::row_1x128, Fp8Group::col_128x1, Fp8Group::block_128x128,
+                            Fp8Group::tensor};
+
+}  // namespace
+
+TEST_CASE("gpu fp8 quantize / dequantize / fake_quant are bit-identical to the reference") {
+  const Shape shapes[] = {{1, 1}, {1, 300}, {130, 257}, {300, 384}, {2, 3, 130}, {257, 128}};
+  for (const Shape& s : shapes)
+    for (Fp8Group g : kGroups)
+      for (ScaleFormat fmt : {ScaleFormat::fp32, ScaleFormat::ue8m0})
+        for (bool act : {true, false})
+          for (bool specials : {false, true}) {
+            const std::string what = std::string(group_name(g)) + " " + shape_str(s) +
+                                     (fmt == ScaleFormat::ue8m0 ? " ue8m0" : " fp32") +
+                                     (act ? " act" : " weight") + (specials ? " specials" : "");
+            const Tensor x = special_input(s, specials);
+            Tensor q, sc;
+            ops::fp8_quantize(cpu_ref(), x, g, fmt, act, q, sc);
+            Arena ar;
+            Tensor gx = ar.upload(x);
+            Tensor gq = ar.empty(x.shape(), DType::u8), gs = ar.empty(sc.shape());
+            ops::fp8_quantize(gpu(), gx, g, fmt, act, gq, gs);
+            expect_bits(gq, q, "codes " + what);
+            expect_bits(gs, sc, "scales " + what);
+
+            // Dequantise the reference's codes and scales on both sides.
+            Tensor deq;
+            ops::fp8_dequantize(cpu_ref(), q, sc, g, deq);
+            Tensor gdeq = ar.empty(x.shape());
+            ops::fp8_dequantize(gpu(), ar.upload(q), ar.upload(sc), g, gdeq);
+            expect_bits(gdeq, deq, "dequantize " + what);
+
+            Tensor fq;
+            ops::fp8_fake_quant(cpu_ref(), x, g, fmt, act, fq);
+            Tensor gfq = ar.empty(x.shape());
+            ops::fp8_fake_quant(gpu(), gx, g, fmt, act, gfq);
+            expect_bits(gfq, fq, "fake_quant " + what);
+            ops::fp8_fake_quant(gpu(), gx, g, fmt, act, gx);   // in place (out aliases x)
+            expect_bits(gx, fq, "fake_quant in place " + what);
+            CHECK(ar.check());
+          }
+}
+
+TEST_CASE("gpu fp8_quantize into an F8_E4M3 tensor and of an empty tensor") {
+  const Tensor x = special_input({64, 200}, true);
+  Tensor q, sc;
+  ops::fp8_quantize(cpu_ref(), x, Fp8Group::row_1x128, ScaleFormat::fp32, true, q, sc);
+  Arena ar;
+  Tensor gq = ar.empty(x.shape(), DType::f8_e4m3), gs = ar.empty(sc.shape());
+  ops::fp8_quantize(gpu(), ar.upload(x), Fp8Group::row_1x128, ScaleFormat::fp32, true, gq, gs);
+  const Tensor got = download(gq);
+  Tensor got_u8 = Tensor::empty(x.shape(), DType::u8);
+  std::memcpy(got_u8.raw(), got.raw(), got.nbytes());
+  expect_bits(got_u8, q, "codes into F8_E4M3");
+  expect_bits(gs, sc, "scales into F8_E4M3");
+  // An empty tensor still has its one per-tensor scale.
+  for (bool act : {true, false}) {
+    const Tensor e = Tensor::empty({0, 16});
+    Tensor eq, es;
+    ops::fp8_quantize(cpu_ref(), e, Fp8Group::tensor, ScaleFormat::fp32, act, eq, es);
+    Tensor geq = ar.empty({0, 16}, DType::u8), ges = ar.empty({1});
+    ops::fp8_quantize(gpu(), ar.upload(e), Fp8Group::tensor, ScaleFormat::fp32, act, geq, ges);
+    expect_bits(ges, es, act ? "empty tensor scale (act)" : "empty tensor scale (weight)");
+  }
+  CHECK(ar.check());
+}
+
+TEST_CASE("gpu bf16_round is bit-identical to the reference") {
+  for (int64_t n : {1, 7, 1000, 65537}) {
+    Tensor x = special_input({1, n}, true);
+    if (n > 3) x.f32()[2] = 3.0e38f;   // rounds up to inf
+    Tensor want;
+    ops::bf16_round(cpu_ref(), x, want);
+    Tensor want_codes = Tensor::empty({1, n}, DType::bf16);
+    ops::bf16_round(cpu_ref(), x, want_codes);
+    Arena ar;
+    Tensor gx = ar.upload(x);
+    Tensor gy = ar.empty({1, n}), gc = ar.empty({1, n}, DType::bf16);
+    ops::bf16_round(gpu(), gx, gy);
+    ops::bf16_round(gpu(), gx, gc);
+    expect_bits(gy, want, "bf16_round f32 n=" + std::to_string(n));
+    expect_bits(gc, want_codes, "bf16_round codes n=" + std::to_string(n));
+    ops::bf16_round(gpu(), gx, gx);   // in place
+    expect_bits(gx, want, "bf16_round in place n=" + std::to_string(n));
+    CHECK(ar.check());
+  }
+}
+
+namespace {
+
+struct GemmCase {
+  int64_t M, N, K;
+  Fp8Group ga, gb;
+};
+
+enum class Kernel { op, fallback, sm90 };
+
+// Quantised operands (CPU reference quantisation), the reference product, and a GPU run.
+void run_fp8_gemm(const GemmCase& t, Kernel kernel) {
+  const std::string what = std::string(kernel == Kernel::op ? "op" : kernel == Kernel::fallback
+                                                                      ? "fallback"
+                                                                      : "sm90") +
+                           " M=" + std::to_string(t.M) + " N=" + std::to_string(t.N) +
+                           " K=" + std::to_string(t.K) + " a " + group_name(t.ga) + " b " +
+                           group_name(t.gb);
+  const Tensor x = special_input({t.M, t.K}, false), w = special_input({t.N, t.K}, false);
+  Tensor qa, sa, qb, sb;
+  ops::fp8_quantize(cpu_ref(), x, t.ga, ScaleFormat::fp32, true, qa, sa);
+  ops::fp8_quantize(cpu_ref(), w, t.gb, ScaleFormat::fp32, false, qb, sb);
+  Tensor want = Tensor::empty({t.M, t.N});
+  // The reference loops are slow: the optimised CPU kernel (same per-block promotion) for the
+  // big cases.
+  const bool big = t.M * t.N * t.K > (int64_t(1) << 25);
+  ops::fp8_gemm_nt(big ? Context{} : cpu_ref(), qa, sa, qb, sb, want, t.ga, t.gb);
+
+  Arena ar;
+  Tensor gqa = ar.upload(qa), gsa = ar.upload(sa), gqb = ar.upload(qb), gsb = ar.upload(sb);
+  Tensor gc = ar.empty({t.M, t.N});
+  auto operand = [](const Tensor& q, const Tensor& s, Fp8Group g) {
+    ds::cuda::Fp8Operand o;
+    o.codes = q.data<uint8_t>();
+    o.scales = s.data<float>();
+    o.rows_per_scale = g == Fp8Group::tensor ? 0 : g == Fp8Group::block_128x128 ? 128 : 1;
+    return o;
+  };
+  const auto oa = operand(gqa, gsa, t.ga), ob = operand(gqb, gsb, t.gb);
+  if (kernel == Kernel::op) {
+    ops::fp8_gemm_nt(gpu(), gqa, gsa, gqb, gsb, gc, t.ga, t.gb);
+  } else if (kernel == Kernel::fallback) {
+    ds::cuda::fp8_gemm_nt_fallback(oa, ob, gc.data<float>(), t.M, t.N, t.K);
+  } else {
+    if (!ds::cuda::fp8_gemm_nt_sm90_supported(oa, ob, t.M, t.N, t.K)) {
+      MESSAGE("sm90 FP8 GEMM not available here (device or shape): skipped " << what);
+      return;
+    }
+    ds::cuda::fp8_gemm_nt_sm90(oa, ob, gc.data<float>(), t.M, t.N, t.K);
+  }
+  expect_close(gc, want, 1e-6, what.c_str());
+  CHECK(ar.check());
+}
+
+}  // namespace
+
+TEST_CASE("gpu fp8_gemm_nt matches the reference (op, portable and Hopper kernels)") {
+  const GemmCase any_shape[] = {
+      {1, 1, 1, Fp8Group::row_1x128, Fp8Group::block_128x128},
+      {3, 5, 7, Fp8Group::row_1x128, Fp8Group::block_128x128},
+      {129, 257, 130, Fp8Group::row_1x128, Fp8Group::block_128x128},   // K % 16 != 0
+      {130, 200, 272, Fp8Group::row_1x128, Fp8Group::block_128x128},   // partial K block
+      {300, 129, 384, Fp8Group::tensor, Fp8Group::row_1x128},
+      {77, 300, 200, Fp8Group::row_1x128, Fp8Group::tensor},
+      {256, 384, 1024, Fp8Group::row_1x128, Fp8Group::row_1x128},
+  };
+  const GemmCase hopper[] = {
+      {128, 128, 128, Fp8Group::row_1x128, Fp8Group::block_128x128},
+      {256, 384, 1024, Fp8Group::row_1x128, Fp8Group::block_128x128},
+      {300, 129, 384, Fp8Group::row_1x128, Fp8Group::block_128x128},   // partial M, N tiles
+      {130, 200, 272, Fp8Group::row_1x128, Fp8Group::block_128x128},   // partial K block
+      {200, 256, 512, Fp8Group::tensor, Fp8Group::row_1x128},
+      {64, 640, 256, Fp8Group::row_1x128, Fp8Group::tensor},
+      {1, 576, 7168, Fp8Group::row_1x128, Fp8Group::block_128x128},     // decode-like
+      {512, 1024, 2048, Fp8Group::row_1x128, Fp8Group::block_128x128},
+  };
+  for (const auto& t : any_shape) {
+    run_fp8_gemm(t, Kernel::fallback);
+    run_fp8_gemm(t, Kernel::op);
+  }
+  for (const auto& t : hopper) {
+    run_fp8_gemm(t, Kernel::sm90);
+    run_fp8_gemm(t, Kernel::fallback);
+    run_fp8_gemm(t, Kernel::op);
+  }
+}
+
+}  // namespace ds::gpu_test
