@@ -36,8 +36,9 @@ __device__ __forceinline__ int block_klo(const int32_t* kfirst, int64_t rowbase,
                                          int nrows, int* sh) {
   if (threadIdx.x == 0) *sh = kfirst ? T : 0;
   __syncthreads();
-  if (kfirst && int(threadIdx.x) < nrows && q0 + int(threadIdx.x) < T)
-    atomicMin(sh, kfirst[rowbase + q0 + threadIdx.x]);
+  if (kfirst)   // strided: correct for any nrows, also more rows than threads
+    for (int r = int(threadIdx.x); r < nrows && q0 + r < T; r += int(blockDim.x))
+      atomicMin(sh, kfirst[rowbase + q0 + r]);
   __syncthreads();
   return *sh;
 }
@@ -45,8 +46,9 @@ __device__ __forceinline__ int block_qhi(const int32_t* klast, int64_t rowbase, 
                                          int nrows, int* sh) {
   if (threadIdx.x == 0) *sh = klast ? 0 : T;
   __syncthreads();
-  if (klast && int(threadIdx.x) < nrows && k0 + int(threadIdx.x) < T)
-    atomicMax(sh, klast[rowbase + k0 + threadIdx.x] + 1);
+  if (klast)
+    for (int r = int(threadIdx.x); r < nrows && k0 + r < T; r += int(blockDim.x))
+      atomicMax(sh, klast[rowbase + k0 + r] + 1);
   __syncthreads();
   return *sh;
 }

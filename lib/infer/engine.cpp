@@ -90,6 +90,7 @@ Engine::Engine(const model::ModelArgs& args, const model::ParamStore& weights, o
   model::validate(args_, "engine");
   if (opts_.capacity <= 0) opts_.capacity = args_.max_seq_len;
   DS_CHECK_AS(UsageError, opts_.slots >= 1, "engine: slots must be >= 1 (got {})", opts_.slots);
+  store_.set_device(ctx_.device);   // its buffers (router biases) beside the ops
   store_.set_allocate(false);
   embed_ = model::Embedding(store_, args_);
   layers_.reserve(size_t(args_.n_layers));

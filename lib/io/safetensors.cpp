@@ -235,10 +235,7 @@ TensorSource TensorSource::from_tensor(std::string name, const Tensor& t, DType 
            "tensor {}: cannot store {} as {}", name, dtype_name(t.dtype()), dtype_name(out));
   if (t.device() == Device::cpu)
     return TensorSource{std::move(name), out, t.shape(), t.raw(), t.dtype(), Tensor()};
-  Tensor host = Tensor::empty(t.shape(), t.dtype());
-  host.copy_from(t);
-  const void* data = host.raw();
-  return TensorSource{std::move(name), out, t.shape(), data, t.dtype(), std::move(host)};
+  return TensorSource{std::move(name), out, t.shape(), nullptr, t.dtype(), t};
 }
 
 namespace {
@@ -247,14 +244,21 @@ namespace {
 void write_tensor_bytes(AtomicFile& out, const TensorSource& t) {
   const size_t n = size_t(shape_numel(t.shape));
   if (n == 0) return;
+  Tensor host;   // a device tensor's bytes, for the time of this write
+  const void* data = t.data;
+  if (!data && t.device.defined()) {
+    host = Tensor::empty(t.device.shape(), t.device.dtype());
+    host.copy_from(t.device);
+    data = host.raw();
+  }
   if (t.src_dtype == t.dtype) {
-    out.write(t.data, t.nbytes());
+    out.write(data, t.nbytes());
     return;
   }
   DS_CHECK(t.src_dtype == DType::f32 && (t.dtype == DType::bf16 || t.dtype == DType::f16),
            "tensor {}: unsupported conversion {} -> {}", t.name, dtype_name(t.src_dtype),
            dtype_name(t.dtype));
-  const float* src = static_cast<const float*>(t.data);
+  const float* src = static_cast<const float*>(data);
   constexpr size_t kChunk = size_t(1) << 20;
   std::vector<uint16_t> buf(std::min(n, kChunk));
   for (size_t i = 0; i < n; i += kChunk) {
@@ -272,7 +276,8 @@ void write_safetensors(const fs::path& path, const std::vector<TensorSource>& te
   std::vector<TensorDecl> decls;
   decls.reserve(tensors.size());
   for (const TensorSource& t : tensors) {
-    DS_CHECK(t.data != nullptr || shape_numel(t.shape) == 0, "{}: tensor {} has no data",
+    DS_CHECK(t.data != nullptr || t.device.defined() || shape_numel(t.shape) == 0,
+             "{}: tensor {} has no data",
              path.string(), t.name);
     decls.push_back(TensorDecl{t.name, t.dtype, t.shape});
   }

@@ -200,13 +200,27 @@ double Transformer::head_loss(const ops::Context& ctx, Pass& p, const Tensor& g,
 // Policy head over g (N, C): per-token log-probabilities and entropies of the scored targets
 // (tgt = -1 elsewhere). When training, the callback's dL/dlogp (times grad_scale) becomes
 // dlogits in place of the logits, then lm_head.grad accumulates and dg (N, C) is written.
+// Beyond logit_chunk_ elements the logits are made chunk by chunk twice: once for the scores
+// (the callback needs all of them), once more for the backward.
 void Transformer::head_policy(const ops::Context& ctx, Pass& p, const Tensor& g,
                               const std::vector<int32_t>& tgt, Tensor& dg) {
-  const int64_t N = g.size(0);
+  const int64_t N = g.size(0), C = g.size(1), V = args_.vocab_size;
   const Tensor targets = upload_i32(ctx, tgt, {N});
-  Tensor logits, logp = empty_f32(ctx, {N}), lse = empty_f32(ctx, {N}), ent = empty_f32(ctx, {N});
-  head_.forward(ctx, g, logits);
-  ops::token_logprob_forward(ctx, logits, targets, logp, lse, ent);
+  const Tensor logp = empty_f32(ctx, {N}), lse = empty_f32(ctx, {N}), ent = empty_f32(ctx, {N});
+  const int64_t rows = std::max<int64_t>(1, logit_chunk_ / std::max<int64_t>(1, V));
+  auto chunk = [&](int64_t r0, int64_t r1, Tensor& logits) {   // logits of rows [r0, r1)
+    const bool whole = r0 == 0 && r1 == N;
+    head_.forward(ctx, whole ? g : g.slice0(r0, r1), logits);
+  };
+  Tensor logits;   // kept from the scoring pass when there is one chunk
+  for (int64_t r0 = 0; r0 < N; r0 += rows) {
+    const int64_t r1 = std::min(N, r0 + rows);
+    Tensor lc;
+    chunk(r0, r1, lc);
+    Tensor lp = logp.slice0(r0, r1), ls = lse.slice0(r0, r1), en = ent.slice0(r0, r1);
+    ops::token_logprob_forward(ctx, lc, targets.slice0(r0, r1), lp, ls, en);
+    if (r0 == 0 && r1 == N) logits = lc;
+  }
   TokenScores sc{detail::download_f32(logp), detail::download_f32(ent)};
   if (p.train) {
     std::vector<float> d(static_cast<size_t>(N), 0.0f);
@@ -215,8 +229,18 @@ void Transformer::head_policy(const ops::Context& ctx, Pass& p, const Tensor& g,
       if (tgt[i] < 0) d[i] = 0.0f;
     Tensor dlogp = detail::upload_f32(ctx, d, {N});
     if (p.grad_scale != 1.0f) ops::scale_(ctx, dlogp, p.grad_scale);
-    ops::token_logprob_backward(ctx, logits, targets, lse, dlogp, logits);   // (N, V) dlogits
-    head_.backward(ctx, g, logits, dg);
+    if (N > rows && !dg.defined()) dg = empty_f32(ctx, {N, C});
+    for (int64_t r0 = 0; r0 < N; r0 += rows) {
+      const int64_t r1 = std::min(N, r0 + rows);
+      const bool whole = r0 == 0 && r1 == N;
+      Tensor lc = logits;
+      if (!whole) chunk(r0, r1, lc);
+      ops::token_logprob_backward(ctx, lc, targets.slice0(r0, r1), lse.slice0(r0, r1),
+                                  dlogp.slice0(r0, r1), lc);   // (rows, V) dlogits in place
+      Tensor dgc = whole ? dg : dg.slice0(r0, r1);
+      head_.backward(ctx, whole ? g : g.slice0(r0, r1), lc, dgc);
+      if (whole) dg = dgc;
+    }
   }
   if (p.scores) *p.scores = std::move(sc);
 }

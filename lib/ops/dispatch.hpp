@@ -48,7 +48,13 @@ class Scope {
   }
   ~Scope() {
     if (p_) {
-      if (dev_ != Device::cpu) synchronize(dev_);
+      if (dev_ != Device::cpu) {   // never throw from a destructor: a pending error is
+        try {                      // reported by the next op or synchronize
+          synchronize(dev_);
+        } catch (...) {
+          return;
+        }
+      }
       p_->add(op_, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(),
               flops_);
     }

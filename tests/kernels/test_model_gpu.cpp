@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ds/core/rng.hpp"
+#include "ds/infer/engine.hpp"
 #include "ds/model/config.hpp"
 #include "ds/model/transformer.hpp"
 #include "ds/ops/ops.hpp"
@@ -93,7 +94,17 @@ void compare_step(const Batch& b, ops::Precision p, double loss_tol, double grad
   CHECK(std::isfinite(rg.loss));
   CHECK(std::fabs(rg.loss - rc.loss) <= loss_tol * std::fabs(rc.loss));
   CHECK(std::fabs(rg.loss_mtp - rc.loss_mtp) <= loss_tol * std::fabs(rc.loss_mtp) + 1e-6);
-  CHECK(rg.expert_counts == rc.expert_counts);
+  // Routing ties may break differently once the attention runs on BF16 tensor cores: exact
+  // in fp32, within 1% of the routed tokens otherwise.
+  int64_t moved = 0, total = 0;
+  REQUIRE(rg.expert_counts.size() == rc.expert_counts.size());
+  for (size_t l = 0; l < rc.expert_counts.size(); ++l)
+    for (size_t e = 0; e < rc.expert_counts[l].size(); ++e) {
+      moved += std::abs(rg.expert_counts[l][e] - rc.expert_counts[l][e]);
+      total += rc.expert_counts[l][e];
+    }
+  if (p == ops::Precision::fp32) CHECK(moved == 0);
+  else CHECK(moved <= total / 100);
   double worst = 0;
   std::string worst_name;
   for (size_t i = 0; i < cpu.store.params().size(); ++i) {
@@ -160,6 +171,27 @@ TEST_CASE("tiny model: a 30-step AdamW run on the GPU tracks the CPU run") {
   }
   std::printf("30-step run: max relative loss deviation %.3g\n", max_dev);
   CHECK(max_dev < 2e-3);
+}
+
+TEST_CASE("tiny model: the inference engine (absorbed MLA, latent cache) on the GPU") {
+  const ModelArgs a = preset("tiny");
+  Side cpu(a, Device::cpu), gpu(a, Device::cuda);
+  infer::EngineOptions eo;
+  eo.slots = 2;
+  eo.capacity = 64;
+  infer::Engine ec(a, cpu.store, context(Device::cpu, ops::Precision::fp32), eo);
+  infer::Engine eg(a, gpu.store, context(Device::cuda, ops::Precision::fp32), eo);
+  std::vector<int32_t> p0 = {5, 17, 99, 3, 250, 1024, 7}, p1 = {42, 42, 8};
+  const std::vector<infer::SeqChunk> prefill = {{0, p0, true}, {1, p1, false}};
+  const infer::StepOutput oc = ec.forward(prefill), og = eg.forward(prefill);
+  REQUIRE(og.logits.device() == Device::cpu);   // the sampler reads them on the host
+  CHECK(rel(og.logits, oc.logits) <= 1e-5);
+  // one decode step per slot on top of the caches
+  std::vector<int32_t> d0 = {11}, d1 = {12};
+  const std::vector<infer::SeqChunk> decode = {{0, d0, false}, {1, d1, false}};
+  const infer::StepOutput dc = ec.forward(decode), dg = eg.forward(decode);
+  CHECK(rel(dg.logits, dc.logits) <= 1e-5);
+  CHECK(eg.length(0) == 8);
 }
 
 int main(int argc, char** argv) {

@@ -175,3 +175,44 @@ TEST_CASE("forward_backward with mtp_lambda 0: MTP chain skipped, counts per lay
   CHECK(with.loss_mtp > 0.0);
   model.update_router_bias(r.expert_counts, 0.01f);   // well-formed: accepted
 }
+
+TEST_CASE("policy head: chunked logits give the same scores, loss and gradients") {
+  ModelArgs a = micro_args();
+  ParamStore s1, s2;
+  Transformer m1(a, s1), m2(a, s2);
+  s1.init(6);
+  s2.init(6);
+  s1.alloc_grads();
+  s2.alloc_grads();
+  m2.set_logit_chunk(5 * a.vocab_size);   // several chunks and a partial one
+  const ops::Context ctx;
+  auto fn = [](const TokenScores& sc, std::vector<float>& d) {   // L = sum_i c_i logp_i
+    double L = 0;
+    for (size_t i = 0; i < sc.logp.size(); ++i) {
+      const float c = 0.1f * float(int(i % 7) - 3);
+      L += double(c) * sc.logp[i];
+      d[i] = c;
+    }
+    return L;
+  };
+  TokenScores t1, t2;
+  const StepResult r1 = m1.forward_backward_policy(ctx, policy_batch(a), fn, 0.0f, 1.0f, &t1);
+  const StepResult r2 = m2.forward_backward_policy(ctx, policy_batch(a), fn, 0.0f, 1.0f, &t2);
+  CHECK(r2.loss == doctest::Approx(r1.loss).epsilon(1e-6));
+  REQUIRE(t2.logp.size() == t1.logp.size());
+  for (size_t i = 0; i < t1.logp.size(); ++i) {   // the GEMM of a row block may round apart
+    CHECK(t2.logp[i] == doctest::Approx(t1.logp[i]).epsilon(1e-5));
+    CHECK(t2.entropy[i] == doctest::Approx(t1.entropy[i]).epsilon(1e-5));
+  }
+  for (size_t i = 0; i < s1.params().size(); ++i) {
+    const Param &p = s1.params()[i], &q = s2.params()[i];
+    double num = 0, den = 0;
+    for (int64_t j = 0; j < p.grad.numel(); ++j) {
+      const double x = q.grad.f32()[j], y = p.grad.f32()[j];
+      num += (x - y) * (x - y);
+      den += y * y;
+    }
+    CAPTURE(p.info.name);
+    CHECK(std::sqrt(num) <= 1e-6 * std::sqrt(den) + 1e-12);
+  }
+}

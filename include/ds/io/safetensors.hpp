@@ -76,12 +76,12 @@ struct TensorSource {
   Shape shape;
   const void* data = nullptr;
   DType src_dtype = DType::f32;   // dtype of `data`
-  Tensor host;                    // the host copy `data` points into, for a device tensor
+  Tensor device;                  // a GPU tensor (data null): copied to the host as it is written
   size_t nbytes() const { return size_t(shape_numel(shape)) * dtype_size(dtype); }
 
   static TensorSource raw(std::string name, DType dtype, Shape shape, const void* data);
   // A tensor, stored as `out` (out == t.dtype(), or t F32 and out BF16/F16). A device tensor
-  // is copied to the host here (the source keeps the copy).
+  // is copied to the host when the writer reaches it, one at a time (bounded host memory).
   static TensorSource from_tensor(std::string name, const Tensor& t, DType out);
 };
 
