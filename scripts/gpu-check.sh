@@ -7,7 +7,8 @@
 #      step in PyTorch on the same card;
 #   3. ds-pretrain --device cuda and --device cpu on the tiny preset, loss curves side by side,
 #      then ds-generate and ds-eval on the GPU-trained checkpoint (cuda and cpu);
-#   4. kernel benchmarks: GEMMs (BF16 cuBLAS, FP8 wgmma/portable), attention, MLA decode.
+#   4. kernel benchmarks: GEMMs (BF16 cuBLAS, FP8 wgmma/portable), attention, MLA decode,
+#      cross-entropy over a 129280 vocabulary and the MoE router.
 # Logs go to $OUT (or gpu-check-out/); a table is printed last. Needs gpu-pack/ from
 # scripts/gpu-pack.sh (binaries, libraries, data). Each step has its own time limit; the
 # whole script stays under 8 minutes on an H200 (about 4 with --quick).
@@ -134,4 +135,6 @@ grep -v '^{' "$O/bench_gemm.txt" | tail -14
 q=$([ $QUICK = 1 ] && echo --quick || true)
 timeout 45 "$BIN/bench_attention" $q > "$O/bench_attention.txt" 2>&1; echo "bench_attention rc=$?"
 grep -v '^{' "$O/bench_attention.txt" | tail -7
+timeout 30 "$BIN/bench_losses" > "$O/bench_losses.txt" 2>&1; echo "bench_losses rc=$?"
+grep -v '^{' "$O/bench_losses.txt" | tail -3
 echo "[gpu-check] kernel benchmarks done at $(elapsed)"

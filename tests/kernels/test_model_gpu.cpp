@@ -22,11 +22,12 @@ namespace {
 using namespace ds;
 using namespace ds::model;
 
-ops::Context context(Device d, ops::Precision p) {
+ops::Context context(Device d, ops::Precision p, bool exact_attention = false) {
   ops::Context c;
   c.device = d;
   c.threads = 2;
   c.linear.mode = p;
+  c.exact_attention = exact_attention;
   return c;
 }
 
@@ -83,13 +84,15 @@ double rel(const Tensor& a, const Tensor& b) {
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
+// grad_tol < 0: report the worst gradient difference without asserting on it.
 void compare_step(const Batch& b, ops::Precision p, double loss_tol, double grad_tol,
-                  int gpu_grouped = -1) {
+                  int gpu_grouped = -1, bool exact_attention = false) {
   const ModelArgs a = preset("tiny");
   Side cpu(a, Device::cpu), gpu(a, Device::cuda);
   gpu.model->set_grouped_experts(gpu_grouped);   // the CPU side runs the per-expert loop
   const StepResult rc = cpu.model->forward_backward(context(Device::cpu, p), b, LossWeights{}, 1.0f);
-  const StepResult rg = gpu.model->forward_backward(context(Device::cuda, p), b, LossWeights{}, 1.0f);
+  const StepResult rg =
+      gpu.model->forward_backward(context(Device::cuda, p, exact_attention), b, LossWeights{}, 1.0f);
   INFO("precision " << int(p) << " loss cpu " << rc.loss << " gpu " << rg.loss);
   CHECK(std::isfinite(rg.loss));
   CHECK(std::fabs(rg.loss - rc.loss) <= loss_tol * std::fabs(rc.loss));
@@ -103,7 +106,7 @@ void compare_step(const Batch& b, ops::Precision p, double loss_tol, double grad
       moved += std::abs(rg.expert_counts[l][e] - rc.expert_counts[l][e]);
       total += rc.expert_counts[l][e];
     }
-  if (p == ops::Precision::fp32) CHECK(moved == 0);
+  if (p == ops::Precision::fp32 || exact_attention) CHECK(moved == 0);
   else CHECK(moved <= total / 100);
   double worst = 0;
   std::string worst_name;
@@ -112,9 +115,10 @@ void compare_step(const Batch& b, ops::Precision p, double loss_tol, double grad
     if (r > worst) { worst = r; worst_name = cpu.store.params()[i].info.name; }
   }
   INFO("worst gradient " << worst_name << " rel " << worst);
-  std::printf("model step, precision %d, grouped %d: loss cpu %.8f gpu %.8f, worst grad rel "
-              "%.3g (%s)\n", int(p), gpu_grouped, rc.loss, rg.loss, worst, worst_name.c_str());
-  CHECK(worst <= grad_tol);
+  std::printf("model step, precision %d, grouped %d, exact attention %d: loss cpu %.8f gpu %.8f, "
+              "worst grad rel %.3g (%s)\n", int(p), gpu_grouped, int(exact_attention), rc.loss,
+              rg.loss, worst, worst_name.c_str());
+  if (grad_tol >= 0) CHECK(worst <= grad_tol);
 }
 
 }  // namespace
@@ -139,10 +143,19 @@ TEST_CASE("tiny model: SFT batch with segments and a loss mask (fp32)") {
 TEST_CASE("tiny model: BF16 and FP8 GEMMs against the CPU emulation") {
   Batch b;
   b.tokens = random_tokens(2, 64, preset("tiny").vocab_size, 7);
-  // The CPU rounds the same operands; sums differ in order and (bf16 path) attention runs in
-  // BF16 on tensor cores on the GPU: looser than fp32, far below a wrong result (O(1)).
+  // GEMM precision alone (exact FP32 attention on both sides): the CPU rounds the same
+  // operands to BF16 / E4M3 and runs FP32 GEMMs; the GPU runs BF16 / FP8 GEMMs. Only summation
+  // orders differ, which can still move an element across an E4M3 rounding boundary now and
+  // then (8 values per octave): looser for fp8, far below a wrong result (O(1)).
+  compare_step(b, ops::Precision::bf16, 1e-4, 1e-2, -1, true);
+  compare_step(b, ops::Precision::fp8, 1e-4, 3e-2, -1, true);
+  // With the BF16 tensor-core attention of a bf16/fp8 context the computations differ by
+  // BF16 rounding inside attention: bf16 gradients stay within 5e-2 (H200, 2026-11-30: 6.6e-3);
+  // FP8 quantisation amplifies such differences (on the CPU alone, a 1e-3 relative
+  // perturbation of q_b_proj moves fp8 gradients by 5.5%), so for fp8 only the loss is checked
+  // and the gradient difference reported.
   compare_step(b, ops::Precision::bf16, 2e-3, 5e-2);
-  compare_step(b, ops::Precision::fp8, 2e-3, 5e-2);
+  compare_step(b, ops::Precision::fp8, 2e-3, -1);
 }
 
 TEST_CASE("tiny model: a 30-step AdamW run on the GPU tracks the CPU run") {

@@ -4,7 +4,6 @@
 // head_matmul (both weight layouts) and the absorbed-MLA latent attention (split-K, single
 // split, odd dims, wide-dim fallback, bad rows). Guard bytes are checked after every case.
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <sstream>
 
@@ -207,85 +206,4 @@ TEST_CASE("gpu mla_latent_attention zeroes rows with bad slot or len") {
                             slot.slice0(0, 1), len.slice0(0, 1), 0.1f, out_r);
   expect_close(download(out).slice0(0, 1), out_r, 1e-10, "mla row 0");
   CHECK(ar.check());
-}
-
-// ---- timing (skipped by default; run with -tc='bench attention*' --no-skip) -----------------
-namespace {
-
-template <class F>
-double time_ms(F&& f, int iters = 10) {
-  f();
-  ds::cuda::sync();
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < iters; ++i) f();
-  ds::cuda::sync();
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() /
-         iters;
-}
-
-void bench_attention(const AttnCase& c, int nseg, ops::Precision mode) {
-  Arena ar;
-  const float scale = 1.0f / std::sqrt(float(c.Dk));
-  const Tensor q = ar.upload(rand_f32({c.B, c.T, c.H, c.Dk})), k = ar.upload(rand_f32(q.shape()));
-  const Tensor v = ar.upload(rand_f32({c.B, c.T, c.H, c.Dv}));
-  Tensor seg;
-  if (nseg > 1) {   // nseg equal runs per row
-    Tensor s = Tensor::empty({c.B, c.T}, DType::i32);
-    for (int64_t i = 0; i < c.B * c.T; ++i) s.i32()[i] = int((i % c.T) * nseg / c.T);
-    seg = ar.upload(s);
-  }
-  Tensor out = ar.empty(v.shape()), lse = ar.empty({c.B, c.H, c.T});
-  const Tensor dout = ar.upload(rand_f32(v.shape()));
-  Tensor dq = ar.empty(q.shape()), dk = ar.empty(q.shape()), dv = ar.empty(v.shape());
-  Context ctx = gpu();
-  ctx.linear.mode = mode;
-  const double fwd = time_ms([&] { ops::attention_forward(ctx, q, k, v, seg, scale, out, lse); });
-  const double bwd = time_ms([&] {
-    ops::attention_backward(ctx, q, k, v, seg, scale, out, lse, dout, dq, dk, dv);
-  });
-  // causal pairs (per segment when packed); fwd 2 GEMMs, bwd 5 GEMMs (standard accounting)
-  const double seglen = double(c.T) / std::max(1, nseg);
-  const double pairs = double(c.B * c.H) * std::max(1, nseg) * seglen * (seglen + 1) / 2;
-  const double ff = 2 * pairs * double(c.Dk + c.Dv), fb = 2 * pairs * double(3 * c.Dk + 2 * c.Dv);
-  MESSAGE("attention " << ops::precision_name(mode) << " B " << c.B << " T " << c.T << " H "
-                       << c.H << " Dk " << c.Dk << " Dv " << c.Dv << " segs " << nseg << ": fwd "
-                       << fwd << " ms (" << ff / fwd * 1e-9 << " TFLOP/s), bwd " << bwd << " ms ("
-                       << fb / bwd * 1e-9 << " TFLOP/s)");
-}
-
-void bench_mla(const MlaCase& c) {
-  Arena ar;
-  const Tensor q_lat = ar.upload(rand_f32({c.N, c.H, c.R})), q_pe = ar.upload(rand_f32({c.N, c.H, c.Dr}));
-  const Tensor ckv = ar.upload(rand_f32({c.S, c.L, c.R})), kpe = ar.upload(rand_f32({c.S, c.L, c.Dr}));
-  Tensor slot = Tensor::empty({c.N}, DType::i32), len = Tensor::empty({c.N}, DType::i32);
-  for (int64_t n = 0; n < c.N; ++n) { slot.i32()[n] = int(n % c.S); len.i32()[n] = int(c.L); }
-  const Tensor gslot = ar.upload(slot), glen = ar.upload(len);
-  Tensor out = ar.empty({c.N, c.H, c.R});
-  const double ms = time_ms([&] {
-    ops::mla_latent_attention(gpu(), q_lat, q_pe, ckv, kpe, gslot, glen, 0.05f, out);
-  });
-  const double bytes = double(std::min(c.N, c.S)) * c.L * (c.R + c.Dr) * 4.0;
-  const double flops = 2.0 * c.N * c.H * c.L * (2 * c.R + c.Dr);
-  MESSAGE("mla N " << c.N << " H " << c.H << " S " << c.S << " L " << c.L << ": " << ms
-                   << " ms, cache " << bytes / ms * 1e-6 << " GB/s, " << flops / ms * 1e-9
-                   << " TFLOP/s");
-}
-
-}  // namespace
-
-TEST_CASE("bench attention and mla" * doctest::skip()) {
-  bench_attention({2, 4096, 16, 192, 128}, 1, ops::Precision::bf16);
-  bench_attention({2, 4096, 16, 192, 128}, 8, ops::Precision::bf16);
-  bench_attention({1, 8192, 16, 192, 128}, 1, ops::Precision::bf16);
-  bench_attention({2, 4096, 16, 128, 128}, 1, ops::Precision::bf16);
-  bench_attention({2, 2048, 16, 192, 128}, 1, ops::Precision::fp32);
-  bench_mla({1, 16, 512, 64, 1, 32768});
-  bench_mla({1, 128, 512, 64, 1, 32768});
-  bench_mla({64, 16, 512, 64, 64, 4096});
-  bench_mla({64, 128, 512, 64, 64, 4096});
-}
-
-TEST_CASE("bench attention tensor cores" * doctest::skip()) {
-  bench_attention({2, 4096, 16, 192, 128}, 1, ops::Precision::bf16);
-  bench_attention({1, 8192, 16, 192, 128}, 1, ops::Precision::bf16);
 }

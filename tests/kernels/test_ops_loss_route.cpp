@@ -4,11 +4,9 @@
 // top-8 of 256 and smaller configurations, sigmoid and softmax, with and without bias, ties
 // and NaN: idx must be identical to the reference), its backward, the balance loss and the
 // expert counts; plus bad targets / expert indices, which the GPU path must skip without
-// touching memory out of bounds. "perf loss_route" (skipped unless --no-skip) prints timings
-// of the training-sized cases.
+// touching memory out of bounds. (Timings: bench/gpu/bench_losses.cpp.)
 #include <doctest/doctest.h>
 
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -399,54 +397,3 @@ TEST_CASE("gpu moe_count accumulates") {
 }
 
 }  // namespace
-
-// ---- timing (skipped by default; run with --no-skip -tc='perf loss_route') -----------------
-
-namespace perf {
-
-template <class F>
-double time_ms(F&& f, int iters = 20) {
-  f();
-  ds::cuda::sync();
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < iters; ++i) f();
-  ds::cuda::sync();
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() /
-         iters;
-}
-
-}  // namespace perf
-
-TEST_CASE("perf loss_route" * doctest::skip()) {
-  Arena arena;
-  const int64_t N = 1024, V = 129280;
-  Tensor x = arena.zeros({N, V});   // uniform rows: the timing does not depend on the values
-  const Tensor t = arena.upload(rand_i32({N}, 0, int(V - 1)));
-  Tensor loss = arena.empty({N}), d = arena.empty({N, V}), lse = arena.empty({N}),
-         ent = arena.empty({N});
-  const double gb = double(N) * V * 4 / 1e9;
-  const double fwd = perf::time_ms([&] { ops::cross_entropy_forward(gpu(), x, t, loss); });
-  const double fb =
-      perf::time_ms([&] { ops::cross_entropy_forward_backward(gpu(), x, t, 1.0f, loss, d); });
-  const double tlp = perf::time_ms([&] { ops::token_logprob_forward(gpu(), x, t, loss, lse, ent); });
-  std::printf("cross_entropy N=%lld V=%lld: forward %.3f ms (%.0f GB/s), fused %.3f ms (%.0f GB/s "
-              "for 2 reads + 1 write), token_logprob+entropy %.3f ms\n",
-              (long long)N, (long long)V, fwd, gb / fwd * 1e3, fb, 3 * gb / fb * 1e3, tlp);
-  const int64_t T = 16384, E = 256;
-  ops::RouteParams p;
-  p.n_groups = 8;
-  p.topk_groups = 4;
-  p.topk = 8;
-  const Tensor lg = arena.upload(rand_f32({T, E}, -3.f, 3.f)), b = arena.upload(rand_f32({E}));
-  Tensor s = arena.empty({T, E}), idx = arena.empty({T, 8}, DType::i32), w = arena.empty({T, 8});
-  const double rt = perf::time_ms([&] { ops::moe_route(gpu(), lg, b, p, s, idx, w); });
-  Tensor dl = arena.empty({T, E});
-  const Tensor dw = arena.upload(rand_f32({T, 8}));
-  const double rb =
-      perf::time_ms([&] { ops::moe_route_backward(gpu(), s, idx, dw, Tensor(), p, dl); });
-  const double bl = perf::time_ms([&] { ops::moe_balance_loss(gpu(), s, idx, 4, 4096, 1e-4f, dl); });
-  std::printf("moe (T=%lld E=256 K=8 groups 8/4): route %.3f ms, backward %.3f ms, balance loss "
-              "+ grad %.3f ms\n",
-              (long long)T, rt, rb, bl);
-  CHECK(arena.check());
-}

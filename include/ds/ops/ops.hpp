@@ -72,6 +72,10 @@ struct Context {
   int threads = 1;          // CPU threads (OpenMP; OpenBLAS runs single-threaded per caller)
   Profiler* prof = nullptr; // optional per-op timing
   LinearPrecision linear;   // read by model::Linear (training GEMM precision)
+  // GPU: keep the attention core in exact FP32 even when `linear` is bf16/fp8 (which
+  // otherwise selects the BF16 tensor-core kernels); the CPU's is always FP32. Lets a test
+  // compare the GEMM precisions alone against the CPU emulation.
+  bool exact_attention = false;
 };
 
 // "fp32" | "bf16" | "fp8", "tile" | "tensor", "fp32" | "ue8m0"; UsageError naming `flag`.

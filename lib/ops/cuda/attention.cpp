@@ -33,10 +33,12 @@ ds::cuda::AttnShape attn_shape(const char* op, const Tensor& q, const Tensor& v,
   return s;
 }
 
-// The tensor-core kernels when the Linear precision is reduced and the dims allow; the exact
-// kernels must then fit, whichever is chosen (they are the fallback).
+// The tensor-core kernels when the Linear precision is reduced (and Context::exact_attention
+// is off) and the dims allow; the exact kernels must then fit, whichever is chosen (they are
+// the fallback).
 bool use_tensor_cores(const Context& ctx, const char* op, const ds::cuda::AttnShape& s) {
-  const bool tc = ctx.linear.mode != Precision::fp32 && ds::cuda::attention_tc_supported(s.Dk, s.Dv);
+  const bool tc = ctx.linear.mode != Precision::fp32 && !ctx.exact_attention &&
+                  ds::cuda::attention_tc_supported(s.Dk, s.Dv);
   if (!tc)
     DS_CHECK(ds::cuda::attention_simt_supported(s.Dk, s.Dv),
              "{}: head dims Dk {} Dv {} too large for the CUDA kernels", op, s.Dk, s.Dv);
