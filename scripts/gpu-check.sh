@@ -64,8 +64,10 @@ echo "[gpu-check] unit tests done at $(elapsed)"
 
 # ---- 2. training step of the 1b preset: ds and PyTorch ---------------------------------------
 NS=$([ $QUICK = 1 ] && echo 3 || echo 5)
-timeout 120 "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 --precision bf16,fp8 \
-  --steps "$NS" --warmup 2 > "$O/bench_train.txt" 2>&1
+timeout 150 "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 --precision bf16,fp8 \
+  --steps "$NS" --warmup 2 --profile 1 > "$O/bench_train.txt" 2> "$O/bench_train_profile.txt"
+grep -E "^(profile|GEMM share|matmul|grouped|attention|fp8_gemm|gather|scatter)" \
+  "$O/bench_train_profile.txt" | head -24
 echo "bench_train_step rc=$?"; tail -4 "$O/bench_train.txt"
 for prec in bf16 fp8; do
   l=$(grep "^train step 1b $prec" "$O/bench_train.txt" | head -1 | sed 's/^train step 1b //')

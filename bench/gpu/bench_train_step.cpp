@@ -5,7 +5,9 @@
 // the H100/H200 SXM dense BF16 datasheet figure; the measured cuBLAS peak is printed by
 // bench_gemm for comparison).
 // Usage: bench_train_step [--preset 1b] [--batch 4] [--seq 4096] [--precision bf16[,fp8,..]]
-//                         [--steps 5] [--warmup 2] [--peak-tflops 989.4]
+//                         [--steps 5] [--warmup 2] [--peak-tflops 989.4] [--profile 1]
+// --profile 1: one more step per precision with the per-op profiler on (each op synchronised,
+// so that step is slower): the per-op table of train::profile_report on stderr.
 // Several precisions run one after the other on the same model (initialised once).
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +21,7 @@
 #include "ds/model/transformer.hpp"
 #include "ds/ops/ops.hpp"
 #include "ds/train/optimizer.hpp"
+#include "ds/train/trainer.hpp"
 #include "gpu_timer.hpp"
 #include "kernels/gemm_grouped.cuh"
 
@@ -29,6 +32,7 @@ int main(int argc, char** argv) {
   int64_t B = 4, T = 4096;
   int steps = 5, warmup = 2;
   double peak = 989.4;
+  bool profile = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string f = argv[i], v = argv[i + 1];
     if (f == "--preset") preset = v;
@@ -38,6 +42,7 @@ int main(int argc, char** argv) {
     else if (f == "--steps") steps = std::atoi(v.c_str());
     else if (f == "--warmup") warmup = std::atoi(v.c_str());
     else if (f == "--peak-tflops") peak = std::atof(v.c_str());
+    else if (f == "--profile") profile = v != "0";
     else {
       std::fprintf(stderr, "bench_train_step: unknown flag %s\n", f.c_str());
       return 2;
@@ -96,6 +101,16 @@ int main(int argc, char** argv) {
                 t * 1e3, tps, tflops, tflops / peak, peak, fpt, last_loss,
                 double(mem.peak_used) / double(1ull << 30));
     std::fflush(stdout);
+    if (profile) {
+      ops::Profiler prof;
+      ctx.prof = &prof;
+      const double tp = bench::median_seconds(step, 0, 1);
+      ctx.prof = nullptr;
+      std::fprintf(stderr, "profiled step (%s; every op synchronised):", pr.c_str());
+      const std::string j = train::profile_report(prof, tp, 1, B * T);
+      std::printf("{\"bench\":\"train_step_profile\",\"precision\":\"%s\",\"profile\":%s}\n",
+                  pr.c_str(), j.c_str());
+    }
     }
     std::printf("routed experts: grouped GEMMs (cuBLAS grouped entry point %s)\n",
                 ds::cuda::grouped_gemm_native() ? "used" : "rejected: one call per expert");

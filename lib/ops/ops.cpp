@@ -122,7 +122,10 @@ void grouped_matmul(const Context& ctx, const Tensor& x, const std::vector<Tenso
     if (trans_w) DS_CHECK_SHAPE(wg, {N, K});
     else DS_CHECK_SHAPE(wg, {K, N});
   }
-  DS_CUDA_ROUTE(grouped_matmul, (ctx, x, w, trans_w, offsets, y, beta));
+  if (ctx.device != Device::cpu) {   // timed here; on the CPU each group's matmul is
+    const Scope scope_(ctx, "grouped_matmul", opt::matmul_flops(x.size(0), N, K));
+    DS_CUDA_ROUTE(grouped_matmul, (ctx, x, w, trans_w, offsets, y, beta));
+  }
   for (size_t g = 0; g < w.size(); ++g) {
     if (offsets[g] == offsets[g + 1]) continue;
     Tensor yg = y.slice0(offsets[g], offsets[g + 1]);
@@ -142,7 +145,11 @@ void grouped_matmul_wgrad(const Context& ctx, const Tensor& dy, const Tensor& x,
     check_devices(ctx, "grouped_matmul_wgrad", {&g});
     DS_CHECK_SHAPE(g, {dy.size(1), x.size(1)});
   }
-  DS_CUDA_ROUTE(grouped_matmul_wgrad, (ctx, dy, x, offsets, dw));
+  if (ctx.device != Device::cpu) {
+    const Scope scope_(ctx, "grouped_matmul_wgrad",
+                       opt::matmul_flops(dy.size(1), x.size(1), dy.size(0)));
+    DS_CUDA_ROUTE(grouped_matmul_wgrad, (ctx, dy, x, offsets, dw));
+  }
   for (size_t g = 0; g < dw.size(); ++g) {
     if (offsets[g] == offsets[g + 1]) continue;
     matmul(ctx, dy.slice0(offsets[g], offsets[g + 1]), x.slice0(offsets[g], offsets[g + 1]),

@@ -9,15 +9,17 @@ namespace ds::ops {
 
 std::string_view Profiler::family_of(std::string_view op) {
   auto starts = [&](std::string_view p) { return op.substr(0, p.size()) == p; };
-  if (op == "matmul" || op == "matmul_bf16" || op == "fp8_gemm_nt") return "gemm";
+  if (op == "matmul" || op == "matmul_bf16" || op == "fp8_gemm_nt" || starts("grouped_matmul"))
+    return "gemm";
   if (starts("fp8_") || op == "bf16_round") return "quantize";
   if (starts("attention")) return "attention";
   if (starts("cross_entropy")) return "cross_entropy";
   if (starts("rmsnorm")) return "norm";
   if (starts("rope") || op == "split_last" || op == "concat_last" || op == "broadcast_heads" ||
-      op == "sum_heads")
+      op == "sum_heads" || op == "transpose")
     return "rope_permute";
-  if (starts("moe") || starts("gather_rows") || op == "scatter_add_rows") return "moe";
+  if (starts("moe") || starts("gather_rows") || op == "scatter_add_rows" || op == "set_rows")
+    return "moe";
   if (starts("embedding")) return "embedding";
   if (op == "adamw_step") return "optimizer";
   return "elementwise";   // add, add_, scale_, swiglu, sums, count_nonfinite, token_logprob
