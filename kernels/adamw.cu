@@ -4,10 +4,13 @@
 // reference is compiled with -ffp-contract=off): results are bit-identical to the CPU. BF16
 // moments are widened, updated, used for this step, then stored with round-to-nearest-even.
 // Memory-bound: 4 elements per thread with 16-byte (F32) / 8-byte (BF16) accesses when aligned.
+// adamw_step_multi_f32 runs the same element function over a table of tensors in one launch.
 #include <algorithm>
+#include <vector>
 
 #include "kernels/common.cuh"
 #include "kernels/elementwise.cuh"
+#include "kernels/multi_tensor_table.cuh"
 
 namespace ds::cuda {
 namespace {
@@ -85,7 +88,78 @@ __global__ void adamw_kernel(float* __restrict__ param, const float* __restrict_
   }
 }
 
+// The many-tensor form: one block per chunk of kMultiChunk elements of one entry.
+constexpr int64_t kMultiChunk = 65536;
+constexpr int kMultiThreads = 256;
+struct MultiEntry {
+  AdamWEntry e;
+  int64_t first;
+  bool vec;
+};
+
+template <bool M16, bool V16>
+__global__ void adamw_multi_kernel(const MultiEntry* tab, int count) {
+  using MM = Moment<M16>;
+  using VM = Moment<V16>;
+  const int64_t chunk = blockIdx.x;
+  const MultiEntry& me = tab[entry_of(tab, count, chunk)];
+  const AdamWEntry e = me.e;
+  const AdamWConsts c = e.c;
+  const ChunkRange r = chunk_range(chunk, me.first, e.n, kMultiChunk);
+  const int64_t lo = r.lo, hi = r.lo + r.len;
+  int64_t done = lo;
+  if (me.vec) {   // lo is a multiple of 4: the float4 / 4-group index lo / 4 + i
+    const int64_t n4 = (hi - lo) / 4;
+    for (int64_t j = threadIdx.x; j < n4; j += kMultiThreads) {
+      const int64_t i = lo / 4 + j;
+      float4 p = reinterpret_cast<const float4*>(e.param)[i];
+      const float4 g = reinterpret_cast<const float4*>(e.grad)[i];
+      float4 m = MM::load4(e.m, i), v = VM::load4(e.v, i);
+      adam_elem(p.x, g.x, m.x, v.x, c);
+      adam_elem(p.y, g.y, m.y, v.y, c);
+      adam_elem(p.z, g.z, m.z, v.z, c);
+      adam_elem(p.w, g.w, m.w, v.w, c);
+      reinterpret_cast<float4*>(e.param)[i] = p;
+      MM::store4(e.m, i, m);
+      VM::store4(e.v, i, v);
+    }
+    done = lo + n4 * 4;
+  }
+  for (int64_t i = done + threadIdx.x; i < hi; i += kMultiThreads) {
+    float p = e.param[i], m = MM::load(e.m, i), v = VM::load(e.v, i);
+    adam_elem(p, e.grad[i], m, v, c);
+    e.param[i] = p;
+    MM::store(e.m, i, m);
+    VM::store(e.v, i, v);
+  }
+}
+
 }  // namespace
+
+void adamw_step_multi_f32(const AdamWEntry* entries, int count, bool m_bf16, bool v_bf16) {
+  if (count <= 0) return;
+  std::vector<int64_t> ns(static_cast<size_t>(count)), first(size_t(count) + 1);
+  for (int i = 0; i < count; ++i) ns[size_t(i)] = entries[i].n;
+  const int64_t chunks = chunk_prefix(ns.data(), count, kMultiChunk, first.data());
+  if (chunks == 0) return;
+  std::vector<MultiEntry> tab(static_cast<size_t>(count));
+  for (int i = 0; i < count; ++i) {
+    const AdamWEntry& e = entries[i];
+    const bool vec = aligned(e.param, 16) && aligned(e.grad, 16) &&
+                     aligned(e.m, m_bf16 ? 8 : 16) && aligned(e.v, v_bf16 ? 8 : 16);
+    tab[size_t(i)] = MultiEntry{e, first[size_t(i)], vec};
+  }
+  const PoolBuffer dtab(tab.size() * sizeof(MultiEntry));
+  upload_table(tab, dtab);
+  auto launch = [&](auto kernel) {
+    kernel<<<unsigned(chunks), kMultiThreads, 0, stream()>>>(dtab.as<MultiEntry>(), count);
+    DS_CUDA_LAUNCHED();
+  };
+  if (m_bf16 && v_bf16) launch(adamw_multi_kernel<true, true>);
+  else if (m_bf16) launch(adamw_multi_kernel<true, false>);
+  else if (v_bf16) launch(adamw_multi_kernel<false, true>);
+  else launch(adamw_multi_kernel<false, false>);
+}
 
 void adamw_step_f32(float* param, const float* grad, void* m, bool m_bf16, void* v, bool v_bf16,
                     int64_t n, const AdamWConsts& c) {

@@ -6,6 +6,7 @@
 
 #include "ds/core/device_hooks.hpp"
 #include "ds/core/error.hpp"
+#include "kernels/gemm_grouped.cuh"
 #include "kernels/runtime.cuh"
 
 namespace ds::cuda {
@@ -29,6 +30,7 @@ void install_backend(int index) {
                         "machine; use --device cpu)");
   if (index < 0 || index >= n)
     DS_THROW(CudaError, "--device cuda: device {} requested but {} device(s) visible", index, n);
+  grouped_gemm_impl();   // a bad DS_GROUPED_GEMM fails here, before any input is read
   std::call_once(g_once, [&] {
     set_device_info(index);
     DeviceHooks h;

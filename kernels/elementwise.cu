@@ -254,6 +254,29 @@ __global__ void scatter_rows_kernel(const VT* __restrict__ src, const int32_t* _
     }
   }
 }
+
+// set_rows into a BF16 dst: element converters (F32 rounded RNE as ds::f32_to_bf16; BF16
+// copied), scalar or 4 elements at a time (float4 -> uint2, uint2 -> uint2).
+__device__ __forceinline__ uint16_t to_bf16v(float x) { return f32_to_bf16(x); }
+__device__ __forceinline__ uint16_t to_bf16v(uint16_t x) { return x; }
+__device__ __forceinline__ uint2 to_bf16v(uint2 x) { return x; }
+__device__ __forceinline__ uint2 to_bf16v(float4 x) {
+  return make_uint2(uint32_t(f32_to_bf16(x.x)) | (uint32_t(f32_to_bf16(x.y)) << 16),
+                    uint32_t(f32_to_bf16(x.z)) | (uint32_t(f32_to_bf16(x.w)) << 16));
+}
+// dst (n_dst, Cv)[rows[m]] = to_bf16v(src (M, Cv)[m]); bad rows skipped.
+template <class SV, class DV>
+__global__ void set_rows_bf16_kernel(const SV* __restrict__ src, const int32_t* __restrict__ rows,
+                                     DV* __restrict__ dst, int64_t n_dst, int64_t M, int64_t Cv,
+                                     int lg) {
+  DS_ROW_LOOP(M) {
+    const int32_t r = rows[m];
+    if (r < 0 || r >= n_dst) continue;
+    const SV* s = src + m * Cv;
+    DV* d = dst + int64_t(r) * Cv;
+    for (int64_t c = lane; c < Cv; c += tpr) d[c] = to_bf16v(s[c]);
+  }
+}
 #undef DS_ROW_LOOP
 
 // One warp per row: out[m] = sum_c a[rows[m], c] * b[m, c] in double.
@@ -414,6 +437,39 @@ void scatter_add_rows_f32(const float* src, const int32_t* rows, const float* w,
 void set_rows_f32(const float* src, const int32_t* rows, float* dst, int64_t n_dst, int64_t M,
                   int64_t C) {
   scatter_rows<true>(src, rows, nullptr, dst, n_dst, M, C);
+}
+
+void set_rows_bf16(const uint16_t* src, const int32_t* rows, uint16_t* dst, int64_t n_dst,
+                   int64_t M, int64_t C) {
+  if (M <= 0 || C <= 0) return;
+  const auto a8 = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 7u) == 0; };
+  if (C % 4 == 0 && a8(src) && a8(dst)) {
+    const RowLaunch L = row_launch(M, C / 4);
+    set_rows_bf16_kernel<uint2, uint2><<<L.blocks, kThreads, 0, stream()>>>(
+        reinterpret_cast<const uint2*>(src), rows, reinterpret_cast<uint2*>(dst), n_dst, M, C / 4,
+        L.lg);
+  } else {
+    const RowLaunch L = row_launch(M, C);
+    set_rows_bf16_kernel<uint16_t, uint16_t><<<L.blocks, kThreads, 0, stream()>>>(
+        src, rows, dst, n_dst, M, C, L.lg);
+  }
+  DS_CUDA_LAUNCHED();
+}
+
+void set_rows_f32_bf16(const float* src, const int32_t* rows, uint16_t* dst, int64_t n_dst,
+                       int64_t M, int64_t C) {
+  if (M <= 0 || C <= 0) return;
+  if (C % 4 == 0 && aligned16(src) && (reinterpret_cast<uintptr_t>(dst) & 7u) == 0) {
+    const RowLaunch L = row_launch(M, C / 4);
+    set_rows_bf16_kernel<float4, uint2><<<L.blocks, kThreads, 0, stream()>>>(
+        reinterpret_cast<const float4*>(src), rows, reinterpret_cast<uint2*>(dst), n_dst, M,
+        C / 4, L.lg);
+  } else {
+    const RowLaunch L = row_launch(M, C);
+    set_rows_bf16_kernel<float, uint16_t><<<L.blocks, kThreads, 0, stream()>>>(
+        src, rows, dst, n_dst, M, C, L.lg);
+  }
+  DS_CUDA_LAUNCHED();
 }
 
 void gather_rows_dot_f32(const float* a, int64_t n_a, const int32_t* rows, const float* b,

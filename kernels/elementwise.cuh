@@ -35,6 +35,12 @@ void scatter_add_rows_f32(const float* src, const int32_t* rows, const float* w,
 // dst (n_dst, C)[rows[m]] = src (M, C)[m]; rows distinct; bad rows skipped.
 void set_rows_f32(const float* src, const int32_t* rows, float* dst, int64_t n_dst, int64_t M,
                   int64_t C);
+// The same into a BF16 (uint16_t codes) dst: from BF16 (copied) or from F32 (rounded to
+// nearest even, bit-identical to ds::f32_to_bf16).
+void set_rows_bf16(const uint16_t* src, const int32_t* rows, uint16_t* dst, int64_t n_dst,
+                   int64_t M, int64_t C);
+void set_rows_f32_bf16(const float* src, const int32_t* rows, uint16_t* dst, int64_t n_dst,
+                       int64_t M, int64_t C);
 // out (M) = dot(a (n_a, C)[rows[m]], b (M, C)[m]) accumulated in double; bad rows give 0.
 void gather_rows_dot_f32(const float* a, int64_t n_a, const int32_t* rows, const float* b,
                          float* out, int64_t M, int64_t C);
@@ -75,5 +81,16 @@ struct AdamWConsts {
 // param, grad F32; m, v F32 (m_bf16/v_bf16 false) or BF16 codes (uint16). Element-wise.
 void adamw_step_f32(float* param, const float* grad, void* m, bool m_bf16, void* v, bool v_bf16,
                     int64_t n, const AdamWConsts& c);
+// Many tensors in one launch (the same per-element arithmetic): every entry's m (v) is BF16
+// when m_bf16 (v_bf16), else F32.
+struct AdamWEntry {
+  float* param;
+  const float* grad;
+  void* m;
+  void* v;
+  int64_t n;
+  AdamWConsts c;
+};
+void adamw_step_multi_f32(const AdamWEntry* entries, int count, bool m_bf16, bool v_bf16);
 
 }  // namespace ds::cuda

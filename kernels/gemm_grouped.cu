@@ -1,19 +1,37 @@
-// Grouped GEMMs through cublasGemmGroupedBatchedEx (see gemm_grouped.cuh): one group per
-// product (group size 1), host arrays for the shapes and scalars, device arrays for the
-// operand pointers. Row-major products become column-major ones with the operands swapped,
-// as in gemm.cu: c^T (N, M) = op(b)^T op(a)^T.
+// Grouped GEMMs (see gemm_grouped.cuh). BF16 operands with GroupedGemmImpl::kernel go to our
+// kernel (gemm_grouped_bf16.cu) when the call fits it. Otherwise cublasGemmGroupedBatchedEx:
+// one group per product (group size 1), host arrays for the shapes and scalars, device arrays
+// for the operand pointers. Row-major products become column-major ones with the operands
+// swapped, as in gemm.cu: c^T (N, M) = op(b)^T op(a)^T.
+#include <cstdlib>
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include "kernels/common.cuh"
 #include "kernels/gemm.cuh"
 #include "kernels/gemm_grouped.cuh"
+#include "kernels/gemm_grouped_bf16.cuh"
 
 namespace ds::cuda {
+
+[[noreturn]] void throw_cuda_error(const std::string& message, const char* file, int line);
 
 namespace {
 // -1 unknown, 0 rejected (per-product fallback), 1 works; per operand dtype.
 int g_native[2] = {-1, -1};
 bool g_used_native = false;
+int64_t g_kernel_launches = 0;
+// -1: not read from DS_GROUPED_GEMM yet, else int(GroupedGemmImpl).
+int g_impl = -1;
+
+GroupedGemmImpl impl_from_env() {
+  const char* v = std::getenv("DS_GROUPED_GEMM");
+  if (!v || !*v || std::strcmp(v, "cublas") == 0) return GroupedGemmImpl::cublas;
+  if (std::strcmp(v, "kernel") == 0) return GroupedGemmImpl::kernel;
+  throw_cuda_error(std::string("DS_GROUPED_GEMM=") + v + ": expected cublas or kernel",
+                   __FILE__, __LINE__);
+}
 
 void per_product(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, float alpha,
                  float beta) {
@@ -30,6 +48,13 @@ void per_product(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, floa
 }  // namespace
 
 bool grouped_gemm_native() { return g_used_native; }
+int64_t grouped_gemm_kernel_launches() { return g_kernel_launches; }
+
+GroupedGemmImpl grouped_gemm_impl() {
+  if (g_impl < 0) g_impl = int(impl_from_env());
+  return GroupedGemmImpl(g_impl);
+}
+void set_grouped_gemm_impl(GroupedGemmImpl impl) { g_impl = int(impl); }
 
 void grouped_gemm_rm(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, float alpha,
                      float beta) {
@@ -39,6 +64,17 @@ void grouped_gemm_rm(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, 
     if (d[i].M > 0 && d[i].N > 0 && d[i].K > 0) keep.push_back(i);
     else if (d[i].M > 0 && d[i].N > 0) per_product(d + i, 1, ta, tb, bf16, alpha, beta);  // K 0
   if (keep.empty()) return;
+  if (bf16 && grouped_gemm_impl() == GroupedGemmImpl::kernel) {
+    std::vector<GemmDesc> kd;
+    kd.reserve(keep.size());
+    for (int i : keep) kd.push_back(d[i]);
+    if (grouped_bf16_kernel_fits(kd.data(), int(kd.size()), ta, tb)) {
+      grouped_bf16_kernel(kd.data(), int(kd.size()), ta, tb, alpha, beta);
+      ++g_kernel_launches;
+      return;
+    }
+    // Shapes or alignment the kernel does not take: the cuBLAS path below for this call.
+  }
   if (native == 0 || keep.size() == 1) {
     for (int i : keep) per_product(d + i, 1, ta, tb, bf16, alpha, beta);
     return;

@@ -1,6 +1,9 @@
-// Grouped GEMM launcher (cuBLAS grouped batched GEMM): many independent row-major products of
-// different shapes in one call, the MoE experts of one layer over the expert-sorted rows
-// (lib/ops/cuda/gemm_grouped.cpp). Plain C++ header; pointers are device pointers.
+// Grouped GEMM launcher: many independent row-major products of different shapes in one call,
+// the MoE experts of one layer over the expert-sorted rows (lib/ops/cuda/gemm_grouped.cpp).
+// Two implementations for BF16 operands (GroupedGemmImpl): cuBLAS (the grouped batched entry
+// point, or one call per product where it rejects the types) and a kernel of our own
+// (kernels/gemm_grouped_bf16.cu, one launch per call). F32 operands always use cuBLAS. Plain
+// C++ header; pointers are device pointers.
 #pragma once
 #include <cstdint>
 
@@ -17,11 +20,26 @@ struct GemmDesc {
 
 // Every product with the same transposes, operand dtype (BF16 codes when bf16, else F32),
 // FP32 output and accumulation, alpha and beta. F32 operands use FP32 arithmetic (no TF32),
-// as sgemm_rm. Empty products (M or N 0) are skipped; K 0 gives beta * c. Falls back to one
-// cuBLAS call per product where the grouped entry point rejects the type combination.
+// as sgemm_rm. Empty products (M or N 0) are skipped; K 0 gives beta * c. beta 0: c is not
+// read. Leading dimensions are the natural row lengths (a: K, or M when ta; b: N, or K when
+// tb; c: N). BF16 with GroupedGemmImpl::kernel: one launch of our kernel when the call fits
+// it (grouped_bf16_kernel_fits: 8-element contiguous extents, 16-byte aligned operands, N
+// even), else the cuBLAS path for that call. cuBLAS path: falls back to one cuBLAS call per
+// product where the grouped entry point rejects the type combination.
 void grouped_gemm_rm(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, float alpha,
                      float beta);
 // True once the grouped entry point has been used (false: the per-product fallback ran).
 bool grouped_gemm_native();
+// Launches of our grouped BF16 kernel so far in this process (tests check that a call they
+// expect the kernel to take did launch it).
+int64_t grouped_gemm_kernel_launches();
+
+// Which implementation BF16 grouped GEMMs use. Initialised at first use from the environment
+// variable DS_GROUPED_GEMM: unset, empty or "cublas" -> cublas (the default), "kernel" ->
+// kernel; any other value throws ds::CudaError naming the variable and the allowed values.
+// set_grouped_gemm_impl overrides it for the rest of the process (tests, benchmarks).
+enum class GroupedGemmImpl { cublas, kernel };
+void set_grouped_gemm_impl(GroupedGemmImpl impl);
+GroupedGemmImpl grouped_gemm_impl();
 
 }  // namespace ds::cuda

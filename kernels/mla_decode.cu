@@ -12,7 +12,8 @@
 //   3. accumulate: a thread owns 8 heads x 4 latent columns (x2 for R > 512).
 // Dims beyond the fast kernel's shared memory (R + Dr > 640) use a simple block-per-head one.
 // Measured on an H200 (R 512, Dr 64, FP32 cache): 16 heads ~0.5-1 TB/s of cache; 128 heads
-// are FP32-FMA bound (~15 TFLOP/s, ~130 GB/s): a tensor-core variant would be the next step.
+// are FP32-FMA bound (~15 TFLOP/s, ~130 GB/s). A BF16 cache runs the tensor-core kernel of
+// mla_decode_tc.cu instead (it shares the combine kernel below).
 // reference: spec §2.1; Dao et al., "Flash-Decoding for long-context inference" (2023).
 #include <algorithm>
 
@@ -407,12 +408,15 @@ void mla_latent_attention(const float* q_lat, const float* q_pe, const float* ck
     mla_split_kernel<2><<<grid, kMT, smem, stream()>>>(a);
   }
   DS_CUDA_LAUNCHED();
-  if (splits > 1) {
-    const dim3 cgrid(unsigned(s.N * s.H), unsigned(cdiv(s.R, 128)));
-    mla_combine_kernel<<<cgrid, 128, size_t(splits) * sizeof(float), stream()>>>(
-        a.po, a.pm, a.pl, out, a.H, a.R, a.splits);
-    DS_CUDA_LAUNCHED();
-  }
+  if (splits > 1) mla_combine(a.po, a.pm, a.pl, out, s.N, s.H, s.R, splits);
+}
+
+void mla_combine(const float* po, const float* pm, const float* pl, float* out, int64_t N,
+                 int64_t H, int64_t R, int64_t splits) {
+  const dim3 cgrid(unsigned(N * H), unsigned(cdiv(R, 128)));
+  mla_combine_kernel<<<cgrid, 128, size_t(splits) * sizeof(float), stream()>>>(
+      po, pm, pl, out, int(H), int(R), int(splits));
+  DS_CUDA_LAUNCHED();
 }
 
 }  // namespace ds::cuda

@@ -1,6 +1,7 @@
-// Launchers of the absorbed-MLA inference kernels (kernels/mla_decode.cu): the per-head
-// matmul around the latent attention (cuBLAS strided-batched SGEMM) and the latent attention
-// itself (split-K "flash-decoding" over the latent cache, exact FP32).
+// Launchers of the absorbed-MLA inference kernels (kernels/mla_decode.cu, mla_decode_tc.cu):
+// the per-head matmul around the latent attention (cuBLAS strided-batched SGEMM) and the latent
+// attention itself (split-K "flash-decoding" over the latent cache): exact FP32 over an F32
+// cache, BF16 tensor cores (mma.sync, FP32 softmax and accumulators) over a BF16 cache.
 // Plain C++ header (no CUDA types) so lib/ops/cuda/attention.cpp (g++) can include it.
 // Semantics: include/ds/ops/ops.hpp (head_matmul, mla_latent_attention).
 #pragma once
@@ -21,5 +22,21 @@ struct MlaShape {
 void mla_latent_attention(const float* q_lat, const float* q_pe, const float* ckv,
                           const float* kpe, const int32_t* slot, const int32_t* len, float scale,
                           float* out, const MlaShape& s);
+
+// The same over a BF16 cache (ckv, kpe as BF16 codes, 16-byte aligned) on tensor cores
+// (kernels/mla_decode_tc.cu): q and the softmax weights rounded to BF16, the rest FP32.
+// Requires mla_bf16_supported(R, Dr).
+void mla_latent_attention_bf16(const float* q_lat, const float* q_pe, const uint16_t* ckv,
+                               const uint16_t* kpe, const int32_t* slot, const int32_t* len,
+                               float scale, float* out, const MlaShape& s);
+// R and Dr multiples of 16 (R > 0) and the smallest tile configuration fits in the device's
+// shared memory (R + Dr up to about 1300 on sm_90).
+bool mla_bf16_supported(int64_t R, int64_t Dr);
+
+// Internal, shared by the two kernel files: out (N, H, R) = the merge of `splits` partial
+// results po (N, splits, H, R) (unnormalised), pm / pl (N, splits, H) (running max and sum;
+// pm = -inf marks an empty split).
+void mla_combine(const float* po, const float* pm, const float* pl, float* out, int64_t N,
+                 int64_t H, int64_t R, int64_t splits);
 
 }  // namespace ds::cuda

@@ -1,17 +1,21 @@
 // GPU attention benchmarks: the training attention (flash-style, q/k head dim 192, v 128 as in
 // DeepSeek-V3) forward and backward in TFLOP/s for the BF16 tensor-core path (Context
-// precision bf16) and the exact FP32 path, and the absorbed-MLA decode kernel's bandwidth over
-// the latent cache (R 512 + rope 64) against HBM. Random inputs, medians of timed repetitions.
-// FLOPs: causal forward 2 * B*H * T*T/2 * (Dk + Dv); backward 2.5 x forward (recomputing P
-// adds one QK^T, and dQ, dK, dV, dP are four more products). Decode bytes: every visible
-// cache row (R + Dr floats) read once per sequence, plus queries and outputs.
-// Usage: bench_attention [--quick]. Prints a table and one JSON line per row.
+// precision bf16) and the exact FP32 path, and the absorbed-MLA decode kernels' bandwidth over
+// the latent cache (R 512 + rope 64) against HBM: the exact FP32 kernel over an F32 cache and
+// the tensor-core kernel over a BF16 cache, same values, one line per case. Random inputs,
+// medians of timed repetitions. FLOPs: causal forward 2 * B*H * T*T/2 * (Dk + Dv); backward
+// 2.5 x forward (recomputing P adds one QK^T, and dQ, dK, dV, dP are four more products).
+// Decode bytes: every visible cache row (R + Dr elements, 4 or 2 bytes each) read once per
+// sequence, plus the F32 queries and outputs; decode FLOPs 2 * N*H * L * (2R + Dr).
+// Usage: bench_attention [--quick]. Prints a table and one JSON line per row (and cache).
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
+#include <vector>
 
+#include "ds/ops/fp8.hpp"
 #include "ds/ops/ops.hpp"
 #include "gpu_timer.hpp"
 
@@ -59,13 +63,23 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
               tf * 1e3, fwd_flops / tf / 1e12, tb * 1e3, 2.5 * fwd_flops / tb / 1e12);
 }
 
+// One decode case over the same cache values (rounded to BF16 first) as an F32 cache (exact
+// FP32 kernel) and a BF16 cache (tensor-core kernel), side by side on one line; nmse: the BF16
+// kernel's output against the F32 kernel's (only q and p rounding differ, ~5e-6 expected).
 void decode_row(int64_t N, int64_t H, int64_t L, int reps) {
   ops::Context ctx;
   ctx.device = Device::cuda;
   const int64_t R = 512, Dr = 64, S = N;
   Tensor q_lat = rand_gpu({N, H, R}, 0.05f, 5), q_pe = rand_gpu({N, H, Dr}, 0.05f, 6);
   Tensor ckv = rand_gpu({S, L, R}, 1.0f, 7), kpe = rand_gpu({S, L, Dr}, 1.0f, 8);
+  Tensor ckv_b = Tensor::empty({S, L, R}, DType::bf16, Device::cuda);
+  Tensor kpe_b = Tensor::empty({S, L, Dr}, DType::bf16, Device::cuda);
+  ops::bf16_round(ctx, ckv, ckv_b);   // BF16 codes, and the F32 cache rounded to the same values
+  ops::bf16_round(ctx, kpe, kpe_b);
+  ops::bf16_round(ctx, ckv, ckv);
+  ops::bf16_round(ctx, kpe, kpe);
   Tensor out = Tensor::empty({N, H, R}, DType::f32, Device::cuda);
+  Tensor out_b = Tensor::empty({N, H, R}, DType::f32, Device::cuda);
   std::vector<int32_t> slot(static_cast<size_t>(N)), len(static_cast<size_t>(N), static_cast<int32_t>(L));
   for (int64_t i = 0; i < N; ++i) slot[size_t(i)] = int32_t(i);
   Tensor ts = Tensor::empty({N}, DType::i32, Device::cuda), tl = Tensor::empty({N}, DType::i32, Device::cuda);
@@ -74,15 +88,38 @@ void decode_row(int64_t N, int64_t H, int64_t L, int reps) {
   const float scale = 1.0f / std::sqrt(192.0f);
   const double t = bench::median_seconds(
       [&] { ops::mla_latent_attention(ctx, q_lat, q_pe, ckv, kpe, ts, tl, scale, out); }, 2, reps);
-  const double bytes = 4.0 * (double(N) * double(L) * double(R + Dr) +
-                              double(N * H) * double(2 * R + Dr));
+  const double tb = bench::median_seconds(
+      [&] { ops::mla_latent_attention(ctx, q_lat, q_pe, ckv_b, kpe_b, ts, tl, scale, out_b); }, 2,
+      reps);
+  Tensor h = Tensor::empty(out.shape()), hb = Tensor::empty(out.shape());
+  h.copy_from(out);
+  hb.copy_from(out_b);
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < h.numel(); ++i) {
+    const double d = double(hb.f32()[i]) - h.f32()[i];
+    num += d * d;
+    den += double(h.f32()[i]) * h.f32()[i];
+  }
+  const double nmse = den > 0 ? num / den : num;
+  const double rows = double(N) * double(L) * double(R + Dr);   // cache elements read
+  const double qo = double(N * H) * double(2 * R + Dr);          // F32 q_lat, q_pe, out
+  const double bytes = 4.0 * (rows + qo), bytes_b = 2.0 * rows + 4.0 * qo;
   const double flops = 2.0 * double(N * H) * double(L) * double(2 * R + Dr);
-  std::printf("mla decode  N=%3ld H=%3ld L=%5ld R=512 Dr=64 (F32 cache)  %8.3f ms %7.0f GB/s "
-              "(%4.1f%% of 4800) %6.1f TFLOP/s\n", long(N), long(H), long(L), t * 1e3,
-              bytes / t / 1e9, 100.0 * bytes / t / 4.8e12, flops / t / 1e12);
-  std::printf("{\"bench\":\"mla_decode\",\"N\":%ld,\"H\":%ld,\"L\":%ld,\"ms\":%.4f,\"gbps\":%.1f,"
-              "\"hbm_fraction\":%.4f}\n", long(N), long(H), long(L), t * 1e3, bytes / t / 1e9,
-              bytes / t / 4.8e12);
+  std::printf("mla decode  N=%3ld H=%3ld L=%5ld R=512 Dr=64  F32 cache %7.3f ms %5.0f GB/s "
+              "(%4.1f%%) %5.1f TFLOP/s | BF16 cache (tensor cores) %7.3f ms %5.0f GB/s "
+              "(%4.1f%% of 4800) %5.1f TFLOP/s, nmse vs F32 %.1e\n",
+              long(N), long(H), long(L), t * 1e3, bytes / t / 1e9, 100.0 * bytes / t / 4.8e12,
+              flops / t / 1e12, tb * 1e3, bytes_b / tb / 1e9, 100.0 * bytes_b / tb / 4.8e12,
+              flops / tb / 1e12, nmse);
+  std::printf("{\"bench\":\"mla_decode\",\"cache\":\"f32\",\"N\":%ld,\"H\":%ld,\"L\":%ld,"
+              "\"ms\":%.4f,\"gbps\":%.1f,\"hbm_fraction\":%.4f,\"tflops\":%.2f}\n",
+              long(N), long(H), long(L), t * 1e3, bytes / t / 1e9, bytes / t / 4.8e12,
+              flops / t / 1e12);
+  std::printf("{\"bench\":\"mla_decode\",\"cache\":\"bf16\",\"N\":%ld,\"H\":%ld,\"L\":%ld,"
+              "\"ms\":%.4f,\"gbps\":%.1f,\"hbm_fraction\":%.4f,\"tflops\":%.2f,"
+              "\"nmse_vs_f32\":%.3e}\n",
+              long(N), long(H), long(L), tb * 1e3, bytes_b / tb / 1e9, bytes_b / tb / 4.8e12,
+              flops / tb / 1e12, nmse);
 }
 
 }  // namespace

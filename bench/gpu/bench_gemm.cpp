@@ -3,7 +3,12 @@
 // scales) through the Hopper wgmma kernel and the portable mma.sync kernel. Medians over 20
 // timed repetitions after warm-up, CUDA events; random inputs. Each FP8 result is checked
 // against the FP32 SGEMM of the dequantised operands (normalised error over the first rows).
-// Prints a table, then one JSON line per shape. Exits 77 without a GPU.
+// Then the grouped BF16 GEMMs of the MoE routed experts at the 1b preset's shapes (64 experts,
+// 16384 tokens x 6 = 98304 pair rows split unevenly, counts around 1536): forward, input- and
+// weight-gradient layouts of both projections, cuBLAS (one call per expert: the grouped entry
+// point rejects BF16 -> F32) against our grouped kernel (kernels/gemm_grouped_bf16.cu) in
+// the same run, medians, with the kernel's nmse against cuBLAS. Prints tables, then one JSON
+// line per shape. Exits 77 without a GPU.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -18,6 +23,8 @@
 #include "ds/ops/ops.hpp"
 #include "kernels/fp8_gemm.cuh"
 #include "kernels/gemm.cuh"
+#include "kernels/gemm_grouped.cuh"
+#include "kernels/gemm_grouped_bf16.cuh"
 #include "kernels/runtime.cuh"
 #include "kernels/sm90_fp8_gemm.cuh"
 
@@ -103,6 +110,150 @@ double nmse_rows(const Tensor& got, const Tensor& want, int64_t rows) {
   return den > 0 ? num / den : num;
 }
 
+// ---- grouped GEMMs of the routed experts -------------------------------------------------------
+
+constexpr int kExperts = 64;
+constexpr int64_t kPairRows = 16384 * 6;
+
+// Rows per expert: 98304 split with weights exp(0.35 z), z standard normal (Box-Muller over a
+// fixed xorshift stream): a realistic imbalance around 1536, every count > 0.
+std::vector<int64_t> expert_rows() {
+  uint64_t s = 0x243F6A8885A308D3ull;
+  const auto uniform = [&] {
+    s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+    return (double(s >> 11) + 0.5) / double(uint64_t(1) << 53);
+  };
+  std::vector<double> w(kExperts);
+  double sum = 0;
+  for (double& v : w) {
+    const double r = std::sqrt(-2.0 * std::log(uniform()));
+    const double z = r * std::cos(6.283185307179586 * uniform());
+    v = std::exp(0.35 * z);
+    sum += v;
+  }
+  std::vector<int64_t> rows(kExperts);
+  int64_t total = 0;
+  for (int e = 0; e < kExperts; ++e) {
+    rows[size_t(e)] = std::max<int64_t>(1, int64_t(double(kPairRows) * w[size_t(e)] / sum));
+    total += rows[size_t(e)];
+  }
+  *std::max_element(rows.begin(), rows.end()) += kPairRows - total;
+  return rows;
+}
+
+Tensor random_bf16(int64_t rows, int64_t cols, const ds::ops::Context& gpu) {
+  const Tensor f = random_gpu(rows, cols);
+  Tensor b = Tensor::empty({rows, cols}, ds::DType::bf16, ds::Device::cuda);
+  ds::ops::bf16_round(gpu, f, b);
+  return b;
+}
+
+// One projection of all experts as a grouped call. Row-split (wgrad false): group e is
+// c[rows_e] (count_e, N) = x[rows_e] (count_e, K) @ op(w_e), w_e (N, K) when tb else (K, N).
+// Weight gradient: dw_e (M, N) += dy[rows_e]^T (count_e, M)^T @ x[rows_e] (count_e, N).
+struct GroupedShape {
+  const char* name;
+  bool wgrad, tb;
+  int64_t M, N, K;   // the per-expert row count replaces M (row-split) or K (wgrad)
+};
+const GroupedShape kGroupedShapes[] = {
+    {"fwd gate/up 1024->384", false, true, 0, 384, 1024},
+    {"fwd down 384->1024", false, true, 0, 1024, 384},
+    {"dgrad gate/up 384->1024", false, false, 0, 1024, 384},
+    {"dgrad down 1024->384", false, false, 0, 384, 1024},
+    {"wgrad gate/up 384x1024", true, false, 384, 1024, 0},
+    {"wgrad down 1024x384", true, false, 1024, 384, 0},
+};
+
+void bench_grouped(const ds::ops::Context& gpu, std::vector<std::string>& json) {
+  using ds::cuda::GroupedGemmImpl;
+  const std::vector<int64_t> rows = expert_rows();
+  const auto [mn, mx] = std::minmax_element(rows.begin(), rows.end());
+  std::printf("\ngrouped BF16 GEMMs: %d experts, %lld rows (per expert %lld..%lld)\n", kExperts,
+              (long long)kPairRows, (long long)*mn, (long long)*mx);
+  std::printf("%-24s %5s %5s %5s | %11s %11s %7s | %9s\n", "shape", "M", "N", "K",
+              "cublas TF/s", "kernel TF/s", "speedup", "nmse");
+  const GroupedGemmImpl before = ds::cuda::grouped_gemm_impl();
+  for (const GroupedShape& s : kGroupedShapes) {
+    const bool ta = s.wgrad, tb = s.tb;
+    const float beta = s.wgrad ? 1.0f : 0.0f;
+    Tensor a, b, c, cref;
+    std::vector<Tensor> w;
+    std::vector<ds::cuda::GemmDesc> d(static_cast<size_t>(kExperts));
+    if (!s.wgrad) {
+      a = random_bf16(kPairRows, s.K, gpu);
+      for (int e = 0; e < kExperts; ++e)
+        w.push_back(random_bf16(tb ? s.N : s.K, tb ? s.K : s.N, gpu));
+      c = Tensor::empty({kPairRows, s.N}, ds::DType::f32, ds::Device::cuda);
+      cref = Tensor::empty({kPairRows, s.N}, ds::DType::f32, ds::Device::cuda);
+    } else {
+      a = random_bf16(kPairRows, s.M, gpu);   // dy
+      b = random_bf16(kPairRows, s.N, gpu);   // x
+      c = Tensor::empty({kExperts * s.M, s.N}, ds::DType::f32, ds::Device::cuda);
+      cref = Tensor::empty({kExperts * s.M, s.N}, ds::DType::f32, ds::Device::cuda);
+    }
+    const auto descs = [&](Tensor& out) {
+      int64_t r0 = 0;
+      for (int e = 0; e < kExperts; ++e) {
+        ds::cuda::GemmDesc& x = d[size_t(e)];
+        const int64_t n = rows[size_t(e)];
+        if (!s.wgrad) {
+          x.a = a.data<uint16_t>() + r0 * s.K;
+          x.b = w[size_t(e)].data<uint16_t>();
+          x.c = out.data<float>() + r0 * s.N;
+          x.M = n, x.N = s.N, x.K = s.K;
+        } else {
+          x.a = a.data<uint16_t>() + r0 * s.M;
+          x.b = b.data<uint16_t>() + r0 * s.N;
+          x.c = out.data<float>() + int64_t(e) * s.M * s.N;
+          x.M = s.M, x.N = s.N, x.K = n;
+        }
+        r0 += n;
+      }
+    };
+    const auto run = [&](GroupedGemmImpl impl, Tensor& out) {
+      ds::cuda::set_grouped_gemm_impl(impl);
+      descs(out);
+      ds::cuda::grouped_gemm_rm(d.data(), kExperts, ta, tb, true, 1.0f, beta);
+    };
+    descs(c);
+    const bool fits = ds::cuda::grouped_bf16_kernel_fits(d.data(), kExperts, ta, tb);
+    // Results from a zero c (beta 1 for the weight gradients), then the timings.
+    check(cudaMemset(cref.data<float>(), 0, size_t(cref.numel()) * 4), "memset");
+    check(cudaMemset(c.data<float>(), 0, size_t(c.numel()) * 4), "memset");
+    run(GroupedGemmImpl::cublas, cref);
+    double e_k = NAN, t_k = NAN;
+    if (fits) {
+      run(GroupedGemmImpl::kernel, c);
+      check(cudaDeviceSynchronize(), "grouped kernel");
+      e_k = nmse_rows(c, cref, std::min<int64_t>(c.size(0), 8192));
+    }
+    const double t_cb = median_ms([&] { run(GroupedGemmImpl::cublas, cref); });
+    if (fits) t_k = median_ms([&] { run(GroupedGemmImpl::kernel, c); });
+    check(cudaDeviceSynchronize(), "sync");
+
+    const int64_t M = s.wgrad ? s.M : kPairRows, K = s.wgrad ? kPairRows : s.K;
+    const double flop = 2.0 * double(M) * double(s.N) * double(K);
+    const auto tf = [&](double ms) { return std::isnan(ms) ? -1.0 : flop / (ms * 1e-3) / 1e12; };
+    const double speedup = std::isnan(t_k) ? -1.0 : t_cb / t_k;
+    std::printf("%-24s %5lld %5lld %5lld | %11.1f %11.1f %7.2f | %9.2e%s\n", s.name,
+                (long long)M, (long long)s.N, (long long)K, tf(t_cb), tf(t_k), speedup, e_k,
+                fits ? "" : "  (kernel does not take this shape)");
+    std::fflush(stdout);
+    char buf[640];
+    std::snprintf(buf, sizeof buf,
+                  "{\"bench\":\"grouped_gemm\",\"shape\":\"%s\",\"groups\":%d,\"M\":%lld,"
+                  "\"N\":%lld,\"K\":%lld,\"ta\":%d,\"tb\":%d,\"cublas_tflops\":%.2f,"
+                  "\"kernel_tflops\":%.2f,\"speedup\":%.3f,\"cublas_ms\":%.4f,"
+                  "\"kernel_ms\":%.4f,\"kernel_nmse\":%.3e}",
+                  s.name, kExperts, (long long)M, (long long)s.N, (long long)K, int(ta), int(tb),
+                  tf(t_cb), tf(t_k), speedup, t_cb, std::isnan(t_k) ? -1.0 : t_k,
+                  std::isnan(e_k) ? -1.0 : e_k);
+    json.push_back(buf);
+  }
+  ds::cuda::set_grouped_gemm_impl(before);
+}
+
 }  // namespace
 
 int main() {
@@ -176,6 +327,7 @@ int main() {
                   std::isnan(t_wg) ? -1.0 : t_wg, t_fb, std::isnan(e_wg) ? -1.0 : e_wg, e_fb);
     json.push_back(buf);
   }
+  bench_grouped(gpu, json);
   for (const auto& j : json) std::printf("%s\n", j.c_str());
   return 0;
 }

@@ -6,6 +6,9 @@
 // bench_gemm for comparison).
 // Usage: bench_train_step [--preset 1b] [--batch 4] [--seq 4096] [--precision bf16[,fp8,..]]
 //                         [--steps 5] [--warmup 2] [--peak-tflops 989.4] [--profile 1]
+//                         [--device cuda|cpu] [--grouped-experts -1|0|1]
+// --device cpu runs the same step on the CPU (small --batch/--seq): with --profile 1 its table
+// counts the op calls of a step (each at least one kernel launch on the GPU) without a GPU.
 // --profile 1: one more step per precision with the per-op profiler on (each op synchronised,
 // so that step is slower): the per-op table of train::profile_report on stderr.
 // Several precisions run one after the other on the same model (initialised once).
@@ -33,6 +36,8 @@ int main(int argc, char** argv) {
   int steps = 5, warmup = 2;
   double peak = 989.4;
   bool profile = false;
+  Device dev = Device::cuda;
+  int grouped = -1;   // routed experts: -1 the device's default, 0 per-expert loop, 1 grouped
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string f = argv[i], v = argv[i + 1];
     if (f == "--preset") preset = v;
@@ -43,19 +48,22 @@ int main(int argc, char** argv) {
     else if (f == "--warmup") warmup = std::atoi(v.c_str());
     else if (f == "--peak-tflops") peak = std::atof(v.c_str());
     else if (f == "--profile") profile = v != "0";
+    else if (f == "--grouped-experts") grouped = std::atoi(v.c_str());
+    else if (f == "--device") dev = v == "cpu" ? Device::cpu : Device::cuda;
     else {
       std::fprintf(stderr, "bench_train_step: unknown flag %s\n", f.c_str());
       return 2;
     }
   }
-  if (!bench::gpu_ready("bench_train_step")) return 77;
+  if (dev == Device::cuda && !bench::gpu_ready("bench_train_step")) return 77;
   try {
     const model::ModelArgs a = model::preset(preset);
     ops::Context ctx;
-    ctx.device = Device::cuda;
+    ctx.device = dev;
     model::ParamStore store;
-    store.set_device(Device::cuda);
+    store.set_device(dev);
     model::Transformer m(a, store);
+    if (grouped >= 0) m.set_grouped_experts(grouped != 0);
     store.init(1);
     store.alloc_grads();
     train::OptimizerOptions oo;
@@ -81,13 +89,14 @@ int main(int argc, char** argv) {
     }
     for (const std::string& pr : precisions) {
     ctx.linear.mode = ops::parse_precision(pr, "--precision");
-    ops::reset_device_peak(Device::cuda);
-    const double t = bench::median_seconds(step, warmup, steps);
+    if (dev == Device::cuda) ops::reset_device_peak(dev);
+    const double t = bench::median_seconds(step, warmup, steps, dev);
     const model::ParamCounts c = model::count_params(a);
     const double fpt = model::train_flops_per_token(a, T);
     const double tps = double(B * T) / t;
     const double tflops = fpt * tps / 1e12;
-    const ops::DeviceMemory mem = ops::device_memory(Device::cuda);
+    const ops::DeviceMemory mem =
+        dev == Device::cuda ? ops::device_memory(dev) : ops::DeviceMemory{};
     std::printf("train step %s %s B=%ld T=%ld: %.1f ms, %.0f tokens/s, %.1f TFLOP/s, MFU %.1f%% "
                 "(peak %.1f), loss %.4f, params %.3fB total (+%.3fB MTP) %.3fB active, GPU peak "
                 "%.1f GiB\n", preset.c_str(), pr.c_str(), long(B), long(T), t * 1e3, tps,
@@ -104,7 +113,7 @@ int main(int argc, char** argv) {
     if (profile) {
       ops::Profiler prof;
       ctx.prof = &prof;
-      const double tp = bench::median_seconds(step, 0, 1);
+      const double tp = bench::median_seconds(step, 0, 1, dev);
       ctx.prof = nullptr;
       std::fprintf(stderr, "profiled step (%s; every op synchronised):", pr.c_str());
       const std::string j = train::profile_report(prof, tp, 1, B * T);
@@ -112,8 +121,13 @@ int main(int argc, char** argv) {
                   pr.c_str(), j.c_str());
     }
     }
-    std::printf("routed experts: grouped GEMMs (cuBLAS grouped entry point %s)\n",
-                ds::cuda::grouped_gemm_native() ? "used" : "rejected: one call per expert");
+    if (dev == Device::cuda)
+      std::printf("routed experts: grouped GEMMs (DS_GROUPED_GEMM=%s; our kernel %s; cuBLAS "
+                  "grouped entry point %s)\n",
+                  ds::cuda::grouped_gemm_impl() == ds::cuda::GroupedGemmImpl::kernel ? "kernel"
+                                                                                     : "cublas",
+                  ds::cuda::grouped_gemm_kernel_launches() > 0 ? "ran" : "not run",
+                  ds::cuda::grouped_gemm_native() ? "used" : "not used or rejected");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_train_step: %s\n", e.what());
     return 1;

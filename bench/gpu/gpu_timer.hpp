@@ -13,15 +13,16 @@
 
 namespace ds::bench {
 
-// Median seconds of `reps` runs of fn after `warmup` runs, each bracketed by a device sync.
-inline double median_seconds(const std::function<void()>& fn, int warmup, int reps) {
+// Median seconds of `reps` runs of fn after `warmup` runs, each bracketed by a sync of dev.
+inline double median_seconds(const std::function<void()>& fn, int warmup, int reps,
+                             Device dev = Device::cuda) {
   for (int i = 0; i < warmup; ++i) fn();
-  ops::synchronize(Device::cuda);
+  ops::synchronize(dev);
   std::vector<double> t;
   for (int i = 0; i < reps; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
     fn();
-    ops::synchronize(Device::cuda);
+    ops::synchronize(dev);
     t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   std::sort(t.begin(), t.end());

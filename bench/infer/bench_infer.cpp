@@ -5,6 +5,7 @@
 // weights (config.json + model.safetensors) so bench_torch_generate.py can time the same model.
 // --bf16-weights rounds the random weights to BF16 first (as a BF16 checkpoint: the engine then
 // holds its linear weights as BF16; the saved F32 file carries the same values for PyTorch).
+// --kv-cache bf16 holds the latent cache in BF16 (EngineOptions::kv_cache).
 // reference: docs/benchmarks.md conventions (figures, not timed tests).
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
   int batch = 1, reps = 3, threads = 0;
   double init_std = 0.02;
   bool bf16_weights = false;
+  std::string kv_cache = "f32";
   app.add_option("--preset", preset, "tiny or small (random weights)")->capture_default_str();
   app.add_option("--prompt-len", prompt_len, "Prompt tokens")->capture_default_str();
   app.add_option("--new-tokens", new_tokens, "Decode steps")->capture_default_str();
@@ -45,6 +47,8 @@ int main(int argc, char** argv) {
   app.add_option("--init-std", init_std, "Weight init std")->capture_default_str();
   app.add_option("--save", save, "Write the weights to this directory");
   app.add_flag("--bf16-weights", bf16_weights, "Round the random weights to BF16 values");
+  app.add_option("--kv-cache", kv_cache, "Latent cache dtype: f32 or bf16")
+      ->check(CLI::IsMember({"f32", "bf16"}))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   using namespace ds;
@@ -65,7 +69,11 @@ int main(int argc, char** argv) {
   ops::Context ctx;
   ctx.threads = threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()));
   ops::set_cpu_threads(ctx.threads);
-  infer::Engine eng(args, store, ctx, {batch, prompt_len + new_tokens + 1});
+  infer::EngineOptions eo;
+  eo.slots = batch;
+  eo.capacity = prompt_len + new_tokens + 1;
+  eo.kv_cache = kv_cache == "bf16" ? DType::bf16 : DType::f32;
+  infer::Engine eng(args, store, ctx, eo);
   std::mt19937_64 rng(5);
   std::vector<std::vector<int32_t>> prompts(size_t(batch), std::vector<int32_t>(size_t(prompt_len), 0));
   for (auto& p : prompts)
@@ -96,11 +104,11 @@ int main(int argc, char** argv) {
   }
   // measured: the allocated cache tensors' bytes over the positions they hold
   const int64_t measured_total = eng.cache_bytes_allocated();
-  fmt::print("{{\"preset\":\"{}\",\"threads\":{},\"batch\":{},\"prompt_len\":{},\"new_tokens\":{},"
+  fmt::print("{{\"preset\":\"{}\",\"kv_cache\":\"{}\",\"threads\":{},\"batch\":{},\"prompt_len\":{},\"new_tokens\":{},"
              "\"prefill_tokens_per_s\":{:.1f},\"decode_tokens_per_s\":{:.1f},"
              "\"kv_bytes_per_token\":{},\"kv_bytes_per_token_measured\":{},"
              "\"naive_kv_bytes_per_token\":{},\"bf16_weight_tensors\":{}}}\n",
-             preset, ctx.threads, batch, prompt_len, new_tokens, median(pf), median(dec),
+             preset, kv_cache, ctx.threads, batch, prompt_len, new_tokens, median(pf), median(dec),
              eng.cache_bytes_per_token(), measured_total / (int64_t(batch) * eng.capacity()),
              eng.naive_cache_bytes_per_token(), eng.bf16_weight_count());
   return 0;

@@ -90,6 +90,14 @@ Engine::Engine(const model::ModelArgs& args, const model::ParamStore& weights, o
   model::validate(args_, "engine");
   if (opts_.capacity <= 0) opts_.capacity = args_.max_seq_len;
   DS_CHECK_AS(UsageError, opts_.slots >= 1, "engine: slots must be >= 1 (got {})", opts_.slots);
+  DS_CHECK_AS(UsageError, opts_.kv_cache == DType::f32 || opts_.kv_cache == DType::bf16,
+              "engine: the KV cache must be F32 or BF16 (got {})", dtype_name(opts_.kv_cache));
+  // the tensor-core decode over a BF16 cache takes 16-wide fragments of the latent and rope key
+  DS_CHECK_AS(UsageError,
+              ctx_.device != Device::cuda || opts_.kv_cache != DType::bf16 ||
+                  (args_.kv_lora_rank % 16 == 0 && args_.qk_rope_head_dim % 16 == 0),
+              "--kv-cache bf16 on cuda needs kv_lora_rank ({}) and qk_rope_head_dim ({}) to be "
+              "multiples of 16; use --kv-cache f32", args_.kv_lora_rank, args_.qk_rope_head_dim);
   store_.set_device(ctx_.device);   // its buffers (router biases) beside the ops
   store_.set_allocate(false);
   embed_ = model::Embedding(store_, args_);
@@ -128,8 +136,8 @@ Engine::Engine(const model::ModelArgs& args, const model::ParamStore& weights, o
   const int64_t Dn = args_.qk_nope_head_dim, Dr = args_.qk_rope_head_dim, Dv = args_.v_head_dim;
   auto make_cache = [&](const model::MLA& m) {
     LayerCache c;
-    c.ckv = Tensor::zeros({S, L, R}, DType::f32, ctx_.device);
-    c.kpe = Tensor::zeros({S, L, Dr}, DType::f32, ctx_.device);
+    c.ckv = Tensor::zeros({S, L, R}, opts_.kv_cache, ctx_.device);
+    c.kpe = Tensor::zeros({S, L, Dr}, opts_.kv_cache, ctx_.device);
     c.wuk = empty_f32(ctx_, {H, 1, Dn * R});
     c.wuv = empty_f32(ctx_, {H, 1, Dv * R});
     // wkv_b rows per head: [W^UK_h (Dn rows) | W^UV_h (Dv rows)], each row R wide
@@ -156,7 +164,7 @@ void Engine::truncate(int slot, int64_t len) {
 }
 
 int64_t Engine::cache_bytes_per_token() const {
-  return int64_t(sizeof(float)) * (args_.kv_lora_rank + args_.qk_rope_head_dim) *
+  return int64_t(dtype_size(opts_.kv_cache)) * (args_.kv_lora_rank + args_.qk_rope_head_dim) *
          int64_t(cache_.size());
 }
 int64_t Engine::naive_cache_bytes_per_token() const {

@@ -35,6 +35,8 @@ void validate_options(const GenerateOptions& o) {
   DS_CHECK_AS(UsageError, !o.model.empty(), "--model is required");
   DS_CHECK_AS(UsageError, o.device == "cpu" || o.device == "cuda",
               "--device must be cpu or cuda (got '{}')", o.device);
+  DS_CHECK_AS(UsageError, o.kv_cache == "f32" || o.kv_cache == "bf16",
+              "--kv-cache must be f32 or bf16 (got '{}')", o.kv_cache);
   DS_CHECK_AS(UsageError, o.speculative == "none" || o.speculative == "mtp",
               "--speculative must be none or mtp (got '{}')", o.speculative);
   DS_CHECK_AS(UsageError, o.max_new_tokens >= 1, "--max-new-tokens must be >= 1 (got {})",
@@ -79,7 +81,11 @@ Engine& engine_for(Session& s, int64_t max_prompt, int slots) {
     ops::set_cpu_threads(ctx.threads);
     const int64_t cap = std::min(s.pre.args.max_seq_len + 2, std::max<int64_t>(need, 256));
     s.engine.reset();
-    s.engine = std::make_unique<Engine>(s.pre.args, *s.pre.store, ctx, EngineOptions{slots, cap});
+    EngineOptions eo;
+    eo.slots = slots;
+    eo.capacity = cap;
+    eo.kv_cache = s.o.kv_cache == "bf16" ? DType::bf16 : DType::f32;
+    s.engine = std::make_unique<Engine>(s.pre.args, *s.pre.store, ctx, eo);
   }
   return *s.engine;
 }

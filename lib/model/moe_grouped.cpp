@@ -29,14 +29,28 @@ Tensor operand(const ops::Context& ctx, const Tensor& x) {
   return out;
 }
 
-// Each local expert's matrix `which` (1 gate_proj, 2 down_proj, 3 up_proj) as a GEMM operand.
+// Each local expert's matrix `which` (1 gate_proj, 2 down_proj, 3 up_proj) as a GEMM operand;
+// in bf16 mode all of them rounded by one bf16_round_multi (one launch on the GPU).
 std::vector<Tensor> weights(const ops::Context& ctx, const std::vector<MLP>& experts, int which) {
   std::vector<Tensor> w;
   w.reserve(experts.size());
-  for (const MLP& m : experts) {
-    const Linear& l = which == 1 ? m.w1 : which == 2 ? m.w2 : m.w3;
-    w.push_back(operand(ctx, l.w->value));
+  auto value = [&](const MLP& m) -> const Tensor& {
+    return (which == 1 ? m.w1 : which == 2 ? m.w2 : m.w3).w->value;
+  };
+  if (!bf16_mode(ctx)) {
+    for (const MLP& m : experts) w.push_back(value(m));
+    return w;
   }
+  std::vector<const Tensor*> src;
+  std::vector<Tensor*> dst;
+  for (const MLP& m : experts) {
+    const Tensor& v = value(m);
+    w.push_back(ctx.device == Device::cpu ? detail::empty_f32(ctx, v.shape())
+                                          : Tensor::empty(v.shape(), DType::bf16, ctx.device));
+    src.push_back(&v);
+  }
+  for (Tensor& t : w) dst.push_back(&t);
+  ops::bf16_round_multi(ctx, src, dst);
   return w;
 }
 

@@ -12,6 +12,7 @@
 #include "ds/core/error.hpp"
 #include "ds/core/hash.hpp"
 #include "ds/core/rng.hpp"
+#include "ds/ops/ops.hpp"
 
 namespace ds::model {
 
@@ -60,8 +61,12 @@ void ParamStore::alloc_grads() {
 }
 
 void ParamStore::zero_grads() {
+  std::vector<Tensor*> g;
   for (auto& p : params_)
-    if (p.grad.defined()) p.grad.zero_();
+    if (p.grad.defined()) g.push_back(&p.grad);
+  ops::Context ctx;   // one launch for all gradients on the GPU
+  ctx.device = device_;
+  ops::zero_multi(ctx, g);
 }
 
 int64_t ParamStore::numel() const {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <initializer_list>
+#include <vector>
 
 #include "ds/core/error.hpp"
 #include "ds/ops/ops.hpp"
@@ -26,6 +27,20 @@ inline void check_devices(const Context& ctx, const char* op,
     ++i;
   }
 }
+// The same for the operands of a many-tensor op (multi_tensor.cpp).
+inline void check_devices(const Context& ctx, const char* op, const std::vector<const Tensor*>& ts) {
+#if !defined(DS_HAVE_CUDA)
+  if (ctx.device == Device::cuda) DS_THROW(CudaError, "op {}: this build has no CUDA path", op);
+#endif
+  for (size_t i = 0; i < ts.size(); ++i)
+    if (ts[i]->defined() && ts[i]->device() != ctx.device)
+      DS_THROW(InternalError, "op {}: tensor {} is on {} but the context is on {}", op, i,
+               device_name(ts[i]->device()), device_name(ctx.device));
+}
+// Operand checks shared by a one-tensor op and its many-tensor form (ops.cpp, fp8.cpp).
+void check_adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                 const AdamWParams& p);
+void check_bf16_round(const Tensor& x, const Tensor& out);   // out defined
 // For ops with no CUDA path (none today; kept for new ops while they are being ported).
 inline void cpu_only(const Context& ctx, const char* op, std::initializer_list<const Tensor*> ts) {
   bool cuda = ctx.device == Device::cuda;

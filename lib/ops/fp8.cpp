@@ -101,14 +101,18 @@ void fp8_fake_quant(const Context& ctx, const Tensor& x, Fp8Group g, ScaleFormat
   else opt::fp8_fake_quant(x.f32(), L, fmt, act, out.f32(), nthreads(ctx));
 }
 
-void bf16_round(const Context& ctx, const Tensor& x, Tensor& out) {
-  check_devices(ctx, "bf16_round", {&x, &out});
+void detail::check_bf16_round(const Tensor& x, const Tensor& out) {
   check_f32(x, "bf16_round x");
-  if (!out.defined()) out = Tensor::empty(x.shape(), DType::f32, x.device());
   DS_CHECK(out.dtype() == DType::f32 || out.dtype() == DType::bf16,
            "bf16_round out: expected F32 or BF16, got {}", dtype_name(out.dtype()));
   DS_CHECK(out.numel() == x.numel(), "bf16_round: out {} differs from x {}",
            shape_str(out.shape()), shape_str(x.shape()));
+}
+
+void bf16_round(const Context& ctx, const Tensor& x, Tensor& out) {
+  check_devices(ctx, "bf16_round", {&x, &out});
+  if (!out.defined()) out = Tensor::empty(x.shape(), DType::f32, x.device());
+  detail::check_bf16_round(x, out);
   const Scope scope_(ctx, "bf16_round");
   DS_CUDA_ROUTE(bf16_round, (ctx, x, out));
   if (out.dtype() == DType::bf16) {   // the codes themselves (BF16 GEMM operands)

@@ -1,6 +1,8 @@
 // Dispatch of the inference-side MLA ops (include/ds/ops/ops.hpp, section "inference: absorbed
-// MLA"): CPU only for now (CUDA tensors raise CudaError), shape / dtype / index checks at the
-// boundary, then cpu/ref_mla_decode.cpp or cpu/opt_mla_decode.cpp by Context::impl.
+// MLA"): shape / dtype / index checks at the boundary, then the CUDA path (lib/ops/cuda/
+// attention.cpp, elementwise.cpp) for CUDA tensors, else cpu/ref_mla_decode.cpp or
+// cpu/opt_mla_decode.cpp by Context::impl. The latent cache is F32 or BF16 (both tensors alike);
+// set_rows also rounds F32 rows into a BF16 cache.
 // reference: spec §2.1-2.2 (absorbed attention over the normalised latent + rope-key cache).
 #include <algorithm>
 #include <initializer_list>
@@ -15,6 +17,16 @@ namespace ds::ops {
 namespace {
 
 using detail::check_devices;
+
+struct Named {
+  const char* name;
+  const Tensor* t;
+};
+void check_f32(const char* op, std::initializer_list<Named> ts) {
+  for (const Named& n : ts)
+    DS_CHECK(n.t->dtype() == DType::f32, "{}: {} must be F32 (got {})", op, n.name,
+             dtype_name(n.t->dtype()));
+}
 
 void check_range(const Tensor& t, int64_t lo, int64_t hi, const char* what) {
   if (t.device() != Device::cpu) return;   // host check; the CUDA kernels skip bad entries
@@ -58,15 +70,32 @@ void mla_latent_attention(const Context& ctx, const Tensor& q_lat, const Tensor&
   DS_CHECK_SHAPE(out, {d.N, d.H, d.R});
   DS_CHECK(slot.dtype() == DType::i32 && len.dtype() == DType::i32,
            "mla_latent_attention: slot and len must be i32");
+  check_f32("mla_latent_attention", {{"q_lat", &q_lat}, {"q_pe", &q_pe}, {"out", &out}});
+  DS_CHECK(ckv.dtype() == kpe.dtype(),
+           "mla_latent_attention: ckv ({}) and kpe ({}) must have the same dtype",
+           dtype_name(ckv.dtype()), dtype_name(kpe.dtype()));
+  DS_CHECK(ckv.dtype() == DType::f32 || ckv.dtype() == DType::bf16,
+           "mla_latent_attention: the cache (ckv, kpe) must be F32 or BF16 (got {})",
+           dtype_name(ckv.dtype()));
   check_range(slot, 0, d.S, "mla_latent_attention slot");
   check_range(len, 1, d.L + 1, "mla_latent_attention len");
   DS_CUDA_ROUTE(mla_latent_attention, (ctx, q_lat, q_pe, ckv, kpe, slot, len, scale, out));
-  if (ctx.impl == Impl::reference)
+  const int nt = std::max(1, ctx.threads);
+  if (ckv.dtype() == DType::bf16) {
+    const uint16_t *c = ckv.data<uint16_t>(), *k = kpe.data<uint16_t>();
+    if (ctx.impl == Impl::reference)
+      ref::mla_latent_attention(q_lat.f32(), q_pe.f32(), c, k, slot.i32(), len.i32(),
+                                double(scale), out.f32(), d);
+    else
+      opt::mla_latent_attention(q_lat.f32(), q_pe.f32(), c, k, slot.i32(), len.i32(), scale,
+                                out.f32(), d, nt);
+  } else if (ctx.impl == Impl::reference) {
     ref::mla_latent_attention(q_lat.f32(), q_pe.f32(), ckv.f32(), kpe.f32(), slot.i32(),
                               len.i32(), double(scale), out.f32(), d);
-  else
+  } else {
     opt::mla_latent_attention(q_lat.f32(), q_pe.f32(), ckv.f32(), kpe.f32(), slot.i32(),
-                              len.i32(), scale, out.f32(), d, std::max(1, ctx.threads));
+                              len.i32(), scale, out.f32(), d, nt);
+  }
 }
 
 void set_rows(const Context& ctx, const Tensor& src, const Tensor& rows, Tensor& dst) {
@@ -75,10 +104,21 @@ void set_rows(const Context& ctx, const Tensor& src, const Tensor& rows, Tensor&
   DS_CHECK_SHAPE(rows, {src.size(0)});
   DS_CHECK_SHAPE(dst, {-1, src.size(1)});
   DS_CHECK(rows.dtype() == DType::i32, "set_rows: rows must be i32");
+  const DType sd = src.dtype(), dd = dst.dtype();
+  DS_CHECK((sd == DType::f32 && (dd == DType::f32 || dd == DType::bf16)) ||
+               (sd == DType::bf16 && dd == DType::bf16),
+           "set_rows: src {} -> dst {} not supported (F32->F32, BF16->BF16, F32->BF16)",
+           dtype_name(sd), dtype_name(dd));
   check_range(rows, 0, dst.size(0), "set_rows rows");
   DS_CUDA_ROUTE(set_rows, (ctx, src, rows, dst));
-  opt::set_rows(src.f32(), rows.i32(), dst.f32(), src.size(0), src.size(1),
-                std::max(1, ctx.threads));
+  const int64_t M = src.size(0), C = src.size(1);
+  const int nt = std::max(1, ctx.threads);
+  if (dd == DType::f32)
+    opt::set_rows(src.f32(), rows.i32(), dst.f32(), M, C, nt);
+  else if (sd == DType::bf16)
+    opt::set_rows(src.data<uint16_t>(), rows.i32(), dst.data<uint16_t>(), M, C, nt);
+  else
+    opt::set_rows(src.f32(), rows.i32(), dst.data<uint16_t>(), M, C, nt);
 }
 
 }  // namespace ds::ops

@@ -621,10 +621,8 @@ double sum(const Context& ctx, const Tensor& x) {
 }
 
 // ---- AdamW ---------------------------------------------------------------------------------
-void adamw_step(const Context& ctx, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
-                const AdamWParams& p) {
-  check_devices(ctx, "adamw_step", {&param, &grad, &m, &v});
-  const Scope scope_(ctx, "adamw_step");
+void detail::check_adamw(const Tensor& param, const Tensor& grad, const Tensor& m,
+                         const Tensor& v, const AdamWParams& p) {
   DS_CHECK_SHAPE(grad, param.shape());
   DS_CHECK_SHAPE(m, param.shape());
   DS_CHECK_SHAPE(v, param.shape());
@@ -632,6 +630,13 @@ void adamw_step(const Context& ctx, Tensor& param, const Tensor& grad, Tensor& m
   for (const Tensor* t : std::initializer_list<const Tensor*>{&m, &v})
     DS_CHECK(t->dtype() == DType::f32 || t->dtype() == DType::bf16,
              "adamw_step: moments must be F32 or BF16, got {}", dtype_name(t->dtype()));
+}
+
+void adamw_step(const Context& ctx, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                const AdamWParams& p) {
+  check_devices(ctx, "adamw_step", {&param, &grad, &m, &v});
+  const Scope scope_(ctx, "adamw_step");
+  detail::check_adamw(param, grad, m, v, p);
   DS_CUDA_ROUTE(adamw_step, (ctx, param, grad, m, v, p));
   const bool mb = m.dtype() == DType::bf16, vb = v.dtype() == DType::bf16;
   float* m32 = mb ? nullptr : m.f32();

@@ -11,7 +11,7 @@ std::string_view Profiler::family_of(std::string_view op) {
   auto starts = [&](std::string_view p) { return op.substr(0, p.size()) == p; };
   if (op == "matmul" || op == "matmul_bf16" || op == "fp8_gemm_nt" || starts("grouped_matmul"))
     return "gemm";
-  if (starts("fp8_") || op == "bf16_round") return "quantize";
+  if (starts("fp8_") || starts("bf16_round")) return "quantize";
   if (starts("attention")) return "attention";
   if (starts("cross_entropy")) return "cross_entropy";
   if (starts("rmsnorm")) return "norm";
@@ -21,8 +21,8 @@ std::string_view Profiler::family_of(std::string_view op) {
   if (starts("moe") || starts("gather_rows") || op == "scatter_add_rows" || op == "set_rows")
     return "moe";
   if (starts("embedding")) return "embedding";
-  if (op == "adamw_step") return "optimizer";
-  return "elementwise";   // add, add_, scale_, swiglu, sums, count_nonfinite, token_logprob
+  if (starts("adamw_step")) return "optimizer";
+  return "elementwise";   // add, add_, scale_, swiglu, sums, zeroing, count_nonfinite, token_logprob
 }
 
 void Profiler::add(const char* op, double seconds, double flops) {

@@ -16,12 +16,14 @@ AdamW::AdamW(model::ParamStore& params, const OptimizerOptions& opts)
 
 GradStats AdamW::grad_stats(const ops::Context& ctx) const {
   GradStats s;
+  std::vector<const Tensor*> grads;
+  for (const auto& p : params_.params()) grads.push_back(&p.grad);
+  const std::vector<double> q = ops::sum_squares_multi(ctx, grads);   // one pass, one sync
   double sq = 0;
-  for (const auto& p : params_.params()) {
-    const double q = ops::sum_squares(ctx, p.grad);
-    sq += q;
+  for (size_t i = 0; i < q.size(); ++i) {
+    sq += q[i];
     // squares summed in double cannot overflow: a finite sum means every element is finite
-    if (!std::isfinite(q)) s.nonfinite += ops::count_nonfinite(ctx, p.grad);
+    if (!std::isfinite(q[i])) s.nonfinite += ops::count_nonfinite(ctx, *grads[i]);
   }
   s.norm = std::sqrt(sq);
   return s;
@@ -34,19 +36,20 @@ void AdamW::step(const ops::Context& ctx, float lr, const GradStats& stats) {
   // scaling the gradients first, without a separate pass over them).
   float c = 1.0f;
   if (opts_.clip_norm > 0 && stats.norm > opts_.clip_norm) c = float(opts_.clip_norm / (stats.norm + 1e-6));
+  ops::AdamWParams ap;
+  ap.lr = lr;
+  ap.beta1 = opts_.beta1;
+  ap.beta2 = opts_.beta2;
+  ap.eps = opts_.eps;
+  ap.step = step_;
+  ap.grad_scale = c;
+  std::vector<ops::AdamWTensors> ts;   // every parameter in one call (one launch on the GPU)
   size_t i = 0;
   for (auto& p : params_.params()) {
-    ops::AdamWParams ap;
-    ap.lr = lr;
-    ap.beta1 = opts_.beta1;
-    ap.beta2 = opts_.beta2;
-    ap.eps = opts_.eps;
-    ap.weight_decay = p.info.decay ? opts_.weight_decay : 0.0f;
-    ap.step = step_;
-    ap.grad_scale = c;
-    ops::adamw_step(ctx, p.value, p.grad, m_[i], v_[i], ap);
+    ts.push_back({&p.value, &p.grad, &m_[i], &v_[i], p.info.decay ? opts_.weight_decay : 0.0f});
     ++i;
   }
+  ops::adamw_step_multi(ctx, ts, ap);
 }
 
 std::vector<std::pair<std::string, Tensor*>> AdamW::state_tensors() {

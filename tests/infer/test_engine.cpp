@@ -4,7 +4,8 @@
 // random weights, q_lora on and off, YaRN on; batched sequences of different lengths equal each
 // sequence run alone (rel 1e-5); the MTP block's cached incremental logits equal the training
 // MTPModule::forward over the whole sequence (rel 1e-4), also after a cache rollback; with
-// weights rounded to BF16 the engine holds its linear weights as BF16 and still matches.
+// weights rounded to BF16 the engine holds its linear weights as BF16 and still matches; a
+// BF16 latent cache halves the bytes and stays within BF16 rounding of the F32 logits.
 #include <doctest/doctest.h>
 
 #include <fmt/format.h>
@@ -244,4 +245,35 @@ TEST_CASE("engine: BF16-exact weights are held as BF16 and the logits still matc
   const double dm = rel_diff(lm.f32(), lm32.f32(), lm32.numel());
   MESSAGE(fmt::format("bf16 MTP logits vs F32 engine: rel diff {:.3g}", dm));
   CHECK(dm < kTol);
+}
+
+TEST_CASE("engine: BF16 latent cache: half the bytes, logits within BF16 rounding, plans agree") {
+  auto m = make_tiny(true);
+  const auto& a = m->args;
+  EngineOptions o{2, 64};
+  o.kv_cache = DType::bf16;
+  Engine eng(a, m->store, cpu_ctx(), o);
+  const int64_t layers = a.n_layers + a.n_mtp_layers;
+  CHECK(eng.cache_bytes_per_token() == 2 * (a.kv_lora_rank + a.qk_rope_head_dim) * layers);
+  CHECK(eng.cache_bytes_allocated() == eng.cache_bytes_per_token() * 2 * 64);
+  const auto toks = random_tokens(29, a.vocab_size, 7);
+  const Tensor ref = full_logits(*m, toks);
+  std::vector<size_t> decode(19, 1);
+  decode.insert(decode.begin(), 10);
+  Tensor first;
+  for (const auto& plan : {decode, std::vector<size_t>{7, 5, 1, 16}, std::vector<size_t>{29}}) {
+    eng.reset(1);
+    const Tensor got = incremental_logits(eng, 1, toks, plan);
+    const double d = rel_diff(got.f32(), ref.f32(), ref.numel());
+    MESSAGE(fmt::format("bf16 cache chunks={} rel diff vs F32 forward {:.3g}", plan.size(), d));
+    CHECK(d > 0);      // the cache really is rounded
+    CHECK(d < 1e-2);   // BF16 keeps 8 bits: ~2^-9 per latent value
+    if (!first.defined()) first = got.clone();
+    // the cached values are rounded the same way whatever the chunking
+    CHECK(rel_diff(got.f32(), first.f32(), got.numel()) < kTol);
+  }
+  EngineOptions bad{1, 16};
+  bad.kv_cache = DType::i32;
+  CHECK_THROWS_WITH_AS(Engine(a, m->store, cpu_ctx(), bad),
+                       "engine: the KV cache must be F32 or BF16 (got I32)", UsageError);
 }

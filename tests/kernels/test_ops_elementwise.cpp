@@ -1,7 +1,9 @@
 // GPU vs CPU-reference tests of the element-wise group of the CUDA path
 // (lib/ops/cuda/elementwise.cpp over kernels/elementwise.cu, norm_rope.cu, adamw.cu):
 // embedding, RMSNorm, RoPE, head layout, SwiGLU, row gathers/scatters, element-wise ops,
-// reductions and AdamW, forward and backward, on odd shapes (single rows, sizes that are not
+// reductions and AdamW, and the many-tensor forms (adamw_step_multi, sum_squares_multi,
+// zero_multi, bf16_round_multi over tables of tensors that cross the kernels' chunk
+// boundaries), forward and backward, on odd shapes (single rows, sizes that are not
 // multiples of 4/32/128, large rows), on 16-byte-misaligned views (the scalar fallbacks),
 // with NaN/inf inputs for the reductions and out-of-range indices (which the kernels must skip
 // without touching memory out of bounds). Ops whose GPU arithmetic is the reference's in the
@@ -526,4 +528,122 @@ TEST_CASE("elementwise: adamw_step (F32 and BF16 moments, bit-exact)") {
         }
 }
 
+}  // namespace ds::gpu_test
+
+// ---- many tensors in one launch (kernels/multi_tensor.cu, adamw.cu) -------------------------
+namespace ds::gpu_test {
+namespace {
+
+// Sizes around the 65536-element chunks of the many-tensor kernels, empty ones included.
+const int64_t kMultiSizes[] = {7, 0, 65536, 1, 65537, 200003, 3, 0, 131072, 33};
+
+TEST_CASE("multi-tensor: adamw_step_multi == adamw_step per tensor (bit-exact)") {
+  for (int mode = 0; mode < 4; ++mode) {   // bit 0: m BF16, bit 1: v BF16
+    const bool mb = mode & 1, vb = mode & 2;
+    CAPTURE(mb);
+    CAPTURE(vb);
+    Arena ar;
+    std::vector<Tensor> p, g, m, v, gp, gg, gm, gv;
+    std::vector<float> wd;
+    size_t i = 0;
+    for (int64_t n : kMultiSizes) {
+      const bool mis = i % 3 == 1;   // some entries 16-byte misaligned: the scalar path
+      p.push_back(rand_f32({n}));
+      g.push_back(rand_f32({n}, -0.1f, 0.1f));
+      m.push_back(mb ? rand_bf16(n, -1e-2f, 1e-2f) : rand_f32({n}, -1e-2f, 1e-2f));
+      v.push_back(vb ? rand_bf16(n, 0, 1e-3f) : rand_f32({n}, 0, 1e-3f));
+      gp.push_back(up(ar, p.back(), mis));
+      gg.push_back(up(ar, g.back(), mis));
+      gm.push_back(up(ar, m.back(), mis));
+      gv.push_back(up(ar, v.back(), mis));
+      wd.push_back(i % 2 ? 0.1f : 0.0f);
+      ++i;
+    }
+    ops::AdamWParams hp;
+    hp.lr = 1e-3f;
+    hp.grad_scale = 0.7f;
+    for (int s = 1; s <= 2; ++s) {
+      hp.step = s;
+      std::vector<ops::AdamWTensors> ts;
+      for (size_t k = 0; k < p.size(); ++k) {
+        ops::AdamWParams q = hp;
+        q.weight_decay = wd[k];
+        ops::adamw_step(cpu_ref(), p[k], g[k], m[k], v[k], q);
+        ts.push_back({&gp[k], &gg[k], &gm[k], &gv[k], wd[k]});
+      }
+      ops::adamw_step_multi(gpu(), ts, hp);
+      for (size_t k = 0; k < p.size(); ++k) {
+        CAPTURE(k);
+        expect_exact(gp[k], p[k], "multi adamw param");
+        expect_exact(gm[k], m[k], "multi adamw m");
+        expect_exact(gv[k], v[k], "multi adamw v");
+      }
+    }
+    CHECK(ar.check());
+  }
+}
+
+TEST_CASE("multi-tensor: sum_squares_multi, zero_multi, bf16_round_multi") {
+  Arena ar;
+  std::vector<Tensor> x, gx;
+  size_t i = 0;
+  for (int64_t n : kMultiSizes) {
+    x.push_back(rand_f32({n}, -3, 3));
+    gx.push_back(up(ar, x.back(), i++ % 3 == 1));
+  }
+  std::vector<const Tensor*> px, pgx;
+  for (size_t k = 0; k < x.size(); ++k) {
+    px.push_back(&x[k]);
+    pgx.push_back(&gx[k]);
+  }
+  const std::vector<double> want = ops::sum_squares_multi(cpu_ref(), px);
+  std::vector<double> got = ops::sum_squares_multi(gpu(), pgx);
+  REQUIRE(got.size() == want.size());
+  for (size_t k = 0; k < want.size(); ++k) expect_near(got[k], want[k], 1e-12 * (1 + want[k]), "sum_squares_multi");
+  // a NaN in one tensor and an inf in another poison only their own sums
+  x[2].f32()[40000] = NAN;
+  x[5].f32()[7] = INFINITY;
+  gx[2] = up(ar, x[2]);
+  gx[5] = up(ar, x[5], true);
+  pgx[2] = &gx[2];
+  pgx[5] = &gx[5];
+  got = ops::sum_squares_multi(gpu(), pgx);
+  CHECK(std::isnan(got[2]));
+  CHECK(std::isinf(got[5]));
+  CHECK(std::isfinite(got[4]));
+
+  for (bool codes : {false, true}) {   // bf16_round_multi against bf16_round per tensor
+    CAPTURE(codes);
+    std::vector<Tensor> gout;
+    std::vector<Tensor*> pout;
+    for (size_t k = 0; k < x.size(); ++k) gout.push_back(ar.empty(x[k].shape(), codes ? DType::bf16 : DType::f32));
+    for (Tensor& t : gout) pout.push_back(&t);
+    ops::bf16_round_multi(gpu(), pgx, pout);
+    for (size_t k = 0; k < x.size(); ++k) {
+      Tensor w = Tensor::empty(x[k].shape(), codes ? DType::bf16 : DType::f32);
+      ops::bf16_round(cpu_ref(), x[k], w);
+      expect_exact(gout[k], w, "bf16_round_multi");
+    }
+  }
+
+  std::vector<Tensor> z;   // zero_multi over F32 and BF16 tensors of odd byte counts
+  std::vector<Tensor*> pz;
+  i = 0;
+  for (int64_t n : kMultiSizes) {
+    const bool b = i % 2 == 1;
+    z.push_back(up(ar, b ? rand_bf16(n, -1, 1) : rand_f32({n}), i % 3 == 1));
+    ++i;
+  }
+  for (Tensor& t : z) pz.push_back(&t);
+  ops::zero_multi(gpu(), pz);
+  for (const Tensor& t : z) {
+    const Tensor h = download(t);
+    int64_t nonzero = 0;
+    for (size_t b = 0; b < h.nbytes(); ++b) nonzero += static_cast<const uint8_t*>(h.raw())[b] != 0;
+    CHECK(nonzero == 0);
+  }
+  CHECK(ar.check());
+}
+
+}  // namespace
 }  // namespace ds::gpu_test

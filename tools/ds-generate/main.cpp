@@ -34,6 +34,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--device", o.device, "cpu or cuda (one GPU)")
       ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  app.add_option("--kv-cache", o.kv_cache, "Latent KV cache dtype: f32 (exact) or bf16 (half the bytes)")
+      ->check(CLI::IsMember({"f32", "bf16"}))->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
   app.add_flag("--stats", o.stats, "Print prefill/decode tokens/s and the acceptance rate to stderr (JSON)");
 

@@ -4,9 +4,10 @@
 //
 // KV cache: per sequence slot, per layer (main layers, then the MTP layers) and per cached
 // position, only the normalised KV latent c (R = kv_lora_rank) and the rotated shared rope key
-// k_pe (Dr = qk_rope_head_dim), F32: bytes/token = 4 * (R + Dr) * (n_layers + n_mtp_layers).
-// A naive cache of full keys and values needs 4 * H * (Dn + Dr + Dv) per layer and token
-// (tiny: 48 vs 384 floats per layer, 8x; 671B: 576 vs 40,960, 71x).
+// k_pe (Dr = qk_rope_head_dim), F32 or BF16 (EngineOptions::kv_cache): bytes/token =
+// 4 (or 2) * (R + Dr) * (n_layers + n_mtp_layers). A naive F32 cache of full keys and values
+// needs 4 * H * (Dn + Dr + Dv) per layer and token (tiny: 48 vs 384 floats per layer, 8x;
+// 671B: 576 vs 40,960, 71x).
 // Weights: shared with the caller's store, except that linear weights exactly representable in
 // BF16 (BF16 checkpoints) are held as BF16 copies, read only through ops::linear_forward.
 // reference: DeepSeek-V3 inference/model.py MLA (attn_impl="absorb"), generate.py; spec §2.1-2.7.
@@ -32,6 +33,9 @@ struct EngineOptions {
   // lm_head, MTP eh_proj) whose values are all exactly representable in BF16 get a BF16 copy
   // (half the bytes streamed per decode step; identical values, products still in FP32).
   bool bf16_weights = true;
+  // Latent cache dtype: F32 (exact), or BF16 (half the bytes; each latent and rope key rounded
+  // to BF16 when written, read back exactly; on the GPU the tensor-core decode kernel).
+  DType kv_cache = DType::f32;
 };
 
 // One sequence's part of a forward call: its new tokens, appended at the slot's current length.
@@ -82,7 +86,7 @@ class Engine {
   Tensor mtp_forward(const std::vector<MtpChunk>& chunks);
   bool has_mtp() const { return !mtp_.empty(); }
 
-  // Cache footprint per token (all layers incl. MTP) and the naive full-K/V equivalent.
+  // Cache footprint per token (all layers incl. MTP) and the naive F32 full-K/V equivalent.
   int64_t cache_bytes_per_token() const;
   int64_t naive_cache_bytes_per_token() const;
   int64_t cache_bytes_allocated() const;   // sum of the cache tensors' sizes (S * L positions)

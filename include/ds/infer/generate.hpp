@@ -27,6 +27,7 @@ struct GenerateOptions {
   int batch_size = 8;                 // sequences decoded together (JSONL mode)
   int64_t prefill_chunk = 512;        // prompt tokens per sequence per prefill forward
   std::string device = "cpu";         // cpu | cuda (one GPU)
+  std::string kv_cache = "f32";       // f32 | bf16: the latent cache's dtype
   int threads = 0;                    // 0 = all cores
   bool stats = false;                 // timing / acceptance JSON on stderr
 };

@@ -51,6 +51,10 @@ void fp8_fake_quant(const Context& ctx, const Tensor& x, Fp8Group g, ScaleFormat
 // Round every element to BF16 (RNE) and back: out may alias x. With a BF16 `out`, the BF16
 // codes themselves are written (the operands of a BF16 GEMM).
 void bf16_round(const Context& ctx, const Tensor& x, Tensor& out);
+// bf16_round(*xs[i], *outs[i]) for every i in one call (one launch on the GPU: the routed
+// experts' weights of a MoE layer); every out defined, all F32 or all BF16.
+void bf16_round_multi(const Context& ctx, const std::vector<const Tensor*>& xs,
+                      const std::vector<Tensor*>& outs);
 
 // The FP8 GEMM of spec §3.4 in NT layout: c (M, N) F32 = sum over K-blocks kb of
 //   (sum_{k in kb} e4m3(a[m,k]) * e4m3(b[n,k]))  [FP32 partial sum of exact products]

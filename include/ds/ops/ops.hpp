@@ -249,6 +249,27 @@ struct AdamWParams {
 void adamw_step(const Context& ctx, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                 const AdamWParams& p);
 
+// ---- many tensors in one call (lib/ops/multi_tensor.cpp) -------------------------------------
+// The optimiser's passes over every parameter (about 2500 tensors in the 1b preset): on the GPU
+// one kernel launch per call, and for the sums one device->host copy, instead of one (and one
+// synchronisation) per tensor. Each entry gets exactly what the one-tensor op gives it, except
+// that the GPU's sums of squares add in another order (double precision either way).
+// out[i] = sum_squares(*xs[i]); every x F32.
+std::vector<double> sum_squares_multi(const Context& ctx, const std::vector<const Tensor*>& xs);
+// Every byte of every tensor set to zero (any dtype).
+void zero_multi(const Context& ctx, const std::vector<Tensor*>& xs);
+// adamw_step(*param, *grad, *m, *v, p with weight_decay = the entry's) for every entry; the
+// moments of all entries share one dtype (all F32 or all BF16 per moment).
+struct AdamWTensors {
+  Tensor* param = nullptr;
+  const Tensor* grad = nullptr;
+  Tensor* m = nullptr;
+  Tensor* v = nullptr;
+  float weight_decay = 0.0f;
+};
+void adamw_step_multi(const Context& ctx, const std::vector<AdamWTensors>& ts,
+                      const AdamWParams& p);
+
 }  // namespace ds::ops
 
 // =============================================================================================
@@ -268,12 +289,20 @@ void head_matmul(const Context& ctx, const Tensor& x, const Tensor& w, bool tran
 //   out[n, h] = sum_j softmax(s)_j ckv[slot[n], j]
 // q_lat (N, H, R), q_pe (N, H, Dr) rotated, ckv (S, L, R), kpe (S, L, Dr) rotated, slot (N)
 // i32 in [0, S), len (N) i32 in [1, L] (visible keys: causal masks come from len), out (N, H, R)
-// overwritten. Softmax in FP32 (reference: double).
+// overwritten. q_lat, q_pe, out F32; the cache (ckv, kpe) both F32 or both BF16 (codes; each
+// element widened exactly). Softmax in FP32 (reference: double).
+// CPU: a BF16 cache gives exactly the result of an F32 cache holding the widened values.
+// GPU: an F32 cache runs the exact FP32 kernel; a BF16 cache the tensor-core kernel (R, Dr
+// multiples of 16), whose only departures from that result, besides FP32 summation order, are
+// q rounded to BF16 (RNE) and the softmax weights p rounded to BF16 before P.V (the row sums
+// use the same rounded p, so the output stays a convex combination of cache rows).
 void mla_latent_attention(const Context& ctx, const Tensor& q_lat, const Tensor& q_pe,
                           const Tensor& ckv, const Tensor& kpe, const Tensor& slot,
                           const Tensor& len, float scale, Tensor& out);
 
 // dst[rows[m]] = src[m] (cache writes); rows distinct, in [0, N). src (M, C), dst (N, C).
+// (src, dst) F32 -> F32, BF16 -> BF16 (copies), or F32 -> BF16 (each value rounded to nearest
+// even, as ds::f32_to_bf16: new F32 latent rows written into a BF16 cache).
 void set_rows(const Context& ctx, const Tensor& src, const Tensor& rows, Tensor& dst);
 
 }  // namespace ds::ops

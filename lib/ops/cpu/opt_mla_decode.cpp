@@ -3,7 +3,9 @@
 // row are one (rows*H, R) query matrix, so the scores are two SGEMMs against the slot's latents
 // and rope keys (S = Q C^T + Qpe Kpe^T), the softmax masks j >= len[n] per row, and the latent
 // output is one more SGEMM (P C). Tiles run in parallel (OpenBLAS single-threaded inside);
-// results do not depend on the thread count. head_matmul: one strided GEMM per head
+// results do not depend on the thread count. A BF16 cache: the tile's visible latent and
+// rope-key rows are first widened exactly into F32 buffers, then the same three SGEMMs run (the
+// result of an F32 cache holding the widened values). head_matmul: one strided GEMM per head
 // (opt::gemm_strided).
 // reference: spec §2.1; FlashMLA's "MQA mode" (576-d keys, 512-d values) for the layout idea.
 #include <cblas.h>
@@ -14,6 +16,7 @@
 #include <limits>
 #include <vector>
 
+#include "ds/core/dtype.hpp"
 #include "mla_kernels.hpp"
 #include "opt.hpp"
 
@@ -63,17 +66,29 @@ void softmax_row(float* s, int64_t nk, int64_t vis) {
   std::fill(s + vis, s + nk, 0.0f);
 }
 
-}  // namespace
+// The first n cache elements at p as F32: an F32 cache in place, BF16 codes widened into buf.
+const float* widen(const float* p, int64_t n, std::vector<float>& buf) {
+  (void)n;
+  (void)buf;
+  return p;
+}
+const float* widen(const uint16_t* p, int64_t n, std::vector<float>& buf) {
+  buf.resize(size_t(n));
+  for (int64_t i = 0; i < n; ++i) buf[size_t(i)] = bf16_to_f32(p[i]);
+  return buf.data();
+}
 
-void mla_latent_attention(const float* q_lat, const float* q_pe, const float* ckv,
-                          const float* kpe, const int32_t* slot, const int32_t* len, float scale,
-                          float* out, const MlaDims& d, int nt) {
+template <class CT>
+void latent_attention(const float* q_lat, const float* q_pe, const CT* ckv, const CT* kpe,
+                      const int32_t* slot, const int32_t* len, float scale, float* out,
+                      const MlaDims& d, int nt) {
   const std::vector<Tile> tiles = make_tiles(slot, len, d.N);
   parallel_items(int64_t(tiles.size()), nt, [&](int64_t ti) {
     const Tile& t = tiles[size_t(ti)];
     const int64_t M = (t.n1 - t.n0) * d.H;                  // score rows: (row, head)
-    const float* C = ckv + int64_t(slot[t.n0]) * d.L * d.R;   // (L, R)
-    const float* K = kpe + int64_t(slot[t.n0]) * d.L * d.Dr;  // (L, Dr)
+    std::vector<float> cbuf, kbuf;                            // BF16 cache: widened rows
+    const float* C = widen(ckv + int64_t(slot[t.n0]) * d.L * d.R, t.nk * d.R, cbuf);   // (nk, R)
+    const float* K = widen(kpe + int64_t(slot[t.n0]) * d.L * d.Dr, t.nk * d.Dr, kbuf); // (nk, Dr)
     std::vector<float> S(size_t(M * t.nk));                   // (M, nk)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blasint(M), blasint(t.nk),
                 blasint(d.R), scale, q_lat + t.n0 * d.H * d.R, blasint(d.R), C, blasint(d.R),
@@ -87,6 +102,20 @@ void mla_latent_attention(const float* q_lat, const float* q_pe, const float* ck
                 blasint(t.nk), 1.0f, S.data(), blasint(t.nk), C, blasint(d.R), 0.0f,
                 out + t.n0 * d.H * d.R, blasint(d.R));
   });
+}
+
+}  // namespace
+
+void mla_latent_attention(const float* q_lat, const float* q_pe, const float* ckv,
+                          const float* kpe, const int32_t* slot, const int32_t* len, float scale,
+                          float* out, const MlaDims& d, int nt) {
+  latent_attention(q_lat, q_pe, ckv, kpe, slot, len, scale, out, d, nt);
+}
+
+void mla_latent_attention(const float* q_lat, const float* q_pe, const uint16_t* ckv,
+                          const uint16_t* kpe, const int32_t* slot, const int32_t* len,
+                          float scale, float* out, const MlaDims& d, int nt) {
+  latent_attention(q_lat, q_pe, ckv, kpe, slot, len, scale, out, d, nt);
 }
 
 void head_matmul(const float* x, const float* w, bool trans_w, float* y, int64_t N, int64_t H,
@@ -106,6 +135,22 @@ void set_rows(const float* src, const int32_t* rows, float* dst, int64_t M, int6
 #pragma omp parallel for num_threads(nt) schedule(static) if (M * C > (1 << 16))
   for (int64_t m = 0; m < M; ++m)
     std::memcpy(dst + int64_t(rows[m]) * C, src + m * C, size_t(C) * sizeof(float));
+}
+
+void set_rows(const uint16_t* src, const int32_t* rows, uint16_t* dst, int64_t M, int64_t C,
+              int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (M * C > (1 << 16))
+  for (int64_t m = 0; m < M; ++m)
+    std::memcpy(dst + int64_t(rows[m]) * C, src + m * C, size_t(C) * sizeof(uint16_t));
+}
+
+void set_rows(const float* src, const int32_t* rows, uint16_t* dst, int64_t M, int64_t C, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (M * C > (1 << 16))
+  for (int64_t m = 0; m < M; ++m) {
+    const float* s = src + m * C;
+    uint16_t* o = dst + int64_t(rows[m]) * C;
+    for (int64_t c = 0; c < C; ++c) o[c] = f32_to_bf16(s[c]);
+  }
 }
 
 }  // namespace ds::ops::opt

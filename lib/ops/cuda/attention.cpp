@@ -1,10 +1,13 @@
 // CUDA path of the attention ops (lib/ops/cuda/ops_cuda.hpp): causal / segment-masked
 // attention forward and backward (kernels/flash_attention_{simt,tc}.cu), the per-head matmul
-// and the absorbed-MLA latent attention of inference (kernels/mla_decode.cu). The dispatchers in
-// ops.cpp / mla_decode.cpp have checked shapes; here: dtypes, then raw pointers.
+// and the absorbed-MLA latent attention of inference (kernels/mla_decode.cu over an F32 cache,
+// kernels/mla_decode_tc.cu on BF16 tensor cores over a BF16 cache). The dispatchers in ops.cpp /
+// mla_decode.cpp have checked shapes; here: dtypes, then raw pointers.
 // Precision: ctx.linear.mode == fp32 runs the exact FP32 kernels; bf16 / fp8 run the BF16
 // tensor-core kernels (FP32 softmax and accumulation) when the head dims allow (multiples of
 // 16, Dk <= 192, Dv <= 128), else the exact ones.
+#include <cstdint>
+
 #include "ds/core/error.hpp"
 #include "kernels/flash_attention.cuh"
 #include "kernels/mla_decode.cuh"
@@ -77,17 +80,38 @@ void head_matmul(const Context& ctx, const Tensor& x, const Tensor& w, bool tran
   ds::cuda::head_matmul(x.f32(), w.f32(), trans_w, y.f32(), N, H, I, O);
 }
 
+// F32 cache: the exact FP32 kernel; BF16 cache: the tensor-core kernel (mla_decode_tc.cu),
+// whatever the context's precision (the cache dtype is the choice).
 void mla_latent_attention(const Context& ctx, const Tensor& q_lat, const Tensor& q_pe,
                           const Tensor& ckv, const Tensor& kpe, const Tensor& slot,
                           const Tensor& len, float scale, Tensor& out) {
   (void)ctx;
-  check_f32("mla_latent_attention", {&q_lat, &q_pe, &ckv, &kpe, &out});
   const ds::cuda::MlaShape s{q_lat.size(0), q_lat.size(1), q_lat.size(2), q_pe.size(2),
                              ckv.size(0),   ckv.size(1)};
   DS_CHECK(s.N < (int64_t(1) << 31) && s.H < 65536 * 16 && s.L < (int64_t(1) << 31),
            "mla_latent_attention: sizes too large for the CUDA kernel");
-  ds::cuda::mla_latent_attention(q_lat.f32(), q_pe.f32(), ckv.f32(), kpe.f32(), slot.i32(),
-                                 len.i32(), scale, out.f32(), s);
+  if (ckv.dtype() != DType::bf16 || kpe.dtype() != DType::bf16) {
+    check_f32("mla_latent_attention", {&q_lat, &q_pe, &ckv, &kpe, &out});
+    ds::cuda::mla_latent_attention(q_lat.f32(), q_pe.f32(), ckv.f32(), kpe.f32(), slot.i32(),
+                                   len.i32(), scale, out.f32(), s);
+    return;
+  }
+  check_f32("mla_latent_attention", {&q_lat, &q_pe, &out});
+  DS_CHECK(ds::cuda::mla_bf16_supported(s.R, s.Dr),
+           "mla_latent_attention: a BF16 cache on the GPU needs R and Dr multiples of 16 "
+           "(R + Dr up to ~1300; got R {}, Dr {})", s.R, s.Dr);
+  const auto aligned16 = [](const Tensor& t) {
+    return (reinterpret_cast<uintptr_t>(t.data<uint16_t>()) & 15) == 0;
+  };
+  DS_CHECK(aligned16(ckv) && aligned16(kpe),
+           "mla_latent_attention: BF16 cache ckv / kpe must be 16-byte aligned on the GPU");
+  DS_CHECK(s.N * ((s.H + 15) / 16) * ((s.R + 511) / 512) < (int64_t(1) << 31) &&
+               s.L < (int64_t(1) << 30),
+           "mla_latent_attention: N {} x H {} or L {} too large for the BF16 CUDA kernel", s.N,
+           s.H, s.L);
+  ds::cuda::mla_latent_attention_bf16(q_lat.f32(), q_pe.f32(), ckv.data<uint16_t>(),
+                                      kpe.data<uint16_t>(), slot.i32(), len.i32(), scale,
+                                      out.f32(), s);
 }
 
 }  // namespace ds::ops::cuda

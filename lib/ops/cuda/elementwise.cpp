@@ -7,6 +7,7 @@
 
 #include "ds/core/error.hpp"
 #include "kernels/elementwise.cuh"
+#include "kernels/multi_tensor.cuh"
 #include "ops_cuda.hpp"
 
 namespace ds::ops::cuda {
@@ -93,9 +94,15 @@ void gather_rows_dot(const Context&, const Tensor& a, const Tensor& rows, const 
                                 a.size(1));
 }
 
+// (src, dst) F32 -> F32, BF16 -> BF16, F32 -> BF16 (RNE); the dispatcher checked the pair.
 void set_rows(const Context&, const Tensor& src, const Tensor& rows, Tensor& dst) {
-  ds::cuda::set_rows_f32(src.f32(), rows.i32(), dst.f32(), dst.size(0), src.size(0),
-                         src.size(1));
+  const int64_t n_dst = dst.size(0), M = src.size(0), C = src.size(1);
+  if (dst.dtype() == DType::f32)
+    ds::cuda::set_rows_f32(src.f32(), rows.i32(), dst.f32(), n_dst, M, C);
+  else if (src.dtype() == DType::bf16)
+    ds::cuda::set_rows_bf16(src.data<uint16_t>(), rows.i32(), dst.data<uint16_t>(), n_dst, M, C);
+  else
+    ds::cuda::set_rows_f32_bf16(src.f32(), rows.i32(), dst.data<uint16_t>(), n_dst, M, C);
 }
 
 // ---- element-wise and reductions -----------------------------------------------------------
@@ -122,11 +129,8 @@ double sum(const Context&, const Tensor& x) { return ds::cuda::sum_f32(x.f32(), 
 // ---- AdamW ---------------------------------------------------------------------------------
 // The FP32 scalars are formed here exactly as ref::adamw_step forms them (double, then
 // rounded), so the per-element arithmetic on the GPU sees the same constants.
-void adamw_step(const Context&, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
-                const AdamWParams& p) {
-  const bool mb = m.dtype() == DType::bf16, vb = v.dtype() == DType::bf16;
-  DS_CHECK(mb || m.dtype() == DType::f32, "adamw_step: m must be F32 or BF16");
-  DS_CHECK(vb || v.dtype() == DType::f32, "adamw_step: v must be F32 or BF16");
+namespace {
+ds::cuda::AdamWConsts adamw_consts(const AdamWParams& p) {
   const double lr = p.lr, b1 = p.beta1, b2 = p.beta2;
   const double bc1 = 1.0 - std::pow(b1, double(p.step)), bc2 = 1.0 - std::pow(b2, double(p.step));
   ds::cuda::AdamWConsts c{};
@@ -139,7 +143,55 @@ void adamw_step(const Context&, Tensor& param, const Tensor& grad, Tensor& m, Te
   c.eps = p.eps;
   c.grad_scale = p.grad_scale;
   c.lerp_lo = c.w1 < 0.5f;
-  ds::cuda::adamw_step_f32(param.f32(), grad.f32(), m.raw(), mb, v.raw(), vb, param.numel(), c);
+  return c;
+}
+}  // namespace
+
+void adamw_step(const Context&, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                const AdamWParams& p) {
+  const bool mb = m.dtype() == DType::bf16, vb = v.dtype() == DType::bf16;
+  DS_CHECK(mb || m.dtype() == DType::f32, "adamw_step: m must be F32 or BF16");
+  DS_CHECK(vb || v.dtype() == DType::f32, "adamw_step: v must be F32 or BF16");
+  ds::cuda::adamw_step_f32(param.f32(), grad.f32(), m.raw(), mb, v.raw(), vb, param.numel(),
+                           adamw_consts(p));
+}
+
+// ---- many tensors in one launch ------------------------------------------------------------
+void adamw_step_multi(const Context&, const std::vector<AdamWTensors>& ts, const AdamWParams& p) {
+  if (ts.empty()) return;
+  const bool mb = ts[0].m->dtype() == DType::bf16, vb = ts[0].v->dtype() == DType::bf16;
+  std::vector<ds::cuda::AdamWEntry> e;
+  e.reserve(ts.size());
+  for (const AdamWTensors& t : ts) {
+    AdamWParams q = p;
+    q.weight_decay = t.weight_decay;
+    e.push_back({t.param->f32(), t.grad->f32(), t.m->raw(), t.v->raw(), t.param->numel(),
+                 adamw_consts(q)});
+  }
+  ds::cuda::adamw_step_multi_f32(e.data(), int(e.size()), mb, vb);
+}
+
+std::vector<double> sum_squares_multi(const Context&, const std::vector<const Tensor*>& xs) {
+  std::vector<const float*> p;
+  std::vector<int64_t> n;
+  for (const Tensor* x : xs) {
+    p.push_back(x->f32());
+    n.push_back(x->numel());
+  }
+  std::vector<double> out(xs.size());
+  ds::cuda::sum_squares_multi_f32(p.data(), n.data(), int(xs.size()), out.data());
+  return out;
+}
+
+void zero_multi(const Context&, const std::vector<Tensor*>& xs) {
+  std::vector<void*> p;
+  std::vector<int64_t> bytes;
+  for (Tensor* x : xs)
+    if (x->defined() && x->nbytes() > 0) {
+      p.push_back(x->raw());
+      bytes.push_back(int64_t(x->nbytes()));
+    }
+  ds::cuda::zero_multi(p.data(), bytes.data(), int(p.size()));
 }
 
 }  // namespace ds::ops::cuda

@@ -13,6 +13,7 @@
 #include "ds/core/error.hpp"
 #include "kernels/fp8_gemm.cuh"
 #include "kernels/fp8_quant.cuh"
+#include "kernels/multi_tensor.cuh"
 #include "kernels/sm90_fp8_gemm.cuh"
 #include "ops_cuda.hpp"
 
@@ -85,6 +86,20 @@ void bf16_round(const Context&, const Tensor& x, Tensor& out) {
     ds::cuda::bf16_round(x.data<float>(), nullptr, out.data<uint16_t>(), x.numel());
   else
     ds::cuda::bf16_round(x.data<float>(), out.data<float>(), nullptr, x.numel());
+}
+
+void bf16_round_multi(const Context&, const std::vector<const Tensor*>& xs,
+                      const std::vector<Tensor*>& outs) {
+  std::vector<const float*> src;
+  std::vector<void*> dst;
+  std::vector<int64_t> n;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    src.push_back(xs[i]->data<float>());
+    dst.push_back(outs[i]->raw());
+    n.push_back(xs[i]->numel());
+  }
+  const bool codes = !outs.empty() && outs[0]->dtype() == DType::bf16;
+  ds::cuda::bf16_round_multi(src.data(), dst.data(), codes, n.data(), int(xs.size()));
 }
 
 void fp8_gemm_nt(const Context&, const Tensor& a, const Tensor& a_scales, const Tensor& b,

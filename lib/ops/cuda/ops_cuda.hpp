@@ -34,6 +34,8 @@ void fp8_fake_quant(const Context& ctx, const Tensor& x, Fp8Group g, ScaleFormat
                     Tensor& out);
 // out F32 (round trip) or BF16 (the codes).
 void bf16_round(const Context& ctx, const Tensor& x, Tensor& out);
+void bf16_round_multi(const Context& ctx, const std::vector<const Tensor*>& xs,
+                      const std::vector<Tensor*>& outs);
 void fp8_gemm_nt(const Context& ctx, const Tensor& a, const Tensor& a_scales, const Tensor& b,
                  const Tensor& b_scales, Tensor& c, Fp8Group a_group, Fp8Group b_group);
 
@@ -68,6 +70,11 @@ int64_t count_nonfinite(const Context& ctx, const Tensor& x);
 double sum(const Context& ctx, const Tensor& x);
 void adamw_step(const Context& ctx, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                 const AdamWParams& p);
+// Many tensors in one launch (kernels/multi_tensor.cu, adamw.cu).
+std::vector<double> sum_squares_multi(const Context& ctx, const std::vector<const Tensor*>& xs);
+void zero_multi(const Context& ctx, const std::vector<Tensor*>& xs);
+void adamw_step_multi(const Context& ctx, const std::vector<AdamWTensors>& ts,
+                      const AdamWParams& p);
 
 // ---- losses and routing (lib/ops/cuda/loss_route.cpp) ---------------------------------------
 void cross_entropy_forward(const Context& ctx, const Tensor& logits, const Tensor& targets,
