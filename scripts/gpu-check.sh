@@ -36,7 +36,9 @@ D=$P/data
 T0=$(date +%s)
 declare -a ROWS
 # A row of the final table, also printed at once (a run killed by its time limit keeps them).
-row() { ROWS+=("$(printf '%-32s %-6s %s' "$1" "$2" "$3")"); echo "[row] ${ROWS[-1]}"; }
+row() {
+  local r; r=$(printf '%-32s %-6s %s' "$1" "$2" "$3"); ROWS+=("$r"); echo "[row] $r"
+}
 elapsed() { echo $(( $(date +%s) - T0 ))s; }
 summary() {
   echo
@@ -74,7 +76,7 @@ for t in ds_test_backend_ops:ops ds_test_backend_ops:ops-grouped ds_test_backend
   esac
   if [ ! -x "$BIN/$t" ]; then row "$name" MISS "not built"; continue; fi
   s=$(date +%s)
-  DS_GROUPED_GEMM=$g timeout 90 "$BIN/$t" "${args[@]}" > "$O/$name.log" 2>&1; rc=$?
+  DS_GROUPED_GEMM=$g timeout 90 "$BIN/$t" ${args[@]+"${args[@]}"} > "$O/$name.log" 2>&1; rc=$?
   sum=$(grep -E "^\[doctest\] (test cases|assertions)" "$O/$name.log" | tr -s ' ' | tr '\n' ' ')
   if [ $rc = 0 ]; then row "$name" PASS "$sum($(( $(date +%s) - s ))s)"
   else row "$name" "FAIL$rc" "$sum($(( $(date +%s) - s ))s) see $name.log"; fi
