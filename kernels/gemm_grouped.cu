@@ -98,11 +98,10 @@ void grouped_gemm_rm(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, 
     ptrs[size_t(G + g)] = x.a;
     ptrs[size_t(2 * G + g)] = x.c;
   }
-  // The pointer arrays live on the device; the pageable source is staged by the copy, and the
-  // stream-ordered free runs after the GEMM.
+  // The pointer arrays live on the device (copied through pinned staging, no wait for the
+  // stream); the stream-ordered free runs after the GEMM.
   void* dptr = pool_alloc(ptrs.size() * sizeof(void*));
-  DS_CUDA_CHECK(cudaMemcpyAsync(dptr, ptrs.data(), ptrs.size() * sizeof(void*),
-                                cudaMemcpyHostToDevice, stream()));
+  copy_to_device_async(dptr, ptrs.data(), ptrs.size() * sizeof(void*));
   auto** dp = static_cast<const void**>(dptr);
   cublasHandle_t h = cublas();
   DS_CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));

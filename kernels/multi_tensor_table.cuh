@@ -31,12 +31,11 @@ class PoolBuffer {
   void* p_;
 };
 
-// Copies a host table into a PoolBuffer (the pageable source is staged by the runtime before
-// the call returns, so the vector may go right after).
+// Copies a host table into a PoolBuffer, through pinned staging (copy_to_device_async: no
+// wait for the stream; the vector may go right after).
 template <class E>
 void upload_table(const std::vector<E>& tab, const PoolBuffer& dst) {
-  DS_CUDA_CHECK(cudaMemcpyAsync(dst.as<void>(), tab.data(), tab.size() * sizeof(E),
-                                cudaMemcpyHostToDevice, stream()));
+  copy_to_device_async(dst.as<void>(), tab.data(), tab.size() * sizeof(E));
 }
 
 }  // namespace ds::cuda

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <cstring>
 #include <mutex>
 #include <unordered_map>
 
@@ -118,6 +119,48 @@ void copy(void* dst, const void* src, size_t bytes) {
 }
 
 void sync() { DS_CUDA_CHECK(cudaStreamSynchronize(stream())); }
+
+namespace {
+// Pinned staging for copy_to_device_async: a ring of slots, each reused only once the copy
+// that last read it has run (its event), so a staged copy never waits for the stream unless
+// the host is kSlots uploads ahead of the GPU.
+struct Staging {
+  static constexpr int kSlots = 64;
+  static constexpr size_t kSlotBytes = size_t(512) << 10;   // 32 MiB pinned in all
+  std::mutex mu;
+  unsigned char* host = nullptr;
+  cudaEvent_t done[kSlots] = {};
+  int next = 0;
+};
+Staging& staging() {
+  static Staging* s = [] {
+    auto* st = new Staging();
+    DS_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&st->host),
+                                Staging::kSlots * Staging::kSlotBytes, cudaHostAllocDefault));
+    for (cudaEvent_t& e : st->done)
+      DS_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    return st;
+  }();
+  return *s;
+}
+}  // namespace
+
+void copy_to_device_async(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  if (bytes > Staging::kSlotBytes) {   // rare large tables: the runtime stages them itself
+    DS_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
+    return;
+  }
+  Staging& s = staging();
+  std::lock_guard<std::mutex> lock(s.mu);
+  const int i = s.next;
+  s.next = (i + 1) % Staging::kSlots;
+  DS_CUDA_CHECK(cudaEventSynchronize(s.done[i]));   // the slot's previous copy has run
+  unsigned char* slot = s.host + size_t(i) * Staging::kSlotBytes;
+  std::memcpy(slot, src, bytes);
+  DS_CUDA_CHECK(cudaMemcpyAsync(dst, slot, bytes, cudaMemcpyHostToDevice, stream()));
+  DS_CUDA_CHECK(cudaEventRecord(s.done[i], stream()));
+}
 
 size_t pool_reserved_bytes() {
   cudaMemPool_t pool;

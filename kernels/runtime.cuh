@@ -26,6 +26,11 @@ void pool_free(void* ptr);
 void memset0(void* ptr, size_t bytes);
 // cudaMemcpy with direction inferred from the pointers; waits for the copy.
 void copy(void* dst, const void* src, size_t bytes);
+// Host -> device copy ordered on the ops stream that returns without waiting for the GPU: the
+// source is first copied into a pinned staging slot (so `src` may be freed at once). For the
+// small tables launchers upload before a kernel (a pageable cudaMemcpyAsync may synchronise
+// with the stream).
+void copy_to_device_async(void* dst, const void* src, size_t bytes);
 void sync();   // throws on a pending asynchronous error
 // Bytes held by the pool (in use + cached) and the peak in use since the last reset.
 size_t pool_reserved_bytes();
