@@ -89,7 +89,7 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
 }
 // grid (N * groups * cgroups, splits), kNT threads; blockIdx.x = (n, cg, g) with g fastest, so
 // the CTAs sharing a row's cache tiles run side by side (L2 reuse). A change of statement order
-// or of a barrier here must be mirrored in test_layout_mla_tc.cpp's Block::run.
+// or of a barrier here must be mirrored in Block::run of tests/kernels/mla_tc_block_emu.hpp.
 template <int MT>
 __global__ void __launch_bounds__(kNT, 1) mla_tc_kernel(const TcArgs a) {
   constexpr int HG = Tiling<MT>::HG, NP = Tiling<MT>::NP, RPW = Tiling<MT>::RPW;
