@@ -9,9 +9,11 @@
 #      then ds-generate and ds-eval on the GPU-trained checkpoint (cuda and cpu);
 #   4. kernel benchmarks: GEMMs (BF16 cuBLAS, FP8 wgmma/portable), attention, MLA decode,
 #      cross-entropy over a 129280 vocabulary and the MoE router.
-# Logs go to $OUT (or gpu-check-out/); a table is printed last. Needs gpu-pack/ from
-# scripts/gpu-pack.sh (binaries, libraries, data). Each step has its own time limit; the
-# whole script stays under 8 minutes on an H200 (about 4 with --quick).
+# Logs go to $OUT (or gpu-check-out/); each table row is printed when it is made and the
+# whole table last. Needs gpu-pack/ from scripts/gpu-pack.sh (binaries, libraries, data). Each
+# step has its own time limit; the whole script aims at under 8 minutes on an H200 (--quick
+# took 116 s on 2026-11-30, before the runs of the grouped kernel, the many-tensor ops and the
+# BF16-cache decode were added: expect 3-5 minutes).
 # Usage: bash scripts/gpu-check.sh [--quick]
 set -uo pipefail
 cd "$(dirname "$0")/.."
