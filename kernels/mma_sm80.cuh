@@ -1,8 +1,9 @@
 // PTX wrappers of the sm_80+ tensor-core kernels (flash_attention_tc.cu, gemm_grouped_bf16.cu,
-// mla_decode_tc.cu): cp.async 16-byte copies with zero fill, ldmatrix.x4 (.trans), and the
-// BF16 mma.sync m16n8k16 with FP32 accumulation. Their semantics, as the host emulator
-// tests/kernels/warp_emu.hpp models them for the CPU layout tests, follow the PTX ISA
-// sections "cp.async", "ldmatrix" and "Matrix Fragments for mma.m16n8k16". CUDA only.
+// mla_decode_tc.cu; the cp.async ones also serve sm90_fp8_gemm.cu): cp.async 16-byte copies
+// with zero fill, ldmatrix.x4 (.trans), and the BF16 mma.sync m16n8k16 with FP32
+// accumulation. Their semantics, as the host emulator tests/kernels/warp_emu.hpp models them
+// for the CPU layout tests, follow the PTX ISA sections "cp.async", "ldmatrix" and "Matrix
+// Fragments for mma.m16n8k16". CUDA only.
 #pragma once
 #include <cstdint>
 

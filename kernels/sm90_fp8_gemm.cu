@@ -22,6 +22,7 @@
 // reference: PTX ISA "Asynchronous Warpgroup Level Matrix Multiply-Accumulate" (matrix
 // descriptor, swizzle modes, register fragments of D); DeepGEMM's FP32 promotion.
 #include "kernels/common.cuh"
+#include "kernels/mma_sm80.cuh"
 #include "kernels/sm90_fp8_gemm.cuh"
 
 namespace ds::cuda {
@@ -48,17 +49,9 @@ __device__ __forceinline__ void tile_of(int64_t id, int64_t tiles_m, int64_t til
   *tn = (id % width) / rows;
 }
 
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, uint32_t bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
+using ptx::cp16;        // cp.async 16 bytes, zero fill when the predicate is false
+using ptx::cp_commit;
+using ptx::cp_wait;
 
 // 128 rows x 128 K-bytes of codes (rows, K) from (r0, k0) into the swizzled tile at `dst`.
 __device__ __forceinline__ void load_tile(uint32_t dst, const uint8_t* codes, int64_t rows,
@@ -68,7 +61,7 @@ __device__ __forceinline__ void load_tile(uint32_t dst, const uint8_t* codes, in
     const int e = threadIdx.x + kThreads * t, r = e >> 3, ch = e & 7;
     const bool ok = r0 + r < rows && k0 + ch * 16 < K;
     const uint8_t* src = ok ? codes + (r0 + r) * K + k0 + ch * 16 : codes;
-    cp_async16(dst + r * 128 + ((ch ^ (r & 7)) << 4), src, ok ? 16u : 0u);
+    cp16(dst + r * 128 + ((ch ^ (r & 7)) << 4), src, ok);
   }
 }
 
@@ -147,12 +140,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       load_tile(stage_a(s), a.codes, M, K, m0, int64_t(s) * kBK);
       load_tile(stage_a(s) + kTileBytes, b.codes, N, K, n0, int64_t(s) * kBK);
     }
-    cp_async_commit();
+    cp_commit();
   }
 
   const int64_t sc = kblocks;   // scale columns
   for (int64_t kb = 0; kb < kblocks; ++kb) {
-    cp_async_wait<kStages - 2>();   // this thread's copies of block kb have landed
+    cp_wait<kStages - 2>();   // this thread's copies of block kb have landed
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
     __syncthreads();                // everyone's have; the slot refilled below is free
     const int64_t next = kb + kStages - 1;
@@ -161,7 +154,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       load_tile(stage_a(s), a.codes, M, K, m0, next * kBK);
       load_tile(stage_a(s) + kTileBytes, b.codes, N, K, n0, next * kBK);
     }
-    cp_async_commit();
+    cp_commit();
 
     const uint32_t sa = stage_a(int(kb % kStages));
     const uint64_t da = smem_desc(sa + uint32_t(wg) * 64 * 128);
@@ -194,7 +187,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
     }
   }
-  cp_async_wait<0>();
+  cp_wait<0>();
 
 #pragma unroll
   for (int i = 0; i < 64; ++i) {
