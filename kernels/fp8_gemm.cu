@@ -9,8 +9,17 @@
 // to ~1e-8 — the 128-wide promotion bounds that error).
 // Speed (H200, M = 4096): ~55-99 TFLOP/s, a quarter of the wgmma kernel; single-buffered, so
 // meant for the shapes the Hopper kernel does not take.
+// Grouped modes (template parameter Mode; the plain instantiation compiles to the same SASS as
+// before they existed): m-grouped blocks take their b from a per-128-row-tile table (every
+// tile lies in one group, offsets being multiples of 128); k-grouped blocks run the K blocks
+// [kb0, kb1) of group blockIdx.y of a table of the non-empty groups, over operands whose row
+// stride is Ktot (scale column = global K block), and add their sums into the group's c.
+#include <algorithm>
+#include <numeric>
+
 #include "kernels/common.cuh"
 #include "kernels/fp8_gemm.cuh"
+#include "kernels/multi_tensor_table.cuh"
 
 namespace ds::cuda {
 
@@ -18,6 +27,8 @@ namespace {
 
 constexpr int kBM = 128, kBN = 128, kBK = 128, kPitch = kBK + 16;
 constexpr int kThreads = 256;
+
+enum class Mode { plain, m_grouped, k_grouped };
 
 __device__ __forceinline__ float scale_at(const Fp8Operand& o, int64_t row, int64_t kb,
                                           int64_t sc) {
@@ -68,13 +79,25 @@ __device__ __forceinline__ void mma_e4m3(float* d, const uint32_t* a, uint32_t b
 #endif
 }
 
-template <bool kVec>
-__global__ void __launch_bounds__(kThreads) fp8_gemm_fallback_kernel(Fp8Operand a, Fp8Operand b,
-                                                                     float* __restrict__ c,
-                                                                     int64_t M, int64_t N,
-                                                                     int64_t K) {
+// tile_b (m-grouped): (M/128) b operands, one per row tile; kgroups (k-grouped): the
+// non-empty groups, one per blockIdx.y, K = Ktot. Unused (null) otherwise.
+template <Mode kMode, bool kVec>
+__global__ void __launch_bounds__(kThreads)
+    fp8_gemm_fallback_kernel(Fp8Operand a, Fp8Operand b, float* __restrict__ c, int64_t M,
+                             int64_t N, int64_t K, const Fp8Operand* __restrict__ tile_b,
+                             const Fp8KGroup* __restrict__ kgroups) {
+  constexpr bool kGrouped = kMode != Mode::plain;
   __shared__ __align__(16) uint8_t sa[kBM * kPitch];
   __shared__ __align__(16) uint8_t sb[kBN * kPitch];
+  // Grouped modes only. The plain kernel holds its 20 scale offsets in registers and takes
+  // all 255; the grouped ones keep the block's group in shared memory, read where used
+  // (group_b: m-grouped b; group_k: k-grouped c and K blocks), and stage each K block's scales
+  // of the tile's 128 rows of a and of b there (one per thread). That leaves k-grouped
+  // spill-free; m-grouped (b's codes reloaded per K block) still spills a few words, 1 store
+  // and <= 7 L1-resident loads per K block against ~1400 instructions.
+  __shared__ Fp8Operand group_b;
+  __shared__ Fp8KGroup group_k;
+  __shared__ float tile_s[kBM + kBN];   // a rows, then b rows
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
   const int wm = warp & 3, wn = warp >> 2;   // warp tile rows wm*32, columns wn*64
@@ -82,6 +105,36 @@ __global__ void __launch_bounds__(kThreads) fp8_gemm_fallback_kernel(Fp8Operand 
   tile_of(blockIdx.x, (M + kBM - 1) / kBM, (N + kBN - 1) / kBN, &tm, &tn);
   const int64_t m0 = tm * kBM, n0 = tn * kBN;
   const int64_t kblocks = (K + kBK - 1) / kBK;
+  if constexpr (kGrouped) {
+    if (threadIdx.x == 0) {
+      if constexpr (kMode == Mode::m_grouped) group_b = tile_b[tm];
+      else group_k = kgroups[blockIdx.y];
+    }
+    __syncthreads();
+  }
+  const auto b_codes = [&]() -> const uint8_t* {
+    if constexpr (kMode == Mode::m_grouped) return group_b.codes;
+    else return b.codes;
+  };
+  const auto kb_end = [&]() -> int64_t {
+    if constexpr (kMode == Mode::k_grouped) return group_k.kb1;
+    else return kblocks;
+  };
+  int64_t kb_first = 0;
+  if constexpr (kMode == Mode::k_grouped) kb_first = group_k.kb0;
+  // Grouped: thread i stages the scale of row i of the a tile (i < 128) or of row i - 128 of
+  // the b tile: own_scale[kb * own_step] (step 0 for a per-tensor scale).
+  const float* own_scale = nullptr;
+  int own_step = 0;
+  if constexpr (kGrouped) {
+    const bool is_a = threadIdx.x < kBM;
+    const int rps = is_a ? a.rows_per_scale : b.rows_per_scale;
+    const int64_t r = is_a ? m0 + threadIdx.x : n0 + threadIdx.x - kBM;
+    const int64_t last = (is_a ? M : N) - 1;
+    own_scale = is_a ? a.scales : kMode == Mode::m_grouped ? group_b.scales : b.scales;
+    if (rps != 0) own_scale += ((r < last ? r : last) / rps) * kblocks;
+    own_step = rps != 0;
+  }
 
   // Rows and columns this thread owns (clamped for the scale reads; stores are guarded).
   int64_t rows[2][2], cols[8][2];
@@ -108,10 +161,11 @@ __global__ void __launch_bounds__(kThreads) fp8_gemm_fallback_kernel(Fp8Operand 
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.0f;
 
-  for (int64_t kb = 0; kb < kblocks; ++kb) {
+  for (int64_t kb = kb_first; kb < kb_end(); ++kb) {
     __syncthreads();   // the previous block's fragments have been read
     stage<kVec>(sa, a.codes, M, K, m0, kb * kBK);
-    stage<kVec>(sb, b.codes, N, K, n0, kb * kBK);
+    stage<kVec>(sb, b_codes(), N, K, n0, kb * kBK);
+    if constexpr (kGrouped) tile_s[threadIdx.x] = own_scale[kb * own_step];
     __syncthreads();
 
     float part[2][8][4];
@@ -148,14 +202,25 @@ __global__ void __launch_bounds__(kThreads) fp8_gemm_fallback_kernel(Fp8Operand 
     // Promotion. Accumulator fragment: i = 0, 1 row g, columns 2t, 2t+1; i = 2, 3 row g + 8.
     const int64_t sca = (K + kBK - 1) / kBK;
     float s_a[2][2], s_b[8][2];
+    if constexpr (!kGrouped) {
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
+      for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-      for (int h = 0; h < 2; ++h) s_a[mt][h] = scale_at(a, rows[mt][h], kb, sca);
+        for (int h = 0; h < 2; ++h) s_a[mt][h] = scale_at(a, rows[mt][h], kb, sca);
 #pragma unroll
-    for (int nt = 0; nt < 8; ++nt)
+      for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
-      for (int h = 0; h < 2; ++h) s_b[nt][h] = scale_at(b, cols[nt][h], kb, sca);
+        for (int h = 0; h < 2; ++h) s_b[nt][h] = scale_at(b, cols[nt][h], kb, sca);
+    } else {
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) s_a[mt][h] = tile_s[wm * 32 + mt * 16 + g + 8 * h];
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) s_b[nt][h] = tile_s[kBM + wn * 64 + nt * 8 + 2 * t + h];
+    }
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
@@ -167,6 +232,7 @@ __global__ void __launch_bounds__(kThreads) fp8_gemm_fallback_kernel(Fp8Operand 
               __fmul_rn(__fmul_rn(part[mt][nt][i], s_a[mt][i >> 1]), s_b[nt][i & 1]));
   }
 
+  if constexpr (kMode == Mode::k_grouped) c = group_k.c;
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
@@ -175,8 +241,36 @@ __global__ void __launch_bounds__(kThreads) fp8_gemm_fallback_kernel(Fp8Operand 
       for (int i = 0; i < 4; ++i) {
         const int64_t r = m0 + wm * 32 + mt * 16 + g + 8 * (i >> 1);
         const int64_t n = n0 + wn * 64 + nt * 8 + 2 * t + (i & 1);
-        if (r < M && n < N) c[r * N + n] = acc[mt][nt][i];
+        if (r < M && n < N) {
+          if constexpr (kMode == Mode::k_grouped) c[r * N + n] += acc[mt][nt][i];
+          else c[r * N + n] = acc[mt][nt][i];
+        }
       }
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+template <Mode kMode>
+void launch(bool vec, dim3 grid, const Fp8Operand& a, const Fp8Operand& b, float* c, int64_t M,
+            int64_t N, int64_t K, const Fp8Operand* tile_b, const Fp8KGroup* kgroups) {
+  if (vec)
+    fp8_gemm_fallback_kernel<kMode, true>
+        <<<grid, kThreads, 0, stream()>>>(a, b, c, M, N, K, tile_b, kgroups);
+  else
+    fp8_gemm_fallback_kernel<kMode, false>
+        <<<grid, kThreads, 0, stream()>>>(a, b, c, M, N, K, tile_b, kgroups);
+  DS_CUDA_LAUNCHED();
+}
+
+[[noreturn]] void bad_offsets(const char* what) {
+  raise_cuda(what, cudaErrorInvalidValue, __FILE__, __LINE__);
+}
+
+void check_offsets(const int64_t* offsets, int groups) {
+  if (groups < 0 || offsets[0] != 0) bad_offsets("fp8 grouped GEMM: offsets[0] must be 0");
+  for (int g = 0; g < groups; ++g)
+    if (offsets[g + 1] < offsets[g] || offsets[g + 1] % kBM != 0)
+      bad_offsets("fp8 grouped GEMM: offsets must be non-decreasing multiples of 128");
 }
 
 }  // namespace
@@ -189,13 +283,64 @@ void fp8_gemm_nt_fallback(const Fp8Operand& a, const Fp8Operand& b, float* c, in
     return;
   }
   const int64_t tiles = cdiv(M, kBM) * cdiv(N, kBN);
-  const bool vec = K % 16 == 0 && (reinterpret_cast<uintptr_t>(a.codes) & 15) == 0 &&
-                   (reinterpret_cast<uintptr_t>(b.codes) & 15) == 0;
-  if (vec)
-    fp8_gemm_fallback_kernel<true><<<unsigned(tiles), kThreads, 0, stream()>>>(a, b, c, M, N, K);
-  else
-    fp8_gemm_fallback_kernel<false><<<unsigned(tiles), kThreads, 0, stream()>>>(a, b, c, M, N, K);
-  DS_CUDA_LAUNCHED();
+  const bool vec = K % 16 == 0 && aligned16(a.codes) && aligned16(b.codes);
+  launch<Mode::plain>(vec, dim3(unsigned(tiles)), a, b, c, M, N, K, nullptr, nullptr);
+}
+
+std::vector<Fp8Operand> fp8_tile_operands(const Fp8Operand* b, const int64_t* offsets,
+                                          int groups) {
+  check_offsets(offsets, groups);
+  std::vector<Fp8Operand> tab(size_t(offsets[groups] / kBM));
+  for (int g = 0; g < groups; ++g)
+    for (int64_t t = offsets[g] / kBM; t < offsets[g + 1] / kBM; ++t) tab[size_t(t)] = b[g];
+  return tab;
+}
+
+std::vector<Fp8KGroup> fp8_kgroups(float* const* c, const int64_t* offsets, int groups) {
+  check_offsets(offsets, groups);
+  std::vector<int> order(size_t(groups > 0 ? groups : 0));
+  std::iota(order.begin(), order.end(), 0);
+  const auto len = [&](int g) { return offsets[g + 1] - offsets[g]; };
+  std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return len(x) > len(y); });
+  std::vector<Fp8KGroup> tab;
+  for (int g : order)
+    if (len(g) > 0) tab.push_back({c[g], offsets[g] / kBK, offsets[g + 1] / kBK});
+  if (tab.size() > 65535) bad_offsets("fp8 k-grouped GEMM: more than 65535 non-empty groups");
+  return tab;
+}
+
+void fp8_gemm_nt_grouped_fallback(const Fp8Operand& a, const Fp8Operand* b,
+                                  const int64_t* offsets, int groups, float* c, int64_t N,
+                                  int64_t K) {
+  const std::vector<Fp8Operand> tab = fp8_tile_operands(b, offsets, groups);
+  const int64_t M = offsets[groups];
+  if (M == 0 || N == 0) return;
+  if (K == 0) {   // empty sums
+    DS_CUDA_CHECK(cudaMemsetAsync(c, 0, size_t(M * N) * sizeof(float), stream()));
+    return;
+  }
+  bool vec = K % 16 == 0 && aligned16(a.codes);
+  for (const Fp8Operand& o : tab) vec = vec && aligned16(o.codes);
+  // The stream-ordered free at the end of the scope runs after the kernel.
+  const PoolBuffer buf(tab.size() * sizeof(Fp8Operand));
+  upload_table(tab, buf);
+  const int64_t tiles = cdiv(M, kBM) * cdiv(N, kBN);
+  const Fp8Operand b_grouping{nullptr, nullptr, b[0].rows_per_scale};   // the same for all
+  launch<Mode::m_grouped>(vec, dim3(unsigned(tiles)), a, b_grouping, c, M, N, K,
+                          buf.as<Fp8Operand>(), nullptr);
+}
+
+void fp8_gemm_nt_kgrouped_fallback(const Fp8Operand& a, const Fp8Operand& b,
+                                   const int64_t* offsets, int groups, float* const* c,
+                                   int64_t M, int64_t N) {
+  const std::vector<Fp8KGroup> tab = fp8_kgroups(c, offsets, groups);
+  if (M == 0 || N == 0 || tab.empty()) return;
+  const int64_t Ktot = offsets[groups];   // a multiple of 128: 16-byte rows when aligned
+  const PoolBuffer buf(tab.size() * sizeof(Fp8KGroup));
+  upload_table(tab, buf);
+  const dim3 grid(unsigned(cdiv(M, kBM) * cdiv(N, kBN)), unsigned(tab.size()));
+  launch<Mode::k_grouped>(aligned16(a.codes) && aligned16(b.codes), grid, a, b, nullptr, M, N,
+                          Ktot, nullptr, buf.as<Fp8KGroup>());
 }
 
 }  // namespace ds::cuda

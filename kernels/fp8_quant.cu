@@ -15,8 +15,12 @@
 // passes (global amax by atomicMax on the bits, then the element-wise pass).
 #include <cuda_fp8.h>
 
+#include <climits>
+#include <vector>
+
 #include "kernels/common.cuh"
 #include "kernels/fp8_quant.cuh"
+#include "kernels/multi_tensor_table.cuh"
 
 namespace ds::cuda {
 
@@ -205,6 +209,66 @@ __global__ void bf16_round_kernel(const float* x, float* out_f32, uint16_t* out_
   }
 }
 
+// fp8_quantize_blocks_multi: one block (32, 8) per 128x128 block of one job, found by binary
+// search over the jobs' block prefix sums. Thread (tx, ty) holds rows ty + 8r, columns
+// tx + 32u of the block, as quant_tile_kernel<4> (the same amax and codes). The transposed
+// codes go through a shared tile (rows padded to 132 bytes: the column-wise reads of 32
+// consecutive rows hit 32 different banks) so that qt's rows are written contiguously.
+struct BlockEntry {
+  Fp8BlockJob job;
+  int64_t SR, SC, first;
+};
+
+__global__ void quant_blocks_multi_kernel(const BlockEntry* tab, int count, bool ue8m0) {
+  constexpr int kPitch = kBlk + 4;
+  __shared__ uint32_t sh[8][32];
+  __shared__ __align__(4) uint8_t tile[kBlk * kPitch];
+  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 32 + tx;
+  const BlockEntry& e = tab[entry_of(tab, count, blockIdx.x)];
+  const Fp8BlockJob& p = e.job;
+  const int64_t b = int64_t(blockIdx.x) - e.first, rb = b / e.SC, cb = b % e.SC;
+  const int64_t i0 = rb * kBlk, j0 = cb * kBlk;
+  float v[16][4];
+  uint32_t amax = 0;
+#pragma unroll
+  for (int r = 0; r < 16; ++r)
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const int64_t i = i0 + ty + 8 * r, j = j0 + tx + 32 * u;
+      v[r][u] = (i < p.M && j < p.K) ? p.x[i * p.K + j] : 0.0f;
+      amax = max(amax, abs_bits(v[r][u]));
+    }
+  sh[ty][tx] = amax;
+  __syncthreads();
+  amax = 0;
+#pragma unroll
+  for (int t = 0; t < 8; ++t) amax = max(amax, sh[t][tx]);
+  amax = __reduce_max_sync(0xffffffffu, amax);
+  const float s = scale_of(__uint_as_float(amax), ue8m0, false);
+  if (tid == 0) {
+    if (p.s) p.s[rb * e.SC + cb] = s;
+    if (p.st) p.st[cb * e.SR + rb] = s;
+  }
+#pragma unroll
+  for (int r = 0; r < 16; ++r)
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const int il = ty + 8 * r, jl = tx + 32 * u;
+      const int64_t i = i0 + il, j = j0 + jl;
+      const uint8_t c = quant_code(v[r][u], s);
+      if (p.q && i < p.M && j < p.K) p.q[i * p.K + j] = c;
+      tile[il * kPitch + jl] = c;
+    }
+  if (!p.qt) return;   // uniform over the block
+  __syncthreads();
+  // qt row j0 + jl holds x's column j0 + jl: bytes il = 0..127 of the block's rows.
+  for (int idx = tid; idx < kBlk * kBlk; idx += 256) {
+    const int jl = idx / kBlk, il = idx % kBlk;
+    const int64_t i = i0 + il, j = j0 + jl;
+    if (i < p.M && j < p.K) p.qt[j * p.M + i] = tile[il * kPitch + jl];
+  }
+}
+
 unsigned cap_grid(int64_t n) { return unsigned(n < 1 ? 1 : (n > 65535 ? 65535 : n)); }
 
 }  // namespace
@@ -262,6 +326,26 @@ void fp8_dequantize(const uint8_t* q, const float* scales, int64_t M, int64_t K,
   }
   const dim3 grid(unsigned(cdiv(K, 1024)), cap_grid(M));
   dequant_kernel<<<grid, 256, 0, stream()>>>(q, scales, M, K, gr, gc, SC, out);
+  DS_CUDA_LAUNCHED();
+}
+
+void fp8_quantize_blocks_multi(const Fp8BlockJob* jobs, int count, bool ue8m0) {
+  std::vector<BlockEntry> tab;
+  int64_t total = 0;
+  for (int i = 0; i < count; ++i) {
+    const Fp8BlockJob& j = jobs[i];
+    if (j.M <= 0 || j.K <= 0) continue;
+    const int64_t SR = cdiv(j.M, kBlk), SC = cdiv(j.K, kBlk);
+    tab.push_back({j, SR, SC, total});
+    total += SR * SC;
+  }
+  if (total == 0) return;
+  if (total > INT32_MAX) raise_cuda("fp8_quantize_blocks_multi: too many blocks",
+                                    cudaErrorInvalidValue, __FILE__, __LINE__);
+  const PoolBuffer dtab(tab.size() * sizeof(BlockEntry));
+  upload_table(tab, dtab);
+  quant_blocks_multi_kernel<<<unsigned(total), dim3(32, 8), 0, stream()>>>(
+      dtab.as<BlockEntry>(), int(tab.size()), ue8m0);
   DS_CUDA_LAUNCHED();
 }
 

@@ -19,6 +19,21 @@ void fp8_quantize(const float* x, int64_t M, int64_t K, Fp8Grouping g, bool ue8m
 // out (M, K) = e4m3(q) * scale(group), FP32.
 void fp8_dequantize(const uint8_t* q, const float* scales, int64_t M, int64_t K, Fp8Grouping g,
                     float* out);
+// One weight matrix of fp8_quantize_blocks_multi: x (M, K) F32; q (M, K) codes and s
+// (ceil(M/128), ceil(K/128)) scales, and/or the transposed operand qt (K, M) = q^T with
+// st = s^T (the 128x128 quantisation of x^T: its blocks are x's, transposed). Null pointers
+// are not written; q and s go together, and so do qt and st.
+struct Fp8BlockJob {
+  const float* x;
+  int64_t M, K;
+  uint8_t* q;
+  float* s;
+  uint8_t* qt;
+  float* st;
+};
+// 128x128 weight quantisation (act = false) of every job in one launch (one block per
+// 128x128 block of any job), bit-identical to fp8_quantize(..., block_128x128, ...).
+void fp8_quantize_blocks_multi(const Fp8BlockJob* jobs, int count, bool ue8m0);
 // BF16 rounding (RNE, NaN kept quiet) of n floats: out_f32 gets the round trip, out_codes the
 // codes; either may be null. out_f32 may alias x.
 void bf16_round(const float* x, float* out_f32, uint16_t* out_codes, int64_t n);

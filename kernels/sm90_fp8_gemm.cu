@@ -19,10 +19,19 @@
 // ~1.2e-8 (the FP8 tensor-core accumulation). The 128x128 tile moves 32 KB per 4 MFLOP, more
 // than L2 feeds at the FP8 rate: larger tiles (TMA multicast across a cluster, BN 192/256 with
 // setmaxnreg) and overlapping the promotion with the next block's wgmma are the next steps.
+// Grouped modes (template parameter Mode; the plain instantiation compiles to the same SASS as
+// before they existed): an m-grouped block loads its b from a per-128-row-tile table (every
+// tile lies in one group); a k-grouped block runs the K blocks [kb0, kb1) of group blockIdx.y
+// of a table of the non-empty groups (rows keep the stride Ktot, scale column = global K
+// block) and adds its sums into the group's c. Both fit in registers (the plain kernel uses
+// ~180 of 255).
 // reference: PTX ISA "Asynchronous Warpgroup Level Matrix Multiply-Accumulate" (matrix
 // descriptor, swizzle modes, register fragments of D); DeepGEMM's FP32 promotion.
+#include <vector>
+
 #include "kernels/common.cuh"
 #include "kernels/mma_sm80.cuh"
+#include "kernels/multi_tensor_table.cuh"
 #include "kernels/sm90_fp8_gemm.cuh"
 
 namespace ds::cuda {
@@ -32,6 +41,8 @@ namespace {
 constexpr int kBM = 128, kBN = 128, kBK = 128, kStages = 4, kThreads = 256;
 constexpr int kTileBytes = kBM * kBK;                       // A or B tile of one stage
 constexpr int kSmemBytes = kStages * 2 * kTileBytes + 1024;  // + room to align to 1024
+
+enum class Mode { plain, m_grouped, k_grouped };
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
@@ -107,10 +118,13 @@ __device__ __forceinline__ void wgmma_m64n128k32(float (&d)[64], uint64_t da, ui
 
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
-template <bool kBPerColumn>
+// tile_b (m-grouped): (M/128) b operands, one per row tile; kgroups (k-grouped): the
+// non-empty groups, one per blockIdx.y, K = Ktot. Unused (null) otherwise.
+template <Mode kMode, bool kBPerColumn>
 __global__ void __launch_bounds__(kThreads, 1)
     fp8_gemm_sm90_kernel(Fp8Operand a, Fp8Operand b, float* __restrict__ c, int64_t M, int64_t N,
-                         int64_t K) {
+                         int64_t K, const Fp8Operand* __restrict__ tile_b,
+                         const Fp8KGroup* __restrict__ kgroups) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ uint8_t smem_raw[];
   const uint32_t base = (uint32_t(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
@@ -118,6 +132,15 @@ __global__ void __launch_bounds__(kThreads, 1)
   tile_of(blockIdx.x, (M + kBM - 1) / kBM, (N + kBN - 1) / kBN, &tm, &tn);
   const int64_t m0 = tm * kBM, n0 = tn * kBN;
   const int64_t kblocks = (K + kBK - 1) / kBK;
+  // This block's K blocks: [kb_first, kb_first + nkb).
+  int64_t kb_first = 0, nkb = kblocks;
+  if constexpr (kMode == Mode::m_grouped) b = tile_b[tm];
+  if constexpr (kMode == Mode::k_grouped) {
+    const Fp8KGroup grp = kgroups[blockIdx.y];
+    c = grp.c;
+    kb_first = grp.kb0;
+    nkb = grp.kb1 - grp.kb0;
+  }
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
 
@@ -136,27 +159,28 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto stage_a = [&](int s) { return base + uint32_t(s) * 2 * kTileBytes; };
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < kblocks) {
-      load_tile(stage_a(s), a.codes, M, K, m0, int64_t(s) * kBK);
-      load_tile(stage_a(s) + kTileBytes, b.codes, N, K, n0, int64_t(s) * kBK);
+    if (s < nkb) {
+      load_tile(stage_a(s), a.codes, M, K, m0, (kb_first + s) * kBK);
+      load_tile(stage_a(s) + kTileBytes, b.codes, N, K, n0, (kb_first + s) * kBK);
     }
     cp_commit();
   }
 
   const int64_t sc = kblocks;   // scale columns
-  for (int64_t kb = 0; kb < kblocks; ++kb) {
+  for (int64_t it = 0; it < nkb; ++it) {
+    const int64_t kb = kb_first + it;
     cp_wait<kStages - 2>();   // this thread's copies of block kb have landed
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
     __syncthreads();                // everyone's have; the slot refilled below is free
-    const int64_t next = kb + kStages - 1;
-    if (next < kblocks) {
+    const int64_t next = it + kStages - 1;
+    if (next < nkb) {
       const int s = int(next % kStages);
-      load_tile(stage_a(s), a.codes, M, K, m0, next * kBK);
-      load_tile(stage_a(s) + kTileBytes, b.codes, N, K, n0, next * kBK);
+      load_tile(stage_a(s), a.codes, M, K, m0, (kb_first + next) * kBK);
+      load_tile(stage_a(s) + kTileBytes, b.codes, N, K, n0, (kb_first + next) * kBK);
     }
     cp_commit();
 
-    const uint32_t sa = stage_a(int(kb % kStages));
+    const uint32_t sa = stage_a(int(it % kStages));
     const uint64_t da = smem_desc(sa + uint32_t(wg) * 64 * 128);
     const uint64_t db = smem_desc(sa + kTileBytes);
     fence_operands(part);
@@ -193,7 +217,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int i = 0; i < 64; ++i) {
     const int64_t r = m0 + wg * 64 + warp * 16 + g + 8 * ((i >> 1) & 1);
     const int64_t n = n0 + (i >> 2) * 8 + 2 * t + (i & 1);
-    if (r < M && n < N) c[r * N + n] = acc[i];
+    if (r < M && n < N) {
+      if constexpr (kMode == Mode::k_grouped) c[r * N + n] += acc[i];
+      else c[r * N + n] = acc[i];
+    }
   }
 #endif
 }
@@ -226,19 +253,33 @@ bool sm90a_loaded() {
   return loaded;
 }
 
-template <bool kBPerColumn>
-void launch(const Fp8Operand& a, const Fp8Operand& b, float* c, int64_t M, int64_t N,
-            int64_t K) {
+template <Mode kMode, bool kBPerColumn>
+void launch_mode(dim3 grid, const Fp8Operand& a, const Fp8Operand& b, float* c, int64_t M,
+                 int64_t N, int64_t K, const Fp8Operand* tile_b, const Fp8KGroup* kgroups) {
   static const bool attr = [] {
-    DS_CUDA_CHECK(cudaFuncSetAttribute(fp8_gemm_sm90_kernel<kBPerColumn>,
+    DS_CUDA_CHECK(cudaFuncSetAttribute(fp8_gemm_sm90_kernel<kMode, kBPerColumn>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
     return true;
   }();
   (void)attr;
-  const int64_t tiles = cdiv(M, kBM) * cdiv(N, kBN);
-  fp8_gemm_sm90_kernel<kBPerColumn><<<unsigned(tiles), kThreads, kSmemBytes, stream()>>>(
-      a, b, c, M, N, K);
+  fp8_gemm_sm90_kernel<kMode, kBPerColumn><<<grid, kThreads, kSmemBytes, stream()>>>(
+      a, b, c, M, N, K, tile_b, kgroups);
   DS_CUDA_LAUNCHED();
+}
+
+// b's grouping picks the promotion (per column for 1x128, per 128-row block otherwise).
+template <Mode kMode>
+void launch(int b_rows_per_scale, dim3 grid, const Fp8Operand& a, const Fp8Operand& b, float* c,
+            int64_t M, int64_t N, int64_t K, const Fp8Operand* tile_b,
+            const Fp8KGroup* kgroups) {
+  if (b_rows_per_scale == 1) launch_mode<kMode, true>(grid, a, b, c, M, N, K, tile_b, kgroups);
+  else launch_mode<kMode, false>(grid, a, b, c, M, N, K, tile_b, kgroups);
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+[[noreturn]] void unsupported(const char* what) {
+  raise_cuda(what, cudaErrorInvalidValue, __FILE__, __LINE__);
 }
 
 }  // namespace
@@ -247,18 +288,58 @@ bool fp8_gemm_nt_sm90_supported(const Fp8Operand& a, const Fp8Operand& b, int64_
                                 int64_t K) {
   (void)M;
   (void)N;
-  return K > 0 && K % 16 == 0 && (reinterpret_cast<uintptr_t>(a.codes) & 15) == 0 &&
-         (reinterpret_cast<uintptr_t>(b.codes) & 15) == 0 && sm90a_loaded();
+  return K > 0 && K % 16 == 0 && aligned16(a.codes) && aligned16(b.codes) && sm90a_loaded();
 }
 
 void fp8_gemm_nt_sm90(const Fp8Operand& a, const Fp8Operand& b, float* c, int64_t M, int64_t N,
                       int64_t K) {
   if (M == 0 || N == 0) return;
   if (!fp8_gemm_nt_sm90_supported(a, b, M, N, K))
-    raise_cuda("fp8_gemm_nt_sm90: needs an sm_90a device, K % 16 == 0 and 16-byte aligned codes",
-               cudaErrorInvalidValue, __FILE__, __LINE__);
-  if (b.rows_per_scale == 1) launch<true>(a, b, c, M, N, K);
-  else launch<false>(a, b, c, M, N, K);
+    unsupported("fp8_gemm_nt_sm90: needs an sm_90a device, K % 16 == 0 and 16-byte aligned codes");
+  const dim3 grid(unsigned(cdiv(M, kBM) * cdiv(N, kBN)));
+  launch<Mode::plain>(b.rows_per_scale, grid, a, b, c, M, N, K, nullptr, nullptr);
+}
+
+bool fp8_gemm_nt_grouped_sm90_supported(const Fp8Operand& a, const Fp8Operand* b, int groups,
+                                        int64_t N, int64_t K) {
+  for (int g = 0; g < groups; ++g)
+    if (!aligned16(b[g].codes)) return false;
+  return fp8_gemm_nt_sm90_supported(a, a, 0, N, K);   // K, a's alignment and the device
+}
+
+void fp8_gemm_nt_grouped_sm90(const Fp8Operand& a, const Fp8Operand* b, const int64_t* offsets,
+                              int groups, float* c, int64_t N, int64_t K) {
+  const std::vector<Fp8Operand> tab = fp8_tile_operands(b, offsets, groups);
+  const int64_t M = offsets[groups];
+  if (M == 0 || N == 0) return;
+  if (!fp8_gemm_nt_grouped_sm90_supported(a, b, groups, N, K))
+    unsupported("fp8_gemm_nt_grouped_sm90: needs an sm_90a device, K % 16 == 0 and 16-byte "
+                "aligned codes");
+  // The stream-ordered free at the end of the scope runs after the kernel.
+  const PoolBuffer buf(tab.size() * sizeof(Fp8Operand));
+  upload_table(tab, buf);
+  const dim3 grid(unsigned(cdiv(M, kBM) * cdiv(N, kBN)));
+  launch<Mode::m_grouped>(b[0].rows_per_scale, grid, a, Fp8Operand{}, c, M, N, K,
+                          buf.as<Fp8Operand>(), nullptr);
+}
+
+bool fp8_gemm_nt_kgrouped_sm90_supported(const Fp8Operand& a, const Fp8Operand& b,
+                                         const int64_t* offsets, int groups, int64_t M,
+                                         int64_t N) {
+  return fp8_gemm_nt_sm90_supported(a, b, M, N, offsets[groups]);
+}
+
+void fp8_gemm_nt_kgrouped_sm90(const Fp8Operand& a, const Fp8Operand& b, const int64_t* offsets,
+                               int groups, float* const* c, int64_t M, int64_t N) {
+  const std::vector<Fp8KGroup> tab = fp8_kgroups(c, offsets, groups);
+  if (M == 0 || N == 0 || tab.empty()) return;
+  if (!fp8_gemm_nt_kgrouped_sm90_supported(a, b, offsets, groups, M, N))
+    unsupported("fp8_gemm_nt_kgrouped_sm90: needs an sm_90a device and 16-byte aligned codes");
+  const PoolBuffer buf(tab.size() * sizeof(Fp8KGroup));
+  upload_table(tab, buf);
+  const dim3 grid(unsigned(cdiv(M, kBM) * cdiv(N, kBN)), unsigned(tab.size()));
+  launch<Mode::k_grouped>(b.rows_per_scale, grid, a, b, nullptr, M, N, offsets[groups], nullptr,
+                          buf.as<Fp8KGroup>());
 }
 
 }  // namespace ds::cuda

@@ -2,7 +2,8 @@
 // fp8_gemm.cuh's fp8_gemm_nt_fallback): warpgroup wgmma.mma_async E4M3 x E4M3 -> FP32 on
 // operands staged in 128B-swizzled shared memory by a 4-stage cp.async pipeline, each K
 // block's partial sums scaled and added into separate FP32 accumulators (DeepGEMM's
-// promotion). Plain C++ header.
+// promotion). Also grouped (same contracts as the grouped fallbacks in fp8_gemm.cuh). Plain
+// C++ header.
 #pragma once
 #include <cstdint>
 
@@ -18,5 +19,18 @@ bool fp8_gemm_nt_sm90_supported(const Fp8Operand& a, const Fp8Operand& b, int64_
 // Throws (ds::CudaError) when not supported.
 void fp8_gemm_nt_sm90(const Fp8Operand& a, const Fp8Operand& b, float* c, int64_t M, int64_t N,
                       int64_t K);
+
+// m-grouped (fp8_gemm_nt_grouped_fallback): supported as above, with every b[g] aligned.
+bool fp8_gemm_nt_grouped_sm90_supported(const Fp8Operand& a, const Fp8Operand* b, int groups,
+                                        int64_t N, int64_t K);
+void fp8_gemm_nt_grouped_sm90(const Fp8Operand& a, const Fp8Operand* b, const int64_t* offsets,
+                              int groups, float* c, int64_t N, int64_t K);
+// k-grouped (fp8_gemm_nt_kgrouped_fallback): supported as above with K = Ktot = offsets[groups]
+// (a multiple of 128; false when 0).
+bool fp8_gemm_nt_kgrouped_sm90_supported(const Fp8Operand& a, const Fp8Operand& b,
+                                         const int64_t* offsets, int groups, int64_t M,
+                                         int64_t N);
+void fp8_gemm_nt_kgrouped_sm90(const Fp8Operand& a, const Fp8Operand& b, const int64_t* offsets,
+                               int groups, float* const* c, int64_t M, int64_t N);
 
 }  // namespace ds::cuda

@@ -57,25 +57,32 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --f
 # ---- 1. unit tests ------------------------------------------------------------------------
 # Kernels that have not run on a GPU before get invocations of their own (a fault in one
 # poisons the CUDA context for every later case of the same process): ds_test_backend_ops
-# runs as the verified suite, then the grouped GEMMs, the many-tensor ops and the BF16-cache
-# MLA decode each alone. ds_test_model_gpu runs twice: routed experts through cuBLAS (the
+# runs as the verified suite, then the grouped GEMMs, the many-tensor ops, the BF16-cache
+# MLA decode and the grouped FP8 GEMMs each alone; ds_test_model_gpu likewise without and
+# with its FP8 grouped-experts case. The model runs twice: routed experts through cuBLAS (the
 # default) and through our grouped BF16 GEMM kernel (DS_GROUPED_GEMM=kernel).
 NEW_GROUPED='gpu grouped*'
 NEW_MULTI='multi-tensor*'
 NEW_MLA='*BF16 cache*,*one visible key*,*BF16 caches the kernel*'
+NEW_FP8G='fp8 grouped*'
+NEW_FP8G_MODEL='*FP8 routed experts as grouped*'
 declare -A FILTER=(
-  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA"
+  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8G"
   [ops-grouped]="--test-case=$NEW_GROUPED"
   [ops-multi]="--test-case=$NEW_MULTI"
-  [ops-mla-bf16]="--test-case=$NEW_MLA")
+  [ops-mla-bf16]="--test-case=$NEW_MLA"
+  [ops-fp8-grouped]="--test-case=$NEW_FP8G"
+  [model]="--test-case-exclude=$NEW_FP8G_MODEL"
+  [model-fp8-grouped]="--test-case=$NEW_FP8G_MODEL")
+# entries: binary[:filter][:kernel]
 for t in ds_test_backend_ops:ops ds_test_backend_ops:ops-grouped ds_test_backend_ops:ops-multi \
-         ds_test_backend_ops:ops-mla-bf16 ds_test_model_gpu ds_test_model_gpu:kernel \
-         ds_test_kernels ds_test_nccl_gpu; do
+         ds_test_backend_ops:ops-mla-bf16 ds_test_backend_ops:ops-fp8-grouped \
+         ds_test_model_gpu:model ds_test_model_gpu:model:kernel \
+         ds_test_model_gpu:model-fp8-grouped ds_test_kernels ds_test_nccl_gpu; do
   g=cublas; args=(); name=$t
-  case $t in
-    *:kernel) g=kernel; t=${t%:kernel}; name=$t-kernel;;
-    *:*) args=("${FILTER[${t#*:}]}"); name=$t; name=${name/:/-}; t=${t%%:*};;
-  esac
+  case $t in *:kernel) g=kernel; t=${t%:kernel};; esac
+  case $t in *:*) args=("${FILTER[${t#*:}]}"); t=${t%%:*};; esac
+  name=${name//:/-}
   if [ ! -x "$BIN/$t" ]; then row "$name" MISS "not built"; continue; fi
   s=$(date +%s)
   DS_GROUPED_GEMM=$g timeout 90 "$BIN/$t" ${args[@]+"${args[@]}"} > "$O/$name.log" 2>&1; rc=$?
@@ -103,6 +110,11 @@ DS_GROUPED_GEMM=kernel timeout 60 "$BIN/bench_train_step" --preset 1b --batch 4 
   --precision bf16 --steps "$NS" --warmup 2 > "$O/bench_train_kernel.txt" 2>&1
 l=$(grep "^train step 1b bf16" "$O/bench_train_kernel.txt" | head -1 | sed 's/^train step 1b //')
 row "train step 1b bf16 (ds, own grouped)" INFO "${l:-failed, see bench_train_kernel.txt}"
+# The FP8 step with the routed experts as grouped FP8 GEMMs over the padded layout (opt-in).
+timeout 60 "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 --precision fp8 \
+  --grouped-experts 1 --steps "$NS" --warmup 2 > "$O/bench_train_fp8g.txt" 2>&1
+l=$(grep "^train step 1b fp8" "$O/bench_train_fp8g.txt" | head -1 | sed 's/^train step 1b //')
+row "train step 1b fp8 (ds, grouped FP8)" INFO "${l:-failed, see bench_train_fp8g.txt}"
 if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
   timeout 100 env PYTHONUNBUFFERED=1 python3 tests/model/torch_ref/bench_torch_train.py \
     --preset 1b --device cuda --dtype bf16 --batch 4 --seq 4096 --steps "$NS" --warmup 2 \

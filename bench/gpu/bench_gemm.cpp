@@ -7,8 +7,11 @@
 // 16384 tokens x 6 = 98304 pair rows split unevenly, counts around 1536): forward, input- and
 // weight-gradient layouts of both projections, cuBLAS (one call per expert: the grouped entry
 // point rejects BF16 -> F32) against our grouped kernel (kernels/gemm_grouped_bf16.cu) in
-// the same run, medians, with the kernel's nmse against cuBLAS. Prints tables, then one JSON
-// line per shape. Exits 77 without a GPU.
+// the same run, medians, with the kernel's nmse against cuBLAS; beside them the grouped FP8
+// GEMMs on the same problem (fp8_gemm_nt_grouped for the row-split layouts, _kgrouped for the
+// weight gradients; each expert's rows padded to a multiple of 128, TFLOP/s counted over the
+// unpadded work like the BF16 figures), with the nmse of the op's kernel against the portable
+// one. Prints tables, then one JSON line per shape. Exits 77 without a GPU.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -165,14 +168,74 @@ const GroupedShape kGroupedShapes[] = {
     {"wgrad down 1024x384", true, false, 1024, 384, 0},
 };
 
+// The grouped FP8 GEMM of shape s over `rows` (per expert, padded here to multiples of 128):
+// median ms through the op (DS_FP8_GEMM picks the kernel) and the nmse of its result against
+// the portable kernel's. Operands random, quantised as in training: activations 1x128,
+// weights 128x128 (row-split); both 1x128 along the tokens (weight gradient).
+struct Fp8Timing {
+  double ms, nmse;
+};
+Fp8Timing time_grouped_fp8(const ds::ops::Context& gpu, const GroupedShape& s,
+                           const std::vector<int64_t>& rows) {
+  using ds::ops::ScaleFormat;
+  std::vector<int64_t> off(1, 0);   // (E + 1)
+  for (int64_t n : rows) off.push_back(off.back() + (n + 127) / 128 * 128);
+  const int64_t P = off.back();     // padded rows
+  const auto quant = [&](int64_t r, int64_t k, Fp8Group g, Tensor& q, Tensor& sc) {
+    ds::ops::fp8_quantize(gpu, random_gpu(r, k), g, ScaleFormat::fp32, g == Fp8Group::row_1x128,
+                          q, sc);
+  };
+  const auto operand = [](const Tensor& q, const Tensor& sc, int rps) {
+    return ds::cuda::Fp8Operand{q.data<uint8_t>(), sc.data<float>(), rps};
+  };
+  Tensor qa, sa;
+  Fp8Timing r{};
+  if (!s.wgrad) {   // c (P, N) = a (P, K) . w_e (N, K)^T per expert
+    quant(P, s.K, Fp8Group::row_1x128, qa, sa);
+    std::vector<Tensor> qw(kExperts), sw(kExperts);
+    std::vector<ds::cuda::Fp8Operand> ow;
+    for (int e = 0; e < kExperts; ++e) {
+      quant(s.N, s.K, Fp8Group::block_128x128, qw[size_t(e)], sw[size_t(e)]);
+      ow.push_back(operand(qw[size_t(e)], sw[size_t(e)], 128));
+    }
+    Tensor c = Tensor::empty({P, s.N}, ds::DType::f32, ds::Device::cuda);
+    Tensor c2 = Tensor::empty({P, s.N}, ds::DType::f32, ds::Device::cuda);
+    const auto run = [&] { ds::ops::fp8_gemm_nt_grouped(gpu, qa, sa, qw, sw, off, c); };
+    run();
+    ds::cuda::fp8_gemm_nt_grouped_fallback(operand(qa, sa, 1), ow.data(), off.data(), kExperts,
+                                           c2.data<float>(), s.N, s.K);
+    r.nmse = nmse_rows(c, c2, std::min<int64_t>(P, 8192));
+    r.ms = median_ms(run);
+  } else {          // c_e (M, N) += a (M, P)[:, expert e] . b (N, P)[:, expert e]^T
+    Tensor qb, sb;
+    quant(s.M, P, Fp8Group::row_1x128, qa, sa);
+    quant(s.N, P, Fp8Group::row_1x128, qb, sb);
+    std::vector<Tensor> c, c2;
+    std::vector<float*> p2;
+    for (int e = 0; e < kExperts; ++e) {
+      c.push_back(Tensor::zeros({s.M, s.N}, ds::DType::f32, ds::Device::cuda));
+      c2.push_back(Tensor::zeros({s.M, s.N}, ds::DType::f32, ds::Device::cuda));
+      p2.push_back(c2.back().data<float>());
+    }
+    const auto run = [&] { ds::ops::fp8_gemm_nt_kgrouped(gpu, qa, sa, qb, sb, off, c); };
+    run();
+    ds::cuda::fp8_gemm_nt_kgrouped_fallback(operand(qa, sa, 1), operand(qb, sb, 1), off.data(),
+                                            kExperts, p2.data(), s.M, s.N);
+    r.nmse = nmse_rows(c[0], c2[0], s.M);
+    r.ms = median_ms(run);   // accumulates into c: the timing only
+  }
+  check(cudaDeviceSynchronize(), "grouped fp8");
+  return r;
+}
+
 void bench_grouped(const ds::ops::Context& gpu, std::vector<std::string>& json) {
   using ds::cuda::GroupedGemmImpl;
   const std::vector<int64_t> rows = expert_rows();
   const auto [mn, mx] = std::minmax_element(rows.begin(), rows.end());
   std::printf("\ngrouped BF16 GEMMs: %d experts, %lld rows (per expert %lld..%lld)\n", kExperts,
               (long long)kPairRows, (long long)*mn, (long long)*mx);
-  std::printf("%-24s %5s %5s %5s | %11s %11s %7s | %9s\n", "shape", "M", "N", "K",
-              "cublas TF/s", "kernel TF/s", "speedup", "nmse");
+  std::printf("%-24s %5s %5s %5s | %11s %11s %7s | %9s | %8s %9s\n", "shape", "M", "N", "K",
+              "cublas TF/s", "kernel TF/s", "speedup", "nmse", "fp8 TF/s", "fp8 nmse");
   const GroupedGemmImpl before = ds::cuda::grouped_gemm_impl();
   for (const GroupedShape& s : kGroupedShapes) {
     const bool ta = s.wgrad, tb = s.tb;
@@ -236,19 +299,21 @@ void bench_grouped(const ds::ops::Context& gpu, std::vector<std::string>& json) 
     const double flop = 2.0 * double(M) * double(s.N) * double(K);
     const auto tf = [&](double ms) { return std::isnan(ms) ? -1.0 : flop / (ms * 1e-3) / 1e12; };
     const double speedup = std::isnan(t_k) ? -1.0 : t_cb / t_k;
-    std::printf("%-24s %5lld %5lld %5lld | %11.1f %11.1f %7.2f | %9.2e%s\n", s.name,
-                (long long)M, (long long)s.N, (long long)K, tf(t_cb), tf(t_k), speedup, e_k,
-                fits ? "" : "  (kernel does not take this shape)");
+    const Fp8Timing f8 = time_grouped_fp8(gpu, s, rows);
+    std::printf("%-24s %5lld %5lld %5lld | %11.1f %11.1f %7.2f | %9.2e | %8.1f %9.2e%s\n",
+                s.name, (long long)M, (long long)s.N, (long long)K, tf(t_cb), tf(t_k), speedup,
+                e_k, tf(f8.ms), f8.nmse, fits ? "" : "  (kernel does not take this shape)");
     std::fflush(stdout);
     char buf[640];
     std::snprintf(buf, sizeof buf,
                   "{\"bench\":\"grouped_gemm\",\"shape\":\"%s\",\"groups\":%d,\"M\":%lld,"
                   "\"N\":%lld,\"K\":%lld,\"ta\":%d,\"tb\":%d,\"cublas_tflops\":%.2f,"
                   "\"kernel_tflops\":%.2f,\"speedup\":%.3f,\"cublas_ms\":%.4f,"
-                  "\"kernel_ms\":%.4f,\"kernel_nmse\":%.3e}",
+                  "\"kernel_ms\":%.4f,\"kernel_nmse\":%.3e,\"fp8_tflops\":%.2f,"
+                  "\"fp8_ms\":%.4f,\"fp8_vs_portable_nmse\":%.3e}",
                   s.name, kExperts, (long long)M, (long long)s.N, (long long)K, int(ta), int(tb),
                   tf(t_cb), tf(t_k), speedup, t_cb, std::isnan(t_k) ? -1.0 : t_k,
-                  std::isnan(e_k) ? -1.0 : e_k);
+                  std::isnan(e_k) ? -1.0 : e_k, tf(f8.ms), f8.ms, f8.nmse);
     json.push_back(buf);
   }
   ds::cuda::set_grouped_gemm_impl(before);

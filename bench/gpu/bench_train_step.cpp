@@ -6,9 +6,10 @@
 // bench_gemm for comparison).
 // Usage: bench_train_step [--preset 1b] [--batch 4] [--seq 4096] [--precision bf16[,fp8,..]]
 //                         [--steps 5] [--warmup 2] [--peak-tflops 989.4] [--profile 1]
-//                         [--device cuda|cpu] [--grouped-experts -1|0|1]
+//                         [--device cuda|cpu] [--grouped-experts -1|0|1] [--fp8-codes 0|1]
 // --device cpu runs the same step on the CPU (small --batch/--seq): with --profile 1 its table
-// counts the op calls of a step (each at least one kernel launch on the GPU) without a GPU.
+// counts the op calls of a step (each at least one kernel launch on the GPU) without a GPU;
+// --fp8-codes 1 makes the grouped FP8 experts run the GPU's ops there (MoEOptions::fp8_codes).
 // --profile 1: one more step per precision with the per-op profiler on (each op synchronised,
 // so that step is slower): the per-op table of train::profile_report on stderr.
 // Several precisions run one after the other on the same model (initialised once).
@@ -38,6 +39,7 @@ int main(int argc, char** argv) {
   bool profile = false;
   Device dev = Device::cuda;
   int grouped = -1;   // routed experts: -1 the device's default, 0 per-expert loop, 1 grouped
+  bool fp8_codes = false;   // --device cpu: the grouped FP8 experts on E4M3 codes, as the GPU
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string f = argv[i], v = argv[i + 1];
     if (f == "--preset") preset = v;
@@ -49,6 +51,7 @@ int main(int argc, char** argv) {
     else if (f == "--peak-tflops") peak = std::atof(v.c_str());
     else if (f == "--profile") profile = v != "0";
     else if (f == "--grouped-experts") grouped = std::atoi(v.c_str());
+    else if (f == "--fp8-codes") fp8_codes = v != "0";
     else if (f == "--device") dev = v == "cpu" ? Device::cpu : Device::cuda;
     else {
       std::fprintf(stderr, "bench_train_step: unknown flag %s\n", f.c_str());
@@ -64,6 +67,7 @@ int main(int argc, char** argv) {
     store.set_device(dev);
     model::Transformer m(a, store);
     if (grouped >= 0) m.set_grouped_experts(grouped != 0);
+    m.set_fp8_codes(fp8_codes);
     store.init(1);
     store.alloc_grads();
     train::OptimizerOptions oo;

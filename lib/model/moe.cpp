@@ -51,6 +51,8 @@ void MoE::group_pairs(const ops::Context& ctx, MoESaved& s) const {
   s.pair_w = empty_f32(ctx, {NK, 1});
   ops::gather_rows(ctx, s.gate.weights.view({NK, 1}), s.pair_src, s.pair_w);
   s.pair_w = s.pair_w.view({NK});
+  if (s.grouped && ctx.linear.mode == ops::Precision::fp8) pad_pairs(ctx, tok, s);
+  else s.p_offsets.clear();
 }
 
 void MoE::forward(const ops::Context& ctx, const Tensor& u, int64_t n_seq, int64_t seq_len,
@@ -59,6 +61,11 @@ void MoE::forward(const ops::Context& ctx, const Tensor& u, int64_t n_seq, int64
   gate.forward(ctx, u, s.gate);
   s.balance = gate.balance_loss(ctx, s.gate, n_seq, seq_len, opt.balance_alpha, opt.grad_scale,
                                 opt.train);
+  const bool fp8 = ctx.linear.mode == ops::Precision::fp8;
+  s.grouped = !ep.active() &&
+              (fp8 ? opt.grouped == 1 && ctx.linear.granularity == ops::Fp8Granularity::tile
+                   : opt.grouped == 1 || (opt.grouped < 0 && ctx.device != Device::cpu));
+  s.fp8_codes = fp8 && (ctx.device != Device::cpu || opt.fp8_codes);
   group_pairs(ctx, s);
   if (has_shared) {
     shared_experts.forward(ctx, u, y, s.shared);           // y = shared(u)
@@ -67,9 +74,8 @@ void MoE::forward(const ops::Context& ctx, const Tensor& u, int64_t n_seq, int64
     y.zero_();
   }
   s.a2a_bytes_sent = 0;
-  s.grouped = !ep.active() && ctx.linear.mode != ops::Precision::fp8 &&
-              (opt.grouped == 1 || (opt.grouped < 0 && ctx.device != Device::cpu));
   if (ep.active()) routed_forward_ep(ctx, u, opt.train, y, s);
+  else if (s.grouped && fp8) routed_forward_fp8(ctx, u, opt.train, y, s);
   else if (s.grouped) routed_forward_grouped(ctx, u, opt.train, y, s);
   else routed_forward(ctx, u, opt.train, y, s);
   if (!opt.train) {
@@ -106,6 +112,7 @@ void MoE::backward(const ops::Context& ctx, MoESaved& s, const Tensor& dy, Tenso
   }
   Tensor dpair_w = detail::zeros_f32(ctx, {NK});
   if (ep.active()) routed_backward_ep(ctx, s, dy, du, dpair_w);
+  else if (s.grouped && !s.p_offsets.empty()) routed_backward_fp8(ctx, s, dy, du, dpair_w);
   else if (s.grouped) routed_backward_grouped(ctx, s, dy, du, dpair_w);
   else routed_backward(ctx, s, dy, du, dpair_w);
   Tensor dweights = detail::zeros_f32(ctx, {N, K});

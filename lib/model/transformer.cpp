@@ -355,7 +355,7 @@ void Transformer::backward(const ops::Context& ctx, Pass& p) {
 // Host copy of the batch, the loss normaliser W and a result with one (zero) count vector
 // per MoE layer of the whole model.
 void Transformer::begin(Pass& p, const Batch& batch) {
-  p.opt = MoEOptions{p.train, p.lw.balance_alpha, p.grad_scale, moe_grouped_};
+  p.opt = MoEOptions{p.train, p.lw.balance_alpha, p.grad_scale, moe_grouped_, moe_fp8_codes_};
   p.hb = read_batch(batch);
   DS_CHECK_AS(UsageError, p.lw.mtp_lambda == 0.0f || p.hb.T > args_.n_mtp_layers,
               "sequence length {} must exceed the MTP depth {}", p.hb.T, args_.n_mtp_layers);
@@ -467,6 +467,7 @@ void Transformer::forward_logits(const ops::Context& ctx, const Tensor& tokens, 
   const SeqInfo seq{B, T, upload_i32(ctx, pos, {N}), Tensor(), rope_freqs_tensor(ctx, args_)};
   MoEOptions opt;
   opt.grouped = moe_grouped_;
+  opt.fp8_codes = moe_fp8_codes_;
   Tensor h, ids = tokens.view({N});
   if (tokens.device() != ctx.device) {
     ids = Tensor::empty({N}, DType::i32, ctx.device);

@@ -9,7 +9,7 @@ namespace ds::ops {
 
 std::string_view Profiler::family_of(std::string_view op) {
   auto starts = [&](std::string_view p) { return op.substr(0, p.size()) == p; };
-  if (op == "matmul" || op == "matmul_bf16" || op == "fp8_gemm_nt" || starts("grouped_matmul"))
+  if (op == "matmul" || op == "matmul_bf16" || starts("fp8_gemm_nt") || starts("grouped_matmul"))
     return "gemm";
   if (starts("fp8_") || starts("bf16_round")) return "quantize";
   if (starts("attention")) return "attention";

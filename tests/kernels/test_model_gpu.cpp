@@ -168,6 +168,14 @@ TEST_CASE("tiny model: BF16 and FP8 GEMMs against the CPU emulation") {
   compare_step(b, ops::Precision::fp8, 2e-3, -1);
 }
 
+TEST_CASE("tiny model: FP8 routed experts as grouped GEMMs over the padded layout") {
+  // The GPU takes lib/model/moe_fp8.cpp (fp8_gemm_nt_grouped / kgrouped, opt-in with 1); the
+  // CPU side runs the per-expert loop of FP8 Linears. Same bounds as the loop above.
+  Batch b;
+  b.tokens = random_tokens(2, 64, preset("tiny").vocab_size, 7);
+  compare_step(b, ops::Precision::fp8, 1e-4, 3e-2, 1, true);
+}
+
 TEST_CASE("tiny model: a 30-step AdamW run on the GPU tracks the CPU run") {
   const ModelArgs a = preset("tiny");
   Side cpu(a, Device::cpu), gpu(a, Device::cuda);

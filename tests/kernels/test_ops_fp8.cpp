@@ -10,6 +10,9 @@
 //     operand grouping, through the op and through both kernels directly: the portable
 //     mma.sync kernel on any shape (partial K blocks, K not a multiple of 16) and the Hopper
 //     wgmma kernel on the shapes it takes (skipped with a message where it cannot run).
+//   * fp8_gemm_nt_grouped / fp8_gemm_nt_kgrouped (test cases "fp8 grouped ...") against the
+//     CPU op the same way: empty groups, groups of exactly 128, N and (m-grouped) K not
+//     multiples of 128, both b groupings, k-grouped accumulation into a non-zero c.
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -189,14 +192,23 @@ struct GemmCase {
 
 enum class Kernel { op, fallback, sm90 };
 
+const char* kernel_name(Kernel k) {
+  return k == Kernel::op ? "op" : k == Kernel::fallback ? "fallback" : "sm90";
+}
+
+ds::cuda::Fp8Operand fp8_operand(const Tensor& q, const Tensor& s, Fp8Group g) {
+  ds::cuda::Fp8Operand o;
+  o.codes = q.data<uint8_t>();
+  o.scales = s.data<float>();
+  o.rows_per_scale = g == Fp8Group::tensor ? 0 : g == Fp8Group::block_128x128 ? 128 : 1;
+  return o;
+}
+
 // Quantised operands (CPU reference quantisation), the reference product, and a GPU run.
 void run_fp8_gemm(const GemmCase& t, Kernel kernel) {
-  const std::string what = std::string(kernel == Kernel::op ? "op" : kernel == Kernel::fallback
-                                                                      ? "fallback"
-                                                                      : "sm90") +
-                           " M=" + std::to_string(t.M) + " N=" + std::to_string(t.N) +
-                           " K=" + std::to_string(t.K) + " a " + group_name(t.ga) + " b " +
-                           group_name(t.gb);
+  const std::string what = std::string(kernel_name(kernel)) + " M=" + std::to_string(t.M) +
+                           " N=" + std::to_string(t.N) + " K=" + std::to_string(t.K) + " a " +
+                           group_name(t.ga) + " b " + group_name(t.gb);
   const Tensor x = special_input({t.M, t.K}, false), w = special_input({t.N, t.K}, false);
   Tensor qa, sa, qb, sb;
   ops::fp8_quantize(cpu_ref(), x, t.ga, ScaleFormat::fp32, true, qa, sa);
@@ -210,14 +222,7 @@ void run_fp8_gemm(const GemmCase& t, Kernel kernel) {
   Arena ar;
   Tensor gqa = ar.upload(qa), gsa = ar.upload(sa), gqb = ar.upload(qb), gsb = ar.upload(sb);
   Tensor gc = ar.empty({t.M, t.N});
-  auto operand = [](const Tensor& q, const Tensor& s, Fp8Group g) {
-    ds::cuda::Fp8Operand o;
-    o.codes = q.data<uint8_t>();
-    o.scales = s.data<float>();
-    o.rows_per_scale = g == Fp8Group::tensor ? 0 : g == Fp8Group::block_128x128 ? 128 : 1;
-    return o;
-  };
-  const auto oa = operand(gqa, gsa, t.ga), ob = operand(gqb, gsb, t.gb);
+  const auto oa = fp8_operand(gqa, gsa, t.ga), ob = fp8_operand(gqb, gsb, t.gb);
   if (kernel == Kernel::op) {
     ops::fp8_gemm_nt(gpu(), gqa, gsa, gqb, gsb, gc, t.ga, t.gb);
   } else if (kernel == Kernel::fallback) {
@@ -264,6 +269,163 @@ TEST_CASE("gpu fp8_gemm_nt matches the reference (op, portable and Hopper kernel
     run_fp8_gemm(t, Kernel::fallback);
     run_fp8_gemm(t, Kernel::op);
   }
+}
+
+}  // namespace ds::gpu_test
+
+// ---- grouped FP8 GEMMs (the routed experts) -------------------------------------------------
+// Against the CPU op (which runs fp8_gemm_nt on each group's slice), through the op and both
+// kernels directly, with groups that are empty, exactly 128 rows / K columns, or several tiles.
+
+namespace ds::gpu_test {
+namespace {
+
+std::string offsets_str(const std::vector<int64_t>& offsets) {
+  std::string s = "{";
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(offsets[i]);
+  }
+  return s + "}";
+}
+
+struct MGroupedCase {
+  std::vector<int64_t> offsets;   // (G + 1) row offsets, M = offsets[G]
+  int64_t N, K;
+  Fp8Group gb;
+};
+
+// a (M, K) 1x128, b[g] (N, K) grouped gb; c (M, N) poisoned before the call.
+void run_fp8_mgrouped(const MGroupedCase& t, Kernel kernel) {
+  const int64_t M = t.offsets.back(), N = t.N, K = t.K;
+  const size_t G = t.offsets.size() - 1;
+  const std::string what = std::string("m-grouped ") + kernel_name(kernel) +
+                           " offsets=" + offsets_str(t.offsets) + " N=" + std::to_string(N) +
+                           " K=" + std::to_string(K) + " b " + group_name(t.gb);
+  Tensor qa, sa;
+  ops::fp8_quantize(cpu_ref(), special_input({M, K}, false), Fp8Group::row_1x128,
+                    ScaleFormat::fp32, true, qa, sa);
+  std::vector<Tensor> qb(G), sb(G);
+  for (size_t g = 0; g < G; ++g)
+    ops::fp8_quantize(cpu_ref(), special_input({N, K}, false), t.gb, ScaleFormat::fp32, false,
+                      qb[g], sb[g]);
+  Tensor want = Tensor::empty({M, N});
+  const bool big = M * N * K > (int64_t(1) << 25);
+  ops::fp8_gemm_nt_grouped(big ? Context{} : cpu_ref(), qa, sa, qb, sb, t.offsets, want, t.gb);
+
+  Arena ar;
+  const Tensor gqa = ar.upload(qa), gsa = ar.upload(sa);
+  std::vector<Tensor> gqb, gsb;
+  std::vector<ds::cuda::Fp8Operand> ob;   // (G)
+  for (size_t g = 0; g < G; ++g) {
+    gqb.push_back(ar.upload(qb[g]));
+    gsb.push_back(ar.upload(sb[g]));
+    ob.push_back(fp8_operand(gqb[g], gsb[g], t.gb));
+  }
+  Tensor gc = ar.empty({M, N});
+  const auto oa = fp8_operand(gqa, gsa, Fp8Group::row_1x128);
+  if (kernel == Kernel::op) {
+    ops::fp8_gemm_nt_grouped(gpu(), gqa, gsa, gqb, gsb, t.offsets, gc, t.gb);
+  } else if (kernel == Kernel::fallback) {
+    ds::cuda::fp8_gemm_nt_grouped_fallback(oa, ob.data(), t.offsets.data(), int(G),
+                                           gc.data<float>(), N, K);
+  } else {
+    if (!ds::cuda::fp8_gemm_nt_grouped_sm90_supported(oa, ob.data(), int(G), N, K)) {
+      MESSAGE("sm90 FP8 GEMM not available here (device or shape): skipped " << what);
+      return;
+    }
+    ds::cuda::fp8_gemm_nt_grouped_sm90(oa, ob.data(), t.offsets.data(), int(G), gc.data<float>(),
+                                       N, K);
+  }
+  expect_close(gc, want, 1e-6, what.c_str());
+  CHECK(ar.check());
+}
+
+struct KGroupedCase {
+  std::vector<int64_t> offsets;   // (G + 1) K offsets, Ktot = offsets[G]
+  int64_t M, N;
+};
+
+// a (M, Ktot) and b (N, Ktot) 1x128; c[g] (M, N) starts from values of the size of the group's
+// product (so that overwriting instead of adding, or adding twice, shows).
+void run_fp8_kgrouped(const KGroupedCase& t, Kernel kernel) {
+  const int64_t M = t.M, N = t.N, Ktot = t.offsets.back();
+  const size_t G = t.offsets.size() - 1;
+  const std::string what = std::string("k-grouped ") + kernel_name(kernel) +
+                           " offsets=" + offsets_str(t.offsets) + " M=" + std::to_string(M) +
+                           " N=" + std::to_string(N);
+  Tensor qa, sa, qb, sb;
+  ops::fp8_quantize(cpu_ref(), special_input({M, Ktot}, false), Fp8Group::row_1x128,
+                    ScaleFormat::fp32, true, qa, sa);
+  ops::fp8_quantize(cpu_ref(), special_input({N, Ktot}, false), Fp8Group::row_1x128,
+                    ScaleFormat::fp32, true, qb, sb);
+  const Context cpu = M * N * Ktot > (int64_t(1) << 25) ? Context{} : cpu_ref();
+  std::vector<Tensor> c0, want;   // (G) of (M, N)
+  for (size_t g = 0; g < G; ++g) want.push_back(Tensor::zeros({M, N}));
+  ops::fp8_gemm_nt_kgrouped(cpu, qa, sa, qb, sb, t.offsets, want);   // the sums alone
+  for (size_t g = 0; g < G; ++g) {
+    Tensor init = rand_f32({M, N});
+    for (int64_t i = 0; i < init.numel(); ++i) init.f32()[i] *= 1.0f + std::fabs(want[g].f32()[i]);
+    c0.push_back(init);
+    want[g] = init.clone();
+  }
+  ops::fp8_gemm_nt_kgrouped(cpu, qa, sa, qb, sb, t.offsets, want);
+
+  Arena ar;
+  const Tensor gqa = ar.upload(qa), gsa = ar.upload(sa), gqb = ar.upload(qb), gsb = ar.upload(sb);
+  std::vector<Tensor> gc;
+  std::vector<float*> cp;   // (G)
+  for (size_t g = 0; g < G; ++g) {
+    gc.push_back(ar.upload(c0[g]));
+    cp.push_back(gc[g].data<float>());
+  }
+  const auto oa = fp8_operand(gqa, gsa, Fp8Group::row_1x128);
+  const auto ob = fp8_operand(gqb, gsb, Fp8Group::row_1x128);
+  if (kernel == Kernel::op) {
+    ops::fp8_gemm_nt_kgrouped(gpu(), gqa, gsa, gqb, gsb, t.offsets, gc);
+  } else if (kernel == Kernel::fallback) {
+    ds::cuda::fp8_gemm_nt_kgrouped_fallback(oa, ob, t.offsets.data(), int(G), cp.data(), M, N);
+  } else {
+    if (!ds::cuda::fp8_gemm_nt_kgrouped_sm90_supported(oa, ob, t.offsets.data(), int(G), M, N)) {
+      MESSAGE("sm90 FP8 GEMM not available here (device or shape): skipped " << what);
+      return;
+    }
+    ds::cuda::fp8_gemm_nt_kgrouped_sm90(oa, ob, t.offsets.data(), int(G), cp.data(), M, N);
+  }
+  for (size_t g = 0; g < G; ++g) {
+    const std::string wg = what + " group " + std::to_string(g);
+    if (t.offsets[g] == t.offsets[g + 1]) expect_close(gc[g], c0[g], 0.0, wg.c_str(), 0.0);
+    else expect_close(gc[g], want[g], 1e-6, wg.c_str());
+  }
+  CHECK(ar.check());
+}
+
+}  // namespace
+
+TEST_CASE("fp8 grouped m-grouped GEMM matches the CPU op (op, portable and Hopper kernels)") {
+  const MGroupedCase cases[] = {
+      {{0, 128}, 128, 128, Fp8Group::block_128x128},                        // one 128-row group
+      {{0, 128, 128, 384, 640}, 200, 256, Fp8Group::block_128x128},         // an empty group
+      {{0, 128, 128, 384, 640}, 300, 272, Fp8Group::row_1x128},             // partial K block
+      {{0, 0, 256, 256, 384}, 129, 200, Fp8Group::block_128x128},           // K % 16 != 0
+      {{0, 0, 256, 256, 384}, 129, 200, Fp8Group::row_1x128},
+      {{0, 384, 384, 640, 1024, 1152, 1152, 1536}, 576, 1024, Fp8Group::block_128x128},
+      {{0, 256, 256, 512}, 1024, 384, Fp8Group::row_1x128},
+  };
+  for (const auto& t : cases)
+    for (Kernel k : {Kernel::fallback, Kernel::sm90, Kernel::op}) run_fp8_mgrouped(t, k);
+}
+
+TEST_CASE("fp8 grouped k-grouped GEMM accumulates into c like the CPU op (op, both kernels)") {
+  const KGroupedCase cases[] = {
+      {{0, 128}, 128, 128},                        // one group of exactly 128
+      {{0, 128, 128, 384, 768}, 200, 130},         // an empty group; partial M, N tiles
+      {{0, 0, 128, 128}, 77, 300},                 // empty first and last groups
+      {{0, 256, 512, 512, 1024, 1536}, 384, 256},
+      {{0, 0, 0}, 64, 64},                         // every group empty: c untouched
+  };
+  for (const auto& t : cases)
+    for (Kernel k : {Kernel::fallback, Kernel::sm90, Kernel::op}) run_fp8_kgrouped(t, k);
 }
 
 }  // namespace ds::gpu_test

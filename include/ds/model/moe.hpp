@@ -52,6 +52,15 @@ struct MoESaved {
   Tensor g_x;                      // (N*K, C) gathered inputs as the GEMMs read them (F32/BF16)
   Tensor g_h1, g_h3, g_act;        // (N*K, I) gate, up, silu(gate) * up
   Tensor g_y;                      // (N*K, C) unweighted expert outputs
+  // FP8 grouped path (moe_fp8.cpp): the same tensors over the padded layout (NKp rows), where
+  // expert e's pairs are rows [p_offsets[e], p_offsets[e] + count_e) and the rows up to
+  // p_offsets[e+1] (a multiple of 128) are zero, so that every 128-row tile and every 128x1
+  // scale group along the tokens lies inside one expert. g_x is then the F32 input.
+  std::vector<int64_t> p_offsets;  // (E+1) padded offsets
+  Tensor p_tok;                    // (NKp) i32 token row of each padded row (pads: 0)
+  Tensor p_w;                      // (NKp) gate weight of each padded row (pads: 0)
+  Tensor p_row;                    // (N*K) i32 padded row of each expert-sorted pair
+  bool fp8_codes = false;          // its GEMMs run on E4M3 codes (always on the GPU)
   // Bytes of expert rows this rank sent to OTHER ranks of the ep group in this pass: forward
   // dispatch + combine, then backward adds its dispatch + combine (the per-expert count
   // exchange, (E - E/ep) * 8 bytes per forward, is not included). 0 without ep.
@@ -64,9 +73,16 @@ struct MoEOptions {
   float balance_alpha = 0;    // alpha of the sequence-wise balance loss
   float grad_scale = 1;       // multiplies the balance-loss gradient
   // Routed experts as grouped GEMMs over the expert-sorted rows (moe_grouped.cpp) instead of a
-  // loop over experts: -1 on the GPU only (default), 0 never, 1 always. FP8 GEMMs and expert
-  // parallelism always use the loop.
+  // loop over experts: -1 on the GPU only (default), 0 never, 1 always. Expert parallelism
+  // always uses the loop; FP8 GEMMs take the grouped path (moe_fp8.cpp) only with 1 (until
+  // its GPU kernels have been verified on a GPU) and with tile scaling (per-tensor scales are
+  // per expert in the loop).
   int grouped = -1;
+  // The FP8 grouped path on the CPU runs its GEMMs on E4M3 codes, as the GPU does
+  // (fp8_quantize_blocks_multi, fp8_gemm_nt_grouped / kgrouped), instead of the fake-quantised
+  // FP32 emulation: the same numbers up to summation order; it checks the GPU's sequence of
+  // ops on the CPU (tests/model/test_moe_fp8.cpp).
+  bool fp8_codes = false;
 };
 
 struct MoE {
@@ -109,6 +125,12 @@ struct MoE {
                               MoESaved& s) const;
   void routed_backward_grouped(const ops::Context& ctx, MoESaved& s, const Tensor& dy,
                                Tensor& du, Tensor& dpair_w) const;
+  // The same with FP8 GEMMs over the padded layout (lib/model/moe_fp8.cpp).
+  void pad_pairs(const ops::Context& ctx, const std::vector<int32_t>& tok, MoESaved& s) const;
+  void routed_forward_fp8(const ops::Context& ctx, const Tensor& u, bool train, Tensor& y,
+                          MoESaved& s) const;
+  void routed_backward_fp8(const ops::Context& ctx, MoESaved& s, const Tensor& dy, Tensor& du,
+                           Tensor& dpair_w) const;
   // The same with expert parallelism (lib/model/moe_ep.cpp).
   void dispatch_plan(const ops::Context& ctx, MoESaved& s) const;
   void routed_forward_ep(const ops::Context& ctx, const Tensor& u, bool train, Tensor& y,

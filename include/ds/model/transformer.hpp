@@ -138,6 +138,8 @@ class Transformer {
   // Routed experts as grouped GEMMs: -1 on the GPU only (default), 0 never, 1 always
   // (MoEOptions::grouped); the results agree to summation order.
   void set_grouped_experts(int mode) { moe_grouped_ = mode; }
+  // MoEOptions::fp8_codes for every MoE layer (the GPU's FP8 sequence of ops on the CPU).
+  void set_fp8_codes(bool on) { moe_fp8_codes_ = on; }
 
  private:
   StepResult run(Pass& p, const ops::Context& ctx, const Batch& batch);
@@ -154,6 +156,7 @@ class Transformer {
   ModelArgs args_;
   int64_t logit_chunk_ = int64_t(1) << 26;
   int moe_grouped_ = -1;
+  bool moe_fp8_codes_ = false;
   ParamStore& store_;
   ModelParallel par_;
   int64_t layer0_ = 0;          // global index of layers_[0]

@@ -16,6 +16,7 @@
 // fp8_gemm; DeepGEMM's scale layouts.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "ds/core/tensor.hpp"
 #include "ds/ops/ops.hpp"
@@ -67,5 +68,37 @@ void bf16_round_multi(const Context& ctx, const std::vector<const Tensor*>& xs,
 void fp8_gemm_nt(const Context& ctx, const Tensor& a, const Tensor& a_scales, const Tensor& b,
                  const Tensor& b_scales, Tensor& c, Fp8Group a_group = Fp8Group::row_1x128,
                  Fp8Group b_group = Fp8Group::block_128x128);
+
+// The 128x128 weight quantisation (act = false) of several matrices in one call (one launch
+// on the GPU: the routed experts' weights of a projection): for each i, xs[i] (M_i, K_i) F32
+// -> qs[i] (M_i, K_i) codes and ss[i] (ceil(M_i/128), ceil(K_i/128)) scales, bit-identical to
+// fp8_quantize(*xs[i], block_128x128, fmt, false), and/or the transposed operand qts[i]
+// (K_i, M_i) = qs[i]^T with sts[i] = ss[i]^T, which is the same quantisation of xs[i]^T (its
+// 128x128 blocks are xs[i]'s, transposed). Either pair of vectors may be empty (not
+// produced); outputs are caller-allocated (U8 or F8_E4M3 codes, F32 scales).
+void fp8_quantize_blocks_multi(const Context& ctx, const std::vector<const Tensor*>& xs,
+                               ScaleFormat fmt, const std::vector<Tensor*>& qs,
+                               const std::vector<Tensor*>& ss, const std::vector<Tensor*>& qts,
+                               const std::vector<Tensor*>& sts);
+
+// The routed experts' FP8 GEMMs over the padded expert-sorted layout (model/moe_grouped.cpp):
+// group g owns rows (or K columns) [offsets[g], offsets[g+1]), every offset a multiple of 128,
+// so that each 128-row tile, and each 1x128 scale group along K, lies inside one group. Host
+// offsets, G + 1 of them, offsets[0] = 0, non-decreasing; a group may be empty.
+//
+// m-grouped (Fprop, Dgrad): rows [offsets[g], offsets[g+1]) of c (M, N) = fp8_gemm_nt of those
+// rows of a (M, K) with b[g] (N, K); offsets[G] = M. a grouped 1x128; every b[g] grouped
+// b_group (128x128 or 1x128). c allocated when undefined, every row overwritten.
+void fp8_gemm_nt_grouped(const Context& ctx, const Tensor& a, const Tensor& a_scales,
+                         const std::vector<Tensor>& b, const std::vector<Tensor>& b_scales,
+                         const std::vector<int64_t>& offsets, Tensor& c,
+                         Fp8Group b_group = Fp8Group::block_128x128);
+// k-grouped (Wgrad): c[g] (M, N) += fp8_gemm_nt of a (M, Ktot)'s columns [offsets[g],
+// offsets[g+1]) with the same columns of b (N, Ktot); both grouped 1x128 along K (scales
+// (M, Ktot/128) and (N, Ktot/128)); offsets[G] = Ktot. Each group's sum starts from zero and
+// is added to c[g] once (an empty group leaves c[g] unchanged). c[g] F32 (M, N), defined.
+void fp8_gemm_nt_kgrouped(const Context& ctx, const Tensor& a, const Tensor& a_scales,
+                          const Tensor& b, const Tensor& b_scales,
+                          const std::vector<int64_t>& offsets, std::vector<Tensor>& c);
 
 }  // namespace ds::ops

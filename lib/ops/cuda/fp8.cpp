@@ -1,8 +1,9 @@
 // CUDA path of the FP8 ops (include/ds/ops/fp8.hpp): Tensor -> pointers, then the launchers of
 // kernels/fp8_quant.cu (bit-identical to the CPU reference) and the FP8 GEMMs
 // (kernels/sm90_fp8_gemm.cu on Hopper, kernels/fp8_gemm.cu elsewhere / for the shapes the
-// Hopper kernel does not take). The dispatcher (lib/ops/fp8.cpp) has checked shapes, dtypes
-// and scale shapes.
+// Hopper kernel does not take), plain and grouped (the routed experts: one launch per call).
+// The dispatchers (lib/ops/fp8.cpp, fp8_grouped.cpp) have checked shapes, dtypes, scale shapes
+// and offsets.
 //
 // DS_FP8_GEMM selects the GEMM kernel: "auto" (default: wgmma when the device and shape allow
 // it, else the portable one), "wgmma" (wgmma whenever it can run), "fallback" (always the
@@ -111,6 +112,39 @@ void fp8_gemm_nt(const Context&, const Tensor& a, const Tensor& a_scales, const 
     ds::cuda::fp8_gemm_nt_sm90(oa, ob, cp, M, N, K);
   else
     ds::cuda::fp8_gemm_nt_fallback(oa, ob, cp, M, N, K);
+}
+
+void fp8_gemm_nt_grouped(const Context&, const Tensor& a, const Tensor& a_scales,
+                         const std::vector<Tensor>& b, const std::vector<Tensor>& b_scales,
+                         const std::vector<int64_t>& offsets, Tensor& c, Fp8Group b_group) {
+  const int64_t N = b[0].size(0), K = a.size(1);
+  const int groups = int(b.size());
+  const ds::cuda::Fp8Operand oa = operand(a, a_scales, Fp8Group::row_1x128);
+  std::vector<ds::cuda::Fp8Operand> ob;   // (groups)
+  for (size_t g = 0; g < b.size(); ++g) ob.push_back(operand(b[g], b_scales[g], b_group));
+  float* cp = c.data<float>();
+  if (!use_fallback_only() &&
+      ds::cuda::fp8_gemm_nt_grouped_sm90_supported(oa, ob.data(), groups, N, K))
+    ds::cuda::fp8_gemm_nt_grouped_sm90(oa, ob.data(), offsets.data(), groups, cp, N, K);
+  else
+    ds::cuda::fp8_gemm_nt_grouped_fallback(oa, ob.data(), offsets.data(), groups, cp, N, K);
+}
+
+void fp8_gemm_nt_kgrouped(const Context&, const Tensor& a, const Tensor& a_scales,
+                          const Tensor& b, const Tensor& b_scales,
+                          const std::vector<int64_t>& offsets, std::vector<Tensor>& c) {
+  const int64_t M = a.size(0), N = b.size(0);
+  const int groups = int(c.size());
+  const ds::cuda::Fp8Operand oa = operand(a, a_scales, Fp8Group::row_1x128),
+                             ob = operand(b, b_scales, Fp8Group::row_1x128);
+  std::vector<float*> cp;   // (groups), each (M, N)
+  for (Tensor& cg : c) cp.push_back(cg.data<float>());
+  const int64_t* off = offsets.data();
+  if (!use_fallback_only() &&
+      ds::cuda::fp8_gemm_nt_kgrouped_sm90_supported(oa, ob, off, groups, M, N))
+    ds::cuda::fp8_gemm_nt_kgrouped_sm90(oa, ob, off, groups, cp.data(), M, N);
+  else
+    ds::cuda::fp8_gemm_nt_kgrouped_fallback(oa, ob, off, groups, cp.data(), M, N);
 }
 
 }  // namespace ds::ops::cuda

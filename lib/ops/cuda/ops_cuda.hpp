@@ -38,6 +38,16 @@ void bf16_round_multi(const Context& ctx, const std::vector<const Tensor*>& xs,
                       const std::vector<Tensor*>& outs);
 void fp8_gemm_nt(const Context& ctx, const Tensor& a, const Tensor& a_scales, const Tensor& b,
                  const Tensor& b_scales, Tensor& c, Fp8Group a_group, Fp8Group b_group);
+void fp8_quantize_blocks_multi(const Context& ctx, const std::vector<const Tensor*>& xs,
+                               ScaleFormat fmt, const std::vector<Tensor*>& qs,
+                               const std::vector<Tensor*>& ss, const std::vector<Tensor*>& qts,
+                               const std::vector<Tensor*>& sts);
+void fp8_gemm_nt_grouped(const Context& ctx, const Tensor& a, const Tensor& a_scales,
+                         const std::vector<Tensor>& b, const std::vector<Tensor>& b_scales,
+                         const std::vector<int64_t>& offsets, Tensor& c, Fp8Group b_group);
+void fp8_gemm_nt_kgrouped(const Context& ctx, const Tensor& a, const Tensor& a_scales,
+                          const Tensor& b, const Tensor& b_scales,
+                          const std::vector<int64_t>& offsets, std::vector<Tensor>& c);
 
 // ---- element-wise, norms, RoPE, layout (lib/ops/cuda/elementwise.cpp) ----------------------
 void embedding_forward(const Context& ctx, const Tensor& table, const Tensor& ids, Tensor& out);

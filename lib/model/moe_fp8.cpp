@@ -1,0 +1,230 @@
+// The routed experts with FP8 GEMMs as grouped GEMMs (see moe.hpp), DeepSeek-V3's recipe
+// (spec §3.3) without a loop over experts. Rows are in the padded expert-sorted layout: expert
+// e's pairs, then zero rows up to a multiple of 128. Then
+//   * a 1x128 activation group is one row: quantising the whole (NKp, K) tensor gives each
+//     expert's rows the scales the per-expert loop gives them;
+//   * a 128x1 Wgrad group along the tokens starts at a multiple of 128 inside one expert and
+//     holds only that expert's rows and zeros, which do not change an amax; every group has at
+//     least one real row, so no all-zero group gets the "scale 1" rule the loop never sees;
+//   * each 128-row tile of a GEMM belongs to one expert (ops::fp8_gemm_nt_grouped, one launch
+//     on the GPU), and each expert's tokens are a 128-aligned K range of the Wgrad GEMM
+//     (ops::fp8_gemm_nt_kgrouped).
+// So the numbers are those of the per-expert loop of model::Linear (moe.cpp, linear.cpp) up to
+// summation order: on the CPU the same fake-quantised FP32 emulation, on the GPU E4M3 codes
+// (and on the CPU too with MoEOptions::fp8_codes, which runs the GPU's sequence of ops).
+// Zero rows stay zero through every projection (Q(0) = 0, silu(0) * 0 = 0) and are dropped
+// when rows are scattered back (their gate weight is 0, their outputs are 0, and the pair
+// gradients are gathered from the real rows only). At most 127 extra rows per expert.
+// reference: DeepSeek-V3 paper §3.3; DeepGEMM's "contiguous" grouped layout (each expert's
+// rows aligned to the GEMM's M block).
+#include <algorithm>
+
+#include "ds/model/moe.hpp"
+#include "ds/ops/fp8.hpp"
+#include "model_util.hpp"
+
+namespace ds::model {
+
+namespace {
+
+using ops::Fp8Group;
+
+const Tensor& weight(const MLP& m, int which) {   // 1 gate_proj, 2 down_proj, 3 up_proj
+  return (which == 1 ? m.w1 : which == 2 ? m.w2 : m.w3).w->value;
+}
+
+// Zero the pad rows of x (NKp, ...) (one launch on the GPU).
+void zero_pads(const ops::Context& ctx, const MoESaved& s, Tensor& x) {
+  std::vector<Tensor> pads;
+  for (size_t e = 0; e + 1 < s.p_offsets.size(); ++e) {
+    const int64_t real = s.p_offsets[e] + (s.offsets[e + 1] - s.offsets[e]);
+    if (real < s.p_offsets[e + 1]) pads.push_back(x.slice0(real, s.p_offsets[e + 1]));
+  }
+  std::vector<Tensor*> ptrs;
+  for (Tensor& t : pads) ptrs.push_back(&t);
+  if (!ptrs.empty()) ops::zero_multi(ctx, ptrs);
+}
+
+Tensor fake_quant(const ops::Context& ctx, const Tensor& x, Fp8Group g, bool act) {
+  Tensor out = detail::empty_f32(ctx, x.shape());
+  ops::fp8_fake_quant(ctx, x, g, ctx.linear.scale_format, act, out);
+  return out;
+}
+
+struct Codes {
+  Tensor q, s;
+};
+Codes quantize(const ops::Context& ctx, const Tensor& x, Fp8Group g, bool act) {
+  Codes c;
+  ops::fp8_quantize(ctx, x, g, ctx.linear.scale_format, act, c.q, c.s);
+  return c;
+}
+
+Tensor transposed(const ops::Context& ctx, const Tensor& x) {   // (M, K) -> (K, M)
+  Tensor t = Tensor::empty({x.size(1), x.size(0)}, x.dtype(), ctx.device);
+  ops::transpose(ctx, x, t);
+  return t;
+}
+
+// The 128x128 E4M3 codes and scales of every expert's matrix `which`, or of its transpose
+// (Dgrad's operand), by one fp8_quantize_blocks_multi (one launch on the GPU) into one
+// allocation: expert e's (R, K) codes start at byte e * stride, stride = R K rounded up to 16
+// (the wgmma kernel reads 16-byte aligned rows).
+struct ExpertCodes {
+  std::vector<Tensor> q, s;
+};
+ExpertCodes expert_codes(const ops::Context& ctx, const std::vector<MLP>& experts, int which,
+                         bool transposed) {
+  const Tensor& w0 = weight(experts[0], which);
+  const int64_t E = int64_t(experts.size());
+  const int64_t R = w0.size(transposed ? 1 : 0), K = w0.size(transposed ? 0 : 1);
+  const int64_t SR = (R + ops::kFp8Block - 1) / ops::kFp8Block;
+  const int64_t SC = (K + ops::kFp8Block - 1) / ops::kFp8Block;
+  const int64_t stride = (R * K + 15) / 16 * 16;
+  const Tensor q = Tensor::empty({E * stride}, DType::u8, ctx.device);    // E x (R, K) + pad
+  const Tensor sc = Tensor::empty({E * SR, SC}, DType::f32, ctx.device);  // (E SR, SC)
+  ExpertCodes c;
+  std::vector<const Tensor*> xs;
+  for (int64_t e = 0; e < E; ++e) {
+    c.q.push_back(q.slice0(e * stride, e * stride + R * K).view({R, K}));
+    c.s.push_back(sc.slice0(e * SR, (e + 1) * SR));
+    xs.push_back(&weight(experts[size_t(e)], which));
+  }
+  std::vector<Tensor*> qp, sp;
+  for (int64_t e = 0; e < E; ++e) {
+    qp.push_back(&c.q[size_t(e)]);
+    sp.push_back(&c.s[size_t(e)]);
+  }
+  if (transposed) ops::fp8_quantize_blocks_multi(ctx, xs, ctx.linear.scale_format, {}, {}, qp, sp);
+  else ops::fp8_quantize_blocks_multi(ctx, xs, ctx.linear.scale_format, qp, sp, {}, {});
+  return c;
+}
+
+// Fprop of projection `which` over all experts: y (NKp, out) = Q_1x128(x) Q_128x128(W_e)^T.
+void fprop(const ops::Context& ctx, bool codes, const std::vector<MLP>& experts, int which,
+           const std::vector<int64_t>& off, const Tensor& x, Tensor& y) {
+  if (!codes) {
+    std::vector<Tensor> wq;
+    for (const MLP& m : experts)
+      wq.push_back(fake_quant(ctx, weight(m, which), Fp8Group::block_128x128, false));
+    ops::grouped_matmul(ctx, fake_quant(ctx, x, Fp8Group::row_1x128, true), wq, true, off, y);
+    return;
+  }
+  const Codes a = quantize(ctx, x, Fp8Group::row_1x128, true);
+  const ExpertCodes b = expert_codes(ctx, experts, which, false);
+  ops::fp8_gemm_nt_grouped(ctx, a.q, a.s, b.q, b.s, off, y, Fp8Group::block_128x128);
+}
+
+// Dgrad: dx (NKp, in) = Q_1x128(dy) Q_128x128(W_e), overwritten. On the GPU the NT GEMM
+// reads the codes of W_e^T (its 128x128 blocks are W_e's, transposed: the same scales).
+void dgrad(const ops::Context& ctx, bool codes, const std::vector<MLP>& experts, int which,
+           const std::vector<int64_t>& off, const Tensor& dy, Tensor& dx) {
+  if (!codes) {
+    std::vector<Tensor> wq;
+    for (const MLP& m : experts)
+      wq.push_back(fake_quant(ctx, weight(m, which), Fp8Group::block_128x128, false));
+    ops::grouped_matmul(ctx, fake_quant(ctx, dy, Fp8Group::row_1x128, false), wq, false, off, dx);
+    return;
+  }
+  const Codes a = quantize(ctx, dy, Fp8Group::row_1x128, false);
+  const ExpertCodes b = expert_codes(ctx, experts, which, true);
+  ops::fp8_gemm_nt_grouped(ctx, a.q, a.s, b.q, b.s, off, dx, Fp8Group::block_128x128);
+}
+
+// Wgrad: dW_e (out, in) += Q_128x1(dy_e)^T Q_128x1(Xc_e), Xc = Q_1x128(x) the input as Fprop
+// saw it (recomputed: the same deterministic quantisation), K = the expert's padded rows. On
+// the GPU the 128x1 groups are 1x128 groups of the transposed operands.
+void wgrad(const ops::Context& ctx, bool codes, const std::vector<MLP>& experts, int which,
+           const std::vector<int64_t>& off, const Tensor& x, const Tensor& dy) {
+  std::vector<Tensor> dw;
+  for (const MLP& m : experts) dw.push_back((which == 1 ? m.w1 : which == 2 ? m.w2 : m.w3).w->grad);
+  const Tensor xc = fake_quant(ctx, x, Fp8Group::row_1x128, true);   // (NKp, in)
+  if (!codes) {
+    ops::grouped_matmul_wgrad(ctx, fake_quant(ctx, dy, Fp8Group::col_128x1, false),
+                              fake_quant(ctx, xc, Fp8Group::col_128x1, true), off, dw);
+    return;
+  }
+  const Codes a = quantize(ctx, transposed(ctx, dy), Fp8Group::row_1x128, false);   // (out, NKp)
+  const Codes b = quantize(ctx, transposed(ctx, xc), Fp8Group::row_1x128, true);    // (in, NKp)
+  ops::fp8_gemm_nt_kgrouped(ctx, a.q, a.s, b.q, b.s, off, dw);
+}
+
+}  // namespace
+
+// tok: the token row of each expert-sorted pair (group_pairs' host copy).
+void MoE::pad_pairs(const ops::Context& ctx, const std::vector<int32_t>& tok, MoESaved& s) const {
+  const int64_t NE = int64_t(s.offsets.size()) - 1, NK = s.offsets.back();
+  s.p_offsets.assign(size_t(NE + 1), 0);
+  for (int64_t e = 0; e < NE; ++e) {
+    const int64_t n = s.offsets[size_t(e + 1)] - s.offsets[size_t(e)];
+    s.p_offsets[size_t(e + 1)] =
+        s.p_offsets[size_t(e)] + (n + ops::kFp8Block - 1) / ops::kFp8Block * ops::kFp8Block;
+  }
+  const int64_t NKp = s.p_offsets.back();
+  std::vector<int32_t> ptok(static_cast<size_t>(NKp), 0), pslot(static_cast<size_t>(NKp), 0);
+  std::vector<int32_t> prow(static_cast<size_t>(NK), 0);
+  for (int64_t e = 0; e < NE; ++e)
+    for (int64_t i = s.offsets[size_t(e)]; i < s.offsets[size_t(e + 1)]; ++i) {
+      const int64_t r = s.p_offsets[size_t(e)] + (i - s.offsets[size_t(e)]);
+      ptok[size_t(r)] = tok[size_t(i)];
+      pslot[size_t(r)] = int32_t(i);
+      prow[size_t(i)] = int32_t(r);
+    }
+  s.p_tok = detail::upload_i32(ctx, ptok, {NKp});
+  s.p_row = detail::upload_i32(ctx, prow, {NK});
+  Tensor p_w = detail::empty_f32(ctx, {NKp, 1});
+  if (NK > 0) {
+    ops::gather_rows(ctx, s.pair_w.view({NK, 1}), detail::upload_i32(ctx, pslot, {NKp}), p_w);
+    zero_pads(ctx, s, p_w);
+  }
+  s.p_w = p_w.view({NKp});
+}
+
+void MoE::routed_forward_fp8(const ops::Context& ctx, const Tensor& u, bool train, Tensor& y,
+                             MoESaved& s) const {
+  const int64_t NKp = s.p_offsets.back(), I = experts.empty() ? 0 : experts[0].w1.out;
+  if (NKp == 0) return;
+  s.g_x = detail::empty_f32(ctx, {NKp, C});                 // (NKp, C) padded inputs
+  ops::gather_rows(ctx, u, s.p_tok, s.g_x);
+  zero_pads(ctx, s, s.g_x);
+  s.g_h1 = detail::empty_f32(ctx, {NKp, I});
+  s.g_h3 = detail::empty_f32(ctx, {NKp, I});
+  fprop(ctx, s.fp8_codes, experts, 1, s.p_offsets, s.g_x, s.g_h1);
+  fprop(ctx, s.fp8_codes, experts, 3, s.p_offsets, s.g_x, s.g_h3);
+  s.g_act = detail::empty_f32(ctx, {NKp, I});
+  ops::swiglu_forward(ctx, s.g_h1, s.g_h3, s.g_act);
+  s.g_y = detail::empty_f32(ctx, {NKp, C});
+  fprop(ctx, s.fp8_codes, experts, 2, s.p_offsets, s.g_act, s.g_y);
+  ops::scatter_add_rows(ctx, s.g_y, s.p_tok, s.p_w, y);    // y += w * expert(u); pads add 0
+  if (!train) s.g_x = s.g_h1 = s.g_h3 = s.g_act = s.g_y = Tensor();
+}
+
+void MoE::routed_backward_fp8(const ops::Context& ctx, MoESaved& s, const Tensor& dy,
+                              Tensor& du, Tensor& dpair_w) const {
+  const int64_t NK = s.offsets.back(), NKp = s.p_offsets.back();
+  if (NKp == 0) return;
+  const int64_t I = s.g_h1.size(1);
+  Tensor dye = detail::empty_f32(ctx, {NKp, C}), dyw = detail::empty_f32(ctx, {NKp, C});
+  ops::gather_rows(ctx, dy, s.p_tok, dye);
+  zero_pads(ctx, s, dye);
+  Tensor dpw = detail::empty_f32(ctx, {NKp});
+  ops::gather_rows_dot(ctx, dy, s.p_tok, s.g_y, dpw);        // dL/dw = <dy[tok], y_e> per row
+  Tensor dpair = dpair_w.view({NK, 1});
+  ops::gather_rows(ctx, dpw.view({NKp, 1}), s.p_row, dpair);   // the real rows, pair order
+  detail::scale_rows(ctx, dye, s.p_w, dyw);                    // what each expert sees
+  Tensor dact = detail::empty_f32(ctx, {NKp, I});              // down_proj
+  dgrad(ctx, s.fp8_codes, experts, 2, s.p_offsets, dyw, dact);
+  wgrad(ctx, s.fp8_codes, experts, 2, s.p_offsets, s.g_act, dyw);
+  Tensor dh1 = detail::empty_f32(ctx, {NKp, I}), dh3 = detail::empty_f32(ctx, {NKp, I});
+  ops::swiglu_backward(ctx, s.g_h1, s.g_h3, dact, dh1, dh3);
+  Tensor dug = detail::empty_f32(ctx, {NKp, C}), dug3 = detail::empty_f32(ctx, {NKp, C});
+  dgrad(ctx, s.fp8_codes, experts, 1, s.p_offsets, dh1, dug);   // gate_proj and up_proj
+  dgrad(ctx, s.fp8_codes, experts, 3, s.p_offsets, dh3, dug3);
+  ops::add_(ctx, dug, dug3);
+  wgrad(ctx, s.fp8_codes, experts, 1, s.p_offsets, s.g_x, dh1);
+  wgrad(ctx, s.fp8_codes, experts, 3, s.p_offsets, s.g_x, dh3);
+  ops::scatter_add_rows(ctx, dug, s.p_tok, Tensor(), du);      // pad rows are zero
+  s.g_x = s.g_h1 = s.g_h3 = s.g_act = s.g_y = Tensor();
+}
+
+}  // namespace ds::model

@@ -1,0 +1,91 @@
+// GPU vs CPU reference of fp8_quantize_blocks_multi (kernels/fp8_quant.cu's one-launch 128x128
+// quantiser of the routed experts' weights): codes and scales, and the transposed codes and
+// scales, must be bit-identical to the CPU op (which loops fp8_quantize and transpose) for
+// odd shapes (partial blocks both ways, a single row, exact 128 multiples), a zero block
+// (scale 1), magnitudes from 2^-11 to 2^11, both scale formats, and with either output pair
+// alone; guard bytes around every GPU output.
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "gpu_harness.hpp"
+
+namespace ds::gpu_test {
+namespace {
+
+using ops::Fp8Group;
+using ops::ScaleFormat;
+
+Tensor weights(const Shape& s) {
+  Tensor x = rand_f32(s);
+  const int64_t K = s[1];
+  for (int64_t i = 0; i < x.numel(); ++i)
+    x.f32()[i] = std::ldexp(x.f32()[i], int(((i / K) / 128 * 5 + (i % K) / 128 * 3) % 23) - 11);
+  return x;
+}
+
+bool same_bytes(const Tensor& gpu_t, const Tensor& cpu_t) {
+  const Tensor h = download(gpu_t);
+  return h.numel() == cpu_t.numel() &&
+         std::memcmp(h.raw(), cpu_t.raw(), size_t(h.numel()) * dtype_size(h.dtype())) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("fp8 grouped: quantize_blocks_multi on the GPU equals the CPU bit for bit") {
+  const std::vector<Shape> shapes = {{200, 300}, {128, 256}, {1, 77}, {257, 129}, {384, 128}};
+  for (const ScaleFormat fmt : {ScaleFormat::fp32, ScaleFormat::ue8m0})
+    for (int outputs = 1; outputs <= 3; ++outputs) {   // 1 codes, 2 transposed, 3 both
+      CAPTURE(int(fmt));
+      CAPTURE(outputs);
+      const bool want_q = outputs & 1, want_t = outputs & 2;
+      Arena ar;
+      std::vector<Tensor> x, gx, q, s, qt, st, gq, gs, gqt, gst;
+      for (const Shape& sh : shapes) {
+        x.push_back(weights(sh));
+        gx.push_back(ar.upload(x.back()));
+        const Shape ss = ops::fp8_scale_shape(sh[0], sh[1], Fp8Group::block_128x128);
+        const Shape sts = ops::fp8_scale_shape(sh[1], sh[0], Fp8Group::block_128x128);
+        q.push_back(Tensor::empty(sh, DType::u8));
+        s.push_back(Tensor::empty(ss));
+        qt.push_back(Tensor::empty({sh[1], sh[0]}, DType::u8));
+        st.push_back(Tensor::empty(sts));
+        gq.push_back(ar.empty(sh, DType::u8));
+        gs.push_back(ar.empty(ss));
+        gqt.push_back(ar.empty({sh[1], sh[0]}, DType::u8));
+        gst.push_back(ar.empty(sts));
+      }
+      for (int64_t i = 0; i < 128; ++i)   // a zero 128x128 block in matrix 1
+        for (int64_t j = 128; j < 256; ++j) x[1].f32()[i * 256 + j] = 0;
+      gx[1].copy_from(x[1]);
+      auto ptrs = [](std::vector<Tensor>& v, bool on) {
+        std::vector<Tensor*> p;
+        if (on)
+          for (Tensor& t : v) p.push_back(&t);
+        return p;
+      };
+      std::vector<const Tensor*> xp, gxp;
+      for (size_t i = 0; i < x.size(); ++i) {
+        xp.push_back(&x[i]);
+        gxp.push_back(&gx[i]);
+      }
+      ops::fp8_quantize_blocks_multi(cpu_ref(), xp, fmt, ptrs(q, want_q), ptrs(s, want_q),
+                                     ptrs(qt, want_t), ptrs(st, want_t));
+      ops::fp8_quantize_blocks_multi(gpu(), gxp, fmt, ptrs(gq, want_q), ptrs(gs, want_q),
+                                     ptrs(gqt, want_t), ptrs(gst, want_t));
+      for (size_t i = 0; i < x.size(); ++i) {
+        CAPTURE(i);
+        if (want_q) {
+          CHECK(same_bytes(gq[i], q[i]));
+          CHECK(same_bytes(gs[i], s[i]));
+        }
+        if (want_t) {
+          CHECK(same_bytes(gqt[i], qt[i]));
+          CHECK(same_bytes(gst[i], st[i]));
+        }
+      }
+      CHECK(ar.check());
+    }
+}
+
+}  // namespace ds::gpu_test
