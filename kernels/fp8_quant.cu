@@ -224,8 +224,8 @@ __global__ void quant_blocks_multi_kernel(const BlockEntry* tab, int count, bool
   __shared__ uint32_t sh[8][32];
   __shared__ __align__(4) uint8_t tile[kBlk * kPitch];
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 32 + tx;
-  const BlockEntry& e = tab[entry_of(tab, count, blockIdx.x)];
-  const Fp8BlockJob& p = e.job;
+  const BlockEntry e = tab[entry_of(tab, count, blockIdx.x)];   // by value: the byte stores
+  const Fp8BlockJob& p = e.job;                                  // below cannot alias it
   const int64_t b = int64_t(blockIdx.x) - e.first, rb = b / e.SC, cb = b % e.SC;
   const int64_t i0 = rb * kBlk, j0 = cb * kBlk;
   float v[16][4];

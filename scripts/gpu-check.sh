@@ -89,7 +89,8 @@ for t in ds_test_backend_ops:ops ds_test_backend_ops:ops-grouped ds_test_backend
   sum=$(grep -E "^\[doctest\] (test cases|assertions)" "$O/$name.log" | tr -s ' ' | tr '\n' ' ')
   if [ $rc = 0 ]; then row "$name" PASS "$sum($(( $(date +%s) - s ))s)"
   else row "$name" "FAIL$rc" "$sum($(( $(date +%s) - s ))s) see $name.log"; fi
-  grep -E "^model step|30-step|^step +[0-9]+ loss|^engine .* cache GPU" "$O/$name.log" | head -16
+  grep -E "^model step|30-step|^step +[0-9]+ loss|^engine .* cache GPU|^moe fp8 grouped" \
+    "$O/$name.log" | head -16
   [ $rc = 0 ] || grep -B2 -A8 -E "ERROR|FAILED|error:" "$O/$name.log" | head -50
 done
 echo "[gpu-check] unit tests done at $(elapsed)"

@@ -12,9 +12,10 @@
 // So the numbers are those of the per-expert loop of model::Linear (moe.cpp, linear.cpp) up to
 // summation order: on the CPU the same fake-quantised FP32 emulation, on the GPU E4M3 codes
 // (and on the CPU too with MoEOptions::fp8_codes, which runs the GPU's sequence of ops).
-// Zero rows stay zero through every projection (Q(0) = 0, silu(0) * 0 = 0) and are dropped
-// when rows are scattered back (their gate weight is 0, their outputs are 0, and the pair
-// gradients are gathered from the real rows only). At most 127 extra rows per expert.
+// Zero rows stay zero through every projection (Q(0) = 0, silu(0) * 0 = 0, with finite
+// weights) and drop out when rows are scattered back (their gate weight is 0, their outputs
+// are 0, and the pair gradients are gathered from the real rows only). At most 127 extra rows
+// per expert.
 // reference: DeepSeek-V3 paper §3.3; DeepGEMM's "contiguous" grouped layout (each expert's
 // rows aligned to the GEMM's M block).
 #include <algorithm>
@@ -160,8 +161,11 @@ void MoE::pad_pairs(const ops::Context& ctx, const std::vector<int32_t>& tok, Mo
     s.p_offsets[size_t(e + 1)] =
         s.p_offsets[size_t(e)] + (n + ops::kFp8Block - 1) / ops::kFp8Block * ops::kFp8Block;
   }
-  const int64_t NKp = s.p_offsets.back();
-  std::vector<int32_t> ptok(static_cast<size_t>(NKp), 0), pslot(static_cast<size_t>(NKp), 0);
+  const int64_t NKp = s.p_offsets.back(), N = std::max<int64_t>(NK / K, 1);
+  // Pad rows read (then zero) and write (+0) tokens r mod N: spread out, so that the
+  // scatters' atomic additions of zeros do not all land on one row.
+  std::vector<int32_t> ptok(static_cast<size_t>(NKp)), pslot(static_cast<size_t>(NKp), 0);
+  for (int64_t r = 0; r < NKp; ++r) ptok[size_t(r)] = int32_t(r % N);
   std::vector<int32_t> prow(static_cast<size_t>(NK), 0);
   for (int64_t e = 0; e < NE; ++e)
     for (int64_t i = s.offsets[size_t(e)]; i < s.offsets[size_t(e + 1)]; ++i) {

@@ -4,6 +4,7 @@
 // (cuda/fp8_multi.cpp, cuda/fp8.cpp: one launch per call); on the CPU each matrix or group
 // goes through the one-matrix op (fp8_quantize and transpose; fp8_gemm_nt on the group's
 // slice), which makes the CPU result the definition the GPU kernels are tested against.
+#include <algorithm>
 #include <cstring>
 
 #include "dispatch.hpp"
@@ -63,6 +64,7 @@ void fp8_quantize_blocks_multi(const Context& ctx, const std::vector<const Tenso
                                const std::vector<Tensor*>& sts) {
   const char* op = "fp8_quantize_blocks_multi";
   const size_t n = xs.size();
+  if (n == 0 && qs.empty() && qts.empty()) return;
   DS_CHECK(qs.size() == ss.size() && qts.size() == sts.size() && (qs.empty() || qs.size() == n) &&
                (qts.empty() || qts.size() == n) && !(qs.empty() && qts.empty()),
            "{}: {} inputs with {} / {} codes and {} / {} transposed codes / scales", op, n,
@@ -81,13 +83,19 @@ void fp8_quantize_blocks_multi(const Context& ctx, const std::vector<const Tenso
       check_devices(ctx, op, {qts[i], sts[i]});
       check_operand(op, *qts[i], *sts[i], Fp8Group::block_128x128, K, M, "transposed codes");
     }
+    const Tensor& first = qs.empty() ? *qts[0] : *qs[0];
+    for (const std::vector<Tensor*>* v : {&qs, &qts})
+      if (!v->empty())
+        DS_CHECK((*v)[i]->dtype() == first.dtype(), "{}: codes of one call must share a dtype, "
+                 "got {} and {}", op, dtype_name(first.dtype()), dtype_name((*v)[i]->dtype()));
   }
   const Scope scope_(ctx, op);
   DS_CUDA_ROUTE(fp8_quantize_blocks_multi, (ctx, xs, fmt, qs, ss, qts, sts));
   Context one = ctx;   // the calls below are timed as this one
   one.prof = nullptr;
   for (size_t i = 0; i < n; ++i) {
-    Tensor q = qs.empty() ? Tensor() : *qs[i], s = qs.empty() ? Tensor() : *ss[i];
+    Tensor q = qs.empty() ? Tensor::empty(xs[i]->shape(), qts[i]->dtype(), Device::cpu) : *qs[i];
+    Tensor s = qs.empty() ? Tensor() : *ss[i];
     fp8_quantize(one, *xs[i], Fp8Group::block_128x128, fmt, false, q, s);
     if (qts.empty()) continue;
     transpose(one, q, *qts[i]);
@@ -140,11 +148,16 @@ void fp8_gemm_nt_kgrouped(const Context& ctx, const Tensor& a, const Tensor& a_s
   check_operand(op, a, a_scales, Fp8Group::row_1x128, M, K, "a");
   check_operand(op, b, b_scales, Fp8Group::row_1x128, N, K, "b");
   check_offsets(op, offsets, c.size(), K, "columns");
+  std::vector<const float*> starts;   // the groups' blocks add into their c concurrently
   for (const Tensor& cg : c) {
     check_devices(ctx, op, {&cg});
     DS_CHECK(cg.dtype() == DType::f32, "{}: c must be F32, got {}", op, dtype_name(cg.dtype()));
     DS_CHECK_SHAPE(cg, {M, N});
+    starts.push_back(cg.data<float>());
   }
+  std::sort(starts.begin(), starts.end());
+  for (size_t g = 0; g + 1 < starts.size(); ++g)
+    DS_CHECK(M * N == 0 || starts[g] + M * N <= starts[g + 1], "{}: two outputs overlap", op);
   const Scope scope_(ctx, op, 2.0 * double(M) * double(N) * double(K));
   DS_CUDA_ROUTE(fp8_gemm_nt_kgrouped, (ctx, a, a_scales, b, b_scales, offsets, c));
   Context one = ctx;

@@ -174,6 +174,17 @@ TEST_CASE("tiny model: FP8 routed experts as grouped GEMMs over the padded layou
   Batch b;
   b.tokens = random_tokens(2, 64, preset("tiny").vocab_size, 7);
   compare_step(b, ops::Precision::fp8, 1e-4, 3e-2, 1, true);
+  // and the grouped FP8 GEMMs are what ran (a profiled pass names its ops)
+  Side gpu(preset("tiny"), Device::cuda);
+  gpu.model->set_grouped_experts(1);
+  ops::Profiler prof;
+  ops::Context c = context(Device::cuda, ops::Precision::fp8, true);
+  c.prof = &prof;
+  gpu.model->forward_backward(c, b, LossWeights{}, 1.0f);
+  int seen = 0;
+  for (const auto& e : prof.entries())
+    seen += std::string(e.op) == "fp8_gemm_nt_grouped" || std::string(e.op) == "fp8_gemm_nt_kgrouped";
+  CHECK(seen == 2);
 }
 
 TEST_CASE("tiny model: a 30-step AdamW run on the GPU tracks the CPU run") {

@@ -422,6 +422,7 @@ TEST_CASE("fp8 grouped k-grouped GEMM accumulates into c like the CPU op (op, bo
       {{0, 128, 128, 384, 768}, 200, 130},         // an empty group; partial M, N tiles
       {{0, 0, 128, 128}, 77, 300},                 // empty first and last groups
       {{0, 256, 512, 512, 1024, 1536}, 384, 256},
+      {{0, 128, 896}, 130, 140},                   // 6 K blocks from K block 1: the ring wraps
       {{0, 0, 0}, 64, 64},                         // every group empty: c untouched
   };
   for (const auto& t : cases)

@@ -2,8 +2,9 @@
 // quantiser of the routed experts' weights): codes and scales, and the transposed codes and
 // scales, must be bit-identical to the CPU op (which loops fp8_quantize and transpose) for
 // odd shapes (partial blocks both ways, a single row, exact 128 multiples), a zero block
-// (scale 1), magnitudes from 2^-11 to 2^11, both scale formats, and with either output pair
-// alone; guard bytes around every GPU output.
+// (scale 1), NaN, -NaN and an infinity (NaN codes compared as NaN), magnitudes from 2^-11 to
+// 2^11, both scale formats, either output pair alone, U8 and F8_E4M3 codes; guard bytes
+// around every GPU output.
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -30,6 +31,18 @@ bool same_bytes(const Tensor& gpu_t, const Tensor& cpu_t) {
          std::memcmp(h.raw(), cpu_t.raw(), size_t(h.numel()) * dtype_size(h.dtype())) == 0;
 }
 
+// E4M3 codes equal, NaN codes (0x7f, 0xff) compared as NaN: the sign of the NaN that inf / inf
+// gives is the CPU's business (see test_ops_fp8.cpp).
+bool same_codes(const Tensor& gpu_t, const Tensor& cpu_t) {
+  const Tensor h = download(gpu_t);
+  if (h.numel() != cpu_t.numel()) return false;
+  const auto* g = static_cast<const uint8_t*>(h.raw());
+  const auto* c = static_cast<const uint8_t*>(cpu_t.raw());
+  for (int64_t i = 0; i < h.numel(); ++i)
+    if (g[i] != c[i] && !((g[i] & 0x7f) == 0x7f && (c[i] & 0x7f) == 0x7f)) return false;
+  return true;
+}
+
 }  // namespace
 
 TEST_CASE("fp8 grouped: quantize_blocks_multi on the GPU equals the CPU bit for bit") {
@@ -39,6 +52,7 @@ TEST_CASE("fp8 grouped: quantize_blocks_multi on the GPU equals the CPU bit for 
       CAPTURE(int(fmt));
       CAPTURE(outputs);
       const bool want_q = outputs & 1, want_t = outputs & 2;
+      const DType code = outputs == 2 ? DType::f8_e4m3 : DType::u8;   // either code dtype
       Arena ar;
       std::vector<Tensor> x, gx, q, s, qt, st, gq, gs, gqt, gst;
       for (const Shape& sh : shapes) {
@@ -46,18 +60,22 @@ TEST_CASE("fp8 grouped: quantize_blocks_multi on the GPU equals the CPU bit for 
         gx.push_back(ar.upload(x.back()));
         const Shape ss = ops::fp8_scale_shape(sh[0], sh[1], Fp8Group::block_128x128);
         const Shape sts = ops::fp8_scale_shape(sh[1], sh[0], Fp8Group::block_128x128);
-        q.push_back(Tensor::empty(sh, DType::u8));
+        q.push_back(Tensor::empty(sh, code));
         s.push_back(Tensor::empty(ss));
-        qt.push_back(Tensor::empty({sh[1], sh[0]}, DType::u8));
+        qt.push_back(Tensor::empty({sh[1], sh[0]}, code));
         st.push_back(Tensor::empty(sts));
-        gq.push_back(ar.empty(sh, DType::u8));
+        gq.push_back(ar.empty(sh, code));
         gs.push_back(ar.empty(ss));
-        gqt.push_back(ar.empty({sh[1], sh[0]}, DType::u8));
+        gqt.push_back(ar.empty({sh[1], sh[0]}, code));
         gst.push_back(ar.empty(sts));
       }
       for (int64_t i = 0; i < 128; ++i)   // a zero 128x128 block in matrix 1
         for (int64_t j = 128; j < 256; ++j) x[1].f32()[i * 256 + j] = 0;
       gx[1].copy_from(x[1]);
+      x[0].f32()[5 * 300 + 7] = NAN;            // matrix 0: a NaN in block (0, 0),
+      x[0].f32()[150 * 300 + 140] = -NAN;       // a -NaN in block (1, 1),
+      x[0].f32()[10 * 300 + 260] = INFINITY;    // an infinity in block (0, 2) (scale inf)
+      gx[0].copy_from(x[0]);
       auto ptrs = [](std::vector<Tensor>& v, bool on) {
         std::vector<Tensor*> p;
         if (on)
@@ -76,11 +94,11 @@ TEST_CASE("fp8 grouped: quantize_blocks_multi on the GPU equals the CPU bit for 
       for (size_t i = 0; i < x.size(); ++i) {
         CAPTURE(i);
         if (want_q) {
-          CHECK(same_bytes(gq[i], q[i]));
+          CHECK(same_codes(gq[i], q[i]));
           CHECK(same_bytes(gs[i], s[i]));
         }
         if (want_t) {
-          CHECK(same_bytes(gqt[i], qt[i]));
+          CHECK(same_codes(gqt[i], qt[i]));
           CHECK(same_bytes(gst[i], st[i]));
         }
       }

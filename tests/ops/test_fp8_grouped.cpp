@@ -160,6 +160,15 @@ TEST_CASE("fp8_quantize_blocks_multi: each matrix and its transpose as fp8_quant
     const std::vector<const Tensor*> x0 = {&x[0]};
     CHECK_THROWS_AS(fp8_quantize_blocks_multi(opt_ctx(), x0, fmt, {}, {}, q2p, s2p), ds::Error);
     CHECK_THROWS_AS(fp8_quantize_blocks_multi(opt_ctx(), x0, fmt, {}, {}, {}, {}), ds::Error);
+    CHECK_NOTHROW(fp8_quantize_blocks_multi(opt_ctx(), {}, fmt, {}, {}, {}, {}));   // no matrix
+    // F8_E4M3 transposed codes alone: the same bytes as the U8 ones
+    Tensor q3 = Tensor::empty({300, 200}, DType::f8_e4m3), s3 = Tensor::empty({3, 2});
+    std::vector<Tensor*> q3p = {&q3}, s3p = {&s3};
+    fp8_quantize_blocks_multi(opt_ctx(), x0, fmt, {}, {}, q3p, s3p);
+    CHECK(std::memcmp(q3.raw(), qt[0].raw(), size_t(q3.numel())) == 0);
+    std::vector<Tensor*> mixed = {&q[0]};   // U8 codes with F8_E4M3 transposed codes
+    CHECK_THROWS_AS(fp8_quantize_blocks_multi(opt_ctx(), x0, fmt, mixed, {&s[0]}, q3p, s3p),
+                    ds::Error);
   }
 }
 
@@ -185,4 +194,7 @@ TEST_CASE("fp8 grouped GEMMs: argument errors") {
   CHECK_THROWS_AS(fp8_gemm_nt_kgrouped(opt_ctx(), kt.q, kt.s, kt.q, kt.s, {0, 64, 256}, cs),
                   ds::Error);   // not a multiple of 128
   CHECK_NOTHROW(fp8_gemm_nt_kgrouped(opt_ctx(), kt.q, kt.s, kt.q, kt.s, {0, 128, 256}, cs));
+  std::vector<Tensor> same = {cs[0], cs[0]};   // two groups adding into one tensor
+  CHECK_THROWS_AS(fp8_gemm_nt_kgrouped(opt_ctx(), kt.q, kt.s, kt.q, kt.s, {0, 128, 256}, same),
+                  ds::Error);
 }

@@ -75,13 +75,14 @@ void fp8_gemm_nt(const Context& ctx, const Tensor& a, const Tensor& a_scales, co
 // fp8_quantize(*xs[i], block_128x128, fmt, false), and/or the transposed operand qts[i]
 // (K_i, M_i) = qs[i]^T with sts[i] = ss[i]^T, which is the same quantisation of xs[i]^T (its
 // 128x128 blocks are xs[i]'s, transposed). Either pair of vectors may be empty (not
-// produced); outputs are caller-allocated (U8 or F8_E4M3 codes, F32 scales).
+// produced); outputs are caller-allocated (U8 or F8_E4M3 codes, all of one dtype; F32
+// scales). No matrices: nothing to do.
 void fp8_quantize_blocks_multi(const Context& ctx, const std::vector<const Tensor*>& xs,
                                ScaleFormat fmt, const std::vector<Tensor*>& qs,
                                const std::vector<Tensor*>& ss, const std::vector<Tensor*>& qts,
                                const std::vector<Tensor*>& sts);
 
-// The routed experts' FP8 GEMMs over the padded expert-sorted layout (model/moe_grouped.cpp):
+// The routed experts' FP8 GEMMs over the padded expert-sorted layout (lib/model/moe_fp8.cpp):
 // group g owns rows (or K columns) [offsets[g], offsets[g+1]), every offset a multiple of 128,
 // so that each 128-row tile, and each 1x128 scale group along K, lies inside one group. Host
 // offsets, G + 1 of them, offsets[0] = 0, non-decreasing; a group may be empty.
@@ -96,7 +97,8 @@ void fp8_gemm_nt_grouped(const Context& ctx, const Tensor& a, const Tensor& a_sc
 // k-grouped (Wgrad): c[g] (M, N) += fp8_gemm_nt of a (M, Ktot)'s columns [offsets[g],
 // offsets[g+1]) with the same columns of b (N, Ktot); both grouped 1x128 along K (scales
 // (M, Ktot/128) and (N, Ktot/128)); offsets[G] = Ktot. Each group's sum starts from zero and
-// is added to c[g] once (an empty group leaves c[g] unchanged). c[g] F32 (M, N), defined.
+// is added to c[g] once (an empty group leaves c[g] unchanged). c[g] F32 (M, N), defined,
+// pairwise disjoint in memory.
 void fp8_gemm_nt_kgrouped(const Context& ctx, const Tensor& a, const Tensor& a_scales,
                           const Tensor& b, const Tensor& b_scales,
                           const std::vector<int64_t>& offsets, std::vector<Tensor>& c);
