@@ -43,15 +43,13 @@ ops::Fp8Group wgrad_group(const ops::Context& ctx) {
   return tiles(ctx) ? ops::Fp8Group::col_128x1 : ops::Fp8Group::tensor;
 }
 
-// The values an FP8 GEMM sees: x fake-quantised (same shape, F32). act: the activation amax
-// clamp (>= 1e-4) of act_quant; weights and gradients use the plain amax (gradients are
-// small: with the loss averaged over a batch a clamp would cost them precision), a zero group
-// getting scale 1.
-Tensor fp8_values(const ops::Context& ctx, const Tensor& x, ops::Fp8Group g, bool act) {
-  Tensor out = detail::empty_f32(ctx, x.shape());
-  ops::fp8_fake_quant(ctx, x, g, ctx.linear.scale_format, act, out);
-  return out;
-}
+// FP8 operands (model_util.hpp): act = the activation amax clamp (>= 1e-4) of act_quant;
+// weights and gradients use the plain amax (gradients are small: with the loss averaged over a
+// batch a clamp would cost them precision), a zero group getting scale 1.
+using detail::fp8_codes;
+using detail::fp8_values;
+using detail::transposed;
+using Fp8Operand = detail::Fp8Codes;
 
 // On the CPU the BF16-rounded values in F32 (its GEMM is FP32); on the GPU the BF16 codes
 // themselves, which the cuBLAS BF16 GEMM reads (the same values, half the bytes).
@@ -62,20 +60,6 @@ Tensor bf16_values(const ops::Context& ctx, const Tensor& x) {
   return out;
 }
 
-// E4M3 codes and scales of x (M, K) grouped by g (GPU FP8 path).
-struct Fp8Operand {
-  Tensor q, s;
-};
-Fp8Operand fp8_codes(const ops::Context& ctx, const Tensor& x, ops::Fp8Group g, bool act) {
-  Fp8Operand o;
-  ops::fp8_quantize(ctx, x, g, ctx.linear.scale_format, act, o.q, o.s);
-  return o;
-}
-Tensor transposed(const ops::Context& ctx, const Tensor& x) {   // (M, K) -> (K, M)
-  Tensor t = Tensor::empty({x.size(1), x.size(0)}, x.dtype(), ctx.device);
-  ops::transpose(ctx, x, t);
-  return t;
-}
 // c (M, N) = A B^T through the FP8 GEMM; a grouped 1x128 (or per tensor), b by b_group.
 void fp8_nt(const ops::Context& ctx, const Fp8Operand& a, const Fp8Operand& b,
             ops::Fp8Group b_group, Tensor& c) {

@@ -1,5 +1,5 @@
 // Internal helpers of lib/model (see model_util.hpp): device-aware allocation, host index
-// tensors, and two small compositions of ops (row scaling, dot product).
+// tensors, two small compositions of ops (row scaling, dot product), FP8 GEMM operands.
 #include "model_util.hpp"
 
 #include <numeric>
@@ -63,6 +63,24 @@ double dot(const ops::Context& ctx, const Tensor& a, const Tensor& b) {
   Tensor out = empty_f32(ctx, {1});
   ops::gather_rows_dot(ctx, a.view({1, M}), upload_i32(ctx, {0}, {1}), b.view({1, M}), out);
   return double(download_f32(out)[0]);
+}
+
+Tensor fp8_values(const ops::Context& ctx, const Tensor& x, ops::Fp8Group g, bool act) {
+  Tensor out = empty_f32(ctx, x.shape());
+  ops::fp8_fake_quant(ctx, x, g, ctx.linear.scale_format, act, out);
+  return out;
+}
+
+Fp8Codes fp8_codes(const ops::Context& ctx, const Tensor& x, ops::Fp8Group g, bool act) {
+  Fp8Codes c;
+  ops::fp8_quantize(ctx, x, g, ctx.linear.scale_format, act, c.q, c.s);
+  return c;
+}
+
+Tensor transposed(const ops::Context& ctx, const Tensor& x) {
+  Tensor t = Tensor::empty({x.size(1), x.size(0)}, x.dtype(), ctx.device);
+  ops::transpose(ctx, x, t);
+  return t;
 }
 
 }  // namespace ds::model::detail

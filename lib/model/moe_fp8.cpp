@@ -46,26 +46,9 @@ void zero_pads(const ops::Context& ctx, const MoESaved& s, Tensor& x) {
   if (!ptrs.empty()) ops::zero_multi(ctx, ptrs);
 }
 
-Tensor fake_quant(const ops::Context& ctx, const Tensor& x, Fp8Group g, bool act) {
-  Tensor out = detail::empty_f32(ctx, x.shape());
-  ops::fp8_fake_quant(ctx, x, g, ctx.linear.scale_format, act, out);
-  return out;
-}
-
-struct Codes {
-  Tensor q, s;
-};
-Codes quantize(const ops::Context& ctx, const Tensor& x, Fp8Group g, bool act) {
-  Codes c;
-  ops::fp8_quantize(ctx, x, g, ctx.linear.scale_format, act, c.q, c.s);
-  return c;
-}
-
-Tensor transposed(const ops::Context& ctx, const Tensor& x) {   // (M, K) -> (K, M)
-  Tensor t = Tensor::empty({x.size(1), x.size(0)}, x.dtype(), ctx.device);
-  ops::transpose(ctx, x, t);
-  return t;
-}
+using detail::fp8_codes;
+using detail::fp8_values;
+using detail::transposed;
 
 // The 128x128 E4M3 codes and scales of every expert's matrix `which`, or of its transpose
 // (Dgrad's operand), by one fp8_quantize_blocks_multi (one launch on the GPU) into one
@@ -101,35 +84,24 @@ ExpertCodes expert_codes(const ops::Context& ctx, const std::vector<MLP>& expert
   return c;
 }
 
-// Fprop of projection `which` over all experts: y (NKp, out) = Q_1x128(x) Q_128x128(W_e)^T.
-void fprop(const ops::Context& ctx, bool codes, const std::vector<MLP>& experts, int which,
-           const std::vector<int64_t>& off, const Tensor& x, Tensor& y) {
+// Fprop (fprop) of projection `which` over all experts: y (NKp, out) = Q_1x128(x)
+// Q_128x128(W_e)^T; or Dgrad (!fprop): y = dx (NKp, in) = Q_1x128(dy) Q_128x128(W_e), for
+// which the NT GEMM reads the codes of W_e^T (its 128x128 blocks are W_e's, transposed: the
+// same scales). x's amax is clamped in Fprop only (an activation, not a gradient). y is
+// overwritten.
+void expert_gemm(const ops::Context& ctx, bool codes, bool fprop,
+                 const std::vector<MLP>& experts, int which, const std::vector<int64_t>& off,
+                 const Tensor& x, Tensor& y) {
   if (!codes) {
     std::vector<Tensor> wq;
     for (const MLP& m : experts)
-      wq.push_back(fake_quant(ctx, weight(m, which), Fp8Group::block_128x128, false));
-    ops::grouped_matmul(ctx, fake_quant(ctx, x, Fp8Group::row_1x128, true), wq, true, off, y);
+      wq.push_back(fp8_values(ctx, weight(m, which), Fp8Group::block_128x128, false));
+    ops::grouped_matmul(ctx, fp8_values(ctx, x, Fp8Group::row_1x128, fprop), wq, fprop, off, y);
     return;
   }
-  const Codes a = quantize(ctx, x, Fp8Group::row_1x128, true);
-  const ExpertCodes b = expert_codes(ctx, experts, which, false);
+  const detail::Fp8Codes a = fp8_codes(ctx, x, Fp8Group::row_1x128, fprop);
+  const ExpertCodes b = expert_codes(ctx, experts, which, !fprop);
   ops::fp8_gemm_nt_grouped(ctx, a.q, a.s, b.q, b.s, off, y, Fp8Group::block_128x128);
-}
-
-// Dgrad: dx (NKp, in) = Q_1x128(dy) Q_128x128(W_e), overwritten. On the GPU the NT GEMM
-// reads the codes of W_e^T (its 128x128 blocks are W_e's, transposed: the same scales).
-void dgrad(const ops::Context& ctx, bool codes, const std::vector<MLP>& experts, int which,
-           const std::vector<int64_t>& off, const Tensor& dy, Tensor& dx) {
-  if (!codes) {
-    std::vector<Tensor> wq;
-    for (const MLP& m : experts)
-      wq.push_back(fake_quant(ctx, weight(m, which), Fp8Group::block_128x128, false));
-    ops::grouped_matmul(ctx, fake_quant(ctx, dy, Fp8Group::row_1x128, false), wq, false, off, dx);
-    return;
-  }
-  const Codes a = quantize(ctx, dy, Fp8Group::row_1x128, false);
-  const ExpertCodes b = expert_codes(ctx, experts, which, true);
-  ops::fp8_gemm_nt_grouped(ctx, a.q, a.s, b.q, b.s, off, dx, Fp8Group::block_128x128);
 }
 
 // Wgrad: dW_e (out, in) += Q_128x1(dy_e)^T Q_128x1(Xc_e), Xc = Q_1x128(x) the input as Fprop
@@ -139,14 +111,15 @@ void wgrad(const ops::Context& ctx, bool codes, const std::vector<MLP>& experts,
            const std::vector<int64_t>& off, const Tensor& x, const Tensor& dy) {
   std::vector<Tensor> dw;
   for (const MLP& m : experts) dw.push_back((which == 1 ? m.w1 : which == 2 ? m.w2 : m.w3).w->grad);
-  const Tensor xc = fake_quant(ctx, x, Fp8Group::row_1x128, true);   // (NKp, in)
+  const Tensor xc = fp8_values(ctx, x, Fp8Group::row_1x128, true);   // (NKp, in)
   if (!codes) {
-    ops::grouped_matmul_wgrad(ctx, fake_quant(ctx, dy, Fp8Group::col_128x1, false),
-                              fake_quant(ctx, xc, Fp8Group::col_128x1, true), off, dw);
+    ops::grouped_matmul_wgrad(ctx, fp8_values(ctx, dy, Fp8Group::col_128x1, false),
+                              fp8_values(ctx, xc, Fp8Group::col_128x1, true), off, dw);
     return;
   }
-  const Codes a = quantize(ctx, transposed(ctx, dy), Fp8Group::row_1x128, false);   // (out, NKp)
-  const Codes b = quantize(ctx, transposed(ctx, xc), Fp8Group::row_1x128, true);    // (in, NKp)
+  // (out, NKp) and (in, NKp)
+  const detail::Fp8Codes a = fp8_codes(ctx, transposed(ctx, dy), Fp8Group::row_1x128, false);
+  const detail::Fp8Codes b = fp8_codes(ctx, transposed(ctx, xc), Fp8Group::row_1x128, true);
   ops::fp8_gemm_nt_kgrouped(ctx, a.q, a.s, b.q, b.s, off, dw);
 }
 
@@ -193,12 +166,12 @@ void MoE::routed_forward_fp8(const ops::Context& ctx, const Tensor& u, bool trai
   zero_pads(ctx, s, s.g_x);
   s.g_h1 = detail::empty_f32(ctx, {NKp, I});
   s.g_h3 = detail::empty_f32(ctx, {NKp, I});
-  fprop(ctx, s.fp8_codes, experts, 1, s.p_offsets, s.g_x, s.g_h1);
-  fprop(ctx, s.fp8_codes, experts, 3, s.p_offsets, s.g_x, s.g_h3);
+  expert_gemm(ctx, s.fp8_codes, true, experts, 1, s.p_offsets, s.g_x, s.g_h1);
+  expert_gemm(ctx, s.fp8_codes, true, experts, 3, s.p_offsets, s.g_x, s.g_h3);
   s.g_act = detail::empty_f32(ctx, {NKp, I});
   ops::swiglu_forward(ctx, s.g_h1, s.g_h3, s.g_act);
   s.g_y = detail::empty_f32(ctx, {NKp, C});
-  fprop(ctx, s.fp8_codes, experts, 2, s.p_offsets, s.g_act, s.g_y);
+  expert_gemm(ctx, s.fp8_codes, true, experts, 2, s.p_offsets, s.g_act, s.g_y);
   ops::scatter_add_rows(ctx, s.g_y, s.p_tok, s.p_w, y);    // y += w * expert(u); pads add 0
   if (!train) s.g_x = s.g_h1 = s.g_h3 = s.g_act = s.g_y = Tensor();
 }
@@ -217,13 +190,13 @@ void MoE::routed_backward_fp8(const ops::Context& ctx, MoESaved& s, const Tensor
   ops::gather_rows(ctx, dpw.view({NKp, 1}), s.p_row, dpair);   // the real rows, pair order
   detail::scale_rows(ctx, dye, s.p_w, dyw);                    // what each expert sees
   Tensor dact = detail::empty_f32(ctx, {NKp, I});              // down_proj
-  dgrad(ctx, s.fp8_codes, experts, 2, s.p_offsets, dyw, dact);
+  expert_gemm(ctx, s.fp8_codes, false, experts, 2, s.p_offsets, dyw, dact);
   wgrad(ctx, s.fp8_codes, experts, 2, s.p_offsets, s.g_act, dyw);
   Tensor dh1 = detail::empty_f32(ctx, {NKp, I}), dh3 = detail::empty_f32(ctx, {NKp, I});
   ops::swiglu_backward(ctx, s.g_h1, s.g_h3, dact, dh1, dh3);
   Tensor dug = detail::empty_f32(ctx, {NKp, C}), dug3 = detail::empty_f32(ctx, {NKp, C});
-  dgrad(ctx, s.fp8_codes, experts, 1, s.p_offsets, dh1, dug);   // gate_proj and up_proj
-  dgrad(ctx, s.fp8_codes, experts, 3, s.p_offsets, dh3, dug3);
+  expert_gemm(ctx, s.fp8_codes, false, experts, 1, s.p_offsets, dh1, dug);   // gate and up
+  expert_gemm(ctx, s.fp8_codes, false, experts, 3, s.p_offsets, dh3, dug3);
   ops::add_(ctx, dug, dug3);
   wgrad(ctx, s.fp8_codes, experts, 1, s.p_offsets, s.g_x, dh1);
   wgrad(ctx, s.fp8_codes, experts, 3, s.p_offsets, s.g_x, dh3);

@@ -12,6 +12,7 @@
 #include "ds/core/dtype.hpp"
 #include "ds/core/error.hpp"
 #include "ds/ops/fp8.hpp"
+#include "fp8_test_util.hpp"
 #include "ops_test_util.hpp"
 
 using namespace ds;
@@ -19,17 +20,6 @@ using namespace ds::ops;
 using namespace ds::ops::test;
 
 namespace {
-
-// (R, K) values with magnitudes 2^(3 * (k / 128 % 4) - 4 + r % 3): every K block and every
-// row band has its own range.
-Tensor banded(int64_t R, int64_t K) {
-  Tensor t = Tensor::empty({R, K});
-  for (int64_t r = 0; r < R; ++r)
-    for (int64_t k = 0; k < K; ++k)
-      t.f32()[r * K + k] =
-          float(urand(-1, 1) * std::ldexp(1.0, int(3 * ((k / 128) % 4) - 4 + r % 3)));
-  return t;
-}
 
 Tensor transpose(const Tensor& x) {
   const int64_t R = x.size(0), C = x.size(1);
@@ -64,14 +54,6 @@ void check_against_double(const Tensor& c, const Tensor& da, const Tensor& db,
   INFO(what, ": worst error / sum|products| = ", worst);
   CHECK(bad == 0);
 }
-
-struct Quant {
-  Tensor q, s, d;   // codes, scales, dequantised
-  Quant(const Tensor& x, Fp8Group g, bool act) {
-    fp8_quantize(opt_ctx(), x, g, ScaleFormat::fp32, act, q, s);
-    fp8_dequantize(opt_ctx(), q, s, g, d);
-  }
-};
 
 }  // namespace
 

@@ -12,6 +12,7 @@
 
 #include "ds/core/error.hpp"
 #include "ds/ops/fp8.hpp"
+#include "fp8_test_util.hpp"
 #include "ops_test_util.hpp"
 
 using namespace ds;
@@ -19,24 +20,6 @@ using namespace ds::ops;
 using namespace ds::ops::test;
 
 namespace {
-
-// (R, K) values whose magnitude depends on the 128-column block and the row band.
-Tensor banded(int64_t R, int64_t K) {
-  Tensor t = Tensor::empty({R, K});
-  for (int64_t r = 0; r < R; ++r)
-    for (int64_t k = 0; k < K; ++k)
-      t.f32()[r * K + k] =
-          float(urand(-1, 1) * std::ldexp(1.0, int(2 * ((k / 128) % 3) - 2 + r % 3)));
-  return t;
-}
-
-struct Quant {
-  Tensor q, s, d;   // codes, scales, dequantised
-  Quant(const Tensor& x, Fp8Group g, bool act) {
-    fp8_quantize(opt_ctx(), x, g, ScaleFormat::fp32, act, q, s);
-    fp8_dequantize(opt_ctx(), q, s, g, d);
-  }
-};
 
 // |got - (base + sum_k da[m, k] db[n, k])| within the FP32 bound of the per-128 promotion
 // (FP32 partial sums of <= 128 products, two scale products and an accumulation per block).
