@@ -12,7 +12,9 @@
 //   fake   e4m3_value(code) * s with __fmul_rn.
 // Groupings: 1x128 one warp per group, values kept in registers (one read of x); 128x1 and
 // 128x128 one block per 128-row strip x 32 columns / per block, also one read; tensor two
-// passes (global amax by atomicMax on the bits, then the element-wise pass).
+// passes (global amax by atomicMax on the bits, then the element-wise pass). The transposed
+// 128x1 quantiser and the many-matrix 128x128 one stage codes in shared memory to write
+// transposed rows contiguously.
 #include <cuda_fp8.h>
 
 #include <climits>
@@ -209,6 +211,49 @@ __global__ void bf16_round_kernel(const float* x, float* out_f32, uint16_t* out_
   }
 }
 
+// fp8_quantize_transposed: a block (32, 8) per 128-row strip x 32 columns, thread (tx, ty)
+// holding rows ty + 8r of column tx as quant_tile_kernel<1> (the same amax over the 128 rows
+// of a column); the codes go through a shared tile [column][row] (rows padded to 132 bytes:
+// the writes of 32 columns at one row hit 32 banks) and leave as contiguous rows of qt.
+__global__ void quant_cols_t_kernel(const float* __restrict__ x, int64_t M, int64_t K,
+                                    bool ue8m0, bool act, uint8_t* __restrict__ qt,
+                                    float* __restrict__ st) {
+  constexpr int kPitch = kBlk + 4;
+  __shared__ uint32_t sh[8][32];
+  __shared__ __align__(4) uint8_t tile[32 * kPitch];
+  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 32 + tx;
+  const int64_t j0 = int64_t(blockIdx.x) * 32, SCt = (M + kBlk - 1) / kBlk;
+  const int64_t strips = SCt;
+  for (int64_t rb = blockIdx.y; rb < strips; rb += gridDim.y) {
+    const int64_t i0 = rb * kBlk, j = j0 + tx;
+    float v[16];
+    uint32_t amax = 0;
+#pragma unroll
+    for (int r = 0; r < 16; ++r) {
+      const int64_t i = i0 + ty + 8 * r;
+      v[r] = (i < M && j < K) ? x[i * K + j] : 0.0f;
+      amax = max(amax, abs_bits(v[r]));
+    }
+    __syncthreads();   // sh and tile reused across strips
+    sh[ty][tx] = amax;
+    __syncthreads();
+    amax = 0;
+#pragma unroll
+    for (int t = 0; t < 8; ++t) amax = max(amax, sh[t][tx]);   // over the 128 rows
+    const float s = scale_of(__uint_as_float(amax), ue8m0, act);
+    if (ty == 0 && j < K) st[j * SCt + rb] = s;
+#pragma unroll
+    for (int r = 0; r < 16; ++r) tile[tx * kPitch + ty + 8 * r] = quant_code(v[r], s);
+    __syncthreads();
+    // qt row j0 + jl, columns i0 .. i0 + 127: 128 contiguous bytes per column of x.
+    for (int idx = tid; idx < 32 * kBlk; idx += 256) {
+      const int jl = idx / kBlk, il = idx % kBlk;
+      const int64_t i = i0 + il, jj = j0 + jl;
+      if (i < M && jj < K) qt[jj * M + i] = tile[jl * kPitch + il];
+    }
+  }
+}
+
 // fp8_quantize_blocks_multi: one block (32, 8) per 128x128 block of one job, found by binary
 // search over the jobs' block prefix sums. Thread (tx, ty) holds rows ty + 8r, columns
 // tx + 32u of the block, as quant_tile_kernel<4> (the same amax and codes). The transposed
@@ -326,6 +371,14 @@ void fp8_dequantize(const uint8_t* q, const float* scales, int64_t M, int64_t K,
   }
   const dim3 grid(unsigned(cdiv(K, 1024)), cap_grid(M));
   dequant_kernel<<<grid, 256, 0, stream()>>>(q, scales, M, K, gr, gc, SC, out);
+  DS_CUDA_LAUNCHED();
+}
+
+void fp8_quantize_transposed(const float* x, int64_t M, int64_t K, bool ue8m0, bool act,
+                             uint8_t* qt, float* st) {
+  if (M == 0 || K == 0) return;
+  const dim3 grid(unsigned(cdiv(K, 32)), cap_grid(cdiv(M, kBlk)));
+  quant_cols_t_kernel<<<grid, dim3(32, 8), 0, stream()>>>(x, M, K, ue8m0, act, qt, st);
   DS_CUDA_LAUNCHED();
 }
 

@@ -19,6 +19,10 @@ void fp8_quantize(const float* x, int64_t M, int64_t K, Fp8Grouping g, bool ue8m
 // out (M, K) = e4m3(q) * scale(group), FP32.
 void fp8_dequantize(const uint8_t* q, const float* scales, int64_t M, int64_t K, Fp8Grouping g,
                     float* out);
+// x (M, K) F32 -> qt (K, M) codes and st (K, ceil(M/128)) scales of x^T grouped 1x128 (x's
+// 128x1 groups, written transposed), bit-identical to fp8_quantize(x^T, row_1x128, ...).
+void fp8_quantize_transposed(const float* x, int64_t M, int64_t K, bool ue8m0, bool act,
+                             uint8_t* qt, float* st);
 // One weight matrix of fp8_quantize_blocks_multi: x (M, K) F32; q (M, K) codes and s
 // (ceil(M/128), ceil(K/128)) scales, and/or the transposed operand qt (K, M) = q^T with
 // st = s^T (the 128x128 quantisation of x^T: its blocks are x's, transposed). Null pointers

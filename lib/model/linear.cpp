@@ -81,8 +81,10 @@ void fp8_backward_gpu(const ops::Context& ctx, const Param& w, const Tensor& x, 
   // Wgrad: dW (out, in) += Q(dy^T) (out, N) . Q(Xc^T) (in, N)^T, K = tokens.
   Tensor xc = detail::empty_f32(ctx, x.shape());
   ops::fp8_fake_quant(ctx, x, row, ctx.linear.scale_format, true, xc);
-  const Fp8Operand a = fp8_codes(ctx, transposed(ctx, dy), row, false);
-  const Fp8Operand b = fp8_codes(ctx, transposed(ctx, xc), row, true);
+  const Fp8Operand a = t ? detail::fp8_codes_t(ctx, dy, false)
+                         : fp8_codes(ctx, transposed(ctx, dy), row, false);
+  const Fp8Operand b = t ? detail::fp8_codes_t(ctx, xc, true)
+                         : fp8_codes(ctx, transposed(ctx, xc), row, true);
   Tensor dw = detail::empty_f32(ctx, w.grad.shape());
   fp8_nt(ctx, a, b, ops::Fp8Group::row_1x128, dw);
   Tensor g = w.grad;

@@ -77,6 +77,12 @@ Fp8Codes fp8_codes(const ops::Context& ctx, const Tensor& x, ops::Fp8Group g, bo
   return c;
 }
 
+Fp8Codes fp8_codes_t(const ops::Context& ctx, const Tensor& x, bool act) {
+  Fp8Codes c;
+  ops::fp8_quantize_transposed(ctx, x, ctx.linear.scale_format, act, c.q, c.s);
+  return c;
+}
+
 Tensor transposed(const ops::Context& ctx, const Tensor& x) {
   Tensor t = Tensor::empty({x.size(1), x.size(0)}, x.dtype(), ctx.device);
   ops::transpose(ctx, x, t);

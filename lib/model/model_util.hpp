@@ -36,6 +36,9 @@ struct Fp8Codes {
   Tensor q, s;
 };
 Fp8Codes fp8_codes(const ops::Context& ctx, const Tensor& x, ops::Fp8Group g, bool act);
+// The 1x128 codes of x^T (K, M) from x (M, K), x's 128x1 groups (the Wgrad operands along the
+// tokens), without an F32 transpose.
+Fp8Codes fp8_codes_t(const ops::Context& ctx, const Tensor& x, bool act);
 // x (M, K) -> (K, M), same dtype, on ctx.device.
 Tensor transposed(const ops::Context& ctx, const Tensor& x);
 

@@ -48,7 +48,6 @@ void zero_pads(const ops::Context& ctx, const MoESaved& s, Tensor& x) {
 
 using detail::fp8_codes;
 using detail::fp8_values;
-using detail::transposed;
 
 // The 128x128 E4M3 codes and scales of every expert's matrix `which`, or of its transpose
 // (Dgrad's operand), by one fp8_quantize_blocks_multi (one launch on the GPU) into one
@@ -106,7 +105,8 @@ void expert_gemm(const ops::Context& ctx, bool codes, bool fprop,
 
 // Wgrad: dW_e (out, in) += Q_128x1(dy_e)^T Q_128x1(Xc_e), Xc = Q_1x128(x) the input as Fprop
 // saw it (recomputed: the same deterministic quantisation), K = the expert's padded rows. On
-// the GPU the 128x1 groups are 1x128 groups of the transposed operands.
+// codes the 128x1 groups are 1x128 groups of the transposed operands, quantised straight
+// into that layout (fp8_quantize_transposed).
 void wgrad(const ops::Context& ctx, bool codes, const std::vector<MLP>& experts, int which,
            const std::vector<int64_t>& off, const Tensor& x, const Tensor& dy) {
   std::vector<Tensor> dw;
@@ -117,9 +117,8 @@ void wgrad(const ops::Context& ctx, bool codes, const std::vector<MLP>& experts,
                               fp8_values(ctx, xc, Fp8Group::col_128x1, true), off, dw);
     return;
   }
-  // (out, NKp) and (in, NKp)
-  const detail::Fp8Codes a = fp8_codes(ctx, transposed(ctx, dy), Fp8Group::row_1x128, false);
-  const detail::Fp8Codes b = fp8_codes(ctx, transposed(ctx, xc), Fp8Group::row_1x128, true);
+  const detail::Fp8Codes a = detail::fp8_codes_t(ctx, dy, false);   // (out, NKp)
+  const detail::Fp8Codes b = detail::fp8_codes_t(ctx, xc, true);     // (in, NKp)
   ops::fp8_gemm_nt_kgrouped(ctx, a.q, a.s, b.q, b.s, off, dw);
 }
 

@@ -1,5 +1,6 @@
-// Dispatch of the routed experts' FP8 ops (include/ds/ops/fp8.hpp): the many-matrix 128x128
-// weight quantisation, and the grouped FP8 GEMMs over the padded expert-sorted layout, Fprop /
+// Dispatch of the routed experts' FP8 ops (include/ds/ops/fp8.hpp): the transposed 128x1
+// quantisation of Wgrad operands, the many-matrix 128x128 weight quantisation, and the
+// grouped FP8 GEMMs over the padded expert-sorted layout, Fprop /
 // Dgrad (m-grouped) and Wgrad (k-grouped). Checks at the boundary, then the CUDA path
 // (cuda/fp8_multi.cpp, cuda/fp8.cpp: one launch per call); on the CPU each matrix or group
 // goes through the one-matrix op (fp8_quantize and transpose; fp8_gemm_nt on the group's
@@ -57,6 +58,26 @@ Tensor columns(const Tensor& x, int64_t k0, int64_t kn) {
 }
 
 }  // namespace
+
+void fp8_quantize_transposed(const Context& ctx, const Tensor& x, ScaleFormat fmt, bool act,
+                             Tensor& qt, Tensor& st) {
+  const char* op = "fp8_quantize_transposed";
+  check_devices(ctx, op, {&x, &qt, &st});
+  DS_CHECK(x.dtype() == DType::f32 && x.ndim() == 2, "{}: x must be a 2-D F32 matrix, got {} {}",
+           op, dtype_name(x.dtype()), shape_str(x.shape()));
+  const int64_t M = x.size(0), K = x.size(1);
+  if (!qt.defined()) qt = Tensor::empty({K, M}, DType::u8, x.device());
+  if (!st.defined()) st = Tensor::empty(fp8_scale_shape(K, M, Fp8Group::row_1x128), DType::f32,
+                                        x.device());
+  check_operand(op, qt, st, Fp8Group::row_1x128, K, M, "qt");
+  const Scope scope_(ctx, op);
+  DS_CUDA_ROUTE(fp8_quantize_transposed, (ctx, x, fmt, act, qt, st));
+  Context one = ctx;   // the definition: transpose, then the 1x128 quantisation
+  one.prof = nullptr;
+  Tensor xt = Tensor::empty({K, M});
+  transpose(one, x, xt);
+  fp8_quantize(one, xt, Fp8Group::row_1x128, fmt, act, qt, st);
+}
 
 void fp8_quantize_blocks_multi(const Context& ctx, const std::vector<const Tensor*>& xs,
                                ScaleFormat fmt, const std::vector<Tensor*>& qs,

@@ -1,10 +1,12 @@
-// GPU vs CPU reference of fp8_quantize_blocks_multi (kernels/fp8_quant.cu's one-launch 128x128
+// GPU vs CPU reference of fp8_quantize_transposed (the Wgrad operands' 128x1 groups written
+// transposed) and of fp8_quantize_blocks_multi (kernels/fp8_quant.cu's one-launch 128x128
 // quantiser of the routed experts' weights): codes and scales, and the transposed codes and
 // scales, must be bit-identical to the CPU op (which loops fp8_quantize and transpose) for
 // odd shapes (partial blocks both ways, a single row, exact 128 multiples), a zero block
 // (scale 1), NaN, -NaN and an infinity (NaN codes compared as NaN), magnitudes from 2^-11 to
 // 2^11, both scale formats, either output pair alone, U8 and F8_E4M3 codes; guard bytes
 // around every GPU output.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -104,6 +106,35 @@ TEST_CASE("fp8 grouped: quantize_blocks_multi on the GPU equals the CPU bit for 
       }
       CHECK(ar.check());
     }
+}
+
+TEST_CASE("fp8 grouped: quantize_transposed on the GPU equals the CPU bit for bit") {
+  for (const Shape& sh : {Shape{300, 200}, Shape{128, 64}, Shape{1, 77}, Shape{257, 129},
+                          Shape{1536, 384}})
+    for (const ScaleFormat fmt : {ScaleFormat::fp32, ScaleFormat::ue8m0})
+      for (const bool act : {false, true}) {
+        CAPTURE(sh[0]);
+        CAPTURE(sh[1]);
+        CAPTURE(int(fmt));
+        CAPTURE(act);
+        Tensor x = weights(sh);
+        x.f32()[3] = 0;   // a zero, and an all-zero group: column 5's first 128 rows
+        for (int64_t i = 0; i < std::min<int64_t>(sh[0], 128); ++i)
+          if (sh[1] > 5) x.f32()[i * sh[1] + 5] = 0;
+        if (x.numel() > 400) {
+          x.f32()[x.numel() / 3] = NAN;
+          x.f32()[x.numel() / 2] = INFINITY;
+        }
+        Arena ar;
+        const Tensor gx = ar.upload(x);
+        Tensor qt, st;
+        ops::fp8_quantize_transposed(cpu_ref(), x, fmt, act, qt, st);
+        Tensor gqt = ar.empty({sh[1], sh[0]}, DType::u8), gst = ar.empty(st.shape());
+        ops::fp8_quantize_transposed(gpu(), gx, fmt, act, gqt, gst);
+        CHECK(same_codes(gqt, qt));
+        CHECK(same_bytes(gst, st));
+        CHECK(ar.check());
+      }
 }
 
 }  // namespace ds::gpu_test

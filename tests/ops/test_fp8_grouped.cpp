@@ -1,4 +1,5 @@
-// The routed experts' FP8 ops on the CPU: the many-matrix 128x128 weight quantiser
+// The routed experts' FP8 ops on the CPU: the transposed 128x1 quantiser against the 128x1
+// quantisation of the untransposed matrix; the many-matrix 128x128 weight quantiser
 // (ops::fp8_quantize_blocks_multi) bit for bit against fp8_quantize of each matrix and of its
 // transpose; the grouped FP8 GEMMs (ops::fp8_gemm_nt_grouped, m-grouped: Fprop and
 // Dgrad; ops::fp8_gemm_nt_kgrouped, k-grouped: Wgrad) against double-precision
@@ -6,6 +7,7 @@
 // weight, a k-group only its own K columns and scales, and c[g] is accumulated into. Groups
 // include empty ones and one of exactly 128 rows; N and K are not multiples of 128. Also the
 // argument errors (unaligned offsets, wrong scale shapes, mismatched groups).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -99,6 +101,35 @@ TEST_CASE("fp8_gemm_nt_kgrouped: each group sums its own K range into its own c"
     CHECK(bad == 0);
     CHECK(c[1].f32()[5] == c0[1].f32()[5]);   // the empty group is untouched
   }
+}
+
+TEST_CASE("fp8_quantize_transposed: x's 128x1 groups, written transposed") {
+  for (const Shape& sh : {Shape{300, 200}, Shape{128, 64}, Shape{1, 7}, Shape{257, 129}})
+    for (const ScaleFormat fmt : {ScaleFormat::fp32, ScaleFormat::ue8m0})
+      for (const bool act : {false, true}) {
+        CAPTURE(sh[0]);
+        CAPTURE(int(fmt));
+        CAPTURE(act);
+        Tensor x = banded(sh[0], sh[1]);
+        x.f32()[0] = 0;
+        for (int64_t i = 0; i < std::min<int64_t>(sh[0], 128); ++i) x.f32()[i * sh[1] + 1] = 0;
+        Tensor qt, st, q, s;
+        fp8_quantize_transposed(opt_ctx(), x, fmt, act, qt, st);
+        REQUIRE(qt.shape() == Shape{sh[1], sh[0]});
+        // against the 128x1 quantisation of x itself, transposed here
+        fp8_quantize(ref_ctx(), x, Fp8Group::col_128x1, fmt, act, q, s);
+        const int64_t M = sh[0], K = sh[1], SR = (M + 127) / 128;
+        int64_t bad = 0;
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t j = 0; j < K; ++j)
+            bad += qt.data<uint8_t>()[j * M + i] != q.data<uint8_t>()[i * K + j];
+        for (int64_t rb = 0; rb < SR; ++rb)
+          for (int64_t j = 0; j < K; ++j) bad += st.f32()[j * SR + rb] != s.f32()[rb * K + j];
+        CHECK(bad == 0);
+      }
+  Tensor x = banded(10, 10), qt = Tensor::empty({10, 9}, DType::u8), st;
+  CHECK_THROWS_AS(fp8_quantize_transposed(opt_ctx(), x, ScaleFormat::fp32, true, qt, st),
+                  ds::Error);
 }
 
 TEST_CASE("fp8_quantize_blocks_multi: each matrix and its transpose as fp8_quantize gives them") {

@@ -69,6 +69,13 @@ void fp8_gemm_nt(const Context& ctx, const Tensor& a, const Tensor& a_scales, co
                  const Tensor& b_scales, Tensor& c, Fp8Group a_group = Fp8Group::row_1x128,
                  Fp8Group b_group = Fp8Group::block_128x128);
 
+// The Wgrad operand of an FP8 GEMM along the tokens in one pass: x (M, K) F32 -> qt (K, M)
+// codes and st (K, ceil(M/128)) scales of x^T grouped 1x128, i.e. x's 128x1 groups written
+// transposed; bit-identical to fp8_quantize(transpose(x), row_1x128, fmt, act) without the
+// F32 transpose. qt (U8 or F8_E4M3) and st allocated when undefined.
+void fp8_quantize_transposed(const Context& ctx, const Tensor& x, ScaleFormat fmt, bool act,
+                             Tensor& qt, Tensor& st);
+
 // The 128x128 weight quantisation (act = false) of several matrices in one call (one launch
 // on the GPU: the routed experts' weights of a projection): for each i, xs[i] (M_i, K_i) F32
 // -> qs[i] (M_i, K_i) codes and ss[i] (ceil(M_i/128), ceil(K_i/128)) scales, bit-identical to

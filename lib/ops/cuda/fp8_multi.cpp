@@ -1,10 +1,17 @@
-// CUDA path of fp8_quantize_blocks_multi (include/ds/ops/fp8.hpp): the table of weight
-// matrices for kernels/fp8_quant.cu's one-launch 128x128 quantiser. The dispatcher
-// (lib/ops/fp8_grouped.cpp) has checked dtypes and shapes.
+// CUDA path of fp8_quantize_transposed and fp8_quantize_blocks_multi (include/ds/ops/fp8.hpp):
+// pointers (for the latter a table of weight matrices) for kernels/fp8_quant.cu's quantisers.
+// The dispatcher (lib/ops/fp8_grouped.cpp) has checked dtypes and shapes.
 #include "kernels/fp8_quant.cuh"
 #include "ops_cuda.hpp"
 
 namespace ds::ops::cuda {
+
+void fp8_quantize_transposed(const Context&, const Tensor& x, ScaleFormat fmt, bool act,
+                             Tensor& qt, Tensor& st) {
+  ds::cuda::fp8_quantize_transposed(x.data<float>(), x.size(0), x.size(1),
+                                    fmt == ScaleFormat::ue8m0, act, qt.data<uint8_t>(),
+                                    st.data<float>());
+}
 
 void fp8_quantize_blocks_multi(const Context&, const std::vector<const Tensor*>& xs,
                                ScaleFormat fmt, const std::vector<Tensor*>& qs,

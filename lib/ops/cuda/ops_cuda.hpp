@@ -38,6 +38,8 @@ void bf16_round_multi(const Context& ctx, const std::vector<const Tensor*>& xs,
                       const std::vector<Tensor*>& outs);
 void fp8_gemm_nt(const Context& ctx, const Tensor& a, const Tensor& a_scales, const Tensor& b,
                  const Tensor& b_scales, Tensor& c, Fp8Group a_group, Fp8Group b_group);
+void fp8_quantize_transposed(const Context& ctx, const Tensor& x, ScaleFormat fmt, bool act,
+                             Tensor& qt, Tensor& st);
 void fp8_quantize_blocks_multi(const Context& ctx, const std::vector<const Tensor*>& xs,
                                ScaleFormat fmt, const std::vector<Tensor*>& qs,
                                const std::vector<Tensor*>& ss, const std::vector<Tensor*>& qts,
