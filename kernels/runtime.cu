@@ -8,6 +8,7 @@
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "kernels/common.cuh"
 
@@ -160,6 +161,46 @@ void copy_to_device_async(void* dst, const void* src, size_t bytes) {
   std::memcpy(slot, src, bytes);
   DS_CUDA_CHECK(cudaMemcpyAsync(dst, slot, bytes, cudaMemcpyHostToDevice, stream()));
   DS_CUDA_CHECK(cudaEventRecord(s.done[i], stream()));
+}
+
+namespace {
+struct TimingEvents {
+  std::mutex mu;
+  std::vector<cudaEvent_t> free;
+};
+TimingEvents& timing_events() {
+  static TimingEvents* t = new TimingEvents();   // never destroyed: events outlive statics
+  return *t;
+}
+}  // namespace
+
+void* timing_event_record() {
+  TimingEvents& t = timing_events();
+  cudaEvent_t e = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(t.mu);
+    if (!t.free.empty()) {
+      e = t.free.back();
+      t.free.pop_back();
+    }
+  }
+  if (!e) DS_CUDA_CHECK(cudaEventCreate(&e));   // timing enabled
+  DS_CUDA_CHECK(cudaEventRecord(e, stream()));
+  return e;
+}
+
+float timing_event_elapsed_release(void* e0, void* e1) {
+  auto a = static_cast<cudaEvent_t>(e0), b = static_cast<cudaEvent_t>(e1);
+  float ms = 0;
+  const cudaError_t err = cudaEventElapsedTime(&ms, a, b);
+  TimingEvents& t = timing_events();
+  {
+    std::lock_guard<std::mutex> lock(t.mu);
+    t.free.push_back(a);
+    t.free.push_back(b);
+  }
+  if (err != cudaSuccess) raise_cuda("cudaEventElapsedTime", err, __FILE__, __LINE__);
+  return ms;
 }
 
 size_t pool_reserved_bytes() {

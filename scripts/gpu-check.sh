@@ -58,7 +58,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --f
 # Kernels that have not run on a GPU before get invocations of their own (a fault in one
 # poisons the CUDA context for every later case of the same process): ds_test_backend_ops
 # runs as the verified suite, then the grouped GEMMs, the many-tensor ops, the BF16-cache
-# MLA decode and the grouped FP8 GEMMs each alone; ds_test_model_gpu likewise without and
+# MLA decode, the grouped FP8 GEMMs and the event-timed profiler each alone; ds_test_model_gpu likewise without and
 # with its FP8 grouped-experts case. The model runs twice: routed experts through cuBLAS (the
 # default) and through our grouped BF16 GEMM kernel (DS_GROUPED_GEMM=kernel).
 NEW_GROUPED='gpu grouped*'
@@ -66,17 +66,20 @@ NEW_MULTI='multi-tensor*'
 NEW_MLA='*BF16 cache*,*one visible key*,*BF16 caches the kernel*'
 NEW_FP8G='fp8 grouped*'
 NEW_FP8G_MODEL='*FP8 routed experts as grouped*'
+NEW_PROF='gpu profiler*'
 declare -A FILTER=(
-  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8G"
+  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8G,$NEW_PROF"
   [ops-grouped]="--test-case=$NEW_GROUPED"
   [ops-multi]="--test-case=$NEW_MULTI"
   [ops-mla-bf16]="--test-case=$NEW_MLA"
   [ops-fp8-grouped]="--test-case=$NEW_FP8G"
+  [ops-profiler]="--test-case=$NEW_PROF"
   [model]="--test-case-exclude=$NEW_FP8G_MODEL"
   [model-fp8-grouped]="--test-case=$NEW_FP8G_MODEL")
 # entries: binary[:filter][:kernel]
 for t in ds_test_backend_ops:ops ds_test_backend_ops:ops-grouped ds_test_backend_ops:ops-multi \
          ds_test_backend_ops:ops-mla-bf16 ds_test_backend_ops:ops-fp8-grouped \
+         ds_test_backend_ops:ops-profiler \
          ds_test_model_gpu:model ds_test_model_gpu:model:kernel \
          ds_test_model_gpu:model-fp8-grouped ds_test_kernels ds_test_nccl_gpu; do
   g=cublas; args=(); name=$t

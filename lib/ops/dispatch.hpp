@@ -9,6 +9,9 @@
 
 #include "ds/core/error.hpp"
 #include "ds/ops/ops.hpp"
+#if defined(DS_HAVE_CUDA)
+#include "kernels/runtime.cuh"
+#endif
 
 namespace ds::ops::detail {
 
@@ -50,29 +53,35 @@ inline void cpu_only(const Context& ctx, const char* op, std::initializer_list<c
 inline bool use_ref(const Context& ctx) { return ctx.impl == Impl::reference; }
 inline int nthreads(const Context& ctx) { return std::max(1, ctx.threads); }
 
-// Times one op into ctx.prof (no cost beyond a null check without a profiler). On the GPU
-// the device is synchronised at both ends, so profiled runs are slower but the times true.
+// Times one op into ctx.prof (no cost beyond a null check without a profiler): CPU ops by
+// the wall clock, GPU ops by two CUDA events on the stream (no synchronisation; see
+// ops::Profiler).
 class Scope {
  public:
   Scope(const Context& ctx, const char* op, double flops = 0)
       : p_(ctx.prof), op_(op), flops_(flops), dev_(ctx.device) {
-    if (p_) {
-      if (dev_ != Device::cpu) synchronize(dev_);
-      t0_ = std::chrono::steady_clock::now();
+    if (!p_) return;
+#if defined(DS_HAVE_CUDA)
+    if (dev_ != Device::cpu) {
+      e0_ = cuda::timing_event_record();
+      return;
     }
+#endif
+    t0_ = std::chrono::steady_clock::now();
   }
   ~Scope() {
-    if (p_) {
-      if (dev_ != Device::cpu) {   // never throw from a destructor: a pending error is
-        try {                      // reported by the next op or synchronize
-          synchronize(dev_);
-        } catch (...) {
-          return;
-        }
+    if (!p_) return;
+#if defined(DS_HAVE_CUDA)
+    if (dev_ != Device::cpu) {   // never throw from a destructor: a pending error is
+      try {                      // reported by the next op or synchronize
+        p_->add_events(op_, e0_, cuda::timing_event_record(), flops_);
+      } catch (...) {
       }
-      p_->add(op_, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(),
-              flops_);
+      return;
     }
+#endif
+    p_->add(op_, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(),
+            flops_);
   }
   Scope(const Scope&) = delete;
   Scope& operator=(const Scope&) = delete;
@@ -83,6 +92,7 @@ class Scope {
   double flops_;
   Device dev_;
   std::chrono::steady_clock::time_point t0_{};
+  void* e0_ = nullptr;
 };
 
 }  // namespace ds::ops::detail

@@ -1,9 +1,14 @@
 // ops::Profiler (include/ds/ops/ops.hpp): per-op accumulation of calls, seconds and FLOPs,
-// looked up by the op name's literal pointer (a few dozen ops: a linear scan is cheap), and
-// the op -> family map used by the reports (ds-pretrain --profile).
+// looked up by the op name's literal pointer (a few dozen ops: a linear scan is cheap), GPU
+// ops' event pairs read in one batch, and the op -> family map used by the reports
+// (ds-pretrain --profile).
 #include <cstring>
 
 #include "ds/ops/ops.hpp"
+
+#if defined(DS_HAVE_CUDA)
+#include "kernels/runtime.cuh"
+#endif
 
 namespace ds::ops {
 
@@ -25,6 +30,42 @@ std::string_view Profiler::family_of(std::string_view op) {
   return "elementwise";   // add, add_, scale_, swiglu, sums, zeroing, count_nonfinite, token_logprob
 }
 
+Profiler::~Profiler() {
+  try {
+    resolve();   // returns the pending events to their pool
+  } catch (...) {   // a device error is reported by the next checked call
+  }
+}
+
+void Profiler::add_events(const char* op, void* e0, void* e1, double flops) {
+  pending_.push_back(Timed{op, e0, e1, flops});
+}
+
+void Profiler::resolve() const {
+  if (pending_.empty()) return;
+#if defined(DS_HAVE_CUDA)
+  std::vector<Timed> todo;
+  todo.swap(pending_);
+  cuda::sync();
+  for (const Timed& t : todo) {
+    const double s = 1e-3 * double(cuda::timing_event_elapsed_release(t.e0, t.e1));
+    const_cast<Profiler*>(this)->add(t.op, s, t.flops);
+  }
+#else
+  pending_.clear();   // never filled without CUDA
+#endif
+}
+
+const std::vector<Profiler::Entry>& Profiler::entries() const {
+  resolve();
+  return entries_;
+}
+
+void Profiler::clear() {
+  resolve();
+  entries_.clear();
+}
+
 void Profiler::add(const char* op, double seconds, double flops) {
   Entry* e = nullptr;
   for (Entry& x : entries_)
@@ -39,6 +80,7 @@ void Profiler::add(const char* op, double seconds, double flops) {
 }
 
 double Profiler::seconds(std::string_view family) const {
+  resolve();
   double s = 0;
   for (const Entry& e : entries_)
     if (family.empty() || e.family == family) s += e.seconds;
@@ -46,6 +88,7 @@ double Profiler::seconds(std::string_view family) const {
 }
 
 double Profiler::flops(std::string_view family) const {
+  resolve();
   double f = 0;
   for (const Entry& e : entries_)
     if (family.empty() || e.family == family) f += e.flops;

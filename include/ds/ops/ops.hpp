@@ -20,11 +20,14 @@ namespace ds::ops {
 
 enum class Impl : uint8_t { reference, optimized };
 
-// Per-op profile: calls, wall seconds and FLOPs (GEMMs) of every op called with a Context
-// whose `prof` points here. Ops are timed on the calling thread, synchronously (CPU path).
-// Not thread-safe: one Profiler per thread that drives ops. Families group ops for reports:
-// gemm, attention, cross_entropy, norm, rope_permute, moe, embedding, elementwise, quantize
-// (FP8/BF16 operand rounding), optimizer.
+// Per-op profile: calls, seconds and FLOPs (GEMMs) of every op called with a Context whose
+// `prof` points here. CPU ops are timed on the calling thread (wall clock). GPU ops are timed
+// on the device by a pair of CUDA events around their launches, without synchronising: the
+// GPU time from the op's first launch to its last kernel's end (including any wait for the
+// host to enqueue them); the pairs are read, after one synchronisation, by the first
+// entries() / seconds() / flops() that follows. Not thread-safe: one Profiler per thread
+// that drives ops. Families group ops for reports: gemm, attention, cross_entropy, norm,
+// rope_permute, moe, embedding, elementwise, quantize (FP8/BF16 operand rounding), optimizer.
 class Profiler {
  public:
   struct Entry {
@@ -33,15 +36,28 @@ class Profiler {
     int64_t calls = 0;
     double seconds = 0, flops = 0;
   };
+  Profiler() = default;
+  Profiler(const Profiler&) = delete;
+  Profiler& operator=(const Profiler&) = delete;
+  ~Profiler();
   void add(const char* op, double seconds, double flops);
-  const std::vector<Entry>& entries() const { return entries_; }
+  // A GPU op between two recorded timing events (ds::cuda::timing_event_record).
+  void add_events(const char* op, void* e0, void* e1, double flops);
+  const std::vector<Entry>& entries() const;
   double seconds(std::string_view family = {}) const;   // all ops, or one family
   double flops(std::string_view family = {}) const;
-  void clear() { entries_.clear(); }
+  void clear();
   static std::string_view family_of(std::string_view op);
 
  private:
-  std::vector<Entry> entries_;
+  struct Timed {
+    const char* op;
+    void *e0, *e1;
+    double flops;
+  };
+  void resolve() const;   // pending event pairs -> entries (synchronises the device once)
+  mutable std::vector<Entry> entries_;
+  mutable std::vector<Timed> pending_;
 };
 
 // Numeric precision of the model's Linear GEMMs (training; see include/ds/ops/fp8.hpp and
