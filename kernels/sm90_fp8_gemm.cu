@@ -27,6 +27,7 @@
 // ~180 of 255).
 // reference: PTX ISA "Asynchronous Warpgroup Level Matrix Multiply-Accumulate" (matrix
 // descriptor, swizzle modes, register fragments of D); DeepGEMM's FP32 promotion.
+#include <atomic>
 #include <vector>
 
 #include "kernels/common.cuh"
@@ -116,11 +117,53 @@ __device__ __forceinline__ void wgmma_m64n128k32(float (&d)[64], uint64_t da, ui
       : "l"(da), "l"(db), "r"(scale_d));
 }
 
+// acc += part * (a_scale * b_scale) for K block kb. Fragment i: column (i / 4) * 8 + 2t +
+// (i & 1), row g + 8 * ((i / 2) & 1); rows[h] this thread's two rows (clamped).
+template <bool kBPerColumn>
+__device__ __forceinline__ void promote(float (&acc)[64], const float (&part)[64],
+                                        const Fp8Operand& a, const Fp8Operand& b,
+                                        const int64_t (&rows)[2], int64_t n0, int64_t N, int t,
+                                        int64_t kb, int64_t sc) {
+  const float sa0 = scale_at(a, rows[0], kb, sc), sa1 = scale_at(a, rows[1], kb, sc);
+  if constexpr (!kBPerColumn) {
+    const float sb = scale_at(b, n0, kb, sc);   // one b scale per 128-row block of b
+    const float s0 = sa0 * sb, s1 = sa1 * sb;
+#pragma unroll
+    for (int i = 0; i < 64; ++i) acc[i] = fmaf(part[i], (i & 2) ? s1 : s0, acc[i]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int64_t n = n0 + j * 8 + 2 * t + e;
+        const float sb = scale_at(b, n < N ? n : N - 1, kb, sc);
+        acc[4 * j + e] = fmaf(part[4 * j + e] * sa0, sb, acc[4 * j + e]);
+        acc[4 * j + 2 + e] = fmaf(part[4 * j + 2 + e] * sa1, sb, acc[4 * j + 2 + e]);
+      }
+  }
+}
+
+// The four k32 wgmma of one 128-wide K block from the stage at `sa` into part (reset first),
+// committed as one group; not waited for.
+__device__ __forceinline__ void issue_block(float (&part)[64], uint32_t sa, int wg) {
+  const uint64_t da = smem_desc(sa + uint32_t(wg) * 64 * 128);
+  const uint64_t db = smem_desc(sa + kTileBytes);
+  fence_operands(part);
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+  for (int ks = 0; ks < kBK / 32; ++ks)
+    wgmma_m64n128k32(part, da + uint64_t(2 * ks), db + uint64_t(2 * ks), ks);   // +32 B
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 // tile_b (m-grouped): (M/128) b operands, one per row tile; kgroups (k-grouped): the
 // non-empty groups, one per blockIdx.y, K = Ktot. Unused (null) otherwise.
-template <Mode kMode, bool kBPerColumn>
+// kOverlap: the promotion of K block kb - 1 runs while block kb's wgmma are in flight (two
+// sets of partial sums, prefetch distance 2 instead of 3); otherwise each block's wgmma are
+// waited for before its promotion.
+template <Mode kMode, bool kBPerColumn, bool kOverlap>
 __global__ void __launch_bounds__(kThreads, 1)
     fp8_gemm_sm90_kernel(Fp8Operand a, Fp8Operand b, float* __restrict__ c, int64_t M, int64_t N,
                          int64_t K, const Fp8Operand* __restrict__ tile_b,
@@ -152,63 +195,72 @@ __global__ void __launch_bounds__(kThreads, 1)
     rows[h] = r < M ? r : M - 1;
   }
 
-  float acc[64], part[64];
-#pragma unroll
-  for (int i = 0; i < 64; ++i) acc[i] = part[i] = 0.0f;
-
   auto stage_a = [&](int s) { return base + uint32_t(s) * 2 * kTileBytes; };
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < nkb) {
-      load_tile(stage_a(s), a.codes, M, K, m0, (kb_first + s) * kBK);
-      load_tile(stage_a(s) + kTileBytes, b.codes, N, K, n0, (kb_first + s) * kBK);
-    }
-    cp_commit();
-  }
-
+  auto load_block = [&](int s, int64_t it) {   // block kb_first + it into stage s
+    load_tile(stage_a(s), a.codes, M, K, m0, (kb_first + it) * kBK);
+    load_tile(stage_a(s) + kTileBytes, b.codes, N, K, n0, (kb_first + it) * kBK);
+  };
   const int64_t sc = kblocks;   // scale columns
-  for (int64_t it = 0; it < nkb; ++it) {
-    const int64_t kb = kb_first + it;
-    cp_wait<kStages - 2>();   // this thread's copies of block kb have landed
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-    __syncthreads();                // everyone's have; the slot refilled below is free
-    const int64_t next = it + kStages - 1;
-    if (next < nkb) {
-      const int s = int(next % kStages);
-      load_tile(stage_a(s), a.codes, M, K, m0, (kb_first + next) * kBK);
-      load_tile(stage_a(s) + kTileBytes, b.codes, N, K, n0, (kb_first + next) * kBK);
+  float acc[64];
+  if constexpr (!kOverlap) {
+    float part[64];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) acc[i] = part[i] = 0.0f;
+#pragma unroll
+    for (int s = 0; s < kStages - 1; ++s) {
+      if (s < nkb) load_block(s, s);
+      cp_commit();
     }
-    cp_commit();
-
-    const uint32_t sa = stage_a(int(it % kStages));
-    const uint64_t da = smem_desc(sa + uint32_t(wg) * 64 * 128);
-    const uint64_t db = smem_desc(sa + kTileBytes);
-    fence_operands(part);
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+    for (int64_t it = 0; it < nkb; ++it) {
+      cp_wait<kStages - 2>();   // this thread's copies of block it have landed
+      asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+      __syncthreads();                // everyone's have; the slot refilled below is free
+      const int64_t next = it + kStages - 1;
+      if (next < nkb) load_block(int(next % kStages), next);
+      cp_commit();
+      issue_block(part, stage_a(int(it % kStages)), wg);
+      asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+      fence_operands(part);
+      promote<kBPerColumn>(acc, part, a, b, rows, n0, N, t, kb_first + it, sc);
+    }
+  } else {
+    // Block it: wait for its copies and publish them; refill the stage of block it - 2 (its
+    // wgmma were waited for by every thread before this barrier) with block it + 2; issue
+    // block it into part[it & 1]; wait for block it - 1's group only, and promote it.
+    float part0[64], part1[64];
 #pragma unroll
-    for (int ks = 0; ks < kBK / 32; ++ks)
-      wgmma_m64n128k32(part, da + uint64_t(2 * ks), db + uint64_t(2 * ks), ks);   // +32 B
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    for (int i = 0; i < 64; ++i) acc[i] = part0[i] = part1[i] = 0.0f;
+#pragma unroll
+    for (int s = 0; s < 2; ++s) {
+      if (s < nkb) load_block(s, s);
+      cp_commit();
+    }
+    auto step = [&](int64_t it, float (&cur)[64], float (&prev)[64]) {
+      cp_wait<1>();   // block it + 1 may still be in flight
+      asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+      __syncthreads();
+      if (it + 2 < nkb) load_block(int((it + 2) % kStages), it + 2);
+      cp_commit();
+      issue_block(cur, stage_a(int(it % kStages)), wg);
+      asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+      fence_operands(prev);
+      if (it > 0) promote<kBPerColumn>(acc, prev, a, b, rows, n0, N, t, kb_first + it - 1, sc);
+    };
+    int64_t it = 0;
+    for (; it + 1 < nkb; it += 2) {   // pairs: the part sets stay compile-time registers
+      step(it, part0, part1);
+      step(it + 1, part1, part0);
+    }
+    if (it < nkb) step(it, part0, part1);
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-    fence_operands(part);
-
-    // Promotion. Fragment i: column (i / 4) * 8 + 2t + (i & 1), row g + 8 * ((i / 2) & 1).
-    const float sa0 = scale_at(a, rows[0], kb, sc), sa1 = scale_at(a, rows[1], kb, sc);
-    if constexpr (!kBPerColumn) {
-      const float sb = scale_at(b, n0, kb, sc);   // one b scale per 128-row block of b
-      const float s0 = sa0 * sb, s1 = sa1 * sb;
-#pragma unroll
-      for (int i = 0; i < 64; ++i) acc[i] = fmaf(part[i], (i & 2) ? s1 : s0, acc[i]);
-    } else {
-#pragma unroll
-      for (int j = 0; j < 16; ++j)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int64_t n = n0 + j * 8 + 2 * t + e;
-          const float sb = scale_at(b, n < N ? n : N - 1, kb, sc);
-          acc[4 * j + e] = fmaf(part[4 * j + e] * sa0, sb, acc[4 * j + e]);
-          acc[4 * j + 2 + e] = fmaf(part[4 * j + 2 + e] * sa1, sb, acc[4 * j + 2 + e]);
-        }
+    if (nkb > 0) {   // the last block: part0 when nkb is odd, else part1
+      if (nkb & 1) {
+        fence_operands(part0);
+        promote<kBPerColumn>(acc, part0, a, b, rows, n0, N, t, kb_first + nkb - 1, sc);
+      } else {
+        fence_operands(part1);
+        promote<kBPerColumn>(acc, part1, a, b, rows, n0, N, t, kb_first + nkb - 1, sc);
+      }
     }
   }
   cp_wait<0>();
@@ -253,27 +305,36 @@ bool sm90a_loaded() {
   return loaded;
 }
 
-template <Mode kMode, bool kBPerColumn>
+std::atomic<bool> g_overlap{false};   // set_fp8_gemm_overlap
+
+template <Mode kMode, bool kBPerColumn, bool kOverlap>
 void launch_mode(dim3 grid, const Fp8Operand& a, const Fp8Operand& b, float* c, int64_t M,
                  int64_t N, int64_t K, const Fp8Operand* tile_b, const Fp8KGroup* kgroups) {
   static const bool attr = [] {
-    DS_CUDA_CHECK(cudaFuncSetAttribute(fp8_gemm_sm90_kernel<kMode, kBPerColumn>,
+    DS_CUDA_CHECK(cudaFuncSetAttribute(fp8_gemm_sm90_kernel<kMode, kBPerColumn, kOverlap>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
     return true;
   }();
   (void)attr;
-  fp8_gemm_sm90_kernel<kMode, kBPerColumn><<<grid, kThreads, kSmemBytes, stream()>>>(
+  fp8_gemm_sm90_kernel<kMode, kBPerColumn, kOverlap><<<grid, kThreads, kSmemBytes, stream()>>>(
       a, b, c, M, N, K, tile_b, kgroups);
   DS_CUDA_LAUNCHED();
 }
 
-// b's grouping picks the promotion (per column for 1x128, per 128-row block otherwise).
+// b's grouping picks the promotion (per column for 1x128, per 128-row block otherwise);
+// set_fp8_gemm_overlap the main loop.
 template <Mode kMode>
 void launch(int b_rows_per_scale, dim3 grid, const Fp8Operand& a, const Fp8Operand& b, float* c,
             int64_t M, int64_t N, int64_t K, const Fp8Operand* tile_b,
             const Fp8KGroup* kgroups) {
-  if (b_rows_per_scale == 1) launch_mode<kMode, true>(grid, a, b, c, M, N, K, tile_b, kgroups);
-  else launch_mode<kMode, false>(grid, a, b, c, M, N, K, tile_b, kgroups);
+  const bool col = b_rows_per_scale == 1;
+  if (g_overlap.load(std::memory_order_relaxed)) {
+    if (col) launch_mode<kMode, true, true>(grid, a, b, c, M, N, K, tile_b, kgroups);
+    else launch_mode<kMode, false, true>(grid, a, b, c, M, N, K, tile_b, kgroups);
+  } else {
+    if (col) launch_mode<kMode, true, false>(grid, a, b, c, M, N, K, tile_b, kgroups);
+    else launch_mode<kMode, false, false>(grid, a, b, c, M, N, K, tile_b, kgroups);
+  }
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
@@ -283,6 +344,9 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 
 }
 
 }  // namespace
+
+void set_fp8_gemm_overlap(bool on) { g_overlap.store(on); }
+bool fp8_gemm_overlap() { return g_overlap.load(); }
 
 bool fp8_gemm_nt_sm90_supported(const Fp8Operand& a, const Fp8Operand& b, int64_t M, int64_t N,
                                 int64_t K) {

@@ -429,4 +429,35 @@ TEST_CASE("fp8 grouped k-grouped GEMM accumulates into c like the CPU op (op, bo
     for (Kernel k : {Kernel::fallback, Kernel::sm90, Kernel::op}) run_fp8_kgrouped(t, k);
 }
 
+TEST_CASE("fp8 grouped: the overlapped wgmma main loop (DS_FP8_GEMM=overlap) matches too") {
+  // Promotion of K block kb - 1 while block kb's wgmma run: 1, 2, 3, 4, 8, 16 and 56 K blocks
+  // (the loop runs blocks in pairs; odd counts end on the first set of partial sums), all
+  // three modes, both b groupings.
+  struct Reset {
+    ~Reset() { ds::cuda::set_fp8_gemm_overlap(false); }
+  } reset;
+  ds::cuda::set_fp8_gemm_overlap(true);
+  const GemmCase plain[] = {
+      {128, 128, 128, Fp8Group::row_1x128, Fp8Group::block_128x128},
+      {130, 200, 256, Fp8Group::row_1x128, Fp8Group::block_128x128},
+      {130, 200, 272, Fp8Group::row_1x128, Fp8Group::block_128x128},   // partial K block
+      {300, 129, 384, Fp8Group::row_1x128, Fp8Group::block_128x128},
+      {200, 256, 512, Fp8Group::tensor, Fp8Group::row_1x128},
+      {256, 384, 1024, Fp8Group::row_1x128, Fp8Group::row_1x128},
+      {512, 1024, 2048, Fp8Group::row_1x128, Fp8Group::block_128x128},
+      {1, 576, 7168, Fp8Group::row_1x128, Fp8Group::block_128x128},
+  };
+  for (const auto& t : plain) run_fp8_gemm(t, Kernel::sm90);
+  const MGroupedCase mg[] = {
+      {{0, 128, 128, 384, 640}, 200, 256, Fp8Group::block_128x128},
+      {{0, 256, 256, 512}, 1024, 384, Fp8Group::row_1x128},
+  };
+  for (const auto& t : mg) run_fp8_mgrouped(t, Kernel::sm90);
+  const KGroupedCase kg[] = {
+      {{0, 128, 128, 384, 768}, 200, 130},   // 1, 0, 2 and 3 K blocks
+      {{0, 128, 896}, 130, 140},             // 6 K blocks from K block 1
+  };
+  for (const auto& t : kg) run_fp8_kgrouped(t, Kernel::sm90);
+}
+
 }  // namespace ds::gpu_test

@@ -6,8 +6,10 @@
 // and offsets.
 //
 // DS_FP8_GEMM selects the GEMM kernel: "auto" (default: wgmma when the device and shape allow
-// it, else the portable one), "wgmma" (wgmma whenever it can run), "fallback" (always the
-// portable one). Read once per process.
+// it, else the portable one), "wgmma" (wgmma whenever it can run), "overlap" (as wgmma, with
+// the main loop that promotes one K block while the next one's wgmma run; not yet the
+// default: it has not run on a GPU), "fallback" (always the portable one). Read once per
+// process.
 #include <cstdlib>
 #include <cstring>
 
@@ -35,8 +37,12 @@ bool use_fallback_only() {
   static const bool only = [] {
     const char* v = std::getenv("DS_FP8_GEMM");
     if (!v || !*v || std::strcmp(v, "auto") == 0 || std::strcmp(v, "wgmma") == 0) return false;
+    if (std::strcmp(v, "overlap") == 0) {
+      ds::cuda::set_fp8_gemm_overlap(true);
+      return false;
+    }
     DS_CHECK(std::strcmp(v, "fallback") == 0,
-             "DS_FP8_GEMM={}: expected auto, wgmma or fallback", v);
+             "DS_FP8_GEMM={}: expected auto, wgmma, overlap or fallback", v);
     return true;
   }();
   return only;
