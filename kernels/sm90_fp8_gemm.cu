@@ -19,6 +19,11 @@
 // ~1.2e-8 (the FP8 tensor-core accumulation). The 128x128 tile moves 32 KB per 4 MFLOP, more
 // than L2 feeds at the FP8 rate: larger tiles (TMA multicast across a cluster, BN 192/256 with
 // setmaxnreg) and overlapping the promotion with the next block's wgmma are the next steps.
+// Main loop (template parameter kOverlap, chosen per process by set_fp8_gemm_overlap): by
+// default each K block's wgmma are waited for before its promotion; with kOverlap the block's
+// partial sums alternate between two register sets, so that block kb - 1 is promoted while
+// block kb's wgmma run (wait_group 1), and the ring prefetches 2 blocks ahead instead of 3
+// (the stage of block kb - 2 is free once every thread has waited for it).
 // Grouped modes (template parameter Mode; the plain instantiation compiles to the same SASS as
 // before they existed): an m-grouped block loads its b from a per-128-row-tile table (every
 // tile lies in one group); a k-grouped block runs the K blocks [kb0, kb1) of group blockIdx.y
