@@ -189,6 +189,13 @@ void* timing_event_record() {
   return e;
 }
 
+bool timing_event_done(void* e) {
+  const cudaError_t err = cudaEventQuery(static_cast<cudaEvent_t>(e));
+  if (err == cudaErrorNotReady) return false;
+  if (err != cudaSuccess) raise_cuda("cudaEventQuery", err, __FILE__, __LINE__);
+  return true;
+}
+
 float timing_event_elapsed_release(void* e0, void* e1) {
   auto a = static_cast<cudaEvent_t>(e0), b = static_cast<cudaEvent_t>(e1);
   float ms = 0;

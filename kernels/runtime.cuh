@@ -33,9 +33,11 @@ void copy(void* dst, const void* src, size_t bytes);
 void copy_to_device_async(void* dst, const void* src, size_t bytes);
 void sync();   // throws on a pending asynchronous error
 // Timing events of the op profiler (ops::Profiler): an event from a pool, recorded on the ops
-// stream now (no synchronisation); and, after sync(), the milliseconds between two recorded
-// events, which go back to the pool.
+// stream now (no synchronisation); whether the stream has passed it; and, once it has (after
+// sync(), or timing_event_done), the milliseconds between two recorded events, which go back
+// to the pool.
 void* timing_event_record();
+bool timing_event_done(void* e);   // recorded and reached by the stream (no waiting)
 float timing_event_elapsed_release(void* e0, void* e1);
 // Bytes held by the pool (in use + cached) and the peak in use since the last reset.
 size_t pool_reserved_bytes();

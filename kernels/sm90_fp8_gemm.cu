@@ -229,9 +229,13 @@ __global__ void __launch_bounds__(kThreads, 1)
       promote<kBPerColumn>(acc, part, a, b, rows, n0, N, t, kb_first + it, sc);
     }
   } else {
-    // Block it: wait for its copies and publish them; refill the stage of block it - 2 (its
-    // wgmma were waited for by every thread before this barrier) with block it + 2; issue
-    // block it into part[it & 1]; wait for block it - 1's group only, and promote it.
+    // head(it): wait for block it's copies and publish them; refill the stage of block it - 2
+    // (its wgmma were waited for by every thread before this barrier) with block it + 2.
+    // body(it): issue block it into one register set, wait for block it - 1's group only and
+    // promote it while block it runs. ptxas keeps a wgmma group in flight only within the
+    // loop body (a group live across the back edge, with the promotion's FFMAs reading
+    // accumulators, makes it serialise every wgmma: warning C7514), hence pairs of blocks,
+    // rotated so that a barrier follows each promotion, and a full wait at the end of a pair.
     float part0[64], part1[64];
 #pragma unroll
     for (int i = 0; i < 64; ++i) acc[i] = part0[i] = part1[i] = 0.0f;
@@ -240,23 +244,30 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (s < nkb) load_block(s, s);
       cp_commit();
     }
-    auto step = [&](int64_t it, float (&cur)[64], float (&prev)[64]) {
+    auto head = [&](int64_t it) {
       cp_wait<1>();   // block it + 1 may still be in flight
       asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
       __syncthreads();
       if (it + 2 < nkb) load_block(int((it + 2) % kStages), it + 2);
       cp_commit();
+    };
+    auto body = [&](int64_t it, float (&cur)[64], float (&prev)[64]) {
       issue_block(cur, stage_a(int(it % kStages)), wg);
+      fence_operands(cur);   // in flight: not to be touched before the wait that covers it
       asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
       fence_operands(prev);
       if (it > 0) promote<kBPerColumn>(acc, prev, a, b, rows, n0, N, t, kb_first + it - 1, sc);
     };
+    if (nkb > 0) head(0);
     int64_t it = 0;
-    for (; it + 1 < nkb; it += 2) {   // pairs: the part sets stay compile-time registers
-      step(it, part0, part1);
-      step(it + 1, part1, part0);
+    for (; it + 1 < nkb; it += 2) {
+      body(it, part0, part1);
+      head(it + 1);
+      body(it + 1, part1, part0);
+      if (it + 2 < nkb) head(it + 2);
+      asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
     }
-    if (it < nkb) step(it, part0, part1);
+    if (it < nkb) body(it, part0, part1);
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
     if (nkb > 0) {   // the last block: part0 when nkb is odd, else part1
       if (nkb & 1) {

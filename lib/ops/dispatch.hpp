@@ -63,7 +63,7 @@ class Scope {
     if (!p_) return;
 #if defined(DS_HAVE_CUDA)
     if (dev_ != Device::cpu) {
-      e0_ = cuda::timing_event_record();
+      e0_ = ::ds::cuda::timing_event_record();
       return;
     }
 #endif
@@ -74,7 +74,7 @@ class Scope {
 #if defined(DS_HAVE_CUDA)
     if (dev_ != Device::cpu) {   // never throw from a destructor: a pending error is
       try {                      // reported by the next op or synchronize
-        p_->add_events(op_, e0_, cuda::timing_event_record(), flops_);
+        p_->add_events(op_, e0_, ::ds::cuda::timing_event_record(), flops_);
       } catch (...) {
       }
       return;

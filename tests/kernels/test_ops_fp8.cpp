@@ -433,9 +433,10 @@ TEST_CASE("fp8 grouped: the overlapped wgmma main loop (DS_FP8_GEMM=overlap) mat
   // Promotion of K block kb - 1 while block kb's wgmma run: 1, 2, 3, 4, 8, 16 and 56 K blocks
   // (the loop runs blocks in pairs; odd counts end on the first set of partial sums), all
   // three modes, both b groupings.
-  struct Reset {
-    ~Reset() { ds::cuda::set_fp8_gemm_overlap(false); }
-  } reset;
+  struct Restore {
+    bool was = ds::cuda::fp8_gemm_overlap();
+    ~Restore() { ds::cuda::set_fp8_gemm_overlap(was); }
+  } restore;
   ds::cuda::set_fp8_gemm_overlap(true);
   const GemmCase plain[] = {
       {128, 128, 128, Fp8Group::row_1x128, Fp8Group::block_128x128},
