@@ -57,10 +57,10 @@ void Profiler::add_events(const char* op, void* e0, void* e1, double flops) {
 void Profiler::resolve() const {
   if (pending_.empty()) return;
 #if defined(DS_HAVE_CUDA)
-  std::vector<Timed> todo;
-  todo.swap(pending_);
+  std::vector<Timed> ready;
+  ready.swap(pending_);
   ::ds::cuda::sync();
-  for (const Timed& t : todo) {
+  for (const Timed& t : ready) {
     const double s = 1e-3 * double(::ds::cuda::timing_event_elapsed_release(t.e0, t.e1));
     const_cast<Profiler*>(this)->add(t.op, s, t.flops);
   }
