@@ -2,8 +2,9 @@
 // (BF16 in, FP32 out, FP32 accumulate) against the FP8 GEMM of spec §3.4 (a 1x128, b 128x128
 // scales) through the Hopper wgmma kernel (both main loops: waiting for each K block's wgmma,
 // and overlapping its promotion with the next block's) and the portable mma.sync kernel.
-// Medians over 20 timed repetitions after warm-up, CUDA events; random inputs. Each FP8 result is checked
-// against the FP32 SGEMM of the dequantised operands (normalised error over the first rows).
+// Medians over 20 timed repetitions after warm-up, CUDA events; random inputs. Each FP8
+// result is checked against the FP32 SGEMM of the dequantised operands (normalised error over
+// the first rows).
 // Then the grouped BF16 GEMMs of the MoE routed experts at the 1b preset's shapes (64 experts,
 // 16384 tokens x 6 = 98304 pair rows split unevenly, counts around 1536): forward, input- and
 // weight-gradient layouts of both projections, cuBLAS (one call per expert: the grouped entry
