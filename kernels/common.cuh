@@ -16,6 +16,8 @@ namespace ds::cuda {
 
 [[noreturn]] void raise_cuda(const char* expr, cudaError_t e, const char* file, int line);
 [[noreturn]] void raise_cublas(const char* expr, cublasStatus_t s, const char* file, int line);
+// ds::CudaError with `message` (kernels/backend.cpp).
+[[noreturn]] void throw_cuda_error(const std::string& message, const char* file, int line);
 
 cudaStream_t stream();             // the stream every op runs on (the legacy default stream)
 cublasHandle_t cublas();           // per-process handle, bound to stream()

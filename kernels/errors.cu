@@ -6,8 +6,6 @@
 
 namespace ds::cuda {
 
-[[noreturn]] void throw_cuda_error(const std::string& message, const char* file, int line);
-
 void raise_cuda(const char* expr, cudaError_t e, const char* file, int line) {
   cudaGetLastError();   // clear a non-sticky error so later calls can proceed
   throw_cuda_error(std::string(expr) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")",

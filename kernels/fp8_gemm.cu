@@ -26,6 +26,10 @@ namespace ds::cuda {
 namespace {
 
 constexpr int kBM = 128, kBN = 128, kBK = 128, kPitch = kBK + 16;
+// The m-grouped mode gives each tile one expert's b: the offsets are multiples of 128 (the
+// FP8 block, checked by the launcher as % kBM), so a tile never straddles two groups only
+// while the tile has 128 rows.
+static_assert(kBM == 128, "m-grouped tiles assume 128-row groups");
 constexpr int kThreads = 256;
 
 enum class Mode { plain, m_grouped, k_grouped };

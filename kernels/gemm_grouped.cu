@@ -15,8 +15,6 @@
 
 namespace ds::cuda {
 
-[[noreturn]] void throw_cuda_error(const std::string& message, const char* file, int line);
-
 namespace {
 // -1 unknown, 0 rejected (per-product fallback), 1 works; per operand dtype.
 int g_native[2] = {-1, -1};

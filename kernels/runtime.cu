@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
@@ -146,9 +147,21 @@ Staging& staging() {
 }
 }  // namespace
 
+bool fused_ops() {
+  static const bool on = [] {
+    const char* v = std::getenv("DS_CUDA_FUSED");
+    if (!v || !*v || std::strcmp(v, "1") == 0) return true;
+    if (std::strcmp(v, "0") == 0) return false;
+    throw_cuda_error(std::string("DS_CUDA_FUSED=") + v + ": expected 0 or 1", __FILE__,
+                     __LINE__);
+  }();
+  return on;
+}
+
 void copy_to_device_async(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
-  if (bytes > Staging::kSlotBytes) {   // rare large tables: the runtime stages them itself
+  // Rare large tables, and DS_CUDA_FUSED=0: the runtime stages the pageable source itself.
+  if (bytes > Staging::kSlotBytes || !fused_ops()) {
     DS_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
     return;
   }

@@ -31,6 +31,11 @@ void copy(void* dst, const void* src, size_t bytes);
 // small tables launchers upload before a kernel (a pageable cudaMemcpyAsync may synchronise
 // with the stream).
 void copy_to_device_async(void* dst, const void* src, size_t bytes);
+// DS_CUDA_FUSED (read once; 1 by default): 0 turns off the one-launch paths written after the
+// H200 run of 2026-11-30 that are on by default (the many-tensor ops, the one-pass transposed
+// FP8 quantiser, the pinned staging ring) in favour of the per-tensor ops and plain copies
+// that ran there, to tell a fault in those paths from one elsewhere. Any other value throws.
+bool fused_ops();
 void sync();   // throws on a pending asynchronous error
 // Timing events of the op profiler (ops::Profiler): an event from a pool, recorded on the ops
 // stream now (no synchronisation); whether the stream has passed it; and, once it has (after

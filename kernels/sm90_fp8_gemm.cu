@@ -45,6 +45,10 @@ namespace ds::cuda {
 namespace {
 
 constexpr int kBM = 128, kBN = 128, kBK = 128, kStages = 4, kThreads = 256;
+// The m-grouped mode gives each tile one expert's b: the offsets are multiples of 128 (the
+// FP8 block, checked by the launcher as % kBM), so a tile never straddles two groups only
+// while the tile has 128 rows.
+static_assert(kBM == 128, "m-grouped tiles assume 128-row groups");
 constexpr int kTileBytes = kBM * kBK;                       // A or B tile of one stage
 constexpr int kSmemBytes = kStages * 2 * kTileBytes + 1024;  // + room to align to 1024
 

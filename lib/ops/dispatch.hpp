@@ -105,8 +105,16 @@ class Scope {
   do {                                                                    \
     if (ctx.device == ::ds::Device::cuda) return ::ds::ops::cuda::op args; \
   } while (0)
+// The same for a one-launch op that has a per-tensor fallback below it (the many-tensor ops,
+// the transposed quantiser): routed unless DS_CUDA_FUSED=0 (kernels/runtime.cuh fused_ops).
+#define DS_CUDA_ROUTE_FUSED(op, args)                                                    \
+  do {                                                                                   \
+    if (ctx.device == ::ds::Device::cuda && ::ds::cuda::fused_ops())                     \
+      return ::ds::ops::cuda::op args;                                                   \
+  } while (0)
 #else
 #define DS_CUDA_ROUTE(op, args) \
   do {                          \
   } while (0)
+#define DS_CUDA_ROUTE_FUSED(op, args) DS_CUDA_ROUTE(op, args)
 #endif

@@ -71,10 +71,10 @@ void fp8_quantize_transposed(const Context& ctx, const Tensor& x, ScaleFormat fm
                                         x.device());
   check_operand(op, qt, st, Fp8Group::row_1x128, K, M, "qt");
   const Scope scope_(ctx, op);
-  DS_CUDA_ROUTE(fp8_quantize_transposed, (ctx, x, fmt, act, qt, st));
+  DS_CUDA_ROUTE_FUSED(fp8_quantize_transposed, (ctx, x, fmt, act, qt, st));
   Context one = ctx;   // the definition: transpose, then the 1x128 quantisation
   one.prof = nullptr;
-  Tensor xt = Tensor::empty({K, M});
+  Tensor xt = Tensor::empty({K, M}, DType::f32, x.device());
   transpose(one, x, xt);
   fp8_quantize(one, xt, Fp8Group::row_1x128, fmt, act, qt, st);
 }
@@ -111,11 +111,12 @@ void fp8_quantize_blocks_multi(const Context& ctx, const std::vector<const Tenso
                  "got {} and {}", op, dtype_name(first.dtype()), dtype_name((*v)[i]->dtype()));
   }
   const Scope scope_(ctx, op);
-  DS_CUDA_ROUTE(fp8_quantize_blocks_multi, (ctx, xs, fmt, qs, ss, qts, sts));
+  DS_CUDA_ROUTE_FUSED(fp8_quantize_blocks_multi, (ctx, xs, fmt, qs, ss, qts, sts));
   Context one = ctx;   // the calls below are timed as this one
   one.prof = nullptr;
   for (size_t i = 0; i < n; ++i) {
-    Tensor q = qs.empty() ? Tensor::empty(xs[i]->shape(), qts[i]->dtype(), Device::cpu) : *qs[i];
+    Tensor q = qs.empty() ? Tensor::empty(xs[i]->shape(), qts[i]->dtype(), xs[i]->device())
+                          : *qs[i];
     Tensor s = qs.empty() ? Tensor() : *ss[i];
     fp8_quantize(one, *xs[i], Fp8Group::block_128x128, fmt, false, q, s);
     if (qts.empty()) continue;

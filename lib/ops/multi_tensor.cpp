@@ -1,7 +1,7 @@
 // Dispatch of the many-tensor ops (include/ds/ops/ops.hpp "many tensors in one call", and
 // bf16_round_multi of fp8.hpp): every entry gets the checks of its one-tensor op, then the CUDA
-// path (cuda/multi_tensor.cpp: one launch over a table of all entries) or, on the CPU, the
-// one-tensor op per entry (no launches to save there). The profiler sees one call of the
+// path (cuda/multi_tensor.cpp: one launch over a table of all entries) or, on the CPU and
+// with DS_CUDA_FUSED=0, the one-tensor op per entry (no launches to save on the CPU). The profiler sees one call of the
 // many-tensor op, not the per-entry calls.
 #include <string>
 
@@ -33,7 +33,7 @@ std::vector<double> sum_squares_multi(const Context& ctx, const std::vector<cons
     DS_CHECK(xs[i]->dtype() == DType::f32, "sum_squares_multi: tensor {} is {}, expected F32", i,
              dtype_name(xs[i]->dtype()));
   const Scope scope_(ctx, "sum_squares_multi");
-  DS_CUDA_ROUTE(sum_squares_multi, (ctx, xs));
+  DS_CUDA_ROUTE_FUSED(sum_squares_multi, (ctx, xs));
   const Context c = inner(ctx);
   std::vector<double> out;
   out.reserve(xs.size());
@@ -44,7 +44,7 @@ std::vector<double> sum_squares_multi(const Context& ctx, const std::vector<cons
 void zero_multi(const Context& ctx, const std::vector<Tensor*>& xs) {
   check_devices(ctx, "zero_multi", std::vector<const Tensor*>(xs.begin(), xs.end()));
   const Scope scope_(ctx, "zero_multi");
-  DS_CUDA_ROUTE(zero_multi, (ctx, xs));
+  DS_CUDA_ROUTE_FUSED(zero_multi, (ctx, xs));
   for (Tensor* x : xs)
     if (x->defined()) x->zero_();
 }
@@ -64,7 +64,7 @@ void adamw_step_multi(const Context& ctx, const std::vector<AdamWTensors>& ts,
              "adamw_step_multi: the moments' dtypes differ between entries");
   }
   const Scope scope_(ctx, "adamw_step_multi");
-  DS_CUDA_ROUTE(adamw_step_multi, (ctx, ts, p));
+  DS_CUDA_ROUTE_FUSED(adamw_step_multi, (ctx, ts, p));
   const Context c = inner(ctx);
   for (const AdamWTensors& t : ts) {
     AdamWParams q = p;
@@ -88,7 +88,7 @@ void bf16_round_multi(const Context& ctx, const std::vector<const Tensor*>& xs,
              dtype_name(outs[0]->dtype()), dtype_name(outs[i]->dtype()));
   }
   const Scope scope_(ctx, "bf16_round_multi");
-  DS_CUDA_ROUTE(bf16_round_multi, (ctx, xs, outs));
+  DS_CUDA_ROUTE_FUSED(bf16_round_multi, (ctx, xs, outs));
   const Context c = inner(ctx);
   for (size_t i = 0; i < xs.size(); ++i) bf16_round(c, *xs[i], *outs[i]);
 }

@@ -46,9 +46,15 @@ void Profiler::add_events(const char* op, void* e0, void* e1, double flops) {
   if (pending_.size() < 4096) return;
   size_t done = 0;
   while (done < pending_.size() && ::ds::cuda::timing_event_done(pending_[done].e1)) ++done;
-  for (size_t i = 0; i < done; ++i) {
-    const Timed& t = pending_[i];
-    add(t.op, 1e-3 * double(::ds::cuda::timing_event_elapsed_release(t.e0, t.e1)), t.flops);
+  size_t i = 0;   // pairs [0, i) are back in the pool (a pair is released even when its
+  try {           // time cannot be read): never left in pending_ to be released twice
+    for (; i < done; ++i) {
+      const Timed& t = pending_[i];
+      add(t.op, 1e-3 * double(::ds::cuda::timing_event_elapsed_release(t.e0, t.e1)), t.flops);
+    }
+  } catch (...) {
+    pending_.erase(pending_.begin(), pending_.begin() + std::ptrdiff_t(i + 1));
+    throw;
   }
   pending_.erase(pending_.begin(), pending_.begin() + std::ptrdiff_t(done));
 #endif
@@ -57,12 +63,18 @@ void Profiler::add_events(const char* op, void* e0, void* e1, double flops) {
 void Profiler::resolve() const {
   if (pending_.empty()) return;
 #if defined(DS_HAVE_CUDA)
+  ::ds::cuda::sync();   // on a device error the pairs stay pending (not released)
   std::vector<Timed> ready;
   ready.swap(pending_);
-  ::ds::cuda::sync();
-  for (const Timed& t : ready) {
-    const double s = 1e-3 * double(::ds::cuda::timing_event_elapsed_release(t.e0, t.e1));
-    const_cast<Profiler*>(this)->add(t.op, s, t.flops);
+  for (size_t i = 0; i < ready.size(); ++i) {
+    const Timed& t = ready[i];
+    try {
+      const double s = 1e-3 * double(::ds::cuda::timing_event_elapsed_release(t.e0, t.e1));
+      const_cast<Profiler*>(this)->add(t.op, s, t.flops);
+    } catch (...) {   // pairs [0, i] are released; the rest go back to pending
+      pending_.assign(ready.begin() + std::ptrdiff_t(i + 1), ready.end());
+      throw;
+    }
   }
 #else
   pending_.clear();   // never filled without CUDA

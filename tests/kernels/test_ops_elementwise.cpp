@@ -645,5 +645,63 @@ TEST_CASE("multi-tensor: sum_squares_multi, zero_multi, bf16_round_multi") {
   CHECK(ar.check());
 }
 
+// The launch tables' uploads (kernels/runtime.cu copy_to_device_async): a table larger than one
+// pinned staging slot (6,000 AdamW entries, 576 KiB) takes the plain copy; 100 tables queued
+// behind a long GEMM wrap the 64-slot ring, so the host must wait for a slot's previous copy
+// before refilling it (a slot refilled too early would hand call i the tensors of call i+64,
+// leaving call i's outputs unwritten).
+TEST_CASE("multi-tensor: a table past one staging slot, and the staging ring wrapped") {
+  Arena ar;
+  const int n = 6000;
+  std::vector<Tensor> p, g, m, v, gp, gg, gm, gv;
+  for (int i = 0; i < n; ++i) {
+    const int64_t len = 1 + i % 7;
+    p.push_back(rand_f32({len}));
+    g.push_back(rand_f32({len}, -0.1f, 0.1f));
+    m.push_back(rand_f32({len}, -1e-2f, 1e-2f));
+    v.push_back(rand_f32({len}, 0, 1e-3f));
+    gp.push_back(ar.upload(p.back()));
+    gg.push_back(ar.upload(g.back()));
+    gm.push_back(ar.upload(m.back()));
+    gv.push_back(ar.upload(v.back()));
+  }
+  ops::AdamWParams hp;
+  hp.lr = 1e-3f;
+  hp.step = 3;
+  std::vector<ops::AdamWTensors> ts;
+  for (int i = 0; i < n; ++i) {
+    ops::adamw_step(cpu_ref(), p[size_t(i)], g[size_t(i)], m[size_t(i)], v[size_t(i)], hp);
+    ts.push_back({&gp[size_t(i)], &gg[size_t(i)], &gm[size_t(i)], &gv[size_t(i)], 0.0f});
+  }
+  ops::adamw_step_multi(gpu(), ts, hp);
+  for (int i = 0; i < n; i += 97) {
+    CAPTURE(i);
+    expect_exact(gp[size_t(i)], p[size_t(i)], "adamw_step_multi, 6000 entries");
+    expect_exact(gv[size_t(i)], v[size_t(i)], "adamw_step_multi, 6000 entries");
+  }
+  expect_exact(gp.back(), p.back(), "adamw_step_multi, last entry");
+
+  const Tensor a = ar.upload(rand_f32({4096, 4096}));   // ~3 ms of FP32 GEMM ahead of the uploads
+  Tensor c = ar.empty({4096, 4096});
+  ops::matmul(gpu(), a, a, c, false, true);
+  const int calls = 100;
+  std::vector<Tensor> x, gx, out;
+  for (int i = 0; i < 2 * calls; ++i) {
+    x.push_back(rand_f32({int64_t(33 + i)}, -3, 3));
+    gx.push_back(ar.upload(x.back()));
+    out.push_back(ar.empty(x.back().shape(), DType::bf16));
+  }
+  for (int i = 0; i < calls; ++i)   // two tensors a call, each call its own
+    ops::bf16_round_multi(gpu(), {&gx[size_t(2 * i)], &gx[size_t(2 * i + 1)]},
+                          {&out[size_t(2 * i)], &out[size_t(2 * i + 1)]});
+  for (size_t k = 0; k < x.size(); ++k) {
+    CAPTURE(k);
+    Tensor w = Tensor::empty(x[k].shape(), DType::bf16);
+    ops::bf16_round(cpu_ref(), x[k], w);
+    expect_exact(out[k], w, "bf16_round_multi through the wrapped ring");
+  }
+  CHECK(ar.check());
+}
+
 }  // namespace
 }  // namespace ds::gpu_test
