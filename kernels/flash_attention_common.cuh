@@ -68,6 +68,18 @@ struct Launch {
   float scale;
 };
 
+// ---- wgmma forward (flash_attention_sm90.cu) -----------------------------------------------------
+// Whether the wgmma forward runs (Dk, Dv): selected (attention_wgmma), a supported pair and
+// the sm_90a build loaded.
+bool sm90_attention(int64_t Dk, int64_t Dv);
+// Keys padded to the kernel's 64-key tiles: V^T's row length.
+int64_t sm90_keys_padded(int64_t T);
+// vt (B, H, Dv, Tp) BF16 = v (B, T, H, Dv) F32 transposed, zero for keys T..Tp-1.
+void convert_vt(const float* v, bf16* vt, const AttnShape& s, int64_t Tp);
+// The forward on q, k (B, T, H, Dk) BF16 and vt as above; out, lse as attention_forward.
+void sm90_forward(const Launch& L, const bf16* q, const bf16* k, const bf16* vt, int64_t Tp,
+                  float* out, float* lse);
+
 // ---- tensor-core path (flash_attention_tc.cu) ---------------------------------------------------
 // Smallest compiled tile shape holding (Dk, Dv): 0 = (64,64), 1 = (128,128), 2 = (192,128);
 // -1 when the tensor-core kernels do not take these dims.

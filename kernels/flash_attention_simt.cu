@@ -389,17 +389,29 @@ void attention_forward(const float* q, const float* k, const float* v, const int
   const int variant = tensor_cores && aligned16(q) && aligned16(k) && aligned16(v)
                           ? tc_variant(s.Dk, s.Dv) : -1;
   const int64_t nq = s.B * s.T * s.H * s.Dk, nv = s.B * s.T * s.H * s.Dv;
+  const bool wg = variant >= 0 && sm90_attention(s.Dk, s.Dv);   // V as V^T, keys padded
+  const int64_t Tp = wg ? sm90_keys_padded(s.T) : 0;
   Carve cv;
   const size_t o_first = seg ? cv.take(4 * size_t(s.B * s.T)) : 0;
   const size_t o_last = seg ? cv.take(4 * size_t(s.B * s.T)) : 0;
   const size_t o_q = variant >= 0 ? cv.take(2 * size_t(nq)) : 0;
   const size_t o_k = variant >= 0 ? cv.take(2 * size_t(nq)) : 0;
-  const size_t o_v = variant >= 0 ? cv.take(2 * size_t(nv)) : 0;
+  const size_t o_v = variant >= 0 ? cv.take(2 * size_t(wg ? s.B * s.H * s.Dv * Tp : nv)) : 0;
   char* base = cv.off ? static_cast<char*>(scratch(cv.off)) : nullptr;
   int32_t* kfirst = seg ? reinterpret_cast<int32_t*>(base + o_first) : nullptr;
   int32_t* klast = seg ? reinterpret_cast<int32_t*>(base + o_last) : nullptr;
   if (seg) seg_bounds(seg, kfirst, klast, s);
   const Launch L{s, seg, kfirst, klast, scale};
+  if (wg) {
+    bf16* qb = reinterpret_cast<bf16*>(base + o_q);
+    bf16* kb = reinterpret_cast<bf16*>(base + o_k);
+    bf16* vt = reinterpret_cast<bf16*>(base + o_v);
+    convert(q, qb, nq);
+    convert(k, kb, nq);
+    convert_vt(v, vt, s, Tp);
+    sm90_forward(L, qb, kb, vt, Tp, out, lse);
+    return;
+  }
   if (variant >= 0) {
     Bf16Inputs in{reinterpret_cast<bf16*>(base + o_q), reinterpret_cast<bf16*>(base + o_k),
                   reinterpret_cast<bf16*>(base + o_v), nullptr};

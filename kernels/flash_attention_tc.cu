@@ -13,14 +13,12 @@
 #include <cmath>
 
 #include "kernels/flash_attention_common.cuh"
+#include "kernels/flash_attention_softmax.cuh"
 #include "kernels/mma_sm80.cuh"
 
 namespace ds::cuda {
 using namespace flash;
 namespace {
-
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 
 // y = bf16(x), n4 = n / 4 (n is a multiple of 4 here).
 __global__ void to_bf16_kernel(const float4* __restrict__ x, uint2* __restrict__ y, int64_t n4) {
@@ -39,18 +37,6 @@ using namespace ptx;   // cp16 (zero-filling 16-byte cp.async), cp_commit/wait, 
 __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
                                     uint32_t b1) {
   ptx::mma_bf16(c, a, b0, b1);
-}
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-// A fragment (16 rows x 16 k) from the accumulators of n-tiles 2kk, 2kk+1 (rows x 8 cols each).
-__device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&c0)[4],
-                                         const float (&c1)[4]) {
-  a[0] = pack2(c0[0], c0[1]);
-  a[1] = pack2(c0[2], c0[3]);
-  a[2] = pack2(c1[0], c1[1]);
-  a[3] = pack2(c1[2], c1[3]);
 }
 // Per-lane ldmatrix addresses (element offsets in a tile with row stride ld):
 //   A (rows r0.., k0..): the 4 8x8 blocks of a 16x16 A fragment.
@@ -114,59 +100,6 @@ __device__ __forceinline__ void mma_pv(float (&o)[NO][4], const float (&p)[KT2][
       mma(o[2 * dp], a, b[0], b[1]);
       mma(o[2 * dp + 1], a, b[2], b[3]);
     }
-  }
-}
-
-__device__ __forceinline__ float fast_exp2(float x) {   // ex2.approx: 2^-inf = 0
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
-// One online-softmax step for one 16-row m-tile (rows i0 = lane/4, i1 = i0 + 8 of it): mask,
-// scale to log2 units, new running max, P = 2^(s - m) in place, rescale O and the row sums.
-template <int NT, int NO>
-__device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&o)[NO][4], float& m0,
-                                             float& m1, float& l0, float& l1, float sl, bool need,
-                                             int i0, int i1, int kb, int T, const int32_t* sb,
-                                             int s0, int s1, int lane) {
-  float mx0 = m0, mx1 = m1;
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      float x = s[nt][c] * sl;
-      if (need) {
-        const int j = kb + nt * 8 + (lane & 3) * 2 + (c & 1);
-        if (!(c < 2 ? visible(i0, j, T, sb, s0) : visible(i1, j, T, sb, s1))) x = -INFINITY;
-      }
-      s[nt][c] = x;
-      if (c < 2) mx0 = fmaxf(mx0, x); else mx1 = fmaxf(mx1, x);
-    }
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-  const float mu0 = mx0 == -INFINITY ? 0.f : mx0, mu1 = mx1 == -INFINITY ? 0.f : mx1;
-  const float al0 = fast_exp2(m0 - mu0), al1 = fast_exp2(m1 - mu1);
-  float r0 = 0.f, r1 = 0.f;
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-    s[nt][0] = fast_exp2(s[nt][0] - mu0);
-    s[nt][1] = fast_exp2(s[nt][1] - mu0);
-    s[nt][2] = fast_exp2(s[nt][2] - mu1);
-    s[nt][3] = fast_exp2(s[nt][3] - mu1);
-    r0 += s[nt][0] + s[nt][1];
-    r1 += s[nt][2] + s[nt][3];
-  }
-  l0 = l0 * al0 + r0;
-  l1 = l1 * al1 + r1;
-  m0 = mx0;
-  m1 = mx1;
-#pragma unroll
-  for (int nt = 0; nt < NO; ++nt) {
-    o[nt][0] *= al0; o[nt][1] *= al0;
-    o[nt][2] *= al1; o[nt][3] *= al1;
   }
 }
 

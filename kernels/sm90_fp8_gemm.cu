@@ -39,6 +39,7 @@
 #include "kernels/mma_sm80.cuh"
 #include "kernels/multi_tensor_table.cuh"
 #include "kernels/sm90_fp8_gemm.cuh"
+#include "kernels/sm90_wgmma.cuh"
 
 namespace ds::cuda {
 
@@ -86,11 +87,7 @@ __device__ __forceinline__ void load_tile(uint32_t dst, const uint8_t* codes, in
   }
 }
 
-// K-major, 128B swizzle, SBO 1024 bytes (8 rows of 128 B), LBO unused (1).
-__device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
-  return uint64_t((addr & 0x3FFFFu) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) |
-         (uint64_t(1) << 62);
-}
+using sm90::smem_desc;   // K-major, 128B swizzle (sm90_wgmma.cuh)
 
 __device__ __forceinline__ void fence_operands(float (&d)[64]) {
 #pragma unroll
@@ -297,34 +294,6 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
-__global__ void sm90a_probe_kernel(int* out) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  *out = 1;
-#else
-  *out = 0;
-#endif
-}
-
-bool sm90a_loaded() {
-  static const bool loaded = [] {
-    if (sm_major() != 9) return false;
-    int* d = nullptr;
-    int h = 0;
-    if (cudaMalloc(&d, sizeof(int)) != cudaSuccess) {
-      cudaGetLastError();
-      return false;
-    }
-    sm90a_probe_kernel<<<1, 1, 0, stream()>>>(d);
-    const bool ok = cudaGetLastError() == cudaSuccess &&
-                    cudaMemcpyAsync(&h, d, sizeof(int), cudaMemcpyDeviceToHost, stream()) ==
-                        cudaSuccess &&
-                    cudaStreamSynchronize(stream()) == cudaSuccess;
-    cudaFree(d);
-    return ok && h == 1;
-  }();
-  return loaded;
-}
-
 std::atomic<bool> g_overlap{false};   // set_fp8_gemm_overlap
 
 template <Mode kMode, bool kBPerColumn, bool kOverlap>
@@ -363,7 +332,35 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 
   raise_cuda(what, cudaErrorInvalidValue, __FILE__, __LINE__);
 }
 
+__global__ void sm90a_probe_kernel(int* out) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  *out = 1;
+#else
+  *out = 0;
+#endif
+}
+
 }  // namespace
+
+bool sm90a_loaded() {   // sm90_wgmma.cuh
+  static const bool loaded = [] {
+    if (sm_major() != 9) return false;
+    int* d = nullptr;
+    int h = 0;
+    if (cudaMalloc(&d, sizeof(int)) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    sm90a_probe_kernel<<<1, 1, 0, stream()>>>(d);
+    const bool ok = cudaGetLastError() == cudaSuccess &&
+                    cudaMemcpyAsync(&h, d, sizeof(int), cudaMemcpyDeviceToHost, stream()) ==
+                        cudaSuccess &&
+                    cudaStreamSynchronize(stream()) == cudaSuccess;
+    cudaFree(d);
+    return ok && h == 1;
+  }();
+  return loaded;
+}
 
 void set_fp8_gemm_overlap(bool on) { g_overlap.store(on); }
 bool fp8_gemm_overlap() { return g_overlap.load(); }

@@ -67,13 +67,15 @@ NEW_MLA='*BF16 cache*,*one visible key*,*BF16 caches the kernel*'
 NEW_FP8G='fp8 grouped*'
 NEW_FP8G_MODEL='*FP8 routed experts as grouped*'
 NEW_PROF='gpu profiler*'
+NEW_ATTN='gpu attention wgmma*'
 declare -A FILTER=(
-  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8G,$NEW_PROF"
+  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8G,$NEW_PROF,$NEW_ATTN"
   [ops-grouped]="--test-case=$NEW_GROUPED"
   [ops-multi]="--test-case=$NEW_MULTI"
   [ops-mla-bf16]="--test-case=$NEW_MLA"
   [ops-fp8-grouped]="--test-case=$NEW_FP8G"
   [ops-profiler]="--test-case=$NEW_PROF"
+  [ops-attn-wgmma]="--test-case=$NEW_ATTN"
   [model]="--test-case-exclude=$NEW_FP8G_MODEL"
   [model-fp8-grouped]="--test-case=$NEW_FP8G_MODEL")
 # entries: binary[:filter][:variant]; variant kernel runs with DS_GROUPED_GEMM=kernel, unfused
@@ -84,7 +86,7 @@ declare -A FILTER=(
 MODEL_RC=0
 for t in ds_test_backend_ops:ops ds_test_backend_ops:ops-grouped ds_test_backend_ops:ops-multi \
          ds_test_backend_ops:ops-mla-bf16 ds_test_backend_ops:ops-fp8-grouped \
-         ds_test_backend_ops:ops-profiler \
+         ds_test_backend_ops:ops-profiler ds_test_backend_ops:ops-attn-wgmma \
          ds_test_model_gpu:model ds_test_model_gpu:model:unfused ds_test_model_gpu:model:kernel \
          ds_test_model_gpu:model-fp8-grouped ds_test_kernels ds_test_nccl_gpu; do
   g=cublas; fused=1; args=(); name=$t
@@ -136,6 +138,11 @@ timeout 60 "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 --precision 
   --grouped-experts 1 --steps "$NS" --warmup 2 > "$O/bench_train_fp8g.txt" 2>&1
 l=$(grep "^train step 1b fp8" "$O/bench_train_fp8g.txt" | head -1 | sed 's/^train step 1b //')
 row "train step 1b fp8 (ds, grouped FP8)" INFO "${l:-failed, see bench_train_fp8g.txt}"
+# The BF16 step with the attention forward on the wgmma kernel (opt-in).
+DS_ATTENTION=wgmma timeout 60 "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 \
+  --precision bf16 --steps "$NS" --warmup 2 > "$O/bench_train_attn.txt" 2>&1
+l=$(grep "^train step 1b bf16" "$O/bench_train_attn.txt" | head -1 | sed 's/^train step 1b //')
+row "train step 1b bf16 (ds, wgmma attention)" INFO "${l:-failed, see bench_train_attn.txt}"
 if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
   timeout 100 env PYTHONUNBUFFERED=1 python3 tests/model/torch_ref/bench_torch_train.py \
     --preset 1b --device cuda --dtype bf16 --batch 4 --seq 4096 --steps "$NS" --warmup 2 \
@@ -218,7 +225,11 @@ timeout 45 "$BIN/bench_gemm" > "$O/bench_gemm.txt" 2>&1; echo "bench_gemm rc=$?"
 grep -v '^{' "$O/bench_gemm.txt" | tail -14
 q=$([ $QUICK = 1 ] && echo --quick || true)
 timeout 45 "$BIN/bench_attention" $q > "$O/bench_attention.txt" 2>&1; echo "bench_attention rc=$?"
-grep -v '^{' "$O/bench_attention.txt" | tail -7
+grep -v '^{' "$O/bench_attention.txt"
+timeout 30 "$BIN/bench_attention" $q --wgmma > "$O/bench_attention_wgmma.txt" 2>&1
+echo "bench_attention --wgmma rc=$?"; grep -v '^{' "$O/bench_attention_wgmma.txt"
+l=$(grep "fwd wgmma" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' | tr -s ' ' | paste -sd';')
+row "attention fwd wgmma" INFO "${l:-failed, see bench_attention_wgmma.txt}"
 timeout 30 "$BIN/bench_losses" > "$O/bench_losses.txt" 2>&1; echo "bench_losses rc=$?"
 grep -v '^{' "$O/bench_losses.txt" | tail -3
 echo "[gpu-check] kernel benchmarks done at $(elapsed)"

@@ -7,7 +7,9 @@
 // 2.5 x forward (recomputing P adds one QK^T, and dQ, dK, dV, dP are four more products).
 // Decode bytes: every visible cache row (R + Dr elements, 4 or 2 bytes each) read once per
 // sequence, plus the F32 queries and outputs; decode FLOPs 2 * N*H * L * (2R + Dr).
-// Usage: bench_attention [--quick]. Prints a table and one JSON line per row (and cache).
+// --wgmma: only the BF16 rows, each also timing the forward through the wgmma kernel (sm_90a;
+// a process of its own in gpu-check.sh, as that kernel has not run on a GPU before).
+// Usage: bench_attention [--quick] [--wgmma]. Prints a table and one JSON line per row (and cache).
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -18,6 +20,7 @@
 #include "ds/ops/fp8.hpp"
 #include "ds/ops/ops.hpp"
 #include "gpu_timer.hpp"
+#include "kernels/flash_attention.cuh"
 
 using namespace ds;
 
@@ -34,7 +37,7 @@ Tensor rand_gpu(const Shape& s, float scale, uint64_t seed) {
 }
 
 void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops::Precision p,
-                   int reps) {
+                   int reps, bool wgmma = false) {
   ops::Context ctx;
   ctx.device = Device::cuda;
   ctx.linear.mode = p;
@@ -61,6 +64,30 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
               "\"Dk\":%ld,\"Dv\":%ld,\"fwd_ms\":%.4f,\"fwd_tflops\":%.2f,\"bwd_ms\":%.4f,"
               "\"bwd_tflops\":%.2f}\n", pn, long(B), long(T), long(H), long(Dk), long(Dv),
               tf * 1e3, fwd_flops / tf / 1e12, tb * 1e3, 2.5 * fwd_flops / tb / 1e12);
+  if (!wgmma || p == ops::Precision::fp32 || !cuda::attention_wgmma_supported(Dk, Dv)) return;
+  // The same forward through the wgmma kernel (flash_attention_sm90.cu), and how far its output
+  // is from the mma.sync kernel's (both BF16 operands, FP32 softmax: nmse ~1e-6 expected).
+  Tensor ref = Tensor::empty(out.shape()), got = Tensor::empty(out.shape());
+  ref.copy_from(out);
+  const bool was = cuda::attention_wgmma();
+  cuda::set_attention_wgmma(true);
+  const double tw = bench::median_seconds(
+      [&] { ops::attention_forward(ctx, q, k, v, none, scale, out, lse); }, 2, reps);
+  cuda::set_attention_wgmma(was);
+  got.copy_from(out);
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < ref.numel(); ++i) {
+    const double d = double(got.f32()[i]) - double(ref.f32()[i]);
+    num += d * d;
+    den += double(ref.f32()[i]) * double(ref.f32()[i]);
+  }
+  std::printf("attention bf16 B=%ld T=%5ld H=%3ld Dk=%ld Dv=%ld  fwd wgmma %8.3f ms %7.1f "
+              "TFLOP/s (%.2fx the mma.sync kernel), nmse vs it %.2e\n", long(B), long(T), long(H),
+              long(Dk), long(Dv), tw * 1e3, fwd_flops / tw / 1e12, tf / tw, num / (den + 1e-30));
+  std::printf("{\"bench\":\"attention_wgmma\",\"B\":%ld,\"T\":%ld,\"H\":%ld,\"Dk\":%ld,"
+              "\"Dv\":%ld,\"fwd_ms\":%.4f,\"fwd_tflops\":%.2f,\"speedup\":%.3f,\"nmse\":%.3e}\n",
+              long(B), long(T), long(H), long(Dk), long(Dv), tw * 1e3, fwd_flops / tw / 1e12,
+              tf / tw, num / (den + 1e-30));
 }
 
 // One decode case over the same cache values (rounded to BF16 first) as an F32 cache (exact
@@ -126,11 +153,22 @@ void decode_row(int64_t N, int64_t H, int64_t L, int reps) {
 
 int main(int argc, char** argv) {
   if (!bench::gpu_ready("bench_attention")) return 77;
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false, wgmma = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+    else if (std::strcmp(argv[i], "--wgmma") == 0) wgmma = true;
+    else {
+      std::fprintf(stderr, "bench_attention: unknown argument %s (expected --quick, --wgmma)\n",
+                   argv[i]);
+      return 2;
+    }
+  }
   const int reps = quick ? 5 : 20;
   try {
-    attention_row(2, 4096, 16, 192, 128, ops::Precision::bf16, reps);
-    attention_row(1, 8192, 16, 192, 128, ops::Precision::bf16, reps);
+    attention_row(2, 4096, 16, 192, 128, ops::Precision::bf16, reps, wgmma);
+    attention_row(1, 8192, 16, 192, 128, ops::Precision::bf16, reps, wgmma);
+    attention_row(4, 4096, 16, 96, 64, ops::Precision::bf16, reps, wgmma);   // the 1b preset
+    if (wgmma) return 0;
     attention_row(2, 4096, 16, 192, 128, ops::Precision::fp32, quick ? 2 : 5);
     decode_row(64, 128, 4096, reps);
     decode_row(1, 128, 32768, reps);

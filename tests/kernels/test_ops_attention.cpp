@@ -4,7 +4,8 @@
 // head_matmul (both weight layouts) and the absorbed-MLA latent attention (split-K, single
 // split, odd dims, wide-dim fallback, bad rows) over an F32 cache (exact kernel) and over a BF16
 // cache (tensor-core kernel, against the reference over the same BF16 cache), and set_rows into
-// a BF16 cache (bit-exact). Guard bytes are checked after every case.
+// a BF16 cache (bit-exact), and the Hopper wgmma attention forward (opt-in, sm_90a only).
+// Guard bytes are checked after every case.
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -14,6 +15,7 @@
 
 #include "ds/core/error.hpp"
 #include "gpu_harness.hpp"
+#include "kernels/flash_attention.cuh"
 
 using namespace ds;
 using namespace ds::gpu_test;
@@ -122,6 +124,33 @@ TEST_CASE("gpu attention bf16 (tensor-core kernels) matches the reference") {
   // fp8 Linear precision takes the same BF16 attention path.
   attention_case({1, 600, 2, 192, 128}, 1, ops::Precision::fp8, 5e-5, 1e-4);
   attention_case({3, 333, 2, 192, 128}, 0, ops::Precision::bf16, 5e-5, 1e-4);
+}
+
+// The wgmma forward (kernels/flash_attention_sm90.cu; DS_ATTENTION=wgmma): the same cases
+// through it on an sm_90a device (forward against the reference at the mma.sync kernels'
+// tolerance; the backward is the mma.sync one), odd T around its 128-row blocks and 64-key
+// tiles, every head-dim pair it takes, segments of both kinds.
+TEST_CASE("gpu attention wgmma forward matches the reference") {
+  if (!ds::cuda::attention_wgmma_supported(192, 128)) {
+    MESSAGE("skipped: not an sm_90a device");
+    return;
+  }
+  struct Restore {
+    bool was = ds::cuda::attention_wgmma();
+    ~Restore() { ds::cuda::set_attention_wgmma(was); }
+  } restore;
+  ds::cuda::set_attention_wgmma(true);
+  const int64_t before = ds::cuda::attention_wgmma_launches();
+  const AttnCase cases[] = {{1, 1, 1, 64, 64},     {2, 37, 3, 64, 64},  {1, 130, 2, 192, 128},
+                            {2, 200, 2, 96, 64},   {1, 257, 1, 128, 128}, {3, 333, 2, 192, 128},
+                            {1, 600, 2, 96, 64},   {1, 64, 1, 96, 64},    {1, 129, 2, 128, 128}};
+  int64_t runs = 0;
+  for (const AttnCase& c : cases)
+    for (int seg : {0, 1, 2}) {
+      attention_case(c, seg, ops::Precision::bf16, 5e-5, 1e-4);
+      ++runs;
+    }
+  CHECK(ds::cuda::attention_wgmma_launches() - before == runs);
 }
 
 TEST_CASE("gpu attention rejects non-F32 operands") {
