@@ -37,11 +37,11 @@ namespace {
 
 constexpr int kBQ = 128, kBK = 64, kStages = 3, kThreads = 256;
 
-// V (B, T, H, Dv) F32 -> V^T (B, H, Dv, Tp) BF16, zero for keys t >= T. grid (B*H, Tp/64).
+// V (B, T, H, Dv) F32 -> V^T (B, H, Dv, Tp) BF16, zero for keys t >= T. grid (Tp/64, B*H).
 __global__ void to_bf16_vt_kernel(const float* __restrict__ v, bf16* __restrict__ vt, int T,
                                   int H, int Dv, int Tp) {
   __shared__ float tile[64][65];
-  const int bh = blockIdx.x, b = bh / H, h = bh % H, t0 = blockIdx.y * 64;
+  const int bh = blockIdx.y, b = bh / H, h = bh % H, t0 = blockIdx.x * 64;
   for (int d0 = 0; d0 < Dv; d0 += 64) {
     for (int e = threadIdx.x; e < 64 * 64; e += blockDim.x) {   // reads along d
       const int tt = e >> 6, dd = e & 63, t = t0 + tt, d = d0 + dd;
@@ -56,7 +56,7 @@ __global__ void to_bf16_vt_kernel(const float* __restrict__ v, bf16* __restrict_
   }
 }
 
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)   // the wgmma pieces exist only in the sm_90a build
 
 // d (64 x 64) = A (64 x 16, shared, desc da) * B (64 x 16, shared, desc db)^T
 //                + (scale_d ? d : 0).
@@ -180,6 +180,8 @@ __device__ __forceinline__ void load_vt(uint32_t dst, const bf16* vth, int Tp, i
   }
 }
 
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+
 // grid (cdiv(T, 128), B*H), 256 threads. Shared: Q (KC chunks x 128 rows), then kStages x
 // [K (KC chunks x 64 rows), V^T (DV rows)], each piece a multiple of 1024 bytes.
 template <int DK, int DV>
@@ -188,6 +190,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                     const bf16* __restrict__ vt, const int32_t* __restrict__ seg,
                     const int32_t* __restrict__ kfirst, float scale, float* __restrict__ out,
                     float* __restrict__ lse, int T, int H, int Tp) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int KC = (DK + 63) / 64, QB = KC * kBQ * 128, KB = KC * kBK * 128, VB = DV * 128;
   extern __shared__ uint8_t smem_raw[];
   __shared__ int bound;
@@ -279,15 +282,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (i0 < T) lse[lb + i0] = m0 * kLn2 + logf(L0);
     if (i1 < T) lse[lb + i1] = m1 * kLn2 + logf(L1);
   }
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL (elsewhere never launched: sm90a_loaded() is false)
 }
 
-#else   // not the sm_90a build: never launched (sm90a_loaded() is false)
-
-template <int DK, int DV>
-__global__ void sm90_fwd_kernel(const bf16*, const bf16*, const bf16*, const int32_t*,
-                                const int32_t*, float, float*, float*, int, int, int) {}
-
-#endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 template <int DK, int DV>
 constexpr size_t sm90_fwd_smem() {
@@ -320,7 +317,7 @@ bool sm90_attention(int64_t Dk, int64_t Dv) {
 }
 
 void convert_vt(const float* v, bf16* vt, const AttnShape& s, int64_t Tp) {
-  const dim3 grid(unsigned(s.B * s.H), unsigned(Tp / 64));
+  const dim3 grid(unsigned(Tp / 64), unsigned(s.B * s.H));
   to_bf16_vt_kernel<<<grid, 256, 0, stream()>>>(v, vt, int(s.T), int(s.H), int(s.Dv), int(Tp));
   DS_CUDA_LAUNCHED();
 }

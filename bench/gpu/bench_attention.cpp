@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -71,9 +72,12 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
   ref.copy_from(out);
   const bool was = cuda::attention_wgmma();
   cuda::set_attention_wgmma(true);
+  const int64_t launches = cuda::attention_wgmma_launches();
   const double tw = bench::median_seconds(
       [&] { ops::attention_forward(ctx, q, k, v, none, scale, out, lse); }, 2, reps);
   cuda::set_attention_wgmma(was);
+  if (cuda::attention_wgmma_launches() == launches)
+    throw std::runtime_error("the wgmma forward did not run");
   got.copy_from(out);
   double num = 0, den = 0;
   for (int64_t i = 0; i < ref.numel(); ++i) {

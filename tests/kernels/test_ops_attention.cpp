@@ -16,6 +16,7 @@
 #include "ds/core/error.hpp"
 #include "gpu_harness.hpp"
 #include "kernels/flash_attention.cuh"
+#include "kernels/runtime.cuh"
 
 using namespace ds;
 using namespace ds::gpu_test;
@@ -132,6 +133,9 @@ TEST_CASE("gpu attention bf16 (tensor-core kernels) matches the reference") {
 // tiles, every head-dim pair it takes, segments of both kinds.
 TEST_CASE("gpu attention wgmma forward matches the reference") {
   if (!ds::cuda::attention_wgmma_supported(192, 128)) {
+    // An sm_90 device must load the sm_90a build (the FP8 GEMM depends on it too).
+    CHECK_MESSAGE(ds::cuda::device_name(0).find("sm_90") == std::string::npos,
+                  "an sm_90 device without the sm_90a build of kernels/");
     MESSAGE("skipped: not an sm_90a device");
     return;
   }
