@@ -26,16 +26,16 @@ bool attention_simt_supported(int64_t Dk, int64_t Dv);
 // misaligned tensors silently use the exact kernels).
 bool attention_tc_supported(int64_t Dk, int64_t Dv);
 
-// The tensor-core forward's kernel on Hopper: false (default; DS_ATTENTION=mma) the mma.sync
-// kernel, true (DS_ATTENTION=wgmma) the wgmma kernel (flash_attention_sm90.cu) where it takes
-// the head dims ((64, 64), (96, 64), (128, 128), (192, 128)) and the sm_90a build is loaded;
-// not yet run on a GPU. Process-wide; the setter overrides the environment.
+// The tensor-core kernels on Hopper: false (default; DS_ATTENTION=mma) the mma.sync kernels,
+// true (DS_ATTENTION=wgmma) the wgmma forward and backward (flash_attention_sm90.cu) where
+// they take the head dims ((64, 64), (96, 64), (128, 128), (192, 128)) and the sm_90a build is
+// loaded; not yet run on a GPU. Process-wide; the setter overrides the environment.
 void set_attention_wgmma(bool on);
 bool attention_wgmma();
-// Whether the wgmma forward can run (Dk, Dv) here, selected or not; and how many times it has
-// run in this process (tests check that it did).
+// Whether the wgmma kernels can run (Dk, Dv) here, selected or not; and how many forwards
+// (backwards) they have run in this process (tests check that they did).
 bool attention_wgmma_supported(int64_t Dk, int64_t Dv);
-int64_t attention_wgmma_launches();
+int64_t attention_wgmma_launches(bool backward = false);
 
 // out, lse overwritten. tensor_cores: use the BF16 kernels when attention_tc_supported.
 void attention_forward(const float* q, const float* k, const float* v, const int32_t* seg,

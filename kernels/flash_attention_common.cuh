@@ -74,11 +74,19 @@ struct Launch {
 bool sm90_attention(int64_t Dk, int64_t Dv);
 // Keys padded to the kernel's 64-key tiles: V^T's row length.
 int64_t sm90_keys_padded(int64_t T);
-// vt (B, H, Dv, Tp) BF16 = v (B, T, H, Dv) F32 transposed, zero for keys T..Tp-1.
-void convert_vt(const float* v, bf16* vt, const AttnShape& s, int64_t Tp);
+// xt (B, H, D, Tp) BF16 = x (B, T, H, D) F32 transposed, zero for rows T..Tp-1.
+void convert_t(const float* x, bf16* xt, const AttnShape& s, int64_t D, int64_t Tp);
 // The forward on q, k (B, T, H, Dk) BF16 and vt as above; out, lse as attention_forward.
 void sm90_forward(const Launch& L, const bf16* q, const bf16* k, const bf16* vt, int64_t Tp,
                   float* out, float* lse);
+// The backward's BF16 operands: q, k (B, T, H, Dk), v, dout (B, T, H, Dv), and the transposed
+// copies qt, kt (B, H, Dk, Tp), doutt (B, H, Dv, Tp) of convert_t.
+struct Sm90BwdInputs {
+  const bf16 *q, *k, *v, *dout, *qt, *kt, *doutt;
+};
+// dq, dk, dv as attention_backward, from the forward's lse and D = rowsum(dO * O).
+void sm90_backward(const Launch& L, const Sm90BwdInputs& in, int64_t Tp, const float* lse,
+                   const float* D, float* dq, float* dk, float* dv);
 
 // ---- tensor-core path (flash_attention_tc.cu) ---------------------------------------------------
 // Smallest compiled tile shape holding (Dk, Dv): 0 = (64,64), 1 = (128,128), 2 = (192,128);

@@ -408,7 +408,7 @@ void attention_forward(const float* q, const float* k, const float* v, const int
     bf16* vt = reinterpret_cast<bf16*>(base + o_v);
     convert(q, qb, nq);
     convert(k, kb, nq);
-    convert_vt(v, vt, s, Tp);
+    convert_t(v, vt, s, s.Dv, Tp);
     sm90_forward(L, qb, kb, vt, Tp, out, lse);
     return;
   }
@@ -446,6 +446,11 @@ void attention_backward(const float* q, const float* k, const float* v, const in
   const size_t o_k = variant >= 0 ? cv.take(2 * size_t(nq)) : 0;
   const size_t o_v = variant >= 0 ? cv.take(2 * size_t(nv)) : 0;
   const size_t o_o = variant >= 0 ? cv.take(2 * size_t(nv)) : 0;
+  const bool wg = variant >= 0 && sm90_attention(s.Dk, s.Dv);   // + transposed copies
+  const int64_t Tp = wg ? sm90_keys_padded(s.T) : 0;
+  const size_t o_qt = wg ? cv.take(2 * size_t(s.B * s.H * s.Dk * Tp)) : 0;
+  const size_t o_kt = wg ? cv.take(2 * size_t(s.B * s.H * s.Dk * Tp)) : 0;
+  const size_t o_ot = wg ? cv.take(2 * size_t(s.B * s.H * s.Dv * Tp)) : 0;
   char* base = static_cast<char*>(scratch(cv.off));
   float* D = reinterpret_cast<float*>(base + o_D);
   int32_t* kfirst = seg ? reinterpret_cast<int32_t*>(base + o_first) : nullptr;
@@ -463,6 +468,16 @@ void attention_backward(const float* q, const float* k, const float* v, const in
     convert(k, const_cast<bf16*>(in.k), nq);
     convert(v, const_cast<bf16*>(in.v), nv);
     convert(dout, const_cast<bf16*>(in.dout), nv);
+    if (wg) {
+      const Sm90BwdInputs w{in.q, in.k, in.v, in.dout, reinterpret_cast<bf16*>(base + o_qt),
+                            reinterpret_cast<bf16*>(base + o_kt),
+                            reinterpret_cast<bf16*>(base + o_ot)};
+      convert_t(q, const_cast<bf16*>(w.qt), s, s.Dk, Tp);
+      convert_t(k, const_cast<bf16*>(w.kt), s, s.Dk, Tp);
+      convert_t(dout, const_cast<bf16*>(w.doutt), s, s.Dv, Tp);
+      sm90_backward(L, w, Tp, lse, D, dq, dk, dv);
+      return;
+    }
     tc_backward_variant(variant, L, in, lse, D, dq, dk, dv);
     return;
   }

@@ -1,26 +1,28 @@
-// Hopper (sm_90a) causal attention forward on wgmma, reached from attention_forward
-// (flash_attention_simt.cu) when selected (DS_ATTENTION=wgmma or set_attention_wgmma; opt-in
-// until it has run on a GPU) for head dims (Dk, Dv) in {(64, 64), (96, 64), (128, 128),
-// (192, 128)}. Same contract and numbers as the mma.sync forward of flash_attention_tc.cu
-// (BF16 operands, FP32 accumulation, online softmax and lse in FP32, the same softmax step),
-// with both products on warpgroup MMAs:
-//   * block = 2 warpgroups (256 threads), 128 query rows, warpgroup w owning rows 64w..64w+63;
-//     key tiles of 64 through a 3-stage cp.async ring shared by both warpgroups;
-//   * S (64 x 64 keys) = Q K^T: wgmma m64n64k16 with Q and K both from shared memory, stored
-//     in the K-major 128-byte swizzle of the FP8 GEMM (sm90_wgmma.cuh): Dk split into
-//     64-column chunks of rows x 128 bytes, one k16 step = 32 bytes;
-//   * P stays in registers: wgmma's accumulators are the m16n8 accumulator layout per warp, so
-//     the softmax step of the mma.sync kernel applies as is and acc_to_a turns P into the
-//     register A operand of O += P V (wgmma m64nDVk16, A from registers);
-//   * V enters as V^T (B, H, Dv, Tp) BF16, written by this file's transposing conversion with
-//     the key count padded to Tp = 64 * ceil(T / 64) (zeros), so the V^T tile (Dv rows x 64
-//     keys = 128 bytes) is K-major like every other operand and its loads never leave a row.
+// Hopper (sm_90a) causal attention on warpgroup MMAs, forward and backward, reached from
+// attention_forward / attention_backward (flash_attention_simt.cu) when selected
+// (DS_ATTENTION=wgmma or set_attention_wgmma; opt-in until it has run on a GPU) for head dims
+// (Dk, Dv) in {(64, 64), (96, 64), (128, 128), (192, 128)}. Same contract and numbers as the
+// mma.sync kernels of flash_attention_tc.cu (BF16 operands, FP32 accumulation, softmax, lse
+// and D in FP32, the same softmax step), every product on wgmma (sm90_wgmma_bf16.cuh):
+//   * a block = 2 warpgroups (256 threads) and 128 rows, warpgroup w owning rows
+//     64w..64w+63; 64-row tiles of the other operand through a cp.async ring shared by both;
+//   * operands in shared memory are K-major in the FP8 GEMM's 128-byte swizzle
+//     (sm90_wgmma.cuh): a head dim split into 64-column chunks of rows x 128 bytes, one k16
+//     step = 32 bytes;
+//   * a product whose K runs along the sequence (P V, dS K, P^T dO, dS^T Q) reads its B from
+//     a transposed BF16 copy (B, H, D, Tp), Tp = 64 * ceil(T / 64) (zero rows past T),
+//     written by this file's to_bf16_t_kernel, so that its tile (D rows x 64 = 128 bytes) is
+//     K-major too and its loads never leave a row;
+//   * P / dS stay in registers: wgmma's accumulators are the m16n8 accumulator layout per
+//     warp, so acc_to_a turns them into the register A operand of the next product.
+// Forward: S = Q K^T (both operands in shared memory), the mma.sync kernel's softmax step,
+// O += P V. Backward: three passes of one kernel (dQ; dK; dV), below.
 // cp.async writes are generic-proxy writes and wgmma reads through the async proxy, hence
 // fence.proxy.async before the barrier that publishes a stage (as in sm90_fp8_gemm.cu).
-// The kernel body exists only in the sm_90a build (sm90a_loaded() gates the launch).
-// reference: Shah et al., "FlashAttention-3" (2024), section 3 (P from the first GEMM's
-// accumulators as the second GEMM's register operand); PTX ISA wgmma (register fragments,
-// descriptors).
+// The kernel bodies exist only in the sm_90a build (sm90a_loaded() gates the launches).
+// reference: Shah et al., "FlashAttention-3" (2024), section 3 (the first product's
+// accumulators as the second's register operand); Dao, "FlashAttention-2" (2023),
+// Algorithm 2 (backward); PTX ISA wgmma (register fragments, descriptors).
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -30,6 +32,7 @@
 #include "kernels/flash_attention_softmax.cuh"
 #include "kernels/mma_sm80.cuh"
 #include "kernels/sm90_wgmma.cuh"
+#include "kernels/sm90_wgmma_bf16.cuh"
 
 namespace ds::cuda {
 namespace flash {
@@ -37,9 +40,10 @@ namespace {
 
 constexpr int kBQ = 128, kBK = 64, kStages = 3, kThreads = 256;
 
-// V (B, T, H, Dv) F32 -> V^T (B, H, Dv, Tp) BF16, zero for keys t >= T. grid (Tp/64, B*H).
-__global__ void to_bf16_vt_kernel(const float* __restrict__ v, bf16* __restrict__ vt, int T,
-                                  int H, int Dv, int Tp) {
+// x (B, T, H, Dv) F32 -> x^T (B, H, Dv, Tp) BF16, zero for rows t >= T (V^T for the forward;
+// K^T, Q^T, dO^T for the backward). grid (Tp/64, B*H).
+__global__ void to_bf16_t_kernel(const float* __restrict__ v, bf16* __restrict__ vt, int T,
+                                 int H, int Dv, int Tp) {
   __shared__ float tile[64][65];
   const int bh = blockIdx.y, b = bh / H, h = bh % H, t0 = blockIdx.x * 64;
   for (int d0 = 0; d0 < Dv; d0 += 64) {
@@ -57,103 +61,7 @@ __global__ void to_bf16_vt_kernel(const float* __restrict__ v, bf16* __restrict_
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)   // the wgmma pieces exist only in the sm_90a build
-
-// d (64 x 64) = A (64 x 16, shared, desc da) * B (64 x 16, shared, desc db)^T
-//                + (scale_d ? d : 0).
-__device__ __forceinline__ void wgmma_ss_n64(float (&d)[8][4], uint64_t da, uint64_t db,
-                                             int scale_d) {
-  asm volatile(
-      "{\n"
-      ".reg .pred p;\n"
-      "setp.ne.b32 p, %34, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
-      "}, %32, %33, p, 1, 1, 0, 0;\n"
-      "}\n"
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
-        "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-        "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
-        "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
-        "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
-        "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-      : "l"(da), "l"(db), "r"(scale_d));
-}
-
-// d (64 x 64) += A (64 x 16 in registers: each warp's 16 rows as an m16n8k16 A fragment) *
-//                 B (64 x 16, shared, desc db)^T.
-__device__ __forceinline__ void wgmma_rs_n64(float (&d)[8][4], const uint32_t (&a)[4],
-                                             uint64_t db) {
-  asm volatile(
-      "{\n"
-      ".reg .pred p;\n"
-      "setp.ne.b32 p, %37, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
-      "}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n"
-      "}\n"
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
-        "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-        "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
-        "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
-        "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
-        "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
-}
-
-// d (64 x 128) += A (64 x 16 in registers: each warp's 16 rows as an m16n8k16 A fragment) *
-//                 B (128 x 16, shared, desc db)^T.
-__device__ __forceinline__ void wgmma_rs_n128(float (&d)[16][4], const uint32_t (&a)[4],
-                                             uint64_t db) {
-  asm volatile(
-      "{\n"
-      ".reg .pred p;\n"
-      "setp.ne.b32 p, %69, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-      "}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n"
-      "}\n"
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
-        "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-        "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
-        "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
-        "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
-        "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),
-        "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
-        "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),
-        "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]),
-        "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
-        "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),
-        "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
-        "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
-        "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
-}
-
-template <int N>
-__device__ __forceinline__ void fence_acc(float (&d)[N][4]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i)
-#pragma unroll
-    for (int c = 0; c < 4; ++c) asm volatile("" : "+f"(d[i][c])::"memory");
-}
-
-template <int DV>
-__device__ __forceinline__ void wgmma_pv(float (&o)[DV / 8][4], const uint32_t (&a)[4],
-                                         uint64_t db) {
-  if constexpr (DV == 64) wgmma_rs_n64(o, a, db);
-  else wgmma_rs_n128(o, a, db);
-}
+using namespace sm90;
 
 // rows [r0, r0 + ROWS) x Dk of one head of q or k (B, T, H, Dk) BF16 -> KC swizzled chunks of
 // ROWS x 128 bytes at dst; rows past T and columns past Dk zero-filled.
@@ -165,7 +73,7 @@ __device__ __forceinline__ void load_rows(uint32_t dst, const bf16* src, int64_t
     const int e = threadIdx.x + i * kThreads, c = e / (ROWS * 8), r = (e >> 3) % ROWS, ch = e & 7;
     const int col = c * 64 + ch * 8;
     const bool ok = r0 + r < T && col < Dk;
-    ptx::cp16(dst + uint32_t(c) * ROWS * 128 + sm90::swizzled(r, ch),
+    ptx::cp16(dst + uint32_t(c) * ROWS * 128 + swizzled(r, ch),
               ok ? src + int64_t(r0 + r) * rs + col : src, ok);
   }
 }
@@ -176,7 +84,7 @@ __device__ __forceinline__ void load_vt(uint32_t dst, const bf16* vth, int Tp, i
 #pragma unroll
   for (int i = 0; i < DV * 8 / kThreads; ++i) {
     const int e = threadIdx.x + i * kThreads, r = e >> 3, ch = e & 7;
-    ptx::cp16(dst + sm90::swizzled(r, ch), vth + int64_t(r) * Tp + kb + ch * 8, true);
+    ptx::cp16(dst + swizzled(r, ch), vth + int64_t(r) * Tp + kb + ch * 8, true);
   }
 }
 
@@ -235,15 +143,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (kb > r0 + 63 || r0 >= T) continue;   // no row of this warpgroup sees the tile
     const uint32_t ks_ = stage_k(it % kStages);
     fence_acc(s);
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+    wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < DK / 16; ++kk) {   // k16 step kk: chunk kk / 4, bytes 32 (kk % 4)
-      const uint64_t da = sm90::smem_desc(qa + uint32_t(kk / 4) * kBQ * 128) + 2 * (kk % 4);
-      const uint64_t db = sm90::smem_desc(ks_ + uint32_t(kk / 4) * kBK * 128) + 2 * (kk % 4);
+      const uint64_t da = smem_desc(qa + uint32_t(kk / 4) * kBQ * 128) + 2 * (kk % 4);
+      const uint64_t db = smem_desc(ks_ + uint32_t(kk / 4) * kBK * 128) + 2 * (kk % 4);
       wgmma_ss_n64(s, da, db, kk > 0);
     }
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    wgmma_commit_wait_all();
     fence_acc(s);
     const bool need = sb || kb + kBK - 1 > r0 || kb + kBK > T || r0 + 64 > T;
     softmax_step<kBK / 8, DV / 8>(s, o, m0, m1, l0, l1, sl, need, i0, i1, kb, T, sb, s0, s1,
@@ -252,12 +159,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk) acc_to_a(a[kk], s[2 * kk], s[2 * kk + 1]);
     fence_acc(o);
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+    wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk)   // keys 16 kk..: bytes 32 kk of each V^T row
-      wgmma_pv<DV>(o, a[kk], sm90::smem_desc(ks_ + KB) + 2 * kk);
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+      wgmma_rs(o, a[kk], smem_desc(ks_ + KB) + 2 * kk);
+    wgmma_commit_wait_all();
     fence_acc(o);
   }
   ptx::cp_wait<0>();
@@ -286,6 +192,164 @@ __global__ void __launch_bounds__(kThreads, 1)
 }
 
 
+// The backward's three passes, one kernel: PASS kDQ (block rows = 128 queries, tiles = 64
+// keys: dQ += dS K), kDK (rows = 128 keys, tiles = 64 queries: dK += dS^T Q) and kDV (rows =
+// keys, tiles = queries: dV += P^T dO), every product on wgmma. With X the block's rows and Y
+// a tile: S = X_k Y_k^T over Dk (Q K^T, or K Q^T), dP = X_v Y_v^T over Dv (dO V^T, or V dO^T;
+// not for kDV), P = 2^(S scale log2e - lse log2e) masked, dS = P (dP - D), and the output
+// (N = Dk or Dv) += G Z with G = dS or P from the accumulators as the register A operand and
+// Z^T a tile of a transposed copy (K^T, Q^T, dO^T: (B, H, N, Tp), keys padded) as K-major B.
+// dK and dV are separate passes (S^T recomputed once more) so that every accumulator set fits
+// the registers at 192 / 128. Shared: X_k (KC chunks x 128 rows), X_v (VC chunks x 128 rows),
+// then kBwdStages x [Y_k (KC x 64 rows), Y_v (VC x 64 rows), Z^T (N rows x 128 bytes)].
+// bounds: kfirst (kDQ) or klast (kDK, kDV) of the segment pre-pass, or null.
+enum Pass { kDQ = 0, kDK = 1, kDV = 2 };
+constexpr int kBwdStages = 2;
+
+template <int DK, int DV, int PASS>
+__global__ void __launch_bounds__(kThreads, 1)
+    sm90_bwd_kernel(const bf16* __restrict__ xk_src, const bf16* __restrict__ xv_src,
+                    const bf16* __restrict__ yk_src, const bf16* __restrict__ yv_src,
+                    const bf16* __restrict__ zt_src, const int32_t* __restrict__ seg,
+                    const int32_t* __restrict__ bounds, const float* __restrict__ lse,
+                    const float* __restrict__ Dd, float scale, float* __restrict__ out, int T,
+                    int H, int Tp) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr bool kDP = PASS != kDV;
+  constexpr int KC = (DK + 63) / 64, VC = kDP ? DV / 64 : 0, NZ = PASS == kDV ? DV : DK;
+  constexpr int YK = KC * 64 * 128, YV = VC * 64 * 128, SB = YK + YV + NZ * 128;
+  extern __shared__ uint8_t smem_raw[];
+  __shared__ int bound;
+  const uint32_t base = (uint32_t(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
+  const uint32_t xk = base, xv = base + uint32_t(KC) * 128 * 128;
+  auto stage = [&](int st) { return xv + uint32_t(VC) * 128 * 128 + uint32_t(st) * SB; };
+  const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+  const int b = blockIdx.y / H, h = blockIdx.y % H;
+  const int x0 = PASS == kDQ ? (gridDim.x - 1 - blockIdx.x) * kBQ : blockIdx.x * kBQ;
+  const int64_t head = int64_t(b) * T * H + h, lb = (int64_t(b) * H + h) * T;
+  const int64_t rk = int64_t(H) * DK, rv = int64_t(H) * DV;
+  const int32_t* sb = seg ? seg + int64_t(b) * T : nullptr;
+  int t0, t1;   // tiles [t0, t1) of 64 rows of the streamed operand
+  if constexpr (PASS == kDQ) {
+    t0 = block_klo(bounds, int64_t(b) * T, x0, T, kBQ, &bound) / kBK;
+    t1 = (min(x0 + kBQ, T) + kBK - 1) / kBK;
+  } else {
+    t0 = x0 / kBK;
+    t1 = (block_qhi(bounds, int64_t(b) * T, x0, T, kBQ, &bound) + kBK - 1) / kBK;
+  }
+  const int ntiles = t1 - t0;
+  const bf16* zth = zt_src + (int64_t(b) * H + h) * NZ * Tp;
+  auto load_tile = [&](int st, int it) {
+    const int tb = (t0 + it) * kBK;
+    load_rows<kBK, KC>(stage(st), yk_src + head * DK, rk, tb, T, DK);
+    if constexpr (kDP) load_rows<kBK, VC>(stage(st) + YK, yv_src + head * DV, rv, tb, T, DV);
+    load_vt<NZ>(stage(st) + YK + YV, zth, Tp, tb);
+  };
+  load_rows<kBQ, KC>(xk, xk_src + head * DK, rk, x0, T, DK);   // in the first commit group
+  if constexpr (kDP) load_rows<kBQ, VC>(xv, xv_src + head * DV, rv, x0, T, DV);
+#pragma unroll
+  for (int st = 0; st < kBwdStages - 1; ++st) {
+    if (st < ntiles) load_tile(st, st);
+    ptx::cp_commit();
+  }
+  const int r0 = x0 + wg * 64;   // this warpgroup's first row
+  const int i0 = r0 + warp * 16 + (lane >> 2), i1 = i0 + 8;
+  const int s0 = sb && i0 < T ? sb[i0] : 0, s1 = sb && i1 < T ? sb[i1] : 0;
+  const float sl = scale * kLog2e;
+  // kDQ: the rows are queries, their lse (log2 units) and D.
+  const float L0 = PASS == kDQ && i0 < T ? lse[lb + i0] * kLog2e : 0.f;
+  const float L1 = PASS == kDQ && i1 < T ? lse[lb + i1] * kLog2e : 0.f;
+  const float D0 = PASS == kDQ && i0 < T ? Dd[lb + i0] : 0.f;
+  const float D1 = PASS == kDQ && i1 < T ? Dd[lb + i1] : 0.f;
+  float acc[NZ / 8][4] = {}, s[kBK / 8][4] = {}, dp[kBK / 8][4] = {};
+  const uint32_t xka = xk + uint32_t(wg) * 64 * 128, xva = xv + uint32_t(wg) * 64 * 128;
+  for (int it = 0; it < ntiles; ++it) {
+    ptx::cp_wait<kBwdStages - 2>();
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    __syncthreads();
+    if (it + kBwdStages - 1 < ntiles)
+      load_tile((it + kBwdStages - 1) % kBwdStages, it + kBwdStages - 1);
+    ptx::cp_commit();
+    const int tb = (t0 + it) * kBK;
+    // No pair of this warpgroup's rows and the tile's is visible: skip (warpgroup-uniform).
+    if (r0 >= T || (PASS == kDQ ? tb > r0 + 63 : tb + kBK - 1 < r0)) continue;
+    const uint32_t ya = stage(it % kBwdStages);
+    fence_acc(s);
+    if constexpr (kDP) fence_acc(dp);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < DK / 16; ++kk)
+      wgmma_ss_n64(s, smem_desc(xka + uint32_t(kk / 4) * kBQ * 128) + 2 * (kk % 4),
+                   smem_desc(ya + uint32_t(kk / 4) * kBK * 128) + 2 * (kk % 4), kk > 0);
+    if constexpr (kDP) {
+#pragma unroll
+      for (int kk = 0; kk < DV / 16; ++kk)
+        wgmma_ss_n64(dp, smem_desc(xva + uint32_t(kk / 4) * kBQ * 128) + 2 * (kk % 4),
+                     smem_desc(ya + YK + uint32_t(kk / 4) * kBK * 128) + 2 * (kk % 4), kk > 0);
+    }
+    wgmma_commit_wait_all();
+    fence_acc(s);
+    if constexpr (kDP) fence_acc(dp);
+    if constexpr (PASS == kDQ) {   // rows: queries i0 / i1; columns: keys
+      const bool need = sb || tb + kBK - 1 > r0 || tb + kBK > T || r0 + 64 > T;
+#pragma unroll
+      for (int nt = 0; nt < kBK / 8; ++nt)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const bool lo = c < 2;
+          float p = fast_exp2(s[nt][c] * sl - (lo ? L0 : L1));
+          if (need) {
+            const int j = tb + nt * 8 + (lane & 3) * 2 + (c & 1);
+            if (!(lo ? visible(i0, j, T, sb, s0) : visible(i1, j, T, sb, s1))) p = 0.f;
+          }
+          s[nt][c] = p * (dp[nt][c] - (lo ? D0 : D1));   // dS
+        }
+    } else {   // rows: keys i0 / i1; columns: queries
+      const bool need = sb || tb < r0 + 63 || tb + kBK > T;
+#pragma unroll
+      for (int nt = 0; nt < kBK / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int q = tb + nt * 8 + (lane & 3) * 2 + e;   // the query of columns e, e + 2
+          const bool ok = q < T;
+          const float Lq = ok ? __ldg(lse + lb + q) * kLog2e : 0.f;
+          const float Dq = kDP && ok ? __ldg(Dd + lb + q) : 0.f;
+          const int sq = sb && ok ? __ldg(sb + q) : 0;
+#pragma unroll
+          for (int hi = 0; hi < 2; ++hi) {
+            const int c = e + 2 * hi, j = hi ? i1 : i0;
+            const bool vis = !need || (ok && j <= q && (!sb || sq == (hi ? s1 : s0)));
+            const float p = vis ? fast_exp2(s[nt][c] * sl - Lq) : 0.f;
+            s[nt][c] = PASS == kDV ? p : p * (dp[nt][c] - Dq);   // P^T or dS^T
+          }
+        }
+    }
+    uint32_t a[kBK / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < kBK / 16; ++kk) acc_to_a(a[kk], s[2 * kk], s[2 * kk + 1]);
+    fence_acc(acc);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kBK / 16; ++kk)   // tile rows 16 kk..: bytes 32 kk of each Z^T row
+      wgmma_rs(acc, a[kk], smem_desc(ya + YK + YV) + 2 * kk);
+    wgmma_commit_wait_all();
+    fence_acc(acc);
+  }
+  ptx::cp_wait<0>();
+  const float os = PASS == kDV ? 1.f : scale;
+#pragma unroll
+  for (int nt = 0; nt < NZ / 8; ++nt) {
+    const int col = nt * 8 + (lane & 3) * 2;
+    if (i0 < T)
+      *reinterpret_cast<float2*>(out + (head + int64_t(i0) * H) * NZ + col) =
+          make_float2(acc[nt][0] * os, acc[nt][1] * os);
+    if (i1 < T)
+      *reinterpret_cast<float2*>(out + (head + int64_t(i1) * H) * NZ + col) =
+          make_float2(acc[nt][2] * os, acc[nt][3] * os);
+  }
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+}
+
 template <int DK, int DV>
 constexpr size_t sm90_fwd_smem() {
   constexpr int KC = (DK + 63) / 64;
@@ -304,9 +368,40 @@ void sm90_forward(const Launch& L, const bf16* q, const bf16* k, const bf16* vt,
   DS_CUDA_LAUNCHED();
 }
 
+template <int DK, int DV, int PASS>
+constexpr size_t sm90_bwd_smem() {
+  constexpr int KC = (DK + 63) / 64, VC = PASS != kDV ? DV / 64 : 0;
+  constexpr int NZ = PASS == kDV ? DV : DK;
+  return size_t(KC + VC) * kBQ * 128 +
+         size_t(kBwdStages) * (size_t(KC + VC) * kBK * 128 + size_t(NZ) * 128) + 1024;
+}
+
+template <int DK, int DV, int PASS>
+void sm90_bwd_pass(const Launch& L, const bf16* xk, const bf16* xv, const bf16* yk,
+                   const bf16* yv, const bf16* zt, int64_t Tp, const float* lse, const float* D,
+                   float* out) {
+  constexpr size_t smem = sm90_bwd_smem<DK, DV, PASS>();
+  static_assert(smem <= 227 * 1024, "sm90_bwd_kernel: shared memory");
+  auto kern = sm90_bwd_kernel<DK, DV, PASS>;
+  set_smem(kern, smem);
+  const dim3 grid(unsigned(cdiv(L.s.T, kBQ)), unsigned(L.s.B * L.s.H));
+  kern<<<grid, kThreads, smem, stream()>>>(xk, xv, yk, yv, zt, L.seg,
+                                           PASS == kDQ ? L.kfirst : L.klast, lse, D, L.scale,
+                                           out, int(L.s.T), int(L.s.H), int(Tp));
+  DS_CUDA_LAUNCHED();
+}
+
+template <int DK, int DV>
+void sm90_backward(const Launch& L, const Sm90BwdInputs& in, int64_t Tp, const float* lse,
+                   const float* D, float* dq, float* dk, float* dv) {
+  sm90_bwd_pass<DK, DV, kDQ>(L, in.q, in.dout, in.k, in.v, in.kt, Tp, lse, D, dq);
+  sm90_bwd_pass<DK, DV, kDK>(L, in.k, in.v, in.q, in.dout, in.qt, Tp, lse, D, dk);
+  sm90_bwd_pass<DK, DV, kDV>(L, in.k, nullptr, in.q, nullptr, in.doutt, Tp, lse, D, dv);
+}
+
 // -1: not read from DS_ATTENTION yet; 0 mma.sync; 1 wgmma.
 std::atomic<int> g_wgmma{-1};
-std::atomic<int64_t> g_launches{0};
+std::atomic<int64_t> g_launches{0}, g_bwd_launches{0};
 
 }  // namespace
 
@@ -316,9 +411,9 @@ bool sm90_attention(int64_t Dk, int64_t Dv) {
   return attention_wgmma() && attention_wgmma_supported(Dk, Dv);
 }
 
-void convert_vt(const float* v, bf16* vt, const AttnShape& s, int64_t Tp) {
+void convert_t(const float* x, bf16* xt, const AttnShape& s, int64_t D, int64_t Tp) {
   const dim3 grid(unsigned(Tp / 64), unsigned(s.B * s.H));
-  to_bf16_vt_kernel<<<grid, 256, 0, stream()>>>(v, vt, int(s.T), int(s.H), int(s.Dv), int(Tp));
+  to_bf16_t_kernel<<<grid, 256, 0, stream()>>>(x, xt, int(s.T), int(s.H), int(D), int(Tp));
   DS_CUDA_LAUNCHED();
 }
 
@@ -332,6 +427,16 @@ void sm90_forward(const Launch& L, const bf16* q, const bf16* k, const bf16* vt,
   g_launches.fetch_add(1);
 }
 
+void sm90_backward(const Launch& L, const Sm90BwdInputs& in, int64_t Tp, const float* lse,
+                   const float* D, float* dq, float* dk, float* dv) {
+  const int64_t Dk = L.s.Dk, Dv = L.s.Dv;
+  if (Dk == 64) sm90_backward<64, 64>(L, in, Tp, lse, D, dq, dk, dv);
+  else if (Dk == 96) sm90_backward<96, 64>(L, in, Tp, lse, D, dq, dk, dv);
+  else if (Dk == 128 && Dv == 128) sm90_backward<128, 128>(L, in, Tp, lse, D, dq, dk, dv);
+  else sm90_backward<192, 128>(L, in, Tp, lse, D, dq, dk, dv);
+  g_bwd_launches.fetch_add(1);
+}
+
 }  // namespace flash
 
 void set_attention_wgmma(bool on) { flash::g_wgmma.store(on ? 1 : 0); }
@@ -342,7 +447,9 @@ bool attention_wgmma_supported(int64_t Dk, int64_t Dv) {
   return dims && sm90a_loaded();
 }
 
-int64_t attention_wgmma_launches() { return flash::g_launches.load(); }
+int64_t attention_wgmma_launches(bool backward) {
+  return backward ? flash::g_bwd_launches.load() : flash::g_launches.load();
+}
 
 bool attention_wgmma() {
   int v = flash::g_wgmma.load();

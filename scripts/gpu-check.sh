@@ -138,7 +138,7 @@ timeout 60 "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 --precision 
   --grouped-experts 1 --steps "$NS" --warmup 2 > "$O/bench_train_fp8g.txt" 2>&1
 l=$(grep "^train step 1b fp8" "$O/bench_train_fp8g.txt" | head -1 | sed 's/^train step 1b //')
 row "train step 1b fp8 (ds, grouped FP8)" INFO "${l:-failed, see bench_train_fp8g.txt}"
-# The BF16 step with the attention forward on the wgmma kernel (opt-in).
+# The BF16 step with the attention on the wgmma kernels (opt-in).
 DS_ATTENTION=wgmma timeout 60 "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 \
   --precision bf16 --steps "$NS" --warmup 2 > "$O/bench_train_attn.txt" 2>&1
 l=$(grep "^train step 1b bf16" "$O/bench_train_attn.txt" | head -1 | sed 's/^train step 1b //')
@@ -228,8 +228,8 @@ timeout 45 "$BIN/bench_attention" $q > "$O/bench_attention.txt" 2>&1; echo "benc
 grep -v '^{' "$O/bench_attention.txt"
 timeout 30 "$BIN/bench_attention" $q --wgmma > "$O/bench_attention_wgmma.txt" 2>&1
 echo "bench_attention --wgmma rc=$?"; grep -v '^{' "$O/bench_attention_wgmma.txt"
-l=$(grep "fwd wgmma" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' | tr -s ' ' | paste -sd';')
-row "attention fwd wgmma" INFO "${l:-failed, see bench_attention_wgmma.txt}"
+l=$(grep "wgmma fwd" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' | tr -s ' ' | paste -sd';')
+row "attention wgmma" INFO "${l:-failed, see bench_attention_wgmma.txt}"
 timeout 30 "$BIN/bench_losses" > "$O/bench_losses.txt" 2>&1; echo "bench_losses rc=$?"
 grep -v '^{' "$O/bench_losses.txt" | tail -3
 echo "[gpu-check] kernel benchmarks done at $(elapsed)"

@@ -7,8 +7,8 @@
 // 2.5 x forward (recomputing P adds one QK^T, and dQ, dK, dV, dP are four more products).
 // Decode bytes: every visible cache row (R + Dr elements, 4 or 2 bytes each) read once per
 // sequence, plus the F32 queries and outputs; decode FLOPs 2 * N*H * L * (2R + Dr).
-// --wgmma: only the BF16 rows, each also timing the forward through the wgmma kernel (sm_90a;
-// a process of its own in gpu-check.sh, as that kernel has not run on a GPU before).
+// --wgmma: only the BF16 rows, each also timing the forward and the backward through the wgmma
+// kernels (sm_90a; a process of its own in gpu-check.sh, as they have not run on a GPU yet).
 // Usage: bench_attention [--quick] [--wgmma]. Prints a table and one JSON line per row (and cache).
 #include <cmath>
 #include <cstdio>
@@ -72,26 +72,35 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
   ref.copy_from(out);
   const bool was = cuda::attention_wgmma();
   cuda::set_attention_wgmma(true);
-  const int64_t launches = cuda::attention_wgmma_launches();
+  const int64_t launches = cuda::attention_wgmma_launches(false);
+  const int64_t launches_bwd = cuda::attention_wgmma_launches(true);
   const double tw = bench::median_seconds(
       [&] { ops::attention_forward(ctx, q, k, v, none, scale, out, lse); }, 2, reps);
-  cuda::set_attention_wgmma(was);
-  if (cuda::attention_wgmma_launches() == launches)
-    throw std::runtime_error("the wgmma forward did not run");
   got.copy_from(out);
+  const double twb = bench::median_seconds(
+      [&] { ops::attention_backward(ctx, q, k, v, none, scale, out, lse, dout, dq, dk, dv); }, 2,
+      reps);
+  cuda::set_attention_wgmma(was);
+  if (cuda::attention_wgmma_launches(false) == launches ||
+      cuda::attention_wgmma_launches(true) == launches_bwd)
+    throw std::runtime_error("the wgmma kernels did not run");
   double num = 0, den = 0;
   for (int64_t i = 0; i < ref.numel(); ++i) {
     const double d = double(got.f32()[i]) - double(ref.f32()[i]);
     num += d * d;
     den += double(ref.f32()[i]) * double(ref.f32()[i]);
   }
-  std::printf("attention bf16 B=%ld T=%5ld H=%3ld Dk=%ld Dv=%ld  fwd wgmma %8.3f ms %7.1f "
-              "TFLOP/s (%.2fx the mma.sync kernel), nmse vs it %.2e\n", long(B), long(T), long(H),
-              long(Dk), long(Dv), tw * 1e3, fwd_flops / tw / 1e12, tf / tw, num / (den + 1e-30));
+  const double nmse = num / (den + 1e-30);
+  std::printf("attention bf16 B=%ld T=%5ld H=%3ld Dk=%ld Dv=%ld  wgmma fwd %8.3f ms %7.1f "
+              "TFLOP/s (%.2fx mma.sync, out nmse vs it %.1e)  bwd %8.3f ms %7.1f TFLOP/s "
+              "(%.2fx)\n", long(B), long(T), long(H), long(Dk), long(Dv), tw * 1e3,
+              fwd_flops / tw / 1e12, tf / tw, nmse, twb * 1e3, 2.5 * fwd_flops / twb / 1e12,
+              tb / twb);
   std::printf("{\"bench\":\"attention_wgmma\",\"B\":%ld,\"T\":%ld,\"H\":%ld,\"Dk\":%ld,"
-              "\"Dv\":%ld,\"fwd_ms\":%.4f,\"fwd_tflops\":%.2f,\"speedup\":%.3f,\"nmse\":%.3e}\n",
+              "\"Dv\":%ld,\"fwd_ms\":%.4f,\"fwd_tflops\":%.2f,\"fwd_speedup\":%.3f,"
+              "\"nmse\":%.3e,\"bwd_ms\":%.4f,\"bwd_tflops\":%.2f,\"bwd_speedup\":%.3f}\n",
               long(B), long(T), long(H), long(Dk), long(Dv), tw * 1e3, fwd_flops / tw / 1e12,
-              tf / tw, num / (den + 1e-30));
+              tf / tw, nmse, twb * 1e3, 2.5 * fwd_flops / twb / 1e12, tb / twb);
 }
 
 // One decode case over the same cache values (rounded to BF16 first) as an F32 cache (exact

@@ -4,7 +4,7 @@
 // head_matmul (both weight layouts) and the absorbed-MLA latent attention (split-K, single
 // split, odd dims, wide-dim fallback, bad rows) over an F32 cache (exact kernel) and over a BF16
 // cache (tensor-core kernel, against the reference over the same BF16 cache), and set_rows into
-// a BF16 cache (bit-exact), and the Hopper wgmma attention forward (opt-in, sm_90a only).
+// a BF16 cache (bit-exact), and the Hopper wgmma attention kernels (opt-in, sm_90a only).
 // Guard bytes are checked after every case.
 #include <algorithm>
 #include <climits>
@@ -127,11 +127,11 @@ TEST_CASE("gpu attention bf16 (tensor-core kernels) matches the reference") {
   attention_case({3, 333, 2, 192, 128}, 0, ops::Precision::bf16, 5e-5, 1e-4);
 }
 
-// The wgmma forward (kernels/flash_attention_sm90.cu; DS_ATTENTION=wgmma): the same cases
-// through it on an sm_90a device (forward against the reference at the mma.sync kernels'
-// tolerance; the backward is the mma.sync one), odd T around its 128-row blocks and 64-key
-// tiles, every head-dim pair it takes, segments of both kinds.
-TEST_CASE("gpu attention wgmma forward matches the reference") {
+// The wgmma kernels (kernels/flash_attention_sm90.cu; DS_ATTENTION=wgmma): the same cases
+// through them on an sm_90a device (forward and backward against the reference at the
+// mma.sync kernels' tolerances), odd T around their 128-row blocks and 64-row tiles, every
+// head-dim pair they take, segments of both kinds; both counted as having run.
+TEST_CASE("gpu attention wgmma forward and backward match the reference") {
   if (!ds::cuda::attention_wgmma_supported(192, 128)) {
     // An sm_90 device must load the sm_90a build (the FP8 GEMM depends on it too).
     CHECK_MESSAGE(ds::cuda::device_name(0).find("sm_90") == std::string::npos,
@@ -144,7 +144,8 @@ TEST_CASE("gpu attention wgmma forward matches the reference") {
     ~Restore() { ds::cuda::set_attention_wgmma(was); }
   } restore;
   ds::cuda::set_attention_wgmma(true);
-  const int64_t before = ds::cuda::attention_wgmma_launches();
+  const int64_t before = ds::cuda::attention_wgmma_launches(false);
+  const int64_t before_bwd = ds::cuda::attention_wgmma_launches(true);
   const AttnCase cases[] = {{1, 1, 1, 64, 64},     {2, 37, 3, 64, 64},  {1, 130, 2, 192, 128},
                             {2, 200, 2, 96, 64},   {1, 257, 1, 128, 128}, {3, 333, 2, 192, 128},
                             {1, 600, 2, 96, 64},   {1, 64, 1, 96, 64},    {1, 129, 2, 128, 128}};
@@ -154,7 +155,8 @@ TEST_CASE("gpu attention wgmma forward matches the reference") {
       attention_case(c, seg, ops::Precision::bf16, 5e-5, 1e-4);
       ++runs;
     }
-  CHECK(ds::cuda::attention_wgmma_launches() - before == runs);
+  CHECK(ds::cuda::attention_wgmma_launches(false) - before == runs);
+  CHECK(ds::cuda::attention_wgmma_launches(true) - before_bwd == runs);
 }
 
 TEST_CASE("gpu attention rejects non-F32 operands") {
