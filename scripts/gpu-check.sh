@@ -12,8 +12,9 @@
 # Logs go to $OUT (or gpu-check-out/); each table row is printed when it is made and the
 # whole table last. Needs gpu-pack/ from scripts/gpu-pack.sh (binaries, libraries, data). Each
 # step has its own time limit; the whole script aims at under 8 minutes on an H200 (--quick
-# took 116 s on 2026-11-30, before the runs of the grouped kernel, the many-tensor ops and the
-# BF16-cache decode were added: expect 3-5 minutes).
+# took 116 s on 2026-11-30, before the runs of the grouped kernels, the many-tensor ops, the
+# BF16-cache decode and the wgmma attention were added: expect 4-6 minutes). The runs that
+# matter most come first, so a run cut short by its time limit still reports them.
 # Usage: bash scripts/gpu-check.sh [--quick]
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -4,7 +4,7 @@
 # (stripped) into gpu-pack/bin, the non-system shared libraries they need into gpu-pack/lib
 # (pack-libs.sh beside ../shared/device), and a small tokenised corpus (the embedded default
 # data, as the quick start makes it) into gpu-pack/data; then compresses it all into
-# gpu-carry/gpu-pack.tar.xz (~23 MB), which fits the device tool's 64 MiB carry limit.
+# gpu-carry/gpu-pack.tar.xz (~38 MB on 2026-11-30), within the device tool's 64 MiB carry.
 # gpu-pack/ and gpu-carry/ are git-ignored; the device call carries gpu-carry.
 # Usage: scripts/gpu-pack.sh [BUILD_DIR]   (default build)
 set -euo pipefail

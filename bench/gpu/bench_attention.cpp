@@ -52,11 +52,14 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
   Tensor dv = Tensor::empty(v.shape(), DType::f32, Device::cuda);
   const Tensor none;
   const double fwd_flops = 2.0 * double(B * H) * double(T) * double(T) / 2.0 * double(Dk + Dv);
+  const bool was = cuda::attention_wgmma();
+  cuda::set_attention_wgmma(false);   // the mma.sync kernels, whatever DS_ATTENTION says
   const double tf = bench::median_seconds(
       [&] { ops::attention_forward(ctx, q, k, v, none, scale, out, lse); }, 2, reps);
   const double tb = bench::median_seconds(
       [&] { ops::attention_backward(ctx, q, k, v, none, scale, out, lse, dout, dq, dk, dv); }, 2,
       reps);
+  cuda::set_attention_wgmma(was);
   const char* pn = p == ops::Precision::fp32 ? "fp32" : "bf16";
   std::printf("attention %-4s B=%ld T=%5ld H=%3ld Dk=%ld Dv=%ld  fwd %8.3f ms %7.1f TFLOP/s   "
               "bwd %8.3f ms %7.1f TFLOP/s\n", pn, long(B), long(T), long(H), long(Dk), long(Dv),
@@ -66,17 +69,33 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
               "\"bwd_tflops\":%.2f}\n", pn, long(B), long(T), long(H), long(Dk), long(Dv),
               tf * 1e3, fwd_flops / tf / 1e12, tb * 1e3, 2.5 * fwd_flops / tb / 1e12);
   if (!wgmma || p == ops::Precision::fp32 || !cuda::attention_wgmma_supported(Dk, Dv)) return;
-  // The same forward through the wgmma kernel (flash_attention_sm90.cu), and how far its output
-  // is from the mma.sync kernel's (both BF16 operands, FP32 softmax: nmse ~1e-6 expected).
-  Tensor ref = Tensor::empty(out.shape()), got = Tensor::empty(out.shape());
-  ref.copy_from(out);
-  const bool was = cuda::attention_wgmma();
+  // The same forward and backward through the wgmma kernels (flash_attention_sm90.cu), the
+  // backward on the mma.sync forward's out and lse, and how far each result is from the
+  // mma.sync kernels' (both BF16 operands, FP32 softmax: nmse ~1e-6..1e-5 expected).
+  auto host = [](const Tensor& t) {
+    Tensor h = Tensor::empty(t.shape());
+    h.copy_from(t);
+    return h;
+  };
+  auto nmse = [](const Tensor& a, const Tensor& b) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < a.numel(); ++i) {
+      const double d = double(a.f32()[i]) - double(b.f32()[i]);
+      num += d * d;
+      den += double(b.f32()[i]) * double(b.f32()[i]);
+    }
+    return num / (den + 1e-30);
+  };
+  const Tensor out_m = host(out), lse_m = host(lse), dq_m = host(dq), dk_m = host(dk),
+               dv_m = host(dv);
   cuda::set_attention_wgmma(true);
   const int64_t launches = cuda::attention_wgmma_launches(false);
   const int64_t launches_bwd = cuda::attention_wgmma_launches(true);
   const double tw = bench::median_seconds(
       [&] { ops::attention_forward(ctx, q, k, v, none, scale, out, lse); }, 2, reps);
-  got.copy_from(out);
+  const double e_out = nmse(host(out), out_m);
+  out.copy_from(out_m);
+  lse.copy_from(lse_m);
   const double twb = bench::median_seconds(
       [&] { ops::attention_backward(ctx, q, k, v, none, scale, out, lse, dout, dq, dk, dv); }, 2,
       reps);
@@ -84,23 +103,20 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
   if (cuda::attention_wgmma_launches(false) == launches ||
       cuda::attention_wgmma_launches(true) == launches_bwd)
     throw std::runtime_error("the wgmma kernels did not run");
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < ref.numel(); ++i) {
-    const double d = double(got.f32()[i]) - double(ref.f32()[i]);
-    num += d * d;
-    den += double(ref.f32()[i]) * double(ref.f32()[i]);
-  }
-  const double nmse = num / (den + 1e-30);
+  const double e_dq = nmse(host(dq), dq_m), e_dk = nmse(host(dk), dk_m),
+               e_dv = nmse(host(dv), dv_m);
   std::printf("attention bf16 B=%ld T=%5ld H=%3ld Dk=%ld Dv=%ld  wgmma fwd %8.3f ms %7.1f "
-              "TFLOP/s (%.2fx mma.sync, out nmse vs it %.1e)  bwd %8.3f ms %7.1f TFLOP/s "
-              "(%.2fx)\n", long(B), long(T), long(H), long(Dk), long(Dv), tw * 1e3,
-              fwd_flops / tw / 1e12, tf / tw, nmse, twb * 1e3, 2.5 * fwd_flops / twb / 1e12,
-              tb / twb);
+              "TFLOP/s (%.2fx)  bwd %8.3f ms %7.1f TFLOP/s (%.2fx)  nmse vs mma.sync: out "
+              "%.1e dq %.1e dk %.1e dv %.1e\n", long(B), long(T), long(H), long(Dk), long(Dv),
+              tw * 1e3, fwd_flops / tw / 1e12, tf / tw, twb * 1e3, 2.5 * fwd_flops / twb / 1e12,
+              tb / twb, e_out, e_dq, e_dk, e_dv);
   std::printf("{\"bench\":\"attention_wgmma\",\"B\":%ld,\"T\":%ld,\"H\":%ld,\"Dk\":%ld,"
               "\"Dv\":%ld,\"fwd_ms\":%.4f,\"fwd_tflops\":%.2f,\"fwd_speedup\":%.3f,"
-              "\"nmse\":%.3e,\"bwd_ms\":%.4f,\"bwd_tflops\":%.2f,\"bwd_speedup\":%.3f}\n",
+              "\"bwd_ms\":%.4f,\"bwd_tflops\":%.2f,\"bwd_speedup\":%.3f,\"nmse_out\":%.3e,"
+              "\"nmse_dq\":%.3e,\"nmse_dk\":%.3e,\"nmse_dv\":%.3e}\n",
               long(B), long(T), long(H), long(Dk), long(Dv), tw * 1e3, fwd_flops / tw / 1e12,
-              tf / tw, nmse, twb * 1e3, 2.5 * fwd_flops / twb / 1e12, tb / twb);
+              tf / tw, twb * 1e3, 2.5 * fwd_flops / twb / 1e12, tb / twb, e_out, e_dq, e_dk,
+              e_dv);
 }
 
 // One decode case over the same cache values (rounded to BF16 first) as an F32 cache (exact

@@ -146,9 +146,11 @@ TEST_CASE("gpu attention wgmma forward and backward match the reference") {
   ds::cuda::set_attention_wgmma(true);
   const int64_t before = ds::cuda::attention_wgmma_launches(false);
   const int64_t before_bwd = ds::cuda::attention_wgmma_launches(true);
-  const AttnCase cases[] = {{1, 1, 1, 64, 64},     {2, 37, 3, 64, 64},  {1, 130, 2, 192, 128},
-                            {2, 200, 2, 96, 64},   {1, 257, 1, 128, 128}, {3, 333, 2, 192, 128},
-                            {1, 600, 2, 96, 64},   {1, 64, 1, 96, 64},    {1, 129, 2, 128, 128}};
+  // (No T = 1 case: with one key the reference's dq, dk are exactly 0 and its lse a single
+  // value near 0, so nmse measures the BF16 rounding alone.)
+  const AttnCase cases[] = {{2, 37, 3, 64, 64},    {1, 130, 2, 192, 128}, {2, 200, 2, 96, 64},
+                            {1, 257, 1, 128, 128}, {3, 333, 2, 192, 128}, {1, 600, 2, 96, 64},
+                            {1, 64, 1, 96, 64},    {1, 129, 2, 128, 128}};
   int64_t runs = 0;
   for (const AttnCase& c : cases)
     for (int seg : {0, 1, 2}) {
