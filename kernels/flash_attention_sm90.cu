@@ -88,6 +88,24 @@ __device__ __forceinline__ void load_vt(uint32_t dst, const bf16* vth, int Tp, i
   }
 }
 
+// Rows i0 and i1 (this thread's two accumulator rows) of a (B, T, H, 8 NT) F32 output from the
+// accumulators, scaled by f0 / f1; rows at or past T are not written.
+template <int NT>
+__device__ __forceinline__ void store_rows(float* out, const float (&acc)[NT][4], int64_t head,
+                                           int H, int T, int i0, int i1, int lane, float f0,
+                                           float f1) {
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    const int col = nt * 8 + (lane & 3) * 2;
+    if (i0 < T)
+      *reinterpret_cast<float2*>(out + (head + int64_t(i0) * H) * (8 * NT) + col) =
+          make_float2(acc[nt][0] * f0, acc[nt][1] * f0);
+    if (i1 < T)
+      *reinterpret_cast<float2*>(out + (head + int64_t(i1) * H) * (8 * NT) + col) =
+          make_float2(acc[nt][2] * f1, acc[nt][3] * f1);
+  }
+}
+
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 // grid (cdiv(T, 128), B*H), 256 threads. Shared: Q (KC chunks x 128 rows), then kStages x
@@ -173,16 +191,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   L1 += __shfl_xor_sync(0xffffffffu, L1, 1);
   L1 += __shfl_xor_sync(0xffffffffu, L1, 2);
   const float inv0 = L0 > 0.f ? 1.f / L0 : 0.f, inv1 = L1 > 0.f ? 1.f / L1 : 0.f;
-#pragma unroll
-  for (int nt = 0; nt < DV / 8; ++nt) {
-    const int col = nt * 8 + (lane & 3) * 2;
-    if (i0 < T)
-      *reinterpret_cast<float2*>(out + (head + int64_t(i0) * H) * DV + col) =
-          make_float2(o[nt][0] * inv0, o[nt][1] * inv0);
-    if (i1 < T)
-      *reinterpret_cast<float2*>(out + (head + int64_t(i1) * H) * DV + col) =
-          make_float2(o[nt][2] * inv1, o[nt][3] * inv1);
-  }
+  store_rows(out, o, head, H, T, i0, i1, lane, inv0, inv1);
   if ((lane & 3) == 0) {
     const int64_t lb = (int64_t(b) * H + h) * T;
     if (i0 < T) lse[lb + i0] = m0 * kLn2 + logf(L0);
@@ -337,16 +346,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   ptx::cp_wait<0>();
   const float os = PASS == kDV ? 1.f : scale;
-#pragma unroll
-  for (int nt = 0; nt < NZ / 8; ++nt) {
-    const int col = nt * 8 + (lane & 3) * 2;
-    if (i0 < T)
-      *reinterpret_cast<float2*>(out + (head + int64_t(i0) * H) * NZ + col) =
-          make_float2(acc[nt][0] * os, acc[nt][1] * os);
-    if (i1 < T)
-      *reinterpret_cast<float2*>(out + (head + int64_t(i1) * H) * NZ + col) =
-          make_float2(acc[nt][2] * os, acc[nt][3] * os);
-  }
+  store_rows(out, acc, head, H, T, i0, i1, lane, os, os);
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
