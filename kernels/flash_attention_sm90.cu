@@ -29,6 +29,7 @@
 #include <string>
 
 #include "kernels/flash_attention_common.cuh"
+#include "kernels/flash_attention_sm90_layout.hpp"
 #include "kernels/flash_attention_softmax.cuh"
 #include "kernels/mma_sm80.cuh"
 #include "kernels/sm90_wgmma.cuh"
@@ -38,7 +39,7 @@ namespace ds::cuda {
 namespace flash {
 namespace {
 
-constexpr int kBQ = 128, kBK = 64, kStages = 3, kThreads = 256;
+using namespace fa90;   // tile sizes, shared layout, copies (flash_attention_sm90_layout.hpp)
 
 // x (B, T, H, Dv) F32 -> x^T (B, H, Dv, Tp) BF16, zero for rows t >= T (V^T for the forward;
 // K^T, Q^T, dO^T for the backward). grid (Tp/64, B*H).
@@ -54,7 +55,7 @@ __global__ void to_bf16_t_kernel(const float* __restrict__ v, bf16* __restrict__
     __syncthreads();
     for (int e = threadIdx.x; e < 64 * 64; e += blockDim.x) {   // writes along t
       const int dd = e >> 6, tt = e & 63, d = d0 + dd;
-      if (d < Dv) vt[(int64_t(bh) * Dv + d) * Tp + t0 + tt] = __float2bfloat16_rn(tile[tt][dd]);
+      if (d < Dv) vt[t_index(bh, d, t0 + tt, Dv, Tp)] = __float2bfloat16_rn(tile[tt][dd]);
     }
     __syncthreads();
   }
@@ -63,28 +64,27 @@ __global__ void to_bf16_t_kernel(const float* __restrict__ v, bf16* __restrict__
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)   // the wgmma pieces exist only in the sm_90a build
 using namespace sm90;
 
-// rows [r0, r0 + ROWS) x Dk of one head of q or k (B, T, H, Dk) BF16 -> KC swizzled chunks of
-// ROWS x 128 bytes at dst; rows past T and columns past Dk zero-filled.
-template <int ROWS, int KC>
+// Rows [r0, r0 + ROWS) of one head of a (B, T, H, D) BF16 tensor (row stride rs) -> chunks(D)
+// swizzled tiles of ROWS rows at dst; rows past T and columns past D zero-filled.
+template <int ROWS, int D>
 __device__ __forceinline__ void load_rows(uint32_t dst, const bf16* src, int64_t rs, int r0,
-                                          int T, int Dk) {
+                                          int T) {
 #pragma unroll
-  for (int i = 0; i < ROWS * KC * 8 / kThreads; ++i) {
-    const int e = threadIdx.x + i * kThreads, c = e / (ROWS * 8), r = (e >> 3) % ROWS, ch = e & 7;
-    const int col = c * 64 + ch * 8;
-    const bool ok = r0 + r < T && col < Dk;
-    ptx::cp16(dst + uint32_t(c) * ROWS * 128 + swizzled(r, ch),
-              ok ? src + int64_t(r0 + r) * rs + col : src, ok);
+  for (int i = 0; i < row_copies(ROWS, D); ++i) {
+    const RowCopy x = row_copy(int(threadIdx.x) + i * kThreads, ROWS);
+    const int col = row_copy_col(x);
+    const bool ok = r0 + x.r < T && col < D;
+    ptx::cp16(dst + row_copy_dst(x, ROWS), ok ? src + int64_t(r0 + x.r) * rs + col : src, ok);
   }
 }
 
-// Keys [kb, kb + 64) of one head of V^T (Dv rows of Tp keys) -> DV rows x 128 bytes at dst.
-template <int DV>
-__device__ __forceinline__ void load_vt(uint32_t dst, const bf16* vth, int Tp, int kb) {
+// Rows tb..tb+63 of a transposed copy (N rows of Tp, one head at xth) -> N rows x 128 bytes.
+template <int N>
+__device__ __forceinline__ void load_t(uint32_t dst, const bf16* xth, int Tp, int tb) {
 #pragma unroll
-  for (int i = 0; i < DV * 8 / kThreads; ++i) {
-    const int e = threadIdx.x + i * kThreads, r = e >> 3, ch = e & 7;
-    ptx::cp16(dst + swizzled(r, ch), vth + int64_t(r) * Tp + kb + ch * 8, true);
+  for (int i = 0; i < t_copies(N); ++i) {
+    const int e = int(threadIdx.x) + i * kThreads, r = t_copy_row(e), u = t_copy_unit(e);
+    ptx::cp16(dst + swizzled(r, u), xth + t_index(0, r, tb + u * 8, N, Tp), true);
   }
 }
 
@@ -108,8 +108,7 @@ __device__ __forceinline__ void store_rows(float* out, const float (&acc)[NT][4]
 
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
-// grid (cdiv(T, 128), B*H), 256 threads. Shared: Q (KC chunks x 128 rows), then kStages x
-// [K (KC chunks x 64 rows), V^T (DV rows)], each piece a multiple of 1024 bytes.
+// grid (cdiv(T, 128), B*H), 256 threads; shared layout fwd_smem (Q, then kStages x [K, V^T]).
 template <int DK, int DV>
 __global__ void __launch_bounds__(kThreads, 1)
     sm90_fwd_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
@@ -117,57 +116,53 @@ __global__ void __launch_bounds__(kThreads, 1)
                     const int32_t* __restrict__ kfirst, float scale, float* __restrict__ out,
                     float* __restrict__ lse, int T, int H, int Tp) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr int KC = (DK + 63) / 64, QB = KC * kBQ * 128, KB = KC * kBK * 128, VB = DV * 128;
+  constexpr FwdSmem L = fwd_smem(DK, DV);
   extern __shared__ uint8_t smem_raw[];
   __shared__ int bound;
   const uint32_t base = (uint32_t(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
-  auto stage_k = [&](int s) { return base + QB + uint32_t(s) * (KB + VB); };
+  auto stage_k = [&](int s) { return base + L.stages + uint32_t(s) * L.stage_bytes; };
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
   const int b = blockIdx.y / H, h = blockIdx.y % H;
-  const int q0 = (gridDim.x - 1 - blockIdx.x) * kBQ;   // the longest rows first
+  const int q0 = block_row0(true, blockIdx.x, gridDim.x);   // the longest rows first
   const int64_t rq = int64_t(H) * DK, head = int64_t(b) * T * H + h;
   const bf16* qh = q + head * DK;
   const bf16* kh = k + head * DK;
   const bf16* vth = vt + (int64_t(b) * H + h) * DV * Tp;
   const int32_t* sb = seg ? seg + int64_t(b) * T : nullptr;
-  const int klo = block_klo(kfirst, int64_t(b) * T, q0, T, kBQ, &bound);
-  const int khi = min(q0 + kBQ, T);
-  const int kt0 = klo / kBK, nkt = (khi + kBK - 1) / kBK - kt0;
+  const Tiles tiles = key_tiles(block_klo(kfirst, int64_t(b) * T, q0, T, kBQ, &bound), q0, T);
+  const int kt0 = tiles.t0, nkt = tiles.t1 - tiles.t0;
   auto load_tile = [&](int s, int it) {   // key tile kt0 + it into stage s
     const int kb = (kt0 + it) * kBK;
-    load_rows<kBK, KC>(stage_k(s), kh, rq, kb, T, DK);
-    load_vt<DV>(stage_k(s) + KB, vth, Tp, kb);
+    load_rows<kBK, DK>(stage_k(s), kh, rq, kb, T);
+    load_t<DV>(stage_k(s) + L.vt, vth, Tp, kb);
   };
-  load_rows<kBQ, KC>(base, qh, rq, q0, T, DK);   // in the first commit group
+  load_rows<kBQ, DK>(base + L.q, qh, rq, q0, T);   // in the first commit group
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < nkt) load_tile(s, s);
     ptx::cp_commit();
   }
   const int r0 = q0 + wg * 64;                     // this warpgroup's first row
-  const int i0 = r0 + warp * 16 + (lane >> 2), i1 = i0 + 8;
+  const int i0 = thread_row(q0, wg, warp, lane, 0), i1 = thread_row(q0, wg, warp, lane, 1);
   const int s0 = sb && i0 < T ? sb[i0] : 0, s1 = sb && i1 < T ? sb[i1] : 0;
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
   const float sl = scale * kLog2e;
   float o[DV / 8][4] = {}, s[kBK / 8][4] = {};
-  const uint32_t qa = base + uint32_t(wg) * 64 * 128;   // this warpgroup's 64 rows of Q
+  const uint32_t qa = wg_rows(base + L.q, wg);   // this warpgroup's 64 rows of Q
   for (int it = 0; it < nkt; ++it) {
-    ptx::cp_wait<kStages - 2>();   // this thread's copies of tile it have landed
+    ptx::cp_wait<ring_wait(kStages)>();   // this thread's copies of tile it have landed
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
     __syncthreads();               // everyone's have; the stage refilled below is free
-    if (it + kStages - 1 < nkt) load_tile((it + kStages - 1) % kStages, it + kStages - 1);
+    if (const int nx = ring_refill(it, kStages); nx < nkt) load_tile(ring_stage(nx, kStages), nx);
     ptx::cp_commit();
     const int kb = (kt0 + it) * kBK;
-    if (kb > r0 + 63 || r0 >= T) continue;   // no row of this warpgroup sees the tile
-    const uint32_t ks_ = stage_k(it % kStages);
+    if (skip_query_rows(kb, r0, T)) continue;   // no row of this warpgroup sees the tile
+    const uint32_t ks_ = stage_k(ring_stage(it, kStages));
     fence_acc(s);
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < DK / 16; ++kk) {   // k16 step kk: chunk kk / 4, bytes 32 (kk % 4)
-      const uint64_t da = smem_desc(qa + uint32_t(kk / 4) * kBQ * 128) + 2 * (kk % 4);
-      const uint64_t db = smem_desc(ks_ + uint32_t(kk / 4) * kBK * 128) + 2 * (kk % 4);
-      wgmma_ss_n64(s, da, db, kk > 0);
-    }
+    for (int kk = 0; kk < DK / 16; ++kk)
+      wgmma_ss_n64(s, smem_desc(kstep(qa, kBQ, kk)), smem_desc(kstep(ks_, kBK, kk)), kk > 0);
     wgmma_commit_wait_all();
     fence_acc(s);
     const bool need = sb || kb + kBK - 1 > r0 || kb + kBK > T || r0 + 64 > T;
@@ -179,8 +174,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     fence_acc(o);
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < kBK / 16; ++kk)   // keys 16 kk..: bytes 32 kk of each V^T row
-      wgmma_rs(o, a[kk], smem_desc(ks_ + KB) + 2 * kk);
+    for (int kk = 0; kk < kBK / 16; ++kk)   // keys 16 kk..: the V^T tile's k16 step kk
+      wgmma_rs(o, a[kk], smem_desc(kstep(ks_ + L.vt, DV, kk)));
     wgmma_commit_wait_all();
     fence_acc(o);
   }
@@ -209,11 +204,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 // (N = Dk or Dv) += G Z with G = dS or P from the accumulators as the register A operand and
 // Z^T a tile of a transposed copy (K^T, Q^T, dO^T: (B, H, N, Tp), keys padded) as K-major B.
 // dK and dV are separate passes (S^T recomputed once more) so that every accumulator set fits
-// the registers at 192 / 128. Shared: X_k (KC chunks x 128 rows), X_v (VC chunks x 128 rows),
-// then kBwdStages x [Y_k (KC x 64 rows), Y_v (VC x 64 rows), Z^T (N rows x 128 bytes)].
-// bounds: kfirst (kDQ) or klast (kDK, kDV) of the segment pre-pass, or null.
-enum Pass { kDQ = 0, kDK = 1, kDV = 2 };
-constexpr int kBwdStages = 2;
+// the registers at 192 / 128. Shared layout bwd_smem: X_k, X_v, then kBwdStages x [Y_k, Y_v,
+// Z^T]. bounds: kfirst (kDQ) or klast (kDK, kDV) of the segment pre-pass, or null.
 
 template <int DK, int DV, int PASS>
 __global__ void __launch_bounds__(kThreads, 1)
@@ -225,44 +217,40 @@ __global__ void __launch_bounds__(kThreads, 1)
                     int H, int Tp) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr bool kDP = PASS != kDV;
-  constexpr int KC = (DK + 63) / 64, VC = kDP ? DV / 64 : 0, NZ = PASS == kDV ? DV : DK;
-  constexpr int YK = KC * 64 * 128, YV = VC * 64 * 128, SB = YK + YV + NZ * 128;
+  constexpr int NZ = bwd_n(DK, DV, PASS);
+  constexpr BwdSmem L = bwd_smem(DK, DV, PASS);
   extern __shared__ uint8_t smem_raw[];
   __shared__ int bound;
   const uint32_t base = (uint32_t(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
-  const uint32_t xk = base, xv = base + uint32_t(KC) * 128 * 128;
-  auto stage = [&](int st) { return xv + uint32_t(VC) * 128 * 128 + uint32_t(st) * SB; };
+  const uint32_t xk = base + L.xk, xv = base + L.xv;
+  auto stage = [&](int st) { return base + L.stages + uint32_t(st) * L.stage_bytes; };
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
   const int b = blockIdx.y / H, h = blockIdx.y % H;
-  const int x0 = PASS == kDQ ? (gridDim.x - 1 - blockIdx.x) * kBQ : blockIdx.x * kBQ;
+  const int x0 = block_row0(PASS == kDQ, blockIdx.x, gridDim.x);
   const int64_t head = int64_t(b) * T * H + h, lb = (int64_t(b) * H + h) * T;
   const int64_t rk = int64_t(H) * DK, rv = int64_t(H) * DV;
   const int32_t* sb = seg ? seg + int64_t(b) * T : nullptr;
-  int t0, t1;   // tiles [t0, t1) of 64 rows of the streamed operand
-  if constexpr (PASS == kDQ) {
-    t0 = block_klo(bounds, int64_t(b) * T, x0, T, kBQ, &bound) / kBK;
-    t1 = (min(x0 + kBQ, T) + kBK - 1) / kBK;
-  } else {
-    t0 = x0 / kBK;
-    t1 = (block_qhi(bounds, int64_t(b) * T, x0, T, kBQ, &bound) + kBK - 1) / kBK;
-  }
-  const int ntiles = t1 - t0;
-  const bf16* zth = zt_src + (int64_t(b) * H + h) * NZ * Tp;
+  // tiles [t0, t1) of 64 rows of the streamed operand
+  const Tiles tiles =
+      PASS == kDQ ? key_tiles(block_klo(bounds, int64_t(b) * T, x0, T, kBQ, &bound), x0, T)
+                  : query_tiles(x0, block_qhi(bounds, int64_t(b) * T, x0, T, kBQ, &bound));
+  const int t0 = tiles.t0, ntiles = tiles.t1 - tiles.t0;
+  const bf16* zth = zt_src + t_index(int64_t(b) * H + h, 0, 0, NZ, Tp);
   auto load_tile = [&](int st, int it) {
     const int tb = (t0 + it) * kBK;
-    load_rows<kBK, KC>(stage(st), yk_src + head * DK, rk, tb, T, DK);
-    if constexpr (kDP) load_rows<kBK, VC>(stage(st) + YK, yv_src + head * DV, rv, tb, T, DV);
-    load_vt<NZ>(stage(st) + YK + YV, zth, Tp, tb);
+    load_rows<kBK, DK>(stage(st), yk_src + head * DK, rk, tb, T);
+    if constexpr (kDP) load_rows<kBK, DV>(stage(st) + L.yv, yv_src + head * DV, rv, tb, T);
+    load_t<NZ>(stage(st) + L.z, zth, Tp, tb);
   };
-  load_rows<kBQ, KC>(xk, xk_src + head * DK, rk, x0, T, DK);   // in the first commit group
-  if constexpr (kDP) load_rows<kBQ, VC>(xv, xv_src + head * DV, rv, x0, T, DV);
+  load_rows<kBQ, DK>(xk, xk_src + head * DK, rk, x0, T);   // in the first commit group
+  if constexpr (kDP) load_rows<kBQ, DV>(xv, xv_src + head * DV, rv, x0, T);
 #pragma unroll
   for (int st = 0; st < kBwdStages - 1; ++st) {
     if (st < ntiles) load_tile(st, st);
     ptx::cp_commit();
   }
   const int r0 = x0 + wg * 64;   // this warpgroup's first row
-  const int i0 = r0 + warp * 16 + (lane >> 2), i1 = i0 + 8;
+  const int i0 = thread_row(x0, wg, warp, lane, 0), i1 = thread_row(x0, wg, warp, lane, 1);
   const int s0 = sb && i0 < T ? sb[i0] : 0, s1 = sb && i1 < T ? sb[i1] : 0;
   const float sl = scale * kLog2e;
   // kDQ: the rows are queries, their lse (log2 units) and D.
@@ -271,30 +259,29 @@ __global__ void __launch_bounds__(kThreads, 1)
   const float D0 = PASS == kDQ && i0 < T ? Dd[lb + i0] : 0.f;
   const float D1 = PASS == kDQ && i1 < T ? Dd[lb + i1] : 0.f;
   float acc[NZ / 8][4] = {}, s[kBK / 8][4] = {}, dp[kBK / 8][4] = {};
-  const uint32_t xka = xk + uint32_t(wg) * 64 * 128, xva = xv + uint32_t(wg) * 64 * 128;
+  const uint32_t xka = wg_rows(xk, wg), xva = wg_rows(xv, wg);
   for (int it = 0; it < ntiles; ++it) {
-    ptx::cp_wait<kBwdStages - 2>();
+    ptx::cp_wait<ring_wait(kBwdStages)>();
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
     __syncthreads();
-    if (it + kBwdStages - 1 < ntiles)
-      load_tile((it + kBwdStages - 1) % kBwdStages, it + kBwdStages - 1);
+    if (const int nx = ring_refill(it, kBwdStages); nx < ntiles)
+      load_tile(ring_stage(nx, kBwdStages), nx);
     ptx::cp_commit();
     const int tb = (t0 + it) * kBK;
     // No pair of this warpgroup's rows and the tile's is visible: skip (warpgroup-uniform).
-    if (r0 >= T || (PASS == kDQ ? tb > r0 + 63 : tb + kBK - 1 < r0)) continue;
-    const uint32_t ya = stage(it % kBwdStages);
+    if (PASS == kDQ ? skip_query_rows(tb, r0, T) : skip_key_rows(tb, r0, T)) continue;
+    const uint32_t ya = stage(ring_stage(it, kBwdStages));
     fence_acc(s);
     if constexpr (kDP) fence_acc(dp);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < DK / 16; ++kk)
-      wgmma_ss_n64(s, smem_desc(xka + uint32_t(kk / 4) * kBQ * 128) + 2 * (kk % 4),
-                   smem_desc(ya + uint32_t(kk / 4) * kBK * 128) + 2 * (kk % 4), kk > 0);
+      wgmma_ss_n64(s, smem_desc(kstep(xka, kBQ, kk)), smem_desc(kstep(ya, kBK, kk)), kk > 0);
     if constexpr (kDP) {
 #pragma unroll
       for (int kk = 0; kk < DV / 16; ++kk)
-        wgmma_ss_n64(dp, smem_desc(xva + uint32_t(kk / 4) * kBQ * 128) + 2 * (kk % 4),
-                     smem_desc(ya + YK + uint32_t(kk / 4) * kBK * 128) + 2 * (kk % 4), kk > 0);
+        wgmma_ss_n64(dp, smem_desc(kstep(xva, kBQ, kk)), smem_desc(kstep(ya + L.yv, kBK, kk)),
+                     kk > 0);
     }
     wgmma_commit_wait_all();
     fence_acc(s);
@@ -340,7 +327,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk)   // tile rows 16 kk..: bytes 32 kk of each Z^T row
-      wgmma_rs(acc, a[kk], smem_desc(ya + YK + YV) + 2 * kk);
+      wgmma_rs(acc, a[kk], smem_desc(kstep(ya + L.z, NZ, kk)));
     wgmma_commit_wait_all();
     fence_acc(acc);
   }
@@ -352,8 +339,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 template <int DK, int DV>
 constexpr size_t sm90_fwd_smem() {
-  constexpr int KC = (DK + 63) / 64;
-  return size_t(KC) * kBQ * 128 + size_t(kStages) * (size_t(KC) * kBK * 128 + DV * 128) + 1024;
+  return size_t(fwd_smem(DK, DV).bytes) + 1024;   // + room to align the base to 1024
 }
 
 template <int DK, int DV>
@@ -370,10 +356,7 @@ void sm90_forward(const Launch& L, const bf16* q, const bf16* k, const bf16* vt,
 
 template <int DK, int DV, int PASS>
 constexpr size_t sm90_bwd_smem() {
-  constexpr int KC = (DK + 63) / 64, VC = PASS != kDV ? DV / 64 : 0;
-  constexpr int NZ = PASS == kDV ? DV : DK;
-  return size_t(KC + VC) * kBQ * 128 +
-         size_t(kBwdStages) * (size_t(KC + VC) * kBK * 128 + size_t(NZ) * 128) + 1024;
+  return size_t(bwd_smem(DK, DV, PASS).bytes) + 1024;
 }
 
 template <int DK, int DV, int PASS>
@@ -405,7 +388,7 @@ std::atomic<int64_t> g_launches{0}, g_bwd_launches{0};
 
 }  // namespace
 
-int64_t sm90_keys_padded(int64_t T) { return (T + kBK - 1) / kBK * kBK; }
+int64_t sm90_keys_padded(int64_t T) { return padded_rows(int(T)); }
 
 bool sm90_attention(int64_t Dk, int64_t Dv) {
   return attention_wgmma() && attention_wgmma_supported(Dk, Dv);

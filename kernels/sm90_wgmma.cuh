@@ -23,10 +23,5 @@ __device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
          (uint64_t(1) << 62);
 }
 
-// The byte offset of 16-byte chunk `ch` of row `r` in such a tile.
-__device__ __forceinline__ uint32_t swizzled(int r, int ch) {
-  return uint32_t(r) * 128u + (uint32_t(ch ^ (r & 7)) << 4);
-}
-
 }  // namespace sm90
 }  // namespace ds::cuda

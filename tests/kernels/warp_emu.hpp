@@ -3,7 +3,8 @@
 // register holds which matrix element) can be run and checked on a CPU: a thread block's
 // shared-memory image with cp.async (16-byte copies, src-size zero fill, commit/wait groups),
 // bar.sync, ldmatrix .m8n8 .x1/.x2/.x4 (.trans) .b16, plain ld.shared / st.shared of 1-16
-// bytes by a given thread, shfl.sync.bfly, and mma.sync .m16n8k16 .row.col .f32.bf16.bf16.f32.
+// bytes by a given thread, shfl.sync.bfly, mma.sync .m16n8k16 .row.col .f32.bf16.bf16.f32, and
+// the shared-memory operands wgmma reads through a K-major 128-byte-swizzle descriptor.
 // Written from the PTX ISA's definitions (section titles cited below); generic: it knows
 // nothing of any particular kernel. A test drives it the way the kernel's threads and warps
 // would, in lockstep between barriers, and compares the result with a reference; misuse
@@ -191,6 +192,31 @@ class Cta {
     return out;
   }
 
+  // The shared-memory operand wgmma.mma_async reads through a matrix descriptor in the K-major
+  // layout with the 128-byte swizzle (PTX ISA, "Asynchronous Warpgroup Level Matrix Multiply-
+  // Accumulate": "Matrix Descriptor Format", "Shared Memory Matrix Layout" / swizzling
+  // modes): `rows` rows of 32 bytes (one k16 step of BF16, one k32 step of E4M3) from the
+  // descriptor's start address; rows 8g..8g+7 are 128 bytes apart from start + g * sbo (the
+  // stride byte offset), and the swizzle XORs address bits [4:6] (the 16-byte unit) with bits
+  // [7:9] (the row within its 1024-byte atom), so tiles must be 1024-byte aligned. Returns
+  // rows x 16 16-bit values, row-major. Reads by the whole warpgroup, checked like any read.
+  std::vector<uint16_t> wgmma_kmajor_sw128(uint32_t start, int rows, uint32_t sbo = 1024) {
+    if (start % 16 != 0) fail("wgmma descriptor start " + hex(start) + " is not 16-byte aligned");
+    std::vector<uint16_t> out(size_t(rows) * 16);
+    for (int r = 0; r < rows; ++r)
+      for (int k = 0; k < 16; ++k) {
+        const uint32_t lin = start + uint32_t(r / 8) * sbo + uint32_t(r % 8) * 128u + 2u * k;
+        const uint32_t phys = lin ^ (((lin >> 7) & 7u) << 4);
+        const uint32_t o = offset(phys, 2, "wgmma operand", -1);
+        check_read(o, -1);
+        check_read(o + 1, -1);
+        std::memcpy(&out[size_t(r) * 16 + size_t(k)], &data_[o], 2);
+      }
+    ++wgmma_reads_;
+    return out;
+  }
+  int64_t wgmma_reads() const { return wgmma_reads_; }
+
   // A plain 16-bit shared load (ld.shared.b16), with the same checks; for tests of the
   // emulator and of kernels that read shared memory directly.
   uint16_t ld_b16(uint32_t addr) {
@@ -324,7 +350,7 @@ class Cta {
   std::vector<int> reader_, store_epoch_, storer_;   // last reader / plain store (epoch, thread)
   std::vector<Thread> threads_;
   int epoch_ = 0;
-  int64_t copies_ = 0, ldmatrix_ = 0, stores_ = 0, loads_ = 0;
+  int64_t copies_ = 0, ldmatrix_ = 0, stores_ = 0, loads_ = 0, wgmma_reads_ = 0;
 };
 
 // shfl.sync.bfly.b32 d, a, lanemask, 0x1f, 0xffffffff (PTX ISA, "shfl.sync"), every lane

@@ -1,0 +1,145 @@
+// Index arithmetic of the wgmma attention kernels (kernels/flash_attention_sm90.cu), in plain
+// C++ that nvcc compiles for the device and g++ for the host test
+// (tests/kernels/test_layout_attention_sm90.cpp runs the kernels' copies, barriers and wgmma
+// operand reads on the CPU emulation of tests/kernels/warp_emu.hpp). Everything that decides
+// where data moves: the tile sizes and rings, the shared-memory layout of each kernel, which
+// 16-byte chunk each thread copies and where it lands (the K-major 128-byte swizzle), the
+// start address of every k16 step's operand, the transposed copies' layout, which rows a
+// block and a thread own, which tiles a block streams and which a warpgroup skips. The
+// rationale is in the .cu's header comment.
+#pragma once
+#include <cstdint>
+
+#include "kernels/multi_tensor_index.hpp"   // DS_HD
+
+namespace ds::cuda::fa90 {
+
+constexpr int kBQ = 128;         // rows per block: 2 warpgroups x 64
+constexpr int kBK = 64;          // rows per streamed tile (keys, or queries for dK / dV)
+constexpr int kStages = 3;       // the forward's ring of tiles
+constexpr int kBwdStages = 2;    // the backward passes' ring
+constexpr int kThreads = 256;
+
+// The backward passes (one kernel template): rows are queries (dQ) or keys (dK, dV).
+enum Pass { kDQ = 0, kDK = 1, kDV = 2 };
+
+DS_HD int imin(int a, int b) {
+#if defined(__CUDA_ARCH__)
+  return min(a, b);
+#else
+  return a < b ? a : b;
+#endif
+}
+
+// 64-column (128-byte) chunks of a head dim D (a multiple of 16).
+DS_HD constexpr int chunks(int D) { return (D + 63) / 64; }
+
+// K-major 128-byte swizzle of a tile of rows x 128 bytes (1024-byte aligned): row r's 16-byte
+// unit u sits at r * 128 + (u ^ (r % 8)) * 16 (the layout wgmma's descriptor reads; the FP8
+// GEMM stores the same).
+DS_HD constexpr uint32_t swizzled(int r, int u) {
+  return uint32_t(r) * 128u + (uint32_t(u ^ (r & 7)) << 4);
+}
+
+// An operand of `rows` rows x D columns (D a multiple of 16, up to chunks(D) * 64) in shared
+// memory: chunk c (columns 64c..64c+63) is a swizzled tile of its own, rows * 128 bytes apart.
+// Copy e (0 <= e < rows * chunks * 8) moves 16 bytes: chunk c, row r, unit u (columns
+// 64c + 8u .. + 7); thread t makes copies t, t + kThreads, ...
+struct RowCopy {
+  int c, r, u;
+};
+DS_HD constexpr int row_copies(int rows, int D) { return rows * chunks(D) * 8 / kThreads; }
+DS_HD RowCopy row_copy(int e, int rows) { return {e / (rows * 8), (e >> 3) % rows, e & 7}; }
+DS_HD uint32_t row_copy_dst(const RowCopy& x, int rows) {
+  return uint32_t(x.c) * uint32_t(rows) * 128u + swizzled(x.r, x.u);
+}
+DS_HD int row_copy_col(const RowCopy& x) { return x.c * 64 + x.u * 8; }
+
+// A tile of a transposed copy (N rows of the head dim, each kBK sequence positions = 128
+// bytes): copy e (0 <= e < N * 8) is row e / 8, unit e % 8 (positions tb + 8u .. + 7).
+DS_HD constexpr int t_copies(int N) { return N * 8 / kThreads; }
+DS_HD int t_copy_row(int e) { return e >> 3; }
+DS_HD int t_copy_unit(int e) { return e & 7; }
+
+// The transposed copies x^T (B*H, D, Tp) of a (B, T, H, D) tensor: rows padded to Tp (zeros).
+DS_HD int padded_rows(int T) { return (T + kBK - 1) / kBK * kBK; }
+DS_HD int64_t t_index(int64_t bh, int d, int t, int D, int Tp) {
+  return (bh * D + d) * Tp + t;
+}
+
+// The start address of k16 step kk (columns 16kk..16kk+15) of an operand of `rows` rows at
+// `base` (chunk kk / 4, bytes 32 (kk % 4) of each row); its descriptor is smem_desc(this).
+DS_HD uint32_t kstep(uint32_t base, int rows, int kk) {
+  return base + uint32_t(kk / 4) * uint32_t(rows) * 128u + 32u * uint32_t(kk % 4);
+}
+// Warpgroup wg's 64 rows of a block operand of kBQ rows at `base` (chunk tiles of kBQ rows).
+DS_HD uint32_t wg_rows(uint32_t base, int wg) { return base + uint32_t(wg) * 64u * 128u; }
+
+// ---- shared memory (byte offsets from the 1024-aligned base) ---------------------------------
+// Forward: Q (chunks(DK) x kBQ rows), then kStages x [K (chunks(DK) x kBK rows), V^T (DV rows)].
+struct FwdSmem {
+  uint32_t q, stages, stage_bytes, vt, bytes;   // vt: offset inside a stage
+};
+DS_HD constexpr FwdSmem fwd_smem(int DK, int DV) {
+  return {0u, uint32_t(chunks(DK)) * kBQ * 128u,
+          uint32_t(chunks(DK)) * kBK * 128u + uint32_t(DV) * 128u,
+          uint32_t(chunks(DK)) * kBK * 128u,
+          uint32_t(chunks(DK)) * kBQ * 128u +
+              kStages * (uint32_t(chunks(DK)) * kBK * 128u + uint32_t(DV) * 128u)};
+}
+// Backward pass: X_k (chunks(DK) x kBQ), X_v (chunks(DV) x kBQ; not for kDV), then kBwdStages
+// x [Y_k (chunks(DK) x kBK), Y_v (chunks(DV) x kBK; not for kDV), Z^T (N rows)], N = DV for
+// kDV, else DK.
+struct BwdSmem {
+  uint32_t xk, xv, stages, stage_bytes, yv, z, bytes;   // yv, z: offsets inside a stage
+};
+DS_HD constexpr int bwd_n(int DK, int DV, int pass) { return pass == kDV ? DV : DK; }
+DS_HD constexpr int bwd_vc(int DV, int pass) { return pass == kDV ? 0 : chunks(DV); }
+DS_HD constexpr BwdSmem bwd_smem(int DK, int DV, int pass) {
+  return {0u, uint32_t(chunks(DK)) * kBQ * 128u,
+          uint32_t(chunks(DK) + bwd_vc(DV, pass)) * kBQ * 128u,
+          uint32_t(chunks(DK) + bwd_vc(DV, pass)) * kBK * 128u +
+              uint32_t(bwd_n(DK, DV, pass)) * 128u,
+          uint32_t(chunks(DK)) * kBK * 128u,
+          uint32_t(chunks(DK) + bwd_vc(DV, pass)) * kBK * 128u,
+          uint32_t(chunks(DK) + bwd_vc(DV, pass)) * kBQ * 128u +
+              kBwdStages * (uint32_t(chunks(DK) + bwd_vc(DV, pass)) * kBK * 128u +
+                            uint32_t(bwd_n(DK, DV, pass)) * 128u)};
+}
+
+// ---- the ring of tiles ----------------------------------------------------------------------
+// Tile it of a block sits in stage it % stages. Before the loop the block's rows and tiles
+// 0 .. stages - 2 are copied, one commit group per tile (the rows in the first). Iteration it
+// waits until at most ring_wait groups of the thread are pending (tile it has landed),
+// publishes them with a barrier, then refills the stage of tile it - 1 (every warpgroup has
+// waited for its products before that barrier) with tile ring_refill and commits a group,
+// empty or not.
+DS_HD constexpr int ring_wait(int stages) { return stages - 2; }
+DS_HD int ring_stage(int it, int stages) { return it % stages; }
+DS_HD int ring_refill(int it, int stages) { return it + stages - 1; }
+
+// ---- blocks, tiles, rows -------------------------------------------------------------------
+// A block's first row: the forward and dQ take query blocks from the end (the longest rows
+// first), dK and dV key blocks from the start (the keys most queries see first).
+DS_HD int block_row0(bool from_end, int bx, int nbx) { return (from_end ? nbx - 1 - bx : bx) * kBQ; }
+// The tiles [t0, t1) a block streams. Rows are queries (forward, dQ): keys from klo (the
+// segments' smallest first visible key, 0 without segments) to the block's last row;
+// rows are keys (dK, dV): queries from the block's first key to qhi (the segments' largest
+// last visible query + 1, T without segments).
+struct Tiles {
+  int t0, t1;
+};
+DS_HD Tiles key_tiles(int klo, int x0, int T) {
+  return {klo / kBK, (imin(x0 + kBQ, T) + kBK - 1) / kBK};
+}
+DS_HD Tiles query_tiles(int x0, int qhi) { return {x0 / kBK, (qhi + kBK - 1) / kBK}; }
+// Whether warpgroup rows [r0, r0 + 64) see nothing of the tile at tb (warpgroup-uniform):
+// query rows see keys <= themselves; key rows are seen by queries >= themselves.
+DS_HD bool skip_query_rows(int tb, int r0, int T) { return r0 >= T || tb > r0 + 63; }
+DS_HD bool skip_key_rows(int tb, int r0, int T) { return r0 >= T || tb + kBK - 1 < r0; }
+// Row `half` (0, 1) of a thread: its accumulator rows lane / 4 and + 8 of its warp's 16.
+DS_HD int thread_row(int x0, int wg, int warp, int lane, int half) {
+  return x0 + wg * 64 + warp * 16 + (lane >> 2) + 8 * half;
+}
+
+}  // namespace ds::cuda::fa90

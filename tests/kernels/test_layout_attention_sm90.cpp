@@ -1,0 +1,322 @@
+// The wgmma attention kernels' data movement (kernels/flash_attention_sm90.cu), checked on the
+// CPU (no GPU, no CUDA): for the forward and each backward pass (dQ, dK, dV), every block of
+// small problems runs the kernel's copies, commit groups, waits and barriers in the kernel's
+// order, with its index arithmetic (kernels/flash_attention_sm90_layout.hpp), over the
+// emulator of tests/kernels/warp_emu.hpp; every shared-memory operand a wgmma would read is
+// read through the emulator's model of the K-major 128-byte-swizzle descriptor and compared,
+// element by element, with the global tensor it must hold (zeros past T and past the head
+// dim). The emulator also refuses reads of bytes not yet landed or not published by a
+// barrier, copies into bytes read since the last barrier or still in flight, and copies from
+// outside an operand. Last, every (row, column) pair the causal / segment mask lets through
+// must lie in a tile its warpgroup processed. First, the descriptor model against the layout
+// the H200-verified FP8 GEMM stores (sm90_fp8_gemm.cu load_tile).
+// What it cannot show: that wgmma reads what the PTX ISA says, the arithmetic (register
+// fragments, softmax), or speed; the GPU test (test_ops_attention.cpp) covers the numbers.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kernels/flash_attention_sm90_layout.hpp"
+#include "warp_emu.hpp"
+
+namespace emu = ds::test::emu;
+namespace L = ds::cuda::fa90;
+
+TEST_CASE("warp emulator: the wgmma K-major 128B-swizzle read of the FP8 GEMM's stored tile") {
+  // 128 rows x 128 bytes, staged with sm90_fp8_gemm.cu's store formula (row r's 16-byte unit
+  // ch at r * 128 + ((ch ^ (r & 7)) << 4)); byte (r, x) holds a value naming it.
+  emu::Cta cta(2 * 16384, 1, 0);
+  std::vector<uint8_t> img(128 * 128);
+  for (int r = 0; r < 128; ++r)
+    for (int x = 0; x < 128; ++x) img[size_t(r * 128 + x)] = uint8_t((r * 131 + x * 7) & 0xff);
+  const emu::GlobalSpan g{img.data(), img.size()};
+  const uint32_t base = 16384;   // 1024-aligned
+  for (int r = 0; r < 128; ++r)
+    for (int ch = 0; ch < 8; ++ch)
+      cta.cp_async16(0, base + uint32_t(r * 128 + ((ch ^ (r & 7)) << 4)), g,
+                     size_t(r * 128 + ch * 16), 16);
+  cta.commit_group(0);
+  cta.wait_group(0, 0);
+  cta.bar_sync();
+  for (int step = 0; step < 4; ++step)   // the kernel's k32 steps: start + 32 bytes each
+    for (int rows : {64, 128}) {
+      const std::vector<uint16_t> v = cta.wgmma_kmajor_sw128(base + 32u * uint32_t(step), rows);
+      bool ok = true;
+      for (int r = 0; r < rows; ++r)
+        for (int k = 0; k < 16; ++k) {
+          const int x = 32 * step + 2 * k;
+          const uint16_t want = uint16_t(img[size_t(r * 128 + x)] | img[size_t(r * 128 + x + 1)] << 8);
+          ok = ok && v[size_t(r * 16 + k)] == want;
+        }
+      CHECK(ok);
+    }
+  // An unaligned tile (not on 1024 bytes) reads other bytes: the alignment matters.
+  emu::Cta c2(4096, 1, 0);
+  std::vector<uint8_t> z(16, 0);
+  for (uint32_t o = 0; o < 4096; o += 16) c2.cp_async16(0, o, {z.data(), 16}, 0, 16);
+  c2.commit_group(0);
+  c2.wait_group(0, 0);
+  c2.bar_sync();
+  CHECK_THROWS_AS(c2.wgmma_kmajor_sw128(3, 8), emu::EmuError);   // not 16-byte aligned
+}
+
+namespace {
+
+enum class Kind { fwd, dq, dk, dv };
+std::string name(Kind k) {
+  return k == Kind::fwd ? "forward" : k == Kind::dq ? "dQ" : k == Kind::dk ? "dK" : "dV";
+}
+
+// A (B, T, H, D) BF16 tensor whose codes name their element (never 0, so a zero-filled
+// element is told apart), and its transposed copy (B*H, D, Tp) as to_bf16_t_kernel writes it.
+struct Tensor4 {
+  int D = 0;
+  std::vector<uint16_t> x, xt;
+};
+Tensor4 make(int id, int B, int T, int H, int D) {
+  Tensor4 t;
+  t.D = D;
+  const int Tp = L::padded_rows(T);
+  t.x.resize(size_t(B) * T * H * D);
+  for (size_t i = 0; i < t.x.size(); ++i) t.x[i] = uint16_t(1 + (i * 2654435761u + id * 40503u) % 65521u);
+  t.xt.assign(size_t(B) * H * D * Tp, 0);
+  for (int b = 0; b < B; ++b)
+    for (int tt = 0; tt < T; ++tt)
+      for (int h = 0; h < H; ++h)
+        for (int d = 0; d < D; ++d)
+          t.xt[size_t(L::t_index(int64_t(b) * H + h, d, tt, D, Tp))] =
+              t.x[((size_t(b) * T + tt) * H + h) * D + d];
+  return t;
+}
+
+struct Problem {
+  int B, T, H, Dk, Dv;
+  std::vector<int32_t> seg;   // (B, T) or empty
+  bool visible(int b, int i, int j) const {   // query i sees key j
+    return j <= i && (seg.empty() || seg[size_t(b * T + i)] == seg[size_t(b * T + j)]);
+  }
+};
+
+// One block of one kernel, b = B - 1, h = H - 1 (non-zero offsets). Returns the number of
+// operand reads checked.
+int64_t run_block(const Problem& P, Kind kind, int bx, const Tensor4& q, const Tensor4& k,
+                  const Tensor4& v, const Tensor4& dout) {
+  const int B = P.B, T = P.T, H = P.H, Dk = P.Dk, Dv = P.Dv, b = B - 1, h = H - 1;
+  const int Tp = L::padded_rows(T), nbx = (T + L::kBQ - 1) / L::kBQ;
+  const bool rows_are_queries = kind == Kind::fwd || kind == Kind::dq;
+  const int pass = kind == Kind::dq ? L::kDQ : kind == Kind::dk ? L::kDK : L::kDV;
+  const bool dp = kind == Kind::dq || kind == Kind::dk;
+  // The operands: X (block rows), Y (streamed tiles), Z^T (transposed tiles).
+  const Tensor4& xk = rows_are_queries ? q : k;
+  const Tensor4& yk = rows_are_queries ? k : q;
+  const Tensor4& xv = kind == Kind::dq ? dout : v;
+  const Tensor4& yv = kind == Kind::dq ? v : dout;
+  const Tensor4& z = kind == Kind::fwd ? v : kind == Kind::dq ? k : kind == Kind::dk ? q : dout;
+  const int N = z.D, stages = kind == Kind::fwd ? L::kStages : L::kBwdStages;
+  uint32_t xk_at, xv_at = 0, stage0, stage_bytes, yv_at = 0, z_at, bytes;
+  if (kind == Kind::fwd) {
+    const L::FwdSmem S = L::fwd_smem(Dk, Dv);
+    xk_at = S.q, stage0 = S.stages, stage_bytes = S.stage_bytes, z_at = S.vt, bytes = S.bytes;
+  } else {
+    const L::BwdSmem S = L::bwd_smem(Dk, Dv, pass);
+    xk_at = S.xk, xv_at = S.xv, stage0 = S.stages, stage_bytes = S.stage_bytes, yv_at = S.yv;
+    z_at = S.z, bytes = S.bytes;
+  }
+  REQUIRE(bytes + 1024 <= 227 * 1024);
+  emu::Cta cta(bytes, L::kThreads, 0);
+  const int x0 = L::block_row0(rows_are_queries, bx, nbx);
+
+  auto load_rows = [&](uint32_t dst, const Tensor4& src, int rows, int r0) {
+    REQUIRE(rows * L::chunks(src.D) * 8 % L::kThreads == 0);
+    const emu::GlobalSpan g{src.x.data(), src.x.size() * 2};
+    for (int tid = 0; tid < L::kThreads; ++tid)
+      for (int i = 0; i < L::row_copies(rows, src.D); ++i) {
+        const L::RowCopy c = L::row_copy(tid + i * L::kThreads, rows);
+        const int col = L::row_copy_col(c);
+        const bool ok = r0 + c.r < T && col < src.D;
+        const size_t off = ok ? (((size_t(b) * T + r0 + c.r) * H + h) * src.D + col) * 2 : 0;
+        cta.cp_async16(tid, dst + L::row_copy_dst(c, rows), g, off, ok ? 16 : 0);
+      }
+  };
+  auto load_t = [&](uint32_t dst, const Tensor4& src, int tb) {
+    REQUIRE(src.D * 8 % L::kThreads == 0);
+    const emu::GlobalSpan g{src.xt.data(), src.xt.size() * 2};
+    for (int tid = 0; tid < L::kThreads; ++tid)
+      for (int i = 0; i < L::t_copies(src.D); ++i) {
+        const int e = tid + i * L::kThreads, r = L::t_copy_row(e), u = L::t_copy_unit(e);
+        const size_t off = size_t(L::t_index(int64_t(b) * H + h, r, tb + u * 8, src.D, Tp)) * 2;
+        cta.cp_async16(tid, dst + L::swizzled(r, u), g, off, 16);
+      }
+  };
+  auto commit_all = [&] {
+    for (int tid = 0; tid < L::kThreads; ++tid) cta.commit_group(tid);
+  };
+  // The block's streamed tiles (the segment bounds as the pre-pass computes them).
+  L::Tiles tiles{};
+  if (rows_are_queries) {
+    int klo = P.seg.empty() ? 0 : T;
+    for (int i = x0; i < std::min(x0 + L::kBQ, T) && !P.seg.empty(); ++i) {
+      int first = i;   // any layout: the first key with the query's label
+      for (int j = 0; j < i; ++j)
+        if (P.seg[size_t(b * T + j)] == P.seg[size_t(b * T + i)]) {
+          first = j;
+          break;
+        }
+      klo = std::min(klo, first);
+    }
+    tiles = L::key_tiles(klo, x0, T);
+  } else {
+    int qhi = P.seg.empty() ? T : 0;
+    for (int j = x0; j < std::min(x0 + L::kBQ, T) && !P.seg.empty(); ++j) {
+      int last = j;
+      for (int i = T - 1; i > j; --i)
+        if (P.seg[size_t(b * T + i)] == P.seg[size_t(b * T + j)]) {
+          last = i;
+          break;
+        }
+      qhi = std::max(qhi, last + 1);
+    }
+    tiles = L::query_tiles(x0, qhi);
+  }
+  const int ntiles = tiles.t1 - tiles.t0;
+  REQUIRE(ntiles >= 1);
+  auto stage = [&](int s) { return stage0 + uint32_t(s) * stage_bytes; };
+  auto load_tile = [&](int s, int it) {
+    const int tb = (tiles.t0 + it) * L::kBK;
+    load_rows(stage(s), yk, L::kBK, tb);
+    if (dp) load_rows(stage(s) + yv_at, yv, L::kBK, tb);
+    load_t(stage(s) + z_at, z, tb);
+  };
+
+  // Expected element of a read: natural tensors (zero past T or D) and transposed tiles.
+  auto want_row = [&](const Tensor4& t, int row, int col) -> uint16_t {
+    if (row >= T || col >= t.D) return 0;
+    return t.x[((size_t(b) * T + row) * H + h) * t.D + col];
+  };
+  int64_t reads = 0;
+  std::vector<std::vector<char>> done(2, std::vector<char>(size_t(Tp / L::kBK), 0));
+  auto check_rows = [&](uint32_t start, int rows, const Tensor4& t, int row0, int col0,
+                        const std::string& what) {
+    const std::vector<uint16_t> got = cta.wgmma_kmajor_sw128(start, rows);
+    int bad = 0;
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < 16; ++c) bad += got[size_t(r * 16 + c)] != want_row(t, row0 + r, col0 + c);
+    CHECK_MESSAGE(bad == 0, what << ": " << bad << " wrong elements");
+    ++reads;
+  };
+  auto check_t = [&](uint32_t start, const Tensor4& t, int tb, const std::string& what) {
+    const std::vector<uint16_t> got = cta.wgmma_kmajor_sw128(start, t.D);
+    int bad = 0;
+    for (int r = 0; r < t.D; ++r)
+      for (int c = 0; c < 16; ++c) bad += got[size_t(r * 16 + c)] != want_row(t, tb + c, r);
+    CHECK_MESSAGE(bad == 0, what << ": " << bad << " wrong elements");
+    ++reads;
+  };
+
+  // The kernel: block rows, then stages - 1 tiles, one commit group each (rows in the first).
+  load_rows(xk_at, xk, L::kBQ, x0);
+  if (dp) load_rows(xv_at, xv, L::kBQ, x0);
+  for (int s = 0; s < stages - 1; ++s) {
+    if (s < ntiles) load_tile(s, s);
+    commit_all();
+  }
+  for (int it = 0; it < ntiles; ++it) {
+    for (int tid = 0; tid < L::kThreads; ++tid) cta.wait_group(tid, L::ring_wait(stages));
+    cta.bar_sync();
+    if (const int nx = L::ring_refill(it, stages); nx < ntiles)
+      load_tile(L::ring_stage(nx, stages), nx);
+    commit_all();
+    const int tb = (tiles.t0 + it) * L::kBK;
+    const uint32_t ya = stage(L::ring_stage(it, stages));
+    for (int wg = 0; wg < 2; ++wg) {
+      const int r0 = x0 + wg * 64;
+      if (rows_are_queries ? L::skip_query_rows(tb, r0, T) : L::skip_key_rows(tb, r0, T)) continue;
+      done[size_t(wg)][size_t(tb / L::kBK)] = 1;
+      const std::string at = name(kind) + " block " + std::to_string(bx) +
+                             " tile " + std::to_string(tb) + " wg " + std::to_string(wg);
+      for (int kk = 0; kk < Dk / 16; ++kk) {   // S (or S^T) = X_k Y_k^T
+        check_rows(L::kstep(L::wg_rows(xk_at, wg), L::kBQ, kk), 64, xk, r0, 16 * kk, at + " X_k");
+        check_rows(L::kstep(ya, L::kBK, kk), L::kBK, yk, tb, 16 * kk, at + " Y_k");
+      }
+      for (int kk = 0; dp && kk < Dv / 16; ++kk) {   // dP (or dP^T) = X_v Y_v^T
+        check_rows(L::kstep(L::wg_rows(xv_at, wg), L::kBQ, kk), 64, xv, r0, 16 * kk, at + " X_v");
+        check_rows(L::kstep(ya + yv_at, L::kBK, kk), L::kBK, yv, tb, 16 * kk, at + " Y_v");
+      }
+      for (int kk = 0; kk < L::kBK / 16; ++kk)   // the output product's B: Z^T
+        check_t(L::kstep(ya + z_at, N, kk), z, tb + 16 * kk, at + " Z^T");
+    }
+  }
+  for (int tid = 0; tid < L::kThreads; ++tid) cta.wait_group(tid, 0);
+  CHECK(cta.in_flight() == 0);
+  // Every visible pair of a warpgroup's row and a column lies in a tile it processed.
+  int missed = 0;
+  for (int wg = 0; wg < 2; ++wg)
+    for (int r = x0 + wg * 64; r < std::min(x0 + wg * 64 + 64, T); ++r)
+      for (int c = 0; c < T; ++c) {
+        const bool vis = rows_are_queries ? P.visible(b, r, c) : P.visible(b, c, r);
+        if (vis && !done[size_t(wg)][size_t(c / L::kBK)]) ++missed;
+      }
+  CHECK_MESSAGE(missed == 0, name(kind) << " block " << bx << ": " << missed
+                                        << " visible pairs in tiles never processed");
+  return reads;
+}
+
+std::vector<int32_t> segments(int B, int T, int kind) {   // 0 none, 1 runs, 2 labels
+  std::vector<int32_t> s;
+  if (kind == 0) return s;
+  s.resize(size_t(B) * T);
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T; ++t)
+      s[size_t(b * T + t)] = kind == 1 ? (t < T / 3 ? 5 : t < (2 * T) / 3 ? 6 : 7)
+                                       : int((t * 7 + b) % 3);
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("wgmma attention: every operand read holds its tensor, with no race, all tiles covered") {
+  const int dims[][2] = {{64, 64}, {96, 64}, {128, 128}, {192, 128}};
+  int64_t reads = 0;
+  for (const auto& d : dims)
+    for (int T : {1, 64, 130, 333})
+      for (int sk : {0, 1, 2}) {
+        if (T > 130 && (d[0] == 128 || sk == 2)) continue;   // keep the run short
+        Problem P{2, T, 2, d[0], d[1], segments(2, T, sk)};
+        CAPTURE(T);
+        CAPTURE(d[0]);
+        CAPTURE(sk);
+        const Tensor4 q = make(1, P.B, T, P.H, P.Dk), k = make(2, P.B, T, P.H, P.Dk);
+        const Tensor4 v = make(3, P.B, T, P.H, P.Dv), dout = make(4, P.B, T, P.H, P.Dv);
+        const int nbx = (T + L::kBQ - 1) / L::kBQ;
+        for (Kind kind : {Kind::fwd, Kind::dq, Kind::dk, Kind::dv})
+          for (int bx = 0; bx < nbx; ++bx) {
+            try {
+              reads += run_block(P, kind, bx, q, k, v, dout);
+            } catch (const emu::EmuError& e) {
+              const std::string msg = name(kind) + " block " + std::to_string(bx) + ": " + e.what();
+              FAIL_CHECK(msg);
+            }
+          }
+      }
+  MESSAGE("wgmma operand reads checked: " << reads);
+  CHECK(reads > 1000);
+}
+
+TEST_CASE("wgmma attention layout: the shared memory fits and every region is 1024-aligned") {
+  const std::pair<int, int> dims[] = {{64, 64}, {96, 64}, {128, 128}, {192, 128}};
+  for (const auto& d : dims) {
+    const L::FwdSmem f = L::fwd_smem(d.first, d.second);
+    CHECK(f.bytes + 1024 <= 227u * 1024u);
+    CHECK((f.stages % 1024 == 0 && f.stage_bytes % 1024 == 0 && f.vt % 1024 == 0));
+    for (int pass : {L::kDQ, L::kDK, L::kDV}) {
+      const L::BwdSmem s = L::bwd_smem(d.first, d.second, pass);
+      CHECK(s.bytes + 1024 <= 227u * 1024u);
+      CHECK((s.xv % 1024 == 0 && s.stages % 1024 == 0 && s.stage_bytes % 1024 == 0 &&
+             s.yv % 1024 == 0 && s.z % 1024 == 0));
+    }
+  }
+}
