@@ -3,12 +3,12 @@
 #   1. the GPU unit tests: every CUDA op against the CPU reference (ds_test_backend_ops), the
 #      tiny model's loss/gradients and a 30-step run GPU vs CPU (ds_test_model_gpu), casts
 #      and NCCL on one rank;
-#   2. a training step of the 1b preset (BF16 and FP8 GEMMs): tokens/s and MFU, and the same
-#      step in PyTorch on the same card;
-#   3. ds-pretrain --device cuda and --device cpu on the tiny preset, loss curves side by side,
-#      then ds-generate and ds-eval on the GPU-trained checkpoint (cuda and cpu);
-#   4. kernel benchmarks: GEMMs (BF16 cuBLAS, FP8 wgmma/portable), attention, MLA decode,
-#      cross-entropy over a 129280 vocabulary and the MoE router.
+#   2. a training step of the 1b preset (BF16 and FP8 GEMMs): tokens/s and MFU, per-op
+#      profiles, each opt-in alone and all together, and the same step in PyTorch on the card;
+#   3. kernel benchmarks: GEMMs (BF16 cuBLAS, FP8 wgmma/portable), attention (mma.sync and
+#      wgmma), MLA decode, cross-entropy over a 129280 vocabulary and the MoE router;
+#   4. ds-pretrain --device cuda and --device cpu on the tiny preset, loss curves side by side,
+#      then ds-generate and ds-eval on the GPU-trained checkpoint (cuda and cpu).
 # Logs go to $OUT (or gpu-check-out/); each table row is printed when it is made and the
 # whole table last. Needs gpu-pack/ from scripts/gpu-pack.sh (binaries, libraries, data). Each
 # step has its own time limit; the whole script aims at under 8 minutes on an H200 (--quick
@@ -144,6 +144,16 @@ DS_ATTENTION=wgmma timeout 60 "$BIN/bench_train_step" --preset 1b --batch 4 --se
   --precision bf16 --steps "$NS" --warmup 2 > "$O/bench_train_attn.txt" 2>&1
 l=$(grep "^train step 1b bf16" "$O/bench_train_attn.txt" | head -1 | sed 's/^train step 1b //')
 row "train step 1b bf16 (ds, wgmma attention)" INFO "${l:-failed, see bench_train_attn.txt}"
+# Every opt-in at once (our grouped GEMM, the wgmma attention; the FP8 step also with grouped
+# FP8 experts), with the per-op profile of what is left.
+DS_GROUPED_GEMM=kernel DS_ATTENTION=wgmma timeout 90 "$BIN/bench_train_step" --preset 1b \
+  --batch 4 --seq 4096 --precision bf16,fp8 --grouped-experts 1 --steps "$NS" --warmup 2 \
+  --profile 1 > "$O/bench_train_all.txt" 2> "$O/bench_train_all_profile.txt"
+grep -E "^(profile|GEMM share|[a-z_0-9]+ +[a-z_]+ +[0-9]+ )" "$O/bench_train_all_profile.txt" | head -40
+for prec in bf16 fp8; do
+  l=$(grep "^train step 1b $prec" "$O/bench_train_all.txt" | head -1 | sed 's/^train step 1b //')
+  row "train step 1b $prec (ds, all opt-ins)" INFO "${l:-failed, see bench_train_all.txt}"
+done
 if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
   timeout 100 env PYTHONUNBUFFERED=1 python3 tests/model/torch_ref/bench_torch_train.py \
     --preset 1b --device cuda --dtype bf16 --batch 4 --seq 4096 --steps "$NS" --warmup 2 \
@@ -154,7 +164,20 @@ if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
 fi
 echo "[gpu-check] training-step benchmarks done at $(elapsed)"
 
-# ---- 3. the tools on the GPU: pretraining (GPU vs CPU), generation, evaluation ---------------
+# ---- 3. kernel benchmarks ---------------------------------------------------------------------
+timeout 45 "$BIN/bench_gemm" > "$O/bench_gemm.txt" 2>&1; echo "bench_gemm rc=$?"
+grep -v '^{' "$O/bench_gemm.txt" | tail -14
+q=$([ $QUICK = 1 ] && echo --quick || true)
+timeout 45 "$BIN/bench_attention" $q > "$O/bench_attention.txt" 2>&1; echo "bench_attention rc=$?"
+grep -v '^{' "$O/bench_attention.txt"
+timeout 30 "$BIN/bench_attention" $q --wgmma > "$O/bench_attention_wgmma.txt" 2>&1
+echo "bench_attention --wgmma rc=$?"; grep -v '^{' "$O/bench_attention_wgmma.txt"
+l=$(grep "wgmma fwd" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' | tr -s ' ' | paste -sd';')
+row "attention wgmma" INFO "${l:-failed, see bench_attention_wgmma.txt}"
+timeout 30 "$BIN/bench_losses" > "$O/bench_losses.txt" 2>&1; echo "bench_losses rc=$?"
+grep -v '^{' "$O/bench_losses.txt" | tail -3
+echo "[gpu-check] kernel benchmarks done at $(elapsed)"
+# ---- 4. the tools on the GPU: pretraining (GPU vs CPU), generation, evaluation ---------------
 STEPS=$([ $QUICK = 1 ] && echo 60 || echo 200)
 for dev in cuda cpu; do
   rm -rf "$O/run-$dev"
@@ -221,16 +244,3 @@ if [ -d "$O/run-cuda" ]; then
 fi
 echo "[gpu-check] tools done at $(elapsed)"
 
-# ---- 4. kernel benchmarks ---------------------------------------------------------------------
-timeout 45 "$BIN/bench_gemm" > "$O/bench_gemm.txt" 2>&1; echo "bench_gemm rc=$?"
-grep -v '^{' "$O/bench_gemm.txt" | tail -14
-q=$([ $QUICK = 1 ] && echo --quick || true)
-timeout 45 "$BIN/bench_attention" $q > "$O/bench_attention.txt" 2>&1; echo "bench_attention rc=$?"
-grep -v '^{' "$O/bench_attention.txt"
-timeout 30 "$BIN/bench_attention" $q --wgmma > "$O/bench_attention_wgmma.txt" 2>&1
-echo "bench_attention --wgmma rc=$?"; grep -v '^{' "$O/bench_attention_wgmma.txt"
-l=$(grep "wgmma fwd" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' | tr -s ' ' | paste -sd';')
-row "attention wgmma" INFO "${l:-failed, see bench_attention_wgmma.txt}"
-timeout 30 "$BIN/bench_losses" > "$O/bench_losses.txt" 2>&1; echo "bench_losses rc=$?"
-grep -v '^{' "$O/bench_losses.txt" | tail -3
-echo "[gpu-check] kernel benchmarks done at $(elapsed)"
