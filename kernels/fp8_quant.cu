@@ -211,6 +211,25 @@ __global__ void bf16_round_kernel(const float* x, float* out_f32, uint16_t* out_
   }
 }
 
+__global__ void gather_rows_bf16_kernel(const float* __restrict__ src, int64_t n_src,
+                                        const int32_t* __restrict__ rows,
+                                        const float* __restrict__ w, float* out_f32,
+                                        uint16_t* out_codes, int64_t M, int64_t C) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < M * C;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t m = i / C, c = i - m * C;
+    const int32_t r = rows[m];
+    float x = 0.0f;
+    if (r >= 0 && r < n_src) {
+      x = src[int64_t(r) * C + c];
+      if (w) x = 0.0f + w[m] * x;
+    }
+    const uint16_t code = f32_to_bf16(x);
+    if (out_codes) out_codes[i] = code;
+    else out_f32[i] = bf16_to_f32(code);
+  }
+}
+
 // fp8_quantize_transposed: a block (32, 8) per 128-row strip x 32 columns, thread (tx, ty)
 // holding rows ty + 8r of column tx as quant_tile_kernel<1> (the same amax over the 128 rows
 // of a column); the codes go through a shared tile [column][row] (rows padded to 132 bytes:
@@ -405,6 +424,14 @@ void fp8_quantize_blocks_multi(const Fp8BlockJob* jobs, int count, bool ue8m0) {
 void bf16_round(const float* x, float* out_f32, uint16_t* out_codes, int64_t n) {
   if (n <= 0) return;
   bf16_round_kernel<<<grid_for(n, 256), 256, 0, stream()>>>(x, out_f32, out_codes, n);
+  DS_CUDA_LAUNCHED();
+}
+
+void gather_rows_bf16(const float* src, int64_t n_src, const int32_t* rows, const float* w,
+                      float* out_f32, uint16_t* out_codes, int64_t M, int64_t C) {
+  if (M <= 0 || C <= 0) return;
+  gather_rows_bf16_kernel<<<grid_for(M * C, 256), 256, 0, stream()>>>(src, n_src, rows, w,
+                                                                      out_f32, out_codes, M, C);
   DS_CUDA_LAUNCHED();
 }
 

@@ -41,5 +41,9 @@ void fp8_quantize_blocks_multi(const Fp8BlockJob* jobs, int count, bool ue8m0);
 // BF16 rounding (RNE, NaN kept quiet) of n floats: out_f32 gets the round trip, out_codes the
 // codes; either may be null. out_f32 may alias x.
 void bf16_round(const float* x, float* out_f32, uint16_t* out_codes, int64_t n);
+// out (M, C) = bf16(w[m] * src[rows[m]]) (w null: no weight; as 0 + w * x), codes or rounded
+// F32 (the other pointer null); zeros for a row index outside [0, n_src).
+void gather_rows_bf16(const float* src, int64_t n_src, const int32_t* rows, const float* w,
+                      float* out_f32, uint16_t* out_codes, int64_t M, int64_t C);
 
 }  // namespace ds::cuda

@@ -69,25 +69,29 @@ NEW_FP8G='fp8 grouped*'
 NEW_FP8G_MODEL='*FP8 routed experts as grouped*'
 NEW_PROF='gpu profiler*'
 NEW_ATTN='gpu attention wgmma*'
+NEW_FUSED='fused:*'
 declare -A FILTER=(
-  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8G,$NEW_PROF,$NEW_ATTN"
+  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8G,$NEW_PROF,$NEW_ATTN,$NEW_FUSED"
   [ops-grouped]="--test-case=$NEW_GROUPED"
   [ops-multi]="--test-case=$NEW_MULTI"
   [ops-mla-bf16]="--test-case=$NEW_MLA"
   [ops-fp8-grouped]="--test-case=$NEW_FP8G"
   [ops-profiler]="--test-case=$NEW_PROF"
   [ops-attn-wgmma]="--test-case=$NEW_ATTN"
+  [ops-fused]="--test-case=$NEW_FUSED"
   [model]="--test-case-exclude=$NEW_FP8G_MODEL"
   [model-fp8-grouped]="--test-case=$NEW_FP8G_MODEL")
 # entries: binary[:filter][:variant]; variant kernel runs with DS_GROUPED_GEMM=kernel, unfused
 # with DS_CUDA_FUSED=0 (the per-tensor ops that ran on the H200 instead of the many-tensor ops,
-# the one-pass transposed quantiser and the pinned staging ring, which are on by default but
+# the one-pass transposed quantiser, the experts' fused BF16 gather and the pinned staging
+# ring, which are on by default but
 # have not run on a GPU): model:unfused runs only when the default model group failed, to tell
 # a fault in those paths from one elsewhere.
 MODEL_RC=0
 for t in ds_test_backend_ops:ops ds_test_backend_ops:ops-grouped ds_test_backend_ops:ops-multi \
          ds_test_backend_ops:ops-mla-bf16 ds_test_backend_ops:ops-fp8-grouped \
          ds_test_backend_ops:ops-profiler ds_test_backend_ops:ops-attn-wgmma \
+         ds_test_backend_ops:ops-fused \
          ds_test_model_gpu:model ds_test_model_gpu:model:unfused ds_test_model_gpu:model:kernel \
          ds_test_model_gpu:model-fp8-grouped ds_test_kernels ds_test_nccl_gpu; do
   g=cublas; fused=1; args=(); name=$t

@@ -1,5 +1,6 @@
 // The routed experts of a MoE layer as grouped GEMMs (see moe.hpp): every (token, expert) pair
-// row is gathered once into the expert-sorted layout (N*K, C), each of the three projections
+// row is gathered once into the expert-sorted layout (N*K, C) (in bf16 mode straight into
+// the BF16 operand, gather_rows_bf16), each of the three projections
 // is one ops::grouped_matmul over all experts (cuBLAS grouped GEMM on the GPU), SwiGLU runs
 // once over all rows, and the weighted outputs are scatter-added once. The backward mirrors
 // it with grouped input-gradient and weight-gradient GEMMs. Same numbers as the per-expert loop
@@ -21,12 +22,33 @@ bool bf16_mode(const ops::Context& ctx) { return ctx.linear.mode == ops::Precisi
 
 // The GEMM operand of x: itself (fp32), or its BF16 values (F32 on the CPU, codes on the GPU,
 // as model::Linear's bf16 path).
+Tensor operand_like(const ops::Context& ctx, const Shape& shape) {
+  return ctx.device == Device::cpu ? detail::empty_f32(ctx, shape)
+                                   : Tensor::empty(shape, DType::bf16, ctx.device);
+}
 Tensor operand(const ops::Context& ctx, const Tensor& x) {
   if (!bf16_mode(ctx)) return x;
-  Tensor out = ctx.device == Device::cpu ? detail::empty_f32(ctx, x.shape())
-                                         : Tensor::empty(x.shape(), DType::bf16, ctx.device);
+  Tensor out = operand_like(ctx, x.shape());
   ops::bf16_round(ctx, x, out);
   return out;
+}
+// The GEMM operand of w[m] * x[rows[m]] (w undefined: x[rows[m]]) for the expert-sorted pair
+// rows: in bf16 mode gathered, weighted and rounded in one pass (gather_rows_bf16, the same
+// bits as the three ops it replaces).
+Tensor gathered_operand(const ops::Context& ctx, const Tensor& x, const Tensor& rows,
+                        const Tensor& w) {
+  const Shape shape{rows.size(0), x.size(1)};
+  if (bf16_mode(ctx)) {
+    Tensor out = operand_like(ctx, shape);
+    ops::gather_rows_bf16(ctx, x, rows, w, out);
+    return out;
+  }
+  Tensor g = detail::empty_f32(ctx, shape);
+  ops::gather_rows(ctx, x, rows, g);
+  if (!w.defined()) return g;
+  Tensor gw = detail::empty_f32(ctx, shape);
+  detail::scale_rows(ctx, g, w, gw);
+  return gw;
 }
 
 // Each local expert's matrix `which` (1 gate_proj, 2 down_proj, 3 up_proj) as a GEMM operand;
@@ -67,9 +89,7 @@ void MoE::routed_forward_grouped(const ops::Context& ctx, const Tensor& u, bool 
                                  MoESaved& s) const {
   const int64_t NK = s.offsets.back(), I = experts.empty() ? 0 : experts[0].w1.out;
   if (NK == 0) return;
-  Tensor ug = detail::empty_f32(ctx, {NK, C});             // (N*K, C) expert-sorted inputs
-  ops::gather_rows(ctx, u, s.pair_tok, ug);
-  s.g_x = operand(ctx, ug);
+  s.g_x = gathered_operand(ctx, u, s.pair_tok, Tensor());   // (N*K, C) expert-sorted inputs
   s.g_h1 = detail::empty_f32(ctx, {NK, I});
   s.g_h3 = detail::empty_f32(ctx, {NK, I});
   ops::grouped_matmul(ctx, s.g_x, weights(ctx, experts, 1), true, s.offsets, s.g_h1);
@@ -88,11 +108,8 @@ void MoE::routed_backward_grouped(const ops::Context& ctx, MoESaved& s, const Te
   const int64_t NK = s.offsets.back();
   if (NK == 0) return;
   const int64_t I = s.g_h1.size(1);
-  Tensor dye = detail::empty_f32(ctx, {NK, C}), dyw = detail::empty_f32(ctx, {NK, C});
-  ops::gather_rows(ctx, dy, s.pair_tok, dye);
   ops::gather_rows_dot(ctx, dy, s.pair_tok, s.g_y, dpair_w);   // dL/dw_pair = <dy[tok], y_e>
-  detail::scale_rows(ctx, dye, s.pair_w, dyw);                  // what each expert sees
-  const Tensor g = operand(ctx, dyw);
+  const Tensor g = gathered_operand(ctx, dy, s.pair_tok, s.pair_w);   // what each expert sees
   // down_proj: dact = dyw @ W2 (W2 (C, I)), dW2 += dyw^T act
   Tensor dact = detail::empty_f32(ctx, {NK, I});
   ops::grouped_matmul(ctx, g, weights(ctx, experts, 2), false, s.offsets, dact);

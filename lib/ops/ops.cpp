@@ -11,11 +11,13 @@
 #include <chrono>
 #include <cstring>
 #include <initializer_list>
+#include <vector>
 
 #include "cpu/opt.hpp"
 #include "cpu/ref.hpp"
 #include "dispatch.hpp"
 #include "ds/core/error.hpp"
+#include "ds/ops/fp8.hpp"
 
 namespace ds::ops {
 
@@ -536,6 +538,42 @@ void gather_rows(const Context& ctx, const Tensor& src, const Tensor& rows, Tens
   DS_CUDA_ROUTE(gather_rows, (ctx, src, rows, dst));
   if (use_ref(ctx)) ref::gather_rows(src.f32(), rows.i32(), dst.f32(), M, C);
   else opt::gather_rows(src.f32(), rows.i32(), dst.f32(), M, C, nthreads(ctx));
+}
+
+void gather_rows_bf16(const Context& ctx, const Tensor& src, const Tensor& rows, const Tensor& w,
+                      Tensor& dst) {
+  check_devices(ctx, "gather_rows_bf16", {&src, &rows, &w, &dst});
+  const Scope scope_(ctx, "gather_rows_bf16");
+  DS_CHECK_SHAPE(src, {-1, -1});
+  DS_CHECK_SHAPE(rows, {-1});
+  DS_CHECK_SHAPE(dst, {rows.size(0), src.size(1)});
+  if (w.defined()) DS_CHECK_SHAPE(w, {rows.size(0)});
+  DS_CHECK(src.dtype() == DType::f32 && (dst.dtype() == DType::f32 || dst.dtype() == DType::bf16),
+           "gather_rows_bf16: src must be F32 and dst F32 or BF16, got {} and {}",
+           dtype_name(src.dtype()), dtype_name(dst.dtype()));
+  check_indices(rows, 0, src.size(0), "gather_rows_bf16 rows");
+  DS_CUDA_ROUTE_FUSED(gather_rows_bf16, (ctx, src, rows, w, dst));
+  if (ctx.device != Device::cpu) {   // DS_CUDA_FUSED=0: the three ops it fuses
+    const int64_t M = rows.size(0);
+    Tensor g = Tensor::empty(dst.shape(), DType::f32, ctx.device);
+    gather_rows(ctx, src, rows, g);
+    if (w.defined()) {
+      std::vector<int32_t> iota(static_cast<size_t>(M));
+      for (int64_t m = 0; m < M; ++m) iota[size_t(m)] = int32_t(m);
+      Tensor idx = Tensor::empty({M}, DType::i32, ctx.device);
+      idx.copy_from(Tensor::borrow(iota.data(), {M}, DType::i32));
+      Tensor gw = Tensor::empty(dst.shape(), DType::f32, ctx.device);
+      gw.zero_();
+      scatter_add_rows(ctx, g, idx, w, gw);
+      g = gw;
+    }
+    bf16_round(ctx, g, dst);
+    return;
+  }
+  const bool codes = dst.dtype() == DType::bf16;
+  opt::gather_rows_bf16(src.f32(), rows.i32(), w.defined() ? w.f32() : nullptr,
+                        codes ? nullptr : dst.f32(), codes ? dst.data<uint16_t>() : nullptr,
+                        rows.size(0), src.size(1), nthreads(ctx));
 }
 
 void scatter_add_rows(const Context& ctx, const Tensor& src, const Tensor& rows, const Tensor& w,

@@ -5,7 +5,7 @@
 // odd shapes (partial blocks both ways, a single row, exact 128 multiples), a zero block
 // (scale 1), NaN, -NaN and an infinity (NaN codes compared as NaN), magnitudes from 2^-11 to
 // 2^11, both scale formats, either output pair alone, U8 and F8_E4M3 codes; guard bytes
-// around every GPU output.
+// around every GPU output. Also the experts' fused BF16 gather (gather_rows_bf16).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -133,6 +133,36 @@ TEST_CASE("fp8 grouped: quantize_transposed on the GPU equals the CPU bit for bi
         ops::fp8_quantize_transposed(gpu(), gx, fmt, act, gqt, gst);
         CHECK(same_codes(gqt, qt));
         CHECK(same_bytes(gst, st));
+        CHECK(ar.check());
+      }
+}
+
+// The experts' fused BF16 gather (kernels/fp8_quant.cu gather_rows_bf16_kernel) against the CPU
+// op, bit for bit, codes and rounded F32, with and without weights; NaN, inf, -0 and a value
+// past BF16's range in the source; guard bytes around the outputs.
+TEST_CASE("fused: gather_rows_bf16 on the GPU equals the CPU bit for bit") {
+  for (const int64_t C : {1, 7, 1024})
+    for (const bool with_w : {false, true})
+      for (const DType dt : {DType::f32, DType::bf16}) {
+        CAPTURE(C);
+        CAPTURE(with_w);
+        const int64_t N = 37, M = 301;
+        Tensor src = rand_f32({N, C}, -3, 3), w = rand_f32({M}, -2, 2);
+        src.f32()[0] = NAN;
+        src.f32()[src.numel() - 1] = -0.0f;
+        src.f32()[src.numel() / 2] = INFINITY;
+        src.f32()[src.numel() / 3] = 3.4e38f;
+        Tensor rows = Tensor::empty({M}, DType::i32);
+        for (int64_t m = 0; m < M; ++m) rows.i32()[m] = int32_t((m * 13 + 5) % N);
+        const Tensor wt = with_w ? w : Tensor();
+        Tensor want = Tensor::empty({M, C}, dt);
+        ops::gather_rows_bf16(cpu_ref(), src, rows, wt, want);
+        Arena ar;
+        const Tensor gsrc = ar.upload(src), grows = ar.upload(rows);
+        const Tensor gw = with_w ? ar.upload(w) : Tensor();
+        Tensor got = ar.empty({M, C}, dt);
+        ops::gather_rows_bf16(gpu(), gsrc, grows, gw, got);
+        CHECK(same_bytes(got, want));
         CHECK(ar.check());
       }
 }

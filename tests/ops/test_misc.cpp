@@ -1,9 +1,14 @@
-// SwiGLU, cross-entropy, embedding, row gather/scatter, element-wise ops, reductions and
+// SwiGLU, cross-entropy, embedding, row gather/scatter (and the fused BF16 gather of the
+// experts' operands), element-wise ops, reductions and
 // AdamW: optimized vs reference (guard rows, NaN positions), gradients vs finite differences
 // in double, AdamW against a hand-computed step, CUDA/shape errors at the boundary.
+#include <cmath>
+#include <cstring>
+
 #include "cpu/ref.hpp"
 #include "ds/core/dtype.hpp"
 #include "ds/core/error.hpp"
+#include "ds/ops/fp8.hpp"
 #include "ops_test_util.hpp"
 
 using namespace ds;
@@ -143,6 +148,47 @@ TEST_CASE("gather_rows / scatter_add_rows / gather_rows_dot: opt == ref; gradien
   std::vector<double> dx(N * C, 0.0);
   ref::scatter_add_rows<double>(wg.data(), rows.data(), nullptr, dx.data(), M, C);
   grad_check(x, gloss, dx, "gather dsrc");
+}
+
+// The fused gather of the experts' BF16 operands against the three reference ops it replaces
+// (gather, a weighted scatter into zeros, bf16_round), bit for bit, for both output forms,
+// with NaN, infinities, -0 (0 + w * -0 is +0), rounding ties and overflow past BF16's range.
+TEST_CASE("gather_rows_bf16 == gather, weighted scatter into zeros and bf16_round, bit for bit") {
+  for (int64_t C : {1, 5, 130}) {
+    const int64_t N = 9, M = 23;
+    std::vector<int32_t> rv(static_cast<size_t>(M));
+    for (int64_t m = 0; m < M; ++m) rv[size_t(m)] = int32_t((m * 5 + m / 3) % N);
+    Tensor rows = i32_from(rv, {M}), src = rand_f32({N, C}, -3, 3), w = rand_f32({M}, -2, 2);
+    float* sp = src.f32();
+    sp[0] = NAN;
+    sp[C > 1 ? 1 : 0] = INFINITY;
+    sp[src.numel() - 1] = -0.0f;
+    sp[src.numel() / 2] = bf16_to_f32(0x3f81) + 0x1p-16f;   // halfway between two BF16 values
+    sp[src.numel() / 3] = 3.4e38f;                            // rounds to inf
+    w.f32()[3] = 0.0f;
+    for (int with_w = 0; with_w < 2; ++with_w)
+      for (DType dt : {DType::f32, DType::bf16}) {
+        CAPTURE(C);
+        CAPTURE(with_w);
+        const Tensor wt = with_w ? w : Tensor();
+        Tensor g = Tensor::empty({M, C}), want = Tensor::empty({M, C}, dt);
+        gather_rows(ref_ctx(), src, rows, g);
+        if (with_w) {
+          std::vector<int32_t> iota(static_cast<size_t>(M));
+          for (int64_t m = 0; m < M; ++m) iota[size_t(m)] = int32_t(m);
+          Tensor gw = Tensor::empty({M, C});
+          gw.zero_();
+          scatter_add_rows(ref_ctx(), g, i32_from(iota, {M}), wt, gw);
+          g = gw;
+        }
+        bf16_round(ref_ctx(), g, want);
+        Tensor got = Tensor::empty({M, C}, dt);
+        gather_rows_bf16(opt_ctx(), src, rows, wt, got);
+        CHECK(std::memcmp(got.raw(), want.raw(), size_t(got.nbytes())) == 0);
+      }
+    Tensor bad = Tensor::empty({M, C + 1}, DType::bf16);
+    CHECK_THROWS_AS(gather_rows_bf16(opt_ctx(), src, rows, Tensor(), bad), Error);
+  }
 }
 
 TEST_CASE("element-wise ops and reductions: opt == ref, deterministic across threads") {

@@ -240,6 +240,12 @@ void moe_count(const Context& ctx, const Tensor& idx, Tensor& counts /*(E) i32 +
 // dst (M, C) = src[rows[m]]
 void gather_rows(const Context& ctx, const Tensor& src /*(N,C)*/, const Tensor& rows /*(M)*/,
                  Tensor& dst /*(M,C)*/);
+// dst (M, C) = bf16(w[m] * src[rows[m]]) (w undefined: bf16(src[rows[m]])), one pass for what
+// gather_rows, a scatter_add_rows of the rows into zeros with weights w and bf16_round give
+// (bit for bit): the routed experts' BF16 GEMM operands. dst BF16 (the codes) or F32 (the
+// rounded values, the CPU's form of a BF16 operand).
+void gather_rows_bf16(const Context& ctx, const Tensor& src /*(N,C) F32*/, const Tensor& rows,
+                      const Tensor& w /*(M) or undefined*/, Tensor& dst /*(M,C)*/);
 // dst[rows[m]] += w[m] * src[m]  (w undefined: weight 1). Deterministic order of m.
 void scatter_add_rows(const Context& ctx, const Tensor& src /*(M,C)*/, const Tensor& rows,
                       const Tensor& w /*(M) or undefined*/, Tensor& dst /*(N,C)*/);

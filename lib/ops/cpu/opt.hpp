@@ -84,6 +84,11 @@ void moe_route_backward(const float* scores, const int32_t* idx, const float* dw
 
 // ---- opt_permute.cpp ----
 void gather_rows(const float* src, const int32_t* rows, float* dst, int64_t M, int64_t C, int nt);
+// out = bf16(w[m] * src[rows[m]]) (w null: bf16(src[rows[m]])): codes into out_codes, or the
+// rounded values into out_f32 (the other null); w[m] * x computed as 0 + w[m] * x, as a
+// weighted scatter_add_rows into zeros does.
+void gather_rows_bf16(const float* src, const int32_t* rows, const float* w, float* out_f32,
+                      uint16_t* out_codes, int64_t M, int64_t C, int nt);
 // Deterministic: a CSR of m by destination row; each row adds its sources in order of m.
 void scatter_add_rows(const float* src, const int32_t* rows, const float* w, float* dst,
                       int64_t M, int64_t N, int64_t C, int nt);

@@ -1,9 +1,11 @@
-// Optimised token permutation: parallel row gather; scatter-add through a CSR of source rows
+// Optimised token permutation: parallel row gather (also fused with the weights and the BF16
+// rounding of the experts' operands); scatter-add through a CSR of source rows
 // per destination row (each destination adds its sources in order of m: deterministic and
 // bitwise equal to the reference); parallel per-row dot products.
 #include <cstring>
 #include <vector>
 
+#include "ds/core/dtype.hpp"
 #include "opt.hpp"
 
 namespace ds::ops::opt {
@@ -12,6 +14,19 @@ void gather_rows(const float* src, const int32_t* rows, float* dst, int64_t M, i
 #pragma omp parallel for num_threads(par_threads(M * C, nt)) schedule(static)
   for (int64_t m = 0; m < M; ++m)
     std::memcpy(dst + m * C, src + int64_t(rows[m]) * C, size_t(C) * sizeof(float));
+}
+
+void gather_rows_bf16(const float* src, const int32_t* rows, const float* w, float* out_f32,
+                      uint16_t* out_codes, int64_t M, int64_t C, int nt) {
+#pragma omp parallel for num_threads(par_threads(M * C, nt)) schedule(static)
+  for (int64_t m = 0; m < M; ++m) {
+    const float* s = src + int64_t(rows[m]) * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const uint16_t code = f32_to_bf16(w ? 0.0f + w[m] * s[c] : s[c]);
+      if (out_codes) out_codes[m * C + c] = code;
+      else out_f32[m * C + c] = bf16_to_f32(code);
+    }
+  }
 }
 
 void scatter_add_rows(const float* src, const int32_t* rows, const float* w, float* dst,

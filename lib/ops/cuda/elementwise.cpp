@@ -7,6 +7,7 @@
 
 #include "ds/core/error.hpp"
 #include "kernels/elementwise.cuh"
+#include "kernels/fp8_quant.cuh"
 #include "kernels/multi_tensor.cuh"
 #include "ops_cuda.hpp"
 
@@ -80,6 +81,14 @@ void swiglu_backward(const Context&, const Tensor& gate, const Tensor& up, const
 void gather_rows(const Context&, const Tensor& src, const Tensor& rows, Tensor& dst) {
   ds::cuda::gather_rows_f32(src.f32(), src.size(0), rows.i32(), dst.f32(), rows.size(0),
                             src.size(1));
+}
+
+void gather_rows_bf16(const Context&, const Tensor& src, const Tensor& rows, const Tensor& w,
+                      Tensor& dst) {
+  const bool codes = dst.dtype() == DType::bf16;
+  ds::cuda::gather_rows_bf16(src.f32(), src.size(0), rows.i32(), w.defined() ? w.f32() : nullptr,
+                             codes ? nullptr : dst.f32(),
+                             codes ? dst.data<uint16_t>() : nullptr, rows.size(0), src.size(1));
 }
 
 void scatter_add_rows(const Context&, const Tensor& src, const Tensor& rows, const Tensor& w,

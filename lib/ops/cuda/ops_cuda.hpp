@@ -69,6 +69,8 @@ void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Te
 void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& dout,
                      Tensor& dgate, Tensor& dup);
 void gather_rows(const Context& ctx, const Tensor& src, const Tensor& rows, Tensor& dst);
+void gather_rows_bf16(const Context& ctx, const Tensor& src, const Tensor& rows, const Tensor& w,
+                      Tensor& dst);
 void scatter_add_rows(const Context& ctx, const Tensor& src, const Tensor& rows, const Tensor& w,
                       Tensor& dst);
 void gather_rows_dot(const Context& ctx, const Tensor& a, const Tensor& rows, const Tensor& b,
