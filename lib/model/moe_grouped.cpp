@@ -94,11 +94,11 @@ void MoE::routed_forward_grouped(const ops::Context& ctx, const Tensor& u, bool 
   s.g_h3 = detail::empty_f32(ctx, {NK, I});
   ops::grouped_matmul(ctx, s.g_x, weights(ctx, experts, 1), true, s.offsets, s.g_h1);
   ops::grouped_matmul(ctx, s.g_x, weights(ctx, experts, 3), true, s.offsets, s.g_h3);
-  s.g_act = detail::empty_f32(ctx, {NK, I});
-  ops::swiglu_forward(ctx, s.g_h1, s.g_h3, s.g_act);
+  Tensor act = detail::empty_f32(ctx, {NK, I});
+  ops::swiglu_forward(ctx, s.g_h1, s.g_h3, act);
+  s.g_act = operand(ctx, act);   // kept as the GEMM operand (BF16 on the GPU) for the backward
   s.g_y = detail::empty_f32(ctx, {NK, C});
-  ops::grouped_matmul(ctx, operand(ctx, s.g_act), weights(ctx, experts, 2), true, s.offsets,
-                      s.g_y);
+  ops::grouped_matmul(ctx, s.g_act, weights(ctx, experts, 2), true, s.offsets, s.g_y);
   ops::scatter_add_rows(ctx, s.g_y, s.pair_tok, s.pair_w, y);   // y += w * expert(u)
   if (!train) s.g_x = s.g_h1 = s.g_h3 = s.g_act = s.g_y = Tensor();
 }
@@ -114,7 +114,7 @@ void MoE::routed_backward_grouped(const ops::Context& ctx, MoESaved& s, const Te
   Tensor dact = detail::empty_f32(ctx, {NK, I});
   ops::grouped_matmul(ctx, g, weights(ctx, experts, 2), false, s.offsets, dact);
   std::vector<Tensor> dw2 = grads(experts, 2);
-  ops::grouped_matmul_wgrad(ctx, g, operand(ctx, s.g_act), s.offsets, dw2);
+  ops::grouped_matmul_wgrad(ctx, g, s.g_act, s.offsets, dw2);
   Tensor dh1 = detail::empty_f32(ctx, {NK, I}), dh3 = detail::empty_f32(ctx, {NK, I});
   ops::swiglu_backward(ctx, s.g_h1, s.g_h3, dact, dh1, dh3);
   // gate_proj and up_proj: dx = dh1 @ W1 + dh3 @ W3 (W (I, C)), dW += dh^T x
