@@ -222,7 +222,7 @@ __global__ void gather_rows_bf16_kernel(const float* __restrict__ src, int64_t n
     float x = 0.0f;
     if (r >= 0 && r < n_src) {
       x = src[int64_t(r) * C + c];
-      if (w) x = 0.0f + w[m] * x;
+      if (w) x = __fadd_rn(0.0f, __fmul_rn(w[m], x));   // no FMA: +0 for a -0 product
     }
     const uint16_t code = f32_to_bf16(x);
     if (out_codes) out_codes[i] = code;

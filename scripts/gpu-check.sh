@@ -37,6 +37,15 @@ fi
 BIN=$P/bin
 D=$P/data
 T0=$(date +%s)
+# The whole run stays within BUDGET seconds (the device call's own limit is a little more), so
+# that the summary and the logs always come back: every step's limit is cut to what is left,
+# and a step with under 10 s left is skipped.
+BUDGET=${GPU_CHECK_BUDGET:-370}
+limit() {   # limit N: N seconds, or what is left of the budget (minus a margin), at least 1
+  local left=$(( BUDGET - ($(date +%s) - T0) - 5 ))
+  [ "$left" -lt 1 ] && left=1   # (timeout 0 would mean no limit at all)
+  [ "$left" -lt "$1" ] && echo "$left" || echo "$1"
+}
 declare -a ROWS
 # A row of the final table, also printed at once (a run killed by its time limit keeps them).
 row() {
@@ -102,9 +111,10 @@ for t in ds_test_backend_ops:ops ds_test_backend_ops:ops-grouped ds_test_backend
   case $t in *:*) args=("${FILTER[${t#*:}]}"); t=${t%%:*};; esac
   name=${name//:/-}
   if [ ! -x "$BIN/$t" ]; then row "$name" MISS "not built"; continue; fi
+  if [ "$(limit 90)" -lt 10 ]; then row "$name" SKIP "out of time"; continue; fi
   s=$(date +%s)
-  DS_GROUPED_GEMM=$g DS_CUDA_FUSED=$fused timeout 90 "$BIN/$t" ${args[@]+"${args[@]}"} \
-    > "$O/$name.log" 2>&1; rc=$?
+  DS_GROUPED_GEMM=$g DS_CUDA_FUSED=$fused timeout "$(limit 90)" "$BIN/$t" \
+    ${args[@]+"${args[@]}"} > "$O/$name.log" 2>&1; rc=$?
   [ "$name" = ds_test_model_gpu-model ] && MODEL_RC=$rc
   sum=$(grep -E "^\[doctest\] (test cases|assertions)" "$O/$name.log" | tr -s ' ' | tr '\n' ' ')
   if [ $rc = 0 ]; then row "$name" PASS "$sum($(( $(date +%s) - s ))s)"
@@ -117,8 +127,9 @@ echo "[gpu-check] unit tests done at $(elapsed)"
 
 # ---- 2. training step of the 1b preset: ds and PyTorch ---------------------------------------
 NS=$([ $QUICK = 1 ] && echo 3 || echo 5)
-timeout 150 "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 --precision bf16,fp8 \
-  --steps "$NS" --warmup 2 --profile 1 > "$O/bench_train.txt" 2> "$O/bench_train_profile.txt"
+timeout "$(limit 150)" "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 \
+  --precision bf16,fp8 --steps "$NS" --warmup 2 --profile 1 > "$O/bench_train.txt" \
+  2> "$O/bench_train_profile.txt"
 grep -E "^(profile|GEMM share|matmul|grouped|attention|fp8_gemm|gather|scatter)" \
   "$O/bench_train_profile.txt" | head -24
 echo "bench_train_step rc=$?"; tail -4 "$O/bench_train.txt"
@@ -128,29 +139,29 @@ for prec in bf16 fp8; do
 done
 # A failed step is run again with DS_CUDA_FUSED=0 (the per-tensor paths measured on the H200).
 if ! grep -q "^train step 1b bf16" "$O/bench_train.txt"; then
-  DS_CUDA_FUSED=0 timeout 60 "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 \
+  DS_CUDA_FUSED=0 timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 \
     --precision bf16 --steps "$NS" --warmup 2 > "$O/bench_train_unfused.txt" 2>&1
   l=$(grep "^train step 1b bf16" "$O/bench_train_unfused.txt" | head -1 | sed 's/^train step 1b //')
   row "train step 1b bf16 (ds, unfused)" INFO "${l:-failed, see bench_train_unfused.txt}"
 fi
 # The same BF16 step with the routed experts through our grouped GEMM kernel.
-DS_GROUPED_GEMM=kernel timeout 60 "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 \
-  --precision bf16 --steps "$NS" --warmup 2 > "$O/bench_train_kernel.txt" 2>&1
+DS_GROUPED_GEMM=kernel timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b --batch 4 \
+  --seq 4096 --precision bf16 --steps "$NS" --warmup 2 > "$O/bench_train_kernel.txt" 2>&1
 l=$(grep "^train step 1b bf16" "$O/bench_train_kernel.txt" | head -1 | sed 's/^train step 1b //')
 row "train step 1b bf16 (ds, own grouped)" INFO "${l:-failed, see bench_train_kernel.txt}"
 # The FP8 step with the routed experts as grouped FP8 GEMMs over the padded layout (opt-in).
-timeout 60 "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 --precision fp8 \
+timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 --precision fp8 \
   --grouped-experts 1 --steps "$NS" --warmup 2 > "$O/bench_train_fp8g.txt" 2>&1
 l=$(grep "^train step 1b fp8" "$O/bench_train_fp8g.txt" | head -1 | sed 's/^train step 1b //')
 row "train step 1b fp8 (ds, grouped FP8)" INFO "${l:-failed, see bench_train_fp8g.txt}"
 # The BF16 step with the attention on the wgmma kernels (opt-in).
-DS_ATTENTION=wgmma timeout 60 "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 \
+DS_ATTENTION=wgmma timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 \
   --precision bf16 --steps "$NS" --warmup 2 > "$O/bench_train_attn.txt" 2>&1
 l=$(grep "^train step 1b bf16" "$O/bench_train_attn.txt" | head -1 | sed 's/^train step 1b //')
 row "train step 1b bf16 (ds, wgmma attention)" INFO "${l:-failed, see bench_train_attn.txt}"
 # Every opt-in at once (our grouped GEMM, the wgmma attention; the FP8 step also with grouped
 # FP8 experts), with the per-op profile of what is left.
-DS_GROUPED_GEMM=kernel DS_ATTENTION=wgmma timeout 90 "$BIN/bench_train_step" --preset 1b \
+DS_GROUPED_GEMM=kernel DS_ATTENTION=wgmma timeout "$(limit 90)" "$BIN/bench_train_step" --preset 1b \
   --batch 4 --seq 4096 --precision bf16,fp8 --grouped-experts 1 --steps "$NS" --warmup 2 \
   --profile 1 > "$O/bench_train_all.txt" 2> "$O/bench_train_all_profile.txt"
 grep -E "^(profile|GEMM share|[a-z_0-9]+ +[a-z_]+ +[0-9]+ )" "$O/bench_train_all_profile.txt" | head -40
@@ -159,7 +170,7 @@ for prec in bf16 fp8; do
   row "train step 1b $prec (ds, all opt-ins)" INFO "${l:-failed, see bench_train_all.txt}"
 done
 if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
-  timeout 100 env PYTHONUNBUFFERED=1 python3 tests/model/torch_ref/bench_torch_train.py \
+  timeout "$(limit 100)" env PYTHONUNBUFFERED=1 python3 tests/model/torch_ref/bench_torch_train.py \
     --preset 1b --device cuda --dtype bf16 --batch 4 --seq 4096 --steps "$NS" --warmup 2 \
     --threads 8 > "$O/bench_torch.txt" 2>&1
   echo "torch baseline rc=$?"; tail -2 "$O/bench_torch.txt"
@@ -169,16 +180,17 @@ fi
 echo "[gpu-check] training-step benchmarks done at $(elapsed)"
 
 # ---- 3. kernel benchmarks ---------------------------------------------------------------------
-timeout 45 "$BIN/bench_gemm" > "$O/bench_gemm.txt" 2>&1; echo "bench_gemm rc=$?"
+timeout "$(limit 45)" "$BIN/bench_gemm" > "$O/bench_gemm.txt" 2>&1; echo "bench_gemm rc=$?"
 grep -v '^{' "$O/bench_gemm.txt" | tail -14
 q=$([ $QUICK = 1 ] && echo --quick || true)
-timeout 45 "$BIN/bench_attention" $q > "$O/bench_attention.txt" 2>&1; echo "bench_attention rc=$?"
+timeout "$(limit 45)" "$BIN/bench_attention" $q > "$O/bench_attention.txt" 2>&1
+echo "bench_attention rc=$?"
 grep -v '^{' "$O/bench_attention.txt"
-timeout 30 "$BIN/bench_attention" $q --wgmma > "$O/bench_attention_wgmma.txt" 2>&1
+timeout "$(limit 30)" "$BIN/bench_attention" $q --wgmma > "$O/bench_attention_wgmma.txt" 2>&1
 echo "bench_attention --wgmma rc=$?"; grep -v '^{' "$O/bench_attention_wgmma.txt"
 l=$(grep "wgmma fwd" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' | tr -s ' ' | paste -sd';')
 row "attention wgmma" INFO "${l:-failed, see bench_attention_wgmma.txt}"
-timeout 30 "$BIN/bench_losses" > "$O/bench_losses.txt" 2>&1; echo "bench_losses rc=$?"
+timeout "$(limit 30)" "$BIN/bench_losses" > "$O/bench_losses.txt" 2>&1; echo "bench_losses rc=$?"
 grep -v '^{' "$O/bench_losses.txt" | tail -3
 echo "[gpu-check] kernel benchmarks done at $(elapsed)"
 # ---- 4. the tools on the GPU: pretraining (GPU vs CPU), generation, evaluation ---------------
@@ -186,7 +198,7 @@ STEPS=$([ $QUICK = 1 ] && echo 60 || echo 200)
 for dev in cuda cpu; do
   rm -rf "$O/run-$dev"
   s=$(date +%s)
-  timeout 60 "$BIN/ds-pretrain" --preset tiny --tokenizer "$D/tokenizer/tokenizer.json" \
+  timeout "$(limit 60)" "$BIN/ds-pretrain" --preset tiny --tokenizer "$D/tokenizer/tokenizer.json" \
     --data "$D/data" --out "$O/run-$dev" --steps "$STEPS" --batch-size 16 --seq-len 128 \
     --lr 3e-3 --eval-every "$STEPS" --save-every "$STEPS" --metrics "$O/run-$dev/metrics.jsonl" \
     --device "$dev" --precision fp32 > "$O/pretrain-$dev.log" 2>&1; rc=$?
@@ -217,11 +229,12 @@ fi
 if [ -d "$O/run-cuda" ]; then
   gbad=""
   for dev in cuda cpu; do
-    timeout 30 "$BIN/ds-generate" --model "$O/run-cuda" --prompt "In the beginning" \
+    timeout "$(limit 30)" "$BIN/ds-generate" --model "$O/run-cuda" --prompt "In the beginning" \
       --max-new-tokens 24 --device "$dev" > "$O/generate-$dev.txt" 2> "$O/generate-$dev.log"
     rc=$?; echo "ds-generate $dev rc=$rc: $(head -c 200 "$O/generate-$dev.txt")"
     { [ $rc = 0 ] && [ -s "$O/generate-$dev.txt" ]; } || gbad="$gbad $dev(rc=$rc)"
-    timeout 30 "$BIN/ds-eval" perplexity --model "$O/run-cuda" --device "$dev" --no-progress \
+    timeout "$(limit 30)" "$BIN/ds-eval" perplexity --model "$O/run-cuda" --device "$dev" \
+      --no-progress \
       "$D/heldout.txt" > "$O/eval-$dev.txt" 2> "$O/eval-$dev.log"
     echo "ds-eval $dev rc=$?: $(head -c 300 "$O/eval-$dev.txt")"
   done
@@ -231,7 +244,7 @@ if [ -d "$O/run-cuda" ]; then
   # BF16 latent cache (the tensor-core decode kernel on cuda)
   bad=""
   for dev in cuda cpu; do
-    timeout 30 "$BIN/ds-generate" --model "$O/run-cuda" --prompt "In the beginning" \
+    timeout "$(limit 30)" "$BIN/ds-generate" --model "$O/run-cuda" --prompt "In the beginning" \
       --max-new-tokens 24 --device "$dev" --kv-cache bf16 --stats > "$O/generate-bf16-$dev.txt" \
       2> "$O/generate-bf16-$dev.log"; rc=$?
     echo "ds-generate --kv-cache bf16 $dev rc=$rc: $(head -c 200 "$O/generate-bf16-$dev.txt")"

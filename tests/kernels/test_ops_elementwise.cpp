@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "gpu_harness.hpp"
+#include "kernels/runtime.cuh"
 
 namespace ds::gpu_test {
 namespace {
@@ -681,19 +682,31 @@ TEST_CASE("multi-tensor: a table past one staging slot, and the staging ring wra
   }
   expect_exact(gp.back(), p.back(), "adamw_step_multi, last entry");
 
-  const Tensor a = ar.upload(rand_f32({4096, 4096}));   // ~3 ms of FP32 GEMM ahead of the uploads
-  Tensor c = ar.empty({4096, 4096});
-  ops::matmul(gpu(), a, a, c, false, true);
   const int calls = 100;
-  std::vector<Tensor> x, gx, out;
+  std::vector<Tensor> x, gx, out;   // everything uploaded first: an upload waits for the GPU
   for (int i = 0; i < 2 * calls; ++i) {
     x.push_back(rand_f32({int64_t(33 + i)}, -3, 3));
     gx.push_back(ar.upload(x.back()));
     out.push_back(ar.empty(x.back().shape(), DType::bf16));
   }
-  for (int i = 0; i < calls; ++i)   // two tensors a call, each call its own
+  Tensor warm = ar.empty({4}, DType::bf16);   // the ring exists before the GPU gets busy
+  const Tensor warm_x = ar.upload(rand_f32({4}));
+  ops::bf16_round_multi(gpu(), {&warm_x}, {&warm});
+  const Tensor a = ar.upload(rand_f32({8192, 8192}));   // ~20 ms of FP32 GEMM ahead of the uploads
+  Tensor c = ar.empty({8192, 8192});
+  ops::matmul(gpu(), a, a, c, false, true);
+  void* busy = ds::cuda::timing_event_record();   // reached once the GEMM is done
+  for (int i = 0; i < calls; ++i) {   // two tensors a call, each call its own
     ops::bf16_round_multi(gpu(), {&gx[size_t(2 * i)], &gx[size_t(2 * i + 1)]},
                           {&out[size_t(2 * i)], &out[size_t(2 * i + 1)]});
+    if (i == 64)   // the ring's 64 slots are used up: the GPU must still be on the GEMM
+      WARN_MESSAGE(!ds::cuda::timing_event_done(busy),
+                   "the GEMM ended before the ring wrapped: the wrap was not tested under load");
+  }
+  void* end = ds::cuda::timing_event_record();
+  ds::cuda::sync();
+  MESSAGE("the 100 calls ended " << ds::cuda::timing_event_elapsed_release(busy, end)
+                                  << " ms after the GEMM");
   for (size_t k = 0; k < x.size(); ++k) {
     CAPTURE(k);
     Tensor w = Tensor::empty(x[k].shape(), DType::bf16);

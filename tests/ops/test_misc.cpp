@@ -165,6 +165,9 @@ TEST_CASE("gather_rows_bf16 == gather, weighted scatter into zeros and bf16_roun
     sp[src.numel() - 1] = -0.0f;
     sp[src.numel() / 2] = bf16_to_f32(0x3f81) + 0x1p-16f;   // halfway between two BF16 values
     sp[src.numel() / 3] = 3.4e38f;                            // rounds to inf
+    sp[src.numel() / 4] = -1e-30f;   // times 1e-20 underflows to -0: 0 + (-0) is +0
+    for (int64_t m = 0; m < M; ++m)
+      if (rv[size_t(m)] == (src.numel() / 4) / C) w.f32()[m] = 1e-20f;
     w.f32()[3] = 0.0f;
     for (int with_w = 0; with_w < 2; ++with_w)
       for (DType dt : {DType::f32, DType::bf16}) {
