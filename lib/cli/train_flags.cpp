@@ -17,13 +17,16 @@ void add_adamw_options(CLI::App& app, train::OptimizerOptions& op) {
 }
 
 void add_precision_options(CLI::App& app, std::string& precision, std::string& fp8_granularity,
-                           std::string& fp8_scale) {
+                           std::string& fp8_scale, std::string& moe_gemm) {
   app.add_option("--precision", precision, "Linear GEMM precision: fp32, bf16 or fp8 (DeepSeek-V3 recipe)")
       ->check(CLI::IsMember({"fp32", "bf16", "fp8"}))->capture_default_str();
   app.add_option("--fp8-granularity", fp8_granularity, "FP8 scales per tile/block or per tensor")
       ->check(CLI::IsMember({"tile", "tensor"}))->capture_default_str();
   app.add_option("--fp8-scale", fp8_scale, "FP8 scale format: fp32 or ue8m0 (powers of two)")
       ->check(CLI::IsMember({"fp32", "ue8m0"}))->capture_default_str();
+  app.add_option("--moe-gemm", moe_gemm,
+                 "Routed experts' GEMMs: auto, loop (per expert) or grouped (one per projection)")
+      ->check(CLI::IsMember({"auto", "loop", "grouped"}))->capture_default_str();
 }
 
 void add_dist_options(CLI::App& app, dist::DistOptions& o) {

@@ -62,9 +62,10 @@ void MoE::forward(const ops::Context& ctx, const Tensor& u, int64_t n_seq, int64
   s.balance = gate.balance_loss(ctx, s.gate, n_seq, seq_len, opt.balance_alpha, opt.grad_scale,
                                 opt.train);
   const bool fp8 = ctx.linear.mode == ops::Precision::fp8;
+  const int mode = opt.grouped >= 0 ? opt.grouped : ctx.moe_gemm;   // the model's, else the run's
   s.grouped = !ep.active() &&
-              (fp8 ? opt.grouped == 1 && ctx.linear.granularity == ops::Fp8Granularity::tile
-                   : opt.grouped == 1 || (opt.grouped < 0 && ctx.device != Device::cpu));
+              (fp8 ? mode == 1 && ctx.linear.granularity == ops::Fp8Granularity::tile
+                   : mode == 1 || (mode < 0 && ctx.device != Device::cpu));
   s.fp8_codes = fp8 && (ctx.device != Device::cpu || opt.fp8_codes);
   group_pairs(ctx, s);
   if (has_shared) {

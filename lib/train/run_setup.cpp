@@ -29,16 +29,25 @@ ops::Context make_context(const std::string& device, int threads) {
 }
 
 ops::Context make_context(const std::string& device, int threads, const std::string& precision,
-                          const std::string& fp8_granularity, const std::string& fp8_scale) {
+                          const std::string& fp8_granularity, const std::string& fp8_scale,
+                          const std::string& moe_gemm) {
+  const int moe = moe_gemm == "auto" ? -1 : moe_gemm == "loop" ? 0 : moe_gemm == "grouped" ? 1 : -2;
+  if (moe == -2)
+    DS_THROW(UsageError, "--moe-gemm: expected auto, loop or grouped, got '{}'", moe_gemm);
   ops::Context ctx = make_context(device, threads);
   ctx.linear.mode = ops::parse_precision(precision, "--precision");
   ctx.linear.granularity = ops::parse_fp8_granularity(fp8_granularity, "--fp8-granularity");
   ctx.linear.scale_format = ops::parse_scale_format(fp8_scale, "--fp8-scale");
+  if (moe == 1 && ctx.linear.mode == ops::Precision::fp8 &&
+      ctx.linear.granularity != ops::Fp8Granularity::tile)
+    DS_THROW(UsageError, "--moe-gemm grouped with --precision fp8 needs --fp8-granularity tile");
+  ctx.moe_gemm = moe;
   return ctx;
 }
 
 ops::Context make_context(const PretrainOptions& o) {
-  return make_context(o.device, o.threads, o.precision, o.fp8_granularity, o.fp8_scale);
+  return make_context(o.device, o.threads, o.precision, o.fp8_granularity, o.fp8_scale,
+                      o.moe_gemm);
 }
 
 model::ModelArgs resolve_model_args(const PretrainOptions& o) {

@@ -2,8 +2,9 @@
 # End-to-end tests of ds-pretrain on a generated corpus (tokenizer and shards made with
 # ds-tokenize): bit-exact resume (N steps + resume + N steps == 2N steps: every logged loss and
 # the final weights and optimiser state byte for byte), the loss-free balancing effect (MaxVio
-# with the bias update on vs gamma = 0), non-finite handling, --dry-run of the 671b preset, and
-# bad input (one stderr line, exit 1 or 2, no checkpoint left behind).
+# with the bias update on vs gamma = 0), non-finite handling, --dry-run of the 671b preset,
+# --moe-gemm loop vs grouped (bf16 and fp8), and bad input (one stderr line, exit 1 or 2, no
+# checkpoint left behind).
 # Usage: e2e_pretrain.py --pretrain BIN --tokenize BIN --work DIR [--only NAME]
 import argparse
 import json
@@ -115,6 +116,10 @@ def test_errors(P, tok, data, work):
         ("steps and tokens", base_args(tok, data, out, 2) + ["--tokens", 100], 2, "--tokens"),
         ("bad flag", base_args(tok, data, out, 2) + ["--no-such-flag"], 2, "no-such-flag"),
         ("unknown preset", ["--preset", "huge", "--dry-run"], 2, "huge"),
+        ("grouped fp8 per tensor", base_args(tok, data, out, 2) +
+         ["--precision", "fp8", "--fp8-granularity", "tensor", "--moe-gemm", "grouped"], 2,
+         "--moe-gemm"),
+        ("bad moe gemm", base_args(tok, data, out, 2) + ["--moe-gemm", "fused"], 2, "moe-gemm"),
     ]
     for name, args, code, word in cases:
         rc, _, err = run(P, *args)
@@ -148,6 +153,32 @@ def test_errors(P, tok, data, work):
           f"--skip-nonfinite counts skipped steps ({summary.get('nonfinite_skipped')})")
 
 
+def test_moe_gemm(P, tok, data, work):
+    # --moe-gemm loop and grouped train the same model (the same numbers up to the order of
+    # float sums). Which path ran: in bf16 the grouped one gathers the experts' operands with
+    # gather_rows_bf16 (in the per-op profile); in fp8 (emulated on the CPU) its padded layout
+    # sums in another order, so the losses differ in the last digits.
+    for prec in ("bf16", "fp8"):
+        losses = {}
+        for mode in ("loop", "grouped"):
+            out = os.path.join(work, f"moe_{prec}_{mode}")
+            shutil.rmtree(out, ignore_errors=True)
+            rc, so, err = run(P, *base_args(tok, data, out, 4), "--precision", prec,
+                              "--moe-gemm", mode, "--profile")
+            summary = json.loads(so.strip().splitlines()[-1]) if rc == 0 else {}
+            ops = {o.get("op") for o in summary.get("profile", {}).get("ops", [])}
+            fused = "gather_rows_bf16" in ops
+            check(rc == 0 and (prec != "bf16" or fused == (mode == "grouped")),
+                  f"--moe-gemm {mode} --precision {prec}: exit {rc}, gather_rows_bf16 "
+                  f"{'in' if fused else 'not in'} the profile {err.strip()[-200:]}")
+            losses[mode] = [m["loss"] for m in read_metrics(os.path.join(out, "metrics.jsonl"))
+                            if "loss" in m and "val_loss" not in m]
+        a, b = losses["loop"], losses["grouped"]
+        worst = max((abs(x - y) / abs(x) for x, y in zip(a, b)), default=1.0)
+        check(len(a) == 4 and len(b) == 4 and worst < 1e-3 and (prec != "fp8" or a != b),
+              f"--moe-gemm loop vs grouped ({prec}): losses {a} vs {b}")
+
+
 def test_dry_run(P):
     rc, out, err = run(P, "--preset", "671b", "--dry-run", "--batch-size", 1, "--seq-len", 4096)
     j = json.loads(out) if rc == 0 else {}
@@ -167,7 +198,8 @@ def main():
     os.makedirs(a.work, exist_ok=True)
     test_dry_run(a.pretrain)
     tok, data = make_corpus(a.work, a.tokenize)
-    tests = {"resume": test_resume, "errors": test_errors, "balance": test_balance}
+    tests = {"resume": test_resume, "errors": test_errors, "balance": test_balance,
+             "moe_gemm": test_moe_gemm}
     for name, fn in tests.items():
         if a.only and name != a.only:
             continue

@@ -66,7 +66,7 @@ int main(int argc, char** argv) {
   app.add_option("--device", o.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads per rank (0: the cores / ranks on this node)")->capture_default_str();
-  ds::cli::add_precision_options(app, o.precision, o.fp8_granularity, o.fp8_scale);
+  ds::cli::add_precision_options(app, o.precision, o.fp8_granularity, o.fp8_scale, o.moe_gemm);
   app.add_option("--seed", o.seed, "Seed of the data order and the --val-fraction split")
       ->capture_default_str();
   app.add_flag("--check-data", o.check_data, "Check, tokenise and pack the data, print statistics; train nothing");

@@ -12,9 +12,10 @@ namespace ds::cli {
 
 // --adam-beta1, --adam-beta2, --adam-eps, --weight-decay, --clip-grad-norm, --fp32-moments.
 void add_adamw_options(CLI::App& app, train::OptimizerOptions& op);
-// --precision fp32|bf16|fp8, --fp8-granularity tile|tensor, --fp8-scale fp32|ue8m0.
+// --precision fp32|bf16|fp8, --fp8-granularity tile|tensor, --fp8-scale fp32|ue8m0,
+// --moe-gemm auto|loop|grouped.
 void add_precision_options(CLI::App& app, std::string& precision, std::string& fp8_granularity,
-                           std::string& fp8_scale);
+                           std::string& fp8_scale, std::string& moe_gemm);
 
 // Distributed use: --pp, --ep, --pp-schedule, --rank, --world-size, --local-rank,
 // --master-addr, --master-port (docs/distributed.md).

@@ -92,6 +92,10 @@ struct Context {
   // otherwise selects the BF16 tensor-core kernels); the CPU's is always FP32. Lets a test
   // compare the GEMM precisions alone against the CPU emulation.
   bool exact_attention = false;
+  // The routed experts' GEMMs (model::MoE, unless Transformer::set_grouped_experts says
+  // otherwise): -1 auto (grouped GEMMs over the expert-sorted rows on the GPU, except in FP8;
+  // the per-expert loop on the CPU), 0 the per-expert loop, 1 grouped (FP8: tile scaling).
+  int moe_gemm = -1;
 };
 
 // "fp32" | "bf16" | "fp8", "tile" | "tensor", "fp32" | "ue8m0"; UsageError naming `flag`.

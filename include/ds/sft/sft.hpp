@@ -60,6 +60,7 @@ struct SftOptions {
   std::string precision = "fp32";
   std::string fp8_granularity = "tile";
   std::string fp8_scale = "fp32";
+  std::string moe_gemm = "auto";   // routed experts' GEMMs: auto | loop | grouped
   uint64_t seed = 1234;            // data order and the --val-fraction split
   bool check_data = false;         // validate + tokenise + pack, print statistics, train nothing
   bool profile = false;

@@ -49,6 +49,7 @@ struct PretrainOptions {
   std::string precision = "fp32";        // Linear GEMMs: fp32 | bf16 | fp8 (ops::LinearPrecision)
   std::string fp8_granularity = "tile";  // tile (1x128 / 128x128) | tensor
   std::string fp8_scale = "fp32";        // fp32 | ue8m0 (power-of-two scales)
+  std::string moe_gemm = "auto";         // routed experts' GEMMs: auto | loop | grouped
   uint64_t seed = 1234;
   bool dry_run = false;
   bool profile = false;            // per-op timing report at the end of the run

@@ -30,10 +30,13 @@ model::ModelArgs resolve_model_args(const PretrainOptions& o);
 RunSetup resolve_setup(const PretrainOptions& o);
 // ops::Context for --device/--threads (UsageError for an unavailable device).
 ops::Context make_context(const std::string& device, int threads);
-// The same plus the Linear GEMM precision of --precision/--fp8-granularity/--fp8-scale
-// ("fp32|bf16|fp8", "tile|tensor", "fp32|ue8m0"; UsageError naming the flag).
+// The same plus the Linear GEMM precision of --precision/--fp8-granularity/--fp8-scale and the
+// experts' GEMMs of --moe-gemm ("fp32|bf16|fp8", "tile|tensor", "fp32|ue8m0",
+// "auto|loop|grouped"; UsageError naming the flag, also for grouped FP8 experts without
+// tile scaling).
 ops::Context make_context(const std::string& device, int threads, const std::string& precision,
-                          const std::string& fp8_granularity, const std::string& fp8_scale);
+                          const std::string& fp8_granularity, const std::string& fp8_scale,
+                          const std::string& moe_gemm = "auto");
 ops::Context make_context(const PretrainOptions& o);
 
 }  // namespace ds::train
