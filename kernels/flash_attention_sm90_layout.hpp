@@ -10,7 +10,7 @@
 #pragma once
 #include <cstdint>
 
-#include "kernels/multi_tensor_index.hpp"   // DS_HD
+#include "kernels/multi_tensor_index.hpp"   // DS_HD, imin
 
 namespace ds::cuda::fa90 {
 
@@ -22,14 +22,6 @@ constexpr int kThreads = 256;
 
 // The backward passes (one kernel template): rows are queries (dQ) or keys (dK, dV).
 enum Pass { kDQ = 0, kDK = 1, kDV = 2 };
-
-DS_HD int imin(int a, int b) {
-#if defined(__CUDA_ARCH__)
-  return min(a, b);
-#else
-  return a < b ? a : b;
-#endif
-}
 
 // 64-column (128-byte) chunks of a head dim D (a multiple of 16).
 DS_HD constexpr int chunks(int D) { return (D + 63) / 64; }

@@ -14,18 +14,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/multi_tensor_index.hpp"   // DS_HD
+#include "kernels/multi_tensor_index.hpp"   // DS_HD, imin
 
 namespace ds::cuda::mlatc {
-
-// min of two ints (the device's min(), so the kernel's code is as with min written inline)
-DS_HD int imin(int a, int b) {
-#if defined(__CUDA_ARCH__)
-  return min(a, b);
-#else
-  return a < b ? a : b;
-#endif
-}
 
 constexpr int kBK = 32;                  // keys per tile (= the warp width: softmax lane = key)
 constexpr int kNW = 8;                   // warps per CTA

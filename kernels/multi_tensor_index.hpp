@@ -17,6 +17,16 @@
 
 namespace ds::cuda {
 
+// min of two ints for code shared by the host and the device (the device's min() there, so a
+// kernel compiles as with min written inline).
+DS_HD int imin(int a, int b) {
+#if defined(__CUDA_ARCH__)
+  return min(a, b);
+#else
+  return a < b ? a : b;
+#endif
+}
+
 // first[0..count] from the sizes; returns the total number of chunks.
 inline int64_t chunk_prefix(const int64_t* ns, int count, int64_t chunk, int64_t* first) {
   int64_t total = 0;
