@@ -127,7 +127,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int64_t rq = int64_t(H) * DK, head = int64_t(b) * T * H + h;
   const bf16* qh = q + head * DK;
   const bf16* kh = k + head * DK;
-  const bf16* vth = vt + (int64_t(b) * H + h) * DV * Tp;
+  const bf16* vth = vt + t_index(int64_t(b) * H + h, 0, 0, DV, Tp);
   const int32_t* sb = seg ? seg + int64_t(b) * T : nullptr;
   const Tiles tiles = key_tiles(block_klo(kfirst, int64_t(b) * T, q0, T, kBQ, &bound), q0, T);
   const int kt0 = tiles.t0, nkt = tiles.t1 - tiles.t0;
@@ -153,7 +153,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     ptx::cp_wait<ring_wait(kStages)>();   // this thread's copies of tile it have landed
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
     __syncthreads();               // everyone's have; the stage refilled below is free
-    if (const int nx = ring_refill(it, kStages); nx < nkt) load_tile(ring_stage(nx, kStages), nx);
+    if (const int nx = ring_refill(it, kStages); nx < nkt)
+      load_tile(ring_stage(nx, kStages), nx);
     ptx::cp_commit();
     const int kb = (kt0 + it) * kBK;
     if (skip_query_rows(kb, r0, T)) continue;   // no row of this warpgroup sees the tile

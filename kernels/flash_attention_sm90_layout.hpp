@@ -113,7 +113,9 @@ DS_HD int ring_refill(int it, int stages) { return it + stages - 1; }
 // ---- blocks, tiles, rows -------------------------------------------------------------------
 // A block's first row: the forward and dQ take query blocks from the end (the longest rows
 // first), dK and dV key blocks from the start (the keys most queries see first).
-DS_HD int block_row0(bool from_end, int bx, int nbx) { return (from_end ? nbx - 1 - bx : bx) * kBQ; }
+DS_HD int block_row0(bool from_end, int bx, int nbx) {
+  return (from_end ? nbx - 1 - bx : bx) * kBQ;
+}
 // The tiles [t0, t1) a block streams. Rows are queries (forward, dQ): keys from klo (the
 // segments' smallest first visible key, 0 without segments) to the block's last row;
 // rows are keys (dK, dV): queries from the block's first key to qhi (the segments' largest

@@ -49,7 +49,8 @@ TEST_CASE("warp emulator: the wgmma K-major 128B-swizzle read of the FP8 GEMM's 
       for (int r = 0; r < rows; ++r)
         for (int k = 0; k < 16; ++k) {
           const int x = 32 * step + 2 * k;
-          const uint16_t want = uint16_t(img[size_t(r * 128 + x)] | img[size_t(r * 128 + x + 1)] << 8);
+          const uint16_t want =
+              uint16_t(img[size_t(r * 128 + x)] | img[size_t(r * 128 + x + 1)] << 8);
           ok = ok && v[size_t(r * 16 + k)] == want;
         }
       CHECK(ok);
@@ -82,7 +83,8 @@ Tensor4 make(int id, int B, int T, int H, int D) {
   t.D = D;
   const int Tp = L::padded_rows(T);
   t.x.resize(size_t(B) * T * H * D);
-  for (size_t i = 0; i < t.x.size(); ++i) t.x[i] = uint16_t(1 + (i * 2654435761u + id * 40503u) % 65521u);
+  for (size_t i = 0; i < t.x.size(); ++i)
+    t.x[i] = uint16_t(1 + (i * 2654435761u + id * 40503u) % 65521u);
   t.xt.assign(size_t(B) * H * D * Tp, 0);
   for (int b = 0; b < B; ++b)
     for (int tt = 0; tt < T; ++tt)
@@ -204,7 +206,8 @@ int64_t run_block(const Problem& P, Kind kind, int bx, const Tensor4& q, const T
     const std::vector<uint16_t> got = cta.wgmma_kmajor_sw128(start, rows);
     int bad = 0;
     for (int r = 0; r < rows; ++r)
-      for (int c = 0; c < 16; ++c) bad += got[size_t(r * 16 + c)] != want_row(t, row0 + r, col0 + c);
+      for (int c = 0; c < 16; ++c)
+        bad += got[size_t(r * 16 + c)] != want_row(t, row0 + r, col0 + c);
     CHECK_MESSAGE(bad == 0, what << ": " << bad << " wrong elements");
     ++reads;
   };
