@@ -20,12 +20,13 @@ namespace {
 
 bool bf16_mode(const ops::Context& ctx) { return ctx.linear.mode == ops::Precision::bf16; }
 
-// The GEMM operand of x: itself (fp32), or its BF16 values (F32 on the CPU, codes on the GPU,
-// as model::Linear's bf16 path).
+// An uninitialised BF16 GEMM operand: F32 values on the CPU, codes on the GPU (as
+// model::Linear's bf16 path).
 Tensor operand_like(const ops::Context& ctx, const Shape& shape) {
   return ctx.device == Device::cpu ? detail::empty_f32(ctx, shape)
                                    : Tensor::empty(shape, DType::bf16, ctx.device);
 }
+// The GEMM operand of x: itself (fp32), or its BF16 values.
 Tensor operand(const ops::Context& ctx, const Tensor& x) {
   if (!bf16_mode(ctx)) return x;
   Tensor out = operand_like(ctx, x.shape());
