@@ -37,7 +37,13 @@ void install_backend(int index) {
     h.alloc = [](size_t bytes) { return pool_alloc(bytes); };
     h.free = [](void* p) { pool_free(p); };
     h.memset0 = [](void* p, size_t bytes) { memset0(p, bytes); };
-    h.copy = [](void* dst, Device, const void* src, Device, size_t bytes) { copy(dst, src, bytes); };
+    // Host -> device returns once the source is staged (pinned ring), ordered on the ops
+    // stream, so that a model's small per-step uploads (positions, routing tables, target
+    // ids) do not each drain the GPU; the other directions wait for the copy.
+    h.copy = [](void* dst, Device dd, const void* src, Device sd, size_t bytes) {
+      if (dd == Device::cuda && sd == Device::cpu) copy_to_device_async(dst, src, bytes);
+      else copy(dst, src, bytes);
+    };
     set_device_hooks(Device::cuda, h);
     g_installed = true;
   });

@@ -81,6 +81,19 @@ __device__ __forceinline__ uint16_t f32_to_bf16(float f) {
   u += 0x7fffu + ((u >> 16) & 1u);
   return uint16_t(u >> 16);
 }
+// Four values rounded to BF16 and stored at element 4*i of `out`: the codes as one 8-byte
+// store (CODES; little-endian, element 0 in the low half) or their F32 values as one 16-byte
+// store. out must be 8- or 16-byte aligned.
+template <bool CODES>
+__device__ __forceinline__ void store_bf16x4(void* out, int64_t i, float4 v) {
+  const uint32_t a = f32_to_bf16(v.x), b = f32_to_bf16(v.y), c = f32_to_bf16(v.z),
+                 d = f32_to_bf16(v.w);
+  if constexpr (CODES)
+    static_cast<uint2*>(out)[i] = make_uint2(a | (b << 16), c | (d << 16));
+  else
+    static_cast<float4*>(out)[i] = make_float4(__uint_as_float(a << 16), __uint_as_float(b << 16),
+                                               __uint_as_float(c << 16), __uint_as_float(d << 16));
+}
 
 }  // namespace ds::cuda
 

@@ -210,23 +210,52 @@ __global__ void bf16_round_kernel(const float* x, float* out_f32, uint16_t* out_
     if (out_f32) out_f32[i] = bf16_to_f32(c);
   }
 }
+// The aligned body of bf16_round: four elements a thread, one 16-byte load and one 8- or
+// 16-byte store (a scalar load a thread keeps too few bytes in flight to reach HBM's rate).
+template <bool CODES>
+__global__ void bf16_round4_kernel(const float4* __restrict__ x, void* __restrict__ out,
+                                   int64_t n4) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n4;
+       i += int64_t(gridDim.x) * blockDim.x)
+    store_bf16x4<CODES>(out, i, x[i]);
+}
 
+// One warp a row m of the output: rows[m] is read once and the row's values go 4 at a time
+// (VEC: C % 4 == 0 and src / out aligned, 16-byte loads, 8- or 16-byte stores) or one at a
+// time. A row index outside [0, n_src) gives zeros.
+template <bool VEC, bool CODES>
 __global__ void gather_rows_bf16_kernel(const float* __restrict__ src, int64_t n_src,
                                         const int32_t* __restrict__ rows,
-                                        const float* __restrict__ w, float* out_f32,
-                                        uint16_t* out_codes, int64_t M, int64_t C) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < M * C;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t m = i / C, c = i - m * C;
+                                        const float* __restrict__ w, void* __restrict__ out,
+                                        int64_t M, int64_t C) {
+  const int lane = int(threadIdx.x) % 32;
+  const int64_t per_block = blockDim.x / 32;
+  for (int64_t m = int64_t(blockIdx.x) * per_block + threadIdx.x / 32; m < M;
+       m += int64_t(gridDim.x) * per_block) {
     const int32_t r = rows[m];
-    float x = 0.0f;
-    if (r >= 0 && r < n_src) {
-      x = src[int64_t(r) * C + c];
-      if (w) x = __fadd_rn(0.0f, __fmul_rn(w[m], x));   // no FMA: +0 for a -0 product
+    const bool in = r >= 0 && r < n_src;
+    const float wm = w ? w[m] : 1.0f;
+    const float* srow = src + (in ? int64_t(r) : 0) * C;
+    // w * x without FMA: 0 + (w * x) turns a -0 product into +0, as the CPU op does
+    auto weigh = [&](float x) { return w ? __fadd_rn(0.0f, __fmul_rn(wm, x)) : x; };
+    if constexpr (VEC) {
+      void* orow = CODES ? static_cast<void*>(static_cast<uint16_t*>(out) + m * C)
+                         : static_cast<void*>(static_cast<float*>(out) + m * C);
+      for (int64_t j = lane; j < C / 4; j += 32) {
+        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (in) {
+          v = reinterpret_cast<const float4*>(srow)[j];
+          v = make_float4(weigh(v.x), weigh(v.y), weigh(v.z), weigh(v.w));
+        }
+        store_bf16x4<CODES>(orow, j, v);
+      }
+    } else {
+      for (int64_t c = lane; c < C; c += 32) {
+        const uint16_t code = f32_to_bf16(in ? weigh(srow[c]) : 0.0f);
+        if (CODES) static_cast<uint16_t*>(out)[m * C + c] = code;
+        else static_cast<float*>(out)[m * C + c] = bf16_to_f32(code);
+      }
     }
-    const uint16_t code = f32_to_bf16(x);
-    if (out_codes) out_codes[i] = code;
-    else out_f32[i] = bf16_to_f32(code);
   }
 }
 
@@ -423,6 +452,26 @@ void fp8_quantize_blocks_multi(const Fp8BlockJob* jobs, int count, bool ue8m0) {
 
 void bf16_round(const float* x, float* out_f32, uint16_t* out_codes, int64_t n) {
   if (n <= 0) return;
+  auto bits = [](const void* p) { return reinterpret_cast<uintptr_t>(p); };
+  const int64_t n4 = n / 4;
+  // One output (the callers pass one), x 16-byte aligned, the output 8 / 16: the vector body,
+  // then the last n % 4 elements by the scalar kernel.
+  const bool one = (out_f32 == nullptr) != (out_codes == nullptr);
+  if (one && n4 > 0 && bits(x) % 16 == 0 &&
+      (out_codes ? bits(out_codes) % 8 == 0 : bits(out_f32) % 16 == 0)) {
+    const auto* x4 = reinterpret_cast<const float4*>(x);
+    if (out_codes)
+      bf16_round4_kernel<true><<<grid_for(n4, 256), 256, 0, stream()>>>(x4, out_codes, n4);
+    else
+      bf16_round4_kernel<false><<<grid_for(n4, 256), 256, 0, stream()>>>(x4, out_f32, n4);
+    DS_CUDA_LAUNCHED();
+    const int64_t done = 4 * n4;
+    if (done == n) return;
+    x += done;
+    if (out_codes) out_codes += done;
+    else out_f32 += done;
+    n -= done;
+  }
   bf16_round_kernel<<<grid_for(n, 256), 256, 0, stream()>>>(x, out_f32, out_codes, n);
   DS_CUDA_LAUNCHED();
 }
@@ -430,8 +479,19 @@ void bf16_round(const float* x, float* out_f32, uint16_t* out_codes, int64_t n) 
 void gather_rows_bf16(const float* src, int64_t n_src, const int32_t* rows, const float* w,
                       float* out_f32, uint16_t* out_codes, int64_t M, int64_t C) {
   if (M <= 0 || C <= 0) return;
-  gather_rows_bf16_kernel<<<grid_for(M * C, 256), 256, 0, stream()>>>(src, n_src, rows, w,
-                                                                      out_f32, out_codes, M, C);
+  auto bits = [](const void* p) { return reinterpret_cast<uintptr_t>(p); };
+  const bool codes = out_codes != nullptr;
+  void* out = codes ? static_cast<void*>(out_codes) : static_cast<void*>(out_f32);
+  const bool vec = C % 4 == 0 && bits(src) % 16 == 0 && bits(out) % (codes ? 8 : 16) == 0;
+  const unsigned grid = grid_for(M, 8);   // 8 warps (rows) a block
+  if (vec && codes)
+    gather_rows_bf16_kernel<true, true><<<grid, 256, 0, stream()>>>(src, n_src, rows, w, out, M, C);
+  else if (vec)
+    gather_rows_bf16_kernel<true, false><<<grid, 256, 0, stream()>>>(src, n_src, rows, w, out, M, C);
+  else if (codes)
+    gather_rows_bf16_kernel<false, true><<<grid, 256, 0, stream()>>>(src, n_src, rows, w, out, M, C);
+  else
+    gather_rows_bf16_kernel<false, false><<<grid, 256, 0, stream()>>>(src, n_src, rows, w, out, M, C);
   DS_CUDA_LAUNCHED();
 }
 

@@ -37,4 +37,9 @@ double moe_balance_loss(const float* scores, const int32_t* idx, int64_t n_seq, 
 // counts[idx[i]] += 1 for the n entries of idx inside [0, E) (atomics; counts I32).
 void moe_count(const int32_t* idx, int64_t n, int64_t E, int32_t* counts);
 
+// ops::moe_sort_pairs: counts (E) = the pairs of each expert (written); pair_src / pair_tok
+// (NK) in expert order, pairs ascending within an expert. NK < 2^31.
+void moe_sort_pairs(const int32_t* idx, int64_t NK, int64_t K, int64_t E, int32_t* counts,
+                    int32_t* pair_src, int32_t* pair_tok);
+
 }  // namespace ds::cuda

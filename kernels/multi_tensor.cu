@@ -79,6 +79,7 @@ struct RoundEntry {
   const float* x;
   void* out;
   int64_t n, first;
+  bool vec;   // x 16-byte and out 8- (codes) or 16-byte (F32) aligned: 4 elements a thread
 };
 
 template <bool CODES>
@@ -87,7 +88,16 @@ __global__ void bf16_round_multi_kernel(const RoundEntry* tab, int count) {
   const RoundEntry e = tab[entry_of(tab, count, c)];
   const auto [lo, len] = chunk_range(c, e.first, e.n, kChunk);
   const float* x = e.x + lo;
-  for (int64_t i = threadIdx.x; i < len; i += kThreads) {
+  int64_t done = 0;
+  if (e.vec) {   // lo is a multiple of 4: x + lo and out + lo keep their alignment
+    void* out = CODES ? static_cast<void*>(static_cast<uint16_t*>(e.out) + lo)
+                      : static_cast<void*>(static_cast<float*>(e.out) + lo);
+    const int64_t n4 = len / 4;
+    for (int64_t i = threadIdx.x; i < n4; i += kThreads)
+      store_bf16x4<CODES>(out, i, reinterpret_cast<const float4*>(x)[i]);
+    done = 4 * n4;
+  }
+  for (int64_t i = done + threadIdx.x; i < len; i += kThreads) {
     const uint16_t b = f32_to_bf16(x[i]);
     if (CODES) static_cast<uint16_t*>(e.out)[lo + i] = b;
     else static_cast<float*>(e.out)[lo + i] = bf16_to_f32(b);
@@ -145,7 +155,10 @@ void bf16_round_multi(const float* const* xs, void* const* outs, bool codes, con
   const int64_t chunks = chunk_prefix(ns, count, kChunk, first.data());
   if (chunks == 0) return;
   std::vector<RoundEntry> tab(static_cast<size_t>(count));
-  for (int i = 0; i < count; ++i) tab[size_t(i)] = RoundEntry{xs[i], outs[i], ns[i], first[size_t(i)]};
+  for (int i = 0; i < count; ++i) {
+    const bool out_ok = codes ? (reinterpret_cast<uintptr_t>(outs[i]) & 7u) == 0 : aligned16(outs[i]);
+    tab[size_t(i)] = RoundEntry{xs[i], outs[i], ns[i], first[size_t(i)], aligned16(xs[i]) && out_ok};
+  }
   const PoolBuffer dtab(tab.size() * sizeof(RoundEntry));
   upload_table(tab, dtab);
   const RoundEntry* t = dtab.as<RoundEntry>();

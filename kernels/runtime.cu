@@ -4,6 +4,7 @@
 // cached for the next step, as a caching allocator would.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -160,20 +161,27 @@ bool fused_ops() {
 
 void copy_to_device_async(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
-  // Rare large tables, and DS_CUDA_FUSED=0: the runtime stages the pageable source itself.
-  if (bytes > Staging::kSlotBytes || !fused_ops()) {
+  if (!fused_ops()) {   // DS_CUDA_FUSED=0: the runtime stages the pageable source itself
     DS_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
     return;
   }
+  // A table larger than a slot (an AdamW table past 5,461 tensors, a full DeepSeek-V3
+  // parameter list) goes through consecutive slots, one piece each: a pageable copy of that
+  // size would wait for the stream to drain. Past the whole ring a piece waits for this
+  // call's own earlier piece to be copied, which is already queued.
   Staging& s = staging();
   std::lock_guard<std::mutex> lock(s.mu);
-  const int i = s.next;
-  s.next = (i + 1) % Staging::kSlots;
-  DS_CUDA_CHECK(cudaEventSynchronize(s.done[i]));   // the slot's previous copy has run
-  unsigned char* slot = s.host + size_t(i) * Staging::kSlotBytes;
-  std::memcpy(slot, src, bytes);
-  DS_CUDA_CHECK(cudaMemcpyAsync(dst, slot, bytes, cudaMemcpyHostToDevice, stream()));
-  DS_CUDA_CHECK(cudaEventRecord(s.done[i], stream()));
+  for (size_t off = 0; off < bytes; off += Staging::kSlotBytes) {
+    const size_t n = std::min(Staging::kSlotBytes, bytes - off);
+    const int i = s.next;
+    s.next = (i + 1) % Staging::kSlots;
+    DS_CUDA_CHECK(cudaEventSynchronize(s.done[i]));   // the slot's previous copy has run
+    unsigned char* slot = s.host + size_t(i) * Staging::kSlotBytes;
+    std::memcpy(slot, static_cast<const unsigned char*>(src) + off, n);
+    DS_CUDA_CHECK(cudaMemcpyAsync(static_cast<unsigned char*>(dst) + off, slot, n,
+                                  cudaMemcpyHostToDevice, stream()));
+    DS_CUDA_CHECK(cudaEventRecord(s.done[i], stream()));
+  }
 }
 
 namespace {

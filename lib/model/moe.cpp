@@ -30,28 +30,25 @@ MoE::MoE(ParamStore& store, const ModelArgs& a, const std::string& prefix, int l
                          a.n_shared_experts * a.moe_inter_dim, a.init_std, layer);
 }
 
-// Stable counting sort of the (token, k) pairs by expert: index bookkeeping on the host.
+// The (token, k) pairs sorted by expert (ops::moe_sort_pairs, on the device: only the E
+// counts come back to the host, for the grouped GEMMs' offsets).
 void MoE::group_pairs(const ops::Context& ctx, MoESaved& s) const {
-  const std::vector<int32_t> idx = detail::download_i32(s.gate.idx);   // (N*K)
-  const int64_t NK = int64_t(idx.size());
-  s.counts.assign(size_t(E), 0);
-  for (int32_t e : idx) s.counts[size_t(e)] += 1;
+  const int64_t NK = s.gate.idx.numel();
+  Tensor counts = Tensor::empty({E}, DType::i32, ctx.device);
+  s.pair_src = Tensor::empty({NK}, DType::i32, ctx.device);
+  s.pair_tok = Tensor::empty({NK}, DType::i32, ctx.device);
+  ops::moe_sort_pairs(ctx, s.gate.idx, counts, s.pair_src, s.pair_tok);
+  s.counts = detail::download_i32(counts);
   s.offsets.assign(size_t(E + 1), 0);
   for (int64_t e = 0; e < E; ++e)
     s.offsets[size_t(e + 1)] = s.offsets[size_t(e)] + s.counts[size_t(e)];
-  std::vector<int64_t> next(s.offsets.begin(), s.offsets.end() - 1);
-  std::vector<int32_t> src(static_cast<size_t>(NK)), tok(static_cast<size_t>(NK));
-  for (int64_t p = 0; p < NK; ++p) {
-    const int64_t slot = next[size_t(idx[size_t(p)])]++;
-    src[size_t(slot)] = int32_t(p);
-    tok[size_t(slot)] = int32_t(p / K);
-  }
-  s.pair_src = detail::upload_i32(ctx, src, {NK});
-  s.pair_tok = detail::upload_i32(ctx, tok, {NK});
+  DS_CHECK(s.offsets.back() == NK, "MoE: the router's {} pairs sorted into {} expert slots", NK,
+           s.offsets.back());
   s.pair_w = empty_f32(ctx, {NK, 1});
   ops::gather_rows(ctx, s.gate.weights.view({NK, 1}), s.pair_src, s.pair_w);
   s.pair_w = s.pair_w.view({NK});
-  if (s.grouped && ctx.linear.mode == ops::Precision::fp8) pad_pairs(ctx, tok, s);
+  if (s.grouped && ctx.linear.mode == ops::Precision::fp8)
+    pad_pairs(ctx, detail::download_i32(s.pair_tok), s);   // host-built padded layout
   else s.p_offsets.clear();
 }
 

@@ -3,6 +3,7 @@
 // per-op profiler scope. Not installed; include/ds/ops/ops.hpp is the public API.
 #pragma once
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <initializer_list>
 #include <vector>
@@ -55,12 +56,18 @@ inline int nthreads(const Context& ctx) { return std::max(1, ctx.threads); }
 
 // Times one op into ctx.prof (no cost beyond a null check without a profiler): CPU ops by
 // the wall clock, GPU ops by two CUDA events on the stream (no synchronisation; see
-// ops::Profiler).
+// ops::Profiler). `io` lists the operands whose bytes the op must move at least: each read or
+// written once (list a read-modify-write operand twice, nullptr for none); their sizes are taken when the scope
+// ends, so outputs the op allocates count. add_bytes adds what a list cannot say (a gather
+// reads only the rows it takes).
 class Scope {
  public:
-  Scope(const Context& ctx, const char* op, double flops = 0)
+  Scope(const Context& ctx, const char* op, double flops = 0,
+        std::initializer_list<const Tensor*> io = {})
       : p_(ctx.prof), op_(op), flops_(flops), dev_(ctx.device) {
     if (!p_) return;
+    for (const Tensor* t : io)
+      if (n_ < int(io_.size())) io_[size_t(n_++)] = t;
 #if defined(DS_HAVE_CUDA)
     if (dev_ != Device::cpu) {
       e0_ = ::ds::cuda::timing_event_record();
@@ -71,18 +78,22 @@ class Scope {
   }
   ~Scope() {
     if (!p_) return;
+    double bytes = bytes_;
+    for (int i = 0; i < n_; ++i)
+      if (io_[size_t(i)] && io_[size_t(i)]->defined()) bytes += double(io_[size_t(i)]->nbytes());
 #if defined(DS_HAVE_CUDA)
     if (dev_ != Device::cpu) {   // never throw from a destructor: a pending error is
       try {                      // reported by the next op or synchronize
-        p_->add_events(op_, e0_, ::ds::cuda::timing_event_record(), flops_);
+        p_->add_events(op_, e0_, ::ds::cuda::timing_event_record(), flops_, bytes);
       } catch (...) {
       }
       return;
     }
 #endif
     p_->add(op_, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(),
-            flops_);
+            flops_, bytes);
   }
+  void add_bytes(double b) const { bytes_ += b; }
   Scope(const Scope&) = delete;
   Scope& operator=(const Scope&) = delete;
 
@@ -91,6 +102,9 @@ class Scope {
   const char* op_;
   double flops_;
   Device dev_;
+  std::array<const Tensor*, 12> io_{};
+  int n_ = 0;
+  mutable double bytes_ = 0;
   std::chrono::steady_clock::time_point t0_{};
   void* e0_ = nullptr;
 };

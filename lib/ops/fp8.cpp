@@ -62,7 +62,7 @@ void fp8_quantize(const Context& ctx, const Tensor& x, Fp8Group g, ScaleFormat f
            "fp8_quantize: q must be U8/F8_E4M3 {}, got {} {}", shape_str(x.shape()),
            dtype_name(q.dtype()), shape_str(q.shape()));
   check_scales(scales, L, g, "fp8_quantize scales");
-  const Scope scope_(ctx, "fp8_quantize");
+  const Scope scope_(ctx, "fp8_quantize", 0, {&x, &q, &scales});
   DS_CUDA_ROUTE(fp8_quantize, (ctx, x, g, fmt, act, q, scales));
   auto* qp = q.data<uint8_t>();
   if (use_ref(ctx)) ref::fp8_quantize(x.f32(), L, fmt, act, qp, scales.f32());
@@ -79,7 +79,7 @@ void fp8_dequantize(const Context& ctx, const Tensor& q, const Tensor& scales, F
   check_f32(out, "fp8_dequantize out");
   DS_CHECK(out.shape() == q.shape(), "fp8_dequantize: out {} differs from q {}",
            shape_str(out.shape()), shape_str(q.shape()));
-  const Scope scope_(ctx, "fp8_dequantize");
+  const Scope scope_(ctx, "fp8_dequantize", 0, {&q, &scales, &out});
   DS_CUDA_ROUTE(fp8_dequantize, (ctx, q, scales, g, out));
   const auto* qp = q.data<uint8_t>();
   if (use_ref(ctx)) ref::fp8_dequantize(qp, scales.f32(), L, out.f32());
@@ -95,7 +95,7 @@ void fp8_fake_quant(const Context& ctx, const Tensor& x, Fp8Group g, ScaleFormat
   check_f32(out, "fp8_fake_quant out");
   DS_CHECK(out.numel() == x.numel(), "fp8_fake_quant: out {} differs from x {}",
            shape_str(out.shape()), shape_str(x.shape()));
-  const Scope scope_(ctx, "fp8_fake_quant");
+  const Scope scope_(ctx, "fp8_fake_quant", 0, {&x, &out});
   DS_CUDA_ROUTE(fp8_fake_quant, (ctx, x, g, fmt, act, out));
   if (use_ref(ctx)) ref::fp8_fake_quant(x.f32(), L, fmt, act, out.f32());
   else opt::fp8_fake_quant(x.f32(), L, fmt, act, out.f32(), nthreads(ctx));
@@ -113,7 +113,7 @@ void bf16_round(const Context& ctx, const Tensor& x, Tensor& out) {
   check_devices(ctx, "bf16_round", {&x, &out});
   if (!out.defined()) out = Tensor::empty(x.shape(), DType::f32, x.device());
   detail::check_bf16_round(x, out);
-  const Scope scope_(ctx, "bf16_round");
+  const Scope scope_(ctx, "bf16_round", 0, {&x, &out});
   DS_CUDA_ROUTE(bf16_round, (ctx, x, out));
   if (out.dtype() == DType::bf16) {   // the codes themselves (BF16 GEMM operands)
     const float* xp = x.f32();
@@ -143,7 +143,8 @@ void fp8_gemm_nt(const Context& ctx, const Tensor& a, const Tensor& a_scales, co
   if (!c.defined()) c = Tensor::empty({M, N}, DType::f32, a.device());
   check_f32(c, "fp8_gemm_nt c");
   DS_CHECK_SHAPE(c, {M, N});
-  const Scope scope_(ctx, "fp8_gemm_nt", 2.0 * double(M) * double(N) * double(K));
+  const Scope scope_(ctx, "fp8_gemm_nt", 2.0 * double(M) * double(N) * double(K),
+                     {&a, &a_scales, &b, &b_scales, &c});
   DS_CUDA_ROUTE(fp8_gemm_nt, (ctx, a, a_scales, b, b_scales, c, a_group, b_group));
   const auto *ap = a.data<uint8_t>(), *bp = b.data<uint8_t>();
   if (use_ref(ctx)) ref::fp8_gemm_nt(ap, a_scales.f32(), la, bp, b_scales.f32(), lb, c.f32());

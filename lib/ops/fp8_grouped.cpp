@@ -70,7 +70,7 @@ void fp8_quantize_transposed(const Context& ctx, const Tensor& x, ScaleFormat fm
   if (!st.defined()) st = Tensor::empty(fp8_scale_shape(K, M, Fp8Group::row_1x128), DType::f32,
                                         x.device());
   check_operand(op, qt, st, Fp8Group::row_1x128, K, M, "qt");
-  const Scope scope_(ctx, op);
+  const Scope scope_(ctx, op, 0, {&x, &qt, &st});
   DS_CUDA_ROUTE_FUSED(fp8_quantize_transposed, (ctx, x, fmt, act, qt, st));
   Context one = ctx;   // the definition: transpose, then the 1x128 quantisation
   one.prof = nullptr;
@@ -111,6 +111,9 @@ void fp8_quantize_blocks_multi(const Context& ctx, const std::vector<const Tenso
                  "got {} and {}", op, dtype_name(first.dtype()), dtype_name((*v)[i]->dtype()));
   }
   const Scope scope_(ctx, op);
+  for (const std::vector<Tensor*>* v : {&qs, &ss, &qts, &sts})
+    for (const Tensor* t : *v) scope_.add_bytes(double(t->nbytes()));
+  for (const Tensor* x : xs) scope_.add_bytes(double(x->nbytes()));
   DS_CUDA_ROUTE_FUSED(fp8_quantize_blocks_multi, (ctx, xs, fmt, qs, ss, qts, sts));
   Context one = ctx;   // the calls below are timed as this one
   one.prof = nullptr;
@@ -146,7 +149,9 @@ void fp8_gemm_nt_grouped(const Context& ctx, const Tensor& a, const Tensor& a_sc
   check_devices(ctx, op, {&c});
   DS_CHECK(c.dtype() == DType::f32, "{}: c must be F32, got {}", op, dtype_name(c.dtype()));
   DS_CHECK_SHAPE(c, {M, N});
-  const Scope scope_(ctx, op, 2.0 * double(M) * double(N) * double(K));
+  const Scope scope_(ctx, op, 2.0 * double(M) * double(N) * double(K), {&a, &a_scales, &c});
+  for (size_t g = 0; g < b.size(); ++g)
+    scope_.add_bytes(double(b[g].nbytes() + b_scales[g].nbytes()));
   DS_CUDA_ROUTE(fp8_gemm_nt_grouped, (ctx, a, a_scales, b, b_scales, offsets, c, b_group));
   Context one = ctx;   // timed as this one call (one launch on the GPU)
   one.prof = nullptr;
@@ -180,7 +185,9 @@ void fp8_gemm_nt_kgrouped(const Context& ctx, const Tensor& a, const Tensor& a_s
   std::sort(starts.begin(), starts.end());
   for (size_t g = 0; g + 1 < starts.size(); ++g)
     DS_CHECK(M * N == 0 || starts[g] + M * N <= starts[g + 1], "{}: two outputs overlap", op);
-  const Scope scope_(ctx, op, 2.0 * double(M) * double(N) * double(K));
+  const Scope scope_(ctx, op, 2.0 * double(M) * double(N) * double(K),
+                     {&a, &a_scales, &b, &b_scales});
+  for (const Tensor& cg : c) scope_.add_bytes(2.0 * double(cg.nbytes()));   // c +=
   DS_CUDA_ROUTE(fp8_gemm_nt_kgrouped, (ctx, a, a_scales, b, b_scales, offsets, c));
   Context one = ctx;
   one.prof = nullptr;

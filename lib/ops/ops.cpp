@@ -60,7 +60,7 @@ void matmul(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& c, boo
   const int64_t N = trans_b ? b.size(0) : b.size(1), Kb = trans_b ? b.size(1) : b.size(0);
   DS_CHECK(K == Kb, "matmul: inner dims differ: op(a) {}x{}, op(b) {}x{}", M, K, Kb, N);
   DS_CHECK_SHAPE(c, {M, N});
-  const Scope scope_(ctx, "matmul", opt::matmul_flops(M, N, K));
+  const Scope scope_(ctx, "matmul", opt::matmul_flops(M, N, K), {&a, &b, &c, beta != 0 ? &c : nullptr});
   DS_CUDA_ROUTE(matmul, (ctx, a, b, c, trans_a, trans_b, alpha, beta));
   if (use_ref(ctx))
     ref::matmul(a.f32(), b.f32(), c.f32(), M, N, K, trans_a, trans_b, alpha, beta);
@@ -73,13 +73,14 @@ void linear_forward(const Context& ctx, const Tensor& x, const Tensor& w, Tensor
   DS_CHECK_SHAPE(x, {-1, w.size(1)});
   DS_CHECK_SHAPE(y, {x.size(0), w.size(0)});
   if (ctx.device != Device::cpu) {   // timed here: the CUDA path calls no other op
-    const Scope scope_(ctx, "matmul", opt::matmul_flops(x.size(0), w.size(0), w.size(1)));
+    const Scope scope_(ctx, "matmul", opt::matmul_flops(x.size(0), w.size(0), w.size(1)),
+                       {&x, &w, &y});
     DS_CUDA_ROUTE(linear_forward, (ctx, x, w, y));
   }
   if (w.dtype() == DType::bf16) {   // BF16 weights, F32 activations, FP32 products and sums
     check_devices(ctx, "linear_forward", {&x, &w, &y});
     const int64_t N = x.size(0), O = w.size(0), I = w.size(1);
-    const Scope scope_(ctx, "matmul_bf16", opt::matmul_flops(N, O, I));
+    const Scope scope_(ctx, "matmul_bf16", opt::matmul_flops(N, O, I), {&x, &w, &y});
     const uint16_t* wp = w.data<uint16_t>();
     if (use_ref(ctx)) ref::linear_bf16(x.f32(), wp, y.f32(), N, O, I);
     else opt::linear_bf16(x.f32(), wp, y.f32(), N, O, I, nthreads(ctx));
@@ -125,7 +126,9 @@ void grouped_matmul(const Context& ctx, const Tensor& x, const std::vector<Tenso
     else DS_CHECK_SHAPE(wg, {K, N});
   }
   if (ctx.device != Device::cpu) {   // timed here; on the CPU each group's matmul is
-    const Scope scope_(ctx, "grouped_matmul", opt::matmul_flops(x.size(0), N, K));
+    const Scope scope_(ctx, "grouped_matmul", opt::matmul_flops(x.size(0), N, K),
+                       {&x, &y, beta != 0 ? &y : nullptr});
+    for (const Tensor& wg : w) scope_.add_bytes(double(wg.nbytes()));
     DS_CUDA_ROUTE(grouped_matmul, (ctx, x, w, trans_w, offsets, y, beta));
   }
   for (size_t g = 0; g < w.size(); ++g) {
@@ -149,7 +152,8 @@ void grouped_matmul_wgrad(const Context& ctx, const Tensor& dy, const Tensor& x,
   }
   if (ctx.device != Device::cpu) {
     const Scope scope_(ctx, "grouped_matmul_wgrad",
-                       opt::matmul_flops(dy.size(1), x.size(1), dy.size(0)));
+                       opt::matmul_flops(dy.size(1), x.size(1), dy.size(0)), {&dy, &x});
+    for (const Tensor& g : dw) scope_.add_bytes(2.0 * double(g.nbytes()));   // dw +=
     DS_CUDA_ROUTE(grouped_matmul_wgrad, (ctx, dy, x, offsets, dw));
   }
   for (size_t g = 0; g < dw.size(); ++g) {
@@ -161,7 +165,7 @@ void grouped_matmul_wgrad(const Context& ctx, const Tensor& dy, const Tensor& x,
 
 void transpose(const Context& ctx, const Tensor& x, Tensor& out) {
   check_devices(ctx, "transpose", {&x, &out});
-  const Scope scope_(ctx, "transpose");
+  const Scope scope_(ctx, "transpose", 0, {&x, &out});
   DS_CHECK_SHAPE(x, {-1, -1});
   DS_CHECK_SHAPE(out, {x.size(1), x.size(0)});
   DS_CHECK(x.dtype() == out.dtype() && dtype_size(x.dtype()) <= 4 && x.dtype() != DType::i64,
@@ -183,7 +187,7 @@ void transpose(const Context& ctx, const Tensor& x, Tensor& out) {
 // ---- embedding -----------------------------------------------------------------------------
 void embedding_forward(const Context& ctx, const Tensor& table, const Tensor& ids, Tensor& out) {
   check_devices(ctx, "embedding_forward", {&table, &ids, &out});
-  const Scope scope_(ctx, "embedding_forward");
+  const Scope scope_(ctx, "embedding_forward", 0, {&ids, &out, &out});   // rows read
   DS_CHECK_SHAPE(table, {-1, -1});
   DS_CHECK_SHAPE(ids, {-1});
   DS_CHECK_SHAPE(out, {ids.size(0), table.size(1)});
@@ -197,7 +201,7 @@ void embedding_forward(const Context& ctx, const Tensor& table, const Tensor& id
 void embedding_backward(const Context& ctx, const Tensor& ids, const Tensor& dout,
                         Tensor& dtable) {
   check_devices(ctx, "embedding_backward", {&ids, &dout, &dtable});
-  const Scope scope_(ctx, "embedding_backward");
+  const Scope scope_(ctx, "embedding_backward", 0, {&ids, &dout, &dout, &dout});   // rows +=
   DS_CHECK_SHAPE(dtable, {-1, -1});
   DS_CHECK_SHAPE(ids, {-1});
   DS_CHECK_SHAPE(dout, {ids.size(0), dtable.size(1)});
@@ -212,7 +216,7 @@ void embedding_backward(const Context& ctx, const Tensor& ids, const Tensor& dou
 void rmsnorm_forward(const Context& ctx, const Tensor& x, const Tensor& g, float eps, Tensor& y,
                      Tensor& rstd) {
   check_devices(ctx, "rmsnorm_forward", {&x, &g, &y, &rstd});
-  const Scope scope_(ctx, "rmsnorm_forward");
+  const Scope scope_(ctx, "rmsnorm_forward", 0, {&x, &g, &y, &rstd});
   DS_CHECK_SHAPE(x, {-1, -1});
   const int64_t N = x.size(0), C = x.size(1);
   DS_CHECK_SHAPE(g, {C});
@@ -226,7 +230,7 @@ void rmsnorm_forward(const Context& ctx, const Tensor& x, const Tensor& g, float
 void rmsnorm_backward(const Context& ctx, const Tensor& x, const Tensor& g, const Tensor& rstd,
                       const Tensor& dy, Tensor& dx, Tensor& dg) {
   check_devices(ctx, "rmsnorm_backward", {&x, &g, &rstd, &dy, &dx, &dg});
-  const Scope scope_(ctx, "rmsnorm_backward");
+  const Scope scope_(ctx, "rmsnorm_backward", 0, {&x, &g, &rstd, &dy, &dx, &dg});
   DS_CHECK_SHAPE(x, {-1, -1});
   const int64_t N = x.size(0), C = x.size(1);
   DS_CHECK_SHAPE(g, {C});
@@ -252,7 +256,7 @@ static void rope_dispatch(const Context& ctx, const char* op, const Tensor& x, c
   DS_CHECK_SHAPE(pos, {N});
   DS_CHECK_SHAPE(freqs, {Dr / 2});
   DS_CHECK_SHAPE(out, {N, H, Dr});
-  const Scope scope_(ctx, op);
+  const Scope scope_(ctx, op, 0, {&x, &pos, &freqs, &out});
   DS_CUDA_ROUTE(rope, (ctx, x, pos, freqs, out, dir));
   if (use_ref(ctx)) ref::rope(x.f32(), pos.i32(), freqs.f32(), out.f32(), N, H, Dr, dir);
   else opt::rope(x.f32(), pos.i32(), freqs.f32(), out.f32(), N, H, Dr, dir, nthreads(ctx));
@@ -279,7 +283,7 @@ static void check_split(const char* op, const Tensor& x, const Tensor& a, const 
 
 void split_last(const Context& ctx, const Tensor& x, Tensor& a, Tensor& b) {
   check_devices(ctx, "split_last", {&x, &a, &b});
-  const Scope scope_(ctx, "split_last");
+  const Scope scope_(ctx, "split_last", 0, {&x, &a, &b});
   check_split("split_last", x, a, b);
   const int64_t R = lead(x), A = a.size(-1), B = b.size(-1);
   DS_CUDA_ROUTE(split_last, (ctx, x, a, b));
@@ -289,7 +293,7 @@ void split_last(const Context& ctx, const Tensor& x, Tensor& a, Tensor& b) {
 
 void concat_last(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& x) {
   check_devices(ctx, "concat_last", {&x, &a, &b});
-  const Scope scope_(ctx, "concat_last");
+  const Scope scope_(ctx, "concat_last", 0, {&a, &b, &x});
   check_split("concat_last", x, a, b);
   const int64_t R = lead(x), A = a.size(-1), B = b.size(-1);
   DS_CUDA_ROUTE(concat_last, (ctx, a, b, x));
@@ -299,7 +303,7 @@ void concat_last(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& x
 
 void broadcast_heads(const Context& ctx, const Tensor& x, Tensor& out) {
   check_devices(ctx, "broadcast_heads", {&x, &out});
-  const Scope scope_(ctx, "broadcast_heads");
+  const Scope scope_(ctx, "broadcast_heads", 0, {&x, &out});
   DS_CHECK_SHAPE(x, {-1, -1});
   DS_CHECK_SHAPE(out, {x.size(0), -1, x.size(1)});
   const int64_t N = x.size(0), H = out.size(1), D = x.size(1);
@@ -310,7 +314,7 @@ void broadcast_heads(const Context& ctx, const Tensor& x, Tensor& out) {
 
 void sum_heads(const Context& ctx, const Tensor& dout, Tensor& dx) {
   check_devices(ctx, "sum_heads", {&dout, &dx});
-  const Scope scope_(ctx, "sum_heads");
+  const Scope scope_(ctx, "sum_heads", 0, {&dout, &dx});
   DS_CHECK_SHAPE(dout, {-1, -1, -1});
   DS_CHECK_SHAPE(dx, {dout.size(0), dout.size(2)});
   const int64_t N = dout.size(0), H = dout.size(1), D = dout.size(2);
@@ -335,7 +339,7 @@ static ref::AttnDims check_attention(const Tensor& q, const Tensor& k, const Ten
 void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                        const Tensor& segments, float scale, Tensor& out, Tensor& lse) {
   check_devices(ctx, "attention_forward", {&q, &k, &v, &segments, &out, &lse});
-  const Scope scope_(ctx, "attention_forward");
+  const Scope scope_(ctx, "attention_forward", 0, {&q, &k, &v, &segments, &out, &lse});
   const ref::AttnDims d = check_attention(q, k, v, segments);
   DS_CHECK_SHAPE(out, {d.B, d.T, d.H, d.Dv});
   DS_CHECK_SHAPE(lse, {d.B, d.H, d.T});
@@ -352,7 +356,8 @@ void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, co
                         const Tensor& segments, float scale, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv) {
   check_devices(ctx, "attention_backward", {&q, &k, &v, &segments, &out, &lse, &dout, &dq, &dk, &dv});
-  const Scope scope_(ctx, "attention_backward");
+  const Scope scope_(ctx, "attention_backward", 0,
+                     {&q, &k, &v, &segments, &out, &lse, &dout, &dq, &dk, &dv});
   const ref::AttnDims d = check_attention(q, k, v, segments);
   DS_CHECK_SHAPE(out, {d.B, d.T, d.H, d.Dv});
   DS_CHECK_SHAPE(lse, {d.B, d.H, d.T});
@@ -373,7 +378,7 @@ void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, co
 // ---- SwiGLU --------------------------------------------------------------------------------
 void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor& out) {
   check_devices(ctx, "swiglu_forward", {&gate, &up, &out});
-  const Scope scope_(ctx, "swiglu_forward");
+  const Scope scope_(ctx, "swiglu_forward", 0, {&gate, &up, &out});
   DS_CHECK_SHAPE(up, gate.shape());
   DS_CHECK_SHAPE(out, gate.shape());
   DS_CUDA_ROUTE(swiglu_forward, (ctx, gate, up, out));
@@ -384,7 +389,7 @@ void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Te
 void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& dout,
                      Tensor& dgate, Tensor& dup) {
   check_devices(ctx, "swiglu_backward", {&gate, &up, &dout, &dgate, &dup});
-  const Scope scope_(ctx, "swiglu_backward");
+  const Scope scope_(ctx, "swiglu_backward", 0, {&gate, &up, &dout, &dgate, &dup});
   for (const Tensor* t : std::initializer_list<const Tensor*>{&up, &dout, &dgate, &dup}) check_shape(*t, gate.shape(), "swiglu operand");
   DS_CUDA_ROUTE(swiglu_backward, (ctx, gate, up, dout, dgate, dup));
   if (use_ref(ctx))
@@ -405,7 +410,7 @@ static void check_ce(const Tensor& logits, const Tensor& targets) {
 void cross_entropy_forward(const Context& ctx, const Tensor& logits, const Tensor& targets,
                            Tensor& losses) {
   check_devices(ctx, "cross_entropy_forward", {&logits, &targets, &losses});
-  const Scope scope_(ctx, "cross_entropy_forward");
+  const Scope scope_(ctx, "cross_entropy_forward", 0, {&logits, &targets, &losses});
   check_ce(logits, targets);
   DS_CHECK_SHAPE(losses, {logits.size(0)});
   const int64_t N = logits.size(0), V = logits.size(1);
@@ -417,7 +422,7 @@ void cross_entropy_forward(const Context& ctx, const Tensor& logits, const Tenso
 void cross_entropy_backward(const Context& ctx, const Tensor& logits, const Tensor& targets,
                             float scale, Tensor& dlogits) {
   check_devices(ctx, "cross_entropy_backward", {&logits, &targets, &dlogits});
-  const Scope scope_(ctx, "cross_entropy_backward");
+  const Scope scope_(ctx, "cross_entropy_backward", 0, {&logits, &targets, &dlogits});
   check_ce(logits, targets);
   DS_CHECK_SHAPE(dlogits, logits.shape());
   const int64_t N = logits.size(0), V = logits.size(1);
@@ -433,7 +438,8 @@ void cross_entropy_forward_backward(const Context& ctx, const Tensor& logits,
                                     const Tensor& targets, float scale, Tensor& losses,
                                     Tensor& dlogits) {
   check_devices(ctx, "cross_entropy_forward_backward", {&logits, &targets, &losses, &dlogits});
-  const Scope scope_(ctx, "cross_entropy_forward_backward");
+  const Scope scope_(ctx, "cross_entropy_forward_backward", 0,
+                     {&logits, &targets, &losses, &dlogits});
   check_ce(logits, targets);
   DS_CHECK_SHAPE(dlogits, logits.shape());
   if (losses.defined()) DS_CHECK_SHAPE(losses, {logits.size(0)});
@@ -464,7 +470,7 @@ static void check_route_params(const RouteParams& p, int64_t E) {
 void moe_route(const Context& ctx, const Tensor& logits, const Tensor& bias, const RouteParams& p,
                Tensor& scores, Tensor& idx, Tensor& weights) {
   check_devices(ctx, "moe_route", {&logits, &bias, &scores, &idx, &weights});
-  const Scope scope_(ctx, "moe_route");
+  const Scope scope_(ctx, "moe_route", 0, {&logits, &bias, &scores, &idx, &weights});
   DS_CHECK_SHAPE(logits, {-1, -1});
   const int64_t N = logits.size(0), E = logits.size(1);
   check_route_params(p, E);
@@ -484,7 +490,8 @@ void moe_route_backward(const Context& ctx, const Tensor& scores, const Tensor& 
                         const Tensor& dweights, const Tensor& dscores_extra, const RouteParams& p,
                         Tensor& dlogits) {
   check_devices(ctx, "moe_route_backward", {&scores, &idx, &dweights, &dscores_extra, &dlogits});
-  const Scope scope_(ctx, "moe_route_backward");
+  const Scope scope_(ctx, "moe_route_backward", 0,
+                     {&scores, &idx, &dweights, &dscores_extra, &dlogits});
   DS_CHECK_SHAPE(scores, {-1, -1});
   const int64_t N = scores.size(0), E = scores.size(1);
   DS_CHECK_SHAPE(idx, {N, int64_t(p.topk)});
@@ -505,7 +512,7 @@ void moe_route_backward(const Context& ctx, const Tensor& scores, const Tensor& 
 double moe_balance_loss(const Context& ctx, const Tensor& scores, const Tensor& idx, int n_seq,
                         int seq_len, float alpha, Tensor& dscores) {
   check_devices(ctx, "moe_balance_loss", {&scores, &idx, &dscores});
-  const Scope scope_(ctx, "moe_balance_loss");
+  const Scope scope_(ctx, "moe_balance_loss", 0, {&scores, &idx, &dscores});
   DS_CHECK(n_seq >= 1 && seq_len >= 1, "moe_balance_loss: n_seq {} seq_len {}", n_seq, seq_len);
   DS_CHECK_SHAPE(scores, {int64_t(n_seq) * seq_len, -1});
   DS_CHECK_SHAPE(idx, {int64_t(n_seq) * seq_len, -1});
@@ -519,17 +526,36 @@ double moe_balance_loss(const Context& ctx, const Tensor& scores, const Tensor& 
 
 void moe_count(const Context& ctx, const Tensor& idx, Tensor& counts) {
   check_devices(ctx, "moe_count", {&idx, &counts});
-  const Scope scope_(ctx, "moe_count");
+  const Scope scope_(ctx, "moe_count", 0, {&idx, &counts});
   DS_CHECK_SHAPE(counts, {-1});
   check_indices(idx, 0, counts.size(0), "moe_count idx");
   DS_CUDA_ROUTE(moe_count, (ctx, idx, counts));
   ref::moe_count(idx.i32(), idx.numel(), counts.i32());
 }
 
+void moe_sort_pairs(const Context& ctx, const Tensor& idx, Tensor& counts, Tensor& pair_src,
+                    Tensor& pair_tok) {
+  check_devices(ctx, "moe_sort_pairs", {&idx, &counts, &pair_src, &pair_tok});
+  const Scope scope_(ctx, "moe_sort_pairs", 0, {&idx, &counts, &pair_src, &pair_tok});
+  DS_CHECK_SHAPE(idx, {-1, -1});
+  DS_CHECK_SHAPE(counts, {-1});
+  const int64_t NK = idx.numel(), K = idx.size(1), E = counts.size(0);
+  DS_CHECK_SHAPE(pair_src, {NK});
+  DS_CHECK_SHAPE(pair_tok, {NK});
+  const std::initializer_list<const Tensor*> all{&idx, &counts, &pair_src, &pair_tok};
+  for (const Tensor* t : all)
+    DS_CHECK(t->dtype() == DType::i32, "moe_sort_pairs: operands must be I32, got {}",
+             dtype_name(t->dtype()));
+  DS_CHECK(NK < (int64_t(1) << 31) && E >= 1, "moe_sort_pairs: {} pairs, {} experts", NK, E);
+  check_indices(idx, 0, E, "moe_sort_pairs idx");
+  DS_CUDA_ROUTE(moe_sort_pairs, (ctx, idx, counts, pair_src, pair_tok));
+  ref::moe_sort_pairs(idx.i32(), NK, K, E, counts.i32(), pair_src.i32(), pair_tok.i32());
+}
+
 // ---- token permutation ---------------------------------------------------------------------
 void gather_rows(const Context& ctx, const Tensor& src, const Tensor& rows, Tensor& dst) {
   check_devices(ctx, "gather_rows", {&src, &rows, &dst});
-  const Scope scope_(ctx, "gather_rows");
+  const Scope scope_(ctx, "gather_rows", 0, {&rows, &dst, &dst});   // dst's rows of src
   DS_CHECK_SHAPE(src, {-1, -1});
   DS_CHECK_SHAPE(rows, {-1});
   DS_CHECK_SHAPE(dst, {rows.size(0), src.size(1)});
@@ -543,7 +569,7 @@ void gather_rows(const Context& ctx, const Tensor& src, const Tensor& rows, Tens
 void gather_rows_bf16(const Context& ctx, const Tensor& src, const Tensor& rows, const Tensor& w,
                       Tensor& dst) {
   check_devices(ctx, "gather_rows_bf16", {&src, &rows, &w, &dst});
-  const Scope scope_(ctx, "gather_rows_bf16");
+  const Scope scope_(ctx, "gather_rows_bf16", 0, {&rows, &w, &dst});
   DS_CHECK_SHAPE(src, {-1, -1});
   DS_CHECK_SHAPE(rows, {-1});
   DS_CHECK_SHAPE(dst, {rows.size(0), src.size(1)});
@@ -552,6 +578,7 @@ void gather_rows_bf16(const Context& ctx, const Tensor& src, const Tensor& rows,
            "gather_rows_bf16: src must be F32 and dst F32 or BF16, got {} and {}",
            dtype_name(src.dtype()), dtype_name(dst.dtype()));
   check_indices(rows, 0, src.size(0), "gather_rows_bf16 rows");
+  scope_.add_bytes(4.0 * double(dst.numel()));   // the F32 rows of src it takes
   DS_CUDA_ROUTE_FUSED(gather_rows_bf16, (ctx, src, rows, w, dst));
   if (ctx.device != Device::cpu) {   // DS_CUDA_FUSED=0: the three ops it fuses
     Context one = ctx;                 // timed as this op
@@ -581,7 +608,7 @@ void gather_rows_bf16(const Context& ctx, const Tensor& src, const Tensor& rows,
 void scatter_add_rows(const Context& ctx, const Tensor& src, const Tensor& rows, const Tensor& w,
                       Tensor& dst) {
   check_devices(ctx, "scatter_add_rows", {&src, &rows, &w, &dst});
-  const Scope scope_(ctx, "scatter_add_rows");
+  const Scope scope_(ctx, "scatter_add_rows", 0, {&src, &rows, &w, &src, &src});   // dst rows +=
   DS_CHECK_SHAPE(src, {-1, -1});
   DS_CHECK_SHAPE(rows, {src.size(0)});
   if (w.defined()) DS_CHECK_SHAPE(w, {src.size(0)});
@@ -597,7 +624,7 @@ void scatter_add_rows(const Context& ctx, const Tensor& src, const Tensor& rows,
 void gather_rows_dot(const Context& ctx, const Tensor& a, const Tensor& rows, const Tensor& b,
                      Tensor& out) {
   check_devices(ctx, "gather_rows_dot", {&a, &rows, &b, &out});
-  const Scope scope_(ctx, "gather_rows_dot");
+  const Scope scope_(ctx, "gather_rows_dot", 0, {&rows, &b, &b, &out});   // b's rows of a
   DS_CHECK_SHAPE(a, {-1, -1});
   DS_CHECK_SHAPE(rows, {-1});
   DS_CHECK_SHAPE(b, {rows.size(0), a.size(1)});
@@ -612,7 +639,7 @@ void gather_rows_dot(const Context& ctx, const Tensor& a, const Tensor& rows, co
 // ---- element-wise and reductions -----------------------------------------------------------
 void add(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
   check_devices(ctx, "add", {&a, &b, &out});
-  const Scope scope_(ctx, "add");
+  const Scope scope_(ctx, "add", 0, {&a, &b, &out});
   DS_CHECK_SHAPE(b, a.shape());
   DS_CHECK_SHAPE(out, a.shape());
   DS_CUDA_ROUTE(add, (ctx, a, b, out));
@@ -622,7 +649,7 @@ void add(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
 
 void add_(const Context& ctx, Tensor& dst, const Tensor& src) {
   check_devices(ctx, "add_", {&dst, &src});
-  const Scope scope_(ctx, "add_");
+  const Scope scope_(ctx, "add_", 0, {&dst, &dst, &src});
   DS_CHECK_SHAPE(src, dst.shape());
   DS_CUDA_ROUTE(add_, (ctx, dst, src));
   if (use_ref(ctx)) ref::add_(dst.f32(), src.f32(), dst.numel());
@@ -631,7 +658,7 @@ void add_(const Context& ctx, Tensor& dst, const Tensor& src) {
 
 void scale_(const Context& ctx, Tensor& x, float s) {
   check_devices(ctx, "scale_", {&x});
-  const Scope scope_(ctx, "scale_");
+  const Scope scope_(ctx, "scale_", 0, {&x, &x});
   DS_CUDA_ROUTE(scale_, (ctx, x, s));
   if (use_ref(ctx)) ref::scale_(x.f32(), s, x.numel());
   else opt::scale_(x.f32(), s, x.numel(), nthreads(ctx));
@@ -639,7 +666,7 @@ void scale_(const Context& ctx, Tensor& x, float s) {
 
 double sum_squares(const Context& ctx, const Tensor& x) {
   check_devices(ctx, "sum_squares", {&x});
-  const Scope scope_(ctx, "sum_squares");
+  const Scope scope_(ctx, "sum_squares", 0, {&x});
   DS_CUDA_ROUTE(sum_squares, (ctx, x));
   return use_ref(ctx) ? ref::sum_squares(x.f32(), x.numel())
                       : opt::sum_squares(x.f32(), x.numel(), nthreads(ctx));
@@ -647,7 +674,7 @@ double sum_squares(const Context& ctx, const Tensor& x) {
 
 int64_t count_nonfinite(const Context& ctx, const Tensor& x) {
   check_devices(ctx, "count_nonfinite", {&x});
-  const Scope scope_(ctx, "count_nonfinite");
+  const Scope scope_(ctx, "count_nonfinite", 0, {&x});
   DS_CUDA_ROUTE(count_nonfinite, (ctx, x));
   return use_ref(ctx) ? ref::count_nonfinite(x.f32(), x.numel())
                       : opt::count_nonfinite(x.f32(), x.numel(), nthreads(ctx));
@@ -655,7 +682,7 @@ int64_t count_nonfinite(const Context& ctx, const Tensor& x) {
 
 double sum(const Context& ctx, const Tensor& x) {
   check_devices(ctx, "sum", {&x});
-  const Scope scope_(ctx, "sum");
+  const Scope scope_(ctx, "sum", 0, {&x});
   DS_CUDA_ROUTE(sum, (ctx, x));
   return use_ref(ctx) ? ref::sum(x.f32(), x.numel()) : opt::sum(x.f32(), x.numel(), nthreads(ctx));
 }
@@ -675,7 +702,7 @@ void detail::check_adamw(const Tensor& param, const Tensor& grad, const Tensor& 
 void adamw_step(const Context& ctx, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                 const AdamWParams& p) {
   check_devices(ctx, "adamw_step", {&param, &grad, &m, &v});
-  const Scope scope_(ctx, "adamw_step");
+  const Scope scope_(ctx, "adamw_step", 0, {&param, &param, &grad, &m, &m, &v, &v});
   detail::check_adamw(param, grad, m, v, p);
   DS_CUDA_ROUTE(adamw_step, (ctx, param, grad, m, v, p));
   const bool mb = m.dtype() == DType::bf16, vb = v.dtype() == DType::bf16;

@@ -1,4 +1,4 @@
-// ops::Profiler (include/ds/ops/ops.hpp): per-op accumulation of calls, seconds and FLOPs,
+// ops::Profiler (include/ds/ops/ops.hpp): per-op accumulation of calls, seconds, FLOPs and bytes,
 // looked up by the op name's literal pointer (a few dozen ops: a linear scan is cheap), GPU
 // ops' event pairs read in one batch, and the op -> family map used by the reports
 // (ds-pretrain --profile).
@@ -37,8 +37,8 @@ Profiler::~Profiler() {
   }
 }
 
-void Profiler::add_events(const char* op, void* e0, void* e1, double flops) {
-  pending_.push_back(Timed{op, e0, e1, flops});
+void Profiler::add_events(const char* op, void* e0, void* e1, double flops, double bytes) {
+  pending_.push_back(Timed{op, e0, e1, flops, bytes});
 #if defined(DS_HAVE_CUDA)
   // A long profiled run (ds-pretrain --profile) reads its profile once, at the end: fold the
   // pairs the GPU has already passed (stream order: a prefix) into the entries as it goes, so
@@ -50,7 +50,8 @@ void Profiler::add_events(const char* op, void* e0, void* e1, double flops) {
   try {           // time cannot be read): never left in pending_ to be released twice
     for (; i < done; ++i) {
       const Timed& t = pending_[i];
-      add(t.op, 1e-3 * double(::ds::cuda::timing_event_elapsed_release(t.e0, t.e1)), t.flops);
+      add(t.op, 1e-3 * double(::ds::cuda::timing_event_elapsed_release(t.e0, t.e1)), t.flops,
+          t.bytes);
     }
   } catch (...) {
     pending_.erase(pending_.begin(), pending_.begin() + std::ptrdiff_t(i + 1));
@@ -70,7 +71,7 @@ void Profiler::resolve() const {
     const Timed& t = ready[i];
     try {
       const double s = 1e-3 * double(::ds::cuda::timing_event_elapsed_release(t.e0, t.e1));
-      const_cast<Profiler*>(this)->add(t.op, s, t.flops);
+      const_cast<Profiler*>(this)->add(t.op, s, t.flops, t.bytes);
     } catch (...) {   // pairs [0, i] are released; the rest go back to pending
       pending_.assign(ready.begin() + std::ptrdiff_t(i + 1), ready.end());
       throw;
@@ -91,17 +92,18 @@ void Profiler::clear() {
   entries_.clear();
 }
 
-void Profiler::add(const char* op, double seconds, double flops) {
+void Profiler::add(const char* op, double seconds, double flops, double bytes) {
   Entry* e = nullptr;
   for (Entry& x : entries_)
     if (x.op == op || std::strcmp(x.op, op) == 0) { e = &x; break; }
   if (!e) {
-    entries_.push_back(Entry{op, family_of(op), 0, 0, 0});
+    entries_.push_back(Entry{op, family_of(op), 0, 0, 0, 0});
     e = &entries_.back();
   }
   e->calls += 1;
   e->seconds += seconds;
   e->flops += flops;
+  e->bytes += bytes;
 }
 
 double Profiler::seconds(std::string_view family) const {
@@ -118,6 +120,14 @@ double Profiler::flops(std::string_view family) const {
   for (const Entry& e : entries_)
     if (family.empty() || e.family == family) f += e.flops;
   return f;
+}
+
+double Profiler::bytes(std::string_view family) const {
+  resolve();
+  double b = 0;
+  for (const Entry& e : entries_)
+    if (family.empty() || e.family == family) b += e.bytes;
+  return b;
 }
 
 }  // namespace ds::ops

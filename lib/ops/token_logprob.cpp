@@ -39,7 +39,8 @@ void check_rows(const Tensor& logits, const Tensor& targets, const char* op) {
 void token_logprob_forward(const Context& ctx, const Tensor& logits, const Tensor& targets,
                            Tensor& logp, Tensor& lse, Tensor& entropy) {
   check_devices(ctx, "token_logprob_forward", {&logits, &targets, &logp, &lse, &entropy});
-  const Scope scope(ctx, "cross_entropy/token_logprob_forward");
+  const Scope scope(ctx, "cross_entropy/token_logprob_forward", 0,
+                    {&logits, &targets, &logp, &lse, &entropy});
   check_rows(logits, targets, "token_logprob_forward");
   const int64_t N = logits.size(0), V = logits.size(1);
   DS_CHECK_SHAPE(logp, {N});
@@ -57,7 +58,8 @@ void token_logprob_forward(const Context& ctx, const Tensor& logits, const Tenso
 void token_logprob_backward(const Context& ctx, const Tensor& logits, const Tensor& targets,
                             const Tensor& lse, const Tensor& dlogp, Tensor& dlogits) {
   check_devices(ctx, "token_logprob_backward", {&logits, &targets, &lse, &dlogp, &dlogits});
-  const Scope scope(ctx, "cross_entropy/token_logprob_backward");
+  const Scope scope(ctx, "cross_entropy/token_logprob_backward", 0,
+                    {&logits, &targets, &lse, &dlogp, &dlogits});
   check_rows(logits, targets, "token_logprob_backward");
   const int64_t N = logits.size(0), V = logits.size(1);
   DS_CHECK_SHAPE(lse, {N});

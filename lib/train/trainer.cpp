@@ -167,17 +167,23 @@ std::string profile_report(const ops::Profiler& prof, double step_s, int64_t ste
   std::sort(es.begin(), es.end(), [](const auto& a, const auto& b) { return a.seconds > b.seconds; });
   std::fprintf(stderr, "\nprofile: %lld steps, %.3f s in steps, %.0f tokens/s\n",
                (long long)steps, step_s, step_s > 0 ? double(tokens) / step_s : 0.0);
-  std::fprintf(stderr, "%-32s %-14s %9s %10s %7s %9s\n", "op", "family", "calls", "ms/step",
-               "share", "GFLOP/s");
+  // MB/step and GB/s: the bytes of the ops' operands (each read or written once), the least
+  // memory traffic the op has; GB/s against the device's bandwidth says how far an op is
+  // from its memory bound.
+  std::fprintf(stderr, "%-32s %-14s %9s %10s %7s %9s %10s %8s\n", "op", "family", "calls",
+               "ms/step", "share", "GFLOP/s", "MB/step", "GB/s");
+  const double nsteps = double(std::max<int64_t>(1, steps));
   json ops_j = json::array();
   for (const auto& e : es) {
     const double share = step_s > 0 ? e.seconds / step_s : 0.0;
     const double gf = e.flops > 0 && e.seconds > 0 ? e.flops / e.seconds * 1e-9 : 0.0;
-    std::fprintf(stderr, "%-32s %-14s %9lld %10.2f %6.1f%% %9.1f\n", e.op,
-                 std::string(e.family).c_str(), (long long)e.calls,
-                 1e3 * e.seconds / double(std::max<int64_t>(1, steps)), 100 * share, gf);
+    const double gbs = e.bytes > 0 && e.seconds > 0 ? e.bytes / e.seconds * 1e-9 : 0.0;
+    std::fprintf(stderr, "%-32s %-14s %9lld %10.2f %6.1f%% %9.1f %10.1f %8.1f\n", e.op,
+                 std::string(e.family).c_str(), (long long)e.calls, 1e3 * e.seconds / nsteps,
+                 100 * share, gf, 1e-6 * e.bytes / nsteps, gbs);
     ops_j.push_back({{"op", e.op}, {"family", e.family}, {"calls", e.calls},
-                     {"seconds", e.seconds}, {"gflops", gf}});
+                     {"seconds", e.seconds}, {"gflops", gf}, {"bytes", e.bytes},
+                     {"gbytes_per_s", gbs}});
   }
   json fam = json::object();
   for (const char* f : {"gemm", "attention", "cross_entropy", "norm", "rope_permute", "moe",
@@ -188,10 +194,18 @@ std::string profile_report(const ops::Profiler& prof, double step_s, int64_t ste
   std::fprintf(stderr, "GEMM share %.1f%%, GEMM %.1f GFLOP/s, outside ops %.1f%%, peak RSS %.0f MiB\n",
                100 * (step_s > 0 ? gemm_s / step_s : 0.0), gemm_gflops,
                100 * fam["outside_ops"].get<double>(), rss);
+  const double non_gemm_b = prof.bytes() - prof.bytes("gemm") - prof.bytes("attention");
+  std::fprintf(stderr, "operand traffic %.2f GB/step, %.2f GB/step outside GEMMs and attention "
+               "(%.1f GB/s there)\n", prof.bytes() * 1e-9 / nsteps, non_gemm_b * 1e-9 / nsteps,
+               [&] {
+                 const double s = ops_s - gemm_s - prof.seconds("attention");
+                 return s > 0 ? non_gemm_b / s * 1e-9 : 0.0;
+               }());
   json j{{"steps", steps}, {"step_seconds", step_s},
          {"tokens_per_s", step_s > 0 ? double(tokens) / step_s : 0.0},
          {"gemm_share", step_s > 0 ? gemm_s / step_s : 0.0}, {"gemm_gflops", gemm_gflops},
-         {"gemm_gflop_per_step", prof.flops("gemm") * 1e-9 / double(std::max<int64_t>(1, steps))},
+         {"gemm_gflop_per_step", prof.flops("gemm") * 1e-9 / nsteps},
+         {"op_gbytes_per_step", prof.bytes() * 1e-9 / nsteps},
          {"op_share", fam}, {"peak_rss_mb", rss}, {"ops", ops_j}};
   return j.dump();
 }

@@ -181,6 +181,24 @@ TEST_CASE("gpu bf16_round is bit-identical to the reference") {
     expect_bits(gx, want, "bf16_round in place n=" + std::to_string(n));
     CHECK(ar.check());
   }
+  // Operands 4 bytes (x, F32 out) and 2 bytes (codes) past an aligned start: the scalar kernel
+  // instead of the 4-wide one, which needs 16- / 8-byte alignment.
+  for (int64_t n : {5, 1001}) {
+    Tensor x = special_input({1, n + 1}, true).view({n + 1});
+    const Tensor xs = x.slice0(1, n + 1);
+    Tensor want = Tensor::empty({n}), want_codes = Tensor::empty({n}, DType::bf16);
+    ops::bf16_round(cpu_ref(), xs, want);
+    ops::bf16_round(cpu_ref(), xs, want_codes);
+    Arena ar;
+    const Tensor gx = ar.upload(x).slice0(1, n + 1);
+    Tensor gy = ar.empty({n + 1}).slice0(1, n + 1);
+    Tensor gc = ar.empty({n + 1}, DType::bf16).slice0(1, n + 1);
+    ops::bf16_round(gpu(), gx, gy);
+    ops::bf16_round(gpu(), gx, gc);
+    expect_bits(gy, want, "bf16_round misaligned f32 n=" + std::to_string(n));
+    expect_bits(gc, want_codes, "bf16_round misaligned codes n=" + std::to_string(n));
+    CHECK(ar.check());
+  }
 }
 
 namespace {

@@ -159,7 +159,7 @@ TEST_CASE("fp8 grouped: quantize_transposed on the GPU equals the CPU bit for bi
 // op, bit for bit (NaN as NaN), codes and rounded F32, with and without weights; NaN, inf, -0,
 // a product that underflows to -0 and a value past BF16's range; guard bytes around the output.
 TEST_CASE("fused: gather_rows_bf16 on the GPU equals the CPU bit for bit") {
-  for (const int64_t C : {1, 7, 1024})
+  for (const int64_t C : {1, 7, 12, 1024})   // 12, 1024: the kernel's 4-wide path
     for (const bool with_w : {false, true})
       for (const DType dt : {DType::f32, DType::bf16}) {
         CAPTURE(C);

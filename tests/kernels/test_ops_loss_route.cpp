@@ -396,4 +396,37 @@ TEST_CASE("gpu moe_count accumulates") {
   CHECK(arena.check());
 }
 
+// The MoE layer's grouping on the device (kernels/moe_route.cu sort_pairs_kernel) against the
+// CPU op, element for element: counts, and the stable expert order of pair_src / pair_tok.
+// Sizes around the kernel's 2048-pair tile and 8-pair thread runs; skewed routing (most pairs
+// on one expert) and empty experts; guard bytes around the outputs.
+TEST_CASE("gpu moe_sort_pairs equals the CPU's stable sort") {
+  struct Case { int64_t N, K, E; bool skew; };
+  for (const Case& c : {Case{1, 1, 1, false}, Case{3, 2, 8, false}, Case{341, 6, 64, false},
+                        Case{1024, 2, 16, true}, Case{16384, 6, 64, false},
+                        Case{2049, 8, 256, true}}) {
+    CAPTURE(c.N);
+    CAPTURE(c.E);
+    Tensor idx = rand_i32({c.N, c.K}, 0, int(c.E - 1));
+    if (c.skew)
+      for (int64_t i = 0; i < idx.numel(); ++i)
+        if (i % 5 != 0) idx.i32()[i] = int32_t(c.E / 2);
+    const int64_t NK = c.N * c.K;
+    Tensor counts = Tensor::empty({c.E}, DType::i32), src = Tensor::empty({NK}, DType::i32),
+           tok = Tensor::empty({NK}, DType::i32);
+    ops::moe_sort_pairs(cpu_ref(), idx, counts, src, tok);
+    Arena arena;
+    Tensor gc = arena.empty({c.E}, DType::i32), gs = arena.empty({NK}, DType::i32),
+           gt = arena.empty({NK}, DType::i32);
+    ops::moe_sort_pairs(gpu(), arena.upload(idx), gc, gs, gt);
+    const Tensor hc = download(gc), hs = download(gs), ht = download(gt);
+    int64_t bad = 0;
+    for (int64_t e = 0; e < c.E; ++e) bad += hc.i32()[e] != counts.i32()[e];
+    for (int64_t j = 0; j < NK; ++j)
+      bad += (hs.i32()[j] != src.i32()[j]) + (ht.i32()[j] != tok.i32()[j]);
+    CHECK(bad == 0);
+    CHECK(arena.check());
+  }
+}
+
 }  // namespace

@@ -41,6 +41,8 @@ TEST_CASE("gpu profiler: CUDA events time ops without synchronising each one") {
   INFO("ops " << prof.seconds() << " s, wall " << wall << " s");
   CHECK(prof.seconds() <= wall * 1.01 + 1e-4);
   CHECK(prof.flops("gemm") > 0);
+  CHECK(prof.bytes("gemm") == 20 * 3 * 4.0 * 512 * 512);   // the bytes the CPU op counts
+  CHECK(prof.bytes("elementwise") == 20 * 3 * 4.0 * 512 * 512);
   expect_close(c, download(plain), 0.0, "profiled matmul", 0.0);
 
   prof.clear();   // resolves, then empties

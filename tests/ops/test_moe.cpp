@@ -201,3 +201,40 @@ TEST_CASE("moe_count adds per-expert counts") {
   Tensor bad = i32_from({3}, {1, 1});
   CHECK_THROWS_AS(moe_count(opt_ctx(), bad, counts), InternalError);
 }
+
+TEST_CASE("moe_sort_pairs: a stable sort of the (token, k) pairs by expert") {
+  // N = 4 tokens, K = 2: pairs p = 0..7 route to experts 2 0 | 1 2 | 2 0 | 3 1 (E = 5, 4 empty)
+  const Tensor idx = i32_from({2, 0, 1, 2, 2, 0, 3, 1}, {4, 2});
+  Tensor counts = i32_from({9, 9, 9, 9, 9}, {5});   // written, not added to
+  Tensor src = Tensor::empty({8}, DType::i32), tok = Tensor::empty({8}, DType::i32);
+  moe_sort_pairs(opt_ctx(), idx, counts, src, tok);
+  const std::vector<int32_t> want_counts{2, 2, 3, 1, 0}, want_src{1, 5, 2, 7, 0, 3, 4, 6};
+  for (int e = 0; e < 5; ++e) CHECK(counts.i32()[e] == want_counts[size_t(e)]);
+  for (int j = 0; j < 8; ++j) {
+    CHECK(src.i32()[j] == want_src[size_t(j)]);
+    CHECK(tok.i32()[j] == want_src[size_t(j)] / 2);
+  }
+  // Random routing: every pair once, experts ascending, pairs ascending within an expert.
+  const int64_t N = 300, K = 6, E = 64;
+  std::vector<int32_t> r(static_cast<size_t>(N * K));
+  for (size_t i = 0; i < r.size(); ++i) r[i] = int32_t((i * 2654435761u >> 7) % E);
+  Tensor ri = i32_from(r, {N, K}), rc = Tensor::empty({E}, DType::i32);
+  Tensor rs = Tensor::empty({N * K}, DType::i32), rt = Tensor::empty({N * K}, DType::i32);
+  moe_sort_pairs(opt_ctx(), ri, rc, rs, rt);
+  std::vector<int> seen(r.size(), 0);
+  int64_t j = 0;
+  for (int64_t e = 0; e < E; ++e)
+    for (int32_t c = 0; c < rc.i32()[e]; ++c, ++j) {
+      const int32_t p = rs.i32()[j];
+      CHECK(r[size_t(p)] == e);
+      CHECK(rt.i32()[j] == p / K);
+      if (c > 0) CHECK(rs.i32()[j - 1] < p);
+      seen[size_t(p)] += 1;
+    }
+  CHECK(j == N * K);
+  CHECK(std::count(seen.begin(), seen.end(), 1) == N * K);
+  Tensor bad = i32_from({0, 5}, {1, 2});   // expert 5 of 5
+  Tensor src2 = src.slice0(0, 2), tok2 = tok.slice0(0, 2), src7 = src.slice0(0, 7);
+  CHECK_THROWS_AS(moe_sort_pairs(opt_ctx(), bad, counts, src2, tok2), InternalError);
+  CHECK_THROWS_AS(moe_sort_pairs(opt_ctx(), idx, counts, src7, tok), InternalError);
+}

@@ -93,7 +93,7 @@ TEST_CASE("matmul split over threads == reference, every transpose, odd shapes")
         }
 }
 
-TEST_CASE("profiler: calls, seconds and GEMM FLOPs per op, families") {
+TEST_CASE("profiler: calls, seconds, GEMM FLOPs and operand bytes per op, families") {
   Profiler prof;
   Context c = opt_ctx(1);
   c.prof = &prof;
@@ -108,8 +108,19 @@ TEST_CASE("profiler: calls, seconds and GEMM FLOPs per op, families") {
   CHECK(prof.seconds() >= prof.seconds("gemm"));
   CHECK(Profiler::family_of("attention_backward") == "attention");
   CHECK(Profiler::family_of("scatter_add_rows") == "moe");
+  // operand bytes: matmul reads a, b and writes y (beta 0); add_ reads y twice, writes it
+  CHECK(prof.bytes("gemm") == 2 * 4.0 * (8 * 4 + 4 * 5 + 8 * 5));
+  CHECK(prof.bytes("elementwise") == 3 * 4.0 * (8 * 5));
+  matmul(c, a, b, y, false, false, 1.0f, 1.0f);   // beta 1: y is read too
+  CHECK(prof.bytes("gemm") == 2 * 4.0 * (8 * 4 + 4 * 5 + 8 * 5) + 4.0 * (8 * 4 + 4 * 5 + 2 * 8 * 5));
+  // a gather counts the rows it takes, not the whole source
+  Tensor src = rand_f32({100, 6}), rows = Tensor::empty({3}, DType::i32), dst = Tensor::empty({3, 6});
+  for (int i = 0; i < 3; ++i) rows.i32()[i] = 10 * i;
+  gather_rows(c, src, rows, dst);
+  CHECK(prof.bytes("moe") == 3 * 4.0 + 2 * 4.0 * (3 * 6));
   prof.clear();
   CHECK(prof.entries().empty());
+  CHECK(prof.bytes() == 0);
 }
 
 TEST_CASE("adamw_step: grad_scale == scaling the gradient first (bit-exact), F32 and BF16") {

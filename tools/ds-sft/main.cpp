@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
   app.add_option("--seed", o.seed, "Seed of the data order and the --val-fraction split")
       ->capture_default_str();
   app.add_flag("--check-data", o.check_data, "Check, tokenise and pack the data, print statistics; train nothing");
-  app.add_flag("--profile", o.profile, "Print a per-op time/GFLOP/s and peak-memory report at the end");
+  app.add_flag("--profile", o.profile, "Print a per-op time, GFLOP/s, operand GB/s and peak-memory report at the end");
   ds::cli::add_dist_options(app, o.dist);
 
   return ds::cli::run_tool(app, argc, argv, common, [&] {

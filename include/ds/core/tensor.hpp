@@ -56,7 +56,10 @@ class Tensor {
   Tensor slice0(int64_t begin, int64_t end) const;   // rows [begin, end) of dim 0
   Tensor clone() const;                               // deep copy (same device)
   void zero_();
-  void copy_from(const Tensor& src);                  // same numel and dtype, any device pair
+  // Same numel and dtype, any device pair. Into a device tensor from the host it returns once
+  // `src` may change (staged), ordered with the device's later work; out of a device tensor
+  // it returns with the data in place.
+  void copy_from(const Tensor& src);
   bool same_storage(const Tensor& o) const { return storage_ == o.storage_; }
 
  private:

@@ -35,17 +35,19 @@ class Profiler {
     std::string_view family;
     int64_t calls = 0;
     double seconds = 0, flops = 0;
+    double bytes = 0;   // the operands' bytes the calls moved at least (detail::Scope's io)
   };
   Profiler() = default;
   Profiler(const Profiler&) = delete;
   Profiler& operator=(const Profiler&) = delete;
   ~Profiler();
-  void add(const char* op, double seconds, double flops);
+  void add(const char* op, double seconds, double flops, double bytes = 0);
   // A GPU op between two recorded timing events (ds::cuda::timing_event_record).
-  void add_events(const char* op, void* e0, void* e1, double flops);
+  void add_events(const char* op, void* e0, void* e1, double flops, double bytes = 0);
   const std::vector<Entry>& entries() const;
   double seconds(std::string_view family = {}) const;   // all ops, or one family
   double flops(std::string_view family = {}) const;
+  double bytes(std::string_view family = {}) const;
   void clear();
   static std::string_view family_of(std::string_view op);
 
@@ -53,7 +55,7 @@ class Profiler {
   struct Timed {
     const char* op;
     void *e0, *e1;
-    double flops;
+    double flops, bytes;
   };
   void resolve() const;   // pending event pairs -> entries (synchronises the device once)
   mutable std::vector<Entry> entries_;
@@ -239,6 +241,14 @@ double moe_balance_loss(const Context& ctx, const Tensor& scores, const Tensor& 
                         int seq_len, float alpha, Tensor& dscores);
 // Per-expert token counts of idx (N, K), added into counts (E) I32.
 void moe_count(const Context& ctx, const Tensor& idx, Tensor& counts /*(E) i32 +=*/);
+// Stable counting sort of the (token, k) pairs of idx (N, K) by expert, E = counts.size(0):
+// counts[e] = the pairs routed to e; slot j of the expert-sorted order (experts ascending, pair
+// p = n*K + k ascending within an expert) gets pair_src[j] = p and pair_tok[j] = p / K. The
+// MoE layer's grouping (model/moe.cpp group_pairs); on the GPU it needs no host round trip
+// but the E counts. idx entries must lie in [0, E) (checked on the CPU).
+void moe_sort_pairs(const Context& ctx, const Tensor& idx /*(N,K) i32*/,
+                    Tensor& counts /*(E) i32*/, Tensor& pair_src /*(N*K) i32*/,
+                    Tensor& pair_tok /*(N*K) i32*/);
 
 // ---- token permutation for experts -------------------------------------------------------------
 // dst (M, C) = src[rows[m]]

@@ -98,6 +98,9 @@ template <class T>
 double moe_balance_loss(const T* scores /*(N,E)*/, const int32_t* idx /*(N,K)*/, int64_t n_seq,
                         int64_t seq_len, int64_t E, int64_t K, double alpha, T* dscores);
 void moe_count(const int32_t* idx /*(N*K)*/, int64_t n, int32_t* counts /*(E) +=*/);
+// ops::moe_sort_pairs: counts (E) written, not added to.
+void moe_sort_pairs(const int32_t* idx /*(NK)*/, int64_t NK, int64_t K, int64_t E,
+                    int32_t* counts /*(E)*/, int32_t* pair_src /*(NK)*/, int32_t* pair_tok /*(NK)*/);
 
 // ---- token permutation (ref_permute.cpp) ----
 template <class T>

@@ -2,6 +2,7 @@
 // selection scores with group limiting (group score = sum of the top-2 biased scores, top-1 for
 // one-expert groups), top-K with ties to the lower index, weights from the unbiased scores;
 // its backward; the sequence-wise balance loss (gradient through P only); expert counts.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -151,6 +152,19 @@ double moe_balance_loss(const T* scores, const int32_t* idx, int64_t n_seq, int6
 
 void moe_count(const int32_t* idx, int64_t n, int32_t* counts) {
   for (int64_t i = 0; i < n; ++i) counts[idx[i]] += 1;
+}
+
+void moe_sort_pairs(const int32_t* idx, int64_t NK, int64_t K, int64_t E, int32_t* counts,
+                    int32_t* pair_src, int32_t* pair_tok) {
+  std::fill(counts, counts + E, 0);
+  moe_count(idx, NK, counts);
+  std::vector<int64_t> next(static_cast<size_t>(E), 0);   // the next free slot of each expert
+  for (int64_t e = 1; e < E; ++e) next[size_t(e)] = next[size_t(e - 1)] + counts[e - 1];
+  for (int64_t p = 0; p < NK; ++p) {
+    const int64_t j = next[size_t(idx[p])]++;
+    pair_src[j] = int32_t(p);
+    pair_tok[j] = int32_t(p / K);
+  }
 }
 
 #define DS_INST(T)                                                                              \

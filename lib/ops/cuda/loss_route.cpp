@@ -141,4 +141,10 @@ void moe_count(const Context&, const Tensor& idx, Tensor& counts) {
   ds::cuda::moe_count(idx.i32(), idx.numel(), counts.size(0), counts.i32());
 }
 
+void moe_sort_pairs(const Context&, const Tensor& idx, Tensor& counts, Tensor& pair_src,
+                    Tensor& pair_tok) {   // shapes and dtypes checked by ops::moe_sort_pairs
+  ds::cuda::moe_sort_pairs(idx.i32(), idx.numel(), idx.size(1), counts.size(0), counts.i32(),
+                           pair_src.i32(), pair_tok.i32());
+}
+
 }  // namespace ds::ops::cuda

@@ -110,6 +110,8 @@ void moe_route_backward(const Context& ctx, const Tensor& scores, const Tensor& 
 double moe_balance_loss(const Context& ctx, const Tensor& scores, const Tensor& idx, int n_seq,
                         int seq_len, float alpha, Tensor& dscores);
 void moe_count(const Context& ctx, const Tensor& idx, Tensor& counts);
+void moe_sort_pairs(const Context& ctx, const Tensor& idx, Tensor& counts, Tensor& pair_src,
+                    Tensor& pair_tok);
 
 // ---- attention (lib/ops/cuda/attention.cpp) -------------------------------------------------
 void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
