@@ -39,10 +39,13 @@ void install_backend(int index) {
     h.memset0 = [](void* p, size_t bytes) { memset0(p, bytes); };
     // Host -> device returns once the source is staged (pinned ring), ordered on the ops
     // stream, so that a model's small per-step uploads (positions, routing tables, target
-    // ids) do not each drain the GPU; the other directions wait for the copy.
+    // ids) do not each drain the GPU; the other directions, and every copy with
+    // DS_CUDA_FUSED=0, wait for the copy.
     h.copy = [](void* dst, Device dd, const void* src, Device sd, size_t bytes) {
-      if (dd == Device::cuda && sd == Device::cpu) copy_to_device_async(dst, src, bytes);
-      else copy(dst, src, bytes);
+      if (dd == Device::cuda && sd == Device::cpu && fused_ops())
+        copy_to_device_async(dst, src, bytes);
+      else
+        copy(dst, src, bytes);
     };
     set_device_hooks(Device::cuda, h);
     g_installed = true;

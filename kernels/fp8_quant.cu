@@ -455,9 +455,10 @@ void bf16_round(const float* x, float* out_f32, uint16_t* out_codes, int64_t n) 
   auto bits = [](const void* p) { return reinterpret_cast<uintptr_t>(p); };
   const int64_t n4 = n / 4;
   // One output (the callers pass one), x 16-byte aligned, the output 8 / 16: the vector body,
-  // then the last n % 4 elements by the scalar kernel.
+  // then the last n % 4 elements by the scalar kernel (DS_CUDA_FUSED=0: the scalar kernel,
+  // as verified on the H200).
   const bool one = (out_f32 == nullptr) != (out_codes == nullptr);
-  if (one && n4 > 0 && bits(x) % 16 == 0 &&
+  if (fused_ops() && one && n4 > 0 && bits(x) % 16 == 0 &&
       (out_codes ? bits(out_codes) % 8 == 0 : bits(out_f32) % 16 == 0)) {
     const auto* x4 = reinterpret_cast<const float4*>(x);
     if (out_codes)

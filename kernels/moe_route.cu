@@ -340,7 +340,8 @@ constexpr int kSortThreads = 256, kSortPer = 8;   // a tile: 2048 pairs, 8 conse
 // Every thread keeps the running slot itself (the same sum everywhere): no shared counter.
 __global__ void sort_pairs_kernel(const int32_t* __restrict__ idx, int64_t NK, int64_t K,
                                   const int32_t* __restrict__ counts,
-                                  int32_t* __restrict__ pair_src, int32_t* __restrict__ pair_tok) {
+                                  int32_t* __restrict__ pair_src, int32_t* __restrict__ pair_tok,
+                                  int32_t* __restrict__ pair_slot) {
   __shared__ int warp_total[kSortThreads / 32];
   const int e = int(blockIdx.x), lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
   int64_t slot = 0;
@@ -375,10 +376,77 @@ __global__ void sort_pairs_kernel(const int32_t* __restrict__ idx, int64_t NK, i
       if (mask & (1u << i)) {
         pair_src[j] = int32_t(p0 + i);
         pair_tok[j] = int32_t((p0 + i) / K);
+        if (pair_slot) pair_slot[p0 + i] = int32_t(j);
         ++j;
       }
     slot += total;
     __syncthreads();   // warp_total is read by all before the next tile writes it
+  }
+}
+
+// ---- combine: the experts' rows back into their tokens ---------------------------------------
+
+constexpr int kCombineMaxK = 16;   // pairs a token (DeepSeek-V3: 8); registers, not local memory
+
+// One warp a token n: lane k < K reads slot[n, k] and its weight; each lane finds the rank of
+// its slot among the token's valid slots (distinct; a slot outside [0, N*K) is skipped, as the
+// CUDA kernels do with bad indices), and every lane gathers the rows and weights in rank
+// order. Then lanes split the row's columns (4 at a time when VEC) and add the rows in that
+// order, w * x without FMA as the CPU's dst += w * x.
+template <bool VEC>
+__global__ void combine_pairs_kernel(const float* __restrict__ src,
+                                     const int32_t* __restrict__ slot,
+                                     const float* __restrict__ w, float* __restrict__ dst,
+                                     int64_t N, int K, int64_t C) {
+  const int lane = int(threadIdx.x) % 32;
+  const int64_t per_block = blockDim.x / 32;
+  for (int64_t n = int64_t(blockIdx.x) * per_block + threadIdx.x / 32; n < N;
+       n += int64_t(gridDim.x) * per_block) {
+    const int32_t s = lane < K ? slot[n * K + lane] : -1;
+    const bool ok = lane < K && s >= 0 && int64_t(s) < N * K;
+    const float wk = ok && w ? w[n * K + lane] : 1.0f;
+    const unsigned valid = __ballot_sync(0xffffffffu, ok);
+    int rank = 0;
+    for (int j = 0; j < K; ++j) {
+      const int32_t sj = __shfl_sync(0xffffffffu, s, j);
+      rank += ((valid >> j) & 1u) && sj < s ? 1 : 0;
+    }
+    const int nv = __popc(valid);
+    const float* rows[kCombineMaxK];
+    float wr[kCombineMaxK];
+#pragma unroll
+    for (int r = 0; r < kCombineMaxK; ++r) {
+      const unsigned at = __ballot_sync(0xffffffffu, ok && rank == r);
+      const int from = at ? __ffs(at) - 1 : 0;
+      rows[r] = src + int64_t(__shfl_sync(0xffffffffu, s, from)) * C;
+      wr[r] = __shfl_sync(0xffffffffu, wk, from);
+    }
+    float* d = dst + n * C;
+    if constexpr (VEC) {
+      for (int64_t j = lane; j < C / 4; j += 32) {
+        float4 acc = reinterpret_cast<float4*>(d)[j];
+#pragma unroll
+        for (int r = 0; r < kCombineMaxK; ++r) {
+          if (r >= nv) break;
+          const float4 v = reinterpret_cast<const float4*>(rows[r])[j];
+          acc.x = __fadd_rn(acc.x, __fmul_rn(wr[r], v.x));
+          acc.y = __fadd_rn(acc.y, __fmul_rn(wr[r], v.y));
+          acc.z = __fadd_rn(acc.z, __fmul_rn(wr[r], v.z));
+          acc.w = __fadd_rn(acc.w, __fmul_rn(wr[r], v.w));
+        }
+        reinterpret_cast<float4*>(d)[j] = acc;
+      }
+    } else {
+      for (int64_t c = lane; c < C; c += 32) {
+        float acc = d[c];
+#pragma unroll
+        for (int r = 0; r < kCombineMaxK; ++r) {
+          if (r >= nv) break;
+          acc = __fadd_rn(acc, __fmul_rn(wr[r], rows[r][c]));
+        }
+        d[c] = acc;
+      }
+    }
   }
 }
 
@@ -456,13 +524,30 @@ void moe_count(const int32_t* idx, int64_t n, int64_t E, int32_t* counts) {
 }
 
 void moe_sort_pairs(const int32_t* idx, int64_t NK, int64_t K, int64_t E, int32_t* counts,
-                    int32_t* pair_src, int32_t* pair_tok) {
+                    int32_t* pair_src, int32_t* pair_tok, int32_t* pair_slot) {
   if (E <= 0) return;
   memset0(counts, size_t(E) * sizeof(int32_t));
   if (NK <= 0) return;
   moe_count(idx, NK, E, counts);
   sort_pairs_kernel<<<unsigned(E), kSortThreads, 0, stream()>>>(idx, NK, K, counts, pair_src,
-                                                                pair_tok);
+                                                                pair_tok, pair_slot);
+  DS_CUDA_LAUNCHED();
+}
+
+void combine_pairs(const float* src, const int32_t* slot, const float* w, float* dst, int64_t N,
+                   int64_t K, int64_t C) {
+  if (N <= 0 || K <= 0 || C <= 0) return;
+  if (K > kCombineMaxK)
+    raise_cuda("combine_pairs: more than 16 pairs a token", cudaErrorInvalidValue, __FILE__,
+               __LINE__);
+  auto bits = [](const void* p) { return reinterpret_cast<uintptr_t>(p); };
+  const bool vec = C % 4 == 0 && bits(src) % 16 == 0 && bits(dst) % 16 == 0;
+  if (vec)
+    combine_pairs_kernel<true><<<warp_grid(N, 8), 256, 0, stream()>>>(src, slot, w, dst, N,
+                                                                      int(K), C);
+  else
+    combine_pairs_kernel<false><<<warp_grid(N, 8), 256, 0, stream()>>>(src, slot, w, dst, N,
+                                                                       int(K), C);
   DS_CUDA_LAUNCHED();
 }
 

@@ -38,8 +38,13 @@ double moe_balance_loss(const float* scores, const int32_t* idx, int64_t n_seq, 
 void moe_count(const int32_t* idx, int64_t n, int64_t E, int32_t* counts);
 
 // ops::moe_sort_pairs: counts (E) = the pairs of each expert (written); pair_src / pair_tok
-// (NK) in expert order, pairs ascending within an expert. NK < 2^31.
+// (NK) in expert order, pairs ascending within an expert; pair_slot (NK, may be null) the
+// inverse. NK < 2^31.
 void moe_sort_pairs(const int32_t* idx, int64_t NK, int64_t K, int64_t E, int32_t* counts,
-                    int32_t* pair_src, int32_t* pair_tok);
+                    int32_t* pair_src, int32_t* pair_tok, int32_t* pair_slot);
+// ops::combine_pairs: dst (N, C) += per token its K rows of src in ascending slot order
+// (w (N, K) or null), one warp a token, no atomics. K <= 16.
+void combine_pairs(const float* src, const int32_t* slot, const float* w, float* dst, int64_t N,
+                   int64_t K, int64_t C);
 
 }  // namespace ds::cuda

@@ -79,6 +79,7 @@ NEW_FP8G_MODEL='*FP8 routed experts as grouped*'
 NEW_PROF='gpu profiler*'
 NEW_ATTN='gpu attention wgmma*'
 NEW_FUSED='fused:*'
+NEW_DEFAULT='gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*'
 declare -A FILTER=(
   [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8G,$NEW_PROF,$NEW_ATTN,$NEW_FUSED"
   [ops-grouped]="--test-case=$NEW_GROUPED"
@@ -88,6 +89,7 @@ declare -A FILTER=(
   [ops-profiler]="--test-case=$NEW_PROF"
   [ops-attn-wgmma]="--test-case=$NEW_ATTN"
   [ops-fused]="--test-case=$NEW_FUSED"
+  [ops-new]="--test-case=$NEW_DEFAULT"
   [model]="--test-case-exclude=$NEW_FP8G_MODEL"
   [model-fp8-grouped]="--test-case=$NEW_FP8G_MODEL")
 # entries: binary[:filter][:variant]; variant kernel runs with DS_GROUPED_GEMM=kernel, unfused
@@ -95,9 +97,14 @@ declare -A FILTER=(
 # the one-pass transposed quantiser, the experts' fused BF16 gather and the pinned staging
 # ring, which are on by default but
 # have not run on a GPU): model:unfused runs only when the default model group failed, to tell
-# a fault in those paths from one elsewhere.
+# a fault in those paths from one elsewhere. ops:verified, the established suite, always runs
+# with DS_CUDA_FUSED=0 (every op on the paths that ran on the H200, uploads as plain copies);
+# ops-new runs the tests of kernels changed since (4-wide BF16 rounding, the device-side pair
+# sort, the per-token combine) with the defaults, which the later groups also use (staged
+# uploads).
 MODEL_RC=0
-for t in ds_test_backend_ops:ops ds_test_backend_ops:ops-grouped ds_test_backend_ops:ops-multi \
+for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
+         ds_test_backend_ops:ops-grouped ds_test_backend_ops:ops-multi \
          ds_test_backend_ops:ops-mla-bf16 ds_test_backend_ops:ops-fp8-grouped \
          ds_test_backend_ops:ops-profiler ds_test_backend_ops:ops-attn-wgmma \
          ds_test_backend_ops:ops-fused \
@@ -107,6 +114,7 @@ for t in ds_test_backend_ops:ops ds_test_backend_ops:ops-grouped ds_test_backend
   case $t in
     *:kernel) g=kernel; t=${t%:kernel};;
     *:unfused) fused=0; t=${t%:unfused}; [ $MODEL_RC = 0 ] && continue;;
+    *:verified) fused=0; t=${t%:verified};;
   esac
   case $t in *:*) args=("${FILTER[${t#*:}]}"); t=${t%%:*};; esac
   name=${name//:/-}
@@ -129,10 +137,10 @@ echo "[gpu-check] unit tests done at $(elapsed)"
 NS=$([ $QUICK = 1 ] && echo 3 || echo 5)
 timeout "$(limit 150)" "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 \
   --precision bf16,fp8 --steps "$NS" --warmup 2 --profile 1 > "$O/bench_train.txt" \
-  2> "$O/bench_train_profile.txt"
-grep -E "^(profile|GEMM share|matmul|grouped|attention|fp8_gemm|gather|scatter)" \
-  "$O/bench_train_profile.txt" | head -24
-echo "bench_train_step rc=$?"; tail -4 "$O/bench_train.txt"
+  2> "$O/bench_train_profile.txt"; rc=$?
+grep -E "^(profile|GEMM share|operand traffic|matmul|grouped|attention|fp8_gemm|gather|scatter|bf16_round|moe_sort|adamw|rmsnorm|swiglu|split|concat|add)" \
+  "$O/bench_train_profile.txt" | head -40
+echo "bench_train_step rc=$rc"; tail -4 "$O/bench_train.txt"
 for prec in bf16 fp8; do
   l=$(grep "^train step 1b $prec" "$O/bench_train.txt" | head -1 | sed 's/^train step 1b //')
   row "train step 1b $prec (ds)" INFO "${l:-failed, see bench_train.txt}"

@@ -7,9 +7,12 @@
 // Usage: bench_train_step [--preset 1b] [--batch 4] [--seq 4096] [--precision bf16[,fp8,..]]
 //                         [--steps 5] [--warmup 2] [--peak-tflops 989.4] [--profile 1]
 //                         [--device cuda|cpu] [--grouped-experts -1|0|1] [--fp8-codes 0|1]
+//                         [--operand-cache -1|0|1]
 // --device cpu runs the same step on the CPU (small --batch/--seq): with --profile 1 its table
 // counts the op calls of a step (each at least one kernel launch on the GPU) without a GPU;
 // --fp8-codes 1 makes the grouped FP8 experts run the GPU's ops there (MoEOptions::fp8_codes).
+// --operand-cache: the weights' BF16 operands kept from forward to backward (ops::
+// OperandCache); -1 (default) as the tools: on the GPU, off on the CPU.
 // --profile 1: two more steps per precision with the per-op profiler on (on the GPU each op
 // timed by CUDA events, no synchronisation; the first step fills the event pool and is not
 // reported): the per-op table of train::profile_report on stderr; "outside ops" is then the
@@ -18,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 #include <algorithm>
@@ -42,6 +46,7 @@ int main(int argc, char** argv) {
   Device dev = Device::cuda;
   int grouped = -1;   // routed experts: -1 the device's default, 0 per-expert loop, 1 grouped
   bool fp8_codes = false;   // --device cpu: the grouped FP8 experts on E4M3 codes, as the GPU
+  int operand_cache = -1;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string f = argv[i], v = argv[i + 1];
     if (f == "--preset") preset = v;
@@ -54,6 +59,7 @@ int main(int argc, char** argv) {
     else if (f == "--profile") profile = v != "0";
     else if (f == "--grouped-experts") grouped = std::atoi(v.c_str());
     else if (f == "--fp8-codes") fp8_codes = v != "0";
+    else if (f == "--operand-cache") operand_cache = std::atoi(v.c_str());
     else if (f == "--device") dev = v == "cpu" ? Device::cpu : Device::cuda;
     else {
       std::fprintf(stderr, "bench_train_step: unknown flag %s\n", f.c_str());
@@ -65,6 +71,8 @@ int main(int argc, char** argv) {
     const model::ModelArgs a = model::preset(preset);
     ops::Context ctx;
     ctx.device = dev;
+    if (operand_cache > 0 || (operand_cache < 0 && dev == Device::cuda))
+      ctx.operands = std::make_shared<ops::OperandCache>();   // fp32 runs leave it empty
     model::ParamStore store;
     store.set_device(dev);
     model::Transformer m(a, store);
@@ -83,6 +91,7 @@ int main(int argc, char** argv) {
     auto step = [&] {
       store.zero_grads();
       const model::StepResult r = m.forward_backward(ctx, batch, model::LossWeights{}, 1.0f);
+      if (ctx.operands) ctx.operands->clear();   // as train::apply_update
       opt.step(ctx, 1e-4f, opt.grad_stats(ctx));
       m.update_router_bias(r.expert_counts, 1e-3f);
       last_loss = r.loss;

@@ -60,6 +60,13 @@ Tensor bf16_values(const ops::Context& ctx, const Tensor& x) {
   return out;
 }
 
+// The BF16 operand of a weight: from the step's operand cache when the context has one (the
+// weights do not change between the forward and backward passes; see ops::OperandCache).
+Tensor bf16_weight(const ops::Context& ctx, const Tensor& w) {
+  if (!ctx.operands) return bf16_values(ctx, w);
+  return ctx.operands->get(w, 0, [&] { return std::vector<Tensor>{bf16_values(ctx, w)}; })[0];
+}
+
 // c (M, N) = A B^T through the FP8 GEMM; a grouped 1x128 (or per tensor), b by b_group.
 void fp8_nt(const ops::Context& ctx, const Fp8Operand& a, const Fp8Operand& b,
             ops::Fp8Group b_group, Tensor& c) {
@@ -138,7 +145,7 @@ void Linear::forward(const ops::Context& ctx, const Tensor& x, Tensor& y) const 
   }
   check_master(*w, p);
   if (p == Path::bf16) {
-    ops::linear_forward(ctx, bf16_values(ctx, x), bf16_values(ctx, w->value), y);
+    ops::linear_forward(ctx, bf16_values(ctx, x), bf16_weight(ctx, w->value), y);
     return;
   }
   // Fprop: y = Q_1x128(x) Q_128x128(W)^T
@@ -163,7 +170,7 @@ void Linear::backward(const ops::Context& ctx, const Tensor& x, const Tensor& dy
   }
   check_master(*w, p);
   if (p == Path::bf16) {
-    ops::linear_backward(ctx, bf16_values(ctx, x), bf16_values(ctx, w->value),
+    ops::linear_backward(ctx, bf16_values(ctx, x), bf16_weight(ctx, w->value),
                          bf16_values(ctx, dy), want_dx ? dx : none, w->grad);
     return;
   }

@@ -2,7 +2,8 @@
 // row is gathered once into the expert-sorted layout (N*K, C) (in bf16 mode straight into
 // the BF16 operand, gather_rows_bf16), each of the three projections
 // is one ops::grouped_matmul over all experts (cuBLAS grouped GEMM on the GPU), SwiGLU runs
-// once over all rows, and the weighted outputs are scatter-added once. The backward mirrors
+// once over all rows, and the weighted outputs are added back into their tokens once
+// (combine_pairs: per token in the scatter's order, no atomics). The backward mirrors
 // it with grouped input-gradient and weight-gradient GEMMs. Same numbers as the per-expert loop
 // of moe.cpp (same operands, same precision rules as model::Linear for fp32 and bf16; only
 // summation orders differ); FP8 GEMMs keep the loop (Linear's FP8 path).
@@ -54,7 +55,8 @@ Tensor gathered_operand(const ops::Context& ctx, const Tensor& x, const Tensor& 
 
 // Each local expert's matrix `which` (1 gate_proj, 2 down_proj, 3 up_proj) as a GEMM operand;
 // in bf16 mode all of them rounded by one bf16_round_multi (one launch on the GPU).
-std::vector<Tensor> weights(const ops::Context& ctx, const std::vector<MLP>& experts, int which) {
+std::vector<Tensor> round_weights(const ops::Context& ctx, const std::vector<MLP>& experts,
+                                  int which) {
   std::vector<Tensor> w;
   w.reserve(experts.size());
   auto value = [&](const MLP& m) -> const Tensor& {
@@ -75,6 +77,28 @@ std::vector<Tensor> weights(const ops::Context& ctx, const std::vector<MLP>& exp
   for (Tensor& t : w) dst.push_back(&t);
   ops::bf16_round_multi(ctx, src, dst);
   return w;
+}
+
+// The same, kept in the step's operand cache when the context has one (the forward's
+// operands serve the backward; ops::OperandCache), keyed by the first expert's matrix.
+std::vector<Tensor> weights(const ops::Context& ctx, const std::vector<MLP>& experts, int which) {
+  if (!bf16_mode(ctx) || !ctx.operands || experts.empty()) return round_weights(ctx, experts, which);
+  const MLP& m = experts.front();
+  const Tensor& key = (which == 1 ? m.w1 : which == 2 ? m.w2 : m.w3).w->value;
+  // kind 100 + which: apart from model::Linear's single-matrix entries (kind 0)
+  return ctx.operands->get(key, 100 + which, [&] { return round_weights(ctx, experts, which); });
+}
+
+// dst (N, C) += the expert-sorted rows (N*K, C) weighted by the gate weights (N, K) (undefined:
+// 1): per token, without atomics (combine_pairs; the CUDA kernel takes at most 16 pairs a
+// token, beyond that the scatter with the pairs' weights, the same sums in the same order).
+void add_to_tokens(const ops::Context& ctx, const MoESaved& s, const Tensor& rows,
+                   const Tensor& gate_w, const Tensor& pair_w, Tensor& dst) {
+  const int64_t N = dst.size(0), K = N > 0 ? rows.size(0) / N : 0;
+  if (ctx.device == Device::cpu || K <= 16)
+    ops::combine_pairs(ctx, rows, s.pair_slot.view({N, K}), gate_w, dst);
+  else
+    ops::scatter_add_rows(ctx, rows, s.pair_tok, pair_w, dst);
 }
 
 std::vector<Tensor> grads(const std::vector<MLP>& experts, int which) {
@@ -100,7 +124,7 @@ void MoE::routed_forward_grouped(const ops::Context& ctx, const Tensor& u, bool 
   s.g_act = operand(ctx, act);   // kept as the GEMM operand (BF16 on the GPU) for the backward
   s.g_y = detail::empty_f32(ctx, {NK, C});
   ops::grouped_matmul(ctx, s.g_act, weights(ctx, experts, 2), true, s.offsets, s.g_y);
-  ops::scatter_add_rows(ctx, s.g_y, s.pair_tok, s.pair_w, y);   // y += w * expert(u)
+  add_to_tokens(ctx, s, s.g_y, s.gate.weights, s.pair_w, y);   // y += w * expert(u)
   if (!train) s.g_x = s.g_h1 = s.g_h3 = s.g_act = s.g_y = Tensor();
 }
 
@@ -126,7 +150,7 @@ void MoE::routed_backward_grouped(const ops::Context& ctx, MoESaved& s, const Te
   std::vector<Tensor> dw1 = grads(experts, 1), dw3 = grads(experts, 3);
   ops::grouped_matmul_wgrad(ctx, g1, s.g_x, s.offsets, dw1);
   ops::grouped_matmul_wgrad(ctx, g3, s.g_x, s.offsets, dw3);
-  ops::scatter_add_rows(ctx, dug, s.pair_tok, Tensor(), du);
+  add_to_tokens(ctx, s, dug, Tensor(), Tensor(), du);
   s.g_x = s.g_h1 = s.g_h3 = s.g_act = s.g_y = Tensor();
 }
 

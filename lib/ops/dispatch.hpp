@@ -41,6 +41,16 @@ inline void check_devices(const Context& ctx, const char* op, const std::vector<
       DS_THROW(InternalError, "op {}: tensor {} is on {} but the context is on {}", op, i,
                device_name(ts[i]->device()), device_name(ctx.device));
 }
+// Every entry of an I32 index tensor lies in [lo, hi) (InternalError naming `what`). Read on
+// the host, so CPU tensors only: the CUDA kernels skip out-of-range entries instead.
+inline void check_indices(const Tensor& t, int64_t lo, int64_t hi, const char* what) {
+  if (t.device() != Device::cpu) return;
+  const int32_t* p = t.i32();
+  for (int64_t i = 0; i < t.numel(); ++i)
+    if (p[i] < lo || p[i] >= hi)
+      DS_THROW(InternalError, "{}: index {} at position {} outside [{}, {})", what, p[i], i, lo,
+               hi);
+}
 // Operand checks shared by a one-tensor op and its many-tensor form (ops.cpp, fp8.cpp).
 void check_adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
                  const AdamWParams& p);

@@ -24,19 +24,11 @@ namespace ds::ops {
 namespace {
 
 using detail::check_devices;
+using detail::check_indices;
 using detail::nthreads;
 using detail::Scope;
 using detail::use_ref;
 
-// Every entry of an I32 index tensor lies in [lo, hi).
-// Read on the host, so CPU tensors only: the CUDA kernels skip out-of-range entries instead.
-void check_indices(const Tensor& t, int64_t lo, int64_t hi, const char* what) {
-  if (t.device() != Device::cpu) return;
-  const int32_t* p = t.i32();
-  for (int64_t i = 0; i < t.numel(); ++i)
-    if (p[i] < lo || p[i] >= hi)
-      DS_THROW(InternalError, "{}: index {} at position {} outside [{}, {})", what, p[i], i, lo, hi);
-}
 // Rows = product of all dims but the last.
 int64_t lead(const Tensor& t) { return t.size(-1) ? t.numel() / t.size(-1) : 0; }
 
@@ -531,25 +523,6 @@ void moe_count(const Context& ctx, const Tensor& idx, Tensor& counts) {
   check_indices(idx, 0, counts.size(0), "moe_count idx");
   DS_CUDA_ROUTE(moe_count, (ctx, idx, counts));
   ref::moe_count(idx.i32(), idx.numel(), counts.i32());
-}
-
-void moe_sort_pairs(const Context& ctx, const Tensor& idx, Tensor& counts, Tensor& pair_src,
-                    Tensor& pair_tok) {
-  check_devices(ctx, "moe_sort_pairs", {&idx, &counts, &pair_src, &pair_tok});
-  const Scope scope_(ctx, "moe_sort_pairs", 0, {&idx, &counts, &pair_src, &pair_tok});
-  DS_CHECK_SHAPE(idx, {-1, -1});
-  DS_CHECK_SHAPE(counts, {-1});
-  const int64_t NK = idx.numel(), K = idx.size(1), E = counts.size(0);
-  DS_CHECK_SHAPE(pair_src, {NK});
-  DS_CHECK_SHAPE(pair_tok, {NK});
-  const std::initializer_list<const Tensor*> all{&idx, &counts, &pair_src, &pair_tok};
-  for (const Tensor* t : all)
-    DS_CHECK(t->dtype() == DType::i32, "moe_sort_pairs: operands must be I32, got {}",
-             dtype_name(t->dtype()));
-  DS_CHECK(NK < (int64_t(1) << 31) && E >= 1, "moe_sort_pairs: {} pairs, {} experts", NK, E);
-  check_indices(idx, 0, E, "moe_sort_pairs idx");
-  DS_CUDA_ROUTE(moe_sort_pairs, (ctx, idx, counts, pair_src, pair_tok));
-  ref::moe_sort_pairs(idx.i32(), NK, K, E, counts.i32(), pair_src.i32(), pair_tok.i32());
 }
 
 // ---- token permutation ---------------------------------------------------------------------

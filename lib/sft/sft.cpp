@@ -267,7 +267,8 @@ double Run::evaluate() {
     for (int64_t i : ranks->eval_batches(batches)) {
       const int64_t k = std::max<int64_t>(0, i);
       std::span<const Row> rows(val_rows.data() + k * mb, size_t(std::min(mb, n - k * mb)));
-      train::MicroBatch m{make_batch(data.val.samples, rows, o.seq_len, data.pad_id)};
+      train::MicroBatch m;
+      m.batch = make_batch(data.val.samples, rows, o.seq_len, data.pad_id);
       m.dummy = i < 0;
       mine.push_back(std::move(m));
     }

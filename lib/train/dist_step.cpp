@@ -307,6 +307,7 @@ UpdateResult apply_update(const ops::Context& ctx, DistStep& d, ShardedAdamW& op
                           TrainerState& st, const StepAccumulator& acc, double lr, double gamma,
                           bool skip_nonfinite, const std::string& run_dir) {
   UpdateResult u;
+  if (ctx.operands) ctx.operands->clear();   // the weights are about to change
   d.reduce_tied_gradients();
   opt.reduce_gradients(ctx);
   u.grads = opt.grad_stats(ctx, d.topology().world());

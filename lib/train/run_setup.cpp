@@ -42,6 +42,11 @@ ops::Context make_context(const std::string& device, int threads, const std::str
       ctx.linear.granularity != ops::Fp8Granularity::tile)
     DS_THROW(UsageError, "--moe-gemm grouped with --precision fp8 needs --fp8-granularity tile");
   ctx.moe_gemm = moe;
+  // On the GPU the weights' BF16 operands are kept from the forward to the backward pass
+  // (ops::OperandCache; apply_update clears it): BF16 codes, 2 bytes per parameter at most.
+  // The CPU, whose operands are F32, rounds on every use instead of holding a 4-byte copy.
+  if (ctx.device == Device::cuda && ctx.linear.mode != ops::Precision::fp32)
+    ctx.operands = std::make_shared<ops::OperandCache>();
   return ctx;
 }
 

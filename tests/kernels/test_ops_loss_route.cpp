@@ -413,20 +413,53 @@ TEST_CASE("gpu moe_sort_pairs equals the CPU's stable sort") {
         if (i % 5 != 0) idx.i32()[i] = int32_t(c.E / 2);
     const int64_t NK = c.N * c.K;
     Tensor counts = Tensor::empty({c.E}, DType::i32), src = Tensor::empty({NK}, DType::i32),
-           tok = Tensor::empty({NK}, DType::i32);
-    ops::moe_sort_pairs(cpu_ref(), idx, counts, src, tok);
+           tok = Tensor::empty({NK}, DType::i32), slot = Tensor::empty({NK}, DType::i32);
+    ops::moe_sort_pairs(cpu_ref(), idx, counts, src, tok, slot);
     Arena arena;
     Tensor gc = arena.empty({c.E}, DType::i32), gs = arena.empty({NK}, DType::i32),
-           gt = arena.empty({NK}, DType::i32);
-    ops::moe_sort_pairs(gpu(), arena.upload(idx), gc, gs, gt);
-    const Tensor hc = download(gc), hs = download(gs), ht = download(gt);
+           gt = arena.empty({NK}, DType::i32), gp = arena.empty({NK}, DType::i32);
+    ops::moe_sort_pairs(gpu(), arena.upload(idx), gc, gs, gt, gp);
+    const Tensor hc = download(gc), hs = download(gs), ht = download(gt), hp = download(gp);
     int64_t bad = 0;
     for (int64_t e = 0; e < c.E; ++e) bad += hc.i32()[e] != counts.i32()[e];
     for (int64_t j = 0; j < NK; ++j)
-      bad += (hs.i32()[j] != src.i32()[j]) + (ht.i32()[j] != tok.i32()[j]);
+      bad += (hs.i32()[j] != src.i32()[j]) + (ht.i32()[j] != tok.i32()[j]) +
+             (hp.i32()[j] != slot.i32()[j]);
     CHECK(bad == 0);
     CHECK(arena.check());
   }
+}
+
+// The experts' rows added back into their tokens per token (kernels/moe_route.cu
+// combine_pairs_kernel) against the CPU op, bit for bit: weighted and not, C with the 4-wide
+// path (1024, 12) and without (37), K = 1, 6 and 16 (the kernel's limit), guard bytes.
+TEST_CASE("gpu combine_pairs equals the CPU bit for bit") {
+  struct Case { int64_t N, K, E, C; };
+  for (const Case& c : {Case{5, 1, 4, 37}, Case{333, 6, 64, 1024}, Case{64, 16, 32, 12},
+                        Case{1000, 8, 256, 37}})
+    for (const bool weighted : {true, false}) {
+      CAPTURE(c.K);
+      CAPTURE(c.C);
+      CAPTURE(weighted);
+      const int64_t NK = c.N * c.K;
+      Tensor idx = Tensor::empty({c.N, c.K}, DType::i32);   // K distinct experts a token
+      for (int64_t n = 0; n < c.N; ++n)
+        for (int64_t k = 0; k < c.K; ++k)
+          idx.i32()[n * c.K + k] = int32_t((n * 13 + k * (c.E / c.K) + k) % c.E);
+      Tensor counts = Tensor::empty({c.E}, DType::i32), src = Tensor::empty({NK}, DType::i32),
+             tok = Tensor::empty({NK}, DType::i32), slot = Tensor::empty({NK}, DType::i32);
+      ops::moe_sort_pairs(cpu_ref(), idx, counts, src, tok, slot);
+      const Tensor rows = rand_f32({NK, c.C}, -3, 3), w = rand_f32({c.N, c.K}, -1, 1);
+      const Tensor base = rand_f32({c.N, c.C}, -1, 1);
+      Tensor want = base.clone();
+      ops::combine_pairs(cpu_ref(), rows, slot.view({c.N, c.K}), weighted ? w : Tensor(), want);
+      Arena arena;
+      Tensor got = arena.upload(base);
+      ops::combine_pairs(gpu(), arena.upload(rows), arena.upload(slot).view({c.N, c.K}),
+                         weighted ? arena.upload(w) : Tensor(), got);
+      expect_close(got, want, 0.0, "combine_pairs", 0.0);
+      CHECK(arena.check());
+    }
 }
 
 }  // namespace

@@ -207,12 +207,14 @@ TEST_CASE("moe_sort_pairs: a stable sort of the (token, k) pairs by expert") {
   const Tensor idx = i32_from({2, 0, 1, 2, 2, 0, 3, 1}, {4, 2});
   Tensor counts = i32_from({9, 9, 9, 9, 9}, {5});   // written, not added to
   Tensor src = Tensor::empty({8}, DType::i32), tok = Tensor::empty({8}, DType::i32);
-  moe_sort_pairs(opt_ctx(), idx, counts, src, tok);
+  Tensor slot = Tensor::empty({8}, DType::i32), none;
+  moe_sort_pairs(opt_ctx(), idx, counts, src, tok, slot);
   const std::vector<int32_t> want_counts{2, 2, 3, 1, 0}, want_src{1, 5, 2, 7, 0, 3, 4, 6};
   for (int e = 0; e < 5; ++e) CHECK(counts.i32()[e] == want_counts[size_t(e)]);
   for (int j = 0; j < 8; ++j) {
     CHECK(src.i32()[j] == want_src[size_t(j)]);
     CHECK(tok.i32()[j] == want_src[size_t(j)] / 2);
+    CHECK(slot.i32()[want_src[size_t(j)]] == j);
   }
   // Random routing: every pair once, experts ascending, pairs ascending within an expert.
   const int64_t N = 300, K = 6, E = 64;
@@ -220,7 +222,7 @@ TEST_CASE("moe_sort_pairs: a stable sort of the (token, k) pairs by expert") {
   for (size_t i = 0; i < r.size(); ++i) r[i] = int32_t((i * 2654435761u >> 7) % E);
   Tensor ri = i32_from(r, {N, K}), rc = Tensor::empty({E}, DType::i32);
   Tensor rs = Tensor::empty({N * K}, DType::i32), rt = Tensor::empty({N * K}, DType::i32);
-  moe_sort_pairs(opt_ctx(), ri, rc, rs, rt);
+  moe_sort_pairs(opt_ctx(), ri, rc, rs, rt, none);
   std::vector<int> seen(r.size(), 0);
   int64_t j = 0;
   for (int64_t e = 0; e < E; ++e)
@@ -235,6 +237,35 @@ TEST_CASE("moe_sort_pairs: a stable sort of the (token, k) pairs by expert") {
   CHECK(std::count(seen.begin(), seen.end(), 1) == N * K);
   Tensor bad = i32_from({0, 5}, {1, 2});   // expert 5 of 5
   Tensor src2 = src.slice0(0, 2), tok2 = tok.slice0(0, 2), src7 = src.slice0(0, 7);
-  CHECK_THROWS_AS(moe_sort_pairs(opt_ctx(), bad, counts, src2, tok2), InternalError);
-  CHECK_THROWS_AS(moe_sort_pairs(opt_ctx(), idx, counts, src7, tok), InternalError);
+  CHECK_THROWS_AS(moe_sort_pairs(opt_ctx(), bad, counts, src2, tok2, none), InternalError);
+  CHECK_THROWS_AS(moe_sort_pairs(opt_ctx(), idx, counts, src7, tok, none), InternalError);
+}
+
+TEST_CASE("combine_pairs: scatter_add_rows' sums per token, bit for bit") {
+  // Random routing of N tokens to K of E experts; the expert-sorted rows added back into the
+  // tokens by the scatter (pair order) and by combine_pairs (per token, slots ascending).
+  const int64_t N = 97, K = 6, E = 16, C = 37;
+  std::vector<int32_t> r(static_cast<size_t>(N * K));
+  for (int64_t n = 0; n < N; ++n)   // K distinct experts a token, in no particular order
+    for (int64_t k = 0; k < K; ++k) r[size_t(n * K + k)] = int32_t((n * 7 + k * 5 + (n % 3)) % E);
+  const Tensor idx = i32_from(r, {N, K});
+  Tensor counts = Tensor::empty({E}, DType::i32), src = Tensor::empty({N * K}, DType::i32);
+  Tensor tok = Tensor::empty({N * K}, DType::i32), slot = Tensor::empty({N * K}, DType::i32);
+  moe_sort_pairs(opt_ctx(), idx, counts, src, tok, slot);
+  const Tensor rows = rand_f32({N * K, C}, -2, 2), gw = rand_f32({N, K}, 0, 1);
+  Tensor pw = Tensor::empty({N * K});   // the pairs' weights in slot order
+  for (int64_t j = 0; j < N * K; ++j) pw.f32()[j] = gw.f32()[src.i32()[j]];
+  const Tensor base = rand_f32({N, C}, -1, 1);
+  for (const bool weighted : {true, false})
+    for (const Context& c : {opt_ctx(), ref_ctx()}) {
+      CAPTURE(weighted);
+      Tensor want = base.clone(), got = base.clone();
+      scatter_add_rows(c, rows, tok, weighted ? pw : Tensor(), want);
+      combine_pairs(c, rows, slot.view({N, K}), weighted ? gw : Tensor(), got);
+      CHECK(max_abs_diff(got, want) == 0);
+      CHECK(max_abs_diff(got, base) > 0);
+    }
+  Tensor dst = base.clone(), bad = slot.clone().view({N, K});
+  bad.i32()[3] = int32_t(N * K);
+  CHECK_THROWS_AS(combine_pairs(opt_ctx(), rows, bad, Tensor(), dst), InternalError);
 }

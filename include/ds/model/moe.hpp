@@ -41,6 +41,7 @@ struct MoESaved {
   MLPSaved shared;                 // shared experts (if any)
   Tensor pair_src;                 // (N*K) i32 flat n*K + k of each pair, grouped by expert
   Tensor pair_tok;                 // (N*K) i32 token row n of each pair
+  Tensor pair_slot;                // (N*K) i32 slot of pair n*K + k in the grouped order
   Tensor pair_w;                   // (N*K) gate weight of each pair
   std::vector<int64_t> offsets;    // (E+1) pairs of expert e are [offsets[e], offsets[e+1])
   std::vector<ExpertSaved> experts;   // (E); with ep: (El) local experts, only .mlp used

@@ -10,8 +10,12 @@
 // Index tensors are I32. Shapes use the letters of ds/core/tensor.hpp.
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "ds/core/tensor.hpp"
@@ -62,6 +66,29 @@ class Profiler {
   mutable std::vector<Timed> pending_;
 };
 
+// GEMM operands derived from weights that stay fixed while the cache is in use: one training
+// step's forward and backward passes, over all its micro-batches. model::Linear and the MoE
+// experts keep the BF16 operand of each weight here instead of rounding the weight on every
+// use (the LM head was rounded once per logits chunk). The trainer sets Context::operands
+// (train::make_context, on the GPU) and train::apply_update clears it before the optimizer
+// changes the weights; without a cache every use rounds afresh. Entries are keyed by the
+// weight's data pointer and size and by a kind chosen by the caller.
+class OperandCache {
+ public:
+  using Make = std::function<std::vector<Tensor>()>;
+  const std::vector<Tensor>& get(const Tensor& key, int kind, const Make& make) {
+    const auto k = std::make_tuple(key.raw(), key.numel(), kind);
+    auto it = m_.find(k);
+    if (it == m_.end()) it = m_.emplace(k, make()).first;
+    return it->second;
+  }
+  void clear() { m_.clear(); }
+  size_t entries() const { return m_.size(); }
+
+ private:
+  std::map<std::tuple<const void*, int64_t, int>, std::vector<Tensor>> m_;
+};
+
 // Numeric precision of the model's Linear GEMMs (training; see include/ds/ops/fp8.hpp and
 // docs/model.md "Precision"). fp32: FP32 inputs. bf16: every Linear's GEMM inputs rounded to
 // BF16 (products and sums in FP32, as BF16 tensor cores do). fp8: DeepSeek-V3's recipe: the
@@ -98,6 +125,8 @@ struct Context {
   // otherwise): -1 auto (grouped GEMMs over the expert-sorted rows on the GPU, except in FP8;
   // the per-expert loop on the CPU), 0 the per-expert loop, 1 grouped (FP8: tile scaling).
   int moe_gemm = -1;
+  // BF16 operands of the weights for the current step (see OperandCache); shared by copies.
+  std::shared_ptr<OperandCache> operands;
 };
 
 // "fp32" | "bf16" | "fp8", "tile" | "tensor", "fp32" | "ue8m0"; UsageError naming `flag`.
@@ -243,12 +272,20 @@ double moe_balance_loss(const Context& ctx, const Tensor& scores, const Tensor& 
 void moe_count(const Context& ctx, const Tensor& idx, Tensor& counts /*(E) i32 +=*/);
 // Stable counting sort of the (token, k) pairs of idx (N, K) by expert, E = counts.size(0):
 // counts[e] = the pairs routed to e; slot j of the expert-sorted order (experts ascending, pair
-// p = n*K + k ascending within an expert) gets pair_src[j] = p and pair_tok[j] = p / K. The
-// MoE layer's grouping (model/moe.cpp group_pairs); on the GPU it needs no host round trip
-// but the E counts. idx entries must lie in [0, E) (checked on the CPU).
+// p = n*K + k ascending within an expert) gets pair_src[j] = p and pair_tok[j] = p / K, and
+// pair_slot[p] = j (the inverse; skipped when undefined). The MoE layer's grouping
+// (model/moe.cpp group_pairs); on the GPU it needs no host round trip but the E counts. idx
+// entries must lie in [0, E) (checked on the CPU). lib/ops/moe_pairs.cpp.
 void moe_sort_pairs(const Context& ctx, const Tensor& idx /*(N,K) i32*/,
                     Tensor& counts /*(E) i32*/, Tensor& pair_src /*(N*K) i32*/,
-                    Tensor& pair_tok /*(N*K) i32*/);
+                    Tensor& pair_tok /*(N*K) i32*/, Tensor& pair_slot /*(N*K) i32 or undef*/);
+// dst[n] += w[n, k] * src[slot[n, k]] over k = 0..K-1 taken in ascending slot order (w
+// undefined: weight 1): the expert-sorted rows added back into their tokens. The same float
+// operations in the same order as scatter_add_rows(src, pair_tok, pair_w, dst) (bit for bit
+// on the CPU), but per token, so the GPU needs no atomics and is deterministic. slot is
+// moe_sort_pairs' pair_slot viewed (N, K).
+void combine_pairs(const Context& ctx, const Tensor& src /*(N*K,C)*/, const Tensor& slot /*(N,K)*/,
+                   const Tensor& w /*(N,K) or undefined*/, Tensor& dst /*(N,C)*/);
 
 // ---- token permutation for experts -------------------------------------------------------------
 // dst (M, C) = src[rows[m]]

@@ -94,6 +94,9 @@ void scatter_add_rows(const float* src, const int32_t* rows, const float* w, flo
                       int64_t M, int64_t N, int64_t C, int nt);
 void gather_rows_dot(const float* a, const int32_t* rows, const float* b, float* out, int64_t M,
                      int64_t C, int nt);
+// ref::combine_pairs over threads (tokens split; each token's sums as the reference's).
+void combine_pairs(const float* src, const int32_t* slot, const float* w, float* dst, int64_t N,
+                   int64_t K, int64_t C, int nt);
 
 // ---- opt_elementwise.cpp (reductions: fixed chunks, partials summed in chunk order) ----
 void add(const float* a, const float* b, float* out, int64_t n, int nt);

@@ -7,6 +7,7 @@
 
 #include "ds/core/dtype.hpp"
 #include "opt.hpp"
+#include "ref.hpp"
 
 namespace ds::ops::opt {
 
@@ -59,6 +60,32 @@ void gather_rows_dot(const float* a, const int32_t* rows, const float* b, float*
 #pragma omp simd reduction(+ : s)
     for (int64_t c = 0; c < C; ++c) s += double(ar[c]) * double(br[c]);
     out[m] = float(s);
+  }
+}
+
+void combine_pairs(const float* src, const int32_t* slot, const float* w, float* dst, int64_t N,
+                   int64_t K, int64_t C, int nt) {
+#pragma omp parallel for num_threads(par_threads(N * K * C, nt)) schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    int64_t order[64];   // K <= 64 here; wider routing takes the reference loop
+    const int32_t* s = slot + n * K;
+    if (K > 64) {
+      ref::combine_pairs(src, s, w ? w + n * K : nullptr, dst + n * C, 1, K, C);
+      continue;
+    }
+    for (int64_t k = 0; k < K; ++k) {   // insertion sort of the token's K slots
+      int64_t i = k;
+      for (; i > 0 && s[order[i - 1]] > s[k]; --i) order[i] = order[i - 1];
+      order[i] = k;
+    }
+    float* d = dst + n * C;
+    for (int64_t i = 0; i < K; ++i) {
+      const int64_t k = order[i];
+      const float wk = w ? w[n * K + k] : 1.0f;
+      const float* r = src + int64_t(s[k]) * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) d[c] += wk * r[c];
+    }
   }
 }
 

@@ -98,9 +98,14 @@ template <class T>
 double moe_balance_loss(const T* scores /*(N,E)*/, const int32_t* idx /*(N,K)*/, int64_t n_seq,
                         int64_t seq_len, int64_t E, int64_t K, double alpha, T* dscores);
 void moe_count(const int32_t* idx /*(N*K)*/, int64_t n, int32_t* counts /*(E) +=*/);
-// ops::moe_sort_pairs: counts (E) written, not added to.
+// ops::moe_sort_pairs: counts (E) written, not added to; pair_slot may be null.
 void moe_sort_pairs(const int32_t* idx /*(NK)*/, int64_t NK, int64_t K, int64_t E,
-                    int32_t* counts /*(E)*/, int32_t* pair_src /*(NK)*/, int32_t* pair_tok /*(NK)*/);
+                    int32_t* counts /*(E)*/, int32_t* pair_src /*(NK)*/, int32_t* pair_tok /*(NK)*/,
+                    int32_t* pair_slot /*(NK)*/);
+// ops::combine_pairs (F32): dst (N, C) += per token, its K rows in ascending slot order.
+void combine_pairs(const float* src /*(N*K,C)*/, const int32_t* slot /*(N,K)*/,
+                   const float* w /*(N,K)|null*/, float* dst /*(N,C)*/, int64_t N, int64_t K,
+                   int64_t C);
 
 // ---- token permutation (ref_permute.cpp) ----
 template <class T>

@@ -155,7 +155,7 @@ void moe_count(const int32_t* idx, int64_t n, int32_t* counts) {
 }
 
 void moe_sort_pairs(const int32_t* idx, int64_t NK, int64_t K, int64_t E, int32_t* counts,
-                    int32_t* pair_src, int32_t* pair_tok) {
+                    int32_t* pair_src, int32_t* pair_tok, int32_t* pair_slot) {
   std::fill(counts, counts + E, 0);
   moe_count(idx, NK, counts);
   std::vector<int64_t> next(static_cast<size_t>(E), 0);   // the next free slot of each expert
@@ -164,6 +164,21 @@ void moe_sort_pairs(const int32_t* idx, int64_t NK, int64_t K, int64_t E, int32_
     const int64_t j = next[size_t(idx[p])]++;
     pair_src[j] = int32_t(p);
     pair_tok[j] = int32_t(p / K);
+    if (pair_slot) pair_slot[p] = int32_t(j);
+  }
+}
+
+void combine_pairs(const float* src, const int32_t* slot, const float* w, float* dst, int64_t N,
+                   int64_t K, int64_t C) {
+  std::vector<int64_t> order(static_cast<size_t>(K));
+  for (int64_t n = 0; n < N; ++n) {
+    const int32_t* s = slot + n * K;
+    for (int64_t k = 0; k < K; ++k) order[size_t(k)] = k;
+    std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return s[a] < s[b]; });
+    for (const int64_t k : order) {
+      const float wk = w ? w[n * K + k] : 1.0f;
+      for (int64_t c = 0; c < C; ++c) dst[n * C + c] += wk * src[int64_t(s[k]) * C + c];
+    }
   }
 }
 

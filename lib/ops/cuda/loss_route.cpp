@@ -141,10 +141,18 @@ void moe_count(const Context&, const Tensor& idx, Tensor& counts) {
   ds::cuda::moe_count(idx.i32(), idx.numel(), counts.size(0), counts.i32());
 }
 
+// moe_sort_pairs, combine_pairs: shapes and dtypes checked by lib/ops/moe_pairs.cpp.
 void moe_sort_pairs(const Context&, const Tensor& idx, Tensor& counts, Tensor& pair_src,
-                    Tensor& pair_tok) {   // shapes and dtypes checked by ops::moe_sort_pairs
+                    Tensor& pair_tok, Tensor& pair_slot) {
   ds::cuda::moe_sort_pairs(idx.i32(), idx.numel(), idx.size(1), counts.size(0), counts.i32(),
-                           pair_src.i32(), pair_tok.i32());
+                           pair_src.i32(), pair_tok.i32(),
+                           pair_slot.defined() ? pair_slot.i32() : nullptr);
+}
+
+void combine_pairs(const Context&, const Tensor& src, const Tensor& slot, const Tensor& w,
+                   Tensor& dst) {
+  ds::cuda::combine_pairs(src.f32(), slot.i32(), w.defined() ? w.f32() : nullptr, dst.f32(),
+                          slot.size(0), slot.size(1), src.size(1));
 }
 
 }  // namespace ds::ops::cuda

@@ -111,7 +111,9 @@ double moe_balance_loss(const Context& ctx, const Tensor& scores, const Tensor& 
                         int seq_len, float alpha, Tensor& dscores);
 void moe_count(const Context& ctx, const Tensor& idx, Tensor& counts);
 void moe_sort_pairs(const Context& ctx, const Tensor& idx, Tensor& counts, Tensor& pair_src,
-                    Tensor& pair_tok);
+                    Tensor& pair_tok, Tensor& pair_slot);
+void combine_pairs(const Context& ctx, const Tensor& src, const Tensor& slot, const Tensor& w,
+                   Tensor& dst);
 
 // ---- attention (lib/ops/cuda/attention.cpp) -------------------------------------------------
 void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,

@@ -1,0 +1,83 @@
+// The MoE layer's (token, k) pairs (include/ds/ops/ops.hpp): moe_sort_pairs groups them by
+// expert (a stable counting sort), combine_pairs adds the experts' rows back into their
+// tokens. Dispatch to the CPU reference / optimised loops and to the CUDA path.
+#include "ds/ops/ops.hpp"
+#include "dispatch.hpp"
+#include "cpu/opt.hpp"
+#include "cpu/ref.hpp"
+
+namespace ds::ops {
+
+using detail::check_devices;
+using detail::check_indices;
+using detail::nthreads;
+using detail::Scope;
+using detail::use_ref;
+
+namespace {
+
+void check_i32(const Tensor& t, const char* op, const char* what) {
+  DS_CHECK(t.dtype() == DType::i32, "{}: {} must be I32, got {}", op, what, dtype_name(t.dtype()));
+}
+
+}  // namespace
+
+void moe_sort_pairs(const Context& ctx, const Tensor& idx, Tensor& counts, Tensor& pair_src,
+                    Tensor& pair_tok, Tensor& pair_slot) {
+  const char* op = "moe_sort_pairs";
+  check_devices(ctx, op, {&idx, &counts, &pair_src, &pair_tok, &pair_slot});
+  const Scope scope_(ctx, op, 0, {&idx, &counts, &pair_src, &pair_tok, &pair_slot});
+  DS_CHECK_SHAPE(idx, {-1, -1});
+  DS_CHECK_SHAPE(counts, {-1});
+  const int64_t NK = idx.numel(), K = idx.size(1), E = counts.size(0);
+  DS_CHECK_SHAPE(pair_src, {NK});
+  DS_CHECK_SHAPE(pair_tok, {NK});
+  if (pair_slot.defined()) DS_CHECK_SHAPE(pair_slot, {NK});
+  check_i32(idx, op, "idx");
+  check_i32(counts, op, "counts");
+  check_i32(pair_src, op, "pair_src");
+  check_i32(pair_tok, op, "pair_tok");
+  if (pair_slot.defined()) check_i32(pair_slot, op, "pair_slot");
+  DS_CHECK(NK < (int64_t(1) << 31) && E >= 1, "{}: {} pairs, {} experts", op, NK, E);
+  check_indices(idx, 0, E, "moe_sort_pairs idx");
+  DS_CUDA_ROUTE_FUSED(moe_sort_pairs, (ctx, idx, counts, pair_src, pair_tok, pair_slot));
+  if (ctx.device != Device::cpu) {   // DS_CUDA_FUSED=0: on the host, as before the kernel
+    Tensor hi = Tensor::empty(idx.shape(), DType::i32), hc = Tensor::empty({E}, DType::i32);
+    Tensor hs = Tensor::empty({NK}, DType::i32), ht = Tensor::empty({NK}, DType::i32);
+    Tensor hp = Tensor::empty({NK}, DType::i32);
+    hi.copy_from(idx);
+    ref::moe_sort_pairs(hi.i32(), NK, K, E, hc.i32(), hs.i32(), ht.i32(), hp.i32());
+    counts.copy_from(hc);
+    pair_src.copy_from(hs);
+    pair_tok.copy_from(ht);
+    if (pair_slot.defined()) pair_slot.copy_from(hp);
+    return;
+  }
+  ref::moe_sort_pairs(idx.i32(), NK, K, E, counts.i32(), pair_src.i32(), pair_tok.i32(),
+                      pair_slot.defined() ? pair_slot.i32() : nullptr);
+}
+
+void combine_pairs(const Context& ctx, const Tensor& src, const Tensor& slot, const Tensor& w,
+                   Tensor& dst) {
+  const char* op = "combine_pairs";
+  check_devices(ctx, op, {&src, &slot, &w, &dst});
+  // src rows read once each, dst read and written: the least a combine moves
+  const Scope scope_(ctx, op, 0, {&src, &slot, &w, &dst, &dst});
+  DS_CHECK_SHAPE(src, {-1, -1});
+  DS_CHECK_SHAPE(slot, {-1, -1});
+  const int64_t N = slot.size(0), K = slot.size(1), C = src.size(1);
+  DS_CHECK_SHAPE(src, {N * K, C});
+  DS_CHECK_SHAPE(dst, {N, C});
+  if (w.defined()) DS_CHECK_SHAPE(w, {N, K});
+  check_i32(slot, op, "slot");
+  for (const Tensor* t : {&src, &w, static_cast<const Tensor*>(&dst)})
+    DS_CHECK(!t->defined() || t->dtype() == DType::f32, "{}: src, w and dst must be F32, got {}",
+             op, dtype_name(t->dtype()));
+  check_indices(slot, 0, N * K, "combine_pairs slot");
+  DS_CUDA_ROUTE(combine_pairs, (ctx, src, slot, w, dst));
+  const float* wp = w.defined() ? w.f32() : nullptr;
+  if (use_ref(ctx)) ref::combine_pairs(src.f32(), slot.i32(), wp, dst.f32(), N, K, C);
+  else opt::combine_pairs(src.f32(), slot.i32(), wp, dst.f32(), N, K, C, nthreads(ctx));
+}
+
+}  // namespace ds::ops
