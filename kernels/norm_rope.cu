@@ -138,20 +138,24 @@ __global__ void rmsnorm_bwd_kernel(const float* x, const float* __restrict__ g,
   }
 }
 
-// dg[c] += sum_b partial[b, c]: 32 columns x 8 partial-row lanes per block, fixed order.
+// dg[c] += sum_b partial[b, c]: 32 columns x kDgLanes partial-row lanes per block, a fixed
+// order. With nb ~ 4 x 132 partial rows and C / 32 blocks (32 at C = 1024) most SMs are idle,
+// so each lane's chain of dependent additions is what the kernel waits for: 32 lanes (not 8)
+// make it ~17 additions long.
+constexpr int kDgLanes = 32;
 __global__ void rmsnorm_dg_reduce_kernel(const double* __restrict__ partial, int nb,
                                          float* __restrict__ dg, int C) {
-  __shared__ double sh[8][33];
+  __shared__ double sh[kDgLanes][33];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int c = blockIdx.x * 32 + tx;
   double s = 0;
   if (c < C)
-    for (int b = ty; b < nb; b += 8) s += partial[int64_t(b) * C + c];
+    for (int b = ty; b < nb; b += kDgLanes) s += partial[int64_t(b) * C + c];
   sh[ty][tx] = s;
   __syncthreads();
   if (ty == 0 && c < C) {
     double t = 0;
-    for (int k = 0; k < 8; ++k) t += sh[k][tx];
+    for (int k = 0; k < kDgLanes; ++k) t += sh[k][tx];
     dg[c] = float(double(dg[c]) + t);
   }
 }
@@ -243,8 +247,8 @@ void rmsnorm_bwd_launch(const float* x, const float* g, const float* rstd, const
   rmsnorm_bwd_kernel<VT><<<nb, threads, smem ? bytes : 0, stream()>>>(
       x, g, rstd, dy, dx, partial, N, int(Cv), int(C), smem);
   DS_CUDA_LAUNCHED();
-  rmsnorm_dg_reduce_kernel<<<unsigned(cdiv(C, 32)), dim3(32, 8), 0, stream()>>>(partial, nb, dg,
-                                                                                int(C));
+  rmsnorm_dg_reduce_kernel<<<unsigned(cdiv(C, 32)), dim3(32, kDgLanes), 0, stream()>>>(
+      partial, nb, dg, int(C));
   DS_CUDA_LAUNCHED();
 }
 

@@ -169,7 +169,6 @@ double Transformer::head_loss(const ops::Context& ctx, Pass& p, const Tensor& g,
   const Tensor losses = empty_f32(ctx, {N});
   const int64_t rows = std::max<int64_t>(1, logit_chunk_ / std::max<int64_t>(1, V));
   if (p.train && N > rows && !dg.defined()) dg = empty_f32(ctx, {N, C});
-  double sum = 0;
   for (int64_t r0 = 0; r0 < N; r0 += rows) {
     const int64_t r1 = std::min(N, r0 + rows);
     const bool whole = r0 == 0 && r1 == N;
@@ -182,7 +181,6 @@ double Transformer::head_loss(const ops::Context& ctx, Pass& p, const Tensor& g,
     else
       ops::cross_entropy_forward(ctx, logits, tc, lc);
     const Tensor wc = !weighted ? Tensor() : whole ? wt : wt.slice0(r0, r1);
-    sum += weighted ? detail::dot(ctx, lc, wc) : ops::sum(ctx, lc);
     if (p.train) {
       Tensor dlogits = logits;
       if (weighted) {
@@ -194,6 +192,8 @@ double Transformer::head_loss(const ops::Context& ctx, Pass& p, const Tensor& g,
       if (whole) dg = dgc;   // allocated by the Linear when it was undefined
     }
   }
+  // one read of the losses after every chunk (a device round trip per head, not per chunk)
+  const double sum = weighted ? detail::dot(ctx, losses, wt) : ops::sum(ctx, losses);
   return sum / p.W;
 }
 
