@@ -389,9 +389,10 @@ __global__ void sort_pairs_kernel(const int32_t* __restrict__ idx, int64_t NK, i
 constexpr int kCombineMaxK = 16;   // pairs a token (DeepSeek-V3: 8); registers, not local memory
 
 // One warp a token n: lane k < K reads slot[n, k] and its weight; each lane finds the rank of
-// its slot among the token's valid slots (distinct; a slot outside [0, N*K) is skipped, as the
-// CUDA kernels do with bad indices), and every lane gathers the rows and weights in rank
-// order. Then lanes split the row's columns (4 at a time when VEC) and add the rows in that
+// its slot among the token's valid slots (a slot outside [0, N*K) is skipped, as the CUDA
+// kernels do with bad indices; slots are distinct, and should two be equal the rows after the
+// first missing rank are skipped rather than read out of bounds), and every lane gathers the
+// rows and weights in rank order. Then lanes split the row's columns (4 at a time when VEC) and add the rows in that
 // order, w * x without FMA as the CPU's dst += w * x.
 template <bool VEC>
 __global__ void combine_pairs_kernel(const float* __restrict__ src,
@@ -414,9 +415,11 @@ __global__ void combine_pairs_kernel(const float* __restrict__ src,
     const int nv = __popc(valid);
     const float* rows[kCombineMaxK];
     float wr[kCombineMaxK];
+    int nr = nv;   // ranks with a lane (all nv of them unless two valid slots are equal)
 #pragma unroll
     for (int r = 0; r < kCombineMaxK; ++r) {
       const unsigned at = __ballot_sync(0xffffffffu, ok && rank == r);
+      if (!at && r < nr) nr = r;
       const int from = at ? __ffs(at) - 1 : 0;
       rows[r] = src + int64_t(__shfl_sync(0xffffffffu, s, from)) * C;
       wr[r] = __shfl_sync(0xffffffffu, wk, from);
@@ -427,7 +430,7 @@ __global__ void combine_pairs_kernel(const float* __restrict__ src,
         float4 acc = reinterpret_cast<float4*>(d)[j];
 #pragma unroll
         for (int r = 0; r < kCombineMaxK; ++r) {
-          if (r >= nv) break;
+          if (r >= nr) break;
           const float4 v = reinterpret_cast<const float4*>(rows[r])[j];
           acc.x = __fadd_rn(acc.x, __fmul_rn(wr[r], v.x));
           acc.y = __fadd_rn(acc.y, __fmul_rn(wr[r], v.y));
@@ -441,7 +444,7 @@ __global__ void combine_pairs_kernel(const float* __restrict__ src,
         float acc = d[c];
 #pragma unroll
         for (int r = 0; r < kCombineMaxK; ++r) {
-          if (r >= nv) break;
+          if (r >= nr) break;
           acc = __fadd_rn(acc, __fmul_rn(wr[r], rows[r][c]));
         }
         d[c] = acc;

@@ -46,6 +46,7 @@ void moe_sort_pairs(const Context& ctx, const Tensor& idx, Tensor& counts, Tenso
     Tensor hs = Tensor::empty({NK}, DType::i32), ht = Tensor::empty({NK}, DType::i32);
     Tensor hp = Tensor::empty({NK}, DType::i32);
     hi.copy_from(idx);
+    check_indices(hi, 0, E, "moe_sort_pairs idx");
     ref::moe_sort_pairs(hi.i32(), NK, K, E, hc.i32(), hs.i32(), ht.i32(), hp.i32());
     counts.copy_from(hc);
     pair_src.copy_from(hs);
@@ -74,7 +75,29 @@ void combine_pairs(const Context& ctx, const Tensor& src, const Tensor& slot, co
     DS_CHECK(!t->defined() || t->dtype() == DType::f32, "{}: src, w and dst must be F32, got {}",
              op, dtype_name(t->dtype()));
   check_indices(slot, 0, N * K, "combine_pairs slot");
-  DS_CUDA_ROUTE(combine_pairs, (ctx, src, slot, w, dst));
+  DS_CUDA_ROUTE_FUSED(combine_pairs, (ctx, src, slot, w, dst));
+  if (ctx.device != Device::cpu) {   // DS_CUDA_FUSED=0: the scatter that ran on the H200
+    Tensor hs = Tensor::empty(slot.shape(), DType::i32), hw;
+    hs.copy_from(slot);
+    check_indices(hs, 0, N * K, "combine_pairs slot");
+    if (w.defined()) {
+      hw = Tensor::empty(w.shape(), DType::f32);
+      hw.copy_from(w);
+    }
+    Tensor tok = Tensor::empty({N * K}, DType::i32), pw = Tensor::empty({N * K});
+    for (int64_t p = 0; p < N * K; ++p) {   // row slot[p] goes to token p / K with w[p]
+      tok.i32()[hs.i32()[p]] = int32_t(p / K);
+      pw.f32()[hs.i32()[p]] = w.defined() ? hw.f32()[p] : 1.0f;
+    }
+    Tensor dtok = Tensor::empty({N * K}, DType::i32, ctx.device);
+    Tensor dpw = Tensor::empty({N * K}, DType::f32, ctx.device);
+    dtok.copy_from(tok);
+    dpw.copy_from(pw);
+    Context one = ctx;   // timed as this op
+    one.prof = nullptr;
+    scatter_add_rows(one, src, dtok, w.defined() ? dpw : Tensor(), dst);
+    return;
+  }
   const float* wp = w.defined() ? w.f32() : nullptr;
   if (use_ref(ctx)) ref::combine_pairs(src.f32(), slot.i32(), wp, dst.f32(), N, K, C);
   else opt::combine_pairs(src.f32(), slot.i32(), wp, dst.f32(), N, K, C, nthreads(ctx));

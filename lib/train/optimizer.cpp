@@ -30,6 +30,7 @@ GradStats AdamW::grad_stats(const ops::Context& ctx) const {
 }
 
 void AdamW::step(const ops::Context& ctx, float lr, const GradStats& stats) {
+  if (ctx.operands) ctx.operands->clear();   // the weights' cached operands go stale now
   ++step_;
   // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when norm > max_norm.
   // The factor is applied inside AdamW as it reads each gradient (the same float product as

@@ -122,6 +122,7 @@ GradStats ShardedAdamW::grad_stats(const ops::Context& ctx, dist::Comm& world) c
 
 void ShardedAdamW::step(const ops::Context& ctx, float lr, const GradStats& stats) {
   DS_CHECK(reduced_, "ShardedAdamW::step before reduce_gradients");
+  if (ctx.operands) ctx.operands->clear();   // the weights' cached operands go stale now
   ++step_;
   // The clipping factor of AdamW::step (torch.nn.utils.clip_grad_norm_), applied as each
   // gradient is read.

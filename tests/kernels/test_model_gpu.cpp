@@ -220,8 +220,8 @@ TEST_CASE("tiny model: a 30-step AdamW run on the GPU tracks the CPU run") {
 
 // The step's BF16 weight operands kept from forward to backward (ops::OperandCache, as
 // train::make_context sets it on the GPU; cleared by apply_update): 4 bf16 steps with the
-// cache track 4 without it. Not bit for bit on the GPU (the experts' scatter adds are
-// atomics); stale operands would show at the update's scale (lr 1e-2), far above 1e-4.
+// cache track 4 without it. Not bit for bit on the GPU (the embedding's gradient adds rows
+// with atomics); stale operands would show at the update's scale (lr 1e-2), far above 1e-4.
 TEST_CASE("tiny model: bf16 steps with the operand cache track steps without it") {
   const ModelArgs a = preset("tiny");
   Side plain(a, Device::cuda), cached(a, Device::cuda);

@@ -698,8 +698,8 @@ TEST_CASE("multi-tensor: a table past one staging slot, and the staging ring wra
   ops::matmul(gpu(), a, a, c, false, true);
   void* busy = ds::cuda::timing_event_record();   // reached once the GEMM is done
   for (int i = 0; i < calls; ++i) {   // two tensors a call, each call its own
-    // Calls 0..62 took the slots after the warm-up's and call 63 the warm-up's own (long
-    // done); call 64 is the first to need a slot whose copy still waits behind the GEMM.
+    // One slot a call: call 64 is the first to reuse a slot whose copy (call 0's) still
+    // waits behind the GEMM.
     if (i == 64)
       WARN_MESSAGE(!ds::cuda::timing_event_done(busy),
                    "the GEMM ended before the ring wrapped: the wrap was not tested under load");

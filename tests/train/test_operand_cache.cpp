@@ -1,9 +1,10 @@
 // The step's BF16 weight operands kept from the forward to the backward pass
 // (ops::OperandCache, set by train::make_context on the GPU and cleared by apply_update):
 // three bf16 training steps of a small MoE model with the cache equal three without it bit for
-// bit (losses, then every weight), through the per-expert loop and the grouped experts. The
-// same run with the cache never cleared (the optimizer called directly) must differ: the test
-// can see stale operands. On the CPU here; tests/kernels/test_model_gpu.cpp trains on the GPU
+// bit (losses, then every weight), through the per-expert loop and the grouped experts, with
+// the cache cleared by apply_update and by AdamW::step itself. The same run with the cache
+// never cleared (the optimizer given a context without it) must differ: the test can see
+// stale operands. On the CPU here; tests/kernels/test_model_gpu.cpp trains on the GPU
 // with the cache that the tools use.
 #include <doctest/doctest.h>
 
@@ -42,7 +43,8 @@ struct Run {
   std::unique_ptr<model::ParamStore> store;
 };
 
-// mode 0: no cache; 1: the cache, cleared by apply_update; 2: the cache, never cleared.
+// mode 0: no cache; 1: the cache, through apply_update; 2: the cache, AdamW::step called
+// directly; 3: the cache, never cleared.
 Run train3(int mode, int grouped) {
   const model::ModelArgs a = args();
   Run r;
@@ -67,8 +69,11 @@ Run train3(int mode, int grouped) {
     train::StepAccumulator acc;
     acc.add(sr, 1.0);
     st.step = step;
-    if (mode == 2) {
-      opt.step(ctx, 1e-2f, opt.grad_stats(ctx));
+    if (mode >= 2) {
+      ops::Context octx = ctx;   // mode 3: the optimizer does not see the cache
+      if (mode == 3) octx.operands = nullptr;
+      opt.step(octx, 1e-2f, opt.grad_stats(octx));
+      CHECK((ctx.operands->entries() == 0) == (mode == 2));
     } else {
       train::apply_update(ctx, m, opt, st, acc, 1e-2, 0.0, false, "run");
       if (mode == 1) CHECK(ctx.operands->entries() == 0);
@@ -90,10 +95,15 @@ bool same_weights(const model::ParamStore& x, const model::ParamStore& y) {
 TEST_CASE("operand cache: bf16 training with the step's cached weight operands is bit-identical") {
   for (int grouped : {0, 1}) {
     CAPTURE(grouped);
-    const Run plain = train3(0, grouped), cached = train3(1, grouped), stale = train3(2, grouped);
+    const Run plain = train3(0, grouped), cached = train3(1, grouped), direct = train3(2, grouped);
+    const Run stale = train3(3, grouped);
     REQUIRE(plain.losses.size() == 3);
-    for (size_t i = 0; i < 3; ++i) CHECK(cached.losses[i] == plain.losses[i]);
+    for (size_t i = 0; i < 3; ++i) {
+      CHECK(cached.losses[i] == plain.losses[i]);
+      CHECK(direct.losses[i] == plain.losses[i]);
+    }
     CHECK(same_weights(*cached.store, *plain.store));
+    CHECK(same_weights(*direct.store, *plain.store));
     // never cleared: steps 2 and 3 run on step 1's weights, so something must differ
     CHECK(stale.losses[0] == plain.losses[0]);
     CHECK((stale.losses[1] != plain.losses[1] || !same_weights(*stale.store, *plain.store)));
