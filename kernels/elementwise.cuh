@@ -63,8 +63,9 @@ void rmsnorm_backward_f32(const float* x, const float* g, const float* rstd, con
                           float* dx, float* dg, int64_t N, int64_t C);
 // Interleaved RoPE over x (N, H, Dr) into out (may alias x); angle float(pos[n]) * freqs[i]
 // in FP32, cos/sin in double (as ref_rope.cpp); dir -1 rotates by -angle (the backward).
+// row, off as ref::rope: rows of `row` elements, the rotated ones at [off, off + Dr).
 void rope_f32(const float* x, const int32_t* pos, const float* freqs, float* out, int64_t N,
-              int64_t H, int64_t Dr, int dir);
+              int64_t H, int64_t Dr, int dir, int64_t row = -1, int64_t off = 0);
 
 // ---- AdamW (kernels/adamw.cu) -------------------------------------------------------------
 // Per-step FP32 scalars, formed on the host exactly as ref::adamw_step forms them.

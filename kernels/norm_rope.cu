@@ -168,7 +168,7 @@ __global__ void rmsnorm_dg_reduce_kernel(const double* __restrict__ partial, int
 template <bool VEC2>
 __global__ void rope_kernel(const float* x, const int32_t* __restrict__ pos,
                             const float* __restrict__ freqs, float* out, int64_t N, int H, int P,
-                            int hchunk, int nhc, double dir) {
+                            int hchunk, int nhc, double dir, int64_t row, int64_t off) {
   const int64_t total = N * nhc * P;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < total; t += stride) {
@@ -182,7 +182,7 @@ __global__ void rope_kernel(const float* x, const int32_t* __restrict__ pos,
     s *= dir;
     const int h1 = min(H, (hc + 1) * hchunk);
     for (int h = hc * hchunk; h < h1; ++h) {
-      const int64_t e = (n * H + h) * P + i;   // pair index
+      const int64_t e = ((n * H + h) * row + off) / 2 + i;   // pair index (row, off even)
       double x0, x1;
       if constexpr (VEC2) {
         const float2 v = reinterpret_cast<const float2*>(x)[e];
@@ -273,9 +273,13 @@ void rmsnorm_backward_f32(const float* x, const float* g, const float* rstd, con
 }
 
 void rope_f32(const float* x, const int32_t* pos, const float* freqs, float* out, int64_t N,
-              int64_t H, int64_t Dr, int dir) {
+              int64_t H, int64_t Dr, int dir, int64_t row, int64_t off) {
   const int64_t P = Dr / 2;
   if (N <= 0 || H <= 0 || P <= 0) return;
+  if (row < 0) row = Dr;
+  if (row % 2 != 0 || off % 2 != 0)
+    raise_cuda("rope: row length and offset must be even", cudaErrorInvalidValue, __FILE__,
+               __LINE__);
   // Split heads into chunks only when the (n, i) pairs alone leave the GPU underfilled.
   const int64_t target = int64_t(sms()) * 2048, pairs = N * P;
   int64_t nhc = std::clamp<int64_t>(cdiv(target, pairs), 1, H);
@@ -286,10 +290,10 @@ void rope_f32(const float* x, const int32_t* pos, const float* freqs, float* out
   const double d = dir >= 0 ? 1.0 : -1.0;
   if (aligned(x, 8) && aligned(out, 8))
     rope_kernel<true><<<blocks, threads, 0, stream()>>>(x, pos, freqs, out, N, int(H), int(P),
-                                                        int(hchunk), int(nhc), d);
+                                                        int(hchunk), int(nhc), d, row, off);
   else
     rope_kernel<false><<<blocks, threads, 0, stream()>>>(x, pos, freqs, out, N, int(H), int(P),
-                                                         int(hchunk), int(nhc), d);
+                                                         int(hchunk), int(nhc), d, row, off);
   DS_CUDA_LAUNCHED();
 }
 

@@ -79,7 +79,7 @@ NEW_FP8G_MODEL='*FP8 routed experts as grouped*'
 NEW_PROF='gpu profiler*'
 NEW_ATTN='gpu attention wgmma*'
 NEW_FUSED='fused:*'
-NEW_DEFAULT='gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*'
+NEW_DEFAULT='gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*'
 declare -A FILTER=(
   [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8G,$NEW_PROF,$NEW_ATTN,$NEW_FUSED,$NEW_DEFAULT"
   [ops-grouped]="--test-case=$NEW_GROUPED"
@@ -98,11 +98,11 @@ declare -A FILTER=(
 # ring, which are on by default but
 # have not run on a GPU): model:unfused runs only when the default model group failed, to tell
 # a fault in those paths from one elsewhere. ops:verified, the established suite, always runs
-# with DS_CUDA_FUSED=0 (the ops on the paths that ran on the H200, uploads as plain copies;
-# the RMSNorm weight-gradient reduction's wider lanes are not switchable); ops-new runs the
-# tests of kernels changed since (4-wide BF16 rounding, the device-side pair sort, the
-# per-token combine, that reduction) with the defaults, which the later groups also use
-# (staged uploads).
+# with DS_CUDA_FUSED=0 (the ops on the paths that ran on the H200, uploads as plain copies);
+# ops-new runs the tests of kernels changed since (4-wide BF16 rounding, the device-side pair
+# sort, the per-token combine, the RMSNorm weight-gradient reduction's wider lanes and the
+# RoPE kernel's row stride, neither of those two switchable) with the defaults, which the
+# later groups also use (staged uploads).
 MODEL_RC=0
 for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
          ds_test_backend_ops:ops-grouped ds_test_backend_ops:ops-multi \

@@ -29,7 +29,8 @@ MLA::MLA(ParamStore& store, const ModelArgs& a, const std::string& p, int layer)
   wo = Linear(store, p + "o_proj.weight", C, H * Dv, sd, true, layer);
 }
 
-// q (N, H, Dn+Dr) = [q_nope | rope(q_pe)] from x through the (optionally compressed) q path.
+// q (N, H, Dn+Dr) = [q_nope | rope(q_pe)] from x through the (optionally compressed) q path:
+// the projection's output rotated in place (its rows already hold [q_nope | q_pe] per head).
 void MLA::forward_q(const ops::Context& ctx, const Tensor& x, const SeqInfo& seq,
                     MLASaved& s) const {
   const int64_t N = x.size(0);
@@ -41,13 +42,9 @@ void MLA::forward_q(const ops::Context& ctx, const Tensor& x, const SeqInfo& seq
   } else {
     wq.forward(ctx, x, qraw);
   }
-  Tensor q_nope = empty_f32(ctx, {N, H, Dn}), q_pe = empty_f32(ctx, {N, H, Dr});
-  ops::split_last(ctx, qraw.view({N, H, Dn + Dr}), q_nope, q_pe);
-  Tensor q_rot = empty_f32(ctx, {N, H, Dr});
-  ops::rope_forward(ctx, q_pe, seq.pos, seq.freqs, q_rot);
-  s.q = empty_f32(ctx, {seq.B, seq.T, H, Dn + Dr});
-  Tensor q3 = s.q.view({N, H, Dn + Dr});
-  ops::concat_last(ctx, q_nope, q_rot, q3);
+  Tensor q3 = qraw.view({N, H, Dn + Dr});
+  ops::rope_tail_inplace(ctx, q3, seq.pos, seq.freqs, +1);
+  s.q = qraw.view({seq.B, seq.T, H, Dn + Dr});
 }
 
 // k (N, H, Dn+Dr) = [k_nope | rope(k_pe)], v (N, H, Dv) from the kv latent.
@@ -87,14 +84,10 @@ void MLA::forward(const ops::Context& ctx, const Tensor& x, const SeqInfo& seq, 
 }
 
 void MLA::backward_q(const ops::Context& ctx, const MLASaved& s, const SeqInfo& seq,
-                     const Tensor& dq, Tensor& dx) const {
+                     Tensor& dq, Tensor& dx) const {
   const int64_t N = seq.B * seq.T;
-  Tensor dq_nope = empty_f32(ctx, {N, H, Dn}), dq_rot = empty_f32(ctx, {N, H, Dr});
-  ops::split_last(ctx, dq.view({N, H, Dn + Dr}), dq_nope, dq_rot);
-  Tensor dq_pe = empty_f32(ctx, {N, H, Dr});
-  ops::rope_backward(ctx, dq_rot, seq.pos, seq.freqs, dq_pe);
-  Tensor dqraw = empty_f32(ctx, {N, H, Dn + Dr});
-  ops::concat_last(ctx, dq_nope, dq_pe, dqraw);
+  Tensor dqraw = dq.view({N, H, Dn + Dr});   // dq's rope part rotated back in place
+  ops::rope_tail_inplace(ctx, dqraw, seq.pos, seq.freqs, -1);
   Tensor dqraw2 = dqraw.view({N, H * (Dn + Dr)}), dxq;
   if (Q > 0) {
     Tensor dcq, dqa;

@@ -104,6 +104,7 @@ class Scope {
             flops_, bytes);
   }
   void add_bytes(double b) const { bytes_ += b; }
+  bool on() const { return p_ != nullptr; }   // profiling: worth counting bytes for
   Scope(const Scope&) = delete;
   Scope& operator=(const Scope&) = delete;
 

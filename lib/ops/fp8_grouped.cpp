@@ -111,9 +111,11 @@ void fp8_quantize_blocks_multi(const Context& ctx, const std::vector<const Tenso
                  "got {} and {}", op, dtype_name(first.dtype()), dtype_name((*v)[i]->dtype()));
   }
   const Scope scope_(ctx, op);
-  for (const std::vector<Tensor*>* v : {&qs, &ss, &qts, &sts})
-    for (const Tensor* t : *v) scope_.add_bytes(double(t->nbytes()));
-  for (const Tensor* x : xs) scope_.add_bytes(double(x->nbytes()));
+  if (scope_.on()) {
+    for (const std::vector<Tensor*>* v : {&qs, &ss, &qts, &sts})
+      for (const Tensor* t : *v) scope_.add_bytes(double(t->nbytes()));
+    for (const Tensor* x : xs) scope_.add_bytes(double(x->nbytes()));
+  }
   DS_CUDA_ROUTE_FUSED(fp8_quantize_blocks_multi, (ctx, xs, fmt, qs, ss, qts, sts));
   Context one = ctx;   // the calls below are timed as this one
   one.prof = nullptr;

@@ -33,7 +33,8 @@ std::vector<double> sum_squares_multi(const Context& ctx, const std::vector<cons
     DS_CHECK(xs[i]->dtype() == DType::f32, "sum_squares_multi: tensor {} is {}, expected F32", i,
              dtype_name(xs[i]->dtype()));
   const Scope scope_(ctx, "sum_squares_multi");
-  for (const Tensor* x : xs) scope_.add_bytes(double(x->nbytes()));
+  if (scope_.on())
+    for (const Tensor* x : xs) scope_.add_bytes(double(x->nbytes()));
   DS_CUDA_ROUTE_FUSED(sum_squares_multi, (ctx, xs));
   const Context c = inner(ctx);
   std::vector<double> out;
@@ -45,7 +46,8 @@ std::vector<double> sum_squares_multi(const Context& ctx, const std::vector<cons
 void zero_multi(const Context& ctx, const std::vector<Tensor*>& xs) {
   check_devices(ctx, "zero_multi", std::vector<const Tensor*>(xs.begin(), xs.end()));
   const Scope scope_(ctx, "zero_multi");
-  for (const Tensor* x : xs) scope_.add_bytes(x->defined() ? double(x->nbytes()) : 0.0);
+  if (scope_.on())
+    for (const Tensor* x : xs) scope_.add_bytes(x->defined() ? double(x->nbytes()) : 0.0);
   DS_CUDA_ROUTE_FUSED(zero_multi, (ctx, xs));
   for (Tensor* x : xs)
     if (x->defined()) x->zero_();
@@ -66,9 +68,10 @@ void adamw_step_multi(const Context& ctx, const std::vector<AdamWTensors>& ts,
              "adamw_step_multi: the moments' dtypes differ between entries");
   }
   const Scope scope_(ctx, "adamw_step_multi");
-  for (const AdamWTensors& t : ts)   // param, m, v read and written, grad read
-    scope_.add_bytes(double(2 * (t.param->nbytes() + t.m->nbytes() + t.v->nbytes()) +
-                            t.grad->nbytes()));
+  if (scope_.on())
+    for (const AdamWTensors& t : ts)   // param, m, v read and written, grad read
+      scope_.add_bytes(double(2 * (t.param->nbytes() + t.m->nbytes() + t.v->nbytes()) +
+                              t.grad->nbytes()));
   DS_CUDA_ROUTE_FUSED(adamw_step_multi, (ctx, ts, p));
   const Context c = inner(ctx);
   for (const AdamWTensors& t : ts) {
@@ -93,7 +96,9 @@ void bf16_round_multi(const Context& ctx, const std::vector<const Tensor*>& xs,
              dtype_name(outs[0]->dtype()), dtype_name(outs[i]->dtype()));
   }
   const Scope scope_(ctx, "bf16_round_multi");
-  for (size_t i = 0; i < xs.size(); ++i) scope_.add_bytes(double(xs[i]->nbytes() + outs[i]->nbytes()));
+  if (scope_.on())
+    for (size_t i = 0; i < xs.size(); ++i)
+      scope_.add_bytes(double(xs[i]->nbytes() + outs[i]->nbytes()));
   DS_CUDA_ROUTE_FUSED(bf16_round_multi, (ctx, xs, outs));
   const Context c = inner(ctx);
   for (size_t i = 0; i < xs.size(); ++i) bf16_round(c, *xs[i], *outs[i]);

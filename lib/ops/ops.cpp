@@ -52,7 +52,8 @@ void matmul(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& c, boo
   const int64_t N = trans_b ? b.size(0) : b.size(1), Kb = trans_b ? b.size(1) : b.size(0);
   DS_CHECK(K == Kb, "matmul: inner dims differ: op(a) {}x{}, op(b) {}x{}", M, K, Kb, N);
   DS_CHECK_SHAPE(c, {M, N});
-  const Scope scope_(ctx, "matmul", opt::matmul_flops(M, N, K), {&a, &b, &c, beta != 0 ? &c : nullptr});
+  const Scope scope_(ctx, "matmul", opt::matmul_flops(M, N, K),
+                     {&a, &b, &c, beta != 0 ? &c : nullptr});
   DS_CUDA_ROUTE(matmul, (ctx, a, b, c, trans_a, trans_b, alpha, beta));
   if (use_ref(ctx))
     ref::matmul(a.f32(), b.f32(), c.f32(), M, N, K, trans_a, trans_b, alpha, beta);
@@ -261,6 +262,36 @@ void rope_forward(const Context& ctx, const Tensor& x, const Tensor& pos, const 
 void rope_backward(const Context& ctx, const Tensor& dout, const Tensor& pos, const Tensor& freqs,
                    Tensor& dx) {
   rope_dispatch(ctx, "rope_backward", dout, pos, freqs, dx, -1);
+}
+
+void rope_tail_inplace(const Context& ctx, Tensor& x, const Tensor& pos, const Tensor& freqs,
+                       int dir) {
+  const char* op = dir > 0 ? "rope_forward" : "rope_backward";   // timed as the rope
+  check_devices(ctx, op, {&x, &pos, &freqs});
+  DS_CHECK(x.ndim() == 3, "{}: x must be (N, H, D), got {}", op, shape_str(x.shape()));
+  DS_CHECK(dir == 1 || dir == -1, "{}: dir must be +1 or -1, got {}", op, dir);
+  const int64_t N = x.size(0), H = x.size(1), D = x.size(2), Dr = 2 * freqs.numel();
+  DS_CHECK_SHAPE(freqs, {Dr / 2});
+  DS_CHECK_SHAPE(pos, {N});
+  DS_CHECK(Dr <= D && D % 2 == 0, "{}: rotating the last {} of {} elements per head", op, Dr, D);
+  const Scope scope_(ctx, op, 0, {&pos, &freqs});
+  scope_.add_bytes(2.0 * 4.0 * double(N * H * Dr));   // the tails, read and written
+  DS_CUDA_ROUTE_FUSED(rope_tail_inplace, (ctx, x, pos, freqs, dir));
+  if (ctx.device != Device::cpu) {   // DS_CUDA_FUSED=0: split, rotate, concatenate
+    Context one = ctx;
+    one.prof = nullptr;
+    Tensor a = Tensor::empty({N, H, D - Dr}, DType::f32, ctx.device);
+    Tensor b = Tensor::empty({N, H, Dr}, DType::f32, ctx.device);
+    Tensor r = Tensor::empty({N, H, Dr}, DType::f32, ctx.device);
+    split_last(one, x, a, b);
+    rope_dispatch(one, op, b, pos, freqs, r, dir);
+    concat_last(one, a, r, x);
+    return;
+  }
+  if (use_ref(ctx))
+    ref::rope(x.f32(), pos.i32(), freqs.f32(), x.f32(), N, H, Dr, dir, D, D - Dr);
+  else
+    opt::rope(x.f32(), pos.i32(), freqs.f32(), x.f32(), N, H, Dr, dir, nthreads(ctx), D, D - Dr);
 }
 
 // x (..., A+B), a (..., A), b (..., B) with equal leading dims.

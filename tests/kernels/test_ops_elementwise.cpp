@@ -297,6 +297,15 @@ TEST_CASE("elementwise: rope forward/backward") {
           else ops::rope_backward(gpu(), gin, gpos, gfreqs, gin);
           expect_close(gin, out, 1e-13, "rope in place", 1e-6);
         }
+        // the tail of longer rows in place (MLA's q): Dn = 64 untouched elements first
+        for (int dir : {+1, -1}) {
+          CAPTURE(dir);
+          const Tensor xl = rand_f32({N, H, 64 + Dr});
+          Tensor want = xl.clone(), got = ar.upload(xl);
+          ops::rope_tail_inplace(cpu_ref(), want, pos, freqs, dir);
+          ops::rope_tail_inplace(gpu(), got, gpos, gfreqs, dir);
+          expect_close(got, want, 1e-13, "rope tail in place", 1e-6);
+        }
         // backward undoes forward
         Tensor gf = ar.empty({N, H, Dr}), gb = ar.empty({N, H, Dr});
         ops::rope_forward(gpu(), gx, gpos, gfreqs, gf);

@@ -2,6 +2,7 @@
 // with guard rows, gradients vs finite differences in double, and semantic checks (RoPE pairs
 // (2i, 2i+1), identity at position 0, norm preservation, backward = inverse rotation).
 #include "cpu/ref.hpp"
+#include "ds/core/error.hpp"
 #include "ops_test_util.hpp"
 
 using namespace ds;
@@ -109,6 +110,31 @@ TEST_CASE("rope: backward vs finite differences (double)") {
   std::vector<double> dx(x.size());
   ref::rope<double>(w.data(), pos.data(), fr.data(), dx.data(), N, H, Dr, -1);
   grad_check(x, loss, dx, "rope dx");
+}
+
+TEST_CASE("rope_tail_inplace == split, rope, concat (bit for bit), and leaves the head alone") {
+  const int64_t N = 9, H = 3, Dn = 5 * 2, Dr = 6;
+  const std::vector<float> fr = {1.0f, 0.3f, 0.01f};
+  Tensor freqs = Tensor::empty({3}), pos = Tensor::empty({N}, DType::i32);
+  std::copy(fr.begin(), fr.end(), freqs.f32());
+  for (int64_t n = 0; n < N; ++n) pos.i32()[n] = int32_t(7 * n + 1);
+  for (const Context& c : {opt_ctx(), ref_ctx()})
+    for (int dir : {+1, -1}) {
+      CAPTURE(dir);
+      const Tensor x = rand_f32({N, H, Dn + Dr});
+      Tensor a = Tensor::empty({N, H, Dn}), b = Tensor::empty({N, H, Dr});
+      Tensor r = Tensor::empty({N, H, Dr}), want = Tensor::empty({N, H, Dn + Dr});
+      split_last(c, x, a, b);
+      if (dir > 0) rope_forward(c, b, pos, freqs, r);
+      else rope_backward(c, b, pos, freqs, r);
+      concat_last(c, a, r, want);
+      Tensor got = x.clone();
+      rope_tail_inplace(c, got, pos, freqs, dir);
+      CHECK(max_abs_diff(got, want) == 0);
+      CHECK(max_abs_diff(got, x) > 0);
+    }
+  Tensor odd = rand_f32({2, 1, 5});   // 6 rotated elements of 5
+  CHECK_THROWS_AS(rope_tail_inplace(opt_ctx(), odd, pos.slice0(0, 2), freqs, 1), ds::InternalError);
 }
 
 TEST_CASE("split_last / concat_last / broadcast_heads / sum_heads") {

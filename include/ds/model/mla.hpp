@@ -61,8 +61,9 @@ struct MLA {
  private:
   void forward_q(const ops::Context& ctx, const Tensor& x, const SeqInfo& seq, MLASaved& s) const;
   void forward_kv(const ops::Context& ctx, const Tensor& x, const SeqInfo& seq, MLASaved& s) const;
+  // dq (B, T, H, Dn+Dr) is consumed: its rope part is rotated back in place.
   void backward_q(const ops::Context& ctx, const MLASaved& s, const SeqInfo& seq,
-                  const Tensor& dq, Tensor& dx) const;
+                  Tensor& dq, Tensor& dx) const;
   void backward_kv(const ops::Context& ctx, const MLASaved& s, const SeqInfo& seq,
                    const Tensor& dk, const Tensor& dv, Tensor& dx) const;
 };

@@ -207,6 +207,11 @@ void rope_forward(const Context& ctx, const Tensor& x, const Tensor& pos, const 
 // dx = rotation by -angle of dout.
 void rope_backward(const Context& ctx, const Tensor& dout, const Tensor& pos, const Tensor& freqs,
                    Tensor& dx);
+// In place on the last Dr = 2 * freqs.size(0) elements of each (n, h) row of x (N, H, D): the
+// rope_forward (dir +1) or rope_backward (dir -1) of that tail, the rest untouched. MLA's
+// q = [q_nope | rope(q_pe)] and its gradient without splitting and concatenating the heads.
+void rope_tail_inplace(const Context& ctx, Tensor& x /*(N,H,D)*/, const Tensor& pos,
+                       const Tensor& freqs, int dir);
 
 // ---- head split / merge along the last dim: x (N, H, A+B) <-> a (N, H, A), b (N, H, B) ----------
 void split_last(const Context& ctx, const Tensor& x, Tensor& a, Tensor& b);

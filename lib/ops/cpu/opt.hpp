@@ -48,7 +48,7 @@ void rmsnorm_backward(const float* x, const float* g, const float* rstd, const f
 
 // ---- opt_rope.cpp ----
 void rope(const float* x, const int32_t* pos, const float* freqs, float* out, int64_t N,
-          int64_t H, int64_t Dr, int dir, int nt);
+          int64_t H, int64_t Dr, int dir, int nt, int64_t row = -1, int64_t off = 0);
 void split_last(const float* x, float* a, float* b, int64_t R, int64_t A, int64_t B, int nt);
 void concat_last(const float* a, const float* b, float* x, int64_t R, int64_t A, int64_t B, int nt);
 void broadcast_heads(const float* x, float* out, int64_t N, int64_t H, int64_t D, int nt);

@@ -10,8 +10,9 @@
 namespace ds::ops::opt {
 
 void rope(const float* x, const int32_t* pos, const float* freqs, float* out, int64_t N,
-          int64_t H, int64_t Dr, int dir, int nt) {
+          int64_t H, int64_t Dr, int dir, int nt, int64_t row, int64_t off) {
   const int64_t P = Dr / 2;
+  if (row < 0) row = Dr;
 #pragma omp parallel num_threads(par_threads(N * H * Dr, nt))
   {
     std::vector<float> cs(static_cast<size_t>(P)), sn(static_cast<size_t>(P));
@@ -23,8 +24,8 @@ void rope(const float* x, const int32_t* pos, const float* freqs, float* out, in
         sn[size_t(i)] = float(double(dir) * std::sin(double(ang)));
       }
       for (int64_t h = 0; h < H; ++h) {
-        const float* xp = x + (n * H + h) * Dr;
-        float* op = out + (n * H + h) * Dr;
+        const float* xp = x + (n * H + h) * row + off;
+        float* op = out + (n * H + h) * row + off;
         for (int64_t i = 0; i < P; ++i) {
           const float x0 = xp[2 * i], x1 = xp[2 * i + 1], c = cs[size_t(i)], s = sn[size_t(i)];
           op[2 * i] = x0 * c - x1 * s;

@@ -38,9 +38,12 @@ void rmsnorm_backward(const T* x /*(N,C)*/, const T* g /*(C)*/, const T* rstd /*
 // ---- RoPE and head layout (ref_rope.cpp) ----
 // Interleaved pairs; angle = float(pos) * freq rounded to FP32 (as R/HF build their table in
 // FP32), cos/sin evaluated in double. dir = +1 forward, -1 backward (rotation by -angle).
+// row, off: each (n, h) row of x and out holds `row` elements, the rotated ones at [off,
+// off + Dr) (default: rows of Dr, all rotated; ops::rope_inplace rotates a row's tail).
 template <class T>
 void rope(const T* x /*(N,H,Dr)*/, const int32_t* pos /*(N)*/, const float* freqs /*(Dr/2)*/,
-          T* out /*(N,H,Dr)*/, int64_t N, int64_t H, int64_t Dr, int dir);
+          T* out /*(N,H,Dr)*/, int64_t N, int64_t H, int64_t Dr, int dir, int64_t row = -1,
+          int64_t off = 0);
 template <class T>
 void split_last(const T* x /*(R,A+B)*/, T* a /*(R,A)*/, T* b /*(R,B)*/, int64_t R, int64_t A, int64_t B);
 template <class T>

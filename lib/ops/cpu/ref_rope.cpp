@@ -10,15 +10,16 @@ namespace ds::ops::ref {
 
 template <class T>
 void rope(const T* x, const int32_t* pos, const float* freqs, T* out, int64_t N, int64_t H,
-          int64_t Dr, int dir) {
+          int64_t Dr, int dir, int64_t row, int64_t off) {
   const int64_t P = Dr / 2;
+  if (row < 0) row = Dr;
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t i = 0; i < P; ++i) {
       float ang = float(pos[n]) * freqs[i];
       double c = std::cos(double(ang)), s = double(dir) * std::sin(double(ang));
       for (int64_t h = 0; h < H; ++h) {
-        const T* xp = x + (n * H + h) * Dr + 2 * i;
-        T* op = out + (n * H + h) * Dr + 2 * i;
+        const T* xp = x + (n * H + h) * row + off + 2 * i;
+        T* op = out + (n * H + h) * row + off + 2 * i;
         double x0 = double(xp[0]), x1 = double(xp[1]);
         op[0] = T(x0 * c - x1 * s);
         op[1] = T(x0 * s + x1 * c);
@@ -62,7 +63,7 @@ void sum_heads(const T* dout, T* dx, int64_t N, int64_t H, int64_t D) {
 
 #define DS_INST(T)                                                                            \
   template void rope<T>(const T*, const int32_t*, const float*, T*, int64_t, int64_t, int64_t, \
-                        int);                                                                 \
+                        int, int64_t, int64_t);                                               \
   template void split_last<T>(const T*, T*, T*, int64_t, int64_t, int64_t);                   \
   template void concat_last<T>(const T*, const T*, T*, int64_t, int64_t, int64_t);            \
   template void broadcast_heads<T>(const T*, T*, int64_t, int64_t, int64_t);                  \

@@ -50,6 +50,13 @@ void rope(const Context&, const Tensor& x, const Tensor& pos, const Tensor& freq
                      dir);
 }
 
+void rope_tail_inplace(const Context&, Tensor& x, const Tensor& pos, const Tensor& freqs,
+                       int dir) {   // shapes checked by ops::rope_tail_inplace
+  const int64_t D = x.size(2), Dr = 2 * freqs.numel();
+  ds::cuda::rope_f32(x.f32(), pos.i32(), freqs.f32(), x.f32(), x.size(0), x.size(1), Dr, dir, D,
+                     D - Dr);
+}
+
 void split_last(const Context&, const Tensor& x, Tensor& a, Tensor& b) {
   ds::cuda::split_last_f32(x.f32(), a.f32(), b.f32(), lead_rows(x), a.size(-1), b.size(-1));
 }

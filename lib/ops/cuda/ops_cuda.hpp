@@ -110,6 +110,8 @@ void moe_route_backward(const Context& ctx, const Tensor& scores, const Tensor& 
 double moe_balance_loss(const Context& ctx, const Tensor& scores, const Tensor& idx, int n_seq,
                         int seq_len, float alpha, Tensor& dscores);
 void moe_count(const Context& ctx, const Tensor& idx, Tensor& counts);
+void rope_tail_inplace(const Context& ctx, Tensor& x, const Tensor& pos, const Tensor& freqs,
+                       int dir);
 void moe_sort_pairs(const Context& ctx, const Tensor& idx, Tensor& counts, Tensor& pair_src,
                     Tensor& pair_tok, Tensor& pair_slot);
 void combine_pairs(const Context& ctx, const Tensor& src, const Tensor& slot, const Tensor& w,
