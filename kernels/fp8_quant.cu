@@ -485,14 +485,11 @@ void gather_rows_bf16(const float* src, int64_t n_src, const int32_t* rows, cons
   void* out = codes ? static_cast<void*>(out_codes) : static_cast<void*>(out_f32);
   const bool vec = C % 4 == 0 && bits(src) % 16 == 0 && bits(out) % (codes ? 8 : 16) == 0;
   const unsigned grid = grid_for(M, 8);   // 8 warps (rows) a block
-  if (vec && codes)
-    gather_rows_bf16_kernel<true, true><<<grid, 256, 0, stream()>>>(src, n_src, rows, w, out, M, C);
-  else if (vec)
-    gather_rows_bf16_kernel<true, false><<<grid, 256, 0, stream()>>>(src, n_src, rows, w, out, M, C);
-  else if (codes)
-    gather_rows_bf16_kernel<false, true><<<grid, 256, 0, stream()>>>(src, n_src, rows, w, out, M, C);
-  else
-    gather_rows_bf16_kernel<false, false><<<grid, 256, 0, stream()>>>(src, n_src, rows, w, out, M, C);
+  auto* kernel = vec ? (codes ? gather_rows_bf16_kernel<true, true>
+                              : gather_rows_bf16_kernel<true, false>)
+                     : (codes ? gather_rows_bf16_kernel<false, true>
+                              : gather_rows_bf16_kernel<false, false>);
+  kernel<<<grid, 256, 0, stream()>>>(src, n_src, rows, w, out, M, C);
   DS_CUDA_LAUNCHED();
 }
 

@@ -392,8 +392,8 @@ constexpr int kCombineMaxK = 16;   // pairs a token (DeepSeek-V3: 8); registers,
 // its slot among the token's valid slots (a slot outside [0, N*K) is skipped, as the CUDA
 // kernels do with bad indices; slots are distinct, and should two be equal the rows after the
 // first missing rank are skipped rather than read out of bounds), and every lane gathers the
-// rows and weights in rank order. Then lanes split the row's columns (4 at a time when VEC) and add the rows in that
-// order, w * x without FMA as the CPU's dst += w * x.
+// rows and weights in rank order. Then lanes split the row's columns (4 at a time when VEC)
+// and add the rows in that order, w * x without FMA as the CPU's dst += w * x.
 template <bool VEC>
 __global__ void combine_pairs_kernel(const float* __restrict__ src,
                                      const int32_t* __restrict__ slot,

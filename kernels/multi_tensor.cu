@@ -156,7 +156,8 @@ void bf16_round_multi(const float* const* xs, void* const* outs, bool codes, con
   if (chunks == 0) return;
   std::vector<RoundEntry> tab(static_cast<size_t>(count));
   for (int i = 0; i < count; ++i) {
-    const bool out_ok = codes ? (reinterpret_cast<uintptr_t>(outs[i]) & 7u) == 0 : aligned16(outs[i]);
+    const bool out_ok =
+        codes ? (reinterpret_cast<uintptr_t>(outs[i]) & 7u) == 0 : aligned16(outs[i]);
     tab[size_t(i)] = RoundEntry{xs[i], outs[i], ns[i], first[size_t(i)],
                                 aligned16(xs[i]) && out_ok};
   }

@@ -82,7 +82,8 @@ std::vector<Tensor> round_weights(const ops::Context& ctx, const std::vector<MLP
 // The same, kept in the step's operand cache when the context has one (the forward's
 // operands serve the backward; ops::OperandCache), keyed by the first expert's matrix.
 std::vector<Tensor> weights(const ops::Context& ctx, const std::vector<MLP>& experts, int which) {
-  if (!bf16_mode(ctx) || !ctx.operands || experts.empty()) return round_weights(ctx, experts, which);
+  if (!bf16_mode(ctx) || !ctx.operands || experts.empty())
+    return round_weights(ctx, experts, which);
   const MLP& m = experts.front();
   const Tensor& key = (which == 1 ? m.w1 : which == 2 ? m.w2 : m.w3).w->value;
   // kind 100 + which: apart from model::Linear's single-matrix entries (kind 0)

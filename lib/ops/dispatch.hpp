@@ -67,9 +67,9 @@ inline int nthreads(const Context& ctx) { return std::max(1, ctx.threads); }
 // Times one op into ctx.prof (no cost beyond a null check without a profiler): CPU ops by
 // the wall clock, GPU ops by two CUDA events on the stream (no synchronisation; see
 // ops::Profiler). `io` lists the operands whose bytes the op must move at least: each read or
-// written once (list a read-modify-write operand twice, nullptr for none); their sizes are taken when the scope
-// ends, so outputs the op allocates count. add_bytes adds what a list cannot say (a gather
-// reads only the rows it takes).
+// written once (list a read-modify-write operand twice, nullptr for none); their sizes are
+// taken when the scope ends, so outputs the op allocates count. add_bytes adds what a list
+// cannot say (a gather reads only the rows it takes).
 class Scope {
  public:
   Scope(const Context& ctx, const char* op, double flops = 0,

@@ -112,9 +112,11 @@ TEST_CASE("profiler: calls, seconds, GEMM FLOPs and operand bytes per op, famili
   CHECK(prof.bytes("gemm") == 2 * 4.0 * (8 * 4 + 4 * 5 + 8 * 5));
   CHECK(prof.bytes("elementwise") == 3 * 4.0 * (8 * 5));
   matmul(c, a, b, y, false, false, 1.0f, 1.0f);   // beta 1: y is read too
-  CHECK(prof.bytes("gemm") == 2 * 4.0 * (8 * 4 + 4 * 5 + 8 * 5) + 4.0 * (8 * 4 + 4 * 5 + 2 * 8 * 5));
+  CHECK(prof.bytes("gemm") ==
+        2 * 4.0 * (8 * 4 + 4 * 5 + 8 * 5) + 4.0 * (8 * 4 + 4 * 5 + 2 * 8 * 5));
   // a gather counts the rows it takes, not the whole source
-  Tensor src = rand_f32({100, 6}), rows = Tensor::empty({3}, DType::i32), dst = Tensor::empty({3, 6});
+  Tensor src = rand_f32({100, 6}), rows = Tensor::empty({3}, DType::i32);
+  Tensor dst = Tensor::empty({3, 6});
   for (int i = 0; i < 3; ++i) rows.i32()[i] = 10 * i;
   gather_rows(c, src, rows, dst);
   CHECK(prof.bytes("moe") == 3 * 4.0 + 2 * 4.0 * (3 * 6));

@@ -34,7 +34,8 @@ model::Batch batch(int64_t V, uint64_t seed) {
   model::Batch b;
   b.tokens = Tensor::empty({2, 17}, DType::i32);
   Rng rng(seed, 3);
-  for (int64_t i = 0; i < b.tokens.numel(); ++i) b.tokens.i32()[i] = int32_t(rng.below(uint64_t(V)));
+  for (int64_t i = 0; i < b.tokens.numel(); ++i)
+    b.tokens.i32()[i] = int32_t(rng.below(uint64_t(V)));
   return b;
 }
 
