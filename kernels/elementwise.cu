@@ -6,6 +6,7 @@
 // loops, 32-bit index arithmetic where the sizes allow it (64-bit division is emulated and
 // would make the layout copies ALU-bound). Semantics follow lib/ops/cpu/ref_*.cpp.
 #include <algorithm>
+#include <initializer_list>
 
 #include "kernels/common.cuh"
 #include "kernels/elementwise.cuh"
@@ -140,16 +141,29 @@ typename RedT<R>::T reduce(const float* x, int64_t n) {
 // ulps, and double exp would make this large tensor op compute-bound).
 __device__ __forceinline__ float sigmoidf(float g) { return 1.0f / (1.0f + expf(-g)); }
 
-__global__ void swiglu_fwd_kernel(const float* gate, const float* up, float* out, int64_t n,
+// Results stored as F32, or (CODES) as BF16 codes rounded like bf16_round: st_out4 / st_out1.
+template <bool CODES>
+__device__ __forceinline__ void st_out4(void* p, int64_t i, float4 v) {
+  if constexpr (CODES) store_bf16x4<true>(p, i, v);
+  else reinterpret_cast<float4*>(p)[i] = v;
+}
+template <bool CODES>
+__device__ __forceinline__ void st_out1(void* p, int64_t i, float v) {
+  if constexpr (CODES) static_cast<uint16_t*>(p)[i] = f32_to_bf16(v);
+  else static_cast<float*>(p)[i] = v;
+}
+
+template <bool CODES>
+__global__ void swiglu_fwd_kernel(const float* gate, const float* up, void* out, int64_t n,
                                   bool vec) {
   auto f = [](float g, float u) { return g * sigmoidf(g) * u; };
   flat_loop(
       n, vec,
       [&](int64_t i) {
         const float4 g = ld4(gate, i), u = ld4(up, i);
-        st4(out, i, make_float4(f(g.x, u.x), f(g.y, u.y), f(g.z, u.z), f(g.w, u.w)));
+        st_out4<CODES>(out, i, make_float4(f(g.x, u.x), f(g.y, u.y), f(g.z, u.z), f(g.w, u.w)));
       },
-      [&](int64_t i) { out[i] = f(gate[i], up[i]); });
+      [&](int64_t i) { st_out1<CODES>(out, i, f(gate[i], up[i])); });
 }
 
 __device__ __forceinline__ void swiglu_grad(float g, float u, float d, float& dg, float& du) {
@@ -158,8 +172,9 @@ __device__ __forceinline__ void swiglu_grad(float g, float u, float d, float& dg
   dg = d * u * s * (1.0f + g * (1.0f - s));
 }
 
+template <bool CODES>
 __global__ void swiglu_bwd_kernel(const float* gate, const float* up, const float* dout,
-                                  float* dgate, float* dup, int64_t n, bool vec) {
+                                  void* dgate, void* dup, int64_t n, bool vec) {
   flat_loop(
       n, vec,
       [&](int64_t i) {
@@ -169,14 +184,14 @@ __global__ void swiglu_bwd_kernel(const float* gate, const float* up, const floa
         swiglu_grad(g.y, u.y, d.y, dg.y, du.y);
         swiglu_grad(g.z, u.z, d.z, dg.z, du.z);
         swiglu_grad(g.w, u.w, d.w, dg.w, du.w);
-        st4(dgate, i, dg);
-        st4(dup, i, du);
+        st_out4<CODES>(dgate, i, dg);
+        st_out4<CODES>(dup, i, du);
       },
       [&](int64_t i) {
         float dg, du;
         swiglu_grad(gate[i], up[i], dout[i], dg, du);
-        dgate[i] = dg;
-        dup[i] = du;
+        st_out1<CODES>(dgate, i, dg);
+        st_out1<CODES>(dup, i, du);
       });
 }
 
@@ -353,6 +368,48 @@ __global__ void sum_heads_kernel(const VT* __restrict__ dout, VT* __restrict__ d
 
 inline bool fits31(int64_t n) { return n < (int64_t(1) << 31); }
 
+// MLA's keys and values in one pass: per (token, head) row, k = [kv[:Dn] | k_rot[token]],
+// v = kv[Dn:] (widths in VT units). Thread i covers element c of row r of the (Dn+Dr+Dv)-wide
+// concatenation of k's and v's rows.
+template <class VT, class I>
+__global__ void mla_kv_split_kernel(const VT* __restrict__ kv, const VT* __restrict__ krot,
+                                    VT* __restrict__ k, VT* __restrict__ v, I N, I H, I Dn, I Dr,
+                                    I Dv) {
+  const I W = Dn + Dr + Dv, total = N * H * W, stride = I(gridDim.x) * blockDim.x;
+  for (I i = I(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
+    const I r = i / W, c = i - r * W;
+    if (c < Dn) k[r * (Dn + Dr) + c] = kv[r * (Dn + Dv) + c];
+    else if (c < Dn + Dr) k[r * (Dn + Dr) + c] = krot[(r / H) * Dr + (c - Dn)];
+    else v[r * Dv + (c - Dn - Dr)] = kv[r * (Dn + Dv) + (c - Dr)];
+  }
+}
+
+// Its backward: dkv rows = [dk[:Dn] | dv] (F32, or BF16 codes when CODES), then dk_rot (N, Dr) =
+// the heads' dk[Dn:] summed in head order from zero (sum_heads' order: bit-identical).
+template <class VT, class I, bool CODES>
+__global__ void mla_kv_split_bwd_kernel(const VT* __restrict__ dk, const VT* __restrict__ dv,
+                                        void* __restrict__ dkv, VT* __restrict__ dkrot, I N, I H,
+                                        I Dn, I Dr, I Dv) {
+  const I W = Dn + Dv, rows = N * H * W, total = rows + N * Dr;
+  const I stride = I(gridDim.x) * blockDim.x;
+  for (I i = I(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
+    if (i < rows) {
+      const I r = i / W, c = i - r * W;
+      const VT x = c < Dn ? dk[r * (Dn + Dr) + c] : dv[r * Dv + (c - Dn)];
+      if constexpr (!CODES) static_cast<VT*>(dkv)[i] = x;
+      else if constexpr (sizeof(VT) == 16) store_bf16x4<true>(dkv, i, x);
+      else static_cast<uint16_t*>(dkv)[i] = f32_to_bf16(x);
+    } else {
+      const I j = i - rows, n = j / Dr, d = j - n * Dr;
+      const VT* p = dk + n * H * (Dn + Dr) + Dn + d;
+      VT acc = vzero<VT>();
+      for (I h = 0; h < H; ++h) acc = vadd(acc, p[h * (Dn + Dr)]);
+      dkrot[j] = acc;
+    }
+  }
+}
+
+
 }  // namespace
 
 // ---- launchers ------------------------------------------------------------------------------
@@ -378,22 +435,44 @@ int64_t count_nonfinite_f32(const float* x, int64_t n) {
   return int64_t(reduce<Red::nonfinite>(x, n));
 }
 
-void swiglu_forward_f32(const float* gate, const float* up, float* out, int64_t n) {
+namespace {
+// The float4 path needs 16-byte aligned inputs and outputs aligned to a 4-element group.
+bool out_aligned(const void* p, bool codes) {
+  return (reinterpret_cast<uintptr_t>(p) & (codes ? 7u : 15u)) == 0;
+}
+template <bool CODES>
+void swiglu_forward_launch(const float* gate, const float* up, void* out, int64_t n) {
   if (n <= 0) return;
-  const bool vec = aligned16(gate) && aligned16(up) && aligned16(out);
-  swiglu_fwd_kernel<<<flat_blocks(vec ? n / 4 + 1 : n), kThreads, 0, stream()>>>(gate, up, out,
-                                                                                  n, vec);
+  const bool vec = aligned16(gate) && aligned16(up) && out_aligned(out, CODES);
+  swiglu_fwd_kernel<CODES><<<flat_blocks(vec ? n / 4 + 1 : n), kThreads, 0, stream()>>>(
+      gate, up, out, n, vec);
   DS_CUDA_LAUNCHED();
 }
-
-void swiglu_backward_f32(const float* gate, const float* up, const float* dout, float* dgate,
-                         float* dup, int64_t n) {
+template <bool CODES>
+void swiglu_backward_launch(const float* gate, const float* up, const float* dout, void* dgate,
+                            void* dup, int64_t n) {
   if (n <= 0) return;
-  const bool vec = aligned16(gate) && aligned16(up) && aligned16(dout) && aligned16(dgate) &&
-                   aligned16(dup);
-  swiglu_bwd_kernel<<<flat_blocks(vec ? n / 4 + 1 : n), kThreads, 0, stream()>>>(
+  const bool vec = aligned16(gate) && aligned16(up) && aligned16(dout) &&
+                   out_aligned(dgate, CODES) && out_aligned(dup, CODES);
+  swiglu_bwd_kernel<CODES><<<flat_blocks(vec ? n / 4 + 1 : n), kThreads, 0, stream()>>>(
       gate, up, dout, dgate, dup, n, vec);
   DS_CUDA_LAUNCHED();
+}
+}  // namespace
+
+void swiglu_forward_f32(const float* gate, const float* up, float* out, int64_t n) {
+  swiglu_forward_launch<false>(gate, up, out, n);
+}
+void swiglu_forward_bf16(const float* gate, const float* up, uint16_t* out, int64_t n) {
+  swiglu_forward_launch<true>(gate, up, out, n);
+}
+void swiglu_backward_f32(const float* gate, const float* up, const float* dout, float* dgate,
+                         float* dup, int64_t n) {
+  swiglu_backward_launch<false>(gate, up, dout, dgate, dup, n);
+}
+void swiglu_backward_bf16(const float* gate, const float* up, const float* dout, uint16_t* dgate,
+                          uint16_t* dup, int64_t n) {
+  swiglu_backward_launch<true>(gate, up, dout, dgate, dup, n);
 }
 
 void gather_rows_f32(const float* src, int64_t n_src, const int32_t* rows, float* dst, int64_t M,
@@ -563,6 +642,68 @@ void sum_heads_f32(const float* dout, float* dx, int64_t N, int64_t H, int64_t D
           dout, dx, uint32_t(N), uint32_t(H), uint32_t(Dv));
     else
       sum_heads_kernel<float, int64_t><<<blocks, kThreads, 0, stream()>>>(dout, dx, N, H, Dv);
+  }
+  DS_CUDA_LAUNCHED();
+}
+
+namespace {
+// float4 when every width is a multiple of 4 and the pointers allow it (codes: 8 bytes).
+bool kv_vec(std::initializer_list<const void*> f32, const void* codes, int64_t Dn, int64_t Dr,
+            int64_t Dv) {
+  bool ok = Dn % 4 == 0 && Dr % 4 == 0 && Dv % 4 == 0;
+  for (const void* p : f32) ok = ok && aligned16(p);
+  return ok && (codes == nullptr || (reinterpret_cast<uintptr_t>(codes) & 7u) == 0);
+}
+template <class VT, class I>
+void kv_split(const float* kv, const float* krot, float* k, float* v, int64_t N, int64_t H,
+              int64_t Dn, int64_t Dr, int64_t Dv, int64_t V) {
+  mla_kv_split_kernel<VT, I><<<flat_blocks(N * H * (Dn + Dr + Dv) / V), kThreads, 0, stream()>>>(
+      reinterpret_cast<const VT*>(kv), reinterpret_cast<const VT*>(krot),
+      reinterpret_cast<VT*>(k), reinterpret_cast<VT*>(v), I(N), I(H), I(Dn / V), I(Dr / V),
+      I(Dv / V));
+}
+template <class VT, class I, bool CODES>
+void kv_split_bwd(const float* dk, const float* dv, void* dkv, float* dkrot, int64_t N, int64_t H,
+                  int64_t Dn, int64_t Dr, int64_t Dv, int64_t V) {
+  mla_kv_split_bwd_kernel<VT, I, CODES>
+      <<<flat_blocks((N * H * (Dn + Dv) + N * Dr) / V), kThreads, 0, stream()>>>(
+          reinterpret_cast<const VT*>(dk), reinterpret_cast<const VT*>(dv), dkv,
+          reinterpret_cast<VT*>(dkrot), I(N), I(H), I(Dn / V), I(Dr / V), I(Dv / V));
+}
+}  // namespace
+
+void mla_kv_split_f32(const float* kv, const float* krot, float* k, float* v, int64_t N,
+                      int64_t H, int64_t Dn, int64_t Dr, int64_t Dv) {
+  if (N <= 0 || H <= 0) return;
+  const bool vec = kv_vec({kv, krot, k, v}, nullptr, Dn, Dr, Dv);
+  const bool small = fits31(N * H * (Dn + Dr + Dv));
+  if (vec && small) kv_split<float4, uint32_t>(kv, krot, k, v, N, H, Dn, Dr, Dv, 4);
+  else if (vec) kv_split<float4, int64_t>(kv, krot, k, v, N, H, Dn, Dr, Dv, 4);
+  else if (small) kv_split<float, uint32_t>(kv, krot, k, v, N, H, Dn, Dr, Dv, 1);
+  else kv_split<float, int64_t>(kv, krot, k, v, N, H, Dn, Dr, Dv, 1);
+  DS_CUDA_LAUNCHED();
+}
+
+void mla_kv_split_backward_f32(const float* dk, const float* dv, float* dkv_f32,
+                               uint16_t* dkv_codes, float* dkrot, int64_t N, int64_t H,
+                               int64_t Dn, int64_t Dr, int64_t Dv) {
+  if (N <= 0 || H <= 0) return;
+  const bool codes = dkv_codes != nullptr;
+  void* dkv = codes ? static_cast<void*>(dkv_codes) : static_cast<void*>(dkv_f32);
+  const bool vec = codes ? kv_vec({dk, dv, dkrot}, dkv_codes, Dn, Dr, Dv)
+                         : kv_vec({dk, dv, dkrot, dkv_f32}, nullptr, Dn, Dr, Dv);
+  const bool small = fits31(N * H * (Dn + Dr + Dv));
+  const int64_t V = vec ? 4 : 1;
+  if (codes) {
+    if (vec && small) kv_split_bwd<float4, uint32_t, true>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
+    else if (vec) kv_split_bwd<float4, int64_t, true>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
+    else if (small) kv_split_bwd<float, uint32_t, true>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
+    else kv_split_bwd<float, int64_t, true>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
+  } else {
+    if (vec && small) kv_split_bwd<float4, uint32_t, false>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
+    else if (vec) kv_split_bwd<float4, int64_t, false>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
+    else if (small) kv_split_bwd<float, uint32_t, false>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
+    else kv_split_bwd<float, int64_t, false>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
   }
   DS_CUDA_LAUNCHED();
 }

@@ -23,6 +23,11 @@ int64_t count_nonfinite_f32(const float* x, int64_t n);
 void swiglu_forward_f32(const float* gate, const float* up, float* out, int64_t n);
 void swiglu_backward_f32(const float* gate, const float* up, const float* dout, float* dgate,
                          float* dup, int64_t n);
+// The same results written as BF16 codes (RNE, as ds::f32_to_bf16): the GEMM operands of the
+// next Linear straight from SwiGLU (bit for bit the F32 results rounded by bf16_round).
+void swiglu_forward_bf16(const float* gate, const float* up, uint16_t* out, int64_t n);
+void swiglu_backward_bf16(const float* gate, const float* up, const float* dout, uint16_t* dgate,
+                          uint16_t* dup, int64_t n);
 
 // ---- rows (embedding lookup and the MoE permutation) ----------------------------------------
 // dst (M, C) = src (n_src, C)[rows[m]]; a row with rows[m] outside [0, n_src) is zero-filled.
@@ -52,11 +57,23 @@ void concat_last_f32(const float* a, const float* b, float* x, int64_t R, int64_
 // out (N, H, D) = x (N, D) per head; dx (N, D) = sum_h dout (N, H, D) (heads in order, FP32).
 void broadcast_heads_f32(const float* x, float* out, int64_t N, int64_t H, int64_t D);
 void sum_heads_f32(const float* dout, float* dx, int64_t N, int64_t H, int64_t D);
+// MLA's keys and values from kv_b_proj's output kv (N, H, Dn+Dv) and the rotated shared rope
+// key k_rot (N, Dr): k (N, H, Dn+Dr) = [kv[.., :Dn] | k_rot], v (N, H, Dv) = kv[.., Dn:].
+void mla_kv_split_f32(const float* kv, const float* krot, float* k, float* v, int64_t N,
+                      int64_t H, int64_t Dn, int64_t Dr, int64_t Dv);
+// Its backward: dkv (N, H, Dn+Dv) = [dk[.., :Dn] | dv] into dkv_f32, or as BF16 codes into
+// dkv_codes (the other null); dk_rot (N, Dr) = sum over heads of dk[.., Dn:] in head order.
+void mla_kv_split_backward_f32(const float* dk, const float* dv, float* dkv_f32,
+                               uint16_t* dkv_codes, float* dkrot, int64_t N, int64_t H,
+                               int64_t Dn, int64_t Dr, int64_t Dv);
 
 // ---- RMSNorm and RoPE (kernels/norm_rope.cu) -------------------------------------------------
 // y (N, C) = x * rstd * g, rstd (N) = 1/sqrt(mean(x^2) + eps); statistics in double.
 void rmsnorm_forward_f32(const float* x, const float* g, float eps, float* y, float* rstd,
                          int64_t N, int64_t C);
+// The same with y as BF16 codes (RNE of the F32 result: the next GEMM's operand).
+void rmsnorm_forward_bf16(const float* x, const float* g, float eps, uint16_t* y, float* rstd,
+                          int64_t N, int64_t C);
 // dx (N, C) overwritten; dg (C) += sum_n dy * x * rstd (deterministic: per-block partials
 // reduced in a fixed order).
 void rmsnorm_backward_f32(const float* x, const float* g, const float* rstd, const float* dy,

@@ -51,15 +51,15 @@ inline int row_threads(int64_t Cv) {
 
 // ---- RMSNorm forward: one block per row (grid-stride over rows) --------------------------------
 // No __restrict__ on x/y: y may be x (each element is read before the same thread writes it).
-template <class VT>
+// CODES: y holds BF16 codes (RNE, as bf16_round of the F32 result; the next GEMM's operand).
+template <class VT, bool CODES>
 __global__ void rmsnorm_fwd_kernel(const float* x, const float* __restrict__ g, double eps,
-                                   float* y, float* __restrict__ rstd, int64_t N, int Cv, int C) {
+                                   void* y, float* __restrict__ rstd, int64_t N, int Cv, int C) {
   using V = Vec<VT>;
   __shared__ double sh[32];
   const VT* g4 = reinterpret_cast<const VT*>(g);
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     const VT* xr = reinterpret_cast<const VT*>(x + n * C);
-    VT* yr = reinterpret_cast<VT*>(y + n * C);
     double ss = 0;
     for (int c = threadIdx.x; c < Cv; c += blockDim.x) {
       const VT v = xr[c];
@@ -78,7 +78,13 @@ __global__ void rmsnorm_fwd_kernel(const float* x, const float* __restrict__ g, 
 #pragma unroll
       for (int j = 0; j < V::n; ++j)
         V::set(o, j, float(__dmul_rn(__dmul_rn(double(V::get(v, j)), r), double(V::get(gv, j)))));
-      yr[c] = o;
+      if constexpr (!CODES) {
+        reinterpret_cast<VT*>(static_cast<float*>(y) + n * C)[c] = o;
+      } else {
+        uint16_t* yr = static_cast<uint16_t*>(y) + n * C;
+        if constexpr (V::n == 4) store_bf16x4<true>(yr, c, o);
+        else yr[c] = f32_to_bf16(o);
+      }
     }
   }
 }
@@ -215,14 +221,14 @@ int max_smem_optin() {
   return v;
 }
 
-template <class VT>
-void rmsnorm_fwd_launch(const float* x, const float* g, float eps, float* y, float* rstd,
+template <class VT, bool CODES>
+void rmsnorm_fwd_launch(const float* x, const float* g, float eps, void* y, float* rstd,
                         int64_t N, int64_t C) {
   const int64_t Cv = C / Vec<VT>::n;
   const int threads = row_threads(Cv);
   const unsigned blocks = unsigned(std::min<int64_t>(N, 1 << 20));
-  rmsnorm_fwd_kernel<VT><<<blocks, threads, 0, stream()>>>(x, g, double(eps), y, rstd, N, int(Cv),
-                                                           int(C));
+  rmsnorm_fwd_kernel<VT, CODES><<<blocks, threads, 0, stream()>>>(x, g, double(eps), y, rstd, N,
+                                                                  int(Cv), int(C));
   DS_CUDA_LAUNCHED();
 }
 
@@ -258,9 +264,19 @@ void rmsnorm_forward_f32(const float* x, const float* g, float eps, float* y, fl
                          int64_t N, int64_t C) {
   if (N <= 0) return;
   if (C % 4 == 0 && aligned(x, 16) && aligned(g, 16) && aligned(y, 16))
-    rmsnorm_fwd_launch<float4>(x, g, eps, y, rstd, N, C);
+    rmsnorm_fwd_launch<float4, false>(x, g, eps, y, rstd, N, C);
   else
-    rmsnorm_fwd_launch<float>(x, g, eps, y, rstd, N, C);
+    rmsnorm_fwd_launch<float, false>(x, g, eps, y, rstd, N, C);
+}
+
+void rmsnorm_forward_bf16(const float* x, const float* g, float eps, uint16_t* y, float* rstd,
+                          int64_t N, int64_t C) {
+  if (N <= 0) return;
+  // rows of C % 4 == 0 codes start 8-byte aligned when y does
+  if (C % 4 == 0 && aligned(x, 16) && aligned(g, 16) && aligned(y, 8))
+    rmsnorm_fwd_launch<float4, true>(x, g, eps, y, rstd, N, C);
+  else
+    rmsnorm_fwd_launch<float, true>(x, g, eps, y, rstd, N, C);
 }
 
 void rmsnorm_backward_f32(const float* x, const float* g, const float* rstd, const float* dy,

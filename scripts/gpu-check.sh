@@ -79,7 +79,8 @@ NEW_FP8G_MODEL='*FP8 routed experts as grouped*'
 NEW_PROF='gpu profiler*'
 NEW_ATTN='gpu attention wgmma*'
 NEW_FUSED='fused:*'
-NEW_DEFAULT='gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*'
+NEW_DEFAULT='gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,layout: mla_kv_split*'
+NEW_OPERANDS='elementwise: swiglu with BF16*,elementwise: rmsnorm with BF16*,layout: mla_kv_split*'
 declare -A FILTER=(
   [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8G,$NEW_PROF,$NEW_ATTN,$NEW_FUSED,$NEW_DEFAULT"
   [ops-grouped]="--test-case=$NEW_GROUPED"
@@ -90,6 +91,7 @@ declare -A FILTER=(
   [ops-attn-wgmma]="--test-case=$NEW_ATTN"
   [ops-fused]="--test-case=$NEW_FUSED"
   [ops-new]="--test-case=$NEW_DEFAULT"
+  [ops-operands]="--test-case=$NEW_OPERANDS"
   [model]="--test-case-exclude=$NEW_FP8G_MODEL"
   [model-fp8-grouped]="--test-case=$NEW_FP8G_MODEL")
 # entries: binary[:filter][:variant]; variant kernel runs with DS_GROUPED_GEMM=kernel, unfused
@@ -100,11 +102,14 @@ declare -A FILTER=(
 # a fault in those paths from one elsewhere. ops:verified, the established suite, always runs
 # with DS_CUDA_FUSED=0 (the ops on the paths that ran on the H200, uploads as plain copies);
 # ops-new runs the tests of kernels changed since (4-wide BF16 rounding, the device-side pair
-# sort, the per-token combine, the RMSNorm weight-gradient reduction's wider lanes and the
-# RoPE kernel's row stride, neither of those two switchable) with the defaults, which the
-# later groups also use (staged uploads).
+# sort, the per-token combine, SwiGLU's and RMSNorm's BF16 outputs, MLA's one-pass keys, the
+# RMSNorm weight-gradient reduction's wider lanes and the RoPE kernel's row stride, neither
+# of those two switchable) with the defaults, which the later groups also use (staged
+# uploads); ops-operands:fallback runs the BF16-output and one-pass key tests again under
+# DS_CUDA_FUSED=0 (the fallbacks that model:unfused would use).
 MODEL_RC=0
 for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
+         ds_test_backend_ops:ops-operands:fallback \
          ds_test_backend_ops:ops-grouped ds_test_backend_ops:ops-multi \
          ds_test_backend_ops:ops-mla-bf16 ds_test_backend_ops:ops-fp8-grouped \
          ds_test_backend_ops:ops-profiler ds_test_backend_ops:ops-attn-wgmma \
@@ -116,6 +121,7 @@ for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
     *:kernel) g=kernel; t=${t%:kernel};;
     *:unfused) fused=0; t=${t%:unfused}; [ $MODEL_RC = 0 ] && continue;;
     *:verified) fused=0; t=${t%:verified};;
+    *:fallback) fused=0; t=${t%:fallback};;
   esac
   case $t in *:*) args=("${FILTER[${t#*:}]}"); t=${t%%:*};; esac
   name=${name//:/-}
@@ -146,10 +152,11 @@ for prec in bf16 fp8; do
   l=$(grep "^train step 1b $prec" "$O/bench_train.txt" | head -1 | sed 's/^train step 1b //')
   row "train step 1b $prec (ds)" INFO "${l:-failed, see bench_train.txt}"
 done
-# A failed step is run again with DS_CUDA_FUSED=0 (the per-tensor paths measured on the H200).
+# A failed step is run again with DS_CUDA_FUSED=0 (the per-tensor paths measured on the H200)
+# and every Linear rounding its own input (--share-inputs 0, as there).
 if ! grep -q "^train step 1b bf16" "$O/bench_train.txt"; then
   DS_CUDA_FUSED=0 timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 \
-    --precision bf16 --steps "$NS" --warmup 2 > "$O/bench_train_unfused.txt" 2>&1
+    --precision bf16 --share-inputs 0 --steps "$NS" --warmup 2 > "$O/bench_train_unfused.txt" 2>&1
   l=$(grep "^train step 1b bf16" "$O/bench_train_unfused.txt" | head -1 | sed 's/^train step 1b //')
   row "train step 1b bf16 (ds, unfused)" INFO "${l:-failed, see bench_train_unfused.txt}"
 fi

@@ -26,13 +26,17 @@ void Block::ffn_forward(const ops::Context& ctx, const Tensor& u, const SeqInfo&
 void Block::forward(const ops::Context& ctx, const Tensor& x, const SeqInfo& seq,
                     const MoEOptions& opt, Tensor& out, BlockSaved& s) const {
   Tensor a, f;                                           // (N, C) sub-layer outputs
+  // (N, C) a norm's output, written as the Linears' GEMM input where only Linears read it
+  // (gemm_input_empty); the sub-layers keep what their backward needs of it
+  Tensor xn = gemm_input_empty(ctx, x.shape());
   s.x = x;
-  attn_norm.forward(ctx, x, s.xn_attn, s.rstd_attn);
-  attn.forward(ctx, s.xn_attn, seq, a, s.attn);
+  attn_norm.forward(ctx, x, xn, s.rstd_attn);
+  attn.forward(ctx, xn, seq, a, s.attn);
   s.h = detail::empty_f32(ctx, x.shape());
   ops::add(ctx, x, a, s.h);                              // h = x + attn(attn_norm(x))
-  ffn_norm.forward(ctx, s.h, s.xn_ffn, s.rstd_ffn);
-  ffn_forward(ctx, s.xn_ffn, seq, opt, f, s);
+  xn = moe ? Tensor() : gemm_input_empty(ctx, x.shape());   // the router reads F32
+  ffn_norm.forward(ctx, s.h, xn, s.rstd_ffn);
+  ffn_forward(ctx, xn, seq, opt, f, s);
   if (!out.defined()) out = detail::empty_f32(ctx, x.shape());
   ops::add(ctx, s.h, f, out);                            // out = h + ffn(ffn_norm(h))
 }

@@ -53,7 +53,17 @@ using Fp8Operand = detail::Fp8Codes;
 
 // On the CPU the BF16-rounded values in F32 (its GEMM is FP32); on the GPU the BF16 codes
 // themselves, which the cuBLAS BF16 GEMM reads (the same values, half the bytes).
+// A gemm_input (BF16 codes) is such an operand already; the CPU widens it (exactly) to the F32
+// values its GEMM reads.
 Tensor bf16_values(const ops::Context& ctx, const Tensor& x) {
+  if (x.dtype() == DType::bf16) {
+    if (ctx.device != Device::cpu) return x;
+    Tensor out = detail::empty_f32(ctx, x.shape());
+    const uint16_t* xp = x.data<uint16_t>();
+    float* op = out.f32();
+    for (int64_t i = 0; i < x.numel(); ++i) op[i] = bf16_to_f32(xp[i]);
+    return out;
+  }
   Tensor out = ctx.device == Device::cpu ? detail::empty_f32(ctx, x.shape())
                                          : Tensor::empty(x.shape(), DType::bf16, ctx.device);
   ops::bf16_round(ctx, x, out);
@@ -105,7 +115,30 @@ void check_master(const Param& w, Path p) {
               p == Path::fp8 ? "FP8" : "BF16", dtype_name(w.value.dtype()));
 }
 
+// Only the bf16 path reads BF16 inputs (gemm_input makes them under bf16 GEMMs only).
+void check_input(const Param& w, Path p, const Tensor& x) {
+  DS_CHECK(p == Path::bf16 || x.dtype() == DType::f32, "{}: {} input to a {} GEMM", w.info.name,
+           dtype_name(x.dtype()), p == Path::fp8 ? "FP8" : "FP32");
+}
+
+bool shares_inputs(const ops::Context& ctx) {
+  if (ctx.linear.mode != ops::Precision::bf16) return false;
+  return ctx.linear.share_inputs > 0 || (ctx.linear.share_inputs < 0 && ctx.device != Device::cpu);
+}
+
 }  // namespace
+
+Tensor gemm_input(const ops::Context& ctx, const Tensor& x) {
+  if (!shares_inputs(ctx) || x.dtype() == DType::bf16) return x;
+  Tensor out = Tensor::empty(x.shape(), DType::bf16, ctx.device);   // codes, also on the CPU
+  ops::bf16_round(ctx, x, out);
+  return out;
+}
+
+Tensor gemm_input_empty(const ops::Context& ctx, const Shape& shape) {
+  return shares_inputs(ctx) ? Tensor::empty(shape, DType::bf16, ctx.device)
+                            : detail::empty_f32(ctx, shape);
+}
 
 Param& add_matrix(ParamStore& store, const std::string& name, int64_t out, int64_t in,
                   double init_std, bool fp8, int layer, int expert) {
@@ -139,6 +172,7 @@ void Linear::forward(const ops::Context& ctx, const Tensor& x, Tensor& y) const 
   DS_CHECK_SHAPE(x, {-1, in});
   if (!y.defined()) y = detail::empty_f32(ctx, {x.size(0), out});
   const Path p = path_of(ctx, *w);
+  check_input(*w, p, x);
   if (p == Path::fp32) {
     ops::linear_forward(ctx, x, w->value, y);
     return;
@@ -164,6 +198,7 @@ void Linear::backward(const ops::Context& ctx, const Tensor& x, const Tensor& dy
   Tensor none;
   if (want_dx && !dx.defined()) dx = detail::empty_f32(ctx, {x.size(0), in});
   const Path p = path_of(ctx, *w);
+  check_input(*w, p, x);
   if (p == Path::fp32) {
     ops::linear_backward(ctx, x, w->value, dy, want_dx ? dx : none, w->grad);
     return;

@@ -37,6 +37,7 @@ void MLA::forward_q(const ops::Context& ctx, const Tensor& x, const SeqInfo& seq
   Tensor qraw;                                             // (N, H*(Dn+Dr))
   if (Q > 0) {
     wq_a.forward(ctx, x, s.qa);
+    s.cq = gemm_input_empty(ctx, {N, Q});                 // q_norm writes wq_b's operand
     q_norm.forward(ctx, s.qa, s.cq, s.qa_rstd);
     wq_b.forward(ctx, s.cq, qraw);
   } else {
@@ -58,28 +59,27 @@ void MLA::forward_kv(const ops::Context& ctx, const Tensor& x, const SeqInfo& se
   Tensor ckv3 = s.ckv_raw.view({N, 1, R});
   ops::split_last(ctx, kva.view({N, 1, R + Dr}), ckv3, k_pe);
   ops::rope_forward(ctx, k_pe, seq.pos, seq.freqs, k_rot);
+  s.ckv = gemm_input_empty(ctx, {N, R});                   // kv_norm writes wkv_b's operand
   kv_norm.forward(ctx, s.ckv_raw, s.ckv, s.kv_rstd);
   Tensor kv;                                               // (N, H*(Dn+Dv))
   wkv_b.forward(ctx, s.ckv, kv);
-  Tensor k_nope = empty_f32(ctx, {N, H, Dn}), k_pe_h = empty_f32(ctx, {N, H, Dr});
-  s.v = empty_f32(ctx, {seq.B, seq.T, H, Dv});
-  Tensor v3 = s.v.view({N, H, Dv});
-  ops::split_last(ctx, kv.view({N, H, Dn + Dv}), k_nope, v3);
-  ops::broadcast_heads(ctx, k_rot.view({N, Dr}), k_pe_h);
   s.k = empty_f32(ctx, {seq.B, seq.T, H, Dn + Dr});
-  Tensor k3 = s.k.view({N, H, Dn + Dr});
-  ops::concat_last(ctx, k_nope, k_pe_h, k3);
+  s.v = empty_f32(ctx, {seq.B, seq.T, H, Dv});
+  Tensor k3 = s.k.view({N, H, Dn + Dr}), v3 = s.v.view({N, H, Dv});
+  ops::mla_kv_split(ctx, kv.view({N, H, Dn + Dv}), k_rot.view({N, Dr}), k3, v3);
 }
 
 void MLA::forward(const ops::Context& ctx, const Tensor& x, const SeqInfo& seq, Tensor& out,
                   MLASaved& s) const {
   DS_CHECK_SHAPE(x, {seq.B * seq.T, C});
-  s.x = x;
-  forward_q(ctx, x, seq, s);
-  forward_kv(ctx, x, seq, s);
+  s.x = gemm_input(ctx, x);   // one operand for wq_a / wq and wkv_a, forward and backward
+  forward_q(ctx, s.x, seq, s);
+  forward_kv(ctx, s.x, seq, s);
   s.o = empty_f32(ctx, {seq.B, seq.T, H, Dv});
   s.lse = empty_f32(ctx, {seq.B, H, seq.T});
   ops::attention_forward(ctx, s.q, s.k, s.v, seq.segments, softmax_scale, s.o, s.lse);
+  // o stays F32 for the attention's backward; wo rounds it per use (a BF16 copy kept as well
+  // would cost 2*H*Dv bytes a token, more than the C-wide inputs at DeepSeek-V3's shapes)
   wo.forward(ctx, s.o.view({seq.B * seq.T, H * Dv}), out);
 }
 
@@ -103,15 +103,13 @@ void MLA::backward_q(const ops::Context& ctx, const MLASaved& s, const SeqInfo& 
 void MLA::backward_kv(const ops::Context& ctx, const MLASaved& s, const SeqInfo& seq,
                       const Tensor& dk, const Tensor& dv, Tensor& dx) const {
   const int64_t N = seq.B * seq.T;
-  Tensor dk_nope = empty_f32(ctx, {N, H, Dn}), dk_pe_h = empty_f32(ctx, {N, H, Dr});
-  ops::split_last(ctx, dk.view({N, H, Dn + Dr}), dk_nope, dk_pe_h);
+  // dkv (N, H*(Dn+Dv)) in the form of wkv_b's GEMM operand (BF16 codes when inputs are shared)
+  Tensor dkv = gemm_input_empty(ctx, {N, H * (Dn + Dv)}), dkv3 = dkv.view({N, H, Dn + Dv});
   Tensor dk_rot = empty_f32(ctx, {N, Dr}), dk_pe = empty_f32(ctx, {N, 1, Dr});
-  ops::sum_heads(ctx, dk_pe_h, dk_rot);
+  ops::mla_kv_split_backward(ctx, dk.view({N, H, Dn + Dr}), dv.view({N, H, Dv}), dkv3, dk_rot);
   ops::rope_backward(ctx, dk_rot.view({N, 1, Dr}), seq.pos, seq.freqs, dk_pe);
-  Tensor dkv = empty_f32(ctx, {N, H, Dn + Dv});
-  ops::concat_last(ctx, dk_nope, dv.view({N, H, Dv}), dkv);
   Tensor dckv, dckv_raw;
-  wkv_b.backward(ctx, s.ckv, dkv.view({N, H * (Dn + Dv)}), dckv);
+  wkv_b.backward(ctx, s.ckv, dkv, dckv);
   kv_norm.backward(ctx, s.ckv_raw, s.kv_rstd, dckv, dckv_raw);
   Tensor dkva = empty_f32(ctx, {N, 1, R + Dr});
   ops::concat_last(ctx, dckv_raw.view({N, 1, R}), dk_pe, dkva);
@@ -120,9 +118,8 @@ void MLA::backward_kv(const ops::Context& ctx, const MLASaved& s, const SeqInfo&
 
 void MLA::backward(const ops::Context& ctx, const MLASaved& s, const SeqInfo& seq,
                    const Tensor& dout, Tensor& dx) const {
-  const int64_t N = seq.B * seq.T;
   Tensor dout_o;                                           // (N, H*Dv)
-  wo.backward(ctx, s.o.view({N, H * Dv}), dout, dout_o);
+  wo.backward(ctx, s.o.view({seq.B * seq.T, H * Dv}), dout, dout_o);
   Tensor dq = empty_f32(ctx, s.q.shape()), dk = empty_f32(ctx, s.k.shape());
   Tensor dv = empty_f32(ctx, s.v.shape());
   ops::attention_backward(ctx, s.q, s.k, s.v, seq.segments, softmax_scale, s.o, s.lse,

@@ -2,7 +2,7 @@
 // row is gathered once into the expert-sorted layout (N*K, C) (in bf16 mode straight into
 // the BF16 operand, gather_rows_bf16), each of the three projections
 // is one ops::grouped_matmul over all experts (cuBLAS grouped GEMM on the GPU), SwiGLU runs
-// once over all rows, and the weighted outputs are added back into their tokens once
+// once over all rows (on the GPU writing the BF16 operands of the next GEMMs itself), and the weighted outputs are added back into their tokens once
 // (combine_pairs: per token in the scatter's order, no atomics). The backward mirrors
 // it with grouped input-gradient and weight-gradient GEMMs. Same numbers as the per-expert loop
 // of moe.cpp (same operands, same precision rules as model::Linear for fp32 and bf16; only
@@ -27,12 +27,13 @@ Tensor operand_like(const ops::Context& ctx, const Shape& shape) {
   return ctx.device == Device::cpu ? detail::empty_f32(ctx, shape)
                                    : Tensor::empty(shape, DType::bf16, ctx.device);
 }
-// The GEMM operand of x: itself (fp32), or its BF16 values.
-Tensor operand(const ops::Context& ctx, const Tensor& x) {
-  if (!bf16_mode(ctx)) return x;
-  Tensor out = operand_like(ctx, x.shape());
-  ops::bf16_round(ctx, x, out);
-  return out;
+// An output that an op (SwiGLU) writes as a GEMM operand: in bf16 mode BF16 codes on the GPU,
+// written by the op itself, and F32 on the CPU, rounded by finish_operand (the same bits).
+Tensor operand_out(const ops::Context& ctx, const Shape& shape) {
+  return bf16_mode(ctx) ? operand_like(ctx, shape) : detail::empty_f32(ctx, shape);
+}
+void finish_operand(const ops::Context& ctx, Tensor& t) {
+  if (bf16_mode(ctx) && t.dtype() == DType::f32) ops::bf16_round(ctx, t, t);
 }
 // The GEMM operand of w[m] * x[rows[m]] (w undefined: x[rows[m]]) for the expert-sorted pair
 // rows: in bf16 mode gathered, weighted and rounded in one pass (gather_rows_bf16, the same
@@ -120,9 +121,9 @@ void MoE::routed_forward_grouped(const ops::Context& ctx, const Tensor& u, bool 
   s.g_h3 = detail::empty_f32(ctx, {NK, I});
   ops::grouped_matmul(ctx, s.g_x, weights(ctx, experts, 1), true, s.offsets, s.g_h1);
   ops::grouped_matmul(ctx, s.g_x, weights(ctx, experts, 3), true, s.offsets, s.g_h3);
-  Tensor act = detail::empty_f32(ctx, {NK, I});
-  ops::swiglu_forward(ctx, s.g_h1, s.g_h3, act);
-  s.g_act = operand(ctx, act);   // kept as the GEMM operand (BF16 on the GPU) for the backward
+  s.g_act = operand_out(ctx, {NK, I});   // the GEMM operand, kept for the backward
+  ops::swiglu_forward(ctx, s.g_h1, s.g_h3, s.g_act);
+  finish_operand(ctx, s.g_act);
   s.g_y = detail::empty_f32(ctx, {NK, C});
   ops::grouped_matmul(ctx, s.g_act, weights(ctx, experts, 2), true, s.offsets, s.g_y);
   add_to_tokens(ctx, s, s.g_y, s.gate.weights, s.pair_w, y);   // y += w * expert(u)
@@ -141,10 +142,12 @@ void MoE::routed_backward_grouped(const ops::Context& ctx, MoESaved& s, const Te
   ops::grouped_matmul(ctx, g, weights(ctx, experts, 2), false, s.offsets, dact);
   std::vector<Tensor> dw2 = grads(experts, 2);
   ops::grouped_matmul_wgrad(ctx, g, s.g_act, s.offsets, dw2);
-  Tensor dh1 = detail::empty_f32(ctx, {NK, I}), dh3 = detail::empty_f32(ctx, {NK, I});
-  ops::swiglu_backward(ctx, s.g_h1, s.g_h3, dact, dh1, dh3);
-  // gate_proj and up_proj: dx = dh1 @ W1 + dh3 @ W3 (W (I, C)), dW += dh^T x
-  const Tensor g1 = operand(ctx, dh1), g3 = operand(ctx, dh3);
+  // gate_proj and up_proj: dx = dh1 @ W1 + dh3 @ W3 (W (I, C)), dW += dh^T x, with dh1 and
+  // dh3 written by SwiGLU's backward as GEMM operands
+  Tensor g1 = operand_out(ctx, {NK, I}), g3 = operand_out(ctx, {NK, I});
+  ops::swiglu_backward(ctx, s.g_h1, s.g_h3, dact, g1, g3);
+  finish_operand(ctx, g1);
+  finish_operand(ctx, g3);
   Tensor dug = detail::empty_f32(ctx, {NK, C});
   ops::grouped_matmul(ctx, g1, weights(ctx, experts, 1), false, s.offsets, dug);
   ops::grouped_matmul(ctx, g3, weights(ctx, experts, 3), false, s.offsets, dug, 1.0f);

@@ -33,8 +33,9 @@ void MTPModule::forward(const ops::Context& ctx, const Embedding& embed, const T
   Tensor en, hn;                                          // (N, C)
   enorm.forward(ctx, s.e, en, s.e_rstd);
   hnorm.forward(ctx, s.hsel, hn, s.h_rstd);
-  s.cat = empty_f32(ctx, {N, 2 * C});
-  ops::concat_last(ctx, en, hn, s.cat);                   // embedding half first
+  Tensor cat = empty_f32(ctx, {N, 2 * C});
+  ops::concat_last(ctx, en, hn, cat);                     // embedding half first
+  s.cat = gemm_input(ctx, cat);
   eh_proj.forward(ctx, s.cat, s.hp);
   block.forward(ctx, s.hp, seq, opt, s.hb, s.block);
   norm.forward(ctx, s.hb, s.g, s.g_rstd);

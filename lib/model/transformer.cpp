@@ -169,10 +169,13 @@ double Transformer::head_loss(const ops::Context& ctx, Pass& p, const Tensor& g,
   const Tensor losses = empty_f32(ctx, {N});
   const int64_t rows = std::max<int64_t>(1, logit_chunk_ / std::max<int64_t>(1, V));
   if (p.train && N > rows && !dg.defined()) dg = empty_f32(ctx, {N, C});
+  // the head's operand, once for every chunk (a chunk's rows start at r0*C elements: 16-byte
+  // aligned BF16 rows for cuBLAS whenever C % 8 == 0, as in every preset)
+  const Tensor gin = gemm_input(ctx, g);
   for (int64_t r0 = 0; r0 < N; r0 += rows) {
     const int64_t r1 = std::min(N, r0 + rows);
     const bool whole = r0 == 0 && r1 == N;
-    const Tensor gc = whole ? g : g.slice0(r0, r1), tc = whole ? targets : targets.slice0(r0, r1);
+    const Tensor gc = whole ? gin : gin.slice0(r0, r1), tc = whole ? targets : targets.slice0(r0, r1);
     Tensor lc = whole ? losses : losses.slice0(r0, r1), logits;
     head_.forward(ctx, gc, logits);
     if (p.train)   // one fused pass; the logits buffer then holds dlogits (rows, V)
@@ -208,9 +211,10 @@ void Transformer::head_policy(const ops::Context& ctx, Pass& p, const Tensor& g,
   const Tensor targets = upload_i32(ctx, tgt, {N});
   const Tensor logp = empty_f32(ctx, {N}), lse = empty_f32(ctx, {N}), ent = empty_f32(ctx, {N});
   const int64_t rows = std::max<int64_t>(1, logit_chunk_ / std::max<int64_t>(1, V));
+  const Tensor gin = gemm_input(ctx, g);   // the head's operand, once for every chunk
   auto chunk = [&](int64_t r0, int64_t r1, Tensor& logits) {   // logits of rows [r0, r1)
     const bool whole = r0 == 0 && r1 == N;
-    head_.forward(ctx, whole ? g : g.slice0(r0, r1), logits);
+    head_.forward(ctx, whole ? gin : gin.slice0(r0, r1), logits);
   };
   Tensor logits;   // kept from the scoring pass when there is one chunk
   for (int64_t r0 = 0; r0 < N; r0 += rows) {
@@ -238,7 +242,7 @@ void Transformer::head_policy(const ops::Context& ctx, Pass& p, const Tensor& g,
       ops::token_logprob_backward(ctx, lc, targets.slice0(r0, r1), lse.slice0(r0, r1),
                                   dlogp.slice0(r0, r1), lc);   // (rows, V) dlogits in place
       Tensor dgc = whole ? dg : dg.slice0(r0, r1);
-      head_.backward(ctx, whole ? g : g.slice0(r0, r1), lc, dgc);
+      head_.backward(ctx, whole ? gin : gin.slice0(r0, r1), lc, dgc);
       if (whole) dg = dgc;
     }
   }

@@ -63,6 +63,18 @@ inline void cpu_only(const Context& ctx, const char* op, std::initializer_list<c
 }
 inline bool use_ref(const Context& ctx) { return ctx.impl == Impl::reference; }
 inline int nthreads(const Context& ctx) { return std::max(1, ctx.threads); }
+// CPU ops with BF16-code outputs (the next GEMM's operands): the F32 results go to
+// f32_target(out) (out itself when F32, else a temporary), then store_codes rounds them into
+// out (ds::f32_to_bf16, as bf16_round; nothing when out is F32).
+inline Tensor f32_target(const Tensor& out) {
+  return out.dtype() == DType::f32 ? out : Tensor::empty(out.shape(), DType::f32, out.device());
+}
+inline void store_codes(const Tensor& f, Tensor& out) {
+  if (out.dtype() != DType::bf16) return;
+  const float* fp = f.f32();
+  auto* op = out.data<uint16_t>();
+  for (int64_t i = 0; i < f.numel(); ++i) op[i] = f32_to_bf16(fp[i]);
+}
 
 // Times one op into ctx.prof (no cost beyond a null check without a profiler): CPU ops by
 // the wall clock, GPU ops by two CUDA events on the stream (no synchronisation; see

@@ -28,6 +28,8 @@ using detail::check_indices;
 using detail::nthreads;
 using detail::Scope;
 using detail::use_ref;
+using detail::f32_target;
+using detail::store_codes;
 
 // Rows = product of all dims but the last.
 int64_t lead(const Tensor& t) { return t.size(-1) ? t.numel() / t.size(-1) : 0; }
@@ -215,9 +217,13 @@ void rmsnorm_forward(const Context& ctx, const Tensor& x, const Tensor& g, float
   DS_CHECK_SHAPE(g, {C});
   DS_CHECK_SHAPE(y, {N, C});
   DS_CHECK_SHAPE(rstd, {N});
+  DS_CHECK(y.dtype() == DType::f32 || y.dtype() == DType::bf16,
+           "rmsnorm_forward: y must be F32 or BF16, got {}", dtype_name(y.dtype()));
   DS_CUDA_ROUTE(rmsnorm_forward, (ctx, x, g, eps, y, rstd));
-  if (use_ref(ctx)) ref::rmsnorm_forward(x.f32(), g.f32(), double(eps), y.f32(), rstd.f32(), N, C);
-  else opt::rmsnorm_forward(x.f32(), g.f32(), eps, y.f32(), rstd.f32(), N, C, nthreads(ctx));
+  const Tensor yf = f32_target(y);
+  if (use_ref(ctx)) ref::rmsnorm_forward(x.f32(), g.f32(), double(eps), yf.f32(), rstd.f32(), N, C);
+  else opt::rmsnorm_forward(x.f32(), g.f32(), eps, yf.f32(), rstd.f32(), N, C, nthreads(ctx));
+  store_codes(yf, y);
 }
 
 void rmsnorm_backward(const Context& ctx, const Tensor& x, const Tensor& g, const Tensor& rstd,
@@ -399,14 +405,31 @@ void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, co
 }
 
 // ---- SwiGLU --------------------------------------------------------------------------------
+namespace {
+// F32 inputs; outputs all F32, or all BF16 (the results' codes, the next GEMM's operands).
+void check_swiglu(const char* op, std::initializer_list<const Tensor*> in,
+                  std::initializer_list<const Tensor*> out) {
+  for (const Tensor* t : in)
+    DS_CHECK(t->dtype() == DType::f32, "{}: inputs must be F32, got {}", op,
+             dtype_name(t->dtype()));
+  const DType d = (*out.begin())->dtype();
+  for (const Tensor* t : out)
+    DS_CHECK(t->dtype() == d && (d == DType::f32 || d == DType::bf16),
+             "{}: outputs must be all F32 or all BF16, got {}", op, dtype_name(t->dtype()));
+}
+}  // namespace
+
 void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor& out) {
   check_devices(ctx, "swiglu_forward", {&gate, &up, &out});
   const Scope scope_(ctx, "swiglu_forward", 0, {&gate, &up, &out});
   DS_CHECK_SHAPE(up, gate.shape());
   DS_CHECK_SHAPE(out, gate.shape());
+  check_swiglu("swiglu_forward", {&gate, &up}, {&out});
   DS_CUDA_ROUTE(swiglu_forward, (ctx, gate, up, out));
-  if (use_ref(ctx)) ref::swiglu_forward(gate.f32(), up.f32(), out.f32(), gate.numel());
-  else opt::swiglu_forward(gate.f32(), up.f32(), out.f32(), gate.numel(), nthreads(ctx));
+  const Tensor o = f32_target(out);
+  if (use_ref(ctx)) ref::swiglu_forward(gate.f32(), up.f32(), o.f32(), gate.numel());
+  else opt::swiglu_forward(gate.f32(), up.f32(), o.f32(), gate.numel(), nthreads(ctx));
+  store_codes(o, out);
 }
 
 void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& dout,
@@ -414,12 +437,16 @@ void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, c
   check_devices(ctx, "swiglu_backward", {&gate, &up, &dout, &dgate, &dup});
   const Scope scope_(ctx, "swiglu_backward", 0, {&gate, &up, &dout, &dgate, &dup});
   for (const Tensor* t : std::initializer_list<const Tensor*>{&up, &dout, &dgate, &dup}) check_shape(*t, gate.shape(), "swiglu operand");
+  check_swiglu("swiglu_backward", {&gate, &up, &dout}, {&dgate, &dup});
   DS_CUDA_ROUTE(swiglu_backward, (ctx, gate, up, dout, dgate, dup));
+  const Tensor dg = f32_target(dgate), du = f32_target(dup);
   if (use_ref(ctx))
-    ref::swiglu_backward(gate.f32(), up.f32(), dout.f32(), dgate.f32(), dup.f32(), gate.numel());
+    ref::swiglu_backward(gate.f32(), up.f32(), dout.f32(), dg.f32(), du.f32(), gate.numel());
   else
-    opt::swiglu_backward(gate.f32(), up.f32(), dout.f32(), dgate.f32(), dup.f32(), gate.numel(),
+    opt::swiglu_backward(gate.f32(), up.f32(), dout.f32(), dg.f32(), du.f32(), gate.numel(),
                          nthreads(ctx));
+  store_codes(dg, dgate);
+  store_codes(du, dup);
 }
 
 // ---- cross-entropy -------------------------------------------------------------------------

@@ -21,7 +21,7 @@ std::string_view Profiler::family_of(std::string_view op) {
   if (starts("cross_entropy")) return "cross_entropy";
   if (starts("rmsnorm")) return "norm";
   if (starts("rope") || op == "split_last" || op == "concat_last" || op == "broadcast_heads" ||
-      op == "sum_heads" || op == "transpose")
+      op == "sum_heads" || op == "transpose" || starts("mla_kv_split"))
     return "rope_permute";
   if (starts("moe") || starts("gather_rows") || op == "scatter_add_rows" || op == "set_rows")
     return "moe";

@@ -114,6 +114,41 @@ inline double to_double(const Tensor& t, int64_t i) {
   }
 }
 
+// GPU copy of `host` whose data starts 4 bytes past a 16-byte boundary (misaligned for float4).
+inline Tensor upload_misaligned(Arena& ar, const Tensor& host) {
+  Tensor big = Tensor::empty({host.numel() + 1}, host.dtype());
+  const size_t es = dtype_size(host.dtype());
+  std::memset(big.raw(), 0, es);
+  std::memcpy(static_cast<char*>(big.raw()) + es, host.raw(), host.nbytes());
+  Tensor g = ar.upload(big);
+  return Tensor::borrow(static_cast<char*>(g.raw()) + es, host.shape(), host.dtype(), Device::cuda);
+}
+
+inline Tensor up(Arena& ar, const Tensor& host, bool misaligned = false) {
+  return misaligned ? upload_misaligned(ar, host) : ar.upload(host);
+}
+
+// Bitwise equality (NaNs equal to NaNs); reports the first mismatch.
+inline void expect_exact(const Tensor& got_any, const Tensor& want, const char* what) {
+  const Tensor got = got_any.device() == Device::cpu ? got_any : download(got_any);
+  REQUIRE(got.numel() == want.numel());
+  REQUIRE(got.dtype() == want.dtype());
+  const size_t es = dtype_size(want.dtype());
+  int64_t bad = 0, first = -1;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    const double g = to_double(got, i), w = to_double(want, i);
+    const bool same = std::memcmp(static_cast<const char*>(got.raw()) + size_t(i) * es,
+                                  static_cast<const char*>(want.raw()) + size_t(i) * es, es) == 0 ||
+                      (std::isnan(g) && std::isnan(w));
+    if (!same && bad++ == 0) first = i;
+  }
+  INFO(what << ": " << bad << " of " << want.numel() << " elements differ; first at " << first
+            << (first >= 0 ? " got " + std::to_string(to_double(got, first)) + " want " +
+                                 std::to_string(to_double(want, first))
+                           : std::string()));
+  CHECK(bad == 0);
+}
+
 struct Diff {
   double nmse = 0, max_abs = 0, max_rel = 0;
   int64_t nan_mismatch = 0, count = 0;

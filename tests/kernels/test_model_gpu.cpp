@@ -219,17 +219,23 @@ TEST_CASE("tiny model: a 30-step AdamW run on the GPU tracks the CPU run") {
 }
 
 // The step's BF16 weight operands kept from forward to backward (ops::OperandCache, as
-// train::make_context sets it on the GPU; cleared by apply_update): 4 bf16 steps with the
-// cache track 4 without it. Not bit for bit on the GPU (the embedding's gradient adds rows
-// with atomics); stale operands would show at the update's scale (lr 1e-2), far above 1e-4.
-TEST_CASE("tiny model: bf16 steps with the operand cache track steps without it") {
+// train::make_context sets it on the GPU; cleared by apply_update) and the activations' BF16
+// operands made once (model::gemm_input, the GPU's default): 4 bf16 steps with both track 4
+// with neither (every Linear rounding its own operands), with fewer BF16 roundings. Not bit
+// for bit on the GPU (the embedding's gradient adds rows with atomics); stale operands would
+// show at the update's scale (lr 1e-2), far above 1e-4.
+TEST_CASE("tiny model: bf16 steps with the operand cache and shared GEMM inputs track plain steps") {
   const ModelArgs a = preset("tiny");
   Side plain(a, Device::cuda), cached(a, Device::cuda);
   train::OptimizerOptions oo;
   train::AdamW op(plain.store, oo), oc(cached.store, oo);
-  const ops::Context cp = context(Device::cuda, ops::Precision::bf16);
+  ops::Context cp = context(Device::cuda, ops::Precision::bf16);
   ops::Context cc = cp;
+  cp.linear.share_inputs = 0;
   cc.operands = std::make_shared<ops::OperandCache>();
+  ops::Profiler pp, pc;   // the shared arm must round less: its sharing is on by default
+  cp.prof = &pp;
+  cc.prof = &pc;
   train::TrainerState sp, sc;
   for (int step = 1; step <= 4; ++step) {
     Batch b;
@@ -249,6 +255,13 @@ TEST_CASE("tiny model: bf16 steps with the operand cache track steps without it"
     train::apply_update(cc, *cached.model, oc, sc, ac, 1e-2, 1e-3, false, "run");
     CHECK(cc.operands->entries() == 0);
   }
+  auto roundings = [](const ops::Profiler& p) {
+    int64_t n = 0;
+    for (const auto& e : p.entries()) n += std::string(e.op).rfind("bf16_round", 0) == 0 ? e.calls : 0;
+    return n;
+  };
+  MESSAGE("bf16_round calls over 4 steps: ", roundings(pp), " plain, ", roundings(pc), " shared");
+  CHECK(roundings(pc) < roundings(pp));
 }
 
 namespace {

@@ -38,6 +38,34 @@ TEST_CASE("swiglu: optimized == reference (incl. NaN/inf positions); gradients")
   grad_check(u, loss, du, "swiglu dup");
 }
 
+// BF16 outputs (the next GEMM's operands): bf16_round of the F32 results, bit for bit, for
+// the reference and the optimised path; mixed output dtypes are refused.
+TEST_CASE("swiglu with BF16 outputs == bf16_round of the F32 outputs") {
+  for (const Context& c : {ref_ctx(), opt_ctx(2)}) {
+    const int64_t N = 37, I = 96;
+    Tensor g = rand_f32({N, I}, -6, 6), u = rand_f32({N, I}), d = rand_f32({N, I});
+    g.f32()[5] = NAN;
+    u.f32()[9] = INFINITY;
+    Tensor f = Tensor::empty({N, I}), dgf = Tensor::empty({N, I}), duf = Tensor::empty({N, I});
+    swiglu_forward(c, g, u, f);
+    swiglu_backward(c, g, u, d, dgf, duf);
+    Tensor b = Tensor::empty({N, I}, DType::bf16), dgb = Tensor::empty({N, I}, DType::bf16),
+           dub = Tensor::empty({N, I}, DType::bf16);
+    swiglu_forward(c, g, u, b);
+    swiglu_backward(c, g, u, d, dgb, dub);
+    for (auto [f32, codes] : {std::pair{&f, &b}, {&dgf, &dgb}, {&duf, &dub}}) {
+      Tensor want = Tensor::empty({N, I}, DType::bf16);
+      bf16_round(c, *f32, want);
+      CHECK(std::memcmp(codes->raw(), want.raw(), want.nbytes()) == 0);
+    }
+    Tensor mixed = Tensor::empty({N, I});
+    CHECK_THROWS_WITH_AS(swiglu_backward(c, g, u, d, dgb, mixed),
+                         doctest::Contains("all F32 or all BF16"), ds::Error);
+    CHECK_THROWS_WITH_AS(swiglu_forward(c, b, u, f), doctest::Contains("inputs must be F32"),
+                         ds::Error);
+  }
+}
+
 TEST_CASE("cross_entropy: optimized == reference, ignored rows, stability, gradient") {
   for (int64_t N : {1, 5, 33})
     for (int64_t V : {1, 2, 17, 1000}) {

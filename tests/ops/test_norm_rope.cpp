@@ -1,8 +1,11 @@
 // RMSNorm, interleaved RoPE and the head layout helpers: optimized vs reference on odd shapes
 // with guard rows, gradients vs finite differences in double, and semantic checks (RoPE pairs
 // (2i, 2i+1), identity at position 0, norm preservation, backward = inverse rotation).
+#include <cstring>
+
 #include "cpu/ref.hpp"
 #include "ds/core/error.hpp"
+#include "ds/ops/fp8.hpp"
 #include "ops_test_util.hpp"
 
 using namespace ds;
@@ -167,3 +170,57 @@ TEST_CASE("split_last / concat_last / broadcast_heads / sum_heads") {
                                         d.f32()[(1 * 3 + 2) * 7 + 1]));
   CHECK((o.intact() && s.intact()));
 }
+
+// mla_kv_split: the values of split_last, broadcast_heads and concat_last (forward), of
+// split_last, sum_heads and concat_last (backward), bit for bit, for the reference and the
+// optimised loops; dkv as BF16 codes equals bf16_round of the F32 dkv.
+TEST_CASE("mla_kv_split == split, broadcast, concat (bit for bit); backward == split, sum, concat") {
+  const int64_t N = 9, H = 5, Dn = 12, Dr = 6, Dv = 10;
+  const Tensor kv = rand_f32({N, H, Dn + Dv}), krot = rand_f32({N, Dr});
+  const Tensor dk = rand_f32({N, H, Dn + Dr}), dv = rand_f32({N, H, Dv});
+  for (const Context& c : {ref_ctx(), opt_ctx(2)}) {
+    Tensor kn = Tensor::empty({N, H, Dn}), kp = Tensor::empty({N, H, Dr});
+    Tensor want_k = Tensor::empty({N, H, Dn + Dr}), want_v = Tensor::empty({N, H, Dv});
+    split_last(c, kv, kn, want_v);
+    broadcast_heads(c, krot, kp);
+    concat_last(c, kn, kp, want_k);
+    Tensor k = Tensor::empty({N, H, Dn + Dr}), v = Tensor::empty({N, H, Dv});
+    mla_kv_split(c, kv, krot, k, v);
+    CHECK(std::memcmp(k.raw(), want_k.raw(), k.nbytes()) == 0);
+    CHECK(std::memcmp(v.raw(), want_v.raw(), v.nbytes()) == 0);
+
+    Tensor dkn = Tensor::empty({N, H, Dn}), dkp = Tensor::empty({N, H, Dr});
+    Tensor want_dkv = Tensor::empty({N, H, Dn + Dv}), want_dkr = Tensor::empty({N, Dr});
+    split_last(c, dk, dkn, dkp);
+    sum_heads(c, dkp, want_dkr);
+    concat_last(c, dkn, dv, want_dkv);
+    Tensor dkv = Tensor::empty({N, H, Dn + Dv}), dkr = Tensor::empty({N, Dr});
+    mla_kv_split_backward(c, dk, dv, dkv, dkr);
+    CHECK(std::memcmp(dkv.raw(), want_dkv.raw(), dkv.nbytes()) == 0);
+    CHECK(std::memcmp(dkr.raw(), want_dkr.raw(), dkr.nbytes()) == 0);
+    Tensor codes = Tensor::empty({N, H, Dn + Dv}, DType::bf16), want_codes = codes.clone();
+    mla_kv_split_backward(c, dk, dv, codes, dkr);
+    bf16_round(c, want_dkv, want_codes);
+    CHECK(std::memcmp(codes.raw(), want_codes.raw(), codes.nbytes()) == 0);
+  }
+  Tensor k = Tensor::empty({N, H, Dn + Dr + 1}), v = Tensor::empty({N, H, Dv});
+  CHECK_THROWS_WITH_AS(mla_kv_split(opt_ctx(), kv, krot, k, v), doctest::Contains("do not fit"),
+                       ds::Error);
+}
+
+// A BF16 y: the codes of the F32 y (bf16_round), bit for bit, and the same rstd.
+TEST_CASE("rmsnorm_forward with a BF16 y == bf16_round of the F32 y") {
+  for (const Context& c : {ref_ctx(), opt_ctx(2)}) {
+    const int64_t N = 11, C = 40;
+    const Tensor x = rand_f32({N, C}, -3, 3), g = rand_f32({C});
+    Tensor y = Tensor::empty({N, C}), r = Tensor::empty({N});
+    Tensor yc = Tensor::empty({N, C}, DType::bf16), rc = Tensor::empty({N});
+    rmsnorm_forward(c, x, g, 1e-6f, y, r);
+    rmsnorm_forward(c, x, g, 1e-6f, yc, rc);
+    Tensor want = Tensor::empty({N, C}, DType::bf16);
+    bf16_round(c, y, want);
+    CHECK(std::memcmp(yc.raw(), want.raw(), want.nbytes()) == 0);
+    CHECK(std::memcmp(rc.raw(), r.raw(), r.nbytes()) == 0);
+  }
+}
+

@@ -10,6 +10,7 @@
 
 #include <cstring>
 #include <memory>
+#include <string_view>
 
 #include "ds/core/rng.hpp"
 #include "ds/model/config.hpp"
@@ -42,11 +43,12 @@ model::Batch batch(int64_t V, uint64_t seed) {
 struct Run {
   std::vector<double> losses;
   std::unique_ptr<model::ParamStore> store;
+  int64_t roundings = 0;   // BF16 rounding op calls (bf16_round*) over the three steps
 };
 
 // mode 0: no cache; 1: the cache, through apply_update; 2: the cache, AdamW::step called
-// directly; 3: the cache, never cleared.
-Run train3(int mode, int grouped) {
+// directly; 3: the cache, never cleared. share: ctx.linear.share_inputs (0 or 1).
+Run train3(int mode, int grouped, int share = 0) {
   const model::ModelArgs a = args();
   Run r;
   r.store = std::make_unique<model::ParamStore>();
@@ -56,6 +58,9 @@ Run train3(int mode, int grouped) {
   m.set_grouped_experts(grouped);
   ops::Context ctx;
   ctx.linear.mode = ops::Precision::bf16;
+  ctx.linear.share_inputs = int8_t(share);
+  ops::Profiler prof;
+  ctx.prof = &prof;
   if (mode > 0) ctx.operands = std::make_shared<ops::OperandCache>();
   train::OptimizerOptions oo;
   oo.bf16_moments = false;
@@ -80,6 +85,8 @@ Run train3(int mode, int grouped) {
       if (mode == 1) CHECK(ctx.operands->entries() == 0);
     }
   }
+  for (const ops::Profiler::Entry& e : prof.entries())
+    if (std::string_view(e.op).substr(0, 10) == "bf16_round") r.roundings += e.calls;
   return r;
 }
 
@@ -108,5 +115,29 @@ TEST_CASE("operand cache: bf16 training with the step's cached weight operands i
     // never cleared: steps 2 and 3 run on step 1's weights, so something must differ
     CHECK(stale.losses[0] == plain.losses[0]);
     CHECK((stale.losses[1] != plain.losses[1] || !same_weights(*stale.store, *plain.store)));
+  }
+}
+
+// model::gemm_input (ctx.linear.share_inputs, on by default on the GPU): every activation that
+// feeds Linears rounded once and read by all of them, forward and backward (MLA's input, q and
+// kv latents and attention output, the MLPs' inputs and SwiGLU outputs, the heads' inputs, MTP's
+// eh_proj input). Forced on here, where the operands are rounded F32 copies: the same losses and
+// weights bit for bit as every Linear rounding its own input, with fewer rounding calls.
+TEST_CASE("shared GEMM inputs: bf16 training is bit-identical with fewer roundings") {
+  for (int grouped : {0, 1}) {
+    CAPTURE(grouped);
+    const Run plain = train3(0, grouped, 0), shared = train3(0, grouped, 1);
+    const Run both = train3(1, grouped, 1);   // with the weights' operand cache as on the GPU
+    REQUIRE(plain.losses.size() == 3);
+    for (size_t i = 0; i < 3; ++i) {
+      CHECK(shared.losses[i] == plain.losses[i]);
+      CHECK(both.losses[i] == plain.losses[i]);
+    }
+    CHECK(same_weights(*shared.store, *plain.store));
+    CHECK(same_weights(*both.store, *plain.store));
+    MESSAGE("bf16_round calls over 3 steps: ", plain.roundings, " each Linear rounding its input, ",
+            shared.roundings, " shared inputs, ", both.roundings, " with the weight cache too");
+    CHECK(shared.roundings < plain.roundings);
+    CHECK(both.roundings < shared.roundings);
   }
 }

@@ -13,11 +13,9 @@ namespace ds::model {
 
 struct BlockSaved {
   Tensor x;           // (N, C) block input
-  Tensor xn_attn;     // (N, C) attn_norm(x)
   Tensor rstd_attn;   // (N)
   MLASaved attn;
   Tensor h;           // (N, C) x + attn(...)
-  Tensor xn_ffn;      // (N, C) ffn_norm(h)
   Tensor rstd_ffn;    // (N)
   MLPSaved mlp;       // dense layers
   MoESaved moe;       // MoE layers

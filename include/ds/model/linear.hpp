@@ -18,6 +18,16 @@ Param& add_matrix(ParamStore& store, const std::string& name, int64_t out, int64
 // Registers an RMSNorm gain (C): no decay, initialised to 1.
 Param& add_norm_gain(ParamStore& store, const std::string& name, int64_t C, int layer);
 
+// x as the GEMMs of bf16 Linears read it, made once so that the Linears sharing an input and
+// their backward passes do not round it again (ctx.linear.share_inputs): under bf16 GEMMs on
+// the GPU its BF16 codes (the layer keeps these for the backward instead of the F32 x; the
+// CPU, when forced, widens them per use); x itself otherwise (fp32 and fp8 GEMMs read F32 inputs, FP8 quantises per use). A Linear
+// given such an input reads it as is (bf16 path only).
+Tensor gemm_input(const ops::Context& ctx, const Tensor& x);
+// An uninitialised tensor in gemm_input's form (BF16 when inputs are shared, else F32) for an
+// op that writes a Linear's input (or its output gradient) itself: SwiGLU, both directions.
+Tensor gemm_input_empty(const ops::Context& ctx, const Shape& shape);
+
 struct Linear {
   Param* w = nullptr;    // (out, in)
   int64_t in = 0, out = 0;
@@ -29,6 +39,7 @@ struct Linear {
   // ctx.linear (docs/model.md "Precision"): fp32 as given; bf16 rounded to BF16; fp8 (only
   // when w->info.fp8, else as bf16) y = Q_1x128(x) Q_128x128(w)^T, Q the E4M3 fake-quantisation
   // with the context's granularity (tile; tensor: one scale per operand) and scale format.
+  // x may be a BF16 gemm_input in bf16 mode (then backward takes the same tensor).
   void forward(const ops::Context& ctx, const Tensor& x /*(N,in)*/, Tensor& y /*(N,out)*/) const;
   // dx (N, in) = dy @ w (allocated when undefined; skipped when want_dx is false);
   // w.grad (F32) += dy^T @ x. bf16: all three operands rounded to BF16. fp8:

@@ -22,13 +22,13 @@ struct SeqInfo {
 };
 
 struct MLASaved {
-  Tensor x;         // (N, C) input (the block's attn_norm output)
+  Tensor x;         // (N, C) input (the block's attn_norm output) as gemm_input
   Tensor qa;        // (N, Q) wq_a x, before q_norm (q_lora_rank > 0 only)
   Tensor qa_rstd;   // (N)
-  Tensor cq;        // (N, Q) q_norm(qa)
+  Tensor cq;        // (N, Q) q_norm(qa) as gemm_input
   Tensor ckv_raw;   // (N, R) latent part of wkv_a x, before kv_norm
   Tensor kv_rstd;   // (N)
-  Tensor ckv;       // (N, R) kv_norm(ckv_raw)
+  Tensor ckv;       // (N, R) kv_norm(ckv_raw) as gemm_input
   Tensor q;         // (B, T, H, Dn+Dr) [q_nope | rope(q_pe)]
   Tensor k;         // (B, T, H, Dn+Dr) [k_nope | rope(k_pe) broadcast]
   Tensor v;         // (B, T, H, Dv)

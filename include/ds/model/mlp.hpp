@@ -10,10 +10,11 @@
 namespace ds::model {
 
 struct MLPSaved {
-  Tensor x;      // (N, C) input (shares storage with the caller's tensor)
+  Tensor x;      // (N, C) input as gemm_input (shares storage with the caller's tensor
+                 // unless that makes a BF16 operand)
   Tensor h1;     // (N, I) w1 x (gate)
   Tensor h3;     // (N, I) w3 x (up)
-  Tensor act;    // (N, I) silu(h1) * h3
+  Tensor act;    // (N, I) silu(h1) * h3 as gemm_input
 };
 
 struct MLP {

@@ -18,7 +18,7 @@ struct MTPSaved {
   Tensor e_rstd;    // (N')
   Tensor hsel;      // (N', C) g^{k-1}[sel]
   Tensor h_rstd;    // (N')
-  Tensor cat;       // (N', 2C) [enorm(e) ; hnorm(hsel)]
+  Tensor cat;       // (N', 2C) [enorm(e) ; hnorm(hsel)] as gemm_input
   Tensor hp;        // (N', C) eh_proj(cat), the block input
   BlockSaved block;
   Tensor hb;        // (N', C) block output

@@ -109,6 +109,13 @@ struct LinearPrecision {
   Precision mode = Precision::fp32;
   Fp8Granularity granularity = Fp8Granularity::tile;
   ScaleFormat scale_format = ScaleFormat::fp32;
+  // bf16 GEMMs: an activation that feeds Linears is rounded to its BF16 operand once
+  // (model::gemm_input), and the Linears sharing it and the backward pass read that operand,
+  // which is what the layer keeps for the backward (BF16 codes: half the bytes of the F32
+  // activation). -1 auto: on the GPU; 0 never (every Linear rounds its input per use, as the
+  // CPU does); 1 also on the CPU (BF16 codes there too, widened per use: the same numbers; for
+  // tests).
+  int8_t share_inputs = -1;
 };
 
 struct Context {
@@ -194,6 +201,8 @@ void embedding_backward(const Context& ctx, const Tensor& ids /*(N)*/, const Ten
                         Tensor& dtable /*(V,C) +=*/);
 
 // ---- RMSNorm: y = x * rstd * g, rstd = 1/sqrt(mean(x^2) + eps) -------------------------------
+// y F32, or BF16: then the results' codes (bf16_round of the F32 y, bit for bit; the next
+// Linear's operand, model::gemm_input_empty), written in the same pass on the GPU.
 void rmsnorm_forward(const Context& ctx, const Tensor& x /*(N,C)*/, const Tensor& g /*(C)*/, float eps,
                      Tensor& y /*(N,C)*/, Tensor& rstd /*(N)*/);
 void rmsnorm_backward(const Context& ctx, const Tensor& x, const Tensor& g, const Tensor& rstd,
@@ -219,6 +228,16 @@ void concat_last(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& x
 // Broadcast one shared head: out (N, H, D) = x (N, D) for every head; backward sums heads.
 void broadcast_heads(const Context& ctx, const Tensor& x /*(N,D)*/, Tensor& out /*(N,H,D)*/);
 void sum_heads(const Context& ctx, const Tensor& dout /*(N,H,D)*/, Tensor& dx /*(N,D)*/);
+// MLA's keys and values in one pass (what split_last, broadcast_heads and concat_last make):
+// k (N, H, Dn+Dr) = [kv[.., :Dn] | k_rot], v (N, H, Dv) = kv[.., Dn:], from kv_b_proj's output
+// kv (N, H, Dn+Dv) and the rotated shared rope key k_rot (N, Dr).
+void mla_kv_split(const Context& ctx, const Tensor& kv, const Tensor& k_rot, Tensor& k,
+                  Tensor& v);
+// Its backward: dkv (N, H, Dn+Dv) = [dk[.., :Dn] | dv], F32 or BF16 codes (kv_b_proj's GEMM
+// operand, bit for bit bf16_round of the F32 result), and dk_rot (N, Dr) = dk[.., Dn:] summed
+// over heads (sum_heads' sums, bit for bit).
+void mla_kv_split_backward(const Context& ctx, const Tensor& dk, const Tensor& dv, Tensor& dkv,
+                           Tensor& dk_rot);
 
 // ---- causal attention ---------------------------------------------------------------------
 // q, k: (B, T, H, Dk); v: (B, T, H, Dv); out: (B, T, H, Dv); lse: (B, H, T) log-sum-exp saved
@@ -231,6 +250,9 @@ void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, co
                         const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv);
 
 // ---- SwiGLU: out = silu(gate) * up ----------------------------------------------------------
+// F32 inputs. The outputs (out; dgate and dup) are all F32, or all BF16: then the results'
+// codes (RNE), bit for bit bf16_round of the F32 results, written in the same pass on the GPU
+// (the next Linear's operands, model::gemm_input).
 void swiglu_forward(const Context& ctx, const Tensor& gate /*(N,I)*/, const Tensor& up /*(N,I)*/,
                     Tensor& out /*(N,I)*/);
 void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& dout,

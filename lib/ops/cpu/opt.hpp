@@ -53,6 +53,10 @@ void split_last(const float* x, float* a, float* b, int64_t R, int64_t A, int64_
 void concat_last(const float* a, const float* b, float* x, int64_t R, int64_t A, int64_t B, int nt);
 void broadcast_heads(const float* x, float* out, int64_t N, int64_t H, int64_t D, int nt);
 void sum_heads(const float* dout, float* dx, int64_t N, int64_t H, int64_t D, int nt);
+void mla_kv_split(const float* kv, const float* krot, float* k, float* v, int64_t N, int64_t H,
+                  int64_t Dn, int64_t Dr, int64_t Dv, int nt);
+void mla_kv_split_backward(const float* dk, const float* dv, float* dkv, float* dkrot, int64_t N,
+                           int64_t H, int64_t Dn, int64_t Dr, int64_t Dv, int nt);
 
 // ---- opt_attention.cpp ----
 void attention_forward(const float* q, const float* k, const float* v, const int32_t* seg,

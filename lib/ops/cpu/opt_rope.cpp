@@ -72,4 +72,33 @@ void sum_heads(const float* dout, float* dx, int64_t N, int64_t H, int64_t D, in
   }
 }
 
+// MLA's keys and values: per token, its H rows copied and the rope key repeated (memcpy);
+// the backward's rope-key gradient summed over heads in head order, as sum_heads.
+void mla_kv_split(const float* kv, const float* krot, float* k, float* v, int64_t N, int64_t H,
+                  int64_t Dn, int64_t Dr, int64_t Dv, int nt) {
+#pragma omp parallel for num_threads(par_threads(N * H * (Dn + Dr + Dv), nt)) schedule(static)
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t r = n * H; r < (n + 1) * H; ++r) {
+      std::memcpy(k + r * (Dn + Dr), kv + r * (Dn + Dv), size_t(Dn) * sizeof(float));
+      std::memcpy(k + r * (Dn + Dr) + Dn, krot + n * Dr, size_t(Dr) * sizeof(float));
+      std::memcpy(v + r * Dv, kv + r * (Dn + Dv) + Dn, size_t(Dv) * sizeof(float));
+    }
+}
+
+void mla_kv_split_backward(const float* dk, const float* dv, float* dkv, float* dkrot, int64_t N,
+                           int64_t H, int64_t Dn, int64_t Dr, int64_t Dv, int nt) {
+#pragma omp parallel for num_threads(par_threads(N * H * (Dn + Dr + Dv), nt)) schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    float* d = dkrot + n * Dr;
+    for (int64_t e = 0; e < Dr; ++e) d[e] = 0.0f;
+    for (int64_t r = n * H; r < (n + 1) * H; ++r) {
+      std::memcpy(dkv + r * (Dn + Dv), dk + r * (Dn + Dr), size_t(Dn) * sizeof(float));
+      std::memcpy(dkv + r * (Dn + Dv) + Dn, dv + r * Dv, size_t(Dv) * sizeof(float));
+      const float* s = dk + r * (Dn + Dr) + Dn;
+#pragma omp simd
+      for (int64_t e = 0; e < Dr; ++e) d[e] += s[e];
+    }
+  }
+}
+
 }  // namespace ds::ops::opt

@@ -53,6 +53,13 @@ template <class T>
 void broadcast_heads(const T* x /*(N,D)*/, T* out /*(N,H,D)*/, int64_t N, int64_t H, int64_t D);
 template <class T>
 void sum_heads(const T* dout /*(N,H,D)*/, T* dx /*(N,D)*/, int64_t N, int64_t H, int64_t D);
+// k (N,H,Dn+Dr) = [kv (N,H,Dn+Dv)[..,:Dn] | krot (N,Dr)], v (N,H,Dv) = kv[..,Dn:]; backward.
+template <class T>
+void mla_kv_split(const T* kv, const T* krot, T* k, T* v, int64_t N, int64_t H, int64_t Dn,
+                  int64_t Dr, int64_t Dv);
+template <class T>
+void mla_kv_split_backward(const T* dk, const T* dv, T* dkv, T* dkrot, int64_t N, int64_t H,
+                           int64_t Dn, int64_t Dr, int64_t Dv);
 
 // ---- causal attention (ref_attention.cpp) ----
 struct AttnDims { int64_t B, T, H, Dk, Dv; };

@@ -61,13 +61,42 @@ void sum_heads(const T* dout, T* dx, int64_t N, int64_t H, int64_t D) {
     }
 }
 
+template <class T>
+void mla_kv_split(const T* kv, const T* krot, T* k, T* v, int64_t N, int64_t H, int64_t Dn,
+                  int64_t Dr, int64_t Dv) {
+  for (int64_t r = 0; r < N * H; ++r) {
+    for (int64_t i = 0; i < Dn; ++i) k[r * (Dn + Dr) + i] = kv[r * (Dn + Dv) + i];
+    for (int64_t i = 0; i < Dr; ++i) k[r * (Dn + Dr) + Dn + i] = krot[(r / H) * Dr + i];
+    for (int64_t i = 0; i < Dv; ++i) v[r * Dv + i] = kv[r * (Dn + Dv) + Dn + i];
+  }
+}
+
+template <class T>
+void mla_kv_split_backward(const T* dk, const T* dv, T* dkv, T* dkrot, int64_t N, int64_t H,
+                           int64_t Dn, int64_t Dr, int64_t Dv) {
+  for (int64_t r = 0; r < N * H; ++r) {
+    for (int64_t i = 0; i < Dn; ++i) dkv[r * (Dn + Dv) + i] = dk[r * (Dn + Dr) + i];
+    for (int64_t i = 0; i < Dv; ++i) dkv[r * (Dn + Dv) + Dn + i] = dv[r * Dv + i];
+  }
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t d = 0; d < Dr; ++d) {
+      T acc = 0;
+      for (int64_t h = 0; h < H; ++h) acc += dk[(n * H + h) * (Dn + Dr) + Dn + d];
+      dkrot[n * Dr + d] = acc;
+    }
+}
+
 #define DS_INST(T)                                                                            \
   template void rope<T>(const T*, const int32_t*, const float*, T*, int64_t, int64_t, int64_t, \
                         int, int64_t, int64_t);                                               \
   template void split_last<T>(const T*, T*, T*, int64_t, int64_t, int64_t);                   \
   template void concat_last<T>(const T*, const T*, T*, int64_t, int64_t, int64_t);            \
   template void broadcast_heads<T>(const T*, T*, int64_t, int64_t, int64_t);                  \
-  template void sum_heads<T>(const T*, T*, int64_t, int64_t, int64_t);
+  template void sum_heads<T>(const T*, T*, int64_t, int64_t, int64_t);                        \
+  template void mla_kv_split<T>(const T*, const T*, T*, T*, int64_t, int64_t, int64_t, int64_t, \
+                                int64_t);                                                      \
+  template void mla_kv_split_backward<T>(const T*, const T*, T*, T*, int64_t, int64_t, int64_t, \
+                                         int64_t, int64_t);
 DS_INST(float)
 DS_INST(double)
 #undef DS_INST

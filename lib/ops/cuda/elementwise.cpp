@@ -9,6 +9,7 @@
 #include "kernels/elementwise.cuh"
 #include "kernels/fp8_quant.cuh"
 #include "kernels/multi_tensor.cuh"
+#include "kernels/runtime.cuh"
 #include "ops_cuda.hpp"
 
 namespace ds::ops::cuda {
@@ -30,10 +31,20 @@ void embedding_backward(const Context&, const Tensor& ids, const Tensor& dout, T
 }
 
 // ---- RMSNorm -------------------------------------------------------------------------------
+// A BF16 y (codes, the next GEMM's operand) straight from the kernel; with DS_CUDA_FUSED=0 the
+// F32 kernel into a temporary, then bf16_round.
 void rmsnorm_forward(const Context&, const Tensor& x, const Tensor& g, float eps, Tensor& y,
                      Tensor& rstd) {
-  ds::cuda::rmsnorm_forward_f32(x.f32(), g.f32(), eps, y.f32(), rstd.f32(), x.size(0),
-                                x.size(1));
+  const int64_t N = x.size(0), C = x.size(1);
+  if (y.dtype() != DType::bf16) {
+    ds::cuda::rmsnorm_forward_f32(x.f32(), g.f32(), eps, y.f32(), rstd.f32(), N, C);
+  } else if (ds::cuda::fused_ops()) {
+    ds::cuda::rmsnorm_forward_bf16(x.f32(), g.f32(), eps, y.data<uint16_t>(), rstd.f32(), N, C);
+  } else {
+    const Tensor t = Tensor::empty(x.shape(), DType::f32, Device::cuda);
+    ds::cuda::rmsnorm_forward_f32(x.f32(), g.f32(), eps, t.f32(), rstd.f32(), N, C);
+    ds::cuda::bf16_round(t.f32(), nullptr, y.data<uint16_t>(), N * C);
+  }
 }
 
 void rmsnorm_backward(const Context&, const Tensor& x, const Tensor& g, const Tensor& rstd,
@@ -73,15 +84,52 @@ void sum_heads(const Context&, const Tensor& dout, Tensor& dx) {
   ds::cuda::sum_heads_f32(dout.f32(), dx.f32(), dout.size(0), dout.size(1), dout.size(2));
 }
 
+// mla_kv_split (forward and backward): shapes and dtypes checked by lib/ops/mla_kv.cpp.
+void mla_kv_split(const Context&, const Tensor& kv, const Tensor& k_rot, Tensor& k, Tensor& v) {
+  ds::cuda::mla_kv_split_f32(kv.f32(), k_rot.f32(), k.f32(), v.f32(), kv.size(0), kv.size(1),
+                             k.size(2) - k_rot.size(1), k_rot.size(1), v.size(2));
+}
+
+void mla_kv_split_backward(const Context&, const Tensor& dk, const Tensor& dv, Tensor& dkv,
+                           Tensor& dk_rot) {
+  const bool codes = dkv.dtype() == DType::bf16;
+  ds::cuda::mla_kv_split_backward_f32(dk.f32(), dv.f32(), codes ? nullptr : dkv.f32(),
+                                      codes ? dkv.data<uint16_t>() : nullptr, dk_rot.f32(),
+                                      dk.size(0), dk.size(1), dk.size(2) - dk_rot.size(1),
+                                      dk_rot.size(1), dv.size(2));
+}
+
 // ---- SwiGLU --------------------------------------------------------------------------------
+// BF16 outputs (codes, the next GEMM's operands) straight from the kernel; with
+// DS_CUDA_FUSED=0 the F32 kernel into a temporary, then bf16_round (the two ops it fuses).
 void swiglu_forward(const Context&, const Tensor& gate, const Tensor& up, Tensor& out) {
-  ds::cuda::swiglu_forward_f32(gate.f32(), up.f32(), out.f32(), gate.numel());
+  const int64_t n = gate.numel();
+  if (out.dtype() != DType::bf16) {
+    ds::cuda::swiglu_forward_f32(gate.f32(), up.f32(), out.f32(), n);
+  } else if (ds::cuda::fused_ops()) {
+    ds::cuda::swiglu_forward_bf16(gate.f32(), up.f32(), out.data<uint16_t>(), n);
+  } else {
+    const Tensor t = Tensor::empty(gate.shape(), DType::f32, Device::cuda);
+    ds::cuda::swiglu_forward_f32(gate.f32(), up.f32(), t.f32(), n);
+    ds::cuda::bf16_round(t.f32(), nullptr, out.data<uint16_t>(), n);
+  }
 }
 
 void swiglu_backward(const Context&, const Tensor& gate, const Tensor& up, const Tensor& dout,
                      Tensor& dgate, Tensor& dup) {
-  ds::cuda::swiglu_backward_f32(gate.f32(), up.f32(), dout.f32(), dgate.f32(), dup.f32(),
-                                gate.numel());
+  const int64_t n = gate.numel();
+  if (dgate.dtype() != DType::bf16) {
+    ds::cuda::swiglu_backward_f32(gate.f32(), up.f32(), dout.f32(), dgate.f32(), dup.f32(), n);
+  } else if (ds::cuda::fused_ops()) {
+    ds::cuda::swiglu_backward_bf16(gate.f32(), up.f32(), dout.f32(), dgate.data<uint16_t>(),
+                                   dup.data<uint16_t>(), n);
+  } else {
+    const Tensor tg = Tensor::empty(gate.shape(), DType::f32, Device::cuda);
+    const Tensor tu = Tensor::empty(gate.shape(), DType::f32, Device::cuda);
+    ds::cuda::swiglu_backward_f32(gate.f32(), up.f32(), dout.f32(), tg.f32(), tu.f32(), n);
+    ds::cuda::bf16_round(tg.f32(), nullptr, dgate.data<uint16_t>(), n);
+    ds::cuda::bf16_round(tu.f32(), nullptr, dup.data<uint16_t>(), n);
+  }
 }
 
 // ---- token permutation ---------------------------------------------------------------------

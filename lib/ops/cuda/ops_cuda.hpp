@@ -65,6 +65,9 @@ void split_last(const Context& ctx, const Tensor& x, Tensor& a, Tensor& b);
 void concat_last(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& x);
 void broadcast_heads(const Context& ctx, const Tensor& x, Tensor& out);
 void sum_heads(const Context& ctx, const Tensor& dout, Tensor& dx);
+void mla_kv_split(const Context& ctx, const Tensor& kv, const Tensor& k_rot, Tensor& k, Tensor& v);
+void mla_kv_split_backward(const Context& ctx, const Tensor& dk, const Tensor& dv, Tensor& dkv,
+                           Tensor& dk_rot);
 void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor& out);
 void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& dout,
                      Tensor& dgate, Tensor& dup);

@@ -1,0 +1,132 @@
+// The ops that write the next GEMM's operands or MLA's head layout in one pass, against the
+// CPU reference and against the ops they replace: SwiGLU and RMSNorm with BF16-code outputs,
+// and mla_kv_split forward/backward (F32 and BF16-code dkv), on aligned and misaligned
+// operands.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <string>
+#include <tuple>
+#include <utility>
+
+#include "gpu_harness.hpp"
+
+namespace ds::gpu_test {
+namespace {
+
+// SwiGLU writing BF16 codes (the next GEMM's operands, model::gemm_input_empty): bit for bit
+// the GPU's own F32 results rounded by bf16_round, aligned and on outputs 2 bytes past an
+// 8-byte boundary (the scalar path), and within the F32 tolerance of the CPU reference.
+TEST_CASE("elementwise: swiglu with BF16 outputs") {
+  for (int64_t n : {int64_t(1), int64_t(7), int64_t(333 * 17), int64_t((1 << 20) + 3)}) {
+    for (int64_t off : {0, 1, 4}) {   // codes 0, 2 (scalar path) and 8 bytes past alignment
+      CAPTURE(n);
+      CAPTURE(off);
+      Arena ar;
+      const Tensor gate = rand_f32({n}, -8, 8), upv = rand_f32({n}, -2, 2), dout = rand_f32({n});
+      Tensor gg = up(ar, gate), gu = up(ar, upv), gd = up(ar, dout);
+      Tensor f = ar.empty({n}), dgf = ar.empty({n}), duf = ar.empty({n});
+      ops::swiglu_forward(gpu(), gg, gu, f);
+      ops::swiglu_backward(gpu(), gg, gu, gd, dgf, duf);
+      auto codes = [&] { return ar.empty({n + off}, DType::bf16).slice0(off, n + off); };
+      Tensor c = codes(), dgc = codes(), duc = codes();
+      ops::swiglu_forward(gpu(), gg, gu, c);
+      ops::swiglu_backward(gpu(), gg, gu, gd, dgc, duc);
+      const std::pair<Tensor*, Tensor*> pairs[] = {{&f, &c}, {&dgf, &dgc}, {&duf, &duc}};
+      const char* names[] = {"swiglu out codes", "swiglu dgate codes", "swiglu dup codes"};
+      for (int i = 0; i < 3; ++i) {
+        Tensor want = Tensor::empty({n}, DType::bf16);
+        ops::bf16_round(cpu_ref(), download(*pairs[i].first), want);
+        expect_exact(*pairs[i].second, want, names[i]);
+      }
+      Tensor out = Tensor::empty({n});
+      ops::swiglu_forward(cpu_ref(), gate, upv, out);
+      Tensor widened = Tensor::empty({n});
+      const Tensor hc = download(c);
+      for (int64_t i = 0; i < n; ++i) widened.f32()[i] = bf16_to_f32(hc.data<uint16_t>()[i]);
+      expect_close(widened, out, 1e-5, "swiglu out codes vs reference");
+      CHECK(ar.check());
+    }
+  }
+}
+
+// RMSNorm writing BF16 codes (MLA's inputs and latents, the dense FFN's input): bit for bit the
+// GPU's own F32 output rounded by bf16_round, with the same rstd; rows of C % 4 == 0 (the
+// 4-wide path, incl. DeepSeek-V3's 7168) and odd C, and codes 2 bytes past alignment.
+TEST_CASE("elementwise: rmsnorm with BF16 output") {
+  for (auto [N, C] : {std::pair<int64_t, int64_t>{1, 7}, {33, 1024}, {5, 7168}, {17, 384}}) {
+    for (int64_t off : {0, 1, 4}) {   // codes 0, 2 (scalar path) and 8 bytes past alignment
+      CAPTURE(N);
+      CAPTURE(C);
+      CAPTURE(off);
+      Arena ar;
+      const Tensor x = rand_f32({N, C}, -3, 3), g = rand_f32({C}, 0.5f, 1.5f);
+      Tensor gx = up(ar, x), gg = up(ar, g);
+      Tensor yf = ar.empty({N, C}), rf = ar.empty({N}), rc = ar.empty({N});
+      ops::rmsnorm_forward(gpu(), gx, gg, 1e-6f, yf, rf);
+      Tensor yc = ar.empty({N * C + off}, DType::bf16).slice0(off, N * C + off).view({N, C});
+      ops::rmsnorm_forward(gpu(), gx, gg, 1e-6f, yc, rc);
+      Tensor want = Tensor::empty({N, C}, DType::bf16);
+      ops::bf16_round(cpu_ref(), download(yf), want);
+      expect_exact(yc, want, "rmsnorm codes");
+      expect_exact(rc, download(rf), "rmsnorm rstd");
+      Tensor ref = Tensor::empty({N, C}), rr = Tensor::empty({N});
+      ops::rmsnorm_forward(cpu_ref(), x, g, 1e-6f, ref, rr);
+      Tensor widened = Tensor::empty({N, C});
+      const Tensor hc = download(yc);
+      for (int64_t i = 0; i < N * C; ++i) widened.f32()[i] = bf16_to_f32(hc.data<uint16_t>()[i]);
+      expect_close(widened, ref, 1e-5, "rmsnorm codes vs reference");
+      CHECK(ar.check());
+    }
+  }
+}
+
+// MLA's keys and values in one pass: k, v, dkv and dk_rot bit for bit equal to the CPU
+// reference (copies, and the head sums in the same order), dkv also as BF16 codes; odd widths
+// (the scalar path), the 1b preset's head dims, and operands past alignment. The 64-bit index
+// variants (more than 2^31 elements) are not exercised.
+TEST_CASE("layout: mla_kv_split forward/backward") {
+  using Dims = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>;   // N, H, Dn, Dr, Dv
+  for (auto [N, H, Dn, Dr, Dv] : {Dims{5, 3, 8, 4, 8}, Dims{7, 2, 6, 2, 5},
+                                  Dims{333, 16, 64, 32, 64}, Dims{1, 1, 4, 4, 4}}) {
+    for (bool mis : {false, true}) {
+      CAPTURE(N);
+      CAPTURE(H);
+      CAPTURE(Dn);
+      CAPTURE(mis);
+      Arena ar;
+      const Tensor kv = rand_f32({N, H, Dn + Dv}), krot = rand_f32({N, Dr});
+      const Tensor dk = rand_f32({N, H, Dn + Dr}), dv = rand_f32({N, H, Dv});
+      Tensor k = Tensor::empty({N, H, Dn + Dr}), v = Tensor::empty({N, H, Dv});
+      Tensor dkv = Tensor::empty({N, H, Dn + Dv}), dkr = Tensor::empty({N, Dr});
+      Tensor dkv_codes = Tensor::empty({N, H, Dn + Dv}, DType::bf16);
+      Tensor dkr2 = Tensor::empty({N, Dr});
+      ops::mla_kv_split(cpu_ref(), kv, krot, k, v);
+      ops::mla_kv_split_backward(cpu_ref(), dk, dv, dkv, dkr);
+      ops::mla_kv_split_backward(cpu_ref(), dk, dv, dkv_codes, dkr2);
+      Tensor gkv = up(ar, kv, mis), gkr = up(ar, krot, mis), gdk = up(ar, dk, mis),
+             gdv = up(ar, dv, mis);
+      // outputs: aligned, or 4 bytes (F32) / 2 bytes (codes) past alignment when mis
+      auto out = [&](const Shape& sh, DType dt = DType::f32) {
+        const int64_t n = shape_numel(sh), o = mis ? 1 : 0;
+        return ar.empty({n + o}, dt).slice0(o, n + o).view(sh);
+      };
+      Tensor gk = out({N, H, Dn + Dr}), gv = out({N, H, Dv});
+      Tensor gdkv = out({N, H, Dn + Dv}), gdkr = out({N, Dr});
+      Tensor gcodes = out({N, H, Dn + Dv}, DType::bf16), gdkr2 = out({N, Dr});
+      ops::mla_kv_split(gpu(), gkv, gkr, gk, gv);
+      ops::mla_kv_split_backward(gpu(), gdk, gdv, gdkv, gdkr);
+      ops::mla_kv_split_backward(gpu(), gdk, gdv, gcodes, gdkr2);
+      expect_exact(gk, k, "k");
+      expect_exact(gv, v, "v");
+      expect_exact(gdkv, dkv, "dkv");
+      expect_exact(gdkr, dkr, "dk_rot");
+      expect_exact(gcodes, dkv_codes, "dkv codes");
+      expect_exact(gdkr2, dkr, "dk_rot (codes run)");
+      CHECK(ar.check());
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ds::gpu_test
