@@ -107,6 +107,7 @@ struct RowArgs {
   float* lse;               // (N) or null
   float* ent;               // (N) or null (ENT)
   float* dx;                // (N, V) (GRAD); may equal x
+  uint16_t* dxc;            // (N, V) (GRAD with CODES): the gradient as BF16 codes instead
 };
 
 // Loads of VEC consecutive floats (VEC = 4 needs V % 4 == 0 and 16-byte aligned rows).
@@ -140,16 +141,30 @@ __device__ __forceinline__ void zero_row(float* d, int V) {
   T* d4 = reinterpret_cast<T*>(d);
   for (int i = threadIdx.x; i < V / VEC; i += blockDim.x) d4[i] = z;
 }
+__device__ __forceinline__ void zero_row_codes(uint16_t* d, int V) {
+  for (int i = threadIdx.x; i < V; i += blockDim.x) d[i] = 0;
+}
+// Element group i of a gradient row: F32, or (CODES) BF16 codes rounded as bf16_round (VEC 4:
+// one 8-byte store; the rows of V % 4 == 0 codes start 8-byte aligned when the buffer does).
+template <int VEC, bool CODES>
+__device__ __forceinline__ void store_grad(float* d, uint16_t* dc, int i,
+                                           const typename Vec<VEC>::T& o) {
+  if constexpr (!CODES) reinterpret_cast<typename Vec<VEC>::T*>(d)[i] = o;
+  else if constexpr (VEC == 4) store_bf16x4<true>(dc, i, o);
+  else dc[i] = f32_to_bf16(o);
+}
 
-// One block per row: statistics pass, per-row outputs, then (GRAD) the gradient pass.
-template <int VEC, bool ENT, bool GRAD>
+// One block per row: statistics pass, per-row outputs, then (GRAD) the gradient pass, into
+// dx or (CODES) dxc.
+template <int VEC, bool ENT, bool GRAD, bool CODES = false>
 __global__ void __launch_bounds__(1024) row_softmax_kernel(RowArgs a) {
   using T = typename Vec<VEC>::T;
   __shared__ Stats sh[33];
   const int V = a.V, nv = a.V / VEC;
   for (int64_t n = blockIdx.x; n < a.N; n += gridDim.x) {
     const float* r = a.x + n * V;
-    float* d = GRAD ? a.dx + n * V : nullptr;
+    float* d = GRAD && !CODES ? a.dx + n * V : nullptr;
+    uint16_t* dc = GRAD && CODES ? a.dxc + n * V : nullptr;
     const int32_t t = a.tg[n];
     if (t < 0 || t >= V) {   // ignored (or bad) target: uniform over the block
       if (threadIdx.x == 0) {
@@ -158,7 +173,8 @@ __global__ void __launch_bounds__(1024) row_softmax_kernel(RowArgs a) {
         if (a.lse) a.lse[n] = 0.f;
         if (ENT && a.ent) a.ent[n] = 0.f;
       }
-      if (GRAD) zero_row<VEC>(d, V);
+      if (GRAD && CODES) zero_row_codes(dc, V);
+      else if (GRAD) zero_row<VEC>(d, V);
       continue;
     }
     const float xt = r[t];   // read before d (maybe r itself) is overwritten
@@ -181,7 +197,6 @@ __global__ void __launch_bounds__(1024) row_softmax_kernel(RowArgs a) {
     }
     if (GRAD) {
       const float scale = a.scale;
-      T* d4 = reinterpret_cast<T*>(d);
       for (int i = threadIdx.x; i < nv; i += blockDim.x) {
         const T v = r4[i];
         T o;
@@ -191,29 +206,30 @@ __global__ void __launch_bounds__(1024) row_softmax_kernel(RowArgs a) {
           const float arg = (Vec<VEC>::get(v, c) - m) - lz;
           Vec<VEC>::set(o, c, (i * VEC + c == t ? expm1f(arg) : expf(arg)) * scale);
         }
-        d4[i] = o;
+        store_grad<VEC, CODES>(d, dc, i, o);
       }
     }
   }
 }
 
-// dlogits = dlogp * (onehot - exp(x - lse)); one block per row.
-template <int VEC>
+// dlogits = dlogp * (onehot - exp(x - lse)); one block per row; into dx or (CODES) dxc.
+template <int VEC, bool CODES>
 __global__ void __launch_bounds__(1024)
     logprob_backward_kernel(const float* x, const int32_t* tg, const float* lse,
-                            const float* dlogp, int64_t N, int V, float* dx) {
+                            const float* dlogp, int64_t N, int V, float* dx, uint16_t* dxc) {
   using T = typename Vec<VEC>::T;
   const int nv = V / VEC;
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
-    float* d = dx + n * V;
+    float* d = CODES ? nullptr : dx + n * V;
+    uint16_t* dc = CODES ? dxc + n * V : nullptr;
     const int32_t t = tg[n];
     if (t < 0 || t >= V) {
-      zero_row<VEC>(d, V);
+      if (CODES) zero_row_codes(dc, V);
+      else zero_row<VEC>(d, V);
       continue;
     }
     const float c = dlogp[n], l = lse[n];
     const T* r4 = reinterpret_cast<const T*>(x + n * V);
-    T* d4 = reinterpret_cast<T*>(d);
     for (int i = threadIdx.x; i < nv; i += blockDim.x) {
       const T v = r4[i];
       T o;
@@ -222,7 +238,7 @@ __global__ void __launch_bounds__(1024)
         const float p = expf(Vec<VEC>::get(v, k) - l);
         Vec<VEC>::set(o, k, c * ((i * VEC + k == t ? 1.f : 0.f) - p));
       }
-      d4[i] = o;
+      store_grad<VEC, CODES>(d, dc, i, o);
     }
   }
 }
@@ -243,13 +259,15 @@ int row_threads(int64_t items) {
 
 unsigned row_grid(int64_t N) { return unsigned(N < (1 << 20) ? N : (1 << 20)); }
 
-template <bool ENT, bool GRAD>
+template <bool ENT, bool GRAD, bool CODES = false>
 void launch_rows(const RowArgs& a) {
   if (a.N <= 0) return;
-  if (use_vec4(a.V, a.x, a.dx)) {
-    row_softmax_kernel<4, ENT, GRAD><<<row_grid(a.N), row_threads(a.V / 4), 0, stream()>>>(a);
+  const bool codes8 = (reinterpret_cast<uintptr_t>(a.dxc) & 7u) == 0;   // null: true
+  if (use_vec4(a.V, a.x, a.dx) && codes8) {
+    row_softmax_kernel<4, ENT, GRAD, CODES>
+        <<<row_grid(a.N), row_threads(a.V / 4), 0, stream()>>>(a);
   } else {
-    row_softmax_kernel<1, ENT, GRAD><<<row_grid(a.N), row_threads(a.V), 0, stream()>>>(a);
+    row_softmax_kernel<1, ENT, GRAD, CODES><<<row_grid(a.N), row_threads(a.V), 0, stream()>>>(a);
   }
   DS_CUDA_LAUNCHED();
 }
@@ -258,29 +276,50 @@ void launch_rows(const RowArgs& a) {
 
 void cross_entropy(const float* logits, const int32_t* targets, int64_t N, int64_t V, float scale,
                    float* losses, float* dlogits) {
-  RowArgs a{logits, targets, N, int(V), scale, losses, nullptr, nullptr, nullptr, dlogits};
+  RowArgs a{logits, targets, N, int(V), scale, losses, nullptr, nullptr, nullptr, dlogits,
+            nullptr};
   if (dlogits) launch_rows<false, true>(a);
   else if (losses) launch_rows<false, false>(a);
 }
 
+void cross_entropy_codes(const float* logits, const int32_t* targets, int64_t N, int64_t V,
+                         float scale, float* losses, uint16_t* dlogits) {
+  RowArgs a{logits, targets, N, int(V), scale, losses, nullptr, nullptr, nullptr, nullptr,
+            dlogits};
+  launch_rows<false, true, true>(a);
+}
+
 void token_logprob_forward(const float* logits, const int32_t* targets, int64_t N, int64_t V,
                            float* logp, float* lse, float* entropy) {
-  RowArgs a{logits, targets, N, int(V), 1.f, nullptr, logp, lse, entropy, nullptr};
+  RowArgs a{logits, targets, N, int(V), 1.f, nullptr, logp, lse, entropy, nullptr, nullptr};
   if (entropy) launch_rows<true, false>(a);
   else launch_rows<false, false>(a);
 }
 
-void token_logprob_backward(const float* logits, const int32_t* targets, const float* lse,
-                            const float* dlogp, int64_t N, int64_t V, float* dlogits) {
+namespace {
+template <bool CODES>
+void logprob_backward(const float* logits, const int32_t* targets, const float* lse,
+                      const float* dlogp, int64_t N, int64_t V, float* dx, uint16_t* dxc) {
   if (N <= 0) return;
-  if (use_vec4(V, logits, dlogits)) {
-    logprob_backward_kernel<4><<<row_grid(N), row_threads(V / 4), 0, stream()>>>(
-        logits, targets, lse, dlogp, N, int(V), dlogits);
+  if (use_vec4(V, logits, dx) && (reinterpret_cast<uintptr_t>(dxc) & 7u) == 0) {
+    logprob_backward_kernel<4, CODES><<<row_grid(N), row_threads(V / 4), 0, stream()>>>(
+        logits, targets, lse, dlogp, N, int(V), dx, dxc);
   } else {
-    logprob_backward_kernel<1><<<row_grid(N), row_threads(V), 0, stream()>>>(
-        logits, targets, lse, dlogp, N, int(V), dlogits);
+    logprob_backward_kernel<1, CODES><<<row_grid(N), row_threads(V), 0, stream()>>>(
+        logits, targets, lse, dlogp, N, int(V), dx, dxc);
   }
   DS_CUDA_LAUNCHED();
+}
+}  // namespace
+
+void token_logprob_backward(const float* logits, const int32_t* targets, const float* lse,
+                            const float* dlogp, int64_t N, int64_t V, float* dlogits) {
+  logprob_backward<false>(logits, targets, lse, dlogp, N, V, dlogits, nullptr);
+}
+
+void token_logprob_backward_codes(const float* logits, const int32_t* targets, const float* lse,
+                                  const float* dlogp, int64_t N, int64_t V, uint16_t* dlogits) {
+  logprob_backward<true>(logits, targets, lse, dlogp, N, V, nullptr, dlogits);
 }
 
 }  // namespace ds::cuda

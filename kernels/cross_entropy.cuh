@@ -16,6 +16,10 @@ namespace ds::cuda {
 // place): every logit is read by the max/sum pass before its gradient is written.
 void cross_entropy(const float* logits, const int32_t* targets, int64_t N, int64_t V, float scale,
                    float* losses, float* dlogits);
+// The same with dlogits (N, V) written as BF16 codes (RNE, bf16_round of the F32 gradient):
+// the head's GEMM operand in the backward; losses as above (skipped when null).
+void cross_entropy_codes(const float* logits, const int32_t* targets, int64_t N, int64_t V,
+                         float scale, float* losses, uint16_t* dlogits);
 
 // logp (N) = row[target] - lse, lse (N) = log sum exp(row), entropy (N) = -sum p log p
 // (skipped when null); all 0 for ignored rows.
@@ -25,5 +29,8 @@ void token_logprob_forward(const float* logits, const int32_t* targets, int64_t 
 // dlogits may equal logits.
 void token_logprob_backward(const float* logits, const int32_t* targets, const float* lse,
                             const float* dlogp, int64_t N, int64_t V, float* dlogits);
+// The same with dlogits written as BF16 codes (the policy head's GEMM operand).
+void token_logprob_backward_codes(const float* logits, const int32_t* targets, const float* lse,
+                                  const float* dlogp, int64_t N, int64_t V, uint16_t* dlogits);
 
 }  // namespace ds::cuda

@@ -79,8 +79,8 @@ NEW_FP8G_MODEL='*FP8 routed experts as grouped*'
 NEW_PROF='gpu profiler*'
 NEW_ATTN='gpu attention wgmma*'
 NEW_FUSED='fused:*'
-NEW_DEFAULT='gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,layout: mla_kv_split*'
-NEW_OPERANDS='elementwise: swiglu with BF16*,elementwise: rmsnorm with BF16*,layout: mla_kv_split*'
+NEW_DEFAULT='gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
+NEW_OPERANDS='elementwise: swiglu with BF16*,elementwise: rmsnorm with BF16*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 declare -A FILTER=(
   [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8G,$NEW_PROF,$NEW_ATTN,$NEW_FUSED,$NEW_DEFAULT"
   [ops-grouped]="--test-case=$NEW_GROUPED"
@@ -102,11 +102,11 @@ declare -A FILTER=(
 # a fault in those paths from one elsewhere. ops:verified, the established suite, always runs
 # with DS_CUDA_FUSED=0 (the ops on the paths that ran on the H200, uploads as plain copies);
 # ops-new runs the tests of kernels changed since (4-wide BF16 rounding, the device-side pair
-# sort, the per-token combine, SwiGLU's and RMSNorm's BF16 outputs, MLA's one-pass keys, the
-# RMSNorm weight-gradient reduction's wider lanes and the RoPE kernel's row stride, neither
-# of those two switchable) with the defaults, which the later groups also use (staged
-# uploads); ops-operands:fallback runs the BF16-output and one-pass key tests again under
-# DS_CUDA_FUSED=0 (the fallbacks that model:unfused would use).
+# sort, the per-token combine, the BF16 outputs of SwiGLU, RMSNorm and the cross-entropy,
+# MLA's one-pass keys, the RMSNorm weight-gradient reduction's wider lanes and the RoPE
+# kernel's row stride, neither of those two switchable) with the defaults, which the later
+# groups also use (staged uploads); ops-operands:fallback runs the BF16-output and one-pass
+# key tests again under DS_CUDA_FUSED=0 (the fallbacks that model:unfused would use).
 MODEL_RC=0
 for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
          ds_test_backend_ops:ops-operands:fallback \

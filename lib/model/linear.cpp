@@ -128,6 +128,8 @@ bool shares_inputs(const ops::Context& ctx) {
 
 }  // namespace
 
+bool gemm_inputs_shared(const ops::Context& ctx) { return shares_inputs(ctx); }
+
 Tensor gemm_input(const ops::Context& ctx, const Tensor& x) {
   if (!shares_inputs(ctx) || x.dtype() == DType::bf16) return x;
   Tensor out = Tensor::empty(x.shape(), DType::bf16, ctx.device);   // codes, also on the CPU

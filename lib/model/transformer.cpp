@@ -176,17 +176,21 @@ double Transformer::head_loss(const ops::Context& ctx, Pass& p, const Tensor& g,
     const int64_t r1 = std::min(N, r0 + rows);
     const bool whole = r0 == 0 && r1 == N;
     const Tensor gc = whole ? gin : gin.slice0(r0, r1), tc = whole ? targets : targets.slice0(r0, r1);
-    Tensor lc = whole ? losses : losses.slice0(r0, r1), logits;
+    Tensor lc = whole ? losses : losses.slice0(r0, r1), logits, dlogits;
     head_.forward(ctx, gc, logits);
-    if (p.train)   // one fused pass; the logits buffer then holds dlogits (rows, V)
+    if (p.train) {   // one fused pass writing dlogits (rows, V): into the logits buffer, or,
+                     // under shared GEMM inputs and 0/1 weights, as the head's BF16 operand
+      dlogits = !weighted && gemm_inputs_shared(ctx)
+                    ? Tensor::empty(logits.shape(), DType::bf16, ctx.device)
+                    : logits;
       ops::cross_entropy_forward_backward(ctx, logits, tc, float(p.grad_scale * coeff / p.W), lc,
-                                          logits);
-    else
+                                          dlogits);
+    } else {
       ops::cross_entropy_forward(ctx, logits, tc, lc);
+    }
     const Tensor wc = !weighted ? Tensor() : whole ? wt : wt.slice0(r0, r1);
     if (p.train) {
-      Tensor dlogits = logits;
-      if (weighted) {
+      if (weighted) {   // dlogits is the logits buffer here
         dlogits = empty_f32(ctx, logits.shape());
         detail::scale_rows(ctx, logits, wc, dlogits);
       }
@@ -239,10 +243,13 @@ void Transformer::head_policy(const ops::Context& ctx, Pass& p, const Tensor& g,
       const bool whole = r0 == 0 && r1 == N;
       Tensor lc = logits;
       if (!whole) chunk(r0, r1, lc);
+      // (rows, V) dlogits in place, or as the head's BF16 operand under shared GEMM inputs
+      Tensor dl = gemm_inputs_shared(ctx) ? Tensor::empty(lc.shape(), DType::bf16, ctx.device)
+                                          : lc;
       ops::token_logprob_backward(ctx, lc, targets.slice0(r0, r1), lse.slice0(r0, r1),
-                                  dlogp.slice0(r0, r1), lc);   // (rows, V) dlogits in place
+                                  dlogp.slice0(r0, r1), dl);
       Tensor dgc = whole ? dg : dg.slice0(r0, r1);
-      head_.backward(ctx, whole ? gin : gin.slice0(r0, r1), lc, dgc);
+      head_.backward(ctx, whole ? gin : gin.slice0(r0, r1), dl, dgc);
       if (whole) dg = dgc;
     }
   }

@@ -492,18 +492,23 @@ void cross_entropy_forward_backward(const Context& ctx, const Tensor& logits,
                      {&logits, &targets, &losses, &dlogits});
   check_ce(logits, targets);
   DS_CHECK_SHAPE(dlogits, logits.shape());
+  DS_CHECK(dlogits.dtype() == DType::f32 || dlogits.dtype() == DType::bf16,
+           "cross_entropy_forward_backward: dlogits must be F32 or BF16, got {}",
+           dtype_name(dlogits.dtype()));
   if (losses.defined()) DS_CHECK_SHAPE(losses, {logits.size(0)});
   const int64_t N = logits.size(0), V = logits.size(1);
   DS_CUDA_ROUTE(cross_entropy_forward_backward, (ctx, logits, targets, scale, losses, dlogits));
+  const Tensor d = f32_target(dlogits);
   if (use_ref(ctx)) {
-    const Tensor src = dlogits.same_storage(logits) ? logits.clone() : logits;
+    const Tensor src = d.same_storage(logits) ? logits.clone() : logits;
     if (losses.defined()) ref::cross_entropy_forward(src.f32(), targets.i32(), losses.f32(), N, V);
-    ref::cross_entropy_backward(src.f32(), targets.i32(), double(scale), dlogits.f32(), N, V);
+    ref::cross_entropy_backward(src.f32(), targets.i32(), double(scale), d.f32(), N, V);
   } else {
     opt::cross_entropy_fused(logits.f32(), targets.i32(), scale,
-                             losses.defined() ? losses.f32() : nullptr, dlogits.f32(), N, V,
+                             losses.defined() ? losses.f32() : nullptr, d.f32(), N, V,
                              nthreads(ctx));
   }
+  store_codes(d, dlogits);
 }
 
 // ---- MoE routing ---------------------------------------------------------------------------

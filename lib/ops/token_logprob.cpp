@@ -65,15 +65,19 @@ void token_logprob_backward(const Context& ctx, const Tensor& logits, const Tens
   DS_CHECK_SHAPE(lse, {N});
   DS_CHECK_SHAPE(dlogp, {N});
   DS_CHECK_SHAPE(dlogits, {N, V});
+  DS_CHECK(dlogits.dtype() == DType::f32 || dlogits.dtype() == DType::bf16,
+           "token_logprob_backward: dlogits must be F32 or BF16, got {}",
+           dtype_name(dlogits.dtype()));
   DS_CUDA_ROUTE(token_logprob_backward, (ctx, logits, targets, lse, dlogp, dlogits));
+  const Tensor d = detail::f32_target(dlogits);
   if (ctx.impl == Impl::reference) {
-    const Tensor src = dlogits.same_storage(logits) ? logits.clone() : logits;
-    ref::token_logprob_backward(src.f32(), targets.i32(), lse.f32(), dlogp.f32(), dlogits.f32(),
-                                N, V);
+    const Tensor src = d.same_storage(logits) ? logits.clone() : logits;
+    ref::token_logprob_backward(src.f32(), targets.i32(), lse.f32(), dlogp.f32(), d.f32(), N, V);
   } else {
-    opt::token_logprob_backward(logits.f32(), targets.i32(), lse.f32(), dlogp.f32(),
-                                dlogits.f32(), N, V, nthreads(ctx));
+    opt::token_logprob_backward(logits.f32(), targets.i32(), lse.f32(), dlogp.f32(), d.f32(), N,
+                                V, nthreads(ctx));
   }
+  detail::store_codes(d, dlogits);
 }
 
 }  // namespace ds::ops

@@ -1,6 +1,6 @@
 // The ops that write the next GEMM's operands or MLA's head layout in one pass, against the
-// CPU reference and against the ops they replace: SwiGLU and RMSNorm with BF16-code outputs,
-// and mla_kv_split forward/backward (F32 and BF16-code dkv), on aligned and misaligned
+// CPU reference and against the ops they replace: SwiGLU, RMSNorm and the fused cross-entropy
+// with BF16-code outputs, and mla_kv_split forward/backward (F32 and BF16-code dkv), on aligned and misaligned
 // operands.
 #include <doctest/doctest.h>
 
@@ -62,9 +62,13 @@ TEST_CASE("elementwise: rmsnorm with BF16 output") {
       Arena ar;
       const Tensor x = rand_f32({N, C}, -3, 3), g = rand_f32({C}, 0.5f, 1.5f);
       Tensor gx = up(ar, x), gg = up(ar, g);
-      Tensor yf = ar.empty({N, C}), rf = ar.empty({N}), rc = ar.empty({N});
+      // the F32 reference at the same element offset: the same kernel variant
+      auto at_off = [&](DType dt) {
+        return ar.empty({N * C + off}, dt).slice0(off, N * C + off).view({N, C});
+      };
+      Tensor yf = at_off(DType::f32), rf = ar.empty({N}), rc = ar.empty({N});
       ops::rmsnorm_forward(gpu(), gx, gg, 1e-6f, yf, rf);
-      Tensor yc = ar.empty({N * C + off}, DType::bf16).slice0(off, N * C + off).view({N, C});
+      Tensor yc = at_off(DType::bf16);
       ops::rmsnorm_forward(gpu(), gx, gg, 1e-6f, yc, rc);
       Tensor want = Tensor::empty({N, C}, DType::bf16);
       ops::bf16_round(cpu_ref(), download(yf), want);
@@ -76,6 +80,65 @@ TEST_CASE("elementwise: rmsnorm with BF16 output") {
       const Tensor hc = download(yc);
       for (int64_t i = 0; i < N * C; ++i) widened.f32()[i] = bf16_to_f32(hc.data<uint16_t>()[i]);
       expect_close(widened, ref, 1e-5, "rmsnorm codes vs reference");
+      CHECK(ar.check());
+    }
+  }
+}
+
+// The fused cross-entropy writing BF16 dlogits (the head's GEMM operand): bit for bit the
+// GPU's own F32 dlogits rounded by bf16_round, with the same losses; ignored and out-of-range
+// targets give zero rows; V % 4 == 0 (4-wide) and odd V, codes 0, 2 and 8 bytes past alignment.
+TEST_CASE("loss: cross_entropy with BF16 dlogits") {
+  for (auto [N, V] : {std::pair<int64_t, int64_t>{3, 5}, {64, 1000}, {2, 129280}, {7, 4099}}) {
+    for (int64_t off : {0, 1, 4}) {
+      CAPTURE(N);
+      CAPTURE(V);
+      CAPTURE(off);
+      Arena ar;
+      const Tensor x = rand_f32({N, V}, -20, 20);
+      Tensor t = rand_i32({N}, 0, int(V - 1));
+      t.i32()[0] = -1;
+      if (N > 2) t.i32()[2] = int32_t(V);   // out of range: read as ignored on the GPU
+      const Tensor gx = up(ar, x), gt = up(ar, t);
+      // the F32 reference at the same element offset, so that both take the same kernel
+      // variant (4-wide or scalar split the row's statistics differently)
+      auto at_off = [&](DType dt) {
+        return ar.empty({N * V + off}, dt).slice0(off, N * V + off).view({N, V});
+      };
+      Tensor l = ar.empty({N}), lc = ar.empty({N}), d = at_off(DType::f32);
+      Tensor dc = at_off(DType::bf16);
+      ops::cross_entropy_forward_backward(gpu(), gx, gt, 0.5f, l, d);
+      ops::cross_entropy_forward_backward(gpu(), gx, gt, 0.5f, lc, dc);
+      Tensor want = Tensor::empty({N, V}, DType::bf16);
+      ops::bf16_round(cpu_ref(), download(d), want);
+      expect_exact(dc, want, "dlogits codes");
+      expect_exact(lc, download(l), "losses");
+      CHECK(ar.check());
+    }
+  }
+}
+
+// The policy head's backward writing BF16 dlogits: bit for bit the GPU's F32 dlogits rounded.
+TEST_CASE("loss: token_logprob_backward with BF16 dlogits") {
+  for (auto [N, V] : {std::pair<int64_t, int64_t>{3, 5}, {16, 4096}, {5, 4099}}) {
+    for (int64_t off : {0, 1, 4}) {
+      CAPTURE(N);
+      CAPTURE(V);
+      CAPTURE(off);
+      Arena ar;
+      const Tensor x = rand_f32({N, V}, -8, 8), dlogp = rand_f32({N});
+      Tensor t = rand_i32({N}, 0, int(V - 1));
+      t.i32()[N - 1] = -1;
+      const Tensor gx = up(ar, x), gt = up(ar, t), gdl = up(ar, dlogp);
+      Tensor lp = ar.empty({N}), lse = ar.empty({N}), none;
+      ops::token_logprob_forward(gpu(), gx, gt, lp, lse, none);
+      Tensor d = ar.empty({N, V});
+      Tensor dc = ar.empty({N * V + off}, DType::bf16).slice0(off, N * V + off).view({N, V});
+      ops::token_logprob_backward(gpu(), gx, gt, lse, gdl, d);
+      ops::token_logprob_backward(gpu(), gx, gt, lse, gdl, dc);
+      Tensor want = Tensor::empty({N, V}, DType::bf16);
+      ops::bf16_round(cpu_ref(), download(d), want);
+      expect_exact(dc, want, "policy dlogits codes");
       CHECK(ar.check());
     }
   }

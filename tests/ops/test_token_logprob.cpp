@@ -5,10 +5,12 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "cpu/token_logprob.hpp"
 #include "ds/core/error.hpp"
+#include "ds/ops/fp8.hpp"
 #include "ops_test_util.hpp"
 
 using namespace ds;
@@ -110,3 +112,21 @@ TEST_CASE("token_logprob: backward == finite differences (double reference)") {
   }
   CHECK(h[0] == doctest::Approx(want).epsilon(1e-12));
 }
+
+// BF16 dlogits (the policy head's GEMM operand): the codes of the F32 dlogits, bit for bit.
+TEST_CASE("token_logprob_backward with BF16 dlogits == bf16_round of the F32 dlogits") {
+  for (const Context& c : {ref_ctx(), opt_ctx(2)}) {
+    const int64_t N = 9, V = 257;
+    const Tensor x = rand_f32({N, V}, -8, 8), tg = i32_from(make_targets(N, V), {N});
+    const Tensor dlogp = rand_f32({N});
+    Tensor lp = Tensor::empty({N}), lse = Tensor::empty({N}), none;
+    token_logprob_forward(c, x, tg, lp, lse, none);
+    Tensor d = Tensor::empty({N, V}), dc = Tensor::empty({N, V}, DType::bf16);
+    token_logprob_backward(c, x, tg, lse, dlogp, d);
+    token_logprob_backward(c, x, tg, lse, dlogp, dc);
+    Tensor want = Tensor::empty({N, V}, DType::bf16);
+    bf16_round(c, d, want);
+    CHECK(std::memcmp(dc.raw(), want.raw(), want.nbytes()) == 0);
+  }
+}
+

@@ -6,10 +6,12 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 
 #include "cpu/ref.hpp"
 #include "cpu/vec_math.hpp"
+#include "ds/ops/fp8.hpp"
 #include "ops_test_util.hpp"
 
 using namespace ds;
@@ -75,6 +77,27 @@ TEST_CASE("cross_entropy_forward_backward == forward + backward (in place too)")
   Tensor x = f32_from({0.5, NAN, 1.0}, {1, 3}), l = Tensor::empty({1}), d = Tensor::empty({1, 3});
   cross_entropy_forward_backward(opt_ctx(), x, i32_from({0}, {1}), 1.0f, l, d);
   CHECK(std::isnan(l.f32()[0]));
+}
+
+// BF16 dlogits (the head's GEMM operand): the codes of the F32 dlogits, bit for bit, with the
+// same losses; ignored rows all zero codes.
+TEST_CASE("cross_entropy_forward_backward with BF16 dlogits == bf16_round of the F32 dlogits") {
+  for (const Context& c : {ref_ctx(), opt_ctx(2)})
+    for (int64_t V : {3, 513}) {
+      const int64_t N = 9;
+      const Tensor x = rand_f32({N, V}, -12, 12);
+      std::vector<int32_t> t(static_cast<size_t>(N));
+      for (int64_t n = 0; n < N; ++n) t[size_t(n)] = n % 4 == 1 ? -1 : int32_t((n * 7) % V);
+      const Tensor tg = i32_from(t, {N});
+      Tensor l = Tensor::empty({N}), d = Tensor::empty({N, V});
+      Tensor lc = Tensor::empty({N}), dc = Tensor::empty({N, V}, DType::bf16);
+      cross_entropy_forward_backward(c, x, tg, 0.25f, l, d);
+      cross_entropy_forward_backward(c, x, tg, 0.25f, lc, dc);
+      Tensor want = Tensor::empty({N, V}, DType::bf16);
+      bf16_round(c, d, want);
+      CHECK(std::memcmp(dc.raw(), want.raw(), want.nbytes()) == 0);
+      CHECK(std::memcmp(lc.raw(), l.raw(), l.nbytes()) == 0);
+    }
 }
 
 TEST_CASE("matmul split over threads == reference, every transpose, odd shapes") {

@@ -141,3 +141,54 @@ TEST_CASE("shared GEMM inputs: bf16 training is bit-identical with fewer roundin
     CHECK(both.roundings < shared.roundings);
   }
 }
+
+// The policy head (RL: per-token log-probabilities, dlogits written by token_logprob_backward)
+// under shared GEMM inputs: the same loss and gradients bit for bit as without, with fewer
+// BF16 roundings (the head's dlogits are no longer rounded after the op), with the logits in
+// one chunk (kept from the scoring pass) and in several (recomputed, the last one partial).
+TEST_CASE("shared GEMM inputs: a policy-gradient step is bit-identical") {
+  const model::ModelArgs a = args();
+  for (int64_t chunk : {int64_t(0), int64_t(5) * a.vocab_size}) {
+    CAPTURE(chunk);
+    std::vector<std::vector<float>> grads[2];
+    double losses[2] = {0, 0};
+    int64_t roundings[2] = {0, 0};
+    for (int share : {0, 1}) {
+      model::ParamStore store;
+      model::Transformer m(a, store);
+      if (chunk > 0) m.set_logit_chunk(chunk);
+      store.init(5);
+      store.alloc_grads();
+      ops::Context ctx;
+      ctx.linear.mode = ops::Precision::bf16;
+      ctx.linear.share_inputs = int8_t(share);
+      ops::Profiler prof;
+      ctx.prof = &prof;
+      const model::PolicyLossFn loss = [](const model::TokenScores& sc, std::vector<float>& d) {
+        double l = 0;
+        for (size_t i = 0; i < sc.logp.size(); ++i) {
+          l -= 0.5 * sc.logp[i];
+          d[i] = -0.5f;
+        }
+        return l;
+      };
+      const model::StepResult r =
+          m.forward_backward_policy(ctx, batch(a.vocab_size, 11), loss, 1e-3f, 1.0f);
+      losses[share] = r.loss;
+      for (const model::Param& p : store.params())
+        grads[share].emplace_back(p.grad.f32(), p.grad.f32() + p.grad.numel());
+      for (const ops::Profiler::Entry& e : prof.entries())
+        if (std::string_view(e.op).substr(0, 10) == "bf16_round") roundings[share] += e.calls;
+    }
+    CHECK(losses[1] == losses[0]);
+    REQUIRE(grads[0].size() == grads[1].size());
+    size_t same = 0, nonzero = 0;
+    for (size_t i = 0; i < grads[0].size(); ++i) {
+      same += grads[0][i] == grads[1][i];
+      for (float g : grads[0][i]) nonzero += g != 0.0f;
+    }
+    CHECK(same == grads[0].size());
+    CHECK(nonzero > 1000);   // the step did reach the weights
+    CHECK(roundings[1] < roundings[0]);
+  }
+}

@@ -24,6 +24,8 @@ Param& add_norm_gain(ParamStore& store, const std::string& name, int64_t C, int 
 // CPU, when forced, widens them per use); x itself otherwise (fp32 and fp8 GEMMs read F32 inputs, FP8 quantises per use). A Linear
 // given such an input reads it as is (bf16 path only).
 Tensor gemm_input(const ops::Context& ctx, const Tensor& x);
+// Whether gemm_input makes BF16 operands under ctx (bf16 GEMMs and share_inputs on).
+bool gemm_inputs_shared(const ops::Context& ctx);
 // An uninitialised tensor in gemm_input's form (BF16 when inputs are shared, else F32) for an
 // op that writes a Linear's input (or its output gradient) itself: SwiGLU, both directions.
 Tensor gemm_input_empty(const ops::Context& ctx, const Shape& shape);

@@ -266,7 +266,9 @@ void cross_entropy_forward(const Context& ctx, const Tensor& logits, const Tenso
 void cross_entropy_backward(const Context& ctx, const Tensor& logits, const Tensor& targets,
                             float scale, Tensor& dlogits);
 // Both at once, each logit exponentiated once: losses (N) as cross_entropy_forward (skipped if
-// undefined) and dlogits as cross_entropy_backward. dlogits may be logits itself (in place).
+// undefined) and dlogits as cross_entropy_backward. dlogits may be logits itself (in place),
+// or BF16: then the gradient's codes (bf16_round of the F32 dlogits, bit for bit; the head's
+// GEMM operand), written by the same pass on the GPU.
 void cross_entropy_forward_backward(const Context& ctx, const Tensor& logits,
                                     const Tensor& targets, float scale, Tensor& losses,
                                     Tensor& dlogits);
@@ -420,7 +422,8 @@ namespace ds::ops {
 void token_logprob_forward(const Context& ctx, const Tensor& logits, const Tensor& targets,
                            Tensor& logp, Tensor& lse, Tensor& entropy);
 // dlogits (N, V) = dlogp[n] * (onehot(target) - softmax(logits)), softmax = exp(logits - lse)
-// with lse from the forward; 0 rows for ignored targets. dlogits may be logits (in place).
+// with lse from the forward; 0 rows for ignored targets. dlogits may be logits (in place), or
+// BF16: the gradient's codes (bf16_round of the F32 dlogits, bit for bit; the GEMM operand).
 void token_logprob_backward(const Context& ctx, const Tensor& logits, const Tensor& targets,
                             const Tensor& lse, const Tensor& dlogp, Tensor& dlogits);
 

@@ -8,7 +8,9 @@
 
 #include "ds/core/error.hpp"
 #include "kernels/cross_entropy.cuh"
+#include "kernels/fp8_quant.cuh"
 #include "kernels/moe_route.cuh"
+#include "kernels/runtime.cuh"
 #include "ops_cuda.hpp"
 
 namespace ds::ops::cuda {
@@ -65,10 +67,20 @@ void cross_entropy_backward(const Context&, const Tensor& logits, const Tensor& 
 void cross_entropy_forward_backward(const Context&, const Tensor& logits, const Tensor& targets,
                                     float scale, Tensor& losses, Tensor& dlogits) {
   check_rows(logits, targets, "cross_entropy_forward_backward");
-  check_f32(dlogits, "cross_entropy_forward_backward", "dlogits");
   if (losses.defined()) check_f32(losses, "cross_entropy_forward_backward", "losses");
-  ds::cuda::cross_entropy(logits.f32(), targets.i32(), logits.size(0), logits.size(1), scale,
-                          f32_or_null(losses), dlogits.f32());
+  const int64_t N = logits.size(0), V = logits.size(1);
+  if (dlogits.dtype() != DType::bf16) {
+    check_f32(dlogits, "cross_entropy_forward_backward", "dlogits");
+    ds::cuda::cross_entropy(logits.f32(), targets.i32(), N, V, scale, f32_or_null(losses),
+                            dlogits.f32());
+  } else if (ds::cuda::fused_ops()) {   // the head's BF16 GEMM operand straight from the kernel
+    ds::cuda::cross_entropy_codes(logits.f32(), targets.i32(), N, V, scale, f32_or_null(losses),
+                                  dlogits.data<uint16_t>());
+  } else {   // DS_CUDA_FUSED=0: F32 into a temporary, then bf16_round
+    const Tensor t = Tensor::empty(logits.shape(), DType::f32, Device::cuda);
+    ds::cuda::cross_entropy(logits.f32(), targets.i32(), N, V, scale, f32_or_null(losses), t.f32());
+    ds::cuda::bf16_round(t.f32(), nullptr, dlogits.data<uint16_t>(), N * V);
+  }
 }
 
 // ---- per-token log-probabilities -------------------------------------------------------------
@@ -88,9 +100,20 @@ void token_logprob_backward(const Context&, const Tensor& logits, const Tensor& 
   check_rows(logits, targets, "token_logprob_backward");
   check_f32(lse, "token_logprob_backward", "lse");
   check_f32(dlogp, "token_logprob_backward", "dlogp");
-  check_f32(dlogits, "token_logprob_backward", "dlogits");
-  ds::cuda::token_logprob_backward(logits.f32(), targets.i32(), lse.f32(), dlogp.f32(),
-                                   logits.size(0), logits.size(1), dlogits.f32());
+  const int64_t N = logits.size(0), V = logits.size(1);
+  if (dlogits.dtype() != DType::bf16) {
+    check_f32(dlogits, "token_logprob_backward", "dlogits");
+    ds::cuda::token_logprob_backward(logits.f32(), targets.i32(), lse.f32(), dlogp.f32(), N, V,
+                                     dlogits.f32());
+  } else if (ds::cuda::fused_ops()) {   // the policy head's BF16 GEMM operand
+    ds::cuda::token_logprob_backward_codes(logits.f32(), targets.i32(), lse.f32(), dlogp.f32(),
+                                           N, V, dlogits.data<uint16_t>());
+  } else {   // DS_CUDA_FUSED=0: F32 into a temporary, then bf16_round
+    const Tensor t = Tensor::empty(logits.shape(), DType::f32, Device::cuda);
+    ds::cuda::token_logprob_backward(logits.f32(), targets.i32(), lse.f32(), dlogp.f32(), N, V,
+                                     t.f32());
+    ds::cuda::bf16_round(t.f32(), nullptr, dlogits.data<uint16_t>(), N * V);
+  }
 }
 
 // ---- MoE routing -----------------------------------------------------------------------------
