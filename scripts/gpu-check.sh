@@ -160,6 +160,12 @@ if ! grep -q "^train step 1b bf16" "$O/bench_train.txt"; then
   l=$(grep "^train step 1b bf16" "$O/bench_train_unfused.txt" | head -1 | sed 's/^train step 1b //')
   row "train step 1b bf16 (ds, unfused)" INFO "${l:-failed, see bench_train_unfused.txt}"
 fi
+# The same BF16 step with every Linear rounding its own input (--share-inputs 0: the
+# activations' BF16 operands not made once), side by side with the default above.
+timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 --precision bf16 \
+  --share-inputs 0 --steps "$NS" --warmup 2 > "$O/bench_train_noshare.txt" 2>&1
+l=$(grep "^train step 1b bf16" "$O/bench_train_noshare.txt" | head -1 | sed 's/^train step 1b //')
+row "train step 1b bf16 (ds, inputs not shared)" INFO "${l:-failed, see bench_train_noshare.txt}"
 # The same BF16 step with the routed experts through our grouped GEMM kernel.
 DS_GROUPED_GEMM=kernel timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b --batch 4 \
   --seq 4096 --precision bf16 --steps "$NS" --warmup 2 > "$O/bench_train_kernel.txt" 2>&1
