@@ -7,6 +7,7 @@
 // would make the layout copies ALU-bound). Semantics follow lib/ops/cpu/ref_*.cpp.
 #include <algorithm>
 #include <initializer_list>
+#include <type_traits>
 
 #include "kernels/common.cuh"
 #include "kernels/elementwise.cuh"
@@ -694,17 +695,15 @@ void mla_kv_split_backward_f32(const float* dk, const float* dv, float* dkv_f32,
                          : kv_vec({dk, dv, dkrot, dkv_f32}, nullptr, Dn, Dr, Dv);
   const bool small = fits31(N * H * (Dn + Dr + Dv));
   const int64_t V = vec ? 4 : 1;
-  if (codes) {
-    if (vec && small) kv_split_bwd<float4, uint32_t, true>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
-    else if (vec) kv_split_bwd<float4, int64_t, true>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
-    else if (small) kv_split_bwd<float, uint32_t, true>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
-    else kv_split_bwd<float, int64_t, true>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
-  } else {
-    if (vec && small) kv_split_bwd<float4, uint32_t, false>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
-    else if (vec) kv_split_bwd<float4, int64_t, false>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
-    else if (small) kv_split_bwd<float, uint32_t, false>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
-    else kv_split_bwd<float, int64_t, false>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
-  }
+  const auto run = [&](auto codes_tag) {
+    constexpr bool C = decltype(codes_tag)::value;
+    if (vec && small) kv_split_bwd<float4, uint32_t, C>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
+    else if (vec) kv_split_bwd<float4, int64_t, C>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
+    else if (small) kv_split_bwd<float, uint32_t, C>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
+    else kv_split_bwd<float, int64_t, C>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
+  };
+  if (codes) run(std::true_type{});
+  else run(std::false_type{});
   DS_CUDA_LAUNCHED();
 }
 

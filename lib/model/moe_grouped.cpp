@@ -2,8 +2,9 @@
 // row is gathered once into the expert-sorted layout (N*K, C) (in bf16 mode straight into
 // the BF16 operand, gather_rows_bf16), each of the three projections
 // is one ops::grouped_matmul over all experts (cuBLAS grouped GEMM on the GPU), SwiGLU runs
-// once over all rows (on the GPU writing the BF16 operands of the next GEMMs itself), and the weighted outputs are added back into their tokens once
-// (combine_pairs: per token in the scatter's order, no atomics). The backward mirrors
+// once over all rows (on the GPU writing the BF16 operands of the next GEMMs itself), and the
+// weighted outputs are added back into their tokens once (combine_pairs: per token in the
+// scatter's order, no atomics). The backward mirrors
 // it with grouped input-gradient and weight-gradient GEMMs. Same numbers as the per-expert loop
 // of moe.cpp (same operands, same precision rules as model::Linear for fp32 and bf16; only
 // summation orders differ); FP8 GEMMs keep the loop (Linear's FP8 path).

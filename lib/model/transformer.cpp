@@ -175,7 +175,8 @@ double Transformer::head_loss(const ops::Context& ctx, Pass& p, const Tensor& g,
   for (int64_t r0 = 0; r0 < N; r0 += rows) {
     const int64_t r1 = std::min(N, r0 + rows);
     const bool whole = r0 == 0 && r1 == N;
-    const Tensor gc = whole ? gin : gin.slice0(r0, r1), tc = whole ? targets : targets.slice0(r0, r1);
+    const Tensor gc = whole ? gin : gin.slice0(r0, r1);
+    const Tensor tc = whole ? targets : targets.slice0(r0, r1);
     Tensor lc = whole ? losses : losses.slice0(r0, r1), logits, dlogits;
     head_.forward(ctx, gc, logits);
     if (p.train) {   // one fused pass writing dlogits (rows, V): into the logits buffer, or,

@@ -257,7 +257,8 @@ TEST_CASE("tiny model: bf16 steps with the operand cache and shared GEMM inputs 
   }
   auto roundings = [](const ops::Profiler& p) {
     int64_t n = 0;
-    for (const auto& e : p.entries()) n += std::string(e.op).rfind("bf16_round", 0) == 0 ? e.calls : 0;
+    for (const auto& e : p.entries())
+      if (std::string(e.op).rfind("bf16_round", 0) == 0) n += e.calls;
     return n;
   };
   MESSAGE("bf16_round calls over 4 steps: ", roundings(pp), " plain, ", roundings(pc), " shared");

@@ -1,7 +1,7 @@
 // The ops that write the next GEMM's operands or MLA's head layout in one pass, against the
-// CPU reference and against the ops they replace: SwiGLU, RMSNorm and the fused cross-entropy
-// with BF16-code outputs, and mla_kv_split forward/backward (F32 and BF16-code dkv), on aligned and misaligned
-// operands.
+// CPU reference and against the ops they replace: SwiGLU, RMSNorm, the fused cross-entropy
+// and the log-probability backward with BF16-code outputs, and mla_kv_split forward/backward
+// (F32 and BF16-code dkv), on aligned and misaligned operands.
 #include <doctest/doctest.h>
 
 #include <cstring>

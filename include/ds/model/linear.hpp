@@ -21,8 +21,9 @@ Param& add_norm_gain(ParamStore& store, const std::string& name, int64_t C, int 
 // x as the GEMMs of bf16 Linears read it, made once so that the Linears sharing an input and
 // their backward passes do not round it again (ctx.linear.share_inputs): under bf16 GEMMs on
 // the GPU its BF16 codes (the layer keeps these for the backward instead of the F32 x; the
-// CPU, when forced, widens them per use); x itself otherwise (fp32 and fp8 GEMMs read F32 inputs, FP8 quantises per use). A Linear
-// given such an input reads it as is (bf16 path only).
+// CPU, when forced, widens them per use); x itself otherwise (fp32 and fp8 GEMMs read F32
+// inputs, FP8 quantises per use). A Linear given such an input reads it as is (bf16 path
+// only).
 Tensor gemm_input(const ops::Context& ctx, const Tensor& x);
 // Whether gemm_input makes BF16 operands under ctx (bf16 GEMMs and share_inputs on).
 bool gemm_inputs_shared(const ops::Context& ctx);
