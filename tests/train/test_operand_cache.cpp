@@ -46,6 +46,14 @@ struct Run {
   int64_t roundings = 0;   // BF16 rounding op calls (bf16_round*) over the three steps
 };
 
+// BF16 rounding op calls (bf16_round, bf16_round_multi) in a profile.
+int64_t roundings(const ops::Profiler& prof) {
+  int64_t n = 0;
+  for (const ops::Profiler::Entry& e : prof.entries())
+    if (std::string_view(e.op).substr(0, 10) == "bf16_round") n += e.calls;
+  return n;
+}
+
 // mode 0: no cache; 1: the cache, through apply_update; 2: the cache, AdamW::step called
 // directly; 3: the cache, never cleared. share: ctx.linear.share_inputs (0 or 1).
 Run train3(int mode, int grouped, int share = 0) {
@@ -85,8 +93,7 @@ Run train3(int mode, int grouped, int share = 0) {
       if (mode == 1) CHECK(ctx.operands->entries() == 0);
     }
   }
-  for (const ops::Profiler::Entry& e : prof.entries())
-    if (std::string_view(e.op).substr(0, 10) == "bf16_round") r.roundings += e.calls;
+  r.roundings = roundings(prof);
   return r;
 }
 
@@ -152,7 +159,7 @@ TEST_CASE("shared GEMM inputs: a policy-gradient step is bit-identical") {
     CAPTURE(chunk);
     std::vector<std::vector<float>> grads[2];
     double losses[2] = {0, 0};
-    int64_t roundings[2] = {0, 0};
+    int64_t rounds[2] = {0, 0};
     for (int share : {0, 1}) {
       model::ParamStore store;
       model::Transformer m(a, store);
@@ -177,8 +184,7 @@ TEST_CASE("shared GEMM inputs: a policy-gradient step is bit-identical") {
       losses[share] = r.loss;
       for (const model::Param& p : store.params())
         grads[share].emplace_back(p.grad.f32(), p.grad.f32() + p.grad.numel());
-      for (const ops::Profiler::Entry& e : prof.entries())
-        if (std::string_view(e.op).substr(0, 10) == "bf16_round") roundings[share] += e.calls;
+      rounds[share] = roundings(prof);
     }
     CHECK(losses[1] == losses[0]);
     REQUIRE(grads[0].size() == grads[1].size());
@@ -189,6 +195,6 @@ TEST_CASE("shared GEMM inputs: a policy-gradient step is bit-identical") {
     }
     CHECK(same == grads[0].size());
     CHECK(nonzero > 1000);   // the step did reach the weights
-    CHECK(roundings[1] < roundings[0]);
+    CHECK(rounds[1] < rounds[0]);
   }
 }
