@@ -21,6 +21,12 @@ namespace ds::cuda {
 
 cudaStream_t stream();             // the stream every op runs on (the legacy default stream)
 cublasHandle_t cublas();           // per-process handle, bound to stream()
+// gemm.cuh's sgemm_rm / bf16_gemm_rm on a given handle (and so on the handle's stream).
+void sgemm_rm_on(cublasHandle_t h, const float* a, const float* b, float* c, int64_t M,
+                 int64_t N, int64_t K, bool ta, bool tb, float alpha, float beta);
+void bf16_gemm_rm_on(cublasHandle_t h, const uint16_t* a, const uint16_t* b, float* c,
+                     int64_t M, int64_t N, int64_t K, bool ta, bool tb, float alpha,
+                     float beta);
 cublasLtHandle_t cublaslt();
 // cuBLASLt workspace (32 MiB, allocated once).
 void* lt_workspace(size_t* bytes);

@@ -74,10 +74,16 @@ void rmsnorm_forward_f32(const float* x, const float* g, float eps, float* y, fl
 // The same with y as BF16 codes (RNE of the F32 result: the next GEMM's operand).
 void rmsnorm_forward_bf16(const float* x, const float* g, float eps, uint16_t* y, float* rstd,
                           int64_t N, int64_t C);
+// The residual add fused in front: h (N, C) = x + a (F32; h may be x or a), then y, rstd as
+// above from h; y F32 into y_f32 or BF16 codes into y_codes (the other null).
+void add_rmsnorm_forward(const float* x, const float* a, float* h, const float* g, float eps,
+                         float* y_f32, uint16_t* y_codes, float* rstd, int64_t N, int64_t C);
 // dx (N, C) overwritten; dg (C) += sum_n dy * x * rstd (deterministic: per-block partials
-// reduced in a fixed order).
+// reduced in a fixed order). res (N, C) or null: dx = res + the norm's dx (the residual
+// gradient added in the same pass; res may be dx, not x or dy).
 void rmsnorm_backward_f32(const float* x, const float* g, const float* rstd, const float* dy,
-                          float* dx, float* dg, int64_t N, int64_t C);
+                          float* dx, float* dg, int64_t N, int64_t C,
+                          const float* res = nullptr);
 // Interleaved RoPE over x (N, H, Dr) into out (may alias x); angle float(pos[n]) * freqs[i]
 // in FP32, cos/sin in double (as ref_rope.cpp); dir -1 rotates by -angle (the backward).
 // row, off as ref::rope: rows of `row` elements, the rotated ones at [off, off + Dr).

@@ -25,10 +25,9 @@ ColMajorArgs col_major(int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
 
 }  // namespace
 
-void sgemm_rm(const float* a, const float* b, float* c, int64_t M, int64_t N, int64_t K, bool ta,
-              bool tb, float alpha, float beta) {
+void sgemm_rm_on(cublasHandle_t h, const float* a, const float* b, float* c, int64_t M,
+                 int64_t N, int64_t K, bool ta, bool tb, float alpha, float beta) {
   if (M == 0 || N == 0) return;
-  cublasHandle_t h = cublas();
   // The handle is shared: make sure no earlier user left TF32 (or another reduced mode) on.
   DS_CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
   const ColMajorArgs g = col_major(M, N, K, ta, tb);
@@ -38,16 +37,28 @@ void sgemm_rm(const float* a, const float* b, float* c, int64_t M, int64_t N, in
                                  N));
 }
 
-void bf16_gemm_rm(const uint16_t* a, const uint16_t* b, float* c, int64_t M, int64_t N,
-                  int64_t K, bool ta, bool tb, float alpha, float beta) {
+void bf16_gemm_rm_on(cublasHandle_t h, const uint16_t* a, const uint16_t* b, float* c,
+                     int64_t M, int64_t N, int64_t K, bool ta, bool tb, float alpha,
+                     float beta) {
   if (M == 0 || N == 0) return;
-  cublasHandle_t h = cublas();
   DS_CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
   const ColMajorArgs g = col_major(M, N, K, ta, tb);
   DS_CUBLAS_CHECK(cublasGemmEx_64(h, g.op_first, g.op_second, N, M, K, &alpha, b, CUDA_R_16BF,
                                   g.ld_b > 0 ? g.ld_b : 1, a, CUDA_R_16BF,
                                   g.ld_a > 0 ? g.ld_a : 1, &beta, c, CUDA_R_32F, N,
                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+void sgemm_rm(const float* a, const float* b, float* c, int64_t M, int64_t N, int64_t K, bool ta,
+              bool tb, float alpha, float beta) {
+  if (M == 0 || N == 0) return;
+  sgemm_rm_on(cublas(), a, b, c, M, N, K, ta, tb, alpha, beta);
+}
+
+void bf16_gemm_rm(const uint16_t* a, const uint16_t* b, float* c, int64_t M, int64_t N,
+                  int64_t K, bool ta, bool tb, float alpha, float beta) {
+  if (M == 0 || N == 0) return;
+  bf16_gemm_rm_on(cublas(), a, b, c, M, N, K, ta, tb, alpha, beta);
 }
 
 namespace {

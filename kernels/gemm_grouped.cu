@@ -1,8 +1,10 @@
 // Grouped GEMMs (see gemm_grouped.cuh). BF16 operands with GroupedGemmImpl::kernel go to our
 // kernel (gemm_grouped_bf16.cu) when the call fits it. Otherwise cublasGemmGroupedBatchedEx:
 // one group per product (group size 1), host arrays for the shapes and scalars, device arrays
-// for the operand pointers. Row-major products become column-major ones with the operands
-// swapped, as in gemm.cu: c^T (N, M) = op(b)^T op(a)^T.
+// for the operand pointers; where it rejects the types (BF16 in, F32 out, on CUDA 13), one
+// cuBLAS call per product spread over side streams. Row-major products become column-major
+// ones with the operands swapped, as in gemm.cu: c^T (N, M) = op(b)^T op(a)^T.
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -20,6 +22,7 @@ namespace {
 int g_native[2] = {-1, -1};
 bool g_used_native = false;
 int64_t g_kernel_launches = 0;
+int64_t g_side_products = 0;
 // -1: not read from DS_GROUPED_GEMM yet, else int(GroupedGemmImpl).
 int g_impl = -1;
 
@@ -31,22 +34,103 @@ GroupedGemmImpl impl_from_env() {
                    __FILE__, __LINE__);
 }
 
+// -1: not read from DS_GROUPED_GEMM_STREAMS yet, else the stream count.
+int g_streams = -1;
+constexpr int kMaxStreams = 16;
+
+int streams_from_env() {
+  const char* v = std::getenv("DS_GROUPED_GEMM_STREAMS");
+  if (!v || !*v) return 4;
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  if (*end != '\0' || n < 1 || n > kMaxStreams)
+    throw_cuda_error(std::string("DS_GROUPED_GEMM_STREAMS=") + v + ": expected 1 to " +
+                         std::to_string(kMaxStreams), __FILE__, __LINE__);
+  return int(n);
+}
+
+// A side stream with its own cuBLAS handle (and so its own workspace: handles must not be
+// shared by concurrent streams) and the event that ends its share of a call. Created on
+// first use, kept for the process (as the main handle is).
+struct Side {
+  cudaStream_t s = nullptr;
+  cublasHandle_t h = nullptr;
+  cudaEvent_t done = nullptr;
+};
+Side g_side[kMaxStreams];
+cudaEvent_t g_fork = nullptr;
+
+Side& side(int i) {
+  Side& x = g_side[i];
+  if (!x.s) {
+    DS_CUDA_CHECK(cudaStreamCreateWithFlags(&x.s, cudaStreamNonBlocking));
+    DS_CUBLAS_CHECK(cublasCreate(&x.h));
+    DS_CUBLAS_CHECK(cublasSetStream(x.h, x.s));
+    DS_CUDA_CHECK(cudaEventCreateWithFlags(&x.done, cudaEventDisableTiming));
+  }
+  return x;
+}
+
+void product_on(cublasHandle_t h, const GemmDesc& x, bool ta, bool tb, bool bf16, float alpha,
+                float beta) {
+  if (bf16)
+    bf16_gemm_rm_on(h, static_cast<const uint16_t*>(x.a), static_cast<const uint16_t*>(x.b),
+                    x.c, x.M, x.N, x.K, ta, tb, alpha, beta);
+  else
+    sgemm_rm_on(h, static_cast<const float*>(x.a), static_cast<const float*>(x.b), x.c, x.M,
+                x.N, x.K, ta, tb, alpha, beta);
+}
+
+// One cuBLAS call per product. A MoE layer's products are small (one expert's rows: a few
+// dozen 128x128 tiles for 132 SMs), so with several products they are spread round-robin over
+// side streams forked from stream() and joined back into it: up to grouped_gemm_streams() of
+// them run at once. Each product is the same cuBLAS call on an identically configured handle
+// as on the main one, and writes its own c: the results do not depend on the stream count.
 void per_product(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, float alpha,
                  float beta) {
-  for (int i = 0; i < count; ++i) {
-    if (d[i].M == 0 || d[i].N == 0) continue;
-    if (bf16)
-      bf16_gemm_rm(static_cast<const uint16_t*>(d[i].a), static_cast<const uint16_t*>(d[i].b),
-                   d[i].c, d[i].M, d[i].N, d[i].K, ta, tb, alpha, beta);
-    else
-      sgemm_rm(static_cast<const float*>(d[i].a), static_cast<const float*>(d[i].b), d[i].c,
-               d[i].M, d[i].N, d[i].K, ta, tb, alpha, beta);
+  std::vector<int> live;
+  for (int i = 0; i < count; ++i)
+    if (d[i].M != 0 && d[i].N != 0) live.push_back(i);
+  const int k = int(std::min<size_t>(size_t(grouped_gemm_streams()), live.size()));
+  if (k <= 1) {
+    for (int i : live) product_on(cublas(), d[i], ta, tb, bf16, alpha, beta);
+    return;
+  }
+  if (!g_fork) DS_CUDA_CHECK(cudaEventCreateWithFlags(&g_fork, cudaEventDisableTiming));
+  DS_CUDA_CHECK(cudaEventRecord(g_fork, stream()));
+  for (int j = 0; j < k; ++j) DS_CUDA_CHECK(cudaStreamWaitEvent(side(j).s, g_fork, 0));
+  // The join runs even when a call throws, so that stream() never runs ahead of (or frees
+  // memory under) work still queued on a side stream.
+  struct Join {
+    int k;
+    ~Join() {
+      for (int j = 0; j < k; ++j) {
+        cudaEventRecord(g_side[j].done, g_side[j].s);
+        cudaStreamWaitEvent(stream(), g_side[j].done, 0);
+      }
+    }
+  } join{k};
+  for (size_t i = 0; i < live.size(); ++i) {
+    product_on(g_side[i % size_t(k)].h, d[live[i]], ta, tb, bf16, alpha, beta);
+    ++g_side_products;
   }
 }
 }  // namespace
 
 bool grouped_gemm_native() { return g_used_native; }
 int64_t grouped_gemm_kernel_launches() { return g_kernel_launches; }
+int64_t grouped_gemm_side_products() { return g_side_products; }
+
+int grouped_gemm_streams() {
+  if (g_streams < 0) g_streams = streams_from_env();
+  return g_streams;
+}
+void set_grouped_gemm_streams(int n) {
+  if (n < 1 || n > kMaxStreams)
+    throw_cuda_error("set_grouped_gemm_streams: expected 1 to " + std::to_string(kMaxStreams),
+                     __FILE__, __LINE__);
+  g_streams = n;
+}
 
 GroupedGemmImpl grouped_gemm_impl() {
   if (g_impl < 0) g_impl = int(impl_from_env());

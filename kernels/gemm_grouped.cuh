@@ -42,4 +42,15 @@ enum class GroupedGemmImpl { cublas, kernel };
 void set_grouped_gemm_impl(GroupedGemmImpl impl);
 GroupedGemmImpl grouped_gemm_impl();
 
+// The cuBLAS path's one call per product (where the grouped entry point rejects the types):
+// the products run round-robin on this many side streams (each with its own cuBLAS handle),
+// forked from and joined back into the op stream; 1 runs them one after another on it. The
+// results are the same either way (each product is the same call and owns its c). Initialised
+// at first use from DS_GROUPED_GEMM_STREAMS (1 to 16, default 4; anything else throws
+// ds::CudaError naming the variable); the setter overrides it (tests, benchmarks).
+int grouped_gemm_streams();
+void set_grouped_gemm_streams(int n);
+// Products issued on side streams so far in this process (tests check they were).
+int64_t grouped_gemm_side_products();
+
 }  // namespace ds::cuda

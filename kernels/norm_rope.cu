@@ -52,17 +52,29 @@ inline int row_threads(int64_t Cv) {
 // ---- RMSNorm forward: one block per row (grid-stride over rows) --------------------------------
 // No __restrict__ on x/y: y may be x (each element is read before the same thread writes it).
 // CODES: y holds BF16 codes (RNE, as bf16_round of the F32 result; the next GEMM's operand).
-template <class VT, bool CODES>
-__global__ void rmsnorm_fwd_kernel(const float* x, const float* __restrict__ g, double eps,
-                                   void* y, float* __restrict__ rstd, int64_t N, int Cv, int C) {
+// ADD: the residual add fused in front: h = x + a (F32, written in the first pass; h may be x
+// or a), normalised as x is otherwise; the second pass reads h back (this thread's own writes).
+template <class VT, bool CODES, bool ADD>
+__global__ void rmsnorm_fwd_kernel(const float* x, const float* a, float* h,
+                                   const float* __restrict__ g, double eps, void* y,
+                                   float* __restrict__ rstd, int64_t N, int Cv, int C) {
   using V = Vec<VT>;
   __shared__ double sh[32];
   const VT* g4 = reinterpret_cast<const VT*>(g);
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
-    const VT* xr = reinterpret_cast<const VT*>(x + n * C);
+    const VT* xr = reinterpret_cast<const VT*>((ADD ? h : x) + n * C);   // the normalised rows
     double ss = 0;
     for (int c = threadIdx.x; c < Cv; c += blockDim.x) {
-      const VT v = xr[c];
+      VT v;
+      if constexpr (ADD) {
+        const VT xv = reinterpret_cast<const VT*>(x + n * C)[c];
+        const VT av = reinterpret_cast<const VT*>(a + n * C)[c];
+#pragma unroll
+        for (int j = 0; j < V::n; ++j) V::set(v, j, V::get(xv, j) + V::get(av, j));
+        reinterpret_cast<VT*>(h + n * C)[c] = v;
+      } else {
+        v = xr[c];
+      }
 #pragma unroll
       for (int j = 0; j < V::n; ++j) {
         const double d = V::get(v, j);
@@ -95,11 +107,13 @@ __global__ void rmsnorm_fwd_kernel(const float* x, const float* __restrict__ g, 
 // component-major so a warp touches consecutive words, or this block's row of `partial` when C
 // is too large for shared memory). The block's sums land in partial (nb, C), reduced in block
 // order by rmsnorm_dg_reduce_kernel: no atomics, the same bits on every run.
-template <class VT>
+// RES: the residual gradient added in the same pass, dx = res + (the norm's dx), each term
+// rounded to F32 first (bit for bit the unfused add).
+template <class VT, bool RES>
 __global__ void rmsnorm_bwd_kernel(const float* x, const float* __restrict__ g,
-                                   const float* __restrict__ rstd, const float* dy, float* dx,
-                                   double* __restrict__ partial, int64_t N, int Cv, int C,
-                                   bool smem_acc) {
+                                   const float* __restrict__ rstd, const float* dy,
+                                   const float* res, float* dx, double* __restrict__ partial,
+                                   int64_t N, int Cv, int C, bool smem_acc) {
   using V = Vec<VT>;
   extern __shared__ double sacc[];
   __shared__ double sh[32];
@@ -132,6 +146,11 @@ __global__ void rmsnorm_bwd_kernel(const float* x, const float* __restrict__ g,
         const double xd = V::get(xv, j), gd = V::get(gv, j), dd = V::get(dv, j);
         V::set(o, j, float(__dsub_rn(__dmul_rn(__dmul_rn(r, gd), dd), __dmul_rn(k, xd))));
         acc[ai(c, j)] += __dmul_rn(__dmul_rn(dd, xd), r);
+      }
+      if constexpr (RES) {
+        const VT rv = reinterpret_cast<const VT*>(res + n * C)[c];
+#pragma unroll
+        for (int j = 0; j < V::n; ++j) V::set(o, j, V::get(rv, j) + V::get(o, j));
       }
       dxr[c] = o;
     }
@@ -221,20 +240,32 @@ int max_smem_optin() {
   return v;
 }
 
-template <class VT, bool CODES>
-void rmsnorm_fwd_launch(const float* x, const float* g, float eps, void* y, float* rstd,
-                        int64_t N, int64_t C) {
+template <class VT, bool CODES, bool ADD>
+void rmsnorm_fwd_launch(const float* x, const float* a, float* h, const float* g, float eps,
+                        void* y, float* rstd, int64_t N, int64_t C) {
   const int64_t Cv = C / Vec<VT>::n;
   const int threads = row_threads(Cv);
   const unsigned blocks = unsigned(std::min<int64_t>(N, 1 << 20));
-  rmsnorm_fwd_kernel<VT, CODES><<<blocks, threads, 0, stream()>>>(x, g, double(eps), y, rstd, N,
-                                                                  int(Cv), int(C));
+  rmsnorm_fwd_kernel<VT, CODES, ADD><<<blocks, threads, 0, stream()>>>(
+      x, a, h, g, double(eps), y, rstd, N, int(Cv), int(C));
   DS_CUDA_LAUNCHED();
 }
 
-template <class VT>
+// The variants of one forward: float4 rows when every row pointer allows them.
+template <bool CODES, bool ADD>
+void rmsnorm_fwd_any(const float* x, const float* a, float* h, const float* g, float eps,
+                     void* y, float* rstd, int64_t N, int64_t C) {
+  if (N <= 0) return;
+  // rows of C % 4 == 0 codes start 8-byte aligned when y does
+  const bool vec = C % 4 == 0 && aligned(x, 16) && aligned(g, 16) &&
+                   aligned(y, CODES ? 8 : 16) && (!ADD || (aligned(a, 16) && aligned(h, 16)));
+  if (vec) rmsnorm_fwd_launch<float4, CODES, ADD>(x, a, h, g, eps, y, rstd, N, C);
+  else rmsnorm_fwd_launch<float, CODES, ADD>(x, a, h, g, eps, y, rstd, N, C);
+}
+
+template <class VT, bool RES>
 void rmsnorm_bwd_launch(const float* x, const float* g, const float* rstd, const float* dy,
-                        float* dx, float* dg, int64_t N, int64_t C) {
+                        const float* res, float* dx, float* dg, int64_t N, int64_t C) {
   const int64_t Cv = C / Vec<VT>::n;
   const int threads = row_threads(Cv);
   const size_t bytes = size_t(C) * sizeof(double);
@@ -242,16 +273,16 @@ void rmsnorm_bwd_launch(const float* x, const float* g, const float* rstd, const
   int per_sm = 4;
   if (smem) {
     if (bytes > 48 * 1024)
-      DS_CUDA_CHECK(cudaFuncSetAttribute(rmsnorm_bwd_kernel<VT>,
+      DS_CUDA_CHECK(cudaFuncSetAttribute(rmsnorm_bwd_kernel<VT, RES>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-    DS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, rmsnorm_bwd_kernel<VT>,
-                                                                threads, bytes));
+    DS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, rmsnorm_bwd_kernel<VT, RES>, threads, bytes));
     per_sm = std::max(per_sm, 1);
   }
   const int nb = int(std::min<int64_t>(N, int64_t(sms()) * per_sm));
   auto* partial = static_cast<double*>(scratch(size_t(nb) * bytes));
-  rmsnorm_bwd_kernel<VT><<<nb, threads, smem ? bytes : 0, stream()>>>(
-      x, g, rstd, dy, dx, partial, N, int(Cv), int(C), smem);
+  rmsnorm_bwd_kernel<VT, RES><<<nb, threads, smem ? bytes : 0, stream()>>>(
+      x, g, rstd, dy, res, dx, partial, N, int(Cv), int(C), smem);
   DS_CUDA_LAUNCHED();
   rmsnorm_dg_reduce_kernel<<<unsigned(cdiv(C, 32)), dim3(32, kDgLanes), 0, stream()>>>(
       partial, nb, dg, int(C));
@@ -262,30 +293,29 @@ void rmsnorm_bwd_launch(const float* x, const float* g, const float* rstd, const
 
 void rmsnorm_forward_f32(const float* x, const float* g, float eps, float* y, float* rstd,
                          int64_t N, int64_t C) {
-  if (N <= 0) return;
-  if (C % 4 == 0 && aligned(x, 16) && aligned(g, 16) && aligned(y, 16))
-    rmsnorm_fwd_launch<float4, false>(x, g, eps, y, rstd, N, C);
-  else
-    rmsnorm_fwd_launch<float, false>(x, g, eps, y, rstd, N, C);
+  rmsnorm_fwd_any<false, false>(x, nullptr, nullptr, g, eps, y, rstd, N, C);
 }
 
 void rmsnorm_forward_bf16(const float* x, const float* g, float eps, uint16_t* y, float* rstd,
                           int64_t N, int64_t C) {
-  if (N <= 0) return;
-  // rows of C % 4 == 0 codes start 8-byte aligned when y does
-  if (C % 4 == 0 && aligned(x, 16) && aligned(g, 16) && aligned(y, 8))
-    rmsnorm_fwd_launch<float4, true>(x, g, eps, y, rstd, N, C);
-  else
-    rmsnorm_fwd_launch<float, true>(x, g, eps, y, rstd, N, C);
+  rmsnorm_fwd_any<true, false>(x, nullptr, nullptr, g, eps, y, rstd, N, C);
+}
+
+void add_rmsnorm_forward(const float* x, const float* a, float* h, const float* g, float eps,
+                         float* y_f32, uint16_t* y_codes, float* rstd, int64_t N, int64_t C) {
+  if (y_codes) rmsnorm_fwd_any<true, true>(x, a, h, g, eps, y_codes, rstd, N, C);
+  else rmsnorm_fwd_any<false, true>(x, a, h, g, eps, y_f32, rstd, N, C);
 }
 
 void rmsnorm_backward_f32(const float* x, const float* g, const float* rstd, const float* dy,
-                          float* dx, float* dg, int64_t N, int64_t C) {
+                          float* dx, float* dg, int64_t N, int64_t C, const float* res) {
   if (N <= 0 || C <= 0) return;
-  if (C % 4 == 0 && aligned(x, 16) && aligned(g, 16) && aligned(dy, 16) && aligned(dx, 16))
-    rmsnorm_bwd_launch<float4>(x, g, rstd, dy, dx, dg, N, C);
-  else
-    rmsnorm_bwd_launch<float>(x, g, rstd, dy, dx, dg, N, C);
+  const bool vec = C % 4 == 0 && aligned(x, 16) && aligned(g, 16) && aligned(dy, 16) &&
+                   aligned(dx, 16) && (!res || aligned(res, 16));
+  if (vec && res) rmsnorm_bwd_launch<float4, true>(x, g, rstd, dy, res, dx, dg, N, C);
+  else if (vec) rmsnorm_bwd_launch<float4, false>(x, g, rstd, dy, res, dx, dg, N, C);
+  else if (res) rmsnorm_bwd_launch<float, true>(x, g, rstd, dy, res, dx, dg, N, C);
+  else rmsnorm_bwd_launch<float, false>(x, g, rstd, dy, res, dx, dg, N, C);
 }
 
 void rope_f32(const float* x, const int32_t* pos, const float* freqs, float* out, int64_t N,

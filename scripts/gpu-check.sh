@@ -80,7 +80,7 @@ NEW_PROF='gpu profiler*'
 NEW_ATTN='gpu attention wgmma*'
 NEW_FUSED='fused:*'
 NEW_DEFAULT='gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
-NEW_OPERANDS='elementwise: swiglu with BF16*,elementwise: rmsnorm with BF16*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
+NEW_OPERANDS='elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 declare -A FILTER=(
   [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8G,$NEW_PROF,$NEW_ATTN,$NEW_FUSED,$NEW_DEFAULT"
   [ops-grouped]="--test-case=$NEW_GROUPED"
@@ -103,10 +103,13 @@ declare -A FILTER=(
 # with DS_CUDA_FUSED=0 (the ops on the paths that ran on the H200, uploads as plain copies);
 # ops-new runs the tests of kernels changed since (4-wide BF16 rounding, the device-side pair
 # sort, the per-token combine, the BF16 outputs of SwiGLU, RMSNorm and the cross-entropy,
-# MLA's one-pass keys, the RMSNorm weight-gradient reduction's wider lanes and the RoPE
-# kernel's row stride, neither of those two switchable) with the defaults, which the later
+# MLA's one-pass keys, the residual adds fused into RMSNorm, the RMSNorm weight-gradient
+# reduction's wider lanes and the RoPE kernel's row stride, neither of those two switchable)
+# with the defaults, which the later
 # groups also use (staged uploads); ops-operands:fallback runs the BF16-output and one-pass
 # key tests again under DS_CUDA_FUSED=0 (the fallbacks that model:unfused would use).
+# ops-grouped also compares the per-expert cuBLAS calls spread over side streams (on by
+# default: DS_GROUPED_GEMM_STREAMS) with one stream, bit for bit.
 MODEL_RC=0
 for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
          ds_test_backend_ops:ops-operands:fallback \
@@ -166,6 +169,12 @@ timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 -
   --share-inputs 0 --steps "$NS" --warmup 2 > "$O/bench_train_noshare.txt" 2>&1
 l=$(grep "^train step 1b bf16" "$O/bench_train_noshare.txt" | head -1 | sed 's/^train step 1b //')
 row "train step 1b bf16 (ds, inputs not shared)" INFO "${l:-failed, see bench_train_noshare.txt}"
+# The same BF16 step with the routed experts' per-expert cuBLAS calls on one stream
+# (DS_GROUPED_GEMM_STREAMS=1) instead of spread over 4 side streams (the default).
+DS_GROUPED_GEMM_STREAMS=1 timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b --batch 4 \
+  --seq 4096 --precision bf16 --steps "$NS" --warmup 2 > "$O/bench_train_1stream.txt" 2>&1
+l=$(grep "^train step 1b bf16" "$O/bench_train_1stream.txt" | head -1 | sed 's/^train step 1b //')
+row "train step 1b bf16 (ds, experts on 1 stream)" INFO "${l:-failed, see bench_train_1stream.txt}"
 # The same BF16 step with the routed experts through our grouped GEMM kernel.
 DS_GROUPED_GEMM=kernel timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b --batch 4 \
   --seq 4096 --precision bf16 --steps "$NS" --warmup 2 > "$O/bench_train_kernel.txt" 2>&1

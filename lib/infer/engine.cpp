@@ -257,10 +257,8 @@ void Engine::block_forward(const model::Block& b, size_t layer, const Rows& rows
   Tensor xn, rstd;                                          // (N, C), (N)
   b.attn_norm.forward(ctx_, x, xn, rstd);
   const Tensor a = mla_forward(b.attn, layer, rows, xn);
-  Tensor h = empty_f32(ctx_, x.shape());
-  ops::add(ctx_, x, a, h);
-  Tensor u, rstd2, y;                                       // (N, C), (N), (N, C)
-  b.ffn_norm.forward(ctx_, h, u, rstd2);
+  Tensor h, u, rstd2, y;                                    // (N, C), (N, C), (N), (N, C)
+  b.ffn_norm.forward_add(ctx_, x, a, h, u, rstd2);          // h = x + a; u = ffn_norm(h)
   if (b.moe) {
     model::MoESaved s;
     b.moe->forward(ctx_, u, 1, N, model::MoEOptions{}, y, s);

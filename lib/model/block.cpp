@@ -32,10 +32,9 @@ void Block::forward(const ops::Context& ctx, const Tensor& x, const SeqInfo& seq
   s.x = x;
   attn_norm.forward(ctx, x, xn, s.rstd_attn);
   attn.forward(ctx, xn, seq, a, s.attn);
-  s.h = detail::empty_f32(ctx, x.shape());
-  ops::add(ctx, x, a, s.h);                              // h = x + attn(attn_norm(x))
   xn = moe ? Tensor() : gemm_input_empty(ctx, x.shape());   // the router reads F32
-  ffn_norm.forward(ctx, s.h, xn, s.rstd_ffn);
+  s.h = detail::empty_f32(ctx, x.shape());
+  ffn_norm.forward_add(ctx, x, a, s.h, xn, s.rstd_ffn);  // h = x + attn(attn_norm(x)); norm(h)
   ffn_forward(ctx, xn, seq, opt, f, s);
   if (!out.defined()) out = detail::empty_f32(ctx, x.shape());
   ops::add(ctx, s.h, f, out);                            // out = h + ffn(ffn_norm(h))
@@ -43,20 +42,17 @@ void Block::forward(const ops::Context& ctx, const Tensor& x, const SeqInfo& seq
 
 void Block::backward(const ops::Context& ctx, BlockSaved& s, const SeqInfo& seq,
                      const Tensor& dout, Tensor& dx) const {
-  Tensor dxn, dres;                                      // (N, C)
+  Tensor dxn;                                             // (N, C)
   if (moe) moe->backward(ctx, s.moe, dout, dxn);
   else mlp->backward(ctx, s.mlp, dout, dxn);
   s.mlp = MLPSaved{};
   s.moe = MoESaved{};
-  ffn_norm.backward(ctx, s.h, s.rstd_ffn, dxn, dres);
-  Tensor dh = detail::empty_f32(ctx, dout.shape());
-  ops::add(ctx, dout, dres, dh);                         // dh = dout + ffn path
+  Tensor dh;
+  ffn_norm.backward_add(ctx, s.h, s.rstd_ffn, dxn, dout, dh);   // dh = dout + ffn path
   Tensor dxa;
   attn.backward(ctx, s.attn, seq, dh, dxa);
   s.attn = MLASaved{};
-  attn_norm.backward(ctx, s.x, s.rstd_attn, dxa, dres);
-  if (!dx.defined()) dx = detail::empty_f32(ctx, dout.shape());
-  ops::add(ctx, dh, dres, dx);                           // dx = dh + attention path
+  attn_norm.backward_add(ctx, s.x, s.rstd_attn, dxa, dh, dx);   // dx = dh + attention path
   s = BlockSaved{};
 }
 

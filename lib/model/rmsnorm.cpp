@@ -25,4 +25,20 @@ void RMSNorm::backward(const ops::Context& ctx, const Tensor& x, const Tensor& r
   ops::rmsnorm_backward(ctx, x, g->value, rstd, dy, dx, g->grad);
 }
 
+void RMSNorm::forward_add(const ops::Context& ctx, const Tensor& x, const Tensor& a, Tensor& h,
+                          Tensor& y, Tensor& rstd) const {
+  DS_CHECK_SHAPE(x, {-1, dim});
+  if (!h.defined()) h = detail::empty_f32(ctx, {x.size(0), dim});
+  if (!y.defined()) y = detail::empty_f32(ctx, {x.size(0), dim});
+  if (!rstd.defined()) rstd = detail::empty_f32(ctx, {x.size(0)});
+  ops::add_rmsnorm_forward(ctx, x, a, g->value, eps, h, y, rstd);
+}
+
+void RMSNorm::backward_add(const ops::Context& ctx, const Tensor& h, const Tensor& rstd,
+                           const Tensor& dy, const Tensor& res, Tensor& dx) const {
+  DS_CHECK(g->grad.defined(), "{}: gradient not allocated", g->info.name);
+  if (!dx.defined()) dx = detail::empty_f32(ctx, {h.size(0), dim});
+  ops::rmsnorm_backward_add(ctx, h, g->value, rstd, dy, res, dx, g->grad);
+}
+
 }  // namespace ds::model

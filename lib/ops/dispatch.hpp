@@ -64,6 +64,14 @@ inline void cpu_only(const Context& ctx, const char* op, std::initializer_list<c
 inline bool use_ref(const Context& ctx) { return ctx.impl == Impl::reference; }
 inline int nthreads(const Context& ctx) { return std::max(1, ctx.threads); }
 // CPU ops with BF16-code outputs (the next GEMM's operands): the F32 results go to
+// Whether two tensors' bytes intersect (the ops that forbid aliasing check it).
+inline bool overlaps(const Tensor& a, const Tensor& b) {
+  if (!a.defined() || !b.defined() || a.nbytes() == 0 || b.nbytes() == 0) return false;
+  const auto* pa = static_cast<const char*>(a.raw());
+  const auto* pb = static_cast<const char*>(b.raw());
+  return pa < pb + b.nbytes() && pb < pa + a.nbytes();
+}
+
 // f32_target(out) (out itself when F32, else a temporary), then store_codes rounds them into
 // out (ds::f32_to_bf16, as bf16_round; nothing when out is F32).
 inline Tensor f32_target(const Tensor& out) {

@@ -245,6 +245,58 @@ void rmsnorm_backward(const Context& ctx, const Tensor& x, const Tensor& g, cons
                           nthreads(ctx));
 }
 
+void add_rmsnorm_forward(const Context& ctx, const Tensor& x, const Tensor& a, const Tensor& g,
+                         float eps, Tensor& h, Tensor& y, Tensor& rstd) {
+  check_devices(ctx, "add_rmsnorm_forward", {&x, &a, &g, &h, &y, &rstd});
+  const Scope scope_(ctx, "add_rmsnorm_forward", 0, {&x, &a, &g, &h, &y, &rstd});
+  DS_CHECK_SHAPE(x, {-1, -1});
+  const int64_t N = x.size(0), C = x.size(1);
+  DS_CHECK_SHAPE(a, {N, C});
+  DS_CHECK_SHAPE(g, {C});
+  DS_CHECK_SHAPE(h, {N, C});
+  DS_CHECK_SHAPE(y, {N, C});
+  DS_CHECK_SHAPE(rstd, {N});
+  DS_CHECK(y.dtype() == DType::f32 || y.dtype() == DType::bf16,
+           "add_rmsnorm_forward: y must be F32 or BF16, got {}", dtype_name(y.dtype()));
+  DS_CHECK(!detail::overlaps(y, h), "add_rmsnorm_forward: y must not overlap h");
+  DS_CUDA_ROUTE(add_rmsnorm_forward, (ctx, x, a, g, eps, h, y, rstd));
+  const Tensor yf = f32_target(y);
+  if (use_ref(ctx)) {
+    ref::add(x.f32(), a.f32(), h.f32(), N * C);
+    ref::rmsnorm_forward(h.f32(), g.f32(), double(eps), yf.f32(), rstd.f32(), N, C);
+  } else {
+    opt::add_rmsnorm_forward(x.f32(), a.f32(), h.f32(), g.f32(), eps, yf.f32(), rstd.f32(), N,
+                             C, nthreads(ctx));
+  }
+  store_codes(yf, y);
+}
+
+void rmsnorm_backward_add(const Context& ctx, const Tensor& x, const Tensor& g,
+                          const Tensor& rstd, const Tensor& dy, const Tensor& res, Tensor& dx,
+                          Tensor& dg) {
+  check_devices(ctx, "rmsnorm_backward_add", {&x, &g, &rstd, &dy, &res, &dx, &dg});
+  const Scope scope_(ctx, "rmsnorm_backward_add", 0, {&x, &g, &rstd, &dy, &res, &dx, &dg});
+  DS_CHECK_SHAPE(x, {-1, -1});
+  const int64_t N = x.size(0), C = x.size(1);
+  DS_CHECK_SHAPE(g, {C});
+  DS_CHECK_SHAPE(rstd, {N});
+  DS_CHECK_SHAPE(dy, {N, C});
+  DS_CHECK_SHAPE(res, {N, C});
+  DS_CHECK_SHAPE(dx, {N, C});
+  DS_CHECK_SHAPE(dg, {C});
+  DS_CHECK(!detail::overlaps(dx, x) && !detail::overlaps(dx, dy),
+           "rmsnorm_backward_add: dx must not overlap x or dy");
+  DS_CUDA_ROUTE(rmsnorm_backward_add, (ctx, x, g, rstd, dy, res, dx, dg));
+  if (use_ref(ctx)) {
+    const Tensor t = Tensor::empty({N, C}, DType::f32, Device::cpu);
+    ref::rmsnorm_backward(x.f32(), g.f32(), rstd.f32(), dy.f32(), t.f32(), dg.f32(), N, C);
+    ref::add(res.f32(), t.f32(), dx.f32(), N * C);
+  } else {
+    opt::rmsnorm_backward(x.f32(), g.f32(), rstd.f32(), dy.f32(), dx.f32(), dg.f32(), N, C,
+                          nthreads(ctx), res.f32());
+  }
+}
+
 // ---- RoPE and head layout ------------------------------------------------------------------
 static void rope_dispatch(const Context& ctx, const char* op, const Tensor& x, const Tensor& pos,
                           const Tensor& freqs, Tensor& out, int dir) {

@@ -19,7 +19,7 @@ std::string_view Profiler::family_of(std::string_view op) {
   if (starts("fp8_") || starts("bf16_round")) return "quantize";
   if (starts("attention")) return "attention";
   if (starts("cross_entropy")) return "cross_entropy";
-  if (starts("rmsnorm")) return "norm";
+  if (starts("rmsnorm") || starts("add_rmsnorm")) return "norm";
   if (starts("rope") || op == "split_last" || op == "concat_last" || op == "broadcast_heads" ||
       op == "sum_heads" || op == "transpose" || starts("mla_kv_split"))
     return "rope_permute";

@@ -312,3 +312,56 @@ TEST_CASE("gpu grouped_gemm_rm BF16: all four layouts, alpha and beta, both impl
           run_direct(kernel_products(ta, tb, beta != 0), ta, tb, alpha, beta, 0, impl);
       }
 }
+
+// The cuBLAS path's per-product calls spread over side streams: the same bits as one stream
+// (each product is the same call on an identically set up handle and owns its c), at the 1b
+// preset's expert shapes in the forward, input-gradient and weight-gradient layouts, and
+// against the CPU through run_case.
+TEST_CASE("gpu grouped GEMM cuBLAS per product: side streams == one stream, bit for bit") {
+  const ImplScope scope(GroupedGemmImpl::cublas);
+  const int prev = ds::cuda::grouped_gemm_streams();
+  std::vector<int64_t> rows(64);
+  std::uniform_int_distribution<int64_t> count(0, 96);
+  for (int64_t& r : rows) r = count(rng());
+  rows[5] = 0;
+  const std::vector<int64_t> off = offsets_of(rows);
+  const int64_t M = off.back(), C = 1024, I = 384;
+  const Tensor x = rounded(rand_f32({M, C})), dy = rounded(rand_f32({M, I}));
+  std::vector<Tensor> w;
+  for (size_t g = 0; g < rows.size(); ++g) w.push_back(rounded(rand_f32({I, C})));
+  const Tensor y0 = rand_f32({M, C});
+  std::vector<Tensor> got[3];   // per stream count: y (forward), dx (accumulating), dw...
+  const int counts[3] = {1, 4, 3};
+  const int64_t side_before = ds::cuda::grouped_gemm_side_products();
+  for (int r = 0; r < 3; ++r) {
+    CAPTURE(counts[r]);
+    ds::cuda::set_grouped_gemm_streams(counts[r]);
+    Arena ar;
+    const Tensor xg = to_gpu(ar, x, true), dyg = to_gpu(ar, dy, true);
+    std::vector<Tensor> wg;
+    for (const Tensor& t : w) wg.push_back(to_gpu(ar, t, true));
+    Tensor y = ar.empty({M, I});
+    ops::grouped_matmul(gpu(), xg, wg, true, off, y, 0.0f);
+    Tensor dx = ar.upload(y0);
+    ops::grouped_matmul(gpu(), dyg, wg, false, off, dx, 1.0f);
+    std::vector<Tensor> dw;
+    for (size_t g = 0; g < rows.size(); ++g) dw.push_back(ar.upload(Tensor::zeros({I, C})));
+    ops::grouped_matmul_wgrad(gpu(), dyg, xg, off, dw);
+    got[r].push_back(download(y));
+    got[r].push_back(download(dx));
+    for (const Tensor& t : dw) got[r].push_back(download(t));
+    CHECK(ar.check());
+  }
+  ds::cuda::set_grouped_gemm_streams(prev);
+  for (int r = 1; r < 3; ++r)
+    for (size_t i = 0; i < got[0].size(); ++i) {
+      CAPTURE(counts[r]);
+      CAPTURE(i);
+      CHECK(std::memcmp(got[r][i].raw(), got[0][i].raw(), got[0][i].nbytes()) == 0);
+    }
+  if (ds::cuda::grouped_gemm_native())
+    MESSAGE("cuBLAS's grouped entry point took these calls: no per-product side streams");
+  else
+    CHECK(ds::cuda::grouped_gemm_side_products() > side_before);
+  run_case(rows, C, I, true, true, 0.0f);   // and right, under the default stream count
+}

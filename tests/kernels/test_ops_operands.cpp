@@ -1,7 +1,8 @@
 // The ops that write the next GEMM's operands or MLA's head layout in one pass, against the
 // CPU reference and against the ops they replace: SwiGLU, RMSNorm, the fused cross-entropy
-// and the log-probability backward with BF16-code outputs, and mla_kv_split forward/backward
-// (F32 and BF16-code dkv), on aligned and misaligned operands.
+// and the log-probability backward with BF16-code outputs, mla_kv_split forward/backward
+// (F32 and BF16-code dkv), and the residual add fused into RMSNorm, on aligned and misaligned
+// operands.
 #include <doctest/doctest.h>
 
 #include <cstring>
@@ -186,6 +187,76 @@ TEST_CASE("layout: mla_kv_split forward/backward") {
       expect_exact(gdkr, dkr, "dk_rot");
       expect_exact(gcodes, dkv_codes, "dkv codes");
       expect_exact(gdkr2, dkr, "dk_rot (codes run)");
+      CHECK(ar.check());
+    }
+  }
+}
+
+// The residual add fused into RMSNorm (model::Block): bit for bit the GPU's own add followed
+// by its RMSNorm (forward, F32 and BF16 y; h apart and over x) and its RMSNorm backward
+// followed by the add (dx, and dg through the same reduction; res apart and res == dx), every
+// operand at the same element offset so that both sides take the same kernel variant (offset 0
+// float4 rows, 1 the scalar path); and close to the CPU reference.
+TEST_CASE("elementwise: rmsnorm with the residual add fused") {
+  for (auto [N, C] : {std::pair<int64_t, int64_t>{1, 7}, {33, 1024}, {5, 7168}, {17, 384}}) {
+    for (int64_t off : {0, 1}) {
+      CAPTURE(N);
+      CAPTURE(C);
+      CAPTURE(off);
+      Arena ar;
+      auto at_off = [&](const Shape& s, DType dt) {
+        int64_t n = 1;
+        for (int64_t d : s) n *= d;
+        return ar.empty({n + off}, dt).slice0(off, n + off).view(s);
+      };
+      auto put = [&](const Tensor& host) {
+        Tensor t = at_off(host.shape(), host.dtype());
+        t.copy_from(host);
+        return t;
+      };
+      const Tensor x = rand_f32({N, C}, -3, 3), a = rand_f32({N, C}, -2, 2);
+      const Tensor g = rand_f32({C}, 0.5f, 1.5f), dy = rand_f32({N, C}), res = rand_f32({N, C});
+      const Tensor dg0 = rand_f32({C});
+      const Tensor gx = put(x), ga = put(a), gg = put(g), gdy = put(dy), gres = put(res);
+      for (DType yt : {DType::f32, DType::bf16}) {
+        CAPTURE(int(yt));
+        Tensor h0 = at_off({N, C}, DType::f32), y0 = at_off({N, C}, yt), r0 = ar.empty({N});
+        ops::add(gpu(), gx, ga, h0);
+        ops::rmsnorm_forward(gpu(), h0, gg, 1e-6f, y0, r0);
+        Tensor h = at_off({N, C}, DType::f32), y = at_off({N, C}, yt), r = ar.empty({N});
+        ops::add_rmsnorm_forward(gpu(), gx, ga, gg, 1e-6f, h, y, r);
+        expect_exact(h, download(h0), "h");
+        expect_exact(y, download(y0), "y");
+        expect_exact(r, download(r0), "rstd");
+        Tensor xh = put(x);   // h over x
+        y = at_off({N, C}, yt);
+        ops::add_rmsnorm_forward(gpu(), xh, ga, gg, 1e-6f, xh, y, r);
+        expect_exact(xh, download(h0), "h over x");
+        expect_exact(y, download(y0), "y (h over x)");
+      }
+      Tensor h = at_off({N, C}, DType::f32), y = at_off({N, C}, DType::f32), r = ar.empty({N});
+      ops::add_rmsnorm_forward(gpu(), gx, ga, gg, 1e-6f, h, y, r);
+      Tensor t = at_off({N, C}, DType::f32), dx0 = at_off({N, C}, DType::f32), dgw = put(dg0);
+      ops::rmsnorm_backward(gpu(), h, gg, r, gdy, t, dgw);
+      ops::add(gpu(), gres, t, dx0);
+      Tensor dx = at_off({N, C}, DType::f32), dg = put(dg0);
+      ops::rmsnorm_backward_add(gpu(), h, gg, r, gdy, gres, dx, dg);
+      expect_exact(dx, download(dx0), "dx");
+      expect_exact(dg, download(dgw), "dg");
+      Tensor inplace = put(res);   // res == dx
+      dg = put(dg0);
+      ops::rmsnorm_backward_add(gpu(), h, gg, r, gdy, inplace, inplace, dg);
+      expect_exact(inplace, download(dx0), "dx over res");
+      expect_exact(dg, download(dgw), "dg (dx over res)");
+      // the CPU reference
+      Tensor ch = Tensor::empty({N, C}), cy = Tensor::empty({N, C}), cr = Tensor::empty({N});
+      ops::add_rmsnorm_forward(cpu_ref(), x, a, g, 1e-6f, ch, cy, cr);
+      Tensor cdx = Tensor::empty({N, C}), cdg = dg0.clone();
+      ops::rmsnorm_backward_add(cpu_ref(), ch, g, cr, dy, res, cdx, cdg);
+      expect_exact(h, ch, "h vs reference");
+      expect_close(y, cy, 1e-5, "y vs reference");
+      expect_close(dx, cdx, 1e-5, "dx vs reference");
+      expect_close(dg, cdg, 1e-5, "dg vs reference");
       CHECK(ar.check());
     }
   }

@@ -224,3 +224,47 @@ TEST_CASE("rmsnorm_forward with a BF16 y == bf16_round of the F32 y") {
   }
 }
 
+
+// The residual add fused into the norm (model::Block): add then the norm, bit for bit, in
+// both implementations, with F32 and BF16 y, h in a buffer of its own and in place over x;
+// the backward's residual gradient likewise, with res apart and res == dx.
+TEST_CASE("add_rmsnorm_forward == add, rmsnorm_forward; rmsnorm_backward_add == backward, add") {
+  const int64_t N = 13, C = 44;
+  const Tensor x = rand_f32({N, C}, -3, 3), a = rand_f32({N, C}, -2, 2), g = rand_f32({C});
+  const Tensor dy = rand_f32({N, C}), res = rand_f32({N, C}), dg0 = rand_f32({C});
+  for (const Context& c : {ref_ctx(), opt_ctx(2)}) {
+    for (DType yt : {DType::f32, DType::bf16}) {
+      CAPTURE(int(yt));
+      Tensor want_h = Tensor::empty({N, C}), want_y = Tensor::empty({N, C}, yt);
+      Tensor want_r = Tensor::empty({N});
+      add(c, x, a, want_h);
+      rmsnorm_forward(c, want_h, g, 1e-6f, want_y, want_r);
+      Tensor h = Tensor::empty({N, C}), y = Tensor::empty({N, C}, yt), r = Tensor::empty({N});
+      add_rmsnorm_forward(c, x, a, g, 1e-6f, h, y, r);
+      CHECK(std::memcmp(h.raw(), want_h.raw(), h.nbytes()) == 0);
+      CHECK(std::memcmp(y.raw(), want_y.raw(), y.nbytes()) == 0);
+      CHECK(std::memcmp(r.raw(), want_r.raw(), r.nbytes()) == 0);
+      Tensor xh = x.clone();   // h over x
+      y = Tensor::empty({N, C}, yt);
+      add_rmsnorm_forward(c, xh, a, g, 1e-6f, xh, y, r);
+      CHECK(std::memcmp(xh.raw(), want_h.raw(), h.nbytes()) == 0);
+      CHECK(std::memcmp(y.raw(), want_y.raw(), y.nbytes()) == 0);
+    }
+    Tensor rstd = Tensor::empty({N}), y = Tensor::empty({N, C});
+    rmsnorm_forward(c, x, g, 1e-6f, y, rstd);
+    Tensor t = Tensor::empty({N, C}), want_dx = Tensor::empty({N, C}), want_dg = dg0.clone();
+    rmsnorm_backward(c, x, g, rstd, dy, t, want_dg);
+    add(c, res, t, want_dx);
+    Tensor dx = Tensor::empty({N, C}), dg = dg0.clone();
+    rmsnorm_backward_add(c, x, g, rstd, dy, res, dx, dg);
+    CHECK(std::memcmp(dx.raw(), want_dx.raw(), dx.nbytes()) == 0);
+    CHECK(std::memcmp(dg.raw(), want_dg.raw(), dg.nbytes()) == 0);
+    Tensor inplace = res.clone();   // res == dx
+    dg = dg0.clone();
+    rmsnorm_backward_add(c, x, g, rstd, dy, inplace, inplace, dg);
+    CHECK(std::memcmp(inplace.raw(), want_dx.raw(), dx.nbytes()) == 0);
+    Tensor dyc = dy.clone();   // dx over dy: refused
+    CHECK_THROWS_WITH_AS(rmsnorm_backward_add(c, x, g, rstd, dyc, res, dyc, dg),
+                         doctest::Contains("must not overlap"), ds::Error);
+  }
+}

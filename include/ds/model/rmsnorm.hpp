@@ -22,6 +22,13 @@ struct RMSNorm {
   // dx (N, C) overwritten (allocated when undefined); g.grad += .
   void backward(const ops::Context& ctx, const Tensor& x /*(N,C)*/, const Tensor& rstd /*(N)*/,
                 const Tensor& dy /*(N,C)*/, Tensor& dx /*(N,C)*/) const;
+  // A pre-norm block's residual add fused in: h = x + a, y = norm(h) (ops::add_rmsnorm_forward;
+  // h, y, rstd allocated when undefined).
+  void forward_add(const ops::Context& ctx, const Tensor& x /*(N,C)*/, const Tensor& a /*(N,C)*/,
+                   Tensor& h /*(N,C)*/, Tensor& y /*(N,C)*/, Tensor& rstd /*(N)*/) const;
+  // dx = res + the norm's input gradient (ops::rmsnorm_backward_add); the input is h.
+  void backward_add(const ops::Context& ctx, const Tensor& h, const Tensor& rstd,
+                    const Tensor& dy, const Tensor& res /*(N,C)*/, Tensor& dx /*(N,C)*/) const;
 };
 
 }  // namespace ds::model

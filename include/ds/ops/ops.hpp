@@ -207,6 +207,18 @@ void rmsnorm_forward(const Context& ctx, const Tensor& x /*(N,C)*/, const Tensor
                      Tensor& y /*(N,C)*/, Tensor& rstd /*(N)*/);
 void rmsnorm_backward(const Context& ctx, const Tensor& x, const Tensor& g, const Tensor& rstd,
                       const Tensor& dy /*(N,C)*/, Tensor& dx /*(N,C)*/, Tensor& dg /*(C) +=*/);
+// The pre-norm residual add fused in front (model::Block): h = x + a (F32, the residual
+// stream; h may be x or a, not y), then y, rstd = rmsnorm_forward(h): bit for bit add then
+// rmsnorm_forward, with one pass fewer over the rows.
+void add_rmsnorm_forward(const Context& ctx, const Tensor& x /*(N,C)*/, const Tensor& a /*(N,C)*/,
+                         const Tensor& g /*(C)*/, float eps, Tensor& h /*(N,C)*/,
+                         Tensor& y /*(N,C)*/, Tensor& rstd /*(N)*/);
+// And behind the backward: dx = res + rmsnorm_backward's dx (the residual gradient added in
+// the same pass; bit for bit rmsnorm_backward then add(res, .)); dg += as rmsnorm_backward.
+// res may be dx; dx must not overlap x or dy.
+void rmsnorm_backward_add(const Context& ctx, const Tensor& x, const Tensor& g,
+                          const Tensor& rstd, const Tensor& dy, const Tensor& res /*(N,C)*/,
+                          Tensor& dx /*(N,C)*/, Tensor& dg /*(C) +=*/);
 
 // ---- RoPE, interleaved pairs (2i, 2i+1), angle pos * freq[i] ----------------------------------
 // x: (N, H, Dr) rotated in place-free fashion into out; pos: (N) i32 absolute positions;

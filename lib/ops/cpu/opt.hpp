@@ -43,8 +43,13 @@ void embedding_backward(const int32_t* ids, const float* dout, float* dtable, in
 // ---- opt_norm.cpp ----
 void rmsnorm_forward(const float* x, const float* g, float eps, float* y, float* rstd, int64_t N,
                      int64_t C, int nt);
+// h = x + a, then the forward over h (h may be x or a).
+void add_rmsnorm_forward(const float* x, const float* a, float* h, const float* g, float eps,
+                         float* y, float* rstd, int64_t N, int64_t C, int nt);
+// res non-null: dx = res + the norm's dx (res may be dx).
 void rmsnorm_backward(const float* x, const float* g, const float* rstd, const float* dy,
-                      float* dx, float* dg, int64_t N, int64_t C, int nt);
+                      float* dx, float* dg, int64_t N, int64_t C, int nt,
+                      const float* res = nullptr);
 
 // ---- opt_rope.cpp ----
 void rope(const float* x, const int32_t* pos, const float* freqs, float* out, int64_t N,

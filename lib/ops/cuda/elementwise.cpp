@@ -53,6 +53,35 @@ void rmsnorm_backward(const Context&, const Tensor& x, const Tensor& g, const Te
                                  x.size(0), x.size(1));
 }
 
+// The residual add fused into the norm; with DS_CUDA_FUSED=0 the add and the norm apart.
+void add_rmsnorm_forward(const Context& ctx, const Tensor& x, const Tensor& a, const Tensor& g,
+                         float eps, Tensor& h, Tensor& y, Tensor& rstd) {
+  const int64_t N = x.size(0), C = x.size(1);
+  if (!ds::cuda::fused_ops()) {
+    ds::cuda::add_f32(x.f32(), a.f32(), h.f32(), N * C);
+    cuda::rmsnorm_forward(ctx, h, g, eps, y, rstd);
+    return;
+  }
+  const bool codes = y.dtype() == DType::bf16;
+  ds::cuda::add_rmsnorm_forward(x.f32(), a.f32(), h.f32(), g.f32(), eps,
+                                codes ? nullptr : y.f32(), codes ? y.data<uint16_t>() : nullptr,
+                                rstd.f32(), N, C);
+}
+
+void rmsnorm_backward_add(const Context&, const Tensor& x, const Tensor& g, const Tensor& rstd,
+                          const Tensor& dy, const Tensor& res, Tensor& dx, Tensor& dg) {
+  const int64_t N = x.size(0), C = x.size(1);
+  if (!ds::cuda::fused_ops()) {
+    const Tensor t = Tensor::empty({N, C}, DType::f32, Device::cuda);
+    ds::cuda::rmsnorm_backward_f32(x.f32(), g.f32(), rstd.f32(), dy.f32(), t.f32(), dg.f32(), N,
+                                   C);
+    ds::cuda::add_f32(res.f32(), t.f32(), dx.f32(), N * C);
+    return;
+  }
+  ds::cuda::rmsnorm_backward_f32(x.f32(), g.f32(), rstd.f32(), dy.f32(), dx.f32(), dg.f32(), N,
+                                 C, res.f32());
+}
+
 // ---- RoPE and head layout ------------------------------------------------------------------
 void rope(const Context&, const Tensor& x, const Tensor& pos, const Tensor& freqs, Tensor& out,
           int dir) {

@@ -58,6 +58,11 @@ void rmsnorm_forward(const Context& ctx, const Tensor& x, const Tensor& g, float
                      Tensor& rstd);
 void rmsnorm_backward(const Context& ctx, const Tensor& x, const Tensor& g, const Tensor& rstd,
                       const Tensor& dy, Tensor& dx, Tensor& dg);
+void add_rmsnorm_forward(const Context& ctx, const Tensor& x, const Tensor& a, const Tensor& g,
+                         float eps, Tensor& h, Tensor& y, Tensor& rstd);
+void rmsnorm_backward_add(const Context& ctx, const Tensor& x, const Tensor& g,
+                          const Tensor& rstd, const Tensor& dy, const Tensor& res, Tensor& dx,
+                          Tensor& dg);
 // dir +1: rope_forward, -1: rope_backward (x = dout, out = dx).
 void rope(const Context& ctx, const Tensor& x, const Tensor& pos, const Tensor& freqs, Tensor& out,
           int dir);
