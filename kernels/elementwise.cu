@@ -372,16 +372,24 @@ inline bool fits31(int64_t n) { return n < (int64_t(1) << 31); }
 // MLA's keys and values in one pass: per (token, head) row, k = [kv[:Dn] | k_rot[token]],
 // v = kv[Dn:] (widths in VT units). Thread i covers element c of row r of the (Dn+Dr+Dv)-wide
 // concatenation of k's and v's rows.
-template <class VT, class I>
+// One element (or 4) of an output held as F32 or, when CODES, as BF16 codes (RNE).
+template <bool CODES, class VT, class I>
+__device__ __forceinline__ void put_value(void* out, I i, VT x) {
+  if constexpr (!CODES) static_cast<VT*>(out)[i] = x;
+  else if constexpr (sizeof(VT) == 16) store_bf16x4<true>(out, i, x);
+  else static_cast<uint16_t*>(out)[i] = f32_to_bf16(x);
+}
+
+template <class VT, class I, bool CODES>
 __global__ void mla_kv_split_kernel(const VT* __restrict__ kv, const VT* __restrict__ krot,
-                                    VT* __restrict__ k, VT* __restrict__ v, I N, I H, I Dn, I Dr,
-                                    I Dv) {
+                                    void* __restrict__ k, void* __restrict__ v, I N, I H, I Dn,
+                                    I Dr, I Dv) {
   const I W = Dn + Dr + Dv, total = N * H * W, stride = I(gridDim.x) * blockDim.x;
   for (I i = I(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
     const I r = i / W, c = i - r * W;
-    if (c < Dn) k[r * (Dn + Dr) + c] = kv[r * (Dn + Dv) + c];
-    else if (c < Dn + Dr) k[r * (Dn + Dr) + c] = krot[(r / H) * Dr + (c - Dn)];
-    else v[r * Dv + (c - Dn - Dr)] = kv[r * (Dn + Dv) + (c - Dr)];
+    if (c < Dn) put_value<CODES>(k, r * (Dn + Dr) + c, kv[r * (Dn + Dv) + c]);
+    else if (c < Dn + Dr) put_value<CODES>(k, r * (Dn + Dr) + c, krot[(r / H) * Dr + (c - Dn)]);
+    else put_value<CODES>(v, r * Dv + (c - Dn - Dr), kv[r * (Dn + Dv) + (c - Dr)]);
   }
 }
 
@@ -396,10 +404,7 @@ __global__ void mla_kv_split_bwd_kernel(const VT* __restrict__ dk, const VT* __r
   for (I i = I(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
     if (i < rows) {
       const I r = i / W, c = i - r * W;
-      const VT x = c < Dn ? dk[r * (Dn + Dr) + c] : dv[r * Dv + (c - Dn)];
-      if constexpr (!CODES) static_cast<VT*>(dkv)[i] = x;
-      else if constexpr (sizeof(VT) == 16) store_bf16x4<true>(dkv, i, x);
-      else static_cast<uint16_t*>(dkv)[i] = f32_to_bf16(x);
+      put_value<CODES>(dkv, i, c < Dn ? dk[r * (Dn + Dr) + c] : dv[r * Dv + (c - Dn)]);
     } else {
       const I j = i - rows, n = j / Dr, d = j - n * Dr;
       const VT* p = dk + n * H * (Dn + Dr) + Dn + d;
@@ -655,13 +660,13 @@ bool kv_vec(std::initializer_list<const void*> f32, const void* codes, int64_t D
   for (const void* p : f32) ok = ok && aligned16(p);
   return ok && (codes == nullptr || (reinterpret_cast<uintptr_t>(codes) & 7u) == 0);
 }
-template <class VT, class I>
-void kv_split(const float* kv, const float* krot, float* k, float* v, int64_t N, int64_t H,
+template <class VT, class I, bool CODES>
+void kv_split(const float* kv, const float* krot, void* k, void* v, int64_t N, int64_t H,
               int64_t Dn, int64_t Dr, int64_t Dv, int64_t V) {
-  mla_kv_split_kernel<VT, I><<<flat_blocks(N * H * (Dn + Dr + Dv) / V), kThreads, 0, stream()>>>(
-      reinterpret_cast<const VT*>(kv), reinterpret_cast<const VT*>(krot),
-      reinterpret_cast<VT*>(k), reinterpret_cast<VT*>(v), I(N), I(H), I(Dn / V), I(Dr / V),
-      I(Dv / V));
+  mla_kv_split_kernel<VT, I, CODES>
+      <<<flat_blocks(N * H * (Dn + Dr + Dv) / V), kThreads, 0, stream()>>>(
+          reinterpret_cast<const VT*>(kv), reinterpret_cast<const VT*>(krot), k, v, I(N), I(H),
+          I(Dn / V), I(Dr / V), I(Dv / V));
 }
 template <class VT, class I, bool CODES>
 void kv_split_bwd(const float* dk, const float* dv, void* dkv, float* dkrot, int64_t N, int64_t H,
@@ -673,15 +678,24 @@ void kv_split_bwd(const float* dk, const float* dv, void* dkv, float* dkrot, int
 }
 }  // namespace
 
-void mla_kv_split_f32(const float* kv, const float* krot, float* k, float* v, int64_t N,
-                      int64_t H, int64_t Dn, int64_t Dr, int64_t Dv) {
+void mla_kv_split_f32(const float* kv, const float* krot, void* k, void* v, bool codes,
+                      int64_t N, int64_t H, int64_t Dn, int64_t Dr, int64_t Dv) {
   if (N <= 0 || H <= 0) return;
-  const bool vec = kv_vec({kv, krot, k, v}, nullptr, Dn, Dr, Dv);
+  const bool codes_ok = (reinterpret_cast<uintptr_t>(k) & 7u) == 0 &&
+                        (reinterpret_cast<uintptr_t>(v) & 7u) == 0;
+  const bool vec = codes ? kv_vec({kv, krot}, nullptr, Dn, Dr, Dv) && codes_ok
+                         : kv_vec({kv, krot, k, v}, nullptr, Dn, Dr, Dv);
   const bool small = fits31(N * H * (Dn + Dr + Dv));
-  if (vec && small) kv_split<float4, uint32_t>(kv, krot, k, v, N, H, Dn, Dr, Dv, 4);
-  else if (vec) kv_split<float4, int64_t>(kv, krot, k, v, N, H, Dn, Dr, Dv, 4);
-  else if (small) kv_split<float, uint32_t>(kv, krot, k, v, N, H, Dn, Dr, Dv, 1);
-  else kv_split<float, int64_t>(kv, krot, k, v, N, H, Dn, Dr, Dv, 1);
+  const int64_t V = vec ? 4 : 1;
+  const auto run = [&](auto codes_tag) {
+    constexpr bool C = decltype(codes_tag)::value;
+    if (vec && small) kv_split<float4, uint32_t, C>(kv, krot, k, v, N, H, Dn, Dr, Dv, V);
+    else if (vec) kv_split<float4, int64_t, C>(kv, krot, k, v, N, H, Dn, Dr, Dv, V);
+    else if (small) kv_split<float, uint32_t, C>(kv, krot, k, v, N, H, Dn, Dr, Dv, V);
+    else kv_split<float, int64_t, C>(kv, krot, k, v, N, H, Dn, Dr, Dv, V);
+  };
+  if (codes) run(std::true_type{});
+  else run(std::false_type{});
   DS_CUDA_LAUNCHED();
 }
 

@@ -58,9 +58,10 @@ void concat_last_f32(const float* a, const float* b, float* x, int64_t R, int64_
 void broadcast_heads_f32(const float* x, float* out, int64_t N, int64_t H, int64_t D);
 void sum_heads_f32(const float* dout, float* dx, int64_t N, int64_t H, int64_t D);
 // MLA's keys and values from kv_b_proj's output kv (N, H, Dn+Dv) and the rotated shared rope
-// key k_rot (N, Dr): k (N, H, Dn+Dr) = [kv[.., :Dn] | k_rot], v (N, H, Dv) = kv[.., Dn:].
-void mla_kv_split_f32(const float* kv, const float* krot, float* k, float* v, int64_t N,
-                      int64_t H, int64_t Dn, int64_t Dr, int64_t Dv);
+// key k_rot (N, Dr): k (N, H, Dn+Dr) = [kv[.., :Dn] | k_rot], v (N, H, Dv) = kv[.., Dn:]; k and
+// v F32, or BF16 codes when `codes` (RNE: the attention's tensor-core operands).
+void mla_kv_split_f32(const float* kv, const float* krot, void* k, void* v, bool codes,
+                      int64_t N, int64_t H, int64_t Dn, int64_t Dr, int64_t Dv);
 // Its backward: dkv (N, H, Dn+Dv) = [dk[.., :Dn] | dv] into dkv_f32, or as BF16 codes into
 // dkv_codes (the other null); dk_rot (N, Dr) = sum over heads of dk[.., Dn:] in head order.
 void mla_kv_split_backward_f32(const float* dk, const float* dv, float* dkv_f32,

@@ -37,13 +37,22 @@ bool attention_wgmma();
 bool attention_wgmma_supported(int64_t Dk, int64_t Dv);
 int64_t attention_wgmma_launches(bool backward = false);
 
+// q, k, v as the caller holds them: F32, or BF16 codes (bf16 true: the values the
+// tensor-core kernels read, taken as they are instead of converted in a pass of their own).
+struct AttnQKV {
+  const void *q = nullptr, *k = nullptr, *v = nullptr;
+  bool bf16 = false;
+};
+// Whether the tensor-core kernels run these inputs (tensor_cores, supported dims, 16-byte
+// aligned operands); BF16 inputs must (the exact kernels read F32).
+bool attention_tc_runs(const AttnQKV& in, const AttnShape& s, bool tensor_cores);
+
 // out, lse overwritten. tensor_cores: use the BF16 kernels when attention_tc_supported.
-void attention_forward(const float* q, const float* k, const float* v, const int32_t* seg,
-                       float scale, float* out, float* lse, const AttnShape& s,
-                       bool tensor_cores);
+void attention_forward(const AttnQKV& in, const int32_t* seg, float scale, float* out,
+                       float* lse, const AttnShape& s, bool tensor_cores);
 // dq, dk, dv overwritten; out and lse are the forward's.
-void attention_backward(const float* q, const float* k, const float* v, const int32_t* seg,
-                        float scale, const float* out, const float* lse, const float* dout,
-                        float* dq, float* dk, float* dv, const AttnShape& s, bool tensor_cores);
+void attention_backward(const AttnQKV& in, const int32_t* seg, float scale, const float* out,
+                        const float* lse, const float* dout, float* dq, float* dk, float* dv,
+                        const AttnShape& s, bool tensor_cores);
 
 }  // namespace ds::cuda

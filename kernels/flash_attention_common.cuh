@@ -74,8 +74,10 @@ struct Launch {
 bool sm90_attention(int64_t Dk, int64_t Dv);
 // Keys padded to the kernel's 64-key tiles: V^T's row length.
 int64_t sm90_keys_padded(int64_t T);
-// xt (B, H, D, Tp) BF16 = x (B, T, H, D) F32 transposed, zero for rows T..Tp-1.
+// xt (B, H, D, Tp) BF16 = x (B, T, H, D) F32 (rounded) or BF16 (copied) transposed, zero for
+// rows T..Tp-1.
 void convert_t(const float* x, bf16* xt, const AttnShape& s, int64_t D, int64_t Tp);
+void convert_t(const bf16* x, bf16* xt, const AttnShape& s, int64_t D, int64_t Tp);
 // The forward on q, k (B, T, H, Dk) BF16 and vt as above; out, lse as attention_forward.
 void sm90_forward(const Launch& L, const bf16* q, const bf16* k, const bf16* vt, int64_t Tp,
                   float* out, float* lse);

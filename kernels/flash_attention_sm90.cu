@@ -41,16 +41,22 @@ namespace {
 
 using namespace fa90;   // tile sizes, shared layout, copies (flash_attention_sm90_layout.hpp)
 
-// x (B, T, H, Dv) F32 -> x^T (B, H, Dv, Tp) BF16, zero for rows t >= T (V^T for the forward;
-// K^T, Q^T, dO^T for the backward). grid (Tp/64, B*H).
-__global__ void to_bf16_t_kernel(const float* __restrict__ v, bf16* __restrict__ vt, int T,
+__device__ __forceinline__ float widen(float x) { return x; }
+__device__ __forceinline__ float widen(bf16 x) { return __bfloat162float(x); }
+
+// x (B, T, H, Dv) F32 or BF16 -> x^T (B, H, Dv, Tp) BF16, zero for rows t >= T (V^T for the
+// forward; K^T, Q^T, dO^T for the backward; BF16 sources are copied exactly). grid (Tp/64,
+// B*H).
+template <class Src>
+__global__ void to_bf16_t_kernel(const Src* __restrict__ v, bf16* __restrict__ vt, int T,
                                  int H, int Dv, int Tp) {
   __shared__ float tile[64][65];
   const int bh = blockIdx.y, b = bh / H, h = bh % H, t0 = blockIdx.x * 64;
   for (int d0 = 0; d0 < Dv; d0 += 64) {
     for (int e = threadIdx.x; e < 64 * 64; e += blockDim.x) {   // reads along d
       const int tt = e >> 6, dd = e & 63, t = t0 + tt, d = d0 + dd;
-      tile[tt][dd] = t < T && d < Dv ? v[((int64_t(b) * T + t) * H + h) * Dv + d] : 0.f;
+      tile[tt][dd] =
+          t < T && d < Dv ? widen(v[((int64_t(b) * T + t) * H + h) * Dv + d]) : 0.f;
     }
     __syncthreads();
     for (int e = threadIdx.x; e < 64 * 64; e += blockDim.x) {   // writes along t
@@ -172,12 +178,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     uint32_t a[kBK / 16][4];
 #pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk) acc_to_a(a[kk], s[2 * kk], s[2 * kk + 1]);
+    fence_a(a);
     fence_acc(o);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk)   // keys 16 kk..: the V^T tile's k16 step kk
       wgmma_rs(o, a[kk], smem_desc(kstep(ks_ + L.vt, DV, kk)));
     wgmma_commit_wait_all();
+    fence_a(a);
     fence_acc(o);
   }
   ptx::cp_wait<0>();
@@ -324,12 +332,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     uint32_t a[kBK / 16][4];
 #pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk) acc_to_a(a[kk], s[2 * kk], s[2 * kk + 1]);
+    fence_a(a);
     fence_acc(acc);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk)   // tile rows 16 kk..: bytes 32 kk of each Z^T row
       wgmma_rs(acc, a[kk], smem_desc(kstep(ya + L.z, NZ, kk)));
     wgmma_commit_wait_all();
+    fence_a(a);
     fence_acc(acc);
   }
   ptx::cp_wait<0>();
@@ -397,7 +407,15 @@ bool sm90_attention(int64_t Dk, int64_t Dv) {
 
 void convert_t(const float* x, bf16* xt, const AttnShape& s, int64_t D, int64_t Tp) {
   const dim3 grid(unsigned(Tp / 64), unsigned(s.B * s.H));
-  to_bf16_t_kernel<<<grid, 256, 0, stream()>>>(x, xt, int(s.T), int(s.H), int(D), int(Tp));
+  to_bf16_t_kernel<float><<<grid, 256, 0, stream()>>>(x, xt, int(s.T), int(s.H), int(D),
+                                                      int(Tp));
+  DS_CUDA_LAUNCHED();
+}
+
+void convert_t(const bf16* x, bf16* xt, const AttnShape& s, int64_t D, int64_t Tp) {
+  const dim3 grid(unsigned(Tp / 64), unsigned(s.B * s.H));
+  to_bf16_t_kernel<bf16><<<grid, 256, 0, stream()>>>(x, xt, int(s.T), int(s.H), int(D),
+                                                     int(Tp));
   DS_CUDA_LAUNCHED();
 }
 

@@ -185,6 +185,16 @@ __device__ __forceinline__ void fence_acc(float (&d)[N][4]) {
 #pragma unroll
     for (int c = 0; c < 4; ++c) asm volatile("" : "+f"(d[i][c])::"memory");
 }
+// The same for register A operands: their producing instructions stay before the
+// wgmma.fence that precedes the products reading them (PTX: registers written before a
+// wgmma reads them need the fence in between), and they stay live until the wait after.
+template <int N>
+__device__ __forceinline__ void fence_a(uint32_t (&a)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) asm volatile("" : "+r"(a[i][c])::"memory");
+}
 
 __device__ __forceinline__ void wgmma_fence() {
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");

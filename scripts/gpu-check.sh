@@ -79,8 +79,8 @@ NEW_FP8G_MODEL='*FP8 routed experts as grouped*'
 NEW_PROF='gpu profiler*'
 NEW_ATTN='gpu attention wgmma*'
 NEW_FUSED='fused:*'
-NEW_DEFAULT='gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
-NEW_OPERANDS='elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
+NEW_DEFAULT='gpu attention: BF16-code*,gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
+NEW_OPERANDS='gpu attention: BF16-code*,elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 declare -A FILTER=(
   [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8G,$NEW_PROF,$NEW_ATTN,$NEW_FUSED,$NEW_DEFAULT"
   [ops-grouped]="--test-case=$NEW_GROUPED"
@@ -169,6 +169,12 @@ timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 -
   --share-inputs 0 --steps "$NS" --warmup 2 > "$O/bench_train_noshare.txt" 2>&1
 l=$(grep "^train step 1b bf16" "$O/bench_train_noshare.txt" | head -1 | sed 's/^train step 1b //')
 row "train step 1b bf16 (ds, inputs not shared)" INFO "${l:-failed, see bench_train_noshare.txt}"
+# The same BF16 step with the attention's q, k, v F32 (converted inside the attention) instead
+# of BF16 codes written by their producers (the default).
+timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 --precision bf16 \
+  --attention-inputs 0 --steps "$NS" --warmup 2 > "$O/bench_train_attnf32.txt" 2>&1
+l=$(grep "^train step 1b bf16" "$O/bench_train_attnf32.txt" | head -1 | sed 's/^train step 1b //')
+row "train step 1b bf16 (ds, attention inputs F32)" INFO "${l:-failed, see bench_train_attnf32.txt}"
 # The same BF16 step with the routed experts' per-expert cuBLAS calls on one stream
 # (DS_GROUPED_GEMM_STREAMS=1) instead of spread over 4 side streams (the default).
 DS_GROUPED_GEMM_STREAMS=1 timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b --batch 4 \

@@ -46,6 +46,11 @@ void MLA::forward_q(const ops::Context& ctx, const Tensor& x, const SeqInfo& seq
   Tensor q3 = qraw.view({N, H, Dn + Dr});
   ops::rope_tail_inplace(ctx, q3, seq.pos, seq.freqs, +1);
   s.q = qraw.view({seq.B, seq.T, H, Dn + Dr});
+  if (ops::attention_bf16_inputs(ctx, Dn + Dr, Dv)) {   // the attention's operand, kept
+    Tensor codes = Tensor::empty(s.q.shape(), DType::bf16, ctx.device);
+    ops::bf16_round(ctx, s.q, codes);
+    s.q = codes;
+  }
 }
 
 // k (N, H, Dn+Dr) = [k_nope | rope(k_pe)], v (N, H, Dv) from the kv latent.
@@ -63,8 +68,10 @@ void MLA::forward_kv(const ops::Context& ctx, const Tensor& x, const SeqInfo& se
   kv_norm.forward(ctx, s.ckv_raw, s.ckv, s.kv_rstd);
   Tensor kv;                                               // (N, H*(Dn+Dv))
   wkv_b.forward(ctx, s.ckv, kv);
-  s.k = empty_f32(ctx, {seq.B, seq.T, H, Dn + Dr});
-  s.v = empty_f32(ctx, {seq.B, seq.T, H, Dv});
+  // F32, or the attention's BF16 operands written by the split itself
+  const DType kv_dtype = ops::attention_bf16_inputs(ctx, Dn + Dr, Dv) ? DType::bf16 : DType::f32;
+  s.k = Tensor::empty({seq.B, seq.T, H, Dn + Dr}, kv_dtype, ctx.device);
+  s.v = Tensor::empty({seq.B, seq.T, H, Dv}, kv_dtype, ctx.device);
   Tensor k3 = s.k.view({N, H, Dn + Dr}), v3 = s.v.view({N, H, Dv});
   ops::mla_kv_split(ctx, kv.view({N, H, Dn + Dv}), k_rot.view({N, Dr}), k3, v3);
 }
@@ -120,7 +127,7 @@ void MLA::backward(const ops::Context& ctx, const MLASaved& s, const SeqInfo& se
                    const Tensor& dout, Tensor& dx) const {
   Tensor dout_o;                                           // (N, H*Dv)
   wo.backward(ctx, s.o.view({seq.B * seq.T, H * Dv}), dout, dout_o);
-  Tensor dq = empty_f32(ctx, s.q.shape()), dk = empty_f32(ctx, s.k.shape());
+  Tensor dq = empty_f32(ctx, s.q.shape()), dk = empty_f32(ctx, s.k.shape());   // F32 always
   Tensor dv = empty_f32(ctx, s.v.shape());
   ops::attention_backward(ctx, s.q, s.k, s.v, seq.segments, softmax_scale, s.o, s.lse,
                           dout_o.view({seq.B, seq.T, H, Dv}), dq, dk, dv);

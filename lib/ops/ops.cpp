@@ -404,58 +404,6 @@ void sum_heads(const Context& ctx, const Tensor& dout, Tensor& dx) {
   else opt::sum_heads(dout.f32(), dx.f32(), N, H, D, nthreads(ctx));
 }
 
-// ---- attention -----------------------------------------------------------------------------
-static ref::AttnDims check_attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                                     const Tensor& segments) {
-  DS_CHECK_SHAPE(q, {-1, -1, -1, -1});
-  ref::AttnDims d{q.size(0), q.size(1), q.size(2), q.size(3), 0};
-  DS_CHECK_SHAPE(k, {d.B, d.T, d.H, d.Dk});
-  DS_CHECK_SHAPE(v, {d.B, d.T, d.H, -1});
-  d.Dv = v.size(3);
-  DS_CHECK(d.Dk > 0 && d.Dv > 0, "attention: empty head dims Dk {} Dv {}", d.Dk, d.Dv);
-  if (segments.defined()) DS_CHECK_SHAPE(segments, {d.B, d.T});
-  return d;
-}
-
-void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
-                       const Tensor& segments, float scale, Tensor& out, Tensor& lse) {
-  check_devices(ctx, "attention_forward", {&q, &k, &v, &segments, &out, &lse});
-  const Scope scope_(ctx, "attention_forward", 0, {&q, &k, &v, &segments, &out, &lse});
-  const ref::AttnDims d = check_attention(q, k, v, segments);
-  DS_CHECK_SHAPE(out, {d.B, d.T, d.H, d.Dv});
-  DS_CHECK_SHAPE(lse, {d.B, d.H, d.T});
-  DS_CUDA_ROUTE(attention_forward, (ctx, q, k, v, segments, scale, out, lse));
-  const int32_t* seg = segments.defined() ? segments.i32() : nullptr;
-  if (use_ref(ctx))
-    ref::attention_forward(q.f32(), k.f32(), v.f32(), seg, double(scale), out.f32(), lse.f32(), d);
-  else
-    opt::attention_forward(q.f32(), k.f32(), v.f32(), seg, scale, out.f32(), lse.f32(), d,
-                           nthreads(ctx));
-}
-
-void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
-                        const Tensor& segments, float scale, const Tensor& out, const Tensor& lse,
-                        const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv) {
-  check_devices(ctx, "attention_backward", {&q, &k, &v, &segments, &out, &lse, &dout, &dq, &dk, &dv});
-  const Scope scope_(ctx, "attention_backward", 0,
-                     {&q, &k, &v, &segments, &out, &lse, &dout, &dq, &dk, &dv});
-  const ref::AttnDims d = check_attention(q, k, v, segments);
-  DS_CHECK_SHAPE(out, {d.B, d.T, d.H, d.Dv});
-  DS_CHECK_SHAPE(lse, {d.B, d.H, d.T});
-  DS_CHECK_SHAPE(dout, {d.B, d.T, d.H, d.Dv});
-  DS_CHECK_SHAPE(dq, {d.B, d.T, d.H, d.Dk});
-  DS_CHECK_SHAPE(dk, {d.B, d.T, d.H, d.Dk});
-  DS_CHECK_SHAPE(dv, {d.B, d.T, d.H, d.Dv});
-  DS_CUDA_ROUTE(attention_backward, (ctx, q, k, v, segments, scale, out, lse, dout, dq, dk, dv));
-  const int32_t* seg = segments.defined() ? segments.i32() : nullptr;
-  if (use_ref(ctx))
-    ref::attention_backward(q.f32(), k.f32(), v.f32(), seg, double(scale), out.f32(), lse.f32(),
-                            dout.f32(), dq.f32(), dk.f32(), dv.f32(), d);
-  else
-    opt::attention_backward(q.f32(), k.f32(), v.f32(), seg, scale, out.f32(), lse.f32(),
-                            dout.f32(), dq.f32(), dk.f32(), dv.f32(), d, nthreads(ctx));
-}
-
 // ---- SwiGLU --------------------------------------------------------------------------------
 namespace {
 // F32 inputs; outputs all F32, or all BF16 (the results' codes, the next GEMM's operands).

@@ -5,6 +5,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -263,6 +264,46 @@ TEST_CASE("tiny model: bf16 steps with the operand cache and shared GEMM inputs 
   };
   MESSAGE("bf16_round calls over 4 steps: ", roundings(pp), " plain, ", roundings(pc), " shared");
   CHECK(roundings(pc) < roundings(pp));
+}
+
+// q, k, v handed to the tensor-core attention as BF16 codes by their producers (on by default
+// on the GPU in bf16 and fp8): the same losses as F32 inputs, which the attention rounds to the
+// same codes itself, and the same gradients (bit for bit but for the embedding's atomic row
+// sums); one q rounding per MLA layer and step is what the default arm adds.
+TEST_CASE("tiny model: q, k, v as BF16 codes give the steps of F32 attention inputs") {
+  if (!ds::cuda::fused_ops()) {   // DS_CUDA_FUSED=0 keeps the attention's inputs F32
+    MESSAGE("skipped under DS_CUDA_FUSED=0");
+    return;
+  }
+  const ModelArgs a = preset("tiny");
+  for (ops::Precision p : {ops::Precision::bf16, ops::Precision::fp8}) {
+    CAPTURE(int(p));
+    Side f32in(a, Device::cuda), codes(a, Device::cuda);
+    ops::Context cf = context(Device::cuda, p), cc = cf;
+    cf.attention_inputs = 0;
+    REQUIRE(ops::attention_bf16_inputs(cc, a.qk_nope_head_dim + a.qk_rope_head_dim,
+                                       a.v_head_dim));
+    ops::Profiler pf, pc;
+    cf.prof = &pf;
+    cc.prof = &pc;
+    Batch b;
+    b.tokens = random_tokens(4, 32, a.vocab_size, 31);
+    const StepResult rf = f32in.model->forward_backward(cf, b, LossWeights{}, 1.0f);
+    const StepResult rc = codes.model->forward_backward(cc, b, LossWeights{}, 1.0f);
+    CHECK(rc.loss == rf.loss);
+    CHECK(rc.loss_mtp == rf.loss_mtp);
+    double worst = 0;
+    for (size_t i = 0; i < f32in.store.params().size(); ++i)
+      worst = std::max(worst, rel(codes.store.params()[i].grad, f32in.store.params()[i].grad));
+    CHECK(worst <= 1e-6);
+    auto calls = [](const ops::Profiler& pr, const char* op) {
+      int64_t n = 0;
+      for (const auto& e : pr.entries())
+        if (std::string(e.op) == op) n += e.calls;
+      return n;
+    };
+    CHECK(calls(pc, "bf16_round") - calls(pf, "bf16_round") == a.n_layers + a.n_mtp_layers);
+  }
 }
 
 namespace {

@@ -4,7 +4,8 @@
 // head_matmul (both weight layouts) and the absorbed-MLA latent attention (split-K, single
 // split, odd dims, wide-dim fallback, bad rows) over an F32 cache (exact kernel) and over a BF16
 // cache (tensor-core kernel, against the reference over the same BF16 cache), and set_rows into
-// a BF16 cache (bit-exact), and the Hopper wgmma attention kernels (opt-in, sm_90a only).
+// a BF16 cache (bit-exact), and the Hopper wgmma attention kernels (opt-in, sm_90a only);
+// q, k, v as BF16 codes against F32 inputs of the same values (bit-exact).
 // Guard bytes are checked after every case.
 #include <algorithm>
 #include <climits>
@@ -107,6 +108,51 @@ void attention_case(const AttnCase& c, int seg_kind, ops::Precision mode, double
   CHECK(ar.check());
 }
 
+// q, k, v as BF16 codes (written by MLA's producers where the tensor-core kernels run): the
+// kernels read them as they are, F32 inputs holding the same values are converted to the same
+// codes first, so forward and backward give the same bits. Misaligned codes, and an fp32
+// context (exact kernels), get them widened to F32: again the bits of F32 inputs.
+void bf16_inputs_case(const AttnCase& c, int seg_kind, ops::Precision mode, bool misalign) {
+  INFO(describe(c, seg_kind == 0 ? "none" : "runs", mode) << " misaligned " << misalign);
+  const float scale = 1.0f / std::sqrt(float(c.Dk));
+  auto codes_of = [](const Tensor& x) {
+    Tensor r = Tensor::empty(x.shape(), DType::bf16);
+    ops::bf16_round(cpu_ref(), x, r);
+    return r;
+  };
+  auto values_of = [](const Tensor& codes) {
+    Tensor f = Tensor::empty(codes.shape());
+    for (int64_t i = 0; i < f.numel(); ++i) f.f32()[i] = bf16_to_f32(codes.data<uint16_t>()[i]);
+    return f;
+  };
+  const Tensor qc = codes_of(rand_f32({c.B, c.T, c.H, c.Dk}, -2, 2));
+  const Tensor kc = codes_of(rand_f32({c.B, c.T, c.H, c.Dk}));
+  const Tensor vc = codes_of(rand_f32({c.B, c.T, c.H, c.Dv}));
+  const Tensor seg = seg_kind == 0 ? Tensor() : make_segments(c.B, c.T, true);
+  Arena ar;
+  Context ctx = gpu();
+  ctx.linear.mode = mode;
+  const Tensor gq = ar.upload(values_of(qc)), gk = ar.upload(values_of(kc));
+  const Tensor gv = ar.upload(values_of(vc));
+  const Tensor bq = up(ar, qc, misalign), bk = up(ar, kc, misalign), bv = up(ar, vc, misalign);
+  const Tensor gseg = seg.defined() ? ar.upload(seg) : Tensor();
+  Tensor o0 = ar.empty({c.B, c.T, c.H, c.Dv}), l0 = ar.empty({c.B, c.H, c.T});
+  Tensor o1 = ar.empty({c.B, c.T, c.H, c.Dv}), l1 = ar.empty({c.B, c.H, c.T});
+  ops::attention_forward(ctx, gq, gk, gv, gseg, scale, o0, l0);
+  ops::attention_forward(ctx, bq, bk, bv, gseg, scale, o1, l1);
+  expect_exact(o1, download(o0), "out");
+  expect_exact(l1, download(l0), "lse");
+  const Tensor gdout = ar.upload(rand_f32({c.B, c.T, c.H, c.Dv}));
+  Tensor dq0 = ar.empty(gq.shape()), dk0 = ar.empty(gk.shape()), dv0 = ar.empty(gv.shape());
+  Tensor dq1 = ar.empty(gq.shape()), dk1 = ar.empty(gk.shape()), dv1 = ar.empty(gv.shape());
+  ops::attention_backward(ctx, gq, gk, gv, gseg, scale, o0, l0, gdout, dq0, dk0, dv0);
+  ops::attention_backward(ctx, bq, bk, bv, gseg, scale, o0, l0, gdout, dq1, dk1, dv1);
+  expect_exact(dq1, download(dq0), "dq");
+  expect_exact(dk1, download(dk0), "dk");
+  expect_exact(dv1, download(dv0), "dv");
+  CHECK(ar.check());
+}
+
 const AttnCase kCases[] = {
     {1, 1, 1, 8, 8},     {2, 37, 3, 24, 16},  {1, 130, 2, 192, 128}, {2, 64, 4, 64, 64},
     {1, 77, 2, 64, 128}, {2, 200, 1, 32, 48}, {1, 45, 2, 5, 3},      {1, 257, 1, 128, 128},
@@ -161,7 +207,36 @@ TEST_CASE("gpu attention wgmma forward and backward match the reference") {
   CHECK(ds::cuda::attention_wgmma_launches(true) - before_bwd == runs);
 }
 
-TEST_CASE("gpu attention rejects non-F32 operands") {
+TEST_CASE("gpu attention: BF16-code q, k, v give the bits of F32 inputs of the same values") {
+  const AttnCase cases[] = {{2, 37, 3, 24, 16}, {1, 130, 2, 192, 128}, {2, 200, 2, 96, 64},
+                            {1, 45, 2, 5, 3}};
+  for (const AttnCase& c : cases)
+    for (int seg : {0, 1}) {
+      bf16_inputs_case(c, seg, ops::Precision::bf16, false);   // tensor cores, or widened
+      bf16_inputs_case(c, seg, ops::Precision::bf16, true);    // misaligned: widened
+    }
+  bf16_inputs_case({2, 37, 3, 24, 16}, 1, ops::Precision::fp32, false);   // exact: widened
+}
+
+// The same through the wgmma kernels, whose transposed operands (V^T; Q^T, K^T in the
+// backward) are then copied from the codes instead of converted from F32.
+TEST_CASE("gpu attention wgmma: BF16-code q, k, v give the bits of F32 inputs") {
+  if (!ds::cuda::attention_wgmma_supported(192, 128)) {
+    MESSAGE("skipped: not an sm_90a device");
+    return;
+  }
+  struct Restore {
+    bool was = ds::cuda::attention_wgmma();
+    ~Restore() { ds::cuda::set_attention_wgmma(was); }
+  } restore;
+  ds::cuda::set_attention_wgmma(true);
+  const int64_t before = ds::cuda::attention_wgmma_launches(false);
+  for (const AttnCase& c : {AttnCase{1, 130, 2, 192, 128}, AttnCase{2, 200, 2, 96, 64}})
+    for (int seg : {0, 1}) bf16_inputs_case(c, seg, ops::Precision::bf16, false);
+  CHECK(ds::cuda::attention_wgmma_launches(false) - before == 8);
+}
+
+TEST_CASE("gpu attention rejects mixed operand dtypes") {
   Arena ar;
   const Tensor q = ar.zeros({1, 4, 1, 16}, DType::bf16), k = ar.zeros({1, 4, 1, 16}),
                v = ar.zeros({1, 4, 1, 16});

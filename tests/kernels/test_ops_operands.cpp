@@ -1,8 +1,8 @@
 // The ops that write the next GEMM's operands or MLA's head layout in one pass, against the
 // CPU reference and against the ops they replace: SwiGLU, RMSNorm, the fused cross-entropy
 // and the log-probability backward with BF16-code outputs, mla_kv_split forward/backward
-// (F32 and BF16-code dkv), and the residual add fused into RMSNorm, on aligned and misaligned
-// operands.
+// (F32 and BF16-code k, v and dkv), and the residual add fused into RMSNorm, on aligned and
+// misaligned operands.
 #include <doctest/doctest.h>
 
 #include <cstring>
@@ -187,6 +187,14 @@ TEST_CASE("layout: mla_kv_split forward/backward") {
       expect_exact(gdkr, dkr, "dk_rot");
       expect_exact(gcodes, dkv_codes, "dkv codes");
       expect_exact(gdkr2, dkr, "dk_rot (codes run)");
+      // k and v as BF16 codes (the attention's operands): the CPU's codes, bit for bit
+      Tensor kc = Tensor::empty({N, H, Dn + Dr}, DType::bf16), vc = Tensor::empty({N, H, Dv},
+                                                                                   DType::bf16);
+      ops::mla_kv_split(cpu_ref(), kv, krot, kc, vc);
+      Tensor gkc = out({N, H, Dn + Dr}, DType::bf16), gvc = out({N, H, Dv}, DType::bf16);
+      ops::mla_kv_split(gpu(), gkv, gkr, gkc, gvc);
+      expect_exact(gkc, kc, "k codes");
+      expect_exact(gvc, vc, "v codes");
       CHECK(ar.check());
     }
   }

@@ -2,6 +2,8 @@
 // odd shapes including several query blocks, packed segments == separate sequences, and
 // dq/dk/dv vs finite differences in double.
 #include "cpu/ref.hpp"
+#include "ds/core/error.hpp"
+#include "ds/ops/fp8.hpp"
 #include "ops_test_util.hpp"
 
 using namespace ds;
@@ -105,4 +107,59 @@ TEST_CASE("attention: dq, dk, dv vs finite differences (double), with and withou
     grad_check(k, loss, dk, "attention dk");
     grad_check(v, loss, dv, "attention dv");
   }
+}
+
+// q, k, v as BF16 codes (the GPU tensor-core kernels' operands): the CPU attends over the codes'
+// values, so the results equal those of F32 inputs holding the same values, bit for bit, in
+// both implementations; mixed dtypes are refused.
+TEST_CASE("attention: BF16-code q, k, v == F32 inputs of the same values") {
+  const int64_t B = 2, T = 37, H = 3, Dk = 16, Dv = 8;
+  const Tensor seg = make_segments(B, T, false);
+  auto codes_of = [](const Tensor& x) {
+    Tensor c = Tensor::empty(x.shape(), DType::bf16);
+    bf16_round(ref_ctx(), x, c);
+    return c;
+  };
+  auto values_of = [](const Tensor& c) {
+    Tensor f = Tensor::empty(c.shape());
+    for (int64_t i = 0; i < c.numel(); ++i) f.f32()[i] = bf16_to_f32(c.data<uint16_t>()[i]);
+    return f;
+  };
+  const Tensor qc = codes_of(rand_f32({B, T, H, Dk}, -2, 2));
+  const Tensor kc = codes_of(rand_f32({B, T, H, Dk}, -2, 2));
+  const Tensor vc = codes_of(rand_f32({B, T, H, Dv}));
+  const Tensor q = values_of(qc), k = values_of(kc), v = values_of(vc);
+  const Tensor dout = rand_f32({B, T, H, Dv});
+  const float scale = 0.3f;
+  for (const Context& c : {ref_ctx(), opt_ctx(2)}) {
+    Tensor o0 = Tensor::empty({B, T, H, Dv}), l0 = Tensor::empty({B, H, T});
+    Tensor o1 = Tensor::empty({B, T, H, Dv}), l1 = Tensor::empty({B, H, T});
+    attention_forward(c, q, k, v, seg, scale, o0, l0);
+    attention_forward(c, qc, kc, vc, seg, scale, o1, l1);
+    CHECK(std::memcmp(o0.raw(), o1.raw(), o0.nbytes()) == 0);
+    CHECK(std::memcmp(l0.raw(), l1.raw(), l0.nbytes()) == 0);
+    Tensor dq0 = Tensor::empty(q.shape()), dk0 = Tensor::empty(k.shape());
+    Tensor dv0 = Tensor::empty(v.shape());
+    Tensor dq1 = Tensor::empty(q.shape()), dk1 = Tensor::empty(k.shape());
+    Tensor dv1 = Tensor::empty(v.shape());
+    attention_backward(c, q, k, v, seg, scale, o0, l0, dout, dq0, dk0, dv0);
+    attention_backward(c, qc, kc, vc, seg, scale, o0, l0, dout, dq1, dk1, dv1);
+    CHECK(std::memcmp(dq0.raw(), dq1.raw(), dq0.nbytes()) == 0);
+    CHECK(std::memcmp(dk0.raw(), dk1.raw(), dk0.nbytes()) == 0);
+    CHECK(std::memcmp(dv0.raw(), dv1.raw(), dv0.nbytes()) == 0);
+    CHECK_THROWS_WITH_AS(attention_forward(c, q, kc, v, seg, scale, o1, l1),
+                         doctest::Contains("all F32 or all BF16"), ds::Error);
+  }
+}
+
+// Who writes BF16 q, k, v: only where asked (Context::attention_inputs) or, by default, where
+// the GPU's tensor-core attention runs them; never on the CPU by default.
+TEST_CASE("attention_bf16_inputs: the CPU keeps F32 unless forced") {
+  Context c = opt_ctx();
+  c.linear.mode = Precision::bf16;
+  CHECK_FALSE(attention_bf16_inputs(c, 192, 128));
+  c.attention_inputs = 1;
+  CHECK(attention_bf16_inputs(c, 192, 128));
+  c.attention_inputs = 0;
+  CHECK_FALSE(attention_bf16_inputs(c, 192, 128));
 }

@@ -202,6 +202,18 @@ TEST_CASE("mla_kv_split == split, broadcast, concat (bit for bit); backward == s
     mla_kv_split_backward(c, dk, dv, codes, dkr);
     bf16_round(c, want_dkv, want_codes);
     CHECK(std::memcmp(codes.raw(), want_codes.raw(), codes.nbytes()) == 0);
+    // k and v as BF16 codes (the attention's operands): bf16_round of the F32 k and v
+    Tensor kc = Tensor::empty({N, H, Dn + Dr}, DType::bf16), vc = Tensor::empty({N, H, Dv},
+                                                                                 DType::bf16);
+    mla_kv_split(c, kv, krot, kc, vc);
+    Tensor want_kc = kc.clone(), want_vc = vc.clone();
+    bf16_round(c, want_k, want_kc);
+    bf16_round(c, want_v, want_vc);
+    CHECK(std::memcmp(kc.raw(), want_kc.raw(), kc.nbytes()) == 0);
+    CHECK(std::memcmp(vc.raw(), want_vc.raw(), vc.nbytes()) == 0);
+    Tensor vf = Tensor::empty({N, H, Dv});   // one F32, one BF16: refused
+    CHECK_THROWS_WITH_AS(mla_kv_split(c, kv, krot, kc, vf), doctest::Contains("all F32 or all"),
+                         ds::Error);
   }
   Tensor k = Tensor::empty({N, H, Dn + Dr + 1}), v = Tensor::empty({N, H, Dv});
   CHECK_THROWS_WITH_AS(mla_kv_split(opt_ctx(), kv, krot, k, v), doctest::Contains("do not fit"),

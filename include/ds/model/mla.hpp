@@ -29,6 +29,7 @@ struct MLASaved {
   Tensor ckv_raw;   // (N, R) latent part of wkv_a x, before kv_norm
   Tensor kv_rstd;   // (N)
   Tensor ckv;       // (N, R) kv_norm(ckv_raw) as gemm_input
+  // q, k, v: F32, or BF16 codes where the attention reads them so (ops::attention_bf16_inputs)
   Tensor q;         // (B, T, H, Dn+Dr) [q_nope | rope(q_pe)]
   Tensor k;         // (B, T, H, Dn+Dr) [k_nope | rope(k_pe) broadcast]
   Tensor v;         // (B, T, H, Dv)

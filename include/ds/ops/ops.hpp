@@ -128,6 +128,11 @@ struct Context {
   // otherwise selects the BF16 tensor-core kernels); the CPU's is always FP32. Lets a test
   // compare the GEMM precisions alone against the CPU emulation.
   bool exact_attention = false;
+  // q, k, v of the training attention as BF16 codes, written by their producers (MLA's RoPE,
+  // mla_kv_split) and kept for the backward: -1 auto (where the attention runs them on BF16
+  // tensor cores, attention_bf16_inputs), 0 F32, 1 BF16 codes also on the CPU (which then
+  // attends over those values in FP32; for tests).
+  int8_t attention_inputs = -1;
   // The routed experts' GEMMs (model::MoE, unless Transformer::set_grouped_experts says
   // otherwise): -1 auto (grouped GEMMs over the expert-sorted rows on the GPU, except in FP8;
   // the per-expert loop on the CPU), 0 the per-expert loop, 1 grouped (FP8: tile scaling).
@@ -242,7 +247,9 @@ void broadcast_heads(const Context& ctx, const Tensor& x /*(N,D)*/, Tensor& out 
 void sum_heads(const Context& ctx, const Tensor& dout /*(N,H,D)*/, Tensor& dx /*(N,D)*/);
 // MLA's keys and values in one pass (what split_last, broadcast_heads and concat_last make):
 // k (N, H, Dn+Dr) = [kv[.., :Dn] | k_rot], v (N, H, Dv) = kv[.., Dn:], from kv_b_proj's output
-// kv (N, H, Dn+Dv) and the rotated shared rope key k_rot (N, Dr).
+// kv (N, H, Dn+Dv) and the rotated shared rope key k_rot (N, Dr). k and v both F32, or both
+// BF16 codes (the attention's inputs, attention_bf16_inputs; bit for bit bf16_round of the F32
+// results).
 void mla_kv_split(const Context& ctx, const Tensor& kv, const Tensor& k_rot, Tensor& k,
                   Tensor& v);
 // Its backward: dkv (N, H, Dn+Dv) = [dk[.., :Dn] | dv], F32 or BF16 codes (kv_b_proj's GEMM
@@ -254,7 +261,13 @@ void mla_kv_split_backward(const Context& ctx, const Tensor& dk, const Tensor& d
 // ---- causal attention ---------------------------------------------------------------------
 // q, k: (B, T, H, Dk); v: (B, T, H, Dv); out: (B, T, H, Dv); lse: (B, H, T) log-sum-exp saved
 // for backward. segments: undefined, or (B, T) i32 sample ids: a query attends only to keys
-// of its own segment (block-diagonal causal mask of SFT packing). Softmax in FP32.
+// of its own segment (block-diagonal causal mask of SFT packing). Softmax in FP32. q, k, v
+// all F32, or all BF16 codes: on the GPU the operands of the tensor-core kernels, read as they
+// are (F32 inputs are rounded to BF16 there in a pass of their own, so the results are the
+// same bits); the exact kernels and the CPU attend over the codes' values in FP32.
+// Whether the model should hand q, k, v over as BF16 codes (Context::attention_inputs; auto:
+// on the GPU where bf16/fp8 runs the tensor-core kernels for these head dims).
+bool attention_bf16_inputs(const Context& ctx, int64_t Dk, int64_t Dv);
 void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                        const Tensor& segments, float scale, Tensor& out, Tensor& lse);
 void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,

@@ -5,11 +5,13 @@
 // mla_decode.cpp have checked shapes; here: dtypes, then raw pointers.
 // Precision: ctx.linear.mode == fp32 runs the exact FP32 kernels; bf16 / fp8 run the BF16
 // tensor-core kernels (FP32 softmax and accumulation) when the head dims allow (multiples of
-// 16, Dk <= 192, Dv <= 128), else the exact ones.
+// 16, Dk <= 192, Dv <= 128), else the exact ones. q, k, v F32, or BF16 codes (the tensor-core
+// kernels' operands, ops::attention_bf16_inputs), which the exact kernels get widened.
 #include <cstdint>
 
 #include "ds/core/error.hpp"
 #include "kernels/flash_attention.cuh"
+#include "kernels/gemm.cuh"
 #include "kernels/mla_decode.cuh"
 #include "ops_cuda.hpp"
 
@@ -50,25 +52,59 @@ bool use_tensor_cores(const Context& ctx, const char* op, const ds::cuda::AttnSh
 
 }  // namespace
 
+namespace {
+
+// q, k, v for the kernels: BF16 codes as they are where the tensor-core kernels run them, else
+// F32 (BF16 codes widened into temporaries, exactly, for the exact kernels).
+struct QKV {
+  Tensor q, k, v;
+  ds::cuda::AttnQKV in;
+};
+
+QKV qkv_for(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
+            const ds::cuda::AttnShape& s, bool tc) {
+  const bool bf16 = q.dtype() == DType::bf16;
+  for (const Tensor* t : {&q, &k, &v})
+    DS_CHECK(t->dtype() == (bf16 ? DType::bf16 : DType::f32),
+             "{}: q, k, v must be all F32 or all BF16 on the GPU", op);
+  QKV r{q, k, v, {q.raw(), k.raw(), v.raw(), bf16}};
+  if (bf16 && !ds::cuda::attention_tc_runs(r.in, s, tc)) {
+    for (Tensor* t : {&r.q, &r.k, &r.v}) {
+      Tensor w = Tensor::empty(t->shape(), DType::f32, Device::cuda);
+      ds::cuda::bf16_codes_to_f32(t->data<uint16_t>(), w.f32(), t->numel());
+      *t = w;
+    }
+    r.in = {r.q.raw(), r.k.raw(), r.v.raw(), false};
+  }
+  return r;
+}
+
+}  // namespace
+
 void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                        const Tensor& segments, float scale, Tensor& out, Tensor& lse) {
-  check_f32("attention_forward", {&q, &k, &v, &out, &lse});
+  check_f32("attention_forward", {&out, &lse});
   const auto s = attn_shape("attention_forward", q, v, segments);
   const bool tc = use_tensor_cores(ctx, "attention_forward", s);
-  ds::cuda::attention_forward(q.f32(), k.f32(), v.f32(),
-                              segments.defined() ? segments.i32() : nullptr, scale, out.f32(),
-                              lse.f32(), s, tc);
+  const QKV in = qkv_for("attention_forward", q, k, v, s, tc);
+  ds::cuda::attention_forward(in.in, segments.defined() ? segments.i32() : nullptr, scale,
+                              out.f32(), lse.f32(), s, tc);
 }
 
 void attention_backward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& segments, float scale, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv) {
-  check_f32("attention_backward", {&q, &k, &v, &out, &lse, &dout, &dq, &dk, &dv});
+  check_f32("attention_backward", {&out, &lse, &dout, &dq, &dk, &dv});
   const auto s = attn_shape("attention_backward", q, v, segments);
   const bool tc = use_tensor_cores(ctx, "attention_backward", s);
-  ds::cuda::attention_backward(q.f32(), k.f32(), v.f32(),
-                               segments.defined() ? segments.i32() : nullptr, scale, out.f32(),
-                               lse.f32(), dout.f32(), dq.f32(), dk.f32(), dv.f32(), s, tc);
+  QKV in = qkv_for("attention_backward", q, k, v, s, tc);
+  if (in.in.bf16 && (reinterpret_cast<uintptr_t>(dout.raw()) & 15u) != 0) {
+    // the tensor-core backward also needs dout aligned: widen, as for the exact kernels
+    in = qkv_for("attention_backward", q, k, v, s, false);
+  }
+  ds::cuda::attention_backward(in.in, segments.defined() ? segments.i32() : nullptr, scale,
+                               out.f32(), lse.f32(), dout.f32(), dq.f32(), dk.f32(), dv.f32(), s,
+                               tc);
 }
 
 void head_matmul(const Context& ctx, const Tensor& x, const Tensor& w, bool trans_w, Tensor& y) {

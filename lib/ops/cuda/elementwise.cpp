@@ -115,8 +115,9 @@ void sum_heads(const Context&, const Tensor& dout, Tensor& dx) {
 
 // mla_kv_split (forward and backward): shapes and dtypes checked by lib/ops/mla_kv.cpp.
 void mla_kv_split(const Context&, const Tensor& kv, const Tensor& k_rot, Tensor& k, Tensor& v) {
-  ds::cuda::mla_kv_split_f32(kv.f32(), k_rot.f32(), k.f32(), v.f32(), kv.size(0), kv.size(1),
-                             k.size(2) - k_rot.size(1), k_rot.size(1), v.size(2));
+  ds::cuda::mla_kv_split_f32(kv.f32(), k_rot.f32(), k.raw(), v.raw(), k.dtype() == DType::bf16,
+                             kv.size(0), kv.size(1), k.size(2) - k_rot.size(1), k_rot.size(1),
+                             v.size(2));
 }
 
 void mla_kv_split_backward(const Context&, const Tensor& dk, const Tensor& dv, Tensor& dkv,
