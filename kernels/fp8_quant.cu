@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "kernels/common.cuh"
+#include "kernels/elementwise.cuh"
 #include "kernels/fp8_quant.cuh"
 #include "kernels/multi_tensor_table.cuh"
 
@@ -222,12 +223,15 @@ __global__ void bf16_round4_kernel(const float4* __restrict__ x, void* __restric
 
 // One warp a row m of the output: rows[m] is read once and the row's values go 4 at a time
 // (VEC: C % 4 == 0 and src / out aligned, 16-byte loads, 8- or 16-byte stores) or one at a
-// time. A row index outside [0, n_src) gives zeros.
-template <bool VEC, bool CODES>
+// time. A row index outside [0, n_src) gives zeros. DOT: the same pass also gives dot[m] =
+// sum_c src[rows[m], c] * b[m, c] in double, each lane's terms in gather_rows_dot_kernel's
+// order (4 at a time when VEC, as its float4 path), then the warp sum (its bits).
+template <bool VEC, bool CODES, bool DOT = false>
 __global__ void gather_rows_bf16_kernel(const float* __restrict__ src, int64_t n_src,
                                         const int32_t* __restrict__ rows,
                                         const float* __restrict__ w, void* __restrict__ out,
-                                        int64_t M, int64_t C) {
+                                        int64_t M, int64_t C, const float* __restrict__ b = nullptr,
+                                        float* __restrict__ dot = nullptr) {
   const int lane = int(threadIdx.x) % 32;
   const int64_t per_block = blockDim.x / 32;
   for (int64_t m = int64_t(blockIdx.x) * per_block + threadIdx.x / 32; m < M;
@@ -238,6 +242,7 @@ __global__ void gather_rows_bf16_kernel(const float* __restrict__ src, int64_t n
     const float* srow = src + (in ? int64_t(r) : 0) * C;
     // w * x without FMA: 0 + (w * x) turns a -0 product into +0, as the CPU op does
     auto weigh = [&](float x) { return w ? __fadd_rn(0.0f, __fmul_rn(wm, x)) : x; };
+    double acc = 0;
     if constexpr (VEC) {
       void* orow = CODES ? static_cast<void*>(static_cast<uint16_t*>(out) + m * C)
                          : static_cast<void*>(static_cast<float*>(out) + m * C);
@@ -245,16 +250,28 @@ __global__ void gather_rows_bf16_kernel(const float* __restrict__ src, int64_t n
         float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         if (in) {
           v = reinterpret_cast<const float4*>(srow)[j];
+          if constexpr (DOT) {
+            const float4 y = reinterpret_cast<const float4*>(b + m * C)[j];
+            acc += double(v.x) * double(y.x) + double(v.y) * double(y.y) +
+                   double(v.z) * double(y.z) + double(v.w) * double(y.w);
+          }
           v = make_float4(weigh(v.x), weigh(v.y), weigh(v.z), weigh(v.w));
         }
         store_bf16x4<CODES>(orow, j, v);
       }
     } else {
       for (int64_t c = lane; c < C; c += 32) {
+        if constexpr (DOT) {
+          if (in) acc += double(srow[c]) * double(b[m * C + c]);
+        }
         const uint16_t code = f32_to_bf16(in ? weigh(srow[c]) : 0.0f);
         if (CODES) static_cast<uint16_t*>(out)[m * C + c] = code;
         else static_cast<float*>(out)[m * C + c] = bf16_to_f32(code);
       }
+    }
+    if constexpr (DOT) {
+      acc = warp_sum_d(acc);
+      if (lane == 0) dot[m] = in ? float(acc) : 0.0f;
     }
   }
 }
@@ -489,7 +506,31 @@ void gather_rows_bf16(const float* src, int64_t n_src, const int32_t* rows, cons
                               : gather_rows_bf16_kernel<true, false>)
                      : (codes ? gather_rows_bf16_kernel<false, true>
                               : gather_rows_bf16_kernel<false, false>);
-  kernel<<<grid, 256, 0, stream()>>>(src, n_src, rows, w, out, M, C);
+  kernel<<<grid, 256, 0, stream()>>>(src, n_src, rows, w, out, M, C, nullptr, nullptr);
+  DS_CUDA_LAUNCHED();
+}
+
+void gather_rows_bf16_dot(const float* src, int64_t n_src, const int32_t* rows, const float* w,
+                          const float* b, float* dot, float* out_f32, uint16_t* out_codes,
+                          int64_t M, int64_t C) {
+  if (M <= 0) return;
+  auto bits = [](const void* p) { return reinterpret_cast<uintptr_t>(p); };
+  const bool codes = out_codes != nullptr;
+  void* out = codes ? static_cast<void*>(out_codes) : static_cast<void*>(out_f32);
+  // the dot's order is gather_rows_dot's: 4-wide exactly when src and b allow it
+  const bool vec_dot = C % 4 == 0 && bits(src) % 16 == 0 && bits(b) % 16 == 0;
+  const bool vec_out = C % 4 == 0 && bits(src) % 16 == 0 && bits(out) % (codes ? 8 : 16) == 0;
+  if (C <= 0 || vec_dot != vec_out) {   // the two passes apart
+    gather_rows_dot_f32(src, n_src, rows, b, dot, M, C);
+    gather_rows_bf16(src, n_src, rows, w, out_f32, out_codes, M, C);
+    return;
+  }
+  const unsigned grid = grid_for(M, 8);   // 8 warps (rows) a block
+  auto* kernel = vec_out ? (codes ? gather_rows_bf16_kernel<true, true, true>
+                                  : gather_rows_bf16_kernel<true, false, true>)
+                         : (codes ? gather_rows_bf16_kernel<false, true, true>
+                                  : gather_rows_bf16_kernel<false, false, true>);
+  kernel<<<grid, 256, 0, stream()>>>(src, n_src, rows, w, out, M, C, b, dot);
   DS_CUDA_LAUNCHED();
 }
 

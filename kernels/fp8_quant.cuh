@@ -45,5 +45,10 @@ void bf16_round(const float* x, float* out_f32, uint16_t* out_codes, int64_t n);
 // F32 (the other pointer null); zeros for a row index outside [0, n_src).
 void gather_rows_bf16(const float* src, int64_t n_src, const int32_t* rows, const float* w,
                       float* out_f32, uint16_t* out_codes, int64_t M, int64_t C);
+// The same pass also giving dot (M) = sum_c src[rows[m], c] * b[m, c] (gather_rows_dot_f32's
+// sums, bit for bit; 0 for a row index outside [0, n_src)).
+void gather_rows_bf16_dot(const float* src, int64_t n_src, const int32_t* rows, const float* w,
+                          const float* b, float* dot, float* out_f32, uint16_t* out_codes,
+                          int64_t M, int64_t C);
 
 }  // namespace ds::cuda

@@ -136,8 +136,16 @@ void MoE::routed_backward_grouped(const ops::Context& ctx, MoESaved& s, const Te
   const int64_t NK = s.offsets.back();
   if (NK == 0) return;
   const int64_t I = s.g_h1.size(1);
-  ops::gather_rows_dot(ctx, dy, s.pair_tok, s.g_y, dpair_w);   // dL/dw_pair = <dy[tok], y_e>
-  const Tensor g = gathered_operand(ctx, dy, s.pair_tok, s.pair_w);   // what each expert sees
+  // dL/dw_pair = <dy[tok], y_e>, and what each expert sees (w * dy[tok], its GEMM operand):
+  // in bf16 mode in one pass over the gathered rows
+  Tensor g;
+  if (bf16_mode(ctx)) {
+    g = operand_like(ctx, {NK, dy.size(1)});
+    ops::gather_rows_bf16_dot(ctx, dy, s.pair_tok, s.pair_w, s.g_y, g, dpair_w);
+  } else {
+    ops::gather_rows_dot(ctx, dy, s.pair_tok, s.g_y, dpair_w);
+    g = gathered_operand(ctx, dy, s.pair_tok, s.pair_w);
+  }
   // down_proj: dact = dyw @ W2 (W2 (C, I)), dW2 += dyw^T act
   Tensor dact = detail::empty_f32(ctx, {NK, I});
   ops::grouped_matmul(ctx, g, weights(ctx, experts, 2), false, s.offsets, dact);

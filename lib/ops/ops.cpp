@@ -672,6 +672,30 @@ void gather_rows_dot(const Context& ctx, const Tensor& a, const Tensor& rows, co
   else opt::gather_rows_dot(a.f32(), rows.i32(), b.f32(), out.f32(), M, C, nthreads(ctx));
 }
 
+void gather_rows_bf16_dot(const Context& ctx, const Tensor& src, const Tensor& rows,
+                          const Tensor& w, const Tensor& b, Tensor& dst, Tensor& dot) {
+  check_devices(ctx, "gather_rows_bf16_dot", {&src, &rows, &w, &b, &dst, &dot});
+  const Scope scope_(ctx, "gather_rows_bf16_dot", 0, {&rows, &w, &b, &dst, &dot});
+  DS_CHECK_SHAPE(src, {-1, -1});
+  DS_CHECK_SHAPE(rows, {-1});
+  const int64_t M = rows.size(0), C = src.size(1);
+  DS_CHECK_SHAPE(dst, {M, C});
+  DS_CHECK_SHAPE(b, {M, C});
+  DS_CHECK_SHAPE(dot, {M});
+  if (w.defined()) DS_CHECK_SHAPE(w, {M});
+  DS_CHECK(src.dtype() == DType::f32 && b.dtype() == DType::f32 &&
+               (dst.dtype() == DType::f32 || dst.dtype() == DType::bf16),
+           "gather_rows_bf16_dot: src, b must be F32 and dst F32 or BF16, got {}, {}, {}",
+           dtype_name(src.dtype()), dtype_name(b.dtype()), dtype_name(dst.dtype()));
+  check_indices(rows, 0, src.size(0), "gather_rows_bf16_dot rows");
+  scope_.add_bytes(4.0 * double(dst.numel()));   // the F32 rows of src it takes, once
+  DS_CUDA_ROUTE_FUSED(gather_rows_bf16_dot, (ctx, src, rows, w, b, dst, dot));
+  Context one = ctx;   // the two ops (the CPU, and the GPU under DS_CUDA_FUSED=0)
+  one.prof = nullptr;
+  gather_rows_dot(one, src, rows, b, dot);
+  gather_rows_bf16(one, src, rows, w, dst);
+}
+
 // ---- element-wise and reductions -----------------------------------------------------------
 void add(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& out) {
   check_devices(ctx, "add", {&a, &b, &out});

@@ -1,8 +1,8 @@
 // The ops that write the next GEMM's operands or MLA's head layout in one pass, against the
 // CPU reference and against the ops they replace: SwiGLU, RMSNorm, the fused cross-entropy
 // and the log-probability backward with BF16-code outputs, mla_kv_split forward/backward
-// (F32 and BF16-code k, v and dkv), and the residual add fused into RMSNorm, on aligned and
-// misaligned operands.
+// (F32 and BF16-code k, v and dkv), the residual add fused into RMSNorm and the experts'
+// backward gather with its dots, on aligned and misaligned operands.
 #include <doctest/doctest.h>
 
 #include <cstring>
@@ -268,6 +268,43 @@ TEST_CASE("elementwise: rmsnorm with the residual add fused") {
       CHECK(ar.check());
     }
   }
+}
+
+// The experts' backward gather in one pass (gather_rows_bf16_dot): bit for bit the GPU's own
+// gather_rows_bf16 and gather_rows_dot over the same rows, with and without weights, codes and
+// F32, C a multiple of 4 (the 4-wide path) and not, and an output 2 bytes past alignment while
+// the inputs are aligned (the two ops apart, so that the dots keep gather_rows_dot's order).
+TEST_CASE("moe: gather_rows_bf16_dot == gather_rows_bf16 and gather_rows_dot") {
+  for (const int64_t C : {7, 12, 1024})
+    for (const bool with_w : {false, true})
+      for (const DType dt : {DType::f32, DType::bf16})
+        for (const int64_t off : {int64_t(0), int64_t(1)}) {
+          if (off && dt == DType::f32) continue;
+          CAPTURE(C);
+          CAPTURE(with_w);
+          CAPTURE(int(dt));
+          CAPTURE(off);
+          const int64_t N = 37, M = 301;
+          const Tensor src = rand_f32({N, C}, -3, 3), w = rand_f32({M}, -2, 2);
+          const Tensor b = rand_f32({M, C});
+          Tensor rows = Tensor::empty({M}, DType::i32);
+          for (int64_t m = 0; m < M; ++m) rows.i32()[m] = int32_t((m * 13 + 5) % N);
+          Arena ar;
+          const Tensor gsrc = ar.upload(src), grows = ar.upload(rows), gb = ar.upload(b);
+          const Tensor gw = with_w ? ar.upload(w) : Tensor();
+          Tensor want = ar.empty({M, C}, dt), want_dot = ar.empty({M});
+          ops::gather_rows_bf16(gpu(), gsrc, grows, gw, want);
+          ops::gather_rows_dot(gpu(), gsrc, grows, gb, want_dot);
+          Tensor got = ar.empty({M * C + off}, dt).slice0(off, M * C + off).view({M, C});
+          Tensor dot = ar.empty({M});
+          ops::gather_rows_bf16_dot(gpu(), gsrc, grows, gw, gb, got, dot);
+          expect_exact(got, download(want), "operand");
+          expect_exact(dot, download(want_dot), "dot");
+          Tensor cpu_dot = Tensor::empty({M});
+          ops::gather_rows_dot(cpu_ref(), src, rows, b, cpu_dot);
+          expect_close(dot, cpu_dot, 1e-10, "dot vs reference");
+          CHECK(ar.check());
+        }
 }
 
 }  // namespace

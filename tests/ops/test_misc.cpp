@@ -222,6 +222,36 @@ TEST_CASE("gather_rows_bf16 == gather, weighted scatter into zeros and bf16_roun
   }
 }
 
+// The experts' backward gather (gather_rows_bf16_dot): the operand of gather_rows_bf16 and the
+// dots of gather_rows_dot over the same rows, bit for bit, both output forms, with and without
+// weights, in both implementations; shapes checked.
+TEST_CASE("gather_rows_bf16_dot == gather_rows_bf16 and gather_rows_dot, bit for bit") {
+  for (int64_t C : {1, 5, 132}) {
+    const int64_t N = 9, M = 23;
+    std::vector<int32_t> rv(static_cast<size_t>(M));
+    for (int64_t m = 0; m < M; ++m) rv[size_t(m)] = int32_t((m * 7 + 2) % N);
+    const Tensor rows = i32_from(rv, {M}), src = rand_f32({N, C}, -3, 3);
+    const Tensor w = rand_f32({M}, -2, 2), b = rand_f32({M, C});
+    for (const Context& c : {ref_ctx(), opt_ctx(2)})
+      for (int with_w = 0; with_w < 2; ++with_w)
+        for (DType dt : {DType::f32, DType::bf16}) {
+          CAPTURE(C);
+          CAPTURE(with_w);
+          const Tensor wt = with_w ? w : Tensor();
+          Tensor want = Tensor::empty({M, C}, dt), want_dot = Tensor::empty({M});
+          gather_rows_bf16(c, src, rows, wt, want);
+          gather_rows_dot(c, src, rows, b, want_dot);
+          Tensor got = Tensor::empty({M, C}, dt), dot = Tensor::empty({M});
+          gather_rows_bf16_dot(c, src, rows, wt, b, got, dot);
+          CHECK(std::memcmp(got.raw(), want.raw(), size_t(got.nbytes())) == 0);
+          CHECK(std::memcmp(dot.raw(), want_dot.raw(), size_t(dot.nbytes())) == 0);
+        }
+    Tensor got = Tensor::empty({M, C}, DType::bf16), dot = Tensor::empty({M});
+    CHECK_THROWS_AS(gather_rows_bf16_dot(opt_ctx(), src, rows, w, Tensor::empty({M, C + 1}),
+                                         got, dot), Error);
+  }
+}
+
 TEST_CASE("element-wise ops and reductions: opt == ref, deterministic across threads") {
   for (int64_t n : {1, 3, 1000, 100003}) {
     Tensor a = rand_f32({n}), b = rand_f32({n});

@@ -357,6 +357,13 @@ void scatter_add_rows(const Context& ctx, const Tensor& src /*(M,C)*/, const Ten
 // out[m] = dot(a[rows[m]], b[m])  (gradient of scatter_add_rows w.r.t. w)
 void gather_rows_dot(const Context& ctx, const Tensor& a /*(N,C)*/, const Tensor& rows,
                      const Tensor& b /*(M,C)*/, Tensor& out /*(M)*/);
+// gather_rows_bf16 and gather_rows_dot of the same rows in one pass over them (the routed
+// experts' backward: each pair's weighted output gradient as the GEMM operand, and its gate
+// weight's gradient): dst as gather_rows_bf16(src, rows, w), dot as gather_rows_dot(src, rows,
+// b), bit for bit.
+void gather_rows_bf16_dot(const Context& ctx, const Tensor& src /*(N,C) F32*/,
+                          const Tensor& rows /*(M)*/, const Tensor& w /*(M) or undefined*/,
+                          const Tensor& b /*(M,C)*/, Tensor& dst /*(M,C)*/, Tensor& dot /*(M)*/);
 
 // ---- element-wise and reductions --------------------------------------------------------------
 void add(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& out);   // out = a + b

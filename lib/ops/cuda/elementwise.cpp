@@ -176,6 +176,16 @@ void gather_rows_bf16(const Context&, const Tensor& src, const Tensor& rows, con
                              codes ? dst.data<uint16_t>() : nullptr, rows.size(0), src.size(1));
 }
 
+void gather_rows_bf16_dot(const Context&, const Tensor& src, const Tensor& rows,
+                          const Tensor& w, const Tensor& b, Tensor& dst, Tensor& dot) {
+  const bool codes = dst.dtype() == DType::bf16;
+  ds::cuda::gather_rows_bf16_dot(src.f32(), src.size(0), rows.i32(),
+                                 w.defined() ? w.f32() : nullptr, b.f32(), dot.f32(),
+                                 codes ? nullptr : dst.f32(),
+                                 codes ? dst.data<uint16_t>() : nullptr, rows.size(0),
+                                 src.size(1));
+}
+
 void scatter_add_rows(const Context&, const Tensor& src, const Tensor& rows, const Tensor& w,
                       Tensor& dst) {
   ds::cuda::scatter_add_rows_f32(src.f32(), rows.i32(), w.defined() ? w.f32() : nullptr,

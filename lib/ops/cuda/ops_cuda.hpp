@@ -79,6 +79,8 @@ void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, c
 void gather_rows(const Context& ctx, const Tensor& src, const Tensor& rows, Tensor& dst);
 void gather_rows_bf16(const Context& ctx, const Tensor& src, const Tensor& rows, const Tensor& w,
                       Tensor& dst);
+void gather_rows_bf16_dot(const Context& ctx, const Tensor& src, const Tensor& rows,
+                          const Tensor& w, const Tensor& b, Tensor& dst, Tensor& dot);
 void scatter_add_rows(const Context& ctx, const Tensor& src, const Tensor& rows, const Tensor& w,
                       Tensor& dst);
 void gather_rows_dot(const Context& ctx, const Tensor& a, const Tensor& rows, const Tensor& b,
