@@ -118,6 +118,7 @@ void per_product(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, floa
 }  // namespace
 
 bool grouped_gemm_native() { return g_used_native; }
+bool grouped_gemm_native(bool bf16) { return g_native[bf16 ? 1 : 0] == 1; }
 int64_t grouped_gemm_kernel_launches() { return g_kernel_launches; }
 int64_t grouped_gemm_side_products() { return g_side_products; }
 
@@ -142,14 +143,17 @@ void grouped_gemm_rm(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, 
                      float beta) {
   int& native = g_native[bf16 ? 1 : 0];
   std::vector<int> keep;
+  std::vector<GemmDesc> kd, k0;   // the products with K > 0; those with K 0 (c = beta * c)
   for (int i = 0; i < count; ++i)
-    if (d[i].M > 0 && d[i].N > 0 && d[i].K > 0) keep.push_back(i);
-    else if (d[i].M > 0 && d[i].N > 0) per_product(d + i, 1, ta, tb, bf16, alpha, beta);  // K 0
+    if (d[i].M > 0 && d[i].N > 0 && d[i].K > 0) {
+      keep.push_back(i);
+      kd.push_back(d[i]);
+    } else if (d[i].M > 0 && d[i].N > 0) {
+      k0.push_back(d[i]);
+    }
+  if (!k0.empty()) per_product(k0.data(), int(k0.size()), ta, tb, bf16, alpha, beta);
   if (keep.empty()) return;
   if (bf16 && grouped_gemm_impl() == GroupedGemmImpl::kernel) {
-    std::vector<GemmDesc> kd;
-    kd.reserve(keep.size());
-    for (int i : keep) kd.push_back(d[i]);
     if (grouped_bf16_kernel_fits(kd.data(), int(kd.size()), ta, tb)) {
       grouped_bf16_kernel(kd.data(), int(kd.size()), ta, tb, alpha, beta);
       ++g_kernel_launches;
@@ -157,8 +161,8 @@ void grouped_gemm_rm(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, 
     }
     // Shapes or alignment the kernel does not take: the cuBLAS path below for this call.
   }
-  if (native == 0 || keep.size() == 1) {
-    for (int i : keep) per_product(d + i, 1, ta, tb, bf16, alpha, beta);
+  if (native == 0 || keep.size() == 1) {   // one call per product, over the side streams
+    per_product(kd.data(), int(kd.size()), ta, tb, bf16, alpha, beta);
     return;
   }
   const int G = int(keep.size());
@@ -196,7 +200,7 @@ void grouped_gemm_rm(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, 
   pool_free(dptr);
   if (s == CUBLAS_STATUS_NOT_SUPPORTED || s == CUBLAS_STATUS_INVALID_VALUE) {
     native = 0;   // this type combination is not offered: one call per product from now on
-    for (int i : keep) per_product(d + i, 1, ta, tb, bf16, alpha, beta);
+    per_product(kd.data(), int(kd.size()), ta, tb, bf16, alpha, beta);
     return;
   }
   DS_CUBLAS_CHECK(s);

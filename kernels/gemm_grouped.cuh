@@ -28,8 +28,10 @@ struct GemmDesc {
 // product where the grouped entry point rejects the type combination.
 void grouped_gemm_rm(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, float alpha,
                      float beta);
-// True once the grouped entry point has been used (false: the per-product fallback ran).
+// True once the grouped entry point has been used (false: the per-product fallback ran);
+// with an operand dtype (BF16 codes when bf16, else F32): once it took that dtype.
 bool grouped_gemm_native();
+bool grouped_gemm_native(bool bf16);
 // Launches of our grouped BF16 kernel so far in this process (tests check that a call they
 // expect the kernel to take did launch it).
 int64_t grouped_gemm_kernel_launches();

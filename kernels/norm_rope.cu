@@ -272,11 +272,17 @@ void rmsnorm_bwd_launch(const float* x, const float* g, const float* rstd, const
   const bool smem = bytes + 1024 <= size_t(max_smem_optin());
   int per_sm = 4;
   if (smem) {
-    if (bytes > 48 * 1024)
-      DS_CUDA_CHECK(cudaFuncSetAttribute(rmsnorm_bwd_kernel<VT, RES>,
+    if (bytes > 48 * 1024) {
+      DS_CUDA_CHECK(cudaFuncSetAttribute(rmsnorm_bwd_kernel<VT, false>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+      DS_CUDA_CHECK(cudaFuncSetAttribute(rmsnorm_bwd_kernel<VT, true>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    }
+    // The grid (and so which rows each block's dg partials hold, and their sums' order) from
+    // the plain variant for both: the residual variant's dg is then the plain one's, bit for
+    // bit, even should the two compile to different register counts.
     DS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &per_sm, rmsnorm_bwd_kernel<VT, RES>, threads, bytes));
+        &per_sm, rmsnorm_bwd_kernel<VT, false>, threads, bytes));
     per_sm = std::max(per_sm, 1);
   }
   const int nb = int(std::min<int64_t>(N, int64_t(sms()) * per_sm));

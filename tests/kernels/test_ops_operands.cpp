@@ -206,7 +206,9 @@ TEST_CASE("layout: mla_kv_split forward/backward") {
 // operand at the same element offset so that both sides take the same kernel variant (offset 0
 // float4 rows, 1 the scalar path); and close to the CPU reference.
 TEST_CASE("elementwise: rmsnorm with the residual add fused") {
-  for (auto [N, C] : {std::pair<int64_t, int64_t>{1, 7}, {33, 1024}, {5, 7168}, {17, 384}}) {
+  // 8192 x 1024: more rows than backward blocks, so each block's dg partials sum many rows
+  for (auto [N, C] : {std::pair<int64_t, int64_t>{1, 7}, {33, 1024}, {5, 7168}, {17, 384},
+                      {8192, 1024}}) {
     for (int64_t off : {0, 1}) {
       CAPTURE(N);
       CAPTURE(C);

@@ -6,7 +6,8 @@
 // Precision: ctx.linear.mode == fp32 runs the exact FP32 kernels; bf16 / fp8 run the BF16
 // tensor-core kernels (FP32 softmax and accumulation) when the head dims allow (multiples of
 // 16, Dk <= 192, Dv <= 128), else the exact ones. q, k, v F32, or BF16 codes (the tensor-core
-// kernels' operands, ops::attention_bf16_inputs), which the exact kernels get widened.
+// kernels' operands, ops::attention_bf16_inputs), widened to F32 first where the kernels cannot
+// read them as they are (misaligned; the exact kernels).
 #include <cstdint>
 
 #include "ds/core/error.hpp"
