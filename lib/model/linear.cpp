@@ -77,6 +77,40 @@ Tensor bf16_weight(const ops::Context& ctx, const Tensor& w) {
   return ctx.operands->get(w, 0, [&] { return std::vector<Tensor>{bf16_values(ctx, w)}; })[0];
 }
 
+// The FP8 operand of a weight on the GPU: its 128x128-block codes for Fprop (transposed
+// false) or those of W^T for Dgrad (true). With tile scaling both come from one
+// fp8_quantize_blocks_multi (W^T's blocks are W's, transposed: the same scales, so no F32
+// transpose), kept for the step in the operand cache when the context has one (the weights do
+// not change between the passes); bit for bit fp8_quantize of W, or of transpose(W).
+Fp8Operand fp8_weight(const ops::Context& ctx, const Tensor& w, bool transposed_w) {
+  if (!tiles(ctx))
+    return fp8_codes(ctx, transposed_w ? transposed(ctx, w) : w, weight_group(ctx), false);
+  const int64_t R = w.size(0), K = w.size(1);
+  const Shape ss = ops::fp8_scale_shape(R, K, ops::Fp8Group::block_128x128);
+  auto make = [&](bool plain, bool trans) {
+    std::vector<Tensor> v(4);   // q, s, qt, st
+    std::vector<Tensor*> q, s, qt, st;
+    if (plain) {
+      v[0] = Tensor::empty({R, K}, DType::u8, ctx.device);
+      v[1] = Tensor::empty(ss, DType::f32, ctx.device);
+      q = {&v[0]};
+      s = {&v[1]};
+    }
+    if (trans) {
+      v[2] = Tensor::empty({K, R}, DType::u8, ctx.device);
+      v[3] = Tensor::empty({ss[1], ss[0]}, DType::f32, ctx.device);
+      qt = {&v[2]};
+      st = {&v[3]};
+    }
+    ops::fp8_quantize_blocks_multi(ctx, {&w}, ctx.linear.scale_format, q, s, qt, st);
+    return v;
+  };
+  const std::vector<Tensor> v =
+      ctx.operands ? ctx.operands->get(w, 1, [&] { return make(true, true); })
+                   : make(!transposed_w, transposed_w);
+  return transposed_w ? Fp8Operand{v[2], v[3]} : Fp8Operand{v[0], v[1]};
+}
+
 // c (M, N) = A B^T through the FP8 GEMM; a grouped 1x128 (or per tensor), b by b_group.
 void fp8_nt(const ops::Context& ctx, const Fp8Operand& a, const Fp8Operand& b,
             ops::Fp8Group b_group, Tensor& c) {
@@ -92,7 +126,7 @@ void fp8_backward_gpu(const ops::Context& ctx, const Param& w, const Tensor& x, 
   const ops::Fp8Group row = t ? ops::Fp8Group::row_1x128 : ops::Fp8Group::tensor;
   if (want_dx) {   // Dgrad: dx (N, in) = Q(dy) (N, out) . Q(W^T) (in, out)^T
     const Fp8Operand a = fp8_codes(ctx, dy, row, false);
-    const Fp8Operand b = fp8_codes(ctx, transposed(ctx, w.value), weight_group(ctx), false);
+    const Fp8Operand b = fp8_weight(ctx, w.value, true);
     fp8_nt(ctx, a, b, ops::Fp8Group::block_128x128, dx);
   }
   // Wgrad: dW (out, in) += Q(dy^T) (out, N) . Q(Xc^T) (in, N)^T, K = tokens.
@@ -186,8 +220,8 @@ void Linear::forward(const ops::Context& ctx, const Tensor& x, Tensor& y) const 
   }
   // Fprop: y = Q_1x128(x) Q_128x128(W)^T
   if (ctx.device != Device::cpu) {
-    fp8_nt(ctx, fp8_codes(ctx, x, act_group(ctx), true),
-           fp8_codes(ctx, w->value, weight_group(ctx), false), ops::Fp8Group::block_128x128, y);
+    fp8_nt(ctx, fp8_codes(ctx, x, act_group(ctx), true), fp8_weight(ctx, w->value, false),
+           ops::Fp8Group::block_128x128, y);
     return;
   }
   ops::linear_forward(ctx, fp8_values(ctx, x, act_group(ctx), true),

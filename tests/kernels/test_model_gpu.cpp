@@ -266,6 +266,43 @@ TEST_CASE("tiny model: bf16 steps with the operand cache and shared GEMM inputs 
   CHECK(roundings(pc) < roundings(pp));
 }
 
+// FP8 Linears' weight codes from the step's operand cache: one fp8_quantize_blocks_multi per
+// weight and step makes the Fprop codes and Dgrad's transposed ones (no F32 transpose, no
+// second quantisation); the same losses as the step without the cache, whose Linears
+// quantise each orientation when they need it, and the same gradients (bit for bit but for
+// the embedding's atomic row sums).
+TEST_CASE("tiny model: fp8 steps with the weights' codes cached track plain steps") {
+  const ModelArgs a = preset("tiny");
+  Side plain(a, Device::cuda), cached(a, Device::cuda);
+  ops::Context cp = context(Device::cuda, ops::Precision::fp8), cc = cp;
+  cc.operands = std::make_shared<ops::OperandCache>();
+  ops::Profiler pp, pc;
+  cp.prof = &pp;
+  cc.prof = &pc;
+  Batch b;
+  b.tokens = random_tokens(4, 32, a.vocab_size, 41);
+  const StepResult rp = plain.model->forward_backward(cp, b, LossWeights{}, 1.0f);
+  const StepResult rc = cached.model->forward_backward(cc, b, LossWeights{}, 1.0f);
+  CHECK(rc.loss == rp.loss);
+  double worst = 0;
+  for (size_t i = 0; i < plain.store.params().size(); ++i)
+    worst = std::max(worst, rel(cached.store.params()[i].grad, plain.store.params()[i].grad));
+  CHECK(worst <= 1e-6);
+  auto calls = [](const ops::Profiler& pr, const char* op) {
+    int64_t n = 0;
+    for (const auto& e : pr.entries())
+      if (std::string(e.op) == op) n += e.calls;
+    return n;
+  };
+  int64_t fp8_weights = 0;   // FP8 Linears (the per-expert loop: every expert's matrices)
+  for (const auto& prm : cached.store.params()) fp8_weights += prm.info.fp8 ? 1 : 0;
+  MESSAGE("fp8 step: blocks_multi calls ", calls(pp, "fp8_quantize_blocks_multi"), " plain, ",
+          calls(pc, "fp8_quantize_blocks_multi"), " cached; transposes ", calls(pp, "transpose"),
+          " plain, ", calls(pc, "transpose"), " cached; ", fp8_weights, " FP8 weights");
+  CHECK(calls(pc, "fp8_quantize_blocks_multi") <= fp8_weights);
+  CHECK(calls(pc, "fp8_quantize_blocks_multi") < calls(pp, "fp8_quantize_blocks_multi"));
+}
+
 // q, k, v handed to the tensor-core attention as BF16 codes by their producers (on by default
 // on the GPU in bf16 and fp8): the same losses as F32 inputs, which the attention rounds to the
 // same codes itself, and the same gradients (bit for bit but for the embedding's atomic row
