@@ -4,7 +4,8 @@
 // exact E4M3 values times FP32 scales and running the FP32 GEMM (docs/model.md "Precision").
 // On the GPU the same numbers go through real low-precision GEMMs: BF16 codes into cuBLAS
 // (FP32 accumulation), and E4M3 codes + scales into ops::fp8_gemm_nt (FP32 promotion every
-// 128 of K), with the NT operands made by ops::transpose.
+// 128 of K): a weight's codes of both orientations from one fp8_quantize_blocks_multi (kept
+// for the step in the operand cache), the Wgrad operands from fp8_quantize_transposed.
 // reference: DeepSeek-V3 inference/model.py Linear (y = x W^T), HF nn.Linear layout;
 // DeepSeek-V3 paper §3.3 (Fprop / Dgrad / Wgrad quantisation) and App. B.
 #include "ds/model/linear.hpp"

@@ -126,6 +126,35 @@ TEST_CASE("fp8 grouped: quantize_blocks_multi on the GPU equals the CPU bit for 
     }
 }
 
+// What an FP8 Linear on the GPU now reads (lib/model/linear.cpp fp8_weight): one matrix's
+// codes and transposed codes from quantize_blocks_multi, against the GPU's own fp8_quantize of
+// W and of transpose(W) (block_128x128, weights' amax rule), the operands it read before.
+TEST_CASE("fp8 grouped: a weight's codes from quantize_blocks_multi == fp8_quantize of W, W^T") {
+  for (const ScaleFormat fmt : {ScaleFormat::fp32, ScaleFormat::ue8m0})
+    for (const Shape& sh : {Shape{200, 300}, Shape{384, 1024}, Shape{1, 77}, Shape{257, 129}}) {
+      CAPTURE(int(fmt));
+      CAPTURE(sh[0]);
+      CAPTURE(sh[1]);
+      Arena ar;
+      const Tensor gw = ar.upload(weights(sh));
+      const Shape ss = ops::fp8_scale_shape(sh[0], sh[1], Fp8Group::block_128x128);
+      Tensor q = ar.empty(sh, DType::u8), sc = ar.empty(ss);
+      Tensor qt = ar.empty({sh[1], sh[0]}, DType::u8), st = ar.empty({ss[1], ss[0]});
+      ops::fp8_quantize_blocks_multi(gpu(), {&gw}, fmt, {&q}, {&sc}, {&qt}, {&st});
+      Tensor wq, ws;   // the Fprop operand as before
+      ops::fp8_quantize(gpu(), gw, Fp8Group::block_128x128, fmt, false, wq, ws);
+      Tensor wt = ar.empty({sh[1], sh[0]});
+      ops::transpose(gpu(), gw, wt);
+      Tensor tq, ts;   // the Dgrad operand as before: the F32 transpose, quantised
+      ops::fp8_quantize(gpu(), wt, Fp8Group::block_128x128, fmt, false, tq, ts);
+      CHECK(same_codes(q, download(wq)));
+      CHECK(same_bytes(sc, download(ws)));
+      CHECK(same_codes(qt, download(tq)));
+      CHECK(same_bytes(st, download(ts)));
+      CHECK(ar.check());
+    }
+}
+
 TEST_CASE("fp8 grouped: quantize_transposed on the GPU equals the CPU bit for bit") {
   for (const Shape& sh : {Shape{300, 200}, Shape{128, 64}, Shape{1, 77}, Shape{257, 129},
                           Shape{1536, 384}, Shape{4096, 7168}})   // the last: a V3 Wgrad's x

@@ -274,14 +274,16 @@ TEST_CASE("elementwise: rmsnorm with the residual add fused") {
 
 // The experts' backward gather in one pass (gather_rows_bf16_dot): bit for bit the GPU's own
 // gather_rows_bf16 and gather_rows_dot over the same rows, with and without weights, codes and
-// F32, C a multiple of 4 (the 4-wide path) and not, and an output 2 bytes past alignment while
-// the inputs are aligned (the two ops apart, so that the dots keep gather_rows_dot's order).
+// F32, C a multiple of 4 (the 4-wide path) and not; an output 2 bytes past alignment while
+// the inputs are aligned, and b 4 bytes past alignment while the output is aligned (either
+// way the two ops apart, so that the dots keep gather_rows_dot's order).
 TEST_CASE("moe: gather_rows_bf16_dot == gather_rows_bf16 and gather_rows_dot") {
   for (const int64_t C : {7, 12, 1024})
     for (const bool with_w : {false, true})
       for (const DType dt : {DType::f32, DType::bf16})
-        for (const int64_t off : {int64_t(0), int64_t(1)}) {
-          if (off && dt == DType::f32) continue;
+        for (const int64_t off : {int64_t(0), int64_t(1), int64_t(2)}) {
+          if (off == 1 && dt == DType::f32) continue;   // off 1: the codes misaligned
+          const int64_t out_off = off == 1 ? 1 : 0;     // off 2: b misaligned
           CAPTURE(C);
           CAPTURE(with_w);
           CAPTURE(int(dt));
@@ -292,12 +294,14 @@ TEST_CASE("moe: gather_rows_bf16_dot == gather_rows_bf16 and gather_rows_dot") {
           Tensor rows = Tensor::empty({M}, DType::i32);
           for (int64_t m = 0; m < M; ++m) rows.i32()[m] = int32_t((m * 13 + 5) % N);
           Arena ar;
-          const Tensor gsrc = ar.upload(src), grows = ar.upload(rows), gb = ar.upload(b);
+          const Tensor gsrc = ar.upload(src), grows = ar.upload(rows);
+          const Tensor gb = up(ar, b, off == 2);
           const Tensor gw = with_w ? ar.upload(w) : Tensor();
           Tensor want = ar.empty({M, C}, dt), want_dot = ar.empty({M});
           ops::gather_rows_bf16(gpu(), gsrc, grows, gw, want);
           ops::gather_rows_dot(gpu(), gsrc, grows, gb, want_dot);
-          Tensor got = ar.empty({M * C + off}, dt).slice0(off, M * C + off).view({M, C});
+          Tensor got =
+              ar.empty({M * C + out_off}, dt).slice0(out_off, M * C + out_off).view({M, C});
           Tensor dot = ar.empty({M});
           ops::gather_rows_bf16_dot(gpu(), gsrc, grows, gw, gb, got, dot);
           expect_exact(got, download(want), "operand");

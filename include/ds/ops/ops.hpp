@@ -69,7 +69,8 @@ class Profiler {
 // GEMM operands derived from weights that stay fixed while the cache is in use: one training
 // step's forward and backward passes, over all its micro-batches. model::Linear and the MoE
 // experts keep the BF16 operand of each weight here instead of rounding the weight on every
-// use (the LM head was rounded once per logits chunk). The trainer sets Context::operands
+// use (the LM head was rounded once per logits chunk), and an FP8 Linear its weight's E4M3
+// codes and scales for both orientations (Fprop's W, Dgrad's W^T). The trainer sets Context::operands
 // (train::make_context, on the GPU) and train::apply_update clears it before the optimizer
 // changes the weights; without a cache every use rounds afresh. Entries are keyed by the
 // weight's data pointer and size and by a kind chosen by the caller.
@@ -137,7 +138,8 @@ struct Context {
   // otherwise): -1 auto (grouped GEMMs over the expert-sorted rows on the GPU, except in FP8;
   // the per-expert loop on the CPU), 0 the per-expert loop, 1 grouped (FP8: tile scaling).
   int moe_gemm = -1;
-  // BF16 operands of the weights for the current step (see OperandCache); shared by copies.
+  // The weights' GEMM operands (BF16, or FP8 codes) for the current step (see OperandCache);
+  // shared by copies.
   std::shared_ptr<OperandCache> operands;
 };
 
