@@ -266,41 +266,63 @@ TEST_CASE("tiny model: bf16 steps with the operand cache and shared GEMM inputs 
   CHECK(roundings(pc) < roundings(pp));
 }
 
+namespace {
+
+// Calls of one op in a profile.
+int64_t op_calls(const ops::Profiler& p, const char* op) {
+  int64_t n = 0;
+  for (const auto& e : p.entries())
+    if (std::string(e.op) == op) n += e.calls;
+  return n;
+}
+
+// One step of the tiny model on the GPU under each of two contexts (the same weights and
+// batch): the results and the largest relative gradient difference between the two.
+struct TwoSteps {
+  StepResult r0, r1;
+  double worst_grad = 0;
+};
+TwoSteps two_steps(const ops::Context& c0, const ops::Context& c1, uint64_t seed) {
+  const ModelArgs a = preset("tiny");
+  Side s0(a, Device::cuda), s1(a, Device::cuda);
+  Batch b;
+  b.tokens = random_tokens(4, 32, a.vocab_size, seed);
+  TwoSteps t;
+  t.r0 = s0.model->forward_backward(c0, b, LossWeights{}, 1.0f);
+  t.r1 = s1.model->forward_backward(c1, b, LossWeights{}, 1.0f);
+  for (size_t i = 0; i < s0.store.params().size(); ++i)
+    t.worst_grad =
+        std::max(t.worst_grad, rel(s1.store.params()[i].grad, s0.store.params()[i].grad));
+  return t;
+}
+
+}  // namespace
+
 // FP8 Linears' weight codes from the step's operand cache: one fp8_quantize_blocks_multi per
 // weight and step makes the Fprop codes and Dgrad's transposed ones (no F32 transpose, no
 // second quantisation); the same losses as the step without the cache, whose Linears
 // quantise each orientation when they need it, and the same gradients (bit for bit but for
 // the embedding's atomic row sums).
 TEST_CASE("tiny model: fp8 steps with the weights' codes cached track plain steps") {
-  const ModelArgs a = preset("tiny");
-  Side plain(a, Device::cuda), cached(a, Device::cuda);
   ops::Context cp = context(Device::cuda, ops::Precision::fp8), cc = cp;
   cc.operands = std::make_shared<ops::OperandCache>();
   ops::Profiler pp, pc;
   cp.prof = &pp;
   cc.prof = &pc;
-  Batch b;
-  b.tokens = random_tokens(4, 32, a.vocab_size, 41);
-  const StepResult rp = plain.model->forward_backward(cp, b, LossWeights{}, 1.0f);
-  const StepResult rc = cached.model->forward_backward(cc, b, LossWeights{}, 1.0f);
-  CHECK(rc.loss == rp.loss);
-  double worst = 0;
-  for (size_t i = 0; i < plain.store.params().size(); ++i)
-    worst = std::max(worst, rel(cached.store.params()[i].grad, plain.store.params()[i].grad));
-  CHECK(worst <= 1e-6);
-  auto calls = [](const ops::Profiler& pr, const char* op) {
-    int64_t n = 0;
-    for (const auto& e : pr.entries())
-      if (std::string(e.op) == op) n += e.calls;
-    return n;
-  };
-  int64_t fp8_weights = 0;   // FP8 Linears (the per-expert loop: every expert's matrices)
-  for (const auto& prm : cached.store.params()) fp8_weights += prm.info.fp8 ? 1 : 0;
-  MESSAGE("fp8 step: blocks_multi calls ", calls(pp, "fp8_quantize_blocks_multi"), " plain, ",
-          calls(pc, "fp8_quantize_blocks_multi"), " cached; transposes ", calls(pp, "transpose"),
-          " plain, ", calls(pc, "transpose"), " cached; ", fp8_weights, " FP8 weights");
-  CHECK(calls(pc, "fp8_quantize_blocks_multi") <= fp8_weights);
-  CHECK(calls(pc, "fp8_quantize_blocks_multi") < calls(pp, "fp8_quantize_blocks_multi"));
+  const TwoSteps t = two_steps(cp, cc, 41);
+  CHECK(t.r1.loss == t.r0.loss);
+  CHECK(t.worst_grad <= 1e-6);
+  ParamStore store;   // the FP8 Linears (the per-expert loop: every expert's matrices)
+  Transformer m(preset("tiny"), store);
+  int64_t fp8_weights = 0;
+  for (const auto& prm : store.params()) fp8_weights += prm.info.fp8 ? 1 : 0;
+  const int64_t plain = op_calls(pp, "fp8_quantize_blocks_multi");
+  const int64_t cached = op_calls(pc, "fp8_quantize_blocks_multi");
+  MESSAGE("fp8 step: blocks_multi calls ", plain, " plain, ", cached, " cached; transposes ",
+          op_calls(pp, "transpose"), " plain, ", op_calls(pc, "transpose"), " cached; ",
+          fp8_weights, " FP8 weights");
+  CHECK(cached <= fp8_weights);
+  CHECK(cached < plain);
 }
 
 // q, k, v handed to the tensor-core attention as BF16 codes by their producers (on by default
@@ -315,7 +337,6 @@ TEST_CASE("tiny model: q, k, v as BF16 codes give the steps of F32 attention inp
   const ModelArgs a = preset("tiny");
   for (ops::Precision p : {ops::Precision::bf16, ops::Precision::fp8}) {
     CAPTURE(int(p));
-    Side f32in(a, Device::cuda), codes(a, Device::cuda);
     ops::Context cf = context(Device::cuda, p), cc = cf;
     cf.attention_inputs = 0;
     REQUIRE(ops::attention_bf16_inputs(cc, a.qk_nope_head_dim + a.qk_rope_head_dim,
@@ -323,23 +344,12 @@ TEST_CASE("tiny model: q, k, v as BF16 codes give the steps of F32 attention inp
     ops::Profiler pf, pc;
     cf.prof = &pf;
     cc.prof = &pc;
-    Batch b;
-    b.tokens = random_tokens(4, 32, a.vocab_size, 31);
-    const StepResult rf = f32in.model->forward_backward(cf, b, LossWeights{}, 1.0f);
-    const StepResult rc = codes.model->forward_backward(cc, b, LossWeights{}, 1.0f);
-    CHECK(rc.loss == rf.loss);
-    CHECK(rc.loss_mtp == rf.loss_mtp);
-    double worst = 0;
-    for (size_t i = 0; i < f32in.store.params().size(); ++i)
-      worst = std::max(worst, rel(codes.store.params()[i].grad, f32in.store.params()[i].grad));
-    CHECK(worst <= 1e-6);
-    auto calls = [](const ops::Profiler& pr, const char* op) {
-      int64_t n = 0;
-      for (const auto& e : pr.entries())
-        if (std::string(e.op) == op) n += e.calls;
-      return n;
-    };
-    CHECK(calls(pc, "bf16_round") - calls(pf, "bf16_round") == a.n_layers + a.n_mtp_layers);
+    const TwoSteps t = two_steps(cf, cc, 31);
+    CHECK(t.r1.loss == t.r0.loss);
+    CHECK(t.r1.loss_mtp == t.r0.loss_mtp);
+    CHECK(t.worst_grad <= 1e-6);
+    CHECK(op_calls(pc, "bf16_round") - op_calls(pf, "bf16_round") ==
+          a.n_layers + a.n_mtp_layers);
   }
 }
 

@@ -153,6 +153,25 @@ void bf16_inputs_case(const AttnCase& c, int seg_kind, ops::Precision mode, bool
   CHECK(ar.check());
 }
 
+// DS_ATTENTION=wgmma for a scope, restored after; false (nothing changed) where the wgmma
+// kernels cannot run (not an sm_90a device).
+class WgmmaOn {
+ public:
+  WgmmaOn()
+      : was_(ds::cuda::attention_wgmma()), ok_(ds::cuda::attention_wgmma_supported(192, 128)) {
+    if (ok_) ds::cuda::set_attention_wgmma(true);
+  }
+  ~WgmmaOn() {
+    if (ok_) ds::cuda::set_attention_wgmma(was_);
+  }
+  WgmmaOn(const WgmmaOn&) = delete;
+  WgmmaOn& operator=(const WgmmaOn&) = delete;
+  explicit operator bool() const { return ok_; }
+
+ private:
+  bool was_, ok_;
+};
+
 const AttnCase kCases[] = {
     {1, 1, 1, 8, 8},     {2, 37, 3, 24, 16},  {1, 130, 2, 192, 128}, {2, 64, 4, 64, 64},
     {1, 77, 2, 64, 128}, {2, 200, 1, 32, 48}, {1, 45, 2, 5, 3},      {1, 257, 1, 128, 128},
@@ -178,18 +197,14 @@ TEST_CASE("gpu attention bf16 (tensor-core kernels) matches the reference") {
 // mma.sync kernels' tolerances), odd T around their 128-row blocks and 64-row tiles, every
 // head-dim pair they take, segments of both kinds; both counted as having run.
 TEST_CASE("gpu attention wgmma forward and backward match the reference") {
-  if (!ds::cuda::attention_wgmma_supported(192, 128)) {
+  const WgmmaOn wgmma;
+  if (!wgmma) {
     // An sm_90 device must load the sm_90a build (the FP8 GEMM depends on it too).
     CHECK_MESSAGE(ds::cuda::device_name(0).find("sm_90") == std::string::npos,
                   "an sm_90 device without the sm_90a build of kernels/");
     MESSAGE("skipped: not an sm_90a device");
     return;
   }
-  struct Restore {
-    bool was = ds::cuda::attention_wgmma();
-    ~Restore() { ds::cuda::set_attention_wgmma(was); }
-  } restore;
-  ds::cuda::set_attention_wgmma(true);
   const int64_t before = ds::cuda::attention_wgmma_launches(false);
   const int64_t before_bwd = ds::cuda::attention_wgmma_launches(true);
   // (No T = 1 case: with one key the reference's dq, dk are exactly 0 and its lse a single
@@ -221,15 +236,11 @@ TEST_CASE("gpu attention: BF16-code q, k, v give the bits of F32 inputs of the s
 // The same through the wgmma kernels, whose transposed operands (V^T; Q^T, K^T in the
 // backward) are then copied from the codes instead of converted from F32.
 TEST_CASE("gpu attention wgmma: BF16-code q, k, v give the bits of F32 inputs") {
-  if (!ds::cuda::attention_wgmma_supported(192, 128)) {
+  const WgmmaOn wgmma;
+  if (!wgmma) {
     MESSAGE("skipped: not an sm_90a device");
     return;
   }
-  struct Restore {
-    bool was = ds::cuda::attention_wgmma();
-    ~Restore() { ds::cuda::set_attention_wgmma(was); }
-  } restore;
-  ds::cuda::set_attention_wgmma(true);
   const int64_t before = ds::cuda::attention_wgmma_launches(false);
   for (const AttnCase& c : {AttnCase{1, 130, 2, 192, 128}, AttnCase{2, 200, 2, 96, 64}})
     for (int seg : {0, 1}) bf16_inputs_case(c, seg, ops::Precision::bf16, false);
