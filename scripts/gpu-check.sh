@@ -47,6 +47,7 @@ limit() {   # limit N: N seconds, or what is left of the budget (minus a margin)
   [ "$left" -lt "$1" ] && echo "$left" || echo "$1"
 }
 declare -a ROWS
+declare -A STATUS   # test group -> exit status, for the switches' verdicts
 # A row of the final table, also printed at once (a run killed by its time limit keeps them).
 row() {
   local r; r=$(printf '%-32s %-6s %s' "$1" "$2" "$3"); ROWS+=("$r"); echo "[row] $r"
@@ -134,6 +135,7 @@ for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
   DS_GROUPED_GEMM=$g DS_CUDA_FUSED=$fused timeout "$(limit 90)" "$BIN/$t" \
     ${args[@]+"${args[@]}"} > "$O/$name.log" 2>&1; rc=$?
   [ "$name" = ds_test_model_gpu-model ] && MODEL_RC=$rc
+  STATUS[$name]=$rc
   sum=$(grep -E "^\[doctest\] (test cases|assertions)" "$O/$name.log" | tr -s ' ' | tr '\n' ' ')
   if [ $rc = 0 ]; then row "$name" PASS "$sum($(( $(date +%s) - s ))s)"
   else row "$name" "FAIL$rc" "$sum($(( $(date +%s) - s ))s) see $name.log"; fi
@@ -214,6 +216,34 @@ if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
   l=$(grep '^{' "$O/bench_torch.txt" | tail -1 | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print("%.1f ms, %.0f tokens/s, MFU %.1f%%, %.1f GiB" % (r["step_ms"], r["tokens_per_s"], 100*r["mfu"], r.get("max_mem_gib", 0)))' 2>/dev/null)
   row "train step 1b bf16 (PyTorch)" INFO "${l:-failed, see bench_torch.txt}"
 fi
+# Verdicts on the switches: each path's tests and its step time beside the other setting's
+# (rows "switch: ..."), what a session needs to decide which defaults to flip.
+step_ms() {   # step_ms FILE PRECISION: the step's median ms, or nothing
+  grep -m1 "^train step 1b $2 " "$O/$1" 2>/dev/null | sed -E 's/^[^:]*: ([0-9.]+) ms.*/\1/'
+}
+verdict() {   # verdict LABEL TEST_GROUP FILE_WITHOUT FILE_WITH [PRECISION]
+  local p=${5:-bf16} off on t
+  off=$(step_ms "$3" "$p"); on=$(step_ms "$4" "$p"); t=${STATUS[$2]:-}
+  t=$([ -z "$t" ] && echo "not run" || { [ "$t" = 0 ] && echo pass || echo "FAIL$t"; })
+  local v="keep as is"
+  if [ -n "$off" ] && [ -n "$on" ] && [ "$t" = pass ]; then
+    v=$(awk -v a="$off" -v b="$on" 'BEGIN { print (b < 0.98 * a) ? "faster with it" : \
+        (b > 1.02 * a) ? "slower with it" : "no difference" }')
+  fi
+  row "switch: $1" INFO "$p tests $t ($2); without ${off:-?} ms, with ${on:-?} ms: $v"
+}
+verdict "DS_GROUPED_GEMM=kernel (opt-in)" ds_test_backend_ops-ops-grouped bench_train.txt \
+  bench_train_kernel.txt
+verdict "DS_ATTENTION=wgmma (opt-in)" ds_test_backend_ops-ops-attn-wgmma bench_train.txt \
+  bench_train_attn.txt
+verdict "grouped FP8 experts (opt-in)" ds_test_backend_ops-ops-fp8-grouped bench_train.txt \
+  bench_train_fp8g.txt fp8
+verdict "side streams (default)" ds_test_backend_ops-ops-grouped bench_train_1stream.txt \
+  bench_train.txt
+verdict "BF16 attention inputs (default)" ds_test_backend_ops-ops-new bench_train_attnf32.txt \
+  bench_train.txt
+verdict "shared GEMM inputs (default)" ds_test_backend_ops-ops-new bench_train_noshare.txt \
+  bench_train.txt
 echo "[gpu-check] training-step benchmarks done at $(elapsed)"
 
 # ---- 3. kernel benchmarks ---------------------------------------------------------------------
