@@ -10,6 +10,7 @@
 // ties to the lower index. warp_pick reproduces that scan with a butterfly reduction. Weights
 // and the backward use double like the reference.
 #include <climits>
+#include <cstring>
 
 #include "kernels/common.cuh"
 #include "kernels/moe_route.cuh"
@@ -526,15 +527,50 @@ void moe_count(const int32_t* idx, int64_t n, int64_t E, int32_t* counts) {
   DS_CUDA_LAUNCHED();
 }
 
+namespace {
+// The counts' way to the host: a pinned buffer (grown as needed; one at a time, the op
+// waits for it before returning) and the event that marks the copy done.
+struct CountsDownload {
+  int32_t* pinned = nullptr;
+  int64_t cap = 0;
+  cudaEvent_t done = nullptr;
+};
+CountsDownload& counts_download(int64_t E) {
+  thread_local CountsDownload d;
+  if (!d.done) DS_CUDA_CHECK(cudaEventCreateWithFlags(&d.done, cudaEventDisableTiming));
+  if (E > d.cap) {
+    if (d.pinned) DS_CUDA_CHECK(cudaFreeHost(d.pinned));
+    d.pinned = nullptr;
+    DS_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&d.pinned), size_t(E) * sizeof(int32_t),
+                                cudaHostAllocDefault));
+    d.cap = E;
+  }
+  return d;
+}
+}  // namespace
+
 void moe_sort_pairs(const int32_t* idx, int64_t NK, int64_t K, int64_t E, int32_t* counts,
-                    int32_t* pair_src, int32_t* pair_tok, int32_t* pair_slot) {
+                    int32_t* pair_src, int32_t* pair_tok, int32_t* pair_slot,
+                    int32_t* host_counts) {
   if (E <= 0) return;
   memset0(counts, size_t(E) * sizeof(int32_t));
-  if (NK <= 0) return;
-  moe_count(idx, NK, E, counts);
-  sort_pairs_kernel<<<unsigned(E), kSortThreads, 0, stream()>>>(idx, NK, K, counts, pair_src,
-                                                                pair_tok, pair_slot);
-  DS_CUDA_LAUNCHED();
+  if (NK > 0) moe_count(idx, NK, E, counts);
+  CountsDownload* d = nullptr;
+  if (host_counts) {   // copied as soon as counted: the sort below runs while the host goes on
+    d = &counts_download(E);
+    DS_CUDA_CHECK(cudaMemcpyAsync(d->pinned, counts, size_t(E) * sizeof(int32_t),
+                                  cudaMemcpyDeviceToHost, stream()));
+    DS_CUDA_CHECK(cudaEventRecord(d->done, stream()));
+  }
+  if (NK > 0) {
+    sort_pairs_kernel<<<unsigned(E), kSortThreads, 0, stream()>>>(idx, NK, K, counts, pair_src,
+                                                                  pair_tok, pair_slot);
+    DS_CUDA_LAUNCHED();
+  }
+  if (d) {
+    DS_CUDA_CHECK(cudaEventSynchronize(d->done));
+    std::memcpy(host_counts, d->pinned, size_t(E) * sizeof(int32_t));
+  }
 }
 
 void combine_pairs(const float* src, const int32_t* slot, const float* w, float* dst, int64_t N,

@@ -39,9 +39,12 @@ void moe_count(const int32_t* idx, int64_t n, int64_t E, int32_t* counts);
 
 // ops::moe_sort_pairs: counts (E) = the pairs of each expert (written); pair_src / pair_tok
 // (NK) in expert order, pairs ascending within an expert; pair_slot (NK, may be null) the
-// inverse. NK < 2^31.
+// inverse. NK < 2^31. host_counts (E host ints, may be null): the counts also on the host,
+// copied as soon as they are counted (the call waits for that copy only; the sort is queued
+// behind it).
 void moe_sort_pairs(const int32_t* idx, int64_t NK, int64_t K, int64_t E, int32_t* counts,
-                    int32_t* pair_src, int32_t* pair_tok, int32_t* pair_slot);
+                    int32_t* pair_src, int32_t* pair_tok, int32_t* pair_slot,
+                    int32_t* host_counts = nullptr);
 // ops::combine_pairs: dst (N, C) += per token its K rows of src in ascending slot order
 // (w (N, K) or null), one warp a token, no atomics. K <= 16.
 void combine_pairs(const float* src, const int32_t* slot, const float* w, float* dst, int64_t N,

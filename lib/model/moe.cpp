@@ -38,8 +38,8 @@ void MoE::group_pairs(const ops::Context& ctx, MoESaved& s) const {
   s.pair_src = Tensor::empty({NK}, DType::i32, ctx.device);
   s.pair_tok = Tensor::empty({NK}, DType::i32, ctx.device);
   s.pair_slot = Tensor::empty({NK}, DType::i32, ctx.device);
-  ops::moe_sort_pairs(ctx, s.gate.idx, counts, s.pair_src, s.pair_tok, s.pair_slot);
-  s.counts = detail::download_i32(counts);
+  // the counts come back as soon as they are counted; the sort runs meanwhile
+  ops::moe_sort_pairs(ctx, s.gate.idx, counts, s.pair_src, s.pair_tok, s.pair_slot, &s.counts);
   s.offsets.assign(size_t(E + 1), 0);
   for (int64_t e = 0; e < E; ++e)
     s.offsets[size_t(e + 1)] = s.offsets[size_t(e)] + s.counts[size_t(e)];

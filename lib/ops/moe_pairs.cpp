@@ -1,6 +1,9 @@
 // The MoE layer's (token, k) pairs (include/ds/ops/ops.hpp): moe_sort_pairs groups them by
 // expert (a stable counting sort), combine_pairs adds the experts' rows back into their
 // tokens. Dispatch to the CPU reference / optimised loops and to the CUDA path.
+#include <algorithm>
+#include <vector>
+
 #include "ds/ops/ops.hpp"
 #include "dispatch.hpp"
 #include "cpu/opt.hpp"
@@ -23,7 +26,7 @@ void check_i32(const Tensor& t, const char* op, const char* what) {
 }  // namespace
 
 void moe_sort_pairs(const Context& ctx, const Tensor& idx, Tensor& counts, Tensor& pair_src,
-                    Tensor& pair_tok, Tensor& pair_slot) {
+                    Tensor& pair_tok, Tensor& pair_slot, std::vector<int32_t>* host_counts) {
   const char* op = "moe_sort_pairs";
   check_devices(ctx, op, {&idx, &counts, &pair_src, &pair_tok, &pair_slot});
   const Scope scope_(ctx, op, 0, {&idx, &counts, &pair_src, &pair_tok, &pair_slot});
@@ -40,7 +43,9 @@ void moe_sort_pairs(const Context& ctx, const Tensor& idx, Tensor& counts, Tenso
   if (pair_slot.defined()) check_i32(pair_slot, op, "pair_slot");
   DS_CHECK(NK < (int64_t(1) << 31) && E >= 1, "{}: {} pairs, {} experts", op, NK, E);
   check_indices(idx, 0, E, "moe_sort_pairs idx");
-  DS_CUDA_ROUTE_FUSED(moe_sort_pairs, (ctx, idx, counts, pair_src, pair_tok, pair_slot));
+  if (host_counts) host_counts->assign(size_t(E), 0);
+  DS_CUDA_ROUTE_FUSED(moe_sort_pairs,
+                      (ctx, idx, counts, pair_src, pair_tok, pair_slot, host_counts));
   if (ctx.device != Device::cpu) {   // DS_CUDA_FUSED=0: on the host, as before the kernel
     Tensor hi = Tensor::empty(idx.shape(), DType::i32), hc = Tensor::empty({E}, DType::i32);
     Tensor hs = Tensor::empty({NK}, DType::i32), ht = Tensor::empty({NK}, DType::i32);
@@ -52,10 +57,12 @@ void moe_sort_pairs(const Context& ctx, const Tensor& idx, Tensor& counts, Tenso
     pair_src.copy_from(hs);
     pair_tok.copy_from(ht);
     if (pair_slot.defined()) pair_slot.copy_from(hp);
+    if (host_counts) std::copy(hc.i32(), hc.i32() + E, host_counts->begin());
     return;
   }
   ref::moe_sort_pairs(idx.i32(), NK, K, E, counts.i32(), pair_src.i32(), pair_tok.i32(),
                       pair_slot.defined() ? pair_slot.i32() : nullptr);
+  if (host_counts) std::copy(counts.i32(), counts.i32() + E, host_counts->begin());
 }
 
 void combine_pairs(const Context& ctx, const Tensor& src, const Tensor& slot, const Tensor& w,

@@ -208,9 +208,11 @@ TEST_CASE("moe_sort_pairs: a stable sort of the (token, k) pairs by expert") {
   Tensor counts = i32_from({9, 9, 9, 9, 9}, {5});   // written, not added to
   Tensor src = Tensor::empty({8}, DType::i32), tok = Tensor::empty({8}, DType::i32);
   Tensor slot = Tensor::empty({8}, DType::i32), none;
-  moe_sort_pairs(opt_ctx(), idx, counts, src, tok, slot);
+  std::vector<int32_t> host;   // the counts on the host too
+  moe_sort_pairs(opt_ctx(), idx, counts, src, tok, slot, &host);
   const std::vector<int32_t> want_counts{2, 2, 3, 1, 0}, want_src{1, 5, 2, 7, 0, 3, 4, 6};
   for (int e = 0; e < 5; ++e) CHECK(counts.i32()[e] == want_counts[size_t(e)]);
+  CHECK(host == want_counts);
   for (int j = 0; j < 8; ++j) {
     CHECK(src.i32()[j] == want_src[size_t(j)]);
     CHECK(tok.i32()[j] == want_src[size_t(j)] / 2);

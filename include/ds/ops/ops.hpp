@@ -331,10 +331,13 @@ void moe_count(const Context& ctx, const Tensor& idx, Tensor& counts /*(E) i32 +
 // p = n*K + k ascending within an expert) gets pair_src[j] = p and pair_tok[j] = p / K, and
 // pair_slot[p] = j (the inverse; skipped when undefined). The MoE layer's grouping
 // (model/moe.cpp group_pairs); on the GPU it needs no host round trip but the E counts. idx
-// entries must lie in [0, E) (checked on the CPU). lib/ops/moe_pairs.cpp.
+// entries must lie in [0, E) (checked on the CPU). host_counts (optional): the counts also on
+// the host; on the GPU copied as soon as they are counted, so that the sort runs while the
+// host goes on (the MoE layer's only wait for the GPU). lib/ops/moe_pairs.cpp.
 void moe_sort_pairs(const Context& ctx, const Tensor& idx /*(N,K) i32*/,
                     Tensor& counts /*(E) i32*/, Tensor& pair_src /*(N*K) i32*/,
-                    Tensor& pair_tok /*(N*K) i32*/, Tensor& pair_slot /*(N*K) i32 or undef*/);
+                    Tensor& pair_tok /*(N*K) i32*/, Tensor& pair_slot /*(N*K) i32 or undef*/,
+                    std::vector<int32_t>* host_counts = nullptr);
 // dst[n] += w[n, k] * src[slot[n, k]] over k = 0..K-1 taken in ascending slot order (w
 // undefined: weight 1): the expert-sorted rows added back into their tokens. The same float
 // operations in the same order as scatter_add_rows(src, pair_tok, pair_w, dst) (bit for bit

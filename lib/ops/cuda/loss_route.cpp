@@ -166,10 +166,11 @@ void moe_count(const Context&, const Tensor& idx, Tensor& counts) {
 
 // moe_sort_pairs, combine_pairs: shapes and dtypes checked by lib/ops/moe_pairs.cpp.
 void moe_sort_pairs(const Context&, const Tensor& idx, Tensor& counts, Tensor& pair_src,
-                    Tensor& pair_tok, Tensor& pair_slot) {
+                    Tensor& pair_tok, Tensor& pair_slot, std::vector<int32_t>* host_counts) {
   ds::cuda::moe_sort_pairs(idx.i32(), idx.numel(), idx.size(1), counts.size(0), counts.i32(),
                            pair_src.i32(), pair_tok.i32(),
-                           pair_slot.defined() ? pair_slot.i32() : nullptr);
+                           pair_slot.defined() ? pair_slot.i32() : nullptr,
+                           host_counts ? host_counts->data() : nullptr);
 }
 
 void combine_pairs(const Context&, const Tensor& src, const Tensor& slot, const Tensor& w,

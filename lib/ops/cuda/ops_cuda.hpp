@@ -123,7 +123,7 @@ void moe_count(const Context& ctx, const Tensor& idx, Tensor& counts);
 void rope_tail_inplace(const Context& ctx, Tensor& x, const Tensor& pos, const Tensor& freqs,
                        int dir);
 void moe_sort_pairs(const Context& ctx, const Tensor& idx, Tensor& counts, Tensor& pair_src,
-                    Tensor& pair_tok, Tensor& pair_slot);
+                    Tensor& pair_tok, Tensor& pair_slot, std::vector<int32_t>* host_counts);
 void combine_pairs(const Context& ctx, const Tensor& src, const Tensor& slot, const Tensor& w,
                    Tensor& dst);
 
