@@ -541,6 +541,7 @@ CountsDownload& counts_download(int64_t E) {
   if (E > d.cap) {
     if (d.pinned) DS_CUDA_CHECK(cudaFreeHost(d.pinned));
     d.pinned = nullptr;
+    d.cap = 0;   // (should the allocation below throw, the next call allocates again)
     DS_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&d.pinned), size_t(E) * sizeof(int32_t),
                                 cudaHostAllocDefault));
     d.cap = E;

@@ -81,7 +81,7 @@ NEW_PROF='gpu profiler*'
 NEW_ATTN='gpu attention wgmma*'
 NEW_FUSED='fused:*'
 NEW_DEFAULT='gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
-NEW_OPERANDS='gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
+NEW_OPERANDS='gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu moe_sort_pairs*,elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 declare -A FILTER=(
   [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8G,$NEW_PROF,$NEW_ATTN,$NEW_FUSED,$NEW_DEFAULT"
   [ops-grouped]="--test-case=$NEW_GROUPED"
@@ -219,31 +219,38 @@ fi
 # Verdicts on the switches: each path's tests and its step time beside the other setting's
 # (rows "switch: ..."), what a session needs to decide which defaults to flip.
 step_ms() {   # step_ms FILE PRECISION: the step's median ms, or nothing
-  grep -m1 "^train step 1b $2 " "$O/$1" 2>/dev/null | sed -E 's/^[^:]*: ([0-9.]+) ms.*/\1/'
+  grep -m1 "^train step 1b $2 " "$O/$1" 2>/dev/null | sed -nE 's/^[^:]*: ([0-9.]+) ms.*/\1/p'
 }
-verdict() {   # verdict LABEL TEST_GROUP FILE_WITHOUT FILE_WITH [PRECISION]
-  local p=${5:-bf16} off on t
-  off=$(step_ms "$3" "$p"); on=$(step_ms "$4" "$p"); t=${STATUS[$2]:-}
-  t=$([ -z "$t" ] && echo "not run" || { [ "$t" = 0 ] && echo pass || echo "FAIL$t"; })
-  local v="keep as is"
-  if [ -n "$off" ] && [ -n "$on" ] && [ "$t" = pass ]; then
-    v=$(awk -v a="$off" -v b="$on" 'BEGIN { print (b < 0.98 * a) ? "faster with it" : \
-        (b > 1.02 * a) ? "slower with it" : "no difference" }')
+verdict() {   # verdict LABEL TEST_GROUPS(comma-separated) FILE_WITHOUT FILE_WITH [PRECISION]
+  local p=${5:-bf16} off on t="pass" g rc
+  off=$(step_ms "$3" "$p"); on=$(step_ms "$4" "$p")
+  for g in ${2//,/ }; do   # every group must have passed
+    rc=${STATUS[$g]:-}
+    if [ -z "$rc" ]; then [ "$t" = pass ] && t="not run ($g)"
+    elif [ "$rc" != 0 ]; then t="FAIL$rc ($g)"; fi
+  done
+  local v="tests not all passed: fix it, or keep it off"
+  if [ "$t" = pass ]; then
+    v="a step time is missing"
+    [ -n "$off" ] && [ -n "$on" ] && v=$(awk -v a="$off" -v b="$on" 'BEGIN {
+      print (b < 0.98 * a) ? "faster with it" : (b > 1.02 * a) ? "slower with it" : "no difference" }')
   fi
-  row "switch: $1" INFO "$p tests $t ($2); without ${off:-?} ms, with ${on:-?} ms: $v"
+  row "switch: $1" INFO "$p tests $t; without ${off:-?} ms, with ${on:-?} ms: $v"
 }
-verdict "DS_GROUPED_GEMM=kernel (opt-in)" ds_test_backend_ops-ops-grouped bench_train.txt \
+verdict "DS_GROUPED_GEMM=kernel (opt-in)" \
+  ds_test_backend_ops-ops-grouped,ds_test_model_gpu-model-kernel bench_train.txt \
   bench_train_kernel.txt
 verdict "DS_ATTENTION=wgmma (opt-in)" ds_test_backend_ops-ops-attn-wgmma bench_train.txt \
   bench_train_attn.txt
-verdict "grouped FP8 experts (opt-in)" ds_test_backend_ops-ops-fp8-grouped bench_train.txt \
+verdict "grouped FP8 experts (opt-in)" \
+  ds_test_backend_ops-ops-fp8-grouped,ds_test_model_gpu-model-fp8-grouped bench_train.txt \
   bench_train_fp8g.txt fp8
-verdict "side streams (default)" ds_test_backend_ops-ops-grouped bench_train_1stream.txt \
-  bench_train.txt
-verdict "BF16 attention inputs (default)" ds_test_backend_ops-ops-new bench_train_attnf32.txt \
-  bench_train.txt
-verdict "shared GEMM inputs (default)" ds_test_backend_ops-ops-new bench_train_noshare.txt \
-  bench_train.txt
+verdict "side streams (default)" ds_test_backend_ops-ops-grouped,ds_test_model_gpu-model \
+  bench_train_1stream.txt bench_train.txt
+verdict "BF16 attention inputs (default)" ds_test_backend_ops-ops-new,ds_test_model_gpu-model \
+  bench_train_attnf32.txt bench_train.txt
+verdict "shared GEMM inputs (default)" ds_test_backend_ops-ops-new,ds_test_model_gpu-model \
+  bench_train_noshare.txt bench_train.txt
 echo "[gpu-check] training-step benchmarks done at $(elapsed)"
 
 # ---- 3. kernel benchmarks ---------------------------------------------------------------------

@@ -72,8 +72,8 @@ class Profiler {
 // use (the LM head was rounded once per logits chunk), and an FP8 Linear its weight's E4M3
 // codes and scales for both orientations (Fprop's W, Dgrad's W^T). The trainer sets
 // Context::operands (train::make_context, on the GPU) and train::apply_update clears it
-// before the optimizer changes the weights; without a cache every use rounds afresh. Entries are keyed by the
-// weight's data pointer and size and by a kind chosen by the caller.
+// before the optimizer changes the weights; without a cache every use rounds afresh. Entries
+// are keyed by the weight's data pointer and size and by a kind chosen by the caller.
 class OperandCache {
  public:
   using Make = std::function<std::vector<Tensor>()>;
