@@ -51,12 +51,8 @@ bool use_tensor_cores(const Context& ctx, const char* op, const ds::cuda::AttnSh
   return tc;
 }
 
-}  // namespace
-
-namespace {
-
-// q, k, v for the kernels: BF16 codes as they are where the tensor-core kernels run them, else
-// F32 (BF16 codes widened into temporaries, exactly, for the exact kernels).
+// q, k, v for the kernels: BF16 codes as they are where the tensor-core kernels can read them,
+// else F32 (BF16 codes widened exactly into temporaries: misaligned codes, the exact kernels).
 struct QKV {
   Tensor q, k, v;
   ds::cuda::AttnQKV in;
