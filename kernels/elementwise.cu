@@ -678,24 +678,32 @@ void kv_split_bwd(const float* dk, const float* dv, void* dkv, float* dkrot, int
 }
 }  // namespace
 
+namespace {
+// The kernel variant of a layout op: f(VT, I, C) with tag values of float4 rows (vec) or
+// float, 32-bit indices (small) or 64-bit, and std::bool_constant<codes> outputs.
+template <class F>
+void kv_variant(bool vec, bool small, bool codes, F&& f) {
+  const auto by_codes = [&](auto vt, auto it) {
+    if (codes) f(vt, it, std::true_type{});
+    else f(vt, it, std::false_type{});
+  };
+  if (vec && small) by_codes(float4{}, uint32_t{});
+  else if (vec) by_codes(float4{}, int64_t{});
+  else if (small) by_codes(float{}, uint32_t{});
+  else by_codes(float{}, int64_t{});
+}
+}  // namespace
+
 void mla_kv_split_f32(const float* kv, const float* krot, void* k, void* v, bool codes,
                       int64_t N, int64_t H, int64_t Dn, int64_t Dr, int64_t Dv) {
   if (N <= 0 || H <= 0) return;
-  const bool codes_ok = (reinterpret_cast<uintptr_t>(k) & 7u) == 0 &&
-                        (reinterpret_cast<uintptr_t>(v) & 7u) == 0;
-  const bool vec = codes ? kv_vec({kv, krot}, nullptr, Dn, Dr, Dv) && codes_ok
+  const bool vec = codes ? kv_vec({kv, krot}, k, Dn, Dr, Dv) && kv_vec({}, v, Dn, Dr, Dv)
                          : kv_vec({kv, krot, k, v}, nullptr, Dn, Dr, Dv);
-  const bool small = fits31(N * H * (Dn + Dr + Dv));
   const int64_t V = vec ? 4 : 1;
-  const auto run = [&](auto codes_tag) {
-    constexpr bool C = decltype(codes_tag)::value;
-    if (vec && small) kv_split<float4, uint32_t, C>(kv, krot, k, v, N, H, Dn, Dr, Dv, V);
-    else if (vec) kv_split<float4, int64_t, C>(kv, krot, k, v, N, H, Dn, Dr, Dv, V);
-    else if (small) kv_split<float, uint32_t, C>(kv, krot, k, v, N, H, Dn, Dr, Dv, V);
-    else kv_split<float, int64_t, C>(kv, krot, k, v, N, H, Dn, Dr, Dv, V);
-  };
-  if (codes) run(std::true_type{});
-  else run(std::false_type{});
+  kv_variant(vec, fits31(N * H * (Dn + Dr + Dv)), codes, [&](auto vt, auto it, auto ct) {
+    kv_split<decltype(vt), decltype(it), decltype(ct)::value>(kv, krot, k, v, N, H, Dn, Dr, Dv,
+                                                              V);
+  });
   DS_CUDA_LAUNCHED();
 }
 
@@ -707,17 +715,11 @@ void mla_kv_split_backward_f32(const float* dk, const float* dv, float* dkv_f32,
   void* dkv = codes ? static_cast<void*>(dkv_codes) : static_cast<void*>(dkv_f32);
   const bool vec = codes ? kv_vec({dk, dv, dkrot}, dkv_codes, Dn, Dr, Dv)
                          : kv_vec({dk, dv, dkrot, dkv_f32}, nullptr, Dn, Dr, Dv);
-  const bool small = fits31(N * H * (Dn + Dr + Dv));
   const int64_t V = vec ? 4 : 1;
-  const auto run = [&](auto codes_tag) {
-    constexpr bool C = decltype(codes_tag)::value;
-    if (vec && small) kv_split_bwd<float4, uint32_t, C>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
-    else if (vec) kv_split_bwd<float4, int64_t, C>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
-    else if (small) kv_split_bwd<float, uint32_t, C>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
-    else kv_split_bwd<float, int64_t, C>(dk, dv, dkv, dkrot, N, H, Dn, Dr, Dv, V);
-  };
-  if (codes) run(std::true_type{});
-  else run(std::false_type{});
+  kv_variant(vec, fits31(N * H * (Dn + Dr + Dv)), codes, [&](auto vt, auto it, auto ct) {
+    kv_split_bwd<decltype(vt), decltype(it), decltype(ct)::value>(dk, dv, dkv, dkrot, N, H, Dn,
+                                                                  Dr, Dv, V);
+  });
   DS_CUDA_LAUNCHED();
 }
 

@@ -157,47 +157,36 @@ for prec in bf16 fp8; do
   l=$(grep "^train step 1b $prec" "$O/bench_train.txt" | head -1 | sed 's/^train step 1b //')
   row "train step 1b $prec (ds)" INFO "${l:-failed, see bench_train.txt}"
 done
+# One more run of the 1b step and its row: step_variant LABEL FILE PRECISION [VAR=VALUE ...]
+# [-- bench_train_step flags].
+step_variant() {
+  local label=$1 file=$2 prec=$3 l; shift 3
+  local envs=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do envs+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  env ${envs[@]+"${envs[@]}"} timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b \
+    --batch 4 --seq 4096 --precision "$prec" --steps "$NS" --warmup 2 "$@" > "$O/$file" 2>&1
+  l=$(grep "^train step 1b $prec" "$O/$file" | head -1 | sed 's/^train step 1b //')
+  row "train step 1b $prec (ds, $label)" INFO "${l:-failed, see $file}"
+}
 # A failed step is run again with DS_CUDA_FUSED=0 (the per-tensor paths measured on the H200)
 # and every Linear rounding its own input (--share-inputs 0, as there).
 if ! grep -q "^train step 1b bf16" "$O/bench_train.txt"; then
-  DS_CUDA_FUSED=0 timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 \
-    --precision bf16 --share-inputs 0 --steps "$NS" --warmup 2 > "$O/bench_train_unfused.txt" 2>&1
-  l=$(grep "^train step 1b bf16" "$O/bench_train_unfused.txt" | head -1 | sed 's/^train step 1b //')
-  row "train step 1b bf16 (ds, unfused)" INFO "${l:-failed, see bench_train_unfused.txt}"
+  step_variant unfused bench_train_unfused.txt bf16 DS_CUDA_FUSED=0 -- --share-inputs 0
 fi
-# The same BF16 step with every Linear rounding its own input (--share-inputs 0: the
-# activations' BF16 operands not made once), side by side with the default above.
-timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 --precision bf16 \
-  --share-inputs 0 --steps "$NS" --warmup 2 > "$O/bench_train_noshare.txt" 2>&1
-l=$(grep "^train step 1b bf16" "$O/bench_train_noshare.txt" | head -1 | sed 's/^train step 1b //')
-row "train step 1b bf16 (ds, inputs not shared)" INFO "${l:-failed, see bench_train_noshare.txt}"
-# The same BF16 step with the attention's q, k, v F32 (converted inside the attention) instead
-# of BF16 codes written by their producers (the default).
-timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 --precision bf16 \
-  --attention-inputs 0 --steps "$NS" --warmup 2 > "$O/bench_train_attnf32.txt" 2>&1
-l=$(grep "^train step 1b bf16" "$O/bench_train_attnf32.txt" | head -1 | sed 's/^train step 1b //')
-row "train step 1b bf16 (ds, attention inputs F32)" INFO "${l:-failed, see bench_train_attnf32.txt}"
-# The same BF16 step with the routed experts' per-expert cuBLAS calls on one stream
-# (DS_GROUPED_GEMM_STREAMS=1) instead of spread over 4 side streams (the default).
-DS_GROUPED_GEMM_STREAMS=1 timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b --batch 4 \
-  --seq 4096 --precision bf16 --steps "$NS" --warmup 2 > "$O/bench_train_1stream.txt" 2>&1
-l=$(grep "^train step 1b bf16" "$O/bench_train_1stream.txt" | head -1 | sed 's/^train step 1b //')
-row "train step 1b bf16 (ds, experts on 1 stream)" INFO "${l:-failed, see bench_train_1stream.txt}"
-# The same BF16 step with the routed experts through our grouped GEMM kernel.
-DS_GROUPED_GEMM=kernel timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b --batch 4 \
-  --seq 4096 --precision bf16 --steps "$NS" --warmup 2 > "$O/bench_train_kernel.txt" 2>&1
-l=$(grep "^train step 1b bf16" "$O/bench_train_kernel.txt" | head -1 | sed 's/^train step 1b //')
-row "train step 1b bf16 (ds, own grouped)" INFO "${l:-failed, see bench_train_kernel.txt}"
+# The same BF16 step, side by side with the default above:
+# - every Linear rounding its own input (the activations' BF16 operands not made once);
+step_variant "inputs not shared" bench_train_noshare.txt bf16 -- --share-inputs 0
+# - the attention's q, k, v F32 (converted inside the attention), not BF16 from their producers;
+step_variant "attention inputs F32" bench_train_attnf32.txt bf16 -- --attention-inputs 0
+# - the routed experts' per-expert cuBLAS calls on one stream instead of 4 side streams;
+step_variant "experts on 1 stream" bench_train_1stream.txt bf16 DS_GROUPED_GEMM_STREAMS=1
+# - the routed experts through our grouped GEMM kernel (opt-in);
+step_variant "own grouped" bench_train_kernel.txt bf16 DS_GROUPED_GEMM=kernel
+# - the attention on the wgmma kernels (opt-in).
+step_variant "wgmma attention" bench_train_attn.txt bf16 DS_ATTENTION=wgmma
 # The FP8 step with the routed experts as grouped FP8 GEMMs over the padded layout (opt-in).
-timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 --precision fp8 \
-  --grouped-experts 1 --steps "$NS" --warmup 2 > "$O/bench_train_fp8g.txt" 2>&1
-l=$(grep "^train step 1b fp8" "$O/bench_train_fp8g.txt" | head -1 | sed 's/^train step 1b //')
-row "train step 1b fp8 (ds, grouped FP8)" INFO "${l:-failed, see bench_train_fp8g.txt}"
-# The BF16 step with the attention on the wgmma kernels (opt-in).
-DS_ATTENTION=wgmma timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 \
-  --precision bf16 --steps "$NS" --warmup 2 > "$O/bench_train_attn.txt" 2>&1
-l=$(grep "^train step 1b bf16" "$O/bench_train_attn.txt" | head -1 | sed 's/^train step 1b //')
-row "train step 1b bf16 (ds, wgmma attention)" INFO "${l:-failed, see bench_train_attn.txt}"
+step_variant "grouped FP8" bench_train_fp8g.txt fp8 -- --grouped-experts 1
 # Every opt-in at once (our grouped GEMM, the wgmma attention; the FP8 step also with grouped
 # FP8 experts), with the per-op profile of what is left.
 DS_GROUPED_GEMM=kernel DS_ATTENTION=wgmma timeout "$(limit 90)" "$BIN/bench_train_step" --preset 1b \
