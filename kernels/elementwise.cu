@@ -1,4 +1,4 @@
-// Element-wise ops, double-accumulated reductions, SwiGLU, row gathers/scatters (embedding and
+// Element-wise ops, double-accumulated reductions, row gathers/scatters (embedding and
 // the MoE permutation) and the head-layout copies (split/concat along the last dim, head
 // broadcast/sum) of the CUDA path; declared in kernels/elementwise.cuh. All of them are
 // memory-bound, so the kernels aim for full-width coalesced traffic: float4 accesses whenever
@@ -11,35 +11,12 @@
 
 #include "kernels/common.cuh"
 #include "kernels/elementwise.cuh"
+#include "kernels/elementwise_util.cuh"
 
 namespace ds::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-inline int sms() { return sm_count() > 0 ? sm_count() : 132; }
-// Blocks for a grid-stride loop over `work` items: enough to fill the GPU several times over.
-inline unsigned flat_blocks(int64_t work) { return grid_for(work, kThreads, int64_t(sms()) * 32); }
-
-__device__ __forceinline__ int64_t gtid() { return int64_t(blockIdx.x) * blockDim.x + threadIdx.x; }
-__device__ __forceinline__ int64_t gstride() { return int64_t(gridDim.x) * blockDim.x; }
-
-// Runs f4(i) over the n/4 float4 groups (when vec) and f1(i) over the remaining elements.
-template <class F4, class F1>
-__device__ __forceinline__ void flat_loop(int64_t n, bool vec, F4&& f4, F1&& f1) {
-  const int64_t t = gtid(), stride = gstride();
-  const int64_t nv = vec ? n / 4 : 0;
-  for (int64_t i = t; i < nv; i += stride) f4(i);
-  for (int64_t i = nv * 4 + t; i < n; i += stride) f1(i);
-}
-
-__device__ __forceinline__ float4 ld4(const float* p, int64_t i) {
-  return reinterpret_cast<const float4*>(p)[i];
-}
-__device__ __forceinline__ void st4(float* p, int64_t i, float4 v) {
-  reinterpret_cast<float4*>(p)[i] = v;
-}
+using namespace ew;
 
 // ---- flat element-wise ------------------------------------------------------------------------
 // No __restrict__: out may alias an input (each element is read before it is written by the
@@ -137,80 +114,6 @@ typename RedT<R>::T reduce(const float* x, int64_t n) {
   return h;
 }
 
-// ---- SwiGLU -------------------------------------------------------------------------------
-// FP32 with the accurate expf (the reference evaluates in double; the difference is a few
-// ulps, and double exp would make this large tensor op compute-bound).
-__device__ __forceinline__ float sigmoidf(float g) { return 1.0f / (1.0f + expf(-g)); }
-
-// Results stored as F32, or (CODES) as BF16 codes rounded like bf16_round: st_out4 / st_out1.
-template <bool CODES>
-__device__ __forceinline__ void st_out4(void* p, int64_t i, float4 v) {
-  if constexpr (CODES) store_bf16x4<true>(p, i, v);
-  else reinterpret_cast<float4*>(p)[i] = v;
-}
-template <bool CODES>
-__device__ __forceinline__ void st_out1(void* p, int64_t i, float v) {
-  if constexpr (CODES) static_cast<uint16_t*>(p)[i] = f32_to_bf16(v);
-  else static_cast<float*>(p)[i] = v;
-}
-
-template <bool CODES>
-__global__ void swiglu_fwd_kernel(const float* gate, const float* up, void* out, int64_t n,
-                                  bool vec) {
-  auto f = [](float g, float u) { return g * sigmoidf(g) * u; };
-  flat_loop(
-      n, vec,
-      [&](int64_t i) {
-        const float4 g = ld4(gate, i), u = ld4(up, i);
-        st_out4<CODES>(out, i, make_float4(f(g.x, u.x), f(g.y, u.y), f(g.z, u.z), f(g.w, u.w)));
-      },
-      [&](int64_t i) { st_out1<CODES>(out, i, f(gate[i], up[i])); });
-}
-
-__device__ __forceinline__ void swiglu_grad(float g, float u, float d, float& dg, float& du) {
-  const float s = sigmoidf(g);
-  du = d * g * s;
-  dg = d * u * s * (1.0f + g * (1.0f - s));
-}
-
-template <bool CODES>
-__global__ void swiglu_bwd_kernel(const float* gate, const float* up, const float* dout,
-                                  void* dgate, void* dup, int64_t n, bool vec) {
-  flat_loop(
-      n, vec,
-      [&](int64_t i) {
-        const float4 g = ld4(gate, i), u = ld4(up, i), d = ld4(dout, i);
-        float4 dg, du;
-        swiglu_grad(g.x, u.x, d.x, dg.x, du.x);
-        swiglu_grad(g.y, u.y, d.y, dg.y, du.y);
-        swiglu_grad(g.z, u.z, d.z, dg.z, du.z);
-        swiglu_grad(g.w, u.w, d.w, dg.w, du.w);
-        st_out4<CODES>(dgate, i, dg);
-        st_out4<CODES>(dup, i, du);
-      },
-      [&](int64_t i) {
-        float dg, du;
-        swiglu_grad(gate[i], up[i], dout[i], dg, du);
-        st_out1<CODES>(dgate, i, dg);
-        st_out1<CODES>(dup, i, du);
-      });
-}
-
-// ---- rows ---------------------------------------------------------------------------------
-// Row kernels split a block into groups of 2^lg threads, one row per group, so that short rows
-// (C = 5) do not leave most of a block idle and long ones (C = 7168) get 256 threads each.
-struct RowLaunch {
-  int lg;
-  unsigned blocks;
-};
-inline RowLaunch row_launch(int64_t rows, int64_t cols) {
-  int lg = 0;
-  while ((1 << lg) < kThreads && (int64_t(1) << lg) < cols) ++lg;
-  const int64_t rpb = kThreads >> lg;
-  return {lg, unsigned(std::min<int64_t>(std::max<int64_t>(cdiv(rows, rpb), 1),
-                                         int64_t(sms()) * 64))};
-}
-
 template <class VT> __device__ __forceinline__ VT vzero();
 template <> __device__ __forceinline__ float vzero<float>() { return 0.0f; }
 template <> __device__ __forceinline__ float4 vzero<float4>() { return make_float4(0, 0, 0, 0); }
@@ -228,12 +131,6 @@ __device__ __forceinline__ float vscale(float w, float v) { return w * v; }
 __device__ __forceinline__ float4 vscale(float w, float4 v) {
   return make_float4(w * v.x, w * v.y, w * v.z, w * v.w);
 }
-
-#define DS_ROW_LOOP(M)                                                          \
-  const int tpr = 1 << lg, lane = int(threadIdx.x) & (tpr - 1);                 \
-  const int64_t rpb = int64_t(blockDim.x) >> lg;                                \
-  for (int64_t m = int64_t(blockIdx.x) * rpb + (threadIdx.x >> lg); m < (M);    \
-       m += int64_t(gridDim.x) * rpb)
 
 // dst (M, Cv) = src (n_src, Cv)[rows[m]] (zeros for a bad index).
 template <class VT>
@@ -439,46 +336,6 @@ double sum_f32(const float* x, int64_t n) { return reduce<Red::sum>(x, n); }
 double sum_squares_f32(const float* x, int64_t n) { return reduce<Red::sumsq>(x, n); }
 int64_t count_nonfinite_f32(const float* x, int64_t n) {
   return int64_t(reduce<Red::nonfinite>(x, n));
-}
-
-namespace {
-// The float4 path needs 16-byte aligned inputs and outputs aligned to a 4-element group.
-bool out_aligned(const void* p, bool codes) {
-  return (reinterpret_cast<uintptr_t>(p) & (codes ? 7u : 15u)) == 0;
-}
-template <bool CODES>
-void swiglu_forward_launch(const float* gate, const float* up, void* out, int64_t n) {
-  if (n <= 0) return;
-  const bool vec = aligned16(gate) && aligned16(up) && out_aligned(out, CODES);
-  swiglu_fwd_kernel<CODES><<<flat_blocks(vec ? n / 4 + 1 : n), kThreads, 0, stream()>>>(
-      gate, up, out, n, vec);
-  DS_CUDA_LAUNCHED();
-}
-template <bool CODES>
-void swiglu_backward_launch(const float* gate, const float* up, const float* dout, void* dgate,
-                            void* dup, int64_t n) {
-  if (n <= 0) return;
-  const bool vec = aligned16(gate) && aligned16(up) && aligned16(dout) &&
-                   out_aligned(dgate, CODES) && out_aligned(dup, CODES);
-  swiglu_bwd_kernel<CODES><<<flat_blocks(vec ? n / 4 + 1 : n), kThreads, 0, stream()>>>(
-      gate, up, dout, dgate, dup, n, vec);
-  DS_CUDA_LAUNCHED();
-}
-}  // namespace
-
-void swiglu_forward_f32(const float* gate, const float* up, float* out, int64_t n) {
-  swiglu_forward_launch<false>(gate, up, out, n);
-}
-void swiglu_forward_bf16(const float* gate, const float* up, uint16_t* out, int64_t n) {
-  swiglu_forward_launch<true>(gate, up, out, n);
-}
-void swiglu_backward_f32(const float* gate, const float* up, const float* dout, float* dgate,
-                         float* dup, int64_t n) {
-  swiglu_backward_launch<false>(gate, up, dout, dgate, dup, n);
-}
-void swiglu_backward_bf16(const float* gate, const float* up, const float* dout, uint16_t* dgate,
-                          uint16_t* dup, int64_t n) {
-  swiglu_backward_launch<true>(gate, up, dout, dgate, dup, n);
 }
 
 void gather_rows_f32(const float* src, int64_t n_src, const int32_t* rows, float* dst, int64_t M,

@@ -28,6 +28,11 @@ void swiglu_backward_f32(const float* gate, const float* up, const float* dout, 
 void swiglu_forward_bf16(const float* gate, const float* up, uint16_t* out, int64_t n);
 void swiglu_backward_bf16(const float* gate, const float* up, const float* dout, uint16_t* dgate,
                           uint16_t* dup, int64_t n);
+// Packed rows h (M, 2I) = [gate | up] (one GEMM over stacked gate_proj / up_proj): out (M, I),
+// dh (M, 2I) = [dgate | dup], F32 or (codes) BF16 codes; each element as above.
+void swiglu_packed_forward(const float* h, void* out, bool codes, int64_t M, int64_t I);
+void swiglu_packed_backward(const float* h, const float* dout, void* dh, bool codes, int64_t M,
+                            int64_t I);
 
 // ---- rows (embedding lookup and the MoE permutation) ----------------------------------------
 // dst (M, C) = src (n_src, C)[rows[m]]; a row with rows[m] outside [0, n_src) is zero-filled.

@@ -80,7 +80,7 @@ NEW_FP8G_MODEL='*FP8 routed experts as grouped*'
 NEW_PROF='gpu profiler*'
 NEW_ATTN='gpu attention wgmma*'
 NEW_FUSED='fused:*'
-NEW_DEFAULT='gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
+NEW_DEFAULT='gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,elementwise: swiglu packed*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 NEW_OPERANDS='gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu moe_sort_pairs*,elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 declare -A FILTER=(
   [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8G,$NEW_PROF,$NEW_ATTN,$NEW_FUSED,$NEW_DEFAULT"
@@ -104,7 +104,8 @@ declare -A FILTER=(
 # with DS_CUDA_FUSED=0 (the ops on the paths that ran on the H200, uploads as plain copies);
 # ops-new runs the tests of kernels changed since (4-wide BF16 rounding, the device-side pair
 # sort, the per-token combine, the BF16 outputs of SwiGLU, RMSNorm and the cross-entropy,
-# MLA's one-pass keys, the residual adds fused into RMSNorm, the RMSNorm weight-gradient
+# MLA's one-pass keys, the residual adds fused into RMSNorm, the packed SwiGLU of the stacked
+# gate/up GEMM, the RMSNorm weight-gradient
 # reduction's wider lanes and the RoPE kernel's row stride, neither of those two switchable)
 # with the defaults, which the later
 # groups also use (staged uploads); ops-operands:fallback runs the BF16-output and one-pass
@@ -179,6 +180,9 @@ fi
 step_variant "inputs not shared" bench_train_noshare.txt bf16 -- --share-inputs 0
 # - the attention's q, k, v F32 (converted inside the attention), not BF16 from their producers;
 step_variant "attention inputs F32" bench_train_attnf32.txt bf16 -- --attention-inputs 0
+# - the routed experts' gate_proj and up_proj as two grouped GEMMs, not one over the stacked
+#   matrices;
+step_variant "gate/up apart" bench_train_apart.txt bf16 -- --stacked-gate-up 0
 # - the routed experts' per-expert cuBLAS calls on one stream instead of 4 side streams;
 step_variant "experts on 1 stream" bench_train_1stream.txt bf16 DS_GROUPED_GEMM_STREAMS=1
 # - the routed experts through our grouped GEMM kernel (opt-in);
@@ -240,6 +244,8 @@ verdict "BF16 attention inputs (default)" ds_test_backend_ops-ops-new,ds_test_mo
   bench_train_attnf32.txt bench_train.txt
 verdict "shared GEMM inputs (default)" ds_test_backend_ops-ops-new,ds_test_model_gpu-model \
   bench_train_noshare.txt bench_train.txt
+verdict "stacked gate/up (default)" ds_test_backend_ops-ops-new,ds_test_model_gpu-model \
+  bench_train_apart.txt bench_train.txt
 echo "[gpu-check] training-step benchmarks done at $(elapsed)"
 
 # ---- 3. kernel benchmarks ---------------------------------------------------------------------

@@ -8,7 +8,7 @@
 //                         [--steps 5] [--warmup 2] [--peak-tflops 989.4] [--profile 1]
 //                         [--device cuda|cpu] [--grouped-experts -1|0|1] [--fp8-codes 0|1]
 //                         [--operand-cache -1|0|1] [--share-inputs -1|0|1]
-//                         [--attention-inputs -1|0|1]
+//                         [--attention-inputs -1|0|1] [--stacked-gate-up -1|0|1]
 // --device cpu runs the same step on the CPU (small --batch/--seq): with --profile 1 its table
 // counts the op calls of a step (each at least one kernel launch on the GPU) without a GPU;
 // --fp8-codes 1 makes the grouped FP8 experts run the GPU's ops there (MoEOptions::fp8_codes).
@@ -18,6 +18,8 @@
 // same default; 1 on the CPU holds them as BF16 codes there too). --attention-inputs: q, k, v
 // handed to the attention as BF16 codes by their producers (ops::Context::attention_inputs;
 // -1 where the GPU's tensor-core attention reads them so, 0 F32, 1 also on the CPU).
+// --stacked-gate-up: the grouped routed experts' gate_proj and up_proj as one GEMM over their
+// stacked matrices (ops::Context::stacked_gate_up; -1 the default, on unless DS_CUDA_FUSED=0).
 // --profile 1: two more steps per precision with the per-op profiler on (on the GPU each op
 // timed by CUDA events, no synchronisation; the first step fills the event pool and is not
 // reported): the per-op table of train::profile_report on stderr; "outside ops" is then the
@@ -51,7 +53,7 @@ int main(int argc, char** argv) {
   Device dev = Device::cuda;
   int grouped = -1;   // routed experts: -1 the device's default, 0 per-expert loop, 1 grouped
   bool fp8_codes = false;   // --device cpu: the grouped FP8 experts on E4M3 codes, as the GPU
-  int operand_cache = -1, share_inputs = -1, attention_inputs = -1;
+  int operand_cache = -1, share_inputs = -1, attention_inputs = -1, stacked_gate_up = -1;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string f = argv[i], v = argv[i + 1];
     if (f == "--preset") preset = v;
@@ -67,6 +69,7 @@ int main(int argc, char** argv) {
     else if (f == "--operand-cache") operand_cache = std::atoi(v.c_str());
     else if (f == "--share-inputs") share_inputs = std::atoi(v.c_str());
     else if (f == "--attention-inputs") attention_inputs = std::atoi(v.c_str());
+    else if (f == "--stacked-gate-up") stacked_gate_up = std::atoi(v.c_str());
     else if (f == "--device") dev = v == "cpu" ? Device::cpu : Device::cuda;
     else {
       std::fprintf(stderr, "bench_train_step: unknown flag %s\n", f.c_str());
@@ -79,6 +82,7 @@ int main(int argc, char** argv) {
     ops::Context ctx;
     ctx.device = dev;
     ctx.attention_inputs = int8_t(attention_inputs < 0 ? -1 : attention_inputs > 0);
+    ctx.stacked_gate_up = int8_t(stacked_gate_up < 0 ? -1 : stacked_gate_up > 0);
     if (operand_cache > 0 || (operand_cache < 0 && dev == Device::cuda))
       ctx.operands = std::make_shared<ops::OperandCache>();   // fp32 runs leave it empty
     model::ParamStore store;

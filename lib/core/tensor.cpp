@@ -251,6 +251,18 @@ Tensor Tensor::slice0(int64_t begin, int64_t end) const {
   return t;
 }
 
+Tensor Tensor::join0(const Tensor& next) const {
+  if (!defined() || !same_storage(next) || ndim() < 1 || next.ndim() != ndim() ||
+      next.dtype_ != dtype_ || next.offset_ != offset_ + nbytes())
+    return Tensor();
+  for (int d = 1; d < ndim(); ++d)
+    if (next.shape_[size_t(d)] != shape_[size_t(d)]) return Tensor();
+  Tensor t = *this;
+  t.shape_[0] += next.shape_[0];
+  t.numel_ += next.numel_;
+  return t;
+}
+
 Tensor Tensor::clone() const {
   Tensor t = empty(shape_, dtype_, device_);
   t.copy_from(*this);

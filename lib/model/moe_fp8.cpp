@@ -16,6 +16,10 @@
 // weights) and drop out when rows are scattered back (their gate weight is 0, their outputs
 // are 0, and the pair gradients are gathered from the real rows only). At most 127 extra rows
 // per expert.
+// With I a multiple of 128, gate_proj and up_proj are one GEMM over each expert's stacked
+// (2I, C) matrix (ParamStore::stack): its 128x128 blocks, and the 1x128 groups of the packed
+// [dgate | dup] rows, are those of the two matrices apart, so only the input gradient's sum
+// over K = 2I (one GEMM instead of two and an add) changes order.
 // reference: DeepSeek-V3 paper §3.3; DeepGEMM's "contiguous" grouped layout (each expert's
 // rows aligned to the GEMM's M block).
 #include <algorithm>
@@ -30,8 +34,26 @@ namespace {
 
 using ops::Fp8Group;
 
-const Tensor& weight(const MLP& m, int which) {   // 1 gate_proj, 2 down_proj, 3 up_proj
+// 1 gate_proj, 2 down_proj, 3 up_proj, 13 gate_proj and up_proj as one stacked (2I, C) matrix
+// (ParamStore::stack; stacked() checked that they lie so).
+Tensor weight(const MLP& m, int which) {
+  if (which == 13) return m.w1.w->value.join0(m.w3.w->value);
   return (which == 1 ? m.w1 : which == 2 ? m.w2 : m.w3).w->value;
+}
+
+// Whether gate_proj and up_proj run as one FP8 GEMM over their stacked (2I, C) matrices: the
+// context allows it, I is a multiple of 128 (so that every 128x128 weight block and every
+// 1x128 group of [dgate | dup] lies in one of the two: the same scales and codes as the two
+// matrices apart), and every expert's values and (training) gradients lie stacked.
+bool stacked(const ops::Context& ctx, const std::vector<MLP>& experts, bool train) {
+  if (!ops::use_stacked_gate_up(ctx) || experts.empty() ||
+      experts[0].w1.out % ops::kFp8Block != 0)
+    return false;
+  for (const MLP& m : experts) {
+    if (!m.w1.w->value.join0(m.w3.w->value).defined()) return false;
+    if (train && !m.w1.w->grad.join0(m.w3.w->grad).defined()) return false;
+  }
+  return true;
 }
 
 // Zero the pad rows of x (NKp, ...) (one launch on the GPU).
@@ -58,7 +80,9 @@ struct ExpertCodes {
 };
 ExpertCodes expert_codes(const ops::Context& ctx, const std::vector<MLP>& experts, int which,
                          bool transposed) {
-  const Tensor& w0 = weight(experts[0], which);
+  std::vector<Tensor> ws;
+  for (const MLP& m : experts) ws.push_back(weight(m, which));
+  const Tensor& w0 = ws[0];
   const int64_t E = int64_t(experts.size());
   const int64_t R = w0.size(transposed ? 1 : 0), K = w0.size(transposed ? 0 : 1);
   const int64_t SR = (R + ops::kFp8Block - 1) / ops::kFp8Block;
@@ -71,7 +95,7 @@ ExpertCodes expert_codes(const ops::Context& ctx, const std::vector<MLP>& expert
   for (int64_t e = 0; e < E; ++e) {
     c.q.push_back(q.slice0(e * stride, e * stride + R * K).view({R, K}));
     c.s.push_back(sc.slice0(e * SR, (e + 1) * SR));
-    xs.push_back(&weight(experts[size_t(e)], which));
+    xs.push_back(&ws[size_t(e)]);
   }
   std::vector<Tensor*> qp, sp;
   for (int64_t e = 0; e < E; ++e) {
@@ -110,7 +134,9 @@ void expert_gemm(const ops::Context& ctx, bool codes, bool fprop,
 void wgrad(const ops::Context& ctx, bool codes, const std::vector<MLP>& experts, int which,
            const std::vector<int64_t>& off, const Tensor& x, const Tensor& dy) {
   std::vector<Tensor> dw;
-  for (const MLP& m : experts) dw.push_back((which == 1 ? m.w1 : which == 2 ? m.w2 : m.w3).w->grad);
+  for (const MLP& m : experts)
+    dw.push_back(which == 13 ? m.w1.w->grad.join0(m.w3.w->grad)
+                             : (which == 1 ? m.w1 : which == 2 ? m.w2 : m.w3).w->grad);
   const Tensor xc = fp8_values(ctx, x, Fp8Group::row_1x128, true);   // (NKp, in)
   if (!codes) {
     ops::grouped_matmul_wgrad(ctx, fp8_values(ctx, dy, Fp8Group::col_128x1, false),
@@ -163,23 +189,30 @@ void MoE::routed_forward_fp8(const ops::Context& ctx, const Tensor& u, bool trai
   s.g_x = detail::empty_f32(ctx, {NKp, C});                 // (NKp, C) padded inputs
   ops::gather_rows(ctx, u, s.p_tok, s.g_x);
   zero_pads(ctx, s, s.g_x);
-  s.g_h1 = detail::empty_f32(ctx, {NKp, I});
-  s.g_h3 = detail::empty_f32(ctx, {NKp, I});
-  expert_gemm(ctx, s.fp8_codes, true, experts, 1, s.p_offsets, s.g_x, s.g_h1);
-  expert_gemm(ctx, s.fp8_codes, true, experts, 3, s.p_offsets, s.g_x, s.g_h3);
   s.g_act = detail::empty_f32(ctx, {NKp, I});
-  ops::swiglu_forward(ctx, s.g_h1, s.g_h3, s.g_act);
+  s.g_h = s.g_h1 = s.g_h3 = Tensor();
+  if (stacked(ctx, experts, train)) {   // gate and up from one GEMM, [gate | up] per row
+    s.g_h = detail::empty_f32(ctx, {NKp, 2 * I});
+    expert_gemm(ctx, s.fp8_codes, true, experts, 13, s.p_offsets, s.g_x, s.g_h);
+    ops::swiglu_packed_forward(ctx, s.g_h, s.g_act);
+  } else {
+    s.g_h1 = detail::empty_f32(ctx, {NKp, I});
+    s.g_h3 = detail::empty_f32(ctx, {NKp, I});
+    expert_gemm(ctx, s.fp8_codes, true, experts, 1, s.p_offsets, s.g_x, s.g_h1);
+    expert_gemm(ctx, s.fp8_codes, true, experts, 3, s.p_offsets, s.g_x, s.g_h3);
+    ops::swiglu_forward(ctx, s.g_h1, s.g_h3, s.g_act);
+  }
   s.g_y = detail::empty_f32(ctx, {NKp, C});
   expert_gemm(ctx, s.fp8_codes, true, experts, 2, s.p_offsets, s.g_act, s.g_y);
   ops::scatter_add_rows(ctx, s.g_y, s.p_tok, s.p_w, y);    // y += w * expert(u); pads add 0
-  if (!train) s.g_x = s.g_h1 = s.g_h3 = s.g_act = s.g_y = Tensor();
+  if (!train) s.g_x = s.g_h = s.g_h1 = s.g_h3 = s.g_act = s.g_y = Tensor();
 }
 
 void MoE::routed_backward_fp8(const ops::Context& ctx, MoESaved& s, const Tensor& dy,
                               Tensor& du, Tensor& dpair_w) const {
   const int64_t NK = s.offsets.back(), NKp = s.p_offsets.back();
   if (NKp == 0) return;
-  const int64_t I = s.g_h1.size(1);
+  const int64_t I = s.g_act.size(1);
   Tensor dye = detail::empty_f32(ctx, {NKp, C}), dyw = detail::empty_f32(ctx, {NKp, C});
   ops::gather_rows(ctx, dy, s.p_tok, dye);
   zero_pads(ctx, s, dye);
@@ -191,16 +224,24 @@ void MoE::routed_backward_fp8(const ops::Context& ctx, MoESaved& s, const Tensor
   Tensor dact = detail::empty_f32(ctx, {NKp, I});              // down_proj
   expert_gemm(ctx, s.fp8_codes, false, experts, 2, s.p_offsets, dyw, dact);
   wgrad(ctx, s.fp8_codes, experts, 2, s.p_offsets, s.g_act, dyw);
-  Tensor dh1 = detail::empty_f32(ctx, {NKp, I}), dh3 = detail::empty_f32(ctx, {NKp, I});
-  ops::swiglu_backward(ctx, s.g_h1, s.g_h3, dact, dh1, dh3);
-  Tensor dug = detail::empty_f32(ctx, {NKp, C}), dug3 = detail::empty_f32(ctx, {NKp, C});
-  expert_gemm(ctx, s.fp8_codes, false, experts, 1, s.p_offsets, dh1, dug);   // gate and up
-  expert_gemm(ctx, s.fp8_codes, false, experts, 3, s.p_offsets, dh3, dug3);
-  ops::add_(ctx, dug, dug3);
-  wgrad(ctx, s.fp8_codes, experts, 1, s.p_offsets, s.g_x, dh1);
-  wgrad(ctx, s.fp8_codes, experts, 3, s.p_offsets, s.g_x, dh3);
+  Tensor dug = detail::empty_f32(ctx, {NKp, C});               // gate and up
+  if (s.g_h.defined()) {   // stacked: [dh1 | dh3] against [W1; W3], one Dgrad and one Wgrad
+    Tensor dh = detail::empty_f32(ctx, {NKp, 2 * I});
+    ops::swiglu_packed_backward(ctx, s.g_h, dact, dh);
+    expert_gemm(ctx, s.fp8_codes, false, experts, 13, s.p_offsets, dh, dug);
+    wgrad(ctx, s.fp8_codes, experts, 13, s.p_offsets, s.g_x, dh);
+  } else {
+    Tensor dh1 = detail::empty_f32(ctx, {NKp, I}), dh3 = detail::empty_f32(ctx, {NKp, I});
+    ops::swiglu_backward(ctx, s.g_h1, s.g_h3, dact, dh1, dh3);
+    Tensor dug3 = detail::empty_f32(ctx, {NKp, C});
+    expert_gemm(ctx, s.fp8_codes, false, experts, 1, s.p_offsets, dh1, dug);
+    expert_gemm(ctx, s.fp8_codes, false, experts, 3, s.p_offsets, dh3, dug3);
+    ops::add_(ctx, dug, dug3);
+    wgrad(ctx, s.fp8_codes, experts, 1, s.p_offsets, s.g_x, dh1);
+    wgrad(ctx, s.fp8_codes, experts, 3, s.p_offsets, s.g_x, dh3);
+  }
   ops::scatter_add_rows(ctx, dug, s.p_tok, Tensor(), du);      // pad rows are zero
-  s.g_x = s.g_h1 = s.g_h3 = s.g_act = s.g_y = Tensor();
+  s.g_x = s.g_h = s.g_h1 = s.g_h3 = s.g_act = s.g_y = Tensor();
 }
 
 }  // namespace ds::model

@@ -1,13 +1,15 @@
 // The routed experts of a MoE layer as grouped GEMMs (see moe.hpp): every (token, expert) pair
 // row is gathered once into the expert-sorted layout (N*K, C) (in bf16 mode straight into
-// the BF16 operand, gather_rows_bf16), each of the three projections
-// is one ops::grouped_matmul over all experts (cuBLAS grouped GEMM on the GPU), SwiGLU runs
-// once over all rows (on the GPU writing the BF16 operands of the next GEMMs itself), and the
-// weighted outputs are added back into their tokens once (combine_pairs: per token in the
-// scatter's order, no atomics). The backward mirrors
-// it with grouped input-gradient and weight-gradient GEMMs. Same numbers as the per-expert loop
-// of moe.cpp (same operands, same precision rules as model::Linear for fp32 and bf16; only
-// summation orders differ); FP8 GEMMs keep the loop (Linear's FP8 path).
+// the BF16 operand, gather_rows_bf16). gate_proj and up_proj are one ops::grouped_matmul over
+// all experts' stacked (2I, C) matrices (the store lays each expert's two out so,
+// ParamStore::stack; [gate | up] per row, packed SwiGLU; Context::stacked_gate_up), or two
+// where they are not stacked; down_proj is one more. SwiGLU runs once over all rows (on the
+// GPU writing the BF16 operands of the next GEMMs itself), and the weighted outputs are added
+// back into their tokens once (combine_pairs: per token in the scatter's order, no atomics).
+// The backward mirrors it with grouped input-gradient and weight-gradient GEMMs (stacked: one
+// of each for gate and up, the input gradient summed over K = 2I in one GEMM). Same numbers as
+// the per-expert loop of moe.cpp (same operands, same precision rules as model::Linear for fp32
+// and bf16; only summation orders differ); FP8 GEMMs take moe_fp8.cpp.
 // reference: DeepSeek-V3 inference/model.py MoE.forward; the grouped-GEMM layout of
 // DeepGEMM's "contiguous" MoE GEMMs (rows sorted by expert, one offset per expert).
 #include <vector>
@@ -55,28 +57,42 @@ Tensor gathered_operand(const ops::Context& ctx, const Tensor& x, const Tensor& 
   return gw;
 }
 
-// Each local expert's matrix `which` (1 gate_proj, 2 down_proj, 3 up_proj) as a GEMM operand;
-// in bf16 mode all of them rounded by one bf16_round_multi (one launch on the GPU).
+const Tensor& value(const MLP& m, int which) {
+  return (which == 1 ? m.w1 : which == 2 ? m.w2 : m.w3).w->value;
+}
+
+// Each local expert's matrix `which` (1 gate_proj, 2 down_proj, 3 up_proj, 13 gate_proj and
+// up_proj stacked (2I, C)) as a GEMM operand; in bf16 mode all of them rounded by one
+// bf16_round_multi (one launch on the GPU), the stacked ones into one (2I, C) operand each.
 std::vector<Tensor> round_weights(const ops::Context& ctx, const std::vector<MLP>& experts,
                                   int which) {
   std::vector<Tensor> w;
   w.reserve(experts.size());
-  auto value = [&](const MLP& m) -> const Tensor& {
-    return (which == 1 ? m.w1 : which == 2 ? m.w2 : m.w3).w->value;
-  };
   if (!bf16_mode(ctx)) {
-    for (const MLP& m : experts) w.push_back(value(m));
+    for (const MLP& m : experts)
+      w.push_back(which == 13 ? m.w1.w->value.join0(m.w3.w->value) : value(m, which));
     return w;
   }
   std::vector<const Tensor*> src;
-  std::vector<Tensor*> dst;
+  std::vector<Tensor> parts;   // where each source's rounded values go
   for (const MLP& m : experts) {
-    const Tensor& v = value(m);
-    w.push_back(ctx.device == Device::cpu ? detail::empty_f32(ctx, v.shape())
-                                          : Tensor::empty(v.shape(), DType::bf16, ctx.device));
-    src.push_back(&v);
+    const Tensor& v = value(m, which == 13 ? 1 : which);
+    Shape shape = v.shape();
+    if (which == 13) shape[0] *= 2;
+    w.push_back(ctx.device == Device::cpu ? detail::empty_f32(ctx, shape)
+                                          : Tensor::empty(shape, DType::bf16, ctx.device));
+    if (which == 13) {
+      const int64_t I = v.size(0);
+      src.insert(src.end(), {&m.w1.w->value, &m.w3.w->value});
+      parts.push_back(w.back().slice0(0, I));
+      parts.push_back(w.back().slice0(I, 2 * I));
+    } else {
+      src.push_back(&v);
+      parts.push_back(w.back());
+    }
   }
-  for (Tensor& t : w) dst.push_back(&t);
+  std::vector<Tensor*> dst;
+  for (Tensor& t : parts) dst.push_back(&t);
   ops::bf16_round_multi(ctx, src, dst);
   return w;
 }
@@ -86,8 +102,7 @@ std::vector<Tensor> round_weights(const ops::Context& ctx, const std::vector<MLP
 std::vector<Tensor> weights(const ops::Context& ctx, const std::vector<MLP>& experts, int which) {
   if (!bf16_mode(ctx) || !ctx.operands || experts.empty())
     return round_weights(ctx, experts, which);
-  const MLP& m = experts.front();
-  const Tensor& key = (which == 1 ? m.w1 : which == 2 ? m.w2 : m.w3).w->value;
+  const Tensor& key = value(experts.front(), which == 13 ? 1 : which);
   // kind 100 + which: apart from model::Linear's single-matrix entries (kind 0)
   return ctx.operands->get(key, 100 + which, [&] { return round_weights(ctx, experts, which); });
 }
@@ -104,11 +119,27 @@ void add_to_tokens(const ops::Context& ctx, const MoESaved& s, const Tensor& row
     ops::scatter_add_rows(ctx, rows, s.pair_tok, pair_w, dst);
 }
 
+// The gradients of matrix `which` (13: gate_proj and up_proj stacked) of every local expert.
 std::vector<Tensor> grads(const std::vector<MLP>& experts, int which) {
   std::vector<Tensor> g;
   g.reserve(experts.size());
-  for (const MLP& m : experts) g.push_back((which == 1 ? m.w1 : which == 2 ? m.w2 : m.w3).w->grad);
+  for (const MLP& m : experts)
+    g.push_back(which == 13 ? m.w1.w->grad.join0(m.w3.w->grad)
+                            : (which == 1 ? m.w1 : which == 2 ? m.w2 : m.w3).w->grad);
   return g;
+}
+
+// Whether gate_proj and up_proj run as one GEMM over their stacked (2I, C) matrices: the
+// context allows it, and every expert's two gradients (when training) and, where the GEMMs
+// read the F32 values themselves (not bf16 mode), its two values lie stacked
+// (ParamStore::stack; not so after a tool replaced them).
+bool stacked(const ops::Context& ctx, const std::vector<MLP>& experts, bool train) {
+  if (!ops::use_stacked_gate_up(ctx)) return false;
+  for (const MLP& m : experts) {
+    if (!bf16_mode(ctx) && !m.w1.w->value.join0(m.w3.w->value).defined()) return false;
+    if (train && !m.w1.w->grad.join0(m.w3.w->grad).defined()) return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -118,24 +149,31 @@ void MoE::routed_forward_grouped(const ops::Context& ctx, const Tensor& u, bool 
   const int64_t NK = s.offsets.back(), I = experts.empty() ? 0 : experts[0].w1.out;
   if (NK == 0) return;
   s.g_x = gathered_operand(ctx, u, s.pair_tok, Tensor());   // (N*K, C) expert-sorted inputs
-  s.g_h1 = detail::empty_f32(ctx, {NK, I});
-  s.g_h3 = detail::empty_f32(ctx, {NK, I});
-  ops::grouped_matmul(ctx, s.g_x, weights(ctx, experts, 1), true, s.offsets, s.g_h1);
-  ops::grouped_matmul(ctx, s.g_x, weights(ctx, experts, 3), true, s.offsets, s.g_h3);
   s.g_act = operand_out(ctx, {NK, I});   // the GEMM operand, kept for the backward
-  ops::swiglu_forward(ctx, s.g_h1, s.g_h3, s.g_act);
+  s.g_h = s.g_h1 = s.g_h3 = Tensor();
+  if (stacked(ctx, experts, train)) {   // gate and up from one GEMM, [gate | up] per row
+    s.g_h = detail::empty_f32(ctx, {NK, 2 * I});
+    ops::grouped_matmul(ctx, s.g_x, weights(ctx, experts, 13), true, s.offsets, s.g_h);
+    ops::swiglu_packed_forward(ctx, s.g_h, s.g_act);
+  } else {
+    s.g_h1 = detail::empty_f32(ctx, {NK, I});
+    s.g_h3 = detail::empty_f32(ctx, {NK, I});
+    ops::grouped_matmul(ctx, s.g_x, weights(ctx, experts, 1), true, s.offsets, s.g_h1);
+    ops::grouped_matmul(ctx, s.g_x, weights(ctx, experts, 3), true, s.offsets, s.g_h3);
+    ops::swiglu_forward(ctx, s.g_h1, s.g_h3, s.g_act);
+  }
   finish_operand(ctx, s.g_act);
   s.g_y = detail::empty_f32(ctx, {NK, C});
   ops::grouped_matmul(ctx, s.g_act, weights(ctx, experts, 2), true, s.offsets, s.g_y);
   add_to_tokens(ctx, s, s.g_y, s.gate.weights, s.pair_w, y);   // y += w * expert(u)
-  if (!train) s.g_x = s.g_h1 = s.g_h3 = s.g_act = s.g_y = Tensor();
+  if (!train) s.g_x = s.g_h = s.g_h1 = s.g_h3 = s.g_act = s.g_y = Tensor();
 }
 
 void MoE::routed_backward_grouped(const ops::Context& ctx, MoESaved& s, const Tensor& dy,
                                   Tensor& du, Tensor& dpair_w) const {
   const int64_t NK = s.offsets.back();
   if (NK == 0) return;
-  const int64_t I = s.g_h1.size(1);
+  const int64_t I = s.g_act.size(1);
   // dL/dw_pair = <dy[tok], y_e>, and what each expert sees (w * dy[tok], its GEMM operand):
   // in bf16 mode in one pass over the gathered rows
   Tensor g;
@@ -152,19 +190,29 @@ void MoE::routed_backward_grouped(const ops::Context& ctx, MoESaved& s, const Te
   std::vector<Tensor> dw2 = grads(experts, 2);
   ops::grouped_matmul_wgrad(ctx, g, s.g_act, s.offsets, dw2);
   // gate_proj and up_proj: dx = dh1 @ W1 + dh3 @ W3 (W (I, C)), dW += dh^T x, with dh1 and
-  // dh3 written by SwiGLU's backward as GEMM operands
-  Tensor g1 = operand_out(ctx, {NK, I}), g3 = operand_out(ctx, {NK, I});
-  ops::swiglu_backward(ctx, s.g_h1, s.g_h3, dact, g1, g3);
-  finish_operand(ctx, g1);
-  finish_operand(ctx, g3);
+  // dh3 written by SwiGLU's backward as GEMM operands; stacked: dx = [dh1 | dh3] @ [W1; W3]
+  // and [dW1; dW3] += [dh1 | dh3]^T x, one GEMM each
   Tensor dug = detail::empty_f32(ctx, {NK, C});
-  ops::grouped_matmul(ctx, g1, weights(ctx, experts, 1), false, s.offsets, dug);
-  ops::grouped_matmul(ctx, g3, weights(ctx, experts, 3), false, s.offsets, dug, 1.0f);
-  std::vector<Tensor> dw1 = grads(experts, 1), dw3 = grads(experts, 3);
-  ops::grouped_matmul_wgrad(ctx, g1, s.g_x, s.offsets, dw1);
-  ops::grouped_matmul_wgrad(ctx, g3, s.g_x, s.offsets, dw3);
+  if (s.g_h.defined()) {
+    Tensor dh = operand_out(ctx, {NK, 2 * I});
+    ops::swiglu_packed_backward(ctx, s.g_h, dact, dh);
+    finish_operand(ctx, dh);
+    ops::grouped_matmul(ctx, dh, weights(ctx, experts, 13), false, s.offsets, dug);
+    std::vector<Tensor> dw13 = grads(experts, 13);
+    ops::grouped_matmul_wgrad(ctx, dh, s.g_x, s.offsets, dw13);
+  } else {
+    Tensor g1 = operand_out(ctx, {NK, I}), g3 = operand_out(ctx, {NK, I});
+    ops::swiglu_backward(ctx, s.g_h1, s.g_h3, dact, g1, g3);
+    finish_operand(ctx, g1);
+    finish_operand(ctx, g3);
+    ops::grouped_matmul(ctx, g1, weights(ctx, experts, 1), false, s.offsets, dug);
+    ops::grouped_matmul(ctx, g3, weights(ctx, experts, 3), false, s.offsets, dug, 1.0f);
+    std::vector<Tensor> dw1 = grads(experts, 1), dw3 = grads(experts, 3);
+    ops::grouped_matmul_wgrad(ctx, g1, s.g_x, s.offsets, dw1);
+    ops::grouped_matmul_wgrad(ctx, g3, s.g_x, s.offsets, dw3);
+  }
   add_to_tokens(ctx, s, dug, Tensor(), Tensor(), du);
-  s.g_x = s.g_h1 = s.g_h3 = s.g_act = s.g_y = Tensor();
+  s.g_x = s.g_h = s.g_h1 = s.g_h3 = s.g_act = s.g_y = Tensor();
 }
 
 }  // namespace ds::model

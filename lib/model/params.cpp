@@ -31,6 +31,54 @@ Param& ParamStore::add(ParamInfo info) {
   return params_.back();
 }
 
+namespace {
+// One zero allocation holding the row blocks of `shapes` (same trailing dims) in order.
+std::vector<Tensor> stacked_zeros(const std::vector<Shape>& shapes, Device d) {
+  Shape all = shapes.front();
+  all[0] = 0;
+  for (const Shape& s : shapes) all[0] += s[0];
+  const Tensor t = Tensor::zeros(all, DType::f32, d);
+  std::vector<Tensor> parts;
+  int64_t r = 0;
+  for (const Shape& s : shapes) {
+    parts.push_back(t.slice0(r, r + s[0]));
+    r += s[0];
+  }
+  return parts;
+}
+}  // namespace
+
+void ParamStore::stack(const std::vector<std::string>& names) {
+  DS_CHECK(names.size() >= 2, "ParamStore::stack of {} parameter(s)", names.size());
+  std::vector<size_t> idx;
+  std::vector<Shape> shapes;
+  for (const std::string& n : names) {
+    auto it = index_.find(n);
+    DS_CHECK(it != index_.end(), "ParamStore::stack: no parameter named {}", n);
+    const Param& p = params_[it->second];
+    const Shape& s = p.info.shape;
+    DS_CHECK(!s.empty(), "ParamStore::stack: {} is a scalar", n);
+    DS_CHECK(!p.grad.defined(), "ParamStore::stack: {} already has a gradient", n);
+    for (const std::vector<size_t>& st : stacks_)
+      DS_CHECK(std::find(st.begin(), st.end(), it->second) == st.end(),
+               "ParamStore::stack: {} is already stacked", n);
+    if (!shapes.empty())
+      DS_CHECK(s.size() == shapes.front().size() &&
+                   std::equal(s.begin() + 1, s.end(), shapes.front().begin() + 1),
+               "ParamStore::stack: {} {} does not stack on {}", n, shape_str(s),
+               shape_str(shapes.front()));
+    idx.push_back(it->second);
+    shapes.push_back(s);
+  }
+  stacks_.push_back(idx);   // shape-only too: gradients allocated later are stacked
+  if (!allocate_) return;
+  std::vector<Tensor> values = stacked_zeros(shapes, device_);
+  for (size_t i = 0; i < idx.size(); ++i) {
+    values[i].copy_from(params_[idx[i]].value);
+    params_[idx[i]].value = values[i];
+  }
+}
+
 Tensor& ParamStore::add_buffer(const std::string& name, const Shape& shape) {
   for (auto& b : buffers_) DS_CHECK(b.first != name, "buffer {} declared twice", name);
   buffers_.emplace_back(name, Tensor::zeros(shape, DType::f32, device_));
@@ -56,6 +104,14 @@ Tensor* ParamStore::find_buffer(const std::string& name) {
 
 void ParamStore::alloc_grads() {
   DS_CHECK(allocate_, "alloc_grads on a shape-only parameter store");
+  for (const std::vector<size_t>& st : stacks_) {
+    if (std::any_of(st.begin(), st.end(), [&](size_t i) { return params_[i].grad.defined(); }))
+      continue;   // a gradient set from outside: the rest of the stack gets its own below
+    std::vector<Shape> shapes;
+    for (size_t i : st) shapes.push_back(params_[i].info.shape);
+    std::vector<Tensor> grads = stacked_zeros(shapes, device_);
+    for (size_t i = 0; i < st.size(); ++i) params_[st[i]].grad = grads[i];
+  }
   for (auto& p : params_)
     if (!p.grad.defined()) p.grad = Tensor::zeros(p.info.shape, DType::f32, device_);
 }

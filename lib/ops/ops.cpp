@@ -404,51 +404,6 @@ void sum_heads(const Context& ctx, const Tensor& dout, Tensor& dx) {
   else opt::sum_heads(dout.f32(), dx.f32(), N, H, D, nthreads(ctx));
 }
 
-// ---- SwiGLU --------------------------------------------------------------------------------
-namespace {
-// F32 inputs; outputs all F32, or all BF16 (the results' codes, the next GEMM's operands).
-void check_swiglu(const char* op, std::initializer_list<const Tensor*> in,
-                  std::initializer_list<const Tensor*> out) {
-  for (const Tensor* t : in)
-    DS_CHECK(t->dtype() == DType::f32, "{}: inputs must be F32, got {}", op,
-             dtype_name(t->dtype()));
-  const DType d = (*out.begin())->dtype();
-  for (const Tensor* t : out)
-    DS_CHECK(t->dtype() == d && (d == DType::f32 || d == DType::bf16),
-             "{}: outputs must be all F32 or all BF16, got {}", op, dtype_name(t->dtype()));
-}
-}  // namespace
-
-void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor& out) {
-  check_devices(ctx, "swiglu_forward", {&gate, &up, &out});
-  const Scope scope_(ctx, "swiglu_forward", 0, {&gate, &up, &out});
-  DS_CHECK_SHAPE(up, gate.shape());
-  DS_CHECK_SHAPE(out, gate.shape());
-  check_swiglu("swiglu_forward", {&gate, &up}, {&out});
-  DS_CUDA_ROUTE(swiglu_forward, (ctx, gate, up, out));
-  const Tensor o = f32_target(out);
-  if (use_ref(ctx)) ref::swiglu_forward(gate.f32(), up.f32(), o.f32(), gate.numel());
-  else opt::swiglu_forward(gate.f32(), up.f32(), o.f32(), gate.numel(), nthreads(ctx));
-  store_codes(o, out);
-}
-
-void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& dout,
-                     Tensor& dgate, Tensor& dup) {
-  check_devices(ctx, "swiglu_backward", {&gate, &up, &dout, &dgate, &dup});
-  const Scope scope_(ctx, "swiglu_backward", 0, {&gate, &up, &dout, &dgate, &dup});
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&up, &dout, &dgate, &dup}) check_shape(*t, gate.shape(), "swiglu operand");
-  check_swiglu("swiglu_backward", {&gate, &up, &dout}, {&dgate, &dup});
-  DS_CUDA_ROUTE(swiglu_backward, (ctx, gate, up, dout, dgate, dup));
-  const Tensor dg = f32_target(dgate), du = f32_target(dup);
-  if (use_ref(ctx))
-    ref::swiglu_backward(gate.f32(), up.f32(), dout.f32(), dg.f32(), du.f32(), gate.numel());
-  else
-    opt::swiglu_backward(gate.f32(), up.f32(), dout.f32(), dg.f32(), du.f32(), gate.numel(),
-                         nthreads(ctx));
-  store_codes(dg, dgate);
-  store_codes(du, dup);
-}
-
 // ---- cross-entropy -------------------------------------------------------------------------
 static void check_ce(const Tensor& logits, const Tensor& targets) {
   DS_CHECK_SHAPE(logits, {-1, -1});

@@ -18,9 +18,11 @@
 #include "ds/core/rng.hpp"
 #include "ds/model/moe.hpp"
 #include "ds/ops/ops.hpp"
+#include "moe_test_util.hpp"
 
 using namespace ds;
 using namespace ds::model;
+using namespace ds::model::test;
 
 namespace {
 
@@ -41,49 +43,6 @@ ops::Context fp8_ctx(ops::Fp8Granularity g, ops::ScaleFormat f) {
   c.linear = ops::LinearPrecision{ops::Precision::fp8, g, f};
   return c;
 }
-
-Tensor randn(const Shape& s, uint64_t seed) {
-  Tensor t = Tensor::empty(s);
-  Rng rng(seed, 9);
-  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = float(rng.normal());
-  return t;
-}
-
-// max |a - b| / max |b|.
-double rel_diff(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.numel() == b.numel());
-  double diff = 0, ref = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    diff = std::max(diff, double(std::fabs(a.f32()[i] - b.f32()[i])));
-    ref = std::max(ref, double(std::fabs(b.f32()[i])));
-  }
-  return ref > 0 ? diff / ref : diff;
-}
-
-struct Run {
-  ParamStore store;
-  MoE moe;
-  MoESaved saved;
-  Tensor y, du;
-  explicit Run(const ModelArgs& a) : moe(store, a, "model.layers.1.mlp.", 1) {
-    store.init(7);
-    store.alloc_grads();
-    store.zero_grads();
-    // expert 3 is never chosen: an empty group
-    float* bias = moe.gate.bias().f32();
-    bias[3] = -1e3f;
-  }
-  void pass(const ops::Context& ctx, int grouped, const Tensor& u, const Tensor& dy,
-            int64_t n_seq, int64_t T, bool codes = false) {
-    MoEOptions opt;
-    opt.train = true;
-    opt.balance_alpha = 1e-2f;
-    opt.grouped = grouped;
-    opt.fp8_codes = codes;
-    moe.forward(ctx, u, n_seq, T, opt, y, saved);
-    moe.backward(ctx, saved, dy, du);
-  }
-};
 
 }  // namespace
 

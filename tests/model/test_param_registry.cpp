@@ -125,3 +125,74 @@ TEST_CASE("671b registry: totals match spec §1.2 and count_params; buffers") {
   CHECK(model.n_moe_layers() == 59);
   CHECK(model.moe_layer_names().back() == "model.layers.61.mlp");
 }
+
+TEST_CASE("stack: values and gradients as one allocation, order and values unchanged") {
+  ParamStore s;
+  auto info = [](const char* n, ds::Shape shape) {
+    ParamInfo i;
+    i.name = n;
+    i.shape = std::move(shape);
+    i.init_std = 0.1;
+    return i;
+  };
+  s.add(info("a", {3, 4}));
+  s.add(info("b", {5, 7}));
+  s.add(info("c", {2, 4}));
+  s.init(5);
+  const ds::Tensor a0 = s.get("a").value.clone(), c0 = s.get("c").value.clone();
+  CHECK_FALSE(s.get("a").value.join0(s.get("c").value).defined());
+  CHECK_THROWS(s.stack({"a", "b"}));   // rows of 4 and of 7
+  CHECK_THROWS(s.stack({"a", "nope"}));
+  CHECK_THROWS(s.stack({"a"}));
+  s.stack({"a", "c"});
+  CHECK_THROWS(s.stack({"c", "a"}));   // already stacked
+  const ds::Tensor ac = s.get("a").value.join0(s.get("c").value);
+  REQUIRE(ac.defined());
+  CHECK(ac.shape() == ds::Shape{5, 4});
+  for (int64_t i = 0; i < a0.numel(); ++i) CHECK(s.get("a").value.f32()[i] == a0.f32()[i]);
+  for (int64_t i = 0; i < c0.numel(); ++i) CHECK(ac.f32()[12 + i] == c0.f32()[i]);
+  CHECK(s.params()[0].info.name == "a");
+  CHECK(s.params()[1].info.name == "b");
+  CHECK(s.params()[2].info.name == "c");
+  s.alloc_grads();
+  CHECK(s.get("a").grad.join0(s.get("c").grad).defined());
+  CHECK(s.get("b").grad.shape() == ds::Shape{5, 7});
+  ParamStore g;   // a gradient already there
+  g.add(info("a", {3, 4}));
+  g.add(info("c", {2, 4}));
+  g.alloc_grads();
+  CHECK_THROWS(g.stack({"a", "c"}));
+  // shape-only, then values shared in (as ds-rl places a loaded model): the gradients that
+  // alloc_grads makes afterwards are stacked
+  ParamStore shapes;
+  shapes.set_allocate(false);
+  shapes.add(info("a", {3, 4}));
+  shapes.add(info("b", {5, 7}));
+  shapes.add(info("c", {2, 4}));
+  shapes.stack({"a", "c"});
+  CHECK_FALSE(shapes.get("a").value.defined());
+  shapes.set_allocate(true);
+  for (Param& p : shapes.params()) p.value = s.get(p.info.name).value;
+  shapes.alloc_grads();
+  CHECK(shapes.get("a").grad.join0(shapes.get("c").grad).defined());
+  CHECK_FALSE(shapes.get("a").grad.join0(shapes.get("b").grad).defined());
+}
+
+TEST_CASE("stack: every MLP's gate_proj and up_proj are one (2I, C) matrix") {
+  ModelArgs a = preset("tiny");
+  ParamStore s;
+  Transformer m(a, s);
+  s.alloc_grads();
+  int stacked = 0;
+  for (Param& p : s.params()) {
+    const std::string& n = p.info.name;
+    const size_t at = n.find("gate_proj.weight");
+    if (at == std::string::npos) continue;
+    Param& up = s.get(n.substr(0, at) + "up_proj.weight");
+    CAPTURE(n);
+    CHECK(p.value.join0(up.value).defined());
+    CHECK(p.grad.join0(up.grad).defined());
+    ++stacked;
+  }
+  CHECK(stacked > a.n_routed_experts);   // the routed experts, the shared and dense MLPs
+}

@@ -66,6 +66,61 @@ TEST_CASE("swiglu with BF16 outputs == bf16_round of the F32 outputs") {
   }
 }
 
+// Packed [gate | up] rows (one GEMM over stacked gate_proj / up_proj): bit for bit the
+// two-tensor ops on the two halves, F32 and BF16 outputs, reference and optimised (rows of
+// odd widths, and enough rows for several threads' chunks); shapes and dtypes are checked.
+TEST_CASE("swiglu packed == swiglu on the two halves, bit for bit") {
+  for (const Context& c : {ref_ctx(), opt_ctx(2)})
+    for (auto [N, I] : {std::pair<int64_t, int64_t>{1, 1}, {5, 3}, {37, 96}, {300, 100}}) {
+      CAPTURE(N);
+      CAPTURE(I);
+      Tensor h = rand_f32({N, 2 * I}, -6, 6), d = rand_f32({N, I});
+      h.f32()[0] = NAN;
+      h.f32()[2 * I - 1] = INFINITY;
+      Tensor g = Tensor::empty({N, I}), u = Tensor::empty({N, I});
+      for (int64_t r = 0; r < N; ++r)
+        for (int64_t j = 0; j < I; ++j) {
+          g.f32()[r * I + j] = h.f32()[r * 2 * I + j];
+          u.f32()[r * I + j] = h.f32()[r * 2 * I + I + j];
+        }
+      for (const DType dt : {DType::f32, DType::bf16}) {
+        CAPTURE(int(dt));
+        Tensor out = Tensor::empty({N, I}, dt), dg = Tensor::empty({N, I}, dt),
+               du = Tensor::empty({N, I}, dt);
+        swiglu_forward(c, g, u, out);
+        swiglu_backward(c, g, u, d, dg, du);
+        Guarded po({N, I}), pd({N, 2 * I});   // guard rows around the F32 outputs
+        Tensor pout = dt == DType::f32 ? po.t : Tensor::empty({N, I}, dt);
+        Tensor pdh = dt == DType::f32 ? pd.t : Tensor::empty({N, 2 * I}, dt);
+        swiglu_packed_forward(c, h, pout);
+        swiglu_packed_backward(c, h, d, pdh);
+        CHECK(std::memcmp(pout.raw(), out.raw(), out.nbytes()) == 0);
+        const size_t es = dtype_size(dt), row = size_t(I) * es;
+        bool same = true;
+        for (int64_t r = 0; r < N; ++r) {
+          const auto* p = static_cast<const uint8_t*>(pdh.raw()) + 2 * row * size_t(r);
+          same = same && std::memcmp(p, static_cast<const uint8_t*>(dg.raw()) + row * size_t(r),
+                                     row) == 0;
+          same = same && std::memcmp(p + row,
+                                     static_cast<const uint8_t*>(du.raw()) + row * size_t(r),
+                                     row) == 0;
+        }
+        CHECK(same);
+        CHECK((po.intact() && pd.intact()));
+      }
+    }
+  const Context c = opt_ctx();
+  Tensor h = rand_f32({4, 6}), d = rand_f32({4, 3}), out = Tensor::empty({4, 3});
+  Tensor dh = Tensor::empty({4, 6}), odd = rand_f32({4, 5}), wrong = Tensor::empty({4, 6});
+  CHECK_THROWS_WITH_AS(swiglu_packed_forward(c, odd, out), doctest::Contains("(N, 2I)"),
+                       ds::Error);
+  CHECK_THROWS_AS(swiglu_packed_forward(c, h, wrong), ds::Error);
+  CHECK_THROWS_AS(swiglu_packed_backward(c, h, d, out), ds::Error);
+  Tensor bh = Tensor::empty({4, 6}, DType::bf16);
+  CHECK_THROWS_WITH_AS(swiglu_packed_backward(c, bh, d, dh),
+                       doctest::Contains("inputs must be F32"), ds::Error);
+}
+
 TEST_CASE("cross_entropy: optimized == reference, ignored rows, stability, gradient") {
   for (int64_t N : {1, 5, 33})
     for (int64_t V : {1, 2, 17, 1000}) {

@@ -54,6 +54,10 @@ class Tensor {
 
   Tensor view(const Shape& shape) const;             // same storage, same numel (-1 allowed once)
   Tensor slice0(int64_t begin, int64_t end) const;   // rows [begin, end) of dim 0
+  // This tensor's rows followed by next's as one view, when next starts in the same storage
+  // right where this one ends with the same dtype and row shape (the parameters that
+  // model::ParamStore::stack lays out so); undefined otherwise.
+  Tensor join0(const Tensor& next) const;
   Tensor clone() const;                               // deep copy (same device)
   void zero_();
   // Same numel and dtype, any device pair. Into a device tensor from the host it returns once

@@ -14,6 +14,8 @@ struct MLPSaved {
                  // unless that makes a BF16 operand)
   Tensor h1;     // (N, I) w1 x (gate)
   Tensor h3;     // (N, I) w3 x (up)
+  Tensor h;      // (N, 2I) [w1 x | w3 x] instead of h1 and h3 when one GEMM over the stacked
+                 // gate_proj / up_proj made them (ops::Context::stacked_gate_up)
   Tensor act;    // (N, I) silu(h1) * h3 as gemm_input
 };
 

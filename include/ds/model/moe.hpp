@@ -52,6 +52,8 @@ struct MoESaved {
   bool grouped = false;            // the forward took it (the backward follows)
   Tensor g_x;                      // (N*K, C) gathered inputs as the GEMMs read them (F32/BF16)
   Tensor g_h1, g_h3, g_act;        // (N*K, I) gate, up, silu(gate) * up (act: BF16 operand in bf16)
+  Tensor g_h;                      // (N*K, 2I) [gate | up] instead of g_h1 and g_h3 when one GEMM
+                                   // over the stacked gate_proj / up_proj made them
   Tensor g_y;                      // (N*K, C) unweighted expert outputs
   // FP8 grouped path (moe_fp8.cpp): the same tensors over the padded layout (NKp rows), where
   // expert e's pairs are rows [p_offsets[e], p_offsets[e] + count_e) and the rows up to

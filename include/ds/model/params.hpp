@@ -44,6 +44,14 @@ class ParamStore {
   void set_device(Device d);
   Device device() const { return device_; }
   Param& add(ParamInfo info);                       // allocates value (zeros) unless shape-only
+  // Lays the values of the registered parameters `names` (same trailing dims, no gradients
+  // yet) out as consecutive row blocks of one allocation in this order, and alloc_grads
+  // their gradients the same way, so that a GEMM can read them as one matrix (Tensor::join0:
+  // an MLP's gate_proj and up_proj, moe_grouped.cpp). Values are copied over; registration
+  // order, names and everything else are unchanged. A shape-only store records the stack, so
+  // that gradients allocated after values were shared in (set_allocate(true), alloc_grads)
+  // are stacked; the values are then whatever was shared in.
+  void stack(const std::vector<std::string>& names);
   Tensor& add_buffer(const std::string& name, const Shape& shape);
   Param& get(const std::string& name);              // InternalError if absent
   const Param* find(const std::string& name) const;
@@ -60,6 +68,7 @@ class ParamStore {
  private:
   std::deque<Param> params_;
   std::unordered_map<std::string, size_t> index_;
+  std::vector<std::vector<size_t>> stacks_;          // indices into params_ (stack())
   std::vector<std::pair<std::string, Tensor>> buffers_;
   bool allocate_ = true;
   Device device_ = Device::cpu;

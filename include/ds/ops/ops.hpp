@@ -138,6 +138,12 @@ struct Context {
   // otherwise): -1 auto (grouped GEMMs over the expert-sorted rows on the GPU, except in FP8;
   // the per-expert loop on the CPU), 0 the per-expert loop, 1 grouped (FP8: tile scaling).
   int moe_gemm = -1;
+  // An MLP's gate_proj and up_proj as one GEMM over their stacked (2I, C) matrix where the
+  // parameters lie stacked (model::ParamStore::stack) and the path takes it (the routed
+  // experts' grouped GEMMs, and every MLP's Linears; in FP8 when I is a multiple of 128 and
+  // scales are tiles): -1 auto (on, except on the GPU under DS_CUDA_FUSED=0 and wherever
+  // DS_STACKED_GATE_UP=0: the separate GEMMs), 0 off, 1 on.
+  int8_t stacked_gate_up = -1;
   // The weights' GEMM operands (BF16, or FP8 codes) for the current step (see OperandCache);
   // shared by copies.
   std::shared_ptr<OperandCache> operands;
@@ -284,6 +290,14 @@ void swiglu_forward(const Context& ctx, const Tensor& gate /*(N,I)*/, const Tens
                     Tensor& out /*(N,I)*/);
 void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& dout,
                      Tensor& dgate, Tensor& dup);
+// Packed: h (N, 2I) is the output of one GEMM over stacked [gate_proj; up_proj] weights, gate
+// in columns [0, I) and up in [I, 2I); out (N, I), and the backward's dh (N, 2I) = [dgate |
+// dup]. Each element as swiglu_forward / swiglu_backward give it; outputs F32 or BF16 codes.
+// Context::stacked_gate_up resolved.
+bool use_stacked_gate_up(const Context& ctx);
+void swiglu_packed_forward(const Context& ctx, const Tensor& h /*(N,2I)*/, Tensor& out /*(N,I)*/);
+void swiglu_packed_backward(const Context& ctx, const Tensor& h /*(N,2I)*/,
+                            const Tensor& dout /*(N,I)*/, Tensor& dh /*(N,2I)*/);
 
 // ---- cross-entropy over logits (N, V); targets (N) i32, -1 = ignored -----------------------
 // losses (N): -log softmax(logits)[target] (0 for ignored rows).

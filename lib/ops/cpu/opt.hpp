@@ -74,6 +74,10 @@ void attention_backward(const float* q, const float* k, const float* v, const in
 void swiglu_forward(const float* gate, const float* up, float* out, int64_t n, int nt);
 void swiglu_backward(const float* gate, const float* up, const float* dout, float* dgate,
                      float* dup, int64_t n, int nt);
+// The same on packed rows h (rows, 2I) = [gate | up]; out (rows, I), dh (rows, 2I).
+void swiglu_packed_forward(const float* h, float* out, int64_t rows, int64_t I, int nt);
+void swiglu_packed_backward(const float* h, const float* dout, float* dh, int64_t rows,
+                            int64_t I, int nt);
 
 // ---- opt_cross_entropy.cpp ----
 void cross_entropy_forward(const float* logits, const int32_t* targets, float* losses, int64_t N,

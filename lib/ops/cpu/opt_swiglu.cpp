@@ -52,4 +52,25 @@ void swiglu_backward(const float* gate, const float* up, const float* dout, floa
   }
 }
 
+// Packed rows h (rows, 2I) = [gate | up]: whole rows per chunk of about kChunk elements.
+void swiglu_packed_forward(const float* h, float* out, int64_t rows, int64_t I, int nt) {
+  const int64_t rpc = std::max<int64_t>(1, kChunk / std::max<int64_t>(I, 1));
+  const int64_t nc = (rows + rpc - 1) / rpc;
+#pragma omp parallel for num_threads(nc > 1 ? nt : 1) schedule(static)
+  for (int64_t c = 0; c < nc; ++c)
+    for (int64_t r = c * rpc; r < std::min(rows, (c + 1) * rpc); ++r)
+      fwd_chunk(h + r * 2 * I, h + r * 2 * I + I, out + r * I, I);
+}
+
+void swiglu_packed_backward(const float* h, const float* dout, float* dh, int64_t rows,
+                            int64_t I, int nt) {
+  const int64_t rpc = std::max<int64_t>(1, kChunk / std::max<int64_t>(I, 1));
+  const int64_t nc = (rows + rpc - 1) / rpc;
+#pragma omp parallel for num_threads(nc > 1 ? nt : 1) schedule(static)
+  for (int64_t c = 0; c < nc; ++c)
+    for (int64_t r = c * rpc; r < std::min(rows, (c + 1) * rpc); ++r)
+      bwd_chunk(h + r * 2 * I, h + r * 2 * I + I, dout + r * I, dh + r * 2 * I,
+                dh + r * 2 * I + I, I);
+}
+
 }  // namespace ds::ops::opt

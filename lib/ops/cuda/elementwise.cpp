@@ -162,6 +162,18 @@ void swiglu_backward(const Context&, const Tensor& gate, const Tensor& up, const
   }
 }
 
+// Packed [gate | up] rows: one kernel for F32 and BF16 outputs (the codes as the two-tensor
+// kernels write them).
+void swiglu_packed_forward(const Context&, const Tensor& h, Tensor& out) {
+  ds::cuda::swiglu_packed_forward(h.f32(), out.raw(), out.dtype() == DType::bf16, h.size(0),
+                                  h.size(1) / 2);
+}
+
+void swiglu_packed_backward(const Context&, const Tensor& h, const Tensor& dout, Tensor& dh) {
+  ds::cuda::swiglu_packed_backward(h.f32(), dout.f32(), dh.raw(), dh.dtype() == DType::bf16,
+                                   h.size(0), h.size(1) / 2);
+}
+
 // ---- token permutation ---------------------------------------------------------------------
 void gather_rows(const Context&, const Tensor& src, const Tensor& rows, Tensor& dst) {
   ds::cuda::gather_rows_f32(src.f32(), src.size(0), rows.i32(), dst.f32(), rows.size(0),

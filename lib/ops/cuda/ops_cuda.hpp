@@ -76,6 +76,8 @@ void mla_kv_split_backward(const Context& ctx, const Tensor& dk, const Tensor& d
 void swiglu_forward(const Context& ctx, const Tensor& gate, const Tensor& up, Tensor& out);
 void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, const Tensor& dout,
                      Tensor& dgate, Tensor& dup);
+void swiglu_packed_forward(const Context& ctx, const Tensor& h, Tensor& out);
+void swiglu_packed_backward(const Context& ctx, const Tensor& h, const Tensor& dout, Tensor& dh);
 void gather_rows(const Context& ctx, const Tensor& src, const Tensor& rows, Tensor& dst);
 void gather_rows_bf16(const Context& ctx, const Tensor& src, const Tensor& rows, const Tensor& w,
                       Tensor& dst);

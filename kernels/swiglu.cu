@@ -1,0 +1,198 @@
+// SwiGLU of the CUDA path: out = silu(gate) * up and its gradient, on two tensors (flat
+// grid-stride kernels) or on the packed [gate | up] rows of one GEMM over stacked weights (row
+// kernels); F32 or BF16-code outputs. Declared in kernels/elementwise.cuh; semantics follow
+// lib/ops/cpu/ref_swiglu.cpp.
+#include <initializer_list>
+
+#include "kernels/common.cuh"
+#include "kernels/elementwise.cuh"
+#include "kernels/elementwise_util.cuh"
+
+namespace ds::cuda {
+namespace {
+
+using namespace ew;
+
+// FP32 with the accurate expf (the reference evaluates in double; the difference is a few
+// ulps, and double exp would make this large tensor op compute-bound).
+__device__ __forceinline__ float sigmoidf(float g) { return 1.0f / (1.0f + expf(-g)); }
+
+// Results stored as F32, or (CODES) as BF16 codes rounded like bf16_round: st_out4 / st_out1.
+template <bool CODES>
+__device__ __forceinline__ void st_out4(void* p, int64_t i, float4 v) {
+  if constexpr (CODES) store_bf16x4<true>(p, i, v);
+  else reinterpret_cast<float4*>(p)[i] = v;
+}
+template <bool CODES>
+__device__ __forceinline__ void st_out1(void* p, int64_t i, float v) {
+  if constexpr (CODES) static_cast<uint16_t*>(p)[i] = f32_to_bf16(v);
+  else static_cast<float*>(p)[i] = v;
+}
+
+template <bool CODES>
+__global__ void swiglu_fwd_kernel(const float* gate, const float* up, void* out, int64_t n,
+                                  bool vec) {
+  auto f = [](float g, float u) { return g * sigmoidf(g) * u; };
+  flat_loop(
+      n, vec,
+      [&](int64_t i) {
+        const float4 g = ld4(gate, i), u = ld4(up, i);
+        st_out4<CODES>(out, i, make_float4(f(g.x, u.x), f(g.y, u.y), f(g.z, u.z), f(g.w, u.w)));
+      },
+      [&](int64_t i) { st_out1<CODES>(out, i, f(gate[i], up[i])); });
+}
+
+__device__ __forceinline__ void swiglu_grad(float g, float u, float d, float& dg, float& du) {
+  const float s = sigmoidf(g);
+  du = d * g * s;
+  dg = d * u * s * (1.0f + g * (1.0f - s));
+}
+// The same on four elements.
+__device__ __forceinline__ void swiglu_grad4(float4 g, float4 u, float4 d, float4& dg,
+                                             float4& du) {
+  swiglu_grad(g.x, u.x, d.x, dg.x, du.x);
+  swiglu_grad(g.y, u.y, d.y, dg.y, du.y);
+  swiglu_grad(g.z, u.z, d.z, dg.z, du.z);
+  swiglu_grad(g.w, u.w, d.w, dg.w, du.w);
+}
+
+template <bool CODES>
+__global__ void swiglu_bwd_kernel(const float* gate, const float* up, const float* dout,
+                                  void* dgate, void* dup, int64_t n, bool vec) {
+  flat_loop(
+      n, vec,
+      [&](int64_t i) {
+        float4 dg, du;
+        swiglu_grad4(ld4(gate, i), ld4(up, i), ld4(dout, i), dg, du);
+        st_out4<CODES>(dgate, i, dg);
+        st_out4<CODES>(dup, i, du);
+      },
+      [&](int64_t i) {
+        float dg, du;
+        swiglu_grad(gate[i], up[i], dout[i], dg, du);
+        st_out1<CODES>(dgate, i, dg);
+        st_out1<CODES>(dup, i, du);
+      });
+}
+
+// Packed rows h (M, 2I) = [gate | up] (one GEMM over stacked gate_proj / up_proj), one row
+// per group of 2^lg threads: VEC takes 4 elements at a time (I % 4 == 0 and aligned rows).
+// Each element as the flat kernels above compute it.
+template <bool CODES, bool VEC>
+__global__ void swiglu_packed_fwd_kernel(const float* __restrict__ h, void* __restrict__ out,
+                                         int64_t M, int64_t I, int lg) {
+  auto f = [](float g, float u) { return g * sigmoidf(g) * u; };
+  const int64_t cols = VEC ? I / 4 : I;
+  DS_ROW_LOOP(M) {
+    const float* g = h + m * 2 * I;
+    const float* u = g + I;
+    for (int64_t c = lane; c < cols; c += tpr) {
+      if constexpr (VEC) {
+        const float4 a = ld4(g, c), b = ld4(u, c);
+        st_out4<CODES>(out, m * cols + c,
+                       make_float4(f(a.x, b.x), f(a.y, b.y), f(a.z, b.z), f(a.w, b.w)));
+      } else {
+        st_out1<CODES>(out, m * I + c, f(g[c], u[c]));
+      }
+    }
+  }
+}
+
+template <bool CODES, bool VEC>
+__global__ void swiglu_packed_bwd_kernel(const float* __restrict__ h,
+                                         const float* __restrict__ dout, void* __restrict__ dh,
+                                         int64_t M, int64_t I, int lg) {
+  const int64_t cols = VEC ? I / 4 : I;   // dh's row m: [dgate | dup], 2 * cols units
+  DS_ROW_LOOP(M) {
+    const float* g = h + m * 2 * I;
+    const float* u = g + I;
+    const float* d = dout + m * I;
+    for (int64_t c = lane; c < cols; c += tpr) {
+      if constexpr (VEC) {
+        float4 dg, du;
+        swiglu_grad4(ld4(g, c), ld4(u, c), ld4(d, c), dg, du);
+        st_out4<CODES>(dh, m * 2 * cols + c, dg);
+        st_out4<CODES>(dh, m * 2 * cols + cols + c, du);
+      } else {
+        float dg, du;
+        swiglu_grad(g[c], u[c], d[c], dg, du);
+        st_out1<CODES>(dh, m * 2 * I + c, dg);
+        st_out1<CODES>(dh, m * 2 * I + I + c, du);
+      }
+    }
+  }
+}
+
+template <bool CODES>
+void swiglu_forward_launch(const float* gate, const float* up, void* out, int64_t n) {
+  if (n <= 0) return;
+  const bool vec = aligned16(gate) && aligned16(up) && out_aligned(out, CODES);
+  swiglu_fwd_kernel<CODES><<<flat_blocks(vec ? n / 4 + 1 : n), kThreads, 0, stream()>>>(
+      gate, up, out, n, vec);
+  DS_CUDA_LAUNCHED();
+}
+template <bool CODES>
+void swiglu_backward_launch(const float* gate, const float* up, const float* dout, void* dgate,
+                            void* dup, int64_t n) {
+  if (n <= 0) return;
+  const bool vec = aligned16(gate) && aligned16(up) && aligned16(dout) &&
+                   out_aligned(dgate, CODES) && out_aligned(dup, CODES);
+  swiglu_bwd_kernel<CODES><<<flat_blocks(vec ? n / 4 + 1 : n), kThreads, 0, stream()>>>(
+      gate, up, dout, dgate, dup, n, vec);
+  DS_CUDA_LAUNCHED();
+}
+}  // namespace
+
+void swiglu_forward_f32(const float* gate, const float* up, float* out, int64_t n) {
+  swiglu_forward_launch<false>(gate, up, out, n);
+}
+void swiglu_forward_bf16(const float* gate, const float* up, uint16_t* out, int64_t n) {
+  swiglu_forward_launch<true>(gate, up, out, n);
+}
+void swiglu_backward_f32(const float* gate, const float* up, const float* dout, float* dgate,
+                         float* dup, int64_t n) {
+  swiglu_backward_launch<false>(gate, up, dout, dgate, dup, n);
+}
+void swiglu_backward_bf16(const float* gate, const float* up, const float* dout, uint16_t* dgate,
+                          uint16_t* dup, int64_t n) {
+  swiglu_backward_launch<true>(gate, up, dout, dgate, dup, n);
+}
+
+namespace {
+// The packed kernels' launch: VEC needs I % 4 == 0 and 16-byte aligned h, dout and output
+// rows (F32 output rows of I or 2I floats, or BF16 codes 8-byte aligned).
+template <bool CODES>
+bool packed_vec(int64_t I, std::initializer_list<const void*> f32, const void* o) {
+  bool ok = I % 4 == 0 && out_aligned(o, CODES);
+  for (const void* p : f32) ok = ok && aligned16(p);
+  return ok;
+}
+}  // namespace
+
+void swiglu_packed_forward(const float* h, void* out, bool codes, int64_t M, int64_t I) {
+  if (M <= 0 || I <= 0) return;
+  const bool vec = codes ? packed_vec<true>(I, {h}, out) : packed_vec<false>(I, {h}, out);
+  const RowLaunch L = row_launch(M, vec ? I / 4 : I);
+  auto* k = codes ? (vec ? swiglu_packed_fwd_kernel<true, true>
+                         : swiglu_packed_fwd_kernel<true, false>)
+                  : (vec ? swiglu_packed_fwd_kernel<false, true>
+                         : swiglu_packed_fwd_kernel<false, false>);
+  k<<<L.blocks, kThreads, 0, stream()>>>(h, out, M, I, L.lg);
+  DS_CUDA_LAUNCHED();
+}
+
+void swiglu_packed_backward(const float* h, const float* dout, void* dh, bool codes, int64_t M,
+                            int64_t I) {
+  if (M <= 0 || I <= 0) return;
+  const bool vec =
+      codes ? packed_vec<true>(I, {h, dout}, dh) : packed_vec<false>(I, {h, dout}, dh);
+  const RowLaunch L = row_launch(M, vec ? I / 4 : I);
+  auto* k = codes ? (vec ? swiglu_packed_bwd_kernel<true, true>
+                         : swiglu_packed_bwd_kernel<true, false>)
+                  : (vec ? swiglu_packed_bwd_kernel<false, true>
+                         : swiglu_packed_bwd_kernel<false, false>);
+  k<<<L.blocks, kThreads, 0, stream()>>>(h, dout, dh, M, I, L.lg);
+  DS_CUDA_LAUNCHED();
+}
+
+}  // namespace ds::cuda
