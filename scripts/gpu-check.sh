@@ -180,8 +180,8 @@ fi
 step_variant "inputs not shared" bench_train_noshare.txt bf16 -- --share-inputs 0
 # - the attention's q, k, v F32 (converted inside the attention), not BF16 from their producers;
 step_variant "attention inputs F32" bench_train_attnf32.txt bf16 -- --attention-inputs 0
-# - the routed experts' gate_proj and up_proj as two grouped GEMMs, not one over the stacked
-#   matrices;
+# - every MLP's gate_proj and up_proj (the routed experts' grouped GEMMs too) as two GEMMs,
+#   not one over the stacked matrices;
 step_variant "gate/up apart" bench_train_apart.txt bf16 -- --stacked-gate-up 0
 # - the routed experts' per-expert cuBLAS calls on one stream instead of 4 side streams;
 step_variant "experts on 1 stream" bench_train_1stream.txt bf16 DS_GROUPED_GEMM_STREAMS=1

@@ -18,8 +18,9 @@
 // same default; 1 on the CPU holds them as BF16 codes there too). --attention-inputs: q, k, v
 // handed to the attention as BF16 codes by their producers (ops::Context::attention_inputs;
 // -1 where the GPU's tensor-core attention reads them so, 0 F32, 1 also on the CPU).
-// --stacked-gate-up: the grouped routed experts' gate_proj and up_proj as one GEMM over their
-// stacked matrices (ops::Context::stacked_gate_up; -1 the default, on unless DS_CUDA_FUSED=0).
+// --stacked-gate-up: every MLP's gate_proj and up_proj (the grouped routed experts' too) as one
+// GEMM over their stacked matrices (ops::Context::stacked_gate_up; -1 the default: on unless
+// DS_CUDA_FUSED=0 or DS_STACKED_GATE_UP=0).
 // --profile 1: two more steps per precision with the per-op profiler on (on the GPU each op
 // timed by CUDA events, no synchronisation; the first step fills the event pool and is not
 // reported): the per-op table of train::profile_report on stderr; "outside ops" is then the

@@ -11,6 +11,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "ds/core/dtype.hpp"
 #include "ds/core/error.hpp"
@@ -67,6 +68,26 @@ Tensor exact_bf16(const Tensor& w) {
   return out;
 }
 
+// The BF16 copy of the weight v of parameter `name` (undefined when not exact). An MLP's
+// gate_proj and up_proj lying stacked in `weights` (model::ParamStore::stack) get one copy of
+// the pair, so that the MLP still runs them as one GEMM (Tensor::join0): the gate half is
+// returned, the up half kept in `pending` under up_proj's name.
+Tensor bf16_copy(const model::ParamStore& weights, const std::string& name, const Tensor& v,
+                 std::unordered_map<std::string, Tensor>& pending) {
+  const std::string_view gate = "gate_proj.weight";
+  if (name.size() > gate.size() &&
+      name.compare(name.size() - gate.size(), gate.size(), gate) == 0) {
+    const std::string up = name.substr(0, name.size() - gate.size()) + "up_proj.weight";
+    const model::Param* u = weights.find(up);
+    const Tensor h = u ? exact_bf16(v.join0(u->value)) : Tensor();
+    if (h.defined()) {
+      pending[up] = h.slice0(v.size(0), h.size(0));
+      return h.slice0(0, v.size(0));
+    }
+  }
+  return exact_bf16(v);
+}
+
 }  // namespace
 
 struct Engine::LayerCache {
@@ -109,6 +130,7 @@ Engine::Engine(const model::ModelArgs& args, const model::ParamStore& weights, o
   head_ = model::Linear(store_, "lm_head.weight", args_.vocab_size, args_.dim, args_.init_std,
                         false, -1);
   for (int64_t k = 1; k <= args_.n_mtp_layers; ++k) mtp_.emplace_back(store_, args_, int(k));
+  std::unordered_map<std::string, Tensor> pending;   // up_proj halves of stacked BF16 copies
   for (model::Param& p : store_.params()) {   // share the weights' tensors
     const model::Param* src = weights.find(p.info.name);
     DS_CHECK_AS(FormatError, src && src->value.defined(), "engine: the weights lack tensor {}",
@@ -118,7 +140,9 @@ Engine::Engine(const model::ModelArgs& args, const model::ParamStore& weights, o
                 shape_str(src->value.shape()), shape_str(p.info.shape));
     p.value = src->value;
     if (opts_.bf16_weights && ctx_.device == Device::cpu && linear_only(p.info.name)) {
-      Tensor h = exact_bf16(p.value);
+      auto half = pending.find(p.info.name);
+      Tensor h = half != pending.end() ? half->second
+                                       : bf16_copy(weights, p.info.name, p.value, pending);
       if (h.defined()) {
         p.value = std::move(h);
         ++bf16_count_;

@@ -218,7 +218,10 @@ TEST_CASE("engine: BF16-exact weights are held as BF16 and the logits still matc
   REQUIRE(expect > 0);
   const auto toks = random_tokens(23, m->args.vocab_size, 5);
   const Tensor ref = full_logits(*m, toks);
-  Engine eng(m->args, m->store, cpu_ctx(), {1, 64});
+  ops::Profiler prof;   // counts the SwiGLU ops the MLPs run
+  ops::Context pc = cpu_ctx();
+  pc.prof = &prof;
+  Engine eng(m->args, m->store, pc, {1, 64});
   CHECK(eng.bf16_weight_count() == expect);
   for (const model::Param& p : m->store.params()) CHECK(p.value.dtype() == DType::f32);
   EngineOptions keep{1, 64};
@@ -230,6 +233,14 @@ TEST_CASE("engine: BF16-exact weights are held as BF16 and the logits still matc
   const Tensor got = incremental_logits(eng, 0, toks, plan);
   const double d = rel_diff(got.f32(), ref.f32(), ref.numel());
   MESSAGE(fmt::format("bf16 weights ({} converted): rel diff {:.3g}", expect, d));
+  // gate_proj and up_proj were copied as one stacked pair: the MLPs still run one GEMM each
+  int64_t packed = 0, apart = 0;
+  for (const auto& e : prof.entries()) {
+    if (std::string(e.op) == "swiglu_packed_forward") packed += e.calls;
+    if (std::string(e.op) == "swiglu_forward") apart += e.calls;
+  }
+  CHECK(packed > 0);
+  CHECK(apart == 0);
   CHECK(d < kTol);
   const Tensor got32 = incremental_logits(e32, 0, toks, plan);
   CHECK(rel_diff(got.f32(), got32.f32(), got.numel()) < kTol);

@@ -157,5 +157,22 @@ TEST_CASE("stacked gate/up: two GEMMs where the matrices are not stacked") {
     r.pass(ctx_for(ops::Precision::fp8, 1), 1, u, dy, n_seq, T, false, true);
     CHECK(r.saved.grouped);
     CHECK_FALSE(r.saved.g_h.defined());
+    CHECK_FALSE(r.saved.shared.h.defined());   // the shared expert's Linears: two as well
+    CHECK(r.saved.shared.h1.defined());
+  }
+  SUBCASE("fp8 with per-tensor scales") {   // one scale over both matrices would differ
+    const ModelArgs a = stacked_args();
+    const Tensor u = randn({N, a.dim}, 9), dy = randn({N, a.dim}, 10);
+    Run r(a), ref(a);
+    ops::Context c = ctx_for(ops::Precision::fp8, 1);
+    c.linear.granularity = ops::Fp8Granularity::tensor;
+    r.pass(c, 0, u, dy, n_seq, T, false, true);
+    CHECK_FALSE(r.saved.shared.h.defined());
+    CHECK_FALSE(r.saved.experts[0].mlp.h.defined());
+    CHECK(r.saved.experts[0].mlp.h1.defined());
+    r.moe.backward(c, r.saved, dy, r.du);
+    c.stacked_gate_up = 0;
+    ref.pass(c, 0, u, dy, n_seq, T);
+    CHECK(worst_diff(r, ref) == 0.0);
   }
 }

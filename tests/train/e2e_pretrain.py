@@ -126,6 +126,15 @@ def test_errors(P, tok, data, work):
         lines = [l for l in err.splitlines() if l.strip()]
         check(rc == code and len(lines) == 1 and word in lines[0],
               f"error '{name}': exit {rc} (want {code}), message {lines}")
+    # a bad DS_STACKED_GATE_UP (read at the first MLP): a usage error naming the variable
+    os.environ["DS_STACKED_GATE_UP"] = "yes"
+    try:
+        rc, _, err = run(P, *base_args(tok, data, out, 2))
+    finally:
+        del os.environ["DS_STACKED_GATE_UP"]
+    lines = [l for l in err.splitlines() if l.strip()]
+    check(rc == 2 and len(lines) == 1 and "DS_STACKED_GATE_UP" in lines[0],
+          f"error 'bad DS_STACKED_GATE_UP': exit {rc} (want 2), message {lines}")
     check(not any(d.startswith("step-") for d in os.listdir(out)) if os.path.isdir(out) else True,
           "errors leave no checkpoint")
     # a corrupt checkpoint on resume
