@@ -390,7 +390,7 @@ __global__ void sort_pairs_kernel(const int32_t* __restrict__ idx, int64_t NK, i
 constexpr int kCombineMaxK = 16;   // pairs a token (DeepSeek-V3: 8); registers, not local memory
 
 // One warp a token n: lane k < K reads slot[n, k] and its weight; each lane finds the rank of
-// its slot among the token's valid slots (a slot outside [0, N*K) is skipped, as the CUDA
+// its slot among the token's valid slots (a slot outside [0, R) is skipped, as the CUDA
 // kernels do with bad indices; slots are distinct, and should two be equal the rows after the
 // first missing rank are skipped rather than read out of bounds), and every lane gathers the
 // rows and weights in rank order. Then lanes split the row's columns (4 at a time when VEC)
@@ -399,13 +399,13 @@ template <bool VEC>
 __global__ void combine_pairs_kernel(const float* __restrict__ src,
                                      const int32_t* __restrict__ slot,
                                      const float* __restrict__ w, float* __restrict__ dst,
-                                     int64_t N, int K, int64_t C) {
+                                     int64_t R, int64_t N, int K, int64_t C) {
   const int lane = int(threadIdx.x) % 32;
   const int64_t per_block = blockDim.x / 32;
   for (int64_t n = int64_t(blockIdx.x) * per_block + threadIdx.x / 32; n < N;
        n += int64_t(gridDim.x) * per_block) {
     const int32_t s = lane < K ? slot[n * K + lane] : -1;
-    const bool ok = lane < K && s >= 0 && int64_t(s) < N * K;
+    const bool ok = lane < K && s >= 0 && int64_t(s) < R;
     const float wk = ok && w ? w[n * K + lane] : 1.0f;
     const unsigned valid = __ballot_sync(0xffffffffu, ok);
     int rank = 0;
@@ -574,8 +574,8 @@ void moe_sort_pairs(const int32_t* idx, int64_t NK, int64_t K, int64_t E, int32_
   }
 }
 
-void combine_pairs(const float* src, const int32_t* slot, const float* w, float* dst, int64_t N,
-                   int64_t K, int64_t C) {
+void combine_pairs(const float* src, int64_t R, const int32_t* slot, const float* w, float* dst,
+                   int64_t N, int64_t K, int64_t C) {
   if (N <= 0 || K <= 0 || C <= 0) return;
   if (K > kCombineMaxK)
     raise_cuda("combine_pairs: more than 16 pairs a token", cudaErrorInvalidValue, __FILE__,
@@ -583,10 +583,10 @@ void combine_pairs(const float* src, const int32_t* slot, const float* w, float*
   auto bits = [](const void* p) { return reinterpret_cast<uintptr_t>(p); };
   const bool vec = C % 4 == 0 && bits(src) % 16 == 0 && bits(dst) % 16 == 0;
   if (vec)
-    combine_pairs_kernel<true><<<warp_grid(N, 8), 256, 0, stream()>>>(src, slot, w, dst, N,
+    combine_pairs_kernel<true><<<warp_grid(N, 8), 256, 0, stream()>>>(src, slot, w, dst, R, N,
                                                                       int(K), C);
   else
-    combine_pairs_kernel<false><<<warp_grid(N, 8), 256, 0, stream()>>>(src, slot, w, dst, N,
+    combine_pairs_kernel<false><<<warp_grid(N, 8), 256, 0, stream()>>>(src, slot, w, dst, R, N,
                                                                        int(K), C);
   DS_CUDA_LAUNCHED();
 }

@@ -45,9 +45,9 @@ void moe_count(const int32_t* idx, int64_t n, int64_t E, int32_t* counts);
 void moe_sort_pairs(const int32_t* idx, int64_t NK, int64_t K, int64_t E, int32_t* counts,
                     int32_t* pair_src, int32_t* pair_tok, int32_t* pair_slot,
                     int32_t* host_counts = nullptr);
-// ops::combine_pairs: dst (N, C) += per token its K rows of src in ascending slot order
-// (w (N, K) or null), one warp a token, no atomics. K <= 16.
-void combine_pairs(const float* src, const int32_t* slot, const float* w, float* dst, int64_t N,
-                   int64_t K, int64_t C);
+// ops::combine_pairs: dst (N, C) += per token its K rows of src (R rows) in ascending slot
+// order (w (N, K) or null), one warp a token, no atomics. K <= 16.
+void combine_pairs(const float* src, int64_t R, const int32_t* slot, const float* w, float* dst,
+                   int64_t N, int64_t K, int64_t C);
 
 }  // namespace ds::cuda

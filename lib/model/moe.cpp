@@ -49,7 +49,7 @@ void MoE::group_pairs(const ops::Context& ctx, MoESaved& s) const {
   ops::gather_rows(ctx, s.gate.weights.view({NK, 1}), s.pair_src, s.pair_w);
   s.pair_w = s.pair_w.view({NK});
   if (s.grouped && ctx.linear.mode == ops::Precision::fp8)
-    pad_pairs(ctx, detail::download_i32(s.pair_tok), s);   // host-built padded layout
+    pad_pairs(ctx, detail::download_i32(s.pair_src), s);   // host-built padded layout
   else s.p_offsets.clear();
 }
 

@@ -13,9 +13,9 @@
 // summation order: on the CPU the same fake-quantised FP32 emulation, on the GPU E4M3 codes
 // (and on the CPU too with MoEOptions::fp8_codes, which runs the GPU's sequence of ops).
 // Zero rows stay zero through every projection (Q(0) = 0, silu(0) * 0 = 0, with finite
-// weights) and drop out when rows are scattered back (their gate weight is 0, their outputs
-// are 0, and the pair gradients are gathered from the real rows only). At most 127 extra rows
-// per expert.
+// weights) and drop out when rows are added back into the tokens (combine_pairs reads each
+// pair's padded row only; the scatter fallback adds them with gate weight 0, outputs 0; the
+// pair gradients are gathered from the real rows only). At most 127 extra rows per expert.
 // With I a multiple of 128, gate_proj and up_proj are one GEMM over each expert's stacked
 // (2I, C) matrix (ParamStore::stack): its 128x128 blocks, and the 1x128 groups of the packed
 // [dgate | dup] rows, are those of the two matrices apart, so only the input gradient's sum
@@ -148,10 +148,22 @@ void wgrad(const ops::Context& ctx, bool codes, const std::vector<MLP>& experts,
   ops::fp8_gemm_nt_kgrouped(ctx, a.q, a.s, b.q, b.s, off, dw);
 }
 
+// dst (N, C) += the padded expert rows (NKp, C), weighted by the gate weights when `weighted`:
+// per token without atomics (combine_pairs over each pair's padded row; the pads are not read),
+// or, beyond the CUDA kernel's 16 pairs a token, the scatter of every padded row (pads add 0).
+// Both add a token's rows in ascending row order, as the per-expert loop does.
+void add_back(const ops::Context& ctx, const MoESaved& s, const Tensor& rows, bool weighted,
+              Tensor& dst) {
+  if (ctx.device == Device::cpu || s.p_pair.size(1) <= 16)
+    ops::combine_pairs(ctx, rows, s.p_pair, weighted ? s.gate.weights : Tensor(), dst);
+  else
+    ops::scatter_add_rows(ctx, rows, s.p_tok, weighted ? s.p_w : Tensor(), dst);
+}
+
 }  // namespace
 
-// tok: the token row of each expert-sorted pair (group_pairs' host copy).
-void MoE::pad_pairs(const ops::Context& ctx, const std::vector<int32_t>& tok, MoESaved& s) const {
+// src: the flat pair n*K + k of each expert-sorted pair (group_pairs' host copy of pair_src).
+void MoE::pad_pairs(const ops::Context& ctx, const std::vector<int32_t>& src, MoESaved& s) const {
   const int64_t NE = int64_t(s.offsets.size()) - 1, NK = s.offsets.back();
   s.p_offsets.assign(size_t(NE + 1), 0);
   for (int64_t e = 0; e < NE; ++e) {
@@ -164,16 +176,18 @@ void MoE::pad_pairs(const ops::Context& ctx, const std::vector<int32_t>& tok, Mo
   // scatters' atomic additions of zeros do not all land on one row.
   std::vector<int32_t> ptok(static_cast<size_t>(NKp)), pslot(static_cast<size_t>(NKp), 0);
   for (int64_t r = 0; r < NKp; ++r) ptok[size_t(r)] = int32_t(r % N);
-  std::vector<int32_t> prow(static_cast<size_t>(NK), 0);
+  std::vector<int32_t> prow(static_cast<size_t>(NK), 0), ppair(static_cast<size_t>(NK), 0);
   for (int64_t e = 0; e < NE; ++e)
     for (int64_t i = s.offsets[size_t(e)]; i < s.offsets[size_t(e + 1)]; ++i) {
       const int64_t r = s.p_offsets[size_t(e)] + (i - s.offsets[size_t(e)]);
-      ptok[size_t(r)] = tok[size_t(i)];
+      ptok[size_t(r)] = int32_t(src[size_t(i)] / K);
       pslot[size_t(r)] = int32_t(i);
       prow[size_t(i)] = int32_t(r);
+      ppair[size_t(src[size_t(i)])] = int32_t(r);
     }
   s.p_tok = detail::upload_i32(ctx, ptok, {NKp});
   s.p_row = detail::upload_i32(ctx, prow, {NK});
+  s.p_pair = detail::upload_i32(ctx, ppair, {NK / K, K});
   Tensor p_w = detail::empty_f32(ctx, {NKp, 1});
   if (NK > 0) {
     ops::gather_rows(ctx, s.pair_w.view({NK, 1}), detail::upload_i32(ctx, pslot, {NKp}), p_w);
@@ -204,7 +218,7 @@ void MoE::routed_forward_fp8(const ops::Context& ctx, const Tensor& u, bool trai
   }
   s.g_y = detail::empty_f32(ctx, {NKp, C});
   expert_gemm(ctx, s.fp8_codes, true, experts, 2, s.p_offsets, s.g_act, s.g_y);
-  ops::scatter_add_rows(ctx, s.g_y, s.p_tok, s.p_w, y);    // y += w * expert(u); pads add 0
+  add_back(ctx, s, s.g_y, true, y);                         // y += w * expert(u)
   if (!train) s.g_x = s.g_h = s.g_h1 = s.g_h3 = s.g_act = s.g_y = Tensor();
 }
 
@@ -240,7 +254,7 @@ void MoE::routed_backward_fp8(const ops::Context& ctx, MoESaved& s, const Tensor
     wgrad(ctx, s.fp8_codes, experts, 1, s.p_offsets, s.g_x, dh1);
     wgrad(ctx, s.fp8_codes, experts, 3, s.p_offsets, s.g_x, dh3);
   }
-  ops::scatter_add_rows(ctx, dug, s.p_tok, Tensor(), du);      // pad rows are zero
+  add_back(ctx, s, dug, false, du);
   s.g_x = s.g_h = s.g_h1 = s.g_h3 = s.g_act = s.g_y = Tensor();
 }
 

@@ -73,36 +73,36 @@ void combine_pairs(const Context& ctx, const Tensor& src, const Tensor& slot, co
   const Scope scope_(ctx, op, 0, {&src, &slot, &w, &dst, &dst});
   DS_CHECK_SHAPE(src, {-1, -1});
   DS_CHECK_SHAPE(slot, {-1, -1});
-  const int64_t N = slot.size(0), K = slot.size(1), C = src.size(1);
-  DS_CHECK_SHAPE(src, {N * K, C});
+  const int64_t N = slot.size(0), K = slot.size(1), C = src.size(1), R = src.size(0);
   DS_CHECK_SHAPE(dst, {N, C});
   if (w.defined()) DS_CHECK_SHAPE(w, {N, K});
   check_i32(slot, op, "slot");
   for (const Tensor* t : {&src, &w, static_cast<const Tensor*>(&dst)})
     DS_CHECK(!t->defined() || t->dtype() == DType::f32, "{}: src, w and dst must be F32, got {}",
              op, dtype_name(t->dtype()));
-  check_indices(slot, 0, N * K, "combine_pairs slot");
+  check_indices(slot, 0, R, "combine_pairs slot");
   DS_CUDA_ROUTE_FUSED(combine_pairs, (ctx, src, slot, w, dst));
   if (ctx.device != Device::cpu) {   // DS_CUDA_FUSED=0: the scatter that ran on the H200
     Tensor hs = Tensor::empty(slot.shape(), DType::i32), hw;
     hs.copy_from(slot);
-    check_indices(hs, 0, N * K, "combine_pairs slot");
+    check_indices(hs, 0, R, "combine_pairs slot");
     if (w.defined()) {
       hw = Tensor::empty(w.shape(), DType::f32);
       hw.copy_from(w);
     }
-    Tensor tok = Tensor::empty({N * K}, DType::i32), pw = Tensor::empty({N * K});
+    // rows that no slot names (pads) go to token 0 with weight 0
+    Tensor tok = Tensor::zeros({R}, DType::i32), pw = Tensor::zeros({R});
     for (int64_t p = 0; p < N * K; ++p) {   // row slot[p] goes to token p / K with w[p]
       tok.i32()[hs.i32()[p]] = int32_t(p / K);
       pw.f32()[hs.i32()[p]] = w.defined() ? hw.f32()[p] : 1.0f;
     }
-    Tensor dtok = Tensor::empty({N * K}, DType::i32, ctx.device);
-    Tensor dpw = Tensor::empty({N * K}, DType::f32, ctx.device);
+    Tensor dtok = Tensor::empty({R}, DType::i32, ctx.device);
+    Tensor dpw = Tensor::empty({R}, DType::f32, ctx.device);
     dtok.copy_from(tok);
     dpw.copy_from(pw);
     Context one = ctx;   // timed as this op
     one.prof = nullptr;
-    scatter_add_rows(one, src, dtok, w.defined() ? dpw : Tensor(), dst);
+    scatter_add_rows(one, src, dtok, w.defined() || R > N * K ? dpw : Tensor(), dst);
     return;
   }
   const float* wp = w.defined() ? w.f32() : nullptr;

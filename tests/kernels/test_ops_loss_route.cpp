@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -460,6 +461,19 @@ TEST_CASE("gpu combine_pairs equals the CPU bit for bit") {
       ops::combine_pairs(gpu(), arena.upload(rows), arena.upload(slot).view({c.N, c.K}),
                          weighted ? arena.upload(w) : Tensor(), got);
       expect_close(got, want, 0.0, "combine_pairs", 0.0);
+      // more rows than pairs (the FP8 experts' padded layout): NaN pad rows after every
+      // fifth row, never read
+      const int64_t R = NK + NK / 5;
+      Tensor padded = Tensor::empty({R, c.C}), pslot = Tensor::empty({c.N, c.K}, DType::i32);
+      for (int64_t i = 0; i < padded.numel(); ++i) padded.f32()[i] = NAN;
+      for (int64_t i = 0; i < NK; ++i)
+        std::memcpy(padded.f32() + (i + i / 5) * c.C, rows.f32() + i * c.C,
+                    size_t(c.C) * sizeof(float));
+      for (int64_t p = 0; p < NK; ++p) pslot.i32()[p] = slot.i32()[p] + slot.i32()[p] / 5;
+      Tensor got_p = arena.upload(base);
+      ops::combine_pairs(gpu(), arena.upload(padded), arena.upload(pslot),
+                         weighted ? arena.upload(w) : Tensor(), got_p);
+      expect_close(got_p, want, 0.0, "combine_pairs, padded rows", 0.0);
       CHECK(arena.check());
     }
 }

@@ -3,6 +3,8 @@
 // distinct experts per token, weights sum to route_scale; routing backward and balance loss
 // vs finite differences; balance loss == alpha under perfect balance; expert counts.
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <numeric>
 
 #include "cpu/ref.hpp"
@@ -267,7 +269,25 @@ TEST_CASE("combine_pairs: scatter_add_rows' sums per token, bit for bit") {
       CHECK(max_abs_diff(got, want) == 0);
       CHECK(max_abs_diff(got, base) > 0);
     }
+  // more rows than pairs (the FP8 experts' padded layout): a NaN pad row after every fifth
+  // row, the slots moved to the rows' new places; the pads are never read
+  const int64_t R = N * K + (N * K) / 5;
+  Tensor padded = Tensor::empty({R, C}), pslot = Tensor::empty({N, K}, DType::i32);
+  auto moved = [](int64_t i) { return i + i / 5; };
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < C; ++c) padded.f32()[r * C + c] = NAN;
+  for (int64_t i = 0; i < N * K; ++i)
+    std::memcpy(padded.f32() + moved(i) * C, rows.f32() + i * C, size_t(C) * sizeof(float));
+  for (int64_t p = 0; p < N * K; ++p) pslot.i32()[p] = int32_t(moved(slot.i32()[p]));
+  for (const Context& c : {opt_ctx(), ref_ctx()}) {
+    Tensor want = base.clone(), got = base.clone();
+    combine_pairs(c, rows, slot.view({N, K}), gw, want);
+    combine_pairs(c, padded, pslot, gw, got);
+    CHECK(max_abs_diff(got, want) == 0);
+  }
   Tensor dst = base.clone(), bad = slot.clone().view({N, K});
   bad.i32()[3] = int32_t(N * K);
   CHECK_THROWS_AS(combine_pairs(opt_ctx(), rows, bad, Tensor(), dst), InternalError);
+  bad.i32()[3] = int32_t(R);   // one past the padded rows
+  CHECK_THROWS_AS(combine_pairs(opt_ctx(), padded, bad, Tensor(), dst), InternalError);
 }

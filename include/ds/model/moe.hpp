@@ -63,6 +63,7 @@ struct MoESaved {
   Tensor p_tok;                    // (NKp) i32 token row of each padded row (pads: 0)
   Tensor p_w;                      // (NKp) gate weight of each padded row (pads: 0)
   Tensor p_row;                    // (N*K) i32 padded row of each expert-sorted pair
+  Tensor p_pair;                   // (N, K) i32 padded row of each (token, k) pair (combine_pairs)
   bool fp8_codes = false;          // its GEMMs run on E4M3 codes (always on the GPU)
   // Bytes of expert rows this rank sent to OTHER ranks of the ep group in this pass: forward
   // dispatch + combine, then backward adds its dispatch + combine (the per-expert count
@@ -129,7 +130,7 @@ struct MoE {
   void routed_backward_grouped(const ops::Context& ctx, MoESaved& s, const Tensor& dy,
                                Tensor& du, Tensor& dpair_w) const;
   // The same with FP8 GEMMs over the padded layout (lib/model/moe_fp8.cpp).
-  void pad_pairs(const ops::Context& ctx, const std::vector<int32_t>& tok, MoESaved& s) const;
+  void pad_pairs(const ops::Context& ctx, const std::vector<int32_t>& src, MoESaved& s) const;
   void routed_forward_fp8(const ops::Context& ctx, const Tensor& u, bool train, Tensor& y,
                           MoESaved& s) const;
   void routed_backward_fp8(const ops::Context& ctx, MoESaved& s, const Tensor& dy, Tensor& du,

@@ -356,9 +356,12 @@ void moe_sort_pairs(const Context& ctx, const Tensor& idx /*(N,K) i32*/,
 // undefined: weight 1): the expert-sorted rows added back into their tokens. The same float
 // operations in the same order as scatter_add_rows(src, pair_tok, pair_w, dst) (bit for bit
 // on the CPU), but per token, so the GPU needs no atomics and is deterministic. slot is
-// moe_sort_pairs' pair_slot viewed (N, K).
-void combine_pairs(const Context& ctx, const Tensor& src /*(N*K,C)*/, const Tensor& slot /*(N,K)*/,
-                   const Tensor& w /*(N,K) or undefined*/, Tensor& dst /*(N,C)*/);
+// moe_sort_pairs' pair_slot viewed (N, K), or any distinct rows of src: src may have more rows
+// than pairs (the FP8 experts' 128-padded layout, whose pad rows no slot names; they are
+// not read, except by the DS_CUDA_FUSED=0 fallback, which adds them with weight 0).
+void combine_pairs(const Context& ctx, const Tensor& src /*(R,C), R >= 1*/,
+                   const Tensor& slot /*(N,K)*/, const Tensor& w /*(N,K) or undefined*/,
+                   Tensor& dst /*(N,C)*/);
 
 // ---- token permutation for experts -------------------------------------------------------------
 // dst (M, C) = src[rows[m]]
