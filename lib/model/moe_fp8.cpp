@@ -151,7 +151,8 @@ void wgrad(const ops::Context& ctx, bool codes, const std::vector<MLP>& experts,
 // dst (N, C) += the padded expert rows (NKp, C), weighted by the gate weights when `weighted`:
 // per token without atomics (combine_pairs over each pair's padded row; the pads are not read),
 // or, beyond the CUDA kernel's 16 pairs a token, the scatter of every padded row (pads add 0).
-// Both add a token's rows in ascending row order, as the per-expert loop does.
+// combine_pairs adds a token's rows in ascending row order, as the per-expert loop does (and
+// the scatter on the CPU; on the GPU its atomics add in any order).
 void add_back(const ops::Context& ctx, const MoESaved& s, const Tensor& rows, bool weighted,
               Tensor& dst) {
   if (ctx.device == Device::cpu || s.p_pair.size(1) <= 16)

@@ -74,6 +74,7 @@ void combine_pairs(const Context& ctx, const Tensor& src, const Tensor& slot, co
   DS_CHECK_SHAPE(src, {-1, -1});
   DS_CHECK_SHAPE(slot, {-1, -1});
   const int64_t N = slot.size(0), K = slot.size(1), C = src.size(1), R = src.size(0);
+  DS_CHECK(R >= N * K, "combine_pairs: src has {} rows for {} pairs", R, N * K);
   DS_CHECK_SHAPE(dst, {N, C});
   if (w.defined()) DS_CHECK_SHAPE(w, {N, K});
   check_i32(slot, op, "slot");
@@ -90,8 +91,10 @@ void combine_pairs(const Context& ctx, const Tensor& src, const Tensor& slot, co
       hw = Tensor::empty(w.shape(), DType::f32);
       hw.copy_from(w);
     }
-    // rows that no slot names (pads) go to token 0 with weight 0
-    Tensor tok = Tensor::zeros({R}, DType::i32), pw = Tensor::zeros({R});
+    // rows that no slot names (pads, finite) go to token r mod N with weight 0: spread out,
+    // so that their atomic additions of zeros do not all land on one row
+    Tensor tok = Tensor::empty({R}, DType::i32), pw = Tensor::zeros({R});
+    for (int64_t r = 0; r < R; ++r) tok.i32()[r] = int32_t(N > 0 ? r % N : 0);
     for (int64_t p = 0; p < N * K; ++p) {   // row slot[p] goes to token p / K with w[p]
       tok.i32()[hs.i32()[p]] = int32_t(p / K);
       pw.f32()[hs.i32()[p]] = w.defined() ? hw.f32()[p] : 1.0f;

@@ -60,7 +60,7 @@ struct MoESaved {
   // p_offsets[e+1] (a multiple of 128) are zero, so that every 128-row tile and every 128x1
   // scale group along the tokens lies inside one expert. g_x is then the F32 input.
   std::vector<int64_t> p_offsets;  // (E+1) padded offsets
-  Tensor p_tok;                    // (NKp) i32 token row of each padded row (pads: 0)
+  Tensor p_tok;                    // (NKp) i32 token row of each padded row (pads: r mod N)
   Tensor p_w;                      // (NKp) gate weight of each padded row (pads: 0)
   Tensor p_row;                    // (N*K) i32 padded row of each expert-sorted pair
   Tensor p_pair;                   // (N, K) i32 padded row of each (token, k) pair (combine_pairs)

@@ -358,8 +358,9 @@ void moe_sort_pairs(const Context& ctx, const Tensor& idx /*(N,K) i32*/,
 // on the CPU), but per token, so the GPU needs no atomics and is deterministic. slot is
 // moe_sort_pairs' pair_slot viewed (N, K), or any distinct rows of src: src may have more rows
 // than pairs (the FP8 experts' 128-padded layout, whose pad rows no slot names; they are
-// not read, except by the DS_CUDA_FUSED=0 fallback, which adds them with weight 0).
-void combine_pairs(const Context& ctx, const Tensor& src /*(R,C), R >= 1*/,
+// not read, except by the DS_CUDA_FUSED=0 fallback, which adds them with weight 0, so they
+// must be finite there).
+void combine_pairs(const Context& ctx, const Tensor& src /*(R,C), R >= N*K*/,
                    const Tensor& slot /*(N,K)*/, const Tensor& w /*(N,K) or undefined*/,
                    Tensor& dst /*(N,C)*/);
 

@@ -113,7 +113,7 @@ void moe_sort_pairs(const int32_t* idx /*(NK)*/, int64_t NK, int64_t K, int64_t 
                     int32_t* counts /*(E)*/, int32_t* pair_src /*(NK)*/, int32_t* pair_tok /*(NK)*/,
                     int32_t* pair_slot /*(NK)*/);
 // ops::combine_pairs (F32): dst (N, C) += per token, its K rows in ascending slot order.
-void combine_pairs(const float* src /*(N*K,C)*/, const int32_t* slot /*(N,K)*/,
+void combine_pairs(const float* src /*(R,C), R >= N*K*/, const int32_t* slot /*(N,K)*/,
                    const float* w /*(N,K)|null*/, float* dst /*(N,C)*/, int64_t N, int64_t K,
                    int64_t C);
 
