@@ -132,11 +132,20 @@ __device__ __forceinline__ float4 vscale(float w, float4 v) {
   return make_float4(w * v.x, w * v.y, w * v.z, w * v.w);
 }
 
-// dst (M, Cv) = src (n_src, Cv)[rows[m]] (zeros for a bad index).
-template <class VT>
+// 0 + w * v, rounded as written (no FMA): the weighted scatter into zeros, value for value.
+__device__ __forceinline__ float vscale0(float w, float v) {
+  return __fadd_rn(0.0f, __fmul_rn(w, v));
+}
+__device__ __forceinline__ float4 vscale0(float w, float4 v) {
+  return make_float4(vscale0(w, v.x), vscale0(w, v.y), vscale0(w, v.z), vscale0(w, v.w));
+}
+
+// dst (M, Cv) = src (n_src, Cv)[rows[m]] (zeros for a bad index); SCALED: 0 + w[m] * that.
+template <class VT, bool SCALED = false>
 __global__ void gather_rows_kernel(const VT* __restrict__ src, int64_t n_src,
                                    const int32_t* __restrict__ rows, VT* __restrict__ dst,
-                                   int64_t M, int64_t Cv, int lg) {
+                                   int64_t M, int64_t Cv, int lg,
+                                   const float* __restrict__ w = nullptr) {
   DS_ROW_LOOP(M) {
     const int32_t r = rows[m];
     VT* d = dst + m * Cv;
@@ -145,7 +154,12 @@ __global__ void gather_rows_kernel(const VT* __restrict__ src, int64_t n_src,
       continue;
     }
     const VT* s = src + int64_t(r) * Cv;
-    for (int64_t c = lane; c < Cv; c += tpr) d[c] = s[c];
+    if constexpr (SCALED) {
+      const float wm = w[m];
+      for (int64_t c = lane; c < Cv; c += tpr) d[c] = vscale0(wm, s[c]);
+    } else {
+      for (int64_t c = lane; c < Cv; c += tpr) d[c] = s[c];
+    }
   }
 }
 
@@ -336,6 +350,22 @@ double sum_f32(const float* x, int64_t n) { return reduce<Red::sum>(x, n); }
 double sum_squares_f32(const float* x, int64_t n) { return reduce<Red::sumsq>(x, n); }
 int64_t count_nonfinite_f32(const float* x, int64_t n) {
   return int64_t(reduce<Red::nonfinite>(x, n));
+}
+
+void gather_rows_scaled_f32(const float* src, int64_t n_src, const int32_t* rows, const float* w,
+                            float* dst, int64_t M, int64_t C) {
+  if (M <= 0 || C <= 0) return;
+  if (C % 4 == 0 && aligned16(src) && aligned16(dst)) {
+    const RowLaunch L = row_launch(M, C / 4);
+    gather_rows_kernel<float4, true><<<L.blocks, kThreads, 0, stream()>>>(
+        reinterpret_cast<const float4*>(src), n_src, rows, reinterpret_cast<float4*>(dst), M,
+        C / 4, L.lg, w);
+  } else {
+    const RowLaunch L = row_launch(M, C);
+    gather_rows_kernel<float, true><<<L.blocks, kThreads, 0, stream()>>>(src, n_src, rows, dst,
+                                                                         M, C, L.lg, w);
+  }
+  DS_CUDA_LAUNCHED();
 }
 
 void gather_rows_f32(const float* src, int64_t n_src, const int32_t* rows, float* dst, int64_t M,

@@ -38,6 +38,10 @@ void swiglu_packed_backward(const float* h, const float* dout, void* dh, bool co
 // dst (M, C) = src (n_src, C)[rows[m]]; a row with rows[m] outside [0, n_src) is zero-filled.
 void gather_rows_f32(const float* src, int64_t n_src, const int32_t* rows, float* dst, int64_t M,
                      int64_t C);
+// dst (M, C) = 0 + w[m] * src[rows[m]] (zero rows for a bad index): a gather and a weighted
+// scatter into zeros, value for value.
+void gather_rows_scaled_f32(const float* src, int64_t n_src, const int32_t* rows, const float* w,
+                            float* dst, int64_t M, int64_t C);
 // dst (n_dst, C)[rows[m]] += w[m] * src (M, C)[m] (w null: weight 1). Rows may repeat (atomics,
 // so the order of the additions is not fixed); bad rows are skipped.
 void scatter_add_rows_f32(const float* src, const int32_t* rows, const float* w, float* dst,

@@ -128,11 +128,10 @@ void MoE::routed_backward(const ops::Context& ctx, MoESaved& s, const Tensor& dy
     const int64_t b = s.offsets[size_t(e)], M = s.offsets[size_t(e + 1)] - b;
     if (M == 0) continue;
     ExpertSaved& x = s.experts[size_t(e)];
-    Tensor dye = empty_f32(ctx, {M, C}), dyw = empty_f32(ctx, {M, C});
-    ops::gather_rows(ctx, dy, x.tok, dye);
+    Tensor dyw = empty_f32(ctx, {M, C});
     Tensor dw = dpair_w.slice0(b, b + M);
     ops::gather_rows_dot(ctx, dy, x.tok, x.y, dw);        // dL/dw_pair = <dy[tok], y_e>
-    detail::scale_rows(ctx, dye, x.w, dyw);
+    ops::gather_rows_scaled(ctx, dy, x.tok, x.w, dyw);    // what the expert sees, w * dy[tok]
     Tensor due;
     experts[size_t(e)].backward(ctx, x.mlp, dyw, due);
     ops::scatter_add_rows(ctx, due, x.tok, Tensor(), du);

@@ -136,10 +136,8 @@ void MoE::routed_backward_ep(const ops::Context& ctx, MoESaved& s, const Tensor&
 
   Tensor dys = empty_f32(ctx, {NK, C});                 // (N*K, C) w * dy[tok], pair order
   if (NK > 0) {
-    Tensor dyg = empty_f32(ctx, {NK, C});
-    ops::gather_rows(ctx, dy, s.pair_tok, dyg);
     ops::gather_rows_dot(ctx, dy, s.pair_tok, d.y_pairs, dpair_w);   // <dy[tok], y>
-    detail::scale_rows(ctx, dyg, s.pair_w, dys);
+    ops::gather_rows_scaled(ctx, dy, s.pair_tok, s.pair_w, dys);
   }
   d.y_pairs = Tensor();
   Tensor dyr = empty_f32(ctx, {Mr, C});                 // (Mr, C) received order

@@ -228,14 +228,14 @@ void MoE::routed_backward_fp8(const ops::Context& ctx, MoESaved& s, const Tensor
   const int64_t NK = s.offsets.back(), NKp = s.p_offsets.back();
   if (NKp == 0) return;
   const int64_t I = s.g_act.size(1);
-  Tensor dye = detail::empty_f32(ctx, {NKp, C}), dyw = detail::empty_f32(ctx, {NKp, C});
-  ops::gather_rows(ctx, dy, s.p_tok, dye);
-  zero_pads(ctx, s, dye);
+  // what each expert sees, w * dy[tok], gathered and weighted in one pass (pads: weight 0,
+  // so +0 rows, as the gather, zeroing and weighted scatter this replaces gave)
+  Tensor dyw = detail::empty_f32(ctx, {NKp, C});
+  ops::gather_rows_scaled(ctx, dy, s.p_tok, s.p_w, dyw);
   Tensor dpw = detail::empty_f32(ctx, {NKp});
   ops::gather_rows_dot(ctx, dy, s.p_tok, s.g_y, dpw);        // dL/dw = <dy[tok], y_e> per row
   Tensor dpair = dpair_w.view({NK, 1});
   ops::gather_rows(ctx, dpw.view({NKp, 1}), s.p_row, dpair);   // the real rows, pair order
-  detail::scale_rows(ctx, dye, s.p_w, dyw);                    // what each expert sees
   Tensor dact = detail::empty_f32(ctx, {NKp, I});              // down_proj
   expert_gemm(ctx, s.fp8_codes, false, experts, 2, s.p_offsets, dyw, dact);
   wgrad(ctx, s.fp8_codes, experts, 2, s.p_offsets, s.g_act, dyw);

@@ -50,11 +50,9 @@ Tensor gathered_operand(const ops::Context& ctx, const Tensor& x, const Tensor& 
     return out;
   }
   Tensor g = detail::empty_f32(ctx, shape);
-  ops::gather_rows(ctx, x, rows, g);
-  if (!w.defined()) return g;
-  Tensor gw = detail::empty_f32(ctx, shape);
-  detail::scale_rows(ctx, g, w, gw);
-  return gw;
+  if (w.defined()) ops::gather_rows_scaled(ctx, x, rows, w, g);   // gather and weight, one pass
+  else ops::gather_rows(ctx, x, rows, g);
+  return g;
 }
 
 const Tensor& value(const MLP& m, int which) {

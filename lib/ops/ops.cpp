@@ -557,6 +557,33 @@ void gather_rows(const Context& ctx, const Tensor& src, const Tensor& rows, Tens
   else opt::gather_rows(src.f32(), rows.i32(), dst.f32(), M, C, nthreads(ctx));
 }
 
+void gather_rows_scaled(const Context& ctx, const Tensor& src, const Tensor& rows, const Tensor& w,
+                        Tensor& dst) {
+  check_devices(ctx, "gather_rows_scaled", {&src, &rows, &w, &dst});
+  const Scope scope_(ctx, "gather_rows_scaled", 0, {&rows, &w, &dst, &dst});
+  DS_CHECK_SHAPE(src, {-1, -1});
+  DS_CHECK_SHAPE(rows, {-1});
+  DS_CHECK_SHAPE(w, {rows.size(0)});
+  DS_CHECK_SHAPE(dst, {rows.size(0), src.size(1)});
+  check_indices(rows, 0, src.size(0), "gather_rows_scaled rows");
+  DS_CUDA_ROUTE_FUSED(gather_rows_scaled, (ctx, src, rows, w, dst));
+  if (ctx.device != Device::cpu) {   // DS_CUDA_FUSED=0: the gather and the weighted scatter
+    Context one = ctx;               // into zeros that ran on the H200, timed as this op
+    one.prof = nullptr;
+    const int64_t M = rows.size(0);
+    Tensor g = Tensor::empty(dst.shape(), DType::f32, ctx.device);
+    gather_rows(one, src, rows, g);
+    Tensor iota = Tensor::empty({M}, DType::i32), di = Tensor::empty({M}, DType::i32, ctx.device);
+    for (int64_t m = 0; m < M; ++m) iota.i32()[m] = int32_t(m);
+    di.copy_from(iota);
+    dst.zero_();
+    scatter_add_rows(one, g, di, w, dst);
+    return;
+  }
+  opt::gather_rows_scaled(src.f32(), rows.i32(), w.f32(), dst.f32(), rows.size(0), src.size(1),
+                          use_ref(ctx) ? 1 : nthreads(ctx));
+}
+
 void gather_rows_bf16(const Context& ctx, const Tensor& src, const Tensor& rows, const Tensor& w,
                       Tensor& dst) {
   check_devices(ctx, "gather_rows_bf16", {&src, &rows, &w, &dst});
@@ -574,19 +601,9 @@ void gather_rows_bf16(const Context& ctx, const Tensor& src, const Tensor& rows,
   if (ctx.device != Device::cpu) {   // DS_CUDA_FUSED=0: the three ops it fuses
     Context one = ctx;                 // timed as this op
     one.prof = nullptr;
-    const int64_t M = rows.size(0);
     Tensor g = Tensor::empty(dst.shape(), DType::f32, ctx.device);
-    gather_rows(one, src, rows, g);
-    if (w.defined()) {
-      std::vector<int32_t> iota(static_cast<size_t>(M));
-      for (int64_t m = 0; m < M; ++m) iota[size_t(m)] = int32_t(m);
-      Tensor idx = Tensor::empty({M}, DType::i32, ctx.device);
-      idx.copy_from(Tensor::borrow(iota.data(), {M}, DType::i32));
-      Tensor gw = Tensor::empty(dst.shape(), DType::f32, ctx.device);
-      gw.zero_();
-      scatter_add_rows(one, g, idx, w, gw);
-      g = gw;
-    }
+    if (w.defined()) gather_rows_scaled(one, src, rows, w, g);   // a gather and a scatter here
+    else gather_rows(one, src, rows, g);
     bf16_round(one, g, dst);
     return;
   }

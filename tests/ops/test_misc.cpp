@@ -277,6 +277,39 @@ TEST_CASE("gather_rows_bf16 == gather, weighted scatter into zeros and bf16_roun
   }
 }
 
+// The weighted F32 gather: what gather_rows and a weighted scatter into zeros give, value for
+// value (NaN, inf, -0 made +0 by 0 + x, a zero weight), both implementations; shapes checked.
+TEST_CASE("gather_rows_scaled == gather and weighted scatter into zeros, bit for bit") {
+  for (int64_t C : {1, 5, 130}) {
+    CAPTURE(C);
+    const int64_t N = 9, M = 23;
+    std::vector<int32_t> rv(static_cast<size_t>(M)), iota(static_cast<size_t>(M));
+    for (int64_t m = 0; m < M; ++m) {
+      rv[size_t(m)] = int32_t((m * 5 + m / 3) % N);
+      iota[size_t(m)] = int32_t(m);
+    }
+    Tensor rows = i32_from(rv, {M}), src = rand_f32({N, C}, -3, 3), w = rand_f32({M}, -2, 2);
+    src.f32()[0] = NAN;
+    src.f32()[src.numel() - 1] = INFINITY;
+    src.f32()[src.numel() / 2] = -0.0f;
+    w.f32()[3] = 0.0f;
+    w.f32()[4] = -1.0f;
+    Tensor g = Tensor::empty({M, C}), want = Tensor::zeros({M, C});
+    gather_rows(ref_ctx(), src, rows, g);
+    scatter_add_rows(ref_ctx(), g, i32_from(iota, {M}), w, want);
+    for (const Context& c : {ref_ctx(), opt_ctx(2)}) {
+      Guarded got({M, C});
+      gather_rows_scaled(c, src, rows, w, got.t);
+      CHECK(std::memcmp(got.t.raw(), want.raw(), size_t(want.nbytes())) == 0);
+      CHECK(got.intact());
+    }
+  }
+  Tensor src = rand_f32({4, 3}), w = rand_f32({2}), dst = Tensor::empty({2, 3});
+  CHECK_THROWS_AS(gather_rows_scaled(opt_ctx(), src, i32_from({0, 4}, {2}), w, dst), Error);
+  Tensor w3 = rand_f32({3});
+  CHECK_THROWS_AS(gather_rows_scaled(opt_ctx(), src, i32_from({0, 1}, {2}), w3, dst), Error);
+}
+
 // The experts' backward gather (gather_rows_bf16_dot): the operand of gather_rows_bf16 and the
 // dots of gather_rows_dot over the same rows, bit for bit, both output forms, with and without
 // weights, in both implementations; shapes checked.

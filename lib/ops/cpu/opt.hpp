@@ -97,6 +97,9 @@ void moe_route_backward(const float* scores, const int32_t* idx, const float* dw
 
 // ---- opt_permute.cpp ----
 void gather_rows(const float* src, const int32_t* rows, float* dst, int64_t M, int64_t C, int nt);
+// dst[m] = 0 + w[m] * src[rows[m]] (ops::gather_rows_scaled).
+void gather_rows_scaled(const float* src, const int32_t* rows, const float* w, float* dst,
+                        int64_t M, int64_t C, int nt);
 // out = bf16(w[m] * src[rows[m]]) (w null: bf16(src[rows[m]])): codes into out_codes, or the
 // rounded values into out_f32 (the other null); w[m] * x computed as 0 + w[m] * x, as a
 // weighted scatter_add_rows into zeros does.

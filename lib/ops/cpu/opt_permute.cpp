@@ -17,6 +17,15 @@ void gather_rows(const float* src, const int32_t* rows, float* dst, int64_t M, i
     std::memcpy(dst + m * C, src + int64_t(rows[m]) * C, size_t(C) * sizeof(float));
 }
 
+void gather_rows_scaled(const float* src, const int32_t* rows, const float* w, float* dst,
+                        int64_t M, int64_t C, int nt) {
+#pragma omp parallel for num_threads(par_threads(M * C, nt)) schedule(static)
+  for (int64_t m = 0; m < M; ++m) {
+    const float* s = src + int64_t(rows[m]) * C;
+    for (int64_t c = 0; c < C; ++c) dst[m * C + c] = 0.0f + w[m] * s[c];
+  }
+}
+
 void gather_rows_bf16(const float* src, const int32_t* rows, const float* w, float* out_f32,
                       uint16_t* out_codes, int64_t M, int64_t C, int nt) {
 #pragma omp parallel for num_threads(par_threads(M * C, nt)) schedule(static)

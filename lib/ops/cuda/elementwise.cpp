@@ -180,6 +180,12 @@ void gather_rows(const Context&, const Tensor& src, const Tensor& rows, Tensor& 
                             src.size(1));
 }
 
+void gather_rows_scaled(const Context&, const Tensor& src, const Tensor& rows, const Tensor& w,
+                        Tensor& dst) {
+  ds::cuda::gather_rows_scaled_f32(src.f32(), src.size(0), rows.i32(), w.f32(), dst.f32(),
+                                   rows.size(0), src.size(1));
+}
+
 void gather_rows_bf16(const Context&, const Tensor& src, const Tensor& rows, const Tensor& w,
                       Tensor& dst) {
   const bool codes = dst.dtype() == DType::bf16;

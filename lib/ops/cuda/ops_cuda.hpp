@@ -79,6 +79,8 @@ void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, c
 void swiglu_packed_forward(const Context& ctx, const Tensor& h, Tensor& out);
 void swiglu_packed_backward(const Context& ctx, const Tensor& h, const Tensor& dout, Tensor& dh);
 void gather_rows(const Context& ctx, const Tensor& src, const Tensor& rows, Tensor& dst);
+void gather_rows_scaled(const Context& ctx, const Tensor& src, const Tensor& rows, const Tensor& w,
+                        Tensor& dst);
 void gather_rows_bf16(const Context& ctx, const Tensor& src, const Tensor& rows, const Tensor& w,
                       Tensor& dst);
 void gather_rows_bf16_dot(const Context& ctx, const Tensor& src, const Tensor& rows,
