@@ -132,7 +132,8 @@ __device__ __forceinline__ float4 vscale(float w, float4 v) {
   return make_float4(w * v.x, w * v.y, w * v.z, w * v.w);
 }
 
-// 0 + w * v, rounded as written (no FMA): the weighted scatter into zeros, value for value.
+// 0 + w * v, rounded as written (no FMA): the CPU's weighted scatter into zeros, value for
+// value (the GPU's float atomics flush subnormal sums to zero; this keeps them).
 __device__ __forceinline__ float vscale0(float w, float v) {
   return __fadd_rn(0.0f, __fmul_rn(w, v));
 }

@@ -39,7 +39,8 @@ void swiglu_packed_backward(const float* h, const float* dout, void* dh, bool co
 void gather_rows_f32(const float* src, int64_t n_src, const int32_t* rows, float* dst, int64_t M,
                      int64_t C);
 // dst (M, C) = 0 + w[m] * src[rows[m]] (zero rows for a bad index): a gather and a weighted
-// scatter into zeros, value for value.
+// scatter into zeros, value for value as the CPU computes them (the atomic scatter flushed
+// subnormal products to zero).
 void gather_rows_scaled_f32(const float* src, int64_t n_src, const int32_t* rows, const float* w,
                             float* dst, int64_t M, int64_t C);
 // dst (n_dst, C)[rows[m]] += w[m] * src (M, C)[m] (w null: weight 1). Rows may repeat (atomics,

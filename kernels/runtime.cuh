@@ -35,7 +35,8 @@ void copy_to_device_async(void* dst, const void* src, size_t bytes);
 // H200 run of 2026-11-30 that are on by default (the many-tensor ops, the one-pass transposed
 // FP8 quantiser, the pinned staging ring and staged Tensor uploads, the 4-wide BF16 rounding,
 // the device-side pair sort and per-token combine, BF16 outputs of SwiGLU, RMSNorm, the
-// cross-entropy and the log-probabilities' backward, MLA's one-pass keys) in favour of the
+// cross-entropy and the log-probabilities' backward, MLA's one-pass keys, the weighted gather,
+// the stacked gate/up GEMMs) in favour of the
 // per-tensor ops, kernels, atomic scatter and plain copies that ran there, to tell a fault
 // in those paths from one elsewhere. Any other value throws.
 bool fused_ops();

@@ -228,10 +228,11 @@ void MoE::routed_backward_fp8(const ops::Context& ctx, MoESaved& s, const Tensor
   const int64_t NK = s.offsets.back(), NKp = s.p_offsets.back();
   if (NKp == 0) return;
   const int64_t I = s.g_act.size(1);
-  // what each expert sees, w * dy[tok], gathered and weighted in one pass (pads: weight 0,
-  // so +0 rows, as the gather, zeroing and weighted scatter this replaces gave)
+  // what each expert sees, w * dy[tok], gathered and weighted in one pass; the pad rows (weight
+  // 0: +0 for a finite dy) zeroed as well, so that they stay zero when dy is not finite
   Tensor dyw = detail::empty_f32(ctx, {NKp, C});
   ops::gather_rows_scaled(ctx, dy, s.p_tok, s.p_w, dyw);
+  zero_pads(ctx, s, dyw);
   Tensor dpw = detail::empty_f32(ctx, {NKp});
   ops::gather_rows_dot(ctx, dy, s.p_tok, s.g_y, dpw);        // dL/dw = <dy[tok], y_e> per row
   Tensor dpair = dpair_w.view({NK, 1});

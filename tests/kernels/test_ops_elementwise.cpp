@@ -213,6 +213,8 @@ TEST_CASE("gpu gather_rows_scaled equals the CPU bit for bit") {
     Arena ar;
     Tensor src = rand_f32({N, C}, -3, 3), w = rand_f32({M}, -2, 2);
     src.f32()[0] = -0.0f;
+    src.f32()[1 % src.numel()] = INFINITY;
+    src.f32()[(2 * C + 3) % src.numel()] = NAN;
     w.f32()[0] = 0.0f;
     Tensor rows = Tensor::empty({M}, DType::i32);
     for (int64_t m = 0; m < M; ++m) rows.i32()[m] = int32_t((m * 7 + 3) % N);

@@ -369,7 +369,8 @@ void combine_pairs(const Context& ctx, const Tensor& src /*(R,C), R >= N*K*/,
 void gather_rows(const Context& ctx, const Tensor& src /*(N,C)*/, const Tensor& rows /*(M)*/,
                  Tensor& dst /*(M,C)*/);
 // dst (M, C) = 0 + w[m] * src[rows[m]], F32: what gather_rows and a weighted scatter_add_rows
-// into zeros give, value for value (0 + x makes -0 +0 as that scatter does), in one pass.
+// into zeros give on the CPU, value for value (0 + x makes -0 +0 as that scatter does), in one
+// pass (the GPU's atomic scatter flushed subnormal products to zero; this keeps them).
 void gather_rows_scaled(const Context& ctx, const Tensor& src /*(N,C)*/, const Tensor& rows /*(M)*/,
                         const Tensor& w /*(M)*/, Tensor& dst /*(M,C)*/);
 // dst (M, C) = bf16(w[m] * src[rows[m]]) (w undefined: bf16(src[rows[m]])), one pass for what
