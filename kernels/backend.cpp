@@ -30,7 +30,8 @@ void install_backend(int index) {
                         "machine; use --device cpu)");
   if (index < 0 || index >= n)
     DS_THROW(CudaError, "--device cuda: device {} requested but {} device(s) visible", index, n);
-  grouped_gemm_impl();   // a bad DS_GROUPED_GEMM fails here, before any input is read
+  grouped_gemm_impl();      // a bad DS_GROUPED_GEMM or DS_GROUPED_GEMM_STREAMS fails here,
+  grouped_gemm_streams();   // before any input is read
   std::call_once(g_once, [&] {
     set_device_info(index);
     DeviceHooks h;

@@ -598,7 +598,11 @@ void mla_kv_split_f32(const float* kv, const float* krot, void* k, void* v, bool
 void mla_kv_split_backward_f32(const float* dk, const float* dv, float* dkv_f32,
                                uint16_t* dkv_codes, float* dkrot, int64_t N, int64_t H,
                                int64_t Dn, int64_t Dr, int64_t Dv) {
-  if (N <= 0 || H <= 0) return;
+  if (N <= 0) return;
+  if (H <= 0) {   // a sum over no heads, as the reference
+    DS_CUDA_CHECK(cudaMemsetAsync(dkrot, 0, size_t(N * Dr) * sizeof(float), stream()));
+    return;
+  }
   const bool codes = dkv_codes != nullptr;
   void* dkv = codes ? static_cast<void*>(dkv_codes) : static_cast<void*>(dkv_f32);
   const bool vec = codes ? kv_vec({dk, dv, dkrot}, dkv_codes, Dn, Dr, Dv)

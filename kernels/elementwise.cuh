@@ -91,10 +91,12 @@ void add_rmsnorm_forward(const float* x, const float* a, float* h, const float* 
                          float* y_f32, uint16_t* y_codes, float* rstd, int64_t N, int64_t C);
 // dx (N, C) overwritten; dg (C) += sum_n dy * x * rstd (deterministic: per-block partials
 // reduced in a fixed order). res (N, C) or null: dx = res + the norm's dx (the residual
-// gradient added in the same pass; res may be dx, not x or dy).
+// gradient added in the same pass; res may be dx, not x or dy). dx_codes (N, C) or null: the
+// BF16 codes of dx too (RNE, bit for bit bf16_round of the F32 dx); dx may then be null (codes
+// only; not with res).
 void rmsnorm_backward_f32(const float* x, const float* g, const float* rstd, const float* dy,
                           float* dx, float* dg, int64_t N, int64_t C,
-                          const float* res = nullptr);
+                          const float* res = nullptr, uint16_t* dx_codes = nullptr);
 // Interleaved RoPE over x (N, H, Dr) into out (may alias x); angle float(pos[n]) * freqs[i]
 // in FP32, cos/sin in double (as ref_rope.cpp); dir -1 rotates by -angle (the backward).
 // row, off as ref::rope: rows of `row` elements, the rotated ones at [off, off + Dr).

@@ -270,10 +270,12 @@ void launch(bool vec, dim3 grid, const Fp8Operand& a, const Fp8Operand& b, float
   raise_cuda(what, cudaErrorInvalidValue, __FILE__, __LINE__);
 }
 
-void check_offsets(const int64_t* offsets, int groups) {
+// partial_end (k-grouped): offsets equal to the last may end inside a 128 block.
+void check_offsets(const int64_t* offsets, int groups, bool partial_end = false) {
   if (groups < 0 || offsets[0] != 0) bad_offsets("fp8 grouped GEMM: offsets[0] must be 0");
   for (int g = 0; g < groups; ++g)
-    if (offsets[g + 1] < offsets[g] || offsets[g + 1] % kBM != 0)
+    if (offsets[g + 1] < offsets[g] ||
+        (offsets[g + 1] % kBM != 0 && !(partial_end && offsets[g + 1] == offsets[groups])))
       bad_offsets("fp8 grouped GEMM: offsets must be non-decreasing multiples of 128");
 }
 
@@ -301,14 +303,14 @@ std::vector<Fp8Operand> fp8_tile_operands(const Fp8Operand* b, const int64_t* of
 }
 
 std::vector<Fp8KGroup> fp8_kgroups(float* const* c, const int64_t* offsets, int groups) {
-  check_offsets(offsets, groups);
+  check_offsets(offsets, groups, true);
   std::vector<int> order(size_t(groups > 0 ? groups : 0));
   std::iota(order.begin(), order.end(), 0);
   const auto len = [&](int g) { return offsets[g + 1] - offsets[g]; };
   std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return len(x) > len(y); });
   std::vector<Fp8KGroup> tab;
   for (int g : order)
-    if (len(g) > 0) tab.push_back({c[g], offsets[g] / kBK, offsets[g + 1] / kBK});
+    if (len(g) > 0) tab.push_back({c[g], offsets[g] / kBK, cdiv(offsets[g + 1], kBK)});
   if (tab.size() > 65535) bad_offsets("fp8 k-grouped GEMM: more than 65535 non-empty groups");
   return tab;
 }
@@ -339,12 +341,12 @@ void fp8_gemm_nt_kgrouped_fallback(const Fp8Operand& a, const Fp8Operand& b,
                                    int64_t M, int64_t N) {
   const std::vector<Fp8KGroup> tab = fp8_kgroups(c, offsets, groups);
   if (M == 0 || N == 0 || tab.empty()) return;
-  const int64_t Ktot = offsets[groups];   // a multiple of 128: 16-byte rows when aligned
+  const int64_t Ktot = offsets[groups];   // the last K block may be partial
   const PoolBuffer buf(tab.size() * sizeof(Fp8KGroup));
   upload_table(tab, buf);
   const dim3 grid(unsigned(cdiv(M, kBM) * cdiv(N, kBN)), unsigned(tab.size()));
-  launch<Mode::k_grouped>(aligned16(a.codes) && aligned16(b.codes), grid, a, b, nullptr, M, N,
-                          Ktot, nullptr, buf.as<Fp8KGroup>());
+  launch<Mode::k_grouped>(Ktot % 16 == 0 && aligned16(a.codes) && aligned16(b.codes), grid, a, b,
+                          nullptr, M, N, Ktot, nullptr, buf.as<Fp8KGroup>());
 }
 
 }  // namespace ds::cuda

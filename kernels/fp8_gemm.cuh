@@ -37,7 +37,8 @@ void fp8_gemm_nt_grouped_fallback(const Fp8Operand& a, const Fp8Operand* b,
                                   const int64_t* offsets, int groups, float* c, int64_t N,
                                   int64_t K);
 // k-grouped: c[g] (M, N) += a (M, Ktot)[:, offsets[g]:offsets[g+1]] times the same columns of
-// b (N, Ktot), transposed; Ktot = offsets[groups], scales (rows, Ktot/128). Each group's sum
+// b (N, Ktot), transposed; Ktot = offsets[groups], scales (rows, ceil(Ktot/128)); the other
+// offsets multiples of 128, Ktot need not be (a partial last K block). Each group's sum
 // starts from zero; an empty group's c[g] is not touched. The c[g] must not overlap (their
 // blocks run concurrently). Any M, N.
 void fp8_gemm_nt_kgrouped_fallback(const Fp8Operand& a, const Fp8Operand& b,

@@ -100,20 +100,32 @@ void per_product(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, floa
   DS_CUDA_CHECK(cudaEventRecord(g_fork, stream()));
   for (int j = 0; j < k; ++j) DS_CUDA_CHECK(cudaStreamWaitEvent(side(j).s, g_fork, 0));
   // The join runs even when a call throws, so that stream() never runs ahead of (or frees
-  // memory under) work still queued on a side stream.
+  // memory under) work still queued on a side stream; should the join itself fail, the host
+  // waits for that side stream instead (and the error is raised when no exception is already
+  // on its way).
   struct Join {
     int k;
-    ~Join() {
+    cudaError_t err = cudaSuccess;
+    void run() noexcept {
       for (int j = 0; j < k; ++j) {
-        cudaEventRecord(g_side[j].done, g_side[j].s);
-        cudaStreamWaitEvent(stream(), g_side[j].done, 0);
+        cudaError_t e = cudaEventRecord(g_side[j].done, g_side[j].s);
+        if (e == cudaSuccess) e = cudaStreamWaitEvent(stream(), g_side[j].done, 0);
+        if (e != cudaSuccess) {
+          if (err == cudaSuccess) err = e;
+          cudaStreamSynchronize(g_side[j].s);
+        }
       }
+      k = 0;
     }
+    ~Join() { run(); }
   } join{k};
   for (size_t i = 0; i < live.size(); ++i) {
     product_on(g_side[i % size_t(k)].h, d[live[i]], ta, tb, bf16, alpha, beta);
     ++g_side_products;
   }
+  join.run();
+  if (join.err != cudaSuccess) raise_cuda("grouped GEMM: joining the side streams", join.err,
+                                          __FILE__, __LINE__);
 }
 }  // namespace
 

@@ -184,13 +184,15 @@ __global__ void __launch_bounds__(256)
         const int e = ik[k];
         if (e < 0 || e >= E) continue;
         S += double(s[e]);
-        wsum += double(dw[k]) * double(s[e]);
+        wsum = __dadd_rn(wsum, __dmul_rn(double(dw[k]), double(s[e])));   // no FMA
       }
     // dL/dscore_e: the extra term plus each pick of e, in k order as the reference adds them.
     auto dscore = [&](int e) {
       double d = ex ? double(ex[e]) : 0.0;
       for (int k = 0; k < K; ++k)
-        if (ik[k] == e) d += norm ? rs * (double(dw[k]) / S - wsum / (S * S)) : rs * double(dw[k]);
+        if (ik[k] == e)   // unfused, as the reference (no FMA contraction)
+          d = __dadd_rn(d, norm ? __dmul_rn(rs, double(dw[k]) / S - wsum / (S * S))
+                                : __dmul_rn(rs, double(dw[k])));
       return d;
     };
     float* out = dlogits + n * E;
@@ -201,7 +203,7 @@ __global__ void __launch_bounds__(256)
       }
     } else {
       double dot = 0;
-      for (int e = lane; e < E; e += 32) dot += dscore(e) * double(s[e]);
+      for (int e = lane; e < E; e += 32) dot = __dadd_rn(dot, __dmul_rn(dscore(e), double(s[e])));
       dot = warp_sum_d(dot);
       for (int e = lane; e < E; e += 32) out[e] = float(double(s[e]) * (dscore(e) - dot));
     }
@@ -272,7 +274,7 @@ __global__ void balance_finish_kernel(const double* __restrict__ partial,
     for (int ch = 0; ch < nchunk; ++ch) P += partial[(sq * nchunk + ch) * E + e];
     P /= double(seq_len);
     const double f = double(counts[sq * E + e]) * double(E) / double(int64_t(K) * seq_len);
-    l += f * P;
+    l = __dadd_rn(l, __dmul_rn(f, P));   // unfused, as the reference
     cf[sq * E + e] = c * f;
   }
   l = block_sum_d(l, sh);

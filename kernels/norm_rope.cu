@@ -108,12 +108,15 @@ __global__ void rmsnorm_fwd_kernel(const float* x, const float* a, float* h,
 // is too large for shared memory). The block's sums land in partial (nb, C), reduced in block
 // order by rmsnorm_dg_reduce_kernel: no atomics, the same bits on every run.
 // RES: the residual gradient added in the same pass, dx = res + (the norm's dx), each term
-// rounded to F32 first (bit for bit the unfused add).
-template <class VT, bool RES>
+// rounded to F32 first (bit for bit the unfused add). OUT: what is written, kOutF32 (dx),
+// kOutCodes (dxc: BF16 codes, RNE of the F32 result, the next Linear's gradient operand) or both.
+constexpr int kOutF32 = 1, kOutCodes = 2;
+template <class VT, bool RES, int OUT>
 __global__ void rmsnorm_bwd_kernel(const float* x, const float* __restrict__ g,
                                    const float* __restrict__ rstd, const float* dy,
-                                   const float* res, float* dx, double* __restrict__ partial,
-                                   int64_t N, int Cv, int C, bool smem_acc) {
+                                   const float* res, float* dx, uint16_t* __restrict__ dxc,
+                                   double* __restrict__ partial, int64_t N, int Cv, int C,
+                                   bool smem_acc) {
   using V = Vec<VT>;
   extern __shared__ double sacc[];
   __shared__ double sh[32];
@@ -127,14 +130,14 @@ __global__ void rmsnorm_bwd_kernel(const float* x, const float* __restrict__ g,
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     const VT* xr = reinterpret_cast<const VT*>(x + n * C);
     const VT* dyr = reinterpret_cast<const VT*>(dy + n * C);
-    VT* dxr = reinterpret_cast<VT*>(dx + n * C);
     const double r = double(rstd[n]);
     double dot = 0;   // sum_c x * g * dy
     for (int c = threadIdx.x; c < Cv; c += blockDim.x) {
       const VT xv = xr[c], gv = g4[c], dv = dyr[c];
 #pragma unroll
       for (int j = 0; j < V::n; ++j)
-        dot += __dmul_rn(double(V::get(xv, j)), double(V::get(gv, j))) * double(V::get(dv, j));
+        dot = __dadd_rn(dot, __dmul_rn(__dmul_rn(double(V::get(xv, j)), double(V::get(gv, j))),
+                                       double(V::get(dv, j))));   // unfused, as the reference
     }
     dot = block_sum_dbl(dot, sh);   // also orders every read of the row before the writes below
     const double k = r * r * r * dot / double(C);
@@ -152,7 +155,11 @@ __global__ void rmsnorm_bwd_kernel(const float* x, const float* __restrict__ g,
 #pragma unroll
         for (int j = 0; j < V::n; ++j) V::set(o, j, V::get(rv, j) + V::get(o, j));
       }
-      dxr[c] = o;
+      if constexpr ((OUT & kOutF32) != 0) reinterpret_cast<VT*>(dx + n * C)[c] = o;
+      if constexpr ((OUT & kOutCodes) != 0) {
+        if constexpr (V::n == 4) store_bf16x4<true>(dxc + n * C, c, o);
+        else dxc[n * C + c] = f32_to_bf16(o);
+      }
     }
   }
   if (smem_acc) {
@@ -263,32 +270,34 @@ void rmsnorm_fwd_any(const float* x, const float* a, float* h, const float* g, f
   else rmsnorm_fwd_launch<float, CODES, ADD>(x, a, h, g, eps, y, rstd, N, C);
 }
 
-template <class VT, bool RES>
+template <class VT, bool RES, int OUT>
 void rmsnorm_bwd_launch(const float* x, const float* g, const float* rstd, const float* dy,
-                        const float* res, float* dx, float* dg, int64_t N, int64_t C) {
+                        const float* res, float* dx, uint16_t* dxc, float* dg, int64_t N,
+                        int64_t C) {
   const int64_t Cv = C / Vec<VT>::n;
   const int threads = row_threads(Cv);
   const size_t bytes = size_t(C) * sizeof(double);
   const bool smem = bytes + 1024 <= size_t(max_smem_optin());
   int per_sm = 4;
   if (smem) {
-    if (bytes > 48 * 1024) {
-      DS_CUDA_CHECK(cudaFuncSetAttribute(rmsnorm_bwd_kernel<VT, false>,
+    // beyond 48 KiB per block, static shared memory (sh) included, only with the opt-in
+    if (bytes + sizeof(double) * 32 > 48 * 1024) {
+      DS_CUDA_CHECK(cudaFuncSetAttribute(rmsnorm_bwd_kernel<VT, false, kOutF32>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-      DS_CUDA_CHECK(cudaFuncSetAttribute(rmsnorm_bwd_kernel<VT, true>,
+      DS_CUDA_CHECK(cudaFuncSetAttribute(rmsnorm_bwd_kernel<VT, RES, OUT>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
     }
     // The grid (and so which rows each block's dg partials hold, and their sums' order) from
-    // the plain variant for both: the residual variant's dg is then the plain one's, bit for
-    // bit, even should the two compile to different register counts.
+    // the plain variant for all: the residual and code-writing variants' dg is then the plain
+    // one's, bit for bit, even should they compile to different register counts.
     DS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &per_sm, rmsnorm_bwd_kernel<VT, false>, threads, bytes));
+        &per_sm, rmsnorm_bwd_kernel<VT, false, kOutF32>, threads, bytes));
     per_sm = std::max(per_sm, 1);
   }
   const int nb = int(std::min<int64_t>(N, int64_t(sms()) * per_sm));
   auto* partial = static_cast<double*>(scratch(size_t(nb) * bytes));
-  rmsnorm_bwd_kernel<VT, RES><<<nb, threads, smem ? bytes : 0, stream()>>>(
-      x, g, rstd, dy, res, dx, partial, N, int(Cv), int(C), smem);
+  rmsnorm_bwd_kernel<VT, RES, OUT><<<nb, threads, smem ? bytes : 0, stream()>>>(
+      x, g, rstd, dy, res, dx, dxc, partial, N, int(Cv), int(C), smem);
   DS_CUDA_LAUNCHED();
   rmsnorm_dg_reduce_kernel<<<unsigned(cdiv(C, 32)), dim3(32, kDgLanes), 0, stream()>>>(
       partial, nb, dg, int(C));
@@ -313,15 +322,34 @@ void add_rmsnorm_forward(const float* x, const float* a, float* h, const float* 
   else rmsnorm_fwd_any<false, true>(x, a, h, g, eps, y_f32, rstd, N, C);
 }
 
-void rmsnorm_backward_f32(const float* x, const float* g, const float* rstd, const float* dy,
-                          float* dx, float* dg, int64_t N, int64_t C, const float* res) {
-  if (N <= 0 || C <= 0) return;
+namespace {
+// The row vector type of one backward: float4 rows when every row pointer allows them (rows
+// of C % 4 == 0 codes start 8-byte aligned when dxc does).
+template <bool RES, int OUT>
+void rmsnorm_bwd_any(const float* x, const float* g, const float* rstd, const float* dy,
+                     const float* res, float* dx, uint16_t* dxc, float* dg, int64_t N,
+                     int64_t C) {
   const bool vec = C % 4 == 0 && aligned(x, 16) && aligned(g, 16) && aligned(dy, 16) &&
-                   aligned(dx, 16) && (!res || aligned(res, 16));
-  if (vec && res) rmsnorm_bwd_launch<float4, true>(x, g, rstd, dy, res, dx, dg, N, C);
-  else if (vec) rmsnorm_bwd_launch<float4, false>(x, g, rstd, dy, res, dx, dg, N, C);
-  else if (res) rmsnorm_bwd_launch<float, true>(x, g, rstd, dy, res, dx, dg, N, C);
-  else rmsnorm_bwd_launch<float, false>(x, g, rstd, dy, res, dx, dg, N, C);
+                   (!dx || aligned(dx, 16)) && (!res || aligned(res, 16)) &&
+                   (!dxc || aligned(dxc, 8));
+  if (vec) rmsnorm_bwd_launch<float4, RES, OUT>(x, g, rstd, dy, res, dx, dxc, dg, N, C);
+  else rmsnorm_bwd_launch<float, RES, OUT>(x, g, rstd, dy, res, dx, dxc, dg, N, C);
+}
+}  // namespace
+
+void rmsnorm_backward_f32(const float* x, const float* g, const float* rstd, const float* dy,
+                          float* dx, float* dg, int64_t N, int64_t C, const float* res,
+                          uint16_t* dx_codes) {
+  if (N <= 0 || C <= 0) return;
+  if (!dx && (res || !dx_codes))
+    raise_cuda("rmsnorm_backward: no output (dx null needs codes and no residual)",
+               cudaErrorInvalidValue, __FILE__, __LINE__);
+  auto* c = dx_codes;
+  if (res && c) rmsnorm_bwd_any<true, kOutF32 | kOutCodes>(x, g, rstd, dy, res, dx, c, dg, N, C);
+  else if (res) rmsnorm_bwd_any<true, kOutF32>(x, g, rstd, dy, res, dx, c, dg, N, C);
+  else if (!dx) rmsnorm_bwd_any<false, kOutCodes>(x, g, rstd, dy, res, dx, c, dg, N, C);
+  else if (c) rmsnorm_bwd_any<false, kOutF32 | kOutCodes>(x, g, rstd, dy, res, dx, c, dg, N, C);
+  else rmsnorm_bwd_any<false, kOutF32>(x, g, rstd, dy, res, dx, c, dg, N, C);
 }
 
 void rope_f32(const float* x, const int32_t* pos, const float* freqs, float* out, int64_t N,

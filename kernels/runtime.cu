@@ -270,8 +270,11 @@ void* scratch(size_t bytes) {
   thread_local size_t cap = 0;
   if (bytes > cap) {
     if (buf) pool_free(buf);
-    cap = bytes < (size_t(1) << 20) ? (size_t(1) << 20) : bytes + bytes / 4;
-    buf = pool_alloc(cap);
+    buf = nullptr;   // nothing held should the allocation below throw
+    cap = 0;
+    const size_t want = bytes < (size_t(1) << 20) ? (size_t(1) << 20) : bytes + bytes / 4;
+    buf = pool_alloc(want);
+    cap = want;
   }
   return buf;
 }

@@ -97,8 +97,9 @@ declare -A FILTER=(
   [model-fp8-grouped]="--test-case=$NEW_FP8G_MODEL")
 # entries: binary[:filter][:variant]; variant kernel runs with DS_GROUPED_GEMM=kernel, unfused
 # with DS_CUDA_FUSED=0 (the per-tensor ops that ran on the H200 instead of the many-tensor ops,
-# the one-pass transposed quantiser, the experts' fused BF16 gather and the pinned staging
-# ring, which are on by default but
+# the one-pass transposed quantiser, the experts' fused BF16 gather, the pinned staging ring
+# and the FP8 Linears' Wgrad added into the gradient by the k-grouped GEMM (whose kernels
+# ops-fp8-grouped tests), which are on by default but
 # have not run on a GPU): model:unfused runs only when the default model group failed, to tell
 # a fault in those paths from one elsewhere. ops:verified, the established suite, always runs
 # with DS_CUDA_FUSED=0 (the ops on the paths that ran on the H200, uploads as plain copies);
@@ -158,17 +159,20 @@ for prec in bf16 fp8; do
   l=$(grep "^train step 1b $prec" "$O/bench_train.txt" | head -1 | sed 's/^train step 1b //')
   row "train step 1b $prec (ds)" INFO "${l:-failed, see bench_train.txt}"
 done
-# One more run of the 1b step and its row: step_variant LABEL FILE PRECISION [VAR=VALUE ...]
-# [-- bench_train_step flags].
+# One more run of the 1b step and its rows: step_variant LABEL FILE PRECISION[,PRECISION]
+# [VAR=VALUE ...] [-- bench_train_step flags].
 step_variant() {
-  local label=$1 file=$2 prec=$3 l; shift 3
+  local label=$1 file=$2 prec=$3 l p t=60; shift 3
   local envs=()
   while [ $# -gt 0 ] && [ "$1" != -- ]; do envs+=("$1"); shift; done
   [ $# -gt 0 ] && shift
-  env ${envs[@]+"${envs[@]}"} timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b \
+  case $prec in *,*) t=90;; esac
+  env ${envs[@]+"${envs[@]}"} timeout "$(limit $t)" "$BIN/bench_train_step" --preset 1b \
     --batch 4 --seq 4096 --precision "$prec" --steps "$NS" --warmup 2 "$@" > "$O/$file" 2>&1
-  l=$(grep "^train step 1b $prec" "$O/$file" | head -1 | sed 's/^train step 1b //')
-  row "train step 1b $prec (ds, $label)" INFO "${l:-failed, see $file}"
+  for p in ${prec//,/ }; do
+    l=$(grep "^train step 1b $p " "$O/$file" | head -1 | sed 's/^train step 1b //')
+    row "train step 1b $p (ds, $label)" INFO "${l:-failed, see $file}"
+  done
 }
 # A failed step is run again with DS_CUDA_FUSED=0 (the per-tensor paths measured on the H200)
 # and every Linear rounding its own input (--share-inputs 0, as there).
@@ -183,6 +187,9 @@ step_variant "attention inputs F32" bench_train_attnf32.txt bf16 -- --attention-
 # - every MLP's gate_proj and up_proj (the routed experts' grouped GEMMs too) as two GEMMs,
 #   not one over the stacked matrices;
 step_variant "gate/up apart" bench_train_apart.txt bf16 -- --stacked-gate-up 0
+# - sums into existing tensors through a temporary and an add_, not by the GEMMs (MLA's input
+#   gradients, the routers'; in fp8 also every FP8 Linear's Wgrad);
+step_variant "sums by add_" bench_train_noacc.txt bf16,fp8 -- --gemm-accumulate 0
 # - the routed experts' per-expert cuBLAS calls on one stream instead of 4 side streams;
 step_variant "experts on 1 stream" bench_train_1stream.txt bf16 DS_GROUPED_GEMM_STREAMS=1
 # - the routed experts through our grouped GEMM kernel (opt-in);
@@ -246,6 +253,11 @@ verdict "shared GEMM inputs (default)" ds_test_backend_ops-ops-new,ds_test_model
   bench_train_noshare.txt bench_train.txt
 verdict "stacked gate/up (default)" ds_test_backend_ops-ops-new,ds_test_model_gpu-model \
   bench_train_apart.txt bench_train.txt
+verdict "sums by the GEMM (default)" \
+  ds_test_backend_ops-ops-verified,ds_test_model_gpu-model bench_train_noacc.txt bench_train.txt
+verdict "FP8 Wgrad by the k-grouped GEMM (default)" \
+  ds_test_backend_ops-ops-fp8-grouped,ds_test_model_gpu-model bench_train_noacc.txt \
+  bench_train.txt fp8
 echo "[gpu-check] training-step benchmarks done at $(elapsed)"
 
 # ---- 3. kernel benchmarks ---------------------------------------------------------------------

@@ -9,6 +9,7 @@
 //                         [--device cuda|cpu] [--grouped-experts -1|0|1] [--fp8-codes 0|1]
 //                         [--operand-cache -1|0|1] [--share-inputs -1|0|1]
 //                         [--attention-inputs -1|0|1] [--stacked-gate-up -1|0|1]
+//                         [--gemm-accumulate -1|0|1]
 // --device cpu runs the same step on the CPU (small --batch/--seq): with --profile 1 its table
 // counts the op calls of a step (each at least one kernel launch on the GPU) without a GPU;
 // --fp8-codes 1 makes the grouped FP8 experts run the GPU's ops there (MoEOptions::fp8_codes).
@@ -20,7 +21,10 @@
 // -1 where the GPU's tensor-core attention reads them so, 0 F32, 1 also on the CPU).
 // --stacked-gate-up: every MLP's gate_proj and up_proj (the grouped routed experts' too) as one
 // GEMM over their stacked matrices (ops::Context::stacked_gate_up; -1 the default: on unless
-// DS_CUDA_FUSED=0 or DS_STACKED_GATE_UP=0).
+// DS_CUDA_FUSED=0 or DS_STACKED_GATE_UP=0). --gemm-accumulate: sums into existing tensors
+// (MLA's two input-gradient paths, the router's input gradient into the FFN's, FP8 Linears'
+// Wgrad) by the GEMM itself instead of a temporary and an add_ (ops::Context::gemm_accumulate;
+// -1 the default: on the GPU unless DS_CUDA_FUSED=0, off on the CPU).
 // --profile 1: two more steps per precision with the per-op profiler on (on the GPU each op
 // timed by CUDA events, no synchronisation; the first step fills the event pool and is not
 // reported): the per-op table of train::profile_report on stderr; "outside ops" is then the
@@ -55,6 +59,7 @@ int main(int argc, char** argv) {
   int grouped = -1;   // routed experts: -1 the device's default, 0 per-expert loop, 1 grouped
   bool fp8_codes = false;   // --device cpu: the grouped FP8 experts on E4M3 codes, as the GPU
   int operand_cache = -1, share_inputs = -1, attention_inputs = -1, stacked_gate_up = -1;
+  int gemm_accumulate = -1;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string f = argv[i], v = argv[i + 1];
     if (f == "--preset") preset = v;
@@ -71,6 +76,7 @@ int main(int argc, char** argv) {
     else if (f == "--share-inputs") share_inputs = std::atoi(v.c_str());
     else if (f == "--attention-inputs") attention_inputs = std::atoi(v.c_str());
     else if (f == "--stacked-gate-up") stacked_gate_up = std::atoi(v.c_str());
+    else if (f == "--gemm-accumulate") gemm_accumulate = std::atoi(v.c_str());
     else if (f == "--device") dev = v == "cpu" ? Device::cpu : Device::cuda;
     else {
       std::fprintf(stderr, "bench_train_step: unknown flag %s\n", f.c_str());
@@ -84,6 +90,7 @@ int main(int argc, char** argv) {
     ctx.device = dev;
     ctx.attention_inputs = int8_t(attention_inputs < 0 ? -1 : attention_inputs > 0);
     ctx.stacked_gate_up = int8_t(stacked_gate_up < 0 ? -1 : stacked_gate_up > 0);
+    ctx.gemm_accumulate = int8_t(gemm_accumulate < 0 ? -1 : gemm_accumulate > 0);
     if (operand_cache > 0 || (operand_cache < 0 && dev == Device::cuda))
       ctx.operands = std::make_shared<ops::OperandCache>();   // fp32 runs leave it empty
     model::ParamStore store;

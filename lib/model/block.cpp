@@ -41,18 +41,26 @@ void Block::forward(const ops::Context& ctx, const Tensor& x, const SeqInfo& seq
 }
 
 void Block::backward(const ops::Context& ctx, BlockSaved& s, const SeqInfo& seq,
-                     const Tensor& dout, Tensor& dx) const {
+                     const Tensor& dout, Tensor& dx, const Tensor& dout_codes,
+                     Tensor* dx_codes) const {
+  // dout's codes serve where only Linears read it (the FFN's down projections; the routed
+  // experts weight dout's F32 rows before rounding); dh's, o_proj
+  const bool codes = gemm_inputs_shared(ctx);
+  const Tensor& dy = dout_codes.defined() ? dout_codes : dout;
   Tensor dxn;                                             // (N, C)
-  if (moe) moe->backward(ctx, s.moe, dout, dxn);
-  else mlp->backward(ctx, s.mlp, dout, dxn);
+  if (moe) moe->backward(ctx, s.moe, dout, dxn, dout_codes);
+  else mlp->backward(ctx, s.mlp, dy, dxn);
   s.mlp = MLPSaved{};
   s.moe = MoESaved{};
-  Tensor dh;
-  ffn_norm.backward_add(ctx, s.h, s.rstd_ffn, dxn, dout, dh);   // dh = dout + ffn path
+  Tensor dh, dh_codes;
+  ffn_norm.backward_add(ctx, s.h, s.rstd_ffn, dxn, dout, dh,   // dh = dout + ffn path
+                        codes ? &dh_codes : nullptr);
   Tensor dxa;
-  attn.backward(ctx, s.attn, seq, dh, dxa);
+  attn.backward(ctx, s.attn, seq, codes ? dh_codes : dh, dxa);
   s.attn = MLASaved{};
-  attn_norm.backward_add(ctx, s.x, s.rstd_attn, dxa, dh, dx);   // dx = dh + attention path
+  if (dx_codes) *dx_codes = Tensor();
+  attn_norm.backward_add(ctx, s.x, s.rstd_attn, dxa, dh, dx,   // dx = dh + attention path
+                         codes ? dx_codes : nullptr);
   s = BlockSaved{};
 }
 

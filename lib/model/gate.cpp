@@ -55,12 +55,20 @@ double Gate::balance_loss(const ops::Context& ctx, GateSaved& s, int64_t n_seq, 
 }
 
 void Gate::backward(const ops::Context& ctx, const GateSaved& s, const Tensor& dweights,
-                    Tensor& du) const {
+                    Tensor& du, bool accumulate) const {
   DS_CHECK(weight->grad.defined(), "{}: gradient not allocated", weight->info.name);
   Tensor dlogits = empty_f32(ctx, s.scores.shape());
   ops::moe_route_backward(ctx, s.scores, s.idx, dweights, s.dscores, rp, dlogits);
-  if (!du.defined()) du = empty_f32(ctx, s.u.shape());
-  ops::linear_backward(ctx, s.u, weight->value, dlogits, du, weight->grad);
+  if (accumulate && !ops::gemm_accumulates(ctx)) {   // into a temporary, then du +=
+    Tensor t = empty_f32(ctx, s.u.shape());
+    ops::linear_backward(ctx, s.u, weight->value, dlogits, t, weight->grad);
+    ops::add_(ctx, du, t);
+    return;
+  }
+  if (!accumulate && !du.defined()) du = empty_f32(ctx, s.u.shape());
+  DS_CHECK_SHAPE(du, {s.u.size(0), s.u.size(1)});
+  ops::linear_backward(ctx, s.u, weight->value, dlogits, du, weight->grad,
+                       accumulate ? 1.0f : 0.0f);
 }
 
 }  // namespace ds::model

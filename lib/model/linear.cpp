@@ -137,6 +137,13 @@ void fp8_backward_gpu(const ops::Context& ctx, const Param& w, const Tensor& x, 
                          : fp8_codes(ctx, transposed(ctx, dy), row, false);
   const Fp8Operand b = t ? detail::fp8_codes_t(ctx, xc, true)
                          : fp8_codes(ctx, transposed(ctx, xc), row, true);
+  if (t && ops::gemm_accumulates(ctx)) {   // both 1x128 along the tokens: added into the
+    // gradient by the k-grouped GEMM with one group (the plain GEMM's sum, then one add; no
+    // temporary)
+    std::vector<Tensor> g{w.grad};
+    ops::fp8_gemm_nt_kgrouped(ctx, a.q, a.s, b.q, b.s, {0, x.size(0)}, g);
+    return;
+  }
   Tensor dw = detail::empty_f32(ctx, w.grad.shape());
   fp8_nt(ctx, a, b, ops::Fp8Group::row_1x128, dw);
   Tensor g = w.grad;
@@ -230,20 +237,32 @@ void Linear::forward(const ops::Context& ctx, const Tensor& x, Tensor& y) const 
 }
 
 void Linear::backward(const ops::Context& ctx, const Tensor& x, const Tensor& dy, Tensor& dx,
-                      bool want_dx) const {
+                      bool want_dx, bool accumulate_dx) const {
   DS_CHECK(w->grad.defined(), "{}: gradient not allocated", w->info.name);
   Tensor none;
-  if (want_dx && !dx.defined()) dx = detail::empty_f32(ctx, {x.size(0), in});
   const Path p = path_of(ctx, *w);
+  accumulate_dx = accumulate_dx && want_dx;
+  if (accumulate_dx) {
+    DS_CHECK(dx.defined(), "{}: no input gradient to add into", w->info.name);
+    DS_CHECK_SHAPE(dx, {x.size(0), in});
+    if (p == Path::fp8 || !ops::gemm_accumulates(ctx)) {   // into a temporary, then dx +=
+      Tensor t;
+      backward(ctx, x, dy, t, true, false);
+      ops::add_(ctx, dx, t);
+      return;
+    }
+  }
+  const float beta = accumulate_dx ? 1.0f : 0.0f;   // dx += by the GEMM (cuBLAS beta)
+  if (want_dx && !dx.defined()) dx = detail::empty_f32(ctx, {x.size(0), in});
   check_input(*w, p, x);
   if (p == Path::fp32) {
-    ops::linear_backward(ctx, x, w->value, dy, want_dx ? dx : none, w->grad);
+    ops::linear_backward(ctx, x, w->value, dy, want_dx ? dx : none, w->grad, beta);
     return;
   }
   check_master(*w, p);
   if (p == Path::bf16) {
     ops::linear_backward(ctx, bf16_values(ctx, x), bf16_weight(ctx, w->value),
-                         bf16_values(ctx, dy), want_dx ? dx : none, w->grad);
+                         bf16_values(ctx, dy), want_dx ? dx : none, w->grad, beta);
     return;
   }
   DS_CHECK_SHAPE(dy, {x.size(0), out});

@@ -95,16 +95,15 @@ void MLA::backward_q(const ops::Context& ctx, const MLASaved& s, const SeqInfo& 
   const int64_t N = seq.B * seq.T;
   Tensor dqraw = dq.view({N, H, Dn + Dr});   // dq's rope part rotated back in place
   ops::rope_tail_inplace(ctx, dqraw, seq.pos, seq.freqs, -1);
-  Tensor dqraw2 = dqraw.view({N, H * (Dn + Dr)}), dxq;
-  if (Q > 0) {
-    Tensor dcq, dqa;
+  Tensor dqraw2 = dqraw.view({N, H * (Dn + Dr)});
+  if (Q > 0) {   // dx += the q path's input gradient (by the GEMM where it can add)
+    Tensor dcq, dqa = gemm_input_empty(ctx, {N, Q});   // q_norm writes wq_a's dy operand
     wq_b.backward(ctx, s.cq, dqraw2, dcq);
     q_norm.backward(ctx, s.qa, s.qa_rstd, dcq, dqa);
-    wq_a.backward(ctx, s.x, dqa, dxq);
+    wq_a.backward(ctx, s.x, dqa, dx, true, true);
   } else {
-    wq.backward(ctx, s.x, dqraw2, dxq);
+    wq.backward(ctx, s.x, dqraw2, dx, true, true);
   }
-  ops::add_(ctx, dx, dxq);
 }
 
 void MLA::backward_kv(const ops::Context& ctx, const MLASaved& s, const SeqInfo& seq,

@@ -93,9 +93,7 @@ void MLP::backward(const ops::Context& ctx, const MLPSaved& s, const Tensor& dy,
   Tensor dh1 = gemm_input_empty(ctx, s.h1.shape()), dh3 = gemm_input_empty(ctx, s.h3.shape());
   ops::swiglu_backward(ctx, s.h1, s.h3, dact, dh1, dh3);
   w1.backward(ctx, s.x, dh1, dx);
-  Tensor dx3;
-  w3.backward(ctx, s.x, dh3, dx3);
-  ops::add_(ctx, dx, dx3);
+  w3.backward(ctx, s.x, dh3, dx, true, true);   // dx +=
 }
 
 }  // namespace ds::model

@@ -100,10 +100,11 @@ void MoE::routed_forward(const ops::Context& ctx, const Tensor& u, bool train, T
   }
 }
 
-void MoE::backward(const ops::Context& ctx, MoESaved& s, const Tensor& dy, Tensor& du) const {
+void MoE::backward(const ops::Context& ctx, MoESaved& s, const Tensor& dy, Tensor& du,
+                   const Tensor& dy_codes) const {
   const int64_t N = dy.size(0), NK = N * K;
-  if (has_shared) {
-    shared_experts.backward(ctx, s.shared, dy, du);        // du = shared'(dy)
+  if (has_shared) {                                        // du = shared'(dy)
+    shared_experts.backward(ctx, s.shared, dy_codes.defined() ? dy_codes : dy, du);
     s.shared = MLPSaved{};
   } else {
     if (!du.defined()) du = empty_f32(ctx, {N, C});
@@ -117,9 +118,7 @@ void MoE::backward(const ops::Context& ctx, MoESaved& s, const Tensor& dy, Tenso
   Tensor dweights = detail::zeros_f32(ctx, {N, K});
   Tensor dweights_flat = dweights.view({NK, 1});
   ops::scatter_add_rows(ctx, dpair_w.view({NK, 1}), s.pair_src, Tensor(), dweights_flat);
-  Tensor dug;
-  gate.backward(ctx, s.gate, dweights, dug);
-  ops::add_(ctx, du, dug);
+  gate.backward(ctx, s.gate, dweights, du, true);   // du += the router's input gradient
 }
 
 void MoE::routed_backward(const ops::Context& ctx, MoESaved& s, const Tensor& dy, Tensor& du,

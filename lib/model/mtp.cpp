@@ -46,8 +46,9 @@ void MTPModule::backward(const ops::Context& ctx, const Embedding& embed, MTPSav
   const int64_t N = seq.B * seq.T;
   Tensor dhb, dhp, dcat;
   norm.backward(ctx, s.hb, s.g_rstd, dg, dhb);
-  block.backward(ctx, s.block, seq, dhb, dhp);
-  eh_proj.backward(ctx, s.cat, dhp, dcat);
+  Tensor dhp_codes;   // eh_proj's dy operand, when the block writes it (Block::backward)
+  block.backward(ctx, s.block, seq, dhb, dhp, Tensor(), &dhp_codes);
+  eh_proj.backward(ctx, s.cat, dhp_codes.defined() ? dhp_codes : dhp, dcat);
   Tensor den = empty_f32(ctx, {N, C}), dhn = empty_f32(ctx, {N, C});
   ops::split_last(ctx, dcat, den, dhn);
   Tensor de, dhsel;

@@ -35,10 +35,13 @@ void RMSNorm::forward_add(const ops::Context& ctx, const Tensor& x, const Tensor
 }
 
 void RMSNorm::backward_add(const ops::Context& ctx, const Tensor& h, const Tensor& rstd,
-                           const Tensor& dy, const Tensor& res, Tensor& dx) const {
+                           const Tensor& dy, const Tensor& res, Tensor& dx,
+                           Tensor* dx_codes) const {
   DS_CHECK(g->grad.defined(), "{}: gradient not allocated", g->info.name);
   if (!dx.defined()) dx = detail::empty_f32(ctx, {h.size(0), dim});
-  ops::rmsnorm_backward_add(ctx, h, g->value, rstd, dy, res, dx, g->grad);
+  if (dx_codes && !dx_codes->defined())
+    *dx_codes = Tensor::empty({h.size(0), dim}, DType::bf16, ctx.device);
+  ops::rmsnorm_backward_add(ctx, h, g->value, rstd, dy, res, dx, g->grad, dx_codes);
 }
 
 }  // namespace ds::model

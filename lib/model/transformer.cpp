@@ -355,10 +355,13 @@ void Transformer::backward(const ops::Context& ctx, Pass& p) {
     dh = p.dh_out;
   }
   p.h_last = p.dh_out = Tensor();
+  Tensor dh_codes;   // dh's BF16 codes from the block above (Block::backward), or undefined
   for (size_t l = layers_.size(); l-- > 0;) {
-    Tensor dx;
-    layers_[l].backward(ctx, p.blocks[l], p.seq, dh, dx);
+    Tensor dx, dx_codes;
+    const bool want = l > 0;   // the embedding (or the previous stage) reads F32
+    layers_[l].backward(ctx, p.blocks[l], p.seq, dh, dx, dh_codes, want ? &dx_codes : nullptr);
     dh = dx;
+    dh_codes = dx_codes;
   }
   if (par_.first_stage()) embed_.backward(ctx, p.x_ids, dh);
   else p.dh_in = dh;

@@ -22,13 +22,15 @@ using detail::Scope;
 bool is_codes(const Tensor& t) { return t.dtype() == DType::u8 || t.dtype() == DType::f8_e4m3; }
 
 // offsets: G + 1 host values, 0 = o_0 <= ... <= o_G = extent, each a multiple of 128.
+// partial_end: an offset equal to the extent may end inside a 128 block (the k-grouped GEMM's
+// last K block, partial as a plain GEMM's).
 void check_offsets(const char* op, const std::vector<int64_t>& offsets, size_t G,
-                   int64_t extent, const char* what) {
+                   int64_t extent, const char* what, bool partial_end = false) {
   DS_CHECK(offsets.size() == G + 1 && offsets.front() == 0 && offsets.back() == extent,
            "{}: {} offsets for {} groups over {} {}", op, offsets.size(), G, extent, what);
   for (size_t g = 0; g < G; ++g) {
     DS_CHECK(offsets[g] <= offsets[g + 1], "{}: offsets decrease at group {}", op, g);
-    DS_CHECK(offsets[g + 1] % kFp8Block == 0,
+    DS_CHECK(offsets[g + 1] % kFp8Block == 0 || (partial_end && offsets[g + 1] == extent),
              "{}: offset {} of group {} is not a multiple of {} (pad each group)", op,
              offsets[g + 1], g, kFp8Block);
   }
@@ -176,7 +178,7 @@ void fp8_gemm_nt_kgrouped(const Context& ctx, const Tensor& a, const Tensor& a_s
   const int64_t M = a.size(0), N = b.size(0), K = a.size(1);
   check_operand(op, a, a_scales, Fp8Group::row_1x128, M, K, "a");
   check_operand(op, b, b_scales, Fp8Group::row_1x128, N, K, "b");
-  check_offsets(op, offsets, c.size(), K, "columns");
+  check_offsets(op, offsets, c.size(), K, "columns", true);
   std::vector<const float*> starts;   // the groups' blocks add into their c concurrently
   for (const Tensor& cg : c) {
     check_devices(ctx, op, {&cg});
@@ -196,7 +198,7 @@ void fp8_gemm_nt_kgrouped(const Context& ctx, const Tensor& a, const Tensor& a_s
   for (size_t g = 0; g < c.size(); ++g) {
     const int64_t k0 = offsets[g], kn = offsets[g + 1] - k0;
     if (kn == 0) continue;
-    const int64_t s0 = k0 / kFp8Block, sn = kn / kFp8Block;
+    const int64_t s0 = k0 / kFp8Block, sn = (kn + kFp8Block - 1) / kFp8Block;   // last: partial
     Tensor part;   // (M, N): the group's sum from zero, then added once
     fp8_gemm_nt(one, columns<uint8_t>(a, k0, kn), columns<float>(a_scales, s0, sn),
                 columns<uint8_t>(b, k0, kn), columns<float>(b_scales, s0, sn), part,

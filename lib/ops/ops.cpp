@@ -85,16 +85,25 @@ void linear_forward(const Context& ctx, const Tensor& x, const Tensor& w, Tensor
 }
 
 void linear_backward(const Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy,
-                     Tensor& dx, Tensor& dw) {
+                     Tensor& dx, Tensor& dw, float dx_beta) {
   DS_CHECK_SHAPE(w, {-1, -1});
   DS_CHECK_SHAPE(x, {-1, w.size(1)});
   DS_CHECK_SHAPE(dy, {x.size(0), w.size(0)});
   DS_CHECK_SHAPE(dw, {w.size(0), w.size(1)});
   if (dx.defined()) {
     DS_CHECK_SHAPE(dx, {x.size(0), x.size(1)});
-    matmul(ctx, dy, w, dx, false, false, 1.0f, 0.0f);       // dx = dy @ w
+    matmul(ctx, dy, w, dx, false, false, 1.0f, dx_beta);   // dx = dy @ w (+ dx_beta dx)
   }
   matmul(ctx, dy, x, dw, true, false, 1.0f, 1.0f);          // dw += dy^T @ x
+}
+
+bool gemm_accumulates(const Context& ctx) {
+  if (ctx.gemm_accumulate >= 0) return ctx.gemm_accumulate == 1;
+#if defined(DS_HAVE_CUDA)
+  if (ctx.device == Device::cuda) return ds::cuda::fused_ops();
+#endif
+  (void)ctx;
+  return false;
 }
 
 // Shared checks of the grouped GEMMs: offsets 0 = o_0 <= ... <= o_G = rows, G groups.
@@ -237,12 +246,16 @@ void rmsnorm_backward(const Context& ctx, const Tensor& x, const Tensor& g, cons
   DS_CHECK_SHAPE(dy, {N, C});
   DS_CHECK_SHAPE(dx, {N, C});
   DS_CHECK_SHAPE(dg, {C});
+  DS_CHECK(dx.dtype() == DType::f32 || dx.dtype() == DType::bf16,
+           "rmsnorm_backward: dx must be F32 or BF16, got {}", dtype_name(dx.dtype()));
   DS_CUDA_ROUTE(rmsnorm_backward, (ctx, x, g, rstd, dy, dx, dg));
+  const Tensor dxf = f32_target(dx);
   if (use_ref(ctx))
-    ref::rmsnorm_backward(x.f32(), g.f32(), rstd.f32(), dy.f32(), dx.f32(), dg.f32(), N, C);
+    ref::rmsnorm_backward(x.f32(), g.f32(), rstd.f32(), dy.f32(), dxf.f32(), dg.f32(), N, C);
   else
-    opt::rmsnorm_backward(x.f32(), g.f32(), rstd.f32(), dy.f32(), dx.f32(), dg.f32(), N, C,
+    opt::rmsnorm_backward(x.f32(), g.f32(), rstd.f32(), dy.f32(), dxf.f32(), dg.f32(), N, C,
                           nthreads(ctx));
+  store_codes(dxf, dx);
 }
 
 void add_rmsnorm_forward(const Context& ctx, const Tensor& x, const Tensor& a, const Tensor& g,
@@ -273,9 +286,11 @@ void add_rmsnorm_forward(const Context& ctx, const Tensor& x, const Tensor& a, c
 
 void rmsnorm_backward_add(const Context& ctx, const Tensor& x, const Tensor& g,
                           const Tensor& rstd, const Tensor& dy, const Tensor& res, Tensor& dx,
-                          Tensor& dg) {
-  check_devices(ctx, "rmsnorm_backward_add", {&x, &g, &rstd, &dy, &res, &dx, &dg});
-  const Scope scope_(ctx, "rmsnorm_backward_add", 0, {&x, &g, &rstd, &dy, &res, &dx, &dg});
+                          Tensor& dg, Tensor* dx_codes) {
+  const Tensor none;
+  const Tensor* dc = dx_codes ? dx_codes : &none;
+  check_devices(ctx, "rmsnorm_backward_add", {&x, &g, &rstd, &dy, &res, &dx, &dg, dc});
+  const Scope scope_(ctx, "rmsnorm_backward_add", 0, {&x, &g, &rstd, &dy, &res, &dx, &dg, dc});
   DS_CHECK_SHAPE(x, {-1, -1});
   const int64_t N = x.size(0), C = x.size(1);
   DS_CHECK_SHAPE(g, {C});
@@ -286,7 +301,15 @@ void rmsnorm_backward_add(const Context& ctx, const Tensor& x, const Tensor& g,
   DS_CHECK_SHAPE(dg, {C});
   DS_CHECK(!detail::overlaps(dx, x) && !detail::overlaps(dx, dy),
            "rmsnorm_backward_add: dx must not overlap x or dy");
-  DS_CUDA_ROUTE(rmsnorm_backward_add, (ctx, x, g, rstd, dy, res, dx, dg));
+  if (dx_codes) {
+    DS_CHECK(dx_codes->dtype() == DType::bf16, "rmsnorm_backward_add: dx_codes must be BF16, "
+             "got {}", dtype_name(dx_codes->dtype()));
+    DS_CHECK_SHAPE(*dx_codes, {N, C});
+    DS_CHECK(!detail::overlaps(*dx_codes, x) && !detail::overlaps(*dx_codes, dy) &&
+                 !detail::overlaps(*dx_codes, res) && !detail::overlaps(*dx_codes, dx),
+             "rmsnorm_backward_add: dx_codes must not overlap the other operands");
+  }
+  DS_CUDA_ROUTE(rmsnorm_backward_add, (ctx, x, g, rstd, dy, res, dx, dg, dx_codes));
   if (use_ref(ctx)) {
     const Tensor t = Tensor::empty({N, C}, DType::f32, Device::cpu);
     ref::rmsnorm_backward(x.f32(), g.f32(), rstd.f32(), dy.f32(), t.f32(), dg.f32(), N, C);
@@ -295,6 +318,7 @@ void rmsnorm_backward_add(const Context& ctx, const Tensor& x, const Tensor& g,
     opt::rmsnorm_backward(x.f32(), g.f32(), rstd.f32(), dy.f32(), dx.f32(), dg.f32(), N, C,
                           nthreads(ctx), res.f32());
   }
+  if (dx_codes) store_codes(dx, *dx_codes);
 }
 
 // ---- RoPE and head layout ------------------------------------------------------------------

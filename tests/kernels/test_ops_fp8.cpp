@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "gpu_harness.hpp"
@@ -442,9 +443,41 @@ TEST_CASE("fp8 grouped k-grouped GEMM accumulates into c like the CPU op (op, bo
       {{0, 256, 512, 512, 1024, 1536}, 384, 256},
       {{0, 128, 896}, 130, 140},                   // 6 K blocks from K block 1: the ring wraps
       {{0, 0, 0}, 64, 64},                         // every group empty: c untouched
+      {{0, 272}, 130, 140},                        // one group, a partial last K block (Wgrad)
+      {{0, 128, 128, 400}, 200, 300},              // a partial last block after full ones
+      {{0, 200}, 64, 96},                          // K % 16 != 0: the portable kernel only
   };
   for (const auto& t : cases)
     for (Kernel k : {Kernel::fallback, Kernel::sm90, Kernel::op}) run_fp8_kgrouped(t, k);
+}
+
+// An FP8 Linear's Wgrad on the GPU (model::Linear, ops::fp8_wgrad_accumulates): the k-grouped
+// GEMM with one group {0, K} adds into the gradient what fp8_gemm_nt then add_ add, bit for
+// bit on the card (the same kernel and K-block order; one F32 addition per element), for K
+// (tokens) a multiple of 128, a partial last block, and K % 16 != 0 (the portable kernel).
+TEST_CASE("fp8 grouped: one k-group == fp8_gemm_nt then add_ (an FP8 Linear's Wgrad)") {
+  for (const auto& [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{384, 1024, 512},
+                                {130, 200, 272}, {96, 64, 200}, {256, 128, 4096}}) {
+    CAPTURE(M);
+    CAPTURE(N);
+    CAPTURE(K);
+    Tensor qa, sa, qb, sb;
+    ops::fp8_quantize(cpu_ref(), special_input({M, K}, false), Fp8Group::row_1x128,
+                      ScaleFormat::fp32, false, qa, sa);
+    ops::fp8_quantize(cpu_ref(), special_input({N, K}, false), Fp8Group::row_1x128,
+                      ScaleFormat::fp32, true, qb, sb);
+    const Tensor g0 = rand_f32({M, N});
+    Arena ar;
+    const Tensor gqa = ar.upload(qa), gsa = ar.upload(sa), gqb = ar.upload(qb),
+                 gsb = ar.upload(sb);
+    Tensor tmp = ar.empty({M, N}), want = ar.upload(g0);
+    ops::fp8_gemm_nt(gpu(), gqa, gsa, gqb, gsb, tmp, Fp8Group::row_1x128, Fp8Group::row_1x128);
+    ops::add_(gpu(), want, tmp);
+    std::vector<Tensor> got{ar.upload(g0)};
+    ops::fp8_gemm_nt_kgrouped(gpu(), gqa, gsa, gqb, gsb, {0, K}, got);
+    expect_exact(got[0], download(want), "one-group k-grouped vs fp8_gemm_nt + add_");
+    CHECK(ar.check());
+  }
 }
 
 TEST_CASE("fp8 grouped: the overlapped wgmma main loop (DS_FP8_GEMM=overlap) matches too") {

@@ -128,6 +128,38 @@ TEST_CASE("gpu linear_forward with F32 and BF16 weights") {
   }
 }
 
+// The input gradient added into dx by the GEMM itself (ops::linear_backward's dx_beta, what
+// model::Linear and the router do on the GPU, ops::gemm_accumulates): the GPU's own
+// linear_backward into a temporary plus add_, F32 and BF16 operands, dw as without it.
+TEST_CASE("gpu linear_backward adds into dx with dx_beta 1") {
+  const Dims shapes[] = {{1, 1, 1}, {7, 33, 129}, {300, 130, 257}, {256, 1024, 384}};
+  for (const Dims& d : shapes) {   // x (M, K), w (N, K), dy (M, N), dx (M, K)
+    for (const bool bf16 : {false, true}) {
+      CAPTURE(d.M);
+      CAPTURE(d.N);
+      CAPTURE(d.K);
+      CAPTURE(bf16);
+      Tensor x = rand_f32({d.M, d.K}), w = rand_f32({d.N, d.K}), dy = rand_f32({d.M, d.N});
+      if (bf16) {
+        x = bf16_codes(x);
+        w = bf16_codes(w);
+        dy = bf16_codes(dy);
+      }
+      const Tensor dx0 = rand_f32({d.M, d.K}), dw0 = rand_f32({d.N, d.K});
+      Arena ar;
+      const Tensor gx = ar.upload(x), gw = ar.upload(w), gdy = ar.upload(dy);
+      Tensor t = ar.empty({d.M, d.K}), want = ar.upload(dx0), dw_want = ar.upload(dw0);
+      ops::linear_backward(gpu(), gx, gw, gdy, t, dw_want);
+      ops::add_(gpu(), want, t);
+      Tensor dx = ar.upload(dx0), dw = ar.upload(dw0);
+      ops::linear_backward(gpu(), gx, gw, gdy, dx, dw, 1.0f);
+      expect_close(dx, download(want), 1e-6, "dx += dy @ w");
+      expect_close(dw, download(dw_want), 0.0, "dw unchanged by dx_beta", 0.0);
+      CHECK(ar.check());
+    }
+  }
+}
+
 TEST_CASE("gpu transpose of 4-, 2- and 1-byte dtypes is exact") {
   const std::pair<int64_t, int64_t> shapes[] = {{1, 1},  {1, 37},   {37, 1},  {33, 65},
                                                 {300, 129}, {1000, 3}, {64, 2048}};

@@ -202,13 +202,15 @@ TEST_CASE("layout: mla_kv_split forward/backward") {
 
 // The residual add fused into RMSNorm (model::Block): bit for bit the GPU's own add followed
 // by its RMSNorm (forward, F32 and BF16 y; h apart and over x) and its RMSNorm backward
-// followed by the add (dx, and dg through the same reduction; res apart and res == dx), every
-// operand at the same element offset so that both sides take the same kernel variant (offset 0
-// float4 rows, 1 the scalar path); and close to the CPU reference.
+// followed by the add (dx, and dg through the same reduction; res apart and res == dx; dx's
+// BF16 codes written beside it, and a BF16 dx alone), every operand at the same element offset
+// so that both sides take the same kernel variant (offset 0 float4 rows, 1 the scalar path);
+// and close to the CPU reference. C 6144: dynamic shared memory just under 48 KiB, which with
+// the kernel's static shared memory needs the opt-in.
 TEST_CASE("elementwise: rmsnorm with the residual add fused") {
   // 8192 x 1024: more rows than backward blocks, so each block's dg partials sum many rows
   for (auto [N, C] : {std::pair<int64_t, int64_t>{1, 7}, {33, 1024}, {5, 7168}, {17, 384},
-                      {8192, 1024}}) {
+                      {8192, 1024}, {3, 6144}}) {
     for (int64_t off : {0, 1}) {
       CAPTURE(N);
       CAPTURE(C);
@@ -258,6 +260,22 @@ TEST_CASE("elementwise: rmsnorm with the residual add fused") {
       ops::rmsnorm_backward_add(gpu(), h, gg, r, gdy, inplace, inplace, dg);
       expect_exact(inplace, download(dx0), "dx over res");
       expect_exact(dg, download(dgw), "dg (dx over res)");
+      // dx's BF16 codes from the same pass: the GPU's own bf16_round of dx, dg unchanged
+      Tensor dx2 = at_off({N, C}, DType::f32), codes = at_off({N, C}, DType::bf16);
+      Tensor want = at_off({N, C}, DType::bf16);
+      ops::bf16_round(gpu(), dx0, want);
+      dg = put(dg0);
+      ops::rmsnorm_backward_add(gpu(), h, gg, r, gdy, gres, dx2, dg, &codes);
+      expect_exact(dx2, download(dx0), "dx (with codes)");
+      expect_exact(codes, download(want), "dx codes");
+      expect_exact(dg, download(dgw), "dg (with codes)");
+      // the plain backward into BF16 codes only (MLA's q path)
+      Tensor dxb = at_off({N, C}, DType::bf16), want_b = at_off({N, C}, DType::bf16);
+      ops::bf16_round(gpu(), t, want_b);
+      dg = put(dg0);
+      ops::rmsnorm_backward(gpu(), h, gg, r, gdy, dxb, dg);
+      expect_exact(dxb, download(want_b), "BF16 dx");
+      expect_exact(dg, download(dgw), "dg (BF16 dx)");
       // the CPU reference
       Tensor ch = Tensor::empty({N, C}), cy = Tensor::empty({N, C}), cr = Tensor::empty({N});
       ops::add_rmsnorm_forward(cpu_ref(), x, a, g, 1e-6f, ch, cy, cr);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "ds/core/dtype.hpp"
+#include "ds/core/error.hpp"
 #include "ds/core/rng.hpp"
 #include "ds/model/linear.hpp"
 #include "ds/ops/ops.hpp"
@@ -277,4 +278,39 @@ TEST_CASE("Linear precision: a small model's loss and gradients in bf16 / fp8 st
   CHECK(e8 > 3 * e16);
   CHECK(std::fabs(r16.loss - r32.loss) < 1e-3 * r32.loss);
   CHECK(std::fabs(r8.loss - r32.loss) < 1e-2 * r32.loss);
+}
+
+// Linear::backward's accumulate_dx (MLA's q path into the kv path's dx, the non-stacked MLP's
+// up projection): dx += what backward would have written, bit for bit on the CPU (where the
+// model adds through a temporary, ops::gemm_accumulates false), w.grad as without it, in fp32,
+// bf16 and fp8 (tiles, per tensor); an undefined or wrongly shaped dx refused.
+TEST_CASE("Linear: accumulate_dx adds the input gradient into dx") {
+  const int64_t N = 130, In = 200, Out = 96;
+  ParamStore store;
+  Linear lin(store, "l.weight", Out, In, 0.05, /*fp8=*/true, 0);
+  store.alloc_grads();
+  lin.w->value.copy_from(randn({Out, In}, 0.05, 7));
+  const Tensor x = randn({N, In}, 1.0, 8), dy = randn({N, Out}, 1e-3, 9);
+  const Tensor dx0 = randn({N, In}, 1e-3, 10), g0 = randn({Out, In}, 1e-2, 11);
+  for (const ops::Context& c :
+       {ctx_of(ops::Precision::fp32), ctx_of(ops::Precision::bf16),
+        ctx_of(ops::Precision::fp8), ctx_of(ops::Precision::fp8, ops::Fp8Granularity::tensor)}) {
+    CAPTURE(int(c.linear.mode));
+    CHECK_FALSE(ops::gemm_accumulates(c));
+    lin.w->grad.copy_from(g0);
+    Tensor dx;
+    lin.backward(c, x, dy, dx);
+    const Tensor want_g = lin.w->grad.clone();
+    Tensor want = dx0.clone();
+    ops::add_(c, want, dx);
+    lin.w->grad.copy_from(g0);
+    Tensor acc = dx0.clone();
+    lin.backward(c, x, dy, acc, true, true);
+    CHECK(std::memcmp(acc.raw(), want.raw(), acc.nbytes()) == 0);
+    CHECK(std::memcmp(lin.w->grad.raw(), want_g.raw(), want_g.nbytes()) == 0);
+    Tensor none, small = Tensor::zeros({N - 1, In});
+    CHECK_THROWS_WITH_AS(lin.backward(c, x, dy, none, true, true),
+                         doctest::Contains("no input gradient to add into"), ds::Error);
+    CHECK_THROWS_AS(lin.backward(c, x, dy, small, true, true), ds::Error);
+  }
 }

@@ -359,3 +359,54 @@ TEST_CASE("attention inputs as BF16 codes: a bf16 step attends over the rounded 
   CHECK(calls(p2, "bf16_round") - calls(p1, "bf16_round") == mla_layers);
   CHECK(calls(p2, "mla_kv_split") == calls(p1, "mla_kv_split"));
 }
+
+// Sums into existing tensors by the GEMM itself (ops::Context::gemm_accumulate, on by default
+// on the GPU): MLA's q path into the kv path's input gradient, the router's input gradient into
+// the FFN's, the non-stacked MLP's up projection into the gate's. Forced on the CPU: the same
+// loss, gradients within the summation-order bound, and one add_ fewer per MLA and per MoE
+// layer (with gate/up stacked; apart, each MLP's too).
+TEST_CASE("GEMM accumulation: the input gradients added by the GEMMs match the temporaries") {
+  for (const ops::Precision p : {ops::Precision::fp32, ops::Precision::bf16})
+    for (const int stacked : {1, 0}) {
+      CAPTURE(int(p));
+      CAPTURE(stacked);
+      const ModelArgs a = micro_args();
+      ParamStore s1, s2;
+      Transformer m1(a, s1), m2(a, s2);
+      s1.init(31);
+      s2.init(31);
+      s1.alloc_grads();
+      s2.alloc_grads();
+      ops::Context c1 = ref_ctx(), c2 = ref_ctx();
+      c1.impl = c2.impl = ops::Impl::optimized;
+      c1.linear.mode = c2.linear.mode = p;
+      c1.stacked_gate_up = c2.stacked_gate_up = int8_t(stacked);
+      c1.gemm_accumulate = 0;
+      c2.gemm_accumulate = 1;
+      CHECK_FALSE(ops::gemm_accumulates(c1));
+      CHECK(ops::gemm_accumulates(c2));
+      ops::Profiler p1, p2;
+      c1.prof = &p1;
+      c2.prof = &p2;
+      const Batch b = sft_batch(a.vocab_size, 31);
+      const StepResult r1 = m1.forward_backward(c1, b, LossWeights{}, 1.0f);
+      const StepResult r2 = m2.forward_backward(c2, b, LossWeights{}, 1.0f);
+      CHECK(r2.loss == r1.loss);   // the forward pass is untouched
+      double worst = 0;
+      for (size_t i = 0; i < s1.params().size(); ++i) {
+        CAPTURE(s1.params()[i].info.name);
+        CHECK(rel_diff(s1.params()[i], s2.params()[i]) <= 1e-5);
+        worst = std::max(worst, rel_diff(s1.params()[i], s2.params()[i]));
+      }
+      MESSAGE("largest relative gradient difference ", worst);
+      auto calls = [](const ops::Profiler& pr, const char* op) {
+        for (const ops::Profiler::Entry& e : pr.entries())
+          if (std::string(e.op) == op) return e.calls;
+        return int64_t(0);
+      };
+      const int64_t mla = a.n_layers + a.n_mtp_layers;
+      const int64_t moe = a.n_layers - a.n_dense_layers + a.n_mtp_layers;
+      if (stacked) CHECK(calls(p1, "add_") - calls(p2, "add_") == mla + moe);
+      else CHECK(calls(p1, "add_") - calls(p2, "add_") > mla + moe);
+    }
+}

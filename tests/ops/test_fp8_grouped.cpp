@@ -103,6 +103,49 @@ TEST_CASE("fp8_gemm_nt_kgrouped: each group sums its own K range into its own c"
   }
 }
 
+// The last offset (= K) may end inside a 128 block: an FP8 Linear's Wgrad over any token
+// count as one group (model::Linear on the GPU). Bit for bit fp8_gemm_nt over each group's
+// columns, then add_, with the partial block last; an offset inside a block elsewhere refused.
+TEST_CASE("fp8_gemm_nt_kgrouped: a partial last K block == fp8_gemm_nt, then add_") {
+  const int64_t M = 70, N = 45;
+  for (const std::vector<int64_t>& off :
+       {std::vector<int64_t>{0, 300}, {0, 128, 128, 300}, {0, 256, 300}, {0, 300, 300}}) {
+    const int64_t K = off.back();
+    const Quant a(banded(M, K), Fp8Group::row_1x128, false);
+    const Quant b(banded(N, K), Fp8Group::row_1x128, true);
+    for (const Context& ctx : {ref_ctx(), opt_ctx(2)}) {
+      std::vector<Tensor> c, want;
+      for (size_t g = 0; g + 1 < off.size(); ++g) {
+        c.push_back(banded(M, N));
+        want.push_back(c.back().clone());
+        const int64_t k0 = off[g], kn = off[g + 1] - k0;
+        if (kn == 0) continue;
+        auto cols = [&](const Tensor& t, int64_t c0, int64_t n) {   // a copy of columns
+          Tensor out = Tensor::empty({t.size(0), n}, t.dtype());
+          const size_t es = size_t(dtype_size(t.dtype()));
+          for (int64_t r = 0; r < t.size(0); ++r)
+            std::memcpy(static_cast<char*>(out.raw()) + size_t(r * n) * es,
+                        static_cast<const char*>(t.raw()) + size_t(r * t.size(1) + c0) * es,
+                        size_t(n) * es);
+          return out;
+        };
+        Tensor part;
+        const int64_t s0 = k0 / 128, sn = (kn + 127) / 128;
+        fp8_gemm_nt(ctx, cols(a.q, k0, kn), cols(a.s, s0, sn), cols(b.q, k0, kn),
+                    cols(b.s, s0, sn), part, Fp8Group::row_1x128, Fp8Group::row_1x128);
+        add_(ctx, want.back(), part);
+      }
+      fp8_gemm_nt_kgrouped(ctx, a.q, a.s, b.q, b.s, off, c);
+      for (size_t g = 0; g < c.size(); ++g)
+        CHECK(std::memcmp(c[g].raw(), want[g].raw(), c[g].nbytes()) == 0);
+    }
+  }
+  const Quant k(banded(16, 300), Fp8Group::row_1x128, false);
+  std::vector<Tensor> cs = {Tensor::zeros({16, 16}), Tensor::zeros({16, 16})};
+  CHECK_THROWS_WITH_AS(fp8_gemm_nt_kgrouped(opt_ctx(), k.q, k.s, k.q, k.s, {0, 200, 300}, cs),
+                       doctest::Contains("not a multiple of 128"), ds::Error);
+}
+
 TEST_CASE("fp8_quantize_transposed: x's 128x1 groups, written transposed") {
   for (const Shape& sh : {Shape{300, 200}, Shape{128, 64}, Shape{1, 7}, Shape{257, 129}})
     for (const ScaleFormat fmt : {ScaleFormat::fp32, ScaleFormat::ue8m0})

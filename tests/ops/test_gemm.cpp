@@ -86,6 +86,17 @@ TEST_CASE("linear: forward/backward optimized == reference; dw accumulates; dx o
         Tensor none, dw2 = dw0.clone();
         linear_backward(opt_ctx(), x, w, dy, none, dw2);
         CHECK(max_abs_diff(dw2, dwo) == 0);
+        // dx_beta 1: dx += dy @ w (both implementations), dw as before
+        const Tensor dx0 = rand_f32({N, in});
+        for (const Context& c : {ref_ctx(), opt_ctx()}) {
+          Tensor dxa = dx0.clone(), dw3 = dw0.clone();
+          linear_backward(c, x, w, dy, dxa, dw3, 1.0f);
+          double e = 0;
+          for (int64_t i = 0; i < dxa.numel(); ++i)
+            e = std::max(e, std::fabs(double(dxa.f32()[i]) - dx0.f32()[i] - dxr.f32()[i]));
+          CHECK(e < 1e-5 * double(out + 1));
+          CHECK(max_abs_diff(dw3, dwr) < 1e-6 * double(N + 1));
+        }
       }
 }
 

@@ -2,6 +2,7 @@
 // with guard rows, gradients vs finite differences in double, and semantic checks (RoPE pairs
 // (2i, 2i+1), identity at position 0, norm preservation, backward = inverse rotation).
 #include <cstring>
+#include <limits>
 
 #include "cpu/ref.hpp"
 #include "ds/core/error.hpp"
@@ -278,5 +279,70 @@ TEST_CASE("add_rmsnorm_forward == add, rmsnorm_forward; rmsnorm_backward_add == 
     Tensor dyc = dy.clone();   // dx over dy: refused
     CHECK_THROWS_WITH_AS(rmsnorm_backward_add(c, x, g, rstd, dyc, res, dyc, dg),
                          doctest::Contains("must not overlap"), ds::Error);
+  }
+}
+
+// The norms' backward writing a Linear's BF16 gradient operand (model::Block, MLA's q path):
+// a BF16 dx holds the codes of the F32 dx, and rmsnorm_backward_add's dx_codes those of its
+// F32 dx, bit for bit, with dg unchanged; NaN and inf rows included; the codes' guard rows
+// intact; bad code tensors refused with the operand named.
+TEST_CASE("rmsnorm backward: BF16 dx and dx_codes are the codes of the F32 dx") {
+  const int64_t N = 11, C = 36;
+  const Tensor x = rand_f32({N, C}, -3, 3), g = rand_f32({C}), res = rand_f32({N, C});
+  Tensor dy = rand_f32({N, C});
+  dy.f32()[2 * C + 5] = std::numeric_limits<float>::infinity();
+  dy.f32()[7 * C + 1] = std::nanf("");
+  const Tensor dg0 = rand_f32({C});
+  auto codes_of = [](const Context& c, const Tensor& f) {
+    Tensor out = Tensor::empty(f.shape(), DType::bf16);
+    bf16_round(c, f, out);
+    return out;
+  };
+  auto same = [](const Tensor& a, const Tensor& b) {
+    return a.nbytes() == b.nbytes() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+  };
+  // BF16 guard rows: sentinel codes around the rows the op writes
+  auto guarded_codes = [&](Tensor& full) {
+    full = Tensor::empty({N + 2, C}, DType::bf16);
+    for (int64_t i = 0; i < full.numel(); ++i) full.data<uint16_t>()[i] = 0x7bcd;
+    return full.slice0(1, N + 1);
+  };
+  auto guards_intact = [&](const Tensor& full) {
+    for (int64_t i = 0; i < C; ++i)
+      if (full.data<uint16_t>()[i] != 0x7bcd || full.data<uint16_t>()[(N + 1) * C + i] != 0x7bcd)
+        return false;
+    return true;
+  };
+  for (const Context& c : {ref_ctx(), opt_ctx(2)}) {
+    Tensor rstd = Tensor::empty({N}), y = Tensor::empty({N, C});
+    rmsnorm_forward(c, x, g, 1e-6f, y, rstd);
+    Tensor dxf = Tensor::empty({N, C}), dgf = dg0.clone();
+    rmsnorm_backward(c, x, g, rstd, dy, dxf, dgf);
+    Tensor full, dxb = guarded_codes(full), dgb = dg0.clone();
+    rmsnorm_backward(c, x, g, rstd, dy, dxb, dgb);
+    CHECK(same(dxb, codes_of(c, dxf)));
+    CHECK(same(dgb, dgf));
+    CHECK(guards_intact(full));
+
+    Tensor dxa = Tensor::empty({N, C}), dga = dg0.clone();
+    rmsnorm_backward_add(c, x, g, rstd, dy, res, dxa, dga);
+    Tensor dx2 = Tensor::empty({N, C}), dg2 = dg0.clone(), full2, codes = guarded_codes(full2);
+    rmsnorm_backward_add(c, x, g, rstd, dy, res, dx2, dg2, &codes);
+    CHECK(same(dx2, dxa));
+    CHECK(same(dg2, dga));
+    CHECK(same(codes, codes_of(c, dxa)));
+    CHECK(guards_intact(full2));
+    Tensor inplace = res.clone(), dg3 = dg0.clone(), codes3 = Tensor::empty({N, C}, DType::bf16);
+    rmsnorm_backward_add(c, x, g, rstd, dy, inplace, inplace, dg3, &codes3);   // res == dx
+    CHECK(same(codes3, codes_of(c, dxa)));
+
+    Tensor f32codes = Tensor::empty({N, C}), short_codes = Tensor::empty({N - 1, C}, DType::bf16);
+    CHECK_THROWS_WITH_AS(rmsnorm_backward_add(c, x, g, rstd, dy, res, dx2, dg2, &f32codes),
+                         doctest::Contains("dx_codes must be BF16"), ds::Error);
+    CHECK_THROWS_AS(rmsnorm_backward_add(c, x, g, rstd, dy, res, dx2, dg2, &short_codes),
+                    ds::Error);
+    Tensor i32dx = Tensor::empty({N, C}, DType::i32);
+    CHECK_THROWS_WITH_AS(rmsnorm_backward(c, x, g, rstd, dy, i32dx, dg2),
+                         doctest::Contains("dx must be F32 or BF16"), ds::Error);
   }
 }

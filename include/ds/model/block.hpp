@@ -36,9 +36,14 @@ struct Block {
   // as it goes; the caller drops s (after reading s.moe.counts / balance).
   void forward(const ops::Context& ctx, const Tensor& x /*(N,C)*/, const SeqInfo& seq,
                const MoEOptions& opt, Tensor& out /*(N,C)*/, BlockSaved& s) const;
-  // dx (N, C) overwritten (allocated when undefined); releases s as it goes.
+  // dx (N, C) overwritten (allocated when undefined); releases s as it goes. With BF16 GEMM
+  // inputs shared (model::gemm_inputs_shared) the residual gradients also travel as BF16
+  // codes, written by the norms' backward for the Linears that read them: dout_codes (N, C),
+  // when defined, are dout's (the FFN's down projections read them), and dx_codes, when not
+  // null, receives dx's (undefined when the inputs are not shared).
   void backward(const ops::Context& ctx, BlockSaved& s, const SeqInfo& seq,
-                const Tensor& dout /*(N,C)*/, Tensor& dx /*(N,C)*/) const;
+                const Tensor& dout /*(N,C)*/, Tensor& dx /*(N,C)*/,
+                const Tensor& dout_codes = Tensor(), Tensor* dx_codes = nullptr) const;
 
  private:
   void ffn_forward(const ops::Context& ctx, const Tensor& u, const SeqInfo& seq,

@@ -36,10 +36,12 @@ struct Gate {
   // grad_scale * dL/dscores in s.dscores for backward().
   double balance_loss(const ops::Context& ctx, GateSaved& s, int64_t n_seq, int64_t seq_len,
                       float alpha, float grad_scale, bool want_grad) const;
-  // du (N, C) overwritten (allocated when undefined); weight.grad +=. dweights (N, K) is the
-  // gradient w.r.t. s.weights; s.dscores (if defined) is added at the scores.
+  // du (N, C) overwritten (allocated when undefined), or with accumulate du (defined) += the
+  // router's input gradient (by the GEMM itself where ops::gemm_accumulates); weight.grad +=.
+  // dweights (N, K) is the gradient w.r.t. s.weights; s.dscores (if defined) is added at the
+  // scores.
   void backward(const ops::Context& ctx, const GateSaved& s, const Tensor& dweights /*(N,K)*/,
-                Tensor& du /*(N,C)*/) const;
+                Tensor& du /*(N,C)*/, bool accumulate = false) const;
 };
 
 }  // namespace ds::model

@@ -47,8 +47,10 @@ struct Linear {
   // dx (N, in) = dy @ w (allocated when undefined; skipped when want_dx is false);
   // w.grad (F32) += dy^T @ x. bf16: all three operands rounded to BF16. fp8:
   // dx = Q_1x128(dy) Q_128x128(w) and w.grad += Q_128x1(dy)^T Q_128x1(Q_1x128(x)).
+  // accumulate_dx: dx (defined) += dy @ w instead, by the GEMM itself where
+  // ops::gemm_accumulates says so (bf16/fp32 GEMMs on the GPU), else a temporary and an add_.
   void backward(const ops::Context& ctx, const Tensor& x /*(N,in)*/, const Tensor& dy /*(N,out)*/,
-                Tensor& dx /*(N,in)*/, bool want_dx = true) const;
+                Tensor& dx /*(N,in)*/, bool want_dx = true, bool accumulate_dx = false) const;
 };
 
 }  // namespace ds::model

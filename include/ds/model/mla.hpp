@@ -55,7 +55,8 @@ struct MLA {
   // out (N, C) allocated when undefined.
   void forward(const ops::Context& ctx, const Tensor& x /*(N,C)*/, const SeqInfo& seq,
                Tensor& out /*(N,C)*/, MLASaved& s) const;
-  // dx (N, C) overwritten (allocated when undefined); weight grads +=.
+  // dx (N, C) overwritten (allocated when undefined); weight grads +=. dout is read by o_proj
+  // only: F32, or its BF16 codes under BF16 GEMMs (Block::backward).
   void backward(const ops::Context& ctx, const MLASaved& s, const SeqInfo& seq,
                 const Tensor& dout /*(N,C)*/, Tensor& dx /*(N,C)*/) const;
 

@@ -29,7 +29,8 @@ struct MLP {
   // y (N, C) allocated when undefined.
   void forward(const ops::Context& ctx, const Tensor& x /*(N,C)*/, Tensor& y /*(N,C)*/,
                MLPSaved& s) const;
-  // dx (N, C) overwritten (allocated when undefined); weight grads +=.
+  // dx (N, C) overwritten (allocated when undefined); weight grads +=. dy is read by
+  // down_proj only: F32, or its BF16 codes under BF16 GEMMs (Block::backward).
   void backward(const ops::Context& ctx, const MLPSaved& s, const Tensor& dy /*(N,C)*/,
                 Tensor& dx /*(N,C)*/) const;
 };

@@ -114,8 +114,10 @@ struct MoE {
   // du (N, C) overwritten (allocated when undefined); parameter grads +=. With ep the local
   // experts' grads include the rows of every rank's tokens; gate and shared-expert grads are
   // this rank's share (the caller sums them over the data-parallel group).
+  // dy_codes, when defined: dy's BF16 codes (Block::backward), which the shared experts'
+  // down projection reads instead of rounding dy.
   void backward(const ops::Context& ctx, MoESaved& s, const Tensor& dy /*(N,C)*/,
-                Tensor& du /*(N,C)*/) const;
+                Tensor& du /*(N,C)*/, const Tensor& dy_codes = Tensor()) const;
 
  private:
   void group_pairs(const ops::Context& ctx, MoESaved& s) const;

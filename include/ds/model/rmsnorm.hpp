@@ -19,7 +19,8 @@ struct RMSNorm {
   // y (N, C) and rstd (N) are allocated when undefined.
   void forward(const ops::Context& ctx, const Tensor& x /*(N,C)*/, Tensor& y /*(N,C)*/,
                Tensor& rstd /*(N)*/) const;
-  // dx (N, C) overwritten (allocated when undefined); g.grad += .
+  // dx (N, C) overwritten (allocated F32 when undefined; a BF16 dx gets the codes of the
+  // result, a Linear's gradient operand); g.grad += .
   void backward(const ops::Context& ctx, const Tensor& x /*(N,C)*/, const Tensor& rstd /*(N)*/,
                 const Tensor& dy /*(N,C)*/, Tensor& dx /*(N,C)*/) const;
   // A pre-norm block's residual add fused in: h = x + a, y = norm(h) (ops::add_rmsnorm_forward;
@@ -27,8 +28,10 @@ struct RMSNorm {
   void forward_add(const ops::Context& ctx, const Tensor& x /*(N,C)*/, const Tensor& a /*(N,C)*/,
                    Tensor& h /*(N,C)*/, Tensor& y /*(N,C)*/, Tensor& rstd /*(N)*/) const;
   // dx = res + the norm's input gradient (ops::rmsnorm_backward_add); the input is h.
+  // dx_codes: also dx's BF16 codes (allocated when undefined) for the Linears that read dx.
   void backward_add(const ops::Context& ctx, const Tensor& h, const Tensor& rstd,
-                    const Tensor& dy, const Tensor& res /*(N,C)*/, Tensor& dx /*(N,C)*/) const;
+                    const Tensor& dy, const Tensor& res /*(N,C)*/, Tensor& dx /*(N,C)*/,
+                    Tensor* dx_codes = nullptr) const;
 };
 
 }  // namespace ds::model

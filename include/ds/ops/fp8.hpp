@@ -103,9 +103,11 @@ void fp8_gemm_nt_grouped(const Context& ctx, const Tensor& a, const Tensor& a_sc
                          Fp8Group b_group = Fp8Group::block_128x128);
 // k-grouped (Wgrad): c[g] (M, N) += fp8_gemm_nt of a (M, Ktot)'s columns [offsets[g],
 // offsets[g+1]) with the same columns of b (N, Ktot); both grouped 1x128 along K (scales
-// (M, Ktot/128) and (N, Ktot/128)); offsets[G] = Ktot. Each group's sum starts from zero and
-// is added to c[g] once (an empty group leaves c[g] unchanged). c[g] F32 (M, N), defined,
-// pairwise disjoint in memory.
+// (M, ceil(Ktot/128)) and (N, ceil(Ktot/128))); offsets[G] = Ktot, which (unlike the other
+// offsets) need not be a multiple of 128: the last K block may be partial, as in fp8_gemm_nt.
+// Each group's sum starts from zero and is added to c[g] once (an empty group leaves c[g]
+// unchanged); with one group {0, K} it is fp8_gemm_nt's c then c[0] += c, in one pass (an FP8
+// Linear's Wgrad into its gradient). c[g] F32 (M, N), defined, pairwise disjoint in memory.
 void fp8_gemm_nt_kgrouped(const Context& ctx, const Tensor& a, const Tensor& a_scales,
                           const Tensor& b, const Tensor& b_scales,
                           const std::vector<int64_t>& offsets, std::vector<Tensor>& c);

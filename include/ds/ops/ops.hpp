@@ -144,6 +144,9 @@ struct Context {
   // scales are tiles): -1 auto (on, except on the GPU under DS_CUDA_FUSED=0 and wherever
   // DS_STACKED_GATE_UP=0: the separate GEMMs), 0 off, 1 on.
   int8_t stacked_gate_up = -1;
+  // Sums into existing tensors by the GEMM itself (gemm_accumulates): -1 auto (on the GPU
+  // unless DS_CUDA_FUSED=0; off on the CPU), 0 off, 1 on.
+  int8_t gemm_accumulate = -1;
   // The weights' GEMM operands (BF16, or FP8 codes) for the current step (see OperandCache);
   // shared by copies.
   std::shared_ptr<OperandCache> operands;
@@ -186,9 +189,17 @@ void matmul(const Context& ctx, const Tensor& a, const Tensor& b, Tensor& c, boo
 // w may be F32 or BF16 (inference: widened to float exactly, products and sums in FP32).
 void linear_forward(const Context& ctx, const Tensor& x /*(N,in)*/, const Tensor& w /*(out,in)*/,
                     Tensor& y /*(N,out)*/);
-// dx = dy @ w (overwritten; skipped if dx is undefined); dw += dy^T @ x.
+// dx = dy @ w + dx_beta * dx (skipped if dx is undefined); dw += dy^T @ x.
 void linear_backward(const Context& ctx, const Tensor& x /*(N,in)*/, const Tensor& w,
-                     const Tensor& dy /*(N,out)*/, Tensor& dx /*(N,in)*/, Tensor& dw /*(out,in)*/);
+                     const Tensor& dy /*(N,out)*/, Tensor& dx /*(N,in)*/, Tensor& dw /*(out,in)*/,
+                     float dx_beta = 0.0f);
+// Whether the model adds a GEMM's result into a tensor through the GEMM itself (cuBLAS's
+// beta = 1, the FP8 k-grouped GEMM's += : one pass over the target, no temporary) rather than
+// into a temporary and an add_: Context::gemm_accumulate resolved; by default on the GPU, not
+// under DS_CUDA_FUSED=0 (the paths the H200 measured). The CPU keeps the temporary and add_ by
+// default, so that its results stay as they were to the bit (its BLAS folds the target into
+// its K-block sums in another order).
+bool gemm_accumulates(const Context& ctx);
 
 // Grouped GEMMs over row blocks: the MoE experts of a layer on the expert-sorted rows, in
 // one call (cuBLAS grouped GEMM on the GPU; a loop of matmuls on the CPU). Group g owns rows
@@ -218,6 +229,8 @@ void embedding_backward(const Context& ctx, const Tensor& ids /*(N)*/, const Ten
 // Linear's operand, model::gemm_input_empty), written in the same pass on the GPU.
 void rmsnorm_forward(const Context& ctx, const Tensor& x /*(N,C)*/, const Tensor& g /*(C)*/, float eps,
                      Tensor& y /*(N,C)*/, Tensor& rstd /*(N)*/);
+// dx F32, or BF16: the codes of the F32 dx (bit for bit bf16_round of it; the gradient a
+// Linear reads as its GEMM operand, written in the same pass on the GPU).
 void rmsnorm_backward(const Context& ctx, const Tensor& x, const Tensor& g, const Tensor& rstd,
                       const Tensor& dy /*(N,C)*/, Tensor& dx /*(N,C)*/, Tensor& dg /*(C) +=*/);
 // The pre-norm residual add fused in front (model::Block): h = x + a (F32, the residual
@@ -228,10 +241,13 @@ void add_rmsnorm_forward(const Context& ctx, const Tensor& x /*(N,C)*/, const Te
                          Tensor& y /*(N,C)*/, Tensor& rstd /*(N)*/);
 // And behind the backward: dx = res + rmsnorm_backward's dx (the residual gradient added in
 // the same pass; bit for bit rmsnorm_backward then add(res, .)); dg += as rmsnorm_backward.
-// res may be dx; dx must not overlap x or dy.
+// res may be dx; dx must not overlap x or dy. dx_codes (N, C) BF16 or null: also the codes of
+// dx (bit for bit bf16_round(dx); the residual gradient as the next Linears' GEMM operand, so
+// that they do not round it again), written in the same pass on the GPU.
 void rmsnorm_backward_add(const Context& ctx, const Tensor& x, const Tensor& g,
                           const Tensor& rstd, const Tensor& dy, const Tensor& res /*(N,C)*/,
-                          Tensor& dx /*(N,C)*/, Tensor& dg /*(C) +=*/);
+                          Tensor& dx /*(N,C)*/, Tensor& dg /*(C) +=*/,
+                          Tensor* dx_codes = nullptr);
 
 // ---- RoPE, interleaved pairs (2i, 2i+1), angle pos * freq[i] ----------------------------------
 // x: (N, H, Dr) rotated in place-free fashion into out; pos: (N) i32 absolute positions;

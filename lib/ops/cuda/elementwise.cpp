@@ -47,10 +47,23 @@ void rmsnorm_forward(const Context&, const Tensor& x, const Tensor& g, float eps
   }
 }
 
+// A BF16 dx (codes, a Linear's output gradient operand) straight from the kernel; with
+// DS_CUDA_FUSED=0 the F32 kernel into a temporary, then bf16_round.
 void rmsnorm_backward(const Context&, const Tensor& x, const Tensor& g, const Tensor& rstd,
                       const Tensor& dy, Tensor& dx, Tensor& dg) {
-  ds::cuda::rmsnorm_backward_f32(x.f32(), g.f32(), rstd.f32(), dy.f32(), dx.f32(), dg.f32(),
-                                 x.size(0), x.size(1));
+  const int64_t N = x.size(0), C = x.size(1);
+  if (dx.dtype() != DType::bf16) {
+    ds::cuda::rmsnorm_backward_f32(x.f32(), g.f32(), rstd.f32(), dy.f32(), dx.f32(), dg.f32(), N,
+                                   C);
+  } else if (ds::cuda::fused_ops()) {
+    ds::cuda::rmsnorm_backward_f32(x.f32(), g.f32(), rstd.f32(), dy.f32(), nullptr, dg.f32(), N,
+                                   C, nullptr, dx.data<uint16_t>());
+  } else {
+    const Tensor t = Tensor::empty({N, C}, DType::f32, Device::cuda);
+    ds::cuda::rmsnorm_backward_f32(x.f32(), g.f32(), rstd.f32(), dy.f32(), t.f32(), dg.f32(), N,
+                                   C);
+    ds::cuda::bf16_round(t.f32(), nullptr, dx.data<uint16_t>(), N * C);
+  }
 }
 
 // The residual add fused into the norm; with DS_CUDA_FUSED=0 the add and the norm apart.
@@ -68,18 +81,22 @@ void add_rmsnorm_forward(const Context& ctx, const Tensor& x, const Tensor& a, c
                                 rstd.f32(), N, C);
 }
 
+// dx_codes: dx's BF16 codes from the same kernel; with DS_CUDA_FUSED=0 the norm, the add and a
+// bf16_round apart.
 void rmsnorm_backward_add(const Context&, const Tensor& x, const Tensor& g, const Tensor& rstd,
-                          const Tensor& dy, const Tensor& res, Tensor& dx, Tensor& dg) {
+                          const Tensor& dy, const Tensor& res, Tensor& dx, Tensor& dg,
+                          Tensor* dx_codes) {
   const int64_t N = x.size(0), C = x.size(1);
   if (!ds::cuda::fused_ops()) {
     const Tensor t = Tensor::empty({N, C}, DType::f32, Device::cuda);
     ds::cuda::rmsnorm_backward_f32(x.f32(), g.f32(), rstd.f32(), dy.f32(), t.f32(), dg.f32(), N,
                                    C);
     ds::cuda::add_f32(res.f32(), t.f32(), dx.f32(), N * C);
+    if (dx_codes) ds::cuda::bf16_round(dx.f32(), nullptr, dx_codes->data<uint16_t>(), N * C);
     return;
   }
   ds::cuda::rmsnorm_backward_f32(x.f32(), g.f32(), rstd.f32(), dy.f32(), dx.f32(), dg.f32(), N,
-                                 C, res.f32());
+                                 C, res.f32(), dx_codes ? dx_codes->data<uint16_t>() : nullptr);
 }
 
 // ---- RoPE and head layout ------------------------------------------------------------------

@@ -62,7 +62,7 @@ void add_rmsnorm_forward(const Context& ctx, const Tensor& x, const Tensor& a, c
                          float eps, Tensor& h, Tensor& y, Tensor& rstd);
 void rmsnorm_backward_add(const Context& ctx, const Tensor& x, const Tensor& g,
                           const Tensor& rstd, const Tensor& dy, const Tensor& res, Tensor& dx,
-                          Tensor& dg);
+                          Tensor& dg, Tensor* dx_codes);
 // dir +1: rope_forward, -1: rope_backward (x = dout, out = dx).
 void rope(const Context& ctx, const Tensor& x, const Tensor& pos, const Tensor& freqs, Tensor& out,
           int dir);
