@@ -84,12 +84,13 @@ __device__ __forceinline__ void mma_e4m3(float* d, const uint32_t* a, uint32_t b
 }
 
 // tile_b (m-grouped): (M/128) b operands, one per row tile; kgroups (k-grouped): the
-// non-empty groups, one per blockIdx.y, K = Ktot. Unused (null) otherwise.
+// non-empty groups, one per blockIdx.y, K = Ktot, or null and the one group in `one` (an FP8
+// Linear's Wgrad: no table to upload). Unused otherwise.
 template <Mode kMode, bool kVec>
 __global__ void __launch_bounds__(kThreads)
     fp8_gemm_fallback_kernel(Fp8Operand a, Fp8Operand b, float* __restrict__ c, int64_t M,
                              int64_t N, int64_t K, const Fp8Operand* __restrict__ tile_b,
-                             const Fp8KGroup* __restrict__ kgroups) {
+                             const Fp8KGroup* __restrict__ kgroups, Fp8KGroup one) {
   constexpr bool kGrouped = kMode != Mode::plain;
   __shared__ __align__(16) uint8_t sa[kBM * kPitch];
   __shared__ __align__(16) uint8_t sb[kBN * kPitch];
@@ -112,7 +113,7 @@ __global__ void __launch_bounds__(kThreads)
   if constexpr (kGrouped) {
     if (threadIdx.x == 0) {
       if constexpr (kMode == Mode::m_grouped) group_b = tile_b[tm];
-      else group_k = kgroups[blockIdx.y];
+      else group_k = kgroups ? kgroups[blockIdx.y] : one;
     }
     __syncthreads();
   }
@@ -256,13 +257,14 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 
 
 template <Mode kMode>
 void launch(bool vec, dim3 grid, const Fp8Operand& a, const Fp8Operand& b, float* c, int64_t M,
-            int64_t N, int64_t K, const Fp8Operand* tile_b, const Fp8KGroup* kgroups) {
+            int64_t N, int64_t K, const Fp8Operand* tile_b, const Fp8KGroup* kgroups,
+            const Fp8KGroup& one = {}) {
   if (vec)
     fp8_gemm_fallback_kernel<kMode, true>
-        <<<grid, kThreads, 0, stream()>>>(a, b, c, M, N, K, tile_b, kgroups);
+        <<<grid, kThreads, 0, stream()>>>(a, b, c, M, N, K, tile_b, kgroups, one);
   else
     fp8_gemm_fallback_kernel<kMode, false>
-        <<<grid, kThreads, 0, stream()>>>(a, b, c, M, N, K, tile_b, kgroups);
+        <<<grid, kThreads, 0, stream()>>>(a, b, c, M, N, K, tile_b, kgroups, one);
   DS_CUDA_LAUNCHED();
 }
 
@@ -342,11 +344,15 @@ void fp8_gemm_nt_kgrouped_fallback(const Fp8Operand& a, const Fp8Operand& b,
   const std::vector<Fp8KGroup> tab = fp8_kgroups(c, offsets, groups);
   if (M == 0 || N == 0 || tab.empty()) return;
   const int64_t Ktot = offsets[groups];   // the last K block may be partial
+  const bool vec = Ktot % 16 == 0 && aligned16(a.codes) && aligned16(b.codes);
+  const dim3 grid(unsigned(cdiv(M, kBM) * cdiv(N, kBN)), unsigned(tab.size()));
+  if (tab.size() == 1) {   // the group by value: no table upload
+    launch<Mode::k_grouped>(vec, grid, a, b, nullptr, M, N, Ktot, nullptr, nullptr, tab[0]);
+    return;
+  }
   const PoolBuffer buf(tab.size() * sizeof(Fp8KGroup));
   upload_table(tab, buf);
-  const dim3 grid(unsigned(cdiv(M, kBM) * cdiv(N, kBN)), unsigned(tab.size()));
-  launch<Mode::k_grouped>(Ktot % 16 == 0 && aligned16(a.codes) && aligned16(b.codes), grid, a, b,
-                          nullptr, M, N, Ktot, nullptr, buf.as<Fp8KGroup>());
+  launch<Mode::k_grouped>(vec, grid, a, b, nullptr, M, N, Ktot, nullptr, buf.as<Fp8KGroup>());
 }
 
 }  // namespace ds::cuda

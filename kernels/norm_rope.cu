@@ -78,7 +78,7 @@ __global__ void rmsnorm_fwd_kernel(const float* x, const float* a, float* h,
 #pragma unroll
       for (int j = 0; j < V::n; ++j) {
         const double d = V::get(v, j);
-        ss += d * d;
+        ss = __dadd_rn(ss, __dmul_rn(d, d));   // unfused, as the reference
       }
     }
     ss = block_sum_dbl(ss, sh);

@@ -165,7 +165,8 @@ __device__ __forceinline__ void issue_block(float (&part)[64], uint32_t sa, int 
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 // tile_b (m-grouped): (M/128) b operands, one per row tile; kgroups (k-grouped): the
-// non-empty groups, one per blockIdx.y, K = Ktot. Unused (null) otherwise.
+// non-empty groups, one per blockIdx.y, K = Ktot, or null and the one group in `one`. Unused
+// otherwise.
 // kOverlap: the promotion of K block kb - 1 runs while block kb's wgmma are in flight (two
 // sets of partial sums, prefetch distance 2 instead of 3); otherwise each block's wgmma are
 // waited for before its promotion.
@@ -173,7 +174,7 @@ template <Mode kMode, bool kBPerColumn, bool kOverlap>
 __global__ void __launch_bounds__(kThreads, 1)
     fp8_gemm_sm90_kernel(Fp8Operand a, Fp8Operand b, float* __restrict__ c, int64_t M, int64_t N,
                          int64_t K, const Fp8Operand* __restrict__ tile_b,
-                         const Fp8KGroup* __restrict__ kgroups) {
+                         const Fp8KGroup* __restrict__ kgroups, Fp8KGroup one) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ uint8_t smem_raw[];
   const uint32_t base = (uint32_t(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
@@ -185,7 +186,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   int64_t kb_first = 0, nkb = kblocks;
   if constexpr (kMode == Mode::m_grouped) b = tile_b[tm];
   if constexpr (kMode == Mode::k_grouped) {
-    const Fp8KGroup grp = kgroups[blockIdx.y];
+    const Fp8KGroup grp = kgroups ? kgroups[blockIdx.y] : one;
     c = grp.c;
     kb_first = grp.kb0;
     nkb = grp.kb1 - grp.kb0;
@@ -298,7 +299,8 @@ std::atomic<bool> g_overlap{false};   // set_fp8_gemm_overlap
 
 template <Mode kMode, bool kBPerColumn, bool kOverlap>
 void launch_mode(dim3 grid, const Fp8Operand& a, const Fp8Operand& b, float* c, int64_t M,
-                 int64_t N, int64_t K, const Fp8Operand* tile_b, const Fp8KGroup* kgroups) {
+                 int64_t N, int64_t K, const Fp8Operand* tile_b, const Fp8KGroup* kgroups,
+                 const Fp8KGroup& one) {
   static const bool attr = [] {
     DS_CUDA_CHECK(cudaFuncSetAttribute(fp8_gemm_sm90_kernel<kMode, kBPerColumn, kOverlap>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
@@ -306,7 +308,7 @@ void launch_mode(dim3 grid, const Fp8Operand& a, const Fp8Operand& b, float* c, 
   }();
   (void)attr;
   fp8_gemm_sm90_kernel<kMode, kBPerColumn, kOverlap><<<grid, kThreads, kSmemBytes, stream()>>>(
-      a, b, c, M, N, K, tile_b, kgroups);
+      a, b, c, M, N, K, tile_b, kgroups, one);
   DS_CUDA_LAUNCHED();
 }
 
@@ -315,14 +317,14 @@ void launch_mode(dim3 grid, const Fp8Operand& a, const Fp8Operand& b, float* c, 
 template <Mode kMode>
 void launch(int b_rows_per_scale, dim3 grid, const Fp8Operand& a, const Fp8Operand& b, float* c,
             int64_t M, int64_t N, int64_t K, const Fp8Operand* tile_b,
-            const Fp8KGroup* kgroups) {
+            const Fp8KGroup* kgroups, const Fp8KGroup& one = {}) {
   const bool col = b_rows_per_scale == 1;
   if (g_overlap.load(std::memory_order_relaxed)) {
-    if (col) launch_mode<kMode, true, true>(grid, a, b, c, M, N, K, tile_b, kgroups);
-    else launch_mode<kMode, false, true>(grid, a, b, c, M, N, K, tile_b, kgroups);
+    if (col) launch_mode<kMode, true, true>(grid, a, b, c, M, N, K, tile_b, kgroups, one);
+    else launch_mode<kMode, false, true>(grid, a, b, c, M, N, K, tile_b, kgroups, one);
   } else {
-    if (col) launch_mode<kMode, true, false>(grid, a, b, c, M, N, K, tile_b, kgroups);
-    else launch_mode<kMode, false, false>(grid, a, b, c, M, N, K, tile_b, kgroups);
+    if (col) launch_mode<kMode, true, false>(grid, a, b, c, M, N, K, tile_b, kgroups, one);
+    else launch_mode<kMode, false, false>(grid, a, b, c, M, N, K, tile_b, kgroups, one);
   }
 }
 
@@ -416,9 +418,14 @@ void fp8_gemm_nt_kgrouped_sm90(const Fp8Operand& a, const Fp8Operand& b, const i
   if (M == 0 || N == 0 || tab.empty()) return;
   if (!fp8_gemm_nt_kgrouped_sm90_supported(a, b, offsets, groups, M, N))
     unsupported("fp8_gemm_nt_kgrouped_sm90: needs an sm_90a device and 16-byte aligned codes");
+  const dim3 grid(unsigned(cdiv(M, kBM) * cdiv(N, kBN)), unsigned(tab.size()));
+  if (tab.size() == 1) {   // the group by value: no table upload (an FP8 Linear's Wgrad)
+    launch<Mode::k_grouped>(b.rows_per_scale, grid, a, b, nullptr, M, N, offsets[groups],
+                            nullptr, nullptr, tab[0]);
+    return;
+  }
   const PoolBuffer buf(tab.size() * sizeof(Fp8KGroup));
   upload_table(tab, buf);
-  const dim3 grid(unsigned(cdiv(M, kBM) * cdiv(N, kBN)), unsigned(tab.size()));
   launch<Mode::k_grouped>(b.rows_per_scale, grid, a, b, nullptr, M, N, offsets[groups], nullptr,
                           buf.as<Fp8KGroup>());
 }

@@ -32,7 +32,8 @@ bool fp8_gemm_nt_grouped_sm90_supported(const Fp8Operand& a, const Fp8Operand* b
 void fp8_gemm_nt_grouped_sm90(const Fp8Operand& a, const Fp8Operand* b, const int64_t* offsets,
                               int groups, float* c, int64_t N, int64_t K);
 // k-grouped (fp8_gemm_nt_kgrouped_fallback): supported as above with K = Ktot = offsets[groups]
-// (a multiple of 128; false when 0).
+// (false when 0; the last K block may be partial, the other offsets are multiples of 128). One
+// non-empty group goes to the kernel by value, more as an uploaded table.
 bool fp8_gemm_nt_kgrouped_sm90_supported(const Fp8Operand& a, const Fp8Operand& b,
                                          const int64_t* offsets, int groups, int64_t M,
                                          int64_t N);

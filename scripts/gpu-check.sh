@@ -255,7 +255,7 @@ verdict "stacked gate/up (default)" ds_test_backend_ops-ops-new,ds_test_model_gp
   bench_train_apart.txt bench_train.txt
 verdict "sums by the GEMM (default)" \
   ds_test_backend_ops-ops-verified,ds_test_model_gpu-model bench_train_noacc.txt bench_train.txt
-verdict "FP8 Wgrad by the k-grouped GEMM (default)" \
+verdict "sums by the GEMM, fp8 step (FP8 Wgrad by the k-grouped GEMM too; default)" \
   ds_test_backend_ops-ops-fp8-grouped,ds_test_model_gpu-model bench_train_noacc.txt \
   bench_train.txt fp8
 echo "[gpu-check] training-step benchmarks done at $(elapsed)"

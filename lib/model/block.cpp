@@ -41,15 +41,15 @@ void Block::forward(const ops::Context& ctx, const Tensor& x, const SeqInfo& seq
 }
 
 void Block::backward(const ops::Context& ctx, BlockSaved& s, const SeqInfo& seq,
-                     const Tensor& dout, Tensor& dx, const Tensor& dout_codes,
+                     const Tensor& dout, Tensor& dx, Tensor dout_codes,
                      Tensor* dx_codes) const {
   // dout's codes serve where only Linears read it (the FFN's down projections; the routed
   // experts weight dout's F32 rows before rounding); dh's, o_proj
   const bool codes = gemm_inputs_shared(ctx);
-  const Tensor& dy = dout_codes.defined() ? dout_codes : dout;
   Tensor dxn;                                             // (N, C)
   if (moe) moe->backward(ctx, s.moe, dout, dxn, dout_codes);
-  else mlp->backward(ctx, s.mlp, dy, dxn);
+  else mlp->backward(ctx, s.mlp, dout_codes.defined() ? dout_codes : dout, dxn);
+  dout_codes = Tensor();
   s.mlp = MLPSaved{};
   s.moe = MoESaved{};
   Tensor dh, dh_codes;

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <utility>
 
 #include "ds/core/error.hpp"
 #include "ds/model/rope_yarn.hpp"
@@ -359,7 +360,8 @@ void Transformer::backward(const ops::Context& ctx, Pass& p) {
   for (size_t l = layers_.size(); l-- > 0;) {
     Tensor dx, dx_codes;
     const bool want = l > 0;   // the embedding (or the previous stage) reads F32
-    layers_[l].backward(ctx, p.blocks[l], p.seq, dh, dx, dh_codes, want ? &dx_codes : nullptr);
+    layers_[l].backward(ctx, p.blocks[l], p.seq, dh, dx, std::move(dh_codes),
+                        want ? &dx_codes : nullptr);
     dh = dx;
     dh_codes = dx_codes;
   }

@@ -451,7 +451,7 @@ TEST_CASE("fp8 grouped k-grouped GEMM accumulates into c like the CPU op (op, bo
     for (Kernel k : {Kernel::fallback, Kernel::sm90, Kernel::op}) run_fp8_kgrouped(t, k);
 }
 
-// An FP8 Linear's Wgrad on the GPU (model::Linear, ops::fp8_wgrad_accumulates): the k-grouped
+// An FP8 Linear's Wgrad on the GPU (model::Linear, ops::gemm_accumulates): the k-grouped
 // GEMM with one group {0, K} adds into the gradient what fp8_gemm_nt then add_ add, bit for
 // bit on the card (the same kernel and K-block order; one F32 addition per element), for K
 // (tokens) a multiple of 128, a partial last block, and K % 16 != 0 (the portable kernel).

@@ -205,8 +205,8 @@ TEST_CASE("layout: mla_kv_split forward/backward") {
 // followed by the add (dx, and dg through the same reduction; res apart and res == dx; dx's
 // BF16 codes written beside it, and a BF16 dx alone), every operand at the same element offset
 // so that both sides take the same kernel variant (offset 0 float4 rows, 1 the scalar path);
-// and close to the CPU reference. C 6144: dynamic shared memory just under 48 KiB, which with
-// the kernel's static shared memory needs the opt-in.
+// and close to the CPU reference. C 6144: 48 KiB of dynamic shared memory (the dg
+// accumulators), which with the kernel's static shared memory needs the opt-in.
 TEST_CASE("elementwise: rmsnorm with the residual add fused") {
   // 8192 x 1024: more rows than backward blocks, so each block's dg partials sum many rows
   for (auto [N, C] : {std::pair<int64_t, int64_t>{1, 7}, {33, 1024}, {5, 7168}, {17, 384},

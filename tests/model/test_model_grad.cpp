@@ -320,18 +320,36 @@ TEST_CASE("grouped experts: grouped GEMMs over expert-sorted rows equal the per-
   }
 }
 
+namespace {
+
+// Two models with the same weights and gradients allocated: one step each, A against B.
+struct Twin {
+  ParamStore s1, s2;
+  Transformer m1, m2;
+  Twin(const ModelArgs& a, uint64_t seed) : m1(a, s1), m2(a, s2) {
+    s1.init(seed);
+    s2.init(seed);
+    s1.alloc_grads();
+    s2.alloc_grads();
+  }
+};
+
+int64_t op_calls(const ops::Profiler& p, const char* op) {
+  for (const ops::Profiler::Entry& e : p.entries())
+    if (std::string(e.op) == op) return e.calls;
+  return 0;
+}
+
+}  // namespace
+
 // q, k, v handed to the attention as BF16 codes (ops::Context::attention_inputs; on by default
 // where the GPU's tensor-core attention reads them so): forced on the CPU, a bf16 step attends
 // over the rounded values, so the loss and gradients move slightly but stay close, and MLA
 // rounds q once per layer (k and v come out of mla_kv_split as codes).
 TEST_CASE("attention inputs as BF16 codes: a bf16 step attends over the rounded q, k, v") {
   const ModelArgs a = micro_args();
-  ParamStore s1, s2;
-  Transformer m1(a, s1), m2(a, s2);
-  s1.init(21);
-  s2.init(21);
-  s1.alloc_grads();
-  s2.alloc_grads();
+  Twin t(a, 21);
+  ParamStore &s1 = t.s1, &s2 = t.s2;
   ops::Context c1 = ref_ctx(), c2 = ref_ctx();
   c1.impl = c2.impl = ops::Impl::optimized;
   c1.linear.mode = c2.linear.mode = ops::Precision::bf16;
@@ -341,8 +359,8 @@ TEST_CASE("attention inputs as BF16 codes: a bf16 step attends over the rounded 
   c1.prof = &p1;
   c2.prof = &p2;
   const Batch b = sft_batch(a.vocab_size, 21);
-  const StepResult r1 = m1.forward_backward(c1, b, LossWeights{}, 1.0f);
-  const StepResult r2 = m2.forward_backward(c2, b, LossWeights{}, 1.0f);
+  const StepResult r1 = t.m1.forward_backward(c1, b, LossWeights{}, 1.0f);
+  const StepResult r2 = t.m2.forward_backward(c2, b, LossWeights{}, 1.0f);
   CHECK(r2.loss == doctest::Approx(r1.loss).epsilon(1e-2));
   CHECK(r2.loss != r1.loss);   // the rounding happened
   double worst = 0;
@@ -350,14 +368,9 @@ TEST_CASE("attention inputs as BF16 codes: a bf16 step attends over the rounded 
     worst = std::max(worst, rel_diff(s1.params()[i], s2.params()[i]));
   CHECK(worst > 0);
   CHECK(worst < 0.1);
-  auto calls = [](const ops::Profiler& p, const char* op) {
-    for (const ops::Profiler::Entry& e : p.entries())
-      if (std::string(e.op) == op) return e.calls;
-    return int64_t(0);
-  };
   const int64_t mla_layers = a.n_layers + a.n_mtp_layers;
-  CHECK(calls(p2, "bf16_round") - calls(p1, "bf16_round") == mla_layers);
-  CHECK(calls(p2, "mla_kv_split") == calls(p1, "mla_kv_split"));
+  CHECK(op_calls(p2, "bf16_round") - op_calls(p1, "bf16_round") == mla_layers);
+  CHECK(op_calls(p2, "mla_kv_split") == op_calls(p1, "mla_kv_split"));
 }
 
 // Sums into existing tensors by the GEMM itself (ops::Context::gemm_accumulate, on by default
@@ -371,12 +384,8 @@ TEST_CASE("GEMM accumulation: the input gradients added by the GEMMs match the t
       CAPTURE(int(p));
       CAPTURE(stacked);
       const ModelArgs a = micro_args();
-      ParamStore s1, s2;
-      Transformer m1(a, s1), m2(a, s2);
-      s1.init(31);
-      s2.init(31);
-      s1.alloc_grads();
-      s2.alloc_grads();
+      Twin t(a, 31);
+      ParamStore &s1 = t.s1, &s2 = t.s2;
       ops::Context c1 = ref_ctx(), c2 = ref_ctx();
       c1.impl = c2.impl = ops::Impl::optimized;
       c1.linear.mode = c2.linear.mode = p;
@@ -389,8 +398,8 @@ TEST_CASE("GEMM accumulation: the input gradients added by the GEMMs match the t
       c1.prof = &p1;
       c2.prof = &p2;
       const Batch b = sft_batch(a.vocab_size, 31);
-      const StepResult r1 = m1.forward_backward(c1, b, LossWeights{}, 1.0f);
-      const StepResult r2 = m2.forward_backward(c2, b, LossWeights{}, 1.0f);
+      const StepResult r1 = t.m1.forward_backward(c1, b, LossWeights{}, 1.0f);
+      const StepResult r2 = t.m2.forward_backward(c2, b, LossWeights{}, 1.0f);
       CHECK(r2.loss == r1.loss);   // the forward pass is untouched
       double worst = 0;
       for (size_t i = 0; i < s1.params().size(); ++i) {
@@ -399,14 +408,10 @@ TEST_CASE("GEMM accumulation: the input gradients added by the GEMMs match the t
         worst = std::max(worst, rel_diff(s1.params()[i], s2.params()[i]));
       }
       MESSAGE("largest relative gradient difference ", worst);
-      auto calls = [](const ops::Profiler& pr, const char* op) {
-        for (const ops::Profiler::Entry& e : pr.entries())
-          if (std::string(e.op) == op) return e.calls;
-        return int64_t(0);
-      };
       const int64_t mla = a.n_layers + a.n_mtp_layers;
       const int64_t moe = a.n_layers - a.n_dense_layers + a.n_mtp_layers;
-      if (stacked) CHECK(calls(p1, "add_") - calls(p2, "add_") == mla + moe);
-      else CHECK(calls(p1, "add_") - calls(p2, "add_") > mla + moe);
+      const int64_t fewer = op_calls(p1, "add_") - op_calls(p2, "add_");
+      if (stacked) CHECK(fewer == mla + moe);
+      else CHECK(fewer > mla + moe);
     }
 }

@@ -39,11 +39,11 @@ struct Block {
   // dx (N, C) overwritten (allocated when undefined); releases s as it goes. With BF16 GEMM
   // inputs shared (model::gemm_inputs_shared) the residual gradients also travel as BF16
   // codes, written by the norms' backward for the Linears that read them: dout_codes (N, C),
-  // when defined, are dout's (the FFN's down projections read them), and dx_codes, when not
-  // null, receives dx's (undefined when the inputs are not shared).
+  // when defined, are dout's (the FFN's down projections read them; released after the FFN),
+  // and dx_codes, when not null, receives dx's (undefined when the inputs are not shared).
   void backward(const ops::Context& ctx, BlockSaved& s, const SeqInfo& seq,
                 const Tensor& dout /*(N,C)*/, Tensor& dx /*(N,C)*/,
-                const Tensor& dout_codes = Tensor(), Tensor* dx_codes = nullptr) const;
+                Tensor dout_codes = Tensor(), Tensor* dx_codes = nullptr) const;
 
  private:
   void ffn_forward(const ops::Context& ctx, const Tensor& u, const SeqInfo& seq,
