@@ -322,15 +322,24 @@ TEST_CASE("grouped experts: grouped GEMMs over expert-sorted rows equal the per-
 
 namespace {
 
-// Two models with the same weights and gradients allocated: one step each, A against B.
+// Two models with the same weights and gradients allocated: one step each, A against B, each
+// op-profiled.
 struct Twin {
   ParamStore s1, s2;
   Transformer m1, m2;
+  ops::Profiler p1, p2;
+  StepResult r1, r2;
   Twin(const ModelArgs& a, uint64_t seed) : m1(a, s1), m2(a, s2) {
     s1.init(seed);
     s2.init(seed);
     s1.alloc_grads();
     s2.alloc_grads();
+  }
+  void step(ops::Context c1, ops::Context c2, const Batch& b) {
+    c1.prof = &p1;
+    c2.prof = &p2;
+    r1 = m1.forward_backward(c1, b, LossWeights{}, 1.0f);
+    r2 = m2.forward_backward(c2, b, LossWeights{}, 1.0f);
   }
 };
 
@@ -355,12 +364,9 @@ TEST_CASE("attention inputs as BF16 codes: a bf16 step attends over the rounded 
   c1.linear.mode = c2.linear.mode = ops::Precision::bf16;
   c1.attention_inputs = 0;
   c2.attention_inputs = 1;
-  ops::Profiler p1, p2;
-  c1.prof = &p1;
-  c2.prof = &p2;
-  const Batch b = sft_batch(a.vocab_size, 21);
-  const StepResult r1 = t.m1.forward_backward(c1, b, LossWeights{}, 1.0f);
-  const StepResult r2 = t.m2.forward_backward(c2, b, LossWeights{}, 1.0f);
+  t.step(c1, c2, sft_batch(a.vocab_size, 21));
+  const StepResult &r1 = t.r1, &r2 = t.r2;
+  const ops::Profiler &p1 = t.p1, &p2 = t.p2;
   CHECK(r2.loss == doctest::Approx(r1.loss).epsilon(1e-2));
   CHECK(r2.loss != r1.loss);   // the rounding happened
   double worst = 0;
@@ -394,13 +400,8 @@ TEST_CASE("GEMM accumulation: the input gradients added by the GEMMs match the t
       c2.gemm_accumulate = 1;
       CHECK_FALSE(ops::gemm_accumulates(c1));
       CHECK(ops::gemm_accumulates(c2));
-      ops::Profiler p1, p2;
-      c1.prof = &p1;
-      c2.prof = &p2;
-      const Batch b = sft_batch(a.vocab_size, 31);
-      const StepResult r1 = t.m1.forward_backward(c1, b, LossWeights{}, 1.0f);
-      const StepResult r2 = t.m2.forward_backward(c2, b, LossWeights{}, 1.0f);
-      CHECK(r2.loss == r1.loss);   // the forward pass is untouched
+      t.step(c1, c2, sft_batch(a.vocab_size, 31));
+      CHECK(t.r2.loss == t.r1.loss);   // the forward pass is untouched
       double worst = 0;
       for (size_t i = 0; i < s1.params().size(); ++i) {
         CAPTURE(s1.params()[i].info.name);
@@ -410,7 +411,7 @@ TEST_CASE("GEMM accumulation: the input gradients added by the GEMMs match the t
       MESSAGE("largest relative gradient difference ", worst);
       const int64_t mla = a.n_layers + a.n_mtp_layers;
       const int64_t moe = a.n_layers - a.n_dense_layers + a.n_mtp_layers;
-      const int64_t fewer = op_calls(p1, "add_") - op_calls(p2, "add_");
+      const int64_t fewer = op_calls(t.p1, "add_") - op_calls(t.p2, "add_");
       if (stacked) CHECK(fewer == mla + moe);
       else CHECK(fewer > mla + moe);
     }
