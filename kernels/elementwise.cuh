@@ -102,6 +102,11 @@ void rmsnorm_backward_f32(const float* x, const float* g, const float* rstd, con
 // row, off as ref::rope: rows of `row` elements, the rotated ones at [off, off + Dr).
 void rope_f32(const float* x, const int32_t* pos, const float* freqs, float* out, int64_t N,
               int64_t H, int64_t Dr, int dir, int64_t row = -1, int64_t off = 0);
+// x (N, H, D) F32 with its last Dr of each head rotated as rope_f32 (row D, off D - Dr), the
+// rest as it is, written as BF16 codes into out (N, H, D) (RNE): bit for bit rope_f32 in place
+// then bf16_round, in one pass; x unchanged.
+void rope_tail_codes(const float* x, const int32_t* pos, const float* freqs, uint16_t* out,
+                     int64_t N, int64_t H, int64_t D, int64_t Dr, int dir);
 
 // ---- AdamW (kernels/adamw.cu) -------------------------------------------------------------
 // Per-step FP32 scalars, formed on the host exactly as ref::adamw_step forms them.

@@ -81,7 +81,7 @@ NEW_PROF='gpu profiler*'
 NEW_ATTN='gpu attention wgmma*'
 NEW_FUSED='fused:*'
 NEW_DEFAULT='gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,elementwise: swiglu packed*,gpu gather_rows_scaled*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
-NEW_OPERANDS='gpu gather_rows_scaled*,gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu moe_sort_pairs*,elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
+NEW_OPERANDS='gpu gather_rows_scaled*,elementwise: rope_tail_codes*,gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu moe_sort_pairs*,elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 declare -A FILTER=(
   [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8G,$NEW_PROF,$NEW_ATTN,$NEW_FUSED,$NEW_DEFAULT"
   [ops-grouped]="--test-case=$NEW_GROUPED"
@@ -109,8 +109,9 @@ declare -A FILTER=(
 # gate/up GEMM, the RMSNorm weight-gradient
 # reduction's wider lanes and the RoPE kernel's row stride, neither of those two switchable)
 # with the defaults, which the later
-# groups also use (staged uploads); ops-operands:fallback runs the BF16-output, one-pass key and
-# weighted-gather tests again under DS_CUDA_FUSED=0 (the fallbacks that model:unfused would use).
+# groups also use (staged uploads); ops-operands:fallback runs the BF16-output, one-pass key,
+# q RoPE-into-codes and weighted-gather tests again under DS_CUDA_FUSED=0 (the fallbacks that
+# model:unfused would use).
 # ops-grouped also compares the per-expert cuBLAS calls spread over side streams (on by
 # default: DS_GROUPED_GEMM_STREAMS) with one stream, bit for bit.
 MODEL_RC=0

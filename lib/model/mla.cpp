@@ -43,14 +43,16 @@ void MLA::forward_q(const ops::Context& ctx, const Tensor& x, const SeqInfo& seq
   } else {
     wq.forward(ctx, x, qraw);
   }
-  Tensor q3 = qraw.view({N, H, Dn + Dr});
-  ops::rope_tail_inplace(ctx, q3, seq.pos, seq.freqs, +1);
-  s.q = qraw.view({seq.B, seq.T, H, Dn + Dr});
-  if (ops::attention_bf16_inputs(ctx, Dn + Dr, Dv)) {   // the attention's operand, kept
-    Tensor codes = Tensor::empty(s.q.shape(), DType::bf16, ctx.device);
-    ops::bf16_round(ctx, s.q, codes);
-    s.q = codes;
+  const Tensor q3 = qraw.view({N, H, Dn + Dr});
+  if (ops::attention_bf16_inputs(ctx, Dn + Dr, Dv)) {   // the attention's operand, kept:
+    s.q = Tensor::empty({seq.B, seq.T, H, Dn + Dr}, DType::bf16, ctx.device);
+    Tensor c3 = s.q.view({N, H, Dn + Dr});               // rotated and rounded in one pass
+    ops::rope_tail_codes(ctx, q3, seq.pos, seq.freqs, +1, c3);
+    return;
   }
+  Tensor qr = q3;
+  ops::rope_tail_inplace(ctx, qr, seq.pos, seq.freqs, +1);
+  s.q = qraw.view({seq.B, seq.T, H, Dn + Dr});
 }
 
 // k (N, H, Dn+Dr) = [k_nope | rope(k_pe)], v (N, H, Dv) from the kv latent.
@@ -93,9 +95,15 @@ void MLA::forward(const ops::Context& ctx, const Tensor& x, const SeqInfo& seq, 
 void MLA::backward_q(const ops::Context& ctx, const MLASaved& s, const SeqInfo& seq,
                      Tensor& dq, Tensor& dx) const {
   const int64_t N = seq.B * seq.T;
-  Tensor dqraw = dq.view({N, H, Dn + Dr});   // dq's rope part rotated back in place
-  ops::rope_tail_inplace(ctx, dqraw, seq.pos, seq.freqs, -1);
-  Tensor dqraw2 = dqraw.view({N, H * (Dn + Dr)});
+  Tensor dqraw = dq.view({N, H, Dn + Dr}), dqraw2;   // dq's rope part rotated back:
+  if (gemm_inputs_shared(ctx)) {   // into q_b_proj's BF16 dy operand, in one pass
+    dqraw2 = Tensor::empty({N, H * (Dn + Dr)}, DType::bf16, ctx.device);
+    Tensor c3 = dqraw2.view({N, H, Dn + Dr});
+    ops::rope_tail_codes(ctx, dqraw, seq.pos, seq.freqs, -1, c3);
+  } else {                         // in place
+    ops::rope_tail_inplace(ctx, dqraw, seq.pos, seq.freqs, -1);
+    dqraw2 = dqraw.view({N, H * (Dn + Dr)});
+  }
   if (Q > 0) {   // dx += the q path's input gradient (by the GEMM where it can add)
     Tensor dcq, dqa = gemm_input_empty(ctx, {N, Q});   // q_norm writes wq_a's dy operand
     wq_b.backward(ctx, s.cq, dqraw2, dcq);

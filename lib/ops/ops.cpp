@@ -376,6 +376,30 @@ void rope_tail_inplace(const Context& ctx, Tensor& x, const Tensor& pos, const T
     opt::rope(x.f32(), pos.i32(), freqs.f32(), x.f32(), N, H, Dr, dir, nthreads(ctx), D, D - Dr);
 }
 
+void rope_tail_codes(const Context& ctx, const Tensor& x, const Tensor& pos, const Tensor& freqs,
+                     int dir, Tensor& out) {
+  const char* op = "rope_tail_codes";
+  check_devices(ctx, op, {&x, &pos, &freqs, &out});
+  DS_CHECK(x.ndim() == 3, "{}: x must be (N, H, D), got {}", op, shape_str(x.shape()));
+  DS_CHECK(x.dtype() == DType::f32, "{}: x must be F32, got {}", op, dtype_name(x.dtype()));
+  DS_CHECK(out.dtype() == DType::bf16, "{}: out must be BF16, got {}", op,
+           dtype_name(out.dtype()));
+  DS_CHECK_SHAPE(out, {x.size(0), x.size(1), x.size(2)});
+  DS_CHECK(dir == 1 || dir == -1, "{}: dir must be +1 or -1, got {}", op, dir);
+  const int64_t N = x.size(0), D = x.size(2), Dr = 2 * freqs.numel();
+  DS_CHECK_SHAPE(freqs, {Dr / 2});
+  DS_CHECK_SHAPE(pos, {N});
+  DS_CHECK(Dr <= D && D % 2 == 0, "{}: rotating the last {} of {} elements per head", op, Dr, D);
+  DS_CHECK(!detail::overlaps(x, out), "{}: out must not overlap x", op);
+  const Scope scope_(ctx, op, 0, {&x, &pos, &freqs, &out});
+  DS_CUDA_ROUTE_FUSED(rope_tail_codes, (ctx, x, pos, freqs, dir, out));
+  Context one = ctx;   // the rotation on a copy, then the rounding (DS_CUDA_FUSED=0 too)
+  one.prof = nullptr;
+  Tensor t = x.clone();
+  rope_tail_inplace(one, t, pos, freqs, dir);
+  bf16_round(one, t, out);
+}
+
 // x (..., A+B), a (..., A), b (..., B) with equal leading dims.
 static void check_split(const char* op, const Tensor& x, const Tensor& a, const Tensor& b) {
   bool ok = x.ndim() >= 1 && a.ndim() == x.ndim() && b.ndim() == x.ndim() &&

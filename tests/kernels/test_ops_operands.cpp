@@ -207,6 +207,42 @@ TEST_CASE("layout: mla_kv_split forward/backward") {
 // so that both sides take the same kernel variant (offset 0 float4 rows, 1 the scalar path);
 // and close to the CPU reference. C 6144: 48 KiB of dynamic shared memory (the dg
 // accumulators), which with the kernel's static shared memory needs the opt-in.
+// MLA's q rotated and rounded in one pass (rope_tail_codes): bit for bit the GPU's own
+// rope_tail_inplace then bf16_round, both directions, x unchanged; x aligned and 4 bytes past
+// (the scalar loads); the 1b and DeepSeek-V3 head layouts; and the CPU op's codes.
+TEST_CASE("elementwise: rope_tail_codes == rope_tail_inplace, then bf16_round") {
+  for (const auto& [N, H, D, Dr] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{37, 16, 96, 32},
+                                    {5, 128, 192, 64}, {3, 2, 8, 8}})
+    for (const int64_t off : {0, 1})
+      for (const int dir : {+1, -1}) {
+        CAPTURE(N);
+        CAPTURE(H);
+        CAPTURE(D);
+        CAPTURE(off);
+        CAPTURE(dir);
+        Arena ar;
+        Tensor freqs = Tensor::empty({Dr / 2}), pos = Tensor::empty({N}, DType::i32);
+        for (int64_t i = 0; i < Dr / 2; ++i) freqs.f32()[i] = std::pow(1e-4f, float(i) / Dr);
+        for (int64_t n = 0; n < N; ++n) pos.i32()[n] = int32_t(97 * n + 3);
+        const Tensor x = rand_f32({N, H, D}, -3, 3);
+        const int64_t n = N * H * D;
+        Tensor gx = ar.empty({n + off}).slice0(off, n + off).view({N, H, D});
+        gx.copy_from(x);
+        const Tensor gpos = ar.upload(pos), gfreqs = ar.upload(freqs);
+        Tensor t = ar.upload(x), want = ar.empty({N, H, D}, DType::bf16);
+        ops::rope_tail_inplace(gpu(), t, gpos, gfreqs, dir);
+        ops::bf16_round(gpu(), t, want);
+        Tensor got = ar.empty({N, H, D}, DType::bf16);
+        ops::rope_tail_codes(gpu(), gx, gpos, gfreqs, dir, got);
+        expect_exact(got, download(want), "rope_tail_codes");
+        expect_exact(gx, x, "x unchanged");
+        Tensor cpu = Tensor::empty({N, H, D}, DType::bf16);
+        ops::rope_tail_codes(cpu_ref(), x, pos, freqs, dir, cpu);
+        expect_close(got, cpu, 1e-10, "rope_tail_codes vs the CPU reference", 0.02);
+        CHECK(ar.check());
+      }
+}
+
 TEST_CASE("elementwise: rmsnorm with the residual add fused") {
   // 8192 x 1024: more rows than backward blocks, so each block's dg partials sum many rows
   for (auto [N, C] : {std::pair<int64_t, int64_t>{1, 7}, {33, 1024}, {5, 7168}, {17, 384},

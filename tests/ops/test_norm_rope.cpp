@@ -141,6 +141,39 @@ TEST_CASE("rope_tail_inplace == split, rope, concat (bit for bit), and leaves th
   CHECK_THROWS_AS(rope_tail_inplace(opt_ctx(), odd, pos.slice0(0, 2), freqs, 1), ds::InternalError);
 }
 
+// The rotation written as BF16 codes (MLA's q for the attention, its gradient for q_b_proj):
+// bit for bit rope_tail_inplace then bf16_round, x untouched, with NaN and inf in the head
+// part and in the tail, both directions, both implementations; bad operands refused.
+TEST_CASE("rope_tail_codes == rope_tail_inplace, then bf16_round; x unchanged") {
+  const int64_t N = 7, H = 3, D = 16, Dr = 6;
+  const std::vector<float> fr = {1.0f, 0.3f, 0.01f};
+  Tensor freqs = Tensor::empty({3}), pos = Tensor::empty({N}, DType::i32);
+  std::copy(fr.begin(), fr.end(), freqs.f32());
+  for (int64_t n = 0; n < N; ++n) pos.i32()[n] = int32_t(5 * n + 2);
+  Tensor x = rand_f32({N, H, D});
+  x.f32()[3] = std::numeric_limits<float>::infinity();   // head part of row (0, 0)
+  x.f32()[D * 4 + D - 1] = std::nanf("");                 // tail of row (1, 1)
+  for (const Context& c : {opt_ctx(), ref_ctx()})
+    for (int dir : {+1, -1}) {
+      CAPTURE(dir);
+      Tensor t = x.clone(), want = Tensor::empty({N, H, D}, DType::bf16);
+      rope_tail_inplace(c, t, pos, freqs, dir);
+      bf16_round(c, t, want);
+      const Tensor x0 = x.clone();
+      Tensor got = Tensor::empty({N, H, D}, DType::bf16);
+      rope_tail_codes(c, x, pos, freqs, dir, got);
+      CHECK(std::memcmp(got.raw(), want.raw(), got.nbytes()) == 0);
+      CHECK(std::memcmp(x.raw(), x0.raw(), x.nbytes()) == 0);
+    }
+  Tensor f32out = Tensor::empty({N, H, D}), short_out = Tensor::empty({N, H, D - 2}, DType::bf16);
+  CHECK_THROWS_WITH_AS(rope_tail_codes(opt_ctx(), x, pos, freqs, 1, f32out),
+                       doctest::Contains("out must be BF16"), ds::Error);
+  CHECK_THROWS_AS(rope_tail_codes(opt_ctx(), x, pos, freqs, 1, short_out), ds::Error);
+  Tensor codes = Tensor::empty({N, H, D}, DType::bf16);
+  CHECK_THROWS_WITH_AS(rope_tail_codes(opt_ctx(), x, pos, freqs, 2, codes),
+                       doctest::Contains("dir must be"), ds::Error);
+}
+
 TEST_CASE("split_last / concat_last / broadcast_heads / sum_heads") {
   for (int64_t N : {1, 17})
     for (int64_t A : {1, 128})

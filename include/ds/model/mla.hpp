@@ -63,7 +63,8 @@ struct MLA {
  private:
   void forward_q(const ops::Context& ctx, const Tensor& x, const SeqInfo& seq, MLASaved& s) const;
   void forward_kv(const ops::Context& ctx, const Tensor& x, const SeqInfo& seq, MLASaved& s) const;
-  // dq (B, T, H, Dn+Dr) is consumed: its rope part is rotated back in place.
+  // dq (B, T, H, Dn+Dr) is consumed: its rope part is rotated back in place (or, with BF16
+  // GEMM inputs shared, into q_b_proj's BF16 operand).
   void backward_q(const ops::Context& ctx, const MLASaved& s, const SeqInfo& seq,
                   Tensor& dq, Tensor& dx) const;
   void backward_kv(const ops::Context& ctx, const MLASaved& s, const SeqInfo& seq,

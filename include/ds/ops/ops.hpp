@@ -262,6 +262,11 @@ void rope_backward(const Context& ctx, const Tensor& dout, const Tensor& pos, co
 // q = [q_nope | rope(q_pe)] and its gradient without splitting and concatenating the heads.
 void rope_tail_inplace(const Context& ctx, Tensor& x /*(N,H,D)*/, const Tensor& pos,
                        const Tensor& freqs, int dir);
+// The same rotation written as BF16 codes into out (N, H, D), x (F32) left as it is: bit for
+// bit rope_tail_inplace then bf16_round, in one pass (MLA's q as the attention's BF16 operand,
+// and its gradient as q_b_proj's; x and out must not overlap).
+void rope_tail_codes(const Context& ctx, const Tensor& x /*(N,H,D)*/, const Tensor& pos,
+                     const Tensor& freqs, int dir, Tensor& out /*(N,H,D) BF16*/);
 
 // ---- head split / merge along the last dim: x (N, H, A+B) <-> a (N, H, A), b (N, H, B) ----------
 void split_last(const Context& ctx, const Tensor& x, Tensor& a, Tensor& b);

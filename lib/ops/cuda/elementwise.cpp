@@ -114,6 +114,12 @@ void rope_tail_inplace(const Context&, Tensor& x, const Tensor& pos, const Tenso
                      D - Dr);
 }
 
+void rope_tail_codes(const Context&, const Tensor& x, const Tensor& pos, const Tensor& freqs,
+                     int dir, Tensor& out) {   // shapes checked by ops::rope_tail_codes
+  ds::cuda::rope_tail_codes(x.f32(), pos.i32(), freqs.f32(), out.data<uint16_t>(), x.size(0),
+                            x.size(1), x.size(2), 2 * freqs.numel(), dir);
+}
+
 void split_last(const Context&, const Tensor& x, Tensor& a, Tensor& b) {
   ds::cuda::split_last_f32(x.f32(), a.f32(), b.f32(), lead_rows(x), a.size(-1), b.size(-1));
 }

@@ -126,6 +126,8 @@ double moe_balance_loss(const Context& ctx, const Tensor& scores, const Tensor& 
 void moe_count(const Context& ctx, const Tensor& idx, Tensor& counts);
 void rope_tail_inplace(const Context& ctx, Tensor& x, const Tensor& pos, const Tensor& freqs,
                        int dir);
+void rope_tail_codes(const Context& ctx, const Tensor& x, const Tensor& pos, const Tensor& freqs,
+                     int dir, Tensor& out);
 void moe_sort_pairs(const Context& ctx, const Tensor& idx, Tensor& counts, Tensor& pair_src,
                     Tensor& pair_tok, Tensor& pair_slot, std::vector<int32_t>* host_counts);
 void combine_pairs(const Context& ctx, const Tensor& src, const Tensor& slot, const Tensor& w,
