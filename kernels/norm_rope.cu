@@ -238,38 +238,51 @@ __global__ void rope_kernel(const float* x, const int32_t* __restrict__ pos,
 
 // The rotation of rope_kernel (the same FP32 angle, double sincos and products) over the
 // tails of (n, h) rows of D, the other pairs copied, every element written as its BF16 code:
-// one thread per pair of a row, consecutive threads on consecutive pairs.
-template <bool VEC2>
+// one thread per (row n, pair j of a head row) for all H heads (the sincos, the costly part,
+// once per n and j), consecutive threads on consecutive pairs. VEC: x 8-byte and out 4-byte
+// aligned (a pair read as a float2, its two codes stored as one word).
+template <bool VEC>
 __global__ void rope_tail_codes_kernel(const float* __restrict__ x,
                                        const int32_t* __restrict__ pos,
                                        const float* __restrict__ freqs,
                                        uint16_t* __restrict__ out, int64_t N, int H, int Ph,
                                        int P0, double dir) {
-  const int64_t total = N * H * Ph;   // pairs
+  const int64_t total = N * Ph;   // (n, j)
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += stride) {
-    const int j = int(e % Ph);   // the pair within its head row
-    const int64_t n = e / Ph / H;
-    float x0, x1;
-    if constexpr (VEC2) {
-      const float2 v = reinterpret_cast<const float2*>(x)[e];
-      x0 = v.x;
-      x1 = v.y;
-    } else {
-      x0 = x[2 * e];
-      x1 = x[2 * e + 1];
-    }
-    float o0 = x0, o1 = x1;
-    if (j >= P0) {
+  for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < total; t += stride) {
+    const int j = int(t % Ph);
+    const int64_t n = t / Ph;
+    const bool rot = j >= P0;
+    double s = 0, c = 1;
+    if (rot) {
       const float ang = __fmul_rn(float(pos[n]), freqs[j - P0]);
-      double s, c;
       sincos(double(ang), &s, &c);
       s *= dir;
-      o0 = float(__dsub_rn(__dmul_rn(double(x0), c), __dmul_rn(double(x1), s)));
-      o1 = float(__dadd_rn(__dmul_rn(double(x0), s), __dmul_rn(double(x1), c)));
     }
-    out[2 * e] = f32_to_bf16(o0);
-    out[2 * e + 1] = f32_to_bf16(o1);
+    for (int h = 0; h < H; ++h) {
+      const int64_t e = (n * H + h) * Ph + j;   // pair index
+      float x0, x1;
+      if constexpr (VEC) {
+        const float2 v = reinterpret_cast<const float2*>(x)[e];
+        x0 = v.x;
+        x1 = v.y;
+      } else {
+        x0 = x[2 * e];
+        x1 = x[2 * e + 1];
+      }
+      float o0 = x0, o1 = x1;
+      if (rot) {
+        o0 = float(__dsub_rn(__dmul_rn(double(x0), c), __dmul_rn(double(x1), s)));
+        o1 = float(__dadd_rn(__dmul_rn(double(x0), s), __dmul_rn(double(x1), c)));
+      }
+      const uint32_t lo = f32_to_bf16(o0), hi = f32_to_bf16(o1);
+      if constexpr (VEC) {
+        reinterpret_cast<uint32_t*>(out)[e] = lo | (hi << 16);
+      } else {
+        out[2 * e] = uint16_t(lo);
+        out[2 * e + 1] = uint16_t(hi);
+      }
+    }
   }
 }
 
@@ -420,12 +433,12 @@ void rope_tail_codes(const float* x, const int32_t* pos, const float* freqs, uin
   if (D % 2 != 0 || Dr % 2 != 0 || Dr > D)
     raise_cuda("rope_tail_codes: D and Dr must be even, Dr <= D", cudaErrorInvalidValue,
                __FILE__, __LINE__);
-  const int64_t pairs = N * H * (D / 2);
+  const int64_t work = N * (D / 2);   // (n, pair) threads, each over the H heads
   const int threads = 256;
-  const unsigned blocks = grid_for(pairs, threads, int64_t(sms()) * 32);
+  const unsigned blocks = grid_for(work, threads, int64_t(sms()) * 32);
   const double d = dir >= 0 ? 1.0 : -1.0;
   const int Ph = int(D / 2), P0 = int((D - Dr) / 2);
-  if (aligned(x, 8))
+  if (aligned(x, 8) && aligned(out, 4))
     rope_tail_codes_kernel<true><<<blocks, threads, 0, stream()>>>(x, pos, freqs, out, N,
                                                                    int(H), Ph, P0, d);
   else

@@ -30,7 +30,8 @@ MLA::MLA(ParamStore& store, const ModelArgs& a, const std::string& p, int layer)
 }
 
 // q (N, H, Dn+Dr) = [q_nope | rope(q_pe)] from x through the (optionally compressed) q path:
-// the projection's output rotated in place (its rows already hold [q_nope | q_pe] per head).
+// the projection's output rotated in place (its rows already hold [q_nope | q_pe] per head),
+// or rotated straight into the attention's BF16 codes.
 void MLA::forward_q(const ops::Context& ctx, const Tensor& x, const SeqInfo& seq,
                     MLASaved& s) const {
   const int64_t N = x.size(0);
