@@ -193,6 +193,32 @@ __global__ void rmsnorm_dg_reduce_kernel(const double* __restrict__ partial, int
 }
 
 // ---- RoPE ----------------------------------------------------------------------------------
+// The pieces of a rotation, shared by rope_kernel and rope_tail_codes_kernel (the same bits):
+// the FP32 angle pos * freq with its sincos in double (s negated for the backward), a pair
+// (2e, 2e + 1) of x read (VEC2: as one float2), and the pair rotated in double, FP32 out.
+__device__ __forceinline__ void pair_sincos(int32_t pos, float freq, double dir, double& s,
+                                            double& c) {
+  const float ang = __fmul_rn(float(pos), freq);   // FP32 angle, as the reference
+  sincos(double(ang), &s, &c);
+  s *= dir;
+}
+template <bool VEC2>
+__device__ __forceinline__ void load_pair(const float* x, int64_t e, double& x0, double& x1) {
+  if constexpr (VEC2) {
+    const float2 v = reinterpret_cast<const float2*>(x)[e];
+    x0 = v.x;
+    x1 = v.y;
+  } else {
+    x0 = x[2 * e];
+    x1 = x[2 * e + 1];
+  }
+}
+__device__ __forceinline__ void rotate_pair(double x0, double x1, double c, double s, float& o0,
+                                            float& o1) {
+  o0 = float(__dsub_rn(__dmul_rn(x0, c), __dmul_rn(x1, s)));
+  o1 = float(__dadd_rn(__dmul_rn(x0, s), __dmul_rn(x1, c)));
+}
+
 // One thread per (row n, chunk of heads, pair i): the angle's sincos (double, the costly part)
 // is shared by the heads of the chunk; chunks only split heads when there are too few
 // (n, i) pairs to fill the GPU. Consecutive threads take consecutive pairs of a head row.
@@ -208,24 +234,15 @@ __global__ void rope_kernel(const float* x, const int32_t* __restrict__ pos,
     const int64_t q = t / P;
     const int hc = int(q % nhc);
     const int64_t n = q / nhc;
-    const float ang = __fmul_rn(float(pos[n]), freqs[i]);   // FP32 angle, as the reference
     double s, c;
-    sincos(double(ang), &s, &c);
-    s *= dir;
+    pair_sincos(pos[n], freqs[i], dir, s, c);
     const int h1 = min(H, (hc + 1) * hchunk);
     for (int h = hc * hchunk; h < h1; ++h) {
       const int64_t e = ((n * H + h) * row + off) / 2 + i;   // pair index (row, off even)
       double x0, x1;
-      if constexpr (VEC2) {
-        const float2 v = reinterpret_cast<const float2*>(x)[e];
-        x0 = v.x;
-        x1 = v.y;
-      } else {
-        x0 = x[2 * e];
-        x1 = x[2 * e + 1];
-      }
-      const float o0 = float(__dsub_rn(__dmul_rn(x0, c), __dmul_rn(x1, s)));
-      const float o1 = float(__dadd_rn(__dmul_rn(x0, s), __dmul_rn(x1, c)));
+      load_pair<VEC2>(x, e, x0, x1);
+      float o0, o1;
+      rotate_pair(x0, x1, c, s, o0, o1);
       if constexpr (VEC2) {
         reinterpret_cast<float2*>(out)[e] = make_float2(o0, o1);
       } else {
@@ -254,27 +271,13 @@ __global__ void rope_tail_codes_kernel(const float* __restrict__ x,
     const int64_t n = t / Ph;
     const bool rot = j >= P0;
     double s = 0, c = 1;
-    if (rot) {
-      const float ang = __fmul_rn(float(pos[n]), freqs[j - P0]);
-      sincos(double(ang), &s, &c);
-      s *= dir;
-    }
+    if (rot) pair_sincos(pos[n], freqs[j - P0], dir, s, c);
     for (int h = 0; h < H; ++h) {
       const int64_t e = (n * H + h) * Ph + j;   // pair index
-      float x0, x1;
-      if constexpr (VEC) {
-        const float2 v = reinterpret_cast<const float2*>(x)[e];
-        x0 = v.x;
-        x1 = v.y;
-      } else {
-        x0 = x[2 * e];
-        x1 = x[2 * e + 1];
-      }
-      float o0 = x0, o1 = x1;
-      if (rot) {
-        o0 = float(__dsub_rn(__dmul_rn(double(x0), c), __dmul_rn(double(x1), s)));
-        o1 = float(__dadd_rn(__dmul_rn(double(x0), s), __dmul_rn(double(x1), c)));
-      }
+      double x0, x1;
+      load_pair<VEC>(x, e, x0, x1);
+      float o0 = float(x0), o1 = float(x1);
+      if (rot) rotate_pair(x0, x1, c, s, o0, o1);
       const uint32_t lo = f32_to_bf16(o0), hi = f32_to_bf16(o1);
       if constexpr (VEC) {
         reinterpret_cast<uint32_t*>(out)[e] = lo | (hi << 16);

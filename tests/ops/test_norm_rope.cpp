@@ -142,8 +142,10 @@ TEST_CASE("rope_tail_inplace == split, rope, concat (bit for bit), and leaves th
 }
 
 // The rotation written as BF16 codes (MLA's q for the attention, its gradient for q_b_proj):
-// bit for bit rope_tail_inplace then bf16_round, x untouched, with NaN and inf in the head
-// part and in the tail, both directions, both implementations; bad operands refused.
+// bit for bit the split, the rope of the tails, the concatenation and bf16_round (the
+// composition rope_tail_inplace is checked against above, not the op's own path), x untouched,
+// with NaN and inf in the head part and in the tail, both directions, both implementations;
+// bad operands refused.
 TEST_CASE("rope_tail_codes == rope_tail_inplace, then bf16_round; x unchanged") {
   const int64_t N = 7, H = 3, D = 16, Dr = 6;
   const std::vector<float> fr = {1.0f, 0.3f, 0.01f};
@@ -156,8 +158,13 @@ TEST_CASE("rope_tail_codes == rope_tail_inplace, then bf16_round; x unchanged") 
   for (const Context& c : {opt_ctx(), ref_ctx()})
     for (int dir : {+1, -1}) {
       CAPTURE(dir);
-      Tensor t = x.clone(), want = Tensor::empty({N, H, D}, DType::bf16);
-      rope_tail_inplace(c, t, pos, freqs, dir);
+      Tensor a = Tensor::empty({N, H, D - Dr}), b = Tensor::empty({N, H, Dr});
+      Tensor r = Tensor::empty({N, H, Dr}), t = Tensor::empty({N, H, D});
+      split_last(c, x, a, b);
+      if (dir > 0) rope_forward(c, b, pos, freqs, r);
+      else rope_backward(c, b, pos, freqs, r);
+      concat_last(c, a, r, t);
+      Tensor want = Tensor::empty({N, H, D}, DType::bf16);
       bf16_round(c, t, want);
       const Tensor x0 = x.clone();
       Tensor got = Tensor::empty({N, H, D}, DType::bf16);
