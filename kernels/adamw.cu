@@ -4,7 +4,8 @@
 // reference is compiled with -ffp-contract=off): results are bit-identical to the CPU. BF16
 // moments are widened, updated, used for this step, then stored with round-to-nearest-even.
 // Memory-bound: 4 elements per thread with 16-byte (F32) / 8-byte (BF16) accesses when aligned.
-// adamw_step_multi_f32 runs the same element function over a table of tensors in one launch.
+// adamw_step_multi_f32 runs the same element function over a table of tensors in one launch,
+// optionally writing each updated weight's BF16 codes too (the next step's GEMM operands).
 #include <algorithm>
 #include <vector>
 
@@ -122,6 +123,7 @@ __global__ void adamw_multi_kernel(const MultiEntry* tab, int count) {
       reinterpret_cast<float4*>(e.param)[i] = p;
       MM::store4(e.m, i, m);
       VM::store4(e.v, i, v);
+      if (e.codes) Moment<true>::store4(e.codes, i, p);   // the next step's BF16 operand
     }
     done = lo + n4 * 4;
   }
@@ -131,6 +133,7 @@ __global__ void adamw_multi_kernel(const MultiEntry* tab, int count) {
     e.param[i] = p;
     MM::store(e.m, i, m);
     VM::store(e.v, i, v);
+    if (e.codes) e.codes[i] = f32_to_bf16(p);
   }
 }
 
@@ -146,7 +149,8 @@ void adamw_step_multi_f32(const AdamWEntry* entries, int count, bool m_bf16, boo
   for (int i = 0; i < count; ++i) {
     const AdamWEntry& e = entries[i];
     const bool vec = aligned(e.param, 16) && aligned(e.grad, 16) &&
-                     aligned(e.m, m_bf16 ? 8 : 16) && aligned(e.v, v_bf16 ? 8 : 16);
+                     aligned(e.m, m_bf16 ? 8 : 16) && aligned(e.v, v_bf16 ? 8 : 16) &&
+                     aligned(e.codes, 8);
     tab[size_t(i)] = MultiEntry{e, first[size_t(i)], vec};
   }
   const PoolBuffer dtab(tab.size() * sizeof(MultiEntry));

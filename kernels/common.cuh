@@ -27,6 +27,11 @@ void sgemm_rm_on(cublasHandle_t h, const float* a, const float* b, float* c, int
 void bf16_gemm_rm_on(cublasHandle_t h, const uint16_t* a, const uint16_t* b, float* c,
                      int64_t M, int64_t N, int64_t K, bool ta, bool tb, float alpha,
                      float beta);
+// The same with a BF16 output: c (uint16 codes) = the FP32 result rounded once (beta == 0
+// only: c is not read).
+void bf16_gemm_rm_bf16out_on(cublasHandle_t h, const uint16_t* a, const uint16_t* b,
+                             uint16_t* c, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
+                             float alpha);
 cublasLtHandle_t cublaslt();
 // cuBLASLt workspace (32 MiB, allocated once).
 void* lt_workspace(size_t* bytes);
@@ -99,6 +104,23 @@ __device__ __forceinline__ void store_bf16x4(void* out, int64_t i, float4 v) {
   else
     static_cast<float4*>(out)[i] = make_float4(__uint_as_float(a << 16), __uint_as_float(b << 16),
                                                __uint_as_float(c << 16), __uint_as_float(d << 16));
+}
+// Inputs that are F32, or (BF16) BF16 codes widened exactly: four elements at element 4*i
+// (one 16-byte load, or one 8-byte load of codes; p 16- or 8-byte aligned), or element i.
+template <bool BF16>
+__device__ __forceinline__ float4 load_in4(const void* p, int64_t i) {
+  if constexpr (BF16) {
+    const uint2 u = static_cast<const uint2*>(p)[i];
+    return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u),
+                       __uint_as_float(u.y << 16), __uint_as_float(u.y & 0xffff0000u));
+  } else {
+    return static_cast<const float4*>(p)[i];
+  }
+}
+template <bool BF16>
+__device__ __forceinline__ float load_in1(const void* p, int64_t i) {
+  if constexpr (BF16) return bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
+  else return static_cast<const float*>(p)[i];
 }
 
 }  // namespace ds::cuda

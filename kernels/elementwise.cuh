@@ -29,10 +29,12 @@ void swiglu_forward_bf16(const float* gate, const float* up, uint16_t* out, int6
 void swiglu_backward_bf16(const float* gate, const float* up, const float* dout, uint16_t* dgate,
                           uint16_t* dup, int64_t n);
 // Packed rows h (M, 2I) = [gate | up] (one GEMM over stacked gate_proj / up_proj): out (M, I),
-// dh (M, 2I) = [dgate | dup], F32 or (codes) BF16 codes; each element as above.
-void swiglu_packed_forward(const float* h, void* out, bool codes, int64_t M, int64_t I);
-void swiglu_packed_backward(const float* h, const float* dout, void* dh, bool codes, int64_t M,
-                            int64_t I);
+// dh (M, 2I) = [dgate | dup], F32 or (codes) BF16 codes; each element as above. The inputs
+// (h; h and dout) are F32, or (bf16_in) BF16 codes, widened exactly.
+void swiglu_packed_forward(const void* h, bool bf16_in, void* out, bool codes, int64_t M,
+                           int64_t I);
+void swiglu_packed_backward(const void* h, const void* dout, bool bf16_in, void* dh, bool codes,
+                            int64_t M, int64_t I);
 
 // ---- rows (embedding lookup and the MoE permutation) ----------------------------------------
 // dst (M, C) = src (n_src, C)[rows[m]]; a row with rows[m] outside [0, n_src) is zero-filled.
@@ -124,7 +126,8 @@ struct AdamWConsts {
 void adamw_step_f32(float* param, const float* grad, void* m, bool m_bf16, void* v, bool v_bf16,
                     int64_t n, const AdamWConsts& c);
 // Many tensors in one launch (the same per-element arithmetic): every entry's m (v) is BF16
-// when m_bf16 (v_bf16), else F32.
+// when m_bf16 (v_bf16), else F32. codes (optional): the updated param's BF16 codes (RNE, as
+// bf16_round), written in the same pass.
 struct AdamWEntry {
   float* param;
   const float* grad;
@@ -132,6 +135,7 @@ struct AdamWEntry {
   void* v;
   int64_t n;
   AdamWConsts c;
+  uint16_t* codes = nullptr;
 };
 void adamw_step_multi_f32(const AdamWEntry* entries, int count, bool m_bf16, bool v_bf16);
 

@@ -225,12 +225,13 @@ __global__ void bf16_round4_kernel(const float4* __restrict__ x, void* __restric
 // (VEC: C % 4 == 0 and src / out aligned, 16-byte loads, 8- or 16-byte stores) or one at a
 // time. A row index outside [0, n_src) gives zeros. DOT: the same pass also gives dot[m] =
 // sum_c src[rows[m], c] * b[m, c] in double, each lane's terms in gather_rows_dot_kernel's
-// order (4 at a time when VEC, as its float4 path), then the warp sum (its bits).
-template <bool VEC, bool CODES, bool DOT = false>
+// order (4 at a time when VEC, as its float4 path), then the warp sum (its bits). BF16B: b
+// holds BF16 codes (the routed experts' BF16 outputs), widened exactly (VEC: 8-byte loads).
+template <bool VEC, bool CODES, bool DOT = false, bool BF16B = false>
 __global__ void gather_rows_bf16_kernel(const float* __restrict__ src, int64_t n_src,
                                         const int32_t* __restrict__ rows,
                                         const float* __restrict__ w, void* __restrict__ out,
-                                        int64_t M, int64_t C, const float* __restrict__ b = nullptr,
+                                        int64_t M, int64_t C, const void* __restrict__ b = nullptr,
                                         float* __restrict__ dot = nullptr) {
   const int lane = int(threadIdx.x) % 32;
   const int64_t per_block = blockDim.x / 32;
@@ -251,7 +252,7 @@ __global__ void gather_rows_bf16_kernel(const float* __restrict__ src, int64_t n
         if (in) {
           v = reinterpret_cast<const float4*>(srow)[j];
           if constexpr (DOT) {
-            const float4 y = reinterpret_cast<const float4*>(b + m * C)[j];
+            const float4 y = load_in4<BF16B>(b, m * C / 4 + j);
             acc += double(v.x) * double(y.x) + double(v.y) * double(y.y) +
                    double(v.z) * double(y.z) + double(v.w) * double(y.w);
           }
@@ -262,7 +263,7 @@ __global__ void gather_rows_bf16_kernel(const float* __restrict__ src, int64_t n
     } else {
       for (int64_t c = lane; c < C; c += 32) {
         if constexpr (DOT) {
-          if (in) acc += double(srow[c]) * double(b[m * C + c]);
+          if (in) acc += double(srow[c]) * double(load_in1<BF16B>(b, m * C + c));
         }
         const uint16_t code = f32_to_bf16(in ? weigh(srow[c]) : 0.0f);
         if (CODES) static_cast<uint16_t*>(out)[m * C + c] = code;
@@ -511,21 +512,33 @@ void gather_rows_bf16(const float* src, int64_t n_src, const int32_t* rows, cons
 }
 
 void gather_rows_bf16_dot(const float* src, int64_t n_src, const int32_t* rows, const float* w,
-                          const float* b, float* dot, float* out_f32, uint16_t* out_codes,
-                          int64_t M, int64_t C) {
+                          const void* b, bool b_bf16, float* dot, float* out_f32,
+                          uint16_t* out_codes, int64_t M, int64_t C) {
   if (M <= 0) return;
   auto bits = [](const void* p) { return reinterpret_cast<uintptr_t>(p); };
   const bool codes = out_codes != nullptr;
   void* out = codes ? static_cast<void*>(out_codes) : static_cast<void*>(out_f32);
-  // the dot's order is gather_rows_dot's: 4-wide exactly when src and b allow it
-  const bool vec_dot = C % 4 == 0 && bits(src) % 16 == 0 && bits(b) % 16 == 0;
+  // the dot's order is gather_rows_dot's: 4-wide exactly when src and b allow it (a BF16 b
+  // has no gather_rows_dot to match: 4-wide when src, b (8 bytes) and out allow it)
+  const bool vec_dot = C % 4 == 0 && bits(src) % 16 == 0 && bits(b) % (b_bf16 ? 8 : 16) == 0;
   const bool vec_out = C % 4 == 0 && bits(src) % 16 == 0 && bits(out) % (codes ? 8 : 16) == 0;
+  const unsigned grid = grid_for(M, 8);   // 8 warps (rows) a block
+  if (b_bf16) {   // (C 0: the kernel writes the zero dots)
+    const bool vec = vec_dot && vec_out;
+    auto* kernel = vec ? (codes ? gather_rows_bf16_kernel<true, true, true, true>
+                                : gather_rows_bf16_kernel<true, false, true, true>)
+                       : (codes ? gather_rows_bf16_kernel<false, true, true, true>
+                                : gather_rows_bf16_kernel<false, false, true, true>);
+    kernel<<<grid, 256, 0, stream()>>>(src, n_src, rows, w, out, M, C, b, dot);
+    DS_CUDA_LAUNCHED();
+    return;
+  }
+  const auto* bf = static_cast<const float*>(b);
   if (C <= 0 || vec_dot != vec_out) {   // the two passes apart
-    gather_rows_dot_f32(src, n_src, rows, b, dot, M, C);
+    gather_rows_dot_f32(src, n_src, rows, bf, dot, M, C);
     gather_rows_bf16(src, n_src, rows, w, out_f32, out_codes, M, C);
     return;
   }
-  const unsigned grid = grid_for(M, 8);   // 8 warps (rows) a block
   auto* kernel = vec_out ? (codes ? gather_rows_bf16_kernel<true, true, true>
                                   : gather_rows_bf16_kernel<true, false, true>)
                          : (codes ? gather_rows_bf16_kernel<false, true, true>

@@ -46,9 +46,10 @@ void bf16_round(const float* x, float* out_f32, uint16_t* out_codes, int64_t n);
 void gather_rows_bf16(const float* src, int64_t n_src, const int32_t* rows, const float* w,
                       float* out_f32, uint16_t* out_codes, int64_t M, int64_t C);
 // The same pass also giving dot (M) = sum_c src[rows[m], c] * b[m, c] (gather_rows_dot_f32's
-// sums, bit for bit; 0 for a row index outside [0, n_src)).
+// sums, bit for bit; 0 for a row index outside [0, n_src)). b F32, or (b_bf16) BF16 codes
+// widened exactly (no gather_rows_dot_f32 to match: 4-wide where src, b and out allow it).
 void gather_rows_bf16_dot(const float* src, int64_t n_src, const int32_t* rows, const float* w,
-                          const float* b, float* dot, float* out_f32, uint16_t* out_codes,
-                          int64_t M, int64_t C);
+                          const void* b, bool b_bf16, float* dot, float* out_f32,
+                          uint16_t* out_codes, int64_t M, int64_t C);
 
 }  // namespace ds::cuda

@@ -49,6 +49,19 @@ void bf16_gemm_rm_on(cublasHandle_t h, const uint16_t* a, const uint16_t* b, flo
                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+void bf16_gemm_rm_bf16out_on(cublasHandle_t h, const uint16_t* a, const uint16_t* b,
+                             uint16_t* c, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
+                             float alpha) {
+  if (M == 0 || N == 0) return;
+  DS_CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
+  const ColMajorArgs g = col_major(M, N, K, ta, tb);
+  const float beta = 0.0f;
+  DS_CUBLAS_CHECK(cublasGemmEx_64(h, g.op_first, g.op_second, N, M, K, &alpha, b, CUDA_R_16BF,
+                                  g.ld_b > 0 ? g.ld_b : 1, a, CUDA_R_16BF,
+                                  g.ld_a > 0 ? g.ld_a : 1, &beta, c, CUDA_R_16BF, N,
+                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 void sgemm_rm(const float* a, const float* b, float* c, int64_t M, int64_t N, int64_t K, bool ta,
               bool tb, float alpha, float beta) {
   if (M == 0 || N == 0) return;

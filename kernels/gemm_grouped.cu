@@ -1,9 +1,10 @@
 // Grouped GEMMs (see gemm_grouped.cuh). BF16 operands with GroupedGemmImpl::kernel go to our
 // kernel (gemm_grouped_bf16.cu) when the call fits it. Otherwise cublasGemmGroupedBatchedEx:
 // one group per product (group size 1), host arrays for the shapes and scalars, device arrays
-// for the operand pointers; where it rejects the types (BF16 in, F32 out, on CUDA 13), one
-// cuBLAS call per product spread over side streams. Row-major products become column-major
-// ones with the operands swapped, as in gemm.cu: c^T (N, M) = op(b)^T op(a)^T.
+// for the operand pointers; where it rejects the types (BF16 in, F32 out, on CUDA 13; BF16 in
+// and out is in its documented set), one cuBLAS call per product spread over side streams.
+// Row-major products become column-major ones with the operands swapped, as in gemm.cu:
+// c^T (N, M) = op(b)^T op(a)^T.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -18,8 +19,10 @@
 namespace ds::cuda {
 
 namespace {
-// -1 unknown, 0 rejected (per-product fallback), 1 works; per operand dtype.
-int g_native[2] = {-1, -1};
+// -1 unknown, 0 rejected (per-product fallback), 1 works; per type combination (F32, BF16 in
+// with F32 out, BF16 in and out).
+int g_native[3] = {-1, -1, -1};
+int combo(bool bf16, bool c_bf16) { return c_bf16 ? 2 : bf16 ? 1 : 0; }
 bool g_used_native = false;
 int64_t g_kernel_launches = 0;
 int64_t g_side_products = 0;
@@ -72,13 +75,17 @@ Side& side(int i) {
 }
 
 void product_on(cublasHandle_t h, const GemmDesc& x, bool ta, bool tb, bool bf16, float alpha,
-                float beta) {
-  if (bf16)
+                float beta, bool c_bf16) {
+  if (c_bf16)   // (beta 0, checked by grouped_gemm_rm)
+    bf16_gemm_rm_bf16out_on(h, static_cast<const uint16_t*>(x.a),
+                            static_cast<const uint16_t*>(x.b), static_cast<uint16_t*>(x.c), x.M,
+                            x.N, x.K, ta, tb, alpha);
+  else if (bf16)
     bf16_gemm_rm_on(h, static_cast<const uint16_t*>(x.a), static_cast<const uint16_t*>(x.b),
-                    x.c, x.M, x.N, x.K, ta, tb, alpha, beta);
+                    static_cast<float*>(x.c), x.M, x.N, x.K, ta, tb, alpha, beta);
   else
-    sgemm_rm_on(h, static_cast<const float*>(x.a), static_cast<const float*>(x.b), x.c, x.M,
-                x.N, x.K, ta, tb, alpha, beta);
+    sgemm_rm_on(h, static_cast<const float*>(x.a), static_cast<const float*>(x.b),
+                static_cast<float*>(x.c), x.M, x.N, x.K, ta, tb, alpha, beta);
 }
 
 // One cuBLAS call per product. A MoE layer's products are small (one expert's rows: a few
@@ -87,13 +94,13 @@ void product_on(cublasHandle_t h, const GemmDesc& x, bool ta, bool tb, bool bf16
 // them run at once. Each product is the same cuBLAS call on an identically configured handle
 // as on the main one, and writes its own c: the results do not depend on the stream count.
 void per_product(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, float alpha,
-                 float beta) {
+                 float beta, bool c_bf16) {
   std::vector<int> live;
   for (int i = 0; i < count; ++i)
     if (d[i].M != 0 && d[i].N != 0) live.push_back(i);
   const int k = int(std::min<size_t>(size_t(grouped_gemm_streams()), live.size()));
   if (k <= 1) {
-    for (int i : live) product_on(cublas(), d[i], ta, tb, bf16, alpha, beta);
+    for (int i : live) product_on(cublas(), d[i], ta, tb, bf16, alpha, beta, c_bf16);
     return;
   }
   if (!g_fork) DS_CUDA_CHECK(cudaEventCreateWithFlags(&g_fork, cudaEventDisableTiming));
@@ -120,7 +127,7 @@ void per_product(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, floa
     ~Join() { run(); }
   } join{k};
   for (size_t i = 0; i < live.size(); ++i) {
-    product_on(g_side[i % size_t(k)].h, d[live[i]], ta, tb, bf16, alpha, beta);
+    product_on(g_side[i % size_t(k)].h, d[live[i]], ta, tb, bf16, alpha, beta, c_bf16);
     ++g_side_products;
   }
   join.run();
@@ -130,7 +137,7 @@ void per_product(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, floa
 }  // namespace
 
 bool grouped_gemm_native() { return g_used_native; }
-bool grouped_gemm_native(bool bf16) { return g_native[bf16 ? 1 : 0] == 1; }
+bool grouped_gemm_native(bool bf16, bool c_bf16) { return g_native[combo(bf16, c_bf16)] == 1; }
 int64_t grouped_gemm_kernel_launches() { return g_kernel_launches; }
 int64_t grouped_gemm_side_products() { return g_side_products; }
 
@@ -152,8 +159,11 @@ GroupedGemmImpl grouped_gemm_impl() {
 void set_grouped_gemm_impl(GroupedGemmImpl impl) { g_impl = int(impl); }
 
 void grouped_gemm_rm(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, float alpha,
-                     float beta) {
-  int& native = g_native[bf16 ? 1 : 0];
+                     float beta, bool c_bf16) {
+  if (c_bf16 && (!bf16 || beta != 0.0f))
+    throw_cuda_error("grouped_gemm_rm: a BF16 c needs BF16 operands and beta 0", __FILE__,
+                     __LINE__);
+  int& native = g_native[combo(bf16, c_bf16)];
   std::vector<int> keep;
   std::vector<GemmDesc> kd, k0;   // the products with K > 0; those with K 0 (c = beta * c)
   for (int i = 0; i < count; ++i)
@@ -163,9 +173,9 @@ void grouped_gemm_rm(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, 
     } else if (d[i].M > 0 && d[i].N > 0) {
       k0.push_back(d[i]);
     }
-  if (!k0.empty()) per_product(k0.data(), int(k0.size()), ta, tb, bf16, alpha, beta);
+  if (!k0.empty()) per_product(k0.data(), int(k0.size()), ta, tb, bf16, alpha, beta, c_bf16);
   if (keep.empty()) return;
-  if (bf16 && grouped_gemm_impl() == GroupedGemmImpl::kernel) {
+  if (bf16 && !c_bf16 && grouped_gemm_impl() == GroupedGemmImpl::kernel) {
     if (grouped_bf16_kernel_fits(kd.data(), int(kd.size()), ta, tb)) {
       grouped_bf16_kernel(kd.data(), int(kd.size()), ta, tb, alpha, beta);
       ++g_kernel_launches;
@@ -174,7 +184,7 @@ void grouped_gemm_rm(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, 
     // Shapes or alignment the kernel does not take: the cuBLAS path below for this call.
   }
   if (native == 0 || keep.size() == 1) {   // one call per product, over the side streams
-    per_product(kd.data(), int(kd.size()), ta, tb, bf16, alpha, beta);
+    per_product(kd.data(), int(kd.size()), ta, tb, bf16, alpha, beta, c_bf16);
     return;
   }
   const int G = int(keep.size());
@@ -208,11 +218,11 @@ void grouped_gemm_rm(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, 
   const cublasStatus_t s = cublasGemmGroupedBatchedEx(
       h, op_b.data(), op_a.data(), m.data(), n.data(), k.data(), alphas.data(), dp, t,
       ldb.data(), dp + G, t, lda.data(), betas.data(), const_cast<void* const*>(dp + 2 * G),
-      CUDA_R_32F, ldc.data(), G, size.data(), CUBLAS_COMPUTE_32F);
+      c_bf16 ? CUDA_R_16BF : CUDA_R_32F, ldc.data(), G, size.data(), CUBLAS_COMPUTE_32F);
   pool_free(dptr);
   if (s == CUBLAS_STATUS_NOT_SUPPORTED || s == CUBLAS_STATUS_INVALID_VALUE) {
     native = 0;   // this type combination is not offered: one call per product from now on
-    per_product(kd.data(), int(kd.size()), ta, tb, bf16, alpha, beta);
+    per_product(kd.data(), int(kd.size()), ta, tb, bf16, alpha, beta, c_bf16);
     return;
   }
   DS_CUBLAS_CHECK(s);

@@ -10,11 +10,11 @@
 namespace ds::cuda {
 
 // One product: row-major c (M, N) = alpha * op(a) @ op(b) + beta * c; a (M, K) or (K, M)
-// when ta, b (K, N) or (N, K) when tb.
+// when ta, b (K, N) or (N, K) when tb; c F32, or BF16 codes (grouped_gemm_rm's c_bf16).
 struct GemmDesc {
   const void* a = nullptr;
   const void* b = nullptr;
-  float* c = nullptr;
+  void* c = nullptr;
   int64_t M = 0, N = 0, K = 0;
 };
 
@@ -25,13 +25,16 @@ struct GemmDesc {
 // tb; c: N). BF16 with GroupedGemmImpl::kernel: one launch of our kernel when the call fits
 // it (grouped_bf16_kernel_fits: 8-element contiguous extents, 16-byte aligned operands, N
 // even), else the cuBLAS path for that call. cuBLAS path: falls back to one cuBLAS call per
-// product where the grouped entry point rejects the type combination.
+// product where the grouped entry point rejects the type combination. c_bf16 (BF16 operands,
+// beta 0 only): c holds BF16 codes, the FP32 results rounded once (RNE) by cuBLAS; always
+// the cuBLAS path (our kernel writes F32), whose grouped entry point takes BF16 in and out.
 void grouped_gemm_rm(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, float alpha,
-                     float beta);
+                     float beta, bool c_bf16 = false);
 // True once the grouped entry point has been used (false: the per-product fallback ran);
-// with an operand dtype (BF16 codes when bf16, else F32): once it took that dtype.
+// with an operand dtype (BF16 codes when bf16, else F32; c_bf16: BF16 output): once it took
+// that combination.
 bool grouped_gemm_native();
-bool grouped_gemm_native(bool bf16);
+bool grouped_gemm_native(bool bf16, bool c_bf16 = false);
 // Launches of our grouped BF16 kernel so far in this process (tests check that a call they
 // expect the kernel to take did launch it).
 int64_t grouped_gemm_kernel_launches();

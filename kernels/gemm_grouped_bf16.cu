@@ -241,7 +241,7 @@ void grouped_bf16_kernel(const GemmDesc* d, int count, bool ta, bool tb, float a
     GroupTile& e = table[size_t(i)];
     e.a = static_cast<const uint16_t*>(x.a);
     e.b = static_cast<const uint16_t*>(x.b);
-    e.c = x.c;
+    e.c = static_cast<float*>(x.c);
     e.M = int(x.M);
     e.N = int(x.N);
     e.K = int(x.K);

@@ -397,8 +397,8 @@ constexpr int kCombineMaxK = 16;   // pairs a token (DeepSeek-V3: 8); registers,
 // first missing rank are skipped rather than read out of bounds), and every lane gathers the
 // rows and weights in rank order. Then lanes split the row's columns (4 at a time when VEC)
 // and add the rows in that order, w * x without FMA as the CPU's dst += w * x.
-template <bool VEC>
-__global__ void combine_pairs_kernel(const float* __restrict__ src,
+template <bool VEC, bool BF16>   // BF16: src holds BF16 codes (widened exactly)
+__global__ void combine_pairs_kernel(const void* __restrict__ src,
                                      const int32_t* __restrict__ slot,
                                      const float* __restrict__ w, float* __restrict__ dst,
                                      int64_t R, int64_t N, int K, int64_t C) {
@@ -416,7 +416,7 @@ __global__ void combine_pairs_kernel(const float* __restrict__ src,
       rank += ((valid >> j) & 1u) && sj < s ? 1 : 0;
     }
     const int nv = __popc(valid);
-    const float* rows[kCombineMaxK];
+    int64_t rows[kCombineMaxK];   // first element of each rank's row in src
     float wr[kCombineMaxK];
     int nr = nv;   // ranks with a lane (all nv of them unless two valid slots are equal)
 #pragma unroll
@@ -424,7 +424,7 @@ __global__ void combine_pairs_kernel(const float* __restrict__ src,
       const unsigned at = __ballot_sync(0xffffffffu, ok && rank == r);
       if (!at && r < nr) nr = r;
       const int from = at ? __ffs(at) - 1 : 0;
-      rows[r] = src + int64_t(__shfl_sync(0xffffffffu, s, from)) * C;
+      rows[r] = int64_t(__shfl_sync(0xffffffffu, s, from)) * C;
       wr[r] = __shfl_sync(0xffffffffu, wk, from);
     }
     float* d = dst + n * C;
@@ -434,7 +434,7 @@ __global__ void combine_pairs_kernel(const float* __restrict__ src,
 #pragma unroll
         for (int r = 0; r < kCombineMaxK; ++r) {
           if (r >= nr) break;
-          const float4 v = reinterpret_cast<const float4*>(rows[r])[j];
+          const float4 v = load_in4<BF16>(src, rows[r] / 4 + j);
           acc.x = __fadd_rn(acc.x, __fmul_rn(wr[r], v.x));
           acc.y = __fadd_rn(acc.y, __fmul_rn(wr[r], v.y));
           acc.z = __fadd_rn(acc.z, __fmul_rn(wr[r], v.z));
@@ -448,7 +448,7 @@ __global__ void combine_pairs_kernel(const float* __restrict__ src,
 #pragma unroll
         for (int r = 0; r < kCombineMaxK; ++r) {
           if (r >= nr) break;
-          acc = __fadd_rn(acc, __fmul_rn(wr[r], rows[r][c]));
+          acc = __fadd_rn(acc, __fmul_rn(wr[r], load_in1<BF16>(src, rows[r] + c)));
         }
         d[c] = acc;
       }
@@ -576,20 +576,17 @@ void moe_sort_pairs(const int32_t* idx, int64_t NK, int64_t K, int64_t E, int32_
   }
 }
 
-void combine_pairs(const float* src, int64_t R, const int32_t* slot, const float* w, float* dst,
-                   int64_t N, int64_t K, int64_t C) {
+void combine_pairs(const void* src, bool bf16, int64_t R, const int32_t* slot, const float* w,
+                   float* dst, int64_t N, int64_t K, int64_t C) {
   if (N <= 0 || K <= 0 || C <= 0) return;
   if (K > kCombineMaxK)
     raise_cuda("combine_pairs: more than 16 pairs a token", cudaErrorInvalidValue, __FILE__,
                __LINE__);
   auto bits = [](const void* p) { return reinterpret_cast<uintptr_t>(p); };
-  const bool vec = C % 4 == 0 && bits(src) % 16 == 0 && bits(dst) % 16 == 0;
-  if (vec)
-    combine_pairs_kernel<true><<<warp_grid(N, 8), 256, 0, stream()>>>(src, slot, w, dst, R, N,
-                                                                      int(K), C);
-  else
-    combine_pairs_kernel<false><<<warp_grid(N, 8), 256, 0, stream()>>>(src, slot, w, dst, R, N,
-                                                                       int(K), C);
+  const bool vec = C % 4 == 0 && bits(src) % (bf16 ? 8 : 16) == 0 && bits(dst) % 16 == 0;
+  auto* k = vec ? (bf16 ? combine_pairs_kernel<true, true> : combine_pairs_kernel<true, false>)
+                : (bf16 ? combine_pairs_kernel<false, true> : combine_pairs_kernel<false, false>);
+  k<<<warp_grid(N, 8), 256, 0, stream()>>>(src, slot, w, dst, R, N, int(K), C);
   DS_CUDA_LAUNCHED();
 }
 

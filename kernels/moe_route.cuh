@@ -46,8 +46,9 @@ void moe_sort_pairs(const int32_t* idx, int64_t NK, int64_t K, int64_t E, int32_
                     int32_t* pair_src, int32_t* pair_tok, int32_t* pair_slot,
                     int32_t* host_counts = nullptr);
 // ops::combine_pairs: dst (N, C) += per token its K rows of src (R rows) in ascending slot
-// order (w (N, K) or null), one warp a token, no atomics. K <= 16.
-void combine_pairs(const float* src, int64_t R, const int32_t* slot, const float* w, float* dst,
-                   int64_t N, int64_t K, int64_t C);
+// order (w (N, K) or null), one warp a token, no atomics. K <= 16. src F32, or (bf16) BF16
+// codes widened exactly.
+void combine_pairs(const void* src, bool bf16, int64_t R, const int32_t* slot, const float* w,
+                   float* dst, int64_t N, int64_t K, int64_t C);
 
 }  // namespace ds::cuda

@@ -77,45 +77,47 @@ __global__ void swiglu_bwd_kernel(const float* gate, const float* up, const floa
 
 // Packed rows h (M, 2I) = [gate | up] (one GEMM over stacked gate_proj / up_proj), one row
 // per group of 2^lg threads: VEC takes 4 elements at a time (I % 4 == 0 and aligned rows).
-// Each element as the flat kernels above compute it.
-template <bool CODES, bool VEC>
-__global__ void swiglu_packed_fwd_kernel(const float* __restrict__ h, void* __restrict__ out,
+// Each element as the flat kernels above compute it. The inputs (h; h and dout) are F32, or
+// (BF16IN) BF16 codes, widened exactly (the routed experts' BF16 GEMM outputs).
+template <bool CODES, bool VEC, bool BF16IN>
+__global__ void swiglu_packed_fwd_kernel(const void* __restrict__ h, void* __restrict__ out,
                                          int64_t M, int64_t I, int lg) {
   auto f = [](float g, float u) { return g * sigmoidf(g) * u; };
   const int64_t cols = VEC ? I / 4 : I;
   DS_ROW_LOOP(M) {
-    const float* g = h + m * 2 * I;
-    const float* u = g + I;
+    // row m of h: gate at units [0, cols), up at [cols, 2 cols) (units of 4 elements when VEC)
+    const int64_t g0 = m * 2 * cols, u0 = g0 + cols;
     for (int64_t c = lane; c < cols; c += tpr) {
       if constexpr (VEC) {
-        const float4 a = ld4(g, c), b = ld4(u, c);
+        const float4 a = load_in4<BF16IN>(h, g0 + c), b = load_in4<BF16IN>(h, u0 + c);
         st_out4<CODES>(out, m * cols + c,
                        make_float4(f(a.x, b.x), f(a.y, b.y), f(a.z, b.z), f(a.w, b.w)));
       } else {
-        st_out1<CODES>(out, m * I + c, f(g[c], u[c]));
+        st_out1<CODES>(out, m * I + c,
+                       f(load_in1<BF16IN>(h, g0 + c), load_in1<BF16IN>(h, u0 + c)));
       }
     }
   }
 }
 
-template <bool CODES, bool VEC>
-__global__ void swiglu_packed_bwd_kernel(const float* __restrict__ h,
-                                         const float* __restrict__ dout, void* __restrict__ dh,
+template <bool CODES, bool VEC, bool BF16IN>
+__global__ void swiglu_packed_bwd_kernel(const void* __restrict__ h,
+                                         const void* __restrict__ dout, void* __restrict__ dh,
                                          int64_t M, int64_t I, int lg) {
   const int64_t cols = VEC ? I / 4 : I;   // dh's row m: [dgate | dup], 2 * cols units
   DS_ROW_LOOP(M) {
-    const float* g = h + m * 2 * I;
-    const float* u = g + I;
-    const float* d = dout + m * I;
+    const int64_t g0 = m * 2 * cols, u0 = g0 + cols, d0 = m * cols;
     for (int64_t c = lane; c < cols; c += tpr) {
       if constexpr (VEC) {
         float4 dg, du;
-        swiglu_grad4(ld4(g, c), ld4(u, c), ld4(d, c), dg, du);
+        swiglu_grad4(load_in4<BF16IN>(h, g0 + c), load_in4<BF16IN>(h, u0 + c),
+                     load_in4<BF16IN>(dout, d0 + c), dg, du);
         st_out4<CODES>(dh, m * 2 * cols + c, dg);
         st_out4<CODES>(dh, m * 2 * cols + cols + c, du);
       } else {
         float dg, du;
-        swiglu_grad(g[c], u[c], d[c], dg, du);
+        swiglu_grad(load_in1<BF16IN>(h, g0 + c), load_in1<BF16IN>(h, u0 + c),
+                    load_in1<BF16IN>(dout, d0 + c), dg, du);
         st_out1<CODES>(dh, m * 2 * I + c, dg);
         st_out1<CODES>(dh, m * 2 * I + I + c, du);
       }
@@ -159,38 +161,45 @@ void swiglu_backward_bf16(const float* gate, const float* up, const float* dout,
 }
 
 namespace {
-// The packed kernels' launch: VEC needs I % 4 == 0 and 16-byte aligned h, dout and output
-// rows (F32 output rows of I or 2I floats, or BF16 codes 8-byte aligned).
-template <bool CODES>
-bool packed_vec(int64_t I, std::initializer_list<const void*> f32, const void* o) {
-  bool ok = I % 4 == 0 && out_aligned(o, CODES);
-  for (const void* p : f32) ok = ok && aligned16(p);
+// The packed kernels' launch: VEC needs I % 4 == 0, the inputs 16-byte aligned (8 for BF16
+// codes) and the outputs F32 rows 16-byte aligned or BF16 codes 8-byte aligned.
+bool packed_vec(int64_t I, bool bf16_in, std::initializer_list<const void*> in, const void* o,
+                bool codes) {
+  bool ok = I % 4 == 0 && out_aligned(o, codes);
+  for (const void* p : in) ok = ok && out_aligned(p, bf16_in);
   return ok;
+}
+// The kernel instances for (CODES, VEC) with BF16IN from a run-time flag.
+template <bool C, bool V>
+auto fwd_kernel(bool bf16_in) {
+  return bf16_in ? swiglu_packed_fwd_kernel<C, V, true> : swiglu_packed_fwd_kernel<C, V, false>;
+}
+template <bool C, bool V>
+auto bwd_kernel(bool bf16_in) {
+  return bf16_in ? swiglu_packed_bwd_kernel<C, V, true> : swiglu_packed_bwd_kernel<C, V, false>;
 }
 }  // namespace
 
-void swiglu_packed_forward(const float* h, void* out, bool codes, int64_t M, int64_t I) {
+void swiglu_packed_forward(const void* h, bool bf16_in, void* out, bool codes, int64_t M,
+                           int64_t I) {
   if (M <= 0 || I <= 0) return;
-  const bool vec = codes ? packed_vec<true>(I, {h}, out) : packed_vec<false>(I, {h}, out);
+  const bool vec = packed_vec(I, bf16_in, {h}, out, codes);
   const RowLaunch L = row_launch(M, vec ? I / 4 : I);
-  auto* k = codes ? (vec ? swiglu_packed_fwd_kernel<true, true>
-                         : swiglu_packed_fwd_kernel<true, false>)
-                  : (vec ? swiglu_packed_fwd_kernel<false, true>
-                         : swiglu_packed_fwd_kernel<false, false>);
+  const bool b = bf16_in;
+  auto* k = codes ? (vec ? fwd_kernel<true, true>(b) : fwd_kernel<true, false>(b))
+                  : (vec ? fwd_kernel<false, true>(b) : fwd_kernel<false, false>(b));
   k<<<L.blocks, kThreads, 0, stream()>>>(h, out, M, I, L.lg);
   DS_CUDA_LAUNCHED();
 }
 
-void swiglu_packed_backward(const float* h, const float* dout, void* dh, bool codes, int64_t M,
-                            int64_t I) {
+void swiglu_packed_backward(const void* h, const void* dout, bool bf16_in, void* dh, bool codes,
+                            int64_t M, int64_t I) {
   if (M <= 0 || I <= 0) return;
-  const bool vec =
-      codes ? packed_vec<true>(I, {h, dout}, dh) : packed_vec<false>(I, {h, dout}, dh);
+  const bool vec = packed_vec(I, bf16_in, {h, dout}, dh, codes);
   const RowLaunch L = row_launch(M, vec ? I / 4 : I);
-  auto* k = codes ? (vec ? swiglu_packed_bwd_kernel<true, true>
-                         : swiglu_packed_bwd_kernel<true, false>)
-                  : (vec ? swiglu_packed_bwd_kernel<false, true>
-                         : swiglu_packed_bwd_kernel<false, false>);
+  const bool b = bf16_in;
+  auto* k = codes ? (vec ? bwd_kernel<true, true>(b) : bwd_kernel<true, false>(b))
+                  : (vec ? bwd_kernel<false, true>(b) : bwd_kernel<false, false>(b));
   k<<<L.blocks, kThreads, 0, stream()>>>(h, dout, dh, M, I, L.lg);
   DS_CUDA_LAUNCHED();
 }

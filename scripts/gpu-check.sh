@@ -77,13 +77,15 @@ NEW_MULTI='multi-tensor*'
 NEW_MLA='*BF16 cache*,*one visible key*,*BF16 caches the kernel*'
 NEW_FP8G='fp8 grouped*'
 NEW_FP8G_MODEL='*FP8 routed experts as grouped*'
+NEW_B16OUT='gpu expert outputs*'
+NEW_B16OUT_MODEL='*BF16 expert outputs*'
 NEW_PROF='gpu profiler*'
 NEW_ATTN='gpu attention wgmma*'
 NEW_FUSED='fused:*'
 NEW_DEFAULT='gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,elementwise: swiglu packed*,gpu gather_rows_scaled*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 NEW_OPERANDS='gpu gather_rows_scaled*,elementwise: rope_tail_codes*,gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu moe_sort_pairs*,elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 declare -A FILTER=(
-  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8G,$NEW_PROF,$NEW_ATTN,$NEW_FUSED,$NEW_DEFAULT"
+  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8G,$NEW_PROF,$NEW_ATTN,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT"
   [ops-grouped]="--test-case=$NEW_GROUPED"
   [ops-multi]="--test-case=$NEW_MULTI"
   [ops-mla-bf16]="--test-case=$NEW_MLA"
@@ -93,8 +95,10 @@ declare -A FILTER=(
   [ops-fused]="--test-case=$NEW_FUSED"
   [ops-new]="--test-case=$NEW_DEFAULT"
   [ops-operands]="--test-case=$NEW_OPERANDS"
-  [model]="--test-case-exclude=$NEW_FP8G_MODEL"
-  [model-fp8-grouped]="--test-case=$NEW_FP8G_MODEL")
+  [ops-bf16-outputs]="--test-case=$NEW_B16OUT"
+  [model]="--test-case-exclude=$NEW_FP8G_MODEL,$NEW_B16OUT_MODEL"
+  [model-fp8-grouped]="--test-case=$NEW_FP8G_MODEL"
+  [model-bf16-outputs]="--test-case=$NEW_B16OUT_MODEL")
 # entries: binary[:filter][:variant]; variant kernel runs with DS_GROUPED_GEMM=kernel, unfused
 # with DS_CUDA_FUSED=0 (the per-tensor ops that ran on the H200 instead of the many-tensor ops,
 # the one-pass transposed quantiser, the experts' fused BF16 gather, the pinned staging ring
@@ -112,6 +116,8 @@ declare -A FILTER=(
 # groups also use (staged uploads); ops-operands:fallback runs the BF16-output, one-pass key,
 # q RoPE-into-codes and weighted-gather tests again under DS_CUDA_FUSED=0 (the fallbacks that
 # model:unfused would use).
+# ops-bf16-outputs and model-bf16-outputs test the routed experts' BF16 GEMM outputs
+# (opt-in: grouped_matmul writing BF16 codes, the ops reading them, the layer on the card).
 # ops-grouped also compares the per-expert cuBLAS calls spread over side streams (on by
 # default: DS_GROUPED_GEMM_STREAMS) with one stream, bit for bit.
 MODEL_RC=0
@@ -120,9 +126,10 @@ for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
          ds_test_backend_ops:ops-grouped ds_test_backend_ops:ops-multi \
          ds_test_backend_ops:ops-mla-bf16 ds_test_backend_ops:ops-fp8-grouped \
          ds_test_backend_ops:ops-profiler ds_test_backend_ops:ops-attn-wgmma \
-         ds_test_backend_ops:ops-fused \
+         ds_test_backend_ops:ops-fused ds_test_backend_ops:ops-bf16-outputs \
          ds_test_model_gpu:model ds_test_model_gpu:model:unfused ds_test_model_gpu:model:kernel \
-         ds_test_model_gpu:model-fp8-grouped ds_test_kernels ds_test_nccl_gpu; do
+         ds_test_model_gpu:model-fp8-grouped ds_test_model_gpu:model-bf16-outputs \
+         ds_test_kernels ds_test_nccl_gpu; do
   g=cublas; fused=1; args=(); name=$t
   case $t in
     *:kernel) g=kernel; t=${t%:kernel};;
@@ -191,12 +198,18 @@ step_variant "gate/up apart" bench_train_apart.txt bf16 -- --stacked-gate-up 0
 # - sums into existing tensors through a temporary and an add_, not by the GEMMs (MLA's input
 #   gradients, the routers'; in fp8 also every FP8 Linear's Wgrad);
 step_variant "sums by add_" bench_train_noacc.txt bf16,fp8 -- --gemm-accumulate 0
+# - the operand cache cleared at the optimizer step, not refreshed by AdamW (which writes the
+#   next step's BF16 weight operands with the update);
+step_variant "operands re-rounded" bench_train_norefresh.txt bf16 -- --operand-refresh 0
 # - the routed experts' per-expert cuBLAS calls on one stream instead of 4 side streams;
 step_variant "experts on 1 stream" bench_train_1stream.txt bf16 DS_GROUPED_GEMM_STREAMS=1
 # - the routed experts through our grouped GEMM kernel (opt-in);
 step_variant "own grouped" bench_train_kernel.txt bf16 DS_GROUPED_GEMM=kernel
 # - the attention on the wgmma kernels (opt-in).
 step_variant "wgmma attention" bench_train_attn.txt bf16 DS_ATTENTION=wgmma
+# - the routed experts' GEMM outputs as BF16 (opt-in, a numerics change: cuBLAS's grouped
+#   GEMM then takes their forward and input-gradient GEMMs in one call each).
+step_variant "expert outputs BF16" bench_train_b16out.txt bf16 -- --expert-outputs 1
 # The FP8 step with the routed experts as grouped FP8 GEMMs over the padded layout (opt-in).
 step_variant "grouped FP8" bench_train_fp8g.txt fp8 -- --grouped-experts 1
 # Every opt-in at once (our grouped GEMM, the wgmma attention; the FP8 step also with grouped
@@ -246,6 +259,11 @@ verdict "DS_ATTENTION=wgmma (opt-in)" ds_test_backend_ops-ops-attn-wgmma bench_t
 verdict "grouped FP8 experts (opt-in)" \
   ds_test_backend_ops-ops-fp8-grouped,ds_test_model_gpu-model-fp8-grouped bench_train.txt \
   bench_train_fp8g.txt fp8
+verdict "expert outputs BF16 (opt-in; numerics: outputs rounded to BF16)" \
+  ds_test_backend_ops-ops-bf16-outputs,ds_test_model_gpu-model-bf16-outputs bench_train.txt \
+  bench_train_b16out.txt
+verdict "AdamW writes the next step's BF16 operands (default)" \
+  ds_test_backend_ops-ops-multi,ds_test_model_gpu-model bench_train_norefresh.txt bench_train.txt
 verdict "side streams (default)" ds_test_backend_ops-ops-grouped,ds_test_model_gpu-model \
   bench_train_1stream.txt bench_train.txt
 verdict "BF16 attention inputs (default)" ds_test_backend_ops-ops-new,ds_test_model_gpu-model \

@@ -236,8 +236,9 @@ void bench_grouped(const ds::ops::Context& gpu, std::vector<std::string>& json) 
   const auto [mn, mx] = std::minmax_element(rows.begin(), rows.end());
   std::printf("\ngrouped BF16 GEMMs: %d experts, %lld rows (per expert %lld..%lld)\n", kExperts,
               (long long)kPairRows, (long long)*mn, (long long)*mx);
-  std::printf("%-24s %5s %5s %5s | %11s %11s %7s | %9s | %8s %9s\n", "shape", "M", "N", "K",
-              "cublas TF/s", "kernel TF/s", "speedup", "nmse", "fp8 TF/s", "fp8 nmse");
+  std::printf("%-24s %5s %5s %5s | %11s %11s %7s | %9s | %8s %9s | %11s\n", "shape", "M", "N",
+              "K", "cublas TF/s", "kernel TF/s", "speedup", "nmse", "fp8 TF/s", "fp8 nmse",
+              "bf16-out TF/s");
   const GroupedGemmImpl before = ds::cuda::grouped_gemm_impl();
   for (const GroupedShape& s : kGroupedShapes) {
     const bool ta = s.wgrad, tb = s.tb;
@@ -295,6 +296,19 @@ void bench_grouped(const ds::ops::Context& gpu, std::vector<std::string>& json) 
     }
     const double t_cb = median_ms([&] { run(GroupedGemmImpl::cublas, cref); });
     if (fits) t_k = median_ms([&] { run(GroupedGemmImpl::kernel, c); });
+    // BF16 outputs (the experts' BF16 outputs, Context::expert_outputs_bf16): the forward and
+    // input-gradient shapes, through cuBLAS (its grouped entry point takes BF16 in and out)
+    double t_b16 = NAN;
+    if (!s.wgrad) {
+      Tensor c16 = Tensor::empty({kPairRows, s.N}, ds::DType::bf16, ds::Device::cuda);
+      descs(cref);
+      for (int e = 0, r0 = 0; e < kExperts; r0 += int(rows[size_t(e)]), ++e)
+        d[size_t(e)].c = c16.data<uint16_t>() + int64_t(r0) * s.N;
+      ds::cuda::set_grouped_gemm_impl(GroupedGemmImpl::cublas);
+      t_b16 = median_ms([&] {
+        ds::cuda::grouped_gemm_rm(d.data(), kExperts, ta, tb, true, 1.0f, 0.0f, true);
+      });
+    }
     check(cudaDeviceSynchronize(), "sync");
 
     const int64_t M = s.wgrad ? s.M : kPairRows, K = s.wgrad ? kPairRows : s.K;
@@ -302,9 +316,10 @@ void bench_grouped(const ds::ops::Context& gpu, std::vector<std::string>& json) 
     const auto tf = [&](double ms) { return std::isnan(ms) ? -1.0 : flop / (ms * 1e-3) / 1e12; };
     const double speedup = std::isnan(t_k) ? -1.0 : t_cb / t_k;
     const Fp8Timing f8 = time_grouped_fp8(gpu, s, rows);
-    std::printf("%-24s %5lld %5lld %5lld | %11.1f %11.1f %7.2f | %9.2e | %8.1f %9.2e%s\n",
+    std::printf("%-24s %5lld %5lld %5lld | %11.1f %11.1f %7.2f | %9.2e | %8.1f %9.2e | %11.1f%s\n",
                 s.name, (long long)M, (long long)s.N, (long long)K, tf(t_cb), tf(t_k), speedup,
-                e_k, tf(f8.ms), f8.nmse, fits ? "" : "  (kernel does not take this shape)");
+                e_k, tf(f8.ms), f8.nmse, tf(t_b16),
+                fits ? "" : "  (kernel does not take this shape)");
     std::fflush(stdout);
     char buf[640];
     std::snprintf(buf, sizeof buf,
@@ -312,10 +327,12 @@ void bench_grouped(const ds::ops::Context& gpu, std::vector<std::string>& json) 
                   "\"N\":%lld,\"K\":%lld,\"ta\":%d,\"tb\":%d,\"cublas_tflops\":%.2f,"
                   "\"kernel_tflops\":%.2f,\"speedup\":%.3f,\"cublas_ms\":%.4f,"
                   "\"kernel_ms\":%.4f,\"kernel_nmse\":%.3e,\"fp8_tflops\":%.2f,"
-                  "\"fp8_ms\":%.4f,\"fp8_vs_portable_nmse\":%.3e}",
+                  "\"fp8_ms\":%.4f,\"fp8_vs_portable_nmse\":%.3e,\"bf16_out_tflops\":%.2f,"
+                  "\"bf16_out_native\":%d}",
                   s.name, kExperts, (long long)M, (long long)s.N, (long long)K, int(ta), int(tb),
                   tf(t_cb), tf(t_k), speedup, t_cb, std::isnan(t_k) ? -1.0 : t_k,
-                  std::isnan(e_k) ? -1.0 : e_k, tf(f8.ms), f8.ms, f8.nmse);
+                  std::isnan(e_k) ? -1.0 : e_k, tf(f8.ms), f8.ms, f8.nmse, tf(t_b16),
+                  int(ds::cuda::grouped_gemm_native(true, true)));
     json.push_back(buf);
   }
   ds::cuda::set_grouped_gemm_impl(before);

@@ -9,7 +9,8 @@
 //                         [--device cuda|cpu] [--grouped-experts -1|0|1] [--fp8-codes 0|1]
 //                         [--operand-cache -1|0|1] [--share-inputs -1|0|1]
 //                         [--attention-inputs -1|0|1] [--stacked-gate-up -1|0|1]
-//                         [--gemm-accumulate -1|0|1]
+//                         [--gemm-accumulate -1|0|1] [--expert-outputs -1|0|1]
+//                         [--operand-refresh -1|0|1]
 // --device cpu runs the same step on the CPU (small --batch/--seq): with --profile 1 its table
 // counts the op calls of a step (each at least one kernel launch on the GPU) without a GPU;
 // --fp8-codes 1 makes the grouped FP8 experts run the GPU's ops there (MoEOptions::fp8_codes).
@@ -24,7 +25,12 @@
 // DS_CUDA_FUSED=0 or DS_STACKED_GATE_UP=0). --gemm-accumulate: sums into existing tensors
 // (MLA's two input-gradient paths, the router's input gradient into the FFN's, FP8 Linears'
 // Wgrad) by the GEMM itself instead of a temporary and an add_ (ops::Context::gemm_accumulate;
-// -1 the default: on the GPU unless DS_CUDA_FUSED=0, off on the CPU).
+// -1 the default: on the GPU unless DS_CUDA_FUSED=0, off on the CPU). --expert-outputs: the
+// grouped routed experts' GEMM outputs in bf16 as BF16 codes (ops::Context::
+// expert_outputs_bf16; -1 the default: DS_EXPERT_OUTPUTS, F32 unless it says bf16; 1 BF16).
+// --operand-refresh: AdamW writes the next step's BF16 weight operands into the operand cache
+// with the update instead of the cache being cleared (ops::Context::operand_refresh; -1 the
+// default: on unless DS_CUDA_FUSED=0).
 // --profile 1: two more steps per precision with the per-op profiler on (on the GPU each op
 // timed by CUDA events, no synchronisation; the first step fills the event pool and is not
 // reported): the per-op table of train::profile_report on stderr; "outside ops" is then the
@@ -59,7 +65,7 @@ int main(int argc, char** argv) {
   int grouped = -1;   // routed experts: -1 the device's default, 0 per-expert loop, 1 grouped
   bool fp8_codes = false;   // --device cpu: the grouped FP8 experts on E4M3 codes, as the GPU
   int operand_cache = -1, share_inputs = -1, attention_inputs = -1, stacked_gate_up = -1;
-  int gemm_accumulate = -1;
+  int gemm_accumulate = -1, expert_outputs = -1, operand_refresh = -1;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string f = argv[i], v = argv[i + 1];
     if (f == "--preset") preset = v;
@@ -77,6 +83,8 @@ int main(int argc, char** argv) {
     else if (f == "--attention-inputs") attention_inputs = std::atoi(v.c_str());
     else if (f == "--stacked-gate-up") stacked_gate_up = std::atoi(v.c_str());
     else if (f == "--gemm-accumulate") gemm_accumulate = std::atoi(v.c_str());
+    else if (f == "--expert-outputs") expert_outputs = std::atoi(v.c_str());
+    else if (f == "--operand-refresh") operand_refresh = std::atoi(v.c_str());
     else if (f == "--device") dev = v == "cpu" ? Device::cpu : Device::cuda;
     else {
       std::fprintf(stderr, "bench_train_step: unknown flag %s\n", f.c_str());
@@ -91,6 +99,8 @@ int main(int argc, char** argv) {
     ctx.attention_inputs = int8_t(attention_inputs < 0 ? -1 : attention_inputs > 0);
     ctx.stacked_gate_up = int8_t(stacked_gate_up < 0 ? -1 : stacked_gate_up > 0);
     ctx.gemm_accumulate = int8_t(gemm_accumulate < 0 ? -1 : gemm_accumulate > 0);
+    ctx.expert_outputs_bf16 = int8_t(expert_outputs < 0 ? -1 : expert_outputs > 0);
+    ctx.operand_refresh = int8_t(operand_refresh < 0 ? -1 : operand_refresh > 0);
     if (operand_cache > 0 || (operand_cache < 0 && dev == Device::cuda))
       ctx.operands = std::make_shared<ops::OperandCache>();   // fp32 runs leave it empty
     model::ParamStore store;
@@ -111,8 +121,7 @@ int main(int argc, char** argv) {
     auto step = [&] {
       store.zero_grads();
       const model::StepResult r = m.forward_backward(ctx, batch, model::LossWeights{}, 1.0f);
-      if (ctx.operands) ctx.operands->clear();   // as train::apply_update
-      opt.step(ctx, 1e-4f, opt.grad_stats(ctx));
+      opt.step(ctx, 1e-4f, opt.grad_stats(ctx));   // refreshes or clears ctx.operands
       m.update_router_bias(r.expert_counts, 1e-3f);
       last_loss = r.loss;
     };
@@ -123,6 +132,9 @@ int main(int argc, char** argv) {
       i = j + 1;
     }
     for (const std::string& pr : precisions) {
+    // each precision from an empty operand cache (the previous one's operands would be kept
+    // and rewritten by every later step)
+    if (ctx.operands) ctx.operands->clear();
     ctx.linear.mode = ops::parse_precision(pr, "--precision");
     ctx.linear.share_inputs = int8_t(share_inputs < 0 ? -1 : share_inputs > 0);
     if (dev == Device::cuda) ops::reset_device_peak(dev);

@@ -75,7 +75,12 @@ Tensor bf16_values(const ops::Context& ctx, const Tensor& x) {
 // weights do not change between the forward and backward passes; see ops::OperandCache).
 Tensor bf16_weight(const ops::Context& ctx, const Tensor& w) {
   if (!ctx.operands) return bf16_values(ctx, w);
-  return ctx.operands->get(w, 0, [&] { return std::vector<Tensor>{bf16_values(ctx, w)}; })[0];
+  // bound to w: an optimizer step rewrites it in place (OperandCache::refresh_plan)
+  return ctx.operands->get(
+      w, 0, [&] { return std::vector<Tensor>{bf16_values(ctx, w)}; },
+      [&](const std::vector<Tensor>& e) {
+        return std::vector<ops::OperandCache::Binding>{{w.raw(), w.numel(), e[0]}};
+      })[0];
 }
 
 // The FP8 operand of a weight on the GPU: its 128x128-block codes for Fprop (transposed

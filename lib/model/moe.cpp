@@ -60,6 +60,7 @@ void MoE::forward(const ops::Context& ctx, const Tensor& u, int64_t n_seq, int64
   s.balance = gate.balance_loss(ctx, s.gate, n_seq, seq_len, opt.balance_alpha, opt.grad_scale,
                                 opt.train);
   const bool fp8 = ctx.linear.mode == ops::Precision::fp8;
+  (void)ops::expert_outputs_bf16(ctx);   // DS_EXPERT_OUTPUTS checked on every path
   const int mode = opt.grouped >= 0 ? opt.grouped : ctx.moe_gemm;   // the model's, else the run's
   s.grouped = !ep.active() &&
               (fp8 ? mode == 1 && ctx.linear.granularity == ops::Fp8Granularity::tile

@@ -101,8 +101,26 @@ std::vector<Tensor> weights(const ops::Context& ctx, const std::vector<MLP>& exp
   if (!bf16_mode(ctx) || !ctx.operands || experts.empty())
     return round_weights(ctx, experts, which);
   const Tensor& key = value(experts.front(), which == 13 ? 1 : which);
+  // each expert's operand (for 13 its two halves) bound to the matrix it was rounded from: an
+  // optimizer step rewrites them in place (OperandCache::refresh_plan)
+  auto bind = [&](const std::vector<Tensor>& e) {
+    std::vector<ops::OperandCache::Binding> b;
+    for (size_t i = 0; i < experts.size(); ++i) {
+      if (which != 13) {
+        const Tensor& v = value(experts[i], which);
+        b.push_back({v.raw(), v.numel(), e[i]});
+        continue;
+      }
+      const Tensor &v1 = value(experts[i], 1), &v3 = value(experts[i], 3);
+      const int64_t I = v1.size(0);
+      b.push_back({v1.raw(), v1.numel(), e[i].slice0(0, I)});
+      b.push_back({v3.raw(), v3.numel(), e[i].slice0(I, 2 * I)});
+    }
+    return b;
+  };
   // kind 100 + which: apart from model::Linear's single-matrix entries (kind 0)
-  return ctx.operands->get(key, 100 + which, [&] { return round_weights(ctx, experts, which); });
+  return ctx.operands->get(key, 100 + which, [&] { return round_weights(ctx, experts, which); },
+                           bind);
 }
 
 // dst (N, C) += the expert-sorted rows (N*K, C) weighted by the gate weights (N, K) (undefined:
@@ -140,6 +158,11 @@ bool stacked(const ops::Context& ctx, const std::vector<MLP>& experts, bool trai
   return true;
 }
 
+// An F32 GEMM output, or BF16 codes when `codes` (the routed experts' BF16 outputs).
+Tensor gemm_output(const ops::Context& ctx, const Shape& shape, bool codes) {
+  return codes ? Tensor::empty(shape, DType::bf16, ctx.device) : detail::empty_f32(ctx, shape);
+}
+
 }  // namespace
 
 void MoE::routed_forward_grouped(const ops::Context& ctx, const Tensor& u, bool train, Tensor& y,
@@ -149,8 +172,15 @@ void MoE::routed_forward_grouped(const ops::Context& ctx, const Tensor& u, bool 
   s.g_x = gathered_operand(ctx, u, s.pair_tok, Tensor());   // (N*K, C) expert-sorted inputs
   s.g_act = operand_out(ctx, {NK, I});   // the GEMM operand, kept for the backward
   s.g_h = s.g_h1 = s.g_h3 = Tensor();
-  if (stacked(ctx, experts, train)) {   // gate and up from one GEMM, [gate | up] per row
-    s.g_h = detail::empty_f32(ctx, {NK, 2 * I});
+  const bool stack = stacked(ctx, experts, train);
+  // The experts' GEMM outputs as BF16 (Context::expert_outputs_bf16): bf16 mode over stacked
+  // gate/up, and at most 16 pairs a token (the per-token combine reads them). The backward
+  // follows the forward (s.g_y's dtype).
+  const int64_t N = u.size(0);
+  const bool codes = bf16_mode(ctx) && stack && ops::expert_outputs_bf16(ctx) && N > 0 &&
+                     NK / N <= 16;
+  if (stack) {   // gate and up from one GEMM, [gate | up] per row
+    s.g_h = gemm_output(ctx, {NK, 2 * I}, codes);
     ops::grouped_matmul(ctx, s.g_x, weights(ctx, experts, 13), true, s.offsets, s.g_h);
     ops::swiglu_packed_forward(ctx, s.g_h, s.g_act);
   } else {
@@ -161,7 +191,7 @@ void MoE::routed_forward_grouped(const ops::Context& ctx, const Tensor& u, bool 
     ops::swiglu_forward(ctx, s.g_h1, s.g_h3, s.g_act);
   }
   finish_operand(ctx, s.g_act);
-  s.g_y = detail::empty_f32(ctx, {NK, C});
+  s.g_y = gemm_output(ctx, {NK, C}, codes);
   ops::grouped_matmul(ctx, s.g_act, weights(ctx, experts, 2), true, s.offsets, s.g_y);
   add_to_tokens(ctx, s, s.g_y, s.gate.weights, s.pair_w, y);   // y += w * expert(u)
   if (!train) s.g_x = s.g_h = s.g_h1 = s.g_h3 = s.g_act = s.g_y = Tensor();
@@ -172,6 +202,7 @@ void MoE::routed_backward_grouped(const ops::Context& ctx, MoESaved& s, const Te
   const int64_t NK = s.offsets.back();
   if (NK == 0) return;
   const int64_t I = s.g_act.size(1);
+  const bool codes = s.g_y.dtype() == DType::bf16;   // the forward's BF16 outputs
   // dL/dw_pair = <dy[tok], y_e>, and what each expert sees (w * dy[tok], its GEMM operand):
   // in bf16 mode in one pass over the gathered rows
   Tensor g;
@@ -183,14 +214,14 @@ void MoE::routed_backward_grouped(const ops::Context& ctx, MoESaved& s, const Te
     g = gathered_operand(ctx, dy, s.pair_tok, s.pair_w);
   }
   // down_proj: dact = dyw @ W2 (W2 (C, I)), dW2 += dyw^T act
-  Tensor dact = detail::empty_f32(ctx, {NK, I});
+  Tensor dact = gemm_output(ctx, {NK, I}, codes);
   ops::grouped_matmul(ctx, g, weights(ctx, experts, 2), false, s.offsets, dact);
   std::vector<Tensor> dw2 = grads(experts, 2);
   ops::grouped_matmul_wgrad(ctx, g, s.g_act, s.offsets, dw2);
   // gate_proj and up_proj: dx = dh1 @ W1 + dh3 @ W3 (W (I, C)), dW += dh^T x, with dh1 and
   // dh3 written by SwiGLU's backward as GEMM operands; stacked: dx = [dh1 | dh3] @ [W1; W3]
   // and [dW1; dW3] += [dh1 | dh3]^T x, one GEMM each
-  Tensor dug = detail::empty_f32(ctx, {NK, C});
+  Tensor dug = gemm_output(ctx, {NK, C}, codes);
   if (s.g_h.defined()) {
     Tensor dh = operand_out(ctx, {NK, 2 * I});
     ops::swiglu_packed_backward(ctx, s.g_h, dact, dh);

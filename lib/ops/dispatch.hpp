@@ -84,6 +84,18 @@ inline void store_codes(const Tensor& f, Tensor& out) {
   for (int64_t i = 0; i < f.numel(); ++i) op[i] = f32_to_bf16(fp[i]);
 }
 
+// A CPU op's F32 view of an input that may be BF16 codes: the tensor itself when F32, else
+// its values widened (exactly) into a temporary, so that the F32 code computes what a BF16
+// input means.
+inline Tensor f32_values(const Tensor& x) {
+  if (x.dtype() == DType::f32) return x;
+  Tensor f = Tensor::empty(x.shape(), DType::f32, x.device());
+  const auto* xp = x.data<uint16_t>();
+  float* fp = f.f32();
+  for (int64_t i = 0; i < x.numel(); ++i) fp[i] = bf16_to_f32(xp[i]);
+  return f;
+}
+
 // Times one op into ctx.prof (no cost beyond a null check without a profiler): CPU ops by
 // the wall clock, GPU ops by two CUDA events on the stream (no synchronisation; see
 // ops::Profiler). `io` lists the operands whose bytes the op must move at least: each read or

@@ -78,12 +78,16 @@ void combine_pairs(const Context& ctx, const Tensor& src, const Tensor& slot, co
   DS_CHECK_SHAPE(dst, {N, C});
   if (w.defined()) DS_CHECK_SHAPE(w, {N, K});
   check_i32(slot, op, "slot");
-  for (const Tensor* t : {&src, &w, static_cast<const Tensor*>(&dst)})
-    DS_CHECK(!t->defined() || t->dtype() == DType::f32, "{}: src, w and dst must be F32, got {}",
+  for (const Tensor* t : {&w, static_cast<const Tensor*>(&dst)})
+    DS_CHECK(!t->defined() || t->dtype() == DType::f32, "{}: w and dst must be F32, got {}",
              op, dtype_name(t->dtype()));
+  DS_CHECK(src.dtype() == DType::f32 || src.dtype() == DType::bf16,
+           "{}: src must be F32 or BF16, got {}", op, dtype_name(src.dtype()));
   check_indices(slot, 0, R, "combine_pairs slot");
   DS_CUDA_ROUTE_FUSED(combine_pairs, (ctx, src, slot, w, dst));
   if (ctx.device != Device::cpu) {   // DS_CUDA_FUSED=0: the scatter that ran on the H200
+    DS_CHECK(src.dtype() == DType::f32,
+             "{}: a BF16 src needs the fused kernels (DS_CUDA_FUSED=0 is set)", op);
     Tensor hs = Tensor::empty(slot.shape(), DType::i32), hw;
     hs.copy_from(slot);
     check_indices(hs, 0, R, "combine_pairs slot");
@@ -109,8 +113,9 @@ void combine_pairs(const Context& ctx, const Tensor& src, const Tensor& slot, co
     return;
   }
   const float* wp = w.defined() ? w.f32() : nullptr;
-  if (use_ref(ctx)) ref::combine_pairs(src.f32(), slot.i32(), wp, dst.f32(), N, K, C);
-  else opt::combine_pairs(src.f32(), slot.i32(), wp, dst.f32(), N, K, C, nthreads(ctx));
+  const Tensor sf = detail::f32_values(src);
+  if (use_ref(ctx)) ref::combine_pairs(sf.f32(), slot.i32(), wp, dst.f32(), N, K, C);
+  else opt::combine_pairs(sf.f32(), slot.i32(), wp, dst.f32(), N, K, C, nthreads(ctx));
 }
 
 }  // namespace ds::ops

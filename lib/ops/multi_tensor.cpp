@@ -66,18 +66,29 @@ void adamw_step_multi(const Context& ctx, const std::vector<AdamWTensors>& ts,
     detail::check_adamw(*t.param, *t.grad, *t.m, *t.v, p);
     DS_CHECK(t.m->dtype() == ts[0].m->dtype() && t.v->dtype() == ts[0].v->dtype(),
              "adamw_step_multi: the moments' dtypes differ between entries");
+    if (!t.operand) continue;
+    check_devices(ctx, "adamw_step_multi", {t.operand});
+    DS_CHECK(t.operand->numel() == t.param->numel() &&
+                 (t.operand->dtype() == DType::f32 || t.operand->dtype() == DType::bf16),
+             "adamw_step_multi: an operand must be F32 or BF16 with the param's {} elements, "
+             "got {} {}", t.param->numel(), dtype_name(t.operand->dtype()),
+             shape_str(t.operand->shape()));
   }
   const Scope scope_(ctx, "adamw_step_multi");
   if (scope_.on())
-    for (const AdamWTensors& t : ts)   // param, m, v read and written, grad read
+    for (const AdamWTensors& t : ts)   // param, m, v read and written, grad read, operand written
       scope_.add_bytes(double(2 * (t.param->nbytes() + t.m->nbytes() + t.v->nbytes()) +
-                              t.grad->nbytes()));
+                              t.grad->nbytes() + (t.operand ? t.operand->nbytes() : 0)));
   DS_CUDA_ROUTE_FUSED(adamw_step_multi, (ctx, ts, p));
   const Context c = inner(ctx);
   for (const AdamWTensors& t : ts) {
     AdamWParams q = p;
     q.weight_decay = t.weight_decay;
     adamw_step(c, *t.param, *t.grad, *t.m, *t.v, q);
+    if (t.operand) {
+      Tensor o = t.operand->view(t.param->shape());
+      bf16_round(c, *t.param, o);
+    }
   }
 }
 

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <vector>
@@ -106,6 +107,22 @@ bool gemm_accumulates(const Context& ctx) {
   return false;
 }
 
+bool expert_outputs_bf16(const Context& ctx) {
+  static const bool env_bf16 = [] {
+    const char* e = std::getenv("DS_EXPERT_OUTPUTS");
+    if (!e || !*e || std::strcmp(e, "f32") == 0) return false;
+    DS_CHECK_AS(UsageError, std::strcmp(e, "bf16") == 0,
+                "DS_EXPERT_OUTPUTS must be f32 or bf16, got '{}'", e);
+    return true;
+  }();
+#if defined(DS_HAVE_CUDA)
+  // the ops reading BF16 outputs have no DS_CUDA_FUSED=0 (measured-path) form
+  if (ctx.device == Device::cuda && !ds::cuda::fused_ops()) return false;
+#endif
+  if (ctx.expert_outputs_bf16 >= 0) return ctx.expert_outputs_bf16 == 1;
+  return env_bf16;
+}
+
 // Shared checks of the grouped GEMMs: offsets 0 = o_0 <= ... <= o_G = rows, G groups.
 static void check_groups(const char* op, const std::vector<int64_t>& offsets, size_t G,
                          int64_t rows) {
@@ -129,16 +146,26 @@ void grouped_matmul(const Context& ctx, const Tensor& x, const std::vector<Tenso
     if (trans_w) DS_CHECK_SHAPE(wg, {N, K});
     else DS_CHECK_SHAPE(wg, {K, N});
   }
+  DS_CHECK(y.dtype() == DType::f32 || (y.dtype() == DType::bf16 && beta == 0.0f),
+           "grouped_matmul: y must be F32, or BF16 with beta 0, got {} (beta {})",
+           dtype_name(y.dtype()), beta);
   if (ctx.device != Device::cpu) {   // timed here; on the CPU each group's matmul is
     const Scope scope_(ctx, "grouped_matmul", opt::matmul_flops(x.size(0), N, K),
                        {&x, &y, beta != 0 ? &y : nullptr});
     for (const Tensor& wg : w) scope_.add_bytes(double(wg.nbytes()));
     DS_CUDA_ROUTE(grouped_matmul, (ctx, x, w, trans_w, offsets, y, beta));
   }
+  // BF16 y: the F32 products rounded once (RNE), as a BF16-output GEMM stores its FP32 sums
+  Tensor yf = y.dtype() == DType::f32 ? y : Tensor::empty(y.shape(), DType::f32);
   for (size_t g = 0; g < w.size(); ++g) {
     if (offsets[g] == offsets[g + 1]) continue;
-    Tensor yg = y.slice0(offsets[g], offsets[g + 1]);
+    Tensor yg = yf.slice0(offsets[g], offsets[g + 1]);
     matmul(ctx, x.slice0(offsets[g], offsets[g + 1]), w[g], yg, false, trans_w, 1.0f, beta);
+  }
+  if (y.dtype() == DType::bf16) {
+    Context one = ctx;   // part of this op (its matmuls are profiled on their own)
+    one.prof = nullptr;
+    bf16_round(one, yf, y);
   }
 }
 
@@ -703,16 +730,18 @@ void gather_rows_bf16_dot(const Context& ctx, const Tensor& src, const Tensor& r
   DS_CHECK_SHAPE(b, {M, C});
   DS_CHECK_SHAPE(dot, {M});
   if (w.defined()) DS_CHECK_SHAPE(w, {M});
-  DS_CHECK(src.dtype() == DType::f32 && b.dtype() == DType::f32 &&
+  DS_CHECK(src.dtype() == DType::f32 && (b.dtype() == DType::f32 || b.dtype() == DType::bf16) &&
                (dst.dtype() == DType::f32 || dst.dtype() == DType::bf16),
-           "gather_rows_bf16_dot: src, b must be F32 and dst F32 or BF16, got {}, {}, {}",
+           "gather_rows_bf16_dot: src must be F32, b and dst F32 or BF16, got {}, {}, {}",
            dtype_name(src.dtype()), dtype_name(b.dtype()), dtype_name(dst.dtype()));
   check_indices(rows, 0, src.size(0), "gather_rows_bf16_dot rows");
   scope_.add_bytes(4.0 * double(dst.numel()));   // the F32 rows of src it takes, once
   DS_CUDA_ROUTE_FUSED(gather_rows_bf16_dot, (ctx, src, rows, w, b, dst, dot));
+  DS_CHECK(ctx.device == Device::cpu || b.dtype() == DType::f32,
+           "gather_rows_bf16_dot: a BF16 b needs the fused kernels (DS_CUDA_FUSED=0 is set)");
   Context one = ctx;   // the two ops (the CPU, and the GPU under DS_CUDA_FUSED=0)
   one.prof = nullptr;
-  gather_rows_dot(one, src, rows, b, dot);
+  gather_rows_dot(one, src, rows, detail::f32_values(b), dot);
   gather_rows_bf16(one, src, rows, w, dst);
 }
 

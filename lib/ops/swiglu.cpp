@@ -21,17 +21,21 @@ namespace ds::ops {
 
 using detail::check_devices;
 using detail::f32_target;
+using detail::f32_values;
 using detail::nthreads;
 using detail::Scope;
 using detail::store_codes;
 using detail::use_ref;
 
 namespace {
-// F32 inputs; outputs all F32, or all BF16 (the results' codes, the next GEMM's operands).
+// F32 inputs (packed: all F32, or all BF16 codes: a BF16-output GEMM's); outputs all F32, or
+// all BF16 (the results' codes, the next GEMM's operands).
 void check_swiglu(const char* op, std::initializer_list<const Tensor*> in,
-                  std::initializer_list<const Tensor*> out) {
+                  std::initializer_list<const Tensor*> out, bool bf16_in = false) {
+  const DType di = (*in.begin())->dtype();
   for (const Tensor* t : in)
-    DS_CHECK(t->dtype() == DType::f32, "{}: inputs must be F32, got {}", op,
+    DS_CHECK(t->dtype() == di && (di == DType::f32 || (bf16_in && di == DType::bf16)),
+             "{}: inputs must be {}, got {}", op, bf16_in ? "all F32 or all BF16" : "F32",
              dtype_name(t->dtype()));
   const DType d = (*out.begin())->dtype();
   for (const Tensor* t : out)
@@ -105,10 +109,10 @@ void swiglu_packed_forward(const Context& ctx, const Tensor& h, Tensor& out) {
   const Scope scope_(ctx, "swiglu_packed_forward", 0, {&h, &out});
   const int64_t I = packed_width(h, "swiglu_packed_forward"), N = h.size(0);
   DS_CHECK_SHAPE(out, {N, I});
-  check_swiglu("swiglu_packed_forward", {&h}, {&out});
+  check_swiglu("swiglu_packed_forward", {&h}, {&out}, true);
   DS_CUDA_ROUTE(swiglu_packed_forward, (ctx, h, out));
-  const Tensor o = f32_target(out);
-  const float* hp = h.f32();
+  const Tensor o = f32_target(out), hf = f32_values(h);
+  const float* hp = hf.f32();
   if (use_ref(ctx)) {
     for (int64_t r = 0; r < N; ++r)
       ref::swiglu_forward(hp + r * 2 * I, hp + r * 2 * I + I, o.f32() + r * I, I);
@@ -125,10 +129,10 @@ void swiglu_packed_backward(const Context& ctx, const Tensor& h, const Tensor& d
   const int64_t I = packed_width(h, "swiglu_packed_backward"), N = h.size(0);
   DS_CHECK_SHAPE(dout, {N, I});
   DS_CHECK_SHAPE(dh, {N, 2 * I});
-  check_swiglu("swiglu_packed_backward", {&h, &dout}, {&dh});
+  check_swiglu("swiglu_packed_backward", {&h, &dout}, {&dh}, true);
   DS_CUDA_ROUTE(swiglu_packed_backward, (ctx, h, dout, dh));
-  const Tensor d = f32_target(dh);
-  const float *hp = h.f32(), *dp = dout.f32();
+  const Tensor d = f32_target(dh), hf = f32_values(h), df = f32_values(dout);
+  const float *hp = hf.f32(), *dp = df.f32();
   float* gp = d.f32();
   if (use_ref(ctx)) {
     for (int64_t r = 0; r < N; ++r)

@@ -2,6 +2,9 @@
 #include "ds/train/optimizer.hpp"
 
 #include <cmath>
+#include <map>
+#include <utility>
+#include <vector>
 
 namespace ds::train {
 
@@ -30,7 +33,16 @@ GradStats AdamW::grad_stats(const ops::Context& ctx) const {
 }
 
 void AdamW::step(const ops::Context& ctx, float lr, const GradStats& stats) {
-  if (ctx.operands) ctx.operands->clear();   // the weights' cached operands go stale now
+  // The weights' cached operands go stale now: refreshed by the update itself where the cache
+  // can say where each lies (BF16 operands), the others dropped (ops::OperandCache).
+  std::map<const void*, Tensor> plan;
+  if (ctx.operands && ops::refreshes_operands(ctx)) {
+    std::vector<std::pair<const void*, int64_t>> ps;
+    for (const auto& p : params_.params()) ps.emplace_back(p.value.raw(), p.value.numel());
+    plan = ctx.operands->refresh_plan(ps);
+  } else if (ctx.operands) {
+    ctx.operands->clear();
+  }
   ++step_;
   // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when norm > max_norm.
   // The factor is applied inside AdamW as it reads each gradient (the same float product as
@@ -47,7 +59,9 @@ void AdamW::step(const ops::Context& ctx, float lr, const GradStats& stats) {
   std::vector<ops::AdamWTensors> ts;   // every parameter in one call (one launch on the GPU)
   size_t i = 0;
   for (auto& p : params_.params()) {
-    ts.push_back({&p.value, &p.grad, &m_[i], &v_[i], p.info.decay ? opts_.weight_decay : 0.0f});
+    auto op = plan.find(p.value.raw());
+    ts.push_back({&p.value, &p.grad, &m_[i], &v_[i], p.info.decay ? opts_.weight_decay : 0.0f,
+                  op == plan.end() ? nullptr : &op->second});
     ++i;
   }
   ops::adamw_step_multi(ctx, ts, ap);

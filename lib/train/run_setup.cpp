@@ -43,8 +43,9 @@ ops::Context make_context(const std::string& device, int threads, const std::str
     DS_THROW(UsageError, "--moe-gemm grouped with --precision fp8 needs --fp8-granularity tile");
   ctx.moe_gemm = moe;
   // On the GPU the weights' GEMM operands are kept from the forward to the backward pass
-  // (ops::OperandCache; apply_update clears it): BF16 codes, or for FP8 Linears the E4M3 codes
-  // of W and W^T with their 128x128-block scales; about 2 bytes per parameter either way.
+  // (ops::OperandCache; AdamW::step rewrites its BF16 entries in place, drops the others):
+  // BF16 codes, or for FP8 Linears the E4M3 codes of W and W^T with their 128x128-block
+  // scales; about 2 bytes per parameter either way.
   // The CPU, whose operands are F32, rounds on every use instead of holding a 4-byte copy.
   if (ctx.device == Device::cuda && ctx.linear.mode != ops::Precision::fp32)
     ctx.operands = std::make_shared<ops::OperandCache>();

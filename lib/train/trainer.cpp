@@ -74,7 +74,8 @@ UpdateResult apply_update(const ops::Context& ctx, model::Transformer& model, Ad
                           TrainerState& st, const StepAccumulator& acc, double lr,
                           double gamma, bool skip_nonfinite, const std::string& run_dir) {
   UpdateResult u;
-  if (ctx.operands) ctx.operands->clear();   // the weights are about to change
+  // (the weights' cached operands stay valid through a skipped step; AdamW::step refreshes
+  // or clears them as it changes the weights)
   u.grads = opt.grad_stats(ctx);
   if (!finite_or_skip(st, acc.loss, u.grads, skip_nonfinite, run_dir)) return u;
   opt.step(ctx, float(lr), u.grads);

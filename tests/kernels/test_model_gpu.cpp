@@ -289,11 +289,12 @@ TEST_CASE("tiny model: a 30-step AdamW run on the GPU tracks the CPU run") {
 }
 
 // The step's BF16 weight operands kept from forward to backward (ops::OperandCache, as
-// train::make_context sets it on the GPU; cleared by apply_update) and the activations' BF16
-// operands made once (model::gemm_input, the GPU's default): 4 bf16 steps with both track 4
-// with neither (every Linear rounding its own operands), with fewer BF16 roundings. Not bit
-// for bit on the GPU (the embedding's gradient adds rows with atomics); stale operands would
-// show at the update's scale (lr 1e-2), far above 1e-4.
+// train::make_context sets it on the GPU; rewritten in place by AdamW's update, the default
+// Context::operand_refresh) and the activations' BF16 operands made once (model::gemm_input,
+// the GPU's default): 4 bf16 steps with both track 4 with neither (every Linear rounding its
+// own operands), with fewer BF16 roundings, and the cache's entries made in the first step
+// only. Not bit for bit on the GPU (the embedding's gradient adds rows with atomics); stale
+// operands would show at the update's scale (lr 1e-2), far above 1e-4.
 TEST_CASE("tiny model: bf16 steps with the operand cache and shared GEMM inputs track plain steps") {
   const ModelArgs a = preset("tiny");
   Side plain(a, Device::cuda), cached(a, Device::cuda);
@@ -307,6 +308,7 @@ TEST_CASE("tiny model: bf16 steps with the operand cache and shared GEMM inputs 
   cp.prof = &pp;
   cc.prof = &pc;
   train::TrainerState sp, sc;
+  int64_t made_first = 0;
   for (int step = 1; step <= 4; ++step) {
     Batch b;
     b.tokens = random_tokens(4, 32, 64, 200 + uint64_t(step));
@@ -322,9 +324,16 @@ TEST_CASE("tiny model: bf16 steps with the operand cache and shared GEMM inputs 
     ac.add(rc, 1.0);
     sp.step = sc.step = step;
     train::apply_update(cp, *plain.model, op, sp, ap, 1e-2, 1e-3, false, "run");
+    const size_t entries = cc.operands->entries();
     train::apply_update(cc, *cached.model, oc, sc, ac, 1e-2, 1e-3, false, "run");
-    CHECK(cc.operands->entries() == 0);
+    // every BF16 entry refreshed, none dropped (DS_CUDA_FUSED=0: cleared instead)
+    CHECK(cc.operands->entries() == (ops::refreshes_operands(cc) ? entries : 0));
+    if (step == 1) made_first = cc.operands->made();
   }
+  if (ops::refreshes_operands(cc))
+    CHECK(cc.operands->made() == made_first);   // later steps made no entry again
+  else
+    CHECK(cc.operands->made() > made_first);
   auto roundings = [](const ops::Profiler& p) {
     int64_t n = 0;
     for (const auto& e : p.entries())

@@ -5,7 +5,9 @@
 // zeros), so outputs, input gradients and every parameter gradient agree up to the order of
 // the scatters' atomic additions. Shapes take the wgmma kernel (dims multiples of 16) and the
 // portable one (not), experts with more than 128 rows, an expert with none, both scale
-// formats. Label gpu (ds_test_model_gpu).
+// formats. And the bf16 grouped layer with the experts' GEMM outputs as BF16
+// (Context::expert_outputs_bf16) against the same layer with F32 outputs on the card. Label
+// gpu (ds_test_model_gpu).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -74,13 +76,20 @@ struct GpuLayer {
     bias.f32()[3] = -1e3f;   // expert 3 never chosen: an empty group
     moe->gate.bias().copy_from(bias);
   }
-  void pass(const ops::Context& ctx, int grouped, const Tensor& u, const Tensor& dy) {
+  void pass(const ops::Context& ctx, int grouped, const Tensor& u, const Tensor& dy,
+            bool forward_only = false) {
     MoEOptions opt;
     opt.train = true;
     opt.balance_alpha = 1e-2f;
     opt.grouped = grouped;
     moe->forward(ctx, u, 2, u.size(0) / 2, opt, y, saved);
-    moe->backward(ctx, saved, dy, du);
+    if (!forward_only) moe->backward(ctx, saved, dy, du);
+  }
+  double worst_diff(const GpuLayer& o) const {
+    double w = std::max(rel_diff(y, o.y), rel_diff(du, o.du));
+    for (size_t i = 0; i < store.params().size(); ++i)
+      w = std::max(w, rel_diff(store.params()[i].grad, o.store.params()[i].grad));
+    return w;
   }
 };
 
@@ -116,4 +125,32 @@ TEST_CASE("MoE layer: FP8 routed experts as grouped GEMMs equal the loop on the 
       CHECK(rdu <= 1e-4);
       CHECK(worst <= 1e-4);
     }
+}
+
+// The bf16 grouped layer (stacked gate/up) with the experts' GEMM outputs as BF16 codes: the
+// codes kept for the backward, and the results within BF16 rounding of the F32 outputs' (a
+// wrong row, expert or half would be O(1)); the CPU's twin is tests/model/
+// test_moe_bf16_outputs.cpp.
+TEST_CASE("MoE layer: BF16 expert outputs on the GPU") {
+  const ModelArgs a = moe_args(256, 192);
+  ops::Context ctx;
+  ctx.device = Device::cuda;
+  ctx.linear.mode = ops::Precision::bf16;
+  const int64_t N = 300;
+  const Tensor u = randn_gpu({N, a.dim}, 3), dy = randn_gpu({N, a.dim}, 4);
+  GpuLayer f32(a), b16(a);
+  ctx.expert_outputs_bf16 = 0;
+  f32.pass(ctx, 1, u, dy);
+  ctx.expert_outputs_bf16 = 1;
+  b16.pass(ctx, 1, u, dy, true);
+  REQUIRE(b16.saved.grouped);
+  CHECK(b16.saved.g_h.dtype() == DType::bf16);
+  CHECK(b16.saved.g_y.dtype() == DType::bf16);
+  b16.moe->backward(ctx, b16.saved, dy, b16.du);
+  const double d = b16.worst_diff(f32);
+  std::printf("moe bf16 expert outputs BF16 vs F32 on the GPU: worst %.3g (y %.3g)\n", d,
+              rel_diff(b16.y, f32.y));
+  CHECK(d > 0);
+  CHECK(d < 3e-2);
+  CHECK(rel_diff(b16.y, f32.y) < 1e-2);
 }

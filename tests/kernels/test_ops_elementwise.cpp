@@ -584,13 +584,16 @@ namespace {
 // 300007 F32 = 1.2 MB: more than one 1 MiB zeroing chunk (multi_tensor.cu kZeroChunk)
 const int64_t kMultiSizes[] = {7, 0, 65536, 1, 65537, 200003, 3, 0, 131072, 33, 300007};
 
+// With the updated weights' BF16 operands written in the same pass (AdamWTensors::operand,
+// the refreshed operand cache): codes aligned and 2 bytes past alignment, F32 rounded values,
+// none; each bit for bit bf16_round of the CPU's new weight.
 TEST_CASE("multi-tensor: adamw_step_multi == adamw_step per tensor (bit-exact)") {
   for (int mode = 0; mode < 4; ++mode) {   // bit 0: m BF16, bit 1: v BF16
     const bool mb = mode & 1, vb = mode & 2;
     CAPTURE(mb);
     CAPTURE(vb);
     Arena ar;
-    std::vector<Tensor> p, g, m, v, gp, gg, gm, gv;
+    std::vector<Tensor> p, g, m, v, gp, gg, gm, gv, go;
     std::vector<float> wd;
     size_t i = 0;
     for (int64_t n : kMultiSizes) {
@@ -603,6 +606,10 @@ TEST_CASE("multi-tensor: adamw_step_multi == adamw_step per tensor (bit-exact)")
       gg.push_back(up(ar, g.back(), mis));
       gm.push_back(up(ar, m.back(), mis));
       gv.push_back(up(ar, v.back(), mis));
+      const int kind = int(i % 4);   // operand: 0 codes, 1 codes misaligned, 2 F32, 3 none
+      go.push_back(kind == 3   ? Tensor()
+                   : kind == 2 ? ar.empty({n})
+                               : ar.empty({n + kind}, DType::bf16).slice0(kind, n + kind));
       wd.push_back(i % 2 ? 0.1f : 0.0f);
       ++i;
     }
@@ -616,7 +623,8 @@ TEST_CASE("multi-tensor: adamw_step_multi == adamw_step per tensor (bit-exact)")
         ops::AdamWParams q = hp;
         q.weight_decay = wd[k];
         ops::adamw_step(cpu_ref(), p[k], g[k], m[k], v[k], q);
-        ts.push_back({&gp[k], &gg[k], &gm[k], &gv[k], wd[k]});
+        Tensor* op = go[k].defined() ? &go[k] : nullptr;
+        ts.push_back({&gp[k], &gg[k], &gm[k], &gv[k], wd[k], op});
       }
       ops::adamw_step_multi(gpu(), ts, hp);
       for (size_t k = 0; k < p.size(); ++k) {
@@ -624,6 +632,10 @@ TEST_CASE("multi-tensor: adamw_step_multi == adamw_step per tensor (bit-exact)")
         expect_exact(gp[k], p[k], "multi adamw param");
         expect_exact(gm[k], m[k], "multi adamw m");
         expect_exact(gv[k], v[k], "multi adamw v");
+        if (!go[k].defined()) continue;
+        Tensor want = Tensor::empty(p[k].shape(), go[k].dtype());
+        ops::bf16_round(cpu_ref(), p[k], want);
+        expect_exact(go[k], want, "multi adamw operand");
       }
     }
     CHECK(ar.check());

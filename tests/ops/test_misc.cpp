@@ -118,7 +118,7 @@ TEST_CASE("swiglu packed == swiglu on the two halves, bit for bit") {
   CHECK_THROWS_AS(swiglu_packed_backward(c, h, d, out), ds::Error);
   Tensor bh = Tensor::empty({4, 6}, DType::bf16);
   CHECK_THROWS_WITH_AS(swiglu_packed_backward(c, bh, d, dh),
-                       doctest::Contains("inputs must be F32"), ds::Error);
+                       doctest::Contains("inputs must be all F32 or all BF16"), ds::Error);
 }
 
 TEST_CASE("cross_entropy: optimized == reference, ignored rows, stability, gradient") {

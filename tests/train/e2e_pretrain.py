@@ -135,6 +135,15 @@ def test_errors(P, tok, data, work):
     lines = [l for l in err.splitlines() if l.strip()]
     check(rc == 2 and len(lines) == 1 and "DS_STACKED_GATE_UP" in lines[0],
           f"error 'bad DS_STACKED_GATE_UP': exit {rc} (want 2), message {lines}")
+    # a bad DS_EXPERT_OUTPUTS (read at the first MoE layer, on every path)
+    os.environ["DS_EXPERT_OUTPUTS"] = "bf8"
+    try:
+        rc, _, err = run(P, *base_args(tok, data, out, 2))
+    finally:
+        del os.environ["DS_EXPERT_OUTPUTS"]
+    lines = [l for l in err.splitlines() if l.strip()]
+    check(rc == 2 and len(lines) == 1 and "DS_EXPERT_OUTPUTS" in lines[0],
+          f"error 'bad DS_EXPERT_OUTPUTS': exit {rc} (want 2), message {lines}")
     check(not any(d.startswith("step-") for d in os.listdir(out)) if os.path.isdir(out) else True,
           "errors leave no checkpoint")
     # a corrupt checkpoint on resume

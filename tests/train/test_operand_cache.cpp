@@ -1,11 +1,14 @@
 // The step's BF16 weight operands kept from the forward to the backward pass
-// (ops::OperandCache, set by train::make_context on the GPU and cleared by apply_update):
-// three bf16 training steps of a small MoE model with the cache equal three without it bit for
-// bit (losses, then every weight), through the per-expert loop and the grouped experts, with
-// the cache cleared by apply_update and by AdamW::step itself. The same run with the cache
-// never cleared (the optimizer given a context without it) must differ: the test can see
-// stale operands. On the CPU here; tests/kernels/test_model_gpu.cpp trains on the GPU
-// with the cache that the tools use.
+// (ops::OperandCache, set by train::make_context on the GPU): three bf16 training steps of a
+// small MoE model with the cache equal three without it bit for bit (losses, then every
+// weight), through the per-expert loop and the grouped experts, with the cache refreshed by
+// AdamW::step (each weight's new BF16 operand written by the update into the cached entry,
+// Context::operand_refresh; through apply_update and called directly) and cleared instead
+// (operand_refresh 0). Refreshed, the entries are made once in three steps. The same run with
+// the cache never refreshed nor cleared (the optimizer given a context without it) must
+// differ: the test can see stale operands. In fp8 the BF16 operands of the Linears that stay
+// BF16 (head, eh_proj) are refreshed the same way. On the CPU here;
+// tests/kernels/test_model_gpu.cpp trains on the GPU with the cache that the tools use.
 #include <doctest/doctest.h>
 
 #include <cstring>
@@ -44,6 +47,7 @@ struct Run {
   std::vector<double> losses;
   std::unique_ptr<model::ParamStore> store;
   int64_t roundings = 0;   // BF16 rounding op calls (bf16_round*) over the three steps
+  int64_t made = 0;        // operand cache entries made over the three steps
 };
 
 // BF16 rounding op calls (bf16_round, bf16_round_multi) in a profile.
@@ -55,8 +59,10 @@ int64_t roundings(const ops::Profiler& prof) {
 }
 
 // mode 0: no cache; 1: the cache, through apply_update; 2: the cache, AdamW::step called
-// directly; 3: the cache, never cleared. share: ctx.linear.share_inputs (0 or 1).
-Run train3(int mode, int grouped, int share = 0) {
+// directly; 3: the cache, never cleared; 4: the cache, cleared (not refreshed) by the step.
+// share: ctx.linear.share_inputs (0 or 1).
+Run train3(int mode, int grouped, int share = 0,
+           ops::Precision precision = ops::Precision::bf16) {
   const model::ModelArgs a = args();
   Run r;
   r.store = std::make_unique<model::ParamStore>();
@@ -65,8 +71,9 @@ Run train3(int mode, int grouped, int share = 0) {
   r.store->alloc_grads();
   m.set_grouped_experts(grouped);
   ops::Context ctx;
-  ctx.linear.mode = ops::Precision::bf16;
+  ctx.linear.mode = precision;
   ctx.linear.share_inputs = int8_t(share);
+  ctx.operand_refresh = int8_t(mode == 4 ? 0 : 1);
   ops::Profiler prof;
   ctx.prof = &prof;
   if (mode > 0) ctx.operands = std::make_shared<ops::OperandCache>();
@@ -83,17 +90,24 @@ Run train3(int mode, int grouped, int share = 0) {
     train::StepAccumulator acc;
     acc.add(sr, 1.0);
     st.step = step;
-    if (mode >= 2) {
+    const size_t before = mode > 0 ? ctx.operands->entries() : 0;
+    if (mode == 2 || mode == 3) {
       ops::Context octx = ctx;   // mode 3: the optimizer does not see the cache
       if (mode == 3) octx.operands = nullptr;
       opt.step(octx, 1e-2f, opt.grad_stats(octx));
-      CHECK((ctx.operands->entries() == 0) == (mode == 2));
     } else {
       train::apply_update(ctx, m, opt, st, acc, 1e-2, 0.0, false, "run");
-      if (mode == 1) CHECK(ctx.operands->entries() == 0);
+    }
+    if (mode == 4) CHECK(ctx.operands->entries() == 0);
+    // refreshed: every BF16 entry kept (the CPU caches no FP8 codes: its FP8 Linears
+    // fake-quantise per use; the dropping of unbound entries is tests/ops/test_operand_cache)
+    if (mode == 1 || mode == 2) {
+      CHECK(before > 0);
+      CHECK(ctx.operands->entries() == before);
     }
   }
   r.roundings = roundings(prof);
+  r.made = mode > 0 ? ctx.operands->made() : 0;
   return r;
 }
 
@@ -111,14 +125,27 @@ TEST_CASE("operand cache: bf16 training with the step's cached weight operands i
   for (int grouped : {0, 1}) {
     CAPTURE(grouped);
     const Run plain = train3(0, grouped), cached = train3(1, grouped), direct = train3(2, grouped);
-    const Run stale = train3(3, grouped);
+    const Run stale = train3(3, grouped), cleared = train3(4, grouped);
     REQUIRE(plain.losses.size() == 3);
     for (size_t i = 0; i < 3; ++i) {
       CHECK(cached.losses[i] == plain.losses[i]);
       CHECK(direct.losses[i] == plain.losses[i]);
+      CHECK(cleared.losses[i] == plain.losses[i]);
     }
     CHECK(same_weights(*cached.store, *plain.store));
     CHECK(same_weights(*direct.store, *plain.store));
+    CHECK(same_weights(*cleared.store, *plain.store));
+    // refreshed by the updates: made once in three steps (cleared: three times), and the
+    // weights' roundings are the optimizer's, not separate ops
+    MESSAGE("cache entries made in 3 steps: refreshed ", cached.made, ", cleared ",
+            cleared.made, "; bf16_round calls ", cached.roundings, " vs ", cleared.roundings);
+    CHECK(cached.made > 0);
+    // (the per-expert loop makes an expert's operands in the steps that route tokens to it:
+    // refreshed, once for the experts used in any step)
+    if (grouped) CHECK(cleared.made == 3 * cached.made);
+    else CHECK(cleared.made > 2 * cached.made);
+    CHECK(direct.made == cached.made);
+    CHECK(cached.roundings < cleared.roundings);
     // never cleared: steps 2 and 3 run on step 1's weights, so something must differ
     CHECK(stale.losses[0] == plain.losses[0]);
     CHECK((stale.losses[1] != plain.losses[1] || !same_weights(*stale.store, *plain.store)));
@@ -197,4 +224,14 @@ TEST_CASE("shared GEMM inputs: a policy-gradient step is bit-identical") {
     CHECK(nonzero > 1000);   // the step did reach the weights
     CHECK(rounds[1] < rounds[0]);
   }
+}
+
+// fp8: the BF16 operands of the Linears that stay BF16 (the head, MTP's eh_proj) refreshed by
+// the step: the same losses and weights as without a cache.
+TEST_CASE("operand cache: fp8 training with the refreshed BF16 operands is bit-identical") {
+  const Run plain = train3(0, 0, 0, ops::Precision::fp8);
+  const Run cached = train3(1, 0, 0, ops::Precision::fp8);
+  REQUIRE(plain.losses.size() == 3);
+  for (size_t i = 0; i < 3; ++i) CHECK(cached.losses[i] == plain.losses[i]);
+  CHECK(same_weights(*cached.store, *plain.store));
 }

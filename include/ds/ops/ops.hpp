@@ -71,23 +71,55 @@ class Profiler {
 // experts keep the BF16 operand of each weight here instead of rounding the weight on every
 // use (the LM head was rounded once per logits chunk), and an FP8 Linear its weight's E4M3
 // codes and scales for both orientations (Fprop's W, Dgrad's W^T). The trainer sets
-// Context::operands (train::make_context, on the GPU) and train::apply_update clears it
-// before the optimizer changes the weights; without a cache every use rounds afresh. Entries
-// are keyed by the weight's data pointer and size and by a kind chosen by the caller.
+// Context::operands (train::make_context, on the GPU). Entries are keyed by the weight's data
+// pointer and size and by a kind chosen by the caller. Before the optimizer changes the
+// weights, the cache is either cleared, or (AdamW::step, Context::operand_refresh) asked for a
+// refresh plan: a BF16 entry binds each of its parts to the weight it was rounded from, and
+// AdamW writes the updated weight's operand into that part in the same pass as the update
+// (the BF16 working copies of DeepSeek-V3's optimizer step), so the entry stays valid for the
+// next step; the entries it cannot refresh (FP8 codes, weights outside the update) are dropped.
 class OperandCache {
  public:
   using Make = std::function<std::vector<Tensor>()>;
-  const std::vector<Tensor>& get(const Tensor& key, int kind, const Make& make) {
+  // A part of an entry: `operand` holds the BF16 operand (codes, or the CPU's F32 rounded
+  // values) of the numel F32 weight elements from `weight` on, in their layout.
+  struct Binding {
+    const void* weight = nullptr;
+    int64_t numel = 0;
+    Tensor operand;
+  };
+  using Bind = std::function<std::vector<Binding>(const std::vector<Tensor>& entry)>;
+  // The entry (key, kind), made by `make` when absent; `bind` (optional) names the weights its
+  // parts were made from, which makes it refreshable.
+  const std::vector<Tensor>& get(const Tensor& key, int kind, const Make& make,
+                                 const Bind& bind = nullptr) {
     const auto k = std::make_tuple(key.raw(), key.numel(), kind);
     auto it = m_.find(k);
-    if (it == m_.end()) it = m_.emplace(k, make()).first;
-    return it->second;
+    if (it == m_.end()) {
+      it = m_.emplace(k, Entry{make(), {}}).first;
+      if (bind) it->second.bindings = bind(it->second.tensors);
+      ++made_;
+    }
+    return it->second.tensors;
   }
   void clear() { m_.clear(); }
   size_t entries() const { return m_.size(); }
+  // Entries made so far (tests: a refreshed entry is not made again).
+  int64_t made() const { return made_; }
+  // Before an optimizer step over `params` (each an F32 weight's data and element count) that
+  // writes each weight's BF16 operand itself: the operand view (the weight's shape, flat) that
+  // each parameter's update must write, for the entries whose every part lies exactly over
+  // whole parameters of the list, each parameter bound once. Every other entry is dropped.
+  std::map<const void*, Tensor> refresh_plan(
+      const std::vector<std::pair<const void*, int64_t>>& params);
 
  private:
-  std::map<std::tuple<const void*, int64_t, int>, std::vector<Tensor>> m_;
+  struct Entry {
+    std::vector<Tensor> tensors;
+    std::vector<Binding> bindings;
+  };
+  std::map<std::tuple<const void*, int64_t, int>, Entry> m_;
+  int64_t made_ = 0;
 };
 
 // Numeric precision of the model's Linear GEMMs (training; see include/ds/ops/fp8.hpp and
@@ -147,6 +179,19 @@ struct Context {
   // Sums into existing tensors by the GEMM itself (gemm_accumulates): -1 auto (on the GPU
   // unless DS_CUDA_FUSED=0; off on the CPU), 0 off, 1 on.
   int8_t gemm_accumulate = -1;
+  // The routed experts' GEMM outputs (model::MoE's grouped bf16 path with gate_proj and
+  // up_proj stacked): the outputs of gate/up, down and their input-gradient GEMMs written as
+  // BF16 (FP32 accumulation, rounded once, as DeepSeek-V3's GEMMs output BF16 and its combine
+  // runs in BF16), read by SwiGLU, the per-token combine and the gate weights' gradient; the
+  // weight gradients stay FP32. -1 auto (DS_EXPERT_OUTPUTS: f32 unless it says bf16), 0 F32,
+  // 1 BF16; never on the GPU under DS_CUDA_FUSED=0. A change of numerics (the outputs rounded
+  // to 8 bits of mantissa); on the GPU it lets cuBLAS's grouped GEMM take the experts'
+  // forward and input-gradient GEMMs in one call each (it has no BF16-in, F32-out form).
+  int8_t expert_outputs_bf16 = -1;
+  // An optimizer step with an operand cache refreshes its BF16 weight operands in place
+  // (AdamW writes them with the update; OperandCache::refresh_plan) instead of clearing it:
+  // -1 auto and 1: refresh, except on the GPU under DS_CUDA_FUSED=0 (cleared there); 0 clear.
+  int8_t operand_refresh = -1;
   // The weights' GEMM operands (BF16, or FP8 codes) for the current step (see OperandCache);
   // shared by copies.
   std::shared_ptr<OperandCache> operands;
@@ -200,12 +245,18 @@ void linear_backward(const Context& ctx, const Tensor& x /*(N,in)*/, const Tenso
 // default, so that its results stay as they were to the bit (its BLAS folds the target into
 // its K-block sums in another order).
 bool gemm_accumulates(const Context& ctx);
+// Context::expert_outputs_bf16 resolved; reads and checks DS_EXPERT_OUTPUTS (f32 | bf16, unset
+// or empty: f32; anything else a UsageError naming it) on first use.
+bool expert_outputs_bf16(const Context& ctx);
+// Context::operand_refresh resolved.
+bool refreshes_operands(const Context& ctx);
 
 // Grouped GEMMs over row blocks: the MoE experts of a layer on the expert-sorted rows, in
 // one call (cuBLAS grouped GEMM on the GPU; a loop of matmuls on the CPU). Group g owns rows
 // [offsets[g], offsets[g+1]) of the row-blocked operands (host offsets, G+1 values from 0 to
 // the row count); groups without rows are skipped. Operands F32, or (GPU) BF16 codes for x/w
-// and dy/x; outputs F32.
+// and dy/x; outputs F32 (grouped_matmul's y may be BF16 codes with beta 0: the FP32 sums
+// rounded once, the routed experts' BF16 outputs; the CPU rounds its F32 result).
 // y[rows_g] (M_g, N) = x[rows_g] (M_g, K) @ op(w[g]) + beta * y[rows_g]; op(w) = w^T with
 // w[g] (N, K) when trans_w (a Linear's forward), else w[g] (K, N) (its input gradient).
 void grouped_matmul(const Context& ctx, const Tensor& x, const std::vector<Tensor>& w,
@@ -314,6 +365,9 @@ void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, c
 // Packed: h (N, 2I) is the output of one GEMM over stacked [gate_proj; up_proj] weights, gate
 // in columns [0, I) and up in [I, 2I); out (N, I), and the backward's dh (N, 2I) = [dgate |
 // dup]. Each element as swiglu_forward / swiglu_backward give it; outputs F32 or BF16 codes.
+// The packed ops' inputs (h; h and dout) may also be BF16 codes, all of them (the routed
+// experts' BF16 GEMM outputs, Context::expert_outputs_bf16): the results of the F32 op on
+// their values, widened exactly.
 // Context::stacked_gate_up resolved.
 bool use_stacked_gate_up(const Context& ctx);
 void swiglu_packed_forward(const Context& ctx, const Tensor& h /*(N,2I)*/, Tensor& out /*(N,I)*/);
@@ -380,7 +434,8 @@ void moe_sort_pairs(const Context& ctx, const Tensor& idx /*(N,K) i32*/,
 // moe_sort_pairs' pair_slot viewed (N, K), or any distinct rows of src: src may have more rows
 // than pairs (the FP8 experts' 128-padded layout, whose pad rows no slot names; they are
 // not read, except by the DS_CUDA_FUSED=0 fallback, which adds them with weight 0, so they
-// must be finite there).
+// must be finite there). src F32, or BF16 codes (the routed experts' BF16 GEMM outputs; the
+// sums those of the widened values; on the GPU not under DS_CUDA_FUSED=0).
 void combine_pairs(const Context& ctx, const Tensor& src /*(R,C), R >= N*K*/,
                    const Tensor& slot /*(N,K)*/, const Tensor& w /*(N,K) or undefined*/,
                    Tensor& dst /*(N,C)*/);
@@ -409,7 +464,9 @@ void gather_rows_dot(const Context& ctx, const Tensor& a /*(N,C)*/, const Tensor
 // gather_rows_bf16 and gather_rows_dot of the same rows in one pass over them (the routed
 // experts' backward: each pair's weighted output gradient as the GEMM operand, and its gate
 // weight's gradient): dst as gather_rows_bf16(src, rows, w), dot as gather_rows_dot(src, rows,
-// b), bit for bit.
+// b), bit for bit. b may be BF16 codes (the routed experts' BF16 outputs): the dot of its
+// widened values (the CPU: gather_rows_dot over them, bit for bit; the GPU: its own order of
+// the same double sums, there being no BF16 gather_rows_dot; not under DS_CUDA_FUSED=0).
 void gather_rows_bf16_dot(const Context& ctx, const Tensor& src /*(N,C) F32*/,
                           const Tensor& rows /*(M)*/, const Tensor& w /*(M) or undefined*/,
                           const Tensor& b /*(M,C)*/, Tensor& dst /*(M,C)*/, Tensor& dot /*(M)*/);
@@ -442,13 +499,17 @@ std::vector<double> sum_squares_multi(const Context& ctx, const std::vector<cons
 // Every byte of every tensor set to zero (any dtype).
 void zero_multi(const Context& ctx, const std::vector<Tensor*>& xs);
 // adamw_step(*param, *grad, *m, *v, p with weight_decay = the entry's) for every entry; the
-// moments of all entries share one dtype (all F32 or all BF16 per moment).
+// moments of all entries share one dtype (all F32 or all BF16 per moment). operand (optional,
+// param's numel, contiguous): the updated weight's BF16 operand written in the same pass, BF16
+// codes or F32 rounded values, bit for bit bf16_round of the new param (the next step's GEMM
+// operand, OperandCache::refresh_plan).
 struct AdamWTensors {
   Tensor* param = nullptr;
   const Tensor* grad = nullptr;
   Tensor* m = nullptr;
   Tensor* v = nullptr;
   float weight_decay = 0.0f;
+  Tensor* operand = nullptr;
 };
 void adamw_step_multi(const Context& ctx, const std::vector<AdamWTensors>& ts,
                       const AdamWParams& p);

@@ -187,14 +187,15 @@ void swiglu_backward(const Context&, const Tensor& gate, const Tensor& up, const
 
 // Packed [gate | up] rows: one kernel for F32 and BF16 outputs (the codes as the two-tensor
 // kernels write them).
+// Inputs F32 or BF16 codes (all alike; checked by lib/ops/swiglu.cpp).
 void swiglu_packed_forward(const Context&, const Tensor& h, Tensor& out) {
-  ds::cuda::swiglu_packed_forward(h.f32(), out.raw(), out.dtype() == DType::bf16, h.size(0),
-                                  h.size(1) / 2);
+  ds::cuda::swiglu_packed_forward(h.raw(), h.dtype() == DType::bf16, out.raw(),
+                                  out.dtype() == DType::bf16, h.size(0), h.size(1) / 2);
 }
 
 void swiglu_packed_backward(const Context&, const Tensor& h, const Tensor& dout, Tensor& dh) {
-  ds::cuda::swiglu_packed_backward(h.f32(), dout.f32(), dh.raw(), dh.dtype() == DType::bf16,
-                                   h.size(0), h.size(1) / 2);
+  ds::cuda::swiglu_packed_backward(h.raw(), dout.raw(), h.dtype() == DType::bf16, dh.raw(),
+                                   dh.dtype() == DType::bf16, h.size(0), h.size(1) / 2);
 }
 
 // ---- token permutation ---------------------------------------------------------------------
@@ -221,7 +222,8 @@ void gather_rows_bf16_dot(const Context&, const Tensor& src, const Tensor& rows,
                           const Tensor& w, const Tensor& b, Tensor& dst, Tensor& dot) {
   const bool codes = dst.dtype() == DType::bf16;
   ds::cuda::gather_rows_bf16_dot(src.f32(), src.size(0), rows.i32(),
-                                 w.defined() ? w.f32() : nullptr, b.f32(), dot.f32(),
+                                 w.defined() ? w.f32() : nullptr, b.raw(),
+                                 b.dtype() == DType::bf16, dot.f32(),
                                  codes ? nullptr : dst.f32(),
                                  codes ? dst.data<uint16_t>() : nullptr, rows.size(0),
                                  src.size(1));
@@ -307,13 +309,18 @@ void adamw_step_multi(const Context&, const std::vector<AdamWTensors>& ts, const
   const bool mb = ts[0].m->dtype() == DType::bf16, vb = ts[0].v->dtype() == DType::bf16;
   std::vector<ds::cuda::AdamWEntry> e;
   e.reserve(ts.size());
+  std::vector<const AdamWTensors*> f32_operands;   // rounded after the update (not the GPU's form)
   for (const AdamWTensors& t : ts) {
     AdamWParams q = p;
     q.weight_decay = t.weight_decay;
+    const bool codes = t.operand && t.operand->dtype() == DType::bf16;
+    if (t.operand && !codes) f32_operands.push_back(&t);
     e.push_back({t.param->f32(), t.grad->f32(), t.m->raw(), t.v->raw(), t.param->numel(),
-                 adamw_consts(q)});
+                 adamw_consts(q), codes ? t.operand->data<uint16_t>() : nullptr});
   }
   ds::cuda::adamw_step_multi_f32(e.data(), int(e.size()), mb, vb);
+  for (const AdamWTensors* t : f32_operands)
+    ds::cuda::bf16_round(t->param->f32(), t->operand->f32(), nullptr, t->param->numel());
 }
 
 std::vector<double> sum_squares_multi(const Context&, const std::vector<const Tensor*>& xs) {

@@ -21,8 +21,9 @@ size_t row_bytes(const Tensor& t) { return size_t(t.size(1)) * dtype_size(t.dtyp
 
 void grouped_matmul(const Context&, const Tensor& x, const std::vector<Tensor>& w, bool trans_w,
                     const std::vector<int64_t>& offsets, Tensor& y, float beta) {
-  DS_CHECK(y.dtype() == DType::f32, "grouped_matmul (cuda): y must be F32");
   const bool bf16 = bf16_operands(x.dtype(), w.empty() ? x.dtype() : w[0].dtype(), "grouped_matmul");
+  const bool c_bf16 = y.dtype() == DType::bf16;   // (beta 0, checked in ops.cpp)
+  DS_CHECK(!c_bf16 || bf16, "grouped_matmul (cuda): a BF16 y needs BF16 operands");
   const auto* xb = static_cast<const uint8_t*>(x.raw());
   std::vector<ds::cuda::GemmDesc> d;
   d.reserve(w.size());
@@ -32,13 +33,13 @@ void grouped_matmul(const Context&, const Tensor& x, const std::vector<Tensor>& 
     ds::cuda::GemmDesc e;
     e.a = xb + size_t(r0) * row_bytes(x);
     e.b = w[g].raw();
-    e.c = y.data<float>() + r0 * y.size(1);
+    e.c = static_cast<uint8_t*>(y.raw()) + size_t(r0) * row_bytes(y);
     e.M = M;
     e.N = y.size(1);
     e.K = x.size(1);
     d.push_back(e);
   }
-  ds::cuda::grouped_gemm_rm(d.data(), int(d.size()), false, trans_w, bf16, 1.0f, beta);
+  ds::cuda::grouped_gemm_rm(d.data(), int(d.size()), false, trans_w, bf16, 1.0f, beta, c_bf16);
 }
 
 void grouped_matmul_wgrad(const Context&, const Tensor& dy, const Tensor& x,

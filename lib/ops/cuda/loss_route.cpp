@@ -175,8 +175,9 @@ void moe_sort_pairs(const Context&, const Tensor& idx, Tensor& counts, Tensor& p
 
 void combine_pairs(const Context&, const Tensor& src, const Tensor& slot, const Tensor& w,
                    Tensor& dst) {
-  ds::cuda::combine_pairs(src.f32(), src.size(0), slot.i32(), w.defined() ? w.f32() : nullptr,
-                          dst.f32(), slot.size(0), slot.size(1), src.size(1));
+  ds::cuda::combine_pairs(src.raw(), src.dtype() == DType::bf16, src.size(0), slot.i32(),
+                          w.defined() ? w.f32() : nullptr, dst.f32(), slot.size(0),
+                          slot.size(1), src.size(1));
 }
 
 }  // namespace ds::ops::cuda
