@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""scripts/gpu-report.py on a gpu-check.sh output folder written here (synthetic JSON lines in
+the benchmarks' formats): the tables carry the figures of the lines, a benchmark that did not
+run is named, the verdicts and test rows of console.txt come through, and a folder without
+benchmark output is an error (exit 1, one line)."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(ROOT, "scripts", "gpu-report.py")
+failures = []
+
+
+def check(ok, what):
+    if not ok:
+        failures.append(what)
+
+
+def run(*args):
+    p = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True)
+    return p.returncode, p.stdout, p.stderr
+
+
+def write(d, name, recs, text=""):
+    with open(os.path.join(d, name), "w") as f:
+        f.write(text)
+        for r in recs:
+            f.write(json.dumps(r) + "\n")
+
+
+with tempfile.TemporaryDirectory() as d:
+    rc, out, err = run(d)
+    check(rc == 1 and len(err.strip().splitlines()) == 1 and "no benchmark output" in err,
+          f"empty folder: rc {rc}, stderr {err!r}")
+    step = {"bench": "train_step", "impl": "ds", "preset": "1b", "precision": "bf16",
+            "batch": 4, "seq": 4096, "step_ms": 321.5, "tokens_per_s": 50960.0, "tflops": 87.2,
+            "mfu": 0.0882, "peak_tflops": 989.4, "flops_per_token": 1.712e9, "loss": 10.1,
+            "gpu_peak_gib": 33.3}
+    prof = {"bench": "train_step_profile", "precision": "bf16", "profile": {
+        "step_seconds": 0.32, "op_gbytes_per_step": 250.0, "op_share": {"outside_ops": 0.05},
+        "ops": [{"op": "grouped_matmul", "calls": 96, "seconds": 0.08, "bytes": 2e10,
+                 "gbytes_per_s": 250.0, "gflops": 400000.0},
+                {"op": "attention_backward", "calls": 13, "seconds": 0.04, "bytes": 1e9,
+                 "gbytes_per_s": 25.0, "gflops": 150000.0}]}}
+    write(d, "bench_train.txt", [step, prof], "train step 1b bf16 ...\n")
+    write(d, "bench_train_b16out.txt", [dict(step, step_ms=300.25)])
+    write(d, "bench_attention.txt", [
+        {"bench": "attention", "precision": "bf16", "B": 2, "T": 4096, "H": 16, "Dk": 192,
+         "Dv": 128, "fwd_ms": 1.07, "fwd_tflops": 160.0, "bwd_ms": 3.74, "bwd_tflops": 115.0},
+        {"bench": "mla_decode", "cache": "bf16", "N": 64, "H": 128, "L": 4096, "ms": 0.5,
+         "gbps": 2400.0, "hbm_fraction": 0.5, "tflops": 300.0}])
+    with open(os.path.join(d, "console.txt"), "w") as f:
+        f.write("[row] ds_test_backend_ops-ops-new      PASS   (3s)\n")
+        f.write("[row] switch: expert outputs BF16 (opt-in) INFO   bf16 tests pass; faster\n")
+        f.write("noise line\n")
+    rc, out, err = run(d, "--commit", "abc1234", "--date", "2026-12-01")
+    check(rc == 0, f"report: rc {rc}, stderr {err!r}")
+    check("commit abc1234" in out and "2026-12-01" in out, "header lacks date/commit")
+    check("| default | bf16 | 321.5 | 50960 | 87.2 | 8.8% | 33.3 |" in out,
+          "default step row missing:\n" + out)
+    check("| expert outputs BF16 | bf16 | 300.2 |" in out or
+          "| expert outputs BF16 | bf16 | 300.3 |" in out, "variant row missing")
+    check("| grouped_matmul | 96 | 80.00 | 25.0% | 20.00 | 250 | 400.0 |" in out,
+          "profile row missing:\n" + out)
+    check("| bf16 | 2×4096 | 16 | 192/128 | 1.070 | 160.0 | 3.740 | 115.0 |" in out,
+          "attention row missing")
+    check("| bf16 | 64 | 128 | 4096 | 0.500 | 2400 | 50.0% | 300.0 |" in out, "decode row missing")
+    check("Not in this run: GEMMs." in out, "missing GEMM table not named")
+    check("- expert outputs BF16 (opt-in) INFO   bf16 tests pass; faster" in out, "verdict missing")
+    check("`ds_test_backend_ops-ops-new      PASS   (3s)`" in out, "test row missing")
+    check("noise" not in out, "non-row console line copied")
+
+if failures:
+    print("check_gpu_report: FAILED:\n  " + "\n  ".join(failures))
+    sys.exit(1)
+print("check_gpu_report: all checks passed")
