@@ -1,5 +1,6 @@
-// Shared by the MoE layer tests (test_moe_fp8.cpp, test_moe_stacked.cpp): one MoE layer in its
-// own parameter store, a training pass over fixed inputs, and a relative difference.
+// Shared by the MoE layer tests (test_moe_fp8.cpp, test_moe_stacked.cpp,
+// test_moe_bf16_outputs.cpp): a small MoE configuration, one MoE layer in its own parameter
+// store, a training pass over fixed inputs, and relative differences.
 #pragma once
 #include <doctest/doctest.h>
 
@@ -11,6 +12,16 @@
 #include "ds/ops/ops.hpp"
 
 namespace ds::model::test {
+
+// Width C, expert width I; E 4 in 2 groups (both kept), K 2, one shared expert.
+inline ModelArgs small_moe_args(int64_t C, int64_t I) {
+  ModelArgs a;
+  a.dim = C; a.moe_inter_dim = I;
+  a.n_routed_experts = 4; a.n_activated_experts = 2; a.n_shared_experts = 1;
+  a.n_expert_groups = 2; a.n_limited_groups = 2; a.route_scale = 2.5;
+  a.init_std = 0.05;
+  return a;
+}
 
 inline Tensor randn(const Shape& s, uint64_t seed) {
   Tensor t = Tensor::empty(s);
@@ -56,5 +67,13 @@ struct Run {
     if (!forward_only) moe.backward(ctx, saved, dy, du);
   }
 };
+
+// The largest relative difference over two runs' y, du and every parameter gradient.
+inline double worst_diff(const Run& a, const Run& b) {
+  double w = std::max(rel_diff(a.y, b.y), rel_diff(a.du, b.du));
+  for (size_t i = 0; i < a.store.params().size(); ++i)
+    w = std::max(w, rel_diff(a.store.params()[i].grad, b.store.params()[i].grad));
+  return w;
+}
 
 }  // namespace ds::model::test

@@ -20,14 +20,7 @@ using namespace ds::model::test;
 
 namespace {
 
-ModelArgs small_args() {
-  ModelArgs a;
-  a.dim = 96; a.moe_inter_dim = 64;
-  a.n_routed_experts = 4; a.n_activated_experts = 2; a.n_shared_experts = 1;
-  a.n_expert_groups = 2; a.n_limited_groups = 2; a.route_scale = 2.5;
-  a.init_std = 0.05;
-  return a;
-}
+ModelArgs small_args() { return small_moe_args(96, 64); }
 
 ops::Context ctx_for(ops::Precision p, int stacked, int bf16_out) {
   ops::Context c;
@@ -37,13 +30,6 @@ ops::Context ctx_for(ops::Precision p, int stacked, int bf16_out) {
   c.stacked_gate_up = int8_t(stacked);
   c.expert_outputs_bf16 = int8_t(bf16_out);
   return c;
-}
-
-double worst_diff(const Run& a, const Run& b) {
-  double w = std::max(rel_diff(a.y, b.y), rel_diff(a.du, b.du));
-  for (size_t i = 0; i < a.store.params().size(); ++i)
-    w = std::max(w, rel_diff(a.store.params()[i].grad, b.store.params()[i].grad));
-  return w;
 }
 
 }  // namespace

@@ -27,14 +27,7 @@ using namespace ds::model::test;
 namespace {
 
 // C 200, expert width 136, E 4 in 2 groups (both kept), K 2, one shared expert.
-ModelArgs fp8_moe_args() {
-  ModelArgs a;
-  a.dim = 200; a.moe_inter_dim = 136;
-  a.n_routed_experts = 4; a.n_activated_experts = 2; a.n_shared_experts = 1;
-  a.n_expert_groups = 2; a.n_limited_groups = 2; a.route_scale = 2.5;
-  a.init_std = 0.05;
-  return a;
-}
+ModelArgs fp8_moe_args() { return small_moe_args(200, 136); }
 
 ops::Context fp8_ctx(ops::Fp8Granularity g, ops::ScaleFormat f) {
   ops::Context c;

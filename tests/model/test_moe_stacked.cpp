@@ -21,14 +21,7 @@ using namespace ds::model::test;
 namespace {
 
 // C 200, expert width 256 (two 128x128 weight blocks each), E 4, K 2, one shared expert.
-ModelArgs stacked_args(int64_t I = 256) {
-  ModelArgs a;
-  a.dim = 200; a.moe_inter_dim = I;
-  a.n_routed_experts = 4; a.n_activated_experts = 2; a.n_shared_experts = 1;
-  a.n_expert_groups = 2; a.n_limited_groups = 2; a.route_scale = 2.5;
-  a.init_std = 0.05;
-  return a;
-}
+ModelArgs stacked_args(int64_t I = 256) { return small_moe_args(200, I); }
 
 ops::Context ctx_for(ops::Precision p, int stacked) {
   ops::Context c;
@@ -38,14 +31,6 @@ ops::Context ctx_for(ops::Precision p, int stacked) {
   c.linear.scale_format = ops::ScaleFormat::ue8m0;   // fp8: exact products, order only
   c.stacked_gate_up = int8_t(stacked);
   return c;
-}
-
-// The largest relative difference over y, du and every parameter gradient.
-double worst_diff(const Run& a, const Run& b) {
-  double w = std::max(rel_diff(a.y, b.y), rel_diff(a.du, b.du));
-  for (size_t i = 0; i < a.store.params().size(); ++i)
-    w = std::max(w, rel_diff(a.store.params()[i].grad, b.store.params()[i].grad));
-  return w;
 }
 
 }  // namespace
