@@ -20,20 +20,14 @@
 #include "ds/core/rng.hpp"
 #include "ds/model/moe.hpp"
 #include "ds/ops/ops.hpp"
+#include "../model/moe_test_util.hpp"
 
 namespace {
 
 using namespace ds;
 using namespace ds::model;
 
-ModelArgs moe_args(int64_t C, int64_t I) {
-  ModelArgs a;
-  a.dim = C; a.moe_inter_dim = I;
-  a.n_routed_experts = 4; a.n_activated_experts = 2; a.n_shared_experts = 1;
-  a.n_expert_groups = 2; a.n_limited_groups = 2; a.route_scale = 2.5;
-  a.init_std = 0.05;
-  return a;
-}
+ModelArgs moe_args(int64_t C, int64_t I) { return ds::model::test::small_moe_args(C, I); }
 
 Tensor to_host(const Tensor& t) {
   Tensor h = Tensor::empty(t.shape(), t.dtype());
