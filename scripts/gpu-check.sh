@@ -212,11 +212,13 @@ step_variant "wgmma attention" bench_train_attn.txt bf16 DS_ATTENTION=wgmma
 step_variant "expert outputs BF16" bench_train_b16out.txt bf16 -- --expert-outputs 1
 # The FP8 step with the routed experts as grouped FP8 GEMMs over the padded layout (opt-in).
 step_variant "grouped FP8" bench_train_fp8g.txt fp8 -- --grouped-experts 1
-# Every opt-in at once (our grouped GEMM, the wgmma attention; the FP8 step also with grouped
-# FP8 experts), with the per-op profile of what is left.
+# Every opt-in at once (our grouped GEMM, the wgmma attention, the bf16 step's experts with
+# BF16 outputs, whose forward and input-gradient GEMMs then take cuBLAS; the FP8 step also
+# with grouped FP8 experts), with the per-op profile of what is left.
 DS_GROUPED_GEMM=kernel DS_ATTENTION=wgmma timeout "$(limit 90)" "$BIN/bench_train_step" --preset 1b \
-  --batch 4 --seq 4096 --precision bf16,fp8 --grouped-experts 1 --steps "$NS" --warmup 2 \
-  --profile 1 > "$O/bench_train_all.txt" 2> "$O/bench_train_all_profile.txt"
+  --batch 4 --seq 4096 --precision bf16,fp8 --grouped-experts 1 --expert-outputs 1 \
+  --steps "$NS" --warmup 2 --profile 1 > "$O/bench_train_all.txt" \
+  2> "$O/bench_train_all_profile.txt"
 grep -E "^(profile|GEMM share|[a-z_0-9]+ +[a-z_]+ +[0-9]+ )" "$O/bench_train_all_profile.txt" | head -40
 for prec in bf16 fp8; do
   l=$(grep "^train step 1b $prec" "$O/bench_train_all.txt" | head -1 | sed 's/^train step 1b //')
