@@ -49,6 +49,16 @@ ops::Context make_context(const std::string& device, int threads, const std::str
   // The CPU, whose operands are F32, rounds on every use instead of holding a 4-byte copy.
   if (ctx.device == Device::cuda && ctx.linear.mode != ops::Precision::fp32)
     ctx.operands = std::make_shared<ops::OperandCache>();
+  // DS_EXPERT_OUTPUTS checked here, before anything is written, and said when it changes the
+  // numerics
+  if (ops::expert_outputs_bf16(ctx)) {
+    const bool grouped = ctx.moe_gemm == 1 || (ctx.moe_gemm < 0 && ctx.device != Device::cpu);
+    spdlog::info("DS_EXPERT_OUTPUTS=bf16: {}",
+                 ctx.linear.mode != ops::Precision::bf16
+                     ? "no effect (only with --precision bf16)"
+                 : grouped ? "the routed experts' GEMM outputs are rounded to BF16"
+                           : "no effect (only with the grouped experts, --moe-gemm grouped)");
+  }
   return ctx;
 }
 
