@@ -106,7 +106,7 @@ TEST_CASE("gpu expert outputs: grouped_matmul with BF16 y") {
 
 // Packed SwiGLU over BF16 h (and dout): the GPU's F32 op on the widened values, bit for bit;
 // I % 4 == 0 with aligned rows (the 4-wide path), odd I and inputs 2 bytes past alignment
-// (the scalar path), F32 and BF16-code outputs.
+// (the scalar path), F32 and BF16-code outputs; and against the CPU reference.
 TEST_CASE("gpu expert outputs: swiglu packed over BF16 inputs") {
   for (auto [N, I] : {std::pair<int64_t, int64_t>{300, 384}, {17, 5}, {64, 96}})
     for (const bool mis : {false, true})
@@ -132,6 +132,14 @@ TEST_CASE("gpu expert outputs: swiglu packed over BF16 inputs") {
         ops::swiglu_packed_backward(gpu(), ghv, gdv, dwant);
         ops::swiglu_packed_backward(gpu(), ghc, gdc, dgot);
         expect_exact(dgot, download(dwant), "swiglu packed backward");
+        // and against the CPU reference over the same BF16 inputs (GPU expf vs the reference's
+        // double exp: a few ulps; BF16 outputs then within one rounding)
+        const double tol = dt == DType::f32 ? 1e-10 : 1e-5;
+        Tensor cf = Tensor::empty({N, I}, dt), cd = Tensor::empty({N, 2 * I}, dt);
+        ops::swiglu_packed_forward(cpu_ref(), hc, cf);
+        ops::swiglu_packed_backward(cpu_ref(), hc, dc, cd);
+        expect_close(got, cf, tol, "swiglu packed forward vs the CPU reference");
+        expect_close(dgot, cd, tol, "swiglu packed backward vs the CPU reference");
         CHECK(ar.check());
       }
 }
@@ -160,6 +168,9 @@ TEST_CASE("gpu expert outputs: combine_pairs over a BF16 src") {
         ops::combine_pairs(gpu(), ar.upload(sv), gslot, gw, want);
         ops::combine_pairs(gpu(), up(ar, sc, mis).view({NK, c.C}), gslot, gw, got);
         expect_exact(got, download(want), "combine_pairs");
+        Tensor cpu = base.clone();   // the CPU reference over the BF16 src: the same sums
+        ops::combine_pairs(cpu_ref(), sc, slot, weighted ? w : Tensor(), cpu);
+        expect_exact(got, cpu, "combine_pairs vs the CPU reference");
         CHECK(ar.check());
       }
 }
