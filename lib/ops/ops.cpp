@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <vector>
@@ -96,31 +95,6 @@ void linear_backward(const Context& ctx, const Tensor& x, const Tensor& w, const
     matmul(ctx, dy, w, dx, false, false, 1.0f, dx_beta);   // dx = dy @ w (+ dx_beta dx)
   }
   matmul(ctx, dy, x, dw, true, false, 1.0f, 1.0f);          // dw += dy^T @ x
-}
-
-bool gemm_accumulates(const Context& ctx) {
-  if (ctx.gemm_accumulate >= 0) return ctx.gemm_accumulate == 1;
-#if defined(DS_HAVE_CUDA)
-  if (ctx.device == Device::cuda) return ds::cuda::fused_ops();
-#endif
-  (void)ctx;
-  return false;
-}
-
-bool expert_outputs_bf16(const Context& ctx) {
-  static const bool env_bf16 = [] {
-    const char* e = std::getenv("DS_EXPERT_OUTPUTS");
-    if (!e || !*e || std::strcmp(e, "f32") == 0) return false;
-    DS_CHECK_AS(UsageError, std::strcmp(e, "bf16") == 0,
-                "DS_EXPERT_OUTPUTS must be f32 or bf16, got '{}'", e);
-    return true;
-  }();
-#if defined(DS_HAVE_CUDA)
-  // the ops reading BF16 outputs have no DS_CUDA_FUSED=0 (measured-path) form
-  if (ctx.device == Device::cuda && !ds::cuda::fused_ops()) return false;
-#endif
-  if (ctx.expert_outputs_bf16 >= 0) return ctx.expert_outputs_bf16 == 1;
-  return env_bf16;
 }
 
 // Shared checks of the grouped GEMMs: offsets 0 = o_0 <= ... <= o_G = rows, G groups.

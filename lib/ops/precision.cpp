@@ -1,8 +1,15 @@
-// Names of the Linear GEMM precisions and FP8 scaling options (include/ds/ops/ops.hpp).
+// Names of the Linear GEMM precisions and FP8 scaling options, and the Context switches of
+// how GEMMs write their results resolved (include/ds/ops/ops.hpp).
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "ds/core/error.hpp"
 #include "ds/ops/ops.hpp"
+
+#if defined(DS_HAVE_CUDA)
+#include "kernels/runtime.cuh"
+#endif
 
 namespace ds::ops {
 
@@ -32,6 +39,31 @@ std::string_view precision_name(Precision p) {
     case Precision::fp8: return "fp8";
   }
   return "?";
+}
+
+bool gemm_accumulates(const Context& ctx) {
+  if (ctx.gemm_accumulate >= 0) return ctx.gemm_accumulate == 1;
+#if defined(DS_HAVE_CUDA)
+  if (ctx.device == Device::cuda) return ds::cuda::fused_ops();
+#endif
+  (void)ctx;
+  return false;
+}
+
+bool expert_outputs_bf16(const Context& ctx) {
+  static const bool env_bf16 = [] {
+    const char* e = std::getenv("DS_EXPERT_OUTPUTS");
+    if (!e || !*e || std::strcmp(e, "f32") == 0) return false;
+    DS_CHECK_AS(UsageError, std::strcmp(e, "bf16") == 0,
+                "DS_EXPERT_OUTPUTS must be f32 or bf16, got '{}'", e);
+    return true;
+  }();
+#if defined(DS_HAVE_CUDA)
+  // the ops reading BF16 outputs have no DS_CUDA_FUSED=0 (measured-path) form
+  if (ctx.device == Device::cuda && !ds::cuda::fused_ops()) return false;
+#endif
+  if (ctx.expert_outputs_bf16 >= 0) return ctx.expert_outputs_bf16 == 1;
+  return env_bf16;
 }
 
 }  // namespace ds::ops
