@@ -60,8 +60,9 @@ void AdamW::step(const ops::Context& ctx, float lr, const GradStats& stats) {
   size_t i = 0;
   for (auto& p : params_.params()) {
     auto op = plan.find(p.value.raw());
+    const bool mine = op != plan.end() && op->second.numel() == p.value.numel();
     ts.push_back({&p.value, &p.grad, &m_[i], &v_[i], p.info.decay ? opts_.weight_decay : 0.0f,
-                  op == plan.end() ? nullptr : &op->second});
+                  mine ? &op->second : nullptr});
     ++i;
   }
   ops::adamw_step_multi(ctx, ts, ap);
