@@ -126,24 +126,17 @@ def test_errors(P, tok, data, work):
         lines = [l for l in err.splitlines() if l.strip()]
         check(rc == code and len(lines) == 1 and word in lines[0],
               f"error '{name}': exit {rc} (want {code}), message {lines}")
-    # a bad DS_STACKED_GATE_UP (read at the first MLP): a usage error naming the variable
-    os.environ["DS_STACKED_GATE_UP"] = "yes"
-    try:
-        rc, _, err = run(P, *base_args(tok, data, out, 2))
-    finally:
-        del os.environ["DS_STACKED_GATE_UP"]
-    lines = [l for l in err.splitlines() if l.strip()]
-    check(rc == 2 and len(lines) == 1 and "DS_STACKED_GATE_UP" in lines[0],
-          f"error 'bad DS_STACKED_GATE_UP': exit {rc} (want 2), message {lines}")
-    # a bad DS_EXPERT_OUTPUTS (read at the first MoE layer, on every path)
-    os.environ["DS_EXPERT_OUTPUTS"] = "bf8"
-    try:
-        rc, _, err = run(P, *base_args(tok, data, out, 2))
-    finally:
-        del os.environ["DS_EXPERT_OUTPUTS"]
-    lines = [l for l in err.splitlines() if l.strip()]
-    check(rc == 2 and len(lines) == 1 and "DS_EXPERT_OUTPUTS" in lines[0],
-          f"error 'bad DS_EXPERT_OUTPUTS': exit {rc} (want 2), message {lines}")
+    # bad switches in the environment (DS_STACKED_GATE_UP read at the first MLP,
+    # DS_EXPERT_OUTPUTS at setup and the first MoE layer): a usage error naming the variable
+    for var, bad in (("DS_STACKED_GATE_UP", "yes"), ("DS_EXPERT_OUTPUTS", "bf8")):
+        os.environ[var] = bad
+        try:
+            rc, _, err = run(P, *base_args(tok, data, out, 2))
+        finally:
+            del os.environ[var]
+        lines = [l for l in err.splitlines() if l.strip()]
+        check(rc == 2 and len(lines) == 1 and var in lines[0],
+              f"error 'bad {var}': exit {rc} (want 2), message {lines}")
     check(not any(d.startswith("step-") for d in os.listdir(out)) if os.path.isdir(out) else True,
           "errors leave no checkpoint")
     # a corrupt checkpoint on resume
