@@ -8,7 +8,8 @@
 #   3. kernel benchmarks: GEMMs (BF16 cuBLAS, FP8 wgmma/portable), attention (mma.sync and
 #      wgmma), MLA decode, cross-entropy over a 129280 vocabulary and the MoE router;
 #   4. ds-pretrain --device cuda and --device cpu on the tiny preset, loss curves side by side,
-#      then ds-generate and ds-eval on the GPU-trained checkpoint (cuda and cpu).
+#      then ds-generate and ds-eval on the GPU-trained checkpoint (cuda and cpu);
+#   5. ds-sft, ds-eval generate, ds-rl and ds-convert-fp8 with --device cuda beside --device cpu.
 # Logs go to $OUT (or gpu-check-out/); each table row is printed when it is made and the
 # whole table last. Needs gpu-pack/ from scripts/gpu-pack.sh (binaries, libraries, data). Each
 # step has its own time limit; the whole script aims at under 8 minutes on an H200 (--quick
@@ -307,8 +308,10 @@ for dev in cuda cpu; do
   [ $rc = 0 ] && row "ds-pretrain tiny $dev" PASS "$STEPS steps in $(( $(date +%s) - s ))s" \
              || { row "ds-pretrain tiny $dev" "FAIL$rc" "see pretrain-$dev.log"; tail -5 "$O/pretrain-$dev.log"; }
 done
-if [ -f "$O/run-cuda/metrics.jsonl" ] && [ -f "$O/run-cpu/metrics.jsonl" ]; then
-  python3 - "$O/run-cuda/metrics.jsonl" "$O/run-cpu/metrics.jsonl" > "$O/loss-curves.txt" <<'PY'
+# curves GPU_METRICS CPU_METRICS: the two runs' losses at their common steps, side by side, and
+# the largest relative gap (the last line, "LOSSCURVE steps=N max_rel_dev=X").
+curves() {
+  python3 - "$1" "$2" <<'PY'
 import json, sys
 def load(p):
     out = {}
@@ -319,12 +322,16 @@ def load(p):
     return out
 g, c = load(sys.argv[1]), load(sys.argv[2])
 steps = sorted(set(g) & set(c))
-worst = max((abs(g[s]["loss"] - c[s]["loss"]) / c[s]["loss"] for s in steps), default=float("nan"))
+worst = max((abs(g[s]["loss"] - c[s]["loss"]) / abs(c[s]["loss"]) for s in steps if c[s]["loss"]),
+            default=float("nan"))
 for s in steps[:: max(1, len(steps) // 8)] + steps[-1:]:
     print(f"step {s:4d}  loss gpu {g[s]['loss']:.5f}  cpu {c[s]['loss']:.5f}"
           f"  tok/s gpu {g[s].get('tokens_per_s', 0):.0f} cpu {c[s].get('tokens_per_s', 0):.0f}")
 print(f"LOSSCURVE steps={len(steps)} max_rel_dev={worst:.3g}")
 PY
+}
+if [ -f "$O/run-cuda/metrics.jsonl" ] && [ -f "$O/run-cpu/metrics.jsonl" ]; then
+  curves "$O/run-cuda/metrics.jsonl" "$O/run-cpu/metrics.jsonl" > "$O/loss-curves.txt"
   cat "$O/loss-curves.txt"
   row "loss curve GPU vs CPU" INFO "$(tail -1 "$O/loss-curves.txt")"
 fi
@@ -359,7 +366,102 @@ if [ -d "$O/run-cuda" ]; then
     cmp -s "$O/generate-bf16-cuda.txt" "$O/generate-cuda.txt" && vs32=identical || vs32=DIFFERENT
     row "ds-generate bf16 cache cuda vs cpu" INFO "$same text; vs the f32 cache: $vs32"
   fi
-  row "ds-eval ppl cuda | cpu" INFO "$(tr -d '\n' < "$O/eval-cuda.txt" | head -c 90) | $(tr -d '\n' < "$O/eval-cpu.txt" | head -c 90)"
+  ppl() {   # ppl FILE: the perplexity in a ds-eval report, or why not
+    python3 -c 'import json, sys
+print("%.6f" % json.load(open(sys.argv[1]))["metrics"]["perplexity"]["value"])' "$1" 2>/dev/null ||
+      echo "failed, see $(basename "$1" .txt).log"
+  }
+  row "ds-eval ppl cuda | cpu" INFO "$(ppl "$O/eval-cuda.txt") | $(ppl "$O/eval-cpu.txt")"
 fi
 echo "[gpu-check] tools done at $(elapsed)"
-
+# ---- 5. the other tools with --device cuda, each beside --device cpu ----------------------------
+# From the GPU-trained checkpoint, on the arithmetic task of examples/arith (its generator needs
+# only Python's standard library): ds-sft (loss curves side by side), ds-eval generate on the
+# SFT checkpoint (greedy answers compared), ds-rl (GRPO; the first step's rollouts are sampled
+# with the same seed, so its reward and gradient norm should agree), and ds-convert-fp8's block
+# quantisation (the two outputs compared byte for byte).
+last_ckpt() { ls -d "$1"/step-* 2>/dev/null | sort | tail -n 1; }
+BASE=$(last_ckpt "$O/run-cuda")
+A=$O/arith
+if [ -z "$BASE" ]; then
+  row "ds-sft/ds-rl/ds-convert-fp8" SKIP "no GPU-trained checkpoint"
+elif ! python3 examples/arith/gen.py --out "$A" --seed 0 --terms 3 --max-operand 9 \
+       --heldout 100 > "$O/arith-gen.log" 2>&1; then
+  row "ds-sft/ds-rl (arith data)" FAIL "see arith-gen.log"
+else
+  for dev in cuda cpu; do   # SFT long enough for some completions to end in "#### N"
+    rm -rf "$O/sft-$dev"
+    if [ "$(limit 40)" -lt 10 ]; then row "ds-sft arith $dev" SKIP "out of time"; continue; fi
+    s=$(date +%s)
+    timeout "$(limit 40)" "$BIN/ds-sft" --init "$BASE" --data "$A/sft.jsonl" --out "$O/sft-$dev" \
+      --seed 1 --steps 100 --batch-size 16 --seq-len 104 --lr 1e-3 --device "$dev" \
+      --metrics "$O/sft-$dev/metrics.jsonl" > "$O/sft-$dev.log" 2>&1; rc=$?
+    if [ $rc = 0 ]; then row "ds-sft arith $dev" PASS "100 steps in $(( $(date +%s) - s ))s"
+    else row "ds-sft arith $dev" "FAIL$rc" "see sft-$dev.log"; tail -5 "$O/sft-$dev.log"; fi
+  done
+  if [ -f "$O/sft-cuda/metrics.jsonl" ] && [ -f "$O/sft-cpu/metrics.jsonl" ]; then
+    curves "$O/sft-cuda/metrics.jsonl" "$O/sft-cpu/metrics.jsonl" > "$O/sft-curves.txt"
+    cat "$O/sft-curves.txt"
+    row "ds-sft loss GPU vs CPU" INFO "$(tail -1 "$O/sft-curves.txt")"
+  fi
+  SFT=$(last_ckpt "$O/sft-cuda")
+  if [ -n "$SFT" ]; then
+    for dev in cuda cpu; do
+      timeout "$(limit 30)" "$BIN/ds-eval" generate --model "$SFT" --task "$A/heldout.jsonl" \
+        --chat --max-new-tokens 32 --batch-size 50 --device "$dev" --no-progress \
+        --log-samples "$O/evalgen-$dev.samples.jsonl" --out "$O/evalgen-$dev.json" \
+        > "$O/evalgen-$dev.log" 2>&1
+      echo "ds-eval generate $dev rc=$?"
+    done
+    row "ds-eval generate cuda vs cpu" INFO "$(python3 - "$O/evalgen-cuda" "$O/evalgen-cpu" \
+      <<'PY' 2>&1 | tail -1
+import json, sys
+def load(p):
+    em = json.load(open(p + ".json"))["metrics"]["exact_match"]["value"]
+    return em, [json.loads(l)["completion"] for l in open(p + ".samples.jsonl")]
+(ga, gs), (ca, cs) = load(sys.argv[1]), load(sys.argv[2])
+diff = sum(a != b for a, b in zip(gs, cs)) + abs(len(gs) - len(cs))
+print(f"exact match {ga:.3f} | {ca:.3f}; {diff} of {max(len(gs), len(cs))} greedy answers differ")
+PY
+)"
+    for dev in cuda cpu; do
+      rm -rf "$O/rl-$dev"
+      if [ "$(limit 40)" -lt 10 ]; then row "ds-rl arith $dev" SKIP "out of time"; continue; fi
+      s=$(date +%s)
+      timeout "$(limit 40)" "$BIN/ds-rl" --init "$SFT" --prompts "$A/rl.jsonl" --out "$O/rl-$dev" \
+        --seed 1 --steps 3 --prompts-per-step 8 --group-size 4 --max-new-tokens 24 --chat \
+        --reward exact --reward format --device "$dev" --metrics "$O/rl-$dev/metrics.jsonl" \
+        > "$O/rl-$dev.log" 2>&1; rc=$?
+      if [ $rc = 0 ]; then row "ds-rl arith $dev" PASS "3 GRPO steps in $(( $(date +%s) - s ))s"
+      else row "ds-rl arith $dev" "FAIL$rc" "see rl-$dev.log"; tail -5 "$O/rl-$dev.log"; fi
+    done
+    if [ -f "$O/rl-cuda/metrics.jsonl" ] && [ -f "$O/rl-cpu/metrics.jsonl" ]; then
+      row "ds-rl step 1 cuda | cpu" INFO "$(python3 - "$O/rl-cuda/metrics.jsonl" \
+        "$O/rl-cpu/metrics.jsonl" <<'PY' 2>&1 | tail -1
+import json, sys
+g, c = (json.loads(open(p).readline()) for p in sys.argv[1:3])
+print("reward %.4f | %.4f, grad norm %.6g | %.6g, kl %.3g | %.3g" %
+      (g["reward"], c["reward"], g["grad_norm"], c["grad_norm"], g["kl"], c["kl"]))
+PY
+)"
+    fi
+  fi
+fi
+if [ -n "$BASE" ]; then
+  for dev in cuda cpu; do
+    rm -rf "$O/fp8-$dev"
+    timeout "$(limit 30)" "$BIN/ds-convert-fp8" quantize --model "$BASE" --out "$O/fp8-$dev" \
+      --device "$dev" > "$O/fp8-$dev.log" 2>&1 ||
+      echo "ds-convert-fp8 $dev: $(tail -1 "$O/fp8-$dev.log")"
+  done
+  if [ -f "$O/fp8-cuda/model.safetensors" ] && [ -f "$O/fp8-cpu/model.safetensors" ]; then
+    same=identical
+    for f in "$O"/fp8-cpu/*.safetensors; do
+      cmp -s "$f" "$O/fp8-cuda/$(basename "$f")" || same=DIFFERENT
+    done
+    row "ds-convert-fp8 quantize cuda vs cpu" INFO "$same safetensors"
+  else
+    row "ds-convert-fp8 quantize" FAIL "see fp8-cuda.log, fp8-cpu.log"
+  fi
+fi
+echo "[gpu-check] other tools done at $(elapsed)"
