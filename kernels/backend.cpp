@@ -23,13 +23,19 @@ bool g_installed = false;
 }  // namespace
 
 void install_backend(int index) {
-  if (g_installed) return;
+  if (g_installed) {
+    if (index != device_index())
+      DS_THROW(CudaError, "--device cuda: this process drives GPU {}; GPU {} was asked for too "
+               "(one GPU per process)", device_index(), index);
+    return;
+  }
   const int n = device_count();
   if (n == 0)
     DS_THROW(CudaError, "--device cuda: no CUDA device found (no NVIDIA driver or GPU on this "
                         "machine; use --device cpu)");
   if (index < 0 || index >= n)
-    DS_THROW(CudaError, "--device cuda: device {} requested but {} device(s) visible", index, n);
+    DS_THROW(CudaError, "--device cuda: GPU {} requested (the local rank picks it) but {} "
+             "visible", index, n);
   grouped_gemm_impl();      // a bad DS_GROUPED_GEMM or DS_GROUPED_GEMM_STREAMS fails here,
   grouped_gemm_streams();   // before any input is read
   std::call_once(g_once, [&] {

@@ -43,14 +43,33 @@ bool malloc_device(void** ptr, size_t bytes, std::string* error) {
 }
 void free_device(void* ptr) { cudaFree(ptr); }
 bool copy_to_device(void* dst, const void* src, size_t bytes, std::string* error) {
+  bind_thread();
   return ok(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), error);
 }
 bool copy_to_host(void* dst, const void* src, size_t bytes, std::string* error) {
+  bind_thread();
   return ok(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), error);
 }
 bool synchronize(std::string* error) { return ok(cudaDeviceSynchronize(), error); }
 
 cudaStream_t stream() { return cudaStream_t(0); }   // the legacy default stream
+
+namespace {
+int g_device = 0;   // the GPU this process drives (set_device_info)
+}  // namespace
+
+int device_index() { return g_device; }
+
+// A host thread starts on device 0: one that is not yet bound (ParamStore::init's workers
+// uploading weights, say) would put its copies on device 0's default stream, unordered with
+// the backend's device, and fail to record the staging events created there. Never throws
+// (pool_free runs in destructors): should cudaSetDevice fail (the index was checked when the
+// backend was installed), the thread stays unbound and the next CUDA call reports the error.
+void bind_thread() noexcept {
+  thread_local int bound = -1;
+  if (bound == g_device) return;
+  if (cudaSetDevice(g_device) == cudaSuccess) bound = g_device;
+}
 
 namespace {
 std::atomic<size_t> g_used{0}, g_peak{0};
@@ -73,6 +92,7 @@ SizeMap& sizes() {
 }  // namespace
 
 void* pool_alloc(size_t bytes) {
+  bind_thread();
   void* p = nullptr;
   if (bytes == 0) bytes = 1;
   cudaError_t e = cudaMallocAsync(&p, bytes, stream());
@@ -101,6 +121,7 @@ void* pool_alloc(size_t bytes) {
 
 void pool_free(void* ptr) {
   if (!ptr) return;
+  bind_thread();
   {
     auto& s = sizes();
     std::lock_guard<std::mutex> lock(s.mu);
@@ -114,10 +135,12 @@ void pool_free(void* ptr) {
 }
 
 void memset0(void* ptr, size_t bytes) {
+  bind_thread();
   if (bytes) DS_CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, stream()));
 }
 
 void copy(void* dst, const void* src, size_t bytes) {
+  bind_thread();
   if (bytes) DS_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
 }
 
@@ -161,6 +184,7 @@ bool fused_ops() {
 
 void copy_to_device_async(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
+  bind_thread();
   if (!fused_ops()) {   // DS_CUDA_FUSED=0: the runtime stages the pageable source itself
     DS_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
     return;
@@ -284,7 +308,9 @@ int sm_major() { return g_major; }
 
 void set_device_info(int index);   // kernels/backend.cpp calls this once
 void set_device_info(int index) {
+  g_device = index;
   DS_CUDA_CHECK(cudaSetDevice(index));
+  bind_thread();
   cudaDeviceProp p{};
   DS_CUDA_CHECK(cudaGetDeviceProperties(&p, index));
   g_sms = p.multiProcessorCount;

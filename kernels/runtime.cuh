@@ -12,6 +12,12 @@ namespace ds::cuda {
 int device_count();
 // "NVIDIA H200 (sm_90, 139 GiB)" for device `index`, or "" when unavailable.
 std::string device_name(int index);
+// The GPU this process drives (install_backend's index; one per process), and binding the
+// calling host thread to it (cudaSetDevice once per thread). The allocation and copy
+// functions below bind their thread first, so that worker threads (a parallel weight upload)
+// use the backend's device and its default stream rather than device 0's.
+int device_index();
+void bind_thread() noexcept;
 // Allocation and copies; they return false (and fill `error`) on failure.
 bool malloc_device(void** ptr, size_t bytes, std::string* error);
 void free_device(void* ptr);
@@ -54,8 +60,9 @@ size_t pool_peak_used_bytes();
 void pool_reset_peak();
 
 // Selects device `index`, checks it, and installs the Tensor memory hooks for Device::cuda.
-// Idempotent. Throws ds::CudaError with a one-line reason ("no CUDA device found (driver
-// returned ...)") when unusable.
+// Idempotent for the same index; another index afterwards throws (one GPU per process).
+// Throws ds::CudaError with a one-line reason ("no CUDA device found (driver returned ...)")
+// when unusable.
 void install_backend(int index = 0);
 bool backend_installed();
 

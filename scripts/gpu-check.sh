@@ -83,10 +83,11 @@ NEW_B16OUT_MODEL='*BF16 expert outputs*'
 NEW_PROF='gpu profiler*'
 NEW_ATTN='gpu attention wgmma*'
 NEW_FUSED='fused:*'
+NEW_RUNTIME='gpu runtime:*'
 NEW_DEFAULT='gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,elementwise: swiglu packed*,gpu gather_rows_scaled*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 NEW_OPERANDS='gpu gather_rows_scaled*,elementwise: rope_tail_codes*,gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu moe_sort_pairs*,elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 declare -A FILTER=(
-  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8G,$NEW_PROF,$NEW_ATTN,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT"
+  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8G,$NEW_PROF,$NEW_ATTN,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME"
   [ops-grouped]="--test-case=$NEW_GROUPED"
   [ops-multi]="--test-case=$NEW_MULTI"
   [ops-mla-bf16]="--test-case=$NEW_MLA"
@@ -94,6 +95,7 @@ declare -A FILTER=(
   [ops-profiler]="--test-case=$NEW_PROF"
   [ops-attn-wgmma]="--test-case=$NEW_ATTN"
   [ops-fused]="--test-case=$NEW_FUSED"
+  [ops-runtime]="--test-case=$NEW_RUNTIME"
   [ops-new]="--test-case=$NEW_DEFAULT"
   [ops-operands]="--test-case=$NEW_OPERANDS"
   [ops-bf16-outputs]="--test-case=$NEW_B16OUT"
@@ -117,6 +119,8 @@ declare -A FILTER=(
 # groups also use (staged uploads); ops-operands:fallback runs the BF16-output, one-pass key,
 # q RoPE-into-codes and weighted-gather tests again under DS_CUDA_FUSED=0 (the fallbacks that
 # model:unfused would use).
+# ops-runtime: uploads and frees from worker threads (each bound to the backend's GPU first)
+# and the one-GPU-per-process check.
 # ops-bf16-outputs and model-bf16-outputs test the routed experts' BF16 GEMM outputs
 # (opt-in: grouped_matmul writing BF16 codes, the ops reading them, the layer on the card).
 # ops-grouped also compares the per-expert cuBLAS calls spread over side streams (on by
@@ -128,6 +132,7 @@ for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
          ds_test_backend_ops:ops-mla-bf16 ds_test_backend_ops:ops-fp8-grouped \
          ds_test_backend_ops:ops-profiler ds_test_backend_ops:ops-attn-wgmma \
          ds_test_backend_ops:ops-fused ds_test_backend_ops:ops-bf16-outputs \
+         ds_test_backend_ops:ops-runtime \
          ds_test_model_gpu:model ds_test_model_gpu:model:unfused ds_test_model_gpu:model:kernel \
          ds_test_model_gpu:model-fp8-grouped ds_test_model_gpu:model-bf16-outputs \
          ds_test_kernels ds_test_nccl_gpu; do

@@ -81,6 +81,10 @@ LaunchInfo detect_launch(const LaunchOptions& o) {
   return li;
 }
 
+int process_gpu(const std::string& device, const LaunchOptions& o) {
+  return device == "cuda" ? detect_launch(o).local_rank : 0;
+}
+
 std::unique_ptr<Comm> init_world(const LaunchOptions& o) {
   const LaunchInfo li = detect_launch(o);
   std::unique_ptr<Comm> world;

@@ -19,11 +19,12 @@ bool cuda_built() {
 #endif
 }
 
-void init_device(Device d) {
+void init_device(Device d, int gpu) {
   if (d == Device::cpu) return;
 #if defined(DS_HAVE_CUDA)
-  ds::cuda::install_backend(0);
+  ds::cuda::install_backend(gpu);
 #else
+  (void)gpu;
   DS_THROW(CudaError, "--device cuda: this build has no CUDA path (configure with a CUDA "
                       "toolkit installed and DS_CUDA=ON)");
 #endif
@@ -39,7 +40,7 @@ void synchronize(Device d) {
 std::string device_description(Device d) {
   if (d == Device::cpu) return "cpu";
 #if defined(DS_HAVE_CUDA)
-  return ds::cuda::device_name(0);
+  return ds::cuda::device_name(ds::cuda::backend_installed() ? ds::cuda::device_index() : 0);
 #else
   return "cuda (not built)";
 #endif

@@ -188,7 +188,8 @@ namespace detail {
 
 void Run::init() {
   check_flags(o);
-  ctx = train::make_context(o.device, o.threads);   // the device is checked before any rank waits
+  // the device is checked before any rank waits
+  ctx = train::make_context(o.device, o.threads, dist::process_gpu(o.device, o.dist.launch));
   ranks = std::make_unique<train::DistRuntime>(o.dist);
   if (distributed())   // whole groups per rank: a group's advantages never leave its rank
     DS_CHECK_AS(UsageError, o.prompts_per_step >= ranks->topo().layout().dp,

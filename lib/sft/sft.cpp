@@ -180,7 +180,7 @@ struct Run {
 void Run::init() {
   check_flags(o, true);
   ctx = train::make_context(o.device, o.threads, o.precision, o.fp8_granularity, o.fp8_scale,
-                            o.moe_gemm);
+                            o.moe_gemm, dist::process_gpu(o.device, o.dist.launch));
   ranks = std::make_unique<train::DistRuntime>(o.dist);
   if (o.profile) ctx.prof = &prof;
   args = model::load_config(fs::path(o.init) / "config.json");

@@ -15,12 +15,12 @@
 
 namespace ds::train {
 
-ops::Context make_context(const std::string& device, int threads) {
+ops::Context make_context(const std::string& device, int threads, int gpu) {
   ops::Context ctx;
   if (device != "cpu" && device != "cuda")
     DS_THROW(UsageError, "--device: unknown device '{}' (cpu, cuda)", device);
   ctx.device = device == "cuda" ? Device::cuda : Device::cpu;
-  ops::init_device(ctx.device);   // CudaError naming the reason when there is no usable GPU
+  ops::init_device(ctx.device, gpu);   // CudaError naming the reason when there is no usable GPU
   if (ctx.device == Device::cuda)
     spdlog::info("device: {}", ops::device_description(ctx.device));
   ctx.threads = threads > 0 ? threads : default_threads_per_rank();   // ranks share the cores
@@ -30,11 +30,11 @@ ops::Context make_context(const std::string& device, int threads) {
 
 ops::Context make_context(const std::string& device, int threads, const std::string& precision,
                           const std::string& fp8_granularity, const std::string& fp8_scale,
-                          const std::string& moe_gemm) {
+                          const std::string& moe_gemm, int gpu) {
   const int moe = moe_gemm == "auto" ? -1 : moe_gemm == "loop" ? 0 : moe_gemm == "grouped" ? 1 : -2;
   if (moe == -2)
     DS_THROW(UsageError, "--moe-gemm: expected auto, loop or grouped, got '{}'", moe_gemm);
-  ops::Context ctx = make_context(device, threads);
+  ops::Context ctx = make_context(device, threads, gpu);
   ctx.linear.mode = ops::parse_precision(precision, "--precision");
   ctx.linear.granularity = ops::parse_fp8_granularity(fp8_granularity, "--fp8-granularity");
   ctx.linear.scale_format = ops::parse_scale_format(fp8_scale, "--fp8-scale");
@@ -64,7 +64,7 @@ ops::Context make_context(const std::string& device, int threads, const std::str
 
 ops::Context make_context(const PretrainOptions& o) {
   return make_context(o.device, o.threads, o.precision, o.fp8_granularity, o.fp8_scale,
-                      o.moe_gemm);
+                      o.moe_gemm, dist::process_gpu(o.device, o.dist.launch));
 }
 
 model::ModelArgs resolve_model_args(const PretrainOptions& o) {

@@ -175,6 +175,22 @@ TEST_CASE("detect_launch: flags, Open MPI, PMIx, Slurm, none") {
   }
 }
 
+TEST_CASE("process_gpu: the local rank picks the GPU on cuda; the CPU reads no launch") {
+  FakeEnv env;
+  LaunchOptions o;
+  CHECK(process_gpu("cuda", o) == 0);   // no launcher
+  env.set("OMPI_COMM_WORLD_RANK", "5");
+  env.set("OMPI_COMM_WORLD_SIZE", "8");
+  env.set("OMPI_COMM_WORLD_LOCAL_RANK", "1");
+  CHECK(process_gpu("cuda", o) == 1);   // mpirun: rank 5, the second GPU of its node
+  CHECK(process_gpu("cpu", o) == 0);
+  o.local_rank = 3;
+  CHECK(process_gpu("cuda", o) == 3);   // --local-rank wins
+  env.set("OMPI_COMM_WORLD_RANK", "9");   // a broken launch is an error on cuda only
+  CHECK(usage_error([&] { process_gpu("cuda", o); }).find("rank 9") != std::string::npos);
+  CHECK(process_gpu("cpu", o) == 0);
+}
+
 TEST_CASE("init_world: single runs need no MPI; CPU launches without MPI wiring are refused") {
   FakeEnv env;
   LaunchOptions o;

@@ -41,6 +41,9 @@ struct LaunchInfo {
 // Reads the launch environment (no side effects). UsageError on inconsistent values
 // (rank >= world size, flags half given).
 LaunchInfo detect_launch(const LaunchOptions& o);
+// The GPU a process drives for `device`: its local rank on the node (detect_launch), the GPU
+// make_nccl_world binds; 0 for "cpu" (the launch is then not read).
+int process_gpu(const std::string& device, const LaunchOptions& o);
 
 struct Layout {
   int pp = 1, dp = 1, ep = 1;      // --pp, dp = world / pp, --ep (divides dp)

@@ -206,10 +206,11 @@ std::string_view precision_name(Precision p);
 // ---- devices ------------------------------------------------------------------------------
 // True when this build carries the CUDA path (kernels/ compiled in).
 bool cuda_built();
-// Makes `d` usable: for cuda, selects GPU 0 and installs the Tensor memory hooks (once per
-// process). Throws CudaError with a one-line reason when the build has no CUDA path or no
-// GPU/driver is present. No-op for cpu.
-void init_device(Device d);
+// Makes `d` usable: for cuda, selects GPU `gpu` (a process drives one: asking for another
+// later throws) and installs the Tensor memory hooks (once per process). Throws CudaError with
+// a one-line reason when the build has no CUDA path or no GPU/driver is present. No-op for
+// cpu.
+void init_device(Device d, int gpu = 0);
 // Waits for the device's queued work (no-op on the CPU); throws CudaError on an asynchronous
 // error of an earlier launch.
 void synchronize(Device d);

@@ -28,15 +28,17 @@ struct RunSetup {
 model::ModelArgs resolve_model_args(const PretrainOptions& o);
 // Everything; validates flags (UsageError naming the flag).
 RunSetup resolve_setup(const PretrainOptions& o);
-// ops::Context for --device/--threads (UsageError for an unavailable device).
-ops::Context make_context(const std::string& device, int threads);
+// ops::Context for --device/--threads on GPU `gpu` (UsageError for an unknown device,
+// CudaError for an unavailable one).
+ops::Context make_context(const std::string& device, int threads, int gpu = 0);
 // The same plus the Linear GEMM precision of --precision/--fp8-granularity/--fp8-scale and the
 // experts' GEMMs of --moe-gemm ("fp32|bf16|fp8", "tile|tensor", "fp32|ue8m0",
 // "auto|loop|grouped"; UsageError naming the flag, also for grouped FP8 experts without
 // tile scaling).
 ops::Context make_context(const std::string& device, int threads, const std::string& precision,
                           const std::string& fp8_granularity, const std::string& fp8_scale,
-                          const std::string& moe_gemm = "auto");
+                          const std::string& moe_gemm = "auto", int gpu = 0);
+// From ds-pretrain's options, on GPU dist::process_gpu(o.device, o.dist.launch).
 ops::Context make_context(const PretrainOptions& o);
 
 }  // namespace ds::train
