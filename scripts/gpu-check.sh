@@ -380,16 +380,17 @@ print("%.6f" % json.load(open(sys.argv[1]))["metrics"]["perplexity"]["value"])' 
 fi
 echo "[gpu-check] tools done at $(elapsed)"
 # ---- 5. the other tools with --device cuda, each beside --device cpu ----------------------------
-# From the GPU-trained checkpoint, on the arithmetic task of examples/arith (its generator needs
-# only Python's standard library): ds-sft (loss curves side by side), ds-eval generate on the
-# SFT checkpoint (greedy answers compared), ds-rl (GRPO; the first step's rollouts are sampled
-# with the same seed, so its reward and gradient norm should agree), and ds-convert-fp8's block
-# quantisation (the two outputs compared byte for byte).
+# From the GPU-trained checkpoint (the CPU-trained one should the GPU run have failed), on the
+# arithmetic task of examples/arith (its generator needs only Python's standard library):
+# ds-sft (loss curves side by side), ds-eval generate on the SFT checkpoint (greedy answers
+# compared), ds-rl (GRPO; the first step's rollouts are sampled with the same seed, so its
+# reward and gradient norm should agree), and ds-convert-fp8's block quantisation (the two
+# outputs compared byte for byte).
 last_ckpt() { ls -d "$1"/step-* 2>/dev/null | sort | tail -n 1; }
-BASE=$(last_ckpt "$O/run-cuda")
+BASE=$(last_ckpt "$O/run-cuda"); [ -n "$BASE" ] || BASE=$(last_ckpt "$O/run-cpu")
 A=$O/arith
 if [ -z "$BASE" ]; then
-  row "ds-sft/ds-rl/ds-convert-fp8" SKIP "no GPU-trained checkpoint"
+  row "ds-sft/ds-rl/ds-convert-fp8" SKIP "no ds-pretrain checkpoint"
 elif ! python3 examples/arith/gen.py --out "$A" --seed 0 --terms 3 --max-operand 9 \
        --heldout 100 > "$O/arith-gen.log" 2>&1; then
   row "ds-sft/ds-rl (arith data)" FAIL "see arith-gen.log"
@@ -409,7 +410,7 @@ else
     cat "$O/sft-curves.txt"
     row "ds-sft loss GPU vs CPU" INFO "$(tail -1 "$O/sft-curves.txt")"
   fi
-  SFT=$(last_ckpt "$O/sft-cuda")
+  SFT=$(last_ckpt "$O/sft-cuda"); [ -n "$SFT" ] || SFT=$(last_ckpt "$O/sft-cpu")
   if [ -n "$SFT" ]; then
     for dev in cuda cpu; do
       timeout "$(limit 30)" "$BIN/ds-eval" generate --model "$SFT" --task "$A/heldout.jsonl" \
