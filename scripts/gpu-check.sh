@@ -76,7 +76,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --f
 NEW_GROUPED='gpu grouped*'
 NEW_MULTI='multi-tensor*'
 NEW_MLA='*BF16 cache*,*one visible key*,*BF16 caches the kernel*'
-NEW_FP8G='fp8 grouped*'
+NEW_FP8_ALL='fp8 grouped*'
+NEW_FP8Q='fp8 grouped: quantize*,fp8 grouped: a weight*'
+NEW_FP8G='fp8 grouped m-grouped*,fp8 grouped k-grouped*,fp8 grouped: one k-group*'
+NEW_FP8O='fp8 grouped: the overlapped*'
 NEW_FP8G_MODEL='*FP8 routed experts as grouped*'
 NEW_B16OUT='gpu expert outputs*'
 NEW_B16OUT_MODEL='*BF16 expert outputs*'
@@ -87,11 +90,13 @@ NEW_RUNTIME='gpu runtime:*'
 NEW_DEFAULT='gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,elementwise: swiglu packed*,gpu gather_rows_scaled*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 NEW_OPERANDS='gpu gather_rows_scaled*,elementwise: rope_tail_codes*,gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu moe_sort_pairs*,elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 declare -A FILTER=(
-  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8G,$NEW_PROF,$NEW_ATTN,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME"
+  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8_ALL,$NEW_PROF,$NEW_ATTN,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME"
   [ops-grouped]="--test-case=$NEW_GROUPED"
   [ops-multi]="--test-case=$NEW_MULTI"
   [ops-mla-bf16]="--test-case=$NEW_MLA"
+  [ops-fp8-quant]="--test-case=$NEW_FP8Q"
   [ops-fp8-grouped]="--test-case=$NEW_FP8G"
+  [ops-fp8-overlap]="--test-case=$NEW_FP8O"
   [ops-profiler]="--test-case=$NEW_PROF"
   [ops-attn-wgmma]="--test-case=$NEW_ATTN"
   [ops-fused]="--test-case=$NEW_FUSED"
@@ -119,6 +124,10 @@ declare -A FILTER=(
 # groups also use (staged uploads); ops-operands:fallback runs the BF16-output, one-pass key,
 # q RoPE-into-codes and weighted-gather tests again under DS_CUDA_FUSED=0 (the fallbacks that
 # model:unfused would use).
+# The FP8 tests run as three processes, so that a fault in one kernel (which poisons the CUDA
+# context) cannot hide the others' results: ops-fp8-quant, the many-matrix and transposed
+# quantisers (on by default in every FP8 Linear), first; ops-fp8-grouped, the m- and k-grouped
+# FP8 GEMMs and the one-group Wgrad; ops-fp8-overlap, the overlapped main loop (opt-in), last.
 # ops-runtime: uploads and frees from worker threads (each bound to the backend's GPU first)
 # and the one-GPU-per-process check.
 # ops-bf16-outputs and model-bf16-outputs test the routed experts' BF16 GEMM outputs
@@ -129,10 +138,11 @@ MODEL_RC=0
 for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
          ds_test_backend_ops:ops-operands:fallback \
          ds_test_backend_ops:ops-grouped ds_test_backend_ops:ops-multi \
-         ds_test_backend_ops:ops-mla-bf16 ds_test_backend_ops:ops-fp8-grouped \
+         ds_test_backend_ops:ops-mla-bf16 ds_test_backend_ops:ops-fp8-quant \
+         ds_test_backend_ops:ops-fp8-grouped \
          ds_test_backend_ops:ops-profiler ds_test_backend_ops:ops-attn-wgmma \
          ds_test_backend_ops:ops-fused ds_test_backend_ops:ops-bf16-outputs \
-         ds_test_backend_ops:ops-runtime \
+         ds_test_backend_ops:ops-runtime ds_test_backend_ops:ops-fp8-overlap \
          ds_test_model_gpu:model ds_test_model_gpu:model:unfused ds_test_model_gpu:model:kernel \
          ds_test_model_gpu:model-fp8-grouped ds_test_model_gpu:model-bf16-outputs \
          ds_test_kernels ds_test_nccl_gpu; do
@@ -209,27 +219,60 @@ step_variant "sums by add_" bench_train_noacc.txt bf16,fp8 -- --gemm-accumulate 
 step_variant "operands re-rounded" bench_train_norefresh.txt bf16 -- --operand-refresh 0
 # - the routed experts' per-expert cuBLAS calls on one stream instead of 4 side streams;
 step_variant "experts on 1 stream" bench_train_1stream.txt bf16 DS_GROUPED_GEMM_STREAMS=1
+# The opt-ins run only where their test groups passed: a kernel that failed its tests gives
+# no meaningful time, and one that faults or hangs would spend the run's budget.
+passed() {   # passed GROUP...: every group ran and passed
+  local g
+  for g in "$@"; do [ "${STATUS[$g]:-}" = 0 ] || return 1; done
+}
+T_KERNEL=(ds_test_backend_ops-ops-grouped ds_test_model_gpu-model-kernel)
+T_WGMMA=(ds_test_backend_ops-ops-attn-wgmma)
+T_B16OUT=(ds_test_backend_ops-ops-bf16-outputs ds_test_model_gpu-model-bf16-outputs)
+T_FP8G=(ds_test_backend_ops-ops-fp8-quant ds_test_backend_ops-ops-fp8-grouped
+        ds_test_model_gpu-model-fp8-grouped)
+optin() {   # optin LABEL FILE PRECISION GROUPS_ARRAY_NAME [step_variant arguments...]
+  local label=$1 file=$2 prec=$3
+  local -n groups=$4
+  shift 4
+  if passed "${groups[@]}"; then step_variant "$label" "$file" "$prec" "$@"
+  else row "train step 1b $prec (ds, $label)" SKIP "not run: its tests did not all pass"; fi
+}
 # - the routed experts through our grouped GEMM kernel (opt-in);
-step_variant "own grouped" bench_train_kernel.txt bf16 DS_GROUPED_GEMM=kernel
+optin "own grouped" bench_train_kernel.txt bf16 T_KERNEL DS_GROUPED_GEMM=kernel
 # - the attention on the wgmma kernels (opt-in).
-step_variant "wgmma attention" bench_train_attn.txt bf16 DS_ATTENTION=wgmma
+optin "wgmma attention" bench_train_attn.txt bf16 T_WGMMA DS_ATTENTION=wgmma
 # - the routed experts' GEMM outputs as BF16 (opt-in, a numerics change: cuBLAS's grouped
 #   GEMM then takes their forward and input-gradient GEMMs in one call each).
-step_variant "expert outputs BF16" bench_train_b16out.txt bf16 -- --expert-outputs 1
+optin "expert outputs BF16" bench_train_b16out.txt bf16 T_B16OUT -- --expert-outputs 1
 # The FP8 step with the routed experts as grouped FP8 GEMMs over the padded layout (opt-in).
-step_variant "grouped FP8" bench_train_fp8g.txt fp8 -- --grouped-experts 1
-# Every opt-in at once (our grouped GEMM, the wgmma attention, the bf16 step's experts with
-# BF16 outputs, whose forward and input-gradient GEMMs then take cuBLAS; the FP8 step also
-# with grouped FP8 experts), with the per-op profile of what is left.
-DS_GROUPED_GEMM=kernel DS_ATTENTION=wgmma timeout "$(limit 90)" "$BIN/bench_train_step" --preset 1b \
-  --batch 4 --seq 4096 --precision bf16,fp8 --grouped-experts 1 --expert-outputs 1 \
-  --steps "$NS" --warmup 2 --profile 1 > "$O/bench_train_all.txt" \
-  2> "$O/bench_train_all_profile.txt"
-grep -E "^(profile|GEMM share|[a-z_0-9]+ +[a-z_]+ +[0-9]+ )" "$O/bench_train_all_profile.txt" | head -40
-for prec in bf16 fp8; do
-  l=$(grep "^train step 1b $prec" "$O/bench_train_all.txt" | head -1 | sed 's/^train step 1b //')
-  row "train step 1b $prec (ds, all opt-ins)" INFO "${l:-failed, see bench_train_all.txt}"
-done
+optin "grouped FP8" bench_train_fp8g.txt fp8 T_FP8G -- --grouped-experts 1
+# Every opt-in whose tests passed at once (our grouped GEMM, the wgmma attention, the bf16
+# step's experts with BF16 outputs, whose forward and input-gradient GEMMs then take cuBLAS;
+# the FP8 step also with grouped FP8 experts), with the per-op profile of what is left.
+all_env=(); all_flags=(); all_in=(); all_out=()
+if passed "${T_KERNEL[@]}"; then all_env+=(DS_GROUPED_GEMM=kernel); all_in+=(kernel)
+else all_out+=(DS_GROUPED_GEMM=kernel); fi
+if passed "${T_WGMMA[@]}"; then all_env+=(DS_ATTENTION=wgmma); all_in+=(wgmma)
+else all_out+=(DS_ATTENTION=wgmma); fi
+if passed "${T_B16OUT[@]}"; then all_flags+=(--expert-outputs 1); all_in+=(bf16-outputs)
+else all_out+=(--expert-outputs); fi
+if passed "${T_FP8G[@]}"; then all_flags+=(--grouped-experts 1); all_in+=(grouped-fp8)
+else all_out+=(--grouped-experts); fi
+all_note="with: ${all_in[*]:-none}${all_out[*]:+; left out, tests failed: ${all_out[*]}}"
+if [ ${#all_in[@]} = 0 ]; then
+  for prec in bf16 fp8; do row "train step 1b $prec (ds, all opt-ins)" SKIP "$all_note"; done
+else
+  env ${all_env[@]+"${all_env[@]}"} timeout "$(limit 90)" "$BIN/bench_train_step" --preset 1b \
+    --batch 4 --seq 4096 --precision bf16,fp8 ${all_flags[@]+"${all_flags[@]}"} \
+    --steps "$NS" --warmup 2 --profile 1 > "$O/bench_train_all.txt" \
+    2> "$O/bench_train_all_profile.txt"
+  grep -E "^(profile|GEMM share|[a-z_0-9]+ +[a-z_]+ +[0-9]+ )" "$O/bench_train_all_profile.txt" \
+    | head -40
+  for prec in bf16 fp8; do
+    l=$(grep "^train step 1b $prec" "$O/bench_train_all.txt" | head -1 | sed 's/^train step 1b //')
+    row "train step 1b $prec (ds, all opt-ins)" INFO "${l:-failed, see bench_train_all.txt} [$all_note]"
+  done
+fi
 if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
   timeout "$(limit 100)" env PYTHONUNBUFFERED=1 python3 tests/model/torch_ref/bench_torch_train.py \
     --preset 1b --device cuda --dtype bf16 --batch 4 --seq 4096 --steps "$NS" --warmup 2 \
@@ -265,7 +308,8 @@ verdict "DS_GROUPED_GEMM=kernel (opt-in)" \
 verdict "DS_ATTENTION=wgmma (opt-in)" ds_test_backend_ops-ops-attn-wgmma bench_train.txt \
   bench_train_attn.txt
 verdict "grouped FP8 experts (opt-in)" \
-  ds_test_backend_ops-ops-fp8-grouped,ds_test_model_gpu-model-fp8-grouped bench_train.txt \
+  ds_test_backend_ops-ops-fp8-quant,ds_test_backend_ops-ops-fp8-grouped,ds_test_model_gpu-model-fp8-grouped \
+  bench_train.txt \
   bench_train_fp8g.txt fp8
 verdict "expert outputs BF16 (opt-in; numerics: outputs rounded to BF16)" \
   ds_test_backend_ops-ops-bf16-outputs,ds_test_model_gpu-model-bf16-outputs bench_train.txt \
@@ -294,10 +338,15 @@ q=$([ $QUICK = 1 ] && echo --quick || true)
 timeout "$(limit 45)" "$BIN/bench_attention" $q > "$O/bench_attention.txt" 2>&1
 echo "bench_attention rc=$?"
 grep -v '^{' "$O/bench_attention.txt"
-timeout "$(limit 30)" "$BIN/bench_attention" $q --wgmma > "$O/bench_attention_wgmma.txt" 2>&1
-echo "bench_attention --wgmma rc=$?"; grep -v '^{' "$O/bench_attention_wgmma.txt"
-l=$(grep "wgmma fwd" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' | tr -s ' ' | paste -sd';')
-row "attention wgmma" INFO "${l:-failed, see bench_attention_wgmma.txt}"
+if passed "${T_WGMMA[@]}"; then
+  timeout "$(limit 30)" "$BIN/bench_attention" $q --wgmma > "$O/bench_attention_wgmma.txt" 2>&1
+  echo "bench_attention --wgmma rc=$?"; grep -v '^{' "$O/bench_attention_wgmma.txt"
+  l=$(grep "wgmma fwd" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' | tr -s ' ' \
+    | paste -sd';')
+  row "attention wgmma" INFO "${l:-failed, see bench_attention_wgmma.txt}"
+else
+  row "attention wgmma" SKIP "not run: its tests did not all pass"
+fi
 timeout "$(limit 30)" "$BIN/bench_losses" > "$O/bench_losses.txt" 2>&1; echo "bench_losses rc=$?"
 grep -v '^{' "$O/bench_losses.txt" | tail -3
 echo "[gpu-check] kernel benchmarks done at $(elapsed)"

@@ -198,7 +198,10 @@ TEST_CASE("tiny model: FP8 routed experts as grouped GEMMs over the padded layou
 // input gradient's sum over 2I changes order (and cuBLAS may pick another algorithm for the
 // wider GEMMs). Expert width 256 so that FP8 stacks too (UE8M0 scales: exact products). The
 // fp8 case is named for the grouped-FP8 test group. The shared expert's MLP stacks as well
-// (its one Linear against two).
+// (its one Linear against two). In bf16 the gate/up outputs are rounded to BF16 codes after
+// SwiGLU, so a last-bit difference from another cuBLAS algorithm can flip a code and move an
+// output by one BF16 step of one term: 1e-3 there (a wrong half, row or expert is O(1)),
+// 1e-5 otherwise.
 static void stacked_gate_up_layer(ops::Precision p) {
   ModelArgs a = preset("tiny");
   a.moe_inter_dim = 256;
@@ -248,7 +251,7 @@ static void stacked_gate_up_layer(ops::Precision p) {
     worst = std::max(worst, max_rel(l[1].store.params()[i].grad, l[0].store.params()[i].grad));
   std::printf("moe layer, precision %d: stacked gate/up vs two GEMMs, worst rel %.3g\n", int(p),
               worst);
-  CHECK(worst <= 1e-5);
+  CHECK(worst <= (p == ops::Precision::bf16 ? 1e-3 : 1e-5));
 }
 
 TEST_CASE("moe layer: stacked gate/up GEMM on the GPU equals two GEMMs (bf16, fp32)") {

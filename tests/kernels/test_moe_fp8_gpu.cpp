@@ -1,11 +1,16 @@
 // One MoE layer on the GPU, FP8 routed experts two ways on the same card: the loop of FP8
 // Linears (per-expert fp8_gemm_nt calls) and the grouped path over the padded layout
 // (lib/model/moe_fp8.cpp: fp8_quantize_blocks_multi, fp8_gemm_nt_grouped / kgrouped). Both
-// feed the same kernel bodies the same E4M3 operands in the same K order (pad rows add exact
-// zeros), so outputs, input gradients and every parameter gradient agree up to the order of
-// the scatters' atomic additions. Shapes take the wgmma kernel (dims multiples of 16) and the
-// portable one (not), experts with more than 128 rows, an expert with none, both scale
-// formats. And the bf16 grouped layer with the experts' GEMM outputs as BF16
+// feed the same E4M3 operands in the same K order (pad rows add exact zeros). Fprop and Dgrad
+// run the same kernel bodies both ways (K = C or I either way), so outputs and input gradients
+// agree up to the order of the scatters' atomic additions (1e-4). The experts' weight
+// gradients do not: the loop's Wgrad has K = the expert's token count, which is rarely a
+// multiple of 16 and so takes the portable kernel, while the grouped Wgrad's K is the padded
+// total and takes wgmma, whose FP8 products are accumulated with fewer carried bits within a
+// 128-K block (the spec's "accumulation promotion"): those agree within 2e-3 of their largest
+// element (a wrong expert, tile or block would be O(1)). Shapes take the wgmma kernel (dims
+// multiples of 16) and the portable one (not), experts with more than 128 rows, an expert
+// with none, both scale formats. And the bf16 grouped layer with the experts' GEMM outputs as BF16
 // (Context::expert_outputs_bf16) against the same layer with F32 outputs on the card. Label
 // gpu (ds_test_model_gpu).
 #include <doctest/doctest.h>
@@ -14,6 +19,7 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -108,16 +114,20 @@ TEST_CASE("MoE layer: FP8 routed experts as grouped GEMMs equal the loop on the 
       REQUIRE(!grouped.saved.p_offsets.empty());
       CHECK(grouped.saved.counts[3] == 0);
       CHECK(*std::max_element(grouped.saved.counts.begin(), grouped.saved.counts.end()) > 128);
-      double worst = 0;
-      for (size_t i = 0; i < loop.store.params().size(); ++i)
-        worst = std::max(worst, rel_diff(grouped.store.params()[i].grad,
-                                         loop.store.params()[i].grad));
+      double worst = 0, worst_expert = 0;   // other parameters' grads; routed experts'
+      for (size_t i = 0; i < loop.store.params().size(); ++i) {
+        const double d = rel_diff(grouped.store.params()[i].grad, loop.store.params()[i].grad);
+        const bool expert = loop.store.params()[i].info.name.find(".experts.") != std::string::npos;
+        (expert ? worst_expert : worst) = std::max(expert ? worst_expert : worst, d);
+      }
       const double ry = rel_diff(grouped.y, loop.y), rdu = rel_diff(grouped.du, loop.du);
       std::printf("moe fp8 grouped vs loop on the GPU, C %lld, scales %d: y %.3g du %.3g "
-                  "worst grad %.3g\n", static_cast<long long>(C), int(f), ry, rdu, worst);
+                  "worst grad %.3g, experts' %.3g\n", static_cast<long long>(C), int(f), ry,
+                  rdu, worst, worst_expert);
       CHECK(ry <= 1e-4);
       CHECK(rdu <= 1e-4);
       CHECK(worst <= 1e-4);
+      CHECK(worst_expert <= 2e-3);
     }
 }
 

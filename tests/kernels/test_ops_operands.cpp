@@ -65,13 +65,15 @@ TEST_CASE("elementwise: rmsnorm with BF16 output") {
       Arena ar;
       const Tensor x = rand_f32({N, C}, -3, 3), g = rand_f32({C}, 0.5f, 1.5f);
       Tensor gx = up(ar, x), gg = up(ar, g);
-      // the F32 reference at the same element offset: the same kernel variant
-      auto at_off = [&](DType dt) {
-        return ar.empty({N * C + off}, dt).slice0(off, N * C + off).view({N, C});
+      // the F32 reference at the same element offset: the same kernel variant (under
+      // DS_CUDA_FUSED=0 the codes come from an aligned F32 temporary, so an aligned one)
+      auto at_off = [&](DType dt, int64_t o) {
+        return ar.empty({N * C + o}, dt).slice0(o, N * C + o).view({N, C});
       };
-      Tensor yf = at_off(DType::f32), rf = ar.empty({N}), rc = ar.empty({N});
+      Tensor yf = at_off(DType::f32, ds::cuda::fused_ops() ? off : 0), rf = ar.empty({N}),
+             rc = ar.empty({N});
       ops::rmsnorm_forward(gpu(), gx, gg, 1e-6f, yf, rf);
-      Tensor yc = at_off(DType::bf16);
+      Tensor yc = at_off(DType::bf16, off);
       ops::rmsnorm_forward(gpu(), gx, gg, 1e-6f, yc, rc);
       Tensor want = Tensor::empty({N, C}, DType::bf16);
       ops::bf16_round(cpu_ref(), download(yf), want);
@@ -104,12 +106,14 @@ TEST_CASE("loss: cross_entropy with BF16 dlogits") {
       if (N > 2) t.i32()[2] = int32_t(V);   // out of range: read as ignored on the GPU
       const Tensor gx = up(ar, x), gt = up(ar, t);
       // the F32 reference at the same element offset, so that both take the same kernel
-      // variant (4-wide or scalar split the row's statistics differently)
-      auto at_off = [&](DType dt) {
-        return ar.empty({N * V + off}, dt).slice0(off, N * V + off).view({N, V});
+      // variant (4-wide or scalar split the row's statistics differently); under
+      // DS_CUDA_FUSED=0 the codes are rounded from an aligned F32 temporary, so an aligned one
+      auto at_off = [&](DType dt, int64_t o) {
+        return ar.empty({N * V + o}, dt).slice0(o, N * V + o).view({N, V});
       };
-      Tensor l = ar.empty({N}), lc = ar.empty({N}), d = at_off(DType::f32);
-      Tensor dc = at_off(DType::bf16);
+      Tensor l = ar.empty({N}), lc = ar.empty({N});
+      Tensor d = at_off(DType::f32, ds::cuda::fused_ops() ? off : 0);
+      Tensor dc = at_off(DType::bf16, off);
       ops::cross_entropy_forward_backward(gpu(), gx, gt, 0.5f, l, d);
       ops::cross_entropy_forward_backward(gpu(), gx, gt, 0.5f, lc, dc);
       Tensor want = Tensor::empty({N, V}, DType::bf16);
