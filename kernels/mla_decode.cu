@@ -16,6 +16,7 @@
 // mla_decode_tc.cu instead (it shares the combine kernel below).
 // reference: spec §2.1; Dao et al., "Flash-Decoding for long-context inference" (2023).
 #include <algorithm>
+#include <atomic>
 
 #include "kernels/common.cuh"
 #include "kernels/mla_decode.cuh"
@@ -353,6 +354,19 @@ __global__ void __launch_bounds__(128)
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
+// Opts a kernel in to `bytes` of dynamic shared memory, once per larger size (each call costs
+// host time on every layer and step).
+template <typename Kernel>
+void opt_in_smem(Kernel* k, std::atomic<size_t>& done, size_t bytes) {
+  if (bytes <= done.load()) return;
+  DS_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  size_t prev = done.load();
+  while (prev < bytes && !done.compare_exchange_weak(prev, bytes)) {
+  }
+}
+
+std::atomic<size_t> g_simple_smem{0}, g_split_smem[2] = {};
+
 }  // namespace
 
 void mla_latent_attention(const float* q_lat, const float* q_pe, const float* ckv,
@@ -360,11 +374,15 @@ void mla_latent_attention(const float* q_lat, const float* q_pe, const float* ck
                           float* out, const MlaShape& s) {
   if (s.N == 0 || s.H == 0 || s.R == 0) return;
   const int64_t DP = (s.R + s.Dr + 3) / 4 * 4;
-  if (DP > kMaxDP || s.S == 0 || s.L == 0) {
-    const size_t smem = size_t(s.R) * sizeof(float);
-    DS_CUDA_CHECK(cudaFuncSetAttribute(mla_simple_kernel,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    mla_simple_kernel<<<unsigned(s.N * s.H), 128, smem, stream()>>>(
+  const int64_t CS = DP + ((4 - DP % 32) + 32) % 32;
+  const size_t smem =
+      sizeof(float) * (size_t(kMH) * DP + 2 * kMK * CS + 4 * kMH * kMK + kMK * kMH);
+  // The simple kernel for widths past the tiled one's, and where its tiles do not fit the
+  // device's shared memory (R 512 + Dr 64 needs 191 KiB: more than an A100's 163 KiB).
+  if (DP > kMaxDP || s.S == 0 || s.L == 0 || smem > size_t(mla_max_smem_optin())) {
+    const size_t ssmem = size_t(s.R) * sizeof(float);
+    opt_in_smem(mla_simple_kernel, g_simple_smem, ssmem);
+    mla_simple_kernel<<<unsigned(s.N * s.H), 128, ssmem, stream()>>>(
         q_lat, q_pe, ckv, kpe, slot, len, scale, out, int(s.H), int(s.R), int(s.Dr), int(s.S),
         int(s.L));
     DS_CUDA_LAUNCHED();
@@ -375,7 +393,7 @@ void mla_latent_attention(const float* q_lat, const float* q_pe, const float* ck
   a.scale = scale; a.out = out;
   a.H = int(s.H); a.R = int(s.R); a.Dr = int(s.Dr); a.S = int(s.S); a.L = int(s.L);
   a.DP = int(DP);
-  a.CS = a.DP + ((4 - a.DP % 32) + 32) % 32;
+  a.CS = int(CS);
   a.vec = s.R % 4 == 0 && s.Dr % 4 == 0 && aligned16(ckv) && aligned16(kpe);
   // One CTA per SM fits (shared memory): split keys into at most two full waves of CTAs
   // (floor, so no straggler wave), keeping at least kMinSplitKeys keys per split.
@@ -395,16 +413,12 @@ void mla_latent_attention(const float* q_lat, const float* q_pe, const float* ck
     a.pm = reinterpret_cast<float*>(base_ptr + po_bytes);
     a.pl = reinterpret_cast<float*>(base_ptr + po_bytes + pm_bytes);
   }
-  const size_t smem =
-      sizeof(float) * (size_t(kMH) * a.DP + 2 * kMK * a.CS + 4 * kMH * kMK + kMK * kMH);
   const dim3 grid(unsigned(s.N), unsigned(groups), unsigned(splits));
   if (cdiv(s.R, 4) <= 128) {
-    DS_CUDA_CHECK(cudaFuncSetAttribute(mla_split_kernel<1>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    opt_in_smem(mla_split_kernel<1>, g_split_smem[0], smem);
     mla_split_kernel<1><<<grid, kMT, smem, stream()>>>(a);
   } else {
-    DS_CUDA_CHECK(cudaFuncSetAttribute(mla_split_kernel<2>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    opt_in_smem(mla_split_kernel<2>, g_split_smem[1], smem);
     mla_split_kernel<2><<<grid, kMT, smem, stream()>>>(a);
   }
   DS_CUDA_LAUNCHED();

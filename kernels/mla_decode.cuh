@@ -38,5 +38,8 @@ bool mla_bf16_supported(int64_t R, int64_t Dr);
 // pm = -inf marks an empty split).
 void mla_combine(const float* po, const float* pm, const float* pl, float* out, int64_t N,
                  int64_t H, int64_t R, int64_t splits);
+// Internal: the device's opt-in shared memory per block in bytes (cached; the backend drives
+// one GPU).
+int mla_max_smem_optin();
 
 }  // namespace ds::cuda

@@ -62,16 +62,6 @@ struct TcArgs {
   int stages;                  // key tiles in the cp.async ring, 2..kMaxStages
 };
 
-int max_smem_optin() {
-  static const int v = [] {
-    int dev = 0, bytes = 0;
-    DS_CUDA_CHECK(cudaGetDevice(&dev));
-    DS_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    return bytes;
-  }();
-  return v;
-}
-
 __device__ __forceinline__ uint32_t su32(const void* p) { return ptx::smem_addr(p); }
 using namespace ptx;   // cp16 (zero-filling 16-byte cp.async), cp_commit/wait, ldsm4(t)
 // At most n (0..2) of this thread's newest copy groups still pending.
@@ -332,9 +322,19 @@ void launch(TcArgs a, int64_t N, int64_t L) {
 
 }  // namespace
 
+int mla_max_smem_optin() {
+  static const int v = [] {
+    int dev = 0, bytes = 0;
+    DS_CUDA_CHECK(cudaGetDevice(&dev));
+    DS_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    return bytes;
+  }();
+  return v;
+}
+
 bool mla_bf16_supported(int64_t R, int64_t Dr) {
   return R > 0 && Dr >= 0 && R % 16 == 0 && Dr % 16 == 0 && R + Dr <= (int64_t(1) << 20) &&
-         smem_bytes(1, 2, R + Dr) <= size_t(max_smem_optin());
+         smem_bytes(1, 2, R + Dr) <= size_t(mla_max_smem_optin());
 }
 
 void mla_latent_attention_bf16(const float* q_lat, const float* q_pe, const uint16_t* ckv,
@@ -346,7 +346,7 @@ void mla_latent_attention_bf16(const float* q_lat, const float* q_pe, const uint
     return;
   }
   const int64_t D = s.R + s.Dr;
-  const size_t cap = size_t(max_smem_optin());
+  const size_t cap = size_t(mla_max_smem_optin());
   // Heads: the fewest groups of at most kMaxHeads, each padded to m-tiles of 16; fewer heads
   // per CTA when q and two tiles do not fit.
   const int MT = head_mtiles(s.H, D, cap);

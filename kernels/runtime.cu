@@ -39,9 +39,13 @@ static bool ok(cudaError_t e, std::string* error) {
 }
 
 bool malloc_device(void** ptr, size_t bytes, std::string* error) {
+  bind_thread();
   return ok(cudaMalloc(ptr, bytes), error);
 }
-void free_device(void* ptr) { cudaFree(ptr); }
+void free_device(void* ptr) {
+  bind_thread();
+  cudaFree(ptr);
+}
 bool copy_to_device(void* dst, const void* src, size_t bytes, std::string* error) {
   bind_thread();
   return ok(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), error);
@@ -50,7 +54,10 @@ bool copy_to_host(void* dst, const void* src, size_t bytes, std::string* error) 
   bind_thread();
   return ok(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), error);
 }
-bool synchronize(std::string* error) { return ok(cudaDeviceSynchronize(), error); }
+bool synchronize(std::string* error) {
+  bind_thread();
+  return ok(cudaDeviceSynchronize(), error);
+}
 
 cudaStream_t stream() { return cudaStream_t(0); }   // the legacy default stream
 
@@ -144,7 +151,10 @@ void copy(void* dst, const void* src, size_t bytes) {
   if (bytes) DS_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
 }
 
-void sync() { DS_CUDA_CHECK(cudaStreamSynchronize(stream())); }
+void sync() {
+  bind_thread();
+  DS_CUDA_CHECK(cudaStreamSynchronize(stream()));
+}
 
 namespace {
 // Pinned staging for copy_to_device_async: a ring of slots, each reused only once the copy
@@ -229,8 +239,14 @@ void* timing_event_record() {
       t.free.pop_back();
     }
   }
+  bind_thread();
   if (!e) DS_CUDA_CHECK(cudaEventCreate(&e));   // timing enabled
-  DS_CUDA_CHECK(cudaEventRecord(e, stream()));
+  const cudaError_t err = cudaEventRecord(e, stream());
+  if (err != cudaSuccess) {   // back to the free list, not leaked
+    std::lock_guard<std::mutex> lock(t.mu);
+    t.free.push_back(e);
+  }
+  if (err != cudaSuccess) raise_cuda("cudaEventRecord", err, __FILE__, __LINE__);
   return e;
 }
 
