@@ -136,13 +136,14 @@ __device__ __forceinline__ void promote(float (&acc)[64], const float (&part)[64
     const float s0 = sa0 * sb, s1 = sa1 * sb;
 #pragma unroll
     for (int i = 0; i < 64; ++i) acc[i] = fmaf(part[i], (i & 2) ? s1 : s0, acc[i]);
-  } else {
+  } else {   // b 1x128 (rows_per_scale 1, launch): scale (n, kb) without scale_at's division
+    const float* bs = b.scales + kb;
 #pragma unroll
     for (int j = 0; j < 16; ++j)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int64_t n = n0 + j * 8 + 2 * t + e;
-        const float sb = scale_at(b, n < N ? n : N - 1, kb, sc);
+        const float sb = bs[(n < N ? n : N - 1) * sc];
         acc[4 * j + e] = fmaf(part[4 * j + e] * sa0, sb, acc[4 * j + e]);
         acc[4 * j + 2 + e] = fmaf(part[4 * j + 2 + e] * sa1, sb, acc[4 * j + 2 + e]);
       }
