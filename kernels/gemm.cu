@@ -53,7 +53,9 @@ void bf16_gemm_rm_bf16out_on(cublasHandle_t h, const uint16_t* a, const uint16_t
                              uint16_t* c, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
                              float alpha) {
   if (M == 0 || N == 0) return;
-  DS_CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
+  // FP32 sums rounded to BF16 once: no split-K partial sums reduced in BF16
+  DS_CUBLAS_CHECK(cublasSetMathMode(
+      h, cublasMath_t(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
   const ColMajorArgs g = col_major(M, N, K, ta, tb);
   const float beta = 0.0f;
   DS_CUBLAS_CHECK(cublasGemmEx_64(h, g.op_first, g.op_second, N, M, K, &alpha, b, CUDA_R_16BF,

@@ -212,7 +212,11 @@ void grouped_gemm_rm(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, 
   copy_to_device_async(dptr, ptrs.data(), ptrs.size() * sizeof(void*));
   auto** dp = static_cast<const void**>(dptr);
   cublasHandle_t h = cublas();
-  DS_CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
+  // BF16 outputs: FP32 sums rounded once (no split-K partial sums reduced in BF16)
+  DS_CUBLAS_CHECK(cublasSetMathMode(
+      h, c_bf16 ? cublasMath_t(CUBLAS_DEFAULT_MATH |
+                               CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)
+                : CUBLAS_DEFAULT_MATH));
   DS_CUBLAS_CHECK(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST));
   const cudaDataType_t t = bf16 ? CUDA_R_16BF : CUDA_R_32F;
   const cublasStatus_t s = cublasGemmGroupedBatchedEx(

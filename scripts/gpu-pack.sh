@@ -36,6 +36,10 @@ if [ ! -f "$D/data/manifest.json" ]; then
     --doc-split blank-line --force "$D/kjv.txt"
   rm -f "$D/kjv.txt"
 fi
+# The commit the binaries were built from (gpu-check.sh prints it: a stale pack shows)
+c=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD -- 2>/dev/null || c="$c with uncommitted changes"
+echo "$c" > "$P/COMMIT"
 du -sh "$P"/*
 mkdir -p gpu-carry
 # xz -9: a 64 MiB dictionary reaches across the binaries, which share most of their bytes (the

@@ -13,7 +13,11 @@
 // GEMMs on the same problem (fp8_gemm_nt_grouped for the row-split layouts, _kgrouped for the
 // weight gradients; each expert's rows padded to a multiple of 128, TFLOP/s counted over the
 // unpadded work like the BF16 figures), with the nmse of the op's kernel against the portable
-// one. Prints tables, then one JSON line per shape. Exits 77 without a GPU.
+// one. Prints tables, each row followed by its JSON line (a run cut short keeps the rows it
+// made). Exits 77 without a GPU.
+// Usage: bench_gemm [--without overlap|kernel|fp8-grouped]...: leaves out the FP8 GEMM's
+// overlapped main loop, our grouped BF16 kernel, the grouped FP8 GEMMs (opt-ins whose tests
+// failed: scripts/gpu-check.sh), their columns -1 in the JSON.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -37,6 +41,8 @@ namespace {
 
 using ds::Tensor;
 using ds::ops::Fp8Group;
+
+bool g_overlap = true, g_kernel = true, g_fp8_grouped = true;   // --without
 
 struct Shape3 {
   const char* name;
@@ -230,7 +236,7 @@ Fp8Timing time_grouped_fp8(const ds::ops::Context& gpu, const GroupedShape& s,
   return r;
 }
 
-void bench_grouped(const ds::ops::Context& gpu, std::vector<std::string>& json) {
+void bench_grouped(const ds::ops::Context& gpu) {
   using ds::cuda::GroupedGemmImpl;
   const std::vector<int64_t> rows = expert_rows();
   const auto [mn, mx] = std::minmax_element(rows.begin(), rows.end());
@@ -283,7 +289,7 @@ void bench_grouped(const ds::ops::Context& gpu, std::vector<std::string>& json) 
       ds::cuda::grouped_gemm_rm(d.data(), kExperts, ta, tb, true, 1.0f, beta);
     };
     descs(c);
-    const bool fits = ds::cuda::grouped_bf16_kernel_fits(d.data(), kExperts, ta, tb);
+    const bool fits = g_kernel && ds::cuda::grouped_bf16_kernel_fits(d.data(), kExperts, ta, tb);
     // Results from a zero c (beta 1 for the weight gradients), then the timings.
     check(cudaMemset(cref.data<float>(), 0, size_t(cref.numel()) * 4), "memset");
     check(cudaMemset(c.data<float>(), 0, size_t(c.numel()) * 4), "memset");
@@ -315,7 +321,7 @@ void bench_grouped(const ds::ops::Context& gpu, std::vector<std::string>& json) 
     const double flop = 2.0 * double(M) * double(s.N) * double(K);
     const auto tf = [&](double ms) { return std::isnan(ms) ? -1.0 : flop / (ms * 1e-3) / 1e12; };
     const double speedup = std::isnan(t_k) ? -1.0 : t_cb / t_k;
-    const Fp8Timing f8 = time_grouped_fp8(gpu, s, rows);
+    const Fp8Timing f8 = g_fp8_grouped ? time_grouped_fp8(gpu, s, rows) : Fp8Timing{NAN, NAN};
     std::printf("%-24s %5lld %5lld %5lld | %11.1f %11.1f %7.2f | %9.2e | %8.1f %9.2e | %11.1f%s\n",
                 s.name, (long long)M, (long long)s.N, (long long)K, tf(t_cb), tf(t_k), speedup,
                 e_k, tf(f8.ms), f8.nmse, tf(t_b16),
@@ -331,16 +337,28 @@ void bench_grouped(const ds::ops::Context& gpu, std::vector<std::string>& json) 
                   "\"bf16_out_native\":%d}",
                   s.name, kExperts, (long long)M, (long long)s.N, (long long)K, int(ta), int(tb),
                   tf(t_cb), tf(t_k), speedup, t_cb, std::isnan(t_k) ? -1.0 : t_k,
-                  std::isnan(e_k) ? -1.0 : e_k, tf(f8.ms), f8.ms, f8.nmse, tf(t_b16),
+                  std::isnan(e_k) ? -1.0 : e_k, tf(f8.ms), std::isnan(f8.ms) ? -1.0 : f8.ms,
+                  std::isnan(f8.nmse) ? -1.0 : f8.nmse, tf(t_b16),
                   int(ds::cuda::grouped_gemm_native(true, true)));
-    json.push_back(buf);
+    std::printf("%s\n", buf);
+    std::fflush(stdout);
   }
   ds::cuda::set_grouped_gemm_impl(before);
 }
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string f = argv[i], v = i + 1 < argc ? argv[i + 1] : "";
+    if (f != "--without" || (v != "overlap" && v != "kernel" && v != "fp8-grouped")) {
+      std::fprintf(stderr, "bench_gemm: unknown argument %s %s (--without overlap|kernel|"
+                   "fp8-grouped)\n", f.c_str(), v.c_str());
+      return 2;
+    }
+    (v == "overlap" ? g_overlap : v == "kernel" ? g_kernel : g_fp8_grouped) = false;
+    ++i;
+  }
   if (ds::cuda::device_count() == 0) {
     std::fprintf(stderr, "ds_bench_gemm: no CUDA device, nothing to measure\n");
     return 77;
@@ -352,7 +370,6 @@ int main() {
   std::printf("%-22s %6s %6s %6s | %9s %11s %11s %11s | %10s %10s %10s\n", "shape", "M", "N",
               "K", "bf16 TF/s", "fp8 wgmma", "fp8 overlap", "fp8 portab", "nmse wgmma",
               "nmse ovlp", "nmse port");
-  std::vector<std::string> json;
   for (const Shape3& s : kShapes) {
     const int64_t M = s.M, N = s.N, K = s.K;
     const double flop = 2.0 * double(M) * double(N) * double(K);
@@ -390,6 +407,7 @@ int main() {
     if (ds::cuda::fp8_gemm_nt_sm90_supported(oa, ob, M, N, K)) {
       const bool was = ds::cuda::fp8_gemm_overlap();
       for (const bool overlap : {false, true}) {   // the two main loops, side by side
+        if (overlap && !g_overlap) continue;
         ds::cuda::set_fp8_gemm_overlap(overlap);
         double& t = overlap ? t_ov : t_wg;
         t = median_ms([&] { ds::cuda::fp8_gemm_nt_sm90(oa, ob, c8.data<float>(), M, N, K); });
@@ -418,9 +436,9 @@ int main() {
                   std::isnan(t_wg) ? -1.0 : tf(t_wg), std::isnan(t_ov) ? -1.0 : tf(t_ov),
                   tf(t_fb), t_bf16, std::isnan(t_wg) ? -1.0 : t_wg, std::isnan(t_ov) ? -1.0 : t_ov,
                   t_fb, std::isnan(e_wg) ? -1.0 : e_wg, std::isnan(e_ov) ? -1.0 : e_ov, e_fb);
-    json.push_back(buf);
+    std::printf("%s\n", buf);
+    std::fflush(stdout);
   }
-  bench_grouped(gpu, json);
-  for (const auto& j : json) std::printf("%s\n", j.c_str());
+  bench_grouped(gpu);
   return 0;
 }

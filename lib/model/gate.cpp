@@ -46,6 +46,9 @@ double Gate::balance_loss(const ops::Context& ctx, GateSaved& s, int64_t n_seq, 
                           float alpha, float grad_scale, bool want_grad) const {
   DS_CHECK(n_seq * seq_len == s.scores.size(0), "balance loss: {} x {} tokens for {} rows",
            n_seq, seq_len, s.scores.size(0));
+  // Nothing to compute for inference without the loss (generation, rollouts, scoring): on the
+  // GPU that is four kernels and a wait for the host per MoE layer and decode step.
+  if (alpha == 0.0f && !want_grad) return 0.0;
   Tensor none;
   if (want_grad) s.dscores = empty_f32(ctx, s.scores.shape());
   const double loss = ops::moe_balance_loss(ctx, s.scores, s.idx, int(n_seq), int(seq_len), alpha,

@@ -39,13 +39,17 @@ def write_exe(path, text):
     os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
-# A doctest binary: the wgmma attention's group fails, every other group passes.
+# A doctest binary: the wgmma attention's group fails, the runtime group's filter matches no
+# test (doctest then passes: a stale pack), every other group passes.
 TEST_STUB = """#!/usr/bin/env bash
 case "$*" in
   *"--test-case=gpu attention wgmma"*)
     echo "[doctest] test cases: 2 | 1 passed | 1 failed | 0 skipped"
     echo "[doctest] assertions: 9 | 8 passed | 1 failed |"
     echo "ERROR: CHECK( nmse < 1e-4 ) is NOT correct!"; exit 1;;
+  *"--test-case=gpu runtime:"*)
+    echo "[doctest] test cases: 0 | 0 passed | 0 failed | 0 skipped"
+    echo "[doctest] assertions: 0 | 0 passed | 0 failed |"; exit 0;;
 esac
 echo "[doctest] test cases: 3 | 3 passed | 0 failed | 0 skipped"
 echo "[doctest] assertions: 12 | 12 passed | 0 failed |"
@@ -130,23 +134,43 @@ def main():
                 print(f"check_gpu_check: {' '.join(cmd[:2])} failed: {p.stderr.strip()}",
                       file=sys.stderr)
                 return 1
-        env = dict(os.environ, GPU_PACK=pack, OUT=out, PATH=fake_path + ":" + os.environ["PATH"],
-                   PYTHONDONTWRITEBYTECODE="1")
-        p = subprocess.run(["bash", SCRIPT, "--quick"], capture_output=True, text=True, env=env,
-                           cwd=ROOT, timeout=600)
-        text = p.stdout + p.stderr
+        def run(out_dir, **extra):   # the script's output, its summary rows, the summary
+            env = dict(os.environ, GPU_PACK=pack, OUT=out_dir,
+                       PATH=fake_path + ":" + os.environ["PATH"], PYTHONDONTWRITEBYTECODE="1",
+                       **extra)
+            p = subprocess.run(["bash", SCRIPT, "--quick"], capture_output=True, text=True,
+                               env=env, cwd=ROOT, timeout=600)
+            text = p.stdout + p.stderr
+            check(p.returncode == 0, f"gpu-check.sh exit {p.returncode} ({extra})")
+            for bad in ("unbound variable", "command not found", "syntax error", "Traceback",
+                        "No such file"):
+                check(bad not in text, f"the output has '{bad}' ({extra})")
+            summary = text.split("==================== gpu-check summary:", 1)
+            check(len(summary) == 2, f"no summary ({extra})")
+            check(text.rstrip().splitlines()[-1].startswith("total "),
+                  f"the summary is not last ({extra})")
+            found = {}
+            for line in (summary[1] if len(summary) == 2 else "").splitlines()[1:]:
+                m = re.match(r"^(.+?)\s+(PASS|FAIL\d*|INFO|SKIP|MISS)\s+(.*)$", line)
+                if m:
+                    found[m.group(1).strip()] = (m.group(2), m.group(3))
+            return text, found, summary
+
+        # Out of time: with a 20 s budget the tests run, then every step that would get too
+        # little time is skipped with a row saying so (not a failure), and the summary comes.
+        short_text, short_rows, _ = run(os.path.join(d, "short"), GPU_CHECK_BUDGET="20")
+        for name in ("train step 1b bf16 (ds)", "train step 1b bf16 (ds, inputs not shared)",
+                     "train step 1b bf16 (ds, all opt-ins)", "train step 1b bf16 (PyTorch)",
+                     "bench_gemm", "bench_losses"):
+            got = short_rows.get(name)
+            check(got is not None and got[0] == "SKIP" and "out of time" in got[1],
+                  f"budget 20 s: row '{name}' is {got}, expected SKIP out of time")
+        check(not any(st.startswith("FAIL124") for st, _ in short_rows.values()),
+              "budget 20 s: a step was killed at its limit instead of skipped")
+
+        text, rows, summary = run(out)
         with open(os.path.join(d, "console.txt"), "w") as f:
             f.write(text)
-        check(p.returncode == 0, f"gpu-check.sh exit {p.returncode}")
-        for bad in ("unbound variable", "command not found", "syntax error", "Traceback"):
-            check(bad not in text, f"the output has '{bad}'")
-        summary = text.split("==================== gpu-check summary:", 1)
-        check(len(summary) == 2, "no summary")
-        rows = {}
-        for line in (summary[1] if len(summary) == 2 else "").splitlines()[1:]:
-            m = re.match(r"^(.+?)\s+(PASS|FAIL\d*|INFO|SKIP|MISS)\s+(.*)$", line)
-            if m:
-                rows[m.group(1).strip()] = (m.group(2), m.group(3))
 
         def row(name, status, *parts):
             got = rows.get(name)
@@ -179,6 +203,8 @@ def main():
         row("train step 1b bf16 (ds, all opt-ins)", "INFO", "130.0 ms",
             "with: kernel bf16-outputs grouped-fp8", "left out, tests failed: DS_ATTENTION=wgmma")
         row("ds_test_backend_ops-ops-fp8-quant", "PASS")
+        row("ds_test_backend_ops-ops-runtime", "FAIL", "no test case ran")
+        check("pack built from commit" in summary[-1], "the summary does not name the pack")
         row("ds_test_backend_ops-ops-fp8-overlap", "PASS")
         row("ds-pretrain tiny cuda", "PASS")
         row("ds-pretrain tiny cpu", "PASS")
@@ -194,10 +220,16 @@ def main():
         row("ds-eval generate cuda vs cpu", "INFO", "0 of 100 greedy answers differ")
         row("ds-rl arith cuda", "PASS")
         row("ds-rl arith cpu", "PASS")
-        row("ds-rl step 1 cuda | cpu", "INFO", "reward")
+        row("ds-rl step 1 cuda | cpu", "INFO", "reward", "entropy", "no-signal groups")
+        # the step must carry a gradient (a zero on both devices would compare nothing)
+        rl = rows.get("ds-rl step 1 cuda | cpu", ("", ""))[1]
+        gn = re.search(r"grad norm (\S+) \| (\S+),", rl)
+        check(gn is not None and gn.group(1) == gn.group(2) and float(gn.group(1)) > 0,
+              f"ds-rl step 1 grad norms {gn.groups() if gn else None}")
         row("ds-convert-fp8 quantize cuda vs cpu", "INFO", "identical safetensors")
-        check(text.rstrip().splitlines()[-1].startswith("total "), "the summary is not last")
         if failures:
+            print("gpu-check.sh output with a 20 s budget (last 40 lines):")
+            print("\n".join(short_text.splitlines()[-40:]))
             print("gpu-check.sh output (last 60 lines):")
             print("\n".join(text.splitlines()[-60:]))
     for f in failures:

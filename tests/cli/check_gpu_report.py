@@ -47,6 +47,9 @@ with tempfile.TemporaryDirectory() as d:
                  "gbytes_per_s": 25.0, "gflops": 150000.0}]}}
     write(d, "bench_train.txt", [step, prof], "train step 1b bf16 ...\n")
     write(d, "bench_train_b16out.txt", [dict(step, step_ms=300.25)])
+    write(d, "bench_torch.txt", [{"bench": "train_step", "impl": "torch", "device": "cuda",
+                                  "step_ms": 700.0, "tokens_per_s": 23405.7, "mfu": 0.0401,
+                                  "max_mem_gib": 48.25}], "torch 2.11 bf16-autocast ...\n")
     write(d, "bench_attention.txt", [
         {"bench": "attention", "precision": "bf16", "B": 2, "T": 4096, "H": 16, "Dk": 192,
          "Dv": 128, "fwd_ms": 1.07, "fwd_tflops": 160.0, "bwd_ms": 3.74, "bwd_tflops": 115.0},
@@ -61,6 +64,9 @@ with tempfile.TemporaryDirectory() as d:
     check("commit abc1234" in out and "2026-12-01" in out, "header lacks date/commit")
     check("| default | bf16 | 321.5 | 50960 | 87.2 | 8.8% | 33.3 |" in out,
           "default step row missing:\n" + out)
+    check("| PyTorch | bf16 autocast | 700.0 | 23406 | – | 4.0% | 48.2 |" in out or
+          "| PyTorch | bf16 autocast | 700.0 | 23406 | – | 4.0% | 48.3 |" in out,
+          "PyTorch row missing:\n" + out)
     check("| expert outputs BF16 | bf16 | 300.2 |" in out or
           "| expert outputs BF16 | bf16 | 300.3 |" in out, "variant row missing")
     check("| grouped_matmul | 96 | 80.00 | 25.0% | 20.00 | 250 | 400.0 |" in out,

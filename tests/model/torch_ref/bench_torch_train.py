@@ -347,7 +347,7 @@ def main():
     peak = args.peak or flops.H100_BF16_DENSE_PEAK
     tps = ntok / med
     rec = {
-        "impl": "torch", "device": args.device, "dtype": args.dtype,
+        "bench": "train_step", "impl": "torch", "device": args.device, "dtype": args.dtype,
         "preset": args.config or args.preset, "batch": args.batch, "seq": args.seq,
         "tokens_per_s": tps, "step_ms": med * 1e3, "tflops": fpt * tps / 1e12,
         "mfu": fpt * tps / peak, "peak_tflops": peak / 1e12,
