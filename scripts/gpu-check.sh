@@ -17,8 +17,9 @@
 # the run stays under 8 minutes with the unpacking and the device call's margin); a step that
 # would get too little time is skipped with an "out of time" row, so a run cut short still
 # reports the rows that matter most, which come first. --quick took 116 s on 2026-11-30
-# (commit 1479fb2), with 4 test processes and one step benchmark; there are now about 20 and
-# 12 (a static estimate, not measured: 300-460 s).
+# (commit 1479fb2), with 4 test processes and one step benchmark; there are now about 20 test
+# processes, the step benchmark, and one more process that times every switch's step on one
+# model (a static estimate, not measured: 250-400 s).
 # Usage: bash scripts/gpu-check.sh [--quick]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -202,48 +203,18 @@ for prec in bf16 fp8; do
   if [ "$rc" = skipped ]; then row "train step 1b $prec (ds)" SKIP "out of time"
   else row "train step 1b $prec (ds)" INFO "${l:-failed (rc $rc), see bench_train_profile.txt}"; fi
 done
-# One more run of the 1b step and its rows: step_variant LABEL FILE PRECISION[,PRECISION]
-# [VAR=VALUE ...] [-- bench_train_step flags].
-step_variant() {
-  local label=$1 file=$2 prec=$3 l p t=60; shift 3
-  local envs=()
-  while [ $# -gt 0 ] && [ "$1" != -- ]; do envs+=("$1"); shift; done
-  [ $# -gt 0 ] && shift
-  case $prec in *,*) t=90;; esac
-  if [ "$(limit $t)" -lt 20 ]; then   # under 20 s cannot build the model and time a step
-    for p in ${prec//,/ }; do row "train step 1b $p (ds, $label)" SKIP "out of time"; done
-    return
-  fi
-  # one warm-up step: the process's first (pool growth, cuBLAS heuristics); the main run's
-  # second warm-up step showed no difference worth its time
-  env ${envs[@]+"${envs[@]}"} timeout "$(limit $t)" "$BIN/bench_train_step" --preset 1b \
-    --batch 4 --seq 4096 --precision "$prec" --steps "$NS" --warmup 1 "$@" > "$O/$file" 2>&1
-  for p in ${prec//,/ }; do
-    l=$(grep "^train step 1b $p " "$O/$file" | head -1 | sed 's/^train step 1b //')
-    row "train step 1b $p (ds, $label)" INFO "${l:-failed, see $file}"
-  done
-}
 # A failed step is run again with DS_CUDA_FUSED=0 (the per-tensor paths measured on the H200)
-# and every Linear rounding its own input (--share-inputs 0, as there).
+# and every Linear rounding its own input (--share-inputs 0, as there): a process of its own.
 if [ "$rc" != skipped ] && ! grep -q "^train step 1b bf16" "$O/bench_train.txt" 2>/dev/null; then
-  step_variant unfused bench_train_unfused.txt bf16 DS_CUDA_FUSED=0 -- --share-inputs 0
+  if room 60 20; then
+    DS_CUDA_FUSED=0 timeout "$(limit 60)" "$BIN/bench_train_step" --preset 1b --batch 4 \
+      --seq 4096 --precision bf16 --steps "$NS" --warmup 1 --share-inputs 0 \
+      > "$O/bench_train_unfused.txt" 2>&1
+    l=$(grep "^train step 1b bf16 " "$O/bench_train_unfused.txt" | head -1 |
+      sed 's/^train step 1b //')
+    row "train step 1b bf16 (ds, unfused)" INFO "${l:-failed, see bench_train_unfused.txt}"
+  else row "train step 1b bf16 (ds, unfused)" SKIP "out of time"; fi
 fi
-# The same BF16 step, side by side with the default above:
-# - every Linear rounding its own input (the activations' BF16 operands not made once);
-step_variant "inputs not shared" bench_train_noshare.txt bf16 -- --share-inputs 0
-# - the attention's q, k, v F32 (converted inside the attention), not BF16 from their producers;
-step_variant "attention inputs F32" bench_train_attnf32.txt bf16 -- --attention-inputs 0
-# - every MLP's gate_proj and up_proj (the routed experts' grouped GEMMs too) as two GEMMs,
-#   not one over the stacked matrices;
-step_variant "gate/up apart" bench_train_apart.txt bf16 -- --stacked-gate-up 0
-# - sums into existing tensors through a temporary and an add_, not by the GEMMs (MLA's input
-#   gradients, the routers'; in fp8 also every FP8 Linear's Wgrad);
-step_variant "sums by add_" bench_train_noacc.txt bf16,fp8 -- --gemm-accumulate 0
-# - the operand cache cleared at the optimizer step, not refreshed by AdamW (which writes the
-#   next step's BF16 weight operands with the update);
-step_variant "operands re-rounded" bench_train_norefresh.txt bf16 -- --operand-refresh 0
-# - the routed experts' per-expert cuBLAS calls on one stream instead of 4 side streams;
-step_variant "experts on 1 stream" bench_train_1stream.txt bf16 DS_GROUPED_GEMM_STREAMS=1
 # The opt-ins run only where their test groups passed: a kernel that failed its tests gives
 # no meaningful time, and one that faults or hangs would spend the run's budget.
 passed() {   # passed GROUP...: every group ran and passed
@@ -255,52 +226,116 @@ T_WGMMA=(ds_test_backend_ops-ops-attn-wgmma)
 T_B16OUT=(ds_test_backend_ops-ops-bf16-outputs ds_test_model_gpu-model-bf16-outputs)
 T_FP8G=(ds_test_backend_ops-ops-fp8-quant ds_test_backend_ops-ops-fp8-grouped
         ds_test_model_gpu-model-fp8-grouped)
-optin() {   # optin LABEL FILE PRECISION GROUPS_ARRAY_NAME [step_variant arguments...]
-  local label=$1 file=$2 prec=$3
-  local -n groups=$4
-  shift 4
-  if passed "${groups[@]}"; then step_variant "$label" "$file" "$prec" "$@"
-  else row "train step 1b $prec (ds, $label)" SKIP "not run: its tests did not all pass"; fi
+# Every switch's step in ONE process (bench_train_step --variant: the model built and uploaded
+# once), each variant's lines then copied to a file of its own for the rows, the verdicts
+# and gpu-report.py. First the same default step again (the verdicts compare within this
+# process), then the opt-ins whose tests passed, then the defaults switched off.
+V_LABEL=(); V_FILE=(); V_PREC=(); V_SPEC=()
+variant() {   # variant LABEL FILE PRECISION(bf16, fp8, bf16+fp8) KEY=VALUE,...
+  V_LABEL+=("$1"); V_FILE+=("$2"); V_PREC+=("$3"); V_SPEC+=("$4")
 }
+optin() {   # optin LABEL FILE PRECISION GROUPS_ARRAY_NAME KEY=VALUE,...
+  local -n groups=$4
+  if passed "${groups[@]}"; then variant "$1" "$2" "$3" "$5"
+  else row "train step 1b $3 (ds, $1)" SKIP "not run: its tests did not all pass"; fi
+}
+variant baseline bench_train_vbase.txt bf16+fp8 ""
+# - the attention on the wgmma kernels (opt-in);
+optin "wgmma attention" bench_train_attn.txt bf16 T_WGMMA attention=wgmma
 # - the routed experts through our grouped GEMM kernel (opt-in);
-optin "own grouped" bench_train_kernel.txt bf16 T_KERNEL DS_GROUPED_GEMM=kernel
-# - the attention on the wgmma kernels (opt-in).
-optin "wgmma attention" bench_train_attn.txt bf16 T_WGMMA DS_ATTENTION=wgmma
+optin "own grouped" bench_train_kernel.txt bf16 T_KERNEL grouped-gemm=kernel
 # - the routed experts' GEMM outputs as BF16 (opt-in, a numerics change: cuBLAS's grouped
-#   GEMM then takes their forward and input-gradient GEMMs in one call each).
-optin "expert outputs BF16" bench_train_b16out.txt bf16 T_B16OUT -- --expert-outputs 1
-# The FP8 step with the routed experts as grouped FP8 GEMMs over the padded layout (opt-in).
-optin "grouped FP8" bench_train_fp8g.txt fp8 T_FP8G -- --grouped-experts 1
-# Every opt-in whose tests passed at once (our grouped GEMM, the wgmma attention, the bf16
-# step's experts with BF16 outputs, whose forward and input-gradient GEMMs then take cuBLAS;
-# the FP8 step also with grouped FP8 experts), with the per-op profile of what is left.
-all_env=(); all_flags=(); all_in=(); all_out=()
-if passed "${T_KERNEL[@]}"; then all_env+=(DS_GROUPED_GEMM=kernel); all_in+=(kernel)
+#   GEMM then takes their forward and input-gradient GEMMs in one call each);
+optin "expert outputs BF16" bench_train_b16out.txt bf16 T_B16OUT expert-outputs=1
+# - the FP8 step with the routed experts as grouped FP8 GEMMs over the padded layout (opt-in);
+optin "grouped FP8" bench_train_fp8g.txt fp8 T_FP8G grouped-experts=1
+# - every opt-in whose tests passed at once (the bf16 step's experts with BF16 outputs, whose
+#   forward and input-gradient GEMMs then take cuBLAS; the FP8 step also with grouped FP8
+#   experts), with the per-op profile of what is left;
+all_spec="profile=1"; all_in=(); all_out=()
+if passed "${T_KERNEL[@]}"; then all_spec+=",grouped-gemm=kernel"; all_in+=(kernel)
 else all_out+=(DS_GROUPED_GEMM=kernel); fi
-if passed "${T_WGMMA[@]}"; then all_env+=(DS_ATTENTION=wgmma); all_in+=(wgmma)
+if passed "${T_WGMMA[@]}"; then all_spec+=",attention=wgmma"; all_in+=(wgmma)
 else all_out+=(DS_ATTENTION=wgmma); fi
-if passed "${T_B16OUT[@]}"; then all_flags+=(--expert-outputs 1); all_in+=(bf16-outputs)
+if passed "${T_B16OUT[@]}"; then all_spec+=",expert-outputs=1"; all_in+=(bf16-outputs)
 else all_out+=(--expert-outputs); fi
-if passed "${T_FP8G[@]}"; then all_flags+=(--grouped-experts 1); all_in+=(grouped-fp8)
+if passed "${T_FP8G[@]}"; then all_spec+=",grouped-experts=1"; all_in+=(grouped-fp8)
 else all_out+=(--grouped-experts); fi
 all_note="with: ${all_in[*]:-none}${all_out[*]:+; left out, tests failed: ${all_out[*]}}"
-if [ ${#all_in[@]} = 0 ] || ! room 90 25; then
-  [ ${#all_in[@]} = 0 ] || all_note="out of time"
+if [ ${#all_in[@]} = 0 ]; then
   for prec in bf16 fp8; do row "train step 1b $prec (ds, all opt-ins)" SKIP "$all_note"; done
-else
-  env ${all_env[@]+"${all_env[@]}"} timeout "$(limit 90)" "$BIN/bench_train_step" --preset 1b \
-    --batch 4 --seq 4096 --precision bf16,fp8 ${all_flags[@]+"${all_flags[@]}"} \
-    --steps "$NS" --warmup 2 --profile 1 > "$O/bench_train_all.txt" \
-    2> "$O/bench_train_all_profile.txt"
-  grep -E "^(profile|GEMM share|[a-z_0-9]+ +[a-z_]+ +[0-9]+ )" "$O/bench_train_all_profile.txt" \
-    | head -40
-  for prec in bf16 fp8; do
-    l=$(grep "^train step 1b $prec" "$O/bench_train_all.txt" | head -1 | sed 's/^train step 1b //')
-    row "train step 1b $prec (ds, all opt-ins)" INFO "${l:-failed, see bench_train_all.txt} [$all_note]"
+else variant "all opt-ins" bench_train_all.txt bf16+fp8 "$all_spec"; fi
+# - every Linear rounding its own input (the activations' BF16 operands not made once);
+variant "inputs not shared" bench_train_noshare.txt bf16 share-inputs=0
+# - the attention's q, k, v F32 (converted inside the attention), not BF16 from their producers;
+variant "attention inputs F32" bench_train_attnf32.txt bf16 attention-inputs=0
+# - every MLP's gate_proj and up_proj (the routed experts' grouped GEMMs too) as two GEMMs,
+#   not one over the stacked matrices;
+variant "gate/up apart" bench_train_apart.txt bf16 stacked-gate-up=0
+# - sums into existing tensors through a temporary and an add_, not by the GEMMs (MLA's input
+#   gradients, the routers'; in fp8 also every FP8 Linear's Wgrad);
+variant "sums by add_" bench_train_noacc.txt bf16+fp8 gemm-accumulate=0
+# - the operand cache cleared at the optimizer step, not refreshed by AdamW (which writes the
+#   next step's BF16 weight operands with the update);
+variant "operands re-rounded" bench_train_norefresh.txt bf16 operand-refresh=0
+# - the routed experts' per-expert cuBLAS calls on one stream instead of 4 side streams.
+variant "experts on 1 stream" bench_train_1stream.txt bf16 streams=1
+# Run them; a process that dies (a fault in one variant poisons the CUDA context) is started
+# again without the variant it died in, while there is time.
+VO=$O/bench_train_variants.txt
+: > "$VO"
+declare -A V_NOTE   # label -> why it has no time
+todo=("${!V_LABEL[@]}")
+for attempt in 1 2 3; do
+  [ ${#todo[@]} = 0 ] && break
+  if ! room 300 25; then
+    for i in "${todo[@]}"; do V_NOTE[${V_LABEL[$i]}]="out of time"; done
+    todo=(); break
+  fi
+  args=()
+  for i in "${todo[@]}"; do args+=(--variant "${V_LABEL[$i]}:precision=${V_PREC[$i]},${V_SPEC[$i]}"); done
+  # one warm-up step a variant: the process's first step pays for pool growth and cuBLAS
+  # heuristics, the main run's second warm-up step showed no difference worth its time
+  timeout "$(limit 300)" "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 \
+    --steps "$NS" --warmup 1 "${args[@]}" >> "$VO" 2>> "$O/bench_train_variants_err.txt"
+  vrc=$?
+  echo "bench_train_step (variants, attempt $attempt) rc=$vrc"
+  left=()
+  for i in "${todo[@]}"; do
+    n=$(grep -cF "[variant ${V_LABEL[$i]}]" "$VO" | head -1)
+    # every precision of the variant printed: done
+    [ "$n" -ge "$(echo "${V_PREC[$i]}" | tr '+' '\n' | wc -l)" ] 2>/dev/null || left+=("$i")
   done
-fi
-# Verdicts on the switches: each path's tests and its step time beside the other setting's
-# (rows "switch: ..."), what a session needs to decide which defaults to flip.
+  [ "$vrc" = 0 ] && [ ${#left[@]} = 0 ] && { todo=(); break; }
+  if [ ${#left[@]} -gt 0 ]; then
+    if [ "$vrc" = 124 ]; then   # the time limit: nothing to rerun
+      for i in "${left[@]}"; do V_NOTE[${V_LABEL[$i]}]="out of time"; done
+      todo=(); break
+    fi
+    V_NOTE[${V_LABEL[${left[0]}]}]="the process died in it (rc $vrc)"
+    todo=("${left[@]:1}")
+  else todo=(); fi
+done
+for i in "${todo[@]}"; do V_NOTE[${V_LABEL[$i]}]="not run (the process kept dying)"; done
+grep -A45 -F "[variant all opt-ins]" "$O/bench_train_variants_err.txt" 2>/dev/null |
+  grep -E "^(profile|GEMM share|[a-z_0-9]+ +[a-z_]+ +[0-9]+ )" | head -40
+for i in "${!V_LABEL[@]}"; do
+  lab=${V_LABEL[$i]}
+  { grep -F "[variant $lab]" "$VO"; grep -F "\"variant\":\"$lab\"" "$VO"; } > "$O/${V_FILE[$i]}"
+  for p in $(echo "${V_PREC[$i]}" | tr '+' ' '); do
+    l=$(grep "^train step 1b $p " "$O/${V_FILE[$i]}" | head -1 |
+      sed -e 's/^train step 1b //' -e 's/ \[variant .*\]$//')
+    name="train step 1b $p (ds, $lab)"
+    [ "$lab" = baseline ] && name="train step 1b $p (ds, default again, variants' process)"
+    [ "$lab" = "all opt-ins" ] && l="${l:+$l [$all_note]}"
+    if [ -n "$l" ]; then row "$name" INFO "$l"
+    elif [ "${V_NOTE[$lab]:-}" = "out of time" ]; then row "$name" SKIP "out of time"
+    else row "$name" FAIL "${V_NOTE[$lab]:-no result}, see bench_train_variants_err.txt"; fi
+  done
+done
+# Verdicts on the switches: each path's tests and its step time beside the other setting's,
+# both from the variants' process (rows "switch: ..."), what a session needs to decide which
+# defaults to flip.
 step_ms() {   # step_ms FILE PRECISION: the step's median ms, or nothing
   grep -m1 "^train step 1b $2 " "$O/$1" 2>/dev/null | sed -nE 's/^[^:]*: ([0-9.]+) ms.*/\1/p'
 }
@@ -321,33 +356,30 @@ verdict() {   # verdict LABEL TEST_GROUPS(comma-separated) FILE_WITHOUT FILE_WIT
   fi
   row "switch: $1" INFO "$p tests $t; without ${off:-?} ms, with ${on:-?} ms: $v"
 }
+B0=bench_train_vbase.txt   # the default step in the variants' process
 verdict "DS_GROUPED_GEMM=kernel (opt-in)" \
-  ds_test_backend_ops-ops-grouped,ds_test_model_gpu-model-kernel bench_train.txt \
-  bench_train_kernel.txt
-verdict "DS_ATTENTION=wgmma (opt-in)" ds_test_backend_ops-ops-attn-wgmma bench_train.txt \
-  bench_train_attn.txt
+  ds_test_backend_ops-ops-grouped,ds_test_model_gpu-model-kernel $B0 bench_train_kernel.txt
+verdict "DS_ATTENTION=wgmma (opt-in)" ds_test_backend_ops-ops-attn-wgmma $B0 bench_train_attn.txt
 verdict "grouped FP8 experts (opt-in)" \
   ds_test_backend_ops-ops-fp8-quant,ds_test_backend_ops-ops-fp8-grouped,ds_test_model_gpu-model-fp8-grouped \
-  bench_train.txt \
-  bench_train_fp8g.txt fp8
+  $B0 bench_train_fp8g.txt fp8
 verdict "expert outputs BF16 (opt-in; numerics: outputs rounded to BF16)" \
-  ds_test_backend_ops-ops-bf16-outputs,ds_test_model_gpu-model-bf16-outputs bench_train.txt \
+  ds_test_backend_ops-ops-bf16-outputs,ds_test_model_gpu-model-bf16-outputs $B0 \
   bench_train_b16out.txt
 verdict "AdamW writes the next step's BF16 operands (default)" \
-  ds_test_backend_ops-ops-multi,ds_test_model_gpu-model bench_train_norefresh.txt bench_train.txt
+  ds_test_backend_ops-ops-multi,ds_test_model_gpu-model bench_train_norefresh.txt $B0
 verdict "side streams (default)" ds_test_backend_ops-ops-grouped,ds_test_model_gpu-model \
-  bench_train_1stream.txt bench_train.txt
+  bench_train_1stream.txt $B0
 verdict "BF16 attention inputs (default)" ds_test_backend_ops-ops-new,ds_test_model_gpu-model \
-  bench_train_attnf32.txt bench_train.txt
+  bench_train_attnf32.txt $B0
 verdict "shared GEMM inputs (default)" ds_test_backend_ops-ops-new,ds_test_model_gpu-model \
-  bench_train_noshare.txt bench_train.txt
+  bench_train_noshare.txt $B0
 verdict "stacked gate/up (default)" ds_test_backend_ops-ops-new,ds_test_model_gpu-model \
-  bench_train_apart.txt bench_train.txt
+  bench_train_apart.txt $B0
 verdict "sums by the GEMM (default)" \
-  ds_test_backend_ops-ops-verified,ds_test_model_gpu-model bench_train_noacc.txt bench_train.txt
+  ds_test_backend_ops-ops-verified,ds_test_model_gpu-model bench_train_noacc.txt $B0
 verdict "sums by the GEMM, fp8 step (FP8 Wgrad by the k-grouped GEMM too; default)" \
-  ds_test_backend_ops-ops-fp8-grouped,ds_test_model_gpu-model bench_train_noacc.txt \
-  bench_train.txt fp8
+  ds_test_backend_ops-ops-fp8-grouped,ds_test_model_gpu-model bench_train_noacc.txt $B0 fp8
 echo "[gpu-check] training-step benchmarks done at $(elapsed)"
 
 # ---- 3. the tools on the GPU: pretraining (GPU vs CPU), generation, evaluation ---------------

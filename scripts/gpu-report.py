@@ -51,6 +51,7 @@ def table(head, rows):
 # A step variant's label from its file name (gpu-check.sh's step_variant files).
 VARIANTS = {
     "bench_train.txt": "default",
+    "bench_train_vbase.txt": "default again (the variants' process)",
     "bench_train_unfused.txt": "DS_CUDA_FUSED=0, inputs not shared",
     "bench_train_noshare.txt": "inputs not shared",
     "bench_train_attnf32.txt": "attention inputs F32",

@@ -36,6 +36,16 @@
 // reported): the per-op table of train::profile_report on stderr; "outside ops" is then the
 // step's time in no op (the GPU waiting for the host).
 // Several precisions run one after the other on the same model (initialised once).
+// --variant LABEL:KEY=VALUE[,KEY=VALUE...] (repeatable): instead of one run with the flags,
+// one run per variant on the same model, each from the flags' settings with its keys on top:
+// precision (bf16, fp8, bf16+fp8), share-inputs, attention-inputs, stacked-gate-up,
+// gemm-accumulate, operand-refresh, expert-outputs, grouped-experts (-1|0|1), profile (0|1),
+// and the process-wide switches grouped-gemm (cublas|kernel: DS_GROUPED_GEMM), attention
+// (wgmma|mma: DS_ATTENTION) and streams (1-16: DS_GROUPED_GEMM_STREAMS). Each variant's lines
+// end in [variant LABEL] and its JSON carries "variant": one process times all the switches
+// (the model built and its weights uploaded once; about 4 s a variant less on the 1b preset
+// than a process each), in the order given, printing each as it finishes.
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -51,62 +61,133 @@
 #include "ds/train/optimizer.hpp"
 #include "ds/train/trainer.hpp"
 #include "gpu_timer.hpp"
+#include "kernels/flash_attention.cuh"
 #include "kernels/gemm_grouped.cuh"
 
 using namespace ds;
 
+namespace {
+
+// What one run sets; -1 (0 for streams): the process's default.
+struct Switches {
+  std::string precision = "bf16";
+  int grouped = -1;   // routed experts: -1 the device's default, 0 per-expert loop, 1 grouped
+  int share_inputs = -1, attention_inputs = -1, stacked_gate_up = -1, gemm_accumulate = -1;
+  int expert_outputs = -1, operand_refresh = -1;
+  int grouped_gemm = -1, attention_wgmma = -1, streams = 0;   // process-wide (cuda)
+  bool profile = false;
+};
+
+struct Variant {
+  std::string label;   // empty: the flags' own run
+  Switches sw;
+};
+
+[[noreturn]] void usage(const std::string& what) {
+  std::fprintf(stderr, "bench_train_step: %s\n", what.c_str());
+  std::exit(2);
+}
+
+int int_value(const std::string& key, const std::string& v, int lo, int hi) {
+  char* end = nullptr;
+  const long n = std::strtol(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || n < lo || n > hi)
+    usage(key + "=" + v + ": expected an integer from " + std::to_string(lo) + " to " +
+          std::to_string(hi));
+  return int(n);
+}
+
+// LABEL:KEY=VALUE,... on top of the flags' switches.
+Variant parse_variant(const std::string& spec, const Switches& base) {
+  const size_t colon = spec.find(':');
+  Variant v{spec.substr(0, colon), base};
+  if (v.label.empty()) usage("--variant " + spec + ": no label before ':'");
+  for (char c : v.label)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || std::strchr(" _-+=/.", c)))
+      usage("--variant " + spec + ": the label takes letters, digits and ' _-+=/.'");
+  if (colon == std::string::npos) return v;
+  const std::string keys = spec.substr(colon + 1);
+  for (size_t i = 0; i < keys.size();) {
+    const size_t j = std::min(keys.find(',', i), keys.size());
+    const std::string kv = keys.substr(i, j - i);
+    i = j + 1;
+    if (kv.empty()) continue;
+    const size_t eq = kv.find('=');
+    if (eq == std::string::npos) usage("--variant " + spec + ": " + kv + " is not KEY=VALUE");
+    const std::string k = kv.substr(0, eq), val = kv.substr(eq + 1);
+    Switches& s = v.sw;
+    if (k == "precision") {
+      s.precision = val;
+      std::replace(s.precision.begin(), s.precision.end(), '+', ',');
+    } else if (k == "share-inputs") s.share_inputs = int_value(k, val, -1, 1);
+    else if (k == "attention-inputs") s.attention_inputs = int_value(k, val, -1, 1);
+    else if (k == "stacked-gate-up") s.stacked_gate_up = int_value(k, val, -1, 1);
+    else if (k == "gemm-accumulate") s.gemm_accumulate = int_value(k, val, -1, 1);
+    else if (k == "operand-refresh") s.operand_refresh = int_value(k, val, -1, 1);
+    else if (k == "expert-outputs") s.expert_outputs = int_value(k, val, -1, 1);
+    else if (k == "grouped-experts") s.grouped = int_value(k, val, -1, 1);
+    else if (k == "profile") s.profile = int_value(k, val, 0, 1) != 0;
+    else if (k == "streams") s.streams = int_value(k, val, 1, 16);
+    else if (k == "grouped-gemm" && (val == "cublas" || val == "kernel"))
+      s.grouped_gemm = val == "kernel";
+    else if (k == "attention" && (val == "wgmma" || val == "mma"))
+      s.attention_wgmma = val == "wgmma";
+    else usage("--variant " + spec + ": unknown key or value " + kv);
+  }
+  return v;
+}
+
+int8_t tri(int v) { return int8_t(v < 0 ? -1 : v > 0); }
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  std::string preset = "1b", precision = "bf16";
+  std::string preset = "1b";
   int64_t B = 4, T = 4096;
   int steps = 5, warmup = 2;
   double peak = 989.4;
-  bool profile = false;
   Device dev = Device::cuda;
-  int grouped = -1;   // routed experts: -1 the device's default, 0 per-expert loop, 1 grouped
   bool fp8_codes = false;   // --device cpu: the grouped FP8 experts on E4M3 codes, as the GPU
-  int operand_cache = -1, share_inputs = -1, attention_inputs = -1, stacked_gate_up = -1;
-  int gemm_accumulate = -1, expert_outputs = -1, operand_refresh = -1;
+  int operand_cache = -1;
+  Switches base;
+  std::vector<std::string> variant_specs;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string f = argv[i], v = argv[i + 1];
     if (f == "--preset") preset = v;
     else if (f == "--batch") B = std::atoll(v.c_str());
     else if (f == "--seq") T = std::atoll(v.c_str());
-    else if (f == "--precision") precision = v;
+    else if (f == "--precision") base.precision = v;
     else if (f == "--steps") steps = std::atoi(v.c_str());
     else if (f == "--warmup") warmup = std::atoi(v.c_str());
     else if (f == "--peak-tflops") peak = std::atof(v.c_str());
-    else if (f == "--profile") profile = v != "0";
-    else if (f == "--grouped-experts") grouped = std::atoi(v.c_str());
+    else if (f == "--profile") base.profile = v != "0";
+    else if (f == "--grouped-experts") base.grouped = std::atoi(v.c_str());
     else if (f == "--fp8-codes") fp8_codes = v != "0";
     else if (f == "--operand-cache") operand_cache = std::atoi(v.c_str());
-    else if (f == "--share-inputs") share_inputs = std::atoi(v.c_str());
-    else if (f == "--attention-inputs") attention_inputs = std::atoi(v.c_str());
-    else if (f == "--stacked-gate-up") stacked_gate_up = std::atoi(v.c_str());
-    else if (f == "--gemm-accumulate") gemm_accumulate = std::atoi(v.c_str());
-    else if (f == "--expert-outputs") expert_outputs = std::atoi(v.c_str());
-    else if (f == "--operand-refresh") operand_refresh = std::atoi(v.c_str());
+    else if (f == "--share-inputs") base.share_inputs = std::atoi(v.c_str());
+    else if (f == "--attention-inputs") base.attention_inputs = std::atoi(v.c_str());
+    else if (f == "--stacked-gate-up") base.stacked_gate_up = std::atoi(v.c_str());
+    else if (f == "--gemm-accumulate") base.gemm_accumulate = std::atoi(v.c_str());
+    else if (f == "--expert-outputs") base.expert_outputs = std::atoi(v.c_str());
+    else if (f == "--operand-refresh") base.operand_refresh = std::atoi(v.c_str());
+    else if (f == "--variant") variant_specs.push_back(v);
     else if (f == "--device") dev = v == "cpu" ? Device::cpu : Device::cuda;
-    else {
-      std::fprintf(stderr, "bench_train_step: unknown flag %s\n", f.c_str());
-      return 2;
-    }
+    else usage("unknown flag " + f);
   }
+  if (argc % 2 == 0) usage(std::string("flag ") + argv[argc - 1] + " without a value");
+  std::vector<Variant> variants;
+  for (const std::string& spec : variant_specs) variants.push_back(parse_variant(spec, base));
+  if (variants.empty()) variants.push_back(Variant{"", base});
   if (dev == Device::cuda && !bench::gpu_ready("bench_train_step")) return 77;
   try {
     const model::ModelArgs a = model::preset(preset);
     ops::Context ctx;
     ctx.device = dev;
-    ctx.attention_inputs = int8_t(attention_inputs < 0 ? -1 : attention_inputs > 0);
-    ctx.stacked_gate_up = int8_t(stacked_gate_up < 0 ? -1 : stacked_gate_up > 0);
-    ctx.gemm_accumulate = int8_t(gemm_accumulate < 0 ? -1 : gemm_accumulate > 0);
-    ctx.expert_outputs_bf16 = int8_t(expert_outputs < 0 ? -1 : expert_outputs > 0);
-    ctx.operand_refresh = int8_t(operand_refresh < 0 ? -1 : operand_refresh > 0);
     if (operand_cache > 0 || (operand_cache < 0 && dev == Device::cuda))
       ctx.operands = std::make_shared<ops::OperandCache>();   // fp32 runs leave it empty
     model::ParamStore store;
     store.set_device(dev);
     model::Transformer m(a, store);
-    if (grouped >= 0) m.set_grouped_experts(grouped != 0);
     m.set_fp8_codes(fp8_codes);
     store.init(1);
     store.alloc_grads();
@@ -114,7 +195,8 @@ int main(int argc, char** argv) {
     train::AdamW opt(store, oo);
     Tensor tokens = Tensor::empty({B, T + 1}, DType::i32);
     Rng rng(3, 1);
-    for (int64_t i = 0; i < tokens.numel(); ++i) tokens.i32()[i] = int32_t(rng.below(uint64_t(a.vocab_size)));
+    for (int64_t i = 0; i < tokens.numel(); ++i)
+      tokens.i32()[i] = int32_t(rng.below(uint64_t(a.vocab_size)));
     model::Batch batch;
     batch.tokens = tokens;
     double last_loss = 0;
@@ -125,10 +207,33 @@ int main(int argc, char** argv) {
       m.update_router_bias(r.expert_counts, 1e-3f);
       last_loss = r.loss;
     };
+    // the process's own settings of the process-wide switches (the environment's)
+    const bool kernel0 = dev == Device::cuda &&
+                         ds::cuda::grouped_gemm_impl() == ds::cuda::GroupedGemmImpl::kernel;
+    const bool wgmma0 = dev == Device::cuda && ds::cuda::attention_wgmma();
+    const int streams0 = dev == Device::cuda ? ds::cuda::grouped_gemm_streams() : 0;
+    for (const Variant& var : variants) {
+    const Switches& sw = var.sw;
+    const std::string tag = var.label.empty() ? "" : " [variant " + var.label + "]";
+    const std::string jtag = var.label.empty() ? "" : ",\"variant\":\"" + var.label + "\"";
+    ctx.attention_inputs = tri(sw.attention_inputs);
+    ctx.stacked_gate_up = tri(sw.stacked_gate_up);
+    ctx.gemm_accumulate = tri(sw.gemm_accumulate);
+    ctx.expert_outputs_bf16 = tri(sw.expert_outputs);
+    ctx.operand_refresh = tri(sw.operand_refresh);
+    m.set_grouped_experts(sw.grouped < 0 ? -1 : int(sw.grouped != 0));
+    const int64_t launches0 = dev == Device::cuda ? ds::cuda::grouped_gemm_kernel_launches() : 0;
+    if (dev == Device::cuda) {
+      const bool kernel = sw.grouped_gemm < 0 ? kernel0 : sw.grouped_gemm != 0;
+      ds::cuda::set_grouped_gemm_impl(kernel ? ds::cuda::GroupedGemmImpl::kernel
+                                             : ds::cuda::GroupedGemmImpl::cublas);
+      ds::cuda::set_attention_wgmma(sw.attention_wgmma < 0 ? wgmma0 : sw.attention_wgmma != 0);
+      ds::cuda::set_grouped_gemm_streams(sw.streams > 0 ? sw.streams : streams0);
+    }
     std::vector<std::string> precisions;
-    for (size_t i = 0; i <= precision.size();) {
-      const size_t j = std::min(precision.find(',', i), precision.size());
-      precisions.push_back(precision.substr(i, j - i));
+    for (size_t i = 0; i <= sw.precision.size();) {
+      const size_t j = std::min(sw.precision.find(',', i), sw.precision.size());
+      precisions.push_back(sw.precision.substr(i, j - i));
       i = j + 1;
     }
     for (const std::string& pr : precisions) {
@@ -136,7 +241,7 @@ int main(int argc, char** argv) {
     // and rewritten by every later step)
     if (ctx.operands) ctx.operands->clear();
     ctx.linear.mode = ops::parse_precision(pr, "--precision");
-    ctx.linear.share_inputs = int8_t(share_inputs < 0 ? -1 : share_inputs > 0);
+    ctx.linear.share_inputs = tri(sw.share_inputs);
     if (dev == Device::cuda) ops::reset_device_peak(dev);
     const double t = bench::median_seconds(step, warmup, steps, dev);
     const model::ParamCounts c = model::count_params(a);
@@ -147,38 +252,42 @@ int main(int argc, char** argv) {
         dev == Device::cuda ? ops::device_memory(dev) : ops::DeviceMemory{};
     std::printf("train step %s %s B=%ld T=%ld: %.1f ms, %.0f tokens/s, %.1f TFLOP/s, MFU %.1f%% "
                 "(peak %.1f), loss %.4f, params %.3fB total (+%.3fB MTP) %.3fB active, GPU peak "
-                "%.1f GiB\n", preset.c_str(), pr.c_str(), long(B), long(T), t * 1e3, tps,
+                "%.1f GiB%s\n", preset.c_str(), pr.c_str(), long(B), long(T), t * 1e3, tps,
                 tflops, 100.0 * tflops / peak, peak, last_loss, double(c.total) / 1e9,
                 double(c.mtp) / 1e9, double(c.activated) / 1e9,
-                double(mem.peak_used) / double(1ull << 30));
+                double(mem.peak_used) / double(1ull << 30), tag.c_str());
     std::printf("{\"bench\":\"train_step\",\"impl\":\"ds\",\"preset\":\"%s\",\"precision\":\"%s\","
                 "\"batch\":%ld,\"seq\":%ld,\"step_ms\":%.2f,\"tokens_per_s\":%.1f,\"tflops\":%.2f,"
                 "\"mfu\":%.4f,\"peak_tflops\":%.1f,\"flops_per_token\":%.6g,\"loss\":%.5f,"
-                "\"gpu_peak_gib\":%.2f}\n", preset.c_str(), pr.c_str(), long(B), long(T),
+                "\"gpu_peak_gib\":%.2f%s}\n", preset.c_str(), pr.c_str(), long(B), long(T),
                 t * 1e3, tps, tflops, tflops / peak, peak, fpt, last_loss,
-                double(mem.peak_used) / double(1ull << 30));
+                double(mem.peak_used) / double(1ull << 30), jtag.c_str());
     std::fflush(stdout);
-    if (profile) {
+    if (sw.profile) {
       ops::Profiler prof;
       ctx.prof = &prof;
       step();         // fills the pool of timing events (on the GPU), then the measured step
       prof.clear();
       const double tp = bench::median_seconds(step, 0, 1, dev);
       ctx.prof = nullptr;
-      std::fprintf(stderr, "profiled step (%s; ops timed by %s):", pr.c_str(),
+      std::fprintf(stderr, "profiled step (%s%s; ops timed by %s):", pr.c_str(), tag.c_str(),
                    dev == Device::cuda ? "CUDA events" : "the wall clock");
       const std::string j = train::profile_report(prof, tp, 1, B * T);
-      std::printf("{\"bench\":\"train_step_profile\",\"precision\":\"%s\",\"profile\":%s}\n",
-                  pr.c_str(), j.c_str());
+      std::printf("{\"bench\":\"train_step_profile\",\"precision\":\"%s\"%s,\"profile\":%s}\n",
+                  pr.c_str(), jtag.c_str(), j.c_str());
+      std::fflush(stdout);
     }
     }
     if (dev == Device::cuda)
       std::printf("routed experts: grouped GEMMs (DS_GROUPED_GEMM=%s; our kernel %s; cuBLAS "
-                  "grouped entry point %s)\n",
+                  "grouped entry point %s)%s\n",
                   ds::cuda::grouped_gemm_impl() == ds::cuda::GroupedGemmImpl::kernel ? "kernel"
                                                                                      : "cublas",
-                  ds::cuda::grouped_gemm_kernel_launches() > 0 ? "ran" : "not run",
-                  ds::cuda::grouped_gemm_native() ? "used" : "not used or rejected");
+                  ds::cuda::grouped_gemm_kernel_launches() > launches0 ? "ran" : "not run",
+                  ds::cuda::grouped_gemm_native() ? "used" : "not used or rejected",
+                  tag.c_str());
+    std::fflush(stdout);
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_train_step: %s\n", e.what());
     return 1;
