@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <cstdint>
 #include <vector>
 
 #include "kernels/common.cuh"
@@ -183,7 +184,14 @@ void grouped_gemm_rm(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, 
     }
     // Shapes or alignment the kernel does not take: the cuBLAS path below for this call.
   }
-  if (native == 0 || keep.size() == 1) {   // one call per product, over the side streams
+  // The grouped entry point reads its pointers on the device, where cuBLAS cannot check their
+  // alignment: a product slice that is not 16-byte aligned (a row offset times an odd row
+  // length) goes through one call per product, which cuBLAS checks and handles.
+  bool aligned = true;
+  for (const GemmDesc& x : kd)
+    aligned = aligned && ((reinterpret_cast<uintptr_t>(x.a) | reinterpret_cast<uintptr_t>(x.b) |
+                           reinterpret_cast<uintptr_t>(x.c)) & 15) == 0;
+  if (native == 0 || keep.size() == 1 || !aligned) {   // one call per product, side streams
     per_product(kd.data(), int(kd.size()), ta, tb, bf16, alpha, beta, c_bf16);
     return;
   }

@@ -328,6 +328,10 @@ for i in "${!V_LABEL[@]}"; do
     name="train step 1b $p (ds, $lab)"
     [ "$lab" = baseline ] && name="train step 1b $p (ds, default again, variants' process)"
     [ "$lab" = "all opt-ins" ] && l="${l:+$l [$all_note]}"
+    if [ "$lab" = "own grouped" ] && [ -n "$l" ]; then   # did the kernel take the shapes?
+      k=$(grep -o "our kernel [a-z ]*;" "$O/${V_FILE[$i]}" | head -1)
+      l="$l [${k%;}]"
+    fi
     if [ -n "$l" ]; then row "$name" INFO "$l"
     elif [ "${V_NOTE[$lab]:-}" = "out of time" ]; then row "$name" SKIP "out of time"
     else row "$name" FAIL "${V_NOTE[$lab]:-no result}, see bench_train_variants_err.txt"; fi

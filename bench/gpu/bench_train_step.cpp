@@ -43,8 +43,9 @@
 // and the process-wide switches grouped-gemm (cublas|kernel: DS_GROUPED_GEMM), attention
 // (wgmma|mma: DS_ATTENTION) and streams (1-16: DS_GROUPED_GEMM_STREAMS). Each variant's lines
 // end in [variant LABEL] and its JSON carries "variant": one process times all the switches
-// (the model built and its weights uploaded once; about 4 s a variant less on the 1b preset
-// than a process each), in the order given, printing each as it finishes.
+// (the model built and its weights uploaded once: an estimated 4 s a variant less on the 1b
+// preset than a process each, not measured), in the order given, printing each as it
+// finishes.
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
