@@ -368,6 +368,28 @@ TEST_CASE("tiny model: a 30-step AdamW run on the GPU tracks the CPU run") {
   CHECK(max_dev < 2e-3);
 }
 
+// Two copies of the tiny model on the GPU, trained side by side by AdamW under two contexts
+// (the same initial weights and batches): a plain arm and an arm with an operand cache.
+struct TwoArms {
+  Side side[2];
+  train::OptimizerOptions oo;
+  train::AdamW opt[2];
+  train::TrainerState st[2];
+  explicit TwoArms(const ModelArgs& a)
+      : side{Side(a, Device::cuda), Side(a, Device::cuda)},
+        opt{train::AdamW(side[0].store, oo), train::AdamW(side[1].store, oo)} {}
+  StepResult forward_backward(int arm, const ops::Context& c, const Batch& b) {
+    side[arm].store.zero_grads();
+    return side[arm].model->forward_backward(c, b, LossWeights{}, 1.0f);
+  }
+  void update(int arm, const ops::Context& c, const StepResult& r, int step) {   // lr 1e-2
+    train::StepAccumulator acc;
+    acc.add(r, 1.0);
+    st[arm].step = step;
+    train::apply_update(c, *side[arm].model, opt[arm], st[arm], acc, 1e-2, 1e-3, false, "run");
+  }
+};
+
 // The step's BF16 weight operands kept from forward to backward (ops::OperandCache, as
 // train::make_context sets it on the GPU; rewritten in place by AdamW's update, the default
 // Context::operand_refresh) and the activations' BF16 operands made once (model::gemm_input,
@@ -376,10 +398,7 @@ TEST_CASE("tiny model: a 30-step AdamW run on the GPU tracks the CPU run") {
 // only. Not bit for bit on the GPU (the embedding's gradient adds rows with atomics); stale
 // operands would show at the update's scale (lr 1e-2), far above 1e-4.
 TEST_CASE("tiny model: bf16 steps with the operand cache and shared GEMM inputs track plain steps") {
-  const ModelArgs a = preset("tiny");
-  Side plain(a, Device::cuda), cached(a, Device::cuda);
-  train::OptimizerOptions oo;
-  train::AdamW op(plain.store, oo), oc(cached.store, oo);
+  TwoArms arms(preset("tiny"));
   ops::Context cp = context(Device::cuda, ops::Precision::bf16);
   ops::Context cc = cp;
   cp.linear.share_inputs = 0;
@@ -387,25 +406,18 @@ TEST_CASE("tiny model: bf16 steps with the operand cache and shared GEMM inputs 
   ops::Profiler pp, pc;   // the shared arm must round less: its sharing is on by default
   cp.prof = &pp;
   cc.prof = &pc;
-  train::TrainerState sp, sc;
   int64_t made_first = 0;
   for (int step = 1; step <= 4; ++step) {
     Batch b;
     b.tokens = random_tokens(4, 32, 64, 200 + uint64_t(step));
-    plain.store.zero_grads();
-    cached.store.zero_grads();
-    const StepResult rp = plain.model->forward_backward(cp, b, LossWeights{}, 1.0f);
-    const StepResult rc = cached.model->forward_backward(cc, b, LossWeights{}, 1.0f);
+    const StepResult rp = arms.forward_backward(0, cp, b);
+    const StepResult rc = arms.forward_backward(1, cc, b);
     CHECK(cc.operands->entries() > 0);
     CAPTURE(step);
     CHECK(std::fabs(rc.loss - rp.loss) <= 1e-4 * std::fabs(rp.loss));
-    train::StepAccumulator ap, ac;
-    ap.add(rp, 1.0);
-    ac.add(rc, 1.0);
-    sp.step = sc.step = step;
-    train::apply_update(cp, *plain.model, op, sp, ap, 1e-2, 1e-3, false, "run");
+    arms.update(0, cp, rp, step);
     const size_t entries = cc.operands->entries();
-    train::apply_update(cc, *cached.model, oc, sc, ac, 1e-2, 1e-3, false, "run");
+    arms.update(1, cc, rc, step);
     // every BF16 entry refreshed, none dropped (DS_CUDA_FUSED=0: cleared instead)
     CHECK(cc.operands->entries() == (ops::refreshes_operands(cc) ? entries : 0));
     if (step == 1) made_first = cc.operands->made();
@@ -430,35 +442,25 @@ TEST_CASE("tiny model: bf16 steps with the operand cache and shared GEMM inputs 
 // which the next forward makes again from the new weights. Codes left stale after an update
 // (lr 1e-2, large against the weights) would move the next loss far past 1e-3.
 TEST_CASE("tiny model: fp8 steps with the operand cache track plain steps across updates") {
-  const ModelArgs a = preset("tiny");
-  Side plain(a, Device::cuda), cached(a, Device::cuda);
-  train::OptimizerOptions oo;
-  train::AdamW op(plain.store, oo), oc(cached.store, oo);
+  TwoArms arms(preset("tiny"));
   ops::Context cp = context(Device::cuda, ops::Precision::fp8);
   ops::Context cc = cp;
   cc.operands = std::make_shared<ops::OperandCache>();
-  train::TrainerState sp, sc;
   size_t kept_first = 0;
   int64_t made_before = 0;
   for (int step = 1; step <= 3; ++step) {
     CAPTURE(step);
     Batch b;
     b.tokens = random_tokens(4, 32, 64, 300 + uint64_t(step));
-    plain.store.zero_grads();
-    cached.store.zero_grads();
-    const StepResult rp = plain.model->forward_backward(cp, b, LossWeights{}, 1.0f);
-    const StepResult rc = cached.model->forward_backward(cc, b, LossWeights{}, 1.0f);
+    const StepResult rp = arms.forward_backward(0, cp, b);
+    const StepResult rc = arms.forward_backward(1, cc, b);
     std::printf("fp8 cached step %d: loss plain %.7f cached %.7f\n", step, rp.loss, rc.loss);
     CHECK(std::fabs(rc.loss - rp.loss) <= 1e-3 * std::fabs(rp.loss));
     CHECK(cc.operands->made() > made_before);   // the FP8 codes made again each step
     made_before = cc.operands->made();
     const size_t before = cc.operands->entries();
-    train::StepAccumulator ap, ac;
-    ap.add(rp, 1.0);
-    ac.add(rc, 1.0);
-    sp.step = sc.step = step;
-    train::apply_update(cp, *plain.model, op, sp, ap, 1e-2, 1e-3, false, "run");
-    train::apply_update(cc, *cached.model, oc, sc, ac, 1e-2, 1e-3, false, "run");
+    arms.update(0, cp, rp, step);
+    arms.update(1, cc, rc, step);
     const size_t kept = cc.operands->entries();
     if (!ops::refreshes_operands(cc)) {   // DS_CUDA_FUSED=0: cleared
       CHECK(kept == 0);
