@@ -234,37 +234,16 @@ V_LABEL=(); V_FILE=(); V_PREC=(); V_SPEC=()
 variant() {   # variant LABEL FILE PRECISION(bf16, fp8, bf16+fp8) KEY=VALUE,...
   V_LABEL+=("$1"); V_FILE+=("$2"); V_PREC+=("$3"); V_SPEC+=("$4")
 }
+declare -A OPTIN   # the opt-ins timed alone
 optin() {   # optin LABEL FILE PRECISION GROUPS_ARRAY_NAME KEY=VALUE,...
   local -n groups=$4
-  if passed "${groups[@]}"; then variant "$1" "$2" "$3" "$5"
+  if passed "${groups[@]}"; then variant "$1" "$2" "$3" "$5"; OPTIN[$1]=1
   else row "train step 1b $3 (ds, $1)" SKIP "not run: its tests did not all pass"; fi
 }
+# Order: the default step, the defaults switched off (what decides whether a default stays),
+# the opt-ins alone, all opt-ins, and the default step once more (the drift over the ~60
+# steps the process trains the model).
 variant baseline bench_train_vbase.txt bf16+fp8 ""
-# - the attention on the wgmma kernels (opt-in);
-optin "wgmma attention" bench_train_attn.txt bf16 T_WGMMA attention=wgmma
-# - the routed experts through our grouped GEMM kernel (opt-in);
-optin "own grouped" bench_train_kernel.txt bf16 T_KERNEL grouped-gemm=kernel
-# - the routed experts' GEMM outputs as BF16 (opt-in, a numerics change: cuBLAS's grouped
-#   GEMM then takes their forward and input-gradient GEMMs in one call each);
-optin "expert outputs BF16" bench_train_b16out.txt bf16 T_B16OUT expert-outputs=1
-# - the FP8 step with the routed experts as grouped FP8 GEMMs over the padded layout (opt-in);
-optin "grouped FP8" bench_train_fp8g.txt fp8 T_FP8G grouped-experts=1
-# - every opt-in whose tests passed at once (the bf16 step's experts with BF16 outputs, whose
-#   forward and input-gradient GEMMs then take cuBLAS; the FP8 step also with grouped FP8
-#   experts), with the per-op profile of what is left;
-all_spec="profile=1"; all_in=(); all_out=()
-if passed "${T_KERNEL[@]}"; then all_spec+=",grouped-gemm=kernel"; all_in+=(kernel)
-else all_out+=(DS_GROUPED_GEMM=kernel); fi
-if passed "${T_WGMMA[@]}"; then all_spec+=",attention=wgmma"; all_in+=(wgmma)
-else all_out+=(DS_ATTENTION=wgmma); fi
-if passed "${T_B16OUT[@]}"; then all_spec+=",expert-outputs=1"; all_in+=(bf16-outputs)
-else all_out+=(--expert-outputs); fi
-if passed "${T_FP8G[@]}"; then all_spec+=",grouped-experts=1"; all_in+=(grouped-fp8)
-else all_out+=(--grouped-experts); fi
-all_note="with: ${all_in[*]:-none}${all_out[*]:+; left out, tests failed: ${all_out[*]}}"
-if [ ${#all_in[@]} = 0 ]; then
-  for prec in bf16 fp8; do row "train step 1b $prec (ds, all opt-ins)" SKIP "$all_note"; done
-else variant "all opt-ins" bench_train_all.txt bf16+fp8 "$all_spec"; fi
 # - every Linear rounding its own input (the activations' BF16 operands not made once);
 variant "inputs not shared" bench_train_noshare.txt bf16 share-inputs=0
 # - the attention's q, k, v F32 (converted inside the attention), not BF16 from their producers;
@@ -278,46 +257,78 @@ variant "sums by add_" bench_train_noacc.txt bf16+fp8 gemm-accumulate=0
 # - the operand cache cleared at the optimizer step, not refreshed by AdamW (which writes the
 #   next step's BF16 weight operands with the update);
 variant "operands re-rounded" bench_train_norefresh.txt bf16 operand-refresh=0
-# - the routed experts' per-expert cuBLAS calls on one stream instead of 4 side streams.
+# - the routed experts' per-expert cuBLAS calls on one stream instead of 4 side streams;
 variant "experts on 1 stream" bench_train_1stream.txt bf16 streams=1
-# Run them; a process that dies (a fault in one variant poisons the CUDA context) is started
-# again without the variant it died in, while there is time.
-VO=$O/bench_train_variants.txt
+# - the attention on the wgmma kernels (opt-in);
+optin "wgmma attention" bench_train_attn.txt bf16 T_WGMMA attention=wgmma
+# - the routed experts through our grouped GEMM kernel (opt-in);
+optin "own grouped" bench_train_kernel.txt bf16 T_KERNEL grouped-gemm=kernel
+# - the routed experts' GEMM outputs as BF16 (opt-in, a numerics change: cuBLAS's grouped
+#   GEMM then takes their forward and input-gradient GEMMs in one call each);
+optin "expert outputs BF16" bench_train_b16out.txt bf16 T_B16OUT expert-outputs=1
+# - the FP8 step with the routed experts as grouped FP8 GEMMs over the padded layout (opt-in);
+optin "grouped FP8" bench_train_fp8g.txt fp8 T_FP8G grouped-experts=1
+# - every opt-in whose tests passed at once (the bf16 step's experts with BF16 outputs, whose
+#   forward and input-gradient GEMMs then take cuBLAS; the FP8 step also with grouped FP8
+#   experts), with the per-op profile of what is left; left out when one of them killed the
+#   process on its own;
+all_spec="profile=1"; all_in=(); all_out=()
+if passed "${T_KERNEL[@]}"; then all_spec+=",grouped-gemm=kernel"; all_in+=(kernel)
+else all_out+=(DS_GROUPED_GEMM=kernel); fi
+if passed "${T_WGMMA[@]}"; then all_spec+=",attention=wgmma"; all_in+=(wgmma)
+else all_out+=(DS_ATTENTION=wgmma); fi
+if passed "${T_B16OUT[@]}"; then all_spec+=",expert-outputs=1"; all_in+=(bf16-outputs)
+else all_out+=(--expert-outputs); fi
+if passed "${T_FP8G[@]}"; then all_spec+=",grouped-experts=1"; all_in+=(grouped-fp8)
+else all_out+=(--grouped-experts); fi
+all_note="with: ${all_in[*]:-none}${all_out[*]:+; left out, tests failed: ${all_out[*]}}"
+if [ ${#all_in[@]} = 0 ]; then
+  for prec in bf16 fp8; do row "train step 1b $prec (ds, all opt-ins)" SKIP "$all_note"; done
+else variant "all opt-ins" bench_train_all.txt bf16+fp8 "$all_spec"; fi
+# - the default step again.
+variant "baseline again" bench_train_vbase2.txt bf16 ""
+# Run them; a process that dies (a fault in one variant poisons the CUDA context) or hangs is
+# started again without the variant it stopped in, while there is time. A variant is done
+# when its closing line ("routed experts: ... [variant LABEL]") is out.
+VO=$O/train_variants.txt
+VE=$O/train_variants_err.txt
 : > "$VO"
 declare -A V_NOTE   # label -> why it has no time
 todo=("${!V_LABEL[@]}")
-for attempt in 1 2 3; do
+for attempt in 1 2 3 4; do
   [ ${#todo[@]} = 0 ] && break
-  if ! room 300 25; then
+  if ! room 180 25; then
     for i in "${todo[@]}"; do V_NOTE[${V_LABEL[$i]}]="out of time"; done
     todo=(); break
   fi
   args=()
-  for i in "${todo[@]}"; do args+=(--variant "${V_LABEL[$i]}:precision=${V_PREC[$i]},${V_SPEC[$i]}"); done
+  for i in "${todo[@]}"; do
+    args+=(--variant "${V_LABEL[$i]}:precision=${V_PREC[$i]},${V_SPEC[$i]}")
+  done
   # one warm-up step a variant: the process's first step pays for pool growth and cuBLAS
   # heuristics, the main run's second warm-up step showed no difference worth its time
-  timeout "$(limit 300)" "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 \
-    --steps "$NS" --warmup 1 "${args[@]}" >> "$VO" 2>> "$O/bench_train_variants_err.txt"
+  # (about 15 timings of 4 steps and 2 profiled steps: 60-90 s estimated; 180 s is a hang)
+  timeout "$(limit 180)" "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 \
+    --steps "$NS" --warmup 1 "${args[@]}" >> "$VO" 2>> "$VE"
   vrc=$?
   echo "bench_train_step (variants, attempt $attempt) rc=$vrc"
   left=()
   for i in "${todo[@]}"; do
-    n=$(grep -cF "[variant ${V_LABEL[$i]}]" "$VO" | head -1)
-    # every precision of the variant printed: done
-    [ "$n" -ge "$(echo "${V_PREC[$i]}" | tr '+' '\n' | wc -l)" ] 2>/dev/null || left+=("$i")
+    grep -F "[variant ${V_LABEL[$i]}]" "$VO" | grep -q "^routed experts:" || left+=("$i")
   done
-  [ "$vrc" = 0 ] && [ ${#left[@]} = 0 ] && { todo=(); break; }
-  if [ ${#left[@]} -gt 0 ]; then
-    if [ "$vrc" = 124 ]; then   # the time limit: nothing to rerun
-      for i in "${left[@]}"; do V_NOTE[${V_LABEL[$i]}]="out of time"; done
-      todo=(); break
-    fi
-    V_NOTE[${V_LABEL[${left[0]}]}]="the process died in it (rc $vrc)"
-    todo=("${left[@]:1}")
-  else todo=(); fi
+  [ ${#left[@]} = 0 ] && { todo=(); break; }
+  lab=${V_LABEL[${left[0]}]}
+  if [ "$vrc" = 124 ]; then V_NOTE[$lab]="hung: the process was stopped at its time limit"
+  else V_NOTE[$lab]="the process died in it (rc $vrc)"; fi
+  todo=()
+  for i in "${left[@]:1}"; do   # all opt-ins would die again of a part that killed it alone
+    if [ "${V_LABEL[$i]}" = "all opt-ins" ] && [ -n "${OPTIN[$lab]:-}" ]; then
+      V_NOTE[${V_LABEL[$i]}]="left out: $lab, one of its parts, stopped the process"
+    else todo+=("$i"); fi
+  done
 done
 for i in "${todo[@]}"; do V_NOTE[${V_LABEL[$i]}]="not run (the process kept dying)"; done
-grep -A45 -F "[variant all opt-ins]" "$O/bench_train_variants_err.txt" 2>/dev/null |
+grep -A45 -F "[variant all opt-ins]" "$VE" 2>/dev/null |
   grep -E "^(profile|GEMM share|[a-z_0-9]+ +[a-z_]+ +[0-9]+ )" | head -40
 for i in "${!V_LABEL[@]}"; do
   lab=${V_LABEL[$i]}
@@ -326,17 +337,30 @@ for i in "${!V_LABEL[@]}"; do
     l=$(grep "^train step 1b $p " "$O/${V_FILE[$i]}" | head -1 |
       sed -e 's/^train step 1b //' -e 's/ \[variant .*\]$//')
     name="train step 1b $p (ds, $lab)"
-    [ "$lab" = baseline ] && name="train step 1b $p (ds, default again, variants' process)"
+    [ "$lab" = baseline ] && name="train step 1b $p (ds, default: variants' process, first)"
+    [ "$lab" = "baseline again" ] && name="train step 1b $p (ds, default: variants' process, last)"
     [ "$lab" = "all opt-ins" ] && l="${l:+$l [$all_note]}"
     if [ "$lab" = "own grouped" ] && [ -n "$l" ]; then   # did the kernel take the shapes?
       k=$(grep -o "our kernel [a-z ]*;" "$O/${V_FILE[$i]}" | head -1)
       l="$l [${k%;}]"
     fi
+    [ -n "$l" ] && [ -n "${V_NOTE[$lab]:-}" ] && l="$l [then ${V_NOTE[$lab]}]"
     if [ -n "$l" ]; then row "$name" INFO "$l"
-    elif [ "${V_NOTE[$lab]:-}" = "out of time" ]; then row "$name" SKIP "out of time"
-    else row "$name" FAIL "${V_NOTE[$lab]:-no result}, see bench_train_variants_err.txt"; fi
+    elif [ "${V_NOTE[$lab]:-}" = "out of time" ] || [[ "${V_NOTE[$lab]:-}" == "left out"* ]]
+    then row "$name" SKIP "${V_NOTE[$lab]}"
+    else row "$name" FAIL "${V_NOTE[$lab]:-no result}, see train_variants_err.txt"; fi
   done
 done
+# The drift of the default step over the variants' process (the model trains on; clocks may
+# move): a switch's verdict within this much of the first default step says little.
+d0=$(grep -m1 "^train step 1b bf16 " "$O/bench_train_vbase.txt" 2>/dev/null |
+  sed -nE 's/^[^:]*: ([0-9.]+) ms.*/\1/p')
+d1=$(grep -m1 "^train step 1b bf16 " "$O/bench_train_vbase2.txt" 2>/dev/null |
+  sed -nE 's/^[^:]*: ([0-9.]+) ms.*/\1/p')
+if [ -n "$d0" ] && [ -n "$d1" ]; then
+  row "step drift in the variants' run" INFO "$(awk -v a="$d0" -v b="$d1" \
+    'BEGIN { printf "bf16 default first %.1f ms, last %.1f ms (%+.1f%%)", a, b, 100 * (b - a) / a }')"
+fi
 # Verdicts on the switches: each path's tests and its step time beside the other setting's,
 # both from the variants' process (rows "switch: ..."), what a session needs to decide which
 # defaults to flip.
@@ -426,7 +450,7 @@ if [ -f "$O/run-cuda/metrics.jsonl" ] && [ -f "$O/run-cpu/metrics.jsonl" ]; then
   cat "$O/loss-curves.txt"
   row "loss curve GPU vs CPU" INFO "$(tail -1 "$O/loss-curves.txt")"
 fi
-if [ -d "$O/run-cuda" ] && ! room 30 10; then
+if [ -d "$O/run-cuda" ] && ! room 30 25; then   # six short runs
   row "ds-generate/ds-eval" SKIP "out of time"
 elif [ -d "$O/run-cuda" ]; then
   gbad=""
@@ -443,16 +467,20 @@ elif [ -d "$O/run-cuda" ]; then
   cmp -s "$O/generate-cuda.txt" "$O/generate-cpu.txt" && same=identical || same=DIFFERENT
   if [ -n "$gbad" ]; then row "ds-generate greedy" FAIL "failed or empty:$gbad"
   else row "ds-generate greedy cuda vs cpu" INFO "$same text"; fi
-  # BF16 latent cache (the tensor-core decode kernel on cuda)
+  # BF16 latent cache (the tensor-core decode kernel on cuda; opt-in: only where its tests
+  # passed)
   bad=""
+  passed ds_test_backend_ops-ops-mla-bf16 || bad=" (not run: its tests did not all pass)"
   for dev in cuda cpu; do
+    [ -n "$bad" ] && break
     timeout "$(limit 30)" "$BIN/ds-generate" --model "$O/run-cuda" --prompt "In the beginning" \
       --max-new-tokens 24 --device "$dev" --kv-cache bf16 --stats > "$O/generate-bf16-$dev.txt" \
       2> "$O/generate-bf16-$dev.log"; rc=$?
     echo "ds-generate --kv-cache bf16 $dev rc=$rc: $(head -c 200 "$O/generate-bf16-$dev.txt")"
     { [ $rc = 0 ] && [ -s "$O/generate-bf16-$dev.txt" ]; } || bad="$bad $dev(rc=$rc)"
   done
-  if [ -n "$bad" ]; then
+  if [ "${bad:0:9}" = " (not run" ]; then row "ds-generate bf16 cache" SKIP "${bad# }"
+  elif [ -n "$bad" ]; then
     row "ds-generate bf16 cache" FAIL "failed or empty:$bad, see generate-bf16-*.log"
   else
     cmp -s "$O/generate-bf16-cuda.txt" "$O/generate-bf16-cpu.txt" && same=identical || same=DIFFERENT
@@ -502,7 +530,9 @@ else
     row "ds-sft loss GPU vs CPU" INFO "$(tail -1 "$O/sft-curves.txt")"
   fi
   SFT=$(last_ckpt "$O/sft-cuda"); [ -n "$SFT" ] || SFT=$(last_ckpt "$O/sft-cpu")
-  if [ -n "$SFT" ]; then
+  if [ -n "$SFT" ] && ! room 30 15; then
+    row "ds-eval generate/ds-rl" SKIP "out of time"
+  elif [ -n "$SFT" ]; then
     for dev in cuda cpu; do
       timeout "$(limit 30)" "$BIN/ds-eval" generate --model "$SFT" --task "$A/heldout.jsonl" \
         --chat --max-new-tokens 32 --batch-size 50 --device "$dev" --no-progress \
@@ -549,7 +579,9 @@ PY
     fi
   fi
 fi
-if [ -n "$BASE" ]; then
+if [ -n "$BASE" ] && ! room 30 10; then
+  row "ds-convert-fp8 quantize" SKIP "out of time"
+elif [ -n "$BASE" ]; then
   for dev in cuda cpu; do
     rm -rf "$O/fp8-$dev"
     timeout "$(limit 30)" "$BIN/ds-convert-fp8" quantize --model "$BASE" --out "$O/fp8-$dev" \
@@ -610,4 +642,6 @@ elif python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; th
   echo "torch baseline rc=$?"; tail -2 "$O/bench_torch.txt"
   l=$(grep '^{' "$O/bench_torch.txt" | tail -1 | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print("%.1f ms, %.0f tokens/s, MFU %.1f%%, %.1f GiB" % (r["step_ms"], r["tokens_per_s"], 100*r["mfu"], r.get("max_mem_gib", 0)))' 2>/dev/null)
   row "train step 1b bf16 (PyTorch)" INFO "${l:-failed, see bench_torch.txt}"
+else
+  row "train step 1b bf16 (PyTorch)" SKIP "no PyTorch with CUDA here"
 fi

@@ -48,7 +48,8 @@ def table(head, rows):
     return "\n".join(lines)
 
 
-# A step variant's label from its file name (gpu-check.sh's step_variant files).
+# A step variant's label from its file name (the files gpu-check.sh copies each variant's
+# lines into).
 VARIANTS = {
     "bench_train.txt": "default",
     "bench_train_vbase.txt": "default again (the variants' process)",

@@ -10,7 +10,7 @@
 //                         [--operand-cache -1|0|1] [--share-inputs -1|0|1]
 //                         [--attention-inputs -1|0|1] [--stacked-gate-up -1|0|1]
 //                         [--gemm-accumulate -1|0|1] [--expert-outputs -1|0|1]
-//                         [--operand-refresh -1|0|1]
+//                         [--operand-refresh -1|0|1] [--variant LABEL:KEY=VALUE,...]...
 // --device cpu runs the same step on the CPU (small --batch/--seq): with --profile 1 its table
 // counts the op calls of a step (each at least one kernel launch on the GPU) without a GPU;
 // --fp8-codes 1 makes the grouped FP8 experts run the GPU's ops there (MoEOptions::fp8_codes).
