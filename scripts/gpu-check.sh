@@ -294,15 +294,15 @@ VO=$O/train_variants.txt
 VE=$O/train_variants_err.txt
 : > "$VO"
 declare -A V_NOTE   # label -> why it has no time
-todo=("${!V_LABEL[@]}")
+pending=("${!V_LABEL[@]}")
 for attempt in 1 2 3 4; do
-  [ ${#todo[@]} = 0 ] && break
+  [ ${#pending[@]} = 0 ] && break
   if ! room 180 25; then
-    for i in "${todo[@]}"; do V_NOTE[${V_LABEL[$i]}]="out of time"; done
-    todo=(); break
+    for i in "${pending[@]}"; do V_NOTE[${V_LABEL[$i]}]="out of time"; done
+    pending=(); break
   fi
   args=()
-  for i in "${todo[@]}"; do
+  for i in "${pending[@]}"; do
     args+=(--variant "${V_LABEL[$i]}:precision=${V_PREC[$i]},${V_SPEC[$i]}")
   done
   # one warm-up step a variant: the process's first step pays for pool growth and cuBLAS
@@ -313,21 +313,21 @@ for attempt in 1 2 3 4; do
   vrc=$?
   echo "bench_train_step (variants, attempt $attempt) rc=$vrc"
   left=()
-  for i in "${todo[@]}"; do
+  for i in "${pending[@]}"; do
     grep -F "[variant ${V_LABEL[$i]}]" "$VO" | grep -q "^routed experts:" || left+=("$i")
   done
-  [ ${#left[@]} = 0 ] && { todo=(); break; }
+  [ ${#left[@]} = 0 ] && { pending=(); break; }
   lab=${V_LABEL[${left[0]}]}
   if [ "$vrc" = 124 ]; then V_NOTE[$lab]="hung: the process was stopped at its time limit"
   else V_NOTE[$lab]="the process died in it (rc $vrc)"; fi
-  todo=()
+  pending=()
   for i in "${left[@]:1}"; do   # all opt-ins would die again of a part that killed it alone
     if [ "${V_LABEL[$i]}" = "all opt-ins" ] && [ -n "${OPTIN[$lab]:-}" ]; then
       V_NOTE[${V_LABEL[$i]}]="left out: $lab, one of its parts, stopped the process"
-    else todo+=("$i"); fi
+    else pending+=("$i"); fi
   done
 done
-for i in "${todo[@]}"; do V_NOTE[${V_LABEL[$i]}]="not run (the process kept dying)"; done
+for i in "${pending[@]}"; do V_NOTE[${V_LABEL[$i]}]="not run (the process kept dying)"; done
 grep -A45 -F "[variant all opt-ins]" "$VE" 2>/dev/null |
   grep -E "^(profile|GEMM share|[a-z_0-9]+ +[a-z_]+ +[0-9]+ )" | head -40
 for i in "${!V_LABEL[@]}"; do

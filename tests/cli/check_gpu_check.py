@@ -59,7 +59,7 @@ echo "[doctest] assertions: 12 | 12 passed | 0 failed |"
 # the wgmma attention (faster, but its tests fail), 101 with our grouped kernel (no
 # difference), 130 with BF16 expert outputs (slower); fp8 steps 1.5 times that. With
 # --variant, one run per variant as the real program prints them, its closing "routed
-# experts" line last. With STUB_CRASH=1 the process dies (a fault) in two variants: in
+# experts" line last. With CRASH_IN_VARIANTS=1 the process dies (a fault) in two variants: in
 # "operands re-rounded" after its step line (as in a profile), and in the opt-in "grouped FP8"
 # before any line, so the script must start it again without each, and leave out "all
 # opt-ins", which holds grouped FP8.
@@ -97,7 +97,7 @@ done
 if [ ${#variants[@]} = 0 ]; then emit "$precs" "$(ms_of "${flags[@]}")" ""; exit 0; fi
 for v in "${variants[@]}"; do
   label=${v%%:*}; spec=${v#*:}
-  if [ "${STUB_CRASH:-}" = 1 ] && [ "$label" = "grouped FP8" ]; then
+  if [ "${CRASH_IN_VARIANTS:-}" = 1 ] && [ "$label" = "grouped FP8" ]; then
     echo "illegal address" >&2; exit 134
   fi
   p=bf16; keys=()
@@ -106,7 +106,7 @@ for v in "${variants[@]}"; do
     case $k in precision=*) p=${k#precision=};; *) keys+=("$k");; esac
   done
   emit "$p" "$(ms_of "${keys[@]}")" "$label"
-  if [ "${STUB_CRASH:-}" = 1 ] && [ "$label" = "operands re-rounded" ]; then
+  if [ "${CRASH_IN_VARIANTS:-}" = 1 ] && [ "$label" = "operands re-rounded" ]; then
     echo "illegal address" >&2; exit 134
   fi
   k="not run"; for x in "${keys[@]}"; do [ "$x" = grouped-gemm=kernel ] && k=ran; done
@@ -209,7 +209,7 @@ def main():
 
         # The variants' process dies twice: each time started again without the variant it
         # died in; an opt-in that killed it alone keeps "all opt-ins" out.
-        _, crash_rows, _ = run(os.path.join(d, "crash"), STUB_CRASH="1")
+        _, crash_rows, _ = run(os.path.join(d, "crash"), CRASH_IN_VARIANTS="1")
         for name, status, part in (
                 ("train step 1b bf16 (ds, operands re-rounded)", "INFO",
                  "then the process died in it"),
