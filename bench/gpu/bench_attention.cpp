@@ -2,11 +2,16 @@
 // DeepSeek-V3) forward and backward in TFLOP/s for the BF16 tensor-core path (Context
 // precision bf16) and the exact FP32 path, and the absorbed-MLA decode kernels' bandwidth over
 // the latent cache (R 512 + rope 64) against HBM: the exact FP32 kernel over an F32 cache and
-// the tensor-core kernel over a BF16 cache, same values, one line per case. Random inputs,
-// medians of timed repetitions. FLOPs: causal forward 2 * B*H * T*T/2 * (Dk + Dv); backward
-// 2.5 x forward (recomputing P adds one QK^T, and dQ, dK, dV, dP are four more products).
-// Decode bytes: every visible cache row (R + Dr elements, 4 or 2 bytes each) read once per
-// sequence, plus the F32 queries and outputs; decode FLOPs 2 * N*H * L * (2R + Dr).
+// the tensor-core kernel over a BF16 cache, same values, one line per case. Random inputs;
+// medians of repetitions each timed by CUDA events with the L2 flushed before it
+// (bench::median_ms_events). The BF16 rows take q, k, v as BF16 codes, as training hands them
+// to the kernels (ops::Context::attention_inputs); dO is F32, as in training. FLOPs, in
+// FlashAttention's convention: causal forward 2 * B*H * T*T/2 * (Dk + Dv); backward 2.5 x
+// forward (the products executed, P recomputed plus dQ, dK, dV, dP, come to 2 * (3Dk + 2Dv)
+// per visible pair: 2.6 x forward at Dk 1.5 Dv). Useful FLOPs: a head dim the kernel pads (96
+// and 64 on the mma.sync kernel's 128/128 tile) counts at its real size. Decode, in FlashMLA's
+// convention: every visible cache row (R + Dr elements, 4 or 2 bytes each) read once per
+// sequence, plus the queries and outputs (F32 here: 4 bytes); FLOPs 2 * N*H * L * (2R + Dr).
 // --wgmma: only the BF16 rows, each also timing the forward and the backward through the wgmma
 // kernels (sm_90a; a process of its own in gpu-check.sh, as they have not run on a GPU yet).
 // Usage: bench_attention [--quick] [--wgmma]. Prints a table and one JSON line per row (and cache).
@@ -45,6 +50,16 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
   const float scale = 1.0f / std::sqrt(float(Dk));
   Tensor q = rand_gpu({B, T, H, Dk}, 1.0f, 1), k = rand_gpu({B, T, H, Dk}, 1.0f, 2);
   Tensor v = rand_gpu({B, T, H, Dv}, 1.0f, 3), dout = rand_gpu({B, T, H, Dv}, 1.0f, 4);
+  if (p != ops::Precision::fp32) {   // the BF16 codes training's producers write
+    auto codes = [&](const Tensor& x) {
+      Tensor c = Tensor::empty(x.shape(), DType::bf16, Device::cuda);
+      ops::bf16_round(ctx, x, c);
+      return c;
+    };
+    q = codes(q);
+    k = codes(k);
+    v = codes(v);
+  }
   Tensor out = Tensor::empty({B, T, H, Dv}, DType::f32, Device::cuda);
   Tensor lse = Tensor::empty({B, H, T}, DType::f32, Device::cuda);
   Tensor dq = Tensor::empty(q.shape(), DType::f32, Device::cuda);
@@ -54,11 +69,11 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
   const double fwd_flops = 2.0 * double(B * H) * double(T) * double(T) / 2.0 * double(Dk + Dv);
   const bool was = cuda::attention_wgmma();
   cuda::set_attention_wgmma(false);   // the mma.sync kernels, whatever DS_ATTENTION says
-  const double tf = bench::median_seconds(
-      [&] { ops::attention_forward(ctx, q, k, v, none, scale, out, lse); }, 2, reps);
-  const double tb = bench::median_seconds(
+  const double tf = 1e-3 * bench::median_ms_events(
+      [&] { ops::attention_forward(ctx, q, k, v, none, scale, out, lse); }, 2, reps, true);
+  const double tb = 1e-3 * bench::median_ms_events(
       [&] { ops::attention_backward(ctx, q, k, v, none, scale, out, lse, dout, dq, dk, dv); }, 2,
-      reps);
+      reps, true);
   cuda::set_attention_wgmma(was);
   const char* pn = p == ops::Precision::fp32 ? "fp32" : "bf16";
   std::printf("attention %-4s B=%ld T=%5ld H=%3ld Dk=%ld Dv=%ld  fwd %8.3f ms %7.1f TFLOP/s   "
@@ -91,14 +106,14 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
   cuda::set_attention_wgmma(true);
   const int64_t launches = cuda::attention_wgmma_launches(false);
   const int64_t launches_bwd = cuda::attention_wgmma_launches(true);
-  const double tw = bench::median_seconds(
-      [&] { ops::attention_forward(ctx, q, k, v, none, scale, out, lse); }, 2, reps);
+  const double tw = 1e-3 * bench::median_ms_events(
+      [&] { ops::attention_forward(ctx, q, k, v, none, scale, out, lse); }, 2, reps, true);
   const double e_out = nmse(host(out), out_m);
   out.copy_from(out_m);
   lse.copy_from(lse_m);
-  const double twb = bench::median_seconds(
+  const double twb = 1e-3 * bench::median_ms_events(
       [&] { ops::attention_backward(ctx, q, k, v, none, scale, out, lse, dout, dq, dk, dv); }, 2,
-      reps);
+      reps, true);
   cuda::set_attention_wgmma(was);
   if (cuda::attention_wgmma_launches(false) == launches ||
       cuda::attention_wgmma_launches(true) == launches_bwd)
@@ -142,11 +157,12 @@ void decode_row(int64_t N, int64_t H, int64_t L, int reps) {
   ts.copy_from(Tensor::borrow(slot.data(), {N}, DType::i32));
   tl.copy_from(Tensor::borrow(len.data(), {N}, DType::i32));
   const float scale = 1.0f / std::sqrt(192.0f);
-  const double t = bench::median_seconds(
-      [&] { ops::mla_latent_attention(ctx, q_lat, q_pe, ckv, kpe, ts, tl, scale, out); }, 2, reps);
-  const double tb = bench::median_seconds(
+  const double t = 1e-3 * bench::median_ms_events(
+      [&] { ops::mla_latent_attention(ctx, q_lat, q_pe, ckv, kpe, ts, tl, scale, out); }, 2, reps,
+      true);
+  const double tb = 1e-3 * bench::median_ms_events(
       [&] { ops::mla_latent_attention(ctx, q_lat, q_pe, ckv_b, kpe_b, ts, tl, scale, out_b); }, 2,
-      reps);
+      reps, true);
   Tensor h = Tensor::empty(out.shape()), hb = Tensor::empty(out.shape());
   h.copy_from(out);
   hb.copy_from(out_b);

@@ -2,7 +2,9 @@
 // (BF16 in, FP32 out, FP32 accumulate) against the FP8 GEMM of spec §3.4 (a 1x128, b 128x128
 // scales) through the Hopper wgmma kernel (both main loops: waiting for each K block's wgmma,
 // and overlapping its promotion with the next block's) and the portable mma.sync kernel.
-// Medians over 20 timed repetitions after warm-up, CUDA events; random inputs. Each FP8
+// Medians over 20 timed repetitions after warm-up, CUDA events; random inputs. Outputs are
+// F32, as training's GEMMs write them (DeepGEMM's published figures write BF16: at small K the
+// output write is a large share of the time, e.g. about 40% for kv_b). Each FP8
 // result is checked against the FP32 SGEMM of the dequantised operands (normalised error over
 // the first rows).
 // Then the grouped BF16 GEMMs of the MoE routed experts at the 1b preset's shapes (64 experts,

@@ -1,9 +1,11 @@
 // One training step of a preset on the GPU, as ds-pretrain runs it (forward with MTP and the
 // balance loss, backward, global-norm clipping, AdamW with BF16 moments, router-bias update),
 // on random tokens: median step time, tokens/s and MFU = model FLOPs (model::
-// train_flops_per_token: matmuls only) / time / peak. Peak: --peak-tflops (default 989.4,
-// the H100/H200 SXM dense BF16 datasheet figure; the measured cuBLAS peak is printed by
-// bench_gemm for comparison).
+// train_flops_per_token: 6 x the activated matmul weights per token, MTP's included, plus the
+// causal attention core, half of the T x T pairs) / time / peak. Peak: --peak-tflops (default
+// 989.4, the H100/H200 SXM dense BF16 datasheet figure; the measured cuBLAS peak is printed by
+// bench_gemm for comparison). The fp8 step's MFU is against that BF16 peak too (the FP8
+// dense peak is twice it).
 // Usage: bench_train_step [--preset 1b] [--batch 4] [--seq 4096] [--precision bf16[,fp8,..]]
 //                         [--steps 5] [--warmup 2] [--peak-tflops 989.4] [--profile 1]
 //                         [--device cuda|cpu] [--grouped-experts -1|0|1] [--fp8-codes 0|1]
@@ -252,7 +254,7 @@ int main(int argc, char** argv) {
     const ops::DeviceMemory mem =
         dev == Device::cuda ? ops::device_memory(dev) : ops::DeviceMemory{};
     std::printf("train step %s %s B=%ld T=%ld: %.1f ms, %.0f tokens/s, %.1f TFLOP/s, MFU %.1f%% "
-                "(peak %.1f), loss %.4f, params %.3fB total (+%.3fB MTP) %.3fB active, GPU peak "
+                "(of the BF16 dense peak %.1f), loss %.4f, params %.3fB total (+%.3fB MTP) %.3fB active, GPU peak "
                 "%.1f GiB%s\n", preset.c_str(), pr.c_str(), long(B), long(T), t * 1e3, tps,
                 tflops, 100.0 * tflops / peak, peak, last_loss, double(c.total) / 1e9,
                 double(c.mtp) / 1e9, double(c.activated) / 1e9,

@@ -83,7 +83,7 @@ emit() {   # emit PRECISIONS MS LABEL
   [ -n "$3" ] && { tag=" [variant $3]"; jtag=",\\"variant\\":\\"$3\\""; }
   for p in ${1//[,+]/ }; do
     m=$2; [ "$p" = fp8 ] && m=$(( $2 * 3 / 2 ))
-    echo "train step 1b $p B=4 T=4096: $m.0 ms, 1000 tokens/s, 1.0 TFLOP/s, MFU 0.1% (peak 989.4)$tag"
+    echo "train step 1b $p B=4 T=4096: $m.0 ms, 1000 tokens/s, 1.0 TFLOP/s, MFU 0.1% (of the BF16 dense peak 989.4)$tag"
     echo "{\\"bench\\":\\"train_step\\",\\"impl\\":\\"ds\\",\\"precision\\":\\"$p\\",\\"step_ms\\":$m$jtag}"
   done
 }
