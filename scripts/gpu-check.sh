@@ -4,7 +4,7 @@
 #      tiny model's loss/gradients and a 30-step run GPU vs CPU (ds_test_model_gpu), casts
 #      and NCCL on one rank;
 #   2. a training step of the 1b preset (BF16 and FP8 GEMMs): tokens/s and MFU, per-op
-#      profiles, each switch off or opt-in alone and the opt-ins together;
+#      profiles, each default switched off and the opt-in alone, in one process;
 #   3. ds-pretrain --device cuda and --device cpu on the tiny preset, loss curves side by side,
 #      then ds-generate and ds-eval on the GPU-trained checkpoint (cuda and cpu);
 #   4. ds-sft, ds-eval generate, ds-rl and ds-convert-fp8 with --device cuda beside --device cpu;
@@ -81,8 +81,10 @@ echo "pack built from commit $PACKED"
 # poisons the CUDA context for every later case of the same process): ds_test_backend_ops
 # runs as the verified suite, then the grouped GEMMs, the many-tensor ops, the BF16-cache
 # MLA decode, the grouped FP8 GEMMs and the event-timed profiler each alone; ds_test_model_gpu likewise without and
-# with its FP8 grouped-experts case. The model runs twice: routed experts through cuBLAS (the
-# default) and through our grouped BF16 GEMM kernel (DS_GROUPED_GEMM=kernel).
+# with its FP8 grouped-experts case. The model runs twice: routed experts through our grouped
+# BF16 GEMM kernel (the default since commit c135dd4 ran on the H200) and through cuBLAS
+# (DS_GROUPED_GEMM=cublas, still taken by shapes the kernel does not take and by BF16
+# outputs).
 NEW_GROUPED='gpu grouped*'
 NEW_MULTI='multi-tensor*'
 NEW_MLA='*BF16 cache*,*one visible key*,*BF16 caches the kernel*'
@@ -117,14 +119,16 @@ declare -A FILTER=(
   [model]="--test-case-exclude=$NEW_FP8G_MODEL,$NEW_B16OUT_MODEL"
   [model-fp8-grouped]="--test-case=$NEW_FP8G_MODEL"
   [model-bf16-outputs]="--test-case=$NEW_B16OUT_MODEL")
-# entries: binary[:filter][:variant]; variant kernel runs with DS_GROUPED_GEMM=kernel, unfused
+# entries: binary[:filter][:variant]; variant cublas runs with DS_GROUPED_GEMM=cublas; unfused
 # with DS_CUDA_FUSED=0 (the per-tensor ops that ran on the H200 instead of the many-tensor ops,
 # the one-pass transposed quantiser, the experts' fused BF16 gather, the pinned staging ring
 # and the FP8 Linears' Wgrad added into the gradient by the k-grouped GEMM (whose kernels
 # ops-fp8-grouped tests), which are on by default but
 # have not run on a GPU): model:unfused runs only when the default model group failed, to tell
 # a fault in those paths from one elsewhere. ops:verified, the established suite, always runs
-# with DS_CUDA_FUSED=0 (the ops on the paths that ran on the H200, uploads as plain copies);
+# with DS_CUDA_FUSED=0 (the ops on the paths that ran on the H200, uploads as plain copies),
+# the experts on cuBLAS and the attention on mma.sync (as do model:unfused and
+# ops-operands:fallback: the paths of commit 1479fb2, to tell a fault in a newer one);
 # ops-new runs the tests of kernels changed since (4-wide BF16 rounding, the device-side pair
 # sort, the per-token combine, the BF16 outputs of SwiGLU, RMSNorm and the cross-entropy,
 # MLA's one-pass keys, the residual adds fused into RMSNorm, the packed SwiGLU of the stacked
@@ -137,7 +141,8 @@ declare -A FILTER=(
 # The FP8 tests run as three processes, so that a fault in one kernel (which poisons the CUDA
 # context) cannot hide the others' results: ops-fp8-quant, the many-matrix and transposed
 # quantisers (on by default in every FP8 Linear), first; ops-fp8-grouped, the m- and k-grouped
-# FP8 GEMMs and the one-group Wgrad; ops-fp8-overlap, the overlapped main loop (opt-in), last.
+# FP8 GEMMs and the one-group Wgrad; ops-fp8-overlap, the overlapped main loop (the
+# default since c135dd4), last.
 # ops-runtime: uploads and frees from worker threads (each bound to the backend's GPU first)
 # and the one-GPU-per-process check.
 # ops-bf16-outputs and model-bf16-outputs test the routed experts' BF16 GEMM outputs
@@ -153,15 +158,15 @@ for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
          ds_test_backend_ops:ops-fused ds_test_backend_ops:ops-bf16-outputs \
          ds_test_backend_ops:ops-runtime ds_test_backend_ops:ops-fp8-overlap \
          ds_test_model_gpu:model ds_test_model_gpu:model:unfused \
-         ds_test_backend_ops:ops-operands:fallback ds_test_model_gpu:model:kernel \
+         ds_test_backend_ops:ops-operands:fallback ds_test_model_gpu:model:cublas \
          ds_test_model_gpu:model-fp8-grouped ds_test_model_gpu:model-bf16-outputs \
          ds_test_kernels ds_test_nccl_gpu; do
-  g=cublas; fused=1; args=(); name=$t
+  g=; at=; fused=1; args=(); name=$t   # g, at empty: the defaults (kernel, wgmma)
   case $t in
-    *:kernel) g=kernel; t=${t%:kernel};;
-    *:unfused) fused=0; t=${t%:unfused}; [ $MODEL_RC = 0 ] && continue;;
-    *:verified) fused=0; t=${t%:verified};;
-    *:fallback) fused=0; t=${t%:fallback}   # needed only where the default paths failed
+    *:cublas) g=cublas; t=${t%:cublas};;
+    *:unfused) fused=0; g=cublas; at=mma; t=${t%:unfused}; [ $MODEL_RC = 0 ] && continue;;
+    *:verified) fused=0; g=cublas; at=mma; t=${t%:verified};;
+    *:fallback) fused=0; g=cublas; at=mma; t=${t%:fallback}   # only where the defaults failed
       [ "${STATUS[ds_test_backend_ops-ops-new]:-1}" = 0 ] && [ $MODEL_RC = 0 ] && continue;;
   esac
   case $t in *:*) args=("${FILTER[${t#*:}]}"); t=${t%%:*};; esac
@@ -169,7 +174,7 @@ for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
   if [ ! -x "$BIN/$t" ]; then row "$name" MISS "not built"; continue; fi
   if [ "$(limit 90)" -lt 10 ]; then row "$name" SKIP "out of time"; continue; fi
   s=$(date +%s)
-  DS_GROUPED_GEMM=$g DS_CUDA_FUSED=$fused timeout "$(limit 90)" "$BIN/$t" \
+  DS_GROUPED_GEMM=$g DS_ATTENTION=$at DS_CUDA_FUSED=$fused timeout "$(limit 90)" "$BIN/$t" \
     ${args[@]+"${args[@]}"} > "$O/$name.log" 2>&1; rc=$?
   [ "$name" = ds_test_model_gpu-model ] && MODEL_RC=$rc
   STATUS[$name]=$rc
@@ -221,29 +226,40 @@ passed() {   # passed GROUP...: every group ran and passed
   local g
   for g in "$@"; do [ "${STATUS[$g]:-}" = 0 ] || return 1; done
 }
-T_KERNEL=(ds_test_backend_ops-ops-grouped ds_test_model_gpu-model-kernel)
+# The test groups of the pieces made defaults after the H200 run of commit c135dd4 (bench_gemm
+# and the wgmma attention benchmark below leave out what failed), and of the one opt-in left.
+T_KERNEL=(ds_test_backend_ops-ops-grouped)
 T_WGMMA=(ds_test_backend_ops-ops-attn-wgmma)
 T_B16OUT=(ds_test_backend_ops-ops-bf16-outputs ds_test_model_gpu-model-bf16-outputs)
 T_FP8G=(ds_test_backend_ops-ops-fp8-quant ds_test_backend_ops-ops-fp8-grouped
         ds_test_model_gpu-model-fp8-grouped)
 # Every switch's step in ONE process (bench_train_step --variant: the model built and uploaded
-# once), each variant's lines then copied to a file of its own for the rows, the verdicts
-# and gpu-report.py. First the same default step again (the verdicts compare within this
-# process), then the opt-ins whose tests passed, then the defaults switched off.
+# once, every run from the same initial weights, router biases and optimizer state), each
+# variant's lines then copied to a file of its own for the rows, the verdicts and
+# gpu-report.py. The verdicts compare within this process.
 V_LABEL=(); V_FILE=(); V_PREC=(); V_SPEC=()
 variant() {   # variant LABEL FILE PRECISION(bf16, fp8, bf16+fp8) KEY=VALUE,...
   V_LABEL+=("$1"); V_FILE+=("$2"); V_PREC+=("$3"); V_SPEC+=("$4")
 }
-declare -A OPTIN   # the opt-ins timed alone
 optin() {   # optin LABEL FILE PRECISION GROUPS_ARRAY_NAME KEY=VALUE,...
   local -n groups=$4
-  if passed "${groups[@]}"; then variant "$1" "$2" "$3" "$5"; OPTIN[$1]=1
+  if passed "${groups[@]}"; then variant "$1" "$2" "$3" "$5"
   else row "train step 1b $3 (ds, $1)" SKIP "not run: its tests did not all pass"; fi
 }
-# Order: the default step, the defaults switched off (what decides whether a default stays),
-# the opt-ins alone, all opt-ins, and the default step once more (the drift over the ~60
-# steps the process trains the model).
+# Order: the default step, each default switched off (what decides whether a default stays),
+# the opt-in, and the default step once more (the drift: clocks, the allocator; the model is
+# the same).
 variant baseline bench_train_vbase.txt bf16+fp8 ""
+# - the routed experts' BF16 GEMMs as per-expert cuBLAS calls on 4 side streams, not one launch
+#   of our grouped kernel per projection;
+variant "cuBLAS experts" bench_train_cublas.txt bf16 grouped-gemm=cublas
+# - the same on one stream (what the side streams give the cuBLAS path);
+variant "cuBLAS experts on 1 stream" bench_train_1stream.txt bf16 grouped-gemm=cublas,streams=1
+# - the attention on the mma.sync kernels, not the warpgroup MMAs;
+variant "mma.sync attention" bench_train_mma.txt bf16 attention=mma
+# - the FP8 step's routed experts as a loop of per-expert FP8 Linears, not grouped FP8 GEMMs
+#   over the padded layout;
+variant "FP8 experts loop" bench_train_fp8loop.txt fp8 grouped-experts=0
 # - every Linear rounding its own input (the activations' BF16 operands not made once);
 variant "inputs not shared" bench_train_noshare.txt bf16 share-inputs=0
 # - the attention's q, k, v F32 (converted inside the attention), not BF16 from their producers;
@@ -257,34 +273,9 @@ variant "sums by add_" bench_train_noacc.txt bf16+fp8 gemm-accumulate=0
 # - the operand cache cleared at the optimizer step, not refreshed by AdamW (which writes the
 #   next step's BF16 weight operands with the update);
 variant "operands re-rounded" bench_train_norefresh.txt bf16 operand-refresh=0
-# - the routed experts' per-expert cuBLAS calls on one stream instead of 4 side streams;
-variant "experts on 1 stream" bench_train_1stream.txt bf16 streams=1
-# - the attention on the wgmma kernels (opt-in);
-optin "wgmma attention" bench_train_attn.txt bf16 T_WGMMA attention=wgmma
-# - the routed experts through our grouped GEMM kernel (opt-in);
-optin "own grouped" bench_train_kernel.txt bf16 T_KERNEL grouped-gemm=kernel
-# - the routed experts' GEMM outputs as BF16 (opt-in, a numerics change: cuBLAS's grouped
-#   GEMM then takes their forward and input-gradient GEMMs in one call each);
-optin "expert outputs BF16" bench_train_b16out.txt bf16 T_B16OUT expert-outputs=1
-# - the FP8 step with the routed experts as grouped FP8 GEMMs over the padded layout (opt-in);
-optin "grouped FP8" bench_train_fp8g.txt fp8 T_FP8G grouped-experts=1
-# - every opt-in whose tests passed at once (the bf16 step's experts with BF16 outputs, whose
-#   forward and input-gradient GEMMs then take cuBLAS; the FP8 step also with grouped FP8
-#   experts), with the per-op profile of what is left; left out when one of them killed the
-#   process on its own;
-all_spec="profile=1"; all_in=(); all_out=()
-if passed "${T_KERNEL[@]}"; then all_spec+=",grouped-gemm=kernel"; all_in+=(kernel)
-else all_out+=(DS_GROUPED_GEMM=kernel); fi
-if passed "${T_WGMMA[@]}"; then all_spec+=",attention=wgmma"; all_in+=(wgmma)
-else all_out+=(DS_ATTENTION=wgmma); fi
-if passed "${T_B16OUT[@]}"; then all_spec+=",expert-outputs=1"; all_in+=(bf16-outputs)
-else all_out+=(--expert-outputs); fi
-if passed "${T_FP8G[@]}"; then all_spec+=",grouped-experts=1"; all_in+=(grouped-fp8)
-else all_out+=(--grouped-experts); fi
-all_note="with: ${all_in[*]:-none}${all_out[*]:+; left out, tests failed: ${all_out[*]}}"
-if [ ${#all_in[@]} = 0 ]; then
-  for prec in bf16 fp8; do row "train step 1b $prec (ds, all opt-ins)" SKIP "$all_note"; done
-else variant "all opt-ins" bench_train_all.txt bf16+fp8 "$all_spec"; fi
+# - the routed experts' GEMM outputs as BF16 (opt-in, a numerics change: their forward and
+#   input-gradient GEMMs then take cuBLAS, which writes BF16), with the per-op profile;
+optin "expert outputs BF16" bench_train_b16out.txt bf16 T_B16OUT expert-outputs=1,profile=1
 # - the default step again.
 variant "baseline again" bench_train_vbase2.txt bf16 ""
 # Run them; a process that dies (a fault in one variant poisons the CUDA context) or hangs is
@@ -307,7 +298,8 @@ for attempt in 1 2 3 4; do
   done
   # one warm-up step a variant: the process's first step pays for pool growth and cuBLAS
   # heuristics, the main run's second warm-up step showed no difference worth its time
-  # (about 15 timings of 4 steps and 2 profiled steps: 60-90 s estimated; 180 s is a hang)
+  # (13 variants, 15 timings of 4 steps: 64 s on the H200 at c135dd4, plus the restores of
+  # the initial state, about 8 GB from the host each; 180 s is a hang)
   timeout "$(limit 180)" "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 \
     --steps "$NS" --warmup 1 "${args[@]}" >> "$VO" 2>> "$VE"
   vrc=$?
@@ -320,15 +312,10 @@ for attempt in 1 2 3 4; do
   lab=${V_LABEL[${left[0]}]}
   if [ "$vrc" = 124 ]; then V_NOTE[$lab]="hung: the process was stopped at its time limit"
   else V_NOTE[$lab]="the process died in it (rc $vrc)"; fi
-  pending=()
-  for i in "${left[@]:1}"; do   # all opt-ins would die again of a part that killed it alone
-    if [ "${V_LABEL[$i]}" = "all opt-ins" ] && [ -n "${OPTIN[$lab]:-}" ]; then
-      V_NOTE[${V_LABEL[$i]}]="left out: $lab, one of its parts, stopped the process"
-    else pending+=("$i"); fi
-  done
+  pending=("${left[@]:1}")
 done
 for i in "${pending[@]}"; do V_NOTE[${V_LABEL[$i]}]="not run (the process kept dying)"; done
-grep -A45 -F "[variant all opt-ins]" "$VE" 2>/dev/null |
+grep -A45 -F "[variant expert outputs BF16]" "$VE" 2>/dev/null |
   grep -E "^(profile|GEMM share|[a-z_0-9]+ +[a-z_]+ +[0-9]+ )" | head -40
 for i in "${!V_LABEL[@]}"; do
   lab=${V_LABEL[$i]}
@@ -339,20 +326,18 @@ for i in "${!V_LABEL[@]}"; do
     name="train step 1b $p (ds, $lab)"
     [ "$lab" = baseline ] && name="train step 1b $p (ds, default: variants' process, first)"
     [ "$lab" = "baseline again" ] && name="train step 1b $p (ds, default: variants' process, last)"
-    [ "$lab" = "all opt-ins" ] && l="${l:+$l [$all_note]}"
-    if [ "$lab" = "own grouped" ] && [ -n "$l" ]; then   # did the kernel take the shapes?
+    if [ "$lab" = baseline ] && [ "$p" = bf16 ] && [ -n "$l" ]; then   # did the kernel run?
       k=$(grep -o "our kernel [a-z ]*;" "$O/${V_FILE[$i]}" | head -1)
       l="$l [${k%;}]"
     fi
     [ -n "$l" ] && [ -n "${V_NOTE[$lab]:-}" ] && l="$l [then ${V_NOTE[$lab]}]"
     if [ -n "$l" ]; then row "$name" INFO "$l"
-    elif [ "${V_NOTE[$lab]:-}" = "out of time" ] || [[ "${V_NOTE[$lab]:-}" == "left out"* ]]
-    then row "$name" SKIP "${V_NOTE[$lab]}"
+    elif [ "${V_NOTE[$lab]:-}" = "out of time" ]; then row "$name" SKIP "${V_NOTE[$lab]}"
     else row "$name" FAIL "${V_NOTE[$lab]:-no result}, see train_variants_err.txt"; fi
   done
 done
-# The drift of the default step over the variants' process (the model trains on; clocks may
-# move): a switch's verdict within this much of the first default step says little.
+# The drift of the default step over the variants' process (the same model each run: clocks
+# and the allocator): a switch's verdict within this much says little.
 d0=$(grep -m1 "^train step 1b bf16 " "$O/bench_train_vbase.txt" 2>/dev/null |
   sed -nE 's/^[^:]*: ([0-9.]+) ms.*/\1/p')
 d1=$(grep -m1 "^train step 1b bf16 " "$O/bench_train_vbase2.txt" 2>/dev/null |
@@ -385,19 +370,21 @@ verdict() {   # verdict LABEL TEST_GROUPS(comma-separated) FILE_WITHOUT FILE_WIT
   row "switch: $1" INFO "$p tests $t; without ${off:-?} ms, with ${on:-?} ms: $v"
 }
 B0=bench_train_vbase.txt   # the default step in the variants' process
-verdict "DS_GROUPED_GEMM=kernel (opt-in)" \
-  ds_test_backend_ops-ops-grouped,ds_test_model_gpu-model-kernel $B0 bench_train_kernel.txt
-verdict "DS_ATTENTION=wgmma (opt-in)" ds_test_backend_ops-ops-attn-wgmma $B0 bench_train_attn.txt
-verdict "grouped FP8 experts (opt-in)" \
+verdict "our grouped kernel (default; DS_GROUPED_GEMM=cublas)" \
+  ds_test_backend_ops-ops-grouped,ds_test_model_gpu-model bench_train_cublas.txt $B0
+verdict "wgmma attention (default; DS_ATTENTION=mma)" \
+  ds_test_backend_ops-ops-attn-wgmma,ds_test_model_gpu-model bench_train_mma.txt $B0
+verdict "grouped FP8 experts (default; --moe-gemm loop)" \
   ds_test_backend_ops-ops-fp8-quant,ds_test_backend_ops-ops-fp8-grouped,ds_test_model_gpu-model-fp8-grouped \
-  $B0 bench_train_fp8g.txt fp8
+  bench_train_fp8loop.txt $B0 fp8
 verdict "expert outputs BF16 (opt-in; numerics: outputs rounded to BF16)" \
   ds_test_backend_ops-ops-bf16-outputs,ds_test_model_gpu-model-bf16-outputs $B0 \
   bench_train_b16out.txt
+verdict "side streams for the cuBLAS experts (default)" \
+  ds_test_backend_ops-ops-grouped,ds_test_model_gpu-model-cublas bench_train_1stream.txt \
+  bench_train_cublas.txt
 verdict "AdamW writes the next step's BF16 operands (default)" \
   ds_test_backend_ops-ops-multi,ds_test_model_gpu-model bench_train_norefresh.txt $B0
-verdict "side streams (default)" ds_test_backend_ops-ops-grouped,ds_test_model_gpu-model \
-  bench_train_1stream.txt $B0
 verdict "BF16 attention inputs (default)" ds_test_backend_ops-ops-new,ds_test_model_gpu-model \
   bench_train_attnf32.txt $B0
 verdict "shared GEMM inputs (default)" ds_test_backend_ops-ops-new,ds_test_model_gpu-model \

@@ -54,17 +54,17 @@ VARIANTS = {
     "bench_train.txt": "default",
     "bench_train_vbase.txt": "default again (the variants' process)",
     "bench_train_unfused.txt": "DS_CUDA_FUSED=0, inputs not shared",
+    "bench_train_cublas.txt": "cuBLAS experts (DS_GROUPED_GEMM=cublas)",
+    "bench_train_1stream.txt": "cuBLAS experts on 1 stream",
+    "bench_train_mma.txt": "mma.sync attention (DS_ATTENTION=mma)",
+    "bench_train_fp8loop.txt": "FP8 experts' loop (--moe-gemm loop)",
     "bench_train_noshare.txt": "inputs not shared",
     "bench_train_attnf32.txt": "attention inputs F32",
     "bench_train_apart.txt": "gate/up apart",
     "bench_train_noacc.txt": "sums by add_",
     "bench_train_norefresh.txt": "operands re-rounded each step",
-    "bench_train_1stream.txt": "experts on 1 stream",
-    "bench_train_kernel.txt": "DS_GROUPED_GEMM=kernel",
-    "bench_train_attn.txt": "DS_ATTENTION=wgmma",
-    "bench_train_b16out.txt": "expert outputs BF16",
-    "bench_train_fp8g.txt": "grouped FP8 experts",
-    "bench_train_all.txt": "all opt-ins",
+    "bench_train_b16out.txt": "expert outputs BF16 (opt-in)",
+    "bench_train_vbase2.txt": "default, last (the variants' process)",
 }
 
 

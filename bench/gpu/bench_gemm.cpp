@@ -366,6 +366,9 @@ int main(int argc, char** argv) {
     return 77;
   }
   ds::ops::init_device(ds::Device::cuda);
+  // the overlapped main loop is the default: without it, every FP8 GEMM here (the grouped
+  // ones too) runs the plain one
+  if (!g_overlap) ds::cuda::set_fp8_gemm_overlap(false);
   std::printf("GPU: %s\n", ds::ops::device_description(ds::Device::cuda).c_str());
   ds::ops::Context gpu;
   gpu.device = ds::Device::cuda;

@@ -37,7 +37,8 @@
 // timed by CUDA events, no synchronisation; the first step fills the event pool and is not
 // reported): the per-op table of train::profile_report on stderr; "outside ops" is then the
 // step's time in no op (the GPU waiting for the host).
-// Several precisions run one after the other on the same model (initialised once).
+// Several precisions run one after the other on the same model (initialised once), each
+// from the initial weights, router biases and optimizer state (restored from a host copy).
 // --variant LABEL:KEY=VALUE[,KEY=VALUE...] (repeatable): instead of one run with the flags,
 // one run per variant on the same model, each from the flags' settings with its keys on top:
 // precision (bf16, fp8, bf16+fp8), share-inputs, attention-inputs, stacked-gate-up,
@@ -210,6 +211,24 @@ int main(int argc, char** argv) {
       m.update_router_bias(r.expert_counts, 1e-3f);
       last_loss = r.loss;
     };
+    // Every run (variant, precision) starts from the same model: the weights, the routers'
+    // biases and AdamW's moments and step count as initialised, restored from a host copy.
+    // Otherwise the model trains on from run to run and the routing's balance (which sets
+    // the experts' GEMM sizes) drifts: on the H200 (commit c135dd4) the same default step
+    // took 444 ms first and 318 ms last, 13 runs later.
+    std::vector<std::pair<Tensor*, Tensor>> snapshot;   // (live tensor, host copy)
+    auto keep = [&](Tensor& t) {
+      Tensor h = Tensor::empty(t.shape(), t.dtype(), Device::cpu);
+      h.copy_from(t);
+      snapshot.emplace_back(&t, std::move(h));
+    };
+    for (model::Param& p : store.params()) keep(p.value);
+    for (auto& b : store.buffers()) keep(b.second);
+    for (auto& s : opt.state_tensors()) keep(*s.second);
+    auto restore = [&] {
+      for (auto& [live, host] : snapshot) live->copy_from(host);
+      opt.set_steps_done(0);
+    };
     // the process's own settings of the process-wide switches (the environment's)
     const bool kernel0 = dev == Device::cuda &&
                          ds::cuda::grouped_gemm_impl() == ds::cuda::GroupedGemmImpl::kernel;
@@ -243,6 +262,7 @@ int main(int argc, char** argv) {
     // each precision from an empty operand cache (the previous one's operands would be kept
     // and rewritten by every later step)
     if (ctx.operands) ctx.operands->clear();
+    restore();
     ctx.linear.mode = ops::parse_precision(pr, "--precision");
     ctx.linear.share_inputs = tri(sw.share_inputs);
     if (dev == Device::cuda) ops::reset_device_peak(dev);

@@ -62,9 +62,11 @@ void MoE::forward(const ops::Context& ctx, const Tensor& u, int64_t n_seq, int64
   const bool fp8 = ctx.linear.mode == ops::Precision::fp8;
   (void)ops::expert_outputs_bf16(ctx);   // DS_EXPERT_OUTPUTS checked on every path
   const int mode = opt.grouped >= 0 ? opt.grouped : ctx.moe_gemm;   // the model's, else the run's
+  // auto (mode < 0): grouped on a GPU (in fp8 with tile scaling: measured 2x faster than the
+  // loop on the H200, commit c135dd4), the loop on the CPU
+  const bool grouped = mode == 1 || (mode < 0 && ctx.device != Device::cpu);
   s.grouped = !ep.active() &&
-              (fp8 ? mode == 1 && ctx.linear.granularity == ops::Fp8Granularity::tile
-                   : mode == 1 || (mode < 0 && ctx.device != Device::cpu));
+              (fp8 ? grouped && ctx.linear.granularity == ops::Fp8Granularity::tile : grouped);
   s.fp8_codes = fp8 && (ctx.device != Device::cpu || opt.fp8_codes);
   group_pairs(ctx, s);
   if (has_shared) {

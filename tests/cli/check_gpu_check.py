@@ -12,10 +12,9 @@ The pack it runs from is made here:
 
 Checked: every section's rows are made, the "switch:" verdicts follow the test status and the
 step times (faster, slower, no difference, a failed group), an opt-in whose tests failed is
-left out of the step benchmarks (its own run and the all-opt-ins run), the tools' GPU-vs-CPU
-rows compare
-equal runs as equal, the summary comes last, and bash reports no error (set -u, a missing
-command)."""
+left out of the step benchmarks, a variants' process that dies is started again without the
+variant it died in, the tools' GPU-vs-CPU rows compare equal runs as equal, the summary comes
+last, and bash reports no error (set -u, a missing command)."""
 import os
 import re
 import stat
@@ -55,27 +54,27 @@ echo "[doctest] test cases: 3 | 3 passed | 0 failed | 0 skipped"
 echo "[doctest] assertions: 12 | 12 passed | 0 failed |"
 """
 
-# bench_train_step: 100 ms a step, 120 without shared inputs (the default is faster), 80 with
-# the wgmma attention (faster, but its tests fail), 101 with our grouped kernel (no
-# difference), 130 with BF16 expert outputs (slower); fp8 steps 1.5 times that. With
+# bench_train_step: 100 ms a step, 120 without shared inputs (the default is faster), 110 with
+# the mma.sync attention (the default wgmma is faster, but its tests fail), 150 with the cuBLAS
+# experts and 160 with those on one stream (the defaults are faster), 130 with BF16 expert
+# outputs (slower); fp8 steps 1.5 times that, 300 ms with the FP8 experts' loop. With
 # --variant, one run per variant as the real program prints them, its closing "routed
 # experts" line last. With CRASH_IN_VARIANTS=1 the process dies (a fault) in two variants: in
-# "operands re-rounded" after its step line (as in a profile), and in the opt-in "grouped FP8"
-# before any line, so the script must start it again without each, and leave out "all
-# opt-ins", which holds grouped FP8.
+# "operands re-rounded" after its step line (as in a profile), and in the opt-in "expert
+# outputs BF16" before any line, so the script must start it again without each.
 STEP_STUB = """#!/usr/bin/env bash
-ms_of() {   # ms_of SETTINGS...: the step time for flags / variant keys and the environment
+ms_of() {   # ms_of SETTINGS...: the step time for flags / variant keys
   local ms=100 a
   for a in "$@"; do
     case $a in
       share-inputs=0|--share-inputs=0) ms=120;;
       expert-outputs=1|--expert-outputs=1) ms=130;;
+      attention=mma) ms=110;;
+      grouped-gemm=cublas) [ $ms = 100 ] && ms=150;;
+      grouped-experts=0) ms=200;;
     esac
   done
-  for a in "$@"; do [ "$a" = attention=wgmma ] && ms=80; done
-  [ "${DS_ATTENTION:-}" = wgmma ] && ms=80
-  for a in "$@"; do [ "$a" = grouped-gemm=kernel ] && [ $ms = 100 ] && ms=101; done
-  [ "${DS_GROUPED_GEMM:-}" = kernel ] && [ $ms = 100 ] && ms=101
+  for a in "$@"; do [ "$a" = streams=1 ] && [ $ms = 150 ] && ms=160; done
   echo $ms
 }
 emit() {   # emit PRECISIONS MS LABEL
@@ -97,7 +96,7 @@ done
 if [ ${#variants[@]} = 0 ]; then emit "$precs" "$(ms_of "${flags[@]}")" ""; exit 0; fi
 for v in "${variants[@]}"; do
   label=${v%%:*}; spec=${v#*:}
-  if [ "${CRASH_IN_VARIANTS:-}" = 1 ] && [ "$label" = "grouped FP8" ]; then
+  if [ "${CRASH_IN_VARIANTS:-}" = 1 ] && [ "$label" = "expert outputs BF16" ]; then
     echo "illegal address" >&2; exit 134
   fi
   p=bf16; keys=()
@@ -109,8 +108,9 @@ for v in "${variants[@]}"; do
   if [ "${CRASH_IN_VARIANTS:-}" = 1 ] && [ "$label" = "operands re-rounded" ]; then
     echo "illegal address" >&2; exit 134
   fi
-  k="not run"; for x in "${keys[@]}"; do [ "$x" = grouped-gemm=kernel ] && k=ran; done
-  echo "routed experts: grouped GEMMs (DS_GROUPED_GEMM=cublas; our kernel $k; cuBLAS grouped entry point used) [variant $label]"
+  k=ran; g=kernel
+  for x in "${keys[@]}"; do [ "$x" = grouped-gemm=cublas ] && { k="not run"; g=cublas; }; done
+  echo "routed experts: grouped GEMMs (DS_GROUPED_GEMM=$g; our kernel $k; cuBLAS grouped entry point used) [variant $label]"
 done
 """
 
@@ -199,7 +199,7 @@ def main():
         # little time is skipped with a row saying so (not a failure), and the summary comes.
         short_text, short_rows, _ = run(os.path.join(d, "short"), GPU_CHECK_BUDGET="20")
         for name in ("train step 1b bf16 (ds)", "train step 1b bf16 (ds, inputs not shared)",
-                     "train step 1b bf16 (ds, all opt-ins)", "train step 1b bf16 (PyTorch)",
+                     "train step 1b bf16 (ds, cuBLAS experts)", "train step 1b bf16 (PyTorch)",
                      "bench_gemm", "bench_losses"):
             got = short_rows.get(name)
             check(got is not None and got[0] == "SKIP" and "out of time" in got[1],
@@ -208,16 +208,16 @@ def main():
               "budget 20 s: a step was killed at its limit instead of skipped")
 
         # The variants' process dies twice: each time started again without the variant it
-        # died in; an opt-in that killed it alone keeps "all opt-ins" out.
+        # died in, the variants after it still timed.
         _, crash_rows, _ = run(os.path.join(d, "crash"), CRASH_IN_VARIANTS="1")
         for name, status, part in (
                 ("train step 1b bf16 (ds, operands re-rounded)", "INFO",
                  "then the process died in it"),
-                ("train step 1b fp8 (ds, grouped FP8)", "FAIL", "the process died in it"),
-                ("train step 1b bf16 (ds, all opt-ins)", "SKIP", "left out: grouped FP8"),
-                ("train step 1b bf16 (ds, experts on 1 stream)", "INFO", "100.0 ms"),
+                ("train step 1b bf16 (ds, expert outputs BF16)", "FAIL", "the process died in it"),
+                ("train step 1b bf16 (ds, cuBLAS experts on 1 stream)", "INFO", "160.0 ms"),
                 ("train step 1b bf16 (ds, default: variants' process, last)", "INFO", "100.0 ms"),
-                ("switch: side streams (default)", "INFO", "no difference")):
+                ("switch: side streams for the cuBLAS experts (default)", "INFO",
+                 "faster with it")):
             got = crash_rows.get(name)
             check(got is not None and got[0] == status and part in got[1],
                   f"crashes: row '{name}' is {got}, expected {status} with '{part}'")
@@ -244,23 +244,28 @@ def main():
         row("train step 1b bf16 (ds, inputs not shared)", "INFO", "120.0 ms")
         row("switch: shared GEMM inputs (default)", "INFO", "without 120.0 ms, with 100.0 ms",
             "faster with it")
-        row("switch: DS_ATTENTION=wgmma (opt-in)", "INFO",
-            "FAIL1 (ds_test_backend_ops-ops-attn-wgmma)", "tests not all passed")
-        row("switch: DS_GROUPED_GEMM=kernel (opt-in)", "INFO", "no difference")
+        row("ds_test_model_gpu-model-cublas", "PASS")
+        row("switch: wgmma attention (default; DS_ATTENTION=mma)", "INFO",
+            "without 110.0 ms, with 100.0 ms", "FAIL1 (ds_test_backend_ops-ops-attn-wgmma)",
+            "tests not all passed")
+        row("switch: our grouped kernel (default; DS_GROUPED_GEMM=cublas)", "INFO",
+            "without 150.0 ms, with 100.0 ms", "faster with it")
+        row("switch: grouped FP8 experts (default; --moe-gemm loop)", "INFO",
+            "fp8 tests pass", "without 300.0 ms, with 150.0 ms", "faster with it")
         row("switch: expert outputs BF16 (opt-in; numerics: outputs rounded to BF16)", "INFO",
             "slower with it")
-        # the opt-ins run only where their tests passed: not the wgmma attention
-        row("train step 1b bf16 (ds, wgmma attention)", "SKIP", "tests did not all pass")
-        row("train step 1b bf16 (ds, default: variants' process, first)", "INFO", "100.0 ms")
+        row("switch: side streams for the cuBLAS experts (default)", "INFO",
+            "without 160.0 ms, with 150.0 ms", "faster with it")
+        row("train step 1b bf16 (ds, default: variants' process, first)", "INFO", "100.0 ms",
+            "[our kernel ran]")
         row("train step 1b bf16 (ds, default: variants' process, last)", "INFO", "100.0 ms")
         row("step drift in the variants' run", "INFO", "(+0.0%)")
         row("train step 1b bf16 (ds, operands re-rounded)", "INFO", "100.0 ms")
-        row("switch: side streams (default)", "INFO", "no difference")
-        row("train step 1b bf16 (ds, own grouped)", "INFO", "101.0 ms", "[our kernel ran]")
-        row("train step 1b fp8 (ds, grouped FP8)", "INFO", "150.0 ms")
+        row("train step 1b bf16 (ds, cuBLAS experts)", "INFO", "150.0 ms")
+        row("train step 1b bf16 (ds, mma.sync attention)", "INFO", "110.0 ms")
+        row("train step 1b fp8 (ds, FP8 experts loop)", "INFO", "300.0 ms")
+        row("train step 1b bf16 (ds, expert outputs BF16)", "INFO", "130.0 ms")
         row("attention wgmma", "SKIP", "tests did not all pass")
-        row("train step 1b bf16 (ds, all opt-ins)", "INFO", "130.0 ms",
-            "with: kernel bf16-outputs grouped-fp8", "left out, tests failed: DS_ATTENTION=wgmma")
         row("ds_test_backend_ops-ops-fp8-quant", "PASS")
         row("ds_test_backend_ops-ops-runtime", "FAIL", "no test case ran")
         check("pack built from commit" in summary[-1], "the summary does not name the pack")

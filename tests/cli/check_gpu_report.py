@@ -67,8 +67,8 @@ with tempfile.TemporaryDirectory() as d:
     check("| PyTorch | bf16 autocast | 700.0 | 23406 | – | 4.0% | 48.2 |" in out or
           "| PyTorch | bf16 autocast | 700.0 | 23406 | – | 4.0% | 48.3 |" in out,
           "PyTorch row missing:\n" + out)
-    check("| expert outputs BF16 | bf16 | 300.2 |" in out or
-          "| expert outputs BF16 | bf16 | 300.3 |" in out, "variant row missing")
+    check("| expert outputs BF16 (opt-in) | bf16 | 300.2 |" in out or
+          "| expert outputs BF16 (opt-in) | bf16 | 300.3 |" in out, "variant row missing")
     check("| grouped_matmul | 96 | 80.00 | 25.0% | 20.00 | 250 | 400.0 |" in out,
           "profile row missing:\n" + out)
     check("| bf16 | 2×4096 | 16 | 192/128 | 1.070 | 160.0 | 3.740 | 115.0 |" in out,

@@ -28,7 +28,7 @@ const char* impl_name(GroupedGemmImpl i) {
   return i == GroupedGemmImpl::kernel ? "kernel" : "cublas";
 }
 
-// Selects a grouped-GEMM implementation for a scope, then restores the previous one (cuBLAS
+// Selects a grouped-GEMM implementation for a scope, then restores the previous one (our kernel
 // unless DS_GROUPED_GEMM says otherwise).
 class ImplScope {
  public:

@@ -36,9 +36,10 @@ ds::cuda::Fp8Grouping grouping(Fp8Group g) { return ds::cuda::Fp8Grouping(int(g)
 bool use_fallback_only() {
   static const bool only = [] {
     const char* v = std::getenv("DS_FP8_GEMM");
-    if (!v || !*v || std::strcmp(v, "auto") == 0 || std::strcmp(v, "wgmma") == 0) return false;
-    if (std::strcmp(v, "overlap") == 0) {
-      ds::cuda::set_fp8_gemm_overlap(true);
+    // auto: the overlapped main loop (the kernels' default); wgmma: without the overlap
+    if (!v || !*v || std::strcmp(v, "auto") == 0 || std::strcmp(v, "overlap") == 0) return false;
+    if (std::strcmp(v, "wgmma") == 0) {
+      ds::cuda::set_fp8_gemm_overlap(false);
       return false;
     }
     DS_CHECK(std::strcmp(v, "fallback") == 0,
