@@ -26,10 +26,10 @@ bool attention_simt_supported(int64_t Dk, int64_t Dv);
 // misaligned tensors silently use the exact kernels).
 bool attention_tc_supported(int64_t Dk, int64_t Dv);
 
-// The tensor-core kernels on Hopper: false (default; DS_ATTENTION=mma) the mma.sync kernels,
-// true (DS_ATTENTION=wgmma) the wgmma forward and backward (flash_attention_sm90.cu) where
-// they take the head dims ((64, 64), (96, 64), (128, 128), (192, 128)) and the sm_90a build is
-// loaded; not yet run on a GPU. Process-wide; the setter overrides the environment.
+// The tensor-core kernels on Hopper: true (default; DS_ATTENTION=wgmma) the wgmma forward and
+// backward (flash_attention_sm90.cu) where they take the head dims ((64, 64), (96, 64), (128,
+// 128), (192, 128)) and the sm_90a build is loaded, false (DS_ATTENTION=mma) the mma.sync
+// kernels. Process-wide; the setter overrides the environment.
 void set_attention_wgmma(bool on);
 bool attention_wgmma();
 // Whether the wgmma kernels can run (Dk, Dv) here, selected or not; and how many forwards

@@ -1,6 +1,7 @@
 // Hopper (sm_90a) causal attention on warpgroup MMAs, forward and backward, reached from
 // attention_forward / attention_backward (flash_attention_simt.cu) when selected
-// (DS_ATTENTION=wgmma or set_attention_wgmma; opt-in until it has run on a GPU) for head dims
+// (the default on sm_90a since it ran on the H200; DS_ATTENTION=mma or set_attention_wgmma
+// select the mma.sync kernels instead) for head dims
 // (Dk, Dv) in {(64, 64), (96, 64), (128, 128), (192, 128)}. Same contract and numbers as the
 // mma.sync kernels of flash_attention_tc.cu (BF16 operands, FP32 accumulation, softmax, lse
 // and D in FP32, the same softmax step), every product on wgmma (sm90_wgmma_bf16.cuh):

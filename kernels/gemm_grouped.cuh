@@ -40,8 +40,8 @@ bool grouped_gemm_native(bool bf16, bool c_bf16 = false);
 int64_t grouped_gemm_kernel_launches();
 
 // Which implementation BF16 grouped GEMMs use. Initialised at first use from the environment
-// variable DS_GROUPED_GEMM: unset, empty or "cublas" -> cublas (the default), "kernel" ->
-// kernel; any other value throws ds::CudaError naming the variable and the allowed values.
+// variable DS_GROUPED_GEMM: unset, empty or "kernel" -> kernel (the default), "cublas" ->
+// cublas; any other value throws ds::CudaError naming the variable and the allowed values.
 // set_grouped_gemm_impl overrides it for the rest of the process (tests, benchmarks).
 enum class GroupedGemmImpl { cublas, kernel };
 void set_grouped_gemm_impl(GroupedGemmImpl impl);
@@ -51,7 +51,7 @@ GroupedGemmImpl grouped_gemm_impl();
 // the products run round-robin on this many side streams (each with its own cuBLAS handle),
 // forked from and joined back into the op stream; 1 runs them one after another on it. The
 // results are the same either way (each product is the same call and owns its c). Initialised
-// at first use from DS_GROUPED_GEMM_STREAMS (1 to 16, default 4; anything else throws
+// at first use from DS_GROUPED_GEMM_STREAMS (1 to 16, default 1; anything else throws
 // ds::CudaError naming the variable); the setter overrides it (tests, benchmarks).
 int grouped_gemm_streams();
 void set_grouped_gemm_streams(int n);

@@ -10,16 +10,17 @@
 #   4. ds-sft, ds-eval generate, ds-rl and ds-convert-fp8 with --device cuda beside --device cpu;
 #   5. kernel benchmarks: GEMMs (BF16 cuBLAS, FP8 wgmma/portable), attention (mma.sync and
 #      wgmma), MLA decode, cross-entropy over a 129280 vocabulary and the MoE router;
-#   6. the same 1b step in PyTorch on the card (measured before: last).
+#   6. the same 1b step in PyTorch on the card (measured before);
+#   7. Nsight Compute on the hottest kernels: throughputs, pipes, warp stall reasons.
 # Logs go to $OUT (or gpu-check-out/); each table row is printed when it is made and the
 # whole table last. Needs gpu-pack/ from scripts/gpu-pack.sh (binaries, libraries, data). Each
 # step has its own time limit, cut to what is left of the whole run's budget (BUDGET, 430 s:
 # the run stays under 8 minutes with the unpacking and the device call's margin); a step that
 # would get too little time is skipped with an "out of time" row, so a run cut short still
-# reports the rows that matter most, which come first. --quick took 116 s on 2026-11-30
-# (commit 1479fb2), with 4 test processes and one step benchmark; there are now about 20 test
-# processes, the step benchmark, and one more process that times every switch's step on one
-# model (a static estimate, not measured: 250-400 s).
+# reports the rows that matter most, which come first. --quick took 229 s and 235 s on the
+# H200 (2026-11-30, commits c135dd4 and 029fe18): 19 test processes in 91 s, the step
+# benchmarks (the variants' process included) 50 s, the tools 29 s, the kernel benchmarks
+# 42 s, PyTorch 23 s.
 # Usage: bash scripts/gpu-check.sh [--quick]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -147,8 +148,9 @@ declare -A FILTER=(
 # and the one-GPU-per-process check.
 # ops-bf16-outputs and model-bf16-outputs test the routed experts' BF16 GEMM outputs
 # (opt-in: grouped_matmul writing BF16 codes, the ops reading them, the layer on the card).
-# ops-grouped also compares the per-expert cuBLAS calls spread over side streams (on by
-# default: DS_GROUPED_GEMM_STREAMS) with one stream, bit for bit.
+# ops-grouped also compares the per-expert cuBLAS calls spread over side streams
+# (DS_GROUPED_GEMM_STREAMS, default 1 since commit 029fe18 ran on the H200) with one stream,
+# bit for bit.
 MODEL_RC=0
 for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
          ds_test_backend_ops:ops-grouped ds_test_backend_ops:ops-multi \
@@ -250,11 +252,11 @@ optin() {   # optin LABEL FILE PRECISION GROUPS_ARRAY_NAME KEY=VALUE,...
 # the opt-in, and the default step once more (the drift: clocks, the allocator; the model is
 # the same).
 variant baseline bench_train_vbase.txt bf16+fp8 ""
-# - the routed experts' BF16 GEMMs as per-expert cuBLAS calls on 4 side streams, not one launch
-#   of our grouped kernel per projection;
+# - the routed experts' BF16 GEMMs as per-expert cuBLAS calls, not one launch of our grouped
+#   kernel per projection;
 variant "cuBLAS experts" bench_train_cublas.txt bf16 grouped-gemm=cublas
-# - the same on one stream (what the side streams give the cuBLAS path);
-variant "cuBLAS experts on 1 stream" bench_train_1stream.txt bf16 grouped-gemm=cublas,streams=1
+# - the same on 4 side streams (what the side streams give the cuBLAS path);
+variant "cuBLAS experts on 4 streams" bench_train_4streams.txt bf16 grouped-gemm=cublas,streams=4
 # - the attention on the mma.sync kernels, not the warpgroup MMAs;
 variant "mma.sync attention" bench_train_mma.txt bf16 attention=mma
 # - the FP8 step's routed experts as a loop of per-expert FP8 Linears, not grouped FP8 GEMMs
@@ -380,9 +382,9 @@ verdict "grouped FP8 experts (default; --moe-gemm loop)" \
 verdict "expert outputs BF16 (opt-in; numerics: outputs rounded to BF16)" \
   ds_test_backend_ops-ops-bf16-outputs,ds_test_model_gpu-model-bf16-outputs $B0 \
   bench_train_b16out.txt
-verdict "side streams for the cuBLAS experts (default)" \
-  ds_test_backend_ops-ops-grouped,ds_test_model_gpu-model-cublas bench_train_1stream.txt \
-  bench_train_cublas.txt
+verdict "4 side streams for the cuBLAS experts (DS_GROUPED_GEMM_STREAMS=4)" \
+  ds_test_backend_ops-ops-grouped,ds_test_model_gpu-model-cublas bench_train_cublas.txt \
+  bench_train_4streams.txt
 verdict "AdamW writes the next step's BF16 operands (default)" \
   ds_test_backend_ops-ops-multi,ds_test_model_gpu-model bench_train_norefresh.txt $B0
 verdict "BF16 attention inputs (default)" ds_test_backend_ops-ops-new,ds_test_model_gpu-model \
@@ -632,3 +634,38 @@ elif python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; th
 else
   row "train step 1b bf16 (PyTorch)" SKIP "no PyTorch with CUDA here"
 fi
+# ---- 7. Nsight Compute on the hottest kernels (what the next optimisation needs) -------------
+# Time, throughputs, pipes and warp stall reasons (scripts/ncu_summary.py) of one launch each:
+# the wgmma attention forward and its three backward passes at the 1b preset's head dims (37%
+# and 8% of its step on the H200 at 029fe18), the grouped BF16 GEMM (18%) and the BF16-cache
+# MLA decode at 16 heads. Last: it re-runs benchmarks under the profiler (clocks locked to
+# base, so its times are longer than theirs).
+NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+NCU_METRICS="gpu__time_duration.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed"
+NCU_METRICS+=",dram__throughput.avg.pct_of_peak_sustained_elapsed,launch__registers_per_thread"
+NCU_METRICS+=",sm__warps_active.avg.pct_of_peak_sustained_active"
+NCU_METRICS+=",smsp__issue_active.avg.pct_of_peak_sustained_active"
+NCU_METRICS+=",regex:^sm__pipe_(alu|tensor\w*)_cycles_active\.avg\.pct_of_peak_sustained_active$"
+NCU_METRICS+=",regex:^smsp__average_warps_issue_stalled_\w+_per_issue_active\.ratio$"
+# entries: label:file:kernel regex:launches:benchmark and its flags
+for spec in "attention forward 96/64:attn_fwd:sm90_fwd_kernel<.int.96:1:bench_attention --quick --wgmma" \
+            "attention backward 96/64:attn_bwd:sm90_bwd_kernel<.int.96:3:bench_attention --quick --wgmma" \
+            "grouped BF16 GEMM:grouped:grouped_bf16_gemm_kernel:1:bench_gemm" \
+            "MLA decode BF16, 16 heads:mla:mla_tc_kernel<.int.1>:1:bench_attention --quick"; do
+  IFS=: read -r lab f k c cmd <<< "$spec"
+  if [ -z "$NCU" ]; then row "ncu $lab" SKIP "no ncu here"; continue; fi
+  if ! room 40 20; then row "ncu $lab" SKIP "out of time"; continue; fi
+  # shellcheck disable=SC2086 # cmd: the benchmark and its flags
+  timeout "$(limit 40)" "$NCU" --csv --page raw --print-units base \
+    --kernel-name-base demangled -k "regex:$k" -c "$c" --metrics "$NCU_METRICS" \
+    "$BIN/"$cmd > "$O/ncu_$f.csv" 2> "$O/ncu_$f.err"
+  rc=$?
+  s=$(python3 scripts/ncu_summary.py "$O/ncu_$f.csv" 2>&1)
+  if [ -n "$s" ] && [ "$rc" = 0 ]; then
+    while IFS= read -r l; do row "ncu $lab" INFO "$l"; done <<< "$s"
+  else
+    row "ncu $lab" FAIL "rc $rc, no kernel profiled: see ncu_$f.err"
+    tail -3 "$O/ncu_$f.err" 2>/dev/null
+  fi
+done
+echo "[gpu-check] Nsight Compute done at $(elapsed)"

@@ -5,17 +5,22 @@ Usage: python3 scripts/gpu-report.py DIR [--commit SHA] [--date YYYY-MM-DD]
 
 DIR is gpu-check.sh's output folder ($OUT; the device tool hands it back as logs.tgz, unpack
 it first), holding gpu.txt, the benchmarks' bench_*.txt and, if saved beside them,
-console.txt (the script's own output, for the "switch:" verdicts and the unit-test rows).
+console.txt (the script's own output, for the "switch:" verdicts and the unit-test rows) and
+Nsight Compute's ncu_*.csv (scripts/ncu_summary.py reads them).
 Every figure comes from the JSON lines the benchmarks print ({"bench": ...}); nothing is
 computed here but the ratios shown (of 4.8 TB/s, of the measured BF16 peak, of a step). A
 table whose benchmark did not run is left out, with a note saying so. Exit 1 when DIR has
 no benchmark output at all.
 """
 import argparse
+import glob
 import json
 import os
 import re
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ncu_summary  # noqa: E402  (scripts/ncu_summary.py)
 
 HBM_GBPS = 4800.0
 
@@ -56,6 +61,7 @@ VARIANTS = {
     "bench_train_unfused.txt": "DS_CUDA_FUSED=0, inputs not shared",
     "bench_train_cublas.txt": "cuBLAS experts (DS_GROUPED_GEMM=cublas)",
     "bench_train_1stream.txt": "cuBLAS experts on 1 stream",
+    "bench_train_4streams.txt": "cuBLAS experts on 4 streams",
     "bench_train_mma.txt": "mma.sync attention (DS_ATTENTION=mma)",
     "bench_train_fp8loop.txt": "FP8 experts' loop (--moe-gemm loop)",
     "bench_train_noshare.txt": "inputs not shared",
@@ -159,6 +165,25 @@ def attention_tables(d):
     return out
 
 
+def ncu_tables(d):
+    """Nsight Compute's figures for the kernels gpu-check.sh profiled (ncu_*.csv)."""
+    rows = []
+    for path in sorted(glob.glob(os.path.join(d, "ncu_*.csv"))):
+        for k in ncu_summary.kernels(path):
+            s = ncu_summary.summary(k)
+            f = ncu_summary.fmt
+            stalls = ", ".join(f"{r} {v:.2f}" for r, v in s["stalls"][:3]) or "–"
+            rows.append([s["name"], f(s["ms"], ".3f"), f(s["sm"], ".0f"), f(s["dram"], ".0f"),
+                         f(s["issue"], ".0f"), f(s["tensor"], ".0f"), f(s["alu"], ".0f"),
+                         f(s["regs"], ".0f"), f(s["occupancy"], ".1f"), stalls])
+    if not rows:
+        return []
+    return ["**Nsight Compute** (one launch each; clocks locked by ncu; percent of peak; stalls: "
+            "warps stalled per issued instruction, the three largest)\n\n" + table(
+                ["kernel", "ms", "SM %", "DRAM %", "issue %", "tensor %", "ALU %", "registers",
+                 "occupancy %", "stalls"], rows)]
+
+
 def console_rows(d):
     path = os.path.join(d, "console.txt")
     if not os.path.exists(path):
@@ -203,7 +228,7 @@ def main():
         print(f"gpu-report: {a.dir}: no benchmark output (bench_*.txt with JSON lines)",
               file=sys.stderr)
         return 1
-    parts = console_rows(a.dir) + train + gemm + attn
+    parts = console_rows(a.dir) + train + gemm + attn + ncu_tables(a.dir)
     meta = ", ".join(x for x in (a.date, f"commit {a.commit}" if a.commit else "", gpu) if x)
     print("## CUDA: gpu-check.sh run" + (f" ({meta})" if meta else "") + "\n")
     missing = [n for n, t in (("training step", train), ("GEMMs", gemm), ("attention", attn))

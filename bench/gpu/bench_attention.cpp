@@ -13,7 +13,7 @@
 // convention: every visible cache row (R + Dr elements, 4 or 2 bytes each) read once per
 // sequence, plus the queries and outputs (F32 here: 4 bytes); FLOPs 2 * N*H * L * (2R + Dr).
 // --wgmma: only the BF16 rows, each also timing the forward and the backward through the wgmma
-// kernels (sm_90a; a process of its own in gpu-check.sh, as they have not run on a GPU yet).
+// kernels (sm_90a; the training default), beside the mma.sync kernels the plain rows time.
 // Usage: bench_attention [--quick] [--wgmma]. Prints a table and one JSON line per row (and cache).
 #include <cmath>
 #include <cstdio>

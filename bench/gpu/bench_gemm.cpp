@@ -18,7 +18,7 @@
 // one. Prints tables, each row followed by its JSON line (a run cut short keeps the rows it
 // made). Exits 77 without a GPU.
 // Usage: bench_gemm [--without overlap|kernel|fp8-grouped]...: leaves out the FP8 GEMM's
-// overlapped main loop, our grouped BF16 kernel, the grouped FP8 GEMMs (opt-ins whose tests
+// overlapped main loop, our grouped BF16 kernel, the grouped FP8 GEMMs (pieces whose tests
 // failed: scripts/gpu-check.sh), their columns -1 in the JSON.
 #include <cuda_runtime.h>
 

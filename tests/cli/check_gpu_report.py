@@ -2,7 +2,8 @@
 """scripts/gpu-report.py on a gpu-check.sh output folder written here (synthetic JSON lines in
 the benchmarks' formats): the tables carry the figures of the lines, a benchmark that did not
 run is named, the verdicts and test rows of console.txt come through, and a folder without
-benchmark output is an error (exit 1, one line)."""
+benchmark output is an error (exit 1, one line); Nsight Compute's raw CSV becomes a table
+(kernel name shortened, stall reasons largest first, the issuing warps left out)."""
 import json
 import os
 import subprocess
@@ -55,6 +56,31 @@ with tempfile.TemporaryDirectory() as d:
          "Dv": 128, "fwd_ms": 1.07, "fwd_tflops": 160.0, "bwd_ms": 3.74, "bwd_tflops": 115.0},
         {"bench": "mla_decode", "cache": "bf16", "N": 64, "H": 128, "L": 4096, "ms": 0.5,
          "gbps": 2400.0, "hbm_fraction": 0.5, "tflops": 300.0}])
+    # Nsight Compute's raw CSV after the application's own output, as gpu-check.sh saves it
+    metrics = ["gpu__time_duration.sum", "sm__throughput.avg.pct_of_peak_sustained_elapsed",
+               "dram__throughput.avg.pct_of_peak_sustained_elapsed",
+               "launch__registers_per_thread", "sm__warps_active.avg.pct_of_peak_sustained_active",
+               "smsp__issue_active.avg.pct_of_peak_sustained_active",
+               "sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active",
+               "sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active",
+               "smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio",
+               "smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio",
+               "smsp__average_warps_issue_stalled_selected_per_issue_active.ratio",
+               "smsp__average_warps_issue_stalled_wait_per_issue_active.ratio",
+               "smsp__average_warps_issue_stalled_math_pipe_throttle_per_issue_active.ratio"]
+    head = ["ID", "Process ID", "Process Name", "Host Name", "Kernel Name", "Context", "Stream",
+            "Block Size", "Grid Size", "Device", "CC"]
+    units = [""] * len(head) + ["nsecond", "%", "%", "register/thread", "%", "%", "%", "%"] + \
+        ["inst"] * 5
+    name = ("void ds::cuda::flash::<unnamed>::sm90_bwd_kernel<(int)96, (int)64, (int)1>"
+            "(const __nv_bfloat16 *, const int *, float, float *, int, int, int)")
+    vals = [["0", "77", "bench_attention", "127.0.0.1", name, "1", "7", "(256, 1, 1)",
+             "(32, 64, 1)", "0", "9.0", "2,583,104", "26.68", "2.50", "180", "12.49", "26.7",
+             "25.2", "19.9", "3.10", "0.85", "1.00", "0.40", "1.75"]]
+    with open(os.path.join(d, "ncu_attn_bwd.csv"), "w") as f:
+        f.write("attention bf16 B=4 T= 4096 ...\n")
+        for r in [head + metrics, units] + vals:
+            f.write(",".join('"' + x + '"' for x in r) + "\n")
     with open(os.path.join(d, "console.txt"), "w") as f:
         f.write("[row] ds_test_backend_ops-ops-new      PASS   (3s)\n")
         f.write("[row] switch: expert outputs BF16 (opt-in) INFO   bf16 tests pass; faster\n")
@@ -78,6 +104,9 @@ with tempfile.TemporaryDirectory() as d:
     check("- expert outputs BF16 (opt-in) INFO   bf16 tests pass; faster" in out, "verdict missing")
     check("`ds_test_backend_ops-ops-new      PASS   (3s)`" in out, "test row missing")
     check("noise" not in out, "non-row console line copied")
+    check("| sm90_bwd_kernel<96, 64, 1> | 2.583 | 27 | 2 | 27 | 20 | 25 | 180 | 12.5 | "
+          "barrier 3.10, math_pipe_throttle 1.75, long_scoreboard 0.85 |" in out,
+          "Nsight Compute row missing:\n" + out)
 
 if failures:
     print("check_gpu_report: FAILED:\n  " + "\n  ".join(failures))
