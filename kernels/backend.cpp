@@ -6,6 +6,7 @@
 
 #include "ds/core/device_hooks.hpp"
 #include "ds/core/error.hpp"
+#include "kernels/flash_attention.cuh"
 #include "kernels/gemm_grouped.cuh"
 #include "kernels/runtime.cuh"
 
@@ -36,8 +37,10 @@ void install_backend(int index) {
   if (index < 0 || index >= n)
     DS_THROW(CudaError, "--device cuda: GPU {} requested (the local rank picks it) but {} "
              "visible", index, n);
-  grouped_gemm_impl();      // a bad DS_GROUPED_GEMM or DS_GROUPED_GEMM_STREAMS fails here,
-  grouped_gemm_streams();   // before any input is read
+  grouped_gemm_impl();      // a bad DS_GROUPED_GEMM, DS_GROUPED_GEMM_STREAMS, DS_ATTENTION or
+  grouped_gemm_streams();   // DS_ATTENTION_BWD fails here, before any input is read
+  attention_wgmma();
+  attention_bwd_fused();
   std::call_once(g_once, [&] {
     set_device_info(index);
     DeviceHooks h;

@@ -32,6 +32,15 @@ bool attention_tc_supported(int64_t Dk, int64_t Dv);
 // kernels. Process-wide; the setter overrides the environment.
 void set_attention_wgmma(bool on);
 bool attention_wgmma();
+// The wgmma backward's dK and dV: false (default; DS_ATTENTION_BWD=split) a pass each, true
+// (DS_ATTENTION_BWD=fused) one pass that computes S^T and dP^T once for both, where the head
+// dims allow it (up to 96 / 64: attention_bwd_fused_supported; the others keep the split
+// passes); the same dK and dV to the bit. Not yet run on a GPU. Process-wide; the setter
+// overrides the environment; how many fused passes have run in this process (tests check).
+void set_attention_bwd_fused(bool on);
+bool attention_bwd_fused();
+bool attention_bwd_fused_supported(int64_t Dk, int64_t Dv);
+int64_t attention_bwd_fused_launches();
 // Whether the wgmma kernels can run (Dk, Dv) here, selected or not; and how many forwards
 // (backwards) they have run in this process (tests check that they did).
 bool attention_wgmma_supported(int64_t Dk, int64_t Dv);

@@ -17,7 +17,8 @@
 //   * P / dS stay in registers: wgmma's accumulators are the m16n8 accumulator layout per
 //     warp, so acc_to_a turns them into the register A operand of the next product.
 // Forward: S = Q K^T (both operands in shared memory), the mma.sync kernel's softmax step,
-// O += P V. Backward: three passes of one kernel (dQ; dK; dV), below.
+// O += P V. Backward: three passes of one kernel (dQ; dK; dV), or two with
+// DS_ATTENTION_BWD=fused (dQ; dK and dV) up to head dims 96 / 64, below.
 // cp.async writes are generic-proxy writes and wgmma reads through the async proxy, hence
 // fence.proxy.async before the barrier that publishes a stage (as in sm90_fp8_gemm.cu).
 // The kernel bodies exist only in the sm_90a build (sm90a_loaded() gates the launches).
@@ -214,20 +215,25 @@ __global__ void __launch_bounds__(kThreads, 1)
 // (N = Dk or Dv) += G Z with G = dS or P from the accumulators as the register A operand and
 // Z^T a tile of a transposed copy (K^T, Q^T, dO^T: (B, H, N, Tp), keys padded) as K-major B.
 // dK and dV are separate passes (S^T recomputed once more) so that every accumulator set fits
-// the registers at 192 / 128. Shared layout bwd_smem: X_k, X_v, then kBwdStages x [Y_k, Y_v,
-// Z^T]. bounds: kfirst (kDQ) or klast (kDK, kDV) of the segment pre-pass, or null.
+// the registers at 192 / 128. Up to 96 / 64 they fit, and PASS kDKV (DS_ATTENTION_BWD=fused)
+// does both in one pass: S^T and dP^T once, P^T and dS^T from them (dS^T into dP^T's
+// registers), then dK += dS^T Q and dV += P^T dO (Z2^T = dO^T) under one wait; out2 is dV.
+// Each accumulator sees the same products in the same order as in its split pass, so dK and
+// dV are the split passes' to the bit. Shared layout bwd_smem: X_k, X_v, then kBwdStages x
+// [Y_k, Y_v, Z^T, Z2^T]. bounds: kfirst (kDQ) or klast (the others) of the segment pre-pass,
+// or null.
 
 template <int DK, int DV, int PASS>
 __global__ void __launch_bounds__(kThreads, 1)
     sm90_bwd_kernel(const bf16* __restrict__ xk_src, const bf16* __restrict__ xv_src,
                     const bf16* __restrict__ yk_src, const bf16* __restrict__ yv_src,
-                    const bf16* __restrict__ zt_src, const int32_t* __restrict__ seg,
-                    const int32_t* __restrict__ bounds, const float* __restrict__ lse,
-                    const float* __restrict__ Dd, float scale, float* __restrict__ out, int T,
-                    int H, int Tp) {
+                    const bf16* __restrict__ zt_src, const bf16* __restrict__ zt2_src,
+                    const int32_t* __restrict__ seg, const int32_t* __restrict__ bounds,
+                    const float* __restrict__ lse, const float* __restrict__ Dd, float scale,
+                    float* __restrict__ out, float* __restrict__ out2, int T, int H, int Tp) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr bool kDP = PASS != kDV;
-  constexpr int NZ = bwd_n(DK, DV, PASS);
+  constexpr bool kDP = PASS != kDV, kKV = PASS == kDKV;
+  constexpr int NZ = bwd_n(DK, DV, PASS), NZ2 = kKV ? DV : 64;   // (NZ2 unused unless kKV)
   constexpr BwdSmem L = bwd_smem(DK, DV, PASS);
   extern __shared__ uint8_t smem_raw[];
   __shared__ int bound;
@@ -246,11 +252,13 @@ __global__ void __launch_bounds__(kThreads, 1)
                   : query_tiles(x0, block_qhi(bounds, int64_t(b) * T, x0, T, kBQ, &bound));
   const int t0 = tiles.t0, ntiles = tiles.t1 - tiles.t0;
   const bf16* zth = zt_src + t_index(int64_t(b) * H + h, 0, 0, NZ, Tp);
+  const bf16* zt2h = kKV ? zt2_src + t_index(int64_t(b) * H + h, 0, 0, NZ2, Tp) : nullptr;
   auto load_tile = [&](int st, int it) {
     const int tb = (t0 + it) * kBK;
     load_rows<kBK, DK>(stage(st), yk_src + head * DK, rk, tb, T);
     if constexpr (kDP) load_rows<kBK, DV>(stage(st) + L.yv, yv_src + head * DV, rv, tb, T);
     load_t<NZ>(stage(st) + L.z, zth, Tp, tb);
+    if constexpr (kKV) load_t<NZ2>(stage(st) + L.z2, zt2h, Tp, tb);
   };
   load_rows<kBQ, DK>(xk, xk_src + head * DK, rk, x0, T);   // in the first commit group
   if constexpr (kDP) load_rows<kBQ, DV>(xv, xv_src + head * DV, rv, x0, T);
@@ -269,6 +277,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const float D0 = PASS == kDQ && i0 < T ? Dd[lb + i0] : 0.f;
   const float D1 = PASS == kDQ && i1 < T ? Dd[lb + i1] : 0.f;
   float acc[NZ / 8][4] = {}, s[kBK / 8][4] = {}, dp[kBK / 8][4] = {};
+  float acc2[kKV ? NZ2 / 8 : 1][4] = {};   // kDKV: dV
   const uint32_t xka = wg_rows(xk, wg), xva = wg_rows(xv, wg);
   for (int it = 0; it < ntiles; ++it) {
     ptx::cp_wait<ring_wait(kBwdStages)>();
@@ -326,26 +335,54 @@ __global__ void __launch_bounds__(kThreads, 1)
             const int c = e + 2 * hi, j = hi ? i1 : i0;
             const bool vis = !need || (ok && j <= q && (!sb || sq == (hi ? s1 : s0)));
             const float p = vis ? fast_exp2(s[nt][c] * sl - Lq) : 0.f;
-            s[nt][c] = PASS == kDV ? p : p * (dp[nt][c] - Dq);   // P^T or dS^T
+            if constexpr (kKV) {   // P^T stays in s, dS^T goes to dp
+              s[nt][c] = p;
+              dp[nt][c] = p * (dp[nt][c] - Dq);
+            } else {
+              s[nt][c] = PASS == kDV ? p : p * (dp[nt][c] - Dq);   // P^T or dS^T
+            }
           }
         }
     }
     uint32_t a[kBK / 16][4];
 #pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk) acc_to_a(a[kk], s[2 * kk], s[2 * kk + 1]);
-    fence_a(a);
-    fence_acc(acc);
-    wgmma_fence();
+    if constexpr (kKV) {   // a = P^T for dV += P^T dO; a2 = dS^T for dK += dS^T Q
+      uint32_t a2[kBK / 16][4];
 #pragma unroll
-    for (int kk = 0; kk < kBK / 16; ++kk)   // tile rows 16 kk..: bytes 32 kk of each Z^T row
-      wgmma_rs(acc, a[kk], smem_desc(kstep(ya + L.z, NZ, kk)));
-    wgmma_commit_wait_all();
-    fence_a(a);
-    fence_acc(acc);
+      for (int kk = 0; kk < kBK / 16; ++kk) acc_to_a(a2[kk], dp[2 * kk], dp[2 * kk + 1]);
+      fence_a(a);
+      fence_a(a2);
+      fence_acc(acc);
+      fence_acc(acc2);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kBK / 16; ++kk)
+        wgmma_rs(acc, a2[kk], smem_desc(kstep(ya + L.z, NZ, kk)));
+#pragma unroll
+      for (int kk = 0; kk < kBK / 16; ++kk)
+        wgmma_rs(acc2, a[kk], smem_desc(kstep(ya + L.z2, NZ2, kk)));
+      wgmma_commit_wait_all();
+      fence_a(a);
+      fence_a(a2);
+      fence_acc(acc);
+      fence_acc(acc2);
+    } else {
+      fence_a(a);
+      fence_acc(acc);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kBK / 16; ++kk)   // tile rows 16 kk..: bytes 32 kk of each Z^T row
+        wgmma_rs(acc, a[kk], smem_desc(kstep(ya + L.z, NZ, kk)));
+      wgmma_commit_wait_all();
+      fence_a(a);
+      fence_acc(acc);
+    }
   }
   ptx::cp_wait<0>();
   const float os = PASS == kDV ? 1.f : scale;
   store_rows(out, acc, head, H, T, i0, i1, lane, os, os);
+  if constexpr (kKV) store_rows(out2, acc2, head, H, T, i0, i1, lane, 1.f, 1.f);
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
@@ -371,18 +408,23 @@ constexpr size_t sm90_bwd_smem() {
   return size_t(bwd_smem(DK, DV, PASS).bytes) + 1024;
 }
 
+// -1: not read from DS_ATTENTION_BWD yet; 0 split dK / dV passes; 1 fused (where it fits).
+std::atomic<int> g_bwd_fused{-1};
+std::atomic<int64_t> g_fused_launches{0};
+
 template <int DK, int DV, int PASS>
 void sm90_bwd_pass(const Launch& L, const bf16* xk, const bf16* xv, const bf16* yk,
                    const bf16* yv, const bf16* zt, int64_t Tp, const float* lse, const float* D,
-                   float* out) {
+                   float* out, const bf16* zt2 = nullptr, float* out2 = nullptr) {
   constexpr size_t smem = sm90_bwd_smem<DK, DV, PASS>();
   static_assert(smem <= 227 * 1024, "sm90_bwd_kernel: shared memory");
+  static_assert(PASS != kDKV || bwd_fused_fits(DK, DV), "sm90_bwd_kernel: fused dK/dV dims");
   auto kern = sm90_bwd_kernel<DK, DV, PASS>;
   set_smem(kern, smem);
   const dim3 grid(unsigned(cdiv(L.s.T, kBQ)), unsigned(L.s.B * L.s.H));
-  kern<<<grid, kThreads, smem, stream()>>>(xk, xv, yk, yv, zt, L.seg,
+  kern<<<grid, kThreads, smem, stream()>>>(xk, xv, yk, yv, zt, zt2, L.seg,
                                            PASS == kDQ ? L.kfirst : L.klast, lse, D, L.scale,
-                                           out, int(L.s.T), int(L.s.H), int(Tp));
+                                           out, out2, int(L.s.T), int(L.s.H), int(Tp));
   DS_CUDA_LAUNCHED();
 }
 
@@ -390,6 +432,14 @@ template <int DK, int DV>
 void sm90_backward(const Launch& L, const Sm90BwdInputs& in, int64_t Tp, const float* lse,
                    const float* D, float* dq, float* dk, float* dv) {
   sm90_bwd_pass<DK, DV, kDQ>(L, in.q, in.dout, in.k, in.v, in.kt, Tp, lse, D, dq);
+  if constexpr (bwd_fused_fits(DK, DV)) {
+    if (attention_bwd_fused()) {
+      sm90_bwd_pass<DK, DV, kDKV>(L, in.k, in.v, in.q, in.dout, in.qt, Tp, lse, D, dk, in.doutt,
+                                  dv);
+      g_fused_launches.fetch_add(1);
+      return;
+    }
+  }
   sm90_bwd_pass<DK, DV, kDK>(L, in.k, in.v, in.q, in.dout, in.qt, Tp, lse, D, dk);
   sm90_bwd_pass<DK, DV, kDV>(L, in.k, nullptr, in.q, nullptr, in.doutt, Tp, lse, D, dv);
 }
@@ -452,6 +502,30 @@ bool attention_wgmma_supported(int64_t Dk, int64_t Dv) {
 
 int64_t attention_wgmma_launches(bool backward) {
   return backward ? flash::g_bwd_launches.load() : flash::g_launches.load();
+}
+
+void set_attention_bwd_fused(bool on) { flash::g_bwd_fused.store(on ? 1 : 0); }
+
+bool attention_bwd_fused_supported(int64_t Dk, int64_t Dv) {
+  return attention_wgmma_supported(Dk, Dv) && fa90::bwd_fused_fits(int(Dk), int(Dv));
+}
+
+int64_t attention_bwd_fused_launches() { return flash::g_fused_launches.load(); }
+
+bool attention_bwd_fused() {
+  int v = flash::g_bwd_fused.load();
+  if (v < 0) {
+    const char* e = std::getenv("DS_ATTENTION_BWD");
+    // split by default until the fused pass has run on a GPU
+    if (!e || !*e || std::strcmp(e, "split") == 0) v = 0;
+    else if (std::strcmp(e, "fused") == 0) v = 1;
+    else throw_cuda_error(std::string("DS_ATTENTION_BWD=") + e + ": expected split or fused",
+                          __FILE__, __LINE__);
+    int expected = -1;
+    flash::g_bwd_fused.compare_exchange_strong(expected, v);
+    v = flash::g_bwd_fused.load();
+  }
+  return v == 1;
 }
 
 bool attention_wgmma() {

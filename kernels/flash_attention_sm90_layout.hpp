@@ -20,8 +20,9 @@ constexpr int kStages = 3;       // the forward's ring of tiles
 constexpr int kBwdStages = 2;    // the backward passes' ring
 constexpr int kThreads = 256;
 
-// The backward passes (one kernel template): rows are queries (dQ) or keys (dK, dV).
-enum Pass { kDQ = 0, kDK = 1, kDV = 2 };
+// The backward passes (one kernel template): rows are queries (dQ) or keys (dK, dV, and dK
+// with dV in one pass: kDKV, for head dims up to 96 / 64, bwd_fused_fits).
+enum Pass { kDQ = 0, kDK = 1, kDV = 2, kDKV = 3 };
 
 // 64-column (128-byte) chunks of a head dim D (a multiple of 16).
 DS_HD constexpr int chunks(int D) { return (D + 63) / 64; }
@@ -80,24 +81,33 @@ DS_HD constexpr FwdSmem fwd_smem(int DK, int DV) {
               kStages * (uint32_t(chunks(DK)) * kBK * 128u + uint32_t(DV) * 128u)};
 }
 // Backward pass: X_k (chunks(DK) x kBQ), X_v (chunks(DV) x kBQ; not for kDV), then kBwdStages
-// x [Y_k (chunks(DK) x kBK), Y_v (chunks(DV) x kBK; not for kDV), Z^T (N rows)], N = DV for
-// kDV, else DK.
+// x [Y_k (chunks(DK) x kBK), Y_v (chunks(DV) x kBK; not for kDV), Z^T (N rows), Z2^T (N2
+// rows)], N = DV for kDV, else DK; N2 = DV for kDKV (dO^T, for dV), else 0.
 struct BwdSmem {
-  uint32_t xk, xv, stages, stage_bytes, yv, z, bytes;   // yv, z: offsets inside a stage
+  uint32_t xk, xv, stages, stage_bytes, yv, z, z2, bytes;   // yv, z, z2: offsets in a stage
 };
 DS_HD constexpr int bwd_n(int DK, int DV, int pass) { return pass == kDV ? DV : DK; }
+DS_HD constexpr int bwd_n2(int DV, int pass) { return pass == kDKV ? DV : 0; }
 DS_HD constexpr int bwd_vc(int DV, int pass) { return pass == kDV ? 0 : chunks(DV); }
+DS_HD constexpr uint32_t bwd_stage_bytes(int DK, int DV, int pass) {
+  return uint32_t(chunks(DK) + bwd_vc(DV, pass)) * kBK * 128u +
+         uint32_t(bwd_n(DK, DV, pass) + bwd_n2(DV, pass)) * 128u;
+}
 DS_HD constexpr BwdSmem bwd_smem(int DK, int DV, int pass) {
   return {0u, uint32_t(chunks(DK)) * kBQ * 128u,
           uint32_t(chunks(DK) + bwd_vc(DV, pass)) * kBQ * 128u,
-          uint32_t(chunks(DK) + bwd_vc(DV, pass)) * kBK * 128u +
-              uint32_t(bwd_n(DK, DV, pass)) * 128u,
+          bwd_stage_bytes(DK, DV, pass),
           uint32_t(chunks(DK)) * kBK * 128u,
           uint32_t(chunks(DK) + bwd_vc(DV, pass)) * kBK * 128u,
+          uint32_t(chunks(DK) + bwd_vc(DV, pass)) * kBK * 128u +
+              uint32_t(bwd_n(DK, DV, pass)) * 128u,
           uint32_t(chunks(DK) + bwd_vc(DV, pass)) * kBQ * 128u +
-              kBwdStages * (uint32_t(chunks(DK) + bwd_vc(DV, pass)) * kBK * 128u +
-                            uint32_t(bwd_n(DK, DV, pass)) * 128u)};
+              kBwdStages * bwd_stage_bytes(DK, DV, pass)};
 }
+// The head dims the fused dK/dV pass takes: its accumulators (dK and dV, S^T, dP^T and two
+// register A operands: 176 floats a thread at 96 / 64) must fit the registers without
+// spilling; (128, 128) and (192, 128) keep the split passes.
+DS_HD constexpr bool bwd_fused_fits(int DK, int DV) { return DK <= 96 && DV <= 64; }
 
 // ---- the ring of tiles ----------------------------------------------------------------------
 // Tile it of a block sits in stage it % stages. Before the loop the block's rows and tiles

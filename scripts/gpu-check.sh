@@ -98,12 +98,13 @@ NEW_B16OUT='gpu expert outputs*'
 NEW_B16OUT_MODEL='*BF16 expert outputs*'
 NEW_PROF='gpu profiler*'
 NEW_ATTN='gpu attention wgmma*'
+NEW_ATTN_FUSED='gpu attention fused*'
 NEW_FUSED='fused:*'
 NEW_RUNTIME='gpu runtime:*'
 NEW_DEFAULT='gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,elementwise: swiglu packed*,gpu gather_rows_scaled*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 NEW_OPERANDS='gpu gather_rows_scaled*,elementwise: rope_tail_codes*,gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu moe_sort_pairs*,elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 declare -A FILTER=(
-  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8_ALL,$NEW_PROF,$NEW_ATTN,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME"
+  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8_ALL,$NEW_PROF,$NEW_ATTN,$NEW_ATTN_FUSED,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME"
   [ops-grouped]="--test-case=$NEW_GROUPED"
   [ops-multi]="--test-case=$NEW_MULTI"
   [ops-mla-bf16]="--test-case=$NEW_MLA"
@@ -112,6 +113,7 @@ declare -A FILTER=(
   [ops-fp8-overlap]="--test-case=$NEW_FP8O"
   [ops-profiler]="--test-case=$NEW_PROF"
   [ops-attn-wgmma]="--test-case=$NEW_ATTN"
+  [ops-attn-fused]="--test-case=$NEW_ATTN_FUSED"
   [ops-fused]="--test-case=$NEW_FUSED"
   [ops-runtime]="--test-case=$NEW_RUNTIME"
   [ops-new]="--test-case=$NEW_DEFAULT"
@@ -144,6 +146,8 @@ declare -A FILTER=(
 # quantisers (on by default in every FP8 Linear), first; ops-fp8-grouped, the m- and k-grouped
 # FP8 GEMMs and the one-group Wgrad; ops-fp8-overlap, the overlapped main loop (the
 # default since c135dd4), last.
+# ops-attn-fused: the wgmma backward with dK and dV in one pass (opt-in, DS_ATTENTION_BWD=fused;
+# not yet run on a GPU) against the split passes, bit for bit, and against the reference.
 # ops-runtime: uploads and frees from worker threads (each bound to the backend's GPU first)
 # and the one-GPU-per-process check.
 # ops-bf16-outputs and model-bf16-outputs test the routed experts' BF16 GEMM outputs
@@ -157,6 +161,7 @@ for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
          ds_test_backend_ops:ops-mla-bf16 ds_test_backend_ops:ops-fp8-quant \
          ds_test_backend_ops:ops-fp8-grouped \
          ds_test_backend_ops:ops-profiler ds_test_backend_ops:ops-attn-wgmma \
+         ds_test_backend_ops:ops-attn-fused \
          ds_test_backend_ops:ops-fused ds_test_backend_ops:ops-bf16-outputs \
          ds_test_backend_ops:ops-runtime ds_test_backend_ops:ops-fp8-overlap \
          ds_test_model_gpu:model ds_test_model_gpu:model:unfused \
@@ -233,6 +238,7 @@ passed() {   # passed GROUP...: every group ran and passed
 T_KERNEL=(ds_test_backend_ops-ops-grouped)
 T_WGMMA=(ds_test_backend_ops-ops-attn-wgmma)
 T_B16OUT=(ds_test_backend_ops-ops-bf16-outputs ds_test_model_gpu-model-bf16-outputs)
+T_BWDFUSED=(ds_test_backend_ops-ops-attn-fused)
 T_FP8G=(ds_test_backend_ops-ops-fp8-quant ds_test_backend_ops-ops-fp8-grouped
         ds_test_model_gpu-model-fp8-grouped)
 # Every switch's step in ONE process (bench_train_step --variant: the model built and uploaded
@@ -278,6 +284,10 @@ variant "operands re-rounded" bench_train_norefresh.txt bf16 operand-refresh=0
 # - the routed experts' GEMM outputs as BF16 (opt-in, a numerics change: their forward and
 #   input-gradient GEMMs then take cuBLAS, which writes BF16), with the per-op profile;
 optin "expert outputs BF16" bench_train_b16out.txt bf16 T_B16OUT expert-outputs=1,profile=1
+# - the attention backward with dK and dV in one pass (opt-in; the same bits, so the same loss
+#   as the default step), with the per-op profile;
+optin "attention backward fused" bench_train_bwdfused.txt bf16 T_BWDFUSED \
+  attention-bwd=fused,profile=1
 # - the default step again.
 variant "baseline again" bench_train_vbase2.txt bf16 ""
 # Run them; a process that dies (a fault in one variant poisons the CUDA context) or hangs is
@@ -317,8 +327,10 @@ for attempt in 1 2 3 4; do
   pending=("${left[@]:1}")
 done
 for i in "${pending[@]}"; do V_NOTE[${V_LABEL[$i]}]="not run (the process kept dying)"; done
-grep -A45 -F "[variant expert outputs BF16]" "$VE" 2>/dev/null |
-  grep -E "^(profile|GEMM share|[a-z_0-9]+ +[a-z_]+ +[0-9]+ )" | head -40
+for lab in "expert outputs BF16" "attention backward fused"; do   # the profiled variants
+  grep -A45 -F "[variant $lab]" "$VE" 2>/dev/null |
+    grep -E "^(profile|GEMM share|[a-z_0-9]+ +[a-z_]+ +[0-9]+ )" | head -12
+done
 for i in "${!V_LABEL[@]}"; do
   lab=${V_LABEL[$i]}
   { grep -F "[variant $lab]" "$VO"; grep -F "\"variant\":\"$lab\"" "$VO"; } > "$O/${V_FILE[$i]}"
@@ -382,6 +394,20 @@ verdict "grouped FP8 experts (default; --moe-gemm loop)" \
 verdict "expert outputs BF16 (opt-in; numerics: outputs rounded to BF16)" \
   ds_test_backend_ops-ops-bf16-outputs,ds_test_model_gpu-model-bf16-outputs $B0 \
   bench_train_b16out.txt
+verdict "attention backward with dK and dV fused (opt-in; DS_ATTENTION_BWD=fused)" \
+  ds_test_backend_ops-ops-attn-fused $B0 bench_train_bwdfused.txt
+# Its gradients are the split passes' bits, so its step must end at the default step's loss.
+loss_of() {   # loss_of FILE: the bf16 step's loss from its JSON line, or nothing
+  grep -m1 '"precision":"bf16"' "$O/$1" 2>/dev/null | sed -nE 's/.*"loss":([-0-9.e+]+).*/\1/p'
+}
+# (Compared only where the default step repeats its own loss: first and last run.)
+l0=$(loss_of $B0); l1=$(loss_of bench_train_bwdfused.txt); l2=$(loss_of bench_train_vbase2.txt)
+if [ -n "$l0" ] && [ -n "$l1" ]; then
+  if [ "$l0" = "$l1" ]; then row "attention backward fused: loss" INFO "$l1 | $l0 (default): equal"
+  elif [ -n "$l2" ] && [ "$l0" != "$l2" ]; then
+    row "attention backward fused: loss" INFO "$l1 | $l0 (default): not comparable, the default step's own loss moved (last run $l2)"
+  else row "attention backward fused: loss" FAIL "$l1 | $l0 (default): they must be equal"; fi
+fi
 verdict "4 side streams for the cuBLAS experts (DS_GROUPED_GEMM_STREAMS=4)" \
   ds_test_backend_ops-ops-grouped,ds_test_model_gpu-model-cublas bench_train_cublas.txt \
   bench_train_4streams.txt
@@ -608,11 +634,19 @@ else row "bench_attention" SKIP "out of time"; fi
 if ! room 30 15; then
   row "attention wgmma" SKIP "out of time"
 elif passed "${T_WGMMA[@]}"; then
-  timeout "$(limit 30)" "$BIN/bench_attention" $q --wgmma > "$O/bench_attention_wgmma.txt" 2>&1
-  echo "bench_attention --wgmma rc=$?"; grep -v '^{' "$O/bench_attention_wgmma.txt"
+  nf=--no-fused; passed "${T_BWDFUSED[@]}" && nf=   # the fused dK/dV pass where it passed
+  timeout "$(limit 30)" "$BIN/bench_attention" $q --wgmma $nf \
+    > "$O/bench_attention_wgmma.txt" 2>&1
+  echo "bench_attention --wgmma $nf rc=$?"; grep -v '^{' "$O/bench_attention_wgmma.txt"
   l=$(grep "wgmma fwd" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' | tr -s ' ' \
     | paste -sd';')
   row "attention wgmma" INFO "${l:-failed, see bench_attention_wgmma.txt}"
+  if [ -n "$nf" ]; then row "attention wgmma, dK/dV fused" SKIP "not run: its tests did not all pass"
+  else
+    l=$(grep "fused" "$O/bench_attention_wgmma.txt" | grep -v '^{' | sed 's/^attention bf16 //' \
+      | tr -s ' ' | paste -sd';')
+    row "attention wgmma, dK/dV fused" INFO "${l:-failed, see bench_attention_wgmma.txt}"
+  fi
 else
   row "attention wgmma" SKIP "not run: its tests did not all pass"
 fi
@@ -649,11 +683,15 @@ NCU_METRICS+=",regex:^sm__pipe_(alu|tensor\w*)_cycles_active\.avg\.pct_of_peak_s
 NCU_METRICS+=",regex:^smsp__average_warps_issue_stalled_\w+_per_issue_active\.ratio$"
 # entries: label:file:kernel regex:launches:benchmark and its flags
 for spec in "attention forward 96/64:attn_fwd:sm90_fwd_kernel<.int.96:1:bench_attention --quick --wgmma" \
-            "attention backward 96/64:attn_bwd:sm90_bwd_kernel<.int.96:3:bench_attention --quick --wgmma" \
+            "attention backward 96/64:attn_bwd:sm90_bwd_kernel<.int.96:3:bench_attention --quick --wgmma --no-fused" \
+            "attention backward 96/64, dK/dV fused:attn_bwdf:sm90_bwd_kernel<.int.96, .int.64, .int.3:1:bench_attention --quick --wgmma" \
             "grouped BF16 GEMM:grouped:grouped_bf16_gemm_kernel:1:bench_gemm" \
             "MLA decode BF16, 16 heads:mla:mla_tc_kernel<.int.1>:1:bench_attention --quick"; do
   IFS=: read -r lab f k c cmd <<< "$spec"
   if [ -z "$NCU" ]; then row "ncu $lab" SKIP "no ncu here"; continue; fi
+  if [[ $lab == *fused* ]] && ! passed "${T_BWDFUSED[@]}"; then
+    row "ncu $lab" SKIP "not run: its tests did not all pass"; continue
+  fi
   if ! room 40 20; then row "ncu $lab" SKIP "out of time"; continue; fi
   # shellcheck disable=SC2086 # cmd: the benchmark and its flags
   timeout "$(limit 40)" "$NCU" --csv --page raw --print-units base \

@@ -70,6 +70,7 @@ VARIANTS = {
     "bench_train_noacc.txt": "sums by add_",
     "bench_train_norefresh.txt": "operands re-rounded each step",
     "bench_train_b16out.txt": "expert outputs BF16 (opt-in)",
+    "bench_train_bwdfused.txt": "attention backward, dK/dV fused (opt-in)",
     "bench_train_vbase2.txt": "default, last (the variants' process)",
 }
 
@@ -141,9 +142,12 @@ def attention_tables(d):
                              fmt(r["fwd_ms"], ".3f"), fmt(r["fwd_tflops"]), fmt(r["bwd_ms"], ".3f"),
                              fmt(r["bwd_tflops"])])
             elif r["bench"] == "attention_wgmma":
+                fused = r.get("bwd_fused_tflops", -1)
                 wrows.append([f'{r["B"]}×{r["T"]}', r["H"], f'{r["Dk"]}/{r["Dv"]}',
                               fmt(r["fwd_tflops"]), fmt(r["fwd_speedup"], ".2f") + "×",
                               fmt(r["bwd_tflops"]), fmt(r["bwd_speedup"], ".2f") + "×",
+                              fmt(fused) if fused > 0 else "–",
+                              {True: "yes", False: "NO"}.get(r.get("bwd_fused_identical"), "–"),
                               f'{r["nmse_out"]:.1e}'])
             elif r["bench"] == "mla_decode" and name == "bench_attention.txt":
                 drows.append([r["cache"], r["N"], r["H"], r["L"], fmt(r["ms"], ".3f"),
@@ -157,7 +161,8 @@ def attention_tables(d):
     if wrows:
         out.append("**Attention on wgmma** (`bench_attention --wgmma`; speedup over mma.sync)\n\n" +
                    table(["B×T", "heads", "Dk/Dv", "fwd TFLOP/s", "fwd ×", "bwd TFLOP/s",
-                          "bwd ×", "nmse out"], wrows))
+                          "bwd ×", "bwd dK/dV fused TFLOP/s", "fused = split bits",
+                          "nmse out"], wrows))
     if drows:
         out.append("**MLA decode** (`bench_attention`, absorbed, latent cache)\n\n" + table(
             ["cache", "sequences", "heads", "length", "ms", "GB/s", "of 4.8 TB/s", "TFLOP/s"],

@@ -13,8 +13,12 @@
 // convention: every visible cache row (R + Dr elements, 4 or 2 bytes each) read once per
 // sequence, plus the queries and outputs (F32 here: 4 bytes); FLOPs 2 * N*H * L * (2R + Dr).
 // --wgmma: only the BF16 rows, each also timing the forward and the backward through the wgmma
-// kernels (sm_90a; the training default), beside the mma.sync kernels the plain rows time.
-// Usage: bench_attention [--quick] [--wgmma]. Prints a table and one JSON line per row (and cache).
+// kernels (sm_90a; the training default), beside the mma.sync kernels the plain rows time, and
+// where the head dims allow it the backward with dK and dV in one pass (DS_ATTENTION_BWD=fused,
+// not yet run on a GPU), which must give the split passes' bits.
+// --no-fused leaves the fused pass out (gpu-check.sh, where its tests failed).
+// Usage: bench_attention [--quick] [--wgmma] [--no-fused]. Prints a table and one JSON line per
+// row (and cache).
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -31,6 +35,8 @@
 using namespace ds;
 
 namespace {
+
+bool g_fused = true;   // --no-fused: no fused dK/dV timing
 
 Tensor rand_gpu(const Shape& s, float scale, uint64_t seed) {
   Tensor h = Tensor::empty(s);
@@ -114,24 +120,51 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
   const double twb = 1e-3 * bench::median_ms_events(
       [&] { ops::attention_backward(ctx, q, k, v, none, scale, out, lse, dout, dq, dk, dv); }, 2,
       reps, true);
-  cuda::set_attention_wgmma(was);
   if (cuda::attention_wgmma_launches(false) == launches ||
       cuda::attention_wgmma_launches(true) == launches_bwd)
     throw std::runtime_error("the wgmma kernels did not run");
-  const double e_dq = nmse(host(dq), dq_m), e_dk = nmse(host(dk), dk_m),
-               e_dv = nmse(host(dv), dv_m);
+  const Tensor dq_w = host(dq), dk_w = host(dk), dv_w = host(dv);
+  const double e_dq = nmse(dq_w, dq_m), e_dk = nmse(dk_w, dk_m), e_dv = nmse(dv_w, dv_m);
+  // The backward with dK and dV in one pass (DS_ATTENTION_BWD=fused) where the head dims
+  // allow it: its time, and whether dq, dk, dv are the split passes' bits (they must be).
+  double twf = NAN;
+  bool same = false;
+  if (g_fused && cuda::attention_bwd_fused_supported(Dk, Dv)) {
+    const bool fused_was = cuda::attention_bwd_fused();
+    const int64_t fused0 = cuda::attention_bwd_fused_launches();
+    cuda::set_attention_bwd_fused(true);
+    twf = 1e-3 * bench::median_ms_events(
+        [&] { ops::attention_backward(ctx, q, k, v, none, scale, out, lse, dout, dq, dk, dv); },
+        2, reps, true);
+    cuda::set_attention_bwd_fused(fused_was);
+    if (cuda::attention_bwd_fused_launches() == fused0)
+      throw std::runtime_error("the fused dK/dV pass did not run");
+    auto bits = [](const Tensor& a, const Tensor& b) {
+      return std::memcmp(a.f32(), b.f32(), size_t(a.numel()) * sizeof(float)) == 0;
+    };
+    same = bits(host(dq), dq_w) && bits(host(dk), dk_w) && bits(host(dv), dv_w);
+  }
+  cuda::set_attention_wgmma(was);
   std::printf("attention bf16 B=%ld T=%5ld H=%3ld Dk=%ld Dv=%ld  wgmma fwd %8.3f ms %7.1f "
               "TFLOP/s (%.2fx)  bwd %8.3f ms %7.1f TFLOP/s (%.2fx)  nmse vs mma.sync: out "
               "%.1e dq %.1e dk %.1e dv %.1e\n", long(B), long(T), long(H), long(Dk), long(Dv),
               tw * 1e3, fwd_flops / tw / 1e12, tf / tw, twb * 1e3, 2.5 * fwd_flops / twb / 1e12,
               tb / twb, e_out, e_dq, e_dk, e_dv);
+  if (!std::isnan(twf))
+    std::printf("attention bf16 B=%ld T=%5ld H=%3ld Dk=%ld Dv=%ld  wgmma bwd with dK and dV "
+                "fused %8.3f ms %7.1f TFLOP/s (%.2fx the split passes), the split passes' "
+                "bits: %s\n", long(B), long(T), long(H), long(Dk), long(Dv), twf * 1e3,
+                2.5 * fwd_flops / twf / 1e12, twb / twf, same ? "yes" : "NO");
   std::printf("{\"bench\":\"attention_wgmma\",\"B\":%ld,\"T\":%ld,\"H\":%ld,\"Dk\":%ld,"
               "\"Dv\":%ld,\"fwd_ms\":%.4f,\"fwd_tflops\":%.2f,\"fwd_speedup\":%.3f,"
               "\"bwd_ms\":%.4f,\"bwd_tflops\":%.2f,\"bwd_speedup\":%.3f,\"nmse_out\":%.3e,"
-              "\"nmse_dq\":%.3e,\"nmse_dk\":%.3e,\"nmse_dv\":%.3e}\n",
+              "\"nmse_dq\":%.3e,\"nmse_dk\":%.3e,\"nmse_dv\":%.3e,\"bwd_fused_ms\":%.4f,"
+              "\"bwd_fused_tflops\":%.2f,\"bwd_fused_identical\":%s}\n",
               long(B), long(T), long(H), long(Dk), long(Dv), tw * 1e3, fwd_flops / tw / 1e12,
               tf / tw, twb * 1e3, 2.5 * fwd_flops / twb / 1e12, tb / twb, e_out, e_dq, e_dk,
-              e_dv);
+              e_dv, std::isnan(twf) ? -1.0 : twf * 1e3,
+              std::isnan(twf) ? -1.0 : 2.5 * fwd_flops / twf / 1e12,
+              std::isnan(twf) ? "null" : same ? "true" : "false");
 }
 
 // One decode case over the same cache values (rounded to BF16 first) as an F32 cache (exact
@@ -202,9 +235,10 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     else if (std::strcmp(argv[i], "--wgmma") == 0) wgmma = true;
+    else if (std::strcmp(argv[i], "--no-fused") == 0) g_fused = false;
     else {
-      std::fprintf(stderr, "bench_attention: unknown argument %s (expected --quick, --wgmma)\n",
-                   argv[i]);
+      std::fprintf(stderr, "bench_attention: unknown argument %s (expected --quick, --wgmma, "
+                   "--no-fused)\n", argv[i]);
       return 2;
     }
   }

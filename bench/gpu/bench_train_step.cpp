@@ -44,7 +44,8 @@
 // precision (bf16, fp8, bf16+fp8), share-inputs, attention-inputs, stacked-gate-up,
 // gemm-accumulate, operand-refresh, expert-outputs, grouped-experts (-1|0|1), profile (0|1),
 // and the process-wide switches grouped-gemm (cublas|kernel: DS_GROUPED_GEMM), attention
-// (wgmma|mma: DS_ATTENTION) and streams (1-16: DS_GROUPED_GEMM_STREAMS). Each variant's lines
+// (wgmma|mma: DS_ATTENTION), attention-bwd (fused|split: DS_ATTENTION_BWD) and streams (1-16:
+// DS_GROUPED_GEMM_STREAMS). Each variant's lines
 // end in [variant LABEL] and its JSON carries "variant": one process times all the switches
 // (the model built and its weights uploaded once: an estimated 4 s a variant less on the 1b
 // preset than a process each, not measured), in the order given, printing each as it
@@ -78,7 +79,7 @@ struct Switches {
   int grouped = -1;   // routed experts: -1 the device's default, 0 per-expert loop, 1 grouped
   int share_inputs = -1, attention_inputs = -1, stacked_gate_up = -1, gemm_accumulate = -1;
   int expert_outputs = -1, operand_refresh = -1;
-  int grouped_gemm = -1, attention_wgmma = -1, streams = 0;   // process-wide (cuda)
+  int grouped_gemm = -1, attention_wgmma = -1, attention_bwd = -1, streams = 0;   // (cuda)
   bool profile = false;
 };
 
@@ -136,6 +137,8 @@ Variant parse_variant(const std::string& spec, const Switches& base) {
       s.grouped_gemm = val == "kernel";
     else if (k == "attention" && (val == "wgmma" || val == "mma"))
       s.attention_wgmma = val == "wgmma";
+    else if (k == "attention-bwd" && (val == "fused" || val == "split"))
+      s.attention_bwd = val == "fused";
     else usage("--variant " + spec + ": unknown key or value " + kv);
   }
   return v;
@@ -233,6 +236,7 @@ int main(int argc, char** argv) {
     const bool kernel0 = dev == Device::cuda &&
                          ds::cuda::grouped_gemm_impl() == ds::cuda::GroupedGemmImpl::kernel;
     const bool wgmma0 = dev == Device::cuda && ds::cuda::attention_wgmma();
+    const bool fused0 = dev == Device::cuda && ds::cuda::attention_bwd_fused();
     const int streams0 = dev == Device::cuda ? ds::cuda::grouped_gemm_streams() : 0;
     for (const Variant& var : variants) {
     const Switches& sw = var.sw;
@@ -250,6 +254,7 @@ int main(int argc, char** argv) {
       ds::cuda::set_grouped_gemm_impl(kernel ? ds::cuda::GroupedGemmImpl::kernel
                                              : ds::cuda::GroupedGemmImpl::cublas);
       ds::cuda::set_attention_wgmma(sw.attention_wgmma < 0 ? wgmma0 : sw.attention_wgmma != 0);
+      ds::cuda::set_attention_bwd_fused(sw.attention_bwd < 0 ? fused0 : sw.attention_bwd != 0);
       ds::cuda::set_grouped_gemm_streams(sw.streams > 0 ? sw.streams : streams0);
     }
     std::vector<std::string> precisions;
@@ -281,7 +286,7 @@ int main(int argc, char** argv) {
                 double(mem.peak_used) / double(1ull << 30), tag.c_str());
     std::printf("{\"bench\":\"train_step\",\"impl\":\"ds\",\"preset\":\"%s\",\"precision\":\"%s\","
                 "\"batch\":%ld,\"seq\":%ld,\"step_ms\":%.2f,\"tokens_per_s\":%.1f,\"tflops\":%.2f,"
-                "\"mfu\":%.4f,\"peak_tflops\":%.1f,\"flops_per_token\":%.6g,\"loss\":%.5f,"
+                "\"mfu\":%.4f,\"peak_tflops\":%.1f,\"flops_per_token\":%.6g,\"loss\":%.9g,"
                 "\"gpu_peak_gib\":%.2f%s}\n", preset.c_str(), pr.c_str(), long(B), long(T),
                 t * 1e3, tps, tflops, tflops / peak, peak, fpt, last_loss,
                 double(mem.peak_used) / double(1ull << 30), jtag.c_str());

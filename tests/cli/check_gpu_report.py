@@ -81,6 +81,17 @@ with tempfile.TemporaryDirectory() as d:
         f.write("attention bf16 B=4 T= 4096 ...\n")
         for r in [head + metrics, units] + vals:
             f.write(",".join('"' + x + '"' for x in r) + "\n")
+    write(d, "bench_attention_wgmma.txt", [
+        {"bench": "attention_wgmma", "B": 4, "T": 4096, "H": 16, "Dk": 96, "Dv": 64,
+         "fwd_ms": 1.05, "fwd_tflops": 162.7, "fwd_speedup": 1.36, "bwd_ms": 5.29,
+         "bwd_tflops": 81.2, "bwd_speedup": 1.05, "nmse_out": 2.3e-7, "nmse_dq": 0.0,
+         "nmse_dk": 0.0, "nmse_dv": 0.0, "bwd_fused_ms": 4.1, "bwd_fused_tflops": 104.8,
+         "bwd_fused_identical": True},
+        {"bench": "attention_wgmma", "B": 2, "T": 4096, "H": 16, "Dk": 192, "Dv": 128,
+         "fwd_ms": 0.73, "fwd_tflops": 235.3, "fwd_speedup": 1.32, "bwd_ms": 3.52,
+         "bwd_tflops": 121.9, "bwd_speedup": 1.03, "nmse_out": 2.2e-7, "nmse_dq": 0.0,
+         "nmse_dk": 0.0, "nmse_dv": 0.0, "bwd_fused_ms": -1, "bwd_fused_tflops": -1,
+         "bwd_fused_identical": None}])
     with open(os.path.join(d, "console.txt"), "w") as f:
         f.write("[row] ds_test_backend_ops-ops-new      PASS   (3s)\n")
         f.write("[row] switch: expert outputs BF16 (opt-in) INFO   bf16 tests pass; faster\n")
@@ -104,6 +115,10 @@ with tempfile.TemporaryDirectory() as d:
     check("- expert outputs BF16 (opt-in) INFO   bf16 tests pass; faster" in out, "verdict missing")
     check("`ds_test_backend_ops-ops-new      PASS   (3s)`" in out, "test row missing")
     check("noise" not in out, "non-row console line copied")
+    check("| 4×4096 | 16 | 96/64 | 162.7 | 1.36× | 81.2 | 1.05× | 104.8 | yes | 2.3e-07 |" in out,
+          "wgmma row with the fused pass missing:\n" + out)
+    check("| 2×4096 | 16 | 192/128 | 235.3 | 1.32× | 121.9 | 1.03× | – | – | 2.2e-07 |" in out,
+          "wgmma row without the fused pass missing")
     check("| sm90_bwd_kernel<96, 64, 1> | 2.583 | 27 | 2 | 27 | 20 | 25 | 180 | 12.5 | "
           "barrier 3.10, math_pipe_throttle 1.75, long_scoreboard 0.85 |" in out,
           "Nsight Compute row missing:\n" + out)

@@ -1,5 +1,6 @@
 // The wgmma attention kernels' data movement (kernels/flash_attention_sm90.cu), checked on the
-// CPU (no GPU, no CUDA): for the forward and each backward pass (dQ, dK, dV), every block of
+// CPU (no GPU, no CUDA): for the forward and each backward pass (dQ, dK, dV, and the fused dK/dV
+// pass where the head dims allow it), every block of
 // small problems runs the kernel's copies, commit groups, waits and barriers in the kernel's
 // order, with its index arithmetic (kernels/flash_attention_sm90_layout.hpp), over the
 // emulator of tests/kernels/warp_emu.hpp; every shared-memory operand a wgmma would read is
@@ -67,9 +68,10 @@ TEST_CASE("warp emulator: the wgmma K-major 128B-swizzle read of the FP8 GEMM's 
 
 namespace {
 
-enum class Kind { fwd, dq, dk, dv };
+enum class Kind { fwd, dq, dk, dv, dkv };
 std::string name(Kind k) {
-  return k == Kind::fwd ? "forward" : k == Kind::dq ? "dQ" : k == Kind::dk ? "dK" : "dV";
+  return k == Kind::fwd ? "forward" : k == Kind::dq ? "dQ" : k == Kind::dk ? "dK"
+                                    : k == Kind::dv ? "dV" : "dK/dV";
 }
 
 // A (B, T, H, D) BF16 tensor whose codes name their element (never 0, so a zero-filled
@@ -110,23 +112,26 @@ int64_t run_block(const Problem& P, Kind kind, int bx, const Tensor4& q, const T
   const int B = P.B, T = P.T, H = P.H, Dk = P.Dk, Dv = P.Dv, b = B - 1, h = H - 1;
   const int Tp = L::padded_rows(T), nbx = (T + L::kBQ - 1) / L::kBQ;
   const bool rows_are_queries = kind == Kind::fwd || kind == Kind::dq;
-  const int pass = kind == Kind::dq ? L::kDQ : kind == Kind::dk ? L::kDK : L::kDV;
-  const bool dp = kind == Kind::dq || kind == Kind::dk;
+  const int pass = kind == Kind::dq ? L::kDQ : kind == Kind::dk ? L::kDK
+                 : kind == Kind::dv ? L::kDV : L::kDKV;
+  const bool dp = kind == Kind::dq || kind == Kind::dk || kind == Kind::dkv;
   // The operands: X (block rows), Y (streamed tiles), Z^T (transposed tiles).
   const Tensor4& xk = rows_are_queries ? q : k;
   const Tensor4& yk = rows_are_queries ? k : q;
   const Tensor4& xv = kind == Kind::dq ? dout : v;
   const Tensor4& yv = kind == Kind::dq ? v : dout;
-  const Tensor4& z = kind == Kind::fwd ? v : kind == Kind::dq ? k : kind == Kind::dk ? q : dout;
+  const Tensor4& z = kind == Kind::fwd ? v : kind == Kind::dq ? k
+                   : kind == Kind::dk || kind == Kind::dkv ? q : dout;
+  const bool z2 = kind == Kind::dkv;   // dO^T, for dV
   const int N = z.D, stages = kind == Kind::fwd ? L::kStages : L::kBwdStages;
-  uint32_t xk_at, xv_at = 0, stage0, stage_bytes, yv_at = 0, z_at, bytes;
+  uint32_t xk_at, xv_at = 0, stage0, stage_bytes, yv_at = 0, z_at, z2_at = 0, bytes;
   if (kind == Kind::fwd) {
     const L::FwdSmem S = L::fwd_smem(Dk, Dv);
     xk_at = S.q, stage0 = S.stages, stage_bytes = S.stage_bytes, z_at = S.vt, bytes = S.bytes;
   } else {
     const L::BwdSmem S = L::bwd_smem(Dk, Dv, pass);
     xk_at = S.xk, xv_at = S.xv, stage0 = S.stages, stage_bytes = S.stage_bytes, yv_at = S.yv;
-    z_at = S.z, bytes = S.bytes;
+    z_at = S.z, z2_at = S.z2, bytes = S.bytes;
   }
   REQUIRE(bytes + 1024 <= 227 * 1024);
   emu::Cta cta(bytes, L::kThreads, 0);
@@ -192,6 +197,7 @@ int64_t run_block(const Problem& P, Kind kind, int bx, const Tensor4& q, const T
     load_rows(stage(s), yk, L::kBK, tb);
     if (dp) load_rows(stage(s) + yv_at, yv, L::kBK, tb);
     load_t(stage(s) + z_at, z, tb);
+    if (z2) load_t(stage(s) + z2_at, dout, tb);
   };
 
   // Expected element of a read: natural tensors (zero past T or D) and transposed tiles.
@@ -251,6 +257,8 @@ int64_t run_block(const Problem& P, Kind kind, int bx, const Tensor4& q, const T
       }
       for (int kk = 0; kk < L::kBK / 16; ++kk)   // the output product's B: Z^T
         check_t(L::kstep(ya + z_at, N, kk), z, tb + 16 * kk, at + " Z^T");
+      for (int kk = 0; z2 && kk < L::kBK / 16; ++kk)   // the fused pass's dV product: dO^T
+        check_t(L::kstep(ya + z2_at, dout.D, kk), dout, tb + 16 * kk, at + " Z2^T");
     }
   }
   for (int tid = 0; tid < L::kThreads; ++tid) cta.wait_group(tid, 0);
@@ -295,8 +303,9 @@ TEST_CASE("wgmma attention: every operand read holds its tensor, with no race, a
         const Tensor4 q = make(1, P.B, T, P.H, P.Dk), k = make(2, P.B, T, P.H, P.Dk);
         const Tensor4 v = make(3, P.B, T, P.H, P.Dv), dout = make(4, P.B, T, P.H, P.Dv);
         const int nbx = (T + L::kBQ - 1) / L::kBQ;
-        for (Kind kind : {Kind::fwd, Kind::dq, Kind::dk, Kind::dv})
+        for (Kind kind : {Kind::fwd, Kind::dq, Kind::dk, Kind::dv, Kind::dkv})
           for (int bx = 0; bx < nbx; ++bx) {
+            if (kind == Kind::dkv && !L::bwd_fused_fits(P.Dk, P.Dv)) continue;
             try {
               reads += run_block(P, kind, bx, q, k, v, dout);
             } catch (const emu::EmuError& e) {
@@ -315,11 +324,13 @@ TEST_CASE("wgmma attention layout: the shared memory fits and every region is 10
     const L::FwdSmem f = L::fwd_smem(d.first, d.second);
     CHECK(f.bytes + 1024 <= 227u * 1024u);
     CHECK((f.stages % 1024 == 0 && f.stage_bytes % 1024 == 0 && f.vt % 1024 == 0));
-    for (int pass : {L::kDQ, L::kDK, L::kDV}) {
+    for (int pass : {L::kDQ, L::kDK, L::kDV, L::kDKV}) {
+      if (pass == L::kDKV && !L::bwd_fused_fits(d.first, d.second)) continue;
       const L::BwdSmem s = L::bwd_smem(d.first, d.second, pass);
       CHECK(s.bytes + 1024 <= 227u * 1024u);
       CHECK((s.xv % 1024 == 0 && s.stages % 1024 == 0 && s.stage_bytes % 1024 == 0 &&
-             s.yv % 1024 == 0 && s.z % 1024 == 0));
+             s.yv % 1024 == 0 && s.z % 1024 == 0 && s.z2 % 1024 == 0));
+      if (pass == L::kDKV) CHECK(s.z2 == s.z + uint32_t(d.first) * 128u);   // after Q^T
     }
   }
 }
