@@ -512,37 +512,38 @@ bool attention_bwd_fused_supported(int64_t Dk, int64_t Dv) {
 
 int64_t attention_bwd_fused_launches() { return flash::g_fused_launches.load(); }
 
-bool attention_bwd_fused() {
-  int v = flash::g_bwd_fused.load();
+namespace {
+
+// A process-wide two-way switch: its setting, or on first use the environment variable's
+// (unset or empty: the default; off / on: 0 / 1; anything else a CudaError naming both).
+bool switch_from_env(std::atomic<int>& at, const char* var, const char* off, const char* on,
+                     bool dflt) {
+  int v = at.load();
   if (v < 0) {
-    const char* e = std::getenv("DS_ATTENTION_BWD");
-    // split by default until the fused pass has run on a GPU
-    if (!e || !*e || std::strcmp(e, "split") == 0) v = 0;
-    else if (std::strcmp(e, "fused") == 0) v = 1;
-    else throw_cuda_error(std::string("DS_ATTENTION_BWD=") + e + ": expected split or fused",
+    const char* e = std::getenv(var);
+    if (!e || !*e) v = dflt ? 1 : 0;
+    else if (std::strcmp(e, off) == 0) v = 0;
+    else if (std::strcmp(e, on) == 0) v = 1;
+    else throw_cuda_error(std::string(var) + "=" + e + ": expected " + off + " or " + on,
                           __FILE__, __LINE__);
     int expected = -1;
-    flash::g_bwd_fused.compare_exchange_strong(expected, v);
-    v = flash::g_bwd_fused.load();
+    at.compare_exchange_strong(expected, v);
+    v = at.load();
   }
   return v == 1;
 }
 
+}  // namespace
+
+// split by default until the fused pass has run on a GPU
+bool attention_bwd_fused() {
+  return switch_from_env(flash::g_bwd_fused, "DS_ATTENTION_BWD", "split", "fused", false);
+}
+
+// wgmma by default (where attention_wgmma_supported): on the H200 (commit c135dd4) it passed
+// its tests and ran the forward 1.3-1.4x, the backward 1.03-1.07x mma.sync's speed
 bool attention_wgmma() {
-  int v = flash::g_wgmma.load();
-  if (v < 0) {
-    const char* e = std::getenv("DS_ATTENTION");
-    // wgmma by default (where attention_wgmma_supported): on the H200 (commit c135dd4) it
-    // passed its tests and ran the forward 1.3-1.4x, the backward 1.03-1.07x mma.sync's speed
-    if (!e || !*e || std::strcmp(e, "wgmma") == 0) v = 1;
-    else if (std::strcmp(e, "mma") == 0) v = 0;
-    else throw_cuda_error(std::string("DS_ATTENTION=") + e + ": expected mma or wgmma", __FILE__,
-                          __LINE__);
-    int expected = -1;
-    flash::g_wgmma.compare_exchange_strong(expected, v);
-    v = flash::g_wgmma.load();
-  }
-  return v == 1;
+  return switch_from_env(flash::g_wgmma, "DS_ATTENTION", "mma", "wgmma", true);
 }
 
 }  // namespace ds::cuda

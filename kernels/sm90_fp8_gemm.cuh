@@ -20,9 +20,10 @@ bool fp8_gemm_nt_sm90_supported(const Fp8Operand& a, const Fp8Operand& b, int64_
 void fp8_gemm_nt_sm90(const Fp8Operand& a, const Fp8Operand& b, float* c, int64_t M, int64_t N,
                       int64_t K);
 
-// The main loop of every launch that follows (all modes): false (default) waits for each
-// 128-wide K block's wgmma before promoting its partial sums; true promotes block kb - 1
-// while block kb's wgmma run (two sets of partial sums; DS_FP8_GEMM=overlap). Process-wide.
+// The main loop of every launch that follows (all modes): true (default; DS_FP8_GEMM=auto or
+// overlap) promotes block kb - 1 while block kb's wgmma run (two sets of partial sums); false
+// (DS_FP8_GEMM=wgmma) waits for each 128-wide K block's wgmma before promoting its partial
+// sums. Process-wide.
 void set_fp8_gemm_overlap(bool on);
 bool fp8_gemm_overlap();
 

@@ -17,9 +17,10 @@
 // unpadded work like the BF16 figures), with the nmse of the op's kernel against the portable
 // one. Prints tables, each row followed by its JSON line (a run cut short keeps the rows it
 // made). Exits 77 without a GPU.
-// Usage: bench_gemm [--without overlap|kernel|fp8-grouped]...: leaves out the FP8 GEMM's
-// overlapped main loop, our grouped BF16 kernel, the grouped FP8 GEMMs (pieces whose tests
-// failed: scripts/gpu-check.sh), their columns -1 in the JSON.
+// --grouped-only: only the grouped expert GEMMs (gpu-check.sh's Nsight Compute run).
+// Usage: bench_gemm [--without overlap|kernel|fp8-grouped]... [--grouped-only]: --without leaves
+// out the FP8 GEMM's overlapped main loop, our grouped BF16 kernel, the grouped FP8 GEMMs
+// (pieces whose tests failed: scripts/gpu-check.sh), their columns -1 in the JSON.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -351,11 +352,16 @@ void bench_grouped(const ds::ops::Context& gpu) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  bool grouped_only = false;
   for (int i = 1; i < argc; ++i) {
     const std::string f = argv[i], v = i + 1 < argc ? argv[i + 1] : "";
+    if (f == "--grouped-only") {
+      grouped_only = true;
+      continue;
+    }
     if (f != "--without" || (v != "overlap" && v != "kernel" && v != "fp8-grouped")) {
       std::fprintf(stderr, "bench_gemm: unknown argument %s %s (--without overlap|kernel|"
-                   "fp8-grouped)\n", f.c_str(), v.c_str());
+                   "fp8-grouped, --grouped-only)\n", f.c_str(), v.c_str());
       return 2;
     }
     (v == "overlap" ? g_overlap : v == "kernel" ? g_kernel : g_fp8_grouped) = false;
@@ -376,6 +382,7 @@ int main(int argc, char** argv) {
               "K", "bf16 TF/s", "fp8 wgmma", "fp8 overlap", "fp8 portab", "nmse wgmma",
               "nmse ovlp", "nmse port");
   for (const Shape3& s : kShapes) {
+    if (grouped_only) break;
     const int64_t M = s.M, N = s.N, K = s.K;
     const double flop = 2.0 * double(M) * double(N) * double(K);
     const Tensor x = random_gpu(M, K), w = random_gpu(N, K);

@@ -314,11 +314,12 @@ def main():
         check(gn is not None and gn.group(1) == gn.group(2) and float(gn.group(1)) > 0,
               f"ds-rl step 1 grad norms {gn.groups() if gn else None}")
         row("ds-convert-fp8 quantize cuda vs cpu", "INFO", "identical safetensors")
-        # Nsight Compute: one row per profiled kernel, a failed run says so
-        row("ncu attention forward 96/64", "INFO", "stub_kernel<0>: 1.500 ms, SM 30%",
+        # Nsight Compute: one row per profiled kernel, a failed run says so, and kernels
+        # whose tests failed (the wgmma attention here) are not profiled
+        row("ncu grouped BF16 GEMM", "INFO", "stub_kernel<0>: 1.500 ms, SM 30%",
             "stalls per issue: barrier 2.50, wait 0.50")
-        nbwd = text.count("[row] ncu attention backward 96/64 ")
-        check(nbwd == 3, f"ncu attention backward: {nbwd} rows, expected 3 (dQ, dK, dV)")
+        row("ncu attention forward 96/64", "SKIP", "tests did not all pass")
+        row("ncu attention backward 96/64", "SKIP", "tests did not all pass")
         row("ncu MLA decode BF16, 16 heads", "FAIL", "no kernel profiled")
         row("ncu attention backward 96/64, dK/dV fused", "INFO", "stub_kernel<0>")
         # the opt-in fused attention backward: its own test group, step and verdict
@@ -326,7 +327,8 @@ def main():
         row("train step 1b bf16 (ds, attention backward fused)", "INFO", "90.0 ms")
         row("switch: attention backward with dK and dV fused (opt-in; DS_ATTENTION_BWD=fused)",
             "INFO", "without 100.0 ms, with 90.0 ms", "faster with it")
-        row("attention backward fused: loss", "INFO", "10.5 | 10.5 (default): equal")
+        row("attention backward fused: loss", "INFO",
+            "10.5 | 10.5 (default; its last run 10.5): equal")
         if failures:
             print("gpu-check.sh output with a 20 s budget (last 40 lines):")
             print("\n".join(short_text.splitlines()[-40:]))

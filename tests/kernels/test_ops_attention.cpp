@@ -225,6 +225,18 @@ TEST_CASE("gpu attention wgmma forward and backward match the reference") {
 
 namespace {
 
+// A case's random q (in [-2, 2]), k, v and dout, and its segment labels (none, runs, labels),
+// uploaded.
+struct AttnInputs {
+  Tensor q, k, v, dout, seg;
+};
+AttnInputs upload_inputs(Arena& ar, const AttnCase& c, int seg_kind) {
+  return {ar.upload(rand_f32({c.B, c.T, c.H, c.Dk}, -2, 2)),
+          ar.upload(rand_f32({c.B, c.T, c.H, c.Dk})), ar.upload(rand_f32({c.B, c.T, c.H, c.Dv})),
+          ar.upload(rand_f32({c.B, c.T, c.H, c.Dv})),
+          seg_kind == 0 ? Tensor() : ar.upload(make_segments(c.B, c.T, seg_kind == 1))};
+}
+
 // The wgmma kernels against the mma.sync kernels on the same inputs, element by element: both
 // take the same BF16 operands and differ only in where P is rounded to BF16 (relative error
 // up to 2^-8, against running maxima that may differ) and in FP32 summation order. A row's
@@ -240,12 +252,7 @@ void wgmma_vs_mma_case(const AttnCase& c, int seg_kind) {
   Arena ar;
   Context ctx = gpu();
   ctx.linear.mode = ops::Precision::bf16;
-  const Tensor gq = ar.upload(rand_f32({c.B, c.T, c.H, c.Dk}, -2, 2));
-  const Tensor gk = ar.upload(rand_f32({c.B, c.T, c.H, c.Dk}));
-  const Tensor gv = ar.upload(rand_f32({c.B, c.T, c.H, c.Dv}));
-  const Tensor gdout = ar.upload(rand_f32({c.B, c.T, c.H, c.Dv}));
-  const Tensor gseg =
-      seg_kind == 0 ? Tensor() : ar.upload(make_segments(c.B, c.T, seg_kind == 1));
+  const auto [gq, gk, gv, gdout, gseg] = upload_inputs(ar, c, seg_kind);
   Tensor out[2], lse[2], dq[2], dk[2], dv[2];
   for (int w = 0; w < 2; ++w) {   // 0: mma.sync, 1: wgmma
     ds::cuda::set_attention_wgmma(w == 1);
@@ -304,12 +311,7 @@ void fused_vs_split_case(const AttnCase& c, int seg_kind) {
   Arena ar;
   Context ctx = gpu();
   ctx.linear.mode = ops::Precision::bf16;
-  const Tensor gq = ar.upload(rand_f32({c.B, c.T, c.H, c.Dk}, -2, 2));
-  const Tensor gk = ar.upload(rand_f32({c.B, c.T, c.H, c.Dk}));
-  const Tensor gv = ar.upload(rand_f32({c.B, c.T, c.H, c.Dv}));
-  const Tensor gdout = ar.upload(rand_f32({c.B, c.T, c.H, c.Dv}));
-  const Tensor gseg =
-      seg_kind == 0 ? Tensor() : ar.upload(make_segments(c.B, c.T, seg_kind == 1));
+  const auto [gq, gk, gv, gdout, gseg] = upload_inputs(ar, c, seg_kind);
   Tensor out = ar.empty({c.B, c.T, c.H, c.Dv}), lse = ar.empty({c.B, c.H, c.T});
   ops::attention_forward(ctx, gq, gk, gv, gseg, scale, out, lse);
   const bool was = ds::cuda::attention_bwd_fused();

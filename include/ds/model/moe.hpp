@@ -78,9 +78,8 @@ struct MoEOptions {
   float grad_scale = 1;       // multiplies the balance-loss gradient
   // Routed experts as grouped GEMMs over the expert-sorted rows (moe_grouped.cpp) instead of a
   // loop over experts: -1 on the GPU only (default), 0 never, 1 always. Expert parallelism
-  // always uses the loop; FP8 GEMMs take the grouped path (moe_fp8.cpp) only with 1 (until
-  // its GPU kernels have been verified on a GPU) and with tile scaling (per-tensor scales are
-  // per expert in the loop).
+  // always uses the loop; FP8 GEMMs take the grouped path (moe_fp8.cpp) only with tile
+  // scaling (per-tensor scales are per expert in the loop).
   int grouped = -1;
   // The FP8 grouped path on the CPU runs its GEMMs on E4M3 codes, as the GPU does
   // (fp8_quantize_blocks_multi, fp8_gemm_nt_grouped / kgrouped), instead of the fake-quantised

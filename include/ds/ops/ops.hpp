@@ -167,8 +167,9 @@ struct Context {
   // attends over those values in FP32; for tests).
   int8_t attention_inputs = -1;
   // The routed experts' GEMMs (model::MoE, unless Transformer::set_grouped_experts says
-  // otherwise): -1 auto (grouped GEMMs over the expert-sorted rows on the GPU, except in FP8;
-  // the per-expert loop on the CPU), 0 the per-expert loop, 1 grouped (FP8: tile scaling).
+  // otherwise): -1 auto (grouped GEMMs over the expert-sorted rows on the GPU, in FP8 with tile
+  // scaling; the per-expert loop on the CPU), 0 the per-expert loop, 1 grouped (FP8: tile
+  // scaling).
   int moe_gemm = -1;
   // An MLP's gate_proj and up_proj as one GEMM over their stacked (2I, C) matrix where the
   // parameters lie stacked (model::ParamStore::stack) and the path takes it (the routed
