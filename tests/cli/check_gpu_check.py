@@ -119,7 +119,7 @@ done
 
 # ncu: the benchmark's own line, then N kernels (-c N) in Nsight Compute's raw CSV; for the
 # MLA decode kernel it fails as a metric ncu does not know would (nothing profiled).
-NCU_STUB = """#!/usr/bin/env bash
+NCU_STAND_IN = """#!/usr/bin/env bash
 k=""; c=1; prev=""
 for a in "$@"; do
   [ "$prev" = -k ] && k=$a
@@ -131,7 +131,7 @@ echo "attention bf16 B=4 T= 4096 H= 16 Dk=96 Dv=64 (the benchmark's line)"
 echo '"ID","Process ID","Kernel Name","gpu__time_duration.sum","sm__throughput.avg.pct_of_peak_sustained_elapsed","smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio","smsp__average_warps_issue_stalled_wait_per_issue_active.ratio"'
 echo '"","","","nsecond","%","inst","inst"'
 for i in $(seq 0 $(( c - 1 ))); do
-  printf '"%s","1","void ds::cuda::<unnamed>::stub_kernel<(int)%s>(int)",' "$i" "$i"
+  printf '"%s","1","void ds::cuda::<unnamed>::profiled_kernel<(int)%s>(int)",' "$i" "$i"
   echo '"1,500,000","30.5","2.5","0.5"'
 done
 """
@@ -172,7 +172,7 @@ def main():
             write_exe(os.path.join(pack, "bin", t), "#!/usr/bin/env bash\necho '{}'\n")
         for t in tools[:-1]:
             write_exe(os.path.join(pack, "bin", t), TOOL_WRAPPER.format(bin=bin_dir, tool=t))
-        write_exe(os.path.join(fake_path, "ncu"), NCU_STUB)
+        write_exe(os.path.join(fake_path, "ncu"), NCU_STAND_IN)
         write_exe(os.path.join(fake_path, "nvidia-smi"),
                   "#!/usr/bin/env bash\necho 'name, driver_version'\necho 'stand-in, 0'\n")
         # the corpus: ds-tokenize as gpu-pack.sh runs it, on generated text
@@ -316,12 +316,12 @@ def main():
         row("ds-convert-fp8 quantize cuda vs cpu", "INFO", "identical safetensors")
         # Nsight Compute: one row per profiled kernel, a failed run says so, and kernels
         # whose tests failed (the wgmma attention here) are not profiled
-        row("ncu grouped BF16 GEMM", "INFO", "stub_kernel<0>: 1.500 ms, SM 30%",
+        row("ncu grouped BF16 GEMM", "INFO", "profiled_kernel<0>: 1.500 ms, SM 30%",
             "stalls per issue: barrier 2.50, wait 0.50")
         row("ncu attention forward 96/64", "SKIP", "tests did not all pass")
         row("ncu attention backward 96/64", "SKIP", "tests did not all pass")
         row("ncu MLA decode BF16, 16 heads", "FAIL", "no kernel profiled")
-        row("ncu attention backward 96/64, dK/dV fused", "INFO", "stub_kernel<0>")
+        row("ncu attention backward 96/64, dK/dV fused", "INFO", "profiled_kernel<0>")
         # the opt-in fused attention backward: its own test group, step and verdict
         row("ds_test_backend_ops-ops-attn-fused", "PASS")
         row("train step 1b bf16 (ds, attention backward fused)", "INFO", "90.0 ms")
