@@ -6,6 +6,7 @@
 #include "ds/core/error.hpp"
 #include "ds/ops/ops.hpp"
 #if defined(DS_HAVE_CUDA)
+#include "cuda/ops_cuda.hpp"
 #include "kernels/runtime.cuh"
 #endif
 
@@ -23,6 +24,7 @@ void init_device(Device d, int gpu) {
   if (d == Device::cpu) return;
 #if defined(DS_HAVE_CUDA)
   ds::cuda::install_backend(gpu);
+  cuda::check_fp8_gemm_env();   // DS_FP8_GEMM, as install_backend checks the kernels' variables
 #else
   (void)gpu;
   DS_THROW(CudaError, "--device cuda: this build has no CUDA path (configure with a CUDA "

@@ -42,8 +42,8 @@ bool use_fallback_only() {
       ds::cuda::set_fp8_gemm_overlap(false);
       return false;
     }
-    DS_CHECK(std::strcmp(v, "fallback") == 0,
-             "DS_FP8_GEMM={}: expected auto, wgmma, overlap or fallback", v);
+    DS_CHECK_AS(UsageError, std::strcmp(v, "fallback") == 0,
+                "DS_FP8_GEMM={}: expected auto, overlap, wgmma or fallback", v);
     return true;
   }();
   return only;
@@ -58,6 +58,8 @@ ds::cuda::Fp8Operand operand(const Tensor& codes, const Tensor& scales, Fp8Group
 }
 
 }  // namespace
+
+void check_fp8_gemm_env() { (void)use_fallback_only(); }
 
 static_assert(int(Fp8Group::row_1x128) == int(ds::cuda::Fp8Grouping::row_1x128) &&
               int(Fp8Group::col_128x1) == int(ds::cuda::Fp8Grouping::col_128x1) &&
