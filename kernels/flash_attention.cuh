@@ -41,6 +41,28 @@ void set_attention_bwd_fused(bool on);
 bool attention_bwd_fused();
 bool attention_bwd_fused_supported(int64_t Dk, int64_t Dv);
 int64_t attention_bwd_fused_launches();
+// The wgmma kernels' blocks: false (default; DS_ATTENTION_ROWS=128) 128 rows, two warpgroups
+// stepping through the tiles together; true (DS_ATTENTION_ROWS=64) 64 rows, one warpgroup,
+// for the kernels whose shared memory lets two such blocks share an SM (the forward up to
+// 128 / 128, the backward passes at 64 / 64 and 96 / 64; the occupancy calculator decides,
+// else 128 rows): two independent blocks, so one's softmax can run under the other's
+// products. The same numbers per row. Not yet run on a GPU. Process-wide; the setter
+// overrides the environment; how many 64-row kernels have run (tests check).
+void set_attention_rows64(bool on);
+bool attention_rows64();
+int64_t attention_rows64_launches();
+// The wgmma kernels' 128-row blocks: false (default; DS_ATTENTION_SCHEDULE=lockstep) both
+// warpgroups meet the ring barrier of each tile before its products; true
+// (DS_ATTENTION_SCHEDULE=staggered) warpgroup 1 meets it a phase later, after its first
+// products of the previous tile, so that one warpgroup's softmax step runs under the other's
+// products (FlashAttention-3's ping-pong by the ring barrier alone), with one more stage of
+// shared memory: the forward at every head dim, the backward passes where that fits (all but
+// dQ and dK at 192 / 128). 64-row blocks, where selected and resident, go first. The same
+// numbers per row. Not yet run on a GPU. Process-wide; the setter overrides the environment;
+// how many staggered kernels have run (tests check).
+void set_attention_staggered(bool on);
+bool attention_staggered();
+int64_t attention_staggered_launches();
 // Whether the wgmma kernels can run (Dk, Dv) here, selected or not; and how many forwards
 // (backwards) they have run in this process (tests check that they did).
 bool attention_wgmma_supported(int64_t Dk, int64_t Dv);

@@ -6,7 +6,10 @@
 // mma.sync kernels of flash_attention_tc.cu (BF16 operands, FP32 accumulation, softmax, lse
 // and D in FP32, the same softmax step), every product on wgmma (sm90_wgmma_bf16.cuh):
 //   * a block = 2 warpgroups (256 threads) and 128 rows, warpgroup w owning rows
-//     64w..64w+63; 64-row tiles of the other operand through a cp.async ring shared by both;
+//     64w..64w+63; 64-row tiles of the other operand through a cp.async ring shared by both
+//     (opt-ins, not yet run on a GPU: DS_ATTENTION_ROWS=64, blocks of one warpgroup and 64
+//     rows, two per SM where they fit; DS_ATTENTION_SCHEDULE=staggered, warpgroup 1 a phase
+//     behind warpgroup 0 at the ring barrier, one more stage; flash_attention_sm90_layout.hpp);
 //   * operands in shared memory are K-major in the FP8 GEMM's 128-byte swizzle
 //     (sm90_wgmma.cuh): a head dim split into 64-column chunks of rows x 128 bytes, one k16
 //     step = 32 bytes;
@@ -69,17 +72,30 @@ __global__ void to_bf16_t_kernel(const Src* __restrict__ v, bf16* __restrict__ v
   }
 }
 
+// qs (B*H, Tp) = {lse, D} of each query, {+inf, 0} for t >= T: the fused dK/dV pass's
+// per-query stats, two queries in one 16-byte load.
+__global__ void pack_query_stats_kernel(const float* __restrict__ lse,
+                                        const float* __restrict__ D, float2* __restrict__ qs,
+                                        int T, int Tp, int64_t n) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const int64_t bh = i / Tp;
+  const int t = int(i % Tp);
+  qs[i] = t < T ? make_float2(lse[bh * T + t], D[bh * T + t]) : make_float2(INFINITY, 0.f);
+}
+
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)   // the wgmma pieces exist only in the sm_90a build
 using namespace sm90;
 
 // Rows [r0, r0 + ROWS) of one head of a (B, T, H, D) BF16 tensor (row stride rs) -> chunks(D)
 // swizzled tiles of ROWS rows at dst; rows past T and columns past D zero-filled.
-template <int ROWS, int D>
+template <int ROWS, int D, int NT>
 __device__ __forceinline__ void load_rows(uint32_t dst, const bf16* src, int64_t rs, int r0,
                                           int T) {
+  static_assert(ROWS * chunks(D) * 8 % NT == 0, "load_rows: copies per thread");
 #pragma unroll
-  for (int i = 0; i < row_copies(ROWS, D); ++i) {
-    const RowCopy x = row_copy(int(threadIdx.x) + i * kThreads, ROWS);
+  for (int i = 0; i < row_copies(ROWS, D, NT); ++i) {
+    const RowCopy x = row_copy(int(threadIdx.x) + i * NT, ROWS);
     const int col = row_copy_col(x);
     const bool ok = r0 + x.r < T && col < D;
     ptx::cp16(dst + row_copy_dst(x, ROWS), ok ? src + int64_t(r0 + x.r) * rs + col : src, ok);
@@ -87,11 +103,12 @@ __device__ __forceinline__ void load_rows(uint32_t dst, const bf16* src, int64_t
 }
 
 // Rows tb..tb+63 of a transposed copy (N rows of Tp, one head at xth) -> N rows x 128 bytes.
-template <int N>
+template <int N, int NT>
 __device__ __forceinline__ void load_t(uint32_t dst, const bf16* xth, int Tp, int tb) {
+  static_assert(N * 8 % NT == 0, "load_t: copies per thread");
 #pragma unroll
-  for (int i = 0; i < t_copies(N); ++i) {
-    const int e = int(threadIdx.x) + i * kThreads, r = t_copy_row(e), u = t_copy_unit(e);
+  for (int i = 0; i < t_copies(N, NT); ++i) {
+    const int e = int(threadIdx.x) + i * NT, r = t_copy_row(e), u = t_copy_unit(e);
     ptx::cp16(dst + swizzled(r, u), xth + t_index(0, r, tb + u * 8, N, Tp), true);
   }
 }
@@ -114,39 +131,54 @@ __device__ __forceinline__ void store_rows(float* out, const float (&acc)[NT][4]
   }
 }
 
+// The ring's barrier over the block's NT threads: __syncthreads in lockstep; staggered, the
+// warpgroups meet it at different points of their code, so it is named barrier 1 (bar.sync
+// counts arrivals, whatever instruction each warp arrives from).
+template <bool STAG, int NT>
+__device__ __forceinline__ void ring_barrier() {
+  if constexpr (STAG) asm volatile("bar.sync 1, %0;\n" ::"n"(NT) : "memory");
+  else __syncthreads();
+}
+
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
-// grid (cdiv(T, 128), B*H), 256 threads; shared layout fwd_smem (Q, then kStages x [K, V^T]).
-template <int DK, int DV>
-__global__ void __launch_bounds__(kThreads, 1)
+// grid (cdiv(T, BQ), B*H), block_threads(BQ) threads (a warpgroup per 64 rows; BQ = kBQ64
+// leaves room for two blocks per SM); shared layout fwd_smem (Q, then NS x [K, V^T]). STAG:
+// the staggered warpgroups of the layout header (128-row blocks), NS = kStagStages.
+template <int DK, int DV, int BQ, bool STAG>
+__global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
     sm90_fwd_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
                     const bf16* __restrict__ vt, const int32_t* __restrict__ seg,
                     const int32_t* __restrict__ kfirst, float scale, float* __restrict__ out,
                     float* __restrict__ lse, int T, int H, int Tp) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr FwdSmem L = fwd_smem(DK, DV);
+  static_assert(!STAG || BQ == kBQ, "staggered: two warpgroups");
+  constexpr int NS = STAG ? kStagStages : kStages;
+  constexpr FwdSmem L = fwd_smem(DK, DV, BQ, NS);
+  constexpr int NT = block_threads(BQ);
   extern __shared__ uint8_t smem_raw[];
   __shared__ int bound;
   const uint32_t base = (uint32_t(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
   auto stage_k = [&](int s) { return base + L.stages + uint32_t(s) * L.stage_bytes; };
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
   const int b = blockIdx.y / H, h = blockIdx.y % H;
-  const int q0 = block_row0(true, blockIdx.x, gridDim.x);   // the longest rows first
+  const int q0 = block_row0(true, blockIdx.x, gridDim.x, BQ);   // the longest rows first
   const int64_t rq = int64_t(H) * DK, head = int64_t(b) * T * H + h;
   const bf16* qh = q + head * DK;
   const bf16* kh = k + head * DK;
   const bf16* vth = vt + t_index(int64_t(b) * H + h, 0, 0, DV, Tp);
   const int32_t* sb = seg ? seg + int64_t(b) * T : nullptr;
-  const Tiles tiles = key_tiles(block_klo(kfirst, int64_t(b) * T, q0, T, kBQ, &bound), q0, T);
+  const Tiles tiles =
+      key_tiles(block_klo(kfirst, int64_t(b) * T, q0, T, BQ, &bound), q0, T, BQ);
   const int kt0 = tiles.t0, nkt = tiles.t1 - tiles.t0;
   auto load_tile = [&](int s, int it) {   // key tile kt0 + it into stage s
     const int kb = (kt0 + it) * kBK;
-    load_rows<kBK, DK>(stage_k(s), kh, rq, kb, T);
-    load_t<DV>(stage_k(s) + L.vt, vth, Tp, kb);
+    load_rows<kBK, DK, NT>(stage_k(s), kh, rq, kb, T);
+    load_t<DV, NT>(stage_k(s) + L.vt, vth, Tp, kb);
   };
-  load_rows<kBQ, DK>(base + L.q, qh, rq, q0, T);   // in the first commit group
+  load_rows<BQ, DK, NT>(base + L.q, qh, rq, q0, T);   // in the first commit group
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
+  for (int s = 0; s < ring_dist(NS, STAG); ++s) {
     if (s < nkt) load_tile(s, s);
     ptx::cp_commit();
   }
@@ -157,23 +189,29 @@ __global__ void __launch_bounds__(kThreads, 1)
   const float sl = scale * kLog2e;
   float o[DV / 8][4] = {}, s[kBK / 8][4] = {};
   const uint32_t qa = wg_rows(base + L.q, wg);   // this warpgroup's 64 rows of Q
-  for (int it = 0; it < nkt; ++it) {
-    ptx::cp_wait<ring_wait(kStages)>();   // this thread's copies of tile it have landed
+  // Barrier `it` of the ring: tile it has landed and is published; refill a free stage.
+  auto ring_sync = [&](int it) {
+    ptx::cp_wait<ring_wait(NS, STAG)>();   // this thread's copies of tile it have landed
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-    __syncthreads();               // everyone's have; the stage refilled below is free
-    if (const int nx = ring_refill(it, kStages); nx < nkt)
-      load_tile(ring_stage(nx, kStages), nx);
+    ring_barrier<STAG, NT>();              // everyone's have; the stage refilled is free
+    if (const int nx = ring_refill(it, NS, STAG); nx < nkt) load_tile(ring_stage(nx, NS), nx);
     ptx::cp_commit();
-    const int kb = (kt0 + it) * kBK;
-    if (skip_query_rows(kb, r0, T)) continue;   // no row of this warpgroup sees the tile
-    const uint32_t ks_ = stage_k(ring_stage(it, kStages));
+  };
+  // no row of this warpgroup sees tile it (warpgroup-uniform)
+  auto skip = [&](int it) { return skip_query_rows((kt0 + it) * kBK, r0, T); };
+  auto scores = [&](int it) {   // S = Q K^T over tile it, waited for
+    const uint32_t ks_ = stage_k(ring_stage(it, NS));
     fence_acc(s);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < DK / 16; ++kk)
-      wgmma_ss_n64(s, smem_desc(kstep(qa, kBQ, kk)), smem_desc(kstep(ks_, kBK, kk)), kk > 0);
+      wgmma_ss_n64(s, smem_desc(kstep(qa, BQ, kk)), smem_desc(kstep(ks_, kBK, kk)), kk > 0);
     wgmma_commit_wait_all();
     fence_acc(s);
+  };
+  auto finish = [&](int it) {   // the softmax step and O += P V over tile it
+    const int kb = (kt0 + it) * kBK;
+    const uint32_t ks_ = stage_k(ring_stage(it, NS));
     const bool need = sb || kb + kBK - 1 > r0 || kb + kBK > T || r0 + 64 > T;
     softmax_step<kBK / 8, DV / 8>(s, o, m0, m1, l0, l1, sl, need, i0, i1, kb, T, sb, s0, s1,
                                   lane);
@@ -189,6 +227,23 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma_commit_wait_all();
     fence_a(a);
     fence_acc(o);
+  };
+  if (!STAG || wg == 0) {
+    for (int it = 0; it < nkt; ++it) {
+      ring_sync(it);
+      if (!skip(it)) {
+        scores(it);
+        finish(it);
+      }
+    }
+  } else {   // warpgroup 1, staggered: barrier it + 1 between S and the rest of tile it
+    if (nkt > 0) ring_sync(0);
+    for (int it = 0; it < nkt; ++it) {
+      const bool sk = skip(it);
+      if (!sk) scores(it);
+      if (it + 1 < nkt) ring_sync(it + 1);
+      if (!sk) finish(it);
+    }
   }
   ptx::cp_wait<0>();
   float L0 = l0, L1 = l1;
@@ -218,23 +273,30 @@ __global__ void __launch_bounds__(kThreads, 1)
 // the registers at 192 / 128. Up to 96 / 64 they fit, and PASS kDKV (DS_ATTENTION_BWD=fused)
 // does both in one pass: S^T and dP^T once, P^T and dS^T from them (dS^T into dP^T's
 // registers), then dK += dS^T Q and dV += P^T dO (Z2^T = dO^T) under one wait; out2 is dV.
+// It reads each query's lse and D from qstats ({lse, D} per query, padded to Tp with
+// {+inf, 0}: two queries a 16-byte load, no test of q < T), not per element from lse and D.
 // Each accumulator sees the same products in the same order as in its split pass, so dK and
-// dV are the split passes' to the bit. Shared layout bwd_smem: X_k, X_v, then kBwdStages x
-// [Y_k, Y_v, Z^T, Z2^T]. bounds: kfirst (kDQ) or klast (the others) of the segment pre-pass,
-// or null.
+// dV are the split passes' to the bit. Shared layout bwd_smem: X_k, X_v, then NS x
+// [Y_k, Y_v, Z^T, Z2^T] (NS = kBwdStages, or kStagBwdStages with STAG: the staggered
+// warpgroups, where warpgroup 1 meets barrier it + 1 between its first products of tile it
+// and the rest). bounds: kfirst (kDQ) or klast (the others) of the segment pre-pass, or null.
 
-template <int DK, int DV, int PASS>
-__global__ void __launch_bounds__(kThreads, 1)
+template <int DK, int DV, int PASS, int BQ, bool STAG>
+__global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
     sm90_bwd_kernel(const bf16* __restrict__ xk_src, const bf16* __restrict__ xv_src,
                     const bf16* __restrict__ yk_src, const bf16* __restrict__ yv_src,
                     const bf16* __restrict__ zt_src, const bf16* __restrict__ zt2_src,
                     const int32_t* __restrict__ seg, const int32_t* __restrict__ bounds,
-                    const float* __restrict__ lse, const float* __restrict__ Dd, float scale,
-                    float* __restrict__ out, float* __restrict__ out2, int T, int H, int Tp) {
+                    const float* __restrict__ lse, const float* __restrict__ Dd,
+                    const float2* __restrict__ qstats, float scale, float* __restrict__ out,
+                    float* __restrict__ out2, int T, int H, int Tp) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr bool kDP = PASS != kDV, kKV = PASS == kDKV;
   constexpr int NZ = bwd_n(DK, DV, PASS), NZ2 = kKV ? DV : 64;   // (NZ2 unused unless kKV)
-  constexpr BwdSmem L = bwd_smem(DK, DV, PASS);
+  static_assert(!STAG || BQ == kBQ, "staggered: two warpgroups");
+  constexpr int NS = STAG ? kStagBwdStages : kBwdStages;
+  constexpr BwdSmem L = bwd_smem(DK, DV, PASS, BQ, NS);
+  constexpr int NT = block_threads(BQ);
   extern __shared__ uint8_t smem_raw[];
   __shared__ int bound;
   const uint32_t base = (uint32_t(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
@@ -242,28 +304,28 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto stage = [&](int st) { return base + L.stages + uint32_t(st) * L.stage_bytes; };
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
   const int b = blockIdx.y / H, h = blockIdx.y % H;
-  const int x0 = block_row0(PASS == kDQ, blockIdx.x, gridDim.x);
+  const int x0 = block_row0(PASS == kDQ, blockIdx.x, gridDim.x, BQ);
   const int64_t head = int64_t(b) * T * H + h, lb = (int64_t(b) * H + h) * T;
   const int64_t rk = int64_t(H) * DK, rv = int64_t(H) * DV;
   const int32_t* sb = seg ? seg + int64_t(b) * T : nullptr;
   // tiles [t0, t1) of 64 rows of the streamed operand
   const Tiles tiles =
-      PASS == kDQ ? key_tiles(block_klo(bounds, int64_t(b) * T, x0, T, kBQ, &bound), x0, T)
-                  : query_tiles(x0, block_qhi(bounds, int64_t(b) * T, x0, T, kBQ, &bound));
+      PASS == kDQ ? key_tiles(block_klo(bounds, int64_t(b) * T, x0, T, BQ, &bound), x0, T, BQ)
+                  : query_tiles(x0, block_qhi(bounds, int64_t(b) * T, x0, T, BQ, &bound));
   const int t0 = tiles.t0, ntiles = tiles.t1 - tiles.t0;
   const bf16* zth = zt_src + t_index(int64_t(b) * H + h, 0, 0, NZ, Tp);
   const bf16* zt2h = kKV ? zt2_src + t_index(int64_t(b) * H + h, 0, 0, NZ2, Tp) : nullptr;
   auto load_tile = [&](int st, int it) {
     const int tb = (t0 + it) * kBK;
-    load_rows<kBK, DK>(stage(st), yk_src + head * DK, rk, tb, T);
-    if constexpr (kDP) load_rows<kBK, DV>(stage(st) + L.yv, yv_src + head * DV, rv, tb, T);
-    load_t<NZ>(stage(st) + L.z, zth, Tp, tb);
-    if constexpr (kKV) load_t<NZ2>(stage(st) + L.z2, zt2h, Tp, tb);
+    load_rows<kBK, DK, NT>(stage(st), yk_src + head * DK, rk, tb, T);
+    if constexpr (kDP) load_rows<kBK, DV, NT>(stage(st) + L.yv, yv_src + head * DV, rv, tb, T);
+    load_t<NZ, NT>(stage(st) + L.z, zth, Tp, tb);
+    if constexpr (kKV) load_t<NZ2, NT>(stage(st) + L.z2, zt2h, Tp, tb);
   };
-  load_rows<kBQ, DK>(xk, xk_src + head * DK, rk, x0, T);   // in the first commit group
-  if constexpr (kDP) load_rows<kBQ, DV>(xv, xv_src + head * DV, rv, x0, T);
+  load_rows<BQ, DK, NT>(xk, xk_src + head * DK, rk, x0, T);   // in the first commit group
+  if constexpr (kDP) load_rows<BQ, DV, NT>(xv, xv_src + head * DV, rv, x0, T);
 #pragma unroll
-  for (int st = 0; st < kBwdStages - 1; ++st) {
+  for (int st = 0; st < ring_dist(NS, STAG); ++st) {
     if (st < ntiles) load_tile(st, st);
     ptx::cp_commit();
   }
@@ -279,32 +341,40 @@ __global__ void __launch_bounds__(kThreads, 1)
   float acc[NZ / 8][4] = {}, s[kBK / 8][4] = {}, dp[kBK / 8][4] = {};
   float acc2[kKV ? NZ2 / 8 : 1][4] = {};   // kDKV: dV
   const uint32_t xka = wg_rows(xk, wg), xva = wg_rows(xv, wg);
-  for (int it = 0; it < ntiles; ++it) {
-    ptx::cp_wait<ring_wait(kBwdStages)>();
+  // Barrier `it` of the ring: tile it has landed and is published; refill a free stage.
+  auto ring_sync = [&](int it) {
+    ptx::cp_wait<ring_wait(NS, STAG)>();
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-    __syncthreads();
-    if (const int nx = ring_refill(it, kBwdStages); nx < ntiles)
-      load_tile(ring_stage(nx, kBwdStages), nx);
+    ring_barrier<STAG, NT>();
+    if (const int nx = ring_refill(it, NS, STAG); nx < ntiles) load_tile(ring_stage(nx, NS), nx);
     ptx::cp_commit();
+  };
+  // No pair of this warpgroup's rows and tile it's is visible: skip (warpgroup-uniform).
+  auto skip = [&](int it) {
     const int tb = (t0 + it) * kBK;
-    // No pair of this warpgroup's rows and the tile's is visible: skip (warpgroup-uniform).
-    if (PASS == kDQ ? skip_query_rows(tb, r0, T) : skip_key_rows(tb, r0, T)) continue;
-    const uint32_t ya = stage(ring_stage(it, kBwdStages));
+    return PASS == kDQ ? skip_query_rows(tb, r0, T) : skip_key_rows(tb, r0, T);
+  };
+  auto first = [&](int it) {   // S (and dP) over tile it, waited for
+    const uint32_t ya = stage(ring_stage(it, NS));
     fence_acc(s);
     if constexpr (kDP) fence_acc(dp);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < DK / 16; ++kk)
-      wgmma_ss_n64(s, smem_desc(kstep(xka, kBQ, kk)), smem_desc(kstep(ya, kBK, kk)), kk > 0);
+      wgmma_ss_n64(s, smem_desc(kstep(xka, BQ, kk)), smem_desc(kstep(ya, kBK, kk)), kk > 0);
     if constexpr (kDP) {
 #pragma unroll
       for (int kk = 0; kk < DV / 16; ++kk)
-        wgmma_ss_n64(dp, smem_desc(kstep(xva, kBQ, kk)), smem_desc(kstep(ya + L.yv, kBK, kk)),
+        wgmma_ss_n64(dp, smem_desc(kstep(xva, BQ, kk)), smem_desc(kstep(ya + L.yv, kBK, kk)),
                      kk > 0);
     }
     wgmma_commit_wait_all();
     fence_acc(s);
     if constexpr (kDP) fence_acc(dp);
+  };
+  auto rest = [&](int it) {   // P, dS from them, and the output products over tile it
+    const int tb = (t0 + it) * kBK;
+    const uint32_t ya = stage(ring_stage(it, NS));
     if constexpr (PASS == kDQ) {   // rows: queries i0 / i1; columns: keys
       const bool need = sb || tb + kBK - 1 > r0 || tb + kBK > T || r0 + 64 > T;
 #pragma unroll
@@ -319,6 +389,30 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
           s[nt][c] = p * (dp[nt][c] - (lo ? D0 : D1));   // dS
         }
+    } else if constexpr (kKV) {   // rows: keys i0 / i1; columns: queries
+      // The tile's query stats {lse, D} of queries q, q + 1 in one 16-byte load; past T
+      // {+inf, 0}, so p = 2^-inf = 0 there without a test (the split passes' 0.f, bit for bit).
+      const bool need = sb || tb < r0 + 63;
+      const float2* st = qstats + (int64_t(b) * H + h) * Tp;
+#pragma unroll
+      for (int nt = 0; nt < kBK / 8; ++nt) {
+        const int q0 = tb + nt * 8 + (lane & 3) * 2;   // the queries of columns 0-1 and 2-3
+        const float4 lq = __ldg(reinterpret_cast<const float4*>(st + q0));
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int q = q0 + e;
+          const float Lq = (e ? lq.z : lq.x) * kLog2e, Dq = e ? lq.w : lq.y;
+          const int sq = sb && q < T ? __ldg(sb + q) : 0;
+#pragma unroll
+          for (int hi = 0; hi < 2; ++hi) {
+            const int c = e + 2 * hi, j = hi ? i1 : i0;
+            const bool vis = !need || (j <= q && (!sb || (q < T && sq == (hi ? s1 : s0))));
+            const float p = vis ? fast_exp2(s[nt][c] * sl - Lq) : 0.f;
+            s[nt][c] = p;                       // P^T stays in s,
+            dp[nt][c] = p * (dp[nt][c] - Dq);   // dS^T goes to dp
+          }
+        }
+      }
     } else {   // rows: keys i0 / i1; columns: queries
       const bool need = sb || tb < r0 + 63 || tb + kBK > T;
 #pragma unroll
@@ -335,12 +429,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             const int c = e + 2 * hi, j = hi ? i1 : i0;
             const bool vis = !need || (ok && j <= q && (!sb || sq == (hi ? s1 : s0)));
             const float p = vis ? fast_exp2(s[nt][c] * sl - Lq) : 0.f;
-            if constexpr (kKV) {   // P^T stays in s, dS^T goes to dp
-              s[nt][c] = p;
-              dp[nt][c] = p * (dp[nt][c] - Dq);
-            } else {
-              s[nt][c] = PASS == kDV ? p : p * (dp[nt][c] - Dq);   // P^T or dS^T
-            }
+            s[nt][c] = PASS == kDV ? p : p * (dp[nt][c] - Dq);   // P^T or dS^T
           }
         }
     }
@@ -378,6 +467,23 @@ __global__ void __launch_bounds__(kThreads, 1)
       fence_a(a);
       fence_acc(acc);
     }
+  };
+  if (!STAG || wg == 0) {
+    for (int it = 0; it < ntiles; ++it) {
+      ring_sync(it);
+      if (!skip(it)) {
+        first(it);
+        rest(it);
+      }
+    }
+  } else {   // warpgroup 1, staggered: barrier it + 1 between the two halves of tile it
+    if (ntiles > 0) ring_sync(0);
+    for (int it = 0; it < ntiles; ++it) {
+      const bool sk = skip(it);
+      if (!sk) first(it);
+      if (it + 1 < ntiles) ring_sync(it + 1);
+      if (!sk) rest(it);
+    }
   }
   ptx::cp_wait<0>();
   const float os = PASS == kDV ? 1.f : scale;
@@ -386,46 +492,128 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
-template <int DK, int DV>
-constexpr size_t sm90_fwd_smem() {
-  return size_t(fwd_smem(DK, DV).bytes) + 1024;   // + room to align the base to 1024
+// -1: not read from DS_ATTENTION_ROWS yet; 0: 128-row blocks; 1: 64-row blocks where built
+// (rows64_fwd / rows64_bwd) and two of them are resident per SM.
+std::atomic<int> g_rows64{-1};
+std::atomic<int64_t> g_rows64_launches{0};
+
+// Whether kern (opted into smem bytes of dynamic shared memory) keeps two blocks of nt threads
+// on an SM; asked of the occupancy calculator once per kernel (one device per process).
+template <class K>
+bool two_per_sm(K kern, size_t smem, int nt) {
+  int n = 0;
+  DS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kern, nt, smem));
+  return n >= 2;
+}
+
+// -1: not read from DS_ATTENTION_SCHEDULE yet; 0 lockstep; 1 staggered (where it fits).
+std::atomic<int> g_stag{-1};
+std::atomic<int64_t> g_stag_launches{0};
+
+template <int DK, int DV, int BQ, bool STAG = false>
+constexpr size_t sm90_fwd_smem() {   // + room to align the base to 1024
+  return size_t(fwd_smem(DK, DV, BQ, STAG ? kStagStages : kStages).bytes) + 1024;
+}
+
+template <int DK, int DV, int BQ, bool STAG = false>
+void sm90_fwd_launch(const Launch& L, const bf16* q, const bf16* k, const bf16* vt, int64_t Tp,
+                     float* out, float* lse) {
+  constexpr size_t smem = sm90_fwd_smem<DK, DV, BQ, STAG>();
+  static_assert(smem <= 227 * 1024, "sm90_fwd_kernel: shared memory");
+  auto kern = sm90_fwd_kernel<DK, DV, BQ, STAG>;
+  set_smem(kern, smem);
+  const dim3 grid(unsigned(cdiv(L.s.T, BQ)), unsigned(L.s.B * L.s.H));
+  kern<<<grid, block_threads(BQ), smem, stream()>>>(q, k, vt, L.seg, L.kfirst, L.scale, out,
+                                                    lse, int(L.s.T), int(L.s.H), int(Tp));
+  DS_CUDA_LAUNCHED();
 }
 
 template <int DK, int DV>
 void sm90_forward(const Launch& L, const bf16* q, const bf16* k, const bf16* vt, int64_t Tp,
                   float* out, float* lse) {
-  constexpr size_t smem = sm90_fwd_smem<DK, DV>();
-  auto kern = sm90_fwd_kernel<DK, DV>;
-  set_smem(kern, smem);
-  const dim3 grid(unsigned(cdiv(L.s.T, kBQ)), unsigned(L.s.B * L.s.H));
-  kern<<<grid, kThreads, smem, stream()>>>(q, k, vt, L.seg, L.kfirst, L.scale, out, lse,
-                                           int(L.s.T), int(L.s.H), int(Tp));
-  DS_CUDA_LAUNCHED();
+  if constexpr (rows64_fwd(DK, DV)) {
+    if (attention_rows64()) {
+      constexpr size_t smem = sm90_fwd_smem<DK, DV, kBQ64>();
+      static const bool two = [] {
+        set_smem(sm90_fwd_kernel<DK, DV, kBQ64, false>, smem);
+        return two_per_sm(sm90_fwd_kernel<DK, DV, kBQ64, false>, smem, block_threads(kBQ64));
+      }();
+      if (two) {
+        sm90_fwd_launch<DK, DV, kBQ64>(L, q, k, vt, Tp, out, lse);
+        g_rows64_launches.fetch_add(1);
+        return;
+      }
+    }
+  }
+  if constexpr (stag_fwd(DK, DV)) {
+    if (attention_staggered()) {
+      sm90_fwd_launch<DK, DV, kBQ, true>(L, q, k, vt, Tp, out, lse);
+      g_stag_launches.fetch_add(1);
+      return;
+    }
+  }
+  sm90_fwd_launch<DK, DV, kBQ>(L, q, k, vt, Tp, out, lse);
 }
 
-template <int DK, int DV, int PASS>
+template <int DK, int DV, int PASS, int BQ, bool STAG = false>
 constexpr size_t sm90_bwd_smem() {
-  return size_t(bwd_smem(DK, DV, PASS).bytes) + 1024;
+  return size_t(bwd_smem(DK, DV, PASS, BQ, STAG ? kStagBwdStages : kBwdStages).bytes) + 1024;
 }
 
 // -1: not read from DS_ATTENTION_BWD yet; 0 split dK / dV passes; 1 fused (where it fits).
 std::atomic<int> g_bwd_fused{-1};
 std::atomic<int64_t> g_fused_launches{0};
 
+template <int DK, int DV, int PASS, int BQ, bool STAG = false>
+void sm90_bwd_launch(const Launch& L, const bf16* xk, const bf16* xv, const bf16* yk,
+                     const bf16* yv, const bf16* zt, int64_t Tp, const float* lse,
+                     const float* D, float* out, const bf16* zt2, float* out2,
+                     const float2* qstats) {
+  constexpr size_t smem = sm90_bwd_smem<DK, DV, PASS, BQ, STAG>();
+  static_assert(smem <= 227 * 1024, "sm90_bwd_kernel: shared memory");
+  static_assert(PASS != kDKV || bwd_fused_fits(DK, DV), "sm90_bwd_kernel: fused dK/dV dims");
+  auto kern = sm90_bwd_kernel<DK, DV, PASS, BQ, STAG>;
+  set_smem(kern, smem);
+  const dim3 grid(unsigned(cdiv(L.s.T, BQ)), unsigned(L.s.B * L.s.H));
+  kern<<<grid, block_threads(BQ), smem, stream()>>>(xk, xv, yk, yv, zt, zt2, L.seg,
+                                                    PASS == kDQ ? L.kfirst : L.klast, lse, D,
+                                                    qstats, L.scale, out, out2, int(L.s.T),
+                                                    int(L.s.H), int(Tp));
+  DS_CUDA_LAUNCHED();
+}
+
+// One backward pass on 64-row blocks where selected, built and two fit an SM; else on 128-row
+// blocks, staggered where selected and it fits.
 template <int DK, int DV, int PASS>
 void sm90_bwd_pass(const Launch& L, const bf16* xk, const bf16* xv, const bf16* yk,
                    const bf16* yv, const bf16* zt, int64_t Tp, const float* lse, const float* D,
-                   float* out, const bf16* zt2 = nullptr, float* out2 = nullptr) {
-  constexpr size_t smem = sm90_bwd_smem<DK, DV, PASS>();
-  static_assert(smem <= 227 * 1024, "sm90_bwd_kernel: shared memory");
-  static_assert(PASS != kDKV || bwd_fused_fits(DK, DV), "sm90_bwd_kernel: fused dK/dV dims");
-  auto kern = sm90_bwd_kernel<DK, DV, PASS>;
-  set_smem(kern, smem);
-  const dim3 grid(unsigned(cdiv(L.s.T, kBQ)), unsigned(L.s.B * L.s.H));
-  kern<<<grid, kThreads, smem, stream()>>>(xk, xv, yk, yv, zt, zt2, L.seg,
-                                           PASS == kDQ ? L.kfirst : L.klast, lse, D, L.scale,
-                                           out, out2, int(L.s.T), int(L.s.H), int(Tp));
-  DS_CUDA_LAUNCHED();
+                   float* out, const bf16* zt2 = nullptr, float* out2 = nullptr,
+                   const float2* qstats = nullptr) {
+  if constexpr (rows64_bwd(DK, DV, PASS)) {
+    if (attention_rows64()) {
+      constexpr size_t smem = sm90_bwd_smem<DK, DV, PASS, kBQ64>();
+      static const bool two = [] {
+        set_smem(sm90_bwd_kernel<DK, DV, PASS, kBQ64, false>, smem);
+        return two_per_sm(sm90_bwd_kernel<DK, DV, PASS, kBQ64, false>, smem,
+                          block_threads(kBQ64));
+      }();
+      if (two) {
+        sm90_bwd_launch<DK, DV, PASS, kBQ64>(L, xk, xv, yk, yv, zt, Tp, lse, D, out, zt2, out2,
+                                             qstats);
+        g_rows64_launches.fetch_add(1);
+        return;
+      }
+    }
+  }
+  if constexpr (stag_bwd(DK, DV, PASS)) {
+    if (attention_staggered()) {
+      sm90_bwd_launch<DK, DV, PASS, kBQ, true>(L, xk, xv, yk, yv, zt, Tp, lse, D, out, zt2, out2,
+                                               qstats);
+      g_stag_launches.fetch_add(1);
+      return;
+    }
+  }
+  sm90_bwd_launch<DK, DV, PASS, kBQ>(L, xk, xv, yk, yv, zt, Tp, lse, D, out, zt2, out2, qstats);
 }
 
 template <int DK, int DV>
@@ -434,8 +622,14 @@ void sm90_backward(const Launch& L, const Sm90BwdInputs& in, int64_t Tp, const f
   sm90_bwd_pass<DK, DV, kDQ>(L, in.q, in.dout, in.k, in.v, in.kt, Tp, lse, D, dq);
   if constexpr (bwd_fused_fits(DK, DV)) {
     if (attention_bwd_fused()) {
+      if (!in.qstats) throw_cuda_error("sm90_backward: no room for the query stats", __FILE__,
+                                       __LINE__);
+      const int64_t n = L.s.B * L.s.H * Tp;
+      pack_query_stats_kernel<<<unsigned(cdiv(n, 256)), 256, 0, stream()>>>(
+          lse, D, in.qstats, int(L.s.T), int(Tp), n);
+      DS_CUDA_LAUNCHED();
       sm90_bwd_pass<DK, DV, kDKV>(L, in.k, in.v, in.q, in.dout, in.qt, Tp, lse, D, dk, in.doutt,
-                                  dv);
+                                  dv, in.qstats);
       g_fused_launches.fetch_add(1);
       return;
     }
@@ -451,6 +645,10 @@ std::atomic<int64_t> g_launches{0}, g_bwd_launches{0};
 }  // namespace
 
 int64_t sm90_keys_padded(int64_t T) { return padded_rows(int(T)); }
+
+bool sm90_bwd_fused_runs(int64_t Dk, int64_t Dv) {
+  return bwd_fused_fits(int(Dk), int(Dv)) && attention_bwd_fused();
+}
 
 bool sm90_attention(int64_t Dk, int64_t Dv) {
   return attention_wgmma() && attention_wgmma_supported(Dk, Dv);
@@ -512,6 +710,14 @@ bool attention_bwd_fused_supported(int64_t Dk, int64_t Dv) {
 
 int64_t attention_bwd_fused_launches() { return flash::g_fused_launches.load(); }
 
+void set_attention_rows64(bool on) { flash::g_rows64.store(on ? 1 : 0); }
+
+void set_attention_staggered(bool on) { flash::g_stag.store(on ? 1 : 0); }
+
+int64_t attention_staggered_launches() { return flash::g_stag_launches.load(); }
+
+int64_t attention_rows64_launches() { return flash::g_rows64_launches.load(); }
+
 namespace {
 
 // A process-wide two-way switch: its setting, or on first use the environment variable's
@@ -538,6 +744,17 @@ bool switch_from_env(std::atomic<int>& at, const char* var, const char* off, con
 // split by default until the fused pass has run on a GPU
 bool attention_bwd_fused() {
   return switch_from_env(flash::g_bwd_fused, "DS_ATTENTION_BWD", "split", "fused", false);
+}
+
+// lockstep by default until the staggered warpgroups have run on a GPU
+bool attention_staggered() {
+  return switch_from_env(flash::g_stag, "DS_ATTENTION_SCHEDULE", "lockstep", "staggered",
+                         false);
+}
+
+// 128-row blocks by default until the 64-row ones have run on a GPU
+bool attention_rows64() {
+  return switch_from_env(flash::g_rows64, "DS_ATTENTION_ROWS", "128", "64", false);
 }
 
 // wgmma by default (where attention_wgmma_supported): on the H200 (commit c135dd4) it passed

@@ -14,11 +14,14 @@
 
 namespace ds::cuda::fa90 {
 
-constexpr int kBQ = 128;         // rows per block: 2 warpgroups x 64
+constexpr int kBQ = 128;         // rows per block by default: 2 warpgroups x 64
+constexpr int kBQ64 = 64;        // the one-warpgroup block (DS_ATTENTION_ROWS=64)
 constexpr int kBK = 64;          // rows per streamed tile (keys, or queries for dK / dV)
 constexpr int kStages = 3;       // the forward's ring of tiles
 constexpr int kBwdStages = 2;    // the backward passes' ring
-constexpr int kThreads = 256;
+constexpr int kThreads = 256;   // threads of a kBQ-row block
+// Threads of a block of bq rows: one warpgroup (128 threads) per 64 rows.
+DS_HD constexpr int block_threads(int bq) { return bq * 2; }
 
 // The backward passes (one kernel template): rows are queries (dQ) or keys (dK, dV, and dK
 // with dV in one pass: kDKV, for head dims up to 96 / 64, bwd_fused_fits).
@@ -37,11 +40,13 @@ DS_HD constexpr uint32_t swizzled(int r, int u) {
 // An operand of `rows` rows x D columns (D a multiple of 16, up to chunks(D) * 64) in shared
 // memory: chunk c (columns 64c..64c+63) is a swizzled tile of its own, rows * 128 bytes apart.
 // Copy e (0 <= e < rows * chunks * 8) moves 16 bytes: chunk c, row r, unit u (columns
-// 64c + 8u .. + 7); thread t makes copies t, t + kThreads, ...
+// 64c + 8u .. + 7); thread t of nt makes copies t, t + nt, ...
 struct RowCopy {
   int c, r, u;
 };
-DS_HD constexpr int row_copies(int rows, int D) { return rows * chunks(D) * 8 / kThreads; }
+DS_HD constexpr int row_copies(int rows, int D, int nt = kThreads) {
+  return rows * chunks(D) * 8 / nt;
+}
 DS_HD RowCopy row_copy(int e, int rows) { return {e / (rows * 8), (e >> 3) % rows, e & 7}; }
 DS_HD uint32_t row_copy_dst(const RowCopy& x, int rows) {
   return uint32_t(x.c) * uint32_t(rows) * 128u + swizzled(x.r, x.u);
@@ -50,7 +55,7 @@ DS_HD int row_copy_col(const RowCopy& x) { return x.c * 64 + x.u * 8; }
 
 // A tile of a transposed copy (N rows of the head dim, each kBK sequence positions = 128
 // bytes): copy e (0 <= e < N * 8) is row e / 8, unit e % 8 (positions tb + 8u .. + 7).
-DS_HD constexpr int t_copies(int N) { return N * 8 / kThreads; }
+DS_HD constexpr int t_copies(int N, int nt = kThreads) { return N * 8 / nt; }
 DS_HD int t_copy_row(int e) { return e >> 3; }
 DS_HD int t_copy_unit(int e) { return e & 7; }
 
@@ -65,22 +70,22 @@ DS_HD int64_t t_index(int64_t bh, int d, int t, int D, int Tp) {
 DS_HD uint32_t kstep(uint32_t base, int rows, int kk) {
   return base + uint32_t(kk / 4) * uint32_t(rows) * 128u + 32u * uint32_t(kk % 4);
 }
-// Warpgroup wg's 64 rows of a block operand of kBQ rows at `base` (chunk tiles of kBQ rows).
+// Warpgroup wg's 64 rows of a block operand at `base` (chunk tiles of the block's rows).
 DS_HD uint32_t wg_rows(uint32_t base, int wg) { return base + uint32_t(wg) * 64u * 128u; }
 
 // ---- shared memory (byte offsets from the 1024-aligned base) ---------------------------------
-// Forward: Q (chunks(DK) x kBQ rows), then kStages x [K (chunks(DK) x kBK rows), V^T (DV rows)].
+// Forward: Q (chunks(DK) x bq rows), then kStages x [K (chunks(DK) x kBK rows), V^T (DV rows)].
 struct FwdSmem {
   uint32_t q, stages, stage_bytes, vt, bytes;   // vt: offset inside a stage
 };
-DS_HD constexpr FwdSmem fwd_smem(int DK, int DV) {
-  return {0u, uint32_t(chunks(DK)) * kBQ * 128u,
+DS_HD constexpr FwdSmem fwd_smem(int DK, int DV, int bq = kBQ, int stages = kStages) {
+  return {0u, uint32_t(chunks(DK)) * uint32_t(bq) * 128u,
           uint32_t(chunks(DK)) * kBK * 128u + uint32_t(DV) * 128u,
           uint32_t(chunks(DK)) * kBK * 128u,
-          uint32_t(chunks(DK)) * kBQ * 128u +
-              kStages * (uint32_t(chunks(DK)) * kBK * 128u + uint32_t(DV) * 128u)};
+          uint32_t(chunks(DK)) * uint32_t(bq) * 128u +
+              uint32_t(stages) * (uint32_t(chunks(DK)) * kBK * 128u + uint32_t(DV) * 128u)};
 }
-// Backward pass: X_k (chunks(DK) x kBQ), X_v (chunks(DV) x kBQ; not for kDV), then kBwdStages
+// Backward pass: X_k (chunks(DK) x bq), X_v (chunks(DV) x bq; not for kDV), then kBwdStages
 // x [Y_k (chunks(DK) x kBK), Y_v (chunks(DV) x kBK; not for kDV), Z^T (N rows), Z2^T (N2
 // rows)], N = DV for kDV, else DK; N2 = DV for kDKV (dO^T, for dV), else 0.
 struct BwdSmem {
@@ -93,38 +98,73 @@ DS_HD constexpr uint32_t bwd_stage_bytes(int DK, int DV, int pass) {
   return uint32_t(chunks(DK) + bwd_vc(DV, pass)) * kBK * 128u +
          uint32_t(bwd_n(DK, DV, pass) + bwd_n2(DV, pass)) * 128u;
 }
-DS_HD constexpr BwdSmem bwd_smem(int DK, int DV, int pass) {
-  return {0u, uint32_t(chunks(DK)) * kBQ * 128u,
-          uint32_t(chunks(DK) + bwd_vc(DV, pass)) * kBQ * 128u,
+DS_HD constexpr BwdSmem bwd_smem(int DK, int DV, int pass, int bq = kBQ,
+                                 int stages = kBwdStages) {
+  return {0u, uint32_t(chunks(DK)) * uint32_t(bq) * 128u,
+          uint32_t(chunks(DK) + bwd_vc(DV, pass)) * uint32_t(bq) * 128u,
           bwd_stage_bytes(DK, DV, pass),
           uint32_t(chunks(DK)) * kBK * 128u,
           uint32_t(chunks(DK) + bwd_vc(DV, pass)) * kBK * 128u,
           uint32_t(chunks(DK) + bwd_vc(DV, pass)) * kBK * 128u +
               uint32_t(bwd_n(DK, DV, pass)) * 128u,
-          uint32_t(chunks(DK) + bwd_vc(DV, pass)) * kBQ * 128u +
-              kBwdStages * bwd_stage_bytes(DK, DV, pass)};
+          uint32_t(chunks(DK) + bwd_vc(DV, pass)) * uint32_t(bq) * 128u +
+              uint32_t(stages) * bwd_stage_bytes(DK, DV, pass)};
 }
 // The head dims the fused dK/dV pass takes: its accumulators (dK and dV, S^T, dP^T and two
 // register A operands: 176 floats a thread at 96 / 64) must fit the registers without
 // spilling; (128, 128) and (192, 128) keep the split passes.
 DS_HD constexpr bool bwd_fused_fits(int DK, int DV) { return DK <= 96 && DV <= 64; }
 
+// The 64-row block (one warpgroup, DS_ATTENTION_ROWS=64) is built for a kernel only where two
+// such blocks could share an SM's 228 KB (shared memory of at most 112 KB each, with the
+// alignment slack and the 1 KB the runtime reserves per block); the launcher still asks the
+// occupancy calculator and keeps 128 rows unless two blocks are resident.
+DS_HD constexpr bool rows64_fwd(int DK, int DV) {
+  return fwd_smem(DK, DV, kBQ64).bytes <= 112u * 1024u;
+}
+DS_HD constexpr bool rows64_bwd(int DK, int DV, int pass) {
+  return bwd_smem(DK, DV, pass, kBQ64).bytes <= 112u * 1024u;
+}
+
+// Staggered warpgroups (DS_ATTENTION_SCHEDULE=staggered, 128-row blocks): warpgroup 1 meets
+// the ring barrier of tile it after its first products of tile it - 1 (S, and dP in the
+// backward) instead of before them, so that one warpgroup's softmax step runs while the
+// other's products do. It then still reads tile it - 1 after that barrier, so the ring
+// prefetches one tile less and holds one more: kStagStages in the forward, kStagBwdStages in
+// the backward, where they fit the shared memory (stag_fwd, stag_bwd).
+constexpr int kStagStages = 4;
+constexpr int kStagBwdStages = 3;
+DS_HD constexpr bool stag_fwd(int DK, int DV) {
+  return fwd_smem(DK, DV, kBQ, kStagStages).bytes + 1024u <= 227u * 1024u;
+}
+DS_HD constexpr bool stag_bwd(int DK, int DV, int pass) {
+  return bwd_smem(DK, DV, pass, kBQ, kStagBwdStages).bytes + 1024u <= 227u * 1024u;
+}
+
 // ---- the ring of tiles ----------------------------------------------------------------------
 // Tile it of a block sits in stage it % stages. Before the loop the block's rows and tiles
-// 0 .. stages - 2 are copied, one commit group per tile (the rows in the first). Iteration it
-// waits until at most ring_wait groups of the thread are pending (tile it has landed),
-// publishes them with a barrier, then refills the stage of tile it - 1 (every warpgroup has
-// waited for its products before that barrier) with tile ring_refill and commits a group,
-// empty or not.
-DS_HD constexpr int ring_wait(int stages) { return stages - 2; }
+// 0 .. dist - 1 are copied, one commit group per tile (the rows in the first), dist =
+// ring_dist: stages - 1, or stages - 2 staggered. Barrier it waits until at most ring_wait
+// groups of the thread are pending (tile it has landed), publishes them with a barrier, then
+// refills the stage of tile it + dist - stages (it - 1, or it - 2 staggered: every warpgroup
+// has waited for its products of that tile before the barrier) with tile ring_refill and
+// commits a group, empty or not.
+DS_HD constexpr int ring_dist(int stages, bool stag = false) {
+  return stag ? stages - 2 : stages - 1;
+}
+DS_HD constexpr int ring_wait(int stages, bool stag = false) {
+  return ring_dist(stages, stag) - 1;
+}
 DS_HD int ring_stage(int it, int stages) { return it % stages; }
-DS_HD int ring_refill(int it, int stages) { return it + stages - 1; }
+DS_HD int ring_refill(int it, int stages, bool stag = false) {
+  return it + ring_dist(stages, stag);
+}
 
 // ---- blocks, tiles, rows -------------------------------------------------------------------
 // A block's first row: the forward and dQ take query blocks from the end (the longest rows
 // first), dK and dV key blocks from the start (the keys most queries see first).
-DS_HD int block_row0(bool from_end, int bx, int nbx) {
-  return (from_end ? nbx - 1 - bx : bx) * kBQ;
+DS_HD int block_row0(bool from_end, int bx, int nbx, int bq = kBQ) {
+  return (from_end ? nbx - 1 - bx : bx) * bq;
 }
 // The tiles [t0, t1) a block streams. Rows are queries (forward, dQ): keys from klo (the
 // segments' smallest first visible key, 0 without segments) to the block's last row;
@@ -133,8 +173,8 @@ DS_HD int block_row0(bool from_end, int bx, int nbx) {
 struct Tiles {
   int t0, t1;
 };
-DS_HD Tiles key_tiles(int klo, int x0, int T) {
-  return {klo / kBK, (imin(x0 + kBQ, T) + kBK - 1) / kBK};
+DS_HD Tiles key_tiles(int klo, int x0, int T, int bq = kBQ) {
+  return {klo / kBK, (imin(x0 + bq, T) + kBK - 1) / kBK};
 }
 DS_HD Tiles query_tiles(int x0, int qhi) { return {x0 / kBK, (qhi + kBK - 1) / kBK}; }
 // Whether warpgroup rows [r0, r0 + 64) see nothing of the tile at tb (warpgroup-uniform):

@@ -10,8 +10,8 @@
 #   4. ds-sft, ds-eval generate, ds-rl and ds-convert-fp8 with --device cuda beside --device cpu;
 #   5. kernel benchmarks: GEMMs (BF16 cuBLAS, FP8 wgmma/portable), attention (mma.sync and
 #      wgmma), MLA decode, cross-entropy over a 129280 vocabulary and the MoE router;
-#   6. the same 1b step in PyTorch on the card (measured before);
-#   7. Nsight Compute on the hottest kernels: throughputs, pipes, warp stall reasons.
+#   6. Nsight Compute on the hottest kernels: throughputs, pipes, warp stall reasons;
+#   7. the same 1b step in PyTorch on the card (measured before: the first step cut short).
 # Logs go to $OUT (or gpu-check-out/); each table row is printed when it is made and the
 # whole table last. Needs gpu-pack/ from scripts/gpu-pack.sh (binaries, libraries, data). Each
 # step has its own time limit, cut to what is left of the whole run's budget (BUDGET, 430 s:
@@ -99,12 +99,14 @@ NEW_B16OUT_MODEL='*BF16 expert outputs*'
 NEW_PROF='gpu profiler*'
 NEW_ATTN='gpu attention wgmma*'
 NEW_ATTN_FUSED='gpu attention fused*'
+NEW_ATTN_ROWS='gpu attention 64-row*'
+NEW_ATTN_STAG='gpu attention staggered*'
 NEW_FUSED='fused:*'
 NEW_RUNTIME='gpu runtime:*'
 NEW_DEFAULT='gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,elementwise: swiglu packed*,gpu gather_rows_scaled*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 NEW_OPERANDS='gpu gather_rows_scaled*,elementwise: rope_tail_codes*,gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu moe_sort_pairs*,elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 declare -A FILTER=(
-  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8_ALL,$NEW_PROF,$NEW_ATTN,$NEW_ATTN_FUSED,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME"
+  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8_ALL,$NEW_PROF,$NEW_ATTN,$NEW_ATTN_FUSED,$NEW_ATTN_ROWS,$NEW_ATTN_STAG,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME"
   [ops-grouped]="--test-case=$NEW_GROUPED"
   [ops-multi]="--test-case=$NEW_MULTI"
   [ops-mla-bf16]="--test-case=$NEW_MLA"
@@ -114,6 +116,8 @@ declare -A FILTER=(
   [ops-profiler]="--test-case=$NEW_PROF"
   [ops-attn-wgmma]="--test-case=$NEW_ATTN"
   [ops-attn-fused]="--test-case=$NEW_ATTN_FUSED"
+  [ops-attn-rows64]="--test-case=$NEW_ATTN_ROWS"
+  [ops-attn-staggered]="--test-case=$NEW_ATTN_STAG"
   [ops-fused]="--test-case=$NEW_FUSED"
   [ops-runtime]="--test-case=$NEW_RUNTIME"
   [ops-new]="--test-case=$NEW_DEFAULT"
@@ -149,7 +153,11 @@ declare -A FILTER=(
 # FP8 GEMMs and the one-group Wgrad; ops-fp8-overlap, the overlapped main loop (the
 # default since c135dd4), last.
 # ops-attn-fused: the wgmma backward with dK and dV in one pass (opt-in, DS_ATTENTION_BWD=fused;
-# not yet run on a GPU) against the split passes, bit for bit, and against the reference.
+# not yet run on a GPU) against the split passes, bit for bit, and against the reference;
+# ops-attn-rows64: the wgmma kernels in 64-row blocks (opt-in, DS_ATTENTION_ROWS=64; not yet
+# run on a GPU) against the 128-row blocks, bit for bit, and against the reference;
+# ops-attn-staggered: the 128-row blocks with staggered warpgroups (opt-in,
+# DS_ATTENTION_SCHEDULE=staggered; not yet run on a GPU), the same against lockstep.
 # ops-runtime: uploads and frees from worker threads (each bound to the backend's GPU first)
 # and the one-GPU-per-process check.
 # ops-bf16-outputs and model-bf16-outputs test the routed experts' BF16 GEMM outputs
@@ -163,7 +171,8 @@ for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
          ds_test_backend_ops:ops-mla-bf16 ds_test_backend_ops:ops-fp8-quant \
          ds_test_backend_ops:ops-fp8-grouped \
          ds_test_backend_ops:ops-profiler ds_test_backend_ops:ops-attn-wgmma \
-         ds_test_backend_ops:ops-attn-fused \
+         ds_test_backend_ops:ops-attn-fused ds_test_backend_ops:ops-attn-rows64 \
+         ds_test_backend_ops:ops-attn-staggered \
          ds_test_backend_ops:ops-fused ds_test_backend_ops:ops-bf16-outputs \
          ds_test_backend_ops:ops-runtime ds_test_backend_ops:ops-fp8-overlap \
          ds_test_model_gpu:model ds_test_model_gpu:model:unfused \
@@ -243,6 +252,10 @@ T_KERNEL=(ds_test_backend_ops-ops-grouped)
 T_WGMMA=(ds_test_backend_ops-ops-attn-wgmma)
 T_B16OUT=(ds_test_backend_ops-ops-bf16-outputs ds_test_model_gpu-model-bf16-outputs)
 T_BWDFUSED=(ds_test_backend_ops-ops-attn-fused)
+T_ROWS64=(ds_test_backend_ops-ops-attn-rows64)
+T_ROWS64_FUSED=(ds_test_backend_ops-ops-attn-rows64 ds_test_backend_ops-ops-attn-fused)
+T_STAG=(ds_test_backend_ops-ops-attn-staggered)
+T_STAG_FUSED=(ds_test_backend_ops-ops-attn-staggered ds_test_backend_ops-ops-attn-fused)
 T_FP8G=(ds_test_backend_ops-ops-fp8-quant ds_test_backend_ops-ops-fp8-grouped
         ds_test_model_gpu-model-fp8-grouped)
 # Every switch's step in ONE process (bench_train_step --variant: the model built and uploaded
@@ -292,6 +305,18 @@ optin "expert outputs BF16" bench_train_b16out.txt bf16 T_B16OUT expert-outputs=
 #   as the default step), with the per-op profile;
 optin "attention backward fused" bench_train_bwdfused.txt bf16 T_BWDFUSED \
   attention-bwd=fused,profile=1
+# - the attention kernels in 64-row blocks, two per SM where they fit (opt-in; the same bits),
+#   with the per-op profile; and with the fused dK/dV pass as well;
+optin "attention 64-row blocks" bench_train_rows64.txt bf16 T_ROWS64 \
+  attention-rows=64,profile=1
+optin "attention 64-row blocks, backward fused" bench_train_rows64f.txt bf16 T_ROWS64_FUSED \
+  attention-rows=64,attention-bwd=fused
+# - the 128-row blocks' warpgroups staggered (opt-in; the same bits), with the per-op profile;
+#   and with the fused dK/dV pass as well;
+optin "attention staggered" bench_train_stag.txt bf16 T_STAG \
+  attention-schedule=staggered,profile=1
+optin "attention staggered, backward fused" bench_train_stagf.txt bf16 T_STAG_FUSED \
+  attention-schedule=staggered,attention-bwd=fused
 # - the default step again.
 variant "baseline again" bench_train_vbase2.txt bf16 ""
 # Run them; a process that dies (a fault in one variant poisons the CUDA context) or hangs is
@@ -331,7 +356,8 @@ for attempt in 1 2 3 4; do
   pending=("${left[@]:1}")
 done
 for i in "${pending[@]}"; do V_NOTE[${V_LABEL[$i]}]="not run (the process kept dying)"; done
-for lab in "expert outputs BF16" "attention backward fused"; do   # the profiled variants
+for lab in "expert outputs BF16" "attention backward fused" "attention 64-row blocks" \
+           "attention staggered"; do   # the profiled variants
   grep -A45 -F "[variant $lab]" "$VE" 2>/dev/null |
     grep -E "^(profile|GEMM share|[a-z_0-9]+ +[a-z_]+ +[0-9]+ )" | head -12
 done
@@ -400,6 +426,21 @@ verdict "expert outputs BF16 (opt-in; numerics: outputs rounded to BF16)" \
   bench_train_b16out.txt
 verdict "attention backward with dK and dV fused (opt-in; DS_ATTENTION_BWD=fused)" \
   ds_test_backend_ops-ops-attn-fused $B0 bench_train_bwdfused.txt
+verdict "attention in 64-row blocks (opt-in; DS_ATTENTION_ROWS=64)" \
+  ds_test_backend_ops-ops-attn-rows64 $B0 bench_train_rows64.txt
+verdict "attention in 64-row blocks with the fused dK/dV pass (both opt-in)" \
+  ds_test_backend_ops-ops-attn-rows64,ds_test_backend_ops-ops-attn-fused $B0 \
+  bench_train_rows64f.txt
+verdict "attention warpgroups staggered (opt-in; DS_ATTENTION_SCHEDULE=staggered)" \
+  ds_test_backend_ops-ops-attn-staggered $B0 bench_train_stag.txt
+verdict "attention warpgroups staggered with the fused dK/dV pass (both opt-in)" \
+  ds_test_backend_ops-ops-attn-staggered,ds_test_backend_ops-ops-attn-fused $B0 \
+  bench_train_stagf.txt
+for f in bench_train_rows64.txt bench_train_rows64f.txt bench_train_stag.txt \
+         bench_train_stagf.txt; do   # did the switched kernels run?
+  l=$(grep -m1 "^attention: fused" "$O/$f" 2>/dev/null | sed 's/ \[variant .*\]$//')
+  [ -n "$l" ] && row "launches in ${f%.txt}" INFO "$l"
+done
 # Its gradients are the split passes' bits (its test checks that), so its step should end at
 # the default step's loss; the default step itself is not bit-reproducible (the embedding's
 # backward adds with atomics), so the row shows both and the default's own last run.
@@ -640,17 +681,32 @@ if ! room 30 15; then
   row "attention wgmma" SKIP "out of time"
 elif passed "${T_WGMMA[@]}"; then
   nf=--no-fused; passed "${T_BWDFUSED[@]}" && nf=   # the fused dK/dV pass where it passed
-  timeout "$(limit 30)" "$BIN/bench_attention" $q --wgmma $nf \
+  nr=--no-rows64; passed "${T_ROWS64[@]}" && nr=     # the 64-row blocks where they passed
+  ns=--no-staggered; passed "${T_STAG[@]}" && ns=    # the staggered warpgroups likewise
+  timeout "$(limit 30)" "$BIN/bench_attention" $q --wgmma $nf $nr $ns \
     > "$O/bench_attention_wgmma.txt" 2>&1
-  echo "bench_attention --wgmma $nf rc=$?"; grep -v '^{' "$O/bench_attention_wgmma.txt"
+  echo "bench_attention --wgmma $nf $nr $ns rc=$?"; grep -v '^{' "$O/bench_attention_wgmma.txt"
   l=$(grep "wgmma fwd" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' | tr -s ' ' \
     | paste -sd';')
   row "attention wgmma" INFO "${l:-failed, see bench_attention_wgmma.txt}"
   if [ -n "$nf" ]; then row "attention wgmma, dK/dV fused" SKIP "not run: its tests did not all pass"
   else
-    l=$(grep "fused" "$O/bench_attention_wgmma.txt" | grep -v '^{' | sed 's/^attention bf16 //' \
+    l=$(grep "dK and dV fused" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' \
       | tr -s ' ' | paste -sd';')
     row "attention wgmma, dK/dV fused" INFO "${l:-failed, see bench_attention_wgmma.txt}"
+  fi
+  if [ -n "$nr" ]; then row "attention wgmma, 64-row blocks" SKIP "not run: its tests did not all pass"
+  else
+    l=$(grep "64-row blocks" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' \
+      | tr -s ' ' | paste -sd';')
+    row "attention wgmma, 64-row blocks" INFO "${l:-failed, see bench_attention_wgmma.txt}"
+  fi
+  if [ -n "$ns" ]; then
+    row "attention wgmma, staggered" SKIP "not run: its tests did not all pass"
+  else
+    l=$(grep "staggered warpgroups" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' \
+      | tr -s ' ' | paste -sd';')
+    row "attention wgmma, staggered" INFO "${l:-failed, see bench_attention_wgmma.txt}"
   fi
 else
   row "attention wgmma" SKIP "not run: its tests did not all pass"
@@ -660,24 +716,13 @@ if room 30 15; then
   grep -v '^{' "$O/bench_losses.txt" | tail -3
 else row "bench_losses" SKIP "out of time"; fi
 echo "[gpu-check] kernel benchmarks done at $(elapsed)"
-# ---- 6. the same 1b step in PyTorch on the card (last: measured before, at 1479fb2) ----------
-if ! room 100 40; then
-  row "train step 1b bf16 (PyTorch)" SKIP "out of time"
-elif python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
-  timeout "$(limit 100)" env PYTHONUNBUFFERED=1 python3 tests/model/torch_ref/bench_torch_train.py \
-    --preset 1b --device cuda --dtype bf16 --batch 4 --seq 4096 --steps "$NS" --warmup 2 \
-    --threads 8 > "$O/bench_torch.txt" 2>&1
-  echo "torch baseline rc=$?"; tail -2 "$O/bench_torch.txt"
-  l=$(grep '^{' "$O/bench_torch.txt" | tail -1 | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print("%.1f ms, %.0f tokens/s, MFU %.1f%%, %.1f GiB" % (r["step_ms"], r["tokens_per_s"], 100*r["mfu"], r.get("max_mem_gib", 0)))' 2>/dev/null)
-  row "train step 1b bf16 (PyTorch)" INFO "${l:-failed, see bench_torch.txt}"
-else
-  row "train step 1b bf16 (PyTorch)" SKIP "no PyTorch with CUDA here"
-fi
-# ---- 7. Nsight Compute on the hottest kernels (what the next optimisation needs) -------------
+# ---- 6. Nsight Compute on the hottest kernels (what the next optimisation needs) -------------
 # Time, throughputs, pipes and warp stall reasons (scripts/ncu_summary.py) of one launch each:
 # the wgmma attention forward and its three backward passes at the 1b preset's head dims (37%
-# and 8% of its step on the H200 at 029fe18) and the fused dK/dV pass, the grouped BF16 GEMM
-# (18%) and the BF16-cache MLA decode at 16 heads; each only where its tests passed. Last: it
+# and 8% of its step on the H200 at 029fe18), the opt-ins' backward (the fused dK/dV pass,
+# 64-row blocks, staggered warpgroups), the grouped BF16 GEMM (18%) and the BF16-cache MLA
+# decode at 16 heads; each only where its tests passed (the demangled names: ncu writes
+# template arguments as (int)96; a bool's spelling is matched both ways). Last: it
 # re-runs benchmarks under the profiler (clocks locked to base, so its times are longer than
 # theirs).
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
@@ -689,9 +734,12 @@ NCU_METRICS+=",regex:^sm__pipe_(alu|tensor\w*)_cycles_active\.avg\.pct_of_peak_s
 NCU_METRICS+=",regex:^smsp__average_warps_issue_stalled_\w+_per_issue_active\.ratio$"
 T_MLA=(ds_test_backend_ops-ops-mla-bf16)
 # entries: label:file:test groups (the T_* array):kernel regex:launches:benchmark and its flags
-for spec in "attention forward 96/64:attn_fwd:T_WGMMA:sm90_fwd_kernel<.int.96:1:bench_attention --quick --wgmma --no-fused" \
-            "attention backward 96/64:attn_bwd:T_WGMMA:sm90_bwd_kernel<.int.96:3:bench_attention --quick --wgmma --no-fused" \
-            "attention backward 96/64, dK/dV fused:attn_bwdf:T_BWDFUSED:sm90_bwd_kernel<.int.96, .int.64, .int.3:1:bench_attention --quick --wgmma" \
+A_ONLY="bench_attention --quick --wgmma --no-fused --no-rows64 --no-staggered"
+for spec in "attention backward 96/64:attn_bwd:T_WGMMA:sm90_bwd_kernel<.int.96:3:$A_ONLY" \
+            "attention backward 96/64, dK/dV fused:attn_bwdf:T_BWDFUSED:sm90_bwd_kernel<.int.96, .int.64, .int.3:1:bench_attention --quick --wgmma --no-rows64 --no-staggered" \
+            "attention backward 96/64, 64-row blocks:attn_bwd64:T_ROWS64:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.64,:3:bench_attention --quick --wgmma --no-fused --no-staggered" \
+            "attention backward 96/64, staggered:attn_bwdst:T_STAG:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.128, (.bool.1|true):3:bench_attention --quick --wgmma --no-fused --no-rows64" \
+            "attention forward 96/64:attn_fwd:T_WGMMA:sm90_fwd_kernel<.int.96:1:$A_ONLY" \
             "grouped BF16 GEMM:grouped:T_KERNEL:grouped_bf16_gemm_kernel:1:bench_gemm --grouped-only --without overlap --without fp8-grouped" \
             "MLA decode BF16, 16 heads:mla:T_MLA:mla_tc_kernel<.int.1>:1:bench_attention --quick"; do
   IFS=: read -r lab f groups k c cmd <<< "$spec"
@@ -715,3 +763,16 @@ for spec in "attention forward 96/64:attn_fwd:T_WGMMA:sm90_fwd_kernel<.int.96:1:
   fi
 done
 echo "[gpu-check] Nsight Compute done at $(elapsed)"
+# ---- 7. the same 1b step in PyTorch on the card (last: measured twice on 2026-11-30) -------
+if ! room 100 40; then
+  row "train step 1b bf16 (PyTorch)" SKIP "out of time"
+elif python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+  timeout "$(limit 100)" env PYTHONUNBUFFERED=1 python3 tests/model/torch_ref/bench_torch_train.py \
+    --preset 1b --device cuda --dtype bf16 --batch 4 --seq 4096 --steps "$NS" --warmup 2 \
+    --threads 8 > "$O/bench_torch.txt" 2>&1
+  echo "torch baseline rc=$?"; tail -2 "$O/bench_torch.txt"
+  l=$(grep '^{' "$O/bench_torch.txt" | tail -1 | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print("%.1f ms, %.0f tokens/s, MFU %.1f%%, %.1f GiB" % (r["step_ms"], r["tokens_per_s"], 100*r["mfu"], r.get("max_mem_gib", 0)))' 2>/dev/null)
+  row "train step 1b bf16 (PyTorch)" INFO "${l:-failed, see bench_torch.txt}"
+else
+  row "train step 1b bf16 (PyTorch)" SKIP "no PyTorch with CUDA here"
+fi

@@ -71,6 +71,10 @@ VARIANTS = {
     "bench_train_norefresh.txt": "operands re-rounded each step",
     "bench_train_b16out.txt": "expert outputs BF16 (opt-in)",
     "bench_train_bwdfused.txt": "attention backward, dK/dV fused (opt-in)",
+    "bench_train_rows64.txt": "attention in 64-row blocks (opt-in)",
+    "bench_train_rows64f.txt": "attention in 64-row blocks, dK/dV fused (opt-ins)",
+    "bench_train_stag.txt": "attention warpgroups staggered (opt-in)",
+    "bench_train_stagf.txt": "attention warpgroups staggered, dK/dV fused (opt-ins)",
     "bench_train_vbase2.txt": "default, last (the variants' process)",
 }
 
@@ -134,7 +138,7 @@ def gemm_tables(d):
 
 
 def attention_tables(d):
-    rows, wrows, drows = [], [], []
+    rows, wrows, drows, r64 = [], [], [], []
     for name in ("bench_attention.txt", "bench_attention_wgmma.txt"):
         for r in json_lines(os.path.join(d, name)):
             if r["bench"] == "attention" and name == "bench_attention.txt":
@@ -149,6 +153,15 @@ def attention_tables(d):
                               fmt(fused) if fused > 0 else "–",
                               {True: "yes", False: "NO"}.get(r.get("bwd_fused_identical"), "–"),
                               f'{r["nmse_out"]:.1e}'])
+            elif r["bench"] in ("attention_rows64", "attention_staggered"):
+                fused = r.get("bwd_fused_tflops", -1)
+                r64.append(["64-row blocks" if r["bench"] == "attention_rows64" else "staggered",
+                            f'{r["B"]}×{r["T"]}', r["H"], f'{r["Dk"]}/{r["Dv"]}',
+                            fmt(r["fwd_tflops"]), fmt(r["fwd_speedup"], ".2f") + "×",
+                            r["fwd_launches"], fmt(r["bwd_tflops"]),
+                            fmt(r["bwd_speedup"], ".2f") + "×", r["bwd_launches"],
+                            fmt(fused) if fused > 0 else "–",
+                            {True: "yes", False: "NO"}.get(r.get("identical"), "–")])
             elif r["bench"] == "mla_decode" and name == "bench_attention.txt":
                 drows.append([r["cache"], r["N"], r["H"], r["L"], fmt(r["ms"], ".3f"),
                               fmt(r["gbps"], ".0f"), fmt(100 * r["gbps"] / HBM_GBPS) + "%",
@@ -163,6 +176,13 @@ def attention_tables(d):
                    table(["B×T", "heads", "Dk/Dv", "fwd TFLOP/s", "fwd ×", "bwd TFLOP/s",
                           "bwd ×", "bwd dK/dV fused TFLOP/s", "fused = split bits",
                           "nmse out"], wrows))
+    if r64:
+        out.append("**Attention on wgmma in other blocks** (`bench_attention --wgmma`: 64-row "
+                   "blocks, staggered warpgroups; speedup over the default blocks; launches of "
+                   "the switched kernels in the timed calls, 0: the default ran)\n\n" +
+                   table(["blocks", "B×T", "heads", "Dk/Dv", "fwd TFLOP/s", "fwd ×",
+                          "fwd launches", "bwd TFLOP/s", "bwd ×", "bwd launches",
+                          "bwd fused TFLOP/s", "= default bits"], r64))
     if drows:
         out.append("**MLA decode** (`bench_attention`, absorbed, latent cache)\n\n" + table(
             ["cache", "sequences", "heads", "length", "ms", "GB/s", "of 4.8 TB/s", "TFLOP/s"],

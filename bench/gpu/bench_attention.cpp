@@ -16,9 +16,12 @@
 // kernels (sm_90a; the training default), beside the mma.sync kernels the plain rows time, and
 // where the head dims allow it the backward with dK and dV in one pass (DS_ATTENTION_BWD=fused,
 // not yet run on a GPU), which must give the split passes' bits.
-// --no-fused leaves the fused pass out (gpu-check.sh, where its tests failed).
-// Usage: bench_attention [--quick] [--wgmma] [--no-fused]. Prints a table and one JSON line per
-// row (and cache).
+// and the wgmma kernels in 64-row blocks (DS_ATTENTION_ROWS=64) and with staggered warpgroups
+// (DS_ATTENTION_SCHEDULE=staggered), neither yet run on a GPU, which must give the default
+// blocks' bits.
+// --no-fused, --no-rows64, --no-staggered leave those out (gpu-check.sh, where their tests
+// failed). Usage: bench_attention [--quick] [--wgmma] [--no-fused] [--no-rows64]
+// [--no-staggered]. Prints a table and one JSON line per row (and cache).
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -36,7 +39,9 @@ using namespace ds;
 
 namespace {
 
-bool g_fused = true;   // --no-fused: no fused dK/dV timing
+bool g_fused = true;    // --no-fused: no fused dK/dV timing
+bool g_rows64 = true;      // --no-rows64: no 64-row block timing
+bool g_staggered = true;   // --no-staggered: no staggered warpgroups timing
 
 Tensor rand_gpu(const Shape& s, float scale, uint64_t seed) {
   Tensor h = Tensor::empty(s);
@@ -114,7 +119,8 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
   const int64_t launches_bwd = cuda::attention_wgmma_launches(true);
   const double tw = 1e-3 * bench::median_ms_events(
       [&] { ops::attention_forward(ctx, q, k, v, none, scale, out, lse); }, 2, reps, true);
-  const double e_out = nmse(host(out), out_m);
+  const Tensor out_w = host(out), lse_w = host(lse);
+  const double e_out = nmse(out_w, out_m);
   out.copy_from(out_m);
   lse.copy_from(lse_m);
   const double twb = 1e-3 * bench::median_ms_events(
@@ -144,6 +150,55 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
     };
     same = bits(host(dq), dq_w) && bits(host(dk), dk_w) && bits(host(dv), dv_w);
   }
+  // The wgmma kernels in other blocks (64 rows: DS_ATTENTION_ROWS=64, where built and two fit
+  // an SM; staggered warpgroups: DS_ATTENTION_SCHEDULE=staggered, where they fit): the
+  // forward, the backward (on the same out and lse as above), the fused backward where it
+  // runs; and whether each gives the default blocks' bits (it must).
+  struct BlockRun {
+    const char *name, *json;
+    void (*set)(bool);
+    bool (*get)();
+    int64_t (*launches)();
+    double tf = NAN, tb = NAN, tfu = NAN;
+    int64_t nf = 0, nb = 0;
+    bool same = true;
+  };
+  std::vector<BlockRun> runs;
+  if (g_rows64)
+    runs.push_back({"64-row blocks", "attention_rows64", cuda::set_attention_rows64,
+                    cuda::attention_rows64, cuda::attention_rows64_launches});
+  if (g_staggered)
+    runs.push_back({"staggered warpgroups", "attention_staggered", cuda::set_attention_staggered,
+                    cuda::attention_staggered, cuda::attention_staggered_launches});
+  auto bits = [](const Tensor& a, const Tensor& b) {
+    return std::memcmp(a.f32(), b.f32(), size_t(a.numel()) * sizeof(float)) == 0;
+  };
+  auto bwd = [&] {
+    ops::attention_backward(ctx, q, k, v, none, scale, out, lse, dout, dq, dk, dv);
+  };
+  for (BlockRun& r : runs) {
+    const bool sw_was = r.get(), fused_was = cuda::attention_bwd_fused();
+    r.set(true);
+    cuda::set_attention_bwd_fused(false);
+    int64_t n0 = r.launches();
+    r.tf = 1e-3 * bench::median_ms_events(
+        [&] { ops::attention_forward(ctx, q, k, v, none, scale, out, lse); }, 2, reps, true);
+    r.nf = r.launches() - n0;
+    r.same = bits(host(out), out_w) && bits(host(lse), lse_w);
+    out.copy_from(out_m);
+    lse.copy_from(lse_m);
+    n0 = r.launches();
+    r.tb = 1e-3 * bench::median_ms_events(bwd, 2, reps, true);
+    r.nb = r.launches() - n0;
+    r.same = r.same && bits(host(dq), dq_w) && bits(host(dk), dk_w) && bits(host(dv), dv_w);
+    if (!std::isnan(twf)) {
+      cuda::set_attention_bwd_fused(true);
+      r.tfu = 1e-3 * bench::median_ms_events(bwd, 2, reps, true);
+      r.same = r.same && bits(host(dq), dq_w) && bits(host(dk), dk_w) && bits(host(dv), dv_w);
+    }
+    r.set(sw_was);
+    cuda::set_attention_bwd_fused(fused_was);
+  }
   cuda::set_attention_wgmma(was);
   std::printf("attention bf16 B=%ld T=%5ld H=%3ld Dk=%ld Dv=%ld  wgmma fwd %8.3f ms %7.1f "
               "TFLOP/s (%.2fx)  bwd %8.3f ms %7.1f TFLOP/s (%.2fx)  nmse vs mma.sync: out "
@@ -165,6 +220,30 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
               e_dv, std::isnan(twf) ? -1.0 : twf * 1e3,
               std::isnan(twf) ? -1.0 : 2.5 * fwd_flops / twf / 1e12,
               std::isnan(twf) ? "null" : same ? "true" : "false");
+  // launches in the timed calls (warm-up included): a forward is 1 kernel, a backward 3 (dQ,
+  // dK, dV); 0: the default blocks ran (not built for these dims, or not resident)
+  for (const BlockRun& r : runs) {
+    std::printf("attention bf16 B=%ld T=%5ld H=%3ld Dk=%ld Dv=%ld  wgmma %s: fwd %8.3f ms "
+                "%7.1f TFLOP/s (%.2fx the default; %ld launches)  bwd %8.3f ms %7.1f TFLOP/s "
+                "(%.2fx; %ld launches)", long(B), long(T), long(H), long(Dk), long(Dv), r.name,
+                r.tf * 1e3, fwd_flops / r.tf / 1e12, tw / r.tf, long(r.nf), r.tb * 1e3,
+                2.5 * fwd_flops / r.tb / 1e12, twb / r.tb, long(r.nb));
+    if (!std::isnan(r.tfu))
+      std::printf("  fused bwd %8.3f ms %7.1f TFLOP/s (%.2fx the default split passes)",
+                  r.tfu * 1e3, 2.5 * fwd_flops / r.tfu / 1e12, twb / r.tfu);
+    std::printf("  the default blocks' bits: %s\n", r.same ? "yes" : "NO");
+    std::printf("{\"bench\":\"%s\",\"B\":%ld,\"T\":%ld,\"H\":%ld,\"Dk\":%ld,\"Dv\":%ld,"
+                "\"fwd_ms\":%.4f,\"fwd_tflops\":%.2f,\"fwd_speedup\":%.3f,"
+                "\"fwd_launches\":%ld,\"bwd_ms\":%.4f,\"bwd_tflops\":%.2f,"
+                "\"bwd_speedup\":%.3f,\"bwd_launches\":%ld,\"bwd_fused_ms\":%.4f,"
+                "\"bwd_fused_tflops\":%.2f,\"identical\":%s}\n",
+                r.json, long(B), long(T), long(H), long(Dk), long(Dv), r.tf * 1e3,
+                fwd_flops / r.tf / 1e12, tw / r.tf, long(r.nf), r.tb * 1e3,
+                2.5 * fwd_flops / r.tb / 1e12, twb / r.tb, long(r.nb),
+                std::isnan(r.tfu) ? -1.0 : r.tfu * 1e3,
+                std::isnan(r.tfu) ? -1.0 : 2.5 * fwd_flops / r.tfu / 1e12,
+                r.same ? "true" : "false");
+  }
 }
 
 // One decode case over the same cache values (rounded to BF16 first) as an F32 cache (exact
@@ -236,9 +315,11 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     else if (std::strcmp(argv[i], "--wgmma") == 0) wgmma = true;
     else if (std::strcmp(argv[i], "--no-fused") == 0) g_fused = false;
+    else if (std::strcmp(argv[i], "--no-rows64") == 0) g_rows64 = false;
+    else if (std::strcmp(argv[i], "--no-staggered") == 0) g_staggered = false;
     else {
       std::fprintf(stderr, "bench_attention: unknown argument %s (expected --quick, --wgmma, "
-                   "--no-fused)\n", argv[i]);
+                   "--no-fused, --no-rows64, --no-staggered)\n", argv[i]);
       return 2;
     }
   }

@@ -58,7 +58,9 @@ echo "[doctest] assertions: 12 | 12 passed | 0 failed |"
 # bench_train_step: 100 ms a step, 120 without shared inputs (the default is faster), 110 with
 # the mma.sync attention (the default wgmma is faster, but its tests fail), 150 with the cuBLAS
 # experts and 160 with those on 4 streams (the defaults are faster), 130 with BF16 expert
-# outputs (slower), 90 with the fused attention backward (faster); fp8 steps 1.5 times that,
+# outputs (slower), 90 with the fused attention backward (faster), 95 with the attention in
+# 64-row blocks (faster; 90 with the fused backward too), 97 with staggered warpgroups (within
+# 4%); fp8 steps 1.5 times that,
 # 300 ms with the FP8 experts' loop. With
 # --variant, one run per variant as the real program prints them, its closing "routed
 # experts" line last. With CRASH_IN_VARIANTS=1 the process dies (a fault) in two variants: in
@@ -75,6 +77,8 @@ ms_of() {   # ms_of SETTINGS...: the step time for flags / variant keys
       grouped-gemm=cublas) [ $ms = 100 ] && ms=150;;
       grouped-experts=0) ms=200;;
       attention-bwd=fused) ms=90;;
+      attention-rows=64) ms=95;;
+      attention-schedule=staggered) ms=97;;
     esac
   done
   for a in "$@"; do [ "$a" = streams=4 ] && [ $ms = 150 ] && ms=160; done
@@ -111,8 +115,12 @@ for v in "${variants[@]}"; do
   if [ "${CRASH_IN_VARIANTS:-}" = 1 ] && [ "$label" = "operands re-rounded" ]; then
     echo "illegal address" >&2; exit 134
   fi
-  k=ran; g=kernel
+  k=ran; g=kernel; nf=0; nr=0; ns=0
   for x in "${keys[@]}"; do [ "$x" = grouped-gemm=cublas ] && { k="not run"; g=cublas; }; done
+  for x in "${keys[@]}"; do [ "$x" = attention-bwd=fused ] && nf=13; done
+  for x in "${keys[@]}"; do [ "$x" = attention-rows=64 ] && nr=52; done
+  for x in "${keys[@]}"; do [ "$x" = attention-schedule=staggered ] && ns=52; done
+  echo "attention: fused dK/dV passes $nf, 64-row kernels $nr, staggered kernels $ns [variant $label]"
   echo "routed experts: grouped GEMMs (DS_GROUPED_GEMM=$g; our kernel $k; cuBLAS grouped entry point used) [variant $label]"
 done
 """
@@ -329,6 +337,26 @@ def main():
             "INFO", "without 100.0 ms, with 90.0 ms", "faster with it")
         row("attention backward fused: loss", "INFO",
             "10.5 | 10.5 (default; its last run 10.5): equal")
+        # the opt-in 64-row attention blocks: the same, alone and with the fused backward
+        row("ds_test_backend_ops-ops-attn-rows64", "PASS")
+        row("train step 1b bf16 (ds, attention 64-row blocks)", "INFO", "95.0 ms")
+        row("switch: attention in 64-row blocks (opt-in; DS_ATTENTION_ROWS=64)", "INFO",
+            "without 100.0 ms, with 95.0 ms", "faster with it")
+        row("switch: attention in 64-row blocks with the fused dK/dV pass (both opt-in)",
+            "INFO", "without 100.0 ms, with 90.0 ms", "faster with it")
+        row("launches in bench_train_rows64", "INFO", "fused dK/dV passes 0, 64-row kernels 52")
+        row("launches in bench_train_rows64f", "INFO",
+            "fused dK/dV passes 13, 64-row kernels 52")
+        # the opt-in staggered warpgroups: the same
+        row("ds_test_backend_ops-ops-attn-staggered", "PASS")
+        row("train step 1b bf16 (ds, attention staggered)", "INFO", "97.0 ms")
+        row("switch: attention warpgroups staggered (opt-in; DS_ATTENTION_SCHEDULE=staggered)",
+            "INFO", "without 100.0 ms, with 97.0 ms", "no difference (within 4%)")
+        row("switch: attention warpgroups staggered with the fused dK/dV pass (both opt-in)",
+            "INFO", "with 90.0 ms", "faster with it")
+        row("launches in bench_train_stag", "INFO", "64-row kernels 0, staggered kernels 52")
+        row("ncu attention backward 96/64, staggered", "INFO", "profiled_kernel<2>")
+        row("ncu attention backward 96/64, 64-row blocks", "INFO", "profiled_kernel<2>")  # 3
         if failures:
             print("gpu-check.sh output with a 20 s budget (last 40 lines):")
             print("\n".join(short_text.splitlines()[-40:]))

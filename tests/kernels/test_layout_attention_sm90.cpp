@@ -1,6 +1,7 @@
 // The wgmma attention kernels' data movement (kernels/flash_attention_sm90.cu), checked on the
 // CPU (no GPU, no CUDA): for the forward and each backward pass (dQ, dK, dV, and the fused dK/dV
-// pass where the head dims allow it), every block of
+// pass where the head dims allow it), in 128-row blocks and in the 64-row blocks of
+// DS_ATTENTION_ROWS=64 where the kernel has them, every block of
 // small problems runs the kernel's copies, commit groups, waits and barriers in the kernel's
 // order, with its index arithmetic (kernels/flash_attention_sm90_layout.hpp), over the
 // emulator of tests/kernels/warp_emu.hpp; every shared-memory operand a wgmma would read is
@@ -105,12 +106,13 @@ struct Problem {
   }
 };
 
-// One block of one kernel, b = B - 1, h = H - 1 (non-zero offsets). Returns the number of
-// operand reads checked.
-int64_t run_block(const Problem& P, Kind kind, int bx, const Tensor4& q, const Tensor4& k,
-                  const Tensor4& v, const Tensor4& dout) {
+// One block of bq rows (kBQ, or kBQ64 where the kernel is built for it) of one kernel,
+// b = B - 1, h = H - 1 (non-zero offsets); stag: the staggered warpgroups (kBQ rows).
+// Returns the number of operand reads checked.
+int64_t run_block(const Problem& P, Kind kind, int bq, bool stag, int bx, const Tensor4& q,
+                  const Tensor4& k, const Tensor4& v, const Tensor4& dout) {
   const int B = P.B, T = P.T, H = P.H, Dk = P.Dk, Dv = P.Dv, b = B - 1, h = H - 1;
-  const int Tp = L::padded_rows(T), nbx = (T + L::kBQ - 1) / L::kBQ;
+  const int Tp = L::padded_rows(T), nbx = (T + bq - 1) / bq, nt = L::block_threads(bq);
   const bool rows_are_queries = kind == Kind::fwd || kind == Kind::dq;
   const int pass = kind == Kind::dq ? L::kDQ : kind == Kind::dk ? L::kDK
                  : kind == Kind::dv ? L::kDV : L::kDKV;
@@ -123,26 +125,28 @@ int64_t run_block(const Problem& P, Kind kind, int bx, const Tensor4& q, const T
   const Tensor4& z = kind == Kind::fwd ? v : kind == Kind::dq ? k
                    : kind == Kind::dk || kind == Kind::dkv ? q : dout;
   const bool z2 = kind == Kind::dkv;   // dO^T, for dV
-  const int N = z.D, stages = kind == Kind::fwd ? L::kStages : L::kBwdStages;
+  const int N = z.D;
+  const int stages = kind == Kind::fwd ? (stag ? L::kStagStages : L::kStages)
+                                       : (stag ? L::kStagBwdStages : L::kBwdStages);
   uint32_t xk_at, xv_at = 0, stage0, stage_bytes, yv_at = 0, z_at, z2_at = 0, bytes;
   if (kind == Kind::fwd) {
-    const L::FwdSmem S = L::fwd_smem(Dk, Dv);
+    const L::FwdSmem S = L::fwd_smem(Dk, Dv, bq, stages);
     xk_at = S.q, stage0 = S.stages, stage_bytes = S.stage_bytes, z_at = S.vt, bytes = S.bytes;
   } else {
-    const L::BwdSmem S = L::bwd_smem(Dk, Dv, pass);
+    const L::BwdSmem S = L::bwd_smem(Dk, Dv, pass, bq, stages);
     xk_at = S.xk, xv_at = S.xv, stage0 = S.stages, stage_bytes = S.stage_bytes, yv_at = S.yv;
     z_at = S.z, z2_at = S.z2, bytes = S.bytes;
   }
   REQUIRE(bytes + 1024 <= 227 * 1024);
-  emu::Cta cta(bytes, L::kThreads, 0);
-  const int x0 = L::block_row0(rows_are_queries, bx, nbx);
+  emu::Cta cta(bytes, nt, 0);
+  const int x0 = L::block_row0(rows_are_queries, bx, nbx, bq);
 
   auto load_rows = [&](uint32_t dst, const Tensor4& src, int rows, int r0) {
-    REQUIRE(rows * L::chunks(src.D) * 8 % L::kThreads == 0);
+    REQUIRE(rows * L::chunks(src.D) * 8 % nt == 0);
     const emu::GlobalSpan g{src.x.data(), src.x.size() * 2};
-    for (int tid = 0; tid < L::kThreads; ++tid)
-      for (int i = 0; i < L::row_copies(rows, src.D); ++i) {
-        const L::RowCopy c = L::row_copy(tid + i * L::kThreads, rows);
+    for (int tid = 0; tid < nt; ++tid)
+      for (int i = 0; i < L::row_copies(rows, src.D, nt); ++i) {
+        const L::RowCopy c = L::row_copy(tid + i * nt, rows);
         const int col = L::row_copy_col(c);
         const bool ok = r0 + c.r < T && col < src.D;
         const size_t off = ok ? (((size_t(b) * T + r0 + c.r) * H + h) * src.D + col) * 2 : 0;
@@ -150,23 +154,23 @@ int64_t run_block(const Problem& P, Kind kind, int bx, const Tensor4& q, const T
       }
   };
   auto load_t = [&](uint32_t dst, const Tensor4& src, int tb) {
-    REQUIRE(src.D * 8 % L::kThreads == 0);
+    REQUIRE(src.D * 8 % nt == 0);
     const emu::GlobalSpan g{src.xt.data(), src.xt.size() * 2};
-    for (int tid = 0; tid < L::kThreads; ++tid)
-      for (int i = 0; i < L::t_copies(src.D); ++i) {
-        const int e = tid + i * L::kThreads, r = L::t_copy_row(e), u = L::t_copy_unit(e);
+    for (int tid = 0; tid < nt; ++tid)
+      for (int i = 0; i < L::t_copies(src.D, nt); ++i) {
+        const int e = tid + i * nt, r = L::t_copy_row(e), u = L::t_copy_unit(e);
         const size_t off = size_t(L::t_index(int64_t(b) * H + h, r, tb + u * 8, src.D, Tp)) * 2;
         cta.cp_async16(tid, dst + L::swizzled(r, u), g, off, 16);
       }
   };
   auto commit_all = [&] {
-    for (int tid = 0; tid < L::kThreads; ++tid) cta.commit_group(tid);
+    for (int tid = 0; tid < nt; ++tid) cta.commit_group(tid);
   };
   // The block's streamed tiles (the segment bounds as the pre-pass computes them).
   L::Tiles tiles{};
   if (rows_are_queries) {
     int klo = P.seg.empty() ? 0 : T;
-    for (int i = x0; i < std::min(x0 + L::kBQ, T) && !P.seg.empty(); ++i) {
+    for (int i = x0; i < std::min(x0 + bq, T) && !P.seg.empty(); ++i) {
       int first = i;   // any layout: the first key with the query's label
       for (int j = 0; j < i; ++j)
         if (P.seg[size_t(b * T + j)] == P.seg[size_t(b * T + i)]) {
@@ -175,10 +179,10 @@ int64_t run_block(const Problem& P, Kind kind, int bx, const Tensor4& q, const T
         }
       klo = std::min(klo, first);
     }
-    tiles = L::key_tiles(klo, x0, T);
+    tiles = L::key_tiles(klo, x0, T, bq);
   } else {
     int qhi = P.seg.empty() ? T : 0;
-    for (int j = x0; j < std::min(x0 + L::kBQ, T) && !P.seg.empty(); ++j) {
+    for (int j = x0; j < std::min(x0 + bq, T) && !P.seg.empty(); ++j) {
       int last = j;
       for (int i = T - 1; i > j; --i)
         if (P.seg[size_t(b * T + i)] == P.seg[size_t(b * T + j)]) {
@@ -226,54 +230,99 @@ int64_t run_block(const Problem& P, Kind kind, int bx, const Tensor4& q, const T
     ++reads;
   };
 
-  // The kernel: block rows, then stages - 1 tiles, one commit group each (rows in the first).
-  load_rows(xk_at, xk, L::kBQ, x0);
-  if (dp) load_rows(xv_at, xv, L::kBQ, x0);
-  for (int s = 0; s < stages - 1; ++s) {
+  // The kernel: block rows, then ring_dist tiles, one commit group each (rows in the first).
+  load_rows(xk_at, xk, bq, x0);
+  if (dp) load_rows(xv_at, xv, bq, x0);
+  for (int s = 0; s < L::ring_dist(stages, stag); ++s) {
     if (s < ntiles) load_tile(s, s);
     commit_all();
   }
-  for (int it = 0; it < ntiles; ++it) {
-    for (int tid = 0; tid < L::kThreads; ++tid) cta.wait_group(tid, L::ring_wait(stages));
+  auto ring_sync = [&](int it) {   // barrier it: waits, the barrier, the refill
+    for (int tid = 0; tid < nt; ++tid) cta.wait_group(tid, L::ring_wait(stages, stag));
     cta.bar_sync();
-    if (const int nx = L::ring_refill(it, stages); nx < ntiles)
+    if (const int nx = L::ring_refill(it, stages, stag); nx < ntiles)
       load_tile(L::ring_stage(nx, stages), nx);
     commit_all();
+  };
+  auto skip = [&](int wg, int it) {
+    const int tb = (tiles.t0 + it) * L::kBK, r0 = x0 + wg * 64;
+    return rows_are_queries ? L::skip_query_rows(tb, r0, T) : L::skip_key_rows(tb, r0, T);
+  };
+  auto where = [&](int wg, int it) {
+    return name(kind) + (stag ? " staggered" : "") + " rows " + std::to_string(bq) + " block " +
+           std::to_string(bx) + " tile " + std::to_string((tiles.t0 + it) * L::kBK) + " wg " +
+           std::to_string(wg);
+  };
+  auto first = [&](int wg, int it) {   // warpgroup wg's S (or S^T), dP (or dP^T) of tile it
+    if (skip(wg, it)) return;
+    const int tb = (tiles.t0 + it) * L::kBK, r0 = x0 + wg * 64;
+    const uint32_t ya = stage(L::ring_stage(it, stages));
+    const std::string at = where(wg, it);
+    done[size_t(wg)][size_t(tb / L::kBK)] = 1;
+    for (int kk = 0; kk < Dk / 16; ++kk) {   // S (or S^T) = X_k Y_k^T
+      check_rows(L::kstep(L::wg_rows(xk_at, wg), bq, kk), 64, xk, r0, 16 * kk, at + " X_k");
+      check_rows(L::kstep(ya, L::kBK, kk), L::kBK, yk, tb, 16 * kk, at + " Y_k");
+    }
+    for (int kk = 0; dp && kk < Dv / 16; ++kk) {   // dP (or dP^T) = X_v Y_v^T
+      check_rows(L::kstep(L::wg_rows(xv_at, wg), bq, kk), 64, xv, r0, 16 * kk, at + " X_v");
+      check_rows(L::kstep(ya + yv_at, L::kBK, kk), L::kBK, yv, tb, 16 * kk, at + " Y_v");
+    }
+  };
+  auto rest = [&](int wg, int it) {   // warpgroup wg's output products of tile it
+    if (skip(wg, it)) return;
     const int tb = (tiles.t0 + it) * L::kBK;
     const uint32_t ya = stage(L::ring_stage(it, stages));
-    for (int wg = 0; wg < 2; ++wg) {
-      const int r0 = x0 + wg * 64;
-      if (rows_are_queries ? L::skip_query_rows(tb, r0, T) : L::skip_key_rows(tb, r0, T)) continue;
-      done[size_t(wg)][size_t(tb / L::kBK)] = 1;
-      const std::string at = name(kind) + " block " + std::to_string(bx) +
-                             " tile " + std::to_string(tb) + " wg " + std::to_string(wg);
-      for (int kk = 0; kk < Dk / 16; ++kk) {   // S (or S^T) = X_k Y_k^T
-        check_rows(L::kstep(L::wg_rows(xk_at, wg), L::kBQ, kk), 64, xk, r0, 16 * kk, at + " X_k");
-        check_rows(L::kstep(ya, L::kBK, kk), L::kBK, yk, tb, 16 * kk, at + " Y_k");
+    const std::string at = where(wg, it);
+    for (int kk = 0; kk < L::kBK / 16; ++kk)   // the output product's B: Z^T
+      check_t(L::kstep(ya + z_at, N, kk), z, tb + 16 * kk, at + " Z^T");
+    for (int kk = 0; z2 && kk < L::kBK / 16; ++kk)   // the fused pass's dV product: dO^T
+      check_t(L::kstep(ya + z2_at, dout.D, kk), dout, tb + 16 * kk, at + " Z2^T");
+  };
+  // Between barriers it and it + 1: in lockstep every warpgroup's tile it; staggered,
+  // warpgroup 0's tile it, warpgroup 1's rest of tile it - 1 and first products of tile it
+  // (and after the last barrier its rest of the last tile).
+  for (int it = 0; it < ntiles; ++it) {
+    ring_sync(it);
+    for (int wg = 0; wg < bq / 64; ++wg) {
+      if (stag && wg == 1) {
+        if (it > 0) rest(wg, it - 1);
+        first(wg, it);
+      } else {
+        first(wg, it);
+        rest(wg, it);
       }
-      for (int kk = 0; dp && kk < Dv / 16; ++kk) {   // dP (or dP^T) = X_v Y_v^T
-        check_rows(L::kstep(L::wg_rows(xv_at, wg), L::kBQ, kk), 64, xv, r0, 16 * kk, at + " X_v");
-        check_rows(L::kstep(ya + yv_at, L::kBK, kk), L::kBK, yv, tb, 16 * kk, at + " Y_v");
-      }
-      for (int kk = 0; kk < L::kBK / 16; ++kk)   // the output product's B: Z^T
-        check_t(L::kstep(ya + z_at, N, kk), z, tb + 16 * kk, at + " Z^T");
-      for (int kk = 0; z2 && kk < L::kBK / 16; ++kk)   // the fused pass's dV product: dO^T
-        check_t(L::kstep(ya + z2_at, dout.D, kk), dout, tb + 16 * kk, at + " Z2^T");
     }
   }
-  for (int tid = 0; tid < L::kThreads; ++tid) cta.wait_group(tid, 0);
+  if (stag && ntiles > 0) rest(1, ntiles - 1);
+  for (int tid = 0; tid < nt; ++tid) cta.wait_group(tid, 0);
   CHECK(cta.in_flight() == 0);
   // Every visible pair of a warpgroup's row and a column lies in a tile it processed.
   int missed = 0;
-  for (int wg = 0; wg < 2; ++wg)
+  for (int wg = 0; wg < bq / 64; ++wg)
     for (int r = x0 + wg * 64; r < std::min(x0 + wg * 64 + 64, T); ++r)
       for (int c = 0; c < T; ++c) {
         const bool vis = rows_are_queries ? P.visible(b, r, c) : P.visible(b, c, r);
         if (vis && !done[size_t(wg)][size_t(c / L::kBK)]) ++missed;
       }
-  CHECK_MESSAGE(missed == 0, name(kind) << " block " << bx << ": " << missed
+  CHECK_MESSAGE(missed == 0, name(kind) << " rows " << bq << " block " << bx << ": " << missed
                                         << " visible pairs in tiles never processed");
   return reads;
+}
+
+// Whether the kernel of this kind and head dims has a 64-row build (flash_attention_sm90.cu).
+bool built64(Kind kind, int Dk, int Dv) {
+  if (kind == Kind::fwd) return L::rows64_fwd(Dk, Dv);
+  const int pass = kind == Kind::dq ? L::kDQ : kind == Kind::dk ? L::kDK
+                 : kind == Kind::dv ? L::kDV : L::kDKV;
+  return L::rows64_bwd(Dk, Dv, pass);
+}
+
+// Whether it has a staggered build (flash_attention_sm90.cu).
+bool built_stag(Kind kind, int Dk, int Dv) {
+  if (kind == Kind::fwd) return L::stag_fwd(Dk, Dv);
+  const int pass = kind == Kind::dq ? L::kDQ : kind == Kind::dk ? L::kDK
+                 : kind == Kind::dv ? L::kDV : L::kDKV;
+  return L::stag_bwd(Dk, Dv, pass);
 }
 
 std::vector<int32_t> segments(int B, int T, int kind) {   // 0 none, 1 runs, 2 labels
@@ -302,16 +351,22 @@ TEST_CASE("wgmma attention: every operand read holds its tensor, with no race, a
         CAPTURE(sk);
         const Tensor4 q = make(1, P.B, T, P.H, P.Dk), k = make(2, P.B, T, P.H, P.Dk);
         const Tensor4 v = make(3, P.B, T, P.H, P.Dv), dout = make(4, P.B, T, P.H, P.Dv);
-        const int nbx = (T + L::kBQ - 1) / L::kBQ;
         for (Kind kind : {Kind::fwd, Kind::dq, Kind::dk, Kind::dv, Kind::dkv})
-          for (int bx = 0; bx < nbx; ++bx) {
+          for (int variant : {0, 1, 2}) {   // 128 rows, 64 rows, 128 rows staggered
+            const int bq = variant == 1 ? L::kBQ64 : L::kBQ;
+            const bool stag = variant == 2;
             if (kind == Kind::dkv && !L::bwd_fused_fits(P.Dk, P.Dv)) continue;
-            try {
-              reads += run_block(P, kind, bx, q, k, v, dout);
-            } catch (const emu::EmuError& e) {
-              const std::string msg = name(kind) + " block " + std::to_string(bx) + ": " + e.what();
-              FAIL_CHECK(msg);
-            }
+            if (bq == L::kBQ64 && !built64(kind, P.Dk, P.Dv)) continue;
+            if (stag && !built_stag(kind, P.Dk, P.Dv)) continue;
+            const int nbx = (T + bq - 1) / bq;
+            for (int bx = 0; bx < nbx; ++bx) try {
+                reads += run_block(P, kind, bq, stag, bx, q, k, v, dout);
+              } catch (const emu::EmuError& e) {
+                const std::string msg = name(kind) + (stag ? " staggered" : "") + " rows " +
+                                        std::to_string(bq) + " block " + std::to_string(bx) +
+                                        ": " + e.what();
+                FAIL_CHECK(msg);
+              }
           }
       }
   MESSAGE("wgmma operand reads checked: " << reads);
@@ -331,6 +386,42 @@ TEST_CASE("wgmma attention layout: the shared memory fits and every region is 10
       CHECK((s.xv % 1024 == 0 && s.stages % 1024 == 0 && s.stage_bytes % 1024 == 0 &&
              s.yv % 1024 == 0 && s.z % 1024 == 0 && s.z2 % 1024 == 0));
       if (pass == L::kDKV) CHECK(s.z2 == s.z + uint32_t(d.first) * 128u);   // after Q^T
+      if (L::rows64_bwd(d.first, d.second, pass)) {   // two 64-row blocks share an SM
+        const L::BwdSmem h = L::bwd_smem(d.first, d.second, pass, L::kBQ64);
+        CHECK(2 * (h.bytes + 1024 + 1024) <= 228u * 1024u);
+        CHECK((h.xv % 1024 == 0 && h.stages % 1024 == 0 && h.stage_bytes == s.stage_bytes));
+      }
+    }
+    if (L::rows64_fwd(d.first, d.second)) {
+      const L::FwdSmem h = L::fwd_smem(d.first, d.second, L::kBQ64);
+      CHECK(2 * (h.bytes + 1024 + 1024) <= 228u * 1024u);
+      CHECK((h.stages % 1024 == 0 && h.stage_bytes == f.stage_bytes));
     }
   }
+  // the kernels that have a 64-row build (the launcher still asks the occupancy calculator)
+  CHECK(L::rows64_fwd(96, 64));
+  CHECK(L::rows64_fwd(128, 128));
+  CHECK_FALSE(L::rows64_fwd(192, 128));
+  for (int pass : {L::kDQ, L::kDK, L::kDV, L::kDKV}) CHECK(L::rows64_bwd(96, 64, pass));
+  CHECK_FALSE(L::rows64_bwd(192, 128, L::kDQ));
+  CHECK_FALSE(L::rows64_bwd(192, 128, L::kDK));
+  CHECK(L::rows64_bwd(192, 128, L::kDV));
+  // the staggered builds: the forward at every head dim, the backward but dQ, dK at 192 / 128
+  for (const auto& d : dims) {
+    CHECK(L::stag_fwd(d.first, d.second));
+    const L::FwdSmem f = L::fwd_smem(d.first, d.second, L::kBQ, L::kStagStages);
+    CHECK((f.stages % 1024 == 0 && f.stage_bytes % 1024 == 0));
+    for (int pass : {L::kDQ, L::kDK, L::kDV, L::kDKV}) {
+      if (pass == L::kDKV && !L::bwd_fused_fits(d.first, d.second)) continue;
+      const bool big = d.first == 192 && pass != L::kDV;
+      CHECK(L::stag_bwd(d.first, d.second, pass) == !big);
+      const L::BwdSmem h = L::bwd_smem(d.first, d.second, pass, L::kBQ, L::kStagBwdStages);
+      CHECK((h.stages % 1024 == 0 && h.stage_bytes % 1024 == 0));
+    }
+  }
+  // the ring: staggered, one tile less in flight and one stage more
+  CHECK(L::ring_dist(L::kStages) == 2);
+  CHECK(L::ring_dist(L::kStagStages, true) == 2);
+  CHECK(L::ring_dist(L::kBwdStages) == 1);
+  CHECK(L::ring_dist(L::kStagBwdStages, true) == 1);
 }

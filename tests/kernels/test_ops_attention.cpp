@@ -357,6 +357,103 @@ TEST_CASE("gpu attention fused dK/dV pass (wgmma): the split passes' bits") {
   CHECK(ds::cuda::attention_bwd_fused_launches() - before == 7);
 }
 
+namespace {
+
+// The wgmma kernels under a block switch (64-row blocks, DS_ATTENTION_ROWS=64; staggered
+// warpgroups, DS_ATTENTION_SCHEDULE=staggered) against the default blocks on the same inputs:
+// every row sees the same tiles in the same order (a smaller block skips only tiles none of
+// its rows sees, which add exact zeros), so out, lse, dq, dk and dv must be the same bits;
+// with the fused dK/dV pass on or off.
+struct BlockSwitch {
+  const char* name;
+  void (*set)(bool);
+  bool (*get)();
+};
+constexpr BlockSwitch kRows64{"64-row blocks", ds::cuda::set_attention_rows64,
+                              ds::cuda::attention_rows64};
+constexpr BlockSwitch kStaggered{"staggered", ds::cuda::set_attention_staggered,
+                                 ds::cuda::attention_staggered};
+
+void block_switch_case(const BlockSwitch& sw, const AttnCase& c, int seg_kind, bool fused) {
+  INFO(describe(c, seg_kind == 0 ? "none" : seg_kind == 1 ? "runs" : "labels",
+                ops::Precision::bf16));
+  INFO(sw.name << ", fused dK/dV: " << fused);
+  const float scale = 1.0f / std::sqrt(float(c.Dk));
+  Arena ar;
+  Context ctx = gpu();
+  ctx.linear.mode = ops::Precision::bf16;
+  const auto [gq, gk, gv, gdout, gseg] = upload_inputs(ar, c, seg_kind);
+  const bool was = sw.get(), fused_was = ds::cuda::attention_bwd_fused();
+  ds::cuda::set_attention_bwd_fused(fused);
+  Tensor out[2], lse[2], dq[2], dk[2], dv[2];
+  for (int r = 0; r < 2; ++r) {   // 0: the default blocks, 1: the switch's
+    sw.set(r == 1);
+    out[r] = ar.empty({c.B, c.T, c.H, c.Dv});
+    lse[r] = ar.empty({c.B, c.H, c.T});
+    ops::attention_forward(ctx, gq, gk, gv, gseg, scale, out[r], lse[r]);
+    dq[r] = ar.empty(gq.shape());
+    dk[r] = ar.empty(gk.shape());
+    dv[r] = ar.empty(gv.shape());
+    ops::attention_backward(ctx, gq, gk, gv, gseg, scale, out[r], lse[r], gdout, dq[r], dk[r],
+                            dv[r]);
+  }
+  sw.set(was);
+  ds::cuda::set_attention_bwd_fused(fused_was);
+  expect_exact(out[1], download(out[0]), "out");
+  expect_exact(lse[1], download(lse[0]), "lse");
+  expect_exact(dq[1], download(dq[0]), "dq");
+  expect_exact(dk[1], download(dk[0]), "dk");
+  expect_exact(dv[1], download(dv[0]), "dv");
+  CHECK(ar.check());
+}
+
+// The cases of one switch, then against the CPU reference with it on.
+void block_switch_cases(const BlockSwitch& sw) {
+  for (int seg : {0, 1, 2}) block_switch_case(sw, {2, 200, 2, 96, 64}, seg, false);
+  block_switch_case(sw, {2, 200, 2, 96, 64}, 2, true);
+  block_switch_case(sw, {1, 333, 2, 64, 64}, 1, true);
+  block_switch_case(sw, {1, 130, 2, 128, 128}, 0, false);
+  block_switch_case(sw, {1, 130, 2, 192, 128}, 1, false);
+  block_switch_case(sw, {1, 64, 1, 96, 64}, 0, false);   // one tile
+  const bool was = sw.get();
+  sw.set(true);
+  for (int seg : {0, 2})
+    attention_case({1, 257, 2, 96, 64}, seg, ops::Precision::bf16, 5e-5, 1e-4);
+  attention_case({1, 200, 2, 192, 128}, 1, ops::Precision::bf16, 5e-5, 1e-4);
+  sw.set(was);
+}
+
+}  // namespace
+
+// (Named apart from the "gpu attention wgmma" cases: scripts/gpu-check.sh runs it in a process
+// of its own, group ops-attn-rows64, until it has run on a GPU.)
+TEST_CASE("gpu attention 64-row blocks (wgmma): the 128-row blocks' bits") {
+  const WgmmaOn wgmma;
+  if (!wgmma) {
+    MESSAGE("skipped: not an sm_90a device");
+    return;
+  }
+  const int64_t before = ds::cuda::attention_rows64_launches();
+  block_switch_cases(kRows64);   // at 128 / 128 the forward and dV, at 192 / 128 dV only
+  const int64_t ran = ds::cuda::attention_rows64_launches() - before;
+  MESSAGE("64-row kernels launched: " << ran);   // where two blocks are resident
+  CHECK(ran > 0);
+}
+
+// (scripts/gpu-check.sh: group ops-attn-staggered, until it has run on a GPU.)
+TEST_CASE("gpu attention staggered warpgroups (wgmma): the lockstep bits") {
+  const WgmmaOn wgmma;
+  if (!wgmma) {
+    MESSAGE("skipped: not an sm_90a device");
+    return;
+  }
+  const int64_t before = ds::cuda::attention_staggered_launches();
+  block_switch_cases(kStaggered);   // at 192 / 128 the forward and dV only
+  const int64_t ran = ds::cuda::attention_staggered_launches() - before;
+  MESSAGE("staggered kernels launched: " << ran);
+  CHECK(ran >= 28);   // the switched runs of the cases: every kernel but dQ, dK at 192 / 128
+}
+
 TEST_CASE("gpu attention: BF16-code q, k, v give the bits of F32 inputs of the same values") {
   const AttnCase cases[] = {{2, 37, 3, 24, 16}, {1, 130, 2, 192, 128}, {2, 200, 2, 96, 64},
                             {1, 45, 2, 5, 3}};
