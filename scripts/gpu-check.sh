@@ -101,12 +101,13 @@ NEW_ATTN='gpu attention wgmma*'
 NEW_ATTN_FUSED='gpu attention fused*'
 NEW_ATTN_ROWS='gpu attention 64-row*'
 NEW_ATTN_STAG='gpu attention staggered*'
+NEW_PROBE='gpu sm90 probe*'
 NEW_FUSED='fused:*'
 NEW_RUNTIME='gpu runtime:*'
 NEW_DEFAULT='gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,elementwise: swiglu packed*,gpu gather_rows_scaled*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 NEW_OPERANDS='gpu gather_rows_scaled*,elementwise: rope_tail_codes*,gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu moe_sort_pairs*,elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 declare -A FILTER=(
-  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8_ALL,$NEW_PROF,$NEW_ATTN,$NEW_ATTN_FUSED,$NEW_ATTN_ROWS,$NEW_ATTN_STAG,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME"
+  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8_ALL,$NEW_PROF,$NEW_ATTN,$NEW_ATTN_FUSED,$NEW_ATTN_ROWS,$NEW_ATTN_STAG,$NEW_PROBE,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME"
   [ops-grouped]="--test-case=$NEW_GROUPED"
   [ops-multi]="--test-case=$NEW_MULTI"
   [ops-mla-bf16]="--test-case=$NEW_MLA"
@@ -118,6 +119,7 @@ declare -A FILTER=(
   [ops-attn-fused]="--test-case=$NEW_ATTN_FUSED"
   [ops-attn-rows64]="--test-case=$NEW_ATTN_ROWS"
   [ops-attn-staggered]="--test-case=$NEW_ATTN_STAG"
+  [ops-sm90-probes]="--test-case=$NEW_PROBE"
   [ops-fused]="--test-case=$NEW_FUSED"
   [ops-runtime]="--test-case=$NEW_RUNTIME"
   [ops-new]="--test-case=$NEW_DEFAULT"
@@ -157,7 +159,10 @@ declare -A FILTER=(
 # ops-attn-rows64: the wgmma kernels in 64-row blocks (opt-in, DS_ATTENTION_ROWS=64; not yet
 # run on a GPU) against the 128-row blocks, bit for bit, and against the reference;
 # ops-attn-staggered: the 128-row blocks with staggered warpgroups (opt-in,
-# DS_ATTENTION_SCHEDULE=staggered; not yet run on a GPU), the same against lockstep.
+# DS_ATTENTION_SCHEDULE=staggered; not yet run on a GPU), the same against lockstep;
+# ops-sm90-probes: what no kernel uses yet, settled on the card (kernels/sm90_probe.cu): a
+# TMA box with the 128-byte swizzle, wgmma reading MN-major operands (its log says which
+# descriptor offsets the card took).
 # ops-runtime: uploads and frees from worker threads (each bound to the backend's GPU first)
 # and the one-GPU-per-process check.
 # ops-bf16-outputs and model-bf16-outputs test the routed experts' BF16 GEMM outputs
@@ -172,7 +177,7 @@ for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
          ds_test_backend_ops:ops-fp8-grouped \
          ds_test_backend_ops:ops-profiler ds_test_backend_ops:ops-attn-wgmma \
          ds_test_backend_ops:ops-attn-fused ds_test_backend_ops:ops-attn-rows64 \
-         ds_test_backend_ops:ops-attn-staggered \
+         ds_test_backend_ops:ops-attn-staggered ds_test_backend_ops:ops-sm90-probes \
          ds_test_backend_ops:ops-fused ds_test_backend_ops:ops-bf16-outputs \
          ds_test_backend_ops:ops-runtime ds_test_backend_ops:ops-fp8-overlap \
          ds_test_model_gpu:model ds_test_model_gpu:model:unfused \
