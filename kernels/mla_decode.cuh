@@ -32,6 +32,16 @@ void mla_latent_attention_bf16(const float* q_lat, const float* q_pe, const uint
 // R and Dr multiples of 16 (R > 0) and the smallest tile configuration fits in the device's
 // shared memory (R + Dr up to about 1300 on sm_90).
 bool mla_bf16_supported(int64_t R, int64_t Dr);
+// The BF16 kernel's launch plan: heads per block (16 mtiles), the cp.async ring's stages, key
+// splits per row (and keys per split), blocks resident per SM. set_mla_bf16_plan overrides
+// the launcher's stages and splits, process-wide, for benchmarks (0: its own choice; stages
+// are clamped to 2..4 and to what fits, a split keeps at least one 32-key tile);
+// mla_bf16_last_plan is the plan of the latest launch.
+struct MlaPlan {
+  int mtiles = 0, stages = 0, splits = 0, keys_per_split = 0, blocks_per_sm = 0;
+};
+void set_mla_bf16_plan(int stages, int splits);
+MlaPlan mla_bf16_last_plan();
 
 // Internal, shared by the two kernel files: out (N, H, R) = the merge of `splits` partial
 // results po (N, splits, H, R) (unnormalised), pm / pl (N, splits, H) (running max and sum;

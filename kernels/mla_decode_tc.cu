@@ -38,7 +38,9 @@
 // reference: spec §2.1; Dao et al., "Flash-Decoding for long-context inference" (2023); PTX ISA
 // mma.m16n8k16 / ldmatrix fragment layouts (as in flash_attention_tc.cu).
 #include <algorithm>
+#include <atomic>
 #include <map>
+#include <mutex>
 
 #include "kernels/common.cuh"
 #include "kernels/mla_decode.cuh"
@@ -81,8 +83,11 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
 // grid (N * groups * cgroups, splits), kNT threads; blockIdx.x = (n, cg, g) with g fastest, so
 // the CTAs sharing a row's cache tiles run side by side (L2 reuse). A change of statement order
 // or of a barrier here must be mirrored in Block::run of tests/kernels/mla_tc_block_emu.hpp.
+// MT = 1 is held to 128 registers (no spills; 134 before, 2026-12-01) so that two blocks fit
+// an SM where the ring's shared memory allows (2 stages: 113 KB; the launcher's default, 4
+// stages, keeps one; bench_attention --mla-plans times both).
 template <int MT>
-__global__ void __launch_bounds__(kNT, 1) mla_tc_kernel(const TcArgs a) {
+__global__ void __launch_bounds__(kNT, MT == 1 ? 2 : 1) mla_tc_kernel(const TcArgs a) {
   constexpr int HG = Tiling<MT>::HG, NP = Tiling<MT>::NP, RPW = Tiling<MT>::RPW;
   extern __shared__ __align__(16) unsigned char smraw[];
   const int D = a.R + a.Dr, KSt = row_pitch(D);
@@ -294,6 +299,11 @@ int blocks_per_sm(size_t smem) {
   return per_sm;
 }
 
+// set_mla_bf16_plan's overrides (0: the launcher's choice) and the latest launch's plan.
+std::atomic<int> g_stages_override{0}, g_splits_override{0};
+std::mutex g_plan_mu;
+MlaPlan g_last_plan;
+
 template <int MT>
 void launch(TcArgs a, int64_t N, int64_t L) {
   const size_t smem = smem_bytes(MT, a.stages, a.R + a.Dr);
@@ -302,8 +312,17 @@ void launch(TcArgs a, int64_t N, int64_t L) {
   // at least max(128, 4 HG) keys per split (partials cost 8 HG R bytes of traffic per split).
   const int64_t base = N * a.groups * a.cgroups;
   const int64_t target = int64_t(std::max(per_sm, 1)) * std::max(sm_count(), 1);
-  const SplitPlan plan = split_plan(base, target, L, MT);
+  SplitPlan plan = split_plan(base, target, L, MT);
+  if (const int forced = g_splits_override.load(); forced > 0) {   // a benchmark's choice
+    const int64_t ks = (L + forced - 1) / forced;
+    plan.KS = (ks + kBK - 1) / kBK * kBK;
+    plan.splits = (L + plan.KS - 1) / plan.KS;
+  }
   const int64_t splits = plan.splits;
+  {
+    std::lock_guard<std::mutex> lock(g_plan_mu);
+    g_last_plan = {MT, a.stages, int(splits), int(plan.KS), per_sm};
+  }
   a.KS = int(plan.KS);
   a.splits = int(splits);
   if (splits > 1) {
@@ -333,6 +352,16 @@ int mla_max_smem_optin() {
   return v;
 }
 
+void set_mla_bf16_plan(int stages, int splits) {
+  g_stages_override.store(std::max(stages, 0));
+  g_splits_override.store(std::max(splits, 0));
+}
+
+MlaPlan mla_bf16_last_plan() {
+  std::lock_guard<std::mutex> lock(g_plan_mu);
+  return g_last_plan;
+}
+
 bool mla_bf16_supported(int64_t R, int64_t Dr) {
   return R > 0 && Dr >= 0 && R % 16 == 0 && Dr % 16 == 0 && R + Dr <= (int64_t(1) << 20) &&
          smem_bytes(1, 2, R + Dr) <= size_t(mla_max_smem_optin());
@@ -351,7 +380,11 @@ void mla_latent_attention_bf16(const float* q_lat, const float* q_pe, const uint
   // Heads: the fewest groups of at most kMaxHeads, each padded to m-tiles of 16; fewer heads
   // per CTA when q and two tiles do not fit.
   const int MT = head_mtiles(s.H, D, cap);
-  const int stages = ring_stages(MT, D, cap);
+  int stages = ring_stages(MT, D, cap);
+  if (const int forced = g_stages_override.load(); forced > 0) {   // a benchmark's choice
+    stages = std::min(std::max(forced, 2), kMaxStages);
+    while (stages > 2 && smem_bytes(MT, stages, D) > cap) --stages;
+  }
   TcArgs a{};
   a.q_lat = q_lat; a.q_pe = q_pe; a.ckv = ckv; a.kpe = kpe; a.slot = slot; a.len = len;
   a.scale = scale; a.out = out;

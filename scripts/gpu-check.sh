@@ -260,6 +260,7 @@ T_BWDFUSED=(ds_test_backend_ops-ops-attn-fused)
 T_ROWS64=(ds_test_backend_ops-ops-attn-rows64)
 T_ROWS64_FUSED=(ds_test_backend_ops-ops-attn-rows64 ds_test_backend_ops-ops-attn-fused)
 T_STAG=(ds_test_backend_ops-ops-attn-staggered)
+T_MLA=(ds_test_backend_ops-ops-mla-bf16)
 T_STAG_FUSED=(ds_test_backend_ops-ops-attn-staggered ds_test_backend_ops-ops-attn-fused)
 T_FP8G=(ds_test_backend_ops-ops-fp8-quant ds_test_backend_ops-ops-fp8-grouped
         ds_test_model_gpu-model-fp8-grouped)
@@ -716,6 +717,24 @@ elif passed "${T_WGMMA[@]}"; then
 else
   row "attention wgmma" SKIP "not run: its tests did not all pass"
 fi
+# The BF16 MLA decode kernel under forced ring depths and key splits beside its own plan (16
+# and 128 heads): what a change of its plan would give.
+if ! passed "${T_MLA[@]}"; then row "mla decode plans" SKIP "not run: its tests did not all pass"
+elif room 30 15; then
+  timeout "$(limit 30)" "$BIN/bench_attention" $q --mla-plans > "$O/bench_mla_plans.txt" 2>&1
+  echo "bench_attention --mla-plans rc=$?"; grep -v '^{' "$O/bench_mla_plans.txt"
+  l=$(grep -c '^mla plan' "$O/bench_mla_plans.txt")
+  b=""
+  for h in 16 128; do   # the fastest plan at each head count, and the launcher's own
+    f=$(grep "^mla plan .* H= *$h " "$O/bench_mla_plans.txt" | sed -nE \
+      's/.*stages ([0-9]+), splits ([0-9]+) .*: +[0-9.]+ ms +([0-9]+) GB.*/\3 GB\/s (stages \1, splits \2)/p' \
+      | sort -rn | head -1)
+    o=$(grep "^mla plan .* H= *$h .*asked stages 0 splits 0" "$O/bench_mla_plans.txt" |
+      sed -nE 's/.*: +[0-9.]+ ms +([0-9]+) GB.*/\1 GB\/s/p')
+    [ -n "$f" ] && b="$b H $h: fastest $f, own plan ${o:-?};"
+  done
+  row "mla decode plans" INFO "$l plans timed;${b:- none, see bench_mla_plans.txt}"
+else row "mla decode plans" SKIP "out of time"; fi
 if room 30 15; then
   timeout "$(limit 30)" "$BIN/bench_losses" > "$O/bench_losses.txt" 2>&1; echo "bench_losses rc=$?"
   grep -v '^{' "$O/bench_losses.txt" | tail -3
@@ -737,7 +756,6 @@ NCU_METRICS+=",sm__warps_active.avg.pct_of_peak_sustained_active"
 NCU_METRICS+=",smsp__issue_active.avg.pct_of_peak_sustained_active"
 NCU_METRICS+=",regex:^sm__pipe_(alu|tensor\w*)_cycles_active\.avg\.pct_of_peak_sustained_active$"
 NCU_METRICS+=",regex:^smsp__average_warps_issue_stalled_\w+_per_issue_active\.ratio$"
-T_MLA=(ds_test_backend_ops-ops-mla-bf16)
 # entries: label:file:test groups (the T_* array):kernel regex:launches:benchmark and its flags
 A_ONLY="bench_attention --quick --wgmma --no-fused --no-rows64 --no-staggered"
 for spec in "attention backward 96/64:attn_bwd:T_WGMMA:sm90_bwd_kernel<.int.96:3:$A_ONLY" \

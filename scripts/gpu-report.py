@@ -138,7 +138,14 @@ def gemm_tables(d):
 
 
 def attention_tables(d):
-    rows, wrows, drows, r64 = [], [], [], []
+    rows, wrows, drows, r64, plans = [], [], [], [], []
+    for r in json_lines(os.path.join(d, "bench_mla_plans.txt")):
+        if r.get("bench") == "mla_plan":
+            ask = ("own plan" if r["ask_stages"] == 0 and r["ask_splits"] == 0 else
+                   f'stages {r["ask_stages"] or "own"}, splits {r["ask_splits"] or "own"}')
+            plans.append([r["N"], r["H"], r["L"], ask, r["stages"], r["splits"],
+                          r["keys_per_split"], r["blocks_per_sm"], fmt(r["ms"], ".3f"),
+                          fmt(r["gbps"], ".0f"), fmt(100 * r["gbps"] / HBM_GBPS) + "%"])
     for name in ("bench_attention.txt", "bench_attention_wgmma.txt"):
         for r in json_lines(os.path.join(d, name)):
             if r["bench"] == "attention" and name == "bench_attention.txt":
@@ -187,6 +194,11 @@ def attention_tables(d):
         out.append("**MLA decode** (`bench_attention`, absorbed, latent cache)\n\n" + table(
             ["cache", "sequences", "heads", "length", "ms", "GB/s", "of 4.8 TB/s", "TFLOP/s"],
             drows))
+    if plans:
+        out.append("**MLA decode plans** (`bench_attention --mla-plans`, BF16 cache: forced ring "
+                   "depths and key splits beside the launcher's own)\n\n" + table(
+                       ["sequences", "heads", "length", "asked", "stages", "splits",
+                        "keys/split", "blocks/SM", "ms", "GB/s", "of 4.8 TB/s"], plans))
     return out
 
 

@@ -20,8 +20,10 @@
 // (DS_ATTENTION_SCHEDULE=staggered), neither yet run on a GPU, which must give the default
 // blocks' bits.
 // --no-fused, --no-rows64, --no-staggered leave those out (gpu-check.sh, where their tests
-// failed). Usage: bench_attention [--quick] [--wgmma] [--no-fused] [--no-rows64]
-// [--no-staggered]. Prints a table and one JSON line per row (and cache).
+// failed). --mla-plans: only the BF16 decode kernel, under forced ring depths and key splits
+// (kernels/mla_decode.cuh set_mla_bf16_plan) beside its own plan, at 16 and 128 heads.
+// Usage: bench_attention [--quick] [--wgmma] [--no-fused] [--no-rows64] [--no-staggered]
+// [--mla-plans]. Prints a table and one JSON line per row (and cache).
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -34,6 +36,7 @@
 #include "ds/ops/ops.hpp"
 #include "gpu_timer.hpp"
 #include "kernels/flash_attention.cuh"
+#include "kernels/mla_decode.cuh"
 
 using namespace ds;
 
@@ -246,29 +249,50 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
   }
 }
 
+// A decode problem: N sequences of L cached rows each (one slot a sequence), R 512 + Dr 64;
+// the cache as F32 values rounded to BF16 and as the same BF16 codes.
+struct DecodeCase {
+  Tensor q_lat, q_pe, ckv, kpe, ckv_b, kpe_b, ts, tl;
+  float scale;
+};
+constexpr int64_t kDecR = 512, kDecDr = 64;
+
+DecodeCase make_decode(ops::Context& ctx, int64_t N, int64_t H, int64_t L) {
+  const int64_t R = kDecR, Dr = kDecDr, S = N;
+  DecodeCase c;
+  c.q_lat = rand_gpu({N, H, R}, 0.05f, 5);
+  c.q_pe = rand_gpu({N, H, Dr}, 0.05f, 6);
+  c.ckv = rand_gpu({S, L, R}, 1.0f, 7);
+  c.kpe = rand_gpu({S, L, Dr}, 1.0f, 8);
+  c.ckv_b = Tensor::empty({S, L, R}, DType::bf16, Device::cuda);
+  c.kpe_b = Tensor::empty({S, L, Dr}, DType::bf16, Device::cuda);
+  ops::bf16_round(ctx, c.ckv, c.ckv_b);   // BF16 codes, and the F32 cache rounded to the same
+  ops::bf16_round(ctx, c.kpe, c.kpe_b);
+  ops::bf16_round(ctx, c.ckv, c.ckv);
+  ops::bf16_round(ctx, c.kpe, c.kpe);
+  std::vector<int32_t> slot(static_cast<size_t>(N)), len(static_cast<size_t>(N), int32_t(L));
+  for (int64_t i = 0; i < N; ++i) slot[size_t(i)] = int32_t(i);
+  c.ts = Tensor::empty({N}, DType::i32, Device::cuda);
+  c.tl = Tensor::empty({N}, DType::i32, Device::cuda);
+  c.ts.copy_from(Tensor::borrow(slot.data(), {N}, DType::i32));
+  c.tl.copy_from(Tensor::borrow(len.data(), {N}, DType::i32));
+  c.scale = 1.0f / std::sqrt(192.0f);
+  return c;
+}
+
 // One decode case over the same cache values (rounded to BF16 first) as an F32 cache (exact
 // FP32 kernel) and a BF16 cache (tensor-core kernel), side by side on one line; nmse: the BF16
 // kernel's output against the F32 kernel's (only q and p rounding differ, ~5e-6 expected).
 void decode_row(int64_t N, int64_t H, int64_t L, int reps) {
   ops::Context ctx;
   ctx.device = Device::cuda;
-  const int64_t R = 512, Dr = 64, S = N;
-  Tensor q_lat = rand_gpu({N, H, R}, 0.05f, 5), q_pe = rand_gpu({N, H, Dr}, 0.05f, 6);
-  Tensor ckv = rand_gpu({S, L, R}, 1.0f, 7), kpe = rand_gpu({S, L, Dr}, 1.0f, 8);
-  Tensor ckv_b = Tensor::empty({S, L, R}, DType::bf16, Device::cuda);
-  Tensor kpe_b = Tensor::empty({S, L, Dr}, DType::bf16, Device::cuda);
-  ops::bf16_round(ctx, ckv, ckv_b);   // BF16 codes, and the F32 cache rounded to the same values
-  ops::bf16_round(ctx, kpe, kpe_b);
-  ops::bf16_round(ctx, ckv, ckv);
-  ops::bf16_round(ctx, kpe, kpe);
+  const int64_t R = kDecR, Dr = kDecDr;
+  const DecodeCase dc = make_decode(ctx, N, H, L);
+  const Tensor &q_lat = dc.q_lat, &q_pe = dc.q_pe, &ckv = dc.ckv, &kpe = dc.kpe;
+  const Tensor &ckv_b = dc.ckv_b, &kpe_b = dc.kpe_b, &ts = dc.ts, &tl = dc.tl;
+  const float scale = dc.scale;
   Tensor out = Tensor::empty({N, H, R}, DType::f32, Device::cuda);
   Tensor out_b = Tensor::empty({N, H, R}, DType::f32, Device::cuda);
-  std::vector<int32_t> slot(static_cast<size_t>(N)), len(static_cast<size_t>(N), static_cast<int32_t>(L));
-  for (int64_t i = 0; i < N; ++i) slot[size_t(i)] = int32_t(i);
-  Tensor ts = Tensor::empty({N}, DType::i32, Device::cuda), tl = Tensor::empty({N}, DType::i32, Device::cuda);
-  ts.copy_from(Tensor::borrow(slot.data(), {N}, DType::i32));
-  tl.copy_from(Tensor::borrow(len.data(), {N}, DType::i32));
-  const float scale = 1.0f / std::sqrt(192.0f);
   const double t = 1e-3 * bench::median_ms_events(
       [&] { ops::mla_latent_attention(ctx, q_lat, q_pe, ckv, kpe, ts, tl, scale, out); }, 2, reps,
       true);
@@ -306,25 +330,66 @@ void decode_row(int64_t N, int64_t H, int64_t L, int reps) {
               flops / tb / 1e12, nmse);
 }
 
+// The BF16 decode kernel's launch plans side by side (set_mla_bf16_plan): every ring depth
+// that fits and several key splits per row, beside the launcher's own plan, on one problem.
+// What the next change to the kernel's plan needs (Nsight Compute put it at 25% of DRAM
+// bandwidth at 16 heads with one block per SM and no split).
+void decode_sweep(int64_t N, int64_t H, int64_t L, int reps) {
+  ops::Context ctx;
+  ctx.device = Device::cuda;
+  const DecodeCase dc = make_decode(ctx, N, H, L);
+  Tensor out = Tensor::empty({N, H, kDecR}, DType::f32, Device::cuda);
+  const double bytes = 2.0 * double(N) * double(L) * double(kDecR + kDecDr) +
+                       4.0 * double(N * H) * double(2 * kDecR + kDecDr);
+  auto run = [&] {
+    ops::mla_latent_attention(ctx, dc.q_lat, dc.q_pe, dc.ckv_b, dc.kpe_b, dc.ts, dc.tl,
+                              dc.scale, out);
+  };
+  const int plans[][2] = {{0, 0}, {2, 0}, {3, 0}, {4, 0}, {0, 1}, {0, 2}, {0, 4}, {0, 8},
+                          {2, 2}, {2, 4}, {4, 2}, {4, 4}};
+  for (const auto& pl : plans) {
+    cuda::set_mla_bf16_plan(pl[0], pl[1]);
+    const double t = 1e-3 * bench::median_ms_events(run, 2, reps, true);
+    const cuda::MlaPlan p = cuda::mla_bf16_last_plan();
+    std::printf("mla plan   N=%3ld H=%3ld L=%5ld asked stages %d splits %d -> heads/block %d, "
+                "stages %d, splits %d (%d keys), %d blocks/SM: %7.3f ms %5.0f GB/s (%4.1f%% of "
+                "4800)\n", long(N), long(H), long(L), pl[0], pl[1], 16 * p.mtiles, p.stages,
+                p.splits, p.keys_per_split, p.blocks_per_sm, t * 1e3, bytes / t / 1e9,
+                100.0 * bytes / t / 4.8e12);
+    std::printf("{\"bench\":\"mla_plan\",\"N\":%ld,\"H\":%ld,\"L\":%ld,\"ask_stages\":%d,"
+                "\"ask_splits\":%d,\"stages\":%d,\"splits\":%d,\"keys_per_split\":%d,"
+                "\"blocks_per_sm\":%d,\"ms\":%.4f,\"gbps\":%.1f}\n", long(N), long(H), long(L),
+                pl[0], pl[1], p.stages, p.splits, p.keys_per_split, p.blocks_per_sm, t * 1e3,
+                bytes / t / 1e9);
+  }
+  cuda::set_mla_bf16_plan(0, 0);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (!bench::gpu_ready("bench_attention")) return 77;
-  bool quick = false, wgmma = false;
+  bool quick = false, wgmma = false, sweep = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     else if (std::strcmp(argv[i], "--wgmma") == 0) wgmma = true;
     else if (std::strcmp(argv[i], "--no-fused") == 0) g_fused = false;
     else if (std::strcmp(argv[i], "--no-rows64") == 0) g_rows64 = false;
     else if (std::strcmp(argv[i], "--no-staggered") == 0) g_staggered = false;
+    else if (std::strcmp(argv[i], "--mla-plans") == 0) sweep = true;
     else {
       std::fprintf(stderr, "bench_attention: unknown argument %s (expected --quick, --wgmma, "
-                   "--no-fused, --no-rows64, --no-staggered)\n", argv[i]);
+                   "--no-fused, --no-rows64, --no-staggered, --mla-plans)\n", argv[i]);
       return 2;
     }
   }
   const int reps = quick ? 5 : 20;
   try {
+    if (sweep) {   // the BF16 decode kernel's plans only
+      decode_sweep(128, 16, 2048, reps);
+      decode_sweep(64, 128, 4096, reps);
+      return 0;
+    }
     attention_row(2, 4096, 16, 192, 128, ops::Precision::bf16, reps, wgmma);
     attention_row(1, 8192, 16, 192, 128, ops::Precision::bf16, reps, wgmma);
     attention_row(4, 4096, 16, 96, 64, ops::Precision::bf16, reps, wgmma);   // the 1b preset

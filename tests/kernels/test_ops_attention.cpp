@@ -18,6 +18,7 @@
 #include "ds/core/error.hpp"
 #include "gpu_harness.hpp"
 #include "kernels/flash_attention.cuh"
+#include "kernels/mla_decode.cuh"
 #include "kernels/runtime.cuh"
 
 using namespace ds;
@@ -691,6 +692,20 @@ TEST_CASE("gpu mla_latent_attention over a BF16 cache (tensor cores) matches the
   for (size_t i = 0; i < many.size(); ++i) many[i] = int32_t(1 + (i * 37) % 256);
   mla_bf16_case(16, 512, 64, 4, 256, many, true);
   mla_bf16_case(128, 512, 64, 2, 96, std::vector<int32_t>(80, 96), false);
+}
+
+// The launch plans a benchmark can force (set_mla_bf16_plan): every ring depth and several
+// splits per row give the reference's numbers, and the plan is the one asked for.
+TEST_CASE("gpu mla_latent_attention over a BF16 cache: forced ring depths and splits") {
+  for (int stages : {2, 3, 4})
+    for (int splits : {1, 3, 8}) {
+      ds::cuda::set_mla_bf16_plan(stages, splits);
+      mla_bf16_case(16, 512, 64, 3, 1000, {1, 63, 64, 65, 1000}, false);
+      const ds::cuda::MlaPlan p = ds::cuda::mla_bf16_last_plan();
+      CHECK(p.stages == stages);   // 16 heads: every depth fits
+      CHECK(p.splits == splits);   // 1000 keys: 1000, 352 or 128 a split
+    }
+  ds::cuda::set_mla_bf16_plan(0, 0);
 }
 
 TEST_CASE("gpu mla_latent_attention: a BF16 cache with one visible key returns that row") {
