@@ -20,7 +20,10 @@
 # reports the rows that matter most, which come first. --quick took 229 s and 235 s on the
 # H200 (2026-11-30, commits c135dd4 and 029fe18): 19 test processes in 91 s, the step
 # benchmarks (the variants' process included) 50 s, the tools 29 s, the kernel benchmarks
-# 42 s, PyTorch 23 s.
+# 42 s, PyTorch 23 s. Since then (not yet run): the Nsight Compute section, 4 more test
+# groups, 6 more step variants, the attention opt-ins' and the MLA plans' benchmarks; about
+# 430-460 s estimated, so the last Nsight rows and PyTorch (measured twice) are the ones the
+# budget cuts.
 # Usage: bash scripts/gpu-check.sh [--quick]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -757,14 +760,14 @@ NCU_METRICS+=",smsp__issue_active.avg.pct_of_peak_sustained_active"
 NCU_METRICS+=",regex:^sm__pipe_(alu|tensor\w*)_cycles_active\.avg\.pct_of_peak_sustained_active$"
 NCU_METRICS+=",regex:^smsp__average_warps_issue_stalled_\w+_per_issue_active\.ratio$"
 # entries: label:file:test groups (the T_* array):kernel regex:launches:benchmark and its flags
-A_ONLY="bench_attention --quick --wgmma --no-fused --no-rows64 --no-staggered"
+A_ONLY="bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-staggered"
 for spec in "attention backward 96/64:attn_bwd:T_WGMMA:sm90_bwd_kernel<.int.96:3:$A_ONLY" \
-            "attention backward 96/64, dK/dV fused:attn_bwdf:T_BWDFUSED:sm90_bwd_kernel<.int.96, .int.64, .int.3:1:bench_attention --quick --wgmma --no-rows64 --no-staggered" \
-            "attention backward 96/64, 64-row blocks:attn_bwd64:T_ROWS64:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.64,:3:bench_attention --quick --wgmma --no-fused --no-staggered" \
-            "attention backward 96/64, staggered:attn_bwdst:T_STAG:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.128, (.bool.1|true):3:bench_attention --quick --wgmma --no-fused --no-rows64" \
+            "attention backward 96/64, dK/dV fused:attn_bwdf:T_BWDFUSED:sm90_bwd_kernel<.int.96, .int.64, .int.3:1:bench_attention --quick --only-1b --wgmma --no-rows64 --no-staggered" \
+            "attention backward 96/64, 64-row blocks:attn_bwd64:T_ROWS64:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.64,:3:bench_attention --quick --only-1b --wgmma --no-fused --no-staggered" \
+            "attention backward 96/64, staggered:attn_bwdst:T_STAG:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.128, (.bool.1|true):3:bench_attention --quick --only-1b --wgmma --no-fused --no-rows64" \
             "attention forward 96/64:attn_fwd:T_WGMMA:sm90_fwd_kernel<.int.96:1:$A_ONLY" \
             "grouped BF16 GEMM:grouped:T_KERNEL:grouped_bf16_gemm_kernel:1:bench_gemm --grouped-only --without overlap --without fp8-grouped" \
-            "MLA decode BF16, 16 heads:mla:T_MLA:mla_tc_kernel<.int.1>:1:bench_attention --quick"; do
+            "MLA decode BF16, 16 heads:mla:T_MLA:mla_tc_kernel<.int.1>:1:bench_attention --quick --mla-plans"; do
   IFS=: read -r lab f groups k c cmd <<< "$spec"
   gref="$groups[@]"   # the group array's elements, by indirection
   if [ -z "$NCU" ]; then row "ncu $lab" SKIP "no ncu here"; continue; fi

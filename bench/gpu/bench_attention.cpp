@@ -23,7 +23,8 @@
 // failed). --mla-plans: only the BF16 decode kernel, under forced ring depths and key splits
 // (kernels/mla_decode.cuh set_mla_bf16_plan) beside its own plan, at 16 and 128 heads.
 // Usage: bench_attention [--quick] [--wgmma] [--no-fused] [--no-rows64] [--no-staggered]
-// [--mla-plans]. Prints a table and one JSON line per row (and cache).
+// [--mla-plans] [--only-1b] (only the `1b` preset's attention row: what Nsight Compute
+// profiles). Prints a table and one JSON line per row (and cache).
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -369,7 +370,7 @@ void decode_sweep(int64_t N, int64_t H, int64_t L, int reps) {
 
 int main(int argc, char** argv) {
   if (!bench::gpu_ready("bench_attention")) return 77;
-  bool quick = false, wgmma = false, sweep = false;
+  bool quick = false, wgmma = false, sweep = false, only_1b = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     else if (std::strcmp(argv[i], "--wgmma") == 0) wgmma = true;
@@ -377,9 +378,10 @@ int main(int argc, char** argv) {
     else if (std::strcmp(argv[i], "--no-rows64") == 0) g_rows64 = false;
     else if (std::strcmp(argv[i], "--no-staggered") == 0) g_staggered = false;
     else if (std::strcmp(argv[i], "--mla-plans") == 0) sweep = true;
+    else if (std::strcmp(argv[i], "--only-1b") == 0) only_1b = true;
     else {
       std::fprintf(stderr, "bench_attention: unknown argument %s (expected --quick, --wgmma, "
-                   "--no-fused, --no-rows64, --no-staggered, --mla-plans)\n", argv[i]);
+                   "--no-fused, --no-rows64, --no-staggered, --mla-plans, --only-1b)\n", argv[i]);
       return 2;
     }
   }
@@ -390,10 +392,12 @@ int main(int argc, char** argv) {
       decode_sweep(64, 128, 4096, reps);
       return 0;
     }
-    attention_row(2, 4096, 16, 192, 128, ops::Precision::bf16, reps, wgmma);
-    attention_row(1, 8192, 16, 192, 128, ops::Precision::bf16, reps, wgmma);
+    if (!only_1b) {
+      attention_row(2, 4096, 16, 192, 128, ops::Precision::bf16, reps, wgmma);
+      attention_row(1, 8192, 16, 192, 128, ops::Precision::bf16, reps, wgmma);
+    }
     attention_row(4, 4096, 16, 96, 64, ops::Precision::bf16, reps, wgmma);   // the 1b preset
-    if (wgmma) return 0;
+    if (wgmma || only_1b) return 0;
     attention_row(2, 4096, 16, 192, 128, ops::Precision::fp32, quick ? 2 : 5);
     decode_row(64, 128, 4096, reps);
     decode_row(1, 128, 32768, reps);
