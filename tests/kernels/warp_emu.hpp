@@ -215,6 +215,28 @@ class Cta {
     ++wgmma_reads_;
     return out;
   }
+  // The same for an operand stored MN-major (a descriptor with the transpose flag, 16-bit
+  // types): one k16 step of `mn` elements along M or N, in the canonical 128-byte-swizzle
+  // layout as CUTLASS documents it, ((8 units of 8 elements, mn/64 atoms), (8 rows, 2
+  // groups)) : ((2 bytes, 16 bytes, lbo), (128 bytes, sbo)). Returns mn x 16 values [mn][k].
+  // Not verified on a GPU: the probe of kernels/sm90_probe.cu settles it there.
+  std::vector<uint16_t> wgmma_mnmajor_sw128(uint32_t start, int mn, uint32_t lbo,
+                                            uint32_t sbo) {
+    if (start % 16 != 0) fail("wgmma descriptor start " + hex(start) + " is not 16-byte aligned");
+    std::vector<uint16_t> out(size_t(mn) * 16);
+    for (int i = 0; i < mn; ++i)
+      for (int k = 0; k < 16; ++k) {
+        const uint32_t lin = start + uint32_t(i / 64) * lbo + uint32_t(k / 8) * sbo +
+                             uint32_t(k % 8) * 128u + 2u * uint32_t(i % 64);
+        const uint32_t phys = lin ^ (((lin >> 7) & 7u) << 4);
+        const uint32_t o = offset(phys, 2, "wgmma operand", -1);
+        check_read(o, -1);
+        check_read(o + 1, -1);
+        std::memcpy(&out[size_t(i) * 16 + size_t(k)], &data_[o], 2);
+      }
+    ++wgmma_reads_;
+    return out;
+  }
   int64_t wgmma_reads() const { return wgmma_reads_; }
 
   // A plain 16-bit shared load (ld.shared.b16), with the same checks; for tests of the
