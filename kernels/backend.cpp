@@ -38,11 +38,12 @@ void install_backend(int index) {
     DS_THROW(CudaError, "--device cuda: GPU {} requested (the local rank picks it) but {} "
              "visible", index, n);
   grouped_gemm_impl();      // a bad DS_GROUPED_GEMM, DS_GROUPED_GEMM_STREAMS, DS_ATTENTION,
-  grouped_gemm_streams();   // DS_ATTENTION_BWD, DS_ATTENTION_ROWS or DS_ATTENTION_SCHEDULE
-  attention_wgmma();        // fails here, before any input is read
+  grouped_gemm_streams();   // DS_ATTENTION_BWD, DS_ATTENTION_ROWS, DS_ATTENTION_SCHEDULE or
+  attention_wgmma();        // DS_ATTENTION_QSTATS fails here, before any input is read
   attention_bwd_fused();
   attention_rows64();
   attention_staggered();
+  attention_bwd_qstats();
   std::call_once(g_once, [&] {
     set_device_info(index);
     DeviceHooks h;

@@ -63,6 +63,14 @@ int64_t attention_rows64_launches();
 void set_attention_staggered(bool on);
 bool attention_staggered();
 int64_t attention_staggered_launches();
+// The split dK and dV passes' per-query lse and D: false (default; DS_ATTENTION_QSTATS=inline)
+// loaded per element from lse and D with a test of q < T; true (DS_ATTENTION_QSTATS=table)
+// from the {lse, D} table the fused pass reads (two queries a 16-byte load, +inf past T). The
+// same bits. Not yet run on a GPU. Process-wide; the setter overrides the environment; how
+// many split passes have read the table (tests check).
+void set_attention_bwd_qstats(bool on);
+bool attention_bwd_qstats();
+int64_t attention_bwd_qstats_launches();
 // Whether the wgmma kernels can run (Dk, Dv) here, selected or not; and how many forwards
 // (backwards) they have run in this process (tests check that they did).
 bool attention_wgmma_supported(int64_t Dk, int64_t Dv);

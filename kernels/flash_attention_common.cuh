@@ -83,14 +83,15 @@ void sm90_forward(const Launch& L, const bf16* q, const bf16* k, const bf16* vt,
                   float* out, float* lse);
 // The backward's BF16 operands: q, k (B, T, H, Dk), v, dout (B, T, H, Dv), and the transposed
 // copies qt, kt (B, H, Dk, Tp), doutt (B, H, Dv, Tp) of convert_t; qstats: room for
-// (B, H, Tp) float2 (16-byte aligned) where the fused dK/dV pass runs (sm90_bwd_fused_runs),
-// else null.
+// (B, H, Tp) float2 (16-byte aligned) where the key-row passes read the query-stats table
+// (sm90_bwd_needs_qstats), else null.
 struct Sm90BwdInputs {
   const bf16 *q, *k, *v, *dout, *qt, *kt, *doutt;
   float2* qstats;
 };
-// Whether sm90_backward runs the fused dK/dV pass for these head dims (and so needs qstats).
-bool sm90_bwd_fused_runs(int64_t Dk, int64_t Dv);
+// Whether sm90_backward reads the query-stats table for these head dims (the fused dK/dV pass
+// runs, or DS_ATTENTION_QSTATS=table), and so needs qstats.
+bool sm90_bwd_needs_qstats(int64_t Dk, int64_t Dv);
 // dq, dk, dv as attention_backward, from the forward's lse and D = rowsum(dO * O).
 void sm90_backward(const Launch& L, const Sm90BwdInputs& in, int64_t Tp, const float* lse,
                    const float* D, float* dq, float* dk, float* dv);

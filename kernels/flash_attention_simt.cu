@@ -480,8 +480,8 @@ void attention_backward(const AttnQKV& in, const int32_t* seg, float scale, cons
   const size_t o_qt = wg ? cv.take(2 * size_t(s.B * s.H * s.Dk * Tp)) : 0;
   const size_t o_kt = wg ? cv.take(2 * size_t(s.B * s.H * s.Dk * Tp)) : 0;
   const size_t o_ot = wg ? cv.take(2 * size_t(s.B * s.H * s.Dv * Tp)) : 0;
-  const bool fused = wg && sm90_bwd_fused_runs(s.Dk, s.Dv);
-  const size_t o_qs = fused ? cv.take(8 * size_t(s.B * s.H * Tp)) : 0;
+  const bool qs = wg && sm90_bwd_needs_qstats(s.Dk, s.Dv);
+  const size_t o_qs = qs ? cv.take(8 * size_t(s.B * s.H * Tp)) : 0;
   char* base = static_cast<char*>(scratch(cv.off));
   float* D = reinterpret_cast<float*>(base + o_D);
   int32_t* kfirst = seg ? reinterpret_cast<int32_t*>(base + o_first) : nullptr;
@@ -501,7 +501,7 @@ void attention_backward(const AttnQKV& in, const int32_t* seg, float scale, cons
       const Sm90BwdInputs w{b.q, b.k, b.v, b.dout, reinterpret_cast<bf16*>(base + o_qt),
                             reinterpret_cast<bf16*>(base + o_kt),
                             reinterpret_cast<bf16*>(base + o_ot),
-                            fused ? reinterpret_cast<float2*>(base + o_qs) : nullptr};
+                            qs ? reinterpret_cast<float2*>(base + o_qs) : nullptr};
       transpose_bf16(in.q, in.bf16, const_cast<bf16*>(w.qt), s, s.Dk, Tp);
       transpose_bf16(in.k, in.bf16, const_cast<bf16*>(w.kt), s, s.Dk, Tp);
       convert_t(dout, const_cast<bf16*>(w.doutt), s, s.Dv, Tp);

@@ -274,14 +274,15 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
 // does both in one pass: S^T and dP^T once, P^T and dS^T from them (dS^T into dP^T's
 // registers), then dK += dS^T Q and dV += P^T dO (Z2^T = dO^T) under one wait; out2 is dV.
 // It reads each query's lse and D from qstats ({lse, D} per query, padded to Tp with
-// {+inf, 0}: two queries a 16-byte load, no test of q < T), not per element from lse and D.
+// {+inf, 0}: two queries a 16-byte load, no test of q < T), not per element from lse and D;
+// so do the split dK and dV passes with QS (DS_ATTENTION_QSTATS=table), the same bits.
 // Each accumulator sees the same products in the same order as in its split pass, so dK and
 // dV are the split passes' to the bit. Shared layout bwd_smem: X_k, X_v, then NS x
 // [Y_k, Y_v, Z^T, Z2^T] (NS = kBwdStages, or kStagBwdStages with STAG: the staggered
 // warpgroups, where warpgroup 1 meets barrier it + 1 between its first products of tile it
 // and the rest). bounds: kfirst (kDQ) or klast (the others) of the segment pre-pass, or null.
 
-template <int DK, int DV, int PASS, int BQ, bool STAG>
+template <int DK, int DV, int PASS, int BQ, bool STAG, bool QS>
 __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
     sm90_bwd_kernel(const bf16* __restrict__ xk_src, const bf16* __restrict__ xv_src,
                     const bf16* __restrict__ yk_src, const bf16* __restrict__ yv_src,
@@ -389,7 +390,7 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
           }
           s[nt][c] = p * (dp[nt][c] - (lo ? D0 : D1));   // dS
         }
-    } else if constexpr (kKV) {   // rows: keys i0 / i1; columns: queries
+    } else if constexpr (kKV || QS) {   // rows: keys i0 / i1; columns: queries
       // The tile's query stats {lse, D} of queries q, q + 1 in one 16-byte load; past T
       // {+inf, 0}, so p = 2^-inf = 0 there without a test (the split passes' 0.f, bit for bit).
       const bool need = sb || tb < r0 + 63;
@@ -408,8 +409,12 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
             const int c = e + 2 * hi, j = hi ? i1 : i0;
             const bool vis = !need || (j <= q && (!sb || (q < T && sq == (hi ? s1 : s0))));
             const float p = vis ? fast_exp2(s[nt][c] * sl - Lq) : 0.f;
-            s[nt][c] = p;                       // P^T stays in s,
-            dp[nt][c] = p * (dp[nt][c] - Dq);   // dS^T goes to dp
+            if constexpr (kKV) {
+              s[nt][c] = p;                       // P^T stays in s,
+              dp[nt][c] = p * (dp[nt][c] - Dq);   // dS^T goes to dp
+            } else {
+              s[nt][c] = PASS == kDV ? p : p * (dp[nt][c] - Dq);   // P^T or dS^T
+            }
           }
         }
       }
@@ -563,8 +568,11 @@ constexpr size_t sm90_bwd_smem() {
 // -1: not read from DS_ATTENTION_BWD yet; 0 split dK / dV passes; 1 fused (where it fits).
 std::atomic<int> g_bwd_fused{-1};
 std::atomic<int64_t> g_fused_launches{0};
+// -1: not read from DS_ATTENTION_QSTATS yet; 0 inline loads; 1 the table in the split passes.
+std::atomic<int> g_qstats{-1};
+std::atomic<int64_t> g_qstats_launches{0};
 
-template <int DK, int DV, int PASS, int BQ, bool STAG = false>
+template <int DK, int DV, int PASS, int BQ, bool STAG, bool QS>
 void sm90_bwd_launch(const Launch& L, const bf16* xk, const bf16* xv, const bf16* yk,
                      const bf16* yv, const bf16* zt, int64_t Tp, const float* lse,
                      const float* D, float* out, const bf16* zt2, float* out2,
@@ -572,7 +580,7 @@ void sm90_bwd_launch(const Launch& L, const bf16* xk, const bf16* xv, const bf16
   constexpr size_t smem = sm90_bwd_smem<DK, DV, PASS, BQ, STAG>();
   static_assert(smem <= 227 * 1024, "sm90_bwd_kernel: shared memory");
   static_assert(PASS != kDKV || bwd_fused_fits(DK, DV), "sm90_bwd_kernel: fused dK/dV dims");
-  auto kern = sm90_bwd_kernel<DK, DV, PASS, BQ, STAG>;
+  auto kern = sm90_bwd_kernel<DK, DV, PASS, BQ, STAG, QS>;
   set_smem(kern, smem);
   const dim3 grid(unsigned(cdiv(L.s.T, BQ)), unsigned(L.s.B * L.s.H));
   kern<<<grid, block_threads(BQ), smem, stream()>>>(xk, xv, yk, yv, zt, zt2, L.seg,
@@ -583,8 +591,9 @@ void sm90_bwd_launch(const Launch& L, const bf16* xk, const bf16* xv, const bf16
 }
 
 // One backward pass on 64-row blocks where selected, built and two fit an SM; else on 128-row
-// blocks, staggered where selected and it fits.
-template <int DK, int DV, int PASS>
+// blocks, staggered where selected and it fits. QS: a key-row split pass reads the query-stats
+// table (the fused pass always does).
+template <int DK, int DV, int PASS, bool QS = false>
 void sm90_bwd_pass(const Launch& L, const bf16* xk, const bf16* xv, const bf16* yk,
                    const bf16* yv, const bf16* zt, int64_t Tp, const float* lse, const float* D,
                    float* out, const bf16* zt2 = nullptr, float* out2 = nullptr,
@@ -593,13 +602,13 @@ void sm90_bwd_pass(const Launch& L, const bf16* xk, const bf16* xv, const bf16* 
     if (attention_rows64()) {
       constexpr size_t smem = sm90_bwd_smem<DK, DV, PASS, kBQ64>();
       static const bool two = [] {
-        set_smem(sm90_bwd_kernel<DK, DV, PASS, kBQ64, false>, smem);
-        return two_per_sm(sm90_bwd_kernel<DK, DV, PASS, kBQ64, false>, smem,
+        set_smem(sm90_bwd_kernel<DK, DV, PASS, kBQ64, false, QS>, smem);
+        return two_per_sm(sm90_bwd_kernel<DK, DV, PASS, kBQ64, false, QS>, smem,
                           block_threads(kBQ64));
       }();
       if (two) {
-        sm90_bwd_launch<DK, DV, PASS, kBQ64>(L, xk, xv, yk, yv, zt, Tp, lse, D, out, zt2, out2,
-                                             qstats);
+        sm90_bwd_launch<DK, DV, PASS, kBQ64, false, QS>(L, xk, xv, yk, yv, zt, Tp, lse, D, out,
+                                                        zt2, out2, qstats);
         g_rows64_launches.fetch_add(1);
         return;
       }
@@ -607,32 +616,45 @@ void sm90_bwd_pass(const Launch& L, const bf16* xk, const bf16* xv, const bf16* 
   }
   if constexpr (stag_bwd(DK, DV, PASS)) {
     if (attention_staggered()) {
-      sm90_bwd_launch<DK, DV, PASS, kBQ, true>(L, xk, xv, yk, yv, zt, Tp, lse, D, out, zt2, out2,
-                                               qstats);
+      sm90_bwd_launch<DK, DV, PASS, kBQ, true, QS>(L, xk, xv, yk, yv, zt, Tp, lse, D, out, zt2,
+                                                   out2, qstats);
       g_stag_launches.fetch_add(1);
       return;
     }
   }
-  sm90_bwd_launch<DK, DV, PASS, kBQ>(L, xk, xv, yk, yv, zt, Tp, lse, D, out, zt2, out2, qstats);
+  sm90_bwd_launch<DK, DV, PASS, kBQ, false, QS>(L, xk, xv, yk, yv, zt, Tp, lse, D, out, zt2,
+                                                 out2, qstats);
 }
 
 template <int DK, int DV>
 void sm90_backward(const Launch& L, const Sm90BwdInputs& in, int64_t Tp, const float* lse,
                    const float* D, float* dq, float* dk, float* dv) {
   sm90_bwd_pass<DK, DV, kDQ>(L, in.q, in.dout, in.k, in.v, in.kt, Tp, lse, D, dq);
+  const bool fused = bwd_fused_fits(DK, DV) && attention_bwd_fused();
+  const bool table = fused || attention_bwd_qstats();
+  if (table) {   // the key-row passes' per-query {lse, D}
+    if (!in.qstats) throw_cuda_error("sm90_backward: no room for the query stats", __FILE__,
+                                     __LINE__);
+    const int64_t n = L.s.B * L.s.H * Tp;
+    pack_query_stats_kernel<<<unsigned(cdiv(n, 256)), 256, 0, stream()>>>(
+        lse, D, in.qstats, int(L.s.T), int(Tp), n);
+    DS_CUDA_LAUNCHED();
+  }
   if constexpr (bwd_fused_fits(DK, DV)) {
-    if (attention_bwd_fused()) {
-      if (!in.qstats) throw_cuda_error("sm90_backward: no room for the query stats", __FILE__,
-                                       __LINE__);
-      const int64_t n = L.s.B * L.s.H * Tp;
-      pack_query_stats_kernel<<<unsigned(cdiv(n, 256)), 256, 0, stream()>>>(
-          lse, D, in.qstats, int(L.s.T), int(Tp), n);
-      DS_CUDA_LAUNCHED();
+    if (fused) {
       sm90_bwd_pass<DK, DV, kDKV>(L, in.k, in.v, in.q, in.dout, in.qt, Tp, lse, D, dk, in.doutt,
                                   dv, in.qstats);
       g_fused_launches.fetch_add(1);
       return;
     }
+  }
+  if (table) {
+    sm90_bwd_pass<DK, DV, kDK, true>(L, in.k, in.v, in.q, in.dout, in.qt, Tp, lse, D, dk,
+                                     nullptr, nullptr, in.qstats);
+    sm90_bwd_pass<DK, DV, kDV, true>(L, in.k, nullptr, in.q, nullptr, in.doutt, Tp, lse, D, dv,
+                                     nullptr, nullptr, in.qstats);
+    g_qstats_launches.fetch_add(2);
+    return;
   }
   sm90_bwd_pass<DK, DV, kDK>(L, in.k, in.v, in.q, in.dout, in.qt, Tp, lse, D, dk);
   sm90_bwd_pass<DK, DV, kDV>(L, in.k, nullptr, in.q, nullptr, in.doutt, Tp, lse, D, dv);
@@ -646,8 +668,8 @@ std::atomic<int64_t> g_launches{0}, g_bwd_launches{0};
 
 int64_t sm90_keys_padded(int64_t T) { return padded_rows(int(T)); }
 
-bool sm90_bwd_fused_runs(int64_t Dk, int64_t Dv) {
-  return bwd_fused_fits(int(Dk), int(Dv)) && attention_bwd_fused();
+bool sm90_bwd_needs_qstats(int64_t Dk, int64_t Dv) {
+  return (bwd_fused_fits(int(Dk), int(Dv)) && attention_bwd_fused()) || attention_bwd_qstats();
 }
 
 bool sm90_attention(int64_t Dk, int64_t Dv) {
@@ -714,6 +736,10 @@ void set_attention_rows64(bool on) { flash::g_rows64.store(on ? 1 : 0); }
 
 void set_attention_staggered(bool on) { flash::g_stag.store(on ? 1 : 0); }
 
+void set_attention_bwd_qstats(bool on) { flash::g_qstats.store(on ? 1 : 0); }
+
+int64_t attention_bwd_qstats_launches() { return flash::g_qstats_launches.load(); }
+
 int64_t attention_staggered_launches() { return flash::g_stag_launches.load(); }
 
 int64_t attention_rows64_launches() { return flash::g_rows64_launches.load(); }
@@ -744,6 +770,11 @@ bool switch_from_env(std::atomic<int>& at, const char* var, const char* off, con
 // split by default until the fused pass has run on a GPU
 bool attention_bwd_fused() {
   return switch_from_env(flash::g_bwd_fused, "DS_ATTENTION_BWD", "split", "fused", false);
+}
+
+// inline loads by default until the table has run on a GPU in the split passes
+bool attention_bwd_qstats() {
+  return switch_from_env(flash::g_qstats, "DS_ATTENTION_QSTATS", "inline", "table", false);
 }
 
 // lockstep by default until the staggered warpgroups have run on a GPU

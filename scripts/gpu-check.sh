@@ -105,12 +105,13 @@ NEW_ATTN_FUSED='gpu attention fused*'
 NEW_ATTN_ROWS='gpu attention 64-row*'
 NEW_ATTN_STAG='gpu attention staggered*'
 NEW_PROBE='gpu sm90 probe*'
+NEW_ATTN_QS='gpu attention query-stats*'
 NEW_FUSED='fused:*'
 NEW_RUNTIME='gpu runtime:*'
 NEW_DEFAULT='gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,elementwise: swiglu packed*,gpu gather_rows_scaled*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 NEW_OPERANDS='gpu gather_rows_scaled*,elementwise: rope_tail_codes*,gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu moe_sort_pairs*,elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 declare -A FILTER=(
-  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8_ALL,$NEW_PROF,$NEW_ATTN,$NEW_ATTN_FUSED,$NEW_ATTN_ROWS,$NEW_ATTN_STAG,$NEW_PROBE,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME"
+  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8_ALL,$NEW_PROF,$NEW_ATTN,$NEW_ATTN_FUSED,$NEW_ATTN_ROWS,$NEW_ATTN_STAG,$NEW_PROBE,$NEW_ATTN_QS,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME"
   [ops-grouped]="--test-case=$NEW_GROUPED"
   [ops-multi]="--test-case=$NEW_MULTI"
   [ops-mla-bf16]="--test-case=$NEW_MLA"
@@ -123,6 +124,7 @@ declare -A FILTER=(
   [ops-attn-rows64]="--test-case=$NEW_ATTN_ROWS"
   [ops-attn-staggered]="--test-case=$NEW_ATTN_STAG"
   [ops-sm90-probes]="--test-case=$NEW_PROBE"
+  [ops-attn-qstats]="--test-case=$NEW_ATTN_QS"
   [ops-fused]="--test-case=$NEW_FUSED"
   [ops-runtime]="--test-case=$NEW_RUNTIME"
   [ops-new]="--test-case=$NEW_DEFAULT"
@@ -163,6 +165,8 @@ declare -A FILTER=(
 # run on a GPU) against the 128-row blocks, bit for bit, and against the reference;
 # ops-attn-staggered: the 128-row blocks with staggered warpgroups (opt-in,
 # DS_ATTENTION_SCHEDULE=staggered; not yet run on a GPU), the same against lockstep;
+# ops-attn-qstats: the split dK and dV passes reading the query-stats table (opt-in,
+# DS_ATTENTION_QSTATS=table; not yet run on a GPU), the same against the inline loads;
 # ops-sm90-probes: what no kernel uses yet, settled on the card (kernels/sm90_probe.cu): a
 # TMA box with the 128-byte swizzle, wgmma reading MN-major operands (its log says which
 # descriptor offsets the card took).
@@ -180,7 +184,8 @@ for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
          ds_test_backend_ops:ops-fp8-grouped \
          ds_test_backend_ops:ops-profiler ds_test_backend_ops:ops-attn-wgmma \
          ds_test_backend_ops:ops-attn-fused ds_test_backend_ops:ops-attn-rows64 \
-         ds_test_backend_ops:ops-attn-staggered ds_test_backend_ops:ops-sm90-probes \
+         ds_test_backend_ops:ops-attn-staggered ds_test_backend_ops:ops-attn-qstats \
+         ds_test_backend_ops:ops-sm90-probes \
          ds_test_backend_ops:ops-fused ds_test_backend_ops:ops-bf16-outputs \
          ds_test_backend_ops:ops-runtime ds_test_backend_ops:ops-fp8-overlap \
          ds_test_model_gpu:model ds_test_model_gpu:model:unfused \
@@ -265,6 +270,7 @@ T_ROWS64_FUSED=(ds_test_backend_ops-ops-attn-rows64 ds_test_backend_ops-ops-attn
 T_STAG=(ds_test_backend_ops-ops-attn-staggered)
 T_MLA=(ds_test_backend_ops-ops-mla-bf16)
 T_STAG_FUSED=(ds_test_backend_ops-ops-attn-staggered ds_test_backend_ops-ops-attn-fused)
+T_QS=(ds_test_backend_ops-ops-attn-qstats)
 T_FP8G=(ds_test_backend_ops-ops-fp8-quant ds_test_backend_ops-ops-fp8-grouped
         ds_test_model_gpu-model-fp8-grouped)
 # Every switch's step in ONE process (bench_train_step --variant: the model built and uploaded
@@ -326,6 +332,8 @@ optin "attention staggered" bench_train_stag.txt bf16 T_STAG \
   attention-schedule=staggered,profile=1
 optin "attention staggered, backward fused" bench_train_stagf.txt bf16 T_STAG_FUSED \
   attention-schedule=staggered,attention-bwd=fused
+# - the split dK and dV passes reading the query-stats table (opt-in; the same bits);
+optin "attention query-stats table" bench_train_qstats.txt bf16 T_QS attention-qstats=table
 # - the default step again.
 variant "baseline again" bench_train_vbase2.txt bf16 ""
 # Run them; a process that dies (a fault in one variant poisons the CUDA context) or hangs is
@@ -445,8 +453,10 @@ verdict "attention warpgroups staggered (opt-in; DS_ATTENTION_SCHEDULE=staggered
 verdict "attention warpgroups staggered with the fused dK/dV pass (both opt-in)" \
   ds_test_backend_ops-ops-attn-staggered,ds_test_backend_ops-ops-attn-fused $B0 \
   bench_train_stagf.txt
+verdict "split dK/dV passes on the query-stats table (opt-in; DS_ATTENTION_QSTATS=table)" \
+  ds_test_backend_ops-ops-attn-qstats $B0 bench_train_qstats.txt
 for f in bench_train_rows64.txt bench_train_rows64f.txt bench_train_stag.txt \
-         bench_train_stagf.txt; do   # did the switched kernels run?
+         bench_train_stagf.txt bench_train_qstats.txt; do   # did the switched kernels run?
   l=$(grep -m1 "^attention: fused" "$O/$f" 2>/dev/null | sed 's/ \[variant .*\]$//')
   [ -n "$l" ] && row "launches in ${f%.txt}" INFO "$l"
 done
@@ -692,9 +702,10 @@ elif passed "${T_WGMMA[@]}"; then
   nf=--no-fused; passed "${T_BWDFUSED[@]}" && nf=   # the fused dK/dV pass where it passed
   nr=--no-rows64; passed "${T_ROWS64[@]}" && nr=     # the 64-row blocks where they passed
   ns=--no-staggered; passed "${T_STAG[@]}" && ns=    # the staggered warpgroups likewise
-  timeout "$(limit 30)" "$BIN/bench_attention" $q --wgmma $nf $nr $ns \
+  nq=--no-qstats; passed "${T_QS[@]}" && nq=         # and the query-stats table
+  timeout "$(limit 30)" "$BIN/bench_attention" $q --wgmma $nf $nr $ns $nq \
     > "$O/bench_attention_wgmma.txt" 2>&1
-  echo "bench_attention --wgmma $nf $nr $ns rc=$?"; grep -v '^{' "$O/bench_attention_wgmma.txt"
+  echo "bench_attention --wgmma $nf $nr $ns $nq rc=$?"; grep -v '^{' "$O/bench_attention_wgmma.txt"
   l=$(grep "wgmma fwd" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' | tr -s ' ' \
     | paste -sd';')
   row "attention wgmma" INFO "${l:-failed, see bench_attention_wgmma.txt}"
@@ -716,6 +727,13 @@ elif passed "${T_WGMMA[@]}"; then
     l=$(grep "staggered warpgroups" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' \
       | tr -s ' ' | paste -sd';')
     row "attention wgmma, staggered" INFO "${l:-failed, see bench_attention_wgmma.txt}"
+  fi
+  if [ -n "$nq" ]; then
+    row "attention wgmma, query-stats table" SKIP "not run: its tests did not all pass"
+  else
+    l=$(grep "query-stats table" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' \
+      | tr -s ' ' | paste -sd';')
+    row "attention wgmma, query-stats table" INFO "${l:-failed, see bench_attention_wgmma.txt}"
   fi
 else
   row "attention wgmma" SKIP "not run: its tests did not all pass"
@@ -760,11 +778,12 @@ NCU_METRICS+=",smsp__issue_active.avg.pct_of_peak_sustained_active"
 NCU_METRICS+=",regex:^sm__pipe_(alu|tensor\w*)_cycles_active\.avg\.pct_of_peak_sustained_active$"
 NCU_METRICS+=",regex:^smsp__average_warps_issue_stalled_\w+_per_issue_active\.ratio$"
 # entries: label:file:test groups (the T_* array):kernel regex:launches:benchmark and its flags
-A_ONLY="bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-staggered"
+A_ONLY="bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-staggered --no-qstats"
 for spec in "attention backward 96/64:attn_bwd:T_WGMMA:sm90_bwd_kernel<.int.96:3:$A_ONLY" \
-            "attention backward 96/64, dK/dV fused:attn_bwdf:T_BWDFUSED:sm90_bwd_kernel<.int.96, .int.64, .int.3:1:bench_attention --quick --only-1b --wgmma --no-rows64 --no-staggered" \
-            "attention backward 96/64, 64-row blocks:attn_bwd64:T_ROWS64:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.64,:3:bench_attention --quick --only-1b --wgmma --no-fused --no-staggered" \
-            "attention backward 96/64, staggered:attn_bwdst:T_STAG:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.128, (.bool.1|true):3:bench_attention --quick --only-1b --wgmma --no-fused --no-rows64" \
+            "attention backward 96/64, dK/dV fused:attn_bwdf:T_BWDFUSED:sm90_bwd_kernel<.int.96, .int.64, .int.3:1:bench_attention --quick --only-1b --wgmma --no-rows64 --no-staggered --no-qstats" \
+            "attention backward 96/64, 64-row blocks:attn_bwd64:T_ROWS64:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.64,:3:bench_attention --quick --only-1b --wgmma --no-fused --no-staggered --no-qstats" \
+            "attention backward 96/64, staggered:attn_bwdst:T_STAG:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.128, (.bool.1|true):3:bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-qstats" \
+            "attention backward 96/64, query-stats table:attn_bwdqs:T_QS:sm90_bwd_kernel<.int.96, .int.64, .int.[12], .int.128, (.bool.0|false), (.bool.1|true)>:2:bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-staggered" \
             "attention forward 96/64:attn_fwd:T_WGMMA:sm90_fwd_kernel<.int.96:1:$A_ONLY" \
             "grouped BF16 GEMM:grouped:T_KERNEL:grouped_bf16_gemm_kernel:1:bench_gemm --grouped-only --without overlap --without fp8-grouped" \
             "MLA decode BF16, 16 heads:mla:T_MLA:mla_tc_kernel<.int.1>:1:bench_attention --quick --mla-plans"; do

@@ -75,6 +75,7 @@ VARIANTS = {
     "bench_train_rows64f.txt": "attention in 64-row blocks, dK/dV fused (opt-ins)",
     "bench_train_stag.txt": "attention warpgroups staggered (opt-in)",
     "bench_train_stagf.txt": "attention warpgroups staggered, dK/dV fused (opt-ins)",
+    "bench_train_qstats.txt": "split dK/dV passes on the query-stats table (opt-in)",
     "bench_train_vbase2.txt": "default, last (the variants' process)",
 }
 
@@ -160,9 +161,11 @@ def attention_tables(d):
                               fmt(fused) if fused > 0 else "–",
                               {True: "yes", False: "NO"}.get(r.get("bwd_fused_identical"), "–"),
                               f'{r["nmse_out"]:.1e}'])
-            elif r["bench"] in ("attention_rows64", "attention_staggered"):
+            elif r["bench"] in ("attention_rows64", "attention_staggered", "attention_qstats"):
                 fused = r.get("bwd_fused_tflops", -1)
-                r64.append(["64-row blocks" if r["bench"] == "attention_rows64" else "staggered",
+                label = {"attention_rows64": "64-row blocks", "attention_staggered": "staggered",
+                         "attention_qstats": "query-stats table"}[r["bench"]]
+                r64.append([label,
                             f'{r["B"]}×{r["T"]}', r["H"], f'{r["Dk"]}/{r["Dv"]}',
                             fmt(r["fwd_tflops"]), fmt(r["fwd_speedup"], ".2f") + "×",
                             r["fwd_launches"], fmt(r["bwd_tflops"]),

@@ -60,7 +60,7 @@ echo "[doctest] assertions: 12 | 12 passed | 0 failed |"
 # experts and 160 with those on 4 streams (the defaults are faster), 130 with BF16 expert
 # outputs (slower), 90 with the fused attention backward (faster), 95 with the attention in
 # 64-row blocks (faster; 90 with the fused backward too), 97 with staggered warpgroups (within
-# 4%); fp8 steps 1.5 times that,
+# 4%), 110 with the query-stats table (slower); fp8 steps 1.5 times that,
 # 300 ms with the FP8 experts' loop. With
 # --variant, one run per variant as the real program prints them, its closing "routed
 # experts" line last. With CRASH_IN_VARIANTS=1 the process dies (a fault) in two variants: in
@@ -79,6 +79,7 @@ ms_of() {   # ms_of SETTINGS...: the step time for flags / variant keys
       attention-bwd=fused) ms=90;;
       attention-rows=64) ms=95;;
       attention-schedule=staggered) ms=97;;
+      attention-qstats=table) ms=110;;
     esac
   done
   for a in "$@"; do [ "$a" = streams=4 ] && [ $ms = 150 ] && ms=160; done
@@ -115,12 +116,13 @@ for v in "${variants[@]}"; do
   if [ "${CRASH_IN_VARIANTS:-}" = 1 ] && [ "$label" = "operands re-rounded" ]; then
     echo "illegal address" >&2; exit 134
   fi
-  k=ran; g=kernel; nf=0; nr=0; ns=0
+  k=ran; g=kernel; nf=0; nr=0; ns=0; nq=0
   for x in "${keys[@]}"; do [ "$x" = grouped-gemm=cublas ] && { k="not run"; g=cublas; }; done
   for x in "${keys[@]}"; do [ "$x" = attention-bwd=fused ] && nf=13; done
   for x in "${keys[@]}"; do [ "$x" = attention-rows=64 ] && nr=52; done
   for x in "${keys[@]}"; do [ "$x" = attention-schedule=staggered ] && ns=52; done
-  echo "attention: fused dK/dV passes $nf, 64-row kernels $nr, staggered kernels $ns [variant $label]"
+  for x in "${keys[@]}"; do [ "$x" = attention-qstats=table ] && nq=26; done
+  echo "attention: fused dK/dV passes $nf, 64-row kernels $nr, staggered kernels $ns, split passes on the query-stats table $nq [variant $label]"
   echo "routed experts: grouped GEMMs (DS_GROUPED_GEMM=$g; our kernel $k; cuBLAS grouped entry point used) [variant $label]"
 done
 """
@@ -372,6 +374,13 @@ def main():
             "INFO", "with 90.0 ms", "faster with it")
         row("launches in bench_train_stag", "INFO", "64-row kernels 0, staggered kernels 52")
         row("ncu attention backward 96/64, staggered", "INFO", "profiled_kernel<2>")
+        # the opt-in query-stats table in the split passes: the same
+        row("ds_test_backend_ops-ops-attn-qstats", "PASS")
+        row("switch: split dK/dV passes on the query-stats table (opt-in; "
+            "DS_ATTENTION_QSTATS=table)", "INFO", "without 100.0 ms, with 110.0 ms",
+            "slower with it")
+        row("launches in bench_train_qstats", "INFO", "query-stats table 26")
+        row("ncu attention backward 96/64, query-stats table", "INFO", "profiled_kernel<1>")
         row("ncu attention backward 96/64, 64-row blocks", "INFO", "profiled_kernel<2>")  # 3
         if failures:
             print("gpu-check.sh output with a 20 s budget (last 40 lines):")

@@ -360,8 +360,9 @@ TEST_CASE("gpu attention fused dK/dV pass (wgmma): the split passes' bits") {
 
 namespace {
 
-// The wgmma kernels under a block switch (64-row blocks, DS_ATTENTION_ROWS=64; staggered
-// warpgroups, DS_ATTENTION_SCHEDULE=staggered) against the default blocks on the same inputs:
+// The wgmma kernels under a switch (64-row blocks, DS_ATTENTION_ROWS=64; staggered
+// warpgroups, DS_ATTENTION_SCHEDULE=staggered; the query-stats table, DS_ATTENTION_QSTATS)
+// against the defaults on the same inputs:
 // every row sees the same tiles in the same order (a smaller block skips only tiles none of
 // its rows sees, which add exact zeros), so out, lse, dq, dk and dv must be the same bits;
 // with the fused dK/dV pass on or off.
@@ -374,6 +375,8 @@ constexpr BlockSwitch kRows64{"64-row blocks", ds::cuda::set_attention_rows64,
                               ds::cuda::attention_rows64};
 constexpr BlockSwitch kStaggered{"staggered", ds::cuda::set_attention_staggered,
                                  ds::cuda::attention_staggered};
+constexpr BlockSwitch kQstats{"query-stats table", ds::cuda::set_attention_bwd_qstats,
+                              ds::cuda::attention_bwd_qstats};
 
 void block_switch_case(const BlockSwitch& sw, const AttnCase& c, int seg_kind, bool fused) {
   INFO(describe(c, seg_kind == 0 ? "none" : seg_kind == 1 ? "runs" : "labels",
@@ -439,6 +442,18 @@ TEST_CASE("gpu attention 64-row blocks (wgmma): the 128-row blocks' bits") {
   const int64_t ran = ds::cuda::attention_rows64_launches() - before;
   MESSAGE("64-row kernels launched: " << ran);   // where two blocks are resident
   CHECK(ran > 0);
+}
+
+// The split dK and dV passes reading the query-stats table (group ops-attn-qstats).
+TEST_CASE("gpu attention query-stats table (wgmma): the inline loads' bits") {
+  const WgmmaOn wgmma;
+  if (!wgmma) {
+    MESSAGE("skipped: not an sm_90a device");
+    return;
+  }
+  const int64_t before = ds::cuda::attention_bwd_qstats_launches();
+  block_switch_cases(kQstats);   // with the fused pass on, 96 / 64 and 64 / 64 read it anyway
+  CHECK(ds::cuda::attention_bwd_qstats_launches() - before >= 12);   // 2 a split backward
 }
 
 // (scripts/gpu-check.sh: group ops-attn-staggered, until it has run on a GPU.)
