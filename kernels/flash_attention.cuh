@@ -44,9 +44,10 @@ int64_t attention_bwd_fused_launches();
 // The wgmma kernels' blocks: false (default; DS_ATTENTION_ROWS=128) 128 rows, two warpgroups
 // stepping through the tiles together; true (DS_ATTENTION_ROWS=64) 64 rows, one warpgroup,
 // for the kernels whose shared memory lets two such blocks share an SM (the forward up to
-// 128 / 128, the backward passes at 64 / 64 and 96 / 64; the occupancy calculator decides,
-// else 128 rows): two independent blocks, so one's softmax can run under the other's
-// products. The same numbers per row. Not yet run on a GPU. Process-wide; the setter
+// 128 / 128, the backward passes at 64 / 64 and 96 / 64, the dV pass at every size; the
+// occupancy calculator decides, else 128 rows): two independent blocks, so one's softmax can
+// run under the other's products. The same numbers per row for finite inputs (a 64-row block
+// skips tiles none of its rows sees, which add exact zeros). Not yet run on a GPU. Process-wide; the setter
 // overrides the environment; how many 64-row kernels have run (tests check).
 void set_attention_rows64(bool on);
 bool attention_rows64();

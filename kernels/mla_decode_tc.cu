@@ -32,9 +32,9 @@
 // addresses, warp roles, result addressing, the launcher's choices): mla_decode_tc_layout.hpp,
 // whose block algorithm tests/kernels/test_layout_mla_tc.cpp runs on a CPU emulation of the
 // PTX (every block of small problems, races and bounds checked, against the reference).
-// Ran on the H200 (2026-11-30): tests/kernels/test_ops_attention.cpp (against the CPU reference
-// over the same BF16 cache) passed; bench_attention: 1,568 GB/s at 16 heads, 98.5 TFLOP/s at
-// 128 (docs/benchmarks.md).
+// Ran on the H200 (2026-11-30): the GPU tests (now tests/kernels/test_ops_mla.cpp; against the
+// CPU reference over the same BF16 cache) passed; bench_attention: 1,568 GB/s at 16 heads,
+// 98.5 TFLOP/s at 128 (docs/benchmarks.md).
 // reference: spec §2.1; Dao et al., "Flash-Decoding for long-context inference" (2023); PTX ISA
 // mma.m16n8k16 / ldmatrix fragment layouts (as in flash_attention_tc.cu).
 #include <algorithm>

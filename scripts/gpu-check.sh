@@ -324,13 +324,13 @@ optin "attention backward fused" bench_train_bwdfused.txt bf16 T_BWDFUSED \
 #   with the per-op profile; and with the fused dK/dV pass as well;
 optin "attention 64-row blocks" bench_train_rows64.txt bf16 T_ROWS64 \
   attention-rows=64,profile=1
-optin "attention 64-row blocks, backward fused" bench_train_rows64f.txt bf16 T_ROWS64_FUSED \
+optin "attention 64-row blocks + fused bwd" bench_train_rows64f.txt bf16 T_ROWS64_FUSED \
   attention-rows=64,attention-bwd=fused
 # - the 128-row blocks' warpgroups staggered (opt-in; the same bits), with the per-op profile;
 #   and with the fused dK/dV pass as well;
 optin "attention staggered" bench_train_stag.txt bf16 T_STAG \
   attention-schedule=staggered,profile=1
-optin "attention staggered, backward fused" bench_train_stagf.txt bf16 T_STAG_FUSED \
+optin "attention staggered + fused bwd" bench_train_stagf.txt bf16 T_STAG_FUSED \
   attention-schedule=staggered,attention-bwd=fused
 # - the split dK and dV passes reading the query-stats table (opt-in; the same bits);
 optin "attention query-stats table" bench_train_qstats.txt bf16 T_QS attention-qstats=table

@@ -104,6 +104,9 @@ done
 if [ ${#variants[@]} = 0 ]; then emit "$precs" "$(ms_of "${flags[@]}")" ""; exit 0; fi
 for v in "${variants[@]}"; do
   label=${v%%:*}; spec=${v#*:}
+  case $label in   # the real program's rule: the whole process stops at a bad label
+    *[!A-Za-z0-9\ _+=/.-]*) echo "bench_train_step: --variant $v: the label takes letters, digits and ' _-+=/.'" >&2; exit 2;;
+  esac
   if [ "${CRASH_IN_VARIANTS:-}" = 1 ] && [ "$label" = "expert outputs BF16" ]; then
     echo "illegal address" >&2; exit 134
   fi
