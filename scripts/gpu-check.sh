@@ -709,32 +709,18 @@ elif passed "${T_WGMMA[@]}"; then
   l=$(grep "wgmma fwd" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' | tr -s ' ' \
     | paste -sd';')
   row "attention wgmma" INFO "${l:-failed, see bench_attention_wgmma.txt}"
-  if [ -n "$nf" ]; then row "attention wgmma, dK/dV fused" SKIP "not run: its tests did not all pass"
-  else
-    l=$(grep "dK and dV fused" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' \
-      | tr -s ' ' | paste -sd';')
-    row "attention wgmma, dK/dV fused" INFO "${l:-failed, see bench_attention_wgmma.txt}"
-  fi
-  if [ -n "$nr" ]; then row "attention wgmma, 64-row blocks" SKIP "not run: its tests did not all pass"
-  else
-    l=$(grep "64-row blocks" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' \
-      | tr -s ' ' | paste -sd';')
-    row "attention wgmma, 64-row blocks" INFO "${l:-failed, see bench_attention_wgmma.txt}"
-  fi
-  if [ -n "$ns" ]; then
-    row "attention wgmma, staggered" SKIP "not run: its tests did not all pass"
-  else
-    l=$(grep "staggered warpgroups" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' \
-      | tr -s ' ' | paste -sd';')
-    row "attention wgmma, staggered" INFO "${l:-failed, see bench_attention_wgmma.txt}"
-  fi
-  if [ -n "$nq" ]; then
-    row "attention wgmma, query-stats table" SKIP "not run: its tests did not all pass"
-  else
-    l=$(grep "query-stats table" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' \
-      | tr -s ' ' | paste -sd';')
-    row "attention wgmma, query-stats table" INFO "${l:-failed, see bench_attention_wgmma.txt}"
-  fi
+  opt_rows() {   # opt_rows LABEL SKIP_FLAG PATTERN: the opt-in's lines, or why none
+    if [ -n "$2" ]; then row "attention wgmma, $1" SKIP "not run: its tests did not all pass"
+    else
+      l=$(grep "$3" "$O/bench_attention_wgmma.txt" | grep -v '^{' | sed 's/^attention bf16 //' \
+        | tr -s ' ' | paste -sd';')
+      row "attention wgmma, $1" INFO "${l:-failed, see bench_attention_wgmma.txt}"
+    fi
+  }
+  opt_rows "dK/dV fused" "$nf" "dK and dV fused"
+  opt_rows "64-row blocks" "$nr" "64-row blocks"
+  opt_rows "staggered" "$ns" "staggered warpgroups"
+  opt_rows "query-stats table" "$nq" "query-stats table"
 else
   row "attention wgmma" SKIP "not run: its tests did not all pass"
 fi
