@@ -67,7 +67,7 @@ int64_t attention_staggered_launches();
 // The split dK and dV passes' per-query lse and D: false (default; DS_ATTENTION_QSTATS=inline)
 // loaded per element from lse and D with a test of q < T; true (DS_ATTENTION_QSTATS=table)
 // from the {lse, D} table the fused pass reads (two queries a 16-byte load, +inf past T). The
-// same bits. Not yet run on a GPU. Process-wide; the setter overrides the environment; how
+// same bits for finite inputs. Not yet run on a GPU. Process-wide; the setter overrides the environment; how
 // many split passes have read the table (tests check).
 void set_attention_bwd_qstats(bool on);
 bool attention_bwd_qstats();

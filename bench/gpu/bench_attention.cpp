@@ -228,8 +228,9 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
               e_dv, std::isnan(twf) ? -1.0 : twf * 1e3,
               std::isnan(twf) ? -1.0 : 2.5 * fwd_flops / twf / 1e12,
               std::isnan(twf) ? "null" : same ? "true" : "false");
-  // launches in the timed calls (warm-up included): a forward is 1 kernel, a backward 3 (dQ,
-  // dK, dV); 0: the default blocks ran (not built for these dims, or not resident)
+  // launches of the switched kernels in the timed calls (warm-up included): a forward is 1
+  // kernel, a backward 3 (dQ, dK, dV; the query-stats table switches only dK and dV, never the
+  // forward); 0: the default kernels ran (not built for these dims, or not resident)
   for (const BlockRun& r : runs) {
     std::printf("attention bf16 B=%ld T=%5ld H=%3ld Dk=%ld Dv=%ld  wgmma %s: fwd %8.3f ms "
                 "%7.1f TFLOP/s (%.2fx the default; %ld launches)  bwd %8.3f ms %7.1f TFLOP/s "
