@@ -8,6 +8,7 @@
 #include "ds/core/error.hpp"
 #include "kernels/flash_attention.cuh"
 #include "kernels/gemm_grouped.cuh"
+#include "kernels/mla_decode.cuh"
 #include "kernels/runtime.cuh"
 
 namespace ds::cuda {
@@ -44,6 +45,7 @@ void install_backend(int index) {
   attention_rows64();
   attention_staggered();
   attention_bwd_qstats();
+  mla_wgmma();              // DS_MLA_KERNEL likewise
   std::call_once(g_once, [&] {
     set_device_info(index);
     DeviceHooks h;

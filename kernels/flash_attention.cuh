@@ -47,8 +47,8 @@ int64_t attention_bwd_fused_launches();
 // 128 / 128, the backward passes at 64 / 64 and 96 / 64, the dV pass at every size; the
 // occupancy calculator decides, else 128 rows): two independent blocks, so one's softmax can
 // run under the other's products. The same numbers per row for finite inputs (a 64-row block
-// skips tiles none of its rows sees, which add exact zeros). Not yet run on a GPU. Process-wide; the setter
-// overrides the environment; how many 64-row kernels have run (tests check).
+// skips tiles none of its rows sees, which add exact zeros). Not yet run on a GPU.
+// Process-wide; the setter overrides the environment; how many 64-row kernels have run.
 void set_attention_rows64(bool on);
 bool attention_rows64();
 int64_t attention_rows64_launches();
@@ -67,8 +67,8 @@ int64_t attention_staggered_launches();
 // The split dK and dV passes' per-query lse and D: false (default; DS_ATTENTION_QSTATS=inline)
 // loaded per element from lse and D with a test of q < T; true (DS_ATTENTION_QSTATS=table)
 // from the {lse, D} table the fused pass reads (two queries a 16-byte load, +inf past T). The
-// same bits for finite inputs. Not yet run on a GPU. Process-wide; the setter overrides the environment; how
-// many split passes have read the table (tests check).
+// same bits for finite inputs. Not yet run on a GPU. Process-wide; the setter overrides the
+// environment; how many split passes have read the table (tests check).
 void set_attention_bwd_qstats(bool on);
 bool attention_bwd_qstats();
 int64_t attention_bwd_qstats_launches();

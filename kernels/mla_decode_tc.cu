@@ -375,6 +375,10 @@ void mla_latent_attention_bf16(const float* q_lat, const float* q_pe, const uint
     DS_CUDA_CHECK(cudaMemsetAsync(out, 0, size_t(s.N * s.H * s.R) * sizeof(float), stream()));
     return;
   }
+  if (mla_wgmma() && mla_wgmma_supported(s.R, s.Dr)) {   // opt-in (mla_decode_sm90.cu)
+    mla_latent_attention_sm90(q_lat, q_pe, ckv, kpe, slot, len, scale, out, s);
+    return;
+  }
   const int64_t D = s.R + s.Dr;
   const size_t cap = size_t(mla_max_smem_optin());
   // Heads: the fewest groups of at most kMaxHeads, each padded to m-tiles of 16; fewer heads

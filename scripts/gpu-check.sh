@@ -107,12 +107,13 @@ NEW_ATTN_ROWS='gpu attention 64-row*'
 NEW_ATTN_STAG='gpu attention staggered*'
 NEW_PROBE='gpu sm90 probe*'
 NEW_ATTN_QS='gpu attention query-stats*'
+NEW_MLA_WG='gpu mla wgmma*'
 NEW_FUSED='fused:*'
 NEW_RUNTIME='gpu runtime:*'
 NEW_DEFAULT='gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,elementwise: swiglu packed*,gpu gather_rows_scaled*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 NEW_OPERANDS='gpu gather_rows_scaled*,elementwise: rope_tail_codes*,gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu moe_sort_pairs*,elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 declare -A FILTER=(
-  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8_ALL,$NEW_PROF,$NEW_ATTN,$NEW_ATTN_FUSED,$NEW_ATTN_ROWS,$NEW_ATTN_STAG,$NEW_PROBE,$NEW_ATTN_QS,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME"
+  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8_ALL,$NEW_PROF,$NEW_ATTN,$NEW_ATTN_FUSED,$NEW_ATTN_ROWS,$NEW_ATTN_STAG,$NEW_PROBE,$NEW_ATTN_QS,$NEW_MLA_WG,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME"
   [ops-grouped]="--test-case=$NEW_GROUPED"
   [ops-multi]="--test-case=$NEW_MULTI"
   [ops-mla-bf16]="--test-case=$NEW_MLA"
@@ -126,6 +127,7 @@ declare -A FILTER=(
   [ops-attn-staggered]="--test-case=$NEW_ATTN_STAG"
   [ops-sm90-probes]="--test-case=$NEW_PROBE"
   [ops-attn-qstats]="--test-case=$NEW_ATTN_QS"
+  [ops-mla-wgmma]="--test-case=$NEW_MLA_WG"
   [ops-fused]="--test-case=$NEW_FUSED"
   [ops-runtime]="--test-case=$NEW_RUNTIME"
   [ops-new]="--test-case=$NEW_DEFAULT"
@@ -168,6 +170,8 @@ declare -A FILTER=(
 # DS_ATTENTION_SCHEDULE=staggered; not yet run on a GPU), the same against lockstep;
 # ops-attn-qstats: the split dK and dV passes reading the query-stats table (opt-in,
 # DS_ATTENTION_QSTATS=table; not yet run on a GPU), the same against the inline loads;
+# ops-mla-wgmma: the wgmma MLA decode kernel (opt-in, DS_MLA_KERNEL=wgmma; not yet run on a
+# GPU) against the reference;
 # ops-sm90-probes: what no kernel uses yet, settled on the card (kernels/sm90_probe.cu): a
 # TMA box with the 128-byte swizzle, wgmma reading MN-major operands (its log says which
 # descriptor offsets the card took).
@@ -186,7 +190,7 @@ for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
          ds_test_backend_ops:ops-profiler ds_test_backend_ops:ops-attn-wgmma \
          ds_test_backend_ops:ops-attn-fused ds_test_backend_ops:ops-attn-rows64 \
          ds_test_backend_ops:ops-attn-staggered ds_test_backend_ops:ops-attn-qstats \
-         ds_test_backend_ops:ops-sm90-probes \
+         ds_test_backend_ops:ops-sm90-probes ds_test_backend_ops:ops-mla-wgmma \
          ds_test_backend_ops:ops-fused ds_test_backend_ops:ops-bf16-outputs \
          ds_test_backend_ops:ops-runtime ds_test_backend_ops:ops-fp8-overlap \
          ds_test_model_gpu:model ds_test_model_gpu:model:unfused \
@@ -272,6 +276,7 @@ T_STAG=(ds_test_backend_ops-ops-attn-staggered)
 T_MLA=(ds_test_backend_ops-ops-mla-bf16)
 T_STAG_FUSED=(ds_test_backend_ops-ops-attn-staggered ds_test_backend_ops-ops-attn-fused)
 T_QS=(ds_test_backend_ops-ops-attn-qstats)
+T_MLAW=(ds_test_backend_ops-ops-mla-wgmma)
 T_FP8G=(ds_test_backend_ops-ops-fp8-quant ds_test_backend_ops-ops-fp8-grouped
         ds_test_model_gpu-model-fp8-grouped)
 # Every switch's step in ONE process (bench_train_step --variant: the model built and uploaded
@@ -693,9 +698,16 @@ if room 45 15; then
 else row "bench_gemm" SKIP "out of time"; fi
 q=$([ $QUICK = 1 ] && echo --quick || true)
 if room 45 20; then
-  timeout "$(limit 45)" "$BIN/bench_attention" $q > "$O/bench_attention.txt" 2>&1
-  echo "bench_attention rc=$?"
+  nm=--no-mla-wgmma; passed "${T_MLAW[@]}" && nm=   # the wgmma MLA kernel where it passed
+  timeout "$(limit 45)" "$BIN/bench_attention" $q $nm > "$O/bench_attention.txt" 2>&1
+  echo "bench_attention $nm rc=$?"
   grep -v '^{' "$O/bench_attention.txt"
+  if [ -n "$nm" ]; then row "mla decode wgmma" SKIP "not run: its tests did not all pass"
+  else
+    l=$(grep "BF16 cache (wgmma)" "$O/bench_attention.txt" | sed 's/^mla decode *//' |
+      tr -s ' ' | paste -sd';')
+    row "mla decode wgmma" INFO "${l:-failed, see bench_attention.txt}"
+  fi
 else row "bench_attention" SKIP "out of time"; fi
 if ! room 30 15; then
   row "attention wgmma" SKIP "out of time"

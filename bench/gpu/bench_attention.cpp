@@ -2,7 +2,9 @@
 // DeepSeek-V3) forward and backward in TFLOP/s for the BF16 tensor-core path (Context
 // precision bf16) and the exact FP32 path, and the absorbed-MLA decode kernels' bandwidth over
 // the latent cache (R 512 + rope 64) against HBM: the exact FP32 kernel over an F32 cache and
-// the tensor-core kernel over a BF16 cache, same values, one line per case. Random inputs;
+// the tensor-core kernel over a BF16 cache, same values, one line per case (and the wgmma
+// kernel over the BF16 cache, DS_MLA_KERNEL=wgmma, not yet run on a GPU, where it takes the
+// dims; --no-mla-wgmma leaves it out). Random inputs;
 // medians of repetitions each timed by CUDA events with the L2 flushed before it
 // (bench::median_ms_events). The BF16 rows take q, k, v as BF16 codes, as training hands them
 // to the kernels (ops::Context::attention_inputs); dO is F32, as in training. FLOPs, in
@@ -20,11 +22,12 @@
 // (DS_ATTENTION_SCHEDULE=staggered) and with the split passes reading the query-stats table
 // (DS_ATTENTION_QSTATS=table), none yet run on a GPU, each of which must give the defaults'
 // bits. --no-fused, --no-rows64, --no-staggered, --no-qstats leave those out (gpu-check.sh,
-// where their tests failed). --mla-plans: only the BF16 decode kernel, under forced ring depths and key splits
-// (kernels/mla_decode.cuh set_mla_bf16_plan) beside its own plan, at 16 and 128 heads.
+// where their tests failed). --mla-plans: only the BF16 decode kernel, under forced ring
+// depths and key splits (kernels/mla_decode.cuh set_mla_bf16_plan) beside its own plan, at 16
+// and 128 heads. --only-1b: only the `1b` preset's attention row (what Nsight Compute profiles).
 // Usage: bench_attention [--quick] [--wgmma] [--no-fused] [--no-rows64] [--no-staggered]
-// [--no-qstats] [--mla-plans] [--only-1b] (only the `1b` preset's attention row: what Nsight Compute
-// profiles). Prints a table and one JSON line per row (and cache).
+// [--no-qstats] [--no-mla-wgmma] [--mla-plans] [--only-1b]. Prints a table and one JSON line
+// per row (and cache).
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -47,6 +50,7 @@ bool g_fused = true;    // --no-fused: no fused dK/dV timing
 bool g_rows64 = true;      // --no-rows64: no 64-row block timing
 bool g_staggered = true;   // --no-staggered: no staggered warpgroups timing
 bool g_qstats = true;      // --no-qstats: no query-stats table timing
+bool g_mla_wgmma = true;   // --no-mla-wgmma: no wgmma MLA decode timing
 
 Tensor rand_gpu(const Shape& s, float scale, uint64_t seed) {
   Tensor h = Tensor::empty(s);
@@ -334,6 +338,34 @@ void decode_row(int64_t N, int64_t H, int64_t L, int reps) {
               "\"nmse_vs_f32\":%.3e}\n",
               long(N), long(H), long(L), tb * 1e3, bytes_b / tb / 1e9, bytes_b / tb / 4.8e12,
               flops / tb / 1e12, nmse);
+  // The wgmma kernel over the same BF16 cache (DS_MLA_KERNEL=wgmma, not yet run on a GPU)
+  // where it takes the dims; nmse against the F32 kernel as above.
+  if (!g_mla_wgmma || !cuda::mla_wgmma_supported(R, Dr)) return;
+  const bool was = cuda::mla_wgmma();
+  const int64_t l0 = cuda::mla_wgmma_launches();
+  cuda::set_mla_wgmma(true);
+  const double tw = 1e-3 * bench::median_ms_events(
+      [&] { ops::mla_latent_attention(ctx, q_lat, q_pe, ckv_b, kpe_b, ts, tl, scale, out_b); }, 2,
+      reps, true);
+  cuda::set_mla_wgmma(was);
+  if (cuda::mla_wgmma_launches() == l0)
+    throw std::runtime_error("the wgmma MLA kernel did not run");
+  hb.copy_from(out_b);
+  double wn = 0;
+  for (int64_t i = 0; i < h.numel(); ++i) {
+    const double d = double(hb.f32()[i]) - h.f32()[i];
+    wn += d * d;
+  }
+  const double nmse_w = den > 0 ? wn / den : wn;
+  std::printf("mla decode  N=%3ld H=%3ld L=%5ld R=512 Dr=64  BF16 cache (wgmma) %7.3f ms %5.0f "
+              "GB/s (%4.1f%% of 4800) %5.1f TFLOP/s (%.2fx mma.sync), nmse vs F32 %.1e\n",
+              long(N), long(H), long(L), tw * 1e3, bytes_b / tw / 1e9,
+              100.0 * bytes_b / tw / 4.8e12, flops / tw / 1e12, tb / tw, nmse_w);
+  std::printf("{\"bench\":\"mla_decode\",\"cache\":\"bf16_wgmma\",\"N\":%ld,\"H\":%ld,"
+              "\"L\":%ld,\"ms\":%.4f,\"gbps\":%.1f,\"hbm_fraction\":%.4f,\"tflops\":%.2f,"
+              "\"nmse_vs_f32\":%.3e}\n",
+              long(N), long(H), long(L), tw * 1e3, bytes_b / tw / 1e9, bytes_b / tw / 4.8e12,
+              flops / tw / 1e12, nmse_w);
 }
 
 // The BF16 decode kernel's launch plans side by side (set_mla_bf16_plan): every ring depth
@@ -383,12 +415,13 @@ int main(int argc, char** argv) {
     else if (std::strcmp(argv[i], "--no-rows64") == 0) g_rows64 = false;
     else if (std::strcmp(argv[i], "--no-staggered") == 0) g_staggered = false;
     else if (std::strcmp(argv[i], "--no-qstats") == 0) g_qstats = false;
+    else if (std::strcmp(argv[i], "--no-mla-wgmma") == 0) g_mla_wgmma = false;
     else if (std::strcmp(argv[i], "--mla-plans") == 0) sweep = true;
     else if (std::strcmp(argv[i], "--only-1b") == 0) only_1b = true;
     else {
       std::fprintf(stderr, "bench_attention: unknown argument %s (expected --quick, --wgmma, "
-                   "--no-fused, --no-rows64, --no-staggered, --no-qstats, --mla-plans, --only-1b)\n",
-                   argv[i]);
+                   "--no-fused, --no-rows64, --no-staggered, --no-qstats, --no-mla-wgmma, "
+                   "--mla-plans, --only-1b)\n", argv[i]);
       return 2;
     }
   }

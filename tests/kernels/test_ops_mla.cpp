@@ -314,3 +314,23 @@ TEST_CASE("gpu set_rows into a BF16 cache is bit-exact") {
     CHECK(ar.check());
   }
 }
+
+// The wgmma kernel over a BF16 cache (opt-in, DS_MLA_KERNEL=wgmma; R 512 + Dr 64 only):
+// against the same reference as the mma.sync kernel, with padded head groups (70, 16 heads),
+// splits, tile-crossing lengths, bad rows, and many rows with one split. (scripts/gpu-check.sh
+// runs it in a process of its own, group ops-mla-wgmma, until it has run on a GPU.)
+TEST_CASE("gpu mla wgmma kernel (opt-in): the latent attention matches the reference") {
+  if (!ds::cuda::mla_wgmma_supported(512, 64)) {
+    MESSAGE("skipped: not an sm_90a device");
+    return;
+  }
+  const bool was = ds::cuda::mla_wgmma();
+  ds::cuda::set_mla_wgmma(true);
+  const int64_t before = ds::cuda::mla_wgmma_launches();
+  const std::vector<int32_t> lens = {1, 7, 63, 64, 65, 1000, 4096};
+  for (int64_t H : {128, 64, 70, 16}) mla_bf16_case(H, 512, 64, 3, 4096, lens, true);
+  mla_bf16_case(128, 512, 64, 2, 96, std::vector<int32_t>(80, 96), false);
+  mla_bf16_case(16, 128, 32, 2, 100, {100, 1}, true);   // other dims: the mma.sync kernel
+  ds::cuda::set_mla_wgmma(was);
+  CHECK(ds::cuda::mla_wgmma_launches() - before == 5);
+}
