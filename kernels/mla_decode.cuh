@@ -44,11 +44,12 @@ void set_mla_bf16_plan(int stages, int splits);
 MlaPlan mla_bf16_last_plan();
 // The BF16 cache on Hopper warpgroup MMAs (kernels/mla_decode_sm90.cu): false (default;
 // DS_MLA_KERNEL=mma) the mma.sync kernel, true (DS_MLA_KERNEL=wgmma) the wgmma kernel where it
-// takes the problem (mla_wgmma_supported: R 512, Dr 64, sm_90a). Not yet run on a GPU.
+// takes the problem (mla_wgmma_supported: R 512, Dr 64, at least 64 heads, sm_90a; q_lat and
+// q_pe 16-byte and out 8-byte aligned, else the mma.sync kernel). Not yet run on a GPU.
 // Process-wide; the setter overrides the environment; how many launches it made (tests).
 void set_mla_wgmma(bool on);
 bool mla_wgmma();
-bool mla_wgmma_supported(int64_t R, int64_t Dr);
+bool mla_wgmma_supported(int64_t H, int64_t R, int64_t Dr);
 int64_t mla_wgmma_launches();
 // Internal: the wgmma kernel's launcher (mla_latent_attention_bf16 calls it when selected).
 void mla_latent_attention_sm90(const float* q_lat, const float* q_pe, const uint16_t* ckv,

@@ -48,13 +48,6 @@ struct Sm90Args {
   int H, S, L, KS, splits, groups;
 };
 
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-__device__ __forceinline__ uint64_t desc_mn(uint32_t addr) {   // LBO chunk stride, SBO 1024
-  return uint64_t((addr & 0x3FFFFu) >> 4) | (uint64_t(kVLbo >> 4) << 16) |
-         (uint64_t(kVSbo >> 4) << 32) | (uint64_t(1) << 62);
-}
-#endif
-
 __global__ void __launch_bounds__(kThreads, 1) mla_sm90_kernel(const Sm90Args a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using namespace sm90;
@@ -184,7 +177,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_sm90_kernel(const Sm90Args a)
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)   // O (this warpgroup's 256 columns) += P V
-      wgmma_rs_n256_tb(o, pa[kk], desc_mn(v_step(tb, wg, kk)));
+      wgmma_rs_n256_tb(o, pa[kk], desc_sw128(v_step(tb, wg, kk), kVLbo, kVSbo));
     wgmma_commit_wait_all();
     fence_a(pa);
     fence_acc(o);
@@ -249,17 +242,23 @@ void set_mla_wgmma(bool on) { g_mla_wgmma.store(on ? 1 : 0); }
 
 int64_t mla_wgmma_launches() { return g_mla_wgmma_launches.load(); }
 
-bool mla_wgmma_supported(int64_t R, int64_t Dr) {
-  return R == kR && Dr == kDr && sm90a_loaded() &&
+bool mla_wgmma_supported(int64_t H, int64_t R, int64_t Dr) {
+  return takes(H, R, Dr) && sm90a_loaded() &&
          size_t(kSmemBytes) + 1024 <= size_t(mla_max_smem_optin());
 }
 
 void mla_latent_attention_sm90(const float* q_lat, const float* q_pe, const uint16_t* ckv,
                                const uint16_t* kpe, const int32_t* slot, const int32_t* len,
                                float scale, float* out, const MlaShape& s) {
-  if (!mla_wgmma_supported(s.R, s.Dr))
-    throw_cuda_error("mla_latent_attention_sm90: needs R 512, Dr 64 and an sm_90a device",
-                     __FILE__, __LINE__);
+  if (!mla_wgmma_supported(s.H, s.R, s.Dr))
+    throw_cuda_error("mla_latent_attention_sm90: needs R 512, Dr 64, at least 64 heads and an "
+                     "sm_90a device", __FILE__, __LINE__);
+  const auto misaligned = [](const void* p, uintptr_t a) {
+    return reinterpret_cast<uintptr_t>(p) % a != 0;
+  };
+  if (misaligned(q_lat, 16) || misaligned(q_pe, 16) || misaligned(out, 8))
+    throw_cuda_error("mla_latent_attention_sm90: q_lat, q_pe must be 16-byte and out 8-byte "
+                     "aligned", __FILE__, __LINE__);
   Sm90Args a{};
   a.q_lat = q_lat; a.q_pe = q_pe; a.ckv = ckv; a.kpe = kpe; a.slot = slot; a.len = len;
   a.scale = scale; a.out = out;
@@ -279,8 +278,12 @@ void mla_latent_attention_sm90(const float* q_lat, const float* q_pe, const uint
     a.pl = reinterpret_cast<float*>(p + po_bytes + pm_bytes);
   }
   const size_t smem = size_t(kSmemBytes) + 1024;
-  DS_CUDA_CHECK(cudaFuncSetAttribute(mla_sm90_kernel,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  static const bool opted = [smem] {   // once per process (one device)
+    DS_CUDA_CHECK(cudaFuncSetAttribute(mla_sm90_kernel,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    return true;
+  }();
+  (void)opted;
   const dim3 grid{unsigned(blocks), unsigned(a.splits)};
   mla_sm90_kernel<<<grid, kThreads, smem, stream()>>>(a);
   DS_CUDA_LAUNCHED();

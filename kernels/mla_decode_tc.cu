@@ -375,7 +375,11 @@ void mla_latent_attention_bf16(const float* q_lat, const float* q_pe, const uint
     DS_CUDA_CHECK(cudaMemsetAsync(out, 0, size_t(s.N * s.H * s.R) * sizeof(float), stream()));
     return;
   }
-  if (mla_wgmma() && mla_wgmma_supported(s.R, s.Dr)) {   // opt-in (mla_decode_sm90.cu)
+  const auto aligned = [](const void* p, uintptr_t a) {
+    return reinterpret_cast<uintptr_t>(p) % a == 0;
+  };
+  if (mla_wgmma() && mla_wgmma_supported(s.H, s.R, s.Dr) && aligned(q_lat, 16) &&
+      aligned(q_pe, 16) && aligned(out, 8)) {   // opt-in (mla_decode_sm90.cu)
     mla_latent_attention_sm90(q_lat, q_pe, ckv, kpe, slot, len, scale, out, s);
     return;
   }

@@ -166,7 +166,6 @@ __device__ __forceinline__ void wgmma_rs_n192(float (&d)[24][4], const uint32_t 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
 }
 
-// d += A * B^T with N = 8 * NT columns (one of the shapes above).
 // d (64 x 256) += A (64 x 16 in registers: each warp's 16 rows as an m16n8k16 A fragment) *
 //                  B (16 x 256, shared, desc db) with B stored MN-major (imm-trans-b 1: rows
 //                  along K, 128 bytes = 64 elements along N each; the 128-byte swizzle's
@@ -225,6 +224,7 @@ __device__ __forceinline__ void wgmma_rs_n256_tb(float (&d)[32][4], const uint32
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
 }
 
+// d += A * B^T with N = 8 * NT columns (one of the K-major shapes above).
 template <int NT>
 __device__ __forceinline__ void wgmma_rs(float (&d)[NT][4], const uint32_t (&a)[4], uint64_t db) {
   if constexpr (NT == 8) wgmma_rs_n64(d, a, db);

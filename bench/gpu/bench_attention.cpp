@@ -340,7 +340,7 @@ void decode_row(int64_t N, int64_t H, int64_t L, int reps) {
               flops / tb / 1e12, nmse);
   // The wgmma kernel over the same BF16 cache (DS_MLA_KERNEL=wgmma, not yet run on a GPU)
   // where it takes the dims; nmse against the F32 kernel as above.
-  if (!g_mla_wgmma || !cuda::mla_wgmma_supported(R, Dr)) return;
+  if (!g_mla_wgmma || !cuda::mla_wgmma_supported(H, R, Dr)) return;
   const bool was = cuda::mla_wgmma();
   const int64_t l0 = cuda::mla_wgmma_launches();
   cuda::set_mla_wgmma(true);
@@ -385,6 +385,8 @@ void decode_sweep(int64_t N, int64_t H, int64_t L, int reps) {
   };
   const int plans[][2] = {{0, 0}, {2, 0}, {3, 0}, {4, 0}, {0, 1}, {0, 2}, {0, 4}, {0, 8},
                           {2, 2}, {2, 4}, {4, 2}, {4, 4}};
+  const bool wgmma_was = cuda::mla_wgmma();
+  cuda::set_mla_wgmma(false);   // the plans are the mma.sync kernel's
   for (const auto& pl : plans) {
     cuda::set_mla_bf16_plan(pl[0], pl[1]);
     const double t = 1e-3 * bench::median_ms_events(run, 2, reps, true);
@@ -401,6 +403,7 @@ void decode_sweep(int64_t N, int64_t H, int64_t L, int reps) {
                 bytes / t / 1e9);
   }
   cuda::set_mla_bf16_plan(0, 0);
+  cuda::set_mla_wgmma(wgmma_was);
 }
 
 }  // namespace

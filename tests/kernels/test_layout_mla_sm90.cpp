@@ -171,4 +171,17 @@ TEST_CASE("wgmma MLA decode layout: the plan and the shared memory") {
   CHECK((b.splits - 1) * b.KS < 32768);
   CHECK(M::split_plan(200, 132, 4096).splits == 1);
   CHECK(M::split_plan(1, 132, 100).splits == 1);
+  // the descriptor's fields, decoded as the PTX ISA lays them out
+  const uint32_t addr = 1024u + M::kStage0 + 4u * M::kChunkBytes + 3u * 2048u;
+  const uint64_t d = M::desc_sw128(addr, M::kVLbo, M::kVSbo);
+  CHECK(((d & 0x3FFFu) << 4) == addr);
+  CHECK((((d >> 16) & 0x3FFFu) << 4) == 8192u);
+  CHECK((((d >> 32) & 0x3FFFu) << 4) == 1024u);
+  CHECK(((d >> 49) & 7u) == 0u);   // base offset: the operands are 1024-aligned
+  CHECK((d >> 62) == 1u);          // 128-byte swizzle
+  // the problems it takes: DeepSeek-V3's dims and a full head group
+  CHECK(M::takes(128, 512, 64));
+  CHECK(M::takes(64, 512, 64));
+  CHECK_FALSE(M::takes(16, 512, 64));
+  CHECK_FALSE(M::takes(128, 256, 32));
 }
