@@ -298,64 +298,6 @@ TEST_CASE("gpu attention wgmma: element by element close to the mma.sync kernels
 
 namespace {
 
-// The wgmma backward with dK and dV in one pass (DS_ATTENTION_BWD=fused) against the split
-// passes on the same inputs, forward and dout: each accumulator sees the same products in the
-// same order, so dq, dk and dv must be the split passes' to the bit.
-void fused_vs_split_case(const AttnCase& c, int seg_kind) {
-  INFO(describe(c, seg_kind == 0 ? "none" : seg_kind == 1 ? "runs" : "labels",
-                ops::Precision::bf16));
-  const float scale = 1.0f / std::sqrt(float(c.Dk));
-  Arena ar;
-  Context ctx = gpu();
-  ctx.linear.mode = ops::Precision::bf16;
-  const auto [gq, gk, gv, gdout, gseg] = upload_inputs(ar, c, seg_kind);
-  Tensor out = ar.empty({c.B, c.T, c.H, c.Dv}), lse = ar.empty({c.B, c.H, c.T});
-  ops::attention_forward(ctx, gq, gk, gv, gseg, scale, out, lse);
-  const bool was = ds::cuda::attention_bwd_fused();
-  Tensor dq[2], dk[2], dv[2];
-  for (int f = 0; f < 2; ++f) {   // 0: split, 1: fused
-    ds::cuda::set_attention_bwd_fused(f == 1);
-    dq[f] = ar.empty(gq.shape());
-    dk[f] = ar.empty(gk.shape());
-    dv[f] = ar.empty(gv.shape());
-    ops::attention_backward(ctx, gq, gk, gv, gseg, scale, out, lse, gdout, dq[f], dk[f], dv[f]);
-  }
-  ds::cuda::set_attention_bwd_fused(was);
-  expect_exact(dq[1], download(dq[0]), "fused vs split dq");
-  expect_exact(dk[1], download(dk[0]), "fused vs split dk");
-  expect_exact(dv[1], download(dv[0]), "fused vs split dv");
-  CHECK(ar.check());
-}
-
-}  // namespace
-
-// (Named apart from the "gpu attention wgmma" cases: scripts/gpu-check.sh runs it in a process
-// of its own, group ops-attn-fused, until it has run on a GPU.)
-TEST_CASE("gpu attention fused dK/dV pass (wgmma): the split passes' bits") {
-  const WgmmaOn wgmma;
-  if (!wgmma) {
-    MESSAGE("skipped: not an sm_90a device");
-    return;
-  }
-  REQUIRE(ds::cuda::attention_bwd_fused_supported(96, 64));
-  CHECK_FALSE(ds::cuda::attention_bwd_fused_supported(192, 128));   // registers: split passes
-  const int64_t before = ds::cuda::attention_bwd_fused_launches();
-  for (int seg : {0, 1, 2}) fused_vs_split_case({2, 200, 2, 96, 64}, seg);
-  fused_vs_split_case({1, 333, 2, 64, 64}, 1);
-  fused_vs_split_case({1, 64, 1, 96, 64}, 0);
-  fused_vs_split_case({1, 130, 2, 192, 128}, 0);   // not fused: the same split passes twice
-  CHECK(ds::cuda::attention_bwd_fused_launches() - before == 5);
-  // and against the CPU reference with the fused pass on, at the wgmma kernels' bounds
-  const bool was = ds::cuda::attention_bwd_fused();
-  ds::cuda::set_attention_bwd_fused(true);
-  for (int seg : {0, 2})
-    attention_case({1, 257, 2, 96, 64}, seg, ops::Precision::bf16, 5e-5, 1e-4);
-  ds::cuda::set_attention_bwd_fused(was);
-  CHECK(ds::cuda::attention_bwd_fused_launches() - before == 7);
-}
-
-namespace {
-
 // The wgmma kernels under a switch (64-row blocks, DS_ATTENTION_ROWS=64; staggered
 // warpgroups, DS_ATTENTION_SCHEDULE=staggered; the query-stats table, DS_ATTENTION_QSTATS)
 // against the defaults on the same inputs:
@@ -373,6 +315,10 @@ constexpr BlockSwitch kStaggered{"staggered", ds::cuda::set_attention_staggered,
                                  ds::cuda::attention_staggered};
 constexpr BlockSwitch kQstats{"query-stats table", ds::cuda::set_attention_bwd_qstats,
                               ds::cuda::attention_bwd_qstats};
+// (the fused dK/dV pass as the switch: each accumulator sees the split passes' products in
+// their order; block_switch_case's own fused flag is then overridden by it)
+constexpr BlockSwitch kFused{"fused dK/dV pass", ds::cuda::set_attention_bwd_fused,
+                             ds::cuda::attention_bwd_fused};
 
 void block_switch_case(const BlockSwitch& sw, const AttnCase& c, int seg_kind, bool fused) {
   INFO(describe(c, seg_kind == 0 ? "none" : seg_kind == 1 ? "runs" : "labels",
@@ -426,6 +372,32 @@ void block_switch_cases(const BlockSwitch& sw) {
 }
 
 }  // namespace
+
+// (Named apart from the "gpu attention wgmma" cases: scripts/gpu-check.sh runs it in a process
+// of its own, group ops-attn-fused, until it has run on a GPU.)
+TEST_CASE("gpu attention fused dK/dV pass (wgmma): the split passes' bits") {
+  const WgmmaOn wgmma;
+  if (!wgmma) {
+    MESSAGE("skipped: not an sm_90a device");
+    return;
+  }
+  REQUIRE(ds::cuda::attention_bwd_fused_supported(96, 64));
+  CHECK_FALSE(ds::cuda::attention_bwd_fused_supported(192, 128));   // registers: split passes
+  const int64_t before = ds::cuda::attention_bwd_fused_launches();
+  for (int seg : {0, 1, 2}) block_switch_case(kFused, {2, 200, 2, 96, 64}, seg, false);
+  block_switch_case(kFused, {1, 333, 2, 64, 64}, 1, false);
+  block_switch_case(kFused, {1, 64, 1, 96, 64}, 0, false);
+  block_switch_case(kFused, {1, 130, 2, 192, 128}, 0, false);   // not fused: split twice
+  CHECK(ds::cuda::attention_bwd_fused_launches() - before == 5);
+  // and against the CPU reference with the fused pass on, at the wgmma kernels' bounds
+  const bool was = ds::cuda::attention_bwd_fused();
+  ds::cuda::set_attention_bwd_fused(true);
+  for (int seg : {0, 2})
+    attention_case({1, 257, 2, 96, 64}, seg, ops::Precision::bf16, 5e-5, 1e-4);
+  ds::cuda::set_attention_bwd_fused(was);
+  CHECK(ds::cuda::attention_bwd_fused_launches() - before == 7);
+}
+
 
 // (Named apart from the "gpu attention wgmma" cases: scripts/gpu-check.sh runs it in a process
 // of its own, group ops-attn-rows64, until it has run on a GPU.)
