@@ -73,6 +73,23 @@ DS_HD uint32_t kstep(uint32_t base, int rows, int kk) {
 // Warpgroup wg's 64 rows of a block operand at `base` (chunk tiles of the block's rows).
 DS_HD uint32_t wg_rows(uint32_t base, int wg) { return base + uint32_t(wg) * 64u * 128u; }
 
+// The wgmma shared-memory descriptor of a 128-byte-swizzled operand: start address >> 4 in
+// bits 0-13, LBO >> 4 in 16-29, SBO >> 4 in 32-45, base offset 0 (1024-aligned atoms), swizzle
+// mode 1 (128 bytes) in 62-63 (PTX ISA, "Matrix Descriptor Format").
+DS_HD uint64_t desc_sw128(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return uint64_t((addr & 0x3FFFFu) >> 4) | (uint64_t((lbo >> 4) & 0x3FFFu) << 16) |
+         (uint64_t((sbo >> 4) & 0x3FFFu) << 32) | (uint64_t(1) << 62);
+}
+// An MN-major operand's descriptor (atoms of 64 M/N-columns x 8 K-rows of 128 bytes): the
+// canonical assignment CUTLASS documents, LBO = the stride between atoms along M/N, SBO = the
+// stride between 8-row groups along K. Every MN-major operand (the wgmma MLA decode's V, the
+// wgmma grouped GEMM's) takes its descriptor here, so that should the GPU probe
+// (sm90_probe.cu, gpu-check group ops-sm90-probes) find the card reading them swapped, this
+// one line changes.
+DS_HD uint64_t desc_mn_sw128(uint32_t addr, uint32_t atom_stride, uint32_t group_stride) {
+  return desc_sw128(addr, atom_stride, group_stride);
+}
+
 // ---- shared memory (byte offsets from the 1024-aligned base) ---------------------------------
 // Forward: Q (chunks(DK) x bq rows), then kStages x [K (chunks(DK) x kBK rows), V^T (DV rows)].
 struct FwdSmem {

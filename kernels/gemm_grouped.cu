@@ -16,6 +16,7 @@
 #include "kernels/gemm.cuh"
 #include "kernels/gemm_grouped.cuh"
 #include "kernels/gemm_grouped_bf16.cuh"
+#include "kernels/sm90_wgmma.cuh"   // sm90a_loaded
 
 namespace ds::cuda {
 
@@ -26,6 +27,7 @@ int g_native[3] = {-1, -1, -1};
 int combo(bool bf16, bool c_bf16) { return c_bf16 ? 2 : bf16 ? 1 : 0; }
 bool g_used_native = false;
 int64_t g_kernel_launches = 0;
+int64_t g_wgmma_launches = 0;
 int64_t g_side_products = 0;
 // -1: not read from DS_GROUPED_GEMM yet, else int(GroupedGemmImpl).
 int g_impl = -1;
@@ -36,7 +38,8 @@ GroupedGemmImpl impl_from_env() {
   // step from 318 to 193 ms against the per-expert cuBLAS calls (docs/benchmarks.md)
   if (!v || !*v || std::strcmp(v, "kernel") == 0) return GroupedGemmImpl::kernel;
   if (std::strcmp(v, "cublas") == 0) return GroupedGemmImpl::cublas;
-  throw_cuda_error(std::string("DS_GROUPED_GEMM=") + v + ": expected cublas or kernel",
+  if (std::strcmp(v, "wgmma") == 0) return GroupedGemmImpl::wgmma;
+  throw_cuda_error(std::string("DS_GROUPED_GEMM=") + v + ": expected cublas, kernel or wgmma",
                    __FILE__, __LINE__);
 }
 
@@ -144,6 +147,8 @@ void per_product(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, floa
 bool grouped_gemm_native() { return g_used_native; }
 bool grouped_gemm_native(bool bf16, bool c_bf16) { return g_native[combo(bf16, c_bf16)] == 1; }
 int64_t grouped_gemm_kernel_launches() { return g_kernel_launches; }
+int64_t grouped_gemm_wgmma_launches() { return g_wgmma_launches; }
+bool grouped_gemm_wgmma_available() { return sm90a_loaded(); }
 int64_t grouped_gemm_side_products() { return g_side_products; }
 
 int grouped_gemm_streams() {
@@ -180,10 +185,14 @@ void grouped_gemm_rm(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, 
     }
   if (!k0.empty()) per_product(k0.data(), int(k0.size()), ta, tb, bf16, alpha, beta, c_bf16);
   if (keep.empty()) return;
-  if (bf16 && !c_bf16 && grouped_gemm_impl() == GroupedGemmImpl::kernel) {
+  const GroupedGemmImpl impl = grouped_gemm_impl();
+  if (bf16 && !c_bf16 && impl != GroupedGemmImpl::cublas) {
     if (grouped_bf16_kernel_fits(kd.data(), int(kd.size()), ta, tb)) {
-      grouped_bf16_kernel(kd.data(), int(kd.size()), ta, tb, alpha, beta);
+      // wgmma: the warpgroup-MMA kernel where the sm_90a build runs, else the mma.sync one
+      const bool wg = impl == GroupedGemmImpl::wgmma && sm90a_loaded();
+      grouped_bf16_kernel(kd.data(), int(kd.size()), ta, tb, alpha, beta, wg);
       ++g_kernel_launches;
+      if (wg) ++g_wgmma_launches;
       return;
     }
     // Shapes or alignment the kernel does not take: the cuBLAS path below for this call.

@@ -35,15 +35,21 @@ void grouped_gemm_rm(const GemmDesc* d, int count, bool ta, bool tb, bool bf16, 
 // that combination.
 bool grouped_gemm_native();
 bool grouped_gemm_native(bool bf16, bool c_bf16 = false);
-// Launches of our grouped BF16 kernel so far in this process (tests check that a call they
-// expect the kernel to take did launch it).
+// Launches of our grouped BF16 kernels so far in this process, either kernel, and of the
+// wgmma one alone (tests check that a call they expect a kernel to take did launch it).
 int64_t grouped_gemm_kernel_launches();
+int64_t grouped_gemm_wgmma_launches();
+// Whether GroupedGemmImpl::wgmma runs the warpgroup-MMA kernel here (the sm_90a build loaded).
+bool grouped_gemm_wgmma_available();
 
 // Which implementation BF16 grouped GEMMs use. Initialised at first use from the environment
 // variable DS_GROUPED_GEMM: unset, empty or "kernel" -> kernel (the default), "cublas" ->
-// cublas; any other value throws ds::CudaError naming the variable and the allowed values.
-// set_grouped_gemm_impl overrides it for the rest of the process (tests, benchmarks).
-enum class GroupedGemmImpl { cublas, kernel };
+// cublas, "wgmma" -> wgmma; any other value throws ds::CudaError naming the variable and the
+// allowed values. set_grouped_gemm_impl overrides it for the rest of the process (tests,
+// benchmarks). wgmma (opt-in, not yet run on a GPU): the calls the kernel takes go to its
+// warpgroup-MMA version (kernels/gemm_grouped_sm90.cu) where the sm_90a build runs, to the
+// mma.sync kernel elsewhere.
+enum class GroupedGemmImpl { cublas, kernel, wgmma };
 void set_grouped_gemm_impl(GroupedGemmImpl impl);
 GroupedGemmImpl grouped_gemm_impl();
 

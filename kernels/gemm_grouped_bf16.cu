@@ -33,6 +33,7 @@
 #include "kernels/common.cuh"
 #include "kernels/gemm_grouped_bf16.cuh"
 #include "kernels/gemm_grouped_bf16_layout.hpp"
+#include "kernels/gemm_grouped_sm90.cuh"
 #include "kernels/mma_sm80.cuh"
 #include "kernels/multi_tensor_table.cuh"
 
@@ -41,17 +42,6 @@ namespace ds::cuda {
 namespace {
 
 using namespace gbf16;   // tile geometry and index arithmetic
-
-// Per-group descriptor (built on the host, read by every block of the group).
-struct GroupTile {
-  const uint16_t* a;
-  const uint16_t* b;
-  float* c;
-  int M, N, K;
-  int lda, ldb, ldc;   // row lengths: a K (or M when TA), b N (or K when TB), c N
-  int first_tile;      // prefix sum of ceil(M/128) * ceil(N/128) over the earlier groups
-  int pad;
-};
 
 using ptx::cp16;
 using ptx::cp_commit;
@@ -227,7 +217,7 @@ bool grouped_bf16_kernel_fits(const GemmDesc* d, int count, bool ta, bool tb) {
 }
 
 void grouped_bf16_kernel(const GemmDesc* d, int count, bool ta, bool tb, float alpha,
-                         float beta) {
+                         float beta, bool wgmma) {
   if (count <= 0) return;
   // Groups with the longest K first: blocks start roughly in blockIdx order, so the longest
   // tiles (the weight gradients of the busiest experts) do not form the tail of the grid.
@@ -257,6 +247,10 @@ void grouped_bf16_kernel(const GemmDesc* d, int count, bool ta, bool tb, float a
   const PoolBuffer buf(table.size() * sizeof(GroupTile));
   upload_table(table, buf);
   const GroupTile* dtable = buf.as<GroupTile>();
+  if (wgmma) {
+    grouped_bf16_wgmma_launch(dtable, count, tiles, ta, tb, alpha, beta);
+    return;
+  }
   if (!ta && tb) launch<false, true>(dtable, count, tiles, alpha, beta);
   else if (!ta && !tb) launch<false, false>(dtable, count, tiles, alpha, beta);
   else if (ta && !tb) launch<true, false>(dtable, count, tiles, alpha, beta);

@@ -19,8 +19,9 @@ bool grouped_bf16_kernel_fits(const GemmDesc* d, int count, bool ta, bool tb);
 
 // c = alpha * op(a) @ op(b) + beta * c for every product (beta 0: c is not read), one launch.
 // Every product must satisfy grouped_bf16_kernel_fits. Uploads the per-group table with one
-// stream-ordered copy; asynchronous like every launcher.
+// stream-ordered copy; asynchronous like every launcher. wgmma: the warpgroup-MMA version
+// (gemm_grouped_sm90.cu; the caller checks sm90a_loaded()) over the same table.
 void grouped_bf16_kernel(const GemmDesc* d, int count, bool ta, bool tb, float alpha,
-                         float beta);
+                         float beta, bool wgmma = false);
 
 }  // namespace ds::cuda

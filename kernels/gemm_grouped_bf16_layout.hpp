@@ -55,6 +55,18 @@ DS_HD int next_stage(int s) { return s == kStages - 1 ? 0 : s + 1; }
 DS_HD int warp_m(int warp) { return warp >> 2; }
 DS_HD int warp_n(int warp) { return warp & 3; }
 
+// Per-group descriptor (built on the host, read by every block of the group; the wgmma kernel
+// of gemm_grouped_sm90.cu takes the same table).
+struct GroupTile {
+  const uint16_t* a;
+  const uint16_t* b;
+  float* c;
+  int M, N, K;
+  int lda, ldb, ldc;   // row lengths: a K (or M when TA), b N (or K when TB), c N
+  int first_tile;      // prefix sum of ceil(M/128) * ceil(N/128) over the earlier groups
+  int pad;
+};
+
 // The group of block `tile`: the last one whose first_tile <= tile (every listed group has a
 // tile). G: any table entry with a first_tile member, sorted by it.
 template <class G>

@@ -177,7 +177,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_sm90_kernel(const Sm90Args a)
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)   // O (this warpgroup's 256 columns) += P V
-      wgmma_rs_n256_tb(o, pa[kk], desc_sw128(v_step(tb, wg, kk), kVLbo, kVSbo));
+      wgmma_rs_n256_tb(o, pa[kk], desc_mn_sw128(v_step(tb, wg, kk), kVLbo, kVSbo));
     wgmma_commit_wait_all();
     fence_a(pa);
     fence_acc(o);

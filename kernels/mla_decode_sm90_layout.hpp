@@ -56,12 +56,10 @@ constexpr uint32_t kVLbo = kChunkBytes, kVSbo = 1024u;
 DS_HD uint32_t v_step(uint32_t stage, int wg, int kk) {
   return stage + uint32_t(4 * wg) * kChunkBytes + uint32_t(kk) * 2048u;
 }
-// The wgmma shared-memory descriptor of a 128-byte-swizzled operand: start address >> 4 in
-// bits 0-13, LBO >> 4 in 16-29, SBO >> 4 in 32-45, swizzle mode 1 (128 bytes) in 62-63.
-DS_HD uint64_t desc_sw128(uint32_t addr, uint32_t lbo, uint32_t sbo) {
-  return uint64_t((addr & 0x3FFFFu) >> 4) | (uint64_t((lbo >> 4) & 0x3FFFu) << 16) |
-         (uint64_t((sbo >> 4) & 0x3FFFu) << 32) | (uint64_t(1) << 62);
-}
+// The descriptors (fa90's: the K-major one, and the MN-major one of V with LBO = kVLbo, the
+// chunk stride between atoms along N, SBO = kVSbo between 8-key groups).
+using fa90::desc_mn_sw128;
+using fa90::desc_sw128;
 // The wgmma kernel takes a problem: these dims and at least one full head group (at 16 heads
 // three quarters of every block would be padding: those stay on the mma.sync kernel).
 DS_HD bool takes(int64_t H, int64_t R, int64_t Dr) { return R == kR && Dr == kDr && H >= kHeads; }

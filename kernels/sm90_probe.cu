@@ -15,6 +15,7 @@
 #include <string>
 
 #include "kernels/common.cuh"
+#include "kernels/flash_attention_sm90_layout.hpp"   // fa90::desc_sw128
 #include "kernels/mma_sm80.cuh"
 #include "kernels/sm90_probe.cuh"
 #include "kernels/sm90_tma.cuh"
@@ -66,46 +67,6 @@ __global__ void tma_probe_kernel(const __grid_constant__ CUtensorMap tmap, int r
 #endif
 }
 
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// Shared-memory descriptor: start address, leading / stride byte offsets, 128-byte swizzle.
-__device__ __forceinline__ uint64_t desc_sw128(uint32_t addr, uint32_t lbo, uint32_t sbo) {
-  return uint64_t((addr & 0x3FFFFu) >> 4) | (uint64_t((lbo >> 4) & 0x3FFFu) << 16) |
-         (uint64_t((sbo >> 4) & 0x3FFFu) << 32) | (uint64_t(1) << 62);
-}
-
-// d (64 x 128) = A (64 x 16, desc da) * B (16 x 128, desc db), TA / TB: MN-major operands.
-template <int TA, int TB>
-__device__ __forceinline__ void wgmma_ss_n128(float (&d)[16][4], uint64_t da, uint64_t db) {
-  asm volatile(
-      "{\n"
-      ".reg .pred p;\n"
-      "setp.ne.b32 p, %66, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-      "}, %64, %65, p, 1, 1, %67, %68;\n"
-      "}\n"
-      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
-        "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-        "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
-        "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
-        "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
-        "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),
-        "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
-        "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),
-        "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]),
-        "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
-        "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),
-        "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
-        "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
-        "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
-      : "l"(da), "l"(db), "r"(0), "n"(TA), "n"(TB));   // scale-d 0: d = A B
-}
-#endif
 
 // One warpgroup: the images into 1024-aligned shared memory (A at 0, B after A rounded up to
 // 1024), one wgmma with scale-d 0, the accumulators out row-major (sm90_wgmma_bf16.cuh's
@@ -127,8 +88,8 @@ __global__ void __launch_bounds__(128, 1)
   float acc[16][4] = {};
   sm90::fence_acc(acc);
   sm90::wgmma_fence();
-  wgmma_ss_n128<TA, TB>(acc, desc_sw128(base, a_lbo, a_sbo),
-                        desc_sw128(base + uint32_t(b_at), b_lbo, b_sbo));
+  sm90::wgmma_ss_n128<TA, TB>(acc, fa90::desc_sw128(base, a_lbo, a_sbo),
+                              fa90::desc_sw128(base + uint32_t(b_at), b_lbo, b_sbo), 0);
   sm90::wgmma_commit_wait_all();
   sm90::fence_acc(acc);
   const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;

@@ -20,11 +20,11 @@
 # reports the rows that matter most, which come first. --quick took 229 s and 235 s on the
 # H200 (2026-11-30, commits c135dd4 and 029fe18): 19 test processes in 91 s, the step
 # benchmarks (the variants' process included) 50 s, the tools 29 s, the kernel benchmarks
-# 42 s, PyTorch 23 s. Since then (not yet run): the Nsight Compute section, 4 more test
-# groups, 7 more step variants, the attention opt-ins' and the MLA plans' benchmarks, 4 more
-# Nsight entries; about 440-480 s estimated, so the last Nsight rows (the defaults' forward,
-# the grouped GEMM and MLA decode, profiled on 2026-11-30) and PyTorch (measured twice) are
-# the ones the budget cuts.
+# 42 s, PyTorch 23 s. Since then (not yet run): the Nsight Compute section, 5 more test
+# groups, 8 more step variants, the attention opt-ins', the wgmma grouped GEMM's and the MLA
+# plans' benchmarks, 5 more Nsight entries; about 455-495 s estimated, so the last Nsight rows
+# (the defaults' forward, the grouped GEMM and MLA decode, profiled on 2026-11-30) and
+# PyTorch (measured twice) are the ones the budget cuts.
 # Usage: bash scripts/gpu-check.sh [--quick]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -91,6 +91,7 @@ echo "pack built from commit $PACKED"
 # (DS_GROUPED_GEMM=cublas, still taken by shapes the kernel does not take and by BF16
 # outputs).
 NEW_GROUPED='gpu grouped*'
+NEW_GROUPED_WG='gpu wgmma grouped*'
 NEW_MULTI='multi-tensor*'
 NEW_MLA='*BF16 cache*,*one visible key*,*BF16 caches the kernel*'
 NEW_FP8_ALL='fp8 grouped*'
@@ -113,8 +114,9 @@ NEW_RUNTIME='gpu runtime:*'
 NEW_DEFAULT='gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,elementwise: swiglu packed*,gpu gather_rows_scaled*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 NEW_OPERANDS='gpu gather_rows_scaled*,elementwise: rope_tail_codes*,gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu moe_sort_pairs*,elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 declare -A FILTER=(
-  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_MULTI,$NEW_MLA,$NEW_FP8_ALL,$NEW_PROF,$NEW_ATTN,$NEW_ATTN_FUSED,$NEW_ATTN_ROWS,$NEW_ATTN_STAG,$NEW_PROBE,$NEW_ATTN_QS,$NEW_MLA_WG,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME"
+  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_GROUPED_WG,$NEW_MULTI,$NEW_MLA,$NEW_FP8_ALL,$NEW_PROF,$NEW_ATTN,$NEW_ATTN_FUSED,$NEW_ATTN_ROWS,$NEW_ATTN_STAG,$NEW_PROBE,$NEW_ATTN_QS,$NEW_MLA_WG,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME"
   [ops-grouped]="--test-case=$NEW_GROUPED"
+  [ops-grouped-wgmma]="--test-case=$NEW_GROUPED_WG"
   [ops-multi]="--test-case=$NEW_MULTI"
   [ops-mla-bf16]="--test-case=$NEW_MLA"
   [ops-fp8-quant]="--test-case=$NEW_FP8Q"
@@ -170,6 +172,8 @@ declare -A FILTER=(
 # DS_ATTENTION_SCHEDULE=staggered; not yet run on a GPU), the same against lockstep;
 # ops-attn-qstats: the split dK and dV passes reading the query-stats table (opt-in,
 # DS_ATTENTION_QSTATS=table; not yet run on a GPU), the same against the inline loads;
+# ops-grouped-wgmma: the grouped BF16 GEMM on warpgroup MMAs (opt-in, DS_GROUPED_GEMM=wgmma;
+# not yet run on a GPU) against the reference in all four layouts and the experts' shapes;
 # ops-mla-wgmma: the wgmma MLA decode kernel (opt-in, DS_MLA_KERNEL=wgmma; not yet run on a
 # GPU) against the reference;
 # ops-sm90-probes: what no kernel uses yet, settled on the card (kernels/sm90_probe.cu): a
@@ -184,7 +188,8 @@ declare -A FILTER=(
 # bit for bit.
 MODEL_RC=0
 for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
-         ds_test_backend_ops:ops-grouped ds_test_backend_ops:ops-multi \
+         ds_test_backend_ops:ops-grouped ds_test_backend_ops:ops-grouped-wgmma \
+         ds_test_backend_ops:ops-multi \
          ds_test_backend_ops:ops-mla-bf16 ds_test_backend_ops:ops-fp8-quant \
          ds_test_backend_ops:ops-fp8-grouped \
          ds_test_backend_ops:ops-profiler ds_test_backend_ops:ops-attn-wgmma \
@@ -277,6 +282,7 @@ T_MLA=(ds_test_backend_ops-ops-mla-bf16)
 T_STAG_FUSED=(ds_test_backend_ops-ops-attn-staggered ds_test_backend_ops-ops-attn-fused)
 T_QS=(ds_test_backend_ops-ops-attn-qstats)
 T_MLAW=(ds_test_backend_ops-ops-mla-wgmma)
+T_GWG=(ds_test_backend_ops-ops-grouped-wgmma)
 T_FP8G=(ds_test_backend_ops-ops-fp8-quant ds_test_backend_ops-ops-fp8-grouped
         ds_test_model_gpu-model-fp8-grouped)
 # Every switch's step in ONE process (bench_train_step --variant: the model built and uploaded
@@ -322,6 +328,8 @@ variant "operands re-rounded" bench_train_norefresh.txt bf16 operand-refresh=0
 # - the routed experts' GEMM outputs as BF16 (opt-in, a numerics change: their forward and
 #   input-gradient GEMMs then take cuBLAS, which writes BF16), with the per-op profile;
 optin "expert outputs BF16" bench_train_b16out.txt bf16 T_B16OUT expert-outputs=1,profile=1
+# - the routed experts' grouped BF16 GEMMs on warpgroup MMAs (opt-in), with the per-op profile;
+optin "grouped wgmma" bench_train_gwgmma.txt bf16 T_GWG grouped-gemm=wgmma,profile=1
 # - the attention backward with dK and dV in one pass (opt-in; the same bits, so the same loss
 #   as the default step), with the per-op profile;
 optin "attention backward fused" bench_train_bwdfused.txt bf16 T_BWDFUSED \
@@ -379,8 +387,8 @@ for attempt in 1 2 3 4; do
   pending=("${left[@]:1}")
 done
 for i in "${pending[@]}"; do V_NOTE[${V_LABEL[$i]}]="not run (the process kept dying)"; done
-for lab in "expert outputs BF16" "attention backward fused" "attention 64-row blocks" \
-           "attention staggered"; do   # the profiled variants
+for lab in "expert outputs BF16" "grouped wgmma" "attention backward fused" \
+           "attention 64-row blocks" "attention staggered"; do   # the profiled variants
   grep -A45 -F "[variant $lab]" "$VE" 2>/dev/null |
     grep -E "^(profile|GEMM share|[a-z_0-9]+ +[a-z_]+ +[0-9]+ )" | head -12
 done
@@ -447,6 +455,11 @@ verdict "grouped FP8 experts (default; --moe-gemm loop)" \
 verdict "expert outputs BF16 (opt-in; numerics: outputs rounded to BF16)" \
   ds_test_backend_ops-ops-bf16-outputs,ds_test_model_gpu-model-bf16-outputs $B0 \
   bench_train_b16out.txt
+verdict "grouped GEMM on warpgroup MMAs (opt-in; DS_GROUPED_GEMM=wgmma)" \
+  ds_test_backend_ops-ops-grouped-wgmma $B0 bench_train_gwgmma.txt
+l=$(grep -m1 "^routed experts:" "$O/bench_train_gwgmma.txt" 2>/dev/null |
+  grep -o "wgmma kernel launches [0-9]*")
+[ -n "$l" ] && row "launches in bench_train_gwgmma" INFO "$l"
 verdict "attention backward with dK and dV fused (opt-in; DS_ATTENTION_BWD=fused)" \
   ds_test_backend_ops-ops-attn-fused $B0 bench_train_bwdfused.txt
 verdict "attention in 64-row blocks (opt-in; DS_ATTENTION_ROWS=64)" \
@@ -691,10 +704,27 @@ gemm_without=()   # the opt-ins whose tests failed are not timed
 passed "${T_OVERLAP[@]}" || gemm_without+=(--without overlap)
 passed "${T_KERNEL[@]}" || gemm_without+=(--without kernel)
 passed "${T_FP8G[@]}" || gemm_without+=(--without fp8-grouped)
+passed "${T_GWG[@]}" || gemm_without+=(--without wgmma)
 if room 45 15; then
   timeout "$(limit 45)" "$BIN/bench_gemm" ${gemm_without[@]+"${gemm_without[@]}"} \
     > "$O/bench_gemm.txt" 2>&1; echo "bench_gemm rc=$? ${gemm_without[*]:-}"
   grep -v '^{' "$O/bench_gemm.txt" | tail -14
+  # the grouped GEMMs: our mma.sync kernel beside its wgmma version, per shape
+  if passed "${T_GWG[@]}"; then
+    l=$(python3 - "$O/bench_gemm.txt" <<'PY' 2>/dev/null
+import json, sys
+out = []
+for line in open(sys.argv[1]):
+    if line.startswith("{") and '"grouped_gemm"' in line:
+        r = json.loads(line)
+        if r.get("wgmma_tflops", -1) > 0:
+            out.append("%s: %.0f -> %.0f TF/s" % (r["shape"], r["kernel_tflops"],
+                                                 r["wgmma_tflops"]))
+print("; ".join(out))
+PY
+)
+    row "grouped wgmma vs mma.sync" INFO "${l:-no wgmma timing, see bench_gemm.txt}"
+  else row "grouped wgmma vs mma.sync" SKIP "not run: its tests did not all pass"; fi
 else row "bench_gemm" SKIP "out of time"; fi
 q=$([ $QUICK = 1 ] && echo --quick || true)
 if room 45 20; then
@@ -783,8 +813,9 @@ for spec in "attention backward 96/64:attn_bwd:T_WGMMA:sm90_bwd_kernel<.int.96:3
             "attention backward 96/64, 64-row blocks:attn_bwd64:T_ROWS64:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.64,:3:bench_attention --quick --only-1b --wgmma --no-fused --no-staggered --no-qstats" \
             "attention backward 96/64, staggered:attn_bwdst:T_STAG:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.128, (.bool.1|true):3:bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-qstats" \
             "attention backward 96/64, query-stats table:attn_bwdqs:T_QS:sm90_bwd_kernel<.int.96, .int.64, .int.[12], .int.128, (.bool.0|false), (.bool.1|true)>:2:bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-staggered" \
+            "grouped BF16 GEMM, wgmma:grouped_wg:T_GWG:grouped_bf16_wgmma_kernel:1:bench_gemm --grouped-only --without overlap --without fp8-grouped" \
             "attention forward 96/64:attn_fwd:T_WGMMA:sm90_fwd_kernel<.int.96:1:$A_ONLY" \
-            "grouped BF16 GEMM:grouped:T_KERNEL:grouped_bf16_gemm_kernel:1:bench_gemm --grouped-only --without overlap --without fp8-grouped" \
+            "grouped BF16 GEMM:grouped:T_KERNEL:grouped_bf16_gemm_kernel:1:bench_gemm --grouped-only --without overlap --without fp8-grouped --without wgmma" \
             "MLA decode BF16, 16 heads:mla:T_MLA:mla_tc_kernel<.int.1>:1:bench_attention --quick --mla-plans"; do
   IFS=: read -r lab f groups k c cmd <<< "$spec"
   gref="$groups[@]"   # the group array's elements, by indirection

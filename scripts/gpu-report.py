@@ -124,8 +124,8 @@ def gemm_tables(d):
                          fmt(r["fp8_fallback_tflops"])])
         elif r["bench"] == "grouped_gemm":
             grows.append([r["shape"], r["M"], r["N"], r["K"], fmt(r["cublas_tflops"]),
-                          fmt(r["kernel_tflops"]), fmt(r.get("bf16_out_tflops", -1)),
-                          fmt(r["fp8_tflops"])])
+                          fmt(r["kernel_tflops"]), fmt(r.get("wgmma_tflops", -1)),
+                          fmt(r.get("bf16_out_tflops", -1)), fmt(r["fp8_tflops"])])
     out = []
     if rows:
         out.append("**GEMMs** (`bench_gemm`, TFLOP/s)\n\n" + table(
@@ -133,8 +133,8 @@ def gemm_tables(d):
             rows))
     if grows:
         out.append("**Grouped expert GEMMs** (`bench_gemm`, TFLOP/s)\n\n" + table(
-            ["shape", "M", "N", "K", "cuBLAS (F32 out)", "our kernel", "cuBLAS BF16 out",
-             "FP8 grouped"], grows))
+            ["shape", "M", "N", "K", "cuBLAS (F32 out)", "our kernel", "our wgmma kernel",
+             "cuBLAS BF16 out", "FP8 grouped"], grows))
     return out
 
 

@@ -11,16 +11,19 @@
 // 16384 tokens x 6 = 98304 pair rows split unevenly, counts around 1536): forward, input- and
 // weight-gradient layouts of both projections, cuBLAS (one call per expert: the grouped entry
 // point rejects BF16 -> F32) against our grouped kernel (kernels/gemm_grouped_bf16.cu) in
-// the same run, medians, with the kernel's nmse against cuBLAS; beside them the grouped FP8
+// the same run, medians, with the kernel's nmse against cuBLAS, and its warpgroup-MMA version
+// (opt-in DS_GROUPED_GEMM=wgmma, kernels/gemm_grouped_sm90.cu; where the sm_90a build runs)
+// with its nmse against cuBLAS; beside them the grouped FP8
 // GEMMs on the same problem (fp8_gemm_nt_grouped for the row-split layouts, _kgrouped for the
 // weight gradients; each expert's rows padded to a multiple of 128, TFLOP/s counted over the
 // unpadded work like the BF16 figures), with the nmse of the op's kernel against the portable
 // one. Prints tables, each row followed by its JSON line (a run cut short keeps the rows it
 // made). Exits 77 without a GPU.
 // --grouped-only: only the grouped expert GEMMs (gpu-check.sh's Nsight Compute run).
-// Usage: bench_gemm [--without overlap|kernel|fp8-grouped]... [--grouped-only]: --without leaves
-// out the FP8 GEMM's overlapped main loop, our grouped BF16 kernel, the grouped FP8 GEMMs
-// (pieces whose tests failed: scripts/gpu-check.sh), their columns -1 in the JSON.
+// Usage: bench_gemm [--without overlap|kernel|fp8-grouped|wgmma]... [--grouped-only]: --without
+// leaves out the FP8 GEMM's overlapped main loop, our grouped BF16 kernel, the grouped FP8
+// GEMMs, the wgmma grouped kernel (pieces whose tests failed: scripts/gpu-check.sh), their
+// columns -1 in the JSON.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -45,7 +48,7 @@ namespace {
 using ds::Tensor;
 using ds::ops::Fp8Group;
 
-bool g_overlap = true, g_kernel = true, g_fp8_grouped = true;   // --without
+bool g_overlap = true, g_kernel = true, g_fp8_grouped = true, g_wgmma = true;   // --without
 
 struct Shape3 {
   const char* name;
@@ -245,9 +248,9 @@ void bench_grouped(const ds::ops::Context& gpu) {
   const auto [mn, mx] = std::minmax_element(rows.begin(), rows.end());
   std::printf("\ngrouped BF16 GEMMs: %d experts, %lld rows (per expert %lld..%lld)\n", kExperts,
               (long long)kPairRows, (long long)*mn, (long long)*mx);
-  std::printf("%-24s %5s %5s %5s | %11s %11s %7s | %9s | %8s %9s | %11s\n", "shape", "M", "N",
-              "K", "cublas TF/s", "kernel TF/s", "speedup", "nmse", "fp8 TF/s", "fp8 nmse",
-              "bf16-out TF/s");
+  std::printf("%-24s %5s %5s %5s | %11s %11s %7s | %9s | %10s %9s | %8s %9s | %11s\n",
+              "shape", "M", "N", "K", "cublas TF/s", "kernel TF/s", "speedup", "nmse",
+              "wgmma TF/s", "wg nmse", "fp8 TF/s", "fp8 nmse", "bf16-out TF/s");
   const GroupedGemmImpl before = ds::cuda::grouped_gemm_impl();
   for (const GroupedShape& s : kGroupedShapes) {
     const bool ta = s.wgrad, tb = s.tb;
@@ -303,8 +306,21 @@ void bench_grouped(const ds::ops::Context& gpu) {
       check(cudaDeviceSynchronize(), "grouped kernel");
       e_k = nmse_rows(c, cref, std::min<int64_t>(c.size(0), 8192));
     }
+    // the wgmma kernel (its own launch count says it ran: not where sm_90a is not loaded)
+    double e_w = NAN, t_w = NAN;
+    const bool wg = g_wgmma && ds::cuda::grouped_gemm_wgmma_available() &&
+                    ds::cuda::grouped_bf16_kernel_fits(d.data(), kExperts, ta, tb);
+    if (wg) {
+      check(cudaMemset(c.data<float>(), 0, size_t(c.numel()) * 4), "memset");
+      const int64_t n0 = ds::cuda::grouped_gemm_wgmma_launches();
+      run(GroupedGemmImpl::wgmma, c);
+      check(cudaDeviceSynchronize(), "grouped wgmma kernel");
+      e_w = ds::cuda::grouped_gemm_wgmma_launches() > n0
+                ? nmse_rows(c, cref, std::min<int64_t>(c.size(0), 8192)) : NAN;
+    }
     const double t_cb = median_ms([&] { run(GroupedGemmImpl::cublas, cref); });
     if (fits) t_k = median_ms([&] { run(GroupedGemmImpl::kernel, c); });
+    if (wg && !std::isnan(e_w)) t_w = median_ms([&] { run(GroupedGemmImpl::wgmma, c); });
     // BF16 outputs (the experts' BF16 outputs, Context::expert_outputs_bf16): the forward and
     // input-gradient shapes, through cuBLAS (its grouped entry point takes BF16 in and out)
     double t_b16 = NAN;
@@ -325,22 +341,25 @@ void bench_grouped(const ds::ops::Context& gpu) {
     const auto tf = [&](double ms) { return std::isnan(ms) ? -1.0 : flop / (ms * 1e-3) / 1e12; };
     const double speedup = std::isnan(t_k) ? -1.0 : t_cb / t_k;
     const Fp8Timing f8 = g_fp8_grouped ? time_grouped_fp8(gpu, s, rows) : Fp8Timing{NAN, NAN};
-    std::printf("%-24s %5lld %5lld %5lld | %11.1f %11.1f %7.2f | %9.2e | %8.1f %9.2e | %11.1f%s\n",
+    std::printf("%-24s %5lld %5lld %5lld | %11.1f %11.1f %7.2f | %9.2e | %10.1f %9.2e | %8.1f "
+                "%9.2e | %11.1f%s\n",
                 s.name, (long long)M, (long long)s.N, (long long)K, tf(t_cb), tf(t_k), speedup,
-                e_k, tf(f8.ms), f8.nmse, tf(t_b16),
+                e_k, tf(t_w), e_w, tf(f8.ms), f8.nmse, tf(t_b16),
                 fits ? "" : "  (kernel does not take this shape)");
     std::fflush(stdout);
-    char buf[640];
+    char buf[768];
     std::snprintf(buf, sizeof buf,
                   "{\"bench\":\"grouped_gemm\",\"shape\":\"%s\",\"groups\":%d,\"M\":%lld,"
                   "\"N\":%lld,\"K\":%lld,\"ta\":%d,\"tb\":%d,\"cublas_tflops\":%.2f,"
                   "\"kernel_tflops\":%.2f,\"speedup\":%.3f,\"cublas_ms\":%.4f,"
-                  "\"kernel_ms\":%.4f,\"kernel_nmse\":%.3e,\"fp8_tflops\":%.2f,"
+                  "\"kernel_ms\":%.4f,\"kernel_nmse\":%.3e,\"wgmma_tflops\":%.2f,"
+                  "\"wgmma_ms\":%.4f,\"wgmma_nmse\":%.3e,\"fp8_tflops\":%.2f,"
                   "\"fp8_ms\":%.4f,\"fp8_vs_portable_nmse\":%.3e,\"bf16_out_tflops\":%.2f,"
                   "\"bf16_out_native\":%d}",
                   s.name, kExperts, (long long)M, (long long)s.N, (long long)K, int(ta), int(tb),
                   tf(t_cb), tf(t_k), speedup, t_cb, std::isnan(t_k) ? -1.0 : t_k,
-                  std::isnan(e_k) ? -1.0 : e_k, tf(f8.ms), std::isnan(f8.ms) ? -1.0 : f8.ms,
+                  std::isnan(e_k) ? -1.0 : e_k, tf(t_w), std::isnan(t_w) ? -1.0 : t_w,
+                  std::isnan(e_w) ? -1.0 : e_w, tf(f8.ms), std::isnan(f8.ms) ? -1.0 : f8.ms,
                   std::isnan(f8.nmse) ? -1.0 : f8.nmse, tf(t_b16),
                   int(ds::cuda::grouped_gemm_native(true, true)));
     std::printf("%s\n", buf);
@@ -359,12 +378,14 @@ int main(int argc, char** argv) {
       grouped_only = true;
       continue;
     }
-    if (f != "--without" || (v != "overlap" && v != "kernel" && v != "fp8-grouped")) {
+    if (f != "--without" ||
+        (v != "overlap" && v != "kernel" && v != "fp8-grouped" && v != "wgmma")) {
       std::fprintf(stderr, "bench_gemm: unknown argument %s %s (--without overlap|kernel|"
-                   "fp8-grouped, --grouped-only)\n", f.c_str(), v.c_str());
+                   "fp8-grouped|wgmma, --grouped-only)\n", f.c_str(), v.c_str());
       return 2;
     }
-    (v == "overlap" ? g_overlap : v == "kernel" ? g_kernel : g_fp8_grouped) = false;
+    (v == "overlap" ? g_overlap : v == "kernel" ? g_kernel : v == "wgmma" ? g_wgmma
+                                                                       : g_fp8_grouped) = false;
     ++i;
   }
   if (ds::cuda::device_count() == 0) {

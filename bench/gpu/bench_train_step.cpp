@@ -43,7 +43,7 @@
 // one run per variant on the same model, each from the flags' settings with its keys on top:
 // precision (bf16, fp8, bf16+fp8), share-inputs, attention-inputs, stacked-gate-up,
 // gemm-accumulate, operand-refresh, expert-outputs, grouped-experts (-1|0|1), profile (0|1),
-// and the process-wide switches grouped-gemm (cublas|kernel: DS_GROUPED_GEMM), attention
+// and the process-wide switches grouped-gemm (cublas|kernel|wgmma: DS_GROUPED_GEMM), attention
 // (wgmma|mma: DS_ATTENTION), attention-bwd (fused|split: DS_ATTENTION_BWD), attention-rows
 // (64|128: DS_ATTENTION_ROWS), attention-schedule (staggered|lockstep: DS_ATTENTION_SCHEDULE),
 // attention-qstats (table|inline: DS_ATTENTION_QSTATS) and streams (1-16:
@@ -136,8 +136,8 @@ Variant parse_variant(const std::string& spec, const Switches& base) {
     else if (k == "grouped-experts") s.grouped = int_value(k, val, -1, 1);
     else if (k == "profile") s.profile = int_value(k, val, 0, 1) != 0;
     else if (k == "streams") s.streams = int_value(k, val, 1, 16);
-    else if (k == "grouped-gemm" && (val == "cublas" || val == "kernel"))
-      s.grouped_gemm = val == "kernel";
+    else if (k == "grouped-gemm" && (val == "cublas" || val == "kernel" || val == "wgmma"))
+      s.grouped_gemm = val == "wgmma" ? 2 : val == "kernel" ? 1 : 0;
     else if (k == "attention" && (val == "wgmma" || val == "mma"))
       s.attention_wgmma = val == "wgmma";
     else if (k == "attention-bwd" && (val == "fused" || val == "split"))
@@ -242,8 +242,9 @@ int main(int argc, char** argv) {
       opt.set_steps_done(0);
     };
     // the process's own settings of the process-wide switches (the environment's)
-    const bool kernel0 = dev == Device::cuda &&
-                         ds::cuda::grouped_gemm_impl() == ds::cuda::GroupedGemmImpl::kernel;
+    const ds::cuda::GroupedGemmImpl impl0 = dev == Device::cuda
+                                                ? ds::cuda::grouped_gemm_impl()
+                                                : ds::cuda::GroupedGemmImpl::cublas;
     const bool wgmma0 = dev == Device::cuda && ds::cuda::attention_wgmma();
     const bool fused0 = dev == Device::cuda && ds::cuda::attention_bwd_fused();
     const bool rows640 = dev == Device::cuda && ds::cuda::attention_rows64();
@@ -261,14 +262,17 @@ int main(int argc, char** argv) {
     ctx.operand_refresh = tri(sw.operand_refresh);
     m.set_grouped_experts(sw.grouped < 0 ? -1 : int(sw.grouped != 0));
     const int64_t launches0 = dev == Device::cuda ? ds::cuda::grouped_gemm_kernel_launches() : 0;
+    const int64_t wgmma_l0 = dev == Device::cuda ? ds::cuda::grouped_gemm_wgmma_launches() : 0;
     const int64_t fused_l0 = dev == Device::cuda ? ds::cuda::attention_bwd_fused_launches() : 0;
     const int64_t rows64_l0 = dev == Device::cuda ? ds::cuda::attention_rows64_launches() : 0;
     const int64_t stag_l0 = dev == Device::cuda ? ds::cuda::attention_staggered_launches() : 0;
     const int64_t qs_l0 = dev == Device::cuda ? ds::cuda::attention_bwd_qstats_launches() : 0;
     if (dev == Device::cuda) {
-      const bool kernel = sw.grouped_gemm < 0 ? kernel0 : sw.grouped_gemm != 0;
-      ds::cuda::set_grouped_gemm_impl(kernel ? ds::cuda::GroupedGemmImpl::kernel
-                                             : ds::cuda::GroupedGemmImpl::cublas);
+      using GI = ds::cuda::GroupedGemmImpl;
+      ds::cuda::set_grouped_gemm_impl(sw.grouped_gemm < 0    ? impl0
+                                      : sw.grouped_gemm == 2 ? GI::wgmma
+                                      : sw.grouped_gemm == 1 ? GI::kernel
+                                                             : GI::cublas);
       ds::cuda::set_attention_wgmma(sw.attention_wgmma < 0 ? wgmma0 : sw.attention_wgmma != 0);
       ds::cuda::set_attention_bwd_fused(sw.attention_bwd < 0 ? fused0 : sw.attention_bwd != 0);
       ds::cuda::set_attention_rows64(sw.attention_rows64 < 0 ? rows640
@@ -336,11 +340,13 @@ int main(int argc, char** argv) {
                   long(ds::cuda::attention_staggered_launches() - stag_l0),
                   long(ds::cuda::attention_bwd_qstats_launches() - qs_l0), tag.c_str());
     if (dev == Device::cuda)
-      std::printf("routed experts: grouped GEMMs (DS_GROUPED_GEMM=%s; our kernel %s; cuBLAS "
-                  "grouped entry point %s)%s\n",
-                  ds::cuda::grouped_gemm_impl() == ds::cuda::GroupedGemmImpl::kernel ? "kernel"
-                                                                                     : "cublas",
+      std::printf("routed experts: grouped GEMMs (DS_GROUPED_GEMM=%s; our kernel %s; wgmma "
+                  "kernel launches %ld; cuBLAS grouped entry point %s)%s\n",
+                  ds::cuda::grouped_gemm_impl() == ds::cuda::GroupedGemmImpl::kernel  ? "kernel"
+                  : ds::cuda::grouped_gemm_impl() == ds::cuda::GroupedGemmImpl::wgmma ? "wgmma"
+                                                                                      : "cublas",
                   ds::cuda::grouped_gemm_kernel_launches() > launches0 ? "ran" : "not run",
+                  long(ds::cuda::grouped_gemm_wgmma_launches() - wgmma_l0),
                   ds::cuda::grouped_gemm_native() ? "used" : "not used or rejected",
                   tag.c_str());
     std::fflush(stdout);

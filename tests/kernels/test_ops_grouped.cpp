@@ -2,7 +2,8 @@
 // accumulation, weight gradients, F32 exact and BF16 operands, with empty groups and odd
 // sizes, through ops::grouped_matmul(_wgrad) against the CPU loop of matmuls; every case under
 // both BF16 implementations (GroupedGemmImpl: cuBLAS, and our kernel of
-// kernels/gemm_grouped_bf16.cu). Cases aimed at the kernel: K not a multiple of 32 (weight
+// kernels/gemm_grouped_bf16.cu); the opt-in wgmma kernel (kernels/gemm_grouped_sm90.cu) in
+// cases of its own ("gpu wgmma grouped*", gpu-check group ops-grouped-wgmma). Cases aimed at the kernel: K not a multiple of 32 (weight
 // gradients over 1, 7, 33, 130 tokens), M and N not multiples of 128, groups of several
 // tiles, 64 groups at the 1b preset's expert shapes; direct grouped_gemm_rm calls for all
 // four transpose layouts with alpha/beta (CPU reference in double, sentinel gaps between the
@@ -11,6 +12,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
+#include <utility>
 #include <vector>
 
 #include "gpu_harness.hpp"
@@ -25,7 +28,7 @@ using ds::cuda::GroupedGemmImpl;
 constexpr GroupedGemmImpl kImpls[] = {GroupedGemmImpl::cublas, GroupedGemmImpl::kernel};
 
 const char* impl_name(GroupedGemmImpl i) {
-  return i == GroupedGemmImpl::kernel ? "kernel" : "cublas";
+  return i == GroupedGemmImpl::kernel ? "kernel" : i == GroupedGemmImpl::wgmma ? "wgmma" : "cublas";
 }
 
 // Selects a grouped-GEMM implementation for a scope, then restores the previous one (our kernel
@@ -68,7 +71,8 @@ Tensor to_gpu(Arena& ar, const Tensor& x, bool bf16) {
 // grouped_matmul and grouped_matmul_wgrad on the GPU under each implementation against the
 // CPU reference (computed once). F32 operands take cuBLAS under both.
 void run_case(const std::vector<int64_t>& rows, int64_t K, int64_t N, bool trans_w, bool bf16,
-              float beta) {
+              float beta,
+              const std::vector<GroupedGemmImpl>& impls = {std::begin(kImpls), std::end(kImpls)}) {
   CAPTURE(K);
   CAPTURE(N);
   CAPTURE(trans_w);
@@ -96,7 +100,7 @@ void run_case(const std::vector<int64_t>& rows, int64_t K, int64_t N, bool trans
   }
   ops::grouped_matmul_wgrad(cpu_ref(), dy, x, off, dw_cpu);
 
-  for (GroupedGemmImpl impl : kImpls) {
+  for (GroupedGemmImpl impl : impls) {
     CAPTURE(impl_name(impl));
     const ImplScope scope(impl);
     Arena ar;
@@ -365,4 +369,48 @@ TEST_CASE("gpu grouped GEMM cuBLAS per product: side streams == one stream, bit 
   else
     CHECK(ds::cuda::grouped_gemm_side_products() > side_before);
   run_case(rows, C, I, true, true, 0.0f);   // and right, under the default stream count
+}
+
+// The opt-in warpgroup-MMA kernel (GroupedGemmImpl::wgmma, kernels/gemm_grouped_sm90.cu; not
+// yet run on a GPU): the same direct calls in all four layouts and the same grouped_matmul /
+// wgrad cases, each against the reference, checking that the kernel launched (where the
+// sm_90a build runs; elsewhere wgmma runs the mma.sync kernel), and the calls it does not take
+// still on cuBLAS.
+template <class F>
+void expect_wgmma(F&& fn) {
+  const int64_t before = ds::cuda::grouped_gemm_wgmma_launches();
+  fn();
+  if (ds::cuda::grouped_gemm_wgmma_available())
+    CHECK(ds::cuda::grouped_gemm_wgmma_launches() > before);
+}
+
+TEST_CASE("gpu wgmma grouped GEMM (opt-in): four layouts, odd shapes, 64 experts") {
+  if (!ds::cuda::grouped_gemm_wgmma_available())
+    MESSAGE("no sm_90a build loaded: GroupedGemmImpl::wgmma runs the mma.sync kernel here");
+  constexpr GroupedGemmImpl W = GroupedGemmImpl::wgmma;
+  const std::pair<float, float> coefs[] = {{1.0f, 0.0f}, {0.5f, -1.25f}, {2.0f, 1.0f}};
+  for (int tr = 0; tr < 4; ++tr)
+    for (auto [alpha, beta] : coefs) {
+      const bool ta = tr & 1, tb = tr & 2;
+      expect_wgmma([&] {
+        run_direct(kernel_products(ta, tb, beta != 0), ta, tb, alpha, beta, 0, W);
+      });
+    }
+  const int64_t before = ds::cuda::grouped_gemm_wgmma_launches();
+  run_direct({{40, 16, 16}, {24, 8, 32}}, false, true, 0.5f, -1.25f, 1, W);   // misaligned
+  run_direct({{40, 9, 16}, {24, 9, 16}}, false, false, 1.0f, 1.0f, 0, W);     // N odd
+  CHECK(ds::cuda::grouped_gemm_wgmma_launches() == before);
+  const std::vector<GroupedGemmImpl> w = {W};
+  for (bool trans_w : {true, false})
+    for (float beta : {0.0f, 1.0f})
+      expect_wgmma([&] { run_case({1, 7, 33, 130, 0}, 64, 136, trans_w, true, beta, w); });
+  expect_wgmma([&] { run_case({300, 257, 0, 128, 5}, 136, 264, true, true, 1.0f, w); });
+  expect_wgmma([&] { run_case({300, 257, 0, 128, 5}, 264, 136, false, true, 0.0f, w); });
+  std::vector<int64_t> rows64(64);   // the 1b preset's experts, as the mma.sync case above
+  std::uniform_int_distribution<int64_t> count(0, 80);
+  for (int64_t& r : rows64) r = count(rng());
+  rows64[3] = 0;
+  rows64[63] = 1;
+  expect_wgmma([&] { run_case(rows64, 1024, 384, true, true, 0.0f, w); });
+  expect_wgmma([&] { run_case(rows64, 384, 1024, false, true, 1.0f, w); });
 }
