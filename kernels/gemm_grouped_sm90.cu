@@ -94,13 +94,13 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   const int nk = k_blocks(K);
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {   // blocks 0 and 1 (empty groups past the end)
+  for (int s = 0; s < kPrefetch; ++s) {   // blocks 0 and 1 (empty groups past the end)
     if (s < nk) load(s);
     cp_commit();
   }
   for (int kb = 0; kb < nk; ++kb) {
     // committed: kStages - 1 + kb groups; block kb's is complete once at most one is pending
-    cp_wait<kStages - 2>();
+    cp_wait<kCpPending>();
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
     __syncthreads();
     const int s = kb % kStages;
@@ -108,13 +108,15 @@ __global__ void __launch_bounds__(kThreads, 2)
     sm90::wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk)
-      sm90::wgmma_ss_n128<TA, !TB>(acc, a_desc(TA, a_step<TA>(stage_a(base, s), wg, kk)),
-                                   b_desc(!TB, b_step<TB>(stage_b(base, s), kk)), 1);
+      sm90::wgmma_ss_n128<a_mn_major<TA>(), b_mn_major<TB>()>(
+          acc, a_desc(a_mn_major<TA>(), a_step<TA>(stage_a(base, s), wg, kk)),
+          b_desc(b_mn_major<TB>(), b_step<TB>(stage_b(base, s), kk)), 1);
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    static_assert(kWgmmaPending == 1, "the wait below");
     asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");   // block kb - 1 done
     sm90::fence_acc(acc);
     __syncthreads();   // ... in every thread: its stage, (kb + 2) % kStages, is free
-    if (kb + kStages - 1 < nk) load(kb + kStages - 1);
+    if (kb + kPrefetch < nk) load(kb + kPrefetch);
     cp_commit();
   }
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
@@ -152,6 +154,10 @@ void launch(const GroupTile* table, int count, int64_t tiles, float alpha, float
     DS_CUDA_CHECK(cudaFuncSetAttribute(grouped_bf16_wgmma_kernel<TA, TB>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        kSmemBytes));
+    // the largest shared-memory carveout, so that two blocks fit an SM
+    DS_CUDA_CHECK(cudaFuncSetAttribute(grouped_bf16_wgmma_kernel<TA, TB>,
+                                       cudaFuncAttributePreferredSharedMemoryCarveout,
+                                       int(cudaSharedmemCarveoutMaxShared)));
     return true;
   }();
   (void)attr;

@@ -34,6 +34,18 @@ static_assert(kCopies * kThreads * 8 == 128 * kBK, "copies cover an operand's bl
 // Two blocks per SM: 2 x (97 KB + the 1 KB the runtime reserves per block) <= 228 KB.
 static_assert(2 * (kSmemBytes + 1024) <= 228 * 1024, "two blocks per SM");
 
+// The main loop's schedule (the kernel and the emulation test both use these): before block
+// kb's products, wait until at most kCpPending of this thread's copy groups are pending
+// (block kb + 1's); after issuing them, until at most kWgmmaPending wgmma groups are (block
+// kb's); then, after a barrier, refill the stage of block kb - 1 with block kb + kPrefetch.
+constexpr int kCpPending = kStages - 2, kWgmmaPending = 1, kPrefetch = kStages - 1;
+// Which operands are staged MN-major (wgmma's imm-trans-a / imm-trans-b): a stored (K, M)
+// (TA), b stored (K, N) (!TB).
+template <bool TA>
+constexpr bool a_mn_major() { return TA; }
+template <bool TB>
+constexpr bool b_mn_major() { return !TB; }
+
 DS_HD int k_blocks(int K) { return (K + kBK - 1) / kBK; }
 DS_HD uint32_t stage_a(uint32_t base, int s) { return base + uint32_t(s) * kStageBytes; }
 DS_HD uint32_t stage_b(uint32_t base, int s) { return stage_a(base, s) + kOperandBytes; }

@@ -718,8 +718,10 @@ for line in open(sys.argv[1]):
     if line.startswith("{") and '"grouped_gemm"' in line:
         r = json.loads(line)
         if r.get("wgmma_tflops", -1) > 0:
-            out.append("%s: %.0f -> %.0f TF/s" % (r["shape"], r["kernel_tflops"],
-                                                 r["wgmma_tflops"]))
+            k = r.get("kernel_tflops", -1)
+            out.append("%s: %s -> %.0f TF/s (nmse %.1e)" % (
+                r["shape"], "%.0f" % k if k > 0 else "?", r["wgmma_tflops"],
+                r.get("wgmma_nmse", -1)))
 print("; ".join(out))
 PY
 )

@@ -40,8 +40,14 @@ def write_exe(path, text):
 
 
 # A doctest binary: the wgmma attention's group fails, the runtime group's filter matches no
-# test (doctest then passes: a stale pack), every other group passes.
+# test (doctest then passes: a stale pack), every other group passes; with CRASH_IN_VARIANTS=1
+# the wgmma grouped GEMM's group fails too.
 TEST_STUB = """#!/usr/bin/env bash
+if [ "${CRASH_IN_VARIANTS:-}" = 1 ]; then
+  case "$*" in *"--test-case=gpu wgmma grouped"*)
+    echo "[doctest] test cases: 1 | 0 passed | 1 failed | 0 skipped"; exit 1;;
+  esac
+fi
 case "$*" in
   *"--test-case=gpu attention wgmma"*)
     echo "[doctest] test cases: 2 | 1 passed | 1 failed | 0 skipped"
@@ -148,6 +154,7 @@ esac
 
 # bench_gemm: one grouped shape's JSON line, with the wgmma kernel's column unless left out.
 GEMM_BENCH_STUB = """#!/usr/bin/env bash
+echo "$*" >> "$OUT/stub_bench_gemm_args.txt"
 w=410.5; case "$*" in *"--without wgmma"*) w=-1;; esac
 echo "{\\"bench\\":\\"grouped_gemm\\",\\"shape\\":\\"fwd gate/up\\",\\"M\\":98304,\\"N\\":768,\\"K\\":1024,\\"cublas_tflops\\":135.0,\\"kernel_tflops\\":243.0,\\"wgmma_tflops\\":$w,\\"fp8_tflops\\":255.0}"
 """
@@ -269,6 +276,21 @@ def main():
         # The variants' process dies twice: each time started again without the variant it
         # died in, the variants after it still timed.
         _, crash_rows, _ = run(os.path.join(d, "crash"), CRASH_IN_VARIANTS="1")
+        # ... where the wgmma grouped GEMM's tests also fail: it is neither timed nor profiled
+        for name, status, part in (
+                ("ds_test_backend_ops-ops-grouped-wgmma", "FAIL1", ""),
+                ("train step 1b bf16 (ds, grouped wgmma)", "SKIP", "tests did not all pass"),
+                ("switch: grouped GEMM on warpgroup MMAs (opt-in; DS_GROUPED_GEMM=wgmma)",
+                 "INFO", "tests not all passed"),
+                ("grouped wgmma vs mma.sync", "SKIP", "tests did not all pass"),
+                ("ncu grouped BF16 GEMM, wgmma", "SKIP", "tests did not all pass")):
+            got = crash_rows.get(name)
+            check(got is not None and got[0] == status and part in got[1],
+                  f"wgmma grouped failed: row '{name}' is {got}, expected {status} with '{part}'")
+        with open(os.path.join(d, "crash", "stub_bench_gemm_args.txt")) as f:
+            first = f.readline()
+        check("--without wgmma" in first, f"bench_gemm ran with '{first.strip()}' after the "
+              "wgmma grouped GEMM's tests failed")
         for name, status, part in (
                 ("train step 1b bf16 (ds, operands re-rounded)", "INFO",
                  "then the process died in it"),
@@ -282,6 +304,9 @@ def main():
                   f"crashes: row '{name}' is {got}, expected {status} with '{part}'")
 
         text, rows, summary = run(out)
+        with open(os.path.join(out, "stub_bench_gemm_args.txt")) as f:
+            first = f.readline()
+        check("--without wgmma" not in first, f"bench_gemm ran with '{first.strip()}'")
         with open(os.path.join(d, "console.txt"), "w") as f:
             f.write(text)
 

@@ -92,6 +92,10 @@ with tempfile.TemporaryDirectory() as d:
          "bwd_tflops": 121.9, "bwd_speedup": 1.03, "nmse_out": 2.2e-7, "nmse_dq": 0.0,
          "nmse_dk": 0.0, "nmse_dv": 0.0, "bwd_fused_ms": -1, "bwd_fused_tflops": -1,
          "bwd_fused_identical": None}])
+    write(d, "bench_gemm.txt", [
+        {"bench": "grouped_gemm", "shape": "fwd gate/up", "M": 98304, "N": 768, "K": 1024,
+         "cublas_tflops": 135.0, "kernel_tflops": 243.0, "wgmma_tflops": 410.5,
+         "bf16_out_tflops": 270.0, "fp8_tflops": 255.0}])
     with open(os.path.join(d, "console.txt"), "w") as f:
         f.write("[row] ds_test_backend_ops-ops-new      PASS   (3s)\n")
         f.write("[row] switch: expert outputs BF16 (opt-in) INFO   bf16 tests pass; faster\n")
@@ -111,7 +115,9 @@ with tempfile.TemporaryDirectory() as d:
     check("| bf16 | 2×4096 | 16 | 192/128 | 1.070 | 160.0 | 3.740 | 115.0 |" in out,
           "attention row missing")
     check("| bf16 | 64 | 128 | 4096 | 0.500 | 2400 | 50.0% | 300.0 |" in out, "decode row missing")
-    check("Not in this run: GEMMs." in out, "missing GEMM table not named")
+    check("Not in this run" not in out, "a table named missing:\n" + out)
+    check("| fwd gate/up | 98304 | 768 | 1024 | 135.0 | 243.0 | 410.5 | 270.0 | 255.0 |" in out,
+          "grouped GEMM row (with the wgmma kernel) missing:\n" + out)
     check("- expert outputs BF16 (opt-in) INFO   bf16 tests pass; faster" in out, "verdict missing")
     check("`ds_test_backend_ops-ops-new      PASS   (3s)`" in out, "test row missing")
     check("noise" not in out, "non-row console line copied")

@@ -3,7 +3,8 @@
 // sizes, through ops::grouped_matmul(_wgrad) against the CPU loop of matmuls; every case under
 // both BF16 implementations (GroupedGemmImpl: cuBLAS, and our kernel of
 // kernels/gemm_grouped_bf16.cu); the opt-in wgmma kernel (kernels/gemm_grouped_sm90.cu) in
-// cases of its own ("gpu wgmma grouped*", gpu-check group ops-grouped-wgmma). Cases aimed at the kernel: K not a multiple of 32 (weight
+// cases of its own ("gpu wgmma grouped*", gpu-check group ops-grouped-wgmma). Cases aimed at
+// the kernel: K not a multiple of 32 (weight
 // gradients over 1, 7, 33, 130 tokens), M and N not multiples of 128, groups of several
 // tiles, 64 groups at the 1b preset's expert shapes; direct grouped_gemm_rm calls for all
 // four transpose layouts with alpha/beta (CPU reference in double, sentinel gaps between the

@@ -16,7 +16,8 @@ fake() {   # a compiler that writes its -o file and the given text on stderr
 }
 
 for msg in "ptxas warning : (C7514) Potential Performance Loss: wgmma.mma_async instructions are serialized due to a wgmma pipeline crossing function boundary at a function call in the function 'k'" \
-           "ptxas info    : (C7515) Potential Performance Loss: wgmma.mma_async instructions are serialized due to non wgmma instructions defining accumulator registers of a wgmma between start and end of the pipeline stage in the function 'k'"; do
+           "ptxas info    : (C7515) Potential Performance Loss: wgmma.mma_async instructions are serialized due to non wgmma instructions defining accumulator registers of a wgmma between start and end of the pipeline stage in the function 'k'" \
+           "ptxas info    : (C7517) Potential Performance Loss: warpgroup.wait is injected in around line 120 in the function 'k'"; do
   fake x "$msg" 0
   bash "$guard" "$d/cc" -c k.cu -o "$d/a.o" 2> "$d/err"; rc=$?
   check $rc 1 "a serialised wgmma fails the compile"
