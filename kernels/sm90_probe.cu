@@ -17,6 +17,7 @@
 #include "kernels/common.cuh"
 #include "kernels/flash_attention_sm90_layout.hpp"   // fa90::desc_sw128
 #include "kernels/mma_sm80.cuh"
+#include "kernels/multi_tensor_table.cuh"   // PoolBuffer
 #include "kernels/sm90_probe.cuh"
 #include "kernels/sm90_tma.cuh"
 #include "kernels/sm90_wgmma.cuh"
@@ -45,8 +46,12 @@ EncodeTiled encoder() {
 
 constexpr int kBoxBytes = 64 * 64 * 2;
 
+// The box's mbarrier wait gives up after this many polls (seconds, far more than a box
+// takes): the kernel then sets *timed_out and leaves out alone.
+constexpr uint32_t kTmaPolls = 1u << 24;
+
 __global__ void tma_probe_kernel(const __grid_constant__ CUtensorMap tmap, int r0, int c0,
-                                 uint16_t* __restrict__ out) {
+                                 uint16_t* __restrict__ out, int* __restrict__ timed_out) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ uint8_t raw[];
   __shared__ alignas(8) uint64_t bar;
@@ -61,7 +66,10 @@ __global__ void tma_probe_kernel(const __grid_constant__ CUtensorMap tmap, int r
     sm90::mbar_arrive_expect_tx(b, kBoxBytes);
     sm90::tma_load_2d(tile, &tmap, c0, r0, b);
   }
-  sm90::mbar_wait(b, 0);
+  if (!sm90::mbar_wait_bounded(b, 0, kTmaPolls)) {
+    if (threadIdx.x == 0) *timed_out = 1;
+    return;
+  }
   const uint16_t* t = reinterpret_cast<const uint16_t*>(raw + (tile - ptx::smem_addr(raw)));
   for (int i = int(threadIdx.x); i < kBoxBytes / 2; i += int(blockDim.x)) out[i] = t[i];
 #endif
@@ -157,8 +165,15 @@ void tma_probe_box(const uint16_t* x, int rows, int cols, int r0, int c0, uint16
   const CUtensorMap m = make_tmap_2d_b16(x, uint64_t(rows), uint64_t(cols),
                                          uint64_t(cols) * 2, 64, 64, true);
   const size_t smem = kBoxBytes + 1024;
-  tma_probe_kernel<<<1, 128, smem, stream()>>>(m, r0, c0, out);
+  const PoolBuffer flag(sizeof(int));
+  memset0(flag.as<int>(), sizeof(int));
+  tma_probe_kernel<<<1, 128, smem, stream()>>>(m, r0, c0, out, flag.as<int>());
   DS_CUDA_LAUNCHED();
+  int timed_out = 0;
+  copy(&timed_out, flag.as<int>(), sizeof(int));
+  if (timed_out)
+    throw_cuda_error("tma_probe_box: the box never completed on its mbarrier (gave up after " +
+                         std::to_string(kTmaPolls) + " polls)", __FILE__, __LINE__);
 }
 
 void wgmma_probe(const WgmmaProbeOperand& a, const WgmmaProbeOperand& b, float* d) {

@@ -16,7 +16,8 @@ bool tma_probe_supported();
 
 // out (64 x 64 codes) = the raw shared-memory image, element by element, of the 64 x 64 box at
 // (row r0, column c0) of x (rows x cols BF16 codes, row-major, cols a multiple of 8), copied
-// by one TMA load with the 128-byte swizzle.
+// by one TMA load with the 128-byte swizzle. Waits for the GPU; a ds::CudaError when the
+// load never completes on its mbarrier (the kernel gives up instead of hanging).
 void tma_probe_box(const uint16_t* x, int rows, int cols, int r0, int c0, uint16_t* out);
 
 // One operand's shared-memory image for wgmma_probe: `bytes` bytes copied to a 1024-aligned

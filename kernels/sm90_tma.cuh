@@ -63,6 +63,15 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
   while (!mbar_try_wait(bar, parity)) {
   }
 }
+// The same, giving up after `polls` tries (each try_wait may suspend the thread for a while):
+// false when the phase never completed. For code not yet run on a GPU (the probe), so that a
+// wrong guess about the hardware is a failed test rather than a hung process.
+__device__ __forceinline__ bool mbar_wait_bounded(uint32_t bar, uint32_t parity,
+                                                  uint32_t polls) {
+  for (uint32_t i = 0; i < polls; ++i)
+    if (mbar_try_wait(bar, parity)) return true;
+  return false;
+}
 // The box whose first element is (column c0, row r0) of tmap -> shared dst (1024-aligned for
 // the 128-byte swizzle); its bytes complete on bar.
 __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* tmap, int c0, int r0,
