@@ -174,6 +174,7 @@ declare -A FILTER=(
 # DS_ATTENTION_QSTATS=table; not yet run on a GPU), the same against the inline loads;
 # ops-grouped-wgmma: the grouped BF16 GEMM on warpgroup MMAs (opt-in, DS_GROUPED_GEMM=wgmma;
 # not yet run on a GPU) against the reference in all four layouts and the experts' shapes;
+# model:gwgmma the model's tests on it (DS_GROUPED_GEMM=wgmma), where that group passed;
 # ops-mla-wgmma: the wgmma MLA decode kernel (opt-in, DS_MLA_KERNEL=wgmma; not yet run on a
 # GPU) against the reference;
 # ops-sm90-probes: what no kernel uses yet, settled on the card (kernels/sm90_probe.cu): a
@@ -206,10 +207,15 @@ for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
          ds_test_model_gpu:model ds_test_model_gpu:model:unfused \
          ds_test_backend_ops:ops-operands:fallback ds_test_model_gpu:model:cublas \
          ds_test_model_gpu:model-fp8-grouped ds_test_model_gpu:model-bf16-outputs \
+         ds_test_model_gpu:model:gwgmma \
          ds_test_kernels ds_test_nccl_gpu; do
   g=; at=; f8=; fused=1; args=(); name=$t   # g, at, f8 empty: the defaults
   case $t in
     *:cublas) g=cublas; t=${t%:cublas};;
+    *:gwgmma) g=wgmma; t=${t%:gwgmma}   # the model on the wgmma grouped GEMM, where it passed
+      if [ "${STATUS[ds_test_backend_ops-ops-grouped-wgmma]:-1}" != 0 ]; then
+        row "${name//:/-}" SKIP "not run: ops-grouped-wgmma did not pass"; continue
+      fi;;
     *:unfused) fused=0; g=cublas; at=mma; f8=wgmma; t=${t%:unfused}
       [ $MODEL_RC = 0 ] && continue;;
     *:verified) fused=0; g=cublas; at=mma; f8=wgmma; t=${t%:verified};;
@@ -462,7 +468,7 @@ verdict "expert outputs BF16 (opt-in; numerics: outputs rounded to BF16)" \
   ds_test_backend_ops-ops-bf16-outputs,ds_test_model_gpu-model-bf16-outputs $B0 \
   bench_train_b16out.txt
 verdict "grouped GEMM on warpgroup MMAs (opt-in; DS_GROUPED_GEMM=wgmma)" \
-  ds_test_backend_ops-ops-grouped-wgmma $B0 bench_train_gwgmma.txt
+  ds_test_backend_ops-ops-grouped-wgmma,ds_test_model_gpu-model-gwgmma $B0 bench_train_gwgmma.txt
 l=$(grep -m1 "^routed experts:" "$O/bench_train_gwgmma.txt" 2>/dev/null |
   grep -o "wgmma kernel launches [0-9]*")
 [ -n "$l" ] && row "launches in bench_train_gwgmma" INFO "$l"

@@ -279,6 +279,7 @@ def main():
         # ... where the wgmma grouped GEMM's tests also fail: it is neither timed nor profiled
         for name, status, part in (
                 ("ds_test_backend_ops-ops-grouped-wgmma", "FAIL1", ""),
+                ("ds_test_model_gpu-model-gwgmma", "SKIP", "ops-grouped-wgmma did not pass"),
                 ("train step 1b bf16 (ds, grouped wgmma)", "SKIP", "tests did not all pass"),
                 ("switch: grouped GEMM on warpgroup MMAs (opt-in; DS_GROUPED_GEMM=wgmma)",
                  "INFO", "tests not all passed"),
@@ -426,6 +427,7 @@ def main():
         row("ncu attention backward 96/64, 64-row blocks", "INFO", "profiled_kernel<2>")  # 3
         # the opt-in wgmma grouped GEMM: its group, step, verdict, launches, kernel timings
         row("ds_test_backend_ops-ops-grouped-wgmma", "PASS")
+        row("ds_test_model_gpu-model-gwgmma", "PASS")
         row("train step 1b bf16 (ds, grouped wgmma)", "INFO", "85.0 ms")
         row("switch: grouped GEMM on warpgroup MMAs (opt-in; DS_GROUPED_GEMM=wgmma)", "INFO",
             "without 100.0 ms, with 85.0 ms", "faster with it")

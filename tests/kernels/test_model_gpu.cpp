@@ -99,14 +99,19 @@ void compare_step(const Batch& b, ops::Precision p, double loss_tol, double grad
   gpu.model->set_grouped_experts(gpu_grouped);   // the CPU side runs the per-expert loop
   const StepResult rc = cpu.model->forward_backward(context(Device::cpu, p), b, LossWeights{}, 1.0f);
   const int64_t launches0 = ds::cuda::grouped_gemm_kernel_launches();
+  const int64_t wgmma0 = ds::cuda::grouped_gemm_wgmma_launches();
   const StepResult rg =
       gpu.model->forward_backward(context(Device::cuda, p, exact_attention), b, LossWeights{}, 1.0f);
   const int64_t grouped_launches = ds::cuda::grouped_gemm_kernel_launches() - launches0;
-  // DS_GROUPED_GEMM=kernel (gpu-check.sh runs this binary both ways): the BF16 grouped expert
-  // GEMMs must really have gone through our kernel
-  if (ds::cuda::grouped_gemm_impl() == ds::cuda::GroupedGemmImpl::kernel &&
-      p == ops::Precision::bf16 && gpu_grouped != 0)
+  // DS_GROUPED_GEMM=kernel or wgmma (gpu-check.sh runs this binary with each and cublas): the
+  // BF16 grouped expert GEMMs must really have gone through our kernel, the wgmma one where
+  // it was asked for and the sm_90a build runs
+  const ds::cuda::GroupedGemmImpl impl = ds::cuda::grouped_gemm_impl();
+  if (impl != ds::cuda::GroupedGemmImpl::cublas && p == ops::Precision::bf16 && gpu_grouped != 0)
     CHECK(grouped_launches > 0);
+  if (impl == ds::cuda::GroupedGemmImpl::wgmma && ds::cuda::grouped_gemm_wgmma_available() &&
+      p == ops::Precision::bf16 && gpu_grouped != 0)
+    CHECK(ds::cuda::grouped_gemm_wgmma_launches() > wgmma0);
   INFO("precision " << int(p) << " loss cpu " << rc.loss << " gpu " << rg.loss);
   CHECK(std::isfinite(rg.loss));
   CHECK(std::fabs(rg.loss - rc.loss) <= loss_tol * std::fabs(rc.loss));
