@@ -5,13 +5,18 @@
 #      and NCCL on one rank;
 #   2. a training step of the 1b preset (BF16 and FP8 GEMMs): tokens/s and MFU, per-op
 #      profiles, each default switched off and the opt-in alone, in one process;
-#   3. ds-pretrain --device cuda and --device cpu on the tiny preset, loss curves side by side,
+#   3. kernel benchmarks: GEMMs (BF16 cuBLAS, FP8 wgmma/portable, the grouped expert GEMMs),
+#      attention (mma.sync and wgmma, each opt-in), MLA decode and its plans, cross-entropy
+#      over a 129280 vocabulary and the MoE router;
+#   4. Nsight Compute on the hottest kernels (the attention backward and the opt-ins):
+#      throughputs, pipes, warp stall reasons;
+#   5. ds-pretrain --device cuda and --device cpu on the tiny preset, loss curves side by side,
 #      then ds-generate and ds-eval on the GPU-trained checkpoint (cuda and cpu);
-#   4. ds-sft, ds-eval generate, ds-rl and ds-convert-fp8 with --device cuda beside --device cpu;
-#   5. kernel benchmarks: GEMMs (BF16 cuBLAS, FP8 wgmma/portable), attention (mma.sync and
-#      wgmma), MLA decode, cross-entropy over a 129280 vocabulary and the MoE router;
-#   6. Nsight Compute on the hottest kernels: throughputs, pipes, warp stall reasons;
-#   7. the same 1b step in PyTorch on the card (measured before: the first step cut short).
+#   6. ds-sft, ds-eval generate, ds-rl and ds-convert-fp8 with --device cuda beside --device cpu;
+#   7. Nsight Compute on the defaults profiled before (the forward, the grouped GEMM, MLA);
+#   8. the same 1b step in PyTorch on the card (measured before: the first step cut short).
+# What decides the opt-ins (tests, step variants, kernel timings, their profiles) comes before
+# the tools' GPU-vs-CPU runs, which passed twice on the H200 and check the defaults.
 # Logs go to $OUT (or gpu-check-out/); each table row is printed when it is made and the
 # whole table last. Needs gpu-pack/ from scripts/gpu-pack.sh (binaries, libraries, data). Each
 # step has its own time limit, cut to what is left of the whole run's budget (BUDGET, 430 s:
@@ -20,11 +25,11 @@
 # reports the rows that matter most, which come first. --quick took 229 s and 235 s on the
 # H200 (2026-11-30, commits c135dd4 and 029fe18): 19 test processes in 91 s, the step
 # benchmarks (the variants' process included) 50 s, the tools 29 s, the kernel benchmarks
-# 42 s, PyTorch 23 s. Since then (not yet run): the Nsight Compute section, 5 more test
+# 42 s, PyTorch 23 s. Since then (not yet run): the Nsight Compute sections, 6 more test
 # groups, 8 more step variants, the attention opt-ins', the wgmma grouped GEMM's and the MLA
-# plans' benchmarks, 5 more Nsight entries; about 455-495 s estimated, so the last Nsight rows
-# (the defaults' forward, the grouped GEMM and MLA decode, profiled on 2026-11-30) and
-# PyTorch (measured twice) are the ones the budget cuts.
+# plans' benchmarks, 9 Nsight entries; about 470-510 s estimated, so the budget cuts from the
+# end: PyTorch (measured twice), the defaults' Nsight rows (profiled on 2026-11-30), then the
+# tools' runs.
 # Usage: bash scripts/gpu-check.sh [--quick]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -521,7 +526,156 @@ verdict "sums by the GEMM, fp8 step (FP8 Wgrad by the k-grouped GEMM too; defaul
   ds_test_backend_ops-ops-fp8-grouped,ds_test_model_gpu-model bench_train_noacc.txt $B0 fp8
 echo "[gpu-check] training-step benchmarks done at $(elapsed)"
 
-# ---- 3. the tools on the GPU: pretraining (GPU vs CPU), generation, evaluation ---------------
+# ---- 3. kernel benchmarks ---------------------------------------------------------------------
+T_OVERLAP=(ds_test_backend_ops-ops-fp8-overlap)
+gemm_without=()   # the opt-ins whose tests failed are not timed
+passed "${T_OVERLAP[@]}" || gemm_without+=(--without overlap)
+passed "${T_KERNEL[@]}" || gemm_without+=(--without kernel)
+passed "${T_FP8G[@]}" || gemm_without+=(--without fp8-grouped)
+passed "${T_GWG[@]}" || gemm_without+=(--without wgmma)
+if room 45 15; then
+  timeout "$(limit 45)" "$BIN/bench_gemm" ${gemm_without[@]+"${gemm_without[@]}"} \
+    > "$O/bench_gemm.txt" 2>&1; echo "bench_gemm rc=$? ${gemm_without[*]:-}"
+  grep -v '^{' "$O/bench_gemm.txt" | tail -14
+  # the grouped GEMMs: our mma.sync kernel beside its wgmma version, per shape
+  if passed "${T_GWG[@]}"; then
+    l=$(python3 - "$O/bench_gemm.txt" <<'PY' 2>/dev/null
+import json, sys
+out = []
+for line in open(sys.argv[1]):
+    if line.startswith("{") and '"grouped_gemm"' in line:
+        r = json.loads(line)
+        if r.get("wgmma_tflops", -1) > 0:
+            k = r.get("kernel_tflops", -1)
+            out.append("%s: %s -> %.0f TF/s (nmse %.1e)" % (
+                r["shape"], "%.0f" % k if k > 0 else "?", r["wgmma_tflops"],
+                r.get("wgmma_nmse", -1)))
+print("; ".join(out))
+PY
+)
+    row "grouped wgmma vs mma.sync" INFO "${l:-no wgmma timing, see bench_gemm.txt}"
+  else row "grouped wgmma vs mma.sync" SKIP "not run: its tests did not all pass"; fi
+else row "bench_gemm" SKIP "out of time"; fi
+q=$([ $QUICK = 1 ] && echo --quick || true)
+if room 45 20; then
+  nm=--no-mla-wgmma; passed "${T_MLAW[@]}" && nm=   # the wgmma MLA kernel where it passed
+  timeout "$(limit 45)" "$BIN/bench_attention" $q $nm > "$O/bench_attention.txt" 2>&1
+  echo "bench_attention $nm rc=$?"
+  grep -v '^{' "$O/bench_attention.txt"
+  if [ -n "$nm" ]; then row "mla decode wgmma" SKIP "not run: its tests did not all pass"
+  else
+    l=$(grep "BF16 cache (wgmma)" "$O/bench_attention.txt" | sed 's/^mla decode *//' |
+      tr -s ' ' | paste -sd';')
+    row "mla decode wgmma" INFO "${l:-failed, see bench_attention.txt}"
+  fi
+else row "bench_attention" SKIP "out of time"; fi
+if ! room 30 15; then
+  row "attention wgmma" SKIP "out of time"
+elif passed "${T_WGMMA[@]}"; then
+  nf=--no-fused; passed "${T_BWDFUSED[@]}" && nf=   # the fused dK/dV pass where it passed
+  nr=--no-rows64; passed "${T_ROWS64[@]}" && nr=     # the 64-row blocks where they passed
+  ns=--no-staggered; passed "${T_STAG[@]}" && ns=    # the staggered warpgroups likewise
+  nq=--no-qstats; passed "${T_QS[@]}" && nq=         # and the query-stats table
+  timeout "$(limit 30)" "$BIN/bench_attention" $q --wgmma $nf $nr $ns $nq \
+    > "$O/bench_attention_wgmma.txt" 2>&1
+  echo "bench_attention --wgmma $nf $nr $ns $nq rc=$?"; grep -v '^{' "$O/bench_attention_wgmma.txt"
+  l=$(grep "wgmma fwd" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' | tr -s ' ' \
+    | paste -sd';')
+  row "attention wgmma" INFO "${l:-failed, see bench_attention_wgmma.txt}"
+  opt_rows() {   # opt_rows LABEL SKIP_FLAG PATTERN: the opt-in's lines, or why none
+    if [ -n "$2" ]; then row "attention wgmma, $1" SKIP "not run: its tests did not all pass"
+    else
+      l=$(grep "$3" "$O/bench_attention_wgmma.txt" | grep -v '^{' | sed 's/^attention bf16 //' \
+        | tr -s ' ' | paste -sd';')
+      row "attention wgmma, $1" INFO "${l:-failed, see bench_attention_wgmma.txt}"
+    fi
+  }
+  opt_rows "dK/dV fused" "$nf" "dK and dV fused"
+  opt_rows "64-row blocks" "$nr" "64-row blocks"
+  opt_rows "staggered" "$ns" "staggered warpgroups"
+  opt_rows "query-stats table" "$nq" "query-stats table"
+else
+  row "attention wgmma" SKIP "not run: its tests did not all pass"
+fi
+# The BF16 MLA decode kernel under forced ring depths and key splits beside its own plan (16
+# and 128 heads): what a change of its plan would give.
+if ! passed "${T_MLA[@]}"; then row "mla decode plans" SKIP "not run: its tests did not all pass"
+elif room 30 15; then
+  timeout "$(limit 30)" "$BIN/bench_attention" $q --mla-plans > "$O/bench_mla_plans.txt" 2>&1
+  echo "bench_attention --mla-plans rc=$?"; grep -v '^{' "$O/bench_mla_plans.txt"
+  l=$(grep -c '^mla plan' "$O/bench_mla_plans.txt")
+  b=""
+  for h in 16 128; do   # the fastest plan at each head count, and the launcher's own
+    f=$(grep "^mla plan .* H= *$h " "$O/bench_mla_plans.txt" | sed -nE \
+      's/.*stages ([0-9]+), splits ([0-9]+) .*: +[0-9.]+ ms +([0-9]+) GB.*/\3 GB\/s (stages \1, splits \2)/p' \
+      | sort -rn | head -1)
+    o=$(grep "^mla plan .* H= *$h .*asked stages 0 splits 0" "$O/bench_mla_plans.txt" |
+      sed -nE 's/.*: +[0-9.]+ ms +([0-9]+) GB.*/\1 GB\/s/p')
+    [ -n "$f" ] && b="$b H $h: fastest $f, own plan ${o:-?};"
+  done
+  row "mla decode plans" INFO "$l plans timed;${b:- none, see bench_mla_plans.txt}"
+else row "mla decode plans" SKIP "out of time"; fi
+if room 30 15; then
+  timeout "$(limit 30)" "$BIN/bench_losses" > "$O/bench_losses.txt" 2>&1; echo "bench_losses rc=$?"
+  grep -v '^{' "$O/bench_losses.txt" | tail -3
+else row "bench_losses" SKIP "out of time"; fi
+echo "[gpu-check] kernel benchmarks done at $(elapsed)"
+# ---- 4. Nsight Compute on the hottest kernels (what the next optimisation needs) -------------
+# Time, throughputs, pipes and warp stall reasons (scripts/ncu_summary.py) of one launch each:
+# the wgmma attention forward and its three backward passes at the 1b preset's head dims (37%
+# and 8% of its step on the H200 at 029fe18), the opt-ins' backward (the fused dK/dV pass,
+# 64-row blocks, staggered warpgroups), the grouped BF16 GEMM (18%) and the BF16-cache MLA
+# decode at 16 heads; each only where its tests passed (the demangled names: ncu writes
+# template arguments as (int)96; a bool's spelling is matched both ways). It re-runs
+# benchmarks under the profiler (clocks locked to base, so its times are longer than
+# theirs). Here the default attention backward (the baseline) and the opt-ins; the defaults'
+# forward, grouped GEMM and MLA decode, profiled on 2026-11-30, after the tools (section 7).
+NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+NCU_METRICS="gpu__time_duration.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed"
+NCU_METRICS+=",dram__throughput.avg.pct_of_peak_sustained_elapsed,launch__registers_per_thread"
+NCU_METRICS+=",sm__warps_active.avg.pct_of_peak_sustained_active"
+NCU_METRICS+=",smsp__issue_active.avg.pct_of_peak_sustained_active"
+NCU_METRICS+=",regex:^sm__pipe_(alu|tensor\w*)_cycles_active\.avg\.pct_of_peak_sustained_active$"
+NCU_METRICS+=",regex:^smsp__average_warps_issue_stalled_\w+_per_issue_active\.ratio$"
+# entries: label:file:test groups (the T_* array):kernel regex:launches:benchmark and its flags
+A_ONLY="bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-staggered --no-qstats"
+ncu_entries() {   # ncu_entries SPEC...: one Nsight Compute run and its rows per entry
+  local spec lab f groups k c cmd gref rc s l
+  for spec in "$@"; do
+    IFS=: read -r lab f groups k c cmd <<< "$spec"
+    gref="$groups[@]"   # the group array's elements, by indirection
+    if [ -z "$NCU" ]; then row "ncu $lab" SKIP "no ncu here"; continue; fi
+    if ! passed "${!gref}"; then
+      row "ncu $lab" SKIP "not run: its tests did not all pass"; continue
+    fi
+    if ! room 40 20; then row "ncu $lab" SKIP "out of time"; continue; fi
+    # shellcheck disable=SC2086 # cmd: the benchmark and its flags
+    timeout "$(limit 40)" "$NCU" --csv --page raw --print-units base \
+      --kernel-name-base demangled -k "regex:$k" -c "$c" --metrics "$NCU_METRICS" \
+      "$BIN/"$cmd > "$O/ncu_$f.csv" 2> "$O/ncu_$f.err"
+    rc=$?
+    s=$(python3 scripts/ncu_summary.py "$O/ncu_$f.csv" 2>&1)
+    if [ -n "$s" ] && [ "$rc" = 0 ]; then
+      while IFS= read -r l; do row "ncu $lab" INFO "$l"; done <<< "$s"
+    elif [ "$f" = attn_bwd64 ] && [ "$rc" = 0 ] &&
+         grep -qs "No kernels were profiled" "$O/ncu_$f.csv" "$O/ncu_$f.err"; then
+      # the 64-row blocks keep 128 rows where two do not fit an SM: no such kernel ran (any
+      # other entry with nothing profiled is a FAIL: a crash, or a regex a rename broke)
+      row "ncu $lab" SKIP "no 64-row kernel ran (two blocks do not fit an SM: 128 rows ran)"
+    else
+      row "ncu $lab" FAIL "rc $rc, no kernel profiled: see ncu_$f.err"
+      tail -3 "$O/ncu_$f.err" 2>/dev/null
+    fi
+  done
+}
+ncu_entries "attention backward 96/64:attn_bwd:T_WGMMA:sm90_bwd_kernel<.int.96:3:$A_ONLY" \
+            "attention backward 96/64, dK/dV fused:attn_bwdf:T_BWDFUSED:sm90_bwd_kernel<.int.96, .int.64, .int.3:1:bench_attention --quick --only-1b --wgmma --no-rows64 --no-staggered --no-qstats" \
+            "attention backward 96/64, 64-row blocks:attn_bwd64:T_ROWS64:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.64,:3:bench_attention --quick --only-1b --wgmma --no-fused --no-staggered --no-qstats" \
+            "attention backward 96/64, staggered:attn_bwdst:T_STAG:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.128, (.bool.1|true):3:bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-qstats" \
+            "attention backward 96/64, query-stats table:attn_bwdqs:T_QS:sm90_bwd_kernel<.int.96, .int.64, .int.[12], .int.128, (.bool.0|false), (.bool.1|true)>:2:bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-staggered" \
+            "grouped BF16 GEMM, wgmma:grouped_wg:T_GWG:grouped_bf16_wgmma_kernel:1:bench_gemm --grouped-only --without overlap --without fp8-grouped"
+echo "[gpu-check] Nsight Compute (opt-ins) done at $(elapsed)"
+# ---- 5. the tools on the GPU: pretraining (GPU vs CPU), generation, evaluation ---------------
 STEPS=$([ $QUICK = 1 ] && echo 60 || echo 200)
 for dev in cuda cpu; do
   rm -rf "$O/run-$dev"
@@ -606,7 +760,7 @@ print("%.6f" % json.load(open(sys.argv[1]))["metrics"]["perplexity"]["value"])' 
   row "ds-eval ppl cuda | cpu" INFO "$(ppl "$O/eval-cuda.txt") | $(ppl "$O/eval-cpu.txt")"
 fi
 echo "[gpu-check] tools done at $(elapsed)"
-# ---- 4. the other tools with --device cuda, each beside --device cpu ----------------------------
+# ---- 6. the other tools with --device cuda, each beside --device cpu ----------------------------
 # From the GPU-trained checkpoint (the CPU-trained one should the GPU run have failed), on the
 # arithmetic task of examples/arith (its generator needs only Python's standard library):
 # ds-sft (loss curves side by side), ds-eval generate on the SFT checkpoint (greedy answers
@@ -710,154 +864,12 @@ elif [ -n "$BASE" ]; then
   fi
 fi
 echo "[gpu-check] other tools done at $(elapsed)"
-# ---- 5. kernel benchmarks ---------------------------------------------------------------------
-T_OVERLAP=(ds_test_backend_ops-ops-fp8-overlap)
-gemm_without=()   # the opt-ins whose tests failed are not timed
-passed "${T_OVERLAP[@]}" || gemm_without+=(--without overlap)
-passed "${T_KERNEL[@]}" || gemm_without+=(--without kernel)
-passed "${T_FP8G[@]}" || gemm_without+=(--without fp8-grouped)
-passed "${T_GWG[@]}" || gemm_without+=(--without wgmma)
-if room 45 15; then
-  timeout "$(limit 45)" "$BIN/bench_gemm" ${gemm_without[@]+"${gemm_without[@]}"} \
-    > "$O/bench_gemm.txt" 2>&1; echo "bench_gemm rc=$? ${gemm_without[*]:-}"
-  grep -v '^{' "$O/bench_gemm.txt" | tail -14
-  # the grouped GEMMs: our mma.sync kernel beside its wgmma version, per shape
-  if passed "${T_GWG[@]}"; then
-    l=$(python3 - "$O/bench_gemm.txt" <<'PY' 2>/dev/null
-import json, sys
-out = []
-for line in open(sys.argv[1]):
-    if line.startswith("{") and '"grouped_gemm"' in line:
-        r = json.loads(line)
-        if r.get("wgmma_tflops", -1) > 0:
-            k = r.get("kernel_tflops", -1)
-            out.append("%s: %s -> %.0f TF/s (nmse %.1e)" % (
-                r["shape"], "%.0f" % k if k > 0 else "?", r["wgmma_tflops"],
-                r.get("wgmma_nmse", -1)))
-print("; ".join(out))
-PY
-)
-    row "grouped wgmma vs mma.sync" INFO "${l:-no wgmma timing, see bench_gemm.txt}"
-  else row "grouped wgmma vs mma.sync" SKIP "not run: its tests did not all pass"; fi
-else row "bench_gemm" SKIP "out of time"; fi
-q=$([ $QUICK = 1 ] && echo --quick || true)
-if room 45 20; then
-  nm=--no-mla-wgmma; passed "${T_MLAW[@]}" && nm=   # the wgmma MLA kernel where it passed
-  timeout "$(limit 45)" "$BIN/bench_attention" $q $nm > "$O/bench_attention.txt" 2>&1
-  echo "bench_attention $nm rc=$?"
-  grep -v '^{' "$O/bench_attention.txt"
-  if [ -n "$nm" ]; then row "mla decode wgmma" SKIP "not run: its tests did not all pass"
-  else
-    l=$(grep "BF16 cache (wgmma)" "$O/bench_attention.txt" | sed 's/^mla decode *//' |
-      tr -s ' ' | paste -sd';')
-    row "mla decode wgmma" INFO "${l:-failed, see bench_attention.txt}"
-  fi
-else row "bench_attention" SKIP "out of time"; fi
-if ! room 30 15; then
-  row "attention wgmma" SKIP "out of time"
-elif passed "${T_WGMMA[@]}"; then
-  nf=--no-fused; passed "${T_BWDFUSED[@]}" && nf=   # the fused dK/dV pass where it passed
-  nr=--no-rows64; passed "${T_ROWS64[@]}" && nr=     # the 64-row blocks where they passed
-  ns=--no-staggered; passed "${T_STAG[@]}" && ns=    # the staggered warpgroups likewise
-  nq=--no-qstats; passed "${T_QS[@]}" && nq=         # and the query-stats table
-  timeout "$(limit 30)" "$BIN/bench_attention" $q --wgmma $nf $nr $ns $nq \
-    > "$O/bench_attention_wgmma.txt" 2>&1
-  echo "bench_attention --wgmma $nf $nr $ns $nq rc=$?"; grep -v '^{' "$O/bench_attention_wgmma.txt"
-  l=$(grep "wgmma fwd" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' | tr -s ' ' \
-    | paste -sd';')
-  row "attention wgmma" INFO "${l:-failed, see bench_attention_wgmma.txt}"
-  opt_rows() {   # opt_rows LABEL SKIP_FLAG PATTERN: the opt-in's lines, or why none
-    if [ -n "$2" ]; then row "attention wgmma, $1" SKIP "not run: its tests did not all pass"
-    else
-      l=$(grep "$3" "$O/bench_attention_wgmma.txt" | grep -v '^{' | sed 's/^attention bf16 //' \
-        | tr -s ' ' | paste -sd';')
-      row "attention wgmma, $1" INFO "${l:-failed, see bench_attention_wgmma.txt}"
-    fi
-  }
-  opt_rows "dK/dV fused" "$nf" "dK and dV fused"
-  opt_rows "64-row blocks" "$nr" "64-row blocks"
-  opt_rows "staggered" "$ns" "staggered warpgroups"
-  opt_rows "query-stats table" "$nq" "query-stats table"
-else
-  row "attention wgmma" SKIP "not run: its tests did not all pass"
-fi
-# The BF16 MLA decode kernel under forced ring depths and key splits beside its own plan (16
-# and 128 heads): what a change of its plan would give.
-if ! passed "${T_MLA[@]}"; then row "mla decode plans" SKIP "not run: its tests did not all pass"
-elif room 30 15; then
-  timeout "$(limit 30)" "$BIN/bench_attention" $q --mla-plans > "$O/bench_mla_plans.txt" 2>&1
-  echo "bench_attention --mla-plans rc=$?"; grep -v '^{' "$O/bench_mla_plans.txt"
-  l=$(grep -c '^mla plan' "$O/bench_mla_plans.txt")
-  b=""
-  for h in 16 128; do   # the fastest plan at each head count, and the launcher's own
-    f=$(grep "^mla plan .* H= *$h " "$O/bench_mla_plans.txt" | sed -nE \
-      's/.*stages ([0-9]+), splits ([0-9]+) .*: +[0-9.]+ ms +([0-9]+) GB.*/\3 GB\/s (stages \1, splits \2)/p' \
-      | sort -rn | head -1)
-    o=$(grep "^mla plan .* H= *$h .*asked stages 0 splits 0" "$O/bench_mla_plans.txt" |
-      sed -nE 's/.*: +[0-9.]+ ms +([0-9]+) GB.*/\1 GB\/s/p')
-    [ -n "$f" ] && b="$b H $h: fastest $f, own plan ${o:-?};"
-  done
-  row "mla decode plans" INFO "$l plans timed;${b:- none, see bench_mla_plans.txt}"
-else row "mla decode plans" SKIP "out of time"; fi
-if room 30 15; then
-  timeout "$(limit 30)" "$BIN/bench_losses" > "$O/bench_losses.txt" 2>&1; echo "bench_losses rc=$?"
-  grep -v '^{' "$O/bench_losses.txt" | tail -3
-else row "bench_losses" SKIP "out of time"; fi
-echo "[gpu-check] kernel benchmarks done at $(elapsed)"
-# ---- 6. Nsight Compute on the hottest kernels (what the next optimisation needs) -------------
-# Time, throughputs, pipes and warp stall reasons (scripts/ncu_summary.py) of one launch each:
-# the wgmma attention forward and its three backward passes at the 1b preset's head dims (37%
-# and 8% of its step on the H200 at 029fe18), the opt-ins' backward (the fused dK/dV pass,
-# 64-row blocks, staggered warpgroups), the grouped BF16 GEMM (18%) and the BF16-cache MLA
-# decode at 16 heads; each only where its tests passed (the demangled names: ncu writes
-# template arguments as (int)96; a bool's spelling is matched both ways). Last: it
-# re-runs benchmarks under the profiler (clocks locked to base, so its times are longer than
-# theirs).
-NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
-NCU_METRICS="gpu__time_duration.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed"
-NCU_METRICS+=",dram__throughput.avg.pct_of_peak_sustained_elapsed,launch__registers_per_thread"
-NCU_METRICS+=",sm__warps_active.avg.pct_of_peak_sustained_active"
-NCU_METRICS+=",smsp__issue_active.avg.pct_of_peak_sustained_active"
-NCU_METRICS+=",regex:^sm__pipe_(alu|tensor\w*)_cycles_active\.avg\.pct_of_peak_sustained_active$"
-NCU_METRICS+=",regex:^smsp__average_warps_issue_stalled_\w+_per_issue_active\.ratio$"
-# entries: label:file:test groups (the T_* array):kernel regex:launches:benchmark and its flags
-A_ONLY="bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-staggered --no-qstats"
-for spec in "attention backward 96/64:attn_bwd:T_WGMMA:sm90_bwd_kernel<.int.96:3:$A_ONLY" \
-            "attention backward 96/64, dK/dV fused:attn_bwdf:T_BWDFUSED:sm90_bwd_kernel<.int.96, .int.64, .int.3:1:bench_attention --quick --only-1b --wgmma --no-rows64 --no-staggered --no-qstats" \
-            "attention backward 96/64, 64-row blocks:attn_bwd64:T_ROWS64:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.64,:3:bench_attention --quick --only-1b --wgmma --no-fused --no-staggered --no-qstats" \
-            "attention backward 96/64, staggered:attn_bwdst:T_STAG:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.128, (.bool.1|true):3:bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-qstats" \
-            "attention backward 96/64, query-stats table:attn_bwdqs:T_QS:sm90_bwd_kernel<.int.96, .int.64, .int.[12], .int.128, (.bool.0|false), (.bool.1|true)>:2:bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-staggered" \
-            "grouped BF16 GEMM, wgmma:grouped_wg:T_GWG:grouped_bf16_wgmma_kernel:1:bench_gemm --grouped-only --without overlap --without fp8-grouped" \
-            "attention forward 96/64:attn_fwd:T_WGMMA:sm90_fwd_kernel<.int.96:1:$A_ONLY" \
+# ---- 7. Nsight Compute on the defaults profiled before (2026-11-30) -------------------------
+ncu_entries "attention forward 96/64:attn_fwd:T_WGMMA:sm90_fwd_kernel<.int.96:1:$A_ONLY" \
             "grouped BF16 GEMM:grouped:T_KERNEL:grouped_bf16_gemm_kernel:1:bench_gemm --grouped-only --without overlap --without fp8-grouped --without wgmma" \
-            "MLA decode BF16, 16 heads:mla:T_MLA:mla_tc_kernel<.int.1>:1:bench_attention --quick --mla-plans"; do
-  IFS=: read -r lab f groups k c cmd <<< "$spec"
-  gref="$groups[@]"   # the group array's elements, by indirection
-  if [ -z "$NCU" ]; then row "ncu $lab" SKIP "no ncu here"; continue; fi
-  if ! passed "${!gref}"; then
-    row "ncu $lab" SKIP "not run: its tests did not all pass"; continue
-  fi
-  if ! room 40 20; then row "ncu $lab" SKIP "out of time"; continue; fi
-  # shellcheck disable=SC2086 # cmd: the benchmark and its flags
-  timeout "$(limit 40)" "$NCU" --csv --page raw --print-units base \
-    --kernel-name-base demangled -k "regex:$k" -c "$c" --metrics "$NCU_METRICS" \
-    "$BIN/"$cmd > "$O/ncu_$f.csv" 2> "$O/ncu_$f.err"
-  rc=$?
-  s=$(python3 scripts/ncu_summary.py "$O/ncu_$f.csv" 2>&1)
-  if [ -n "$s" ] && [ "$rc" = 0 ]; then
-    while IFS= read -r l; do row "ncu $lab" INFO "$l"; done <<< "$s"
-  elif [ "$f" = attn_bwd64 ] && [ "$rc" = 0 ] &&
-       grep -qs "No kernels were profiled" "$O/ncu_$f.csv" "$O/ncu_$f.err"; then
-    # the 64-row blocks keep 128 rows where two do not fit an SM: no such kernel ran (any
-    # other entry with nothing profiled is a FAIL: a crash, or a regex a rename broke)
-    row "ncu $lab" SKIP "no 64-row kernel ran (two blocks do not fit an SM: 128 rows ran)"
-  else
-    row "ncu $lab" FAIL "rc $rc, no kernel profiled: see ncu_$f.err"
-    tail -3 "$O/ncu_$f.err" 2>/dev/null
-  fi
-done
-echo "[gpu-check] Nsight Compute done at $(elapsed)"
-# ---- 7. the same 1b step in PyTorch on the card (last: measured twice on 2026-11-30) -------
+            "MLA decode BF16, 16 heads:mla:T_MLA:mla_tc_kernel<.int.1>:1:bench_attention --quick --mla-plans"
+echo "[gpu-check] Nsight Compute (defaults) done at $(elapsed)"
+# ---- 8. the same 1b step in PyTorch on the card (last: measured twice on 2026-11-30) -------
 if ! room 100 40; then
   row "train step 1b bf16 (PyTorch)" SKIP "out of time"
 elif python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
