@@ -32,6 +32,7 @@
 
 #include "kernels/common.cuh"
 #include "kernels/gemm_grouped_bf16.cuh"
+#include "kernels/gemm_grouped_io.cuh"
 #include "kernels/gemm_grouped_bf16_layout.hpp"
 #include "kernels/gemm_grouped_sm90.cuh"
 #include "kernels/mma_sm80.cuh"
@@ -43,7 +44,6 @@ namespace {
 
 using namespace gbf16;   // tile geometry and index arithmetic
 
-using ptx::cp16;
 using ptx::cp_commit;
 using ptx::cp_wait;
 using ptx::ldsm4;
@@ -57,12 +57,9 @@ using ptx::mma_bf16;
 template <bool KC>
 __device__ __forceinline__ void load_slice(uint32_t s, const uint16_t* __restrict__ g, int ld,
                                            int ext, int K, int o0, int k0, int tid) {
-#pragma unroll
-  for (int i = 0; i < kCopies; ++i) {
-    ChunkCopy cc;
-    const bool ok = slice_copy<KC>(tid, i, ext, K, o0, k0, cc);
-    cp16(s + cc.soff, ok ? g + int64_t(cc.row) * ld + cc.col : g, ok);
-  }
+  gemm_io::stage_chunks<kCopies>(s, g, ld, [&](int i, ChunkCopy& cc) {
+    return slice_copy<KC>(tid, i, ext, K, o0, k0, cc);
+  });
 }
 
 // One 128x128 tile of c per block. Every index (copy mapping, ldmatrix lane addresses and
@@ -167,13 +164,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       for (int nt = 0; nt < 4; ++nt) {
         const int col = n0 + acc_col(wn, nt, lane);
         if (col >= N) continue;
-        float2 v = make_float2(alpha * acc[mt][nt][2 * h], alpha * acc[mt][nt][2 * h + 1]);
-        if (beta != 0.0f) {
-          const float2 old = __ldcg(reinterpret_cast<const float2*>(crow + col));
-          v.x = fmaf(beta, old.x, v.x);
-          v.y = fmaf(beta, old.y, v.y);
-        }
-        __stcg(reinterpret_cast<float2*>(crow + col), v);
+        gemm_io::store_pair(crow, col, acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1], alpha, beta);
       }
     }
 #else

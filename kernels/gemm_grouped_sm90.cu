@@ -30,6 +30,7 @@
 // reference: PTX ISA "Asynchronous Warpgroup Level Matrix Multiply-Accumulate" (descriptors,
 // swizzle modes, imm-trans-a / imm-trans-b), "cp.async", "fence.proxy.async".
 #include "kernels/common.cuh"
+#include "kernels/gemm_grouped_io.cuh"
 #include "kernels/gemm_grouped_sm90.cuh"
 #include "kernels/gemm_grouped_sm90_layout.hpp"
 #include "kernels/mma_sm80.cuh"
@@ -43,7 +44,6 @@ using gbf16::GroupTile;
 using namespace gw90;
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-using ptx::cp16;
 using ptx::cp_commit;
 using ptx::cp_wait;
 
@@ -53,12 +53,9 @@ using ptx::cp_wait;
 template <bool KC>
 __device__ __forceinline__ void load_block(uint32_t s, const uint16_t* __restrict__ g, int ld,
                                            int ext, int K, int o0, int k0, int tid) {
-#pragma unroll
-  for (int i = 0; i < kCopies; ++i) {
-    ChunkCopy cc;
-    const bool ok = block_copy<KC>(tid, i, ext, K, o0, k0, cc);
-    cp16(s + cc.soff, ok ? g + int64_t(cc.row) * ld + cc.col : g, ok);
-  }
+  gemm_io::stage_chunks<kCopies>(s, g, ld, [&](int i, ChunkCopy& cc) {
+    return block_copy<KC>(tid, i, ext, K, o0, k0, cc);
+  });
 }
 #endif
 
@@ -134,13 +131,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     for (int nt = 0; nt < 16; ++nt) {
       const int col = n0 + acc_col(nt, lane);
       if (col >= N) continue;
-      float2 v = make_float2(alpha * acc[nt][2 * h], alpha * acc[nt][2 * h + 1]);
-      if (beta != 0.0f) {
-        const float2 old = __ldcg(reinterpret_cast<const float2*>(crow + col));
-        v.x = fmaf(beta, old.x, v.x);
-        v.y = fmaf(beta, old.y, v.y);
-      }
-      __stcg(reinterpret_cast<float2*>(crow + col), v);
+      gemm_io::store_pair(crow, col, acc[nt][2 * h], acc[nt][2 * h + 1], alpha, beta);
     }
   }
 #else
