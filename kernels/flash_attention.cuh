@@ -64,6 +64,18 @@ int64_t attention_rows64_launches();
 void set_attention_staggered(bool on);
 bool attention_staggered();
 int64_t attention_staggered_launches();
+// DS_ATTENTION_SCHEDULE=pipelined: each warpgroup issues a tile's first products (S, and dP
+// in the backward) and then the previous tile's output products as two wgmma groups, waits
+// for the first only and runs the tile's softmax step (P, dS) while the outputs run
+// (FlashAttention-3's intra-warpgroup overlap), on the staggered schedule's ring and where it
+// fits; staggered and pipelined exclude each other (the schedule is one of lockstep,
+// staggered, pipelined; set_attention_staggered(false) and set_attention_pipelined(false)
+// both select lockstep). The same bits as lockstep: each accumulator sees the same operations
+// in the same order. Not yet run on a GPU. attention_schedule(): 0, 1, 2.
+void set_attention_pipelined(bool on);
+bool attention_pipelined();
+int64_t attention_pipelined_launches();
+int attention_schedule();
 // The split dK and dV passes' per-query lse and D: false (default; DS_ATTENTION_QSTATS=inline)
 // loaded per element from lse and D with a test of q < T; true (DS_ATTENTION_QSTATS=table)
 // from the {lse, D} table the fused pass reads (two queries a 16-byte load, +inf past T). The

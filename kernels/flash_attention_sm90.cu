@@ -34,6 +34,7 @@
 #include <string>
 
 #include "kernels/flash_attention_common.cuh"
+#include "kernels/flash_attention_sm90_io.cuh"
 #include "kernels/flash_attention_sm90_layout.hpp"
 #include "kernels/flash_attention_softmax.cuh"
 #include "kernels/mma_sm80.cuh"
@@ -86,66 +87,17 @@ __global__ void pack_query_stats_kernel(const float* __restrict__ lse,
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)   // the wgmma pieces exist only in the sm_90a build
 using namespace sm90;
-
-// Rows [r0, r0 + ROWS) of one head of a (B, T, H, D) BF16 tensor (row stride rs) -> chunks(D)
-// swizzled tiles of ROWS rows at dst; rows past T and columns past D zero-filled.
-template <int ROWS, int D, int NT>
-__device__ __forceinline__ void load_rows(uint32_t dst, const bf16* src, int64_t rs, int r0,
-                                          int T) {
-  static_assert(ROWS * chunks(D) * 8 % NT == 0, "load_rows: copies per thread");
-#pragma unroll
-  for (int i = 0; i < row_copies(ROWS, D, NT); ++i) {
-    const RowCopy x = row_copy(int(threadIdx.x) + i * NT, ROWS);
-    const int col = row_copy_col(x);
-    const bool ok = r0 + x.r < T && col < D;
-    ptx::cp16(dst + row_copy_dst(x, ROWS), ok ? src + int64_t(r0 + x.r) * rs + col : src, ok);
-  }
-}
-
-// Rows tb..tb+63 of a transposed copy (N rows of Tp, one head at xth) -> N rows x 128 bytes.
-template <int N, int NT>
-__device__ __forceinline__ void load_t(uint32_t dst, const bf16* xth, int Tp, int tb) {
-  static_assert(N * 8 % NT == 0, "load_t: copies per thread");
-#pragma unroll
-  for (int i = 0; i < t_copies(N, NT); ++i) {
-    const int e = int(threadIdx.x) + i * NT, r = t_copy_row(e), u = t_copy_unit(e);
-    ptx::cp16(dst + swizzled(r, u), xth + t_index(0, r, tb + u * 8, N, Tp), true);
-  }
-}
-
-// Rows i0 and i1 (this thread's two accumulator rows) of a (B, T, H, 8 NT) F32 output from the
-// accumulators, scaled by f0 / f1; rows at or past T are not written.
-template <int NT>
-__device__ __forceinline__ void store_rows(float* out, const float (&acc)[NT][4], int64_t head,
-                                           int H, int T, int i0, int i1, int lane, float f0,
-                                           float f1) {
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-    const int col = nt * 8 + (lane & 3) * 2;
-    if (i0 < T)
-      *reinterpret_cast<float2*>(out + (head + int64_t(i0) * H) * (8 * NT) + col) =
-          make_float2(acc[nt][0] * f0, acc[nt][1] * f0);
-    if (i1 < T)
-      *reinterpret_cast<float2*>(out + (head + int64_t(i1) * H) * (8 * NT) + col) =
-          make_float2(acc[nt][2] * f1, acc[nt][3] * f1);
-  }
-}
-
-// The ring's barrier over the block's NT threads: __syncthreads in lockstep; staggered, the
-// warpgroups meet it at different points of their code, so it is named barrier 1 (bar.sync
-// counts arrivals, whatever instruction each warp arrives from).
-template <bool STAG, int NT>
-__device__ __forceinline__ void ring_barrier() {
-  if constexpr (STAG) asm volatile("bar.sync 1, %0;\n" ::"n"(NT) : "memory");
-  else __syncthreads();
-}
-
-#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+#endif
 
 // grid (cdiv(T, BQ), B*H), block_threads(BQ) threads (a warpgroup per 64 rows; BQ = kBQ64
 // leaves room for two blocks per SM); shared layout fwd_smem (Q, then NS x [K, V^T]). STAG:
-// the staggered warpgroups of the layout header (128-row blocks), NS = kStagStages.
-template <int DK, int DV, int BQ, bool STAG>
+// the staggered warpgroups of the layout header (128-row blocks), NS = kStagStages. PIPE
+// (DS_ATTENTION_SCHEDULE=pipelined): each warpgroup issues tile it's S = Q K^T and then the
+// previous tile's O += P V as two wgmma groups, waits for S only, runs the softmax of tile it
+// while P V runs, then waits for it, rescales O and packs tile it's P (FlashAttention-3's
+// intra-warpgroup overlap); the same operations on O in the same order as lockstep, so the
+// same bits. Tile it - 1's V is read after barrier it: the ring of STAG (NS = kStagStages).
+template <int DK, int DV, int BQ, bool STAG, bool PIPE = false>
 __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
     sm90_fwd_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
                     const bf16* __restrict__ vt, const int32_t* __restrict__ seg,
@@ -153,7 +105,9 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
                     float* __restrict__ lse, int T, int H, int Tp) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   static_assert(!STAG || BQ == kBQ, "staggered: two warpgroups");
-  constexpr int NS = STAG ? kStagStages : kStages;
+  static_assert(!(STAG && PIPE), "one schedule");
+  constexpr bool LAG = STAG || PIPE;   // a tile is still read after the next one's barrier
+  constexpr int NS = LAG ? kStagStages : kStages;
   constexpr FwdSmem L = fwd_smem(DK, DV, BQ, NS);
   constexpr int NT = block_threads(BQ);
   extern __shared__ uint8_t smem_raw[];
@@ -178,7 +132,7 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
   };
   load_rows<BQ, DK, NT>(base + L.q, qh, rq, q0, T);   // in the first commit group
 #pragma unroll
-  for (int s = 0; s < ring_dist(NS, STAG); ++s) {
+  for (int s = 0; s < ring_dist(NS, LAG); ++s) {
     if (s < nkt) load_tile(s, s);
     ptx::cp_commit();
   }
@@ -191,44 +145,87 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
   const uint32_t qa = wg_rows(base + L.q, wg);   // this warpgroup's 64 rows of Q
   // Barrier `it` of the ring: tile it has landed and is published; refill a free stage.
   auto ring_sync = [&](int it) {
-    ptx::cp_wait<ring_wait(NS, STAG)>();   // this thread's copies of tile it have landed
+    ptx::cp_wait<ring_wait(NS, LAG)>();   // this thread's copies of tile it have landed
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-    ring_barrier<STAG, NT>();              // everyone's have; the stage refilled is free
-    if (const int nx = ring_refill(it, NS, STAG); nx < nkt) load_tile(ring_stage(nx, NS), nx);
+    ring_barrier<STAG, NT>();             // everyone's have; the stage refilled is free
+    if (const int nx = ring_refill(it, NS, LAG); nx < nkt) load_tile(ring_stage(nx, NS), nx);
     ptx::cp_commit();
   };
   // no row of this warpgroup sees tile it (warpgroup-uniform)
   auto skip = [&](int it) { return skip_query_rows((kt0 + it) * kBK, r0, T); };
-  auto scores = [&](int it) {   // S = Q K^T over tile it, waited for
+  uint32_t a[kBK / 16][4];   // P of a tile, the register A operand of O += P V
+  auto issue_s = [&](int it) {   // S = Q K^T over tile it, issued (not committed)
     const uint32_t ks_ = stage_k(ring_stage(it, NS));
     fence_acc(s);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < DK / 16; ++kk)
       wgmma_ss_n64(s, smem_desc(kstep(qa, BQ, kk)), smem_desc(kstep(ks_, kBK, kk)), kk > 0);
-    wgmma_commit_wait_all();
-    fence_acc(s);
   };
-  auto finish = [&](int it) {   // the softmax step and O += P V over tile it
-    const int kb = (kt0 + it) * kBK;
+  auto issue_pv = [&](int it) {   // O += P V over tile it (P in a), issued (not committed)
     const uint32_t ks_ = stage_k(ring_stage(it, NS));
-    const bool need = sb || kb + kBK - 1 > r0 || kb + kBK > T || r0 + 64 > T;
-    softmax_step<kBK / 8, DV / 8>(s, o, m0, m1, l0, l1, sl, need, i0, i1, kb, T, sb, s0, s1,
-                                  lane);
-    uint32_t a[kBK / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < kBK / 16; ++kk) acc_to_a(a[kk], s[2 * kk], s[2 * kk + 1]);
     fence_a(a);
     fence_acc(o);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk)   // keys 16 kk..: the V^T tile's k16 step kk
       wgmma_rs(o, a[kk], smem_desc(kstep(ks_ + L.vt, DV, kk)));
+  };
+  auto probs = [&](int it) {   // the softmax step's P (in s), max and sums; O's factors
+    const int kb = (kt0 + it) * kBK;
+    const bool need = sb || kb + kBK - 1 > r0 || kb + kBK > T || r0 + 64 > T;
+    return softmax_probs<kBK / 8>(s, m0, m1, l0, l1, sl, need, i0, i1, kb, T, sb, s0, s1, lane);
+  };
+  auto pack = [&] {
+#pragma unroll
+    for (int kk = 0; kk < kBK / 16; ++kk) acc_to_a(a[kk], s[2 * kk], s[2 * kk + 1]);
+  };
+  auto scores = [&](int it) {   // S = Q K^T over tile it, waited for
+    issue_s(it);
+    wgmma_commit_wait_all();
+    fence_acc(s);
+  };
+  auto finish = [&](int it) {   // the softmax step and O += P V over tile it
+    rescale_o(o, probs(it));
+    pack();
+    issue_pv(it);
     wgmma_commit_wait_all();
     fence_a(a);
     fence_acc(o);
   };
-  if (!STAG || wg == 0) {
+  if constexpr (PIPE) {
+    // Runs of tiles this warpgroup sees, each: its first tile alone, then every tile's S
+    // issued before the previous tile's P V (both groups waited for within the iteration,
+    // so that no wgmma group crosses a branch: ptxas would serialise them), then the last
+    // P V; the skipped tiles between runs only meet the ring's barrier.
+    for (int it = 0; it < nkt;) {
+      for (; it < nkt && skip(it); ++it) ring_sync(it);
+      if (it >= nkt) break;
+      ring_sync(it);
+      scores(it);
+      rescale_o(o, probs(it));
+      pack();
+      for (++it; it < nkt && !skip(it); ++it) {
+        ring_sync(it);
+        issue_s(it);
+        wgmma_commit();
+        issue_pv(it - 1);
+        wgmma_commit();
+        wgmma_wait<1>();   // S of tile it; P V of tile it - 1 still runs under the softmax
+        fence_acc(s);
+        const float2 al = probs(it);
+        wgmma_wait<0>();
+        fence_a(a);
+        fence_acc(o);
+        rescale_o(o, al);
+        pack();
+      }
+      issue_pv(it - 1);   // before the next run's (or the end's) barrier: its V is there
+      wgmma_commit_wait_all();
+      fence_a(a);
+      fence_acc(o);
+    }
+  } else if (!STAG || wg == 0) {
     for (int it = 0; it < nkt; ++it) {
       ring_sync(it);
       if (!skip(it)) {
@@ -282,7 +279,7 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
 // warpgroups, where warpgroup 1 meets barrier it + 1 between its first products of tile it
 // and the rest). bounds: kfirst (kDQ) or klast (the others) of the segment pre-pass, or null.
 
-template <int DK, int DV, int PASS, int BQ, bool STAG, bool QS>
+template <int DK, int DV, int PASS, int BQ, bool STAG, bool QS, bool PIPE = false>
 __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
     sm90_bwd_kernel(const bf16* __restrict__ xk_src, const bf16* __restrict__ xv_src,
                     const bf16* __restrict__ yk_src, const bf16* __restrict__ yv_src,
@@ -295,7 +292,9 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
   constexpr bool kDP = PASS != kDV, kKV = PASS == kDKV;
   constexpr int NZ = bwd_n(DK, DV, PASS), NZ2 = kKV ? DV : 64;   // (NZ2 unused unless kKV)
   static_assert(!STAG || BQ == kBQ, "staggered: two warpgroups");
-  constexpr int NS = STAG ? kStagBwdStages : kBwdStages;
+  static_assert(!(STAG && PIPE), "one schedule");
+  constexpr bool LAG = STAG || PIPE;   // a tile is still read after the next one's barrier
+  constexpr int NS = LAG ? kStagBwdStages : kBwdStages;
   constexpr BwdSmem L = bwd_smem(DK, DV, PASS, BQ, NS);
   constexpr int NT = block_threads(BQ);
   extern __shared__ uint8_t smem_raw[];
@@ -326,7 +325,7 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
   load_rows<BQ, DK, NT>(xk, xk_src + head * DK, rk, x0, T);   // in the first commit group
   if constexpr (kDP) load_rows<BQ, DV, NT>(xv, xv_src + head * DV, rv, x0, T);
 #pragma unroll
-  for (int st = 0; st < ring_dist(NS, STAG); ++st) {
+  for (int st = 0; st < ring_dist(NS, LAG); ++st) {
     if (st < ntiles) load_tile(st, st);
     ptx::cp_commit();
   }
@@ -344,10 +343,10 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
   const uint32_t xka = wg_rows(xk, wg), xva = wg_rows(xv, wg);
   // Barrier `it` of the ring: tile it has landed and is published; refill a free stage.
   auto ring_sync = [&](int it) {
-    ptx::cp_wait<ring_wait(NS, STAG)>();
+    ptx::cp_wait<ring_wait(NS, LAG)>();
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
     ring_barrier<STAG, NT>();
-    if (const int nx = ring_refill(it, NS, STAG); nx < ntiles) load_tile(ring_stage(nx, NS), nx);
+    if (const int nx = ring_refill(it, NS, LAG); nx < ntiles) load_tile(ring_stage(nx, NS), nx);
     ptx::cp_commit();
   };
   // No pair of this warpgroup's rows and tile it's is visible: skip (warpgroup-uniform).
@@ -355,7 +354,9 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
     const int tb = (t0 + it) * kBK;
     return PASS == kDQ ? skip_query_rows(tb, r0, T) : skip_key_rows(tb, r0, T);
   };
-  auto first = [&](int it) {   // S (and dP) over tile it, waited for
+  uint32_t a[kBK / 16][4];                // the output products' register A operands
+  uint32_t a2[kKV ? kBK / 16 : 1][4];     // (kDKV: a = P^T for dV, a2 = dS^T for dK)
+  auto issue_first = [&](int it) {   // S (and dP) over tile it, issued (not committed)
     const uint32_t ya = stage(ring_stage(it, NS));
     fence_acc(s);
     if constexpr (kDP) fence_acc(dp);
@@ -369,13 +370,18 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
         wgmma_ss_n64(dp, smem_desc(kstep(xva, BQ, kk)), smem_desc(kstep(ya + L.yv, kBK, kk)),
                      kk > 0);
     }
-    wgmma_commit_wait_all();
+  };
+  auto first_done = [&] {
     fence_acc(s);
     if constexpr (kDP) fence_acc(dp);
   };
-  auto rest = [&](int it) {   // P, dS from them, and the output products over tile it
+  auto first = [&](int it) {   // S (and dP) over tile it, waited for
+    issue_first(it);
+    wgmma_commit_wait_all();
+    first_done();
+  };
+  auto compute = [&](int it) {   // P, and dS from them, over tile it (in s, dp)
     const int tb = (t0 + it) * kBK;
-    const uint32_t ya = stage(ring_stage(it, NS));
     if constexpr (PASS == kDQ) {   // rows: queries i0 / i1; columns: keys
       const bool need = sb || tb + kBK - 1 > r0 || tb + kBK > T || r0 + 64 > T;
 #pragma unroll
@@ -438,42 +444,71 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
           }
         }
     }
-    uint32_t a[kBK / 16][4];
+  };
+  auto pack = [&] {   // a = P^T (dV) or dS (the others); kDKV: a2 = dS^T for dK += dS^T Q
 #pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk) acc_to_a(a[kk], s[2 * kk], s[2 * kk + 1]);
-    if constexpr (kKV) {   // a = P^T for dV += P^T dO; a2 = dS^T for dK += dS^T Q
-      uint32_t a2[kBK / 16][4];
+    if constexpr (kKV) {
 #pragma unroll
       for (int kk = 0; kk < kBK / 16; ++kk) acc_to_a(a2[kk], dp[2 * kk], dp[2 * kk + 1]);
-      fence_a(a);
-      fence_a(a2);
-      fence_acc(acc);
-      fence_acc(acc2);
-      wgmma_fence();
+    }
+  };
+  auto out_fence = [&] {
+    fence_a(a);
+    if constexpr (kKV) fence_a(a2);
+    fence_acc(acc);
+    if constexpr (kKV) fence_acc(acc2);
+  };
+  auto issue_out = [&](int it) {   // the output products over tile it, issued (not committed)
+    const uint32_t ya = stage(ring_stage(it, NS));
+    out_fence();
+    wgmma_fence();
+    if constexpr (kKV) {
 #pragma unroll
       for (int kk = 0; kk < kBK / 16; ++kk)
         wgmma_rs(acc, a2[kk], smem_desc(kstep(ya + L.z, NZ, kk)));
 #pragma unroll
       for (int kk = 0; kk < kBK / 16; ++kk)
         wgmma_rs(acc2, a[kk], smem_desc(kstep(ya + L.z2, NZ2, kk)));
-      wgmma_commit_wait_all();
-      fence_a(a);
-      fence_a(a2);
-      fence_acc(acc);
-      fence_acc(acc2);
     } else {
-      fence_a(a);
-      fence_acc(acc);
-      wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < kBK / 16; ++kk)   // tile rows 16 kk..: bytes 32 kk of each Z^T row
         wgmma_rs(acc, a[kk], smem_desc(kstep(ya + L.z, NZ, kk)));
-      wgmma_commit_wait_all();
-      fence_a(a);
-      fence_acc(acc);
     }
   };
-  if (!STAG || wg == 0) {
+  auto rest = [&](int it) {   // P, dS from them, and the output products over tile it
+    compute(it);
+    pack();
+    issue_out(it);
+    wgmma_commit_wait_all();
+    out_fence();
+  };
+  if constexpr (PIPE) {   // as the forward's: tile it's S (and dP) under tile it - 1's outputs
+    for (int it = 0; it < ntiles;) {
+      for (; it < ntiles && skip(it); ++it) ring_sync(it);
+      if (it >= ntiles) break;
+      ring_sync(it);
+      first(it);
+      compute(it);
+      pack();
+      for (++it; it < ntiles && !skip(it); ++it) {
+        ring_sync(it);
+        issue_first(it);
+        wgmma_commit();
+        issue_out(it - 1);
+        wgmma_commit();
+        wgmma_wait<1>();   // S (and dP) of tile it; tile it - 1's outputs still run
+        first_done();
+        compute(it);
+        wgmma_wait<0>();
+        out_fence();
+        pack();
+      }
+      issue_out(it - 1);
+      wgmma_commit_wait_all();
+      out_fence();
+    }
+  } else if (!STAG || wg == 0) {
     for (int it = 0; it < ntiles; ++it) {
       ring_sync(it);
       if (!skip(it)) {
@@ -511,21 +546,22 @@ bool two_per_sm(K kern, size_t smem, int nt) {
   return n >= 2;
 }
 
-// -1: not read from DS_ATTENTION_SCHEDULE yet; 0 lockstep; 1 staggered (where it fits).
+// -1: not read from DS_ATTENTION_SCHEDULE yet; 0 lockstep; 1 staggered, 2 pipelined (each
+// where the ring's extra stage fits: stag_fwd / stag_bwd).
 std::atomic<int> g_stag{-1};
-std::atomic<int64_t> g_stag_launches{0};
+std::atomic<int64_t> g_stag_launches{0}, g_pipe_launches{0};
 
-template <int DK, int DV, int BQ, bool STAG = false>
+template <int DK, int DV, int BQ, bool LAG = false>   // LAG: the ring of STAG and PIPE
 constexpr size_t sm90_fwd_smem() {   // + room to align the base to 1024
-  return size_t(fwd_smem(DK, DV, BQ, STAG ? kStagStages : kStages).bytes) + 1024;
+  return size_t(fwd_smem(DK, DV, BQ, LAG ? kStagStages : kStages).bytes) + 1024;
 }
 
-template <int DK, int DV, int BQ, bool STAG = false>
+template <int DK, int DV, int BQ, bool STAG = false, bool PIPE = false>
 void sm90_fwd_launch(const Launch& L, const bf16* q, const bf16* k, const bf16* vt, int64_t Tp,
                      float* out, float* lse) {
-  constexpr size_t smem = sm90_fwd_smem<DK, DV, BQ, STAG>();
+  constexpr size_t smem = sm90_fwd_smem<DK, DV, BQ, STAG || PIPE>();
   static_assert(smem <= 227 * 1024, "sm90_fwd_kernel: shared memory");
-  auto kern = sm90_fwd_kernel<DK, DV, BQ, STAG>;
+  auto kern = sm90_fwd_kernel<DK, DV, BQ, STAG, PIPE>;
   set_smem(kern, smem);
   const dim3 grid(unsigned(cdiv(L.s.T, BQ)), unsigned(L.s.B * L.s.H));
   kern<<<grid, block_threads(BQ), smem, stream()>>>(q, k, vt, L.seg, L.kfirst, L.scale, out,
@@ -556,13 +592,18 @@ void sm90_forward(const Launch& L, const bf16* q, const bf16* k, const bf16* vt,
       g_stag_launches.fetch_add(1);
       return;
     }
+    if (attention_pipelined()) {
+      sm90_fwd_launch<DK, DV, kBQ, false, true>(L, q, k, vt, Tp, out, lse);
+      g_pipe_launches.fetch_add(1);
+      return;
+    }
   }
   sm90_fwd_launch<DK, DV, kBQ>(L, q, k, vt, Tp, out, lse);
 }
 
-template <int DK, int DV, int PASS, int BQ, bool STAG = false>
+template <int DK, int DV, int PASS, int BQ, bool LAG = false>
 constexpr size_t sm90_bwd_smem() {
-  return size_t(bwd_smem(DK, DV, PASS, BQ, STAG ? kStagBwdStages : kBwdStages).bytes) + 1024;
+  return size_t(bwd_smem(DK, DV, PASS, BQ, LAG ? kStagBwdStages : kBwdStages).bytes) + 1024;
 }
 
 // -1: not read from DS_ATTENTION_BWD yet; 0 split dK / dV passes; 1 fused (where it fits).
@@ -572,15 +613,15 @@ std::atomic<int64_t> g_fused_launches{0};
 std::atomic<int> g_qstats{-1};
 std::atomic<int64_t> g_qstats_launches{0};
 
-template <int DK, int DV, int PASS, int BQ, bool STAG, bool QS>
+template <int DK, int DV, int PASS, int BQ, bool STAG, bool QS, bool PIPE = false>
 void sm90_bwd_launch(const Launch& L, const bf16* xk, const bf16* xv, const bf16* yk,
                      const bf16* yv, const bf16* zt, int64_t Tp, const float* lse,
                      const float* D, float* out, const bf16* zt2, float* out2,
                      const float2* qstats) {
-  constexpr size_t smem = sm90_bwd_smem<DK, DV, PASS, BQ, STAG>();
+  constexpr size_t smem = sm90_bwd_smem<DK, DV, PASS, BQ, STAG || PIPE>();
   static_assert(smem <= 227 * 1024, "sm90_bwd_kernel: shared memory");
   static_assert(PASS != kDKV || bwd_fused_fits(DK, DV), "sm90_bwd_kernel: fused dK/dV dims");
-  auto kern = sm90_bwd_kernel<DK, DV, PASS, BQ, STAG, QS>;
+  auto kern = sm90_bwd_kernel<DK, DV, PASS, BQ, STAG, QS, PIPE>;
   set_smem(kern, smem);
   const dim3 grid(unsigned(cdiv(L.s.T, BQ)), unsigned(L.s.B * L.s.H));
   kern<<<grid, block_threads(BQ), smem, stream()>>>(xk, xv, yk, yv, zt, zt2, L.seg,
@@ -591,7 +632,7 @@ void sm90_bwd_launch(const Launch& L, const bf16* xk, const bf16* xv, const bf16
 }
 
 // One backward pass on 64-row blocks where selected, built and two fit an SM; else on 128-row
-// blocks, staggered where selected and it fits. QS: a key-row split pass reads the query-stats
+// blocks, staggered or pipelined where selected and it fits. QS: a key-row split pass reads the query-stats
 // table (the fused pass always does).
 template <int DK, int DV, int PASS, bool QS = false>
 void sm90_bwd_pass(const Launch& L, const bf16* xk, const bf16* xv, const bf16* yk,
@@ -619,6 +660,12 @@ void sm90_bwd_pass(const Launch& L, const bf16* xk, const bf16* xv, const bf16* 
       sm90_bwd_launch<DK, DV, PASS, kBQ, true, QS>(L, xk, xv, yk, yv, zt, Tp, lse, D, out, zt2,
                                                    out2, qstats);
       g_stag_launches.fetch_add(1);
+      return;
+    }
+    if (attention_pipelined()) {
+      sm90_bwd_launch<DK, DV, PASS, kBQ, false, QS, true>(L, xk, xv, yk, yv, zt, Tp, lse, D,
+                                                          out, zt2, out2, qstats);
+      g_pipe_launches.fetch_add(1);
       return;
     }
   }
@@ -736,6 +783,10 @@ void set_attention_rows64(bool on) { flash::g_rows64.store(on ? 1 : 0); }
 
 void set_attention_staggered(bool on) { flash::g_stag.store(on ? 1 : 0); }
 
+void set_attention_pipelined(bool on) { flash::g_stag.store(on ? 2 : 0); }
+
+int64_t attention_pipelined_launches() { return flash::g_pipe_launches.load(); }
+
 void set_attention_bwd_qstats(bool on) { flash::g_qstats.store(on ? 1 : 0); }
 
 int64_t attention_bwd_qstats_launches() { return flash::g_qstats_launches.load(); }
@@ -777,11 +828,25 @@ bool attention_bwd_qstats() {
   return switch_from_env(flash::g_qstats, "DS_ATTENTION_QSTATS", "inline", "table", false);
 }
 
-// lockstep by default until the staggered warpgroups have run on a GPU
-bool attention_staggered() {
-  return switch_from_env(flash::g_stag, "DS_ATTENTION_SCHEDULE", "lockstep", "staggered",
-                         false);
+// DS_ATTENTION_SCHEDULE: lockstep (unset or empty: the default until the others have run on
+// a GPU), staggered or pipelined; anything else a CudaError naming the three.
+int attention_schedule() {
+  int v = flash::g_stag.load();
+  if (v < 0) {
+    const char* e = std::getenv("DS_ATTENTION_SCHEDULE");
+    if (!e || !*e || std::strcmp(e, "lockstep") == 0) v = 0;
+    else if (std::strcmp(e, "staggered") == 0) v = 1;
+    else if (std::strcmp(e, "pipelined") == 0) v = 2;
+    else throw_cuda_error(std::string("DS_ATTENTION_SCHEDULE=") + e +
+                              ": expected lockstep, staggered or pipelined", __FILE__, __LINE__);
+    int expected = -1;
+    flash::g_stag.compare_exchange_strong(expected, v);
+    v = flash::g_stag.load();
+  }
+  return v;
 }
+bool attention_staggered() { return attention_schedule() == 1; }
+bool attention_pipelined() { return attention_schedule() == 2; }
 
 // 128-row blocks by default until the 64-row ones have run on a GPU
 bool attention_rows64() {

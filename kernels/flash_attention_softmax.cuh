@@ -35,12 +35,14 @@ __device__ __forceinline__ float fast_exp2(float x) {   // ex2.approx: 2^-inf = 
 }
 
 // One online-softmax step for one 16-row m-tile (rows i0 = lane/4, i1 = i0 + 8 of it): mask,
-// scale to log2 units, new running max, P = 2^(s - m) in place, rescale O and the row sums.
-template <int NT, int NO>
-__device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&o)[NO][4], float& m0,
-                                             float& m1, float& l0, float& l1, float sl, bool need,
-                                             int i0, int i1, int kb, int T, const int32_t* sb,
-                                             int s0, int s1, int lane) {
+// scale to log2 units, new running max, P = 2^(s - m) in place, the row sums; returns the
+// factors (rows i0, i1) that rescale O, which rescale_o applies (softmax_step does both; the
+// pipelined wgmma forward rescales once the previous tile's P V is done).
+template <int NT>
+__device__ __forceinline__ float2 softmax_probs(float (&s)[NT][4], float& m0, float& m1,
+                                                float& l0, float& l1, float sl, bool need, int i0,
+                                                int i1, int kb, int T, const int32_t* sb,
+                                                int s0, int s1, int lane) {
   float mx0 = m0, mx1 = m1;
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt)
@@ -74,11 +76,22 @@ __device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&o)[NO][4
   l1 = l1 * al1 + r1;
   m0 = mx0;
   m1 = mx1;
+  return make_float2(al0, al1);
+}
+template <int NO>
+__device__ __forceinline__ void rescale_o(float (&o)[NO][4], float2 al) {
 #pragma unroll
   for (int nt = 0; nt < NO; ++nt) {
-    o[nt][0] *= al0; o[nt][1] *= al0;
-    o[nt][2] *= al1; o[nt][3] *= al1;
+    o[nt][0] *= al.x; o[nt][1] *= al.x;
+    o[nt][2] *= al.y; o[nt][3] *= al.y;
   }
+}
+template <int NT, int NO>
+__device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&o)[NO][4], float& m0,
+                                             float& m1, float& l0, float& l1, float sl, bool need,
+                                             int i0, int i1, int kb, int T, const int32_t* sb,
+                                             int s0, int s1, int lane) {
+  rescale_o(o, softmax_probs(s, m0, m1, l0, l1, sl, need, i0, i1, kb, T, sb, s0, s1, lane));
 }
 
 }  // namespace ds::cuda::flash

@@ -111,6 +111,7 @@ NEW_ATTN='gpu attention wgmma*'
 NEW_ATTN_FUSED='gpu attention fused*'
 NEW_ATTN_ROWS='gpu attention 64-row*'
 NEW_ATTN_STAG='gpu attention staggered*'
+NEW_ATTN_PIPE='gpu attention pipelined*'
 NEW_PROBE='gpu sm90 probe*'
 NEW_ATTN_QS='gpu attention query-stats*'
 NEW_MLA_WG='gpu mla wgmma*'
@@ -119,7 +120,7 @@ NEW_RUNTIME='gpu runtime:*'
 NEW_DEFAULT='gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,elementwise: swiglu packed*,gpu gather_rows_scaled*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 NEW_OPERANDS='gpu gather_rows_scaled*,elementwise: rope_tail_codes*,gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu moe_sort_pairs*,elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 declare -A FILTER=(
-  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_GROUPED_WG,$NEW_MULTI,$NEW_MLA,$NEW_FP8_ALL,$NEW_PROF,$NEW_ATTN,$NEW_ATTN_FUSED,$NEW_ATTN_ROWS,$NEW_ATTN_STAG,$NEW_PROBE,$NEW_ATTN_QS,$NEW_MLA_WG,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME"
+  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_GROUPED_WG,$NEW_MULTI,$NEW_MLA,$NEW_FP8_ALL,$NEW_PROF,$NEW_ATTN,$NEW_ATTN_FUSED,$NEW_ATTN_ROWS,$NEW_ATTN_STAG,$NEW_ATTN_PIPE,$NEW_PROBE,$NEW_ATTN_QS,$NEW_MLA_WG,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME"
   [ops-grouped]="--test-case=$NEW_GROUPED"
   [ops-grouped-wgmma]="--test-case=$NEW_GROUPED_WG"
   [ops-multi]="--test-case=$NEW_MULTI"
@@ -132,6 +133,7 @@ declare -A FILTER=(
   [ops-attn-fused]="--test-case=$NEW_ATTN_FUSED"
   [ops-attn-rows64]="--test-case=$NEW_ATTN_ROWS"
   [ops-attn-staggered]="--test-case=$NEW_ATTN_STAG"
+  [ops-attn-pipelined]="--test-case=$NEW_ATTN_PIPE"
   [ops-sm90-probes]="--test-case=$NEW_PROBE"
   [ops-attn-qstats]="--test-case=$NEW_ATTN_QS"
   [ops-mla-wgmma]="--test-case=$NEW_MLA_WG"
@@ -175,6 +177,8 @@ declare -A FILTER=(
 # run on a GPU) against the 128-row blocks, bit for bit, and against the reference;
 # ops-attn-staggered: the 128-row blocks with staggered warpgroups (opt-in,
 # DS_ATTENTION_SCHEDULE=staggered; not yet run on a GPU), the same against lockstep;
+# ops-attn-pipelined: each warpgroup's next first products under its previous outputs
+# (opt-in, DS_ATTENTION_SCHEDULE=pipelined; not yet run on a GPU), the same against lockstep;
 # ops-attn-qstats: the split dK and dV passes reading the query-stats table (opt-in,
 # DS_ATTENTION_QSTATS=table; not yet run on a GPU), the same against the inline loads;
 # ops-grouped-wgmma: the grouped BF16 GEMM on warpgroup MMAs (opt-in, DS_GROUPED_GEMM=wgmma;
@@ -195,7 +199,7 @@ declare -A FILTER=(
 # Groups of kernels that have not run on a GPU yet: a hang there (a barrier or an mbarrier
 # phase that never completes) is stopped after 45 s instead of the others' 90.
 declare -A TLIM=([ops-attn-fused]=45 [ops-attn-rows64]=45 [ops-attn-staggered]=45
-                 [ops-attn-qstats]=45 [ops-sm90-probes]=45 [ops-mla-wgmma]=45
+                 [ops-attn-pipelined]=45 [ops-attn-qstats]=45 [ops-sm90-probes]=45 [ops-mla-wgmma]=45
                  [ops-grouped-wgmma]=45)
 MODEL_RC=0
 for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
@@ -205,7 +209,8 @@ for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
          ds_test_backend_ops:ops-fp8-grouped \
          ds_test_backend_ops:ops-profiler ds_test_backend_ops:ops-attn-wgmma \
          ds_test_backend_ops:ops-attn-fused ds_test_backend_ops:ops-attn-rows64 \
-         ds_test_backend_ops:ops-attn-staggered ds_test_backend_ops:ops-attn-qstats \
+         ds_test_backend_ops:ops-attn-staggered ds_test_backend_ops:ops-attn-pipelined \
+         ds_test_backend_ops:ops-attn-qstats \
          ds_test_backend_ops:ops-sm90-probes ds_test_backend_ops:ops-mla-wgmma \
          ds_test_backend_ops:ops-fused ds_test_backend_ops:ops-bf16-outputs \
          ds_test_backend_ops:ops-runtime ds_test_backend_ops:ops-fp8-overlap \
@@ -297,6 +302,8 @@ T_ROWS64_FUSED=(ds_test_backend_ops-ops-attn-rows64 ds_test_backend_ops-ops-attn
 T_STAG=(ds_test_backend_ops-ops-attn-staggered)
 T_MLA=(ds_test_backend_ops-ops-mla-bf16)
 T_STAG_FUSED=(ds_test_backend_ops-ops-attn-staggered ds_test_backend_ops-ops-attn-fused)
+T_PIPE=(ds_test_backend_ops-ops-attn-pipelined)
+T_PIPE_FUSED=(ds_test_backend_ops-ops-attn-pipelined ds_test_backend_ops-ops-attn-fused)
 T_QS=(ds_test_backend_ops-ops-attn-qstats)
 T_MLAW=(ds_test_backend_ops-ops-mla-wgmma)
 T_GWG=(ds_test_backend_ops-ops-grouped-wgmma)
@@ -363,6 +370,12 @@ optin "attention staggered" bench_train_stag.txt bf16 T_STAG \
   attention-schedule=staggered,profile=1
 optin "attention staggered + fused bwd" bench_train_stagf.txt bf16 T_STAG_FUSED \
   attention-schedule=staggered,attention-bwd=fused
+# - each warpgroup's next first products under its previous outputs (opt-in; the same bits),
+#   with the per-op profile; and with the fused dK/dV pass as well;
+optin "attention pipelined" bench_train_pipe.txt bf16 T_PIPE \
+  attention-schedule=pipelined,profile=1
+optin "attention pipelined + fused bwd" bench_train_pipef.txt bf16 T_PIPE_FUSED \
+  attention-schedule=pipelined,attention-bwd=fused
 # - the split dK and dV passes reading the query-stats table (opt-in; the same bits);
 optin "attention query-stats table" bench_train_qstats.txt bf16 T_QS attention-qstats=table
 # - the default step again.
@@ -405,7 +418,7 @@ for attempt in 1 2 3 4; do
 done
 for i in "${pending[@]}"; do V_NOTE[${V_LABEL[$i]}]="not run (the process kept dying)"; done
 for lab in "expert outputs BF16" "grouped wgmma" "attention backward fused" \
-           "attention 64-row blocks" "attention staggered"; do   # the profiled variants
+           "attention 64-row blocks" "attention staggered" "attention pipelined"; do
   grep -A45 -F "[variant $lab]" "$VE" 2>/dev/null |
     grep -E "^(profile|GEMM share|[a-z_0-9]+ +[a-z_]+ +[0-9]+ )" | head -12
 done
@@ -489,10 +502,16 @@ verdict "attention warpgroups staggered (opt-in; DS_ATTENTION_SCHEDULE=staggered
 verdict "attention warpgroups staggered with the fused dK/dV pass (both opt-in)" \
   ds_test_backend_ops-ops-attn-staggered,ds_test_backend_ops-ops-attn-fused $B0 \
   bench_train_stagf.txt
+verdict "attention warpgroups pipelined (opt-in; DS_ATTENTION_SCHEDULE=pipelined)" \
+  ds_test_backend_ops-ops-attn-pipelined $B0 bench_train_pipe.txt
+verdict "attention warpgroups pipelined with the fused dK/dV pass (both opt-in)" \
+  ds_test_backend_ops-ops-attn-pipelined,ds_test_backend_ops-ops-attn-fused $B0 \
+  bench_train_pipef.txt
 verdict "split dK/dV passes on the query-stats table (opt-in; DS_ATTENTION_QSTATS=table)" \
   ds_test_backend_ops-ops-attn-qstats $B0 bench_train_qstats.txt
 for f in bench_train_rows64.txt bench_train_rows64f.txt bench_train_stag.txt \
-         bench_train_stagf.txt bench_train_qstats.txt; do   # did the switched kernels run?
+         bench_train_stagf.txt bench_train_pipe.txt bench_train_pipef.txt \
+         bench_train_qstats.txt; do   # did the switched kernels run?
   l=$(grep -m1 "^attention: fused" "$O/$f" 2>/dev/null | sed 's/ \[variant .*\]$//')
   [ -n "$l" ] && row "launches in ${f%.txt}" INFO "$l"
 done
@@ -575,10 +594,12 @@ elif passed "${T_WGMMA[@]}"; then
   nf=--no-fused; passed "${T_BWDFUSED[@]}" && nf=   # the fused dK/dV pass where it passed
   nr=--no-rows64; passed "${T_ROWS64[@]}" && nr=     # the 64-row blocks where they passed
   ns=--no-staggered; passed "${T_STAG[@]}" && ns=    # the staggered warpgroups likewise
+  np=--no-pipelined; passed "${T_PIPE[@]}" && np=    # the pipelined ones
   nq=--no-qstats; passed "${T_QS[@]}" && nq=         # and the query-stats table
-  timeout "$(limit 30)" "$BIN/bench_attention" $q --wgmma $nf $nr $ns $nq \
+  timeout "$(limit 30)" "$BIN/bench_attention" $q --wgmma $nf $nr $ns $np $nq \
     > "$O/bench_attention_wgmma.txt" 2>&1
-  echo "bench_attention --wgmma $nf $nr $ns $nq rc=$?"; grep -v '^{' "$O/bench_attention_wgmma.txt"
+  echo "bench_attention --wgmma $nf $nr $ns $np $nq rc=$?"
+  grep -v '^{' "$O/bench_attention_wgmma.txt"
   l=$(grep "wgmma fwd" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' | tr -s ' ' \
     | paste -sd';')
   row "attention wgmma" INFO "${l:-failed, see bench_attention_wgmma.txt}"
@@ -593,6 +614,7 @@ elif passed "${T_WGMMA[@]}"; then
   opt_rows "dK/dV fused" "$nf" "dK and dV fused"
   opt_rows "64-row blocks" "$nr" "64-row blocks"
   opt_rows "staggered" "$ns" "staggered warpgroups"
+  opt_rows "pipelined" "$np" "pipelined warpgroups"
   opt_rows "query-stats table" "$nq" "query-stats table"
 else
   row "attention wgmma" SKIP "not run: its tests did not all pass"
@@ -638,7 +660,8 @@ NCU_METRICS+=",smsp__issue_active.avg.pct_of_peak_sustained_active"
 NCU_METRICS+=",regex:^sm__pipe_(alu|tensor\w*)_cycles_active\.avg\.pct_of_peak_sustained_active$"
 NCU_METRICS+=",regex:^smsp__average_warps_issue_stalled_\w+_per_issue_active\.ratio$"
 # entries: label:file:test groups (the T_* array):kernel regex:launches:benchmark and its flags
-A_ONLY="bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-staggered --no-qstats"
+A_ONLY="bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-staggered"
+A_ONLY+=" --no-pipelined --no-qstats"
 ncu_entries() {   # ncu_entries SPEC...: one Nsight Compute run and its rows per entry
   local spec lab f groups k c cmd gref rc s l
   for spec in "$@"; do
@@ -669,10 +692,11 @@ ncu_entries() {   # ncu_entries SPEC...: one Nsight Compute run and its rows per
   done
 }
 ncu_entries "attention backward 96/64:attn_bwd:T_WGMMA:sm90_bwd_kernel<.int.96:3:$A_ONLY" \
-            "attention backward 96/64, dK/dV fused:attn_bwdf:T_BWDFUSED:sm90_bwd_kernel<.int.96, .int.64, .int.3:1:bench_attention --quick --only-1b --wgmma --no-rows64 --no-staggered --no-qstats" \
-            "attention backward 96/64, 64-row blocks:attn_bwd64:T_ROWS64:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.64,:3:bench_attention --quick --only-1b --wgmma --no-fused --no-staggered --no-qstats" \
-            "attention backward 96/64, staggered:attn_bwdst:T_STAG:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.128, (.bool.1|true):3:bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-qstats" \
-            "attention backward 96/64, query-stats table:attn_bwdqs:T_QS:sm90_bwd_kernel<.int.96, .int.64, .int.[12], .int.128, (.bool.0|false), (.bool.1|true)>:2:bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-staggered" \
+            "attention backward 96/64, dK/dV fused:attn_bwdf:T_BWDFUSED:sm90_bwd_kernel<.int.96, .int.64, .int.3:1:bench_attention --quick --only-1b --wgmma --no-rows64 --no-staggered --no-pipelined --no-qstats" \
+            "attention backward 96/64, 64-row blocks:attn_bwd64:T_ROWS64:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.64,:3:bench_attention --quick --only-1b --wgmma --no-fused --no-staggered --no-pipelined --no-qstats" \
+            "attention backward 96/64, staggered:attn_bwdst:T_STAG:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.128, (.bool.1|true):3:bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-pipelined --no-qstats" \
+            "attention backward 96/64, pipelined:attn_bwdpp:T_PIPE:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.128, (.bool.0|false), (.bool.0|false), (.bool.1|true)>:3:bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-staggered --no-qstats" \
+            "attention backward 96/64, query-stats table:attn_bwdqs:T_QS:sm90_bwd_kernel<.int.96, .int.64, .int.[12], .int.128, (.bool.0|false), (.bool.1|true), (.bool.0|false)>:2:bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-staggered --no-pipelined" \
             "grouped BF16 GEMM, wgmma:grouped_wg:T_GWG:grouped_bf16_wgmma_kernel:1:bench_gemm --grouped-only --without overlap --without fp8-grouped"
 echo "[gpu-check] Nsight Compute (opt-ins) done at $(elapsed)"
 # ---- 5. the tools on the GPU: pretraining (GPU vs CPU), generation, evaluation ---------------

@@ -18,15 +18,16 @@
 // kernels (sm_90a; the training default), beside the mma.sync kernels the plain rows time, and
 // where the head dims allow it the backward with dK and dV in one pass (DS_ATTENTION_BWD=fused,
 // not yet run on a GPU), which must give the split passes' bits.
-// and the wgmma kernels in 64-row blocks (DS_ATTENTION_ROWS=64), with staggered warpgroups
-// (DS_ATTENTION_SCHEDULE=staggered) and with the split passes reading the query-stats table
-// (DS_ATTENTION_QSTATS=table), none yet run on a GPU, each of which must give the defaults'
-// bits. --no-fused, --no-rows64, --no-staggered, --no-qstats leave those out (gpu-check.sh,
+// and the wgmma kernels in 64-row blocks (DS_ATTENTION_ROWS=64), with staggered or pipelined
+// warpgroups (DS_ATTENTION_SCHEDULE=staggered|pipelined) and with the split passes reading the
+// query-stats table (DS_ATTENTION_QSTATS=table), none yet run on a GPU, each of which must give
+// the defaults' bits. --no-fused, --no-rows64, --no-staggered, --no-pipelined, --no-qstats
+// leave those out (gpu-check.sh,
 // where their tests failed). --mla-plans: only the BF16 decode kernel, under forced ring
 // depths and key splits (kernels/mla_decode.cuh set_mla_bf16_plan) beside its own plan, at 16
 // and 128 heads. --only-1b: only the `1b` preset's attention row (what Nsight Compute profiles).
 // Usage: bench_attention [--quick] [--wgmma] [--no-fused] [--no-rows64] [--no-staggered]
-// [--no-qstats] [--no-mla-wgmma] [--mla-plans] [--only-1b]. Prints a table and one JSON line
+// [--no-pipelined] [--no-qstats] [--no-mla-wgmma] [--mla-plans] [--only-1b]. Prints a table and one JSON line
 // per row (and cache).
 #include <cmath>
 #include <cstdio>
@@ -49,6 +50,7 @@ namespace {
 bool g_fused = true;    // --no-fused: no fused dK/dV timing
 bool g_rows64 = true;      // --no-rows64: no 64-row block timing
 bool g_staggered = true;   // --no-staggered: no staggered warpgroups timing
+bool g_pipelined = true;   // --no-pipelined: no pipelined warpgroups timing
 bool g_qstats = true;      // --no-qstats: no query-stats table timing
 bool g_mla_wgmma = true;   // --no-mla-wgmma: no wgmma MLA decode timing
 
@@ -179,6 +181,9 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
   if (g_staggered)
     runs.push_back({"staggered warpgroups", "attention_staggered", cuda::set_attention_staggered,
                     cuda::attention_staggered, cuda::attention_staggered_launches});
+  if (g_pipelined)
+    runs.push_back({"pipelined warpgroups", "attention_pipelined", cuda::set_attention_pipelined,
+                    cuda::attention_pipelined, cuda::attention_pipelined_launches});
   if (g_qstats)   // the split passes only: the forward keeps its kernels (0 launches)
     runs.push_back({"query-stats table", "attention_qstats", cuda::set_attention_bwd_qstats,
                     cuda::attention_bwd_qstats, cuda::attention_bwd_qstats_launches});
@@ -417,14 +422,15 @@ int main(int argc, char** argv) {
     else if (std::strcmp(argv[i], "--no-fused") == 0) g_fused = false;
     else if (std::strcmp(argv[i], "--no-rows64") == 0) g_rows64 = false;
     else if (std::strcmp(argv[i], "--no-staggered") == 0) g_staggered = false;
+    else if (std::strcmp(argv[i], "--no-pipelined") == 0) g_pipelined = false;
     else if (std::strcmp(argv[i], "--no-qstats") == 0) g_qstats = false;
     else if (std::strcmp(argv[i], "--no-mla-wgmma") == 0) g_mla_wgmma = false;
     else if (std::strcmp(argv[i], "--mla-plans") == 0) sweep = true;
     else if (std::strcmp(argv[i], "--only-1b") == 0) only_1b = true;
     else {
       std::fprintf(stderr, "bench_attention: unknown argument %s (expected --quick, --wgmma, "
-                   "--no-fused, --no-rows64, --no-staggered, --no-qstats, --no-mla-wgmma, "
-                   "--mla-plans, --only-1b)\n", argv[i]);
+                   "--no-fused, --no-rows64, --no-staggered, --no-pipelined, --no-qstats, "
+                   "--no-mla-wgmma, --mla-plans, --only-1b)\n", argv[i]);
       return 2;
     }
   }

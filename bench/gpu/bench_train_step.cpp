@@ -45,7 +45,8 @@
 // gemm-accumulate, operand-refresh, expert-outputs, grouped-experts (-1|0|1), profile (0|1),
 // and the process-wide switches grouped-gemm (cublas|kernel|wgmma: DS_GROUPED_GEMM), attention
 // (wgmma|mma: DS_ATTENTION), attention-bwd (fused|split: DS_ATTENTION_BWD), attention-rows
-// (64|128: DS_ATTENTION_ROWS), attention-schedule (staggered|lockstep: DS_ATTENTION_SCHEDULE),
+// (64|128: DS_ATTENTION_ROWS), attention-schedule (staggered|pipelined|lockstep:
+// DS_ATTENTION_SCHEDULE),
 // attention-qstats (table|inline: DS_ATTENTION_QSTATS) and streams (1-16:
 // DS_GROUPED_GEMM_STREAMS). Each variant's lines
 // end in [variant LABEL] and its JSON carries "variant": one process times all the switches
@@ -82,7 +83,8 @@ struct Switches {
   int share_inputs = -1, attention_inputs = -1, stacked_gate_up = -1, gemm_accumulate = -1;
   int expert_outputs = -1, operand_refresh = -1;
   int grouped_gemm = -1, attention_wgmma = -1, attention_bwd = -1, streams = 0;   // (cuda)
-  int attention_rows64 = -1, attention_staggered = -1, attention_qstats = -1;
+  int attention_rows64 = -1, attention_qstats = -1;
+  int attention_staggered = -1;   // the schedule: 0 lockstep, 1 staggered, 2 pipelined
   bool profile = false;
 };
 
@@ -144,8 +146,9 @@ Variant parse_variant(const std::string& spec, const Switches& base) {
       s.attention_bwd = val == "fused";
     else if (k == "attention-rows" && (val == "64" || val == "128"))
       s.attention_rows64 = val == "64";
-    else if (k == "attention-schedule" && (val == "staggered" || val == "lockstep"))
-      s.attention_staggered = val == "staggered";
+    else if (k == "attention-schedule" &&
+             (val == "staggered" || val == "pipelined" || val == "lockstep"))
+      s.attention_staggered = val == "pipelined" ? 2 : val == "staggered" ? 1 : 0;
     else if (k == "attention-qstats" && (val == "table" || val == "inline"))
       s.attention_qstats = val == "table";
     else usage("--variant " + spec + ": unknown key or value " + kv);
@@ -248,7 +251,7 @@ int main(int argc, char** argv) {
     const bool wgmma0 = dev == Device::cuda && ds::cuda::attention_wgmma();
     const bool fused0 = dev == Device::cuda && ds::cuda::attention_bwd_fused();
     const bool rows640 = dev == Device::cuda && ds::cuda::attention_rows64();
-    const bool stag0 = dev == Device::cuda && ds::cuda::attention_staggered();
+    const int sched0 = dev == Device::cuda ? ds::cuda::attention_schedule() : 0;
     const bool qstats0 = dev == Device::cuda && ds::cuda::attention_bwd_qstats();
     const int streams0 = dev == Device::cuda ? ds::cuda::grouped_gemm_streams() : 0;
     for (const Variant& var : variants) {
@@ -266,6 +269,7 @@ int main(int argc, char** argv) {
     const int64_t fused_l0 = dev == Device::cuda ? ds::cuda::attention_bwd_fused_launches() : 0;
     const int64_t rows64_l0 = dev == Device::cuda ? ds::cuda::attention_rows64_launches() : 0;
     const int64_t stag_l0 = dev == Device::cuda ? ds::cuda::attention_staggered_launches() : 0;
+    const int64_t pipe_l0 = dev == Device::cuda ? ds::cuda::attention_pipelined_launches() : 0;
     const int64_t qs_l0 = dev == Device::cuda ? ds::cuda::attention_bwd_qstats_launches() : 0;
     if (dev == Device::cuda) {
       using GI = ds::cuda::GroupedGemmImpl;
@@ -277,8 +281,9 @@ int main(int argc, char** argv) {
       ds::cuda::set_attention_bwd_fused(sw.attention_bwd < 0 ? fused0 : sw.attention_bwd != 0);
       ds::cuda::set_attention_rows64(sw.attention_rows64 < 0 ? rows640
                                                              : sw.attention_rows64 != 0);
-      ds::cuda::set_attention_staggered(sw.attention_staggered < 0 ? stag0
-                                                                   : sw.attention_staggered != 0);
+      const int sched = sw.attention_staggered < 0 ? sched0 : sw.attention_staggered;
+      if (sched == 2) ds::cuda::set_attention_pipelined(true);
+      else ds::cuda::set_attention_staggered(sched == 1);
       ds::cuda::set_attention_bwd_qstats(sw.attention_qstats < 0 ? qstats0
                                                                  : sw.attention_qstats != 0);
       ds::cuda::set_grouped_gemm_streams(sw.streams > 0 ? sw.streams : streams0);
@@ -334,10 +339,11 @@ int main(int argc, char** argv) {
     }
     if (dev == Device::cuda)   // what the attention switches did (a count of launches)
       std::printf("attention: fused dK/dV passes %ld, 64-row kernels %ld, staggered kernels "
-                  "%ld, split passes on the query-stats table %ld%s\n",
+                  "%ld, pipelined kernels %ld, split passes on the query-stats table %ld%s\n",
                   long(ds::cuda::attention_bwd_fused_launches() - fused_l0),
                   long(ds::cuda::attention_rows64_launches() - rows64_l0),
                   long(ds::cuda::attention_staggered_launches() - stag_l0),
+                  long(ds::cuda::attention_pipelined_launches() - pipe_l0),
                   long(ds::cuda::attention_bwd_qstats_launches() - qs_l0), tag.c_str());
     if (dev == Device::cuda)
       std::printf("routed experts: grouped GEMMs (DS_GROUPED_GEMM=%s; our kernel %s; wgmma "

@@ -85,6 +85,7 @@ ms_of() {   # ms_of SETTINGS...: the step time for flags / variant keys
       attention-bwd=fused) ms=90;;
       attention-rows=64) ms=95;;
       attention-schedule=staggered) ms=97;;
+      attention-schedule=pipelined) ms=92;;
       attention-qstats=table) ms=110;;
       grouped-gemm=wgmma) ms=85;;
     esac
@@ -126,14 +127,15 @@ for v in "${variants[@]}"; do
   if [ "${CRASH_IN_VARIANTS:-}" = 1 ] && [ "$label" = "operands re-rounded" ]; then
     echo "illegal address" >&2; exit 134
   fi
-  k=ran; g=kernel; nf=0; nr=0; ns=0; nq=0; nw=0
+  k=ran; g=kernel; nf=0; nr=0; ns=0; np=0; nq=0; nw=0
   for x in "${keys[@]}"; do [ "$x" = grouped-gemm=cublas ] && { k="not run"; g=cublas; }; done
   for x in "${keys[@]}"; do [ "$x" = grouped-gemm=wgmma ] && { g=wgmma; nw=72; }; done
   for x in "${keys[@]}"; do [ "$x" = attention-bwd=fused ] && nf=13; done
   for x in "${keys[@]}"; do [ "$x" = attention-rows=64 ] && nr=52; done
   for x in "${keys[@]}"; do [ "$x" = attention-schedule=staggered ] && ns=52; done
+  for x in "${keys[@]}"; do [ "$x" = attention-schedule=pipelined ] && np=52; done
   for x in "${keys[@]}"; do [ "$x" = attention-qstats=table ] && nq=26; done
-  echo "attention: fused dK/dV passes $nf, 64-row kernels $nr, staggered kernels $ns, split passes on the query-stats table $nq [variant $label]"
+  echo "attention: fused dK/dV passes $nf, 64-row kernels $nr, staggered kernels $ns, pipelined kernels $np, split passes on the query-stats table $nq [variant $label]"
   echo "routed experts: grouped GEMMs (DS_GROUPED_GEMM=$g; our kernel $k; wgmma kernel launches $nw; cuBLAS grouped entry point used) [variant $label]"
 done
 """
@@ -434,6 +436,15 @@ def main():
         row("launches in bench_train_gwgmma", "INFO", "wgmma kernel launches 72")
         row("grouped wgmma vs mma.sync", "INFO", "fwd gate/up: 243 -> 410 TF/s")
         row("ncu grouped BF16 GEMM, wgmma", "INFO", "profiled_kernel<0>")
+        # the opt-in pipelined warpgroups: group, steps, verdicts, launches, profile
+        row("ds_test_backend_ops-ops-attn-pipelined", "PASS")
+        row("train step 1b bf16 (ds, attention pipelined)", "INFO", "92.0 ms")
+        row("switch: attention warpgroups pipelined (opt-in; DS_ATTENTION_SCHEDULE=pipelined)",
+            "INFO", "without 100.0 ms, with 92.0 ms", "faster with it")
+        row("switch: attention warpgroups pipelined with the fused dK/dV pass (both opt-in)",
+            "INFO", "with 90.0 ms", "faster with it")
+        row("launches in bench_train_pipe", "INFO", "staggered kernels 0, pipelined kernels 52")
+        row("ncu attention backward 96/64, pipelined", "INFO", "profiled_kernel<2>")
         if failures:
             print("gpu-check.sh output with a 20 s budget (last 40 lines):")
             print("\n".join(short_text.splitlines()[-40:]))

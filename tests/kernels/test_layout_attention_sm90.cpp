@@ -106,11 +106,20 @@ struct Problem {
   }
 };
 
+// The schedules of the 128-row blocks (flash_attention_sm90.cu): lockstep, staggered
+// warpgroups, pipelined warpgroups (a tile's first products under the previous tile's
+// outputs); pipelined_tight: the pipelined order on lockstep's ring, a mutation the
+// emulation must reject (the previous tile's stage is refilled before its outputs read it).
+enum class Sched { lockstep, staggered, pipelined, pipelined_tight };
+
 // One block of bq rows (kBQ, or kBQ64 where the kernel is built for it) of one kernel,
-// b = B - 1, h = H - 1 (non-zero offsets); stag: the staggered warpgroups (kBQ rows).
+// b = B - 1, h = H - 1 (non-zero offsets), under schedule sc (not lockstep: kBQ rows).
 // Returns the number of operand reads checked.
-int64_t run_block(const Problem& P, Kind kind, int bq, bool stag, int bx, const Tensor4& q,
+int64_t run_block(const Problem& P, Kind kind, int bq, Sched sc, int bx, const Tensor4& q,
                   const Tensor4& k, const Tensor4& v, const Tensor4& dout) {
+  const bool stag = sc == Sched::staggered;
+  const bool pipe = sc == Sched::pipelined || sc == Sched::pipelined_tight;
+  const bool lag = stag || sc == Sched::pipelined;   // the ring with one more stage
   const int B = P.B, T = P.T, H = P.H, Dk = P.Dk, Dv = P.Dv, b = B - 1, h = H - 1;
   const int Tp = L::padded_rows(T), nbx = (T + bq - 1) / bq, nt = L::block_threads(bq);
   const bool rows_are_queries = kind == Kind::fwd || kind == Kind::dq;
@@ -126,8 +135,8 @@ int64_t run_block(const Problem& P, Kind kind, int bq, bool stag, int bx, const 
                    : kind == Kind::dk || kind == Kind::dkv ? q : dout;
   const bool z2 = kind == Kind::dkv;   // dO^T, for dV
   const int N = z.D;
-  const int stages = kind == Kind::fwd ? (stag ? L::kStagStages : L::kStages)
-                                       : (stag ? L::kStagBwdStages : L::kBwdStages);
+  const int stages = kind == Kind::fwd ? (lag ? L::kStagStages : L::kStages)
+                                       : (lag ? L::kStagBwdStages : L::kBwdStages);
   uint32_t xk_at, xv_at = 0, stage0, stage_bytes, yv_at = 0, z_at, z2_at = 0, bytes;
   if (kind == Kind::fwd) {
     const L::FwdSmem S = L::fwd_smem(Dk, Dv, bq, stages);
@@ -233,14 +242,14 @@ int64_t run_block(const Problem& P, Kind kind, int bq, bool stag, int bx, const 
   // The kernel: block rows, then ring_dist tiles, one commit group each (rows in the first).
   load_rows(xk_at, xk, bq, x0);
   if (dp) load_rows(xv_at, xv, bq, x0);
-  for (int s = 0; s < L::ring_dist(stages, stag); ++s) {
+  for (int s = 0; s < L::ring_dist(stages, lag); ++s) {
     if (s < ntiles) load_tile(s, s);
     commit_all();
   }
   auto ring_sync = [&](int it) {   // barrier it: waits, the barrier, the refill
-    for (int tid = 0; tid < nt; ++tid) cta.wait_group(tid, L::ring_wait(stages, stag));
+    for (int tid = 0; tid < nt; ++tid) cta.wait_group(tid, L::ring_wait(stages, lag));
     cta.bar_sync();
-    if (const int nx = L::ring_refill(it, stages, stag); nx < ntiles)
+    if (const int nx = L::ring_refill(it, stages, lag); nx < ntiles)
       load_tile(L::ring_stage(nx, stages), nx);
     commit_all();
   };
@@ -249,7 +258,8 @@ int64_t run_block(const Problem& P, Kind kind, int bq, bool stag, int bx, const 
     return rows_are_queries ? L::skip_query_rows(tb, r0, T) : L::skip_key_rows(tb, r0, T);
   };
   auto where = [&](int wg, int it) {
-    return name(kind) + (stag ? " staggered" : "") + " rows " + std::to_string(bq) + " block " +
+    return name(kind) + (stag ? " staggered" : pipe ? " pipelined" : "") + " rows " +
+           std::to_string(bq) + " block " +
            std::to_string(bx) + " tile " + std::to_string((tiles.t0 + it) * L::kBK) + " wg " +
            std::to_string(wg);
   };
@@ -280,11 +290,25 @@ int64_t run_block(const Problem& P, Kind kind, int bq, bool stag, int bx, const 
   };
   // Between barriers it and it + 1: in lockstep every warpgroup's tile it; staggered,
   // warpgroup 0's tile it, warpgroup 1's rest of tile it - 1 and first products of tile it
-  // (and after the last barrier its rest of the last tile).
+  // (and after the last barrier its rest of the last tile); pipelined, every warpgroup's
+  // first products of tile it and the outputs of its previous tile (the outputs of a run's
+  // last tile before the next barrier, or after the last).
+  std::vector<int> pend(size_t(bq / 64), -1);
   for (int it = 0; it < ntiles; ++it) {
+    for (int wg = 0; pipe && wg < bq / 64; ++wg)   // a run ends: its last outputs
+      if (pend[size_t(wg)] >= 0 && skip(wg, it)) {
+        rest(wg, pend[size_t(wg)]);
+        pend[size_t(wg)] = -1;
+      }
     ring_sync(it);
     for (int wg = 0; wg < bq / 64; ++wg) {
-      if (stag && wg == 1) {
+      int& pw = pend[size_t(wg)];
+      if (pipe) {
+        if (skip(wg, it)) continue;
+        first(wg, it);
+        if (pw >= 0) rest(wg, pw);
+        pw = it;
+      } else if (stag && wg == 1) {
         if (it > 0) rest(wg, it - 1);
         first(wg, it);
       } else {
@@ -294,6 +318,8 @@ int64_t run_block(const Problem& P, Kind kind, int bq, bool stag, int bx, const 
     }
   }
   if (stag && ntiles > 0) rest(1, ntiles - 1);
+  for (int wg = 0; pipe && wg < bq / 64; ++wg)
+    if (pend[size_t(wg)] >= 0) rest(wg, pend[size_t(wg)]);
   for (int tid = 0; tid < nt; ++tid) cta.wait_group(tid, 0);
   CHECK(cta.in_flight() == 0);
   // Every visible pair of a warpgroup's row and a column lies in a tile it processed.
@@ -352,25 +378,48 @@ TEST_CASE("wgmma attention: every operand read holds its tensor, with no race, a
         const Tensor4 q = make(1, P.B, T, P.H, P.Dk), k = make(2, P.B, T, P.H, P.Dk);
         const Tensor4 v = make(3, P.B, T, P.H, P.Dv), dout = make(4, P.B, T, P.H, P.Dv);
         for (Kind kind : {Kind::fwd, Kind::dq, Kind::dk, Kind::dv, Kind::dkv})
-          for (int variant : {0, 1, 2}) {   // 128 rows, 64 rows, 128 rows staggered
+          // 128 rows, 64 rows, 128 rows staggered, 128 rows pipelined
+          for (int variant : {0, 1, 2, 3}) {
             const int bq = variant == 1 ? L::kBQ64 : L::kBQ;
-            const bool stag = variant == 2;
+            const Sched sc = variant == 2 ? Sched::staggered
+                           : variant == 3 ? Sched::pipelined : Sched::lockstep;
             if (kind == Kind::dkv && !L::bwd_fused_fits(P.Dk, P.Dv)) continue;
             if (bq == L::kBQ64 && !built64(kind, P.Dk, P.Dv)) continue;
-            if (stag && !built_stag(kind, P.Dk, P.Dv)) continue;
+            if (variant >= 2 && !built_stag(kind, P.Dk, P.Dv)) continue;
             const int nbx = (T + bq - 1) / bq;
             for (int bx = 0; bx < nbx; ++bx) try {
-                reads += run_block(P, kind, bq, stag, bx, q, k, v, dout);
+                reads += run_block(P, kind, bq, sc, bx, q, k, v, dout);
               } catch (const emu::EmuError& e) {
-                const std::string msg = name(kind) + (stag ? " staggered" : "") + " rows " +
-                                        std::to_string(bq) + " block " + std::to_string(bx) +
-                                        ": " + e.what();
+                const std::string msg = name(kind) + " variant " + std::to_string(variant) +
+                                        " rows " + std::to_string(bq) + " block " +
+                                        std::to_string(bx) + ": " + e.what();
                 FAIL_CHECK(msg);
               }
           }
       }
   MESSAGE("wgmma operand reads checked: " << reads);
   CHECK(reads > 1000);
+}
+
+TEST_CASE("wgmma attention: the pipelined order needs the ring's extra stage") {
+  // on lockstep's ring the previous tile's stage is refilled at the barrier before its
+  // outputs read it: every kind with more than a tile or two must fail somewhere
+  const Problem P{2, 333, 2, 96, 64, {}};
+  const Tensor4 q = make(1, P.B, P.T, P.H, P.Dk), k = make(2, P.B, P.T, P.H, P.Dk);
+  const Tensor4 v = make(3, P.B, P.T, P.H, P.Dv), dout = make(4, P.B, P.T, P.H, P.Dv);
+  for (Kind kind : {Kind::fwd, Kind::dq, Kind::dk, Kind::dv, Kind::dkv}) {
+    CAPTURE(name(kind));
+    int caught = 0;
+    for (int bx = 0; bx < (P.T + L::kBQ - 1) / L::kBQ; ++bx) {
+      run_block(P, kind, L::kBQ, Sched::pipelined, bx, q, k, v, dout);   // the real ring: fine
+      try {
+        run_block(P, kind, L::kBQ, Sched::pipelined_tight, bx, q, k, v, dout);
+      } catch (const emu::EmuError&) {
+        ++caught;
+      }
+    }
+    CHECK(caught > 0);
+  }
 }
 
 TEST_CASE("wgmma attention layout: the shared memory fits and every region is 1024-aligned") {

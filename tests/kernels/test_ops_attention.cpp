@@ -298,8 +298,8 @@ TEST_CASE("gpu attention wgmma: element by element close to the mma.sync kernels
 
 namespace {
 
-// The wgmma kernels under a switch (64-row blocks, DS_ATTENTION_ROWS=64; staggered
-// warpgroups, DS_ATTENTION_SCHEDULE=staggered; the query-stats table, DS_ATTENTION_QSTATS)
+// The wgmma kernels under a switch (64-row blocks, DS_ATTENTION_ROWS=64; staggered or
+// pipelined warpgroups, DS_ATTENTION_SCHEDULE; the query-stats table, DS_ATTENTION_QSTATS)
 // against the defaults on the same inputs:
 // every row sees the same tiles in the same order (a smaller block skips only tiles none of
 // its rows sees, which add exact zeros), so out, lse, dq, dk and dv must be the same bits;
@@ -313,6 +313,8 @@ constexpr BlockSwitch kRows64{"64-row blocks", ds::cuda::set_attention_rows64,
                               ds::cuda::attention_rows64};
 constexpr BlockSwitch kStaggered{"staggered", ds::cuda::set_attention_staggered,
                                  ds::cuda::attention_staggered};
+constexpr BlockSwitch kPipelined{"pipelined", ds::cuda::set_attention_pipelined,
+                                 ds::cuda::attention_pipelined};
 constexpr BlockSwitch kQstats{"query-stats table", ds::cuda::set_attention_bwd_qstats,
                               ds::cuda::attention_bwd_qstats};
 // (the fused dK/dV pass as the switch: each accumulator sees the split passes' products in
@@ -445,6 +447,24 @@ TEST_CASE("gpu attention staggered warpgroups (wgmma): the lockstep bits") {
   const int64_t ran = ds::cuda::attention_staggered_launches() - before;
   MESSAGE("staggered kernels launched: " << ran);
   CHECK(ran >= 34);   // the switched runs of the cases: every kernel but dQ, dK at 192 / 128
+}
+
+// (scripts/gpu-check.sh: group ops-attn-pipelined, until it has run on a GPU.)
+TEST_CASE("gpu attention pipelined warpgroups (wgmma): the lockstep bits") {
+  const WgmmaOn wgmma;
+  if (!wgmma) {
+    MESSAGE("skipped: not an sm_90a device");
+    return;
+  }
+  const int64_t before = ds::cuda::attention_pipelined_launches();
+  block_switch_cases(kPipelined);   // where the staggered ring fits: the same kernels
+  const int64_t ran = ds::cuda::attention_pipelined_launches() - before;
+  MESSAGE("pipelined kernels launched: " << ran);
+  CHECK(ran >= 34);
+  const bool was = ds::cuda::attention_pipelined();   // with the query-stats table too
+  ds::cuda::set_attention_pipelined(true);
+  block_switch_case(kQstats, {2, 200, 2, 96, 64}, 1, false);
+  ds::cuda::set_attention_pipelined(was);
 }
 
 TEST_CASE("gpu attention: BF16-code q, k, v give the bits of F32 inputs of the same values") {
