@@ -46,9 +46,9 @@ EncodeTiled encoder() {
 
 constexpr int kBoxBytes = 64 * 64 * 2;
 
-// The box's mbarrier wait gives up after this many polls (seconds, far more than a box
-// takes): the kernel then sets *timed_out and leaves out alone.
-constexpr uint32_t kTmaPolls = 1u << 24;
+// The box's mbarrier wait gives up after this long (a box takes microseconds): the kernel
+// then sets *timed_out and leaves out alone.
+constexpr uint64_t kTmaTimeoutNs = 2000000000ull;   // 2 s
 
 __global__ void tma_probe_kernel(const __grid_constant__ CUtensorMap tmap, int r0, int c0,
                                  uint16_t* __restrict__ out, int* __restrict__ timed_out) {
@@ -66,7 +66,7 @@ __global__ void tma_probe_kernel(const __grid_constant__ CUtensorMap tmap, int r
     sm90::mbar_arrive_expect_tx(b, kBoxBytes);
     sm90::tma_load_2d(tile, &tmap, c0, r0, b);
   }
-  if (!sm90::mbar_wait_bounded(b, 0, kTmaPolls)) {
+  if (!sm90::mbar_wait_timed(b, 0, kTmaTimeoutNs)) {
     if (threadIdx.x == 0) *timed_out = 1;
     return;
   }
@@ -172,8 +172,8 @@ void tma_probe_box(const uint16_t* x, int rows, int cols, int r0, int c0, uint16
   int timed_out = 0;
   copy(&timed_out, flag.as<int>(), sizeof(int));
   if (timed_out)
-    throw_cuda_error("tma_probe_box: the box never completed on its mbarrier (gave up after " +
-                         std::to_string(kTmaPolls) + " polls)", __FILE__, __LINE__);
+    throw_cuda_error("tma_probe_box: the box never completed on its mbarrier (gave up after 2 s)",
+                     __FILE__, __LINE__);
 }
 
 void wgmma_probe(const WgmmaProbeOperand& a, const WgmmaProbeOperand& b, float* d) {

@@ -63,14 +63,20 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
   while (!mbar_try_wait(bar, parity)) {
   }
 }
-// The same, giving up after `polls` tries (each try_wait may suspend the thread for a while):
-// false when the phase never completed. For code not yet run on a GPU (the probe), so that a
-// wrong guess about the hardware is a failed test rather than a hung process.
-__device__ __forceinline__ bool mbar_wait_bounded(uint32_t bar, uint32_t parity,
-                                                  uint32_t polls) {
-  for (uint32_t i = 0; i < polls; ++i)
-    if (mbar_try_wait(bar, parity)) return true;
-  return false;
+// The same, giving up once `ns` nanoseconds of the GPU's global timer have passed (each
+// try_wait may suspend the thread for a system-dependent while, so a count of tries bounds
+// nothing): false when the phase never completed. For code not yet run on a GPU (the probe),
+// so that a wrong guess about the hardware is a failed test rather than a hung process.
+__device__ __forceinline__ uint64_t global_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
+  return t;
+}
+__device__ __forceinline__ bool mbar_wait_timed(uint32_t bar, uint32_t parity, uint64_t ns) {
+  const uint64_t t0 = global_ns();
+  while (!mbar_try_wait(bar, parity))
+    if (global_ns() - t0 > ns) return false;
+  return true;
 }
 // The box whose first element is (column c0, row r0) of tmap -> shared dst (1024-aligned for
 // the 128-byte swizzle); its bytes complete on bar.

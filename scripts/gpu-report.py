@@ -245,6 +245,31 @@ def console_rows(d):
     if switches:
         out.append("**Switches** (gpu-check.sh's verdicts)\n\n" +
                    "\n".join("- " + s for s in switches))
+        todo = decisions(switches)
+        if todo:
+            out.append("**What the verdicts ask for** (docs/cuda.md, \"Deciding the opt-ins\")"
+                       "\n\n" + "\n".join("- " + t for t in todo))
+    return out
+
+
+def decisions(switches):
+    """From the "switch:" rows: opt-ins whose tests passed and whose step was faster (make
+    them defaults), defaults whose tests failed or whose step was slower (switch them back).
+    A row reads '<label> (opt-in|default...) INFO <precision> tests <status>; without A ms,
+    with B ms: <verdict>'."""
+    out = []
+    for s in switches:
+        m = re.match(r"^(.*?) +INFO +\S+ tests (.*?); without (\S+) ms, with (\S+) ms: (.*)$", s)
+        if not m:
+            continue
+        label, tests, off, on, verdict = m.groups()
+        opt_in, passed = "(opt-in" in label, tests == "pass"
+        if opt_in and passed and verdict == "faster with it":
+            out.append(f"make the default: {label} ({off} -> {on} ms)")
+        elif not opt_in and "(default" in label and not passed:
+            out.append(f"a default whose tests fail: {label} ({tests})")
+        elif not opt_in and "(default" in label and verdict == "slower with it":
+            out.append(f"a default that is slower: {label} ({off} -> {on} ms)")
     return out
 
 

@@ -99,6 +99,13 @@ with tempfile.TemporaryDirectory() as d:
     with open(os.path.join(d, "console.txt"), "w") as f:
         f.write("[row] ds_test_backend_ops-ops-new      PASS   (3s)\n")
         f.write("[row] switch: expert outputs BF16 (opt-in) INFO   bf16 tests pass; faster\n")
+        f.write("[row] switch: attention pipelined (opt-in; X=1)  INFO   bf16 tests pass; "
+                "without 183.0 ms, with 160.5 ms: faster with it\n")
+        f.write("[row] switch: wgmma attention (default; DS_ATTENTION=mma) INFO   bf16 tests "
+                "FAIL1 (ops-attn-wgmma); without 190.0 ms, with 183.0 ms: tests not all "
+                "passed: fix it, or keep it off\n")
+        f.write("[row] switch: rows (opt-in; Y=1)   INFO   bf16 tests pass; without 183.0 ms, "
+                "with 183.5 ms: no difference (within 4%)\n")
         f.write("noise line\n")
     rc, out, err = run(d, "--commit", "abc1234", "--date", "2026-12-01")
     check(rc == 0, f"report: rc {rc}, stderr {err!r}")
@@ -121,6 +128,11 @@ with tempfile.TemporaryDirectory() as d:
     check("- expert outputs BF16 (opt-in) INFO   bf16 tests pass; faster" in out, "verdict missing")
     check("`ds_test_backend_ops-ops-new      PASS   (3s)`" in out, "test row missing")
     check("noise" not in out, "non-row console line copied")
+    check("- make the default: attention pipelined (opt-in; X=1) (183.0 -> 160.5 ms)" in out,
+          "the opt-in to flip not named:\n" + out)
+    check("- a default whose tests fail: wgmma attention (default; DS_ATTENTION=mma) "
+          "(FAIL1 (ops-attn-wgmma))" in out, "the failing default not named")
+    check("rows (opt-in; Y=1) (" not in out, "a no-difference opt-in named")
     check("| 4×4096 | 16 | 96/64 | 162.7 | 1.36× | 81.2 | 1.05× | 104.8 | yes | 2.3e-07 |" in out,
           "wgmma row with the fused pass missing:\n" + out)
     check("| 2×4096 | 16 | 192/128 | 235.3 | 1.32× | 121.9 | 1.03× | – | – | 2.2e-07 |" in out,
