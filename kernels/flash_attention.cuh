@@ -76,6 +76,7 @@ void set_attention_pipelined(bool on);
 bool attention_pipelined();
 int64_t attention_pipelined_launches();
 int attention_schedule();
+void set_attention_schedule(int schedule);   // 0, 1 or 2 (a saved attention_schedule())
 // The split dK and dV passes' per-query lse and D: false (default; DS_ATTENTION_QSTATS=inline)
 // loaded per element from lse and D with a test of q < T; true (DS_ATTENTION_QSTATS=table)
 // from the {lse, D} table the fused pass reads (two queries a 16-byte load, +inf past T). The

@@ -147,7 +147,7 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
   auto ring_sync = [&](int it) {
     ptx::cp_wait<ring_wait(NS, LAG)>();   // this thread's copies of tile it have landed
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-    ring_barrier<STAG, NT>();             // everyone's have; the stage refilled is free
+    ring_barrier<LAG, NT>();              // everyone's have; the stage refilled is free
     if (const int nx = ring_refill(it, NS, LAG); nx < nkt) load_tile(ring_stage(nx, NS), nx);
     ptx::cp_commit();
   };
@@ -195,9 +195,12 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
   };
   if constexpr (PIPE) {
     // Runs of tiles this warpgroup sees, each: its first tile alone, then every tile's S
-    // issued before the previous tile's P V (both groups waited for within the iteration,
-    // so that no wgmma group crosses a branch: ptxas would serialise them), then the last
-    // P V; the skipped tiles between runs only meet the ring's barrier.
+    // issued before the previous tile's P V (both groups waited for within the iteration, so
+    // that no wgmma group is in flight across the loop's back edge, a run's boundary or a
+    // barrier: where one was, ptxas serialised every wgmma), then the last P V; the skipped
+    // tiles between runs only meet the ring's barrier. The two warpgroups reach that barrier
+    // from different places of the code (a run's first tile, the steady loop, a skipped
+    // tile), so it is the named barrier of the staggered schedule (ring_barrier<LAG>).
     for (int it = 0; it < nkt;) {
       for (; it < nkt && skip(it); ++it) ring_sync(it);
       if (it >= nkt) break;
@@ -345,7 +348,7 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
   auto ring_sync = [&](int it) {
     ptx::cp_wait<ring_wait(NS, LAG)>();
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-    ring_barrier<STAG, NT>();
+    ring_barrier<LAG, NT>();
     if (const int nx = ring_refill(it, NS, LAG); nx < ntiles) load_tile(ring_stage(nx, NS), nx);
     ptx::cp_commit();
   };
@@ -784,6 +787,12 @@ void set_attention_rows64(bool on) { flash::g_rows64.store(on ? 1 : 0); }
 void set_attention_staggered(bool on) { flash::g_stag.store(on ? 1 : 0); }
 
 void set_attention_pipelined(bool on) { flash::g_stag.store(on ? 2 : 0); }
+
+void set_attention_schedule(int schedule) {
+  if (schedule < 0 || schedule > 2)
+    throw_cuda_error("set_attention_schedule: expected 0, 1 or 2", __FILE__, __LINE__);
+  flash::g_stag.store(schedule);
+}
 
 int64_t attention_pipelined_launches() { return flash::g_pipe_launches.load(); }
 

@@ -57,12 +57,12 @@ __device__ __forceinline__ void store_rows(float* out, const float (&acc)[NT][4]
   }
 }
 
-// The ring's barrier over the block's NT threads: __syncthreads in lockstep; staggered, the
-// warpgroups meet it at different points of their code, so it is named barrier 1 (bar.sync
-// counts arrivals, whatever instruction each warp arrives from).
-template <bool STAG, int NT>
+// The ring's barrier over the block's NT threads: __syncthreads in lockstep; staggered or
+// pipelined (NAMED), the warpgroups meet it at different points of their code, so it is
+// named barrier 1 (bar.sync counts arrivals, whatever instruction each warp arrives from).
+template <bool NAMED, int NT>
 __device__ __forceinline__ void ring_barrier() {
-  if constexpr (STAG) asm volatile("bar.sync 1, %0;\n" ::"n"(NT) : "memory");
+  if constexpr (NAMED) asm volatile("bar.sync 1, %0;\n" ::"n"(NT) : "memory");
   else __syncthreads();
 }
 

@@ -75,6 +75,9 @@ VARIANTS = {
     "bench_train_rows64f.txt": "attention in 64-row blocks, dK/dV fused (opt-ins)",
     "bench_train_stag.txt": "attention warpgroups staggered (opt-in)",
     "bench_train_stagf.txt": "attention warpgroups staggered, dK/dV fused (opt-ins)",
+    "bench_train_pipe.txt": "attention warpgroups pipelined (opt-in)",
+    "bench_train_pipef.txt": "attention warpgroups pipelined, dK/dV fused (opt-ins)",
+    "bench_train_gwgmma.txt": "grouped GEMM on wgmma (opt-in)",
     "bench_train_qstats.txt": "split dK/dV passes on the query-stats table (opt-in)",
     "bench_train_vbase2.txt": "default, last (the variants' process)",
 }
@@ -161,9 +164,11 @@ def attention_tables(d):
                               fmt(fused) if fused > 0 else "–",
                               {True: "yes", False: "NO"}.get(r.get("bwd_fused_identical"), "–"),
                               f'{r["nmse_out"]:.1e}'])
-            elif r["bench"] in ("attention_rows64", "attention_staggered", "attention_qstats"):
+            elif r["bench"] in ("attention_rows64", "attention_staggered",
+                                "attention_pipelined", "attention_qstats"):
                 fused = r.get("bwd_fused_tflops", -1)
                 label = {"attention_rows64": "64-row blocks", "attention_staggered": "staggered",
+                         "attention_pipelined": "pipelined",
                          "attention_qstats": "query-stats table"}[r["bench"]]
                 r64.append([label,
                             f'{r["B"]}×{r["T"]}', r["H"], f'{r["Dk"]}/{r["Dv"]}',
@@ -188,7 +193,8 @@ def attention_tables(d):
                           "nmse out"], wrows))
     if r64:
         out.append("**Attention on wgmma in other blocks** (`bench_attention --wgmma`: 64-row "
-                   "blocks, staggered warpgroups; speedup over the default blocks; launches of "
+                   "blocks, staggered or pipelined warpgroups, the query-stats table; speedup "
+                   "over the default blocks; launches of "
                    "the switched kernels in the timed calls, 0: the default ran)\n\n" +
                    table(["blocks", "B×T", "heads", "Dk/Dv", "fwd TFLOP/s", "fwd ×",
                           "fwd launches", "bwd TFLOP/s", "bwd ×", "bwd launches",

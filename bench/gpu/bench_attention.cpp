@@ -194,6 +194,8 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
     ops::attention_backward(ctx, q, k, v, none, scale, out, lse, dout, dq, dk, dv);
   };
   for (BlockRun& r : runs) {
+    // (the schedule is three-valued: restored as such, not through r.set)
+    const int sched_was = cuda::attention_schedule();
     const bool sw_was = r.get(), fused_was = cuda::attention_bwd_fused();
     r.set(true);
     cuda::set_attention_bwd_fused(false);
@@ -214,6 +216,7 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
       r.same = r.same && bits(host(dq), dq_w) && bits(host(dk), dk_w) && bits(host(dv), dv_w);
     }
     r.set(sw_was);
+    cuda::set_attention_schedule(sched_was);
     cuda::set_attention_bwd_fused(fused_was);
   }
   cuda::set_attention_wgmma(was);

@@ -282,8 +282,7 @@ int main(int argc, char** argv) {
       ds::cuda::set_attention_rows64(sw.attention_rows64 < 0 ? rows640
                                                              : sw.attention_rows64 != 0);
       const int sched = sw.attention_staggered < 0 ? sched0 : sw.attention_staggered;
-      if (sched == 2) ds::cuda::set_attention_pipelined(true);
-      else ds::cuda::set_attention_staggered(sched == 1);
+      ds::cuda::set_attention_schedule(sched);
       ds::cuda::set_attention_bwd_qstats(sw.attention_qstats < 0 ? qstats0
                                                                  : sw.attention_qstats != 0);
       ds::cuda::set_grouped_gemm_streams(sw.streams > 0 ? sw.streams : streams0);

@@ -91,7 +91,12 @@ with tempfile.TemporaryDirectory() as d:
          "fwd_ms": 0.73, "fwd_tflops": 235.3, "fwd_speedup": 1.32, "bwd_ms": 3.52,
          "bwd_tflops": 121.9, "bwd_speedup": 1.03, "nmse_out": 2.2e-7, "nmse_dq": 0.0,
          "nmse_dk": 0.0, "nmse_dv": 0.0, "bwd_fused_ms": -1, "bwd_fused_tflops": -1,
-         "bwd_fused_identical": None}])
+         "bwd_fused_identical": None},
+        {"bench": "attention_pipelined", "B": 4, "T": 4096, "H": 16, "Dk": 96, "Dv": 64,
+         "fwd_tflops": 201.0, "fwd_speedup": 1.24, "fwd_launches": 7, "bwd_tflops": 99.5,
+         "bwd_speedup": 1.22, "bwd_launches": 21, "bwd_fused_tflops": 120.0,
+         "identical": True}])
+    write(d, "bench_train_pipe.txt", [dict(step, step_ms=170.0)])
     write(d, "bench_gemm.txt", [
         {"bench": "grouped_gemm", "shape": "fwd gate/up", "M": 98304, "N": 768, "K": 1024,
          "cublas_tflops": 135.0, "kernel_tflops": 243.0, "wgmma_tflops": 410.5,
@@ -128,6 +133,10 @@ with tempfile.TemporaryDirectory() as d:
     check("- expert outputs BF16 (opt-in) INFO   bf16 tests pass; faster" in out, "verdict missing")
     check("`ds_test_backend_ops-ops-new      PASS   (3s)`" in out, "test row missing")
     check("noise" not in out, "non-row console line copied")
+    check("| pipelined | 4×4096 | 16 | 96/64 | 201.0 | 1.24× | 7 | 99.5 | 1.22× | 21 | 120.0 | "
+          "yes |" in out, "pipelined attention row missing:\n" + out)
+    check("| attention warpgroups pipelined (opt-in) | bf16 | 170.0 |" in out,
+          "pipelined step row missing:\n" + out)
     check("- make the default: attention pipelined (opt-in; X=1) (183.0 -> 160.5 ms)" in out,
           "the opt-in to flip not named:\n" + out)
     check("- a default whose tests fail: wgmma attention (default; DS_ATTENTION=mma) "

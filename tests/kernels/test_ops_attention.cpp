@@ -332,6 +332,7 @@ void block_switch_case(const BlockSwitch& sw, const AttnCase& c, int seg_kind, b
   ctx.linear.mode = ops::Precision::bf16;
   const auto [gq, gk, gv, gdout, gseg] = upload_inputs(ar, c, seg_kind);
   const bool was = sw.get(), fused_was = ds::cuda::attention_bwd_fused();
+  const int sched_was = ds::cuda::attention_schedule();   // (three-valued)
   ds::cuda::set_attention_bwd_fused(fused);
   Tensor out[2], lse[2], dq[2], dk[2], dv[2];
   for (int r = 0; r < 2; ++r) {   // 0: the default blocks, 1: the switch's
@@ -346,6 +347,7 @@ void block_switch_case(const BlockSwitch& sw, const AttnCase& c, int seg_kind, b
                             dv[r]);
   }
   sw.set(was);
+  ds::cuda::set_attention_schedule(sched_was);
   ds::cuda::set_attention_bwd_fused(fused_was);
   expect_exact(out[1], download(out[0]), "out");
   expect_exact(lse[1], download(lse[0]), "lse");
@@ -366,11 +368,13 @@ void block_switch_cases(const BlockSwitch& sw) {
   block_switch_case(sw, {1, 450, 1, 192, 128}, 0, false);
   block_switch_case(sw, {1, 64, 1, 96, 64}, 0, false);   // one tile
   const bool was = sw.get();
+  const int sched_was = ds::cuda::attention_schedule();
   sw.set(true);
   for (int seg : {0, 2})
     attention_case({1, 257, 2, 96, 64}, seg, ops::Precision::bf16, 5e-5, 1e-4);
   attention_case({1, 200, 2, 192, 128}, 1, ops::Precision::bf16, 5e-5, 1e-4);
   sw.set(was);
+  ds::cuda::set_attention_schedule(sched_was);
 }
 
 }  // namespace
@@ -461,10 +465,10 @@ TEST_CASE("gpu attention pipelined warpgroups (wgmma): the lockstep bits") {
   const int64_t ran = ds::cuda::attention_pipelined_launches() - before;
   MESSAGE("pipelined kernels launched: " << ran);
   CHECK(ran >= 34);
-  const bool was = ds::cuda::attention_pipelined();   // with the query-stats table too
+  const int was = ds::cuda::attention_schedule();   // with the query-stats table too
   ds::cuda::set_attention_pipelined(true);
   block_switch_case(kQstats, {2, 200, 2, 96, 64}, 1, false);
-  ds::cuda::set_attention_pipelined(was);
+  ds::cuda::set_attention_schedule(was);
 }
 
 TEST_CASE("gpu attention: BF16-code q, k, v give the bits of F32 inputs of the same values") {
