@@ -41,6 +41,15 @@ void set_attention_bwd_fused(bool on);
 bool attention_bwd_fused();
 bool attention_bwd_fused_supported(int64_t Dk, int64_t Dv);
 int64_t attention_bwd_fused_launches();
+// The backward's mode, all three: 0 split, 1 fused (above), 2 one pass (DS_ATTENTION_BWD=
+// onepass, where attention_bwd_fused_supported): the fused pass also computes each query
+// tile's dQ products and adds them into dQ with F32 atomics, so no dQ pass runs; dK and dV
+// are the fused pass's to the bit, dQ is not bit-reproducible (the key blocks' order of adds
+// varies). Not yet run on a GPU. Save and restore it with these (the bool setter above sets 0
+// or 1); how many one-pass backwards have run in this process.
+int attention_bwd_mode();
+void set_attention_bwd_mode(int mode);
+int64_t attention_bwd_onepass_launches();
 // The wgmma kernels' blocks: false (default; DS_ATTENTION_ROWS=128) 128 rows, two warpgroups
 // stepping through the tiles together; true (DS_ATTENTION_ROWS=64) 64 rows, one warpgroup,
 // for the kernels whose shared memory lets two such blocks share an SM (the forward up to

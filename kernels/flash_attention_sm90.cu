@@ -122,9 +122,11 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
                     const int32_t* __restrict__ seg, const int32_t* __restrict__ bounds,
                     const float* __restrict__ lse, const float* __restrict__ Dd,
                     const float2* __restrict__ qstats, float scale, float* __restrict__ out,
-                    float* __restrict__ out2, int T, int H, int Tp) {
+                    float* __restrict__ out2, const bf16* __restrict__ kt_src,
+                    float* __restrict__ out3, int T, int H, int Tp) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr bool kDP = PASS != kDV, kKV = PASS == kDKV;
+  constexpr bool kDP = PASS != kDV, kKV = bwd_kv(PASS), kQ = PASS == kAll;
+  static_assert(!kQ || (BQ == kBQ && !STAG && !PIPE), "one-pass: 128 rows, lockstep");
   constexpr int NZ = bwd_n(DK, DV, PASS), NZ2 = kKV ? DV : 64;   // (NZ2 unused unless kKV)
   static_assert(!STAG || BQ == kBQ, "staggered: two warpgroups");
   static_assert(!(STAG && PIPE), "one schedule");
@@ -159,6 +161,11 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
   };
   load_rows<BQ, DK, NT>(xk, xk_src + head * DK, rk, x0, T);   // in the first commit group
   if constexpr (kDP) load_rows<BQ, DV, NT>(xv, xv_src + head * DV, rv, x0, T);
+  if constexpr (kQ) {   // the block's K^T, two chunks of 64 keys (past Tp: zeros)
+    const bf16* kth = kt_src + t_index(int64_t(b) * H + h, 0, 0, DK, Tp);
+    load_t<DK, NT>(base + L.kt, kth, Tp, x0);
+    load_t<DK, NT>(base + L.kt + uint32_t(DK) * 128u, kth, Tp, x0 + kBK, x0 + kBK < Tp);
+  }
 #pragma unroll
   for (int st = 0; st < ring_dist(NS, LAG); ++st) {
     if (st < ntiles) load_tile(st, st);
@@ -175,6 +182,7 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
   const float D1 = PASS == kDQ && i1 < T ? Dd[lb + i1] : 0.f;
   float acc[NZ / 8][4] = {}, s[kBK / 8][4] = {}, dp[kBK / 8][4] = {};
   float acc2[kKV ? NZ2 / 8 : 1][4] = {};   // kDKV: dV
+  float dq[kQ ? DK / 16 : 1][4] = {};      // kAll: a tile's dQ, columns of this warpgroup
   const uint32_t xka = wg_rows(xk, wg), xva = wg_rows(xv, wg);
   // Barrier `it` of the ring: tile it has landed and is published; refill a free stage.
   auto ring_sync = [&](int it) {
@@ -293,6 +301,7 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
     if constexpr (kKV) fence_a(a2);
     fence_acc(acc);
     if constexpr (kKV) fence_acc(acc2);
+    if constexpr (kQ) fence_acc(dq);
   };
   auto issue_out = [&](int it) {   // the output products over tile it, issued (not committed)
     const uint32_t ya = stage(ring_stage(it, NS));
@@ -305,6 +314,12 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
 #pragma unroll
       for (int kk = 0; kk < kBK / 16; ++kk)
         wgmma_rs(acc2, a[kk], smem_desc(kstep(ya + L.z2, NZ2, kk)));
+      if constexpr (kQ) {   // dQ_tile (this warpgroup's DK/2 columns) = dS K over 128 keys
+#pragma unroll
+        for (int kk = 0; kk < 2 * kBK / 16; ++kk)
+          wgmma_ss_ta(dq, desc_mn_sw128(dq_a_step(base + L.ds, kk), 1024u, 1024u),
+                      smem_desc(dq_b_step(base + L.kt, DK, wg, kk)), kk > 0);
+      }
     } else {
 #pragma unroll
       for (int kk = 0; kk < kBK / 16; ++kk)   // tile rows 16 kk..: bytes 32 kk of each Z^T row
@@ -318,7 +333,47 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
     wgmma_commit_wait_all();
     out_fence();
   };
-  if constexpr (PIPE) {   // as the forward's: tile it's S (and dP) under tile it - 1's outputs
+  if constexpr (kQ) {   // lockstep; dS^T of both warpgroups through shared memory
+    for (int it = 0; it < ntiles; ++it) {
+      ring_sync(it);
+      if (!skip(it)) {
+        first(it);
+        compute(it);
+        pack();
+      } else {   // nothing of the tile is visible to these keys: dS^T and P^T are zero (the
+                 // products then add exact zeros to dK and dV, Q and dO being finite)
+#pragma unroll
+        for (int kk = 0; kk < kBK / 16; ++kk)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) a[kk][j] = a2[kk][j] = 0u;
+      }
+#pragma unroll
+      for (int kk = 0; kk < kBK / 16; ++kk)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+          asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(base + L.ds +
+                                                         ds_store(wg, warp, lane, kk, j)),
+                       "r"(a2[kk][j])
+                       : "memory");
+      asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+      __syncthreads();   // both halves of dS^T stored and visible to wgmma
+      issue_out(it);
+      wgmma_commit_wait_all();
+      out_fence();
+      const int tb = (t0 + it) * kBK;
+      const int q0 = dq_row(tb, warp, lane, 0), q1 = dq_row(tb, warp, lane, 1);
+#pragma unroll
+      for (int nt = 0; nt < DK / 16; ++nt) {
+        float* col = out3 + dq_col(DK, wg, nt, lane);
+        if (q0 < T)
+          atomicAdd(reinterpret_cast<float2*>(col + (head + int64_t(q0) * H) * DK),
+                    make_float2(dq[nt][0] * scale, dq[nt][1] * scale));
+        if (q1 < T)
+          atomicAdd(reinterpret_cast<float2*>(col + (head + int64_t(q1) * H) * DK),
+                    make_float2(dq[nt][2] * scale, dq[nt][3] * scale));
+      }
+    }
+  } else if constexpr (PIPE) {   // as the forward's: tile it's S (dP) under tile it - 1's outputs
     for (int it = 0; it < ntiles;) {
       for (; it < ntiles && skip(it); ++it) ring_sync(it);
       if (it >= ntiles) break;
@@ -380,9 +435,10 @@ constexpr size_t sm90_bwd_smem() {
   return size_t(bwd_smem(DK, DV, PASS, BQ, LAG ? kStagBwdStages : kBwdStages).bytes) + 1024;
 }
 
-// -1: not read from DS_ATTENTION_BWD yet; 0 split dK / dV passes; 1 fused (where it fits).
+// -1: not read from DS_ATTENTION_BWD yet; 0 split dK / dV passes; 1 fused, 2 one pass (each
+// where it fits: bwd_fused_fits).
 std::atomic<int> g_bwd_fused{-1};
-std::atomic<int64_t> g_fused_launches{0};
+std::atomic<int64_t> g_fused_launches{0}, g_onepass_launches{0};
 // -1: not read from DS_ATTENTION_QSTATS yet; 0 inline loads; 1 the table in the split passes.
 std::atomic<int> g_qstats{-1};
 std::atomic<int64_t> g_qstats_launches{0};
@@ -391,28 +447,29 @@ template <int DK, int DV, int PASS, int BQ, bool STAG, bool QS, bool PIPE = fals
 void sm90_bwd_launch(const Launch& L, const bf16* xk, const bf16* xv, const bf16* yk,
                      const bf16* yv, const bf16* zt, int64_t Tp, const float* lse,
                      const float* D, float* out, const bf16* zt2, float* out2,
-                     const float2* qstats) {
+                     const float2* qstats, const bf16* kt = nullptr, float* out3 = nullptr) {
   constexpr size_t smem = sm90_bwd_smem<DK, DV, PASS, BQ, STAG || PIPE>();
   static_assert(smem <= 227 * 1024, "sm90_bwd_kernel: shared memory");
-  static_assert(PASS != kDKV || bwd_fused_fits(DK, DV), "sm90_bwd_kernel: fused dK/dV dims");
+  static_assert(!bwd_kv(PASS) || bwd_fused_fits(DK, DV), "sm90_bwd_kernel: fused dK/dV dims");
   auto kern = sm90_bwd_kernel<DK, DV, PASS, BQ, STAG, QS, PIPE>;
   set_smem(kern, smem);
   const dim3 grid(unsigned(cdiv(L.s.T, BQ)), unsigned(L.s.B * L.s.H));
   kern<<<grid, block_threads(BQ), smem, stream()>>>(xk, xv, yk, yv, zt, zt2, L.seg,
                                                     PASS == kDQ ? L.kfirst : L.klast, lse, D,
-                                                    qstats, L.scale, out, out2, int(L.s.T),
-                                                    int(L.s.H), int(Tp));
+                                                    qstats, L.scale, out, out2, kt, out3,
+                                                    int(L.s.T), int(L.s.H), int(Tp));
   DS_CUDA_LAUNCHED();
 }
 
 // One backward pass on 64-row blocks where selected, built and two fit an SM; else on 128-row
-// blocks, staggered or pipelined where selected and it fits. QS: a key-row split pass reads the query-stats
-// table (the fused pass always does).
+// blocks, staggered or pipelined where selected and it fits. QS: a key-row split pass reads
+// the query-stats table (the fused and one-pass kernels always do).
 template <int DK, int DV, int PASS, bool QS = false>
 void sm90_bwd_pass(const Launch& L, const bf16* xk, const bf16* xv, const bf16* yk,
                    const bf16* yv, const bf16* zt, int64_t Tp, const float* lse, const float* D,
                    float* out, const bf16* zt2 = nullptr, float* out2 = nullptr,
-                   const float2* qstats = nullptr) {
+                   const float2* qstats = nullptr, const bf16* kt = nullptr,
+                   float* out3 = nullptr) {
   if constexpr (rows64_bwd(DK, DV, PASS)) {
     if (attention_rows64()) {
       constexpr size_t smem = sm90_bwd_smem<DK, DV, PASS, kBQ64>();
@@ -444,15 +501,16 @@ void sm90_bwd_pass(const Launch& L, const bf16* xk, const bf16* xv, const bf16* 
     }
   }
   sm90_bwd_launch<DK, DV, PASS, kBQ, false, QS>(L, xk, xv, yk, yv, zt, Tp, lse, D, out, zt2,
-                                                 out2, qstats);
+                                                 out2, qstats, kt, out3);
 }
 
 template <int DK, int DV>
 void sm90_backward(const Launch& L, const Sm90BwdInputs& in, int64_t Tp, const float* lse,
                    const float* D, float* dq, float* dk, float* dv) {
-  sm90_bwd_pass<DK, DV, kDQ>(L, in.q, in.dout, in.k, in.v, in.kt, Tp, lse, D, dq);
-  const bool fused = bwd_fused_fits(DK, DV) && attention_bwd_fused();
-  const bool table = fused || attention_bwd_qstats();
+  const int mode = bwd_fused_fits(DK, DV) ? attention_bwd_mode() : 0;
+  const bool fused = mode == 1, onepass = mode == 2;
+  if (!onepass) sm90_bwd_pass<DK, DV, kDQ>(L, in.q, in.dout, in.k, in.v, in.kt, Tp, lse, D, dq);
+  const bool table = mode != 0 || attention_bwd_qstats();
   if (table) {   // the key-row passes' per-query {lse, D}
     if (!in.qstats) throw_cuda_error("sm90_backward: no room for the query stats", __FILE__,
                                      __LINE__);
@@ -462,6 +520,14 @@ void sm90_backward(const Launch& L, const Sm90BwdInputs& in, int64_t Tp, const f
     DS_CUDA_LAUNCHED();
   }
   if constexpr (bwd_fused_fits(DK, DV)) {
+    if (onepass) {   // dQ: the key blocks' products added into zeros
+      DS_CUDA_CHECK(cudaMemsetAsync(dq, 0, size_t(L.s.B * L.s.T * L.s.H * DK) * sizeof(float),
+                                    stream()));
+      sm90_bwd_pass<DK, DV, kAll>(L, in.k, in.v, in.q, in.dout, in.qt, Tp, lse, D, dk,
+                                  in.doutt, dv, in.qstats, in.kt, dq);
+      g_onepass_launches.fetch_add(1);
+      return;
+    }
     if (fused) {
       sm90_bwd_pass<DK, DV, kDKV>(L, in.k, in.v, in.q, in.dout, in.qt, Tp, lse, D, dk, in.doutt,
                                   dv, in.qstats);
@@ -493,7 +559,8 @@ std::atomic<int64_t> g_rows64_launches{0}, g_stag_launches{0}, g_pipe_launches{0
 int64_t sm90_keys_padded(int64_t T) { return padded_rows(int(T)); }
 
 bool sm90_bwd_needs_qstats(int64_t Dk, int64_t Dv) {
-  return (bwd_fused_fits(int(Dk), int(Dv)) && attention_bwd_fused()) || attention_bwd_qstats();
+  return (bwd_fused_fits(int(Dk), int(Dv)) && attention_bwd_mode() != 0) ||
+         attention_bwd_qstats();
 }
 
 bool sm90_attention(int64_t Dk, int64_t Dv) {
@@ -546,6 +613,14 @@ bool attention_bwd_fused_supported(int64_t Dk, int64_t Dv) {
 
 int64_t attention_bwd_fused_launches() { return flash::g_fused_launches.load(); }
 
+void set_attention_bwd_mode(int mode) {
+  if (mode < 0 || mode > 2)
+    throw_cuda_error("set_attention_bwd_mode: expected 0, 1 or 2", __FILE__, __LINE__);
+  flash::g_bwd_fused.store(mode);
+}
+
+int64_t attention_bwd_onepass_launches() { return flash::g_onepass_launches.load(); }
+
 void set_attention_rows64(bool on) { flash::g_rows64.store(on ? 1 : 0); }
 
 void set_attention_staggered(bool on) { flash::g_stag.store(on ? 1 : 0); }
@@ -570,31 +645,46 @@ int64_t attention_rows64_launches() { return flash::g_rows64_launches.load(); }
 
 namespace {
 
-// A process-wide two-way switch: its setting, or on first use the environment variable's
-// (unset or empty: the default; off / on: 0 / 1; anything else a CudaError naming both).
-bool switch_from_env(std::atomic<int>& at, const char* var, const char* off, const char* on,
-                     bool dflt) {
+// A process-wide switch of N settings: its setting, or on first use the environment
+// variable's (unset or empty: dflt; names[i]: i; anything else a CudaError naming them all).
+template <int N>
+int choice_from_env(std::atomic<int>& at, const char* var, const char* const (&names)[N],
+                    int dflt) {
   int v = at.load();
   if (v < 0) {
     const char* e = std::getenv(var);
-    if (!e || !*e) v = dflt ? 1 : 0;
-    else if (std::strcmp(e, off) == 0) v = 0;
-    else if (std::strcmp(e, on) == 0) v = 1;
-    else throw_cuda_error(std::string(var) + "=" + e + ": expected " + off + " or " + on,
-                          __FILE__, __LINE__);
+    v = !e || !*e ? dflt : -1;
+    for (int i = 0; i < N && v < 0; ++i)
+      if (std::strcmp(e, names[i]) == 0) v = i;
+    if (v < 0) {
+      std::string all;
+      for (int i = 0; i < N; ++i)
+        all += std::string(i == 0 ? "" : i + 1 < N ? ", " : " or ") + names[i];
+      throw_cuda_error(std::string(var) + "=" + e + ": expected " + all, __FILE__, __LINE__);
+    }
     int expected = -1;
     at.compare_exchange_strong(expected, v);
     v = at.load();
   }
-  return v == 1;
+  return v;
+}
+
+// A two-way switch: off / on as 0 / 1.
+bool switch_from_env(std::atomic<int>& at, const char* var, const char* off, const char* on,
+                     bool dflt) {
+  const char* const names[] = {off, on};
+  return choice_from_env(at, var, names, dflt ? 1 : 0) == 1;
 }
 
 }  // namespace
 
-// split by default until the fused pass has run on a GPU
-bool attention_bwd_fused() {
-  return switch_from_env(flash::g_bwd_fused, "DS_ATTENTION_BWD", "split", "fused", false);
+// DS_ATTENTION_BWD: split (unset or empty: the default until the others have run on a GPU),
+// fused or onepass.
+int attention_bwd_mode() {
+  static const char* const names[] = {"split", "fused", "onepass"};
+  return choice_from_env(flash::g_bwd_fused, "DS_ATTENTION_BWD", names, 0);
 }
+bool attention_bwd_fused() { return attention_bwd_mode() == 1; }
 
 // inline loads by default until the table has run on a GPU in the split passes
 bool attention_bwd_qstats() {
@@ -602,21 +692,10 @@ bool attention_bwd_qstats() {
 }
 
 // DS_ATTENTION_SCHEDULE: lockstep (unset or empty: the default until the others have run on
-// a GPU), staggered or pipelined; anything else a CudaError naming the three.
+// a GPU), staggered or pipelined.
 int attention_schedule() {
-  int v = flash::g_stag.load();
-  if (v < 0) {
-    const char* e = std::getenv("DS_ATTENTION_SCHEDULE");
-    if (!e || !*e || std::strcmp(e, "lockstep") == 0) v = 0;
-    else if (std::strcmp(e, "staggered") == 0) v = 1;
-    else if (std::strcmp(e, "pipelined") == 0) v = 2;
-    else throw_cuda_error(std::string("DS_ATTENTION_SCHEDULE=") + e +
-                              ": expected lockstep, staggered or pipelined", __FILE__, __LINE__);
-    int expected = -1;
-    flash::g_stag.compare_exchange_strong(expected, v);
-    v = flash::g_stag.load();
-  }
-  return v;
+  static const char* const names[] = {"lockstep", "staggered", "pipelined"};
+  return choice_from_env(flash::g_stag, "DS_ATTENTION_SCHEDULE", names, 0);
 }
 bool attention_staggered() { return attention_schedule() == 1; }
 bool attention_pipelined() { return attention_schedule() == 2; }

@@ -28,14 +28,17 @@ __device__ __forceinline__ void load_rows(uint32_t dst, const bf16* src, int64_t
   }
 }
 
-// Rows tb..tb+63 of a transposed copy (N rows of Tp, one head at xth) -> N rows x 128 bytes.
+// Rows tb..tb+63 of a transposed copy (N rows of Tp, one head at xth) -> N rows x 128 bytes
+// (ok false: zeros, nothing read; for a tile at or past Tp).
 template <int N, int NT>
-__device__ __forceinline__ void load_t(uint32_t dst, const bf16* xth, int Tp, int tb) {
+__device__ __forceinline__ void load_t(uint32_t dst, const bf16* xth, int Tp, int tb,
+                                       bool ok = true) {
   static_assert(N * 8 % NT == 0, "load_t: copies per thread");
 #pragma unroll
   for (int i = 0; i < fa90::t_copies(N, NT); ++i) {
     const int e = int(threadIdx.x) + i * NT, r = fa90::t_copy_row(e), u = fa90::t_copy_unit(e);
-    ptx::cp16(dst + fa90::swizzled(r, u), xth + fa90::t_index(0, r, tb + u * 8, N, Tp), true);
+    ptx::cp16(dst + fa90::swizzled(r, u),
+              ok ? xth + fa90::t_index(0, r, tb + u * 8, N, Tp) : xth, ok);
   }
 }
 

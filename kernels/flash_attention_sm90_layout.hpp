@@ -24,8 +24,11 @@ constexpr int kThreads = 256;   // threads of a kBQ-row block
 DS_HD constexpr int block_threads(int bq) { return bq * 2; }
 
 // The backward passes (one kernel template): rows are queries (dQ) or keys (dK, dV, and dK
-// with dV in one pass: kDKV, for head dims up to 96 / 64, bwd_fused_fits).
-enum Pass { kDQ = 0, kDK = 1, kDV = 2, kDKV = 3 };
+// with dV in one pass: kDKV, for head dims up to 96 / 64, bwd_fused_fits; kAll: kDKV's pass
+// that also adds each tile's dQ products into an F32 dQ, DS_ATTENTION_BWD=onepass).
+enum Pass { kDQ = 0, kDK = 1, kDV = 2, kDKV = 3, kAll = 4 };
+// The passes that compute dK and dV together (kDKV and kAll).
+DS_HD constexpr bool bwd_kv(int pass) { return pass == kDKV || pass == kAll; }
 
 // 64-column (128-byte) chunks of a head dim D (a multiple of 16).
 DS_HD constexpr int chunks(int D) { return (D + 63) / 64; }
@@ -104,16 +107,26 @@ DS_HD constexpr FwdSmem fwd_smem(int DK, int DV, int bq = kBQ, int stages = kSta
 }
 // Backward pass: X_k (chunks(DK) x bq), X_v (chunks(DV) x bq; not for kDV), then kBwdStages
 // x [Y_k (chunks(DK) x kBK), Y_v (chunks(DV) x kBK; not for kDV), Z^T (N rows), Z2^T (N2
-// rows)], N = DV for kDV, else DK; N2 = DV for kDKV (dO^T, for dV), else 0.
+// rows)], N = DV for kDV, else DK; N2 = DV for kDKV and kAll (dO^T, for dV), else 0. kAll
+// then holds the block's K^T (kt: two chunks of kBK keys, each DK rows x 128 bytes) and its
+// dS^T (ds: bq key rows x 128 bytes, the tile's 64 queries along a row), 0 for the others.
 struct BwdSmem {
   uint32_t xk, xv, stages, stage_bytes, yv, z, z2, bytes;   // yv, z, z2: offsets in a stage
+  uint32_t kt, ds;
 };
 DS_HD constexpr int bwd_n(int DK, int DV, int pass) { return pass == kDV ? DV : DK; }
-DS_HD constexpr int bwd_n2(int DV, int pass) { return pass == kDKV ? DV : 0; }
+DS_HD constexpr int bwd_n2(int DV, int pass) { return bwd_kv(pass) ? DV : 0; }
 DS_HD constexpr int bwd_vc(int DV, int pass) { return pass == kDV ? 0 : chunks(DV); }
 DS_HD constexpr uint32_t bwd_stage_bytes(int DK, int DV, int pass) {
   return uint32_t(chunks(DK) + bwd_vc(DV, pass)) * kBK * 128u +
          uint32_t(bwd_n(DK, DV, pass) + bwd_n2(DV, pass)) * 128u;
+}
+DS_HD constexpr uint32_t bwd_ring_end(int DK, int DV, int pass, int bq, int stages) {
+  return uint32_t(chunks(DK) + bwd_vc(DV, pass)) * uint32_t(bq) * 128u +
+         uint32_t(stages) * bwd_stage_bytes(DK, DV, pass);
+}
+DS_HD constexpr uint32_t bwd_onepass_bytes(int DK, int bq) {   // kAll's K^T and dS^T
+  return 2u * uint32_t(DK) * 128u + uint32_t(bq) * 128u;
 }
 DS_HD constexpr BwdSmem bwd_smem(int DK, int DV, int pass, int bq = kBQ,
                                  int stages = kBwdStages) {
@@ -124,13 +137,49 @@ DS_HD constexpr BwdSmem bwd_smem(int DK, int DV, int pass, int bq = kBQ,
           uint32_t(chunks(DK) + bwd_vc(DV, pass)) * kBK * 128u,
           uint32_t(chunks(DK) + bwd_vc(DV, pass)) * kBK * 128u +
               uint32_t(bwd_n(DK, DV, pass)) * 128u,
-          uint32_t(chunks(DK) + bwd_vc(DV, pass)) * uint32_t(bq) * 128u +
-              uint32_t(stages) * bwd_stage_bytes(DK, DV, pass)};
+          bwd_ring_end(DK, DV, pass, bq, stages) +
+              (pass == kAll ? bwd_onepass_bytes(DK, bq) : 0u),
+          pass == kAll ? bwd_ring_end(DK, DV, pass, bq, stages) : 0u,
+          pass == kAll ? bwd_ring_end(DK, DV, pass, bq, stages) + 2u * uint32_t(DK) * 128u
+                       : 0u};
 }
 // The head dims the fused dK/dV pass takes: its accumulators (dK and dV, S^T, dP^T and two
 // register A operands: 176 floats a thread at 96 / 64) must fit the registers without
 // spilling; (128, 128) and (192, 128) keep the split passes.
 DS_HD constexpr bool bwd_fused_fits(int DK, int DV) { return DK <= 96 && DV <= 64; }
+
+// ---- the one-pass backward (kAll, DS_ATTENTION_BWD=onepass) ----------------------------------
+// kDKV's pass (rows = 128 keys, two warpgroups; lockstep only) that also computes each query
+// tile's dQ products: after its dK / dV operands are packed, warpgroup w stores its dS^T
+// (BF16, rows 64w..64w+63 of ds; a skipped tile's as zeros) and, after a barrier, computes
+// columns [w DK/2, (w + 1) DK/2) of dQ_tile (64 queries x DK) = dS (64 x 128 keys) K (128 x
+// DK): wgmma.m64n{DK/2}k16 over 8 k16 steps of keys, A = dS read MN-major from ds (imm-trans-a:
+// one 64-query atom, 16 key rows a step), B = the block's K^T K-major from kt (its DK/2 rows
+// of each 64-key chunk). The F32 products, times the softmax scale, are added into dQ with
+// atomics (2-float vector adds; the order of the key blocks' adds is not fixed, so dQ is not
+// bit-reproducible, dK and dV are kDKV's). Head dims as kDKV's; 128-row blocks only.
+// dS^T store j (0..3) of k16 step kk of lane `lane` in warp `warp` of warpgroup wg: the
+// 2 BF16 of register A operand a2[kk][j] (key row 16 warp + lane/4 + 8 (j & 1) of the
+// warpgroup, queries 16 kk + 8 (j >> 1) + 2 (lane % 4) + {0, 1}): 4 bytes at this offset.
+DS_HD uint32_t ds_store(int wg, int warp, int lane, int kk, int j) {
+  const int r = wg * 64 + warp * 16 + (lane >> 2) + 8 * (j & 1), u = 2 * kk + (j >> 1);
+  return swizzled(r, u) + 4u * uint32_t(lane & 3);
+}
+// The dQ product's k16 step kk (keys 16 kk..16 kk + 15 of the block): A's start in ds (16 key
+// rows of 128 bytes; its descriptor desc_mn_sw128(addr, 1024, 1024), both strides 1024 since
+// the 64 queries are one atom), B's in kt (warpgroup wg's DK/2 rows of chunk kk / 4).
+DS_HD uint32_t dq_a_step(uint32_t ds, int kk) { return ds + uint32_t(kk) * 2048u; }
+DS_HD uint32_t dq_b_step(uint32_t kt, int DK, int wg, int kk) {
+  return kstep(kt + uint32_t(wg) * uint32_t(DK / 2) * 128u, DK, kk);
+}
+// Where the dQ accumulators dq[nt][c] of lane `lane` in warp `warp` of warpgroup wg go: query
+// dq_row(tb, warp, lane, c >= 2) of the tile at tb, columns dq_col(...) + (c & 1) of dQ.
+DS_HD int dq_row(int tb, int warp, int lane, int half) {
+  return tb + warp * 16 + (lane >> 2) + 8 * half;
+}
+DS_HD int dq_col(int DK, int wg, int nt, int lane) {
+  return wg * (DK / 2) + nt * 8 + (lane & 3) * 2;
+}
 
 // The 64-row block (one warpgroup, DS_ATTENTION_ROWS=64) is built for a kernel only where two
 // such blocks could share an SM's 228 KB (shared memory of at most 112 KB each, with the
@@ -140,7 +189,7 @@ DS_HD constexpr bool rows64_fwd(int DK, int DV) {
   return fwd_smem(DK, DV, kBQ64).bytes <= 112u * 1024u;
 }
 DS_HD constexpr bool rows64_bwd(int DK, int DV, int pass) {
-  return bwd_smem(DK, DV, pass, kBQ64).bytes <= 112u * 1024u;
+  return pass != kAll && bwd_smem(DK, DV, pass, kBQ64).bytes <= 112u * 1024u;
 }
 
 // Staggered warpgroups (DS_ATTENTION_SCHEDULE=staggered, 128-row blocks): warpgroup 1 meets
@@ -155,7 +204,7 @@ DS_HD constexpr bool stag_fwd(int DK, int DV) {
   return fwd_smem(DK, DV, kBQ, kStagStages).bytes + 1024u <= 227u * 1024u;
 }
 DS_HD constexpr bool stag_bwd(int DK, int DV, int pass) {
-  return bwd_smem(DK, DV, pass, kBQ, kStagBwdStages).bytes + 1024u <= 227u * 1024u;
+  return pass != kAll && bwd_smem(DK, DV, pass, kBQ, kStagBwdStages).bytes + 1024u <= 227u * 1024u;
 }
 
 // ---- the ring of tiles ----------------------------------------------------------------------

@@ -2,8 +2,9 @@
 // Matrix Multiply-Accumulate") for the sm_90a attention kernels (flash_attention_sm90.cu):
 // m64n64k16 with both operands in shared memory (K-major, descriptors of sm90_wgmma.cuh),
 // m64n128k16 with both in shared memory, each K-major or MN-major (template flags),
-// m64nNk16 with A in registers for N = 64, 96, 128, 192, and m64n256k16 with A in registers
-// and B MN-major (the wgmma MLA decode kernel, mla_decode_sm90.cu). Accumulators d[nt][c]:
+// m64nNk16 with A in registers for N = 64, 96, 128, 192, m64n256k16 with A in registers
+// and B MN-major (the wgmma MLA decode kernel, mla_decode_sm90.cu), and m64n32k16 /
+// m64n48k16 with A MN-major and B K-major, both in shared memory. Accumulators d[nt][c]:
 // fragment index 4 nt + c, i.e. row 16 warp + lane/4 + 8 (c >= 2), column 8 nt + 2 (lane % 4)
 // + (c & 1) (the m16n8 accumulator layout per warp). The register A operand is, per warp, the
 // mma.m16n8k16 A fragment of its 16 rows. Only in the sm_90a device pass.
@@ -271,6 +272,54 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[NT][4], const uint32_t (&a)[
   else {
     static_assert(NT == 24, "wgmma_rs: N must be 64, 96, 128 or 192");
     wgmma_rs_n192(d, a, db);
+  }
+}
+
+// d (64 x N) = A (64 x 16, shared, MN-major: desc da with imm-trans-a) * B (N x 16, shared,
+//               K-major, desc db)^T + (scale_d ? d : 0), N = 32 or 48: the one-pass attention
+//               backward's dQ products (flash_attention_sm90.cu, A = dS stored as dS^T).
+__device__ __forceinline__ void wgmma_ss_ta_n32(float (&d)[4][4], uint64_t da, uint64_t db,
+                                                int scale_d) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+      "}, %16, %17, p, 1, 1, 1, 0;\n"
+      "}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+        "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+        "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+      : "l"(da), "l"(db), "r"(scale_d));
+}
+__device__ __forceinline__ void wgmma_ss_ta_n48(float (&d)[6][4], uint64_t da, uint64_t db,
+                                                int scale_d) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %26, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n48k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23"
+      "}, %24, %25, p, 1, 1, 1, 0;\n"
+      "}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+        "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+        "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+        "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+        "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3])
+      : "l"(da), "l"(db), "r"(scale_d));
+}
+template <int NT>
+__device__ __forceinline__ void wgmma_ss_ta(float (&d)[NT][4], uint64_t da, uint64_t db,
+                                            int scale_d) {
+  if constexpr (NT == 4) wgmma_ss_ta_n32(d, da, db, scale_d);
+  else {
+    static_assert(NT == 6, "wgmma_ss_ta: N must be 32 or 48");
+    wgmma_ss_ta_n48(d, da, db, scale_d);
   }
 }
 

@@ -25,9 +25,9 @@
 # reports the rows that matter most, which come first. --quick took 229 s and 235 s on the
 # H200 (2026-11-30, commits c135dd4 and 029fe18): 19 test processes in 91 s, the step
 # benchmarks (the variants' process included) 50 s, the tools 29 s, the kernel benchmarks
-# 42 s, PyTorch 23 s. Since then (not yet run): the Nsight Compute sections, 6 more test
-# groups, 8 more step variants, the attention opt-ins', the wgmma grouped GEMM's and the MLA
-# plans' benchmarks, 9 Nsight entries; about 470-510 s estimated, so the budget cuts from the
+# 42 s, PyTorch 23 s. Since then (not yet run): the Nsight Compute sections, 7 more test
+# groups, 9 more step variants, the attention opt-ins', the wgmma grouped GEMM's and the MLA
+# plans' benchmarks, 10 Nsight entries; about 490-530 s estimated, so the budget cuts from the
 # end: PyTorch (measured twice), the defaults' Nsight rows (profiled on 2026-11-30), then the
 # tools' runs.
 # Usage: bash scripts/gpu-check.sh [--quick]
@@ -109,6 +109,7 @@ NEW_B16OUT_MODEL='*BF16 expert outputs*'
 NEW_PROF='gpu profiler*'
 NEW_ATTN='gpu attention wgmma*'
 NEW_ATTN_FUSED='gpu attention fused*'
+NEW_ATTN_ONE='gpu attention one-pass*'
 NEW_ATTN_ROWS='gpu attention 64-row*'
 NEW_ATTN_STAG='gpu attention staggered*'
 NEW_ATTN_PIPE='gpu attention pipelined*'
@@ -120,7 +121,7 @@ NEW_RUNTIME='gpu runtime:*'
 NEW_DEFAULT='gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,elementwise: swiglu packed*,gpu gather_rows_scaled*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 NEW_OPERANDS='gpu gather_rows_scaled*,elementwise: rope_tail_codes*,gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu moe_sort_pairs*,elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 declare -A FILTER=(
-  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_GROUPED_WG,$NEW_MULTI,$NEW_MLA,$NEW_FP8_ALL,$NEW_PROF,$NEW_ATTN,$NEW_ATTN_FUSED,$NEW_ATTN_ROWS,$NEW_ATTN_STAG,$NEW_ATTN_PIPE,$NEW_PROBE,$NEW_ATTN_QS,$NEW_MLA_WG,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME"
+  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_GROUPED_WG,$NEW_MULTI,$NEW_MLA,$NEW_FP8_ALL,$NEW_PROF,$NEW_ATTN,$NEW_ATTN_FUSED,$NEW_ATTN_ONE,$NEW_ATTN_ROWS,$NEW_ATTN_STAG,$NEW_ATTN_PIPE,$NEW_PROBE,$NEW_ATTN_QS,$NEW_MLA_WG,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME"
   [ops-grouped]="--test-case=$NEW_GROUPED"
   [ops-grouped-wgmma]="--test-case=$NEW_GROUPED_WG"
   [ops-multi]="--test-case=$NEW_MULTI"
@@ -131,6 +132,7 @@ declare -A FILTER=(
   [ops-profiler]="--test-case=$NEW_PROF"
   [ops-attn-wgmma]="--test-case=$NEW_ATTN"
   [ops-attn-fused]="--test-case=$NEW_ATTN_FUSED"
+  [ops-attn-onepass]="--test-case=$NEW_ATTN_ONE"
   [ops-attn-rows64]="--test-case=$NEW_ATTN_ROWS"
   [ops-attn-staggered]="--test-case=$NEW_ATTN_STAG"
   [ops-attn-pipelined]="--test-case=$NEW_ATTN_PIPE"
@@ -173,6 +175,9 @@ declare -A FILTER=(
 # default since c135dd4), last.
 # ops-attn-fused: the wgmma backward with dK and dV in one pass (opt-in, DS_ATTENTION_BWD=fused;
 # not yet run on a GPU) against the split passes, bit for bit, and against the reference;
+# ops-attn-onepass: the wgmma backward in one pass, dQ added by atomics (opt-in,
+# DS_ATTENTION_BWD=onepass; not yet run on a GPU): dK, dV against the fused pass bit for bit,
+# dQ within a tolerance, and all three against the reference;
 # ops-attn-rows64: the wgmma kernels in 64-row blocks (opt-in, DS_ATTENTION_ROWS=64; not yet
 # run on a GPU) against the 128-row blocks, bit for bit, and against the reference;
 # ops-attn-staggered: the 128-row blocks with staggered warpgroups (opt-in,
@@ -198,9 +203,9 @@ declare -A FILTER=(
 # bit for bit.
 # Groups of kernels that have not run on a GPU yet: a hang there (a barrier or an mbarrier
 # phase that never completes) is stopped after 45 s instead of the others' 90.
-declare -A TLIM=([ops-attn-fused]=45 [ops-attn-rows64]=45 [ops-attn-staggered]=45
-                 [ops-attn-pipelined]=45 [ops-attn-qstats]=45 [ops-sm90-probes]=45 [ops-mla-wgmma]=45
-                 [ops-grouped-wgmma]=45)
+declare -A TLIM=([ops-attn-fused]=45 [ops-attn-onepass]=45 [ops-attn-rows64]=45
+                 [ops-attn-staggered]=45 [ops-attn-pipelined]=45 [ops-attn-qstats]=45
+                 [ops-sm90-probes]=45 [ops-mla-wgmma]=45 [ops-grouped-wgmma]=45)
 MODEL_RC=0
 for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
          ds_test_backend_ops:ops-grouped ds_test_backend_ops:ops-grouped-wgmma \
@@ -208,7 +213,8 @@ for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
          ds_test_backend_ops:ops-mla-bf16 ds_test_backend_ops:ops-fp8-quant \
          ds_test_backend_ops:ops-fp8-grouped \
          ds_test_backend_ops:ops-profiler ds_test_backend_ops:ops-attn-wgmma \
-         ds_test_backend_ops:ops-attn-fused ds_test_backend_ops:ops-attn-rows64 \
+         ds_test_backend_ops:ops-attn-fused ds_test_backend_ops:ops-attn-onepass \
+         ds_test_backend_ops:ops-attn-rows64 \
          ds_test_backend_ops:ops-attn-staggered ds_test_backend_ops:ops-attn-pipelined \
          ds_test_backend_ops:ops-attn-qstats \
          ds_test_backend_ops:ops-sm90-probes ds_test_backend_ops:ops-mla-wgmma \
@@ -297,6 +303,7 @@ T_KERNEL=(ds_test_backend_ops-ops-grouped)
 T_WGMMA=(ds_test_backend_ops-ops-attn-wgmma)
 T_B16OUT=(ds_test_backend_ops-ops-bf16-outputs ds_test_model_gpu-model-bf16-outputs)
 T_BWDFUSED=(ds_test_backend_ops-ops-attn-fused)
+T_ONE=(ds_test_backend_ops-ops-attn-onepass)
 T_ROWS64=(ds_test_backend_ops-ops-attn-rows64)
 T_ROWS64_FUSED=(ds_test_backend_ops-ops-attn-rows64 ds_test_backend_ops-ops-attn-fused)
 T_STAG=(ds_test_backend_ops-ops-attn-staggered)
@@ -358,6 +365,10 @@ optin "grouped wgmma" bench_train_gwgmma.txt bf16 T_GWG grouped-gemm=wgmma,profi
 #   as the default step), with the per-op profile;
 optin "attention backward fused" bench_train_bwdfused.txt bf16 T_BWDFUSED \
   attention-bwd=fused,profile=1
+# - the attention backward in one pass, dQ added by atomics (opt-in; dK and dV the same bits,
+#   dQ not bit-reproducible), with the per-op profile;
+optin "attention backward one pass" bench_train_onepass.txt bf16 T_ONE \
+  attention-bwd=onepass,profile=1
 # - the attention kernels in 64-row blocks, two per SM where they fit (opt-in; the same bits),
 #   with the per-op profile; and with the fused dK/dV pass as well;
 optin "attention 64-row blocks" bench_train_rows64.txt bf16 T_ROWS64 \
@@ -418,7 +429,8 @@ for attempt in 1 2 3 4; do
 done
 for i in "${pending[@]}"; do V_NOTE[${V_LABEL[$i]}]="not run (the process kept dying)"; done
 for lab in "expert outputs BF16" "grouped wgmma" "attention backward fused" \
-           "attention 64-row blocks" "attention staggered" "attention pipelined"; do
+           "attention backward one pass" "attention 64-row blocks" "attention staggered" \
+           "attention pipelined"; do
   grep -A45 -F "[variant $lab]" "$VE" 2>/dev/null |
     grep -E "^(profile|GEMM share|[a-z_0-9]+ +[a-z_]+ +[0-9]+ )" | head -12
 done
@@ -492,6 +504,8 @@ l=$(grep -m1 "^routed experts:" "$O/bench_train_gwgmma.txt" 2>/dev/null |
 [ -n "$l" ] && row "launches in bench_train_gwgmma" INFO "$l"
 verdict "attention backward with dK and dV fused (opt-in; DS_ATTENTION_BWD=fused)" \
   ds_test_backend_ops-ops-attn-fused $B0 bench_train_bwdfused.txt
+verdict "attention backward in one pass (opt-in; DS_ATTENTION_BWD=onepass)" \
+  ds_test_backend_ops-ops-attn-onepass $B0 bench_train_onepass.txt
 verdict "attention in 64-row blocks (opt-in; DS_ATTENTION_ROWS=64)" \
   ds_test_backend_ops-ops-attn-rows64 $B0 bench_train_rows64.txt
 verdict "attention in 64-row blocks with the fused dK/dV pass (both opt-in)" \
@@ -509,7 +523,8 @@ verdict "attention warpgroups pipelined with the fused dK/dV pass (both opt-in)"
   bench_train_pipef.txt
 verdict "split dK/dV passes on the query-stats table (opt-in; DS_ATTENTION_QSTATS=table)" \
   ds_test_backend_ops-ops-attn-qstats $B0 bench_train_qstats.txt
-for f in bench_train_rows64.txt bench_train_rows64f.txt bench_train_stag.txt \
+for f in bench_train_onepass.txt bench_train_rows64.txt bench_train_rows64f.txt \
+         bench_train_stag.txt \
          bench_train_stagf.txt bench_train_pipe.txt bench_train_pipef.txt \
          bench_train_qstats.txt; do   # did the switched kernels run?
   l=$(grep -m1 "^attention: fused" "$O/$f" 2>/dev/null | sed 's/ \[variant .*\]$//')
@@ -527,6 +542,14 @@ if [ -n "$l0" ] && [ -n "$l1" ]; then
     d = a - b; if (d < 0) d = -d; r = b != 0 ? d / (b < 0 ? -b : b) : d
     printf "%s | %s (default; its last run %s): %s", a, b, c,
       (a == b) ? "equal" : sprintf("relative difference %.1e", r) }')"
+fi
+# The one-pass backward's dQ sums in another order (atomics): its loss may differ from the
+# default's in the last digits after the first update, as the default's own reruns do.
+l1=$(loss_of bench_train_onepass.txt)
+if [ -n "$l0" ] && [ -n "$l1" ]; then
+  row "attention backward one pass: loss" INFO "$(awk -v a="$l1" -v b="$l0" -v c="${l2:-?}" \
+    'BEGIN { d = a - b; if (d < 0) d = -d; r = b != 0 ? d / (b < 0 ? -b : b) : d
+    printf "%s | %s (default; its last run %s): relative difference %.1e", a, b, c, r }')"
 fi
 verdict "4 side streams for the cuBLAS experts (DS_GROUPED_GEMM_STREAMS=4)" \
   ds_test_backend_ops-ops-grouped,ds_test_model_gpu-model-cublas bench_train_cublas.txt \
@@ -592,13 +615,14 @@ if ! room 30 15; then
   row "attention wgmma" SKIP "out of time"
 elif passed "${T_WGMMA[@]}"; then
   nf=--no-fused; passed "${T_BWDFUSED[@]}" && nf=   # the fused dK/dV pass where it passed
+  n1=--no-onepass; passed "${T_ONE[@]}" && n1=       # the one-pass backward likewise
   nr=--no-rows64; passed "${T_ROWS64[@]}" && nr=     # the 64-row blocks where they passed
   ns=--no-staggered; passed "${T_STAG[@]}" && ns=    # the staggered warpgroups likewise
   np=--no-pipelined; passed "${T_PIPE[@]}" && np=    # the pipelined ones
   nq=--no-qstats; passed "${T_QS[@]}" && nq=         # and the query-stats table
-  timeout "$(limit 30)" "$BIN/bench_attention" $q --wgmma $nf $nr $ns $np $nq \
+  timeout "$(limit 30)" "$BIN/bench_attention" $q --wgmma $nf $n1 $nr $ns $np $nq \
     > "$O/bench_attention_wgmma.txt" 2>&1
-  echo "bench_attention --wgmma $nf $nr $ns $np $nq rc=$?"
+  echo "bench_attention --wgmma $nf $n1 $nr $ns $np $nq rc=$?"
   grep -v '^{' "$O/bench_attention_wgmma.txt"
   l=$(grep "wgmma fwd" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' | tr -s ' ' \
     | paste -sd';')
@@ -612,6 +636,7 @@ elif passed "${T_WGMMA[@]}"; then
     fi
   }
   opt_rows "dK/dV fused" "$nf" "dK and dV fused"
+  opt_rows "one pass" "$n1" "bwd in one pass"
   opt_rows "64-row blocks" "$nr" "64-row blocks"
   opt_rows "staggered" "$ns" "staggered warpgroups"
   opt_rows "pipelined" "$np" "pipelined warpgroups"
@@ -660,8 +685,8 @@ NCU_METRICS+=",smsp__issue_active.avg.pct_of_peak_sustained_active"
 NCU_METRICS+=",regex:^sm__pipe_(alu|tensor\w*)_cycles_active\.avg\.pct_of_peak_sustained_active$"
 NCU_METRICS+=",regex:^smsp__average_warps_issue_stalled_\w+_per_issue_active\.ratio$"
 # entries: label:file:test groups (the T_* array):kernel regex:launches:benchmark and its flags
-A_ONLY="bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-staggered"
-A_ONLY+=" --no-pipelined --no-qstats"
+A_ONLY="bench_attention --quick --only-1b --wgmma --no-fused --no-onepass --no-rows64"
+A_ONLY+=" --no-staggered --no-pipelined --no-qstats"
 ncu_entries() {   # ncu_entries SPEC...: one Nsight Compute run and its rows per entry
   local spec lab f groups k c cmd gref rc s l
   for spec in "$@"; do
@@ -692,11 +717,12 @@ ncu_entries() {   # ncu_entries SPEC...: one Nsight Compute run and its rows per
   done
 }
 ncu_entries "attention backward 96/64:attn_bwd:T_WGMMA:sm90_bwd_kernel<.int.96:3:$A_ONLY" \
-            "attention backward 96/64, dK/dV fused:attn_bwdf:T_BWDFUSED:sm90_bwd_kernel<.int.96, .int.64, .int.3:1:bench_attention --quick --only-1b --wgmma --no-rows64 --no-staggered --no-pipelined --no-qstats" \
-            "attention backward 96/64, 64-row blocks:attn_bwd64:T_ROWS64:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.64,:3:bench_attention --quick --only-1b --wgmma --no-fused --no-staggered --no-pipelined --no-qstats" \
-            "attention backward 96/64, staggered:attn_bwdst:T_STAG:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.128, (.bool.1|true):3:bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-pipelined --no-qstats" \
-            "attention backward 96/64, pipelined:attn_bwdpp:T_PIPE:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.128, (.bool.0|false), (.bool.0|false), (.bool.1|true)>:3:bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-staggered --no-qstats" \
-            "attention backward 96/64, query-stats table:attn_bwdqs:T_QS:sm90_bwd_kernel<.int.96, .int.64, .int.[12], .int.128, (.bool.0|false), (.bool.1|true), (.bool.0|false)>:2:bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-staggered --no-pipelined" \
+            "attention backward 96/64, dK/dV fused:attn_bwdf:T_BWDFUSED:sm90_bwd_kernel<.int.96, .int.64, .int.3:1:bench_attention --quick --only-1b --wgmma --no-onepass --no-rows64 --no-staggered --no-pipelined --no-qstats" \
+            "attention backward 96/64, one pass:attn_bwd1:T_ONE:sm90_bwd_kernel<.int.96, .int.64, .int.4:1:bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-staggered --no-pipelined --no-qstats" \
+            "attention backward 96/64, 64-row blocks:attn_bwd64:T_ROWS64:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.64,:3:bench_attention --quick --only-1b --wgmma --no-fused --no-onepass --no-staggered --no-pipelined --no-qstats" \
+            "attention backward 96/64, staggered:attn_bwdst:T_STAG:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.128, (.bool.1|true):3:bench_attention --quick --only-1b --wgmma --no-onepass --no-fused --no-rows64 --no-pipelined --no-qstats" \
+            "attention backward 96/64, pipelined:attn_bwdpp:T_PIPE:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.128, (.bool.0|false), (.bool.0|false), (.bool.1|true)>:3:bench_attention --quick --only-1b --wgmma --no-onepass --no-fused --no-rows64 --no-staggered --no-qstats" \
+            "attention backward 96/64, query-stats table:attn_bwdqs:T_QS:sm90_bwd_kernel<.int.96, .int.64, .int.[12], .int.128, (.bool.0|false), (.bool.1|true), (.bool.0|false)>:2:bench_attention --quick --only-1b --wgmma --no-onepass --no-fused --no-rows64 --no-staggered --no-pipelined" \
             "grouped BF16 GEMM, wgmma:grouped_wg:T_GWG:grouped_bf16_wgmma_kernel:1:bench_gemm --grouped-only --without overlap --without fp8-grouped"
 echo "[gpu-check] Nsight Compute (opt-ins) done at $(elapsed)"
 # ---- 5. the tools on the GPU: pretraining (GPU vs CPU), generation, evaluation ---------------

@@ -71,6 +71,7 @@ VARIANTS = {
     "bench_train_norefresh.txt": "operands re-rounded each step",
     "bench_train_b16out.txt": "expert outputs BF16 (opt-in)",
     "bench_train_bwdfused.txt": "attention backward, dK/dV fused (opt-in)",
+    "bench_train_onepass.txt": "attention backward in one pass, dQ by atomics (opt-in)",
     "bench_train_rows64.txt": "attention in 64-row blocks (opt-in)",
     "bench_train_rows64f.txt": "attention in 64-row blocks, dK/dV fused (opt-ins)",
     "bench_train_stag.txt": "attention warpgroups staggered (opt-in)",
@@ -142,7 +143,7 @@ def gemm_tables(d):
 
 
 def attention_tables(d):
-    rows, wrows, drows, r64, plans = [], [], [], [], []
+    rows, wrows, drows, r64, plans, one = [], [], [], [], [], []
     for r in json_lines(os.path.join(d, "bench_mla_plans.txt")):
         if r.get("bench") == "mla_plan":
             ask = ("own plan" if r["ask_stages"] == 0 and r["ask_splits"] == 0 else
@@ -177,6 +178,13 @@ def attention_tables(d):
                             fmt(r["bwd_speedup"], ".2f") + "×", r["bwd_launches"],
                             fmt(fused) if fused > 0 else "–",
                             {True: "yes", False: "NO"}.get(r.get("identical"), "–")])
+            elif r["bench"] == "attention_onepass":
+                one.append([f'{r["B"]}×{r["T"]}', r["H"], f'{r["Dk"]}/{r["Dv"]}',
+                            fmt(r["bwd_ms"], ".3f"), fmt(r["bwd_tflops"]),
+                            fmt(r["bwd_speedup"], ".2f") + "×",
+                            fmt(r["vs_fused"], ".2f") + "×" if r["vs_fused"] > 0 else "–",
+                            r["launches"], "yes" if r["dkdv_identical"] else "NO",
+                            f'{r["nmse_dq"]:.1e}'])
             elif r["bench"] == "mla_decode" and name == "bench_attention.txt":
                 drows.append([r["cache"], r["N"], r["H"], r["L"], fmt(r["ms"], ".3f"),
                               fmt(r["gbps"], ".0f"), fmt(100 * r["gbps"] / HBM_GBPS) + "%",
@@ -199,6 +207,12 @@ def attention_tables(d):
                    table(["blocks", "B×T", "heads", "Dk/Dv", "fwd TFLOP/s", "fwd ×",
                           "fwd launches", "bwd TFLOP/s", "bwd ×", "bwd launches",
                           "bwd fused TFLOP/s", "= default bits"], r64))
+    if one:
+        out.append("**Attention backward in one pass** (`bench_attention --wgmma`, opt-in "
+                   "`DS_ATTENTION_BWD=onepass`: dQ added by F32 atomics; speedup over the "
+                   "split passes and over the fused dK/dV pass)\n\n" +
+                   table(["B×T", "heads", "Dk/Dv", "bwd ms", "bwd TFLOP/s", "× split",
+                          "× fused", "launches", "dK, dV = split bits", "nmse dQ"], one))
     if drows:
         out.append("**MLA decode** (`bench_attention`, absorbed, latent cache)\n\n" + table(
             ["cache", "sequences", "heads", "length", "ms", "GB/s", "of 4.8 TB/s", "TFLOP/s"],

@@ -17,18 +17,20 @@
 // --wgmma: only the BF16 rows, each also timing the forward and the backward through the wgmma
 // kernels (sm_90a; the training default), beside the mma.sync kernels the plain rows time, and
 // where the head dims allow it the backward with dK and dV in one pass (DS_ATTENTION_BWD=fused,
-// not yet run on a GPU), which must give the split passes' bits.
+// not yet run on a GPU), which must give the split passes' bits, and the backward in one pass
+// (DS_ATTENTION_BWD=onepass: dQ added by F32 atomics; not yet run on a GPU), whose dK and dV
+// must be the split passes' bits and whose dQ is compared with theirs by nmse;
 // and the wgmma kernels in 64-row blocks (DS_ATTENTION_ROWS=64), with staggered or pipelined
 // warpgroups (DS_ATTENTION_SCHEDULE=staggered|pipelined) and with the split passes reading the
 // query-stats table (DS_ATTENTION_QSTATS=table), none yet run on a GPU, each of which must give
-// the defaults' bits. --no-fused, --no-rows64, --no-staggered, --no-pipelined, --no-qstats
-// leave those out (gpu-check.sh,
+// the defaults' bits. --no-fused, --no-onepass, --no-rows64, --no-staggered, --no-pipelined,
+// --no-qstats leave those out (gpu-check.sh,
 // where their tests failed). --mla-plans: only the BF16 decode kernel, under forced ring
 // depths and key splits (kernels/mla_decode.cuh set_mla_bf16_plan) beside its own plan, at 16
 // and 128 heads. --only-1b: only the `1b` preset's attention row (what Nsight Compute profiles).
-// Usage: bench_attention [--quick] [--wgmma] [--no-fused] [--no-rows64] [--no-staggered]
-// [--no-pipelined] [--no-qstats] [--no-mla-wgmma] [--mla-plans] [--only-1b]. Prints a table and one JSON line
-// per row (and cache).
+// Usage: bench_attention [--quick] [--wgmma] [--no-fused] [--no-onepass] [--no-rows64]
+// [--no-staggered] [--no-pipelined] [--no-qstats] [--no-mla-wgmma] [--mla-plans] [--only-1b].
+// Prints a table and one JSON line per row (and cache).
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -48,6 +50,7 @@ using namespace ds;
 namespace {
 
 bool g_fused = true;    // --no-fused: no fused dK/dV timing
+bool g_onepass = true;  // --no-onepass: no one-pass backward timing
 bool g_rows64 = true;      // --no-rows64: no 64-row block timing
 bool g_staggered = true;   // --no-staggered: no staggered warpgroups timing
 bool g_pipelined = true;   // --no-pipelined: no pipelined warpgroups timing
@@ -147,19 +150,41 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
   double twf = NAN;
   bool same = false;
   if (g_fused && cuda::attention_bwd_fused_supported(Dk, Dv)) {
-    const bool fused_was = cuda::attention_bwd_fused();
+    const int mode_was = cuda::attention_bwd_mode();
     const int64_t fused0 = cuda::attention_bwd_fused_launches();
     cuda::set_attention_bwd_fused(true);
     twf = 1e-3 * bench::median_ms_events(
         [&] { ops::attention_backward(ctx, q, k, v, none, scale, out, lse, dout, dq, dk, dv); },
         2, reps, true);
-    cuda::set_attention_bwd_fused(fused_was);
+    cuda::set_attention_bwd_mode(mode_was);
     if (cuda::attention_bwd_fused_launches() == fused0)
       throw std::runtime_error("the fused dK/dV pass did not run");
     auto bits = [](const Tensor& a, const Tensor& b) {
       return std::memcmp(a.f32(), b.f32(), size_t(a.numel()) * sizeof(float)) == 0;
     };
     same = bits(host(dq), dq_w) && bits(host(dk), dk_w) && bits(host(dv), dv_w);
+  }
+  // The one-pass backward (DS_ATTENTION_BWD=onepass) where the head dims allow it: its time,
+  // whether dk and dv are the split passes' bits (they must be), dq's nmse against theirs (F32
+  // atomics: not bit-reproducible).
+  double two = NAN, e_dq1 = NAN;
+  bool same1 = false;
+  int64_t n1 = 0;
+  if (g_onepass && cuda::attention_bwd_fused_supported(Dk, Dv)) {
+    const int mode_was = cuda::attention_bwd_mode();
+    const int64_t l0 = cuda::attention_bwd_onepass_launches();
+    cuda::set_attention_bwd_mode(2);
+    two = 1e-3 * bench::median_ms_events(
+        [&] { ops::attention_backward(ctx, q, k, v, none, scale, out, lse, dout, dq, dk, dv); },
+        2, reps, true);
+    cuda::set_attention_bwd_mode(mode_was);
+    n1 = cuda::attention_bwd_onepass_launches() - l0;
+    if (n1 == 0) throw std::runtime_error("the one-pass backward did not run");
+    auto bits = [](const Tensor& a, const Tensor& b) {
+      return std::memcmp(a.f32(), b.f32(), size_t(a.numel()) * sizeof(float)) == 0;
+    };
+    same1 = bits(host(dk), dk_w) && bits(host(dv), dv_w);
+    e_dq1 = nmse(host(dq), dq_w);
   }
   // The wgmma kernels in other blocks (64 rows: DS_ATTENTION_ROWS=64, where built and two fit
   // an SM; staggered warpgroups: DS_ATTENTION_SCHEDULE=staggered, where they fit): the
@@ -195,8 +220,8 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
   };
   for (BlockRun& r : runs) {
     // (the schedule is three-valued: restored as such, not through r.set)
-    const int sched_was = cuda::attention_schedule();
-    const bool sw_was = r.get(), fused_was = cuda::attention_bwd_fused();
+    const int sched_was = cuda::attention_schedule(), mode_was = cuda::attention_bwd_mode();
+    const bool sw_was = r.get();
     r.set(true);
     cuda::set_attention_bwd_fused(false);
     int64_t n0 = r.launches();
@@ -217,7 +242,7 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
     }
     r.set(sw_was);
     cuda::set_attention_schedule(sched_was);
-    cuda::set_attention_bwd_fused(fused_was);
+    cuda::set_attention_bwd_mode(mode_was);
   }
   cuda::set_attention_wgmma(was);
   std::printf("attention bf16 B=%ld T=%5ld H=%3ld Dk=%ld Dv=%ld  wgmma fwd %8.3f ms %7.1f "
@@ -240,6 +265,20 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
               e_dv, std::isnan(twf) ? -1.0 : twf * 1e3,
               std::isnan(twf) ? -1.0 : 2.5 * fwd_flops / twf / 1e12,
               std::isnan(twf) ? "null" : same ? "true" : "false");
+  if (!std::isnan(two)) {
+    std::printf("attention bf16 B=%ld T=%5ld H=%3ld Dk=%ld Dv=%ld  wgmma bwd in one pass "
+                "(dQ by atomics) %8.3f ms %7.1f TFLOP/s (%.2fx the split passes, %.2fx the "
+                "fused; %ld launches)  dk, dv the split passes' bits: %s  dq nmse %.1e\n",
+                long(B), long(T), long(H), long(Dk), long(Dv), two * 1e3,
+                2.5 * fwd_flops / two / 1e12, twb / two, std::isnan(twf) ? NAN : twf / two,
+                long(n1), same1 ? "yes" : "NO", e_dq1);
+    std::printf("{\"bench\":\"attention_onepass\",\"B\":%ld,\"T\":%ld,\"H\":%ld,\"Dk\":%ld,"
+                "\"Dv\":%ld,\"bwd_ms\":%.4f,\"bwd_tflops\":%.2f,\"bwd_speedup\":%.3f,"
+                "\"vs_fused\":%.3f,\"launches\":%ld,\"dkdv_identical\":%s,\"nmse_dq\":%.3e}\n",
+                long(B), long(T), long(H), long(Dk), long(Dv), two * 1e3,
+                2.5 * fwd_flops / two / 1e12, twb / two, std::isnan(twf) ? -1.0 : twf / two,
+                long(n1), same1 ? "true" : "false", e_dq1);
+  }
   // launches of the switched kernels in the timed calls (warm-up included): a forward is 1
   // kernel, a backward 3 (dQ, dK, dV; the query-stats table switches only dK and dV, never the
   // forward); 0: the default kernels ran (not built for these dims, or not resident)
@@ -423,6 +462,7 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     else if (std::strcmp(argv[i], "--wgmma") == 0) wgmma = true;
     else if (std::strcmp(argv[i], "--no-fused") == 0) g_fused = false;
+    else if (std::strcmp(argv[i], "--no-onepass") == 0) g_onepass = false;
     else if (std::strcmp(argv[i], "--no-rows64") == 0) g_rows64 = false;
     else if (std::strcmp(argv[i], "--no-staggered") == 0) g_staggered = false;
     else if (std::strcmp(argv[i], "--no-pipelined") == 0) g_pipelined = false;

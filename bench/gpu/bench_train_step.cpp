@@ -44,7 +44,7 @@
 // precision (bf16, fp8, bf16+fp8), share-inputs, attention-inputs, stacked-gate-up,
 // gemm-accumulate, operand-refresh, expert-outputs, grouped-experts (-1|0|1), profile (0|1),
 // and the process-wide switches grouped-gemm (cublas|kernel|wgmma: DS_GROUPED_GEMM), attention
-// (wgmma|mma: DS_ATTENTION), attention-bwd (fused|split: DS_ATTENTION_BWD), attention-rows
+// (wgmma|mma: DS_ATTENTION), attention-bwd (onepass|fused|split: DS_ATTENTION_BWD), attention-rows
 // (64|128: DS_ATTENTION_ROWS), attention-schedule (staggered|pipelined|lockstep:
 // DS_ATTENTION_SCHEDULE),
 // attention-qstats (table|inline: DS_ATTENTION_QSTATS) and streams (1-16:
@@ -142,8 +142,8 @@ Variant parse_variant(const std::string& spec, const Switches& base) {
       s.grouped_gemm = val == "wgmma" ? 2 : val == "kernel" ? 1 : 0;
     else if (k == "attention" && (val == "wgmma" || val == "mma"))
       s.attention_wgmma = val == "wgmma";
-    else if (k == "attention-bwd" && (val == "fused" || val == "split"))
-      s.attention_bwd = val == "fused";
+    else if (k == "attention-bwd" && (val == "onepass" || val == "fused" || val == "split"))
+      s.attention_bwd = val == "onepass" ? 2 : val == "fused" ? 1 : 0;
     else if (k == "attention-rows" && (val == "64" || val == "128"))
       s.attention_rows64 = val == "64";
     else if (k == "attention-schedule" &&
@@ -249,7 +249,7 @@ int main(int argc, char** argv) {
                                                 ? ds::cuda::grouped_gemm_impl()
                                                 : ds::cuda::GroupedGemmImpl::cublas;
     const bool wgmma0 = dev == Device::cuda && ds::cuda::attention_wgmma();
-    const bool fused0 = dev == Device::cuda && ds::cuda::attention_bwd_fused();
+    const int bwd0 = dev == Device::cuda ? ds::cuda::attention_bwd_mode() : 0;
     const bool rows640 = dev == Device::cuda && ds::cuda::attention_rows64();
     const int sched0 = dev == Device::cuda ? ds::cuda::attention_schedule() : 0;
     const bool qstats0 = dev == Device::cuda && ds::cuda::attention_bwd_qstats();
@@ -267,6 +267,7 @@ int main(int argc, char** argv) {
     const int64_t launches0 = dev == Device::cuda ? ds::cuda::grouped_gemm_kernel_launches() : 0;
     const int64_t wgmma_l0 = dev == Device::cuda ? ds::cuda::grouped_gemm_wgmma_launches() : 0;
     const int64_t fused_l0 = dev == Device::cuda ? ds::cuda::attention_bwd_fused_launches() : 0;
+    const int64_t one_l0 = dev == Device::cuda ? ds::cuda::attention_bwd_onepass_launches() : 0;
     const int64_t rows64_l0 = dev == Device::cuda ? ds::cuda::attention_rows64_launches() : 0;
     const int64_t stag_l0 = dev == Device::cuda ? ds::cuda::attention_staggered_launches() : 0;
     const int64_t pipe_l0 = dev == Device::cuda ? ds::cuda::attention_pipelined_launches() : 0;
@@ -278,7 +279,7 @@ int main(int argc, char** argv) {
                                       : sw.grouped_gemm == 1 ? GI::kernel
                                                              : GI::cublas);
       ds::cuda::set_attention_wgmma(sw.attention_wgmma < 0 ? wgmma0 : sw.attention_wgmma != 0);
-      ds::cuda::set_attention_bwd_fused(sw.attention_bwd < 0 ? fused0 : sw.attention_bwd != 0);
+      ds::cuda::set_attention_bwd_mode(sw.attention_bwd < 0 ? bwd0 : sw.attention_bwd);
       ds::cuda::set_attention_rows64(sw.attention_rows64 < 0 ? rows640
                                                              : sw.attention_rows64 != 0);
       const int sched = sw.attention_staggered < 0 ? sched0 : sw.attention_staggered;
@@ -337,9 +338,11 @@ int main(int argc, char** argv) {
     }
     }
     if (dev == Device::cuda)   // what the attention switches did (a count of launches)
-      std::printf("attention: fused dK/dV passes %ld, 64-row kernels %ld, staggered kernels "
-                  "%ld, pipelined kernels %ld, split passes on the query-stats table %ld%s\n",
+      std::printf("attention: fused dK/dV passes %ld, one-pass backwards %ld, 64-row kernels "
+                  "%ld, staggered kernels %ld, pipelined kernels %ld, split passes on the "
+                  "query-stats table %ld%s\n",
                   long(ds::cuda::attention_bwd_fused_launches() - fused_l0),
+                  long(ds::cuda::attention_bwd_onepass_launches() - one_l0),
                   long(ds::cuda::attention_rows64_launches() - rows64_l0),
                   long(ds::cuda::attention_staggered_launches() - stag_l0),
                   long(ds::cuda::attention_pipelined_launches() - pipe_l0),

@@ -64,7 +64,8 @@ echo "[doctest] assertions: 12 | 12 passed | 0 failed |"
 # bench_train_step: 100 ms a step, 120 without shared inputs (the default is faster), 110 with
 # the mma.sync attention (the default wgmma is faster, but its tests fail), 150 with the cuBLAS
 # experts and 160 with those on 4 streams (the defaults are faster), 130 with BF16 expert
-# outputs (slower), 90 with the fused attention backward (faster), 95 with the attention in
+# outputs (slower), 90 with the fused attention backward (faster), 80 with the one-pass
+# backward (faster), 95 with the attention in
 # 64-row blocks (faster; 90 with the fused backward too), 97 with staggered warpgroups (within
 # 4%), 110 with the query-stats table (slower); fp8 steps 1.5 times that,
 # 300 ms with the FP8 experts' loop. With
@@ -83,6 +84,7 @@ ms_of() {   # ms_of SETTINGS...: the step time for flags / variant keys
       grouped-gemm=cublas) [ $ms = 100 ] && ms=150;;
       grouped-experts=0) ms=200;;
       attention-bwd=fused) ms=90;;
+      attention-bwd=onepass) ms=80;;
       attention-rows=64) ms=95;;
       attention-schedule=staggered) ms=97;;
       attention-schedule=pipelined) ms=92;;
@@ -127,15 +129,16 @@ for v in "${variants[@]}"; do
   if [ "${CRASH_IN_VARIANTS:-}" = 1 ] && [ "$label" = "operands re-rounded" ]; then
     echo "illegal address" >&2; exit 134
   fi
-  k=ran; g=kernel; nf=0; nr=0; ns=0; np=0; nq=0; nw=0
+  k=ran; g=kernel; nf=0; n1=0; nr=0; ns=0; np=0; nq=0; nw=0
   for x in "${keys[@]}"; do [ "$x" = grouped-gemm=cublas ] && { k="not run"; g=cublas; }; done
   for x in "${keys[@]}"; do [ "$x" = grouped-gemm=wgmma ] && { g=wgmma; nw=72; }; done
   for x in "${keys[@]}"; do [ "$x" = attention-bwd=fused ] && nf=13; done
+  for x in "${keys[@]}"; do [ "$x" = attention-bwd=onepass ] && n1=13; done
   for x in "${keys[@]}"; do [ "$x" = attention-rows=64 ] && nr=52; done
   for x in "${keys[@]}"; do [ "$x" = attention-schedule=staggered ] && ns=52; done
   for x in "${keys[@]}"; do [ "$x" = attention-schedule=pipelined ] && np=52; done
   for x in "${keys[@]}"; do [ "$x" = attention-qstats=table ] && nq=26; done
-  echo "attention: fused dK/dV passes $nf, 64-row kernels $nr, staggered kernels $ns, pipelined kernels $np, split passes on the query-stats table $nq [variant $label]"
+  echo "attention: fused dK/dV passes $nf, one-pass backwards $n1, 64-row kernels $nr, staggered kernels $ns, pipelined kernels $np, split passes on the query-stats table $nq [variant $label]"
   echo "routed experts: grouped GEMMs (DS_GROUPED_GEMM=$g; our kernel $k; wgmma kernel launches $nw; cuBLAS grouped entry point used) [variant $label]"
 done
 """
@@ -400,9 +403,10 @@ def main():
             "without 100.0 ms, with 95.0 ms", "faster with it")
         row("switch: attention in 64-row blocks with the fused dK/dV pass (both opt-in)",
             "INFO", "without 100.0 ms, with 90.0 ms", "faster with it")
-        row("launches in bench_train_rows64", "INFO", "fused dK/dV passes 0, 64-row kernels 52")
+        row("launches in bench_train_rows64", "INFO",
+            "fused dK/dV passes 0, one-pass backwards 0, 64-row kernels 52")
         row("launches in bench_train_rows64f", "INFO",
-            "fused dK/dV passes 13, 64-row kernels 52")
+            "fused dK/dV passes 13, one-pass backwards 0, 64-row kernels 52")
         # the MLA decode kernel's plans: the fastest at each head count beside its own
         row("mla decode plans", "INFO", "3 plans timed",
             "H 16: fastest 2068 GB/s (stages 4, splits 4), own plan 1568 GB/s",
@@ -445,6 +449,15 @@ def main():
             "INFO", "with 90.0 ms", "faster with it")
         row("launches in bench_train_pipe", "INFO", "staggered kernels 0, pipelined kernels 52")
         row("ncu attention backward 96/64, pipelined", "INFO", "profiled_kernel<2>")
+        # the opt-in one-pass backward: group, step, verdict, launches, loss, profile
+        row("ds_test_backend_ops-ops-attn-onepass", "PASS")
+        row("train step 1b bf16 (ds, attention backward one pass)", "INFO", "80.0 ms")
+        row("switch: attention backward in one pass (opt-in; DS_ATTENTION_BWD=onepass)",
+            "INFO", "without 100.0 ms, with 80.0 ms", "faster with it")
+        row("launches in bench_train_onepass", "INFO",
+            "fused dK/dV passes 0, one-pass backwards 13")
+        row("attention backward one pass: loss", "INFO", "relative difference 0.0e+00")
+        row("ncu attention backward 96/64, one pass", "INFO", "profiled_kernel<0>")
         if failures:
             print("gpu-check.sh output with a 20 s budget (last 40 lines):")
             print("\n".join(short_text.splitlines()[-40:]))

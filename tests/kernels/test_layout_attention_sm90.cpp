@@ -69,10 +69,14 @@ TEST_CASE("warp emulator: the wgmma K-major 128B-swizzle read of the FP8 GEMM's 
 
 namespace {
 
-enum class Kind { fwd, dq, dk, dv, dkv };
+enum class Kind { fwd, dq, dk, dv, dkv, all };
 std::string name(Kind k) {
   return k == Kind::fwd ? "forward" : k == Kind::dq ? "dQ" : k == Kind::dk ? "dK"
-                                    : k == Kind::dv ? "dV" : "dK/dV";
+       : k == Kind::dv ? "dV" : k == Kind::dkv ? "dK/dV" : "one-pass";
+}
+int pass_of(Kind k) {
+  return k == Kind::dq ? L::kDQ : k == Kind::dk ? L::kDK : k == Kind::dv ? L::kDV
+       : k == Kind::dkv ? L::kDKV : L::kAll;
 }
 
 // A (B, T, H, D) BF16 tensor whose codes name their element (never 0, so a zero-filled
@@ -109,8 +113,10 @@ struct Problem {
 // The schedules of the 128-row blocks (flash_attention_sm90.cu): lockstep, staggered
 // warpgroups, pipelined warpgroups (a tile's first products under the previous tile's
 // outputs); pipelined_tight: the pipelined order on lockstep's ring, a mutation the
-// emulation must reject (the previous tile's stage is refilled before its outputs read it).
-enum class Sched { lockstep, staggered, pipelined, pipelined_tight };
+// emulation must reject (the previous tile's stage is refilled before its outputs read it);
+// onepass_nobar: the one-pass kernel without the barrier between its dS^T stores and its dQ
+// products, a mutation the emulation must reject.
+enum class Sched { lockstep, staggered, pipelined, pipelined_tight, onepass_nobar };
 
 // One block of bq rows (kBQ, or kBQ64 where the kernel is built for it) of one kernel,
 // b = B - 1, h = H - 1 (non-zero offsets), under schedule sc (not lockstep: kBQ rows).
@@ -123,29 +129,31 @@ int64_t run_block(const Problem& P, Kind kind, int bq, Sched sc, int bx, const T
   const int B = P.B, T = P.T, H = P.H, Dk = P.Dk, Dv = P.Dv, b = B - 1, h = H - 1;
   const int Tp = L::padded_rows(T), nbx = (T + bq - 1) / bq, nt = L::block_threads(bq);
   const bool rows_are_queries = kind == Kind::fwd || kind == Kind::dq;
-  const int pass = kind == Kind::dq ? L::kDQ : kind == Kind::dk ? L::kDK
-                 : kind == Kind::dv ? L::kDV : L::kDKV;
-  const bool dp = kind == Kind::dq || kind == Kind::dk || kind == Kind::dkv;
+  const int pass = pass_of(kind);
+  const bool one = kind == Kind::all;   // the one-pass kernel: also dS^T and dQ products
+  const bool dp = kind == Kind::dq || kind == Kind::dk || kind == Kind::dkv || one;
   // The operands: X (block rows), Y (streamed tiles), Z^T (transposed tiles).
   const Tensor4& xk = rows_are_queries ? q : k;
   const Tensor4& yk = rows_are_queries ? k : q;
   const Tensor4& xv = kind == Kind::dq ? dout : v;
   const Tensor4& yv = kind == Kind::dq ? v : dout;
   const Tensor4& z = kind == Kind::fwd ? v : kind == Kind::dq ? k
-                   : kind == Kind::dk || kind == Kind::dkv ? q : dout;
-  const bool z2 = kind == Kind::dkv;   // dO^T, for dV
+                   : kind == Kind::dk || kind == Kind::dkv || one ? q : dout;
+  const bool z2 = kind == Kind::dkv || one;   // dO^T, for dV
   const int N = z.D;
   const int stages = kind == Kind::fwd ? (lag ? L::kStagStages : L::kStages)
                                        : (lag ? L::kStagBwdStages : L::kBwdStages);
   uint32_t xk_at, xv_at = 0, stage0, stage_bytes, yv_at = 0, z_at, z2_at = 0, bytes;
+  uint32_t kt_at = 0, ds_at = 0;
   if (kind == Kind::fwd) {
     const L::FwdSmem S = L::fwd_smem(Dk, Dv, bq, stages);
     xk_at = S.q, stage0 = S.stages, stage_bytes = S.stage_bytes, z_at = S.vt, bytes = S.bytes;
   } else {
     const L::BwdSmem S = L::bwd_smem(Dk, Dv, pass, bq, stages);
     xk_at = S.xk, xv_at = S.xv, stage0 = S.stages, stage_bytes = S.stage_bytes, yv_at = S.yv;
-    z_at = S.z, z2_at = S.z2, bytes = S.bytes;
+    z_at = S.z, z2_at = S.z2, bytes = S.bytes, kt_at = S.kt, ds_at = S.ds;
   }
+  if (one) REQUIRE((bq == L::kBQ && sc != Sched::staggered && !pipe));
   REQUIRE(bytes + 1024 <= 227 * 1024);
   emu::Cta cta(bytes, nt, 0);
   const int x0 = L::block_row0(rows_are_queries, bx, nbx, bq);
@@ -162,14 +170,15 @@ int64_t run_block(const Problem& P, Kind kind, int bq, Sched sc, int bx, const T
         cta.cp_async16(tid, dst + L::row_copy_dst(c, rows), g, off, ok ? 16 : 0);
       }
   };
-  auto load_t = [&](uint32_t dst, const Tensor4& src, int tb) {
+  auto load_t = [&](uint32_t dst, const Tensor4& src, int tb, bool ok = true) {
     REQUIRE(src.D * 8 % nt == 0);
     const emu::GlobalSpan g{src.xt.data(), src.xt.size() * 2};
     for (int tid = 0; tid < nt; ++tid)
       for (int i = 0; i < L::t_copies(src.D, nt); ++i) {
         const int e = tid + i * nt, r = L::t_copy_row(e), u = L::t_copy_unit(e);
-        const size_t off = size_t(L::t_index(int64_t(b) * H + h, r, tb + u * 8, src.D, Tp)) * 2;
-        cta.cp_async16(tid, dst + L::swizzled(r, u), g, off, 16);
+        const size_t off =
+            ok ? size_t(L::t_index(int64_t(b) * H + h, r, tb + u * 8, src.D, Tp)) * 2 : 0;
+        cta.cp_async16(tid, dst + L::swizzled(r, u), g, off, ok ? 16 : 0);
       }
   };
   auto commit_all = [&] {
@@ -242,6 +251,10 @@ int64_t run_block(const Problem& P, Kind kind, int bq, Sched sc, int bx, const T
   // The kernel: block rows, then ring_dist tiles, one commit group each (rows in the first).
   load_rows(xk_at, xk, bq, x0);
   if (dp) load_rows(xv_at, xv, bq, x0);
+  if (one) {   // the block's K^T: two chunks of 64 keys, the second zeros past Tp
+    load_t(kt_at, k, x0);
+    load_t(kt_at + uint32_t(Dk) * 128u, k, x0 + L::kBK, x0 + L::kBK < Tp);
+  }
   for (int s = 0; s < L::ring_dist(stages, lag); ++s) {
     if (s < ntiles) load_tile(s, s);
     commit_all();
@@ -279,7 +292,7 @@ int64_t run_block(const Problem& P, Kind kind, int bq, Sched sc, int bx, const T
     }
   };
   auto rest = [&](int wg, int it) {   // warpgroup wg's output products of tile it
-    if (skip(wg, it)) return;
+    if (skip(wg, it) && !one) return;   // the one-pass kernel multiplies zeros instead
     const int tb = (tiles.t0 + it) * L::kBK;
     const uint32_t ya = stage(L::ring_stage(it, stages));
     const std::string at = where(wg, it);
@@ -287,6 +300,68 @@ int64_t run_block(const Problem& P, Kind kind, int bq, Sched sc, int bx, const T
       check_t(L::kstep(ya + z_at, N, kk), z, tb + 16 * kk, at + " Z^T");
     for (int kk = 0; z2 && kk < L::kBK / 16; ++kk)   // the fused pass's dV product: dO^T
       check_t(L::kstep(ya + z2_at, dout.D, kk), dout, tb + 16 * kk, at + " Z2^T");
+  };
+  // The one-pass kernel's dS^T stores. Each thread's dS^T accumulators dp[nt][c] hold, by
+  // wgmma's m64nN accumulator layout, key row 16 warp + lane/4 + 8 (c >= 2) of its warpgroup
+  // and query 8 nt + 2 (lane % 4) + (c & 1) of the tile; acc_to_a packs dp[2kk], dp[2kk + 1]
+  // into the register A operand a2[kk] = {dp[2kk][0..1], dp[2kk][2..3], dp[2kk + 1][0..1],
+  // dp[2kk + 1][2..3]} (BF16 pairs, lower column low), and the kernel stores a2[kk][j] at
+  // L::ds_store. Here each BF16 is a code naming its (block key row, query).
+  auto code = [](int r, int c) { return uint16_t(1 + r * 64 + c); };
+  auto store_ds = [&](int wg) {
+    for (int warp = 0; warp < 4; ++warp)
+      for (int lane = 0; lane < 32; ++lane) {
+        uint16_t dp[L::kBK / 8][4];
+        for (int nt = 0; nt < L::kBK / 8; ++nt)
+          for (int c = 0; c < 4; ++c)
+            dp[nt][c] = code(wg * 64 + warp * 16 + (lane >> 2) + (c >= 2 ? 8 : 0),
+                             8 * nt + 2 * (lane & 3) + (c & 1));
+        for (int kk = 0; kk < L::kBK / 16; ++kk) {
+          const uint16_t* c0 = dp[2 * kk];
+          const uint16_t* c1 = dp[2 * kk + 1];
+          const uint32_t a2[4] = {c0[0] | uint32_t(c0[1]) << 16, c0[2] | uint32_t(c0[3]) << 16,
+                                  c1[0] | uint32_t(c1[1]) << 16, c1[2] | uint32_t(c1[3]) << 16};
+          for (int j = 0; j < 4; ++j)
+            cta.st(wg * 128 + warp * 32 + lane, ds_at + L::ds_store(wg, warp, lane, kk, j),
+                   a2[j]);
+        }
+      }
+  };
+  // Its dQ products: A = dS (64 queries x 16 keys a step) read MN-major from ds, B = the
+  // warpgroup's Dk/2 rows of the block's K^T; then where the product's accumulators go:
+  // D[i][n] (query i of the tile, column n of the warpgroup's half) sits in dq[nt][c] of the
+  // thread whose accumulator layout holds (i, n), and must be added into dQ row tb + i, column
+  // wg Dk/2 + n (L::dq_row, L::dq_col).
+  auto dq_reads = [&](int wg, int it) {
+    const std::string at = where(wg, it) + " dQ";
+    for (int kk = 0; kk < 2 * L::kBK / 16; ++kk) {
+      const std::vector<uint16_t> a =
+          cta.wgmma_mnmajor_sw128(L::dq_a_step(ds_at, kk), 64, 1024u, 1024u);
+      int bad = 0;
+      for (int i = 0; i < 64; ++i)
+        for (int kq = 0; kq < 16; ++kq) bad += a[size_t(i * 16 + kq)] != code(16 * kk + kq, i);
+      CHECK_MESSAGE(bad == 0, at << " dS: " << bad << " wrong elements");
+      const std::vector<uint16_t> bk = cta.wgmma_kmajor_sw128(L::dq_b_step(kt_at, Dk, wg, kk),
+                                                              Dk / 2);
+      bad = 0;
+      for (int r = 0; r < Dk / 2; ++r)
+        for (int c = 0; c < 16; ++c)
+          bad += bk[size_t(r * 16 + c)] != want_row(k, x0 + 16 * kk + c, wg * (Dk / 2) + r);
+      CHECK_MESSAGE(bad == 0, at << " K^T: " << bad << " wrong elements");
+      reads += 2;
+    }
+    const int tb = (tiles.t0 + it) * L::kBK;
+    int bad = 0;
+    for (int warp = 0; warp < 4; ++warp)
+      for (int lane = 0; lane < 32; ++lane)
+        for (int nt = 0; nt < Dk / 16; ++nt)
+          for (int c = 0; c < 4; ++c) {
+            const int i = 16 * warp + (lane >> 2) + (c >= 2 ? 8 : 0);
+            const int n = 8 * nt + 2 * (lane & 3) + (c & 1);
+            bad += L::dq_row(tb, warp, lane, c >= 2) != tb + i ||
+                   L::dq_col(Dk, wg, nt, lane) + (c & 1) != wg * (Dk / 2) + n;
+          }
+    CHECK_MESSAGE(bad == 0, at << " atomics: " << bad << " accumulators added elsewhere");
   };
   // Between barriers it and it + 1: in lockstep every warpgroup's tile it; staggered,
   // warpgroup 0's tile it, warpgroup 1's rest of tile it - 1 and first products of tile it
@@ -314,7 +389,12 @@ int64_t run_block(const Problem& P, Kind kind, int bq, Sched sc, int bx, const T
       } else {
         first(wg, it);
         rest(wg, it);
+        if (one) store_ds(wg);
       }
+    }
+    if (one) {   // the barrier after the dS^T stores, then every warpgroup's dQ products
+      if (sc != Sched::onepass_nobar) cta.bar_sync();
+      for (int wg = 0; wg < bq / 64; ++wg) dq_reads(wg, it);
     }
   }
   if (stag && ntiles > 0) rest(1, ntiles - 1);
@@ -338,17 +418,13 @@ int64_t run_block(const Problem& P, Kind kind, int bq, Sched sc, int bx, const T
 // Whether the kernel of this kind and head dims has a 64-row build (flash_attention_sm90.cu).
 bool built64(Kind kind, int Dk, int Dv) {
   if (kind == Kind::fwd) return L::rows64_fwd(Dk, Dv);
-  const int pass = kind == Kind::dq ? L::kDQ : kind == Kind::dk ? L::kDK
-                 : kind == Kind::dv ? L::kDV : L::kDKV;
-  return L::rows64_bwd(Dk, Dv, pass);
+  return L::rows64_bwd(Dk, Dv, pass_of(kind));
 }
 
 // Whether it has a staggered build (flash_attention_sm90.cu).
 bool built_stag(Kind kind, int Dk, int Dv) {
   if (kind == Kind::fwd) return L::stag_fwd(Dk, Dv);
-  const int pass = kind == Kind::dq ? L::kDQ : kind == Kind::dk ? L::kDK
-                 : kind == Kind::dv ? L::kDV : L::kDKV;
-  return L::stag_bwd(Dk, Dv, pass);
+  return L::stag_bwd(Dk, Dv, pass_of(kind));
 }
 
 std::vector<int32_t> segments(int B, int T, int kind) {   // 0 none, 1 runs, 2 labels
@@ -377,13 +453,15 @@ TEST_CASE("wgmma attention: every operand read holds its tensor, with no race, a
         CAPTURE(sk);
         const Tensor4 q = make(1, P.B, T, P.H, P.Dk), k = make(2, P.B, T, P.H, P.Dk);
         const Tensor4 v = make(3, P.B, T, P.H, P.Dv), dout = make(4, P.B, T, P.H, P.Dv);
-        for (Kind kind : {Kind::fwd, Kind::dq, Kind::dk, Kind::dv, Kind::dkv})
+        for (Kind kind : {Kind::fwd, Kind::dq, Kind::dk, Kind::dv, Kind::dkv, Kind::all})
           // 128 rows, 64 rows, 128 rows staggered, 128 rows pipelined
           for (int variant : {0, 1, 2, 3}) {
             const int bq = variant == 1 ? L::kBQ64 : L::kBQ;
             const Sched sc = variant == 2 ? Sched::staggered
                            : variant == 3 ? Sched::pipelined : Sched::lockstep;
-            if (kind == Kind::dkv && !L::bwd_fused_fits(P.Dk, P.Dv)) continue;
+            if ((kind == Kind::dkv || kind == Kind::all) && !L::bwd_fused_fits(P.Dk, P.Dv))
+              continue;
+            if (kind == Kind::all && variant == 3) continue;   // lockstep only
             if (bq == L::kBQ64 && !built64(kind, P.Dk, P.Dv)) continue;
             if (variant >= 2 && !built_stag(kind, P.Dk, P.Dv)) continue;
             const int nbx = (T + bq - 1) / bq;
@@ -422,6 +500,28 @@ TEST_CASE("wgmma attention: the pipelined order needs the ring's extra stage") {
   }
 }
 
+TEST_CASE("wgmma attention: the one-pass dQ products need the barrier after the dS^T stores") {
+  // without it a warpgroup's dQ product reads the other warpgroup's dS^T stored since the
+  // last barrier: every block must fail; with it, none
+  for (const auto& d : {std::pair<int, int>{64, 64}, {96, 64}}) {
+    const Problem P{2, 200, 2, d.first, d.second, segments(2, 200, 1)};
+    CAPTURE(P.Dk);
+    const Tensor4 q = make(1, P.B, P.T, P.H, P.Dk), k = make(2, P.B, P.T, P.H, P.Dk);
+    const Tensor4 v = make(3, P.B, P.T, P.H, P.Dv), dout = make(4, P.B, P.T, P.H, P.Dv);
+    const int nbx = (P.T + L::kBQ - 1) / L::kBQ;
+    int caught = 0;
+    for (int bx = 0; bx < nbx; ++bx) {
+      CHECK(run_block(P, Kind::all, L::kBQ, Sched::lockstep, bx, q, k, v, dout) > 0);
+      try {
+        run_block(P, Kind::all, L::kBQ, Sched::onepass_nobar, bx, q, k, v, dout);
+      } catch (const emu::EmuError&) {
+        ++caught;
+      }
+    }
+    CHECK(caught == nbx);
+  }
+}
+
 TEST_CASE("wgmma attention layout: the shared memory fits and every region is 1024-aligned") {
   const std::pair<int, int> dims[] = {{64, 64}, {96, 64}, {128, 128}, {192, 128}};
   for (const auto& d : dims) {
@@ -435,6 +535,17 @@ TEST_CASE("wgmma attention layout: the shared memory fits and every region is 10
       CHECK((s.xv % 1024 == 0 && s.stages % 1024 == 0 && s.stage_bytes % 1024 == 0 &&
              s.yv % 1024 == 0 && s.z % 1024 == 0 && s.z2 % 1024 == 0));
       if (pass == L::kDKV) CHECK(s.z2 == s.z + uint32_t(d.first) * 128u);   // after Q^T
+      if (pass == L::kDKV) {   // the one-pass kernel: kDKV's layout, then K^T and dS^T
+        const L::BwdSmem o = L::bwd_smem(d.first, d.second, L::kAll);
+        CHECK(o.bytes + 1024 <= 227u * 1024u);
+        CHECK((o.xv == s.xv && o.stages == s.stages && o.stage_bytes == s.stage_bytes &&
+               o.z == s.z && o.z2 == s.z2 && o.kt == s.bytes));
+        CHECK((o.kt % 1024 == 0 && o.ds % 1024 == 0 && (uint32_t(d.first) / 2 * 128u) % 1024 == 0));
+        CHECK(o.ds == o.kt + 2u * uint32_t(d.first) * 128u);
+        CHECK(o.bytes == o.ds + uint32_t(L::kBQ) * 128u);
+        CHECK_FALSE(L::rows64_bwd(d.first, d.second, L::kAll));
+        CHECK_FALSE(L::stag_bwd(d.first, d.second, L::kAll));
+      }
       if (L::rows64_bwd(d.first, d.second, pass)) {   // two 64-row blocks share an SM
         const L::BwdSmem h = L::bwd_smem(d.first, d.second, pass, L::kBQ64);
         CHECK(2 * (h.bytes + 1024 + 1024) <= 228u * 1024u);

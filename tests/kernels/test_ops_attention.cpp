@@ -234,6 +234,13 @@ AttnInputs upload_inputs(Arena& ar, const AttnCase& c, int seg_kind) {
           seg_kind == 0 ? Tensor() : ar.upload(make_segments(c.B, c.T, seg_kind == 1))};
 }
 
+// The largest |x| of a host F32 tensor.
+double max_abs(const Tensor& t) {
+  double m = 0;
+  for (int64_t i = 0; i < t.numel(); ++i) m = std::max(m, double(std::fabs(t.f32()[i])));
+  return m;
+}
+
 // The wgmma kernels against the mma.sync kernels on the same inputs, element by element: both
 // take the same BF16 operands and differ only in where P is rounded to BF16 (relative error
 // up to 2^-8, against running maxima that may differ) and in FP32 summation order. A row's
@@ -263,11 +270,6 @@ void wgmma_vs_mma_case(const AttnCase& c, int seg_kind) {
                             dv[w]);
   }
   ds::cuda::set_attention_wgmma(true);
-  auto max_abs = [](const Tensor& t) {
-    double m = 0;
-    for (int64_t i = 0; i < t.numel(); ++i) m = std::max(m, double(std::fabs(t.f32()[i])));
-    return m;
-  };
   expect_close(out[1], download(out[0]), 1e-4, "wgmma vs mma.sync out", 6e-3);
   expect_close(lse[1], download(lse[0]), 1e-4, "wgmma vs mma.sync lse", 1e-2);
   const std::pair<const Tensor*, const char*> grads[] = {
@@ -331,7 +333,8 @@ void block_switch_case(const BlockSwitch& sw, const AttnCase& c, int seg_kind, b
   Context ctx = gpu();
   ctx.linear.mode = ops::Precision::bf16;
   const auto [gq, gk, gv, gdout, gseg] = upload_inputs(ar, c, seg_kind);
-  const bool was = sw.get(), fused_was = ds::cuda::attention_bwd_fused();
+  const bool was = sw.get();
+  const int bwd_was = ds::cuda::attention_bwd_mode();      // (three-valued)
   const int sched_was = ds::cuda::attention_schedule();   // (three-valued)
   ds::cuda::set_attention_bwd_fused(fused);
   Tensor out[2], lse[2], dq[2], dk[2], dv[2];
@@ -348,7 +351,7 @@ void block_switch_case(const BlockSwitch& sw, const AttnCase& c, int seg_kind, b
   }
   sw.set(was);
   ds::cuda::set_attention_schedule(sched_was);
-  ds::cuda::set_attention_bwd_fused(fused_was);
+  ds::cuda::set_attention_bwd_mode(bwd_was);
   expect_exact(out[1], download(out[0]), "out");
   expect_exact(lse[1], download(lse[0]), "lse");
   expect_exact(dq[1], download(dq[0]), "dq");
@@ -396,12 +399,85 @@ TEST_CASE("gpu attention fused dK/dV pass (wgmma): the split passes' bits") {
   block_switch_case(kFused, {1, 130, 2, 192, 128}, 0, false);   // not fused: split twice
   CHECK(ds::cuda::attention_bwd_fused_launches() - before == 5);
   // and against the CPU reference with the fused pass on, at the wgmma kernels' bounds
-  const bool was = ds::cuda::attention_bwd_fused();
+  const int was = ds::cuda::attention_bwd_mode();
   ds::cuda::set_attention_bwd_fused(true);
   for (int seg : {0, 2})
     attention_case({1, 257, 2, 96, 64}, seg, ops::Precision::bf16, 5e-5, 1e-4);
-  ds::cuda::set_attention_bwd_fused(was);
+  ds::cuda::set_attention_bwd_mode(was);
   CHECK(ds::cuda::attention_bwd_fused_launches() - before == 7);
+}
+
+namespace {
+
+// The one-pass backward (mode 2) against the fused pass (mode 1) on the same inputs: out and
+// lse untouched, dK and dV the same bits (each accumulator sees the fused pass's products in
+// its order; a tile no key of a warpgroup sees adds exact zeros). dQ comes from F32 atomics
+// in no fixed order and from dS^T (the key-row pass's S^T, dP^T), where the dQ pass computes
+// S and dP: within 1e-6 nmse and 1e-3 of its largest element of the fused pass's dQ (a BF16
+// rounding of dS may differ), and within 1e-10 and 1e-5 of a second one-pass run's (the
+// order of the adds alone).
+void onepass_case(const AttnCase& c, int seg_kind) {
+  INFO(describe(c, seg_kind == 0 ? "none" : seg_kind == 1 ? "runs" : "labels",
+                ops::Precision::bf16));
+  const float scale = 1.0f / std::sqrt(float(c.Dk));
+  Arena ar;
+  Context ctx = gpu();
+  ctx.linear.mode = ops::Precision::bf16;
+  const auto [gq, gk, gv, gdout, gseg] = upload_inputs(ar, c, seg_kind);
+  const int was = ds::cuda::attention_bwd_mode();
+  Tensor out[3], lse[3], dq[3], dk[3], dv[3];
+  for (int r = 0; r < 3; ++r) {   // 0: fused, 1 and 2: one pass
+    ds::cuda::set_attention_bwd_mode(r == 0 ? 1 : 2);
+    out[r] = ar.empty({c.B, c.T, c.H, c.Dv});
+    lse[r] = ar.empty({c.B, c.H, c.T});
+    ops::attention_forward(ctx, gq, gk, gv, gseg, scale, out[r], lse[r]);
+    dq[r] = ar.empty(gq.shape());
+    dk[r] = ar.empty(gk.shape());
+    dv[r] = ar.empty(gv.shape());
+    ops::attention_backward(ctx, gq, gk, gv, gseg, scale, out[r], lse[r], gdout, dq[r], dk[r],
+                            dv[r]);
+  }
+  ds::cuda::set_attention_bwd_mode(was);
+  const Tensor dq0 = download(dq[0]);
+  for (int r = 1; r < 3; ++r) {
+    expect_exact(out[r], download(out[0]), "out");
+    expect_exact(lse[r], download(lse[0]), "lse");
+    expect_exact(dk[r], download(dk[0]), "dk");
+    expect_exact(dv[r], download(dv[0]), "dv");
+    expect_close(dq[r], dq0, 1e-6, "dq", 1e-3 * std::max(1e-30, max_abs(dq0)));
+  }
+  expect_close(dq[2], download(dq[1]), 1e-10, "dq, two one-pass runs",
+               1e-5 * std::max(1e-30, max_abs(dq0)));
+  CHECK(ar.check());
+}
+
+}  // namespace
+
+// (Named apart from the "gpu attention wgmma" cases: scripts/gpu-check.sh runs it in a process
+// of its own, group ops-attn-onepass, until it has run on a GPU.)
+TEST_CASE("gpu attention one-pass backward (wgmma): dK, dV the fused pass's bits, dQ close") {
+  const WgmmaOn wgmma;
+  if (!wgmma) {
+    MESSAGE("skipped: not an sm_90a device");
+    return;
+  }
+  const int64_t before = ds::cuda::attention_bwd_onepass_launches();
+  for (int seg : {0, 1, 2}) onepass_case({2, 200, 2, 96, 64}, seg);
+  onepass_case({1, 333, 2, 64, 64}, 1);
+  onepass_case({1, 64, 1, 96, 64}, 0);    // one tile
+  onepass_case({1, 450, 1, 96, 64}, 2);   // 8 tiles: the ring wraps
+  CHECK(ds::cuda::attention_bwd_onepass_launches() - before == 12);
+  // not taken where the fused pass does not fit: the split passes, as in mode 0
+  const int was = ds::cuda::attention_bwd_mode();
+  ds::cuda::set_attention_bwd_mode(2);
+  attention_case({1, 130, 2, 192, 128}, 1, ops::Precision::bf16, 5e-5, 1e-4);
+  CHECK(ds::cuda::attention_bwd_onepass_launches() - before == 12);
+  // and against the CPU reference, at the wgmma kernels' bounds
+  for (int seg : {0, 2})
+    attention_case({1, 257, 2, 96, 64}, seg, ops::Precision::bf16, 5e-5, 1e-4);
+  attention_case({2, 100, 3, 64, 64}, 1, ops::Precision::bf16, 5e-5, 1e-4);
+  ds::cuda::set_attention_bwd_mode(was);
+  CHECK(ds::cuda::attention_bwd_onepass_launches() - before == 15);
 }
 
 
