@@ -8,15 +8,17 @@
 #   3. kernel benchmarks: GEMMs (BF16 cuBLAS, FP8 wgmma/portable, the grouped expert GEMMs),
 #      attention (mma.sync and wgmma, each opt-in), MLA decode and its plans, cross-entropy
 #      over a 129280 vocabulary and the MoE router;
-#   4. Nsight Compute on the hottest kernels (the attention backward and the opt-ins):
-#      throughputs, pipes, warp stall reasons;
-#   5. ds-pretrain --device cuda and --device cpu on the tiny preset, loss curves side by side,
+#   4. the same 1b step in PyTorch on the card (the issue's side-by-side figure);
+#   5. Nsight Compute on the hottest kernels (the attention backward, default and opt-ins, in
+#      one profiler run; the wgmma grouped GEMM): throughputs, pipes, warp stall reasons;
+#   6. ds-pretrain --device cuda and --device cpu on the tiny preset, loss curves side by side,
 #      then ds-generate and ds-eval on the GPU-trained checkpoint (cuda and cpu);
-#   6. ds-sft, ds-eval generate, ds-rl and ds-convert-fp8 with --device cuda beside --device cpu;
-#   7. Nsight Compute on the defaults profiled before (the forward, the grouped GEMM, MLA);
-#   8. the same 1b step in PyTorch on the card (measured before: the first step cut short).
-# What decides the opt-ins (tests, step variants, kernel timings, their profiles) comes before
-# the tools' GPU-vs-CPU runs, which passed twice on the H200 and check the defaults.
+#   7. ds-sft, ds-eval generate, ds-rl and ds-convert-fp8 with --device cuda beside --device cpu;
+#   8. Nsight Compute on the defaults profiled before (the forward, the grouped GEMM, MLA).
+# What the issue asks one run to measure (tests, the step and its PyTorch twin, the kernel
+# benchmarks) and what decides the opt-ins (their tests, step variants, kernel timings,
+# profiles) come before the tools' GPU-vs-CPU runs, which passed twice on the H200 and check
+# the defaults.
 # Logs go to $OUT (or gpu-check-out/); each table row is printed when it is made and the
 # whole table last. Needs gpu-pack/ from scripts/gpu-pack.sh (binaries, libraries, data). Each
 # step has its own time limit, cut to what is left of the whole run's budget (BUDGET, 430 s:
@@ -25,11 +27,11 @@
 # reports the rows that matter most, which come first. --quick took 229 s and 235 s on the
 # H200 (2026-11-30, commits c135dd4 and 029fe18): 19 test processes in 91 s, the step
 # benchmarks (the variants' process included) 50 s, the tools 29 s, the kernel benchmarks
-# 42 s, PyTorch 23 s. Since then (not yet run): the Nsight Compute sections, 7 more test
-# groups, 9 more step variants, the attention opt-ins', the wgmma grouped GEMM's and the MLA
-# plans' benchmarks, 10 Nsight entries; about 490-530 s estimated, so the budget cuts from the
-# end: PyTorch (measured twice), the defaults' Nsight rows (profiled on 2026-11-30), then the
-# tools' runs.
+# 42 s, PyTorch 23 s. Since then (not yet run): 7 more test groups, 9 more step variants, the
+# attention opt-ins', the wgmma grouped GEMM's and the MLA plans' benchmarks, and 5 Nsight
+# Compute runs (the attention backward's variants in one, the wgmma grouped GEMM, the
+# defaults' three); about 420-470 s estimated, so a slow run loses the defaults' Nsight rows
+# (profiled on 2026-11-30) first, then the tools' runs.
 # Usage: bash scripts/gpu-check.sh [--quick]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -611,15 +613,17 @@ if room 45 20; then
     row "mla decode wgmma" INFO "${l:-failed, see bench_attention.txt}"
   fi
 else row "bench_attention" SKIP "out of time"; fi
+# The wgmma attention's opt-ins that bench_attention --wgmma times and Nsight Compute
+# profiles: each where its tests passed.
+nf=--no-fused; passed "${T_BWDFUSED[@]}" && nf=   # the fused dK/dV pass
+n1=--no-onepass; passed "${T_ONE[@]}" && n1=       # the one-pass backward
+nr=--no-rows64; passed "${T_ROWS64[@]}" && nr=     # the 64-row blocks
+ns=--no-staggered; passed "${T_STAG[@]}" && ns=    # the staggered warpgroups
+np=--no-pipelined; passed "${T_PIPE[@]}" && np=    # the pipelined ones
+nq=--no-qstats; passed "${T_QS[@]}" && nq=         # the query-stats table
 if ! room 30 15; then
   row "attention wgmma" SKIP "out of time"
 elif passed "${T_WGMMA[@]}"; then
-  nf=--no-fused; passed "${T_BWDFUSED[@]}" && nf=   # the fused dK/dV pass where it passed
-  n1=--no-onepass; passed "${T_ONE[@]}" && n1=       # the one-pass backward likewise
-  nr=--no-rows64; passed "${T_ROWS64[@]}" && nr=     # the 64-row blocks where they passed
-  ns=--no-staggered; passed "${T_STAG[@]}" && ns=    # the staggered warpgroups likewise
-  np=--no-pipelined; passed "${T_PIPE[@]}" && np=    # the pipelined ones
-  nq=--no-qstats; passed "${T_QS[@]}" && nq=         # and the query-stats table
   timeout "$(limit 30)" "$BIN/bench_attention" $q --wgmma $nf $n1 $nr $ns $np $nq \
     > "$O/bench_attention_wgmma.txt" 2>&1
   echo "bench_attention --wgmma $nf $n1 $nr $ns $np $nq rc=$?"
@@ -667,16 +671,30 @@ if room 30 15; then
   grep -v '^{' "$O/bench_losses.txt" | tail -3
 else row "bench_losses" SKIP "out of time"; fi
 echo "[gpu-check] kernel benchmarks done at $(elapsed)"
-# ---- 4. Nsight Compute on the hottest kernels (what the next optimisation needs) -------------
+# ---- 4. the same 1b step in PyTorch on the card (the issue's side-by-side figure) ---------
+if ! room 100 40; then
+  row "train step 1b bf16 (PyTorch)" SKIP "out of time"
+elif python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+  timeout "$(limit 100)" env PYTHONUNBUFFERED=1 python3 tests/model/torch_ref/bench_torch_train.py \
+    --preset 1b --device cuda --dtype bf16 --batch 4 --seq 4096 --steps "$NS" --warmup 2 \
+    --threads 8 > "$O/bench_torch.txt" 2>&1
+  echo "torch baseline rc=$?"; tail -2 "$O/bench_torch.txt"
+  l=$(grep '^{' "$O/bench_torch.txt" | tail -1 | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print("%.1f ms, %.0f tokens/s, MFU %.1f%%, %.1f GiB" % (r["step_ms"], r["tokens_per_s"], 100*r["mfu"], r.get("max_mem_gib", 0)))' 2>/dev/null)
+  row "train step 1b bf16 (PyTorch)" INFO "${l:-failed, see bench_torch.txt}"
+else
+  row "train step 1b bf16 (PyTorch)" SKIP "no PyTorch with CUDA here"
+fi
+# ---- 5. Nsight Compute on the hottest kernels (what the next optimisation needs) -------------
 # Time, throughputs, pipes and warp stall reasons (scripts/ncu_summary.py) of one launch each:
-# the wgmma attention forward and its three backward passes at the 1b preset's head dims (37%
-# and 8% of its step on the H200 at 029fe18), the opt-ins' backward (the fused dK/dV pass,
-# 64-row blocks, staggered warpgroups), the grouped BF16 GEMM (18%) and the BF16-cache MLA
-# decode at 16 heads; each only where its tests passed (the demangled names: ncu writes
-# template arguments as (int)96; a bool's spelling is matched both ways). It re-runs
-# benchmarks under the profiler (clocks locked to base, so its times are longer than
-# theirs). Here the default attention backward (the baseline) and the opt-ins; the defaults'
-# forward, grouped GEMM and MLA decode, profiled on 2026-11-30, after the tools (section 7).
+# the wgmma attention forward and its backward at the 1b preset's head dims (37% and 8% of its
+# step on the H200 at 029fe18), the backward's opt-ins (the fused dK/dV pass, the one-pass
+# backward, 64-row blocks, staggered and pipelined warpgroups, the query-stats table), the
+# grouped BF16 GEMM (18%) and the BF16-cache MLA decode at 16 heads; each only where its tests
+# passed (the demangled names: ncu writes template arguments as (int)96; a bool's spelling is
+# matched both ways). It re-runs benchmarks under the profiler (clocks locked to base, so its
+# times are longer than theirs). Here the attention backward (the baseline and the opt-ins)
+# and the wgmma grouped GEMM; the defaults' forward, grouped GEMM and MLA decode, profiled on
+# 2026-11-30, after the tools (section 8).
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
 NCU_METRICS="gpu__time_duration.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed"
 NCU_METRICS+=",dram__throughput.avg.pct_of_peak_sustained_elapsed,launch__registers_per_thread"
@@ -705,27 +723,55 @@ ncu_entries() {   # ncu_entries SPEC...: one Nsight Compute run and its rows per
     s=$(python3 scripts/ncu_summary.py "$O/ncu_$f.csv" 2>&1)
     if [ -n "$s" ] && [ "$rc" = 0 ]; then
       while IFS= read -r l; do row "ncu $lab" INFO "$l"; done <<< "$s"
-    elif [ "$f" = attn_bwd64 ] && [ "$rc" = 0 ] &&
-         grep -qs "No kernels were profiled" "$O/ncu_$f.csv" "$O/ncu_$f.err"; then
-      # the 64-row blocks keep 128 rows where two do not fit an SM: no such kernel ran (any
-      # other entry with nothing profiled is a FAIL: a crash, or a regex a rename broke)
-      row "ncu $lab" SKIP "no 64-row kernel ran (two blocks do not fit an SM: 128 rows ran)"
-    else
+    else   # nothing profiled: a crash, or a regex a rename broke
       row "ncu $lab" FAIL "rc $rc, no kernel profiled: see ncu_$f.err"
       tail -3 "$O/ncu_$f.err" 2>/dev/null
     fi
   done
 }
-ncu_entries "attention backward 96/64:attn_bwd:T_WGMMA:sm90_bwd_kernel<.int.96:3:$A_ONLY" \
-            "attention backward 96/64, dK/dV fused:attn_bwdf:T_BWDFUSED:sm90_bwd_kernel<.int.96, .int.64, .int.3:1:bench_attention --quick --only-1b --wgmma --no-onepass --no-rows64 --no-staggered --no-pipelined --no-qstats" \
-            "attention backward 96/64, one pass:attn_bwd1:T_ONE:sm90_bwd_kernel<.int.96, .int.64, .int.4:1:bench_attention --quick --only-1b --wgmma --no-fused --no-rows64 --no-staggered --no-pipelined --no-qstats" \
-            "attention backward 96/64, 64-row blocks:attn_bwd64:T_ROWS64:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.64,:3:bench_attention --quick --only-1b --wgmma --no-fused --no-onepass --no-staggered --no-pipelined --no-qstats" \
-            "attention backward 96/64, staggered:attn_bwdst:T_STAG:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.128, (.bool.1|true):3:bench_attention --quick --only-1b --wgmma --no-onepass --no-fused --no-rows64 --no-pipelined --no-qstats" \
-            "attention backward 96/64, pipelined:attn_bwdpp:T_PIPE:sm90_bwd_kernel<.int.96, .int.64, .int.[0-2], .int.128, (.bool.0|false), (.bool.0|false), (.bool.1|true)>:3:bench_attention --quick --only-1b --wgmma --no-onepass --no-fused --no-rows64 --no-staggered --no-qstats" \
-            "attention backward 96/64, query-stats table:attn_bwdqs:T_QS:sm90_bwd_kernel<.int.96, .int.64, .int.[12], .int.128, (.bool.0|false), (.bool.1|true), (.bool.0|false)>:2:bench_attention --quick --only-1b --wgmma --no-onepass --no-fused --no-rows64 --no-staggered --no-pipelined" \
-            "grouped BF16 GEMM, wgmma:grouped_wg:T_GWG:grouped_bf16_wgmma_kernel:1:bench_gemm --grouped-only --without overlap --without fp8-grouped"
+# The attention backward at the 1b preset's head dims, the default and every opt-in whose
+# tests passed, in ONE profiler run: bench_attention --profile-once launches each variant's
+# kernels once, ncu profiles every sm90_bwd_kernel<96, ...> launch up to a count above the
+# variants' total (26 with every opt-in), and ncu_summary.py reports each kernel once and
+# names its opt-ins from its template arguments (rows "ncu attention backward 96/64" for the
+# default split passes, "..., pipelined", "..., one pass", "..., staggered + dK/dV fused").
+ncu_attention_bwd() {
+  local lab="attention backward 96/64" rc s v l want
+  if [ -z "$NCU" ]; then row "ncu $lab" SKIP "no ncu here"; return; fi
+  if ! passed "${T_WGMMA[@]}"; then row "ncu $lab" SKIP "not run: its tests did not all pass"
+    return; fi
+  if ! room 60 30; then row "ncu $lab" SKIP "out of time"; return; fi
+  # shellcheck disable=SC2086 # the opt-ins' flags: empty or one word each
+  timeout "$(limit 60)" "$NCU" --csv --page raw --print-units base \
+    --kernel-name-base demangled -k "regex:sm90_bwd_kernel<.int.96" -c 40 \
+    --metrics "$NCU_METRICS" "$BIN/bench_attention" --quick --only-1b --wgmma --profile-once \
+    $nf $n1 $nr $ns $np $nq > "$O/ncu_attn_bwd.csv" 2> "$O/ncu_attn_bwd.err"
+  rc=$?
+  s=$(python3 scripts/ncu_summary.py --labels "$O/ncu_attn_bwd.csv" 2>&1)
+  if [ "$rc" != 0 ] || [ -z "$s" ]; then
+    row "ncu $lab" FAIL "rc $rc, no kernel profiled: see ncu_attn_bwd.err"
+    tail -3 "$O/ncu_attn_bwd.err" 2>/dev/null
+    return
+  fi
+  while IFS= read -r l; do   # (the default's label is empty: the line starts with the tab)
+    v=${l%%$'\t'*}; row "ncu $lab${v:+, $v}" INFO "${l#*$'\t'}"
+  done <<< "$s"
+  # an opt-in that was asked for and left no kernel (the 64-row blocks keep 128 rows where
+  # two do not fit an SM)
+  for want in "$nf:dK/dV fused" "$n1:one pass" "$nr:64-row blocks" "$ns:staggered" \
+              "$np:pipelined" "$nq:query-stats table"; do
+    [ -n "${want%%:*}" ] && continue
+    v=${want#*:}
+    grep -q "^$v"$'\t' <<< "$s" && continue
+    if [ "$v" = "64-row blocks" ]; then
+      row "ncu $lab, $v" SKIP "no 64-row kernel ran (two blocks do not fit an SM: 128 rows ran)"
+    else row "ncu $lab, $v" FAIL "no such kernel profiled: see ncu_attn_bwd.csv"; fi
+  done
+}
+ncu_attention_bwd
+ncu_entries "grouped BF16 GEMM, wgmma:grouped_wg:T_GWG:grouped_bf16_wgmma_kernel:1:bench_gemm --grouped-only --without overlap --without fp8-grouped"
 echo "[gpu-check] Nsight Compute (opt-ins) done at $(elapsed)"
-# ---- 5. the tools on the GPU: pretraining (GPU vs CPU), generation, evaluation ---------------
+# ---- 6. the tools on the GPU: pretraining (GPU vs CPU), generation, evaluation ---------------
 STEPS=$([ $QUICK = 1 ] && echo 60 || echo 200)
 for dev in cuda cpu; do
   rm -rf "$O/run-$dev"
@@ -810,7 +856,7 @@ print("%.6f" % json.load(open(sys.argv[1]))["metrics"]["perplexity"]["value"])' 
   row "ds-eval ppl cuda | cpu" INFO "$(ppl "$O/eval-cuda.txt") | $(ppl "$O/eval-cpu.txt")"
 fi
 echo "[gpu-check] tools done at $(elapsed)"
-# ---- 6. the other tools with --device cuda, each beside --device cpu ----------------------------
+# ---- 7. the other tools with --device cuda, each beside --device cpu ----------------------------
 # From the GPU-trained checkpoint (the CPU-trained one should the GPU run have failed), on the
 # arithmetic task of examples/arith (its generator needs only Python's standard library):
 # ds-sft (loss curves side by side), ds-eval generate on the SFT checkpoint (greedy answers
@@ -914,21 +960,8 @@ elif [ -n "$BASE" ]; then
   fi
 fi
 echo "[gpu-check] other tools done at $(elapsed)"
-# ---- 7. Nsight Compute on the defaults profiled before (2026-11-30) -------------------------
+# ---- 8. Nsight Compute on the defaults profiled before (2026-11-30) -------------------------
 ncu_entries "attention forward 96/64:attn_fwd:T_WGMMA:sm90_fwd_kernel<.int.96:1:$A_ONLY" \
             "grouped BF16 GEMM:grouped:T_KERNEL:grouped_bf16_gemm_kernel:1:bench_gemm --grouped-only --without overlap --without fp8-grouped --without wgmma" \
             "MLA decode BF16, 16 heads:mla:T_MLA:mla_tc_kernel<.int.1>:1:bench_attention --quick --mla-plans"
 echo "[gpu-check] Nsight Compute (defaults) done at $(elapsed)"
-# ---- 8. the same 1b step in PyTorch on the card (last: measured twice on 2026-11-30) -------
-if ! room 100 40; then
-  row "train step 1b bf16 (PyTorch)" SKIP "out of time"
-elif python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
-  timeout "$(limit 100)" env PYTHONUNBUFFERED=1 python3 tests/model/torch_ref/bench_torch_train.py \
-    --preset 1b --device cuda --dtype bf16 --batch 4 --seq 4096 --steps "$NS" --warmup 2 \
-    --threads 8 > "$O/bench_torch.txt" 2>&1
-  echo "torch baseline rc=$?"; tail -2 "$O/bench_torch.txt"
-  l=$(grep '^{' "$O/bench_torch.txt" | tail -1 | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print("%.1f ms, %.0f tokens/s, MFU %.1f%%, %.1f GiB" % (r["step_ms"], r["tokens_per_s"], 100*r["mfu"], r.get("max_mem_gib", 0)))' 2>/dev/null)
-  row "train step 1b bf16 (PyTorch)" INFO "${l:-failed, see bench_torch.txt}"
-else
-  row "train step 1b bf16 (PyTorch)" SKIP "no PyTorch with CUDA here"
-fi

@@ -228,20 +228,25 @@ def attention_tables(d):
 def ncu_tables(d):
     """Nsight Compute's figures for the kernels gpu-check.sh profiled (ncu_*.csv)."""
     rows = []
+    ks = []
     for path in sorted(glob.glob(os.path.join(d, "ncu_*.csv"))):
-        for k in ncu_summary.kernels(path):
-            s = ncu_summary.summary(k)
-            f = ncu_summary.fmt
-            stalls = ", ".join(f"{r} {v:.2f}" for r, v in s["stalls"][:3]) or "–"
-            rows.append([s["name"], f(s["ms"], ".3f"), f(s["sm"], ".0f"), f(s["dram"], ".0f"),
-                         f(s["issue"], ".0f"), f(s["tensor"], ".0f"), f(s["alu"], ".0f"),
-                         f(s["regs"], ".0f"), f(s["occupancy"], ".1f"), stalls])
+        ks += ncu_summary.kernels(path)
+    for k in ncu_summary.unique(ks):
+        s = ncu_summary.summary(k)
+        f = ncu_summary.fmt
+        stalls = ", ".join(f"{r} {v:.2f}" for r, v in s["stalls"][:3]) or "–"
+        v = ncu_summary.attention_variant(s["name"])
+        rows.append([s["name"], "–" if v is None else v or "default", f(s["ms"], ".3f"),
+                     f(s["sm"], ".0f"), f(s["dram"], ".0f"), f(s["issue"], ".0f"),
+                     f(s["tensor"], ".0f"), f(s["alu"], ".0f"), f(s["regs"], ".0f"),
+                     f(s["occupancy"], ".1f"), stalls])
     if not rows:
         return []
     return ["**Nsight Compute** (one launch each; clocks locked by ncu; percent of peak; stalls: "
-            "warps stalled per issued instruction, the three largest)\n\n" + table(
-                ["kernel", "ms", "SM %", "DRAM %", "issue %", "tensor %", "ALU %", "registers",
-                 "occupancy %", "stalls"], rows)]
+            "warps stalled per issued instruction, the three largest; the attention "
+            "backward's opt-ins by kernel)\n\n" + table(
+                ["kernel", "attention opt-ins", "ms", "SM %", "DRAM %", "issue %", "tensor %",
+                 "ALU %", "registers", "occupancy %", "stalls"], rows)]
 
 
 def console_rows(d):

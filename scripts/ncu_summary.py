@@ -3,8 +3,11 @@
 runs it) -> one line per profiled kernel: time, SM and DRAM throughput, issue slots, the tensor
 and ALU pipes, registers, achieved occupancy, and the largest warp stall reasons (warps
 stalled per issued instruction: what keeps a latency-bound kernel from issuing).
-Used by gpu-check.sh for its rows and by gpu-report.py for its table.
-Usage: ncu_summary.py FILE...   (exit 1 when a file holds no profiled kernel)"""
+Used by gpu-check.sh for its rows and by gpu-report.py for its table. A kernel profiled more
+than once (the same name: one run of a benchmark that launches it for several variants) is
+reported once, its first launch. --labels: each line is prefixed by the variant of the wgmma
+attention backward the kernel belongs to (attention_variant) and a tab.
+Usage: ncu_summary.py [--labels] FILE...   (exit 1 when the files hold no profiled kernel)"""
 import csv
 import re
 import sys
@@ -56,6 +59,39 @@ def kernels(path):
             if len(r) == len(head) and r[at].strip()]   # not the units row (no name)
 
 
+def unique(ks):
+    """The kernels of kernels(), each name once (its first launch)."""
+    seen, out = set(), []
+    for k in ks:
+        name = short_name(k.get("Kernel Name", "?"))
+        if name not in seen:
+            seen.add(name)
+            out.append(k)
+    return out
+
+
+def attention_variant(name):
+    """The opt-ins a wgmma attention backward kernel (flash_attention_sm90.cu's
+    sm90_bwd_kernel<DK, DV, PASS, BQ, STAG, QS, PIPE>, as short_name writes it) was built
+    for, as gpu-check.sh labels its rows: "" for the default split passes, else e.g.
+    "pipelined", "64-row blocks + dK/dV fused", "one pass"; None for any other kernel."""
+    m = re.match(r"^sm90_bwd_kernel<([^>]*)>$", name)
+    if not m:
+        return None
+    a = [x.strip() for x in m.group(1).split(",")]
+    if len(a) < 6:
+        return None
+    on = lambda x: x in ("1", "true")
+    pas, bq = int(a[2]), int(a[3])
+    stag, qs, pipe = on(a[4]), on(a[5]), len(a) > 6 and on(a[6])
+    parts = ["64-row blocks"] if bq == 64 else []
+    parts += ["staggered"] if stag else []
+    parts += ["pipelined"] if pipe else []
+    parts += ["query-stats table"] if qs and pas in (1, 2) else []
+    parts += {3: ["dK/dV fused"], 4: ["one pass"]}.get(pas, [])
+    return " + ".join(parts)
+
+
 def summary(k):
     """A kernel's figures: name, ms, sm, dram, issue, tensor, alu (percent), regs, occupancy
     (percent of the SM's warps), stalls [(reason, warps per issue)], largest first."""
@@ -100,20 +136,22 @@ def line(s):
 
 
 def main(argv):
-    if len(argv) < 2:
-        print("usage: ncu_summary.py FILE...", file=sys.stderr)
+    labels = len(argv) > 1 and argv[1] == "--labels"
+    files = argv[2:] if labels else argv[1:]
+    if not files:
+        print("usage: ncu_summary.py [--labels] FILE...", file=sys.stderr)
         return 2
-    found = 0
-    for path in argv[1:]:
+    ks = []
+    for path in files:
         try:
-            ks = kernels(path)
+            ks += kernels(path)
         except OSError as e:
             print(f"ncu_summary: {path}: {e.strerror}", file=sys.stderr)
             return 1
-        for k in ks:
-            print(line(summary(k)))
-        found += len(ks)
-    return 0 if found else 1
+    for k in unique(ks):
+        s = summary(k)
+        print((f"{attention_variant(s['name']) or ''}\t" if labels else "") + line(s))
+    return 0 if ks else 1
 
 
 if __name__ == "__main__":

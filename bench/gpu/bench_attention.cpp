@@ -28,8 +28,11 @@
 // where their tests failed). --mla-plans: only the BF16 decode kernel, under forced ring
 // depths and key splits (kernels/mla_decode.cuh set_mla_bf16_plan) beside its own plan, at 16
 // and 128 heads. --only-1b: only the `1b` preset's attention row (what Nsight Compute profiles).
+// --profile-once: every timed call once, no warm-up (under Nsight Compute: each kernel of each
+// variant launched once, so that one profiler run with a launch count covers them all).
 // Usage: bench_attention [--quick] [--wgmma] [--no-fused] [--no-onepass] [--no-rows64]
-// [--no-staggered] [--no-pipelined] [--no-qstats] [--no-mla-wgmma] [--mla-plans] [--only-1b].
+// [--no-staggered] [--no-pipelined] [--no-qstats] [--no-mla-wgmma] [--mla-plans] [--only-1b]
+// [--profile-once].
 // Prints a table and one JSON line per row (and cache).
 #include <cmath>
 #include <cstdio>
@@ -56,6 +59,7 @@ bool g_staggered = true;   // --no-staggered: no staggered warpgroups timing
 bool g_pipelined = true;   // --no-pipelined: no pipelined warpgroups timing
 bool g_qstats = true;      // --no-qstats: no query-stats table timing
 bool g_mla_wgmma = true;   // --no-mla-wgmma: no wgmma MLA decode timing
+int g_warm = 2;            // warm-up calls before the timed ones (--profile-once: none)
 
 Tensor rand_gpu(const Shape& s, float scale, uint64_t seed) {
   Tensor h = Tensor::empty(s);
@@ -95,10 +99,10 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
   const bool was = cuda::attention_wgmma();
   cuda::set_attention_wgmma(false);   // the mma.sync kernels, whatever DS_ATTENTION says
   const double tf = 1e-3 * bench::median_ms_events(
-      [&] { ops::attention_forward(ctx, q, k, v, none, scale, out, lse); }, 2, reps, true);
+      [&] { ops::attention_forward(ctx, q, k, v, none, scale, out, lse); }, g_warm, reps, true);
   const double tb = 1e-3 * bench::median_ms_events(
-      [&] { ops::attention_backward(ctx, q, k, v, none, scale, out, lse, dout, dq, dk, dv); }, 2,
-      reps, true);
+      [&] { ops::attention_backward(ctx, q, k, v, none, scale, out, lse, dout, dq, dk, dv); },
+      g_warm, reps, true);
   cuda::set_attention_wgmma(was);
   const char* pn = p == ops::Precision::fp32 ? "fp32" : "bf16";
   std::printf("attention %-4s B=%ld T=%5ld H=%3ld Dk=%ld Dv=%ld  fwd %8.3f ms %7.1f TFLOP/s   "
@@ -132,14 +136,14 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
   const int64_t launches = cuda::attention_wgmma_launches(false);
   const int64_t launches_bwd = cuda::attention_wgmma_launches(true);
   const double tw = 1e-3 * bench::median_ms_events(
-      [&] { ops::attention_forward(ctx, q, k, v, none, scale, out, lse); }, 2, reps, true);
+      [&] { ops::attention_forward(ctx, q, k, v, none, scale, out, lse); }, g_warm, reps, true);
   const Tensor out_w = host(out), lse_w = host(lse);
   const double e_out = nmse(out_w, out_m);
   out.copy_from(out_m);
   lse.copy_from(lse_m);
   const double twb = 1e-3 * bench::median_ms_events(
-      [&] { ops::attention_backward(ctx, q, k, v, none, scale, out, lse, dout, dq, dk, dv); }, 2,
-      reps, true);
+      [&] { ops::attention_backward(ctx, q, k, v, none, scale, out, lse, dout, dq, dk, dv); },
+      g_warm, reps, true);
   if (cuda::attention_wgmma_launches(false) == launches ||
       cuda::attention_wgmma_launches(true) == launches_bwd)
     throw std::runtime_error("the wgmma kernels did not run");
@@ -155,7 +159,7 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
     cuda::set_attention_bwd_fused(true);
     twf = 1e-3 * bench::median_ms_events(
         [&] { ops::attention_backward(ctx, q, k, v, none, scale, out, lse, dout, dq, dk, dv); },
-        2, reps, true);
+        g_warm, reps, true);
     cuda::set_attention_bwd_mode(mode_was);
     if (cuda::attention_bwd_fused_launches() == fused0)
       throw std::runtime_error("the fused dK/dV pass did not run");
@@ -176,7 +180,7 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
     cuda::set_attention_bwd_mode(2);
     two = 1e-3 * bench::median_ms_events(
         [&] { ops::attention_backward(ctx, q, k, v, none, scale, out, lse, dout, dq, dk, dv); },
-        2, reps, true);
+        g_warm, reps, true);
     cuda::set_attention_bwd_mode(mode_was);
     n1 = cuda::attention_bwd_onepass_launches() - l0;
     if (n1 == 0) throw std::runtime_error("the one-pass backward did not run");
@@ -226,18 +230,18 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
     cuda::set_attention_bwd_fused(false);
     int64_t n0 = r.launches();
     r.tf = 1e-3 * bench::median_ms_events(
-        [&] { ops::attention_forward(ctx, q, k, v, none, scale, out, lse); }, 2, reps, true);
+        [&] { ops::attention_forward(ctx, q, k, v, none, scale, out, lse); }, g_warm, reps, true);
     r.nf = r.launches() - n0;
     r.same = bits(host(out), out_w) && bits(host(lse), lse_w);
     out.copy_from(out_m);
     lse.copy_from(lse_m);
     n0 = r.launches();
-    r.tb = 1e-3 * bench::median_ms_events(bwd, 2, reps, true);
+    r.tb = 1e-3 * bench::median_ms_events(bwd, g_warm, reps, true);
     r.nb = r.launches() - n0;
     r.same = r.same && bits(host(dq), dq_w) && bits(host(dk), dk_w) && bits(host(dv), dv_w);
     if (!std::isnan(twf)) {
       cuda::set_attention_bwd_fused(true);
-      r.tfu = 1e-3 * bench::median_ms_events(bwd, 2, reps, true);
+      r.tfu = 1e-3 * bench::median_ms_events(bwd, g_warm, reps, true);
       r.same = r.same && bits(host(dq), dq_w) && bits(host(dk), dk_w) && bits(host(dv), dv_w);
     }
     r.set(sw_was);
@@ -457,7 +461,7 @@ void decode_sweep(int64_t N, int64_t H, int64_t L, int reps) {
 
 int main(int argc, char** argv) {
   if (!bench::gpu_ready("bench_attention")) return 77;
-  bool quick = false, wgmma = false, sweep = false, only_1b = false;
+  bool quick = false, wgmma = false, sweep = false, only_1b = false, once = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     else if (std::strcmp(argv[i], "--wgmma") == 0) wgmma = true;
@@ -470,14 +474,17 @@ int main(int argc, char** argv) {
     else if (std::strcmp(argv[i], "--no-mla-wgmma") == 0) g_mla_wgmma = false;
     else if (std::strcmp(argv[i], "--mla-plans") == 0) sweep = true;
     else if (std::strcmp(argv[i], "--only-1b") == 0) only_1b = true;
+    else if (std::strcmp(argv[i], "--profile-once") == 0) once = true;
     else {
       std::fprintf(stderr, "bench_attention: unknown argument %s (expected --quick, --wgmma, "
-                   "--no-fused, --no-rows64, --no-staggered, --no-pipelined, --no-qstats, "
-                   "--no-mla-wgmma, --mla-plans, --only-1b)\n", argv[i]);
+                   "--no-fused, --no-onepass, --no-rows64, --no-staggered, --no-pipelined, "
+                   "--no-qstats, --no-mla-wgmma, --mla-plans, --only-1b, --profile-once)\n",
+                   argv[i]);
       return 2;
     }
   }
-  const int reps = quick ? 5 : 20;
+  if (once) g_warm = 0;
+  const int reps = once ? 1 : quick ? 5 : 20;
   try {
     if (sweep) {   // the BF16 decode kernel's plans only
       decode_sweep(128, 16, 2048, reps);

@@ -41,14 +41,15 @@ def write_exe(path, text):
 
 # A doctest binary: the wgmma attention's group fails, the runtime group's filter matches no
 # test (doctest then passes: a stale pack), every other group passes; with CRASH_IN_VARIANTS=1
-# the wgmma grouped GEMM's group fails too.
+# the wgmma grouped GEMM's group fails instead of the wgmma attention's.
 TEST_STUB = """#!/usr/bin/env bash
 if [ "${CRASH_IN_VARIANTS:-}" = 1 ]; then
   case "$*" in *"--test-case=gpu wgmma grouped"*)
     echo "[doctest] test cases: 1 | 0 passed | 1 failed | 0 skipped"; exit 1;;
   esac
 fi
-case "$*" in
+case "${CRASH_IN_VARIANTS:-}:$*" in
+  1:*"--test-case=gpu attention wgmma"*) ;;
   *"--test-case=gpu attention wgmma"*)
     echo "[doctest] test cases: 2 | 1 passed | 1 failed | 0 skipped"
     echo "[doctest] assertions: 9 | 8 passed | 1 failed |"
@@ -165,7 +166,10 @@ echo "{\\"bench\\":\\"grouped_gemm\\",\\"shape\\":\\"fwd gate/up\\",\\"M\\":9830
 """
 
 # ncu: the benchmark's own line, then N kernels (-c N) in Nsight Compute's raw CSV; for the
-# MLA decode kernel it fails as a metric ncu does not know would (nothing profiled).
+# MLA decode kernel it fails as a metric ncu does not know would (nothing profiled). For the
+# attention backward (bench_attention --profile-once), the kernels each variant launches, as
+# flash_attention_sm90.cu names them (sm90_bwd_kernel<DK, DV, PASS, BQ, STAG, QS, PIPE>), for
+# the opt-ins not left out by a --no-* flag; the 64-row blocks launch none (two do not fit).
 NCU_STAND_IN = """#!/usr/bin/env bash
 k=""; c=1; prev=""
 for a in "$@"; do
@@ -174,11 +178,24 @@ for a in "$@"; do
   prev=$a
 done
 case $k in *mla*) echo "==ERROR== Failed to find metric" >&2; exit 1;; esac
+names=()
+add() { names+=("void ds::cuda::flash::(anonymous namespace)::sm90_bwd_kernel<(int)96, (int)64, (int)$1, (int)$2, (bool)$3, (bool)$4, (bool)$5>(const __nv_bfloat16 *, int)"); }
+no() { case " $* " in *" --no-$1 "*) return 0;; esac; return 1; }
+case $k in *sm90_bwd_kernel*)
+  for p in 0 1 2; do add $p 128 0 0 0; done
+  no fused "$@" || { add 0 128 0 0 0; add 3 128 0 0 0; }
+  no onepass "$@" || add 4 128 0 0 0
+  no staggered "$@" || { for p in 0 1 2; do add $p 128 1 0 0; done; add 3 128 1 0 0; }
+  no pipelined "$@" || { for p in 0 1 2; do add $p 128 0 0 1; done; add 3 128 0 0 1; }
+  no qstats "$@" || { add 0 128 0 0 0; add 1 128 0 1 0; add 2 128 0 1 0; };;
+esac
 echo "attention bf16 B=4 T= 4096 H= 16 Dk=96 Dv=64 (the benchmark's line)"
 echo '"ID","Process ID","Kernel Name","gpu__time_duration.sum","sm__throughput.avg.pct_of_peak_sustained_elapsed","smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio","smsp__average_warps_issue_stalled_wait_per_issue_active.ratio"'
 echo '"","","","nsecond","%","inst","inst"'
 for i in $(seq 0 $(( c - 1 ))); do
-  printf '"%s","1","void ds::cuda::<unnamed>::profiled_kernel<(int)%s>(int)",' "$i" "$i"
+  n="void ds::cuda::<unnamed>::profiled_kernel<(int)$i>(int)"
+  if [ ${#names[@]} -gt 0 ]; then [ "$i" -ge ${#names[@]} ] && break; n=${names[$i]}; fi
+  printf '"%s","1","%s",' "$i" "$n"
   echo '"1,500,000","30.5","2.5","0.5"'
 done
 """
@@ -280,7 +297,7 @@ def main():
 
         # The variants' process dies twice: each time started again without the variant it
         # died in, the variants after it still timed.
-        _, crash_rows, _ = run(os.path.join(d, "crash"), CRASH_IN_VARIANTS="1")
+        crash_text, crash_rows, _ = run(os.path.join(d, "crash"), CRASH_IN_VARIANTS="1")
         # ... where the wgmma grouped GEMM's tests also fail: it is neither timed nor profiled
         for name, status, part in (
                 ("ds_test_backend_ops-ops-grouped-wgmma", "FAIL1", ""),
@@ -308,6 +325,25 @@ def main():
             got = crash_rows.get(name)
             check(got is not None and got[0] == status and part in got[1],
                   f"crashes: row '{name}' is {got}, expected {status} with '{part}'")
+        # ... where the wgmma attention passes: its backward and every opt-in in one Nsight
+        # Compute run, each kernel once, named by its opt-ins; the 64-row blocks ran none
+        b = "ncu attention backward 96/64"
+        for name, status, part in (
+                (b, "INFO", "sm90_bwd_kernel<96, 64, 2, 128, 0, 0, 0>"),
+                (b + ", dK/dV fused", "INFO", "sm90_bwd_kernel<96, 64, 3, 128, 0, 0, 0>"),
+                (b + ", one pass", "INFO", "sm90_bwd_kernel<96, 64, 4, 128, 0, 0, 0>"),
+                (b + ", staggered", "INFO", "<96, 64, 2, 128, 1, 0, 0>"),
+                (b + ", staggered + dK/dV fused", "INFO", "<96, 64, 3, 128, 1, 0, 0>"),
+                (b + ", pipelined", "INFO", "<96, 64, 2, 128, 0, 0, 1>"),
+                (b + ", pipelined + dK/dV fused", "INFO", "<96, 64, 3, 128, 0, 0, 1>"),
+                (b + ", query-stats table", "INFO", "<96, 64, 2, 128, 0, 1, 0>"),
+                (b + ", 64-row blocks", "SKIP", "no 64-row kernel ran")):
+            got = crash_rows.get(name)
+            check(got is not None and got[0] == status and part in got[1],
+                  f"crashes, ncu: row '{name}' is {got}, expected {status} with '{part}'")
+        n = sum(1 for ln in crash_text.splitlines() if ln.startswith("[row] " + b))
+        check(n == 16, f"crashes, ncu: {n} attention backward rows, expected 16 (15 kernels "
+              "once each, one SKIP)")
 
         text, rows, summary = run(out)
         with open(os.path.join(out, "stub_bench_gemm_args.txt")) as f:
@@ -387,8 +423,9 @@ def main():
             "stalls per issue: barrier 2.50, wait 0.50")
         row("ncu attention forward 96/64", "SKIP", "tests did not all pass")
         row("ncu attention backward 96/64", "SKIP", "tests did not all pass")
+        check(not any(n.startswith("ncu attention backward 96/64,") for n in rows),
+              "an attention opt-in profiled although the wgmma attention's tests failed")
         row("ncu MLA decode BF16, 16 heads", "FAIL", "no kernel profiled")
-        row("ncu attention backward 96/64, dK/dV fused", "INFO", "profiled_kernel<0>")
         # the opt-in fused attention backward: its own test group, step and verdict
         row("ds_test_backend_ops-ops-attn-fused", "PASS")
         row("train step 1b bf16 (ds, attention backward fused)", "INFO", "90.0 ms")
@@ -422,15 +459,12 @@ def main():
         row("switch: attention warpgroups staggered with the fused dK/dV pass (both opt-in)",
             "INFO", "with 90.0 ms", "faster with it")
         row("launches in bench_train_stag", "INFO", "64-row kernels 0, staggered kernels 52")
-        row("ncu attention backward 96/64, staggered", "INFO", "profiled_kernel<2>")
         # the opt-in query-stats table in the split passes: the same
         row("ds_test_backend_ops-ops-attn-qstats", "PASS")
         row("switch: split dK/dV passes on the query-stats table (opt-in; "
             "DS_ATTENTION_QSTATS=table)", "INFO", "without 100.0 ms, with 110.0 ms",
             "slower with it")
         row("launches in bench_train_qstats", "INFO", "query-stats table 26")
-        row("ncu attention backward 96/64, query-stats table", "INFO", "profiled_kernel<1>")
-        row("ncu attention backward 96/64, 64-row blocks", "INFO", "profiled_kernel<2>")  # 3
         # the opt-in wgmma grouped GEMM: its group, step, verdict, launches, kernel timings
         row("ds_test_backend_ops-ops-grouped-wgmma", "PASS")
         row("ds_test_model_gpu-model-gwgmma", "PASS")
@@ -448,7 +482,6 @@ def main():
         row("switch: attention warpgroups pipelined with the fused dK/dV pass (both opt-in)",
             "INFO", "with 90.0 ms", "faster with it")
         row("launches in bench_train_pipe", "INFO", "staggered kernels 0, pipelined kernels 52")
-        row("ncu attention backward 96/64, pipelined", "INFO", "profiled_kernel<2>")
         # the opt-in one-pass backward: group, step, verdict, launches, loss, profile
         row("ds_test_backend_ops-ops-attn-onepass", "PASS")
         row("train step 1b bf16 (ds, attention backward one pass)", "INFO", "80.0 ms")
@@ -457,7 +490,6 @@ def main():
         row("launches in bench_train_onepass", "INFO",
             "fused dK/dV passes 0, one-pass backwards 13")
         row("attention backward one pass: loss", "INFO", "relative difference 0.0e+00")
-        row("ncu attention backward 96/64, one pass", "INFO", "profiled_kernel<0>")
         if failures:
             print("gpu-check.sh output with a 20 s budget (last 40 lines):")
             print("\n".join(short_text.splitlines()[-40:]))

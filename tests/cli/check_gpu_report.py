@@ -72,11 +72,22 @@ with tempfile.TemporaryDirectory() as d:
             "Block Size", "Grid Size", "Device", "CC"]
     units = [""] * len(head) + ["nsecond", "%", "%", "register/thread", "%", "%", "%", "%"] + \
         ["inst"] * 5
-    name = ("void ds::cuda::flash::<unnamed>::sm90_bwd_kernel<(int)96, (int)64, (int)1>"
-            "(const __nv_bfloat16 *, const int *, float, float *, int, int, int)")
-    vals = [["0", "77", "bench_attention", "127.0.0.1", name, "1", "7", "(256, 1, 1)",
-             "(32, 64, 1)", "0", "9.0", "2,583,104", "26.68", "2.50", "180", "12.49", "26.7",
-             "25.2", "19.9", "3.10", "0.85", "1.00", "0.40", "1.75"]]
+    def name(p, bq, stag, pipe):   # as ncu demangles flash_attention_sm90.cu's kernel
+        return ("void ds::cuda::flash::<unnamed>::sm90_bwd_kernel<(int)96, (int)64, "
+                f"(int){p}, (int){bq}, (bool){stag}, (bool)0, {'true' if pipe else 'false'}>"
+                "(const __nv_bfloat16 *, const int *, float, float *, int, int, int)")
+    fig = ["2,583,104", "26.68", "2.50", "180", "12.49", "26.7", "25.2", "19.9", "3.10", "0.85",
+           "1.00", "0.40", "1.75"]
+    vals = [["0", "77", "bench_attention", "127.0.0.1", name(1, 128, 0, 0), "1", "7",
+             "(256, 1, 1)", "(32, 64, 1)", "0", "9.0"] + fig,
+            # the one-pass kernel, then the first kernel again (a later variant's run of the
+            # same kernel: reported once), then the fused pass pipelined in 64-row blocks
+            ["1", "77", "bench_attention", "127.0.0.1", name(4, 128, 0, 0), "1", "7",
+             "(256, 1, 1)", "(32, 64, 1)", "0", "9.0"] + ["1,000,000"] + fig[1:],
+            ["2", "77", "bench_attention", "127.0.0.1", name(1, 128, 0, 0), "1", "7",
+             "(256, 1, 1)", "(32, 64, 1)", "0", "9.0"] + ["9,999,999"] + fig[1:],
+            ["3", "77", "bench_attention", "127.0.0.1", name(3, 64, 0, 1), "1", "7",
+             "(256, 1, 1)", "(32, 64, 1)", "0", "9.0"] + fig]
     with open(os.path.join(d, "ncu_attn_bwd.csv"), "w") as f:
         f.write("attention bf16 B=4 T= 4096 ...\n")
         for r in [head + metrics, units] + vals:
@@ -154,9 +165,21 @@ with tempfile.TemporaryDirectory() as d:
           "wgmma row with the fused pass missing:\n" + out)
     check("| 2×4096 | 16 | 192/128 | 235.3 | 1.32× | 121.9 | 1.03× | – | – | 2.2e-07 |" in out,
           "wgmma row without the fused pass missing")
-    check("| sm90_bwd_kernel<96, 64, 1> | 2.583 | 27 | 2 | 27 | 20 | 25 | 180 | 12.5 | "
-          "barrier 3.10, math_pipe_throttle 1.75, long_scoreboard 0.85 |" in out,
-          "Nsight Compute row missing:\n" + out)
+    check("| sm90_bwd_kernel<96, 64, 1, 128, 0, 0, false> | default | 2.583 | 27 | 2 | 27 | 20 "
+          "| 25 | 180 | 12.5 | barrier 3.10, math_pipe_throttle 1.75, long_scoreboard 0.85 |"
+          in out, "Nsight Compute row missing:\n" + out)
+    check("| sm90_bwd_kernel<96, 64, 4, 128, 0, 0, false> | one pass | 1.000 |" in out,
+          "Nsight Compute one-pass row missing:\n" + out)
+    check("9.999" not in out, "a kernel profiled twice reported twice:\n" + out)
+    check("| sm90_bwd_kernel<96, 64, 3, 64, 0, 0, true> | 64-row blocks + pipelined + dK/dV "
+          "fused |" in out, "Nsight Compute combined opt-ins' row missing:\n" + out)
+    # gpu-check.sh's rows: ncu_summary.py --labels, a variant and a tab before each line
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "ncu_summary.py"),
+                        "--labels", os.path.join(d, "ncu_attn_bwd.csv")],
+                       capture_output=True, text=True)
+    lab = [ln.split("\t")[0] for ln in p.stdout.splitlines()]
+    check(p.returncode == 0 and lab == ["", "one pass", "64-row blocks + pipelined + dK/dV fused"],
+          f"ncu_summary --labels: rc {p.returncode}, labels {lab}")
 
 if failures:
     print("check_gpu_report: FAILED:\n  " + "\n  ".join(failures))
