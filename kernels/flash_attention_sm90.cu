@@ -126,11 +126,13 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
                     float* __restrict__ out3, int T, int H, int Tp) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr bool kDP = PASS != kDV, kKV = bwd_kv(PASS), kQ = PASS == kAll;
-  static_assert(!kQ || (BQ == kBQ && !STAG && !PIPE), "one-pass: 128 rows, lockstep");
+  static_assert(!kQ || (BQ == kBQ && !STAG), "one-pass: 128 rows, lockstep or pipelined");
   constexpr int NZ = bwd_n(DK, DV, PASS), NZ2 = kKV ? DV : 64;   // (NZ2 unused unless kKV)
   static_assert(!STAG || BQ == kBQ, "staggered: two warpgroups");
   static_assert(!(STAG && PIPE), "one schedule");
-  constexpr bool LAG = STAG || PIPE;   // a tile is still read after the next one's barrier
+  // a tile is still read after the next one's barrier (the pipelined one-pass kernel instead
+  // copies each tile's Z part a barrier later: onepass_loads)
+  constexpr bool LAG = (STAG || PIPE) && !kQ;
   constexpr int NS = LAG ? kStagBwdStages : kBwdStages;
   constexpr BwdSmem L = bwd_smem(DK, DV, PASS, BQ, NS);
   constexpr int NT = block_threads(BQ);
@@ -152,12 +154,19 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
   const int t0 = tiles.t0, ntiles = tiles.t1 - tiles.t0;
   const bf16* zth = zt_src + t_index(int64_t(b) * H + h, 0, 0, NZ, Tp);
   const bf16* zt2h = kKV ? zt2_src + t_index(int64_t(b) * H + h, 0, 0, NZ2, Tp) : nullptr;
-  auto load_tile = [&](int st, int it) {
+  auto load_y = [&](int st, int it) {   // a tile's Y part (the first products' operands)
     const int tb = (t0 + it) * kBK;
     load_rows<kBK, DK, NT>(stage(st), yk_src + head * DK, rk, tb, T);
     if constexpr (kDP) load_rows<kBK, DV, NT>(stage(st) + L.yv, yv_src + head * DV, rv, tb, T);
+  };
+  auto load_z = [&](int st, int it) {   // its Z part (the output products' B operands)
+    const int tb = (t0 + it) * kBK;
     load_t<NZ, NT>(stage(st) + L.z, zth, Tp, tb);
     if constexpr (kKV) load_t<NZ2, NT>(stage(st) + L.z2, zt2h, Tp, tb);
+  };
+  auto load_tile = [&](int st, int it) {
+    load_y(st, it);
+    load_z(st, it);
   };
   load_rows<BQ, DK, NT>(xk, xk_src + head * DK, rk, x0, T);   // in the first commit group
   if constexpr (kDP) load_rows<BQ, DV, NT>(xv, xv_src + head * DV, rv, x0, T);
@@ -166,10 +175,15 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
     load_t<DK, NT>(base + L.kt, kth, Tp, x0);
     load_t<DK, NT>(base + L.kt + uint32_t(DK) * 128u, kth, Tp, x0 + kBK, x0 + kBK < Tp);
   }
-#pragma unroll
-  for (int st = 0; st < ring_dist(NS, LAG); ++st) {
-    if (st < ntiles) load_tile(st, st);
+  if constexpr (kQ && PIPE) {   // tile 0's Y part; its Z part at barrier 0
+    if (ntiles > 0) load_y(0, 0);
     ptx::cp_commit();
+  } else {
+#pragma unroll
+    for (int st = 0; st < ring_dist(NS, LAG); ++st) {
+      if (st < ntiles) load_tile(st, st);
+      ptx::cp_commit();
+    }
   }
   const int r0 = x0 + wg * 64;   // this warpgroup's first row
   const int i0 = thread_row(x0, wg, warp, lane, 0), i1 = thread_row(x0, wg, warp, lane, 1);
@@ -315,9 +329,10 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
       for (int kk = 0; kk < kBK / 16; ++kk)
         wgmma_rs(acc2, a[kk], smem_desc(kstep(ya + L.z2, NZ2, kk)));
       if constexpr (kQ) {   // dQ_tile (this warpgroup's DK/2 columns) = dS K over 128 keys
+        const uint32_t dsa = ds_buffer(base + L.ds, BQ, PIPE ? it & 1 : 0);
 #pragma unroll
         for (int kk = 0; kk < 2 * kBK / 16; ++kk)
-          wgmma_ss_ta(dq, desc_mn_sw128(dq_a_step(base + L.ds, kk), 1024u, 1024u),
+          wgmma_ss_ta(dq, desc_mn_sw128(dq_a_step(dsa, kk), 1024u, 1024u),
                       smem_desc(dq_b_step(base + L.kt, DK, wg, kk)), kk > 0);
       }
     } else {
@@ -333,7 +348,74 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
     wgmma_commit_wait_all();
     out_fence();
   };
-  if constexpr (kQ) {   // lockstep; dS^T of both warpgroups through shared memory
+  // kAll: this warpgroup's dS^T (a2) into dS^T buffer buf, visible to wgmma after a barrier
+  auto store_ds = [&](int buf) {
+    const uint32_t dsa = ds_buffer(base + L.ds, BQ, buf);
+#pragma unroll
+    for (int kk = 0; kk < kBK / 16; ++kk)
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(dsa + ds_store(wg, warp, lane, kk, j)),
+                     "r"(a2[kk][j])
+                     : "memory");
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+  };
+  auto add_dq = [&](int it) {   // kAll: tile it's dQ products (in dq) into dQ
+    const int tb = (t0 + it) * kBK;
+    const int q0 = dq_row(tb, warp, lane, 0), q1 = dq_row(tb, warp, lane, 1);
+#pragma unroll
+    for (int nt = 0; nt < DK / 16; ++nt) {
+      float* col = out3 + dq_col(DK, wg, nt, lane);
+      if (q0 < T)
+        atomicAdd(reinterpret_cast<float2*>(col + (head + int64_t(q0) * H) * DK),
+                  make_float2(dq[nt][0] * scale, dq[nt][1] * scale));
+      if (q1 < T)
+        atomicAdd(reinterpret_cast<float2*>(col + (head + int64_t(q1) * H) * DK),
+                  make_float2(dq[nt][2] * scale, dq[nt][3] * scale));
+    }
+  };
+  if constexpr (kQ && PIPE) {   // tile it's S^T, dP^T under tile it - 1's products
+    // Barrier it (0 <= it <= ntiles): every copy landed, the stores of dS^T(it - 1) done; it
+    // publishes Y(it), Z(it - 1), dS^T(it - 1), then copies Y(it + 1) and Z(it).
+    auto sync_load = [&](int it) {
+      ptx::cp_wait<0>();
+      asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+      __syncthreads();
+      const OnepassLoads ld = onepass_loads(it, ntiles);
+      if (ld.y >= 0) load_y(ring_stage(ld.y, NS), ld.y);
+      if (ld.z >= 0) load_z(ring_stage(ld.z, NS), ld.z);
+      ptx::cp_commit();
+    };
+    if (ntiles > 0) {
+      sync_load(0);
+      first(0);
+      compute(0);
+      pack();
+      store_ds(0);
+    }
+    for (int it = 1; it < ntiles; ++it) {
+      sync_load(it);
+      issue_first(it);
+      wgmma_commit();
+      issue_out(it - 1);
+      wgmma_commit();
+      wgmma_wait<1>();   // S^T, dP^T of tile it; tile it - 1's products still run
+      first_done();
+      compute(it);
+      wgmma_wait<0>();
+      out_fence();
+      add_dq(it - 1);
+      pack();
+      store_ds(it & 1);
+    }
+    if (ntiles > 0) {
+      sync_load(ntiles);
+      issue_out(ntiles - 1);
+      wgmma_commit_wait_all();
+      out_fence();
+      add_dq(ntiles - 1);
+    }
+  } else if constexpr (kQ) {   // lockstep; dS^T of both warpgroups through shared memory
     for (int it = 0; it < ntiles; ++it) {
       ring_sync(it);
       if (!skip(it)) {
@@ -347,31 +429,12 @@ __global__ void __launch_bounds__(block_threads(BQ), BQ == kBQ64 ? 2 : 1)
 #pragma unroll
           for (int j = 0; j < 4; ++j) a[kk][j] = a2[kk][j] = 0u;
       }
-#pragma unroll
-      for (int kk = 0; kk < kBK / 16; ++kk)
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-          asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(base + L.ds +
-                                                         ds_store(wg, warp, lane, kk, j)),
-                       "r"(a2[kk][j])
-                       : "memory");
-      asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+      store_ds(0);
       __syncthreads();   // both halves of dS^T stored and visible to wgmma
       issue_out(it);
       wgmma_commit_wait_all();
       out_fence();
-      const int tb = (t0 + it) * kBK;
-      const int q0 = dq_row(tb, warp, lane, 0), q1 = dq_row(tb, warp, lane, 1);
-#pragma unroll
-      for (int nt = 0; nt < DK / 16; ++nt) {
-        float* col = out3 + dq_col(DK, wg, nt, lane);
-        if (q0 < T)
-          atomicAdd(reinterpret_cast<float2*>(col + (head + int64_t(q0) * H) * DK),
-                    make_float2(dq[nt][0] * scale, dq[nt][1] * scale));
-        if (q1 < T)
-          atomicAdd(reinterpret_cast<float2*>(col + (head + int64_t(q1) * H) * DK),
-                    make_float2(dq[nt][2] * scale, dq[nt][3] * scale));
-      }
+      add_dq(it);
     }
   } else if constexpr (PIPE) {   // as the forward's: tile it's S (dP) under tile it - 1's outputs
     for (int it = 0; it < ntiles;) {
@@ -448,7 +511,7 @@ void sm90_bwd_launch(const Launch& L, const bf16* xk, const bf16* xv, const bf16
                      const bf16* yv, const bf16* zt, int64_t Tp, const float* lse,
                      const float* D, float* out, const bf16* zt2, float* out2,
                      const float2* qstats, const bf16* kt = nullptr, float* out3 = nullptr) {
-  constexpr size_t smem = sm90_bwd_smem<DK, DV, PASS, BQ, STAG || PIPE>();
+  constexpr size_t smem = sm90_bwd_smem<DK, DV, PASS, BQ, (STAG || PIPE) && PASS != kAll>();
   static_assert(smem <= 227 * 1024, "sm90_bwd_kernel: shared memory");
   static_assert(!bwd_kv(PASS) || bwd_fused_fits(DK, DV), "sm90_bwd_kernel: fused dK/dV dims");
   auto kern = sm90_bwd_kernel<DK, DV, PASS, BQ, STAG, QS, PIPE>;
@@ -484,6 +547,14 @@ void sm90_bwd_pass(const Launch& L, const bf16* xk, const bf16* xv, const bf16* 
         g_rows64_launches.fetch_add(1);
         return;
       }
+    }
+  }
+  if constexpr (PASS == kAll) {   // the one-pass kernel: lockstep or pipelined
+    if (attention_pipelined()) {
+      sm90_bwd_launch<DK, DV, PASS, kBQ, false, QS, true>(L, xk, xv, yk, yv, zt, Tp, lse, D,
+                                                          out, zt2, out2, qstats, kt, out3);
+      g_pipe_launches.fetch_add(1);
+      return;
     }
   }
   if constexpr (stag_bwd(DK, DV, PASS)) {

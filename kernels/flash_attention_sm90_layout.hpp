@@ -108,8 +108,9 @@ DS_HD constexpr FwdSmem fwd_smem(int DK, int DV, int bq = kBQ, int stages = kSta
 // Backward pass: X_k (chunks(DK) x bq), X_v (chunks(DV) x bq; not for kDV), then kBwdStages
 // x [Y_k (chunks(DK) x kBK), Y_v (chunks(DV) x kBK; not for kDV), Z^T (N rows), Z2^T (N2
 // rows)], N = DV for kDV, else DK; N2 = DV for kDKV and kAll (dO^T, for dV), else 0. kAll
-// then holds the block's K^T (kt: two chunks of kBK keys, each DK rows x 128 bytes) and its
-// dS^T (ds: bq key rows x 128 bytes, the tile's 64 queries along a row), 0 for the others.
+// then holds the block's K^T (kt: two chunks of kBK keys, each DK rows x 128 bytes) and two
+// buffers of its dS^T (ds: each bq key rows x 128 bytes, a tile's 64 queries along a row;
+// the lockstep kernel uses the first), 0 for the others.
 struct BwdSmem {
   uint32_t xk, xv, stages, stage_bytes, yv, z, z2, bytes;   // yv, z, z2: offsets in a stage
   uint32_t kt, ds;
@@ -126,7 +127,7 @@ DS_HD constexpr uint32_t bwd_ring_end(int DK, int DV, int pass, int bq, int stag
          uint32_t(stages) * bwd_stage_bytes(DK, DV, pass);
 }
 DS_HD constexpr uint32_t bwd_onepass_bytes(int DK, int bq) {   // kAll's K^T and dS^T
-  return 2u * uint32_t(DK) * 128u + uint32_t(bq) * 128u;
+  return 2u * uint32_t(DK) * 128u + 2u * uint32_t(bq) * 128u;
 }
 DS_HD constexpr BwdSmem bwd_smem(int DK, int DV, int pass, int bq = kBQ,
                                  int stages = kBwdStages) {
@@ -158,6 +159,12 @@ DS_HD constexpr bool bwd_fused_fits(int DK, int DV) { return DK <= 96 && DV <= 6
 // of each 64-key chunk). The F32 products, times the softmax scale, are added into dQ with
 // atomics (2-float vector adds; the order of the key blocks' adds is not fixed, so dQ is not
 // bit-reproducible, dK and dV are kDKV's). Head dims as kDKV's; 128-row blocks only.
+// Pipelined (DS_ATTENTION_SCHEDULE=pipelined): tile it's S^T and dP^T are issued before tile
+// it - 1's products (dK, dV, dQ) and its softmax step runs under them, on kDKV's 2-stage
+// ring with each stage's Z part (Q^T, dO^T) one tile behind its Y part: barrier it waits for
+// every copy, publishes Y(it), Z(it - 1) and dS^T(it - 1) (buffer (it - 1) % 2), then copies
+// Y(it + 1) and Z(it) (onepass_loads), the stages' previous tenants read before it. No tile is
+// skipped (an invisible one gives zero P^T and dS^T), so both warpgroups run the same loop.
 // dS^T store j (0..3) of k16 step kk of lane `lane` in warp `warp` of warpgroup wg: the
 // 2 BF16 of register A operand a2[kk][j] (key row 16 warp + lane/4 + 8 (j & 1) of the
 // warpgroup, queries 16 kk + 8 (j >> 1) + 2 (lane % 4) + {0, 1}): 4 bytes at this offset.
@@ -169,8 +176,20 @@ DS_HD uint32_t ds_store(int wg, int warp, int lane, int kk, int j) {
 // rows of 128 bytes; its descriptor desc_mn_sw128(addr, 1024, 1024), both strides 1024 since
 // the 64 queries are one atom), B's in kt (warpgroup wg's DK/2 rows of chunk kk / 4).
 DS_HD uint32_t dq_a_step(uint32_t ds, int kk) { return ds + uint32_t(kk) * 2048u; }
+// dS^T buffer buf (0, 1) of a block of bq rows at ds.
+DS_HD uint32_t ds_buffer(uint32_t ds, int bq, int buf) {
+  return ds + uint32_t(buf) * uint32_t(bq) * 128u;
+}
 DS_HD uint32_t dq_b_step(uint32_t kt, int DK, int wg, int kk) {
   return kstep(kt + uint32_t(wg) * uint32_t(DK / 2) * 128u, DK, kk);
+}
+// The pipelined one-pass ring: at barrier it (0 <= it <= ntiles) the Y part of tile it + 1
+// and the Z part of tile it are copied (where they exist), each into stage tile % 2.
+struct OnepassLoads {
+  int y, z;   // the tiles, or -1
+};
+DS_HD OnepassLoads onepass_loads(int it, int ntiles) {
+  return {it + 1 < ntiles ? it + 1 : -1, it < ntiles ? it : -1};
 }
 // Where the dQ accumulators dq[nt][c] of lane `lane` in warp `warp` of warpgroup wg go: query
 // dq_row(tb, warp, lane, c >= 2) of the tile at tb, columns dq_col(...) + (c & 1) of dQ.

@@ -306,6 +306,7 @@ T_WGMMA=(ds_test_backend_ops-ops-attn-wgmma)
 T_B16OUT=(ds_test_backend_ops-ops-bf16-outputs ds_test_model_gpu-model-bf16-outputs)
 T_BWDFUSED=(ds_test_backend_ops-ops-attn-fused)
 T_ONE=(ds_test_backend_ops-ops-attn-onepass)
+T_ONE_PIPE=(ds_test_backend_ops-ops-attn-onepass ds_test_backend_ops-ops-attn-pipelined)
 T_ROWS64=(ds_test_backend_ops-ops-attn-rows64)
 T_ROWS64_FUSED=(ds_test_backend_ops-ops-attn-rows64 ds_test_backend_ops-ops-attn-fused)
 T_STAG=(ds_test_backend_ops-ops-attn-staggered)
@@ -371,6 +372,9 @@ optin "attention backward fused" bench_train_bwdfused.txt bf16 T_BWDFUSED \
 #   dQ not bit-reproducible), with the per-op profile;
 optin "attention backward one pass" bench_train_onepass.txt bf16 T_ONE \
   attention-bwd=onepass,profile=1
+# - and pipelined (the one-pass kernel's own pipelined schedule, the forward's too);
+optin "attention one pass + pipelined" bench_train_onepipe.txt bf16 T_ONE_PIPE \
+  attention-bwd=onepass,attention-schedule=pipelined
 # - the attention kernels in 64-row blocks, two per SM where they fit (opt-in; the same bits),
 #   with the per-op profile; and with the fused dK/dV pass as well;
 optin "attention 64-row blocks" bench_train_rows64.txt bf16 T_ROWS64 \
@@ -508,6 +512,9 @@ verdict "attention backward with dK and dV fused (opt-in; DS_ATTENTION_BWD=fused
   ds_test_backend_ops-ops-attn-fused $B0 bench_train_bwdfused.txt
 verdict "attention backward in one pass (opt-in; DS_ATTENTION_BWD=onepass)" \
   ds_test_backend_ops-ops-attn-onepass $B0 bench_train_onepass.txt
+verdict "attention backward in one pass, pipelined (both opt-in)" \
+  ds_test_backend_ops-ops-attn-onepass,ds_test_backend_ops-ops-attn-pipelined $B0 \
+  bench_train_onepipe.txt
 verdict "attention in 64-row blocks (opt-in; DS_ATTENTION_ROWS=64)" \
   ds_test_backend_ops-ops-attn-rows64 $B0 bench_train_rows64.txt
 verdict "attention in 64-row blocks with the fused dK/dV pass (both opt-in)" \
@@ -525,9 +532,9 @@ verdict "attention warpgroups pipelined with the fused dK/dV pass (both opt-in)"
   bench_train_pipef.txt
 verdict "split dK/dV passes on the query-stats table (opt-in; DS_ATTENTION_QSTATS=table)" \
   ds_test_backend_ops-ops-attn-qstats $B0 bench_train_qstats.txt
-for f in bench_train_onepass.txt bench_train_rows64.txt bench_train_rows64f.txt \
-         bench_train_stag.txt \
-         bench_train_stagf.txt bench_train_pipe.txt bench_train_pipef.txt \
+for f in bench_train_onepass.txt bench_train_onepipe.txt bench_train_rows64.txt \
+         bench_train_rows64f.txt bench_train_stag.txt bench_train_stagf.txt \
+         bench_train_pipe.txt bench_train_pipef.txt \
          bench_train_qstats.txt; do   # did the switched kernels run?
   l=$(grep -m1 "^attention: fused" "$O/$f" 2>/dev/null | sed 's/ \[variant .*\]$//')
   [ -n "$l" ] && row "launches in ${f%.txt}" INFO "$l"
@@ -732,7 +739,7 @@ ncu_entries() {   # ncu_entries SPEC...: one Nsight Compute run and its rows per
 # The attention backward at the 1b preset's head dims, the default and every opt-in whose
 # tests passed, in ONE profiler run: bench_attention --profile-once launches each variant's
 # kernels once, ncu profiles every sm90_bwd_kernel<96, ...> launch up to a count above the
-# variants' total (26 with every opt-in), and ncu_summary.py reports each kernel once and
+# variants' total (27 with every opt-in), and ncu_summary.py reports each kernel once and
 # names its opt-ins from its template arguments (rows "ncu attention backward 96/64" for the
 # default split passes, "..., pipelined", "..., one pass", "..., staggered + dK/dV fused").
 ncu_attention_bwd() {

@@ -72,6 +72,7 @@ VARIANTS = {
     "bench_train_b16out.txt": "expert outputs BF16 (opt-in)",
     "bench_train_bwdfused.txt": "attention backward, dK/dV fused (opt-in)",
     "bench_train_onepass.txt": "attention backward in one pass, dQ by atomics (opt-in)",
+    "bench_train_onepipe.txt": "attention backward in one pass, pipelined (opt-ins)",
     "bench_train_rows64.txt": "attention in 64-row blocks (opt-in)",
     "bench_train_rows64f.txt": "attention in 64-row blocks, dK/dV fused (opt-ins)",
     "bench_train_stag.txt": "attention warpgroups staggered (opt-in)",
@@ -179,7 +180,8 @@ def attention_tables(d):
                             fmt(fused) if fused > 0 else "–",
                             {True: "yes", False: "NO"}.get(r.get("identical"), "–")])
             elif r["bench"] == "attention_onepass":
-                one.append([f'{r["B"]}×{r["T"]}', r["H"], f'{r["Dk"]}/{r["Dv"]}',
+                one.append([r.get("schedule", "lockstep"), f'{r["B"]}×{r["T"]}', r["H"],
+                            f'{r["Dk"]}/{r["Dv"]}',
                             fmt(r["bwd_ms"], ".3f"), fmt(r["bwd_tflops"]),
                             fmt(r["bwd_speedup"], ".2f") + "×",
                             fmt(r["vs_fused"], ".2f") + "×" if r["vs_fused"] > 0 else "–",
@@ -211,7 +213,7 @@ def attention_tables(d):
         out.append("**Attention backward in one pass** (`bench_attention --wgmma`, opt-in "
                    "`DS_ATTENTION_BWD=onepass`: dQ added by F32 atomics; speedup over the "
                    "split passes and over the fused dK/dV pass)\n\n" +
-                   table(["B×T", "heads", "Dk/Dv", "bwd ms", "bwd TFLOP/s", "× split",
+                   table(["schedule", "B×T", "heads", "Dk/Dv", "bwd ms", "bwd TFLOP/s", "× split",
                           "× fused", "launches", "dK, dV = split bits", "nmse dQ"], one))
     if drows:
         out.append("**MLA decode** (`bench_attention`, absorbed, latent cache)\n\n" + table(

@@ -18,8 +18,9 @@
 // kernels (sm_90a; the training default), beside the mma.sync kernels the plain rows time, and
 // where the head dims allow it the backward with dK and dV in one pass (DS_ATTENTION_BWD=fused,
 // not yet run on a GPU), which must give the split passes' bits, and the backward in one pass
-// (DS_ATTENTION_BWD=onepass: dQ added by F32 atomics; not yet run on a GPU), whose dK and dV
-// must be the split passes' bits and whose dQ is compared with theirs by nmse;
+// (DS_ATTENTION_BWD=onepass: dQ added by F32 atomics; not yet run on a GPU; lockstep and
+// pipelined), whose dK and dV must be the split passes' bits and whose dQ is compared with
+// theirs by nmse;
 // and the wgmma kernels in 64-row blocks (DS_ATTENTION_ROWS=64), with staggered or pipelined
 // warpgroups (DS_ATTENTION_SCHEDULE=staggered|pipelined) and with the split passes reading the
 // query-stats table (DS_ATTENTION_QSTATS=table), none yet run on a GPU, each of which must give
@@ -168,27 +169,37 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
     };
     same = bits(host(dq), dq_w) && bits(host(dk), dk_w) && bits(host(dv), dv_w);
   }
-  // The one-pass backward (DS_ATTENTION_BWD=onepass) where the head dims allow it: its time,
-  // whether dk and dv are the split passes' bits (they must be), dq's nmse against theirs (F32
-  // atomics: not bit-reproducible).
-  double two = NAN, e_dq1 = NAN;
-  bool same1 = false;
-  int64_t n1 = 0;
+  // The one-pass backward (DS_ATTENTION_BWD=onepass) where the head dims allow it, lockstep
+  // and (unless --no-pipelined) pipelined: its time, whether dk and dv are the split passes'
+  // bits (they must be), dq's nmse against theirs (F32 atomics: not bit-reproducible).
+  struct OnepassRun {
+    const char* schedule;
+    double t = NAN, e_dq = NAN;
+    bool same = false;
+    int64_t n = 0;
+  };
+  std::vector<OnepassRun> ones;
   if (g_onepass && cuda::attention_bwd_fused_supported(Dk, Dv)) {
-    const int mode_was = cuda::attention_bwd_mode();
+    ones.push_back({"lockstep"});
+    if (g_pipelined) ones.push_back({"pipelined"});
+  }
+  for (OnepassRun& o : ones) {
+    const int mode_was = cuda::attention_bwd_mode(), sched_was = cuda::attention_schedule();
     const int64_t l0 = cuda::attention_bwd_onepass_launches();
     cuda::set_attention_bwd_mode(2);
-    two = 1e-3 * bench::median_ms_events(
+    cuda::set_attention_schedule(std::strcmp(o.schedule, "pipelined") == 0 ? 2 : 0);
+    o.t = 1e-3 * bench::median_ms_events(
         [&] { ops::attention_backward(ctx, q, k, v, none, scale, out, lse, dout, dq, dk, dv); },
         g_warm, reps, true);
     cuda::set_attention_bwd_mode(mode_was);
-    n1 = cuda::attention_bwd_onepass_launches() - l0;
-    if (n1 == 0) throw std::runtime_error("the one-pass backward did not run");
+    cuda::set_attention_schedule(sched_was);
+    o.n = cuda::attention_bwd_onepass_launches() - l0;
+    if (o.n == 0) throw std::runtime_error("the one-pass backward did not run");
     auto bits = [](const Tensor& a, const Tensor& b) {
       return std::memcmp(a.f32(), b.f32(), size_t(a.numel()) * sizeof(float)) == 0;
     };
-    same1 = bits(host(dk), dk_w) && bits(host(dv), dv_w);
-    e_dq1 = nmse(host(dq), dq_w);
+    o.same = bits(host(dk), dk_w) && bits(host(dv), dv_w);
+    o.e_dq = nmse(host(dq), dq_w);
   }
   // The wgmma kernels in other blocks (64 rows: DS_ATTENTION_ROWS=64, where built and two fit
   // an SM; staggered warpgroups: DS_ATTENTION_SCHEDULE=staggered, where they fit): the
@@ -269,19 +280,20 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
               e_dv, std::isnan(twf) ? -1.0 : twf * 1e3,
               std::isnan(twf) ? -1.0 : 2.5 * fwd_flops / twf / 1e12,
               std::isnan(twf) ? "null" : same ? "true" : "false");
-  if (!std::isnan(two)) {
-    std::printf("attention bf16 B=%ld T=%5ld H=%3ld Dk=%ld Dv=%ld  wgmma bwd in one pass "
+  for (const OnepassRun& o : ones) {
+    std::printf("attention bf16 B=%ld T=%5ld H=%3ld Dk=%ld Dv=%ld  wgmma bwd in one pass, %s "
                 "(dQ by atomics) %8.3f ms %7.1f TFLOP/s (%.2fx the split passes, %.2fx the "
                 "fused; %ld launches)  dk, dv the split passes' bits: %s  dq nmse %.1e\n",
-                long(B), long(T), long(H), long(Dk), long(Dv), two * 1e3,
-                2.5 * fwd_flops / two / 1e12, twb / two, std::isnan(twf) ? NAN : twf / two,
-                long(n1), same1 ? "yes" : "NO", e_dq1);
-    std::printf("{\"bench\":\"attention_onepass\",\"B\":%ld,\"T\":%ld,\"H\":%ld,\"Dk\":%ld,"
-                "\"Dv\":%ld,\"bwd_ms\":%.4f,\"bwd_tflops\":%.2f,\"bwd_speedup\":%.3f,"
-                "\"vs_fused\":%.3f,\"launches\":%ld,\"dkdv_identical\":%s,\"nmse_dq\":%.3e}\n",
-                long(B), long(T), long(H), long(Dk), long(Dv), two * 1e3,
-                2.5 * fwd_flops / two / 1e12, twb / two, std::isnan(twf) ? -1.0 : twf / two,
-                long(n1), same1 ? "true" : "false", e_dq1);
+                long(B), long(T), long(H), long(Dk), long(Dv), o.schedule, o.t * 1e3,
+                2.5 * fwd_flops / o.t / 1e12, twb / o.t, std::isnan(twf) ? NAN : twf / o.t,
+                long(o.n), o.same ? "yes" : "NO", o.e_dq);
+    std::printf("{\"bench\":\"attention_onepass\",\"schedule\":\"%s\",\"B\":%ld,\"T\":%ld,"
+                "\"H\":%ld,\"Dk\":%ld,\"Dv\":%ld,\"bwd_ms\":%.4f,\"bwd_tflops\":%.2f,"
+                "\"bwd_speedup\":%.3f,\"vs_fused\":%.3f,\"launches\":%ld,"
+                "\"dkdv_identical\":%s,\"nmse_dq\":%.3e}\n",
+                o.schedule, long(B), long(T), long(H), long(Dk), long(Dv), o.t * 1e3,
+                2.5 * fwd_flops / o.t / 1e12, twb / o.t, std::isnan(twf) ? -1.0 : twf / o.t,
+                long(o.n), o.same ? "true" : "false", o.e_dq);
   }
   // launches of the switched kernels in the timed calls (warm-up included): a forward is 1
   // kernel, a backward 3 (dQ, dK, dV; the query-stats table switches only dK and dV, never the

@@ -490,6 +490,11 @@ def main():
         row("launches in bench_train_onepass", "INFO",
             "fused dK/dV passes 0, one-pass backwards 13")
         row("attention backward one pass: loss", "INFO", "relative difference 0.0e+00")
+        row("train step 1b bf16 (ds, attention one pass + pipelined)", "INFO", "92.0 ms")
+        row("switch: attention backward in one pass, pipelined (both opt-in)", "INFO",
+            "without 100.0 ms, with 92.0 ms", "faster with it")
+        row("launches in bench_train_onepipe", "INFO", "one-pass backwards 13",
+            "pipelined kernels 52")
         if failures:
             print("gpu-check.sh output with a 20 s budget (last 40 lines):")
             print("\n".join(short_text.splitlines()[-40:]))

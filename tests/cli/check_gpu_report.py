@@ -107,7 +107,8 @@ with tempfile.TemporaryDirectory() as d:
          "fwd_tflops": 201.0, "fwd_speedup": 1.24, "fwd_launches": 7, "bwd_tflops": 99.5,
          "bwd_speedup": 1.22, "bwd_launches": 21, "bwd_fused_tflops": 120.0,
          "identical": True},
-        {"bench": "attention_onepass", "B": 4, "T": 4096, "H": 16, "Dk": 96, "Dv": 64,
+        {"bench": "attention_onepass", "schedule": "pipelined", "B": 4, "T": 4096, "H": 16,
+         "Dk": 96, "Dv": 64,
          "bwd_ms": 3.1, "bwd_tflops": 138.6, "bwd_speedup": 1.71, "vs_fused": 1.32,
          "launches": 3, "dkdv_identical": True, "nmse_dq": 3.2e-12}])
     write(d, "bench_train_onepass.txt", [dict(step, step_ms=150.0)])
@@ -150,7 +151,8 @@ with tempfile.TemporaryDirectory() as d:
     check("noise" not in out, "non-row console line copied")
     check("| pipelined | 4×4096 | 16 | 96/64 | 201.0 | 1.24× | 7 | 99.5 | 1.22× | 21 | 120.0 | "
           "yes |" in out, "pipelined attention row missing:\n" + out)
-    check("| 4×4096 | 16 | 96/64 | 3.100 | 138.6 | 1.71× | 1.32× | 3 | yes | 3.2e-12 |" in out,
+    check("| pipelined | 4×4096 | 16 | 96/64 | 3.100 | 138.6 | 1.71× | 1.32× | 3 | yes | "
+          "3.2e-12 |" in out,
           "one-pass attention row missing:\n" + out)
     check("| attention backward in one pass, dQ by atomics (opt-in) | bf16 | 150.0 |" in out,
           "one-pass step row missing:\n" + out)

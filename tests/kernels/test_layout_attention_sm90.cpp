@@ -115,22 +115,29 @@ struct Problem {
 // outputs); pipelined_tight: the pipelined order on lockstep's ring, a mutation the
 // emulation must reject (the previous tile's stage is refilled before its outputs read it);
 // onepass_nobar: the one-pass kernel without the barrier between its dS^T stores and its dQ
-// products, a mutation the emulation must reject.
-enum class Sched { lockstep, staggered, pipelined, pipelined_tight, onepass_nobar };
+// products; onepass_onebuf: the pipelined one-pass kernel with one dS^T buffer; onepass_zsame:
+// the pipelined one-pass kernel copying a tile's Z part with its Y part (not a barrier
+// later): mutations the emulation must reject.
+enum class Sched {
+  lockstep, staggered, pipelined, pipelined_tight, onepass_nobar, onepass_onebuf, onepass_zsame
+};
 
 // One block of bq rows (kBQ, or kBQ64 where the kernel is built for it) of one kernel,
 // b = B - 1, h = H - 1 (non-zero offsets), under schedule sc (not lockstep: kBQ rows).
 // Returns the number of operand reads checked.
 int64_t run_block(const Problem& P, Kind kind, int bq, Sched sc, int bx, const Tensor4& q,
                   const Tensor4& k, const Tensor4& v, const Tensor4& dout) {
+  const bool one = kind == Kind::all;   // the one-pass kernel: also dS^T and dQ products
   const bool stag = sc == Sched::staggered;
-  const bool pipe = sc == Sched::pipelined || sc == Sched::pipelined_tight;
-  const bool lag = stag || sc == Sched::pipelined;   // the ring with one more stage
+  const bool pipe = sc == Sched::pipelined || sc == Sched::pipelined_tight ||
+                    sc == Sched::onepass_onebuf || sc == Sched::onepass_zsame;
+  // the ring with one more stage (the pipelined one-pass kernel lags its Z parts instead)
+  const bool lag = !one && (stag || sc == Sched::pipelined);
+  const bool onepipe = one && pipe;
   const int B = P.B, T = P.T, H = P.H, Dk = P.Dk, Dv = P.Dv, b = B - 1, h = H - 1;
   const int Tp = L::padded_rows(T), nbx = (T + bq - 1) / bq, nt = L::block_threads(bq);
   const bool rows_are_queries = kind == Kind::fwd || kind == Kind::dq;
   const int pass = pass_of(kind);
-  const bool one = kind == Kind::all;   // the one-pass kernel: also dS^T and dQ products
   const bool dp = kind == Kind::dq || kind == Kind::dk || kind == Kind::dkv || one;
   // The operands: X (block rows), Y (streamed tiles), Z^T (transposed tiles).
   const Tensor4& xk = rows_are_queries ? q : k;
@@ -153,7 +160,7 @@ int64_t run_block(const Problem& P, Kind kind, int bq, Sched sc, int bx, const T
     xk_at = S.xk, xv_at = S.xv, stage0 = S.stages, stage_bytes = S.stage_bytes, yv_at = S.yv;
     z_at = S.z, z2_at = S.z2, bytes = S.bytes, kt_at = S.kt, ds_at = S.ds;
   }
-  if (one) REQUIRE((bq == L::kBQ && sc != Sched::staggered && !pipe));
+  if (one) REQUIRE((bq == L::kBQ && sc != Sched::staggered && sc != Sched::pipelined_tight));
   REQUIRE(bytes + 1024 <= 227 * 1024);
   emu::Cta cta(bytes, nt, 0);
   const int x0 = L::block_row0(rows_are_queries, bx, nbx, bq);
@@ -255,7 +262,22 @@ int64_t run_block(const Problem& P, Kind kind, int bq, Sched sc, int bx, const T
     load_t(kt_at, k, x0);
     load_t(kt_at + uint32_t(Dk) * 128u, k, x0 + L::kBK, x0 + L::kBK < Tp);
   }
-  for (int s = 0; s < L::ring_dist(stages, lag); ++s) {
+  auto load_y = [&](int s, int t) {   // a tile's Y part, then its Z part
+    const int tb = (tiles.t0 + t) * L::kBK;
+    load_rows(stage(s), yk, L::kBK, tb);
+    load_rows(stage(s) + yv_at, yv, L::kBK, tb);
+  };
+  auto load_z = [&](int s, int t) {
+    const int tb = (tiles.t0 + t) * L::kBK;
+    load_t(stage(s) + z_at, z, tb);
+    load_t(stage(s) + z2_at, dout, tb);
+  };
+  if (onepipe) {   // the pipelined one-pass kernel: tile 0's Y part (and Z, mutated)
+    load_y(0, 0);
+    if (sc == Sched::onepass_zsame) load_z(0, 0);
+    commit_all();
+  }
+  for (int s = 0; !onepipe && s < L::ring_dist(stages, lag); ++s) {
     if (s < ntiles) load_tile(s, s);
     commit_all();
   }
@@ -277,7 +299,7 @@ int64_t run_block(const Problem& P, Kind kind, int bq, Sched sc, int bx, const T
            std::to_string(wg);
   };
   auto first = [&](int wg, int it) {   // warpgroup wg's S (or S^T), dP (or dP^T) of tile it
-    if (skip(wg, it)) return;
+    if (skip(wg, it) && !onepipe) return;   // (that kernel skips no tile)
     const int tb = (tiles.t0 + it) * L::kBK, r0 = x0 + wg * 64;
     const uint32_t ya = stage(L::ring_stage(it, stages));
     const std::string at = where(wg, it);
@@ -308,7 +330,8 @@ int64_t run_block(const Problem& P, Kind kind, int bq, Sched sc, int bx, const T
   // dp[2kk + 1][2..3]} (BF16 pairs, lower column low), and the kernel stores a2[kk][j] at
   // L::ds_store. Here each BF16 is a code naming its (block key row, query).
   auto code = [](int r, int c) { return uint16_t(1 + r * 64 + c); };
-  auto store_ds = [&](int wg) {
+  auto store_ds = [&](int wg, int buf) {
+    const uint32_t dsb = L::ds_buffer(ds_at, bq, buf);
     for (int warp = 0; warp < 4; ++warp)
       for (int lane = 0; lane < 32; ++lane) {
         uint16_t dp[L::kBK / 8][4];
@@ -322,8 +345,7 @@ int64_t run_block(const Problem& P, Kind kind, int bq, Sched sc, int bx, const T
           const uint32_t a2[4] = {c0[0] | uint32_t(c0[1]) << 16, c0[2] | uint32_t(c0[3]) << 16,
                                   c1[0] | uint32_t(c1[1]) << 16, c1[2] | uint32_t(c1[3]) << 16};
           for (int j = 0; j < 4; ++j)
-            cta.st(wg * 128 + warp * 32 + lane, ds_at + L::ds_store(wg, warp, lane, kk, j),
-                   a2[j]);
+            cta.st(wg * 128 + warp * 32 + lane, dsb + L::ds_store(wg, warp, lane, kk, j), a2[j]);
         }
       }
   };
@@ -332,11 +354,12 @@ int64_t run_block(const Problem& P, Kind kind, int bq, Sched sc, int bx, const T
   // D[i][n] (query i of the tile, column n of the warpgroup's half) sits in dq[nt][c] of the
   // thread whose accumulator layout holds (i, n), and must be added into dQ row tb + i, column
   // wg Dk/2 + n (L::dq_row, L::dq_col).
-  auto dq_reads = [&](int wg, int it) {
+  auto dq_reads = [&](int wg, int it, int buf) {
     const std::string at = where(wg, it) + " dQ";
     for (int kk = 0; kk < 2 * L::kBK / 16; ++kk) {
       const std::vector<uint16_t> a =
-          cta.wgmma_mnmajor_sw128(L::dq_a_step(ds_at, kk), 64, 1024u, 1024u);
+          cta.wgmma_mnmajor_sw128(L::dq_a_step(L::ds_buffer(ds_at, bq, buf), kk), 64, 1024u,
+                                  1024u);
       int bad = 0;
       for (int i = 0; i < 64; ++i)
         for (int kq = 0; kq < 16; ++kq) bad += a[size_t(i * 16 + kq)] != code(16 * kk + kq, i);
@@ -368,8 +391,28 @@ int64_t run_block(const Problem& P, Kind kind, int bq, Sched sc, int bx, const T
   // (and after the last barrier its rest of the last tile); pipelined, every warpgroup's
   // first products of tile it and the outputs of its previous tile (the outputs of a run's
   // last tile before the next barrier, or after the last).
+  // The pipelined one-pass kernel: at barrier it the Y part of tile it + 1 and the Z part of
+  // tile it are copied (L::onepass_loads); then tile it's first products, tile it - 1's
+  // products (its Z part, its dS^T buffer), tile it's dS^T stores into buffer it % 2.
+  for (int it = 0; onepipe && it <= ntiles; ++it) {
+    for (int tid = 0; tid < nt; ++tid) cta.wait_group(tid, 0);
+    cta.bar_sync();
+    L::OnepassLoads ld = L::onepass_loads(it, ntiles);
+    if (sc == Sched::onepass_zsame) ld.z = ld.y;
+    if (ld.y >= 0) load_y(L::ring_stage(ld.y, stages), ld.y);
+    if (ld.z >= 0) load_z(L::ring_stage(ld.z, stages), ld.z);
+    commit_all();
+    const int buf = sc == Sched::onepass_onebuf ? 0 : it & 1;
+    const int pbuf = sc == Sched::onepass_onebuf ? 0 : (it - 1) & 1;
+    for (int wg = 0; it < ntiles && wg < bq / 64; ++wg) first(wg, it);
+    for (int wg = 0; it > 0 && wg < bq / 64; ++wg) {
+      rest(wg, it - 1);
+      dq_reads(wg, it - 1, pbuf);
+    }
+    for (int wg = 0; it < ntiles && wg < bq / 64; ++wg) store_ds(wg, buf);
+  }
   std::vector<int> pend(size_t(bq / 64), -1);
-  for (int it = 0; it < ntiles; ++it) {
+  for (int it = 0; !onepipe && it < ntiles; ++it) {
     for (int wg = 0; pipe && wg < bq / 64; ++wg)   // a run ends: its last outputs
       if (pend[size_t(wg)] >= 0 && skip(wg, it)) {
         rest(wg, pend[size_t(wg)]);
@@ -389,12 +432,12 @@ int64_t run_block(const Problem& P, Kind kind, int bq, Sched sc, int bx, const T
       } else {
         first(wg, it);
         rest(wg, it);
-        if (one) store_ds(wg);
+        if (one) store_ds(wg, 0);
       }
     }
     if (one) {   // the barrier after the dS^T stores, then every warpgroup's dQ products
       if (sc != Sched::onepass_nobar) cta.bar_sync();
-      for (int wg = 0; wg < bq / 64; ++wg) dq_reads(wg, it);
+      for (int wg = 0; wg < bq / 64; ++wg) dq_reads(wg, it, 0);
     }
   }
   if (stag && ntiles > 0) rest(1, ntiles - 1);
@@ -461,9 +504,10 @@ TEST_CASE("wgmma attention: every operand read holds its tensor, with no race, a
                            : variant == 3 ? Sched::pipelined : Sched::lockstep;
             if ((kind == Kind::dkv || kind == Kind::all) && !L::bwd_fused_fits(P.Dk, P.Dv))
               continue;
-            if (kind == Kind::all && variant == 3) continue;   // lockstep only
             if (bq == L::kBQ64 && !built64(kind, P.Dk, P.Dv)) continue;
-            if (variant >= 2 && !built_stag(kind, P.Dk, P.Dv)) continue;
+            // (the one-pass kernel: pipelined on its own ring, never staggered)
+            if (variant == 2 && !built_stag(kind, P.Dk, P.Dv)) continue;
+            if (variant == 3 && kind != Kind::all && !built_stag(kind, P.Dk, P.Dv)) continue;
             const int nbx = (T + bq - 1) / bq;
             for (int bx = 0; bx < nbx; ++bx) try {
                 reads += run_block(P, kind, bq, sc, bx, q, k, v, dout);
@@ -522,6 +566,31 @@ TEST_CASE("wgmma attention: the one-pass dQ products need the barrier after the 
   }
 }
 
+TEST_CASE("wgmma attention: the pipelined one-pass kernel needs two dS^T buffers and its Z lag") {
+  // One dS^T buffer: tile it's stores overwrite what tile it - 1's dQ products read since the
+  // barrier (any block of two tiles or more). The Z part copied with the Y part: tile it + 1's
+  // copy lands on the stage tile it - 1's products still read (three tiles or more). T = 333:
+  // the three key blocks stream 6, 4 and 2 query tiles. The kernel's order must pass.
+  const Problem P{2, 333, 2, 96, 64, {}};
+  const Tensor4 q = make(1, P.B, P.T, P.H, P.Dk), k = make(2, P.B, P.T, P.H, P.Dk);
+  const Tensor4 v = make(3, P.B, P.T, P.H, P.Dv), dout = make(4, P.B, P.T, P.H, P.Dv);
+  const int nbx = (P.T + L::kBQ - 1) / L::kBQ;
+  for (const auto& [bad, want] : {std::pair<Sched, int>{Sched::onepass_onebuf, 3},
+                                  std::pair<Sched, int>{Sched::onepass_zsame, 2}}) {
+    int caught = 0;
+    for (int bx = 0; bx < nbx; ++bx) {
+      CHECK(run_block(P, Kind::all, L::kBQ, Sched::pipelined, bx, q, k, v, dout) > 0);
+      try {
+        run_block(P, Kind::all, L::kBQ, bad, bx, q, k, v, dout);
+      } catch (const emu::EmuError&) {
+        ++caught;
+      }
+    }
+    CHECK_MESSAGE(caught == want, "mutation " << int(bad) << " caught in " << caught << " of "
+                                              << nbx << " blocks, expected " << want);
+  }
+}
+
 TEST_CASE("wgmma attention layout: the shared memory fits and every region is 1024-aligned") {
   const std::pair<int, int> dims[] = {{64, 64}, {96, 64}, {128, 128}, {192, 128}};
   for (const auto& d : dims) {
@@ -542,7 +611,8 @@ TEST_CASE("wgmma attention layout: the shared memory fits and every region is 10
                o.z == s.z && o.z2 == s.z2 && o.kt == s.bytes));
         CHECK((o.kt % 1024 == 0 && o.ds % 1024 == 0 && (uint32_t(d.first) / 2 * 128u) % 1024 == 0));
         CHECK(o.ds == o.kt + 2u * uint32_t(d.first) * 128u);
-        CHECK(o.bytes == o.ds + uint32_t(L::kBQ) * 128u);
+        CHECK(o.bytes == o.ds + 2u * uint32_t(L::kBQ) * 128u);   // two dS^T buffers
+        CHECK(L::ds_buffer(o.ds, L::kBQ, 1) % 1024 == 0);
         CHECK_FALSE(L::rows64_bwd(d.first, d.second, L::kAll));
         CHECK_FALSE(L::stag_bwd(d.first, d.second, L::kAll));
       }

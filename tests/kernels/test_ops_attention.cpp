@@ -416,18 +416,20 @@ namespace {
 // S and dP: within 1e-6 nmse and 1e-3 of its largest element of the fused pass's dQ (a BF16
 // rounding of dS may differ), and within 1e-10 and 1e-5 of a second one-pass run's (the
 // order of the adds alone).
-void onepass_case(const AttnCase& c, int seg_kind) {
+void onepass_case(const AttnCase& c, int seg_kind, int schedule) {
   INFO(describe(c, seg_kind == 0 ? "none" : seg_kind == 1 ? "runs" : "labels",
                 ops::Precision::bf16));
+  INFO("one-pass schedule " << schedule << " (0 lockstep, 2 pipelined)");
   const float scale = 1.0f / std::sqrt(float(c.Dk));
   Arena ar;
   Context ctx = gpu();
   ctx.linear.mode = ops::Precision::bf16;
   const auto [gq, gk, gv, gdout, gseg] = upload_inputs(ar, c, seg_kind);
-  const int was = ds::cuda::attention_bwd_mode();
+  const int was = ds::cuda::attention_bwd_mode(), sched_was = ds::cuda::attention_schedule();
   Tensor out[3], lse[3], dq[3], dk[3], dv[3];
-  for (int r = 0; r < 3; ++r) {   // 0: fused, 1 and 2: one pass
+  for (int r = 0; r < 3; ++r) {   // 0: fused (lockstep), 1 and 2: one pass (the schedule's)
     ds::cuda::set_attention_bwd_mode(r == 0 ? 1 : 2);
+    ds::cuda::set_attention_schedule(r == 0 ? 0 : schedule);
     out[r] = ar.empty({c.B, c.T, c.H, c.Dv});
     lse[r] = ar.empty({c.B, c.H, c.T});
     ops::attention_forward(ctx, gq, gk, gv, gseg, scale, out[r], lse[r]);
@@ -438,6 +440,7 @@ void onepass_case(const AttnCase& c, int seg_kind) {
                             dv[r]);
   }
   ds::cuda::set_attention_bwd_mode(was);
+  ds::cuda::set_attention_schedule(sched_was);
   const Tensor dq0 = download(dq[0]);
   for (int r = 1; r < 3; ++r) {
     expect_exact(out[r], download(out[0]), "out");
@@ -456,28 +459,38 @@ void onepass_case(const AttnCase& c, int seg_kind) {
 // (Named apart from the "gpu attention wgmma" cases: scripts/gpu-check.sh runs it in a process
 // of its own, group ops-attn-onepass, until it has run on a GPU.)
 TEST_CASE("gpu attention one-pass backward (wgmma): dK, dV the fused pass's bits, dQ close") {
+  // (lockstep and pipelined: DS_ATTENTION_BWD=onepass with DS_ATTENTION_SCHEDULE=pipelined)
   const WgmmaOn wgmma;
   if (!wgmma) {
     MESSAGE("skipped: not an sm_90a device");
     return;
   }
   const int64_t before = ds::cuda::attention_bwd_onepass_launches();
-  for (int seg : {0, 1, 2}) onepass_case({2, 200, 2, 96, 64}, seg);
-  onepass_case({1, 333, 2, 64, 64}, 1);
-  onepass_case({1, 64, 1, 96, 64}, 0);    // one tile
-  onepass_case({1, 450, 1, 96, 64}, 2);   // 8 tiles: the ring wraps
-  CHECK(ds::cuda::attention_bwd_onepass_launches() - before == 12);
+  const int64_t pipe0 = ds::cuda::attention_pipelined_launches();
+  for (int sched : {0, 2}) {   // lockstep, then pipelined (DS_ATTENTION_SCHEDULE=pipelined)
+    for (int seg : {0, 1, 2}) onepass_case({2, 200, 2, 96, 64}, seg, sched);
+    onepass_case({1, 333, 2, 64, 64}, 1, sched);
+    onepass_case({1, 64, 1, 96, 64}, 0, sched);    // one tile
+    onepass_case({1, 450, 1, 96, 64}, 2, sched);   // 8 tiles: the ring wraps
+  }
+  CHECK(ds::cuda::attention_bwd_onepass_launches() - before == 24);
+  // pipelined: 12 runs of a forward and a one-pass backward, each a pipelined kernel
+  CHECK(ds::cuda::attention_pipelined_launches() - pipe0 == 24);
   // not taken where the fused pass does not fit: the split passes, as in mode 0
-  const int was = ds::cuda::attention_bwd_mode();
+  const int was = ds::cuda::attention_bwd_mode(), sched_was = ds::cuda::attention_schedule();
   ds::cuda::set_attention_bwd_mode(2);
   attention_case({1, 130, 2, 192, 128}, 1, ops::Precision::bf16, 5e-5, 1e-4);
-  CHECK(ds::cuda::attention_bwd_onepass_launches() - before == 12);
-  // and against the CPU reference, at the wgmma kernels' bounds
-  for (int seg : {0, 2})
-    attention_case({1, 257, 2, 96, 64}, seg, ops::Precision::bf16, 5e-5, 1e-4);
-  attention_case({2, 100, 3, 64, 64}, 1, ops::Precision::bf16, 5e-5, 1e-4);
+  CHECK(ds::cuda::attention_bwd_onepass_launches() - before == 24);
+  // and against the CPU reference, at the wgmma kernels' bounds, in both schedules
+  for (int sched : {0, 2}) {
+    ds::cuda::set_attention_schedule(sched);
+    for (int seg : {0, 2})
+      attention_case({1, 257, 2, 96, 64}, seg, ops::Precision::bf16, 5e-5, 1e-4);
+    attention_case({2, 100, 3, 64, 64}, 1, ops::Precision::bf16, 5e-5, 1e-4);
+  }
   ds::cuda::set_attention_bwd_mode(was);
-  CHECK(ds::cuda::attention_bwd_onepass_launches() - before == 15);
+  ds::cuda::set_attention_schedule(sched_was);
+  CHECK(ds::cuda::attention_bwd_onepass_launches() - before == 30);
 }
 
 
