@@ -112,6 +112,7 @@ NEW_PROF='gpu profiler*'
 NEW_ATTN='gpu attention wgmma*'
 NEW_ATTN_FUSED='gpu attention fused*'
 NEW_ATTN_ONE='gpu attention one-pass*'
+NEW_ATTN_ONEPIPE='gpu attention onepass pipelined*'
 NEW_ATTN_ROWS='gpu attention 64-row*'
 NEW_ATTN_STAG='gpu attention staggered*'
 NEW_ATTN_PIPE='gpu attention pipelined*'
@@ -123,7 +124,7 @@ NEW_RUNTIME='gpu runtime:*'
 NEW_DEFAULT='gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,elementwise: swiglu packed*,gpu gather_rows_scaled*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 NEW_OPERANDS='gpu gather_rows_scaled*,elementwise: rope_tail_codes*,gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu moe_sort_pairs*,elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 declare -A FILTER=(
-  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_GROUPED_WG,$NEW_MULTI,$NEW_MLA,$NEW_FP8_ALL,$NEW_PROF,$NEW_ATTN,$NEW_ATTN_FUSED,$NEW_ATTN_ONE,$NEW_ATTN_ROWS,$NEW_ATTN_STAG,$NEW_ATTN_PIPE,$NEW_PROBE,$NEW_ATTN_QS,$NEW_MLA_WG,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME"
+  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_GROUPED_WG,$NEW_MULTI,$NEW_MLA,$NEW_FP8_ALL,$NEW_PROF,$NEW_ATTN,$NEW_ATTN_FUSED,$NEW_ATTN_ONE,$NEW_ATTN_ONEPIPE,$NEW_ATTN_ROWS,$NEW_ATTN_STAG,$NEW_ATTN_PIPE,$NEW_PROBE,$NEW_ATTN_QS,$NEW_MLA_WG,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME"
   [ops-grouped]="--test-case=$NEW_GROUPED"
   [ops-grouped-wgmma]="--test-case=$NEW_GROUPED_WG"
   [ops-multi]="--test-case=$NEW_MULTI"
@@ -135,6 +136,7 @@ declare -A FILTER=(
   [ops-attn-wgmma]="--test-case=$NEW_ATTN"
   [ops-attn-fused]="--test-case=$NEW_ATTN_FUSED"
   [ops-attn-onepass]="--test-case=$NEW_ATTN_ONE"
+  [ops-attn-onepipe]="--test-case=$NEW_ATTN_ONEPIPE"
   [ops-attn-rows64]="--test-case=$NEW_ATTN_ROWS"
   [ops-attn-staggered]="--test-case=$NEW_ATTN_STAG"
   [ops-attn-pipelined]="--test-case=$NEW_ATTN_PIPE"
@@ -179,7 +181,8 @@ declare -A FILTER=(
 # not yet run on a GPU) against the split passes, bit for bit, and against the reference;
 # ops-attn-onepass: the wgmma backward in one pass, dQ added by atomics (opt-in,
 # DS_ATTENTION_BWD=onepass; not yet run on a GPU): dK, dV against the fused pass bit for bit,
-# dQ within a tolerance, and all three against the reference;
+# dQ within a tolerance, and all three against the reference; ops-attn-onepipe: the same for
+# its pipelined schedule (with DS_ATTENTION_SCHEDULE=pipelined), in a process of its own;
 # ops-attn-rows64: the wgmma kernels in 64-row blocks (opt-in, DS_ATTENTION_ROWS=64; not yet
 # run on a GPU) against the 128-row blocks, bit for bit, and against the reference;
 # ops-attn-staggered: the 128-row blocks with staggered warpgroups (opt-in,
@@ -205,7 +208,8 @@ declare -A FILTER=(
 # bit for bit.
 # Groups of kernels that have not run on a GPU yet: a hang there (a barrier or an mbarrier
 # phase that never completes) is stopped after 45 s instead of the others' 90.
-declare -A TLIM=([ops-attn-fused]=45 [ops-attn-onepass]=45 [ops-attn-rows64]=45
+declare -A TLIM=([ops-attn-fused]=45 [ops-attn-onepass]=45 [ops-attn-onepipe]=45
+                 [ops-attn-rows64]=45
                  [ops-attn-staggered]=45 [ops-attn-pipelined]=45 [ops-attn-qstats]=45
                  [ops-sm90-probes]=45 [ops-mla-wgmma]=45 [ops-grouped-wgmma]=45)
 MODEL_RC=0
@@ -216,6 +220,7 @@ for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
          ds_test_backend_ops:ops-fp8-grouped \
          ds_test_backend_ops:ops-profiler ds_test_backend_ops:ops-attn-wgmma \
          ds_test_backend_ops:ops-attn-fused ds_test_backend_ops:ops-attn-onepass \
+         ds_test_backend_ops:ops-attn-onepipe \
          ds_test_backend_ops:ops-attn-rows64 \
          ds_test_backend_ops:ops-attn-staggered ds_test_backend_ops:ops-attn-pipelined \
          ds_test_backend_ops:ops-attn-qstats \
@@ -306,7 +311,7 @@ T_WGMMA=(ds_test_backend_ops-ops-attn-wgmma)
 T_B16OUT=(ds_test_backend_ops-ops-bf16-outputs ds_test_model_gpu-model-bf16-outputs)
 T_BWDFUSED=(ds_test_backend_ops-ops-attn-fused)
 T_ONE=(ds_test_backend_ops-ops-attn-onepass)
-T_ONE_PIPE=(ds_test_backend_ops-ops-attn-onepass ds_test_backend_ops-ops-attn-pipelined)
+T_ONE_PIPE=(ds_test_backend_ops-ops-attn-onepipe ds_test_backend_ops-ops-attn-pipelined)
 T_ROWS64=(ds_test_backend_ops-ops-attn-rows64)
 T_ROWS64_FUSED=(ds_test_backend_ops-ops-attn-rows64 ds_test_backend_ops-ops-attn-fused)
 T_STAG=(ds_test_backend_ops-ops-attn-staggered)
@@ -513,8 +518,12 @@ verdict "attention backward with dK and dV fused (opt-in; DS_ATTENTION_BWD=fused
 verdict "attention backward in one pass (opt-in; DS_ATTENTION_BWD=onepass)" \
   ds_test_backend_ops-ops-attn-onepass $B0 bench_train_onepass.txt
 verdict "attention backward in one pass, pipelined (both opt-in)" \
-  ds_test_backend_ops-ops-attn-onepass,ds_test_backend_ops-ops-attn-pipelined $B0 \
+  ds_test_backend_ops-ops-attn-onepipe,ds_test_backend_ops-ops-attn-pipelined $B0 \
   bench_train_onepipe.txt
+# what the pipelined schedule gives the one-pass backward (and the forward) by itself
+verdict "attention one pass: pipelined against lockstep (both opt-in)" \
+  ds_test_backend_ops-ops-attn-onepipe,ds_test_backend_ops-ops-attn-pipelined \
+  bench_train_onepass.txt bench_train_onepipe.txt
 verdict "attention in 64-row blocks (opt-in; DS_ATTENTION_ROWS=64)" \
   ds_test_backend_ops-ops-attn-rows64 $B0 bench_train_rows64.txt
 verdict "attention in 64-row blocks with the fused dK/dV pass (both opt-in)" \
@@ -624,6 +633,7 @@ else row "bench_attention" SKIP "out of time"; fi
 # profiles: each where its tests passed.
 nf=--no-fused; passed "${T_BWDFUSED[@]}" && nf=   # the fused dK/dV pass
 n1=--no-onepass; passed "${T_ONE[@]}" && n1=       # the one-pass backward
+n2=--no-onepass-pipelined; passed "${T_ONE_PIPE[@]}" && n2=   # and pipelined
 nr=--no-rows64; passed "${T_ROWS64[@]}" && nr=     # the 64-row blocks
 ns=--no-staggered; passed "${T_STAG[@]}" && ns=    # the staggered warpgroups
 np=--no-pipelined; passed "${T_PIPE[@]}" && np=    # the pipelined ones
@@ -631,9 +641,9 @@ nq=--no-qstats; passed "${T_QS[@]}" && nq=         # the query-stats table
 if ! room 30 15; then
   row "attention wgmma" SKIP "out of time"
 elif passed "${T_WGMMA[@]}"; then
-  timeout "$(limit 30)" "$BIN/bench_attention" $q --wgmma $nf $n1 $nr $ns $np $nq \
+  timeout "$(limit 30)" "$BIN/bench_attention" $q --wgmma $nf $n1 $n2 $nr $ns $np $nq \
     > "$O/bench_attention_wgmma.txt" 2>&1
-  echo "bench_attention --wgmma $nf $n1 $nr $ns $np $nq rc=$?"
+  echo "bench_attention --wgmma $nf $n1 $n2 $nr $ns $np $nq rc=$?"
   grep -v '^{' "$O/bench_attention_wgmma.txt"
   l=$(grep "wgmma fwd" "$O/bench_attention_wgmma.txt" | sed 's/^attention bf16 //' | tr -s ' ' \
     | paste -sd';')
@@ -647,7 +657,8 @@ elif passed "${T_WGMMA[@]}"; then
     fi
   }
   opt_rows "dK/dV fused" "$nf" "dK and dV fused"
-  opt_rows "one pass" "$n1" "bwd in one pass"
+  opt_rows "one pass" "$n1" "bwd in one pass, lockstep"
+  opt_rows "one pass, pipelined" "$n2" "bwd in one pass, pipelined"
   opt_rows "64-row blocks" "$nr" "64-row blocks"
   opt_rows "staggered" "$ns" "staggered warpgroups"
   opt_rows "pipelined" "$np" "pipelined warpgroups"
@@ -752,7 +763,7 @@ ncu_attention_bwd() {
   timeout "$(limit 60)" "$NCU" --csv --page raw --print-units base \
     --kernel-name-base demangled -k "regex:sm90_bwd_kernel<.int.96" -c 40 \
     --metrics "$NCU_METRICS" "$BIN/bench_attention" --quick --only-1b --wgmma --profile-once \
-    $nf $n1 $nr $ns $np $nq > "$O/ncu_attn_bwd.csv" 2> "$O/ncu_attn_bwd.err"
+    $nf $n1 $n2 $nr $ns $np $nq > "$O/ncu_attn_bwd.csv" 2> "$O/ncu_attn_bwd.err"
   rc=$?
   s=$(python3 scripts/ncu_summary.py --labels "$O/ncu_attn_bwd.csv" 2>&1)
   if [ "$rc" != 0 ] || [ -z "$s" ]; then
@@ -765,8 +776,8 @@ ncu_attention_bwd() {
   done <<< "$s"
   # an opt-in that was asked for and left no kernel (the 64-row blocks keep 128 rows where
   # two do not fit an SM)
-  for want in "$nf:dK/dV fused" "$n1:one pass" "$nr:64-row blocks" "$ns:staggered" \
-              "$np:pipelined" "$nq:query-stats table"; do
+  for want in "$nf:dK/dV fused" "$n1:one pass" "$n2:pipelined + one pass" \
+              "$nr:64-row blocks" "$ns:staggered" "$np:pipelined" "$nq:query-stats table"; do
     [ -n "${want%%:*}" ] && continue
     v=${want#*:}
     grep -q "^$v"$'\t' <<< "$s" && continue

@@ -24,16 +24,16 @@
 // and the wgmma kernels in 64-row blocks (DS_ATTENTION_ROWS=64), with staggered or pipelined
 // warpgroups (DS_ATTENTION_SCHEDULE=staggered|pipelined) and with the split passes reading the
 // query-stats table (DS_ATTENTION_QSTATS=table), none yet run on a GPU, each of which must give
-// the defaults' bits. --no-fused, --no-onepass, --no-rows64, --no-staggered, --no-pipelined,
-// --no-qstats leave those out (gpu-check.sh,
+// the defaults' bits. --no-fused, --no-onepass, --no-onepass-pipelined, --no-rows64,
+// --no-staggered, --no-pipelined, --no-qstats leave those out (gpu-check.sh,
 // where their tests failed). --mla-plans: only the BF16 decode kernel, under forced ring
 // depths and key splits (kernels/mla_decode.cuh set_mla_bf16_plan) beside its own plan, at 16
 // and 128 heads. --only-1b: only the `1b` preset's attention row (what Nsight Compute profiles).
 // --profile-once: every timed call once, no warm-up (under Nsight Compute: each kernel of each
 // variant launched once, so that one profiler run with a launch count covers them all).
-// Usage: bench_attention [--quick] [--wgmma] [--no-fused] [--no-onepass] [--no-rows64]
-// [--no-staggered] [--no-pipelined] [--no-qstats] [--no-mla-wgmma] [--mla-plans] [--only-1b]
-// [--profile-once].
+// Usage: bench_attention [--quick] [--wgmma] [--no-fused] [--no-onepass]
+// [--no-onepass-pipelined] [--no-rows64] [--no-staggered] [--no-pipelined] [--no-qstats]
+// [--no-mla-wgmma] [--mla-plans] [--only-1b] [--profile-once].
 // Prints a table and one JSON line per row (and cache).
 #include <cmath>
 #include <cstdio>
@@ -55,6 +55,7 @@ namespace {
 
 bool g_fused = true;    // --no-fused: no fused dK/dV timing
 bool g_onepass = true;  // --no-onepass: no one-pass backward timing
+bool g_onepipe = true;  // --no-onepass-pipelined: no pipelined one-pass backward timing
 bool g_rows64 = true;      // --no-rows64: no 64-row block timing
 bool g_staggered = true;   // --no-staggered: no staggered warpgroups timing
 bool g_pipelined = true;   // --no-pipelined: no pipelined warpgroups timing
@@ -170,8 +171,9 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
     same = bits(host(dq), dq_w) && bits(host(dk), dk_w) && bits(host(dv), dv_w);
   }
   // The one-pass backward (DS_ATTENTION_BWD=onepass) where the head dims allow it, lockstep
-  // and (unless --no-pipelined) pipelined: its time, whether dk and dv are the split passes'
-  // bits (they must be), dq's nmse against theirs (F32 atomics: not bit-reproducible).
+  // and pipelined (--no-onepass, --no-onepass-pipelined): its time, whether dk and dv are the
+  // split passes' bits (they must be), dq's nmse against theirs (F32 atomics: not
+  // bit-reproducible).
   struct OnepassRun {
     const char* schedule;
     double t = NAN, e_dq = NAN;
@@ -179,15 +181,17 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
     int64_t n = 0;
   };
   std::vector<OnepassRun> ones;
-  if (g_onepass && cuda::attention_bwd_fused_supported(Dk, Dv)) {
-    ones.push_back({"lockstep"});
-    if (g_pipelined) ones.push_back({"pipelined"});
+  if (cuda::attention_bwd_fused_supported(Dk, Dv)) {
+    if (g_onepass) ones.push_back({"lockstep"});
+    if (g_onepipe) ones.push_back({"pipelined"});
   }
   for (OnepassRun& o : ones) {
     const int mode_was = cuda::attention_bwd_mode(), sched_was = cuda::attention_schedule();
+    const bool pipe = std::strcmp(o.schedule, "pipelined") == 0;
     const int64_t l0 = cuda::attention_bwd_onepass_launches();
+    const int64_t p0 = cuda::attention_pipelined_launches();
     cuda::set_attention_bwd_mode(2);
-    cuda::set_attention_schedule(std::strcmp(o.schedule, "pipelined") == 0 ? 2 : 0);
+    cuda::set_attention_schedule(pipe ? 2 : 0);
     o.t = 1e-3 * bench::median_ms_events(
         [&] { ops::attention_backward(ctx, q, k, v, none, scale, out, lse, dout, dq, dk, dv); },
         g_warm, reps, true);
@@ -195,6 +199,8 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
     cuda::set_attention_schedule(sched_was);
     o.n = cuda::attention_bwd_onepass_launches() - l0;
     if (o.n == 0) throw std::runtime_error("the one-pass backward did not run");
+    if (pipe && cuda::attention_pipelined_launches() - p0 != o.n)
+      throw std::runtime_error("the pipelined one-pass backward did not run");
     auto bits = [](const Tensor& a, const Tensor& b) {
       return std::memcmp(a.f32(), b.f32(), size_t(a.numel()) * sizeof(float)) == 0;
     };
@@ -479,6 +485,7 @@ int main(int argc, char** argv) {
     else if (std::strcmp(argv[i], "--wgmma") == 0) wgmma = true;
     else if (std::strcmp(argv[i], "--no-fused") == 0) g_fused = false;
     else if (std::strcmp(argv[i], "--no-onepass") == 0) g_onepass = false;
+    else if (std::strcmp(argv[i], "--no-onepass-pipelined") == 0) g_onepipe = false;
     else if (std::strcmp(argv[i], "--no-rows64") == 0) g_rows64 = false;
     else if (std::strcmp(argv[i], "--no-staggered") == 0) g_staggered = false;
     else if (std::strcmp(argv[i], "--no-pipelined") == 0) g_pipelined = false;
@@ -489,8 +496,9 @@ int main(int argc, char** argv) {
     else if (std::strcmp(argv[i], "--profile-once") == 0) once = true;
     else {
       std::fprintf(stderr, "bench_attention: unknown argument %s (expected --quick, --wgmma, "
-                   "--no-fused, --no-onepass, --no-rows64, --no-staggered, --no-pipelined, "
-                   "--no-qstats, --no-mla-wgmma, --mla-plans, --only-1b, --profile-once)\n",
+                   "--no-fused, --no-onepass, --no-onepass-pipelined, --no-rows64, "
+                   "--no-staggered, --no-pipelined, --no-qstats, --no-mla-wgmma, --mla-plans, "
+                   "--only-1b, --profile-once)\n",
                    argv[i]);
       return 2;
     }

@@ -185,6 +185,7 @@ case $k in *sm90_bwd_kernel*)
   for p in 0 1 2; do add $p 128 0 0 0; done
   no fused "$@" || { add 0 128 0 0 0; add 3 128 0 0 0; }
   no onepass "$@" || add 4 128 0 0 0
+  no onepass-pipelined "$@" || add 4 128 0 0 1
   no staggered "$@" || { for p in 0 1 2; do add $p 128 1 0 0; done; add 3 128 1 0 0; }
   no pipelined "$@" || { for p in 0 1 2; do add $p 128 0 0 1; done; add 3 128 0 0 1; }
   no qstats "$@" || { add 0 128 0 0 0; add 1 128 0 1 0; add 2 128 0 1 0; };;
@@ -332,6 +333,7 @@ def main():
                 (b, "INFO", "sm90_bwd_kernel<96, 64, 2, 128, 0, 0, 0>"),
                 (b + ", dK/dV fused", "INFO", "sm90_bwd_kernel<96, 64, 3, 128, 0, 0, 0>"),
                 (b + ", one pass", "INFO", "sm90_bwd_kernel<96, 64, 4, 128, 0, 0, 0>"),
+                (b + ", pipelined + one pass", "INFO", "<96, 64, 4, 128, 0, 0, 1>"),
                 (b + ", staggered", "INFO", "<96, 64, 2, 128, 1, 0, 0>"),
                 (b + ", staggered + dK/dV fused", "INFO", "<96, 64, 3, 128, 1, 0, 0>"),
                 (b + ", pipelined", "INFO", "<96, 64, 2, 128, 0, 0, 1>"),
@@ -342,7 +344,7 @@ def main():
             check(got is not None and got[0] == status and part in got[1],
                   f"crashes, ncu: row '{name}' is {got}, expected {status} with '{part}'")
         n = sum(1 for ln in crash_text.splitlines() if ln.startswith("[row] " + b))
-        check(n == 16, f"crashes, ncu: {n} attention backward rows, expected 16 (15 kernels "
+        check(n == 17, f"crashes, ncu: {n} attention backward rows, expected 17 (16 kernels "
               "once each, one SKIP)")
 
         text, rows, summary = run(out)
@@ -495,6 +497,9 @@ def main():
             "without 100.0 ms, with 92.0 ms", "faster with it")
         row("launches in bench_train_onepipe", "INFO", "one-pass backwards 13",
             "pipelined kernels 52")
+        row("ds_test_backend_ops-ops-attn-onepipe", "PASS")
+        row("switch: attention one pass: pipelined against lockstep (both opt-in)", "INFO",
+            "without 80.0 ms, with 92.0 ms", "slower with it")
         if failures:
             print("gpu-check.sh output with a 20 s budget (last 40 lines):")
             print("\n".join(short_text.splitlines()[-40:]))
