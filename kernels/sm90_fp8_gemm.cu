@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "kernels/common.cuh"
+#include "kernels/fp8_ksplit.hpp"
 #include "kernels/mma_sm80.cuh"
 #include "kernels/multi_tensor_table.cuh"
 #include "kernels/sm90_fp8_gemm.cuh"
@@ -300,6 +301,20 @@ __global__ void __launch_bounds__(kThreads, 1)
 // set_fp8_gemm_overlap; on by default: on the H200 (commit c135dd4) it passed its tests and ran
 // 7 of bench_gemm's 8 shapes 1-9% faster (one 4% slower)
 std::atomic<bool> g_overlap{true};
+// set_fp8_ksplit: off by default until it has run on a GPU; the split launches so far
+std::atomic<bool> g_ksplit{false};
+std::atomic<int64_t> g_ksplit_launches{0};
+
+// c[i] += sum of the s slices ws[j * n + i], j in order (the split k-grouped GEMM's parts).
+__global__ void ksplit_reduce_kernel(const float* __restrict__ ws, int s, int64_t n,
+                                     float* __restrict__ c) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    float sum = ws[i];
+    for (int j = 1; j < s; ++j) sum += ws[j * n + i];
+    c[i] += sum;
+  }
+}
 
 template <Mode kMode, bool kBPerColumn, bool kOverlap>
 void launch_mode(dim3 grid, const Fp8Operand& a, const Fp8Operand& b, float* c, int64_t M,
@@ -370,6 +385,9 @@ bool sm90a_loaded() {   // sm90_wgmma.cuh
 
 void set_fp8_gemm_overlap(bool on) { g_overlap.store(on); }
 bool fp8_gemm_overlap() { return g_overlap.load(); }
+void set_fp8_ksplit(bool on) { g_ksplit.store(on); }
+bool fp8_ksplit() { return g_ksplit.load(); }
+int64_t fp8_ksplit_launches() { return g_ksplit_launches.load(); }
 
 bool fp8_gemm_nt_sm90_supported(const Fp8Operand& a, const Fp8Operand& b, int64_t M, int64_t N,
                                 int64_t K) {
@@ -422,7 +440,30 @@ void fp8_gemm_nt_kgrouped_sm90(const Fp8Operand& a, const Fp8Operand& b, const i
   if (M == 0 || N == 0 || tab.empty()) return;
   if (!fp8_gemm_nt_kgrouped_sm90_supported(a, b, offsets, groups, M, N))
     unsupported("fp8_gemm_nt_kgrouped_sm90: needs an sm_90a device and 16-byte aligned codes");
-  const dim3 grid(unsigned(cdiv(M, kBM) * cdiv(N, kBN)), unsigned(tab.size()));
+  const int64_t tiles = cdiv(M, kBM) * cdiv(N, kBN);
+  const int s = tab.size() == 1 && g_ksplit.load(std::memory_order_relaxed)
+                    ? ksplit::splits(tiles, tab[0].kb1 - tab[0].kb0, sm_count())
+                    : 1;
+  if (s > 1) {   // one group over few tiles (a Wgrad): its K blocks split, fp8_ksplit.hpp
+    const int64_t n = M * N;
+    const PoolBuffer ws(size_t(s) * size_t(n) * sizeof(float));
+    memset0(ws.as<void>(), size_t(s) * size_t(n) * sizeof(float));
+    std::vector<Fp8KGroup> parts;
+    for (int i = 0; i < s; ++i) {   // slice i: part i's sums (zeros for an empty part)
+      const ksplit::Part p = ksplit::part(tab[0].kb0, tab[0].kb1, s, i);
+      if (p.kb1 > p.kb0) parts.push_back({ws.as<float>() + int64_t(i) * n, p.kb0, p.kb1});
+    }
+    const PoolBuffer buf(parts.size() * sizeof(Fp8KGroup));
+    upload_table(parts, buf);
+    launch<Mode::k_grouped>(b.rows_per_scale, dim3(unsigned(tiles), unsigned(parts.size())), a,
+                            b, nullptr, M, N, offsets[groups], nullptr, buf.as<Fp8KGroup>());
+    ksplit_reduce_kernel<<<grid_for(n, 256, int64_t(sm_count()) * 8), 256, 0, stream()>>>(
+        ws.as<float>(), s, n, tab[0].c);
+    DS_CUDA_LAUNCHED();
+    g_ksplit_launches.fetch_add(1);
+    return;
+  }
+  const dim3 grid(unsigned(tiles), unsigned(tab.size()));
   if (tab.size() == 1) {   // the group by value: no table upload (an FP8 Linear's Wgrad)
     launch<Mode::k_grouped>(b.rows_per_scale, grid, a, b, nullptr, M, N, offsets[groups],
                             nullptr, nullptr, tab[0]);

@@ -27,6 +27,15 @@ void fp8_gemm_nt_sm90(const Fp8Operand& a, const Fp8Operand& b, float* c, int64_
 void set_fp8_gemm_overlap(bool on);
 bool fp8_gemm_overlap();
 
+// Split-K of the k-grouped GEMM when it has one group over few tiles (an FP8 Linear's weight
+// gradient; kernels/fp8_ksplit.hpp): false (default; DS_FP8_KSPLIT=off) a block a tile, true
+// (DS_FP8_KSPLIT=on) each tile's K blocks shared among up to 16 blocks summing into a zeroed
+// workspace, then added into c in order: deterministic, but not the unsplit kernel's bits
+// (another order of sums). Not yet run on a GPU. Process-wide; the split launches so far.
+void set_fp8_ksplit(bool on);
+bool fp8_ksplit();
+int64_t fp8_ksplit_launches();
+
 // m-grouped (fp8_gemm_nt_grouped_fallback): supported as above, with every b[g] aligned.
 bool fp8_gemm_nt_grouped_sm90_supported(const Fp8Operand& a, const Fp8Operand* b, int groups,
                                         int64_t N, int64_t K);

@@ -105,6 +105,7 @@ NEW_FP8_ALL='fp8 grouped*'
 NEW_FP8Q='fp8 grouped: quantize*,fp8 grouped: a weight*'
 NEW_FP8G='fp8 grouped m-grouped*,fp8 grouped k-grouped*,fp8 grouped: one k-group*'
 NEW_FP8O='fp8 grouped: the overlapped*'
+NEW_FP8K='fp8 grouped: k-split*'
 NEW_FP8G_MODEL='*FP8 routed experts as grouped*'
 NEW_B16OUT='gpu expert outputs*'
 NEW_B16OUT_MODEL='*BF16 expert outputs*'
@@ -132,6 +133,7 @@ declare -A FILTER=(
   [ops-fp8-quant]="--test-case=$NEW_FP8Q"
   [ops-fp8-grouped]="--test-case=$NEW_FP8G"
   [ops-fp8-overlap]="--test-case=$NEW_FP8O"
+  [ops-fp8-ksplit]="--test-case=$NEW_FP8K"
   [ops-profiler]="--test-case=$NEW_PROF"
   [ops-attn-wgmma]="--test-case=$NEW_ATTN"
   [ops-attn-fused]="--test-case=$NEW_ATTN_FUSED"
@@ -176,7 +178,8 @@ declare -A FILTER=(
 # context) cannot hide the others' results: ops-fp8-quant, the many-matrix and transposed
 # quantisers (on by default in every FP8 Linear), first; ops-fp8-grouped, the m- and k-grouped
 # FP8 GEMMs and the one-group Wgrad; ops-fp8-overlap, the overlapped main loop (the
-# default since c135dd4), last.
+# default since c135dd4), last; ops-fp8-ksplit, the split-K of one k-group (opt-in,
+# DS_FP8_KSPLIT=on; not yet run on a GPU), after them.
 # ops-attn-fused: the wgmma backward with dK and dV in one pass (opt-in, DS_ATTENTION_BWD=fused;
 # not yet run on a GPU) against the split passes, bit for bit, and against the reference;
 # ops-attn-onepass: the wgmma backward in one pass, dQ added by atomics (opt-in,
@@ -211,7 +214,8 @@ declare -A FILTER=(
 declare -A TLIM=([ops-attn-fused]=45 [ops-attn-onepass]=45 [ops-attn-onepipe]=45
                  [ops-attn-rows64]=45
                  [ops-attn-staggered]=45 [ops-attn-pipelined]=45 [ops-attn-qstats]=45
-                 [ops-sm90-probes]=45 [ops-mla-wgmma]=45 [ops-grouped-wgmma]=45)
+                 [ops-sm90-probes]=45 [ops-mla-wgmma]=45 [ops-grouped-wgmma]=45
+                 [ops-fp8-ksplit]=45)
 MODEL_RC=0
 for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
          ds_test_backend_ops:ops-grouped ds_test_backend_ops:ops-grouped-wgmma \
@@ -227,6 +231,7 @@ for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
          ds_test_backend_ops:ops-sm90-probes ds_test_backend_ops:ops-mla-wgmma \
          ds_test_backend_ops:ops-fused ds_test_backend_ops:ops-bf16-outputs \
          ds_test_backend_ops:ops-runtime ds_test_backend_ops:ops-fp8-overlap \
+         ds_test_backend_ops:ops-fp8-ksplit \
          ds_test_model_gpu:model ds_test_model_gpu:model:unfused \
          ds_test_backend_ops:ops-operands:fallback ds_test_model_gpu:model:cublas \
          ds_test_model_gpu:model-fp8-grouped ds_test_model_gpu:model-bf16-outputs \
@@ -322,6 +327,7 @@ T_PIPE_FUSED=(ds_test_backend_ops-ops-attn-pipelined ds_test_backend_ops-ops-att
 T_QS=(ds_test_backend_ops-ops-attn-qstats)
 T_MLAW=(ds_test_backend_ops-ops-mla-wgmma)
 T_GWG=(ds_test_backend_ops-ops-grouped-wgmma)
+T_KSPLIT=(ds_test_backend_ops-ops-fp8-ksplit)
 T_FP8G=(ds_test_backend_ops-ops-fp8-quant ds_test_backend_ops-ops-fp8-grouped
         ds_test_model_gpu-model-fp8-grouped)
 # Every switch's step in ONE process (bench_train_step --variant: the model built and uploaded
@@ -398,6 +404,9 @@ optin "attention pipelined" bench_train_pipe.txt bf16 T_PIPE \
   attention-schedule=pipelined,profile=1
 optin "attention pipelined + fused bwd" bench_train_pipef.txt bf16 T_PIPE_FUSED \
   attention-schedule=pipelined,attention-bwd=fused
+# - the FP8 Linears' weight gradients split along K (opt-in; fp8 step), with the per-op
+#   profile;
+optin "FP8 Wgrad split-K" bench_train_fp8ksplit.txt fp8 T_KSPLIT fp8-ksplit=on,profile=1
 # - the split dK and dV passes reading the query-stats table (opt-in; the same bits);
 optin "attention query-stats table" bench_train_qstats.txt bf16 T_QS attention-qstats=table
 # - the default step again.
@@ -441,7 +450,7 @@ done
 for i in "${pending[@]}"; do V_NOTE[${V_LABEL[$i]}]="not run (the process kept dying)"; done
 for lab in "expert outputs BF16" "grouped wgmma" "attention backward fused" \
            "attention backward one pass" "attention 64-row blocks" "attention staggered" \
-           "attention pipelined"; do
+           "attention pipelined" "FP8 Wgrad split-K"; do
   grep -A45 -F "[variant $lab]" "$VE" 2>/dev/null |
     grep -E "^(profile|GEMM share|[a-z_0-9]+ +[a-z_]+ +[0-9]+ )" | head -12
 done
@@ -541,6 +550,10 @@ verdict "attention warpgroups pipelined with the fused dK/dV pass (both opt-in)"
   bench_train_pipef.txt
 verdict "split dK/dV passes on the query-stats table (opt-in; DS_ATTENTION_QSTATS=table)" \
   ds_test_backend_ops-ops-attn-qstats $B0 bench_train_qstats.txt
+verdict "FP8 weight gradients split along K (opt-in; DS_FP8_KSPLIT=on)" \
+  ds_test_backend_ops-ops-fp8-ksplit $B0 bench_train_fp8ksplit.txt fp8
+l=$(grep -m1 "^fp8: split-K" "$O/bench_train_fp8ksplit.txt" 2>/dev/null | sed 's/ \[variant .*\]$//')
+[ -n "$l" ] && row "launches in bench_train_fp8ksplit" INFO "$l"
 for f in bench_train_onepass.txt bench_train_onepipe.txt bench_train_rows64.txt \
          bench_train_rows64f.txt bench_train_stag.txt bench_train_stagf.txt \
          bench_train_pipe.txt bench_train_pipef.txt \

@@ -561,4 +561,36 @@ TEST_CASE("fp8 grouped: the overlapped wgmma main loop (DS_FP8_GEMM=overlap) mat
   for (const auto& t : kg) run_fp8_kgrouped(t, Kernel::sm90);
 }
 
+// (gpu-check.sh runs it in a process of its own, group ops-fp8-ksplit, until it has run on a
+// GPU.)
+TEST_CASE("fp8 grouped: k-split of one group (DS_FP8_KSPLIT=on) adds the same sums") {
+  // One group over few tiles: its K blocks split among several blocks summing into a
+  // workspace, then added into c in order (kernels/fp8_ksplit.hpp), against the CPU op as
+  // every k-grouped case; the split runs where the plan says so, else the kernel as before.
+  struct Restore {
+    bool was = ds::cuda::fp8_ksplit();
+    ~Restore() { ds::cuda::set_fp8_ksplit(was); }
+  } restore;
+  ds::cuda::set_fp8_ksplit(true);
+  const int64_t before = ds::cuda::fp8_ksplit_launches();
+  const KGroupedCase split[] = {
+      {{0, 2048}, 256, 384},    // 6 tiles, 16 K blocks: 4 parts of 4
+      {{0, 4176}, 130, 200},    // 4 tiles, 33 K blocks (the last partial): 7 parts of 5
+      {{0, 2560}, 384, 1024},   // 24 tiles (q_a's shape), 20 K blocks: 5 parts of 4
+  };
+  for (const auto& t : split) {
+    run_fp8_kgrouped(t, Kernel::sm90);
+    run_fp8_kgrouped(t, Kernel::op);
+  }
+  const int64_t ran = ds::cuda::fp8_ksplit_launches() - before;
+  MESSAGE("split launches: " << ran);   // 0 where the Hopper kernel is not available
+  CHECK((ran == 0 || ran == 6));
+  const KGroupedCase whole[] = {
+      {{0, 384}, 256, 384},                  // 3 K blocks: too short to split
+      {{0, 128, 128, 384, 768}, 200, 130},   // several groups: never split
+  };
+  for (const auto& t : whole) run_fp8_kgrouped(t, Kernel::sm90);
+  CHECK(ds::cuda::fp8_ksplit_launches() - before == ran);
+}
+
 }  // namespace ds::gpu_test

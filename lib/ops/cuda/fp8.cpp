@@ -9,7 +9,7 @@
 // and shape allow it, else the portable one; wgmma with the main loop that promotes one K
 // block while the next one's wgmma run: the default since it measured faster on the H200),
 // "wgmma" (the same without the overlap), "fallback" (always the portable one). Read once per
-// process.
+// process. DS_FP8_KSPLIT (off or on) likewise, the split-K of an FP8 Linear's weight gradient.
 #include <cstdlib>
 #include <cstring>
 
@@ -32,6 +32,20 @@ void matrix_dims(const Tensor& t, int64_t* M, int64_t* K) {
 }
 
 ds::cuda::Fp8Grouping grouping(Fp8Group g) { return ds::cuda::Fp8Grouping(int(g)); }
+
+// DS_FP8_KSPLIT: off (unset or empty: the default until it has run on a GPU) or on, the
+// k-grouped GEMM's split-K for one group (sm90_fp8_gemm.cuh set_fp8_ksplit). Read once.
+void read_ksplit_env() {
+  static const bool once = [] {
+    const char* v = std::getenv("DS_FP8_KSPLIT");
+    if (!v || !*v || std::strcmp(v, "off") == 0) return true;
+    DS_CHECK_AS(UsageError, std::strcmp(v, "on") == 0, "DS_FP8_KSPLIT={}: expected off or on",
+                v);
+    ds::cuda::set_fp8_ksplit(true);
+    return true;
+  }();
+  (void)once;
+}
 
 bool use_fallback_only() {
   static const bool only = [] {
@@ -59,7 +73,10 @@ ds::cuda::Fp8Operand operand(const Tensor& codes, const Tensor& scales, Fp8Group
 
 }  // namespace
 
-void check_fp8_gemm_env() { (void)use_fallback_only(); }
+void check_fp8_gemm_env() {
+  (void)use_fallback_only();
+  read_ksplit_env();
+}
 
 static_assert(int(Fp8Group::row_1x128) == int(ds::cuda::Fp8Grouping::row_1x128) &&
               int(Fp8Group::col_128x1) == int(ds::cuda::Fp8Grouping::col_128x1) &&
@@ -149,6 +166,7 @@ void fp8_gemm_nt_kgrouped(const Context&, const Tensor& a, const Tensor& a_scale
   std::vector<float*> cp;   // (groups), each (M, N)
   for (Tensor& cg : c) cp.push_back(cg.data<float>());
   const int64_t* off = offsets.data();
+  read_ksplit_env();
   if (!use_fallback_only() &&
       ds::cuda::fp8_gemm_nt_kgrouped_sm90_supported(oa, ob, off, groups, M, N))
     ds::cuda::fp8_gemm_nt_kgrouped_sm90(oa, ob, off, groups, cp.data(), M, N);

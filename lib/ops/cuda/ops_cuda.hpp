@@ -26,9 +26,10 @@ void grouped_matmul_wgrad(const Context& ctx, const Tensor& dy, const Tensor& x,
 void transpose(const Context& ctx, const Tensor& x, Tensor& out);
 
 // ---- FP8 (lib/ops/cuda/fp8.cpp) -----------------------------------------------------------
-// Reads DS_FP8_GEMM (auto, overlap, wgmma or fallback; anything else a UsageError naming it),
-// once per process: ops::init_device calls it, so that a bad value fails before any input is
-// read and a later set_fp8_gemm_overlap (tests, benchmarks) is not undone by it.
+// Reads DS_FP8_GEMM (auto, overlap, wgmma or fallback) and DS_FP8_KSPLIT (off or on; anything
+// else a UsageError naming the variable), once per process: ops::init_device calls it, so
+// that a bad value fails before any input is read and a later set_fp8_gemm_overlap or
+// set_fp8_ksplit (tests, benchmarks) is not undone by it.
 void check_fp8_gemm_env();
 void fp8_quantize(const Context& ctx, const Tensor& x, Fp8Group g, ScaleFormat fmt, bool act,
                   Tensor& q, Tensor& scales);
