@@ -27,11 +27,12 @@
 # reports the rows that matter most, which come first. --quick took 229 s and 235 s on the
 # H200 (2026-11-30, commits c135dd4 and 029fe18): 19 test processes in 91 s, the step
 # benchmarks (the variants' process included) 50 s, the tools 29 s, the kernel benchmarks
-# 42 s, PyTorch 23 s. Since then (not yet run): 7 more test groups, 9 more step variants, the
-# attention opt-ins', the wgmma grouped GEMM's and the MLA plans' benchmarks, and 5 Nsight
-# Compute runs (the attention backward's variants in one, the wgmma grouped GEMM, the
-# defaults' three); about 420-470 s estimated, so a slow run loses the defaults' Nsight rows
-# (profiled on 2026-11-30) first, then the tools' runs.
+# 42 s, PyTorch 23 s. Since then (not yet run): 12 more test groups (31 entries, some run
+# only where another failed), 12 more step variants (24), the attention opt-ins', the wgmma
+# grouped GEMM's and the MLA plans' benchmarks, and 5 Nsight Compute runs (the attention
+# backward's variants in one, the wgmma grouped GEMM, the defaults' three); about 430-480 s
+# estimated, so a slow run loses the defaults' Nsight rows (profiled on 2026-11-30) first,
+# then the tools' runs.
 # Usage: bash scripts/gpu-check.sh [--quick]
 set -uo pipefail
 cd "$(dirname "$0")/.."
