@@ -38,8 +38,7 @@ void* lt_workspace(size_t* bytes);
 // Scratch device memory valid until the next call on this thread (stream-ordered reuse):
 // for small temporaries inside one launcher.
 void* scratch(size_t bytes);
-int sm_count();
-int sm_major();
+int sm_major();   // (sm_count: runtime.cuh)
 
 inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // Grid size for a grid-stride loop over n items with `threads` per block.

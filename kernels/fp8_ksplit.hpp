@@ -18,7 +18,7 @@ constexpr int64_t kMinBlocks = 4;   // K blocks a part keeps at least (the ring'
 
 // How many parts each tile's nkb K blocks are split into: as many as fill the SMs in one wave
 // (the kernel runs one block per SM: 129 KB of shared memory), at most kMaxSplits, each part
-// at least kMinBlocks long; 1 (no split) when the tiles alone fill the SMs.
+// (part(), below) at least kMinBlocks long; 1 (no split) when the tiles fill half the SMs.
 DS_HD int splits(int64_t tiles, int64_t nkb, int sms) {
   if (tiles <= 0 || nkb <= 0 || sms <= 0 || tiles * 2 > sms) return 1;
   int64_t s = sms / tiles;
@@ -27,15 +27,14 @@ DS_HD int splits(int64_t tiles, int64_t nkb, int sms) {
   return s < 1 ? 1 : int(s);
 }
 
-// Part i of s of the K blocks [kb0, kb1): consecutive ranges of ceil(n / s) blocks, the last
-// shorter (possibly empty when s does not divide well: the launcher skips empty parts).
+// Part i of s of the K blocks [kb0, kb1), n = kb1 - kb0: [kb0 + n i / s, kb0 + n (i + 1) / s),
+// consecutive, each floor(n / s) or ceil(n / s) blocks long (none empty when s <= n).
 struct Part {
   int64_t kb0, kb1;
 };
 DS_HD Part part(int64_t kb0, int64_t kb1, int s, int i) {
-  const int64_t per = (kb1 - kb0 + s - 1) / s;
-  const int64_t lo = kb0 + per * i, hi = lo + per;
-  return {lo < kb1 ? lo : kb1, hi < kb1 ? hi : kb1};
+  const int64_t n = kb1 - kb0;
+  return {kb0 + n * i / s, kb0 + n * (i + 1) / s};
 }
 
 }  // namespace ds::cuda::ksplit

@@ -18,6 +18,8 @@ std::string device_name(int index);
 // use the backend's device and its default stream rather than device 0's.
 int device_index();
 void bind_thread() noexcept;
+// Its number of SMs (launch plans; tests that predict them).
+int sm_count();
 // Allocation and copies; they return false (and fill `error`) on failure.
 bool malloc_device(void** ptr, size_t bytes, std::string* error);
 void free_device(void* ptr);

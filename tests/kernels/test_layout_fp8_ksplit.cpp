@@ -1,8 +1,8 @@
 // The split-K plan of the k-grouped FP8 GEMM (kernels/fp8_ksplit.hpp), checked on the CPU: the
 // parts of a group's K blocks cover them exactly once, in order, as many as the plan says;
-// the plan fills the SMs in one wave without going below the minimum part length, and leaves
-// alone what needs no split. The GPU test (test_ops_fp8.cpp, "gpu fp8 k-split*") checks the
-// sums.
+// the plan fills the SMs in one wave without a part below the minimum length, and leaves
+// alone what needs no split. The GPU test (test_ops_fp8.cpp, "fp8 grouped: k-split*") checks
+// the sums.
 #include <doctest/doctest.h>
 
 #include <cstddef>
@@ -35,7 +35,12 @@ TEST_CASE("fp8 k-split: the parts cover the K blocks once, in order") {
         bool once = true;
         for (int c : seen) once = once && c == 1;
         CHECK(once);
-        CHECK(nonempty <= s);
+        CHECK(nonempty == (s <= n ? s : n));   // none empty while there are blocks enough
+        for (int i = 0; i < s; ++i) {          // floor(n / s) or ceil(n / s) blocks each
+          const S::Part p = S::part(kb0, kb0 + n, s, i);
+          CHECK(p.kb1 - p.kb0 >= n / s);
+          CHECK(p.kb1 - p.kb0 <= (n + s - 1) / s);
+        }
       }
 }
 
@@ -56,8 +61,11 @@ TEST_CASE("fp8 k-split: the plan") {
       CHECK(s >= 1);
       CHECK(s <= S::kMaxSplits);
       if (s > 1) {
-        CHECK(tiles * s <= 132);                  // one wave
-        CHECK(nkb / s >= S::kMinBlocks);          // no part too short
+        CHECK(tiles * s <= 132);   // one wave
+        for (int i = 0; i < s; ++i) {   // no part too short
+          const S::Part p = S::part(5, 5 + nkb, s, i);
+          CHECK(p.kb1 - p.kb0 >= S::kMinBlocks);
+        }
       }
     }
 }
