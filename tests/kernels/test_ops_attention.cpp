@@ -454,6 +454,27 @@ void onepass_case(const AttnCase& c, int seg_kind, int schedule) {
   CHECK(ar.check());
 }
 
+// The one-pass backward in one schedule (0 lockstep, 2 pipelined): against the fused pass on
+// 6 problems (12 one-pass launches), then against the CPU reference at the wgmma kernels'
+// bounds (3 more).
+void onepass_cases(int schedule) {
+  const int64_t before = ds::cuda::attention_bwd_onepass_launches();
+  for (int seg : {0, 1, 2}) onepass_case({2, 200, 2, 96, 64}, seg, schedule);
+  onepass_case({1, 333, 2, 64, 64}, 1, schedule);
+  onepass_case({1, 64, 1, 96, 64}, 0, schedule);    // one tile
+  onepass_case({1, 450, 1, 96, 64}, 2, schedule);   // 8 tiles: the ring wraps
+  CHECK(ds::cuda::attention_bwd_onepass_launches() - before == 12);
+  const int was = ds::cuda::attention_bwd_mode(), sched_was = ds::cuda::attention_schedule();
+  ds::cuda::set_attention_bwd_mode(2);
+  ds::cuda::set_attention_schedule(schedule);
+  for (int seg : {0, 2})
+    attention_case({1, 257, 2, 96, 64}, seg, ops::Precision::bf16, 5e-5, 1e-4);
+  attention_case({2, 100, 3, 64, 64}, 1, ops::Precision::bf16, 5e-5, 1e-4);
+  ds::cuda::set_attention_bwd_mode(was);
+  ds::cuda::set_attention_schedule(sched_was);
+  CHECK(ds::cuda::attention_bwd_onepass_launches() - before == 15);
+}
+
 }  // namespace
 
 // (Named apart from the "gpu attention wgmma" cases: scripts/gpu-check.sh runs it in a process
@@ -464,23 +485,14 @@ TEST_CASE("gpu attention one-pass backward (wgmma): dK, dV the fused pass's bits
     MESSAGE("skipped: not an sm_90a device");
     return;
   }
-  const int64_t before = ds::cuda::attention_bwd_onepass_launches();
-  for (int seg : {0, 1, 2}) onepass_case({2, 200, 2, 96, 64}, seg, 0);
-  onepass_case({1, 333, 2, 64, 64}, 1, 0);
-  onepass_case({1, 64, 1, 96, 64}, 0, 0);    // one tile
-  onepass_case({1, 450, 1, 96, 64}, 2, 0);   // 8 tiles: the ring wraps
-  CHECK(ds::cuda::attention_bwd_onepass_launches() - before == 12);
+  onepass_cases(0);
   // not taken where the fused pass does not fit: the split passes, as in mode 0
+  const int64_t before = ds::cuda::attention_bwd_onepass_launches();
   const int was = ds::cuda::attention_bwd_mode();
   ds::cuda::set_attention_bwd_mode(2);
   attention_case({1, 130, 2, 192, 128}, 1, ops::Precision::bf16, 5e-5, 1e-4);
-  CHECK(ds::cuda::attention_bwd_onepass_launches() - before == 12);
-  // and against the CPU reference, at the wgmma kernels' bounds
-  for (int seg : {0, 2})
-    attention_case({1, 257, 2, 96, 64}, seg, ops::Precision::bf16, 5e-5, 1e-4);
-  attention_case({2, 100, 3, 64, 64}, 1, ops::Precision::bf16, 5e-5, 1e-4);
   ds::cuda::set_attention_bwd_mode(was);
-  CHECK(ds::cuda::attention_bwd_onepass_launches() - before == 15);
+  CHECK(ds::cuda::attention_bwd_onepass_launches() == before);
 }
 
 // (Named apart from the one-pass and pipelined cases: gpu-check.sh runs it in a process of its
@@ -492,24 +504,10 @@ TEST_CASE("gpu attention onepass pipelined (wgmma): the same against the fused p
     MESSAGE("skipped: not an sm_90a device");
     return;
   }
-  const int64_t before = ds::cuda::attention_bwd_onepass_launches();
   const int64_t pipe0 = ds::cuda::attention_pipelined_launches();
-  for (int seg : {0, 1, 2}) onepass_case({2, 200, 2, 96, 64}, seg, 2);
-  onepass_case({1, 333, 2, 64, 64}, 1, 2);
-  onepass_case({1, 64, 1, 96, 64}, 0, 2);    // one tile
-  onepass_case({1, 450, 1, 96, 64}, 2, 2);   // 8 tiles: the ring wraps
-  CHECK(ds::cuda::attention_bwd_onepass_launches() - before == 12);
-  // 12 runs of a forward and a one-pass backward, each a pipelined kernel
-  CHECK(ds::cuda::attention_pipelined_launches() - pipe0 == 24);
-  const int was = ds::cuda::attention_bwd_mode(), sched_was = ds::cuda::attention_schedule();
-  ds::cuda::set_attention_bwd_mode(2);
-  ds::cuda::set_attention_schedule(2);
-  for (int seg : {0, 2})
-    attention_case({1, 257, 2, 96, 64}, seg, ops::Precision::bf16, 5e-5, 1e-4);
-  attention_case({2, 100, 3, 64, 64}, 1, ops::Precision::bf16, 5e-5, 1e-4);
-  ds::cuda::set_attention_bwd_mode(was);
-  ds::cuda::set_attention_schedule(sched_was);
-  CHECK(ds::cuda::attention_bwd_onepass_launches() - before == 15);
+  onepass_cases(2);
+  // 15 runs of a forward and a one-pass backward, each a pipelined kernel
+  CHECK(ds::cuda::attention_pipelined_launches() - pipe0 == 30);
 }
 
 // (Named apart from the "gpu attention wgmma" cases: scripts/gpu-check.sh runs it in a process
