@@ -21,7 +21,8 @@
 //     warp, so acc_to_a turns them into the register A operand of the next product.
 // Forward: S = Q K^T (both operands in shared memory), the mma.sync kernel's softmax step,
 // O += P V. Backward: three passes of one kernel (dQ; dK; dV), or two with
-// DS_ATTENTION_BWD=fused (dQ; dK and dV) up to head dims 96 / 64, below.
+// DS_ATTENTION_BWD=fused (dQ; dK and dV), or one with DS_ATTENTION_BWD=onepass (dK and dV,
+// dQ added by atomics), both up to head dims 96 / 64, below.
 // cp.async writes are generic-proxy writes and wgmma reads through the async proxy, hence
 // fence.proxy.async before the barrier that publishes a stage (as in sm90_fp8_gemm.cu).
 // The kernel bodies exist only in the sm_90a build (sm90a_loaded() gates the launches).
@@ -94,7 +95,8 @@ using namespace sm90;
 
 
 
-// The backward's three passes, one kernel: PASS kDQ (block rows = 128 queries, tiles = 64
+// The backward's passes, one kernel (the one-pass kAll: flash_attention_sm90_layout.hpp and
+// its loops below): PASS kDQ (block rows = 128 queries, tiles = 64
 // keys: dQ += dS K), kDK (rows = 128 keys, tiles = 64 queries: dK += dS^T Q) and kDV (rows =
 // keys, tiles = queries: dV += P^T dO), every product on wgmma. With X the block's rows and Y
 // a tile: S = X_k Y_k^T over Dk (Q K^T, or K Q^T), dP = X_v Y_v^T over Dv (dO V^T, or V dO^T;
@@ -500,7 +502,7 @@ constexpr size_t sm90_bwd_smem() {
 
 // -1: not read from DS_ATTENTION_BWD yet; 0 split dK / dV passes; 1 fused, 2 one pass (each
 // where it fits: bwd_fused_fits).
-std::atomic<int> g_bwd_fused{-1};
+std::atomic<int> g_bwd_mode{-1};
 std::atomic<int64_t> g_fused_launches{0}, g_onepass_launches{0};
 // -1: not read from DS_ATTENTION_QSTATS yet; 0 inline loads; 1 the table in the split passes.
 std::atomic<int> g_qstats{-1};
@@ -676,7 +678,7 @@ int64_t attention_wgmma_launches(bool backward) {
   return backward ? flash::g_bwd_launches.load() : flash::g_launches.load();
 }
 
-void set_attention_bwd_fused(bool on) { flash::g_bwd_fused.store(on ? 1 : 0); }
+void set_attention_bwd_fused(bool on) { flash::g_bwd_mode.store(on ? 1 : 0); }
 
 bool attention_bwd_fused_supported(int64_t Dk, int64_t Dv) {
   return attention_wgmma_supported(Dk, Dv) && fa90::bwd_fused_fits(int(Dk), int(Dv));
@@ -687,7 +689,7 @@ int64_t attention_bwd_fused_launches() { return flash::g_fused_launches.load(); 
 void set_attention_bwd_mode(int mode) {
   if (mode < 0 || mode > 2)
     throw_cuda_error("set_attention_bwd_mode: expected 0, 1 or 2", __FILE__, __LINE__);
-  flash::g_bwd_fused.store(mode);
+  flash::g_bwd_mode.store(mode);
 }
 
 int64_t attention_bwd_onepass_launches() { return flash::g_onepass_launches.load(); }
@@ -753,7 +755,7 @@ bool switch_from_env(std::atomic<int>& at, const char* var, const char* off, con
 // fused or onepass.
 int attention_bwd_mode() {
   static const char* const names[] = {"split", "fused", "onepass"};
-  return choice_from_env(flash::g_bwd_fused, "DS_ATTENTION_BWD", names, 0);
+  return choice_from_env(flash::g_bwd_mode, "DS_ATTENTION_BWD", names, 0);
 }
 bool attention_bwd_fused() { return attention_bwd_mode() == 1; }
 

@@ -150,15 +150,16 @@ DS_HD constexpr BwdSmem bwd_smem(int DK, int DV, int pass, int bq = kBQ,
 DS_HD constexpr bool bwd_fused_fits(int DK, int DV) { return DK <= 96 && DV <= 64; }
 
 // ---- the one-pass backward (kAll, DS_ATTENTION_BWD=onepass) ----------------------------------
-// kDKV's pass (rows = 128 keys, two warpgroups; lockstep only) that also computes each query
-// tile's dQ products: after its dK / dV operands are packed, warpgroup w stores its dS^T
-// (BF16, rows 64w..64w+63 of ds; a skipped tile's as zeros) and, after a barrier, computes
-// columns [w DK/2, (w + 1) DK/2) of dQ_tile (64 queries x DK) = dS (64 x 128 keys) K (128 x
-// DK): wgmma.m64n{DK/2}k16 over 8 k16 steps of keys, A = dS read MN-major from ds (imm-trans-a:
-// one 64-query atom, 16 key rows a step), B = the block's K^T K-major from kt (its DK/2 rows
-// of each 64-key chunk). The F32 products, times the softmax scale, are added into dQ with
-// atomics (2-float vector adds; the order of the key blocks' adds is not fixed, so dQ is not
-// bit-reproducible, dK and dV are kDKV's). Head dims as kDKV's; 128-row blocks only.
+// kDKV's pass (rows = 128 keys, two warpgroups; lockstep, or pipelined below) that also
+// computes each query tile's dQ products: after its dK / dV operands are packed, warpgroup w
+// stores its dS^T (BF16, rows 64w..64w+63 of ds; a skipped tile's as zeros) and, after a
+// barrier, computes columns [w DK/2, (w + 1) DK/2) of dQ_tile (64 queries x DK) = dS (64 x 128
+// keys) K (128 x DK): wgmma.m64n{DK/2}k16 over 8 k16 steps of keys, A = dS read MN-major from
+// ds (imm-trans-a: one 64-query atom, 16 key rows a step), B = the block's K^T K-major from kt
+// (its DK/2 rows of each 64-key chunk). The F32 products, times the softmax scale, are added
+// into dQ with atomics (2-float vector adds; the order of the key blocks' adds is not fixed,
+// so dQ is not bit-reproducible, dK and dV are kDKV's). Head dims as kDKV's; 128-row blocks
+// only.
 // Pipelined (DS_ATTENTION_SCHEDULE=pipelined): tile it's S^T and dP^T are issued before tile
 // it - 1's products (dK, dV, dQ) and its softmax step runs under them, on kDKV's 2-stage
 // ring with each stage's Z part (Q^T, dO^T) one tile behind its Y part: barrier it waits for

@@ -448,10 +448,10 @@ void fp8_gemm_nt_kgrouped_sm90(const Fp8Operand& a, const Fp8Operand& b, const i
     const int64_t n = M * N;
     const PoolBuffer ws(size_t(s) * size_t(n) * sizeof(float));
     memset0(ws.as<void>(), size_t(s) * size_t(n) * sizeof(float));
-    std::vector<Fp8KGroup> parts;
-    for (int i = 0; i < s; ++i) {   // slice i: part i's sums (zeros for an empty part)
+    std::vector<Fp8KGroup> parts;   // slice i: part i's sums (none empty: splits <= nkb / 4)
+    for (int i = 0; i < s; ++i) {
       const ksplit::Part p = ksplit::part(tab[0].kb0, tab[0].kb1, s, i);
-      if (p.kb1 > p.kb0) parts.push_back({ws.as<float>() + int64_t(i) * n, p.kb0, p.kb1});
+      parts.push_back({ws.as<float>() + int64_t(i) * n, p.kb0, p.kb1});
     }
     const PoolBuffer buf(parts.size() * sizeof(Fp8KGroup));
     upload_table(parts, buf);

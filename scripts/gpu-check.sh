@@ -27,7 +27,7 @@
 # reports the rows that matter most, which come first. --quick took 229 s and 235 s on the
 # H200 (2026-11-30, commits c135dd4 and 029fe18): 19 test processes in 91 s, the step
 # benchmarks (the variants' process included) 50 s, the tools 29 s, the kernel benchmarks
-# 42 s, PyTorch 23 s. Since then (not yet run): 12 more test groups (31 entries, some run
+# 42 s, PyTorch 23 s. Since then (not yet run): 12 more test groups (33 entries, some run
 # only where another failed), 12 more step variants (24), the attention opt-ins', the wgmma
 # grouped GEMM's and the MLA plans' benchmarks, and 5 Nsight Compute runs (the attention
 # backward's variants in one, the wgmma grouped GEMM, the defaults' three); about 430-480 s
@@ -553,7 +553,8 @@ verdict "split dK/dV passes on the query-stats table (opt-in; DS_ATTENTION_QSTAT
   ds_test_backend_ops-ops-attn-qstats $B0 bench_train_qstats.txt
 verdict "FP8 weight gradients split along K (opt-in; DS_FP8_KSPLIT=on)" \
   ds_test_backend_ops-ops-fp8-ksplit $B0 bench_train_fp8ksplit.txt fp8
-l=$(grep -m1 "^fp8: split-K" "$O/bench_train_fp8ksplit.txt" 2>/dev/null | sed 's/ \[variant .*\]$//')
+l=$(grep -m1 "^fp8: split-K" "$O/bench_train_fp8ksplit.txt" 2>/dev/null |
+  sed 's/ \[variant .*\]$//')
 [ -n "$l" ] && row "launches in bench_train_fp8ksplit" INFO "$l"
 for f in bench_train_onepass.txt bench_train_onepipe.txt bench_train_rows64.txt \
          bench_train_rows64f.txt bench_train_stag.txt bench_train_stagf.txt \
@@ -735,8 +736,8 @@ NCU_METRICS+=",smsp__issue_active.avg.pct_of_peak_sustained_active"
 NCU_METRICS+=",regex:^sm__pipe_(alu|tensor\w*)_cycles_active\.avg\.pct_of_peak_sustained_active$"
 NCU_METRICS+=",regex:^smsp__average_warps_issue_stalled_\w+_per_issue_active\.ratio$"
 # entries: label:file:test groups (the T_* array):kernel regex:launches:benchmark and its flags
-A_ONLY="bench_attention --quick --only-1b --wgmma --no-fused --no-onepass --no-rows64"
-A_ONLY+=" --no-staggered --no-pipelined --no-qstats"
+A_ONLY="bench_attention --quick --only-1b --wgmma --no-fused --no-onepass"
+A_ONLY+=" --no-onepass-pipelined --no-rows64 --no-staggered --no-pipelined --no-qstats"
 ncu_entries() {   # ncu_entries SPEC...: one Nsight Compute run and its rows per entry
   local spec lab f groups k c cmd gref rc s l
   for spec in "$@"; do
@@ -779,15 +780,17 @@ ncu_attention_bwd() {
     --metrics "$NCU_METRICS" "$BIN/bench_attention" --quick --only-1b --wgmma --profile-once \
     $nf $n1 $n2 $nr $ns $np $nq > "$O/ncu_attn_bwd.csv" 2> "$O/ncu_attn_bwd.err"
   rc=$?
-  s=$(python3 scripts/ncu_summary.py --labels "$O/ncu_attn_bwd.csv" 2>&1)
+  s=$(python3 scripts/ncu_summary.py --labels "$O/ncu_attn_bwd.csv" 2>/dev/null)
+  # the kernels profiled before a failure keep their rows
+  [ -n "$s" ] && while IFS= read -r l; do   # (the default's label is empty: a leading tab)
+    v=${l%%$'\t'*}; row "ncu $lab${v:+, $v}" INFO "${l#*$'\t'}"
+  done <<< "$s"
   if [ "$rc" != 0 ] || [ -z "$s" ]; then
-    row "ncu $lab" FAIL "rc $rc, no kernel profiled: see ncu_attn_bwd.err"
+    row "ncu $lab" FAIL \
+      "rc $rc${s:+ after the rows above}${s:-, no kernel profiled}: see ncu_attn_bwd.err"
     tail -3 "$O/ncu_attn_bwd.err" 2>/dev/null
     return
   fi
-  while IFS= read -r l; do   # (the default's label is empty: the line starts with the tab)
-    v=${l%%$'\t'*}; row "ncu $lab${v:+, $v}" INFO "${l#*$'\t'}"
-  done <<< "$s"
   # an opt-in that was asked for and left no kernel (the 64-row blocks keep 128 rows where
   # two do not fit an SM)
   for want in "$nf:dK/dV fused" "$n1:one pass" "$n2:pipelined + one pass" \

@@ -151,6 +151,9 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
     throw std::runtime_error("the wgmma kernels did not run");
   const Tensor dq_w = host(dq), dk_w = host(dk), dv_w = host(dv);
   const double e_dq = nmse(dq_w, dq_m), e_dk = nmse(dk_w, dk_m), e_dv = nmse(dv_w, dv_m);
+  auto bits = [](const Tensor& a, const Tensor& b) {   // the same F32 bits
+    return std::memcmp(a.f32(), b.f32(), size_t(a.numel()) * sizeof(float)) == 0;
+  };
   // The backward with dK and dV in one pass (DS_ATTENTION_BWD=fused) where the head dims
   // allow it: its time, and whether dq, dk, dv are the split passes' bits (they must be).
   double twf = NAN;
@@ -165,9 +168,6 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
     cuda::set_attention_bwd_mode(mode_was);
     if (cuda::attention_bwd_fused_launches() == fused0)
       throw std::runtime_error("the fused dK/dV pass did not run");
-    auto bits = [](const Tensor& a, const Tensor& b) {
-      return std::memcmp(a.f32(), b.f32(), size_t(a.numel()) * sizeof(float)) == 0;
-    };
     same = bits(host(dq), dq_w) && bits(host(dk), dk_w) && bits(host(dv), dv_w);
   }
   // The one-pass backward (DS_ATTENTION_BWD=onepass) where the head dims allow it, lockstep
@@ -201,9 +201,6 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
     if (o.n == 0) throw std::runtime_error("the one-pass backward did not run");
     if (pipe && cuda::attention_pipelined_launches() - p0 != o.n)
       throw std::runtime_error("the pipelined one-pass backward did not run");
-    auto bits = [](const Tensor& a, const Tensor& b) {
-      return std::memcmp(a.f32(), b.f32(), size_t(a.numel()) * sizeof(float)) == 0;
-    };
     o.same = bits(host(dk), dk_w) && bits(host(dv), dv_w);
     o.e_dq = nmse(host(dq), dq_w);
   }
@@ -233,9 +230,6 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
   if (g_qstats)   // the split passes only: the forward keeps its kernels (0 launches)
     runs.push_back({"query-stats table", "attention_qstats", cuda::set_attention_bwd_qstats,
                     cuda::attention_bwd_qstats, cuda::attention_bwd_qstats_launches});
-  auto bits = [](const Tensor& a, const Tensor& b) {
-    return std::memcmp(a.f32(), b.f32(), size_t(a.numel()) * sizeof(float)) == 0;
-  };
   auto bwd = [&] {
     ops::attention_backward(ctx, q, k, v, none, scale, out, lse, dout, dq, dk, dv);
   };
@@ -287,12 +281,14 @@ void attention_row(int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv, ops:
               std::isnan(twf) ? -1.0 : 2.5 * fwd_flops / twf / 1e12,
               std::isnan(twf) ? "null" : same ? "true" : "false");
   for (const OnepassRun& o : ones) {
+    char vs_fused[32] = "not timed";
+    if (!std::isnan(twf)) std::snprintf(vs_fused, sizeof vs_fused, "%.2fx", twf / o.t);
     std::printf("attention bf16 B=%ld T=%5ld H=%3ld Dk=%ld Dv=%ld  wgmma bwd in one pass, %s "
-                "(dQ by atomics) %8.3f ms %7.1f TFLOP/s (%.2fx the split passes, %.2fx the "
-                "fused; %ld launches)  dk, dv the split passes' bits: %s  dq nmse %.1e\n",
+                "(dQ by atomics) %8.3f ms %7.1f TFLOP/s (%.2fx the split passes, the fused: "
+                "%s; %ld launches)  dk, dv the split passes' bits: %s  dq nmse %.1e\n",
                 long(B), long(T), long(H), long(Dk), long(Dv), o.schedule, o.t * 1e3,
-                2.5 * fwd_flops / o.t / 1e12, twb / o.t, std::isnan(twf) ? NAN : twf / o.t,
-                long(o.n), o.same ? "yes" : "NO", o.e_dq);
+                2.5 * fwd_flops / o.t / 1e12, twb / o.t, vs_fused, long(o.n),
+                o.same ? "yes" : "NO", o.e_dq);
     std::printf("{\"bench\":\"attention_onepass\",\"schedule\":\"%s\",\"B\":%ld,\"T\":%ld,"
                 "\"H\":%ld,\"Dk\":%ld,\"Dv\":%ld,\"bwd_ms\":%.4f,\"bwd_tflops\":%.2f,"
                 "\"bwd_speedup\":%.3f,\"vs_fused\":%.3f,\"launches\":%ld,"

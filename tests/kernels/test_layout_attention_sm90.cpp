@@ -353,7 +353,8 @@ int64_t run_block(const Problem& P, Kind kind, int bq, Sched sc, int bx, const T
   // warpgroup's Dk/2 rows of the block's K^T; then where the product's accumulators go:
   // D[i][n] (query i of the tile, column n of the warpgroup's half) sits in dq[nt][c] of the
   // thread whose accumulator layout holds (i, n), and must be added into dQ row tb + i, column
-  // wg Dk/2 + n (L::dq_row, L::dq_col).
+  // wg Dk/2 + n: L::dq_row and L::dq_col checked against the accumulator layout as the PTX
+  // ISA defines it (an index check, like the others here).
   auto dq_reads = [&](int wg, int it, int buf) {
     const std::string at = where(wg, it) + " dQ";
     for (int kk = 0; kk < 2 * L::kBK / 16; ++kk) {
