@@ -15,107 +15,21 @@
 // passes (global amax by atomicMax on the bits, then the element-wise pass). The transposed
 // 128x1 quantiser and the many-matrix 128x128 one stage codes in shared memory to write
 // transposed rows contiguously.
-#include <cuda_fp8.h>
-
+#include <atomic>
 #include <climits>
 #include <vector>
 
 #include "kernels/common.cuh"
 #include "kernels/elementwise.cuh"
 #include "kernels/fp8_quant.cuh"
+#include "kernels/fp8_quant_tiles.cuh"
 #include "kernels/multi_tensor_table.cuh"
 
 namespace ds::cuda {
 
 namespace {
 
-constexpr int kBlk = 128;         // FP8 group width (ds::ops::kFp8Block)
-constexpr float kE4M3Max = 448.0f;
-constexpr float kActAmaxMin = 1e-4f;
-
-// |v|'s bits with NaN mapped to 0: integer max = amax of the finite values, or +inf's bits.
-__device__ __forceinline__ uint32_t abs_bits(float v) {
-  const uint32_t a = __float_as_uint(v) & 0x7fffffffu;
-  return a > 0x7f800000u ? 0u : a;
-}
-
-// Smallest power of two >= s for finite s > 0 (exact, on the bits; subnormals included);
-// other values unchanged. Matches fp8::pow2_ceil (frexp/ldexp).
-__device__ __forceinline__ float pow2_ceil(float s) {
-  if (!(s > 0.0f) || isinf(s)) return s;
-  const uint32_t u = __float_as_uint(s);
-  const uint32_t e = u >> 23, m = u & 0x7fffffu;
-  if (e != 0) return m == 0 ? s : __uint_as_float((e + 1) << 23);   // e + 1 == 255: inf
-  const uint32_t p = 1u << (31 - __clz(m));                            // subnormal
-  return p == m ? s : __uint_as_float(p << 1);
-}
-
-__device__ __forceinline__ float scale_of(float amax, bool ue8m0, bool act) {
-  if (act) amax = amax < kActAmaxMin ? kActAmaxMin : amax;
-  else if (amax == 0.0f) return 1.0f;
-  const float s = __fdiv_rn(amax, kE4M3Max);
-  return ue8m0 ? pow2_ceil(s) : s;
-}
-
-__device__ __forceinline__ uint8_t quant_code(float x, float s) {
-  if (isnan(x)) return signbit(x) ? 0xff : 0x7f;
-  const float v = __fdiv_rn(x, s);
-  if (isnan(v)) return 0xff;   // inf / inf: x86's default NaN is negative
-  return uint8_t(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
-}
-
-// Value of an E4M3 code (0x7f / 0xff NaN), as ds::e4m3_to_f32.
-__device__ __forceinline__ float e4m3_value(uint8_t c) {
-  const uint32_t mag = c & 0x7fu, sign = uint32_t(c & 0x80u) << 24;
-  if (mag == 0x7fu) return __uint_as_float(0x7fc00000u);
-  const uint32_t e = mag >> 3, m = mag & 7u;
-  const float v = e == 0 ? float(m) * 0.001953125f   // subnormal: m * 2^-9, exact
-                         : __uint_as_float(((e + 120u) << 23) | (m << 20));
-  return __uint_as_float(__float_as_uint(v) | sign);
-}
-
-__device__ __forceinline__ void emit(float x, float s, int64_t at, uint8_t* q, float* fake) {
-  const uint8_t c = quant_code(x, s);
-  if (q) q[at] = c;
-  if (fake) fake[at] = __fmul_rn(e4m3_value(c), s);
-}
-
-struct QArgs {
-  const float* x;
-  int64_t M, K;
-  int64_t SC;   // scale columns
-  bool ue8m0, act;
-  uint8_t* q;
-  float* scales;
-  float* fake;
-};
-
-// 1x128: one warp per (row, 128-column block); lane l holds columns l, l+32, l+64, l+96.
-__global__ void quant_row_kernel(QArgs p) {
-  const int lane = threadIdx.x & 31;
-  const int64_t groups = p.M * p.SC;
-  const int64_t warps = int64_t(gridDim.x) * (blockDim.x >> 5);
-  for (int64_t g = int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); g < groups;
-       g += warps) {
-    const int64_t i = g / p.SC, j0 = (g % p.SC) * kBlk;
-    float v[4];
-    uint32_t amax = 0;
-#pragma unroll
-    for (int t = 0; t < 4; ++t) {
-      const int64_t j = j0 + lane + 32 * t;
-      v[t] = j < p.K ? p.x[i * p.K + j] : 0.0f;
-      amax = max(amax, abs_bits(v[t]));
-    }
-    amax = __reduce_max_sync(0xffffffffu, amax);
-    const float s = scale_of(__uint_as_float(amax), p.ue8m0, p.act);
-    if (lane == 0 && p.scales) p.scales[g] = s;
-#pragma unroll
-    for (int t = 0; t < 4; ++t) {
-      const int64_t j = j0 + lane + 32 * t;
-      if (j < p.K) emit(v[t], s, i * p.K + j, p.q, p.fake);
-    }
-  }
-}
+using namespace fp8q;   // the arithmetic and the row / tile kernels (fp8_quant_tiles.cuh)
 
 // 128x1 (kCols == 1: 32 groups of one column each) and 128x128 (kCols == 4: one group) over
 // a tile of 128 rows x 32*kCols columns; block (32, 8): thread (tx, ty) holds rows ty + 8r,
@@ -277,49 +191,6 @@ __global__ void gather_rows_bf16_kernel(const float* __restrict__ src, int64_t n
   }
 }
 
-// fp8_quantize_transposed: a block (32, 8) per 128-row strip x 32 columns, thread (tx, ty)
-// holding rows ty + 8r of column tx as quant_tile_kernel<1> (the same amax over the 128 rows
-// of a column); the codes go through a shared tile [column][row] (rows padded to 132 bytes:
-// the writes of 32 columns at one row hit 32 banks) and leave as contiguous rows of qt.
-__global__ void quant_cols_t_kernel(const float* __restrict__ x, int64_t M, int64_t K,
-                                    bool ue8m0, bool act, uint8_t* __restrict__ qt,
-                                    float* __restrict__ st) {
-  constexpr int kPitch = kBlk + 4;
-  __shared__ uint32_t sh[8][32];
-  __shared__ __align__(4) uint8_t tile[32 * kPitch];
-  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 32 + tx;
-  const int64_t j0 = int64_t(blockIdx.x) * 32, SCt = (M + kBlk - 1) / kBlk;
-  const int64_t strips = SCt;
-  for (int64_t rb = blockIdx.y; rb < strips; rb += gridDim.y) {
-    const int64_t i0 = rb * kBlk, j = j0 + tx;
-    float v[16];
-    uint32_t amax = 0;
-#pragma unroll
-    for (int r = 0; r < 16; ++r) {
-      const int64_t i = i0 + ty + 8 * r;
-      v[r] = (i < M && j < K) ? x[i * K + j] : 0.0f;
-      amax = max(amax, abs_bits(v[r]));
-    }
-    __syncthreads();   // sh and tile reused across strips
-    sh[ty][tx] = amax;
-    __syncthreads();
-    amax = 0;
-#pragma unroll
-    for (int t = 0; t < 8; ++t) amax = max(amax, sh[t][tx]);   // over the 128 rows
-    const float s = scale_of(__uint_as_float(amax), ue8m0, act);
-    if (ty == 0 && j < K) st[j * SCt + rb] = s;
-#pragma unroll
-    for (int r = 0; r < 16; ++r) tile[tx * kPitch + ty + 8 * r] = quant_code(v[r], s);
-    __syncthreads();
-    // qt row j0 + jl, columns i0 .. i0 + 127: 128 contiguous bytes per column of x.
-    for (int idx = tid; idx < 32 * kBlk; idx += 256) {
-      const int jl = idx / kBlk, il = idx % kBlk;
-      const int64_t i = i0 + il, jj = j0 + jl;
-      if (i < M && jj < K) qt[jj * M + i] = tile[jl * kPitch + il];
-    }
-  }
-}
-
 // fp8_quantize_blocks_multi: one block (32, 8) per 128x128 block of one job, found by binary
 // search over the jobs' block prefix sums. Thread (tx, ty) holds rows ty + 8r, columns
 // tx + 32u of the block, as quant_tile_kernel<4> (the same amax and codes). The transposed
@@ -423,6 +294,36 @@ void fp8_quantize(const float* x, int64_t M, int64_t K, Fp8Grouping g, bool ue8m
     }
   }
   DS_CUDA_LAUNCHED();
+}
+
+namespace {
+std::atomic<bool> g_quant_tiles{false};
+std::atomic<int64_t> g_quant_tiles_launches{0};
+}  // namespace
+
+void set_fp8_quant_tiles(bool on) { g_quant_tiles.store(on); }
+bool fp8_quant_tiles() { return g_quant_tiles.load(); }
+int64_t fp8_quant_tiles_launches() { return g_quant_tiles_launches.load(); }
+
+bool fp8_quantize_tiles(const float* x, int64_t M, int64_t K, bool ue8m0, bool act, bool fake,
+                        uint8_t* q, float* s, uint8_t* qt, float* st) {
+  auto bits = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr); };
+  const bool rows = q != nullptr, cols = qt != nullptr;
+  if ((!rows && !cols) || (fake && !cols) || (rows && !s) || (cols && !st)) return false;
+  if (K % 4 != 0 || bits(x) % 16 != 0 || (rows && bits(q) % 4 != 0)) return false;
+  if (cols && (M % 16 != 0 || bits(qt) % 16 != 0)) return false;
+  if (M == 0 || K == 0) return true;
+  const fp8q::TileArgs p{x, M, K, ue8m0, act, q, s, qt, st};
+  const dim3 grid(unsigned(cdiv(K, kBlk)), cap_grid(cdiv(M, kBlk)));
+  auto* kernel = !cols ? fp8q::quant_tiles_kernel<true, false, false>
+                 : !rows ? (fake ? fp8q::quant_tiles_kernel<false, true, true>
+                                 : fp8q::quant_tiles_kernel<false, true, false>)
+                         : (fake ? fp8q::quant_tiles_kernel<true, true, true>
+                                 : fp8q::quant_tiles_kernel<true, true, false>);
+  kernel<<<grid, 256, 0, stream()>>>(p);
+  DS_CUDA_LAUNCHED();
+  g_quant_tiles_launches.fetch_add(1);
+  return true;
 }
 
 void fp8_dequantize(const uint8_t* q, const float* scales, int64_t M, int64_t K, Fp8Grouping g,

@@ -16,6 +16,22 @@ enum class Fp8Grouping : int { row_1x128 = 0, col_128x1 = 1, block_128x128 = 2, 
 // ue8m0: power-of-two scales; act: amax clamped to >= 1e-4 (else all-zero groups get 1).
 void fp8_quantize(const float* x, int64_t M, int64_t K, Fp8Grouping g, bool ue8m0, bool act,
                   uint8_t* q, float* scales, float* fake);
+// The tile quantisers (DS_FP8_QUANT=tiles; off by default until they have run on a GPU):
+// x (M, K) F32 read once, in 128x128 tiles (fp8_quant_tiles.cuh quant_tiles_kernel), into
+//   q (M, K) codes and s (M, ceil(K/128)) scales of the 1x128 groups (null: not produced), and
+//   qt (K, M) codes and st (K, ceil(M/128)) scales of the 128x1 groups written transposed
+//   (null: not produced), those of x or, with fake, of the 1x128 round trip
+//   fp8_fake_quant(x, row_1x128) (the Wgrad operand of an FP8 Linear's input);
+// bit for bit fp8_quantize(x, row_1x128) and fp8_quantize_transposed(x or the round trip).
+// Returns false, launching nothing, unless K % 4 == 0, x is 16-byte and q 4-byte aligned, and
+// (with qt) M % 16 == 0 and qt is 16-byte aligned; or when nothing is asked (fake needs qt).
+bool fp8_quantize_tiles(const float* x, int64_t M, int64_t K, bool ue8m0, bool act, bool fake,
+                        uint8_t* q, float* s, uint8_t* qt, float* st);
+// The switch the ops layer reads (lib/ops/cuda/fp8.cpp, DS_FP8_QUANT), and the tile kernels'
+// launches so far (tests, benchmarks).
+void set_fp8_quant_tiles(bool on);
+bool fp8_quant_tiles();
+int64_t fp8_quant_tiles_launches();
 // out (M, K) = e4m3(q) * scale(group), FP32.
 void fp8_dequantize(const uint8_t* q, const float* scales, int64_t M, int64_t K, Fp8Grouping g,
                     float* out);

@@ -107,6 +107,8 @@ NEW_FP8Q='fp8 grouped: quantize*,fp8 grouped: a weight*'
 NEW_FP8G='fp8 grouped m-grouped*,fp8 grouped k-grouped*,fp8 grouped: one k-group*'
 NEW_FP8O='fp8 grouped: the overlapped*'
 NEW_FP8K='fp8 grouped: k-split*'
+NEW_FP8T='fp8 tiles*'
+NEW_FP8T_MODEL='*fp8 tile quantisers*'
 NEW_FP8G_MODEL='*FP8 routed experts as grouped*'
 NEW_B16OUT='gpu expert outputs*'
 NEW_B16OUT_MODEL='*BF16 expert outputs*'
@@ -126,7 +128,7 @@ NEW_RUNTIME='gpu runtime:*'
 NEW_DEFAULT='gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu bf16_round*,gpu moe_sort_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,elementwise: swiglu packed*,gpu gather_rows_scaled*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 NEW_OPERANDS='gpu gather_rows_scaled*,elementwise: rope_tail_codes*,gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu moe_sort_pairs*,elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 declare -A FILTER=(
-  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_GROUPED_WG,$NEW_MULTI,$NEW_MLA,$NEW_FP8_ALL,$NEW_PROF,$NEW_ATTN,$NEW_ATTN_FUSED,$NEW_ATTN_ONE,$NEW_ATTN_ONEPIPE,$NEW_ATTN_ROWS,$NEW_ATTN_STAG,$NEW_ATTN_PIPE,$NEW_PROBE,$NEW_ATTN_QS,$NEW_MLA_WG,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME"
+  [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_GROUPED_WG,$NEW_MULTI,$NEW_MLA,$NEW_FP8_ALL,$NEW_PROF,$NEW_ATTN,$NEW_ATTN_FUSED,$NEW_ATTN_ONE,$NEW_ATTN_ONEPIPE,$NEW_ATTN_ROWS,$NEW_ATTN_STAG,$NEW_ATTN_PIPE,$NEW_PROBE,$NEW_ATTN_QS,$NEW_MLA_WG,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME,$NEW_FP8T"
   [ops-grouped]="--test-case=$NEW_GROUPED"
   [ops-grouped-wgmma]="--test-case=$NEW_GROUPED_WG"
   [ops-multi]="--test-case=$NEW_MULTI"
@@ -135,6 +137,7 @@ declare -A FILTER=(
   [ops-fp8-grouped]="--test-case=$NEW_FP8G"
   [ops-fp8-overlap]="--test-case=$NEW_FP8O"
   [ops-fp8-ksplit]="--test-case=$NEW_FP8K"
+  [ops-fp8-tiles]="--test-case=$NEW_FP8T"
   [ops-profiler]="--test-case=$NEW_PROF"
   [ops-attn-wgmma]="--test-case=$NEW_ATTN"
   [ops-attn-fused]="--test-case=$NEW_ATTN_FUSED"
@@ -151,9 +154,10 @@ declare -A FILTER=(
   [ops-new]="--test-case=$NEW_DEFAULT"
   [ops-operands]="--test-case=$NEW_OPERANDS"
   [ops-bf16-outputs]="--test-case=$NEW_B16OUT"
-  [model]="--test-case-exclude=$NEW_FP8G_MODEL,$NEW_B16OUT_MODEL"
+  [model]="--test-case-exclude=$NEW_FP8G_MODEL,$NEW_B16OUT_MODEL,$NEW_FP8T_MODEL"
   [model-fp8-grouped]="--test-case=$NEW_FP8G_MODEL"
-  [model-bf16-outputs]="--test-case=$NEW_B16OUT_MODEL")
+  [model-bf16-outputs]="--test-case=$NEW_B16OUT_MODEL"
+  [model-fp8-tiles]="--test-case=$NEW_FP8T_MODEL")
 # entries: binary[:filter][:variant]; variant cublas runs with DS_GROUPED_GEMM=cublas; unfused
 # with DS_CUDA_FUSED=0 (the per-tensor ops that ran on the H200 instead of the many-tensor ops,
 # the one-pass transposed quantiser, the experts' fused BF16 gather, the pinned staging ring
@@ -180,7 +184,10 @@ declare -A FILTER=(
 # quantisers (on by default in every FP8 Linear), first; ops-fp8-grouped, the m- and k-grouped
 # FP8 GEMMs and the one-group Wgrad; ops-fp8-overlap, the overlapped main loop (the
 # default since c135dd4), last; ops-fp8-ksplit, the split-K of one k-group (opt-in,
-# DS_FP8_KSPLIT=on; not yet run on a GPU), after them.
+# DS_FP8_KSPLIT=on; not yet run on a GPU), after them; ops-fp8-tiles, the quantisers that
+# read x in 128x128 tiles (opt-in, DS_FP8_QUANT=tiles; not yet run on a GPU; their kernel
+# source passes on the CPU under ds_test_kernel_emu) through the four ops that use them, and
+# model-fp8-tiles, the tiny model's fp8 step with them against the plain quantisers'.
 # ops-attn-fused: the wgmma backward with dK and dV in one pass (opt-in, DS_ATTENTION_BWD=fused;
 # not yet run on a GPU) against the split passes, bit for bit, and against the reference;
 # ops-attn-onepass: the wgmma backward in one pass, dQ added by atomics (opt-in,
@@ -216,7 +223,7 @@ declare -A TLIM=([ops-attn-fused]=45 [ops-attn-onepass]=45 [ops-attn-onepipe]=45
                  [ops-attn-rows64]=45
                  [ops-attn-staggered]=45 [ops-attn-pipelined]=45 [ops-attn-qstats]=45
                  [ops-sm90-probes]=45 [ops-mla-wgmma]=45 [ops-grouped-wgmma]=45
-                 [ops-fp8-ksplit]=45)
+                 [ops-fp8-ksplit]=45 [ops-fp8-tiles]=45)
 MODEL_RC=0
 for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
          ds_test_backend_ops:ops-grouped ds_test_backend_ops:ops-grouped-wgmma \
@@ -232,10 +239,11 @@ for t in ds_test_backend_ops:ops:verified ds_test_backend_ops:ops-new \
          ds_test_backend_ops:ops-sm90-probes ds_test_backend_ops:ops-mla-wgmma \
          ds_test_backend_ops:ops-fused ds_test_backend_ops:ops-bf16-outputs \
          ds_test_backend_ops:ops-runtime ds_test_backend_ops:ops-fp8-overlap \
-         ds_test_backend_ops:ops-fp8-ksplit \
+         ds_test_backend_ops:ops-fp8-ksplit ds_test_backend_ops:ops-fp8-tiles \
          ds_test_model_gpu:model ds_test_model_gpu:model:unfused \
          ds_test_backend_ops:ops-operands:fallback ds_test_model_gpu:model:cublas \
          ds_test_model_gpu:model-fp8-grouped ds_test_model_gpu:model-bf16-outputs \
+         ds_test_model_gpu:model-fp8-tiles \
          ds_test_model_gpu:model:gwgmma \
          ds_test_kernels ds_test_nccl_gpu; do
   g=; at=; f8=; fused=1; args=(); name=$t   # g, at, f8 empty: the defaults
@@ -329,6 +337,7 @@ T_QS=(ds_test_backend_ops-ops-attn-qstats)
 T_MLAW=(ds_test_backend_ops-ops-mla-wgmma)
 T_GWG=(ds_test_backend_ops-ops-grouped-wgmma)
 T_KSPLIT=(ds_test_backend_ops-ops-fp8-ksplit)
+T_TILES=(ds_test_backend_ops-ops-fp8-tiles ds_test_model_gpu-model-fp8-tiles)
 T_FP8G=(ds_test_backend_ops-ops-fp8-quant ds_test_backend_ops-ops-fp8-grouped
         ds_test_model_gpu-model-fp8-grouped)
 # Every switch's step in ONE process (bench_train_step --variant: the model built and uploaded
@@ -408,6 +417,9 @@ optin "attention pipelined + fused bwd" bench_train_pipef.txt bf16 T_PIPE_FUSED 
 # - the FP8 Linears' weight gradients split along K (opt-in; fp8 step), with the per-op
 #   profile;
 optin "FP8 Wgrad split-K" bench_train_fp8ksplit.txt fp8 T_KSPLIT fp8-ksplit=on,profile=1
+# - the FP8 quantisers reading x in 128x128 tiles (opt-in; fp8 step; the same bits), with the
+#   per-op profile;
+optin "FP8 tile quantisers" bench_train_fp8tiles.txt fp8 T_TILES fp8-quant=tiles,profile=1
 # - the split dK and dV passes reading the query-stats table (opt-in; the same bits);
 optin "attention query-stats table" bench_train_qstats.txt bf16 T_QS attention-qstats=table
 # - the default step again.
@@ -556,6 +568,12 @@ verdict "FP8 weight gradients split along K (opt-in; DS_FP8_KSPLIT=on)" \
 l=$(grep -m1 "^fp8: split-K" "$O/bench_train_fp8ksplit.txt" 2>/dev/null |
   sed 's/ \[variant .*\]$//')
 [ -n "$l" ] && row "launches in bench_train_fp8ksplit" INFO "$l"
+verdict "FP8 quantisers on 128x128 tiles (opt-in; DS_FP8_QUANT=tiles)" \
+  ds_test_backend_ops-ops-fp8-tiles,ds_test_model_gpu-model-fp8-tiles $B0 \
+  bench_train_fp8tiles.txt fp8
+l=$(grep -m1 "^fp8: split-K" "$O/bench_train_fp8tiles.txt" 2>/dev/null |
+  sed 's/ \[variant .*\]$//')
+[ -n "$l" ] && row "launches in bench_train_fp8tiles" INFO "$l"
 for f in bench_train_onepass.txt bench_train_onepipe.txt bench_train_rows64.txt \
          bench_train_rows64f.txt bench_train_stag.txt bench_train_stagf.txt \
          bench_train_pipe.txt bench_train_pipef.txt \

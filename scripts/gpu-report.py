@@ -82,6 +82,7 @@ VARIANTS = {
     "bench_train_gwgmma.txt": "grouped GEMM on wgmma (opt-in)",
     "bench_train_qstats.txt": "split dK/dV passes on the query-stats table (opt-in)",
     "bench_train_fp8ksplit.txt": "FP8 weight gradients split along K (opt-in)",
+    "bench_train_fp8tiles.txt": "FP8 quantisers on 128x128 tiles (opt-in)",
     "bench_train_vbase2.txt": "default, last (the variants' process)",
 }
 

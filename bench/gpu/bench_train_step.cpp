@@ -47,12 +47,12 @@
 // (wgmma|mma: DS_ATTENTION), attention-bwd (onepass|fused|split: DS_ATTENTION_BWD), attention-rows
 // (64|128: DS_ATTENTION_ROWS), attention-schedule (staggered|pipelined|lockstep:
 // DS_ATTENTION_SCHEDULE),
-// attention-qstats (table|inline: DS_ATTENTION_QSTATS), fp8-ksplit (on|off: DS_FP8_KSPLIT)
-// and streams (1-16: DS_GROUPED_GEMM_STREAMS). Each variant's lines
-// end in [variant LABEL] and its JSON carries "variant": one process times all the switches
-// (the model built and its weights uploaded once: an estimated 4 s a variant less on the 1b
-// preset than a process each, not measured), in the order given, printing each as it
-// finishes.
+// attention-qstats (table|inline: DS_ATTENTION_QSTATS), fp8-ksplit (on|off: DS_FP8_KSPLIT),
+// fp8-quant (tiles|plain: DS_FP8_QUANT) and streams (1-16: DS_GROUPED_GEMM_STREAMS). Each
+// variant's lines end in [variant LABEL] and its JSON carries "variant": one process times
+// all the switches (the model built and its weights uploaded once: an estimated 4 s a variant
+// less on the 1b preset than a process each, not measured), in the order given, printing each
+// as it finishes.
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
@@ -70,6 +70,7 @@
 #include "ds/train/trainer.hpp"
 #include "gpu_timer.hpp"
 #include "kernels/flash_attention.cuh"
+#include "kernels/fp8_quant.cuh"
 #include "kernels/gemm_grouped.cuh"
 #include "kernels/sm90_fp8_gemm.cuh"
 
@@ -86,7 +87,7 @@ struct Switches {
   int grouped_gemm = -1, attention_wgmma = -1, attention_bwd = -1, streams = 0;   // (cuda)
   int attention_rows64 = -1, attention_qstats = -1;
   int attention_staggered = -1;   // the schedule: 0 lockstep, 1 staggered, 2 pipelined
-  int fp8_ksplit = -1;
+  int fp8_ksplit = -1, fp8_tiles = -1;
   bool profile = false;
 };
 
@@ -154,6 +155,7 @@ Variant parse_variant(const std::string& spec, const Switches& base) {
     else if (k == "attention-qstats" && (val == "table" || val == "inline"))
       s.attention_qstats = val == "table";
     else if (k == "fp8-ksplit" && (val == "on" || val == "off")) s.fp8_ksplit = val == "on";
+    else if (k == "fp8-quant" && (val == "tiles" || val == "plain")) s.fp8_tiles = val == "tiles";
     else usage("--variant " + spec + ": unknown key or value " + kv);
   }
   return v;
@@ -258,6 +260,7 @@ int main(int argc, char** argv) {
     const bool qstats0 = dev == Device::cuda && ds::cuda::attention_bwd_qstats();
     const int streams0 = dev == Device::cuda ? ds::cuda::grouped_gemm_streams() : 0;
     const bool ksplit0 = dev == Device::cuda && ds::cuda::fp8_ksplit();
+    const bool tiles0 = dev == Device::cuda && ds::cuda::fp8_quant_tiles();
     for (const Variant& var : variants) {
     const Switches& sw = var.sw;
     const std::string tag = var.label.empty() ? "" : " [variant " + var.label + "]";
@@ -277,6 +280,7 @@ int main(int argc, char** argv) {
     const int64_t pipe_l0 = dev == Device::cuda ? ds::cuda::attention_pipelined_launches() : 0;
     const int64_t qs_l0 = dev == Device::cuda ? ds::cuda::attention_bwd_qstats_launches() : 0;
     const int64_t ks_l0 = dev == Device::cuda ? ds::cuda::fp8_ksplit_launches() : 0;
+    const int64_t qt_l0 = dev == Device::cuda ? ds::cuda::fp8_quant_tiles_launches() : 0;
     if (dev == Device::cuda) {
       using GI = ds::cuda::GroupedGemmImpl;
       ds::cuda::set_grouped_gemm_impl(sw.grouped_gemm < 0    ? impl0
@@ -293,6 +297,7 @@ int main(int argc, char** argv) {
                                                                  : sw.attention_qstats != 0);
       ds::cuda::set_grouped_gemm_streams(sw.streams > 0 ? sw.streams : streams0);
       ds::cuda::set_fp8_ksplit(sw.fp8_ksplit < 0 ? ksplit0 : sw.fp8_ksplit != 0);
+      ds::cuda::set_fp8_quant_tiles(sw.fp8_tiles < 0 ? tiles0 : sw.fp8_tiles != 0);
     }
     std::vector<std::string> precisions;
     for (size_t i = 0; i <= sw.precision.size();) {
@@ -353,9 +358,10 @@ int main(int argc, char** argv) {
                   long(ds::cuda::attention_staggered_launches() - stag_l0),
                   long(ds::cuda::attention_pipelined_launches() - pipe_l0),
                   long(ds::cuda::attention_bwd_qstats_launches() - qs_l0), tag.c_str());
-    if (dev == Device::cuda)   // FP8 Wgrads split along K (DS_FP8_KSPLIT)
-      std::printf("fp8: split-K weight gradients %ld%s\n",
-                  long(ds::cuda::fp8_ksplit_launches() - ks_l0), tag.c_str());
+    if (dev == Device::cuda)   // FP8 Wgrads split along K, tile quantisers (DS_FP8_KSPLIT, _QUANT)
+      std::printf("fp8: split-K weight gradients %ld, tile quantisers %ld%s\n",
+                  long(ds::cuda::fp8_ksplit_launches() - ks_l0),
+                  long(ds::cuda::fp8_quant_tiles_launches() - qt_l0), tag.c_str());
     if (dev == Device::cuda)
       std::printf("routed experts: grouped GEMMs (DS_GROUPED_GEMM=%s; our kernel %s; wgmma "
                   "kernel launches %ld; cuBLAS grouped entry point %s)%s\n",

@@ -125,23 +125,36 @@ void fp8_nt(const ops::Context& ctx, const Fp8Operand& a, const Fp8Operand& b,
 }
 
 // The GPU FP8 Linear backward: the numbers of the CPU emulation below, with the 128x1 tiles
-// realised as 1x128 tiles of the transposed operands (the same groups of elements).
+// realised as 1x128 tiles of the transposed operands (the same groups of elements). With tile
+// scaling dy's two quantisations come from one fp8_quantize_dual, and the input's Wgrad
+// operand from fp8_requantize_transposed (the forward's 1x128 values, quantised 128x1), so
+// that on the GPU each reads its input once (DS_FP8_QUANT=tiles).
 void fp8_backward_gpu(const ops::Context& ctx, const Param& w, const Tensor& x, const Tensor& dy,
                       Tensor& dx, bool want_dx) {
   const bool t = tiles(ctx);
   const ops::Fp8Group row = t ? ops::Fp8Group::row_1x128 : ops::Fp8Group::tensor;
+  const ops::ScaleFormat fmt = ctx.linear.scale_format;
+  Fp8Operand a;   // Wgrad's dy^T
   if (want_dx) {   // Dgrad: dx (N, in) = Q(dy) (N, out) . Q(W^T) (in, out)^T
-    const Fp8Operand a = fp8_codes(ctx, dy, row, false);
+    Fp8Operand ad;
+    if (t) ops::fp8_quantize_dual(ctx, dy, fmt, false, ad.q, ad.s, a.q, a.s);
+    else ad = fp8_codes(ctx, dy, row, false);
     const Fp8Operand b = fp8_weight(ctx, w.value, true);
-    fp8_nt(ctx, a, b, ops::Fp8Group::block_128x128, dx);
+    fp8_nt(ctx, ad, b, ops::Fp8Group::block_128x128, dx);
+  } else if (t) {
+    a = detail::fp8_codes_t(ctx, dy, false);
   }
-  // Wgrad: dW (out, in) += Q(dy^T) (out, N) . Q(Xc^T) (in, N)^T, K = tokens.
-  Tensor xc = detail::empty_f32(ctx, x.shape());
-  ops::fp8_fake_quant(ctx, x, row, ctx.linear.scale_format, true, xc);
-  const Fp8Operand a = t ? detail::fp8_codes_t(ctx, dy, false)
-                         : fp8_codes(ctx, transposed(ctx, dy), row, false);
-  const Fp8Operand b = t ? detail::fp8_codes_t(ctx, xc, true)
-                         : fp8_codes(ctx, transposed(ctx, xc), row, true);
+  // Wgrad: dW (out, in) += Q(dy^T) (out, N) . Q(Xc^T) (in, N)^T, K = tokens, where Xc holds
+  // the values the forward's quantisation gave x.
+  Fp8Operand b;
+  if (t) {
+    ops::fp8_requantize_transposed(ctx, x, fmt, true, b.q, b.s);
+  } else {
+    Tensor xc = detail::empty_f32(ctx, x.shape());
+    ops::fp8_fake_quant(ctx, x, row, fmt, true, xc);
+    a = fp8_codes(ctx, transposed(ctx, dy), row, false);
+    b = fp8_codes(ctx, transposed(ctx, xc), row, true);
+  }
   if (t && ops::gemm_accumulates(ctx)) {   // both 1x128 along the tokens: added into the
     // gradient by the k-grouped GEMM with one group (the plain GEMM's sum, then one add; no
     // temporary)

@@ -1,12 +1,14 @@
 // Dispatch of the routed experts' FP8 ops (include/ds/ops/fp8.hpp): the transposed 128x1
-// quantisation of Wgrad operands, the many-matrix 128x128 weight quantisation, and the
-// grouped FP8 GEMMs over the padded expert-sorted layout, Fprop /
-// Dgrad (m-grouped) and Wgrad (k-grouped). Checks at the boundary, then the CUDA path
+// quantisation of Wgrad operands (and the Linears' two backward quantisations that include it:
+// fp8_quantize_dual, fp8_requantize_transposed), the many-matrix 128x128 weight quantisation,
+// and the grouped FP8 GEMMs over the padded expert-sorted layout, Fprop / Dgrad (m-grouped)
+// and Wgrad (k-grouped). Checks at the boundary, then the CUDA path
 // (cuda/fp8_multi.cpp, cuda/fp8.cpp: one launch per call); on the CPU each matrix or group
 // goes through the one-matrix op (fp8_quantize and transpose; fp8_gemm_nt on the group's
 // slice), which makes the CPU result the definition the GPU kernels are tested against.
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "dispatch.hpp"
 #include "ds/core/error.hpp"
@@ -47,6 +49,20 @@ void check_operand(const char* op, const Tensor& q, const Tensor& s, Fp8Group g,
            shape_str(fp8_scale_shape(rows, K, g)), dtype_name(s.dtype()), shape_str(s.shape()));
 }
 
+// x must be a 2-D F32 matrix: its (M, K).
+std::pair<int64_t, int64_t> matrix_of(const char* op, const Tensor& x) {
+  DS_CHECK(x.dtype() == DType::f32 && x.ndim() == 2, "{}: x must be a 2-D F32 matrix, got {} {}",
+           op, dtype_name(x.dtype()), shape_str(x.shape()));
+  return {x.size(0), x.size(1)};
+}
+
+// Codes (rows, K) and their 1x128 scales, allocated when undefined.
+void allocate(Tensor& q, Tensor& s, int64_t rows, int64_t K, Device dev) {
+  if (!q.defined()) q = Tensor::empty({rows, K}, DType::u8, dev);
+  if (!s.defined()) s = Tensor::empty(fp8_scale_shape(rows, K, Fp8Group::row_1x128), DType::f32,
+                                      dev);
+}
+
 // Columns [k0, k0 + kn) of a row-major (rows, ld) matrix of T into a new contiguous tensor.
 template <typename T>
 Tensor columns(const Tensor& x, int64_t k0, int64_t kn) {
@@ -65,12 +81,8 @@ void fp8_quantize_transposed(const Context& ctx, const Tensor& x, ScaleFormat fm
                              Tensor& qt, Tensor& st) {
   const char* op = "fp8_quantize_transposed";
   check_devices(ctx, op, {&x, &qt, &st});
-  DS_CHECK(x.dtype() == DType::f32 && x.ndim() == 2, "{}: x must be a 2-D F32 matrix, got {} {}",
-           op, dtype_name(x.dtype()), shape_str(x.shape()));
-  const int64_t M = x.size(0), K = x.size(1);
-  if (!qt.defined()) qt = Tensor::empty({K, M}, DType::u8, x.device());
-  if (!st.defined()) st = Tensor::empty(fp8_scale_shape(K, M, Fp8Group::row_1x128), DType::f32,
-                                        x.device());
+  const auto [M, K] = matrix_of(op, x);
+  allocate(qt, st, K, M, x.device());
   check_operand(op, qt, st, Fp8Group::row_1x128, K, M, "qt");
   const Scope scope_(ctx, op, 0, {&x, &qt, &st});
   DS_CUDA_ROUTE_FUSED(fp8_quantize_transposed, (ctx, x, fmt, act, qt, st));
@@ -79,6 +91,39 @@ void fp8_quantize_transposed(const Context& ctx, const Tensor& x, ScaleFormat fm
   Tensor xt = Tensor::empty({K, M}, DType::f32, x.device());
   transpose(one, x, xt);
   fp8_quantize(one, xt, Fp8Group::row_1x128, fmt, act, qt, st);
+}
+
+void fp8_quantize_dual(const Context& ctx, const Tensor& x, ScaleFormat fmt, bool act, Tensor& q,
+                       Tensor& s, Tensor& qt, Tensor& st) {
+  const char* op = "fp8_quantize_dual";
+  check_devices(ctx, op, {&x, &q, &s, &qt, &st});
+  const auto [M, K] = matrix_of(op, x);
+  allocate(q, s, M, K, x.device());
+  allocate(qt, st, K, M, x.device());
+  check_operand(op, q, s, Fp8Group::row_1x128, M, K, "q");
+  check_operand(op, qt, st, Fp8Group::row_1x128, K, M, "qt");
+  const Scope scope_(ctx, op, 0, {&x, &q, &s, &qt, &st});
+  DS_CUDA_ROUTE_FUSED(fp8_quantize_dual, (ctx, x, fmt, act, q, s, qt, st));
+  Context one = ctx;   // the definition
+  one.prof = nullptr;
+  fp8_quantize(one, x, Fp8Group::row_1x128, fmt, act, q, s);
+  fp8_quantize_transposed(one, x, fmt, act, qt, st);
+}
+
+void fp8_requantize_transposed(const Context& ctx, const Tensor& x, ScaleFormat fmt, bool act,
+                               Tensor& qt, Tensor& st) {
+  const char* op = "fp8_requantize_transposed";
+  check_devices(ctx, op, {&x, &qt, &st});
+  const auto [M, K] = matrix_of(op, x);
+  allocate(qt, st, K, M, x.device());
+  check_operand(op, qt, st, Fp8Group::row_1x128, K, M, "qt");
+  const Scope scope_(ctx, op, 0, {&x, &qt, &st});
+  DS_CUDA_ROUTE_FUSED(fp8_requantize_transposed, (ctx, x, fmt, act, qt, st));
+  Context one = ctx;   // the definition
+  one.prof = nullptr;
+  Tensor xc = Tensor::empty(x.shape(), DType::f32, x.device());
+  fp8_fake_quant(one, x, Fp8Group::row_1x128, fmt, act, xc);
+  fp8_quantize_transposed(one, xc, fmt, act, qt, st);
 }
 
 void fp8_quantize_blocks_multi(const Context& ctx, const std::vector<const Tensor*>& xs,

@@ -21,6 +21,7 @@
 #include "ds/train/optimizer.hpp"
 #include "ds/train/state.hpp"
 #include "ds/train/trainer.hpp"
+#include "kernels/fp8_quant.cuh"
 #include "kernels/gemm_grouped.cuh"
 #include "kernels/runtime.cuh"
 
@@ -534,6 +535,34 @@ TEST_CASE("tiny model: fp8 steps with the weights' codes cached track plain step
           fp8_weights, " FP8 weights");
   CHECK(cached <= fp8_weights);
   CHECK(cached < plain);
+}
+
+// The FP8 Linears' quantisations on 128x128 tiles (DS_FP8_QUANT=tiles: the forward's 1x128
+// codes, dy's two operands from one read, the input's Wgrad operand without the F32 round
+// trip in memory): the step of the plain quantisers, the same loss and gradients (bit for bit
+// but for the embedding's atomic row sums), and the tile kernels did run.
+TEST_CASE("tiny model: fp8 tile quantisers give the plain quantisers' step") {
+  const bool was = ds::cuda::fp8_quant_tiles();
+  const ModelArgs a = preset("tiny");
+  Side s0(a, Device::cuda), s1(a, Device::cuda);
+  Batch b;
+  b.tokens = random_tokens(4, 32, a.vocab_size, 43);
+  const ops::Context c = context(Device::cuda, ops::Precision::fp8);
+  ds::cuda::set_fp8_quant_tiles(false);
+  const StepResult r0 = s0.model->forward_backward(c, b, LossWeights{}, 1.0f);
+  ds::cuda::set_fp8_quant_tiles(true);
+  const int64_t before = ds::cuda::fp8_quant_tiles_launches();
+  const StepResult r1 = s1.model->forward_backward(c, b, LossWeights{}, 1.0f);
+  const int64_t launches = ds::cuda::fp8_quant_tiles_launches() - before;
+  ds::cuda::set_fp8_quant_tiles(was);
+  double worst = 0;
+  for (size_t i = 0; i < s0.store.params().size(); ++i)
+    worst = std::max(worst, rel(s1.store.params()[i].grad, s0.store.params()[i].grad));
+  MESSAGE("fp8 step: tile quantiser launches ", launches, "; loss ", r0.loss, " plain, ",
+          r1.loss, " tiles; largest relative gradient difference ", worst);
+  CHECK(launches > 0);
+  CHECK(r1.loss == r0.loss);
+  CHECK(worst <= 1e-6);
 }
 
 // q, k, v handed to the tensor-core attention as BF16 codes by their producers (on by default

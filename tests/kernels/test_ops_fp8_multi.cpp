@@ -5,13 +5,15 @@
 // odd shapes (partial blocks both ways, a single row, exact 128 multiples), a zero block
 // (scale 1), NaN, -NaN and an infinity (NaN codes compared as NaN), magnitudes from 2^-11 to
 // 2^11, both scale formats, either output pair alone, U8 and F8_E4M3 codes; guard bytes
-// around every GPU output. Also the experts' fused BF16 gather (gather_rows_bf16).
+// around every GPU output. The tile quantisers (DS_FP8_QUANT=tiles) through the ops that use
+// them. Also the experts' fused BF16 gather (gather_rows_bf16).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "gpu_harness.hpp"
+#include "kernels/fp8_quant.cuh"
 
 namespace ds::gpu_test {
 namespace {
@@ -180,6 +182,89 @@ TEST_CASE("fp8 grouped: quantize_transposed on the GPU equals the CPU bit for bi
         ops::fp8_quantize_transposed(gpu(), gx, fmt, act, gqt, gst);
         CHECK(same_codes(gqt, qt));
         CHECK(same_bytes(gst, st));
+        CHECK(ar.check());
+      }
+}
+
+// The tile quantisers (DS_FP8_QUANT=tiles; kernels/fp8_quant_tiles.cuh) through the four ops
+// that use them (fp8_quantize 1x128, fp8_quantize_transposed, and the FP8 Linear backward's
+// fp8_quantize_dual and fp8_requantize_transposed), against the CPU ops bit for bit (NaN codes
+// as NaN), with the switch on and off (off: the default path, the plain kernels); shapes the
+// tile kernel takes (K % 4 == 0, and M % 16 == 0 for the transposed codes) and ones it leaves
+// to the plain kernels, told apart by its launch counter; guard bytes around every output.
+struct TilesSet {
+  explicit TilesSet(bool on) { ds::cuda::set_fp8_quant_tiles(on); }
+  ~TilesSet() { ds::cuda::set_fp8_quant_tiles(was); }
+  TilesSet(const TilesSet&) = delete;
+  TilesSet& operator=(const TilesSet&) = delete;
+  bool was = ds::cuda::fp8_quant_tiles();
+};
+
+TEST_CASE("fp8 tiles: the tile quantisers equal the CPU ops, and run where the shape allows") {
+  for (const Shape& sh : {Shape{272, 260}, Shape{2048, 1536}, Shape{16, 4}, Shape{130, 256},
+                          Shape{64, 7}, Shape{1, 77}})
+    for (const bool on : {true, false})
+      for (const ScaleFormat fmt : {ScaleFormat::fp32, ScaleFormat::ue8m0}) {
+        const int64_t M = sh[0], K = sh[1];
+        CAPTURE(M);
+        CAPTURE(K);
+        CAPTURE(on);
+        CAPTURE(int(fmt));
+        const TilesSet tiles(on);
+        Tensor x = weights(sh);
+        x.f32()[0] = 0;
+        if (x.numel() > 400) {
+          x.f32()[x.numel() / 3] = NAN;
+          x.f32()[x.numel() / 2] = INFINITY;
+          x.f32()[x.numel() / 5] = -NAN;
+        }
+        Arena ar;
+        const Tensor gx = ar.upload(x);
+        const Shape ss = ops::fp8_scale_shape(M, K, Fp8Group::row_1x128);
+        const Shape sts = ops::fp8_scale_shape(K, M, Fp8Group::row_1x128);
+        const bool rows_fit = on && K % 4 == 0, cols_fit = rows_fit && M % 16 == 0;
+        int64_t before = ds::cuda::fp8_quant_tiles_launches();
+        auto launched = [&](bool want) {
+          const int64_t now = ds::cuda::fp8_quant_tiles_launches();
+          CHECK(now - before == (want ? 1 : 0));
+          before = now;
+        };
+        {   // the forward's 1x128 quantisation of an activation (act)
+          Tensor q, sc, gq = ar.empty(sh, DType::u8), gs = ar.empty(ss);
+          ops::fp8_quantize(cpu_ref(), x, Fp8Group::row_1x128, fmt, true, q, sc);
+          ops::fp8_quantize(gpu(), gx, Fp8Group::row_1x128, fmt, true, gq, gs);
+          launched(rows_fit);
+          CHECK(same_codes(gq, q));
+          CHECK(same_bytes(gs, sc));
+        }
+        {   // the plain transposed quantisation
+          Tensor qt, st, gqt = ar.empty({K, M}, DType::u8), gst = ar.empty(sts);
+          ops::fp8_quantize_transposed(cpu_ref(), x, fmt, false, qt, st);
+          ops::fp8_quantize_transposed(gpu(), gx, fmt, false, gqt, gst);
+          launched(cols_fit);
+          CHECK(same_codes(gqt, qt));
+          CHECK(same_bytes(gst, st));
+        }
+        {   // dy's two operands
+          Tensor q, sc, qt, st;
+          Tensor gq = ar.empty(sh, DType::u8), gs = ar.empty(ss);
+          Tensor gqt = ar.empty({K, M}, DType::u8), gst = ar.empty(sts);
+          ops::fp8_quantize_dual(cpu_ref(), x, fmt, false, q, sc, qt, st);
+          ops::fp8_quantize_dual(gpu(), gx, fmt, false, gq, gs, gqt, gst);
+          launched(cols_fit);
+          CHECK(same_codes(gq, q));
+          CHECK(same_bytes(gs, sc));
+          CHECK(same_codes(gqt, qt));
+          CHECK(same_bytes(gst, st));
+        }
+        {   // the input's Wgrad operand (act)
+          Tensor qt, st, gqt = ar.empty({K, M}, DType::u8), gst = ar.empty(sts);
+          ops::fp8_requantize_transposed(cpu_ref(), x, fmt, true, qt, st);
+          ops::fp8_requantize_transposed(gpu(), gx, fmt, true, gqt, gst);
+          launched(cols_fit);
+          CHECK(same_codes(gqt, qt));
+          CHECK(same_bytes(gst, st));
+        }
         CHECK(ar.check());
       }
 }

@@ -1,12 +1,13 @@
 // The routed experts' FP8 ops on the CPU: the transposed 128x1 quantiser against the 128x1
-// quantisation of the untransposed matrix; the many-matrix 128x128 weight quantiser
-// (ops::fp8_quantize_blocks_multi) bit for bit against fp8_quantize of each matrix and of its
-// transpose; the grouped FP8 GEMMs (ops::fp8_gemm_nt_grouped, m-grouped: Fprop and
-// Dgrad; ops::fp8_gemm_nt_kgrouped, k-grouped: Wgrad) against double-precision
-// sums of the dequantised operands, group by group: a row of c must use its own group's
-// weight, a k-group only its own K columns and scales, and c[g] is accumulated into. Groups
-// include empty ones and one of exactly 128 rows; N and K are not multiples of 128. Also the
-// argument errors (unaligned offsets, wrong scale shapes, mismatched groups).
+// quantisation of the untransposed matrix, and so the Linear backward's two quantisations
+// that include it (ops::fp8_quantize_dual, fp8_requantize_transposed); the many-matrix
+// 128x128 weight quantiser (ops::fp8_quantize_blocks_multi) bit for bit against fp8_quantize
+// of each matrix and of its transpose; the grouped FP8 GEMMs (ops::fp8_gemm_nt_grouped,
+// m-grouped: Fprop and Dgrad; ops::fp8_gemm_nt_kgrouped, k-grouped: Wgrad) against
+// double-precision sums of the dequantised operands, group by group: a row of c must use its
+// own group's weight, a k-group only its own K columns and scales, and c[g] is accumulated
+// into. Groups include empty ones and one of exactly 128 rows; N and K are not multiples of
+// 128. Also the argument errors (unaligned offsets, wrong scale shapes, mismatched groups).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -172,6 +173,46 @@ TEST_CASE("fp8_quantize_transposed: x's 128x1 groups, written transposed") {
       }
   Tensor x = banded(10, 10), qt = Tensor::empty({10, 9}, DType::u8), st;
   CHECK_THROWS_AS(fp8_quantize_transposed(opt_ctx(), x, ScaleFormat::fp32, true, qt, st),
+                  ds::Error);
+}
+
+TEST_CASE("fp8_quantize_dual and fp8_requantize_transposed: the Linear backward's operands") {
+  for (const Shape& sh : {Shape{300, 200}, Shape{16, 4}, Shape{129, 257}})
+    for (const ScaleFormat fmt : {ScaleFormat::fp32, ScaleFormat::ue8m0}) {
+      CAPTURE(sh[0]);
+      CAPTURE(int(fmt));
+      const int64_t M = sh[0], K = sh[1], SR = (M + 127) / 128;
+      Tensor x = banded(M, K);
+      // the transposed codes against the 128x1 quantisation of y, transposed here
+      auto same_t = [&](const Tensor& qt, const Tensor& st, const Tensor& y, bool act) {
+        Tensor q, s;
+        fp8_quantize(ref_ctx(), y, Fp8Group::col_128x1, fmt, act, q, s);
+        int64_t bad = 0;
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t j = 0; j < K; ++j)
+            bad += qt.data<uint8_t>()[j * M + i] != q.data<uint8_t>()[i * K + j];
+        for (int64_t rb = 0; rb < SR; ++rb)
+          for (int64_t j = 0; j < K; ++j) bad += st.f32()[j * SR + rb] != s.f32()[rb * K + j];
+        return bad;
+      };
+      Tensor q, s, qt, st, wq, ws;
+      fp8_quantize_dual(opt_ctx(), x, fmt, false, q, s, qt, st);
+      fp8_quantize(ref_ctx(), x, Fp8Group::row_1x128, fmt, false, wq, ws);
+      CHECK(std::memcmp(q.raw(), wq.raw(), size_t(wq.numel())) == 0);
+      CHECK(std::memcmp(s.raw(), ws.raw(), size_t(ws.numel()) * 4) == 0);
+      CHECK(same_t(qt, st, x, false) == 0);
+      Tensor rt, rs, xc = Tensor::empty({M, K});
+      fp8_requantize_transposed(opt_ctx(), x, fmt, true, rt, rs);
+      fp8_fake_quant(ref_ctx(), x, Fp8Group::row_1x128, fmt, true, xc);
+      CHECK(same_t(rt, rs, xc, true) == 0);
+    }
+  Tensor x = banded(10, 10), q, s, qt = Tensor::empty({10, 9}, DType::u8), st;
+  CHECK_THROWS_AS(fp8_quantize_dual(opt_ctx(), x, ScaleFormat::fp32, false, q, s, qt, st),
+                  ds::Error);
+  CHECK_THROWS_AS(fp8_requantize_transposed(opt_ctx(), x, ScaleFormat::fp32, true, qt, st),
+                  ds::Error);
+  Tensor x3 = Tensor::empty({2, 3, 4}), q3, s3, qt3, st3;
+  CHECK_THROWS_AS(fp8_quantize_dual(opt_ctx(), x3, ScaleFormat::fp32, false, q3, s3, qt3, st3),
                   ds::Error);
 }
 

@@ -76,6 +76,20 @@ void fp8_gemm_nt(const Context& ctx, const Tensor& a, const Tensor& a_scales, co
 void fp8_quantize_transposed(const Context& ctx, const Tensor& x, ScaleFormat fmt, bool act,
                              Tensor& qt, Tensor& st);
 
+// An FP8 Linear's output gradient as both of its backward operands: q (M, K) codes and s
+// (M, ceil(K/128)) scales of x's 1x128 groups (Dgrad's), and qt, st of x's 128x1 groups
+// written transposed (Wgrad's); bit for bit fp8_quantize(x, row_1x128, fmt, act, q, s) then
+// fp8_quantize_transposed(x, fmt, act, qt, st). On the GPU with DS_FP8_QUANT=tiles one read
+// of x (docs/cuda.md). x 2-D F32; outputs allocated when undefined.
+void fp8_quantize_dual(const Context& ctx, const Tensor& x, ScaleFormat fmt, bool act, Tensor& q,
+                       Tensor& s, Tensor& qt, Tensor& st);
+// Wgrad's operand of an FP8 Linear's input: the transposed 128x1 quantisation of the values
+// the forward's 1x128 quantisation gave, i.e. fp8_quantize_transposed(fp8_fake_quant(x,
+// row_1x128, fmt, act), fmt, act, qt, st) bit for bit; on the GPU with DS_FP8_QUANT=tiles
+// without the F32 round trip in memory. x 2-D F32; qt, st allocated when undefined.
+void fp8_requantize_transposed(const Context& ctx, const Tensor& x, ScaleFormat fmt, bool act,
+                               Tensor& qt, Tensor& st);
+
 // The 128x128 weight quantisation (act = false) of several matrices in one call (one launch
 // on the GPU: the routed experts' weights of a projection): for each i, xs[i] (M_i, K_i) F32
 // -> qs[i] (M_i, K_i) codes and ss[i] (ceil(M_i/128), ceil(K_i/128)) scales, bit-identical to

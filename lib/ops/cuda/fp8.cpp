@@ -9,7 +9,9 @@
 // and shape allow it, else the portable one; wgmma with the main loop that promotes one K
 // block while the next one's wgmma run: the default since it measured faster on the H200),
 // "wgmma" (the same without the overlap), "fallback" (always the portable one). Read once per
-// process. DS_FP8_KSPLIT (off or on) likewise, the split-K of an FP8 Linear's weight gradient.
+// process. DS_FP8_KSPLIT (off or on) likewise, the split-K of an FP8 Linear's weight gradient,
+// and DS_FP8_QUANT (plain or tiles), the quantisers that read x in 128x128 tiles (the 1x128
+// one here, the transposed ones in fp8_multi.cpp).
 #include <cstdlib>
 #include <cstring>
 
@@ -47,6 +49,19 @@ void read_ksplit_env() {
   (void)once;
 }
 
+// DS_FP8_QUANT (ops_cuda.hpp fp8_tiles_on), read once.
+void read_quant_env() {
+  static const bool once = [] {
+    const char* v = std::getenv("DS_FP8_QUANT");
+    if (!v || !*v || std::strcmp(v, "plain") == 0) return true;
+    DS_CHECK_AS(UsageError, std::strcmp(v, "tiles") == 0,
+                "DS_FP8_QUANT={}: expected plain or tiles", v);
+    ds::cuda::set_fp8_quant_tiles(true);
+    return true;
+  }();
+  (void)once;
+}
+
 bool use_fallback_only() {
   static const bool only = [] {
     const char* v = std::getenv("DS_FP8_GEMM");
@@ -76,6 +91,12 @@ ds::cuda::Fp8Operand operand(const Tensor& codes, const Tensor& scales, Fp8Group
 void check_fp8_gemm_env() {
   (void)use_fallback_only();
   read_ksplit_env();
+  read_quant_env();
+}
+
+bool fp8_tiles_on() {
+  read_quant_env();
+  return ds::cuda::fp8_quant_tiles();
 }
 
 static_assert(int(Fp8Group::row_1x128) == int(ds::cuda::Fp8Grouping::row_1x128) &&
@@ -87,8 +108,13 @@ void fp8_quantize(const Context&, const Tensor& x, Fp8Group g, ScaleFormat fmt, 
                   Tensor& q, Tensor& scales) {
   int64_t M, K;
   matrix_dims(x, &M, &K);
-  ds::cuda::fp8_quantize(x.data<float>(), M, K, grouping(g), fmt == ScaleFormat::ue8m0, act,
-                         q.data<uint8_t>(), scales.data<float>(), nullptr);
+  const bool ue8m0 = fmt == ScaleFormat::ue8m0;
+  if (g == Fp8Group::row_1x128 && fp8_tiles_on() &&
+      ds::cuda::fp8_quantize_tiles(x.data<float>(), M, K, ue8m0, act, false, q.data<uint8_t>(),
+                                   scales.data<float>(), nullptr, nullptr))
+    return;
+  ds::cuda::fp8_quantize(x.data<float>(), M, K, grouping(g), ue8m0, act, q.data<uint8_t>(),
+                         scales.data<float>(), nullptr);
 }
 
 void fp8_dequantize(const Context&, const Tensor& q, const Tensor& scales, Fp8Group g,

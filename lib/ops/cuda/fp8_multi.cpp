@@ -1,4 +1,5 @@
-// CUDA path of fp8_quantize_transposed and fp8_quantize_blocks_multi (include/ds/ops/fp8.hpp):
+// CUDA path of fp8_quantize_transposed, the Linears' backward quantisations (fp8_quantize_dual,
+// fp8_requantize_transposed) and fp8_quantize_blocks_multi (include/ds/ops/fp8.hpp):
 // pointers (for the latter a table of weight matrices) for kernels/fp8_quant.cu's quantisers.
 // The dispatcher (lib/ops/fp8_grouped.cpp) has checked dtypes and shapes.
 #include "kernels/fp8_quant.cuh"
@@ -8,9 +9,49 @@ namespace ds::ops::cuda {
 
 void fp8_quantize_transposed(const Context&, const Tensor& x, ScaleFormat fmt, bool act,
                              Tensor& qt, Tensor& st) {
-  ds::cuda::fp8_quantize_transposed(x.data<float>(), x.size(0), x.size(1),
-                                    fmt == ScaleFormat::ue8m0, act, qt.data<uint8_t>(),
-                                    st.data<float>());
+  const float* xp = x.data<float>();
+  const int64_t M = x.size(0), K = x.size(1);
+  const bool ue8m0 = fmt == ScaleFormat::ue8m0;
+  uint8_t* qtp = qt.data<uint8_t>();
+  float* stp = st.data<float>();
+  if (fp8_tiles_on() &&
+      ds::cuda::fp8_quantize_tiles(xp, M, K, ue8m0, act, false, nullptr, nullptr, qtp, stp))
+    return;
+  ds::cuda::fp8_quantize_transposed(xp, M, K, ue8m0, act, qtp, stp);
+}
+
+// One tile kernel when DS_FP8_QUANT=tiles and the shapes allow it, else the two quantisers.
+void fp8_quantize_dual(const Context&, const Tensor& x, ScaleFormat fmt, bool act, Tensor& q,
+                       Tensor& s, Tensor& qt, Tensor& st) {
+  const float* xp = x.data<float>();
+  const int64_t M = x.size(0), K = x.size(1);
+  const bool ue8m0 = fmt == ScaleFormat::ue8m0;
+  uint8_t *qp = q.data<uint8_t>(), *qtp = qt.data<uint8_t>();
+  float *sp = s.data<float>(), *stp = st.data<float>();
+  if (fp8_tiles_on() &&
+      ds::cuda::fp8_quantize_tiles(xp, M, K, ue8m0, act, false, qp, sp, qtp, stp))
+    return;
+  ds::cuda::fp8_quantize(xp, M, K, ds::cuda::Fp8Grouping::row_1x128, ue8m0, act, qp, sp,
+                         nullptr);
+  ds::cuda::fp8_quantize_transposed(xp, M, K, ue8m0, act, qtp, stp);
+}
+
+// One tile kernel (the round trip in registers) when DS_FP8_QUANT=tiles and the shapes allow
+// it, else the round trip into a temporary and the transposed quantiser.
+void fp8_requantize_transposed(const Context&, const Tensor& x, ScaleFormat fmt, bool act,
+                               Tensor& qt, Tensor& st) {
+  const float* xp = x.data<float>();
+  const int64_t M = x.size(0), K = x.size(1);
+  const bool ue8m0 = fmt == ScaleFormat::ue8m0;
+  uint8_t* qtp = qt.data<uint8_t>();
+  float* stp = st.data<float>();
+  if (fp8_tiles_on() &&
+      ds::cuda::fp8_quantize_tiles(xp, M, K, ue8m0, act, true, nullptr, nullptr, qtp, stp))
+    return;
+  Tensor xc = Tensor::empty(x.shape(), DType::f32, x.device());
+  ds::cuda::fp8_quantize(xp, M, K, ds::cuda::Fp8Grouping::row_1x128, ue8m0, act, nullptr,
+                         nullptr, xc.data<float>());
+  ds::cuda::fp8_quantize_transposed(xc.data<float>(), M, K, ue8m0, act, qtp, stp);
 }
 
 void fp8_quantize_blocks_multi(const Context&, const std::vector<const Tensor*>& xs,

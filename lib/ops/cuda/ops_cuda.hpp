@@ -31,6 +31,10 @@ void transpose(const Context& ctx, const Tensor& x, Tensor& out);
 // that a bad value fails before any input is read and a later set_fp8_gemm_overlap or
 // set_fp8_ksplit (tests, benchmarks) is not undone by it.
 void check_fp8_gemm_env();
+// DS_FP8_QUANT: plain (unset or empty: the default until they have run on a GPU) or tiles, the
+// tile quantisers (kernels/fp8_quant.cuh fp8_quantize_tiles); read once (a bad value throws
+// UsageError), then ds::cuda::fp8_quant_tiles(), which tests and benchmarks may set.
+bool fp8_tiles_on();
 void fp8_quantize(const Context& ctx, const Tensor& x, Fp8Group g, ScaleFormat fmt, bool act,
                   Tensor& q, Tensor& scales);
 void fp8_dequantize(const Context& ctx, const Tensor& q, const Tensor& scales, Fp8Group g,
@@ -45,6 +49,10 @@ void fp8_gemm_nt(const Context& ctx, const Tensor& a, const Tensor& a_scales, co
                  const Tensor& b_scales, Tensor& c, Fp8Group a_group, Fp8Group b_group);
 void fp8_quantize_transposed(const Context& ctx, const Tensor& x, ScaleFormat fmt, bool act,
                              Tensor& qt, Tensor& st);
+void fp8_quantize_dual(const Context& ctx, const Tensor& x, ScaleFormat fmt, bool act, Tensor& q,
+                       Tensor& s, Tensor& qt, Tensor& st);
+void fp8_requantize_transposed(const Context& ctx, const Tensor& x, ScaleFormat fmt, bool act,
+                               Tensor& qt, Tensor& st);
 void fp8_quantize_blocks_multi(const Context& ctx, const std::vector<const Tensor*>& xs,
                                ScaleFormat fmt, const std::vector<Tensor*>& qs,
                                const std::vector<Tensor*>& ss, const std::vector<Tensor*>& qts,

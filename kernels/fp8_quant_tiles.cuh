@@ -1,0 +1,253 @@
+// The E4M3 quantisers' arithmetic and the kernels that read x in whole 128x128 tiles or rows
+// (included by kernels/fp8_quant.cu, which launches them, and by the host emulation test
+// tests/kernels/test_emu_fp8_quant.cpp, which runs these same kernels on a CPU against the
+// reference). Plain CUDA C++ without inline PTX, so that the emulator (tests/kernels/
+// cuda_emu.hpp) can run it; the rules that make it bit-identical to lib/ops/cpu/ref_fp8.cpp
+// are listed at the top of fp8_quant.cu.
+#pragma once
+#ifdef __CUDACC__
+#include <cuda_fp8.h>
+#endif
+#include <cstdint>
+
+// Internal linkage: each including translation unit (the CUDA library, the emulation test,
+// which links that library too) has its own copy.
+namespace ds::cuda::fp8q {
+namespace {
+
+constexpr int kBlk = 128;         // FP8 group width (ds::ops::kFp8Block)
+constexpr float kE4M3Max = 448.0f;
+constexpr float kActAmaxMin = 1e-4f;
+
+// |v|'s bits with NaN mapped to 0: integer max = amax of the finite values, or +inf's bits.
+__device__ __forceinline__ uint32_t abs_bits(float v) {
+  const uint32_t a = __float_as_uint(v) & 0x7fffffffu;
+  return a > 0x7f800000u ? 0u : a;
+}
+
+// Smallest power of two >= s for finite s > 0 (exact, on the bits; subnormals included);
+// other values unchanged. Matches fp8::pow2_ceil (frexp/ldexp).
+__device__ __forceinline__ float pow2_ceil(float s) {
+  if (!(s > 0.0f) || isinf(s)) return s;
+  const uint32_t u = __float_as_uint(s);
+  const uint32_t e = u >> 23, m = u & 0x7fffffu;
+  if (e != 0) return m == 0 ? s : __uint_as_float((e + 1) << 23);   // e + 1 == 255: inf
+  const uint32_t p = 1u << (31 - __clz(m));                            // subnormal
+  return p == m ? s : __uint_as_float(p << 1);
+}
+
+__device__ __forceinline__ float scale_of(float amax, bool ue8m0, bool act) {
+  if (act) amax = amax < kActAmaxMin ? kActAmaxMin : amax;
+  else if (amax == 0.0f) return 1.0f;
+  const float s = __fdiv_rn(amax, kE4M3Max);
+  return ue8m0 ? pow2_ceil(s) : s;
+}
+
+__device__ __forceinline__ uint8_t quant_code(float x, float s) {
+  if (isnan(x)) return signbit(x) ? 0xff : 0x7f;
+  const float v = __fdiv_rn(x, s);
+  if (isnan(v)) return 0xff;   // inf / inf: x86's default NaN is negative
+  return uint8_t(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
+}
+
+// Value of an E4M3 code (0x7f / 0xff NaN), as ds::e4m3_to_f32.
+__device__ __forceinline__ float e4m3_value(uint8_t c) {
+  const uint32_t mag = c & 0x7fu, sign = uint32_t(c & 0x80u) << 24;
+  if (mag == 0x7fu) return __uint_as_float(0x7fc00000u);
+  const uint32_t e = mag >> 3, m = mag & 7u;
+  const float v = e == 0 ? float(m) * 0.001953125f   // subnormal: m * 2^-9, exact
+                         : __uint_as_float(((e + 120u) << 23) | (m << 20));
+  return __uint_as_float(__float_as_uint(v) | sign);
+}
+
+__device__ __forceinline__ void emit(float x, float s, int64_t at, uint8_t* q, float* fake) {
+  const uint8_t c = quant_code(x, s);
+  if (q) q[at] = c;
+  if (fake) fake[at] = __fmul_rn(e4m3_value(c), s);
+}
+
+struct QArgs {
+  const float* x;
+  int64_t M, K;
+  int64_t SC;   // scale columns
+  bool ue8m0, act;
+  uint8_t* q;
+  float* scales;
+  float* fake;
+};
+
+// 1x128: one warp per (row, 128-column block); lane l holds columns l, l+32, l+64, l+96.
+__global__ void quant_row_kernel(QArgs p) {
+  const int lane = threadIdx.x & 31;
+  const int64_t groups = p.M * p.SC;
+  const int64_t warps = int64_t(gridDim.x) * (blockDim.x >> 5);
+  for (int64_t g = int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); g < groups;
+       g += warps) {
+    const int64_t i = g / p.SC, j0 = (g % p.SC) * kBlk;
+    float v[4];
+    uint32_t amax = 0;
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+      const int64_t j = j0 + lane + 32 * t;
+      v[t] = j < p.K ? p.x[i * p.K + j] : 0.0f;
+      amax = max(amax, abs_bits(v[t]));
+    }
+    amax = __reduce_max_sync(0xffffffffu, amax);
+    const float s = scale_of(__uint_as_float(amax), p.ue8m0, p.act);
+    if (lane == 0 && p.scales) p.scales[g] = s;
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+      const int64_t j = j0 + lane + 32 * t;
+      if (j < p.K) emit(v[t], s, i * p.K + j, p.q, p.fake);
+    }
+  }
+}
+
+// fp8_quantize_transposed: a block (32, 8) per 128-row strip x 32 columns, thread (tx, ty)
+// holding rows ty + 8r of column tx (the amax over the 128 rows of a column); the codes go
+// through a shared tile [column][row] (rows padded to 132 bytes: the writes of 32 columns at
+// one row hit 32 banks) and leave as contiguous rows of qt.
+__global__ void quant_cols_t_kernel(const float* __restrict__ x, int64_t M, int64_t K,
+                                    bool ue8m0, bool act, uint8_t* __restrict__ qt,
+                                    float* __restrict__ st) {
+  constexpr int kPitch = kBlk + 4;
+  __shared__ uint32_t sh[8][32];
+  __shared__ __align__(4) uint8_t tile[32 * kPitch];
+  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 32 + tx;
+  const int64_t j0 = int64_t(blockIdx.x) * 32, SCt = (M + kBlk - 1) / kBlk;
+  const int64_t strips = SCt;
+  for (int64_t rb = blockIdx.y; rb < strips; rb += gridDim.y) {
+    const int64_t i0 = rb * kBlk, j = j0 + tx;
+    float v[16];
+    uint32_t amax = 0;
+#pragma unroll
+    for (int r = 0; r < 16; ++r) {
+      const int64_t i = i0 + ty + 8 * r;
+      v[r] = (i < M && j < K) ? x[i * K + j] : 0.0f;
+      amax = max(amax, abs_bits(v[r]));
+    }
+    __syncthreads();   // sh and tile reused across strips
+    sh[ty][tx] = amax;
+    __syncthreads();
+    amax = 0;
+#pragma unroll
+    for (int t = 0; t < 8; ++t) amax = max(amax, sh[t][tx]);   // over the 128 rows
+    const float s = scale_of(__uint_as_float(amax), ue8m0, act);
+    if (ty == 0 && j < K) st[j * SCt + rb] = s;
+#pragma unroll
+    for (int r = 0; r < 16; ++r) tile[tx * kPitch + ty + 8 * r] = quant_code(v[r], s);
+    __syncthreads();
+    // qt row j0 + jl, columns i0 .. i0 + 127: 128 contiguous bytes per column of x.
+    for (int idx = tid; idx < 32 * kBlk; idx += 256) {
+      const int jl = idx / kBlk, il = idx % kBlk;
+      const int64_t i = i0 + il, jj = j0 + jl;
+      if (i < M && jj < K) qt[jj * M + i] = tile[jl * kPitch + il];
+    }
+  }
+}
+
+// The tile quantisers (DS_FP8_QUANT=tiles; fp8_quant.cuh fp8_quantize_tiles): x (M, K) F32
+// read once, as 128x128 tiles, into the 1x128 quantisation, the 128x1 one written transposed,
+// or both. Block 256 threads = 8 warps; warp w holds the tile's rows 16w .. 16w + 15, lane l
+// its columns 4l .. 4l + 3 (one 16-byte load a row: a warp reads a row's 512 contiguous
+// bytes). grid (ceil(K / 128), row strips wrapping over grid.y).
+//   kRows: 1x128 groups (the tile's 128 columns of a row are one group; a warp reduction):
+//          scales s (M, ceil(K/128)) and codes q (M, K), a lane's 4 codes one 4-byte store;
+//   kFake: the 128x1 groups are those of fp8_fake_quant(x, row_1x128) (e4m3(code) * scale of
+//          the row quantisation, in registers) instead of x's: the Wgrad operand of an FP8
+//          Linear's input, which the forward quantised 1x128;
+//   kCols: 128x1 groups (a column's amax over the tile's rows: each thread's 16 rows, then
+//          the 8 warps' through shared memory): scales st (K, ceil(M/128)) and qt (K, M), the
+//          codes of x^T, each lane's 16 rows of a column one 16-byte store.
+// Needs K % 4 == 0, x 16-byte and q 4-byte aligned, and with kCols M % 16 == 0 and qt 16-byte
+// aligned (fp8_quantize_tiles checks, else the plain kernels run). Elements outside x are
+// zeros, which change no amax, and are not written.
+struct TileArgs {
+  const float* x;
+  int64_t M, K;
+  bool ue8m0, act;
+  uint8_t* q;
+  float* s;
+  uint8_t* qt;
+  float* st;
+};
+
+template <bool kRows, bool kCols, bool kFake>
+__global__ void __launch_bounds__(256) quant_tiles_kernel(TileArgs p) {
+  __shared__ uint32_t sh[8][kBlk];   // per warp, the column amax over its 16 rows
+  const int lane = int(threadIdx.x) & 31, w = int(threadIdx.x) >> 5;
+  const int64_t cb = blockIdx.x, j = cb * kBlk + 4 * lane;
+  const int64_t SC = (p.K + kBlk - 1) / kBlk, strips = (p.M + kBlk - 1) / kBlk;
+  const bool jin = j < p.K;   // K % 4 == 0: the lane's 4 columns all in, or all out
+  for (int64_t rb = blockIdx.y; rb < strips; rb += gridDim.y) {
+    const int64_t i0 = rb * kBlk + 16 * w;
+    float v[16][4];   // v[r][u] = x[i0 + r, j + u]
+#pragma unroll
+    for (int r = 0; r < 16; ++r) {
+      float4 t = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      if (jin && i0 + r < p.M) t = *reinterpret_cast<const float4*>(p.x + (i0 + r) * p.K + j);
+      v[r][0] = t.x;
+      v[r][1] = t.y;
+      v[r][2] = t.z;
+      v[r][3] = t.w;
+    }
+    if constexpr (kRows || kFake) {
+      float srow[16];
+#pragma unroll
+      for (int r = 0; r < 16; ++r) {
+        uint32_t a = max(max(abs_bits(v[r][0]), abs_bits(v[r][1])),
+                         max(abs_bits(v[r][2]), abs_bits(v[r][3])));
+        a = __reduce_max_sync(0xffffffffu, a);   // the row's 128 columns
+        srow[r] = scale_of(__uint_as_float(a), p.ue8m0, p.act);
+      }
+#pragma unroll
+      for (int r = 0; r < 16; ++r) {
+        const float s = srow[r];   // (the scales first: ptxas then keeps to registers)
+        uint32_t codes = 0;
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          const uint8_t c = quant_code(v[r][u], s);
+          codes |= uint32_t(c) << (8 * u);
+          if constexpr (kFake) v[r][u] = __fmul_rn(e4m3_value(c), s);
+        }
+        if constexpr (kRows) {
+          const int64_t i = i0 + r;
+          if (i < p.M) {
+            if (lane == 0) p.s[i * SC + cb] = s;
+            if (jin) *reinterpret_cast<uint32_t*>(p.q + i * p.K + j) = codes;
+          }
+        }
+      }
+    }
+    if constexpr (kCols) {
+      uint32_t ca[4] = {0, 0, 0, 0};
+#pragma unroll
+      for (int r = 0; r < 16; ++r)
+#pragma unroll
+        for (int u = 0; u < 4; ++u) ca[u] = max(ca[u], abs_bits(v[r][u]));
+      __syncthreads();   // sh reused across strips
+#pragma unroll
+      for (int u = 0; u < 4; ++u) sh[w][4 * lane + u] = ca[u];
+      __syncthreads();
+      const int64_t SCt = strips;
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        uint32_t a = 0;
+#pragma unroll
+        for (int t = 0; t < 8; ++t) a = max(a, sh[t][4 * lane + u]);   // the tile's 128 rows
+        const float s = scale_of(__uint_as_float(a), p.ue8m0, p.act);
+        if (w == 0 && jin) p.st[(j + u) * SCt + rb] = s;
+        uint32_t word[4] = {0, 0, 0, 0};   // rows i0 .. i0 + 15 of column j + u
+#pragma unroll
+        for (int r = 0; r < 16; ++r)
+          word[r / 4] |= uint32_t(quant_code(v[r][u], s)) << (8 * (r % 4));
+        if (jin && i0 < p.M)   // M % 16 == 0: the warp's 16 rows all in, or all out
+          *reinterpret_cast<uint4*>(p.qt + (j + u) * p.M + i0) =
+              make_uint4(word[0], word[1], word[2], word[3]);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ds::cuda::fp8q

@@ -1,0 +1,192 @@
+// Host emulator that runs a CUDA C++ kernel's own source on a CPU: every thread of a block is
+// a std::thread, so the kernel body runs as written (its index arithmetic, loops, guards,
+// shared-memory staging, barriers and warp reductions), and a test compares what it wrote with
+// the CPU reference. It takes kernels written in plain CUDA C++ without inline PTX (the FP8
+// quantisers of kernels/fp8_quant_tiles.cuh); the PTX-level emulator of the tensor-core
+// kernels' data movement is warp_emu.hpp.
+//
+// How it maps CUDA:
+//   - __global__ / __device__ / __forceinline__ are plain inline C++; __shared__ is `static`:
+//     blocks run one after another, so a static is the running block's shared memory (it
+//     keeps the previous block's bytes, as real shared memory may hold anything);
+//   - threadIdx / blockIdx / blockDim / gridDim are thread_local; launch() runs the grid's
+//     blocks in order on blockDim std::threads, which all run the block at once;
+//   - __syncthreads() is a std::barrier over the block's threads; a thread that returns leaves
+//     it (arrive_and_drop), as an exited thread no longer holds a CTA barrier up;
+//   - the warp intrinsics used here (__reduce_max_sync, __shfl_xor_sync) exchange through a
+//     per-warp barrier and require the full mask and all 32 lanes present (a lane that has
+//     returned is reported: CUDA leaves that undefined);
+//   - __fdiv_rn / __fmul_rn / __fadd_rn are the host's IEEE operations (tests build with
+//     -ffp-contract=off), __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3) is
+//     ds::f32_to_e4m3 (RNE, saturating: the hardware cast's result for every non-NaN input).
+// Launch limits are checked as the hardware would refuse them: at most 1024 threads a block,
+// grid.y and grid.z at most 65535, and blockDim a multiple of 32 (the emulated warps are
+// whole). An exception in any thread (an EmuError, a failed check) is rethrown by launch()
+// after every thread has left.
+#pragma once
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ds/core/dtype.hpp"
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+#define __launch_bounds__(...)
+
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+struct alignas(16) uint4 {
+  unsigned x, y, z, w;
+};
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
+
+namespace ds::test::cuda_emu {
+
+struct EmuError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+inline thread_local dim3 t_thread, t_block, t_bdim, t_gdim;
+
+// One warp's exchange: a value a lane, a barrier of its 32 lanes, the lanes that have left.
+struct Warp {
+  std::barrier<> bar{32};
+  uint64_t slot[32] = {};
+  std::atomic<bool> gone[32] = {};
+};
+
+struct Block {
+  std::unique_ptr<std::barrier<>> sync;
+  std::vector<std::unique_ptr<Warp>> warps;
+};
+inline Block* g_block = nullptr;   // the running block (one launch at a time)
+
+inline int thread_rank() {
+  return int(t_thread.x + t_bdim.x * (t_thread.y + t_bdim.y * t_thread.z));
+}
+inline int lane_id() { return thread_rank() % 32; }
+inline Warp& my_warp() { return *g_block->warps[size_t(thread_rank() / 32)]; }
+
+// All 32 lanes put a value, then read the lane `src(lane)` put.
+template <class F>
+uint64_t exchange(unsigned mask, uint64_t v, F src) {
+  if (mask != 0xffffffffu) throw EmuError("warp intrinsic with a partial mask");
+  Warp& w = my_warp();
+  const int lane = lane_id();
+  w.slot[lane] = v;
+  w.bar.arrive_and_wait();
+  for (int l = 0; l < 32; ++l)
+    if (w.gone[l].load()) throw EmuError("warp intrinsic after lane " + std::to_string(l) +
+                                         " returned");
+  const uint64_t out = src(w.slot, lane);
+  w.bar.arrive_and_wait();
+  return out;
+}
+
+// Runs kernel(args...) over the grid: each block on block.x * block.y * block.z threads.
+template <class... P, class... A>
+void launch(void (*kernel)(P...), dim3 grid, dim3 block, A&&... args) {
+  const unsigned n = block.x * block.y * block.z;
+  if (n == 0 || n > 1024 || n % 32 != 0)
+    throw EmuError("launch: " + std::to_string(n) + " threads a block (1..1024, whole warps)");
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535)
+    throw EmuError("launch: grid out of range");
+  std::exception_ptr first;
+  std::mutex mu;
+  for (unsigned bz = 0; bz < grid.z; ++bz)
+    for (unsigned by = 0; by < grid.y; ++by)
+      for (unsigned bx = 0; bx < grid.x; ++bx) {
+        Block b;
+        b.sync = std::make_unique<std::barrier<>>(std::ptrdiff_t(n));
+        for (unsigned w = 0; w < n / 32; ++w) b.warps.push_back(std::make_unique<Warp>());
+        g_block = &b;
+        std::vector<std::thread> threads;
+        threads.reserve(n);
+        for (unsigned t = 0; t < n; ++t)
+          threads.emplace_back([&, t] {
+            t_thread = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
+            t_block = dim3(bx, by, bz);
+            t_bdim = block;
+            t_gdim = grid;
+            try {
+              kernel(args...);
+            } catch (...) {
+              const std::lock_guard<std::mutex> lock(mu);
+              if (!first) first = std::current_exception();
+            }
+            Warp& w = my_warp();
+            w.gone[lane_id()].store(true);
+            w.bar.arrive_and_drop();
+            b.sync->arrive_and_drop();
+          });
+        for (std::thread& t : threads) t.join();
+        g_block = nullptr;
+        if (first) std::rethrow_exception(first);
+      }
+}
+
+}  // namespace ds::test::cuda_emu
+
+#define threadIdx ::ds::test::cuda_emu::t_thread
+#define blockIdx ::ds::test::cuda_emu::t_block
+#define blockDim ::ds::test::cuda_emu::t_bdim
+#define gridDim ::ds::test::cuda_emu::t_gdim
+
+inline void __syncthreads() { ::ds::test::cuda_emu::g_block->sync->arrive_and_wait(); }
+inline unsigned __reduce_max_sync(unsigned mask, unsigned v) {
+  return unsigned(::ds::test::cuda_emu::exchange(mask, v, [](const uint64_t* s, int) {
+    return *std::max_element(s, s + 32);
+  }));
+}
+inline unsigned __shfl_xor_sync(unsigned mask, unsigned v, int m) {
+  return unsigned(::ds::test::cuda_emu::exchange(mask, v, [m](const uint64_t* s, int lane) {
+    return s[lane ^ m];
+  }));
+}
+inline float __shfl_xor_sync(unsigned mask, float v, int m) {
+  return std::bit_cast<float>(__shfl_xor_sync(mask, std::bit_cast<unsigned>(v), m));
+}
+
+inline unsigned __float_as_uint(float v) { return std::bit_cast<unsigned>(v); }
+inline float __uint_as_float(unsigned v) { return std::bit_cast<float>(v); }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline int __clz(unsigned v) { return v == 0 ? 32 : std::countl_zero(v); }
+inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+inline int min(int a, int b) { return a < b ? a : b; }
+using std::isinf;
+using std::isnan;
+using std::signbit;
+
+enum __nv_saturation_t { __NV_NOSAT, __NV_SATFINITE };
+enum __nv_fp8_interpretation_t { __NV_E4M3, __NV_E5M2 };
+inline unsigned char __nv_cvt_float_to_fp8(float v, __nv_saturation_t sat,
+                                           __nv_fp8_interpretation_t kind) {
+  if (sat != __NV_SATFINITE || kind != __NV_E4M3)
+    throw ::ds::test::cuda_emu::EmuError("__nv_cvt_float_to_fp8: only SATFINITE E4M3");
+  return ::ds::f32_to_e4m3(v);
+}

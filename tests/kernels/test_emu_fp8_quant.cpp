@@ -1,0 +1,222 @@
+// The FP8 quantisation kernels of kernels/fp8_quant_tiles.cuh run on the CPU by the host
+// emulator (cuda_emu.hpp: a std::thread per CUDA thread, real barriers and warp exchanges),
+// against the CPU reference ops bit for bit: the 1x128 row kernel and the transposed 128x1
+// kernel, which passed on the H200 (so that these cases check the emulator too), and the tile
+// quantisers (DS_FP8_QUANT=tiles, not yet run on a GPU) in all five of their variants, on
+// shapes with partial tiles, with more row strips than grid rows, and with zeros, NaN of both
+// signs, infinities, subnormals and values that saturate. Every output sits between guard
+// bytes that must come back untouched, and x between finite sentinels that would change an
+// amax if a kernel read them.
+#include <doctest/doctest.h>
+
+#include "cuda_emu.hpp"
+#include "kernels/fp8_quant_tiles.cuh"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <random>
+#include <vector>
+
+#include "ds/ops/fp8.hpp"
+#include "ds/ops/ops.hpp"
+
+namespace {
+
+using ds::DType;
+using ds::Shape;
+using ds::Tensor;
+using ds::ops::Fp8Group;
+using ds::ops::ScaleFormat;
+using ds::test::cuda_emu::launch;
+namespace q8 = ds::cuda::fp8q;
+
+constexpr size_t kGuard = 64;
+
+// n elements of T between kGuard-byte guards, 64-byte aligned.
+template <class T>
+struct Guarded {
+  size_t n;
+  uint8_t* mem;
+  explicit Guarded(size_t count, uint8_t fill = 0xa5) : n(count) {
+    mem = static_cast<uint8_t*>(::operator new(bytes(), std::align_val_t(64)));
+    std::memset(mem, fill, bytes());
+  }
+  ~Guarded() { ::operator delete(mem, std::align_val_t(64)); }
+  Guarded(const Guarded&) = delete;
+  Guarded& operator=(const Guarded&) = delete;
+  size_t bytes() const { return n * sizeof(T) + 2 * kGuard; }
+  T* data() { return reinterpret_cast<T*>(mem + kGuard); }
+  bool guards_intact(uint8_t fill = 0xa5) const {
+    for (size_t i = 0; i < kGuard; ++i)
+      if (mem[i] != fill || mem[kGuard + n * sizeof(T) + i] != fill) return false;
+    return true;
+  }
+};
+
+ds::ops::Context ref_ctx() {
+  ds::ops::Context c;
+  c.impl = ds::ops::Impl::reference;
+  return c;
+}
+
+// (M, K) values of magnitude 2^(e) varying by row band and 128-column block, with specials.
+Tensor input(int64_t M, int64_t K, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(-1, 1);
+  Tensor x = Tensor::empty({M, K});
+  float* p = x.f32();
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < K; ++j)
+      p[i * K + j] = float(u(rng) * std::ldexp(1.0, int(3 * ((j / 128) % 4) - 6 + i % 5)));
+  const float specials[] = {0.0f, -0.0f, std::numeric_limits<float>::quiet_NaN(),
+                            -std::numeric_limits<float>::quiet_NaN(),
+                            std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(), 1e-40f, -3e-39f, 7e5f,
+                            -1e7f};
+  for (size_t t = 0; t < std::size(specials); ++t) {
+    const int64_t at = int64_t(rng() % uint64_t(M * K));
+    p[at] = specials[t];
+  }
+  // a whole zero row group and, where there are 128 rows, a zero column group
+  for (int64_t j = 0; j < std::min<int64_t>(K, 128); ++j) p[(M / 2) * K + j] = 0.0f;
+  if (M >= 128 && K > 5)
+    for (int64_t i = 0; i < 128; ++i) p[i * K + 5] = 0.0f;
+  return x;
+}
+
+// x copied between sentinels (a large finite value: an out-of-range read changes an amax).
+struct Input {
+  Guarded<float> g;
+  explicit Input(const Tensor& x) : g(size_t(x.numel()) + 2 * kGuard / sizeof(float)) {
+    float* all = reinterpret_cast<float*>(g.mem);
+    for (size_t i = 0; i < g.bytes() / sizeof(float); ++i) all[i] = 3e30f;
+    std::memcpy(data(), x.f32(), size_t(x.numel()) * sizeof(float));
+  }
+  float* data() { return g.data() + kGuard / sizeof(float); }
+};
+
+template <class T>
+bool same(Guarded<T>& got, const Tensor& want) {
+  REQUIRE(size_t(want.numel()) == got.n);
+  return std::memcmp(got.data(), want.raw(), got.n * sizeof(T)) == 0 && got.guards_intact();
+}
+
+struct Mode {
+  ScaleFormat fmt;
+  bool act;
+};
+const Mode kModes[] = {{ScaleFormat::fp32, false}, {ScaleFormat::fp32, true},
+                       {ScaleFormat::ue8m0, true}};
+
+unsigned cdiv(int64_t a, int64_t b) { return unsigned((a + b - 1) / b); }
+
+}  // namespace
+
+TEST_CASE("emulated 1x128 row kernel (run on the H200) equals the reference") {
+  for (const Shape& sh : {Shape{5, 300}, Shape{64, 128}, Shape{3, 7}})
+    for (const Mode& m : kModes) {
+      CAPTURE(sh[0]);
+      CAPTURE(sh[1]);
+      CAPTURE(m.act);
+      const int64_t M = sh[0], K = sh[1], SC = (K + 127) / 128;
+      const Tensor x = input(M, K, 11);
+      Input xin(x);
+      Guarded<uint8_t> q(size_t(M * K));
+      Guarded<float> s(size_t(M * SC)), fake(size_t(M * K));
+      const q8::QArgs p{xin.data(), M, K, SC, m.fmt == ScaleFormat::ue8m0, m.act, q.data(),
+                        s.data(), fake.data()};
+      launch(q8::quant_row_kernel, dim3(3), dim3(64), p);   // grid-stride over the groups
+      Tensor wq, ws, wf = Tensor::empty({M, K});
+      ds::ops::fp8_quantize(ref_ctx(), x, Fp8Group::row_1x128, m.fmt, m.act, wq, ws);
+      ds::ops::fp8_fake_quant(ref_ctx(), x, Fp8Group::row_1x128, m.fmt, m.act, wf);
+      CHECK(same(q, wq));
+      CHECK(same(s, ws));
+      CHECK(same(fake, wf));
+    }
+}
+
+TEST_CASE("emulated transposed 128x1 kernel (run on the H200) equals the reference") {
+  for (const Shape& sh : {Shape{300, 40}, Shape{128, 64}, Shape{1, 7}})
+    for (const Mode& m : kModes) {
+      CAPTURE(sh[0]);
+      CAPTURE(sh[1]);
+      CAPTURE(m.act);
+      const int64_t M = sh[0], K = sh[1], SR = (M + 127) / 128;
+      const Tensor x = input(M, K, 12);
+      Input xin(x);
+      Guarded<uint8_t> qt(size_t(K * M));
+      Guarded<float> st(size_t(K * SR));
+      launch(q8::quant_cols_t_kernel, dim3(cdiv(K, 32), 2), dim3(32, 8), xin.data(), M, K,
+             m.fmt == ScaleFormat::ue8m0, m.act, qt.data(), st.data());
+      Tensor wq, ws;
+      ds::ops::fp8_quantize_transposed(ref_ctx(), x, m.fmt, m.act, wq, ws);
+      CHECK(same(qt, wq));
+      CHECK(same(st, ws));
+    }
+}
+
+TEST_CASE("emulated tile quantisers equal the reference in every variant") {
+  // (M, K): K % 4 == 0 and M % 16 == 0 as the launcher requires; partial tiles both ways,
+  // three row strips over a grid of two rows, a tile smaller than one warp's rows' share.
+  for (const Shape& sh : {Shape{272, 260}, Shape{128, 128}, Shape{16, 4}, Shape{400, 512}})
+    for (const Mode& m : kModes)
+      for (int variant = 0; variant < 5; ++variant) {
+        const bool rows = variant != 2 && variant != 3, cols = variant != 0,
+                   fake = variant >= 3;   // 0 rows, 1 rows+cols, 2 cols, 3 fake cols, 4 all
+        CAPTURE(sh[0]);
+        CAPTURE(sh[1]);
+        CAPTURE(int(m.fmt));
+        CAPTURE(m.act);
+        CAPTURE(variant);
+        const int64_t M = sh[0], K = sh[1], SC = (K + 127) / 128, SR = (M + 127) / 128;
+        const Tensor x = input(M, K, 13 + uint64_t(variant));
+        Input xin(x);
+        Guarded<uint8_t> q(size_t(M * K)), qt(size_t(K * M));
+        Guarded<float> s(size_t(M * SC)), st(size_t(K * SR));
+        const q8::TileArgs p{xin.data(), M, K, m.fmt == ScaleFormat::ue8m0, m.act,
+                             rows ? q.data() : nullptr, rows ? s.data() : nullptr,
+                             cols ? qt.data() : nullptr, cols ? st.data() : nullptr};
+        const dim3 grid(cdiv(K, 128), std::min(2u, cdiv(M, 128)));
+        switch (variant) {
+          case 0: launch(q8::quant_tiles_kernel<true, false, false>, grid, dim3(256), p); break;
+          case 1: launch(q8::quant_tiles_kernel<true, true, false>, grid, dim3(256), p); break;
+          case 2: launch(q8::quant_tiles_kernel<false, true, false>, grid, dim3(256), p); break;
+          case 3: launch(q8::quant_tiles_kernel<false, true, true>, grid, dim3(256), p); break;
+          default: launch(q8::quant_tiles_kernel<true, true, true>, grid, dim3(256), p); break;
+        }
+        Tensor wq, ws, wqt, wst;
+        ds::ops::fp8_quantize(ref_ctx(), x, Fp8Group::row_1x128, m.fmt, m.act, wq, ws);
+        if (fake) ds::ops::fp8_requantize_transposed(ref_ctx(), x, m.fmt, m.act, wqt, wst);
+        else ds::ops::fp8_quantize_transposed(ref_ctx(), x, m.fmt, m.act, wqt, wst);
+        if (rows) {
+          CHECK(same(q, wq));
+          CHECK(same(s, ws));
+        } else {
+          CHECK(q.guards_intact());   // nothing written at all
+          CHECK(std::all_of(q.data(), q.data() + q.n, [](uint8_t b) { return b == 0xa5; }));
+        }
+        if (cols) {
+          CHECK(same(qt, wqt));
+          CHECK(same(st, wst));
+        } else {
+          CHECK(std::all_of(qt.data(), qt.data() + qt.n, [](uint8_t b) { return b == 0xa5; }));
+        }
+      }
+}
+
+TEST_CASE("the emulator reports a warp reduction after a lane has returned") {
+  struct K {
+    static void kernel(int* out) {
+      if (threadIdx.x == 3) return;
+      out[threadIdx.x] = int(__reduce_max_sync(0xffffffffu, threadIdx.x));
+    }
+  };
+  std::vector<int> out(32, -1);
+  CHECK_THROWS_AS(launch(K::kernel, dim3(1), dim3(32), out.data()),
+                  ds::test::cuda_emu::EmuError);
+  CHECK_THROWS_AS(launch(K::kernel, dim3(1), dim3(48), out.data()),
+                  ds::test::cuda_emu::EmuError);   // not whole warps
+}
