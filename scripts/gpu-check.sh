@@ -27,12 +27,12 @@
 # reports the rows that matter most, which come first. --quick took 229 s and 235 s on the
 # H200 (2026-11-30, commits c135dd4 and 029fe18): 19 test processes in 91 s, the step
 # benchmarks (the variants' process included) 50 s, the tools 29 s, the kernel benchmarks
-# 42 s, PyTorch 23 s. Since then (not yet run): 12 more test groups (33 entries, some run
-# only where another failed), 12 more step variants (24), the attention opt-ins', the wgmma
-# grouped GEMM's and the MLA plans' benchmarks, and 5 Nsight Compute runs (the attention
-# backward's variants in one, the wgmma grouped GEMM, the defaults' three); about 430-480 s
-# estimated, so a slow run loses the defaults' Nsight rows (profiled on 2026-11-30) first,
-# then the tools' runs.
+# 42 s, PyTorch 23 s. Since then (not yet run): 14 more test groups (35 entries, some run
+# only where another failed), 13 more step variants (25), the attention opt-ins', the wgmma
+# grouped GEMM's, the MLA plans' and the FP8 quantisers' benchmarks, and 5 Nsight Compute
+# runs (the attention backward's variants in one, the wgmma grouped GEMM, the defaults'
+# three); about 460-510 s estimated, so a slow run loses the defaults' Nsight rows (profiled
+# on 2026-11-30) first, then the tools' runs.
 # Usage: bash scripts/gpu-check.sh [--quick]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -721,6 +721,17 @@ if room 30 15; then
   timeout "$(limit 30)" "$BIN/bench_losses" > "$O/bench_losses.txt" 2>&1; echo "bench_losses rc=$?"
   grep -v '^{' "$O/bench_losses.txt" | tail -3
 else row "bench_losses" SKIP "out of time"; fi
+# The FP8 Linears' quantisations, plain against the tile quantisers (opt-in), side by side.
+if ! passed "${T_TILES[0]}"; then row "fp8 quantisers, tiles vs plain" SKIP \
+  "not run: ops-fp8-tiles did not pass"
+elif [ ! -x "$BIN/bench_fp8_quant" ]; then row "fp8 quantisers, tiles vs plain" MISS "not built"
+elif room 20 10; then
+  timeout "$(limit 20)" "$BIN/bench_fp8_quant" $q > "$O/bench_fp8_quant.txt" 2>&1
+  echo "bench_fp8_quant rc=$?"; grep -v '^{' "$O/bench_fp8_quant.txt"
+  l=$(grep -E '^(quantize_dual|requantize_transposed) ' "$O/bench_fp8_quant.txt" |
+    awk '$2 == 4096 { printf "%s K 4096: %s -> %s GB/s (%s); ", $1, $6, $7, $8 }')
+  row "fp8 quantisers, tiles vs plain" INFO "${l:-no result, see bench_fp8_quant.txt}"
+else row "fp8 quantisers, tiles vs plain" SKIP "out of time"; fi
 echo "[gpu-check] kernel benchmarks done at $(elapsed)"
 # ---- 4. the same 1b step in PyTorch on the card (the issue's side-by-side figure) ---------
 if ! room 100 40; then

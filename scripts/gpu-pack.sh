@@ -14,12 +14,12 @@ P=gpu-pack
 cmake -S . -B "$B" -DDS_CUDA=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$B" -j"$(nproc)" --target ds_test_kernels ds_test_backend_ops ds_test_model_gpu \
   ds_test_nccl_gpu ds-pretrain ds-sft ds-rl ds-convert-fp8 ds-generate ds-eval ds-tokenize \
-  bench_gemm bench_attention bench_losses bench_train_step
+  bench_gemm bench_attention bench_losses bench_train_step bench_fp8_quant
 rm -rf "$P/bin" "$P/lib"
 mkdir -p "$P/bin" "$P/lib" "$P/data"
 for f in ds_test_kernels ds_test_backend_ops ds_test_model_gpu ds_test_nccl_gpu ds-pretrain \
          ds-sft ds-rl ds-convert-fp8 ds-generate ds-eval bench_gemm bench_attention bench_losses \
-         bench_train_step; do
+         bench_train_step bench_fp8_quant; do
   [ -x "$B/bin/$f" ] && strip -o "$P/bin/$f" "$B/bin/$f"
 done
 pack=../shared/device/pack-libs.sh

@@ -149,6 +149,13 @@ for v in "${variants[@]}"; do
 done
 """
 
+# bench_fp8_quant: two of its rows at K 4096 (the ones gpu-check summarises) and one other.
+FP8_QUANT_BENCH_STUB = """#!/usr/bin/env bash
+echo "quantize_dual            4096     84      0.100      0.050      840     1680   2.00x"
+echo "requantize_transposed    4096     84      0.080      0.040     1050     2100   2.00x"
+echo "quantize_dual            7168    147      0.170      0.090      865     1633   1.89x"
+"""
+
 # bench_attention: with --mla-plans, two plans at 16 heads and the launcher's own at 128.
 ATTN_BENCH_STUB = """#!/usr/bin/env bash
 case "$*" in
@@ -240,6 +247,7 @@ def main():
         write_exe(os.path.join(pack, "bin", "bench_train_step"), STEP_STUB)
         write_exe(os.path.join(pack, "bin", "bench_gemm"), GEMM_BENCH_STUB)
         write_exe(os.path.join(pack, "bin", "bench_losses"), "#!/usr/bin/env bash\necho '{}'\n")
+        write_exe(os.path.join(pack, "bin", "bench_fp8_quant"), FP8_QUANT_BENCH_STUB)
         write_exe(os.path.join(pack, "bin", "bench_attention"), ATTN_BENCH_STUB)
         for t in tools[:-1]:
             write_exe(os.path.join(pack, "bin", t), TOOL_WRAPPER.format(bin=bin_dir, tool=t))
@@ -516,6 +524,8 @@ def main():
         row("switch: FP8 quantisers on 128x128 tiles (opt-in; DS_FP8_QUANT=tiles)", "INFO",
             "fp8 tests pass; without 150.0 ms, with 135.0 ms", "faster with it")
         row("launches in bench_train_fp8tiles", "INFO", "tile quantisers 345")
+        row("fp8 quantisers, tiles vs plain", "INFO", "quantize_dual K 4096: 840 -> 1680 GB/s "
+            "(2.00x)", "requantize_transposed K 4096: 1050 -> 2100 GB/s (2.00x)")
         row("switch: attention one pass: pipelined against lockstep (both opt-in)", "INFO",
             "without 80.0 ms, with 92.0 ms", "slower with it")
         if failures:
