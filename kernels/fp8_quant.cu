@@ -196,11 +196,6 @@ __global__ void gather_rows_bf16_kernel(const float* __restrict__ src, int64_t n
 // tx + 32u of the block, as quant_tile_kernel<4> (the same amax and codes). The transposed
 // codes go through a shared tile (rows padded to 132 bytes: the column-wise reads of 32
 // consecutive rows hit 32 different banks) so that qt's rows are written contiguously.
-struct BlockEntry {
-  Fp8BlockJob job;
-  int64_t SR, SC, first;
-};
-
 __global__ void quant_blocks_multi_kernel(const BlockEntry* tab, int count, bool ue8m0) {
   constexpr int kPitch = kBlk + 4;
   __shared__ uint32_t sh[8][32];
@@ -349,12 +344,16 @@ void fp8_quantize_transposed(const float* x, int64_t M, int64_t K, bool ue8m0, b
   DS_CUDA_LAUNCHED();
 }
 
-void fp8_quantize_blocks_multi(const Fp8BlockJob* jobs, int count, bool ue8m0) {
+void fp8_quantize_blocks_multi(const Fp8BlockJob* jobs, int count, bool ue8m0, bool tiles) {
   std::vector<BlockEntry> tab;
   int64_t total = 0;
+  auto bits = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr); };
   for (int i = 0; i < count; ++i) {
     const Fp8BlockJob& j = jobs[i];
     if (j.M <= 0 || j.K <= 0) continue;
+    // the tile kernel: every job's rows in 16s, columns in 4s, its pointers aligned for them
+    tiles = tiles && j.K % 4 == 0 && j.M % 16 == 0 && bits(j.x) % 16 == 0 &&
+            bits(j.q) % 4 == 0 && bits(j.qt) % 16 == 0;
     const int64_t SR = cdiv(j.M, kBlk), SC = cdiv(j.K, kBlk);
     tab.push_back({j, SR, SC, total});
     total += SR * SC;
@@ -364,8 +363,14 @@ void fp8_quantize_blocks_multi(const Fp8BlockJob* jobs, int count, bool ue8m0) {
                                     cudaErrorInvalidValue, __FILE__, __LINE__);
   const PoolBuffer dtab(tab.size() * sizeof(BlockEntry));
   upload_table(tab, dtab);
-  quant_blocks_multi_kernel<<<unsigned(total), dim3(32, 8), 0, stream()>>>(
-      dtab.as<BlockEntry>(), int(tab.size()), ue8m0);
+  if (tiles) {
+    fp8q::quant_blocks_tiles_kernel<<<unsigned(total), 256, 0, stream()>>>(
+        dtab.as<BlockEntry>(), int(tab.size()), ue8m0);
+    g_quant_tiles_launches.fetch_add(1);
+  } else {
+    quant_blocks_multi_kernel<<<unsigned(total), dim3(32, 8), 0, stream()>>>(
+        dtab.as<BlockEntry>(), int(tab.size()), ue8m0);
+  }
   DS_CUDA_LAUNCHED();
 }
 

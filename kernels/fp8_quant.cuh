@@ -53,7 +53,10 @@ struct Fp8BlockJob {
 };
 // 128x128 weight quantisation (act = false) of every job in one launch (one block per
 // 128x128 block of any job), bit-identical to fp8_quantize(..., block_128x128, ...).
-void fp8_quantize_blocks_multi(const Fp8BlockJob* jobs, int count, bool ue8m0);
+// tiles: the tile kernel (fp8_quant_tiles.cuh quant_blocks_tiles_kernel, DS_FP8_QUANT=tiles)
+// where every job allows it (K % 4 == 0, M % 16 == 0; x 16-, q 4- and qt 16-byte aligned).
+void fp8_quantize_blocks_multi(const Fp8BlockJob* jobs, int count, bool ue8m0,
+                               bool tiles = false);
 // BF16 rounding (RNE, NaN kept quiet) of n floats: out_f32 gets the round trip, out_codes the
 // codes; either may be null. out_f32 may alias x.
 void bf16_round(const float* x, float* out_f32, uint16_t* out_codes, int64_t n);

@@ -1,4 +1,5 @@
 // The E4M3 quantisers' arithmetic and the kernels that read x in whole 128x128 tiles or rows
+// (the tile quantisers, also of the many-matrix weight quantisation)
 // (included by kernels/fp8_quant.cu, which launches them, and by the host emulation test
 // tests/kernels/test_emu_fp8_quant.cpp, which runs these same kernels on a CPU against the
 // reference). Plain CUDA C++ without inline PTX, so that the emulator (tests/kernels/
@@ -9,6 +10,9 @@
 #include <cuda_fp8.h>
 #endif
 #include <cstdint>
+
+#include "kernels/fp8_quant.cuh"
+#include "kernels/multi_tensor_index.hpp"
 
 // Internal linkage: each including translation unit (the CUDA library, the emulation test,
 // which links that library too) has its own copy.
@@ -247,6 +251,78 @@ __global__ void __launch_bounds__(256) quant_tiles_kernel(TileArgs p) {
       }
     }
   }
+}
+
+// One matrix of fp8_quantize_blocks_multi and its blocks' place in the grid: SR x SC blocks of
+// 128x128, the first at grid block `first` (a prefix sum over the jobs).
+struct BlockEntry {
+  Fp8BlockJob job;
+  int64_t SR, SC, first;
+};
+
+// fp8_quantize_blocks_multi on tiles (DS_FP8_QUANT=tiles): a block of 256 threads per 128x128
+// block of one job (found by a binary search over the prefix sums), laid out as
+// quant_tiles_kernel: warp w holds rows 16w .. 16w + 15, lane l columns 4l .. 4l + 3 (16-byte
+// loads). The block's amax: each thread's 64 values, the warp's, then the 8 warps' through
+// shared memory. Each code is computed once and leaves both ways: q's as one 4-byte store a
+// lane and row, q^T's as one 16-byte store a lane and column. Needs every job's K % 4 == 0
+// and M % 16 == 0, x 16-byte, q 4-byte and qt 16-byte aligned (the launcher checks).
+__global__ void __launch_bounds__(256) quant_blocks_tiles_kernel(const BlockEntry* tab, int count,
+                                                                 bool ue8m0) {
+  __shared__ uint32_t sh[8];
+  const int lane = int(threadIdx.x) & 31, w = int(threadIdx.x) >> 5;
+  const BlockEntry e = tab[entry_of(tab, count, blockIdx.x)];
+  const Fp8BlockJob& p = e.job;
+  const int64_t b = int64_t(blockIdx.x) - e.first, rb = b / e.SC, cb = b % e.SC;
+  const int64_t i0 = rb * kBlk + 16 * w, j = cb * kBlk + 4 * lane;
+  const bool jin = j < p.K;   // K % 4 == 0: the lane's 4 columns all in, or all out
+  float v[16][4];             // v[r][u] = x[i0 + r, j + u]
+  uint32_t a = 0;
+#pragma unroll
+  for (int r = 0; r < 16; ++r) {
+    float4 t = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (jin && i0 + r < p.M) t = *reinterpret_cast<const float4*>(p.x + (i0 + r) * p.K + j);
+    v[r][0] = t.x;
+    v[r][1] = t.y;
+    v[r][2] = t.z;
+    v[r][3] = t.w;
+    a = max(a, max(max(abs_bits(t.x), abs_bits(t.y)), max(abs_bits(t.z), abs_bits(t.w))));
+  }
+  a = __reduce_max_sync(0xffffffffu, a);
+  if (lane == 0) sh[w] = a;
+  __syncthreads();
+  a = 0;
+#pragma unroll
+  for (int t = 0; t < 8; ++t) a = max(a, sh[t]);
+  const float s = scale_of(__uint_as_float(a), ue8m0, false);
+  if (threadIdx.x == 0) {
+    if (p.s) p.s[rb * e.SC + cb] = s;
+    if (p.st) p.st[cb * e.SR + rb] = s;
+  }
+  uint32_t row[16], col[4][4];   // row[r]: row r's 4 codes; col[u]: column u's 16 codes
+#pragma unroll
+  for (int u = 0; u < 4; ++u)
+#pragma unroll
+    for (int t = 0; t < 4; ++t) col[u][t] = 0;
+#pragma unroll
+  for (int r = 0; r < 16; ++r) {
+    row[r] = 0;
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const uint32_t c = quant_code(v[r][u], s);
+      row[r] |= c << (8 * u);
+      col[u][r / 4] |= c << (8 * (r % 4));
+    }
+  }
+  if (p.q && jin)
+#pragma unroll
+    for (int r = 0; r < 16; ++r)
+      if (i0 + r < p.M) *reinterpret_cast<uint32_t*>(p.q + (i0 + r) * p.K + j) = row[r];
+  if (p.qt && jin && i0 < p.M)   // M % 16 == 0: the warp's 16 rows all in, or all out
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+      *reinterpret_cast<uint4*>(p.qt + (j + u) * p.M + i0) =
+          make_uint4(col[u][0], col[u][1], col[u][2], col[u][3]);
 }
 
 }  // namespace

@@ -3,7 +3,8 @@
 // forward's 1x128 codes of an activation, the transposed 128x1 codes, dy's two operands
 // (fp8_quantize_dual) and the input's Wgrad operand (fp8_requantize_transposed), on the
 // token count of the 1b step (B 4 x T 4096) at the 1b preset's widths (dim 1024, the dense
-// MLP's 4096) and DeepSeek-V3's (7168).
+// MLP's 4096) and DeepSeek-V3's (7168); and the weights' 128x128 quantisation in both
+// orientations (fp8_quantize_blocks_multi) of 64 experts' stacked gate/up matrices.
 // CUDA-event medians with L2 flushed. GB/s counts the least traffic an op needs (x read once,
 // each output written once), the same bytes for both, so the two columns compare as times.
 // Usage: bench_fp8_quant [--quick]. Prints a table and one JSON line per row.
@@ -12,6 +13,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "ds/ops/fp8.hpp"
 #include "gpu_timer.hpp"
@@ -26,7 +28,7 @@ namespace {
 Tensor rand_gpu(int64_t M, int64_t K, uint64_t seed) {
   Tensor h = Tensor::empty({M, K});
   std::mt19937_64 r(seed);
-  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::uniform_real_distribution<float> d(-2.0f, 2.0f);
   for (int64_t i = 0; i < h.numel(); ++i) h.f32()[i] = d(r);
   Tensor g = Tensor::empty({M, K}, DType::f32, Device::cuda);
   g.copy_from(h);
@@ -89,8 +91,46 @@ int main(int argc, char** argv) {
                     ms[1], gbp, gbt);
       }
     }
-    std::printf("tile quantiser launches %ld (4 ops x 3 widths x (2 + %d) runs each expected)\n",
-                long(ds::cuda::fp8_quant_tiles_launches()), reps);
+    {   // the routed experts' weights of one projection: 64 stacked gate/up (768, 1024)
+      const int64_t n = 64, R = 768, C = 1024;
+      std::vector<Tensor> w, q, s, qt, st;
+      std::vector<const Tensor*> wp;
+      std::vector<Tensor*> qp, sp, qtp, stp;
+      const Shape ss = ops::fp8_scale_shape(R, C, Fp8Group::block_128x128);
+      for (int64_t e = 0; e < n; ++e) {
+        w.push_back(rand_gpu(R, C, 100 + uint64_t(e)));
+        q.push_back(Tensor::empty({R, C}, DType::u8, Device::cuda));
+        s.push_back(Tensor::empty(ss, DType::f32, Device::cuda));
+        qt.push_back(Tensor::empty({C, R}, DType::u8, Device::cuda));
+        st.push_back(Tensor::empty({ss[1], ss[0]}, DType::f32, Device::cuda));
+      }
+      for (int64_t e = 0; e < n; ++e) {
+        wp.push_back(&w[size_t(e)]);
+        qp.push_back(&q[size_t(e)]);
+        sp.push_back(&s[size_t(e)]);
+        qtp.push_back(&qt[size_t(e)]);
+        stp.push_back(&st[size_t(e)]);
+      }
+      const double bytes = double(n * R * C) * (4 + 2) + double(n * shape_numel(ss)) * 8;
+      double ms[2];
+      for (const bool tiles : {false, true}) {
+        ds::cuda::set_fp8_quant_tiles(tiles);
+        ms[tiles] = bench::median_ms_events(
+            [&] { ops::fp8_quantize_blocks_multi(ctx, wp, fmt, qp, sp, qtp, stp); }, 2, reps,
+            true);
+      }
+      ds::cuda::set_fp8_quant_tiles(false);
+      const double gbp = bytes / ms[0] / 1e6, gbt = bytes / ms[1] / 1e6;
+      std::printf("%-22s %6ld %6.0f %10.3f %10.3f %8.0f %8.0f %6.2fx  (64 x (768, 1024), both "
+                  "orientations)\n", "quantize_blocks_multi", long(C), bytes / 1e6, ms[0],
+                  ms[1], gbp, gbt, ms[0] / ms[1]);
+      std::printf("{\"bench\":\"fp8_quant\",\"op\":\"quantize_blocks_multi\",\"M\":%ld,"
+                  "\"K\":%ld,\"mb\":%.1f,\"plain_ms\":%.4f,\"tiles_ms\":%.4f,"
+                  "\"plain_gbps\":%.1f,\"tiles_gbps\":%.1f}\n", long(n * R), long(C),
+                  bytes / 1e6, ms[0], ms[1], gbp, gbt);
+    }
+    std::printf("tile quantiser launches %ld (5 ops, (2 + %d) runs each, at 3 widths for 4 of "
+                "them)\n", long(ds::cuda::fp8_quant_tiles_launches()), reps);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_fp8_quant: %s\n", e.what());
     return 1;

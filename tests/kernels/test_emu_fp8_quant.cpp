@@ -2,7 +2,8 @@
 // emulator (cuda_emu.hpp: a std::thread per CUDA thread, real barriers and warp exchanges),
 // against the CPU reference ops bit for bit: the 1x128 row kernel and the transposed 128x1
 // kernel, which passed on the H200 (so that these cases check the emulator too), and the tile
-// quantisers (DS_FP8_QUANT=tiles, not yet run on a GPU) in all five of their variants, on
+// quantisers (DS_FP8_QUANT=tiles, not yet run on a GPU) in all five of their variants and the
+// many-matrix weight quantiser on tiles, on
 // shapes with partial tiles, with more row strips than grid rows, and with zeros, NaN of both
 // signs, infinities, subnormals and values that saturate. Every output sits between guard
 // bytes that must come back untouched, and x between finite sentinels that would change an
@@ -16,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <new>
 #include <random>
 #include <vector>
@@ -80,6 +82,8 @@ Tensor input(int64_t M, int64_t K, uint64_t seed) {
     const int64_t at = int64_t(rng() % uint64_t(M * K));
     p[at] = specials[t];
   }
+  // the largest finite value of the first 128x128 block in its last 16 rows (the last warp's)
+  if (M > 120 && K > 3) p[120 * K + 3] = 3e7f;
   // a whole zero row group and, where there are 128 rows, a zero column group
   for (int64_t j = 0; j < std::min<int64_t>(K, 128); ++j) p[(M / 2) * K + j] = 0.0f;
   if (M >= 128 && K > 5)
@@ -205,6 +209,67 @@ TEST_CASE("emulated tile quantisers equal the reference in every variant") {
           CHECK(std::all_of(qt.data(), qt.data() + qt.n, [](uint8_t b) { return b == 0xa5; }));
         }
       }
+}
+
+TEST_CASE("emulated many-matrix 128x128 tile quantiser equals the reference") {
+  // matrices with partial blocks both ways, an exact block, one narrower than a warp's
+  // columns, a zero block (scale 1) and the input's specials; codes, transposed codes or both
+  const std::vector<Shape> shapes = {{272, 260}, {128, 128}, {16, 4}, {144, 392}};
+  for (const ScaleFormat fmt : {ScaleFormat::fp32, ScaleFormat::ue8m0})
+    for (int outputs = 1; outputs <= 3; ++outputs) {   // 1 codes, 2 transposed, 3 both
+      CAPTURE(int(fmt));
+      CAPTURE(outputs);
+      const bool want_q = outputs & 1, want_t = outputs & 2;
+      std::vector<Tensor> x;
+      std::vector<std::unique_ptr<Input>> xin;
+      std::vector<std::unique_ptr<Guarded<uint8_t>>> q, qt;
+      std::vector<std::unique_ptr<Guarded<float>>> s, st;
+      std::vector<q8::BlockEntry> tab;
+      int64_t total = 0;
+      for (size_t m = 0; m < shapes.size(); ++m) {
+        const int64_t M = shapes[m][0], K = shapes[m][1];
+        const int64_t SR = (M + 127) / 128, SC = (K + 127) / 128;
+        x.push_back(input(M, K, 40 + m));
+        if (m == 1)
+          for (int64_t i = 0; i < 128 * 128; ++i) x[m].f32()[i] = 0.0f;
+        xin.push_back(std::make_unique<Input>(x[m]));
+        q.push_back(std::make_unique<Guarded<uint8_t>>(size_t(M * K)));
+        qt.push_back(std::make_unique<Guarded<uint8_t>>(size_t(M * K)));
+        s.push_back(std::make_unique<Guarded<float>>(size_t(SR * SC)));
+        st.push_back(std::make_unique<Guarded<float>>(size_t(SR * SC)));
+        ds::cuda::Fp8BlockJob j{xin[m]->data(), M, K, want_q ? q[m]->data() : nullptr,
+                                want_q ? s[m]->data() : nullptr,
+                                want_t ? qt[m]->data() : nullptr,
+                                want_t ? st[m]->data() : nullptr};
+        tab.push_back({j, SR, SC, total});
+        total += SR * SC;
+      }
+      launch(q8::quant_blocks_tiles_kernel, dim3(unsigned(total)), dim3(256), tab.data(),
+             int(tab.size()), fmt == ScaleFormat::ue8m0);
+      for (size_t m = 0; m < shapes.size(); ++m) {
+        CAPTURE(m);
+        Tensor wq, ws, wqt = Tensor::empty({shapes[m][1], shapes[m][0]}, DType::u8), wst;
+        ds::ops::fp8_quantize(ref_ctx(), x[m], Fp8Group::block_128x128, fmt, false, wq, ws);
+        wst = Tensor::empty({ws.size(1), ws.size(0)});
+        ds::ops::transpose(ref_ctx(), wq, wqt);
+        ds::ops::transpose(ref_ctx(), ws, wst);
+        auto untouched = [](Guarded<uint8_t>& g) {
+          return std::all_of(g.data(), g.data() + g.n, [](uint8_t b) { return b == 0xa5; });
+        };
+        if (want_q) {
+          CHECK(same(*q[m], wq));
+          CHECK(same(*s[m], ws));
+        } else {
+          CHECK(untouched(*q[m]));
+        }
+        if (want_t) {
+          CHECK(same(*qt[m], wqt));
+          CHECK(same(*st[m], wst));
+        } else {
+          CHECK(untouched(*qt[m]));
+        }
+      }
+    }
 }
 
 TEST_CASE("the emulator reports a warp reduction after a lane has returned") {

@@ -269,6 +269,67 @@ TEST_CASE("fp8 tiles: the tile quantisers equal the CPU ops, and run where the s
       }
 }
 
+// The many-matrix weight quantiser on tiles (DS_FP8_QUANT=tiles): codes and transposed codes
+// against the CPU op bit for bit; one matrix the tile kernel does not take (K % 4 != 0) sends
+// the whole call to the plain kernel, which the launch counter tells.
+TEST_CASE("fp8 tiles: quantize_blocks_multi on tiles equals the CPU, the plain kernel otherwise") {
+  const TilesSet tiles(true);
+  for (const bool all_fit : {true, false})
+    for (const ScaleFormat fmt : {ScaleFormat::fp32, ScaleFormat::ue8m0}) {
+      CAPTURE(all_fit);
+      CAPTURE(int(fmt));
+      std::vector<Shape> shapes = {{256, 384}, {1024, 128}, {144, 260}, {16, 4}};
+      if (!all_fit) shapes.push_back({128, 77});
+      Arena ar;
+      std::vector<Tensor> x, gx, q, s, qt, st, gq, gs, gqt, gst;
+      for (const Shape& sh : shapes) {
+        x.push_back(weights(sh));
+        gx.push_back(ar.upload(x.back()));
+        const Shape ss = ops::fp8_scale_shape(sh[0], sh[1], Fp8Group::block_128x128);
+        const Shape sts = ops::fp8_scale_shape(sh[1], sh[0], Fp8Group::block_128x128);
+        q.push_back(Tensor::empty(sh, DType::u8));
+        s.push_back(Tensor::empty(ss));
+        qt.push_back(Tensor::empty({sh[1], sh[0]}, DType::u8));
+        st.push_back(Tensor::empty(sts));
+        gq.push_back(ar.empty(sh, DType::u8));
+        gs.push_back(ar.empty(ss));
+        gqt.push_back(ar.empty({sh[1], sh[0]}, DType::u8));
+        gst.push_back(ar.empty(sts));
+      }
+      for (int64_t i = 0; i < 128; ++i)   // a zero block in matrix 0 (scale 1), and specials
+        for (int64_t j = 128; j < 256; ++j) x[0].f32()[i * 384 + j] = 0;
+      x[0].f32()[5 * 384 + 7] = NAN;
+      x[0].f32()[150 * 384 + 300] = -INFINITY;
+      gx[0].copy_from(x[0]);
+      std::vector<const Tensor*> xp, gxp;
+      std::vector<Tensor*> qp, sp, qtp, stp, gqp, gsp, gqtp, gstp;
+      for (size_t i = 0; i < x.size(); ++i) {
+        xp.push_back(&x[i]);
+        gxp.push_back(&gx[i]);
+        qp.push_back(&q[i]);
+        sp.push_back(&s[i]);
+        qtp.push_back(&qt[i]);
+        stp.push_back(&st[i]);
+        gqp.push_back(&gq[i]);
+        gsp.push_back(&gs[i]);
+        gqtp.push_back(&gqt[i]);
+        gstp.push_back(&gst[i]);
+      }
+      ops::fp8_quantize_blocks_multi(cpu_ref(), xp, fmt, qp, sp, qtp, stp);
+      const int64_t before = ds::cuda::fp8_quant_tiles_launches();
+      ops::fp8_quantize_blocks_multi(gpu(), gxp, fmt, gqp, gsp, gqtp, gstp);
+      CHECK(ds::cuda::fp8_quant_tiles_launches() - before == (all_fit ? 1 : 0));
+      for (size_t i = 0; i < x.size(); ++i) {
+        CAPTURE(i);
+        CHECK(same_codes(gq[i], q[i]));
+        CHECK(same_bytes(gs[i], s[i]));
+        CHECK(same_codes(gqt[i], qt[i]));
+        CHECK(same_bytes(gst[i], st[i]));
+      }
+      CHECK(ar.check());
+    }
+}
+
 // The experts' fused BF16 gather (kernels/fp8_quant.cu gather_rows_bf16_kernel) against the CPU
 // op, bit for bit (NaN as NaN), codes and rounded F32, with and without weights; NaN, inf, -0,
 // a product that underflows to -0 and a value past BF16's range; guard bytes around the output.

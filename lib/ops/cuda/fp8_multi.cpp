@@ -75,7 +75,8 @@ void fp8_quantize_blocks_multi(const Context&, const std::vector<const Tensor*>&
     }
     jobs.push_back(j);
   }
-  ds::cuda::fp8_quantize_blocks_multi(jobs.data(), int(jobs.size()), fmt == ScaleFormat::ue8m0);
+  ds::cuda::fp8_quantize_blocks_multi(jobs.data(), int(jobs.size()), fmt == ScaleFormat::ue8m0,
+                                      fp8_tiles_on());
 }
 
 }  // namespace ds::ops::cuda
