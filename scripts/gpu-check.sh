@@ -29,9 +29,9 @@
 # benchmarks (the variants' process included) 50 s, the tools 29 s, the kernel benchmarks
 # 42 s, PyTorch 23 s. Since then (not yet run): 14 more test groups (35 entries, some run
 # only where another failed), 13 more step variants (25), the attention opt-ins', the wgmma
-# grouped GEMM's, the MLA plans' and the FP8 quantisers' benchmarks, and 5 Nsight Compute
-# runs (the attention backward's variants in one, the wgmma grouped GEMM, the defaults'
-# three); about 460-510 s estimated, so a slow run loses the defaults' Nsight rows (profiled
+# grouped GEMM's, the MLA plans' and the FP8 quantisers' benchmarks, the faster opt-ins'
+# step together, and 5 Nsight Compute runs (the attention backward's variants in one, the
+# wgmma grouped GEMM, the defaults' three); about 480-540 s estimated, so a slow run loses the defaults' Nsight rows (profiled
 # on 2026-11-30) first, then the tools' runs.
 # Usage: bash scripts/gpu-check.sh [--quick]
 set -uo pipefail
@@ -463,7 +463,7 @@ done
 for i in "${pending[@]}"; do V_NOTE[${V_LABEL[$i]}]="not run (the process kept dying)"; done
 for lab in "expert outputs BF16" "grouped wgmma" "attention backward fused" \
            "attention backward one pass" "attention 64-row blocks" "attention staggered" \
-           "attention pipelined" "FP8 Wgrad split-K"; do
+           "attention pipelined" "FP8 Wgrad split-K" "FP8 tile quantisers"; do
   grep -A45 -F "[variant $lab]" "$VE" 2>/dev/null |
     grep -E "^(profile|GEMM share|[a-z_0-9]+ +[a-z_]+ +[0-9]+ )" | head -12
 done
@@ -617,6 +617,63 @@ verdict "sums by the GEMM (default)" \
   ds_test_backend_ops-ops-verified,ds_test_model_gpu-model bench_train_noacc.txt $B0
 verdict "sums by the GEMM, fp8 step (FP8 Wgrad by the k-grouped GEMM too; default)" \
   ds_test_backend_ops-ops-fp8-grouped,ds_test_model_gpu-model bench_train_noacc.txt $B0 fp8
+# The winners together: the fastest attention variant that was faster than the default (they
+# exclude each other or are already combined), the wgmma grouped GEMM and, for the fp8 step,
+# the split-K Wgrad and the tile quantisers, each where it was faster (> 4%), in one more
+# process beside the default: the combined step time (and its per-op profile) that a session
+# flipping those defaults needs, from this same run.
+faster() {   # faster FILE PRECISION: the variant's step beat the default's by more than 4%
+  local a b; a=$(step_ms $B0 "$2"); b=$(step_ms "$1" "$2")
+  [ -n "$a" ] && [ -n "$b" ] && awk -v a="$a" -v b="$b" 'BEGIN { exit !(b < 0.96 * a) }'
+}
+spec_of() {   # spec_of FILE: the variant's keys, less profile=1
+  local i
+  for i in "${!V_FILE[@]}"; do
+    [ "${V_FILE[$i]}" = "$1" ] && { echo "${V_SPEC[$i]}" | sed -e 's/,*profile=1//'; return; }
+  done
+}
+W_BF16=; best=
+for f in bench_train_bwdfused.txt bench_train_onepass.txt bench_train_onepipe.txt \
+         bench_train_rows64.txt bench_train_rows64f.txt bench_train_stag.txt \
+         bench_train_stagf.txt bench_train_pipe.txt bench_train_pipef.txt \
+         bench_train_qstats.txt; do
+  faster "$f" bf16 || continue
+  ms=$(step_ms "$f" bf16)
+  if [ -z "$best" ] || awk -v a="$ms" -v b="$best" 'BEGIN { exit !(a < b) }'; then
+    best=$ms; W_BF16=$(spec_of "$f")
+  fi
+done
+faster bench_train_gwgmma.txt bf16 && W_BF16=${W_BF16:+$W_BF16,}grouped-gemm=wgmma
+W_FP8=
+faster bench_train_fp8ksplit.txt fp8 && W_FP8=fp8-ksplit=on
+faster bench_train_fp8tiles.txt fp8 && W_FP8=${W_FP8:+$W_FP8,}fp8-quant=tiles
+if [ -z "$W_BF16$W_FP8" ]; then
+  row "train step 1b (ds, winners together)" INFO "none: no opt-in was more than 4% faster"
+elif room 90 40; then
+  wargs=(--variant "winners baseline:precision=bf16+fp8")
+  [ -n "$W_BF16" ] && wargs+=(--variant "winners:precision=bf16,$W_BF16,profile=1")
+  [ -n "$W_FP8" ] && wargs+=(--variant "winners fp8:precision=fp8,$W_FP8,profile=1")
+  timeout "$(limit 90)" "$BIN/bench_train_step" --preset 1b --batch 4 --seq 4096 \
+    --steps "$NS" --warmup 1 "${wargs[@]}" > "$O/bench_train_winners.txt" \
+    2> "$O/bench_train_winners_err.txt"
+  echo "bench_train_step (winners) rc=$?"
+  wl() {   # wl LABEL PRECISION: the variant's step line, less its tag
+    grep -m1 "^train step 1b $2 .*\[variant $1\]$" "$O/bench_train_winners.txt" |
+      sed -e 's/^train step 1b //' -e 's/ \[variant .*\]$//'
+  }
+  for pw in "bf16:winners:$W_BF16" "fp8:winners fp8:$W_FP8"; do
+    p=${pw%%:*}; rest=${pw#*:}; lab=${rest%%:*}; sp=${rest#*:}
+    [ -n "$sp" ] || continue
+    l=$(wl "$lab" "$p"); b=$(wl "winners baseline" "$p")
+    if [ -n "$l" ] && [ -n "$b" ]; then
+      row "train step 1b $p (ds, winners together)" INFO "$sp: ${l%%,*} against ${b%%,*} (the \
+default, same process); $(echo "$l" | grep -o 'MFU [0-9.]*%')"
+    else
+      row "train step 1b $p (ds, winners together)" FAIL "$sp: no result, see \
+bench_train_winners_err.txt"
+    fi
+  done
+else row "train step 1b (ds, winners together)" SKIP "out of time"; fi
 echo "[gpu-check] training-step benchmarks done at $(elapsed)"
 
 # ---- 3. kernel benchmarks ---------------------------------------------------------------------

@@ -84,6 +84,7 @@ VARIANTS = {
     "bench_train_fp8ksplit.txt": "FP8 weight gradients split along K (opt-in)",
     "bench_train_fp8tiles.txt": "FP8 quantisers on 128x128 tiles (opt-in)",
     "bench_train_vbase2.txt": "default, last (the variants' process)",
+    "bench_train_winners.txt": "the faster opt-ins together",
 }
 
 
@@ -92,7 +93,9 @@ def train_tables(d):
     for name, label in VARIANTS.items():
         for r in json_lines(os.path.join(d, name)):
             if r["bench"] == "train_step":
-                rows.append([label, r["precision"], fmt(r["step_ms"]), fmt(r["tokens_per_s"], ".0f"),
+                lab = label if "variant" not in r or name != "bench_train_winners.txt" \
+                    else f'{label} ({r["variant"]})'
+                rows.append([lab, r["precision"], fmt(r["step_ms"]), fmt(r["tokens_per_s"], ".0f"),
                              fmt(r["tflops"]), fmt(100 * r["mfu"]) + "%", fmt(r["gpu_peak_gib"])])
             elif r["bench"] == "train_step_profile" and name == "bench_train.txt" \
                     and r["precision"] == "bf16":

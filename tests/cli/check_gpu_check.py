@@ -524,6 +524,15 @@ def main():
         row("switch: FP8 quantisers on 128x128 tiles (opt-in; DS_FP8_QUANT=tiles)", "INFO",
             "fp8 tests pass; without 150.0 ms, with 135.0 ms", "faster with it")
         row("launches in bench_train_fp8tiles", "INFO", "tile quantisers 345")
+        # the faster opt-ins together: the fastest attention variant (the one-pass backward,
+        # 80 ms) with the wgmma grouped GEMM (85 ms, the last key's time in the stand-in), and
+        # both fp8 opt-ins, each beside the default in one more process
+        row("train step 1b bf16 (ds, winners together)", "INFO",
+            "attention-bwd=onepass,grouped-gemm=wgmma: bf16 B=4 T=4096: 85.0 ms against "
+            "bf16 B=4 T=4096: 100.0 ms")
+        row("train step 1b fp8 (ds, winners together)", "INFO",
+            "fp8-ksplit=on,fp8-quant=tiles: fp8 B=4 T=4096: 135.0 ms against "
+            "fp8 B=4 T=4096: 150.0 ms")
         row("fp8 quantisers, tiles vs plain", "INFO", "quantize_dual K 4096: 840 -> 1680 GB/s "
             "(2.00x)", "requantize_transposed K 4096: 1050 -> 2100 GB/s (2.00x)")
         row("switch: attention one pass: pipelined against lockstep (both opt-in)", "INFO",
