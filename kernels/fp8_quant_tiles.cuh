@@ -166,6 +166,21 @@ __global__ void quant_cols_t_kernel(const float* __restrict__ x, int64_t M, int6
 // Needs K % 4 == 0, x 16-byte and q 4-byte aligned, and with kCols M % 16 == 0 and qt 16-byte
 // aligned (fp8_quantize_tiles checks, else the plain kernels run). Elements outside x are
 // zeros, which change no amax, and are not written.
+// A thread's share of a tile: v[r][u] = x[i0 + r, j + u] for r < 16, u < 4, one 16-byte load
+// a row; zeros outside x (jin: the 4 columns are inside, K % 4 == 0).
+__device__ __forceinline__ void load_rows(const float* x, int64_t M, int64_t K, int64_t i0,
+                                          int64_t j, bool jin, float (&v)[16][4]) {
+#pragma unroll
+  for (int r = 0; r < 16; ++r) {
+    float4 t = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (jin && i0 + r < M) t = *reinterpret_cast<const float4*>(x + (i0 + r) * K + j);
+    v[r][0] = t.x;
+    v[r][1] = t.y;
+    v[r][2] = t.z;
+    v[r][3] = t.w;
+  }
+}
+
 struct TileArgs {
   const float* x;
   int64_t M, K;
@@ -186,15 +201,7 @@ __global__ void __launch_bounds__(256) quant_tiles_kernel(TileArgs p) {
   for (int64_t rb = blockIdx.y; rb < strips; rb += gridDim.y) {
     const int64_t i0 = rb * kBlk + 16 * w;
     float v[16][4];   // v[r][u] = x[i0 + r, j + u]
-#pragma unroll
-    for (int r = 0; r < 16; ++r) {
-      float4 t = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      if (jin && i0 + r < p.M) t = *reinterpret_cast<const float4*>(p.x + (i0 + r) * p.K + j);
-      v[r][0] = t.x;
-      v[r][1] = t.y;
-      v[r][2] = t.z;
-      v[r][3] = t.w;
-    }
+    load_rows(p.x, p.M, p.K, i0, j, jin, v);
     if constexpr (kRows || kFake) {
       float srow[16];
 #pragma unroll
@@ -277,17 +284,12 @@ __global__ void __launch_bounds__(256) quant_blocks_tiles_kernel(const BlockEntr
   const int64_t i0 = rb * kBlk + 16 * w, j = cb * kBlk + 4 * lane;
   const bool jin = j < p.K;   // K % 4 == 0: the lane's 4 columns all in, or all out
   float v[16][4];             // v[r][u] = x[i0 + r, j + u]
+  load_rows(p.x, p.M, p.K, i0, j, jin, v);
   uint32_t a = 0;
 #pragma unroll
-  for (int r = 0; r < 16; ++r) {
-    float4 t = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (jin && i0 + r < p.M) t = *reinterpret_cast<const float4*>(p.x + (i0 + r) * p.K + j);
-    v[r][0] = t.x;
-    v[r][1] = t.y;
-    v[r][2] = t.z;
-    v[r][3] = t.w;
-    a = max(a, max(max(abs_bits(t.x), abs_bits(t.y)), max(abs_bits(t.z), abs_bits(t.w))));
-  }
+  for (int r = 0; r < 16; ++r)
+#pragma unroll
+    for (int u = 0; u < 4; ++u) a = max(a, abs_bits(v[r][u]));
   a = __reduce_max_sync(0xffffffffu, a);
   if (lane == 0) sh[w] = a;
   __syncthreads();

@@ -7,51 +7,61 @@
 
 namespace ds::ops::cuda {
 
+namespace {
+
+// x (M, K) F32 and the outputs of a quantisation of it; try_tiles runs the tile kernel
+// (DS_FP8_QUANT=tiles) where the shapes allow it: false when it did not run.
+struct Quant {
+  const float* x;
+  int64_t M, K;
+  bool ue8m0, act;
+  uint8_t *q = nullptr, *qt = nullptr;
+  float *s = nullptr, *st = nullptr;
+  Quant(const Tensor& xt, ScaleFormat fmt, bool act_)
+      : x(xt.data<float>()), M(xt.size(0)), K(xt.size(1)), ue8m0(fmt == ScaleFormat::ue8m0),
+        act(act_) {}
+  bool try_tiles(bool fake) const {
+    return fp8_tiles_on() && ds::cuda::fp8_quantize_tiles(x, M, K, ue8m0, act, fake, q, s, qt, st);
+  }
+};
+
+}  // namespace
+
 void fp8_quantize_transposed(const Context&, const Tensor& x, ScaleFormat fmt, bool act,
                              Tensor& qt, Tensor& st) {
-  const float* xp = x.data<float>();
-  const int64_t M = x.size(0), K = x.size(1);
-  const bool ue8m0 = fmt == ScaleFormat::ue8m0;
-  uint8_t* qtp = qt.data<uint8_t>();
-  float* stp = st.data<float>();
-  if (fp8_tiles_on() &&
-      ds::cuda::fp8_quantize_tiles(xp, M, K, ue8m0, act, false, nullptr, nullptr, qtp, stp))
-    return;
-  ds::cuda::fp8_quantize_transposed(xp, M, K, ue8m0, act, qtp, stp);
+  Quant p(x, fmt, act);
+  p.qt = qt.data<uint8_t>();
+  p.st = st.data<float>();
+  if (p.try_tiles(false)) return;
+  ds::cuda::fp8_quantize_transposed(p.x, p.M, p.K, p.ue8m0, act, p.qt, p.st);
 }
 
 // One tile kernel when DS_FP8_QUANT=tiles and the shapes allow it, else the two quantisers.
 void fp8_quantize_dual(const Context&, const Tensor& x, ScaleFormat fmt, bool act, Tensor& q,
                        Tensor& s, Tensor& qt, Tensor& st) {
-  const float* xp = x.data<float>();
-  const int64_t M = x.size(0), K = x.size(1);
-  const bool ue8m0 = fmt == ScaleFormat::ue8m0;
-  uint8_t *qp = q.data<uint8_t>(), *qtp = qt.data<uint8_t>();
-  float *sp = s.data<float>(), *stp = st.data<float>();
-  if (fp8_tiles_on() &&
-      ds::cuda::fp8_quantize_tiles(xp, M, K, ue8m0, act, false, qp, sp, qtp, stp))
-    return;
-  ds::cuda::fp8_quantize(xp, M, K, ds::cuda::Fp8Grouping::row_1x128, ue8m0, act, qp, sp,
+  Quant p(x, fmt, act);
+  p.q = q.data<uint8_t>();
+  p.s = s.data<float>();
+  p.qt = qt.data<uint8_t>();
+  p.st = st.data<float>();
+  if (p.try_tiles(false)) return;
+  ds::cuda::fp8_quantize(p.x, p.M, p.K, ds::cuda::Fp8Grouping::row_1x128, p.ue8m0, act, p.q, p.s,
                          nullptr);
-  ds::cuda::fp8_quantize_transposed(xp, M, K, ue8m0, act, qtp, stp);
+  ds::cuda::fp8_quantize_transposed(p.x, p.M, p.K, p.ue8m0, act, p.qt, p.st);
 }
 
 // One tile kernel (the round trip in registers) when DS_FP8_QUANT=tiles and the shapes allow
 // it, else the round trip into a temporary and the transposed quantiser.
 void fp8_requantize_transposed(const Context&, const Tensor& x, ScaleFormat fmt, bool act,
                                Tensor& qt, Tensor& st) {
-  const float* xp = x.data<float>();
-  const int64_t M = x.size(0), K = x.size(1);
-  const bool ue8m0 = fmt == ScaleFormat::ue8m0;
-  uint8_t* qtp = qt.data<uint8_t>();
-  float* stp = st.data<float>();
-  if (fp8_tiles_on() &&
-      ds::cuda::fp8_quantize_tiles(xp, M, K, ue8m0, act, true, nullptr, nullptr, qtp, stp))
-    return;
+  Quant p(x, fmt, act);
+  p.qt = qt.data<uint8_t>();
+  p.st = st.data<float>();
+  if (p.try_tiles(true)) return;
   Tensor xc = Tensor::empty(x.shape(), DType::f32, x.device());
-  ds::cuda::fp8_quantize(xp, M, K, ds::cuda::Fp8Grouping::row_1x128, ue8m0, act, nullptr,
+  ds::cuda::fp8_quantize(p.x, p.M, p.K, ds::cuda::Fp8Grouping::row_1x128, p.ue8m0, act, nullptr,
                          nullptr, xc.data<float>());
-  ds::cuda::fp8_quantize_transposed(xc.data<float>(), M, K, ue8m0, act, qtp, stp);
+  ds::cuda::fp8_quantize_transposed(xc.data<float>(), p.M, p.K, p.ue8m0, act, p.qt, p.st);
 }
 
 void fp8_quantize_blocks_multi(const Context&, const std::vector<const Tensor*>& xs,
