@@ -130,22 +130,42 @@ void expert_gemm(const ops::Context& ctx, bool codes, bool fprop,
 // Wgrad: dW_e (out, in) += Q_128x1(dy_e)^T Q_128x1(Xc_e), Xc = Q_1x128(x) the input as Fprop
 // saw it (recomputed: the same deterministic quantisation), K = the expert's padded rows. On
 // codes the 128x1 groups are 1x128 groups of the transposed operands, quantised straight
-// into that layout (fp8_quantize_transposed).
+// into that layout: dy's by the caller (dyt, from fp8_quantize_dual), Xc's by
+// fp8_requantize_transposed (the round trip not written out, with DS_FP8_QUANT=tiles).
 void wgrad(const ops::Context& ctx, bool codes, const std::vector<MLP>& experts, int which,
-           const std::vector<int64_t>& off, const Tensor& x, const Tensor& dy) {
+           const std::vector<int64_t>& off, const Tensor& x, const Tensor& dy,
+           const detail::Fp8Codes& dyt) {
   std::vector<Tensor> dw;
   for (const MLP& m : experts)
     dw.push_back(which == 13 ? m.w1.w->grad.join0(m.w3.w->grad)
                              : (which == 1 ? m.w1 : which == 2 ? m.w2 : m.w3).w->grad);
-  const Tensor xc = fp8_values(ctx, x, Fp8Group::row_1x128, true);   // (NKp, in)
   if (!codes) {
+    const Tensor xc = fp8_values(ctx, x, Fp8Group::row_1x128, true);   // (NKp, in)
     ops::grouped_matmul_wgrad(ctx, fp8_values(ctx, dy, Fp8Group::col_128x1, false),
                               fp8_values(ctx, xc, Fp8Group::col_128x1, true), off, dw);
     return;
   }
-  const detail::Fp8Codes a = detail::fp8_codes_t(ctx, dy, false);   // (out, NKp)
-  const detail::Fp8Codes b = detail::fp8_codes_t(ctx, xc, true);     // (in, NKp)
-  ops::fp8_gemm_nt_kgrouped(ctx, a.q, a.s, b.q, b.s, off, dw);
+  detail::Fp8Codes b;   // (in, NKp)
+  ops::fp8_requantize_transposed(ctx, x, ctx.linear.scale_format, true, b.q, b.s);
+  ops::fp8_gemm_nt_kgrouped(ctx, dyt.q, dyt.s, b.q, b.s, off, dw);
+}
+
+// Dgrad dx (NKp, in) = dy Q(W_e) (expert_gemm) and Wgrad (wgrad) of projection `which` from
+// one output gradient dy: on codes dy's two quantisations, 1x128 for Dgrad and the transposed
+// 128x1 for Wgrad, come from one fp8_quantize_dual (one read of dy with DS_FP8_QUANT=tiles).
+void dgrad_wgrad(const ops::Context& ctx, bool codes, const std::vector<MLP>& experts,
+                 int which, const std::vector<int64_t>& off, const Tensor& x, const Tensor& dy,
+                 Tensor& dx) {
+  if (!codes) {
+    expert_gemm(ctx, false, false, experts, which, off, dy, dx);
+    wgrad(ctx, false, experts, which, off, x, dy, {});
+    return;
+  }
+  detail::Fp8Codes d, dt;   // (NKp, out) and (out, NKp)
+  ops::fp8_quantize_dual(ctx, dy, ctx.linear.scale_format, false, d.q, d.s, dt.q, dt.s);
+  const ExpertCodes b = expert_codes(ctx, experts, which, true);
+  ops::fp8_gemm_nt_grouped(ctx, d.q, d.s, b.q, b.s, off, dx, Fp8Group::block_128x128);
+  wgrad(ctx, true, experts, which, off, x, dy, dt);
 }
 
 // dst (N, C) += the padded expert rows (NKp, C), weighted by the gate weights when `weighted`:
@@ -238,23 +258,19 @@ void MoE::routed_backward_fp8(const ops::Context& ctx, MoESaved& s, const Tensor
   Tensor dpair = dpair_w.view({NK, 1});
   ops::gather_rows(ctx, dpw.view({NKp, 1}), s.p_row, dpair);   // the real rows, pair order
   Tensor dact = detail::empty_f32(ctx, {NKp, I});              // down_proj
-  expert_gemm(ctx, s.fp8_codes, false, experts, 2, s.p_offsets, dyw, dact);
-  wgrad(ctx, s.fp8_codes, experts, 2, s.p_offsets, s.g_act, dyw);
+  dgrad_wgrad(ctx, s.fp8_codes, experts, 2, s.p_offsets, s.g_act, dyw, dact);
   Tensor dug = detail::empty_f32(ctx, {NKp, C});               // gate and up
   if (s.g_h.defined()) {   // stacked: [dh1 | dh3] against [W1; W3], one Dgrad and one Wgrad
     Tensor dh = detail::empty_f32(ctx, {NKp, 2 * I});
     ops::swiglu_packed_backward(ctx, s.g_h, dact, dh);
-    expert_gemm(ctx, s.fp8_codes, false, experts, 13, s.p_offsets, dh, dug);
-    wgrad(ctx, s.fp8_codes, experts, 13, s.p_offsets, s.g_x, dh);
+    dgrad_wgrad(ctx, s.fp8_codes, experts, 13, s.p_offsets, s.g_x, dh, dug);
   } else {
     Tensor dh1 = detail::empty_f32(ctx, {NKp, I}), dh3 = detail::empty_f32(ctx, {NKp, I});
     ops::swiglu_backward(ctx, s.g_h1, s.g_h3, dact, dh1, dh3);
     Tensor dug3 = detail::empty_f32(ctx, {NKp, C});
-    expert_gemm(ctx, s.fp8_codes, false, experts, 1, s.p_offsets, dh1, dug);
-    expert_gemm(ctx, s.fp8_codes, false, experts, 3, s.p_offsets, dh3, dug3);
+    dgrad_wgrad(ctx, s.fp8_codes, experts, 1, s.p_offsets, s.g_x, dh1, dug);
+    dgrad_wgrad(ctx, s.fp8_codes, experts, 3, s.p_offsets, s.g_x, dh3, dug3);
     ops::add_(ctx, dug, dug3);
-    wgrad(ctx, s.fp8_codes, experts, 1, s.p_offsets, s.g_x, dh1);
-    wgrad(ctx, s.fp8_codes, experts, 3, s.p_offsets, s.g_x, dh3);
   }
   add_back(ctx, s, dug, false, du);
   s.g_x = s.g_h = s.g_h1 = s.g_h3 = s.g_act = s.g_y = Tensor();
