@@ -293,23 +293,28 @@ void fp8_quantize(const float* x, int64_t M, int64_t K, Fp8Grouping g, bool ue8m
 
 namespace {
 std::atomic<bool> g_quant_tiles{false};
-std::atomic<int64_t> g_quant_tiles_launches{0};
+std::atomic<int64_t> g_quant_tiles_launches[5] = {};
+void count_tiles(Fp8TilesKind kind) { g_quant_tiles_launches[int(kind)].fetch_add(1); }
 }  // namespace
 
 void set_fp8_quant_tiles(bool on) { g_quant_tiles.store(on); }
 bool fp8_quant_tiles() { return g_quant_tiles.load(); }
-int64_t fp8_quant_tiles_launches() { return g_quant_tiles_launches.load(); }
+int64_t fp8_quant_tiles_launches(Fp8TilesKind kind) {
+  return g_quant_tiles_launches[int(kind)].load();
+}
+int64_t fp8_quant_tiles_launches() {
+  int64_t n = 0;
+  for (const auto& c : g_quant_tiles_launches) n += c.load();
+  return n;
+}
 
 bool fp8_quantize_tiles(const float* x, int64_t M, int64_t K, bool ue8m0, bool act, bool fake,
                         uint8_t* q, float* s, uint8_t* qt, float* st) {
-  auto bits = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr); };
-  const bool rows = q != nullptr, cols = qt != nullptr;
-  if ((!rows && !cols) || (fake && !cols) || (rows && !s) || (cols && !st)) return false;
-  if (K % 4 != 0 || bits(x) % 16 != 0 || (rows && bits(q) % 4 != 0)) return false;
-  if (cols && (M % 16 != 0 || bits(qt) % 16 != 0)) return false;
-  if (M == 0 || K == 0) return true;
   const fp8q::TileArgs p{x, M, K, ue8m0, act, q, s, qt, st};
-  const dim3 grid(unsigned(cdiv(K, kBlk)), cap_grid(cdiv(M, kBlk)));
+  if (!fp8q::tiles_fit(p, fake)) return false;
+  if (M == 0 || K == 0) return true;
+  const bool rows = q != nullptr, cols = qt != nullptr;
+  const dim3 grid = fp8q::tiles_grid(M, K);
   auto* kernel = !cols ? fp8q::quant_tiles_kernel<true, false, false>
                  : !rows ? (fake ? fp8q::quant_tiles_kernel<false, true, true>
                                  : fp8q::quant_tiles_kernel<false, true, false>)
@@ -317,7 +322,9 @@ bool fp8_quantize_tiles(const float* x, int64_t M, int64_t K, bool ue8m0, bool a
                                  : fp8q::quant_tiles_kernel<true, true, false>);
   kernel<<<grid, 256, 0, stream()>>>(p);
   DS_CUDA_LAUNCHED();
-  g_quant_tiles_launches.fetch_add(1);
+  count_tiles(fake ? Fp8TilesKind::requant
+                   : rows && cols ? Fp8TilesKind::dual
+                   : cols ? Fp8TilesKind::cols : Fp8TilesKind::rows);
   return true;
 }
 
@@ -347,13 +354,10 @@ void fp8_quantize_transposed(const float* x, int64_t M, int64_t K, bool ue8m0, b
 void fp8_quantize_blocks_multi(const Fp8BlockJob* jobs, int count, bool ue8m0, bool tiles) {
   std::vector<BlockEntry> tab;
   int64_t total = 0;
-  auto bits = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr); };
   for (int i = 0; i < count; ++i) {
     const Fp8BlockJob& j = jobs[i];
     if (j.M <= 0 || j.K <= 0) continue;
-    // the tile kernel: every job's rows in 16s, columns in 4s, its pointers aligned for them
-    tiles = tiles && j.K % 4 == 0 && j.M % 16 == 0 && bits(j.x) % 16 == 0 &&
-            bits(j.q) % 4 == 0 && bits(j.qt) % 16 == 0;
+    tiles = tiles && fp8q::blocks_tiles_fit(j);   // the tile kernel takes every job
     const int64_t SR = cdiv(j.M, kBlk), SC = cdiv(j.K, kBlk);
     tab.push_back({j, SR, SC, total});
     total += SR * SC;
@@ -366,7 +370,7 @@ void fp8_quantize_blocks_multi(const Fp8BlockJob* jobs, int count, bool ue8m0, b
   if (tiles) {
     fp8q::quant_blocks_tiles_kernel<<<unsigned(total), 256, 0, stream()>>>(
         dtab.as<BlockEntry>(), int(tab.size()), ue8m0);
-    g_quant_tiles_launches.fetch_add(1);
+    count_tiles(Fp8TilesKind::blocks);
   } else {
     quant_blocks_multi_kernel<<<unsigned(total), dim3(32, 8), 0, stream()>>>(
         dtab.as<BlockEntry>(), int(tab.size()), ue8m0);

@@ -28,10 +28,18 @@ void fp8_quantize(const float* x, int64_t M, int64_t K, Fp8Grouping g, bool ue8m
 bool fp8_quantize_tiles(const float* x, int64_t M, int64_t K, bool ue8m0, bool act, bool fake,
                         uint8_t* q, float* s, uint8_t* qt, float* st);
 // The switch the ops layer reads (lib/ops/cuda/fp8.cpp, DS_FP8_QUANT), and the tile kernels'
-// launches so far (tests, benchmarks).
+// launches so far (tests, benchmarks): all of them, or those of one kind.
+enum class Fp8TilesKind : int {
+  rows = 0,      // the 1x128 codes alone (fp8_quantize)
+  cols = 1,      // the transposed 128x1 codes alone (fp8_quantize_transposed)
+  dual = 2,      // both (fp8_quantize_dual)
+  requant = 3,   // the transposed codes of the 1x128 round trip (fp8_requantize_transposed)
+  blocks = 4,    // the many-matrix 128x128 weight quantisation
+};
 void set_fp8_quant_tiles(bool on);
 bool fp8_quant_tiles();
 int64_t fp8_quant_tiles_launches();
+int64_t fp8_quant_tiles_launches(Fp8TilesKind kind);
 // out (M, K) = e4m3(q) * scale(group), FP32.
 void fp8_dequantize(const uint8_t* q, const float* scales, int64_t M, int64_t K, Fp8Grouping g,
                     float* out);

@@ -191,9 +191,25 @@ struct TileArgs {
   float* st;
 };
 
+// Whether quant_tiles_kernel takes p (fake: the 128x1 groups of the round trip), and its grid
+// (row strips beyond 65535 wrap): the launcher's (fp8_quant.cu fp8_quantize_tiles) and the
+// emulation test's.
+inline bool tiles_fit(const TileArgs& p, bool fake) {
+  auto bits = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr); };
+  const bool rows = p.q != nullptr, cols = p.qt != nullptr;
+  if ((!rows && !cols) || (fake && !cols) || (rows && !p.s) || (cols && !p.st)) return false;
+  if (p.K % 4 != 0 || bits(p.x) % 16 != 0 || (rows && bits(p.q) % 4 != 0)) return false;
+  return !cols || (p.M % 16 == 0 && bits(p.qt) % 16 == 0);
+}
+inline dim3 tiles_grid(int64_t M, int64_t K) {
+  int64_t strips = (M + kBlk - 1) / kBlk;
+  strips = strips < 1 ? 1 : strips > 65535 ? 65535 : strips;
+  return dim3(unsigned((K + kBlk - 1) / kBlk), unsigned(strips));
+}
+
 template <bool kRows, bool kCols, bool kFake>
 __global__ void __launch_bounds__(256) quant_tiles_kernel(TileArgs p) {
-  __shared__ uint32_t sh[8][kBlk];   // per warp, the column amax over its 16 rows
+  __shared__ __align__(16) uint32_t sh[8][kBlk];   // per warp, the column amax of its 16 rows
   const int lane = int(threadIdx.x) & 31, w = int(threadIdx.x) >> 5;
   const int64_t cb = blockIdx.x, j = cb * kBlk + 4 * lane;
   const int64_t SC = (p.K + kBlk - 1) / kBlk, strips = (p.M + kBlk - 1) / kBlk;
@@ -237,15 +253,22 @@ __global__ void __launch_bounds__(256) quant_tiles_kernel(TileArgs p) {
 #pragma unroll
         for (int u = 0; u < 4; ++u) ca[u] = max(ca[u], abs_bits(v[r][u]));
       __syncthreads();   // sh reused across strips
-#pragma unroll
-      for (int u = 0; u < 4; ++u) sh[w][4 * lane + u] = ca[u];
+      // a lane's 4 columns as one 16-byte store and load (no bank conflicts)
+      *reinterpret_cast<uint4*>(&sh[w][4 * lane]) = make_uint4(ca[0], ca[1], ca[2], ca[3]);
       __syncthreads();
+      uint32_t cmax[4] = {0, 0, 0, 0};   // the tile's 128 rows
+#pragma unroll
+      for (int t = 0; t < 8; ++t) {
+        const uint4 m = *reinterpret_cast<const uint4*>(&sh[t][4 * lane]);
+        cmax[0] = max(cmax[0], m.x);
+        cmax[1] = max(cmax[1], m.y);
+        cmax[2] = max(cmax[2], m.z);
+        cmax[3] = max(cmax[3], m.w);
+      }
       const int64_t SCt = strips;
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
-        uint32_t a = 0;
-#pragma unroll
-        for (int t = 0; t < 8; ++t) a = max(a, sh[t][4 * lane + u]);   // the tile's 128 rows
+        const uint32_t a = cmax[u];
         const float s = scale_of(__uint_as_float(a), p.ue8m0, p.act);
         if (w == 0 && jin) p.st[(j + u) * SCt + rb] = s;
         uint32_t word[4] = {0, 0, 0, 0};   // rows i0 .. i0 + 15 of column j + u
@@ -258,6 +281,13 @@ __global__ void __launch_bounds__(256) quant_tiles_kernel(TileArgs p) {
       }
     }
   }
+}
+
+// Whether quant_blocks_tiles_kernel takes job j (the launcher's test, for every job).
+inline bool blocks_tiles_fit(const Fp8BlockJob& j) {
+  auto bits = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr); };
+  return j.K % 4 == 0 && j.M % 16 == 0 && bits(j.x) % 16 == 0 && bits(j.q) % 4 == 0 &&
+         bits(j.qt) % 16 == 0;
 }
 
 // One matrix of fp8_quantize_blocks_multi and its blocks' place in the grid: SR x SC blocks of

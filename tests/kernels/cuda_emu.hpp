@@ -11,14 +11,21 @@
 //     keeps the previous block's bytes, as real shared memory may hold anything);
 //   - threadIdx / blockIdx / blockDim / gridDim are thread_local; launch() runs the grid's
 //     blocks in order on blockDim std::threads, which all run the block at once;
-//   - __syncthreads() is a std::barrier over the block's threads; a thread that returns leaves
-//     it (arrive_and_drop), as an exited thread no longer holds a CTA barrier up;
+//   - __syncthreads() is a barrier over the block's threads, all of which must arrive at the
+//     same call site (else EmuError); a thread that returns leaves it, as an exited thread no
+//     longer holds a CTA barrier up;
 //   - the warp intrinsics used here (__reduce_max_sync, __shfl_xor_sync) exchange through a
-//     per-warp barrier and require the full mask and all 32 lanes present (a lane that has
-//     returned is reported: CUDA leaves that undefined);
+//     per-warp barrier and require the full mask, all 32 lanes present and at the same call
+//     site (a lane that has returned, or one elsewhere, is reported: CUDA leaves both
+//     undefined);
+//   - a barrier that waits 20 s is reported as a deadlock (EmuError), not a hung test;
 //   - __fdiv_rn / __fmul_rn / __fadd_rn are the host's IEEE operations (tests build with
-//     -ffp-contract=off), __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3) is
-//     ds::f32_to_e4m3 (RNE, saturating: the hardware cast's result for every non-NaN input).
+//     -ffp-contract=off) with the GPU's canonical NaN (0x7fffffff) for a NaN result;
+//     __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3) is ds::f32_to_e4m3 (RNE, saturating:
+//     the hardware cast's result for every non-NaN input).
+// Not modelled: the memory model beyond barriers (a race shows only if the threads' timing
+// exposes it), shared-memory bank conflicts and speed, launch limits beyond those below, and a
+// failure to create a thread (std::terminate).
 // Launch limits are checked as the hardware would refuse them: at most 1024 threads a block,
 // grid.y and grid.z at most 65535, and blockDim a multiple of 32 (the emulated warps are
 // whole). An exception in any thread (an EmuError, a failed check) is rethrown by launch()
@@ -26,13 +33,16 @@
 #pragma once
 #include <algorithm>
 #include <atomic>
-#include <barrier>
+#include <chrono>
+#include <condition_variable>
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <source_location>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -69,15 +79,61 @@ struct EmuError : std::runtime_error {
 
 inline thread_local dim3 t_thread, t_block, t_bdim, t_gdim;
 
-// One warp's exchange: a value a lane, a barrier of its 32 lanes, the lanes that have left.
+// How long a thread waits at a barrier before the launch is declared deadlocked (threads that
+// wait at different barriers, a collective some lanes never reach).
+inline constexpr std::chrono::seconds kDeadlock{20};
+
+// A barrier that a thread can leave for good (arrive_and_drop: an exited thread no longer
+// holds it up) and whose waits time out: EmuError instead of a hung test.
+class Barrier {
+ public:
+  explicit Barrier(int n) : expected_(n) {}
+  void arrive_and_wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    const uint64_t phase = phase_;
+    if (++arrived_ == expected_) return complete();
+    if (!cv_.wait_for(lock, kDeadlock, [&] { return phase_ != phase; }))
+      throw EmuError("deadlock: a barrier waited " + std::to_string(kDeadlock.count()) +
+                     " s for " + std::to_string(expected_ - arrived_) + " more threads");
+  }
+  void arrive_and_drop() {
+    const std::lock_guard<std::mutex> lock(mu_);
+    --expected_;
+    if (arrived_ > 0 && arrived_ == expected_) complete();
+  }
+
+ private:
+  void complete() {
+    arrived_ = 0;
+    ++phase_;
+    cv_.notify_all();
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int expected_, arrived_ = 0;
+  uint64_t phase_ = 0;
+};
+
+// Where a collective was called: every participant must call the same one (CUDA leaves
+// collectives reached from different places undefined).
+inline std::string site_of(const std::source_location& at) {
+  return std::string(at.file_name()) + ":" + std::to_string(at.line());
+}
+
+// One warp's exchange: a value and a call site a lane, a barrier of its 32 lanes, the lanes
+// that have left.
 struct Warp {
-  std::barrier<> bar{32};
+  Barrier bar{32};
   uint64_t slot[32] = {};
+  uint32_t line[32] = {};
+  const char* file[32] = {};
   std::atomic<bool> gone[32] = {};
 };
 
 struct Block {
-  std::unique_ptr<std::barrier<>> sync;
+  std::unique_ptr<Barrier> sync;
+  std::vector<uint32_t> line;   // the __syncthreads call site of each thread
+  std::vector<const char*> file;
   std::vector<std::unique_ptr<Warp>> warps;
 };
 inline Block* g_block = nullptr;   // the running block (one launch at a time)
@@ -88,20 +144,42 @@ inline int thread_rank() {
 inline int lane_id() { return thread_rank() % 32; }
 inline Warp& my_warp() { return *g_block->warps[size_t(thread_rank() / 32)]; }
 
-// All 32 lanes put a value, then read the lane `src(lane)` put.
+// All 32 lanes put a value, then read the lane `src(lane)` put; every lane must be present and
+// at the same call site.
 template <class F>
-uint64_t exchange(unsigned mask, uint64_t v, F src) {
-  if (mask != 0xffffffffu) throw EmuError("warp intrinsic with a partial mask");
+uint64_t exchange(unsigned mask, uint64_t v, F src, const std::source_location& at) {
+  if (mask != 0xffffffffu) throw EmuError("warp intrinsic with a partial mask at " + site_of(at));
   Warp& w = my_warp();
   const int lane = lane_id();
   w.slot[lane] = v;
+  w.line[lane] = at.line();
+  w.file[lane] = at.file_name();
   w.bar.arrive_and_wait();
-  for (int l = 0; l < 32; ++l)
-    if (w.gone[l].load()) throw EmuError("warp intrinsic after lane " + std::to_string(l) +
-                                         " returned");
+  for (int l = 0; l < 32; ++l) {
+    if (w.gone[l].load())
+      throw EmuError("warp intrinsic at " + site_of(at) + " after lane " + std::to_string(l) +
+                     " returned");
+    if (w.line[l] != at.line() || std::strcmp(w.file[l], at.file_name()) != 0)
+      throw EmuError("warp intrinsic at " + site_of(at) + " met lane " + std::to_string(l) +
+                     " at line " + std::to_string(w.line[l]));
+  }
   const uint64_t out = src(w.slot, lane);
   w.bar.arrive_and_wait();
   return out;
+}
+
+// __syncthreads: every thread still running arrives, all at the same call site.
+inline void block_sync(const std::source_location& at) {
+  Block& b = *g_block;
+  const int me = thread_rank();
+  b.line[size_t(me)] = at.line();
+  b.file[size_t(me)] = at.file_name();
+  b.sync->arrive_and_wait();
+  for (size_t t = 0; t < b.line.size(); ++t)
+    if (b.file[t] && (b.line[t] != at.line() || std::strcmp(b.file[t], at.file_name()) != 0))
+      throw EmuError("__syncthreads at " + site_of(at) + " met thread " + std::to_string(t) +
+                     " at line " + std::to_string(b.line[t]));
+  b.sync->arrive_and_wait();   // the sites are read before any thread records its next one
 }
 
 // Runs kernel(args...) over the grid: each block on block.x * block.y * block.z threads.
@@ -118,7 +196,9 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, A&&... args) {
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx) {
         Block b;
-        b.sync = std::make_unique<std::barrier<>>(std::ptrdiff_t(n));
+        b.sync = std::make_unique<Barrier>(int(n));
+        b.line.assign(n, 0);
+        b.file.assign(n, nullptr);
         for (unsigned w = 0; w < n / 32; ++w) b.warps.push_back(std::make_unique<Warp>());
         g_block = &b;
         std::vector<std::thread> threads;
@@ -138,6 +218,10 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, A&&... args) {
             Warp& w = my_warp();
             w.gone[lane_id()].store(true);
             w.bar.arrive_and_drop();
+            {
+              const std::lock_guard<std::mutex> lock(mu);
+              b.file[t] = nullptr;   // no longer at any __syncthreads
+            }
             b.sync->arrive_and_drop();
           });
         for (std::thread& t : threads) t.join();
@@ -153,26 +237,33 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, A&&... args) {
 #define blockDim ::ds::test::cuda_emu::t_bdim
 #define gridDim ::ds::test::cuda_emu::t_gdim
 
-inline void __syncthreads() { ::ds::test::cuda_emu::g_block->sync->arrive_and_wait(); }
-inline unsigned __reduce_max_sync(unsigned mask, unsigned v) {
-  return unsigned(::ds::test::cuda_emu::exchange(mask, v, [](const uint64_t* s, int) {
-    return *std::max_element(s, s + 32);
-  }));
+inline void __syncthreads(std::source_location at = std::source_location::current()) {
+  ::ds::test::cuda_emu::block_sync(at);
 }
-inline unsigned __shfl_xor_sync(unsigned mask, unsigned v, int m) {
-  return unsigned(::ds::test::cuda_emu::exchange(mask, v, [m](const uint64_t* s, int lane) {
-    return s[lane ^ m];
-  }));
+inline unsigned __reduce_max_sync(unsigned mask, unsigned v,
+                                  std::source_location at = std::source_location::current()) {
+  return unsigned(::ds::test::cuda_emu::exchange(
+      mask, v, [](const uint64_t* s, int) { return *std::max_element(s, s + 32); }, at));
 }
-inline float __shfl_xor_sync(unsigned mask, float v, int m) {
-  return std::bit_cast<float>(__shfl_xor_sync(mask, std::bit_cast<unsigned>(v), m));
+inline unsigned __shfl_xor_sync(unsigned mask, unsigned v, int m,
+                                std::source_location at = std::source_location::current()) {
+  return unsigned(::ds::test::cuda_emu::exchange(
+      mask, v, [m](const uint64_t* s, int lane) { return s[lane ^ m]; }, at));
+}
+inline float __shfl_xor_sync(unsigned mask, float v, int m,
+                             std::source_location at = std::source_location::current()) {
+  return std::bit_cast<float>(__shfl_xor_sync(mask, std::bit_cast<unsigned>(v), m, at));
 }
 
 inline unsigned __float_as_uint(float v) { return std::bit_cast<unsigned>(v); }
 inline float __uint_as_float(unsigned v) { return std::bit_cast<float>(v); }
-inline float __fdiv_rn(float a, float b) { return a / b; }
-inline float __fmul_rn(float a, float b) { return a * b; }
-inline float __fadd_rn(float a, float b) { return a + b; }
+// The GPU's arithmetic gives its canonical NaN (0x7fffffff) for every NaN result, where x86
+// passes a NaN operand through or makes a negative default NaN: modelled here, since a kernel
+// that tests a NaN's sign sees the GPU's.
+inline float gpu_nan(float r) { return std::isnan(r) ? std::bit_cast<float>(0x7fffffffu) : r; }
+inline float __fdiv_rn(float a, float b) { return gpu_nan(a / b); }
+inline float __fmul_rn(float a, float b) { return gpu_nan(a * b); }
+inline float __fadd_rn(float a, float b) { return gpu_nan(a + b); }
 inline int __clz(unsigned v) { return v == 0 ? 32 : std::countl_zero(v); }
 inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }

@@ -551,16 +551,24 @@ TEST_CASE("tiny model: fp8 tile quantisers give the plain quantisers' step") {
   ds::cuda::set_fp8_quant_tiles(false);
   const StepResult r0 = s0.model->forward_backward(c, b, LossWeights{}, 1.0f);
   ds::cuda::set_fp8_quant_tiles(true);
+  using Kind = ds::cuda::Fp8TilesKind;
+  const int64_t dual0 = ds::cuda::fp8_quant_tiles_launches(Kind::dual);
+  const int64_t req0 = ds::cuda::fp8_quant_tiles_launches(Kind::requant);
   const int64_t before = ds::cuda::fp8_quant_tiles_launches();
   const StepResult r1 = s1.model->forward_backward(c, b, LossWeights{}, 1.0f);
   const int64_t launches = ds::cuda::fp8_quant_tiles_launches() - before;
+  const int64_t dual = ds::cuda::fp8_quant_tiles_launches(Kind::dual) - dual0;
+  const int64_t req = ds::cuda::fp8_quant_tiles_launches(Kind::requant) - req0;
   ds::cuda::set_fp8_quant_tiles(was);
   double worst = 0;
   for (size_t i = 0; i < s0.store.params().size(); ++i)
     worst = std::max(worst, rel(s1.store.params()[i].grad, s0.store.params()[i].grad));
-  MESSAGE("fp8 step: tile quantiser launches ", launches, "; loss ", r0.loss, " plain, ",
-          r1.loss, " tiles; largest relative gradient difference ", worst);
-  CHECK(launches > 0);
+  MESSAGE("fp8 step: tile quantiser launches ", launches, " (dy's two operands ", dual,
+          ", the inputs' Wgrad operands ", req, "); loss ", r0.loss, " plain, ", r1.loss,
+          " tiles; largest relative gradient difference ", worst);
+  REQUIRE(ds::cuda::fused_ops());   // (gpu-check runs it with the fused paths on)
+  CHECK(dual > 0);   // the backward's two quantisations took the tile kernel
+  CHECK(req > 0);
   CHECK(r1.loss == r0.loss);
   CHECK(worst <= 1e-6);
 }

@@ -213,6 +213,17 @@ TEST_CASE("fp8 tiles: the tile quantisers equal the CPU ops, and run where the s
         const TilesSet tiles(on);
         Tensor x = weights(sh);
         x.f32()[0] = 0;
+        // a zero row and a row of tiny values (the act clamp; the zero group's scale 1), and
+        // where there are 32 rows a zero column and a tiny one over them
+        for (int64_t j = 0; j < K; ++j) {
+          if (M > 2) x.f32()[1 * K + j] = 0;
+          if (M > 3) x.f32()[2 * K + j] = 1e-7f * float(j % 5);
+        }
+        if (M >= 32 && K > 3)
+          for (int64_t i = 0; i < M; ++i) {
+            x.f32()[i * K + 1] = 0;
+            x.f32()[i * K + 3] = 3e-8f;
+          }
         if (x.numel() > 400) {
           x.f32()[x.numel() / 3] = NAN;
           x.f32()[x.numel() / 2] = INFINITY;
@@ -222,18 +233,22 @@ TEST_CASE("fp8 tiles: the tile quantisers equal the CPU ops, and run where the s
         const Tensor gx = ar.upload(x);
         const Shape ss = ops::fp8_scale_shape(M, K, Fp8Group::row_1x128);
         const Shape sts = ops::fp8_scale_shape(K, M, Fp8Group::row_1x128);
-        const bool rows_fit = on && K % 4 == 0, cols_fit = rows_fit && M % 16 == 0;
+        // (under DS_CUDA_FUSED=0 the switch is off whatever its setting: no tile launches)
+        const bool rows_fit = on && ds::cuda::fused_ops() && K % 4 == 0;
+        const bool cols_fit = rows_fit && M % 16 == 0;
+        using Kind = ds::cuda::Fp8TilesKind;
         int64_t before = ds::cuda::fp8_quant_tiles_launches();
-        auto launched = [&](bool want) {
+        auto launched = [&](bool want, Kind kind) {   // one launch of that kind, or none at all
           const int64_t now = ds::cuda::fp8_quant_tiles_launches();
           CHECK(now - before == (want ? 1 : 0));
+          if (want) CHECK(ds::cuda::fp8_quant_tiles_launches(kind) > 0);
           before = now;
         };
         {   // the forward's 1x128 quantisation of an activation (act)
           Tensor q, sc, gq = ar.empty(sh, DType::u8), gs = ar.empty(ss);
           ops::fp8_quantize(cpu_ref(), x, Fp8Group::row_1x128, fmt, true, q, sc);
           ops::fp8_quantize(gpu(), gx, Fp8Group::row_1x128, fmt, true, gq, gs);
-          launched(rows_fit);
+          launched(rows_fit, Kind::rows);
           CHECK(same_codes(gq, q));
           CHECK(same_bytes(gs, sc));
         }
@@ -241,7 +256,7 @@ TEST_CASE("fp8 tiles: the tile quantisers equal the CPU ops, and run where the s
           Tensor qt, st, gqt = ar.empty({K, M}, DType::u8), gst = ar.empty(sts);
           ops::fp8_quantize_transposed(cpu_ref(), x, fmt, false, qt, st);
           ops::fp8_quantize_transposed(gpu(), gx, fmt, false, gqt, gst);
-          launched(cols_fit);
+          launched(cols_fit, Kind::cols);
           CHECK(same_codes(gqt, qt));
           CHECK(same_bytes(gst, st));
         }
@@ -251,7 +266,7 @@ TEST_CASE("fp8 tiles: the tile quantisers equal the CPU ops, and run where the s
           Tensor gqt = ar.empty({K, M}, DType::u8), gst = ar.empty(sts);
           ops::fp8_quantize_dual(cpu_ref(), x, fmt, false, q, sc, qt, st);
           ops::fp8_quantize_dual(gpu(), gx, fmt, false, gq, gs, gqt, gst);
-          launched(cols_fit);
+          launched(cols_fit, Kind::dual);
           CHECK(same_codes(gq, q));
           CHECK(same_bytes(gs, sc));
           CHECK(same_codes(gqt, qt));
@@ -261,7 +276,7 @@ TEST_CASE("fp8 tiles: the tile quantisers equal the CPU ops, and run where the s
           Tensor qt, st, gqt = ar.empty({K, M}, DType::u8), gst = ar.empty(sts);
           ops::fp8_requantize_transposed(cpu_ref(), x, fmt, true, qt, st);
           ops::fp8_requantize_transposed(gpu(), gx, fmt, true, gqt, gst);
-          launched(cols_fit);
+          launched(cols_fit, Kind::requant);
           CHECK(same_codes(gqt, qt));
           CHECK(same_bytes(gst, st));
         }
@@ -274,6 +289,7 @@ TEST_CASE("fp8 tiles: the tile quantisers equal the CPU ops, and run where the s
 // the whole call to the plain kernel, which the launch counter tells.
 TEST_CASE("fp8 tiles: quantize_blocks_multi on tiles equals the CPU, the plain kernel otherwise") {
   const TilesSet tiles(true);
+  const bool fused = ds::cuda::fused_ops();   // DS_CUDA_FUSED=0: the plain kernel throughout
   for (const bool all_fit : {true, false})
     for (const ScaleFormat fmt : {ScaleFormat::fp32, ScaleFormat::ue8m0}) {
       CAPTURE(all_fit);
@@ -318,7 +334,7 @@ TEST_CASE("fp8 tiles: quantize_blocks_multi on tiles equals the CPU, the plain k
       ops::fp8_quantize_blocks_multi(cpu_ref(), xp, fmt, qp, sp, qtp, stp);
       const int64_t before = ds::cuda::fp8_quant_tiles_launches();
       ops::fp8_quantize_blocks_multi(gpu(), gxp, fmt, gqp, gsp, gqtp, gstp);
-      CHECK(ds::cuda::fp8_quant_tiles_launches() - before == (all_fit ? 1 : 0));
+      CHECK(ds::cuda::fp8_quant_tiles_launches() - before == (all_fit && fused ? 1 : 0));
       for (size_t i = 0; i < x.size(); ++i) {
         CAPTURE(i);
         CHECK(same_codes(gq[i], q[i]));

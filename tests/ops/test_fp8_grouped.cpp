@@ -183,6 +183,11 @@ TEST_CASE("fp8_quantize_dual and fp8_requantize_transposed: the Linear backward'
       CAPTURE(int(fmt));
       const int64_t M = sh[0], K = sh[1], SR = (M + 127) / 128;
       Tensor x = banded(M, K);
+      for (int64_t j = 0; j < K; ++j) {   // a zero row, a row under the act clamp's 1e-4
+        x.f32()[1 * K + j] = 0;
+        x.f32()[2 * K + j] = 1e-6f * float(1 + j % 3);
+      }
+      for (int64_t i = 0; i < M; ++i) x.f32()[i * K + 3] = 0;   // a zero column
       // the transposed codes against the 128x1 quantisation of y, transposed here
       auto same_t = [&](const Tensor& qt, const Tensor& st, const Tensor& y, bool act) {
         Tensor q, s;

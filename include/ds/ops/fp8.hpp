@@ -85,8 +85,10 @@ void fp8_quantize_dual(const Context& ctx, const Tensor& x, ScaleFormat fmt, boo
                        Tensor& s, Tensor& qt, Tensor& st);
 // Wgrad's operand of an FP8 Linear's input: the transposed 128x1 quantisation of the values
 // the forward's 1x128 quantisation gave, i.e. fp8_quantize_transposed(fp8_fake_quant(x,
-// row_1x128, fmt, act), fmt, act, qt, st) bit for bit; on the GPU with DS_FP8_QUANT=tiles
-// without the F32 round trip in memory. x 2-D F32; qt, st allocated when undefined.
+// row_1x128, fmt, act), fmt, act, qt, st) bit for bit (NaN codes as NaN: a NaN the round trip
+// makes is positive on the GPU, as in fp8_fake_quant there); on the GPU with
+// DS_FP8_QUANT=tiles without the F32 round trip in memory. x 2-D F32; qt, st allocated when
+// undefined.
 void fp8_requantize_transposed(const Context& ctx, const Tensor& x, ScaleFormat fmt, bool act,
                                Tensor& qt, Tensor& st);
 

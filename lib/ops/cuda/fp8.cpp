@@ -19,6 +19,7 @@
 #include "kernels/fp8_gemm.cuh"
 #include "kernels/fp8_quant.cuh"
 #include "kernels/multi_tensor.cuh"
+#include "kernels/runtime.cuh"
 #include "kernels/sm90_fp8_gemm.cuh"
 #include "ops_cuda.hpp"
 
@@ -96,7 +97,7 @@ void check_fp8_gemm_env() {
 
 bool fp8_tiles_on() {
   read_quant_env();
-  return ds::cuda::fp8_quant_tiles();
+  return ds::cuda::fp8_quant_tiles() && ds::cuda::fused_ops();   // DS_CUDA_FUSED=0: all plain
 }
 
 static_assert(int(Fp8Group::row_1x128) == int(ds::cuda::Fp8Grouping::row_1x128) &&

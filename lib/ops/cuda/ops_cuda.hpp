@@ -33,7 +33,8 @@ void transpose(const Context& ctx, const Tensor& x, Tensor& out);
 void check_fp8_gemm_env();
 // DS_FP8_QUANT: plain (unset or empty: the default until they have run on a GPU) or tiles, the
 // tile quantisers (kernels/fp8_quant.cuh fp8_quantize_tiles); read once (a bad value throws
-// UsageError), then ds::cuda::fp8_quant_tiles(), which tests and benchmarks may set.
+// UsageError), then ds::cuda::fp8_quant_tiles(), which tests and benchmarks may set; off
+// whatever the setting under DS_CUDA_FUSED=0 (the paths that ran on the H200).
 bool fp8_tiles_on();
 void fp8_quantize(const Context& ctx, const Tensor& x, Fp8Group g, ScaleFormat fmt, bool act,
                   Tensor& q, Tensor& scales);
