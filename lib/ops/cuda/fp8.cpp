@@ -36,28 +36,29 @@ void matrix_dims(const Tensor& t, int64_t* M, int64_t* K) {
 
 ds::cuda::Fp8Grouping grouping(Fp8Group g) { return ds::cuda::Fp8Grouping(int(g)); }
 
-// DS_FP8_KSPLIT: off (unset or empty: the default until it has run on a GPU) or on, the
-// k-grouped GEMM's split-K for one group (sm90_fp8_gemm.cuh set_fp8_ksplit). Read once.
+// A two-valued switch: unset, empty or `off` false, `on` true, anything else a UsageError
+// naming the variable.
+bool env_switch(const char* var, const char* off, const char* on) {
+  const char* v = std::getenv(var);
+  if (!v || !*v || std::strcmp(v, off) == 0) return false;
+  DS_CHECK_AS(UsageError, std::strcmp(v, on) == 0, "{}={}: expected {} or {}", var, v, off, on);
+  return true;
+}
+
+// DS_FP8_KSPLIT: off (the default until it has run on a GPU) or on, the k-grouped GEMM's
+// split-K for one group (sm90_fp8_gemm.cuh set_fp8_ksplit). Read once.
 void read_ksplit_env() {
   static const bool once = [] {
-    const char* v = std::getenv("DS_FP8_KSPLIT");
-    if (!v || !*v || std::strcmp(v, "off") == 0) return true;
-    DS_CHECK_AS(UsageError, std::strcmp(v, "on") == 0, "DS_FP8_KSPLIT={}: expected off or on",
-                v);
-    ds::cuda::set_fp8_ksplit(true);
+    if (env_switch("DS_FP8_KSPLIT", "off", "on")) ds::cuda::set_fp8_ksplit(true);
     return true;
   }();
   (void)once;
 }
 
-// DS_FP8_QUANT (ops_cuda.hpp fp8_tiles_on), read once.
+// DS_FP8_QUANT: plain or tiles (ops_cuda.hpp fp8_tiles_on). Read once.
 void read_quant_env() {
   static const bool once = [] {
-    const char* v = std::getenv("DS_FP8_QUANT");
-    if (!v || !*v || std::strcmp(v, "plain") == 0) return true;
-    DS_CHECK_AS(UsageError, std::strcmp(v, "tiles") == 0,
-                "DS_FP8_QUANT={}: expected plain or tiles", v);
-    ds::cuda::set_fp8_quant_tiles(true);
+    if (env_switch("DS_FP8_QUANT", "plain", "tiles")) ds::cuda::set_fp8_quant_tiles(true);
     return true;
   }();
   (void)once;
