@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "kernels/common.cuh"
+#include "kernels/moe_pad.cuh"
 #include "kernels/moe_route.cuh"
 
 namespace ds::cuda {
@@ -574,6 +575,16 @@ void moe_sort_pairs(const int32_t* idx, int64_t NK, int64_t K, int64_t E, int32_
     DS_CUDA_CHECK(cudaEventSynchronize(d->done));
     std::memcpy(host_counts, d->pinned, size_t(E) * sizeof(int32_t));
   }
+}
+
+void moe_pad_pairs(const int32_t* pair_src, const float* pair_w, const int32_t* tab, int64_t E,
+                   int64_t K, int64_t N, int64_t NKp, int32_t* p_tok, float* p_w, int32_t* p_row,
+                   int32_t* p_pair) {
+  if (NKp <= 0) return;
+  moepad::pad_pairs_kernel<<<unsigned(cdiv(NKp, moepad::kPadThreads)), moepad::kPadThreads, 0,
+                             stream()>>>(pair_src, pair_w, tab, int(E), int(K), int(N), int(NKp),
+                                         p_tok, p_w, p_row, p_pair);
+  DS_CUDA_LAUNCHED();
 }
 
 void combine_pairs(const void* src, bool bf16, int64_t R, const int32_t* slot, const float* w,

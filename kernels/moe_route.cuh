@@ -45,6 +45,12 @@ void moe_count(const int32_t* idx, int64_t n, int64_t E, int32_t* counts);
 void moe_sort_pairs(const int32_t* idx, int64_t NK, int64_t K, int64_t E, int32_t* counts,
                     int32_t* pair_src, int32_t* pair_tok, int32_t* pair_slot,
                     int32_t* host_counts = nullptr);
+// ops::moe_pad_pairs: the FP8 grouped experts' padded layout (kernels/moe_pad.cuh) from the
+// expert-sorted pair_src / pair_w (NK) and a device table of the E + 1 sorted-pair offsets
+// then the E + 1 padded offsets (I32); NKp = the last padded offset < 2^31, N = NK / K >= 1.
+void moe_pad_pairs(const int32_t* pair_src, const float* pair_w, const int32_t* tab, int64_t E,
+                   int64_t K, int64_t N, int64_t NKp, int32_t* p_tok, float* p_w, int32_t* p_row,
+                   int32_t* p_pair);
 // ops::combine_pairs: dst (N, C) += per token its K rows of src (R rows) in ascending slot
 // order (w (N, K) or null), one warp a token, no atomics. K <= 16. src F32, or (bf16) BF16
 // codes widened exactly.

@@ -48,8 +48,7 @@ void MoE::group_pairs(const ops::Context& ctx, MoESaved& s) const {
   s.pair_w = empty_f32(ctx, {NK, 1});
   ops::gather_rows(ctx, s.gate.weights.view({NK, 1}), s.pair_src, s.pair_w);
   s.pair_w = s.pair_w.view({NK});
-  if (s.grouped && ctx.linear.mode == ops::Precision::fp8)
-    pad_pairs(ctx, detail::download_i32(s.pair_src), s);   // host-built padded layout
+  if (s.grouped && ctx.linear.mode == ops::Precision::fp8) pad_pairs(ctx, s);
   else s.p_offsets.clear();
 }
 

@@ -183,8 +183,9 @@ void add_back(const ops::Context& ctx, const MoESaved& s, const Tensor& rows, bo
 
 }  // namespace
 
-// src: the flat pair n*K + k of each expert-sorted pair (group_pairs' host copy of pair_src).
-void MoE::pad_pairs(const ops::Context& ctx, const std::vector<int32_t>& src, MoESaved& s) const {
+// Expert e's rows padded to a multiple of 128 (p_offsets, from the host's counts) and the
+// padded layout's tables made by ops::moe_pad_pairs: on the GPU one launch, no host round trip.
+void MoE::pad_pairs(const ops::Context& ctx, MoESaved& s) const {
   const int64_t NE = int64_t(s.offsets.size()) - 1, NK = s.offsets.back();
   s.p_offsets.assign(size_t(NE + 1), 0);
   for (int64_t e = 0; e < NE; ++e) {
@@ -192,29 +193,14 @@ void MoE::pad_pairs(const ops::Context& ctx, const std::vector<int32_t>& src, Mo
     s.p_offsets[size_t(e + 1)] =
         s.p_offsets[size_t(e)] + (n + ops::kFp8Block - 1) / ops::kFp8Block * ops::kFp8Block;
   }
-  const int64_t NKp = s.p_offsets.back(), N = std::max<int64_t>(NK / K, 1);
-  // Pad rows read (then zero) and write (+0) tokens r mod N: spread out, so that the
-  // scatters' atomic additions of zeros do not all land on one row.
-  std::vector<int32_t> ptok(static_cast<size_t>(NKp)), pslot(static_cast<size_t>(NKp), 0);
-  for (int64_t r = 0; r < NKp; ++r) ptok[size_t(r)] = int32_t(r % N);
-  std::vector<int32_t> prow(static_cast<size_t>(NK), 0), ppair(static_cast<size_t>(NK), 0);
-  for (int64_t e = 0; e < NE; ++e)
-    for (int64_t i = s.offsets[size_t(e)]; i < s.offsets[size_t(e + 1)]; ++i) {
-      const int64_t r = s.p_offsets[size_t(e)] + (i - s.offsets[size_t(e)]);
-      ptok[size_t(r)] = int32_t(src[size_t(i)] / K);
-      pslot[size_t(r)] = int32_t(i);
-      prow[size_t(i)] = int32_t(r);
-      ppair[size_t(src[size_t(i)])] = int32_t(r);
-    }
-  s.p_tok = detail::upload_i32(ctx, ptok, {NKp});
-  s.p_row = detail::upload_i32(ctx, prow, {NK});
-  s.p_pair = detail::upload_i32(ctx, ppair, {NK / K, K});
-  Tensor p_w = detail::empty_f32(ctx, {NKp, 1});
-  if (NK > 0) {
-    ops::gather_rows(ctx, s.pair_w.view({NK, 1}), detail::upload_i32(ctx, pslot, {NKp}), p_w);
-    zero_pads(ctx, s, p_w);
-  }
-  s.p_w = p_w.view({NKp});
+  const int64_t NKp = s.p_offsets.back();
+  s.p_tok = Tensor::empty({NKp}, DType::i32, ctx.device);
+  s.p_w = detail::empty_f32(ctx, {NKp});
+  s.p_row = Tensor::empty({NK}, DType::i32, ctx.device);
+  Tensor p_pair = Tensor::empty({NK}, DType::i32, ctx.device);
+  ops::moe_pad_pairs(ctx, s.pair_src, s.pair_w, K, s.offsets, s.p_offsets, s.p_tok, s.p_w,
+                     s.p_row, p_pair);
+  s.p_pair = p_pair.view({NK / K, K});
 }
 
 void MoE::routed_forward_fp8(const ops::Context& ctx, const Tensor& u, bool train, Tensor& y,

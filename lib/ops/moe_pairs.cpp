@@ -2,6 +2,7 @@
 // expert (a stable counting sort), combine_pairs adds the experts' rows back into their
 // tokens. Dispatch to the CPU reference / optimised loops and to the CUDA path.
 #include <algorithm>
+#include <initializer_list>
 #include <vector>
 
 #include "ds/ops/ops.hpp"
@@ -63,6 +64,66 @@ void moe_sort_pairs(const Context& ctx, const Tensor& idx, Tensor& counts, Tenso
   ref::moe_sort_pairs(idx.i32(), NK, K, E, counts.i32(), pair_src.i32(), pair_tok.i32(),
                       pair_slot.defined() ? pair_slot.i32() : nullptr);
   if (host_counts) std::copy(counts.i32(), counts.i32() + E, host_counts->begin());
+}
+
+void moe_pad_pairs(const Context& ctx, const Tensor& pair_src, const Tensor& pair_w, int64_t K,
+                   const std::vector<int64_t>& offsets, const std::vector<int64_t>& p_offsets,
+                   Tensor& p_tok, Tensor& p_w, Tensor& p_row, Tensor& p_pair) {
+  const char* op = "moe_pad_pairs";
+  check_devices(ctx, op, {&pair_src, &pair_w, &p_tok, &p_w, &p_row, &p_pair});
+  const Scope scope_(ctx, op, 0, {&pair_src, &pair_w, &p_tok, &p_w, &p_row, &p_pair});
+  DS_CHECK(offsets.size() >= 2 && offsets.size() == p_offsets.size(),
+           "{}: {} offsets and {} padded offsets", op, offsets.size(), p_offsets.size());
+  const int64_t E = int64_t(offsets.size()) - 1, NK = offsets.back(), NKp = p_offsets.back();
+  DS_CHECK(offsets[0] == 0 && p_offsets[0] == 0, "{}: offsets must start at 0", op);
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t n = offsets[size_t(e + 1)] - offsets[size_t(e)];
+    DS_CHECK(n >= 0 && p_offsets[size_t(e + 1)] - p_offsets[size_t(e)] >= n,
+             "{}: expert {} has {} pairs and {} padded rows", op, e, n,
+             p_offsets[size_t(e + 1)] - p_offsets[size_t(e)]);
+  }
+  DS_CHECK(K >= 1 && NK % K == 0, "{}: {} pairs are not whole tokens of {}", op, NK, K);
+  DS_CHECK(NKp < (int64_t(1) << 31), "{}: {} padded rows", op, NKp);
+  DS_CHECK_SHAPE(pair_src, {NK});
+  DS_CHECK_SHAPE(pair_w, {NK});
+  DS_CHECK_SHAPE(p_tok, {NKp});
+  DS_CHECK_SHAPE(p_w, {NKp});
+  DS_CHECK_SHAPE(p_row, {NK});
+  DS_CHECK_SHAPE(p_pair, {NK});
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&pair_src, &p_tok, &p_row, &p_pair})
+    check_i32(*t, op, "an index");
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&pair_w, &p_w})
+    DS_CHECK(t->dtype() == DType::f32, "{}: weights must be F32, got {}", op,
+             dtype_name(t->dtype()));
+  if (pair_src.device() == Device::cpu) {   // a permutation: every p_row / p_pair written once
+    std::vector<char> seen(size_t(NK), 0);
+    for (int64_t i = 0; i < NK; ++i) {
+      const int32_t p = pair_src.i32()[i];
+      DS_CHECK(p >= 0 && p < NK && !seen[size_t(p)],
+               "{}: pair_src[{}] = {} is not a permutation of [0, {})", op, i, p, NK);
+      seen[size_t(p)] = 1;
+    }
+  }
+  DS_CUDA_ROUTE_FUSED(moe_pad_pairs,
+                      (ctx, pair_src, pair_w, K, offsets, p_offsets, p_tok, p_w, p_row, p_pair));
+  if (ctx.device != Device::cpu) {   // DS_CUDA_FUSED=0: on the host, as before the kernel
+    Tensor hs = Tensor::empty({NK}, DType::i32), hw = Tensor::empty({NK}, DType::f32);
+    Tensor ht = Tensor::empty({NKp}, DType::i32), hpw = Tensor::empty({NKp}, DType::f32);
+    Tensor hr = Tensor::empty({NK}, DType::i32), hp = Tensor::empty({NK}, DType::i32);
+    hs.copy_from(pair_src);
+    hw.copy_from(pair_w);
+    Context host = ctx;
+    host.device = Device::cpu;
+    host.prof = nullptr;
+    moe_pad_pairs(host, hs, hw, K, offsets, p_offsets, ht, hpw, hr, hp);
+    p_tok.copy_from(ht);
+    p_w.copy_from(hpw);
+    p_row.copy_from(hr);
+    p_pair.copy_from(hp);
+    return;
+  }
+  ref::moe_pad_pairs(pair_src.i32(), pair_w.f32(), offsets.data(), p_offsets.data(), E, K,
+                     p_tok.i32(), p_w.f32(), p_row.i32(), p_pair.i32());
 }
 
 void combine_pairs(const Context& ctx, const Tensor& src, const Tensor& slot, const Tensor& w,

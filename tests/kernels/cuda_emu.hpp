@@ -42,6 +42,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <source_location>
 #include <stdexcept>
 #include <string>
@@ -229,6 +230,29 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, A&&... args) {
         if (first) std::rethrow_exception(first);
       }
 }
+
+// A kernel's output in a test: n elements of T between kGuard-byte guards of a fill byte
+// (64-byte aligned), which must come back untouched (an out-of-bounds write shows there).
+constexpr size_t kGuard = 64;
+template <class T>
+struct Guarded {
+  size_t n;
+  uint8_t* mem;
+  explicit Guarded(size_t count, uint8_t fill = 0xa5) : n(count) {
+    mem = static_cast<uint8_t*>(::operator new(bytes(), std::align_val_t(64)));
+    std::memset(mem, fill, bytes());
+  }
+  ~Guarded() { ::operator delete(mem, std::align_val_t(64)); }
+  Guarded(const Guarded&) = delete;
+  Guarded& operator=(const Guarded&) = delete;
+  size_t bytes() const { return n * sizeof(T) + 2 * kGuard; }
+  T* data() { return reinterpret_cast<T*>(mem + kGuard); }
+  bool guards_intact(uint8_t fill = 0xa5) const {
+    for (size_t i = 0; i < kGuard; ++i)
+      if (mem[i] != fill || mem[kGuard + n * sizeof(T) + i] != fill) return false;
+    return true;
+  }
+};
 
 }  // namespace ds::test::cuda_emu
 

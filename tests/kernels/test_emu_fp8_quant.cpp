@@ -32,31 +32,10 @@ using ds::Shape;
 using ds::Tensor;
 using ds::ops::Fp8Group;
 using ds::ops::ScaleFormat;
+using ds::test::cuda_emu::Guarded;
+using ds::test::cuda_emu::kGuard;
 using ds::test::cuda_emu::launch;
 namespace q8 = ds::cuda::fp8q;
-
-constexpr size_t kGuard = 64;
-
-// n elements of T between kGuard-byte guards, 64-byte aligned.
-template <class T>
-struct Guarded {
-  size_t n;
-  uint8_t* mem;
-  explicit Guarded(size_t count, uint8_t fill = 0xa5) : n(count) {
-    mem = static_cast<uint8_t*>(::operator new(bytes(), std::align_val_t(64)));
-    std::memset(mem, fill, bytes());
-  }
-  ~Guarded() { ::operator delete(mem, std::align_val_t(64)); }
-  Guarded(const Guarded&) = delete;
-  Guarded& operator=(const Guarded&) = delete;
-  size_t bytes() const { return n * sizeof(T) + 2 * kGuard; }
-  T* data() { return reinterpret_cast<T*>(mem + kGuard); }
-  bool guards_intact(uint8_t fill = 0xa5) const {
-    for (size_t i = 0; i < kGuard; ++i)
-      if (mem[i] != fill || mem[kGuard + n * sizeof(T) + i] != fill) return false;
-    return true;
-  }
-};
 
 ds::ops::Context ref_ctx() {
   ds::ops::Context c;

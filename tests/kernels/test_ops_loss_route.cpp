@@ -433,6 +433,52 @@ TEST_CASE("gpu moe_sort_pairs equals the CPU's stable sort") {
   }
 }
 
+// The FP8 experts' padded layout on the device (kernels/moe_pad.cuh, also run by the host
+// emulator in test_emu_moe_pad.cpp) against the CPU op, element for element: every padded
+// row's token and weight (pads: r mod N, +0), every pair's padded row both ways; empty
+// experts, an expert of more than 128 pairs, one expert; guard bytes around the outputs.
+TEST_CASE("gpu moe_pad_pairs equals the CPU's layout") {
+  struct Case { int64_t N, K, E; bool skew; };
+  for (const Case& c : {Case{1, 1, 1, false}, Case{3, 2, 8, false}, Case{341, 6, 64, false},
+                        Case{1024, 2, 16, true}, Case{4096, 8, 256, false}}) {
+    CAPTURE(c.N);
+    CAPTURE(c.E);
+    Tensor idx = rand_i32({c.N, c.K}, 0, int(c.E - 1));
+    if (c.skew)
+      for (int64_t i = 0; i < idx.numel(); ++i)
+        if (i % 5 != 0) idx.i32()[i] = int32_t(c.E / 2);
+    const int64_t NK = c.N * c.K;
+    Tensor counts = Tensor::empty({c.E}, DType::i32), src = Tensor::empty({NK}, DType::i32),
+           tok = Tensor::empty({NK}, DType::i32), slot = Tensor::empty({NK}, DType::i32);
+    std::vector<int32_t> host;
+    ops::moe_sort_pairs(cpu_ref(), idx, counts, src, tok, slot, &host);
+    std::vector<int64_t> off(size_t(c.E + 1), 0), poff(size_t(c.E + 1), 0);
+    for (int64_t e = 0; e < c.E; ++e) {
+      off[size_t(e + 1)] = off[size_t(e)] + host[size_t(e)];
+      poff[size_t(e + 1)] = poff[size_t(e)] + (host[size_t(e)] + 127) / 128 * 128;
+    }
+    const int64_t NKp = poff.back();
+    const Tensor pw = rand_f32({NK}, -1, 1);
+    Tensor ptok = Tensor::empty({NKp}, DType::i32), ppw = Tensor::empty({NKp}),
+           prow = Tensor::empty({NK}, DType::i32), ppair = Tensor::empty({NK}, DType::i32);
+    ops::moe_pad_pairs(cpu_ref(), src, pw, c.K, off, poff, ptok, ppw, prow, ppair);
+    Arena arena;
+    Tensor gt = arena.empty({NKp}, DType::i32), gw = arena.empty({NKp}, DType::f32),
+           gr = arena.empty({NK}, DType::i32), gp = arena.empty({NK}, DType::i32);
+    ops::moe_pad_pairs(gpu(), arena.upload(src), arena.upload(pw), c.K, off, poff, gt, gw, gr,
+                       gp);
+    const Tensor ht = download(gt), hw = download(gw), hr = download(gr), hp = download(gp);
+    int64_t bad = 0;
+    for (int64_t r = 0; r < NKp; ++r)
+      bad += (ht.i32()[r] != ptok.i32()[r]) +
+             (std::memcmp(hw.f32() + r, ppw.f32() + r, sizeof(float)) != 0);
+    for (int64_t j = 0; j < NK; ++j)
+      bad += (hr.i32()[j] != prow.i32()[j]) + (hp.i32()[j] != ppair.i32()[j]);
+    CHECK(bad == 0);
+    CHECK(arena.check());
+  }
+}
+
 // The experts' rows added back into their tokens per token (kernels/moe_route.cu
 // combine_pairs_kernel) against the CPU op, bit for bit: weighted and not, C with the 4-wide
 // path (1024, 12) and without (37), K = 1, 6 and 16 (the kernel's limit), guard bytes.

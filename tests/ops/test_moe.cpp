@@ -299,3 +299,61 @@ TEST_CASE("combine_pairs: scatter_add_rows' sums per token, bit for bit") {
   bad.i32()[3] = int32_t(R);   // one past the padded rows
   CHECK_THROWS_AS(combine_pairs(opt_ctx(), padded, bad, Tensor(), dst), InternalError);
 }
+
+TEST_CASE("moe_pad_pairs: the FP8 experts' 128-row padded layout of the sorted pairs") {
+  // Random routing of N tokens to K of E experts (some experts empty), sorted by expert, each
+  // expert's rows padded to a multiple of 128; checked against the layout's definition.
+  const int64_t N = 150, K = 4, E = 12, NK = N * K;
+  std::vector<int32_t> r(static_cast<size_t>(NK));
+  for (size_t i = 0; i < r.size(); ++i)   // experts 9..11 get no pairs
+    r[i] = int32_t((i * 2654435761u >> 9) % 9);
+  const Tensor idx = i32_from(r, {N, K}), gw = rand_f32({N, K}, 0, 1);
+  Tensor counts = Tensor::empty({E}, DType::i32), src = Tensor::empty({NK}, DType::i32);
+  Tensor tok = Tensor::empty({NK}, DType::i32), slot = Tensor::empty({NK}, DType::i32), pw;
+  std::vector<int32_t> host;
+  moe_sort_pairs(opt_ctx(), idx, counts, src, tok, slot, &host);
+  pw = Tensor::empty({NK});
+  for (int64_t j = 0; j < NK; ++j) pw.f32()[j] = gw.f32()[src.i32()[j]];
+  std::vector<int64_t> off(size_t(E + 1), 0), poff(size_t(E + 1), 0);
+  for (int64_t e = 0; e < E; ++e) {
+    off[size_t(e + 1)] = off[size_t(e)] + host[size_t(e)];
+    poff[size_t(e + 1)] = poff[size_t(e)] + (host[size_t(e)] + 127) / 128 * 128;
+  }
+  const int64_t NKp = poff.back();
+  REQUIRE(NKp > NK);
+  Tensor ptok = Tensor::empty({NKp}, DType::i32), ppw = Tensor::empty({NKp});
+  Tensor prow = Tensor::empty({NK}, DType::i32), ppair = Tensor::empty({NK}, DType::i32);
+  moe_pad_pairs(opt_ctx(), src, pw, K, off, poff, ptok, ppw, prow, ppair);
+  std::vector<int> real(static_cast<size_t>(NKp), 0);
+  for (int64_t p = 0; p < NK; ++p) {   // pair p = n*K + k lies in its expert's padded range
+    const int32_t row = ppair.i32()[p], e = r[size_t(p)];
+    CHECK(row >= poff[size_t(e)]);
+    CHECK(row < poff[size_t(e)] + host[size_t(e)]);
+    CHECK(ptok.i32()[row] == p / K);
+    CHECK(ppw.f32()[row] == gw.f32()[p]);
+    CHECK(prow.i32()[slot.i32()[p]] == row);   // sorted slot -> padded row
+    CHECK(row - poff[size_t(e)] == slot.i32()[p] - off[size_t(e)]);   // order kept
+    real[size_t(row)] += 1;
+  }
+  for (int64_t row = 0; row < NKp; ++row) {
+    CHECK(real[size_t(row)] <= 1);
+    if (real[size_t(row)] == 0) {   // a pad: token row mod N, weight +0
+      CHECK(ptok.i32()[row] == row % N);
+      CHECK(std::signbit(ppw.f32()[row]) == false);
+      CHECK(ppw.f32()[row] == 0.0f);
+    }
+  }
+  CHECK(std::count(real.begin(), real.end(), 1) == NK);
+  // bad input: a repeated pair, a padded range shorter than its pairs, a wrong output shape
+  Tensor dup = src.clone();
+  dup.i32()[1] = dup.i32()[0];
+  CHECK_THROWS_AS(moe_pad_pairs(opt_ctx(), dup, pw, K, off, poff, ptok, ppw, prow, ppair),
+                  InternalError);
+  std::vector<int64_t> tight = off;
+  tight[1] = 0;   // expert 0's pairs in no rows
+  CHECK_THROWS_AS(moe_pad_pairs(opt_ctx(), src, pw, K, off, tight, ptok, ppw, prow, ppair),
+                  InternalError);
+  Tensor short_tok = ptok.slice0(0, NKp - 1);
+  CHECK_THROWS_AS(moe_pad_pairs(opt_ctx(), src, pw, K, off, poff, short_tok, ppw, prow, ppair),
+                  InternalError);
+}

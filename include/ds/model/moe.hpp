@@ -131,7 +131,7 @@ struct MoE {
   void routed_backward_grouped(const ops::Context& ctx, MoESaved& s, const Tensor& dy,
                                Tensor& du, Tensor& dpair_w) const;
   // The same with FP8 GEMMs over the padded layout (lib/model/moe_fp8.cpp).
-  void pad_pairs(const ops::Context& ctx, const std::vector<int32_t>& src, MoESaved& s) const;
+  void pad_pairs(const ops::Context& ctx, MoESaved& s) const;
   void routed_forward_fp8(const ops::Context& ctx, const Tensor& u, bool train, Tensor& y,
                           MoESaved& s) const;
   void routed_backward_fp8(const ops::Context& ctx, MoESaved& s, const Tensor& dy, Tensor& du,

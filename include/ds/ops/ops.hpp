@@ -429,6 +429,21 @@ void moe_sort_pairs(const Context& ctx, const Tensor& idx /*(N,K) i32*/,
                     Tensor& counts /*(E) i32*/, Tensor& pair_src /*(N*K) i32*/,
                     Tensor& pair_tok /*(N*K) i32*/, Tensor& pair_slot /*(N*K) i32 or undef*/,
                     std::vector<int32_t>* host_counts = nullptr);
+// The FP8 grouped experts' padded layout (model/moe_fp8.cpp) of the expert-sorted pairs
+// (moe_sort_pairs' pair_src and their gate weights pair_w): expert e's sorted pairs
+// [offsets[e], offsets[e+1]) move to padded rows from p_offsets[e], the rest of its padded
+// range [p_offsets[e], p_offsets[e+1]) are pad rows. Sorted pair i goes to row r =
+// p_offsets[e] + i - offsets[e]: p_tok[r] = pair_src[i] / K, p_w[r] = pair_w[i], p_row[i] = r,
+// p_pair[pair_src[i]] = r (viewed (N, K): combine_pairs' slot); a pad row gets p_tok[r] = r mod
+// N and p_w[r] = 0. pair_src must be a permutation of [0, NK) (checked on the CPU). On the GPU
+// one launch and the offsets' upload, no wait for the GPU (before it, pair_src came to the
+// host and four tables went back, per MoE layer). lib/ops/moe_pairs.cpp.
+void moe_pad_pairs(const Context& ctx, const Tensor& pair_src /*(NK) i32*/,
+                   const Tensor& pair_w /*(NK) f32*/, int64_t K,
+                   const std::vector<int64_t>& offsets /*(E+1)*/,
+                   const std::vector<int64_t>& p_offsets /*(E+1)*/, Tensor& p_tok /*(NKp) i32*/,
+                   Tensor& p_w /*(NKp) f32*/, Tensor& p_row /*(NK) i32*/,
+                   Tensor& p_pair /*(NK) i32*/);
 // dst[n] += w[n, k] * src[slot[n, k]] over k = 0..K-1 taken in ascending slot order (w
 // undefined: weight 1): the expert-sorted rows added back into their tokens. The same float
 // operations in the same order as scatter_add_rows(src, pair_tok, pair_w, dst) (bit for bit

@@ -112,6 +112,11 @@ void moe_count(const int32_t* idx /*(N*K)*/, int64_t n, int32_t* counts /*(E) +=
 void moe_sort_pairs(const int32_t* idx /*(NK)*/, int64_t NK, int64_t K, int64_t E,
                     int32_t* counts /*(E)*/, int32_t* pair_src /*(NK)*/, int32_t* pair_tok /*(NK)*/,
                     int32_t* pair_slot /*(NK)*/);
+// ops::moe_pad_pairs: off, poff (E+1) the sorted and the padded offsets (checked by the op).
+void moe_pad_pairs(const int32_t* pair_src /*(NK)*/, const float* pair_w /*(NK)*/,
+                   const int64_t* off, const int64_t* poff, int64_t E, int64_t K,
+                   int32_t* p_tok /*(NKp)*/, float* p_w /*(NKp)*/, int32_t* p_row /*(NK)*/,
+                   int32_t* p_pair /*(NK)*/);
 // ops::combine_pairs (F32): dst (N, C) += per token, its K rows in ascending slot order.
 void combine_pairs(const float* src /*(R,C), R >= N*K*/, const int32_t* slot /*(N,K)*/,
                    const float* w /*(N,K)|null*/, float* dst /*(N,C)*/, int64_t N, int64_t K,

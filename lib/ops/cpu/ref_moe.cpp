@@ -168,6 +168,24 @@ void moe_sort_pairs(const int32_t* idx, int64_t NK, int64_t K, int64_t E, int32_
   }
 }
 
+void moe_pad_pairs(const int32_t* pair_src, const float* pair_w, const int64_t* off,
+                   const int64_t* poff, int64_t E, int64_t K, int32_t* p_tok, float* p_w,
+                   int32_t* p_row, int32_t* p_pair) {
+  const int64_t NKp = poff[E], N = std::max<int64_t>(off[E] / K, 1);
+  for (int64_t r = 0; r < NKp; ++r) {   // pads: token r mod N, weight 0
+    p_tok[r] = int32_t(r % N);
+    p_w[r] = 0.0f;
+  }
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t i = off[e]; i < off[e + 1]; ++i) {
+      const int64_t r = poff[e] + (i - off[e]);
+      p_tok[r] = int32_t(pair_src[i] / K);
+      p_w[r] = pair_w[i];
+      p_row[i] = int32_t(r);
+      p_pair[pair_src[i]] = int32_t(r);
+    }
+}
+
 void combine_pairs(const float* src, const int32_t* slot, const float* w, float* dst, int64_t N,
                    int64_t K, int64_t C) {
   std::vector<int64_t> order(static_cast<size_t>(K));

@@ -4,6 +4,7 @@
 // dtypes are checked and the Tensors turned into the pointers of the launchers in
 // kernels/cross_entropy.cu and kernels/moe_route.cu. Index tensors are not range-checked on
 // the host for GPU tensors: the kernels skip bad targets / expert indices instead.
+#include <algorithm>
 #include <climits>
 
 #include "ds/core/error.hpp"
@@ -164,13 +165,32 @@ void moe_count(const Context&, const Tensor& idx, Tensor& counts) {
   ds::cuda::moe_count(idx.i32(), idx.numel(), counts.size(0), counts.i32());
 }
 
-// moe_sort_pairs, combine_pairs: shapes and dtypes checked by lib/ops/moe_pairs.cpp.
+// moe_sort_pairs, moe_pad_pairs, combine_pairs: shapes and dtypes checked by
+// lib/ops/moe_pairs.cpp.
 void moe_sort_pairs(const Context&, const Tensor& idx, Tensor& counts, Tensor& pair_src,
                     Tensor& pair_tok, Tensor& pair_slot, std::vector<int32_t>* host_counts) {
   ds::cuda::moe_sort_pairs(idx.i32(), idx.numel(), idx.size(1), counts.size(0), counts.i32(),
                            pair_src.i32(), pair_tok.i32(),
                            pair_slot.defined() ? pair_slot.i32() : nullptr,
                            host_counts ? host_counts->data() : nullptr);
+}
+
+void moe_pad_pairs(const Context&, const Tensor& pair_src, const Tensor& pair_w, int64_t K,
+                   const std::vector<int64_t>& offsets, const std::vector<int64_t>& p_offsets,
+                   Tensor& p_tok, Tensor& p_w, Tensor& p_row, Tensor& p_pair) {
+  const int64_t E = int64_t(offsets.size()) - 1, NKp = p_offsets.back();
+  if (NKp == 0) return;
+  // the two offset tables as one I32 upload (staged: no wait for the GPU)
+  Tensor host = Tensor::empty({2 * (E + 1)}, DType::i32);
+  for (int64_t e = 0; e <= E; ++e) {
+    host.i32()[e] = int32_t(offsets[size_t(e)]);
+    host.i32()[E + 1 + e] = int32_t(p_offsets[size_t(e)]);
+  }
+  Tensor tab = Tensor::empty(host.shape(), DType::i32, Device::cuda);
+  tab.copy_from(host);
+  ds::cuda::moe_pad_pairs(pair_src.i32(), pair_w.f32(), tab.i32(), E, K,
+                          std::max<int64_t>(offsets.back() / K, 1), NKp, p_tok.i32(), p_w.f32(),
+                          p_row.i32(), p_pair.i32());
 }
 
 void combine_pairs(const Context&, const Tensor& src, const Tensor& slot, const Tensor& w,

@@ -146,6 +146,10 @@ void moe_sort_pairs(const Context& ctx, const Tensor& idx, Tensor& counts, Tenso
                     Tensor& pair_tok, Tensor& pair_slot, std::vector<int32_t>* host_counts);
 void combine_pairs(const Context& ctx, const Tensor& src, const Tensor& slot, const Tensor& w,
                    Tensor& dst);
+void moe_pad_pairs(const Context& ctx, const Tensor& pair_src, const Tensor& pair_w, int64_t K,
+                   const std::vector<int64_t>& offsets, const std::vector<int64_t>& p_offsets,
+                   Tensor& p_tok, Tensor& p_w, Tensor& p_row, Tensor& p_pair);
+
 
 // ---- attention (lib/ops/cuda/attention.cpp) -------------------------------------------------
 void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,

@@ -1,0 +1,113 @@
+// The FP8 experts' padded-layout kernel (kernels/moe_pad.cuh, ops::moe_pad_pairs on the GPU;
+// not yet run on one) run on the CPU by the host emulator (cuda_emu.hpp: a std::thread per
+// CUDA thread) against the CPU op, element for element: one expert, empty experts at the
+// start, in the middle and at the end, an expert of more than 128 pairs, padded totals on
+// and off the block size, the launch the library makes (its grid from moe_route.cu's
+// arithmetic). Every output sits between guard bytes that must come back untouched and starts
+// as a sentinel, so a row or pair the kernel skipped shows too.
+#include <doctest/doctest.h>
+
+#include "cuda_emu.hpp"
+#include "kernels/moe_pad.cuh"
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "ds/ops/ops.hpp"
+
+namespace {
+
+using ds::DType;
+using ds::Tensor;
+using ds::test::cuda_emu::Guarded;
+using ds::test::cuda_emu::launch;
+namespace mp = ds::cuda::moepad;
+
+ds::ops::Context ref_ctx() {
+  ds::ops::Context c;
+  c.impl = ds::ops::Impl::reference;
+  return c;
+}
+
+struct Case {
+  int64_t N, K, E;
+  int skew;          // 0: uniform; else every pair but each fifth on expert `skew - 1`
+  int64_t empty_lo;  // experts [empty_lo, empty_hi) get no pairs
+  int64_t empty_hi;
+};
+
+void run_case(const Case& c, uint64_t seed) {
+  const int64_t NK = c.N * c.K;
+  std::mt19937_64 rng(seed);
+  Tensor idx = Tensor::empty({c.N, c.K}, DType::i32);
+  for (int64_t i = 0; i < NK; ++i) {
+    int64_t e = int64_t(rng() % uint64_t(c.E));
+    if (c.skew && i % 5 != 0) e = c.skew - 1;
+    if (e >= c.empty_lo && e < c.empty_hi) e = c.empty_hi < c.E ? c.empty_hi : 0;
+    idx.i32()[i] = int32_t(e);
+  }
+  Tensor counts = Tensor::empty({c.E}, DType::i32), src = Tensor::empty({NK}, DType::i32);
+  Tensor tok = Tensor::empty({NK}, DType::i32), none;
+  std::vector<int32_t> host;
+  ds::ops::moe_sort_pairs(ref_ctx(), idx, counts, src, tok, none, &host);
+  std::vector<int64_t> off(size_t(c.E + 1), 0), poff(size_t(c.E + 1), 0);
+  for (int64_t e = 0; e < c.E; ++e) {
+    off[size_t(e + 1)] = off[size_t(e)] + host[size_t(e)];
+    poff[size_t(e + 1)] = poff[size_t(e)] + (host[size_t(e)] + 127) / 128 * 128;
+  }
+  const int64_t NKp = poff.back();
+  Tensor pw = Tensor::empty({NK});
+  std::uniform_real_distribution<float> u(-1, 1);
+  for (int64_t j = 0; j < NK; ++j) pw.f32()[j] = u(rng);
+  Tensor ptok = Tensor::empty({NKp}, DType::i32), ppw = Tensor::empty({NKp});
+  Tensor prow = Tensor::empty({NK}, DType::i32), ppair = Tensor::empty({NK}, DType::i32);
+  ds::ops::moe_pad_pairs(ref_ctx(), src, pw, c.K, off, poff, ptok, ppw, prow, ppair);
+
+  std::vector<int32_t> tab;   // what lib/ops/cuda/loss_route.cpp uploads
+  for (const int64_t o : off) tab.push_back(int32_t(o));
+  for (const int64_t o : poff) tab.push_back(int32_t(o));
+  Guarded<int32_t> gt(size_t(NKp), 0x5a), gr(size_t(NK), 0x5a), gp(size_t(NK), 0x5a);
+  Guarded<float> gw(size_t(NKp), 0x5a);
+  const int64_t N = std::max<int64_t>(NK / c.K, 1);
+  const unsigned blocks = unsigned((NKp + mp::kPadThreads - 1) / mp::kPadThreads);
+  launch(mp::pad_pairs_kernel, dim3(blocks), dim3(mp::kPadThreads),
+         static_cast<const int32_t*>(src.i32()), static_cast<const float*>(pw.f32()),
+         static_cast<const int32_t*>(tab.data()), int(c.E), int(c.K), int(N), int(NKp),
+         gt.data(), gw.data(), gr.data(), gp.data());
+  CHECK(gt.guards_intact(0x5a));
+  CHECK(gw.guards_intact(0x5a));
+  CHECK(gr.guards_intact(0x5a));
+  CHECK(gp.guards_intact(0x5a));
+  int64_t bad = 0;
+  for (int64_t r = 0; r < NKp; ++r)
+    bad += (gt.data()[r] != ptok.i32()[r]) +
+           (std::memcmp(gw.data() + r, ppw.f32() + r, sizeof(float)) != 0);
+  for (int64_t j = 0; j < NK; ++j)
+    bad += (gr.data()[j] != prow.i32()[j]) + (gp.data()[j] != ppair.i32()[j]);
+  CHECK(bad == 0);
+}
+
+TEST_CASE("emulated moe_pad_pairs kernel equals the CPU op") {
+  const Case cases[] = {
+      {1, 1, 1, 0, 0, 0},       // one pair, one expert: 128 rows, 127 pads
+      {3, 2, 8, 0, 0, 0},       // 6 pairs over 8 experts, most empty
+      {90, 6, 16, 0, 0, 3},     // empty experts first
+      {90, 6, 16, 0, 5, 9},     // ... in the middle
+      {90, 6, 16, 0, 12, 16},   // ... last
+      {300, 2, 4, 2, 0, 0},     // skewed: expert 1 holds ~480 pairs, 4 tiles
+      {64, 4, 2, 0, 0, 0},      // 256 pairs: padded total 256 or 384
+      {257, 8, 64, 0, 0, 0},
+  };
+  uint64_t seed = 11;
+  for (const Case& c : cases) {
+    CAPTURE(c.N);
+    CAPTURE(c.K);
+    CAPTURE(c.E);
+    CAPTURE(c.empty_lo);
+    run_case(c, seed++);
+  }
+}
+
+}  // namespace
