@@ -9,9 +9,9 @@
 
 #include "cuda_emu.hpp"
 #include "kernels/moe_pad.cuh"
+#include "moe_pad_util.hpp"
 
 #include <algorithm>
-#include <cstring>
 #include <random>
 #include <vector>
 
@@ -52,11 +52,7 @@ void run_case(const Case& c, uint64_t seed) {
   Tensor tok = Tensor::empty({NK}, DType::i32), none;
   std::vector<int32_t> host;
   ds::ops::moe_sort_pairs(ref_ctx(), idx, counts, src, tok, none, &host);
-  std::vector<int64_t> off(size_t(c.E + 1), 0), poff(size_t(c.E + 1), 0);
-  for (int64_t e = 0; e < c.E; ++e) {
-    off[size_t(e + 1)] = off[size_t(e)] + host[size_t(e)];
-    poff[size_t(e + 1)] = poff[size_t(e)] + (host[size_t(e)] + 127) / 128 * 128;
-  }
+  const auto [off, poff] = ds::test::pad_offsets(host);
   const int64_t NKp = poff.back();
   Tensor pw = Tensor::empty({NK});
   std::uniform_real_distribution<float> u(-1, 1);
@@ -80,13 +76,8 @@ void run_case(const Case& c, uint64_t seed) {
   CHECK(gw.guards_intact(0x5a));
   CHECK(gr.guards_intact(0x5a));
   CHECK(gp.guards_intact(0x5a));
-  int64_t bad = 0;
-  for (int64_t r = 0; r < NKp; ++r)
-    bad += (gt.data()[r] != ptok.i32()[r]) +
-           (std::memcmp(gw.data() + r, ppw.f32() + r, sizeof(float)) != 0);
-  for (int64_t j = 0; j < NK; ++j)
-    bad += (gr.data()[j] != prow.i32()[j]) + (gp.data()[j] != ppair.i32()[j]);
-  CHECK(bad == 0);
+  CHECK(ds::test::pad_mismatches(gt.data(), gw.data(), gr.data(), gp.data(), ptok, ppw, prow,
+                                 ppair) == 0);
 }
 
 TEST_CASE("emulated moe_pad_pairs kernel equals the CPU op") {

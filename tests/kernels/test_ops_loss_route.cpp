@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "gpu_harness.hpp"
+#include "moe_pad_util.hpp"
 
 namespace {
 
@@ -397,6 +398,15 @@ TEST_CASE("gpu moe_count accumulates") {
   CHECK(arena.check());
 }
 
+// (N, K) expert ids in [0, E); skewed: all but every fifth on expert E / 2.
+Tensor routing(int64_t N, int64_t K, int64_t E, bool skew) {
+  Tensor idx = rand_i32({N, K}, 0, int(E - 1));
+  if (skew)
+    for (int64_t i = 0; i < idx.numel(); ++i)
+      if (i % 5 != 0) idx.i32()[i] = int32_t(E / 2);
+  return idx;
+}
+
 // The MoE layer's grouping on the device (kernels/moe_route.cu sort_pairs_kernel) against the
 // CPU op, element for element: counts, and the stable expert order of pair_src / pair_tok.
 // Sizes around the kernel's 2048-pair tile and 8-pair thread runs; skewed routing (most pairs
@@ -408,10 +418,7 @@ TEST_CASE("gpu moe_sort_pairs equals the CPU's stable sort") {
                         Case{2049, 8, 256, true}}) {
     CAPTURE(c.N);
     CAPTURE(c.E);
-    Tensor idx = rand_i32({c.N, c.K}, 0, int(c.E - 1));
-    if (c.skew)
-      for (int64_t i = 0; i < idx.numel(); ++i)
-        if (i % 5 != 0) idx.i32()[i] = int32_t(c.E / 2);
+    const Tensor idx = routing(c.N, c.K, c.E, c.skew);
     const int64_t NK = c.N * c.K;
     Tensor counts = Tensor::empty({c.E}, DType::i32), src = Tensor::empty({NK}, DType::i32),
            tok = Tensor::empty({NK}, DType::i32), slot = Tensor::empty({NK}, DType::i32);
@@ -443,20 +450,13 @@ TEST_CASE("gpu moe_pad_pairs equals the CPU's layout") {
                         Case{1024, 2, 16, true}, Case{4096, 8, 256, false}}) {
     CAPTURE(c.N);
     CAPTURE(c.E);
-    Tensor idx = rand_i32({c.N, c.K}, 0, int(c.E - 1));
-    if (c.skew)
-      for (int64_t i = 0; i < idx.numel(); ++i)
-        if (i % 5 != 0) idx.i32()[i] = int32_t(c.E / 2);
+    const Tensor idx = routing(c.N, c.K, c.E, c.skew);
     const int64_t NK = c.N * c.K;
     Tensor counts = Tensor::empty({c.E}, DType::i32), src = Tensor::empty({NK}, DType::i32),
            tok = Tensor::empty({NK}, DType::i32), slot = Tensor::empty({NK}, DType::i32);
     std::vector<int32_t> host;
     ops::moe_sort_pairs(cpu_ref(), idx, counts, src, tok, slot, &host);
-    std::vector<int64_t> off(size_t(c.E + 1), 0), poff(size_t(c.E + 1), 0);
-    for (int64_t e = 0; e < c.E; ++e) {
-      off[size_t(e + 1)] = off[size_t(e)] + host[size_t(e)];
-      poff[size_t(e + 1)] = poff[size_t(e)] + (host[size_t(e)] + 127) / 128 * 128;
-    }
+    const auto [off, poff] = ds::test::pad_offsets(host);
     const int64_t NKp = poff.back();
     const Tensor pw = rand_f32({NK}, -1, 1);
     Tensor ptok = Tensor::empty({NKp}, DType::i32), ppw = Tensor::empty({NKp}),
@@ -468,13 +468,8 @@ TEST_CASE("gpu moe_pad_pairs equals the CPU's layout") {
     ops::moe_pad_pairs(gpu(), arena.upload(src), arena.upload(pw), c.K, off, poff, gt, gw, gr,
                        gp);
     const Tensor ht = download(gt), hw = download(gw), hr = download(gr), hp = download(gp);
-    int64_t bad = 0;
-    for (int64_t r = 0; r < NKp; ++r)
-      bad += (ht.i32()[r] != ptok.i32()[r]) +
-             (std::memcmp(hw.f32() + r, ppw.f32() + r, sizeof(float)) != 0);
-    for (int64_t j = 0; j < NK; ++j)
-      bad += (hr.i32()[j] != prow.i32()[j]) + (hp.i32()[j] != ppair.i32()[j]);
-    CHECK(bad == 0);
+    CHECK(ds::test::pad_mismatches(ht.i32(), hw.f32(), hr.i32(), hp.i32(), ptok, ppw, prow,
+                                   ppair) == 0);
     CHECK(arena.check());
   }
 }
