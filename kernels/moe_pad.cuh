@@ -13,7 +13,7 @@ namespace {
 constexpr int kPadThreads = 256;
 
 // One thread per padded row r in [0, NKp). tab holds the E + 1 sorted-pair offsets (off),
-// then the E + 1 padded offsets (poff), both ascending from 0, poff[E] = NKp and every
+// then the E + 1 padded offsets (poff), both non-decreasing from 0, poff[E] = NKp and every
 // expert's padded range at least as long as its pairs'. Row r lies in expert e with
 // poff[e] <= r < poff[e + 1] (a binary search; empty experts have no rows). Its sorted pair
 // is i = off[e] + r - poff[e] while that is below off[e + 1]; the rest of the expert's range

@@ -126,7 +126,7 @@ NEW_MLA_WG='gpu mla wgmma*'
 NEW_FUSED='fused:*'
 NEW_RUNTIME='gpu runtime:*'
 NEW_DEFAULT='gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu bf16_round*,gpu moe_sort_pairs*,gpu moe_pad_pairs*,gpu combine_pairs*,elementwise: rmsnorm*,elementwise: rope*,elementwise: swiglu with BF16*,elementwise: swiglu packed*,gpu gather_rows_scaled*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
-NEW_OPERANDS='gpu gather_rows_scaled*,elementwise: rope_tail_codes*,gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu moe_sort_pairs*,elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
+NEW_OPERANDS='gpu gather_rows_scaled*,gpu moe_pad_pairs*,elementwise: rope_tail_codes*,gpu attention: BF16-code*,moe: gather_rows_bf16_dot*,gpu moe_sort_pairs*,elementwise: swiglu with BF16*,elementwise: rmsnorm with*,layout: mla_kv_split*,loss: cross_entropy with BF16*,loss: token_logprob_backward with BF16*'
 declare -A FILTER=(
   [ops]="--test-case-exclude=$NEW_GROUPED,$NEW_GROUPED_WG,$NEW_MULTI,$NEW_MLA,$NEW_FP8_ALL,$NEW_PROF,$NEW_ATTN,$NEW_ATTN_FUSED,$NEW_ATTN_ONE,$NEW_ATTN_ONEPIPE,$NEW_ATTN_ROWS,$NEW_ATTN_STAG,$NEW_ATTN_PIPE,$NEW_PROBE,$NEW_ATTN_QS,$NEW_MLA_WG,$NEW_FUSED,$NEW_DEFAULT,$NEW_B16OUT,$NEW_RUNTIME,$NEW_FP8T"
   [ops-grouped]="--test-case=$NEW_GROUPED"
@@ -177,8 +177,8 @@ declare -A FILTER=(
 # reduction's wider lanes and the RoPE kernel's row stride, neither of those two switchable)
 # with the defaults, which the later
 # groups also use (staged uploads); ops-operands:fallback runs the BF16-output, one-pass key,
-# q RoPE-into-codes and weighted-gather tests again under DS_CUDA_FUSED=0 (the fallbacks that
-# model:unfused would use).
+# q RoPE-into-codes, weighted-gather and padded-layout tests again under DS_CUDA_FUSED=0 (the
+# fallbacks that model:unfused would use).
 # The FP8 tests run as three processes, so that a fault in one kernel (which poisons the CUDA
 # context) cannot hide the others' results: ops-fp8-quant, the many-matrix and transposed
 # quantisers (on by default in every FP8 Linear), first; ops-fp8-grouped, the m- and k-grouped

@@ -436,8 +436,8 @@ void moe_sort_pairs(const Context& ctx, const Tensor& idx /*(N,K) i32*/,
 // p_offsets[e] + i - offsets[e]: p_tok[r] = pair_src[i] / K, p_w[r] = pair_w[i], p_row[i] = r,
 // p_pair[pair_src[i]] = r (viewed (N, K): combine_pairs' slot); a pad row gets p_tok[r] = r mod
 // N and p_w[r] = 0. pair_src must be a permutation of [0, NK) (checked on the CPU). On the GPU
-// one launch and the offsets' upload, no wait for the GPU (before it, pair_src came to the
-// host and four tables went back, per MoE layer). lib/ops/moe_pairs.cpp.
+// one launch and the offsets' upload, no wait for the GPU (DS_CUDA_FUSED=0: on the host, with
+// two downloads and four uploads, as before the kernel). lib/ops/moe_pairs.cpp.
 void moe_pad_pairs(const Context& ctx, const Tensor& pair_src /*(NK) i32*/,
                    const Tensor& pair_w /*(NK) f32*/, int64_t K,
                    const std::vector<int64_t>& offsets /*(E+1)*/,

@@ -150,7 +150,6 @@ void moe_pad_pairs(const Context& ctx, const Tensor& pair_src, const Tensor& pai
                    const std::vector<int64_t>& offsets, const std::vector<int64_t>& p_offsets,
                    Tensor& p_tok, Tensor& p_w, Tensor& p_row, Tensor& p_pair);
 
-
 // ---- attention (lib/ops/cuda/attention.cpp) -------------------------------------------------
 void attention_forward(const Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                        const Tensor& segments, float scale, Tensor& out, Tensor& lse);
