@@ -2,7 +2,8 @@
 // a std::thread, so the kernel body runs as written (its index arithmetic, loops, guards,
 // shared-memory staging, barriers and warp reductions), and a test compares what it wrote with
 // the CPU reference. It takes kernels written in plain CUDA C++ without inline PTX (the FP8
-// quantisers of kernels/fp8_quant_tiles.cuh); the PTX-level emulator of the tensor-core
+// quantisers of kernels/fp8_quant_tiles.cuh, the MoE pair sort and padded layout of
+// kernels/moe_sort.cuh and moe_pad.cuh); the PTX-level emulator of the tensor-core
 // kernels' data movement is warp_emu.hpp.
 //
 // How it maps CUDA:
@@ -14,10 +15,10 @@
 //   - __syncthreads() is a barrier over the block's threads, all of which must arrive at the
 //     same call site (else EmuError); a thread that returns leaves it, as an exited thread no
 //     longer holds a CTA barrier up;
-//   - the warp intrinsics used here (__reduce_max_sync, __shfl_xor_sync) exchange through a
-//     per-warp barrier and require the full mask, all 32 lanes present and at the same call
-//     site (a lane that has returned, or one elsewhere, is reported: CUDA leaves both
-//     undefined);
+//   - the warp intrinsics used here (__reduce_max_sync, __shfl_xor_sync, __shfl_up_sync)
+//     exchange through a per-warp barrier and require the full mask, all 32 lanes present and
+//     at the same call site (a lane that has returned, or one elsewhere, is reported: CUDA
+//     leaves both undefined);
 //   - a barrier that waits 20 s is reported as a deadlock (EmuError), not a hung test;
 //   - __fdiv_rn / __fmul_rn / __fadd_rn are the host's IEEE operations (tests build with
 //     -ffp-contract=off) with the GPU's canonical NaN (0x7fffffff) for a NaN result;
@@ -279,6 +280,16 @@ inline float __shfl_xor_sync(unsigned mask, float v, int m,
   return std::bit_cast<float>(__shfl_xor_sync(mask, std::bit_cast<unsigned>(v), m, at));
 }
 
+// lane l gets lane l - d's value, lanes below d their own
+inline int __shfl_up_sync(unsigned mask, int v, unsigned d,
+                          std::source_location at = std::source_location::current()) {
+  return int(uint32_t(::ds::test::cuda_emu::exchange(
+      mask, uint32_t(v),
+      [d](const uint64_t* s, int lane) {
+        return unsigned(lane) >= d ? s[lane - int(d)] : s[lane];
+      },
+      at)));
+}
 inline unsigned __float_as_uint(float v) { return std::bit_cast<unsigned>(v); }
 inline float __uint_as_float(unsigned v) { return std::bit_cast<float>(v); }
 // The GPU's arithmetic gives its canonical NaN (0x7fffffff) for every NaN result, where x86

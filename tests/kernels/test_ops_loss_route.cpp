@@ -407,7 +407,7 @@ Tensor routing(int64_t N, int64_t K, int64_t E, bool skew) {
   return idx;
 }
 
-// The MoE layer's grouping on the device (kernels/moe_route.cu sort_pairs_kernel) against the
+// The MoE layer's grouping on the device (kernels/moe_sort.cuh sort_pairs_kernel) against the
 // CPU op, element for element: counts, and the stable expert order of pair_src / pair_tok.
 // Sizes around the kernel's 2048-pair tile and 8-pair thread runs; skewed routing (most pairs
 // on one expert) and empty experts; guard bytes around the outputs.
