@@ -333,7 +333,8 @@ __global__ void count_kernel(const int32_t* __restrict__ idx, int64_t n, int E,
   }
 }
 
-// ---- stable sort of the pairs by expert -----------------------------------------------------
+// ---- stable sort of the pairs by expert, and their padded layout: kernels/moe_sort.cuh and
+// moe_pad.cuh (plain CUDA C++, run by the host emulator too), launched below ------------------
 
 // ---- combine: the experts' rows back into their tokens ---------------------------------------
 
