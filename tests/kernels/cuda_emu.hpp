@@ -2,8 +2,8 @@
 // a std::thread, so the kernel body runs as written (its index arithmetic, loops, guards,
 // shared-memory staging, barriers and warp reductions), and a test compares what it wrote with
 // the CPU reference. It takes kernels written in plain CUDA C++ without inline PTX (the FP8
-// quantisers of kernels/fp8_quant_tiles.cuh, the MoE pair sort and padded layout of
-// kernels/moe_sort.cuh and moe_pad.cuh); the PTX-level emulator of the tensor-core
+// quantisers of kernels/fp8_quant_tiles.cuh, the MoE pair sort, padded layout and combine of
+// kernels/moe_sort.cuh, moe_pad.cuh and moe_combine.cuh); the PTX-level emulator of the tensor-core
 // kernels' data movement is warp_emu.hpp.
 //
 // How it maps CUDA:
@@ -15,10 +15,10 @@
 //   - __syncthreads() is a barrier over the block's threads, all of which must arrive at the
 //     same call site (else EmuError); a thread that returns leaves it, as an exited thread no
 //     longer holds a CTA barrier up;
-//   - the warp intrinsics used here (__reduce_max_sync, __shfl_xor_sync, __shfl_up_sync)
-//     exchange through a per-warp barrier and require the full mask, all 32 lanes present and
-//     at the same call site (a lane that has returned, or one elsewhere, is reported: CUDA
-//     leaves both undefined);
+//   - the warp intrinsics used here (__reduce_max_sync, __shfl_xor_sync, __shfl_up_sync,
+//     __shfl_sync, __ballot_sync) exchange through a per-warp barrier and require the full
+//     mask, all 32 lanes present and at the same call site (a lane that has returned, or one
+//     elsewhere, is reported: CUDA leaves both undefined);
 //   - a barrier that waits 20 s is reported as a deadlock (EmuError), not a hung test;
 //   - __fdiv_rn / __fmul_rn / __fadd_rn are the host's IEEE operations (tests build with
 //     -ffp-contract=off) with the GPU's canonical NaN (0x7fffffff) for a NaN result;
@@ -67,10 +67,14 @@ struct dim3 {
 struct alignas(16) float4 {
   float x, y, z, w;
 };
+struct alignas(8) uint2 {
+  unsigned x, y;
+};
 struct alignas(16) uint4 {
   unsigned x, y, z, w;
 };
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
 inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
 
 namespace ds::test::cuda_emu {
@@ -280,6 +284,30 @@ inline float __shfl_xor_sync(unsigned mask, float v, int m,
   return std::bit_cast<float>(__shfl_xor_sync(mask, std::bit_cast<unsigned>(v), m, at));
 }
 
+// bit l: lane l's predicate
+inline unsigned __ballot_sync(unsigned mask, bool p,
+                              std::source_location at = std::source_location::current()) {
+  return unsigned(::ds::test::cuda_emu::exchange(
+      mask, p ? 1u : 0u,
+      [](const uint64_t* s, int) {
+        unsigned b = 0;
+        for (int l = 0; l < 32; ++l) b |= unsigned(s[l] & 1u) << l;
+        return uint64_t(b);
+      },
+      at));
+}
+// lane src_lane's value (src_lane mod 32, as CUDA takes it with the default width)
+inline int __shfl_sync(unsigned mask, int v, int src_lane,
+                       std::source_location at = std::source_location::current()) {
+  return int(uint32_t(::ds::test::cuda_emu::exchange(
+      mask, uint32_t(v), [src_lane](const uint64_t* s, int) { return s[src_lane & 31]; }, at)));
+}
+inline float __shfl_sync(unsigned mask, float v, int src_lane,
+                         std::source_location at = std::source_location::current()) {
+  return std::bit_cast<float>(__shfl_sync(mask, std::bit_cast<int>(v), src_lane, at));
+}
+inline int __popc(unsigned v) { return std::popcount(v); }
+inline int __ffs(unsigned v) { return v == 0 ? 0 : std::countr_zero(v) + 1; }
 // lane l gets lane l - d's value, lanes below d their own
 inline int __shfl_up_sync(unsigned mask, int v, unsigned d,
                           std::source_location at = std::source_location::current()) {

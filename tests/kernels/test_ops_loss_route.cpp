@@ -474,7 +474,7 @@ TEST_CASE("gpu moe_pad_pairs equals the CPU's layout") {
   }
 }
 
-// The experts' rows added back into their tokens per token (kernels/moe_route.cu
+// The experts' rows added back into their tokens per token (kernels/moe_combine.cuh
 // combine_pairs_kernel) against the CPU op, bit for bit: weighted and not, C with the 4-wide
 // path (1024, 12) and without (37), K = 1, 6 and 16 (the kernel's limit), guard bytes.
 TEST_CASE("gpu combine_pairs equals the CPU bit for bit") {
