@@ -9,7 +9,7 @@
 
 #include "cuda_emu.hpp"
 #include "kernels/moe_pad.cuh"
-#include "moe_pad_util.hpp"
+#include "moe_pairs_util.hpp"
 
 #include <algorithm>
 #include <random>
@@ -23,31 +23,14 @@ using ds::DType;
 using ds::Tensor;
 using ds::test::cuda_emu::Guarded;
 using ds::test::cuda_emu::launch;
+using ds::test::ref_ctx;
+using Case = ds::test::RoutingCase;
 namespace mp = ds::cuda::moepad;
-
-ds::ops::Context ref_ctx() {
-  ds::ops::Context c;
-  c.impl = ds::ops::Impl::reference;
-  return c;
-}
-
-struct Case {
-  int64_t N, K, E;
-  int skew;          // 0: uniform; else every pair but each fifth on expert `skew - 1`
-  int64_t empty_lo;  // experts [empty_lo, empty_hi) get no pairs
-  int64_t empty_hi;
-};
 
 void run_case(const Case& c, uint64_t seed) {
   const int64_t NK = c.N * c.K;
   std::mt19937_64 rng(seed);
-  Tensor idx = Tensor::empty({c.N, c.K}, DType::i32);
-  for (int64_t i = 0; i < NK; ++i) {
-    int64_t e = int64_t(rng() % uint64_t(c.E));
-    if (c.skew && i % 5 != 0) e = c.skew - 1;
-    if (e >= c.empty_lo && e < c.empty_hi) e = c.empty_hi < c.E ? c.empty_hi : 0;
-    idx.i32()[i] = int32_t(e);
-  }
+  const Tensor idx = ds::test::routing(c, rng);
   Tensor counts = Tensor::empty({c.E}, DType::i32), src = Tensor::empty({NK}, DType::i32);
   Tensor tok = Tensor::empty({NK}, DType::i32), none;
   std::vector<int32_t> host;

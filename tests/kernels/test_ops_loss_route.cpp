@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "gpu_harness.hpp"
-#include "moe_pad_util.hpp"
+#include "moe_pairs_util.hpp"
 
 namespace {
 

@@ -1,15 +1,45 @@
-// What the two tests of ops::moe_pad_pairs' kernel share (test_emu_moe_pad.cpp, the host
-// emulator in CI; test_ops_loss_route.cpp, on a GPU): the op's offsets from the per-expert
-// counts, and the element-for-element comparison of a layout with the CPU op's.
+// What the tests of the MoE pair kernels share (test_emu_moe_sort.cpp and test_emu_moe_pad.cpp,
+// the host emulator in CI; test_ops_loss_route.cpp, on a GPU): a routing with skew and empty
+// experts, ops::moe_pad_pairs' offsets from the per-expert counts, and the element-for-element
+// comparison of a padded layout with the CPU op's.
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "ds/core/tensor.hpp"
 #include "ds/ops/fp8.hpp"
+#include "ds/ops/ops.hpp"
 
 namespace ds::test {
+
+// The CPU reference ops' context.
+inline ops::Context ref_ctx() {
+  ops::Context c;
+  c.impl = ops::Impl::reference;
+  return c;
+}
+
+// N tokens routed to K of E experts at random, then: skew (when nonzero) puts all but every
+// fifth pair on expert skew - 1, and experts [empty_lo, empty_hi) give their pairs to
+// empty_hi (or to expert 0 when that is E).
+struct RoutingCase {
+  int64_t N, K, E;
+  int skew;
+  int64_t empty_lo, empty_hi;
+};
+
+inline Tensor routing(const RoutingCase& c, std::mt19937_64& rng) {
+  Tensor idx = Tensor::empty({c.N, c.K}, DType::i32);
+  for (int64_t i = 0; i < c.N * c.K; ++i) {
+    int64_t e = int64_t(rng() % uint64_t(c.E));
+    if (c.skew && i % 5 != 0) e = c.skew - 1;
+    if (e >= c.empty_lo && e < c.empty_hi) e = c.empty_hi < c.E ? c.empty_hi : 0;
+    idx.i32()[i] = int32_t(e);
+  }
+  return idx;
+}
 
 // The sorted pairs' offsets and the 128-row padded ones, as model/moe_fp8.cpp makes them.
 struct PadOffsets {
