@@ -2,28 +2,34 @@
 // a std::thread, so the kernel body runs as written (its index arithmetic, loops, guards,
 // shared-memory staging, barriers and warp reductions), and a test compares what it wrote with
 // the CPU reference. It takes kernels written in plain CUDA C++ without inline PTX (the FP8
-// quantisers of kernels/fp8_quant_tiles.cuh, the MoE pair sort, padded layout and combine of
-// kernels/moe_sort.cuh, moe_pad.cuh and moe_combine.cuh); the PTX-level emulator of the tensor-core
-// kernels' data movement is warp_emu.hpp.
+// quantisers of kernels/fp8_quant_tiles.cuh and every MoE routing kernel: the routing and its
+// backward of kernels/moe_router.cuh, the balance loss and counts of kernels/moe_balance.cuh,
+// the pair sort, padded layout and combine of kernels/moe_sort.cuh, moe_pad.cuh and
+// moe_combine.cuh); the PTX-level emulator of the tensor-core kernels' data movement is
+// warp_emu.hpp.
 //
 // How it maps CUDA:
 //   - __global__ / __device__ / __forceinline__ are plain inline C++; __shared__ is `static`:
 //     blocks run one after another, so a static is the running block's shared memory (it
-//     keeps the previous block's bytes, as real shared memory may hold anything);
+//     keeps the previous block's bytes, as real shared memory may hold anything); dynamic
+//     shared memory (DS_DYNAMIC_SHARED(name), launch_dynamic) is one 0xcd-filled buffer;
 //   - threadIdx / blockIdx / blockDim / gridDim are thread_local; launch() runs the grid's
 //     blocks in order on blockDim std::threads, which all run the block at once;
 //   - __syncthreads() is a barrier over the block's threads, all of which must arrive at the
 //     same call site (else EmuError); a thread that returns leaves it, as an exited thread no
 //     longer holds a CTA barrier up;
 //   - the warp intrinsics used here (__reduce_max_sync, __shfl_xor_sync, __shfl_up_sync,
-//     __shfl_sync, __ballot_sync) exchange through a per-warp barrier and require the full
-//     mask, all 32 lanes present and at the same call site (a lane that has returned, or one
-//     elsewhere, is reported: CUDA leaves both undefined);
+//     __shfl_sync, __ballot_sync, __syncwarp) exchange through a per-warp barrier and require
+//     the full mask, all 32 lanes present and at the same call site (a lane that has
+//     returned, or one elsewhere, is reported: CUDA leaves both undefined);
+//   - atomicAdd on int is std::atomic_ref's fetch_add (the threads run at once: the adds race
+//     as on the GPU, and must give the same total);
 //   - a barrier that waits 20 s is reported as a deadlock (EmuError), not a hung test;
 //   - __fdiv_rn / __fmul_rn / __fadd_rn are the host's IEEE operations (tests build with
 //     -ffp-contract=off) with the GPU's canonical NaN (0x7fffffff) for a NaN result;
 //     __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3) is ds::f32_to_e4m3 (RNE, saturating:
-//     the hardware cast's result for every non-NaN input).
+//     the hardware cast's result for every non-NaN input); __dadd_rn / __dmul_rn and the
+//     double exp are the host's (CUDA's exp may differ from glibc's in the last bit).
 // Not modelled: the memory model beyond barriers (a race shows only if the threads' timing
 // exposes it), shared-memory bank conflicts and speed, launch limits beyond those below, and a
 // failure to create a thread (std::terminate).
@@ -188,6 +194,38 @@ inline void block_sync(const std::source_location& at) {
   b.sync->arrive_and_wait();   // the sites are read before any thread records its next one
 }
 
+template <class... P, class... A>
+void launch(void (*kernel)(P...), dim3 grid, dim3 block, A&&... args);
+
+// The running launch's dynamic shared memory (DS_DYNAMIC_SHARED): one buffer for all its
+// blocks, as the static __shared__ ones.
+inline unsigned char* g_dynamic_shared = nullptr;
+inline unsigned char* dynamic_shared() {
+  if (!g_dynamic_shared) throw EmuError("DS_DYNAMIC_SHARED in a launch without dynamic bytes");
+  return g_dynamic_shared;
+}
+
+// Runs kernel(args...) over the grid: each block on block.x * block.y * block.z threads, with
+// `dynamic_bytes` of dynamic shared memory (16-byte aligned, filled with 0xcd: never zeroed).
+template <class... P, class... A>
+void launch_dynamic(void (*kernel)(P...), dim3 grid, dim3 block, size_t dynamic_bytes,
+                    A&&... args) {
+  if (dynamic_bytes > 227 * 1024) throw EmuError("launch: over 227 KiB of dynamic shared memory");
+  struct Free {
+    void operator()(unsigned char* p) const { ::operator delete(p, std::align_val_t(16)); }
+  };
+  std::unique_ptr<unsigned char, Free> dyn;
+  if (dynamic_bytes) {
+    dyn.reset(static_cast<unsigned char*>(::operator new(dynamic_bytes, std::align_val_t(16))));
+    std::memset(dyn.get(), 0xcd, dynamic_bytes);
+  }
+  g_dynamic_shared = dyn.get();
+  struct Reset {
+    ~Reset() { g_dynamic_shared = nullptr; }
+  } reset;
+  launch(kernel, grid, block, std::forward<A>(args)...);
+}
+
 // Runs kernel(args...) over the grid: each block on block.x * block.y * block.z threads.
 template <class... P, class... A>
 void launch(void (*kernel)(P...), dim3 grid, dim3 block, A&&... args) {
@@ -283,6 +321,22 @@ inline float __shfl_xor_sync(unsigned mask, float v, int m,
                              std::source_location at = std::source_location::current()) {
   return std::bit_cast<float>(__shfl_xor_sync(mask, std::bit_cast<unsigned>(v), m, at));
 }
+inline int __shfl_xor_sync(unsigned mask, int v, int m,
+                           std::source_location at = std::source_location::current()) {
+  return int(__shfl_xor_sync(mask, unsigned(v), m, at));
+}
+inline double __shfl_xor_sync(unsigned mask, double v, int m,
+                              std::source_location at = std::source_location::current()) {
+  return std::bit_cast<double>(::ds::test::cuda_emu::exchange(
+      mask, std::bit_cast<uint64_t>(v), [m](const uint64_t* s, int lane) { return s[lane ^ m]; },
+      at));
+}
+// A warp barrier: all 32 lanes, the full mask, at the same call site (stricter than CUDA,
+// which lets lanes meet at different __syncwarp calls).
+inline void __syncwarp(unsigned mask = 0xffffffffu,
+                       std::source_location at = std::source_location::current()) {
+  ::ds::test::cuda_emu::exchange(mask, 0, [](const uint64_t*, int) { return uint64_t(0); }, at);
+}
 
 // bit l: lane l's predicate
 inline unsigned __ballot_sync(unsigned mask, bool p,
@@ -327,11 +381,20 @@ inline float gpu_nan(float r) { return std::isnan(r) ? std::bit_cast<float>(0x7f
 inline float __fdiv_rn(float a, float b) { return gpu_nan(a / b); }
 inline float __fmul_rn(float a, float b) { return gpu_nan(a * b); }
 inline float __fadd_rn(float a, float b) { return gpu_nan(a + b); }
+// Double operations are the host's; a NaN result keeps the host's bits (not modelled: tests
+// compare NaN as NaN).
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
 inline int __clz(unsigned v) { return v == 0 ? 32 : std::countl_zero(v); }
+inline int64_t max(int64_t a, int64_t b) { return a > b ? a : b; }
+inline int64_t min(int64_t a, int64_t b) { return a < b ? a : b; }
+// Atomic on the host's memory (std::atomic_ref): global and shared alike.
+inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
 inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
 inline int min(int a, int b) { return a < b ? a : b; }
+#define DS_DYNAMIC_SHARED(name) unsigned char* const name = ::ds::test::cuda_emu::dynamic_shared()
 using std::isinf;
 using std::isnan;
 using std::signbit;
