@@ -6,6 +6,7 @@
 // entries whose index lies outside [0, rows) instead of touching memory out of bounds.
 // Only the scalar-returning reductions synchronise with the host.
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 namespace ds::cuda {
@@ -122,6 +123,23 @@ struct AdamWConsts {
   float grad_scale;
   bool lerp_lo;      // w1 < 0.5: ATen's lerp branch
 };
+// The FP32 scalars formed exactly as ref::adamw_step forms them (double, then rounded), so the
+// per-element arithmetic on the GPU sees the same constants.
+inline AdamWConsts adamw_consts(double lr, double beta1, double beta2, int64_t step,
+                                float weight_decay, float eps, float grad_scale) {
+  const double bc1 = 1.0 - std::pow(beta1, double(step)), bc2 = 1.0 - std::pow(beta2, double(step));
+  AdamWConsts c{};
+  c.decay = float(1.0 - lr * double(weight_decay));
+  c.w1 = float(1.0 - beta1);
+  c.fb2 = float(beta2);
+  c.w2 = float(1.0 - beta2);
+  c.step_size = float(-(lr / bc1));
+  c.bc2_sqrt = float(std::sqrt(bc2));
+  c.eps = eps;
+  c.grad_scale = grad_scale;
+  c.lerp_lo = c.w1 < 0.5f;
+  return c;
+}
 // param, grad F32; m, v F32 (m_bf16/v_bf16 false) or BF16 codes (uint16). Element-wise.
 void adamw_step_f32(float* param, const float* grad, void* m, bool m_bf16, void* v, bool v_bf16,
                     int64_t n, const AdamWConsts& c);

@@ -2,11 +2,11 @@
 // a std::thread, so the kernel body runs as written (its index arithmetic, loops, guards,
 // shared-memory staging, barriers and warp reductions), and a test compares what it wrote with
 // the CPU reference. It takes kernels written in plain CUDA C++ without inline PTX (the FP8
-// quantisers of kernels/fp8_quant_tiles.cuh and every MoE routing kernel: the routing and its
-// backward of kernels/moe_router.cuh, the balance loss and counts of kernels/moe_balance.cuh,
-// the pair sort, padded layout and combine of kernels/moe_sort.cuh, moe_pad.cuh and
-// moe_combine.cuh); the PTX-level emulator of the tensor-core kernels' data movement is
-// warp_emu.hpp.
+// quantisers of kernels/fp8_quant_tiles.cuh, the AdamW step of kernels/adamw_step.cuh, and
+// every MoE routing kernel: the routing and its backward of kernels/moe_router.cuh, the
+// balance loss and counts of kernels/moe_balance.cuh, the pair sort, padded layout and
+// combine of kernels/moe_sort.cuh, moe_pad.cuh and moe_combine.cuh); the PTX-level emulator
+// of the tensor-core kernels' data movement is warp_emu.hpp.
 //
 // How it maps CUDA:
 //   - __global__ / __device__ / __forceinline__ are plain inline C++; __shared__ is `static`:
@@ -25,11 +25,12 @@
 //   - atomicAdd on int is std::atomic_ref's fetch_add (the threads run at once: the adds race
 //     as on the GPU, and must give the same total);
 //   - a barrier that waits 20 s is reported as a deadlock (EmuError), not a hung test;
-//   - __fdiv_rn / __fmul_rn / __fadd_rn are the host's IEEE operations (tests build with
-//     -ffp-contract=off) with the GPU's canonical NaN (0x7fffffff) for a NaN result;
-//     __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3) is ds::f32_to_e4m3 (RNE, saturating:
-//     the hardware cast's result for every non-NaN input); __dadd_rn / __dmul_rn and the
-//     double exp are the host's (CUDA's exp may differ from glibc's in the last bit).
+//   - __fdiv_rn / __fmul_rn / __fadd_rn / __fsub_rn / __fsqrt_rn are the host's IEEE
+//     operations (tests build with -ffp-contract=off) with the GPU's canonical NaN
+//     (0x7fffffff) for a NaN result; __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3) is
+//     ds::f32_to_e4m3 (RNE, saturating: the hardware cast's result for every non-NaN input);
+//     __dadd_rn / __dmul_rn and the double exp are the host's (CUDA's exp may differ from
+//     glibc's in the last bit).
 // Not modelled: the memory model beyond barriers (a race shows only if the threads' timing
 // exposes it), shared-memory bank conflicts and speed, launch limits beyond those below, and a
 // failure to create a thread (std::terminate).
@@ -381,6 +382,8 @@ inline float gpu_nan(float r) { return std::isnan(r) ? std::bit_cast<float>(0x7f
 inline float __fdiv_rn(float a, float b) { return gpu_nan(a / b); }
 inline float __fmul_rn(float a, float b) { return gpu_nan(a * b); }
 inline float __fadd_rn(float a, float b) { return gpu_nan(a + b); }
+inline float __fsub_rn(float a, float b) { return gpu_nan(a - b); }
+inline float __fsqrt_rn(float a) { return gpu_nan(std::sqrt(a)); }   // IEEE: correctly rounded
 // Double operations are the host's; a NaN result keeps the host's bits (not modelled: tests
 // compare NaN as NaN).
 inline double __dadd_rn(double a, double b) { return a + b; }

@@ -72,9 +72,11 @@ Tensor logits_for(const RouteCase& c, int64_t N, const std::string& data, std::m
 
 void check_route(const RouteCase& c, bool sigmoid, bool with_bias, bool norm, int64_t N,
                  const std::string& data, uint64_t seed) {
-  INFO("E=" << c.E << " K=" << c.K << " groups " << c.G << "/" << c.TG
-            << (sigmoid ? " sigmoid" : " softmax") << (with_bias ? " bias" : "")
-            << (norm ? " norm" : "") << " N=" << N << " " << data);
+  const std::string label = "E=" + std::to_string(c.E) + " K=" + std::to_string(c.K) +
+                            " groups " + std::to_string(c.G) + "/" + std::to_string(c.TG) +
+                            (sigmoid ? " sigmoid" : " softmax") + (with_bias ? " bias" : "") +
+                            (norm ? " norm" : "") + " N=" + std::to_string(N) + " " + data;
+  INFO(label);
   std::mt19937_64 rng(seed);
   Tensor bias = with_bias ? Tensor::empty({int64_t(c.E)}) : Tensor();
   const Tensor x = logits_for(c, N, data, rng, bias);
@@ -110,8 +112,10 @@ void check_route(const RouteCase& c, bool sigmoid, bool with_bias, bool norm, in
 
 void check_backward(const RouteCase& c, bool sigmoid, bool norm, bool extra, int64_t N,
                     uint64_t seed) {
-  INFO("backward E=" << c.E << " K=" << c.K << (sigmoid ? " sigmoid" : " softmax")
-                     << (norm ? " norm" : "") << (extra ? " +extra" : "") << " N=" << N);
+  const std::string label = "backward E=" + std::to_string(c.E) + " K=" + std::to_string(c.K) +
+                            (sigmoid ? " sigmoid" : " softmax") + (norm ? " norm" : "") +
+                            (extra ? " +extra" : "") + " N=" + std::to_string(N);
+  INFO(label);
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   Tensor none;

@@ -274,23 +274,10 @@ int64_t count_nonfinite(const Context&, const Tensor& x) {
 double sum(const Context&, const Tensor& x) { return ds::cuda::sum_f32(x.f32(), x.numel()); }
 
 // ---- AdamW ---------------------------------------------------------------------------------
-// The FP32 scalars are formed here exactly as ref::adamw_step forms them (double, then
-// rounded), so the per-element arithmetic on the GPU sees the same constants.
 namespace {
 ds::cuda::AdamWConsts adamw_consts(const AdamWParams& p) {
-  const double lr = p.lr, b1 = p.beta1, b2 = p.beta2;
-  const double bc1 = 1.0 - std::pow(b1, double(p.step)), bc2 = 1.0 - std::pow(b2, double(p.step));
-  ds::cuda::AdamWConsts c{};
-  c.decay = float(1.0 - lr * double(p.weight_decay));
-  c.w1 = float(1.0 - b1);
-  c.fb2 = float(b2);
-  c.w2 = float(1.0 - b2);
-  c.step_size = float(-(lr / bc1));
-  c.bc2_sqrt = float(std::sqrt(bc2));
-  c.eps = p.eps;
-  c.grad_scale = p.grad_scale;
-  c.lerp_lo = c.w1 < 0.5f;
-  return c;
+  return ds::cuda::adamw_consts(p.lr, p.beta1, p.beta2, p.step, p.weight_decay, p.eps,
+                                p.grad_scale);
 }
 }  // namespace
 
