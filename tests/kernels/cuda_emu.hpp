@@ -2,11 +2,12 @@
 // a std::thread, so the kernel body runs as written (its index arithmetic, loops, guards,
 // shared-memory staging, barriers and warp reductions), and a test compares what it wrote with
 // the CPU reference. It takes kernels written in plain CUDA C++ without inline PTX (the FP8
-// quantisers of kernels/fp8_quant_tiles.cuh, the AdamW step of kernels/adamw_step.cuh, and
-// every MoE routing kernel: the routing and its backward of kernels/moe_router.cuh, the
-// balance loss and counts of kernels/moe_balance.cuh, the pair sort, padded layout and
-// combine of kernels/moe_sort.cuh, moe_pad.cuh and moe_combine.cuh); the PTX-level emulator
-// of the tensor-core kernels' data movement is warp_emu.hpp.
+// quantisers of kernels/fp8_quant_tiles.cuh, the AdamW step of kernels/adamw_step.cuh, the
+// row-softmax losses of kernels/row_softmax.cuh, and every MoE routing kernel: the routing
+// and its backward of kernels/moe_router.cuh, the balance loss and counts of
+// kernels/moe_balance.cuh, the pair sort, padded layout and combine of kernels/moe_sort.cuh,
+// moe_pad.cuh and moe_combine.cuh); the PTX-level emulator of the tensor-core kernels' data
+// movement is warp_emu.hpp.
 //
 // How it maps CUDA:
 //   - __global__ / __device__ / __forceinline__ are plain inline C++; __shared__ is `static`:
@@ -29,8 +30,8 @@
 //     operations (tests build with -ffp-contract=off) with the GPU's canonical NaN
 //     (0x7fffffff) for a NaN result; __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3) is
 //     ds::f32_to_e4m3 (RNE, saturating: the hardware cast's result for every non-NaN input);
-//     __dadd_rn / __dmul_rn and the double exp are the host's (CUDA's exp may differ from
-//     glibc's in the last bit).
+//     __dadd_rn / __dmul_rn and the math functions (exp, expf, log1pf, expm1f) are the
+//     host's (CUDA's may differ from glibc's by an ulp or two: compare those with tolerances).
 // Not modelled: the memory model beyond barriers (a race shows only if the threads' timing
 // exposes it), shared-memory bank conflicts and speed, launch limits beyond those below, and a
 // failure to create a thread (std::terminate).
