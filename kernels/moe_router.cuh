@@ -18,11 +18,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/shared_mem.cuh"
 #include "kernels/warp_reduce.cuh"
-
-#ifndef DS_DYNAMIC_SHARED
-#define DS_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
-#endif
 
 // Internal linkage: each including translation unit has its own copy.
 namespace ds::cuda::moeroute {

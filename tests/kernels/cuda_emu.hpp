@@ -30,8 +30,9 @@
 //     operations (tests build with -ffp-contract=off) with the GPU's canonical NaN
 //     (0x7fffffff) for a NaN result; __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3) is
 //     ds::f32_to_e4m3 (RNE, saturating: the hardware cast's result for every non-NaN input);
-//     __dadd_rn / __dmul_rn and the math functions (exp, expf, log1pf, expm1f) are the
-//     host's (CUDA's may differ from glibc's by an ulp or two: compare those with tolerances).
+//     __dadd_rn / __dsub_rn / __dmul_rn and the math functions (exp, expf, log1pf, expm1f,
+//     sqrt, sincos) are the host's (CUDA's may differ from glibc's by an ulp or two: compare
+//     those with tolerances).
 // Not modelled: the memory model beyond barriers (a race shows only if the threads' timing
 // exposes it), shared-memory bank conflicts and speed, launch limits beyond those below, and a
 // failure to create a thread (std::terminate).
@@ -75,6 +76,9 @@ struct dim3 {
 struct alignas(16) float4 {
   float x, y, z, w;
 };
+struct alignas(8) float2 {
+  float x, y;
+};
 struct alignas(8) uint2 {
   unsigned x, y;
 };
@@ -82,6 +86,7 @@ struct alignas(16) uint4 {
   unsigned x, y, z, w;
 };
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+inline float2 make_float2(float x, float y) { return {x, y}; }
 inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
 inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
 
@@ -200,12 +205,10 @@ template <class... P, class... A>
 void launch(void (*kernel)(P...), dim3 grid, dim3 block, A&&... args);
 
 // The running launch's dynamic shared memory (DS_DYNAMIC_SHARED): one buffer for all its
-// blocks, as the static __shared__ ones.
+// blocks, as the static __shared__ ones; null in a launch without dynamic bytes (a kernel may
+// name it and not use it; using it faults).
 inline unsigned char* g_dynamic_shared = nullptr;
-inline unsigned char* dynamic_shared() {
-  if (!g_dynamic_shared) throw EmuError("DS_DYNAMIC_SHARED in a launch without dynamic bytes");
-  return g_dynamic_shared;
-}
+inline unsigned char* dynamic_shared() { return g_dynamic_shared; }
 
 // Runs kernel(args...) over the grid: each block on block.x * block.y * block.z threads, with
 // `dynamic_bytes` of dynamic shared memory (16-byte aligned, filled with 0xcd: never zeroed).
@@ -389,6 +392,7 @@ inline float __fsqrt_rn(float a) { return gpu_nan(std::sqrt(a)); }   // IEEE: co
 // compare NaN as NaN).
 inline double __dadd_rn(double a, double b) { return a + b; }
 inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
 inline int __clz(unsigned v) { return v == 0 ? 32 : std::countl_zero(v); }
 inline int64_t max(int64_t a, int64_t b) { return a > b ? a : b; }
 inline int64_t min(int64_t a, int64_t b) { return a < b ? a : b; }
