@@ -1,64 +1,29 @@
-// Helpers shared by the element-wise and row kernels (kernels/elementwise.cu, swiglu.cu):
-// launch shapes, grid-stride loops, float4 access. Device-code header for .cu files only.
+// Launch sizes of the element-wise and row kernels (kernels/elementwise.cu, swiglu.cu), which
+// need the device's SM count; the loops and float4 access they launch are in
+// kernels/flat_loops.cuh. Device-code header for .cu files only.
 #pragma once
 #include <algorithm>
 #include <cstdint>
 
 #include "kernels/common.cuh"
+#include "kernels/flat_loops.cuh"
 
 namespace ds::cuda::ew {
 
-constexpr int kThreads = 256;
-
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 inline int sms() { return sm_count() > 0 ? sm_count() : 132; }
 // Blocks for a grid-stride loop over `work` items: enough to fill the GPU several times over.
 inline unsigned flat_blocks(int64_t work) { return grid_for(work, kThreads, int64_t(sms()) * 32); }
 
-__device__ __forceinline__ int64_t gtid() { return int64_t(blockIdx.x) * blockDim.x + threadIdx.x; }
-__device__ __forceinline__ int64_t gstride() { return int64_t(gridDim.x) * blockDim.x; }
-
-// Runs f4(i) over the n/4 float4 groups (when vec) and f1(i) over the remaining elements.
-template <class F4, class F1>
-__device__ __forceinline__ void flat_loop(int64_t n, bool vec, F4&& f4, F1&& f1) {
-  const int64_t t = gtid(), stride = gstride();
-  const int64_t nv = vec ? n / 4 : 0;
-  for (int64_t i = t; i < nv; i += stride) f4(i);
-  for (int64_t i = nv * 4 + t; i < n; i += stride) f1(i);
-}
-
-__device__ __forceinline__ float4 ld4(const float* p, int64_t i) {
-  return reinterpret_cast<const float4*>(p)[i];
-}
-__device__ __forceinline__ void st4(float* p, int64_t i, float4 v) {
-  reinterpret_cast<float4*>(p)[i] = v;
-}
-
-// The float4 path needs 16-byte aligned inputs and outputs aligned to a 4-element group.
-inline bool out_aligned(const void* p, bool codes) {
-  return (reinterpret_cast<uintptr_t>(p) & (codes ? 7u : 15u)) == 0;
-}
-
-// Row kernels split a block into groups of 2^lg threads, one row per group, so that short rows
-// (C = 5) do not leave most of a block idle and long ones (C = 7168) get 256 threads each.
+// A row kernel's groups (row_lg) and blocks: enough for every row, at most 64 a SM.
 struct RowLaunch {
   int lg;
   unsigned blocks;
 };
 inline RowLaunch row_launch(int64_t rows, int64_t cols) {
-  int lg = 0;
-  while ((1 << lg) < kThreads && (int64_t(1) << lg) < cols) ++lg;
+  const int lg = row_lg(cols);
   const int64_t rpb = kThreads >> lg;
   return {lg, unsigned(std::min<int64_t>(std::max<int64_t>(cdiv(rows, rpb), 1),
                                          int64_t(sms()) * 64))};
 }
-
-// Inside a row kernel with parameter lg: m runs over this thread group's rows, lane over its
-// 2^lg (= tpr) threads.
-#define DS_ROW_LOOP(M)                                                          \
-  const int tpr = 1 << lg, lane = int(threadIdx.x) & (tpr - 1);                 \
-  const int64_t rpb = int64_t(blockDim.x) >> lg;                                \
-  for (int64_t m = int64_t(blockIdx.x) * rpb + (threadIdx.x >> lg); m < (M);    \
-       m += int64_t(gridDim.x) * rpb)
 
 }  // namespace ds::cuda::ew

@@ -22,33 +22,19 @@
 
 #include "ds/core/dtype.hpp"
 #include "ds/ops/ops.hpp"
+#include "emu_buffers.hpp"
 #include "moe_pairs_util.hpp"
 
 namespace {
 
 using ds::DType;
 using ds::Tensor;
+using ds::test::bit_mismatches;
+using ds::test::code_mismatches;
+using ds::test::EmuBuf;
 using ds::test::ref_ctx;
-using ds::test::cuda_emu::Guarded;
 using ds::test::cuda_emu::launch;
 namespace ak = ds::cuda::adamwk;
-
-// Elements that differ in their bits, NaN equal to NaN (the GPU's NaN is its canonical one).
-int64_t f32_mismatches(const float* got, const float* want, int64_t n) {
-  int64_t bad = 0;
-  for (int64_t i = 0; i < n; ++i)
-    if (!(std::isnan(got[i]) && std::isnan(want[i])))
-      bad += std::memcmp(got + i, want + i, sizeof(float)) != 0;
-  return bad;
-}
-int64_t u16_mismatches(const uint16_t* got, const uint16_t* want, int64_t n) {
-  int64_t bad = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const bool gn = std::isnan(ds::bf16_to_f32(got[i])), wn = std::isnan(ds::bf16_to_f32(want[i]));
-    if (!(gn && wn)) bad += got[i] != want[i];
-  }
-  return bad;
-}
 
 // One tensor's state: param, grad, m, v (F32 or BF16 codes), as Tensors for the reference.
 struct State {
@@ -75,25 +61,13 @@ struct State {
   }
 };
 
-// A device-style copy of a tensor's bytes between guards, starting `skew` bytes past a 64-byte
-// boundary (skew 4 misaligns the 4-wide path).
-struct Buf {
-  Guarded<uint8_t> g;
-  size_t skew;
-  Buf(const Tensor& t, size_t skew_) : g(t.nbytes() + skew_), skew(skew_) {
-    std::memcpy(g.data() + skew, t.raw(), t.nbytes());
-  }
-  void* ptr() { return g.data() + skew; }
-};
-
-void expect_same(Buf& got, const Tensor& want, const char* what) {
+void expect_same(EmuBuf& got, const Tensor& want, const char* what) {
   INFO(what);
-  CHECK(got.g.guards_intact());
+  CHECK(got.ok());
   if (want.dtype() == DType::bf16)
-    CHECK(u16_mismatches(static_cast<uint16_t*>(got.ptr()), want.data<uint16_t>(),
-                         want.numel()) == 0);
+    CHECK(code_mismatches(got.u(), want.data<uint16_t>(), want.numel(), true) == 0);
   else
-    CHECK(f32_mismatches(static_cast<float*>(got.ptr()), want.f32(), want.numel()) == 0);
+    CHECK(bit_mismatches(got.f(), want.f32(), want.numel(), true) == 0);
 }
 
 ds::ops::AdamWParams params(float beta1, int64_t step, float wd, float grad_scale) {
@@ -121,7 +95,7 @@ void check_one(int64_t n, bool m16, bool v16, size_t skew, const ds::ops::AdamWP
   INFO(label);
   std::mt19937_64 rng(seed);
   State s(n, m16, v16, true, rng);
-  Buf param(s.param, skew), grad(s.grad, skew), m(s.m, skew), v(s.v, skew);
+  EmuBuf param(s.param, skew), grad(s.grad, skew), m(s.m, skew), v(s.v, skew);
   ds::ops::adamw_step(ref_ctx(), s.param, s.grad, s.m, s.v, p);
 
   const bool vec = ak::vectorised(param.ptr(), grad.ptr(), m.ptr(), m16, v.ptr(), v16, nullptr);
@@ -157,11 +131,11 @@ void check_multi(bool m16, bool v16, uint64_t seed) {
     st.emplace_back(sp.n, m16, v16, sp.n == 1000, rng);
     codes.push_back(Tensor::empty({sp.n}, DType::bf16));
   }
-  std::vector<std::unique_ptr<Buf>> bufs;   // param, grad, m, v, codes of each entry
+  std::vector<std::unique_ptr<EmuBuf>> bufs;   // param, grad, m, v, codes of each entry
   std::vector<ds::cuda::AdamWEntry> entries;
   for (size_t i = 0; i < st.size(); ++i) {
     for (const Tensor* t : {&st[i].param, &st[i].grad, &st[i].m, &st[i].v, &codes[i]})
-      bufs.push_back(std::make_unique<Buf>(*t, specs[i].skew));
+      bufs.push_back(std::make_unique<EmuBuf>(*t, specs[i].skew));
     const size_t o = 5 * i;
     ds::ops::AdamWParams q = p;
     q.weight_decay = specs[i].wd;

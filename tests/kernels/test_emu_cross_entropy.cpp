@@ -23,6 +23,7 @@
 
 #include "ds/core/dtype.hpp"
 #include "ds/ops/ops.hpp"
+#include "emu_buffers.hpp"
 #include "moe_pairs_util.hpp"
 
 namespace {
@@ -30,6 +31,7 @@ namespace {
 using ds::DType;
 using ds::Tensor;
 using ds::test::ref_ctx;
+using ds::test::rounding_mismatches;
 using ds::test::cuda_emu::Guarded;
 using ds::test::cuda_emu::launch;
 namespace rs = ds::cuda::rowsoftmax;
@@ -132,9 +134,7 @@ void check_cross_entropy(const Case& c, uint64_t seed) {
   a.dxc = codes.data();
   run_rows<false, true, true>(s, a);
   CHECK(codes.guards_intact());
-  int64_t bad = 0;
-  for (size_t i = 0; i < NV; ++i) bad += codes.data()[i] != ds::f32_to_bf16(d.data()[i]);
-  CHECK(bad == 0);
+  CHECK(rounding_mismatches(codes.data(), d.data(), int64_t(NV)) == 0);
 
   Guarded<float> fwd(size_t(c.N));   // the forward alone
   rs::RowArgs f{in.x.f32(), in.t.i32(), c.N, int(c.V), 1.f, fwd.data(), nullptr, nullptr,
@@ -198,9 +198,7 @@ void check_token_logprob(const Case& c, uint64_t seed) {
   }
   CHECK((d.guards_intact() && codes.guards_intact()));
   expect_near(d.data(), d_ref, 1e-9, 1e-6, L + " backward dlogits");
-  int64_t bad = 0;
-  for (size_t i = 0; i < NV; ++i) bad += codes.data()[i] != ds::f32_to_bf16(d.data()[i]);
-  CHECK(bad == 0);
+  CHECK(rounding_mismatches(codes.data(), d.data(), int64_t(NV)) == 0);
 }
 
 const Case kCases[] = {

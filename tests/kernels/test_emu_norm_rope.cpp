@@ -29,75 +29,32 @@
 
 #include "ds/core/dtype.hpp"
 #include "ds/ops/ops.hpp"
+#include "emu_buffers.hpp"
 #include "moe_pairs_util.hpp"
 
 namespace {
 
 using ds::DType;
 using ds::Tensor;
+using ds::test::bit_mismatches;
+using ds::test::EmuBuf;
+using ds::test::emu_random;
+using ds::test::nmse;
+using ds::test::off_by_more_than_rounding;
 using ds::test::ref_ctx;
+using ds::test::rounding_mismatches;
 using ds::test::cuda_emu::Guarded;
 using ds::test::cuda_emu::launch;
 using ds::test::cuda_emu::launch_dynamic;
 namespace nr = ds::cuda::normrope;
-
-Tensor random(std::initializer_list<int64_t> shape, std::mt19937_64& rng, float lo = -1.f,
-              float hi = 1.f) {
-  std::uniform_real_distribution<float> u(lo, hi);
-  Tensor t = Tensor::empty(ds::Shape(shape));
-  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = u(rng);
-  return t;
-}
-
-// Elements further than a float's rounding (2^-22 relative) from the reference.
-int64_t off_by_more_than_rounding(const float* got, const float* want, int64_t n) {
-  int64_t bad = 0;
-  for (int64_t i = 0; i < n; ++i)
-    bad += !(std::fabs(double(got[i]) - double(want[i])) <=
-             std::ldexp(std::fabs(double(want[i])), -22) + 1e-30);
-  return bad;
-}
-// Normalised squared error of got against want (dg: the reference adds every row's term into
-// the F32 dg, the kernels add the rows' double sum once, so they differ by a few roundings).
-double nmse(const float* got, const float* want, int64_t n) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    den += double(want[i]) * want[i];
-  }
-  return den > 0 ? num / den : num;
-}
-int64_t codes_mismatches(const uint16_t* codes, const float* f32, int64_t n) {
-  int64_t bad = 0;
-  for (int64_t i = 0; i < n; ++i) bad += codes[i] != ds::f32_to_bf16(f32[i]);
-  return bad;
-}
-int64_t bit_mismatches(const float* got, const float* want, int64_t n) {
-  int64_t bad = 0;
-  for (int64_t i = 0; i < n; ++i) bad += std::memcmp(got + i, want + i, sizeof(float)) != 0;
-  return bad;
-}
-
-// A guarded copy of a tensor, `skew` bytes past an aligned start (4: no float4 rows).
-struct Dev {
-  Guarded<uint8_t> g;
-  size_t skew;
-  Dev(const Tensor& t, size_t s) : g(t.nbytes() + s), skew(s) {
-    std::memcpy(g.data() + skew, t.raw(), t.nbytes());
-  }
-  explicit Dev(size_t bytes, size_t s = 0) : g(bytes + s), skew(s) {}
-  float* f() { return reinterpret_cast<float*>(g.data() + skew); }
-  uint16_t* u() { return reinterpret_cast<uint16_t*>(g.data() + skew); }
-  bool ok() const { return g.guards_intact(); }
-};
 
 void check_rmsnorm_forward(int64_t N, int64_t C, size_t skew, uint64_t seed) {
   const std::string L = "rmsnorm forward N=" + std::to_string(N) + " C=" + std::to_string(C) +
                         " skew " + std::to_string(skew);
   INFO(L);
   std::mt19937_64 rng(seed);
-  const Tensor x = random({N, C}, rng, -2.f, 2.f), a = random({N, C}, rng),
-               g = random({C}, rng, 0.5f, 1.5f);
+  const Tensor x = emu_random({N, C}, rng, -2.f, 2.f), a = emu_random({N, C}, rng),
+               g = emu_random({C}, rng, 0.5f, 1.5f);
   const float eps = 1e-6f;
   Tensor y = Tensor::empty({N, C}), rstd = Tensor::empty({N}), h = Tensor::empty({N, C}),
          ya = Tensor::empty({N, C}), rstda = Tensor::empty({N});
@@ -105,7 +62,7 @@ void check_rmsnorm_forward(int64_t N, int64_t C, size_t skew, uint64_t seed) {
   ds::ops::add_rmsnorm_forward(ref_ctx(), x, a, g, eps, h, ya, rstda);
 
   const size_t NC = size_t(N * C);
-  Dev dx(x, skew), da(a, skew), dg(g, skew), dy(NC * 4, skew), dh(NC * 4, skew),
+  EmuBuf dx(x, skew), da(a, skew), dg(g, skew), dy(NC * 4, skew), dh(NC * 4, skew),
       dc(NC * 2, skew), dr(size_t(N) * 4);
   const bool vec = nr::rmsnorm_fwd_vec(C, dx.f(), nullptr, nullptr, dg.f(), dy.f(), false, false);
   CHECK(vec == (C % 4 == 0 && skew == 0));
@@ -124,7 +81,7 @@ void check_rmsnorm_forward(int64_t N, int64_t C, size_t skew, uint64_t seed) {
   if (vec) run(nr::rmsnorm_fwd_kernel<float4, true, false>, dx.f(), nullptr, nullptr, dc.u());
   else run(nr::rmsnorm_fwd_kernel<float, true, false>, dx.f(), nullptr, nullptr, dc.u());
   CHECK(dc.ok());
-  CHECK(codes_mismatches(dc.u(), y_f32.data(), N * C) == 0);
+  CHECK(rounding_mismatches(dc.u(), y_f32.data(), N * C) == 0);
   // the residual add in front: h = x + a, then as above
   if (vec) run(nr::rmsnorm_fwd_kernel<float4, false, true>, dx.f(), da.f(), dh.f(), dy.f());
   else run(nr::rmsnorm_fwd_kernel<float, false, true>, dx.f(), da.f(), dh.f(), dy.f());
@@ -136,8 +93,8 @@ void check_rmsnorm_forward(int64_t N, int64_t C, size_t skew, uint64_t seed) {
 
 // OUT: nr::kOutF32 and/or nr::kOutCodes; res: the residual gradient added.
 template <class VT, bool RES, int OUT>
-void run_backward(int64_t N, int64_t C, Dev& x, Dev& g, Dev& rstd, Dev& dy, Dev* res, Dev* dx,
-                  Dev* dxc, float* dg, unsigned nb, bool smem_acc) {
+void run_backward(int64_t N, int64_t C, EmuBuf& x, EmuBuf& g, EmuBuf& rstd, EmuBuf& dy,
+                  EmuBuf* res, EmuBuf* dx, EmuBuf* dxc, float* dg, unsigned nb, bool smem_acc) {
   const int64_t Cv = C / (sizeof(VT) / sizeof(float));
   std::vector<double> partial(size_t(nb) * size_t(C), NAN);
   const size_t dyn = smem_acc ? size_t(C) * sizeof(double) : 0;
@@ -157,8 +114,9 @@ void check_rmsnorm_backward(int64_t N, int64_t C, size_t skew, bool smem_acc, ui
                         (smem_acc ? " dg in shared memory" : " dg in partial rows");
   INFO(L);
   std::mt19937_64 rng(seed);
-  const Tensor x = random({N, C}, rng, -2.f, 2.f), g = random({C}, rng, 0.5f, 1.5f),
-               dyt = random({N, C}, rng), res = random({N, C}, rng), dg0 = random({C}, rng);
+  const Tensor x = emu_random({N, C}, rng, -2.f, 2.f), g = emu_random({C}, rng, 0.5f, 1.5f),
+               dyt = emu_random({N, C}, rng), res = emu_random({N, C}, rng),
+               dg0 = emu_random({C}, rng);
   Tensor y = Tensor::empty({N, C}), rstd = Tensor::empty({N});
   ds::ops::rmsnorm_forward(ref_ctx(), x, g, 1e-6f, y, rstd);
   Tensor dx_ref = Tensor::empty({N, C}), dg_ref = dg0.clone();
@@ -166,7 +124,7 @@ void check_rmsnorm_backward(int64_t N, int64_t C, size_t skew, bool smem_acc, ui
   Tensor dxr_ref = Tensor::empty({N, C}), dgr_ref = dg0.clone();
   ds::ops::rmsnorm_backward_add(ref_ctx(), x, g, rstd, dyt, res, dxr_ref, dgr_ref);
 
-  Dev dx_in(x, skew), dgam(g, skew), drstd(rstd, 0), ddy(dyt, skew), dres(res, skew),
+  EmuBuf dx_in(x, skew), dgam(g, skew), drstd(rstd, 0), ddy(dyt, skew), dres(res, skew),
       ddx(size_t(N * C) * 4, skew), dxc(size_t(N * C) * 2, skew);
   const bool vec = nr::rmsnorm_bwd_vec(C, dx_in.f(), dgam.f(), ddy.f(), ddx.f(), dres.f(),
                                        dxc.u());
@@ -189,7 +147,7 @@ void check_rmsnorm_backward(int64_t N, int64_t C, size_t skew, bool smem_acc, ui
   else run_backward<float, false, B>(N, C, dx_in, dgam, drstd, ddy, nullptr, nullptr, &dxc,
                                      dgc.data(), nb, smem_acc);
   CHECK(dxc.ok());
-  CHECK(codes_mismatches(dxc.u(), ddx.f(), N * C) == 0);
+  CHECK(rounding_mismatches(dxc.u(), ddx.f(), N * C) == 0);
   CHECK(bit_mismatches(dgc.data(), dg.data(), C) == 0);
   // with the residual gradient, F32 and codes in one pass
   if (vec) run_backward<float4, true, F | B>(N, C, dx_in, dgam, drstd, ddy, &dres, &ddx, &dxc,
@@ -198,7 +156,7 @@ void check_rmsnorm_backward(int64_t N, int64_t C, size_t skew, bool smem_acc, ui
                                         dgr.data(), nb, smem_acc);
   CHECK((ddx.ok() && dxc.ok() && dgr.guards_intact()));
   CHECK(off_by_more_than_rounding(ddx.f(), dxr_ref.f32(), N * C) == 0);
-  CHECK(codes_mismatches(dxc.u(), ddx.f(), N * C) == 0);
+  CHECK(rounding_mismatches(dxc.u(), ddx.f(), N * C) == 0);
   CHECK(bit_mismatches(dgr.data(), dg.data(), C) == 0);   // the plain variant's sums
   CHECK(nmse(dgr.data(), dgr_ref.f32(), C) <= 1e-12);
 }
@@ -211,7 +169,8 @@ void check_rope(int64_t N, int64_t H, int64_t D, int64_t Dr, int dir, size_t ske
                         std::to_string(dir) + " skew " + std::to_string(skew);
   INFO(L);
   std::mt19937_64 rng(seed);
-  const Tensor x = random({N, H, D}, rng, -3.f, 3.f), freqs = random({Dr / 2}, rng, 1e-5f, 1.f);
+  const Tensor x = emu_random({N, H, D}, rng, -3.f, 3.f),
+               freqs = emu_random({Dr / 2}, rng, 1e-5f, 1.f);
   Tensor pos = Tensor::empty({N}, DType::i32);
   for (int64_t n = 0; n < N; ++n) pos.i32()[n] = int32_t(rng() % 163840);
   Tensor want = x.clone();
@@ -227,7 +186,7 @@ void check_rope(int64_t N, int64_t H, int64_t D, int64_t Dr, int dir, size_t ske
   // rope_kernel in place over the rows, as rope_f32 launches it (row D, offset D - Dr)
   const int64_t P = Dr / 2;
   const nr::RopeChunks rc = nr::rope_chunks(N, H, P, target);
-  Dev io(x, skew);
+  EmuBuf io(x, skew);
   const bool vec2 = nr::aligned_to(io.f(), 8);
   CHECK(vec2 == (skew == 0));
   auto rope = vec2 ? nr::rope_kernel<true> : nr::rope_kernel<false>;
@@ -237,7 +196,7 @@ void check_rope(int64_t N, int64_t H, int64_t D, int64_t Dr, int dir, size_t ske
   CHECK(io.ok());
   CHECK(bit_mismatches(io.f(), want.f32(), N * H * D) == 0);
 
-  Dev xin(x, skew), codes(size_t(N * H * D) * 2, skew);
+  EmuBuf xin(x, skew), codes(size_t(N * H * D) * 2, skew);
   const bool vec = nr::aligned_to(xin.f(), 8) && nr::aligned_to(codes.u(), 4);
   auto tail = vec ? nr::rope_tail_codes_kernel<true> : nr::rope_tail_codes_kernel<false>;
   launch(tail, dim3(2), dim3(64), static_cast<const float*>(xin.f()),

@@ -1,0 +1,89 @@
+// What the host emulator's element-wise kernel tests share (test_emu_adamw.cpp,
+// test_emu_norm_rope.cpp, test_emu_swiglu.cpp): a kernel's buffer between guard bytes,
+// optionally misaligned to take the kernels' scalar paths, and the comparisons of its contents
+// with the CPU reference's (bits, a float's rounding, normalised error, BF16 codes).
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <random>
+
+#include "cuda_emu.hpp"
+#include "ds/core/dtype.hpp"
+#include "ds/core/tensor.hpp"
+
+namespace ds::test {
+
+// A guarded buffer of `bytes`, starting `skew` bytes past a 64-byte boundary (4: no float4 or
+// float2 access), or a guarded copy of a tensor's bytes.
+struct EmuBuf {
+  cuda_emu::Guarded<uint8_t> g;
+  size_t skew;
+  explicit EmuBuf(size_t bytes, size_t s = 0) : g(bytes + s), skew(s) {}
+  EmuBuf(const Tensor& t, size_t s) : g(t.nbytes() + s), skew(s) {
+    std::memcpy(g.data() + skew, t.raw(), t.nbytes());
+  }
+  void* ptr() { return g.data() + skew; }
+  float* f() { return reinterpret_cast<float*>(g.data() + skew); }
+  uint16_t* u() { return reinterpret_cast<uint16_t*>(g.data() + skew); }
+  bool ok() const { return g.guards_intact(); }
+};
+
+// A CPU F32 tensor uniform in [lo, hi).
+inline Tensor emu_random(std::initializer_list<int64_t> shape, std::mt19937_64& rng,
+                         float lo = -1.f, float hi = 1.f) {
+  std::uniform_real_distribution<float> u(lo, hi);
+  Tensor t = Tensor::empty(Shape(shape));
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = u(rng);
+  return t;
+}
+
+// Elements whose bits differ; NaN equal to any NaN when nan_equal (the GPU's NaN is its
+// canonical one, the CPU's may have another sign or payload).
+inline int64_t bit_mismatches(const float* got, const float* want, int64_t n,
+                              bool nan_equal = false) {
+  int64_t bad = 0;
+  for (int64_t i = 0; i < n; ++i)
+    if (!(nan_equal && std::isnan(got[i]) && std::isnan(want[i])))
+      bad += std::memcmp(got + i, want + i, sizeof(float)) != 0;
+  return bad;
+}
+// BF16 codes that differ, NaN codes equal to any NaN code when nan_equal.
+inline int64_t code_mismatches(const uint16_t* got, const uint16_t* want, int64_t n,
+                               bool nan_equal = false) {
+  int64_t bad = 0;
+  for (int64_t i = 0; i < n; ++i)
+    if (!(nan_equal && std::isnan(bf16_to_f32(got[i])) && std::isnan(bf16_to_f32(want[i]))))
+      bad += got[i] != want[i];
+  return bad;
+}
+// Codes that are not the RNE rounding of the F32 values (bf16_round's bits).
+inline int64_t rounding_mismatches(const uint16_t* codes, const float* f32, int64_t n) {
+  int64_t bad = 0;
+  for (int64_t i = 0; i < n; ++i) bad += codes[i] != f32_to_bf16(f32[i]);
+  return bad;
+}
+// Elements further than a float's rounding (2^-22 relative) from the reference.
+inline int64_t off_by_more_than_rounding(const float* got, const float* want, int64_t n) {
+  int64_t bad = 0;
+  for (int64_t i = 0; i < n; ++i)
+    bad += !(std::fabs(double(got[i]) - double(want[i])) <=
+             std::ldexp(std::fabs(double(want[i])), -22) + 1e-30);
+  return bad;
+}
+// Normalised squared error sum (g - w)^2 / sum w^2 over the finite reference values; NaN/inf
+// at different places make it +inf.
+inline double nmse(const float* got, const float* want, int64_t n) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double g = got[i], w = want[i];
+    if (std::isfinite(g) != std::isfinite(w) || std::isnan(g) != std::isnan(w)) return INFINITY;
+    if (!std::isfinite(w)) continue;
+    num += (g - w) * (g - w);
+    den += w * w;
+  }
+  return den > 0 ? num / den : num;
+}
+
+}  // namespace ds::test
