@@ -1,6 +1,7 @@
 // Pointer-level launchers of the element-wise, reduction, layout, row-permutation, RMSNorm,
 // RoPE and AdamW kernels (kernels/elementwise.cu, norm_rope.cu, adamw.cu). Plain C++ so that
-// lib/ops/cuda/elementwise.cpp (g++) can include it; the Tensor-level checks live there.
+// lib/ops/cuda/elementwise.cpp (g++) and the host emulator's tests (through
+// kernels/adamw_step.cuh) can include it; the Tensor-level checks live in elementwise.cpp.
 // All pointers are device pointers of contiguous row-major arrays; everything runs on
 // ds::cuda::stream(). Index arrays are int32; kernels skip (scatters) or zero-fill (gathers)
 // entries whose index lies outside [0, rows) instead of touching memory out of bounds.

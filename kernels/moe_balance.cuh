@@ -14,16 +14,6 @@ namespace {
 
 // ---- balance loss ---------------------------------------------------------------------------
 
-__device__ double block_sum_d(double v, double* sh /*32*/) {
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-  v = warp_sum_d(v);
-  __syncthreads();
-  if (lane == 0) sh[w] = v;
-  __syncthreads();
-  v = lane < nw ? sh[lane] : 0.0;
-  return warp_sum_d(v);
-}
-
 // Per token: S[t] = sum_e scores (double); expert hits counted per sequence.
 __global__ void balance_stats_kernel(const float* __restrict__ scores,
                                      const int32_t* __restrict__ idx, int64_t N, int E, int K,

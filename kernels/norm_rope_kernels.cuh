@@ -53,16 +53,6 @@ inline RopeChunks rope_chunks(int64_t N, int64_t H, int64_t P, int64_t target) {
   return {(H + hchunk - 1) / hchunk, hchunk};
 }
 
-__device__ __forceinline__ double block_sum_dbl(double v, double* sh) {
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-  v = warp_sum_d(v);
-  __syncthreads();   // sh may still be read from the previous call
-  if (lane == 0) sh[w] = v;
-  __syncthreads();
-  v = lane < nw ? sh[lane] : 0.0;
-  return warp_sum_d(v);
-}
-
 // Row vectors: VT = float4 (C % 4 == 0 and aligned rows) or float.
 template <class VT> struct Vec;
 template <> struct Vec<float> {
@@ -118,7 +108,7 @@ __global__ void rmsnorm_fwd_kernel(const float* x, const float* a, float* h,
         ss = __dadd_rn(ss, __dmul_rn(d, d));   // unfused, as the reference
       }
     }
-    ss = block_sum_dbl(ss, sh);
+    ss = block_sum_d(ss, sh);
     const double r = 1.0 / sqrt(ss / double(C) + eps);
     if (threadIdx.x == 0) rstd[n] = float(r);
     for (int c = threadIdx.x; c < Cv; c += blockDim.x) {
@@ -177,7 +167,7 @@ __global__ void rmsnorm_bwd_kernel(const float* x, const float* __restrict__ g,
         dot = __dadd_rn(dot, __dmul_rn(__dmul_rn(double(V::get(xv, j)), double(V::get(gv, j))),
                                        double(V::get(dv, j))));   // unfused, as the reference
     }
-    dot = block_sum_dbl(dot, sh);   // also orders every read of the row before the writes below
+    dot = block_sum_d(dot, sh);   // also orders every read of the row before the writes below
     const double k = r * r * r * dot / double(C);
     for (int c = threadIdx.x; c < Cv; c += blockDim.x) {
       const VT xv = xr[c], gv = g4[c], dv = dyr[c];

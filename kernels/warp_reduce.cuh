@@ -38,4 +38,15 @@ __device__ __forceinline__ float block_max(float v, float* sh) {
   v = lane < nw ? sh[lane] : -INFINITY;
   return warp_max(v);
 }
+// The same in double; `sh` holds 32 doubles (read by the previous call until the first
+// barrier).
+__device__ __forceinline__ double block_sum_d(double v, double* sh) {
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_sum_d(v);
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  v = lane < nw ? sh[lane] : 0.0;
+  return warp_sum_d(v);
+}
 }  // namespace ds::cuda

@@ -1,7 +1,7 @@
 // What the host emulator's element-wise kernel tests share (test_emu_adamw.cpp,
 // test_emu_norm_rope.cpp, test_emu_swiglu.cpp): a kernel's buffer between guard bytes,
 // optionally misaligned to take the kernels' scalar paths, and the comparisons of its contents
-// with the CPU reference's (bits, a float's rounding, normalised error, BF16 codes).
+// with the CPU reference's (bits, 2^-22 relative, normalised error, BF16 codes).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -64,7 +64,8 @@ inline int64_t rounding_mismatches(const uint16_t* codes, const float* f32, int6
   for (int64_t i = 0; i < n; ++i) bad += codes[i] != f32_to_bf16(f32[i]);
   return bad;
 }
-// Elements further than a float's rounding (2^-22 relative) from the reference.
+// Elements further than 2^-22 relative from the reference (2 to 4 float ulps: a couple of
+// roundings).
 inline int64_t off_by_more_than_rounding(const float* got, const float* want, int64_t n) {
   int64_t bad = 0;
   for (int64_t i = 0; i < n; ++i)

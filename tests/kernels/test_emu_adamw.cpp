@@ -2,7 +2,7 @@
 // on the GPU) run on the CPU by the host emulator (cuda_emu.hpp: a std::thread per CUDA
 // thread) against the CPU reference, bit for bit: parameters, F32 and BF16 moments, and the
 // BF16 weight codes the many-tensor kernel writes; the 4-wide and the scalar paths (chosen by
-// the launchers' alignment rule, adamwk::vectorised), tails of 1-3 elements, both of ATen's
+// the launchers' alignment rule, adamwk::vectorised), tails of 1, 2 and 3 elements, both of ATen's
 // lerp branches (beta1 0.9 and 0.3), the first step and a late one, a clipping scale, and
 // gradients with inf and NaN (a NaN result compared as NaN). The many-tensor case has an
 // empty entry, an entry over one 65,536-element chunk and a misaligned one in one table, laid
@@ -181,7 +181,7 @@ TEST_CASE("emulated adamw_kernel equals the CPU reference bit for bit") {
   uint64_t seed = 1;
   for (bool m16 : {false, true})
     for (bool v16 : {false, true})
-      for (int64_t n : {1, 7, 1027})
+      for (int64_t n : {1, 6, 7, 1027})
         for (size_t skew : {size_t(0), size_t(4)}) {
           check_one(n, m16, v16, skew, params(0.9f, 1, 0.1f, 1.f), seed++);
           check_one(n, m16, v16, skew, params(0.3f, 1000, 0.01f, 0.37f), seed++);

@@ -5,9 +5,10 @@
 //   backward with the residual gradient and the codes outputs, its dg accumulated in shared
 //   memory (dynamic, C doubles) or in the partial rows, then reduced by
 //   rmsnorm_dg_reduce_kernel into dg (+=); float4 and scalar rows (the launchers' rules,
-//   rmsnorm_fwd_vec / rmsnorm_bwd_vec); in the forward DeepSeek-V3's hidden size 7,168 on 512
-//   threads (the backward's dg reduction takes 1,024 threads a 32 columns: C = 72 here).
-//   The results equal the reference up to the order of the row sums (a float's rounding at
+//   rmsnorm_fwd_vec / rmsnorm_bwd_vec); in the forward DeepSeek-V3's hidden size 7,168 (448
+//   threads on float4 rows, 512 on scalar ones; the backward's dg reduction takes 1,024
+//   threads a 32 columns: C = 72 here).
+//   The results equal the reference up to the order of the row sums (2^-22 relative at
 //   most; dg, which the reference adds row by row in F32, to 1e-12 normalised); codes are the
 //   F32 results' rounding bit for bit.
 // - RoPE forward and backward over whole rows and over the tails of MLA's q rows (in place
@@ -217,7 +218,8 @@ TEST_CASE("emulated rmsnorm forward kernel matches the CPU reference") {
     check_rmsnorm_forward(6, 64, skew, seed++);
     check_rmsnorm_forward(3, 1000, skew, seed++);
   }
-  check_rmsnorm_forward(3, 7168, 0, seed++);   // DeepSeek-V3's hidden size: 512 threads
+  check_rmsnorm_forward(3, 7168, 0, seed++);   // DeepSeek-V3's hidden size: 448 threads
+  check_rmsnorm_forward(3, 7168, 4, seed++);   // scalar rows: 512 threads (the clamp)
 }
 
 TEST_CASE("emulated rmsnorm backward kernels match the CPU reference") {
