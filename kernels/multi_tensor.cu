@@ -1,110 +1,15 @@
 // Many-tensor launchers (see multi_tensor.cuh): sums of squares, zeroing and BF16 rounding over
-// a table of tensors in one launch each. One 256-thread block per chunk of one tensor.
-// Per-element arithmetic is that of the one-tensor kernels (elementwise.cu, fp8_quant.cu):
-// f32_to_bf16 for the rounding, FP32 squares widened to double for the sums.
+// a table of tensors in one launch each; their kernels are in kernels/multi_tensor_kernels.cuh.
 #include <vector>
 
 #include "kernels/common.cuh"
 #include "kernels/multi_tensor.cuh"
+#include "kernels/multi_tensor_kernels.cuh"
 #include "kernels/multi_tensor_table.cuh"
 
 namespace ds::cuda {
 
-namespace {
-
-constexpr int kThreads = 256;
-constexpr int64_t kChunk = 65536;          // elements per block (sums, rounding)
-constexpr int64_t kZeroChunk = 1 << 20;    // bytes per block (zeroing); a multiple of 16
-
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
-struct SumEntry {
-  const float* x;
-  int64_t n, first;
-  bool vec;   // x 16-byte aligned: float4 loads
-};
-
-// partial[c] = sum of squares of chunk c (double; a fixed order within the block).
-__global__ void sum_squares_multi_kernel(const SumEntry* tab, int count, double* partial) {
-  __shared__ double sh[kThreads / 32];
-  const int64_t c = blockIdx.x;
-  const SumEntry e = tab[entry_of(tab, count, c)];
-  const auto [lo, len] = chunk_range(c, e.first, e.n, kChunk);
-  const float* x = e.x + lo;
-  double acc = 0;
-  int64_t done = 0;
-  if (e.vec) {   // lo is a multiple of 4, so x stays 16-byte aligned
-    const int64_t n4 = len / 4;
-    for (int64_t i = threadIdx.x; i < n4; i += kThreads) {
-      const float4 v = reinterpret_cast<const float4*>(x)[i];
-      acc += double(v.x) * double(v.x) + double(v.y) * double(v.y) +
-             double(v.z) * double(v.z) + double(v.w) * double(v.w);
-    }
-    done = n4 * 4;
-  }
-  for (int64_t i = done + threadIdx.x; i < len; i += kThreads) acc += double(x[i]) * double(x[i]);
-  acc = warp_sum_d(acc);
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-  if (lane == 0) sh[w] = acc;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    double s = 0;
-    for (int i = 0; i < kThreads / 32; ++i) s += sh[i];
-    partial[c] = s;
-  }
-}
-
-struct ZeroEntry {
-  uint8_t* p;
-  int64_t bytes, first;
-  bool vec;
-};
-
-__global__ void zero_multi_kernel(const ZeroEntry* tab, int count) {
-  const int64_t c = blockIdx.x;
-  const ZeroEntry e = tab[entry_of(tab, count, c)];
-  const auto [lo, len] = chunk_range(c, e.first, e.bytes, kZeroChunk);
-  uint8_t* p = e.p + lo;
-  int64_t done = 0;
-  if (e.vec) {
-    const int64_t n16 = len / 16;
-    for (int64_t i = threadIdx.x; i < n16; i += kThreads)
-      reinterpret_cast<uint4*>(p)[i] = make_uint4(0, 0, 0, 0);
-    done = n16 * 16;
-  }
-  for (int64_t i = done + threadIdx.x; i < len; i += kThreads) p[i] = 0;
-}
-
-struct RoundEntry {
-  const float* x;
-  void* out;
-  int64_t n, first;
-  bool vec;   // x 16-byte and out 8- (codes) or 16-byte (F32) aligned: 4 elements a thread
-};
-
-template <bool CODES>
-__global__ void bf16_round_multi_kernel(const RoundEntry* tab, int count) {
-  const int64_t c = blockIdx.x;
-  const RoundEntry e = tab[entry_of(tab, count, c)];
-  const auto [lo, len] = chunk_range(c, e.first, e.n, kChunk);
-  const float* x = e.x + lo;
-  int64_t done = 0;
-  if (e.vec) {   // lo is a multiple of 4: x + lo and out + lo keep their alignment
-    void* out = CODES ? static_cast<void*>(static_cast<uint16_t*>(e.out) + lo)
-                      : static_cast<void*>(static_cast<float*>(e.out) + lo);
-    const int64_t n4 = len / 4;
-    for (int64_t i = threadIdx.x; i < n4; i += kThreads)
-      store_bf16x4<CODES>(out, i, reinterpret_cast<const float4*>(x)[i]);
-    done = 4 * n4;
-  }
-  for (int64_t i = done + threadIdx.x; i < len; i += kThreads) {
-    const uint16_t b = f32_to_bf16(x[i]);
-    if (CODES) static_cast<uint16_t*>(e.out)[lo + i] = b;
-    else static_cast<float*>(e.out)[lo + i] = bf16_to_f32(b);
-  }
-}
-
-}  // namespace
+using namespace multitensor;
 
 void sum_squares_multi_f32(const float* const* xs, const int64_t* ns, int count, double* out) {
   if (count <= 0) return;
@@ -126,11 +31,7 @@ void sum_squares_multi_f32(const float* const* xs, const int64_t* ns, int count,
                                   stream()));
     DS_CUDA_CHECK(cudaStreamSynchronize(stream()));
   }
-  for (int i = 0; i < count; ++i) {
-    double s = 0;
-    for (int64_t c = first[size_t(i)]; c < first[size_t(i) + 1]; ++c) s += partial[size_t(c)];
-    out[i] = s;
-  }
+  add_partials(first.data(), partial.data(), count, out);
 }
 
 void zero_multi(void* const* ptrs, const int64_t* bytes, int count) {
@@ -156,10 +57,8 @@ void bf16_round_multi(const float* const* xs, void* const* outs, bool codes, con
   if (chunks == 0) return;
   std::vector<RoundEntry> tab(static_cast<size_t>(count));
   for (int i = 0; i < count; ++i) {
-    const bool out_ok =
-        codes ? (reinterpret_cast<uintptr_t>(outs[i]) & 7u) == 0 : aligned16(outs[i]);
     tab[size_t(i)] = RoundEntry{xs[i], outs[i], ns[i], first[size_t(i)],
-                                aligned16(xs[i]) && out_ok};
+                                round_vec(xs[i], outs[i], codes)};
   }
   const PoolBuffer dtab(tab.size() * sizeof(RoundEntry));
   upload_table(tab, dtab);

@@ -4,11 +4,12 @@
 // the CPU reference. It takes kernels written in plain CUDA C++ without inline PTX (the FP8
 // quantisers of kernels/fp8_quant_tiles.cuh, the AdamW step of kernels/adamw_step.cuh, the
 // row-softmax losses of kernels/row_softmax.cuh, RMSNorm and RoPE of
-// kernels/norm_rope_kernels.cuh, SwiGLU of kernels/swiglu_kernels.cuh, and every MoE routing
-// kernel: the routing and its backward of kernels/moe_router.cuh, the balance loss and counts
-// of kernels/moe_balance.cuh, the pair sort, padded layout and combine of kernels/moe_sort.cuh,
-// moe_pad.cuh and moe_combine.cuh); the PTX-level emulator of the tensor-core kernels' data
-// movement is warp_emu.hpp.
+// kernels/norm_rope_kernels.cuh, SwiGLU of kernels/swiglu_kernels.cuh, the many-tensor passes
+// of kernels/multi_tensor_kernels.cuh, and every MoE routing kernel: the routing and its
+// backward of kernels/moe_router.cuh, the balance loss and counts of kernels/moe_balance.cuh,
+// the pair sort, padded layout and combine of kernels/moe_sort.cuh, moe_pad.cuh and
+// moe_combine.cuh); the PTX-level emulator of the tensor-core kernels' data movement is
+// warp_emu.hpp.
 //
 // How it maps CUDA:
 //   - __global__ / __device__ / __forceinline__ are plain inline C++; __shared__ is `static`:

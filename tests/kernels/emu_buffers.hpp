@@ -1,5 +1,6 @@
 // What the host emulator's element-wise kernel tests share (test_emu_adamw.cpp,
-// test_emu_norm_rope.cpp, test_emu_swiglu.cpp): a kernel's buffer between guard bytes,
+// test_emu_norm_rope.cpp, test_emu_swiglu.cpp, test_emu_multi_tensor.cpp, and the comparisons
+// in test_emu_cross_entropy.cpp): a kernel's buffer between guard bytes,
 // optionally misaligned to take the kernels' scalar paths, and the comparisons of its contents
 // with the CPU reference's (bits, 2^-22 relative, normalised error, BF16 codes).
 #pragma once
