@@ -1,8 +1,8 @@
 // Internal to the attention kernels (included only by kernels/flash_attention_simt.cu and
 // kernels/flash_attention_tc.cu; public API in kernels/flash_attention.cuh). Split out of the
 // former single flash_attention.cu so the two implementations can live in files of reviewable
-// size: this header holds only what both need, i.e. the visibility mask, the per-CTA segment
-// bounds (reduced from the kfirst/klast pre-pass), the launch parameters and the entry points
+// size: this header holds only what both need, i.e. the visibility mask and the per-CTA segment
+// bounds (in flash_attention_mask.cuh), the launch parameters and the entry points
 // of the tensor-core path that the public launchers (in flash_attention_simt.cu) dispatch to.
 //
 // Causal attention on the GPU, FlashAttention-2 style (see flash_attention.cuh for the API).
@@ -19,39 +19,11 @@
 
 #include "kernels/common.cuh"
 #include "kernels/flash_attention.cuh"
+#include "kernels/flash_attention_mask.cuh"
 
 namespace ds::cuda::flash {
 
 using bf16 = __nv_bfloat16;
-
-// Query t sees key j (t < T, j <= t, same segment). sb: this batch row's segments or null;
-// st: seg[t] (unused without segments).
-__device__ __forceinline__ bool visible(int t, int j, int T, const int32_t* sb, int st) {
-  return t < T && j <= t && (sb == nullptr || __ldg(sb + j) == st);
-}
-
-// Per-CTA key / query bounds from the segment pre-pass: the smallest kfirst of the CTA's
-// queries (keys before it are invisible to all of them), the largest klast + 1 of its keys.
-__device__ __forceinline__ int block_klo(const int32_t* kfirst, int64_t rowbase, int q0, int T,
-                                         int nrows, int* sh) {
-  if (threadIdx.x == 0) *sh = kfirst ? T : 0;
-  __syncthreads();
-  if (kfirst)   // strided: correct for any nrows, also more rows than threads
-    for (int r = int(threadIdx.x); r < nrows && q0 + r < T; r += int(blockDim.x))
-      atomicMin(sh, kfirst[rowbase + q0 + r]);
-  __syncthreads();
-  return *sh;
-}
-__device__ __forceinline__ int block_qhi(const int32_t* klast, int64_t rowbase, int k0, int T,
-                                         int nrows, int* sh) {
-  if (threadIdx.x == 0) *sh = klast ? 0 : T;
-  __syncthreads();
-  if (klast)
-    for (int r = int(threadIdx.x); r < nrows && k0 + r < T; r += int(blockDim.x))
-      atomicMax(sh, klast[rowbase + k0 + r] + 1);
-  __syncthreads();
-  return *sh;
-}
 
 template <class K>
 void set_smem(K kernel, size_t bytes) {

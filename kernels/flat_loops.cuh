@@ -30,6 +30,15 @@ __device__ __forceinline__ void st4(float* p, int64_t i, float4 v) {
   reinterpret_cast<float4*>(p)[i] = v;
 }
 
+// Zero and sum of one element (float) or four (float4), for kernels templated on the width.
+template <class VT> __device__ __forceinline__ VT vzero();
+template <> __device__ __forceinline__ float vzero<float>() { return 0.0f; }
+template <> __device__ __forceinline__ float4 vzero<float4>() { return make_float4(0, 0, 0, 0); }
+__device__ __forceinline__ float vadd(float a, float b) { return a + b; }
+__device__ __forceinline__ float4 vadd(float4 a, float4 b) {
+  return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w);
+}
+
 // The float4 path needs 16-byte aligned inputs and outputs aligned to a 4-element group.
 inline bool out_aligned(const void* p, bool codes) {
   return (reinterpret_cast<uintptr_t>(p) & (codes ? 7u : 15u)) == 0;

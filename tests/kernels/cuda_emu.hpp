@@ -2,8 +2,11 @@
 // a std::thread, so the kernel body runs as written (its index arithmetic, loops, guards,
 // shared-memory staging, barriers and warp reductions), and a test compares what it wrote with
 // the CPU reference. It takes kernels written in plain CUDA C++ without inline PTX (the FP8
-// quantisers of kernels/fp8_quant_tiles.cuh, the AdamW step of kernels/adamw_step.cuh, the
-// row-softmax losses of kernels/row_softmax.cuh, RMSNorm and RoPE of
+// quantisers and dequantiser of kernels/fp8_quant_tiles.cuh and fp8_quant_groups.cuh, BF16
+// rounding and the rounding row gathers of kernels/bf16_rows.cuh, the element-wise,
+// reduction, row and head-layout kernels of kernels/elementwise_kernels.cuh, the exact SIMT
+// attention and its pre-passes of kernels/flash_attention_simt.cuh, the AdamW step of
+// kernels/adamw_step.cuh, the row-softmax losses of kernels/row_softmax.cuh, RMSNorm and RoPE of
 // kernels/norm_rope_kernels.cuh, SwiGLU of kernels/swiglu_kernels.cuh, the many-tensor passes
 // of kernels/multi_tensor_kernels.cuh, and every MoE routing kernel: the routing and its
 // backward of kernels/moe_router.cuh, the balance loss and counts of kernels/moe_balance.cuh,
@@ -25,8 +28,10 @@
 //     __shfl_sync, __ballot_sync, __syncwarp) exchange through a per-warp barrier and require
 //     the full mask, all 32 lanes present and at the same call site (a lane that has
 //     returned, or one elsewhere, is reported: CUDA leaves both undefined);
-//   - atomicAdd on int is std::atomic_ref's fetch_add (the threads run at once: the adds race
-//     as on the GPU, and must give the same total);
+//   - atomicAdd on int and float is std::atomic_ref's fetch_add, atomicMin / atomicMax on int
+//     and unsigned a compare-and-swap loop (the threads run at once: the updates race as on
+//     the GPU; integer results must not depend on the order, float sums may differ by their
+//     rounding); __ldg a plain load;
 //   - a barrier that waits 20 s is reported as a deadlock (EmuError), not a hung test;
 //   - __fdiv_rn / __fmul_rn / __fadd_rn / __fsub_rn / __fsqrt_rn are the host's IEEE
 //     operations (tests build with -ffp-contract=off) with the GPU's canonical NaN
@@ -332,6 +337,12 @@ inline int __shfl_xor_sync(unsigned mask, int v, int m,
                            std::source_location at = std::source_location::current()) {
   return int(__shfl_xor_sync(mask, unsigned(v), m, at));
 }
+inline unsigned long long __shfl_xor_sync(unsigned mask, unsigned long long v, int m,
+                                          std::source_location at =
+                                              std::source_location::current()) {
+  return ::ds::test::cuda_emu::exchange(
+      mask, v, [m](const uint64_t* s, int lane) { return s[lane ^ m]; }, at);
+}
 inline double __shfl_xor_sync(unsigned mask, double v, int m,
                               std::source_location at = std::source_location::current()) {
   return std::bit_cast<double>(::ds::test::cuda_emu::exchange(
@@ -400,6 +411,34 @@ inline int64_t max(int64_t a, int64_t b) { return a > b ? a : b; }
 inline int64_t min(int64_t a, int64_t b) { return a < b ? a : b; }
 // Atomic on the host's memory (std::atomic_ref): global and shared alike.
 inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
+inline int atomicMin(int* p, int v) {
+  std::atomic_ref<int> a(*p);
+  int old = a.load();
+  while (old > v && !a.compare_exchange_weak(old, v)) {
+  }
+  return old;
+}
+inline int atomicMax(int* p, int v) {
+  std::atomic_ref<int> a(*p);
+  int old = a.load();
+  while (old < v && !a.compare_exchange_weak(old, v)) {
+  }
+  return old;
+}
+// A read through the read-only data cache: a plain load here.
+template <class T>
+inline T __ldg(const T* p) {
+  return *p;
+}
+// Float adds in whatever order the racing threads reach them, as on the GPU.
+inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
+inline unsigned atomicMax(unsigned* p, unsigned v) {
+  std::atomic_ref<unsigned> a(*p);
+  unsigned old = a.load();
+  while (old < v && !a.compare_exchange_weak(old, v)) {
+  }
+  return old;
+}
 inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }

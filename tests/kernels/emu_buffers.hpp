@@ -2,7 +2,7 @@
 // test_emu_norm_rope.cpp, test_emu_swiglu.cpp, test_emu_multi_tensor.cpp, and the comparisons
 // in test_emu_cross_entropy.cpp): a kernel's buffer between guard bytes,
 // optionally misaligned to take the kernels' scalar paths, and the comparisons of its contents
-// with the CPU reference's (bits, 2^-22 relative, normalised error, BF16 codes).
+// with the CPU reference's (bits, 2^-22 relative, normalised error, BF16 codes, row dots).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -86,6 +86,21 @@ inline double nmse(const float* got, const float* want, int64_t n) {
     den += w * w;
   }
   return den > 0 ? num / den : num;
+}
+
+// Row dots out[m] = sum_c a[rows[m], c] * b[m, c] whose float is further from the reference's
+// than a rounding of it (2^-22 relative) plus what another order of the double sums can change
+// (1e-12 of sum_c |a b|): the GPU kernels add lane by lane, then across the warp.
+inline int64_t dot_mismatches(const float* got, const float* want, const float* a,
+                              const int32_t* rows, const float* b, int64_t M, int64_t C) {
+  int64_t bad = 0;
+  for (int64_t m = 0; m < M; ++m) {
+    double mag = 0;
+    for (int64_t c = 0; c < C; ++c) mag += std::fabs(double(a[rows[m] * C + c]) * b[m * C + c]);
+    const double g = got[m], w = want[m];
+    bad += !(std::fabs(g - w) <= std::ldexp(std::fabs(w), -22) + 1e-12 * mag);
+  }
+  return bad;
 }
 
 }  // namespace ds::test
