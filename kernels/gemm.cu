@@ -4,6 +4,7 @@
 // c^T = op(b)^T op(a)^T: swap the operands and the M/N extents, keep the transpose flags.
 #include "kernels/common.cuh"
 #include "kernels/gemm.cuh"
+#include "kernels/transpose_kernels.cuh"
 
 namespace ds::cuda {
 
@@ -76,47 +77,7 @@ void bf16_gemm_rm(const uint16_t* a, const uint16_t* b, float* c, int64_t M, int
   bf16_gemm_rm_on(cublas(), a, b, c, M, N, K, ta, tb, alpha, beta);
 }
 
-namespace {
-
-__global__ void to_bf16_kernel(const float* __restrict__ x, uint16_t* __restrict__ y, int64_t n) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x)
-    y[i] = f32_to_bf16(x[i]);
-}
-
-__global__ void from_bf16_kernel(const uint16_t* __restrict__ x, float* __restrict__ y,
-                                 int64_t n) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x)
-    y[i] = bf16_to_f32(x[i]);
-}
-
-constexpr int kTile = 32, kRowsPerPass = 8;
-
-// One 32x32 tile per block (32 x 8 threads): coalesced reads of x's rows into shared memory,
-// coalesced writes of out's rows from its columns. The +1 column of padding keeps the
-// column reads free of bank conflicts for 4-byte elements. Tiles along M wrap over grid.y.
-template <typename T>
-__global__ void transpose_kernel(const T* __restrict__ x, T* __restrict__ out, int64_t M,
-                                 int64_t K) {
-  __shared__ T tile[kTile][kTile + 1];
-  const int tx = threadIdx.x, ty = threadIdx.y;
-  const int64_t j0 = int64_t(blockIdx.x) * kTile;
-  for (int64_t i0 = int64_t(blockIdx.y) * kTile; i0 < M; i0 += int64_t(gridDim.y) * kTile) {
-    for (int r = ty; r < kTile; r += kRowsPerPass) {
-      const int64_t i = i0 + r, j = j0 + tx;
-      if (i < M && j < K) tile[r][tx] = x[i * K + j];
-    }
-    __syncthreads();
-    for (int r = ty; r < kTile; r += kRowsPerPass) {
-      const int64_t j = j0 + r, i = i0 + tx;   // out row j, column i
-      if (i < M && j < K) out[j * M + i] = tile[tx][r];
-    }
-    __syncthreads();
-  }
-}
-
-}  // namespace
+using namespace xpose;   // the kernels (transpose_kernels.cuh)
 
 void f32_to_bf16_codes(const float* x, uint16_t* y, int64_t n) {
   if (n <= 0) return;

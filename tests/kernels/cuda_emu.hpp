@@ -5,7 +5,8 @@
 // quantisers and dequantiser of kernels/fp8_quant_tiles.cuh and fp8_quant_groups.cuh, BF16
 // rounding and the rounding row gathers of kernels/bf16_rows.cuh, the element-wise,
 // reduction, row and head-layout kernels of kernels/elementwise_kernels.cuh, the exact SIMT
-// attention and its pre-passes of kernels/flash_attention_simt.cuh, the AdamW step of
+// attention and its pre-passes of kernels/flash_attention_simt.cuh, the FP32 MLA decode of
+// kernels/mla_decode_kernels.cuh (its cp.async modelled below), the AdamW step of
 // kernels/adamw_step.cuh, the row-softmax losses of kernels/row_softmax.cuh, RMSNorm and RoPE of
 // kernels/norm_rope_kernels.cuh, SwiGLU of kernels/swiglu_kernels.cuh, the many-tensor passes
 // of kernels/multi_tensor_kernels.cuh, and every MoE routing kernel: the routing and its
@@ -444,6 +445,22 @@ inline int max(int a, int b) { return a > b ? a : b; }
 inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
 inline int min(int a, int b) { return a < b ? a : b; }
 #define DS_DYNAMIC_SHARED(name) unsigned char* const name = ::ds::test::cuda_emu::dynamic_shared()
+// cp.async (kernels/mla_decode_kernels.cuh's wrappers): the copy done at once, zeros when
+// !pred; commit and wait do nothing. Data never arrives late here, so a read before its
+// cp_wait goes unseen, but a copy issued into a buffer other threads still read lands as early
+// as it possibly could.
+#define DS_EMU_CP_ASYNC
+inline void cp16(void* dst, const void* src, bool pred) {
+  if (pred) std::memcpy(dst, src, 16);
+  else std::memset(dst, 0, 16);
+}
+inline void cp4(void* dst, const void* src, bool pred) {
+  if (pred) std::memcpy(dst, src, 4);
+  else std::memset(dst, 0, 4);
+}
+inline void cp_commit() {}
+template <int N>
+inline void cp_wait() {}
 using std::isinf;
 using std::isnan;
 using std::signbit;

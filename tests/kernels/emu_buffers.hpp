@@ -1,14 +1,17 @@
-// What the host emulator's element-wise kernel tests share (test_emu_adamw.cpp,
-// test_emu_norm_rope.cpp, test_emu_swiglu.cpp, test_emu_multi_tensor.cpp, and the comparisons
-// in test_emu_cross_entropy.cpp): a kernel's buffer between guard bytes,
-// optionally misaligned to take the kernels' scalar paths, and the comparisons of its contents
-// with the CPU reference's (bits, 2^-22 relative, normalised error, BF16 codes, row dots).
+// What the host emulator's kernel tests share (test_emu_*.cpp): a kernel's buffer between guard
+// bytes, optionally misaligned to take the kernels' scalar paths, and the comparisons of its
+// contents with the CPU reference's (bits, 2^-22 relative, normalised error, BF16 codes, row
+// dots, the attention kernels' whole-tensor and element bounds).
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
+#include <limits>
 #include <random>
+
+#include <doctest/doctest.h>
 
 #include "cuda_emu.hpp"
 #include "ds/core/dtype.hpp"
@@ -26,6 +29,14 @@ struct EmuBuf {
     std::memcpy(g.data() + skew, t.raw(), t.nbytes());
   }
   void* ptr() { return g.data() + skew; }
+  // The buffer's floats set to NaN (the guards stay): an element a kernel leaves unwritten
+  // then fails any comparison.
+  EmuBuf& poison() {
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    for (size_t i = 0; i + sizeof(float) <= g.n - skew; i += sizeof(float))
+      std::memcpy(g.data() + skew + i, &nan, sizeof(float));
+    return *this;
+  }
   float* f() { return reinterpret_cast<float*>(g.data() + skew); }
   uint16_t* u() { return reinterpret_cast<uint16_t*>(g.data() + skew); }
   bool ok() const { return g.guards_intact(); }
@@ -86,6 +97,22 @@ inline double nmse(const float* got, const float* want, int64_t n) {
     den += w * w;
   }
   return den > 0 ? num / den : num;
+}
+
+// Whole-tensor and element bounds for kernels that add in another order than the reference
+// (attention, MLA decode): normalised squared error at most tol and every element within 1e-4
+// of the reference's largest magnitude (a wrong row or block shows there, where a
+// whole-tensor measure could let it pass). Says what was off.
+inline bool close_to(const float* got, const Tensor& want, double tol) {
+  double big = 0;
+  for (int64_t i = 0; i < want.numel(); ++i)
+    big = std::max(big, std::fabs(double(want.f32()[i])));
+  int64_t off = 0;
+  for (int64_t i = 0; i < want.numel(); ++i)
+    off += !(std::fabs(double(got[i]) - want.f32()[i]) <= 1e-4 * big);
+  const double e = nmse(got, want.f32(), want.numel());
+  if (off || !(e <= tol)) MESSAGE("nmse " << e << ", " << off << " elements off");
+  return off == 0 && e <= tol;
 }
 
 // Row dots out[m] = sum_c a[rows[m], c] * b[m, c] whose float is further from the reference's

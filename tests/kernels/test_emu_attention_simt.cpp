@@ -6,7 +6,8 @@
 // (contiguous runs, and labels that repeat apart), on odd T (partial 16-row blocks and 32-key
 // tiles), odd head dims and one head. Bounds: the GPU test's (normalised squared error 1e-10
 // for out and lse, 1e-9 for the gradients) and every element within 1e-4 of the tensor's
-// largest magnitude (a wrong row or block shows there). Outputs sit between guard bytes.
+// largest magnitude (a wrong row or block shows there). Outputs are NaN before the kernels run
+// (an unwritten element fails) and sit between guard bytes.
 #include <doctest/doctest.h>
 
 #include "cuda_emu.hpp"
@@ -29,7 +30,7 @@ using ds::DType;
 using ds::Tensor;
 using ds::test::emu_random;
 using ds::test::EmuBuf;
-using ds::test::nmse;
+using ds::test::close_to;
 using ds::test::ref_ctx;
 using ds::test::cuda_emu::launch;
 using ds::test::cuda_emu::launch_dynamic;
@@ -39,26 +40,16 @@ struct Case {
   int64_t B, T, H, Dk, Dv;
 };
 
-// (B, T) sample ids: 0 none (undefined), 1 contiguous runs, 2 labels that repeat apart.
+// (B, T) sample ids: 0 none (undefined), 1 contiguous runs (one starting at key 31, the last
+// of a 32-key tile: a block's first tile is exactly the one that holds it), 2 labels that
+// repeat apart.
 Tensor segments(int64_t B, int64_t T, int kind) {
   if (kind == 0) return Tensor();
   Tensor s = Tensor::empty({B, T}, DType::i32);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < T; ++t)
-      s.i32()[b * T + t] = kind == 1 ? int32_t((t + 5 * b) / 11) : int32_t((t / 3 + b) % 4);
+      s.i32()[b * T + t] = kind == 1 ? int32_t((t + 2 + 5 * b) / 11) : int32_t((t / 3 + b) % 4);
   return s;
-}
-
-// got within the GPU test's normalised error and every element within 1e-4 of the largest.
-bool close(const float* got, const Tensor& want, double tol) {
-  double big = 0;
-  for (int64_t i = 0; i < want.numel(); ++i) big = std::max(big, std::fabs(double(want.f32()[i])));
-  int64_t off = 0;
-  for (int64_t i = 0; i < want.numel(); ++i)
-    off += !(std::fabs(double(got[i]) - want.f32()[i]) <= 1e-4 * big);
-  const double e = nmse(got, want.f32(), want.numel());
-  if (off || !(e <= tol)) MESSAGE("nmse " << e << ", " << off << " elements off");
-  return off == 0 && e <= tol;
 }
 
 void check_case(const Case& c, int seg_kind, uint64_t seed) {
@@ -105,14 +96,17 @@ void check_case(const Case& c, int seg_kind, uint64_t seed) {
   // forward: grid (query blocks of 16, B * H), 4 warps, the launcher's shared memory
   const dim3 grid(unsigned((T + fl::kSB - 1) / fl::kSB), unsigned(B * H)), block(fl::kSW * 32);
   EmuBuf o(size_t(out.nbytes())), l(size_t(lse.nbytes()));
+  o.poison();
+  l.poison();
   launch_dynamic(fl::simt_fwd_kernel, grid, block, fl::simt_fwd_smem(int(Dk), int(Dv)), q.f32(),
                  k.f32(), v.f32(), sp, kf, scale, o.f(), l.f(), int(T), int(H), int(Dk), int(Dv));
-  CHECK(close(o.f(), out, 1e-10));
-  CHECK(close(l.f(), lse, 1e-10));
+  CHECK(close_to(o.f(), out, 1e-10));
+  CHECK(close_to(l.f(), lse, 1e-10));
   CHECK((o.ok() && l.ok()));
 
   // D = rowsum(dO * O) (B, H, T), one warp a row, from the reference's out
   EmuBuf D(size_t(rows) * 4);
+  D.poison();
   launch(fl::attn_delta_kernel, dim3(unsigned((rows * 32 + 255) / 256)), dim3(256), out.f32(),
          dout.f32(), D.f(), rows, int(T), int(H), int(Dv));
   Tensor want_D = Tensor::empty({B, H, T});
@@ -126,19 +120,22 @@ void check_case(const Case& c, int seg_kind, uint64_t seed) {
         }
         want_D.f32()[(b * H + h) * T + t] = float(s);
       }
-  CHECK(close(D.f(), want_D, 1e-12));
+  CHECK(close_to(D.f(), want_D, 1e-12));
 
   // backward: the dQ pass and the dK/dV pass from the reference's lse and the D above
   EmuBuf gq(size_t(dq.nbytes())), gk(size_t(dk.nbytes())), gv(size_t(dv.nbytes()));
+  gq.poison();
+  gk.poison();
+  gv.poison();
   launch_dynamic(fl::simt_dq_kernel, grid, block, fl::simt_dq_smem(int(Dk), int(Dv)), q.f32(),
                  k.f32(), v.f32(), dout.f32(), sp, kf, lse.f32(), D.f(), scale, gq.f(), int(T),
                  int(H), int(Dk), int(Dv));
   launch_dynamic(fl::simt_dkdv_kernel, grid, block, fl::simt_dkdv_smem(int(Dk), int(Dv)),
                  q.f32(), k.f32(), v.f32(), dout.f32(), sp, kl, lse.f32(), D.f(), scale, gk.f(),
                  gv.f(), int(T), int(H), int(Dk), int(Dv));
-  CHECK(close(gq.f(), dq, 1e-9));
-  CHECK(close(gk.f(), dk, 1e-9));
-  CHECK(close(gv.f(), dv, 1e-9));
+  CHECK(close_to(gq.f(), dq, 1e-9));
+  CHECK(close_to(gk.f(), dk, 1e-9));
+  CHECK(close_to(gv.f(), dv, 1e-9));
   CHECK((gq.ok() && gk.ok() && gv.ok() && D.ok()));
 }
 

@@ -15,26 +15,17 @@
 #include "kernels/fp8_quant_tiles.cuh"
 
 #include <algorithm>
-#include <cmath>
-#include <cstring>
-#include <limits>
-#include <memory>
-#include <new>
-#include <random>
-#include <vector>
 
 #include "ds/ops/fp8.hpp"
 #include "ds/ops/ops.hpp"
 
 namespace {
 
-using ds::DType;
 using ds::Shape;
 using ds::Tensor;
 using ds::ops::Fp8Group;
 using ds::ops::ScaleFormat;
 using ds::test::cuda_emu::Guarded;
-using ds::test::cuda_emu::kGuard;
 using ds::test::cuda_emu::launch;
 namespace q8 = ds::cuda::fp8q;
 using namespace ds::test::fp8emu;
