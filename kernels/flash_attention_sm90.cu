@@ -15,8 +15,8 @@
 //     step = 32 bytes;
 //   * a product whose K runs along the sequence (P V, dS K, P^T dO, dS^T Q) reads its B from
 //     a transposed BF16 copy (B, H, D, Tp), Tp = 64 * ceil(T / 64) (zero rows past T),
-//     written by this file's to_bf16_t_kernel, so that its tile (D rows x 64 = 128 bytes) is
-//     K-major too and its loads never leave a row;
+//     written by to_bf16_t_kernel (flash_attention_sm90_prep.cuh), so that its tile (D rows
+//     x 64 = 128 bytes) is K-major too and its loads never leave a row;
 //   * P / dS stay in registers: wgmma's accumulators are the m16n8 accumulator layout per
 //     warp, so acc_to_a turns them into the register A operand of the next product.
 // Forward: S = Q K^T (both operands in shared memory), the mma.sync kernel's softmax step,
@@ -40,6 +40,7 @@
 #include "kernels/flash_attention_sm90_io.cuh"
 #include "kernels/flash_attention_sm90_launch.cuh"
 #include "kernels/flash_attention_sm90_layout.hpp"
+#include "kernels/flash_attention_sm90_prep.cuh"   // to_bf16_t, query stats
 #include "kernels/flash_attention_softmax.cuh"
 #include "kernels/mma_sm80.cuh"
 #include "kernels/sm90_wgmma.cuh"
@@ -51,49 +52,9 @@ namespace {
 
 using namespace fa90;   // tile sizes, shared layout, copies (flash_attention_sm90_layout.hpp)
 
-__device__ __forceinline__ float widen(float x) { return x; }
-__device__ __forceinline__ float widen(bf16 x) { return __bfloat162float(x); }
-
-// x (B, T, H, Dv) F32 or BF16 -> x^T (B, H, Dv, Tp) BF16, zero for rows t >= T (V^T for the
-// forward; K^T, Q^T, dO^T for the backward; BF16 sources are copied exactly). grid (Tp/64,
-// B*H).
-template <class Src>
-__global__ void to_bf16_t_kernel(const Src* __restrict__ v, bf16* __restrict__ vt, int T,
-                                 int H, int Dv, int Tp) {
-  __shared__ float tile[64][65];
-  const int bh = blockIdx.y, b = bh / H, h = bh % H, t0 = blockIdx.x * 64;
-  for (int d0 = 0; d0 < Dv; d0 += 64) {
-    for (int e = threadIdx.x; e < 64 * 64; e += blockDim.x) {   // reads along d
-      const int tt = e >> 6, dd = e & 63, t = t0 + tt, d = d0 + dd;
-      tile[tt][dd] =
-          t < T && d < Dv ? widen(v[((int64_t(b) * T + t) * H + h) * Dv + d]) : 0.f;
-    }
-    __syncthreads();
-    for (int e = threadIdx.x; e < 64 * 64; e += blockDim.x) {   // writes along t
-      const int dd = e >> 6, tt = e & 63, d = d0 + dd;
-      if (d < Dv) vt[t_index(bh, d, t0 + tt, Dv, Tp)] = __float2bfloat16_rn(tile[tt][dd]);
-    }
-    __syncthreads();
-  }
-}
-
-// qs (B*H, Tp) = {lse, D} of each query, {+inf, 0} for t >= T: the fused dK/dV pass's
-// per-query stats, two queries in one 16-byte load.
-__global__ void pack_query_stats_kernel(const float* __restrict__ lse,
-                                        const float* __restrict__ D, float2* __restrict__ qs,
-                                        int T, int Tp, int64_t n) {
-  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (i >= n) return;
-  const int64_t bh = i / Tp;
-  const int t = int(i % Tp);
-  qs[i] = t < T ? make_float2(lse[bh * T + t], D[bh * T + t]) : make_float2(INFINITY, 0.f);
-}
-
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)   // the wgmma pieces exist only in the sm_90a build
 using namespace sm90;
 #endif
-
-
 
 // The backward's passes, one kernel (the one-pass kAll: flash_attention_sm90_layout.hpp and
 // its loops below): PASS kDQ (block rows = 128 queries, tiles = 64
@@ -642,15 +603,16 @@ bool sm90_attention(int64_t Dk, int64_t Dv) {
 
 void convert_t(const float* x, bf16* xt, const AttnShape& s, int64_t D, int64_t Tp) {
   const dim3 grid(unsigned(Tp / 64), unsigned(s.B * s.H));
-  to_bf16_t_kernel<float><<<grid, 256, 0, stream()>>>(x, xt, int(s.T), int(s.H), int(D),
-                                                      int(Tp));
+  to_bf16_t_kernel<float><<<grid, 256, 0, stream()>>>(x, reinterpret_cast<uint16_t*>(xt),
+                                                      int(s.T), int(s.H), int(D), int(Tp));
   DS_CUDA_LAUNCHED();
 }
 
 void convert_t(const bf16* x, bf16* xt, const AttnShape& s, int64_t D, int64_t Tp) {
   const dim3 grid(unsigned(Tp / 64), unsigned(s.B * s.H));
-  to_bf16_t_kernel<bf16><<<grid, 256, 0, stream()>>>(x, xt, int(s.T), int(s.H), int(D),
-                                                     int(Tp));
+  to_bf16_t_kernel<uint16_t><<<grid, 256, 0, stream()>>>(
+      reinterpret_cast<const uint16_t*>(x), reinterpret_cast<uint16_t*>(xt), int(s.T),
+      int(s.H), int(D), int(Tp));
   DS_CUDA_LAUNCHED();
 }
 

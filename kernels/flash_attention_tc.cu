@@ -12,6 +12,7 @@
 // reference: Dao, "FlashAttention-2" (2023), Algorithms 1-2; PTX ISA mma.m16n8k16 fragments.
 #include <cmath>
 
+#include "kernels/bf16_rows.cuh"
 #include "kernels/flash_attention_common.cuh"
 #include "kernels/flash_attention_softmax.cuh"
 #include "kernels/mma_sm80.cuh"
@@ -19,16 +20,6 @@
 namespace ds::cuda {
 using namespace flash;
 namespace {
-
-// y = bf16(x), n4 = n / 4 (n is a multiple of 4 here).
-__global__ void to_bf16_kernel(const float4* __restrict__ x, uint2* __restrict__ y, int64_t n4) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n4;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const float4 v = x[i];
-    const __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
-    y[i] = make_uint2(*reinterpret_cast<const uint32_t*>(&a), *reinterpret_cast<const uint32_t*>(&b));
-  }
-}
 
 // ---- BF16 tensor-core kernels -----------------------------------------------------------------
 __device__ __forceinline__ uint32_t su32(const void* p) { return ptx::smem_addr(p); }
@@ -492,8 +483,9 @@ int tc_variant(int64_t Dk, int64_t Dv) {
 
 void convert(const float* x, bf16* y, int64_t n) {
   const int64_t n4 = n / 4;
-  to_bf16_kernel<<<grid_for(n4, 256), 256, 0, stream()>>>(reinterpret_cast<const float4*>(x),
-                                                          reinterpret_cast<uint2*>(y), n4);
+  // bf16_round's aligned kernel (RNE, the codes as 8-byte stores), run by the host emulator.
+  bf16rows::bf16_round4_kernel<true>
+      <<<grid_for(n4, 256), 256, 0, stream()>>>(reinterpret_cast<const float4*>(x), y, n4);
   DS_CUDA_LAUNCHED();
 }
 
