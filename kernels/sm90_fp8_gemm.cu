@@ -38,6 +38,7 @@
 
 #include "kernels/common.cuh"
 #include "kernels/fp8_ksplit.hpp"
+#include "kernels/fp8_ksplit_reduce.cuh"   // ksplit_reduce_kernel
 #include "kernels/mma_sm80.cuh"
 #include "kernels/multi_tensor_table.cuh"
 #include "kernels/sm90_fp8_gemm.cuh"
@@ -305,17 +306,6 @@ std::atomic<bool> g_overlap{true};
 std::atomic<bool> g_ksplit{false};
 std::atomic<int64_t> g_ksplit_launches{0};
 
-// c[i] += sum of the s slices ws[j * n + i], j in order (the split k-grouped GEMM's parts).
-__global__ void ksplit_reduce_kernel(const float* __restrict__ ws, int s, int64_t n,
-                                     float* __restrict__ c) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    float sum = ws[i];
-    for (int j = 1; j < s; ++j) sum += ws[j * n + i];
-    c[i] += sum;
-  }
-}
-
 template <Mode kMode, bool kBPerColumn, bool kOverlap>
 void launch_mode(dim3 grid, const Fp8Operand& a, const Fp8Operand& b, float* c, int64_t M,
                  int64_t N, int64_t K, const Fp8Operand* tile_b, const Fp8KGroup* kgroups,
@@ -457,8 +447,8 @@ void fp8_gemm_nt_kgrouped_sm90(const Fp8Operand& a, const Fp8Operand& b, const i
     upload_table(parts, buf);
     launch<Mode::k_grouped>(b.rows_per_scale, dim3(unsigned(tiles), unsigned(parts.size())), a,
                             b, nullptr, M, N, offsets[groups], nullptr, buf.as<Fp8KGroup>());
-    ksplit_reduce_kernel<<<grid_for(n, 256, int64_t(sm_count()) * 8), 256, 0, stream()>>>(
-        ws.as<float>(), s, n, tab[0].c);
+    const unsigned blocks = grid_for(n, 256, int64_t(sm_count()) * 8);
+    ksplit::ksplit_reduce_kernel<<<blocks, 256, 0, stream()>>>(ws.as<float>(), s, n, tab[0].c);
     DS_CUDA_LAUNCHED();
     g_ksplit_launches.fetch_add(1);
     return;
