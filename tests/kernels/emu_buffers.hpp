@@ -4,6 +4,7 @@
 // dots, the attention kernels' whole-tensor and element bounds).
 #pragma once
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -50,6 +51,16 @@ inline Tensor emu_random(std::initializer_list<int64_t> shape, std::mt19937_64& 
   for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = u(rng);
   return t;
 }
+
+// BF16 rounding's hard cases, to spread among random values: NaN of both signs, infinities,
+// ties to even (down and up), FLT_MAX (rounds to inf), a subnormal, a signalling NaN (quieted)
+// and -0.
+inline constexpr float kBf16Specials[] = {
+    std::numeric_limits<float>::quiet_NaN(),  -std::numeric_limits<float>::quiet_NaN(),
+    std::numeric_limits<float>::infinity(),   -std::numeric_limits<float>::infinity(),
+    std::bit_cast<float>(0x3f808000u),        std::bit_cast<float>(0x3f818000u),
+    std::bit_cast<float>(0x7f7fffffu),        std::bit_cast<float>(0x00012345u),
+    std::bit_cast<float>(0x7f800001u),        -0.0f};
 
 // Elements whose bits differ; NaN equal to any NaN when nan_equal (the GPU's NaN is its
 // canonical one, the CPU's may have another sign or payload).

@@ -31,6 +31,7 @@ using ds::DType;
 using ds::Tensor;
 using ds::test::emu_random;
 using ds::test::EmuBuf;
+using ds::test::kBf16Specials;
 using ds::test::ref_ctx;
 using ds::test::cuda_emu::launch;
 namespace fl = ds::cuda::flash;
@@ -75,14 +76,6 @@ int64_t run_transpose(const Src* src, const Shape4& s, unsigned threads,
 
 TEST_CASE("emulated transposed BF16 copies of attention operands equal the layout") {
   std::mt19937_64 rng(11);
-  const float specials[] = {std::numeric_limits<float>::quiet_NaN(),
-                            -std::numeric_limits<float>::quiet_NaN(),
-                            std::numeric_limits<float>::infinity(),
-                            -std::numeric_limits<float>::infinity(),
-                            std::bit_cast<float>(0x3f808000u),   // ties to even, down and up
-                            std::bit_cast<float>(0x3f818000u),
-                            std::bit_cast<float>(0x7f7fffffu),   // rounds to inf
-                            std::bit_cast<float>(0x00012345u), -0.0f};
   for (const Shape4& s : {Shape4{1, 64, 1, 64}, Shape4{2, 70, 3, 96}, Shape4{1, 5, 2, 192},
                           Shape4{2, 129, 1, 16}, Shape4{1, 64, 2, 128}})
     for (const unsigned threads : {256u, 96u}) {
@@ -92,8 +85,8 @@ TEST_CASE("emulated transposed BF16 copies of attention operands equal the layou
       INFO(what);
       const int64_t n = int64_t(s.B) * s.T * s.H * s.D;
       Tensor x = emu_random({n}, rng, -3.f, 3.f);
-      for (size_t k = 0; k < std::size(specials); ++k)
-        x.f32()[int64_t(k * 131) % n] = specials[k];
+      for (size_t k = 0; k < std::size(kBf16Specials); ++k)
+        x.f32()[int64_t(k * 131) % n] = kBf16Specials[k];
       Tensor codes = Tensor::empty({n}, DType::bf16);
       ds::ops::bf16_round(ref_ctx(), x, codes);
       const std::vector<uint16_t> want = transposed(codes.data<uint16_t>(), s);

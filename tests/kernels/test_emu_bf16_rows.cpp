@@ -33,6 +33,7 @@ using ds::test::code_mismatches;
 using ds::test::dot_mismatches;
 using ds::test::emu_random;
 using ds::test::EmuBuf;
+using ds::test::kBf16Specials;
 using ds::test::ref_ctx;
 using ds::test::cuda_emu::launch;
 namespace br = ds::cuda::bf16rows;
@@ -40,17 +41,8 @@ namespace br = ds::cuda::bf16rows;
 // n values with BF16's hard cases spread among random ones.
 Tensor round_input(int64_t n, std::mt19937_64& rng) {
   Tensor x = emu_random({n}, rng, -3.f, 3.f);
-  const float specials[] = {
-      std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::quiet_NaN(),
-      std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
-      std::bit_cast<float>(0x3f808000u),   // a tie, to even (down)
-      std::bit_cast<float>(0x3f818000u),   // a tie, to even (up)
-      std::bit_cast<float>(0x7f7fffffu),   // FLT_MAX: rounds to inf
-      std::bit_cast<float>(0x00012345u),   // subnormal
-      std::bit_cast<float>(0x7f800001u),   // signalling NaN: quieted
-      -0.0f};
-  for (size_t t = 0; t < std::size(specials) && int64_t(t) < n; ++t)
-    x.f32()[(int64_t(t) * 7919) % n] = specials[t];
+  for (size_t t = 0; t < std::size(kBf16Specials) && int64_t(t) < n; ++t)
+    x.f32()[(int64_t(t) * 7919) % n] = kBf16Specials[t];
   return x;
 }
 

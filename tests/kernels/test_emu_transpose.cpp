@@ -31,6 +31,7 @@ using ds::test::bit_mismatches;
 using ds::test::code_mismatches;
 using ds::test::emu_random;
 using ds::test::EmuBuf;
+using ds::test::kBf16Specials;
 using ds::test::ref_ctx;
 using ds::test::cuda_emu::launch;
 namespace xp = ds::cuda::xpose;
@@ -76,15 +77,7 @@ TEST_CASE("emulated F32 <-> BF16 code conversions equal the reference") {
   std::mt19937_64 rng(2);
   const int64_t n = 1001;
   Tensor x = emu_random({n}, rng, -5.f, 5.f);
-  const float specials[] = {std::numeric_limits<float>::quiet_NaN(),
-                            -std::numeric_limits<float>::quiet_NaN(),
-                            std::numeric_limits<float>::infinity(),
-                            -std::numeric_limits<float>::infinity(),
-                            std::bit_cast<float>(0x3f808000u),   // ties to even, down and up
-                            std::bit_cast<float>(0x3f818000u),
-                            std::bit_cast<float>(0x7f7fffffu),   // rounds to inf
-                            std::bit_cast<float>(0x00012345u), -0.0f};
-  for (size_t t = 0; t < std::size(specials); ++t) x.f32()[int64_t(t) * 97] = specials[t];
+  for (size_t t = 0; t < std::size(kBf16Specials); ++t) x.f32()[int64_t(t) * 97] = kBf16Specials[t];
   Tensor codes = Tensor::empty({n}, DType::bf16), widened = Tensor::empty({n});
   ds::ops::bf16_round(ref_ctx(), x, codes);
   for (int64_t i = 0; i < n; ++i) widened.f32()[i] = ds::bf16_to_f32(codes.data<uint16_t>()[i]);
