@@ -279,7 +279,8 @@ def console_rows(d):
                    "\n".join("- " + s for s in switches))
         todo = decisions(switches)
         if todo:
-            out.append("**What the verdicts ask for** (docs/cuda.md, \"Deciding the opt-ins\")"
+            out.append("**What the verdicts ask for** "
+                       "(docs/cuda-kernels.md, \"Deciding the opt-ins\")"
                        "\n\n" + "\n".join("- " + t for t in todo))
     return out
 
