@@ -1,7 +1,7 @@
 // Host emulator that runs a CUDA C++ kernel's own source on a CPU: every thread of a block is
-// a std::thread, so the kernel body runs as written (its index arithmetic, loops, guards,
-// shared-memory staging, barriers and warp reductions), and a test compares what it wrote with
-// the CPU reference. It takes kernels written in plain CUDA C++ without inline PTX (the FP8
+// a fiber (its own stack, switched by ucontext), so the kernel body runs as written (its index
+// arithmetic, loops, guards, shared-memory staging, barriers and warp reductions), and a test
+// compares what it wrote with the CPU reference. It takes kernels written in plain CUDA C++ without inline PTX (the FP8
 // quantisers and dequantiser of kernels/fp8_quant_tiles.cuh and fp8_quant_groups.cuh, BF16
 // rounding and the rounding row gathers of kernels/bf16_rows.cuh, the element-wise,
 // reduction, row and head-layout kernels of kernels/elementwise_kernels.cuh, the exact SIMT
@@ -20,8 +20,14 @@
 //     blocks run one after another, so a static is the running block's shared memory (it
 //     keeps the previous block's bytes, as real shared memory may hold anything); dynamic
 //     shared memory (DS_DYNAMIC_SHARED(name), launch_dynamic) is one 0xcd-filled buffer;
-//   - threadIdx / blockIdx / blockDim / gridDim are thread_local; launch() runs the grid's
-//     blocks in order on blockDim std::threads, which all run the block at once;
+//   - threadIdx / blockIdx / blockDim / gridDim are set for the running fiber; launch() runs
+//     the grid's blocks in order, each on blockDim fibers of the calling thread that take
+//     turns: a fiber runs until it waits at a barrier (__syncthreads, a warp collective) or
+//     returns, then the next one runs. The turns go in ascending thread order in one block
+//     and descending in the next (alternating from launch to launch too), so a thread that
+//     reads what another writes with no barrier between them reads the bytes from before
+//     the write in one of the two orders: a missing barrier shows every time where those
+//     bytes differ, which threads racing would show only by chance;
 //   - __syncthreads() is a barrier over the block's threads, all of which must arrive at the
 //     same call site (else EmuError); a thread that returns leaves it, as an exited thread no
 //     longer holds a CTA barrier up;
@@ -30,10 +36,12 @@
 //     the full mask, all 32 lanes present and at the same call site (a lane that has
 //     returned, or one elsewhere, is reported: CUDA leaves both undefined);
 //   - atomicAdd on int and float is std::atomic_ref's fetch_add, atomicMin / atomicMax on int
-//     and unsigned a compare-and-swap loop (the threads run at once: the updates race as on
-//     the GPU; integer results must not depend on the order, float sums may differ by their
-//     rounding); __ldg a plain load;
-//   - a barrier that waits 20 s is reported as a deadlock (EmuError), not a hung test;
+//     and unsigned a compare-and-swap loop (in the fibers' turn order; integer results must
+//     not depend on the order, and float sums, whose order differs on the GPU, are compared
+//     within their rounding); __ldg a plain load;
+//   - a block whose running threads all wait at barriers that cannot complete (threads at
+//     different barriers, a collective some lanes never reach) is reported as a deadlock
+//     (EmuError) as soon as a round of turns makes no progress, not a hung test;
 //   - __fdiv_rn / __fmul_rn / __fadd_rn / __fsub_rn / __fsqrt_rn are the host's IEEE
 //     operations (tests build with -ffp-contract=off) with the GPU's canonical NaN
 //     (0x7fffffff) for a NaN result; __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3) is
@@ -41,30 +49,32 @@
 //     __dadd_rn / __dsub_rn / __dmul_rn and the math functions (exp, expf, log1pf, expm1f,
 //     sqrt, sincos) are the host's (CUDA's may differ from glibc's by an ulp or two: compare
 //     those with tolerances).
-// Not modelled: the memory model beyond barriers (a race shows only if the threads' timing
-// exposes it), shared-memory bank conflicts and speed, launch limits beyond those below, and a
-// failure to create a thread (std::terminate).
+// Not modelled: the memory model beyond barriers (races other than a missing barrier between
+// a write and a read, e.g. two threads' plain writes to one place), a kernel that waits on
+// another thread's write without a barrier (its spin loop never gives its turn back: the
+// test hangs until CTest's timeout), a thread's stack beyond kFiberStack bytes (the guard
+// page faults), shared-memory bank conflicts and speed, and launch limits beyond those below.
 // Launch limits are checked as the hardware would refuse them: at most 1024 threads a block,
 // grid.y and grid.z at most 65535, and blockDim a multiple of 32 (the emulated warps are
 // whole). An exception in any thread (an EmuError, a failed check) is rethrown by launch()
 // after every thread has left.
 #pragma once
+#include <sys/mman.h>
+#include <ucontext.h>
+
 #include <algorithm>
 #include <atomic>
-#include <chrono>
-#include <condition_variable>
 #include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <memory>
-#include <mutex>
 #include <new>
 #include <source_location>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "ds/core/dtype.hpp"
@@ -106,25 +116,73 @@ struct EmuError : std::runtime_error {
 
 inline thread_local dim3 t_thread, t_block, t_bdim, t_gdim;
 
-// How long a thread waits at a barrier before the launch is declared deadlocked (threads that
-// wait at different barriers, a collective some lanes never reach).
-inline constexpr std::chrono::seconds kDeadlock{20};
+// ---- fibers: a block's threads, taking turns on the launching thread --------------------------
+// Each fiber's stack (plenty for the kernels' locals and an exception's unwinding), below a
+// guard page; the stacks are mapped once and reused by every launch.
+inline constexpr size_t kFiberStack = size_t(512) << 10;
+
+class StackPool {
+ public:
+  ~StackPool() {
+    for (void* p : maps_) munmap(p, kFiberStack + page());
+  }
+  char* stack(size_t i) {   // the lowest usable byte of fiber i's stack
+    while (maps_.size() <= i) {
+      void* p = mmap(nullptr, kFiberStack + page(), PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+      if (p == MAP_FAILED) throw std::runtime_error("cuda_emu: cannot map a fiber stack");
+      mprotect(p, page(), PROT_NONE);   // an overflow faults instead of corrupting a neighbour
+      maps_.push_back(p);
+    }
+    return static_cast<char*>(maps_[i]) + page();
+  }
+
+ private:
+  static size_t page() { return 4096; }
+  std::vector<void*> maps_;
+};
+
+struct Fiber {
+  ucontext_t ctx;
+  dim3 tid;
+  bool done = false;
+};
+
+// The running block's fibers (one launch at a time, from one host thread).
+struct Scheduler {
+  ucontext_t main;
+  std::vector<Fiber> fibers;
+  size_t current = 0;
+  uint64_t progress = 0;   // arrivals at barriers and exits: a round without any is a deadlock
+  bool abort = false;      // set on a deadlock: every waiting fiber throws when resumed
+  std::function<void(size_t)> body;   // runs thread i of the block
+};
+inline Scheduler* g_sched = nullptr;
+
+// The running fiber gives its turn back to the scheduler (it waits at a barrier).
+inline void yield_turn() {
+  Scheduler& s = *g_sched;
+  swapcontext(&s.fibers[s.current].ctx, &s.main);
+}
 
 // A barrier that a thread can leave for good (arrive_and_drop: an exited thread no longer
-// holds it up) and whose waits time out: EmuError instead of a hung test.
+// holds it up). A waiting fiber gives its turn away until the barrier completes; if the
+// block deadlocks, the wait throws EmuError.
 class Barrier {
  public:
   explicit Barrier(int n) : expected_(n) {}
   void arrive_and_wait() {
-    std::unique_lock<std::mutex> lock(mu_);
     const uint64_t phase = phase_;
+    ++g_sched->progress;
     if (++arrived_ == expected_) return complete();
-    if (!cv_.wait_for(lock, kDeadlock, [&] { return phase_ != phase; }))
-      throw EmuError("deadlock: a barrier waited " + std::to_string(kDeadlock.count()) +
-                     " s for " + std::to_string(expected_ - arrived_) + " more threads");
+    while (phase_ == phase) {
+      yield_turn();
+      if (g_sched->abort)
+        throw EmuError("deadlock: a barrier waits for " + std::to_string(expected_ - arrived_) +
+                       " more threads, which wait elsewhere");
+    }
   }
   void arrive_and_drop() {
-    const std::lock_guard<std::mutex> lock(mu_);
     --expected_;
     if (arrived_ > 0 && arrived_ == expected_) complete();
   }
@@ -133,10 +191,7 @@ class Barrier {
   void complete() {
     arrived_ = 0;
     ++phase_;
-    cv_.notify_all();
   }
-  std::mutex mu_;
-  std::condition_variable cv_;
   int expected_, arrived_ = 0;
   uint64_t phase_ = 0;
 };
@@ -154,7 +209,7 @@ struct Warp {
   uint64_t slot[32] = {};
   uint32_t line[32] = {};
   const char* file[32] = {};
-  std::atomic<bool> gone[32] = {};
+  bool gone[32] = {};
 };
 
 struct Block {
@@ -183,7 +238,7 @@ uint64_t exchange(unsigned mask, uint64_t v, F src, const std::source_location& 
   w.file[lane] = at.file_name();
   w.bar.arrive_and_wait();
   for (int l = 0; l < 32; ++l) {
-    if (w.gone[l].load())
+    if (w.gone[l])
       throw EmuError("warp intrinsic at " + site_of(at) + " after lane " + std::to_string(l) +
                      " returned");
     if (w.line[l] != at.line() || std::strcmp(w.file[l], at.file_name()) != 0)
@@ -239,6 +294,49 @@ void launch_dynamic(void (*kernel)(P...), dim3 grid, dim3 block, size_t dynamic_
   launch(kernel, grid, block, std::forward<A>(args)...);
 }
 
+// The fiber entry: runs the scheduler's current thread, then marks it done (returning resumes
+// the scheduler through uc_link).
+inline void fiber_entry() {
+  Scheduler& s = *g_sched;
+  const size_t i = s.current;
+  s.body(i);
+  ++s.progress;
+  s.fibers[i].done = true;
+}
+
+// Runs the running block's n threads to the end, in turns (see the header); `descending`
+// reverses the turn order.
+inline void run_block(Scheduler& s, StackPool& stacks, size_t n, bool descending) {
+  s.fibers.assign(n, Fiber{});
+  s.abort = false;
+  for (size_t i = 0; i < n; ++i) {
+    Fiber& f = s.fibers[i];
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = stacks.stack(i);
+    f.ctx.uc_stack.ss_size = kFiberStack;
+    f.ctx.uc_link = &s.main;
+    makecontext(&f.ctx, fiber_entry, 0);
+    f.tid = dim3(unsigned(i) % t_bdim.x, (unsigned(i) / t_bdim.x) % t_bdim.y,
+                 unsigned(i) / (t_bdim.x * t_bdim.y));
+  }
+  size_t live = n;
+  while (live > 0) {
+    const uint64_t before = s.progress;
+    for (size_t k = 0; k < n; ++k) {
+      const size_t i = descending ? n - 1 - k : k;
+      Fiber& f = s.fibers[i];
+      if (f.done) continue;
+      s.current = i;
+      t_thread = f.tid;
+      swapcontext(&s.main, &f.ctx);
+      if (f.done) --live;
+    }
+    // Every waiting thread had a turn and none arrived or left: nothing can complete a
+    // barrier any more. The next round resumes each with the abort set, so each throws.
+    if (live > 0 && s.progress == before) s.abort = true;
+  }
+}
+
 // Runs kernel(args...) over the grid: each block on block.x * block.y * block.z threads.
 template <class... P, class... A>
 void launch(void (*kernel)(P...), dim3 grid, dim3 block, A&&... args) {
@@ -247,41 +345,47 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, A&&... args) {
     throw EmuError("launch: " + std::to_string(n) + " threads a block (1..1024, whole warps)");
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535)
     throw EmuError("launch: grid out of range");
+  if (g_sched) throw EmuError("launch: a launch from inside a kernel");
+  static StackPool stacks;
+  static uint64_t launches = 0;
+  const uint64_t order = launches++;
   std::exception_ptr first;
-  std::mutex mu;
+  Scheduler s;
+  Block* b = nullptr;
+  s.body = [&](size_t t) {
+    try {
+      kernel(args...);
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
+    Warp& w = my_warp();
+    w.gone[lane_id()] = true;
+    w.bar.arrive_and_drop();
+    b->file[t] = nullptr;   // no longer at any __syncthreads
+    b->sync->arrive_and_drop();
+  };
+  struct Reset {
+    ~Reset() {
+      g_sched = nullptr;
+      g_block = nullptr;
+    }
+  } reset;
+  g_sched = &s;
+  t_bdim = block;
+  t_gdim = grid;
   for (unsigned bz = 0; bz < grid.z; ++bz)
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx) {
-        Block b;
-        b.sync = std::make_unique<Barrier>(int(n));
-        b.line.assign(n, 0);
-        b.file.assign(n, nullptr);
-        for (unsigned w = 0; w < n / 32; ++w) b.warps.push_back(std::make_unique<Warp>());
-        g_block = &b;
-        std::vector<std::thread> threads;
-        threads.reserve(n);
-        for (unsigned t = 0; t < n; ++t)
-          threads.emplace_back([&, t] {
-            t_thread = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
-            t_block = dim3(bx, by, bz);
-            t_bdim = block;
-            t_gdim = grid;
-            try {
-              kernel(args...);
-            } catch (...) {
-              const std::lock_guard<std::mutex> lock(mu);
-              if (!first) first = std::current_exception();
-            }
-            Warp& w = my_warp();
-            w.gone[lane_id()].store(true);
-            w.bar.arrive_and_drop();
-            {
-              const std::lock_guard<std::mutex> lock(mu);
-              b.file[t] = nullptr;   // no longer at any __syncthreads
-            }
-            b.sync->arrive_and_drop();
-          });
-        for (std::thread& t : threads) t.join();
+        Block blk;
+        blk.sync = std::make_unique<Barrier>(int(n));
+        blk.line.assign(n, 0);
+        blk.file.assign(n, nullptr);
+        for (unsigned w = 0; w < n / 32; ++w) blk.warps.push_back(std::make_unique<Warp>());
+        b = &blk;
+        g_block = &blk;
+        t_block = dim3(bx, by, bz);
+        const uint64_t linear = bx + uint64_t(grid.x) * (by + uint64_t(grid.y) * bz);
+        run_block(s, stacks, n, (linear + order) % 2 == 1);
         g_block = nullptr;
         if (first) std::rethrow_exception(first);
       }

@@ -1,5 +1,5 @@
 // The AdamW step's kernels (kernels/adamw_step.cuh: ops::adamw_step and ops::adamw_step_multi
-// on the GPU) run on the CPU by the host emulator (cuda_emu.hpp: a std::thread per CUDA
+// on the GPU) run on the CPU by the host emulator (cuda_emu.hpp: a fiber per CUDA
 // thread) against the CPU reference, bit for bit: parameters, F32 and BF16 moments, and the
 // BF16 weight codes the many-tensor kernel writes; the 4-wide and the scalar paths (chosen by
 // the launchers' alignment rule, adamwk::vectorised), tails of 1, 2 and 3 elements, both of ATen's

@@ -1,6 +1,6 @@
 // The row-softmax losses' kernels (kernels/row_softmax.cuh: ops::cross_entropy_* and
 // ops::token_logprob_* on the GPU) run on the CPU by the host emulator (cuda_emu.hpp: a
-// std::thread per CUDA thread) against the CPU reference (double): the fused cross-entropy
+// fiber per CUDA thread) against the CPU reference (double): the fused cross-entropy
 // with and without losses, in place, with the gradient as BF16 codes (bit for bit the F32
 // gradient's rounding), the forward alone; the per-token log-probabilities with and without
 // entropy and their backward (F32 and codes). Vocabularies of 1, 5, 33 (odd: the scalar path

@@ -1,5 +1,5 @@
 // The FP8 quantisation kernels of kernels/fp8_quant_tiles.cuh run on the CPU by the host
-// emulator (cuda_emu.hpp: a std::thread per CUDA thread, real barriers and warp exchanges),
+// emulator (cuda_emu.hpp: a fiber per CUDA thread, real barriers and warp exchanges),
 // against the CPU reference ops bit for bit: the 1x128 row kernel and the transposed 128x1
 // kernel, which passed on the H200 (so that these cases check the emulator too), and the tile
 // quantisers (DS_FP8_QUANT=tiles, not yet run on a GPU) in all five of their variants and the

@@ -1,6 +1,6 @@
 // The MoE balance loss's and expert counts' kernels (kernels/moe_balance.cuh:
 // ops::moe_balance_loss and ops::moe_count on the GPU) run on the CPU by the host emulator
-// (cuda_emu.hpp: a std::thread per CUDA thread, atomics as std::atomic_ref) against the CPU
+// (cuda_emu.hpp: a fiber per CUDA thread, atomics as std::atomic_ref) against the CPU
 // reference. The loss goes through the launcher's five kernels in its order (moe_route.cu:
 // per-token sums and per-sequence hits, per-chunk partial sums of P, per-sequence f.P, the
 // total, the gradient), with sequences shorter and longer than a 64-token chunk; it agrees with

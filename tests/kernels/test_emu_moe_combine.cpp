@@ -1,5 +1,5 @@
 // The MoE combine's kernel (kernels/moe_combine.cuh, ops::combine_pairs on the GPU) run on the
-// CPU by the host emulator (cuda_emu.hpp: a std::thread per CUDA thread) against the CPU op,
+// CPU by the host emulator (cuda_emu.hpp: a fiber per CUDA thread) against the CPU op,
 // bit for bit: the 4-wide and the scalar column paths, F32 rows and BF16 codes, weighted and
 // not, K = 1, 6 and 16 (the kernel's limit), more rows than pairs (the FP8 experts' padded
 // layout, NaN in the rows no slot names, which must never be read) and fewer warps than tokens

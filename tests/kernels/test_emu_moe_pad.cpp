@@ -1,5 +1,5 @@
 // The FP8 experts' padded-layout kernel (kernels/moe_pad.cuh, ops::moe_pad_pairs on the GPU;
-// not yet run on one) run on the CPU by the host emulator (cuda_emu.hpp: a std::thread per
+// not yet run on one) run on the CPU by the host emulator (cuda_emu.hpp: a fiber per
 // CUDA thread) against the CPU op, element for element: one expert, empty experts at the
 // start, in the middle and at the end, an expert of more than 128 pairs, padded totals on
 // and off the block size, the launch the library makes (its grid from moe_route.cu's

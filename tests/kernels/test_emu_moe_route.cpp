@@ -1,5 +1,5 @@
 // The MoE router's kernels (kernels/moe_router.cuh: ops::moe_route and ops::moe_route_backward
-// on the GPU) run on the CPU by the host emulator (cuda_emu.hpp: a std::thread per CUDA
+// on the GPU) run on the CPU by the host emulator (cuda_emu.hpp: a fiber per CUDA
 // thread) against the CPU reference. The selection must equal the reference's index for
 // index, including its rules for NaN (a NaN candidate met first wins) and ties (the lower
 // index), with groups (DeepSeek-V3's 8 of 256 experts, groups of one expert, groups not a

@@ -1,5 +1,5 @@
 // The MoE pair sort's kernel (kernels/moe_sort.cuh, ops::moe_sort_pairs on the GPU) run on the
-// CPU by the host emulator (cuda_emu.hpp: a std::thread per CUDA thread) against the CPU op,
+// CPU by the host emulator (cuda_emu.hpp: a fiber per CUDA thread) against the CPU op,
 // element for element: the stable expert order of pair_src and pair_tok and each pair's slot,
 // with the launch the library makes (a block per expert, kSortThreads threads). Sizes around
 // the 2,048-pair tile (one pair, exactly one tile, one past it, several tiles), a thread's

@@ -1,6 +1,6 @@
 // The many-tensor kernels (kernels/multi_tensor_kernels.cuh: ops::sum_squares_multi,
 // zero_multi and bf16_round_multi on the GPU, the optimiser's passes over every parameter) run
-// on the CPU by the host emulator (cuda_emu.hpp: a std::thread per CUDA thread) over tables
+// on the CPU by the host emulator (cuda_emu.hpp: a fiber per CUDA thread) over tables
 // laid out as the launchers lay them out (chunk_prefix, the alignment rules): an empty entry,
 // entries of a few elements, one over two chunks (65,536 elements; 1 MiB for the zeroing),
 // and a misaligned one (the scalar path). The sums of squares equal the reference's

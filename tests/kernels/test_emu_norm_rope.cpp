@@ -1,5 +1,5 @@
 // The RMSNorm and RoPE kernels (kernels/norm_rope_kernels.cuh: ops::rmsnorm_*, ops::rope* on
-// the GPU) run on the CPU by the host emulator (cuda_emu.hpp: a std::thread per CUDA thread)
+// the GPU) run on the CPU by the host emulator (cuda_emu.hpp: a fiber per CUDA thread)
 // against the CPU reference.
 // - RMSNorm forward with F32 outputs, BF16 codes and the residual add fused in front; the
 //   backward with the residual gradient and the codes outputs, its dg accumulated in shared

@@ -1,5 +1,5 @@
 // SwiGLU's kernels (kernels/swiglu_kernels.cuh: ops::swiglu_* on the GPU) run on the CPU by
-// the host emulator (cuda_emu.hpp: a std::thread per CUDA thread) against the CPU reference
+// the host emulator (cuda_emu.hpp: a fiber per CUDA thread) against the CPU reference
 // (double): the flat forward and backward over two tensors and the row kernels over packed
 // [gate | up] rows, F32 outputs within the GPU test's 1e-12 normalised error (FP32 with expf
 // against double), BF16-code outputs bit for bit the rounding of the F32 ones, packed inputs
