@@ -1,19 +1,18 @@
-// Host emulator that runs a CUDA C++ kernel's own source on a CPU: every thread of a block is
-// a fiber (its own stack, switched by ucontext), so the kernel body runs as written (its index
+// Host emulator that runs a CUDA C++ kernel's own source on a CPU: every thread of a block is a
+// fiber (its own stack, switched by ucontext), so the kernel body runs as written (its index
 // arithmetic, loops, guards, shared-memory staging, barriers and warp reductions), and a test
-// compares what it wrote with the CPU reference. It takes kernels written in plain CUDA C++ without inline PTX (the FP8
-// quantisers and dequantiser of kernels/fp8_quant_tiles.cuh and fp8_quant_groups.cuh, BF16
-// rounding and the rounding row gathers of kernels/bf16_rows.cuh, the element-wise,
-// reduction, row and head-layout kernels of kernels/elementwise_kernels.cuh, the exact SIMT
-// attention and its pre-passes of kernels/flash_attention_simt.cuh, the FP32 MLA decode of
-// kernels/mla_decode_kernels.cuh (its cp.async modelled below), the AdamW step of
+// compares what it wrote with the CPU reference. It takes kernels written in plain CUDA C++ without
+// inline PTX (the FP8 quantisers and dequantiser of kernels/fp8_quant_tiles.cuh and
+// fp8_quant_groups.cuh, BF16 rounding and the rounding row gathers of kernels/bf16_rows.cuh, the
+// element-wise, reduction, row and head-layout kernels of kernels/elementwise_kernels.cuh, the
+// exact SIMT attention and its pre-passes of kernels/flash_attention_simt.cuh, the FP32 MLA decode
+// of kernels/mla_decode_kernels.cuh (its cp.async modelled below), the AdamW step of
 // kernels/adamw_step.cuh, the row-softmax losses of kernels/row_softmax.cuh, RMSNorm and RoPE of
-// kernels/norm_rope_kernels.cuh, SwiGLU of kernels/swiglu_kernels.cuh, the many-tensor passes
-// of kernels/multi_tensor_kernels.cuh, and every MoE routing kernel: the routing and its
-// backward of kernels/moe_router.cuh, the balance loss and counts of kernels/moe_balance.cuh,
-// the pair sort, padded layout and combine of kernels/moe_sort.cuh, moe_pad.cuh and
-// moe_combine.cuh); the PTX-level emulator of the tensor-core kernels' data movement is
-// warp_emu.hpp.
+// kernels/norm_rope_kernels.cuh, SwiGLU of kernels/swiglu_kernels.cuh, the many-tensor passes of
+// kernels/multi_tensor_kernels.cuh, and every MoE routing kernel: the routing and its backward of
+// kernels/moe_router.cuh, the balance loss and counts of kernels/moe_balance.cuh, the pair sort,
+// padded layout and combine of kernels/moe_sort.cuh, moe_pad.cuh and moe_combine.cuh); the
+// PTX-level emulator of the tensor-core kernels' data movement is warp_emu.hpp.
 //
 // How it maps CUDA:
 //   - __global__ / __device__ / __forceinline__ are plain inline C++; __shared__ is `static`:
@@ -23,7 +22,8 @@
 //   - threadIdx / blockIdx / blockDim / gridDim are set for the running fiber; launch() runs
 //     the grid's blocks in order, each on blockDim fibers of the calling thread that take
 //     turns: a fiber runs until it waits at a barrier (__syncthreads, a warp collective) or
-//     returns, then the next one runs. The turns go in ascending thread order in one block
+//     returns, then the next one runs (the one that completes a barrier gives its turn away
+//     too, so every phase starts afresh). The turns go in ascending thread order in one block
 //     and descending in the next (alternating from launch to launch too), so a thread that
 //     reads what another writes with no barrier between them reads the bytes from before
 //     the write in one of the two orders: a missing barrier shows every time where those
@@ -41,7 +41,7 @@
 //     within their rounding); __ldg a plain load;
 //   - a block whose running threads all wait at barriers that cannot complete (threads at
 //     different barriers, a collective some lanes never reach) is reported as a deadlock
-//     (EmuError) as soon as a round of turns makes no progress, not a hung test;
+//     (EmuError) as soon as no thread can take a turn, not a hung test;
 //   - __fdiv_rn / __fmul_rn / __fadd_rn / __fsub_rn / __fsqrt_rn are the host's IEEE
 //     operations (tests build with -ffp-contract=off) with the GPU's canonical NaN
 //     (0x7fffffff) for a NaN result; __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3) is
@@ -51,9 +51,10 @@
 //     those with tolerances).
 // Not modelled: the memory model beyond barriers (races other than a missing barrier between
 // a write and a read, e.g. two threads' plain writes to one place), a kernel that waits on
-// another thread's write without a barrier (its spin loop never gives its turn back: the
-// test hangs until CTest's timeout), a thread's stack beyond kFiberStack bytes (the guard
-// page faults), shared-memory bank conflicts and speed, and launch limits beyond those below.
+// another thread's write without a barrier (its spin loop never gives its turn back, or,
+// with a barrier in it, never ends: the test hangs until CTest's timeout), a thread's stack
+// beyond kFiberStack bytes (the guard below it faults), shared-memory bank conflicts and
+// speed, and launch limits beyond those below.
 // Launch limits are checked as the hardware would refuse them: at most 1024 threads a block,
 // grid.y and grid.z at most 65535, and blockDim a multiple of 32 (the emulated warps are
 // whole). An exception in any thread (an EmuError, a failed check) is rethrown by launch()
@@ -78,6 +79,18 @@
 #include <vector>
 
 #include "ds/core/dtype.hpp"
+
+// AddressSanitizer (the dev preset) must be told of every switch between stacks.
+#if defined(__SANITIZE_ADDRESS__)
+#define DS_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define DS_EMU_ASAN 1
+#endif
+#endif
+#if defined(DS_EMU_ASAN)
+#include <sanitizer/common_interface_defs.h>
+#endif
 
 #define __global__
 #define __device__
@@ -117,52 +130,92 @@ struct EmuError : std::runtime_error {
 inline thread_local dim3 t_thread, t_block, t_bdim, t_gdim;
 
 // ---- fibers: a block's threads, taking turns on the launching thread --------------------------
-// Each fiber's stack (plenty for the kernels' locals and an exception's unwinding), below a
-// guard page; the stacks are mapped once and reused by every launch.
+// Each fiber's stack (plenty for the kernels' locals and an exception's unwinding), above a
+// 64 KiB guard (larger than any frame, so an overflow cannot step over it into the next
+// stack); the stacks are mapped once and reused by every launch (stack_pool()).
 inline constexpr size_t kFiberStack = size_t(512) << 10;
+inline constexpr size_t kFiberGuard = size_t(64) << 10;
 
 class StackPool {
  public:
   ~StackPool() {
-    for (void* p : maps_) munmap(p, kFiberStack + page());
+    for (void* p : maps_) munmap(p, kFiberStack + kFiberGuard);
   }
   char* stack(size_t i) {   // the lowest usable byte of fiber i's stack
     while (maps_.size() <= i) {
-      void* p = mmap(nullptr, kFiberStack + page(), PROT_READ | PROT_WRITE,
+      void* p = mmap(nullptr, kFiberStack + kFiberGuard, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
       if (p == MAP_FAILED) throw std::runtime_error("cuda_emu: cannot map a fiber stack");
-      mprotect(p, page(), PROT_NONE);   // an overflow faults instead of corrupting a neighbour
       maps_.push_back(p);
+      // an overflow faults instead of corrupting a neighbour
+      if (mprotect(p, kFiberGuard, PROT_NONE) != 0)
+        throw std::runtime_error("cuda_emu: cannot protect a fiber stack's guard");
     }
-    return static_cast<char*>(maps_[i]) + page();
+    return static_cast<char*>(maps_[i]) + kFiberGuard;
   }
 
  private:
-  static size_t page() { return 4096; }
   std::vector<void*> maps_;
 };
+inline StackPool& stack_pool() {
+  static StackPool pool;
+  return pool;
+}
+inline uint64_t g_launches = 0;   // launches so far: the first block's turn order alternates
+
+// Stack switches announced to AddressSanitizer; nothing without it. `save` null: the
+// switching fiber ends.
+inline void asan_start_switch(void** save, const void* bottom, size_t size) {
+#if defined(DS_EMU_ASAN)
+  __sanitizer_start_switch_fiber(save, bottom, size);
+#else
+  (void)save, (void)bottom, (void)size;
+#endif
+}
+inline void asan_finish_switch(void* save, const void** bottom_old, size_t* size_old) {
+#if defined(DS_EMU_ASAN)
+  __sanitizer_finish_switch_fiber(save, bottom_old, size_old);
+#else
+  (void)save, (void)bottom_old, (void)size_old;
+#endif
+}
 
 struct Fiber {
   ucontext_t ctx;
+  void* asan_save = nullptr;
   dim3 tid;
   bool done = false;
+  const uint64_t* waits_on = nullptr;   // a barrier's phase counter while it waits there,
+  uint64_t phase = 0;                   // and the phase it waits to see end
+  bool waiting() const { return waits_on && *waits_on == phase; }
 };
 
 // The running block's fibers (one launch at a time, from one host thread).
 struct Scheduler {
   ucontext_t main;
+  void* asan_save = nullptr;           // the launching thread's stack, for AddressSanitizer
+  const void* main_bottom = nullptr;
+  size_t main_size = 0;
   std::vector<Fiber> fibers;
   size_t current = 0;
-  uint64_t progress = 0;   // arrivals at barriers and exits: a round without any is a deadlock
-  bool abort = false;      // set on a deadlock: every waiting fiber throws when resumed
+  bool restart = false;   // a barrier completed: the next turn is the turn order's first thread's
+  bool abort = false;     // set on a deadlock: every waiting fiber throws when resumed
   std::function<void(size_t)> body;   // runs thread i of the block
 };
 inline Scheduler* g_sched = nullptr;
 
-// The running fiber gives its turn back to the scheduler (it waits at a barrier).
-inline void yield_turn() {
+// The running fiber gives its turn back to the scheduler; with `phase`, it waits for
+// *counter to move past it (the scheduler skips it until then) and throws if the block
+// deadlocked meanwhile.
+inline void yield_turn(const uint64_t* counter = nullptr, uint64_t phase = 0) {
   Scheduler& s = *g_sched;
-  swapcontext(&s.fibers[s.current].ctx, &s.main);
+  Fiber& f = s.fibers[s.current];
+  f.waits_on = counter;
+  f.phase = phase;
+  asan_start_switch(&f.asan_save, s.main_bottom, s.main_size);
+  swapcontext(&f.ctx, &s.main);
+  asan_finish_switch(f.asan_save, &s.main_bottom, &s.main_size);
+  if (s.abort) throw EmuError("deadlock: the block's threads wait at barriers none can complete");
 }
 
 // A barrier that a thread can leave for good (arrive_and_drop: an exited thread no longer
@@ -173,14 +226,12 @@ class Barrier {
   explicit Barrier(int n) : expected_(n) {}
   void arrive_and_wait() {
     const uint64_t phase = phase_;
-    ++g_sched->progress;
-    if (++arrived_ == expected_) return complete();
-    while (phase_ == phase) {
-      yield_turn();
-      if (g_sched->abort)
-        throw EmuError("deadlock: a barrier waits for " + std::to_string(expected_ - arrived_) +
-                       " more threads, which wait elsewhere");
+    if (++arrived_ == expected_) {
+      complete();
+      yield_turn();   // the next phase starts with the turn order's first thread, not this one
+      return;
     }
+    yield_turn(&phase_, phase);
   }
   void arrive_and_drop() {
     --expected_;
@@ -191,6 +242,7 @@ class Barrier {
   void complete() {
     arrived_ = 0;
     ++phase_;
+    g_sched->restart = true;
   }
   int expected_, arrived_ = 0;
   uint64_t phase_ = 0;
@@ -278,6 +330,7 @@ inline unsigned char* dynamic_shared() { return g_dynamic_shared; }
 template <class... P, class... A>
 void launch_dynamic(void (*kernel)(P...), dim3 grid, dim3 block, size_t dynamic_bytes,
                     A&&... args) {
+  if (g_sched) throw EmuError("launch: a launch from inside a kernel");
   if (dynamic_bytes > 227 * 1024) throw EmuError("launch: over 227 KiB of dynamic shared memory");
   struct Free {
     void operator()(unsigned char* p) const { ::operator delete(p, std::align_val_t(16)); }
@@ -298,14 +351,17 @@ void launch_dynamic(void (*kernel)(P...), dim3 grid, dim3 block, size_t dynamic_
 // the scheduler through uc_link).
 inline void fiber_entry() {
   Scheduler& s = *g_sched;
+  asan_finish_switch(nullptr, &s.main_bottom, &s.main_size);
   const size_t i = s.current;
   s.body(i);
-  ++s.progress;
   s.fibers[i].done = true;
+  asan_start_switch(nullptr, s.main_bottom, s.main_size);
 }
 
 // Runs the running block's n threads to the end, in turns (see the header); `descending`
-// reverses the turn order.
+// reverses the turn order. After a barrier completes, the turns start again from the order's
+// first thread; a round in which no thread could run is a deadlock, and the next round
+// resumes every waiting thread with `abort` set, so each throws and leaves.
 inline void run_block(Scheduler& s, StackPool& stacks, size_t n, bool descending) {
   s.fibers.assign(n, Fiber{});
   s.abort = false;
@@ -321,19 +377,22 @@ inline void run_block(Scheduler& s, StackPool& stacks, size_t n, bool descending
   }
   size_t live = n;
   while (live > 0) {
-    const uint64_t before = s.progress;
+    bool ran = false;
     for (size_t k = 0; k < n; ++k) {
       const size_t i = descending ? n - 1 - k : k;
       Fiber& f = s.fibers[i];
-      if (f.done) continue;
+      if (f.done || (!s.abort && f.waiting())) continue;
       s.current = i;
+      s.restart = false;
       t_thread = f.tid;
+      asan_start_switch(&s.asan_save, f.ctx.uc_stack.ss_sp, kFiberStack);
       swapcontext(&s.main, &f.ctx);
+      asan_finish_switch(s.asan_save, nullptr, nullptr);
+      ran = true;
       if (f.done) --live;
+      if (s.restart) break;
     }
-    // Every waiting thread had a turn and none arrived or left: nothing can complete a
-    // barrier any more. The next round resumes each with the abort set, so each throws.
-    if (live > 0 && s.progress == before) s.abort = true;
+    if (!ran && live > 0) s.abort = true;
   }
 }
 
@@ -346,9 +405,8 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, A&&... args) {
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535)
     throw EmuError("launch: grid out of range");
   if (g_sched) throw EmuError("launch: a launch from inside a kernel");
-  static StackPool stacks;
-  static uint64_t launches = 0;
-  const uint64_t order = launches++;
+  StackPool& stacks = stack_pool();
+  const uint64_t order = g_launches++;
   std::exception_ptr first;
   Scheduler s;
   Block* b = nullptr;
@@ -535,7 +593,7 @@ template <class T>
 inline T __ldg(const T* p) {
   return *p;
 }
-// Float adds in whatever order the racing threads reach them, as on the GPU.
+// Float adds in the fibers' turn order (on the GPU in whatever order the threads reach them).
 inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
 inline unsigned atomicMax(unsigned* p, unsigned v) {
   std::atomic_ref<unsigned> a(*p);

@@ -3,10 +3,11 @@
 // aliasing an input) and scale bit for bit; the sums' two passes (partials a block, then one
 // block) within what another order of double additions allows, the non-finite count exactly;
 // the row gathers (plain and weighted, with -0 and subnormal products), the weighted scatter
-// (bit for bit where rows are distinct, within rounding where the atomics race), the row
-// stores (F32, BF16 copies, F32 rounded to BF16) and the row dots, each on its 4-wide and its
-// scalar path, on few blocks so the row groups wrap; rows outside the source or destination
-// (zeros, skipped). Outputs sit between guard bytes; scalar paths run 4 bytes off alignment.
+// (bit for bit where rows are distinct, within rounding where the atomics add in another
+// order), the row stores (F32, BF16 copies, F32 rounded to BF16) and the row dots, each on
+// its 4-wide and its scalar path, on few blocks so the row groups wrap; rows outside the
+// source or destination (zeros, skipped). Outputs sit between guard bytes; scalar paths run 4
+// bytes off alignment.
 #include <doctest/doctest.h>
 
 #include "cuda_emu.hpp"
@@ -194,7 +195,7 @@ TEST_CASE("emulated weighted scatter-add and row stores equal the reference") {
         else
           launch(el::scatter_rows_kernel<float, false>, dim3(2), kBlock, s.f(), rows.i32(),
                  w.f32(), d.f(), N, M, Cv, lg);
-        // one add an element where rows are distinct; racing adds in another order elsewhere
+        // one add an element where rows are distinct; atomic adds in another order elsewhere
         if (distinct) CHECK(bit_mismatches(d.f(), want.f32(), N * C) == 0);
         else CHECK(off_by_more_than_rounding(d.f(), want.f32(), N * C) <= N * C / 50);
         CHECK(ds::test::nmse(d.f(), want.f32(), N * C) < 1e-12);

@@ -33,6 +33,15 @@ struct Neighbour {
     __syncthreads();
     out[blockIdx.x * kThreads + t] = s[(t + 1) % kThreads];
   }
+  // After a barrier, thread 0 stores v(-1) = salt + 100 * block and every thread reads it with
+  // no barrier between: the turns after a barrier start again from the order's first thread.
+  static void after_barrier(int salt, int* out) {
+    __shared__ int s0;
+    __syncthreads();
+    const int t = int(threadIdx.x);
+    if (t == 0) s0 = salt + 100 * int(blockIdx.x);
+    out[blockIdx.x * kThreads + t] = s0 + (t + 1) % kThreads;   // v(t + 1) if s0 is current
+  }
 };
 
 // Threads whose read got something other than the neighbour's store, per block.
@@ -70,6 +79,18 @@ TEST_CASE("the emulator's turn order shows a missing barrier in every other bloc
   CHECK(first + second == kThreads);
   for (int blocks : {1, 2, 3})
     for (int stale : stale_reads(Neighbour::with_barrier, blocks, salt += 1000)) CHECK(stale == 0);
+}
+
+TEST_CASE("the emulator's turns start afresh after a barrier") {
+  // Ascending: thread 0 stores first and every read is current; descending: threads 63..1
+  // read before thread 0's store. Were the thread that completes the barrier to run on, one
+  // end of the order would come first and neither count would be 0 or 63.
+  int salt = 500;
+  for (int rep = 0; rep < 2; ++rep) {
+    const std::vector<int> stale = stale_reads(Neighbour::after_barrier, 2, salt += 1000);
+    CHECK((stale[0] == 0 || stale[0] == kThreads - 1));
+    CHECK(stale[0] + stale[1] == kThreads - 1);
+  }
 }
 
 struct Stuck {
