@@ -409,7 +409,6 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, A&&... args) {
   const uint64_t order = g_launches++;
   std::exception_ptr first;
   Scheduler s;
-  Block* b = nullptr;
   s.body = [&](size_t t) {
     try {
       kernel(args...);
@@ -419,8 +418,8 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, A&&... args) {
     Warp& w = my_warp();
     w.gone[lane_id()] = true;
     w.bar.arrive_and_drop();
-    b->file[t] = nullptr;   // no longer at any __syncthreads
-    b->sync->arrive_and_drop();
+    g_block->file[t] = nullptr;   // no longer at any __syncthreads
+    g_block->sync->arrive_and_drop();
   };
   struct Reset {
     ~Reset() {
@@ -439,7 +438,6 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, A&&... args) {
         blk.line.assign(n, 0);
         blk.file.assign(n, nullptr);
         for (unsigned w = 0; w < n / 32; ++w) blk.warps.push_back(std::make_unique<Warp>());
-        b = &blk;
         g_block = &blk;
         t_block = dim3(bx, by, bz);
         const uint64_t linear = bx + uint64_t(grid.x) * (by + uint64_t(grid.y) * bz);
