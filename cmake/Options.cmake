@@ -19,7 +19,9 @@ if(DS_FUZZ)
   if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
     message(FATAL_ERROR "DS_FUZZ=ON needs clang (CXX=clang++)")
   endif()
-  target_compile_options(ds_options INTERFACE -fsanitize=address,fuzzer-no-link -g)
+  # UBSan too, fatal (no recovery), so that an overflow or a bad shift counts as a crash
+  target_compile_options(ds_options INTERFACE -fsanitize=address,undefined,fuzzer-no-link
+                         -fno-sanitize-recover=all -g)
   target_compile_definitions(ds_options INTERFACE FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION)
-  target_link_options(ds_options INTERFACE -fsanitize=address)
+  target_link_options(ds_options INTERFACE -fsanitize=address,undefined)
 endif()

@@ -1,19 +1,39 @@
-// Writes a few small valid token shards (2- and 4-byte tokens, empty documents, several
-// blocks) into a directory, as the seed corpus of fuzz_shard_reader (scripts/fuzz.sh).
+// Writes the seed corpora of the file-format fuzz targets (scripts/fuzz.sh) under one root:
+//   ROOT/fuzz_shard_reader/   small valid token shards (2- and 4-byte tokens, empty documents,
+//                             several blocks);
+//   ROOT/fuzz_safetensors/    a selector byte (0: a file, 1: an index) and a valid file or
+//                             model.safetensors.index.json;
+//   ROOT/fuzz_model_config/   the presets' config.json;
+//   ROOT/fuzz_jsonl_records/  a selector byte (0-2: an SFT line, 3: an RL prompt file) and text.
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
 #include "ds/data/shard.hpp"
+#include "ds/io/safetensors.hpp"
+#include "ds/model/config.hpp"
 
-int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: fuzz_make_seeds DIR\n");
-    return 2;
-  }
-  std::filesystem::path dir = argv[1];
-  std::filesystem::create_directories(dir);
+namespace {
+
+namespace fs = std::filesystem;
+
+void write_seed(const fs::path& path, char selector, const std::string& text) {
+  std::ofstream f(path, std::ios::binary);
+  if (selector >= 0) f.put(selector);
+  f << text;
+  if (!f) throw std::runtime_error("cannot write " + path.string());
+}
+
+std::string read_bytes(const fs::path& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+void shard_seeds(const fs::path& dir) {
   struct Seed { const char* name; uint32_t vocab; uint32_t block; int docs; };
   const Seed seeds[] = {{"seed-w2.dst", 300, 16, 3}, {"seed-w4.dst", 129280, 8, 4},
                         {"seed-empty.dst", 50, 4, 0}};
@@ -27,6 +47,76 @@ int main(int argc, char** argv) {
       w.end_document();
     }
     w.finish();
+  }
+}
+
+void safetensors_seeds(const fs::path& dir) {
+  const float f[6] = {1.0f, -2.0f, 0.5f, 3.0f, 0.0f, -0.25f};
+  const uint16_t h[4] = {0x3f80, 0xc000, 0x3c00, 0x0000};
+  const int32_t i[2] = {7, -1};
+  using ds::io::TensorSource;
+  const fs::path tmp = dir / "tmp.safetensors";
+  ds::io::write_safetensors(tmp, {TensorSource::raw("w", ds::DType::f32, {2, 3}, f),
+                                  TensorSource::raw("b", ds::DType::bf16, {4}, h),
+                                  TensorSource::raw("h", ds::DType::f16, {2, 2}, h),
+                                  TensorSource::raw("n", ds::DType::i32, {2}, i),
+                                  TensorSource::raw("e", ds::DType::f32, {0}, f)},
+                            {{"note", "seed"}});
+  write_seed(dir / "seed-file", 0, read_bytes(tmp));
+  ds::io::write_safetensors(tmp, {});
+  write_seed(dir / "seed-empty", 0, read_bytes(tmp));
+  fs::remove(tmp);
+  // the shards fuzz_safetensors writes beside the index hold a, b and c
+  write_seed(dir / "seed-index", 1,
+             R"({"metadata":{"total_size":28},"weight_map":{"a":"model-00001-of-00002.)"
+             R"(safetensors","b":"model-00001-of-00002.safetensors",)"
+             R"("c":"model-00002-of-00002.safetensors"}})");
+}
+
+void config_seeds(const fs::path& dir) {
+  for (const auto& name : ds::model::preset_names())
+    write_seed(dir / ("seed-" + name + ".json"), -1,
+               ds::model::to_hf_json(ds::model::preset(name)));
+}
+
+void jsonl_seeds(const fs::path& dir) {
+  const std::string chat =
+      R"({"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"},)"
+      R"({"role":"assistant","content":"Hello."},{"role":"user","content":"2+2?"},)"
+      R"({"role":"assistant","content":"4"}]})";
+  const std::string tools =
+      R"({"messages":[{"role":"user","content":"time?"},{"role":"assistant","content":null,)"
+      R"("tool_calls":[{"type":"function","function":{"name":"now","arguments":"{}"}}]},)"
+      R"({"role":"tool","content":"12:00"},{"role":"assistant","content":"Noon."}]})";
+  const std::string pc = R"({"prompt":"Add 2 and 3.","completion":"5","system":"Math."})";
+  write_seed(dir / "seed-sft-chat", 0, chat);
+  write_seed(dir / "seed-sft-tools", 1, tools);
+  write_seed(dir / "seed-sft-pc", 2, pc);
+  write_seed(dir / "seed-rl", 3,
+             R"({"prompt":"What is 6*7?","reference":"42"})" "\n\n"
+             R"({"messages":[{"role":"user","content":"Capital of France?"}],"answer":"Paris"})"
+             "\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: fuzz_make_seeds CORPUS_ROOT\n");
+    return 2;
+  }
+  try {
+    const fs::path root = argv[1];
+    for (const char* t : {"fuzz_shard_reader", "fuzz_safetensors", "fuzz_model_config",
+                          "fuzz_jsonl_records"})
+      fs::create_directories(root / t);
+    shard_seeds(root / "fuzz_shard_reader");
+    safetensors_seeds(root / "fuzz_safetensors");
+    config_seeds(root / "fuzz_model_config");
+    jsonl_seeds(root / "fuzz_jsonl_records");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "fuzz_make_seeds: %s\n", e.what());
+    return 1;
   }
   return 0;
 }

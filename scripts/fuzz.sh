@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets with clang + ASan into build-fuzz/ and runs each for a short
+# Builds the libFuzzer targets with clang + ASan/UBSan into build-fuzz/ and runs each for a short
 # time (default 20 s; --seconds N). Crashes leave their input in build-fuzz/crashes/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,12 +13,13 @@ if [ ! -f build-fuzz/CMakeCache.txt ]; then
   CC=$C_BIN CXX=$CXX_BIN cmake -S . -B build-fuzz "${GEN[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DDS_FUZZ=ON -DDS_CUDA=OFF -DDS_BUILD_TESTS=OFF >/dev/null
 fi
-cmake --build build-fuzz -j"$(nproc)" --target fuzz_tokenizer_json fuzz_pretokenizer fuzz_shard_reader \
-  fuzz_make_seeds
-mkdir -p build-fuzz/crashes build-fuzz/corpus/fuzz_shard_reader
-build-fuzz/bin/fuzz_make_seeds build-fuzz/corpus/fuzz_shard_reader
+TARGETS=(fuzz_tokenizer_json fuzz_pretokenizer fuzz_shard_reader fuzz_safetensors
+         fuzz_model_config fuzz_jsonl_records)
+cmake --build build-fuzz -j"$(nproc)" --target "${TARGETS[@]}" fuzz_make_seeds
+mkdir -p build-fuzz/crashes
+build-fuzz/bin/fuzz_make_seeds build-fuzz/corpus
 status=0
-for t in fuzz_tokenizer_json fuzz_pretokenizer fuzz_shard_reader; do
+for t in "${TARGETS[@]}"; do
   mkdir -p "build-fuzz/corpus/$t"
   echo "fuzz: $t for ${SECONDS_PER_TARGET}s"
   if ! "build-fuzz/bin/$t" -max_total_time="$SECONDS_PER_TARGET" -max_len=65536 \

@@ -39,6 +39,8 @@ void for_each_jsonl(const std::filesystem::path& path,
       rec = nlohmann::json::parse(text);
     } catch (const nlohmann::json::parse_error& e) {
       DS_THROW(FormatError, "{}:{}: invalid JSON at column {}", path.string(), no, e.byte);
+    } catch (const nlohmann::json::exception& e) {   // e.g. a number beyond a double's range
+      DS_THROW(FormatError, "{}:{}: invalid JSON: {}", path.string(), no, e.what());
     }
     if (!rec.is_object())
       DS_THROW(FormatError, "{}:{}: record is not a JSON object", path.string(), no);

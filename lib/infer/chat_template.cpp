@@ -135,6 +135,8 @@ ChatTemplate ChatTemplate::from_config_json(std::string_view text, const std::st
     cfg = json::parse(text);
   } catch (const json::parse_error& e) {
     DS_THROW(FormatError, "{}: invalid JSON at byte {}", source, e.byte);
+  } catch (const json::exception& e) {   // e.g. a number beyond a double's range
+    DS_THROW(FormatError, "{}: invalid JSON: {}", source, e.what());
   }
   if (!cfg.is_object()) DS_THROW(FormatError, "{}: top level is not an object", source);
   ChatTemplate t;
@@ -184,6 +186,8 @@ std::vector<ChatMessage> parse_messages(std::string_view text, const std::string
     j = json::parse(text);
   } catch (const json::parse_error& e) {
     DS_THROW(FormatError, "{}: invalid JSON at byte {}", source, e.byte);
+  } catch (const json::exception& e) {   // e.g. a number beyond a double's range
+    DS_THROW(FormatError, "{}: invalid JSON: {}", source, e.what());
   }
   if (j.is_object() && j.contains("messages")) j = j["messages"];
   if (!j.is_array()) DS_THROW(FormatError, "{}: messages must be an array", source);

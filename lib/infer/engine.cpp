@@ -149,7 +149,9 @@ Engine::Engine(const model::ModelArgs& args, const model::ParamStore& weights, o
       }
     }
   }
-  for (auto& [name, buf] : store_.buffers()) {
+  for (auto& entry : store_.buffers()) {
+    const std::string& name = entry.first;   // clang 14 lambdas cannot capture bindings
+    Tensor& buf = entry.second;
     const auto& wb = weights.buffers();
     auto it = std::find_if(wb.begin(), wb.end(), [&](const auto& e) { return e.first == name; });
     DS_CHECK_AS(FormatError, it != wb.end(), "engine: the weights lack buffer {}", name);

@@ -4,7 +4,9 @@
 #include "ds/model/config.hpp"
 
 #include <cmath>
+#include <cstdint>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 #include "ds/core/error.hpp"
 #include "ds/io/file.hpp"
@@ -29,6 +31,44 @@ namespace {
 
 void require(bool ok, const std::string& src, const std::string& what) {
   if (!ok) DS_THROW(ConfigError, "{}: {}", src, what);
+}
+
+// The parameter counts (spec §1.2) in T: int64_t for count_params, double for validate's
+// size check (which must not overflow on the configs it is there to reject).
+template <class T>
+struct Counts {
+  T total = 0, activated = 0, mtp = 0, embedding = 0;
+};
+
+template <class T>
+T attention_params(const ModelArgs& a) {
+  const T H = T(a.n_heads), qk = T(a.qk_head_dim()), C = T(a.dim), Rq = T(a.q_lora_rank),
+          Rkv = T(a.kv_lora_rank);
+  const T q = a.q_lora_rank > 0 ? C * Rq + Rq + Rq * H * qk   // wq_a, q_norm, wq_b
+                                : C * H * qk;                 // wq
+  const T kv = C * (Rkv + T(a.qk_rope_head_dim)) + Rkv +       // wkv_a, kv_norm, wkv_b
+               Rkv * H * (T(a.qk_nope_head_dim) + T(a.v_head_dim));
+  return q + kv + H * T(a.v_head_dim) * C;                    // + wo
+}
+
+template <class T>
+Counts<T> count_params_as(const ModelArgs& a) {
+  Counts<T> c;
+  const T C = T(a.dim);
+  c.embedding = T(a.vocab_size) * C;
+  const T attn = attention_params<T>(a) + 2 * C;                 // + attn_norm, ffn_norm
+  const T dense = 3 * C * T(a.inter_dim);
+  const T expert = 3 * C * T(a.moe_inter_dim);
+  const T router = T(a.n_routed_experts) * C;
+  const T moe_all = router + T(a.n_routed_experts + a.n_shared_experts) * expert;
+  const T moe_act = router + T(a.n_activated_experts + a.n_shared_experts) * expert;
+  const T n_moe = T(a.n_layers - a.n_dense_layers), L = T(a.n_layers), Ld = T(a.n_dense_layers);
+  const T outer = 2 * c.embedding + C;                           // embedding, head, norm
+  c.total = outer + L * attn + Ld * dense + n_moe * moe_all;
+  c.activated = outer + L * attn + Ld * dense + n_moe * moe_act;
+  // MTP depth: enorm, hnorm, eh_proj [C, 2C], one MoE block, shared_head.norm.
+  c.mtp = T(a.n_mtp_layers) * (3 * C + 2 * C * C + attn + moe_all);
+  return c;
 }
 
 }  // namespace
@@ -99,6 +139,23 @@ void validate(const ModelArgs& a, const std::string& src) {
           fmt::format("bos_token_id ({}) outside the vocabulary ({})", a.bos_token_id, a.vocab_size));
   require(a.eos_token_id >= 0 && a.eos_token_id < a.vocab_size, src,
           fmt::format("eos_token_id ({}) outside the vocabulary ({})", a.eos_token_id, a.vocab_size));
+  // Sizes: the kernels index one dimension with 32-bit integers, and the parameter counts
+  // (int64_t, and byte counts of 4 per parameter and more) must stay exact.
+  const std::pair<int64_t, const char*> dims[] = {
+      {a.vocab_size, "vocab_size"}, {a.dim, "hidden_size"}, {a.inter_dim, "intermediate_size"},
+      {a.moe_inter_dim, "moe_intermediate_size"}, {a.n_layers, "num_hidden_layers"},
+      {a.n_heads, "num_attention_heads"}, {a.n_routed_experts, "n_routed_experts"},
+      {a.n_shared_experts, "n_shared_experts"}, {a.q_lora_rank, "q_lora_rank"},
+      {a.kv_lora_rank, "kv_lora_rank"}, {a.qk_nope_head_dim, "qk_nope_head_dim"},
+      {a.qk_rope_head_dim, "qk_rope_head_dim"}, {a.v_head_dim, "v_head_dim"},
+      {a.max_seq_len, "max_position_embeddings"}, {a.n_mtp_layers, "num_nextn_predict_layers"},
+      {a.original_seq_len, "rope_scaling.original_max_position_embeddings"}};
+  for (const auto& [v, key] : dims)
+    require(v <= int64_t(INT32_MAX), src, fmt::format("{} ({}) must be below 2^31", key, v));
+  const Counts<double> n = count_params_as<double>(a);
+  require(n.total + n.mtp < 0x1p53, src,
+          fmt::format("the model has {:.3g} parameters: more than 2^53, too large to count",
+                      n.total + n.mtp));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -364,37 +421,9 @@ ModelArgs preset(const std::string& name) {
 // parameter counts (spec §1.2): norms are counted, the router's e_score_correction_bias is a
 // buffer (not a parameter) and is not. total + mtp == the numel of a full ParamStore.
 
-namespace {
-
-int64_t attention_params(const ModelArgs& a) {
-  const int64_t H = a.n_heads, qk = a.qk_head_dim();
-  int64_t q = a.q_lora_rank > 0 ? a.dim * a.q_lora_rank + a.q_lora_rank + a.q_lora_rank * H * qk
-                                : a.dim * H * qk;                       // wq_a, q_norm, wq_b | wq
-  int64_t kv = a.dim * (a.kv_lora_rank + a.qk_rope_head_dim) + a.kv_lora_rank +
-               a.kv_lora_rank * H * (a.qk_nope_head_dim + a.v_head_dim);   // wkv_a, kv_norm, wkv_b
-  return q + kv + H * a.v_head_dim * a.dim;                             // + wo
-}
-
-int64_t expert_params(const ModelArgs& a) { return 3 * a.dim * a.moe_inter_dim; }
-
-}  // namespace
-
 ParamCounts count_params(const ModelArgs& a) {
-  ParamCounts c;
-  c.embedding = a.vocab_size * a.dim;
-  const int64_t norms = 2 * a.dim;                                      // attn_norm, ffn_norm
-  const int64_t attn = attention_params(a) + norms;
-  const int64_t dense = 3 * a.dim * a.inter_dim;
-  const int64_t router = a.n_routed_experts * a.dim;
-  const int64_t moe_all = router + (a.n_routed_experts + a.n_shared_experts) * expert_params(a);
-  const int64_t moe_act = router + (a.n_activated_experts + a.n_shared_experts) * expert_params(a);
-  const int64_t n_moe = a.n_layers - a.n_dense_layers;
-  const int64_t outer = 2 * c.embedding + a.dim;                       // embedding, head, norm
-  c.total = outer + a.n_layers * attn + a.n_dense_layers * dense + n_moe * moe_all;
-  c.activated = outer + a.n_layers * attn + a.n_dense_layers * dense + n_moe * moe_act;
-  // MTP depth: enorm, hnorm, eh_proj [C, 2C], one MoE block, shared_head.norm.
-  c.mtp = a.n_mtp_layers * (3 * a.dim + 2 * a.dim * a.dim + attn + moe_all);
-  return c;
+  const Counts<int64_t> n = count_params_as<int64_t>(a);
+  return ParamCounts{n.total, n.activated, n.mtp, n.embedding};
 }
 
 double train_flops_per_token(const ModelArgs& a, int64_t seq_len) {
@@ -406,9 +435,10 @@ double train_flops_per_token(const ModelArgs& a, int64_t seq_len) {
   const double main_mm = double(c.activated - c.embedding) - double(a.n_layers) * layer_norms - C;
   const double attn_core = 6.0 * double(a.n_heads) * double(a.qk_head_dim() + a.v_head_dim) *
                            double(seq_len) / 2.0;
-  const double attn = attention_params(a);
+  const double attn = attention_params<double>(a);
   const double moe_act = double(a.n_routed_experts) * C +
-                         double(a.n_activated_experts + a.n_shared_experts) * double(expert_params(a));
+                         double(a.n_activated_experts + a.n_shared_experts) * 3.0 * C *
+                             double(a.moe_inter_dim);
   const double mtp_mm = 2 * C * C + (attn - attn_norms) +
                         moe_act + V * C;
   return 6.0 * main_mm + double(a.n_layers) * attn_core +

@@ -144,12 +144,12 @@ class Scope {
   Profiler* p_;
   const char* op_;
   double flops_;
-  Device dev_;
+  [[maybe_unused]] Device dev_;     // read by the CUDA build only
   std::array<const Tensor*, 12> io_{};
   int n_ = 0;
   mutable double bytes_ = 0;
   std::chrono::steady_clock::time_point t0_{};
-  void* e0_ = nullptr;
+  [[maybe_unused]] void* e0_ = nullptr;
 };
 
 }  // namespace ds::ops::detail

@@ -88,6 +88,8 @@ std::vector<infer::ChatMessage> parse_example(std::string_view line, const std::
     j = json::parse(line);
   } catch (const json::parse_error& e) {
     DS_THROW(FormatError, "{}: invalid JSON at byte {}", where, e.byte);
+  } catch (const json::exception& e) {   // e.g. a number beyond a double's range
+    DS_THROW(FormatError, "{}: invalid JSON: {}", where, e.what());
   }
   if (!j.is_object()) DS_THROW(FormatError, "{}: not a JSON object", where);
   std::vector<infer::ChatMessage> msgs;

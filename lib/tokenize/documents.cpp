@@ -266,7 +266,7 @@ std::optional<std::string> DocumentReader::Impl::parse_jsonl(std::string_view li
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {   // parse errors, numbers out of range
     std::string what = e.what();
     if (const auto p = what.find("] "); p != std::string::npos) what = what.substr(p + 2);
     error = "not valid JSON: " + what;

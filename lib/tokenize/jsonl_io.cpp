@@ -25,7 +25,7 @@ nlohmann::json parse_line(const std::string& line, uint64_t line_no) {
     auto j = nlohmann::json::parse(line);
     if (!j.is_object()) DS_THROW(FormatError, "{}:{}: not a JSON object", kStdin, line_no);
     return j;
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {   // parse errors, numbers out of range
     std::string what = e.what();
     if (const auto p = what.find("] "); p != std::string::npos) what = what.substr(p + 2);
     DS_THROW(FormatError, "{}:{}: not valid JSON: {}", kStdin, line_no, what);

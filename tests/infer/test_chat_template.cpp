@@ -122,6 +122,8 @@ TEST_CASE("parse_messages reads OpenAI-style JSON") {
   CHECK_THROWS_WITH_AS(parse_messages(R"([{"role":"user","content":3}])", "chat.json"),
                        doctest::Contains("chat.json: messages[0].content"), ds::FormatError);
   CHECK_THROWS_AS(parse_messages("[{]", "chat.json"), ds::FormatError);
+  CHECK_THROWS_AS(parse_messages(R"([{"role":"user","content":"x","n":1e999}])", "chat.json"),
+                  ds::FormatError);   // a number beyond a double: not a parse_error in nlohmann
 }
 
 TEST_CASE("tokenizer_config.json: token fields and template recognition") {

@@ -27,7 +27,7 @@ struct EmuBuf {
   size_t skew;
   explicit EmuBuf(size_t bytes, size_t s = 0) : g(bytes + s), skew(s) {}
   EmuBuf(const Tensor& t, size_t s) : g(t.nbytes() + s), skew(s) {
-    std::memcpy(g.data() + skew, t.raw(), t.nbytes());
+    if (t.nbytes() > 0) std::memcpy(g.data() + skew, t.raw(), t.nbytes());   // raw() may be null
   }
   void* ptr() { return g.data() + skew; }
   // The buffer's floats set to NaN (the guards stay): an element a kernel leaves unwritten

@@ -169,6 +169,14 @@ TEST_CASE("inconsistent or malformed configs are ConfigErrors naming the field")
   expect_config_error(with("num_key_value_heads", 1), "num_key_value_heads");
   expect_config_error(with("rms_norm_eps", -1.0), "rms_norm_eps");
   expect_config_error(with("bos_token_id", 129280), "bos_token_id");
+  // sizes past what the kernels index or the counts hold (found by fuzz/fuzz_model_config)
+  expect_config_error(with("hidden_size", int64_t(1) << 31), "hidden_size");
+  expect_config_error(with("max_position_embeddings", int64_t(3) << 40), "max_position_embeddings");
+  j = base;
+  j["moe_intermediate_size"] = int64_t(1) << 30;
+  j["intermediate_size"] = int64_t(1) << 30;
+  j["vocab_size"] = int64_t(1) << 30;
+  expect_config_error(j, "parameters");   // 3.7e17 parameters: more than 2^53
   j = base;
   j["rope_scaling"]["type"] = "linear";
   expect_config_error(j, "rope_scaling");
@@ -177,6 +185,7 @@ TEST_CASE("inconsistent or malformed configs are ConfigErrors naming the field")
   expect_config_error(j, "beta_fast");
   CHECK_THROWS_AS(ds::model::from_hf_json("{\"vocab_size\": ", "x"), ds::ConfigError);
   CHECK_THROWS_AS(ds::model::from_hf_json("[]", "x"), ds::ConfigError);
+  CHECK_THROWS_AS(ds::model::from_hf_json(R"({"vocab_size": 1e999})", "x"), ds::ConfigError);
   CHECK_NOTHROW(ds::model::from_hf_json(with("some_future_key", 3).dump(), "x"));
   CHECK(ds::model::from_hf_json(with("max_position_embeddings", 4096.0).dump(), "x").max_seq_len ==
         4096);

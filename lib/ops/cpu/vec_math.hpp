@@ -11,8 +11,14 @@
 #include <cstdint>
 #include <limits>
 
-// Hot loops get an AVX-512, an AVX2 and a baseline build, chosen at load time (ifunc).
+// Hot loops get an AVX-512, an AVX2 and a baseline build, chosen at load time (ifunc). GCC
+// only: clang (the fuzz build, scripts/fuzz.sh) does not clone function templates, so there
+// they get the baseline build alone.
+#if defined(__clang__)
+#define DS_CLONES
+#else
 #define DS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
 
 namespace ds::ops::opt {
 
