@@ -4,10 +4,7 @@
 //   3:   an RL prompt file through rl::load_prompts.
 // A malformed record may only ever raise ds::Error; an accepted one must keep the promises of
 // the reader's contract (checked below). Formats: docs/formats.md ("SFT data", "RL prompts").
-#include <unistd.h>
-
 #include <cstdint>
-#include <cstdio>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -15,13 +12,12 @@
 #include "ds/core/error.hpp"
 #include "ds/rl/prompts.hpp"
 #include "ds/sft/data.hpp"
+#include "fuzz_scratch.hpp"
 
 namespace {
 
 const std::filesystem::path& scratch_path() {
-  static const std::filesystem::path p =
-      std::filesystem::temp_directory_path() /
-      ("ds_fuzz_prompts_" + std::to_string(::getpid()) + ".jsonl");
+  static const std::filesystem::path p = ds_fuzz::scratch_path("prompts", ".jsonl");
   return p;
 }
 
@@ -37,11 +33,8 @@ void check_sft(std::string_view line, ds::sft::LossOn loss_on) {
 }
 
 void check_prompts(std::string_view text) {
-  FILE* f = std::fopen(scratch_path().c_str(), "wb");
-  if (!f) __builtin_trap();
-  if (!text.empty() && std::fwrite(text.data(), 1, text.size(), f) != text.size())
-    __builtin_trap();
-  std::fclose(f);
+  ds_fuzz::write_file(scratch_path(), reinterpret_cast<const uint8_t*>(text.data()),
+                      text.size());
   const auto prompts = ds::rl::load_prompts(scratch_path());
   if (prompts.empty()) __builtin_trap();                 // an empty file is an error
   for (const auto& p : prompts)

@@ -5,16 +5,14 @@
 // A malformed input may only ever raise ds::Error; any other exception escapes (and aborts),
 // a broken promise of the reader traps, and memory errors are caught by the sanitizers.
 // Format under test: docs/formats.md ("Checkpoints"), include/ds/io/safetensors.hpp.
-#include <unistd.h>
-
 #include <cstdint>
-#include <cstdio>
 #include <filesystem>
 #include <string>
 #include <vector>
 
 #include "ds/core/error.hpp"
 #include "ds/io/safetensors.hpp"
+#include "fuzz_scratch.hpp"
 
 namespace {
 
@@ -23,18 +21,11 @@ namespace fs = std::filesystem;
 // One scratch directory per fuzzing process, reused for every input.
 const fs::path& scratch_dir() {
   static const fs::path p = [] {
-    fs::path d = fs::temp_directory_path() / ("ds_fuzz_st_" + std::to_string(::getpid()));
+    fs::path d = ds_fuzz::scratch_path("st", "");
     fs::create_directories(d);
     return d;
   }();
   return p;
-}
-
-void write_file(const fs::path& path, const uint8_t* data, size_t size) {
-  FILE* f = std::fopen(path.c_str(), "wb");
-  if (!f) __builtin_trap();
-  if (size > 0 && std::fwrite(data, 1, size, f) != size) __builtin_trap();
-  std::fclose(f);
 }
 
 // The shards an index may name: "a" and "b" in the first, "c" in the second.
@@ -90,11 +81,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     if (index) {
       write_shards_once(dir);
-      write_file(dir / ds::io::kSafetensorsIndex, data + 1, size - 1);
+      ds_fuzz::write_file(dir / ds::io::kSafetensorsIndex, data + 1, size - 1);
       exercise_index(dir);
     } else {
       const fs::path path = dir / "fuzz.safetensors";
-      write_file(path, data + 1, size - 1);
+      ds_fuzz::write_file(path, data + 1, size - 1);
       exercise_file(path);
     }
   } catch (const ds::Error&) {

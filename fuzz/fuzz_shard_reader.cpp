@@ -2,33 +2,21 @@
 // verified and read end to end. A malformed file may only ever raise ds::Error; any other
 // exception escapes (and aborts), and memory errors are caught by the sanitizers.
 // Format under test: docs/formats.md ("Token shards").
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdint>
-#include <cstdio>
 #include <filesystem>
 #include <string>
 #include <vector>
 
 #include "ds/core/error.hpp"
 #include "ds/data/shard.hpp"
+#include "fuzz_scratch.hpp"
 
 namespace {
 
-// One scratch file per fuzzing process, rewritten for every input.
 const std::filesystem::path& scratch_path() {
-  static const std::filesystem::path p =
-      std::filesystem::temp_directory_path() /
-      ("ds_fuzz_shard_" + std::to_string(::getpid()) + ".dst");
+  static const std::filesystem::path p = ds_fuzz::scratch_path("shard", ".dst");
   return p;
-}
-
-void write_input(const uint8_t* data, size_t size) {
-  FILE* f = std::fopen(scratch_path().c_str(), "wb");
-  if (!f) __builtin_trap();
-  if (size > 0 && std::fwrite(data, 1, size, f) != size) __builtin_trap();
-  std::fclose(f);
 }
 
 void exercise(const ds::data::ShardReader& r) {
@@ -52,7 +40,7 @@ void exercise(const ds::data::ShardReader& r) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  write_input(data, size);
+  ds_fuzz::write_file(scratch_path(), data, size);
   try {
     ds::data::ShardReader r(scratch_path());
     exercise(r);
