@@ -96,7 +96,8 @@ wait_state() {   # wait_state JOBID STATE RESTARTS TIMEOUT_S: until JobState and
 # jobs because a launch credential issued within the second the last run's credentials were
 # revoked is refused ("Job credential revoked"): keep 3 s from that end.
 release() { scontrol update JobId="$1" StartTime=now+3; }
-n_metrics() { [ -f "$1" ] && grep -c . "$1" || echo 0; }
+# (grep -c prints 0 and fails on an empty file: one number either way)
+n_metrics() { if [ -f "$1" ]; then grep -c . "$1" || true; else echo 0; fi; }
 wait_metrics() {   # wait_metrics FILE N TIMEOUT_S: until FILE has N lines
   local i
   for ((i = 0; i < $3 * 10; i++)); do
