@@ -176,7 +176,7 @@ TEST_CASE("inconsistent or malformed configs are ConfigErrors naming the field")
   j["moe_intermediate_size"] = int64_t(1) << 30;
   j["intermediate_size"] = int64_t(1) << 30;
   j["vocab_size"] = int64_t(1) << 30;
-  expect_config_error(j, "parameters");   // 3.7e17 parameters: more than 2^53
+  expect_config_error(j, "parameters");   // 3.5e17 parameters: more than 2^53
   j = base;
   j["rope_scaling"]["type"] = "linear";
   expect_config_error(j, "rope_scaling");
