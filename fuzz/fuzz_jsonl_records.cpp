@@ -1,15 +1,20 @@
 // libFuzzer target for the JSONL records users hand to ds-sft and ds-rl. The first input byte
 // picks the reader; the rest is the text:
 //   0-2: one SFT line through sft::parse_example with --loss-on assistant, last or all;
-//   3:   an RL prompt file through rl::load_prompts.
+//   3:   an RL prompt file through rl::load_prompts;
+//   4-5: a messages array (ds-generate --jsonl, ds-eval --chat) through infer::parse_messages,
+//        rendered by the DeepSeek-V3 template without and with the generation prompt;
+//   6:   a tokenizer_config.json through ChatTemplate::from_config_json.
 // A malformed record may only ever raise ds::Error; an accepted one must keep the promises of
-// the reader's contract (checked below). Formats: docs/formats.md ("SFT data", "RL prompts").
+// the reader's contract (checked below). Formats: docs/formats.md ("SFT data", "RL prompts"),
+// include/ds/infer/chat_template.hpp.
 #include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
 
 #include "ds/core/error.hpp"
+#include "ds/infer/chat_template.hpp"
 #include "ds/rl/prompts.hpp"
 #include "ds/sft/data.hpp"
 #include "fuzz_scratch.hpp"
@@ -41,17 +46,43 @@ void check_prompts(std::string_view text) {
     if (p.line == 0 || (p.prompt.empty() && p.messages.empty())) __builtin_trap();
 }
 
+// Spans lie inside the text, in message order, each target inside its message's span.
+void check_chat(std::string_view text, bool generation_prompt) {
+  const auto msgs = ds::infer::parse_messages(text, "fuzz.jsonl:1");
+  const auto chat = ds::infer::ChatTemplate::deepseek_v3().render(msgs, generation_prompt);
+  if (chat.spans.size() != msgs.size()) __builtin_trap();
+  size_t prev_end = 0;
+  for (size_t i = 0; i < chat.spans.size(); ++i) {
+    const auto& sp = chat.spans[i];
+    if (sp.message != i || sp.all.begin > sp.all.end || sp.all.end > chat.text.size())
+      __builtin_trap();
+    if (sp.all.begin < sp.all.end && sp.all.begin < prev_end) __builtin_trap();
+    if (sp.target.begin < sp.target.end &&
+        (sp.target.begin < sp.all.begin || sp.target.end > sp.all.end))
+      __builtin_trap();
+    if (sp.all.end > prev_end) prev_end = sp.all.end;
+  }
+}
+
+void check_tokenizer_config(std::string_view text) {
+  const auto t = ds::infer::ChatTemplate::from_config_json(text, "tokenizer_config.json");
+  if (t.bos_token().empty() || t.eos_token().empty()) __builtin_trap();
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const std::string_view text(reinterpret_cast<const char*>(data) + 1, size - 1);
   try {
-    switch (data[0] % 4) {
+    switch (data[0] % 7) {
       case 0: check_sft(text, ds::sft::LossOn::assistant); break;
       case 1: check_sft(text, ds::sft::LossOn::last); break;
       case 2: check_sft(text, ds::sft::LossOn::all); break;
-      default: check_prompts(text); break;
+      case 3: check_prompts(text); break;
+      case 4: check_chat(text, false); break;
+      case 5: check_chat(text, true); break;
+      default: check_tokenizer_config(text); break;
     }
   } catch (const ds::Error&) {
     // expected for malformed input; anything else propagates and crashes the fuzzer

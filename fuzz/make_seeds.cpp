@@ -4,26 +4,37 @@
 //   ROOT/fuzz_safetensors/    a selector byte (0: a file, 1: an index) and a valid file or
 //                             model.safetensors.index.json;
 //   ROOT/fuzz_model_config/   the presets' config.json;
-//   ROOT/fuzz_jsonl_records/  a selector byte (0-2: an SFT line, 3: an RL prompt file) and text.
+//   ROOT/fuzz_jsonl_records/  a selector byte (0-2: an SFT line, 3: an RL prompt file, 4-5: a
+//                             messages array, 6: a tokenizer_config.json) and text;
+//   ROOT/fuzz_run_files/      two selector bytes and a trainer_state.json, a metrics file or a
+//                             dataset's manifest.json;
+//   ROOT/fuzz_eval_tasks/     two selector bytes and a PIQA (with its labels), ARC-style,
+//                             HellaSwag-style or GSM8K file.
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <iterator>
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "ds/data/shard.hpp"
 #include "ds/io/safetensors.hpp"
 #include "ds/model/config.hpp"
+#include "ds/tokenizer/bpe_trainer.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-void write_seed(const fs::path& path, char selector, const std::string& text) {
+// The selector bytes of the target, then the text.
+void write_seed(const fs::path& path, std::initializer_list<char> selector,
+                const std::string& text) {
   std::ofstream f(path, std::ios::binary);
-  if (selector >= 0) f.put(selector);
+  for (char c : selector) f.put(c);
   f << text;
   if (!f) throw std::runtime_error("cannot write " + path.string());
 }
@@ -62,12 +73,12 @@ void safetensors_seeds(const fs::path& dir) {
                                   TensorSource::raw("n", ds::DType::i32, {2}, i),
                                   TensorSource::raw("e", ds::DType::f32, {0}, f)},
                             {{"note", "seed"}});
-  write_seed(dir / "seed-file", 0, read_bytes(tmp));
+  write_seed(dir / "seed-file", {0}, read_bytes(tmp));
   ds::io::write_safetensors(tmp, {});
-  write_seed(dir / "seed-empty", 0, read_bytes(tmp));
+  write_seed(dir / "seed-empty", {0}, read_bytes(tmp));
   fs::remove(tmp);
   // the shards fuzz_safetensors writes beside the index hold a, b and c
-  write_seed(dir / "seed-index", 1,
+  write_seed(dir / "seed-index", {1},
              R"({"metadata":{"total_size":28},"weight_map":{"a":"model-00001-of-00002.)"
              R"(safetensors","b":"model-00001-of-00002.safetensors",)"
              R"("c":"model-00002-of-00002.safetensors"}})");
@@ -75,7 +86,7 @@ void safetensors_seeds(const fs::path& dir) {
 
 void config_seeds(const fs::path& dir) {
   for (const auto& name : ds::model::preset_names())
-    write_seed(dir / ("seed-" + name + ".json"), -1,
+    write_seed(dir / ("seed-" + name + ".json"), {},
                ds::model::to_hf_json(ds::model::preset(name)));
 }
 
@@ -89,13 +100,64 @@ void jsonl_seeds(const fs::path& dir) {
       R"("tool_calls":[{"type":"function","function":{"name":"now","arguments":"{}"}}]},)"
       R"({"role":"tool","content":"12:00"},{"role":"assistant","content":"Noon."}]})";
   const std::string pc = R"({"prompt":"Add 2 and 3.","completion":"5","system":"Math."})";
-  write_seed(dir / "seed-sft-chat", 0, chat);
-  write_seed(dir / "seed-sft-tools", 1, tools);
-  write_seed(dir / "seed-sft-pc", 2, pc);
-  write_seed(dir / "seed-rl", 3,
+  write_seed(dir / "seed-sft-chat", {0}, chat);
+  write_seed(dir / "seed-sft-tools", {1}, tools);
+  write_seed(dir / "seed-sft-pc", {2}, pc);
+  write_seed(dir / "seed-messages", {4},
+             R"([{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"},)"
+             R"({"role":"assistant","content":null,"tool_calls":[{"type":"function",)"
+             R"("function":{"name":"now","arguments":"{}"}}]},{"role":"tool","content":"12"}])");
+  write_seed(dir / "seed-messages-gen", {5}, R"([{"role":"user","content":"2+2?"}])");
+  nlohmann::json cfg = {{"bos_token", {{"content", "<｜begin▁of▁sentence｜>"}}},
+                        {"eos_token", "<｜end▁of▁sentence｜>"},
+                        {"chat_template", std::string(ds::tok::ds_chat_template())}};
+  write_seed(dir / "seed-tokenizer-config", {6}, cfg.dump());
+  write_seed(dir / "seed-rl", {3},
              R"({"prompt":"What is 6*7?","reference":"42"})" "\n\n"
              R"({"messages":[{"role":"user","content":"Capital of France?"}],"answer":"Paris"})"
              "\n");
+}
+
+void run_file_seeds(const fs::path& dir) {
+  write_seed(dir / "seed-state", {0, 0},
+             R"({"format":"ds-trainer-state","version":1,"kind":"sft","step":12,)"
+             R"("tokens_seen":3072,"data":{"epoch":1,"position":4},"nonfinite_skipped":0,)"
+             R"("optimizer_steps":12,"seed":1234,"seq_len":256,"total_steps":100,)"
+             R"("total_tokens":0,"data_fingerprint":"0123456789abcdef"})");
+  write_seed(dir / "seed-metrics", {1, 2},
+             R"({"step":1,"loss":10.5,"lr":0.001})" "\n"
+             R"({"step":2,"loss":9.25,"val_loss":9.5})" "\n"
+             R"({"step":3,"loss":8.0})" "\n");
+  const fs::path tmp = dir / "tmp-dataset";
+  ds::data::DatasetWriter w(tmp, 300, "0123456789abcdef", 64, 16);
+  for (int d = 0; d < 3; ++d) {
+    std::vector<uint32_t> toks;
+    for (int i = 0; i < 40 + d; ++i) toks.push_back(uint32_t((i * 7 + d) % 300));
+    w.add_document(toks);
+  }
+  w.finish(R"({"source":"seed","fim_rate":0.5})");
+  write_seed(dir / "seed-manifest", {2, 0}, read_bytes(tmp / "manifest.json"));
+  fs::remove_all(tmp);
+}
+
+void eval_seeds(const fs::path& dir) {
+  write_seed(dir / "seed-piqa", {0, 1},
+             std::string(R"({"goal":"Open a jar","sol1":"Twist the lid.","sol2":"Eat it."})"
+                         "\n"
+                         R"({"goal":"Dry hair","sol1":"Use a towel.","sol2":"Use water."})"
+                         "\n") +
+                 std::string(1, '\0') + "0\n0\n");
+  write_seed(dir / "seed-arc", {1, 1},
+             R"({"question":"Which is a gas?","choices":{"text":["ice","steam","rock"],)"
+             R"("label":["A","B","C"]},"answerKey":"B"})" "\n"
+             R"({"question":"2+2?","choices":{"text":["3","4"]},"answerKey":"2"})" "\n");
+  write_seed(dir / "seed-hellaswag", {2, 1},
+             R"({"ctx":"He picks up the ball and","ending0":"throws it.","ending1":"eats it.",)"
+             R"("ending2":"sings.","ending3":"sleeps.","label":1})" "\n");
+  write_seed(dir / "seed-gsm8k", {3, 1},
+             R"({"question":"Tom has 3 apples and buys 4. How many?",)"
+             R"("answer":"3 + 4 = 7\n#### 7"})" "\n"
+             R"({"question":"Half of $1,250?","answer":"#### 625.00"})" "\n");
 }
 
 }  // namespace
@@ -108,12 +170,14 @@ int main(int argc, char** argv) {
   try {
     const fs::path root = argv[1];
     for (const char* t : {"fuzz_shard_reader", "fuzz_safetensors", "fuzz_model_config",
-                          "fuzz_jsonl_records"})
+                          "fuzz_jsonl_records", "fuzz_run_files", "fuzz_eval_tasks"})
       fs::create_directories(root / t);
     shard_seeds(root / "fuzz_shard_reader");
     safetensors_seeds(root / "fuzz_safetensors");
     config_seeds(root / "fuzz_model_config");
     jsonl_seeds(root / "fuzz_jsonl_records");
+    run_file_seeds(root / "fuzz_run_files");
+    eval_seeds(root / "fuzz_eval_tasks");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "fuzz_make_seeds: %s\n", e.what());
     return 1;

@@ -14,7 +14,7 @@ if [ ! -f build-fuzz/CMakeCache.txt ]; then
     -DDS_FUZZ=ON -DDS_CUDA=OFF -DDS_BUILD_TESTS=OFF >/dev/null
 fi
 TARGETS=(fuzz_tokenizer_json fuzz_pretokenizer fuzz_shard_reader fuzz_safetensors
-         fuzz_model_config fuzz_jsonl_records)
+         fuzz_model_config fuzz_jsonl_records fuzz_run_files fuzz_eval_tasks)
 cmake --build build-fuzz -j"$(nproc)" --target "${TARGETS[@]}" fuzz_make_seeds
 mkdir -p build-fuzz/crashes
 build-fuzz/bin/fuzz_make_seeds build-fuzz/corpus

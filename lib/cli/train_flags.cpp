@@ -13,12 +13,32 @@ void add_adamw_options(CLI::App& app, train::OptimizerOptions& op) {
       ->capture_default_str();
   app.add_option("--clip-grad-norm", op.clip_norm, "Global gradient-norm clip (0: off)")
       ->capture_default_str();
-  app.add_flag("--fp32-moments{false}", op.bf16_moments, "Keep AdamW moments in FP32 (default BF16)");
+  app.add_flag("--fp32-moments{false}", op.bf16_moments,
+               "Keep AdamW moments in FP32 (default BF16)");
+}
+
+void add_checkpoint_options(CLI::App& app, std::string& out, int64_t& save_every, int& keep_last,
+                            bool& save_bf16) {
+  app.add_option("-o,--out", out, "Run directory (checkpoints step-XXXXXXXX inside)");
+  app.add_option("--save-every", save_every, "Checkpoint period in steps (0: at the end only)")
+      ->capture_default_str();
+  app.add_option("--keep-last", keep_last, "Checkpoints kept in --out")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_flag("--save-bf16", save_bf16,
+               "Write model weights in BF16 (FP32 masters go to the training state)");
+}
+
+void add_device_options(CLI::App& app, std::string& device, int& threads) {
+  app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  app.add_option("--threads", threads, "CPU threads per rank (0: the cores / ranks on this node)")
+      ->capture_default_str();
 }
 
 void add_precision_options(CLI::App& app, std::string& precision, std::string& fp8_granularity,
                            std::string& fp8_scale, std::string& moe_gemm) {
-  app.add_option("--precision", precision, "Linear GEMM precision: fp32, bf16 or fp8 (DeepSeek-V3 recipe)")
+  app.add_option("--precision", precision,
+                 "Linear GEMM precision: fp32, bf16 or fp8 (DeepSeek-V3 recipe)")
       ->check(CLI::IsMember({"fp32", "bf16", "fp8"}))->capture_default_str();
   app.add_option("--fp8-granularity", fp8_granularity, "FP8 scales per tile/block or per tensor")
       ->check(CLI::IsMember({"tile", "tensor"}))->capture_default_str();
@@ -39,7 +59,8 @@ void add_dist_options(CLI::App& app, dist::DistOptions& o) {
       ->check(CLI::IsMember({"1f1b", "gpipe", "dualpipe"}))->capture_default_str()->group(g);
   app.add_option("--rank", o.launch.rank, "This process's rank (default: from mpirun/Slurm)")
       ->check(CLI::NonNegativeNumber)->group(g);
-  app.add_option("--world-size", o.launch.world_size, "Number of ranks (default: from mpirun/Slurm)")
+  app.add_option("--world-size", o.launch.world_size,
+                 "Number of ranks (default: from mpirun/Slurm)")
       ->check(CLI::PositiveNumber)->group(g);
   app.add_option("--local-rank", o.launch.local_rank, "Rank on this node (selects the GPU)")
       ->check(CLI::NonNegativeNumber)->group(g);

@@ -20,6 +20,12 @@ using nlohmann::json;
 size_t parse_gold(const json& v, int base, size_t n_choices, const std::string& where) {
   long long idx = -1;
   if (v.is_number_integer()) {
+    // beyond +-2^31 it cannot name a choice; checked before the subtraction can overflow
+    const bool small = v.is_number_unsigned() ? v.get<uint64_t>() <= uint64_t(INT32_MAX)
+                                              : v.get<int64_t>() >= INT32_MIN;
+    if (!small)
+      DS_THROW(FormatError, "{}: gold label {} outside the {} choices", where, v.dump(),
+               n_choices);
     idx = v.get<long long>() - base;
   } else if (v.is_string()) {
     const std::string s = v.get<std::string>();

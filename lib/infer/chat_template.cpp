@@ -44,11 +44,14 @@ std::string tool_call_body(const ToolCall& t) {
 std::string token_field(const json& cfg, const char* key, const std::string& source) {
   auto it = cfg.find(key);
   if (it == cfg.end() || it->is_null()) DS_THROW(FormatError, "{}: missing {}", source, key);
-  if (it->is_string()) return it->get<std::string>();
-  if (it->is_object() && it->contains("content") && (*it)["content"].is_string())
-    return (*it)["content"].get<std::string>();
-  DS_THROW(FormatError, "{}: {} must be a string or an object with a string \"content\"",
-           source, key);
+  const json* v = &*it;
+  if (v->is_object() && v->contains("content")) v = &(*v)["content"];
+  if (!v->is_string())
+    DS_THROW(FormatError, "{}: {} must be a string or an object with a string \"content\"",
+             source, key);
+  if (v->get_ref<const std::string&>().empty())
+    DS_THROW(FormatError, "{}: {} is empty", source, key);   // turns could not be delimited
+  return v->get<std::string>();
 }
 
 // Jinja-namespace state of the template.

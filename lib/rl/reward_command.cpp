@@ -203,7 +203,8 @@ std::vector<double> run_reward_command(const std::string& command,
     char* end = nullptr;
     errno = 0;
     const double v = s.empty() ? NAN : std::strtod(s.c_str(), &end);
-    DS_CHECK_AS(FormatError, !s.empty() && end && *end == '\0' && std::isfinite(v),
+    // the whole line, so "1\0x" (an embedded NUL) is no number either
+    DS_CHECK_AS(FormatError, !s.empty() && end == s.c_str() + s.size() && std::isfinite(v),
                 "{}: stdout line {}: '{}' is not a finite number (one reward per line expected)",
                 cmd, i + 1, shown(lines[i]));
     out.push_back(v);

@@ -26,10 +26,16 @@ void MetricsWriter::open(const std::string& path, int64_t truncate_after_step) {
     while (std::getline(in, line)) {
       ++n;
       if (line.empty()) continue;
-      auto j = nlohmann::json::parse(line, nullptr, false);
-      if (j.is_discarded() || !j.contains("step"))
-        DS_THROW(FormatError, "{}:{}: not a metrics line", path, n);
-      if (j["step"].get<int64_t>() <= truncate_after_step) kept += line + "\n";
+      const auto j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_discarded() || !j.is_object() || !j.contains("step") ||
+          !j["step"].is_number_integer())
+        DS_THROW(FormatError, "{}:{}: not a metrics line (a JSON object with an integer 'step')",
+                 path, n);
+      const auto& step = j["step"];
+      const bool keep = step.is_number_unsigned()
+                            ? step.get<uint64_t>() <= uint64_t(truncate_after_step)
+                            : step.get<int64_t>() <= truncate_after_step;
+      if (keep) kept += line + "\n";
     }
     io::write_file_atomic(path, kept);
   }

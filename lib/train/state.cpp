@@ -32,34 +32,51 @@ static json state_to_json(const TrainerState& st) {
   return j;
 }
 
-static TrainerState state_from_json(const std::string& text, const std::string& src) {
+TrainerState parse_trainer_state(const std::string& text, const std::string& src) {
   auto j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) DS_THROW(FormatError, "{}: not a JSON object", src);
-  if (j.value("format", "") != "ds-trainer-state")
+  if (j.value("format", json()) != "ds-trainer-state")
     DS_THROW(FormatError, "{}: field 'format' is not \"ds-trainer-state\"", src);
-  TrainerState st;
-  auto get = [&](const char* key, auto& out) {
-    if (!j.contains(key)) DS_THROW(FormatError, "{}: missing field '{}'", src, key);
-    try { j.at(key).get_to(out); } catch (const json::exception&) {
-      DS_THROW(FormatError, "{}: field '{}' has the wrong type", src, key);
-    }
+  // `where` prefixes the key in errors ("data." for the members of "data")
+  auto need = [&](const json& obj, const std::string& key, const char* where) -> const json& {
+    auto it = obj.find(key);
+    if (it == obj.end()) DS_THROW(FormatError, "{}: missing field '{}{}'", src, where, key);
+    return *it;
   };
-  get("kind", st.kind);
-  get("step", st.step);
-  get("tokens_seen", st.tokens_seen);
-  get("nonfinite_skipped", st.nonfinite_skipped);
-  get("optimizer_steps", st.optimizer_steps);
-  get("seed", st.seed);
-  get("seq_len", st.seq_len);
-  get("total_steps", st.total_steps);
-  get("total_tokens", st.total_tokens);
-  if (j.contains("data_fingerprint")) get("data_fingerprint", st.data_fingerprint);
-  if (!j.contains("data") || !j["data"].is_object())
-    DS_THROW(FormatError, "{}: missing field 'data'", src);
-  st.data.epoch = j["data"].value("epoch", int64_t(-1));
-  st.data.position = j["data"].value("position", int64_t(-1));
-  if (st.data.epoch < 0 || st.data.position < 0 || st.step < 0)
-    DS_THROW(FormatError, "{}: negative step or data position", src);
+  // Counters are JSON integers in [0, 2^63): a float, a negative or a larger number is a
+  // corrupt file, never truncated or wrapped.
+  auto count = [&](const json& obj, const std::string& key, const char* where = "") -> int64_t {
+    const json& v = need(obj, key, where);
+    if (!v.is_number_unsigned() || v.get<uint64_t>() > uint64_t(INT64_MAX))
+      DS_THROW(FormatError, "{}: field '{}{}' must be a non-negative integer", src, where, key);
+    return int64_t(v.get<uint64_t>());
+  };
+  auto text_field = [&](const std::string& key) {
+    const json& v = need(j, key, "");
+    if (!v.is_string()) DS_THROW(FormatError, "{}: field '{}' must be a string", src, key);
+    return v.get<std::string>();
+  };
+  if (count(j, "version") != 1)
+    DS_THROW(FormatError, "{}: unsupported trainer state version {} (this build reads 1)", src,
+             j["version"].dump());
+  TrainerState st;
+  st.kind = text_field("kind");
+  st.step = count(j, "step");
+  st.tokens_seen = count(j, "tokens_seen");
+  st.nonfinite_skipped = count(j, "nonfinite_skipped");
+  st.optimizer_steps = count(j, "optimizer_steps");
+  const json& seed = need(j, "seed", "");
+  if (!seed.is_number_unsigned())
+    DS_THROW(FormatError, "{}: field 'seed' must be a non-negative integer", src);
+  st.seed = seed.get<uint64_t>();
+  st.seq_len = count(j, "seq_len");
+  st.total_steps = count(j, "total_steps");
+  st.total_tokens = count(j, "total_tokens");
+  if (j.contains("data_fingerprint")) st.data_fingerprint = text_field("data_fingerprint");
+  const json& data = need(j, "data", "");
+  if (!data.is_object()) DS_THROW(FormatError, "{}: field 'data' must be an object", src);
+  st.data.epoch = count(data, "epoch", "data.");
+  st.data.position = count(data, "position", "data.");
   return st;
 }
 
@@ -303,7 +320,7 @@ TrainerState load_model_state(const fs::path& dir, model::ParamStore& params,
   if (!fs::exists(state_file))
     DS_THROW(FormatError, "{}: not a training checkpoint (no training_state/trainer_state.json)",
              dir.string());
-  TrainerState st = state_from_json(io::read_file(state_file), state_file.string());
+  TrainerState st = parse_trainer_state(io::read_file(state_file), state_file.string());
   io::SafetensorsDir weights(dir);
   model::LoadOptions mo;
   mo.subset = lo.subset;

@@ -84,6 +84,15 @@ TEST_CASE("loading errors name file:line and field") {
   const auto range = d.write("r.jsonl", "{\"ctx\":\"c\",\"a\":\"1\",\"b\":\"2\",\"label\":2}\n");
   CHECK_THROWS_WITH_AS(load_mc(range, s), doctest::Contains("r.jsonl:1: field 'label'"),
                        ds::FormatError);
+  // integers that cannot name a choice, however large (and before --gold-base is applied)
+  McSpec one_based = s;
+  one_based.gold_base = 1;
+  for (const char* label : {"-9223372036854775808", "18446744073709551615", "4294967297"}) {
+    const auto huge = d.write("h.jsonl", std::string("{\"ctx\":\"c\",\"a\":\"1\",\"b\":\"2\","
+                                                     "\"label\":") + label + "}\n");
+    CHECK_THROWS_WITH_AS(load_mc(huge, one_based), doctest::Contains("outside the 2 choices"),
+                         ds::FormatError);
+  }
   const auto empty = d.write("e.jsonl", "\n  \n");
   CHECK_THROWS_WITH_AS(load_mc(empty, s), doctest::Contains("e.jsonl: no records"),
                        ds::FormatError);

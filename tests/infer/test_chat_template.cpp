@@ -144,6 +144,17 @@ TEST_CASE("tokenizer_config.json: token fields and template recognition") {
   CHECK_THROWS_AS(ChatTemplate::from_config_json(R"({"eos_token": "x"})", "tc.json"),
                   ds::FormatError);
   CHECK_THROWS_AS(ChatTemplate::from_config_json("{", "tc.json"), ds::FormatError);
+  // an empty BOS or EOS could not delimit the turns
+  const std::string tmpl = R"(, "chat_template": ")" + v3_like + R"("})";
+  CHECK_THROWS_WITH_AS(
+      ChatTemplate::from_config_json(R"({"bos_token": "", "eos_token": "x")" + tmpl, "tc.json"),
+      doctest::Contains("tc.json: bos_token is empty"), ds::FormatError);
+  CHECK_THROWS_WITH_AS(ChatTemplate::from_config_json(
+                           R"({"bos_token": "b", "eos_token": {"content": ""})" + tmpl, "tc.json"),
+                       doctest::Contains("tc.json: eos_token is empty"), ds::FormatError);
+  CHECK_THROWS_WITH_AS(ChatTemplate::from_config_json(
+                           R"({"bos_token": {"content": 3}, "eos_token": "x")" + tmpl, "tc.json"),
+                       doctest::Contains("bos_token must be a string"), ds::FormatError);
 }
 
 TEST_CASE("real DeepSeek-V3 files: config recognised, ids of the rendered chat") {

@@ -70,6 +70,9 @@ TEST_CASE("reward command: failures and garbage name the command and the line") 
   CHECK(has(m, "stdout line 3: extra output '7'"));
   m = error_of<ds::FormatError>([] { run_reward_command("cat >/dev/null; echo '1 2'", items(1)); });
   CHECK(has(m, "stdout line 1: '1 2'"));
+  m = error_of<ds::FormatError>(
+      [] { run_reward_command("cat >/dev/null; printf '1\\000x\\n'", items(1)); });
+  CHECK(has(m, "stdout line 1: '1?x' is not a finite number"));   // an embedded NUL
   m = error_of<ds::IoError>([] { run_reward_command("definitely-not-a-command-ds-rl 2>/dev/null", items(1)); });
   CHECK(has(m, "exited with status 127"));
   m = error_of<ds::IoError>([] { run_reward_command("kill -9 $$", items(1)); });

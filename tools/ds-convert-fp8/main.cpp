@@ -44,14 +44,18 @@ int main(int argc, char** argv) {
   add_convert(quant, q, true);
 
   ds::convert::ConvertOptions d;
-  auto* dequant = app.add_subcommand("dequantize", "FP8 checkpoint -> BF16 (W * scale_inv per block)");
+  auto* dequant =
+      app.add_subcommand("dequantize", "FP8 checkpoint -> BF16 (W * scale_inv per block)");
   add_convert(dequant, d, false);
 
   ds::convert::VerifyOptions v;
-  auto* ver = app.add_subcommand("verify", "Per-tensor max absolute / relative error of two checkpoints");
-  ver->add_option("--model", v.model, "Checkpoint A (directory, index .json or .safetensors)")->required();
+  auto* ver =
+      app.add_subcommand("verify", "Per-tensor max absolute / relative error of two checkpoints");
+  ver->add_option("--model", v.model,
+                  "Checkpoint A (directory, index .json or .safetensors)")->required();
   ver->add_option("--reference", v.reference, "Checkpoint B, the reference")->required();
-  ver->add_option("--max-abs-error", v.max_abs_error, "Fail when a tensor's max |a-b| exceeds X (<0: no limit)")
+  ver->add_option("--max-abs-error", v.max_abs_error,
+                  "Fail when a tensor's max |a-b| exceeds X (<0: no limit)")
       ->capture_default_str();
   ver->add_option("--max-rel-error", v.max_rel_error,
                   "Fail when a tensor's max |a-b| / max |b| exceeds X (<0: no limit)")

@@ -14,14 +14,20 @@ int main(int argc, char** argv) {
   ds::cli::add_common_options(app, common, "ds-generate");
   ds::infer::GenerateOptions o;
 
-  app.add_option("--model", o.model, "Checkpoint directory (ds step dir, ds run dir or HF DeepSeek-V3 dir)");
-  auto* prompt = app.add_option("--prompt", o.prompt, "Generate a completion of TEXT, streamed to stdout");
-  app.add_flag("--jsonl", o.jsonl, "Batch mode: {\"prompt\"|\"messages\"} lines on stdin -> JSON lines on stdout");
-  app.add_flag("--chat,!--raw", o.chat, "Apply the chat template to --prompt / JSONL prompts (default: --raw)");
+  app.add_option("--model", o.model,
+                 "Checkpoint directory (ds step dir, ds run dir or HF DeepSeek-V3 dir)");
+  auto* prompt =
+      app.add_option("--prompt", o.prompt, "Generate a completion of TEXT, streamed to stdout");
+  app.add_flag("--jsonl", o.jsonl,
+               "Batch mode: {\"prompt\"|\"messages\"} lines on stdin -> JSON lines on stdout");
+  app.add_flag("--chat,!--raw", o.chat,
+               "Apply the chat template to --prompt / JSONL prompts (default: --raw)");
   app.add_option("--max-new-tokens", o.max_new_tokens, "Maximum generated tokens per completion")
       ->capture_default_str();
-  app.add_option("--temperature", o.temperature, "Sampling temperature (0: greedy argmax)")->capture_default_str();
-  app.add_option("--top-k", o.top_k, "Keep the k most likely tokens (0: off)")->capture_default_str();
+  app.add_option("--temperature", o.temperature, "Sampling temperature (0: greedy argmax)")
+      ->capture_default_str();
+  app.add_option("--top-k", o.top_k, "Keep the k most likely tokens (0: off)")
+      ->capture_default_str();
   app.add_option("--top-p", o.top_p, "Nucleus sampling mass (1: off)")->capture_default_str();
   app.add_option("--seed", o.seed, "Sampling seed")->capture_default_str();
   app.add_option("--stop", o.stop, "Stop string (repeatable); the completion is cut before it")
@@ -30,14 +36,17 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"none", "mtp"}))->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "Sequences decoded together in --jsonl mode")
       ->capture_default_str();
-  app.add_option("--prefill-chunk", o.prefill_chunk, "Prompt tokens per sequence per prefill forward")
+  app.add_option("--prefill-chunk", o.prefill_chunk,
+                 "Prompt tokens per sequence per prefill forward")
       ->capture_default_str();
   app.add_option("--device", o.device, "cpu or cuda (one GPU)")
       ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
-  app.add_option("--kv-cache", o.kv_cache, "Latent KV cache dtype: f32 (exact) or bf16 (half the bytes)")
+  app.add_option("--kv-cache", o.kv_cache,
+                 "Latent KV cache dtype: f32 (exact) or bf16 (half the bytes)")
       ->check(CLI::IsMember({"f32", "bf16"}))->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
-  app.add_flag("--stats", o.stats, "Print prefill/decode tokens/s and the acceptance rate to stderr (JSON)");
+  app.add_flag("--stats", o.stats,
+               "Print prefill/decode tokens/s and the acceptance rate to stderr (JSON)");
 
   return ds::cli::run_tool(app, argc, argv, common, [&] {
     o.has_prompt = prompt->count() > 0;

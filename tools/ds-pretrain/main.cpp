@@ -20,40 +20,54 @@ int main(int argc, char** argv) {
   model->add_option("--preset", o.preset, "Model preset: tiny, small, 671b");
   model->add_option("--model-config", o.model_config, "Model config.json (Hugging Face keys)")
       ->check(CLI::ExistingFile);
-  app.add_option("--tokenizer", o.tokenizer, "tokenizer.json (checked against the data, copied into checkpoints)")
+  app.add_option("--tokenizer", o.tokenizer,
+                 "tokenizer.json (checked against the data, copied into checkpoints)")
       ->check(CLI::ExistingFile);
-  app.add_option("--data", o.data, "Dataset directory, manifest.json or shard (ds-tokenize encode)");
-  app.add_option("--val-sequences", o.val_sequences, "Held-out sequences (-1: 1% of the data, at most 256)")
+  app.add_option("--data", o.data,
+                 "Dataset directory, manifest.json or shard (ds-tokenize encode)");
+  app.add_option("--val-sequences", o.val_sequences,
+                 "Held-out sequences (-1: 1% of the data, at most 256)")
       ->capture_default_str();
   app.add_option("--steps", o.steps, "Optimiser steps of the whole run")->capture_default_str();
   app.add_option("--tokens", o.tokens, "Or: token budget of the whole run")->capture_default_str();
-  app.add_option("--stop-after", o.stop_after, "Stop this invocation after N steps (saves a checkpoint)")
+  app.add_option("--stop-after", o.stop_after,
+                 "Stop this invocation after N steps (saves a checkpoint)")
       ->capture_default_str();
-  app.add_option("--batch-size", o.batch_size, "Sequences per step (after the ramp)")->capture_default_str();
-  app.add_option("--micro-batch-size", o.micro_batch_size, "Sequences per forward/backward (0: whole batch)")
+  app.add_option("--batch-size", o.batch_size, "Sequences per step (after the ramp)")
+      ->capture_default_str();
+  app.add_option("--micro-batch-size", o.micro_batch_size,
+                 "Sequences per forward/backward (0: whole batch)")
       ->capture_default_str();
   app.add_option("--seq-len", o.seq_len, "Tokens per sequence")->capture_default_str();
   app.add_option("--lr", s.lr, "Peak learning rate")->capture_default_str();
   app.add_option("--warmup-steps", s.warmup_steps, "Linear warm-up steps (-1: 1% of the steps)")
       ->capture_default_str();
-  app.add_option("--lr-constant-end", s.constant_end, "End of the constant LR phase (fraction of tokens)")
+  app.add_option("--lr-constant-end", s.constant_end,
+                 "End of the constant LR phase (fraction of tokens)")
       ->capture_default_str();
   app.add_option("--lr-cosine-end", s.cosine_end, "End of the cosine decay (fraction of tokens)")
       ->capture_default_str();
-  app.add_option("--lr-cosine-final", s.cosine_final_ratio, "LR at the end of the cosine, relative to --lr")
+  app.add_option("--lr-cosine-final", s.cosine_final_ratio,
+                 "LR at the end of the cosine, relative to --lr")
       ->capture_default_str();
-  app.add_option("--lr-tail1-end", s.tail1_end, "End of the first constant tail (fraction of tokens)")
+  app.add_option("--lr-tail1-end", s.tail1_end,
+                 "End of the first constant tail (fraction of tokens)")
       ->capture_default_str();
-  app.add_option("--lr-tail1", s.tail1_ratio, "First tail LR, relative to --lr")->capture_default_str();
-  app.add_option("--lr-tail2", s.tail2_ratio, "Second tail LR, relative to --lr")->capture_default_str();
-  app.add_option("--batch-start", s.batch_start, "Batch size at the start of the ramp (-1: batch/5)")
+  app.add_option("--lr-tail1", s.tail1_ratio, "First tail LR, relative to --lr")
       ->capture_default_str();
-  app.add_option("--batch-ramp-end", s.ramp_end, "End of the batch-size ramp (fraction of tokens; 0: none)")
+  app.add_option("--lr-tail2", s.tail2_ratio, "Second tail LR, relative to --lr")
+      ->capture_default_str();
+  app.add_option("--batch-start", s.batch_start,
+                 "Batch size at the start of the ramp (-1: batch/5)")
+      ->capture_default_str();
+  app.add_option("--batch-ramp-end", s.ramp_end,
+                 "End of the batch-size ramp (fraction of tokens; 0: none)")
       ->capture_default_str();
   app.add_option("--mtp-lambda", s.lambda_start, "MTP loss weight")->capture_default_str();
   app.add_option("--mtp-lambda-late", s.lambda_end, "MTP loss weight after --mtp-lambda-switch")
       ->capture_default_str();
-  app.add_option("--mtp-lambda-switch", s.lambda_switch, "Where the MTP weight drops (fraction of tokens)")
+  app.add_option("--mtp-lambda-switch", s.lambda_switch,
+                 "Where the MTP weight drops (fraction of tokens)")
       ->capture_default_str();
   app.add_option("--bias-update-speed", s.gamma, "Router bias update speed gamma (0: off)")
       ->capture_default_str();
@@ -62,27 +76,27 @@ int main(int argc, char** argv) {
   app.add_option("--balance-alpha", o.balance_alpha, "Sequence-wise balance loss weight alpha")
       ->capture_default_str();
   ds::cli::add_adamw_options(app, op);
-  app.add_flag("--skip-nonfinite", o.skip_nonfinite, "Skip (and count) steps with a non-finite loss or gradient");
-  app.add_option("-o,--out", o.out, "Run directory (checkpoints step-XXXXXXXX inside)");
-  app.add_option("--save-every", o.save_every, "Checkpoint period in steps (0: at the end only)")
-      ->capture_default_str();
-  app.add_option("--keep-last", o.keep_last, "Checkpoints kept in --out")->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  app.add_flag("--save-bf16", o.save_bf16, "Write model weights in BF16 (FP32 masters go to the training state)");
+  app.add_flag("--skip-nonfinite", o.skip_nonfinite,
+               "Skip (and count) steps with a non-finite loss or gradient");
+  ds::cli::add_checkpoint_options(app, o.out, o.save_every, o.keep_last, o.save_bf16);
   app.add_option("--resume", o.resume, "Resume: 'auto' (latest in --out) or a checkpoint directory")
       ->expected(0, 1)->default_str("auto");
   app.add_option("--metrics", o.metrics, "Append one JSON line per step to this file");
-  app.add_option("--eval-every", o.eval_every, "Validation period in steps (0: never)")->capture_default_str();
-  app.add_option("--eval-batches", o.eval_batches, "Validation batches per evaluation")->capture_default_str();
-  app.add_option("--log-every", o.log_every, "Progress period in steps when stderr is not a terminal")
+  app.add_option("--eval-every", o.eval_every, "Validation period in steps (0: never)")
       ->capture_default_str();
-  app.add_option("--device", o.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))
+  app.add_option("--eval-batches", o.eval_batches, "Validation batches per evaluation")
       ->capture_default_str();
-  app.add_option("--threads", o.threads, "CPU threads per rank (0: the cores / ranks on this node)")->capture_default_str();
+  app.add_option("--log-every", o.log_every,
+                 "Progress period in steps when stderr is not a terminal")
+      ->capture_default_str();
+  ds::cli::add_device_options(app, o.device, o.threads);
   ds::cli::add_precision_options(app, o.precision, o.fp8_granularity, o.fp8_scale, o.moe_gemm);
-  app.add_option("--seed", o.seed, "Seed of the initial weights and the data order")->capture_default_str();
-  app.add_flag("--profile", o.profile, "Print a per-op time, GFLOP/s, operand GB/s and peak-memory report at the end");
-  app.add_flag("--dry-run", o.dry_run, "Print parameter counts and a memory plan as JSON; train nothing");
+  app.add_option("--seed", o.seed, "Seed of the initial weights and the data order")
+      ->capture_default_str();
+  app.add_flag("--profile", o.profile,
+               "Print a per-op time, GFLOP/s, operand GB/s and peak-memory report at the end");
+  app.add_flag("--dry-run", o.dry_run,
+               "Print parameter counts and a memory plan as JSON; train nothing");
   ds::cli::add_dist_options(app, o.dist);
 
   return ds::cli::run_tool(app, argc, argv, common, [&] {

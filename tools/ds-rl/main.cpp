@@ -16,51 +16,64 @@ int main(int argc, char** argv) {
   ds::rl::RlOptions o;
   auto& op = o.optimizer;
 
-  app.add_option("--init", o.init, "Checkpoint (or run) directory: the initial policy and the reference model");
-  app.add_option("--prompts", o.prompts, "Prompts JSONL: {\"prompt\" or \"messages\", \"reference\"}")
+  app.add_option("--init", o.init,
+                 "Checkpoint (or run) directory: the initial policy and the reference model");
+  app.add_option("--prompts", o.prompts,
+                 "Prompts JSONL: {\"prompt\" or \"messages\", \"reference\"}")
       ->check(CLI::ExistingFile);
-  app.add_flag("--chat", o.chat, "Render \"prompt\" strings with the chat template (\"messages\" always are)");
-  app.add_option("--steps", o.steps, "GRPO steps (rollout batches) of the whole run")->capture_default_str();
-  app.add_option("--stop-after", o.stop_after, "Stop this invocation after N steps (saves a checkpoint)")
+  app.add_flag("--chat", o.chat,
+               "Render \"prompt\" strings with the chat template (\"messages\" always are)");
+  app.add_option("--steps", o.steps, "GRPO steps (rollout batches) of the whole run")
       ->capture_default_str();
-  app.add_option("--prompts-per-step", o.prompts_per_step, "Prompts per rollout batch")->capture_default_str();
-  app.add_option("--group-size", o.group_size, "Completions sampled per prompt (G >= 2)")->capture_default_str();
-  app.add_option("--max-new-tokens", o.max_new_tokens, "Maximum tokens per completion")->capture_default_str();
-  app.add_option("--temperature", o.temperature, "Sampling temperature (> 0)")->capture_default_str();
+  app.add_option("--stop-after", o.stop_after,
+                 "Stop this invocation after N steps (saves a checkpoint)")
+      ->capture_default_str();
+  app.add_option("--prompts-per-step", o.prompts_per_step, "Prompts per rollout batch")
+      ->capture_default_str();
+  app.add_option("--group-size", o.group_size, "Completions sampled per prompt (G >= 2)")
+      ->capture_default_str();
+  app.add_option("--max-new-tokens", o.max_new_tokens, "Maximum tokens per completion")
+      ->capture_default_str();
+  app.add_option("--temperature", o.temperature, "Sampling temperature (> 0)")
+      ->capture_default_str();
   app.add_option("--top-p", o.top_p, "Nucleus sampling mass (1: off)")->capture_default_str();
   app.add_option("--top-k", o.top_k, "Top-k sampling (0: off)")->capture_default_str();
-  app.add_option("--reward", o.rewards, "Reward term NAME[=WEIGHT] (exact, format, regex, command); repeatable, summed")
+  app.add_option("--reward", o.rewards,
+                 "Reward term NAME[=WEIGHT] (exact, format, regex, command); repeatable, summed")
       ->capture_default_str();
-  app.add_option("--reward-regex", o.reward_regex, "Pattern of the regex reward (ECMAScript, searched in the completion)");
-  app.add_option("--reward-command", o.reward_command, "Shell command of the command reward (JSON lines in, one number per line out)");
-  app.add_option("--reward-timeout", o.reward_timeout, "Seconds one reward-command run may take (0: no limit)")
+  app.add_option("--reward-regex", o.reward_regex,
+                 "Pattern of the regex reward (ECMAScript, searched in the completion)");
+  app.add_option("--reward-command", o.reward_command,
+                 "Shell command of the command reward (JSON lines in, one number per line out)");
+  app.add_option("--reward-timeout", o.reward_timeout,
+                 "Seconds one reward-command run may take (0: no limit)")
       ->capture_default_str();
-  app.add_option("--clip-eps", o.grpo.clip_eps, "Clipping epsilon of the probability ratio")->capture_default_str();
-  app.add_option("--beta", o.grpo.beta, "KL penalty coefficient (0: no reference model)")->capture_default_str();
+  app.add_option("--clip-eps", o.grpo.clip_eps, "Clipping epsilon of the probability ratio")
+      ->capture_default_str();
+  app.add_option("--beta", o.grpo.beta, "KL penalty coefficient (0: no reference model)")
+      ->capture_default_str();
   app.add_option("--adv-eps", o.grpo.adv_eps, "Added to the group reward std in the advantages")
       ->capture_default_str();
-  app.add_option("--updates", o.updates, "Policy updates per rollout batch (mu)")->capture_default_str();
-  app.add_option("--micro-batch-size", o.micro_batch_size, "Completions per forward/backward (0: all of a step)")
+  app.add_option("--updates", o.updates, "Policy updates per rollout batch (mu)")
+      ->capture_default_str();
+  app.add_option("--micro-batch-size", o.micro_batch_size,
+                 "Completions per forward/backward (0: all of a step)")
       ->capture_default_str();
   app.add_option("--lr", o.lr, "Learning rate (constant)")->capture_default_str();
   ds::cli::add_adamw_options(app, op);
-  app.add_option("--balance-alpha", o.balance_alpha, "Sequence-wise balance loss weight in the updates")
+  app.add_option("--balance-alpha", o.balance_alpha,
+                 "Sequence-wise balance loss weight in the updates")
       ->capture_default_str();
-  app.add_option("-o,--out", o.out, "Run directory (checkpoints step-XXXXXXXX inside)");
-  app.add_option("--save-every", o.save_every, "Checkpoint period in steps (0: at the end only)")
-      ->capture_default_str();
-  app.add_option("--keep-last", o.keep_last, "Checkpoints kept in --out")->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  app.add_flag("--save-bf16", o.save_bf16, "Write model weights in BF16 (FP32 masters go to the training state)");
-  app.add_option("--resume", o.resume, "'auto' (latest in --out), 'never', or a checkpoint directory")
+  ds::cli::add_checkpoint_options(app, o.out, o.save_every, o.keep_last, o.save_bf16);
+  app.add_option("--resume", o.resume,
+                 "'auto' (latest in --out), 'never', or a checkpoint directory")
       ->capture_default_str();
   app.add_option("--metrics", o.metrics, "Write one JSON line per step to this file");
-  app.add_option("--log-every", o.log_every, "Log a step summary every N steps")->capture_default_str();
-  app.add_option("--device", o.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))
+  app.add_option("--log-every", o.log_every, "Log a step summary every N steps")
       ->capture_default_str();
-  app.add_option("--threads", o.threads, "CPU threads per rank (0: the cores / ranks on this node)")
+  ds::cli::add_device_options(app, o.device, o.threads);
+  app.add_option("--seed", o.seed, "Seed of the prompt order and the sampling")
       ->capture_default_str();
-  app.add_option("--seed", o.seed, "Seed of the prompt order and the sampling")->capture_default_str();
   ds::cli::add_dist_options(app, o.dist);
 
   return ds::cli::run_tool(app, argc, argv, common, [&] {

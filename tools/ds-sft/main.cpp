@@ -24,15 +24,20 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--loss-on", o.loss_on, "Target tokens: assistant, last (assistant turn) or all")
       ->check(CLI::IsMember({"assistant", "last", "all"}))->capture_default_str();
-  app.add_flag("--no-packing{false}", o.packing, "One sample per sequence (padded) instead of packing");
-  app.add_flag("--truncate", o.truncate, "Cut samples longer than --seq-len + 1 tokens (default: error)");
+  app.add_flag("--no-packing{false}", o.packing,
+               "One sample per sequence (padded) instead of packing");
+  app.add_flag("--truncate", o.truncate,
+               "Cut samples longer than --seq-len + 1 tokens (default: error)");
   app.add_option("--epochs", o.epochs, "Passes over the training data")->capture_default_str();
   app.add_option("--steps", o.steps, "Or: optimiser steps of the whole run (0: from --epochs)")
       ->capture_default_str();
-  app.add_option("--stop-after", o.stop_after, "Stop this invocation after N steps (saves a checkpoint)")
+  app.add_option("--stop-after", o.stop_after,
+                 "Stop this invocation after N steps (saves a checkpoint)")
       ->capture_default_str();
-  app.add_option("--batch-size", o.batch_size, "Sequences (packed rows) per step")->capture_default_str();
-  app.add_option("--micro-batch-size", o.micro_batch_size, "Sequences per forward/backward (0: whole batch)")
+  app.add_option("--batch-size", o.batch_size, "Sequences (packed rows) per step")
+      ->capture_default_str();
+  app.add_option("--micro-batch-size", o.micro_batch_size,
+                 "Sequences per forward/backward (0: whole batch)")
       ->capture_default_str();
   app.add_option("--seq-len", o.seq_len, "Tokens per sequence (a row holds seq-len + 1)")
       ->capture_default_str();
@@ -47,30 +52,30 @@ int main(int argc, char** argv) {
   app.add_option("--bias-update-speed", o.gamma, "Router bias update speed gamma (0: frozen)")
       ->capture_default_str();
   ds::cli::add_adamw_options(app, op);
-  app.add_flag("--skip-nonfinite", o.skip_nonfinite, "Skip (and count) steps with a non-finite loss or gradient");
-  app.add_option("-o,--out", o.out, "Run directory (checkpoints step-XXXXXXXX inside)");
-  app.add_option("--save-every", o.save_every, "Checkpoint period in steps (0: at the end only)")
-      ->capture_default_str();
-  app.add_option("--keep-last", o.keep_last, "Checkpoints kept in --out")->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  app.add_flag("--save-bf16", o.save_bf16, "Write model weights in BF16 (FP32 masters go to the training state)");
-  app.add_option("--resume", o.resume, "'auto' (latest in --out), 'never', or a checkpoint directory")
+  app.add_flag("--skip-nonfinite", o.skip_nonfinite,
+               "Skip (and count) steps with a non-finite loss or gradient");
+  ds::cli::add_checkpoint_options(app, o.out, o.save_every, o.keep_last, o.save_bf16);
+  app.add_option("--resume", o.resume,
+                 "'auto' (latest in --out), 'never', or a checkpoint directory")
       ->expected(0, 1)->default_str("auto");
   app.add_option("--metrics", o.metrics, "Write one JSON line per step to this file");
-  app.add_option("--eval-every", o.eval_every, "Held-out evaluation period in steps (0: at the end only)")
+  app.add_option("--eval-every", o.eval_every,
+                 "Held-out evaluation period in steps (0: at the end only)")
       ->capture_default_str();
-  app.add_option("--eval-batches", o.eval_batches, "Micro-batches per evaluation (0: all held-out data)")
+  app.add_option("--eval-batches", o.eval_batches,
+                 "Micro-batches per evaluation (0: all held-out data)")
       ->capture_default_str();
-  app.add_option("--log-every", o.log_every, "Progress period in steps when stderr is not a terminal")
+  app.add_option("--log-every", o.log_every,
+                 "Progress period in steps when stderr is not a terminal")
       ->capture_default_str();
-  app.add_option("--device", o.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))
-      ->capture_default_str();
-  app.add_option("--threads", o.threads, "CPU threads per rank (0: the cores / ranks on this node)")->capture_default_str();
+  ds::cli::add_device_options(app, o.device, o.threads);
   ds::cli::add_precision_options(app, o.precision, o.fp8_granularity, o.fp8_scale, o.moe_gemm);
   app.add_option("--seed", o.seed, "Seed of the data order and the --val-fraction split")
       ->capture_default_str();
-  app.add_flag("--check-data", o.check_data, "Check, tokenise and pack the data, print statistics; train nothing");
-  app.add_flag("--profile", o.profile, "Print a per-op time, GFLOP/s, operand GB/s and peak-memory report at the end");
+  app.add_flag("--check-data", o.check_data,
+               "Check, tokenise and pack the data, print statistics; train nothing");
+  app.add_flag("--profile", o.profile,
+               "Print a per-op time, GFLOP/s, operand GB/s and peak-memory report at the end");
   ds::cli::add_dist_options(app, o.dist);
 
   return ds::cli::run_tool(app, argc, argv, common, [&] {

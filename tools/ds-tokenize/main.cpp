@@ -53,14 +53,16 @@ int main(int argc, char** argv) {
   train->add_option("--special-tokens", tr.special_tokens,
                     "Comma-separated special tokens (default: DeepSeek-V3's set)")
       ->delimiter(',');
-  train->add_option("--threads", tr.threads, "Worker threads (0: all cores)")->capture_default_str();
+  train->add_option("--threads", tr.threads, "Worker threads (0: all cores)")
+      ->capture_default_str();
   add_input_options(*train, tr.input);
 
   // encode
   dt::EncodeOptions en;
   dt::EncodeJsonlOptions ej;
   bool jsonl_mode = false;
-  auto* encode = app.add_subcommand("encode", "Encode documents into token shards, or JSONL on stdio");
+  auto* encode =
+      app.add_subcommand("encode", "Encode documents into token shards, or JSONL on stdio");
   encode->add_option("--tokenizer", en.tokenizer, "tokenizer.json to encode with")
       ->required()->check(CLI::ExistingFile);
   auto* enc_out = encode->add_option("-o,--out", en.out, "Dataset directory to create");
@@ -71,7 +73,8 @@ int main(int argc, char** argv) {
   encode->add_flag("--add-bos", en.add_bos, "Put BOS before every document");
   encode->add_flag_callback("--no-match-added-tokens", [&] { en.match_added_tokens = false; },
                             "Treat added-token strings in the text as plain text");
-  encode->add_option("--threads", en.threads, "Worker threads (0: all cores)")->capture_default_str();
+  encode->add_option("--threads", en.threads, "Worker threads (0: all cores)")
+      ->capture_default_str();
   encode->add_option("--max-shard-bytes", en.max_shard_bytes, "Start a new shard past this size")
       ->check(CLI::PositiveNumber)->capture_default_str();
   encode->add_flag("--force", en.force, "Replace an existing non-empty --out directory");

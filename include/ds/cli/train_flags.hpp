@@ -1,6 +1,7 @@
 // Flag groups the training tools (ds-pretrain, ds-sft, ds-rl) share, declared once so that
 // their names, help texts and checks cannot drift apart; defaults stay in the options structs.
 #pragma once
+#include <cstdint>
 #include <string>
 
 #include "ds/dist/topology.hpp"
@@ -16,6 +17,12 @@ void add_adamw_options(CLI::App& app, train::OptimizerOptions& op);
 // --moe-gemm auto|loop|grouped.
 void add_precision_options(CLI::App& app, std::string& precision, std::string& fp8_granularity,
                            std::string& fp8_scale, std::string& moe_gemm);
+
+// The run directory and its checkpoints: -o/--out, --save-every, --keep-last, --save-bf16.
+void add_checkpoint_options(CLI::App& app, std::string& out, int64_t& save_every, int& keep_last,
+                            bool& save_bf16);
+// Where it runs: --device cpu|cuda, --threads (per rank).
+void add_device_options(CLI::App& app, std::string& device, int& threads);
 
 // Distributed use: --pp, --ep, --pp-schedule, --rank, --world-size, --local-rank,
 // --master-addr, --master-port (docs/distributed.md).

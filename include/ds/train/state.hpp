@@ -52,6 +52,10 @@ struct CheckpointLoadOptions {
   bool subset = false;
 };
 
+// The state in trainer_state.json's text (src names the file in errors): FormatError for
+// anything but the documented object (format, version 1, integer counters in [0, 2^63)).
+TrainerState parse_trainer_state(const std::string& text, const std::string& src);
+
 void save_checkpoint(const SaveSpec& spec, const model::ModelArgs& args,
                      const model::ParamStore& params, AdamW& opt, const TrainerState& st);
 

@@ -1,0 +1,125 @@
+// The run files a resume reads back: trainer_state.json (parse_trainer_state) and the metrics
+// JSONL cut back to the checkpoint's step (MetricsWriter::open). Malformed values are a
+// FormatError naming the file and field, never truncated, wrapped or left to nlohmann.
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "../temp_dir.hpp"
+#include "ds/core/error.hpp"
+#include "ds/train/metrics.hpp"
+#include "ds/train/state.hpp"
+
+using ds::testing::TempDir;
+using ds::train::parse_trainer_state;
+
+namespace {
+
+// A valid state, with the member of `key` replaced by `member` ("" leaves it out).
+std::string state_with(const std::string& key = "", const std::string& member = "") {
+  const std::pair<const char*, const char*> fields[] = {
+      {"format", R"("format":"ds-trainer-state")"}, {"version", R"("version":1)"},
+      {"kind", R"("kind":"sft")"}, {"step", R"("step":12)"},
+      {"tokens_seen", R"("tokens_seen":3072)"},
+      {"data", R"("data":{"epoch":1,"position":4})"},
+      {"nonfinite_skipped", R"("nonfinite_skipped":1)"},
+      {"optimizer_steps", R"("optimizer_steps":11)"}, {"seed", R"("seed":18446744073709551615)"},
+      {"seq_len", R"("seq_len":256)"}, {"total_steps", R"("total_steps":100)"},
+      {"total_tokens", R"("total_tokens":0)"},
+      {"data_fingerprint", R"("data_fingerprint":"0123456789abcdef")"}};
+  std::string s = "{";
+  for (const auto& [k, m] : fields) {
+    const std::string v = k == key ? member : m;
+    if (v.empty()) continue;   // the field left out
+    s += (s.size() > 1 ? "," : "") + v;
+  }
+  return s + "}";
+}
+
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+TEST_CASE("trainer state: every field read back") {
+  const auto st = parse_trainer_state(state_with(), "state.json");
+  CHECK(st.kind == "sft");
+  CHECK(st.step == 12);
+  CHECK(st.tokens_seen == 3072);
+  CHECK(st.data.epoch == 1);
+  CHECK(st.data.position == 4);
+  CHECK(st.nonfinite_skipped == 1);
+  CHECK(st.optimizer_steps == 11);
+  CHECK(st.seed == 18446744073709551615ull);
+  CHECK(st.seq_len == 256);
+  CHECK(st.total_steps == 100);
+  CHECK(st.total_tokens == 0);
+  CHECK(st.data_fingerprint == "0123456789abcdef");
+  CHECK(parse_trainer_state(state_with("data_fingerprint", ""), "s").data_fingerprint.empty());
+}
+
+TEST_CASE("trainer state: malformed values are format errors naming the field") {
+  struct Bad { const char* key; const char* member; const char* says; };
+  const Bad bad[] = {
+      {"format", R"("format":7)", "field 'format'"},
+      {"format", "", "field 'format'"},
+      {"version", R"("version":2)", "version 2"},
+      {"version", "", "missing field 'version'"},
+      {"step", R"("step":1.5)", "field 'step'"},
+      {"step", R"("step":1e30)", "field 'step'"},
+      {"step", R"("step":-3)", "field 'step'"},
+      {"step", R"("step":9223372036854775808)", "field 'step'"},
+      {"step", R"("step":"12")", "field 'step'"},
+      {"step", "", "missing field 'step'"},
+      {"seed", R"("seed":-1)", "field 'seed'"},
+      {"kind", R"("kind":null)", "field 'kind'"},
+      {"data_fingerprint", R"("data_fingerprint":5)", "field 'data_fingerprint'"},
+      {"data", R"("data":[1,4])", "field 'data'"},
+      {"data", R"("data":{"epoch":"1","position":4})", "field 'data.epoch'"},
+      {"data", R"("data":{"epoch":1})", "missing field 'data.position'"},
+      {"data", R"("data":{"epoch":1,"position":-4})", "field 'data.position'"},
+  };
+  for (const auto& b : bad) {
+    INFO(std::string(b.member));
+    CHECK_THROWS_WITH_AS(parse_trainer_state(state_with(b.key, b.member), "dir/state.json"),
+                         doctest::Contains("dir/state.json: "),
+                         ds::FormatError);
+    CHECK_THROWS_WITH_AS(parse_trainer_state(state_with(b.key, b.member), "dir/state.json"),
+                         doctest::Contains(b.says), ds::FormatError);
+  }
+  for (const char* text : {"", "[]", "{", "12", R"({"format":"ds-trainer-state")"})
+    CHECK_THROWS_AS(parse_trainer_state(text, "s"), ds::FormatError);
+}
+
+TEST_CASE("metrics file: a resume keeps the lines up to its step") {
+  TempDir d("metrics");
+  const std::string lines = "{\"step\":1,\"loss\":3}\n{\"step\":2,\"loss\":2}\n\n"
+                            "{\"step\":3,\"loss\":1}\n{\"step\":18446744073709551615}\n";
+  const auto p = d.write("m.jsonl", lines);
+  {
+    ds::train::MetricsWriter w;
+    w.open(p.string(), 2);
+    w.write("{\"step\":3,\"loss\":0.5}");
+  }
+  CHECK(slurp(p) == "{\"step\":1,\"loss\":3}\n{\"step\":2,\"loss\":2}\n{\"step\":3,\"loss\":0.5}\n");
+}
+
+TEST_CASE("metrics file: a line without an integer step stops the resume, file untouched") {
+  TempDir d("metrics");
+  for (const char* line : {"{\"step\":\"2\"}", "{\"step\":2.5}", "[1,2]", "{\"loss\":1}",
+                           "{\"step\":", "7"}) {
+    const std::string text = std::string("{\"step\":1}\n") + line + "\n{\"step\":3}\n";
+    const auto p = d.write("m.jsonl", text);
+    ds::train::MetricsWriter w;
+    INFO(std::string(line));
+    CHECK_THROWS_WITH_AS(w.open(p.string(), 1),
+                         doctest::Contains("m.jsonl:2: not a metrics line"), ds::FormatError);
+    CHECK(slurp(p) == text);
+  }
+}
