@@ -30,9 +30,12 @@ ds::tok::Tokenizer make_tokenizer() {
     vocab[a + b] = next++;
     m.push_back(a + " " + b);
   }
-  json added = json::array(
-      {{{"id", 300}, {"content", "<s>"}, {"special", true}},
-       {{"id", 301}, {"content", "<t>"}, {"lstrip", true}, {"rstrip", true}, {"single_word", true}}});
+  json added = json::array({{{"id", 300}, {"content", "<s>"}, {"special", true}},
+                            {{"id", 301},
+                             {"content", "<t>"},
+                             {"lstrip", true},
+                             {"rstrip", true},
+                             {"single_word", true}}});
   json j = {{"added_tokens", added},
             {"normalizer", nullptr},
             {"pre_tokenizer", json::parse(ds::tok::PreTokenizer::deepseek_v3().to_json())},

@@ -40,7 +40,7 @@ struct Launch {
   float scale;
 };
 
-// ---- wgmma forward (flash_attention_sm90.cu) -----------------------------------------------------
+// ---- wgmma forward (flash_attention_sm90.cu) ----------------------------------------------------
 // Whether the wgmma forward runs (Dk, Dv): selected (attention_wgmma), a supported pair and
 // the sm_90a build loaded.
 bool sm90_attention(int64_t Dk, int64_t Dv);

@@ -164,7 +164,8 @@ __global__ void __launch_bounds__(NW * 32, 1)
       for (int kk = 0; kk < DK / 16; ++kk) {
         uint32_t a[MT][4];
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt) ldsm4(a[mt], su32(Qs + a_off(lane, wr + mt * 16, kk * 16, SK)));
+        for (int mt = 0; mt < MT; ++mt)
+          ldsm4(a[mt], su32(Qs + a_off(lane, wr + mt * 16, kk * 16, SK)));
 #pragma unroll
         for (int np = 0; np < BK / 16; ++np) {
           uint32_t bb[4];

@@ -18,9 +18,11 @@ __global__ void cast_kernel(const float* __restrict__ in, void* __restrict__ out
     if constexpr (kTarget == 0) {
       static_cast<__nv_bfloat16*>(out)[i] = __float2bfloat16_rn(x);
     } else if constexpr (kTarget == 1) {
-      static_cast<__nv_fp8_storage_t*>(out)[i] = __nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3);
+      static_cast<__nv_fp8_storage_t*>(out)[i] =
+          __nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3);
     } else {
-      static_cast<__nv_fp8_storage_t*>(out)[i] = __nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E5M2);
+      static_cast<__nv_fp8_storage_t*>(out)[i] =
+          __nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E5M2);
     }
   }
 }

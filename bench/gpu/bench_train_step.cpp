@@ -320,12 +320,14 @@ int main(int argc, char** argv) {
     const double tflops = fpt * tps / 1e12;
     const ops::DeviceMemory mem =
         dev == Device::cuda ? ops::device_memory(dev) : ops::DeviceMemory{};
-    std::printf("train step %s %s B=%ld T=%ld: %.1f ms, %.0f tokens/s, %.1f TFLOP/s, MFU %.1f%% "
-                "(of the BF16 dense peak %.1f), loss %.4f, params %.3fB total (+%.3fB MTP) %.3fB active, GPU peak "
-                "%.1f GiB%s\n", preset.c_str(), pr.c_str(), long(B), long(T), t * 1e3, tps,
-                tflops, 100.0 * tflops / peak, peak, last_loss, double(c.total) / 1e9,
-                double(c.mtp) / 1e9, double(c.activated) / 1e9,
-                double(mem.peak_used) / double(1ull << 30), tag.c_str());
+    std::printf(
+        "train step %s %s B=%ld T=%ld: %.1f ms, %.0f tokens/s, %.1f TFLOP/s, MFU %.1f%% "
+        "(of the BF16 dense peak %.1f), loss %.4f, params %.3fB total (+%.3fB MTP) %.3fB active, "
+        "GPU peak "
+        "%.1f GiB%s\n",
+        preset.c_str(), pr.c_str(), long(B), long(T), t * 1e3, tps, tflops, 100.0 * tflops / peak,
+        peak, last_loss, double(c.total) / 1e9, double(c.mtp) / 1e9, double(c.activated) / 1e9,
+        double(mem.peak_used) / double(1ull << 30), tag.c_str());
     std::printf("{\"bench\":\"train_step\",\"impl\":\"ds\",\"preset\":\"%s\",\"precision\":\"%s\","
                 "\"batch\":%ld,\"seq\":%ld,\"step_ms\":%.2f,\"tokens_per_s\":%.1f,\"tflops\":%.2f,"
                 "\"mfu\":%.4f,\"peak_tflops\":%.1f,\"flops_per_token\":%.6g,\"loss\":%.9g,"

@@ -75,7 +75,8 @@ int main(int argc, char** argv) {
   eo.kv_cache = kv_cache == "bf16" ? DType::bf16 : DType::f32;
   infer::Engine eng(args, store, ctx, eo);
   std::mt19937_64 rng(5);
-  std::vector<std::vector<int32_t>> prompts(size_t(batch), std::vector<int32_t>(size_t(prompt_len), 0));
+  std::vector<std::vector<int32_t>> prompts(size_t(batch),
+                                            std::vector<int32_t>(size_t(prompt_len), 0));
   for (auto& p : prompts)
     for (auto& t : p) t = int32_t(rng() % uint64_t(args.vocab_size));
   using Clock = std::chrono::steady_clock;
@@ -88,28 +89,33 @@ int main(int argc, char** argv) {
     }
     auto t0 = Clock::now();
     infer::StepOutput o = eng.forward(chunks);
-    pf.push_back(double(batch * prompt_len) / std::chrono::duration<double>(Clock::now() - t0).count());
+    pf.push_back(double(batch * prompt_len) /
+                 std::chrono::duration<double>(Clock::now() - t0).count());
     std::vector<int32_t> next(size_t(batch), 1);
     t0 = Clock::now();
     for (int64_t s = 0; s < new_tokens; ++s) {
       std::vector<infer::SeqChunk> d;
-      for (int b = 0; b < batch; ++b) d.push_back({b, std::span<const int32_t>(&next[size_t(b)], 1), false});
+      for (int b = 0; b < batch; ++b)
+        d.push_back({b, std::span<const int32_t>(&next[size_t(b)], 1), false});
       o = eng.forward(d);
       for (int b = 0; b < batch; ++b) {   // greedy next token (host argmax)
         const float* row = o.logits.f32() + int64_t(b) * args.vocab_size;
         next[size_t(b)] = int32_t(std::max_element(row, row + args.vocab_size) - row);
       }
     }
-    dec.push_back(double(batch * new_tokens) / std::chrono::duration<double>(Clock::now() - t0).count());
+    dec.push_back(double(batch * new_tokens) /
+                  std::chrono::duration<double>(Clock::now() - t0).count());
   }
   // measured: the allocated cache tensors' bytes over the positions they hold
   const int64_t measured_total = eng.cache_bytes_allocated();
-  fmt::print("{{\"preset\":\"{}\",\"kv_cache\":\"{}\",\"threads\":{},\"batch\":{},\"prompt_len\":{},\"new_tokens\":{},"
-             "\"prefill_tokens_per_s\":{:.1f},\"decode_tokens_per_s\":{:.1f},"
-             "\"kv_bytes_per_token\":{},\"kv_bytes_per_token_measured\":{},"
-             "\"naive_kv_bytes_per_token\":{},\"bf16_weight_tensors\":{}}}\n",
-             preset, kv_cache, ctx.threads, batch, prompt_len, new_tokens, median(pf), median(dec),
-             eng.cache_bytes_per_token(), measured_total / (int64_t(batch) * eng.capacity()),
-             eng.naive_cache_bytes_per_token(), eng.bf16_weight_count());
+  fmt::print(
+      "{{\"preset\":\"{}\",\"kv_cache\":\"{}\",\"threads\":{},\"batch\":{},\"prompt_len\":{},\"new_"
+      "tokens\":{},"
+      "\"prefill_tokens_per_s\":{:.1f},\"decode_tokens_per_s\":{:.1f},"
+      "\"kv_bytes_per_token\":{},\"kv_bytes_per_token_measured\":{},"
+      "\"naive_kv_bytes_per_token\":{},\"bf16_weight_tensors\":{}}}\n",
+      preset, kv_cache, ctx.threads, batch, prompt_len, new_tokens, median(pf), median(dec),
+      eng.cache_bytes_per_token(), measured_total / (int64_t(batch) * eng.capacity()),
+      eng.naive_cache_bytes_per_token(), eng.bf16_weight_count());
   return 0;
 }

@@ -82,10 +82,11 @@ void bench_attention(const char* name, int64_t B, int64_t T, int64_t H, int64_t 
   });
   // causal: half of the T x T products; forward 2 GEMMs, backward 4 (+ recomputed scores)
   const double f = double(B) * H * T * T * (Dk + Dv);   // = 2 * flops/2 per causal GEMM pair
-  std::printf("attn %-22s B=%lld T=%-5lld H=%lld Dk=%lld Dv=%lld threads=%d  fwd %9.1f us (%5.1f GFLOP/s)"
-              "  bwd %9.1f us (%5.1f GFLOP/s)\n", name, (long long)B, (long long)T, (long long)H,
-              (long long)Dk, (long long)Dv, threads, fwd, f / fwd * 1e-3, bwd,
-              (f + 2.0 * f) / bwd * 1e-3);
+  std::printf(
+      "attn %-22s B=%lld T=%-5lld H=%lld Dk=%lld Dv=%lld threads=%d  fwd %9.1f us (%5.1f GFLOP/s)"
+      "  bwd %9.1f us (%5.1f GFLOP/s)\n",
+      name, (long long)B, (long long)T, (long long)H, (long long)Dk, (long long)Dv, threads, fwd,
+      f / fwd * 1e-3, bwd, (f + 2.0 * f) / bwd * 1e-3);
 }
 
 void bench_misc(int64_t N, int64_t C, int64_t V, int threads, int reps) {
@@ -113,7 +114,8 @@ int main(int argc, char** argv) {
   CLI::App app{"ds_bench_ops: CPU op throughput (median of runs)"};
   int reps = 5;
   bool quick = false;
-  app.add_option("--reps", reps, "timed runs per case (median reported)")->check(CLI::Range(1, 1000));
+  app.add_option("--reps", reps, "timed runs per case (median reported)")
+      ->check(CLI::Range(1, 1000));
   app.add_flag("--quick", quick, "skip the 2048^3 and T=4096 cases");
   bool gemm_only = false;
   app.add_flag("--gemm-only", gemm_only, "only the GEMM cases");

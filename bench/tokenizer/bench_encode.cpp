@@ -83,7 +83,8 @@ int main(int argc, char** argv) {
     for (int t : {1, threads}) {
       std::vector<double> secs;
       size_t n_tokens = 0;
-      for (int r = 0; r < runs; ++r) secs.push_back(run_once(tok, docs, t == 1 ? nullptr : &pool, n_tokens));
+      for (int r = 0; r < runs; ++r)
+        secs.push_back(run_once(tok, docs, t == 1 ? nullptr : &pool, n_tokens));
       std::printf("ds threads=%d tokens=%zu first_mbps=%.2f median_mbps=%.2f\n", t, n_tokens,
                   mb / secs.front(), mb / median(secs));
     }

@@ -120,7 +120,8 @@ Plan plan_quantize(const InputCheckpoint& in, const ConvertOptions& opt) {
       const std::string sn = scale_name(name);
       DS_CHECK_AS(FormatError, !in.st->contains(sn), "{}: tensor {} exists although {} is {}",
                   where(in, sn), sn, name, dtype_name(v.dtype));
-      out.tensors.push_back({io::TensorDecl{name, DType::f8_e4m3, v.shape}, Op::quantize, name, ""});
+      out.tensors.push_back(
+          {io::TensorDecl{name, DType::f8_e4m3, v.shape}, Op::quantize, name, ""});
       const Shape ss{ceil_div(v.shape[0], kBlock), ceil_div(v.shape[1], kBlock)};
       out.tensors.push_back({io::TensorDecl{sn, DType::f32, ss}, Op::scale, name, ""});
       ++st.quantized;

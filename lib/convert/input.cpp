@@ -94,17 +94,19 @@ InputCheckpoint open_input(const fs::path& path, bool need_config) {
 
 const io::TensorView* find_scale(const InputCheckpoint& in, const io::TensorView& w) {
   const std::string where = in.st->file_of(w.name).string();
-  DS_CHECK_AS(FormatError, w.shape.size() == 2, "{}: tensor {}: an F8_E4M3 weight must be 2-D, got {}",
-              where, w.name, shape_str(w.shape));
+  DS_CHECK_AS(FormatError, w.shape.size() == 2,
+              "{}: tensor {}: an F8_E4M3 weight must be 2-D, got {}", where, w.name,
+              shape_str(w.shape));
   const std::string sn = scale_name(w.name);
   if (sn.empty() || !in.st->contains(sn)) return nullptr;
   const io::TensorView& s = in.st->get(sn);
   const Shape want{(w.shape[0] + in.block_rows - 1) / in.block_rows,
                    (w.shape[1] + in.block_cols - 1) / in.block_cols};
-  DS_CHECK_AS(FormatError, (s.dtype == DType::f32 || s.dtype == DType::bf16) && s.shape == want,
-              "{}: tensor {}: scale of {} {} must be F32 {} (weight_block_size [{}, {}]), got {} {}",
-              in.st->file_of(sn).string(), sn, w.name, shape_str(w.shape), shape_str(want),
-              in.block_rows, in.block_cols, dtype_name(s.dtype), shape_str(s.shape));
+  DS_CHECK_AS(
+      FormatError, (s.dtype == DType::f32 || s.dtype == DType::bf16) && s.shape == want,
+      "{}: tensor {}: scale of {} {} must be F32 {} (weight_block_size [{}, {}]), got {} {}",
+      in.st->file_of(sn).string(), sn, w.name, shape_str(w.shape), shape_str(want), in.block_rows,
+      in.block_cols, dtype_name(s.dtype), shape_str(s.shape));
   return &s;
 }
 

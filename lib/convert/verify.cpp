@@ -44,7 +44,8 @@ std::map<std::string, Logical> logical_tensors(const InputCheckpoint& in,
         l.raw_codes = true;
       }
     } else {
-      DS_CHECK_AS(FormatError, v.dtype == DType::f32 || v.dtype == DType::bf16 || v.dtype == DType::f16,
+      DS_CHECK_AS(FormatError,
+                  v.dtype == DType::f32 || v.dtype == DType::bf16 || v.dtype == DType::f16,
                   "{}: tensor {}: cannot compare {} (F32, BF16, F16, F8_E4M3 only)",
                   in.st->file_of(name).string(), name, dtype_name(v.dtype));
     }
@@ -132,7 +133,9 @@ nlohmann::ordered_json diff_json(const TensorDiff& d) {
 }
 
 nlohmann::ordered_json summary_json(const VerifyReport& r, const VerifyOptions& opt) {
-  auto limit = [](double x) { return x >= 0 ? nlohmann::ordered_json(x) : nlohmann::ordered_json(); };
+  auto limit = [](double x) {
+    return x >= 0 ? nlohmann::ordered_json(x) : nlohmann::ordered_json();
+  };
   return {{"summary",
            {{"model", opt.model}, {"reference", opt.reference}, {"compared", r.compared},
             {"exceeded", r.exceeded}, {"nonfinite", r.nonfinite},

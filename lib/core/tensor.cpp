@@ -69,7 +69,8 @@ size_t env_size(const char* name, size_t def) {
 class CpuCache {
  public:
   CpuCache()
-      : cap_(env_size("DS_CPU_CACHE_MB", 2048) << 20), poison_(env_size("DS_CPU_CACHE_POISON", 0) != 0) {}
+      : cap_(env_size("DS_CPU_CACHE_MB", 2048) << 20),
+        poison_(env_size("DS_CPU_CACHE_POISON", 0) != 0) {}
 
   void* get(size_t cls) {
     {
@@ -230,7 +231,8 @@ Tensor Tensor::view(const Shape& shape) const {
     }
   }
   if (infer >= 0) {
-    DS_CHECK(known > 0 && numel_ % known == 0, "view {} of {}", shape_str(shape), shape_str(shape_));
+    DS_CHECK(known > 0 && numel_ % known == 0, "view {} of {}", shape_str(shape),
+             shape_str(shape_));
     s[size_t(infer)] = numel_ / known;
   }
   DS_CHECK(shape_numel(s) == numel_, "view {} does not match {} elements of {}", shape_str(s),

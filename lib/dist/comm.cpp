@@ -62,7 +62,9 @@ class SingleComm final : public Comm {
     detail::check_reduce_dtype("all_reduce_sum", dt);
     detail::check_count("all_reduce_sum", n);
   }
-  void all_reduce_sum_f64(double*, int64_t n) override { detail::check_count("all_reduce_sum_f64", n); }
+  void all_reduce_sum_f64(double*, int64_t n) override {
+    detail::check_count("all_reduce_sum_f64", n);
+  }
   void all_reduce_max(void*, int64_t n, DType dt) override {
     detail::check_reduce_dtype("all_reduce_max", dt);
     detail::check_count("all_reduce_max", n);

@@ -36,7 +36,8 @@ inline int64_t check_counts(const char* op, const std::vector<int64_t>& counts, 
 }
 
 inline void check_peer(const char* op, int peer, int size) {
-  if (peer < 0 || peer >= size) DS_THROW(InternalError, "{}: peer {} outside [0, {})", op, peer, size);
+  if (peer < 0 || peer >= size)
+    DS_THROW(InternalError, "{}: peer {} outside [0, {})", op, peer, size);
 }
 
 // MPI counts and displacements are C ints: larger element counts are refused by name rather

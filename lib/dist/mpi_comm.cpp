@@ -67,7 +67,8 @@ void ensure_initialized() {
     MPI_Initialized(&init);
     if (init) return;   // initialised by someone else (an embedding program): theirs to finalise
     int provided = 0;
-    mpi_check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided), "MPI_Init_thread");
+    mpi_check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided),
+              "MPI_Init_thread");
     if (provided < MPI_THREAD_SERIALIZED)
       DS_THROW(IoError, "MPI_Init_thread: this MPI provides thread level {} below "
                         "MPI_THREAD_SERIALIZED ({})", provided, int(MPI_THREAD_SERIALIZED));

@@ -63,8 +63,8 @@ LaunchInfo detect_launch(const LaunchOptions& o) {
     const auto w = env_int("OMPI_COMM_WORLD_SIZE");
     if (!w) DS_THROW(UsageError, "OMPI_COMM_WORLD_RANK is set but OMPI_COMM_WORLD_SIZE is not");
     li = {*r, *w, env_first({"OMPI_COMM_WORLD_LOCAL_RANK"}).value_or(0), "openmpi"};
-  } else if (auto r = env_int("PMIX_RANK"); r && env_first({"SLURM_STEP_NUM_TASKS",
-                                                            "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"})) {
+  } else if (auto r = env_int("PMIX_RANK");
+             r && env_first({"SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"})) {
     // PMIx names the rank but not the size: Slurm's step (srun --mpi=pmix) or Open MPI tells it.
     li = {*r, *env_first({"SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"}),
           env_local.value_or(0), "pmix"};

@@ -13,7 +13,8 @@ namespace ds::eval {
 namespace {
 
 void check_request(const ScoreRequest& r, size_t index, const model::ModelArgs& a) {
-  DS_CHECK_AS(UsageError, r.score_begin >= 1 && r.score_begin < r.score_end && r.score_end <= r.tokens.size(),
+  DS_CHECK_AS(UsageError,
+              r.score_begin >= 1 && r.score_begin < r.score_end && r.score_end <= r.tokens.size(),
               "score request {}: bad target range [{}, {}) of {} tokens", index, r.score_begin,
               r.score_end, r.tokens.size());
   DS_CHECK_AS(UsageError, int64_t(r.score_end - 1) <= a.max_seq_len,
@@ -58,9 +59,11 @@ std::vector<ScoreResult> score_requests(model::Transformer& model, const ops::Co
     Tensor tokens = Tensor::zeros({int64_t(B), T}, DType::i32);
     for (size_t b = 0; b < B; ++b) {
       const ScoreRequest& r = requests[order[b0 + b]];
-      for (size_t t = 0; t + 1 < r.score_end; ++t) tokens.i32()[int64_t(b) * T + int64_t(t)] = int32_t(r.tokens[t]);
+      for (size_t t = 0; t + 1 < r.score_end; ++t)
+        tokens.i32()[int64_t(b) * T + int64_t(t)] = int32_t(r.tokens[t]);
     }
-    if (!logits.defined() || logits.shape() != Shape{int64_t(B), T, a.vocab_size}) logits = Tensor();
+    if (!logits.defined() || logits.shape() != Shape{int64_t(B), T, a.vocab_size})
+      logits = Tensor();
     model.forward_logits(ctx, tokens, logits);
     Tensor host = logits;   // scored on the host
     if (logits.device() != Device::cpu) {

@@ -41,7 +41,8 @@ model::Pretrained load_model_for_eval(const CommonEvalOptions& o) {
 }
 
 const tok::Tokenizer& tokenizer_of(const model::Pretrained& pt) {
-  if (!pt.tokenizer) DS_THROW(FormatError, "{}: no tokenizer.json in the checkpoint directory", pt.dir.string());
+  if (!pt.tokenizer)
+    DS_THROW(FormatError, "{}: no tokenizer.json in the checkpoint directory", pt.dir.string());
   return *pt.tokenizer;
 }
 
@@ -80,7 +81,8 @@ void Progress::update(size_t done) {
   if (done < total_ && now - last_ < std::chrono::milliseconds(100)) return;
   last_ = now;
   const int width = 30, fill = int(double(width) * double(std::min(done, total_)) / double(total_));
-  std::fprintf(stderr, "\r%s [%s%s] %zu/%zu", label_.c_str(), std::string(size_t(fill), '#').c_str(),
+  std::fprintf(stderr, "\r%s [%s%s] %zu/%zu", label_.c_str(),
+               std::string(size_t(fill), '#').c_str(),
                std::string(size_t(width - fill), '.').c_str(), done, total_);
   std::fflush(stderr);
 }

@@ -21,8 +21,10 @@ fs::path gen_data(const GenOptions& o, GenSpec& spec) {
     spec.name = "gsm8k";
     return o.data;
   }
-  DS_CHECK_AS(UsageError, fs::exists(o.task), "--task {}: not a built-in task (gsm8k) nor a file", o.task);
-  DS_CHECK_AS(UsageError, o.data.empty(), "--data is for built-in tasks; --task {} is the data file", o.task);
+  DS_CHECK_AS(UsageError, fs::exists(o.task), "--task {}: not a built-in task (gsm8k) nor a file",
+              o.task);
+  DS_CHECK_AS(UsageError, o.data.empty(),
+              "--data is for built-in tasks; --task {} is the data file", o.task);
   spec.name = fs::path(o.task).stem().string();
   return o.task;
 }
@@ -38,8 +40,8 @@ std::string prompt_text(const model::Pretrained& pt, const GenOptions& o, const 
 
 // BOS + prompt tokens (or the rendered chat, special tokens matched), left-truncated after the
 // BOS to `keep`.
-std::vector<int32_t> prompt_tokens(const model::Pretrained& pt, const std::string& prompt, bool chat,
-                                   size_t keep, size_t& truncated) {
+std::vector<int32_t> prompt_tokens(const model::Pretrained& pt, const std::string& prompt,
+                                   bool chat, size_t keep, size_t& truncated) {
   const tok::Tokenizer& tk = detail::tokenizer_of(pt);
   std::vector<tok::TokenId> ids;
   if (chat) {
@@ -73,7 +75,8 @@ EvalReport eval_generate(model::Pretrained& pt, const GenOptions& o) {
     DS_THROW(FormatError, "--chat: {}", pt.chat_template_error);
   GenSpec spec;
   const fs::path data = gen_data(o, spec);
-  const AnswerExtractor extract = o.answer_regex.empty() ? AnswerExtractor() : AnswerExtractor(o.answer_regex);
+  const AnswerExtractor extract =
+      o.answer_regex.empty() ? AnswerExtractor() : AnswerExtractor(o.answer_regex);
   const std::vector<GenItem> all = load_gen(data, spec);
   const size_t n = detail::limited(all.size(), o.common.limit);
   const tok::Tokenizer& tk = detail::tokenizer_of(pt);
@@ -84,11 +87,13 @@ EvalReport eval_generate(model::Pretrained& pt, const GenOptions& o) {
   const size_t keep = size_t(pt.args.max_seq_len - o.max_new_tokens);
   for (size_t i = 0; i < n; ++i) {
     std::vector<GenItem> shots;
-    for (size_t j : select_shots(all.size(), size_t(n_shots), i, o.seed, i)) shots.push_back(all[j]);
+    for (size_t j : select_shots(all.size(), size_t(n_shots), i, o.seed, i))
+      shots.push_back(all[j]);
     prompts[i] = prompt_text(pt, o, all[i], shots);
     ids[i] = prompt_tokens(pt, prompts[i], o.chat, keep, truncated);
   }
-  if (truncated) spdlog::warn("{}: {} prompt(s) cut from the left to fit max_seq_len", spec.name, truncated);
+  if (truncated)
+    spdlog::warn("{}: {} prompt(s) cut from the left to fit max_seq_len", spec.name, truncated);
 
   infer::GenerationConfig cfg;   // greedy: temperature 0
   cfg.stop.max_new_tokens = size_t(o.max_new_tokens);
@@ -111,8 +116,8 @@ EvalReport eval_generate(model::Pretrained& pt, const GenOptions& o) {
   size_t correct = 0;
   infer::GenerationStats stats;
   for (size_t b0 = 0; b0 < n; b0 += B) {
-    const std::vector<std::vector<int32_t>> batch(ids.begin() + std::ptrdiff_t(b0),
-                                                  ids.begin() + std::ptrdiff_t(std::min(n, b0 + B)));
+    const std::vector<std::vector<int32_t>> batch(
+        ids.begin() + std::ptrdiff_t(b0), ids.begin() + std::ptrdiff_t(std::min(n, b0 + B)));
     const auto outs = infer::generate(engine, batch, cfg, &text, &stats);
     for (size_t k = 0; k < outs.size(); ++k) {
       const size_t i = b0 + k;
@@ -131,12 +136,20 @@ EvalReport eval_generate(model::Pretrained& pt, const GenOptions& o) {
   rep.task_file = data.string();
   rep.task_fingerprint = file_fingerprint(data);
   rep.checkpoint_fingerprint = pt.fingerprint;
-  rep.settings = {{"shots", n_shots}, {"seed", o.seed}, {"chat", o.chat}, {"system", o.system},
+  rep.settings = {{"shots", n_shots},
+                  {"seed", o.seed},
+                  {"chat", o.chat},
+                  {"system", o.system},
                   {"max_new_tokens", o.max_new_tokens},
-                  {"answer_regex", o.answer_regex}, {"decoding", "greedy"}, {"limit", o.common.limit}};
+                  {"answer_regex", o.answer_regex},
+                  {"decoding", "greedy"},
+                  {"limit", o.common.limit}};
   rep.add("exact_match", accuracy(correct, n));
-  rep.counts = {{"items", n}, {"correct", correct}, {"truncated_prompts", truncated},
-                {"prompt_tokens", uint64_t(stats.prompt_tokens)}, {"generated_tokens", uint64_t(stats.generated_tokens)}};
+  rep.counts = {{"items", n},
+                {"correct", correct},
+                {"truncated_prompts", truncated},
+                {"prompt_tokens", uint64_t(stats.prompt_tokens)},
+                {"generated_tokens", uint64_t(stats.generated_tokens)}};
   return rep;
 }
 

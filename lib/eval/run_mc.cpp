@@ -27,13 +27,17 @@ McSpec mc_spec(const McOptions& o, fs::path& data) {
   const bool custom_fields = !o.context_field.empty() || !o.choice_fields.empty() ||
                              !o.choices_field.empty() || !o.gold_field.empty();
   if (is_builtin(o.task)) {
-    DS_CHECK_AS(UsageError, !o.data.empty(), "--task {} needs --data FILE (its JSONL file)", o.task);
-    DS_CHECK_AS(UsageError, !custom_fields, "--task {}: field flags apply to a task FILE only", o.task);
+    DS_CHECK_AS(UsageError, !o.data.empty(), "--task {} needs --data FILE (its JSONL file)",
+                o.task);
+    DS_CHECK_AS(UsageError, !custom_fields, "--task {}: field flags apply to a task FILE only",
+                o.task);
     data = o.data;
     return builtin_mc_spec(o.task);
   }
-  DS_CHECK_AS(UsageError, fs::exists(o.task), "--task {}: not a built-in task (piqa) nor a file", o.task);
-  DS_CHECK_AS(UsageError, o.data.empty(), "--data is for built-in tasks; --task {} is the data file", o.task);
+  DS_CHECK_AS(UsageError, fs::exists(o.task), "--task {}: not a built-in task (piqa) nor a file",
+              o.task);
+  DS_CHECK_AS(UsageError, o.data.empty(),
+              "--data is for built-in tasks; --task {} is the data file", o.task);
   DS_CHECK_AS(UsageError, !o.context_field.empty(), "--task FILE needs --context-field");
   DS_CHECK_AS(UsageError, o.choice_fields.empty() != o.choices_field.empty(),
               "--task FILE needs exactly one of --choice-fields and --choices-field");
@@ -65,14 +69,16 @@ EvalReport eval_mc(model::Pretrained& pt, const McOptions& o) {
   const ops::Context ctx = detail::make_context(o.common);
   const std::vector<McItem> all = load_mc(data, spec, o.labels);
   const size_t n = detail::limited(all.size(), o.common.limit);
-  const size_t max_len = size_t(o.max_len > 0 ? std::min(o.max_len, pt.args.max_seq_len) : pt.args.max_seq_len);
+  const size_t max_len =
+      size_t(o.max_len > 0 ? std::min(o.max_len, pt.args.max_seq_len) : pt.args.max_seq_len);
 
   std::vector<McRequest> texts(n);
   std::vector<std::vector<ScoredSequence>> seqs(n);
   std::vector<ScoreRequest> reqs;
   for (size_t i = 0; i < n; ++i) {
     std::vector<McItem> shots;
-    for (size_t j : select_shots(all.size(), size_t(o.shots), i, o.seed, i)) shots.push_back(all[j]);
+    for (size_t j : select_shots(all.size(), size_t(o.shots), i, o.seed, i))
+      shots.push_back(all[j]);
     texts[i] = build_mc_request(all[i], shots);
     seqs[i] = tokenize_mc(tk, texts[i], detail::bos_of(pt), max_len);
   }
@@ -93,7 +99,8 @@ EvalReport eval_mc(model::Pretrained& pt, const McOptions& o) {
   for (size_t i = 0; i < n; ++i) {
     std::vector<double> ll;
     std::vector<size_t> bytes;
-    for (const ScoredSequence& s : seqs[i]) ll.push_back(res[r++].logprob), bytes.push_back(s.bytes);
+    for (const ScoredSequence& s : seqs[i])
+      ll.push_back(res[r++].logprob), bytes.push_back(s.bytes);
     outcomes.push_back(score_mc(ll, bytes, all[i].gold));
     if (log) log->write(mc_sample_record(i, all[i], texts[i], ll, outcomes.back()));
   }
@@ -105,7 +112,8 @@ EvalReport eval_mc(model::Pretrained& pt, const McOptions& o) {
   rep.task_file = data.string();
   rep.task_fingerprint = file_fingerprint(data);
   rep.checkpoint_fingerprint = pt.fingerprint;
-  rep.settings = {{"shots", o.shots}, {"seed", o.seed}, {"max_len", max_len}, {"limit", o.common.limit}};
+  rep.settings = {
+      {"shots", o.shots}, {"seed", o.seed}, {"max_len", max_len}, {"limit", o.common.limit}};
   rep.add("acc", m.acc);
   rep.add("acc_norm", m.acc_norm);
   rep.counts = {{"items", n}, {"requests", reqs.size()}, {"tokens", tokens}};

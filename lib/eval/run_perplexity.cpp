@@ -60,14 +60,15 @@ std::vector<Doc> shard_documents(const model::Pretrained& pt, const PerplexityOp
   return docs;
 }
 
-void check_options(const model::Pretrained& pt, const PerplexityOptions& o, int64_t& w, int64_t& s) {
+void check_options(const model::Pretrained& pt, const PerplexityOptions& o, int64_t& w,
+                   int64_t& s) {
   DS_CHECK_AS(UsageError, o.data.empty() != o.files.empty(),
               "perplexity: give either --data SHARDS or text FILEs (not both, not neither)");
   w = o.window > 0 ? o.window : std::min<int64_t>(pt.args.max_seq_len, 2048);
   s = o.stride > 0 ? o.stride : w;
   DS_CHECK_AS(UsageError, o.window >= 0 && o.stride >= 0, "--window and --stride must be >= 0");
-  DS_CHECK_AS(UsageError, w <= pt.args.max_seq_len, "--window {} exceeds the model's max_seq_len {}", w,
-              pt.args.max_seq_len);
+  DS_CHECK_AS(UsageError, w <= pt.args.max_seq_len,
+              "--window {} exceeds the model's max_seq_len {}", w, pt.args.max_seq_len);
   DS_CHECK_AS(UsageError, s <= w, "--stride {} exceeds --window {}", s, w);
 }
 
@@ -113,7 +114,9 @@ EvalReport eval_perplexity(model::Pretrained& pt, const PerplexityOptions& o) {
 
   EvalReport rep;
   rep.task = "perplexity";
-  rep.task_file = o.files.empty() ? o.data : (o.files.size() == 1 ? o.files[0] : fmt::format("{} files", o.files.size()));
+  rep.task_file = o.files.empty() ? o.data
+                                  : (o.files.size() == 1 ? o.files[0]
+                                                         : fmt::format("{} files", o.files.size()));
   if (o.files.size() == 1) rep.task_fingerprint = file_fingerprint(o.files[0]);
   rep.checkpoint_fingerprint = pt.fingerprint;
   rep.settings = {{"window", W}, {"stride", S}, {"input", o.files.empty() ? "shards" : "text"},

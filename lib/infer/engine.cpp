@@ -302,8 +302,8 @@ StepOutput Engine::forward(const std::vector<SeqChunk>& chunks) {
   std::vector<int64_t> counts, start;
   std::vector<int32_t> ids;
   for (const SeqChunk& ch : chunks) {
-    DS_CHECK_AS(UsageError, ch.slot >= 0 && ch.slot < opts_.slots, "engine: slot {} outside [0, {})",
-                ch.slot, opts_.slots);
+    DS_CHECK_AS(UsageError, ch.slot >= 0 && ch.slot < opts_.slots,
+                "engine: slot {} outside [0, {})", ch.slot, opts_.slots);
     slots.push_back(ch.slot);
     counts.push_back(int64_t(ch.tokens.size()));
     start.push_back(len_[size_t(ch.slot)]);
@@ -349,8 +349,8 @@ Tensor Engine::mtp_forward(const std::vector<MtpChunk>& chunks) {
   std::vector<int32_t> ids, last;
   int64_t N = 0;
   for (const MtpChunk& ch : chunks) {
-    DS_CHECK_AS(UsageError, ch.slot >= 0 && ch.slot < opts_.slots, "engine: slot {} outside [0, {})",
-                ch.slot, opts_.slots);
+    DS_CHECK_AS(UsageError, ch.slot >= 0 && ch.slot < opts_.slots,
+                "engine: slot {} outside [0, {})", ch.slot, opts_.slots);
     DS_CHECK_SHAPE(ch.hidden, {int64_t(ch.tokens.size()), C});
     slots.push_back(ch.slot);
     counts.push_back(int64_t(ch.tokens.size()));

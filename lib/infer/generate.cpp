@@ -77,7 +77,8 @@ Engine& engine_for(Session& s, int64_t max_prompt, int slots) {
   if (!s.engine || s.engine->capacity() < need || s.engine->slots() < slots) {
     ops::Context ctx;
     ctx.device = s.pre.store->device();
-    ctx.threads = s.o.threads > 0 ? s.o.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+    ctx.threads =
+        s.o.threads > 0 ? s.o.threads : int(std::max(1u, std::thread::hardware_concurrency()));
     ops::set_cpu_threads(ctx.threads);
     const int64_t cap = std::min(s.pre.args.max_seq_len + 2, std::max<int64_t>(need, 256));
     s.engine.reset();
@@ -215,7 +216,8 @@ void run_generate(const GenerateOptions& o) {
   if (o.stats && s.engine) {
     std::string j = s.stats.json();
     j.pop_back();
-    std::fprintf(stderr, "%s,\"kv_cache_bytes_per_token\":%lld,\"naive_kv_bytes_per_token\":%lld}\n",
+    std::fprintf(stderr,
+                 "%s,\"kv_cache_bytes_per_token\":%lld,\"naive_kv_bytes_per_token\":%lld}\n",
                  j.c_str(), (long long)s.engine->cache_bytes_per_token(),
                  (long long)s.engine->naive_cache_bytes_per_token());
   }

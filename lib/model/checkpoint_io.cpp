@@ -44,7 +44,8 @@ void save_model(const ParamStore& ps, const ModelArgs& args, const fs::path& dir
       fs::remove(e.path());
   }
   save_model_config(args, dir, bf16);
-  io::write_safetensors_dir(dir, model_tensor_sources(ps, bf16, [](const std::string&) { return true; }),
+  io::write_safetensors_dir(dir,
+                            model_tensor_sources(ps, bf16, [](const std::string&) { return true; }),
                             max_shard_bytes);
 }
 
@@ -89,7 +90,8 @@ struct Problems {
   std::string message() const {
     std::string msg;
     auto add = [&](const char* what, const std::vector<std::string>& v) {
-      if (!v.empty()) msg += fmt::format("{}{} {}: {}", msg.empty() ? "" : "; ", v.size(), what, join_capped(v));
+      if (!v.empty())
+        msg += fmt::format("{}{} {}: {}", msg.empty() ? "" : "; ", v.size(), what, join_capped(v));
     };
     add("missing", missing);
     add("unexpected", unexpected);
@@ -107,7 +109,8 @@ bool check_tensor(const io::SafetensorsDir& st, const std::string& name, const T
                   const LoadOptions& opt, Problems& pr) {
   const io::TensorView& v = st.get(name);
   if (v.shape != t.shape()) {
-    pr.shapes.push_back(fmt::format("{} {} (model {})", name, shape_str(v.shape), shape_str(t.shape())));
+    pr.shapes.push_back(
+        fmt::format("{} {} (model {})", name, shape_str(v.shape), shape_str(t.shape())));
     return false;
   }
   if (loadable_plain(v.dtype)) return false;
@@ -161,9 +164,10 @@ void dequantize_fp8_blocks(const io::TensorView& w, const io::TensorView& s, int
   DS_CHECK_AS(FormatError, w.dtype == DType::f8_e4m3 && w.shape.size() == 2,
               "{}: not a 2-D F8_E4M3 weight", w.name);
   const int64_t M = w.shape[0], N = w.shape[1], sm = ceil_div(M, bm), sn = ceil_div(N, bn);
-  DS_CHECK_AS(FormatError, s.shape == Shape({sm, sn}) && (s.dtype == DType::f32 || s.dtype == DType::bf16),
-              "{}: scale must be F32 {}, got {} {}", s.name, shape_str({sm, sn}), dtype_name(s.dtype),
-              shape_str(s.shape));
+  DS_CHECK_AS(FormatError,
+              s.shape == Shape({sm, sn}) && (s.dtype == DType::f32 || s.dtype == DType::bf16),
+              "{}: scale must be F32 {}, got {} {}", s.name, shape_str({sm, sn}),
+              dtype_name(s.dtype), shape_str(s.shape));
   DS_CHECK(out.dtype() == DType::f32 && out.shape() == w.shape, "{}: bad output tensor", w.name);
   if (M * N == 0) return;
   const Tensor scale = io::to_f32(s);   // a copy: the mapped F32 scale may be misaligned
@@ -232,7 +236,8 @@ LoadStats load_model(ParamStore& ps, const io::SafetensorsDir& st, const std::st
   return stats;
 }
 
-void load_model(ParamStore& ps, const fs::path& dir, const std::vector<std::string>& allowed_extra) {
+void load_model(ParamStore& ps, const fs::path& dir,
+                const std::vector<std::string>& allowed_extra) {
   io::SafetensorsDir st(dir);
   LoadOptions opt;
   opt.allowed_extra = allowed_extra;

@@ -86,8 +86,9 @@ void validate(const ModelArgs& a, const std::string& src) {
   positive(a.qk_rope_head_dim, "qk_rope_head_dim");
   positive(a.v_head_dim, "v_head_dim");
   positive(a.max_seq_len, "max_position_embeddings");
-  require(a.qk_rope_head_dim % 2 == 0, src,
-          fmt::format("qk_rope_head_dim ({}) must be even (RoPE rotates pairs)", a.qk_rope_head_dim));
+  require(
+      a.qk_rope_head_dim % 2 == 0, src,
+      fmt::format("qk_rope_head_dim ({}) must be even (RoPE rotates pairs)", a.qk_rope_head_dim));
   require(a.q_lora_rank >= 0, src, fmt::format("q_lora_rank must be >= 0 (got {})", a.q_lora_rank));
   require(a.n_dense_layers >= 0 && a.n_dense_layers <= a.n_layers, src,
           fmt::format("first_k_dense_replace ({}) must be in [0, num_hidden_layers = {}]",
@@ -135,10 +136,12 @@ void validate(const ModelArgs& a, const std::string& src) {
   }
   require(a.init_std > 0 && std::isfinite(a.init_std), src,
           fmt::format("initializer_range must be positive (got {})", a.init_std));
-  require(a.bos_token_id >= 0 && a.bos_token_id < a.vocab_size, src,
-          fmt::format("bos_token_id ({}) outside the vocabulary ({})", a.bos_token_id, a.vocab_size));
-  require(a.eos_token_id >= 0 && a.eos_token_id < a.vocab_size, src,
-          fmt::format("eos_token_id ({}) outside the vocabulary ({})", a.eos_token_id, a.vocab_size));
+  require(
+      a.bos_token_id >= 0 && a.bos_token_id < a.vocab_size, src,
+      fmt::format("bos_token_id ({}) outside the vocabulary ({})", a.bos_token_id, a.vocab_size));
+  require(
+      a.eos_token_id >= 0 && a.eos_token_id < a.vocab_size, src,
+      fmt::format("eos_token_id ({}) outside the vocabulary ({})", a.eos_token_id, a.vocab_size));
   // Sizes: the kernels index one dimension with 32-bit integers, and the parameter counts
   // (int64_t, and byte counts of 4 per parameter and more) must stay exact.
   const std::pair<int64_t, const char*> dims[] = {

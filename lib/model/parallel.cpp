@@ -10,8 +10,8 @@ namespace ds::model {
 std::pair<int64_t, int64_t> ExpertParallel::local_range(int64_t E) const {
   const int64_t n = size();
   if (E % n != 0)
-    DS_THROW(ConfigError, "--ep {}: n_routed_experts ({}) must be divisible by the expert-parallel size",
-             n, E);
+    DS_THROW(ConfigError,
+             "--ep {}: n_routed_experts ({}) must be divisible by the expert-parallel size", n, E);
   const int64_t per = E / n;
   return {rank() * per, (rank() + 1) * per};
 }

@@ -37,16 +37,19 @@ QuantConfig read_quant_config(const fs::path& config_json) {
   if (!c.is_object()) DS_THROW(ConfigError, "{}: quantization_config must be an object", src);
   const std::string method = c.value("quant_method", std::string());
   if (method != "fp8")
-    DS_THROW(ConfigError, "{}: quantization_config.quant_method '{}' is not supported (only fp8)", src, method);
+    DS_THROW(ConfigError, "{}: quantization_config.quant_method '{}' is not supported (only fp8)",
+             src, method);
   const std::string fmt_ = c.value("fmt", std::string("e4m3"));
   if (fmt_ != "e4m3")
-    DS_THROW(ConfigError, "{}: quantization_config.fmt '{}' is not supported (only e4m3)", src, fmt_);
+    DS_THROW(ConfigError, "{}: quantization_config.fmt '{}' is not supported (only e4m3)", src,
+             fmt_);
   q.fp8 = true;
   if (c.contains("weight_block_size")) {
     const json& b = c["weight_block_size"];
     if (!b.is_array() || b.size() != 2 || !b[0].is_number_integer() || !b[1].is_number_integer() ||
         b[0].get<int64_t>() <= 0 || b[1].get<int64_t>() <= 0)
-      DS_THROW(ConfigError, "{}: quantization_config.weight_block_size must be two positive integers", src);
+      DS_THROW(ConfigError,
+               "{}: quantization_config.weight_block_size must be two positive integers", src);
     q.block_rows = b[0].get<int64_t>();
     q.block_cols = b[1].get<int64_t>();
   }
@@ -59,10 +62,12 @@ namespace {
 std::string safetensors_header(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
   uint8_t len[8];
-  if (!f.read(reinterpret_cast<char*>(len), 8)) DS_THROW(IoError, "{}: cannot read header", p.string());
+  if (!f.read(reinterpret_cast<char*>(len), 8))
+    DS_THROW(IoError, "{}: cannot read header", p.string());
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | len[i];
-  if (n > (uint64_t(1) << 30)) DS_THROW(FormatError, "{}: header length {} is implausible", p.string(), n);
+  if (n > (uint64_t(1) << 30))
+    DS_THROW(FormatError, "{}: header length {} is implausible", p.string(), n);
   std::string h(n, '\0');
   if (!f.read(h.data(), std::streamsize(n))) DS_THROW(IoError, "{}: truncated header", p.string());
   return h;
@@ -75,7 +80,8 @@ std::string fingerprint_of(const fs::path& dir, const io::SafetensorsDir& st) {
     h.update(bytes.data(), bytes.size());
   };
   add("config.json", io::read_file(dir / "config.json"));
-  if (fs::exists(dir / io::kSafetensorsIndex)) add("index", io::read_file(dir / io::kSafetensorsIndex));
+  if (fs::exists(dir / io::kSafetensorsIndex))
+    add("index", io::read_file(dir / io::kSafetensorsIndex));
   std::set<std::string> files;
   for (const std::string& n : st.names()) files.insert(st.file_of(n).filename().string());
   for (const std::string& f : files) add(f, safetensors_header(dir / f));
@@ -114,8 +120,8 @@ void load_tokenizer_files(Pretrained& pt, const PretrainedOptions& opt) {
   if (fs::exists(tj)) {
     pt.tokenizer.emplace(tok::Tokenizer::from_file(tj));
     if (int64_t(pt.tokenizer->vocab_size()) > pt.args.vocab_size)
-      DS_THROW(FormatError, "{}: tokenizer has {} ids but the model's vocab_size is {}", tj.string(),
-               pt.tokenizer->vocab_size(), pt.args.vocab_size);
+      DS_THROW(FormatError, "{}: tokenizer has {} ids but the model's vocab_size is {}",
+               tj.string(), pt.tokenizer->vocab_size(), pt.args.vocab_size);
   } else if (opt.need_tokenizer) {
     DS_THROW(FormatError, "{}: no tokenizer.json in the checkpoint directory", pt.dir.string());
   }
@@ -136,10 +142,12 @@ void load_tokenizer_files(Pretrained& pt, const PretrainedOptions& opt) {
 }  // namespace
 
 fs::path resolve_checkpoint_dir(const fs::path& dir) {
-  if (!fs::is_directory(dir)) DS_THROW(IoError, "{}: not a directory (expected a model checkpoint)", dir.string());
+  if (!fs::is_directory(dir))
+    DS_THROW(IoError, "{}: not a directory (expected a model checkpoint)", dir.string());
   if (fs::exists(dir / "config.json")) return dir;
   if (auto latest = io::find_latest_checkpoint(dir)) {
-    spdlog::info("{}: run directory, using its newest checkpoint {}", dir.string(), latest->string());
+    spdlog::info("{}: run directory, using its newest checkpoint {}", dir.string(),
+                 latest->string());
     return *latest;
   }
   DS_THROW(FormatError, "{}: not a model checkpoint (no config.json)", dir.string());
@@ -164,8 +172,10 @@ Pretrained load_pretrained(const fs::path& dir_in, const PretrainedOptions& opt)
   pt.mtp_layers_in_file = count_mtp_layers(st, pt.args);
   const int64_t want_mtp = opt.load_mtp ? pt.args.n_mtp_layers : 0;
   if (pt.mtp_layers_in_file < want_mtp)
-    spdlog::info("{}: config declares {} MTP layer(s), the weights hold {}: loading without them "
-                 "(speculative decoding unavailable)", pt.dir.string(), want_mtp, pt.mtp_layers_in_file);
+    spdlog::info(
+        "{}: config declares {} MTP layer(s), the weights hold {}: loading without them "
+        "(speculative decoding unavailable)",
+        pt.dir.string(), want_mtp, pt.mtp_layers_in_file);
   pt.args.n_mtp_layers = std::min(want_mtp, pt.mtp_layers_in_file);
 
   pt.store = std::make_unique<ParamStore>();
@@ -174,8 +184,9 @@ Pretrained load_pretrained(const fs::path& dir_in, const PretrainedOptions& opt)
   const LoadOptions lo = load_options(pt.args, pt.mtp_layers_in_file, pt.quant);
   pt.stats = load_model(*pt.store, st, pt.dir.string(), lo);
   if (pt.stats.fp8_dequantised > 0 && !pt.quant.fp8)
-    spdlog::warn("{}: FP8 weights without a quantization_config in config.json (block {}x{} assumed)",
-                 pt.dir.string(), pt.quant.block_rows, pt.quant.block_cols);
+    spdlog::warn(
+        "{}: FP8 weights without a quantization_config in config.json (block {}x{} assumed)",
+        pt.dir.string(), pt.quant.block_rows, pt.quant.block_cols);
   for (const std::string& c : pt.stats.copies_differ)
     spdlog::warn("{}: {} differs from the main model's tensor; ignored (MTP shares the main one)",
                  pt.dir.string(), c);

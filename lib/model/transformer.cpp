@@ -120,7 +120,8 @@ Transformer::Transformer(const ModelArgs& args, ParamStore& store, const ModelPa
     head_ = Linear(store, "lm_head.weight", args_.vocab_size, args_.dim, args_.init_std,
                    /*fp8=*/false, -1);
     mtp_.reserve(size_t(args_.n_mtp_layers));
-    for (int64_t k = 1; k <= args_.n_mtp_layers; ++k) mtp_.emplace_back(store, args_, int(k), par_.ep);
+    for (int64_t k = 1; k <= args_.n_mtp_layers; ++k)
+      mtp_.emplace_back(store, args_, int(k), par_.ep);
   }
   // MoE slots of the whole model (layout-independent counts), pointers for the local ones.
   moe_slot_.assign(size_t(args_.n_layers), -1);

@@ -1,6 +1,6 @@
 // Internal helpers of the ops dispatch files (ops.cpp, fp8.cpp, token_logprob.cpp,
-// mla_decode.cpp): the device check, the route to the CUDA path, implementation/thread selection and the
-// per-op profiler scope. Not installed; include/ds/ops/ops.hpp is the public API.
+// mla_decode.cpp): the device check, the route to the CUDA path, implementation/thread selection
+// and the per-op profiler scope. Not installed; include/ds/ops/ops.hpp is the public API.
 #pragma once
 #include <algorithm>
 #include <array>
@@ -32,7 +32,8 @@ inline void check_devices(const Context& ctx, const char* op,
   }
 }
 // The same for the operands of a many-tensor op (multi_tensor.cpp).
-inline void check_devices(const Context& ctx, const char* op, const std::vector<const Tensor*>& ts) {
+inline void check_devices(const Context& ctx, const char* op,
+                          const std::vector<const Tensor*>& ts) {
 #if !defined(DS_HAVE_CUDA)
   if (ctx.device == Device::cuda) DS_THROW(CudaError, "op {}: this build has no CUDA path", op);
 #endif

@@ -57,7 +57,8 @@ void fp8_quantize(const Context& ctx, const Tensor& x, Fp8Group g, ScaleFormat f
   check_f32(x, "fp8_quantize x");
   const fp8::Layout L = layout_of(x, g, "fp8_quantize x");
   if (!q.defined()) q = Tensor::empty(x.shape(), DType::u8, x.device());
-  if (!scales.defined()) scales = Tensor::empty(fp8_scale_shape(L.M, L.K, g), DType::f32, x.device());
+  if (!scales.defined())
+    scales = Tensor::empty(fp8_scale_shape(L.M, L.K, g), DType::f32, x.device());
   DS_CHECK(is_codes(q) && q.shape() == x.shape(),
            "fp8_quantize: q must be U8/F8_E4M3 {}, got {} {}", shape_str(x.shape()),
            dtype_name(q.dtype()), shape_str(q.shape()));

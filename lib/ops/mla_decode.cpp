@@ -33,7 +33,8 @@ void check_range(const Tensor& t, int64_t lo, int64_t hi, const char* what) {
   const int32_t* p = t.i32();
   for (int64_t i = 0; i < t.numel(); ++i)
     if (p[i] < lo || p[i] >= hi)
-      DS_THROW(InternalError, "{}: value {} at position {} outside [{}, {})", what, p[i], i, lo, hi);
+      DS_THROW(InternalError, "{}: value {} at position {} outside [{}, {})", what, p[i], i, lo,
+               hi);
 }
 
 }  // namespace

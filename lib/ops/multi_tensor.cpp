@@ -1,8 +1,8 @@
 // Dispatch of the many-tensor ops (include/ds/ops/ops.hpp "many tensors in one call", and
 // bf16_round_multi of fp8.hpp): every entry gets the checks of its one-tensor op, then the CUDA
 // path (cuda/multi_tensor.cpp: one launch over a table of all entries) or, on the CPU and
-// with DS_CUDA_FUSED=0, the one-tensor op per entry (no launches to save on the CPU). The profiler sees one call of the
-// many-tensor op, not the per-entry calls.
+// with DS_CUDA_FUSED=0, the one-tensor op per entry (no launches to save on the CPU). The profiler
+// sees one call of the many-tensor op, not the per-entry calls.
 #include <string>
 
 #include "dispatch.hpp"

@@ -406,7 +406,8 @@ static void check_split(const char* op, const Tensor& x, const Tensor& a, const 
   bool ok = x.ndim() >= 1 && a.ndim() == x.ndim() && b.ndim() == x.ndim() &&
             a.size(-1) + b.size(-1) == x.size(-1);
   for (int i = 0; ok && i + 1 < x.ndim(); ++i)
-    ok = a.shape()[size_t(i)] == x.shape()[size_t(i)] && b.shape()[size_t(i)] == x.shape()[size_t(i)];
+    ok = a.shape()[size_t(i)] == x.shape()[size_t(i)] &&
+         b.shape()[size_t(i)] == x.shape()[size_t(i)];
   DS_CHECK(ok, "{}: shapes x {} a {} b {} do not split along the last dim", op,
            shape_str(x.shape()), shape_str(a.shape()), shape_str(b.shape()));
 }
@@ -517,8 +518,8 @@ void cross_entropy_forward_backward(const Context& ctx, const Tensor& logits,
 
 // ---- MoE routing ---------------------------------------------------------------------------
 static void check_route_params(const RouteParams& p, int64_t E) {
-  DS_CHECK(p.n_groups >= 1 && E % p.n_groups == 0, "moe_route: {} experts not divisible into {} groups",
-           E, p.n_groups);
+  DS_CHECK(p.n_groups >= 1 && E % p.n_groups == 0,
+           "moe_route: {} experts not divisible into {} groups", E, p.n_groups);
   DS_CHECK(p.topk_groups >= 1 && p.topk_groups <= p.n_groups,
            "moe_route: topk_groups {} outside [1, {}]", p.topk_groups, p.n_groups);
   DS_CHECK(p.topk >= 1 && p.topk <= p.topk_groups * (E / p.n_groups),
@@ -794,7 +795,8 @@ void adamw_step(const Context& ctx, Tensor& param, const Tensor& grad, Tensor& m
   uint16_t* m16 = mb ? m.data<uint16_t>() : nullptr;
   uint16_t* v16 = vb ? v.data<uint16_t>() : nullptr;
   if (use_ref(ctx)) ref::adamw_step(param.f32(), grad.f32(), m32, v32, m16, v16, param.numel(), p);
-  else opt::adamw_step(param.f32(), grad.f32(), m32, v32, m16, v16, param.numel(), p, nthreads(ctx));
+  else
+    opt::adamw_step(param.f32(), grad.f32(), m32, v32, m16, v16, param.numel(), p, nthreads(ctx));
 }
 
 }  // namespace ds::ops

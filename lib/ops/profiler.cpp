@@ -27,7 +27,8 @@ std::string_view Profiler::family_of(std::string_view op) {
     return "moe";
   if (starts("embedding")) return "embedding";
   if (starts("adamw_step")) return "optimizer";
-  return "elementwise";   // add, add_, scale_, swiglu, sums, zeroing, count_nonfinite, token_logprob
+  // add, add_, scale_, swiglu, sums, zeroing, count_nonfinite, token_logprob
+  return "elementwise";
 }
 
 Profiler::~Profiler() {

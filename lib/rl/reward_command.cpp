@@ -103,7 +103,8 @@ pid_t spawn(const std::string& command, Fd& to_child, Fd& from_child) {
   pid_t pid = -1;
   const int rc = posix_spawn(&pid, "/bin/sh", &fa, nullptr, argv, environ);
   posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) DS_THROW(IoError, "{}: cannot start /bin/sh: {}", quoted(command), std::strerror(rc));
+  if (rc != 0)
+    DS_THROW(IoError, "{}: cannot start /bin/sh: {}", quoted(command), std::strerror(rc));
   ::fcntl(to_child.fd, F_SETFL, ::fcntl(to_child.fd, F_GETFL) | O_NONBLOCK);
   ::fcntl(from_child.fd, F_SETFL, ::fcntl(from_child.fd, F_GETFL) | O_NONBLOCK);
   return pid;

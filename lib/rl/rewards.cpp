@@ -1,6 +1,7 @@
 // Rule-based rewards and their weighted sum (see include/ds/rl/rewards.hpp for the answer
 // extraction and comparison rules).
-// reference: spec §5.2; GSM8K answer format; eval::normalize_number (include/ds/eval/gen_tasks.hpp).
+// reference: spec §5.2; GSM8K answer format; eval::normalize_number
+// (include/ds/eval/gen_tasks.hpp).
 #include "ds/rl/rewards.hpp"
 
 #include <cmath>
@@ -45,7 +46,8 @@ std::optional<std::string> number_after(std::string_view s) {
 }
 
 void erase_all(std::string& s, std::string_view what) {
-  for (size_t p = s.find(what); p != std::string::npos; p = s.find(what, p)) s.erase(p, what.size());
+  for (size_t p = s.find(what); p != std::string::npos; p = s.find(what, p))
+    s.erase(p, what.size());
 }
 
 }  // namespace

@@ -54,7 +54,8 @@ void check_flags(const RlOptions& o) {
   DS_CHECK_AS(UsageError, o.updates > 0, "--updates must be positive");
   DS_CHECK_AS(UsageError, o.micro_batch_size >= 0, "--micro-batch-size must not be negative");
   DS_CHECK_AS(UsageError, o.lr > 0 && std::isfinite(o.lr), "--lr must be positive");
-  DS_CHECK_AS(UsageError, o.grpo.clip_eps > 0 && o.grpo.clip_eps < 1, "--clip-eps must be in (0, 1)");
+  DS_CHECK_AS(UsageError, o.grpo.clip_eps > 0 && o.grpo.clip_eps < 1,
+              "--clip-eps must be in (0, 1)");
   DS_CHECK_AS(UsageError, o.grpo.beta >= 0 && std::isfinite(o.grpo.beta), "--beta must be >= 0");
   DS_CHECK_AS(UsageError, o.grpo.adv_eps > 0, "--adv-eps must be positive");
   DS_CHECK_AS(UsageError, o.balance_alpha >= 0, "--balance-alpha must be >= 0");
@@ -78,7 +79,8 @@ std::vector<int32_t> render(const detail::Run& r, const RlPrompt& p) {
   std::vector<int32_t> ids;
   if (p.messages.empty() && !r.o.chat) {   // raw text after BOS, as ds-generate without --chat
     if (auto bos = tk.bos_id()) ids.push_back(int32_t(*bos));
-    for (tok::TokenId t : tk.encode(p.prompt, /*match_added_tokens=*/false)) ids.push_back(int32_t(t));
+    for (tok::TokenId t : tk.encode(p.prompt, /*match_added_tokens=*/false))
+      ids.push_back(int32_t(t));
     return ids;
   }
   DS_CHECK_AS(FormatError, r.policy.chat_template.has_value(),
@@ -150,14 +152,15 @@ void resume_from(detail::Run& r, const fs::path& dir) {
   DS_CHECK_AS(UsageError, saved.kind == "rl",
               "{}: a {} checkpoint, not an RL one (use it as --init, or --resume never)",
               dir.string(), saved.kind);
-  DS_CHECK_AS(UsageError, saved.seed == r.st.seed, "{}: saved with --seed {}; resume needs the same",
-              dir.string(), saved.seed);
+  DS_CHECK_AS(UsageError, saved.seed == r.st.seed,
+              "{}: saved with --seed {}; resume needs the same", dir.string(), saved.seed);
   DS_CHECK_AS(UsageError, saved.data_fingerprint == r.st.data_fingerprint,
               "{}: saved with other prompts or another --init (fingerprint {} vs {}); resume needs "
               "the same --prompts, --chat and --init (or --resume never)", dir.string(),
               saved.data_fingerprint, r.st.data_fingerprint);
   if (saved.total_steps != r.st.total_steps)
-    spdlog::info("resume: run length changed ({} -> {} steps)", saved.total_steps, r.st.total_steps);
+    spdlog::info("resume: run length changed ({} -> {} steps)", saved.total_steps,
+                 r.st.total_steps);
   saved.total_steps = r.st.total_steps;
   r.st = saved;
   spdlog::info("resumed from {} at step {}", dir.string(), r.st.step);
@@ -196,7 +199,8 @@ void Run::init() {
                 "--prompts-per-step {} is smaller than the {} data-parallel ranks: every rank "
                 "takes whole groups, at least one prompt per step", o.prompts_per_step,
                 ranks->topo().layout().dp);
-  RewardConfig rc{parse_reward_terms(o.rewards), o.reward_regex, o.reward_command, o.reward_timeout};
+  RewardConfig rc{parse_reward_terms(o.rewards), o.reward_regex, o.reward_command,
+                  o.reward_timeout};
   rewards = std::make_unique<RewardSet>(std::move(rc));
   if (ctx.device == Device::cuda && distributed())
     DS_THROW(UsageError, "--device cuda runs on one GPU for now: launch one process (multi-GPU "
@@ -281,7 +285,8 @@ void run_rl(const RlOptions& opts) {
       const detail::StepReport s = run.step();
       last = metrics_line(run, s);
       run.metrics.write(last.dump());
-      if (opts.log_every > 0 && (run.st.step % opts.log_every == 0 || run.st.step == run.st.total_steps))
+      if (opts.log_every > 0 &&
+          (run.st.step % opts.log_every == 0 || run.st.step == run.st.total_steps))
         spdlog::info("step {}/{}: reward {:.4f} accuracy {} kl {:.5f} length {:.1f} entropy {:.3f} "
                      "({:.2f} s rollout, {:.2f} s update)", run.st.step, run.st.total_steps,
                      s.reward_mean, s.accuracy >= 0 ? fmt::format("{:.3f}", s.accuracy) : "-",
@@ -296,12 +301,16 @@ void run_rl(const RlOptions& opts) {
     run.save();
   }
   if (!run.main()) return;
-  json summary{{"steps", run.st.step}, {"total_steps", run.st.total_steps},
-               {"completion_tokens", run.st.tokens_seen},
-               {"checkpoint", (fs::path(opts.out) / io::checkpoint_dir_name(uint64_t(run.st.step))).string()},
-               {"interrupted", interrupted},
-               {"rollout_tokens_per_s", run.rollout_s > 0 ? double(run.rollout_tokens) / run.rollout_s : 0.0},
-               {"update_s_per_step", run.steps_run > 0 ? run.update_s / double(run.steps_run) : 0.0}};
+  json summary{
+      {"steps", run.st.step},
+      {"total_steps", run.st.total_steps},
+      {"completion_tokens", run.st.tokens_seen},
+      {"checkpoint",
+       (fs::path(opts.out) / io::checkpoint_dir_name(uint64_t(run.st.step))).string()},
+      {"interrupted", interrupted},
+      {"rollout_tokens_per_s",
+       run.rollout_s > 0 ? double(run.rollout_tokens) / run.rollout_s : 0.0},
+      {"update_s_per_step", run.steps_run > 0 ? run.update_s / double(run.steps_run) : 0.0}};
   if (!last.is_null())
     for (const char* k : {"reward", "accuracy", "kl", "response_length"}) summary[k] = last[k];
   if (run.distributed()) summary["ranks"] = run.ranks->topo().world_size();

@@ -33,7 +33,9 @@ namespace ds::rl::detail {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 // A micro-batch of completions [first, first + rows) as a model batch: tokens (B, T+1) =
 // prompt + completion + padding (id 0), loss_mask (B, T) = 1 on the completion targets, and

@@ -39,7 +39,8 @@ using nlohmann::json;
 namespace {
 
 void check_flags(const SftOptions& o, bool need_out) {
-  if (o.init.empty()) DS_THROW(UsageError, "--init is required (a ds-pretrain checkpoint directory)");
+  if (o.init.empty())
+    DS_THROW(UsageError, "--init is required (a ds-pretrain checkpoint directory)");
   if (o.data.empty()) DS_THROW(UsageError, "--data is required (chat or prompt/completion JSONL)");
   if (need_out && o.out.empty()) DS_THROW(UsageError, "--out is required");
   if (o.batch_size <= 0) DS_THROW(UsageError, "--batch-size must be positive");
@@ -53,7 +54,8 @@ void check_flags(const SftOptions& o, bool need_out) {
     DS_THROW(UsageError, "--val-data and --val-fraction are mutually exclusive");
   if (o.eval_every > 0 && o.val_data.empty() && o.val_fraction == 0)
     DS_THROW(UsageError, "--eval-every needs held-out data: --val-data FILE or --val-fraction F");
-  if (!(o.lr > 0) || !(o.lr_final >= 0)) DS_THROW(UsageError, "--lr must be positive, --lr-final >= 0");
+  if (!(o.lr > 0) || !(o.lr_final >= 0))
+    DS_THROW(UsageError, "--lr must be positive, --lr-final >= 0");
   if (!fs::is_directory(o.init) || !fs::exists(fs::path(o.init) / "config.json"))
     DS_THROW(UsageError, "--init {}: not a checkpoint directory (no config.json)", o.init);
 }
@@ -71,7 +73,8 @@ struct DataSetup {
 DataSetup load_data(const SftOptions& o) {
   DataSetup d;
   const LossOn loss_on = parse_loss_on(o.loss_on);
-  d.tokenizer_path = o.tokenizer.empty() ? (fs::path(o.init) / "tokenizer.json").string() : o.tokenizer;
+  d.tokenizer_path =
+      o.tokenizer.empty() ? (fs::path(o.init) / "tokenizer.json").string() : o.tokenizer;
   if (!fs::exists(d.tokenizer_path))
     DS_THROW(UsageError, "{}: no tokenizer (give --tokenizer)", d.tokenizer_path);
   d.tok.emplace(tok::Tokenizer::from_file(d.tokenizer_path));
@@ -131,7 +134,8 @@ Plan make_plan(const SftOptions& o, RowStream& stream, const SampleSet& train) {
     const int64_t n = stream.rows_in_epoch(e);
     p.epoch_rows.push_back(n);
     if (wanted >= 0 && p.total_rows + n >= wanted) {
-      p.total_tokens += int64_t(std::llround(double(train.tokens) * double(wanted - p.total_rows) / double(n)));
+      p.total_tokens +=
+          int64_t(std::llround(double(train.tokens) * double(wanted - p.total_rows) / double(n)));
       p.total_rows = wanted;
       break;
     }
@@ -234,7 +238,8 @@ void Run::resume(const fs::path& dir) {
                                                train::CheckpointLoadOptions{ranks->partial_model()})
                       : train::load_checkpoint(dir, params, *opt);
   if (saved.kind != "sft")
-    DS_THROW(UsageError, "{}: a {} checkpoint, not an SFT one (use it as --init, or --resume never)",
+    DS_THROW(UsageError,
+             "{}: a {} checkpoint, not an SFT one (use it as --init, or --resume never)",
              dir.string(), saved.kind);
   if (saved.seed != st.seed || saved.seq_len != st.seq_len)
     DS_THROW(UsageError, "{}: saved with --seed {} --seq-len {}; resume needs the same values",
@@ -243,7 +248,8 @@ void Run::resume(const fs::path& dir) {
     DS_THROW(UsageError,
              "{}: saved with other data or data settings (fingerprint {} vs {}); resume needs the "
              "same --data, --val-data, --val-fraction, --loss-on, --no-packing, --truncate and "
-             "tokenizer (or --resume never)", dir.string(), saved.data_fingerprint, st.data_fingerprint);
+             "tokenizer (or --resume never)",
+             dir.string(), saved.data_fingerprint, st.data_fingerprint);
   if (saved.total_steps != st.total_steps)
     spdlog::info("resume: run length changed ({} -> {} steps); the schedule follows the new length",
                  saved.total_steps, st.total_steps);
@@ -253,7 +259,8 @@ void Run::resume(const fs::path& dir) {
   stream->set_state(st.data);
   rows_done = st.data.position;
   for (int64_t e = 0; e < st.data.epoch; ++e)
-    rows_done += e < int64_t(plan.epoch_rows.size()) ? plan.epoch_rows[size_t(e)] : stream->rows_in_epoch(e);
+    rows_done +=
+        e < int64_t(plan.epoch_rows.size()) ? plan.epoch_rows[size_t(e)] : stream->rows_in_epoch(e);
   spdlog::info("resumed from {} at step {} ({} tokens)", dir.string(), st.step, st.tokens_seen);
 }
 
@@ -325,7 +332,8 @@ void Run::step_once(train::Progress& progress) {
     std::vector<train::MicroBatch> mbs;
     for (const auto& [first, count] : ranks->micro_slices(B, o.micro_batch_size)) {
       std::span<const Row> part(rows.data() + first, size_t(std::max<int64_t>(count, 1)));
-      const double share = count > 0 ? double(count_targets(data.train.samples, part)) / double(W) : 0.0;
+      const double share =
+          count > 0 ? double(count_targets(data.train.samples, part)) / double(W) : 0.0;
       mbs.push_back(train::MicroBatch{make_batch(data.train.samples, part, o.seq_len, data.pad_id),
                                       share, micro_weights(w, count, B, share), count == 0});
     }
@@ -337,7 +345,8 @@ void Run::step_once(train::Progress& progress) {
                             o.skip_nonfinite, o.out);
   } else {
     for (int64_t m = 0; m * micro() < B; ++m) {
-      std::span<const Row> part(rows.data() + m * micro(), size_t(std::min(micro(), B - m * micro())));
+      std::span<const Row> part(rows.data() + m * micro(),
+                                size_t(std::min(micro(), B - m * micro())));
       const double share = double(count_targets(data.train.samples, part)) / double(W);
       model::Batch b = make_batch(data.train.samples, part, o.seq_len, data.pad_id);
       acc.add(model->forward_backward(ctx, b, micro_weights(w, int64_t(part.size()), B, share),
@@ -354,7 +363,9 @@ void Run::step_once(train::Progress& progress) {
   tokens_run += real_tokens;
   last_loss = acc.loss;
   const train::LoaderState ls = stream->state();
-  const double epoch = double(ls.epoch) + double(ls.position) / double(std::max<int64_t>(1, stream->rows_in_epoch(ls.epoch)));
+  const double epoch =
+      double(ls.epoch) +
+      double(ls.position) / double(std::max<int64_t>(1, stream->rows_in_epoch(ls.epoch)));
   json j{{"step", st.step}, {"epoch", epoch}, {"tokens", st.tokens_seen}, {"targets", W},
          {"loss", acc.loss}, {"loss_main", acc.loss_main}, {"loss_mtp", acc.loss_mtp},
          {"loss_balance", acc.loss_balance}, {"lr", lr}, {"grad_norm", u.grads.norm},
@@ -391,7 +402,8 @@ void sft(const SftOptions& options) {
   run.init();
   bool interrupted = false;
   if (run.st.step >= run.st.total_steps) {
-    spdlog::info("nothing to do: the checkpoint is at step {} of {}", run.st.step, run.st.total_steps);
+    spdlog::info("nothing to do: the checkpoint is at step {} of {}", run.st.step,
+                 run.st.total_steps);
   } else {
     spdlog::info("fine-tuning {} parameters: {} samples ({} target tokens), {} steps of {} rows x "
                  "{} tokens, {} threads{}", run.params.numel(), run.data.train.samples.size(),
@@ -399,7 +411,8 @@ void sft(const SftOptions& options) {
                  run.ctx.threads, run.ranks->active() ? " per rank, " + run.ranks->describe() : "");
     train::Progress progress(run.st.total_steps, opts.log_every);
     std::function<bool(bool)> agree;
-    if (run.ranks->active()) agree = [&](bool local) { return run.ranks->step().agree_stop(local); };
+    if (run.ranks->active())
+      agree = [&](bool local) { return run.ranks->step().agree_stop(local); };
     const int sig =
         train::run_step_loop(run.st, opts.stop_after, [&] { run.step_once(progress); }, agree);
     if (run.ranks->main()) progress.finish();
@@ -408,12 +421,17 @@ void sft(const SftOptions& options) {
     run.save();
   }
   if (!run.ranks->main()) return;
-  json summary{{"steps", run.st.step}, {"total_steps", run.st.total_steps},
-               {"tokens", run.st.tokens_seen},
-               {"checkpoint", (fs::path(opts.out) / io::checkpoint_dir_name(uint64_t(run.st.step))).string()},
-               {"samples", run.data.train.samples.size()}, {"val_samples", run.data.val.samples.size()},
-               {"nonfinite_skipped", run.st.nonfinite_skipped}, {"interrupted", interrupted},
-               {"tokens_per_s", run.step_seconds > 0 ? double(run.tokens_run) / run.step_seconds : 0.0}};
+  json summary{
+      {"steps", run.st.step},
+      {"total_steps", run.st.total_steps},
+      {"tokens", run.st.tokens_seen},
+      {"checkpoint",
+       (fs::path(opts.out) / io::checkpoint_dir_name(uint64_t(run.st.step))).string()},
+      {"samples", run.data.train.samples.size()},
+      {"val_samples", run.data.val.samples.size()},
+      {"nonfinite_skipped", run.st.nonfinite_skipped},
+      {"interrupted", interrupted},
+      {"tokens_per_s", run.step_seconds > 0 ? double(run.tokens_run) / run.step_seconds : 0.0}};
   if (std::isfinite(run.last_loss)) summary["loss"] = run.last_loss;
   if (std::isfinite(run.last_val)) summary["val_loss"] = run.last_val;
   if (opts.profile)
@@ -433,17 +451,24 @@ void check_data(const SftOptions& options) {
   RowStream stream(d.train.samples, o.seq_len, o.seed, o.packing);
   Plan p = make_plan(o, stream, d.train);
   int64_t max_len = 0;
-  for (const Sample& s : d.train.samples) max_len = std::max<int64_t>(max_len, int64_t(s.tokens.size()));
+  for (const Sample& s : d.train.samples)
+    max_len = std::max<int64_t>(max_len, int64_t(s.tokens.size()));
   const int64_t rows0 = p.epoch_rows.front();
-  json j{{"samples", d.train.samples.size()}, {"val_samples", d.val.samples.size()},
-         {"tokens", d.train.tokens}, {"targets", d.train.targets},
-         {"target_fraction", double(d.train.targets) / double(std::max<int64_t>(1, d.train.tokens))},
-         {"truncated", d.train.truncated}, {"dropped", d.train.dropped},
-         {"max_sample_tokens", max_len},
-         {"mean_sample_tokens", double(d.train.tokens) / double(d.train.samples.size())},
-         {"rows_per_epoch", rows0},
-         {"packing_efficiency", double(d.train.tokens) / double(rows0 * (o.seq_len + 1))},
-         {"total_rows", p.total_rows}, {"steps", p.total_steps}, {"fingerprint", d.fingerprint}};
+  json j{
+      {"samples", d.train.samples.size()},
+      {"val_samples", d.val.samples.size()},
+      {"tokens", d.train.tokens},
+      {"targets", d.train.targets},
+      {"target_fraction", double(d.train.targets) / double(std::max<int64_t>(1, d.train.tokens))},
+      {"truncated", d.train.truncated},
+      {"dropped", d.train.dropped},
+      {"max_sample_tokens", max_len},
+      {"mean_sample_tokens", double(d.train.tokens) / double(d.train.samples.size())},
+      {"rows_per_epoch", rows0},
+      {"packing_efficiency", double(d.train.tokens) / double(rows0 * (o.seq_len + 1))},
+      {"total_rows", p.total_rows},
+      {"steps", p.total_steps},
+      {"fingerprint", d.fingerprint}};
   std::printf("%s\n", j.dump().c_str());
 }
 

@@ -79,7 +79,8 @@ void decode(const DecodeOptions& o, std::istream& in, std::ostream& out) {
   const uint64_t n_docs = ds.manifest().documents;
   if (o.start > n_docs)
     DS_THROW(UsageError, "--start {}: the dataset holds {} documents", o.start, n_docs);
-  const uint64_t end = o.count < 0 ? n_docs : std::min<uint64_t>(n_docs, o.start + uint64_t(o.count));
+  const uint64_t end =
+      o.count < 0 ? n_docs : std::min<uint64_t>(n_docs, o.start + uint64_t(o.count));
 
   TextWriter writer(tok, o.skip_special_tokens, out);
   std::vector<uint32_t> window;

@@ -181,7 +181,8 @@ EncodeSummary encode(const EncodeOptions& o) {
   const auto t_loaded = Clock::now();
   Encoder enc{tok, o, false, 0, std::nullopt, std::nullopt};
   const auto eos = tok.eos_id();
-  if (!eos) DS_THROW(FormatError, "{}: no end-of-sentence token '{}'", o.tokenizer, tok::special::kEos);
+  if (!eos)
+    DS_THROW(FormatError, "{}: no end-of-sentence token '{}'", o.tokenizer, tok::special::kEos);
   enc.eos = *eos;
   if (o.add_bos) {
     enc.bos = tok.bos_id();
@@ -199,7 +200,8 @@ EncodeSummary encode(const EncodeOptions& o) {
   DocumentReader reader(o.input, enc.cuts);
   ThreadPool pool(resolve_threads(o.threads));
   Progress progress{o.progress && log::stderr_is_tty()};
-  spdlog::info("encode: {} thread(s), tokenizer {} ({})", pool.size(), o.tokenizer, tok.fingerprint());
+  spdlog::info("encode: {} thread(s), tokenizer {} ({})", pool.size(), o.tokenizer,
+               tok.fingerprint());
 
   EncodeSummary sum;
   const size_t max_segs = 1u << 16;

@@ -109,7 +109,8 @@ MergeEngine::MergeEngine(const std::vector<std::pair<std::string, uint64_t>>& wo
   }
   touched_.clear();
   for (uint32_t i = 0; i < pairs_.size(); ++i) {
-    if (uint64_t(pairs_.at(i).count) >= min_freq_) heap_.push_back({uint64_t(pairs_.at(i).count), i});
+    if (uint64_t(pairs_.at(i).count) >= min_freq_)
+      heap_.push_back({uint64_t(pairs_.at(i).count), i});
   }
   std::make_heap(heap_.begin(), heap_.end(),
                  [this](const HeapEntry& x, const HeapEntry& y) { return lower(x, y); });

@@ -49,7 +49,9 @@ void progress_line(const char* fmt_text, size_t a, size_t b) {
   std::fflush(stderr);
 }
 
-void merge_progress(size_t done, size_t total) { progress_line("merges %zu / %zu   ", done, total); }
+void merge_progress(size_t done, size_t total) {
+  progress_line("merges %zu / %zu   ", done, total);
+}
 
 }  // namespace
 
@@ -119,7 +121,8 @@ BpeTrainer::Impl::Impl(BpeTrainerOptions o) : opts(std::move(o)), pool(opts.thre
   pre = opts.pre_tokenizer ? opts.pre_tokenizer
                            : std::make_shared<const PreTokenizer>(PreTokenizer::deepseek_v3());
   if (opts.special_tokens.empty()) {
-    for (auto t : {special::kBos, special::kEos, special::kPad}) front.push_back({std::string(t), true});
+    for (auto t : {special::kBos, special::kEos, special::kPad})
+      front.push_back({std::string(t), true});
     for (auto t : {special::kFimHole, special::kFimBegin, special::kFimEnd, special::kUser,
                    special::kAssistant})
       back.push_back({std::string(t), false});
@@ -240,7 +243,9 @@ namespace {
 // The 256 byte values in GPT-2 bytes_to_unicode order: printable ones, then the rest.
 std::vector<int> gpt2_byte_order() {
   std::vector<int> order;
-  auto printable = [](int b) { return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174; };
+  auto printable = [](int b) {
+    return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
+  };
   for (int b = 0; b < 256; ++b) if (printable(b)) order.push_back(b);
   for (int b = 0; b < 256; ++b) if (!printable(b)) order.push_back(b);
   return order;
@@ -277,9 +282,10 @@ std::string BpeTrainer::Impl::to_json(const std::vector<detail::MergeStep>& merg
          "\"trim_offsets\": false, \"use_regex\": true},\n";
   out += "  \"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, "
          "\"trim_offsets\": true, \"use_regex\": true},\n";
-  out += "  \"model\": {\n    \"type\": \"BPE\",\n    \"dropout\": null,\n    \"unk_token\": null,\n"
-         "    \"continuing_subword_prefix\": null,\n    \"end_of_word_suffix\": null,\n"
-         "    \"fuse_unk\": false,\n    \"byte_fallback\": false,\n    \"vocab\": {\n";
+  out +=
+      "  \"model\": {\n    \"type\": \"BPE\",\n    \"dropout\": null,\n    \"unk_token\": null,\n"
+      "    \"continuing_subword_prefix\": null,\n    \"end_of_word_suffix\": null,\n"
+      "    \"fuse_unk\": false,\n    \"byte_fallback\": false,\n    \"vocab\": {\n";
   size_t id = 0;
   auto entry = [&](const std::string& s) {
     out += "      ";

@@ -111,7 +111,8 @@ Regex::Regex(std::string pattern, bool literal, const std::string& where)
     DS_THROW(FormatError, "{}: invalid regex at offset {}: {}", where, size_t(err_off),
              pcre2_message(err));
   }
-  code_ = std::shared_ptr<void>(code, [](void* c) { pcre2_code_free(static_cast<pcre2_code*>(c)); });
+  code_ =
+      std::shared_ptr<void>(code, [](void* c) { pcre2_code_free(static_cast<pcre2_code*>(c)); });
   jit_ = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;
 }
 

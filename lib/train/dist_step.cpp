@@ -214,7 +214,8 @@ DistRuntime::DistRuntime(const dist::DistOptions& o) : o_(o) {
     DS_THROW(UsageError, "--pp-schedule dualpipe needs an even --pp (got {})", o.layout.pp);
   auto world = dist::init_world(o.launch);
   if (world->size() > 1)
-    topo_ = dist::Topology::create(std::move(world), o.layout, dist::detect_launch(o.launch).local_rank);
+    topo_ = dist::Topology::create(std::move(world), o.layout,
+                                   dist::detect_launch(o.launch).local_rank);
   else if (o.layout.pp > 1 || o.layout.ep > 1)
     DS_THROW(UsageError, "--pp {} --ep {} need several ranks: launch with mpirun -n N or srun "
              "--mpi=pmix -n N", o.layout.pp, o.layout.ep);
@@ -241,7 +242,8 @@ model::ModelParallel DistRuntime::model_parallel() {
 std::unique_ptr<model::Transformer> DistRuntime::build_model(const model::ModelArgs& args,
                                                              model::ParamStore& store) {
   model::ModelParallel par = model_parallel();
-  if (!topo_ || o_.pp_schedule != "dualpipe") return std::make_unique<model::Transformer>(args, store, par);
+  if (!topo_ || o_.pp_schedule != "dualpipe")
+    return std::make_unique<model::Transformer>(args, store, par);
   const int P = topo_->layout().pp, r = topo_->pp_rank();
   model::ModelParallel rev = par;
   rev.pp_rank = P - 1 - r;
@@ -274,7 +276,8 @@ void DistRuntime::attach(model::Transformer& m, const OptimizerOptions& opt) {
   step_ = std::make_unique<DistStep>(*topo_, m, o_.pp_schedule, reverse_.get());
 }
 
-std::vector<std::pair<int64_t, int64_t>> DistRuntime::micro_slices(int64_t rows, int64_t micro) const {
+std::vector<std::pair<int64_t, int64_t>> DistRuntime::micro_slices(int64_t rows,
+                                                                   int64_t micro) const {
   const int dp = topo_->layout().dp;
   const auto [first, count] = dp_slice(rows, dp, topo_->dp_rank());
   const int64_t largest = (rows + dp - 1) / dp;

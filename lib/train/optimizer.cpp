@@ -48,7 +48,8 @@ void AdamW::step(const ops::Context& ctx, float lr, const GradStats& stats) {
   // The factor is applied inside AdamW as it reads each gradient (the same float product as
   // scaling the gradients first, without a separate pass over them).
   float c = 1.0f;
-  if (opts_.clip_norm > 0 && stats.norm > opts_.clip_norm) c = float(opts_.clip_norm / (stats.norm + 1e-6));
+  if (opts_.clip_norm > 0 && stats.norm > opts_.clip_norm)
+    c = float(opts_.clip_norm / (stats.norm + 1e-6));
   ops::AdamWParams ap;
   ap.lr = lr;
   ap.beta1 = opts_.beta1;

@@ -52,7 +52,8 @@ std::vector<PipeOp> pipeline_schedule(const std::string& schedule, int P, int r,
     for (int m = 0; m < M; ++m) ops.push_back({true, 0, m});
     return ops;
   }
-  if (schedule != "1f1b") DS_THROW(UsageError, "--pp-schedule {}: expected 1f1b, gpipe or dualpipe", schedule);
+  if (schedule != "1f1b")
+    DS_THROW(UsageError, "--pp-schedule {}: expected 1f1b, gpipe or dualpipe", schedule);
   const int warm = std::min(M, P - r - 1);
   for (int m = 0; m < warm; ++m) ops.push_back({false, 0, m});
   for (int m = warm; m < M; ++m) {

@@ -136,7 +136,8 @@ double Run::evaluate() {
 // forward-only through the pipeline; the sums are completed over the world.
 double Run::evaluate_dist() {
   const int64_t n_val = loader->n_val();
-  const int64_t B = std::max<int64_t>(1, o.micro_batch_size > 0 ? o.micro_batch_size : o.batch_size);
+  const int64_t B =
+      std::max<int64_t>(1, o.micro_batch_size > 0 ? o.micro_batch_size : o.batch_size);
   const int64_t batches = std::min<int64_t>(o.eval_batches, (n_val + B - 1) / B);
   std::vector<MicroBatch> mine;
   for (int64_t i : ranks->eval_batches(batches)) {
@@ -241,11 +242,12 @@ void pretrain(const PretrainOptions& opts) {
     return;
   }
   const bool distributed = run.ranks->active();
-  spdlog::info("training {} parameters{} for {} steps ({} tokens), batch {} x {} tokens, {} threads{}",
-               model::count_params(run.setup.args).total + model::count_params(run.setup.args).mtp,
-               distributed ? fmt::format(" ({} on this rank)", run.params.numel()) : "",
-               run.st.total_steps, run.st.total_tokens, opts.batch_size, opts.seq_len,
-               run.ctx.threads, distributed ? " per rank, " + run.ranks->describe() : "");
+  spdlog::info(
+      "training {} parameters{} for {} steps ({} tokens), batch {} x {} tokens, {} threads{}",
+      model::count_params(run.setup.args).total + model::count_params(run.setup.args).mtp,
+      distributed ? fmt::format(" ({} on this rank)", run.params.numel()) : "", run.st.total_steps,
+      run.st.total_tokens, opts.batch_size, opts.seq_len, run.ctx.threads,
+      distributed ? " per rank, " + run.ranks->describe() : "");
   Progress progress(run.st.total_steps, opts.log_every);
   std::function<bool(bool)> agree;
   if (distributed) agree = [&](bool local) { return run.ranks->step().agree_stop(local); };
@@ -255,12 +257,16 @@ void pretrain(const PretrainOptions& opts) {
   if (interrupted) spdlog::warn("signal {} received: saving a checkpoint and stopping", sig);
   run.save();
   if (!run.ranks->main()) return;
-  json summary{{"steps", run.st.step}, {"tokens", run.st.tokens_seen},
-               {"checkpoint", (fs::path(opts.out) / io::checkpoint_dir_name(uint64_t(run.st.step))).string()},
-               {"nonfinite_skipped", run.st.nonfinite_skipped}, {"interrupted", interrupted}};
+  json summary{{"steps", run.st.step},
+               {"tokens", run.st.tokens_seen},
+               {"checkpoint",
+                (fs::path(opts.out) / io::checkpoint_dir_name(uint64_t(run.st.step))).string()},
+               {"nonfinite_skipped", run.st.nonfinite_skipped},
+               {"interrupted", interrupted}};
   if (distributed) {
     summary["ranks"] = run.ranks->topo().world_size();
-    if (run.ranks->topo().layout().pp > 1) summary["pipeline_bubble"] = run.ranks->step().timing().bubble();
+    if (run.ranks->topo().layout().pp > 1)
+      summary["pipeline_bubble"] = run.ranks->step().timing().bubble();
   }
   if (opts.profile)
     summary["profile"] =

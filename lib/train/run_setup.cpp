@@ -72,7 +72,8 @@ model::ModelArgs resolve_model_args(const PretrainOptions& o) {
     DS_THROW(UsageError, "--preset and --model-config are mutually exclusive");
   if (o.preset.empty() && o.model_config.empty())
     DS_THROW(UsageError, "give a model: --preset NAME or --model-config config.json");
-  model::ModelArgs a = o.preset.empty() ? model::load_config(o.model_config) : model::preset(o.preset);
+  model::ModelArgs a =
+      o.preset.empty() ? model::load_config(o.model_config) : model::preset(o.preset);
   if (!o.preset.empty() && !o.tokenizer.empty()) {
     auto tok = tok::Tokenizer::from_file(o.tokenizer);
     a.vocab_size = (int64_t(tok.vocab_size()) + 127) / 128 * 128;
@@ -87,7 +88,8 @@ RunSetup resolve_setup(const PretrainOptions& o) {
   if (o.out.empty()) DS_THROW(UsageError, "--out is required");
   if (o.batch_size <= 0) DS_THROW(UsageError, "--batch-size must be positive");
   if (o.seq_len < 2) DS_THROW(UsageError, "--seq-len must be at least 2");
-  if ((o.steps > 0) == (o.tokens > 0)) DS_THROW(UsageError, "give exactly one of --steps and --tokens");
+  if ((o.steps > 0) == (o.tokens > 0))
+    DS_THROW(UsageError, "give exactly one of --steps and --tokens");
   s.args = resolve_model_args(o);
   if (o.seq_len > s.args.max_seq_len)
     DS_THROW(UsageError, "--seq-len {} exceeds the model's max_position_embeddings {}", o.seq_len,
@@ -95,7 +97,8 @@ RunSetup resolve_setup(const PretrainOptions& o) {
   int64_t per_step = o.batch_size * o.seq_len;
   s.total_steps = o.steps > 0 ? o.steps : (o.tokens + per_step - 1) / per_step;
   s.total_tokens = o.tokens > 0 ? o.tokens : o.steps * per_step;
-  if (!o.tokenizer.empty()) s.expected_fingerprint = tok::Tokenizer::from_file(o.tokenizer).fingerprint();
+  if (!o.tokenizer.empty())
+    s.expected_fingerprint = tok::Tokenizer::from_file(o.tokenizer).fingerprint();
   s.resume_from = resolve_resume(o.resume, o.out);
   s.ctx = make_context(o);
   return s;
@@ -108,13 +111,21 @@ void dry_run(const PretrainOptions& o) {
   auto m = model::plan_memory(a, micro, o.seq_len, o.optimizer.bf16_moments);
   auto gib = [](double b) { return b / double(1ull << 30); };
   nlohmann::json j{
-      {"params", {{"total", c.total}, {"activated", c.activated}, {"mtp", c.mtp},
-                  {"embedding", c.embedding}, {"total_b", double(c.total) / 1e9},
-                  {"activated_b", double(c.activated) / 1e9}}},
-      {"batch", {{"micro_batch_size", micro}, {"seq_len", o.seq_len}, {"batch_size", o.batch_size}}},
-      {"memory_gib", {{"weights", gib(m.weights)}, {"grads", gib(m.grads)},
-                      {"optimizer", gib(m.optimizer)}, {"activations", gib(m.activations)},
-                      {"total", gib(m.total)}}},
+      {"params",
+       {{"total", c.total},
+        {"activated", c.activated},
+        {"mtp", c.mtp},
+        {"embedding", c.embedding},
+        {"total_b", double(c.total) / 1e9},
+        {"activated_b", double(c.activated) / 1e9}}},
+      {"batch",
+       {{"micro_batch_size", micro}, {"seq_len", o.seq_len}, {"batch_size", o.batch_size}}},
+      {"memory_gib",
+       {{"weights", gib(m.weights)},
+        {"grads", gib(m.grads)},
+        {"optimizer", gib(m.optimizer)},
+        {"activations", gib(m.activations)},
+        {"total", gib(m.total)}}},
       {"moments", o.optimizer.bf16_moments ? "bf16" : "f32"}};
   std::printf("%s\n", j.dump(2).c_str());
 }

@@ -215,7 +215,8 @@ void save_checkpoint(const SaveSpec& spec, const model::ModelArgs& args,
   DS_CHECK(&params == &opt.params(), "save_checkpoint: the store is not the optimiser's");
   std::vector<std::pair<std::string, Tensor>> state = opt.gather_state();   // collective
   std::vector<io::TensorSource> moments;
-  for (auto& [name, t] : state) moments.push_back(io::TensorSource::from_tensor(name, t, t.dtype()));
+  for (auto& [name, t] : state)
+    moments.push_back(io::TensorSource::from_tensor(name, t, t.dtype()));
   if (world.size() == 1) {
     save_single(spec, args, params, moments, st);
     return;
@@ -224,7 +225,8 @@ void save_checkpoint(const SaveSpec& spec, const model::ModelArgs& args,
     const model::Param* p = params.find(name);
     return p ? opt.writes(*p) : opt.writes_buffers();
   };
-  const std::vector<io::TensorSource> weights = model::model_tensor_sources(params, spec.bf16, keep);
+  const std::vector<io::TensorSource> weights =
+      model::model_tensor_sources(params, spec.bf16, keep);
   const auto names = gather_names(world, weights);                           // collective
   std::vector<int64_t> bytes{0};
   for (const auto& t : weights) bytes[0] += int64_t(t.nbytes());

@@ -166,7 +166,8 @@ std::string profile_report(const ops::Profiler& prof, double step_s, int64_t ste
   const double ops_s = prof.seconds(), gemm_s = prof.seconds("gemm");
   const double gemm_gflops = gemm_s > 0 ? prof.flops("gemm") / gemm_s * 1e-9 : 0.0;
   std::vector<ops::Profiler::Entry> es = prof.entries();
-  std::sort(es.begin(), es.end(), [](const auto& a, const auto& b) { return a.seconds > b.seconds; });
+  std::sort(es.begin(), es.end(),
+            [](const auto& a, const auto& b) { return a.seconds > b.seconds; });
   std::fprintf(stderr, "\nprofile: %lld steps, %.3f s in steps, %.0f tokens/s\n",
                (long long)steps, step_s, step_s > 0 ? double(tokens) / step_s : 0.0);
   // MB/step and GB/s: the bytes of the ops' operands (each read or written once), the least
@@ -193,7 +194,8 @@ std::string profile_report(const ops::Profiler& prof, double step_s, int64_t ste
     fam[f] = step_s > 0 ? prof.seconds(f) / step_s : 0.0;
   fam["outside_ops"] = step_s > 0 ? std::max(0.0, step_s - ops_s) / step_s : 0.0;
   const double rss = peak_rss_mb();
-  std::fprintf(stderr, "GEMM share %.1f%%, GEMM %.1f GFLOP/s, outside ops %.1f%%, peak RSS %.0f MiB\n",
+  std::fprintf(stderr,
+               "GEMM share %.1f%%, GEMM %.1f GFLOP/s, outside ops %.1f%%, peak RSS %.0f MiB\n",
                100 * (step_s > 0 ? gemm_s / step_s : 0.0), gemm_gflops,
                100 * fam["outside_ops"].get<double>(), rss);
   const double non_gemm_b = prof.bytes() - prof.bytes("gemm") - prof.bytes("attention");

@@ -27,7 +27,8 @@ ShardedAdamW::ShardedAdamW(model::ParamStore& params, const OptimizerOptions& op
                            dist::Comm& dp, dist::Comm& edp, std::set<std::string> copies)
     : params_(params), opts_(opts), copies_(std::move(copies)) {
   for (const std::string& c : copies_)
-    DS_CHECK(params_.find(c) != nullptr, "ShardedAdamW: copy {} is not a parameter of this rank", c);
+    DS_CHECK(params_.find(c) != nullptr, "ShardedAdamW: copy {} is not a parameter of this rank",
+             c);
   groups_[0].name = "dp";
   groups_[0].comm = &dp;
   groups_[1].name = "edp";
@@ -127,7 +128,8 @@ void ShardedAdamW::step(const ops::Context& ctx, float lr, const GradStats& stat
   // The clipping factor of AdamW::step (torch.nn.utils.clip_grad_norm_), applied as each
   // gradient is read.
   float c = 1.0f;
-  if (opts_.clip_norm > 0 && stats.norm > opts_.clip_norm) c = float(opts_.clip_norm / (stats.norm + 1e-6));
+  if (opts_.clip_norm > 0 && stats.norm > opts_.clip_norm)
+    c = float(opts_.clip_norm / (stats.norm + 1e-6));
   for (Group& g : groups_) {
     if (g.chunk == 0) continue;
     const int n = g.comm->size();
@@ -225,7 +227,8 @@ std::vector<std::pair<std::string, Tensor>> ShardedAdamW::gather_state() {
     const int64_t off = groups_[k].offsets[next[k]++], len = shape_numel(p.info.shape);
     if (!writes(p)) continue;
     out.emplace_back(p.info.name + ".exp_avg", m_full[k].slice0(off, off + len).view(p.info.shape));
-    out.emplace_back(p.info.name + ".exp_avg_sq", v_full[k].slice0(off, off + len).view(p.info.shape));
+    out.emplace_back(p.info.name + ".exp_avg_sq",
+                     v_full[k].slice0(off, off + len).view(p.info.shape));
   }
   return out;
 }

@@ -49,7 +49,8 @@ inline model::ModelArgs wide_args() {
 // A checkpoint directory written by save_model (F32 or BF16 parameters, F32 router biases),
 // randomly initialised (router biases too), with the tiny test tokenizer. Returns the store.
 inline void write_model(const fs::path& dir, const model::ModelArgs& a, uint64_t seed,
-                        bool bf16 = false, uint64_t max_shard_bytes = model::kDefaultMaxShardBytes) {
+                        bool bf16 = false,
+                        uint64_t max_shard_bytes = model::kDefaultMaxShardBytes) {
   model::ParamStore ps;
   model::Transformer m(a, ps);
   ps.init(seed);
@@ -59,7 +60,8 @@ inline void write_model(const fs::path& dir, const model::ModelArgs& a, uint64_t
   fs::create_directories(dir);
   model::save_model(ps, a, dir, bf16, max_shard_bytes);
   std::ofstream(dir / "tokenizer.json") << model::testing::tiny_tokenizer_json();
-  std::ofstream(dir / "tokenizer_config.json") << R"({"tokenizer_class": "PreTrainedTokenizerFast"})";
+  std::ofstream(dir / "tokenizer_config.json")
+      << R"({"tokenizer_class": "PreTrainedTokenizerFast"})";
 }
 
 // Every regular file below `dir` (relative path -> bytes).

@@ -108,12 +108,14 @@ TEST_CASE("quantize: exactly the registry's FP8 tensors, block scales, partial e
   CHECK(st.tensors_out == st.tensors_in + fp8);
   CHECK(out.names().size() == in.names().size() + size_t(fp8));
 
-  const json cfg = read_json(tmp / "fp8" / "config.json"), cfg_in = read_json(tmp / "in" / "config.json");
+  const json cfg = read_json(tmp / "fp8" / "config.json"),
+             cfg_in = read_json(tmp / "in" / "config.json");
   CHECK(cfg["quantization_config"] == kOfficialQuant);
   json stripped = cfg;
   stripped.erase("quantization_config");
   CHECK(stripped == cfg_in);
-  CHECK(io::read_file(tmp / "fp8" / "tokenizer.json") == io::read_file(tmp / "in" / "tokenizer.json"));
+  CHECK(io::read_file(tmp / "fp8" / "tokenizer.json") ==
+        io::read_file(tmp / "in" / "tokenizer.json"));
   CHECK(fs::exists(tmp / "fp8" / "tokenizer_config.json"));
   CHECK(fs::exists(tmp / "fp8" / "model.safetensors"));
   CHECK_FALSE(fs::exists(tmp / "fp8" / io::kSafetensorsIndex));
@@ -137,8 +139,10 @@ TEST_CASE("round trip BF16 -> FP8 -> BF16 within the per-element e4m3 bound") {
       continue;
     }
     // Exactly the official rule: bf16(e4m3(q) * s) ...
-    const std::vector<float> ref = dequant_ref(fp8.get(p.name), fp8.get(p.name + "_scale_inv"), 128);
-    const Tensor bt = io::to_f32(b), src = in.load_f32(p.name), sf = fp8.load_f32(p.name + "_scale_inv");
+    const std::vector<float> ref =
+        dequant_ref(fp8.get(p.name), fp8.get(p.name + "_scale_inv"), 128);
+    const Tensor bt = io::to_f32(b), src = in.load_f32(p.name),
+                 sf = fp8.load_f32(p.name + "_scale_inv");
     int64_t exact = 0, bound = 0;
     const int64_t N = p.shape[1], sn = sf.shape()[1];
     for (int64_t i = 0; i < bt.numel(); ++i) {
@@ -166,9 +170,10 @@ TEST_CASE("sharded input with scales in another shard than their weight; index r
   model::testing::HfWriteOptions o;
   o.block = 128;
   o.max_shard_bytes = 2048;
-  o.mutate = [](std::vector<io::TensorSource>& src) {   // every scale after every weight
-    std::stable_partition(src.begin(), src.end(),
-                          [](const io::TensorSource& t) { return !t.name.ends_with("_scale_inv"); });
+  o.mutate = [](std::vector<io::TensorSource>& src) {  // every scale after every weight
+    std::stable_partition(src.begin(), src.end(), [](const io::TensorSource& t) {
+      return !t.name.ends_with("_scale_inv");
+    });
   };
   model::testing::write_hf_checkpoint(tmp / "hf", ps, a, o);
   io::SafetensorsDir hf(tmp / "hf");
@@ -188,7 +193,8 @@ TEST_CASE("sharded input with scales in another shard than their weight; index r
   CHECK(out.num_files() == weight_files.size());
   CHECK(st.files == int64_t(weight_files.size()));
   size_t on_disk = 0;
-  for (const auto& e : fs::directory_iterator(tmp / "bf16")) on_disk += e.path().extension() == ".safetensors";
+  for (const auto& e : fs::directory_iterator(tmp / "bf16"))
+    on_disk += e.path().extension() == ".safetensors";
   CHECK(on_disk == weight_files.size());
   const json idx = read_json(tmp / "bf16" / io::kSafetensorsIndex);
   uint64_t total = 0;
@@ -205,7 +211,8 @@ TEST_CASE("sharded input with scales in another shard than their weight; index r
     const std::vector<float> ref = dequant_ref(hf.get(p.name), hf.get(p.name + "_scale_inv"), 128);
     const Tensor t = out.load_f32(p.name);
     int64_t diff = 0;
-    for (int64_t i = 0; i < t.numel(); ++i) diff += t.f32()[i] != bf16_to_f32(f32_to_bf16(ref[size_t(i)]));
+    for (int64_t i = 0; i < t.numel(); ++i)
+      diff += t.f32()[i] != bf16_to_f32(f32_to_bf16(ref[size_t(i)]));
     CHECK_MESSAGE(diff == 0, p.name);
   }
   // Quantising the sharded BF16 result again: same shard names, scale after its weight.

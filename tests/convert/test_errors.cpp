@@ -99,7 +99,8 @@ TEST_CASE("malformed FP8 inputs: wrong-shaped scale, orphan scale, F8_E5M2, bloc
 
   write_fp8(tmp / "shape", [](std::vector<io::TensorSource>& src) {
     for (auto& t : src)
-      if (t.name == kW + "_scale_inv") t = io::TensorSource::raw(t.name, DType::f32, {1, 2}, two.data());
+      if (t.name == kW + "_scale_inv")
+        t = io::TensorSource::raw(t.name, DType::f32, {1, 2}, two.data());
   });
   expect_error<FormatError>([&] { convert::dequantize(opts(tmp / "shape", tmp / "outs" / "o")); },
                             kW + "_scale_inv", tmp / "outs");
@@ -110,7 +111,8 @@ TEST_CASE("malformed FP8 inputs: wrong-shaped scale, orphan scale, F8_E5M2, bloc
       return t.name == "model.layers.0.mlp.gate_proj.weight";
     });
     static std::vector<float> w(24 * 16, 0.5f);
-    src.push_back(io::TensorSource::raw("model.layers.0.mlp.gate_proj.weight", DType::f32, {24, 16}, w.data()));
+    src.push_back(io::TensorSource::raw("model.layers.0.mlp.gate_proj.weight", DType::f32, {24, 16},
+                                        w.data()));
   });
   expect_error<FormatError>([&] { convert::dequantize(opts(tmp / "orphan", tmp / "outs" / "o")); },
                             orphan, tmp / "outs");

@@ -142,7 +142,8 @@ TEST_CASE("verify: thresholds, missing tensors and shape mismatches fail after t
   CHECK(listed);
 }
 
-TEST_CASE("a quantised checkpoint loads like ds-generate / ds-eval do, logits close to the original") {
+TEST_CASE(
+    "a quantised checkpoint loads like ds-generate / ds-eval do, logits close to the original") {
   // Tolerance, per position: the relative RMS of the logit difference. Each FP8 weight has a
   // relative rounding error of at most 2^-4 per element, about 2.6% RMS (uniform over a 3-bit
   // mantissa); errors are independent across elements, so every quantised GEMM adds about that
@@ -193,6 +194,7 @@ TEST_CASE("a quantised checkpoint loads like ds-generate / ds-eval do, logits cl
   convert::dequantize(opts(tmp / "fp8", tmp / "bf16"));
   const Tensor l2 = logits_of(tmp / "bf16", T);
   double e2 = 0;
-  for (int64_t i = 0; i < l1.numel(); ++i) e2 += double(l1.f32()[i] - l2.f32()[i]) * (l1.f32()[i] - l2.f32()[i]);
+  for (int64_t i = 0; i < l1.numel(); ++i)
+    e2 += double(l1.f32()[i] - l2.f32()[i]) * (l1.f32()[i] - l2.f32()[i]);
   CHECK(std::sqrt(e2 / n2) < 0.02);
 }

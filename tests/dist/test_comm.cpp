@@ -18,7 +18,9 @@ using ds::test::world;
 namespace {
 
 // Distinct bf16 bit patterns (some are NaNs and subnormals: they must travel unchanged).
-uint16_t pattern(int src, int dst, int64_t i) { return uint16_t(src * 7919 + dst * 104729 + i * 31); }
+uint16_t pattern(int src, int dst, int64_t i) {
+  return uint16_t(src * 7919 + dst * 104729 + i * 31);
+}
 
 }  // namespace
 
@@ -107,7 +109,8 @@ TEST_CASE("all_gather and all_gather_v with uneven and zero counts, any dtype") 
   inplace[size_t(r * 2)] = r;
   inplace[size_t(r * 2 + 1)] = 10 * r;
   w.all_gather(inplace.data() + r * 2, inplace.data(), 2, DType::i32);
-  for (int q = 0; q < P; ++q) CHECK((inplace[size_t(q * 2)] == q && inplace[size_t(q * 2 + 1)] == 10 * q));
+  for (int q = 0; q < P; ++q)
+    CHECK((inplace[size_t(q * 2)] == q && inplace[size_t(q * 2 + 1)] == 10 * q));
 
   // counts[q] = q: rank 0 contributes nothing.
   std::vector<int64_t> counts(static_cast<size_t>(P));
@@ -182,8 +185,8 @@ TEST_CASE("isend/irecv: 4 MB both ways around the ring at once") {
   }
   const int right = (r + 1) % P, left = (r + P - 1) % P;
   const int64_t n = int64_t(1) << 20;   // 4 MB of f32: beyond any eager limit
-  std::vector<float> to_right(static_cast<size_t>(n)), to_left(static_cast<size_t>(n)), from_left(static_cast<size_t>(n)),
-      from_right(static_cast<size_t>(n));
+  std::vector<float> to_right(static_cast<size_t>(n)), to_left(static_cast<size_t>(n)),
+      from_left(static_cast<size_t>(n)), from_right(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
     to_right[size_t(i)] = float(r * 1000000 + i % 999983);
     to_left[size_t(i)] = -float(r * 1000000 + i % 999983);

@@ -171,7 +171,8 @@ TEST_CASE("detect_launch: flags, Open MPI, PMIx, Slurm, none") {
     CHECK(li.source == "slurm");
     CHECK((li.rank == 3 && li.world_size == 4 && li.local_rank == 1));
     env.set("SLURM_STEP_NUM_TASKS", "2");
-    CHECK(usage_error([&] { detect_launch(o); }).find("outside the world of 2") != std::string::npos);
+    CHECK(usage_error([&] { detect_launch(o); }).find("outside the world of 2") !=
+          std::string::npos);
   }
 }
 

@@ -123,9 +123,11 @@ TEST_CASE("ds-eval perplexity: exp of the independently computed mean NLL; BPB; 
   const double sum = fx.nll(t), mean = sum / double(t.size() - 1);
   CHECK(metric(r, "nll") == doctest::Approx(mean).epsilon(1e-6));
   CHECK(metric(r, "perplexity") == doctest::Approx(std::exp(mean)).epsilon(1e-6));
-  CHECK(metric(r, "bpb") == doctest::Approx(sum / (std::log(2.0) * double(text.size()))).epsilon(1e-6));
+  CHECK(metric(r, "bpb") ==
+        doctest::Approx(sum / (std::log(2.0) * double(text.size()))).epsilon(1e-6));
   const json j = r.to_json();
-  for (const char* k : {"task", "task_file", "task_fingerprint", "checkpoint_fingerprint", "settings", "metrics", "counts"})
+  for (const char* k : {"task", "task_file", "task_fingerprint", "checkpoint_fingerprint",
+                        "settings", "metrics", "counts"})
     CHECK(j.contains(k));
   CHECK(j["checkpoint_fingerprint"] == fx.pt.fingerprint);
   CHECK(j["counts"]["tokens"] == t.size() - 1);
@@ -145,7 +147,8 @@ TEST_CASE("ds-eval perplexity: exp of the independently computed mean NLL; BPB; 
   for (size_t b = 0; b + 1 < lt.size(); b += 16) {   // targets b+1..end; the last chunk
     const size_t end = std::min(b + 16, lt.size() - 1);  // keeps 16 inputs (more context)
     const size_t begin = end > 16 ? end - 16 : 0;
-    hand += fx.nll(std::vector<tok::TokenId>(lt.begin() + std::ptrdiff_t(begin), lt.begin() + std::ptrdiff_t(end) + 1),
+    hand += fx.nll(std::vector<tok::TokenId>(lt.begin() + std::ptrdiff_t(begin),
+                                             lt.begin() + std::ptrdiff_t(end) + 1),
                    b + 1 - begin);
   }
   o.files = {g.string()};
@@ -168,10 +171,13 @@ TEST_CASE("ds-eval perplexity: exp of the independently computed mean NLL; BPB; 
 
 TEST_CASE("ds-eval mc: accuracy computed by hand from logits; sample log") {
   Fixture fx;
-  const fs::path data = fx.tmp.write("items.jsonl",
-      "{\"q\": \"the ant ran to the\", \"a\": \"hill\", \"b\": \"sun and the corn\", \"label\": 0}\n"
+  const fs::path data = fx.tmp.write(
+      "items.jsonl",
+      "{\"q\": \"the ant ran to the\", \"a\": \"hill\", \"b\": \"sun and the corn\", \"label\": "
+      "0}\n"
       "{\"q\": \"the hen sat on\", \"a\": \"a nest\", \"b\": \"the end\", \"label\": 1}\n"
-      "{\"q\": \"then the ant\", \"a\": \"ate\", \"b\": \"and the hen ate the corn\", \"label\": 1}\n"
+      "{\"q\": \"then the ant\", \"a\": \"ate\", \"b\": \"and the hen ate the corn\", \"label\": "
+      "1}\n"
       "{\"q\": \"an ant, a hen,\", \"a\": \"the end.\", \"b\": \"the sun\", \"label\": 0}\n");
   eval::McOptions o;
   o.common = fx.common(3);
@@ -183,8 +189,10 @@ TEST_CASE("ds-eval mc: accuracy computed by hand from logits; sample log") {
   const eval::EvalReport r = eval::eval_mc(fx.pt, o);
 
   const std::vector<std::array<std::string, 3>> items = {
-      {"the ant ran to the", "hill", "sun and the corn"}, {"the hen sat on", "a nest", "the end"},
-      {"then the ant", "ate", "and the hen ate the corn"}, {"an ant, a hen,", "the end.", "the sun"}};
+      {"the ant ran to the", "hill", "sun and the corn"},
+      {"the hen sat on", "a nest", "the end"},
+      {"then the ant", "ate", "and the hen ate the corn"},
+      {"an ant, a hen,", "the end.", "the sun"}};
   const std::vector<size_t> gold = {0, 1, 1, 0};
   size_t correct = 0, correct_norm = 0;
   for (size_t i = 0; i < items.size(); ++i) {
@@ -246,7 +254,8 @@ TEST_CASE("ds-eval generate: greedy exact match equals a hand-written greedy loo
     ops::Context ctx;
     fx.pt.model->forward_logits(ctx, in_t, logits);
     const float* row = logits.f32() + int64_t(t.size() - 1) * fx.pt.args.vocab_size;
-    const tok::TokenId best = tok::TokenId(std::max_element(row, row + fx.pt.args.vocab_size) - row);
+    const tok::TokenId best =
+        tok::TokenId(std::max_element(row, row + fx.pt.args.vocab_size) - row);
     if (int64_t(best) == fx.pt.args.eos_token_id || best == *fx.pt.tokenizer->eos_id()) break;
     gen.push_back(best);
     t.push_back(best);
@@ -267,7 +276,8 @@ std::vector<tok::TokenId> greedy_by_hand(Fixture& fx, std::vector<tok::TokenId> 
     ops::Context ctx;
     fx.pt.model->forward_logits(ctx, in_t, logits);
     const float* row = logits.f32() + int64_t(t.size() - 1) * fx.pt.args.vocab_size;
-    const tok::TokenId best = tok::TokenId(std::max_element(row, row + fx.pt.args.vocab_size) - row);
+    const tok::TokenId best =
+        tok::TokenId(std::max_element(row, row + fx.pt.args.vocab_size) - row);
     if (int64_t(best) == fx.pt.args.eos_token_id || best == *fx.pt.tokenizer->eos_id()) break;
     gen.push_back(best);
     t.push_back(best);
@@ -327,7 +337,8 @@ TEST_CASE("ds-eval generate --chat: rendered turns, EOS stop, greedy equals a ha
   CHECK(eval::eval_generate(fx.pt, o).to_json()["settings"]["shots"] == 1);
   // --system without --chat; shots below -1.
   o.chat = false;
-  CHECK_THROWS_WITH_AS(eval::eval_generate(fx.pt, o), doctest::Contains("--system needs --chat"), UsageError);
+  CHECK_THROWS_WITH_AS(eval::eval_generate(fx.pt, o), doctest::Contains("--system needs --chat"),
+                       UsageError);
   o.system.clear();
   o.shots = -2;
   CHECK_THROWS_AS(eval::eval_generate(fx.pt, o), UsageError);
@@ -360,20 +371,24 @@ TEST_CASE("ds-eval CLI: report, exit codes, one-line errors") {
     CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);
   };
   one_line_error(run_cli("perplexity" + model + " --device tpu " + f.string()), 2, "--device");
-  one_line_error(run_cli("perplexity --model " + fx.tmp.path().string() + " --log-level warn " + f.string()), 1,
-                 "not a model checkpoint");
-  one_line_error(run_cli("perplexity" + model + " " + fx.tmp.write("e.txt", "").string()), 1, "empty file");
+  one_line_error(
+      run_cli("perplexity --model " + fx.tmp.path().string() + " --log-level warn " + f.string()),
+      1, "not a model checkpoint");
+  one_line_error(run_cli("perplexity" + model + " " + fx.tmp.write("e.txt", "").string()), 1,
+                 "empty file");
   one_line_error(run_cli("perplexity" + model), 2, "either --data");
   one_line_error(run_cli("mc" + model + " --task piqa"), 2, "needs --data");
 
   // generate --chat end to end through the CLI.
-  const fs::path g = fx.tmp.write("g.jsonl", "{\"question\": \"What is 1 + 2?\", \"answer\": \"#### 3\"}\n");
-  c = run_cli("generate" + model + " --task " + g.string() + " --chat --system hi --max-new-tokens 4");
+  const fs::path g =
+      fx.tmp.write("g.jsonl", "{\"question\": \"What is 1 + 2?\", \"answer\": \"#### 3\"}\n");
+  c = run_cli("generate" + model + " --task " + g.string() +
+              " --chat --system hi --max-new-tokens 4");
   INFO(c.out);
   CHECK(c.rc == 0);
   const json gj = json::parse(c.out);
   CHECK(gj["settings"]["chat"] == true);
   CHECK(gj["counts"]["items"] == 1);
-  one_line_error(run_cli("generate" + model + " --task " + g.string() + " --system hi --shots 0"), 2,
-                 "--system needs --chat");
+  one_line_error(run_cli("generate" + model + " --task " + g.string() + " --system hi --shots 0"),
+                 2, "--system needs --chat");
 }

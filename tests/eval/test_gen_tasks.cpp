@@ -92,7 +92,8 @@ TEST_CASE("chat layout: system, shots as turns, the question, the generation pro
   CHECK(m1[0].role == "system");
   CHECK(m1[2].role == "assistant");
   CHECK(tpl.render(m1, true).text == bos + "Answer with #### N." + user + "What is 1 + 1?" + asst +
-                                         "1 + 1 = 2. #### 2" + eos + user + "What is 4 + 4?" + asst);
+                                         "1 + 1 = 2. #### 2" + eos + user + "What is 4 + 4?" +
+                                         asst);
 }
 
 TEST_CASE("loading GSM8K-style files and errors") {

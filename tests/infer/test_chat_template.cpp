@@ -209,6 +209,7 @@ TEST_CASE("the chat template ds-tokenize writes is accepted and renders DeepSeek
   std::vector<ds::infer::ChatMessage> m(1);
   m[0].role = "user";
   m[0].content = "hi";
-  CHECK(t.render(m, true).text == std::string(ds::tok::special::kBos) + std::string(ds::tok::special::kUser) + "hi" +
+  CHECK(t.render(m, true).text == std::string(ds::tok::special::kBos) +
+                                      std::string(ds::tok::special::kUser) + "hi" +
                                       std::string(ds::tok::special::kAssistant));
 }

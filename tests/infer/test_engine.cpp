@@ -59,7 +59,8 @@ void check_incremental(bool q_lora, bool yarn) {
     eng.reset(1);
     const Tensor got = incremental_logits(eng, 1, toks, plan);
     const double d = rel_diff(got.f32(), ref.f32(), ref.numel());
-    MESSAGE(fmt::format("q_lora={} yarn={} chunks={} rel diff {:.3g}", q_lora, yarn, plan.size(), d));
+    MESSAGE(
+        fmt::format("q_lora={} yarn={} chunks={} rel diff {:.3g}", q_lora, yarn, plan.size(), d));
     CHECK(d < kTol);
     CHECK(eng.length(1) == 29);
   }
@@ -107,7 +108,8 @@ TEST_CASE("engine: a batch of different lengths == each sequence alone") {
   for (size_t step = 0; step < 4; ++step) {
     std::vector<SeqChunk> dec;
     for (size_t i = 0; i < seqs.size(); ++i)
-      dec.push_back({slot_of[i], std::span<const int32_t>(seqs[i]).subspan(lens[i] + step, 1), false});
+      dec.push_back(
+          {slot_of[i], std::span<const int32_t>(seqs[i]).subspan(lens[i] + step, 1), false});
     StepOutput od = eb.forward(dec);
     REQUIRE(od.logits.size(0) == 3);
     for (size_t i = 0; i < seqs.size(); ++i)

@@ -116,21 +116,24 @@ TEST_CASE("generate: errors") {
 
 TEST_CASE("generate: greedy tokens == PyTorch reference") {
   const char* py = "/usr/bin/python3";
-  if (!fs::exists(py) || std::system("/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1") != 0) {
+  if (!fs::exists(py) ||
+      std::system("/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1") != 0) {
     MESSAGE("skipped: /usr/bin/python3 with torch not available");
     return;
   }
   for (bool q_lora : {true, false}) {
     auto m = make_tiny(q_lora, 1, 21);
-    const fs::path dir = fs::temp_directory_path() / fmt::format("ds_engine_torch_{}_{}", ::getpid(), q_lora);
+    const fs::path dir =
+        fs::temp_directory_path() / fmt::format("ds_engine_torch_{}_{}", ::getpid(), q_lora);
     fs::remove_all(dir);
     fs::create_directories(dir);
     model::save_model(m->store, m->args, dir, false);
     const std::vector<std::vector<int32_t>> prompts = {random_tokens(6, m->args.vocab_size, 31),
                                                        random_tokens(11, m->args.vocab_size, 32)};
     const size_t max_new = 10;
-    const std::string cmd = fmt::format("{} {}/tests/infer/torch_generate.py --model {} --prompts '{}' --max-new {}",
-                                        py, DS_SOURCE_DIR, dir.string(), nlohmann::json(prompts).dump(), max_new);
+    const std::string cmd =
+        fmt::format("{} {}/tests/infer/torch_generate.py --model {} --prompts '{}' --max-new {}",
+                    py, DS_SOURCE_DIR, dir.string(), nlohmann::json(prompts).dump(), max_new);
     std::string text;
     FILE* f = popen(cmd.c_str(), "r");
     REQUIRE(f);

@@ -47,7 +47,8 @@ double element(const ds::io::TensorView& v, int64_t i) {
     case DType::i32: { int32_t a; std::memcpy(&a, v.data + 4 * i, 4); return double(a); }
     case DType::u8: return double(v.data[i]);
     case DType::f8_e4m3: return double(ds::e4m3_to_f32(v.data[i]));
-    default: DS_THROW(FormatError, "tensor {}: dtype {} not dumped", v.name, ds::dtype_name(v.dtype));
+    default:
+      DS_THROW(FormatError, "tensor {}: dtype {} not dumped", v.name, ds::dtype_name(v.dtype));
   }
 }
 

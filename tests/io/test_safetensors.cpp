@@ -23,7 +23,8 @@ using ds::io::TensorSource;
 namespace {
 
 fs::path fresh_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("ds_test_st_" + name + "_" + std::to_string(::getpid()));
+  fs::path d =
+      fs::temp_directory_path() / ("ds_test_st_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(d);
   fs::create_directories(d);
   return d;
@@ -73,7 +74,8 @@ TEST_CASE("safetensors round trip of every dtype, with HF header layout") {
   items.push_back({"scalar", DType::f32, {}, pattern_bytes(4, 99)});
   items.push_back({"empty", DType::bf16, {0, 7}, {}});
   std::vector<TensorSource> src;
-  for (auto& it : items) src.push_back(TensorSource::raw(it.name, it.dt, it.shape, it.bytes.data()));
+  for (auto& it : items)
+    src.push_back(TensorSource::raw(it.name, it.dt, it.shape, it.bytes.data()));
   fs::path p = d / "x.safetensors";
   ds::io::write_safetensors(p, src, {{"note", "hello"}});
 

@@ -69,7 +69,8 @@ class Arena {
       std::vector<uint8_t> h(kGuardBytes);
       for (size_t off : {size_t(0), kGuardBytes + b.bytes}) {
         std::string err;
-        if (!ds::cuda::copy_to_host(h.data(), static_cast<uint8_t*>(b.base) + off, kGuardBytes, &err))
+        if (!ds::cuda::copy_to_host(h.data(), static_cast<uint8_t*>(b.base) + off, kGuardBytes,
+                                    &err))
           return false;
         for (uint8_t v : h)
           if (v != kGuardByte) return false;

@@ -1,14 +1,14 @@
 // The tensor-core MLA latent-attention kernel's data movement and arithmetic order, checked on
 // the CPU (no GPU, no CUDA needed): the kernel's block algorithm (kernels/mla_decode_tc.cu,
-// emulated by mla_tc_block_emu.hpp) is run on the host with its own index arithmetic (kernels/mla_decode_tc_layout.hpp) over an
-// emulation of cp.async, ldmatrix, mma, shared loads / stores, shuffles and barriers
-// (warp_emu.hpp): every block of small problems, in the kernel's order (q staging, prologue,
-// ring of stages, score mma, partial-score exchange, online softmax, P V mma, epilogue), then
-// the combine step of several splits (mla_combine_kernel of kernels/mla_decode.cu), the
-// launcher's choices (heads per CTA, stages, splits) from the layout header for a given
-// shared-memory capacity and CTA target. The emulator refuses out-of-range, misaligned,
-// unwritten, in-flight or racing shared accesses; the test also refuses global reads outside
-// q and the cache, cache rows outside the block's visible keys, and output stores outside
+// emulated by mla_tc_block_emu.hpp) is run on the host with its own index arithmetic
+// (kernels/mla_decode_tc_layout.hpp) over an emulation of cp.async, ldmatrix, mma, shared loads /
+// stores, shuffles and barriers (warp_emu.hpp): every block of small problems, in the kernel's
+// order (q staging, prologue, ring of stages, score mma, partial-score exchange, online softmax, P
+// V mma, epilogue), then the combine step of several splits (mla_combine_kernel of
+// kernels/mla_decode.cu), the launcher's choices (heads per CTA, stages, splits) from the layout
+// header for a given shared-memory capacity and CTA target. The emulator refuses out-of-range,
+// misaligned, unwritten, in-flight or racing shared accesses; the test also refuses global reads
+// outside q and the cache, cache rows outside the block's visible keys, and output stores outside
 // their tensors or repeated. Results against a double-precision reference over the same BF16
 // cache, with the tolerance of the kernel's roundings (reference_check).
 #include <doctest/doctest.h>

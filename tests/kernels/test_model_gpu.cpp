@@ -98,11 +98,12 @@ void compare_step(const Batch& b, ops::Precision p, double loss_tol, double grad
   const ModelArgs a = preset("tiny");
   Side cpu(a, Device::cpu), gpu(a, Device::cuda);
   gpu.model->set_grouped_experts(gpu_grouped);   // the CPU side runs the per-expert loop
-  const StepResult rc = cpu.model->forward_backward(context(Device::cpu, p), b, LossWeights{}, 1.0f);
+  const StepResult rc =
+      cpu.model->forward_backward(context(Device::cpu, p), b, LossWeights{}, 1.0f);
   const int64_t launches0 = ds::cuda::grouped_gemm_kernel_launches();
   const int64_t wgmma0 = ds::cuda::grouped_gemm_wgmma_launches();
-  const StepResult rg =
-      gpu.model->forward_backward(context(Device::cuda, p, exact_attention), b, LossWeights{}, 1.0f);
+  const StepResult rg = gpu.model->forward_backward(context(Device::cuda, p, exact_attention), b,
+                                                    LossWeights{}, 1.0f);
   const int64_t grouped_launches = ds::cuda::grouped_gemm_kernel_launches() - launches0;
   // DS_GROUPED_GEMM=kernel or wgmma (gpu-check.sh runs this binary with each and cublas): the
   // BF16 grouped expert GEMMs must really have gone through our kernel, the wgmma one where
@@ -203,7 +204,8 @@ TEST_CASE("tiny model: FP8 routed experts as grouped GEMMs over the padded layou
   gpu.model->forward_backward(c, b, LossWeights{}, 1.0f);
   int seen = 0;
   for (const auto& e : prof.entries())
-    seen += std::string(e.op) == "fp8_gemm_nt_grouped" || std::string(e.op) == "fp8_gemm_nt_kgrouped";
+    seen +=
+        std::string(e.op) == "fp8_gemm_nt_grouped" || std::string(e.op) == "fp8_gemm_nt_kgrouped";
   CHECK(seen == 2);
 }
 
@@ -403,7 +405,8 @@ struct TwoArms {
 // own operands), with fewer BF16 roundings, and the cache's entries made in the first step
 // only. Not bit for bit on the GPU (the embedding's gradient adds rows with atomics); stale
 // operands would show at the update's scale (lr 1e-2), far above 1e-4.
-TEST_CASE("tiny model: bf16 steps with the operand cache and shared GEMM inputs track plain steps") {
+TEST_CASE(
+    "tiny model: bf16 steps with the operand cache and shared GEMM inputs track plain steps") {
   TwoArms arms(preset("tiny"));
   ops::Context cp = context(Device::cuda, ops::Precision::bf16);
   ops::Context cc = cp;

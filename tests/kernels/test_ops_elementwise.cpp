@@ -527,7 +527,7 @@ TEST_CASE("elementwise: out-of-range indices are skipped") {
   CHECK(ar.check());
 }
 
-// ---- AdamW ---------------------------------------------------------------------------------------
+// ---- AdamW --------------------------------------------------------------------------------------
 TEST_CASE("elementwise: adamw_step (F32 and BF16 moments, bit-exact)") {
   struct Hp {
     float lr, beta1, beta2, wd, gs;
@@ -658,7 +658,8 @@ TEST_CASE("multi-tensor: sum_squares_multi, zero_multi, bf16_round_multi") {
   const std::vector<double> want = ops::sum_squares_multi(cpu_ref(), px);
   std::vector<double> got = ops::sum_squares_multi(gpu(), pgx);
   REQUIRE(got.size() == want.size());
-  for (size_t k = 0; k < want.size(); ++k) expect_near(got[k], want[k], 1e-12 * (1 + want[k]), "sum_squares_multi");
+  for (size_t k = 0; k < want.size(); ++k)
+    expect_near(got[k], want[k], 1e-12 * (1 + want[k]), "sum_squares_multi");
   // a NaN in one tensor and an inf in another poison only their own sums
   x[2].f32()[40000] = NAN;
   x[5].f32()[7] = INFINITY;
@@ -675,7 +676,8 @@ TEST_CASE("multi-tensor: sum_squares_multi, zero_multi, bf16_round_multi") {
     CAPTURE(codes);
     std::vector<Tensor> gout;
     std::vector<Tensor*> pout;
-    for (size_t k = 0; k < x.size(); ++k) gout.push_back(ar.empty(x[k].shape(), codes ? DType::bf16 : DType::f32));
+    for (size_t k = 0; k < x.size(); ++k)
+      gout.push_back(ar.empty(x[k].shape(), codes ? DType::bf16 : DType::f32));
     for (Tensor& t : gout) pout.push_back(&t);
     ops::bf16_round_multi(gpu(), pgx, pout);
     for (size_t k = 0; k < x.size(); ++k) {

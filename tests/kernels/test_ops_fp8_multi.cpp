@@ -55,7 +55,8 @@ bool same_bf16(const Tensor& gpu_t, const Tensor& cpu_t) {
   for (int64_t i = 0; i < h.numel(); ++i) {
     if (h.dtype() == DType::bf16) {
       const uint16_t g = h.data<uint16_t>()[i], c = cpu_t.data<uint16_t>()[i];
-      const bool gn = (g & 0x7f80) == 0x7f80 && (g & 0x7f), cn = (c & 0x7f80) == 0x7f80 && (c & 0x7f);
+      const bool gn = (g & 0x7f80) == 0x7f80 && (g & 0x7f),
+                 cn = (c & 0x7f80) == 0x7f80 && (c & 0x7f);
       if (g != c && !(gn && cn)) return false;
     } else {
       const float g = h.f32()[i], c = cpu_t.f32()[i];

@@ -312,7 +312,9 @@ TEST_CASE("gpu grouped_gemm_rm BF16: all four layouts, alpha and beta, both impl
       for (GroupedGemmImpl impl : kImpls) {
         const bool ta = tr & 1, tb = tr & 2;
         if (impl == GroupedGemmImpl::kernel)
-          expect_kernel([&] { run_direct(kernel_products(ta, tb, beta != 0), ta, tb, alpha, beta, 0, impl); });
+          expect_kernel([&] {
+            run_direct(kernel_products(ta, tb, beta != 0), ta, tb, alpha, beta, 0, impl);
+          });
         else
           run_direct(kernel_products(ta, tb, beta != 0), ta, tb, alpha, beta, 0, impl);
       }

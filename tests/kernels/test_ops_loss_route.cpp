@@ -302,7 +302,8 @@ TEST_CASE("gpu moe_route_backward matches the reference") {
     for (bool sigmoid : {true, false})
       for (bool norm : {true, false})
         for (bool extra : {false, true})
-          for (int64_t N : {int64_t(1), int64_t(77)}) check_route_backward(c, sigmoid, norm, extra, N);
+          for (int64_t N : {int64_t(1), int64_t(77)})
+            check_route_backward(c, sigmoid, norm, extra, N);
 }
 
 TEST_CASE("gpu moe_route_backward skips out-of-range expert indices") {

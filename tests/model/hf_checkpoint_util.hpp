@@ -47,15 +47,26 @@ inline std::string tiny_tokenizer_json() {
     return json{{"id", id}, {"content", std::string(s)}, {"single_word", false}, {"lstrip", false},
                 {"rstrip", false}, {"normalized", false}, {"special", true}};
   };
-  return json{{"version", "1.0"}, {"truncation", nullptr}, {"padding", nullptr},
-              {"added_tokens", json::array({added(tok::special::kBos, 261), added(tok::special::kEos, 262)})},
-              {"normalizer", nullptr},
-              {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}},
-              {"post_processor", {{"type", "ByteLevel"}, {"trim_offsets", false}}},
-              {"decoder", {{"type", "ByteLevel"}}},
-              {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr},
-                         {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr},
-                         {"fuse_unk", false}, {"byte_fallback", false}, {"vocab", vocab}, {"merges", m}}}}
+  return json{
+      {"version", "1.0"},
+      {"truncation", nullptr},
+      {"padding", nullptr},
+      {"added_tokens",
+       json::array({added(tok::special::kBos, 261), added(tok::special::kEos, 262)})},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}},
+      {"post_processor", {{"type", "ByteLevel"}, {"trim_offsets", false}}},
+      {"decoder", {{"type", "ByteLevel"}}},
+      {"model",
+       {{"type", "BPE"},
+        {"dropout", nullptr},
+        {"unk_token", nullptr},
+        {"continuing_subword_prefix", nullptr},
+        {"end_of_word_suffix", nullptr},
+        {"fuse_unk", false},
+        {"byte_fallback", false},
+        {"vocab", vocab},
+        {"merges", m}}}}
       .dump();
 }
 
@@ -86,7 +97,8 @@ inline void quantize_fp8(const float* w, int64_t M, int64_t N, int64_t b, std::v
     for (int64_t bj = 0; bj < sn; ++bj) {
       float amax = 0;
       for (int64_t i = bi * b; i < std::min(M, (bi + 1) * b); ++i)
-        for (int64_t j = bj * b; j < std::min(N, (bj + 1) * b); ++j) amax = std::max(amax, std::fabs(w[i * N + j]));
+        for (int64_t j = bj * b; j < std::min(N, (bj + 1) * b); ++j)
+          amax = std::max(amax, std::fabs(w[i * N + j]));
       const float scale = amax > 0 ? amax / kE4M3Max : 1.0f;
       s[size_t(bi * sn + bj)] = scale;
       for (int64_t i = bi * b; i < std::min(M, (bi + 1) * b); ++i)
@@ -103,17 +115,19 @@ inline HfTensors hf_tensors(const ParamStore& ps, const ModelArgs& a, const HfWr
       auto& s = t.floats.emplace_back();
       quantize_fp8(p.value.f32(), p.info.shape[0], p.info.shape[1], o.block, q, s);
       t.src.push_back(io::TensorSource::raw(p.info.name, DType::f8_e4m3, p.info.shape, q.data()));
-      const Shape ss{(p.info.shape[0] + o.block - 1) / o.block, (p.info.shape[1] + o.block - 1) / o.block};
+      const Shape ss{(p.info.shape[0] + o.block - 1) / o.block,
+                     (p.info.shape[1] + o.block - 1) / o.block};
       t.src.push_back(io::TensorSource::raw(p.info.name + "_scale_inv", DType::f32, ss, s.data()));
     } else {
       t.src.push_back(io::TensorSource::from_tensor(p.info.name, p.value, DType::bf16));
     }
   }
-  for (const auto& [name, v] : ps.buffers()) t.src.push_back(io::TensorSource::from_tensor(name, v, DType::f32));
+  for (const auto& [name, v] : ps.buffers())
+    t.src.push_back(io::TensorSource::from_tensor(name, v, DType::f32));
   for (int64_t k = 0; o.mtp_copies && k < a.n_mtp_layers; ++k) {
     const std::string pre = "model.layers." + std::to_string(a.n_layers + k) + ".";
-    t.src.push_back(io::TensorSource::from_tensor(pre + "embed_tokens.weight",
-                                                  ps.find("model.embed_tokens.weight")->value, DType::bf16));
+    t.src.push_back(io::TensorSource::from_tensor(
+        pre + "embed_tokens.weight", ps.find("model.embed_tokens.weight")->value, DType::bf16));
     t.src.push_back(io::TensorSource::from_tensor(pre + "shared_head.head.weight",
                                                   ps.find("lm_head.weight")->value, DType::bf16));
   }
@@ -130,8 +144,10 @@ inline void write_hf_checkpoint(const fs::path& dir, const ParamStore& ps, const
   auto cfg = nlohmann::json::parse(to_hf_json(a));
   cfg["torch_dtype"] = "bfloat16";
   if (o.fp8)
-    cfg["quantization_config"] = {{"activation_scheme", "dynamic"}, {"fmt", "e4m3"},
-                                  {"quant_method", "fp8"}, {"weight_block_size", {o.block, o.block}}};
+    cfg["quantization_config"] = {{"activation_scheme", "dynamic"},
+                                  {"fmt", "e4m3"},
+                                  {"quant_method", "fp8"},
+                                  {"weight_block_size", {o.block, o.block}}};
   std::ofstream(dir / "config.json") << cfg.dump(2) << "\n";
   if (o.tokenizer) std::ofstream(dir / "tokenizer.json") << tiny_tokenizer_json();
 }

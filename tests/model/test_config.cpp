@@ -284,7 +284,8 @@ TEST_CASE("save_model / load_model: round trip, BF16, sharding, listed mismatche
   } catch (const ds::FormatError& e) {
     std::string m = e.what();
     CHECK_MESSAGE(m.find("1 missing: model.norm.weight") != std::string::npos, m);
-    CHECK_MESSAGE(m.find("model.embed_tokens.weight [16, 8] (model [16, 9])") != std::string::npos, m);
+    CHECK_MESSAGE(m.find("model.embed_tokens.weight [16, 8] (model [16, 9])") != std::string::npos,
+                  m);
   }
   try {
     ds::model::load_model(*small, d);

@@ -5,10 +5,11 @@
 // and UE8M0 scales, and within an E4M3 rounding step with the optimised ones and FP32 scales.
 // The shapes make the padding matter: experts get more than 128 rows (two 128x1 Wgrad groups
 // along the tokens, the second partial), C and the expert width are not multiples of 128
-// (partial 1x128 and 128x128 groups), and one expert gets no row at all. The test also checks that the grouped path was the one taken
-// (the padded offsets exist and add rows) and that per-tensor scaling keeps the loop; and
-// MoEOptions::fp8_codes, the GPU's sequence of ops (E4M3 codes, the many-matrix weight
-// quantiser, transposed operands, m- and k-grouped FP8 GEMMs) run with the CPU kernels.
+// (partial 1x128 and 128x128 groups), and one expert gets no row at all. The test also checks that
+// the grouped path was the one taken (the padded offsets exist and add rows) and that per-tensor
+// scaling keeps the loop; and MoEOptions::fp8_codes, the GPU's sequence of ops (E4M3 codes, the
+// many-matrix weight quantiser, transposed operands, m- and k-grouped FP8 GEMMs) run with the CPU
+// kernels.
 #include <doctest/doctest.h>
 
 #include <algorithm>

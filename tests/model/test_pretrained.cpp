@@ -27,7 +27,8 @@ struct Tmp {
   fs::path p;
   Tmp() {
     static std::atomic<int> n{0};
-    p = fs::temp_directory_path() / ("ds_test_pretrained_" + std::to_string(::getpid()) + "_" + std::to_string(n++));
+    p = fs::temp_directory_path() /
+        ("ds_test_pretrained_" + std::to_string(::getpid()) + "_" + std::to_string(n++));
     fs::create_directories(p);
   }
   ~Tmp() { std::error_code ec; fs::remove_all(p, ec); }
@@ -61,7 +62,8 @@ std::vector<std::vector<float>> expected_values(const ParamStore& ps) {
       quantize_fp8(w, M, N, kBlock, q, s);
       for (int64_t i = 0; i < M; ++i)
         for (int64_t j = 0; j < N; ++j)
-          v[size_t(i * N + j)] = e4m3_to_f32(q[size_t(i * N + j)]) * s[size_t((i / kBlock) * sn + j / kBlock)];
+          v[size_t(i * N + j)] =
+              e4m3_to_f32(q[size_t(i * N + j)]) * s[size_t((i / kBlock) * sn + j / kBlock)];
     } else {
       for (float& x : v) x = bf16_to_f32(f32_to_bf16(x));
     }
@@ -84,13 +86,15 @@ Tensor test_tokens() {
 }
 
 void erase_named(std::vector<io::TensorSource>& v, const std::string& name) {
-  auto it = std::find_if(v.begin(), v.end(), [&](const io::TensorSource& s) { return s.name == name; });
+  auto it =
+      std::find_if(v.begin(), v.end(), [&](const io::TensorSource& s) { return s.name == name; });
   REQUIRE(it != v.end());
   v.erase(it);
 }
 
 io::TensorSource& find_named(std::vector<io::TensorSource>& v, const std::string& name) {
-  auto it = std::find_if(v.begin(), v.end(), [&](const io::TensorSource& s) { return s.name == name; });
+  auto it =
+      std::find_if(v.begin(), v.end(), [&](const io::TensorSource& s) { return s.name == name; });
   REQUIRE(it != v.end());
   return *it;
 }
@@ -106,7 +110,8 @@ std::string load_error(const fs::path& dir) {
 
 }  // namespace
 
-TEST_CASE("pretrained: FP8 sharded HF directory equals the dequantisation rule and the BF16 model") {
+TEST_CASE(
+    "pretrained: FP8 sharded HF directory equals the dequantisation rule and the BF16 model") {
   Master m;
   Tmp tmp;
   HfWriteOptions o;
@@ -114,7 +119,8 @@ TEST_CASE("pretrained: FP8 sharded HF directory equals the dequantisation rule a
   write_hf_checkpoint(tmp.p / "fp8", m.ps, m.args, o);
   REQUIRE(fs::exists(tmp.p / "fp8" / io::kSafetensorsIndex));
   int shards = 0;
-  for (const auto& e : fs::directory_iterator(tmp.p / "fp8")) shards += e.path().extension() == ".safetensors";
+  for (const auto& e : fs::directory_iterator(tmp.p / "fp8"))
+    shards += e.path().extension() == ".safetensors";
   CHECK(shards > 2);
 
   Pretrained pt = load_pretrained(tmp.p / "fp8");
@@ -149,7 +155,8 @@ TEST_CASE("pretrained: FP8 sharded HF directory equals the dequantisation rule a
   Transformer deq_model(m.args, deq);
   i = 0;
   for (Param& p : deq.params()) std::copy(want[i].begin(), want[i].end(), p.value.f32()), ++i;
-  for (size_t b = 0; b < deq.buffers().size(); ++b) deq.buffers()[b].second.copy_from(m.ps.buffers()[b].second);
+  for (size_t b = 0; b < deq.buffers().size(); ++b)
+    deq.buffers()[b].second.copy_from(m.ps.buffers()[b].second);
   HfWriteOptions ob;
   ob.fp8 = false;
   write_hf_checkpoint(tmp.p / "bf16", deq, m.args, ob);
@@ -166,7 +173,8 @@ TEST_CASE("pretrained: FP8 sharded HF directory equals the dequantisation rule a
     exact_diff = std::max(exact_diff, double(std::fabs(lf.f32()[k] - lexact.f32()[k])));
     max_abs = std::max(max_abs, double(std::fabs(lf.f32()[k])));
   }
-  MESSAGE("FP8 vs BF16-dequantised logits: max |diff| " << max_diff << " (max |logit| " << max_abs << ")");
+  MESSAGE("FP8 vs BF16-dequantised logits: max |diff| " << max_diff << " (max |logit| " << max_abs
+                                                        << ")");
   CHECK(exact_diff == 0.0);               // same F32 weights -> same logits
   CHECK(max_diff < 2e-2 * std::max(1.0, max_abs));   // BF16 rounding of the dequantised weights
   CHECK(max_diff > 0.0);                  // the two directories really differ
@@ -175,13 +183,15 @@ TEST_CASE("pretrained: FP8 sharded HF directory equals the dequantisation rule a
 TEST_CASE("pretrained: dequantize_fp8_blocks with 128x128 blocks and partial edge blocks") {
   const int64_t M = 300, N = 200;   // 3 x 2 blocks, last row block 44 rows, last col block 72
   std::vector<float> w(size_t(M * N));
-  for (size_t k = 0; k < w.size(); ++k) w[k] = float(std::sin(double(k) * 0.37) * (1 + double(k % 7)));
+  for (size_t k = 0; k < w.size(); ++k)
+    w[k] = float(std::sin(double(k) * 0.37) * (1 + double(k % 7)));
   std::vector<uint8_t> q;
   std::vector<float> s;
   quantize_fp8(w.data(), M, N, 128, q, s);
   REQUIRE(s.size() == 6);
   io::TensorView wv{"w.weight", DType::f8_e4m3, {M, N}, q.data(), q.size()};
-  io::TensorView sv{"w.weight_scale_inv", DType::f32, {3, 2}, reinterpret_cast<uint8_t*>(s.data()), s.size() * 4};
+  io::TensorView sv{
+      "w.weight_scale_inv", DType::f32, {3, 2}, reinterpret_cast<uint8_t*>(s.data()), s.size() * 4};
   Tensor out = Tensor::empty({M, N});
   dequantize_fp8_blocks(wv, sv, 128, 128, out);
   size_t bad = 0;
@@ -191,7 +201,8 @@ TEST_CASE("pretrained: dequantize_fp8_blocks with 128x128 blocks and partial edg
       const float ref = e4m3_to_f32(q[size_t(i * N + j)]) * s[size_t((i / 128) * 2 + j / 128)];
       bad += out.f32()[i * N + j] != ref;
       const double denom = std::max(1e-3, double(std::fabs(w[size_t(i * N + j)])));
-      max_rel = std::max(max_rel, std::fabs(double(out.f32()[i * N + j]) - w[size_t(i * N + j)]) / denom);
+      max_rel =
+          std::max(max_rel, std::fabs(double(out.f32()[i * N + j]) - w[size_t(i * N + j)]) / denom);
     }
   CHECK(bad == 0);
   CHECK(out.f32()[299 * N + 199] == e4m3_to_f32(q[size_t(299 * N + 199)]) * s[5]);
@@ -209,7 +220,8 @@ TEST_CASE("pretrained: MTP layer optional, copies compared, load_mtp = false") {
   HfWriteOptions o;
   o.block = kBlock;
   o.mutate = [](std::vector<io::TensorSource>& v) {
-    std::erase_if(v, [](const io::TensorSource& s) { return s.name.starts_with("model.layers.2."); });
+    std::erase_if(v,
+                  [](const io::TensorSource& s) { return s.name.starts_with("model.layers.2."); });
   };
   write_hf_checkpoint(tmp.p / "nomtp", m.ps, m.args, o);
   Pretrained a = load_pretrained(tmp.p / "nomtp");
@@ -239,7 +251,8 @@ TEST_CASE("pretrained: MTP layer optional, copies compared, load_mtp = false") {
   };
   write_hf_checkpoint(tmp.p / "diff", m.ps, m.args, od);
   Pretrained c = load_pretrained(tmp.p / "diff");
-  CHECK(c.stats.copies_differ == std::vector<std::string>{"model.layers.2.shared_head.head.weight"});
+  CHECK(c.stats.copies_differ ==
+        std::vector<std::string>{"model.layers.2.shared_head.head.weight"});
   CHECK(c.stats.copies_equal.size() == 1);
 }
 
@@ -256,17 +269,34 @@ TEST_CASE("pretrained: every checkpoint defect is reported, all in one error") {
     std::vector<std::string> expect;
   };
   const std::vector<Case> cases = {
-      {"deleted", [](auto& v) { erase_named(v, "model.norm.weight"); }, {"1 missing: model.norm.weight"}},
-      {"added", [&](auto& v) { v.push_back(io::TensorSource::raw("model.extra.weight", DType::f32, {4}, junk.data())); },
+      {"deleted",
+       [](auto& v) { erase_named(v, "model.norm.weight"); },
+       {"1 missing: model.norm.weight"}},
+      {"added",
+       [&](auto& v) {
+         v.push_back(io::TensorSource::raw("model.extra.weight", DType::f32, {4}, junk.data()));
+       },
        {"1 unexpected: model.extra.weight"}},
-      {"shape", [](auto& v) { find_named(v, "model.layers.0.input_layernorm.weight").shape = {8}; },
+      {"shape",
+       [](auto& v) { find_named(v, "model.layers.0.input_layernorm.weight").shape = {8}; },
        {"1 wrong-shaped: model.layers.0.input_layernorm.weight [8] (model [16])"}},
-      {"dtype", [&](auto& v) { auto& s = find_named(v, "model.norm.weight"); s = io::TensorSource::raw(s.name, DType::i32, s.shape, junk.data()); },
+      {"dtype",
+       [&](auto& v) {
+         auto& s = find_named(v, "model.norm.weight");
+         s = io::TensorSource::raw(s.name, DType::i32, s.shape, junk.data());
+       },
        {"of an unsupported dtype: model.norm.weight I32"}},
-      {"no scale", [&](auto& v) { erase_named(v, q + "_scale_inv"); }, {"1 FP8 without weight_scale_inv: " + q}},
-      {"orphan scale", [&](auto& v) { erase_named(v, o_proj); },
-       {"1 missing: " + o_proj, "1 weight_scale_inv without an FP8 weight: " + o_proj + "_scale_inv"}},
-      {"scale shape", [&](auto& v) { find_named(v, o0 + "_scale_inv").shape = {1, 1}; },
+      {"no scale",
+       [&](auto& v) { erase_named(v, q + "_scale_inv"); },
+       {"1 FP8 without weight_scale_inv: " + q}},
+      {"orphan scale",
+       [&](auto& v) { erase_named(v, o_proj); },
+       {"1 missing: " + o_proj,
+        "1 weight_scale_inv without an FP8 weight: " + o_proj + "_scale_inv"}},
+      {"scale shape",
+       [&](auto& v) {
+         find_named(v, o0 + "_scale_inv").shape = {1, 1};
+       },
        {"wrong-shaped weight_scale_inv: " + o0 + "_scale_inv F32 [1, 1] (expected F32 [2, 1])"}},
   };
   std::vector<std::string> all;
@@ -294,24 +324,29 @@ TEST_CASE("pretrained: every checkpoint defect is reported, all in one error") {
   INFO(err);
   CHECK(err.find("2 missing: " + o_proj + ", model.norm.weight") != std::string::npos);
   for (const std::string& e : all)   // every name/detail, without the per-case counts
-    if (e.find("I32") == std::string::npos) CHECK(err.find(e.substr(e.find(": ") + 2)) != std::string::npos);
+    if (e.find("I32") == std::string::npos)
+      CHECK(err.find(e.substr(e.find(": ") + 2)) != std::string::npos);
 }
 
 TEST_CASE("pretrained: a directory that is not a checkpoint") {
   Tmp tmp;
-  CHECK_THROWS_WITH_AS(load_pretrained(tmp.p / "nope"), doctest::Contains("nope: not a directory"), IoError);
+  CHECK_THROWS_WITH_AS(load_pretrained(tmp.p / "nope"), doctest::Contains("nope: not a directory"),
+                       IoError);
   fs::create_directories(tmp.p / "empty");
   CHECK_THROWS_WITH_AS(load_pretrained(tmp.p / "empty"),
-                       doctest::Contains("empty: not a model checkpoint (no config.json)"), FormatError);
+                       doctest::Contains("empty: not a model checkpoint (no config.json)"),
+                       FormatError);
   std::ofstream(tmp.p / "empty" / "config.json") << to_hf_json(test_args());
-  CHECK_THROWS_WITH_AS(load_pretrained(tmp.p / "empty"), doctest::Contains("not a model checkpoint (no model.safetensors"),
+  CHECK_THROWS_WITH_AS(load_pretrained(tmp.p / "empty"),
+                       doctest::Contains("not a model checkpoint (no model.safetensors"),
                        FormatError);
   // Without tokenizer.json: an error unless not needed.
   Master m;
   HfWriteOptions o;
   o.tokenizer = false;
   write_hf_checkpoint(tmp.p / "notok", m.ps, m.args, o);
-  CHECK_THROWS_WITH_AS(load_pretrained(tmp.p / "notok"), doctest::Contains("no tokenizer.json"), FormatError);
+  CHECK_THROWS_WITH_AS(load_pretrained(tmp.p / "notok"), doctest::Contains("no tokenizer.json"),
+                       FormatError);
   PretrainedOptions po;
   po.need_tokenizer = false;
   CHECK(!load_pretrained(tmp.p / "notok", po).tokenizer.has_value());
@@ -319,5 +354,6 @@ TEST_CASE("pretrained: a directory that is not a checkpoint") {
   auto cfg = nlohmann::json::parse(io::read_file(tmp.p / "notok" / "config.json"));
   cfg["quantization_config"] = {{"quant_method", "fp8"}, {"fmt", "e5m2"}};
   std::ofstream(tmp.p / "notok" / "config.json") << cfg.dump();
-  CHECK_THROWS_WITH_AS(load_pretrained(tmp.p / "notok", po), doctest::Contains("fmt 'e5m2' is not supported"), ConfigError);
+  CHECK_THROWS_WITH_AS(load_pretrained(tmp.p / "notok", po),
+                       doctest::Contains("fmt 'e5m2' is not supported"), ConfigError);
 }

@@ -16,7 +16,12 @@
 namespace ds::ops::test {
 
 inline Context ref_ctx() { Context c; c.impl = Impl::reference; return c; }
-inline Context opt_ctx(int threads = 2) { Context c; c.impl = Impl::optimized; c.threads = threads; return c; }
+inline Context opt_ctx(int threads = 2) {
+  Context c;
+  c.impl = Impl::optimized;
+  c.threads = threads;
+  return c;
+}
 
 inline std::mt19937_64& rng() { static std::mt19937_64 r(1234567); return r; }
 inline double urand(double lo = -1, double hi = 1) {
@@ -101,7 +106,8 @@ inline double nmse(const Tensor& a, const Tensor& b) {
 }
 inline double max_abs_diff(const Tensor& a, const Tensor& b) {
   double m = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) m = std::max(m, std::fabs(double(a.f32()[i]) - b.f32()[i]));
+  for (int64_t i = 0; i < a.numel(); ++i)
+    m = std::max(m, std::fabs(double(a.f32()[i]) - b.f32()[i]));
   return m;
 }
 

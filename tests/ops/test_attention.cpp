@@ -66,11 +66,13 @@ TEST_CASE("attention: packed segments equal separately computed sequences") {
   Tensor q = rand_f32({1, T, H, D}), k = rand_f32({1, T, H, D}), v = rand_f32({1, T, H, D});
   std::vector<int32_t> sv(T);
   for (int64_t t = 0; t < T; ++t) sv[size_t(t)] = t < cut ? 0 : 1;
-  Tensor seg = i32_from(sv, {1, T}), out = Tensor::empty({1, T, H, D}), lse = Tensor::empty({1, H, T});
+  Tensor seg = i32_from(sv, {1, T}), out = Tensor::empty({1, T, H, D}),
+         lse = Tensor::empty({1, H, T});
   attention_forward(opt_ctx(), q, k, v, seg, 0.3f, out, lse);
   // the second segment alone (rows cut..T-1) as its own batch entry
   const int64_t T2 = T - cut;
-  Tensor q2 = Tensor::empty({1, T2, H, D}), k2 = Tensor::empty({1, T2, H, D}), v2 = Tensor::empty({1, T2, H, D});
+  Tensor q2 = Tensor::empty({1, T2, H, D}), k2 = Tensor::empty({1, T2, H, D}),
+         v2 = Tensor::empty({1, T2, H, D});
   q2.copy_from(q.view({T, H, D}).slice0(cut, T).view({1, T2, H, D}));
   k2.copy_from(k.view({T, H, D}).slice0(cut, T).view({1, T2, H, D}));
   v2.copy_from(v.view({T, H, D}).slice0(cut, T).view({1, T2, H, D}));
@@ -95,10 +97,12 @@ TEST_CASE("attention: dq, dk, dv vs finite differences (double), with and withou
     std::vector<double> w = rand_vec(nv), out(nv), lse(size_t(d.B * d.H * d.T));
     auto loss = [&] {
       std::vector<double> o(nv), l(lse.size());
-      ref::attention_forward<double>(q.data(), k.data(), v.data(), sp, scale, o.data(), l.data(), d);
+      ref::attention_forward<double>(q.data(), k.data(), v.data(), sp, scale, o.data(), l.data(),
+                                     d);
       return dot(o, w);
     };
-    ref::attention_forward<double>(q.data(), k.data(), v.data(), sp, scale, out.data(), lse.data(), d);
+    ref::attention_forward<double>(q.data(), k.data(), v.data(), sp, scale, out.data(), lse.data(),
+                                   d);
     std::vector<double> dq(nq), dk(nq), dv(nv);
     ref::attention_backward<double>(q.data(), k.data(), v.data(), sp, scale, out.data(), lse.data(),
                                     w.data(), dq.data(), dk.data(), dv.data(), d);

@@ -117,8 +117,12 @@ TEST_CASE("gemm kernels: small-M paths (AVX-512 and portable) == reference") {
 
 TEST_CASE("gemm kernels: opt::matmul at 1-3 threads, beta 0 over NaN, deterministic") {
   for (int nt = 1; nt <= 3; ++nt)
-    for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{1, 3000, 300}, {3, 700, 129}, {6, 200, 129},
-                           {300, 129, 127}, {129, 300, 64}, {17, 33, 300}})
+    for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{1, 3000, 300},
+                           {3, 700, 129},
+                           {6, 200, 129},
+                           {300, 129, 127},
+                           {129, 300, 64},
+                           {17, 33, 300}})
       for (int tr = 0; tr < 4; ++tr) {
         Case t(M, N, K, tr & 1, tr & 2);
         const float beta = tr == 2 ? 1.0f : 0.0f;

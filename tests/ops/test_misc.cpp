@@ -31,7 +31,11 @@ TEST_CASE("swiglu: optimized == reference (incl. NaN/inf positions); gradients")
       CHECK((r.intact() && o.intact() && dgo.intact() && duo.intact()));
     }
   std::vector<double> g = rand_vec(7, -5, 5), u = rand_vec(7), w = rand_vec(7);
-  auto loss = [&] { std::vector<double> y(7); ref::swiglu_forward<double>(g.data(), u.data(), y.data(), 7); return dot(y, w); };
+  auto loss = [&] {
+    std::vector<double> y(7);
+    ref::swiglu_forward<double>(g.data(), u.data(), y.data(), 7);
+    return dot(y, w);
+  };
   std::vector<double> dg(7), du(7);
   ref::swiglu_backward<double>(g.data(), u.data(), w.data(), dg.data(), du.data(), 7);
   grad_check(g, loss, dg, "swiglu dgate");
@@ -179,7 +183,11 @@ TEST_CASE("embedding: optimized == reference; backward accumulates repeated ids;
   Tensor one = r.t.slice0(0, 1);
   CHECK_THROWS_AS(embedding_forward(opt_ctx(), table, i32_from({11}, {1}), one), InternalError);
   std::vector<double> tb = rand_vec(V * 3), w = rand_vec(7 * 3);
-  auto loss = [&] { std::vector<double> y(7 * 3); ref::embedding_forward<double>(tb.data(), idv.data(), y.data(), 7, 3); return dot(y, w); };
+  auto loss = [&] {
+    std::vector<double> y(7 * 3);
+    ref::embedding_forward<double>(tb.data(), idv.data(), y.data(), 7, 3);
+    return dot(y, w);
+  };
   std::vector<double> dt(V * 3, 0.0);
   ref::embedding_backward<double>(idv.data(), w.data(), dt.data(), 7, 3);
   grad_check(tb, loss, dt, "embedding dtable");
@@ -190,7 +198,8 @@ TEST_CASE("gather_rows / scatter_add_rows / gather_rows_dot: opt == ref; gradien
     const int64_t N = 9, M = 23;
     std::vector<int32_t> rv(static_cast<size_t>(M));
     for (int64_t m = 0; m < M; ++m) rv[size_t(m)] = int32_t((m * 5 + m / 3) % N);
-    Tensor rows = i32_from(rv, {M}), src = rand_f32({N, C}), msrc = rand_f32({M, C}), w = rand_f32({M});
+    Tensor rows = i32_from(rv, {M}), src = rand_f32({N, C}), msrc = rand_f32({M, C}),
+           w = rand_f32({M});
     Guarded gr({M, C}), go({M, C});
     gather_rows(ref_ctx(), src, rows, gr.t);
     gather_rows(opt_ctx(), src, rows, go.t);
@@ -214,7 +223,8 @@ TEST_CASE("gather_rows / scatter_add_rows / gather_rows_dot: opt == ref; gradien
   // scatter gradient w.r.t. src and w; gather gradient (= scatter of dout)
   const int64_t N = 4, M = 6, C = 3;
   std::vector<int32_t> rows = {1, 3, 1, 0, 3, 3};
-  std::vector<double> src = rand_vec(M * C), w = rand_vec(M), W = rand_vec(N * C), x = rand_vec(N * C);
+  std::vector<double> src = rand_vec(M * C), w = rand_vec(M), W = rand_vec(N * C),
+                      x = rand_vec(N * C);
   auto loss = [&] {
     std::vector<double> dst(N * C, 0.0);
     ref::scatter_add_rows<double>(src.data(), rows.data(), w.data(), dst.data(), M, C);
@@ -222,12 +232,17 @@ TEST_CASE("gather_rows / scatter_add_rows / gather_rows_dot: opt == ref; gradien
   };
   std::vector<double> dsrc(M * C), dw(M);
   ref::gather_rows<double>(W.data(), rows.data(), dsrc.data(), M, C);
-  for (int64_t m = 0; m < M; ++m) for (int64_t c = 0; c < C; ++c) dsrc[size_t(m * C + c)] *= w[size_t(m)];
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t c = 0; c < C; ++c) dsrc[size_t(m * C + c)] *= w[size_t(m)];
   ref::gather_rows_dot<double>(W.data(), rows.data(), src.data(), dw.data(), M, C);
   grad_check(src, loss, dsrc, "scatter dsrc");
   grad_check(w, loss, dw, "scatter dw");
   std::vector<double> wg = rand_vec(M * C);
-  auto gloss = [&] { std::vector<double> y(M * C); ref::gather_rows<double>(x.data(), rows.data(), y.data(), M, C); return dot(y, wg); };
+  auto gloss = [&] {
+    std::vector<double> y(M * C);
+    ref::gather_rows<double>(x.data(), rows.data(), y.data(), M, C);
+    return dot(y, wg);
+  };
   std::vector<double> dx(N * C, 0.0);
   ref::scatter_add_rows<double>(wg.data(), rows.data(), nullptr, dx.data(), M, C);
   grad_check(x, gloss, dx, "gather dsrc");
@@ -374,7 +389,8 @@ TEST_CASE("adamw_step: hand-computed step; opt == ref; BF16 moments") {
   Tensor m = f32_from({0.1, -0.2}, {2}), v = f32_from({0.01, 0.04}, {2});
   adamw_step(ref_ctx(), prm, g, m, v, p);
   for (int i = 0; i < 2; ++i) {   // textbook form in double
-    const double p0 = i ? -2.0 : 1.0, g0 = i ? 0.25 : 0.5, m0 = i ? -0.2 : 0.1, v0 = i ? 0.04 : 0.01;
+    const double p0 = i ? -2.0 : 1.0, g0 = i ? 0.25 : 0.5, m0 = i ? -0.2 : 0.1,
+                 v0 = i ? 0.04 : 0.01;
     const double b1 = double(0.9f), b2 = double(0.95f), lr = double(0.01f), wd = double(0.1f);
     const double m1 = b1 * m0 + (1 - b1) * g0, v1 = b2 * v0 + (1 - b2) * g0 * g0;
     const double mh = m1 / (1 - b1 * b1 * b1), vh = v1 / (1 - b2 * b2 * b2);
@@ -384,7 +400,8 @@ TEST_CASE("adamw_step: hand-computed step; opt == ref; BF16 moments") {
     CHECK(v.f32()[i] == doctest::Approx(v1).epsilon(1e-6));
   }
   const int64_t n = 70001;
-  Tensor P = rand_f32({n}), G = rand_f32({n}), M = rand_f32({n}, -0.1, 0.1), Vv = rand_f32({n}, 0, 0.1);
+  Tensor P = rand_f32({n}), G = rand_f32({n}), M = rand_f32({n}, -0.1, 0.1),
+         Vv = rand_f32({n}, 0, 0.1);
   Tensor P2 = P.clone(), M2 = M.clone(), V2 = Vv.clone();
   adamw_step(ref_ctx(), P, G, M, Vv, p);
   adamw_step(opt_ctx(), P2, G, M2, V2, p);

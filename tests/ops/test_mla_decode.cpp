@@ -190,7 +190,8 @@ TEST_CASE("absorbed attention == explicit MHA over materialised keys and values"
 }
 
 TEST_CASE("head_matmul: optimised == reference, both layouts") {
-  for (auto [N, H, I, O] : std::vector<std::array<int64_t, 4>>{{1, 1, 1, 1}, {3, 5, 7, 2}, {17, 4, 32, 9}}) {
+  for (auto [N, H, I, O] :
+       std::vector<std::array<int64_t, 4>>{{1, 1, 1, 1}, {3, 5, 7, 2}, {17, 4, 32, 9}}) {
     Tensor x = rand_f32({N, H, I});
     for (bool tw : {false, true}) {
       Tensor w = tw ? rand_f32({H, O, I}) : rand_f32({H, I, O});

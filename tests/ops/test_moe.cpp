@@ -50,7 +50,8 @@ std::vector<int32_t> brute_select(const std::vector<float>& sel, const RoutePara
 struct Routed { Tensor scores, idx, w; };
 Routed route(const Context& ctx, const Tensor& logits, const Tensor& bias, const RouteParams& p) {
   const int64_t N = logits.size(0), E = logits.size(1);
-  Routed r{Tensor::empty({N, E}), Tensor::empty({N, p.topk}, DType::i32), Tensor::empty({N, p.topk})};
+  Routed r{Tensor::empty({N, E}), Tensor::empty({N, p.topk}, DType::i32),
+           Tensor::empty({N, p.topk})};
   moe_route(ctx, logits, bias, p, r.scores, r.idx, r.w);
   return r;
 }
@@ -130,8 +131,9 @@ TEST_CASE("moe_route: bias changes selection only; masked groups never win; ties
 }
 
 TEST_CASE("moe_route_backward: optimized == reference; vs finite differences (double)") {
-  const RouteParams cases[] = {rp(1, 1, 2), rp(2, 1, 2, true, true, 2.5f), rp(1, 1, 3, true, false, 2.0f),
-                               rp(1, 1, 2, false, true, 1.5f), rp(1, 1, 3, false, false, 16.0f)};
+  const RouteParams cases[] = {rp(1, 1, 2), rp(2, 1, 2, true, true, 2.5f),
+                               rp(1, 1, 3, true, false, 2.0f), rp(1, 1, 2, false, true, 1.5f),
+                               rp(1, 1, 3, false, false, 16.0f)};
   for (const RouteParams& p : cases) {
     const int64_t N = 3, E = 8, K = p.topk;
     std::vector<double> z = rand_vec(N * E, -3, 3), dw = rand_vec(N * K), extra = rand_vec(N * E);
@@ -147,7 +149,8 @@ TEST_CASE("moe_route_backward: optimized == reference; vs finite differences (do
       return dot(w2, dw) + dot(s2, extra);
     };
     std::vector<double> dz(N * E);
-    ref::moe_route_backward<double>(s.data(), idx.data(), dw.data(), extra.data(), p, N, E, dz.data());
+    ref::moe_route_backward<double>(s.data(), idx.data(), dw.data(), extra.data(), p, N, E,
+                                    dz.data());
     grad_check(z, loss, dz, "route dlogits");
     // float paths agree
     Tensor zt = f32_from(z, {N, E}), bt = Tensor::empty({E});
@@ -184,12 +187,15 @@ TEST_CASE("moe_balance_loss: alpha under perfect balance; hand example; gradient
   for (size_t i = 0; i < id.size(); ++i) id[i] = int32_t((i * 3 + i / 2) % E3);
   for (size_t t = 0; t < id.size(); t += 2)
     if (id[t] == id[t + 1]) id[t + 1] = (id[t + 1] + 1) % int32_t(E3);
-  auto loss = [&] { return ref::moe_balance_loss<double>(sc.data(), id.data(), S3, T3, E3, K3, 0.3, nullptr); };
+  auto loss = [&] {
+    return ref::moe_balance_loss<double>(sc.data(), id.data(), S3, T3, E3, K3, 0.3, nullptr);
+  };
   std::vector<double> ds(sc.size());
   ref::moe_balance_loss<double>(sc.data(), id.data(), S3, T3, E3, K3, 0.3, ds.data());
   grad_check(sc, loss, ds, "balance dscores");
   Tensor st = f32_from(sc, {S3 * T3, E3}), dst = Tensor::empty({S3 * T3, E3});
-  double l = moe_balance_loss(opt_ctx(), st, i32_from(id, {S3 * T3, K3}), int(S3), int(T3), 0.3f, dst);
+  double l =
+      moe_balance_loss(opt_ctx(), st, i32_from(id, {S3 * T3, K3}), int(S3), int(T3), 0.3f, dst);
   CHECK(l == doctest::Approx(loss()).epsilon(1e-6));
   CHECK(nmse(dst, f32_from(ds, {S3 * T3, E3})) < 1e-10);
 }

@@ -112,8 +112,9 @@ TEST_CASE("many-tensor ops refuse malformed tables") {
   Tensor g = rand_f32({4}), m = Tensor::zeros({4}), v = Tensor::zeros({4});
   Tensor g5 = rand_f32({5}), m5 = Tensor::zeros({5}, DType::bf16), v5 = Tensor::zeros({5});
   AdamWParams hp;
-  CHECK_THROWS_WITH_AS(adamw_step_multi(opt_ctx(), {{&a, &g, &m, &v, 0}, {&b, &g5, &m5, &v5, 0}}, hp),
-                       doctest::Contains("moments' dtypes differ"), Error);
+  CHECK_THROWS_WITH_AS(
+      adamw_step_multi(opt_ctx(), {{&a, &g, &m, &v, 0}, {&b, &g5, &m5, &v5, 0}}, hp),
+      doctest::Contains("moments' dtypes differ"), Error);
   CHECK_THROWS_AS(adamw_step_multi(opt_ctx(), {{&a, &g5, &m, &v, 0}}, hp), Error);
   CHECK_THROWS_WITH_AS(adamw_step_multi(opt_ctx(), {{&a, nullptr, &m, &v, 0}}, hp),
                        doctest::Contains("lacks a tensor"), Error);

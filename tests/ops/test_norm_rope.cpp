@@ -207,15 +207,17 @@ TEST_CASE("split_last / concat_last / broadcast_heads / sum_heads") {
   sum_heads(opt_ctx(), d, s.t);
   sum_heads(ref_ctx(), d, sr.t);
   CHECK(max_abs_diff(s.t, sr.t) == 0);
-  CHECK(s.t.f32()[8] == doctest::Approx(d.f32()[(1 * 3 + 0) * 7 + 1] + d.f32()[(1 * 3 + 1) * 7 + 1] +
-                                        d.f32()[(1 * 3 + 2) * 7 + 1]));
+  CHECK(s.t.f32()[8] ==
+        doctest::Approx(d.f32()[(1 * 3 + 0) * 7 + 1] + d.f32()[(1 * 3 + 1) * 7 + 1] +
+                        d.f32()[(1 * 3 + 2) * 7 + 1]));
   CHECK((o.intact() && s.intact()));
 }
 
 // mla_kv_split: the values of split_last, broadcast_heads and concat_last (forward), of
 // split_last, sum_heads and concat_last (backward), bit for bit, for the reference and the
 // optimised loops; dkv as BF16 codes equals bf16_round of the F32 dkv.
-TEST_CASE("mla_kv_split == split, broadcast, concat (bit for bit); backward == split, sum, concat") {
+TEST_CASE(
+    "mla_kv_split == split, broadcast, concat (bit for bit); backward == split, sum, concat") {
   const int64_t N = 9, H = 5, Dn = 12, Dr = 6, Dv = 10;
   const Tensor kv = rand_f32({N, H, Dn + Dv}), krot = rand_f32({N, Dr});
   const Tensor dk = rand_f32({N, H, Dn + Dr}), dv = rand_f32({N, H, Dv});

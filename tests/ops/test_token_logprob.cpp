@@ -49,7 +49,8 @@ TEST_CASE("token_logprob: optimized == reference, ignored rows, guards, in place
         double mx = -1e30, z = 0;
         for (int64_t v = 0; v < V; ++v) mx = std::max(mx, double(x.f32()[n * V + v]));
         for (int64_t v = 0; v < V; ++v) z += std::exp(double(x.f32()[n * V + v]) - mx);
-        CHECK(double(lr.t.f32()[n]) == doctest::Approx(double(x.f32()[n * V + t]) - mx - std::log(z)).epsilon(1e-6));
+        CHECK(double(lr.t.f32()[n]) ==
+              doctest::Approx(double(x.f32()[n * V + t]) - mx - std::log(z)).epsilon(1e-6));
         CHECK(lo.t.f32()[n] <= 1e-6f);                                    // log p <= 0
         CHECK(eo.t.f32()[n] >= -1e-5f);                                   // 0 <= H <= log V
         CHECK(double(eo.t.f32()[n]) <= std::log(double(V)) + 1e-5);

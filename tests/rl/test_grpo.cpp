@@ -80,7 +80,8 @@ TEST_CASE("grpo_loss: dL/dlogp == finite differences (two completions, beta > 0)
   for (int64_t i = 0; i < N; ++i) {
     lp[size_t(i)] = u(rng);
     double dl = delta(rng);
-    while (std::fabs(std::exp(-dl) - 1.2) < 0.02 || std::fabs(std::exp(-dl) - 0.8) < 0.02) dl = delta(rng);
+    while (std::fabs(std::exp(-dl) - 1.2) < 0.02 || std::fabs(std::exp(-dl) - 0.8) < 0.02)
+      dl = delta(rng);
     old[size_t(i)] = float(lp[size_t(i)] + dl);
     ref[size_t(i)] = float(lp[size_t(i)] + delta(rng));
   }

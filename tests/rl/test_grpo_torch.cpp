@@ -60,7 +60,8 @@ bool close(const std::string& what, double got, double want, double rtol, double
 TEST_CASE("GRPO loss and gradients == PyTorch reference (float64)") {
   if (!have_torch()) {
     const char* req = std::getenv("DS_REQUIRE_TORCH_REF");
-    if (req && std::string(req) == "1") FAIL("DS_REQUIRE_TORCH_REF=1 but " << kPython << " cannot import torch");
+    if (req && std::string(req) == "1")
+      FAIL("DS_REQUIRE_TORCH_REF=1 but " << kPython << " cannot import torch");
     MESSAGE("skipped: " << kPython << " with torch (Debian python3-torch) not available");
     return;
   }
@@ -130,7 +131,8 @@ TEST_CASE("GRPO loss and gradients == PyTorch reference (float64)") {
       alpha, 1.0f, &scores);
 
   bad += !close("out.logp", scores.logp.data(), f.load_f32("out.logp").f32(), R * T, 2e-6, 2e-6);
-  bad += !close("out.entropy", scores.entropy.data(), f.load_f32("out.entropy").f32(), R * T, 2e-6, 2e-6);
+  bad += !close("out.entropy", scores.entropy.data(), f.load_f32("out.entropy").f32(), R * T, 2e-6,
+                2e-6);
   auto scalar = [&](const char* n) { return double(f.load_f32(n).f32()[0]); };
   bad += !close("out.loss", res.loss, scalar("out.loss"), 2e-5, 1e-7);
   bad += !close("out.loss_pg", res.loss_main, scalar("out.loss_pg"), 2e-5, 1e-7);

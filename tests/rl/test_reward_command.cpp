@@ -36,7 +36,9 @@ std::string error_of(F&& fn) {
   return "";
 }
 
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool has(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 
 }  // namespace
 
@@ -55,25 +57,31 @@ TEST_CASE("reward command: a shell verifier scores each JSON line in order") {
 }
 
 TEST_CASE("reward command: failures and garbage name the command and the line") {
-  std::string m = error_of<ds::IoError>([] { run_reward_command("cat >/dev/null; echo 1; exit 3", items(2)); });
+  std::string m =
+      error_of<ds::IoError>([] { run_reward_command("cat >/dev/null; echo 1; exit 3", items(2)); });
   CHECK(has(m, "reward command 'cat >/dev/null; echo 1; exit 3'"));
   CHECK(has(m, "exited with status 3 after printing 1 of 2 reward lines"));
-  m = error_of<ds::FormatError>([] { run_reward_command("cat >/dev/null; echo 1; echo abc; echo 2", items(3)); });
+  m = error_of<ds::FormatError>(
+      [] { run_reward_command("cat >/dev/null; echo 1; echo abc; echo 2", items(3)); });
   CHECK(has(m, "stdout line 2: 'abc' is not a finite number"));
-  m = error_of<ds::FormatError>([] { run_reward_command("cat >/dev/null; echo 1; echo nan", items(2)); });
+  m = error_of<ds::FormatError>(
+      [] { run_reward_command("cat >/dev/null; echo 1; echo nan", items(2)); });
   CHECK(has(m, "stdout line 2"));
-  m = error_of<ds::FormatError>([] { run_reward_command("cat >/dev/null; echo 1; echo; echo 1", items(3)); });
+  m = error_of<ds::FormatError>(
+      [] { run_reward_command("cat >/dev/null; echo 1; echo; echo 1", items(3)); });
   CHECK(has(m, "stdout line 2: ''"));
   m = error_of<ds::FormatError>([] { run_reward_command("cat >/dev/null; echo 0.5", items(3)); });
   CHECK(has(m, "stdout line 2: missing (printed 1 reward lines for 3 completions)"));
-  m = error_of<ds::FormatError>([] { run_reward_command("cat >/dev/null; echo 1; echo 1; echo 7", items(2)); });
+  m = error_of<ds::FormatError>(
+      [] { run_reward_command("cat >/dev/null; echo 1; echo 1; echo 7", items(2)); });
   CHECK(has(m, "stdout line 3: extra output '7'"));
   m = error_of<ds::FormatError>([] { run_reward_command("cat >/dev/null; echo '1 2'", items(1)); });
   CHECK(has(m, "stdout line 1: '1 2'"));
   m = error_of<ds::FormatError>(
       [] { run_reward_command("cat >/dev/null; printf '1\\000x\\n'", items(1)); });
   CHECK(has(m, "stdout line 1: '1?x' is not a finite number"));   // an embedded NUL
-  m = error_of<ds::IoError>([] { run_reward_command("definitely-not-a-command-ds-rl 2>/dev/null", items(1)); });
+  m = error_of<ds::IoError>(
+      [] { run_reward_command("definitely-not-a-command-ds-rl 2>/dev/null", items(1)); });
   CHECK(has(m, "exited with status 127"));
   m = error_of<ds::IoError>([] { run_reward_command("kill -9 $$", items(1)); });
   CHECK(has(m, "killed by signal 9"));

@@ -18,7 +18,8 @@ TEST_CASE("rollouts: a slice of the batch with first_seq samples as inside the w
   auto m = make_tiny(true, 0);
   std::vector<std::vector<int32_t>> batch;   // 3 prompts x a group of 2, as GRPO lays them out
   for (uint64_t p = 0; p < 3; ++p)
-    for (int g = 0; g < 2; ++g) batch.push_back(random_tokens(4 + 3 * p, m->args.vocab_size, 10 + p));
+    for (int g = 0; g < 2; ++g)
+      batch.push_back(random_tokens(4 + 3 * p, m->args.vocab_size, 10 + p));
   GenerationConfig cfg;
   cfg.sampling.temperature = 1.0f;
   cfg.sampling.seed = 11;

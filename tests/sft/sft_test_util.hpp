@@ -52,7 +52,8 @@ inline const TokKit& deepseek_kit() {
     TokKit k;
     const fs::path d = fs::path(DS_SHARED_DATA) / "deepseek_v3_tokenizer";
     if (!fs::exists(d / "tokenizer.json") || !fs::exists(d / "tokenizer_config.json")) return k;
-    k.tok = std::make_unique<ds::tok::Tokenizer>(ds::tok::Tokenizer::from_file(d / "tokenizer.json"));
+    k.tok =
+        std::make_unique<ds::tok::Tokenizer>(ds::tok::Tokenizer::from_file(d / "tokenizer.json"));
     k.tmpl = std::make_unique<ds::infer::ChatTemplate>(
         ds::infer::ChatTemplate::from_tokenizer_config(d / "tokenizer_config.json"));
     return k;
@@ -73,7 +74,8 @@ inline std::string write_file(const fs::path& p, const std::string& text) {
 }
 
 // The decoded text of every maximal run of target tokens, in order.
-inline std::vector<std::string> target_runs(const ds::sft::Sample& s, const ds::tok::Tokenizer& tok) {
+inline std::vector<std::string> target_runs(const ds::sft::Sample& s,
+                                            const ds::tok::Tokenizer& tok) {
   std::vector<std::string> runs;
   bool in = false;
   for (size_t i = 0; i < s.tokens.size(); ++i) {

@@ -152,7 +152,8 @@ TEST_CASE("micro-batches weighted by their share of the target tokens equal the 
   const double W = double(count_targets(f.samples, f.rows));
   f.ps.zero_grads();
   train::StepAccumulator acc;
-  for (auto part : {std::span<const Row>(f.rows.data(), 2), std::span<const Row>(f.rows.data() + 2, 1)}) {
+  for (auto part :
+       {std::span<const Row>(f.rows.data(), 2), std::span<const Row>(f.rows.data() + 2, 1)}) {
     const double share = double(count_targets(f.samples, part)) / W;
     model::Batch b = make_batch(f.samples, part, f.T, 2);
     acc.add(f.m->forward_backward(f.ctx, b, f.lw, float(share)), share);

@@ -52,8 +52,10 @@ TEST_CASE("first-fit packing: each sample once, rows within capacity, determinis
   // without packing: one sample per row, in order
   auto single = pack_rows(len, order, 10, false);
   REQUIRE(single.size() == len.size());
-  for (size_t i = 0; i < len.size(); ++i) CHECK(single[i].samples == std::vector<int64_t>{int64_t(i)});
-  CHECK_THROWS_AS(pack_rows(std::vector<int64_t>{11}, std::vector<int64_t>{0}, 10, true), ds::UsageError);
+  for (size_t i = 0; i < len.size(); ++i)
+    CHECK(single[i].samples == std::vector<int64_t>{int64_t(i)});
+  CHECK_THROWS_AS(pack_rows(std::vector<int64_t>{11}, std::vector<int64_t>{0}, 10, true),
+                  ds::UsageError);
 }
 
 TEST_CASE("epoch order: a permutation, a function of (seed, epoch)") {
@@ -78,8 +80,10 @@ TEST_CASE("batch: segments, positions restart per sample, mask only inside a sam
   // row 0: [100..103][200..205][pad pad]
   std::vector<int32_t> want_tok{100, 101, 102, 103, 200, 201, 202, 203, 204, 205, 2, 2};
   CHECK(std::vector<int32_t>(tok, tok + T + 1) == want_tok);
-  CHECK(std::vector<int32_t>(seg, seg + T) == std::vector<int32_t>{0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2});
-  CHECK(std::vector<int32_t>(pos, pos + T) == std::vector<int32_t>{0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 0});
+  CHECK(std::vector<int32_t>(seg, seg + T) ==
+        std::vector<int32_t>{0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2});
+  CHECK(std::vector<int32_t>(pos, pos + T) ==
+        std::vector<int32_t>{0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 0});
   // mask[j] = target of token j+1 within the same sample: sample 0 targets tokens 2,3;
   // sample 1 targets tokens 3,4,5 (row 7,8,9); never the first token of the next sample
   CHECK(std::vector<float>(mask, mask + T) == std::vector<float>{0, 1, 1, 0, 0, 0, 1, 1, 1, 0, 0});
@@ -87,7 +91,8 @@ TEST_CASE("batch: segments, positions restart per sample, mask only inside a sam
   for (int64_t i = 0; i < b.loss_mask.numel(); ++i) w += mask[i];
   CHECK(int64_t(w) == count_targets(samples, rows));
   // row 1: one sample then padding (its own segment, positions restarting)
-  CHECK(std::vector<int32_t>(seg + T, seg + 2 * T) == std::vector<int32_t>{0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1});
+  CHECK(std::vector<int32_t>(seg + T, seg + 2 * T) ==
+        std::vector<int32_t>{0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1});
   CHECK(std::vector<int32_t>(pos + T, pos + T + 5) == std::vector<int32_t>{0, 1, 2, 0, 1});
   CHECK(std::vector<float>(mask + T, mask + T + 4) == std::vector<float>{1, 1, 0, 0});
 }
@@ -126,5 +131,6 @@ TEST_CASE("SFT cosine: 5e-6 -> 1e-6, warm-up, exact end points") {
   CHECK(cosine_lr(10, 100, 10, 5e-6, 1e-6) == doctest::Approx(5e-6));
   CHECK(cosine_lr(99, 100, 10, 5e-6, 1e-6) == doctest::Approx(1e-6));
   CHECK(cosine_lr(0, 1, 0, 5e-6, 1e-6) == doctest::Approx(5e-6));      // a one-step run
-  for (int64_t s = 1; s < 100; ++s) CHECK(cosine_lr(s, 100, 0, 5e-6, 1e-6) <= cosine_lr(s - 1, 100, 0, 5e-6, 1e-6));
+  for (int64_t s = 1; s < 100; ++s)
+    CHECK(cosine_lr(s, 100, 0, 5e-6, 1e-6) <= cosine_lr(s - 1, 100, 0, 5e-6, 1e-6));
 }

@@ -108,11 +108,13 @@ TEST_CASE("--loss-on last and all") {
 
 TEST_CASE("prompt/completion renders as a user turn and an assistant turn") {
   const auto& kit = small_kit();
-  Sample a = tokenize_line(R"({"prompt": "Who went up?", "completion": "The king.", "system": "Be brief."})",
-                           LossOn::assistant, kit);
+  Sample a = tokenize_line(
+      R"({"prompt": "Who went up?", "completion": "The king.", "system": "Be brief."})",
+      LossOn::assistant, kit);
   Sample b = tokenize_line(
       R"({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who went up?"},)"
-      R"( {"role": "assistant", "content": "The king."}]})", LossOn::assistant, kit);
+      R"( {"role": "assistant", "content": "The king."}]})",
+      LossOn::assistant, kit);
   CHECK(a.tokens == b.tokens);
   CHECK(a.target == b.target);
   check_assistant_mask(a, kit, {"The king."});
@@ -138,7 +140,8 @@ TEST_CASE("a tokenizer without the chat tokens: target boundary inside a token i
   ds::tok::BpeTrainer trainer(o);
   for (int i = 0; i < 50; ++i) trainer.add_text(std::string(sp::kAssistant) + "!!" + " ");
   ds_sft_test::TokKit kit;
-  kit.tok = std::make_unique<ds::tok::Tokenizer>(ds::tok::Tokenizer::from_json(trainer.train(), "bare"));
+  kit.tok =
+      std::make_unique<ds::tok::Tokenizer>(ds::tok::Tokenizer::from_json(trainer.train(), "bare"));
   kit.tmpl = std::make_unique<ds::infer::ChatTemplate>(ds::infer::ChatTemplate::deepseek_v3());
   const std::string line = R"({"prompt": "q", "completion": "!!"})";
   check_throws<ds::FormatError>([&] { tokenize_line(line, LossOn::assistant, kit); },
@@ -148,25 +151,33 @@ TEST_CASE("a tokenizer without the chat tokens: target boundary inside a token i
 TEST_CASE("malformed lines: errors name the line and the field") {
   const LossOn A = LossOn::assistant;
   check_error("{\"messages\": [", A, "invalid JSON at byte");
-  check_error(R"({"prompt": "q", "completion": "a", "n": 6e666})", A, "invalid JSON: ");   // overflow
+  check_error(R"({"prompt": "q", "completion": "a", "n": 6e666})", A,
+              "invalid JSON: ");  // overflow
   check_error("[1, 2]", A, "not a JSON object");
-  check_error(R"({"text": "hello"})", A, "expected \"messages\" (a chat) or \"prompt\" and \"completion\"");
+  check_error(R"({"text": "hello"})", A,
+              "expected \"messages\" (a chat) or \"prompt\" and \"completion\"");
   check_error(R"({"messages": {}})", A, "messages: must be an array");
   check_error(R"({"messages": []})", A, "messages: empty conversation");
   check_error(R"({"messages": [3]})", A, "messages[0]: not an object");
   check_error(R"({"messages": [{"content": "x"}]})", A, "messages[0].role: missing");
-  check_error(R"({"messages": [{"role": "user", "content": "x"}, {"role": "bot", "content": "y"}]})", A,
-              "messages[1].role: unknown role \"bot\"");
-  check_error(R"({"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "y"}]})", A,
-              "messages[0].content: empty");
-  check_error(R"({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": " \n"}]})", A,
-              "messages[1].content: empty");
+  check_error(
+      R"({"messages": [{"role": "user", "content": "x"}, {"role": "bot", "content": "y"}]})", A,
+      "messages[1].role: unknown role \"bot\"");
+  check_error(
+      R"({"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "y"}]})",
+      A, "messages[0].content: empty");
+  check_error(
+      R"({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": " \n"}]})",
+      A, "messages[1].content: empty");
   check_error(R"({"messages": [{"role": "user"}, {"role": "assistant", "content": "y"}]})", A,
               "messages[0].content: missing");
-  check_error(R"({"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "y"}]})", A,
-              "messages[0].content: must be a string");
-  check_error(R"({"messages": [{"role": "user", "content": "x"}, {"role": "system", "content": "s"},)"
-              R"( {"role": "assistant", "content": "y"}]})", A, "messages[1]: a system message after");
+  check_error(
+      R"({"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "y"}]})", A,
+      "messages[0].content: must be a string");
+  check_error(
+      R"({"messages": [{"role": "user", "content": "x"}, {"role": "system", "content": "s"},)"
+      R"( {"role": "assistant", "content": "y"}]})",
+      A, "messages[1]: a system message after");
   check_error(R"({"messages": [{"role": "system", "content": "s"}]})", A, "only system messages");
   check_error(R"({"prompt": "x"})", A, "completion: missing");
   check_error(R"({"prompt": "", "completion": "y"})", A, "prompt: empty");
@@ -177,17 +188,20 @@ TEST_CASE("files: line numbers count blank lines; empty files; too long samples"
   const auto& kit = small_kit();
   auto dir = ds_sft_test::scratch_dir("data");
   const std::string good = R"({"prompt": "Who went up?", "completion": "The king."})";
-  auto f = ds_sft_test::write_file(dir / "a.jsonl", good + "\n\n" + good + "\n" +
-                                                        R"({"messages": [{"role": "robot", "content": "x"}]})" + "\n");
+  auto f = ds_sft_test::write_file(
+      dir / "a.jsonl",
+      good + "\n\n" + good + "\n" + R"({"messages": [{"role": "robot", "content": "x"}]})" + "\n");
   TokenizeOptions topt{LossOn::assistant, 0, false};
   check_throws<ds::FormatError>([&] { load_samples({f}, *kit.tmpl, *kit.tok, topt, 2); },
                  f + ":4: messages[0].role: unknown role \"robot\"");
   auto empty = ds_sft_test::write_file(dir / "empty.jsonl", "\n  \n");
   check_throws<ds::FormatError>([&] { load_samples({empty}, *kit.tmpl, *kit.tok, topt, 1); },
                  empty + ": no samples (empty file)");
-  CHECK_THROWS_AS(load_samples({(dir / "missing.jsonl").string()}, *kit.tmpl, *kit.tok, topt, 1), ds::IoError);
+  CHECK_THROWS_AS(load_samples({(dir / "missing.jsonl").string()}, *kit.tmpl, *kit.tok, topt, 1),
+                  ds::IoError);
   // a UTF-8 byte-order mark and CRLF line ends are accepted
-  auto bom = ds_sft_test::write_file(dir / "bom.jsonl", "\xEF\xBB\xBF" + good + "\r\n" + good + "\r\n");
+  auto bom =
+      ds_sft_test::write_file(dir / "bom.jsonl", "\xEF\xBB\xBF" + good + "\r\n" + good + "\r\n");
   CHECK(load_samples({bom}, *kit.tmpl, *kit.tok, topt, 1).samples.size() == 2);
   // the first bad line in file order is reported, whatever the thread split
   std::string many;
@@ -197,7 +211,8 @@ TEST_CASE("files: line numbers count blank lines; empty files; too long samples"
                  m + ":151: completion: missing");
   // length limit: error naming the line, or truncation
   auto g = ds_sft_test::write_file(dir / "g.jsonl", good + "\n" + good + "\n");
-  const int64_t len = int64_t(load_samples({g}, *kit.tmpl, *kit.tok, topt, 1).samples[0].tokens.size());
+  const int64_t len =
+      int64_t(load_samples({g}, *kit.tmpl, *kit.tok, topt, 1).samples[0].tokens.size());
   topt.max_tokens = len - 2;
   check_throws<ds::FormatError>([&] { load_samples({g}, *kit.tmpl, *kit.tok, topt, 1); },
                  g + ":1: the sample has " + std::to_string(len) + " tokens");

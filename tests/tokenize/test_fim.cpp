@@ -43,7 +43,7 @@ TEST_CASE("fim_selected honours the rate and depends only on (seed, index)") {
 }
 
 TEST_CASE("fim_split picks sorted character boundaries") {
-  const std::string text = "a\xc3\xa9\xe4\xbd\xa0\xf0\x9f\x8c\x8d z\n";   // 1-, 2-, 3-, 4-byte chars
+  const std::string text = "a\xc3\xa9\xe4\xbd\xa0\xf0\x9f\x8c\x8d z\n";  // 1-, 2-, 3-, 4-byte chars
   bool saw_inner = false;
   for (uint64_t doc = 0; doc < 500; ++doc) {
     const FimSplit s = fim_split(11, doc, text);

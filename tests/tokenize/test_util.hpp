@@ -47,7 +47,8 @@ inline const ds::tok::Tokenizer& small_tokenizer() {
 
 // nullptr when the shared DeepSeek-V3 tokenizer is not there (tests then skip that part).
 inline const ds::tok::Tokenizer* deepseek_tokenizer() {
-  static const std::unique_ptr<ds::tok::Tokenizer> tok = []() -> std::unique_ptr<ds::tok::Tokenizer> {
+  static const std::unique_ptr<ds::tok::Tokenizer> tok =
+      []() -> std::unique_ptr<ds::tok::Tokenizer> {
     const fs::path p = fs::path(DS_SHARED_DATA) / "deepseek_v3_tokenizer" / "tokenizer.json";
     if (!fs::exists(p)) return nullptr;
     return std::make_unique<ds::tok::Tokenizer>(ds::tok::Tokenizer::from_file(p));

@@ -91,7 +91,8 @@ TEST_CASE("pre-tokenizer JSON round trip and errors") {
   CHECK(j["pretokenizers"].size() == 4);
   CHECK(j["pretokenizers"][3]["type"] == "ByteLevel");
   CHECK(j["pretokenizers"][3]["use_regex"] == false);
-  const std::string lit = R"({"type":"Split","pattern":{"String":"."},"behavior":"Isolated","invert":false})";
+  const std::string lit =
+      R"({"type":"Split","pattern":{"String":"."},"behavior":"Isolated","invert":false})";
   const PreTokenizer l = PreTokenizer::from_json(lit, "t");
   CHECK(split(l, "a.b..") == V{"a", ".", "b", ".", "."});
   CHECK(nlohmann::json::parse(l.to_json()) == nlohmann::json::parse(lit));

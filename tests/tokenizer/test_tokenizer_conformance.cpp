@@ -177,7 +177,8 @@ TEST_CASE("deepseek-v3: round trip and determinism on the shared corpora") {
 
 TEST_CASE("deepseek-v3: invalid UTF-8 input never crashes and keeps the bytes") {
   REQUIRE_DEEPSEEK();
-  const std::string bad = std::string("ab\xC3", 3) + "\xFF" + " x\xE2\x82" + "\xF0\x9F\x8C" + "\x80";
+  const std::string bad =
+      std::string("ab\xC3", 3) + "\xFF" + " x\xE2\x82" + "\xF0\x9F\x8C" + "\x80";
   const auto ids = tok->encode(bad);
   std::string bytes;
   for (TokenId id : ids) bytes += tok->token_bytes(id);

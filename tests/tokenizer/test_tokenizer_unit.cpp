@@ -217,8 +217,10 @@ TEST_CASE("loader: every unsupported or malformed component is a FormatError") {
   expect_format_error(json::array(), "expected a JSON object");
   expect_format_error(without("model"), "model: missing");
   expect_format_error(with("/model/type", "WordPiece"), "model: unsupported type 'WordPiece'");
-  expect_format_error(with("/model/merges", json::array({"a q"})), "model.merges[0]: unknown token");
-  expect_format_error(with("/model/merges", json::array({"x y"})), "model.merges[0]: unknown token \"xy\"");
+  expect_format_error(with("/model/merges", json::array({"a q"})),
+                      "model.merges[0]: unknown token");
+  expect_format_error(with("/model/merges", json::array({"x y"})),
+                      "model.merges[0]: unknown token \"xy\"");
   expect_format_error(with("/model/merges", json::array({"ab"})), "model.merges[0]");
   expect_format_error(with("/model/merges", json::array({42})), "model.merges[0]");
   expect_format_error(with("/model/vocab/ab", 3), "model.vocab: id 3 used by both");
@@ -231,8 +233,9 @@ TEST_CASE("loader: every unsupported or malformed component is a FormatError") {
                       "model.continuing_subword_prefix");
   expect_format_error(with("/model/end_of_word_suffix", "</w>"), "model.end_of_word_suffix");
   expect_format_error(with("/normalizer", {{"type", "NFC"}}), "normalizer: unsupported type 'NFC'");
-  expect_format_error(with("/normalizer", {{"type", "Sequence"}, {"normalizers", {{{"type", "NFKC"}}}}}),
-                      "normalizer.normalizers[0]: unsupported type 'NFKC'");
+  expect_format_error(
+      with("/normalizer", {{"type", "Sequence"}, {"normalizers", {{{"type", "NFKC"}}}}}),
+      "normalizer.normalizers[0]: unsupported type 'NFKC'");
   expect_format_error(with("/pre_tokenizer", {{"type", "Whitespace"}}),
                       "pre_tokenizer: unsupported type 'Whitespace'");
   expect_format_error(
@@ -257,12 +260,15 @@ TEST_CASE("loader: every unsupported or malformed component is a FormatError") {
             {{"type", "Split"}, {"pattern", {{"Regex", "a"}}}, {"behavior", "Isolated"}}}}}),
       "pre_tokenizer: must end with");
   expect_format_error(without("decoder"), "decoder: missing");
-  expect_format_error(with("/decoder", {{"type", "WordPiece"}}), "decoder: unsupported type 'WordPiece'");
+  expect_format_error(with("/decoder", {{"type", "WordPiece"}}),
+                      "decoder: unsupported type 'WordPiece'");
   expect_format_error(with("/post_processor", {{"type", "TemplateProcessing"}}),
                       "post_processor: unsupported type 'TemplateProcessing'");
   expect_format_error(with("/truncation", {{"max_length", 5}}), "truncation");
-  expect_format_error(with("/added_tokens", {{{"id", 1}, {"content", ""}}}), "added_tokens[0].content");
-  expect_format_error(with("/added_tokens", {{{"id", "x"}, {"content", "<x>"}}}), "added_tokens[0].id");
+  expect_format_error(with("/added_tokens", {{{"id", 1}, {"content", ""}}}),
+                      "added_tokens[0].content");
+  expect_format_error(with("/added_tokens", {{{"id", "x"}, {"content", "<x>"}}}),
+                      "added_tokens[0].id");
   expect_format_error(with("/added_tokens", {{{"id", 300}, {"content", "<x>"}},
                                              {{"id", 300}, {"content", "<y>"}}}),
                       "added_tokens[1].id: duplicate");

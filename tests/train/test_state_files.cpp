@@ -107,7 +107,8 @@ TEST_CASE("metrics file: a resume keeps the lines up to its step") {
     w.open(p.string(), 2);
     w.write("{\"step\":3,\"loss\":0.5}");
   }
-  CHECK(slurp(p) == "{\"step\":1,\"loss\":3}\n{\"step\":2,\"loss\":2}\n{\"step\":3,\"loss\":0.5}\n");
+  CHECK(slurp(p) ==
+        "{\"step\":1,\"loss\":3}\n{\"step\":2,\"loss\":2}\n{\"step\":3,\"loss\":0.5}\n");
 }
 
 TEST_CASE("metrics file: a line without an integer step stops the resume, file untouched") {

@@ -172,7 +172,8 @@ TEST_CASE("checkpoint of a one-rank ZeRO world is save_checkpoint's, byte for by
     CHECK(fa.count("training_state/master.safetensors") == (bf16 ? 1u : 0u));
     for (const std::string& f : fa) {
       CAPTURE(f);
-      CHECK(slurp(tmp / fmt::format("a{}", variant) / f) == slurp(tmp / fmt::format("b{}", variant) / f));
+      CHECK(slurp(tmp / fmt::format("a{}", variant) / f) ==
+            slurp(tmp / fmt::format("b{}", variant) / f));
     }
     // Loading it back into a fresh ZeRO optimiser restores parameters and moments exactly.
     auto c = ds::testing::make_store(args, Part{}, 9);
@@ -222,8 +223,9 @@ TEST_CASE("load_checkpoint reads split optimizer files and partial stores") {
       io::write_safetensors(sd / (std::string(stem) + "-00002-of-00002.safetensors"), second);
     }
     // A name in two files is refused.
-    CHECK_THROWS_AS(train::load_checkpoint(spec.dir, *ds::testing::make_store(args, Part{}, 4), ref),
-                    FormatError);
+    CHECK_THROWS_AS(
+        train::load_checkpoint(spec.dir, *ds::testing::make_store(args, Part{}, 4), ref),
+        FormatError);
     fs::remove(sd / (std::string(stem) + ".safetensors"));
   }
   auto b = ds::testing::make_store(args, Part{}, 4);

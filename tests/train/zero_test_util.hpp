@@ -99,7 +99,8 @@ inline void gen_grad(const std::string& name, int dp_rank, int step, float* g, i
 
 // This rank's gradients: its own contribution to every parameter it holds.
 inline void fill_grads(model::ParamStore& ps, int dp_rank, int step) {
-  for (model::Param& p : ps.params()) gen_grad(p.info.name, dp_rank, step, p.grad.f32(), p.grad.numel());
+  for (model::Param& p : ps.params())
+    gen_grad(p.info.name, dp_rank, step, p.grad.f32(), p.grad.numel());
 }
 
 // The summed gradients of the full model: replicated parameters over all dp ranks, routed
@@ -123,7 +124,8 @@ inline void fill_reference_grads(const model::ModelArgs& a, model::ParamStore& f
 // Largest |a - b| / (|b| + floor) over two tensors of the same shape and dtype (F32 or BF16).
 inline double max_rel_diff(const Tensor& x, const Tensor& y, double floor = 1e-3) {
   auto at = [](const Tensor& t, int64_t i) {
-    return t.dtype() == DType::bf16 ? double(bf16_to_f32(t.data<uint16_t>()[i])) : double(t.f32()[i]);
+    return t.dtype() == DType::bf16 ? double(bf16_to_f32(t.data<uint16_t>()[i]))
+                                    : double(t.f32()[i]);
   };
   double m = 0;
   for (int64_t i = 0; i < x.numel(); ++i) {

@@ -6,8 +6,9 @@
 // i32 or i64; doubles through all_reduce_sum_f64).
 // Collectives are blocking and must be called by every rank of the communicator in the same
 // order. In-place forms: reduce_scatter_sum with recv == send, all_gather(_v) with send at
-// this rank's offset of recv. MPI refuses calls of more than INT_MAX elements (InternalError). isend/irecv return a Request the caller waits on (point-to-point for pipeline stages;
-// the buffer must stay alive and untouched until wait()).
+// this rank's offset of recv. MPI refuses calls of more than INT_MAX elements (InternalError).
+// isend/irecv return a Request the caller waits on (point-to-point for pipeline stages; the
+// buffer must stay alive and untouched until wait()).
 // reference: MPI-3.1 §5 (collective semantics), NCCL API (ncclAllReduce, ncclSend/ncclRecv).
 #pragma once
 #include <cstdint>
@@ -30,7 +31,8 @@ class Request {
   explicit Request(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
   Request(Request&&) noexcept = default;
   Request& operator=(Request&&) noexcept = default;
-  ~Request();                                // waits if still pending (never leaves a dangling send)
+  // The destructor waits if still pending (never leaves a dangling send).
+  ~Request();
   void wait();                               // no-op when empty or already waited
   bool pending() const { return bool(impl_); }
 
@@ -76,9 +78,15 @@ class Comm {
 
   // Conveniences over the primitives above.
   void all_reduce_sum(std::vector<double>& v) { all_reduce_sum_f64(v.data(), int64_t(v.size())); }
-  void all_reduce_sum(std::vector<int64_t>& v) { all_reduce_sum(v.data(), int64_t(v.size()), DType::i64); }
-  void send(const void* data, int64_t n, DType dt, int peer, int tag) { isend(data, n, dt, peer, tag).wait(); }
-  void recv(void* data, int64_t n, DType dt, int peer, int tag) { irecv(data, n, dt, peer, tag).wait(); }
+  void all_reduce_sum(std::vector<int64_t>& v) {
+    all_reduce_sum(v.data(), int64_t(v.size()), DType::i64);
+  }
+  void send(const void* data, int64_t n, DType dt, int peer, int tag) {
+    isend(data, n, dt, peer, tag).wait();
+  }
+  void recv(void* data, int64_t n, DType dt, int peer, int tag) {
+    irecv(data, n, dt, peer, tag).wait();
+  }
   // Exchanges one i64 per rank pair: out[r] = what rank r passed in in[rank()].
   std::vector<int64_t> all_to_all_counts(const std::vector<int64_t>& in);
   // Tensor forms (contiguous tensors, numel elements).

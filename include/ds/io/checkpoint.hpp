@@ -43,7 +43,8 @@ std::string checkpoint_dir_name(uint64_t step, const std::string& prefix = "step
 std::optional<uint64_t> checkpoint_step(const fs::path& dir, const std::string& prefix = "step-");
 
 // Complete checkpoints (directories named <prefix><digits>) in run_dir, oldest first by step.
-std::vector<fs::path> list_checkpoints(const fs::path& run_dir, const std::string& prefix = "step-");
+std::vector<fs::path> list_checkpoints(const fs::path& run_dir,
+                                       const std::string& prefix = "step-");
 // The newest complete checkpoint, or nullopt (also when run_dir does not exist).
 std::optional<fs::path> find_latest_checkpoint(const fs::path& run_dir,
                                                const std::string& prefix = "step-");

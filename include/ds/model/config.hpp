@@ -66,7 +66,7 @@ std::vector<std::string> preset_names();
 
 struct ParamCounts {
   int64_t total = 0;            // main model (embedding, layers, norm, head), MTP excluded
-  int64_t activated = 0;        // per token: embedding + head + attention + dense + shared + K experts
+  int64_t activated = 0;        // per token: embedding, head, attention, dense, shared, K experts
   int64_t mtp = 0;              // unique MTP parameters (excludes the shared embedding/head)
   int64_t embedding = 0;
 };

@@ -14,7 +14,7 @@
 namespace ds::model {
 
 struct ParamInfo {
-  std::string name;          // Hugging Face name, e.g. "model.layers.3.mlp.experts.7.up_proj.weight"
+  std::string name;          // Hugging Face name: "model.layers.3.mlp.experts.7.up_proj.weight"
   Shape shape;
   bool decay = true;         // AdamW weight decay applies (matrices); false for norm gains
   bool fp8 = false;          // quantised to FP8 (128x128 blocks) in released checkpoints

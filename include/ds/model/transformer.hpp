@@ -77,7 +77,9 @@ class Transformer {
   const ModelParallel& parallel() const { return par_; }
   ParamStore& store() { return store_; }
   // Main layers [first, second) this rank holds.
-  std::pair<int64_t, int64_t> local_layers() const { return {layer0_, layer0_ + int64_t(layers_.size())}; }
+  std::pair<int64_t, int64_t> local_layers() const {
+    return {layer0_, layer0_ + int64_t(layers_.size())};
+  }
   // True when this rank holds a copy of model.embed_tokens.weight for the MTP modules (last
   // pipeline stage, pp > 1, MTP present): its gradient must be summed with the first stage's.
   bool holds_embedding_copy() const { return embed_copy_; }
@@ -147,10 +149,11 @@ class Transformer {
   void forward_main(const ops::Context& ctx, Pass& p);
   void forward_mtp(const ops::Context& ctx, Pass& p);
   void backward(const ops::Context& ctx, Pass& p);
-  double head_loss(const ops::Context& ctx, Pass& p, const Tensor& g, const std::vector<int32_t>& tgt,
-                   const std::vector<float>& w, double coeff, Tensor& dg);
-  void head_policy(const ops::Context& ctx, Pass& p, const Tensor& g, const std::vector<int32_t>& tgt,
+  double head_loss(const ops::Context& ctx, Pass& p, const Tensor& g,
+                   const std::vector<int32_t>& tgt, const std::vector<float>& w, double coeff,
                    Tensor& dg);
+  void head_policy(const ops::Context& ctx, Pass& p, const Tensor& g,
+                   const std::vector<int32_t>& tgt, Tensor& dg);
   void collect_moe(const MoESaved& s, int slot, StepResult& r) const;
 
   ModelArgs args_;

@@ -272,16 +272,16 @@ void grouped_matmul_wgrad(const Context& ctx, const Tensor& dy, const Tensor& x,
 void transpose(const Context& ctx, const Tensor& x, Tensor& out);
 
 // ---- embedding --------------------------------------------------------------------------
-void embedding_forward(const Context& ctx, const Tensor& table /*(V,C)*/, const Tensor& ids /*(N) i32*/,
-                       Tensor& out /*(N,C)*/);
+void embedding_forward(const Context& ctx, const Tensor& table /*(V,C)*/,
+                       const Tensor& ids /*(N) i32*/, Tensor& out /*(N,C)*/);
 void embedding_backward(const Context& ctx, const Tensor& ids /*(N)*/, const Tensor& dout /*(N,C)*/,
                         Tensor& dtable /*(V,C) +=*/);
 
 // ---- RMSNorm: y = x * rstd * g, rstd = 1/sqrt(mean(x^2) + eps) -------------------------------
 // y F32, or BF16: then the results' codes (bf16_round of the F32 y, bit for bit; the next
 // Linear's operand, model::gemm_input_empty), written in the same pass on the GPU.
-void rmsnorm_forward(const Context& ctx, const Tensor& x /*(N,C)*/, const Tensor& g /*(C)*/, float eps,
-                     Tensor& y /*(N,C)*/, Tensor& rstd /*(N)*/);
+void rmsnorm_forward(const Context& ctx, const Tensor& x /*(N,C)*/, const Tensor& g /*(C)*/,
+                     float eps, Tensor& y /*(N,C)*/, Tensor& rstd /*(N)*/);
 // dx F32, or BF16: the codes of the F32 dx (bit for bit bf16_round of it; the gradient a
 // Linear reads as its GEMM operand, written in the same pass on the GPU).
 void rmsnorm_backward(const Context& ctx, const Tensor& x, const Tensor& g, const Tensor& rstd,

@@ -71,11 +71,21 @@ class Tokenizer {
 
 // DeepSeek-V3 token strings (U+FF5C bars, U+2581 spaces).
 namespace special {
-inline constexpr std::string_view kBos = "<\xEF\xBD\x9C" "begin\xE2\x96\x81of\xE2\x96\x81sentence" "\xEF\xBD\x9C>";
-inline constexpr std::string_view kEos = "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence" "\xEF\xBD\x9C>";
+inline constexpr std::string_view kBos =
+    "<\xEF\xBD\x9C"
+    "begin\xE2\x96\x81of\xE2\x96\x81sentence"
+    "\xEF\xBD\x9C>";
+inline constexpr std::string_view kEos =
+    "<\xEF\xBD\x9C"
+    "end\xE2\x96\x81of\xE2\x96\x81sentence"
+    "\xEF\xBD\x9C>";
 inline constexpr std::string_view kPad = "<\xEF\xBD\x9C\xE2\x96\x81pad\xE2\x96\x81\xEF\xBD\x9C>";
 inline constexpr std::string_view kFimHole = "<\xEF\xBD\x9C" "fim\xE2\x96\x81hole" "\xEF\xBD\x9C>";
-inline constexpr std::string_view kFimBegin = "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "begin" "\xEF\xBD\x9C>";
+inline constexpr std::string_view kFimBegin =
+    "<\xEF\xBD\x9C"
+    "fim\xE2\x96\x81"
+    "begin"
+    "\xEF\xBD\x9C>";
 inline constexpr std::string_view kFimEnd = "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "end" "\xEF\xBD\x9C>";
 inline constexpr std::string_view kUser = "<\xEF\xBD\x9CUser\xEF\xBD\x9C>";
 inline constexpr std::string_view kAssistant = "<\xEF\xBD\x9C" "Assistant" "\xEF\xBD\x9C>";

@@ -80,7 +80,8 @@ void linear_bf16(const float* x, const uint16_t* w, float* y, int64_t N, int64_t
       const int64_t lo = edge(p), len = edge(p + 1) - lo;
       if (len <= 0) continue;
       for (int64_t r = 0; r < N; r += gemm::kSmallM)
-        kern(x + r * I, I, w + lo * I, I, y + r * O + lo, O, std::min(gemm::kSmallM, N - r), len, I);
+        kern(x + r * I, I, w + lo * I, I, y + r * O + lo, O, std::min(gemm::kSmallM, N - r), len,
+             I);
     }
     return;
   }

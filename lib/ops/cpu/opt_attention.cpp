@@ -28,7 +28,8 @@ std::vector<int64_t> first_keys(const int32_t* seg, int64_t B, int64_t T) {
   if (!seg) return kf;
   for (int64_t b = 0; b < B; ++b) {
     std::unordered_map<int32_t, int64_t> first;
-    for (int64_t t = 0; t < T; ++t) kf[size_t(b * T + t)] = first.emplace(seg[b * T + t], t).first->second;
+    for (int64_t t = 0; t < T; ++t)
+      kf[size_t(b * T + t)] = first.emplace(seg[b * T + t], t).first->second;
   }
   return kf;
 }

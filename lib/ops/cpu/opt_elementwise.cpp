@@ -25,7 +25,8 @@ Acc chunked(int64_t n, int nt, F&& chunk_fn) {
   if (nc == 1) return chunk_fn(0, n);
   std::vector<Acc> part(static_cast<size_t>(nc), Acc(0));
 #pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t c = 0; c < nc; ++c) part[size_t(c)] = chunk_fn(c * kChunk, std::min(n, (c + 1) * kChunk));
+  for (int64_t c = 0; c < nc; ++c)
+    part[size_t(c)] = chunk_fn(c * kChunk, std::min(n, (c + 1) * kChunk));
   Acc s = 0;
   for (Acc p : part) s += p;
   return s;

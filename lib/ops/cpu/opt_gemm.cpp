@@ -68,7 +68,9 @@ void gemm_strided(const float* a, int64_t lda, bool ta, const float* b, int64_t 
               c, blasint(ldc));
 }
 
-double matmul_flops(int64_t M, int64_t N, int64_t K) { return 2.0 * double(M) * double(N) * double(K); }
+double matmul_flops(int64_t M, int64_t N, int64_t K) {
+  return 2.0 * double(M) * double(N) * double(K);
+}
 
 void matmul(const float* a, const float* b, float* c, int64_t M, int64_t N, int64_t K,
             bool trans_a, bool trans_b, float alpha, float beta, int nt) {

@@ -44,7 +44,8 @@ void split_last(const float* x, float* a, float* b, int64_t R, int64_t A, int64_
   }
 }
 
-void concat_last(const float* a, const float* b, float* x, int64_t R, int64_t A, int64_t B, int nt) {
+void concat_last(const float* a, const float* b, float* x, int64_t R, int64_t A, int64_t B,
+                 int nt) {
 #pragma omp parallel for num_threads(par_threads(R * (A + B), nt)) schedule(static)
   for (int64_t r = 0; r < R; ++r) {
     std::memcpy(x + r * (A + B), a + r * A, size_t(A) * sizeof(float));

@@ -33,7 +33,8 @@ void rmsnorm_forward(const T* x /*(N,C)*/, const T* g /*(C)*/, double eps, T* y 
                      T* rstd /*(N)*/, int64_t N, int64_t C);
 template <class T>
 void rmsnorm_backward(const T* x /*(N,C)*/, const T* g /*(C)*/, const T* rstd /*(N)*/,
-                      const T* dy /*(N,C)*/, T* dx /*(N,C)*/, T* dg /*(C) +=*/, int64_t N, int64_t C);
+                      const T* dy /*(N,C)*/, T* dx /*(N,C)*/, T* dg /*(C) +=*/, int64_t N,
+                      int64_t C);
 
 // ---- RoPE and head layout (ref_rope.cpp) ----
 // Interleaved pairs; angle = float(pos) * freq rounded to FP32 (as R/HF build their table in
@@ -45,7 +46,8 @@ void rope(const T* x /*(N,H,Dr)*/, const int32_t* pos /*(N)*/, const float* freq
           T* out /*(N,H,Dr)*/, int64_t N, int64_t H, int64_t Dr, int dir, int64_t row = -1,
           int64_t off = 0);
 template <class T>
-void split_last(const T* x /*(R,A+B)*/, T* a /*(R,A)*/, T* b /*(R,B)*/, int64_t R, int64_t A, int64_t B);
+void split_last(const T* x /*(R,A+B)*/, T* a /*(R,A)*/, T* b /*(R,B)*/, int64_t R, int64_t A,
+                int64_t B);
 template <class T>
 void concat_last(const T* a /*(R,A)*/, const T* b /*(R,B)*/, T* x /*(R,A+B)*/, int64_t R, int64_t A,
                  int64_t B);
@@ -95,7 +97,8 @@ void moe_route_token(const T* logits, const float* bias, const RouteParams& p, i
                      T* scores, int32_t* idx, T* weights);
 template <class T>
 void moe_route(const T* logits /*(N,E)*/, const float* bias /*(E) or null*/, const RouteParams& p,
-               int64_t N, int64_t E, T* scores /*(N,E)*/, int32_t* idx /*(N,K)*/, T* weights /*(N,K)*/);
+               int64_t N, int64_t E, T* scores /*(N,E)*/, int32_t* idx /*(N,K)*/,
+               T* weights /*(N,K)*/);
 template <class T>
 void moe_route_backward_token(const T* scores, const int32_t* idx, const T* dweights,
                               const T* dscores_extra, const RouteParams& p, int64_t E, T* dlogits);

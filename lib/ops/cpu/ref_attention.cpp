@@ -58,7 +58,8 @@ void attention_backward(const T* q, const T* k, const T* v, const int32_t* seg, 
                         const AttnDims& d) {
   const int64_t Tn = d.T, H = d.H, Dk = d.Dk, Dv = d.Dv;
   const int64_t nq = d.B * Tn * H * Dk, nv = d.B * Tn * H * Dv;
-  std::vector<double> gq(static_cast<size_t>(nq), 0.0), gk(static_cast<size_t>(nq), 0.0), gv(static_cast<size_t>(nv), 0.0);
+  std::vector<double> gq(static_cast<size_t>(nq), 0.0), gk(static_cast<size_t>(nq), 0.0),
+      gv(static_cast<size_t>(nv), 0.0);
   for (int64_t b = 0; b < d.B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t t = 0; t < Tn; ++t) {

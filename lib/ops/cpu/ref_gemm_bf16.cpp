@@ -10,7 +10,8 @@ void linear_bf16(const float* x, const uint16_t* w, float* y, int64_t N, int64_t
   for (int64_t n = 0; n < N; ++n)
     for (int64_t o = 0; o < O; ++o) {
       double acc = 0;
-      for (int64_t k = 0; k < I; ++k) acc += double(x[n * I + k]) * double(bf16_to_f32(w[o * I + k]));
+      for (int64_t k = 0; k < I; ++k)
+        acc += double(x[n * I + k]) * double(bf16_to_f32(w[o * I + k]));
       y[n * O + o] = float(acc);
     }
 }

@@ -39,7 +39,8 @@ void moe_route_token(const T* logits, const float* bias, const RouteParams& p, i
     for (int64_t e = 0; e < E; ++e) z += std::exp(double(logits[e]) - mx);
     for (int64_t e = 0; e < E; ++e) scores[e] = T(std::exp(double(logits[e]) - mx) / z);
   }
-  std::vector<T> sel(static_cast<size_t>(E));   // selection scores in T precision (as R does in FP32)
+  // selection scores in T precision (as R does in FP32)
+  std::vector<T> sel(static_cast<size_t>(E));
   for (int64_t e = 0; e < E; ++e) sel[size_t(e)] = scores[e] + (bias ? T(bias[e]) : T(0));
   std::vector<uint8_t> allowed(static_cast<size_t>(E), 1);
   const int64_t G = p.n_groups, gs = E / G;

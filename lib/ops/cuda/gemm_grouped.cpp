@@ -21,7 +21,8 @@ size_t row_bytes(const Tensor& t) { return size_t(t.size(1)) * dtype_size(t.dtyp
 
 void grouped_matmul(const Context&, const Tensor& x, const std::vector<Tensor>& w, bool trans_w,
                     const std::vector<int64_t>& offsets, Tensor& y, float beta) {
-  const bool bf16 = bf16_operands(x.dtype(), w.empty() ? x.dtype() : w[0].dtype(), "grouped_matmul");
+  const bool bf16 =
+      bf16_operands(x.dtype(), w.empty() ? x.dtype() : w[0].dtype(), "grouped_matmul");
   const bool c_bf16 = y.dtype() == DType::bf16;   // (beta 0, checked in ops.cpp)
   DS_CHECK(!c_bf16 || bf16, "grouped_matmul (cuda): a BF16 y needs BF16 operands");
   const auto* xb = static_cast<const uint8_t*>(x.raw());
