@@ -35,6 +35,11 @@ void add_device_options(CLI::App& app, std::string& device, int& threads) {
       ->capture_default_str();
 }
 
+void add_profile_flag(CLI::App& app, bool& profile) {
+  app.add_flag("--profile", profile,
+               "Print a per-op time, GFLOP/s, operand GB/s and peak-memory report at the end");
+}
+
 void add_precision_options(CLI::App& app, std::string& precision, std::string& fp8_granularity,
                            std::string& fp8_scale, std::string& moe_gemm) {
   app.add_option("--precision", precision,

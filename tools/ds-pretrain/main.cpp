@@ -93,8 +93,7 @@ int main(int argc, char** argv) {
   ds::cli::add_precision_options(app, o.precision, o.fp8_granularity, o.fp8_scale, o.moe_gemm);
   app.add_option("--seed", o.seed, "Seed of the initial weights and the data order")
       ->capture_default_str();
-  app.add_flag("--profile", o.profile,
-               "Print a per-op time, GFLOP/s, operand GB/s and peak-memory report at the end");
+  ds::cli::add_profile_flag(app, o.profile);
   app.add_flag("--dry-run", o.dry_run,
                "Print parameter counts and a memory plan as JSON; train nothing");
   ds::cli::add_dist_options(app, o.dist);

@@ -74,8 +74,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--check-data", o.check_data,
                "Check, tokenise and pack the data, print statistics; train nothing");
-  app.add_flag("--profile", o.profile,
-               "Print a per-op time, GFLOP/s, operand GB/s and peak-memory report at the end");
+  ds::cli::add_profile_flag(app, o.profile);
   ds::cli::add_dist_options(app, o.dist);
 
   return ds::cli::run_tool(app, argc, argv, common, [&] {

@@ -23,6 +23,8 @@ void add_checkpoint_options(CLI::App& app, std::string& out, int64_t& save_every
                             bool& save_bf16);
 // Where it runs: --device cpu|cuda, --threads (per rank).
 void add_device_options(CLI::App& app, std::string& device, int& threads);
+// --profile: the per-op report at the end of the run.
+void add_profile_flag(CLI::App& app, bool& profile);
 
 // Distributed use: --pp, --ep, --pp-schedule, --rank, --world-size, --local-rank,
 // --master-addr, --master-port (docs/distributed.md).
