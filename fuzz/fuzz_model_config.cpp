@@ -1,17 +1,36 @@
 // libFuzzer target for config.json: arbitrary bytes through from_hf_json. Parsing must either
 // throw a ds::Error or give a config that passed validate(); for such a config the parameter
 // counts, the FLOPs and the memory plan must be computable (no overflow: the build runs with
-// UBSan too) and writing it back gives the same config (to_hf_json -> from_hf_json).
+// UBSan too) and writing it back gives the same config (to_hf_json -> from_hf_json). The same
+// file also goes through read_quant_config (quantization_config of an FP8 checkpoint).
 // Format under test: docs/model.md (config.json keys), include/ds/model/config.hpp.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <string>
 
 #include "ds/core/error.hpp"
 #include "ds/model/config.hpp"
+#include "ds/model/pretrained.hpp"
+#include "fuzz_scratch.hpp"
+
+namespace {
+
+void check_quant_config(const uint8_t* data, size_t size) {
+  static const std::filesystem::path p = ds_fuzz::scratch_path("config", ".json");
+  ds_fuzz::write_file(p, data, size);
+  try {
+    const ds::model::QuantConfig q = ds::model::read_quant_config(p);
+    if (q.block_rows <= 0 || q.block_cols <= 0) __builtin_trap();
+  } catch (const ds::Error&) {
+  }
+}
+
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  check_quant_config(data, size);
   const std::string text(reinterpret_cast<const char*>(data), size);
   ds::model::ModelArgs a;
   try {

@@ -3,7 +3,7 @@
 //                             several blocks);
 //   ROOT/fuzz_safetensors/    a selector byte (0: a file, 1: an index) and a valid file or
 //                             model.safetensors.index.json;
-//   ROOT/fuzz_model_config/   the presets' config.json;
+//   ROOT/fuzz_model_config/   the presets' config.json, one with an FP8 quantization_config;
 //   ROOT/fuzz_jsonl_records/  a selector byte (0-2: an SFT line, 3: an RL prompt file, 4-5: a
 //                             messages array, 6: a tokenizer_config.json) and text;
 //   ROOT/fuzz_run_files/      two selector bytes and a trainer_state.json, a metrics file or a
@@ -88,6 +88,11 @@ void config_seeds(const fs::path& dir) {
   for (const auto& name : ds::model::preset_names())
     write_seed(dir / ("seed-" + name + ".json"), {},
                ds::model::to_hf_json(ds::model::preset(name)));
+  // an FP8 checkpoint's config (read_quant_config)
+  auto fp8 = nlohmann::json::parse(ds::model::to_hf_json(ds::model::preset("tiny")));
+  fp8["quantization_config"] = {{"activation_scheme", "dynamic"}, {"fmt", "e4m3"},
+                                {"quant_method", "fp8"}, {"weight_block_size", {128, 128}}};
+  write_seed(dir / "seed-tiny-fp8.json", {}, fp8.dump());
 }
 
 void jsonl_seeds(const fs::path& dir) {

@@ -35,19 +35,29 @@ QuantConfig read_quant_config(const fs::path& config_json) {
     return q;
   const json& c = j["quantization_config"];
   if (!c.is_object()) DS_THROW(ConfigError, "{}: quantization_config must be an object", src);
-  const std::string method = c.value("quant_method", std::string());
+  // a string member of quantization_config, `def` when absent
+  auto text = [&](const char* key, const char* def) {
+    auto it = c.find(key);
+    if (it == c.end()) return std::string(def);
+    if (!it->is_string())
+      DS_THROW(ConfigError, "{}: quantization_config.{} must be a string", src, key);
+    return it->get<std::string>();
+  };
+  const std::string method = text("quant_method", "");
   if (method != "fp8")
     DS_THROW(ConfigError, "{}: quantization_config.quant_method '{}' is not supported (only fp8)",
              src, method);
-  const std::string fmt_ = c.value("fmt", std::string("e4m3"));
+  const std::string fmt_ = text("fmt", "e4m3");
   if (fmt_ != "e4m3")
     DS_THROW(ConfigError, "{}: quantization_config.fmt '{}' is not supported (only e4m3)", src,
              fmt_);
   q.fp8 = true;
   if (c.contains("weight_block_size")) {
     const json& b = c["weight_block_size"];
-    if (!b.is_array() || b.size() != 2 || !b[0].is_number_integer() || !b[1].is_number_integer() ||
-        b[0].get<int64_t>() <= 0 || b[1].get<int64_t>() <= 0)
+    auto ok = [](const json& v) {   // a block no larger than any tensor dimension (< 2^31)
+      return v.is_number_unsigned() && v.get<uint64_t>() > 0 && v.get<uint64_t>() <= INT32_MAX;
+    };
+    if (!b.is_array() || b.size() != 2 || !ok(b[0]) || !ok(b[1]))
       DS_THROW(ConfigError,
                "{}: quantization_config.weight_block_size must be two positive integers", src);
     q.block_rows = b[0].get<int64_t>();

@@ -357,3 +357,35 @@ TEST_CASE("pretrained: a directory that is not a checkpoint") {
   CHECK_THROWS_WITH_AS(load_pretrained(tmp.p / "notok", po),
                        doctest::Contains("fmt 'e5m2' is not supported"), ConfigError);
 }
+
+TEST_CASE("quantization_config: read strictly, errors name the key") {
+  Tmp tmp;
+  const fs::path p = tmp.p / "config.json";
+  auto read = [&](const std::string& qc) {
+    std::ofstream(p) << R"({"hidden_size": 8, "quantization_config": )" + qc + "}";
+    return read_quant_config(p);
+  };
+  const QuantConfig q = read(R"({"quant_method": "fp8", "weight_block_size": [64, 32]})");
+  CHECK(q.fp8);
+  CHECK(q.block_rows == 64);
+  CHECK(q.block_cols == 32);
+  CHECK_FALSE(read("null").fp8);
+  struct Bad { const char* qc; const char* says; };
+  const Bad bad[] = {
+      {R"({"quant_method": 8})", "quantization_config.quant_method must be a string"},
+      {R"({"quant_method": "fp8", "fmt": ["e4m3"]})", "quantization_config.fmt must be a string"},
+      {R"({"quant_method": "int4"})", "quant_method 'int4' is not supported"},
+      {R"({"quant_method": "fp8", "weight_block_size": [128, -1]})", "weight_block_size"},
+      {R"({"quant_method": "fp8", "weight_block_size": [128, 1.5]})", "weight_block_size"},
+      {R"({"quant_method": "fp8", "weight_block_size": [18446744073709551615, 128]})",
+       "weight_block_size"},
+      {R"({"quant_method": "fp8", "weight_block_size": [128]})", "weight_block_size"},
+      {"[1]", "quantization_config must be an object"},
+  };
+  const std::string where = p.string() + ": quantization_config";
+  for (const auto& b : bad) {
+    INFO(std::string(b.qc));
+    CHECK_THROWS_WITH_AS(read(b.qc), doctest::Contains(b.says), ConfigError);
+    CHECK_THROWS_WITH_AS(read(b.qc), doctest::Contains(where.c_str()), ConfigError);
+  }
+}
