@@ -34,6 +34,9 @@
 # wgmma grouped GEMM, the defaults' three); about 480-540 s estimated, so a slow run loses the defaults' Nsight rows (profiled
 # on 2026-11-30) first, then the tools' runs.
 # Usage: bash scripts/gpu-check.sh [--quick]
+# GPU_CHECK_TIME_SCALE=K (tests only: the dev preset's sanitizer build, tests/cli) multiplies
+# every step's time limit and the default budget by K; the minimum a step needs to start and
+# an explicit GPU_CHECK_BUDGET stay as they are.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 P=${GPU_PACK:-gpu-pack}
@@ -58,11 +61,12 @@ T0=$(date +%s)
 # The whole run stays within BUDGET seconds (the device call's own limit is a little more), so
 # that the summary and the logs always come back: every step's limit is cut to what is left,
 # and a step with under 10 s left is skipped.
-BUDGET=${GPU_CHECK_BUDGET:-430}
-limit() {   # limit N: N seconds, or what is left of the budget (minus a margin), at least 1
-  local left=$(( BUDGET - ($(date +%s) - T0) - 5 ))
+SCALE=${GPU_CHECK_TIME_SCALE:-1}
+BUDGET=${GPU_CHECK_BUDGET:-$(( 430 * SCALE ))}
+limit() {   # limit N: N (x SCALE) seconds, or what is left of the budget (minus a margin), >= 1
+  local left=$(( BUDGET - ($(date +%s) - T0) - 5 )) n=$(( $1 * SCALE ))
   [ "$left" -lt 1 ] && left=1   # (timeout 0 would mean no limit at all)
-  [ "$left" -lt "$1" ] && echo "$left" || echo "$1"
+  [ "$left" -lt "$n" ] && echo "$left" || echo "$n"
 }
 room() {   # room N MIN: a step of limit N still gets at least MIN seconds
   [ "$(limit "$1")" -ge "$2" ]

@@ -59,7 +59,9 @@ inline float e4m3_round(float v) {
   const int32_t a = u & 0x7fffffff;
   const int32_t sign = u ^ a;
   const float ax = std::bit_cast<float>(a);
-  const int32_t normal = (a + 0x7ffff + ((a >> 20) & 1)) & int32_t(0xfff00000u);
+  // unsigned: for NaN inputs (a near 2^31) the sum wraps; that lane is replaced by a below
+  const uint32_t ua = uint32_t(a);
+  const int32_t normal = int32_t((ua + 0x7ffffu + ((ua >> 20) & 1u)) & 0xfff00000u);
   const int32_t sub = std::bit_cast<int32_t>((ax + 16384.0f) - 16384.0f);
   int32_t r = a < 0x3c800000 ? sub : normal;   // 0x3c800000 = 2^-6
   r = a >= 0x43e00000 ? 0x43e00000 : r;        // >= 448 (and inf): 448
