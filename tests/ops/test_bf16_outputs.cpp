@@ -33,7 +33,8 @@ Bf16Pair rand_bf16(const Shape& shape, double lo = -1, double hi = 1) {
 }
 
 bool same_bytes(const Tensor& a, const Tensor& b) {
-  return a.nbytes() == b.nbytes() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+  return a.nbytes() == b.nbytes() &&   // (an empty tensor has no storage: no memcmp)
+         (a.nbytes() == 0 || std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0);
 }
 
 }  // namespace
