@@ -87,6 +87,12 @@ inline std::vector<double> to_vec(const Tensor& t) {
   return v;
 }
 
+// The same byte size and bytes (an empty tensor has no storage: no memcmp of a null pointer).
+inline bool same_bytes(const Tensor& a, const Tensor& b) {
+  return a.nbytes() == b.nbytes() &&
+         (a.nbytes() == 0 || std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0);
+}
+
 // Normalised mean squared error sum((a-b)^2) / sum(b^2) (0 when both are zero), after checking
 // that NaN/inf sit at the same positions in both.
 inline double nmse(const Tensor& a, const Tensor& b) {

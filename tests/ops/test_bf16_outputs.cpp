@@ -32,11 +32,6 @@ Bf16Pair rand_bf16(const Shape& shape, double lo = -1, double hi = 1) {
   return p;
 }
 
-bool same_bytes(const Tensor& a, const Tensor& b) {
-  return a.nbytes() == b.nbytes() &&   // (an empty tensor has no storage: no memcmp)
-         (a.nbytes() == 0 || std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0);
-}
-
 }  // namespace
 
 TEST_CASE("grouped_matmul with a BF16 y == bf16_round of the F32 y, bit for bit") {

@@ -18,11 +18,6 @@ using namespace ds::ops::test;
 
 namespace {
 const int64_t kSizes[] = {5, 0, 1, 300, 4097};
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.nbytes() == b.nbytes() &&   // (an empty tensor has no storage: no memcmp)
-         (a.nbytes() == 0 || std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0);
-}
 }  // namespace
 
 TEST_CASE("adamw_step_multi == adamw_step per tensor (bit-exact), one profiled call") {
@@ -58,9 +53,9 @@ TEST_CASE("adamw_step_multi == adamw_step per tensor (bit-exact), one profiled c
       adamw_step_multi(c, ts, hp);
     }
     for (size_t i = 0; i < p.size(); ++i) {
-      CHECK(same_bits(p[i], p2[i]));
-      CHECK(same_bits(m[i], m2[i]));
-      CHECK(same_bits(v[i], v2[i]));
+      CHECK(same_bytes(p[i], p2[i]));
+      CHECK(same_bytes(m[i], m2[i]));
+      CHECK(same_bytes(v[i], v2[i]));
     }
     REQUIRE(prof.entries().size() == 1);
     CHECK(std::string(prof.entries()[0].op) == "adamw_step_multi");
@@ -88,15 +83,15 @@ TEST_CASE("sum_squares_multi, zero_multi, bf16_round_multi == the one-tensor ops
     for (size_t i = 0; i < x.size(); ++i) {
       Tensor w = Tensor::empty(x[i].shape(), dt);
       bf16_round(ref_ctx(), x[i], w);
-      CHECK(same_bits(out[i], w));
+      CHECK(same_bytes(out[i], w));
     }
   }
   std::vector<Tensor> z = {rand_f32({7}), Tensor::empty({3}, DType::bf16), Tensor()};
   std::memset(z[1].raw(), 0x5a, z[1].nbytes());
   std::vector<Tensor*> pz = {&z[0], &z[1], &z[2]};
   zero_multi(opt_ctx(), pz);
-  CHECK(same_bits(z[0], Tensor::zeros({7})));
-  CHECK(same_bits(z[1], Tensor::zeros({3}, DType::bf16)));
+  CHECK(same_bytes(z[0], Tensor::zeros({7})));
+  CHECK(same_bytes(z[1], Tensor::zeros({3}, DType::bf16)));
 }
 
 TEST_CASE("many-tensor ops refuse malformed tables") {
@@ -121,7 +116,7 @@ TEST_CASE("many-tensor ops refuse malformed tables") {
                        doctest::Contains("lacks a tensor"), Error);
   Tensor before = a.clone();
   CHECK_THROWS(adamw_step_multi(opt_ctx(), {{&a, &g, &m, &v, 0}, {&b, &g5, &m5, &v5, 0}}, hp));
-  CHECK(same_bits(a, before));   // checked before anything is written
+  CHECK(same_bytes(a, before));   // checked before anything is written
 }
 
 TEST_CASE("multi_tensor_index: chunks cover every element of every entry exactly once") {
