@@ -1,5 +1,5 @@
-// Internal helpers of the ops dispatch files (ops.cpp, fp8.cpp, token_logprob.cpp,
-// mla_decode.cpp): the device check, the route to the CUDA path, implementation/thread selection
+// Internal helpers of the ops dispatch files (lib/ops/*.cpp: ops.cpp, moe_routing.cpp, fp8.cpp,
+// mla_decode.cpp, ...): the device check, the route to the CUDA path, implementation/thread selection
 // and the per-op profiler scope. Not installed; include/ds/ops/ops.hpp is the public API.
 #pragma once
 #include <algorithm>
