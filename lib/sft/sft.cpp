@@ -257,10 +257,13 @@ void Run::resume(const fs::path& dir) {
   saved.total_tokens = st.total_tokens;
   st = saved;
   stream->set_state(st.data);
+  // Rows consumed before the saved position. The plan's epochs hold at least plan.total_rows
+  // rows, so a position past them leaves rows_done >= total_rows whatever the later epochs
+  // hold (every step then takes the one-row minimum); they are not packed to be counted, which
+  // also bounds the work for a hand-edited data.epoch.
   rows_done = st.data.position;
-  for (int64_t e = 0; e < st.data.epoch; ++e)
-    rows_done +=
-        e < int64_t(plan.epoch_rows.size()) ? plan.epoch_rows[size_t(e)] : stream->rows_in_epoch(e);
+  const int64_t counted = std::min<int64_t>(st.data.epoch, int64_t(plan.epoch_rows.size()));
+  for (int64_t e = 0; e < counted; ++e) rows_done += plan.epoch_rows[size_t(e)];
   spdlog::info("resumed from {} at step {} ({} tokens)", dir.string(), st.step, st.tokens_seen);
 }
 

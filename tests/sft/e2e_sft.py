@@ -3,9 +3,9 @@
 # then SFT on generated chats. `resume`: N steps == k steps + resume (every logged number and
 # the final weights / optimiser state byte for byte), SIGTERM saves and a resume finishes
 # identically, the held-out loss falls, keep-last, trainer kind "sft", ds-generate loads the
-# result, packing beats --no-packing, resume refuses other data or seed. `errors`: malformed
-# data and bad flags exit 1 or 2 with one stderr line naming FILE:LINE and the field, and
-# leave no checkpoint.
+# result, packing beats --no-packing, resume refuses other data or seed and does not walk a
+# huge saved data.epoch. `errors`: malformed data and bad flags exit 1 or 2 with one stderr line
+# naming FILE:LINE and the field, and leave no checkpoint.
 # Usage: e2e_sft.py --sft BIN --pretrain BIN --tokenize BIN --generate BIN --work DIR [--only NAME]
 import argparse
 import json
@@ -164,6 +164,22 @@ def test_resume(a, init):
     check(rc == 2 and "other data" in err, f"resume with other data refused: {rc} {err.strip()[:160]}")
     rc, _, err = run(a.sft, *with_flag(longer, "--seed", 4))
     check(rc == 2 and "--seed" in err, f"resume with another seed refused: {rc} {err.strip()[:160]}")
+    # a saved data.epoch far past the run's epochs (a hand-edited state whose data fingerprint
+    # matches) is not walked epoch by epoch: the resumed run finishes its 2 further steps
+    E = os.path.join(w, "sft_epoch")
+    shutil.rmtree(E, ignore_errors=True)
+    shutil.copytree(os.path.join(A, "step-00000012"), os.path.join(E, "step-00000012"))
+    sp = os.path.join(E, "step-00000012", "training_state", "trainer_state.json")
+    st = json.load(open(sp))
+    st["data"]["epoch"], st["data"]["position"] = 10**15, 0
+    with open(sp, "w") as f:
+        json.dump(st, f)
+    try:
+        rc, _, err = run(a.sft, *with_flag(sft_args(a, init, E), "--steps", 14), timeout=120)
+    except subprocess.TimeoutExpired:
+        rc, err = -1, "timed out after 120 s"
+    check(rc == 0 and os.path.isdir(os.path.join(E, "step-00000014")),
+          f"resume at data.epoch 1e15 finishes: {rc} {err.strip()[:160]}")
 
 
 def test_errors(a, init):
