@@ -5,6 +5,7 @@
 #include "ds/core/error.hpp"
 #include "ds/data/shard.hpp"
 #include "ds/io/file.hpp"
+#include "ds/io/json_fields.hpp"
 #include "shard_format.hpp"
 
 namespace ds::data {
@@ -14,37 +15,6 @@ namespace {
 constexpr const char* kFormatName = "ds-token-dataset";
 constexpr uint32_t kManifestVersion = 1;
 using Json = nlohmann::ordered_json;
-
-// Field access that names the manifest and the field when it is missing or mistyped.
-struct Fields {
-  const fs::path& path;
-
-  const Json& get(const Json& obj, const std::string& key, const std::string& where) const {
-    auto it = obj.find(key);
-    if (it == obj.end())
-      DS_THROW(FormatError, "{}: missing field '{}{}'", path.string(), where, key);
-    return *it;
-  }
-  uint64_t u64(const Json& obj, const std::string& key, const std::string& where = "") const {
-    const Json& v = get(obj, key, where);
-    if (!v.is_number_unsigned())
-      DS_THROW(FormatError, "{}: field '{}{}' must be a non-negative integer", path.string(),
-               where, key);
-    return v.get<uint64_t>();
-  }
-  uint32_t u32(const Json& obj, const std::string& key) const {
-    const uint64_t v = u64(obj, key);
-    if (v > UINT32_MAX)
-      DS_THROW(FormatError, "{}: field '{}' = {} is too large", path.string(), key, v);
-    return uint32_t(v);
-  }
-  std::string str(const Json& obj, const std::string& key, const std::string& where = "") const {
-    const Json& v = get(obj, key, where);
-    if (!v.is_string())
-      DS_THROW(FormatError, "{}: field '{}{}' must be a string", path.string(), where, key);
-    return v.get<std::string>();
-  }
-};
 
 // A shard file name must stay inside the dataset directory.
 bool safe_relative(const std::string& f) {
@@ -80,44 +50,39 @@ Manifest Manifest::load(const fs::path& manifest_path) {
   } catch (const nlohmann::json::exception& e) {
     DS_THROW(FormatError, "{}: not valid JSON: {}", manifest_path.string(), e.what());
   }
-  if (!j.is_object()) DS_THROW(FormatError, "{}: not a JSON object", manifest_path.string());
-  const Fields f{manifest_path};
+  const io::JsonFields<Json> f(j, manifest_path.string());
   Manifest m;
-  const std::string format = f.str(j, "format");
+  const std::string format = f.str("format");
   if (format != kFormatName)
     DS_THROW(FormatError, "{}: field 'format' is '{}', expected '{}'", manifest_path.string(),
              format, kFormatName);
-  m.version = f.u32(j, "version");
+  m.version = f.u32("version");
   if (m.version != kManifestVersion)
     DS_THROW(FormatError, "{}: unsupported manifest version {} (this build reads {})",
              manifest_path.string(), m.version, kManifestVersion);
-  m.tokenizer_fingerprint = f.str(j, "tokenizer_fingerprint");
+  m.tokenizer_fingerprint = f.str("tokenizer_fingerprint");
   uint64_t fp = 0;
   if (!detail::parse_fingerprint(m.tokenizer_fingerprint, &fp))
     DS_THROW(FormatError, "{}: field 'tokenizer_fingerprint' is not 16 hex digits",
              manifest_path.string());
-  m.vocab_size = f.u32(j, "vocab_size");
-  m.token_width = f.u32(j, "token_width");
+  m.vocab_size = f.u32("vocab_size");
+  m.token_width = f.u32("token_width");
   if (m.vocab_size == 0 || m.token_width != detail::token_width_for(m.vocab_size))
     DS_THROW(FormatError, "{}: field 'token_width' = {} does not fit vocab_size {}",
              manifest_path.string(), m.token_width, m.vocab_size);
-  m.tokens = f.u64(j, "tokens");
-  m.documents = f.u64(j, "documents");
-  const Json& shards = f.get(j, "shards", "");
-  if (!shards.is_array())
-    DS_THROW(FormatError, "{}: field 'shards' must be an array", manifest_path.string());
+  m.tokens = f.u64("tokens");
+  m.documents = f.u64("documents");
+  const Json& shards = f.array("shards");
   for (size_t i = 0; i < shards.size(); ++i) {
-    const std::string where = fmt::format("shards[{}].", i);
-    if (!shards[i].is_object())
-      DS_THROW(FormatError, "{}: field 'shards[{}]' must be an object", manifest_path.string(), i);
+    const io::JsonFields<Json> sf = f.element(shards, "shards", i);
     ShardEntry e;
-    e.file = f.str(shards[i], "file", where);
+    e.file = sf.str("file");
     if (!safe_relative(e.file))
-      DS_THROW(FormatError, "{}: field '{}file' = '{}' must be a relative path inside the "
-               "dataset directory", manifest_path.string(), where, e.file);
-    e.tokens = f.u64(shards[i], "tokens", where);
-    e.documents = f.u64(shards[i], "documents", where);
-    e.bytes = f.u64(shards[i], "bytes", where);
+      DS_THROW(FormatError, "{}: field '{}' = '{}' must be a relative path inside the "
+               "dataset directory", manifest_path.string(), sf.name("file"), e.file);
+    e.tokens = sf.u64("tokens");
+    e.documents = sf.u64("documents");
+    e.bytes = sf.u64("bytes");
     m.shards.push_back(std::move(e));
   }
   check_totals(m, manifest_path);

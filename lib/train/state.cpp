@@ -12,6 +12,7 @@
 #include "ds/core/error.hpp"
 #include "ds/io/checkpoint.hpp"
 #include "ds/io/file.hpp"
+#include "ds/io/json_fields.hpp"
 #include "ds/io/safetensors.hpp"
 #include "ds/model/checkpoint_io.hpp"
 
@@ -34,49 +35,29 @@ static json state_to_json(const TrainerState& st) {
 
 TrainerState parse_trainer_state(const std::string& text, const std::string& src) {
   auto j = json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) DS_THROW(FormatError, "{}: not a JSON object", src);
-  if (j.value("format", json()) != "ds-trainer-state")
+  if (j.is_discarded()) DS_THROW(FormatError, "{}: not a JSON object", src);
+  const io::JsonFields f(j, src);
+  if (!f.has("format") || f.get("format") != "ds-trainer-state")
     DS_THROW(FormatError, "{}: field 'format' is not \"ds-trainer-state\"", src);
-  // `where` prefixes the key in errors ("data." for the members of "data")
-  auto need = [&](const json& obj, const std::string& key, const char* where) -> const json& {
-    auto it = obj.find(key);
-    if (it == obj.end()) DS_THROW(FormatError, "{}: missing field '{}{}'", src, where, key);
-    return *it;
-  };
   // Counters are JSON integers in [0, 2^63): a float, a negative or a larger number is a
   // corrupt file, never truncated or wrapped.
-  auto count = [&](const json& obj, const std::string& key, const char* where = "") -> int64_t {
-    const json& v = need(obj, key, where);
-    if (!v.is_number_unsigned() || v.get<uint64_t>() > uint64_t(INT64_MAX))
-      DS_THROW(FormatError, "{}: field '{}{}' must be a non-negative integer", src, where, key);
-    return int64_t(v.get<uint64_t>());
-  };
-  auto text_field = [&](const std::string& key) {
-    const json& v = need(j, key, "");
-    if (!v.is_string()) DS_THROW(FormatError, "{}: field '{}' must be a string", src, key);
-    return v.get<std::string>();
-  };
-  if (count(j, "version") != 1)
+  if (f.count("version") != 1)
     DS_THROW(FormatError, "{}: unsupported trainer state version {} (this build reads 1)", src,
              j["version"].dump());
   TrainerState st;
-  st.kind = text_field("kind");
-  st.step = count(j, "step");
-  st.tokens_seen = count(j, "tokens_seen");
-  st.nonfinite_skipped = count(j, "nonfinite_skipped");
-  st.optimizer_steps = count(j, "optimizer_steps");
-  const json& seed = need(j, "seed", "");
-  if (!seed.is_number_unsigned())
-    DS_THROW(FormatError, "{}: field 'seed' must be a non-negative integer", src);
-  st.seed = seed.get<uint64_t>();
-  st.seq_len = count(j, "seq_len");
-  st.total_steps = count(j, "total_steps");
-  st.total_tokens = count(j, "total_tokens");
-  if (j.contains("data_fingerprint")) st.data_fingerprint = text_field("data_fingerprint");
-  const json& data = need(j, "data", "");
-  if (!data.is_object()) DS_THROW(FormatError, "{}: field 'data' must be an object", src);
-  st.data.epoch = count(data, "epoch", "data.");
-  st.data.position = count(data, "position", "data.");
+  st.kind = f.str("kind");
+  st.step = f.count("step");
+  st.tokens_seen = f.count("tokens_seen");
+  st.nonfinite_skipped = f.count("nonfinite_skipped");
+  st.optimizer_steps = f.count("optimizer_steps");
+  st.seed = f.u64("seed");
+  st.seq_len = f.count("seq_len");
+  st.total_steps = f.count("total_steps");
+  st.total_tokens = f.count("total_tokens");
+  if (f.has("data_fingerprint")) st.data_fingerprint = f.str("data_fingerprint");
+  const io::JsonFields data = f.object("data");
+  st.data.epoch = data.count("epoch");
+  st.data.position = data.count("position");
   return st;
 }
 
