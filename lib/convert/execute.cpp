@@ -12,6 +12,7 @@
 
 #include "convert_internal.hpp"
 #include "ds/core/error.hpp"
+#include "ds/core/thread_pool.hpp"
 #include "ds/io/checkpoint.hpp"
 #include "ds/io/file.hpp"
 #include "ds/ops/fp8.hpp"
@@ -164,6 +165,7 @@ void write_index(const Plan& plan, const std::vector<uint64_t>& sizes, const fs:
 fs::path check_output(const ConvertOptions& opt) {
   DS_CHECK_AS(UsageError, !opt.model.empty(), "--model is required");
   DS_CHECK_AS(UsageError, !opt.out.empty(), "--out is required");
+  check_threads(opt.threads);
   fs::path out = fs::path(opt.out);
   if (out.filename().empty()) out = out.parent_path();   // trailing slash
   DS_CHECK_AS(UsageError, !is_inside(out, opt.model) && !is_inside(opt.model, out),

@@ -8,6 +8,7 @@
 
 #include "convert_internal.hpp"
 #include "ds/core/error.hpp"
+#include "ds/core/thread_pool.hpp"
 #include "ds/io/file.hpp"
 #include "ds/model/checkpoint_io.hpp"
 #include "ds/model/pretrained.hpp"
@@ -111,7 +112,7 @@ const io::TensorView* find_scale(const InputCheckpoint& in, const io::TensorView
 }
 
 ops::Context make_context(int threads, const std::string& device) {
-  DS_CHECK_AS(UsageError, threads >= 0, "--threads must be >= 0 (got {})", threads);
+  check_threads(threads);
   DS_CHECK_AS(UsageError, device == "cpu" || device == "cuda",
               "--device must be cpu or cuda (got '{}')", device);
   ops::Context ctx;

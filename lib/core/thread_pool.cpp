@@ -3,10 +3,18 @@
 
 #include <algorithm>
 
+#include "ds/core/error.hpp"
+
 namespace ds {
 
+int check_threads(int requested) {
+  if (requested < 0 || requested > kMaxThreads)
+    DS_THROW(UsageError, "--threads {}: expected 0 (all cores) to {}", requested, kMaxThreads);
+  return requested;
+}
+
 int resolve_threads(int requested) {
-  if (requested > 0) return requested;
+  if (requested > 0) return check_threads(requested);
   unsigned hc = std::thread::hardware_concurrency();
   return hc ? int(hc) : 1;
 }

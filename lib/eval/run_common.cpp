@@ -9,6 +9,7 @@
 
 #include "ds/core/error.hpp"
 #include "ds/core/log.hpp"
+#include "ds/core/thread_pool.hpp"
 #include "ds/io/file.hpp"
 #include "run_internal.hpp"
 
@@ -18,7 +19,7 @@ void check_common(const CommonEvalOptions& o) {
   if (o.device != "cpu" && o.device != "cuda")
     DS_THROW(UsageError, "--device {}: unknown device (cpu, cuda)", o.device);
   DS_CHECK_AS(UsageError, o.batch_size >= 1, "--batch-size must be >= 1 (got {})", o.batch_size);
-  DS_CHECK_AS(UsageError, o.threads >= 0, "--threads must be >= 0 (got {})", o.threads);
+  check_threads(o.threads);
   DS_CHECK_AS(UsageError, o.limit >= 0, "--limit must be >= 0 (got {})", o.limit);
   DS_CHECK_AS(UsageError, !o.model.empty(), "--model DIR is required");
 }

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "ds/core/error.hpp"
+#include "ds/core/thread_pool.hpp"
 #include "ds/infer/generator.hpp"
 #include "ds/model/pretrained.hpp"
 
@@ -44,7 +45,7 @@ void validate_options(const GenerateOptions& o) {
   DS_CHECK_AS(UsageError, o.batch_size >= 1, "--batch-size must be >= 1 (got {})", o.batch_size);
   DS_CHECK_AS(UsageError, o.prefill_chunk >= 1, "--prefill-chunk must be >= 1 (got {})",
               o.prefill_chunk);
-  DS_CHECK_AS(UsageError, o.threads >= 0, "--threads must be >= 0 (got {})", o.threads);
+  check_threads(o.threads);
   DS_CHECK_AS(UsageError, !(o.has_prompt && o.jsonl), "--prompt and --jsonl are exclusive");
   DS_CHECK_AS(UsageError, !o.has_prompt || !o.prompt.empty(), "--prompt: empty prompt");
   for (const std::string& s : o.stop) DS_CHECK_AS(UsageError, !s.empty(), "--stop: empty string");

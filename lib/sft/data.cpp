@@ -220,7 +220,7 @@ SampleSet load_samples(const std::vector<std::string>& files, const infer::ChatT
   }
   std::vector<Sample> samples(examples.size());
   std::vector<std::exception_ptr> errors(examples.size());
-  ThreadPool pool(resolve_threads(threads));
+  ThreadPool pool(resolve_threads(check_threads(threads)));
   pool.parallel_for(examples.size(), [&](size_t b, size_t e, int) {
     for (size_t i = b; i < e; ++i) {
       try {

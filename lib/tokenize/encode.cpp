@@ -126,6 +126,7 @@ void check_encode_options(const EncodeOptions& o) {
   if (!(o.fim_rate >= 0.0 && o.fim_rate <= 1.0))
     DS_THROW(UsageError, "--fim-rate {}: expected a value in [0, 1]", o.fim_rate);
   if (o.max_shard_bytes == 0) DS_THROW(UsageError, "--max-shard-bytes must be positive");
+  check_threads(o.threads);
   check_inputs(o.input);
 }
 

@@ -9,6 +9,7 @@
 
 #include "ds/core/error.hpp"
 #include "ds/core/log.hpp"
+#include "ds/core/thread_pool.hpp"
 #include "ds/io/file.hpp"
 #include "ds/tokenize/documents.hpp"
 #include "ds/tokenize/tokenize.hpp"
@@ -25,6 +26,7 @@ TrainSummary train(const TrainOptions& o) {
   if (o.vocab_size < 256 + o.special_tokens.size())
     DS_THROW(UsageError, "--vocab-size {}: must hold the 256 byte tokens and the special "
              "tokens", o.vocab_size);
+  check_threads(o.threads);
   check_inputs(o.input);
   std::error_code ec;
   if (fs::exists(o.out, ec) && !fs::is_directory(o.out, ec))

@@ -23,7 +23,7 @@ ops::Context make_context(const std::string& device, int threads, int gpu) {
   ops::init_device(ctx.device, gpu);   // CudaError naming the reason when there is no usable GPU
   if (ctx.device == Device::cuda)
     spdlog::info("device: {}", ops::device_description(ctx.device));
-  ctx.threads = threads > 0 ? threads : default_threads_per_rank();   // ranks share the cores
+  ctx.threads = check_threads(threads) > 0 ? threads : default_threads_per_rank();   // ranks share
   ops::set_cpu_threads(ctx.threads);
   return ctx;
 }

@@ -1,10 +1,12 @@
-// ThreadPool: every index visited once, exceptions propagate, pool is reusable.
+// ThreadPool: every index visited once, exceptions propagate, pool is reusable; the --threads
+// range.
 #include <doctest/doctest.h>
 
 #include <atomic>
 #include <stdexcept>
 #include <vector>
 
+#include "ds/core/error.hpp"
 #include "ds/core/thread_pool.hpp"
 
 TEST_CASE("parallel_for covers every index exactly once") {
@@ -28,4 +30,15 @@ TEST_CASE("parallel_for rethrows the first exception and stays usable") {
   std::atomic<size_t> sum{0};
   pool.parallel_for(100, [&](size_t b, size_t e, int) { sum += e - b; });
   CHECK(sum.load() == 100);
+}
+
+TEST_CASE("--threads values: 0 (all cores) to kMaxThreads, UsageError beyond") {
+  CHECK(ds::check_threads(0) == 0);
+  CHECK(ds::check_threads(ds::kMaxThreads) == ds::kMaxThreads);
+  CHECK(ds::resolve_threads(0) >= 1);
+  CHECK(ds::resolve_threads(-1) >= 1);   // the pool's own "all cores"
+  for (int bad : {-1, ds::kMaxThreads + 1, 100000})
+    CHECK_THROWS_WITH_AS(ds::check_threads(bad), doctest::Contains("--threads"), ds::UsageError);
+  CHECK_THROWS_AS(ds::resolve_threads(100000), ds::UsageError);
+  CHECK_THROWS_AS(ds::ThreadPool(ds::kMaxThreads + 1), ds::UsageError);   // before any thread
 }

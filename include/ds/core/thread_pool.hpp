@@ -37,6 +37,12 @@ class ThreadPool {
   std::exception_ptr error_;
 };
 
-int resolve_threads(int requested);   // <= 0 -> hardware concurrency (at least 1)
+// The most threads a --threads flag may ask for: more only oversubscribes any machine this
+// runs on, and ~10^5 exhausts the process limit before the first thread runs.
+inline constexpr int kMaxThreads = 1024;
+// A --threads value as given: 0 (all cores) to kMaxThreads; UsageError otherwise.
+int check_threads(int requested);
+// <= 0 -> hardware concurrency (at least 1); above kMaxThreads a UsageError (check_threads).
+int resolve_threads(int requested);
 
 }  // namespace ds

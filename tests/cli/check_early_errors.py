@@ -1,0 +1,78 @@
+# Flag errors a tool must report before it touches its inputs or creates its output: one stderr
+# line naming the reason, the documented exit status, no --out left behind. Two checks:
+#   gpu      --device cuda on a machine without a usable GPU: exit 1, the line names CUDA
+#            (skipped, exit 77, where a GPU is present);
+#   threads  --threads outside 0..1024 (-1, 1025; at 10^5 threads a run exhausted the process
+#            limit before this check): exit 2, the line names --threads.
+# Usage: check_early_errors.py BIN_DIR {gpu|threads}
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+
+def has_gpu():
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return False
+    r = subprocess.run([smi, "-L"], capture_output=True, text=True)
+    return r.returncode == 0 and "GPU" in r.stdout
+
+
+def cases(tmp, out):
+    here = os.path.abspath(__file__)   # any existing file, for flags that must name one
+    with open(os.path.join(tmp, "config.json"), "w") as f:   # passes the --init path check
+        f.write("{}")
+    return {
+        "ds-pretrain": ["--preset", "tiny", "--data", tmp, "--out", out, "--steps", "1"],
+        "ds-sft": ["--init", tmp, "--data", here, "--out", out, "--steps", "1"],
+        "ds-rl": ["--init", tmp, "--prompts", here, "--out", out, "--steps", "1"],
+        "ds-generate": ["--model", tmp, "--prompt", "hi"],
+        "ds-eval": ["perplexity", "--model", tmp, here],
+        "ds-tokenize train": ["train", "--vocab-size", "300", "--out", out, here],
+        "ds-tokenize encode": ["encode", "--tokenizer", here, "--out", out, here],
+        "ds-convert-fp8": ["quantize", "--model", tmp, "--out", out],
+    }
+
+
+def main():
+    bin_dir, what = sys.argv[1], sys.argv[2]
+    if what == "gpu":
+        if has_gpu():
+            print("a GPU is present: nothing to check")
+            return 77
+        variants, want_rc, names = [["--device", "cuda"]], 1, "CUDA"
+        tools = ("ds-pretrain", "ds-sft", "ds-rl", "ds-generate", "ds-eval")
+    elif what == "threads":
+        variants = [["--threads", v] for v in ("-1", "1025")]
+        want_rc, names, tools = 2, "--threads", None
+    else:
+        print(f"unknown check {what!r}: expected gpu or threads")
+        return 2
+    fails = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "out")
+        for name, args in cases(tmp, out).items():
+            if tools is not None and name not in tools:
+                continue
+            exe = os.path.join(bin_dir, name.split()[0])
+            if not os.path.exists(exe):
+                continue
+            for extra in variants:
+                # the limit only stops a run that ignored the flag's error and went on
+                r = subprocess.run([exe, *args, *extra], capture_output=True, text=True,
+                                   timeout=120)
+                lines = [l for l in r.stderr.splitlines() if l.strip()]
+                ok = (r.returncode == want_rc and len(lines) == 1 and names in lines[0]
+                      and not os.path.exists(out))
+                print(f"{name} {' '.join(extra)}: rc={r.returncode} "
+                      f"{lines[-1] if lines else '(no stderr)'}")
+                if not ok:
+                    print(f"  FAILED: expected exit {want_rc}, one line naming {names}, no {out}")
+                    fails += 1
+    return 1 if fails else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
