@@ -5,8 +5,13 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <exception>
+#include <iostream>
 
 #include "ds/core/error.hpp"
 #include "ds/core/log.hpp"
@@ -35,9 +40,61 @@ void apply_common_options(const CommonOptions& opts) {
   ds::log::init(opts.log_level, opts.verbose - opts.quiet);
 }
 
+namespace {
+
+// "" when `s` is a number (the whole string) for which `ok` holds, else the message.
+std::string number_check(const std::string& s, bool (*ok)(double), const char* what) {
+  char* end = nullptr;
+  errno = 0;
+  const double v = s.empty() ? 0.0 : std::strtod(s.c_str(), &end);
+  if (s.empty() || end != s.c_str() + s.size() || errno == ERANGE || !ok(v))
+    return fmt::format("expected {}, got '{}'", what, s);
+  return {};
+}
+
+// A UINT option's text: decimal digits only, at most 2^64-1.
+std::string unsigned_check(const std::string& s) {
+  if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos)
+    return fmt::format("expected a non-negative integer, got '{}'", s);
+  errno = 0;
+  std::strtoull(s.c_str(), nullptr, 10);
+  if (errno == ERANGE)
+    return fmt::format("expected a non-negative integer at most {}, got '{}'", UINT64_MAX, s);
+  return {};
+}
+
+void guard_unsigned_options(CLI::App& app) {
+  static const CLI::Validator guard(unsigned_check, "");   // no change to --help
+  for (CLI::Option* o : app.get_options())
+    if (o->get_type_name().rfind("UINT", 0) == 0) o->check(guard);
+  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
+    guard_unsigned_options(*sub);
+}
+
+}  // namespace
+
+const CLI::Validator& positive_number() {
+  static const CLI::Validator v(
+      [](std::string& s) {
+        return number_check(s, [](double x) { return x > 0; }, "a positive number");
+      },
+      "POSITIVE");
+  return v;
+}
+
+const CLI::Validator& non_negative_number() {
+  static const CLI::Validator v(
+      [](std::string& s) {
+        return number_check(s, [](double x) { return x >= 0; }, "a non-negative number");
+      },
+      "NONNEGATIVE");
+  return v;
+}
+
 int run_tool(CLI::App& app, int argc, char** argv, const CommonOptions& opts,
              const std::function<void()>& body) {
   const std::string name = app.get_name();
+  guard_unsigned_options(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -53,6 +110,12 @@ int run_tool(CLI::App& app, int argc, char** argv, const CommonOptions& opts,
   try {
     apply_common_options(opts);
     body();
+    // Results written to a full disk or a broken file are lost: that is a failed run.
+    std::cout.flush();
+    errno = 0;
+    if (std::fflush(stdout) != 0 || std::ferror(stdout) || !std::cout.good())
+      DS_THROW(IoError, "stdout: write failed{}",
+               errno ? ": " + std::string(std::strerror(errno)) : std::string());
     return kExitOk;
   } catch (const ds::Error& e) {
     std::fprintf(stderr, "%s: error: %s\n", name.c_str(), e.what());

@@ -3,6 +3,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "ds/cli/common.hpp"
+
 namespace ds::cli {
 
 void add_adamw_options(CLI::App& app, train::OptimizerOptions& op) {
@@ -23,7 +25,7 @@ void add_checkpoint_options(CLI::App& app, std::string& out, int64_t& save_every
   app.add_option("--save-every", save_every, "Checkpoint period in steps (0: at the end only)")
       ->capture_default_str();
   app.add_option("--keep-last", keep_last, "Checkpoints kept in --out")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(ds::cli::positive_number())->capture_default_str();
   app.add_flag("--save-bf16", save_bf16,
                "Write model weights in BF16 (FP32 masters go to the training state)");
 }
@@ -57,18 +59,18 @@ void add_precision_options(CLI::App& app, std::string& precision, std::string& f
 void add_dist_options(CLI::App& app, dist::DistOptions& o) {
   const char* g = "Distributed (docs/distributed.md)";
   app.add_option("--pp", o.layout.pp, "Pipeline-parallel stages (the world size is pp x dp)")
-      ->check(CLI::PositiveNumber)->capture_default_str()->group(g);
+      ->check(ds::cli::positive_number())->capture_default_str()->group(g);
   app.add_option("--ep", o.layout.ep, "Expert-parallel group size (divides dp = world / pp)")
-      ->check(CLI::PositiveNumber)->capture_default_str()->group(g);
+      ->check(ds::cli::positive_number())->capture_default_str()->group(g);
   app.add_option("--pp-schedule", o.pp_schedule, "Pipeline schedule: 1f1b, gpipe or dualpipe")
       ->check(CLI::IsMember({"1f1b", "gpipe", "dualpipe"}))->capture_default_str()->group(g);
   app.add_option("--rank", o.launch.rank, "This process's rank (default: from mpirun/Slurm)")
-      ->check(CLI::NonNegativeNumber)->group(g);
+      ->check(ds::cli::non_negative_number())->group(g);
   app.add_option("--world-size", o.launch.world_size,
                  "Number of ranks (default: from mpirun/Slurm)")
-      ->check(CLI::PositiveNumber)->group(g);
+      ->check(ds::cli::positive_number())->group(g);
   app.add_option("--local-rank", o.launch.local_rank, "Rank on this node (selects the GPU)")
-      ->check(CLI::NonNegativeNumber)->group(g);
+      ->check(ds::cli::non_negative_number())->group(g);
   app.add_option("--master-addr", o.launch.master_addr,
                  "Host of rank 0 for the TCP rendezvous of the NCCL id (GPU runs without MPI)")
       ->group(g);

@@ -10,6 +10,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <spdlog/spdlog.h>
 #include <thread>
 
 #include "ds/core/error.hpp"
@@ -69,12 +70,18 @@ void open_session(Session& s) {
   s.cfg.prefill_chunk = o.prefill_chunk;
 }
 
+// "" when a prompt of n tokens and --max-new-tokens fit the model's context, else why not.
+std::string overflow(const Session& s, int64_t n) {
+  if (n + s.o.max_new_tokens <= s.pre.args.max_seq_len) return {};
+  return fmt::format("prompt of {} tokens + --max-new-tokens {} exceeds the model's max_seq_len {}",
+                     n, s.o.max_new_tokens, s.pre.args.max_seq_len);
+}
+
 // (Re)creates the engine when the needed capacity grows (prompt + new tokens + a verify pair).
 Engine& engine_for(Session& s, int64_t max_prompt, int slots) {
   const int64_t need = max_prompt + s.o.max_new_tokens + 2;
-  DS_CHECK_AS(UsageError, need - 2 <= s.pre.args.max_seq_len,
-              "prompt of {} tokens + --max-new-tokens {} exceeds the model's max_seq_len {}",
-              max_prompt, s.o.max_new_tokens, s.pre.args.max_seq_len);
+  if (const std::string why = overflow(s, max_prompt); !why.empty())
+    DS_THROW(UsageError, "{}", why);
   if (!s.engine || s.engine->capacity() < need || s.engine->slots() < slots) {
     ops::Context ctx;
     ctx.device = s.pre.store->device();
@@ -114,11 +121,14 @@ std::vector<int32_t> tokenize_prompt(const Session& s, const std::string& text) 
   return s.o.chat ? tokenize_chat(s, {{"user", text, {}}}) : tokenize_raw(s, text);
 }
 
+// Prompt i of the batch samples from the stream of request first + i (seed, request, step), so
+// a request's sampled text does not depend on --batch-size or on its place in a batch.
 std::vector<Completion> run_batch(Session& s, const std::vector<std::vector<int32_t>>& prompts,
-                                  const StreamFn& on_text) {
+                                  const StreamFn& on_text, uint64_t first = 0) {
   int64_t longest = 0;
   for (const auto& p : prompts) longest = std::max<int64_t>(longest, int64_t(p.size()));
   Engine& eng = engine_for(s, longest, std::max(int(prompts.size()), s.o.batch_size));
+  s.cfg.first_seq = first;
   return generate(eng, prompts, s.cfg, &*s.text, &s.stats, on_text);
 }
 
@@ -147,27 +157,38 @@ std::vector<int32_t> parse_request(const Session& s, const std::string& line, si
                 "{}: unknown field '{}' (expected 'prompt' or 'messages')", src, it.key());
   DS_CHECK_AS(FormatError, j.contains("prompt") != j.contains("messages"),
               "{}: give exactly one of 'prompt' and 'messages'", src);
+  std::vector<int32_t> ids;
   if (j.contains("prompt")) {
     DS_CHECK_AS(FormatError, j["prompt"].is_string(), "{}: field 'prompt' must be a string", src);
     const std::string p = j["prompt"].get<std::string>();
     DS_CHECK_AS(FormatError, !p.empty(), "{}: field 'prompt' is empty", src);
-    return tokenize_prompt(s, p);
+    ids = tokenize_prompt(s, p);
+  } else {
+    const auto msgs = parse_messages(j["messages"].dump(), src);
+    DS_CHECK_AS(FormatError, !msgs.empty(), "{}: field 'messages' is empty", src);
+    try {
+      ids = tokenize_chat(s, msgs);
+    } catch (const FormatError& e) {   // the template's own checks (roles, contents)
+      DS_THROW(FormatError, "{}: {}", src, e.what());
+    }
   }
-  const auto msgs = parse_messages(j["messages"].dump(), src);
-  DS_CHECK_AS(FormatError, !msgs.empty(), "{}: field 'messages' is empty", src);
-  return tokenize_chat(s, msgs);
+  if (const std::string why = overflow(s, int64_t(ids.size())); !why.empty())
+    DS_THROW(FormatError, "{}: {}", src, why);
+  return ids;
 }
 
 void mode_jsonl(Session& s) {
   std::vector<std::vector<int32_t>> batch;
+  uint64_t requests = 0;   // requests before this batch
   auto flush = [&] {
     if (batch.empty()) return;
-    for (const Completion& c : run_batch(s, batch, {})) {
+    for (const Completion& c : run_batch(s, batch, {}, requests)) {
       json out = {{"completion", c.text}, {"tokens", c.tokens.size()},
                   {"finish_reason", std::string(to_string(c.reason))}};
       std::cout << out.dump() << '\n';
     }
     std::cout.flush();
+    requests += batch.size();
     batch.clear();
   };
   std::string line;
@@ -179,10 +200,12 @@ void mode_jsonl(Session& s) {
   flush();
 }
 
+// A turn that would outgrow the context is refused and the conversation kept (/clear starts
+// over). Turn t samples from stream t.
 void mode_interactive(Session& s) {
   std::vector<ChatMessage> history;
   std::string line;
-  while (true) {
+  for (uint64_t turn = 0;; ++turn) {
     std::fputs(">>> ", stdout);
     std::fflush(stdout);
     if (!std::getline(std::cin, line)) break;
@@ -193,10 +216,16 @@ void mode_interactive(Session& s) {
       continue;
     }
     history.push_back({"user", line, {}});
-    const auto out = run_batch(s, {tokenize_chat(s, history)}, [](size_t, std::string_view t) {
+    const auto ids = tokenize_chat(s, history);
+    if (const std::string why = overflow(s, int64_t(ids.size())); !why.empty()) {
+      spdlog::error("{}: this turn is dropped; /clear starts a new conversation", why);
+      history.pop_back();
+      continue;
+    }
+    const auto out = run_batch(s, {ids}, [](size_t, std::string_view t) {
       std::fwrite(t.data(), 1, t.size(), stdout);
       std::fflush(stdout);
-    });
+    }, turn);
     std::fputc('\n', stdout);
     history.push_back({"assistant", out[0].text, {}});
   }

@@ -111,13 +111,23 @@ int64_t count_mtp_layers(const io::SafetensorsDir& st, const ModelArgs& a) {
   return std::max<int64_t>(k, int64_t(present.size()));   // gaps show up as load errors
 }
 
-LoadOptions load_options(const ModelArgs& a, int64_t in_file, const QuantConfig& q) {
+// The file's layers from n_layers on, of which config.json declares `declared` MTP layers: each
+// of those present must be an MTP layer (its eh_proj: otherwise num_hidden_layers is smaller
+// than the weights' decoder stack), and the ones not loaded are ignored. Layers past the
+// declared ones are not allowed, so the loader reports their tensors as unexpected.
+LoadOptions load_options(const ModelArgs& a, int64_t in_file, int64_t declared,
+                         const QuantConfig& q, const io::SafetensorsDir& st, const fs::path& dir) {
   LoadOptions o;
   o.fp8 = true;   // FP8 iff a weight_scale_inv sibling exists (spec §3.3), config or not
   o.block_rows = q.block_rows;
   o.block_cols = q.block_cols;
-  for (int64_t k = 0; k < in_file; ++k) {
+  for (int64_t k = 0; k < std::min(in_file, declared); ++k) {
     const std::string p = fmt::format("model.layers.{}.", a.n_layers + k);
+    if (!st.contains(p + "eh_proj.weight"))
+      DS_THROW(FormatError,
+               "{}: {}* has no eh_proj.weight, so it is not an MTP layer: the weights hold more "
+               "decoder layers than num_hidden_layers {} in config.json",
+               dir.string(), p, a.n_layers);
     if (k >= a.n_mtp_layers) { o.allowed_extra.push_back(p + "*"); continue; }
     o.copies.emplace_back(p + "embed_tokens.weight", "model.embed_tokens.weight");
     o.copies.emplace_back(p + "shared_head.head.weight", "lm_head.weight");
@@ -180,18 +190,20 @@ Pretrained load_pretrained(const fs::path& dir_in, const PretrainedOptions& opt)
   io::SafetensorsDir st(pt.dir);
 
   pt.mtp_layers_in_file = count_mtp_layers(st, pt.args);
-  const int64_t want_mtp = opt.load_mtp ? pt.args.n_mtp_layers : 0;
+  const int64_t declared_mtp = pt.args.n_mtp_layers;
+  const int64_t want_mtp = opt.load_mtp ? declared_mtp : 0;
   if (pt.mtp_layers_in_file < want_mtp)
-    spdlog::info(
-        "{}: config declares {} MTP layer(s), the weights hold {}: loading without them "
-        "(speculative decoding unavailable)",
-        pt.dir.string(), want_mtp, pt.mtp_layers_in_file);
+    spdlog::info("{}: config declares {} MTP layer(s), the weights hold {}: loading {}",
+                 pt.dir.string(), want_mtp, pt.mtp_layers_in_file,
+                 pt.mtp_layers_in_file == 0 ? "none (speculative decoding unavailable)"
+                                            : "those");
   pt.args.n_mtp_layers = std::min(want_mtp, pt.mtp_layers_in_file);
 
   pt.store = std::make_unique<ParamStore>();
   pt.store->set_device(opt.device);
   pt.model = std::make_unique<Transformer>(pt.args, *pt.store);
-  const LoadOptions lo = load_options(pt.args, pt.mtp_layers_in_file, pt.quant);
+  const LoadOptions lo =
+      load_options(pt.args, pt.mtp_layers_in_file, declared_mtp, pt.quant, st, pt.dir);
   pt.stats = load_model(*pt.store, st, pt.dir.string(), lo);
   if (pt.stats.fp8_dequantised > 0 && !pt.quant.fp8)
     spdlog::warn(

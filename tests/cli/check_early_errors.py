@@ -3,8 +3,10 @@
 #   gpu      --device cuda on a machine without a usable GPU: exit 1, the line names CUDA
 #            (skipped, exit 77, where a GPU is present);
 #   threads  --threads outside 0..1024 (-1, 1025; at 10^5 threads a run exhausted the process
-#            limit before this check): exit 2, the line names --threads.
-# Usage: check_early_errors.py BIN_DIR {gpu|threads}
+#            limit before this check): exit 2, the line names --threads;
+#   values   unsigned flags given -1, 2^64 or 1e3 (CLI11 alone read -1 as 2^64-1 and saturated
+#            2^64), positive flags given 0 or -5: exit 2, the line names the flag and the value.
+# Usage: check_early_errors.py BIN_DIR {gpu|threads|values}
 import os
 import shutil
 import subprocess
@@ -36,6 +38,42 @@ def cases(tmp, out):
     }
 
 
+# (tool, the case in cases(), flag, value, the expected text after "FLAG: ")
+VALUES = [
+    ("ds-generate", "ds-generate", "--seed", "-1", "expected a non-negative integer, got '-1'"),
+    ("ds-generate", "ds-generate", "--seed", "18446744073709551616",
+     "expected a non-negative integer at most 18446744073709551615"),
+    ("ds-pretrain", "ds-pretrain", "--seed", "-1", "expected a non-negative integer"),
+    ("ds-eval", "ds-eval", "--batch-size", "1e3", None),
+    ("ds-tokenize", "ds-tokenize train", "--min-frequency", "-5", "expected a non-negative integer"),
+    ("ds-tokenize", "ds-tokenize train", "--vocab-size", "0", "expected a positive number, got '0'"),
+    ("ds-tokenize", "ds-tokenize encode", "--seed", "0x10", "expected a non-negative integer"),
+    ("ds-tokenize", "ds-tokenize encode", "--max-shard-bytes", "-5", "expected a positive number"),
+    ("ds-pretrain", "ds-pretrain", "--pp", "-2", "expected a positive number, got '-2'"),
+]
+
+
+def check_values(bin_dir):
+    fails = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "out")
+        base = cases(tmp, out)
+        for tool, case, flag, value, says in VALUES:
+            exe = os.path.join(bin_dir, tool)
+            if not os.path.exists(exe):
+                continue
+            r = subprocess.run([exe, *base[case], flag, value], capture_output=True, text=True,
+                               timeout=120)
+            lines = [l for l in r.stderr.splitlines() if l.strip()]
+            ok = (r.returncode == 2 and len(lines) == 1 and f"{flag}" in lines[0]
+                  and (says is None or f"{flag}: {says}" in lines[0]) and not os.path.exists(out))
+            print(f"{case} {flag} {value}: rc={r.returncode} {lines[-1] if lines else '(no stderr)'}")
+            if not ok:
+                print(f"  FAILED: expected exit 2, one line with '{flag}: {says}', no {out}")
+                fails += 1
+    return 1 if fails else 0
+
+
 def main():
     bin_dir, what = sys.argv[1], sys.argv[2]
     if what == "gpu":
@@ -47,8 +85,10 @@ def main():
     elif what == "threads":
         variants = [["--threads", v] for v in ("-1", "1025")]
         want_rc, names, tools = 2, "--threads", None
+    elif what == "values":
+        return check_values(bin_dir)
     else:
-        print(f"unknown check {what!r}: expected gpu or threads")
+        print(f"unknown check {what!r}: expected gpu, threads or values")
         return 2
     fails = 0
     with tempfile.TemporaryDirectory() as tmp:

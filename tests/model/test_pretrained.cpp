@@ -256,6 +256,40 @@ TEST_CASE("pretrained: MTP layer optional, copies compared, load_mtp = false") {
   CHECK(c.stats.copies_equal.size() == 1);
 }
 
+TEST_CASE("pretrained: layers past the declared MTP layers; a config with fewer decoder layers") {
+  Master m;
+  Tmp tmp;
+  std::vector<float> junk(4, 0.0f);
+  PretrainedOptions no_mtp;
+  no_mtp.load_mtp = false;
+  // One layer past the MTP layer config.json declares: unexpected, whether MTP is loaded or not.
+  const std::string extra =
+      fmt::format("model.layers.{}.self_attn.o_proj.weight", m.args.n_layers + m.args.n_mtp_layers);
+  HfWriteOptions o;
+  o.block = kBlock;
+  o.mutate = [&](std::vector<io::TensorSource>& v) {
+    v.push_back(io::TensorSource::raw(extra, DType::f32, {4}, junk.data()));
+  };
+  write_hf_checkpoint(tmp.p / "extra", m.ps, m.args, o);
+  CHECK(load_error(tmp.p / "extra").find("1 unexpected: " + extra) != std::string::npos);
+  CHECK_THROWS_WITH_AS(load_pretrained(tmp.p / "extra", no_mtp),
+                       doctest::Contains(("1 unexpected: " + extra).c_str()), FormatError);
+  // num_hidden_layers one short of the weights: the last decoder layer would pass for the MTP
+  // layer (and be ignored without MTP) but has no eh_proj.
+  HfWriteOptions full;
+  full.block = kBlock;
+  write_hf_checkpoint(tmp.p / "short", m.ps, m.args, full);
+  auto cfg = nlohmann::json::parse(io::read_file(tmp.p / "short" / "config.json"));
+  cfg["num_hidden_layers"] = m.args.n_layers - 1;
+  io::write_file_atomic(tmp.p / "short" / "config.json", cfg.dump());
+  const std::string says =
+      fmt::format("model.layers.{}.* has no eh_proj.weight", m.args.n_layers - 1);
+  CHECK_THROWS_WITH_AS(load_pretrained(tmp.p / "short"), doctest::Contains(says.c_str()),
+                       FormatError);
+  CHECK_THROWS_WITH_AS(load_pretrained(tmp.p / "short", no_mtp), doctest::Contains(says.c_str()),
+                       FormatError);
+}
+
 TEST_CASE("pretrained: every checkpoint defect is reported, all in one error") {
   Master m;
   Tmp tmp;

@@ -26,7 +26,7 @@ void add_input_options(CLI::App& sub, dt::InputOptions& in) {
                "JSONL: skip and count malformed lines instead of failing");
   sub.add_option("--chunk-bytes", in.chunk_bytes,
                  "Cut longer documents into pieces at tokenization-neutral points")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(ds::cli::positive_number())->capture_default_str();
 }
 
 void print_line(const std::string& s) { std::cout << s << '\n' << std::flush; }
@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
   train->add_option("-o,--out", tr.out, "Directory for tokenizer.json and tokenizer_config.json")
       ->required();
   train->add_option("--vocab-size", tr.vocab_size, "Vocabulary size, special tokens included")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(ds::cli::positive_number())->capture_default_str();
   train->add_option("--min-frequency", tr.min_frequency, "Never merge pairs seen fewer times")
       ->capture_default_str();
   train->add_option("--special-tokens", tr.special_tokens,
@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
   encode->add_option("--threads", en.threads, "Worker threads (0: all cores)")
       ->capture_default_str();
   encode->add_option("--max-shard-bytes", en.max_shard_bytes, "Start a new shard past this size")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(ds::cli::positive_number())->capture_default_str();
   encode->add_flag("--force", en.force, "Replace an existing non-empty --out directory");
   auto* jsonl = encode->add_flag("--jsonl", jsonl_mode,
                                  "Stdio mode: {\"text\":...} lines in, {\"ids\":[...]} lines out");

@@ -5,7 +5,10 @@
 #include <functional>
 #include <string>
 
-namespace CLI { class App; }
+namespace CLI {
+class App;
+class Validator;
+}
 
 namespace ds::cli {
 
@@ -27,5 +30,12 @@ int run_tool(CLI::App& app, int argc, char** argv, const CommonOptions& opts,
              const std::function<void()>& body);
 
 std::string version_string(const std::string& tool_name);   // "ds-x 0.1.0 (sha)"
+
+// In place of CLI11's PositiveNumber / NonNegativeNumber (whose message spells out the range up
+// to DBL_MAX): the same POSITIVE / NONNEGATIVE in --help, "expected a positive number, got
+// '-5'" on error. run_tool also guards every UINT option: CLI11 alone reads "-1" as 2^64-1 and
+// saturates values past 2^64-1; there they are usage errors.
+const CLI::Validator& positive_number();
+const CLI::Validator& non_negative_number();
 
 }  // namespace ds::cli
