@@ -22,6 +22,7 @@
 #include "ds/core/rng.hpp"
 #include "ds/infer/sampler.hpp"
 #include "ds/io/checkpoint.hpp"
+#include "ds/train/flag_checks.hpp"
 #include "ds/train/run_setup.hpp"
 #include "ds/train/trainer.hpp"
 #include "ds/train/zero.hpp"
@@ -58,7 +59,10 @@ void check_flags(const RlOptions& o) {
               "--clip-eps must be in (0, 1)");
   DS_CHECK_AS(UsageError, o.grpo.beta >= 0 && std::isfinite(o.grpo.beta), "--beta must be >= 0");
   DS_CHECK_AS(UsageError, o.grpo.adv_eps > 0, "--adv-eps must be positive");
-  DS_CHECK_AS(UsageError, o.balance_alpha >= 0, "--balance-alpha must be >= 0");
+  train::check_flag_value(o.balance_alpha, "--balance-alpha");
+  train::validate(o.optimizer);
+  train::check_flag_count(o.save_every, "--save-every", 0);
+  train::check_flag_count(o.log_every, "--log-every", 1);
   DS_CHECK_AS(UsageError, o.reward_timeout >= 0, "--reward-timeout must be >= 0");
   DS_CHECK_AS(UsageError, o.keep_last >= 1, "--keep-last must be at least 1");
   DS_CHECK_AS(UsageError, o.dist.layout.pp == 1,

@@ -28,6 +28,7 @@
 #include "ds/train/metrics.hpp"
 #include "ds/train/run_setup.hpp"
 #include "ds/train/dist_step.hpp"
+#include "ds/train/flag_checks.hpp"
 #include "ds/train/state.hpp"
 #include "ds/train/trainer.hpp"
 
@@ -54,8 +55,17 @@ void check_flags(const SftOptions& o, bool need_out) {
     DS_THROW(UsageError, "--val-data and --val-fraction are mutually exclusive");
   if (o.eval_every > 0 && o.val_data.empty() && o.val_fraction == 0)
     DS_THROW(UsageError, "--eval-every needs held-out data: --val-data FILE or --val-fraction F");
-  if (!(o.lr > 0) || !(o.lr_final >= 0))
-    DS_THROW(UsageError, "--lr must be positive, --lr-final >= 0");
+  train::check_flag_value(o.lr, "--lr", true);
+  train::check_flag_value(o.lr_final, "--lr-final");
+  train::validate(o.optimizer);
+  train::check_flag_value(o.mtp_lambda, "--mtp-lambda");
+  train::check_flag_value(o.balance_alpha, "--balance-alpha");
+  train::check_flag_count(o.warmup_steps, "--warmup-steps", 0);
+  train::check_flag_count(o.save_every, "--save-every", 0);
+  train::check_flag_count(o.eval_every, "--eval-every", 0);
+  train::check_flag_count(o.eval_batches, "--eval-batches", 0);
+  train::check_flag_count(o.log_every, "--log-every", 1);
+  train::check_flag_count(o.stop_after, "--stop-after", 0);
   if (!fs::is_directory(o.init) || !fs::exists(fs::path(o.init) / "config.json"))
     DS_THROW(UsageError, "--init {}: not a checkpoint directory (no config.json)", o.init);
 }

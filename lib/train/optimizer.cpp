@@ -6,7 +6,18 @@
 #include <utility>
 #include <vector>
 
+#include "ds/core/error.hpp"
+#include "ds/train/flag_checks.hpp"
+
 namespace ds::train {
+
+void validate(const OptimizerOptions& o) {
+  for (auto [v, flag] : {std::pair{o.beta1, "--adam-beta1"}, std::pair{o.beta2, "--adam-beta2"}})
+    if (!(v >= 0 && v < 1)) DS_THROW(UsageError, "{} {}: expected a value in [0, 1)", flag, v);
+  check_flag_value(o.eps, "--adam-eps", true);
+  check_flag_value(o.weight_decay, "--weight-decay");
+  check_flag_value(o.clip_norm, "--clip-grad-norm");
+}
 
 AdamW::AdamW(model::ParamStore& params, const OptimizerOptions& opts)
     : params_(params), opts_(opts) {

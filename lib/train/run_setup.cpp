@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
 #include <cstdio>
 
 #include <spdlog/spdlog.h>
@@ -11,6 +12,7 @@
 #include "ds/core/thread_pool.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
 #include "ds/train/dist_step.hpp"
+#include "ds/train/flag_checks.hpp"
 #include "ds/train/trainer.hpp"
 
 namespace ds::train {
@@ -82,19 +84,44 @@ model::ModelArgs resolve_model_args(const PretrainOptions& o) {
   return a;
 }
 
+namespace {
+
+// The flag values a run and a --dry-run plan both need; returns the model.
+model::ModelArgs check_flags(const PretrainOptions& o) {
+  if (o.batch_size <= 0) DS_THROW(UsageError, "--batch-size must be positive");
+  if (o.seq_len < 2) DS_THROW(UsageError, "--seq-len must be at least 2");
+  validate(o.schedule);
+  validate(o.optimizer);
+  check_flag_value(o.balance_alpha, "--balance-alpha");
+  check_flag_count(o.micro_batch_size, "--micro-batch-size", 0);
+  check_flag_count(o.save_every, "--save-every", 0);
+  check_flag_count(o.eval_every, "--eval-every", 0);
+  check_flag_count(o.eval_batches, "--eval-batches", 1);
+  check_flag_count(o.log_every, "--log-every", 1);
+  check_flag_count(o.stop_after, "--stop-after", 0);
+  check_flag_count(o.val_sequences, "--val-sequences", -1);
+  model::ModelArgs a = resolve_model_args(o);
+  if (o.seq_len > a.max_seq_len)
+    DS_THROW(UsageError, "--seq-len {} exceeds the model's max_position_embeddings {}", o.seq_len,
+             a.max_seq_len);
+  if (o.batch_size > INT64_MAX / o.seq_len)
+    DS_THROW(UsageError, "--batch-size {} x --seq-len {} overflows", o.batch_size, o.seq_len);
+  return a;
+}
+
+}  // namespace
+
 RunSetup resolve_setup(const PretrainOptions& o) {
   RunSetup s;
   if (o.data.empty()) DS_THROW(UsageError, "--data is required");
   if (o.out.empty()) DS_THROW(UsageError, "--out is required");
-  if (o.batch_size <= 0) DS_THROW(UsageError, "--batch-size must be positive");
-  if (o.seq_len < 2) DS_THROW(UsageError, "--seq-len must be at least 2");
-  if ((o.steps > 0) == (o.tokens > 0))
+  if (o.steps < 0 || o.tokens < 0 || (o.steps > 0) == (o.tokens > 0))
     DS_THROW(UsageError, "give exactly one of --steps and --tokens");
-  s.args = resolve_model_args(o);
-  if (o.seq_len > s.args.max_seq_len)
-    DS_THROW(UsageError, "--seq-len {} exceeds the model's max_position_embeddings {}", o.seq_len,
-             s.args.max_seq_len);
+  s.args = check_flags(o);
   int64_t per_step = o.batch_size * o.seq_len;
+  if (o.steps > INT64_MAX / per_step || o.tokens > INT64_MAX - per_step)
+    DS_THROW(UsageError, "--steps {} / --tokens {}: the run's token count overflows", o.steps,
+             o.tokens);
   s.total_steps = o.steps > 0 ? o.steps : (o.tokens + per_step - 1) / per_step;
   s.total_tokens = o.tokens > 0 ? o.tokens : o.steps * per_step;
   if (!o.tokenizer.empty())
@@ -105,7 +132,7 @@ RunSetup resolve_setup(const PretrainOptions& o) {
 }
 
 void dry_run(const PretrainOptions& o) {
-  model::ModelArgs a = resolve_model_args(o);
+  model::ModelArgs a = check_flags(o);
   auto c = model::count_params(a);
   int64_t micro = o.micro_batch_size > 0 ? o.micro_batch_size : o.batch_size;
   auto m = model::plan_memory(a, micro, o.seq_len, o.optimizer.bf16_moments);

@@ -3,8 +3,36 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
+
+#include "ds/core/error.hpp"
+#include "ds/train/flag_checks.hpp"
 
 namespace ds::train {
+
+void validate(const ScheduleOptions& o) {
+  check_flag_value(o.lr, "--lr", true);
+  const std::pair<double, const char*> nonneg[] = {
+      {o.cosine_final_ratio, "--lr-cosine-final"}, {o.tail1_ratio, "--lr-tail1"},
+      {o.tail2_ratio, "--lr-tail2"},               {o.lambda_start, "--mtp-lambda"},
+      {o.lambda_end, "--mtp-lambda-late"},         {o.gamma, "--bias-update-speed"}};
+  for (const auto& [v, flag] : nonneg) check_flag_value(v, flag);
+  const std::pair<double, const char*> fractions[] = {
+      {o.constant_end, "--lr-constant-end"}, {o.cosine_end, "--lr-cosine-end"},
+      {o.tail1_end, "--lr-tail1-end"},       {o.ramp_end, "--batch-ramp-end"},
+      {o.lambda_switch, "--mtp-lambda-switch"}, {o.gamma_stop, "--bias-update-stop"}};
+  for (const auto& [v, flag] : fractions)
+    if (!(v >= 0 && v <= 1))
+      DS_THROW(UsageError, "{} {}: expected a fraction of the tokens in [0, 1]", flag, v);
+  if (!(o.constant_end <= o.cosine_end && o.cosine_end <= o.tail1_end))
+    DS_THROW(UsageError,
+             "--lr-constant-end {} <= --lr-cosine-end {} <= --lr-tail1-end {} must hold",
+             o.constant_end, o.cosine_end, o.tail1_end);
+  if (o.warmup_steps < -1)
+    DS_THROW(UsageError, "--warmup-steps {}: expected -1 (auto) or >= 0", o.warmup_steps);
+  if (o.batch_start < -1 || o.batch_start == 0)
+    DS_THROW(UsageError, "--batch-start {}: expected -1 (batch/5) or >= 1", o.batch_start);
+}
 
 Schedule::Schedule(const ScheduleOptions& o, int64_t total_tokens, int64_t total_steps,
                    int64_t batch_size)

@@ -5,7 +5,9 @@
 #   threads  --threads outside 0..1024 (-1, 1025; at 10^5 threads a run exhausted the process
 #            limit before this check): exit 2, the line names --threads;
 #   values   unsigned flags given -1, 2^64 or 1e3 (CLI11 alone read -1 as 2^64-1 and saturated
-#            2^64), positive flags given 0 or -5: exit 2, the line names the flag and the value.
+#            2^64), positive flags given 0 or -5, the training tools' rates, AdamW settings,
+#            schedule fractions and periods out of range or NaN: exit 2, the line names the
+#            flag and the value.
 # Usage: check_early_errors.py BIN_DIR {gpu|threads|values}
 import os
 import shutil
@@ -38,18 +40,35 @@ def cases(tmp, out):
     }
 
 
-# (tool, the case in cases(), flag, value, the expected text after "FLAG: ")
+# (tool, the case in cases(), flag, value, a text the error line must hold)
 VALUES = [
     ("ds-generate", "ds-generate", "--seed", "-1", "expected a non-negative integer, got '-1'"),
     ("ds-generate", "ds-generate", "--seed", "18446744073709551616",
      "expected a non-negative integer at most 18446744073709551615"),
     ("ds-pretrain", "ds-pretrain", "--seed", "-1", "expected a non-negative integer"),
     ("ds-eval", "ds-eval", "--batch-size", "1e3", None),
-    ("ds-tokenize", "ds-tokenize train", "--min-frequency", "-5", "expected a non-negative integer"),
-    ("ds-tokenize", "ds-tokenize train", "--vocab-size", "0", "expected a positive number, got '0'"),
+    ("ds-tokenize", "ds-tokenize train", "--min-frequency", "-5",
+     "expected a non-negative integer"),
+    ("ds-tokenize", "ds-tokenize train", "--vocab-size", "0",
+     "expected a positive number, got '0'"),
     ("ds-tokenize", "ds-tokenize encode", "--seed", "0x10", "expected a non-negative integer"),
     ("ds-tokenize", "ds-tokenize encode", "--max-shard-bytes", "-5", "expected a positive number"),
     ("ds-pretrain", "ds-pretrain", "--pp", "-2", "expected a positive number, got '-2'"),
+    # the training tools' numeric values (a NaN --lr trained NaN weights and exited 0)
+    ("ds-pretrain", "ds-pretrain", "--lr", "nan", "nan: expected a finite number > 0"),
+    ("ds-pretrain", "ds-pretrain", "--adam-beta1", "1.5", "1.5: expected a value in [0, 1)"),
+    ("ds-pretrain", "ds-pretrain", "--adam-eps", "0", "0: expected a finite number > 0"),
+    ("ds-pretrain", "ds-pretrain", "--weight-decay", "inf", "inf: expected a finite number >= 0"),
+    ("ds-pretrain", "ds-pretrain", "--lr-constant-end", "2", "2: expected a fraction"),
+    ("ds-pretrain", "ds-pretrain", "--save-every", "-1", "-1: expected an integer >= 0"),
+    ("ds-pretrain", "ds-pretrain", "--bias-update-speed", "nan", "nan: expected a finite"),
+    ("ds-pretrain", "ds-pretrain", "--batch-size", "100000000000000000",
+     "x --seq-len 128 overflows"),
+    ("ds-sft", "ds-sft", "--lr", "nan", "nan: expected a finite number > 0"),
+    ("ds-sft", "ds-sft", "--adam-beta2", "-0.1", "-0.1: expected a value in [0, 1)"),
+    ("ds-sft", "ds-sft", "--mtp-lambda", "-1", "-1: expected a finite number >= 0"),
+    ("ds-rl", "ds-rl", "--clip-grad-norm", "nan", "nan: expected a finite number >= 0"),
+    ("ds-rl", "ds-rl", "--log-every", "0", "0: expected an integer >= 1"),
 ]
 
 
@@ -66,10 +85,11 @@ def check_values(bin_dir):
                                timeout=120)
             lines = [l for l in r.stderr.splitlines() if l.strip()]
             ok = (r.returncode == 2 and len(lines) == 1 and f"{flag}" in lines[0]
-                  and (says is None or f"{flag}: {says}" in lines[0]) and not os.path.exists(out))
-            print(f"{case} {flag} {value}: rc={r.returncode} {lines[-1] if lines else '(no stderr)'}")
+                  and (says is None or says in lines[0]) and not os.path.exists(out))
+            last = lines[-1] if lines else "(no stderr)"
+            print(f"{case} {flag} {value}: rc={r.returncode} {last}")
             if not ok:
-                print(f"  FAILED: expected exit 2, one line with '{flag}: {says}', no {out}")
+                print(f"  FAILED: expected exit 2, one line with {flag} and '{says}', no {out}")
                 fails += 1
     return 1 if fails else 0
 

@@ -19,6 +19,11 @@ struct OptimizerOptions {
   bool bf16_moments = true;
 };
 
+// UsageError naming the flag unless every value is finite and in range: --adam-beta1/2 in
+// [0, 1), --adam-eps > 0, --weight-decay and --clip-grad-norm >= 0 (a NaN flag trained a
+// checkpoint of NaN weights to exit 0).
+void validate(const OptimizerOptions& o);
+
 struct GradStats {
   double norm = 0;             // global L2 norm before clipping
   int64_t nonfinite = 0;       // count of NaN/inf gradient elements

@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+# End-to-end tests of ds-generate on a tiny ds-pretrain checkpoint (ds-tokenize + 30 steps).
+# --jsonl sampling is a function of the seed and the request, not of --batch-size (outputs with
+# batch sizes 1, 2 and 4 byte-identical; 4 identical prompts get their own random streams; a
+# rerun repeats them), and so is greedy output. A bad JSONL request or one longer than the
+# context stops the run with one error naming <stdin>:LINE; a failed write to stdout (/dev/full)
+# fails the run; out-of-range --seed values are usage errors. The interactive chat (on a pty,
+# with a 48-position model) reports a turn that outgrows the context, drops it and goes on
+# (/clear, another turn, /exit -> 0). A config.json with one layer fewer than the weights fails
+# with "has no eh_proj.weight".
+# Usage: e2e_generate.py --generate BIN --pretrain BIN --tokenize BIN --work DIR
+import argparse
+import json
+import os
+import pty
+import random
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from e2e_util import FAILS, check, ok, run  # noqa: E402
+
+SUBJ = ["the king", "a shepherd", "the people", "my brother", "the river", "a stranger"]
+VERB = ["went up to", "spoke unto", "looked upon", "rested by", "came down from", "sang of"]
+OBJ = ["the mountain", "the city", "the temple", "the sea", "the wilderness", "the gate"]
+
+
+def setup(a):
+    """Tokenizer and a 30-step ds-pretrain checkpoint (kept across runs in --work)."""
+    w = a.work
+    rng = random.Random(11)
+    docs = [" ".join(f"{rng.choice(SUBJ)} {rng.choice(VERB)} {rng.choice(OBJ)}."
+                     for _ in range(rng.randint(3, 12))) for _ in range(300)]
+    text = os.path.join(w, "corpus.txt")
+    with open(text, "w") as f:
+        f.write("\n\n".join(docs) + "\n")
+    ok(a.tokenize, "train", "--vocab-size", 384, "--out", os.path.join(w, "tok"), text)
+    tok = os.path.join(w, "tok", "tokenizer.json")
+    ok(a.tokenize, "encode", "--tokenizer", tok, "--out", os.path.join(w, "data"),
+       "--doc-split", "blank-line", "--force", text)
+    pre = os.path.join(w, "pre")
+    if not os.path.isdir(os.path.join(pre, "step-00000030")):
+        shutil.rmtree(pre, ignore_errors=True)
+        ok(a.pretrain, "--preset", "tiny", "--tokenizer", tok, "--data", os.path.join(w, "data"),
+           "--out", pre, "--steps", 30, "--batch-size", 4, "--seq-len", 64, "--lr", "3e-3",
+           "--threads", 2, "--seed", 7)
+    return os.path.join(pre, "step-00000030")
+
+
+def model_copy(a, model, name, **config):
+    """A copy of checkpoint `model` under --work/NAME with config.json fields replaced."""
+    d = os.path.join(a.work, name)
+    shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(model, d)
+    path = os.path.join(d, "config.json")
+    cfg = json.load(open(path))
+    cfg.update(config)
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=2)
+    return d
+
+
+def generate(a, model, stdin, *args, stdout=subprocess.PIPE, timeout=300):
+    """(exit code, stdout, stderr lines) of ds-generate --model MODEL ARGS < stdin."""
+    cmd = [a.generate, "--log-level", "warn", "--model", model, "--threads", "2"]
+    p = subprocess.run(cmd + [str(x) for x in args], input=stdin.encode(), stdout=stdout,
+                       stderr=subprocess.PIPE, timeout=timeout)
+    err = [l for l in p.stderr.decode("utf-8", "replace").splitlines() if l.strip()]
+    return p.returncode, (p.stdout or b"").decode("utf-8", "replace"), err
+
+
+def test_jsonl(a, model):
+    reqs = [{"prompt": "the king"}] * 4 + [{"prompt": "a shepherd went up to"}]
+    stdin = "".join(json.dumps(r) + "\n" for r in reqs)
+    sample = ["--jsonl", "--temperature", 1, "--seed", 11, "--max-new-tokens", 12]
+    outs = {}
+    for bs in (1, 2, 4):
+        rc, out, err = generate(a, model, stdin, *sample, "--batch-size", bs)
+        check(rc == 0 and len(out.splitlines()) == len(reqs),
+              f"--jsonl --temperature 1 --batch-size {bs}: exit {rc}, "
+              f"{len(out.splitlines())} lines {err[:2]}")
+        outs[bs] = out
+    same = outs[1] == outs[2] == outs[4]
+    check(same, "sampled --jsonl output identical for --batch-size 1, 2, 4"
+          + ("" if same else f":\n{outs[1]}{outs[2]}{outs[4]}"))
+    done = [json.loads(l)["completion"] for l in outs[1].splitlines()] if outs[1] else []
+    check(len(set(done[:4])) > 1,
+          f"4 identical prompts sampled with their own streams (not all equal): {done[:4]}")
+    _, again, _ = generate(a, model, stdin, *sample, "--batch-size", 2)
+    check(again == outs[2], "same --seed twice: same sampled output")
+    greedy = {}
+    for bs in (1, 2, 4):
+        rc, out, err = generate(a, model, stdin, "--jsonl", "--max-new-tokens", 12,
+                                "--batch-size", bs)
+        check(rc == 0 and len(out.splitlines()) == len(reqs),
+              f"greedy --jsonl --batch-size {bs}: exit {rc} {err[:2]}")
+        greedy[bs] = out
+    same = greedy[1] == greedy[2] == greedy[4]
+    check(same, "greedy --jsonl output identical for --batch-size 1, 2, 4"
+          + ("" if same else f":\n{greedy[1]}{greedy[2]}{greedy[4]}"))
+
+
+def test_errors(a, model):
+    good = json.dumps({"prompt": "the king"}) + "\n"
+    cases = [
+        ("unknown role", json.dumps({"messages": [{"role": "bogus", "content": "hi"}]}),
+         "unknown role"),
+        ("prompt longer than the context", json.dumps({"prompt": "the king " * 2000}),
+         "exceeds the model's max_seq_len"),
+    ]
+    for name, line, word in cases:
+        rc, _, err = generate(a, model, good + line + "\n" + good, "--jsonl",
+                              "--max-new-tokens", 4)
+        check(rc == 1 and len(err) == 1 and "<stdin>:2:" in err[0] and word in err[0],
+              f"--jsonl request '{name}' on line 2: exit {rc} (want 1), {err}")
+    # a failed write to stdout is an error, not a silent success
+    if os.path.exists("/dev/full"):
+        with open("/dev/full", "wb") as full:
+            rc, _, err = generate(a, model, "", "--prompt", "the king", "--max-new-tokens", 3,
+                                  stdout=full)
+        check(rc != 0 and any("stdout: write failed" in l for l in err),
+              f"--prompt with stdout on /dev/full: exit {rc} (want non-zero), {err}")
+    else:
+        print("skip stdout on /dev/full: no /dev/full here")
+    for seed in ("-1", "18446744073709551616"):
+        rc, _, err = generate(a, model, "", "--prompt", "the king", "--seed", seed)
+        check(rc == 2 and len(err) == 1 and "--seed" in err[0],
+              f"--seed {seed}: exit {rc} (want 2), {err}")
+    # config.json with one decoder layer fewer than the weights hold
+    cfg = json.load(open(os.path.join(model, "config.json")))
+    fewer = model_copy(a, model, "fewer_layers",
+                       num_hidden_layers=cfg["num_hidden_layers"] - 1)
+    rc, _, err = generate(a, fewer, "", "--prompt", "the king", "--max-new-tokens", 3)
+    check(rc == 1 and len(err) == 1 and "has no eh_proj.weight" in err[0],
+          f"num_hidden_layers one fewer than the weights: exit {rc} (want 1), {err}")
+
+
+class Pty:
+    """ds-generate's interactive chat on a pseudo-terminal, read with timeouts."""
+
+    def __init__(self, cmd):
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            try:
+                os.execv(cmd[0], cmd)
+            finally:
+                os._exit(127)
+        self.buf = b""
+
+    def read_until(self, pattern, start, timeout):
+        """Reads until `pattern` occurs in the output from byte `start` on; False on timeout
+        or end of output."""
+        deadline = time.time() + timeout
+        while pattern not in self.buf[start:]:
+            left = deadline - time.time()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                return False
+            try:
+                chunk = os.read(self.fd, 4096)
+            except OSError:   # EIO: the child closed the terminal
+                return False
+            if not chunk:
+                return False
+            self.buf += chunk
+        return True
+
+    def turn(self, line, timeout=120):
+        """Sends `line` and waits for the next ">>> " prompt; (output of the turn, prompted)."""
+        start = len(self.buf)
+        os.write(self.fd, (line + "\n").encode())
+        got = self.read_until(b">>> ", start, timeout)
+        return self.buf[start:].decode("utf-8", "replace"), got
+
+    def finish(self, timeout=60):
+        """Exit status of the child (reading the rest of its output); killed on timeout."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                return os.waitstatus_to_exitcode(status)
+            self.read_until(b"\0never\0", len(self.buf), 0.2)
+            time.sleep(0.05)   # after EIO read_until returns at once
+        self.kill()
+        return None
+
+    def kill(self):
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except OSError:
+            pass
+
+
+def test_chat(a, model):
+    small = model_copy(a, model, "ctx48", max_position_embeddings=48)
+    cmd = [a.generate, "--log-level", "warn", "--model", small, "--threads", "2",
+           "--max-new-tokens", "8"]
+    p = Pty(cmd)
+    try:
+        started = p.read_until(b">>> ", 0, 120)
+        check(started, f"interactive chat shows its prompt: {p.buf.decode('utf-8', 'replace')!r}")
+        if not started:
+            return
+        dropped = False
+        for i in range(8):   # the conversation grows by a user and an assistant turn each time
+            s, v, o = SUBJ[i % 6], VERB[i % 6], OBJ[i % 6]
+            out, got = p.turn(f"{s} {v} {o}")
+            if not got:
+                check(False, f"chat turn {i + 1} ends with a new prompt: {out!r}")
+                return
+            if "this turn is dropped" in out:
+                dropped = True
+                print(f"turn {i + 1} outgrows the context: {out.strip()!r}")
+                break
+        check(dropped, "a turn that outgrows the 48-position context is reported as dropped")
+        out, got = p.turn("/clear")
+        check(got, f"/clear gives a new prompt: {out!r}")
+        out, got = p.turn("the king")
+        reply = out.split("\n", 1)[1].rsplit(">>> ", 1)[0] if "\n" in out else ""
+        check(got and bool(reply.strip()) and "dropped" not in out and "error" not in out,
+              f"after /clear a short turn gets a reply: {out!r}")
+        os.write(p.fd, b"/exit\n")
+        rc = p.finish()
+        check(rc == 0, f"/exit ends the chat with exit status 0 (got {rc})")
+    finally:
+        p.kill()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    for k in ("generate", "pretrain", "tokenize", "work"):
+        ap.add_argument("--" + k, required=True)
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    model = setup(a)
+    for fn in (test_jsonl, test_errors, test_chat):
+        fn(a, model)
+    print(f"{len(FAILS)} failed" if FAILS else "all passed")
+    return 1 if FAILS else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
