@@ -231,7 +231,7 @@ void Run::init() {
   policy.store->alloc_grads();
   if (distributed()) ranks->attach(*policy.model, o.optimizer);
   else opt = std::make_unique<train::AdamW>(*policy.store, o.optimizer);
-  resumed_from = train::resolve_resume(o.resume == "never" ? "" : o.resume, o.out);
+  resumed_from = train::resolve_resume(o.resume, o.out);
   if (!resumed_from.empty()) resume_from(*this, resumed_from);
   if (main()) metrics.open(o.metrics, st.step);
 }

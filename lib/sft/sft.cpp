@@ -227,10 +227,7 @@ void Run::init() {
   st.total_steps = plan.total_steps;
   st.total_tokens = plan.total_tokens;
   st.data_fingerprint = data.fingerprint;
-  if (o.resume == "never" && io::find_latest_checkpoint(o.out))
-    DS_THROW(UsageError, "--resume never: {} already holds checkpoints (up to {}); give another "
-             "--out or remove them", o.out, io::find_latest_checkpoint(o.out)->filename().string());
-  resumed_from = train::resolve_resume(o.resume == "never" ? "" : o.resume, o.out);
+  resumed_from = train::resolve_resume(o.resume, o.out);
   // an expert- or pipeline-parallel rank takes only the tensors it holds from --init
   if (resumed_from.empty()) {
     model::LoadOptions lo;

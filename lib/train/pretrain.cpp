@@ -16,6 +16,7 @@
 #include <filesystem>
 
 #include "ds/core/error.hpp"
+#include "ds/core/hash.hpp"
 #include "ds/core/thread_pool.hpp"
 #include "ds/data/shard.hpp"
 #include "ds/io/checkpoint.hpp"
@@ -58,7 +59,18 @@ struct Run {
   double evaluate_dist();
   void save();
   void step_once(Progress& progress);
+  int64_t saved_step = -1;   // the step of the last checkpoint this invocation wrote
 };
+
+// What a checkpoint's data position refers to: the shards in order (name, counts, size), the
+// tokenizer and the held-out split. A resume on other data would continue at a position of a
+// different token stream.
+std::string data_fingerprint(const data::Manifest& m, int64_t val) {
+  std::string d = fmt::format("{}|{}|{}", m.tokenizer_fingerprint, m.vocab_size, val);
+  for (const data::ShardEntry& s : m.shards)
+    d += fmt::format("|{}:{}:{}:{}", s.file, s.tokens, s.documents, s.bytes);
+  return hex64(xxh64(d));
+}
 
 void Run::init() {
   setup = resolve_setup(o);   // first: flags and the device are checked before any rank waits
@@ -89,15 +101,25 @@ void Run::init() {
   st.seq_len = o.seq_len;
   st.total_steps = setup.total_steps;
   st.total_tokens = setup.total_tokens;
+  st.data_fingerprint = data_fingerprint(dataset->manifest(), val);
   if (!setup.resume_from.empty()) {
     // an expert- or pipeline-parallel rank loads only the tensors it holds
     TrainerState saved = ranks->active()
                              ? load_checkpoint(setup.resume_from, params, ranks->opt(),
                                                CheckpointLoadOptions{ranks->partial_model()})
                              : load_checkpoint(setup.resume_from, params, *opt);
+    if (saved.kind != "pretrain")
+      DS_THROW(UsageError, "{}: a {} checkpoint, not a ds-pretrain one", setup.resume_from.string(),
+               saved.kind);
     if (saved.seed != st.seed || saved.seq_len != st.seq_len)
       DS_THROW(UsageError, "{}: saved with --seed {} --seq-len {}; resume needs the same values",
                setup.resume_from.string(), saved.seed, saved.seq_len);
+    // (checkpoints written before the fingerprint was recorded carry none)
+    if (!saved.data_fingerprint.empty() && saved.data_fingerprint != st.data_fingerprint)
+      DS_THROW(UsageError,
+               "{}: saved with other data (fingerprint {} vs {}); resume needs the same --data, "
+               "--val-sequences and tokenizer (or --resume never with another --out)",
+               setup.resume_from.string(), saved.data_fingerprint, st.data_fingerprint);
     if (saved.total_steps != st.total_steps || saved.total_tokens != st.total_tokens)
       spdlog::info("resume: run length changed ({} -> {} steps); schedules follow the new length",
                    saved.total_steps, st.total_steps);
@@ -153,6 +175,8 @@ double Run::evaluate_dist() {
 }
 
 void Run::save() {
+  if (saved_step == st.step) return;   // --save-every already wrote this step (--stop-after)
+  saved_step = st.step;
   st.data = loader->state();
   if (ranks->active())
     save_run_checkpoint(o.out, o.keep_last, o.tokenizer, o.save_bf16, setup.args, params,
@@ -236,12 +260,18 @@ void Run::step_once(Progress& progress) {
 void pretrain(const PretrainOptions& opts) {
   Run run(opts);
   run.init();
-  if (run.st.step >= run.st.total_steps) {
+  const bool distributed = run.ranks->active();
+  if (run.st.step >= run.st.total_steps) {   // the summary still names the checkpoint
     spdlog::info("nothing to do: the checkpoint is at step {} of {}", run.st.step,
                  run.st.total_steps);
+    if (run.ranks->main())
+      std::printf("%s\n", json{{"steps", run.st.step},
+                               {"tokens", run.st.tokens_seen},
+                               {"checkpoint", run.setup.resume_from.string()},
+                               {"nonfinite_skipped", run.st.nonfinite_skipped},
+                               {"interrupted", false}}.dump().c_str());
     return;
   }
-  const bool distributed = run.ranks->active();
   spdlog::info(
       "training {} parameters{} for {} steps ({} tokens), batch {} x {} tokens, {} threads{}",
       model::count_params(run.setup.args).total + model::count_params(run.setup.args).mtp,

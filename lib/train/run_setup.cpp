@@ -126,8 +126,8 @@ RunSetup resolve_setup(const PretrainOptions& o) {
   s.total_tokens = o.tokens > 0 ? o.tokens : o.steps * per_step;
   if (!o.tokenizer.empty())
     s.expected_fingerprint = tok::Tokenizer::from_file(o.tokenizer).fingerprint();
+  s.ctx = make_context(o);   // (the device first: --device cuda without a GPU is the one error)
   s.resume_from = resolve_resume(o.resume, o.out);
-  s.ctx = make_context(o);
   return s;
 }
 

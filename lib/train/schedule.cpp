@@ -11,7 +11,7 @@
 namespace ds::train {
 
 void validate(const ScheduleOptions& o) {
-  check_flag_value(o.lr, "--lr", true);
+  check_flag_value(o.lr, "--lr");   // 0 is allowed: a run that only writes initial weights
   const std::pair<double, const char*> nonneg[] = {
       {o.cosine_final_ratio, "--lr-cosine-final"}, {o.tail1_ratio, "--lr-tail1"},
       {o.tail2_ratio, "--lr-tail2"},               {o.lambda_start, "--mtp-lambda"},

@@ -134,6 +134,12 @@ fs::path save_run_checkpoint(const fs::path& run_dir, int keep_last, const std::
 
 fs::path resolve_resume(const std::string& resume, const std::string& run_dir) {
   if (resume.empty()) return {};
+  if (resume == "never") {
+    if (auto latest = io::find_latest_checkpoint(run_dir))
+      DS_THROW(UsageError, "--resume never: {} already holds checkpoints (up to {}); give another "
+               "--out or remove them", run_dir, latest->filename().string());
+    return {};
+  }
   if (resume == "auto") {
     auto latest = io::find_latest_checkpoint(run_dir);
     if (latest) return *latest;

@@ -55,7 +55,7 @@ VALUES = [
     ("ds-tokenize", "ds-tokenize encode", "--max-shard-bytes", "-5", "expected a positive number"),
     ("ds-pretrain", "ds-pretrain", "--pp", "-2", "expected a positive number, got '-2'"),
     # the training tools' numeric values (a NaN --lr trained NaN weights and exited 0)
-    ("ds-pretrain", "ds-pretrain", "--lr", "nan", "nan: expected a finite number > 0"),
+    ("ds-pretrain", "ds-pretrain", "--lr", "nan", "nan: expected a finite number >= 0"),
     ("ds-pretrain", "ds-pretrain", "--adam-beta1", "1.5", "1.5: expected a value in [0, 1)"),
     ("ds-pretrain", "ds-pretrain", "--adam-eps", "0", "0: expected a finite number > 0"),
     ("ds-pretrain", "ds-pretrain", "--weight-decay", "inf", "inf: expected a finite number >= 0"),

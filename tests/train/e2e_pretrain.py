@@ -89,6 +89,18 @@ def test_resume(P, tok, data, work):
     cfg = json.load(open(os.path.join(a, "step-00000008", "config.json")))
     check(cfg.get("model_type") == "deepseek_v3", "checkpoint config.json is deepseek_v3")
     check(os.path.exists(os.path.join(a, "step-00000008", "tokenizer.json")), "tokenizer copied")
+    # --resume auto is the default: the same command again finds the run complete, prints the
+    # summary naming its checkpoint, and neither retrains nor writes metrics
+    summary = json.loads(ok(P, *base_args(tok, data, a, 8), *extra).strip().splitlines()[-1])
+    check(summary.get("steps") == 8 and summary.get("checkpoint", "").endswith("step-00000008")
+          and len(read_metrics(os.path.join(a, "metrics.jsonl"))) == 8,
+          f"rerun of a finished run: nothing to do, summary {summary}")
+    rc, _, err = run(P, *base_args(tok, data, a, 8), *extra, "--resume", "never")
+    check(rc == 2 and "already holds checkpoints" in err,
+          f"--resume never over a run's checkpoints refused: {rc} {err.strip()[:160]}")
+    # another held-out split is other data: the checkpoint's data position would not fit it
+    rc, _, err = run(P, *base_args(tok, data, b, 10), *extra, "--val-sequences", 7)
+    check(rc == 2 and "other data" in err, f"resume on other data refused: {rc} {err.strip()[:160]}")
 
 
 def test_balance(P, tok, data, work):

@@ -79,7 +79,8 @@ int main(int argc, char** argv) {
   app.add_flag("--skip-nonfinite", o.skip_nonfinite,
                "Skip (and count) steps with a non-finite loss or gradient");
   ds::cli::add_checkpoint_options(app, o.out, o.save_every, o.keep_last, o.save_bf16);
-  app.add_option("--resume", o.resume, "Resume: 'auto' (latest in --out) or a checkpoint directory")
+  app.add_option("--resume", o.resume,
+                 "'auto' (latest in --out), 'never', or a checkpoint directory")
       ->expected(0, 1)->default_str("auto");
   app.add_option("--metrics", o.metrics, "Append one JSON line per step to this file");
   app.add_option("--eval-every", o.eval_every, "Validation period in steps (0: never)")

@@ -38,7 +38,7 @@ struct PretrainOptions {
   int64_t save_every = 0;          // steps; 0: only at the end
   int keep_last = 3;
   bool save_bf16 = false;          // model.safetensors in BF16 (masters kept in the state)
-  std::string resume;              // "" no; "auto": latest in --out; or a checkpoint dir
+  std::string resume = "auto";     // auto (latest in --out) | never | a checkpoint directory
   std::string metrics;             // JSONL file (appended on resume)
   int64_t eval_every = 0;          // steps; 0: never (and at the end if > 0)
   int64_t eval_batches = 4;

@@ -27,7 +27,7 @@ struct ScheduleOptions {
   double gamma = 0.001, gamma_stop = 14.3 / 14.8;
 };
 
-// UsageError naming the ds-pretrain flag unless --lr > 0, the ratios, MTP weights and gamma are
+// UsageError naming the ds-pretrain flag unless --lr >= 0, the ratios, MTP weights and gamma are
 // finite and >= 0, the fractions of tokens lie in [0, 1] with the LR phases in order, and
 // --warmup-steps / --batch-start are -1 (auto) or set.
 void validate(const ScheduleOptions& o);

@@ -73,8 +73,10 @@ std::filesystem::path save_run_checkpoint(const std::filesystem::path& run_dir, 
                                           const model::ParamStore& params, AdamW& opt,
                                           const TrainerState& st);
 
-// --resume: "" (none) -> empty path; "auto" -> the latest complete checkpoint in run_dir
-// (empty path if there is none); otherwise that directory (UsageError if it is not one).
+// --resume: "auto" -> the latest complete checkpoint in run_dir (empty path if there is none);
+// "never" -> empty path, and a UsageError if run_dir already holds checkpoints (keep-last would
+// mix the two runs' checkpoints); "" -> empty path (library callers); otherwise that directory
+// (UsageError if it is not one).
 std::filesystem::path resolve_resume(const std::string& resume, const std::string& run_dir);
 
 // Learning rate of 0-based step `step` out of total_steps: linear warm-up to `peak` over
