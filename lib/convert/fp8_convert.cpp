@@ -8,6 +8,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdlib>
+#include <set>
+#include <unordered_set>
+#include <vector>
+
 #include "convert_internal.hpp"
 #include "ds/core/error.hpp"
 #include "ds/io/safetensors.hpp"
@@ -76,7 +81,54 @@ void orphan_scale(const InputCheckpoint& in, const std::string& name, const std:
               where(in, name), name, weight);
 }
 
+// "a, b, c (+N more)": the first 20 names.
+std::string name_list(const std::vector<std::string>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size() && i < 20; ++i) s += (i ? ", " : "") + v[i];
+  if (v.size() > 20) s += fmt::format(" (+{} more)", v.size() - 20);
+  return s;
+}
+
+// The input holds every tensor of config.json's model and nothing else but FP8 scales (checked
+// by the plans) and the MTP layers' copies of the embedding and the head. An MTP layer may be
+// absent as a whole (the loaders run without it); layers past config.json's are unexpected.
+// Without this a checkpoint missing a tensor converted to an incomplete model with exit 0.
+void check_complete(const InputCheckpoint& in) {
+  model::ParamStore store;
+  store.set_allocate(false);   // names and shapes only
+  model::Transformer model(in.args, store);
+  std::vector<std::string> names;
+  for (const model::Param& p : store.params()) names.push_back(p.info.name);
+  for (const auto& [name, t] : store.buffers()) names.push_back(name);
+  std::unordered_set<std::string> known(names.begin(), names.end());
+  std::set<int64_t> mtp_present;   // MTP layers of which the input holds a tensor
+  for (int64_t k = 0; k < in.args.n_mtp_layers; ++k) {
+    const std::string p = fmt::format("model.layers.{}.", in.args.n_layers + k);
+    known.insert(p + "embed_tokens.weight");
+    known.insert(p + "shared_head.head.weight");
+    for (const std::string& n : in.st->names())
+      if (n.starts_with(p)) { mtp_present.insert(k); break; }
+  }
+  std::vector<std::string> missing, unexpected;
+  for (const std::string& n : names) {
+    if (in.st->contains(n)) continue;
+    const int64_t l = n.starts_with("model.layers.") ? std::atoll(n.c_str() + 13) : -1;
+    if (l >= in.args.n_layers && !mtp_present.count(l - in.args.n_layers)) continue;
+    missing.push_back(n);
+  }
+  for (const std::string& n : in.st->names())
+    if (!known.count(n) && weight_of_scale(n).empty()) unexpected.push_back(n);
+  if (missing.empty() && unexpected.empty()) return;
+  std::string why;
+  if (!missing.empty()) why = fmt::format("{} missing: {}", missing.size(), name_list(missing));
+  if (!unexpected.empty())
+    why += fmt::format("{}{} unexpected: {}", why.empty() ? "" : "; ", unexpected.size(),
+                       name_list(unexpected));
+  DS_THROW(FormatError, "{}: the weights do not match config.json: {}", in.source.string(), why);
+}
+
 Plan plan_quantize(const InputCheckpoint& in, const ConvertOptions& opt) {
+  check_complete(in);
   DS_CHECK_AS(FormatError, !in.quant_config || (in.block_rows == kBlock && in.block_cols == kBlock),
               "{}/config.json: already FP8 with weight_block_size [{}, {}]; dequantize it first",
               in.dir.string(), in.block_rows, in.block_cols);
@@ -132,6 +184,7 @@ Plan plan_quantize(const InputCheckpoint& in, const ConvertOptions& opt) {
 }
 
 Plan plan_dequantize(const InputCheckpoint& in, const ConvertOptions& opt) {
+  check_complete(in);
   Plan plan;
   plan.indexed = in.indexed;
   ConvertStats& st = plan.stats;

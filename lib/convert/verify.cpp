@@ -176,6 +176,9 @@ VerifyReport compare_checkpoints(const VerifyOptions& opt) {
               "--model and --reference are required");
   DS_CHECK_AS(UsageError, opt.format == "jsonl" || opt.format == "table",
               "--format must be jsonl or table (got {})", opt.format);
+  // a NaN limit would compare false and switch the check off
+  DS_CHECK_AS(UsageError, !std::isnan(opt.max_abs_error) && !std::isnan(opt.max_rel_error),
+              "--max-abs-error / --max-rel-error: NaN is not a limit");
   const InputCheckpoint a = open_input(opt.model, false), b = open_input(opt.reference, false);
   const auto ta = logical_tensors(a, opt), tb = logical_tensors(b, opt);
   std::map<std::string, int> names;

@@ -5,6 +5,8 @@
 #include "ds/model/checkpoint_io.hpp"
 
 #include <nlohmann/json.hpp>
+
+#include <cmath>
 #include <cstring>
 #include <unordered_set>
 
@@ -171,22 +173,31 @@ void dequantize_fp8_blocks(const io::TensorView& w, const io::TensorView& s, int
   DS_CHECK(out.dtype() == DType::f32 && out.shape() == w.shape, "{}: bad output tensor", w.name);
   if (M * N == 0) return;
   const Tensor scale = io::to_f32(s);   // a copy: the mapped F32 scale may be misaligned
+  const float* sc = scale.f32();
+  for (int64_t b = 0; b < sm * sn; ++b)   // a NaN, zero or negative scale is a corrupt file
+    if (!(std::isfinite(sc[b]) && sc[b] > 0))
+      DS_THROW(FormatError, "{}: block ({}, {}) is {} (scales must be finite and positive)",
+               s.name, b / sn, b % sn, sc[b]);
   if (bm == ops::kFp8Block && bn == ops::kFp8Block) {   // the released format: the ops layer's
     const Tensor q = Tensor::borrow(const_cast<uint8_t*>(w.data), w.shape, DType::f8_e4m3);
     ops::fp8_dequantize(ops::Context{}, q, scale, ops::Fp8Group::block_128x128, out);
-    return;
+  } else {   // other block sizes (configs may declare any weight_block_size): by hand
+    float lut[256];
+    for (int b = 0; b < 256; ++b) lut[b] = e4m3_to_f32(uint8_t(b));
+    float* o = out.f32();
+    for (int64_t i = 0; i < M; ++i) {
+      const uint8_t* row = w.data + i * N;
+      const float* srow = sc + (i / bm) * sn;
+      float* orow = o + i * N;
+      for (int64_t j = 0; j < N; ++j) orow[j] = lut[row[j]] * srow[j / bn];
+    }
   }
-  // Other block sizes (configs may declare any weight_block_size): the same rule, by hand.
-  float lut[256];
-  for (int b = 0; b < 256; ++b) lut[b] = e4m3_to_f32(uint8_t(b));
-  const float* sc = scale.f32();
-  float* o = out.f32();
-  for (int64_t i = 0; i < M; ++i) {
-    const uint8_t* row = w.data + i * N;
-    const float* srow = sc + (i / bm) * sn;
-    float* orow = o + i * N;
-    for (int64_t j = 0; j < N; ++j) orow[j] = lut[row[j]] * srow[j / bn];
-  }
+  // E4M3's NaN codes (0x7f, 0xff; the format has no infinities) come out as NaN
+  const float* o = out.f32();
+  for (int64_t i = 0; i < M * N; ++i)
+    if (!std::isfinite(o[i]))
+      DS_THROW(FormatError, "{}: non-finite weight at row {} column {} (E4M3 code 0x{:02x})",
+               w.name, i / N, i % N, w.data[i]);
 }
 
 LoadStats load_model(ParamStore& ps, const io::SafetensorsDir& st, const std::string& source,
@@ -217,15 +228,24 @@ LoadStats load_model(ParamStore& ps, const io::SafetensorsDir& st, const std::st
   }
   if (!pr.empty())
     DS_THROW(FormatError, "{}: checkpoint does not match the model: {}", source, pr.message());
+  // a corrupt scale or code names its file
+  auto dequantize = [&](const io::TensorView& v, Tensor& out) {
+    try {
+      dequantize_fp8_blocks(v, st.get(scale_inv_name(v.name)), opt.block_rows, opt.block_cols,
+                            out);
+    } catch (const FormatError& e) {
+      DS_THROW(FormatError, "{}: {}", st.file_of(v.name).string(), e.what());
+    }
+  };
   for (auto& [name, t] : wanted) {
     const io::TensorView& v = st.get(name);
     if (fp8_weights.count(name) && t->device() != Device::cpu) {   // dequantised on the host
       Tensor host = Tensor::empty(t->shape());
-      dequantize_fp8_blocks(v, st.get(scale_inv_name(name)), opt.block_rows, opt.block_cols, host);
+      dequantize(v, host);
       t->copy_from(host);
       ++stats.fp8_dequantised;
     } else if (fp8_weights.count(name)) {
-      dequantize_fp8_blocks(v, st.get(scale_inv_name(name)), opt.block_rows, opt.block_cols, *t);
+      dequantize(v, *t);
       ++stats.fp8_dequantised;
     } else {
       Tensor f = io::to_f32(v);

@@ -69,6 +69,7 @@ VALUES = [
     ("ds-sft", "ds-sft", "--mtp-lambda", "-1", "-1: expected a finite number >= 0"),
     ("ds-rl", "ds-rl", "--clip-grad-norm", "nan", "nan: expected a finite number >= 0"),
     ("ds-rl", "ds-rl", "--log-every", "0", "0: expected an integer >= 1"),
+    ("ds-convert-fp8", "ds-convert-fp8 verify", "--max-rel-error", "nan", "NaN is not a limit"),
 ]
 
 
@@ -77,6 +78,7 @@ def check_values(bin_dir):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out")
         base = cases(tmp, out)
+        base["ds-convert-fp8 verify"] = ["verify", "--model", tmp, "--reference", tmp]
         for tool, case, flag, value, says in VALUES:
             exe = os.path.join(bin_dir, tool)
             if not os.path.exists(exe):

@@ -1,7 +1,8 @@
 // ds-convert-fp8 error cases, each a one-line ds::Error naming the file or tensor and leaving
 // nothing at OUT or beside it: OUT exists (without --force), OUT inside IN, a scale of the
 // wrong shape, a scale without an FP8 weight, F8_E5M2, a non-finite weight, a weight whose
-// shape differs from config.json, an FP8 input with another block size, no config.json.
+// shape differs from config.json, an FP8 input with another block size, no config.json, a
+// missing or unexpected tensor, a NaN / zero / negative scale, an E4M3 NaN code.
 // Also the streaming safetensors writer: same bytes as write_safetensors, misuse detected,
 // nothing published without finish(); release_mapped_pages keeps the mapping readable.
 // reference: include/ds/convert/fp8_convert.hpp, include/ds/io/safetensors.hpp.
@@ -214,4 +215,59 @@ TEST_CASE("streaming writer: same bytes as write_safetensors; misuse; nothing wi
   const io::TensorView& v = rd.get("a.weight_scale_inv");
   io::release_mapped_pages(v);
   CHECK(rd.load_f32("a.weight_scale_inv").f32()[14] == 3.5f);
+}
+
+TEST_CASE("weights that do not match config.json; corrupt FP8 scales and codes") {
+  TempDir tmp;
+  fs::create_directories(tmp / "outs");
+  const std::string o_proj = "model.layers.1.self_attn.o_proj.weight";
+  write_fp8(tmp / "missing", [&](std::vector<io::TensorSource>& src) {
+    std::erase_if(src, [&](const io::TensorSource& t) { return t.name.starts_with(o_proj); });
+  });
+  for (auto run : {convert::quantize, convert::dequantize})
+    expect_error<FormatError>([&] { run(opts(tmp / "missing", tmp / "outs" / "o")); },
+                              "do not match config.json: 1 missing: " + o_proj, tmp / "outs");
+  static std::vector<float> four(4, 1.0f);
+  const std::string past = "model.layers.3.mlp.gate_proj.weight";   // past the MTP layer 2
+  write_fp8(tmp / "extra", [&](std::vector<io::TensorSource>& src) {
+    src.push_back(io::TensorSource::raw(past, DType::f32, {4}, four.data()));
+  });
+  expect_error<FormatError>([&] { convert::dequantize(opts(tmp / "extra", tmp / "outs" / "o")); },
+                            "1 unexpected: " + past, tmp / "outs");
+  // An absent MTP layer is not a defect (the loaders run without it).
+  write_fp8(tmp / "nomtp", [](std::vector<io::TensorSource>& src) {
+    std::erase_if(src,
+                  [](const io::TensorSource& t) { return t.name.starts_with("model.layers.2."); });
+  });
+  CHECK(convert::dequantize(opts(tmp / "nomtp", tmp / "outs" / "nomtp")).dequantized > 0);
+  fs::remove_all(tmp / "outs" / "nomtp");
+
+  // Scales must be finite and positive; E4M3 NaN codes (0x7f, 0xff) are corrupt data.
+  static std::vector<float> bad_scale;
+  for (float bad : {std::nanf(""), -1.0f, 0.0f}) {
+    write_fp8(tmp / "scale", [&](std::vector<io::TensorSource>& src) {
+      for (auto& t : src)
+        if (t.name == kW + "_scale_inv") {
+          bad_scale.assign(size_t(shape_numel(t.shape)), 0.01f);
+          bad_scale.back() = bad;
+          t = io::TensorSource::raw(t.name, DType::f32, t.shape, bad_scale.data());
+        }
+    });
+    expect_error<FormatError>(
+        [&] { convert::dequantize(opts(tmp / "scale", tmp / "outs" / "o")); },
+        kW + "_scale_inv: block", tmp / "outs");
+    fs::remove_all(tmp / "scale");
+  }
+  static std::vector<uint8_t> codes;
+  write_fp8(tmp / "code", [&](std::vector<io::TensorSource>& src) {
+    for (auto& t : src)
+      if (t.name == kW) {
+        codes.assign(size_t(shape_numel(t.shape)), 0x38);
+        codes[5] = 0xff;
+        t = io::TensorSource::raw(t.name, DType::f8_e4m3, t.shape, codes.data());
+      }
+  });
+  expect_error<FormatError>([&] { convert::dequantize(opts(tmp / "code", tmp / "outs" / "o")); },
+                            kW + ": non-finite weight at row 0 column 5 (E4M3 code 0xff)",
+                            tmp / "outs");
 }
