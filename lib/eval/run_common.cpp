@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <thread>
+#include <utility>
 
 #include "ds/core/error.hpp"
 #include "ds/core/log.hpp"
@@ -15,6 +17,8 @@
 
 namespace ds::eval::detail {
 
+namespace fs = std::filesystem;
+
 void check_common(const CommonEvalOptions& o) {
   if (o.device != "cpu" && o.device != "cuda")
     DS_THROW(UsageError, "--device {}: unknown device (cpu, cuda)", o.device);
@@ -22,6 +26,16 @@ void check_common(const CommonEvalOptions& o) {
   check_threads(o.threads);
   DS_CHECK_AS(UsageError, o.limit >= 0, "--limit must be >= 0 (got {})", o.limit);
   DS_CHECK_AS(UsageError, !o.model.empty(), "--model DIR is required");
+  // the files written at the end: their directories must exist before the evaluation runs
+  for (const auto& [path, flag] : {std::pair{o.out, "--out"}, {o.log_samples, "--log-samples"}}) {
+    if (path.empty()) continue;
+    const fs::path dir = fs::path(path).parent_path();
+    std::error_code ec;
+    DS_CHECK_AS(UsageError, !fs::is_directory(path, ec),
+                "{} {}: is a directory (expected a file name)", flag, path);
+    DS_CHECK_AS(UsageError, dir.empty() || fs::is_directory(dir, ec),
+                "{} {}: directory {} does not exist", flag, path, dir.string());
+  }
 }
 
 ops::Context make_context(const CommonEvalOptions& o) {

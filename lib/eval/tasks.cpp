@@ -146,7 +146,7 @@ std::vector<size_t> select_shots(size_t pool, size_t k, size_t exclude, uint64_t
                                  uint64_t item) {
   const size_t avail = pool - (exclude < pool ? 1 : 0);
   if (k > avail)
-    DS_THROW(UsageError, "--num-fewshot {}: only {} examples available", k, avail);
+    DS_THROW(UsageError, "--shots {}: only {} examples available", k, avail);
   // Partial Fisher-Yates over [0, pool) with `exclude` swapped out of the way first.
   std::vector<size_t> idx(pool);
   std::iota(idx.begin(), idx.end(), size_t(0));

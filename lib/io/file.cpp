@@ -12,6 +12,24 @@
 
 namespace ds::io {
 
+void check_output_dir(const fs::path& dir, std::string_view flag) {
+  std::error_code ec;
+  fs::path p = fs::absolute(dir, ec);
+  if (ec) p = dir;
+  if (fs::exists(p, ec)) {
+    if (!fs::is_directory(p, ec))
+      DS_THROW(UsageError, "{} {}: exists and is not a directory", flag, dir.string());
+    return;
+  }
+  fs::path a = p.parent_path();
+  while (!a.empty() && !fs::exists(a, ec) && a != a.parent_path()) a = a.parent_path();
+  if (!fs::is_directory(a, ec))
+    DS_THROW(UsageError, "{} {}: {} is not a directory", flag, dir.string(), a.string());
+  if (::access(a.c_str(), W_OK) != 0)
+    DS_THROW(UsageError, "{} {}: cannot create it in {} ({})", flag, dir.string(), a.string(),
+             std::strerror(errno));
+}
+
 std::string read_file(const fs::path& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) DS_THROW(IoError, "{}: cannot open: {}", path.string(), std::strerror(errno));

@@ -22,6 +22,7 @@
 #include "ds/core/rng.hpp"
 #include "ds/infer/sampler.hpp"
 #include "ds/io/checkpoint.hpp"
+#include "ds/io/file.hpp"
 #include "ds/train/flag_checks.hpp"
 #include "ds/train/run_setup.hpp"
 #include "ds/train/trainer.hpp"
@@ -39,6 +40,7 @@ void check_flags(const RlOptions& o) {
   DS_CHECK_AS(UsageError, !o.init.empty(), "--init is required (a checkpoint or run directory)");
   DS_CHECK_AS(UsageError, !o.prompts.empty(), "--prompts is required (a JSONL file)");
   DS_CHECK_AS(UsageError, !o.out.empty(), "--out is required");
+  io::check_output_dir(o.out, "--out");
   DS_CHECK_AS(UsageError, o.steps > 0, "--steps must be positive");
   DS_CHECK_AS(UsageError, o.stop_after >= 0, "--stop-after must not be negative");
   DS_CHECK_AS(UsageError, o.prompts_per_step > 0, "--prompts-per-step must be positive");

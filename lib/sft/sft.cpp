@@ -20,6 +20,7 @@
 #include "ds/core/hash.hpp"
 #include "ds/core/rng.hpp"
 #include "ds/io/checkpoint.hpp"
+#include "ds/io/file.hpp"
 #include "ds/io/safetensors.hpp"
 #include "ds/model/checkpoint_io.hpp"
 #include "ds/model/pretrained.hpp"
@@ -44,6 +45,7 @@ void check_flags(const SftOptions& o, bool need_out) {
     DS_THROW(UsageError, "--init is required (a ds-pretrain checkpoint directory)");
   if (o.data.empty()) DS_THROW(UsageError, "--data is required (chat or prompt/completion JSONL)");
   if (need_out && o.out.empty()) DS_THROW(UsageError, "--out is required");
+  if (need_out) io::check_output_dir(o.out, "--out");
   if (o.batch_size <= 0) DS_THROW(UsageError, "--batch-size must be positive");
   if (o.micro_batch_size < 0) DS_THROW(UsageError, "--micro-batch-size must not be negative");
   if (o.seq_len < 2) DS_THROW(UsageError, "--seq-len must be at least 2");

@@ -12,6 +12,7 @@
 #include "ds/core/error.hpp"
 #include "ds/core/log.hpp"
 #include "ds/core/thread_pool.hpp"
+#include "ds/io/file.hpp"
 #include "ds/core/version.hpp"
 #include "ds/tokenize/documents.hpp"
 #include "ds/tokenize/fim.hpp"
@@ -123,6 +124,7 @@ std::string provenance_json(const EncodeOptions& o, const tok::Tokenizer& tok,
 void check_encode_options(const EncodeOptions& o) {
   if (o.tokenizer.empty()) DS_THROW(UsageError, "--tokenizer is required");
   if (o.out.empty()) DS_THROW(UsageError, "--out is required (or use --jsonl)");
+  io::check_output_dir(o.out, "--out");
   if (!(o.fim_rate >= 0.0 && o.fim_rate <= 1.0))
     DS_THROW(UsageError, "--fim-rate {}: expected a value in [0, 1]", o.fim_rate);
   if (o.max_shard_bytes == 0) DS_THROW(UsageError, "--max-shard-bytes must be positive");

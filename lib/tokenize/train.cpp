@@ -23,6 +23,7 @@ namespace fs = std::filesystem;
 TrainSummary train(const TrainOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   if (o.out.empty()) DS_THROW(UsageError, "--out is required");
+  io::check_output_dir(o.out, "--out");
   if (o.vocab_size < 256 + o.special_tokens.size())
     DS_THROW(UsageError, "--vocab-size {}: must hold the 256 byte tokens and the special "
              "tokens", o.vocab_size);

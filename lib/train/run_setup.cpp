@@ -10,6 +10,7 @@
 
 #include "ds/core/error.hpp"
 #include "ds/core/thread_pool.hpp"
+#include "ds/io/file.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
 #include "ds/train/dist_step.hpp"
 #include "ds/train/flag_checks.hpp"
@@ -115,6 +116,7 @@ RunSetup resolve_setup(const PretrainOptions& o) {
   RunSetup s;
   if (o.data.empty()) DS_THROW(UsageError, "--data is required");
   if (o.out.empty()) DS_THROW(UsageError, "--out is required");
+  io::check_output_dir(o.out, "--out");
   if (o.steps < 0 || o.tokens < 0 || (o.steps > 0) == (o.tokens > 0))
     DS_THROW(UsageError, "give exactly one of --steps and --tokens");
   s.args = check_flags(o);

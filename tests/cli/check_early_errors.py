@@ -70,6 +70,12 @@ VALUES = [
     ("ds-rl", "ds-rl", "--clip-grad-norm", "nan", "nan: expected a finite number >= 0"),
     ("ds-rl", "ds-rl", "--log-every", "0", "0: expected an integer >= 1"),
     ("ds-convert-fp8", "ds-convert-fp8 verify", "--max-rel-error", "nan", "NaN is not a limit"),
+    # an --out that cannot be created ({file}: this script) fails before the work, not after it
+    ("ds-pretrain", "ds-pretrain", "--out", "{file}/run", "is not a directory"),
+    ("ds-sft", "ds-sft", "--out", "{file}/run", "is not a directory"),
+    ("ds-tokenize", "ds-tokenize train", "--out", "{file}/tok", "is not a directory"),
+    ("ds-tokenize", "ds-tokenize encode", "--out", "{file}/data", "is not a directory"),
+    ("ds-eval", "ds-eval", "--out", "{file}.d/o.json", "does not exist"),
 ]
 
 
@@ -83,8 +89,13 @@ def check_values(bin_dir):
             exe = os.path.join(bin_dir, tool)
             if not os.path.exists(exe):
                 continue
-            r = subprocess.run([exe, *base[case], flag, value], capture_output=True, text=True,
-                               timeout=120)
+            args = list(base[case])
+            value = value.replace("{file}", os.path.abspath(__file__))
+            if flag in args:   # replaces the case's own value
+                args[args.index(flag) + 1] = value
+            else:
+                args += [flag, value]
+            r = subprocess.run([exe, *args], capture_output=True, text=True, timeout=120)
             lines = [l for l in r.stderr.splitlines() if l.strip()]
             ok = (r.returncode == 2 and len(lines) == 1 and f"{flag}" in lines[0]
                   and (says is None or says in lines[0]) and not os.path.exists(out))

@@ -15,6 +15,10 @@ namespace fs = std::filesystem;
 std::string read_file(const fs::path& path);                 // IoError naming the path
 void write_file_atomic(const fs::path& path, std::string_view data);
 void fsync_dir(const fs::path& dir);
+// UsageError naming `flag` unless `dir` is a directory or could be created as one: its nearest
+// existing ancestor is a writable directory. For a run's output, checked before the work that
+// would otherwise only fail at its first write.
+void check_output_dir(const fs::path& dir, std::string_view flag);
 
 // A file being written under a temporary name; commit() publishes it atomically.
 // If the object is destroyed without commit() the temporary file is removed.
