@@ -271,7 +271,11 @@ ModelArgs from_hf_json(const std::string& text, const std::string& src) {
   a.score_func = r.get_string("scoring_func", v2 ? "softmax" : "sigmoid");
   a.route_scale = r.get_double("routed_scaling_factor", v2 ? 1.0 : 2.5);
   a.norm_topk_prob = r.get_bool("norm_topk_prob", !v2);
-  a.gate_bias = r.get_string("topk_method", v2 ? "greedy" : "noaux_tc") == "noaux_tc";
+  const std::string topk_method = r.get_string("topk_method", v2 ? "greedy" : "noaux_tc");
+  if (topk_method != "noaux_tc" && topk_method != "greedy" && topk_method != "group_limited_greedy")
+    DS_THROW(ConfigError, "{}: topk_method '{}' must be noaux_tc, greedy or group_limited_greedy",
+             src, topk_method);
+  a.gate_bias = topk_method == "noaux_tc";
   a.q_lora_rank = r.get_int("q_lora_rank", 0);   // null => no query compression
   a.kv_lora_rank = r.get_int("kv_lora_rank");
   a.qk_nope_head_dim = r.get_int("qk_nope_head_dim");

@@ -162,6 +162,7 @@ TEST_CASE("inconsistent or malformed configs are ConfigErrors naming the field")
   expect_config_error(with("num_experts_per_tok", 129), "num_experts_per_tok");
   expect_config_error(with("first_k_dense_replace", 62), "first_k_dense_replace");
   expect_config_error(with("scoring_func", "relu"), "scoring_func");
+  expect_config_error(with("topk_method", "bogus"), "topk_method");
   expect_config_error(with("kv_lora_rank", 0), "kv_lora_rank");
   expect_config_error(with("qk_rope_head_dim", 63), "qk_rope_head_dim");
   expect_config_error(with("hidden_size", 0), "hidden_size");
