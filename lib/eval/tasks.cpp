@@ -88,6 +88,11 @@ void check_spec(const McSpec& spec) {
 
 void apply_labels(std::vector<McItem>& items, const fs::path& labels, int base) {
   const auto lines = detail::read_lines(labels);
+  // label i is on line i + 1: a blank line inside the file would shift every later label
+  for (size_t i = 0; i < lines.size(); ++i)
+    if (lines[i].first != i + 1)
+      DS_THROW(FormatError, "{}:{}: blank line (one label per line, item N on line N)",
+               labels.string(), i + 1);
   if (lines.size() != items.size())
     DS_THROW(FormatError, "{}: {} labels for {} items", labels.string(), lines.size(),
              items.size());

@@ -40,6 +40,12 @@ TEST_CASE("PIQA-style loading with a labels file") {
   d.write("valid-labels.lst", "0\n2\n");
   CHECK_THROWS_WITH_AS(load_mc(data, piqa_spec()), doctest::Contains("valid-labels.lst:2"),
                        ds::FormatError);
+  // a blank line would shift the labels after it; trailing blank lines are fine
+  d.write("valid-labels.lst", "0\n\n1\n");
+  CHECK_THROWS_WITH_AS(load_mc(data, piqa_spec()), doctest::Contains("valid-labels.lst:2: blank"),
+                       ds::FormatError);
+  d.write("valid-labels.lst", "0\n1\n\n\n");
+  CHECK(load_mc(data, piqa_spec()).size() == 2);
   CHECK_THROWS_AS(builtin_mc_spec("hellaswag"), ds::UsageError);
   CHECK(builtin_mc_spec("piqa").choice_fields.size() == 2);
 }
