@@ -15,8 +15,8 @@ void add_adamw_options(CLI::App& app, train::OptimizerOptions& op) {
       ->capture_default_str();
   app.add_option("--clip-grad-norm", op.clip_norm, "Global gradient-norm clip (0: off)")
       ->capture_default_str();
-  app.add_flag("--fp32-moments{false}", op.bf16_moments,
-               "Keep AdamW moments in FP32 (default BF16)");
+  app.add_flag_callback("--fp32-moments", [&op] { op.bf16_moments = false; },
+                        "Keep AdamW moments in FP32 (default BF16)");
 }
 
 void add_checkpoint_options(CLI::App& app, std::string& out, int64_t& save_every, int& keep_last,

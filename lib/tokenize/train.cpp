@@ -62,6 +62,10 @@ TrainSummary train(const TrainOptions& o) {
   TrainSummary s;
   s.out = o.out;
   s.vocab_size = tok.vocab_size();
+  if (s.vocab_size < o.vocab_size)   // the corpus ran out of pairs seen --min-frequency times
+    spdlog::warn("train: {} ids, fewer than --vocab-size {}: no pair left occurring at least "
+                 "--min-frequency {} times in this input", s.vocab_size, o.vocab_size,
+                 o.min_frequency);
   s.documents = st.documents;
   s.bytes = st.bytes_read;
   s.fingerprint = tok.fingerprint();

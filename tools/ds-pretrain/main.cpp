@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
   auto& op = o.optimizer;
 
   auto* model = app.add_option_group("model");
-  model->add_option("--preset", o.preset, "Model preset: tiny, small, 671b");
+  model->add_option("--preset", o.preset, "Model preset: tiny, small, 1b, 671b");
   model->add_option("--model-config", o.model_config, "Model config.json (Hugging Face keys)")
       ->check(CLI::ExistingFile);
   app.add_option("--tokenizer", o.tokenizer,
