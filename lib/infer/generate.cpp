@@ -50,6 +50,7 @@ void validate_options(const GenerateOptions& o) {
   DS_CHECK_AS(UsageError, !(o.has_prompt && o.jsonl), "--prompt and --jsonl are exclusive");
   DS_CHECK_AS(UsageError, !o.has_prompt || !o.prompt.empty(), "--prompt: empty prompt");
   for (const std::string& s : o.stop) DS_CHECK_AS(UsageError, !s.empty(), "--stop: empty string");
+  validate(SamplingOptions{o.temperature, o.top_k, o.top_p, o.seed});   // before the load
 }
 
 void open_session(Session& s) {
