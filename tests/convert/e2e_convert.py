@@ -18,7 +18,7 @@ import struct
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from e2e_util import FAILS, check, ok, run  # noqa: E402
+from e2e_util import FAILS, check, grammar_corpus, ok, run  # noqa: E402
 
 
 
@@ -66,15 +66,7 @@ def weight_file(ckpt, name):
 
 
 def make_checkpoint(args, work):
-    rng = random.Random(5)
-    subj = ["the king", "a shepherd", "the people", "my brother", "the river", "a stranger"]
-    verb = ["went up to", "spoke unto", "looked upon", "rested by", "came down from", "sang of"]
-    obj = ["the mountain", "the city", "the temple", "the sea", "the wilderness", "the gate"]
-    docs = [" ".join(f"{rng.choice(subj)} {rng.choice(verb)} {rng.choice(obj)}."
-                     for _ in range(rng.randint(3, 10))) for _ in range(300)]
-    text = os.path.join(work, "corpus.txt")
-    with open(text, "w") as f:
-        f.write("\n\n".join(docs) + "\n")
+    text = grammar_corpus(os.path.join(work, "corpus.txt"), random.Random(5), max_sentences=10)
     ok(args.tokenize, "train", "--vocab-size", 384, "--out", os.path.join(work, "tok"), text)
     tok = os.path.join(work, "tok", "tokenizer.json")
     data = os.path.join(work, "data")

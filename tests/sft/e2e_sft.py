@@ -18,13 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from e2e_util import FAILS, check, ok, run  # noqa: E402
-
-
-
-SUBJ = ["the king", "a shepherd", "the people", "my brother", "the river", "a stranger"]
-VERB = ["went up to", "spoke unto", "looked upon", "rested by", "came down from", "sang of"]
-OBJ = ["the mountain", "the city", "the temple", "the sea", "the wilderness", "the gate"]
+from e2e_util import FAILS, OBJ, SUBJ, VERB, check, ok, run, tiny_checkpoint  # noqa: E402
 
 
 def chats(rng, n):
@@ -47,26 +41,12 @@ def setup(a):
     """Tokenizer, a 30-step ds-pretrain checkpoint, training and held-out chats."""
     w = a.work
     rng = random.Random(11)
-    docs = [" ".join(f"{rng.choice(SUBJ)} {rng.choice(VERB)} {rng.choice(OBJ)}."
-                     for _ in range(rng.randint(3, 12))) for _ in range(300)]
-    text = os.path.join(w, "corpus.txt")
-    with open(text, "w") as f:
-        f.write("\n\n".join(docs) + "\n")
-    ok(a.tokenize, "train", "--vocab-size", 384, "--out", os.path.join(w, "tok"), text)
-    tok = os.path.join(w, "tok", "tokenizer.json")
-    ok(a.tokenize, "encode", "--tokenizer", tok, "--out", os.path.join(w, "data"),
-       "--doc-split", "blank-line", "--force", text)
-    pre = os.path.join(w, "pre")
-    if not os.path.isdir(os.path.join(pre, "step-00000030")):
-        shutil.rmtree(pre, ignore_errors=True)
-        ok(a.pretrain, "--preset", "tiny", "--tokenizer", tok, "--data", os.path.join(w, "data"),
-           "--out", pre, "--steps", 30, "--batch-size", 4, "--seq-len", 64, "--lr", "3e-3",
-           "--threads", 2, "--seed", 7)
+    ckpt = tiny_checkpoint(w, a.tokenize, a.pretrain, rng)
     with open(os.path.join(w, "train.jsonl"), "w") as f:
         f.write(chats(rng, 120))
     with open(os.path.join(w, "val.jsonl"), "w") as f:
         f.write(chats(rng, 24))
-    return os.path.join(pre, "step-00000030")
+    return ckpt
 
 
 def sft_args(a, init, out, *extra):

@@ -14,24 +14,12 @@ import shutil
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from e2e_util import FAILS, check, ok, run  # noqa: E402
+from e2e_util import FAILS, check, grammar_corpus, ok, run  # noqa: E402
 
 
 
 def make_corpus(work, tok_bin):
-    # A corpus with learnable structure: sentences from a small grammar.
-    rng = random.Random(11)
-    subj = ["the king", "a shepherd", "the people", "my brother", "the river", "a stranger"]
-    verb = ["went up to", "spoke unto", "looked upon", "rested by", "came down from", "sang of"]
-    obj = ["the mountain", "the city", "the temple", "the sea", "the wilderness", "the gate"]
-    docs = []
-    for _ in range(400):
-        s = " ".join(f"{rng.choice(subj)} {rng.choice(verb)} {rng.choice(obj)}."
-                     for _ in range(rng.randint(3, 12)))
-        docs.append(s)
-    text = os.path.join(work, "corpus.txt")
-    with open(text, "w") as f:
-        f.write("\n\n".join(docs) + "\n")
+    text = grammar_corpus(os.path.join(work, "corpus.txt"), random.Random(11), docs=400)
     ok(tok_bin, "train", "--vocab-size", 384, "--out", os.path.join(work, "tok"), text)
     tok = os.path.join(work, "tok", "tokenizer.json")
     ok(tok_bin, "encode", "--tokenizer", tok, "--out", os.path.join(work, "data"),
