@@ -52,21 +52,26 @@ std::string number_check(const std::string& s, bool (*ok)(double), const char* w
   return {};
 }
 
-// A UINT option's text: decimal digits only, at most 2^64-1.
-std::string unsigned_check(const std::string& s) {
-  if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos)
+// A UINT option's text: decimal digits, or hex after 0x, at most 2^64-1; rewritten in decimal
+// (so that CLI11 cannot read a leading 0 as octal).
+std::string unsigned_check(std::string& s) {
+  const bool hex = s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
+  const std::string digits = hex ? s.substr(2) : s;
+  if (digits.empty() ||
+      digits.find_first_not_of(hex ? "0123456789abcdefABCDEF" : "0123456789") != std::string::npos)
     return fmt::format("expected a non-negative integer, got '{}'", s);
   errno = 0;
-  std::strtoull(s.c_str(), nullptr, 10);
+  const unsigned long long v = std::strtoull(digits.c_str(), nullptr, hex ? 16 : 10);
   if (errno == ERANGE)
     return fmt::format("expected a non-negative integer at most {}, got '{}'", UINT64_MAX, s);
+  s = std::to_string(v);
   return {};
 }
 
 void guard_unsigned_options(CLI::App& app) {
   static const CLI::Validator guard(unsigned_check, "");   // no change to --help
   for (CLI::Option* o : app.get_options())
-    if (o->get_type_name().rfind("UINT", 0) == 0) o->check(guard);
+    if (o->get_type_name().rfind("UINT", 0) == 0) o->transform(guard);
   for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
     guard_unsigned_options(*sub);
 }

@@ -118,8 +118,9 @@ class Executor {
       Tensor x;
       try {   // a corrupt scale or code names its file
         x = dequantize_rows(v, s, in_.block_rows, in_.block_cols, r0, r1);
-      } catch (const FormatError& e) {
-        DS_THROW(FormatError, "{}: {}", in_.st->file_of(v.name).string(), e.what());
+      } catch (const FormatError& e) {   // (its row numbers count from the band's first row)
+        DS_THROW(FormatError, "{}: {} (in rows {}..{})", in_.st->file_of(v.name).string(),
+                 e.what(), r0, r1 - 1);
       }
       const float* xp = x.f32();
       out.resize(size_t(x.numel()));

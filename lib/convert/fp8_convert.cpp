@@ -91,7 +91,8 @@ std::string name_list(const std::vector<std::string>& v) {
 
 // The input holds every tensor of config.json's model and nothing else but FP8 scales (checked
 // by the plans) and the MTP layers' copies of the embedding and the head. An MTP layer may be
-// absent as a whole (the loaders run without it); layers past config.json's are unexpected.
+// absent as a whole (the loaders run without it), and an MTP layer (one with eh_proj) past
+// num_nextn_predict_layers is copied as the loaders ignore it; other layers are unexpected.
 // Without this a checkpoint missing a tensor converted to an incomplete model with exit 0.
 void check_complete(const InputCheckpoint& in) {
   model::ParamStore store;
@@ -116,8 +117,15 @@ void check_complete(const InputCheckpoint& in) {
     if (l >= in.args.n_layers && !mtp_present.count(l - in.args.n_layers)) continue;
     missing.push_back(n);
   }
+  auto undeclared_mtp = [&](const std::string& n) {
+    if (!n.starts_with("model.layers.")) return false;
+    const int64_t l = std::atoll(n.c_str() + 13);
+    return l >= in.args.n_layers + in.args.n_mtp_layers &&
+           in.st->contains(fmt::format("model.layers.{}.eh_proj.weight", l));
+  };
   for (const std::string& n : in.st->names())
-    if (!known.count(n) && weight_of_scale(n).empty()) unexpected.push_back(n);
+    if (!known.count(n) && weight_of_scale(n).empty() && !undeclared_mtp(n))
+      unexpected.push_back(n);
   if (missing.empty() && unexpected.empty()) return;
   std::string why;
   if (!missing.empty()) why = fmt::format("{} missing: {}", missing.size(), name_list(missing));

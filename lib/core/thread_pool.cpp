@@ -15,8 +15,8 @@ int check_threads(int requested) {
 
 int resolve_threads(int requested) {
   if (requested > 0) return check_threads(requested);
-  unsigned hc = std::thread::hardware_concurrency();
-  return hc ? int(hc) : 1;
+  const unsigned hc = std::thread::hardware_concurrency();   // "all cores", capped
+  return hc ? std::min(int(hc), kMaxThreads) : 1;
 }
 
 ThreadPool::ThreadPool(int n_threads) {

@@ -73,7 +73,7 @@ void open_session(Session& s) {
 
 // "" when a prompt of n tokens and --max-new-tokens fit the model's context, else why not.
 std::string overflow(const Session& s, int64_t n) {
-  if (n + s.o.max_new_tokens <= s.pre.args.max_seq_len) return {};
+  if (s.o.max_new_tokens <= s.pre.args.max_seq_len - n) return {};   // (no overflow)
   return fmt::format("prompt of {} tokens + --max-new-tokens {} exceeds the model's max_seq_len {}",
                      n, s.o.max_new_tokens, s.pre.args.max_seq_len);
 }
@@ -202,11 +202,11 @@ void mode_jsonl(Session& s) {
 }
 
 // A turn that would outgrow the context is refused and the conversation kept (/clear starts
-// over). Turn t samples from stream t.
+// over). The t-th generated turn samples from stream t.
 void mode_interactive(Session& s) {
   std::vector<ChatMessage> history;
   std::string line;
-  for (uint64_t turn = 0;; ++turn) {
+  for (uint64_t turn = 0;;) {
     std::fputs(">>> ", stdout);
     std::fflush(stdout);
     if (!std::getline(std::cin, line)) break;
@@ -219,14 +219,15 @@ void mode_interactive(Session& s) {
     history.push_back({"user", line, {}});
     const auto ids = tokenize_chat(s, history);
     if (const std::string why = overflow(s, int64_t(ids.size())); !why.empty()) {
-      spdlog::error("{}: this turn is dropped; /clear starts a new conversation", why);
+      std::fprintf(stderr, "%s: this turn is dropped; /clear starts a new conversation\n",
+                   why.c_str());   // shown whatever --log-level
       history.pop_back();
       continue;
     }
     const auto out = run_batch(s, {ids}, [](size_t, std::string_view t) {
       std::fwrite(t.data(), 1, t.size(), stdout);
       std::fflush(stdout);
-    }, turn);
+    }, turn++);
     std::fputc('\n', stdout);
     history.push_back({"assistant", out[0].text, {}});
   }

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <unordered_set>
 
 #include "ds/core/dtype.hpp"
@@ -174,10 +175,19 @@ void dequantize_fp8_blocks(const io::TensorView& w, const io::TensorView& s, int
   if (M * N == 0) return;
   const Tensor scale = io::to_f32(s);   // a copy: the mapped F32 scale may be misaligned
   const float* sc = scale.f32();
-  for (int64_t b = 0; b < sm * sn; ++b)   // a NaN, zero or negative scale is a corrupt file
-    if (!(std::isfinite(sc[b]) && sc[b] > 0))
+  // A NaN, zero, negative or huge scale, or an E4M3 NaN code (0x7f, 0xff; the format has no
+  // infinities) is a corrupt file; with them excluded every weight comes out finite.
+  constexpr float kMaxScale = std::numeric_limits<float>::max() / 448.0f;
+  for (int64_t b = 0; b < sm * sn; ++b)
+    if (!(std::isfinite(sc[b]) && sc[b] > 0 && sc[b] <= kMaxScale))
       DS_THROW(FormatError, "{}: block ({}, {}) is {} (scales must be finite and positive)",
                s.name, b / sn, b % sn, sc[b]);
+  unsigned nan_code = 0;   // a branch-free pass (vectorised); the position only on failure
+  for (int64_t i = 0; i < M * N; ++i) nan_code |= unsigned((w.data[i] & 0x7f) == 0x7f);
+  for (int64_t i = 0; nan_code && i < M * N; ++i)
+    if ((w.data[i] & 0x7f) == 0x7f)
+      DS_THROW(FormatError, "{}: E4M3 NaN code 0x{:02x} at row {} column {}", w.name, w.data[i],
+               i / N, i % N);
   if (bm == ops::kFp8Block && bn == ops::kFp8Block) {   // the released format: the ops layer's
     const Tensor q = Tensor::borrow(const_cast<uint8_t*>(w.data), w.shape, DType::f8_e4m3);
     ops::fp8_dequantize(ops::Context{}, q, scale, ops::Fp8Group::block_128x128, out);
@@ -192,12 +202,6 @@ void dequantize_fp8_blocks(const io::TensorView& w, const io::TensorView& s, int
       for (int64_t j = 0; j < N; ++j) orow[j] = lut[row[j]] * srow[j / bn];
     }
   }
-  // E4M3's NaN codes (0x7f, 0xff; the format has no infinities) come out as NaN
-  const float* o = out.f32();
-  for (int64_t i = 0; i < M * N; ++i)
-    if (!std::isfinite(o[i]))
-      DS_THROW(FormatError, "{}: non-finite weight at row {} column {} (E4M3 code 0x{:02x})",
-               w.name, i / N, i % N, w.data[i]);
 }
 
 LoadStats load_model(ParamStore& ps, const io::SafetensorsDir& st, const std::string& source,

@@ -113,8 +113,9 @@ int64_t count_mtp_layers(const io::SafetensorsDir& st, const ModelArgs& a) {
 
 // The file's layers from n_layers on, of which config.json declares `declared` MTP layers: each
 // of those present must be an MTP layer (its eh_proj: otherwise num_hidden_layers is smaller
-// than the weights' decoder stack), and the ones not loaded are ignored. Layers past the
-// declared ones are not allowed, so the loader reports their tensors as unexpected.
+// than the weights' decoder stack), and the ones not loaded are ignored. A layer past the
+// declared ones is ignored too when it is an MTP layer (num_nextn_predict_layers lowered to run
+// without MTP, as Hugging Face's loader allows); otherwise its tensors are unexpected.
 LoadOptions load_options(const ModelArgs& a, int64_t in_file, int64_t declared,
                          const QuantConfig& q, const io::SafetensorsDir& st, const fs::path& dir) {
   LoadOptions o;
@@ -131,6 +132,13 @@ LoadOptions load_options(const ModelArgs& a, int64_t in_file, int64_t declared,
     if (k >= a.n_mtp_layers) { o.allowed_extra.push_back(p + "*"); continue; }
     o.copies.emplace_back(p + "embed_tokens.weight", "model.embed_tokens.weight");
     o.copies.emplace_back(p + "shared_head.head.weight", "lm_head.weight");
+  }
+  for (int64_t k = declared; k < in_file; ++k) {
+    const std::string p = fmt::format("model.layers.{}.", a.n_layers + k);
+    if (!st.contains(p + "eh_proj.weight")) continue;
+    spdlog::info("{}: {}* is an MTP layer past num_nextn_predict_layers {}: ignored",
+                 dir.string(), p, declared);
+    o.allowed_extra.push_back(p + "*");
   }
   return o;
 }

@@ -64,7 +64,7 @@ void check_flags(const RlOptions& o) {
   train::check_flag_value(o.balance_alpha, "--balance-alpha");
   train::validate(o.optimizer);
   train::check_flag_count(o.save_every, "--save-every", 0);
-  train::check_flag_count(o.log_every, "--log-every", 1);
+  train::check_flag_count(o.log_every, "--log-every", 0);
   DS_CHECK_AS(UsageError, o.reward_timeout >= 0, "--reward-timeout must be >= 0");
   DS_CHECK_AS(UsageError, o.keep_last >= 1, "--keep-last must be at least 1");
   DS_CHECK_AS(UsageError, o.dist.layout.pp == 1,

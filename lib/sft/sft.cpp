@@ -66,7 +66,7 @@ void check_flags(const SftOptions& o, bool need_out) {
   train::check_flag_count(o.save_every, "--save-every", 0);
   train::check_flag_count(o.eval_every, "--eval-every", 0);
   train::check_flag_count(o.eval_batches, "--eval-batches", 0);
-  train::check_flag_count(o.log_every, "--log-every", 1);
+  train::check_flag_count(o.log_every, "--log-every", 0);
   train::check_flag_count(o.stop_after, "--stop-after", 0);
   if (!fs::is_directory(o.init) || !fs::exists(fs::path(o.init) / "config.json"))
     DS_THROW(UsageError, "--init {}: not a checkpoint directory (no config.json)", o.init);

@@ -115,11 +115,17 @@ void Run::init() {
       DS_THROW(UsageError, "{}: saved with --seed {} --seq-len {}; resume needs the same values",
                setup.resume_from.string(), saved.seed, saved.seq_len);
     // (checkpoints written before the fingerprint was recorded carry none)
-    if (!saved.data_fingerprint.empty() && saved.data_fingerprint != st.data_fingerprint)
-      DS_THROW(UsageError,
-               "{}: saved with other data (fingerprint {} vs {}); resume needs the same --data, "
-               "--val-sequences and tokenizer (or --resume never with another --out)",
-               setup.resume_from.string(), saved.data_fingerprint, st.data_fingerprint);
+    if (!saved.data_fingerprint.empty() && saved.data_fingerprint != st.data_fingerprint) {
+      if (!o.resume_new_data)
+        DS_THROW(UsageError,
+                 "{}: saved with other data (fingerprint {} vs {}): the same --data, tokenizer "
+                 "and held-out split (--val-sequences; by default sized by --eval-every) continue "
+                 "it; --resume-new-data reads the new data from its start",
+                 setup.resume_from.string(), saved.data_fingerprint, st.data_fingerprint);
+      spdlog::info("--resume-new-data: the new data is read from its start");
+      saved.data = {};
+    }
+    saved.data_fingerprint = st.data_fingerprint;
     if (saved.total_steps != st.total_steps || saved.total_tokens != st.total_tokens)
       spdlog::info("resume: run length changed ({} -> {} steps); schedules follow the new length",
                    saved.total_steps, st.total_steps);

@@ -98,7 +98,7 @@ model::ModelArgs check_flags(const PretrainOptions& o) {
   check_flag_count(o.save_every, "--save-every", 0);
   check_flag_count(o.eval_every, "--eval-every", 0);
   check_flag_count(o.eval_batches, "--eval-batches", 1);
-  check_flag_count(o.log_every, "--log-every", 1);
+  check_flag_count(o.log_every, "--log-every", 0);
   check_flag_count(o.stop_after, "--stop-after", 0);
   check_flag_count(o.val_sequences, "--val-sequences", -1);
   model::ModelArgs a = resolve_model_args(o);

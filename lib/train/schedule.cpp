@@ -24,14 +24,10 @@ void validate(const ScheduleOptions& o) {
   for (const auto& [v, flag] : fractions)
     if (!(v >= 0 && v <= 1))
       DS_THROW(UsageError, "{} {}: expected a fraction of the tokens in [0, 1]", flag, v);
-  if (!(o.constant_end <= o.cosine_end && o.cosine_end <= o.tail1_end))
-    DS_THROW(UsageError,
-             "--lr-constant-end {} <= --lr-cosine-end {} <= --lr-tail1-end {} must hold",
-             o.constant_end, o.cosine_end, o.tail1_end);
   if (o.warmup_steps < -1)
     DS_THROW(UsageError, "--warmup-steps {}: expected -1 (auto) or >= 0", o.warmup_steps);
-  if (o.batch_start < -1 || o.batch_start == 0)
-    DS_THROW(UsageError, "--batch-start {}: expected -1 (batch/5) or >= 1", o.batch_start);
+  if (o.batch_start < -1)
+    DS_THROW(UsageError, "--batch-start {}: expected -1 or 0 (batch/5) or >= 1", o.batch_start);
 }
 
 Schedule::Schedule(const ScheduleOptions& o, int64_t total_tokens, int64_t total_steps,

@@ -51,8 +51,8 @@ VALUES = [
      "expected a non-negative integer"),
     ("ds-tokenize", "ds-tokenize train", "--vocab-size", "0",
      "expected a positive number, got '0'"),
-    ("ds-tokenize", "ds-tokenize encode", "--seed", "0x10", "expected a non-negative integer"),
-    ("ds-tokenize", "ds-tokenize encode", "--max-shard-bytes", "-5", "expected a positive number"),
+    ("ds-tokenize", "ds-tokenize encode", "--seed", "0x1g", "expected a non-negative integer"),
+    ("ds-tokenize", "ds-tokenize encode", "--max-shard-bytes", "0", "expected a positive number"),
     ("ds-pretrain", "ds-pretrain", "--pp", "-2", "expected a positive number, got '-2'"),
     # the training tools' numeric values (a NaN --lr trained NaN weights and exited 0)
     ("ds-pretrain", "ds-pretrain", "--lr", "nan", "nan: expected a finite number >= 0"),
@@ -68,7 +68,7 @@ VALUES = [
     ("ds-sft", "ds-sft", "--adam-beta2", "-0.1", "-0.1: expected a value in [0, 1)"),
     ("ds-sft", "ds-sft", "--mtp-lambda", "-1", "-1: expected a finite number >= 0"),
     ("ds-rl", "ds-rl", "--clip-grad-norm", "nan", "nan: expected a finite number >= 0"),
-    ("ds-rl", "ds-rl", "--log-every", "0", "0: expected an integer >= 1"),
+    ("ds-rl", "ds-rl", "--log-every", "-1", "-1: expected an integer >= 0"),
     ("ds-convert-fp8", "ds-convert-fp8 verify", "--max-rel-error", "nan", "NaN is not a limit"),
     # an --out that cannot be created ({file}: this script) fails before the work, not after it
     ("ds-pretrain", "ds-pretrain", "--out", "{file}/run", "is not a directory"),

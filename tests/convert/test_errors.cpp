@@ -268,6 +268,6 @@ TEST_CASE("weights that do not match config.json; corrupt FP8 scales and codes")
       }
   });
   expect_error<FormatError>([&] { convert::dequantize(opts(tmp / "code", tmp / "outs" / "o")); },
-                            kW + ": non-finite weight at row 0 column 5 (E4M3 code 0xff)",
+                            kW + ": E4M3 NaN code 0xff at row 0 column 5",
                             tmp / "outs");
 }

@@ -288,6 +288,14 @@ TEST_CASE("pretrained: layers past the declared MTP layers; a config with fewer 
                        FormatError);
   CHECK_THROWS_WITH_AS(load_pretrained(tmp.p / "short", no_mtp), doctest::Contains(says.c_str()),
                        FormatError);
+  // num_nextn_predict_layers 0 while the weights keep their MTP layer: it is ignored.
+  write_hf_checkpoint(tmp.p / "undeclared", m.ps, m.args, full);
+  cfg = nlohmann::json::parse(io::read_file(tmp.p / "undeclared" / "config.json"));
+  cfg["num_nextn_predict_layers"] = 0;
+  io::write_file_atomic(tmp.p / "undeclared" / "config.json", cfg.dump());
+  const Pretrained u = load_pretrained(tmp.p / "undeclared");
+  CHECK(u.args.n_mtp_layers == 0);
+  CHECK(!u.stats.ignored.empty());
 }
 
 TEST_CASE("pretrained: every checkpoint defect is reported, all in one error") {

@@ -89,6 +89,9 @@ def test_resume(P, tok, data, work):
     # another held-out split is other data: the checkpoint's data position would not fit it
     rc, _, err = run(P, *base_args(tok, data, b, 10), *extra, "--val-sequences", 7)
     check(rc == 2 and "other data" in err, f"resume on other data refused: {rc} {err.strip()[:160]}")
+    out = ok(P, *base_args(tok, data, b, 10), *extra, "--val-sequences", 7, "--resume-new-data")
+    check(json.loads(out.strip().splitlines()[-1]).get("steps") == 10,
+          "--resume-new-data continues the run on the other data (steps 9-10)")
 
 
 def test_balance(P, tok, data, work):

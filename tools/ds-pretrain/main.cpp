@@ -76,6 +76,8 @@ int main(int argc, char** argv) {
   app.add_option("--balance-alpha", o.balance_alpha, "Sequence-wise balance loss weight alpha")
       ->capture_default_str();
   ds::cli::add_adamw_options(app, op);
+  app.add_flag("--resume-new-data", o.resume_new_data,
+               "Resume on other data: keep weights, optimiser and counters, read it from its start");
   app.add_flag("--skip-nonfinite", o.skip_nonfinite,
                "Skip (and count) steps with a non-finite loss or gradient");
   ds::cli::add_checkpoint_options(app, o.out, o.save_every, o.keep_last, o.save_bf16);

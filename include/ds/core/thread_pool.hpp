@@ -42,7 +42,8 @@ class ThreadPool {
 inline constexpr int kMaxThreads = 1024;
 // A --threads value as given: 0 (all cores) to kMaxThreads; UsageError otherwise.
 int check_threads(int requested);
-// <= 0 -> hardware concurrency (at least 1); above kMaxThreads a UsageError (check_threads).
+// <= 0 -> hardware concurrency (at least 1, at most kMaxThreads); a requested count above
+// kMaxThreads is a UsageError (check_threads).
 int resolve_threads(int requested);
 
 }  // namespace ds

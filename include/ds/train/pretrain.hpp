@@ -33,6 +33,7 @@ struct PretrainOptions {
   OptimizerOptions optimizer;
   double balance_alpha = 1e-4;     // sequence-wise balance loss weight
   bool skip_nonfinite = false;     // skip (and count) steps with non-finite loss/grads
+  bool resume_new_data = false;    // resume on other data: read it from its start
   // output
   std::string out;                 // run directory: step-XXXXXXXX checkpoints inside
   int64_t save_every = 0;          // steps; 0: only at the end

@@ -28,8 +28,8 @@ struct ScheduleOptions {
 };
 
 // UsageError naming the ds-pretrain flag unless --lr >= 0, the ratios, MTP weights and gamma are
-// finite and >= 0, the fractions of tokens lie in [0, 1] with the LR phases in order, and
-// --warmup-steps / --batch-start are -1 (auto) or set.
+// finite and >= 0, the fractions of tokens lie in [0, 1] (a phase that ends before the previous
+// one is empty), and --warmup-steps / --batch-start are -1 (auto) or set.
 void validate(const ScheduleOptions& o);
 
 class Schedule {
