@@ -68,12 +68,37 @@ std::string unsigned_check(std::string& s) {
   return {};
 }
 
-void guard_unsigned_options(CLI::App& app) {
-  static const CLI::Validator guard(unsigned_check, "");   // no change to --help
-  for (CLI::Option* o : app.get_options())
-    if (o->get_type_name().rfind("UINT", 0) == 0) o->transform(guard);
+// An INT option's text: an optional sign, then decimal digits or hex after 0x, within 64 bits
+// (CLI11 alone clamps 10^20 to 2^63-1 and reads a leading 0 as octal); rewritten in decimal.
+// Narrower targets (int) are range-checked by CLI11's conversion itself.
+std::string signed_check(std::string& s) {
+  const bool neg = !s.empty() && s[0] == '-';
+  std::string body = !s.empty() && (s[0] == '-' || s[0] == '+') ? s.substr(1) : s;
+  const bool hex = body.size() > 2 && body[0] == '0' && (body[1] == 'x' || body[1] == 'X');
+  if (hex) body = body.substr(2);
+  if (body.empty() ||
+      body.find_first_not_of(hex ? "0123456789abcdefABCDEF" : "0123456789") != std::string::npos)
+    return fmt::format("expected an integer, got '{}'", s);
+  errno = 0;
+  const unsigned long long m = std::strtoull(body.c_str(), nullptr, hex ? 16 : 10);
+  if (errno == ERANGE || m > uint64_t(INT64_MAX) + (neg ? 1 : 0))
+    return fmt::format("expected an integer in [{}, {}], got '{}'", INT64_MIN, INT64_MAX, s);
+  s = neg ? (m == uint64_t(INT64_MAX) + 1 ? std::to_string(INT64_MIN)
+                                          : std::to_string(-int64_t(m)))
+          : std::to_string(m);
+  return {};
+}
+
+void guard_integer_options(CLI::App& app) {
+  static const CLI::Validator guard_u(unsigned_check, "");   // no change to --help
+  static const CLI::Validator guard_s(signed_check, "");
+  for (CLI::Option* o : app.get_options()) {
+    const std::string t = o->get_type_name();
+    if (t.rfind("UINT", 0) == 0) o->transform(guard_u);
+    else if (t.rfind("INT", 0) == 0) o->transform(guard_s);
+  }
   for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
-    guard_unsigned_options(*sub);
+    guard_integer_options(*sub);
 }
 
 }  // namespace
@@ -99,7 +124,7 @@ const CLI::Validator& non_negative_number() {
 int run_tool(CLI::App& app, int argc, char** argv, const CommonOptions& opts,
              const std::function<void()>& body) {
   const std::string name = app.get_name();
-  guard_unsigned_options(app);
+  guard_integer_options(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

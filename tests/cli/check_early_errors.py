@@ -4,8 +4,8 @@
 #            (skipped, exit 77, where a GPU is present);
 #   threads  --threads outside 0..1024 (-1, 1025; at 10^5 threads a run exhausted the process
 #            limit before this check): exit 2, the line names --threads;
-#   values   unsigned flags given -1, 2^64 or 1e3 (CLI11 alone read -1 as 2^64-1 and saturated
-#            2^64), positive flags given 0 or -5, the training tools' rates, AdamW settings,
+#   values   integer flags given -1 (unsigned), 2^64, 10^20 or 1e3 (CLI11 alone read -1 as 2^64-1
+#            and clamped values past 64 bits), positive flags given 0 or -5, the training tools' rates, AdamW settings,
 #            schedule fractions and periods out of range or NaN: exit 2, the line names the
 #            flag and the value.
 # Usage: check_early_errors.py BIN_DIR {gpu|threads|values}
@@ -46,7 +46,9 @@ VALUES = [
     ("ds-generate", "ds-generate", "--seed", "18446744073709551616",
      "expected a non-negative integer at most 18446744073709551615"),
     ("ds-pretrain", "ds-pretrain", "--seed", "-1", "expected a non-negative integer"),
-    ("ds-eval", "ds-eval", "--batch-size", "1e3", None),
+    ("ds-eval", "ds-eval", "--batch-size", "1e3", "expected an integer, got '1e3'"),
+    ("ds-pretrain", "ds-pretrain", "--steps", "99999999999999999999",
+     "expected an integer in [-9223372036854775808, 9223372036854775807]"),
     ("ds-tokenize", "ds-tokenize train", "--min-frequency", "-5",
      "expected a non-negative integer"),
     ("ds-tokenize", "ds-tokenize train", "--vocab-size", "0",

@@ -33,8 +33,9 @@ std::string version_string(const std::string& tool_name);   // "ds-x 0.1.0 (sha)
 
 // In place of CLI11's PositiveNumber / NonNegativeNumber (whose message spells out the range up
 // to DBL_MAX): the same POSITIVE / NONNEGATIVE in --help, "expected a positive number, got
-// '-5'" on error. run_tool also guards every UINT option: CLI11 alone reads "-1" as 2^64-1 and
-// saturates values past 2^64-1; there they are usage errors.
+// '-5'" on error. run_tool also guards every integer option: CLI11 alone reads "-1" as 2^64-1
+// for an unsigned one, clamps values past 64 bits and reads a leading 0 as octal; there they
+// are usage errors (or read in decimal).
 const CLI::Validator& positive_number();
 const CLI::Validator& non_negative_number();
 
