@@ -15,6 +15,7 @@
 
 #include "convert_internal.hpp"
 #include "ds/core/error.hpp"
+#include "ds/core/name_list.hpp"
 #include "ds/io/safetensors.hpp"
 #include "ds/model/transformer.hpp"
 
@@ -79,14 +80,6 @@ void orphan_scale(const InputCheckpoint& in, const std::string& name, const std:
   const bool fp8 = in.st->contains(weight) && in.st->get(weight).dtype == DType::f8_e4m3;
   DS_CHECK_AS(FormatError, fp8, "{}: tensor {} is a scale without an F8_E4M3 weight {}",
               where(in, name), name, weight);
-}
-
-// "a, b, c (+N more)": the first 20 names.
-std::string name_list(const std::vector<std::string>& v) {
-  std::string s;
-  for (size_t i = 0; i < v.size() && i < 20; ++i) s += (i ? ", " : "") + v[i];
-  if (v.size() > 20) s += fmt::format(" (+{} more)", v.size() - 20);
-  return s;
 }
 
 // The input holds every tensor of config.json's model and nothing else but FP8 scales (checked

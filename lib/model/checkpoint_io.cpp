@@ -13,6 +13,7 @@
 
 #include "ds/core/dtype.hpp"
 #include "ds/core/error.hpp"
+#include "ds/core/name_list.hpp"
 #include "ds/io/file.hpp"
 #include "ds/io/safetensors.hpp"
 #include "ds/ops/fp8.hpp"
@@ -65,13 +66,6 @@ bool allowed(const std::string& name, const std::vector<std::string>& extra) {
   return false;
 }
 
-// "a, b, c (+N more)" — the first 40 entries of a problem list.
-std::string join_capped(const std::vector<std::string>& v) {
-  std::string s;
-  for (size_t i = 0; i < v.size() && i < 40; ++i) s += (i ? ", " : "") + v[i];
-  if (v.size() > 40) s += fmt::format(" (+{} more)", v.size() - 40);
-  return s;
-}
 
 }  // namespace
 
@@ -94,7 +88,7 @@ struct Problems {
     std::string msg;
     auto add = [&](const char* what, const std::vector<std::string>& v) {
       if (!v.empty())
-        msg += fmt::format("{}{} {}: {}", msg.empty() ? "" : "; ", v.size(), what, join_capped(v));
+        msg += fmt::format("{}{} {}: {}", msg.empty() ? "" : "; ", v.size(), what, name_list(v, 40));
     };
     add("missing", missing);
     add("unexpected", unexpected);

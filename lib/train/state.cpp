@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "ds/core/error.hpp"
+#include "ds/core/name_list.hpp"
 #include "ds/io/checkpoint.hpp"
 #include "ds/io/file.hpp"
 #include "ds/io/json_fields.hpp"
@@ -285,14 +286,6 @@ StateFiles open_state_files(const fs::path& sd, const std::string& stem) {
                  name, stem);
   }
   return sf;
-}
-
-// "a, b, c (+N more)": the first 20 names.
-std::string name_list(const std::vector<std::string>& v) {
-  std::string s;
-  for (size_t i = 0; i < v.size() && i < 20; ++i) s += (i ? ", " : "") + v[i];
-  if (v.size() > 20) s += fmt::format(" (+{} more)", v.size() - 20);
-  return s;
 }
 
 // The trainer state, the weights and buffers, and the FP32 masters when present.
