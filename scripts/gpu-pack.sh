@@ -31,7 +31,7 @@ if [ ! -f "$D/data/manifest.json" ]; then
   command -v bible >/dev/null || { echo "gpu-pack: needs the bible-kjv package" >&2; exit 1; }
   bible "Gen1:1-Rev21:27" > "$D/kjv.txt"
   bible "Rev22:1-Rev22:21" > "$D/heldout.txt"
-  "$B/bin/ds-tokenize" train --vocab-size 4096 --out "$D/tokenizer" "$D/kjv.txt"
+  "$B/bin/ds-tokenize" train --vocab-size 4096 --out "$D/tokenizer" --force "$D/kjv.txt"
   "$B/bin/ds-tokenize" encode --tokenizer "$D/tokenizer/tokenizer.json" --out "$D/data" \
     --doc-split blank-line --force "$D/kjv.txt"
   rm -f "$D/kjv.txt"

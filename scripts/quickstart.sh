@@ -29,7 +29,8 @@ if [ ! -s "$R/kjv.txt" ]; then
 fi
 [ -s "$R/heldout.txt" ] || bible "Rev22:1-Rev22:21" > "$R/heldout.txt"
 if [ ! -f "$R/tokenizer/tokenizer.json" ]; then
-  "$BIN/ds-tokenize" train --vocab-size 4096 --out "$R/tokenizer" --threads "$THREADS" "$R/kjv.txt"
+  "$BIN/ds-tokenize" train --vocab-size 4096 --out "$R/tokenizer" --threads "$THREADS" --force \
+    "$R/kjv.txt"
 fi
 if [ ! -f "$R/data/manifest.json" ]; then
   "$BIN/ds-tokenize" encode --tokenizer "$R/tokenizer/tokenizer.json" --out "$R/data" \

@@ -49,7 +49,8 @@ def tiny_checkpoint(work, tokenize, pretrain, rng):
     """A 384-id tokenizer and shards of a grammar corpus drawn from `rng`, then a 30-step tiny
     ds-pretrain checkpoint (kept across runs in `work`); returns the checkpoint directory."""
     text = grammar_corpus(os.path.join(work, "corpus.txt"), rng)
-    ok(tokenize, "train", "--vocab-size", 384, "--out", os.path.join(work, "tok"), text)
+    ok(tokenize, "train", "--vocab-size", 384, "--out", os.path.join(work, "tok"), "--force",
+       text)
     tok = os.path.join(work, "tok", "tokenizer.json")
     ok(tokenize, "encode", "--tokenizer", tok, "--out", os.path.join(work, "data"),
        "--doc-split", "blank-line", "--force", text)

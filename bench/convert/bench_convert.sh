@@ -28,7 +28,8 @@ TIME=/usr/bin/time
 for i in $(seq 1 400); do
   echo "the shepherd $i went up to the mountain and spoke unto the people of the city $((i * 7))."
 done > "$WORK/corpus.txt"
-"$BIN/ds-tokenize" --log-level warn train --vocab-size 512 --out "$WORK/tok" "$WORK/corpus.txt" > /dev/null
+"$BIN/ds-tokenize" --log-level warn train --vocab-size 512 --out "$WORK/tok" --force \
+  "$WORK/corpus.txt" > /dev/null
 "$BIN/ds-tokenize" --log-level warn encode --tokenizer "$WORK/tok/tokenizer.json" \
   --out "$WORK/data" --force "$WORK/corpus.txt" > /dev/null
 

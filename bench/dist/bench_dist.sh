@@ -45,7 +45,7 @@ mkdir -p "$R/results" "$R/work"
 # data: generated corpus, 2048-id tokenizer, shards
 if [ ! -f "$R/data/manifest.json" ]; then
   python3 "$HELPER" corpus "$R/corpus.txt"
-  "$BIN/ds-tokenize" --log-level warn train --vocab-size 2048 --out "$R/tok" \
+  "$BIN/ds-tokenize" --log-level warn train --vocab-size 2048 --out "$R/tok" --force \
     --doc-split blank-line "$R/corpus.txt" >/dev/null
   "$BIN/ds-tokenize" --log-level warn encode --tokenizer "$R/tok/tokenizer.json" --out "$R/data" \
     --doc-split blank-line --force "$R/corpus.txt" >/dev/null

@@ -34,7 +34,8 @@ MTP_MODEL=${MTP_MODEL:-runs/quickstart/pretrain}
 CORPUS=../shared/data/tinyshakespeare/input.txt
 if [ ! -d "$MTP_MODEL" ]; then
   MTP_MODEL="$W/mtp/pretrain"
-  "$BIN/ds-tokenize" train --vocab-size 4096 --out "$W/mtp/tok" --threads "$THREADS" "$CORPUS" >/dev/null 2>&1
+  "$BIN/ds-tokenize" train --vocab-size 4096 --out "$W/mtp/tok" --threads "$THREADS" --force \
+    "$CORPUS" >/dev/null 2>&1
   "$BIN/ds-tokenize" encode --tokenizer "$W/mtp/tok/tokenizer.json" --out "$W/mtp/data" \
     --doc-split blank-line --threads "$THREADS" --force "$CORPUS" >/dev/null 2>&1
   "$BIN/ds-pretrain" --preset tiny --tokenizer "$W/mtp/tok/tokenizer.json" --data "$W/mtp/data" \

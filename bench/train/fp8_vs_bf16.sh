@@ -35,7 +35,8 @@ if [ ! -s "$R/kjv.txt" ]; then
   bible "Gen1:1-Rev21:27" > "$R/kjv.txt.tmp" && mv "$R/kjv.txt.tmp" "$R/kjv.txt"
 fi
 if [ ! -f "$R/tokenizer/tokenizer.json" ]; then
-  "$BIN/ds-tokenize" train --vocab-size 4096 --out "$R/tokenizer" --threads "$THREADS" "$R/kjv.txt"
+  "$BIN/ds-tokenize" train --vocab-size 4096 --out "$R/tokenizer" --threads "$THREADS" --force \
+    "$R/kjv.txt"
 fi
 if [ ! -f "$R/data/manifest.json" ]; then
   "$BIN/ds-tokenize" encode --tokenizer "$R/tokenizer/tokenizer.json" --out "$R/data" \

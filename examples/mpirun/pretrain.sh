@@ -57,7 +57,8 @@ if [ ! -f "$DATA/manifest.json" ] || [ ! -f "$TOKENIZER" ]; then
     bible "Gen1:1-Rev21:27" > "$WORK/kjv.txt.tmp" && mv "$WORK/kjv.txt.tmp" "$WORK/kjv.txt"
   fi
   if [ ! -f "$TOKENIZER" ]; then
-    "$DS_BIN/ds-tokenize" train --vocab-size 4096 --out "$(dirname "$TOKENIZER")" "$WORK/kjv.txt"
+    "$DS_BIN/ds-tokenize" train --vocab-size 4096 --out "$(dirname "$TOKENIZER")" --force \
+      "$WORK/kjv.txt"
   fi
   "$DS_BIN/ds-tokenize" encode --tokenizer "$TOKENIZER" --out "$DATA" --doc-split blank-line \
     --force "$WORK/kjv.txt"

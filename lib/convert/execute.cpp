@@ -12,6 +12,7 @@
 
 #include "convert_internal.hpp"
 #include "ds/core/error.hpp"
+#include "ds/core/interrupt.hpp"
 #include "ds/core/thread_pool.hpp"
 #include "ds/io/checkpoint.hpp"
 #include "ds/io/file.hpp"
@@ -39,6 +40,7 @@ class Executor {
     for (const OutTensor& t : f.tensors) decls.push_back(t.decl);
     io::SafetensorsStreamWriter w(path, decls);
     for (const OutTensor& t : f.tensors) {
+      check_interrupt();
       w.begin(t.decl.name);
       switch (t.op) {
         case Op::copy: copy(w, in_.st->get(t.src)); break;
@@ -191,6 +193,7 @@ ConvertStats execute(const InputCheckpoint& in, Plan plan, const nlohmann::order
                      const ConvertOptions& opt, const fs::path& out) {
   const auto t0 = std::chrono::steady_clock::now();
   const ops::Context ctx = make_context(opt.threads, opt.device);
+  InterruptScope interrupts;   // Ctrl-C or SIGTERM: the temporary directory is removed
   io::CheckpointWriter writer(out);
   Executor ex(in, ctx);
   std::vector<uint64_t> sizes;
@@ -208,6 +211,7 @@ ConvertStats execute(const InputCheckpoint& in, Plan plan, const nlohmann::order
   if (plan.indexed) write_index(plan, sizes, writer.path());
   io::write_file_atomic(writer.path() / "config.json", config.dump(2) + "\n");
   copy_other_files(in, writer.path());
+  check_interrupt();
   writer.commit();
   st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return st;

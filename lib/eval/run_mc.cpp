@@ -2,7 +2,7 @@
 // " " + choice after the (k-shot) prompt; accuracy and byte-normalised accuracy with
 // standard errors (eval::score_mc / aggregate_mc).
 // reference: spec §6.1 (perplexity-based tasks; PIQA 0-shot); include/ds/eval/tasks.hpp.
-#include <sstream>
+#include <string_view>
 
 #include "ds/core/error.hpp"
 #include "ds/eval/lm_scorer.hpp"
@@ -12,12 +12,17 @@ namespace ds::eval {
 
 namespace {
 
-std::vector<std::string> split_commas(const std::string& s) {
+// "a,b" -> {a, b}; an empty name ("a,,b", "a,b,") is a usage error.
+std::vector<std::string> split_commas(const std::string& s, std::string_view flag) {
   std::vector<std::string> out;
-  std::stringstream ss(s);
-  for (std::string part; std::getline(ss, part, ',');)
-    if (!part.empty()) out.push_back(part);
-  return out;
+  size_t start = 0;
+  for (;;) {
+    const size_t end = s.find(',', start);
+    out.push_back(s.substr(start, end == std::string::npos ? std::string::npos : end - start));
+    DS_CHECK_AS(UsageError, !out.back().empty(), "{} '{}': empty field name", flag, s);
+    if (end == std::string::npos) return out;
+    start = end + 1;
+  }
 }
 
 bool is_builtin(const std::string& task) { return task == "piqa"; }
@@ -30,6 +35,9 @@ McSpec mc_spec(const McOptions& o, fs::path& data) {
     DS_CHECK_AS(UsageError, !o.data.empty(), "--task {} needs --data FILE (its JSONL file)",
                 o.task);
     DS_CHECK_AS(UsageError, !custom_fields, "--task {}: field flags apply to a task FILE only",
+                o.task);
+    DS_CHECK_AS(UsageError, o.gold_base == 0 && o.context_template == "{context}",
+                "--task {}: --gold-base and --context-template apply to a task FILE only",
                 o.task);
     data = o.data;
     return builtin_mc_spec(o.task);
@@ -47,7 +55,7 @@ McSpec mc_spec(const McOptions& o, fs::path& data) {
   McSpec s;
   s.name = fs::path(o.task).stem().string();
   s.context_field = o.context_field;
-  s.choice_fields = split_commas(o.choice_fields);
+  if (!o.choice_fields.empty()) s.choice_fields = split_commas(o.choice_fields, "--choice-fields");
   s.choices_field = o.choices_field;
   s.gold_field = o.gold_field;
   s.labels_file = !o.labels.empty();
@@ -69,8 +77,9 @@ EvalReport eval_mc(model::Pretrained& pt, const McOptions& o) {
   const ops::Context ctx = detail::make_context(o.common);
   const std::vector<McItem> all = load_mc(data, spec, o.labels);
   const size_t n = detail::limited(all.size(), o.common.limit);
-  const size_t max_len =
-      size_t(o.max_len > 0 ? std::min(o.max_len, pt.args.max_seq_len) : pt.args.max_seq_len);
+  DS_CHECK_AS(UsageError, o.max_len <= pt.args.max_seq_len,
+              "--max-len {} exceeds the model's max_seq_len {}", o.max_len, pt.args.max_seq_len);
+  const size_t max_len = size_t(o.max_len > 0 ? o.max_len : pt.args.max_seq_len);
 
   std::vector<McRequest> texts(n);
   std::vector<std::vector<ScoredSequence>> seqs(n);
@@ -122,6 +131,9 @@ EvalReport eval_mc(model::Pretrained& pt, const McOptions& o) {
 
 EvalReport run_mc(const McOptions& o) {
   detail::check_common(o.common);
+  DS_CHECK_AS(UsageError, o.shots >= 0 && o.max_len >= 0, "--shots and --max-len must be >= 0");
+  fs::path data;
+  (void)mc_spec(o, data);   // flag errors before the model is loaded
   model::Pretrained pt = detail::load_model_for_eval(o.common);
   EvalReport r = eval_mc(pt, o);
   detail::write_report(r, o.common);

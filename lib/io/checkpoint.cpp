@@ -4,6 +4,7 @@
 #include "ds/io/checkpoint.hpp"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 
 #include "ds/core/error.hpp"
 #include "ds/io/file.hpp"
+#include "ds/io/staging.hpp"
 
 namespace ds::io {
 
@@ -52,7 +54,9 @@ CheckpointWriter::CheckpointWriter(fs::path final_dir) : final_(std::move(final_
   std::error_code ec;
   fs::create_directories(parent, ec);
   if (ec) DS_THROW(IoError, "{}: cannot create directory: {}", parent.string(), ec.message());
-  temp_ = parent / fmt::format(".{}.tmp.{}", final_.filename().string(), ::getpid());
+  for (const fs::path& p : remove_stale_staging(parent, "."))
+    spdlog::info("removed {}, left by a process that no longer runs", p.string());
+  temp_ = parent / ("." + final_.filename().string() + staging_suffix());
   remove_quietly(temp_);   // a leftover from an earlier writer in this process
   fs::create_directory(temp_, ec);
   if (ec) DS_THROW(IoError, "{}: cannot create directory: {}", temp_.string(), ec.message());

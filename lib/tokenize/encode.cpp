@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "ds/core/error.hpp"
+#include "ds/core/interrupt.hpp"
 #include "ds/core/log.hpp"
 #include "ds/core/thread_pool.hpp"
 #include "ds/io/file.hpp"
@@ -198,6 +199,7 @@ EncodeSummary encode(const EncodeOptions& o) {
                  "long documents are encoded whole (memory grows with the largest document)",
                  o.tokenizer);
 
+  InterruptScope interrupts;   // Ctrl-C or SIGTERM: the staging directory is removed
   StagedDir staged(o.out, o.force);
   ShardSink sink(staged.path(), uint32_t(tok.vocab_size()), tok.fingerprint(), o.max_shard_bytes);
   DocumentReader reader(o.input, enc.cuts);
@@ -211,6 +213,7 @@ EncodeSummary encode(const EncodeOptions& o) {
   auto next = std::async(std::launch::async, read_batch, std::ref(reader), o.batch_bytes, max_segs);
   for (;;) {
     Batch b = next.get();
+    check_interrupt();
     if (!b.end)
       next = std::async(std::launch::async, read_batch, std::ref(reader), o.batch_bytes, max_segs);
     encode_batch(enc, pool, b, sink, sum);

@@ -1,5 +1,5 @@
 // ShardSink (documents appended in pieces, shards rolled over by compressed size) and
-// StagedDir (OUT.tmp.PID renamed to OUT on success, removed on failure) for ds-tokenize.
+// StagedDir (OUT.tmp.HOST.PID renamed to OUT on success, removed on failure) for ds-tokenize.
 // reference: lib/data/dataset.cpp (DatasetWriter, whose naming and roll-over rule we keep).
 #include "ds/tokenize/output_dir.hpp"
 
@@ -12,6 +12,7 @@
 #include "ds/core/log.hpp"
 #include "ds/data/shard.hpp"
 #include "ds/io/file.hpp"
+#include "ds/io/staging.hpp"
 
 namespace ds::tokenize {
 
@@ -88,10 +89,12 @@ StagedDir::StagedDir(fs::path out, bool force) : out_(std::move(out)), force_(fo
   if (!force_ && non_empty_dir_or_file(out_))
     DS_THROW(IoError, "{}: output directory exists and is not empty (use --force to replace it)",
              out_.string());
-  tmp_ = out_;
-  tmp_ += fmt::format(".tmp.{}", ::getpid());
-  fs::remove_all(tmp_, ec);
   if (out_.has_parent_path()) fs::create_directories(out_.parent_path(), ec);
+  for (const fs::path& p : io::remove_stale_staging(out_.parent_path(), out_.filename().string()))
+    spdlog::info("removed {}, left by a process that no longer runs", p.string());
+  tmp_ = out_;
+  tmp_ += io::staging_suffix();
+  fs::remove_all(tmp_, ec);
   fs::create_directory(tmp_, ec);
   if (ec) DS_THROW(IoError, "{}: cannot create directory: {}", tmp_.string(), ec.message());
 }

@@ -4,10 +4,12 @@
 // reference: include/ds/tokenizer/bpe_trainer.hpp; man/ds-tokenize.1 (train).
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 
 #include "ds/core/error.hpp"
+#include "ds/core/interrupt.hpp"
 #include "ds/core/log.hpp"
 #include "ds/core/thread_pool.hpp"
 #include "ds/io/file.hpp"
@@ -28,10 +30,20 @@ TrainSummary train(const TrainOptions& o) {
     DS_THROW(UsageError, "--vocab-size {}: must hold the 256 byte tokens and the special "
              "tokens", o.vocab_size);
   check_threads(o.threads);
+  if (!o.special_tokens.empty() &&
+      std::find(o.special_tokens.begin(), o.special_tokens.end(), tok::special::kEos) ==
+          o.special_tokens.end())
+    DS_THROW(UsageError, "--special-tokens: must include the end-of-sentence token '{}' "
+             "(ds-tokenize encode ends every document with it)", tok::special::kEos);
   check_inputs(o.input);
   std::error_code ec;
   if (fs::exists(o.out, ec) && !fs::is_directory(o.out, ec))
     DS_THROW(IoError, "{}: exists and is not a directory", o.out);
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json"})
+    if (!o.force && fs::exists(fs::path(o.out) / name, ec))
+      DS_THROW(UsageError, "{}: already exists (use --force to replace it)",
+               (fs::path(o.out) / name).string());
+  InterruptScope interrupts;   // Ctrl-C: stop before anything is written
 
   tok::BpeTrainerOptions to;
   to.vocab_size = o.vocab_size;
@@ -44,7 +56,10 @@ TrainSummary train(const TrainOptions& o) {
   // The trainer's pre-tokenizer is DeepSeek-V3's, so the reader's cut rule is neutral.
   DocumentReader reader(o.input, /*allow_cuts=*/true);
   Segment seg;
-  while (reader.next(seg)) trainer.add_text(seg.text);
+  while (reader.next(seg)) {
+    check_interrupt();
+    trainer.add_text(seg.text);
+  }
   const auto& st = reader.stats();
   if (st.documents == 0) DS_THROW(FormatError, "no documents to train on (the input is empty)");
   spdlog::info("train: {} documents, {:.1f} MB; merging", st.documents, st.bytes_read / 1e6);
@@ -56,6 +71,7 @@ TrainSummary train(const TrainOptions& o) {
 
   fs::create_directories(o.out, ec);
   if (ec) DS_THROW(IoError, "{}: cannot create directory: {}", o.out, ec.message());
+  check_interrupt();
   io::write_file_atomic(fs::path(o.out) / "tokenizer.json", json);
   io::write_file_atomic(fs::path(o.out) / "tokenizer_config.json", config);
 

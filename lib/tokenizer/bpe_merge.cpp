@@ -10,6 +10,7 @@
 
 #include "bpe_trainer_internal.hpp"
 #include "ds/core/error.hpp"
+#include "ds/core/interrupt.hpp"
 #include "ds/tokenizer/pretokenizer.hpp"
 
 namespace ds::tok::detail {
@@ -176,6 +177,7 @@ std::vector<MergeStep> MergeEngine::run(size_t max_merges,
                                         void (*on_progress)(size_t, size_t)) {
   std::vector<MergeStep> steps;
   while (steps.size() < max_merges && !heap_.empty()) {
+    check_interrupt();   // a no-op outside an InterruptScope
     HeapEntry top = pop();
     int64_t current = pairs_.at(top.pair).count;
     if (uint64_t(current) != top.count) {   // stale: counts only decrease

@@ -7,23 +7,17 @@
 #include <sys/resource.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 
 #include "ds/core/error.hpp"
+#include "ds/core/interrupt.hpp"
 #include "ds/io/checkpoint.hpp"
 
 namespace ds::train {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-namespace {
-std::atomic<int> g_stop_signal{0};
-extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
-}  // namespace
 
 double max_violation(const std::vector<int32_t>& counts) {
   if (counts.empty()) return 0;
@@ -87,35 +81,19 @@ UpdateResult apply_update(const ops::Context& ctx, model::Transformer& model, Ad
 
 int run_step_loop(const TrainerState& st, int64_t stop_after, const std::function<void()>& step,
                   const std::function<bool(bool)>& agree) {
-  g_stop_signal = 0;
-  auto prev_term = std::signal(SIGTERM, on_stop_signal);
-  auto prev_int = std::signal(SIGINT, on_stop_signal);
+  // Repeated signals are ignored too: the step and the save that follow it finish.
+  InterruptScope scope(InterruptScope::Repeat::kIgnored);
   const int64_t stop_at = stop_after > 0 ? st.step + stop_after : st.total_steps;
-  int sig = 0;
-  try {
-    while (st.step < std::min(stop_at, st.total_steps)) {
-      // The decision is taken once per step, from one read of the flag (agreed over the ranks
-      // when distributed), so every rank runs the same number of steps.
-      const int local = g_stop_signal;
-      const bool stop = agree ? agree(local != 0) : local != 0;
-      if (stop) {
-        sig = local != 0 ? local : SIGTERM;
-        break;
-      }
-      step();
-    }
-  } catch (...) {
-    std::signal(SIGTERM, prev_term);
-    std::signal(SIGINT, prev_int);
-    throw;
+  while (st.step < std::min(stop_at, st.total_steps)) {
+    // The decision is taken once per step, from one read of the flag (agreed over the ranks
+    // when distributed), so every rank runs the same number of steps.
+    const int local = interrupt_signal();
+    const bool stop = agree ? agree(local != 0) : local != 0;
+    if (stop) return local != 0 ? local : SIGTERM;
+    step();
   }
-  std::signal(SIGTERM, prev_term);
-  std::signal(SIGINT, prev_int);
-  if (sig == 0 && !agree) sig = g_stop_signal;   // arrived during the last step
-  return sig;
+  return agree ? 0 : interrupt_signal();   // one that arrived during the last step
 }
-
-bool stop_requested() { return g_stop_signal != 0; }
 
 fs::path save_run_checkpoint(const fs::path& run_dir, int keep_last, const std::string& tokenizer,
                              bool bf16, const model::ModelArgs& args,

@@ -2,18 +2,21 @@
 // nothing at OUT or beside it: OUT exists (without --force), OUT inside IN, a scale of the
 // wrong shape, a scale without an FP8 weight, F8_E5M2, a non-finite weight, a weight whose
 // shape differs from config.json, an FP8 input with another block size, no config.json, a
-// missing or unexpected tensor, a NaN / zero / negative scale, an E4M3 NaN code.
+// missing or unexpected tensor, a NaN / zero / negative scale, an E4M3 NaN code, a signal.
 // Also the streaming safetensors writer: same bytes as write_safetensors, misuse detected,
 // nothing published without finish(); release_mapped_pages keeps the mapping readable.
 // reference: include/ds/convert/fp8_convert.hpp, include/ds/io/safetensors.hpp.
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
+#include <signal.h>
+
 #include <cmath>
 
 #include "convert_test_util.hpp"
 #include "ds/convert/fp8_convert.hpp"
 #include "ds/core/error.hpp"
+#include "ds/core/interrupt.hpp"
 
 using namespace ds;
 using namespace ds::convert::testing;
@@ -90,6 +93,21 @@ TEST_CASE("OUT exists: refused without --force, replaced atomically with it; OUT
   f.out = (tmp / "in").string();
   CHECK_THROWS_AS(convert::quantize(f), UsageError);
   CHECK_FALSE(fs::exists(tmp / "in" / "sub"));
+}
+
+TEST_CASE("a signal stops the conversion before the next tensor; nothing is published") {
+  TempDir tmp;
+  write_model(tmp / "in", micro(), 1);
+  fs::create_directories(tmp / "outs");
+  InterruptScope outer;   // the converter's own scope nests in it and keeps its flag
+  raise(SIGTERM);
+  try {
+    convert::quantize(opts(tmp / "in", tmp / "outs" / "fp8"));
+    FAIL("expected Interrupted");
+  } catch (const Interrupted& e) {
+    CHECK(e.exit_code() == 143);
+  }
+  CHECK(entries(tmp / "outs").empty());   // neither OUT nor its hidden temporary directory
 }
 
 TEST_CASE("malformed FP8 inputs: wrong-shaped scale, orphan scale, F8_E5M2, block size") {

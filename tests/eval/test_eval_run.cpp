@@ -224,6 +224,28 @@ TEST_CASE("ds-eval mc: accuracy computed by hand from logits; sample log") {
   o.task = fx.tmp.write("empty.jsonl", "").string();
   o.context_field = "q";
   CHECK_THROWS_AS(eval::eval_mc(fx.pt, o), FormatError);
+
+  // Flag errors: empty choice field names, --max-len past the model, FILE-only flags.
+  o.task = data.string();
+  for (const char* bad : {"a,b,", "a,,b", ",a", ""}) {
+    o.choice_fields = bad;
+    INFO(bad);
+    CHECK_THROWS_AS(eval::eval_mc(fx.pt, o), UsageError);
+  }
+  o.choice_fields = "a,b";
+  o.max_len = fx.pt.args.max_seq_len + 1;
+  CHECK_THROWS_WITH_AS(eval::eval_mc(fx.pt, o), doctest::Contains("max_seq_len"), UsageError);
+  o.max_len = fx.pt.args.max_seq_len;
+  CHECK(eval::eval_mc(fx.pt, o).metrics.size() == r.metrics.size());
+  eval::McOptions piqa;
+  piqa.common = o.common;
+  piqa.data = data.string();
+  piqa.gold_base = 1;
+  CHECK_THROWS_WITH_AS(eval::eval_mc(fx.pt, piqa), doctest::Contains("--gold-base"), UsageError);
+  piqa.gold_base = 0;
+  piqa.context_template = "Q: {context}";
+  CHECK_THROWS_WITH_AS(eval::eval_mc(fx.pt, piqa), doctest::Contains("task FILE only"),
+                       UsageError);
 }
 
 TEST_CASE("ds-eval generate: greedy exact match equals a hand-written greedy loop") {

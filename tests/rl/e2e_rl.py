@@ -30,7 +30,8 @@ def setup(work, tok_bin, pre_bin):
     text = os.path.join(work, "corpus.txt")
     with open(text, "w") as f:
         f.write("\n\n".join(lines) + "\n")
-    ok(tok_bin, "train", "--vocab-size", 384, "--out", os.path.join(work, "tok"), text)
+    ok(tok_bin, "train", "--vocab-size", 384, "--out", os.path.join(work, "tok"), "--force",
+       text)
     tok = os.path.join(work, "tok", "tokenizer.json")
     ok(tok_bin, "encode", "--tokenizer", tok, "--out", os.path.join(work, "data"),
        "--doc-split", "blank-line", "--force", text)

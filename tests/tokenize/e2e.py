@@ -229,6 +229,78 @@ def test_bad_inputs(tool, work, tok, ds):
                  os.path.join(other, "tokenizer.json"), "--data", ds], 1, "another tokenizer")
 
 
+def dead_pid():
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def stopped(tool, args, feed, ready, sig):
+    """Starts tool with stdin on a pipe, writes `feed`, waits until ready() holds, sends sig,
+    closes stdin; returns (exit status, stderr)."""
+    import signal
+    import time
+    p = subprocess.Popen([tool] + [str(a) for a in args], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdin.write(feed)   # more than a pipe holds: returns once the tool is reading
+    p.stdin.flush()
+    deadline = time.time() + 60
+    while not ready() and time.time() < deadline:
+        time.sleep(0.02)
+    p.send_signal(sig)
+    p.stdin.close()
+    err = p.stderr.read().decode("utf-8", "replace")
+    p.wait(timeout=120)
+    return p.returncode, err
+
+
+def test_interrupts(tool, work, tok, paths):
+    """SIGINT/SIGTERM leave nothing behind (exit 128 + signal); a staging directory of a
+    process killed outright is removed by the next encode; train refuses to overwrite."""
+    import signal
+    import socket
+    base = os.path.join(work, "intr")
+    os.makedirs(base)
+    out = os.path.join(base, "ds")
+    feed = ("a line of text for the reader\n" * 40000).encode()   # 1.2 MB
+    staged = lambda: any(f.startswith("ds.tmp.") for f in os.listdir(base))
+    rc, err = stopped(tool, ["encode", "--tokenizer", tok, "--out", out], feed, staged,
+                      signal.SIGINT)
+    check(rc == 130 and "interrupted by SIGINT" in err, f"encode stopped by SIGINT: 130 ({rc})")
+    check(os.listdir(base) == [], f"encode stopped: nothing left ({os.listdir(base)})")
+
+    tdir = os.path.join(base, "tok")
+    rc, err = stopped(tool, ["train", "--out", tdir, "--vocab-size", 600], feed,
+                      lambda: True, signal.SIGTERM)
+    check(rc == 143 and "interrupted by SIGTERM" in err, f"train stopped by SIGTERM: 143 ({rc})")
+    check(not os.path.exists(os.path.join(tdir, "tokenizer.json")), "train stopped: no tokenizer")
+
+    # Leftovers of processes killed outright: this host's with a dead pid go, the rest stay.
+    host = socket.gethostname()
+    gone, live, other = (out + f".tmp.{host}.{dead_pid()}", out + f".tmp.{host}.{os.getpid()}",
+                         out + f".tmp.elsewhere.{dead_pid()}")
+    for d in (gone, live, other):
+        os.makedirs(d)
+        open(os.path.join(d, "shard-00000.dst"), "wb").write(b"partial")
+    ok_json(tool, "encode", "--tokenizer", tok, "--out", out, paths[0])
+    check(sorted(os.listdir(base)) == sorted(os.path.basename(d) for d in (out, live, other)),
+          f"stale staging of a dead process removed, others kept ({sorted(os.listdir(base))})")
+
+    # train: an existing tokenizer needs --force; a special-token set needs EOS.
+    tdir = os.path.join(base, "tok2")
+    ok_json(tool, "train", "--out", tdir, "--vocab-size", 600, paths[0])
+    before = open(os.path.join(tdir, "tokenizer.json"), "rb").read()
+    expect_error(tool, work, "train over an existing tokenizer", ["train", "--out", tdir,
+                 "--vocab-size", 650, paths[0]], 2, "--force")
+    check(open(os.path.join(tdir, "tokenizer.json"), "rb").read() == before,
+          "refused train leaves the tokenizer as it was")
+    ok_json(tool, "train", "--out", tdir, "--vocab-size", 650, "--force", paths[0])
+    expect_error(tool, work, "--special-tokens without EOS", ["train", "--out",
+                 os.path.join(base, "tok3"), "--special-tokens", "<a>,<b>", paths[0]], 2,
+                 "end-of-sentence", os.path.join(base, "tok3"))
+    shutil.rmtree(base)
+
+
 def golden(tool, work, d):
     tok = os.path.join(d, "tokenizer.json")
     gold = os.path.join(d, "golden-encodings.jsonl")
@@ -265,6 +337,7 @@ def main():
     tok, ds = test_train_encode_decode(a.tool, a.work, docs, paths)
     test_fim_and_chunks(a.tool, a.work, tok)
     test_bad_inputs(a.tool, a.work, tok, ds)
+    test_interrupts(a.tool, a.work, tok, paths)
     print(f"{len(FAILS)} failure(s)")
     return 1 if FAILS else 0
 

@@ -20,12 +20,14 @@ from e2e_util import FAILS, check, grammar_corpus, ok, run  # noqa: E402
 
 def make_corpus(work, tok_bin):
     text = grammar_corpus(os.path.join(work, "corpus.txt"), random.Random(11), docs=400)
-    ok(tok_bin, "train", "--vocab-size", 384, "--out", os.path.join(work, "tok"), text)
+    ok(tok_bin, "train", "--vocab-size", 384, "--out", os.path.join(work, "tok"), "--force",
+       text)
     tok = os.path.join(work, "tok", "tokenizer.json")
     ok(tok_bin, "encode", "--tokenizer", tok, "--out", os.path.join(work, "data"),
        "--doc-split", "blank-line", "--force", text)
     # a second tokenizer, to test the fingerprint check
-    ok(tok_bin, "train", "--vocab-size", 300, "--out", os.path.join(work, "tok2"), text)
+    ok(tok_bin, "train", "--vocab-size", 300, "--out", os.path.join(work, "tok2"), "--force",
+       text)
     return tok, os.path.join(work, "data")
 
 

@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   train->add_option("--threads", tr.threads, "Worker threads (0: all cores)")
       ->capture_default_str();
+  train->add_flag("--force", tr.force, "Replace a tokenizer already in --out");
   add_input_options(*train, tr.input);
 
   // encode

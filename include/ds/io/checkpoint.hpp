@@ -1,5 +1,5 @@
 // Checkpoint directories: a checkpoint is written into a hidden temporary directory next to
-// its final place (<parent>/.<name>.tmp.<pid>/), every file is fsync'ed, and the directory is
+// its final place (<parent>/.<name>.tmp.<host>.<pid>/), every file is fsync'ed, and the directory is
 // renamed to <parent>/<name> in one step, then the parent is fsync'ed. "Complete" therefore
 // means "visible under its final name": no marker file is needed, and a crash leaves only a
 // hidden .tmp directory that the finders ignore. Run directories keep the last N checkpoints.

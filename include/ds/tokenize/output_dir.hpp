@@ -1,6 +1,6 @@
 // Output plumbing for `ds-tokenize encode`: a dataset sink that accepts documents in
 // pieces (so one huge document never has to sit in memory), and a staging directory
-// OUT.tmp.PID that is renamed to OUT only on success and removed on any error.
+// OUT.tmp.HOST.PID that is renamed to OUT only on success and removed on any error.
 // reference: include/ds/data/shard.hpp (ShardWriter, Manifest; same naming as DatasetWriter).
 #pragma once
 #include <cstdint>
@@ -37,7 +37,8 @@ class ShardSink {
   data::Manifest manifest_;
 };
 
-// Stages OUT as OUT.tmp.PID. Construction refuses an existing non-empty OUT unless
+// Stages OUT as OUT.tmp.HOST.PID (io::staging_suffix), after removing those of this host
+// whose process is gone. Construction refuses an existing non-empty OUT unless
 // `force` (IoError); commit() renames the staging directory to OUT (replacing OUT when
 // forced); destruction without commit() removes the staging directory.
 class StagedDir {

@@ -34,6 +34,7 @@ struct TrainOptions {
   uint64_t min_frequency = 2;
   std::vector<std::string> special_tokens;  // empty -> DeepSeek-V3's set
   int threads = 0;                          // <= 0 -> all cores
+  bool force = false;                       // replace an existing tokenizer in `out`
 };
 
 struct TrainSummary {

@@ -54,15 +54,13 @@ bool finite_or_skip(TrainerState& st, double loss, const GradStats& grads, bool 
                     const std::string& run_dir);
 
 // Runs step() while st.step < st.total_steps, at most `stop_after` times when > 0. SIGTERM
-// and SIGINT are caught while the loop runs (previous handlers restored afterwards) and end
-// it after the current step. Returns the signal that stopped it, 0 if none. Distributed runs
+// and SIGINT are caught while the loop runs (an InterruptScope that ignores repeats; previous
+// handlers restored afterwards) and end it after the current step. Returns the signal that stopped it, 0 if none. Distributed runs
 // pass `agree` (this rank's flag -> whether any rank got a signal; collective), called once
 // before each step, so all ranks stop after the same step (a rank that saw no signal
 // returns SIGTERM).
 int run_step_loop(const TrainerState& st, int64_t stop_after, const std::function<void()>& step,
                   const std::function<bool(bool)>& agree = {});
-// True once SIGTERM/SIGINT arrived inside run_step_loop (for loops that check mid-step).
-bool stop_requested();
 
 // Writes run_dir/step-NNNNNNNN (st.step) atomically with the training state, copies the
 // tokenizer files from `tokenizer` (a tokenizer.json or its directory; "" = none), then

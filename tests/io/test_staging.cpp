@@ -1,0 +1,96 @@
+// Staged-output names carry host and pid; remove_stale_staging removes only this host's
+// entries whose process is gone and that start with the prefix; CheckpointWriter and the next
+// writer into a run directory clear a dead process's hidden temporary directory.
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "ds/io/checkpoint.hpp"
+#include "ds/io/file.hpp"
+#include "ds/io/staging.hpp"
+
+namespace fs = std::filesystem;
+using namespace ds::io;
+
+namespace {
+
+// The id of a process that has exited and been reaped (reuse within the test is unlikely).
+pid_t dead_pid() {
+  const pid_t p = ::fork();
+  if (p == 0) ::_exit(0);
+  int status = 0;
+  ::waitpid(p, &status, 0);
+  return p;
+}
+
+std::string host_of_suffix(const std::string& s) {   // ".tmp.HOST.PID" -> HOST
+  return s.substr(5, s.rfind('.') - 5);
+}
+
+fs::path scratch(const std::string& name) {
+  const fs::path d = fs::path(DS_BINARY_DIR) / "tests" / "io" / "scratch" / name;
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+std::vector<std::string> names(const fs::path& dir) {
+  std::vector<std::string> v;
+  for (const auto& e : fs::directory_iterator(dir)) v.push_back(e.path().filename().string());
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("staging_suffix names this host and process") {
+  const std::string s = staging_suffix();
+  REQUIRE(s.rfind(".tmp.", 0) == 0);
+  CHECK(s.substr(s.rfind('.') + 1) == std::to_string(::getpid()));
+  CHECK_FALSE(host_of_suffix(s).empty());
+  CHECK(host_of_suffix(s).find('/') == std::string::npos);
+}
+
+TEST_CASE("remove_stale_staging: this host, a dead process, the prefix; nothing else") {
+  const fs::path d = scratch("stale");
+  const std::string host = host_of_suffix(staging_suffix());
+  const std::string dead = std::to_string(dead_pid());
+  const std::string gone = "out.tmp." + host + "." + dead;
+  const std::vector<std::string> kept = {
+      "out.tmp." + host + "." + std::to_string(::getpid()),   // alive
+      "out.tmp.some-other-host." + dead,                        // another host's
+      "other.tmp." + host + "." + dead,                         // another prefix
+      "out.tmp." + host + ".12ab",                              // not a pid
+      "out.tmp." + host + ".",                                  // no pid
+      "out",
+  };
+  fs::create_directories(d / gone / "sub");
+  write_file_atomic(d / gone / "sub" / "shard", "partial");
+  for (const auto& k : kept) fs::create_directories(d / k);
+  const auto removed = remove_stale_staging(d, "out");
+  REQUIRE(removed.size() == 1);
+  CHECK(removed[0].filename() == gone);
+  auto want = kept;
+  std::sort(want.begin(), want.end());
+  CHECK(names(d) == want);
+  CHECK(remove_stale_staging(d / "missing", "out").empty());   // no directory: nothing to do
+}
+
+TEST_CASE("CheckpointWriter removes a dead process's hidden temporary directory") {
+  const fs::path d = scratch("ckpt");
+  const std::string host = host_of_suffix(staging_suffix());
+  const std::string gone = ".step-00000010.tmp." + host + "." + std::to_string(dead_pid());
+  fs::create_directories(d / gone);
+  write_file_atomic(d / gone / "model.safetensors", "partial");
+  {
+    CheckpointWriter w(d / "step-00000030");
+    CHECK(w.path().filename() == ".step-00000030" + staging_suffix());
+    write_file_atomic(w.path() / "config.json", "{}");
+    w.commit();
+  }
+  CHECK(names(d) == std::vector<std::string>{"step-00000030"});
+}
