@@ -4,7 +4,6 @@
 #include "ds/core/interrupt.hpp"
 
 #include <atomic>
-#include <cstring>
 
 namespace ds {
 
@@ -19,13 +18,22 @@ extern "C" void on_interrupt(int sig) {
   g_signal.compare_exchange_strong(expected, sig);   // keep the first one
 }
 
+const char* signal_name(int sig) {
+  return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal";
+}
+
+// Installs `sa` for `sig` unless the signal is ignored (nohup, `cmd &` in a script, a
+// supervisor): a process started that way keeps ignoring it.
+void install(int sig, const struct sigaction& sa, struct sigaction& prev) {
+  sigaction(sig, nullptr, &prev);
+  if (prev.sa_handler != SIG_IGN || (prev.sa_flags & SA_SIGINFO)) sigaction(sig, &sa, nullptr);
+}
+
 }  // namespace
 
 Interrupted::Interrupted(int sig)
-    : Error("interrupt",
-            fmt::format("interrupted by {}; nothing was published",
-                        sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM"
-                                                                  : fmt::format("signal {}", sig))),
+    : Error("interrupt", fmt::format("interrupted by {}; nothing was published",
+                                     signal_name(sig))),
       sig_(sig) {}
 
 InterruptScope::InterruptScope(Repeat repeat) {
@@ -37,8 +45,8 @@ InterruptScope::InterruptScope(Repeat repeat) {
   sigemptyset(&sa.sa_mask);
   // SA_RESTART: reads and writes go on; the loops poll the flag.
   sa.sa_flags = SA_RESTART | (repeat == Repeat::kKills ? SA_RESETHAND : 0);
-  sigaction(SIGINT, &sa, &prev_int_);
-  sigaction(SIGTERM, &sa, &prev_term_);
+  install(SIGINT, sa, prev_int_);
+  install(SIGTERM, sa, prev_term_);
 }
 
 InterruptScope::~InterruptScope() {
@@ -46,6 +54,7 @@ InterruptScope::~InterruptScope() {
   if (!outermost_) return;
   sigaction(SIGINT, &prev_int_, nullptr);
   sigaction(SIGTERM, &prev_term_, nullptr);
+  g_signal = 0;   // outside a scope nothing is pending
 }
 
 int interrupt_signal() { return g_signal.load(std::memory_order_relaxed); }

@@ -54,20 +54,31 @@ CheckpointWriter::CheckpointWriter(fs::path final_dir) : final_(std::move(final_
   std::error_code ec;
   fs::create_directories(parent, ec);
   if (ec) DS_THROW(IoError, "{}: cannot create directory: {}", parent.string(), ec.message());
-  for (const fs::path& p : remove_stale_staging(parent, "."))
+  // Hidden staging directories of writers that are gone (any checkpoint name).
+  const auto hidden = [](std::string_view n) { return n.size() > 1 && n[0] == '.'; };
+  for (const fs::path& p : remove_stale_staging(parent, hidden))
     spdlog::info("removed {}, left by a process that no longer runs", p.string());
-  temp_ = parent / ("." + final_.filename().string() + staging_suffix());
+  temp_ = parent / fmt::format(".{}{}", final_.filename().string(), staging_suffix());
   remove_quietly(temp_);   // a leftover from an earlier writer in this process
   fs::create_directory(temp_, ec);
   if (ec) DS_THROW(IoError, "{}: cannot create directory: {}", temp_.string(), ec.message());
+  try {
+    lock_ = std::make_unique<StagingLock>(temp_);
+  } catch (...) {
+    remove_quietly(temp_);
+    throw;
+  }
 }
 
 CheckpointWriter::~CheckpointWriter() {
-  if (!committed_) remove_quietly(temp_);
+  if (committed_) return;
+  if (lock_) lock_->release();   // first: an open file can make an NFS rmdir fail
+  remove_quietly(temp_);
 }
 
 void CheckpointWriter::commit() {
   DS_CHECK(!committed_, "{}: checkpoint committed twice", final_.string());
+  lock_->release();   // not part of the checkpoint
   fsync_tree(temp_);
   fs::path parent = temp_.parent_path();
   std::error_code ec;

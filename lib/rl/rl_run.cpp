@@ -19,6 +19,7 @@
 
 #include "ds/core/error.hpp"
 #include "ds/core/hash.hpp"
+#include "ds/core/interrupt.hpp"
 #include "ds/core/rng.hpp"
 #include "ds/infer/sampler.hpp"
 #include "ds/io/checkpoint.hpp"
@@ -287,6 +288,7 @@ void run_rl(const RlOptions& opts) {
                  run.distributed() ? " per rank, " + run.ranks->describe() : "");
     std::function<bool(bool)> agree;   // every rank stops after the same step
     if (run.distributed()) agree = [&](bool local) { return run.ranks->step().agree_stop(local); };
+    InterruptScope interrupts(InterruptScope::Repeat::kIgnored);   // over the loop and the save
     const int sig = train::run_step_loop(run.st, opts.stop_after, [&] {
       const detail::StepReport s = run.step();
       last = metrics_line(run, s);

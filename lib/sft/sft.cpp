@@ -18,6 +18,7 @@
 
 #include "ds/core/error.hpp"
 #include "ds/core/hash.hpp"
+#include "ds/core/interrupt.hpp"
 #include "ds/core/rng.hpp"
 #include "ds/io/checkpoint.hpp"
 #include "ds/io/file.hpp"
@@ -425,6 +426,7 @@ void sft(const SftOptions& options) {
     std::function<bool(bool)> agree;
     if (run.ranks->active())
       agree = [&](bool local) { return run.ranks->step().agree_stop(local); };
+    InterruptScope interrupts(InterruptScope::Repeat::kIgnored);   // over the loop and the save
     const int sig =
         train::run_step_loop(run.st, opts.stop_after, [&] { run.step_once(progress); }, agree);
     if (run.ranks->main()) progress.finish();

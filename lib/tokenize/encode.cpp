@@ -226,6 +226,7 @@ EncodeSummary encode(const EncodeOptions& o) {
   sum.chunked_documents = st.chunked_documents;
   sum.bad_lines_skipped = st.bad_lines_skipped;
   sum.empty_skipped = st.empty_skipped;
+  check_interrupt();   // one that arrived during the last batch
   const data::Manifest m = sink.finish(provenance_json(o, tok, reader.sources(), sum));
   staged.commit();
   sum.out = o.out;

@@ -90,22 +90,32 @@ StagedDir::StagedDir(fs::path out, bool force) : out_(std::move(out)), force_(fo
     DS_THROW(IoError, "{}: output directory exists and is not empty (use --force to replace it)",
              out_.string());
   if (out_.has_parent_path()) fs::create_directories(out_.parent_path(), ec);
-  for (const fs::path& p : io::remove_stale_staging(out_.parent_path(), out_.filename().string()))
+  const std::string name = out_.filename().string();
+  const auto same = [&](std::string_view n) { return n == name; };
+  for (const fs::path& p : io::remove_stale_staging(out_.parent_path(), same))
     spdlog::info("removed {}, left by a process that no longer runs", p.string());
   tmp_ = out_;
   tmp_ += io::staging_suffix();
   fs::remove_all(tmp_, ec);
   fs::create_directory(tmp_, ec);
   if (ec) DS_THROW(IoError, "{}: cannot create directory: {}", tmp_.string(), ec.message());
+  try {
+    lock_ = std::make_unique<io::StagingLock>(tmp_);
+  } catch (...) {
+    fs::remove_all(tmp_, ec);
+    throw;
+  }
 }
 
 StagedDir::~StagedDir() {
   if (committed_) return;
+  if (lock_) lock_->release();
   std::error_code ec;
   fs::remove_all(tmp_, ec);
 }
 
 void StagedDir::commit() {
+  lock_->release();   // not part of the output
   std::error_code ec;
   fs::path old;
   if (non_empty_dir_or_file(out_)) {

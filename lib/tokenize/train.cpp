@@ -69,9 +69,9 @@ TrainSummary train(const TrainOptions& o) {
   // Validate our own output before publishing it.
   const tok::Tokenizer tok = tok::Tokenizer::from_json(json, "trained tokenizer.json");
 
+  check_interrupt();
   fs::create_directories(o.out, ec);
   if (ec) DS_THROW(IoError, "{}: cannot create directory: {}", o.out, ec.message());
-  check_interrupt();
   io::write_file_atomic(fs::path(o.out) / "tokenizer.json", json);
   io::write_file_atomic(fs::path(o.out) / "tokenizer_config.json", config);
 

@@ -17,6 +17,7 @@
 
 #include "ds/core/error.hpp"
 #include "ds/core/hash.hpp"
+#include "ds/core/interrupt.hpp"
 #include "ds/core/thread_pool.hpp"
 #include "ds/data/shard.hpp"
 #include "ds/io/checkpoint.hpp"
@@ -287,6 +288,7 @@ void pretrain(const PretrainOptions& opts) {
   Progress progress(run.st.total_steps, opts.log_every);
   std::function<bool(bool)> agree;
   if (distributed) agree = [&](bool local) { return run.ranks->step().agree_stop(local); };
+  InterruptScope interrupts(InterruptScope::Repeat::kIgnored);   // over the loop and the save
   const int sig = run_step_loop(run.st, opts.stop_after, [&] { run.step_once(progress); }, agree);
   const bool interrupted = sig != 0;
   if (run.ranks->main()) progress.finish();

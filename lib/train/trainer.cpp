@@ -81,7 +81,7 @@ UpdateResult apply_update(const ops::Context& ctx, model::Transformer& model, Ad
 
 int run_step_loop(const TrainerState& st, int64_t stop_after, const std::function<void()>& step,
                   const std::function<bool(bool)>& agree) {
-  // Repeated signals are ignored too: the step and the save that follow it finish.
+  // Repeated signals are ignored: the step finishes (the callers' scope covers the save).
   InterruptScope scope(InterruptScope::Repeat::kIgnored);
   const int64_t stop_at = stop_after > 0 ? st.step + stop_after : st.total_steps;
   while (st.step < std::min(stop_at, st.total_steps)) {

@@ -95,7 +95,7 @@ TEST_CASE("OUT exists: refused without --force, replaced atomically with it; OUT
   CHECK_FALSE(fs::exists(tmp / "in" / "sub"));
 }
 
-TEST_CASE("a signal stops the conversion before the next tensor; nothing is published") {
+TEST_CASE("a signal stops the conversion; nothing is published, nothing left beside OUT") {
   TempDir tmp;
   write_model(tmp / "in", micro(), 1);
   fs::create_directories(tmp / "outs");

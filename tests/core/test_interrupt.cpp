@@ -1,7 +1,8 @@
 // InterruptScope: a signal inside a scope sets the flag instead of ending the process,
 // check_interrupt() turns it into Interrupted (exit status 128 + signal), the handlers are
-// restored afterwards, nested scopes share the outer flag, and Repeat::kKills leaves the
-// default action in place for a second signal while kIgnored keeps catching.
+// restored and the flag cleared afterwards, nested scopes share the outer flag, Repeat::kKills
+// leaves the default action in place for a second signal while kIgnored keeps catching, and a
+// signal ignored before the scope stays ignored.
 #include <doctest/doctest.h>
 #include <signal.h>
 
@@ -51,6 +52,8 @@ TEST_CASE("a signal inside a scope becomes Interrupted; the old handlers come ba
   }
   CHECK((current(SIGINT) == marker_handler));
   CHECK((current(SIGTERM) == marker_handler));
+  CHECK(ds::interrupt_signal() == 0);   // cleared with the scope
+  CHECK_NOTHROW(ds::check_interrupt());
   {
     InterruptScope scope;   // a new outermost scope starts with a clear flag
     CHECK(ds::interrupt_signal() == 0);
@@ -79,4 +82,20 @@ TEST_CASE("kIgnored keeps catching; the first signal is the one reported; nestin
   } catch (const ds::Error& e) {   // part of the one hierarchy
     CHECK(e.exit_code() == 143);
   }
+}
+
+TEST_CASE("a signal ignored before the scope stays ignored") {
+  struct sigaction ign {}, old {};
+  ign.sa_handler = SIG_IGN;
+  sigemptyset(&ign.sa_mask);
+  sigaction(SIGINT, &ign, &old);
+  {
+    InterruptScope scope;
+    CHECK((current(SIGINT) == SIG_IGN));
+    CHECK((current(SIGTERM) != SIG_DFL));   // SIGTERM was not ignored: caught
+    raise(SIGINT);
+    CHECK(ds::interrupt_signal() == 0);
+  }
+  CHECK((current(SIGINT) == SIG_IGN));
+  sigaction(SIGINT, &old, nullptr);
 }

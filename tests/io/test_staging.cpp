@@ -1,6 +1,7 @@
 // Staged-output names carry host and pid; remove_stale_staging removes only this host's
-// entries whose process is gone and that start with the prefix; CheckpointWriter and the next
-// writer into a run directory clear a dead process's hidden temporary directory.
+// entries of the given output whose process is gone and whose lock is free; CheckpointWriter
+// holds its lock while writing, publishes without the lock file, and clears a dead writer's
+// hidden temporary directory.
 #include <doctest/doctest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -55,42 +56,66 @@ TEST_CASE("staging_suffix names this host and process") {
   CHECK(host_of_suffix(s).find('/') == std::string::npos);
 }
 
-TEST_CASE("remove_stale_staging: this host, a dead process, the prefix; nothing else") {
+TEST_CASE("remove_stale_staging: this host, a dead process, a free lock, our name only") {
   const fs::path d = scratch("stale");
   const std::string host = host_of_suffix(staging_suffix());
   const std::string dead = std::to_string(dead_pid());
-  const std::string gone = "out.tmp." + host + "." + dead;
-  const std::vector<std::string> kept = {
-      "out.tmp." + host + "." + std::to_string(::getpid()),   // alive
-      "out.tmp.some-other-host." + dead,                        // another host's
-      "other.tmp." + host + "." + dead,                         // another prefix
-      "out.tmp." + host + ".12ab",                              // not a pid
-      "out.tmp." + host + ".",                                  // no pid
-      "out",
+  const auto with_lock_file = [&](const std::string& name) {
+    fs::create_directories(d / name);
+    write_file_atomic(d / name / kStagingLockFile, "");
   };
+  const std::string gone = "out.tmp." + host + "." + dead;
+  with_lock_file(gone);
   fs::create_directories(d / gone / "sub");
   write_file_atomic(d / gone / "sub" / "shard", "partial");
-  for (const auto& k : kept) fs::create_directories(d / k);
-  const auto removed = remove_stale_staging(d, "out");
+  // Kept: alive here; another host's; another output's; not a pid; no lock file; locked (a
+  // writer in another PID namespace shows a dead pid here but holds its lock).
+  const std::string locked = "out.tmp." + host + "." + std::to_string(dead_pid());
+  const std::vector<std::string> kept = {
+      "out.tmp." + host + "." + std::to_string(::getpid()),
+      "out.tmp.some-other-host." + dead,
+      "out2.tmp." + host + "." + dead,
+      "out.tmp." + host + ".12ab",
+      "out.tmp." + host + ".",
+      "out.tmp." + host + "." + dead + "0",   // no lock file
+      locked,
+      "out",
+  };
+  for (const auto& k : kept)
+    if (k != kept[5]) with_lock_file(k);
+  fs::create_directories(d / kept[5]);
+  StagingLock held(d / locked);
+  const auto is_out = [](std::string_view n) { return n == "out"; };
+  const auto removed = remove_stale_staging(d, is_out);
   REQUIRE(removed.size() == 1);
   CHECK(removed[0].filename() == gone);
   auto want = kept;
   std::sort(want.begin(), want.end());
   CHECK(names(d) == want);
-  CHECK(remove_stale_staging(d / "missing", "out").empty());   // no directory: nothing to do
+  held.release();   // the lock file goes with the lock: nothing to judge by, kept
+  CHECK(remove_stale_staging(d, is_out).empty());
+  CHECK(remove_stale_staging(d / "missing", is_out).empty());   // no directory: nothing to do
 }
 
-TEST_CASE("CheckpointWriter removes a dead process's hidden temporary directory") {
+TEST_CASE("CheckpointWriter: its lock while writing; a dead writer's directory removed") {
   const fs::path d = scratch("ckpt");
   const std::string host = host_of_suffix(staging_suffix());
   const std::string gone = ".step-00000010.tmp." + host + "." + std::to_string(dead_pid());
   fs::create_directories(d / gone);
+  write_file_atomic(d / gone / kStagingLockFile, "");
   write_file_atomic(d / gone / "model.safetensors", "partial");
   {
     CheckpointWriter w(d / "step-00000030");
     CHECK(w.path().filename() == ".step-00000030" + staging_suffix());
+    CHECK(fs::exists(w.path() / kStagingLockFile));
     write_file_atomic(w.path() / "config.json", "{}");
     w.commit();
+  }
+  CHECK(names(d) == std::vector<std::string>{"step-00000030"});
+  CHECK(names(d / "step-00000030") == std::vector<std::string>{"config.json"});   // no lock file
+  {
+    CheckpointWriter w(d / "step-00000040");   // not committed: nothing left
+    write_file_atomic(w.path() / "config.json", "{}");
   }
   CHECK(names(d) == std::vector<std::string>{"step-00000030"});
 }

@@ -240,10 +240,19 @@ def stopped(tool, args, feed, ready, sig):
     closes stdin; returns (exit status, stderr)."""
     import signal
     import time
+
+    def default_signals():   # a test run in the background inherits an ignored SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     p = subprocess.Popen([tool] + [str(a) for a in args], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    p.stdin.write(feed)   # more than a pipe holds: returns once the tool is reading
-    p.stdin.flush()
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         preexec_fn=default_signals)
+    try:
+        p.stdin.write(feed)   # more than a pipe holds: returns once the tool is reading
+        p.stdin.flush()
+    except BrokenPipeError:   # it ended early: report its status
+        p.wait(timeout=120)
+        return p.returncode, p.stderr.read().decode("utf-8", "replace")
     deadline = time.time() + 60
     while not ready() and time.time() < deadline:
         time.sleep(0.02)
@@ -275,13 +284,15 @@ def test_interrupts(tool, work, tok, paths):
     check(rc == 143 and "interrupted by SIGTERM" in err, f"train stopped by SIGTERM: 143 ({rc})")
     check(not os.path.exists(os.path.join(tdir, "tokenizer.json")), "train stopped: no tokenizer")
 
-    # Leftovers of processes killed outright: this host's with a dead pid go, the rest stay.
+    # Leftovers of processes killed outright: this host's with a dead pid and a free lock go,
+    # the rest stay.
     host = socket.gethostname()
     gone, live, other = (out + f".tmp.{host}.{dead_pid()}", out + f".tmp.{host}.{os.getpid()}",
                          out + f".tmp.elsewhere.{dead_pid()}")
     for d in (gone, live, other):
         os.makedirs(d)
         open(os.path.join(d, "shard-00000.dst"), "wb").write(b"partial")
+        open(os.path.join(d, ".ds-staging-lock"), "wb").close()
     ok_json(tool, "encode", "--tokenizer", tok, "--out", out, paths[0])
     check(sorted(os.listdir(base)) == sorted(os.path.basename(d) for d in (out, live, other)),
           f"stale staging of a dead process removed, others kept ({sorted(os.listdir(base))})")

@@ -1,15 +1,16 @@
-// SIGINT and SIGTERM for work that publishes its output only at the end (ds-tokenize,
-// ds-convert-fp8, ds-eval) and for the training loops. While an InterruptScope lives, a signal
-// only sets a flag. Long loops poll it: check_interrupt() throws Interrupted, the stack
-// unwinds, and each staged output is removed by its owner's destructor (StagedDir,
-// CheckpointWriter, AtomicFile). The training loops read the flag between steps instead and
-// save before they stop. The tool then exits with 128 + the signal number, as the shell
-// reports a process killed by that signal.
+// SIGINT and SIGTERM for work that publishes its output only at the end (ds-tokenize train
+// and encode, ds-convert-fp8) and for the training loops. While an InterruptScope lives, a
+// signal only sets a flag (a signal ignored when the scope began stays ignored). Long loops
+// poll it: check_interrupt() throws Interrupted, the stack unwinds, and each staged output is
+// removed by its owner's destructor (StagedDir, CheckpointWriter, AtomicFile). The training
+// loops read the flag between steps instead and save before they stop. The tool then exits
+// with 128 + the signal number, as the shell reports a process killed by that signal. The
+// flag is cleared when the outermost scope ends.
 //
 // With Repeat::kKills (the default), the handler is installed with SA_RESETHAND, so a
 // second SIGINT (or SIGTERM) ends the process at once by the default action, for a read
-// blocked on a pipe that never answers. A leftover staging directory is then removed by the
-// next run that publishes to the same place (io::remove_stale_staging).
+// blocked on a pipe that never answers. A staging directory left that way is removed by a
+// later writer of the same output (io::remove_stale_staging).
 #pragma once
 #include <signal.h>
 
@@ -30,8 +31,9 @@ class Interrupted : public Error {
 class InterruptScope {
  public:
   enum class Repeat { kKills, kIgnored };
-  // Installs the handlers and clears the flag; nested scopes keep the outer one's handlers
-  // and flag. Restores the previous handlers when destroyed.
+  // Installs the handlers and clears the flag; nested scopes keep the outer one's handlers,
+  // flag and Repeat. The outermost restores the previous handlers and clears the flag when
+  // destroyed.
   explicit InterruptScope(Repeat repeat = Repeat::kKills);
   ~InterruptScope();
   InterruptScope(const InterruptScope&) = delete;

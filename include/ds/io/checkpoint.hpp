@@ -1,12 +1,14 @@
 // Checkpoint directories: a checkpoint is written into a hidden temporary directory next to
-// its final place (<parent>/.<name>.tmp.<host>.<pid>/), every file is fsync'ed, and the directory is
-// renamed to <parent>/<name> in one step, then the parent is fsync'ed. "Complete" therefore
+// its final place (<parent>/.<name>.tmp.<host>.<pid>/, see io/staging.hpp), every file is
+// fsync'ed, and the directory is renamed to <parent>/<name> in one step, then the parent is
+// fsync'ed. "Complete" therefore
 // means "visible under its final name": no marker file is needed, and a crash leaves only a
 // hidden .tmp directory that the finders ignore. Run directories keep the last N checkpoints.
 // reference: docs/model.md (checkpoint = HF-style directory: config.json + safetensors).
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -14,6 +16,8 @@
 namespace ds::io {
 
 namespace fs = std::filesystem;
+
+class StagingLock;
 
 // CheckpointWriter w(run_dir / "step-00001000");
 // write files into w.path(); w.commit();   (destruction without commit removes w.path())
@@ -34,6 +38,7 @@ class CheckpointWriter {
 
  private:
   fs::path final_, temp_;
+  std::unique_ptr<StagingLock> lock_;   // held until commit() (io/staging.hpp)
   bool committed_ = false;
 };
 

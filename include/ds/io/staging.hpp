@@ -1,12 +1,17 @@
-// Names for staged outputs (a directory written under a temporary name, then renamed into
-// place) that say which process wrote them, and the removal of those whose writer is gone.
-// A staged name ends in ".tmp.HOST.PID". A run killed outright (SIGKILL, a second Ctrl-C,
-// the OOM killer, Slurm past its grace time) leaves its staging directory behind; the next
-// writer into the same directory removes every one of this host whose process no longer
-// runs. Those of other hosts (a shared filesystem) and of live processes are kept.
+// Staged outputs: a directory written under a temporary name beside its final place, then
+// renamed into place. Its name ends in ".tmp.HOST.PID" (staging_suffix), and while its writer
+// runs it holds a lock on a file inside it (StagingLock: an open-file-description lock, which
+// the kernel drops when the process ends however it ends). A run killed outright (SIGKILL, a
+// second Ctrl-C, the OOM killer, Slurm past its grace time) leaves its staging directory
+// behind; a later writer of the same output removes it (remove_stale_staging) when all three
+// say its writer is gone: the name is this host's, no process of that id runs here, and the
+// lock can be taken. A live writer in another PID namespace or on another host sharing the
+// filesystem keeps its lock, so its directory is kept.
 #pragma once
 #include <filesystem>
+#include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ds::io {
@@ -17,9 +22,28 @@ namespace fs = std::filesystem;
 // replaced; "localhost" when it has none).
 std::string staging_suffix();
 
-// Removes the entries of `dir` named PREFIX...SUFFIX where PREFIX is `prefix`, SUFFIX is
-// ".tmp.<this host>.<pid>" and no process <pid> runs (kill(pid, 0) fails with ESRCH).
-// Returns what it removed; errors (a vanished entry, no permission) leave an entry in place.
-std::vector<fs::path> remove_stale_staging(const fs::path& dir, const std::string& prefix);
+// The lock file's name inside a staging directory.
+inline constexpr const char* kStagingLockFile = ".ds-staging-lock";
+
+// Creates dir/.ds-staging-lock and holds a write lock on it until release() or destruction.
+// release() removes the file first (call it just before the directory is renamed into place).
+class StagingLock {
+ public:
+  explicit StagingLock(const fs::path& dir);   // IoError naming the file on failure
+  ~StagingLock();
+  StagingLock(const StagingLock&) = delete;
+  StagingLock& operator=(const StagingLock&) = delete;
+  void release();
+
+ private:
+  fs::path file_;
+  int fd_ = -1;
+};
+
+// Removes the entries of `dir` named NAME.tmp.<this host>.<pid> for which `is_ours(NAME)`
+// holds, no process <pid> runs (kill(pid, 0) fails with ESRCH) and the lock in them can be
+// taken. Returns what it removed; an error (a vanished entry, no permission) keeps an entry.
+std::vector<fs::path> remove_stale_staging(const fs::path& dir,
+                                           const std::function<bool(std::string_view)>& is_ours);
 
 }  // namespace ds::io

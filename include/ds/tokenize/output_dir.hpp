@@ -10,6 +10,7 @@
 #include <string>
 
 #include "ds/data/shard.hpp"
+#include "ds/io/staging.hpp"
 
 namespace ds::tokenize {
 
@@ -37,9 +38,9 @@ class ShardSink {
   data::Manifest manifest_;
 };
 
-// Stages OUT as OUT.tmp.HOST.PID (io::staging_suffix), after removing those of this host
-// whose process is gone. Construction refuses an existing non-empty OUT unless
-// `force` (IoError); commit() renames the staging directory to OUT (replacing OUT when
+// Stages OUT as OUT.tmp.HOST.PID (io::staging_suffix, locked by an io::StagingLock), after
+// removing OUT's stale ones (io::remove_stale_staging). Construction refuses an existing
+// non-empty OUT unless `force` (IoError); commit() renames the staging directory to OUT (replacing OUT when
 // forced); destruction without commit() removes the staging directory.
 class StagedDir {
  public:
@@ -52,6 +53,7 @@ class StagedDir {
 
  private:
   fs::path out_, tmp_;
+  std::unique_ptr<io::StagingLock> lock_;
   bool force_, committed_ = false;
 };
 

@@ -54,8 +54,10 @@ bool finite_or_skip(TrainerState& st, double loss, const GradStats& grads, bool 
                     const std::string& run_dir);
 
 // Runs step() while st.step < st.total_steps, at most `stop_after` times when > 0. SIGTERM
-// and SIGINT are caught while the loop runs (an InterruptScope that ignores repeats; previous
-// handlers restored afterwards) and end it after the current step. Returns the signal that stopped it, 0 if none. Distributed runs
+// and SIGINT are caught while the loop runs (an InterruptScope that ignores repeats) and end
+// it after the current step. Callers hold their own kIgnored scope over the loop and the save
+// that follows, so that a repeated signal cannot cut the save short (the loop's scope nests in
+// it). Returns the signal that stopped it, 0 if none. Distributed runs
 // pass `agree` (this rank's flag -> whether any rank got a signal; collective), called once
 // before each step, so all ranks stop after the same step (a rank that saw no signal
 // returns SIGTERM).
