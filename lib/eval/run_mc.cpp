@@ -75,10 +75,10 @@ EvalReport eval_mc(model::Pretrained& pt, const McOptions& o) {
   const McSpec spec = mc_spec(o, data);
   const tok::Tokenizer& tk = detail::tokenizer_of(pt);
   const ops::Context ctx = detail::make_context(o.common);
-  const std::vector<McItem> all = load_mc(data, spec, o.labels);
-  const size_t n = detail::limited(all.size(), o.common.limit);
   DS_CHECK_AS(UsageError, o.max_len <= pt.args.max_seq_len,
               "--max-len {} exceeds the model's max_seq_len {}", o.max_len, pt.args.max_seq_len);
+  const std::vector<McItem> all = load_mc(data, spec, o.labels);
+  const size_t n = detail::limited(all.size(), o.common.limit);
   const size_t max_len = size_t(o.max_len > 0 ? o.max_len : pt.args.max_seq_len);
 
   std::vector<McRequest> texts(n);
@@ -89,7 +89,11 @@ EvalReport eval_mc(model::Pretrained& pt, const McOptions& o) {
     for (size_t j : select_shots(all.size(), size_t(o.shots), i, o.seed, i))
       shots.push_back(all[j]);
     texts[i] = build_mc_request(all[i], shots);
-    seqs[i] = tokenize_mc(tk, texts[i], detail::bos_of(pt), max_len);
+    try {
+      seqs[i] = tokenize_mc(tk, texts[i], detail::bos_of(pt), max_len);
+    } catch (const FormatError& e) {
+      DS_THROW(FormatError, "{}:{}: {}", data.string(), all[i].line, e.what());
+    }
   }
   uint64_t tokens = 0;
   for (const auto& item : seqs)

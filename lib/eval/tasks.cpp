@@ -182,14 +182,14 @@ std::vector<ScoredSequence> tokenize_mc(const tok::Tokenizer& tokenizer, const M
                                         std::optional<tok::TokenId> bos, size_t max_len) {
   const std::vector<tok::TokenId> prompt = tokenizer.encode(r.prompt, false);
   std::vector<ScoredSequence> out;
-  for (const std::string& cont : r.continuations) {
-    const std::vector<tok::TokenId> c = tokenizer.encode(cont, false);
+  for (size_t k = 0; k < r.continuations.size(); ++k) {
+    const std::vector<tok::TokenId> c = tokenizer.encode(r.continuations[k], false);
     const size_t head = bos ? 1 : 0;
     size_t drop = 0;
     if (max_len > 0) {
       if (head + c.size() > max_len)
-        DS_THROW(UsageError, "continuation of {} tokens does not fit --max-len {}",
-                 c.size(), max_len);
+        DS_THROW(FormatError, "choice {}: {} tokens do not fit --max-len {}", k, c.size(),
+                 max_len);
       const size_t total = head + prompt.size() + c.size();
       drop = total > max_len ? total - max_len : 0;
     }
@@ -198,7 +198,7 @@ std::vector<ScoredSequence> tokenize_mc(const tok::Tokenizer& tokenizer, const M
     s.tokens.insert(s.tokens.end(), prompt.begin() + ptrdiff_t(drop), prompt.end());
     s.score_begin = s.tokens.size();
     s.tokens.insert(s.tokens.end(), c.begin(), c.end());
-    s.bytes = cont.size();
+    s.bytes = r.continuations[k].size();
     out.push_back(std::move(s));
   }
   return out;

@@ -156,6 +156,13 @@ ChatTemplate ChatTemplate::from_config_json(std::string_view text, const std::st
   return t;
 }
 
+void ChatTemplate::check_tokens(const tok::Tokenizer& tok, const std::string& source) const {
+  for (const auto& [field, text] : {std::pair{"bos_token", &bos_}, {"eos_token", &eos_}})
+    if (tok.encode(*text).size() != 1)   // added tokens matched, as in rendered chats
+      DS_THROW(FormatError, "{}: {} '{}' is not one token of the tokenizer", source, field,
+               *text);
+}
+
 RenderedChat ChatTemplate::render(const std::vector<ChatMessage>& messages,
                                   bool add_generation_prompt) const {
   RenderedChat r;

@@ -162,7 +162,9 @@ void load_tokenizer_files(Pretrained& pt, const PretrainedOptions& opt) {
   }
   try {
     pt.chat_template = infer::ChatTemplate::from_tokenizer_config(tc);
+    if (pt.tokenizer) pt.chat_template->check_tokens(*pt.tokenizer, tc.string());
   } catch (const FormatError& e) {
+    pt.chat_template.reset();
     pt.chat_template_error = e.what();   // only chat-formatted use fails
   }
 }
@@ -206,6 +208,16 @@ Pretrained load_pretrained(const fs::path& dir_in, const PretrainedOptions& opt)
                  pt.mtp_layers_in_file == 0 ? "none (speculative decoding unavailable)"
                                             : "those");
   pt.args.n_mtp_layers = std::min(want_mtp, pt.mtp_layers_in_file);
+
+  // A config.json describing a bigger model than the weights hold (a typo in
+  // num_hidden_layers or hidden_size) fails here, before that model is allocated.
+  const ParamCounts want = count_params(pt.args);
+  int64_t held = 0;
+  for (const std::string& n : st.names()) held += st.get(n).numel();
+  if (want.total + want.mtp > held)
+    DS_THROW(FormatError, "{}: describes a model of {} parameters, but the weights in {} hold "
+             "{} values: config.json does not match the weights", cfg.string(),
+             want.total + want.mtp, pt.dir.string(), held);
 
   pt.store = std::make_unique<ParamStore>();
   pt.store->set_device(opt.device);

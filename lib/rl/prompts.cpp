@@ -36,8 +36,14 @@ RlPrompt parse_record(const std::string& text, const std::string& src, size_t li
     DS_CHECK_AS(FormatError, j["messages"].is_array(), "{}: field 'messages' must be an array",
                 src);
     p.messages = infer::parse_messages(j["messages"].dump(), src);
-    for (const infer::ChatMessage& m : p.messages)
-      if (m.role == "user" && m.content) p.prompt = *m.content;
+    for (size_t i = 0; i < p.messages.size(); ++i) {
+      const std::string& role = p.messages[i].role;
+      DS_CHECK_AS(FormatError,
+                  role == "system" || role == "user" || role == "assistant" || role == "tool",
+                  "{}: messages[{}]: unknown role \"{}\" (system, user, assistant, tool)", src,
+                  i, role);
+      if (role == "user" && p.messages[i].content) p.prompt = *p.messages[i].content;
+    }
     DS_CHECK_AS(FormatError, !p.messages.empty() && p.messages.back().role == "user",
                 "{}: field 'messages' must end with a user turn", src);
   }

@@ -2,7 +2,8 @@
 // `/bin/sh -c COMMAND` with its stdin/stdout on pipes, one poll() loop that writes the JSON
 // lines and reads the rewards concurrently (no deadlock however large the batch), SIGPIPE
 // blocked on this thread while writing (a command that stops reading gives EPIPE, not a
-// signal), an optional deadline after which the child is killed, then strict line parsing.
+// signal), an optional deadline (over the whole conversation, the exit included) after which
+// the command's process group is killed, then strict line parsing.
 #include "ds/rl/reward_command.hpp"
 
 #include <nlohmann/json.hpp>
@@ -100,9 +101,15 @@ pid_t spawn(const std::string& command, Fd& to_child, Fd& from_child) {
   posix_spawn_file_actions_adddup2(&fa, out_w.fd, 1);
   std::string sh = "sh", dash_c = "-c", cmd = command;
   char* argv[] = {sh.data(), dash_c.data(), cmd.data(), nullptr};
+  // Its own process group, so that a timeout kills what the shell started too.
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setpgroup(&attr, 0);
   pid_t pid = -1;
-  const int rc = posix_spawn(&pid, "/bin/sh", &fa, nullptr, argv, environ);
+  const int rc = posix_spawn(&pid, "/bin/sh", &fa, &attr, argv, environ);
   posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
   if (rc != 0)
     DS_THROW(IoError, "{}: cannot start /bin/sh: {}", quoted(command), std::strerror(rc));
   ::fcntl(to_child.fd, F_SETFL, ::fcntl(to_child.fd, F_GETFL) | O_NONBLOCK);
@@ -151,7 +158,16 @@ Child converse(const std::string& command, const std::string& input, double time
   }
   to_child.close_now();
   from_child.close_now();
-  if (c.timed_out || c.too_much) ::kill(c.pid, SIGKILL);
+  // Its stdout is closed; the deadline also holds for its exit (it may go on after answering).
+  while (!c.timed_out && !c.too_much && timeout_s > 0) {
+    const pid_t r = ::waitpid(c.pid, &c.status, WNOHANG);
+    if (r == c.pid) return c;
+    if (r < 0 && errno != EINTR)
+      DS_THROW(IoError, "{}: waitpid: {}", quoted(command), std::strerror(errno));
+    if (Clock::now() >= deadline) c.timed_out = true;
+    else ::usleep(2000);
+  }
+  if (c.timed_out || c.too_much) ::kill(-c.pid, SIGKILL);   // the whole group
   while (::waitpid(c.pid, &c.status, 0) < 0 && errno == EINTR) {
   }
   return c;

@@ -92,8 +92,10 @@ DataSetup load_data(const SftOptions& o) {
     DS_THROW(UsageError, "{}: no tokenizer (give --tokenizer)", d.tokenizer_path);
   d.tok.emplace(tok::Tokenizer::from_file(d.tokenizer_path));
   const fs::path cfg = fs::path(d.tokenizer_path).parent_path() / "tokenizer_config.json";
-  if (fs::exists(cfg)) d.tmpl = infer::ChatTemplate::from_tokenizer_config(cfg);
-  else spdlog::info("{}: not found; using the built-in DeepSeek-V3 chat template", cfg.string());
+  if (fs::exists(cfg)) {
+    d.tmpl = infer::ChatTemplate::from_tokenizer_config(cfg);
+    d.tmpl.check_tokens(*d.tok, cfg.string());
+  } else spdlog::info("{}: not found; using the built-in DeepSeek-V3 chat template", cfg.string());
   d.pad_id = int32_t(d.tok->token_to_id(tok::special::kPad).value_or(d.tok->eos_id().value_or(0)));
   TokenizeOptions topt{loss_on, o.seq_len + 1, o.truncate};
   d.train = load_samples(o.data, d.tmpl, *d.tok, topt, o.threads);
@@ -243,6 +245,7 @@ void Run::init() {
 }
 
 void Run::resume(const fs::path& dir) {
+  train::check_resume_config(dir, args, "the same --init (its config.json)");
   train::TrainerState saved =
       ranks->active() ? train::load_checkpoint(dir, params, ranks->opt(),
                                                train::CheckpointLoadOptions{ranks->partial_model()})

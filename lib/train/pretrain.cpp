@@ -104,6 +104,7 @@ void Run::init() {
   st.total_tokens = setup.total_tokens;
   st.data_fingerprint = data_fingerprint(dataset->manifest(), val);
   if (!setup.resume_from.empty()) {
+    check_resume_config(setup.resume_from, setup.args, "the same --preset or --model-config");
     // an expert- or pipeline-parallel rank loads only the tensors it holds
     TrainerState saved = ranks->active()
                              ? load_checkpoint(setup.resume_from, params, ranks->opt(),

@@ -297,6 +297,9 @@ TrainerState load_model_state(const fs::path& dir, model::ParamStore& params,
     DS_THROW(FormatError, "{}: not a training checkpoint (no training_state/trainer_state.json)",
              dir.string());
   TrainerState st = parse_trainer_state(io::read_file(state_file), state_file.string());
+  if (const auto named = io::checkpoint_step(dir); named && *named != uint64_t(st.step))
+    DS_THROW(FormatError, "{}: step {} does not match its checkpoint directory {}",
+             state_file.string(), st.step, dir.filename().string());
   io::SafetensorsDir weights(dir);
   model::LoadOptions mo;
   mo.subset = lo.subset;

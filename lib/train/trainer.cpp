@@ -12,6 +12,7 @@
 
 #include "ds/core/error.hpp"
 #include "ds/core/interrupt.hpp"
+#include "ds/core/name_list.hpp"
 #include "ds/io/checkpoint.hpp"
 
 namespace ds::train {
@@ -48,6 +49,24 @@ std::vector<double> StepAccumulator::maxvio() const {
   out.reserve(expert_counts.size());
   for (const auto& c : expert_counts) out.push_back(max_violation(c));
   return out;
+}
+
+void check_resume_config(const fs::path& ckpt, const model::ModelArgs& run,
+                         const std::string& hint) {
+  const fs::path cfg = ckpt / "config.json";
+  const json saved = json::parse(model::to_hf_json(model::load_config(cfg)));
+  const json here = json::parse(model::to_hf_json(run));
+  std::vector<std::string> differ;
+  for (const auto& [key, value] : saved.items()) {
+    const auto it = here.find(key);
+    const std::string now = it == here.end() ? "none" : it->dump();
+    if (now != value.dump()) differ.push_back(fmt::format("{} {} vs {}", key, value.dump(), now));
+  }
+  for (const auto& [key, value] : here.items())
+    if (!saved.contains(key)) differ.push_back(fmt::format("{} none vs {}", key, value.dump()));
+  if (!differ.empty())
+    DS_THROW(UsageError, "{}: the checkpoint's model differs from this run's (checkpoint vs "
+             "run: {}); resume with {}", cfg.string(), name_list(differ), hint);
 }
 
 bool finite_or_skip(TrainerState& st, double loss, const GradStats& grads, bool skip_nonfinite,

@@ -237,6 +237,10 @@ TEST_CASE("ds-eval mc: accuracy computed by hand from logits; sample log") {
   CHECK_THROWS_WITH_AS(eval::eval_mc(fx.pt, o), doctest::Contains("max_seq_len"), UsageError);
   o.max_len = fx.pt.args.max_seq_len;
   CHECK(eval::eval_mc(fx.pt, o).metrics.size() == r.metrics.size());
+  o.max_len = 1;   // no room for any choice after the BOS: the data is at fault, file:line
+  CHECK_THROWS_WITH_AS(eval::eval_mc(fx.pt, o), doctest::Contains("items.jsonl:1: choice 0"),
+                       FormatError);
+  o.max_len = 0;
   eval::McOptions piqa;
   piqa.common = o.common;
   piqa.data = data.string();

@@ -186,5 +186,5 @@ TEST_CASE("real PIQA validation set and DeepSeek tokenizer") {
   CHECK(cut[0].tokens.size() == seqs[0].tokens.size() - 3);
   CHECK(cut[0].tokens[0] == 0);
   CHECK(cut[0].tokens.size() - cut[0].score_begin == seqs[0].tokens.size() - seqs[0].score_begin);
-  CHECK_THROWS_AS(tokenize_mc(tok, r, 0u, 2), ds::UsageError);
+  CHECK_THROWS_AS(tokenize_mc(tok, r, 0u, 2), ds::FormatError);
 }

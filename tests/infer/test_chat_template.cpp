@@ -3,6 +3,7 @@
 // shared data, the rendered text tokenised by the real tokenizer (BOS 0, User 128803,
 // Assistant 128804, EOS 1) plus streaming detokenisation with TokenText.
 #include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <filesystem>
@@ -204,8 +205,16 @@ TEST_CASE("the chat template ds-tokenize writes is accepted and renders DeepSeek
   o.vocab_size = 300;
   ds::tok::BpeTrainer trainer(o);
   trainer.add_text("hello world, hello chat");
-  trainer.train();
+  const auto tok = ds::tok::Tokenizer::from_json(trainer.train(), "trained tokenizer.json");
   auto t = ds::infer::ChatTemplate::from_config_json(trainer.tokenizer_config_json(), "trained");
+  CHECK_NOTHROW(t.check_tokens(tok, "trained"));
+  // A bos_token that is not a token would be rendered as text: refused, naming the file.
+  auto cfg = nlohmann::json::parse(trainer.tokenizer_config_json());
+  cfg["bos_token"] = "<nope>";
+  const auto bad = ds::infer::ChatTemplate::from_config_json(cfg.dump(), "cfg.json");
+  CHECK_THROWS_WITH_AS(bad.check_tokens(tok, "cfg.json"),
+                       doctest::Contains("cfg.json: bos_token '<nope>' is not one token"),
+                       ds::FormatError);
   std::vector<ds::infer::ChatMessage> m(1);
   m[0].role = "user";
   m[0].content = "hi";

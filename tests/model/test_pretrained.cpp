@@ -296,6 +296,18 @@ TEST_CASE("pretrained: layers past the declared MTP layers; a config with fewer 
   const Pretrained u = load_pretrained(tmp.p / "undeclared");
   CHECK(u.args.n_mtp_layers == 0);
   CHECK(!u.stats.ignored.empty());
+  // A config far bigger than the weights (10^5 layers, 1M-wide): refused before it is built.
+  for (const auto& [key, value] : {std::pair{"num_hidden_layers", 100000},
+                                   {"hidden_size", 1 << 20}}) {
+    write_hf_checkpoint(tmp.p / "huge", m.ps, m.args, full);
+    cfg = nlohmann::json::parse(io::read_file(tmp.p / "huge" / "config.json"));
+    cfg[key] = value;
+    io::write_file_atomic(tmp.p / "huge" / "config.json", cfg.dump());
+    INFO(key);
+    CHECK_THROWS_WITH_AS(load_pretrained(tmp.p / "huge"),
+                         doctest::Contains("config.json does not match the weights"),
+                         FormatError);
+  }
 }
 
 TEST_CASE("pretrained: every checkpoint defect is reported, all in one error") {

@@ -166,12 +166,17 @@ def test_errors(R, pre, prompts, verifier, work, b):
     bad = os.path.join(work, "bad.jsonl")
     with open(bad, "w") as f:
         f.write('{"prompt": "1 + 1 =", "reference": "2"}\n{"prompt": 3}\n')
+    role = os.path.join(work, "role.jsonl")
+    with open(role, "w") as f:
+        f.write('{"messages": [{"role": "bot", "content": "a"}, {"role": "user", "content": "b"}]}\n')
     other = os.path.join(work, "other.jsonl")
     with open(other, "w") as f:
         f.write('{"prompt": "Question: what is 1 plus 1? Answer:", "reference": "#### 2"}\n')
     nowhere = os.path.join(work, "rl_none")
     cases = [
         ("bad prompts line", rl_args(pre, bad, verifier, nowhere, 1), 1, "bad.jsonl:2"),
+        ("unknown role", rl_args(pre, role, verifier, nowhere, 1), 1,
+         'role.jsonl:1: messages[0]: unknown role "bot"'),
         ("resume with other prompts", rl_args(pre, other, verifier, b, 6), 2, "fingerprint"),
         ("group of one", rl_args(pre, prompts, verifier, nowhere, 1, group=1), 2,
          "--group-size must be at least 2"),

@@ -1,9 +1,12 @@
 // The reward command protocol: a shell verifier reading JSON lines and printing one reward per
 // line; failure exits, garbage, too few / too many lines (errors naming the command and the
-// line), a command that ignores its input, a timeout, and a batch far larger than the pipe
-// buffers in both directions (no deadlock).
+// line), a command that ignores its input, a timeout (its exit included; the process group
+// killed), and a batch far larger than the pipe buffers in both directions (no deadlock).
 #include <doctest/doctest.h>
+#include <unistd.h>
 
+#include <cstdio>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -87,6 +90,37 @@ TEST_CASE("reward command: failures and garbage name the command and the line") 
   CHECK(has(m, "killed by signal 9"));
   m = error_of<ds::IoError>([] { run_reward_command("sleep 5", items(1), 0.3); });
   CHECK(has(m, "no answer within --reward-timeout 0.3 s"));
+  // The deadline holds for its exit too: an answer, stdout closed, then it lingers.
+  m = error_of<ds::IoError>(
+      [] { run_reward_command("cat >/dev/null; echo 1; exec >&-; sleep 5", items(1), 0.3); });
+  CHECK(has(m, "no answer within --reward-timeout 0.3 s"));
+}
+
+namespace {
+// A process that is gone or a zombie waiting to be reaped.
+bool ended(const std::string& pid) {
+  std::ifstream f("/proc/" + pid + "/stat");
+  std::string pid_field, comm, state;
+  return !(f >> pid_field >> comm >> state) || state == "Z" || state == "X";
+}
+}  // namespace
+
+TEST_CASE("reward command: a timeout kills what the shell started too") {
+  const std::string file = "reward_child_" + std::to_string(::getpid()) + ".pid";
+  std::remove(file.c_str());
+  const std::string cmd = "sleep 30 & echo $! > " + file + "; wait";
+  const std::string m = error_of<ds::IoError>([&] { run_reward_command(cmd, items(1), 0.5); });
+  CHECK(has(m, "no answer within"));
+  std::string pid;
+  std::ifstream(file) >> pid;
+  REQUIRE_FALSE(pid.empty());
+  bool gone = false;
+  for (int i = 0; i < 200 && !gone; ++i) {   // SIGKILL is delivered at once; allow a moment
+    gone = ended(pid);
+    if (!gone) ::usleep(10000);
+  }
+  CHECK(gone);
+  std::remove(file.c_str());
 }
 
 TEST_CASE("reward command: a batch much larger than the pipe buffers does not deadlock") {

@@ -154,6 +154,29 @@ def test_errors(P, tok, data, work):
         f.truncate(os.path.getsize(st) // 2)
     rc, _, err = run(P, *base_args(tok, data, broken, 10), "--resume")
     check(rc == 1 and "model.safetensors" in err, f"corrupt checkpoint: exit {rc}, {err.strip()[:160]}")
+    # trainer_state.json's step must be its directory's
+    shutil.rmtree(broken)
+    shutil.copytree(good, broken)
+    ts = os.path.join(broken, "step-00000008", "training_state", "trainer_state.json")
+    state = json.load(open(ts))
+    state["step"] = 5
+    json.dump(state, open(ts, "w"))
+    rc, _, err = run(P, *base_args(tok, data, broken, 10), "--resume")
+    check(rc == 1 and "does not match its checkpoint directory step-00000008" in err,
+          f"step unlike the directory's: exit {rc}, {err.strip()[:160]}")
+    # the checkpoint's config.json must describe the run's model, and be readable
+    shutil.rmtree(broken)
+    shutil.copytree(good, broken)
+    cj = os.path.join(broken, "step-00000008", "config.json")
+    cfg = json.load(open(cj))
+    cfg["rope_theta"] = 500.0
+    json.dump(cfg, open(cj, "w"))
+    rc, _, err = run(P, *base_args(tok, data, broken, 10), "--resume")
+    check(rc == 2 and "differs from this run's" in err and "rope_theta" in err,
+          f"resume of another model: exit {rc}, {err.strip()[:200]}")
+    open(cj, "w").write("{")
+    rc, _, err = run(P, *base_args(tok, data, broken, 10), "--resume")
+    check(rc == 1 and "config.json" in err, f"malformed config.json: exit {rc}, {err.strip()[:160]}")
     # non-finite: a huge learning rate blows the weights up
     nf = os.path.join(work, "nonfinite")
     shutil.rmtree(nf, ignore_errors=True)

@@ -12,6 +12,10 @@
 #include <string_view>
 #include <vector>
 
+namespace ds::tok {
+class Tokenizer;
+}
+
 namespace ds::infer {
 
 struct ToolCall {
@@ -61,6 +65,10 @@ class ChatTemplate {
 
   const std::string& bos_token() const { return bos_; }
   const std::string& eos_token() const { return eos_; }
+
+  // FormatError naming `source` (its tokenizer_config.json) unless bos_token and eos_token
+  // each encode to one token of `tok`: rendered text must give the BOS and EOS ids.
+  void check_tokens(const tok::Tokenizer& tok, const std::string& source) const;
 
  private:
   std::string bos_, eos_;

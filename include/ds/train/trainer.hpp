@@ -73,6 +73,12 @@ std::filesystem::path save_run_checkpoint(const std::filesystem::path& run_dir, 
                                           const model::ParamStore& params, AdamW& opt,
                                           const TrainerState& st);
 
+// A resume continues the model the checkpoint holds: `ckpt`/config.json (FormatError when
+// missing or malformed) must describe the same model as `run` (UsageError naming the keys that
+// differ, with `hint`: how this tool is given the model).
+void check_resume_config(const std::filesystem::path& ckpt, const model::ModelArgs& run,
+                         const std::string& hint);
+
 // --resume: "auto" -> the latest complete checkpoint in run_dir (empty path if there is none);
 // "never" -> empty path, and a UsageError if run_dir already holds checkpoints (keep-last would
 // mix the two runs' checkpoints); "" -> empty path (library callers); otherwise that directory
