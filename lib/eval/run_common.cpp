@@ -19,6 +19,17 @@ namespace ds::eval::detail {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// Both name one file: the same existing file, or the same path once made absolute and normal.
+bool same_file(const fs::path& a, const fs::path& b) {
+  std::error_code ec;
+  if (fs::equivalent(a, b, ec)) return true;
+  return fs::absolute(a, ec).lexically_normal() == fs::absolute(b, ec).lexically_normal();
+}
+
+}  // namespace
+
 void check_common(const CommonEvalOptions& o) {
   if (o.device != "cpu" && o.device != "cuda")
     DS_THROW(UsageError, "--device {}: unknown device (cpu, cuda)", o.device);
@@ -35,6 +46,18 @@ void check_common(const CommonEvalOptions& o) {
                 "{} {}: is a directory (expected a file name)", flag, path);
     DS_CHECK_AS(UsageError, dir.empty() || fs::is_directory(dir, ec),
                 "{} {}: directory {} does not exist", flag, path, dir.string());
+  }
+  if (!o.out.empty() && !o.log_samples.empty())
+    DS_CHECK_AS(UsageError, !same_file(o.out, o.log_samples),
+                "--out {} and --log-samples {}: the same file", o.out, o.log_samples);
+}
+
+void check_outputs_not_inputs(const CommonEvalOptions& o, const std::vector<std::string>& inputs) {
+  for (const auto& [path, flag] : {std::pair{o.out, "--out"}, {o.log_samples, "--log-samples"}}) {
+    if (path.empty()) continue;
+    for (const std::string& in : inputs)
+      DS_CHECK_AS(UsageError, in.empty() || !same_file(path, in),
+                  "{} {}: is the input file {} (it would be overwritten)", flag, path, in);
   }
 }
 

@@ -75,6 +75,7 @@ EvalReport eval_generate(model::Pretrained& pt, const GenOptions& o) {
     DS_THROW(FormatError, "--chat: {}", pt.chat_template_error);
   GenSpec spec;
   const fs::path data = gen_data(o, spec);
+  detail::check_outputs_not_inputs(o.common, {data.string()});
   const AnswerExtractor extract =
       o.answer_regex.empty() ? AnswerExtractor() : AnswerExtractor(o.answer_regex);
   const std::vector<GenItem> all = load_gen(data, spec);
@@ -155,6 +156,8 @@ EvalReport eval_generate(model::Pretrained& pt, const GenOptions& o) {
 
 EvalReport run_generate(const GenOptions& o) {
   detail::check_common(o.common);
+  GenSpec spec;   // task flags and output paths checked before the model is loaded
+  detail::check_outputs_not_inputs(o.common, {gen_data(o, spec).string()});
   model::Pretrained pt = detail::load_model_for_eval(o.common);
   EvalReport r = eval_generate(pt, o);
   detail::write_report(r, o.common);

@@ -66,6 +66,13 @@ McSpec mc_spec(const McOptions& o, fs::path& data) {
   return s;
 }
 
+// The files an evaluation reads: the data file and its labels file, if any.
+std::vector<std::string> mc_inputs(const McOptions& o, const McSpec& s, const fs::path& data) {
+  std::vector<std::string> in{data.string()};
+  if (s.labels_file) in.push_back(o.labels.empty() ? default_labels_path(data).string() : o.labels);
+  return in;
+}
+
 }  // namespace
 
 EvalReport eval_mc(model::Pretrained& pt, const McOptions& o) {
@@ -73,6 +80,7 @@ EvalReport eval_mc(model::Pretrained& pt, const McOptions& o) {
   DS_CHECK_AS(UsageError, o.shots >= 0 && o.max_len >= 0, "--shots and --max-len must be >= 0");
   fs::path data;
   const McSpec spec = mc_spec(o, data);
+  detail::check_outputs_not_inputs(o.common, mc_inputs(o, spec, data));
   const tok::Tokenizer& tk = detail::tokenizer_of(pt);
   const ops::Context ctx = detail::make_context(o.common);
   DS_CHECK_AS(UsageError, o.max_len <= pt.args.max_seq_len,
@@ -137,7 +145,8 @@ EvalReport run_mc(const McOptions& o) {
   detail::check_common(o.common);
   DS_CHECK_AS(UsageError, o.shots >= 0 && o.max_len >= 0, "--shots and --max-len must be >= 0");
   fs::path data;
-  (void)mc_spec(o, data);   // flag errors before the model is loaded
+  const McSpec spec = mc_spec(o, data);   // flag errors before the model is loaded
+  detail::check_outputs_not_inputs(o.common, mc_inputs(o, spec, data));
   model::Pretrained pt = detail::load_model_for_eval(o.common);
   EvalReport r = eval_mc(pt, o);
   detail::write_report(r, o.common);

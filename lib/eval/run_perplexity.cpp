@@ -72,10 +72,17 @@ void check_options(const model::Pretrained& pt, const PerplexityOptions& o, int6
   DS_CHECK_AS(UsageError, s <= w, "--stride {} exceeds --window {}", s, w);
 }
 
+std::vector<std::string> perplexity_inputs(const PerplexityOptions& o) {
+  std::vector<std::string> in = o.files;
+  if (!o.data.empty()) in.push_back(o.data);
+  return in;
+}
+
 }  // namespace
 
 EvalReport eval_perplexity(model::Pretrained& pt, const PerplexityOptions& o) {
   detail::check_common(o.common);
+  detail::check_outputs_not_inputs(o.common, perplexity_inputs(o));
   int64_t W = 0, S = 0;
   check_options(pt, o, W, S);
   const ops::Context ctx = detail::make_context(o.common);
@@ -131,6 +138,7 @@ EvalReport eval_perplexity(model::Pretrained& pt, const PerplexityOptions& o) {
 
 EvalReport run_perplexity(const PerplexityOptions& o) {
   detail::check_common(o.common);
+  detail::check_outputs_not_inputs(o.common, perplexity_inputs(o));
   model::Pretrained pt = detail::load_model_for_eval(o.common);
   EvalReport r = eval_perplexity(pt, o);
   detail::write_report(r, o.common);

@@ -172,6 +172,10 @@ std::vector<int32_t> parse_request(const Session& s, const std::string& line, si
     } catch (const FormatError& e) {   // the template's own checks (roles, contents)
       DS_THROW(FormatError, "{}: {}", src, e.what());
     }
+    // the reply is generated after the last message, which must be one to reply to
+    DS_CHECK_AS(FormatError, msgs.back().role == "user" || msgs.back().role == "tool",
+                "{}: messages[{}]: a request ends with a user or tool message, not {}", src,
+                msgs.size() - 1, msgs.back().role);
   }
   if (const std::string why = overflow(s, int64_t(ids.size())); !why.empty())
     DS_THROW(FormatError, "{}: {}", src, why);

@@ -252,7 +252,11 @@ ModelArgs from_hf_json(const std::string& text, const std::string& src) {
   if (!j.is_object()) DS_THROW(ConfigError, "{}: config is not a JSON object", src);
   Reader r{j, src};
   // DeepSeek-V2 configs share the keys; their defaults for absent keys differ.
-  const bool v2 = r.get_string("model_type", "deepseek_v3") == "deepseek_v2";
+  const std::string model_type = r.get_string("model_type", "deepseek_v3");
+  if (model_type != "deepseek_v3" && model_type != "deepseek_v2")
+    DS_THROW(ConfigError, "{}: model_type '{}' is not supported (deepseek_v3 or deepseek_v2)", src,
+             model_type);
+  const bool v2 = model_type == "deepseek_v2";
   ModelArgs a;
   a.vocab_size = r.get_int("vocab_size");
   a.dim = r.get_int("hidden_size");

@@ -26,13 +26,19 @@ std::vector<double> group_advantages(std::span<const double> rewards, int64_t gr
     const auto r = rewards.subspan(size_t(g0), size_t(G));
     const auto [lo, hi] = std::minmax_element(r.begin(), r.end());
     if (*lo == *hi) continue;   // no signal: exact zeros (not rounding noise / eps)
+    // (r - mean) / (sd + eps) is computed on r / c with eps / c: the same value, but rewards
+    // near the double range (1e308) no longer overflow the sum or the squares. c = 1 for
+    // ordinary rewards, so their advantages are unchanged to the bit.
+    const double big = std::max(std::abs(*lo), std::abs(*hi));
+    const double c = big > 1e150 ? big : 1.0;
     double mean = 0;
-    for (double v : r) mean += v;
+    for (double v : r) mean += v / c;
     mean /= double(G);
     double ss = 0;
-    for (double v : r) ss += (v - mean) * (v - mean);
+    for (double v : r) ss += (v / c - mean) * (v / c - mean);
     const double sd = std::sqrt(ss / double(G - 1));
-    for (int64_t i = 0; i < G; ++i) a[size_t(g0 + i)] = (r[size_t(i)] - mean) / (sd + adv_eps);
+    for (int64_t i = 0; i < G; ++i)
+      a[size_t(g0 + i)] = (r[size_t(i)] / c - mean) / (sd + adv_eps / c);
   }
   return a;
 }

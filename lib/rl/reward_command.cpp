@@ -219,11 +219,13 @@ std::vector<double> run_reward_command(const std::string& command,
     const std::string s(trim(lines[i]));
     char* end = nullptr;
     errno = 0;
-    const double v = s.empty() ? NAN : std::strtod(s.c_str(), &end);
+    // decimal notation only: strtod would also take hex ("0x10"), "inf" and "nan"
+    const bool decimal = s.find_first_not_of("0123456789+-.eE") == std::string::npos;
+    const double v = s.empty() || !decimal ? NAN : std::strtod(s.c_str(), &end);
     // the whole line, so "1\0x" (an embedded NUL) is no number either
     DS_CHECK_AS(FormatError, !s.empty() && end == s.c_str() + s.size() && std::isfinite(v),
-                "{}: stdout line {}: '{}' is not a finite number (one reward per line expected)",
-                cmd, i + 1, shown(lines[i]));
+                "{}: stdout line {}: '{}' is not a finite decimal number (one reward per line "
+                "expected)", cmd, i + 1, shown(lines[i]));
     out.push_back(v);
   }
   DS_CHECK_AS(FormatError, out.size() == n,

@@ -98,9 +98,18 @@ DataSetup load_data(const SftOptions& o) {
   } else spdlog::info("{}: not found; using the built-in DeepSeek-V3 chat template", cfg.string());
   d.pad_id = int32_t(d.tok->token_to_id(tok::special::kPad).value_or(d.tok->eos_id().value_or(0)));
   TokenizeOptions topt{loss_on, o.seq_len + 1, o.truncate};
+  // --truncate keeps a sample's first --seq-len + 1 tokens; one left with no assistant token
+  // is dropped, and a set left empty is an error naming the flags.
+  auto check_kept = [&](const SampleSet& set, const std::string& what) {
+    if (set.samples.empty() && set.dropped > 0)
+      DS_THROW(UsageError, "--truncate at --seq-len {}: all {} {} samples lost every assistant "
+               "token (raise --seq-len)", o.seq_len, set.dropped, what);
+  };
   d.train = load_samples(o.data, d.tmpl, *d.tok, topt, o.threads);
+  check_kept(d.train, "training");
   if (!o.val_data.empty()) {
     d.val = load_samples({o.val_data}, d.tmpl, *d.tok, topt, o.threads);
+    check_kept(d.val, "--val-data");
   } else if (o.val_fraction > 0) {   // a seeded choice of samples, kept in file order
     const int64_t n = int64_t(d.train.samples.size());
     const int64_t n_val = std::max<int64_t>(1, std::llround(o.val_fraction * double(n)));

@@ -103,7 +103,13 @@ void Tokenizer::Impl::load_vocab(const json& v, const std::string& where) {
   }
   for (int b = 0; b < 256; ++b) {
     auto f = token_ids.find(byte_to_unicode(static_cast<unsigned char>(b)));
-    if (f != token_ids.end()) bpe.byte_ids[size_t(b)] = f->second;
+    // Without a token for every byte, text holding that byte could not be encoded (it would
+    // be dropped), so such a vocab is refused here rather than corrupting encodes later.
+    if (f == token_ids.end())
+      DS_THROW(FormatError, "{}: no token for byte 0x{:02x} (\"{}\"); a byte-level BPE vocab "
+               "needs all 256 byte tokens", where, b,
+               one_line(byte_to_unicode(static_cast<unsigned char>(b))));
+    bpe.byte_ids[size_t(b)] = f->second;
   }
 }
 

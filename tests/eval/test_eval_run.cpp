@@ -408,6 +408,19 @@ TEST_CASE("ds-eval CLI: report, exit codes, one-line errors") {
                  "empty file");
   one_line_error(run_cli("perplexity" + model), 2, "either --data");
   one_line_error(run_cli("mc" + model + " --task piqa"), 2, "needs --data");
+  // an output naming an input, or both outputs naming one file: refused, the input kept
+  one_line_error(run_cli("perplexity" + model + " --out " + f.string() + " " + f.string()), 2,
+                 "is the input file");
+  CHECK(io::read_file(f) == kText);
+  one_line_error(run_cli("perplexity" + model + " --out " + out.string() + " --log-samples " +
+                         (fx.tmp.path() / "." / "report.json").string() + " " + f.string()),
+                 2, "the same file");
+  const fs::path piqa = fx.tmp.write("valid.jsonl", "{}\n");
+  const fs::path piqa_labels = fx.tmp.write("valid-labels.lst", "0\n");
+  for (const fs::path& in : {piqa, piqa_labels})
+    one_line_error(run_cli("mc" + model + " --task piqa --data " + piqa.string() + " --out " +
+                           in.string()),
+                   2, "is the input file");
 
   // generate --chat end to end through the CLI.
   const fs::path g =
@@ -421,4 +434,8 @@ TEST_CASE("ds-eval CLI: report, exit codes, one-line errors") {
   CHECK(gj["counts"]["items"] == 1);
   one_line_error(run_cli("generate" + model + " --task " + g.string() + " --system hi --shots 0"),
                  2, "--system needs --chat");
+  one_line_error(run_cli("generate" + model + " --task " + g.string() + " --log-samples " +
+                         g.string()),
+                 2, "is the input file");
+  CHECK(io::read_file(g).find("What is 1 + 2?") != std::string::npos);
 }

@@ -88,6 +88,10 @@ def test_errors(a, model):
     cases = [
         ("unknown role", json.dumps({"messages": [{"role": "bogus", "content": "hi"}]}),
          "unknown role"),
+        ("ends with the assistant's turn",
+         json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                  {"role": "assistant", "content": "hello"}]}),
+         "messages[1]: a request ends with a user or tool message, not assistant"),
         ("prompt longer than the context", json.dumps({"prompt": "the king " * 2000}),
          "exceeds the model's max_seq_len"),
     ]

@@ -167,6 +167,8 @@ TEST_CASE("inconsistent or malformed configs are ConfigErrors naming the field")
   expect_config_error(with("qk_rope_head_dim", 63), "qk_rope_head_dim");
   expect_config_error(with("hidden_size", 0), "hidden_size");
   expect_config_error(with("tie_word_embeddings", true), "tie_word_embeddings");
+  expect_config_error(with("model_type", "llama"), "model_type 'llama'");
+  expect_config_error(with("model_type", 3), "model_type");
   expect_config_error(with("num_key_value_heads", 1), "num_key_value_heads");
   expect_config_error(with("rms_norm_eps", -1.0), "rms_norm_eps");
   expect_config_error(with("bos_token_id", 129280), "bos_token_id");

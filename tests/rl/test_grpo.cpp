@@ -23,6 +23,13 @@ TEST_CASE("group advantages: (r - mean) / (sample std + eps), equal rewards give
   CHECK(std::fabs(s) < 1e-12);
   const auto b = group_advantages(std::vector<double>{3, 5}, 2, 0.0);
   CHECK(b[0] == doctest::Approx(-1 / std::sqrt(2.0)));
+  // rewards near the double range: the same advantages as their scaled-down copies
+  const auto huge = group_advantages(std::vector<double>{1e308, -1e308, 1e308, 0}, 4, 1e-4);
+  const auto unit = group_advantages(std::vector<double>{1, -1, 1, 0}, 4, 0.0);
+  for (size_t i = 0; i < 4; ++i) {
+    CHECK(std::isfinite(huge[i]));
+    CHECK(huge[i] == doctest::Approx(unit[i]).epsilon(1e-12));
+  }
 }
 
 TEST_CASE("k3 KL estimate: never negative, zero at equality, matches its formula") {

@@ -66,7 +66,7 @@ TEST_CASE("reward command: failures and garbage name the command and the line") 
   CHECK(has(m, "exited with status 3 after printing 1 of 2 reward lines"));
   m = error_of<ds::FormatError>(
       [] { run_reward_command("cat >/dev/null; echo 1; echo abc; echo 2", items(3)); });
-  CHECK(has(m, "stdout line 2: 'abc' is not a finite number"));
+  CHECK(has(m, "stdout line 2: 'abc' is not a finite decimal number"));
   m = error_of<ds::FormatError>(
       [] { run_reward_command("cat >/dev/null; echo 1; echo nan", items(2)); });
   CHECK(has(m, "stdout line 2"));
@@ -82,7 +82,15 @@ TEST_CASE("reward command: failures and garbage name the command and the line") 
   CHECK(has(m, "stdout line 1: '1 2'"));
   m = error_of<ds::FormatError>(
       [] { run_reward_command("cat >/dev/null; printf '1\\000x\\n'", items(1)); });
-  CHECK(has(m, "stdout line 1: '1?x' is not a finite number"));   // an embedded NUL
+  CHECK(has(m, "stdout line 1: '1?x' is not a finite decimal number"));   // an embedded NUL
+  for (const char* not_decimal : {"0x10", "inf", "-infinity", "1e999"}) {
+    m = error_of<ds::FormatError>([&] {
+      run_reward_command(std::string("cat >/dev/null; echo ") + not_decimal, items(1));
+    });
+    CHECK(has(m, "stdout line 1: '" + std::string(not_decimal) + "' is not a finite decimal"));
+  }
+  CHECK(run_reward_command("cat >/dev/null; echo +1; echo -.5e1", items(2)) ==
+        std::vector<double>{1, -5});
   m = error_of<ds::IoError>(
       [] { run_reward_command("definitely-not-a-command-ds-rl 2>/dev/null", items(1)); });
   CHECK(has(m, "exited with status 127"));

@@ -215,6 +215,14 @@ def test_errors(a, init):
                           "--truncate", "--check-data"))
     check(stats["truncated"] == 1 and stats["samples"] == 2 and stats["max_sample_tokens"] == 128,
           f"--truncate: {stats}")
+    # ... and a sample cut before its first assistant token is dropped; none left is an error
+    with open(os.path.join(w, "long-prompt.jsonl"), "w") as f:
+        f.write(json.dumps({"prompt": "the king " * 200, "completion": "Yes."}) + "\n")
+    rc, _, err = run(a.sft, "--init", init, "--data", os.path.join(w, "long-prompt.jsonl"), "--seq-len",
+                     127, "--truncate", "--check-data")
+    lines = [l for l in err.splitlines() if l.strip()]
+    check(rc == 2 and len(lines) == 1 and "all 1 training samples lost every assistant token" in lines[0],
+          f"--truncate dropping every sample: exit {rc}, {lines}")
 
 
 def main():

@@ -226,6 +226,11 @@ TEST_CASE("loader: every unsupported or malformed component is a FormatError") {
   expect_format_error(with("/model/vocab/ab", 3), "model.vocab: id 3 used by both");
   expect_format_error(with("/model/vocab/ab", -1), "model.vocab[\"ab\"]");
   expect_format_error(with("/model/vocab/ab", "x"), "model.vocab[\"ab\"]");
+  {
+    json j = base;
+    j["model"]["vocab"].erase("A");   // byte 0x41's token
+    expect_format_error(j, "model.vocab: no token for byte 0x41 (\"A\")");
+  }
   expect_format_error(with("/model/byte_fallback", true), "model.byte_fallback");
   expect_format_error(with("/model/dropout", 0.1), "model.dropout");
   expect_format_error(with("/model/unk_token", "<unk>"), "model.unk_token");
