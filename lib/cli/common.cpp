@@ -12,6 +12,7 @@
 #include <cstring>
 #include <exception>
 #include <iostream>
+#include <string_view>
 
 #include "ds/core/error.hpp"
 #include "ds/core/log.hpp"
@@ -41,6 +42,29 @@ void apply_common_options(const CommonOptions& opts) {
 }
 
 namespace {
+
+// An error message as one bounded line: control characters from the input a message quotes
+// (a role "a\nb", a tokenizer type) are written as \n, \t or \xNN, and a message quoting a huge
+// value is cut at 2000 bytes (on a UTF-8 boundary), saying how much was left out.
+std::string printable(std::string_view msg) {
+  constexpr size_t kMax = 2000;
+  std::string out;
+  size_t i = 0;
+  for (; i < msg.size() && out.size() < kMax; ++i) {
+    const auto c = static_cast<unsigned char>(msg[i]);
+    if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else if (c == '\r') out += "\\r";
+    else if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
+    else out += char(c);
+  }
+  while (i < msg.size() && (static_cast<unsigned char>(msg[i]) & 0xC0) == 0x80) {
+    out.pop_back();   // back to the start of the cut UTF-8 sequence
+    --i;
+  }
+  if (i < msg.size()) out += fmt::format("... ({} more bytes)", msg.size() - i);
+  return out;
+}
 
 // "" when `s` is a number (the whole string) for which `ok` holds, else the message.
 std::string number_check(const std::string& s, bool (*ok)(double), const char* what) {
@@ -134,7 +158,8 @@ int run_tool(CLI::App& app, int argc, char** argv, const CommonOptions& opts,
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "%s: error: %s (see '%s --help')\n", name.c_str(), e.what(), name.c_str());
+    std::fprintf(stderr, "%s: error: %s (see '%s --help')\n", name.c_str(),
+                 printable(e.what()).c_str(), name.c_str());
     return kExitUsage;
   }
   try {
@@ -148,7 +173,7 @@ int run_tool(CLI::App& app, int argc, char** argv, const CommonOptions& opts,
                errno ? ": " + std::string(std::strerror(errno)) : std::string());
     return kExitOk;
   } catch (const ds::Error& e) {
-    std::fprintf(stderr, "%s: error: %s\n", name.c_str(), e.what());
+    std::fprintf(stderr, "%s: error: %s\n", name.c_str(), printable(e.what()).c_str());
     SPDLOG_DEBUG("raised at {}:{} ({})", e.src_file(), e.src_line(), e.subsystem());
     // one failing rank must not leave the others waiting in a collective
     dist::abort_world(e.exit_code());
@@ -158,7 +183,7 @@ int run_tool(CLI::App& app, int argc, char** argv, const CommonOptions& opts,
     dist::abort_world(kExitRuntime);
     return kExitRuntime;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: error: %s\n", name.c_str(), e.what());
+    std::fprintf(stderr, "%s: error: %s\n", name.c_str(), printable(e.what()).c_str());
     dist::abort_world(kExitRuntime);
     return kExitRuntime;
   }

@@ -13,6 +13,7 @@
 #include "ds/model/checkpoint_io.hpp"
 #include "ds/model/pretrained.hpp"
 #include "ds/model/transformer.hpp"
+#include "ds/io/json_depth.hpp"
 
 namespace ds::convert::detail {
 
@@ -44,6 +45,7 @@ namespace {
 // reads the block size of any safetensors directory, DeepSeek-V3 or not).
 void read_config(InputCheckpoint& in, const fs::path& cfg, bool args) {
   const std::string text = io::read_file(cfg);
+  io::check_json_depth(text, cfg.string());
   try {
     in.config = nlohmann::ordered_json::parse(text);
   } catch (const nlohmann::json::exception& e) {

@@ -10,6 +10,7 @@
 #include "ds/core/error.hpp"
 #include "ds/io/file.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
+#include "ds/io/json_depth.hpp"
 
 namespace ds::infer {
 
@@ -133,6 +134,7 @@ ChatTemplate ChatTemplate::from_tokenizer_config(const std::filesystem::path& pa
 }
 
 ChatTemplate ChatTemplate::from_config_json(std::string_view text, const std::string& source) {
+  io::check_json_depth(text, source);
   json cfg;
   try {
     cfg = json::parse(text);
@@ -191,6 +193,7 @@ RenderedChat ChatTemplate::render(const std::vector<ChatMessage>& messages,
 }
 
 std::vector<ChatMessage> parse_messages(std::string_view text, const std::string& source) {
+  io::check_json_depth(text, source);
   json j;
   try {
     j = json::parse(text);

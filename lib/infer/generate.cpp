@@ -17,6 +17,7 @@
 #include "ds/core/thread_pool.hpp"
 #include "ds/infer/generator.hpp"
 #include "ds/model/pretrained.hpp"
+#include "ds/io/json_depth.hpp"
 
 namespace ds::infer {
 
@@ -146,6 +147,7 @@ void mode_prompt(Session& s) {
 // One JSONL request: {"prompt": str} or {"messages": [...]}, nothing else.
 std::vector<int32_t> parse_request(const Session& s, const std::string& line, size_t lineno) {
   const std::string src = fmt::format("<stdin>:{}", lineno);
+  io::check_json_depth(line, src);
   json j;
   try {
     j = json::parse(line);

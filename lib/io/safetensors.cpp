@@ -15,6 +15,7 @@
 
 #include "ds/core/error.hpp"
 #include "ds/io/file.hpp"
+#include "ds/io/json_depth.hpp"
 
 namespace ds::io {
 
@@ -169,6 +170,7 @@ std::pair<TensorView, std::pair<uint64_t, uint64_t>> parse_entry(
 
 void SafetensorsFile::parse_header(std::string_view js, uint64_t data_size) {
   const std::string f = path_.string();
+  check_json_depth(js, f);
   json h;
   try {
     h = json::parse(js.begin(), js.end());
@@ -354,9 +356,11 @@ SafetensorsDir::SafetensorsDir(const fs::path& dir_or_file) : source_(dir_or_fil
 
 void SafetensorsDir::open_index(const fs::path& index_path) {
   const std::string f = index_path.string();
+  const std::string text = read_file(index_path);
+  check_json_depth(text, f);
   json idx;
   try {
-    idx = json::parse(read_file(index_path));
+    idx = json::parse(text);
   } catch (const json::exception& e) {
     DS_THROW(FormatError, "{}: not valid JSON: {}", f, e.what());
   }

@@ -10,6 +10,7 @@
 
 #include "ds/core/error.hpp"
 #include "ds/io/file.hpp"
+#include "ds/io/json_depth.hpp"
 
 namespace ds::model {
 
@@ -243,6 +244,7 @@ void read_rope_scaling(const Reader& r, ModelArgs& a) {
 }  // namespace
 
 ModelArgs from_hf_json(const std::string& text, const std::string& src) {
+  io::check_json_depth(text, src);
   json j;
   try {
     j = json::parse(text);

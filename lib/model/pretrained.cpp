@@ -16,6 +16,7 @@
 #include "ds/io/checkpoint.hpp"
 #include "ds/io/file.hpp"
 #include "ds/io/safetensors.hpp"
+#include "ds/io/json_depth.hpp"
 
 namespace ds::model {
 
@@ -24,9 +25,11 @@ using nlohmann::json;
 
 QuantConfig read_quant_config(const fs::path& config_json) {
   const std::string src = config_json.string();
+  const std::string config_text = io::read_file(config_json);
+  io::check_json_depth(config_text, src);
   json j;
   try {
-    j = json::parse(io::read_file(config_json));
+    j = json::parse(config_text);
   } catch (const json::exception& e) {
     DS_THROW(ConfigError, "{}: not valid JSON: {}", src, e.what());
   }

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "ds/core/error.hpp"
+#include "ds/io/json_depth.hpp"
 
 namespace ds::rl {
 
@@ -17,6 +18,7 @@ using nlohmann::json;
 bool blank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std::string::npos; }
 
 RlPrompt parse_record(const std::string& text, const std::string& src, size_t line) {
+  io::check_json_depth(text, src);
   json j;
   try {
     j = json::parse(text);

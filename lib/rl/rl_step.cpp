@@ -274,7 +274,7 @@ void update(Run& r, std::vector<Sample>& samples, std::vector<MicroBatch>& micro
                                    r.o.out);
   } catch (const NumericsError&) {
     DS_THROW(NumericsError, "step {} update {}: non-finite loss ({}) or gradient; stopped without "
-             "saving: the last checkpoint in {} is intact", r.st.step, u + 1, acc.loss, r.o.out);
+             "saving (checkpoints already in {} are kept)", r.st.step, u + 1, acc.loss, r.o.out);
   }
   all.add(gs);
   rep.grad_norm += ur.grads.norm / double(r.o.updates);

@@ -41,6 +41,9 @@ using nlohmann::json;
 
 namespace {
 
+// Planning packs every epoch to count its rows; a run of more epochs than this is refused.
+constexpr int64_t kMaxEpochs = 100000;
+
 void check_flags(const SftOptions& o, bool need_out) {
   if (o.init.empty())
     DS_THROW(UsageError, "--init is required (a ds-pretrain checkpoint directory)");
@@ -63,6 +66,12 @@ void check_flags(const SftOptions& o, bool need_out) {
   train::validate(o.optimizer);
   train::check_flag_value(o.mtp_lambda, "--mtp-lambda");
   train::check_flag_value(o.balance_alpha, "--balance-alpha");
+  train::check_flag_value(o.gamma, "--bias-update-speed");
+  if (o.steps > INT64_MAX / o.batch_size)
+    DS_THROW(UsageError, "--steps {} x --batch-size {}: the run's row count overflows", o.steps,
+             o.batch_size);
+  if (o.epochs > kMaxEpochs)
+    DS_THROW(UsageError, "--epochs {}: more than {} epochs", o.epochs, kMaxEpochs);
   train::check_flag_count(o.warmup_steps, "--warmup-steps", 0);
   train::check_flag_count(o.save_every, "--save-every", 0);
   train::check_flag_count(o.eval_every, "--eval-every", 0);
@@ -155,6 +164,9 @@ Plan make_plan(const SftOptions& o, RowStream& stream, const SampleSet& train) {
   const int64_t wanted = o.steps > 0 ? o.steps * o.batch_size : -1;
   for (int64_t e = 0;; ++e) {
     if (wanted < 0 && e == o.epochs) break;
+    if (e == kMaxEpochs)   // each epoch is packed to count its rows: bound the planning
+      DS_THROW(UsageError, "--steps {} at --batch-size {} needs more than {} epochs of the {} "
+               "training samples", o.steps, o.batch_size, kMaxEpochs, train.samples.size());
     const int64_t n = stream.rows_in_epoch(e);
     p.epoch_rows.push_back(n);
     if (wanted >= 0 && p.total_rows + n >= wanted) {

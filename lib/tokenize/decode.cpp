@@ -74,6 +74,8 @@ void decode(const DecodeOptions& o, std::istream& in, std::ostream& out) {
     return;
   }
   if (o.data.empty()) DS_THROW(UsageError, "--data or --jsonl is required");
+  if (o.count < -1)
+    DS_THROW(UsageError, "--count {}: expected a number of documents, or -1 for all", o.count);
   const tok::Tokenizer tok = tok::Tokenizer::from_file(o.tokenizer);
   const data::Dataset ds(o.data, tok.fingerprint());
   const uint64_t n_docs = ds.manifest().documents;

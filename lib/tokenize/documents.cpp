@@ -16,6 +16,7 @@
 #include "ds/tokenizer/pretokenizer.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
 #include "ds/tokenizer/utf8.hpp"
+#include "ds/io/json_depth.hpp"
 
 namespace ds::tokenize {
 
@@ -261,6 +262,10 @@ std::optional<std::string> DocumentReader::Impl::parse_jsonl(std::string_view li
                                                              std::string& error) const {
   if (const auto bad = tok::first_invalid_utf8(line)) {
     error = fmt::format("invalid UTF-8 at byte {}", line_offset + *bad);
+    return std::nullopt;
+  }
+  if (!io::json_depth_ok(line)) {
+    error = fmt::format("JSON nested deeper than {} levels", io::kMaxJsonDepth);
     return std::nullopt;
   }
   nlohmann::json j;

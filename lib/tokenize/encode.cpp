@@ -200,7 +200,9 @@ EncodeSummary encode(const EncodeOptions& o) {
                  o.tokenizer);
 
   InterruptScope interrupts;   // Ctrl-C or SIGTERM: the staging directory is removed
-  StagedDir staged(o.out, o.force);
+  std::vector<std::string> reads = o.input.inputs;
+  reads.push_back(o.tokenizer);
+  StagedDir staged(o.out, o.force, reads);
   ShardSink sink(staged.path(), uint32_t(tok.vocab_size()), tok.fingerprint(), o.max_shard_bytes);
   DocumentReader reader(o.input, enc.cuts);
   ThreadPool pool(resolve_threads(o.threads));

@@ -12,6 +12,7 @@
 #include "ds/core/error.hpp"
 #include "ds/tokenize/tokenize.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
+#include "ds/io/json_depth.hpp"
 #include "jsonl_io.hpp"
 
 namespace ds::tokenize {
@@ -22,6 +23,7 @@ constexpr const char* kStdin = "<stdin>";
 
 nlohmann::json parse_line(const std::string& line, uint64_t line_no) {
   try {
+    io::check_json_depth(line, fmt::format("{}:{}", kStdin, line_no));
     auto j = nlohmann::json::parse(line);
     if (!j.is_object()) DS_THROW(FormatError, "{}:{}: not a JSON object", kStdin, line_no);
     return j;

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <system_error>
 
 #include "ds/core/error.hpp"
@@ -79,7 +80,8 @@ bool non_empty_dir_or_file(const fs::path& p) {
 
 }  // namespace
 
-StagedDir::StagedDir(fs::path out, bool force) : out_(std::move(out)), force_(force) {
+StagedDir::StagedDir(fs::path out, bool force, const std::vector<std::string>& reads)
+    : out_(std::move(out)), force_(force) {
   if (out_.empty()) DS_THROW(UsageError, "--out is required");
   while (out_.has_filename() == false && out_.has_parent_path() && out_ != out_.root_path())
     out_ = out_.parent_path();   // "dir/" -> "dir"
@@ -89,6 +91,16 @@ StagedDir::StagedDir(fs::path out, bool force) : out_(std::move(out)), force_(fo
   if (!force_ && non_empty_dir_or_file(out_))
     DS_THROW(IoError, "{}: output directory exists and is not empty (use --force to replace it)",
              out_.string());
+  if (force_ && fs::is_directory(out_, ec)) {
+    const fs::path dir = fs::weakly_canonical(out_, ec);
+    for (const std::string& r : reads) {
+      if (r.empty() || r == "-") continue;
+      const fs::path p = fs::weakly_canonical(r, ec);
+      if (!ec && std::mismatch(dir.begin(), dir.end(), p.begin(), p.end()).first == dir.end())
+        DS_THROW(UsageError, "--out {} holds {}, which this run reads (--force would delete it)",
+                 out_.string(), r);
+    }
+  }
   if (out_.has_parent_path()) fs::create_directories(out_.parent_path(), ec);
   const std::string name = out_.filename().string();
   const auto same = [&](std::string_view n) { return n == name; };

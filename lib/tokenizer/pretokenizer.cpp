@@ -10,6 +10,7 @@
 
 #include "ds/core/error.hpp"
 #include "ds/tokenizer/utf8.hpp"
+#include "ds/io/json_depth.hpp"
 #include "regex.hpp"
 
 namespace ds::tok {
@@ -189,6 +190,7 @@ PreTokenizer PreTokenizer::deepseek_v3() {
 }
 
 PreTokenizer PreTokenizer::from_json(std::string_view json_object, const std::string& where) {
+  io::check_json_depth(json_object, where);
   json j = json::parse(json_object, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) DS_THROW(FormatError, "{}: invalid JSON", where);
   auto impl = std::make_unique<Impl>();

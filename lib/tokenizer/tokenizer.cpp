@@ -16,6 +16,7 @@
 #include "ds/io/file.hpp"
 #include "ds/tokenizer/pretokenizer.hpp"
 #include "ds/tokenizer/utf8.hpp"
+#include "ds/io/json_depth.hpp"
 
 namespace ds::tok {
 
@@ -292,6 +293,7 @@ Tokenizer Tokenizer::from_json(std::string_view text, const std::string& source_
   auto impl = std::make_unique<Impl>();
   impl->source = source_name;
   impl->fingerprint = hex64(xxh64(text));
+  io::check_json_depth(text, source_name);
   json root;
   try {
     root = json::parse(text);

@@ -13,6 +13,7 @@
 #include "ds/core/error.hpp"
 #include "ds/core/log.hpp"
 #include "ds/io/file.hpp"
+#include "ds/io/json_depth.hpp"
 
 namespace ds::train {
 
@@ -26,6 +27,7 @@ void MetricsWriter::open(const std::string& path, int64_t truncate_after_step) {
     while (std::getline(in, line)) {
       ++n;
       if (line.empty()) continue;
+      io::check_json_depth(line, fmt::format("{}:{}", path, n));
       const auto j = nlohmann::json::parse(line, nullptr, false);
       if (j.is_discarded() || !j.is_object() || !j.contains("step") ||
           !j["step"].is_number_integer())

@@ -21,6 +21,7 @@
 #include "ds/core/thread_pool.hpp"
 #include "ds/data/shard.hpp"
 #include "ds/io/checkpoint.hpp"
+#include "ds/io/file.hpp"
 #include "ds/model/transformer.hpp"
 #include "ds/train/data_loader.hpp"
 #include "ds/train/dist_step.hpp"
@@ -124,6 +125,16 @@ void Run::init() {
                  "and held-out split (--val-sequences; by default sized by --eval-every) continue "
                  "it; --resume-new-data reads the new data from its start",
                  setup.resume_from.string(), saved.data_fingerprint, st.data_fingerprint);
+      // other data, but the same token ids: weights trained on another tokenizer's ids would
+      // go on with a different meaning for every id
+      const fs::path saved_tok = setup.resume_from / "tokenizer.json";
+      if (std::error_code ec; fs::exists(saved_tok, ec)) {
+        const std::string fp = hex64(xxh64(io::read_file(saved_tok)));
+        if (fp != dataset->manifest().tokenizer_fingerprint)
+          DS_THROW(UsageError, "--resume-new-data: {} (fingerprint {}) is not the tokenizer of "
+                   "--data {} ({}): the checkpoint's token ids would change meaning",
+                   saved_tok.string(), fp, o.data, dataset->manifest().tokenizer_fingerprint);
+      }
       spdlog::info("--resume-new-data: the new data is read from its start");
       saved.data = {};
     }
@@ -138,7 +149,8 @@ void Run::init() {
     spdlog::info("resumed from {} at step {} ({} tokens)", setup.resume_from.string(), st.step,
                  st.tokens_seen);
   }
-  if (ranks->main()) metrics.open(o.metrics, setup.resume_from.empty() ? -1 : st.step);
+  // a fresh run (step 0) starts the file over; an existing file must hold metrics lines
+  if (ranks->main()) metrics.open(o.metrics, st.step);
 }
 
 double Run::evaluate() {

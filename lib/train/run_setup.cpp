@@ -101,6 +101,9 @@ model::ModelArgs check_flags(const PretrainOptions& o) {
   check_flag_count(o.log_every, "--log-every", 0);
   check_flag_count(o.stop_after, "--stop-after", 0);
   check_flag_count(o.val_sequences, "--val-sequences", -1);
+  if (o.eval_every > 0 && o.val_sequences == 0)
+    DS_THROW(UsageError, "--eval-every {} needs held-out data: --val-sequences 0 holds none",
+             o.eval_every);
   model::ModelArgs a = resolve_model_args(o);
   if (o.seq_len > a.max_seq_len)
     DS_THROW(UsageError, "--seq-len {} exceeds the model's max_position_embeddings {}", o.seq_len,
@@ -129,6 +132,8 @@ RunSetup resolve_setup(const PretrainOptions& o) {
   if (!o.tokenizer.empty())
     s.expected_fingerprint = tok::Tokenizer::from_file(o.tokenizer).fingerprint();
   s.ctx = make_context(o);   // (the device first: --device cuda without a GPU is the one error)
+  if (o.resume_new_data && o.resume == "never")
+    DS_THROW(UsageError, "--resume-new-data continues a checkpoint: not with --resume never");
   s.resume_from = resolve_resume(o.resume, o.out);
   return s;
 }

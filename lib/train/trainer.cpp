@@ -74,8 +74,8 @@ bool finite_or_skip(TrainerState& st, double loss, const GradStats& grads, bool 
   if (std::isfinite(loss) && grads.nonfinite == 0) return true;
   if (!skip_nonfinite)
     DS_THROW(NumericsError,
-             "step {}: non-finite {} (loss {}); stopped without saving: the last checkpoint in "
-             "{} is intact (use --skip-nonfinite to skip such steps)",
+             "step {}: non-finite {} (loss {}); stopped without saving (checkpoints already in "
+             "{} are kept; --skip-nonfinite skips such steps)",
              st.step, std::isfinite(loss) ? "gradient" : "loss", loss, run_dir);
   st.nonfinite_skipped++;
   spdlog::warn("step {}: non-finite loss or gradient, step skipped ({} so far)", st.step,
@@ -145,6 +145,12 @@ fs::path resolve_resume(const std::string& resume, const std::string& run_dir) {
   }
   if (!fs::is_directory(resume))
     DS_THROW(UsageError, "--resume {}: not a checkpoint directory", resume);
+  if (!fs::exists(fs::path(resume) / "config.json")) {
+    if (auto latest = io::find_latest_checkpoint(resume))   // a run directory
+      DS_THROW(UsageError, "--resume {}: a run directory, not a checkpoint (its latest is {})",
+               resume, latest->string());
+    DS_THROW(UsageError, "--resume {}: not a checkpoint directory (no config.json)", resume);
+  }
   return resume;
 }
 

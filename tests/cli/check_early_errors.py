@@ -69,6 +69,12 @@ VALUES = [
     ("ds-sft", "ds-sft", "--lr", "nan", "nan: expected a finite number > 0"),
     ("ds-sft", "ds-sft", "--adam-beta2", "-0.1", "-0.1: expected a value in [0, 1)"),
     ("ds-sft", "ds-sft", "--mtp-lambda", "-1", "-1: expected a finite number >= 0"),
+    # (ds-sft took these: NaN router biases were saved with exit 0; the row count wrapped)
+    ("ds-sft", "ds-sft", "--bias-update-speed", "nan", "nan: expected a finite number >= 0"),
+    ("ds-sft", "ds-sft", "--steps", "4611686018427387904", "the run's row count overflows"),
+    ("ds-sft", "ds-sft", "--epochs", "1000000", "more than 100000 epochs"),
+    ("ds-pretrain", "ds-pretrain new-data", "--resume", "never", "not with --resume never"),
+    ("ds-pretrain", "ds-pretrain eval", "--val-sequences", "0", "--val-sequences 0 holds none"),
     ("ds-rl", "ds-rl", "--clip-grad-norm", "nan", "nan: expected a finite number >= 0"),
     ("ds-rl", "ds-rl", "--log-every", "-1", "-1: expected an integer >= 0"),
     ("ds-convert-fp8", "ds-convert-fp8 verify", "--max-rel-error", "nan", "NaN is not a limit"),
@@ -87,6 +93,8 @@ def check_values(bin_dir):
         out = os.path.join(tmp, "out")
         base = cases(tmp, out)
         base["ds-convert-fp8 verify"] = ["verify", "--model", tmp, "--reference", tmp]
+        base["ds-pretrain new-data"] = base["ds-pretrain"] + ["--resume-new-data"]
+        base["ds-pretrain eval"] = base["ds-pretrain"] + ["--eval-every", "1"]
         for tool, case, flag, value, says in VALUES:
             exe = os.path.join(bin_dir, tool)
             if not os.path.exists(exe):

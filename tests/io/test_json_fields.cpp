@@ -1,5 +1,6 @@
 // JsonFields: typed field reads that name the file and the field's path, and never convert a
-// number across types (a float, a negative or an out-of-range integer is an error).
+// number across types (a float, a negative or an out-of-range integer is an error). Also the
+// nesting limit checked before parsing (json_depth.hpp).
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
@@ -7,6 +8,7 @@
 #include <string>
 
 #include "ds/core/error.hpp"
+#include "ds/io/json_depth.hpp"
 #include "ds/io/json_fields.hpp"
 
 using ds::io::JsonFields;
@@ -59,4 +61,23 @@ TEST_CASE("JsonFields errors name the file and the field") {
   expect([&] { return f.array("s").size(); }, "field 's' must be an array");
   CHECK_THROWS_WITH_AS(JsonFields(json::parse("[1]"), "top.json"),
                        doctest::Contains("top.json: not a JSON object"), ds::FormatError);
+}
+
+TEST_CASE("check_json_depth: 256 levels pass, 257 fail; brackets in strings do not count") {
+  const auto nested = [](int n) {
+    return std::string(size_t(n), '[') + std::string(size_t(n), ']');
+  };
+  CHECK(ds::io::json_depth_ok(nested(256)));
+  CHECK_FALSE(ds::io::json_depth_ok(nested(257)));
+  CHECK_FALSE(ds::io::json_depth_ok("{\"a\": " + nested(300) + "}"));
+  // brackets inside strings, escaped quotes included, are text
+  CHECK(ds::io::json_depth_ok("[\"" + std::string(1000, '[') + "\\\"" + std::string(1000, '{') +
+                              "\"]"));
+  CHECK_FALSE(ds::io::json_depth_ok("[\"\\\\\"" + nested(300) + "]"));   // "\\" ends the string
+  try {
+    ds::io::check_json_depth(nested(1000), "f.jsonl:3");
+    FAIL("no FormatError");
+  } catch (const ds::FormatError& e) {
+    CHECK(std::string(e.what()) == "f.jsonl:3: JSON nested deeper than 256 levels");
+  }
 }

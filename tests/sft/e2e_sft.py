@@ -176,6 +176,12 @@ def test_errors(a, init):
         "invalid json": ('{"prompt": "x", ', "invalid JSON"),
         "missing completion": ('{"prompt": "x"}', "completion: missing"),
         "long sample": (json.dumps({"prompt": "Who?", "completion": "the king " * 200}), "--seq-len + 1"),
+        # 150000 levels overflowed the stack (exit 139) when the messages were re-serialised
+        "deep nesting": ('{"messages": [{"role": "user", "content": "hi", "x": ' + "[" * 150000 + "]" * 150000
+                         + '}, {"role": "assistant", "content": "x"}]}', "JSON nested deeper than 256 levels"),
+        # a value with line breaks is shown escaped: the error stays one line
+        "line breaks in a role": ('{"messages": [{"role": "us\\ner\\nFAKE: ok", "content": "hi"}, '
+                                  '{"role": "assistant", "content": "x"}]}', "unknown role"),
     }
     base = ["--init", init, "--out", out, "--seq-len", 127, "--steps", 2, "--threads", 2]
     for name, (line, word) in bad_lines.items():

@@ -198,6 +198,16 @@ def test_bad_inputs(tool, work, tok, ds):
     check(os.path.exists(os.path.join(o, "manifest.json")), "refused --out left untouched")
     s = ok_json(tool, "encode", "--tokenizer", tok, "--out", o, "--force", good)
     check(s["documents"] == 1, "--force replaces --out")
+    # ... but not an --out holding an input or the tokenizer: replacing it would delete them
+    inside = os.path.join(o, "doc.txt")
+    shutil.copy(good, inside)
+    shutil.copy(tok, os.path.join(o, "tokenizer.json"))
+    for what, args in (("an input", [tok, inside]),
+                       ("the tokenizer", [os.path.join(o, "tokenizer.json"), good])):
+        expect_error(tool, work, f"--force over an --out holding {what}", ["encode", "--tokenizer",
+                     args[0], "--out", o, "--force", args[1]], 2, "which this run reads")
+    check(os.path.exists(inside) and os.path.exists(os.path.join(o, "tokenizer.json")),
+          "the refused --force kept the files it would read")
     shutil.rmtree(o)
 
     badtok = os.path.join(work, "bad_tokenizer.json")
@@ -210,6 +220,14 @@ def test_bad_inputs(tool, work, tok, ds):
                  "--format", "xml", good], 2, None, o)
     expect_error(tool, work, "encode --jsonl bad line", ["encode", "--jsonl", "--tokenizer", tok],
                  1, "<stdin>:2:", stdin=b'{"text":"a"}\n{"txt":"b"}\n')
+    # 150000 levels overflowed the stack (exit 139); a 1 MB bad id was echoed whole
+    expect_error(tool, work, "decode --jsonl deeply nested", ["decode", "--jsonl", "--tokenizer",
+                 tok], 1, "<stdin>:1: JSON nested deeper than 256 levels",
+                 stdin=b'{"ids": [1, ' + b"[" * 150000 + b"]" * 150000 + b"]}\n")
+    err = run(tool, "decode", "--jsonl", "--tokenizer", tok,
+              stdin=b'{"ids": ["' + b"x" * 1000000 + b'"]}\n')[2]
+    check(len(err) < 2200 and "more bytes)" in err and err.count("\n") == 1,
+          f"a huge value in an error is cut ({len(err)} bytes of stderr)")
 
     # Corrupt one byte in the middle of the first shard's first block.
     cd = os.path.join(work, "corrupt")
@@ -223,6 +241,8 @@ def test_bad_inputs(tool, work, tok, ds):
     check(b'"checksums":"bad"' in out, "inspect prints the report before failing")
     expect_error(tool, work, "decode of a corrupt block", ["decode", "--tokenizer", tok,
                  "--data", cd], 1, "shard-00000.dst")
+    expect_error(tool, work, "decode --count -2", ["decode", "--tokenizer", tok, "--data", ds,
+                 "--count", -2], 2, "--count -2")
     other = os.path.join(work, "tok_other")
     ok_json(tool, "train", "--out", other, "--vocab-size", 600, good)
     expect_error(tool, work, "decode with another tokenizer", ["decode", "--tokenizer",
@@ -306,6 +326,14 @@ def test_interrupts(tool, work, tok, paths):
     check(open(os.path.join(tdir, "tokenizer.json"), "rb").read() == before,
           "refused train leaves the tokenizer as it was")
     ok_json(tool, "train", "--out", tdir, "--vocab-size", 650, "--force", paths[0])
+    # --special-tokens takes one argument: the input after it is an input (it was taken as a
+    # third special token, and stdin was read instead)
+    t4 = os.path.join(base, "tok4")
+    ok_json(tool, "train", "--out", t4, "--vocab-size", 600, "--special-tokens", EOS + ",<x>",
+            paths[0], stdin=b"")
+    added = json.load(open(os.path.join(t4, "tokenizer.json")))["added_tokens"]
+    check([t["content"] for t in added] == [EOS, "<x>"],
+          f"--special-tokens A,B INPUT: two special tokens ({[t['content'] for t in added]})")
     expect_error(tool, work, "--special-tokens without EOS", ["train", "--out",
                  os.path.join(base, "tok3"), "--special-tokens", "<a>,<b>", paths[0]], 2,
                  "end-of-sentence", os.path.join(base, "tok3"))

@@ -28,6 +28,8 @@ def make_corpus(work, tok_bin):
     # a second tokenizer, to test the fingerprint check
     ok(tok_bin, "train", "--vocab-size", 300, "--out", os.path.join(work, "tok2"), "--force",
        text)
+    ok(tok_bin, "encode", "--tokenizer", os.path.join(work, "tok2", "tokenizer.json"), "--out",
+       os.path.join(work, "data2"), "--doc-split", "blank-line", "--force", text)
     return tok, os.path.join(work, "data")
 
 
@@ -94,6 +96,13 @@ def test_resume(P, tok, data, work):
     out = ok(P, *base_args(tok, data, b, 10), *extra, "--val-sequences", 7, "--resume-new-data")
     check(json.loads(out.strip().splitlines()[-1]).get("steps") == 10,
           "--resume-new-data continues the run on the other data (steps 9-10)")
+    # ... but not on data of another tokenizer: every token id would change meaning
+    tok2 = os.path.join(work, "tok2", "tokenizer.json")
+    rc, _, err = run(P, *base_args(tok2, os.path.join(work, "data2"), b, 12), *extra,
+                     "--resume-new-data")
+    check(rc == 2 and "is not the tokenizer of --data" in err
+          and not os.path.exists(os.path.join(b, "step-00000012")),
+          f"--resume-new-data with another tokenizer refused: {rc} {err.strip()[:200]}")
 
 
 def test_balance(P, tok, data, work):
@@ -144,6 +153,18 @@ def test_errors(P, tok, data, work):
               f"error 'bad {var}': exit {rc} (want 2), message {lines}")
     check(not any(d.startswith("step-") for d in os.listdir(out)) if os.path.isdir(out) else True,
           "errors leave no checkpoint")
+    # --metrics naming a file that is not a metrics file (here the dataset's manifest, which
+    # a fresh run used to append to): refused, the file unchanged
+    mdata = os.path.join(work, "data_m")
+    shutil.rmtree(mdata, ignore_errors=True)
+    shutil.copytree(data, mdata)
+    manifest = os.path.join(mdata, "manifest.json")
+    before = open(manifest, "rb").read()
+    args = base_args(tok, mdata, out, 2)
+    args[args.index("--metrics") + 1] = manifest
+    rc, _, err = run(P, *args)
+    check(rc == 1 and "not a metrics line" in err and open(manifest, "rb").read() == before,
+          f"--metrics over a non-metrics file refused: {rc} {err.strip()[:160]}")
     # a corrupt checkpoint on resume
     good = os.path.join(work, "run_a")
     broken = os.path.join(work, "broken")
@@ -154,6 +175,10 @@ def test_errors(P, tok, data, work):
         f.truncate(os.path.getsize(st) // 2)
     rc, _, err = run(P, *base_args(tok, data, broken, 10), "--resume")
     check(rc == 1 and "model.safetensors" in err, f"corrupt checkpoint: exit {rc}, {err.strip()[:160]}")
+    # --resume names a checkpoint, not the run directory holding them (a usage error, exit 2)
+    rc, _, err = run(P, *base_args(tok, data, out, 10), "--resume", good)
+    check(rc == 2 and "a run directory, not a checkpoint (its latest is" in err,
+          f"--resume RUN_DIR: exit {rc}, {err.strip()[:160]}")
     # trainer_state.json's step must be its directory's
     shutil.rmtree(broken)
     shutil.copytree(good, broken)

@@ -84,7 +84,8 @@ int main(int argc, char** argv) {
   app.add_option("--resume", o.resume,
                  "'auto' (latest in --out), 'never', or a checkpoint directory")
       ->expected(0, 1)->default_str("auto");
-  app.add_option("--metrics", o.metrics, "Append one JSON line per step to this file");
+  app.add_option("--metrics", o.metrics,
+                 "One JSON line per step (a fresh run starts the file over)");
   app.add_option("--eval-every", o.eval_every, "Validation period in steps (0: never)")
       ->capture_default_str();
   app.add_option("--eval-batches", o.eval_batches, "Validation batches per evaluation")

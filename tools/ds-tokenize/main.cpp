@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   train->add_option("--special-tokens", tr.special_tokens,
                     "Comma-separated special tokens (default: DeepSeek-V3's set)")
-      ->delimiter(',');
+      ->delimiter(',')->allow_extra_args(false);   // one argument: inputs follow it
   train->add_option("--threads", tr.threads, "Worker threads (0: all cores)")
       ->capture_default_str();
   train->add_flag("--force", tr.force, "Replace a tokenizer already in --out");

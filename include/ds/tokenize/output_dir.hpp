@@ -8,6 +8,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "ds/data/shard.hpp"
 #include "ds/io/staging.hpp"
@@ -40,11 +41,13 @@ class ShardSink {
 
 // Stages OUT as OUT.tmp.HOST.PID (io::staging_suffix, locked by an io::StagingLock), after
 // removing OUT's stale ones (io::remove_stale_staging). Construction refuses an existing
-// non-empty OUT unless `force` (IoError); commit() renames the staging directory to OUT (replacing OUT when
-// forced); destruction without commit() removes the staging directory.
+// non-empty OUT unless `force` (IoError), and, forced, an OUT that holds one of the files the
+// run `reads` (UsageError: replacing OUT would delete it); commit() renames the staging
+// directory to OUT (replacing OUT when forced); destruction without commit() removes the
+// staging directory.
 class StagedDir {
  public:
-  StagedDir(fs::path out, bool force);
+  StagedDir(fs::path out, bool force, const std::vector<std::string>& reads = {});
   ~StagedDir();
   StagedDir(const StagedDir&) = delete;
   StagedDir& operator=(const StagedDir&) = delete;
