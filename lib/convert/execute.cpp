@@ -22,14 +22,6 @@ namespace ds::convert::detail {
 
 namespace {
 
-bool is_inside(const fs::path& p, const fs::path& dir) {
-  const fs::path a = fs::weakly_canonical(p), d = fs::weakly_canonical(dir);
-  auto ai = a.begin();
-  for (auto di = d.begin(); di != d.end(); ++di, ++ai)
-    if (ai == a.end() || *ai != *di) return false;
-  return true;
-}
-
 class Executor {
  public:
   Executor(const InputCheckpoint& in, const ops::Context& ctx) : in_(in), ctx_(ctx) {}
@@ -176,7 +168,7 @@ fs::path check_output(const ConvertOptions& opt) {
   check_threads(opt.threads);
   fs::path out = fs::path(opt.out);
   if (out.filename().empty()) out = out.parent_path();   // trailing slash
-  DS_CHECK_AS(UsageError, !is_inside(out, opt.model) && !is_inside(opt.model, out),
+  DS_CHECK_AS(UsageError, !io::is_inside(out, opt.model) && !io::is_inside(opt.model, out),
               "--out {} must be neither the input checkpoint {} nor inside it (nor contain it)",
               out.string(), opt.model);
   std::error_code ec;

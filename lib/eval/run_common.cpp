@@ -6,12 +6,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <string_view>
 #include <thread>
 #include <utility>
 
 #include "ds/core/error.hpp"
 #include "ds/core/log.hpp"
 #include "ds/core/thread_pool.hpp"
+#include "ds/io/checkpoint.hpp"
 #include "ds/io/file.hpp"
 #include "run_internal.hpp"
 
@@ -26,6 +28,17 @@ bool same_file(const fs::path& a, const fs::path& b) {
   std::error_code ec;
   if (fs::equivalent(a, b, ec)) return true;
   return fs::absolute(a, ec).lexically_normal() == fs::absolute(b, ec).lexically_normal();
+}
+
+// Whether a file of this name is read from a checkpoint or dataset directory.
+bool read_from_dir(const fs::path& file) {
+  const std::string n = file.filename().string();
+  const auto ends = [&](std::string_view sfx) {
+    return n.size() >= sfx.size() && n.compare(n.size() - sfx.size(), sfx.size(), sfx) == 0;
+  };
+  return n == "config.json" || n == "tokenizer.json" || n == "tokenizer_config.json" ||
+         n == "generation_config.json" || n == "manifest.json" || ends(".safetensors") ||
+         ends(".safetensors.index.json") || ends(".dst");
 }
 
 }  // namespace
@@ -52,12 +65,26 @@ void check_common(const CommonEvalOptions& o) {
                 "--out {} and --log-samples {}: the same file", o.out, o.log_samples);
 }
 
-void check_outputs_not_inputs(const CommonEvalOptions& o, const std::vector<std::string>& inputs) {
+void check_outputs_not_inputs(const CommonEvalOptions& o, std::vector<std::string> inputs) {
+  std::error_code ec;
+  // the checkpoint directory the model is loaded from (a run directory's latest step)
+  if (fs::is_directory(o.model, ec) && !fs::exists(fs::path(o.model) / "config.json", ec)) {
+    if (auto latest = io::find_latest_checkpoint(o.model)) inputs.push_back(latest->string());
+  } else {
+    inputs.push_back(o.model);
+  }
   for (const auto& [path, flag] : {std::pair{o.out, "--out"}, {o.log_samples, "--log-samples"}}) {
     if (path.empty()) continue;
-    for (const std::string& in : inputs)
-      DS_CHECK_AS(UsageError, in.empty() || !same_file(path, in),
+    const fs::path parent = fs::absolute(path, ec).parent_path();
+    for (const std::string& in : inputs) {
+      if (in.empty()) continue;
+      DS_CHECK_AS(UsageError, !same_file(path, in),
                   "{} {}: is the input file {} (it would be overwritten)", flag, path, in);
+      DS_CHECK_AS(UsageError, !(fs::is_directory(in, ec) && same_file(parent, in) &&
+                                read_from_dir(path)),
+                  "{} {}: would overwrite {} of the input directory {}", flag, path,
+                  fs::path(path).filename().string(), in);
+    }
   }
 }
 

@@ -16,8 +16,10 @@ namespace ds::eval::detail {
 // UsageError naming the flag: --device other than cpu, --batch-size < 1, --threads < 0,
 // --limit < 0, --out and --log-samples naming one file.
 void check_common(const CommonEvalOptions& o);
-// UsageError when --out or --log-samples names one of the files the evaluation reads.
-void check_outputs_not_inputs(const CommonEvalOptions& o, const std::vector<std::string>& inputs);
+// UsageError when --out or --log-samples names one of the files the evaluation reads: one of
+// `inputs`, or a file of a checkpoint or dataset directory among them or of --model
+// (config.json, *.safetensors, the index, the tokenizer files, manifest.json, shards).
+void check_outputs_not_inputs(const CommonEvalOptions& o, std::vector<std::string> inputs);
 ops::Context make_context(const CommonEvalOptions& o);   // also sets the CPU thread count
 model::Pretrained load_model_for_eval(const CommonEvalOptions& o);
 const tok::Tokenizer& tokenizer_of(const model::Pretrained& pt);   // FormatError if absent

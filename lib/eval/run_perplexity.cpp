@@ -74,7 +74,11 @@ void check_options(const model::Pretrained& pt, const PerplexityOptions& o, int6
 
 std::vector<std::string> perplexity_inputs(const PerplexityOptions& o) {
   std::vector<std::string> in = o.files;
-  if (!o.data.empty()) in.push_back(o.data);
+  if (!o.data.empty()) {   // a dataset directory, or its manifest.json or a shard in it
+    in.push_back(o.data);
+    if (std::error_code ec; fs::is_regular_file(o.data, ec))
+      in.push_back(fs::path(o.data).parent_path().string());
+  }
   return in;
 }
 

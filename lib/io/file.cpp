@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -11,6 +12,15 @@
 #include "ds/core/error.hpp"
 
 namespace ds::io {
+
+bool is_inside(const fs::path& p, const fs::path& dir) {
+  std::error_code ec;
+  const fs::path a = fs::weakly_canonical(p, ec);
+  if (ec) return false;
+  const fs::path d = fs::weakly_canonical(dir, ec);
+  if (ec) return false;
+  return std::mismatch(d.begin(), d.end(), a.begin(), a.end()).first == d.end();
+}
 
 void check_output_dir(const fs::path& dir, std::string_view flag) {
   std::error_code ec;

@@ -135,6 +135,11 @@ RewardSet::RewardSet(RewardConfig cfg) : cfg_(std::move(cfg)) {
   }
   if (has("command"))
     DS_CHECK_AS(UsageError, !cfg_.command.empty(), "--reward command needs --reward-command CMD");
+  // the other way round: a pattern or command no reward term uses would be silently ignored
+  DS_CHECK_AS(UsageError, cfg_.regex.empty() || has("regex"),
+              "--reward-regex is used only by the regex reward: add --reward regex[=WEIGHT]");
+  DS_CHECK_AS(UsageError, cfg_.command.empty() || has("command"),
+              "--reward-command is used only by the command reward: add --reward command[=WEIGHT]");
 }
 
 bool RewardSet::has(std::string_view name) const {

@@ -6,7 +6,6 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <system_error>
 
 #include "ds/core/error.hpp"
@@ -92,14 +91,10 @@ StagedDir::StagedDir(fs::path out, bool force, const std::vector<std::string>& r
     DS_THROW(IoError, "{}: output directory exists and is not empty (use --force to replace it)",
              out_.string());
   if (force_ && fs::is_directory(out_, ec)) {
-    const fs::path dir = fs::weakly_canonical(out_, ec);
-    for (const std::string& r : reads) {
-      if (r.empty() || r == "-") continue;
-      const fs::path p = fs::weakly_canonical(r, ec);
-      if (!ec && std::mismatch(dir.begin(), dir.end(), p.begin(), p.end()).first == dir.end())
+    for (const std::string& r : reads)
+      if (!r.empty() && r != "-" && io::is_inside(r, out_))
         DS_THROW(UsageError, "--out {} holds {}, which this run reads (--force would delete it)",
                  out_.string(), r);
-    }
   }
   if (out_.has_parent_path()) fs::create_directories(out_.parent_path(), ec);
   const std::string name = out_.filename().string();

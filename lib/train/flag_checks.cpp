@@ -2,10 +2,14 @@
 #include "ds/train/flag_checks.hpp"
 
 #include <cmath>
+#include <filesystem>
 
 #include "ds/core/error.hpp"
+#include "ds/io/file.hpp"
 
 namespace ds::train {
+
+namespace fs = std::filesystem;
 
 void check_flag_value(double v, const char* flag, bool positive) {
   if (!std::isfinite(v) || v < 0 || (positive && v == 0))
@@ -14,6 +18,15 @@ void check_flag_value(double v, const char* flag, bool positive) {
 
 void check_flag_count(int64_t v, const char* flag, int64_t min) {
   if (v < min) DS_THROW(UsageError, "{} {}: expected an integer >= {}", flag, v, min);
+}
+
+void check_metrics_path(const std::string& metrics, const std::string& out) {
+  if (metrics.empty()) return;
+  std::error_code ec;
+  if (fs::is_directory(metrics, ec))
+    DS_THROW(UsageError, "--metrics {}: a directory (a JSONL file is written)", metrics);
+  if (!out.empty() && io::is_inside(out, metrics))
+    DS_THROW(UsageError, "--metrics {}: the --out directory {} (or holds it)", metrics, out);
 }
 
 }  // namespace ds::train

@@ -101,6 +101,7 @@ model::ModelArgs check_flags(const PretrainOptions& o) {
   check_flag_count(o.log_every, "--log-every", 0);
   check_flag_count(o.stop_after, "--stop-after", 0);
   check_flag_count(o.val_sequences, "--val-sequences", -1);
+  check_metrics_path(o.metrics, o.out);
   if (o.eval_every > 0 && o.val_sequences == 0)
     DS_THROW(UsageError, "--eval-every {} needs held-out data: --val-sequences 0 holds none",
              o.eval_every);

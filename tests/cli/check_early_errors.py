@@ -26,12 +26,15 @@ def has_gpu():
 
 def cases(tmp, out):
     here = os.path.abspath(__file__)   # any existing file, for flags that must name one
-    with open(os.path.join(tmp, "config.json"), "w") as f:   # passes the --init path check
-        f.write("{}")
+    init = os.path.join(tmp, "init")   # beside --out, not holding it
+    os.makedirs(init, exist_ok=True)
+    for d in (tmp, init):   # passes the --init / --model path checks
+        with open(os.path.join(d, "config.json"), "w") as f:
+            f.write("{}")
     return {
         "ds-pretrain": ["--preset", "tiny", "--data", tmp, "--out", out, "--steps", "1"],
-        "ds-sft": ["--init", tmp, "--data", here, "--out", out, "--steps", "1"],
-        "ds-rl": ["--init", tmp, "--prompts", here, "--out", out, "--steps", "1"],
+        "ds-sft": ["--init", init, "--data", here, "--out", out, "--steps", "1"],
+        "ds-rl": ["--init", init, "--prompts", here, "--out", out, "--steps", "1"],
         "ds-generate": ["--model", tmp, "--prompt", "hi"],
         "ds-eval": ["perplexity", "--model", tmp, here],
         "ds-tokenize train": ["train", "--vocab-size", "300", "--out", out, here],
@@ -75,6 +78,14 @@ VALUES = [
     ("ds-sft", "ds-sft", "--epochs", "1000000", "more than 100000 epochs"),
     ("ds-pretrain", "ds-pretrain new-data", "--resume", "never", "not with --resume never"),
     ("ds-pretrain", "ds-pretrain eval", "--val-sequences", "0", "--val-sequences 0 holds none"),
+    # outputs over inputs ({tmp}/init: the --init checkpoint; {out}: the --out directory)
+    ("ds-rl", "ds-rl", "--out", "{tmp}/init/run", "inside the --init checkpoint"),
+    ("ds-sft", "ds-sft", "--out", "{tmp}/init/run", "inside the --init checkpoint"),
+    ("ds-rl", "ds-rl", "--metrics", "{out}", "the --out directory"),
+    ("ds-pretrain", "ds-pretrain", "--metrics", "{tmp}", "a directory"),
+    # a reward command or pattern without its reward term was silently unused
+    ("ds-rl", "ds-rl", "--reward-command", "echo 1", "add --reward command"),
+    ("ds-rl", "ds-rl", "--reward-regex", "x", "add --reward regex"),
     ("ds-rl", "ds-rl", "--clip-grad-norm", "nan", "nan: expected a finite number >= 0"),
     ("ds-rl", "ds-rl", "--log-every", "-1", "-1: expected an integer >= 0"),
     ("ds-convert-fp8", "ds-convert-fp8 verify", "--max-rel-error", "nan", "NaN is not a limit"),
@@ -101,6 +112,7 @@ def check_values(bin_dir):
                 continue
             args = list(base[case])
             value = value.replace("{file}", os.path.abspath(__file__))
+            value = value.replace("{tmp}", tmp).replace("{out}", out)
             if flag in args:   # replaces the case's own value
                 args[args.index(flag) + 1] = value
             else:

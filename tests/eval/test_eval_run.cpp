@@ -421,6 +421,14 @@ TEST_CASE("ds-eval CLI: report, exit codes, one-line errors") {
     one_line_error(run_cli("mc" + model + " --task piqa --data " + piqa.string() + " --out " +
                            in.string()),
                    2, "is the input file");
+  // ... nor a file of the checkpoint (--out ckpt/model.safetensors replaced the weights)
+  for (const fs::directory_entry& e : fs::directory_iterator(fx.ckpt)) {
+    const std::string before = io::read_file(e.path());
+    for (const char* flag : {" --out ", " --log-samples "})
+      one_line_error(run_cli("perplexity" + model + flag + e.path().string() + " " + f.string()),
+                     2, "would overwrite");
+    CHECK(io::read_file(e.path()) == before);
+  }
 
   // generate --chat end to end through the CLI.
   const fs::path g =

@@ -74,6 +74,11 @@ TEST_CASE("reward terms: parsing and errors") {
   CHECK_THROWS_AS(RewardSet({parse_reward_terms({"regex"}), "", "", 0}), ds::UsageError);
   CHECK_THROWS_AS(RewardSet({parse_reward_terms({"regex"}), "(", "", 0}), ds::UsageError);
   CHECK_THROWS_AS(RewardSet({parse_reward_terms({"command"}), "", "", 0}), ds::UsageError);
+  // a pattern or command without its reward term (it used to be ignored without a word)
+  CHECK_THROWS_WITH_AS(RewardSet({parse_reward_terms({"exact"}), "x", "", 0}),
+                       doctest::Contains("add --reward regex"), ds::UsageError);
+  CHECK_THROWS_WITH_AS(RewardSet({parse_reward_terms({"exact"}), "", "echo 1", 0}),
+                       doctest::Contains("add --reward command"), ds::UsageError);
 }
 
 TEST_CASE("RewardSet: weighted sum, parts, accuracy, regex") {

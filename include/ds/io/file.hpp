@@ -19,6 +19,8 @@ void fsync_dir(const fs::path& dir);
 // existing ancestor is a writable directory. For a run's output, checked before the work that
 // would otherwise only fail at its first write.
 void check_output_dir(const fs::path& dir, std::string_view flag);
+// Whether `p` is `dir` or lies inside it, symbolic links resolved (the paths need not exist).
+bool is_inside(const fs::path& p, const fs::path& dir);
 
 // A file being written under a temporary name; commit() publishes it atomically.
 // If the object is destroyed without commit() the temporary file is removed.

@@ -2,6 +2,7 @@
 // ds-rl word them alike: UsageError naming the flag and the value.
 #pragma once
 #include <cstdint>
+#include <string>
 
 namespace ds::train {
 
@@ -9,5 +10,7 @@ namespace ds::train {
 void check_flag_value(double v, const char* flag, bool positive = false);
 // v >= min: step periods and counts (--save-every, --log-every, --stop-after, ...).
 void check_flag_count(int64_t v, const char* flag, int64_t min);
+// --metrics FILE ("" = none) is not a directory, nor the run directory --out or one holding it.
+void check_metrics_path(const std::string& metrics, const std::string& out);
 
 }  // namespace ds::train
