@@ -157,6 +157,16 @@ int run_tool(CLI::App& app, int argc, char** argv, const CommonOptions& opts,
     return app.exit(e);
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
+  } catch (const CLI::ConfigError& e) {   // CLI11's message does not name the file
+    std::string file = "?";
+    try {
+      if (const CLI::Option* c = app.get_config_ptr(); c != nullptr && c->count() > 0)
+        file = c->as<std::string>();
+    } catch (const CLI::Error&) {
+    }
+    std::fprintf(stderr, "%s: error: --config %s: %s\n", name.c_str(), file.c_str(),
+                 printable(e.what()).c_str());
+    return kExitUsage;
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "%s: error: %s (see '%s --help')\n", name.c_str(),
                  printable(e.what()).c_str(), name.c_str());

@@ -108,11 +108,11 @@ int64_t band_rows(int64_t cols, int64_t align);
 io::TensorView row_view(const io::TensorView& v, int64_t r0, int64_t r1);
 // Rows [r0, r1) of an F32/BF16/F16 tensor as F32 (r1 - r0, cols). FormatError otherwise.
 Tensor rows_f32(const io::TensorView& v, int64_t r0, int64_t r1);
-// Rows [r0, r1) of an E4M3 weight (M, N) dequantised with its scale (r0 a multiple of bm, r1 a
-// multiple of bm or M): model::dequantize_fp8_blocks on the band, the one implementation the
-// checkpoint loader uses too.
-Tensor dequantize_rows(const io::TensorView& w, const io::TensorView& scale, int64_t bm,
-                       int64_t bn, int64_t r0, int64_t r1);
+// Rows [r0, r1) of an E4M3 weight (M, N) of `in` dequantised with its scale in `in`'s blocks
+// (r0 a multiple of the block rows, r1 too or M): model::dequantize_fp8_blocks on the band, the
+// one implementation the checkpoint loader uses too; its errors name the file and the rows.
+Tensor dequantize_rows(const InputCheckpoint& in, const io::TensorView& w,
+                       const io::TensorView& scale, int64_t r0, int64_t r1);
 
 // An ops::Context for `threads` (0: all cores), setting the OpenMP thread count.
 ops::Context make_context(int threads, const std::string& device = "cpu");

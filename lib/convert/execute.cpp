@@ -109,13 +109,7 @@ class Executor {
     std::vector<uint16_t> out;
     for (int64_t r0 = 0; r0 < M; r0 += band) {
       const int64_t r1 = std::min(M, r0 + band);
-      Tensor x;
-      try {   // a corrupt scale or code names its file
-        x = dequantize_rows(v, s, in_.block_rows, in_.block_cols, r0, r1);
-      } catch (const FormatError& e) {   // (its row numbers count from the band's first row)
-        DS_THROW(FormatError, "{}: {} (in rows {}..{})", in_.st->file_of(v.name).string(),
-                 e.what(), r0, r1 - 1);
-      }
+      const Tensor x = dequantize_rows(in_, v, s, r0, r1);
       const float* xp = x.f32();
       out.resize(size_t(x.numel()));
       for (int64_t i = 0; i < x.numel(); ++i) out[size_t(i)] = f32_to_bf16(xp[i]);

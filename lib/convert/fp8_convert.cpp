@@ -10,6 +10,7 @@
 
 #include <cstdlib>
 #include <set>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include "ds/core/error.hpp"
 #include "ds/core/name_list.hpp"
 #include "ds/io/safetensors.hpp"
+#include "ds/model/checkpoint_io.hpp"
 #include "ds/model/transformer.hpp"
 
 namespace ds::convert {
@@ -71,7 +73,22 @@ void check_dtype(const InputCheckpoint& in, const io::TensorView& v) {
               where(in, v.name), v.name);
 }
 
-OutTensor copy_of(const io::TensorView& v) {
+// A tensor copied through unchanged, checked as its loaders check it: a NaN or infinite float
+// value, or an FP8 weight whose scale or codes are corrupt, would be published with exit 0
+// and fail only in the tool that loads the output.
+OutTensor copy_of(const InputCheckpoint& in, const io::TensorView& v) {
+  if (const auto bad = io::first_nonfinite(v))
+    DS_THROW(FormatError, "{}: tensor {}: a non-finite value (NaN or infinity) at element {}",
+             where(in, v.name), v.name, *bad);
+  if (v.dtype == DType::f8_e4m3) {
+    if (const io::TensorView* s = find_scale(in, v)) {
+      try {
+        (void)model::check_fp8_blocks(v, *s, in.block_rows, in.block_cols);
+      } catch (const FormatError& e) {
+        DS_THROW(FormatError, "{}: {}", where(in, v.name), e.what());
+      }
+    }
+  }
   return OutTensor{io::TensorDecl{v.name, v.dtype, v.shape}, Op::copy, v.name, ""};
 }
 
@@ -92,14 +109,23 @@ void check_complete(const InputCheckpoint& in) {
   store.set_allocate(false);   // names and shapes only
   model::Transformer model(in.args, store);
   std::vector<std::string> names;
-  for (const model::Param& p : store.params()) names.push_back(p.info.name);
-  for (const auto& [name, t] : store.buffers()) names.push_back(name);
+  std::unordered_map<std::string, Shape> shape_of;   // of every tensor config.json implies
+  for (const model::Param& p : store.params()) {
+    names.push_back(p.info.name);
+    shape_of.emplace(p.info.name, p.info.shape);
+  }
+  for (const auto& [name, t] : store.buffers()) {
+    names.push_back(name);
+    shape_of.emplace(name, t.shape());
+  }
   std::unordered_set<std::string> known(names.begin(), names.end());
   std::set<int64_t> mtp_present;   // MTP layers of which the input holds a tensor
   for (int64_t k = 0; k < in.args.n_mtp_layers; ++k) {
     const std::string p = fmt::format("model.layers.{}.", in.args.n_layers + k);
     known.insert(p + "embed_tokens.weight");
     known.insert(p + "shared_head.head.weight");
+    shape_of.emplace(p + "embed_tokens.weight", Shape{in.args.vocab_size, in.args.dim});
+    shape_of.emplace(p + "shared_head.head.weight", Shape{in.args.vocab_size, in.args.dim});
     for (const std::string& n : in.st->names())
       if (n.starts_with(p)) { mtp_present.insert(k); break; }
   }
@@ -116,15 +142,24 @@ void check_complete(const InputCheckpoint& in) {
     return l >= in.args.n_layers + in.args.n_mtp_layers &&
            in.st->contains(fmt::format("model.layers.{}.eh_proj.weight", l));
   };
-  for (const std::string& n : in.st->names())
+  std::vector<std::string> wrong_shape;   // copied tensors too: the output would not load
+  for (const std::string& n : in.st->names()) {
     if (!known.count(n) && weight_of_scale(n).empty() && !undeclared_mtp(n))
       unexpected.push_back(n);
-  if (missing.empty() && unexpected.empty()) return;
+    const auto it = shape_of.find(n);
+    if (it != shape_of.end() && in.st->get(n).shape != it->second)
+      wrong_shape.push_back(fmt::format("{} {} (config.json implies {})", n,
+                                        shape_str(in.st->get(n).shape), shape_str(it->second)));
+  }
+  if (missing.empty() && unexpected.empty() && wrong_shape.empty()) return;
   std::string why;
-  if (!missing.empty()) why = fmt::format("{} missing: {}", missing.size(), name_list(missing));
-  if (!unexpected.empty())
-    why += fmt::format("{}{} unexpected: {}", why.empty() ? "" : "; ", unexpected.size(),
-                       name_list(unexpected));
+  auto add = [&](const std::vector<std::string>& v, const char* what) {
+    if (v.empty()) return;
+    why += fmt::format("{}{} {}: {}", why.empty() ? "" : "; ", v.size(), what, name_list(v));
+  };
+  add(missing, "missing");
+  add(unexpected, "unexpected");
+  add(wrong_shape, "wrong-shaped");
   DS_THROW(FormatError, "{}: the weights do not match config.json: {}", in.source.string(), why);
 }
 
@@ -148,19 +183,19 @@ Plan plan_quantize(const InputCheckpoint& in, const ConvertOptions& opt) {
       check_dtype(in, v);
       if (const std::string w = weight_of_scale(name); !w.empty()) {
         orphan_scale(in, name, w);   // the scale of an F8 weight: copied with it
-        out.tensors.push_back(copy_of(v));
+        out.tensors.push_back(copy_of(in, v));
         ++st.copied;
         continue;
       }
       if (v.dtype == DType::f8_e4m3) {   // already quantised: copied with its scale
         if (!check_scale(in, v)) missing_scale(in, name, opt, st);
-        out.tensors.push_back(copy_of(v));
+        out.tensors.push_back(copy_of(in, v));
         ++st.copied;
         continue;
       }
       auto it = fp8_shapes.find(name);
       if (it == fp8_shapes.end()) {
-        out.tensors.push_back(copy_of(v));
+        out.tensors.push_back(copy_of(in, v));
         ++st.copied;
         continue;
       }
@@ -201,13 +236,13 @@ Plan plan_dequantize(const InputCheckpoint& in, const ConvertOptions& opt) {
         continue;
       }
       if (v.dtype != DType::f8_e4m3) {
-        out.tensors.push_back(copy_of(v));
+        out.tensors.push_back(copy_of(in, v));
         ++st.copied;
         continue;
       }
       if (!check_scale(in, v)) {
         missing_scale(in, name, opt, st);
-        out.tensors.push_back(copy_of(v));
+        out.tensors.push_back(copy_of(in, v));
         ++st.copied;
         continue;
       }

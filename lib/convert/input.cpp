@@ -157,8 +157,9 @@ Tensor rows_f32(const io::TensorView& v, int64_t r0, int64_t r1) {
   return io::to_f32(row_view(v, r0, r1));
 }
 
-Tensor dequantize_rows(const io::TensorView& w, const io::TensorView& scale, int64_t bm,
-                       int64_t bn, int64_t r0, int64_t r1) {
+Tensor dequantize_rows(const InputCheckpoint& in, const io::TensorView& w,
+                       const io::TensorView& scale, int64_t r0, int64_t r1) {
+  const int64_t bm = in.block_rows, bn = in.block_cols;
   const int64_t M = w.shape.at(0);
   DS_CHECK(r0 % bm == 0 && (r1 % bm == 0 || r1 == M), "{}: band [{}, {}) not aligned to {}",
            w.name, r0, r1, bm);
@@ -170,7 +171,12 @@ Tensor dequantize_rows(const io::TensorView& w, const io::TensorView& scale, int
   sb.data = scale.data + size_t(s0) * srow;
   sb.nbytes = size_t(s1 - s0) * srow;
   Tensor out = Tensor::empty(wb.shape, DType::f32);
-  if (out.numel() > 0) model::dequantize_fp8_blocks(wb, sb, bm, bn, out);
+  try {   // a corrupt scale or code names its file
+    if (out.numel() > 0) model::dequantize_fp8_blocks(wb, sb, bm, bn, out);
+  } catch (const FormatError& e) {   // (its row numbers count from the band's first row)
+    DS_THROW(FormatError, "{}: {} (in rows {}..{})", in.st->file_of(w.name).string(), e.what(),
+             r0, r1 - 1);
+  }
   return out;
 }
 

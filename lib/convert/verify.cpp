@@ -56,7 +56,7 @@ std::map<std::string, Logical> logical_tensors(const InputCheckpoint& in,
 
 // Rows [r0, r1) of a logical tensor as F32.
 Tensor read_rows(const InputCheckpoint& in, const Logical& l, int64_t r0, int64_t r1) {
-  if (l.scale) return dequantize_rows(*l.v, *l.scale, in.block_rows, in.block_cols, r0, r1);
+  if (l.scale) return dequantize_rows(in, *l.v, *l.scale, r0, r1);
   if (!l.raw_codes) return rows_f32(*l.v, r0, r1);
   const io::TensorView b = row_view(*l.v, r0, r1);
   Tensor t = Tensor::empty(b.shape, DType::f32);

@@ -82,6 +82,40 @@ Tensor to_f32(const TensorView& v) {
   return out;
 }
 
+namespace {
+
+// The index of the first element whose exponent bits are all ones (NaN or infinity), or -1:
+// one branch-free pass (vectorised), the position searched only when there is one.
+template <class Bits>
+int64_t first_all_ones(const uint8_t* data, int64_t n, Bits exp_mask) {
+  Bits bad = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    Bits b;
+    std::memcpy(&b, data + i * int64_t(sizeof(Bits)), sizeof(Bits));
+    bad |= Bits((b & exp_mask) == exp_mask);
+  }
+  for (int64_t i = 0; bad && i < n; ++i) {
+    Bits b;
+    std::memcpy(&b, data + i * int64_t(sizeof(Bits)), sizeof(Bits));
+    if ((b & exp_mask) == exp_mask) return i;
+  }
+  return -1;
+}
+
+}  // namespace
+
+std::optional<int64_t> first_nonfinite(const TensorView& v) {
+  int64_t i = -1;
+  switch (v.dtype) {
+    case DType::f32: i = first_all_ones<uint32_t>(v.data, v.numel(), 0x7f800000u); break;
+    case DType::bf16: i = first_all_ones<uint16_t>(v.data, v.numel(), uint16_t(0x7f80)); break;
+    case DType::f16: i = first_all_ones<uint16_t>(v.data, v.numel(), uint16_t(0x7c00)); break;
+    default: break;
+  }
+  if (i < 0) return std::nullopt;
+  return i;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reader
 
@@ -389,6 +423,14 @@ void SafetensorsDir::open_index(const fs::path& index_path) {
     names_.push_back(it.key());
     where_[it.key()] = fi->second;
   }
+  // the other way: a shard's tensor the index does not map would be silently left out
+  for (size_t i = 0; i < files_.size(); ++i)
+    for (const std::string& name : files_[i]->names()) {
+      const auto w = where_.find(name);
+      DS_CHECK_AS(FormatError, w != where_.end() && w->second == i,
+                  "{}: tensor {} is not in {}'s weight_map{}", files_[i]->path().string(), name,
+                  f, w == where_.end() ? "" : " (it maps the name to another shard)");
+    }
 }
 
 const TensorView& SafetensorsDir::get(const std::string& name) const {

@@ -156,8 +156,8 @@ std::string scale_inv_name(const std::string& w) {
   return w + "_scale_inv";
 }
 
-void dequantize_fp8_blocks(const io::TensorView& w, const io::TensorView& s, int64_t bm,
-                           int64_t bn, Tensor& out) {
+Tensor check_fp8_blocks(const io::TensorView& w, const io::TensorView& s, int64_t bm,
+                        int64_t bn) {
   DS_CHECK_AS(FormatError, w.dtype == DType::f8_e4m3 && w.shape.size() == 2,
               "{}: not a 2-D F8_E4M3 weight", w.name);
   const int64_t M = w.shape[0], N = w.shape[1], sm = ceil_div(M, bm), sn = ceil_div(N, bn);
@@ -165,9 +165,7 @@ void dequantize_fp8_blocks(const io::TensorView& w, const io::TensorView& s, int
               s.shape == Shape({sm, sn}) && (s.dtype == DType::f32 || s.dtype == DType::bf16),
               "{}: scale must be F32 {}, got {} {}", s.name, shape_str({sm, sn}),
               dtype_name(s.dtype), shape_str(s.shape));
-  DS_CHECK(out.dtype() == DType::f32 && out.shape() == w.shape, "{}: bad output tensor", w.name);
-  if (M * N == 0) return;
-  const Tensor scale = io::to_f32(s);   // a copy: the mapped F32 scale may be misaligned
+  Tensor scale = io::to_f32(s);   // a copy: the mapped F32 scale may be misaligned
   const float* sc = scale.f32();
   // A NaN, zero, negative or huge scale, or an E4M3 NaN code (0x7f, 0xff; the format has no
   // infinities) is a corrupt file; with them excluded every weight comes out finite.
@@ -182,6 +180,16 @@ void dequantize_fp8_blocks(const io::TensorView& w, const io::TensorView& s, int
     if ((w.data[i] & 0x7f) == 0x7f)
       DS_THROW(FormatError, "{}: E4M3 NaN code 0x{:02x} at row {} column {}", w.name, w.data[i],
                i / N, i % N);
+  return scale;
+}
+
+void dequantize_fp8_blocks(const io::TensorView& w, const io::TensorView& s, int64_t bm,
+                           int64_t bn, Tensor& out) {
+  const Tensor scale = check_fp8_blocks(w, s, bm, bn);
+  DS_CHECK(out.dtype() == DType::f32 && out.shape() == w.shape, "{}: bad output tensor", w.name);
+  const int64_t M = w.shape[0], N = w.shape[1], sn = ceil_div(N, bn);
+  if (M * N == 0) return;
+  const float* sc = scale.f32();
   if (bm == ops::kFp8Block && bn == ops::kFp8Block) {   // the released format: the ops layer's
     const Tensor q = Tensor::borrow(const_cast<uint8_t*>(w.data), w.shape, DType::f8_e4m3);
     ops::fp8_dequantize(ops::Context{}, q, scale, ops::Fp8Group::block_128x128, out);
@@ -246,6 +254,11 @@ LoadStats load_model(ParamStore& ps, const io::SafetensorsDir& st, const std::st
       dequantize(v, *t);
       ++stats.fp8_dequantised;
     } else {
+      // a NaN or infinite weight is a corrupt file: let through, it surfaced much later as
+      // "logit 0 is NaN", naming no file or tensor
+      if (const auto bad = io::first_nonfinite(v))
+        DS_THROW(FormatError, "{}: {}: a non-finite value (NaN or infinity) at element {} of {}",
+                 st.file_of(name).string(), name, *bad, shape_str(v.shape));
       Tensor f = io::to_f32(v);
       t->copy_from(f);
     }

@@ -86,6 +86,8 @@ VALUES = [
     # a reward command or pattern without its reward term was silently unused
     ("ds-rl", "ds-rl", "--reward-command", "echo 1", "add --reward command"),
     ("ds-rl", "ds-rl", "--reward-regex", "x", "add --reward regex"),
+    # an unknown key in a --config file: the error names the file
+    ("ds-pretrain", "ds-pretrain", "--config", "{tmp}/bad.ini", "bad.ini: "),
     ("ds-rl", "ds-rl", "--clip-grad-norm", "nan", "nan: expected a finite number >= 0"),
     ("ds-rl", "ds-rl", "--log-every", "-1", "-1: expected an integer >= 0"),
     ("ds-convert-fp8", "ds-convert-fp8 verify", "--max-rel-error", "nan", "NaN is not a limit"),
@@ -106,6 +108,8 @@ def check_values(bin_dir):
         base["ds-convert-fp8 verify"] = ["verify", "--model", tmp, "--reference", tmp]
         base["ds-pretrain new-data"] = base["ds-pretrain"] + ["--resume-new-data"]
         base["ds-pretrain eval"] = base["ds-pretrain"] + ["--eval-every", "1"]
+        with open(os.path.join(tmp, "bad.ini"), "w") as f:
+            f.write("nonsense-key = 1\n")
         for tool, case, flag, value, says in VALUES:
             exe = os.path.join(bin_dir, tool)
             if not os.path.exists(exe):

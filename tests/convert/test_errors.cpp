@@ -12,6 +12,7 @@
 #include <signal.h>
 
 #include <cmath>
+#include <sstream>
 
 #include "convert_test_util.hpp"
 #include "ds/convert/fp8_convert.hpp"
@@ -274,6 +275,20 @@ TEST_CASE("weights that do not match config.json; corrupt FP8 scales and codes")
     expect_error<FormatError>(
         [&] { convert::dequantize(opts(tmp / "scale", tmp / "outs" / "o")); },
         kW + "_scale_inv: block", tmp / "outs");
+    // quantize copies FP8 weights through: checked as the loaders check them (it published
+    // them with exit 0); verify names the file
+    expect_error<FormatError>(
+        [&] { convert::quantize(opts(tmp / "scale", tmp / "outs" / "o")); },
+        ".safetensors: ", tmp / "outs");
+    expect_error<FormatError>(
+        [&] { convert::quantize(opts(tmp / "scale", tmp / "outs" / "o")); },
+        kW + "_scale_inv", tmp / "outs");
+    std::ostringstream report;
+    expect_error<FormatError>(
+        [&] {
+          convert::verify({(tmp / "scale").string(), (tmp / "scale").string()}, report);
+        },
+        (tmp / "scale").string() + "/model", tmp / "outs");
     fs::remove_all(tmp / "scale");
   }
   static std::vector<uint8_t> codes;
@@ -288,4 +303,31 @@ TEST_CASE("weights that do not match config.json; corrupt FP8 scales and codes")
   expect_error<FormatError>([&] { convert::dequantize(opts(tmp / "code", tmp / "outs" / "o")); },
                             kW + ": E4M3 NaN code 0xff at row 0 column 5",
                             tmp / "outs");
+  expect_error<FormatError>([&] { convert::quantize(opts(tmp / "code", tmp / "outs" / "o")); },
+                            kW + ": E4M3 NaN code 0xff at row 0 column 5",
+                            tmp / "outs");
+
+  // Tensors copied through are checked too: shapes against config.json (the output did not
+  // load) and non-finite values (published with exit 0).
+  static std::vector<float> norm(16, 1.0f);
+  write_fp8(tmp / "shape", [&](std::vector<io::TensorSource>& src) {
+    for (auto& t : src)
+      if (t.name == "model.norm.weight")
+        t = io::TensorSource::raw(t.name, DType::f32, {8}, norm.data());
+  });
+  for (auto run : {convert::quantize, convert::dequantize})
+    expect_error<FormatError>([&] { run(opts(tmp / "shape", tmp / "outs" / "o")); },
+                              "1 wrong-shaped: model.norm.weight [8] (config.json implies [16])",
+                              tmp / "outs");
+  static std::vector<float> nan_norm(16, 1.0f);
+  nan_norm[3] = std::nanf("");
+  write_fp8(tmp / "nan", [&](std::vector<io::TensorSource>& src) {
+    for (auto& t : src)
+      if (t.name == "model.norm.weight")
+        t = io::TensorSource::raw(t.name, DType::f32, t.shape, nan_norm.data());
+  });
+  for (auto run : {convert::quantize, convert::dequantize})
+    expect_error<FormatError>([&] { run(opts(tmp / "nan", tmp / "outs" / "o")); },
+                              "tensor model.norm.weight: a non-finite value (NaN or infinity) at "
+                              "element 3", tmp / "outs");
 }

@@ -234,6 +234,18 @@ TEST_CASE("sharded write with index, read back through SafetensorsDir") {
   } catch (const ds::FormatError& e) {
     CHECK(std::string(e.what()).find("ghost") != std::string::npos);
   }
+  // ... and a shard holding a tensor the index does not map (it was silently left out)
+  idx["weight_map"].erase("ghost");
+  idx["weight_map"].erase("layer.2");
+  ds::io::write_file_atomic(d / "model.safetensors.index.json", idx.dump());
+  try {
+    SafetensorsDir broken(d);
+    FAIL("unmapped tensor accepted");
+  } catch (const ds::FormatError& e) {
+    const std::string msg = e.what();
+    CHECK(msg.find("model-00002-of-00004.safetensors: tensor layer.2 is not in") !=
+          std::string::npos);
+  }
   CHECK_THROWS_AS(SafetensorsDir(fresh_dir("nothing")), ds::IoError);
   fs::remove_all(d);
   fs::remove_all(d1);

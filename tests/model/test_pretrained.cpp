@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <limits>
 #include <unistd.h>
 
 #include "ds/core/error.hpp"
@@ -380,6 +381,30 @@ TEST_CASE("pretrained: every checkpoint defect is reported, all in one error") {
   for (const std::string& e : all)   // every name/detail, without the per-case counts
     if (e.find("I32") == std::string::npos)
       CHECK(err.find(e.substr(e.find(": ") + 2)) != std::string::npos);
+}
+
+TEST_CASE("pretrained: a NaN or infinite weight names its file and tensor") {
+  Master m;
+  Tmp tmp;
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(),
+                          -std::numeric_limits<float>::infinity()}) {
+    std::vector<float> values(16, 1.0f);
+    values[5] = bad;
+    HfWriteOptions o;
+    o.block = kBlock;
+    o.mutate = [&](std::vector<io::TensorSource>& v) {
+      auto& s = find_named(v, "model.norm.weight");   // F32 [16]
+      s = io::TensorSource::raw(s.name, DType::f32, s.shape,
+                                values.data());
+    };
+    const fs::path dir = tmp.p / (std::isnan(bad) ? "nan" : "inf");
+    write_hf_checkpoint(dir, m.ps, m.args, o);
+    const std::string err = load_error(dir);
+    INFO(err);
+    CHECK(err.find(dir.string() + "/model-0000") == 0);   // the shard holding it
+    CHECK(err.find(".safetensors: model.norm.weight: a non-finite value") != std::string::npos);
+    CHECK(err.find("at element 5 of [16]") != std::string::npos);
+  }
 }
 
 TEST_CASE("pretrained: a directory that is not a checkpoint") {

@@ -38,6 +38,8 @@ struct TensorView {
 // F32/BF16/F16 -> a new F32 tensor of the same shape; FormatError for other dtypes
 // (FP8 weights need their weight_scale_inv: dequantise them explicitly).
 Tensor to_f32(const TensorView& v);
+// The first NaN or infinite element of an F32/BF16/F16 tensor (nullopt: none, or another dtype).
+std::optional<int64_t> first_nonfinite(const TensorView& v);
 
 // One mmap'ed, fully validated .safetensors file. Any defect -> FormatError naming the file
 // (and the tensor when one is at fault); open failures -> IoError.

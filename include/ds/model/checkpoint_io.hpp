@@ -73,8 +73,12 @@ struct LoadStats {
 LoadStats load_model(ParamStore& ps, const io::SafetensorsDir& st, const std::string& source,
                      const LoadOptions& opt);
 
-// The dequantisation rule above into `out` (F32, the weight's shape). FormatError naming the
-// tensor for a non-2-D weight or a scale of the wrong shape/dtype.
+// The checks of an FP8 weight and its scale, without dequantising: FormatError naming the
+// tensor for a non-2-D weight, a scale of the wrong shape/dtype, a NaN, zero, negative or huge
+// scale, or an E4M3 NaN code. Returns the scale as F32.
+Tensor check_fp8_blocks(const io::TensorView& w, const io::TensorView& scale_inv,
+                        int64_t block_rows, int64_t block_cols);
+// The dequantisation rule above into `out` (F32, the weight's shape), after check_fp8_blocks.
 void dequantize_fp8_blocks(const io::TensorView& w, const io::TensorView& scale_inv,
                            int64_t block_rows, int64_t block_cols, Tensor& out);
 // "<prefix>.weight" -> "<prefix>.weight_scale_inv" ("" for names not ending in ".weight").
