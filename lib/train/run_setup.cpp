@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <cstdio>
 
+#include <unistd.h>
+
 #include <spdlog/spdlog.h>
 
 #include "ds/core/error.hpp"
@@ -114,6 +116,26 @@ model::ModelArgs check_flags(const PretrainOptions& o) {
   return a;
 }
 
+// A micro-batch whose activations are far beyond this machine's memory allocated for minutes
+// and was then ended by the kernel's OOM killer without a message. model::plan_memory
+// overestimates (about 1.7x the measured peak for the tiny preset at batch 16..512), hence
+// the error only past 4x the physical memory, a warning past 1x.
+void check_host_memory(const PretrainOptions& o, const model::ModelArgs& a) {
+  const double ram = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
+  if (!(ram > 0)) return;
+  const int64_t micro = o.micro_batch_size > 0 ? o.micro_batch_size : o.batch_size;
+  const model::MemoryPlan m = model::plan_memory(a, micro, o.seq_len, o.optimizer.bf16_moments);
+  const double gib = double(1ull << 30);
+  if (m.activations > 4 * ram)
+    DS_THROW(UsageError, "--batch-size {} (micro-batch {}) x --seq-len {}: about {:.0f} GiB of "
+             "activations (the --dry-run estimate), beyond this machine's {:.0f} GiB of memory; "
+             "set a smaller --micro-batch-size", o.batch_size, micro, o.seq_len,
+             m.activations / gib, ram / gib);
+  if (m.total > ram)
+    spdlog::warn("the run may not fit in memory: about {:.1f} GiB estimated (--dry-run), {:.1f} "
+                 "GiB on this machine", m.total / gib, ram / gib);
+}
+
 }  // namespace
 
 RunSetup resolve_setup(const PretrainOptions& o) {
@@ -133,6 +155,7 @@ RunSetup resolve_setup(const PretrainOptions& o) {
   if (!o.tokenizer.empty())
     s.expected_fingerprint = tok::Tokenizer::from_file(o.tokenizer).fingerprint();
   s.ctx = make_context(o);   // (the device first: --device cuda without a GPU is the one error)
+  if (s.ctx.device == Device::cpu) check_host_memory(o, s.args);
   if (o.resume_new_data && o.resume == "never")
     DS_THROW(UsageError, "--resume-new-data continues a checkpoint: not with --resume never");
   s.resume_from = resolve_resume(o.resume, o.out);

@@ -86,6 +86,8 @@ VALUES = [
     # a reward command or pattern without its reward term was silently unused
     ("ds-rl", "ds-rl", "--reward-command", "echo 1", "add --reward command"),
     ("ds-rl", "ds-rl", "--reward-regex", "x", "add --reward regex"),
+    # a micro-batch far beyond the machine's memory (it was OOM-killed without a message)
+    ("ds-pretrain", "ds-pretrain", "--batch-size", "10000000", "GiB of activations"),
     # an unknown key in a --config file: the error names the file
     ("ds-pretrain", "ds-pretrain", "--config", "{tmp}/bad.ini", "bad.ini: "),
     ("ds-rl", "ds-rl", "--clip-grad-norm", "nan", "nan: expected a finite number >= 0"),
