@@ -56,6 +56,9 @@ McSpec mc_spec(const McOptions& o, fs::path& data) {
   s.name = fs::path(o.task).stem().string();
   s.context_field = o.context_field;
   if (!o.choice_fields.empty()) s.choice_fields = split_commas(o.choice_fields, "--choice-fields");
+  DS_CHECK_AS(UsageError, o.choice_fields.empty() || s.choice_fields.size() >= 2,
+              "--choice-fields {}: a multiple-choice item needs at least two choice fields",
+              o.choice_fields);
   s.choices_field = o.choices_field;
   s.gold_field = o.gold_field;
   s.labels_file = !o.labels.empty();

@@ -159,10 +159,18 @@ ChatTemplate ChatTemplate::from_config_json(std::string_view text, const std::st
 }
 
 void ChatTemplate::check_tokens(const tok::Tokenizer& tok, const std::string& source) const {
-  for (const auto& [field, text] : {std::pair{"bos_token", &bos_}, {"eos_token", &eos_}})
-    if (tok.encode(*text).size() != 1)   // added tokens matched, as in rendered chats
+  for (const auto& [field, text] : {std::pair{"bos_token", &bos_}, {"eos_token", &eos_}}) {
+    const auto ids = tok.encode(*text);   // added tokens matched, as in rendered chats
+    if (ids.size() != 1)
       DS_THROW(FormatError, "{}: {} '{}' is not one token of the tokenizer", source, field,
                *text);
+    // and it is the tokenizer's own: samples must start with BOS, generation stops at EOS
+    const bool is_bos = std::string_view(field) == "bos_token";
+    const auto own = is_bos ? tok.bos_id() : tok.eos_id();
+    if (own && ids[0] != *own)
+      DS_THROW(FormatError, "{}: {} '{}' is not the tokenizer's {} token '{}'", source, field,
+               *text, is_bos ? "BOS" : "EOS", tok.id_to_token(*own));
+  }
 }
 
 RenderedChat ChatTemplate::render(const std::vector<ChatMessage>& messages,

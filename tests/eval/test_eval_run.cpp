@@ -254,6 +254,9 @@ TEST_CASE("ds-eval mc: accuracy computed by hand from logits; sample log") {
   o.choice_fields = "a,";
   o.common.model = fx.tmp.path().string();
   CHECK_THROWS_WITH_AS(eval::run_mc(o), doctest::Contains("--choice-fields"), UsageError);
+  o.choice_fields = "a";   // one choice: no multiple choice (it failed later, exit 1)
+  CHECK_THROWS_WITH_AS(eval::run_mc(o), doctest::Contains("at least two choice fields"),
+                       UsageError);
 }
 
 TEST_CASE("ds-eval generate: greedy exact match equals a hand-written greedy loop") {

@@ -215,6 +215,11 @@ TEST_CASE("the chat template ds-tokenize writes is accepted and renders DeepSeek
   CHECK_THROWS_WITH_AS(bad.check_tokens(tok, "cfg.json"),
                        doctest::Contains("cfg.json: bos_token '<nope>' is not one token"),
                        ds::FormatError);
+  // ... or another token than the tokenizer's BOS (ds-sft blamed the first data line)
+  cfg["bos_token"] = std::string(ds::tok::special::kUser);
+  const auto other = ds::infer::ChatTemplate::from_config_json(cfg.dump(), "cfg.json");
+  CHECK_THROWS_WITH_AS(other.check_tokens(tok, "cfg.json"),
+                       doctest::Contains("is not the tokenizer's BOS token"), ds::FormatError);
   std::vector<ds::infer::ChatMessage> m(1);
   m[0].role = "user";
   m[0].content = "hi";
