@@ -50,17 +50,16 @@ std::string printable(std::string_view msg) {
   constexpr size_t kMax = 2000;
   std::string out;
   size_t i = 0;
-  for (; i < msg.size() && out.size() < kMax; ++i) {
+  for (; i < msg.size(); ++i) {
     const auto c = static_cast<unsigned char>(msg[i]);
+    // past the limit, stop before a byte that starts a character (a UTF-8 sequence in
+    // progress is finished; a run of stray continuation bytes is cut 4 bytes later)
+    if (out.size() >= kMax && ((c & 0xC0) != 0x80 || out.size() >= kMax + 4)) break;
     if (c == '\n') out += "\\n";
     else if (c == '\t') out += "\\t";
     else if (c == '\r') out += "\\r";
     else if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
     else out += char(c);
-  }
-  while (i < msg.size() && (static_cast<unsigned char>(msg[i]) & 0xC0) == 0x80) {
-    out.pop_back();   // back to the start of the cut UTF-8 sequence
-    --i;
   }
   if (i < msg.size()) out += fmt::format("... ({} more bytes)", msg.size() - i);
   return out;

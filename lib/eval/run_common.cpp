@@ -6,7 +6,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
-#include <string_view>
 #include <thread>
 #include <utility>
 
@@ -33,12 +32,9 @@ bool same_file(const fs::path& a, const fs::path& b) {
 // Whether a file of this name is read from a checkpoint or dataset directory.
 bool read_from_dir(const fs::path& file) {
   const std::string n = file.filename().string();
-  const auto ends = [&](std::string_view sfx) {
-    return n.size() >= sfx.size() && n.compare(n.size() - sfx.size(), sfx.size(), sfx) == 0;
-  };
   return n == "config.json" || n == "tokenizer.json" || n == "tokenizer_config.json" ||
-         n == "generation_config.json" || n == "manifest.json" || ends(".safetensors") ||
-         ends(".safetensors.index.json") || ends(".dst");
+         n == "generation_config.json" || n == "manifest.json" || n.ends_with(".safetensors") ||
+         n.ends_with(".safetensors.index.json") || n.ends_with(".dst");
 }
 
 }  // namespace
@@ -68,11 +64,9 @@ void check_common(const CommonEvalOptions& o) {
 void check_outputs_not_inputs(const CommonEvalOptions& o, std::vector<std::string> inputs) {
   std::error_code ec;
   // the checkpoint directory the model is loaded from (a run directory's latest step)
-  if (fs::is_directory(o.model, ec) && !fs::exists(fs::path(o.model) / "config.json", ec)) {
-    if (auto latest = io::find_latest_checkpoint(o.model)) inputs.push_back(latest->string());
-  } else {
-    inputs.push_back(o.model);
-  }
+  inputs.push_back(o.model);
+  if (fs::is_directory(o.model, ec) && !fs::exists(fs::path(o.model) / "config.json", ec))
+    if (auto latest = io::find_latest_checkpoint(o.model)) inputs.back() = latest->string();
   for (const auto& [path, flag] : {std::pair{o.out, "--out"}, {o.log_samples, "--log-samples"}}) {
     if (path.empty()) continue;
     const fs::path parent = fs::absolute(path, ec).parent_path();

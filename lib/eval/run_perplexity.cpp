@@ -77,7 +77,7 @@ std::vector<std::string> perplexity_inputs(const PerplexityOptions& o) {
   if (!o.data.empty()) {   // a dataset directory, or its manifest.json or a shard in it
     in.push_back(o.data);
     if (std::error_code ec; fs::is_regular_file(o.data, ec))
-      in.push_back(fs::path(o.data).parent_path().string());
+      in.push_back(fs::absolute(o.data, ec).parent_path().string());
   }
   return in;
 }

@@ -14,10 +14,15 @@
 namespace ds::io {
 
 bool is_inside(const fs::path& p, const fs::path& dir) {
+  if (p.empty() || dir.empty()) return false;
   std::error_code ec;
-  const fs::path a = fs::weakly_canonical(p, ec);
-  if (ec) return false;
-  const fs::path d = fs::weakly_canonical(dir, ec);
+  // absolute first: weakly_canonical leaves a path none of whose parts exist relative
+  const auto resolved = [&](const fs::path& x) {
+    fs::path r = fs::weakly_canonical(fs::absolute(x, ec), ec).lexically_normal();
+    if (!r.has_filename() && r.has_parent_path() && r != r.root_path()) r = r.parent_path();
+    return r;   // (no trailing empty element: "run/" is "run")
+  };
+  const fs::path a = resolved(p), d = resolved(dir);
   if (ec) return false;
   return std::mismatch(d.begin(), d.end(), a.begin(), a.end()).first == d.end();
 }

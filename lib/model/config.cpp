@@ -254,11 +254,19 @@ ModelArgs from_hf_json(const std::string& text, const std::string& src) {
   if (!j.is_object()) DS_THROW(ConfigError, "{}: config is not a JSON object", src);
   Reader r{j, src};
   // DeepSeek-V2 configs share the keys; their defaults for absent keys differ.
+  // model_type deepseek_v3 or deepseek_v2, or a derivative naming the architecture (Kimi-K2:
+  // model_type kimi_k2, architectures ["DeepseekV3ForCausalLM"])
   const std::string model_type = r.get_string("model_type", "deepseek_v3");
-  if (model_type != "deepseek_v3" && model_type != "deepseek_v2")
-    DS_THROW(ConfigError, "{}: model_type '{}' is not supported (deepseek_v3 or deepseek_v2)", src,
-             model_type);
-  const bool v2 = model_type == "deepseek_v2";
+  std::string arch;
+  if (auto it = j.find("architectures"); it != j.end() && it->is_array() && it->size() == 1 &&
+                                         (*it)[0].is_string())
+    arch = (*it)[0].get<std::string>();
+  const bool named = model_type == "deepseek_v3" || model_type == "deepseek_v2";
+  const bool v3 = named ? model_type == "deepseek_v3" : arch == "DeepseekV3ForCausalLM";
+  const bool v2 = named ? model_type == "deepseek_v2" : arch == "DeepseekV2ForCausalLM";
+  if (!v3 && !v2)
+    DS_THROW(ConfigError, "{}: model_type '{}' is not supported (deepseek_v3 or deepseek_v2, or "
+             "architectures [\"DeepseekV3ForCausalLM\"])", src, model_type);
   ModelArgs a;
   a.vocab_size = r.get_int("vocab_size");
   a.dim = r.get_int("hidden_size");

@@ -77,8 +77,7 @@ void check_flags(const RlOptions& o) {
               "with the whole model on its own inference engine, which cannot run a part of the "
               "experts", o.dist.layout.ep);
   DS_CHECK_AS(UsageError, fs::is_directory(o.init), "--init {}: not a directory", o.init);
-  DS_CHECK_AS(UsageError, !io::is_inside(o.out, o.init),
-              "--out {}: inside the --init checkpoint {} (write the run elsewhere)", o.out, o.init);
+  train::check_out_beside_init(o.out, o.init);
   train::check_metrics_path(o.metrics, o.out);
   DS_CHECK_AS(UsageError, o.resume == "auto" || o.resume == "never" || fs::is_directory(o.resume),
               "--resume {}: not auto, never or a checkpoint directory", o.resume);

@@ -80,9 +80,7 @@ void check_flags(const SftOptions& o, bool need_out) {
   train::check_flag_count(o.stop_after, "--stop-after", 0);
   if (!fs::is_directory(o.init) || !fs::exists(fs::path(o.init) / "config.json"))
     DS_THROW(UsageError, "--init {}: not a checkpoint directory (no config.json)", o.init);
-  if (need_out && io::is_inside(o.out, o.init))
-    DS_THROW(UsageError, "--out {}: inside the --init checkpoint {} (write the run elsewhere)",
-             o.out, o.init);
+  if (need_out) train::check_out_beside_init(o.out, o.init);
   train::check_metrics_path(o.metrics, o.out);
 }
 

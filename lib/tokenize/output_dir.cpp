@@ -90,7 +90,8 @@ StagedDir::StagedDir(fs::path out, bool force, const std::vector<std::string>& r
   if (!force_ && non_empty_dir_or_file(out_))
     DS_THROW(IoError, "{}: output directory exists and is not empty (use --force to replace it)",
              out_.string());
-  if (force_ && fs::is_directory(out_, ec)) {
+  // (a symbolic link OUT is replaced by the rename, its target left alone)
+  if (force_ && fs::is_directory(out_, ec) && !fs::is_symlink(out_, ec)) {
     for (const std::string& r : reads)
       if (!r.empty() && r != "-" && io::is_inside(r, out_))
         DS_THROW(UsageError, "--out {} holds {}, which this run reads (--force would delete it)",

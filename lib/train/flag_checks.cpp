@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "ds/core/error.hpp"
+#include "ds/io/checkpoint.hpp"
 #include "ds/io/file.hpp"
 
 namespace ds::train {
@@ -18,6 +19,19 @@ void check_flag_value(double v, const char* flag, bool positive) {
 
 void check_flag_count(int64_t v, const char* flag, int64_t min) {
   if (v < min) DS_THROW(UsageError, "{} {}: expected an integer >= {}", flag, v, min);
+}
+
+void check_out_beside_init(const std::string& out, const std::string& init) {
+  std::error_code ec;
+  fs::path ckpt = init;
+  if (!fs::exists(ckpt / "config.json", ec))
+    if (auto latest = io::find_latest_checkpoint(init)) ckpt = *latest;
+  if (io::is_inside(out, ckpt))
+    DS_THROW(UsageError, "--out {}: inside the --init checkpoint {} (write the run elsewhere)",
+             out, ckpt.string());
+  if (io::is_inside(ckpt, out))
+    DS_THROW(UsageError, "--out {}: holds the --init checkpoint {} (write the run elsewhere)",
+             out, ckpt.string());
 }
 
 void check_metrics_path(const std::string& metrics, const std::string& out) {

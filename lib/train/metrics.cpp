@@ -20,10 +20,16 @@ namespace ds::train {
 void MetricsWriter::open(const std::string& path, int64_t truncate_after_step) {
   if (path.empty()) return;
   path_ = path;
-  if (truncate_after_step >= 0 && std::filesystem::exists(path)) {
-    std::ifstream in(path);
+  // Only a regular file (through a symbolic link: its target) is read and rewritten: a FIFO,
+  // /dev/stdout or /dev/null is appended to as it is.
+  std::error_code ec;
+  std::filesystem::path real = std::filesystem::canonical(path, ec);
+  if (ec) real = path;
+  if (truncate_after_step >= 0 && std::filesystem::is_regular_file(real, ec)) {
+    std::ifstream in(real);
     std::string line, kept;
     int64_t n = 0;
+    bool dropped = false;
     while (std::getline(in, line)) {
       ++n;
       if (line.empty()) continue;
@@ -38,8 +44,9 @@ void MetricsWriter::open(const std::string& path, int64_t truncate_after_step) {
                             ? step.get<uint64_t>() <= uint64_t(truncate_after_step)
                             : step.get<int64_t>() <= truncate_after_step;
       if (keep) kept += line + "\n";
+      dropped |= !keep;
     }
-    io::write_file_atomic(path, kept);
+    if (dropped) io::write_file_atomic(real, kept);
   }
   auto parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent);

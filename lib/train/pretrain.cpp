@@ -21,8 +21,8 @@
 #include "ds/core/thread_pool.hpp"
 #include "ds/data/shard.hpp"
 #include "ds/io/checkpoint.hpp"
-#include "ds/io/file.hpp"
 #include "ds/model/transformer.hpp"
+#include "ds/tokenizer/tokenizer.hpp"
 #include "ds/train/data_loader.hpp"
 #include "ds/train/dist_step.hpp"
 #include "ds/train/metrics.hpp"
@@ -129,7 +129,7 @@ void Run::init() {
       // go on with a different meaning for every id
       const fs::path saved_tok = setup.resume_from / "tokenizer.json";
       if (std::error_code ec; fs::exists(saved_tok, ec)) {
-        const std::string fp = hex64(xxh64(io::read_file(saved_tok)));
+        const std::string fp = tok::Tokenizer::from_file(saved_tok).fingerprint();
         if (fp != dataset->manifest().tokenizer_fingerprint)
           DS_THROW(UsageError, "--resume-new-data: {} (fingerprint {}) is not the tokenizer of "
                    "--data {} ({}): the checkpoint's token ids would change meaning",

@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 
@@ -12,6 +13,7 @@
 
 #include "ds/core/error.hpp"
 #include "ds/core/thread_pool.hpp"
+#include "ds/dist/topology.hpp"
 #include "ds/io/file.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
 #include "ds/train/dist_step.hpp"
@@ -123,7 +125,11 @@ model::ModelArgs check_flags(const PretrainOptions& o) {
 void check_host_memory(const PretrainOptions& o, const model::ModelArgs& a) {
   const double ram = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
   if (!(ram > 0)) return;
-  const int64_t micro = o.micro_batch_size > 0 ? o.micro_batch_size : o.batch_size;
+  // a data-parallel rank's micro-batches hold at most its share of the batch
+  const dist::LaunchInfo li = dist::detect_launch(o.dist.launch);
+  const int64_t dp = std::max<int64_t>(1, li.world_size / std::max(1, o.dist.layout.pp));
+  int64_t micro = (o.batch_size + dp - 1) / dp;
+  if (o.micro_batch_size > 0) micro = std::min(micro, o.micro_batch_size);
   const model::MemoryPlan m = model::plan_memory(a, micro, o.seq_len, o.optimizer.bf16_moments);
   const double gib = double(1ull << 30);
   if (m.activations > 4 * ram)
@@ -131,7 +137,7 @@ void check_host_memory(const PretrainOptions& o, const model::ModelArgs& a) {
              "activations (the --dry-run estimate), beyond this machine's {:.0f} GiB of memory; "
              "set a smaller --micro-batch-size", o.batch_size, micro, o.seq_len,
              m.activations / gib, ram / gib);
-  if (m.total > ram)
+  if (li.world_size == 1 && m.total > ram)   // (ranks shard the optimiser and the experts)
     spdlog::warn("the run may not fit in memory: about {:.1f} GiB estimated (--dry-run), {:.1f} "
                  "GiB on this machine", m.total / gib, ram / gib);
 }

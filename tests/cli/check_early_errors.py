@@ -81,6 +81,7 @@ VALUES = [
     # outputs over inputs ({tmp}/init: the --init checkpoint; {out}: the --out directory)
     ("ds-rl", "ds-rl", "--out", "{tmp}/init/run", "inside the --init checkpoint"),
     ("ds-sft", "ds-sft", "--out", "{tmp}/init/run", "inside the --init checkpoint"),
+    ("ds-rl", "ds-rl", "--out", "{tmp}", "holds the --init checkpoint"),
     ("ds-rl", "ds-rl", "--metrics", "{out}", "the --out directory"),
     ("ds-pretrain", "ds-pretrain", "--metrics", "{tmp}", "a directory"),
     # a reward command or pattern without its reward term was silently unused

@@ -167,7 +167,14 @@ TEST_CASE("inconsistent or malformed configs are ConfigErrors naming the field")
   expect_config_error(with("qk_rope_head_dim", 63), "qk_rope_head_dim");
   expect_config_error(with("hidden_size", 0), "hidden_size");
   expect_config_error(with("tie_word_embeddings", true), "tie_word_embeddings");
-  expect_config_error(with("model_type", "llama"), "model_type 'llama'");
+  {   // another model_type: refused, unless architectures names DeepSeek-V3's (Kimi-K2)
+    json other = with("model_type", "llama");
+    other["architectures"] = json::array({"LlamaForCausalLM"});
+    expect_config_error(other, "model_type 'llama'");
+    other.erase("architectures");
+    expect_config_error(other, "model_type 'llama'");
+    CHECK_NOTHROW(ds::model::from_hf_json(with("model_type", "kimi_k2").dump(), "cfg.json"));
+  }
   expect_config_error(with("model_type", 3), "model_type");
   expect_config_error(with("num_key_value_heads", 1), "num_key_value_heads");
   expect_config_error(with("rms_norm_eps", -1.0), "rms_norm_eps");

@@ -194,6 +194,9 @@ def test_errors(a, init):
               f"bad data '{name}': exit {rc}, {lines}")
     empty = os.path.join(w, "empty.jsonl")
     open(empty, "w").close()
+    held = os.path.join(w, "held")   # a run directory holding a checkpoint
+    shutil.rmtree(held, ignore_errors=True)
+    shutil.copytree(init, os.path.join(held, "step-00000001"))
     flag_cases = [
         ("empty file", base + ["--data", empty], 1, "no samples"),
         ("missing data file", base + ["--data", os.path.join(w, "nope.jsonl")], 1, "nope.jsonl"),
@@ -204,9 +207,11 @@ def test_errors(a, init):
         ("resume a pretrain checkpoint", base + ["--data", os.path.join(w, "train.jsonl"), "--resume", init], 2,
          "not an SFT one"),
         ("bad --loss-on", base + ["--data", os.path.join(w, "train.jsonl"), "--loss-on", "user"], 2, "loss-on"),
-        ("--resume never over checkpoints", ["--init", init, "--out", os.path.dirname(init), "--data",
+        ("--resume never over checkpoints", ["--init", init, "--out", held, "--data",
                                               os.path.join(w, "train.jsonl"), "--resume", "never"], 2,
          "already holds checkpoints"),
+        ("--out holding --init", ["--init", init, "--out", os.path.dirname(init), "--data",
+                                  os.path.join(w, "train.jsonl")], 2, "holds the --init checkpoint"),
     ]
     for name, args, code, word in flag_cases:
         rc, _, err = run(a.sft, *args)

@@ -208,6 +208,14 @@ def test_bad_inputs(tool, work, tok, ds):
                      args[0], "--out", o, "--force", args[1]], 2, "which this run reads")
     check(os.path.exists(inside) and os.path.exists(os.path.join(o, "tokenizer.json")),
           "the refused --force kept the files it would read")
+    # an --out that is a symbolic link to that directory: the link is replaced, the directory
+    # and the input in it left alone
+    link = o + "_link"
+    os.symlink(o, link)
+    s = ok_json(tool, "encode", "--tokenizer", tok, "--out", link, "--force", inside)
+    check(s["documents"] == 1 and not os.path.islink(link) and os.path.exists(inside),
+          "--force over a link to the inputs' directory replaces the link only")
+    shutil.rmtree(link)
     shutil.rmtree(o)
 
     badtok = os.path.join(work, "bad_tokenizer.json")

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import shutil
+import stat
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -96,6 +97,14 @@ def test_resume(P, tok, data, work):
     out = ok(P, *base_args(tok, data, b, 10), *extra, "--val-sequences", 7, "--resume-new-data")
     check(json.loads(out.strip().splitlines()[-1]).get("steps") == 10,
           "--resume-new-data continues the run on the other data (steps 9-10)")
+    # --metrics /dev/null: appended to as it is (a fresh run used to replace it by a file)
+    dn = os.path.join(work, "run_devnull")
+    shutil.rmtree(dn, ignore_errors=True)
+    args = base_args(tok, data, dn, 1)
+    args[args.index("--metrics") + 1] = os.devnull
+    rc, _, err = run(P, *args)
+    check(rc == 0 and stat.S_ISCHR(os.stat(os.devnull).st_mode),
+          f"--metrics /dev/null leaves the device: {rc} {err.strip()[:160]}")
     # ... but not on data of another tokenizer: every token id would change meaning
     tok2 = os.path.join(work, "tok2", "tokenizer.json")
     rc, _, err = run(P, *base_args(tok2, os.path.join(work, "data2"), b, 12), *extra,

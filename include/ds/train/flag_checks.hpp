@@ -12,5 +12,9 @@ void check_flag_value(double v, const char* flag, bool positive = false);
 void check_flag_count(int64_t v, const char* flag, int64_t min);
 // --metrics FILE ("" = none) is not a directory, nor the run directory --out or one holding it.
 void check_metrics_path(const std::string& metrics, const std::string& out);
+// The run directory --out neither inside the checkpoint --init starts from (a run directory's
+// newest one) nor holding it: its checkpoints would land in the model read, --resume auto
+// would take init's neighbours for the run's own, and --keep-last could delete --init.
+void check_out_beside_init(const std::string& out, const std::string& init);
 
 }  // namespace ds::train
