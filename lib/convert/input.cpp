@@ -10,10 +10,10 @@
 #include "ds/core/error.hpp"
 #include "ds/core/thread_pool.hpp"
 #include "ds/io/file.hpp"
+#include "ds/io/json_depth.hpp"
 #include "ds/model/checkpoint_io.hpp"
 #include "ds/model/pretrained.hpp"
 #include "ds/model/transformer.hpp"
-#include "ds/io/json_depth.hpp"
 
 namespace ds::convert::detail {
 

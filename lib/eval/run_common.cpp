@@ -64,9 +64,7 @@ void check_common(const CommonEvalOptions& o) {
 void check_outputs_not_inputs(const CommonEvalOptions& o, std::vector<std::string> inputs) {
   std::error_code ec;
   // the checkpoint directory the model is loaded from (a run directory's latest step)
-  inputs.push_back(o.model);
-  if (fs::is_directory(o.model, ec) && !fs::exists(fs::path(o.model) / "config.json", ec))
-    if (auto latest = io::find_latest_checkpoint(o.model)) inputs.back() = latest->string();
+  inputs.push_back(io::checkpoint_in(o.model).value_or(o.model).string());
   for (const auto& [path, flag] : {std::pair{o.out, "--out"}, {o.log_samples, "--log-samples"}}) {
     if (path.empty()) continue;
     const fs::path parent = fs::absolute(path, ec).parent_path();

@@ -9,8 +9,8 @@
 
 #include "ds/core/error.hpp"
 #include "ds/io/file.hpp"
-#include "ds/tokenizer/tokenizer.hpp"
 #include "ds/io/json_depth.hpp"
+#include "ds/tokenizer/tokenizer.hpp"
 
 namespace ds::infer {
 

@@ -16,8 +16,8 @@
 #include "ds/core/error.hpp"
 #include "ds/core/thread_pool.hpp"
 #include "ds/infer/generator.hpp"
-#include "ds/model/pretrained.hpp"
 #include "ds/io/json_depth.hpp"
+#include "ds/model/pretrained.hpp"
 
 namespace ds::infer {
 

@@ -149,6 +149,12 @@ std::optional<fs::path> find_latest_checkpoint(const fs::path& run_dir,
   return all.back();
 }
 
+std::optional<fs::path> checkpoint_in(const fs::path& dir) {
+  std::error_code ec;
+  if (fs::exists(dir / "config.json", ec)) return dir;
+  return find_latest_checkpoint(dir);
+}
+
 std::vector<fs::path> prune_checkpoints(const fs::path& run_dir, int keep_last,
                                         const std::string& prefix) {
   DS_CHECK_AS(UsageError, keep_last >= 1, "keep_last must be at least 1 (got {})", keep_last);

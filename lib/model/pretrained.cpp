@@ -15,8 +15,8 @@
 #include "ds/core/hash.hpp"
 #include "ds/io/checkpoint.hpp"
 #include "ds/io/file.hpp"
-#include "ds/io/safetensors.hpp"
 #include "ds/io/json_depth.hpp"
+#include "ds/io/safetensors.hpp"
 
 namespace ds::model {
 
@@ -177,13 +177,12 @@ void load_tokenizer_files(Pretrained& pt, const PretrainedOptions& opt) {
 fs::path resolve_checkpoint_dir(const fs::path& dir) {
   if (!fs::is_directory(dir))
     DS_THROW(IoError, "{}: not a directory (expected a model checkpoint)", dir.string());
-  if (fs::exists(dir / "config.json")) return dir;
-  if (auto latest = io::find_latest_checkpoint(dir)) {
+  const auto ckpt = io::checkpoint_in(dir);
+  if (!ckpt) DS_THROW(FormatError, "{}: not a model checkpoint (no config.json)", dir.string());
+  if (*ckpt != dir)
     spdlog::info("{}: run directory, using its newest checkpoint {}", dir.string(),
-                 latest->string());
-    return *latest;
-  }
-  DS_THROW(FormatError, "{}: not a model checkpoint (no config.json)", dir.string());
+                 ckpt->string());
+  return *ckpt;
 }
 
 std::string checkpoint_fingerprint(const fs::path& dir) {

@@ -13,10 +13,10 @@
 #include <optional>
 
 #include "ds/core/error.hpp"
+#include "ds/io/json_depth.hpp"
 #include "ds/tokenizer/pretokenizer.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
 #include "ds/tokenizer/utf8.hpp"
-#include "ds/io/json_depth.hpp"
 
 namespace ds::tokenize {
 

@@ -10,9 +10,9 @@
 #include <string>
 
 #include "ds/core/error.hpp"
+#include "ds/io/json_depth.hpp"
 #include "ds/tokenize/tokenize.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
-#include "ds/io/json_depth.hpp"
 #include "jsonl_io.hpp"
 
 namespace ds::tokenize {

@@ -9,8 +9,8 @@
 #include <optional>
 
 #include "ds/core/error.hpp"
-#include "ds/tokenizer/utf8.hpp"
 #include "ds/io/json_depth.hpp"
+#include "ds/tokenizer/utf8.hpp"
 #include "regex.hpp"
 
 namespace ds::tok {

@@ -14,9 +14,9 @@
 #include "ds/core/error.hpp"
 #include "ds/core/hash.hpp"
 #include "ds/io/file.hpp"
+#include "ds/io/json_depth.hpp"
 #include "ds/tokenizer/pretokenizer.hpp"
 #include "ds/tokenizer/utf8.hpp"
-#include "ds/io/json_depth.hpp"
 
 namespace ds::tok {
 

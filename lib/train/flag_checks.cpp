@@ -22,10 +22,7 @@ void check_flag_count(int64_t v, const char* flag, int64_t min) {
 }
 
 void check_out_beside_init(const std::string& out, const std::string& init) {
-  std::error_code ec;
-  fs::path ckpt = init;
-  if (!fs::exists(ckpt / "config.json", ec))
-    if (auto latest = io::find_latest_checkpoint(init)) ckpt = *latest;
+  const fs::path ckpt = io::checkpoint_in(init).value_or(init);
   if (io::is_inside(out, ckpt))
     DS_THROW(UsageError, "--out {}: inside the --init checkpoint {} (write the run elsewhere)",
              out, ckpt.string());

@@ -13,10 +13,10 @@
 #include "ds/core/name_list.hpp"
 #include "ds/io/checkpoint.hpp"
 #include "ds/io/file.hpp"
+#include "ds/io/json_depth.hpp"
 #include "ds/io/json_fields.hpp"
 #include "ds/io/safetensors.hpp"
 #include "ds/model/checkpoint_io.hpp"
-#include "ds/io/json_depth.hpp"
 
 namespace ds::train {
 

@@ -145,12 +145,12 @@ fs::path resolve_resume(const std::string& resume, const std::string& run_dir) {
   }
   if (!fs::is_directory(resume))
     DS_THROW(UsageError, "--resume {}: not a checkpoint directory", resume);
-  if (!fs::exists(fs::path(resume) / "config.json")) {
-    if (auto latest = io::find_latest_checkpoint(resume))   // a run directory
-      DS_THROW(UsageError, "--resume {}: a run directory, not a checkpoint (its latest is {})",
-               resume, latest->string());
+  const auto ckpt = io::checkpoint_in(resume);
+  if (!ckpt)
     DS_THROW(UsageError, "--resume {}: not a checkpoint directory (no config.json)", resume);
-  }
+  if (*ckpt != fs::path(resume))
+    DS_THROW(UsageError, "--resume {}: a run directory, not a checkpoint (its latest is {})",
+             resume, ckpt->string());
   return resume;
 }
 

@@ -53,6 +53,9 @@ std::vector<fs::path> list_checkpoints(const fs::path& run_dir,
 // The newest complete checkpoint, or nullopt (also when run_dir does not exist).
 std::optional<fs::path> find_latest_checkpoint(const fs::path& run_dir,
                                                const std::string& prefix = "step-");
+// The checkpoint a directory names: itself when it holds config.json, else its newest complete
+// step-* checkpoint (a run directory), else nullopt.
+std::optional<fs::path> checkpoint_in(const fs::path& dir);
 // Deletes all but the keep_last newest checkpoints (keep_last >= 1); entries not matching
 // <prefix><digits> are never touched. Returns the deleted directories.
 std::vector<fs::path> prune_checkpoints(const fs::path& run_dir, int keep_last,
