@@ -51,6 +51,7 @@ void check_metrics(std::string_view text, int64_t step) {
   }
   const std::string kept = read_back(p);
   if (kept.size() > text.size() + 1) __builtin_trap();   // only ever drops lines (+ final \n)
+  if (!kept.empty() && kept.back() != '\n') __builtin_trap();   // the next append starts a line
   std::istringstream lines(kept);
   for (std::string line; std::getline(lines, line);)
     if (line.empty() || text.find(line) == std::string_view::npos) __builtin_trap();

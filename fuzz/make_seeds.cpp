@@ -133,6 +133,8 @@ void run_file_seeds(const fs::path& dir) {
              R"({"step":1,"loss":10.5,"lr":0.001})" "\n"
              R"({"step":2,"loss":9.25,"val_loss":9.5})" "\n"
              R"({"step":3,"loss":8.0})" "\n");
+  // Blank lines and a last line without its newline (once kept as they were: CI's fuzz run).
+  write_seed(dir / "seed-metrics-blank", {1, 7}, "\n\n" R"({"step":1})" "\n\n" R"({"step":2})");
   const fs::path tmp = dir / "tmp-dataset";
   ds::data::DatasetWriter w(tmp, 300, "0123456789abcdef", 64, 16);
   for (int d = 0; d < 3; ++d) {

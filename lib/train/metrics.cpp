@@ -26,10 +26,13 @@ void MetricsWriter::open(const std::string& path, int64_t truncate_after_step) {
   std::filesystem::path real = std::filesystem::canonical(path, ec);
   if (ec) real = path;
   if (truncate_after_step >= 0 && std::filesystem::is_regular_file(real, ec)) {
-    std::ifstream in(real);
+    std::ifstream file(real, std::ios::binary);
+    std::ostringstream whole;
+    whole << file.rdbuf();
+    const std::string text = whole.str();
+    std::istringstream in(text);
     std::string line, kept;
     int64_t n = 0;
-    bool dropped = false;
     while (std::getline(in, line)) {
       ++n;
       if (line.empty()) continue;
@@ -44,9 +47,10 @@ void MetricsWriter::open(const std::string& path, int64_t truncate_after_step) {
                             ? step.get<uint64_t>() <= uint64_t(truncate_after_step)
                             : step.get<int64_t>() <= truncate_after_step;
       if (keep) kept += line + "\n";
-      dropped |= !keep;
     }
-    if (dropped) io::write_file_atomic(real, kept);
+    // Rewritten when it loses a line past the step, a blank line, or a last line's missing
+    // newline (the next append would join it); an unchanged file keeps its inode.
+    if (kept != text) io::write_file_atomic(real, kept);
   }
   auto parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent);

@@ -124,3 +124,24 @@ TEST_CASE("metrics file: a line without an integer step stops the resume, file u
     CHECK(slurp(p) == text);
   }
 }
+
+TEST_CASE("metrics file: blank lines and a missing last newline are mended, nothing dropped") {
+  TempDir d("metrics");
+  // A blank line alone, blank lines between kept lines, and a last line cut before its
+  // newline (the next append would otherwise join it): all come back as whole lines.
+  const std::pair<const char*, const char*> cases[] = {
+      {"\n", ""},
+      {"{\"step\":1}\n\n\n{\"step\":2}\n", "{\"step\":1}\n{\"step\":2}\n"},
+      {"{\"step\":1}\n{\"step\":2}", "{\"step\":1}\n{\"step\":2}\n"},
+      {"{\"step\":1}\n", "{\"step\":1}\n"}};
+  for (const auto& c : cases) {
+    const auto p = d.write("m.jsonl", c.first);
+    {
+      ds::train::MetricsWriter w;
+      w.open(p.string(), 5);
+      w.write("{\"step\":6}");
+    }
+    INFO(std::string(c.first));
+    CHECK(slurp(p) == std::string(c.second) + "{\"step\":6}\n");
+  }
+}
