@@ -25,9 +25,9 @@ __global__ void bf16_round_kernel(const float* x, float* out_f32, uint16_t* out_
 }
 // The aligned body of bf16_round: four elements a thread, one 16-byte load and one 8- or
 // 16-byte store (a scalar load a thread keeps too few bytes in flight to reach HBM's rate).
+// Not __restrict__: out may be x itself (bf16_round rounds in place).
 template <bool CODES>
-__global__ void bf16_round4_kernel(const float4* __restrict__ x, void* __restrict__ out,
-                                   int64_t n4) {
+__global__ void bf16_round4_kernel(const float4* x, void* out, int64_t n4) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n4;
        i += int64_t(gridDim.x) * blockDim.x)
     store_bf16x4<CODES>(out, i, x[i]);

@@ -280,11 +280,13 @@ __global__ void __launch_bounds__(kNT, MT == 1 ? 2 : 1) mla_tc_kernel(const TcAr
 
 // Blocks of mla_tc_kernel<MT> per SM with `smem` dynamic shared memory; opts the kernel into
 // that much shared memory first. Both are asked of the runtime once per size (one device per
-// process), not on every decode step.
+// process), not on every decode step; a lock keeps concurrent decoding threads off the cache.
 template <int MT>
 int blocks_per_sm(size_t smem) {
+  static std::mutex mu;
   static size_t opted = 0;               // the largest size opted into so far
   static std::map<size_t, int> known;    // occupancy per size
+  const std::lock_guard<std::mutex> lock(mu);
   if (smem > opted) {
     DS_CUDA_CHECK(cudaFuncSetAttribute(mla_tc_kernel<MT>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));

@@ -9,7 +9,10 @@
 // on H100/H200), RoPE angles rounded to FP32 then cos/sin in double. Explicit
 // __dmul_rn/__dsub_rn keep nvcc from fusing into FMAs the expressions the reference evaluates
 // unfused (lib/ops is built with -ffp-contract=off), so results are normally bit-identical to
-// the reference apart from the order of the row sums.
+// the reference apart from the order of the row sums. One more difference: the RMSNorm weight
+// gradient dg sums its per-row terms in double and rounds once (the reference rounds each
+// row's term to FP32 and accumulates in FP32), so over many rows its last bits differ and it
+// is the more accurate of the two; tests compare it with a tolerance.
 #pragma once
 #include <cmath>
 #include <cstdint>

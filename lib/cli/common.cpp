@@ -144,6 +144,36 @@ const CLI::Validator& non_negative_number() {
   return v;
 }
 
+namespace {
+
+// CLI11's words for a key or section of a --config file that names no flag, said plainly.
+std::string config_error_message(const std::string& msg) {
+  const std::string_view lead = "INI was not able to parse ";
+  if (msg.rfind(lead, 0) != 0) return msg;
+  std::string key = msg.substr(lead.size());
+  if (key.ends_with(".++"))
+    return fmt::format("unknown section [{}]", key.substr(0, key.size() - 3));
+  std::string section;
+  if (const size_t dot = key.rfind('.'); dot != std::string::npos) {
+    section = fmt::format(" in section [{}]", key.substr(0, dot));
+    key = key.substr(dot + 1);
+  }
+  return fmt::format("unknown key '{}'{} (keys are long flag names without the dashes)", key,
+                     section);
+}
+
+// The --config file given, if any.
+std::string config_file(const CLI::App& app) {
+  try {
+    if (const CLI::Option* c = app.get_config_ptr(); c != nullptr && c->count() > 0)
+      return c->as<std::string>();
+  } catch (const CLI::Error&) {
+  }
+  return "";
+}
+
+}  // namespace
+
 int run_tool(CLI::App& app, int argc, char** argv, const CommonOptions& opts,
              const std::function<void()>& body) {
   const std::string name = app.get_name();
@@ -157,18 +187,21 @@ int run_tool(CLI::App& app, int argc, char** argv, const CommonOptions& opts,
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ConfigError& e) {   // CLI11's message does not name the file
-    std::string file = "?";
-    try {
-      if (const CLI::Option* c = app.get_config_ptr(); c != nullptr && c->count() > 0)
-        file = c->as<std::string>();
-    } catch (const CLI::Error&) {
-    }
-    std::fprintf(stderr, "%s: error: --config %s: %s\n", name.c_str(), file.c_str(),
-                 printable(e.what()).c_str());
+    const std::string file = config_file(app);
+    const std::string msg = printable(config_error_message(e.what()));
+    std::fprintf(stderr, "%s: error: --config %s: %s\n", name.c_str(),
+                 file.empty() ? "?" : file.c_str(), msg.c_str());
     return kExitUsage;
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "%s: error: %s (see '%s --help')\n", name.c_str(),
-                 printable(e.what()).c_str(), name.c_str());
+    // a key twice in the config file reads as the flag given twice: say where to look
+    const std::string file = config_file(app);
+    const bool twice = std::string_view(e.what()).find("At Most 1 required") != std::string::npos;
+    const std::string where =
+        !file.empty() && twice
+            ? fmt::format("; a flag given twice, on the command line or in --config {}", file)
+            : std::string();
+    std::fprintf(stderr, "%s: error: %s%s (see '%s --help')\n", name.c_str(),
+                 printable(e.what()).c_str(), where.c_str(), name.c_str());
     return kExitUsage;
   }
   try {

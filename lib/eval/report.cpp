@@ -42,6 +42,9 @@ std::string EvalReport::dump() const {
 }
 
 std::string file_fingerprint(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec))
+    return hex64(xxh64(io::read_input(path)));   // the bytes the task was read from
   std::ifstream f(path, std::ios::binary);
   if (!f) DS_THROW(IoError, "{}: cannot open: {}", path.string(), std::strerror(errno));
   Xxh64Stream h;

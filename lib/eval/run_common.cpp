@@ -1,9 +1,12 @@
 // Shared ds-eval plumbing (see run_internal.hpp).
 // reference: include/ds/eval/run.hpp.
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <thread>
@@ -53,8 +56,19 @@ void check_common(const CommonEvalOptions& o) {
     std::error_code ec;
     DS_CHECK_AS(UsageError, !fs::is_directory(path, ec),
                 "{} {}: is a directory (expected a file name)", flag, path);
-    DS_CHECK_AS(UsageError, dir.empty() || fs::is_directory(dir, ec),
+    DS_CHECK_AS(UsageError, dir.empty() || fs::exists(dir, ec),
                 "{} {}: directory {} does not exist", flag, path, dir.string());
+    DS_CHECK_AS(UsageError, dir.empty() || fs::is_directory(dir, ec),
+                "{} {}: {} is not a directory", flag, path, dir.string());
+    // a FIFO or device is written as it is; anything else is renamed into place in its
+    // directory (through a link: the target's), which must then be writable (a read-only
+    // file system too), or the whole evaluation would run before the write fails
+    if (fs::exists(path, ec) && !fs::is_regular_file(path, ec)) continue;
+    const fs::path real =
+        fs::is_symlink(path, ec) ? fs::weakly_canonical(path, ec) : fs::path(path);
+    const fs::path in = real.parent_path().empty() ? fs::path(".") : real.parent_path();
+    DS_CHECK_AS(UsageError, ::access(in.c_str(), W_OK) == 0, "{} {}: cannot write in {} ({})",
+                flag, path, in.string(), std::strerror(errno));
   }
   if (!o.out.empty() && !o.log_samples.empty())
     DS_CHECK_AS(UsageError, !same_file(o.out, o.log_samples),
@@ -111,12 +125,17 @@ tok::TokenId bos_of(const model::Pretrained& pt) {
 
 size_t limited(size_t n, int64_t limit) { return limit > 0 ? std::min(n, size_t(limit)) : n; }
 
-void write_report(const EvalReport& r, const CommonEvalOptions& o) {
+void write_report(const EvalReport& r, const CommonEvalOptions& o, SampleLog* log) {
   const std::string text = r.dump();
   if (o.out.empty()) {
+    if (log) log->close();
     std::cout << text << std::flush;
   } else {
-    io::write_file_atomic(o.out, text);
+    io::AtomicFile out(o.out);
+    out.write(text);
+    out.sync();
+    if (log) log->close();
+    out.commit();
   }
   std::string summary;
   for (const Metric& m : r.metrics)

@@ -64,7 +64,7 @@ int64_t effective_shots(const GenOptions& o) {
   return o.chat ? 0 : 8;
 }
 
-EvalReport eval_generate(model::Pretrained& pt, const GenOptions& o) {
+EvalReport eval_generate(model::Pretrained& pt, const GenOptions& o, SampleLog* log) {
   detail::check_common(o.common);
   DS_CHECK_AS(UsageError, o.shots >= -1, "--shots must be >= 0 (or -1: the default)");
   DS_CHECK_AS(UsageError, o.chat || o.system.empty(), "--system needs --chat");
@@ -111,8 +111,11 @@ EvalReport eval_generate(model::Pretrained& pt, const GenOptions& o) {
   infer::Engine engine(pt.args, *pt.store, detail::make_context(o.common),
                        infer::EngineOptions{int(std::min(B, std::max<size_t>(n, 1))), capacity});
 
-  std::unique_ptr<SampleLog> log;
-  if (!o.common.log_samples.empty()) log = std::make_unique<SampleLog>(o.common.log_samples);
+  std::unique_ptr<SampleLog> own;   // no caller's log: this function publishes its own
+  if (!log && !o.common.log_samples.empty()) {
+    own = std::make_unique<SampleLog>(o.common.log_samples);
+    log = own.get();
+  }
   detail::Progress bar(spec.name, n, o.common.progress);
   size_t correct = 0;
   infer::GenerationStats stats;
@@ -130,7 +133,8 @@ EvalReport eval_generate(model::Pretrained& pt, const GenOptions& o) {
     }
     bar.update(std::min(n, b0 + B));
   }
-  if (log) log->close();
+
+  if (own) own->close();
 
   EvalReport rep;
   rep.task = spec.name;
@@ -159,8 +163,10 @@ EvalReport run_generate(const GenOptions& o) {
   GenSpec spec;   // task flags and output paths checked before the model is loaded
   detail::check_outputs_not_inputs(o.common, {gen_data(o, spec).string()});
   model::Pretrained pt = detail::load_model_for_eval(o.common);
-  EvalReport r = eval_generate(pt, o);
-  detail::write_report(r, o.common);
+  std::unique_ptr<SampleLog> log;   // published by write_report, with the report
+  if (!o.common.log_samples.empty()) log = std::make_unique<SampleLog>(o.common.log_samples);
+  EvalReport r = eval_generate(pt, o, log.get());
+  detail::write_report(r, o.common, log.get());
   return r;
 }
 

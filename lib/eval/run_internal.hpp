@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "ds/eval/report.hpp"
 #include "ds/eval/run.hpp"
 #include "ds/ops/ops.hpp"
 
@@ -25,8 +26,10 @@ model::Pretrained load_model_for_eval(const CommonEvalOptions& o);
 const tok::Tokenizer& tokenizer_of(const model::Pretrained& pt);   // FormatError if absent
 tok::TokenId bos_of(const model::Pretrained& pt);   // tokenizer's BOS, else config bos_token_id
 size_t limited(size_t n, int64_t limit);            // min(n, limit) for limit > 0
-// The report as JSON to o.out (atomically) or stdout, plus a one-line summary in the log.
-void write_report(const EvalReport& r, const CommonEvalOptions& o);
+// The report as JSON to o.out (atomically) or stdout, plus a one-line summary in the log. The
+// sample log (--log-samples, when given) is published with it: only once the report's bytes are
+// on disk, so that a failed report write (a full disk) leaves neither file behind.
+void write_report(const EvalReport& r, const CommonEvalOptions& o, SampleLog* log);
 
 // "label [#####.....] done/total" redrawn on stderr (only when it is a terminal).
 class Progress {

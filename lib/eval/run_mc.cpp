@@ -78,7 +78,7 @@ std::vector<std::string> mc_inputs(const McOptions& o, const McSpec& s, const fs
 
 }  // namespace
 
-EvalReport eval_mc(model::Pretrained& pt, const McOptions& o) {
+EvalReport eval_mc(model::Pretrained& pt, const McOptions& o, SampleLog* log) {
   detail::check_common(o.common);
   DS_CHECK_AS(UsageError, o.shots >= 0 && o.max_len >= 0, "--shots and --max-len must be >= 0");
   fs::path data;
@@ -116,8 +116,11 @@ EvalReport eval_mc(model::Pretrained& pt, const McOptions& o) {
   const auto res = score_requests(*pt.model, ctx, reqs, size_t(o.common.batch_size),
                                   [&](size_t k) { bar.update(k); });
 
-  std::unique_ptr<SampleLog> log;
-  if (!o.common.log_samples.empty()) log = std::make_unique<SampleLog>(o.common.log_samples);
+  std::unique_ptr<SampleLog> own;   // no caller's log: this function publishes its own
+  if (!log && !o.common.log_samples.empty()) {
+    own = std::make_unique<SampleLog>(o.common.log_samples);
+    log = own.get();
+  }
   std::vector<McOutcome> outcomes;
   size_t r = 0;
   for (size_t i = 0; i < n; ++i) {
@@ -128,8 +131,9 @@ EvalReport eval_mc(model::Pretrained& pt, const McOptions& o) {
     outcomes.push_back(score_mc(ll, bytes, all[i].gold));
     if (log) log->write(mc_sample_record(i, all[i], texts[i], ll, outcomes.back()));
   }
-  if (log) log->close();
   const McMetrics m = aggregate_mc(outcomes);
+
+  if (own) own->close();
 
   EvalReport rep;
   rep.task = spec.name;
@@ -151,8 +155,10 @@ EvalReport run_mc(const McOptions& o) {
   const McSpec spec = mc_spec(o, data);   // flag errors before the model is loaded
   detail::check_outputs_not_inputs(o.common, mc_inputs(o, spec, data));
   model::Pretrained pt = detail::load_model_for_eval(o.common);
-  EvalReport r = eval_mc(pt, o);
-  detail::write_report(r, o.common);
+  std::unique_ptr<SampleLog> log;   // published by write_report, with the report
+  if (!o.common.log_samples.empty()) log = std::make_unique<SampleLog>(o.common.log_samples);
+  EvalReport r = eval_mc(pt, o, log.get());
+  detail::write_report(r, o.common, log.get());
   return r;
 }
 

@@ -27,7 +27,7 @@ std::vector<Doc> text_documents(const model::Pretrained& pt, const PerplexityOpt
   for (size_t i = 0; i < detail::limited(o.files.size(), o.common.limit); ++i) {
     Doc d;
     d.source = o.files[i];
-    const std::string text = io::read_file(o.files[i]);
+    const std::string text = io::read_input(o.files[i]);   // fingerprinted later
     DS_CHECK_AS(FormatError, !text.empty(), "{}: empty file", o.files[i]);
     d.tokens.push_back(detail::bos_of(pt));
     tk.encode(text, d.tokens, /*match_added_tokens=*/false);
@@ -84,7 +84,7 @@ std::vector<std::string> perplexity_inputs(const PerplexityOptions& o) {
 
 }  // namespace
 
-EvalReport eval_perplexity(model::Pretrained& pt, const PerplexityOptions& o) {
+EvalReport eval_perplexity(model::Pretrained& pt, const PerplexityOptions& o, SampleLog* log) {
   detail::check_common(o.common);
   detail::check_outputs_not_inputs(o.common, perplexity_inputs(o));
   int64_t W = 0, S = 0;
@@ -110,8 +110,11 @@ EvalReport eval_perplexity(model::Pretrained& pt, const PerplexityOptions& o) {
     per_doc[doc_of[r]].tokens += res[r].n;
   }
   LossTotals total;
-  std::unique_ptr<SampleLog> log;
-  if (!o.common.log_samples.empty()) log = std::make_unique<SampleLog>(o.common.log_samples);
+  std::unique_ptr<SampleLog> own;   // no caller's log: this function publishes its own
+  if (!log && !o.common.log_samples.empty()) {
+    own = std::make_unique<SampleLog>(o.common.log_samples);
+    log = own.get();
+  }
   for (size_t d = 0; d < docs.size(); ++d) {
     per_doc[d].bytes = docs[d].bytes;
     total.add(per_doc[d]);
@@ -120,8 +123,9 @@ EvalReport eval_perplexity(model::Pretrained& pt, const PerplexityOptions& o) {
                   {"bytes", per_doc[d].bytes}, {"sum_nll", per_doc[d].sum_nll},
                   {"nll", per_doc[d].tokens ? per_doc[d].mean_nll() : 0.0}});
   }
-  if (log) log->close();
   DS_CHECK_AS(FormatError, total.tokens > 0, "perplexity: no document has a token to predict");
+
+  if (own) own->close();
 
   EvalReport rep;
   rep.task = "perplexity";
@@ -144,8 +148,10 @@ EvalReport run_perplexity(const PerplexityOptions& o) {
   detail::check_common(o.common);
   detail::check_outputs_not_inputs(o.common, perplexity_inputs(o));
   model::Pretrained pt = detail::load_model_for_eval(o.common);
-  EvalReport r = eval_perplexity(pt, o);
-  detail::write_report(r, o.common);
+  std::unique_ptr<SampleLog> log;   // published by write_report, with the report
+  if (!o.common.log_samples.empty()) log = std::make_unique<SampleLog>(o.common.log_samples);
+  EvalReport r = eval_perplexity(pt, o, log.get());
+  detail::write_report(r, o.common, log.get());
   return r;
 }
 

@@ -2,12 +2,15 @@
 #include "ds/io/file.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <map>
+#include <mutex>
 
 #include "ds/core/error.hpp"
 
@@ -34,6 +37,9 @@ void check_output_dir(const fs::path& dir, std::string_view flag) {
   if (fs::exists(p, ec)) {
     if (!fs::is_directory(p, ec))
       DS_THROW(UsageError, "{} {}: exists and is not a directory", flag, dir.string());
+    if (::access(p.c_str(), W_OK) != 0)   // EROFS for a read-only file system, root or not
+      DS_THROW(UsageError, "{} {}: cannot write there ({})", flag, dir.string(),
+               std::strerror(errno));
     return;
   }
   fs::path a = p.parent_path();
@@ -65,6 +71,18 @@ std::string read_file(const fs::path& path) {
   return out;
 }
 
+std::string read_input(const fs::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || S_ISREG(st.st_mode)) return read_file(path);
+  static std::mutex mu;
+  static std::map<std::string, std::string> kept;   // non-regular inputs read so far
+  const std::lock_guard<std::mutex> lock(mu);
+  const std::string key = fs::absolute(path).lexically_normal().string();
+  const auto it = kept.find(key);
+  if (it != kept.end()) return it->second;
+  return kept.emplace(key, read_file(path)).first->second;
+}
+
 void fsync_dir(const fs::path& dir) {
   int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return;   // best effort: some filesystems do not allow it
@@ -82,7 +100,41 @@ namespace {
 std::atomic<uint64_t> g_counter{0};
 }
 
+namespace {
+// Where a dangling symbolic link `p` points: the end of its chain of links (to be created).
+fs::path dangling_target(const fs::path& p) {
+  fs::path cur = p;
+  for (int hops = 0; hops < 40; ++hops) {   // as the kernel's ELOOP limit
+    std::error_code ec;
+    if (!fs::is_symlink(cur, ec)) return cur;
+    const fs::path to = fs::read_symlink(cur, ec);
+    if (ec) DS_THROW(IoError, "{}: cannot read the link: {}", cur.string(), ec.message());
+    cur = to.is_absolute() ? to : cur.parent_path() / to;
+  }
+  DS_THROW(IoError, "{}: too many levels of symbolic links", p.string());
+}
+}  // namespace
+
 AtomicFile::AtomicFile(fs::path final_path) : final_(std::move(final_path)) {
+  struct stat st {};
+  std::error_code ec;
+  if (::stat(final_.c_str(), &st) == 0) {   // (through links, /proc/self/fd/N's too)
+    if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+      direct_ = true;   // a FIFO or device: written as it is
+      temp_ = final_;
+      fd_ = ::open(final_.c_str(), O_WRONLY | O_CLOEXEC);
+      if (fd_ < 0)
+        DS_THROW(IoError, "{}: cannot open for writing: {}", final_.string(),
+                 std::strerror(errno));
+      return;
+    }
+    if (fs::is_symlink(final_, ec)) {   // a link to a regular file: replace the file
+      fs::path real = fs::canonical(final_, ec);
+      if (!ec) final_ = std::move(real);
+    }
+  } else if (fs::is_symlink(final_, ec)) {
+    final_ = dangling_target(final_);
+  }
   temp_ = final_;
   temp_ += fmt::format(".tmp.{}.{}", ::getpid(), g_counter++);
   fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -106,6 +158,9 @@ void AtomicFile::write(const void* data, size_t n) {
 
 void AtomicFile::pwrite(const void* data, size_t n, uint64_t offset) {
   DS_CHECK(fd_ >= 0, "{}: write after commit/abort", final_.string());
+  if (direct_)
+    DS_THROW(IoError, "{}: not a regular file (this output is patched after it is written)",
+             final_.string());
   auto p = static_cast<const char*>(data);
   while (n > 0) {
     ssize_t w = ::pwrite(fd_, p, n, off_t(offset));
@@ -117,8 +172,20 @@ void AtomicFile::pwrite(const void* data, size_t n, uint64_t offset) {
   }
 }
 
+void AtomicFile::sync() {
+  DS_CHECK(fd_ >= 0, "{}: sync after commit/abort", final_.string());
+  if (!direct_ && ::fsync(fd_) != 0)
+    DS_THROW(IoError, "{}: fsync failed: {}", temp_.string(), std::strerror(errno));
+}
+
 void AtomicFile::commit() {
   DS_CHECK(fd_ >= 0, "{}: commit twice", final_.string());
+  if (direct_) {   // nothing to sync (a device may refuse fsync) or rename
+    const int rc = ::close(fd_);
+    fd_ = -1;
+    if (rc != 0) DS_THROW(IoError, "{}: close failed: {}", final_.string(), std::strerror(errno));
+    return;
+  }
   if (::fsync(fd_) != 0)
     DS_THROW(IoError, "{}: fsync failed: {}", temp_.string(), std::strerror(errno));
   if (::close(fd_) != 0) {
@@ -138,7 +205,7 @@ void AtomicFile::abort() {
   if (fd_ >= 0) {
     ::close(fd_);
     fd_ = -1;
-    ::unlink(temp_.c_str());
+    if (!direct_) ::unlink(temp_.c_str());
   }
 }
 

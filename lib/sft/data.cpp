@@ -120,7 +120,7 @@ std::vector<infer::ChatMessage> parse_example(std::string_view line, const std::
 }
 
 std::vector<Example> read_examples(const std::string& path, int32_t file, LossOn loss_on) {
-  const std::string text = io::read_file(path);
+  const std::string text = io::read_input(path);   // a FIFO too: files_fingerprint reads it again
   std::vector<Example> out;
   size_t pos = text.rfind("\xEF\xBB\xBF", 0) == 0 ? 3 : 0;   // a UTF-8 byte-order mark
   int64_t line_no = 0;
@@ -255,7 +255,7 @@ SampleSet load_samples(const std::vector<std::string>& files, const infer::ChatT
 std::string files_fingerprint(const std::vector<std::string>& files) {
   Xxh64Stream h;
   for (const std::string& f : files) {
-    const std::string text = io::read_file(f);
+    const std::string text = io::read_input(f);   // a FIFO's or pipe's bytes as parsed
     const uint64_t n = text.size();
     h.update(&n, sizeof n);
     h.update(text.data(), text.size());

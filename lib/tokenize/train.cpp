@@ -39,10 +39,14 @@ TrainSummary train(const TrainOptions& o) {
   std::error_code ec;
   if (fs::exists(o.out, ec) && !fs::is_directory(o.out, ec))
     DS_THROW(IoError, "{}: exists and is not a directory", o.out);
-  for (const char* name : {"tokenizer.json", "tokenizer_config.json"})
-    if (!o.force && fs::exists(fs::path(o.out) / name, ec))
-      DS_THROW(UsageError, "{}: already exists (use --force to replace it)",
-               (fs::path(o.out) / name).string());
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) {
+    const fs::path f = fs::path(o.out) / name;
+    if (fs::is_directory(f, ec))
+      DS_THROW(UsageError, "--out {}: {} is a directory (it cannot be replaced by the file)",
+               o.out, f.string());
+    if (!o.force && fs::exists(f, ec))
+      DS_THROW(UsageError, "{}: already exists (use --force to replace it)", f.string());
+  }
   InterruptScope interrupts;   // Ctrl-C: stop before anything is written
 
   tok::BpeTrainerOptions to;
@@ -70,10 +74,22 @@ TrainSummary train(const TrainOptions& o) {
   const tok::Tokenizer tok = tok::Tokenizer::from_json(json, "trained tokenizer.json");
 
   check_interrupt();
+  const bool created = !fs::exists(o.out, ec);
   fs::create_directories(o.out, ec);
   if (ec) DS_THROW(IoError, "{}: cannot create directory: {}", o.out, ec.message());
-  io::write_file_atomic(fs::path(o.out) / "tokenizer.json", json);
-  io::write_file_atomic(fs::path(o.out) / "tokenizer_config.json", config);
+  try {   // both files on disk before either is published: a full disk publishes neither
+    io::AtomicFile tj(fs::path(o.out) / "tokenizer.json");
+    io::AtomicFile tc(fs::path(o.out) / "tokenizer_config.json");
+    tj.write(json);
+    tc.write(config);
+    tj.sync();
+    tc.sync();
+    tc.commit();
+    tj.commit();
+  } catch (...) {
+    if (created) fs::remove(o.out, ec);   // the directory this run made, if still empty
+    throw;
+  }
 
   TrainSummary s;
   s.out = o.out;

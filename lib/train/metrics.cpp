@@ -4,6 +4,10 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -30,14 +34,23 @@ void MetricsWriter::open(const std::string& path, int64_t truncate_after_step) {
     std::ostringstream whole;
     whole << file.rdbuf();
     const std::string text = whole.str();
-    std::istringstream in(text);
-    std::string line, kept;
+    std::string kept;
     int64_t n = 0;
-    while (std::getline(in, line)) {
+    for (size_t pos = 0; pos < text.size();) {
+      size_t nl = text.find('\n', pos);
+      const bool torn = nl == std::string::npos;   // the last line, without its newline
+      if (torn) nl = text.size();
+      const std::string line = text.substr(pos, nl - pos);
+      pos = nl + 1;
       ++n;
-      if (line.empty()) continue;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
       io::check_json_depth(line, fmt::format("{}:{}", path, n));
       const auto j = nlohmann::json::parse(line, nullptr, false);
+      if (torn && j.is_discarded()) {
+        spdlog::info("{}:{}: dropped a last line cut short (a write that did not finish)", path,
+                     n);
+        continue;
+      }
       if (j.is_discarded() || !j.is_object() || !j.contains("step") ||
           !j["step"].is_number_integer())
         DS_THROW(FormatError, "{}:{}: not a metrics line (a JSON object with an integer 'step')",
@@ -48,24 +61,42 @@ void MetricsWriter::open(const std::string& path, int64_t truncate_after_step) {
                             : step.get<int64_t>() <= truncate_after_step;
       if (keep) kept += line + "\n";
     }
-    // Rewritten when it loses a line past the step, a blank line, or a last line's missing
-    // newline (the next append would join it); an unchanged file keeps its inode.
+    // Rewritten when it loses a line past the step, a blank or torn line, or a last line's
+    // missing newline (the next append would join it); an unchanged file keeps its inode.
     if (kept != text) io::write_file_atomic(real, kept);
   }
   auto parent = std::filesystem::path(path).parent_path();
-  if (!parent.empty()) std::filesystem::create_directories(parent);
-  f_ = std::fopen(path.c_str(), "a");
-  if (!f_) DS_THROW(IoError, "{}: cannot open for appending: {}", path, std::strerror(errno));
+  if (!parent.empty() && !std::filesystem::is_directory(parent, ec)) {
+    std::filesystem::create_directories(parent, ec);
+    if (ec)
+      DS_THROW(IoError, "{}: cannot create its directory {}: {}", path, parent.string(),
+               ec.message());
+  }
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd_ < 0) DS_THROW(IoError, "{}: cannot open for appending: {}", path, std::strerror(errno));
 }
 
 MetricsWriter::~MetricsWriter() {
-  if (f_) std::fclose(f_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 void MetricsWriter::write(const std::string& json_line) {
-  if (!f_) return;
-  if (std::fputs(json_line.c_str(), f_) < 0 || std::fputc('\n', f_) < 0 || std::fflush(f_) != 0)
-    DS_THROW(IoError, "{}: write failed: {}", path_, std::strerror(errno));
+  if (fd_ < 0) return;
+  const std::string line = json_line + "\n";
+  struct stat st {};
+  const bool regular = ::fstat(fd_, &st) == 0 && S_ISREG(st.st_mode);
+  size_t done = 0;
+  while (done < line.size()) {
+    const ssize_t w = ::write(fd_, line.data() + done, line.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      const int err = w < 0 ? errno : ENOSPC;
+      if (regular && done > 0 && ::ftruncate(fd_, st.st_size) != 0)   // (else a resume drops it)
+        spdlog::debug("{}: cannot cut back the partial line: {}", path_, std::strerror(errno));
+      DS_THROW(IoError, "{}: write failed: {}", path_, std::strerror(err));
+    }
+    done += size_t(w);
+  }
 }
 
 std::string format_duration(double s) {

@@ -89,8 +89,12 @@ VALUES = [
     ("ds-rl", "ds-rl", "--reward-regex", "x", "add --reward regex"),
     # a micro-batch far beyond the machine's memory (it was OOM-killed without a message)
     ("ds-pretrain", "ds-pretrain", "--batch-size", "10000000", "GiB of activations"),
-    # an unknown key in a --config file: the error names the file
-    ("ds-pretrain", "ds-pretrain", "--config", "{tmp}/bad.ini", "bad.ini: "),
+    # an unknown key or section in a --config file, or a key twice: the error names the file
+    ("ds-pretrain", "ds-pretrain", "--config", "{tmp}/bad.ini",
+     "bad.ini: unknown key 'nonsense-key'"),
+    ("ds-pretrain", "ds-pretrain", "--config", "{tmp}/section.ini",
+     "section.ini: unknown section [pretrain]"),
+    ("ds-pretrain", "ds-pretrain", "--config", "{tmp}/twice.ini", "--config {tmp}/twice.ini"),
     ("ds-rl", "ds-rl", "--clip-grad-norm", "nan", "nan: expected a finite number >= 0"),
     ("ds-rl", "ds-rl", "--log-every", "-1", "-1: expected an integer >= 0"),
     ("ds-convert-fp8", "ds-convert-fp8 verify", "--max-rel-error", "nan", "NaN is not a limit"),
@@ -98,8 +102,13 @@ VALUES = [
     ("ds-pretrain", "ds-pretrain", "--out", "{file}/run", "is not a directory"),
     ("ds-sft", "ds-sft", "--out", "{file}/run", "is not a directory"),
     ("ds-tokenize", "ds-tokenize train", "--out", "{file}/tok", "is not a directory"),
+    # a directory where a file goes: refused before training (it once published tokenizer.json
+    # and then failed on tokenizer_config.json)
+    ("ds-tokenize", "ds-tokenize train", "--out", "{tmp}/tokdir",
+     "tokenizer_config.json is a directory"),
     ("ds-tokenize", "ds-tokenize encode", "--out", "{file}/data", "is not a directory"),
     ("ds-eval", "ds-eval", "--out", "{file}.d/o.json", "does not exist"),
+    ("ds-eval", "ds-eval", "--out", "{file}/o.json", "is not a directory"),
 ]
 
 
@@ -111,8 +120,12 @@ def check_values(bin_dir):
         base["ds-convert-fp8 verify"] = ["verify", "--model", tmp, "--reference", tmp]
         base["ds-pretrain new-data"] = base["ds-pretrain"] + ["--resume-new-data"]
         base["ds-pretrain eval"] = base["ds-pretrain"] + ["--eval-every", "1"]
-        with open(os.path.join(tmp, "bad.ini"), "w") as f:
-            f.write("nonsense-key = 1\n")
+        os.makedirs(os.path.join(tmp, "tokdir", "tokenizer_config.json"))
+        for name, text in (("bad.ini", "nonsense-key = 1\n"),
+                           ("section.ini", "[pretrain]\nlr = 0.1\n"),
+                           ("twice.ini", "lr = 0.1\nlr = 0.2\n")):
+            with open(os.path.join(tmp, name), "w") as f:
+                f.write(text)
         for tool, case, flag, value, says in VALUES:
             exe = os.path.join(bin_dir, tool)
             if not os.path.exists(exe):
@@ -120,6 +133,7 @@ def check_values(bin_dir):
             args = list(base[case])
             value = value.replace("{file}", os.path.abspath(__file__))
             value = value.replace("{tmp}", tmp).replace("{out}", out)
+            says = says and says.replace("{tmp}", tmp)
             if flag in args:   # replaces the case's own value
                 args[args.index(flag) + 1] = value
             else:

@@ -13,11 +13,14 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <thread>
 
 #include "../model/hf_checkpoint_util.hpp"
 #include "../model/model_test_util.hpp"
 #include "ds/core/error.hpp"
+#include "ds/core/hash.hpp"
 #include "ds/eval/metrics.hpp"
 #include "ds/eval/gen_tasks.hpp"
 #include "ds/eval/run.hpp"
@@ -449,4 +452,34 @@ TEST_CASE("ds-eval CLI: report, exit codes, one-line errors") {
                          g.string()),
                  2, "is the input file");
   CHECK(io::read_file(g).find("What is 1 + 2?") != std::string::npos);
+}
+
+TEST_CASE("ds-eval outputs and inputs: a FIFO read once, a device written into, no half result") {
+  Fixture fx;
+  const fs::path f = fx.tmp.write("t.txt", kText);
+  const std::string model = " --model " + fx.ckpt.string() + " --threads 1 --log-level warn";
+  // a FIFO (a pipe, <(zcat …)): parsed and fingerprinted from the one read; a second open
+  // waited forever for a writer
+  const fs::path fifo = fx.tmp.path() / "doc.fifo";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  std::thread writer([&] { io::write_file_atomic(fifo, kText); });
+  Cmd c = run_cli("perplexity" + model + " --window 32 " + fifo.string());
+  writer.join();
+  INFO(c.out);
+  REQUIRE(c.rc == 0);
+  CHECK(json::parse(c.out)["task_fingerprint"] == hex64(xxh64(kText)));
+  // --out a device: written into, never replaced by a file; a failed report write (here a
+  // full device) publishes no sample log either
+  if (fs::exists("/dev/full")) {
+    const fs::path log = fx.tmp.path() / "samples.jsonl";
+    c = run_cli("perplexity" + model + " --out /dev/full --log-samples " + log.string() + " " +
+                f.string());
+    INFO(c.out);
+    CHECK(c.rc == 1);
+    CHECK(c.out.find("/dev/full: write failed") != std::string::npos);
+    CHECK(fs::is_character_file("/dev/full"));
+    CHECK_FALSE(fs::exists(log));
+    for (const auto& e : fs::directory_iterator(fx.tmp.path()))
+      CHECK(e.path().string().find(".tmp.") == std::string::npos);
+  }
 }

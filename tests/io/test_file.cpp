@@ -1,7 +1,11 @@
-// Atomic writes: nothing visible until commit; an abandoned write leaves no file behind.
+// Atomic writes: nothing visible until commit; an abandoned write leaves no file behind; links
+// written through, FIFOs and devices written into. read_input's one read of a FIFO.
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
+#include <string>
+#include <thread>
 
 #include "ds/core/error.hpp"
 #include "ds/io/file.hpp"
@@ -55,5 +59,63 @@ TEST_CASE("is_inside: relative and absolute spellings, missing paths, links") {
   CHECK(is_inside("run/m", "run/"));
   CHECK_FALSE(is_inside("run2", "run"));
   fs::current_path(cwd);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("AtomicFile writes through a link and straight into a FIFO or device") {
+  const fs::path dir = fs::temp_directory_path() / "ds_test_io_atomic_links";
+  fs::remove_all(dir);
+  fs::create_directories(dir / "real");
+  // a link to a regular file: the target is replaced, the link stays a link
+  ds::io::write_file_atomic(dir / "real" / "r.json", "old");
+  fs::create_symlink("real/r.json", dir / "link.json");
+  ds::io::write_file_atomic(dir / "link.json", "new");
+  CHECK(fs::is_symlink(dir / "link.json"));
+  CHECK(ds::io::read_file(dir / "real" / "r.json") == "new");
+  // a dangling link: its target is created
+  fs::create_symlink("real/made.json", dir / "dangling.json");
+  ds::io::write_file_atomic(dir / "dangling.json", "made");
+  CHECK(fs::is_symlink(dir / "dangling.json"));
+  CHECK(ds::io::read_file(dir / "real" / "made.json") == "made");
+  // a device is written into, never replaced (ds-eval --out /dev/null once made it a file)
+  if (fs::exists("/dev/null")) {
+    ds::io::write_file_atomic("/dev/null", "discarded");
+    CHECK(fs::is_character_file("/dev/null"));
+    ds::io::AtomicFile f("/dev/null");
+    CHECK_THROWS_AS(f.pwrite("x", 1, 0), ds::IoError);   // nothing to patch
+  }
+  // a FIFO: the reader gets the bytes, the FIFO stays one
+  const fs::path fifo = dir / "fifo";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  std::string got;
+  std::thread reader([&] { got = ds::io::read_file(fifo); });
+  ds::io::write_file_atomic(fifo, "through the pipe");
+  reader.join();
+  CHECK(got == "through the pipe");
+  CHECK(fs::is_fifo(fifo));
+  size_t n = 0;   // no temporary file left anywhere
+  for (auto& e : fs::recursive_directory_iterator(dir))
+    n += e.path().string().find(".tmp.") != std::string::npos;
+  CHECK(n == 0);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("read_input: a FIFO is read once, a later read gets the same bytes") {
+  const fs::path dir = fs::temp_directory_path() / "ds_test_io_read_input";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const fs::path fifo = dir / "fifo";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  std::thread writer([&] { ds::io::write_file_atomic(fifo, "{\"a\":1}\n"); });
+  CHECK(ds::io::read_input(fifo) == "{\"a\":1}\n");
+  writer.join();
+  // no writer now: a second open of the FIFO would wait forever; the kept bytes come back
+  CHECK(ds::io::read_input(fifo) == "{\"a\":1}\n");
+  // a regular file is read anew
+  ds::io::write_file_atomic(dir / "f", "one");
+  CHECK(ds::io::read_input(dir / "f") == "one");
+  ds::io::write_file_atomic(dir / "f", "two");
+  CHECK(ds::io::read_input(dir / "f") == "two");
+  CHECK_THROWS_AS(ds::io::read_input(dir / "missing"), ds::IoError);
   fs::remove_all(dir);
 }

@@ -4,10 +4,13 @@
 // and the field in the message.
 // reference: include/ds/sft/data.hpp; spec §8.6 ("SFT target: assistant content + EOS").
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 
 #include <string>
+#include <thread>
 
 #include "ds/core/error.hpp"
+#include "ds/io/file.hpp"
 #include "sft_test_util.hpp"
 
 using namespace ds::sft;
@@ -238,4 +241,19 @@ TEST_CASE("files fingerprint changes with the content") {
   CHECK(files_fingerprint({a}).size() == 16);
   CHECK(parse_loss_on("last") == LossOn::last);
   CHECK_THROWS_AS(parse_loss_on("everything"), ds::UsageError);
+}
+
+TEST_CASE("a FIFO's samples and fingerprint come from its one read (a pipe, <(zcat f.gz))") {
+  const auto& kit = small_kit();
+  auto dir = ds_sft_test::scratch_dir("fifo");
+  const std::string text = R"({"prompt": "Who went up?", "completion": "The king."})" "\n";
+  const auto regular = ds_sft_test::write_file(dir / "a.jsonl", text);
+  const std::string fifo = (dir / "a.fifo").string();
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  std::thread writer([&] { ds::io::write_file_atomic(fifo, text); });
+  TokenizeOptions topt{LossOn::assistant, 0, false};
+  CHECK(load_samples({fifo}, *kit.tmpl, *kit.tok, topt, 1).samples.size() == 1);
+  writer.join();
+  // a second read of the FIFO would wait for a writer forever (or, on a pipe, read nothing)
+  CHECK(files_fingerprint({fifo}) == files_fingerprint({regular}));
 }

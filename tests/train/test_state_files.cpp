@@ -3,6 +3,7 @@
 // FormatError naming the file and field, never truncated, wrapped or left to nlohmann.
 #include <doctest/doctest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -144,4 +145,31 @@ TEST_CASE("metrics file: blank lines and a missing last newline are mended, noth
     INFO(std::string(c.first));
     CHECK(slurp(p) == std::string(c.second) + "{\"step\":6}\n");
   }
+}
+
+TEST_CASE("metrics file: a torn last line (a write cut short) is dropped, not a stop") {
+  TempDir d("metrics");
+  const auto p = d.write("m.jsonl", "{\"step\":1}\n{\"step\":2,\"lo");
+  {
+    ds::train::MetricsWriter w;
+    w.open(p.string(), 1);
+    w.write("{\"step\":2}");
+  }
+  CHECK(slurp(p) == "{\"step\":1}\n{\"step\":2}\n");
+  // the same line inside the file is no torn write: the resume stops
+  const auto q = d.write("n.jsonl", "{\"step\":1}\n{\"step\":2,\"lo\n");
+  ds::train::MetricsWriter w;
+  CHECK_THROWS_WITH_AS(w.open(q.string(), 1), doctest::Contains("n.jsonl:2: not a metrics line"),
+                       ds::FormatError);
+}
+
+TEST_CASE("metrics file: a write to a full device fails naming the file") {
+  if (!std::filesystem::exists("/dev/full")) {
+    MESSAGE("skipped: no /dev/full");
+    return;
+  }
+  ds::train::MetricsWriter w;
+  w.open("/dev/full", 0);   // a device: appended to as it is, never read or rewritten
+  CHECK_THROWS_WITH_AS(w.write("{\"step\":1}"), doctest::Contains("/dev/full: write failed"),
+                       ds::IoError);
 }

@@ -43,7 +43,8 @@ struct EvalReport {
   std::string dump() const;   // to_json() pretty-printed, with a trailing newline
 };
 
-// XXH64 of the file bytes as 16 hex digits (streamed; IoError naming the path).
+// XXH64 of the file bytes as 16 hex digits (streamed; IoError naming the path). A FIFO or pipe
+// gives the bytes the task was read from (io::read_input), not a second, empty read.
 std::string file_fingerprint(const std::filesystem::path& path);
 
 // One --log-samples record per example.

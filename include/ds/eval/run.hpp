@@ -73,9 +73,12 @@ EvalReport run_perplexity(const PerplexityOptions& opts);
 EvalReport run_mc(const McOptions& opts);
 EvalReport run_generate(const GenOptions& opts);
 
-// The same on an already loaded model (nothing written unless the options say so).
-EvalReport eval_perplexity(model::Pretrained& pt, const PerplexityOptions& opts);
-EvalReport eval_mc(model::Pretrained& pt, const McOptions& opts);
-EvalReport eval_generate(model::Pretrained& pt, const GenOptions& opts);
+// The same on an already loaded model (nothing written unless the options say so). `log`: the
+// caller's open --log-samples file, written to and left for the caller to publish (run_* do,
+// with the report); null: one of its own, published at the end when the options name one.
+EvalReport eval_perplexity(model::Pretrained& pt, const PerplexityOptions& opts,
+                           SampleLog* log = nullptr);
+EvalReport eval_mc(model::Pretrained& pt, const McOptions& opts, SampleLog* log = nullptr);
+EvalReport eval_generate(model::Pretrained& pt, const GenOptions& opts, SampleLog* log = nullptr);
 
 }  // namespace ds::eval

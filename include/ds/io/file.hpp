@@ -13,17 +13,28 @@ namespace ds::io {
 namespace fs = std::filesystem;
 
 std::string read_file(const fs::path& path);                 // IoError naming the path
+// An input file that may be read twice (parsed, then fingerprinted). A regular file is read
+// anew each time; anything else (a FIFO, a pipe such as /dev/stdin or <(zcat f.gz), a device)
+// can be read only once, so its bytes are kept for the life of the process and every later
+// read of that path returns them.
+std::string read_input(const fs::path& path);
+// Writes `data` to `path` atomically (AtomicFile: through a symbolic link, and straight into a
+// FIFO or device).
 void write_file_atomic(const fs::path& path, std::string_view data);
 void fsync_dir(const fs::path& dir);
-// UsageError naming `flag` unless `dir` is a directory or could be created as one: its nearest
-// existing ancestor is a writable directory. For a run's output, checked before the work that
-// would otherwise only fail at its first write.
+// UsageError naming `flag` unless `dir` is a writable directory or could be created as one: its
+// nearest existing ancestor is a writable directory. For a run's output, checked before the
+// work that would otherwise only fail at its first write (a read-only file system included).
 void check_output_dir(const fs::path& dir, std::string_view flag);
 // Whether `p` is `dir` or lies inside it, symbolic links resolved (the paths need not exist).
 bool is_inside(const fs::path& p, const fs::path& dir);
 
 // A file being written under a temporary name; commit() publishes it atomically.
 // If the object is destroyed without commit() the temporary file is removed.
+// A final path that is a symbolic link is written through: the link's target is replaced (a
+// dangling link's target created) and the link kept. A final path that exists and is neither a
+// regular file nor a directory (a FIFO, /dev/null, /dev/stdout, a terminal) is written straight
+// into, as a shell redirection would: there is nothing to rename and nothing to take back.
 class AtomicFile {
  public:
   explicit AtomicFile(fs::path final_path);
@@ -35,6 +46,7 @@ class AtomicFile {
   void write(std::string_view s) { write(s.data(), s.size()); }
   void pwrite(const void* data, size_t n, uint64_t offset);  // patch earlier bytes
   uint64_t offset() const { return offset_; }
+  void sync();                        // fsync: the bytes so far are on disk (or failed)
   void commit();                      // flush, fsync, rename, fsync dir
   void abort();                       // remove the temporary file
   const fs::path& final_path() const { return final_; }
@@ -43,6 +55,7 @@ class AtomicFile {
  private:
   fs::path final_, temp_;
   int fd_ = -1;
+  bool direct_ = false;   // writing straight into a FIFO or device (temp_ == final_)
   uint64_t offset_ = 0;
 };
 

@@ -86,7 +86,8 @@ SampleSet load_samples(const std::vector<std::string>& files, const infer::ChatT
                        const tok::Tokenizer& tok, const TokenizeOptions& opt, int threads);
 
 // XXH64 over the bytes of `files` (in order, each prefixed by its size), as 16 hex digits:
-// part of the data fingerprint a resume must match.
+// part of the data fingerprint a resume must match. A FIFO or pipe (/dev/stdin, <(zcat f.gz))
+// gives the bytes load_samples read from it (io::read_input), not a second, empty read.
 std::string files_fingerprint(const std::vector<std::string>& files);
 
 }  // namespace ds::sft

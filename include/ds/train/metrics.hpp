@@ -3,7 +3,6 @@
 #pragma once
 #include <chrono>
 #include <cstdint>
-#include <cstdio>
 #include <string>
 
 namespace ds::train {
@@ -12,14 +11,20 @@ class MetricsWriter {
  public:
   MetricsWriter() = default;
   // Opens `path` for appending ("" = disabled). If truncate_after_step >= 0, lines whose
-  // "step" is greater are dropped first (a resumed run rewrites the steps it repeats).
+  // "step" is greater are dropped first (a resumed run rewrites the steps it repeats), with
+  // blank lines and a torn last line (no newline, not JSON: a write cut short by a crash; its
+  // step can only be past the checkpoint's).
   void open(const std::string& path, int64_t truncate_after_step = -1);
   ~MetricsWriter();
-  void write(const std::string& json_line);   // one object, no newline; flushed
-  bool enabled() const { return f_ != nullptr; }
+  MetricsWriter(const MetricsWriter&) = delete;
+  MetricsWriter& operator=(const MetricsWriter&) = delete;
+  // One object, no newline; written with one write(2). IoError if it fails, a regular file
+  // first cut back to its size before the line (a full disk leaves no torn line behind).
+  void write(const std::string& json_line);
+  bool enabled() const { return fd_ >= 0; }
 
  private:
-  std::FILE* f_ = nullptr;
+  int fd_ = -1;
   std::string path_;
 };
 
