@@ -3,8 +3,13 @@
 // directory named there, once through it, in name order. A broken promise traps and a non-ds
 // exception escapes, so the process dies and CTest reports the failure; the input that did it
 // is printed first. CTest runs each target over its generated seeds and its committed
-// regressions (fuzz/regressions/TARGET/, the inputs on which fuzzing once failed).
+// regressions (fuzz/regressions/TARGET/, the inputs on which fuzzing once failed). Unlike the
+// fuzz build, the test build keeps the shard reader's checksum checks, so a shard regression
+// must carry valid checksums to reach the code it once broke.
+#include <unistd.h>
+
 #include <algorithm>
+#include <cctype>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -50,6 +55,16 @@ int main(int argc, char** argv) {
     }
     std::fprintf(stderr, "replay %s (%zu bytes)\n", p.c_str(), bytes.size());
     LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  }
+  // the targets' scratch files (fuzz_scratch.hpp: temp dir, ds_fuzz_<tag>_<pid><suffix>)
+  const std::string mine = "_" + std::to_string(::getpid());
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(fs::temp_directory_path(), ec)) {
+    const std::string n = e.path().filename().string();
+    const size_t at = n.find(mine);   // this pid exactly: not another replay's longer one
+    if (n.rfind("ds_fuzz_", 0) == 0 && at != std::string::npos &&
+        (at + mine.size() == n.size() || !std::isdigit(uint8_t(n[at + mine.size()]))))
+      fs::remove_all(e.path(), ec);
   }
   std::printf("%zu inputs replayed\n", inputs.size());
   return 0;

@@ -12,7 +12,10 @@
 #include <cstring>
 #include <exception>
 #include <iostream>
+#include <set>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "ds/core/error.hpp"
 #include "ds/core/log.hpp"
@@ -172,6 +175,37 @@ std::string config_file(const CLI::App& app) {
   return "";
 }
 
+// A tool that starts a world of ranks (its flags include add_dist_options' --pp).
+bool starts_world(CLI::App& app) { return app.get_option_no_throw("--pp") != nullptr; }
+
+// Every flag that must agree between the ranks, (name, value as given or its default), for
+// dist::set_run_flags; the per-process ones are left out.
+std::vector<std::pair<std::string, std::string>> run_flags(CLI::App& app) {
+  static const std::set<std::string> per_process = {
+      "--help", "--version", "--config", "--log-level", "--verbose", "--quiet",
+      "--threads", "--rank", "--local-rank"};
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const CLI::Option* opt : app.get_options()) {
+    const std::string name = opt->get_name();
+    if (per_process.count(name) != 0) continue;
+    std::string value;
+    if (opt->count() == 0) {
+      value = opt->get_default_str();
+    } else {
+      for (const std::string& r : opt->results()) value += (value.empty() ? "" : ",") + r;
+    }
+    out.emplace_back(name, value);
+  }
+  return out;
+}
+
+// After an error: every rank of a multi-rank launch ends (dist::abort_world), including, for a
+// tool that starts a world, the ranks already waiting in MPI_Init for this one.
+void end_ranks(CLI::App& app, int exit_code) {
+  if (starts_world(app)) dist::abort_launch(exit_code);
+  else dist::abort_world(exit_code);
+}
+
 }  // namespace
 
 int run_tool(CLI::App& app, int argc, char** argv, const CommonOptions& opts,
@@ -191,6 +225,7 @@ int run_tool(CLI::App& app, int argc, char** argv, const CommonOptions& opts,
     const std::string msg = printable(config_error_message(e.what()));
     std::fprintf(stderr, "%s: error: --config %s: %s\n", name.c_str(),
                  file.empty() ? "?" : file.c_str(), msg.c_str());
+    end_ranks(app, kExitUsage);
     return kExitUsage;
   } catch (const CLI::ParseError& e) {
     // a key twice in the config file reads as the flag given twice: say where to look
@@ -202,9 +237,11 @@ int run_tool(CLI::App& app, int argc, char** argv, const CommonOptions& opts,
             : std::string();
     std::fprintf(stderr, "%s: error: %s%s (see '%s --help')\n", name.c_str(),
                  printable(e.what()).c_str(), where.c_str(), name.c_str());
+    end_ranks(app, kExitUsage);
     return kExitUsage;
   }
   try {
+    if (starts_world(app)) dist::set_run_flags(run_flags(app));
     apply_common_options(opts);
     body();
     // Results written to a full disk or a broken file are lost: that is a failed run.
@@ -217,16 +254,16 @@ int run_tool(CLI::App& app, int argc, char** argv, const CommonOptions& opts,
   } catch (const ds::Error& e) {
     std::fprintf(stderr, "%s: error: %s\n", name.c_str(), printable(e.what()).c_str());
     SPDLOG_DEBUG("raised at {}:{} ({})", e.src_file(), e.src_line(), e.subsystem());
-    // one failing rank must not leave the others waiting in a collective
-    dist::abort_world(e.exit_code());
+    // one failing rank must not leave the others waiting in a collective (or in MPI_Init)
+    end_ranks(app, e.exit_code());
     return e.exit_code();
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "%s: error: out of memory\n", name.c_str());
-    dist::abort_world(kExitRuntime);
+    end_ranks(app, kExitRuntime);
     return kExitRuntime;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: error: %s\n", name.c_str(), printable(e.what()).c_str());
-    dist::abort_world(kExitRuntime);
+    end_ranks(app, kExitRuntime);
     return kExitRuntime;
   }
 }

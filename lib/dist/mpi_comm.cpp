@@ -28,6 +28,7 @@ std::unique_ptr<Comm> make_mpi_world() {
                        "(libopenmpi-dev) found by CMake");
 }
 void abort_world(int) {}
+void abort_launch(int) {}
 
 #else
 
@@ -235,6 +236,28 @@ void abort_world(int exit_code) {
   int size = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   if (size > 1) MPI_Abort(MPI_COMM_WORLD, exit_code);
+}
+
+void abort_launch(int exit_code) {
+  if (!mpi_is_initialized()) {
+    // Only where init_world would have started MPI: the other ranks then wait in MPI_Init
+    // for this one (srun --mpi=pmix without --kill-on-bad-exit never ends them otherwise).
+    LaunchInfo li;
+    try {
+      li = detect_launch(LaunchOptions{});
+    } catch (const std::exception&) {
+      return;   // an unreadable launch environment: no world to end
+    }
+    if (li.world_size <= 1 || li.source == "flags" || li.source == "single" ||
+        (li.source == "slurm" && !std::getenv("PMI_RANK")))
+      return;
+    try {
+      ensure_initialized();
+    } catch (const std::exception&) {
+      return;
+    }
+  }
+  abort_world(exit_code);
 }
 
 #endif  // DS_HAVE_MPI

@@ -328,6 +328,7 @@ ncclUniqueId share_unique_id(const LaunchInfo& li, const LaunchOptions& o) {
     if (mpi->size() != li.world_size)
       DS_THROW(UsageError, "the launcher started {} ranks but MPI sees {}: launch with mpirun or "
                "srun --mpi=pmix", li.world_size, mpi->size());
+    check_run_flags(*mpi);   // host buffers: the flags compared before NCCL starts
     mpi->broadcast(&id, int64_t(sizeof id), DType::u8, 0);
     return id;
   }

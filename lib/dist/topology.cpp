@@ -10,6 +10,7 @@
 #include <string>
 
 #include "ds/core/error.hpp"
+#include "ds/core/hash.hpp"
 #include "ds/core/log.hpp"
 
 namespace ds::dist {
@@ -85,6 +86,42 @@ int process_gpu(const std::string& device, const LaunchOptions& o) {
   return device == "cuda" ? detect_launch(o).local_rank : 0;
 }
 
+namespace {
+
+std::vector<std::pair<std::string, std::string>> g_run_flags;   // set_run_flags
+
+}  // namespace
+
+// UsageError on every rank when a flag of set_run_flags differs between the ranks: each
+// flag's value hash, its maximum and minimum over the world (one all-reduce of +h and -h).
+void check_run_flags(Comm& world) {
+  if (world.size() <= 1 || g_run_flags.empty()) return;
+  const auto& f = g_run_flags;
+  int64_t count[2] = {int64_t(f.size()), -int64_t(f.size())};   // the same tool on every rank
+  world.all_reduce_max(count, 2, DType::i64);
+  if (count[0] != -count[1])
+    DS_THROW(UsageError, "the ranks were started with different tools or versions");
+  std::vector<int64_t> v(2 * f.size());
+  for (size_t i = 0; i < f.size(); ++i) {
+    const int64_t h = int64_t(xxh64(f[i].first + "=" + f[i].second) >> 1);   // 63 bits
+    v[i] = h;
+    v[f.size() + i] = -h;
+  }
+  world.all_reduce_max(v.data(), int64_t(v.size()), DType::i64);
+  std::vector<size_t> bad;
+  for (size_t i = 0; i < f.size(); ++i)
+    if (v[i] != -v[f.size() + i]) bad.push_back(i);
+  if (bad.empty()) return;
+  const auto& [name, value] = f[bad.front()];
+  DS_THROW(UsageError, "{} differs between the ranks (here: '{}'){}: every rank must be given "
+           "the same flags (only --threads, --rank, --local-rank and the log flags may differ)",
+           name, value, bad.size() > 1 ? fmt::format(", and {} more", bad.size() - 1) : "");
+}
+
+void set_run_flags(std::vector<std::pair<std::string, std::string>> flags) {
+  g_run_flags = std::move(flags);
+}
+
 std::unique_ptr<Comm> init_world(const LaunchOptions& o) {
   const LaunchInfo li = detect_launch(o);
   std::unique_ptr<Comm> world;
@@ -116,6 +153,7 @@ std::unique_ptr<Comm> init_world(const LaunchOptions& o) {
     }
   }
   if (world->size() > 1) log::set_rank(world->rank(), world->size());
+  if (world->backend() == "mpi") check_run_flags(*world);   // (NCCL: on its MPI bootstrap)
   return world;
 }
 

@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <optional>
 
 #include "ds/core/error.hpp"
 #include "ds/core/hash.hpp"
@@ -89,24 +90,32 @@ json gen_sample_record(size_t index, const GenItem& item, const std::string& pro
   return j;
 }
 
+// The file is opened at the first record (or at close), not at construction: records come at
+// the end of an evaluation, and a run killed while it scores leaves no temporary file behind.
 struct SampleLog::Impl {
-  io::AtomicFile file;
+  std::filesystem::path path;
+  std::optional<io::AtomicFile> file;
   bool open = true;
-  explicit Impl(const std::filesystem::path& p) : file(p) {}
+  io::AtomicFile& get() {
+    if (!file) file.emplace(path);
+    return *file;
+  }
 };
 
-SampleLog::SampleLog(const std::filesystem::path& path) : impl_(std::make_unique<Impl>(path)) {}
+SampleLog::SampleLog(const std::filesystem::path& path) : impl_(std::make_unique<Impl>()) {
+  impl_->path = path;
+}
 SampleLog::~SampleLog() = default;
 
 void SampleLog::write(const json& record) {
   DS_CHECK(impl_->open, "SampleLog::write after close");
   // Invalid UTF-8 in model output is replaced rather than aborting the run.
-  impl_->file.write(record.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
+  impl_->get().write(record.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
 }
 
 void SampleLog::close() {
   if (!impl_->open) return;
-  impl_->file.commit();
+  impl_->get().commit();
   impl_->open = false;
 }
 

@@ -60,12 +60,13 @@ void check_common(const CommonEvalOptions& o) {
                 "{} {}: directory {} does not exist", flag, path, dir.string());
     DS_CHECK_AS(UsageError, dir.empty() || fs::is_directory(dir, ec),
                 "{} {}: {} is not a directory", flag, path, dir.string());
-    // a FIFO or device is written as it is; anything else is renamed into place in its
-    // directory (through a link: the target's), which must then be writable (a read-only
-    // file system too), or the whole evaluation would run before the write fails
-    if (fs::exists(path, ec) && !fs::is_regular_file(path, ec)) continue;
-    const fs::path real =
-        fs::is_symlink(path, ec) ? fs::weakly_canonical(path, ec) : fs::path(path);
+    // this process's stream (/dev/stdout), a FIFO or a device is written as it is; anything
+    // else is renamed into place in its directory (through a link: the target's), which must
+    // then be writable (a read-only file system too), or the whole evaluation would run
+    // before the write fails
+    if (io::open_fd_link(path) || (fs::exists(path, ec) && !fs::is_regular_file(path, ec)))
+      continue;
+    const fs::path real = io::write_target(path);
     const fs::path in = real.parent_path().empty() ? fs::path(".") : real.parent_path();
     DS_CHECK_AS(UsageError, ::access(in.c_str(), W_OK) == 0, "{} {}: cannot write in {} ({})",
                 flag, path, in.string(), std::strerror(errno));
@@ -131,6 +132,8 @@ void write_report(const EvalReport& r, const CommonEvalOptions& o, SampleLog* lo
     if (log) log->close();
     std::cout << text << std::flush;
   } else {
+    // Both files' bytes are on disk before either is published; what remains is a failed
+    // rename of the report after the log's (rare: both directories were checked writable).
     io::AtomicFile out(o.out);
     out.write(text);
     out.sync();

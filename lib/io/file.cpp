@@ -11,6 +11,8 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <utility>
 
 #include "ds/core/error.hpp"
 
@@ -30,15 +32,18 @@ bool is_inside(const fs::path& p, const fs::path& dir) {
   return std::mismatch(d.begin(), d.end(), a.begin(), a.end()).first == d.end();
 }
 
-void check_output_dir(const fs::path& dir, std::string_view flag) {
+void check_output_dir(const fs::path& dir, std::string_view flag, bool replaced) {
   std::error_code ec;
   fs::path p = fs::absolute(dir, ec);
   if (ec) p = dir;
   if (fs::exists(p, ec)) {
     if (!fs::is_directory(p, ec))
       DS_THROW(UsageError, "{} {}: exists and is not a directory", flag, dir.string());
-    if (::access(p.c_str(), W_OK) != 0)   // EROFS for a read-only file system, root or not
-      DS_THROW(UsageError, "{} {}: cannot write there ({})", flag, dir.string(),
+    // written in, or (replaced) renamed over in the directory holding it (a link's target's)
+    const fs::path w = replaced ? write_target(p).parent_path() : p;
+    if (::access(w.c_str(), W_OK) != 0)   // EROFS for a read-only file system, root or not
+      DS_THROW(UsageError, "{} {}: cannot write {} ({})", flag, dir.string(),
+               replaced ? "beside it, in " + w.string() : std::string("there"),
                std::strerror(errno));
     return;
   }
@@ -75,12 +80,57 @@ std::string read_input(const fs::path& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0 || S_ISREG(st.st_mode)) return read_file(path);
   static std::mutex mu;
-  static std::map<std::string, std::string> kept;   // non-regular inputs read so far
+  // non-regular inputs read so far, by device and inode: /dev/stdin, /dev/fd/0 and a link to
+  // a FIFO name the same one
+  static std::map<std::pair<dev_t, ino_t>, std::string> kept;
   const std::lock_guard<std::mutex> lock(mu);
-  const std::string key = fs::absolute(path).lexically_normal().string();
+  const auto key = std::pair(st.st_dev, st.st_ino);
   const auto it = kept.find(key);
   if (it != kept.end()) return it->second;
   return kept.emplace(key, read_file(path)).first->second;
+}
+
+std::optional<int> open_fd_link(const fs::path& p) {
+  const auto fd_number = [](const std::string& s) -> std::optional<int> {
+    const std::string self = "/proc/self/fd/", dev = "/dev/fd/";
+    const std::string mine = fmt::format("/proc/{}/fd/", ::getpid());
+    for (const std::string& lead : {self, dev, mine}) {
+      if (s.rfind(lead, 0) != 0) continue;
+      const std::string n = s.substr(lead.size());
+      if (n.empty() || n.size() > 9 || n.find_first_not_of("0123456789") != std::string::npos)
+        return std::nullopt;
+      return std::stoi(n);
+    }
+    return std::nullopt;
+  };
+  std::error_code ec;
+  fs::path cur = fs::absolute(p, ec).lexically_normal();
+  for (int hops = 0; hops < 40; ++hops) {
+    if (const auto n = fd_number(cur.string()))
+      return ::fcntl(*n, F_GETFD) != -1 ? n : std::nullopt;
+    if (!fs::is_symlink(cur, ec)) return std::nullopt;
+    const fs::path to = fs::read_symlink(cur, ec);
+    if (ec) return std::nullopt;
+    cur = (to.is_absolute() ? to : cur.parent_path() / to).lexically_normal();
+  }
+  return std::nullopt;
+}
+
+fs::path write_target(const fs::path& p) {
+  std::error_code ec;
+  if (!fs::is_symlink(p, ec)) return p;
+  if (fs::exists(p, ec)) {
+    fs::path real = fs::canonical(p, ec);
+    return ec ? p : real;
+  }
+  fs::path cur = p;   // a dangling link: the end of its chain, to be created
+  for (int hops = 0; hops < 40; ++hops) {   // as the kernel's ELOOP limit
+    if (!fs::is_symlink(cur, ec)) return cur;
+    const fs::path to = fs::read_symlink(cur, ec);
+    if (ec) DS_THROW(IoError, "{}: cannot read the link: {}", cur.string(), ec.message());
+    cur = to.is_absolute() ? to : cur.parent_path() / to;
+  }
+  DS_THROW(IoError, "{}: too many levels of symbolic links", p.string());
 }
 
 void fsync_dir(const fs::path& dir) {
@@ -100,41 +150,27 @@ namespace {
 std::atomic<uint64_t> g_counter{0};
 }
 
-namespace {
-// Where a dangling symbolic link `p` points: the end of its chain of links (to be created).
-fs::path dangling_target(const fs::path& p) {
-  fs::path cur = p;
-  for (int hops = 0; hops < 40; ++hops) {   // as the kernel's ELOOP limit
-    std::error_code ec;
-    if (!fs::is_symlink(cur, ec)) return cur;
-    const fs::path to = fs::read_symlink(cur, ec);
-    if (ec) DS_THROW(IoError, "{}: cannot read the link: {}", cur.string(), ec.message());
-    cur = to.is_absolute() ? to : cur.parent_path() / to;
-  }
-  DS_THROW(IoError, "{}: too many levels of symbolic links", p.string());
-}
-}  // namespace
-
 AtomicFile::AtomicFile(fs::path final_path) : final_(std::move(final_path)) {
-  struct stat st {};
-  std::error_code ec;
-  if (::stat(final_.c_str(), &st) == 0) {   // (through links, /proc/self/fd/N's too)
-    if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
-      direct_ = true;   // a FIFO or device: written as it is
-      temp_ = final_;
-      fd_ = ::open(final_.c_str(), O_WRONLY | O_CLOEXEC);
-      if (fd_ < 0)
-        DS_THROW(IoError, "{}: cannot open for writing: {}", final_.string(),
-                 std::strerror(errno));
-      return;
-    }
-    if (fs::is_symlink(final_, ec)) {   // a link to a regular file: replace the file
-      fs::path real = fs::canonical(final_, ec);
-      if (!ec) final_ = std::move(real);
-    }
-  } else if (fs::is_symlink(final_, ec)) {
-    final_ = dangling_target(final_);
+  if (const auto n = open_fd_link(final_)) {   // /dev/stdout, /proc/self/fd/N: this process's
+    direct_ = true;                            // own stream, written at its offset
+    temp_ = final_;
+    fd_ = ::fcntl(*n, F_DUPFD_CLOEXEC, 0);
+    if (fd_ < 0) DS_THROW(IoError, "{}: cannot write: {}", final_.string(), std::strerror(errno));
+    return;
   }
+  struct stat st {};
+  if (::stat(final_.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+    if (S_ISBLK(st.st_mode))
+      DS_THROW(IoError, "{}: a block device (refused: the write would overwrite it)",
+               final_.string());
+    direct_ = true;   // a FIFO or character device: written as it is
+    temp_ = final_;
+    fd_ = ::open(final_.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd_ < 0)
+      DS_THROW(IoError, "{}: cannot open for writing: {}", final_.string(), std::strerror(errno));
+    return;
+  }
+  final_ = write_target(final_);   // a link's target (created when the link dangles)
   temp_ = final_;
   temp_ += fmt::format(".tmp.{}.{}", ::getpid(), g_counter++);
   fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

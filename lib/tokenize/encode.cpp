@@ -125,7 +125,7 @@ std::string provenance_json(const EncodeOptions& o, const tok::Tokenizer& tok,
 void check_encode_options(const EncodeOptions& o) {
   if (o.tokenizer.empty()) DS_THROW(UsageError, "--tokenizer is required");
   if (o.out.empty()) DS_THROW(UsageError, "--out is required (or use --jsonl)");
-  io::check_output_dir(o.out, "--out");
+  io::check_output_dir(o.out, "--out", /*replaced=*/true);   // built beside, renamed over
   if (!(o.fim_rate >= 0.0 && o.fim_rate <= 1.0))
     DS_THROW(UsageError, "--fim-rate {}: expected a value in [0, 1]", o.fim_rate);
   if (o.max_shard_bytes == 0) DS_THROW(UsageError, "--max-shard-bytes must be positive");

@@ -77,7 +77,9 @@ TrainSummary train(const TrainOptions& o) {
   const bool created = !fs::exists(o.out, ec);
   fs::create_directories(o.out, ec);
   if (ec) DS_THROW(IoError, "{}: cannot create directory: {}", o.out, ec.message());
-  try {   // both files on disk before either is published: a full disk publishes neither
+  // Both files on disk before either is published: a full disk publishes neither. (A rename
+  // failing between the two would still leave the new config beside the old tokenizer.json.)
+  try {
     io::AtomicFile tj(fs::path(o.out) / "tokenizer.json");
     io::AtomicFile tc(fs::path(o.out) / "tokenizer_config.json");
     tj.write(json);

@@ -24,8 +24,15 @@ namespace ds::train {
 void MetricsWriter::open(const std::string& path, int64_t truncate_after_step) {
   if (path.empty()) return;
   path_ = path;
-  // Only a regular file (through a symbolic link: its target) is read and rewritten: a FIFO,
-  // /dev/stdout or /dev/null is appended to as it is.
+  // This process's own stream (/dev/stdout, /proc/self/fd/N, even when it is a regular file):
+  // written at its offset, as the shell opened it, never read back or rewritten.
+  if (const auto n = io::open_fd_link(path)) {
+    fd_ = ::fcntl(*n, F_DUPFD_CLOEXEC, 0);
+    if (fd_ < 0) DS_THROW(IoError, "{}: cannot write: {}", path, std::strerror(errno));
+    return;
+  }
+  // Only a regular file (through a symbolic link: its target) is read and rewritten: a FIFO
+  // or /dev/null is appended to as it is.
   std::error_code ec;
   std::filesystem::path real = std::filesystem::canonical(path, ec);
   if (ec) real = path;
@@ -91,7 +98,11 @@ void MetricsWriter::write(const std::string& json_line) {
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) {
       const int err = w < 0 ? errno : ENOSPC;
-      if (regular && done > 0 && ::ftruncate(fd_, st.st_size) != 0)   // (else a resume drops it)
+      // cut back to the size before the line, unless another writer appended meanwhile
+      // (then the torn line stays, and a resume drops it only when it is the last)
+      struct stat now {};
+      if (regular && done > 0 && ::fstat(fd_, &now) == 0 &&
+          now.st_size == st.st_size + off_t(done) && ::ftruncate(fd_, st.st_size) != 0)
         spdlog::debug("{}: cannot cut back the partial line: {}", path_, std::strerror(errno));
       DS_THROW(IoError, "{}: write failed: {}", path_, std::strerror(err));
     }

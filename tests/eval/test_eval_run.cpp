@@ -13,8 +13,10 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <thread>
 
 #include "../model/hf_checkpoint_util.hpp"
@@ -464,7 +466,9 @@ TEST_CASE("ds-eval outputs and inputs: a FIFO read once, a device written into, 
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
   std::thread writer([&] { io::write_file_atomic(fifo, kText); });
   Cmd c = run_cli("perplexity" + model + " --window 32 " + fifo.string());
+  const int unblock = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);   // should the run not read
   writer.join();
+  ::close(unblock);
   INFO(c.out);
   REQUIRE(c.rc == 0);
   CHECK(json::parse(c.out)["task_fingerprint"] == hex64(xxh64(kText)));

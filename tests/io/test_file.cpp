@@ -1,7 +1,9 @@
 // Atomic writes: nothing visible until commit; an abandoned write leaves no file behind; links
 // written through, FIFOs and devices written into. read_input's one read of a FIFO.
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <string>
@@ -89,7 +91,9 @@ TEST_CASE("AtomicFile writes through a link and straight into a FIFO or device")
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
   std::string got;
   std::thread reader([&] { got = ds::io::read_file(fifo); });
-  ds::io::write_file_atomic(fifo, "through the pipe");
+  CHECK_NOTHROW(ds::io::write_file_atomic(fifo, "through the pipe"));
+  const int unblock = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);   // should the write fail
+  if (unblock >= 0) ::close(unblock);
   reader.join();
   CHECK(got == "through the pipe");
   CHECK(fs::is_fifo(fifo));
@@ -107,8 +111,12 @@ TEST_CASE("read_input: a FIFO is read once, a later read gets the same bytes") {
   const fs::path fifo = dir / "fifo";
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
   std::thread writer([&] { ds::io::write_file_atomic(fifo, "{\"a\":1}\n"); });
-  CHECK(ds::io::read_input(fifo) == "{\"a\":1}\n");
+  std::string first;
+  CHECK_NOTHROW(first = ds::io::read_input(fifo));
+  const int unblock = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);   // should the read fail
   writer.join();
+  ::close(unblock);
+  CHECK(first == "{\"a\":1}\n");
   // no writer now: a second open of the FIFO would wait forever; the kept bytes come back
   CHECK(ds::io::read_input(fifo) == "{\"a\":1}\n");
   // a regular file is read anew
@@ -117,5 +125,29 @@ TEST_CASE("read_input: a FIFO is read once, a later read gets the same bytes") {
   ds::io::write_file_atomic(dir / "f", "two");
   CHECK(ds::io::read_input(dir / "f") == "two");
   CHECK_THROWS_AS(ds::io::read_input(dir / "missing"), ds::IoError);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("AtomicFile on /proc/self/fd/N: this process's stream, written at its offset") {
+  const fs::path dir = fs::temp_directory_path() / "ds_test_io_fd_link";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const fs::path f = dir / "all.jsonl";   // as `tool --out /dev/stdout >> all.jsonl`
+  ds::io::write_file_atomic(f, "earlier\n");
+  const int fd = ::open(f.c_str(), O_WRONLY | O_APPEND);
+  REQUIRE(fd >= 0);
+  struct stat before {};
+  REQUIRE(::fstat(fd, &before) == 0);
+  const fs::path link = "/proc/self/fd/" + std::to_string(fd);
+  CHECK(ds::io::open_fd_link(link) == fd);
+  CHECK(ds::io::open_fd_link("/dev/fd/" + std::to_string(fd)) == fd);
+  CHECK_FALSE(ds::io::open_fd_link(f).has_value());
+  CHECK_FALSE(ds::io::open_fd_link("/proc/self/fd/999999").has_value());   // not open
+  ds::io::write_file_atomic(link, "report\n");   // was: renamed over all.jsonl, "earlier" lost
+  ::close(fd);
+  struct stat after {};
+  REQUIRE(::stat(f.c_str(), &after) == 0);
+  CHECK(after.st_ino == before.st_ino);
+  CHECK(ds::io::read_file(f) == "earlier\nreport\n");
   fs::remove_all(dir);
 }

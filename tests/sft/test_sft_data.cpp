@@ -4,7 +4,9 @@
 // and the field in the message.
 // reference: include/ds/sft/data.hpp; spec §8.6 ("SFT target: assistant content + EOS").
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <string>
 #include <thread>
@@ -252,8 +254,12 @@ TEST_CASE("a FIFO's samples and fingerprint come from its one read (a pipe, <(zc
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
   std::thread writer([&] { ds::io::write_file_atomic(fifo, text); });
   TokenizeOptions topt{LossOn::assistant, 0, false};
-  CHECK(load_samples({fifo}, *kit.tmpl, *kit.tok, topt, 1).samples.size() == 1);
+  size_t n = 0;
+  CHECK_NOTHROW(n = load_samples({fifo}, *kit.tmpl, *kit.tok, topt, 1).samples.size());
+  const int unblock = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);   // should the read fail
   writer.join();
+  ::close(unblock);
+  CHECK(n == 1);
   // a second read of the FIFO would wait for a writer forever (or, on a pipe, read nothing)
   CHECK(files_fingerprint({fifo}) == files_fingerprint({regular}));
 }

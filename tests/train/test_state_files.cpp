@@ -2,7 +2,11 @@
 // JSONL cut back to the checkpoint's step (MetricsWriter::open). Malformed values are a
 // FormatError naming the file and field, never truncated, wrapped or left to nlohmann.
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -172,4 +176,42 @@ TEST_CASE("metrics file: a write to a full device fails naming the file") {
   w.open("/dev/full", 0);   // a device: appended to as it is, never read or rewritten
   CHECK_THROWS_WITH_AS(w.write("{\"step\":1}"), doctest::Contains("/dev/full: write failed"),
                        ds::IoError);
+}
+
+TEST_CASE("metrics file: a failed write is cut back off a regular file (file size limit)") {
+  TempDir d("metrics");
+  const auto p = d.write("m.jsonl", "{\"step\":1}\n");
+  ds::train::MetricsWriter w;
+  w.open(p.string(), 1);
+  // RLIMIT_FSIZE stands in for a full disk: the line's first bytes are written, then EFBIG
+  struct rlimit old {};
+  REQUIRE(::getrlimit(RLIMIT_FSIZE, &old) == 0);
+  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit lim = old;
+  lim.rlim_cur = 16;   // 11 bytes held: 5 more fit
+  REQUIRE(::setrlimit(RLIMIT_FSIZE, &lim) == 0);
+  bool threw = false;
+  try {
+    w.write("{\"step\":2,\"loss\":1.5}");
+  } catch (const ds::IoError& e) {
+    threw = std::string(e.what()).find("m.jsonl: write failed") != std::string::npos;
+  }
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, old_handler);
+  CHECK(threw);
+  CHECK(slurp(p) == "{\"step\":1}\n");   // not "{\"step\":1}\n{\"ste"
+}
+
+TEST_CASE("metrics file: /proc/self/fd/N (/dev/stdout) is written at its offset, not rewritten") {
+  TempDir d("metrics");
+  const auto p = d.write("out.log", "{\"step\":1}\n{\"step\":9}\n");   // `> out.log`, resumed
+  const int fd = ::open(p.c_str(), O_WRONLY | O_APPEND);
+  REQUIRE(fd >= 0);
+  {
+    ds::train::MetricsWriter w;
+    w.open("/proc/self/fd/" + std::to_string(fd), 1);   // was: rewritten through the link
+    w.write("{\"step\":2}");
+  }
+  ::close(fd);
+  CHECK(slurp(p) == "{\"step\":1}\n{\"step\":9}\n{\"step\":2}\n");
 }

@@ -19,6 +19,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "ds/dist/comm.hpp"
 
@@ -119,6 +121,21 @@ std::unique_ptr<Comm> make_nccl_world(const LaunchInfo& launch, const LaunchOpti
 // exit would wait for them). Returns, doing nothing, when MPI is not initialised or the world
 // has one rank, so main can then return its exit code.
 void abort_world(int exit_code);
+// The same for a tool that starts a world (init_world) but failed before it did (a bad flag,
+// an unwritable --out): when the launch environment says MPI ranks (mpirun, srun --mpi=pmix),
+// MPI is started just to MPI_Abort, since the other ranks wait in MPI_Init for this one.
+void abort_launch(int exit_code);
+
+// The flags a distributed tool was given, (long name, value) in the tool's option order, for
+// init_world to compare across the ranks: a flag that differs between them (--steps,
+// --seed, --data, --micro-batch-size) deadlocked a collective, corrupted a buffer or trained
+// silently on mismatched settings. The per-process flags (--threads, --rank, --local-rank,
+// the log flags) are left out by the caller. Empty (the default): nothing is compared.
+// Compared by init_world on an MPI world, and for NCCL on its MPI bootstrap (a GPU run
+// bootstrapped over --master-addr is not compared).
+void set_run_flags(std::vector<std::pair<std::string, std::string>> flags);
+// The comparison itself, over a communicator of host buffers (a no-op for one rank or no flags).
+void check_run_flags(Comm& world);
 
 // TCP rendezvous (bootstrap only, never collectives): rank 0 listens on `port` (every
 // interface; `addr` only names it in messages there) and sends `blob` to each of the other

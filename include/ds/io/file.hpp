@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -15,26 +16,37 @@ namespace fs = std::filesystem;
 std::string read_file(const fs::path& path);                 // IoError naming the path
 // An input file that may be read twice (parsed, then fingerprinted). A regular file is read
 // anew each time; anything else (a FIFO, a pipe such as /dev/stdin or <(zcat f.gz), a device)
-// can be read only once, so its bytes are kept for the life of the process and every later
-// read of that path returns them.
+// can be read only once, so its bytes are kept (by device and inode) for the life of the
+// process and every later read of it returns them: such an input costs its size in memory.
 std::string read_input(const fs::path& path);
+// N when `p` reaches one of this process's open descriptors through /proc/self/fd/N,
+// /proc/<pid>/fd/N or /dev/fd/N (/dev/stdout and /dev/stderr are links to them): a write to it
+// belongs at that descriptor's offset (dup), not in a file renamed over its target.
+std::optional<int> open_fd_link(const fs::path& p);
+// The path a write to `p` replaces: `p`, or for a symbolic link its target (a dangling link's
+// included, the end of its chain).
+fs::path write_target(const fs::path& p);
 // Writes `data` to `path` atomically (AtomicFile: through a symbolic link, and straight into a
-// FIFO or device).
+// FIFO, a character device or this process's own stream).
 void write_file_atomic(const fs::path& path, std::string_view data);
 void fsync_dir(const fs::path& dir);
 // UsageError naming `flag` unless `dir` is a writable directory or could be created as one: its
 // nearest existing ancestor is a writable directory. For a run's output, checked before the
 // work that would otherwise only fail at its first write (a read-only file system included).
-void check_output_dir(const fs::path& dir, std::string_view flag);
+// `replaced`: the output is built beside `dir` and renamed over it (ds-tokenize encode), so it
+// is the directory holding `dir` that must be writable, not `dir`.
+void check_output_dir(const fs::path& dir, std::string_view flag, bool replaced = false);
 // Whether `p` is `dir` or lies inside it, symbolic links resolved (the paths need not exist).
 bool is_inside(const fs::path& p, const fs::path& dir);
 
 // A file being written under a temporary name; commit() publishes it atomically.
 // If the object is destroyed without commit() the temporary file is removed.
 // A final path that is a symbolic link is written through: the link's target is replaced (a
-// dangling link's target created) and the link kept. A final path that exists and is neither a
-// regular file nor a directory (a FIFO, /dev/null, /dev/stdout, a terminal) is written straight
-// into, as a shell redirection would: there is nothing to rename and nothing to take back.
+// dangling link's target created) and the link kept. A final path that is this process's own
+// stream (/dev/stdout, /proc/self/fd/N: open_fd_link) is written at that descriptor's offset,
+// one that is a FIFO or character device (/dev/null, a terminal) straight into, as a shell
+// redirection would: there is nothing to rename and nothing to take back. A block device is
+// refused.
 class AtomicFile {
  public:
   explicit AtomicFile(fs::path final_path);
