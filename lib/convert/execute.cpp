@@ -134,10 +134,7 @@ void copy_other_files(const InputCheckpoint& in, const fs::path& dst) {
     if (!e.is_regular_file() || n == "config.json" || n == io::kSafetensorsIndex ||
         n.ends_with(".safetensors"))
       continue;
-    std::error_code ec;
-    fs::copy_file(e.path(), dst / n, ec);
-    if (ec) DS_THROW(IoError, "{}: cannot copy to {}: {}", e.path().string(), dst.string(),
-                     ec.message());
+    io::copy_file(e.path(), dst / n);   // errors name the file and the cause
   }
 }
 

@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "ds/core/device_hooks.hpp"
+#include "ds/core/env.hpp"
 #include "ds/core/error.hpp"
 
 namespace ds {
@@ -61,16 +62,11 @@ size_t size_class(size_t bytes) {
   return (bytes + step - 1) / step * step;
 }
 
-size_t env_size(const char* name, size_t def) {
-  const char* v = std::getenv(name);
-  return v && *v ? size_t(std::strtoull(v, nullptr, 10)) : def;
-}
-
 class CpuCache {
  public:
   CpuCache()
-      : cap_(env_size("DS_CPU_CACHE_MB", 2048) << 20),
-        poison_(env_size("DS_CPU_CACHE_POISON", 0) != 0) {}
+      : cap_(size_t(env_int("DS_CPU_CACHE_MB", 0, int64_t(1) << 30).value_or(2048)) << 20),
+        poison_(env_int("DS_CPU_CACHE_POISON", 0, 1).value_or(0) != 0) {}
 
   void* get(size_t cls) {
     {

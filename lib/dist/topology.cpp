@@ -3,12 +3,13 @@
 // reference: include/ds/dist/topology.hpp; DeepSeek-V3 paper §3.2 (PP + EP + ZeRO-1 DP).
 #include "ds/dist/topology.hpp"
 
-#include <charconv>
+#include <climits>
 #include <cstdlib>
 #include <initializer_list>
 #include <optional>
 #include <string>
 
+#include "ds/core/env.hpp"
 #include "ds/core/error.hpp"
 #include "ds/core/hash.hpp"
 #include "ds/core/log.hpp"
@@ -19,14 +20,8 @@ namespace {
 
 // The integer value of environment variable `name`, or nothing when it is unset or empty.
 std::optional<int> env_int(const char* name) {
-  const char* v = std::getenv(name);
-  if (!v || !*v) return std::nullopt;
-  int out = 0;
-  const char* end = v + std::char_traits<char>::length(v);
-  auto [p, ec] = std::from_chars(v, end, out);
-  if (ec != std::errc() || p != end)
-    DS_THROW(UsageError, "environment variable {}='{}' is not an integer", name, v);
-  return out;
+  const auto v = ds::env_int(name, INT_MIN, INT_MAX);
+  return v ? std::optional<int>(int(*v)) : std::nullopt;
 }
 
 // The first of `names` that is set.

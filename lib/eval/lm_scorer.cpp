@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "ds/core/error.hpp"
+#include "ds/core/interrupt.hpp"
 #include "ds/eval/metrics.hpp"
 
 namespace ds::eval {
@@ -54,6 +55,7 @@ std::vector<ScoreResult> score_requests(model::Transformer& model, const ops::Co
   std::vector<ScoreResult> out(requests.size());
   Tensor logits;
   for (size_t b0 = 0; b0 < order.size(); b0 += batch_size) {
+    check_interrupt();   // ds-eval: a no-op outside its InterruptScope
     const size_t B = std::min(batch_size, order.size() - b0);
     const int64_t T = int64_t(requests[order[b0]].score_end - 1);   // longest first
     Tensor tokens = Tensor::zeros({int64_t(B), T}, DType::i32);

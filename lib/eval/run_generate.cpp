@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "ds/core/error.hpp"
+#include "ds/core/interrupt.hpp"
 #include "ds/infer/generator.hpp"
 #include "run_internal.hpp"
 
@@ -120,6 +121,7 @@ EvalReport eval_generate(model::Pretrained& pt, const GenOptions& o, SampleLog* 
   size_t correct = 0;
   infer::GenerationStats stats;
   for (size_t b0 = 0; b0 < n; b0 += B) {
+    check_interrupt();
     const std::vector<std::vector<int32_t>> batch(
         ids.begin() + std::ptrdiff_t(b0), ids.begin() + std::ptrdiff_t(std::min(n, b0 + B)));
     const auto outs = infer::generate(engine, batch, cfg, &text, &stats);
@@ -163,6 +165,9 @@ EvalReport run_generate(const GenOptions& o) {
   GenSpec spec;   // task flags and output paths checked before the model is loaded
   detail::check_outputs_not_inputs(o.common, {gen_data(o, spec).string()});
   model::Pretrained pt = detail::load_model_for_eval(o.common);
+  // from here SIGINT/SIGTERM stop at the next batch: the sample log's temporary file and a
+  // report being written are removed, and the tool exits 128 + the signal
+  InterruptScope interrupts;
   std::unique_ptr<SampleLog> log;   // published by write_report, with the report
   if (!o.common.log_samples.empty()) log = std::make_unique<SampleLog>(o.common.log_samples);
   EvalReport r = eval_generate(pt, o, log.get());

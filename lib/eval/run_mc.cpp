@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "ds/core/error.hpp"
+#include "ds/core/interrupt.hpp"
 #include "ds/eval/lm_scorer.hpp"
 #include "run_internal.hpp"
 
@@ -155,6 +156,9 @@ EvalReport run_mc(const McOptions& o) {
   const McSpec spec = mc_spec(o, data);   // flag errors before the model is loaded
   detail::check_outputs_not_inputs(o.common, mc_inputs(o, spec, data));
   model::Pretrained pt = detail::load_model_for_eval(o.common);
+  // from here SIGINT/SIGTERM stop at the next batch: the sample log's temporary file and a
+  // report being written are removed, and the tool exits 128 + the signal
+  InterruptScope interrupts;
   std::unique_ptr<SampleLog> log;   // published by write_report, with the report
   if (!o.common.log_samples.empty()) log = std::make_unique<SampleLog>(o.common.log_samples);
   EvalReport r = eval_mc(pt, o, log.get());

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "ds/core/error.hpp"
+#include "ds/core/interrupt.hpp"
 #include "ds/data/shard.hpp"
 #include "ds/eval/lm_scorer.hpp"
 #include "ds/io/file.hpp"
@@ -148,6 +149,9 @@ EvalReport run_perplexity(const PerplexityOptions& o) {
   detail::check_common(o.common);
   detail::check_outputs_not_inputs(o.common, perplexity_inputs(o));
   model::Pretrained pt = detail::load_model_for_eval(o.common);
+  // from here SIGINT/SIGTERM stop at the next batch: the sample log's temporary file and a
+  // report being written are removed, and the tool exits 128 + the signal
+  InterruptScope interrupts;
   std::unique_ptr<SampleLog> log;   // published by write_report, with the report
   if (!o.common.log_samples.empty()) log = std::make_unique<SampleLog>(o.common.log_samples);
   EvalReport r = eval_perplexity(pt, o, log.get());

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "ds/core/error.hpp"
 
@@ -74,6 +75,27 @@ std::string read_file(const fs::path& path) {
   }
   ::close(fd);
   return out;
+}
+
+void copy_file(const fs::path& src, const fs::path& dst) {
+  const int fd = ::open(src.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) DS_THROW(IoError, "{}: cannot open: {}", src.string(), std::strerror(errno));
+  try {
+    AtomicFile out(dst);
+    std::vector<char> buf(size_t(1) << 20);
+    for (;;) {
+      const ssize_t n = ::read(fd, buf.data(), buf.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) DS_THROW(IoError, "{}: read failed: {}", src.string(), std::strerror(errno));
+      if (n == 0) break;
+      out.write(buf.data(), size_t(n));
+    }
+    out.commit();
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);
 }
 
 std::string read_input(const fs::path& path) {

@@ -20,8 +20,8 @@ std::pair<int64_t, int64_t> stage_layers(int64_t n_layers, int pp_size, int pp_r
   if (pp_size < 1 || pp_rank < 0 || pp_rank >= pp_size)
     DS_THROW(InternalError, "stage_layers: stage {} of {}", pp_rank, pp_size);
   if (n_layers < pp_size)
-    DS_THROW(ConfigError, "--pp {}: the model has only {} layers (at least one per stage)", pp_size,
-             n_layers);
+    DS_THROW(ConfigError, "--pp {}: the model has only {} layer{} (at least one per stage)",
+             pp_size, n_layers, n_layers == 1 ? "" : "s");
   const int64_t base = n_layers / pp_size, extra = n_layers % pp_size;
   // stages 0..extra-1 take base + 1 layers
   const int64_t first = pp_rank * base + std::min<int64_t>(pp_rank, extra);

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <string>
 
+#include "ds/core/env.hpp"
 #include "ds/core/error.hpp"
 #include "ds/ops/ops.hpp"
 
@@ -51,13 +52,7 @@ bool gemm_accumulates(const Context& ctx) {
 }
 
 bool expert_outputs_bf16(const Context& ctx) {
-  static const bool env_bf16 = [] {
-    const char* e = std::getenv("DS_EXPERT_OUTPUTS");
-    if (!e || !*e || std::strcmp(e, "f32") == 0) return false;
-    DS_CHECK_AS(UsageError, std::strcmp(e, "bf16") == 0,
-                "DS_EXPERT_OUTPUTS must be f32 or bf16, got '{}'", e);
-    return true;
-  }();
+  static const bool env_bf16 = env_choice("DS_EXPERT_OUTPUTS", {"f32", "bf16"}) == "bf16";
 #if defined(DS_HAVE_CUDA)
   // the ops reading BF16 outputs have no DS_CUDA_FUSED=0 (measured-path) form
   if (ctx.device == Device::cuda && !ds::cuda::fused_ops()) return false;

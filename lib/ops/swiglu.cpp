@@ -10,6 +10,7 @@
 #include "cpu/opt.hpp"
 #include "cpu/ref.hpp"
 #include "dispatch.hpp"
+#include "ds/core/env.hpp"
 #include "ds/core/error.hpp"
 #include "ds/ops/ops.hpp"
 
@@ -85,13 +86,7 @@ void swiglu_backward(const Context& ctx, const Tensor& gate, const Tensor& up, c
 // DS_STACKED_GATE_UP=0 turns the auto setting off (before/after comparisons of whole runs);
 // unset or 1 leaves it on; anything else is a usage error naming the variable.
 bool stacked_env() {
-  static const bool on = [] {
-    const char* e = std::getenv("DS_STACKED_GATE_UP");
-    if (!e || !*e || std::strcmp(e, "1") == 0) return true;
-    DS_CHECK_AS(UsageError, std::strcmp(e, "0") == 0,
-                "DS_STACKED_GATE_UP must be 0 or 1, got '{}'", e);
-    return false;
-  }();
+  static const bool on = env_choice("DS_STACKED_GATE_UP", {"1", "0"}) == "1";
   return on;
 }
 

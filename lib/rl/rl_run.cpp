@@ -214,6 +214,10 @@ void Run::init() {
   if (ctx.device == Device::cuda && distributed())
     DS_THROW(UsageError, "--device cuda runs on one GPU for now: launch one process (multi-GPU "
                          "RL with NCCL is not wired to the CUDA model path yet)");
+  if (distributed()) {   // the layout against the model before any weights are read
+    const fs::path cfg = model::resolve_checkpoint_dir(o.init) / "config.json";
+    if (fs::exists(cfg)) ranks->check_model(model::load_config(cfg), cfg.string());
+  }
   model::PretrainedOptions pol;
   pol.device = ctx.device;
   policy = model::load_pretrained(o.init, pol);

@@ -226,6 +226,7 @@ void Run::init() {
   ranks = std::make_unique<train::DistRuntime>(o.dist);
   if (o.profile) ctx.prof = &prof;
   args = model::load_config(fs::path(o.init) / "config.json");
+  ranks->check_model(args, (fs::path(o.init) / "config.json").string());
   if (o.seq_len > args.max_seq_len)
     DS_THROW(UsageError, "--seq-len {} exceeds the model's max_position_embeddings {}", o.seq_len,
              args.max_seq_len);

@@ -225,6 +225,17 @@ DistRuntime::~DistRuntime() = default;
 
 bool DistRuntime::main() const { return !topo_ || topo_->is_main(); }
 
+void DistRuntime::check_model(const model::ModelArgs& a, const std::string& what) const {
+  if (!topo_) return;
+  const auto& L = topo_->layout();
+  if (L.ep > 1 && a.n_routed_experts % L.ep != 0)
+    DS_THROW(UsageError, "--ep {}: {} has {} routed experts, which {} ranks cannot share "
+             "equally (--ep must divide n_routed_experts)", L.ep, what, a.n_routed_experts, L.ep);
+  if (L.pp > a.n_layers)
+    DS_THROW(UsageError, "--pp {}: {} has {} layer{}, fewer than the pipeline stages (each "
+             "stage needs at least one)", L.pp, what, a.n_layers, a.n_layers == 1 ? "" : "s");
+}
+
 bool DistRuntime::partial_model() const {
   return topo_ && (topo_->layout().ep > 1 || topo_->layout().pp > 1);
 }

@@ -77,6 +77,7 @@ std::string data_fingerprint(const data::Manifest& m, int64_t val) {
 void Run::init() {
   setup = resolve_setup(o);   // first: flags and the device are checked before any rank waits
   ranks = std::make_unique<DistRuntime>(o.dist);
+  ranks->check_model(setup.args, o.preset.empty() ? o.model_config : "preset " + o.preset);
   ctx = setup.ctx;
   if (o.profile) ctx.prof = &prof;
   dataset = std::make_unique<data::Dataset>(o.data, setup.expected_fingerprint);

@@ -163,8 +163,11 @@ def main():
         want_rc, names, tools = 2, "--threads", None
     elif what == "values":
         return check_values(bin_dir)
+    elif what == "env":   # a bad DS_CPU_CACHE_MB is refused before any work, in every tool
+        variants = [["DS_CPU_CACHE_MB=64M"], ["DS_CPU_CACHE_MB=-1"]]
+        want_rc, names, tools = 2, "DS_CPU_CACHE_MB", None
     else:
-        print(f"unknown check {what!r}: expected gpu, threads or values")
+        print(f"unknown check {what!r}: expected gpu, threads, values or env")
         return 2
     fails = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -176,9 +179,12 @@ def main():
             if not os.path.exists(exe):
                 continue
             for extra in variants:
+                env = dict(os.environ)
+                if what == "env":   # NAME=VALUE entries are the environment, not flags
+                    env.update(dict(v.split("=", 1) for v in extra))
                 # the limit only stops a run that ignored the flag's error and went on
-                r = subprocess.run([exe, *args, *extra], capture_output=True, text=True,
-                                   timeout=120)
+                r = subprocess.run([exe, *args, *([] if what == "env" else extra)],
+                                   capture_output=True, text=True, timeout=120, env=env)
                 lines = [l for l in r.stderr.splitlines() if l.strip()]
                 ok = (r.returncode == want_rc and len(lines) == 1 and names in lines[0]
                       and not os.path.exists(out))

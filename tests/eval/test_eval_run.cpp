@@ -15,6 +15,7 @@
 #include <fstream>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <thread>
@@ -486,4 +487,53 @@ TEST_CASE("ds-eval outputs and inputs: a FIFO read once, a device written into, 
     for (const auto& e : fs::directory_iterator(fx.tmp.path()))
       CHECK(e.path().string().find(".tmp.") == std::string::npos);
   }
+}
+
+TEST_CASE("ds-eval SIGTERM mid-run: exit 143, neither report nor sample log, no temporary file") {
+  Fixture fx;
+  std::string items;   // enough generation that the signal lands mid-run
+  for (int i = 0; i < 3000; ++i)
+    items += "{\"question\": \"What is " + std::to_string(i) + " + 1?\", \"answer\": \"#### 1\"}\n";
+  const fs::path g = fx.tmp.write("g.jsonl", items);
+  const fs::path log = fx.tmp.path() / "samples.jsonl", out = fx.tmp.path() / "report.json";
+  const fs::path err = fx.tmp.path() / "stderr.txt";
+  const std::vector<std::string> args{DS_EVAL_BIN, "generate", "--model", fx.ckpt.string(),
+                                      "--threads", "1", "--log-level", "warn", "--batch-size",
+                                      "1", "--max-new-tokens", "8", "--task", g.string(),
+                                      "--log-samples", log.string(), "--out", out.string()};
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const int fd = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    std::vector<char*> argv;
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  // the sample log's temporary file appears with the first answered item: mid-evaluation
+  auto temp_files = [&] {
+    int n = 0;
+    for (const auto& e : fs::directory_iterator(fx.tmp.path()))
+      n += e.path().filename().string().find(".tmp.") != std::string::npos;
+    return n;
+  };
+  int status = 0;
+  bool started = false;
+  for (int i = 0; i < 60000 && !started; ++i) {
+    started = temp_files() > 0;
+    if (!started && ::waitpid(pid, &status, WNOHANG) == pid) break;   // ended early
+    if (!started) ::usleep(1000);
+  }
+  REQUIRE_MESSAGE(started, io::read_file(err));
+  ::kill(pid, SIGTERM);
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  INFO(io::read_file(err));
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 128 + SIGTERM);
+  CHECK_FALSE(fs::exists(log));
+  CHECK_FALSE(fs::exists(out));
+  CHECK(temp_files() == 0);
 }

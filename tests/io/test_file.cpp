@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -149,5 +151,33 @@ TEST_CASE("AtomicFile on /proc/self/fd/N: this process's stream, written at its 
   REQUIRE(::stat(f.c_str(), &after) == 0);
   CHECK(after.st_ino == before.st_ino);
   CHECK(ds::io::read_file(f) == "earlier\nreport\n");
+  fs::remove_all(dir);
+}
+
+TEST_CASE("copy_file: the bytes in pieces, and errors that name the file and the cause") {
+  const fs::path dir = fs::temp_directory_path() / "ds_test_io_copy";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::string big((size_t(1) << 20) * 2 + 77, '\0');   // more than one piece
+  for (size_t i = 0; i < big.size(); ++i) big[i] = char(i * 131 % 251);
+  ds::io::write_file_atomic(dir / "src", big);
+  ds::io::copy_file(dir / "src", dir / "dst");
+  CHECK(ds::io::read_file(dir / "dst") == big);
+  auto message = [](const fs::path& s, const fs::path& d) -> std::string {
+    try {
+      ds::io::copy_file(s, d);
+    } catch (const ds::IoError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  const std::string missing = message(dir / "missing", dir / "dst2");
+  CHECK(missing.find("missing: cannot open") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "dst2"));
+  if (fs::exists("/dev/full")) {   // a full disk says so (fs::copy_file's sendfile said EIO)
+    const std::string full = message(dir / "src", "/dev/full");
+    INFO(full);
+    CHECK(full.find(std::strerror(ENOSPC)) != std::string::npos);
+  }
   fs::remove_all(dir);
 }

@@ -134,6 +134,43 @@ def compare_weights(ref, got, init, what):
           f"(<= {UPDATE_RTOL})")
 
 
+def check_layout_errors(args):
+    """Usage errors that need several ranks: exit 2 on every rank, quickly (no deadlock), no
+    --out left behind, and the message names the flag."""
+    P = args.pretrain
+    cfg = json.load(open(args.config))
+    bad = {"l1": dict(cfg, num_hidden_layers=1, first_k_dense_replace=0),
+           "e5": dict(cfg, n_routed_experts=5, n_group=1, topk_group=1)}
+    for name, c in bad.items():
+        json.dump(c, open(os.path.join(args.work, name + ".json"), "w"))
+    cases = [("--pp beyond the layers", "l1", ["--pp", 2], "--pp 2: ", "has 1 layer,"),
+             ("--ep not dividing the experts", "e5", ["--ep", 2], "--ep 2: ", "5 routed experts")]
+    for what, name, extra, *want in cases:
+        a = base(args, "", 2)
+        a[a.index("--model-config") + 1] = os.path.join(args.work, name + ".json")
+        out = os.path.join(args.work, "err-" + name)
+        a[a.index("--out") + 1] = out
+        a[a.index("--metrics") + 1] = os.path.join(args.work, name + "-metrics.jsonl")
+        rc, _, err = mpirun(args, 2, P, *a, *extra, timeout=60)
+        check(rc == 2 and all(w in err for w in want) and not os.path.exists(out),
+              f"{what}: exit {rc} (want 2), no {out}: {err.strip()[-300:]}")
+    # the ranks compare their flags once MPI is up: a differing --steps used to deadlock
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1")
+    out = os.path.join(args.work, "err-steps")
+    a = [str(x) for x in base(args, out, 2)]
+    b = [str(x) for x in base(args, out, 3)]
+    cmd = [args.mpirun, "-n", "1", P, "--log-level", "warn", *a, ":", "-n", "1", P,
+           "--log-level", "warn", *b]
+    try:
+        p = subprocess.run(cmd, capture_output=True, timeout=60, env=env)
+        rc, err = p.returncode, p.stderr.decode("utf-8", "replace")
+    except subprocess.TimeoutExpired:
+        rc, err = 124, "timed out (deadlock?)"
+    check(rc == 2 and "--steps differs between the ranks" in err and not os.path.exists(out),
+          f"--steps 2 on rank 0, 3 on rank 1: exit {rc} (want 2): {err.strip()[-300:]}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     for a in ("--pretrain", "--tokenize", "--mpirun", "--work"):
@@ -170,6 +207,9 @@ def main():
     ramp_ref = metrics(ramp_out)
     check([m["batch"] for m in ramp_ref][:3] != [8, 8, 8], f"ramp: batches {[m['batch'] for m in ramp_ref]}")
     ramp_w = read_weights(os.path.join(ramp_out, f"step-{STEPS:08d}"))
+
+    if n == 2:
+        check_layout_errors(args)
 
     runs = [(name, extra, False) for name, extra in LAYOUTS[n]]
     runs += [(name, extra, True) for name, extra in RAMP_LAYOUTS[n]]

@@ -1,7 +1,8 @@
 // SIGINT and SIGTERM for work that publishes its output only at the end (ds-tokenize train
-// and encode, ds-convert-fp8) and for the training loops. While an InterruptScope lives, a
-// signal only sets a flag (a signal ignored when the scope began stays ignored). Long loops
-// poll it: check_interrupt() throws Interrupted, the stack unwinds, and each staged output is
+// and encode, ds-convert-fp8, ds-eval once its model is loaded) and for the training loops.
+// While an InterruptScope lives, a signal only sets a flag (a signal ignored when the scope
+// began stays ignored). Long loops poll it: check_interrupt() throws Interrupted, the stack
+// unwinds, and each staged output is
 // removed by its owner's destructor (StagedDir, CheckpointWriter, AtomicFile). The training
 // loops read the flag between steps instead and save before they stop. The tool then exits
 // with 128 + the signal number, as the shell reports a process killed by that signal. The

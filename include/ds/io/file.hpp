@@ -29,6 +29,9 @@ fs::path write_target(const fs::path& p);
 // Writes `data` to `path` atomically (AtomicFile: through a symbolic link, and straight into a
 // FIFO, a character device or this process's own stream).
 void write_file_atomic(const fs::path& path, std::string_view data);
+// Copies the regular file `src` to `dst` through an AtomicFile, in 1 MiB pieces: an IoError
+// names the file and the real cause (a full disk is ENOSPC, not the EIO of a short sendfile).
+void copy_file(const fs::path& src, const fs::path& dst);
 void fsync_dir(const fs::path& dir);
 // UsageError naming `flag` unless `dir` is a writable directory or could be created as one: its
 // nearest existing ancestor is a writable directory. For a run's output, checked before the

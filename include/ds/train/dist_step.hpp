@@ -107,6 +107,10 @@ class DistRuntime {
                                                   model::ParamStore& store);
   // True when this rank's store holds part of the model (--ep or --pp > 1).
   bool partial_model() const;
+  // UsageError when the layout cannot hold the model `what` names (its config.json or preset):
+  // --ep must divide n_routed_experts, --pp at most n_layers. Called before any data is read,
+  // on every rank alike (the world and the model are the same everywhere).
+  void check_model(const model::ModelArgs& a, const std::string& what) const;
   // After the model is built: ShardedAdamW over its parameters and the DistStep. Collective.
   void attach(model::Transformer& m, const OptimizerOptions& opt);
   dist::Topology& topo() { return *topo_; }

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "ds/core/env.hpp"
 #include "gemm_kernels.hpp"
 
 #include "opt.hpp"
@@ -23,12 +24,9 @@ namespace {
 constexpr double kParMinFlops = 1.5e6;   // below this a fork/join costs more than it saves
 constexpr int64_t kAlign = 16;           // panel edges on multiples of the sgemm unroll
 
-// DS_GEMM=blas routes every block to OpenBLAS (for before/after benchmarks).
+// DS_GEMM=blas (native: the default) routes every block to OpenBLAS (for before/after benchmarks).
 bool native_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("DS_GEMM");
-    return !(e && std::strcmp(e, "blas") == 0);
-  }();
+  static const bool on = env_choice("DS_GEMM", {"native", "blas"}) == "native";
   return on;
 }
 
