@@ -19,7 +19,7 @@
 
 #include "ds/core/error.hpp"
 #include "ds/core/log.hpp"
-#include "ds/core/tensor.hpp"
+#include "ds/core/env.hpp"
 #include "ds/core/version.hpp"
 #include "ds/dist/topology.hpp"
 
@@ -43,7 +43,7 @@ void add_common_options(CLI::App& app, CommonOptions& opts, const std::string& t
 
 void apply_common_options(const CommonOptions& opts) {
   ds::log::init(opts.log_level, opts.verbose - opts.quiet);
-  (void)cpu_cache_stats();   // starts the CPU tensor cache: DS_CPU_CACHE_MB is checked up front
+  check_environment();   // the DS_* variables the tool's libraries read (DS_CPU_CACHE_MB, ...)
 }
 
 namespace {

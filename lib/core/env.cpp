@@ -4,10 +4,24 @@
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "ds/core/error.hpp"
 
 namespace ds {
+
+namespace {
+std::vector<void (*)()>& env_checks() {   // a function-local static: safe at static init
+  static std::vector<void (*)()> v;
+  return v;
+}
+}  // namespace
+
+EnvCheck::EnvCheck(void (*read)()) { env_checks().push_back(read); }
+
+void check_environment() {
+  for (void (*read)() : env_checks()) read();
+}
 
 std::optional<int64_t> env_int(const char* name, int64_t lo, int64_t hi) {
   const char* v = std::getenv(name);

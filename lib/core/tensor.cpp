@@ -138,6 +138,10 @@ CpuCache& cpu_cache() {
 void cpu_cache_release() { cpu_cache().release(); }
 CpuCacheStats cpu_cache_stats() { return cpu_cache().stats(); }
 
+namespace {
+const EnvCheck kCacheEnv([] { (void)cpu_cache(); });   // DS_CPU_CACHE_MB, DS_CPU_CACHE_POISON
+}  // namespace
+
 Storage::~Storage() {
   if (!owned || !ptr) return;
   if (device == Device::cpu) {

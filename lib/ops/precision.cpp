@@ -51,6 +51,10 @@ bool gemm_accumulates(const Context& ctx) {
   return false;
 }
 
+namespace {
+const EnvCheck kExpertOutputsEnv([] { (void)expert_outputs_bf16(Context{}); });
+}  // namespace
+
 bool expert_outputs_bf16(const Context& ctx) {
   static const bool env_bf16 = env_choice("DS_EXPERT_OUTPUTS", {"f32", "bf16"}) == "bf16";
 #if defined(DS_HAVE_CUDA)

@@ -89,6 +89,7 @@ bool stacked_env() {
   static const bool on = env_choice("DS_STACKED_GATE_UP", {"1", "0"}) == "1";
   return on;
 }
+const EnvCheck kStackedEnv([] { (void)stacked_env(); });
 
 bool use_stacked_gate_up(const Context& ctx) {
   if (ctx.stacked_gate_up >= 0) return ctx.stacked_gate_up == 1;

@@ -40,13 +40,22 @@ TEST_CASE("env_int: unset or empty is nothing, a decimal in range is read") {
 }
 
 TEST_CASE("env_int: garbage, units, signs out of range and overflow are usage errors") {
-  for (const char* v : {"64M", " 5", "5 ", "x", "-1", "11", "1e3", "0x10", "99999999999999999999"}) {
+  for (const char* v :
+       {"64M", " 5", "5 ", "x", "-1", "11", "1e3", "0x10", "99999999999999999999"}) {
     EnvValue e(v);
     const std::string m = usage_message([] { (void)ds::env_int(kVar, 0, 10); });
     INFO(v);
     CHECK(m.find(kVar) != std::string::npos);
     CHECK(m.find("expected an integer in [0, 10]") != std::string::npos);
   }
+}
+
+TEST_CASE("check_environment: every registered read runs") {
+  static int reads = 0;
+  static const ds::EnvCheck counted([] { ++reads; });
+  const int before = reads;
+  ds::check_environment();
+  CHECK(reads == before + 1);
 }
 
 TEST_CASE("env_choice: the first choice when unset, a listed value, or a usage error") {

@@ -29,6 +29,7 @@ bool native_enabled() {
   static const bool on = env_choice("DS_GEMM", {"native", "blas"}) == "native";
   return on;
 }
+const EnvCheck kGemmEnv([] { (void)native_enabled(); });
 
 // Where the packed AVX-512 kernel beats OpenBLAS (measured with ds_bench_ops).
 bool use_avx512(int64_t m, int64_t n, int64_t k) { return m >= 8 && n >= 8 && k >= 8; }
