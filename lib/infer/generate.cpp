@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -18,6 +20,7 @@
 #include "ds/infer/generator.hpp"
 #include "ds/io/json_depth.hpp"
 #include "ds/model/pretrained.hpp"
+#include "ds/tokenizer/utf8.hpp"
 
 namespace ds::infer {
 
@@ -50,8 +53,25 @@ void validate_options(const GenerateOptions& o) {
   check_threads(o.threads);
   DS_CHECK_AS(UsageError, !(o.has_prompt && o.jsonl), "--prompt and --jsonl are exclusive");
   DS_CHECK_AS(UsageError, !o.has_prompt || !o.prompt.empty(), "--prompt: empty prompt");
+  if (const auto bad = tok::first_invalid_utf8(o.prompt); o.has_prompt && bad)
+    DS_THROW(UsageError, "--prompt: not valid UTF-8 (byte {})", *bad);
   for (const std::string& s : o.stop) DS_CHECK_AS(UsageError, !s.empty(), "--stop: empty string");
   validate(SamplingOptions{o.temperature, o.top_k, o.top_p, o.seed});   // before the load
+}
+
+// IoError when stdout no longer takes output (a closed pipe with SIGPIPE ignored, a full
+// disk): generation stops at once rather than computing what nobody can read.
+void check_stdout() {
+  errno = 0;
+  if (std::ferror(stdout) || !std::cout.good())
+    DS_THROW(IoError, "stdout: write failed{}",
+             errno ? ": " + std::string(std::strerror(errno)) : std::string());
+}
+
+void write_stdout(std::string_view t) {
+  std::fwrite(t.data(), 1, t.size(), stdout);
+  std::fflush(stdout);
+  check_stdout();
 }
 
 void open_session(Session& s) {
@@ -96,7 +116,14 @@ Engine& engine_for(Session& s, int64_t max_prompt, int slots) {
     eo.slots = slots;
     eo.capacity = cap;
     eo.kv_cache = s.o.kv_cache == "bf16" ? DType::bf16 : DType::f32;
-    s.engine = std::make_unique<Engine>(s.pre.args, *s.pre.store, ctx, eo);
+    try {
+      s.engine = std::make_unique<Engine>(s.pre.args, *s.pre.store, ctx, eo);
+    } catch (const std::bad_alloc&) {
+      DS_THROW(UsageError, "out of memory for the KV cache of {} sequence{} x {} positions "
+               "(prompt + --max-new-tokens {}): lower --max-new-tokens{}", slots,
+               slots == 1 ? "" : "s", cap, s.o.max_new_tokens,
+               slots > 1 ? " or --batch-size" : "");
+    }
   }
   return *s.engine;
 }
@@ -129,19 +156,15 @@ std::vector<Completion> run_batch(Session& s, const std::vector<std::vector<int3
                                   const StreamFn& on_text, uint64_t first = 0) {
   int64_t longest = 0;
   for (const auto& p : prompts) longest = std::max<int64_t>(longest, int64_t(p.size()));
-  Engine& eng = engine_for(s, longest, std::max(int(prompts.size()), s.o.batch_size));
+  Engine& eng = engine_for(s, longest, int(prompts.size()));   // the first batch is the largest
   s.cfg.first_seq = first;
   return generate(eng, prompts, s.cfg, &*s.text, &s.stats, on_text);
 }
 
 void mode_prompt(Session& s) {
   const auto ids = tokenize_prompt(s, s.o.prompt);
-  run_batch(s, {ids}, [](size_t, std::string_view t) {
-    std::fwrite(t.data(), 1, t.size(), stdout);
-    std::fflush(stdout);
-  });
-  std::fputc('\n', stdout);
-  std::fflush(stdout);
+  run_batch(s, {ids}, [](size_t, std::string_view t) { write_stdout(t); });
+  write_stdout("\n");
 }
 
 // One JSONL request: {"prompt": str} or {"messages": [...]}, nothing else.
@@ -184,27 +207,30 @@ std::vector<int32_t> parse_request(const Session& s, const std::string& line, si
   return ids;
 }
 
+// Every request is read and checked before the first is generated: a malformed line stops the
+// run with nothing on stdout, whatever --batch-size.
 void mode_jsonl(Session& s) {
-  std::vector<std::vector<int32_t>> batch;
-  uint64_t requests = 0;   // requests before this batch
-  auto flush = [&] {
-    if (batch.empty()) return;
-    for (const Completion& c : run_batch(s, batch, {}, requests)) {
+  std::vector<std::vector<int32_t>> requests;
+  std::string line;
+  for (size_t lineno = 1; std::getline(std::cin, line); ++lineno) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    requests.push_back(parse_request(s, line, lineno));
+  }
+  if (std::ferror(stdin))   // (a read error ends getline like the end of the input)
+    DS_THROW(IoError, "<stdin>: read failed: {}", std::strerror(errno));
+  const size_t B = size_t(s.o.batch_size);
+  for (size_t first = 0; first < requests.size(); first += B) {
+    const std::vector<std::vector<int32_t>> batch(
+        requests.begin() + ptrdiff_t(first),
+        requests.begin() + ptrdiff_t(std::min(requests.size(), first + B)));
+    for (const Completion& c : run_batch(s, batch, {}, first)) {
       json out = {{"completion", c.text}, {"tokens", c.tokens.size()},
                   {"finish_reason", std::string(to_string(c.reason))}};
       std::cout << out.dump() << '\n';
     }
     std::cout.flush();
-    requests += batch.size();
-    batch.clear();
-  };
-  std::string line;
-  for (size_t lineno = 1; std::getline(std::cin, line); ++lineno) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    batch.push_back(parse_request(s, line, lineno));
-    if (int(batch.size()) == s.o.batch_size) flush();
+    check_stdout();
   }
-  flush();
 }
 
 // A turn that would outgrow the context is refused and the conversation kept (/clear starts
@@ -213,13 +239,19 @@ void mode_interactive(Session& s) {
   std::vector<ChatMessage> history;
   std::string line;
   for (uint64_t turn = 0;;) {
-    std::fputs(">>> ", stdout);
-    std::fflush(stdout);
-    if (!std::getline(std::cin, line)) break;
+    write_stdout(">>> ");
+    if (!std::getline(std::cin, line)) {
+      if (std::ferror(stdin)) DS_THROW(IoError, "<stdin>: read failed: {}", std::strerror(errno));
+      break;
+    }
     if (line.empty()) continue;
     if (line == "/exit") break;
     if (line == "/clear") {
       history.clear();
+      continue;
+    }
+    if (const auto bad = tok::first_invalid_utf8(line)) {
+      std::fprintf(stderr, "not valid UTF-8 (byte %zu): this line is dropped\n", *bad);
       continue;
     }
     history.push_back({"user", line, {}});
@@ -230,11 +262,9 @@ void mode_interactive(Session& s) {
       history.pop_back();
       continue;
     }
-    const auto out = run_batch(s, {ids}, [](size_t, std::string_view t) {
-      std::fwrite(t.data(), 1, t.size(), stdout);
-      std::fflush(stdout);
-    }, turn++);
-    std::fputc('\n', stdout);
+    const auto out =
+        run_batch(s, {ids}, [](size_t, std::string_view t) { write_stdout(t); }, turn++);
+    write_stdout("\n");
     history.push_back({"assistant", out[0].text, {}});
   }
 }

@@ -205,7 +205,9 @@ std::vector<Completion> generate(Engine& engine, const std::vector<std::vector<i
               "generate: {} prompts for {} cache slots", prompts.size(), engine.slots());
   size_t valid_vocab = size_t(engine.args().vocab_size);   // padded head rows are never sampled
   if (text) valid_vocab = std::min(valid_vocab, text->vocab_size());
-  Ctx c{engine, cfg, text, on_text, Sampler(cfg.sampling, valid_vocab), {}};
+  Ctx c{engine, cfg, text, on_text,
+        Sampler(cfg.sampling, valid_vocab, text ? text->missing_ids() : std::vector<uint32_t>{}),
+        {}};
   if (cfg.speculative) {
     DS_CHECK_AS(UsageError, engine.has_mtp(),
                 "speculative decoding needs an MTP module (num_nextn_predict_layers = 0)");

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <utility>
 
 #include "ds/core/error.hpp"
 #include "ds/core/hash.hpp"
@@ -97,9 +98,19 @@ size_t argmax(std::span<const float> logits, size_t n) {
   return best;
 }
 
-Sampler::Sampler(SamplingOptions opts, size_t valid_vocab)
-    : opts_(opts), valid_vocab_(valid_vocab) {
+Sampler::Sampler(SamplingOptions opts, size_t valid_vocab, std::vector<uint32_t> never)
+    : opts_(opts), valid_vocab_(valid_vocab), never_(std::move(never)) {
   validate(opts_);
+}
+
+std::span<const float> Sampler::masked(std::span<const float> logits,
+                                       std::vector<float>& scratch) const {
+  if (never_.empty()) return logits;
+  const size_t n = valid_size(logits);
+  scratch.assign(logits.begin(), logits.begin() + ptrdiff_t(n));
+  for (uint32_t id : never_)
+    if (id < n) scratch[id] = -std::numeric_limits<float>::infinity();
+  return scratch;
 }
 
 size_t Sampler::valid_size(std::span<const float> logits) const {
@@ -110,8 +121,9 @@ size_t Sampler::valid_size(std::span<const float> logits) const {
   return valid_vocab_;
 }
 
-tok::TokenId Sampler::sample(std::span<const float> logits, uint64_t seq,
-                             uint64_t step) const {
+tok::TokenId Sampler::sample(std::span<const float> row, uint64_t seq, uint64_t step) const {
+  std::vector<float> scratch;
+  const std::span<const float> logits = masked(row, scratch);
   const size_t n = valid_size(logits);
   if (greedy()) return tok::TokenId(argmax(logits, n));
   check_finite_rows(logits, n);
@@ -129,7 +141,9 @@ tok::TokenId Sampler::sample(std::span<const float> logits, uint64_t seq,
   return c.ids[last_positive];   // u within rounding of the total
 }
 
-std::vector<double> Sampler::distribution(std::span<const float> logits) const {
+std::vector<double> Sampler::distribution(std::span<const float> row) const {
+  std::vector<float> scratch;
+  const std::span<const float> logits = masked(row, scratch);
   const size_t n = valid_size(logits);
   std::vector<double> p(n, 0.0);
   if (greedy()) {

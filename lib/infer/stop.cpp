@@ -118,6 +118,8 @@ std::string StopChecker::take_stream() {
 TokenText::TokenText(const tok::Tokenizer& tokenizer) : tok_(&tokenizer) {
   for (const tok::AddedToken& t : tokenizer.added_tokens())
     if (t.special) special_.insert(t.id);
+  for (size_t id = 0; id < tokenizer.vocab_size(); ++id)
+    if (tokenizer.id_to_token(tok::TokenId(id)).empty()) missing_.push_back(uint32_t(id));
 }
 
 size_t TokenText::vocab_size() const { return tok_->vocab_size(); }

@@ -122,6 +122,50 @@ def test_errors(a, model):
           f"num_hidden_layers one fewer than the weights: exit {rc} (want 1), {err}")
 
 
+def test_input_edges(a, model):
+    """Malformed input stops the run before any output; read and write failures are errors;
+    ids the tokenizer lacks are never sampled."""
+    lines = json.dumps({"prompt": "a"}) + "\n" + json.dumps({"prompt": "b"}) + "\n" + \
+        json.dumps({"prompt": 5}) + "\n"
+    rc, out, err = generate(a, model, lines, "--jsonl", "--batch-size", 1, "--max-new-tokens", 2)
+    check(rc == 1 and out == "" and len(err) == 1 and "<stdin>:3:" in err[0],
+          f"--jsonl --batch-size 1, bad line 3: exit {rc} (want 1), stdout {out!r} (want "
+          f"nothing: every line is checked first), {err}")
+    cmd = [a.generate, "--log-level", "warn", "--model", model, "--threads", "2", "--jsonl"]
+    d = os.open(a.work, os.O_RDONLY)   # a directory: read() fails, not the end of the input
+    try:
+        p = subprocess.run(cmd, stdin=d, capture_output=True, timeout=300)
+    finally:
+        os.close(d)
+    err = p.stderr.decode("utf-8", "replace").strip()
+    check(p.returncode == 1 and "<stdin>: read failed" in err,
+          f"--jsonl with stdin a directory: exit {p.returncode} (want 1), {err}")
+    rc, _, err = generate(a, model, "", "--prompt", "\udcff", "--max-new-tokens", 2)
+    check(rc == 2 and len(err) == 1 and "--prompt: not valid UTF-8" in err[0],
+          f"--prompt with a byte 0xFF: exit {rc} (want 2), {err}")
+    # stdout a pipe closed by its reader, SIGPIPE ignored (as under many supervisors)
+    p = subprocess.Popen(cmd[:-1] + ["--prompt", "the king", "--max-new-tokens", "200"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         preexec_fn=lambda: signal.signal(signal.SIGPIPE, signal.SIG_IGN))
+    p.stdout.close()
+    err = p.stderr.read().decode("utf-8", "replace").strip()
+    rc = p.wait(timeout=300)
+    check(rc == 1 and "stdout: write failed" in err,
+          f"--prompt into a closed pipe: exit {rc} (want 1), {err}")
+    # a tokenizer whose ids have a gap below the model's vocab_size: sampling at a high
+    # temperature once drew a missing id and failed mid-output
+    gap = model_copy(a, model, "id_gap")
+    tj = os.path.join(gap, "tokenizer.json")
+    t = json.load(open(tj, encoding="utf-8"))
+    vocab = json.load(open(os.path.join(gap, "config.json")))["vocab_size"]
+    last = max(t["added_tokens"], key=lambda x: x["id"])
+    last["id"] = vocab - 1
+    json.dump(t, open(tj, "w", encoding="utf-8"), ensure_ascii=False)
+    rc, out, err = generate(a, gap, "", "--prompt", "the king", "--temperature", 50,
+                            "--seed", 1, "--max-new-tokens", 300)
+    check(rc == 0 and err == [], f"ids missing from the tokenizer never sampled: exit {rc} {err}")
+
+
 class Pty:
     """ds-generate's interactive chat on a pseudo-terminal, read with timeouts."""
 
@@ -220,7 +264,7 @@ def main():
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     model = setup(a)
-    for fn in (test_jsonl, test_errors, test_chat):
+    for fn in (test_jsonl, test_errors, test_input_edges, test_chat):
         fn(a, model)
     print(f"{len(FAILS)} failed" if FAILS else "all passed")
     return 1 if FAILS else 0

@@ -31,7 +31,8 @@ uint64_t sample_stream(uint64_t seq, uint64_t step);
 class Sampler {
  public:
   // valid_vocab N: ids >= N (padding rows of the head) are never chosen. 0 = no mask.
-  Sampler(SamplingOptions opts, size_t valid_vocab);
+  // never: ids < N that are never chosen either (gaps in the tokenizer's ids: no text).
+  Sampler(SamplingOptions opts, size_t valid_vocab, std::vector<uint32_t> never = {});
 
   // Picks a token from `logits` (V), V >= N. seq: the sequence (prompt) index, step: the
   // index of the generated token within that sequence. Greedy ties go to the lower id.
@@ -47,8 +48,11 @@ class Sampler {
 
  private:
   size_t valid_size(std::span<const float> logits) const;
+  // `logits` itself, or with the `never` ids at -inf (a copy in `scratch`)
+  std::span<const float> masked(std::span<const float> logits, std::vector<float>& scratch) const;
   SamplingOptions opts_;
   size_t valid_vocab_;
+  std::vector<uint32_t> never_;
 };
 
 // Index of the largest of the first `n` values (ties: lowest index). NumericsError on NaN.

@@ -85,10 +85,13 @@ class TokenText {
   bool is_special(tok::TokenId id) const { return special_.count(id) != 0; }
   // Ids the tokenizer knows (a model's head may be padded beyond it: never sample those).
   size_t vocab_size() const;
+  // Ids below vocab_size() that no token has (gaps): never sampled either.
+  const std::vector<uint32_t>& missing_ids() const { return missing_; }
 
  private:
   const tok::Tokenizer* tok_;
   std::unordered_set<tok::TokenId> special_;
+  std::vector<uint32_t> missing_;
 };
 
 }  // namespace ds::infer
