@@ -3,6 +3,12 @@
 // reference: spec §6.1; GSM8K (Cobbe et al. 2021) answer format.
 #include "ds/eval/gen_tasks.hpp"
 
+#include <pthread.h>
+
+#include <cstring>
+#include <exception>
+#include <utility>
+
 #include "ds/core/error.hpp"
 #include "jsonl.hpp"
 
@@ -10,11 +16,23 @@ namespace ds::eval {
 
 namespace {
 
-// A number as it appears in text: optional sign and "$", digits with thousands commas,
-// optional fraction.
-const std::regex& number_re() {
-  static const std::regex re(R"(-?\$?[0-9][0-9,]*(\.[0-9]+)?)");
-  return re;
+bool digit_at(std::string_view s, size_t i) { return i < s.size() && s[i] >= '0' && s[i] <= '9'; }
+
+// The first number in s[from..] as [begin, end): the leftmost match of
+// -?\$?[0-9][0-9,]*(\.[0-9]+)? (optional "-" and "$", digits with thousands commas, optional
+// fraction), scanned by hand rather than with std::regex, which recursed per digit.
+std::optional<std::pair<size_t, size_t>> find_number(std::string_view s, size_t from) {
+  for (size_t b = from; b < s.size(); ++b) {
+    size_t i = b;
+    if (s[i] == '-') ++i;
+    if (i < s.size() && s[i] == '$') ++i;
+    if (!digit_at(s, i)) continue;
+    while (digit_at(s, i) || (i < s.size() && s[i] == ',')) ++i;
+    if (i < s.size() && s[i] == '.' && digit_at(s, i + 1))
+      for (i += 2; digit_at(s, i);) ++i;
+    return std::pair{b, i};
+  }
+  return std::nullopt;
 }
 
 std::string_view trim(std::string_view s) {
@@ -31,21 +49,56 @@ bool all_digits(std::string_view s) {
 }
 
 std::optional<std::string> first_number(std::string_view text) {
-  std::cmatch m;
-  if (!std::regex_search(text.data(), text.data() + text.size(), m, number_re()))
-    return std::nullopt;
-  return normalize_number(m.str(0));
+  const auto m = find_number(text, 0);
+  if (!m) return std::nullopt;
+  return normalize_number(text.substr(m->first, m->second - m->first));
 }
 
 std::optional<std::string> last_number(std::string_view text) {
-  std::optional<std::string> last;
-  for (std::cregex_iterator it(text.data(), text.data() + text.size(), number_re()), end;
-       it != end; ++it)
-    last = normalize_number(it->str(0));
-  return last;
+  std::optional<std::pair<size_t, size_t>> last;
+  for (auto m = find_number(text, 0); m; m = find_number(text, m->second)) last = m;
+  if (!last) return std::nullopt;
+  return normalize_number(text.substr(last->first, last->second - last->first));
 }
 
 }  // namespace
+
+bool regex_search_text(std::string_view text, const std::regex& re, std::cmatch* m) {
+  std::cmatch local;
+  std::cmatch& out = m ? *m : local;
+  const char* b = text.data();
+  const char* e = b + text.size();
+  if (text.size() < 4096) return std::regex_search(b, e, out, re);   // ~1 MiB of stack at most
+  struct Job {
+    const char *b, *e;
+    const std::regex* re;
+    std::cmatch* out;
+    bool found = false;
+    std::exception_ptr error;
+  } job{b, e, &re, &out, false, nullptr};
+  auto body = [](void* p) -> void* {
+    auto* j = static_cast<Job*>(p);
+    try {
+      j->found = std::regex_search(j->b, j->e, *j->out, *j->re);
+    } catch (...) {
+      j->error = std::current_exception();
+    }
+    return nullptr;
+  };
+  // measured ~260 bytes of stack per matched character; reserved, touched only as used
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, (size_t(64) << 20) + 1024 * text.size());
+  pthread_t t;
+  const int rc = pthread_create(&t, &attr, body, &job);
+  pthread_attr_destroy(&attr);
+  if (rc != 0)
+    DS_THROW(IoError, "regex search over {} bytes: cannot start its thread: {}", text.size(),
+             std::strerror(rc));
+  pthread_join(t, nullptr);
+  if (job.error) std::rethrow_exception(job.error);
+  return job.found;
+}
 
 std::string normalize_number(std::string_view in) {
   std::string s;
@@ -111,7 +164,7 @@ std::optional<std::string> AnswerExtractor::operator()(std::string_view text) co
     return last_number(text);
   }
   std::cmatch m;
-  if (!std::regex_search(text.data(), text.data() + text.size(), m, *re_)) return std::nullopt;
+  if (!regex_search_text(text, *re_, &m)) return std::nullopt;
   const std::string got = m.size() > 1 ? m.str(1) : m.str(0);
   const std::string n = normalize_number(got);
   if (!n.empty()) return n;

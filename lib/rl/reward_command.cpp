@@ -22,6 +22,7 @@
 #include <cstring>
 
 #include "ds/core/error.hpp"
+#include "ds/core/interrupt.hpp"
 
 extern char** environ;
 
@@ -83,6 +84,7 @@ struct Child {
   int status = 0;      // waitpid status
   bool timed_out = false;
   bool too_much = false;
+  int interrupted = 0;   // the SIGINT/SIGTERM that stopped the wait (the group is killed)
 };
 
 pid_t spawn(const std::string& command, Fd& to_child, Fd& from_child) {
@@ -133,11 +135,13 @@ Child converse(const std::string& command, const std::string& input, double time
     nfds_t n = 0;
     p[n++] = {from_child.fd, POLLIN, 0};
     if (to_child.fd >= 0) p[n++] = {to_child.fd, POLLOUT, 0};
-    int wait_ms = -1;
+    // a stop request (ds-rl's InterruptScope) is looked at every 100 ms
+    if ((c.interrupted = interrupt_signal()) != 0) break;
+    int wait_ms = 100;
     if (timeout_s > 0) {
       const double left = std::chrono::duration<double>(deadline - Clock::now()).count();
       if (left <= 0) { c.timed_out = true; break; }
-      wait_ms = int(std::min(left * 1000.0 + 1.0, 60000.0));
+      wait_ms = int(std::min(left * 1000.0 + 1.0, 100.0));
     }
     if (::poll(p, n, wait_ms) < 0) {
       if (errno == EINTR) continue;
@@ -159,15 +163,15 @@ Child converse(const std::string& command, const std::string& input, double time
   to_child.close_now();
   from_child.close_now();
   // Its stdout is closed; the deadline also holds for its exit (it may go on after answering).
-  while (!c.timed_out && !c.too_much && timeout_s > 0) {
+  while (!c.timed_out && !c.too_much && !c.interrupted) {
     const pid_t r = ::waitpid(c.pid, &c.status, WNOHANG);
     if (r == c.pid) return c;
     if (r < 0 && errno != EINTR)
       DS_THROW(IoError, "{}: waitpid: {}", quoted(command), std::strerror(errno));
-    if (Clock::now() >= deadline) c.timed_out = true;
-    else ::usleep(2000);
+    if (timeout_s > 0 && Clock::now() >= deadline) c.timed_out = true;
+    else if ((c.interrupted = interrupt_signal()) == 0) ::usleep(2000);
   }
-  if (c.timed_out || c.too_much) ::kill(-c.pid, SIGKILL);   // the whole group
+  if (c.timed_out || c.too_much || c.interrupted) ::kill(-c.pid, SIGKILL);   // the whole group
   while (::waitpid(c.pid, &c.status, 0) < 0 && errno == EINTR) {
   }
   return c;
@@ -191,13 +195,24 @@ std::string shown(std::string_view s) {
 std::vector<double> run_reward_command(const std::string& command,
                                        const std::vector<RewardItem>& items, double timeout_s) {
   const size_t n = items.size();
-  const Child c = converse(command, request_lines(items), timeout_s, (size_t(1) << 20) + 256 * n);
+  const size_t cap = (size_t(1) << 20) + 256 * n;   // 1 MiB + 256 bytes per completion
+  const Child c = converse(command, request_lines(items), timeout_s, cap);
   const std::string cmd = quoted(command);
+  int stop = c.interrupted;
+  // Slurm's --signal and a shell's kill -TERM of the job reach the command and ds-rl at about
+  // the same time: a command ended by SIGINT/SIGTERM waits briefly for ds-rl's own signal
+  for (int i = 0; i < 100 && !stop && WIFSIGNALED(c.status) &&
+                  (WTERMSIG(c.status) == SIGTERM || WTERMSIG(c.status) == SIGINT);
+       ++i) {
+    ::usleep(10000);
+    stop = interrupt_signal();
+  }
+  if (stop) throw Interrupted(stop);   // the step is abandoned (see rl_run.cpp)
   if (c.timed_out)
     DS_THROW(IoError, "{}: no answer within --reward-timeout {} s (killed)", cmd, timeout_s);
   if (c.too_much)
     DS_THROW(FormatError, "{}: printed more than {} bytes for {} completions (killed)", cmd,
-             c.out.size(), n);
+             cap, n);
   std::vector<std::string_view> lines;
   std::string_view rest = c.out;
   while (!rest.empty()) {

@@ -4,8 +4,10 @@
 // (include/ds/eval/gen_tasks.hpp).
 #include "ds/rl/rewards.hpp"
 
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 
 #include "ds/core/error.hpp"
 #include "ds/eval/gen_tasks.hpp"
@@ -37,12 +39,32 @@ std::optional<std::pair<size_t, std::string>> last_boxed(std::string_view text) 
   return best;
 }
 
-// The number right after "####" (spaces, "$" or "\$" allowed before it), as written.
+bool space_at(std::string_view s, size_t i) {
+  return i < s.size() && std::strchr(" \t\n\v\f\r", s[i]) && s[i] != '\0';
+}
+bool digit_at(std::string_view s, size_t i) { return i < s.size() && s[i] >= '0' && s[i] <= '9'; }
+
+// The number right after "####" (spaces, "$" or "\$" allowed before it), as written: the
+// match of ^\s*(\\?\$)?\s*([-+]?([0-9][0-9,]*(\.[0-9]+)?|\.[0-9]+)), group 2, scanned by hand
+// (std::regex recursed once per character and a long digit run overflowed the stack).
 std::optional<std::string> number_after(std::string_view s) {
-  static const std::regex re(R"(^\s*(\\?\$)?\s*([-+]?([0-9][0-9,]*(\.[0-9]+)?|\.[0-9]+)))");
-  std::cmatch m;
-  if (!std::regex_search(s.data(), s.data() + s.size(), m, re)) return std::nullopt;
-  return m.str(2);
+  size_t i = 0;
+  while (space_at(s, i)) ++i;
+  if (s.substr(i, 2) == "\\$") i += 2;
+  else if (i < s.size() && s[i] == '$') ++i;
+  while (space_at(s, i)) ++i;
+  const size_t start = i;
+  if (i < s.size() && (s[i] == '-' || s[i] == '+')) ++i;
+  if (digit_at(s, i)) {
+    while (digit_at(s, i) || (i < s.size() && s[i] == ',')) ++i;
+    if (i < s.size() && s[i] == '.' && digit_at(s, i + 1))
+      for (i += 2; digit_at(s, i);) ++i;
+  } else if (i < s.size() && s[i] == '.' && digit_at(s, i + 1)) {
+    for (i += 2; digit_at(s, i);) ++i;
+  } else {
+    return std::nullopt;
+  }
+  return std::string(s.substr(start, i - start));
 }
 
 void erase_all(std::string& s, std::string_view what) {
@@ -110,9 +132,12 @@ std::vector<RewardTerm> parse_reward_terms(const std::vector<std::string>& flags
     if (eq != std::string::npos) {
       const std::string w = f.substr(eq + 1);
       char* end = nullptr;
+      errno = 0;
       t.weight = std::strtod(w.c_str(), &end);
       DS_CHECK_AS(UsageError, !w.empty() && end && *end == '\0' && std::isfinite(t.weight),
                   "--reward {}: the weight '{}' is not a finite number", f, w);
+      DS_CHECK_AS(UsageError, errno != ERANGE,
+                  "--reward {}: the weight '{}' is out of a double's range", f, w);
     }
     DS_CHECK_AS(UsageError,
                 t.name == "exact" || t.name == "format" || t.name == "regex" || t.name == "command",
@@ -126,7 +151,8 @@ std::vector<RewardTerm> parse_reward_terms(const std::vector<std::string>& flags
 
 RewardSet::RewardSet(RewardConfig cfg) : cfg_(std::move(cfg)) {
   if (has("regex")) {
-    DS_CHECK_AS(UsageError, !cfg_.regex.empty(), "--reward regex needs --reward-regex PATTERN");
+    DS_CHECK_AS(UsageError, !cfg_.regex.empty(),
+                "--reward regex needs a non-empty --reward-regex PATTERN");
     try {
       re_.emplace(cfg_.regex, std::regex::ECMAScript);
     } catch (const std::regex_error& e) {
@@ -163,7 +189,7 @@ RewardScores RewardSet::score(const std::vector<RewardItem>& items,
         const std::string& c = items[i].completion;
         if (t.name == "exact") v[i] = exact_reward(c, golds[i]);
         else if (t.name == "format") v[i] = format_reward(c);
-        else v[i] = std::regex_search(c, *re_) ? 1.0 : 0.0;
+        else v[i] = eval::regex_search_text(c, *re_) ? 1.0 : 0.0;
       }
     }
     if (t.name == "exact") {
@@ -173,6 +199,11 @@ RewardScores RewardSet::score(const std::vector<RewardItem>& items,
     for (size_t i = 0; i < n; ++i) s.total[i] += t.weight * v[i];
     s.parts.push_back(std::move(v));
   }
+  // finite values with large weights can overflow: an infinite reward has no advantage
+  for (size_t i = 0; i < n; ++i)
+    DS_CHECK_AS(NumericsError, std::isfinite(s.total[i]),
+                "the reward of completion {} is {}: the weighted sum of its reward terms "
+                "overflows (--reward weights)", i, s.total[i]);
   return s;
 }
 

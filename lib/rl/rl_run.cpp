@@ -61,7 +61,8 @@ void check_flags(const RlOptions& o) {
   DS_CHECK_AS(UsageError, o.grpo.clip_eps > 0 && o.grpo.clip_eps < 1,
               "--clip-eps must be in (0, 1)");
   DS_CHECK_AS(UsageError, o.grpo.beta >= 0 && std::isfinite(o.grpo.beta), "--beta must be >= 0");
-  DS_CHECK_AS(UsageError, o.grpo.adv_eps > 0, "--adv-eps must be positive");
+  DS_CHECK_AS(UsageError, o.grpo.adv_eps > 0 && std::isfinite(o.grpo.adv_eps),
+              "--adv-eps must be a finite positive number");
   train::check_flag_value(o.balance_alpha, "--balance-alpha");
   train::validate(o.optimizer);
   train::check_flag_count(o.save_every, "--save-every", 0);
@@ -98,7 +99,12 @@ std::vector<int32_t> render(const detail::Run& r, const RlPrompt& p) {
   const auto msgs = p.messages.empty()
                         ? std::vector<infer::ChatMessage>{{"user", p.prompt, {}}}
                         : p.messages;
-  const infer::RenderedChat chat = r.policy.chat_template->render(msgs, true);
+  infer::RenderedChat chat;
+  try {
+    chat = r.policy.chat_template->render(msgs, true);
+  } catch (const FormatError& e) {   // the template's own checks (roles, contents)
+    DS_THROW(FormatError, "{}:{}: {}", r.o.prompts, p.line, e.what());
+  }
   for (tok::TokenId t : tk.encode(chat.text, true)) ids.push_back(int32_t(t));
   return ids;
 }
@@ -296,7 +302,20 @@ void run_rl(const RlOptions& opts) {
     if (run.distributed()) agree = [&](bool local) { return run.ranks->step().agree_stop(local); };
     InterruptScope interrupts(InterruptScope::Repeat::kIgnored);   // over the loop and the save
     const int sig = train::run_step_loop(run.st, opts.stop_after, [&] {
-      const detail::StepReport s = run.step();
+      // A stop request while the reward command runs (Slurm signals it too) abandons the step:
+      // nothing of it is applied (its prompts are drawn again on resume) and the loop then
+      // saves the last finished step. Several ranks cannot abandon one alone: they abort.
+      const auto before = run.st.data;
+      detail::StepReport s;
+      try {
+        s = run.step();
+      } catch (const Interrupted& e) {
+        if (run.distributed()) throw;
+        run.st.data = before;
+        spdlog::warn("signal {} during step {}: the step is abandoned", e.signal_number(),
+                     run.st.step + 1);
+        return;
+      }
       last = metrics_line(run, s);
       run.metrics.write(last.dump());
       if (opts.log_every > 0 &&

@@ -190,8 +190,15 @@ void score(Run& r, std::vector<Sample>& samples, int64_t p0, StepReport& rep) {
   const double n = double(sc.total.size());
   std::vector<double> total(sc.total);
   for (size_t i = 0; i < sc.total.size(); ++i) rep.reward_mean += sc.total[i] / n;
-  for (double v : sc.total) rep.reward_std += (v - rep.reward_mean) * (v - rep.reward_mean) / n;
-  rep.reward_std = std::sqrt(rep.reward_std);
+  double scale = 0;   // the deviations scaled by the largest: squares of 1e200 overflow
+  for (double v : sc.total) scale = std::max(scale, std::abs(v - rep.reward_mean));
+  if (scale > 0) {
+    for (double v : sc.total) {
+      const double d = (v - rep.reward_mean) / scale;
+      rep.reward_std += d * d / n;
+    }
+    rep.reward_std = scale * std::sqrt(rep.reward_std);
+  }
   for (const auto& part : sc.parts) {
     double m = 0;
     for (double v : part) m += v / n;

@@ -135,3 +135,13 @@ TEST_CASE("real GSM8K train answers extract as integers") {
   }
   CHECK(integers == items.size());
 }
+
+TEST_CASE("numbers in very long texts: no stack overflow") {
+  const std::string digits(200000, '4');
+  const ds::eval::AnswerExtractor plain;
+  CHECK(plain("#### " + digits) == digits);
+  CHECK(plain("x " + digits + " y 12,000.50 z") == "12000.5");
+  CHECK(plain("a -$3 b") == "-3");
+  const ds::eval::AnswerExtractor user("answer: ([0-9]+)");
+  CHECK(user("answer: " + digits) == digits);
+}

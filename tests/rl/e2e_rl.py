@@ -195,6 +195,41 @@ def test_errors(R, pre, prompts, verifier, work, b):
     check(steps_in(b) == before, "errors on an existing run leave its checkpoints as they were")
 
 
+def test_sigterm_in_reward_command(R, pre, prompts, verifier, work):
+    """SIGTERM while the reward command runs: to ds-rl alone (a command that would hang for
+    minutes, no --reward-timeout), and to both (Slurm's --signal reaches every process of the
+    step). The step is abandoned, the last finished one saved, exit 0, no process left."""
+    for both in (False, True):
+        d = os.path.join(work, "rl_term_cmd" + ("_both" if both else ""))
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        mark = os.path.join(d, "started")
+        hang = f"cat >/dev/null; touch {mark}; sleep 371"   # the shell stays: it has `mark`
+        args = rl_args(pre, prompts, verifier, d, 3)
+        args[args.index("--reward-command") + 1] = hang
+        cmd = [R, "--log-level", "warn"] + [str(x) for x in args]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.time() + 120
+        while time.time() < deadline and not os.path.exists(mark) and p.poll() is None:
+            time.sleep(0.02)
+        if both:
+            subprocess.run(["pkill", "-TERM", "-f", f"touch {mark}"])
+        p.send_signal(signal.SIGTERM)
+        try:
+            out, err = p.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        left = subprocess.run(["pgrep", "-f", f"touch {mark}|sleep 371"],
+                              capture_output=True).stdout
+        s = json.loads(out.decode().strip().splitlines()[-1]) if p.returncode == 0 else {}
+        check(p.returncode == 0 and s.get("interrupted") and s.get("steps") == 0 and
+              steps_in(d) == ["step-00000000"] and not left,
+              f"SIGTERM to ds-rl{' and the command' if both else ''} during the reward command: "
+              f"exit {p.returncode} (want 0), saved {steps_in(d)}, processes left {left!r}: "
+              f"{err.decode()[-300:]}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rl", required=True)
@@ -207,6 +242,7 @@ def main():
     _, b = test_run_and_resume(a.rl, pre, prompts, verifier, a.work)
     test_errors(a.rl, pre, prompts, verifier, a.work, b)
     test_sigterm(a.rl, pre, prompts, verifier, a.work)
+    test_sigterm_in_reward_command(a.rl, pre, prompts, verifier, a.work)
     print(f"{len(FAILS)} failed" if FAILS else "all passed")
     return 1 if FAILS else 0
 

@@ -97,3 +97,28 @@ TEST_CASE("RewardSet: weighted sum, parts, accuracy, regex") {
   RewardSet fmt_only({parse_reward_terms({"format"}), "", "", 0});
   CHECK(fmt_only.score(items, {"", "", ""}).correct.empty());   // no exact term: no accuracy
 }
+
+TEST_CASE("answers after a very long run: no stack overflow, the same numbers") {
+  // std::regex recursed per character: 32,600 digits or spaces after "####" crashed ds-rl
+  const std::string digits(200000, '7'), spaces(200000, ' ');
+  CHECK(extract_answer("#### " + digits) == digits);
+  CHECK(extract_answer("####" + spaces + "5") == "5");
+  CHECK(reference_answer("#### " + digits) == digits);
+  CHECK(format_reward("####" + spaces + "12") == 1.0);
+  CHECK(extract_answer("#### +.5") == "0.5");
+  CHECK(extract_answer("#### \\$-3") == "-3");
+  CHECK_FALSE(extract_answer("#### \\ 5").has_value());
+  CHECK_FALSE(extract_answer("#### x").has_value());
+  // a user pattern over a long completion runs on a big enough stack
+  RewardConfig cfg{parse_reward_terms({"regex"}), "(7+)$", "", 0};
+  RewardSet set(cfg);
+  const RewardScores s = set.score({{"p", digits, ""}}, {""});
+  CHECK(s.total.at(0) == 1.0);
+}
+
+TEST_CASE("a weighted sum that overflows is an error, not an infinite reward") {
+  RewardConfig cfg{parse_reward_terms({"regex=1e308", "format=1e308"}), "7", "", 0};
+  RewardSet set(cfg);
+  CHECK_THROWS_AS(set.score({{"p", "#### 7", ""}}, {""}), ds::NumericsError);   // 2e308
+  CHECK(set.score({{"p", "none", ""}}, {""}).total.at(0) == 0.0);
+}

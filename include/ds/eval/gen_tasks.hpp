@@ -57,6 +57,11 @@ std::string normalize_number(std::string_view s);
 // The normalised number after the last "####" in `answer`; nullopt if none.
 std::optional<std::string> extract_gold(std::string_view answer);
 
+// std::regex_search over `text`, on a thread whose stack grows with the text when it is long:
+// libstdc++'s matcher recurses once per character it matches, and a run of 32,000 digits
+// overflowed an 8 MiB stack (a segfault). `m`, when given, receives the match.
+bool regex_search_text(std::string_view text, const std::regex& re, std::cmatch* m = nullptr);
+
 // Extracts the predicted answer from a completion. With a pattern (ECMAScript std::regex):
 // the first match, its capture group 1 if the pattern has groups; normalised as a number
 // when it is one, else trimmed. Without: the number after the last "####" if present, else
