@@ -78,8 +78,11 @@ CheckpointWriter::~CheckpointWriter() {
 
 void CheckpointWriter::commit() {
   DS_CHECK(!committed_, "{}: checkpoint committed twice", final_.string());
-  lock_->release();   // not part of the checkpoint
+  // The lock is held over the long fsync: a writer killed there leaves a staging directory
+  // whose lock is free, which a later writer removes (one without its lock file is kept).
   fsync_tree(temp_);
+  lock_->release();   // not part of the checkpoint
+  fsync_dir(temp_);
   fs::path parent = temp_.parent_path();
   std::error_code ec;
   if (!fs::exists(final_, ec)) {

@@ -4,6 +4,7 @@
 // (include/ds/eval/gen_tasks.hpp).
 #include "ds/rl/rewards.hpp"
 
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -47,7 +48,7 @@ bool digit_at(std::string_view s, size_t i) { return i < s.size() && s[i] >= '0'
 // The number right after "####" (spaces, "$" or "\$" allowed before it), as written: the
 // match of ^\s*(\\?\$)?\s*([-+]?([0-9][0-9,]*(\.[0-9]+)?|\.[0-9]+)), group 2, scanned by hand
 // (std::regex recursed once per character and a long digit run overflowed the stack).
-std::optional<std::string> number_after(std::string_view s) {
+std::optional<std::string> number_after(std::string_view s, size_t* end = nullptr) {
   size_t i = 0;
   while (space_at(s, i)) ++i;
   if (s.substr(i, 2) == "\\$") i += 2;
@@ -64,6 +65,7 @@ std::optional<std::string> number_after(std::string_view s) {
   } else {
     return std::nullopt;
   }
+  if (end) *end = i;
   return std::string(s.substr(start, i - start));
 }
 
@@ -108,6 +110,20 @@ std::optional<std::string> reference_answer(std::string_view reference) {
   const std::string whole = normalize_answer(reference);
   if (whole.empty()) return std::nullopt;
   return whole;
+}
+
+std::string unusable_reference(std::string_view reference) {
+  const size_t hashes = reference.rfind(kHashes);
+  if (hashes == std::string_view::npos) return {};
+  const std::string_view after = reference.substr(hashes + kHashes.size());
+  size_t end = 0;
+  if (!number_after(after, &end)) return "no number after its last \"####\"";
+  const char c = end < after.size() ? after[end] : ' ';
+  if (c == '/' || std::isalnum(static_cast<unsigned char>(c)))
+    return fmt::format("the number after its last \"####\" goes on as '{}' (write a decimal "
+                       "number there, or the answer in \\boxed{{}} without \"####\")",
+                       std::string(trim(after.substr(0, std::min(after.size(), end + 12)))));
+  return {};
 }
 
 double exact_reward(std::string_view completion, const std::string& gold) {

@@ -124,6 +124,10 @@ void load_prompt_set(detail::Run& r) {
                 "max_position_embeddings {}", src, ids.size(), r.o.max_new_tokens,
                 r.policy.args.max_seq_len);
     std::string gold;
+    if (p.reference && exact)
+      if (const std::string why = unusable_reference(*p.reference); !why.empty())
+        DS_THROW(FormatError, "{}: reference: {}; the exact reward could never match it", src,
+                 why);
     if (p.reference) gold = reference_answer(*p.reference).value_or("");
     DS_CHECK_AS(FormatError, !exact || !gold.empty(),
                 "{}: the exact reward needs a non-empty 'reference' (or 'answer')", src);

@@ -122,3 +122,15 @@ TEST_CASE("a weighted sum that overflows is an error, not an infinite reward") {
   CHECK_THROWS_AS(set.score({{"p", "#### 7", ""}}, {""}), ds::NumericsError);   // 2e308
   CHECK(set.score({{"p", "none", ""}}, {""}).total.at(0) == 0.0);
 }
+
+TEST_CASE("unusable_reference: #### without a plain number after it") {
+  CHECK(unusable_reference("so 72 clips\n#### 72") == "");
+  CHECK(unusable_reference("#### 1,000.") == "");
+  CHECK(unusable_reference("#### 18 dollars") == "");
+  CHECK(unusable_reference("\\boxed{\\frac{1}{2}}") == "");   // no ####: the box is the gold
+  CHECK(unusable_reference("plain text") == "");
+  CHECK(unusable_reference("#### forty-two").find("no number") != std::string::npos);
+  CHECK(unusable_reference("####").find("no number") != std::string::npos);
+  CHECK(unusable_reference("#### 1/2").find("goes on as '1/2'") != std::string::npos);
+  CHECK(unusable_reference("#### 5x").find("goes on as") != std::string::npos);
+}

@@ -31,6 +31,10 @@ std::optional<std::string> extract_boxed(std::string_view text);
 std::optional<std::string> extract_answer(std::string_view completion);
 // The gold answer of a reference (see above), normalised; nullopt when it is blank.
 std::optional<std::string> reference_answer(std::string_view reference);
+// Why no completion could ever match the reference's gold, "" when it is usable: a "####"
+// without a number after it ("#### forty-two") or with one that goes on as a fraction or a
+// word ("#### 1/2" would be gold 1).
+std::string unusable_reference(std::string_view reference);
 std::string normalize_answer(std::string_view s);
 
 double exact_reward(std::string_view completion, const std::string& gold);
