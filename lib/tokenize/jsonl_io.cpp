@@ -4,6 +4,10 @@
 // reference: man/ds-tokenize.1; HF semantics: no BOS/EOS unless asked, added tokens matched.
 #include <fmt/format.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
 #include <istream>
 #include <nlohmann/json.hpp>
 #include <ostream>
@@ -21,7 +25,18 @@ namespace {
 
 constexpr const char* kStdin = "<stdin>";
 
+// A read error ends getline like the end of the input: std::cin (stdio-synced) records it in
+// ferror(stdin), a file stream in badbit.
+void check_read(const std::istream& in) {
+  if (in.bad() || (&in == &std::cin && std::ferror(stdin)))
+    DS_THROW(IoError, "{}: read error{}", kStdin,
+             errno ? ": " + std::string(std::strerror(errno)) : std::string());
+}
+
 nlohmann::json parse_line(const std::string& line, uint64_t line_no) {
+  if (line.find_first_not_of(" \t\r") == std::string::npos)   // one output line per input line
+    DS_THROW(FormatError, "{}:{}: blank line (expected one JSON object per line)", kStdin,
+             line_no);
   try {
     io::check_json_depth(line, fmt::format("{}:{}", kStdin, line_no));
     auto j = nlohmann::json::parse(line);
@@ -62,7 +77,7 @@ void encode_jsonl(const EncodeJsonlOptions& o, std::istream& in, std::ostream& o
     out.flush();
     if (!out) DS_THROW(IoError, "<stdout>: write failed");
   }
-  if (in.bad()) DS_THROW(IoError, "{}: read error", kStdin);
+  check_read(in);
 }
 
 namespace detail {
@@ -98,7 +113,7 @@ void decode_jsonl(const DecodeOptions& o, std::istream& in, std::ostream& out) {
     out.flush();
     if (!out) DS_THROW(IoError, "<stdout>: write failed");
   }
-  if (in.bad()) DS_THROW(IoError, "{}: read error", kStdin);
+  check_read(in);
 }
 
 }  // namespace detail

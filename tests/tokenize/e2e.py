@@ -228,6 +228,17 @@ def test_bad_inputs(tool, work, tok, ds):
                  "--format", "xml", good], 2, None, o)
     expect_error(tool, work, "encode --jsonl bad line", ["encode", "--jsonl", "--tokenizer", tok],
                  1, "<stdin>:2:", stdin=b'{"text":"a"}\n{"txt":"b"}\n')
+    expect_error(tool, work, "encode --jsonl blank line", ["encode", "--jsonl", "--tokenizer", tok],
+                 1, "<stdin>:2: blank line", stdin=b'{"text":"a"}\n\n{"text":"b"}\n')
+    # a read error is not the end of the input (it was: exit 0, nothing written)
+    d = os.open(work, os.O_RDONLY)
+    try:
+        p = subprocess.run([tool, "decode", "--jsonl", "--tokenizer", tok], stdin=d,
+                           capture_output=True, timeout=60)
+    finally:
+        os.close(d)
+    check(p.returncode == 1 and b"<stdin>: read error" in p.stderr,
+          f"decode --jsonl with stdin a directory: exit {p.returncode}, {p.stderr!r}")
     # 150000 levels overflowed the stack (exit 139); a 1 MB bad id was echoed whole
     expect_error(tool, work, "decode --jsonl deeply nested", ["decode", "--jsonl", "--tokenizer",
                  tok], 1, "<stdin>:1: JSON nested deeper than 256 levels",
