@@ -10,7 +10,7 @@
 #include "ds/core/error.hpp"
 #include "ds/core/thread_pool.hpp"
 #include "ds/io/file.hpp"
-#include "ds/io/json_depth.hpp"
+#include "ds/io/json_input.hpp"
 #include "ds/model/checkpoint_io.hpp"
 #include "ds/model/pretrained.hpp"
 #include "ds/model/transformer.hpp"
@@ -45,7 +45,7 @@ namespace {
 // reads the block size of any safetensors directory, DeepSeek-V3 or not).
 void read_config(InputCheckpoint& in, const fs::path& cfg, bool args) {
   const std::string text = io::read_file(cfg);
-  io::check_json_depth(text, cfg.string());
+  io::check_json_input(text, cfg.string());
   try {
     in.config = nlohmann::ordered_json::parse(text);
   } catch (const nlohmann::json::exception& e) {

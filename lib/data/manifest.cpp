@@ -5,7 +5,7 @@
 #include "ds/core/error.hpp"
 #include "ds/data/shard.hpp"
 #include "ds/io/file.hpp"
-#include "ds/io/json_depth.hpp"
+#include "ds/io/json_input.hpp"
 #include "ds/io/json_fields.hpp"
 #include "shard_format.hpp"
 
@@ -45,7 +45,7 @@ void check_totals(const Manifest& m, const fs::path& path) {
 
 Manifest Manifest::load(const fs::path& manifest_path) {
   const std::string text = io::read_file(manifest_path);
-  io::check_json_depth(text, manifest_path.string());
+  io::check_json_input(text, manifest_path.string());
   Json j;
   try {
     j = Json::parse(text);

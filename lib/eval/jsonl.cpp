@@ -4,7 +4,7 @@
 
 #include "ds/core/error.hpp"
 #include "ds/io/file.hpp"
-#include "ds/io/json_depth.hpp"
+#include "ds/io/json_input.hpp"
 
 namespace ds::eval::detail {
 
@@ -35,7 +35,7 @@ void for_each_jsonl(const std::filesystem::path& path,
   const auto lines = read_lines(path);
   if (lines.empty()) DS_THROW(FormatError, "{}: no records (empty file)", path.string());
   for (const auto& [no, text] : lines) {
-    io::check_json_depth(text, fmt::format("{}:{}", path.string(), no));
+    io::check_json_input(text, fmt::format("{}:{}", path.string(), no));
     nlohmann::json rec;
     try {
       rec = nlohmann::json::parse(text);

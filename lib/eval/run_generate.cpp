@@ -171,6 +171,7 @@ EvalReport run_generate(const GenOptions& o) {
   std::unique_ptr<SampleLog> log;   // published by write_report, with the report
   if (!o.common.log_samples.empty()) log = std::make_unique<SampleLog>(o.common.log_samples);
   EvalReport r = eval_generate(pt, o, log.get());
+  check_interrupt();   // one that came during the last batch: no report
   detail::write_report(r, o.common, log.get());
   return r;
 }

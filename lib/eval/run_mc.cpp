@@ -162,6 +162,7 @@ EvalReport run_mc(const McOptions& o) {
   std::unique_ptr<SampleLog> log;   // published by write_report, with the report
   if (!o.common.log_samples.empty()) log = std::make_unique<SampleLog>(o.common.log_samples);
   EvalReport r = eval_mc(pt, o, log.get());
+  check_interrupt();   // one that came during the last batch: no report
   detail::write_report(r, o.common, log.get());
   return r;
 }

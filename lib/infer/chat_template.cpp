@@ -9,7 +9,7 @@
 
 #include "ds/core/error.hpp"
 #include "ds/io/file.hpp"
-#include "ds/io/json_depth.hpp"
+#include "ds/io/json_input.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
 
 namespace ds::infer {
@@ -134,7 +134,7 @@ ChatTemplate ChatTemplate::from_tokenizer_config(const std::filesystem::path& pa
 }
 
 ChatTemplate ChatTemplate::from_config_json(std::string_view text, const std::string& source) {
-  io::check_json_depth(text, source);
+  io::check_json_input(text, source);
   json cfg;
   try {
     cfg = json::parse(text);
@@ -201,7 +201,7 @@ RenderedChat ChatTemplate::render(const std::vector<ChatMessage>& messages,
 }
 
 std::vector<ChatMessage> parse_messages(std::string_view text, const std::string& source) {
-  io::check_json_depth(text, source);
+  io::check_json_input(text, source);
   json j;
   try {
     j = json::parse(text);

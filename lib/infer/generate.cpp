@@ -18,7 +18,7 @@
 #include "ds/core/error.hpp"
 #include "ds/core/thread_pool.hpp"
 #include "ds/infer/generator.hpp"
-#include "ds/io/json_depth.hpp"
+#include "ds/io/json_input.hpp"
 #include "ds/model/pretrained.hpp"
 #include "ds/tokenizer/utf8.hpp"
 
@@ -60,15 +60,17 @@ void validate_options(const GenerateOptions& o) {
 }
 
 // IoError when stdout no longer takes output (a closed pipe with SIGPIPE ignored, a full
-// disk): generation stops at once rather than computing what nobody can read.
+// disk): generation stops at once rather than computing what nobody can read. errno is
+// cleared before the writes it judges.
 void check_stdout() {
-  errno = 0;
+  const int err = errno;
   if (std::ferror(stdout) || !std::cout.good())
     DS_THROW(IoError, "stdout: write failed{}",
-             errno ? ": " + std::string(std::strerror(errno)) : std::string());
+             err ? ": " + std::string(std::strerror(err)) : std::string());
 }
 
 void write_stdout(std::string_view t) {
+  errno = 0;
   std::fwrite(t.data(), 1, t.size(), stdout);
   std::fflush(stdout);
   check_stdout();
@@ -170,7 +172,7 @@ void mode_prompt(Session& s) {
 // One JSONL request: {"prompt": str} or {"messages": [...]}, nothing else.
 std::vector<int32_t> parse_request(const Session& s, const std::string& line, size_t lineno) {
   const std::string src = fmt::format("<stdin>:{}", lineno);
-  io::check_json_depth(line, src);
+  io::check_json_input(line, src);
   json j;
   try {
     j = json::parse(line);
@@ -219,11 +221,18 @@ void mode_jsonl(Session& s) {
   if (std::ferror(stdin))   // (a read error ends getline like the end of the input)
     DS_THROW(IoError, "<stdin>: read failed: {}", std::strerror(errno));
   const size_t B = size_t(s.o.batch_size);
+  if (!requests.empty()) {   // the KV cache of the whole run, before any output
+    size_t longest = 0;
+    for (const auto& r : requests) longest = std::max(longest, r.size());
+    engine_for(s, int64_t(longest), int(std::min(B, requests.size())));
+  }
   for (size_t first = 0; first < requests.size(); first += B) {
     const std::vector<std::vector<int32_t>> batch(
         requests.begin() + ptrdiff_t(first),
         requests.begin() + ptrdiff_t(std::min(requests.size(), first + B)));
-    for (const Completion& c : run_batch(s, batch, {}, first)) {
+    const std::vector<Completion> done = run_batch(s, batch, {}, first);
+    errno = 0;
+    for (const Completion& c : done) {
       json out = {{"completion", c.text}, {"tokens", c.tokens.size()},
                   {"finish_reason", std::string(to_string(c.reason))}};
       std::cout << out.dump() << '\n';

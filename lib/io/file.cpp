@@ -82,6 +82,8 @@ void copy_file(const fs::path& src, const fs::path& dst) {
   if (fd < 0) DS_THROW(IoError, "{}: cannot open: {}", src.string(), std::strerror(errno));
   try {
     AtomicFile out(dst);
+    struct stat st {};
+    if (::fstat(fd, &st) == 0) out.set_mode(st.st_mode & 07777);   // as fs::copy_file did
     std::vector<char> buf(size_t(1) << 20);
     for (;;) {
       const ssize_t n = ::read(fd, buf.data(), buf.size());
@@ -200,6 +202,12 @@ AtomicFile::AtomicFile(fs::path final_path) : final_(std::move(final_path)) {
 }
 
 AtomicFile::~AtomicFile() { abort(); }
+
+void AtomicFile::set_mode(unsigned mode) {
+  if (direct_) return;   // a FIFO or device keeps its own
+  if (::fchmod(fd_, mode_t(mode)) != 0)
+    DS_THROW(IoError, "{}: chmod: {}", temp_.string(), std::strerror(errno));
+}
 
 void AtomicFile::write(const void* data, size_t n) {
   DS_CHECK(fd_ >= 0, "{}: write after commit/abort", final_.string());

@@ -10,7 +10,7 @@
 
 #include "ds/core/error.hpp"
 #include "ds/io/file.hpp"
-#include "ds/io/json_depth.hpp"
+#include "ds/io/json_input.hpp"
 
 namespace ds::model {
 
@@ -244,7 +244,7 @@ void read_rope_scaling(const Reader& r, ModelArgs& a) {
 }  // namespace
 
 ModelArgs from_hf_json(const std::string& text, const std::string& src) {
-  io::check_json_depth(text, src);
+  io::check_json_input(text, src);
   json j;
   try {
     j = json::parse(text);

@@ -15,7 +15,7 @@
 #include "ds/core/hash.hpp"
 #include "ds/io/checkpoint.hpp"
 #include "ds/io/file.hpp"
-#include "ds/io/json_depth.hpp"
+#include "ds/io/json_input.hpp"
 #include "ds/io/safetensors.hpp"
 
 namespace ds::model {
@@ -26,7 +26,7 @@ using nlohmann::json;
 QuantConfig read_quant_config(const fs::path& config_json) {
   const std::string src = config_json.string();
   const std::string config_text = io::read_file(config_json);
-  io::check_json_depth(config_text, src);
+  io::check_json_input(config_text, src);
   json j;
   try {
     j = json::parse(config_text);

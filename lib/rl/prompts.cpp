@@ -9,7 +9,7 @@
 #include <string>
 
 #include "ds/core/error.hpp"
-#include "ds/io/json_depth.hpp"
+#include "ds/io/json_input.hpp"
 
 namespace ds::rl {
 
@@ -50,7 +50,7 @@ struct RawNumbers : nlohmann::json_sax<json> {
 };
 
 RlPrompt parse_record(const std::string& text, const std::string& src, size_t line) {
-  io::check_json_depth(text, src);
+  io::check_json_input(text, src);
   json j;
   try {
     j = json::parse(text);
@@ -91,7 +91,12 @@ RlPrompt parse_record(const std::string& text, const std::string& src, size_t li
     else if (r.is_number_float()) {   // as written: "1E2" stays 1E2, all digits kept
       RawNumbers raw;
       json::sax_parse(text, &raw);
-      p.reference = raw.raw.count(key) ? raw.raw[key] : r.dump();
+      // kept as written when it is a plain decimal (all its digits); an exponent form such
+      // as 1E2 is taken as the double's text (100.0), which completions can write
+      const auto it = raw.raw.find(key);
+      const bool plain = it != raw.raw.end() &&
+                         it->second.find_first_not_of("-0123456789.") == std::string::npos;
+      p.reference = plain ? it->second : r.dump();
     } else if (r.is_number()) p.reference = r.dump();   // {"answer": 72} is accepted as "72"
     else DS_THROW(FormatError, "{}: field '{}' must be a string or a number", src, key);
   }

@@ -121,7 +121,10 @@ pid_t spawn(const std::string& command, Fd& to_child, Fd& from_child) {
 
 // Writes `input` and reads stdout until EOF (or the deadline / output cap), then reaps.
 Child converse(const std::string& command, const std::string& input, double timeout_s,
-               size_t max_out) {
+               size_t max_out, bool stoppable) {
+  // a signal already pending (it came during the rollout) lets the step finish as usual
+  const bool watch = stoppable && interrupt_signal() == 0;
+  const auto stop_requested = [&] { return watch ? interrupt_signal() : 0; };
   SigpipeBlock no_sigpipe;
   Fd to_child, from_child;
   Child c;
@@ -136,7 +139,7 @@ Child converse(const std::string& command, const std::string& input, double time
     p[n++] = {from_child.fd, POLLIN, 0};
     if (to_child.fd >= 0) p[n++] = {to_child.fd, POLLOUT, 0};
     // a stop request (ds-rl's InterruptScope) is looked at every 100 ms
-    if ((c.interrupted = interrupt_signal()) != 0) break;
+    if ((c.interrupted = stop_requested()) != 0) break;
     int wait_ms = 100;
     if (timeout_s > 0) {
       const double left = std::chrono::duration<double>(deadline - Clock::now()).count();
@@ -169,7 +172,7 @@ Child converse(const std::string& command, const std::string& input, double time
     if (r < 0 && errno != EINTR)
       DS_THROW(IoError, "{}: waitpid: {}", quoted(command), std::strerror(errno));
     if (timeout_s > 0 && Clock::now() >= deadline) c.timed_out = true;
-    else if ((c.interrupted = interrupt_signal()) == 0) ::usleep(2000);
+    else if ((c.interrupted = stop_requested()) == 0) ::usleep(2000);
   }
   if (c.timed_out || c.too_much || c.interrupted) ::kill(-c.pid, SIGKILL);   // the whole group
   while (::waitpid(c.pid, &c.status, 0) < 0 && errno == EINTR) {
@@ -193,15 +196,17 @@ std::string shown(std::string_view s) {
 }  // namespace
 
 std::vector<double> run_reward_command(const std::string& command,
-                                       const std::vector<RewardItem>& items, double timeout_s) {
+                                       const std::vector<RewardItem>& items, double timeout_s,
+                                       bool stoppable) {
+  const bool pending = interrupt_signal() != 0;   // then the step finishes (see converse)
   const size_t n = items.size();
   const size_t cap = (size_t(1) << 20) + 256 * n;   // 1 MiB + 256 bytes per completion
-  const Child c = converse(command, request_lines(items), timeout_s, cap);
+  const Child c = converse(command, request_lines(items), timeout_s, cap, stoppable);
   const std::string cmd = quoted(command);
   int stop = c.interrupted;
   // Slurm's --signal and a shell's kill -TERM of the job reach the command and ds-rl at about
   // the same time: a command ended by SIGINT/SIGTERM waits briefly for ds-rl's own signal
-  for (int i = 0; i < 100 && !stop && WIFSIGNALED(c.status) &&
+  for (int i = 0; i < 100 && stoppable && !pending && !stop && WIFSIGNALED(c.status) &&
                   (WTERMSIG(c.status) == SIGTERM || WTERMSIG(c.status) == SIGINT);
        ++i) {
     ::usleep(10000);

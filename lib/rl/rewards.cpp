@@ -117,12 +117,18 @@ std::string unusable_reference(std::string_view reference) {
   if (hashes == std::string_view::npos) return {};
   const std::string_view after = reference.substr(hashes + kHashes.size());
   size_t end = 0;
-  if (!number_after(after, &end)) return "no number after its last \"####\"";
+  const auto n = number_after(after, &end);
+  if (!n) {   // reference_answer then takes the last \boxed{}, else the whole text
+    if (last_boxed(reference)) return {};
+    return "no number after its last \"####\" and no \\boxed{}: no completion could match it";
+  }
   const char c = end < after.size() ? after[end] : ' ';
   if (c == '/' || std::isalnum(static_cast<unsigned char>(c)))
-    return fmt::format("the number after its last \"####\" goes on as '{}' (write a decimal "
-                       "number there, or the answer in \\boxed{{}} without \"####\")",
-                       std::string(trim(after.substr(0, std::min(after.size(), end + 12)))));
+    return fmt::format("the number after its last \"####\" goes on as '{}' but would be read "
+                       "as {} (write the whole answer as a decimal number, or in \\boxed{{}} "
+                       "without \"####\")",
+                       std::string(trim(after.substr(0, std::min(after.size(), end + 12)))),
+                       normalize_answer(*n));
   return {};
 }
 
@@ -199,7 +205,7 @@ RewardScores RewardSet::score(const std::vector<RewardItem>& items,
   for (const RewardTerm& t : cfg_.terms) {
     std::vector<double> v(n, 0.0);
     if (t.name == "command") {
-      v = run_reward_command(cfg_.command, items, cfg_.command_timeout);
+      v = run_reward_command(cfg_.command, items, cfg_.command_timeout, cfg_.command_stoppable);
     } else {
       for (size_t i = 0; i < n; ++i) {
         const std::string& c = items[i].completion;

@@ -126,8 +126,7 @@ void load_prompt_set(detail::Run& r) {
     std::string gold;
     if (p.reference && exact)
       if (const std::string why = unusable_reference(*p.reference); !why.empty())
-        DS_THROW(FormatError, "{}: reference: {}; the exact reward could never match it", src,
-                 why);
+        DS_THROW(FormatError, "{}: reference: {}", src, why);
     if (p.reference) gold = reference_answer(*p.reference).value_or("");
     DS_CHECK_AS(FormatError, !exact || !gold.empty(),
                 "{}: the exact reward needs a non-empty 'reference' (or 'answer')", src);
@@ -219,7 +218,7 @@ void Run::init() {
                 "takes whole groups, at least one prompt per step", o.prompts_per_step,
                 ranks->topo().layout().dp);
   RewardConfig rc{parse_reward_terms(o.rewards), o.reward_regex, o.reward_command,
-                  o.reward_timeout};
+                  o.reward_timeout, /*command_stoppable=*/!distributed()};
   rewards = std::make_unique<RewardSet>(std::move(rc));
   if (ctx.device == Device::cuda && distributed())
     DS_THROW(UsageError, "--device cuda runs on one GPU for now: launch one process (multi-GPU "

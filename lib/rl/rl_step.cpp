@@ -190,11 +190,14 @@ void score(Run& r, std::vector<Sample>& samples, int64_t p0, StepReport& rep) {
   const double n = double(sc.total.size());
   std::vector<double> total(sc.total);
   for (size_t i = 0; i < sc.total.size(); ++i) rep.reward_mean += sc.total[i] / n;
-  double scale = 0;   // the deviations scaled by the largest: squares of 1e200 overflow
-  for (double v : sc.total) scale = std::max(scale, std::abs(v - rep.reward_mean));
+  // in units of the largest |reward|: squares of 1e200 overflow, and so does v - mean near
+  // the largest doubles
+  double scale = 0;
+  for (double v : sc.total) scale = std::max(scale, std::abs(v));
   if (scale > 0) {
+    const double mean = rep.reward_mean / scale;
     for (double v : sc.total) {
-      const double d = (v - rep.reward_mean) / scale;
+      const double d = v / scale - mean;
       rep.reward_std += d * d / n;
     }
     rep.reward_std = scale * std::sqrt(rep.reward_std);

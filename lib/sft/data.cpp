@@ -11,7 +11,7 @@
 #include "ds/core/hash.hpp"
 #include "ds/core/thread_pool.hpp"
 #include "ds/io/file.hpp"
-#include "ds/io/json_depth.hpp"
+#include "ds/io/json_input.hpp"
 
 namespace ds::sft {
 
@@ -86,7 +86,7 @@ std::vector<infer::ChatMessage> parse_example(std::string_view line, const std::
                                               LossOn loss_on) {
   json j;
   try {
-    io::check_json_depth(line, where);
+    io::check_json_input(line, where);
     j = json::parse(line);
   } catch (const json::parse_error& e) {
     DS_THROW(FormatError, "{}: invalid JSON at byte {}", where, e.byte);

@@ -14,7 +14,7 @@
 #include <string>
 
 #include "ds/core/error.hpp"
-#include "ds/io/json_depth.hpp"
+#include "ds/io/json_input.hpp"
 #include "ds/tokenize/tokenize.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
 #include "jsonl_io.hpp"
@@ -38,7 +38,7 @@ nlohmann::json parse_line(const std::string& line, uint64_t line_no) {
     DS_THROW(FormatError, "{}:{}: blank line (expected one JSON object per line)", kStdin,
              line_no);
   try {
-    io::check_json_depth(line, fmt::format("{}:{}", kStdin, line_no));
+    io::check_json_input(line, fmt::format("{}:{}", kStdin, line_no));
     auto j = nlohmann::json::parse(line);
     if (!j.is_object()) DS_THROW(FormatError, "{}:{}: not a JSON object", kStdin, line_no);
     return j;

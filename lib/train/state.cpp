@@ -13,7 +13,7 @@
 #include "ds/core/name_list.hpp"
 #include "ds/io/checkpoint.hpp"
 #include "ds/io/file.hpp"
-#include "ds/io/json_depth.hpp"
+#include "ds/io/json_input.hpp"
 #include "ds/io/json_fields.hpp"
 #include "ds/io/safetensors.hpp"
 #include "ds/model/checkpoint_io.hpp"
@@ -36,7 +36,7 @@ static json state_to_json(const TrainerState& st) {
 }
 
 TrainerState parse_trainer_state(const std::string& text, const std::string& src) {
-  io::check_json_depth(text, src);
+  io::check_json_input(text, src);
   auto j = json::parse(text, nullptr, false);
   if (j.is_discarded()) DS_THROW(FormatError, "{}: not a JSON object", src);
   const io::JsonFields f(j, src);

@@ -163,9 +163,10 @@ def main():
         want_rc, names, tools = 2, "--threads", None
     elif what == "values":
         return check_values(bin_dir)
-    elif what == "env":   # a bad DS_CPU_CACHE_MB: refused before any work (not ds-tokenize's)
-        variants = [["DS_CPU_CACHE_MB=64M"], ["DS_CPU_CACHE_MB=-1"]]
-        want_rc, names = 2, "DS_CPU_CACHE_MB"
+    elif what == "env":   # bad DS_* values: refused before any work (not ds-tokenize's)
+        variants = [["DS_CPU_CACHE_MB=64M"], ["DS_CPU_CACHE_MB=-1"], ["DS_GEMM=openblas"],
+                    ["DS_STACKED_GATE_UP=2"], ["DS_EXPERT_OUTPUTS=f16"]]
+        want_rc, names = 2, "the variable"
         tools = ("ds-pretrain", "ds-sft", "ds-rl", "ds-generate", "ds-eval", "ds-convert-fp8")
     else:
         print(f"unknown check {what!r}: expected gpu, threads, values or env")
@@ -187,7 +188,8 @@ def main():
                 r = subprocess.run([exe, *args, *([] if what == "env" else extra)],
                                    capture_output=True, text=True, timeout=120, env=env)
                 lines = [l for l in r.stderr.splitlines() if l.strip()]
-                ok = (r.returncode == want_rc and len(lines) == 1 and names in lines[0]
+                named = extra[0].split("=")[0] if what == "env" else names   # the variable
+                ok = (r.returncode == want_rc and len(lines) == 1 and named in lines[0]
                       and not os.path.exists(out))
                 print(f"{name} {' '.join(extra)}: rc={r.returncode} "
                       f"{lines[-1] if lines else '(no stderr)'}")

@@ -163,6 +163,11 @@ TEST_CASE("copy_file: the bytes in pieces, and errors that name the file and the
   ds::io::write_file_atomic(dir / "src", big);
   ds::io::copy_file(dir / "src", dir / "dst");
   CHECK(ds::io::read_file(dir / "dst") == big);
+  for (const auto mode : {fs::perms(0600), fs::perms(0755)}) {   // the mode is kept
+    fs::permissions(dir / "src", mode);
+    ds::io::copy_file(dir / "src", dir / "dst");
+    CHECK((fs::status(dir / "dst").permissions() & fs::perms::all) == mode);
+  }
   auto message = [](const fs::path& s, const fs::path& d) -> std::string {
     try {
       ds::io::copy_file(s, d);

@@ -3,6 +3,7 @@
 // line), a command that ignores its input, a timeout (its exit included; the process group
 // killed), and a batch far larger than the pipe buffers in both directions (no deadlock).
 #include <doctest/doctest.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "ds/core/error.hpp"
+#include "ds/core/interrupt.hpp"
 #include "ds/rl/reward_command.hpp"
 
 using namespace ds::rl;
@@ -139,4 +141,28 @@ TEST_CASE("reward command: a batch much larger than the pipe buffers does not de
   REQUIRE(r.size() == n);
   CHECK(r.front() == 0.25);
   CHECK(r.back() == 0.25);
+}
+
+TEST_CASE("stoppable: a signal while the command runs stops it; one already pending does not") {
+  // the command signals ds-rl (its parent: this test) and would then hang for minutes
+  {
+    ds::InterruptScope scope(ds::InterruptScope::Repeat::kIgnored);
+    const std::string cmd = "cat >/dev/null; kill -TERM $PPID; exec sleep 300";
+    int sig = 0;
+    try {
+      (void)run_reward_command(cmd, items(2), /*timeout_s=*/0, /*stoppable=*/true);
+    } catch (const ds::Interrupted& e) {
+      sig = e.signal_number();
+    }
+    CHECK(sig == SIGTERM);
+  }
+  // a signal from before the command (the rollout's): the command answers and the step goes on
+  {
+    ds::InterruptScope scope(ds::InterruptScope::Repeat::kIgnored);
+    ::raise(SIGTERM);
+    REQUIRE(ds::interrupt_signal() == SIGTERM);
+    const auto v = run_reward_command("cat >/dev/null; sleep 0.3; echo 1; echo 0", items(2), 0,
+                                      /*stoppable=*/true);
+    CHECK(v == std::vector<double>{1, 0});
+  }
 }

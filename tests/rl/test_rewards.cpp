@@ -131,6 +131,11 @@ TEST_CASE("unusable_reference: #### without a plain number after it") {
   CHECK(unusable_reference("plain text") == "");
   CHECK(unusable_reference("#### forty-two").find("no number") != std::string::npos);
   CHECK(unusable_reference("####").find("no number") != std::string::npos);
-  CHECK(unusable_reference("#### 1/2").find("goes on as '1/2'") != std::string::npos);
+  CHECK(unusable_reference("#### 1/2").find("goes on as '1/2' but would be read as 1") !=
+        std::string::npos);
+  // no number after ####, but a box: the box is the gold (a markdown heading, a boxed answer)
+  CHECK(unusable_reference("#### \\boxed{42}") == "");
+  CHECK(unusable_reference("#### Step 1\nso \\boxed{7}") == "");
+  CHECK(reference_answer("#### \\boxed{42}") == "42");
   CHECK(unusable_reference("#### 5x").find("goes on as") != std::string::npos);
 }

@@ -2,11 +2,10 @@
 // and encode, ds-convert-fp8, ds-eval once its model is loaded) and for the training loops.
 // While an InterruptScope lives, a signal only sets a flag (a signal ignored when the scope
 // began stays ignored). Long loops poll it: check_interrupt() throws Interrupted, the stack
-// unwinds, and each staged output is
-// removed by its owner's destructor (StagedDir, CheckpointWriter, AtomicFile). The training
-// loops read the flag between steps instead and save before they stop. The tool then exits
-// with 128 + the signal number, as the shell reports a process killed by that signal. The
-// flag is cleared when the outermost scope ends.
+// unwinds, and each staged output is removed by its owner's destructor (StagedDir,
+// CheckpointWriter, AtomicFile). The training loops read the flag between steps instead and
+// save before they stop. The tool then exits with 128 + the signal number, as the shell
+// reports a process killed by that signal. The flag is cleared when the outermost scope ends.
 //
 // With Repeat::kKills (the default), the handler is installed with SA_RESETHAND, so a
 // second SIGINT (or SIGTERM) ends the process at once by the default action, for a read

@@ -62,6 +62,7 @@ class AtomicFile {
   void pwrite(const void* data, size_t n, uint64_t offset);  // patch earlier bytes
   uint64_t offset() const { return offset_; }
   void sync();                        // fsync: the bytes so far are on disk (or failed)
+  void set_mode(unsigned mode);       // the permission bits of the file (default 0644)
   void commit();                      // flush, fsync, rename, fsync dir
   void abort();                       // remove the temporary file
   const fs::path& final_path() const { return final_; }

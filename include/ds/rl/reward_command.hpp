@@ -20,9 +20,11 @@ struct RewardItem {
 // Rewards in item order. Errors name the command: IoError when it cannot be started, is
 // killed by a signal, exits non-zero, or runs longer than timeout_s (> 0; then it is killed);
 // FormatError "stdout line L: ..." for a line that is not one finite number, and for fewer or
-// more lines than items.
+// more lines than items. With `stoppable`, a SIGINT/SIGTERM that reaches an InterruptScope
+// while the command runs (not one already pending when it starts) kills the command's process
+// group and throws Interrupted.
 std::vector<double> run_reward_command(const std::string& command,
                                        const std::vector<RewardItem>& items,
-                                       double timeout_s = 0);
+                                       double timeout_s = 0, bool stoppable = false);
 
 }  // namespace ds::rl

@@ -31,9 +31,9 @@ std::optional<std::string> extract_boxed(std::string_view text);
 std::optional<std::string> extract_answer(std::string_view completion);
 // The gold answer of a reference (see above), normalised; nullopt when it is blank.
 std::optional<std::string> reference_answer(std::string_view reference);
-// Why no completion could ever match the reference's gold, "" when it is usable: a "####"
-// without a number after it ("#### forty-two") or with one that goes on as a fraction or a
-// word ("#### 1/2" would be gold 1).
+// Why the reference's gold is not what it says, "" when it is usable: a "####" followed by
+// no number and no \boxed{} anywhere ("#### forty-two": no completion could match), or by a
+// number that goes on as a fraction or a word ("#### 1/2" would be gold 1).
 std::string unusable_reference(std::string_view reference);
 std::string normalize_answer(std::string_view s);
 
@@ -54,6 +54,7 @@ struct RewardConfig {
   std::string regex;            // --reward-regex (required by the regex term)
   std::string command;          // --reward-command (required by the command term)
   double command_timeout = 0;   // seconds, 0 = none
+  bool command_stoppable = false;   // run_reward_command's `stoppable` (one process only)
 };
 
 struct RewardScores {
