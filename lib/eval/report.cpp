@@ -10,6 +10,7 @@
 #include "ds/core/error.hpp"
 #include "ds/core/hash.hpp"
 #include "ds/io/file.hpp"
+#include "ds/io/staging.hpp"
 
 namespace ds::eval {
 
@@ -104,6 +105,7 @@ struct SampleLog::Impl {
 
 SampleLog::SampleLog(const std::filesystem::path& path) : impl_(std::make_unique<Impl>()) {
   impl_->path = path;
+  io::remove_stale_temp_files(path);   // a killed run's temporary sample log
 }
 SampleLog::~SampleLog() = default;
 

@@ -17,6 +17,7 @@
 #include "ds/core/thread_pool.hpp"
 #include "ds/io/checkpoint.hpp"
 #include "ds/io/file.hpp"
+#include "ds/io/staging.hpp"
 #include "run_internal.hpp"
 
 namespace ds::eval::detail {
@@ -134,6 +135,7 @@ void write_report(const EvalReport& r, const CommonEvalOptions& o, SampleLog* lo
   } else {
     // Both files' bytes are on disk before either is published; what remains is a failed
     // rename of the report after the log's (rare: both directories were checked writable).
+    io::remove_stale_temp_files(o.out);   // a killed run's report.json.tmp.HOST.PID.N
     io::AtomicFile out(o.out);
     out.write(text);
     out.sync();

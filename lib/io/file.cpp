@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "ds/core/error.hpp"
+#include "ds/io/staging.hpp"
 
 namespace ds::io {
 
@@ -196,7 +197,7 @@ AtomicFile::AtomicFile(fs::path final_path) : final_(std::move(final_path)) {
   }
   final_ = write_target(final_);   // a link's target (created when the link dangles)
   temp_ = final_;
-  temp_ += fmt::format(".tmp.{}.{}", ::getpid(), g_counter++);
+  temp_ += fmt::format("{}.{}", staging_suffix(), g_counter++);   // .tmp.HOST.PID.N
   fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0) DS_THROW(IoError, "{}: cannot create: {}", temp_.string(), std::strerror(errno));
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <climits>
 #include <cstring>
 
@@ -44,11 +45,21 @@ bool try_lock(int fd) {
   return ::fcntl(fd, F_OFD_SETLK, &fl) == 0;
 }
 
-// True when dir holds a lock file that nobody holds. (No lock file: the writer was killed
-// between creating the directory and locking, or is releasing it now; kept either way.)
-bool lock_is_free(const fs::path& dir) {
+// Whether dir's writer is gone by its lock: a lock file that nobody holds; or no lock file and
+// no change to the directory for kLockless (a writer killed before locking, between releasing
+// and renaming, or while deleting the old output it swapped under the staging name: a live
+// writer in another PID namespace is in those windows for milliseconds, and its directory
+// changes as it goes).
+constexpr auto kLockless = std::chrono::seconds(30);
+
+bool writer_gone(const fs::path& dir) {
   const int fd = ::open((dir / kStagingLockFile).c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) return false;
+  if (fd < 0) {
+    if (errno != ENOENT) return false;
+    std::error_code ec;
+    const auto t = fs::last_write_time(dir, ec);
+    return !ec && fs::file_time_type::clock::now() - t > kLockless;
+  }
   const bool free = try_lock(fd);
   ::close(fd);
   return free;
@@ -80,6 +91,32 @@ void StagingLock::release() {
   fd_ = -1;
 }
 
+std::vector<fs::path> remove_stale_temp_files(const fs::path& final_path) {
+  std::vector<fs::path> stale, removed;
+  const fs::path dir = final_path.parent_path().empty() ? fs::path(".") : final_path.parent_path();
+  const std::string prefix = final_path.filename().string() + ".tmp." + host_name() + ".";
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec);
+  for (; !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string rest = name.substr(prefix.size());   // PID.N
+    const size_t dot = rest.find('.');
+    const std::string pid = rest.substr(0, dot);
+    const std::string n = dot == std::string::npos ? "" : rest.substr(dot + 1);
+    const auto digits = [](const std::string& s) {
+      return !s.empty() && s.size() <= 9 && s.find_first_not_of("0123456789") == std::string::npos;
+    };
+    if (!digits(pid) || !digits(n) || !it->is_regular_file(ec)) continue;
+    const auto t = fs::last_write_time(it->path(), ec);
+    if (!ec && process_is_gone(std::stol(pid)) && fs::file_time_type::clock::now() - t > kLockless)
+      stale.push_back(it->path());
+  }
+  for (const fs::path& p : stale)
+    if (std::error_code rm; fs::remove(p, rm)) removed.push_back(p);
+  return removed;
+}
+
 std::vector<fs::path> remove_stale_staging(const fs::path& dir,
                                            const std::function<bool(std::string_view)>& is_ours) {
   std::vector<fs::path> stale, removed;
@@ -95,7 +132,7 @@ std::vector<fs::path> remove_stale_staging(const fs::path& dir,
         digits.find_first_not_of("0123456789") != std::string::npos)
       continue;
     if (!is_ours(std::string_view(name).substr(0, at))) continue;
-    if (process_is_gone(std::stol(digits)) && lock_is_free(it->path()))
+    if (process_is_gone(std::stol(digits)) && writer_gone(it->path()))
       stale.push_back(it->path());
   }
   for (const fs::path& p : stale) {   // not while the directory is being read

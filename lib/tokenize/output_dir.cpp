@@ -4,6 +4,8 @@
 #include "ds/tokenize/output_dir.hpp"
 
 #include <fmt/format.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include <system_error>
@@ -130,7 +132,16 @@ void StagedDir::commit() {
     if (!force_)
       DS_THROW(IoError, "{}: output directory appeared while encoding (use --force)",
                out_.string());
-    old = out_;
+    // One atomic swap: the new output in place, the old one under the staging name, then
+    // deleted (a run killed while deleting leaves it there for a later run to remove). Moving
+    // the old one aside first left no output at all when killed between the two renames.
+    if (::renameat2(AT_FDCWD, tmp_.c_str(), AT_FDCWD, out_.c_str(), RENAME_EXCHANGE) == 0) {
+      committed_ = true;
+      io::fsync_dir(out_.has_parent_path() ? out_.parent_path() : fs::path("."));
+      fs::remove_all(tmp_, ec);
+      return;
+    }
+    old = out_;   // (a file system without RENAME_EXCHANGE)
     old += fmt::format(".old.{}", ::getpid());
     fs::rename(out_, old, ec);
     if (ec) DS_THROW(IoError, "{}: cannot move aside: {}", out_.string(), ec.message());

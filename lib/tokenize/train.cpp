@@ -13,6 +13,7 @@
 #include "ds/core/log.hpp"
 #include "ds/core/thread_pool.hpp"
 #include "ds/io/file.hpp"
+#include "ds/io/staging.hpp"
 #include "ds/tokenize/documents.hpp"
 #include "ds/tokenize/tokenize.hpp"
 #include "ds/tokenizer/bpe_trainer.hpp"
@@ -36,19 +37,6 @@ TrainSummary train(const TrainOptions& o) {
     DS_THROW(UsageError, "--special-tokens: must include the end-of-sentence token '{}' "
              "(ds-tokenize encode ends every document with it)", tok::special::kEos);
   check_inputs(o.input);
-  std::error_code ec;
-  if (fs::exists(o.out, ec) && !fs::is_directory(o.out, ec))
-    DS_THROW(IoError, "{}: exists and is not a directory", o.out);
-  for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) {
-    const fs::path f = fs::path(o.out) / name;
-    if (fs::is_directory(f, ec))
-      DS_THROW(UsageError, "--out {}: {} is a directory (it cannot be replaced by the file)",
-               o.out, f.string());
-    if (!o.force && fs::exists(f, ec))
-      DS_THROW(UsageError, "{}: already exists (use --force to replace it)", f.string());
-  }
-  InterruptScope interrupts;   // Ctrl-C: stop before anything is written
-
   tok::BpeTrainerOptions to;
   to.vocab_size = o.vocab_size;
   to.min_frequency = o.min_frequency;
@@ -56,6 +44,26 @@ TrainSummary train(const TrainOptions& o) {
   to.threads = o.threads;
   to.progress = log::stderr_is_tty();
   tok::BpeTrainer trainer(to);
+  const std::string config = trainer.tokenizer_config_json();   // depends on the flags only
+
+  std::error_code ec;
+  if (fs::exists(o.out, ec) && !fs::is_directory(o.out, ec))
+    DS_THROW(IoError, "{}: exists and is not a directory", o.out);
+  const fs::path tj_path = fs::path(o.out) / "tokenizer.json";
+  const fs::path tc_path = fs::path(o.out) / "tokenizer_config.json";
+  for (const fs::path& f : {tj_path, tc_path}) {
+    if (fs::is_directory(f, ec))
+      DS_THROW(UsageError, "--out {}: {} is a directory (it cannot be replaced by the file)",
+               o.out, f.string());
+    // tokenizer_config.json is published first: alone, and what this run writes, it is the
+    // half of a pair whose run was killed between the two renames
+    const bool half_pair = f == tc_path && !fs::exists(tj_path, ec) && fs::is_regular_file(f, ec) &&
+                           io::read_file(f) == config;
+    if (!o.force && fs::exists(f, ec) && !half_pair)
+      DS_THROW(UsageError, "{}: already exists (use --force to replace it)", f.string());
+  }
+  for (const fs::path& f : {tj_path, tc_path}) io::remove_stale_temp_files(f);
+  InterruptScope interrupts;   // Ctrl-C: stop before anything is written
 
   // The trainer's pre-tokenizer is DeepSeek-V3's, so the reader's cut rule is neutral.
   DocumentReader reader(o.input, /*allow_cuts=*/true);
@@ -69,7 +77,6 @@ TrainSummary train(const TrainOptions& o) {
   spdlog::info("train: {} documents, {:.1f} MB; merging", st.documents, st.bytes_read / 1e6);
 
   const std::string json = trainer.train();
-  const std::string config = trainer.tokenizer_config_json();
   // Validate our own output before publishing it.
   const tok::Tokenizer tok = tok::Tokenizer::from_json(json, "trained tokenizer.json");
 

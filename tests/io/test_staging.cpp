@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -92,8 +93,16 @@ TEST_CASE("remove_stale_staging: this host, a dead process, a free lock, our nam
   auto want = kept;
   std::sort(want.begin(), want.end());
   CHECK(names(d) == want);
-  held.release();   // the lock file goes with the lock: nothing to judge by, kept
+  held.release();   // the lock file goes with the lock: a fresh directory is kept
   CHECK(remove_stale_staging(d, is_out).empty());
+  // ... and one unchanged for more than 30 s is a dead writer's (killed before its rename)
+  const auto old = fs::file_time_type::clock::now() - std::chrono::minutes(2);
+  fs::last_write_time(d / kept[5], old);
+  fs::last_write_time(d / locked, old);
+  const auto later = remove_stale_staging(d, is_out);
+  CHECK(later.size() == 2);
+  CHECK_FALSE(fs::exists(d / kept[5]));
+  CHECK_FALSE(fs::exists(d / locked));
   CHECK(remove_stale_staging(d / "missing", is_out).empty());   // no directory: nothing to do
 }
 

@@ -11,6 +11,7 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 
 FAILS = []
 FIM_BEGIN = "<\uff5cfim\u2581begin\uff5c>"
@@ -274,6 +275,12 @@ def dead_pid():
     return p.pid
 
 
+def staging_name_of_dead_process():
+    """".tmp.HOST.PID" of a process that no longer runs on this host."""
+    import socket
+    return f".tmp.{socket.gethostname()}.{dead_pid()}"
+
+
 def stopped(tool, args, feed, ready, sig):
     """Starts tool with stdin on a pipe, writes `feed`, waits until ready() holds, sends sig,
     closes stdin; returns (exit status, stderr)."""
@@ -345,6 +352,21 @@ def test_interrupts(tool, work, tok, paths):
     check(open(os.path.join(tdir, "tokenizer.json"), "rb").read() == before,
           "refused train leaves the tokenizer as it was")
     ok_json(tool, "train", "--out", tdir, "--vocab-size", 650, "--force", paths[0])
+    # killed between its two renames: tokenizer_config.json alone (the one this run writes) and
+    # a dead writer's temporary tokenizer.json; a plain rerun completes the pair and removes it
+    os.remove(os.path.join(tdir, "tokenizer.json"))
+    stale = os.path.join(tdir, "tokenizer.json" + staging_name_of_dead_process() + ".0")
+    open(stale, "w").write("{")
+    old = time.time() - 120
+    os.utime(stale, (old, old))
+    ok_json(tool, "train", "--out", tdir, "--vocab-size", 650, paths[0])
+    check(sorted(os.listdir(tdir)) == ["tokenizer.json", "tokenizer_config.json"],
+          f"a half-published pair completed by a plain rerun ({sorted(os.listdir(tdir))})")
+    with open(os.path.join(tdir, "tokenizer_config.json"), "a") as f:
+        f.write(" ")   # a config that is not this run's is the user's: kept
+    os.remove(os.path.join(tdir, "tokenizer.json"))
+    expect_error(tool, work, "train beside another tokenizer_config.json", ["train", "--out",
+                 tdir, "--vocab-size", 650, paths[0]], 2, "tokenizer_config.json: already exists")
     # --special-tokens takes one argument: the input after it is an input (it was taken as a
     # third special token, and stdin was read instead)
     t4 = os.path.join(base, "tok4")

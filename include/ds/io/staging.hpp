@@ -5,8 +5,10 @@
 // second Ctrl-C, the OOM killer, Slurm past its grace time) leaves its staging directory
 // behind; a later writer of the same output removes it (remove_stale_staging) when all three
 // say its writer is gone: the name is this host's, no process of that id runs here, and the
-// lock can be taken. A live writer in another PID namespace or on another host sharing the
-// filesystem keeps its lock, so its directory is kept.
+// lock can be taken, or there is no lock file and the directory has not changed for 30 s (a
+// writer killed before it locked, just before its rename, or while it deleted the old output
+// it had swapped under that name). A live writer in another PID namespace or on another host
+// sharing the filesystem keeps its lock, so its directory is kept.
 #pragma once
 #include <filesystem>
 #include <functional>
@@ -45,5 +47,11 @@ class StagingLock {
 // taken. Returns what it removed; an error (a vanished entry, no permission) keeps an entry.
 std::vector<fs::path> remove_stale_staging(const fs::path& dir,
                                            const std::function<bool(std::string_view)>& is_ours);
+
+// Removes the temporary files an AtomicFile of `final_path` left beside it
+// (FINAL.tmp.<this host>.<pid>.<n>) when no process <pid> runs here and the file has not
+// changed for 30 s (a writer killed outright). For outputs a tool rewrites in place (ds-eval's
+// report and sample log, ds-tokenize train's files), called before they are written.
+std::vector<fs::path> remove_stale_temp_files(const fs::path& final_path);
 
 }  // namespace ds::io
