@@ -81,8 +81,10 @@ void decode(const DecodeOptions& o, std::istream& in, std::ostream& out) {
   const uint64_t n_docs = ds.manifest().documents;
   if (o.start > n_docs)
     DS_THROW(UsageError, "--start {}: the dataset holds {} documents", o.start, n_docs);
-  const uint64_t end =
-      o.count < 0 ? n_docs : std::min<uint64_t>(n_docs, o.start + uint64_t(o.count));
+  if (o.count >= 0 && uint64_t(o.count) > n_docs - o.start)   // as --start past the end
+    DS_THROW(UsageError, "--start {} --count {}: the dataset holds {} documents (the last is "
+             "{}; --count -1 reads to the end)", o.start, o.count, n_docs, n_docs - 1);
+  const uint64_t end = o.count < 0 ? n_docs : o.start + uint64_t(o.count);
 
   TextWriter writer(tok, o.skip_special_tokens, out);
   std::vector<uint32_t> window;

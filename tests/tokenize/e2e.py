@@ -261,6 +261,8 @@ def test_bad_inputs(tool, work, tok, ds):
     check(b'"checksums":"bad"' in out, "inspect prints the report before failing")
     expect_error(tool, work, "decode of a corrupt block", ["decode", "--tokenizer", tok,
                  "--data", cd], 1, "shard-00000.dst")
+    expect_error(tool, work, "decode --count past the end", ["decode", "--tokenizer", tok,
+                 "--data", ds, "--start", 1, "--count", 10 ** 6], 2, "--count 1000000")
     expect_error(tool, work, "decode --count -2", ["decode", "--tokenizer", tok, "--data", ds,
                  "--count", -2], 2, "--count -2")
     other = os.path.join(work, "tok_other")
