@@ -22,20 +22,14 @@ bool blank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std:
 // The text of a top-level field's number as written in the line: a JSON parse keeps a double
 // (12345678901234567890123 became 1.2345678901234568e+22, 3.14159265358979323846 lost its
 // digits), and a gold answer is compared as text. Read by a SAX pass over a parsed line.
-struct RawNumbers : nlohmann::json_sax<json> {
+struct RawNumbers : io::JsonSaxPass {
   int depth = 0;
   std::string current;   // the top-level key being read
   std::map<std::string, std::string> raw;   // top-level key -> number text (floats and big)
-  bool null() override { return true; }
-  bool boolean(bool) override { return true; }
-  bool number_integer(number_integer_t) override { return true; }
-  bool number_unsigned(number_unsigned_t) override { return true; }
   bool number_float(number_float_t, const string_t& s) override {
     if (depth == 1) raw[current] = s;
     return true;
   }
-  bool string(string_t&) override { return true; }
-  bool binary(binary_t&) override { return true; }
   bool start_object(std::size_t) override { return ++depth, true; }
   bool key(string_t& k) override {
     if (depth == 1) current = k;
@@ -44,9 +38,6 @@ struct RawNumbers : nlohmann::json_sax<json> {
   bool end_object() override { return --depth, true; }
   bool start_array(std::size_t) override { return ++depth, true; }
   bool end_array() override { return --depth, true; }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
-    return false;
-  }
 };
 
 RlPrompt parse_record(const std::string& text, const std::string& src, size_t line) {

@@ -16,13 +16,9 @@
 
 namespace ds::io {
 
-namespace detail {
-
-// SAX pass over the text: one set of keys per open object. Malformed text stops the pass
-// quietly (the parser that follows reports it).
-struct DuplicateKeys : nlohmann::json_sax<nlohmann::json> {
-  std::vector<std::unordered_set<std::string>> open;   // one per open object or array
-  std::string duplicate;                               // the first key seen twice
+// A SAX pass that accepts every event and stops at the first syntax error (the parser that
+// follows reports it); a pass overrides the events it looks at.
+struct JsonSaxPass : nlohmann::json_sax<nlohmann::json> {
   bool null() override { return true; }
   bool boolean(bool) override { return true; }
   bool number_integer(number_integer_t) override { return true; }
@@ -30,6 +26,22 @@ struct DuplicateKeys : nlohmann::json_sax<nlohmann::json> {
   bool number_float(number_float_t, const string_t&) override { return true; }
   bool string(string_t&) override { return true; }
   bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override { return true; }
+  bool key(string_t&) override { return true; }
+  bool end_object() override { return true; }
+  bool start_array(std::size_t) override { return true; }
+  bool end_array() override { return true; }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    return false;
+  }
+};
+
+namespace detail {
+
+// One set of keys per open object (and an empty one per array, to keep the stack aligned).
+struct DuplicateKeys : JsonSaxPass {
+  std::vector<std::unordered_set<std::string>> open;
+  std::string duplicate;   // the first key seen twice
   bool start_object(std::size_t) override { return open.emplace_back(), true; }
   bool key(string_t& k) override {
     if (open.back().insert(k).second) return true;
@@ -39,9 +51,6 @@ struct DuplicateKeys : nlohmann::json_sax<nlohmann::json> {
   bool end_object() override { return open.pop_back(), true; }
   bool start_array(std::size_t) override { return open.emplace_back(), true; }
   bool end_array() override { return open.pop_back(), true; }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
-    return false;
-  }
 };
 
 }  // namespace detail
