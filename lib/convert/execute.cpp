@@ -166,7 +166,7 @@ fs::path check_output(const ConvertOptions& opt) {
   if (fs::exists(out, ec)) {
     DS_CHECK_AS(UsageError, opt.force, "{}: already exists (use --force to replace it)",
                 out.string());
-    DS_CHECK_AS(UsageError, fs::is_directory(out), "{}: exists and is not a directory",
+    DS_CHECK_AS(UsageError, io::is_directory(out), "{}: exists and is not a directory",
                 out.string());
   }
   return out;

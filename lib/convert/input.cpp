@@ -65,20 +65,20 @@ void read_config(InputCheckpoint& in, const fs::path& cfg, bool args) {
 InputCheckpoint open_input(const fs::path& path, bool need_config) {
   InputCheckpoint in;
   in.source = path;
-  DS_CHECK_AS(IoError, fs::exists(path), "{}: no such checkpoint", path.string());
-  if (fs::is_directory(path)) {
+  DS_CHECK_AS(IoError, io::exists(path), "{}: no such checkpoint", path.string());
+  if (io::is_directory(path)) {
     in.dir = path;
     const fs::path cfg = path / "config.json";
-    if (fs::exists(cfg)) read_config(in, cfg, need_config);
+    if (io::exists(cfg)) read_config(in, cfg, need_config);
     else DS_CHECK_AS(FormatError, !need_config,
                      "{}: no config.json (it names the tensors to quantise and carries "
                      "quantization_config)", path.string());
-    in.indexed = fs::exists(path / io::kSafetensorsIndex);
+    in.indexed = io::exists(path / io::kSafetensorsIndex);
   } else {
     DS_CHECK_AS(UsageError, !need_config, "{}: expected a checkpoint directory", path.string());
     in.indexed = path.string().ends_with(".json");
     const fs::path cfg = path.parent_path() / "config.json";
-    if (fs::exists(cfg)) read_config(in, cfg, false);
+    if (io::exists(cfg)) read_config(in, cfg, false);
   }
   in.st = std::make_unique<io::SafetensorsDir>(path);
   // Tensors grouped by file, each file's in data order (views of one mapping: pointer order).

@@ -55,7 +55,7 @@ DatasetWriter::DatasetWriter(const fs::path& dir, uint32_t vocab_size,
   // A manifest left by an earlier run would describe shards this run is about to replace;
   // remove it first so that an interrupted rewrite never looks like a valid dataset.
   const fs::path old_manifest = dir / "manifest.json";
-  if (fs::exists(old_manifest)) {
+  if (io::exists(old_manifest)) {
     fs::remove(old_manifest, ec);
     if (ec) DS_THROW(IoError, "{}: cannot remove: {}", old_manifest.string(), ec.message());
     io::fsync_dir(dir);
@@ -147,8 +147,8 @@ void check_shard_matches(const ShardReader& r, const ShardEntry& e, const Manife
 Dataset::Dataset(const fs::path& path, std::optional<std::string> expected_fingerprint)
     : impl_(std::make_unique<Impl>()) {
   auto& s = *impl_;
-  fs::path target = fs::is_directory(path) ? path / "manifest.json" : path;
-  if (!fs::exists(target))
+  fs::path target = io::is_directory(path) ? path / "manifest.json" : path;
+  if (!io::exists(target))
     DS_THROW(IoError, "{}: no such file (expected a dataset directory, manifest or shard)",
              target.string());
   const bool is_manifest = target.extension() == ".json" || !looks_like_shard(target);

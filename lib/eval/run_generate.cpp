@@ -8,6 +8,7 @@
 #include "ds/core/error.hpp"
 #include "ds/core/interrupt.hpp"
 #include "ds/infer/generator.hpp"
+#include "ds/io/file.hpp"
 #include "run_internal.hpp"
 
 namespace ds::eval {
@@ -22,7 +23,7 @@ fs::path gen_data(const GenOptions& o, GenSpec& spec) {
     spec.name = "gsm8k";
     return o.data;
   }
-  DS_CHECK_AS(UsageError, fs::exists(o.task), "--task {}: not a built-in task (gsm8k) nor a file",
+  DS_CHECK_AS(UsageError, io::exists(o.task), "--task {}: not a built-in task (gsm8k) nor a file",
               o.task);
   DS_CHECK_AS(UsageError, o.data.empty(),
               "--data is for built-in tasks; --task {} is the data file", o.task);

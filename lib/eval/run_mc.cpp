@@ -7,6 +7,7 @@
 #include "ds/core/error.hpp"
 #include "ds/core/interrupt.hpp"
 #include "ds/eval/lm_scorer.hpp"
+#include "ds/io/file.hpp"
 #include "run_internal.hpp"
 
 namespace ds::eval {
@@ -43,7 +44,7 @@ McSpec mc_spec(const McOptions& o, fs::path& data) {
     data = o.data;
     return builtin_mc_spec(o.task);
   }
-  DS_CHECK_AS(UsageError, fs::exists(o.task), "--task {}: not a built-in task (piqa) nor a file",
+  DS_CHECK_AS(UsageError, io::exists(o.task), "--task {}: not a built-in task (piqa) nor a file",
               o.task);
   DS_CHECK_AS(UsageError, o.data.empty(),
               "--data is for built-in tasks; --task {} is the data file", o.task);

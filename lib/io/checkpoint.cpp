@@ -180,17 +180,17 @@ int copy_tokenizer_files(const fs::path& src_dir_or_file, const fs::path& dst_di
               src_dir_or_file.string());
   fs::path dir = src_dir_or_file;
   fs::path tok = dir / "tokenizer.json";
-  if (!fs::is_directory(src_dir_or_file)) {
+  if (!io::is_directory(src_dir_or_file)) {
     tok = src_dir_or_file;
     dir = src_dir_or_file.parent_path();
     if (dir.empty()) dir = ".";
   }
   int n = 0;
-  if (fs::is_regular_file(tok)) {
+  if (io::is_regular_file(tok)) {
     write_file_atomic(dst_dir / "tokenizer.json", read_file(tok));
     ++n;
   }
-  if (fs::is_regular_file(dir / "tokenizer_config.json")) {
+  if (io::is_regular_file(dir / "tokenizer_config.json")) {
     write_file_atomic(dst_dir / "tokenizer_config.json", read_file(dir / "tokenizer_config.json"));
     ++n;
   }

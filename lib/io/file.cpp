@@ -78,6 +78,20 @@ std::string read_file(const fs::path& path) {
   return out;
 }
 
+namespace {
+fs::file_status status_of(const fs::path& p) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(p, ec);
+  if (ec && st.type() == fs::file_type::none)
+    DS_THROW(IoError, "{}: {}", p.string(), ec.message());
+  return st;
+}
+}  // namespace
+
+bool exists(const fs::path& p) { return fs::exists(status_of(p)); }
+bool is_directory(const fs::path& p) { return fs::is_directory(status_of(p)); }
+bool is_regular_file(const fs::path& p) { return fs::is_regular_file(status_of(p)); }
+
 void copy_file(const fs::path& src, const fs::path& dst) {
   const int fd = ::open(src.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) DS_THROW(IoError, "{}: cannot open: {}", src.string(), std::strerror(errno));

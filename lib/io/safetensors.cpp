@@ -369,12 +369,12 @@ std::vector<std::string> write_safetensors_dir(const fs::path& dir,
 
 SafetensorsDir::SafetensorsDir(const fs::path& dir_or_file) : source_(dir_or_file) {
   fs::path p = dir_or_file;
-  if (fs::is_directory(p)) {
-    if (fs::exists(p / kSafetensorsIndex)) {
+  if (io::is_directory(p)) {
+    if (io::exists(p / kSafetensorsIndex)) {
       open_index(p / kSafetensorsIndex);
       return;
     }
-    DS_CHECK_AS(IoError, fs::exists(p / kSafetensorsSingle), "{}: neither {} nor {} found",
+    DS_CHECK_AS(IoError, io::exists(p / kSafetensorsSingle), "{}: neither {} nor {} found",
                 p.string(), kSafetensorsIndex, kSafetensorsSingle);
     p /= kSafetensorsSingle;
   } else if (p.string().ends_with(".json")) {
@@ -412,7 +412,7 @@ void SafetensorsDir::open_index(const fs::path& index_path) {
     auto fi = file_index.find(shard);
     if (fi == file_index.end()) {
       fs::path sp = index_path.parent_path() / shard;
-      DS_CHECK_AS(IoError, fs::exists(sp), "{}: shard {} (holding {}) is missing", f, shard,
+      DS_CHECK_AS(IoError, io::exists(sp), "{}: shard {} (holding {}) is missing", f, shard,
                   it.key());
       files_.push_back(std::make_unique<SafetensorsFile>(sp));
       fi = file_index.emplace(shard, files_.size() - 1).first;

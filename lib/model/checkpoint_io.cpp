@@ -41,7 +41,7 @@ std::vector<io::TensorSource> model_tensor_sources(
 
 void save_model(const ParamStore& ps, const ModelArgs& args, const fs::path& dir, bool bf16,
                 uint64_t max_shard_bytes) {
-  DS_CHECK_AS(IoError, fs::is_directory(dir), "{}: not a directory", dir.string());
+  DS_CHECK_AS(IoError, io::is_directory(dir), "{}: not a directory", dir.string());
   for (const auto& e : fs::directory_iterator(dir)) {   // stale weights from an earlier save
     std::string n = e.path().filename().string();
     if (n.starts_with("model") && (n.ends_with(".safetensors") || n == io::kSafetensorsIndex))

@@ -93,7 +93,7 @@ std::string fingerprint_of(const fs::path& dir, const io::SafetensorsDir& st) {
     h.update(bytes.data(), bytes.size());
   };
   add("config.json", io::read_file(dir / "config.json"));
-  if (fs::exists(dir / io::kSafetensorsIndex))
+  if (io::exists(dir / io::kSafetensorsIndex))
     add("index", io::read_file(dir / io::kSafetensorsIndex));
   std::set<std::string> files;
   for (const std::string& n : st.names()) files.insert(st.file_of(n).filename().string());
@@ -148,7 +148,7 @@ LoadOptions load_options(const ModelArgs& a, int64_t in_file, int64_t declared,
 
 void load_tokenizer_files(Pretrained& pt, const PretrainedOptions& opt) {
   const fs::path tj = pt.dir / "tokenizer.json";
-  if (fs::exists(tj)) {
+  if (io::exists(tj)) {
     pt.tokenizer.emplace(tok::Tokenizer::from_file(tj));
     if (int64_t(pt.tokenizer->vocab_size()) > pt.args.vocab_size)
       DS_THROW(FormatError, "{}: tokenizer has {} ids but the model's vocab_size is {}",
@@ -157,7 +157,7 @@ void load_tokenizer_files(Pretrained& pt, const PretrainedOptions& opt) {
     DS_THROW(FormatError, "{}: no tokenizer.json in the checkpoint directory", pt.dir.string());
   }
   const fs::path tc = pt.dir / "tokenizer_config.json";
-  if (!fs::exists(tc)) {
+  if (!io::exists(tc)) {
     spdlog::info("{}: no tokenizer_config.json, using the built-in DeepSeek-V3 chat template",
                  pt.dir.string());
     pt.chat_template = infer::ChatTemplate::deepseek_v3();
@@ -175,7 +175,7 @@ void load_tokenizer_files(Pretrained& pt, const PretrainedOptions& opt) {
 }  // namespace
 
 fs::path resolve_checkpoint_dir(const fs::path& dir) {
-  if (!fs::is_directory(dir))
+  if (!io::is_directory(dir))
     DS_THROW(IoError, "{}: not a directory (expected a model checkpoint)", dir.string());
   const auto ckpt = io::checkpoint_in(dir);
   if (!ckpt) DS_THROW(FormatError, "{}: not a model checkpoint (no config.json)", dir.string());
@@ -194,7 +194,7 @@ Pretrained load_pretrained(const fs::path& dir_in, const PretrainedOptions& opt)
   Pretrained pt;
   pt.dir = resolve_checkpoint_dir(dir_in);
   const fs::path cfg = pt.dir / "config.json";
-  if (!fs::exists(pt.dir / io::kSafetensorsIndex) && !fs::exists(pt.dir / io::kSafetensorsSingle))
+  if (!io::exists(pt.dir / io::kSafetensorsIndex) && !io::exists(pt.dir / io::kSafetensorsSingle))
     DS_THROW(FormatError, "{}: not a model checkpoint (no {} or {})", pt.dir.string(),
              io::kSafetensorsSingle, io::kSafetensorsIndex);
   pt.args = load_config(cfg);

@@ -77,10 +77,10 @@ void check_flags(const RlOptions& o) {
               "--ep {}: ds-rl runs data-parallel only (--ep 1): every rank samples its rollouts "
               "with the whole model on its own inference engine, which cannot run a part of the "
               "experts", o.dist.layout.ep);
-  DS_CHECK_AS(UsageError, fs::is_directory(o.init), "--init {}: not a directory", o.init);
+  DS_CHECK_AS(UsageError, io::is_directory(o.init), "--init {}: not a directory", o.init);
   train::check_out_beside_init(o.out, o.init);
   train::check_metrics_path(o.metrics, o.out);
-  DS_CHECK_AS(UsageError, o.resume == "auto" || o.resume == "never" || fs::is_directory(o.resume),
+  DS_CHECK_AS(UsageError, o.resume == "auto" || o.resume == "never" || io::is_directory(o.resume),
               "--resume {}: not auto, never or a checkpoint directory", o.resume);
 }
 
@@ -225,7 +225,7 @@ void Run::init() {
                          "RL with NCCL is not wired to the CUDA model path yet)");
   if (distributed()) {   // the layout against the model before any weights are read
     const fs::path cfg = model::resolve_checkpoint_dir(o.init) / "config.json";
-    if (fs::exists(cfg)) ranks->check_model(model::load_config(cfg), cfg.string());
+    if (io::exists(cfg)) ranks->check_model(model::load_config(cfg), cfg.string());
   }
   model::PretrainedOptions pol;
   pol.device = ctx.device;

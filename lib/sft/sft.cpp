@@ -78,7 +78,7 @@ void check_flags(const SftOptions& o, bool need_out) {
   train::check_flag_count(o.eval_batches, "--eval-batches", 0);
   train::check_flag_count(o.log_every, "--log-every", 0);
   train::check_flag_count(o.stop_after, "--stop-after", 0);
-  if (!fs::is_directory(o.init) || !fs::exists(fs::path(o.init) / "config.json"))
+  if (!io::is_directory(o.init) || !io::exists(fs::path(o.init) / "config.json"))
     DS_THROW(UsageError, "--init {}: not a checkpoint directory (no config.json)", o.init);
   if (need_out) train::check_out_beside_init(o.out, o.init);
   train::check_metrics_path(o.metrics, o.out);
@@ -99,11 +99,11 @@ DataSetup load_data(const SftOptions& o) {
   const LossOn loss_on = parse_loss_on(o.loss_on);
   d.tokenizer_path =
       o.tokenizer.empty() ? (fs::path(o.init) / "tokenizer.json").string() : o.tokenizer;
-  if (!fs::exists(d.tokenizer_path))
+  if (!io::exists(d.tokenizer_path))
     DS_THROW(UsageError, "{}: no tokenizer (give --tokenizer)", d.tokenizer_path);
   d.tok.emplace(tok::Tokenizer::from_file(d.tokenizer_path));
   const fs::path cfg = fs::path(d.tokenizer_path).parent_path() / "tokenizer_config.json";
-  if (fs::exists(cfg)) {
+  if (io::exists(cfg)) {
     d.tmpl = infer::ChatTemplate::from_tokenizer_config(cfg);
     d.tmpl.check_tokens(*d.tok, cfg.string());
   } else spdlog::info("{}: not found; using the built-in DeepSeek-V3 chat template", cfg.string());
@@ -429,7 +429,7 @@ void Run::step_once(train::Progress& progress) {
 // --init may name a run directory (its newest step-* checkpoint), as ds-rl and ds-eval accept.
 SftOptions with_init_resolved(const SftOptions& o) {
   SftOptions r = o;
-  if (!o.init.empty() && fs::is_directory(o.init) && !fs::exists(fs::path(o.init) / "config.json"))
+  if (!o.init.empty() && io::is_directory(o.init) && !io::exists(fs::path(o.init) / "config.json"))
     r.init = model::resolve_checkpoint_dir(o.init).string();
   return r;
 }

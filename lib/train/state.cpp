@@ -295,7 +295,7 @@ TrainerState load_model_state(const fs::path& dir, model::ParamStore& params,
                               const CheckpointLoadOptions& lo) {
   fs::path sd = dir / "training_state";
   fs::path state_file = sd / "trainer_state.json";
-  if (!fs::exists(state_file))
+  if (!io::exists(state_file))
     DS_THROW(FormatError, "{}: not a training checkpoint (no training_state/trainer_state.json)",
              dir.string());
   TrainerState st = parse_trainer_state(io::read_file(state_file), state_file.string());

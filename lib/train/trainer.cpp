@@ -14,6 +14,7 @@
 #include "ds/core/interrupt.hpp"
 #include "ds/core/name_list.hpp"
 #include "ds/io/checkpoint.hpp"
+#include "ds/io/file.hpp"
 
 namespace ds::train {
 
@@ -143,7 +144,7 @@ fs::path resolve_resume(const std::string& resume, const std::string& run_dir) {
     spdlog::info("--resume auto: no checkpoint in {}; starting fresh", run_dir);
     return {};
   }
-  if (!fs::is_directory(resume))
+  if (!io::is_directory(resume))
     DS_THROW(UsageError, "--resume {}: not a checkpoint directory", resume);
   const auto ckpt = io::checkpoint_in(resume);
   if (!ckpt)

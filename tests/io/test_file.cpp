@@ -1,5 +1,6 @@
 // Atomic writes: nothing visible until commit; an abandoned write leaves no file behind; links
-// written through, FIFOs and devices written into. read_input's one read of a FIFO.
+// written through, FIFOs and devices written into. read_input's one read of a FIFO. Status
+// reads that fail for another reason than a missing path.
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -39,6 +40,31 @@ TEST_CASE("AtomicFile publishes only on commit") {
   for (auto& e : fs::directory_iterator(dir)) { (void)e; ++n; }
   CHECK(n == 1);
   CHECK_THROWS_AS(ds::io::read_file(dir / "missing"), ds::IoError);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("exists / is_directory / is_regular_file: an unreadable status is an IoError") {
+  const fs::path dir = fs::temp_directory_path() / "ds_test_io_status";
+  fs::remove_all(dir);
+  fs::create_directories(dir / "d");
+  ds::io::write_file_atomic(dir / "f", "x");
+  CHECK(ds::io::exists(dir / "f"));
+  CHECK(ds::io::is_regular_file(dir / "f"));
+  CHECK(ds::io::is_directory(dir / "d"));
+  CHECK_FALSE(ds::io::exists(dir / "missing"));
+  CHECK_FALSE(ds::io::is_directory(dir / "f"));
+  CHECK_FALSE(ds::io::exists(dir / "f" / "below_a_file"));  // ENOTDIR reads as missing
+  // a name over NAME_MAX (a shard name taken from an index file): std::filesystem throws its
+  // own filesystem_error here, which no reader catches
+  const fs::path long_name = dir / std::string(300, 'l');
+  try {
+    (void)ds::io::exists(long_name);
+    FAIL("a name too long was read as a status");
+  } catch (const ds::IoError& e) {
+    CHECK(std::string(e.what()).find(std::string(300, 'l')) != std::string::npos);
+  }
+  CHECK_THROWS_AS((void)ds::io::is_directory(long_name), ds::IoError);
+  CHECK_THROWS_AS((void)ds::io::is_regular_file(long_name), ds::IoError);
   fs::remove_all(dir);
 }
 

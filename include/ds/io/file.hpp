@@ -33,6 +33,13 @@ void write_file_atomic(const fs::path& path, std::string_view data);
 // names the file and the real cause (a full disk is ENOSPC, not the EIO of a short sendfile).
 void copy_file(const fs::path& src, const fs::path& dst);
 void fsync_dir(const fs::path& dir);
+// fs::exists / is_directory / is_regular_file (symbolic links followed) without the
+// std::filesystem_error they throw when the status cannot be read for another reason than a
+// missing path (a name too long, a loop of links, a directory without search permission): an
+// IoError naming the path instead, as from any other reader.
+bool exists(const fs::path& p);
+bool is_directory(const fs::path& p);
+bool is_regular_file(const fs::path& p);
 // UsageError naming `flag` unless `dir` is a writable directory or could be created as one: its
 // nearest existing ancestor is a writable directory. For a run's output, checked before the
 // work that would otherwise only fail at its first write (a read-only file system included).
