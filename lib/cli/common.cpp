@@ -5,6 +5,8 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -117,16 +119,39 @@ std::string signed_check(std::string& s) {
   return {};
 }
 
-void guard_integer_options(CLI::App& app) {
+// A switch's value (`--jsonl=VALUE`, `jsonl = VALUE` in --config): a yes or a no. CLI11 alone
+// reads any integer as a count, so `fp32-moments = 7` was on and a typo'd `= 0.5` an error
+// far from its cause. CLI11 has already negated the value of a --no-... switch ("1" to "-1").
+std::string switch_check(std::string& s) {
+  static const std::set<std::string> words = {"true", "false", "yes", "no", "on", "off",
+                                              "1",    "0",     "-1",  "-0"};
+  std::string lower = s;
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return char(std::tolower(c)); });
+  if (words.count(lower) == 0)
+    return fmt::format("expected true or false (yes/no, on/off, 1/0), got '{}'",
+                       s.starts_with('-') ? s.substr(1) : s);
+  return {};
+}
+
+// Stricter readings of CLI11's options, added to every tool before parsing: integers (whole
+// text, 64-bit range, no octal), and switches (a yes or a no; a counting flag such as -v,
+// which takes every occurrence, is left alone).
+void guard_options(CLI::App& app) {
   static const CLI::Validator guard_u(unsigned_check, "");   // no change to --help
   static const CLI::Validator guard_s(signed_check, "");
+  static const CLI::Validator guard_b(switch_check, "");
   for (CLI::Option* o : app.get_options()) {
     const std::string t = o->get_type_name();
-    if (t.rfind("UINT", 0) == 0) o->transform(guard_u);
-    else if (t.rfind("INT", 0) == 0) o->transform(guard_s);
+    if (o->get_expected_max() == 0) {
+      if (o->get_multi_option_policy() != CLI::MultiOptionPolicy::TakeAll) o->transform(guard_b);
+    } else if (t.rfind("UINT", 0) == 0) {
+      o->transform(guard_u);
+    } else if (t.rfind("INT", 0) == 0) {
+      o->transform(guard_s);
+    }
   }
-  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
-    guard_integer_options(*sub);
+  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) guard_options(*sub);
 }
 
 }  // namespace
@@ -177,6 +202,29 @@ std::string config_file(const CLI::App& app) {
   return "";
 }
 
+// " (set in --config FILE)" when the flag an error begins with ("--lr nan: ...", "Could not
+// convert: --lr = x") is a key of the --config file and absent from the command line: the
+// value the message quotes is the file's.
+std::string config_origin(const CLI::App& app, std::string_view msg, int argc, char** argv) {
+  const std::string file = config_file(app);
+  if (file.empty()) return "";
+  if (msg.starts_with("Could not convert: ")) msg.remove_prefix(19);
+  if (!msg.starts_with("--")) return "";
+  const std::string_view flag = msg.substr(0, msg.find_first_of(":= "));
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    if (a == "--") break;
+    if (a.starts_with(flag) && (a.size() == flag.size() || a[flag.size()] == '=')) return "";
+  }
+  try {
+    for (const CLI::ConfigItem& item : app.get_config_formatter_base()->from_file(file))
+      if (item.parents.empty() && "--" + item.name == flag)
+        return fmt::format(" (set in --config {})", file);
+  } catch (const std::exception&) {   // the file was read once already; no annotation then
+  }
+  return "";
+}
+
 // A tool that starts a world of ranks (its flags include add_dist_options' --pp).
 bool starts_world(CLI::App& app) { return app.get_option_no_throw("--pp") != nullptr; }
 
@@ -213,7 +261,7 @@ void end_ranks(CLI::App& app, int exit_code) {
 int run_tool(CLI::App& app, int argc, char** argv, const CommonOptions& opts,
              const std::function<void()>& body) {
   const std::string name = app.get_name();
-  guard_integer_options(app);
+  guard_options(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -233,10 +281,11 @@ int run_tool(CLI::App& app, int argc, char** argv, const CommonOptions& opts,
     // a key twice in the config file reads as the flag given twice: say where to look
     const std::string file = config_file(app);
     const bool twice = std::string_view(e.what()).find("At Most 1 required") != std::string::npos;
-    const std::string where =
-        !file.empty() && twice
-            ? fmt::format("; a flag given twice, on the command line or in --config {}", file)
-            : std::string();
+    std::string where;
+    if (!file.empty() && twice)
+      where = fmt::format("; a flag given twice, on the command line or in --config {}", file);
+    else
+      where = config_origin(app, e.what(), argc, argv);
     std::fprintf(stderr, "%s: error: %s%s (see '%s --help')\n", name.c_str(),
                  printable(e.what()).c_str(), where.c_str(), name.c_str());
     end_ranks(app, kExitUsage);
@@ -254,7 +303,10 @@ int run_tool(CLI::App& app, int argc, char** argv, const CommonOptions& opts,
                errno ? ": " + std::string(std::strerror(errno)) : std::string());
     return kExitOk;
   } catch (const ds::Error& e) {
-    std::fprintf(stderr, "%s: error: %s\n", name.c_str(), printable(e.what()).c_str());
+    const std::string origin =
+        e.exit_code() == kExitUsage ? config_origin(app, e.what(), argc, argv) : std::string();
+    std::fprintf(stderr, "%s: error: %s%s\n", name.c_str(), printable(e.what()).c_str(),
+                 origin.c_str());
     SPDLOG_DEBUG("raised at {}:{} ({})", e.src_file(), e.src_line(), e.subsystem());
     // one failing rank must not leave the others waiting in a collective (or in MPI_Init)
     end_ranks(app, e.exit_code());

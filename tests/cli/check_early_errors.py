@@ -95,6 +95,13 @@ VALUES = [
     ("ds-pretrain", "ds-pretrain", "--config", "{tmp}/section.ini",
      "section.ini: unknown section [pretrain]"),
     ("ds-pretrain", "ds-pretrain", "--config", "{tmp}/twice.ini", "--config {tmp}/twice.ini"),
+    # a switch's value is a yes or a no (CLI11 read `fp32-moments = 7` as on)
+    ("ds-pretrain", "ds-pretrain", "--config", "{tmp}/switch.ini",
+     "--fp32-moments: expected true or false (yes/no, on/off, 1/0), got '7'"),
+    ("ds-sft", "ds-sft", "--no-packing=", "7", "--no-packing: expected true or false"),
+    # a bad value from the file says so
+    ("ds-pretrain", "ds-pretrain", "--config", "{tmp}/nan.ini",
+     "--lr nan: expected a finite number >= 0 (set in --config {tmp}/nan.ini)"),
     ("ds-rl", "ds-rl", "--clip-grad-norm", "nan", "nan: expected a finite number >= 0"),
     ("ds-rl", "ds-rl", "--log-every", "-1", "-1: expected an integer >= 0"),
     ("ds-convert-fp8", "ds-convert-fp8 verify", "--max-rel-error", "nan", "NaN is not a limit"),
@@ -123,7 +130,9 @@ def check_values(bin_dir):
         os.makedirs(os.path.join(tmp, "tokdir", "tokenizer_config.json"))
         for name, text in (("bad.ini", "nonsense-key = 1\n"),
                            ("section.ini", "[pretrain]\nlr = 0.1\n"),
-                           ("twice.ini", "lr = 0.1\nlr = 0.2\n")):
+                           ("twice.ini", "lr = 0.1\nlr = 0.2\n"),
+                           ("switch.ini", "fp32-moments = 7\n"),
+                           ("nan.ini", "lr = nan\n")):
             with open(os.path.join(tmp, name), "w") as f:
                 f.write(text)
         for tool, case, flag, value, says in VALUES:
@@ -134,7 +143,10 @@ def check_values(bin_dir):
             value = value.replace("{file}", os.path.abspath(__file__))
             value = value.replace("{tmp}", tmp).replace("{out}", out)
             says = says and says.replace("{tmp}", tmp)
-            if flag in args:   # replaces the case's own value
+            if flag.endswith("="):   # --switch=VALUE
+                args.append(flag + value)
+                flag = flag[:-1]
+            elif flag in args:   # replaces the case's own value
                 args[args.index(flag) + 1] = value
             else:
                 args += [flag, value]
