@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -79,12 +80,22 @@ void MetricsWriter::open(const std::string& path, int64_t truncate_after_step) {
       DS_THROW(IoError, "{}: cannot create its directory {}: {}", path, parent.string(),
                ec.message());
   }
-  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
+  created_ = fd_ >= 0;
+  if (fd_ < 0 && errno == EEXIST) fd_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
   if (fd_ < 0) DS_THROW(IoError, "{}: cannot open for appending: {}", path, std::strerror(errno));
+  exceptions_at_open_ = std::uncaught_exceptions();
 }
 
 MetricsWriter::~MetricsWriter() {
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ < 0) return;
+  // A run that fails before its first line leaves no file it created (an empty file would pass
+  // for a run that logged nothing); a run that ends normally keeps it, empty or not.
+  struct stat st {};
+  if (created_ && std::uncaught_exceptions() > exceptions_at_open_ && ::fstat(fd_, &st) == 0 &&
+      st.st_size == 0 && ::unlink(path_.c_str()) != 0)
+    spdlog::debug("{}: cannot remove the empty file: {}", path_, std::strerror(errno));
+  ::close(fd_);
 }
 
 void MetricsWriter::write(const std::string& json_line) {

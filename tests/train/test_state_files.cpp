@@ -116,6 +116,33 @@ TEST_CASE("metrics file: a resume keeps the lines up to its step") {
         "{\"step\":1,\"loss\":3}\n{\"step\":2,\"loss\":2}\n{\"step\":3,\"loss\":0.5}\n");
 }
 
+TEST_CASE("metrics file: one a failed run created and left empty is removed, no other") {
+  TempDir d("metrics");
+  const std::filesystem::path p = d.path() / "sub" / "m.jsonl";
+  auto fail_after = [&](bool write_one) {
+    try {
+      ds::train::MetricsWriter w;
+      w.open(p.string());
+      if (write_one) w.write("{\"step\":1}");
+      throw ds::NumericsError("step 1: loss is NaN");
+    } catch (const ds::NumericsError&) {
+    }
+  };
+  fail_after(false);
+  CHECK_FALSE(std::filesystem::exists(p));   // created by the run, nothing written: gone
+  fail_after(true);
+  CHECK(slurp(p) == "{\"step\":1}\n");    // a line written: kept
+  std::filesystem::resize_file(p, 0);
+  fail_after(false);
+  CHECK(std::filesystem::exists(p));         // there before the run: kept, empty or not
+  std::filesystem::remove(p);
+  {
+    ds::train::MetricsWriter w;               // a run that ends normally keeps its empty file
+    w.open(p.string());
+  }
+  CHECK(std::filesystem::exists(p));
+}
+
 TEST_CASE("metrics file: a line without an integer step stops the resume, file untouched") {
   TempDir d("metrics");
   for (const char* line : {"{\"step\":\"2\"}", "{\"step\":2.5}", "[1,2]", "{\"loss\":1}",

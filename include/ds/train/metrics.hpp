@@ -15,6 +15,8 @@ class MetricsWriter {
   // blank lines and a torn last line (no newline, not JSON: a write cut short by a crash; its
   // step can only be past the checkpoint's).
   void open(const std::string& path, int64_t truncate_after_step = -1);
+  // Closes the file; one this writer created is removed when it is still empty and the writer
+  // is destroyed by an exception (the run failed before its first line).
   ~MetricsWriter();
   MetricsWriter(const MetricsWriter&) = delete;
   MetricsWriter& operator=(const MetricsWriter&) = delete;
@@ -26,6 +28,8 @@ class MetricsWriter {
  private:
   int fd_ = -1;
   std::string path_;
+  bool created_ = false;          // open() created the file
+  int exceptions_at_open_ = 0;    // std::uncaught_exceptions() then
 };
 
 class Progress {
