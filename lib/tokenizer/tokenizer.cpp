@@ -201,6 +201,14 @@ void Tokenizer::Impl::load_added(const json& list, const std::string& where) {
     for (const AddedToken& o : added)
       if (o.content == a.content)
         DS_THROW(FormatError, "{}.content: duplicate added token \"{}\"", w, one_line(a.content));
+    // An added token the model's vocabulary also holds must have the vocabulary's id (Hugging
+    // Face then uses that id, warning only), and an id of the vocabulary is its token's.
+    if (const auto v = token_ids.find(a.content); v != token_ids.end() && v->second != a.id)
+      DS_THROW(FormatError, "{}: \"{}\" has id {} in model.vocab, not {}", w,
+               one_line(a.content), v->second, a.id);
+    if (a.id < id_kind.size() && id_kind[a.id] == 1 && id_token[a.id] != a.content)
+      DS_THROW(FormatError, "{}.id: {} is model.vocab's \"{}\", not \"{}\"", w, a.id,
+               one_line(id_token[a.id]), one_line(a.content));
     set_id(a.id, a.content, a.special ? 3 : 2);
     token_ids[a.content] = a.id;
     (a.normalized ? norm : raw).push_back(added.size());

@@ -282,6 +282,12 @@ TEST_CASE("loader: every unsupported or malformed component is a FormatError") {
                       "added_tokens[1].content: duplicate");
   expect_format_error(with("/added_tokens", {{{"id", 300}, {"content", "<x>"}, {"lstrip", 1}}}),
                       "added_tokens[0].lstrip");
+  // an added token disagreeing with the vocabulary (its text under another id, its id another
+  // token's): Hugging Face warns and encodes the vocabulary's id
+  expect_format_error(with("/added_tokens", {{{"id", 300}, {"content", "ab"}}}),
+                      "added_tokens[0]: \"ab\" has id 256 in model.vocab, not 300");
+  expect_format_error(with("/added_tokens", {{{"id", 256}, {"content", "<x>"}}}),
+                      "added_tokens[0].id: 256 is model.vocab's \"ab\", not \"<x>\"");
 }
 
 TEST_CASE("loader: accepted variants") {
