@@ -156,8 +156,15 @@ RunSetup resolve_setup(const PretrainOptions& o) {
   if (o.steps > INT64_MAX / per_step || o.tokens > INT64_MAX - per_step)
     DS_THROW(UsageError, "--steps {} / --tokens {}: the run's token count overflows", o.steps,
              o.tokens);
-  s.total_steps = o.steps > 0 ? o.steps : (o.tokens + per_step - 1) / per_step;
-  s.total_tokens = o.tokens > 0 ? o.tokens : o.steps * per_step;
+  if (o.schedule.batch_start > o.batch_size)
+    DS_THROW(UsageError, "--batch-start {}: more than --batch-size {} (the ramp's end)",
+             o.schedule.batch_start, o.batch_size);
+  const RunLength len = plan_run(o.schedule, o.batch_size, o.seq_len, o.steps, o.tokens);
+  s.total_steps = len.steps;
+  s.total_tokens = len.tokens;
+  if (o.schedule.warmup_steps > s.total_steps)   // (a short trial of a long run's flags)
+    spdlog::warn("--warmup-steps {} is longer than the run ({} steps): the learning rate stays "
+                 "below --lr", o.schedule.warmup_steps, s.total_steps);
   if (!o.tokenizer.empty())
     s.expected_fingerprint = tok::Tokenizer::from_file(o.tokenizer).fingerprint();
   s.ctx = make_context(o);   // (the device first: --device cuda without a GPU is the one error)

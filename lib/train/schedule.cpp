@@ -72,4 +72,52 @@ double Schedule::gamma(int64_t tokens_seen) const {
   return f < o_.gamma_stop ? o_.gamma : 0.0;
 }
 
+namespace {
+
+// Tokens seen after `steps` steps of the schedule whose 100% is `total` tokens.
+int64_t tokens_after(const ScheduleOptions& o, int64_t batch_size, int64_t seq_len, int64_t steps,
+                     int64_t total) {
+  const Schedule s(o, total, steps, batch_size);
+  int64_t seen = 0;
+  for (int64_t i = 0; i < steps; ++i) {
+    const int64_t b = s.batch(seen);
+    if (b == batch_size) return seen + (steps - i) * batch_size * seq_len;   // the ramp is over
+    seen += b * seq_len;
+  }
+  return seen;
+}
+
+}  // namespace
+
+RunLength plan_run(const ScheduleOptions& o, int64_t batch_size, int64_t seq_len, int64_t steps,
+                   int64_t tokens) {
+  RunLength r;
+  const int64_t full = batch_size * seq_len;   // (the caller has checked the products)
+  if (tokens > 0) {
+    const Schedule s(o, tokens, 1, batch_size);
+    r.tokens = tokens;
+    int64_t seen = 0;
+    while (seen < tokens) {
+      const int64_t b = s.batch(seen);
+      if (b == batch_size) {   // the ramp is over: whole batches to the end
+        r.steps += (tokens - seen + full - 1) / full;
+        break;
+      }
+      seen += b * seq_len;
+      r.steps++;
+    }
+    return r;
+  }
+  // the smallest T whose run sees at most T tokens: tokens_after(T) does not grow with T
+  int64_t lo = 1, hi = steps * full;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (tokens_after(o, batch_size, seq_len, steps, mid) <= mid) hi = mid;
+    else lo = mid + 1;
+  }
+  r.steps = steps;
+  r.tokens = lo;
+  return r;
+}
+
 }  // namespace ds::train

@@ -67,6 +67,8 @@ VALUES = [
     ("ds-pretrain", "ds-pretrain", "--lr-constant-end", "2", "2: expected a fraction"),
     ("ds-pretrain", "ds-pretrain", "--save-every", "-1", "-1: expected an integer >= 0"),
     ("ds-pretrain", "ds-pretrain", "--bias-update-speed", "nan", "nan: expected a finite"),
+    # a ramp that starts above its end
+    ("ds-pretrain", "ds-pretrain", "--batch-start", "100000", "more than --batch-size"),
     ("ds-pretrain", "ds-pretrain", "--batch-size", "100000000000000000",
      "x --seq-len 128 overflows"),
     ("ds-sft", "ds-sft", "--lr", "nan", "nan: expected a finite number > 0"),

@@ -45,6 +45,38 @@ TEST_CASE("auto warm-up and no ramp") {
   CHECK(s.lr(4, 0) == doctest::Approx(o.lr));
 }
 
+// Tokens of `steps` steps of the schedule over `total` tokens, step by step (the reference).
+int64_t simulate(const ScheduleOptions& o, int64_t total, int64_t steps, int64_t B, int64_t T) {
+  Schedule s(o, total, steps, B);
+  int64_t seen = 0;
+  for (int64_t i = 0; i < steps; ++i) seen += s.batch(seen) * T;
+  return seen;
+}
+
+TEST_CASE("run length: the batch ramp is counted, so the schedules reach their end") {
+  ScheduleOptions o;   // the paper's fractions; the ramp 1 -> 5 over the first 3.2%
+  o.ramp_end = 0.3;    // a long ramp makes the difference large
+  const int64_t B = 5, T = 8;
+  // --steps 300: the tokens the 300 ramped steps see are the schedules' 100% (within a batch)
+  const RunLength by_steps = plan_run(o, B, T, 300, 0);
+  CHECK(by_steps.steps == 300);
+  const int64_t seen = simulate(o, by_steps.tokens, 300, B, T);
+  CHECK(seen <= by_steps.tokens);
+  CHECK(by_steps.tokens - seen < B * T);
+  CHECK(by_steps.tokens < 300 * B * T);   // the old plan, 300 full batches, was never reached
+  Schedule s(o, by_steps.tokens, 300, B);
+  CHECK(s.lr(299, seen - s.batch(seen) * T) == doctest::Approx(o.lr * o.tail2_ratio));
+  // --tokens 12000: steps until at least 12000 tokens, and no step more
+  const RunLength by_tokens = plan_run(o, B, T, 0, 12000);
+  CHECK(by_tokens.tokens == 12000);
+  CHECK(simulate(o, 12000, by_tokens.steps, B, T) >= 12000);
+  CHECK(simulate(o, 12000, by_tokens.steps - 1, B, T) < 12000);
+  // without a ramp: whole batches, as before
+  o.ramp_end = 0;
+  CHECK(plan_run(o, B, T, 300, 0).tokens == 300 * B * T);
+  CHECK(plan_run(o, B, T, 0, 12001).steps == 301);
+}
+
 namespace {
 std::filesystem::path make_dataset(int64_t n_tokens) {
   auto dir = std::filesystem::temp_directory_path() / "ds_test_loader";

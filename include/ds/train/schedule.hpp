@@ -32,6 +32,19 @@ struct ScheduleOptions {
 // one is empty), and --warmup-steps / --batch-start are -1 (auto) or set.
 void validate(const ScheduleOptions& o);
 
+// The length of a ds-pretrain run, with the batch ramp counted: the ramp's short early steps
+// make N steps of the full batch too many for --tokens and too few tokens for --steps.
+struct RunLength {
+  int64_t steps = 0;
+  int64_t tokens = 0;   // the schedules' 100%
+};
+// `tokens` > 0: the steps the ramped batches take to see at least `tokens` tokens (the last step
+// may go past by less than one batch). `steps` > 0: the token count T whose schedule's `steps`
+// ramped batches see T tokens (to within a batch's rounding), found by bisection: a longer
+// run ramps over more tokens, so its steps hold fewer.
+RunLength plan_run(const ScheduleOptions& o, int64_t batch_size, int64_t seq_len, int64_t steps,
+                   int64_t tokens);
+
 class Schedule {
  public:
   Schedule(const ScheduleOptions& o, int64_t total_tokens, int64_t total_steps,
