@@ -18,6 +18,7 @@ namespace {
 constexpr int kBlk = 128;         // FP8 group width (ds::ops::kFp8Block)
 constexpr float kE4M3Max = 448.0f;
 constexpr float kActAmaxMin = 1e-4f;
+constexpr float kScaleMin = 1.17549435e-38f;   // FLT_MIN, the least weight scale
 
 // |v|'s bits with NaN mapped to 0: integer max = amax of the finite values, or +inf's bits.
 __device__ __forceinline__ uint32_t abs_bits(float v) {
@@ -39,7 +40,8 @@ __device__ __forceinline__ float pow2_ceil(float s) {
 __device__ __forceinline__ float scale_of(float amax, bool ue8m0, bool act) {
   if (act) amax = amax < kActAmaxMin ? kActAmaxMin : amax;
   else if (amax == 0.0f) return 1.0f;
-  const float s = __fdiv_rn(amax, kE4M3Max);
+  float s = __fdiv_rn(amax, kE4M3Max);
+  if (s < kScaleMin) s = kScaleMin;   // as fp8::scale_of: a normal, never 0 or subnormal
   return ue8m0 ? pow2_ceil(s) : s;
 }
 

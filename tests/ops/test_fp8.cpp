@@ -293,6 +293,30 @@ TEST_CASE("fp8_quantize: act clamp, zero weight blocks, non-finite inputs, satur
   }
 }
 
+TEST_CASE("fp8_quantize: a weight group of tiny values gets the least normal scale, no NaN") {
+  // amax / 448 under FLT_MIN was a subnormal scale (a few bits: 14% error) or, at 1e-43,
+  // 0 with every 0 / 0 a NaN code; a checkpoint with such a scale is refused by its readers
+  constexpr float kMin = std::numeric_limits<float>::min();
+  Tensor x = Tensor::zeros({2, 128});
+  x.f32()[3] = 1e-43f;                                         // rows 0: only 0 and 1e-43
+  for (int64_t j = 0; j < 128; ++j) x.f32()[128 + j] = float(j + 1) * 1e-38f;   // row 1
+  for (const ScaleFormat fmt : {ScaleFormat::fp32, ScaleFormat::ue8m0})
+    for (const bool opt : {false, true}) {
+      Tensor q, s, d;
+      fp8_quantize(opt ? opt_ctx() : ref_ctx(), x, Fp8Group::row_1x128, fmt, false, q, s);
+      fp8_dequantize(ref_ctx(), q, s, Fp8Group::row_1x128, d);
+      CHECK(s.f32()[0] == kMin);
+      CHECK(s.f32()[1] >= kMin);
+      for (int64_t i = 0; i < 256; ++i) {
+        REQUIRE((q.data<uint8_t>()[i] & 0x7f) != 0x7f);        // no NaN code
+        // within half an E4M3 step: 2^-10 s below 2^-6, else 2^-4 of the value
+        const float err = std::fabs(d.f32()[i] - x.f32()[i]);
+        CHECK(err <= std::max(std::ldexp(s.f32()[i / 128], -10),
+                              std::ldexp(std::fabs(x.f32()[i]), -4)));
+      }
+    }
+}
+
 TEST_CASE("fp8 ops: shape and dtype errors") {
   Tensor x = rand_f32({4, 130});
   Tensor q, s = Tensor::empty({4, 1});   // wrong: needs (4, 2)
