@@ -43,6 +43,7 @@ struct InputCheckpoint {
   model::ModelArgs args;             // parsed when open_input's need_config
   bool quant_config = false;         // config.json has a quantization_config
   int64_t block_rows = kBlock, block_cols = kBlock;   // its weight_block_size
+  ops::ScaleFormat scale_fmt = ops::ScaleFormat::fp32; // its scale_fmt ("ue8m0": powers of 2)
   bool indexed = false;              // model.safetensors.index.json
   std::unique_ptr<io::SafetensorsDir> st;
   std::vector<InputFile> files;      // sorted by name

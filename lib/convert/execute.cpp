@@ -75,12 +75,12 @@ class Executor {
                    in_.st->file_of(v.name).string(), v.name, xp[i], r0 + i / N, i % N);
       Tensor q = Tensor::empty(x.shape(), DType::f8_e4m3), s;
       if (ctx_.device == Device::cpu) {
-        ops::fp8_quantize(ctx_, x, ops::Fp8Group::block_128x128, ops::ScaleFormat::fp32,
+        ops::fp8_quantize(ctx_, x, ops::Fp8Group::block_128x128, in_.scale_fmt,
                           /*act=*/false, q, s);
       } else {   // the band goes to the GPU and its codes and scales come back
         Tensor xd = Tensor::empty(x.shape(), DType::f32, ctx_.device), qd, sd;
         xd.copy_from(x);
-        ops::fp8_quantize(ctx_, xd, ops::Fp8Group::block_128x128, ops::ScaleFormat::fp32,
+        ops::fp8_quantize(ctx_, xd, ops::Fp8Group::block_128x128, in_.scale_fmt,
                           /*act=*/false, qd, sd);
         q = Tensor::empty(qd.shape(), qd.dtype());
         q.copy_from(qd);
@@ -112,7 +112,14 @@ class Executor {
       const Tensor x = dequantize_rows(in_, v, s, r0, r1);
       const float* xp = x.f32();
       out.resize(size_t(x.numel()));
-      for (int64_t i = 0; i < x.numel(); ++i) out[size_t(i)] = f32_to_bf16(xp[i]);
+      for (int64_t i = 0; i < x.numel(); ++i) {
+        out[size_t(i)] = f32_to_bf16(xp[i]);
+        // a value within FLT_MAX that rounds past BF16's largest (scales near FLT_MAX / 448)
+        if ((out[size_t(i)] & 0x7f80) == 0x7f80)
+          DS_THROW(NumericsError, "{}: tensor {}: element ({}, {}) is {} after dequantisation, "
+                   "beyond BF16's range", in_.st->file_of(v.name).string(), v.name,
+                   r0 + i / N, i % N, xp[i]);
+      }
       w.write(out.data(), out.size() * 2);
       io::release_mapped_pages(row_view(v, r0, r1));
     }

@@ -77,6 +77,12 @@ void check_dtype(const InputCheckpoint& in, const io::TensorView& v) {
 // value, or an FP8 weight whose scale or codes are corrupt, would be published with exit 0
 // and fail only in the tool that loads the output.
 OutTensor copy_of(const InputCheckpoint& in, const io::TensorView& v) {
+  // (an F8_E4M3 weight and its scale: checked below; scales' dtypes by check_fp8_blocks)
+  DS_CHECK_AS(FormatError,
+              v.dtype == DType::f32 || v.dtype == DType::bf16 || v.dtype == DType::f16 ||
+                  v.dtype == DType::f8_e4m3 || !weight_of_scale(v.name).empty(),
+              "{}: tensor {}: dtype {} is not one the loaders read (F32, BF16, F16, F8_E4M3)",
+              where(in, v.name), v.name, dtype_name(v.dtype));
   if (const auto bad = io::first_nonfinite(v))
     DS_THROW(FormatError, "{}: tensor {}: a non-finite value (NaN or infinity) at element {}",
              where(in, v.name), v.name, *bad);
@@ -265,7 +271,9 @@ ConvertStats quantize(const ConvertOptions& opt) {
   const InputCheckpoint in = open_input(opt.model, /*need_config=*/true);
   Plan plan = plan_quantize(in, opt);
   nlohmann::ordered_json config = in.config;
-  config["quantization_config"] = official_quant_config();
+  // an FP8 input keeps its quantization_config as written (scale_fmt, activation_scheme): its
+  // FP8 weights are copied, and any other it gets are quantised to match (open_input)
+  if (!in.quant_config) config["quantization_config"] = official_quant_config();
   const ConvertStats st = execute(in, std::move(plan), config, opt, out);
   log_done(st, out);
   return st;

@@ -57,6 +57,14 @@ void read_config(InputCheckpoint& in, const fs::path& cfg, bool args) {
   in.quant_config = q.fp8;
   in.block_rows = q.block_rows;
   in.block_cols = q.block_cols;
+  // DeepSeek-V3.1's power-of-two scales; the weights quantize adds to such a checkpoint follow
+  if (q.fp8 && in.config["quantization_config"].contains("scale_fmt")) {
+    const auto& f = in.config["quantization_config"]["scale_fmt"];
+    DS_CHECK_AS(ConfigError, f.is_string() && f.get<std::string>() == "ue8m0",
+                "{}: quantization_config.scale_fmt {} is not supported (\"ue8m0\", or absent "
+                "for FP32 scales)", cfg.string(), f.dump());
+    in.scale_fmt = ops::ScaleFormat::ue8m0;
+  }
   in.has_config = true;
 }
 

@@ -274,3 +274,45 @@ TEST_CASE("an FP8 weight without its scale: error by default, copied with --allo
   CHECK(out.get(w).dtype == DType::f8_e4m3);   // passed through, never silently rescaled
   CHECK(out.get("model.layers.0.self_attn.kv_b_proj.weight").dtype == DType::bf16);
 }
+
+TEST_CASE("quantize on an FP8 input keeps its quantization_config; added weights follow it") {
+  // DeepSeek-V3.1 writes "scale_fmt": "ue8m0" (power-of-two scales); the official config that
+  // replaced it dropped the key and turned "static" activations into "dynamic"
+  TempDir tmp;
+  model::ModelArgs a = model::testing::micro_args();
+  a.vocab_size = 264;
+  model::ParamStore ps;
+  model::Transformer m(a, ps);
+  ps.init(5);
+  const std::string w = "model.layers.0.self_attn.o_proj.weight";   // left in BF16
+  model::testing::HfWriteOptions o;
+  o.block = 128;
+  o.mutate = [&](std::vector<io::TensorSource>& src) {
+    std::erase_if(src, [&](const io::TensorSource& t) { return t.name.starts_with(w); });
+    src.push_back(io::TensorSource::from_tensor(w, ps.get(w).value, DType::bf16));
+  };
+  model::testing::write_hf_checkpoint(tmp / "hf", ps, a, o);
+  json cfg = read_json(tmp / "hf" / "config.json");
+  cfg["quantization_config"]["scale_fmt"] = "ue8m0";
+  cfg["quantization_config"]["activation_scheme"] = "static";
+  io::write_file_atomic(tmp / "hf" / "config.json", cfg.dump(2));
+  fs::create_directories(tmp / "outs");
+  const convert::ConvertStats st = convert::quantize(opts(tmp / "hf", tmp / "outs" / "q"));
+  CHECK(st.quantized == 1);
+  CHECK(read_json(tmp / "outs" / "q" / "config.json")["quantization_config"] ==
+        cfg["quantization_config"]);
+  io::SafetensorsDir out(tmp / "outs" / "q");
+  REQUIRE(out.get(w).dtype == DType::f8_e4m3);
+  const Tensor s = io::to_f32(out.get(w + "_scale_inv"));
+  for (int64_t i = 0; i < s.numel(); ++i) {
+    int e = 0;
+    CHECK(std::frexp(s.f32()[i], &e) == 0.5f);   // a power of two
+  }
+  // a scale_fmt ds does not know is refused, naming the file
+  cfg["quantization_config"]["scale_fmt"] = "e8m0-pow3";
+  io::write_file_atomic(tmp / "hf" / "config.json", cfg.dump(2));
+  CHECK_THROWS_WITH_AS(convert::quantize(opts(tmp / "hf", tmp / "outs" / "q2")),
+                       doctest::Contains("config.json: quantization_config.scale_fmt"),
+                       ConfigError);
+  CHECK_FALSE(fs::exists(tmp / "outs" / "q2"));
+}

@@ -2,7 +2,8 @@
 // nothing at OUT or beside it: OUT exists (without --force), OUT inside IN, a scale of the
 // wrong shape, a scale without an FP8 weight, F8_E5M2, a non-finite weight, a weight whose
 // shape differs from config.json, an FP8 input with another block size, no config.json, a
-// missing or unexpected tensor, a NaN / zero / negative scale, an E4M3 NaN code, a signal.
+// missing or unexpected tensor, a NaN / zero / negative scale, an E4M3 NaN code, a signal,
+// an integer tensor, a dequantised value past BF16's range.
 // Also the streaming safetensors writer: same bytes as write_safetensors, misuse detected,
 // nothing published without finish(); release_mapped_pages keeps the mapping readable.
 // reference: include/ds/convert/fp8_convert.hpp, include/ds/io/safetensors.hpp.
@@ -331,3 +332,37 @@ TEST_CASE("weights that do not match config.json; corrupt FP8 scales and codes")
                               "tensor model.norm.weight: a non-finite value (NaN or infinity) at "
                               "element 3", tmp / "outs");
 }
+
+TEST_CASE("copied tensors of a dtype no loader reads; a dequantised value past BF16's range") {
+  TempDir tmp;
+  fs::create_directories(tmp / "outs");
+  static std::vector<int32_t> ints(16, 1);
+  write_fp8(tmp / "i32", [&](std::vector<io::TensorSource>& src) {
+    for (auto& t : src)
+      if (t.name == "model.norm.weight")
+        t = io::TensorSource::raw(t.name, DType::i32, t.shape, ints.data());
+  });
+  for (auto run : {convert::quantize, convert::dequantize})
+    expect_error<FormatError>([&] { run(opts(tmp / "i32", tmp / "outs" / "o")); },
+                              "tensor model.norm.weight: dtype I32 is not one the loaders read",
+                              tmp / "outs");
+  // 448 x 7.59e35 is below FLT_MAX (a valid scale) but rounds to BF16 infinity
+  static std::vector<uint8_t> codes;
+  static std::vector<float> scales;
+  write_fp8(tmp / "big", [&](std::vector<io::TensorSource>& src) {
+    for (auto& t : src) {
+      if (t.name == kW) {
+        codes.assign(size_t(shape_numel(t.shape)), 0x38);
+        codes[3] = 0x7e;   // 448
+        t = io::TensorSource::raw(t.name, DType::f8_e4m3, t.shape, codes.data());
+      } else if (t.name == kW + "_scale_inv") {
+        scales.assign(size_t(shape_numel(t.shape)), 0.01f);
+        scales[0] = 7.59e35f;
+        t = io::TensorSource::raw(t.name, DType::f32, t.shape, scales.data());
+      }
+    }
+  });
+  expect_error<NumericsError>([&] { convert::dequantize(opts(tmp / "big", tmp / "outs" / "o")); },
+                              kW + ": element (0, 3) is", tmp / "outs");
+}
+
