@@ -177,7 +177,8 @@ const CLI::Validator& non_negative_number() {
 namespace {
 
 // CLI11's words for a key or section of a --config file that names no flag, said plainly.
-std::string config_error_message(const std::string& msg) {
+// `first_sub`: the name of the tool's first subcommand, "" for a tool without.
+std::string config_error_message(const std::string& msg, const std::string& first_sub) {
   const std::string_view lead = "INI was not able to parse ";
   if (msg.rfind(lead, 0) != 0) return msg;
   std::string key = msg.substr(lead.size());
@@ -188,8 +189,11 @@ std::string config_error_message(const std::string& msg) {
     section = fmt::format(" in section [{}]", key.substr(0, dot));
     key = key.substr(dot + 1);
   }
-  return fmt::format("unknown key '{}'{} (keys are long flag names without the dashes)", key,
-                     section);
+  return fmt::format("unknown key '{}'{} (keys are long flag names without the dashes{})", key,
+                     section,
+                     first_sub.empty() || !section.empty()
+                         ? std::string()
+                         : fmt::format("; a subcommand's go in its section, as [{}]", first_sub));
 }
 
 // The --config file given, if any.
@@ -272,7 +276,9 @@ int run_tool(CLI::App& app, int argc, char** argv, const CommonOptions& opts,
     return app.exit(e);
   } catch (const CLI::ConfigError& e) {   // CLI11's message does not name the file
     const std::string file = config_file(app);
-    const std::string msg = printable(config_error_message(e.what()));
+    const std::vector<CLI::App*> subs = app.get_subcommands({});
+    const std::string msg =
+        printable(config_error_message(e.what(), subs.empty() ? "" : subs[0]->get_name()));
     std::fprintf(stderr, "%s: error: --config %s: %s\n", name.c_str(),
                  file.empty() ? "?" : file.c_str(), msg.c_str());
     end_ranks(app, kExitUsage);
