@@ -94,6 +94,12 @@ struct DataSetup {
   std::string fingerprint;   // of the data files and every setting that shapes the samples
 };
 
+// A token's text for a message: "(none)" for an id the tokenizer lacks, at most 40 bytes.
+std::string printable_token(const std::string& t) {
+  if (t.empty()) return "(none)";
+  return t.size() > 40 ? t.substr(0, 40) + "..." : t;
+}
+
 DataSetup load_data(const SftOptions& o) {
   DataSetup d;
   const LossOn loss_on = parse_loss_on(o.loss_on);
@@ -102,6 +108,22 @@ DataSetup load_data(const SftOptions& o) {
   if (!io::exists(d.tokenizer_path))
     DS_THROW(UsageError, "{}: no tokenizer (give --tokenizer)", d.tokenizer_path);
   d.tok.emplace(tok::Tokenizer::from_file(d.tokenizer_path));
+  // another tokenizer than the one --init was trained with: its ids must mean the same tokens
+  // (one that adds tokens after them is accepted), else every id would change meaning
+  if (const fs::path own = fs::path(o.init) / "tokenizer.json";
+      !o.tokenizer.empty() && io::exists(own)) {
+    const tok::Tokenizer init_tok = tok::Tokenizer::from_file(own);
+    if (init_tok.fingerprint() != d.tok->fingerprint())
+      for (size_t id = 0; id < init_tok.vocab_size(); ++id) {
+        const std::string a = init_tok.id_to_token(tok::TokenId(id));
+        const std::string b = d.tok->id_to_token(tok::TokenId(id));
+        if (a != b)
+          DS_THROW(UsageError, "--tokenizer {}: id {} is \"{}\", but \"{}\" in {}, the "
+                   "tokenizer --init was trained with: its token ids would change meaning (a "
+                   "tokenizer that only adds tokens after them is accepted)", o.tokenizer, id,
+                   printable_token(b), printable_token(a), own.string());
+      }
+  }
   const fs::path cfg = fs::path(d.tokenizer_path).parent_path() / "tokenizer_config.json";
   if (io::exists(cfg)) {
     d.tmpl = infer::ChatTemplate::from_tokenizer_config(cfg);

@@ -194,6 +194,15 @@ def test_errors(a, init):
               f"bad data '{name}': exit {rc}, {lines}")
     empty = os.path.join(w, "empty.jsonl")
     open(empty, "w").close()
+    # a tokenizer whose ids mean other tokens than the one --init was trained with
+    with open(os.path.join(init, "tokenizer.json"), encoding="utf-8") as f:
+        other = json.load(f)
+    vocab = other["model"]["vocab"]
+    vocab["a"], vocab["b"] = vocab["b"], vocab["a"]
+    os.makedirs(os.path.join(w, "other_tok"), exist_ok=True)
+    other_tok = os.path.join(w, "other_tok", "tokenizer.json")
+    with open(other_tok, "w", encoding="utf-8") as f:
+        json.dump(other, f, ensure_ascii=False)
     held = os.path.join(w, "held")   # a run directory holding a checkpoint
     shutil.rmtree(held, ignore_errors=True)
     shutil.copytree(init, os.path.join(held, "step-00000001"))
@@ -206,6 +215,8 @@ def test_errors(a, init):
          "--eval-every"),
         ("resume a pretrain checkpoint", base + ["--data", os.path.join(w, "train.jsonl"), "--resume", init], 2,
          "not an SFT one"),
+        ("another tokenizer's ids", base + ["--data", os.path.join(w, "train.jsonl"), "--tokenizer",
+                                              other_tok], 2, "its token ids would change meaning"),
         ("bad --loss-on", base + ["--data", os.path.join(w, "train.jsonl"), "--loss-on", "user"], 2, "loss-on"),
         ("--resume never over checkpoints", ["--init", init, "--out", held, "--data",
                                               os.path.join(w, "train.jsonl"), "--resume", "never"], 2,
