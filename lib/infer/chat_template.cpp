@@ -155,6 +155,7 @@ ChatTemplate ChatTemplate::from_config_json(std::string_view text, const std::st
     DS_THROW(FormatError,
              "{}: chat_template: unsupported chat template; ds renders DeepSeek-V3's template "
              "only", source);
+  if (tmpl == tok::ds_chat_template()) t.plain_source_ = source;
   return t;
 }
 
@@ -184,6 +185,13 @@ RenderedChat ChatTemplate::render(const std::vector<ChatMessage>& messages,
     r.text += need_content(messages[i], i);
     first_system = false;
   }
+  if (!plain_source_.empty())
+    for (size_t i = 0; i < messages.size(); ++i)
+      if (messages[i].role == "tool" || !messages[i].tool_calls.empty())
+        DS_THROW(FormatError, "messages[{}]: {} under the chat template of {} (ds-tokenize's, "
+                 "for plain conversations): give a tokenizer_config.json with DeepSeek-V3's own "
+                 "template for tools", i, messages[i].role == "tool" ? "a tool turn" : "tool_calls",
+                 plain_source_);
   State ns;
   for (size_t i = 0; i < messages.size(); ++i) {
     MessageSpan s;
@@ -239,7 +247,10 @@ std::vector<ChatMessage> parse_messages(std::string_view text, const std::string
         if (call.contains("type")) t.type = str(call["type"], f + ".type");
         const json& fn = call["function"];
         t.name = str(fn.value("name", json()), f + ".function.name");
-        const json args = fn.value("arguments", json());
+        // a JSON string (OpenAI), or an object or array written out compactly
+        if (!fn.contains("arguments") || fn["arguments"].is_null())
+          DS_THROW(FormatError, "{}: messages[{}].{}.function.arguments missing", source, i, f);
+        const json& args = fn["arguments"];
         t.arguments = args.is_string() ? args.get<std::string>() : args.dump();
         msg.tool_calls.push_back(std::move(t));
       }

@@ -123,6 +123,11 @@ TEST_CASE("parse_messages reads OpenAI-style JSON") {
   CHECK_THROWS_WITH_AS(parse_messages(R"([{"role":"user","content":3}])", "chat.json"),
                        doctest::Contains("chat.json: messages[0].content"), ds::FormatError);
   CHECK_THROWS_AS(parse_messages("[{]", "chat.json"), ds::FormatError);
+  // a call without arguments rendered as the text "null"
+  CHECK_THROWS_WITH_AS(parse_messages(R"([{"role":"assistant","content":null,"tool_calls":
+                                      [{"function":{"name":"f"}}]}])", "chat.json"),
+                       doctest::Contains("messages[0].tool_calls[0].function.arguments missing"),
+                       ds::FormatError);
   CHECK_THROWS_AS(parse_messages(R"([{"role":"user","content":"x","n":1e999}])", "chat.json"),
                   ds::FormatError);   // a number beyond a double: not a parse_error in nlohmann
 }
@@ -226,4 +231,17 @@ TEST_CASE("the chat template ds-tokenize writes is accepted and renders DeepSeek
   CHECK(t.render(m, true).text == std::string(ds::tok::special::kBos) +
                                       std::string(ds::tok::special::kUser) + "hi" +
                                       std::string(ds::tok::special::kAssistant));
+  // It renders no tools: a tool turn or call is refused rather than trained on a rendering
+  // the shipped template does not produce (Hugging Face would drop the tool turn).
+  const auto tool_chat = parse_messages(
+      R"([{"role":"user","content":"q"},{"role":"assistant","content":null,"tool_calls":
+      [{"type":"function","function":{"name":"f","arguments":"{}"}}]},
+      {"role":"tool","content":"r"},{"role":"assistant","content":"a"}])", "chat.json");
+  CHECK_THROWS_WITH_AS(t.render(tool_chat, false),
+                       doctest::Contains("messages[1]: tool_calls under the chat template of "
+                                         "trained"), ds::FormatError);
+  std::vector<ChatMessage> tool_turn = {msg("user", "q"), msg("tool", "r"), msg("assistant", "a")};
+  CHECK_THROWS_WITH_AS(t.render(tool_turn, false), doctest::Contains("messages[1]: a tool turn"),
+                       ds::FormatError);
+  CHECK_NOTHROW(ChatTemplate::deepseek_v3().render(tool_chat, false));   // V3's own renders them
 }

@@ -59,7 +59,9 @@ class ChatTemplate {
   static ChatTemplate from_config_json(std::string_view json, const std::string& source);
 
   // FormatError (naming messages[i]) for an unknown role, a null content where one is
-  // required, or an assistant turn with neither content nor tool calls.
+  // required, or an assistant turn with neither content nor tool calls; and under ds-tokenize's
+  // plain template (tok::ds_chat_template, which renders no tools) a tool turn or tool call,
+  // since Hugging Face tools rendering that template would not see what was trained.
   RenderedChat render(const std::vector<ChatMessage>& messages,
                       bool add_generation_prompt) const;
 
@@ -72,6 +74,7 @@ class ChatTemplate {
 
  private:
   std::string bos_, eos_;
+  std::string plain_source_;   // the tokenizer_config.json holding ds-tokenize's plain template
 };
 
 // True when `jinja` is the original DeepSeek-V3 chat template (distinctive markers: the
