@@ -91,4 +91,16 @@ std::vector<std::pair<std::string, Tensor*>> AdamW::state_tensors() {
   return out;
 }
 
+void check_moment_dtype(const std::string& where, const std::string& name, DType saved,
+                        DType want) {
+  if (saved == want) return;
+  auto moment = [](DType t) { return t == DType::f32 || t == DType::bf16; };
+  if (moment(saved) && moment(want))
+    DS_THROW(UsageError, "{}: optimizer moment {} is {}, this run keeps {} moments: resume {} "
+             "--fp32-moments, as the run was saved", where, name, dtype_name(saved),
+             dtype_name(want), saved == DType::f32 ? "with" : "without");
+  DS_THROW(FormatError, "{}: optimizer moment {} is {}, expected {}", where, name,
+           dtype_name(saved), dtype_name(want));
+}
+
 }  // namespace ds::train

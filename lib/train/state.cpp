@@ -341,6 +341,7 @@ TrainerState load_checkpoint(const fs::path& dir, model::ParamStore& params, Ada
   for (auto& [name, t] : opt.state_tensors()) {
     const io::TensorView* v = moments.find(name);
     if (!v) { missing.push_back(name); continue; }
+    if (v->shape == t->shape()) check_moment_dtype(dir.string(), name, v->dtype, t->dtype());
     if (v->dtype != t->dtype() || v->shape != t->shape())
       DS_THROW(FormatError, "{}: tensor {} is {} {}, expected {} {}", dir.string(), name,
                dtype_name(v->dtype), shape_str(v->shape), dtype_name(t->dtype()),

@@ -246,6 +246,8 @@ void ShardedAdamW::load_state(const StateLookup& find) {
         const io::TensorView* t = find(name);
         if (!t) { missing.push_back(name); continue; }
         Tensor& dst = which ? g.v : g.m;
+        if (t->shape == p.info.shape)
+          check_moment_dtype("optimizer state", name, t->dtype, dst.dtype());
         if (t->dtype != dst.dtype() || t->shape != p.info.shape)
           DS_THROW(FormatError, "optimizer state: tensor {} is {} {}, expected {} {}", name,
                    dtype_name(t->dtype), shape_str(t->shape), dtype_name(dst.dtype()),

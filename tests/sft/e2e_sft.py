@@ -144,6 +144,11 @@ def test_resume(a, init):
     check(rc == 2 and "other data" in err, f"resume with other data refused: {rc} {err.strip()[:160]}")
     rc, _, err = run(a.sft, *with_flag(longer, "--seed", 4))
     check(rc == 2 and "--seed" in err, f"resume with another seed refused: {rc} {err.strip()[:160]}")
+    # the moments' precision: BF16 by default, F32 with --fp32-moments (it was exit 1 naming a
+    # tensor's dtype)
+    rc, _, err = run(a.sft, *longer, "--fp32-moments")
+    check(rc == 2 and "resume without --fp32-moments" in err,
+          f"resume with --fp32-moments over BF16 moments refused: {rc} {err.strip()[:200]}")
     # a saved data.epoch far past the run's epochs (a hand-edited state whose data fingerprint
     # matches) is not walked epoch by epoch: the resumed run finishes its 2 further steps
     E = os.path.join(w, "sft_epoch")

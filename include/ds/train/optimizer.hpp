@@ -24,6 +24,12 @@ struct OptimizerOptions {
 // checkpoint of NaN weights to exit 0).
 void validate(const OptimizerOptions& o);
 
+// A saved optimizer moment `name` of dtype `saved` against this run's `want`: F32 against
+// BF16 (or back) is a UsageError naming --fp32-moments (the run was saved with the other
+// setting), another mismatch a FormatError; `where` names the checkpoint.
+void check_moment_dtype(const std::string& where, const std::string& name, DType saved,
+                        DType want);
+
 struct GradStats {
   double norm = 0;             // global L2 norm before clipping
   int64_t nonfinite = 0;       // count of NaN/inf gradient elements
