@@ -129,6 +129,11 @@ SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
     ::close(fd);
     DS_THROW(IoError, "{}: stat failed: {}", f, std::strerror(err));
   }
+  if (!S_ISREG(st.st_mode)) {   // (a directory's mmap said "No such device")
+    ::close(fd);
+    DS_THROW(IoError, "{}: not a regular file ({})", f,
+             S_ISDIR(st.st_mode) ? "a directory" : "a FIFO, socket or device");
+  }
   map_size_ = size_t(st.st_size);
   if (map_size_ < 8) {
     ::close(fd);

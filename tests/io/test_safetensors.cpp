@@ -247,6 +247,12 @@ TEST_CASE("sharded write with index, read back through SafetensorsDir") {
           std::string::npos);
   }
   CHECK_THROWS_AS(SafetensorsDir(fresh_dir("nothing")), ds::IoError);
+  // a shard that is a directory: named as such (mmap said "No such device")
+  const fs::path as_dir = fresh_dir("dir-shard") / "model.safetensors";
+  fs::create_directories(as_dir);
+  CHECK_THROWS_WITH_AS(ds::io::SafetensorsFile{as_dir},
+                       doctest::Contains("model.safetensors: not a regular file (a directory)"),
+                       ds::IoError);
   fs::remove_all(d);
   fs::remove_all(d1);
 }
