@@ -30,7 +30,11 @@ class Executor {
   uint64_t write_file(const fs::path& path, const OutFile& f) {
     std::vector<io::TensorDecl> decls;
     for (const OutTensor& t : f.tensors) decls.push_back(t.decl);
-    io::SafetensorsStreamWriter w(path, decls);
+    // the input file's __metadata__ is kept (its "format" is the writer's "pt")
+    std::map<std::string, std::string> meta;
+    if (!f.tensors.empty()) meta = in_.st->metadata_of(f.tensors.front().src);
+    meta.erase("format");
+    io::SafetensorsStreamWriter w(path, decls, meta);
     for (const OutTensor& t : f.tensors) {
       check_interrupt();
       w.begin(t.decl.name);

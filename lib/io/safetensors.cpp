@@ -450,4 +450,11 @@ const fs::path& SafetensorsDir::file_of(const std::string& name) const {
   return files_[it->second]->path();
 }
 
+const std::map<std::string, std::string>& SafetensorsDir::metadata_of(
+    const std::string& name) const {
+  auto it = where_.find(name);
+  DS_CHECK_AS(FormatError, it != where_.end(), "{}: no tensor named {}", source_.string(), name);
+  return files_[it->second]->metadata();
+}
+
 }  // namespace ds::io

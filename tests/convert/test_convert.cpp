@@ -308,6 +308,22 @@ TEST_CASE("quantize on an FP8 input keeps its quantization_config; added weights
     int e = 0;
     CHECK(std::frexp(s.f32()[i], &e) == 0.5f);   // a power of two
   }
+  // the input file's __metadata__ keys are kept (they were replaced by {"format": "pt"})
+  const std::string shard = io::SafetensorsDir(tmp / "hf").file_of(w).filename().string();
+  {
+    const io::SafetensorsFile in(tmp / "hf" / shard);
+    std::vector<io::TensorSource> src;
+    for (const std::string& n : in.names()) {
+      const io::TensorView& v = in.get(n);
+      src.push_back(io::TensorSource::raw(n, v.dtype, v.shape, v.data));
+    }
+    io::write_safetensors(tmp / "meta.safetensors", src, {{"producer", "ds-test"}});
+  }
+  fs::rename(tmp / "meta.safetensors", tmp / "hf" / shard);
+  convert::quantize(opts(tmp / "hf", tmp / "outs" / "meta"));
+  const auto meta = io::SafetensorsFile(tmp / "outs" / "meta" / shard).metadata();
+  CHECK(meta.at("producer") == "ds-test");
+  CHECK(meta.at("format") == "pt");
   // a scale_fmt ds does not know is refused, naming the file
   cfg["quantization_config"]["scale_fmt"] = "e8m0-pow3";
   io::write_file_atomic(tmp / "hf" / "config.json", cfg.dump(2));

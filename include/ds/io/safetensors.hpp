@@ -113,6 +113,8 @@ class SafetensorsDir {
   const TensorView& get(const std::string& name) const;   // FormatError naming the tensor
   Tensor load_f32(const std::string& name) const { return to_f32(get(name)); }
   const fs::path& file_of(const std::string& name) const;
+  // The __metadata__ of the file holding `name`.
+  const std::map<std::string, std::string>& metadata_of(const std::string& name) const;
   size_t num_files() const { return files_.size(); }
 
  private:
