@@ -46,6 +46,7 @@ void install_backend(int index) {
   attention_staggered();
   attention_bwd_qstats();
   mla_wgmma();              // DS_MLA_KERNEL likewise
+  fused_ops();              // and DS_CUDA_FUSED
   std::call_once(g_once, [&] {
     set_device_info(index);
     DeviceHooks h;
