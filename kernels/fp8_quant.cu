@@ -3,8 +3,8 @@
 //   amax   a running max of |x| as integer bits with NaN mapped to 0 (order-free, exact; +inf
 //          kept), the same value as the reference's sequential `if (a > m) m = a`;
 //   scale  amax / 448 with an IEEE division (__fdiv_rn), the act clamp and the weights'
-//          zero-group rule first, a weight scale raised to FLT_MIN; UE8M0 rounds up to a
-//          power of two on the bits (exact);
+//          zero-group rule first, a scale without the act clamp raised to FLT_MIN; UE8M0
+//          rounds up to a power of two on the bits (exact);
 //   codes  e4m3(x / s): __fdiv_rn then the hardware RNE saturating cast (cuda_fp8.h,
 //          cvt.rn.satfinite.e4m3x2.f32 on sm_89+); NaN handled first: a NaN x keeps its sign
 //          (x86 propagates the NaN operand of a division); inf / inf (an infinite element of a

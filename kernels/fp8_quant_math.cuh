@@ -18,7 +18,7 @@ namespace {
 constexpr int kBlk = 128;         // FP8 group width (ds::ops::kFp8Block)
 constexpr float kE4M3Max = 448.0f;
 constexpr float kActAmaxMin = 1e-4f;
-constexpr float kScaleMin = 1.17549435e-38f;   // FLT_MIN, the least weight scale
+constexpr float kScaleMin = 1.17549435e-38f;   // FLT_MIN, the least scale (act=false)
 
 // |v|'s bits with NaN mapped to 0: integer max = amax of the finite values, or +inf's bits.
 __device__ __forceinline__ uint32_t abs_bits(float v) {

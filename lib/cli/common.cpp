@@ -121,16 +121,17 @@ std::string signed_check(std::string& s) {
 
 // A switch's value (`--jsonl=VALUE`, `jsonl = VALUE` in --config): a yes or a no. CLI11 alone
 // reads any integer as a count, so `fp32-moments = 7` was on and a typo'd `= 0.5` an error
-// far from its cause. CLI11 has already negated the value of a --no-... switch ("1" to "-1").
-std::string switch_check(std::string& s) {
-  static const std::set<std::string> words = {"true", "false", "yes", "no", "on", "off",
-                                              "1",    "0",     "-1",  "-0"};
+// far from its cause. `negated`: a switch with a --no-... name, whose value CLI11 has already
+// negated ("1" to "-1", "7" to "-7") when it names that form.
+std::string switch_check(std::string& s, bool negated) {
+  static const std::set<std::string> words = {"true", "false", "yes", "no", "on", "off", "1", "0"};
   std::string lower = s;
   std::transform(lower.begin(), lower.end(), lower.begin(),
                  [](unsigned char c) { return char(std::tolower(c)); });
-  if (words.count(lower) == 0)
+  const bool minus = negated && lower.starts_with('-');
+  if (words.count(minus ? lower.substr(1) : lower) == 0)
     return fmt::format("expected true or false (yes/no, on/off, 1/0), got '{}'",
-                       s.starts_with('-') ? s.substr(1) : s);
+                       minus ? s.substr(1) : s);
   return {};
 }
 
@@ -140,11 +141,13 @@ std::string switch_check(std::string& s) {
 void guard_options(CLI::App& app) {
   static const CLI::Validator guard_u(unsigned_check, "");   // no change to --help
   static const CLI::Validator guard_s(signed_check, "");
-  static const CLI::Validator guard_b(switch_check, "");
+  static const CLI::Validator guard_b([](std::string& v) { return switch_check(v, false); }, "");
+  static const CLI::Validator guard_nb([](std::string& v) { return switch_check(v, true); }, "");
   for (CLI::Option* o : app.get_options()) {
     const std::string t = o->get_type_name();
     if (o->get_expected_max() == 0) {
-      if (o->get_multi_option_policy() != CLI::MultiOptionPolicy::TakeAll) o->transform(guard_b);
+      if (o->get_multi_option_policy() != CLI::MultiOptionPolicy::TakeAll)
+        o->transform(o->get_fnames().empty() ? guard_b : guard_nb);
     } else if (t.rfind("UINT", 0) == 0) {
       o->transform(guard_u);
     } else if (t.rfind("INT", 0) == 0) {
@@ -214,11 +217,18 @@ std::string config_origin(const CLI::App& app, std::string_view msg, int argc, c
   if (file.empty()) return "";
   if (msg.starts_with("Could not convert: ")) msg.remove_prefix(19);
   if (!msg.starts_with("--")) return "";
-  const std::string_view flag = msg.substr(0, msg.find_first_of(":= "));
+  const std::string flag(msg.substr(0, msg.find_first_of(":= ")));
+  const CLI::Option* opt = app.get_option_no_throw(flag);
+  if (opt == nullptr) return "";
+  // on the command line under any of its names: --name, --name=V, --negated-name, -s, -sV
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
     if (a == "--") break;
-    if (a.starts_with(flag) && (a.size() == flag.size() || a[flag.size()] == '=')) return "";
+    if (a.starts_with("--")) {
+      if (opt->check_lname(std::string(a.substr(2, a.find('=') - 2)))) return "";
+    } else if (a.size() >= 2 && a[0] == '-' && opt->check_sname(std::string(1, a[1]))) {
+      return "";
+    }
   }
   try {
     for (const CLI::ConfigItem& item : app.get_config_formatter_base()->from_file(file))

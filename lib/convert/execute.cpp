@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <map>
 
 #include "convert_internal.hpp"
@@ -91,6 +92,13 @@ class Executor {
         s = Tensor::empty(sd.shape());
         s.copy_from(sd);
       }
+      // a power-of-two scale (ue8m0) rounds up past what the readers take (FLT_MAX / 448)
+      // only for an amax above 2^119 * 448 = 3e38
+      for (int64_t g = 0; g < s.numel(); ++g)
+        if (!(s.f32()[g] <= std::numeric_limits<float>::max() / kE4M3Max))
+          DS_THROW(NumericsError, "{}: tensor {}: a block's largest value needs the scale {}, "
+                   "beyond FLT_MAX / 448 (scale_fmt ue8m0 rounds scales up to a power of two)",
+                   in_.st->file_of(v.name).string(), v.name, s.f32()[g]);
       w.write(q.raw(), q.nbytes());
       scales.insert(scales.end(), s.f32(), s.f32() + s.numel());
       io::release_mapped_pages(row_view(v, r0, r1));

@@ -35,6 +35,7 @@ json EvalReport::to_json() const {
   json c = json::object();
   for (const auto& [k, v] : counts) c[k] = v;
   j["counts"] = c;
+  if (!samples_fingerprint.empty()) j["samples_fingerprint"] = samples_fingerprint;
   return j;
 }
 
@@ -96,6 +97,7 @@ json gen_sample_record(size_t index, const GenItem& item, const std::string& pro
 struct SampleLog::Impl {
   std::filesystem::path path;
   std::optional<io::AtomicFile> file;
+  Xxh64Stream hash;
   bool open = true;
   io::AtomicFile& get() {
     if (!file) file.emplace(path);
@@ -112,8 +114,12 @@ SampleLog::~SampleLog() = default;
 void SampleLog::write(const json& record) {
   DS_CHECK(impl_->open, "SampleLog::write after close");
   // Invalid UTF-8 in model output is replaced rather than aborting the run.
-  impl_->get().write(record.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
+  const std::string line = record.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  impl_->get().write(line);
+  impl_->hash.update(line.data(), line.size());
 }
+
+std::string SampleLog::fingerprint() const { return hex64(impl_->hash.digest()); }
 
 void SampleLog::close() {
   if (!impl_->open) return;

@@ -127,7 +127,9 @@ tok::TokenId bos_of(const model::Pretrained& pt) {
 
 size_t limited(size_t n, int64_t limit) { return limit > 0 ? std::min(n, size_t(limit)) : n; }
 
-void write_report(const EvalReport& r, const CommonEvalOptions& o, SampleLog* log) {
+void write_report(const EvalReport& report, const CommonEvalOptions& o, SampleLog* log) {
+  EvalReport r = report;
+  if (log) r.samples_fingerprint = log->fingerprint();
   const std::string text = r.dump();
   if (o.out.empty()) {
     if (log) log->close();

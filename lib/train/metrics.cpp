@@ -82,7 +82,10 @@ void MetricsWriter::open(const std::string& path, int64_t truncate_after_step) {
   }
   fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
   created_ = fd_ >= 0;
-  if (fd_ < 0 && errno == EEXIST) fd_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  // (a path that exists, or a symbolic link: O_EXCL refuses even a dangling one, whose
+  // target is then created)
+  if (fd_ < 0 && errno == EEXIST)
+    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd_ < 0) DS_THROW(IoError, "{}: cannot open for appending: {}", path, std::strerror(errno));
   exceptions_at_open_ = std::uncaught_exceptions();
 }

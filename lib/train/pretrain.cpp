@@ -141,8 +141,9 @@ void Run::init() {
     }
     saved.data_fingerprint = st.data_fingerprint;
     if (saved.total_steps != st.total_steps || saved.total_tokens != st.total_tokens)
-      spdlog::info("resume: run length changed ({} -> {} steps); schedules follow the new length",
-                   saved.total_steps, st.total_steps);
+      spdlog::info("resume: run length changed ({} steps, {} tokens -> {} steps, {} tokens); "
+                   "schedules follow the new length", saved.total_steps, saved.total_tokens,
+                   st.total_steps, st.total_tokens);
     saved.total_steps = st.total_steps;
     saved.total_tokens = st.total_tokens;
     st = saved;

@@ -101,6 +101,7 @@ VALUES = [
     ("ds-pretrain", "ds-pretrain", "--config", "{tmp}/switch.ini",
      "--fp32-moments: expected true or false (yes/no, on/off, 1/0), got '7'"),
     ("ds-sft", "ds-sft", "--no-packing=", "7", "--no-packing: expected true or false"),
+    ("ds-generate", "ds-generate", "--jsonl=", "-1", "got '-1'"),
     # a bad value from the file says so
     ("ds-pretrain", "ds-pretrain", "--config", "{tmp}/nan.ini",
      "--lr nan: expected a finite number >= 0 (set in --config {tmp}/nan.ini)"),

@@ -308,6 +308,13 @@ TEST_CASE("quantize on an FP8 input keeps its quantization_config; added weights
     int e = 0;
     CHECK(std::frexp(s.f32()[i], &e) == 0.5f);   // a power of two
   }
+  // a block whose power-of-two scale would pass FLT_MAX / 448 (the readers' limit) is refused
+  ps.get(w).value.f32()[0] = 3.2e38f;   // finite in BF16
+  model::testing::write_hf_checkpoint(tmp / "big", ps, a, o);
+  io::write_file_atomic(tmp / "big" / "config.json", cfg.dump(2));
+  CHECK_THROWS_WITH_AS(convert::quantize(opts(tmp / "big", tmp / "outs" / "big")),
+                       doctest::Contains("beyond FLT_MAX / 448"), NumericsError);
+  CHECK_FALSE(fs::exists(tmp / "outs" / "big"));
   // the input file's __metadata__ keys are kept (they were replaced by {"format": "pt"})
   const std::string shard = io::SafetensorsDir(tmp / "hf").file_of(w).filename().string();
   {

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "ds/core/error.hpp"
@@ -71,6 +72,18 @@ TEST_CASE("sample log writes JSON Lines on close only") {
   CHECK(b["prediction"] == "4");
   CHECK(b["finish_reason"] == "stop");
   CHECK(b["completion"] == "4 \xEF\xBF\xBD");   // invalid UTF-8 replaced
+  {   // the report carries the log's XXH64: a new log with an old report is told apart
+    std::ifstream whole(p, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(whole)),
+                            std::istreambuf_iterator<char>());
+    SampleLog again(d.path() / "again.jsonl");
+    for (const std::string& line : {l1, l2}) again.write(json::parse(line));
+    CHECK(again.fingerprint() == ds::hex64(ds::xxh64(bytes)));
+    EvalReport r;
+    CHECK_FALSE(json::parse(r.dump()).contains("samples_fingerprint"));
+    r.samples_fingerprint = again.fingerprint();
+    CHECK(json::parse(r.dump())["samples_fingerprint"] == ds::hex64(ds::xxh64(bytes)));
+  }
   {
     SampleLog abandoned(d.path() / "gone.jsonl");
     abandoned.write(json{{"x", 1}});

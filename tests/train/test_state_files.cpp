@@ -141,6 +141,16 @@ TEST_CASE("metrics file: one a failed run created and left empty is removed, no 
     w.open(p.string());
   }
   CHECK(std::filesystem::exists(p));
+  // a dangling symbolic link: its target is created (O_EXCL refuses the link itself)
+  const std::filesystem::path link = d.path() / "link.jsonl";
+  std::filesystem::create_symlink(d.path() / "target.jsonl", link);
+  {
+    ds::train::MetricsWriter w;
+    w.open(link.string());
+    w.write("{\"step\":1}");
+  }
+  CHECK(slurp(d.path() / "target.jsonl") == "{\"step\":1}\n");
+  CHECK(std::filesystem::is_symlink(link));
 }
 
 TEST_CASE("metrics file: a line without an integer step stops the resume, file untouched") {

@@ -35,6 +35,10 @@ struct EvalReport {
   nlohmann::json settings = nlohmann::json::object();   // shots, seed, max_len, ...
   std::vector<Metric> metrics;
   std::vector<std::pair<std::string, uint64_t>> counts;  // "items", "tokens", ...
+  // XXH64 of the --log-samples file's bytes ("" without one): a report and a sample log are
+  // two files, so a run stopped between their two renames pairs a new log with an old report,
+  // and this tells them apart
+  std::string samples_fingerprint;
 
   void add(const std::string& name, const Estimate& e) {
     metrics.push_back({name, e.value, e.stderr_});
@@ -65,6 +69,8 @@ class SampleLog {
   SampleLog& operator=(const SampleLog&) = delete;
   void write(const nlohmann::json& record);
   void close();
+  // XXH64 of the bytes written so far (all of them once the last record is in), 16 hex digits.
+  std::string fingerprint() const;
 
  private:
   struct Impl;

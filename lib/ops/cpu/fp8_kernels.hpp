@@ -35,10 +35,10 @@ inline float pow2_ceil(float s) {
 }
 
 // Scale of a group from its amax (max |x| over the finite elements; inf if any is infinite).
-// A weight group's scale is at least FLT_MIN: amax / 448 below it (amax < 5.3e-36) would be
-// subnormal, with too few bits to carry the group (or 0, and every 0 / 0 a NaN code), and a
-// checkpoint's scales must be positive normals. Such a group's elements below FLT_MIN * 2^-10
-// round to 0.
+// Without the activation clamp (weights, activation gradients) the scale is at least
+// FLT_MIN: amax / 448 below it (amax < 5.3e-36) would be subnormal, with too few bits to carry
+// the group (or 0, and every 0 / 0 a NaN code), and a checkpoint's scales must be positive
+// normals. Such a group's elements below FLT_MIN * 2^-10 round to 0.
 inline float scale_of(float amax, ScaleFormat fmt, bool act) {
   if (act) amax = amax < kActAmaxMin ? kActAmaxMin : amax;
   else if (amax == 0.0f) return 1.0f;
