@@ -218,27 +218,108 @@ struct Reader {
   }
 };
 
-void read_rope_scaling(const Reader& r, ModelArgs& a) {
-  const json* rs = r.find("rope_scaling");
-  a.yarn = rs && !rs->is_null();
-  if (!a.yarn) return;
-  if (!rs->is_object()) r.bad("rope_scaling", "an object or null", *rs);
-  Reader s{*rs, r.src};
-  std::string type = s.get_string("type", s.get_string("rope_type", ""));
+// YaRN's mscale(s, m) (spec §1.7): 1 for s <= 1, else 0.1 m ln s + 1.
+double yarn_mscale(double factor, double m) {
+  return factor <= 1.0 ? 1.0 : 0.1 * m * std::log(factor) + 1.0;
+}
+
+// The RoPE settings one of the two keys describes: `rope_scaling` (DeepSeek's configs and
+// transformers 4) or `rope_parameters` (transformers 5, which moves rope_theta into it and
+// writes {"rope_type": "default"} for plain RoPE).
+struct RopeSpec {
+  bool yarn = false;
+  double factor = 1.0, beta_fast = 32.0, beta_slow = 1.0, mscale_all_dim = 0.0;
+  int64_t original_seq_len = 4096;
+  const json* theta = nullptr;   // rope_parameters.rope_theta, if given
+  bool operator==(const RopeSpec& o) const {
+    return yarn == o.yarn && (!yarn || (factor == o.factor && beta_fast == o.beta_fast &&
+                                        beta_slow == o.beta_slow &&
+                                        mscale_all_dim == o.mscale_all_dim &&
+                                        original_seq_len == o.original_seq_len));
+  }
+};
+
+RopeSpec read_rope_object(const Reader& r, const char* key, const json& v) {
+  if (!v.is_object()) r.bad(key, "an object or null", v);
+  const std::string k = key;
+  const std::string src = r.src;
+  Reader s{v, src};
+  RopeSpec spec;
+  if (k == "rope_parameters") spec.theta = s.find("rope_theta");
+  const std::string type =
+      s.get_string("rope_type", s.get_string("type", k == "rope_parameters" ? "default" : ""));
+  if (type == "default") return spec;   // plain RoPE
   if (type != "yarn")
-    DS_THROW(ConfigError, "{}: rope_scaling.type '{}' is not supported (only yarn)", r.src, type);
-  a.rope_factor = s.as_double("rope_scaling.factor", s.need("factor"));
-  a.original_seq_len = s.get_int("original_max_position_embeddings", 4096);
-  a.beta_fast = s.get_double("beta_fast", 32.0);
-  a.beta_slow = s.get_double("beta_slow", 1.0);
-  // HF: mscale_all_dim absent/0 => no softmax-scale correction; our formula gives 1 for 0.
-  a.mscale = s.get_double("mscale_all_dim", 0.0);
-  // HF scales cos/sin by mscale(factor, mscale) / mscale(factor, mscale_all_dim): only the
-  // equal case (ratio 1, every DeepSeek config) is implemented.
-  double m = s.get_double("mscale", a.mscale);
-  if (m != a.mscale)
-    DS_THROW(ConfigError, "{}: rope_scaling.mscale ({}) != mscale_all_dim ({}) is not supported",
-             r.src, m, a.mscale);
+    DS_THROW(ConfigError, "{}: {}.rope_type '{}' is not supported (yarn or default)", src, k,
+             type);
+  spec.yarn = true;
+  spec.factor = s.as_double((k + ".factor").c_str(), s.need("factor"));
+  spec.original_seq_len = s.get_int("original_max_position_embeddings", 4096);
+  spec.beta_fast = s.get_double("beta_fast", 32.0);
+  spec.beta_slow = s.get_double("beta_slow", 1.0);
+  // Softmax-scale correction mscale(factor, mscale_all_dim)^2; absent or 0: none (HF).
+  spec.mscale_all_dim = s.get_double("mscale_all_dim", 0.0);
+  // transformers' DeepSeek-V3 also multiplies cos and sin by an attention factor: the given
+  // `attention_factor`, else mscale(f, mscale) / mscale(f, mscale_all_dim) when both keys are
+  // non-zero, else mscale(f, 1); DeepSeek's own modeling code uses the ratio with absent
+  // mscale read as 1 and absent mscale_all_dim as 0. ds implements the rotary part unscaled,
+  // so a config is taken only where both give 1 (every DeepSeek config: mscale equal to
+  // mscale_all_dim).
+  const double m = s.get_double("mscale", 0.0), d = spec.mscale_all_dim, f = spec.factor;
+  const bool has_m = s.find("mscale") && !s.find("mscale")->is_null();
+  const double by_ratio = yarn_mscale(f, has_m ? m : 1.0) / yarn_mscale(f, d);
+  double by_hf = m != 0 && d != 0 ? yarn_mscale(f, m) / yarn_mscale(f, d) : yarn_mscale(f, 1.0);
+  if (const json* af = s.find("attention_factor"); af && !af->is_null())
+    by_hf = s.as_double((k + ".attention_factor").c_str(), *af);
+  if (std::fabs(by_ratio - 1.0) > 1e-12 || std::fabs(by_hf - 1.0) > 1e-12)
+    DS_THROW(ConfigError,
+             "{}: {}: mscale {} and mscale_all_dim {} (factor {}) make Hugging Face scale the "
+             "rotary part of the attention scores (cos/sin by {:.6g}); ds implements only the "
+             "unscaled form: set mscale equal to mscale_all_dim, as DeepSeek's configs do",
+             src, k, has_m ? fmt::format("{}", m) : std::string("(absent)"),
+             s.find("mscale_all_dim") ? fmt::format("{}", d) : std::string("(absent)"), f,
+             by_hf != 1.0 ? by_hf : by_ratio);
+  if (s.get_bool("truncate", true) == false)
+    DS_THROW(ConfigError, "{}: {}.truncate false is not supported (the correction range is "
+             "rounded to whole pairs, as DeepSeek-V3 does)", src, k);
+  if (s.get_double("partial_rotary_factor", 1.0) != 1.0)
+    DS_THROW(ConfigError, "{}: {}.partial_rotary_factor must be 1 (RoPE covers the "
+             "qk_rope_head_dim dimensions)", src, k);
+  return spec;
+}
+
+void read_rope(const Reader& r, ModelArgs& a) {
+  const json* rs = r.find("rope_scaling");
+  const json* rp = r.find("rope_parameters");
+  if (rs && rs->is_null()) rs = nullptr;
+  if (rp && rp->is_null()) rp = nullptr;
+  RopeSpec spec;
+  if (rs) spec = read_rope_object(r, "rope_scaling", *rs);
+  if (rp) {
+    const RopeSpec p = read_rope_object(r, "rope_parameters", *rp);
+    if (rs && !(p == spec))
+      DS_THROW(ConfigError, "{}: rope_scaling and rope_parameters describe different RoPE "
+               "settings", r.src);
+    if (!rs) spec = p;
+    if (p.theta) {
+      const double t = r.as_double("rope_parameters.rope_theta", *p.theta);
+      if (r.find("rope_theta") && !r.find("rope_theta")->is_null() &&
+          r.get_double("rope_theta", t) != t)
+        DS_THROW(ConfigError, "{}: rope_theta ({}) and rope_parameters.rope_theta ({}) differ",
+                 r.src, r.get_double("rope_theta", t), t);
+      a.rope_theta = t;
+    }
+  }
+  if (!r.get_bool("rope_interleave", true))
+    DS_THROW(ConfigError, "{}: rope_interleave false is not supported (RoPE rotates "
+             "interleaved pairs, the layout of DeepSeek-V3's weights)", r.src);
+  a.yarn = spec.yarn;
+  if (!a.yarn) return;
+  a.rope_factor = spec.factor;
+  a.original_seq_len = spec.original_seq_len;
+  a.beta_fast = spec.beta_fast;
+  a.beta_slow = spec.beta_slow;
+  a.mscale = spec.mscale_all_dim;
 }
 
 }  // namespace
@@ -296,7 +377,7 @@ ModelArgs from_hf_json(const std::string& text, const std::string& src) {
   a.qk_rope_head_dim = r.get_int("qk_rope_head_dim");
   a.v_head_dim = r.get_int("v_head_dim");
   a.rope_theta = r.get_double("rope_theta", 10000.0);
-  read_rope_scaling(r, a);
+  read_rope(r, a);
   a.norm_eps = r.get_double("rms_norm_eps", 1e-6);
   a.max_seq_len = r.get_int("max_position_embeddings");
   a.n_mtp_layers = r.get_int("num_nextn_predict_layers", 0);

@@ -146,6 +146,76 @@ TEST_CASE("a V2-Lite style config: null q_lora_rank, softmax, mscale 0.707") {
   CHECK(a.softmax_scale() == doctest::Approx(1.5896 / std::sqrt(192.0)).epsilon(1e-4));
 }
 
+TEST_CASE("transformers 5 configs: rope_parameters in place of rope_scaling and rope_theta") {
+  const json v3 = json::parse(kV3Config);
+  const ModelArgs want = ds::model::from_hf_json(v3.dump(), "v3");
+  // What transformers 5 writes for DeepSeek-V3 (save_pretrained of the loaded model).
+  json j = v3;
+  json rp = j["rope_scaling"];
+  rp["rope_type"] = "yarn";
+  rp["rope_theta"] = 10000.0;
+  j["rope_parameters"] = rp;
+  j.erase("rope_scaling");
+  j.erase("rope_theta");
+  j["rope_interleave"] = true;
+  CHECK(ds::model::from_hf_json(j.dump(), "t5") == want);
+  json both = j;   // both keys, agreeing
+  both["rope_scaling"] = v3["rope_scaling"];
+  both["rope_theta"] = 10000.0;
+  CHECK(ds::model::from_hf_json(both.dump(), "both") == want);
+  both["rope_scaling"]["factor"] = 4.0;
+  expect_config_error(both, "rope_scaling and rope_parameters");
+  both = j;
+  both["rope_theta"] = 50000.0;
+  expect_config_error(both, "rope_theta");
+  // Plain RoPE with its theta inside rope_parameters.
+  json plain = v3;
+  plain.erase("rope_scaling");
+  plain.erase("rope_theta");
+  plain["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 50000.0}};
+  ModelArgs a = ds::model::from_hf_json(plain.dump(), "plain");
+  CHECK_FALSE(a.yarn);
+  CHECK(a.rope_theta == 50000.0);
+  plain["rope_parameters"]["rope_type"] = "llama3";
+  expect_config_error(plain, "rope_parameters.rope_type 'llama3'");
+  json x = j;
+  x["rope_interleave"] = false;
+  expect_config_error(x, "rope_interleave");
+  x = j;
+  x["rope_parameters"]["truncate"] = false;
+  expect_config_error(x, "truncate");
+  x = j;
+  x["rope_parameters"]["partial_rotary_factor"] = 0.5;
+  expect_config_error(x, "partial_rotary_factor");
+  x = j;
+  x["rope_parameters"]["attention_factor"] = 1.0;   // what the equal mscales imply
+  CHECK(ds::model::from_hf_json(x.dump(), "af") == want);
+  x["rope_parameters"]["attention_factor"] = 1.2;
+  expect_config_error(x, "cos/sin");
+}
+
+TEST_CASE("YaRN mscale keys where Hugging Face would scale the rotary scores are refused") {
+  // transformers multiplies cos/sin by mscale(f, 1) unless both keys are non-zero (then by
+  // mscale(f, mscale) / mscale(f, mscale_all_dim)); ds implements the factor-1 case only.
+  const json v3 = json::parse(kV3Config);
+  auto rope = [&](json m, json d) {
+    json j = v3;
+    if (m.is_null()) j["rope_scaling"].erase("mscale"); else j["rope_scaling"]["mscale"] = m;
+    if (d.is_null()) j["rope_scaling"].erase("mscale_all_dim");
+    else j["rope_scaling"]["mscale_all_dim"] = d;
+    return j;
+  };
+  CHECK_NOTHROW(ds::model::from_hf_json(rope(0.707, 0.707).dump(), "eq"));
+  expect_config_error(rope(nullptr, nullptr), "mscale (absent)");   // cos/sin by 1.369
+  expect_config_error(rope(nullptr, 1.0), "cos/sin");    // HF and DeepSeek's code disagree
+  expect_config_error(rope(1.0, nullptr), "cos/sin");
+  expect_config_error(rope(1.0, 0.707), "cos/sin");
+  expect_config_error(rope(0.0, 0.0), "cos/sin");
+  json f1 = rope(nullptr, nullptr);   // factor 1: every mscale is 1, nothing to scale
+  f1["rope_scaling"]["factor"] = 1.0;
+  CHECK_NOTHROW(ds::model::from_hf_json(f1.dump(), "f1"));
+}
+
 TEST_CASE("inconsistent or malformed configs are ConfigErrors naming the field") {
   const json base = json::parse(kV3Config);
   auto with = [&](const char* key, json v) { json j = base; j[key] = std::move(v); return j; };
