@@ -208,8 +208,9 @@ double Transformer::head_loss(const ops::Context& ctx, Pass& p, const Tensor& g,
 }
 
 // Policy head over g (N, C): per-token log-probabilities and entropies of the scored targets
-// (tgt = -1 elsewhere). When training, the callback's dL/dlogp (times grad_scale) becomes
-// dlogits in place of the logits, then lm_head.grad accumulates and dg (N, C) is written.
+// (tgt = -1 elsewhere), of softmax(logits / policy_temperature_). When training, the
+// callback's dL/dlogp (times grad_scale) becomes dlogits in place of the logits, then
+// lm_head.grad accumulates and dg (N, C) is written.
 // Beyond logit_chunk_ elements the logits are made chunk by chunk twice: once for the scores
 // (the callback needs all of them), once more for the backward.
 void Transformer::head_policy(const ops::Context& ctx, Pass& p, const Tensor& g,
@@ -219,9 +220,11 @@ void Transformer::head_policy(const ops::Context& ctx, Pass& p, const Tensor& g,
   const Tensor logp = empty_f32(ctx, {N}), lse = empty_f32(ctx, {N}), ent = empty_f32(ctx, {N});
   const int64_t rows = std::max<int64_t>(1, logit_chunk_ / std::max<int64_t>(1, V));
   const Tensor gin = gemm_input(ctx, g);   // the head's operand, once for every chunk
-  auto chunk = [&](int64_t r0, int64_t r1, Tensor& logits) {   // logits of rows [r0, r1)
+  const float inv_t = 1.0f / policy_temperature_;
+  auto chunk = [&](int64_t r0, int64_t r1, Tensor& logits) {   // logits / t of rows [r0, r1)
     const bool whole = r0 == 0 && r1 == N;
     head_.forward(ctx, whole ? gin : gin.slice0(r0, r1), logits);
+    if (inv_t != 1.0f) ops::scale_(ctx, logits, inv_t);
   };
   Tensor logits;   // kept from the scoring pass when there is one chunk
   for (int64_t r0 = 0; r0 < N; r0 += rows) {
@@ -239,7 +242,8 @@ void Transformer::head_policy(const ops::Context& ctx, Pass& p, const Tensor& g,
     for (size_t i = 0; i < d.size(); ++i)   // only scored targets carry a gradient
       if (tgt[i] < 0) d[i] = 0.0f;
     Tensor dlogp = detail::upload_f32(ctx, d, {N});
-    if (p.grad_scale != 1.0f) ops::scale_(ctx, dlogp, p.grad_scale);
+    const float dscale = p.grad_scale * inv_t;   // d/dlogits = (1/t) d/d(logits/t)
+    if (dscale != 1.0f) ops::scale_(ctx, dlogp, dscale);
     if (N > rows && !dg.defined()) dg = empty_f32(ctx, {N, C});
     for (int64_t r0 = 0; r0 < N; r0 += rows) {
       const int64_t r1 = std::min(N, r0 + rows);

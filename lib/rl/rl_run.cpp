@@ -246,6 +246,10 @@ void Run::init() {
     ref = model::load_pretrained(policy.dir, po);
   }
   if (distributed()) place_on_ranks(policy, ranks->model_parallel());
+  // log-probabilities, ratios, k3 and entropies of the policy that sampled: logits / T (top-p
+  // and top-k truncation are not modelled, as in TRL and verl)
+  policy.model->set_policy_temperature(o.temperature);
+  if (ref) ref->model->set_policy_temperature(o.temperature);
   policy.store->alloc_grads();
   if (distributed()) ranks->attach(*policy.model, o.optimizer);
   else opt = std::make_unique<train::AdamW>(*policy.store, o.optimizer);

@@ -1,8 +1,9 @@
 // The policy-gradient entry points of model::Transformer with the GRPO loss: token_scores ==
-// log-softmax of forward_logits at the scored targets; equal rewards (beta = 0, no balance
-// loss) give an exactly zero gradient everywhere; the MTP chain is skipped (zero MTP
-// gradients, zero counts, one count vector per MoE layer); forward_backward_policy's dlogp
-// matches finite differences of the loss through the whole model.
+// log-softmax of forward_logits / the policy temperature at the scored targets; equal
+// rewards (beta = 0, no balance loss) give an exactly zero gradient everywhere; the MTP chain
+// is skipped (zero MTP gradients, zero counts, one count vector per MoE layer);
+// forward_backward_policy's dlogp matches finite differences of the loss through the whole
+// model, at temperature 1 and others.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -33,34 +34,40 @@ std::vector<GrpoSeq> seqs_of(const std::vector<double>& adv) {
 
 }  // namespace
 
-TEST_CASE("token_scores: log-softmax of the main logits at the scored targets") {
+TEST_CASE("token_scores: log-softmax of the main logits / temperature at the scored targets") {
   ModelArgs a = micro_args();
   ParamStore store;
   Transformer model(a, store);
   store.init(3);
   ops::Context ctx;
   const Batch b = policy_batch(a);
-  const TokenScores sc = model.token_scores(ctx, b);
   Tensor x = Tensor::empty({2, 6}, DType::i32), logits;
   for (int r = 0; r < 2; ++r)
     for (int t = 0; t < 6; ++t) x.i32()[r * 6 + t] = b.tokens.i32()[r * 7 + t];
   model.forward_logits(ctx, x, logits);
   const int64_t V = a.vocab_size;
-  for (int i = 0; i < 12; ++i) {
-    const float* row = logits.f32() + i * V;
-    double mx = row[0], z = 0, h = 0;
-    for (int64_t v = 1; v < V; ++v) mx = std::max(mx, double(row[v]));
-    for (int64_t v = 0; v < V; ++v) z += std::exp(row[v] - mx);
-    for (int64_t v = 0; v < V; ++v) {
-      const double p = std::exp(row[v] - mx) / z;
-      h -= p * std::log(p);
-    }
-    const int32_t y = b.tokens.i32()[(i / 6) * 7 + i % 6 + 1];
-    if (b.loss_mask.f32()[i] != 0) {
-      CHECK(sc.logp[size_t(i)] == doctest::Approx(row[y] - mx - std::log(z)).epsilon(1e-5));
-      CHECK(sc.entropy[size_t(i)] == doctest::Approx(h).epsilon(1e-5));
-    } else {
-      CHECK(sc.logp[size_t(i)] == 0.0f);
+  for (const double temp : {1.0, 0.7, 1.6}) {
+    CAPTURE(temp);
+    model.set_policy_temperature(float(temp));
+    const TokenScores sc = model.token_scores(ctx, b);
+    for (int i = 0; i < 12; ++i) {
+      std::vector<double> row(static_cast<size_t>(V));
+      for (int64_t v = 0; v < V; ++v) row[size_t(v)] = logits.f32()[i * V + v] / float(temp);
+      double mx = row[0], z = 0, h = 0;
+      for (int64_t v = 1; v < V; ++v) mx = std::max(mx, row[size_t(v)]);
+      for (int64_t v = 0; v < V; ++v) z += std::exp(row[size_t(v)] - mx);
+      for (int64_t v = 0; v < V; ++v) {
+        const double p = std::exp(row[size_t(v)] - mx) / z;
+        h -= p * std::log(p);
+      }
+      const int32_t y = b.tokens.i32()[(i / 6) * 7 + i % 6 + 1];
+      if (b.loss_mask.f32()[i] != 0) {
+        CHECK(sc.logp[size_t(i)] ==
+              doctest::Approx(row[size_t(y)] - mx - std::log(z)).epsilon(1e-5));
+        CHECK(sc.entropy[size_t(i)] == doctest::Approx(h).epsilon(1e-5));
+      } else {
+        CHECK(sc.logp[size_t(i)] == 0.0f);
+      }
     }
   }
 }
@@ -134,25 +141,30 @@ TEST_CASE("policy gradient: MTP skipped, counts well-formed, dlogp through the m
     if (p.info.layer >= a.n_layers)
       for (int64_t i = 0; i < p.grad.numel(); ++i) REQUIRE(p.grad.f32()[i] == 0.0f);
   // finite differences of the GRPO loss in a few coordinates of two weights, pi_old fixed at
-  // the unperturbed policy (rho = 1 there, within the clip range nearby)
-  const TokenScores base = model.token_scores(ctx, b);
-  std::vector<GrpoSeq> fixed = seqs;
-  for (GrpoSeq& q : fixed) q.logp_old = base.logp.data() + q.offset;
-  run(true, fixed);
-  for (const std::string name : {"lm_head.weight", "model.layers.0.self_attn.q_b_proj.weight"}) {
-    Param& p = store.get(name);
-    std::vector<float> g(p.grad.f32(), p.grad.f32() + p.grad.numel());
-    for (int64_t i : {int64_t(0), p.value.numel() / 3, p.value.numel() - 1}) {
-      const float w0 = p.value.f32()[i];
-      const float h = 3e-3f;
-      p.value.f32()[i] = w0 + h;
-      const double lp = run(false, fixed);
-      p.value.f32()[i] = w0 - h;
-      const double lm = run(false, fixed);
-      p.value.f32()[i] = w0;
-      const double num = (lp - lm) / (2 * double(h));
-      INFO(std::string(name) << "[" << i << "] analytic " << g[size_t(i)] << " numeric " << num);
+  // the unperturbed policy (rho = 1 there, within the clip range nearby); at temperature 1 and
+  // at the temperatures that sampling uses (the scores are of logits / T)
+  for (const float temp : {1.0f, 0.6f, 1.5f}) {
+    CAPTURE(temp);
+    model.set_policy_temperature(temp);
+    const TokenScores base = model.token_scores(ctx, b);
+    std::vector<GrpoSeq> fixed = seqs;
+    for (GrpoSeq& q : fixed) q.logp_old = base.logp.data() + q.offset;
+    run(true, fixed);
+    for (const std::string name : {"lm_head.weight", "model.layers.0.self_attn.q_b_proj.weight"}) {
+      Param& p = store.get(name);
+      std::vector<float> g(p.grad.f32(), p.grad.f32() + p.grad.numel());
+      for (int64_t i : {int64_t(0), p.value.numel() / 3, p.value.numel() - 1}) {
+        const float w0 = p.value.f32()[i];
+        const float h = 3e-3f;
+        p.value.f32()[i] = w0 + h;
+        const double lp = run(false, fixed);
+        p.value.f32()[i] = w0 - h;
+        const double lm = run(false, fixed);
+        p.value.f32()[i] = w0;
+        const double num = (lp - lm) / (2 * double(h));
+        INFO(std::string(name) << "[" << i << "] analytic " << g[size_t(i)] << " numeric " << num);
       CHECK(std::fabs(g[size_t(i)] - num) <= 2e-3 * std::max(1.0, std::fabs(num)) + 2e-4);
+      }
     }
   }
 }

@@ -137,6 +137,9 @@ class Transformer {
   // The loss heads make their (rows, V) logits at most this many elements at a time (default
   // 2^26 = 256 MiB of F32); results do not depend on it beyond summation order.
   void set_logit_chunk(int64_t elements) { logit_chunk_ = elements; }
+  // The policy head (token_scores, forward_backward_policy) scores log softmax(logits / t):
+  // GRPO's log-probabilities at the temperature its completions were sampled at (default 1).
+  void set_policy_temperature(float t) { policy_temperature_ = t; }
   // Routed experts as grouped GEMMs: -1 on the GPU only (default), 0 never, 1 always
   // (MoEOptions::grouped); the results agree to summation order.
   void set_grouped_experts(int mode) { moe_grouped_ = mode; }
@@ -158,6 +161,7 @@ class Transformer {
 
   ModelArgs args_;
   int64_t logit_chunk_ = int64_t(1) << 26;
+  float policy_temperature_ = 1.0f;
   int moe_grouped_ = -1;
   bool moe_fp8_codes_ = false;
   ParamStore& store_;
