@@ -4,7 +4,9 @@
             BF16 copy in 100 KB shards with an index) are scored by ds-eval and continued by
             ds-generate;
   ds -> HF  checkpoints that ds-pretrain writes are loaded by transformers (no missing tensor;
-            only the MTP layers unexpected) and scored the same way.
+            only the MTP layers unexpected) and scored the same way, and one of them after
+            ds-convert-fp8 quantize, dequantised by transformers (FineGrainedFP8Config; needs
+            accelerate, else that part is skipped).
 
 Per document the summed negative log-likelihood must agree to 2e-5 relative, and the greedy
 continuations must be the same text. Two configurations: YaRN with grouped routing, a query
@@ -65,9 +67,13 @@ def worker(job):
         model.to(torch.bfloat16).save_pretrained(m["out_bf16"], max_shard_size="100KB")
     for c in job.get("score", []):
         tok = Tokenizer.from_file(os.path.join(c["dir"], "tokenizer.json"))
+        extra = {}
+        if c.get("fp8"):   # transformers' own dequantisation of the 128x128 blocks
+            from transformers import FineGrainedFP8Config
+            extra["quantization_config"] = FineGrainedFP8Config(dequantize=True)
         model, info = DeepseekV3ForCausalLM.from_pretrained(
             c["dir"], dtype=torch.float32, experts_implementation="eager",
-            output_loading_info=True)
+            output_loading_info=True, **extra)
         model.eval()
         bos = model.config.bos_token_id
         nll = []
@@ -130,6 +136,7 @@ def main():
     ap.add_argument("--generate")
     ap.add_argument("--pretrain")
     ap.add_argument("--tokenize")
+    ap.add_argument("--convert")
     ap.add_argument("--work")
     a = ap.parse_args()
     if a.worker:
@@ -188,7 +195,16 @@ def main():
     check("rope_parameters" in saved or "rope_scaling" in saved,
           "transformers wrote its RoPE keys: " + ", ".join(k for k in saved if "rope" in k))
 
-    hf = call_worker(py, a.work, {"score": [{"dir": c} for c in ckpts]})
+    # ds-convert-fp8's FP8 checkpoint, dequantised by transformers (which needs accelerate)
+    fp8 = subprocess.run([py, "-c", "import accelerate"], stderr=subprocess.DEVNULL).returncode == 0
+    if fp8:
+        ok(a.convert, "quantize", "--model", w("ds_case_a", "step-00000006"), "--out",
+           w("ds_case_a_fp8"))
+        ckpts.append(w("ds_case_a_fp8"))
+    else:
+        print(f"skip the FP8 checkpoint: {py} has no accelerate (transformers needs it for FP8)")
+    hf = call_worker(py, a.work, {"score": [{"dir": c, "fp8": c.endswith("_fp8")}
+                                            for c in ckpts]})
     for c in ckpts:
         name = os.path.relpath(c, a.work)
         r = hf[c]
@@ -199,7 +215,7 @@ def main():
         check(greedy == r["greedy"], f"{name}: greedy continuation of {PROMPT!r} "
               f"(ds {greedy!r}, transformers {r['greedy']!r})")
         if name.startswith("ds_"):
-            n_layers = cfgs[name.split("/")[0][3:]]["num_hidden_layers"]
+            n_layers = cfgs[name.split("/")[0][3:9]]["num_hidden_layers"]
             mtp = [k for k in r["unexpected"] if k.startswith("model.layers.")
                    and int(k.split(".")[2]) >= n_layers]
             check(not r["missing"] and mtp == r["unexpected"],
