@@ -49,34 +49,42 @@ void moe_route_backward(const float* scores, const int32_t* idx, const float* dw
 }
 
 double moe_balance_loss(const float* scores, const int32_t* idx, int64_t n_seq, int64_t seq_len,
-                        int64_t E, int64_t K, float alpha, float* dscores) {
+                        int64_t E, int64_t K, float alpha, float* dscores,
+                        const int32_t* lengths) {
   using namespace moebalance;
   const int64_t N = n_seq * seq_len;
   const int nchunk = int(cdiv(seq_len, kBalanceChunk));
   // One scratch block: S (N), partial (n_seq, nchunk, E), cf (n_seq, E), lseq (n_seq),
-  // total (1) as doubles, then counts (n_seq, E) ints.
+  // total (1) as doubles, then counts (n_seq, E) and the lengths (n_seq) as ints.
   const size_t nd = size_t(N) + size_t(n_seq) * nchunk * E + size_t(n_seq) * E + n_seq + 1;
-  double* S = static_cast<double*>(scratch(nd * sizeof(double) + size_t(n_seq) * E * sizeof(int)));
+  const size_t ni = size_t(n_seq) * E + (lengths ? size_t(n_seq) : 0);
+  double* S = static_cast<double*>(scratch(nd * sizeof(double) + ni * sizeof(int)));
   double* partial = S + N;
   double* cf = partial + size_t(n_seq) * nchunk * E;
   double* lseq = cf + size_t(n_seq) * E;
   double* total = lseq + n_seq;
   int* counts = reinterpret_cast<int*>(total + 1);
+  int32_t* len = nullptr;
+  if (lengths) {   // pageable source: the copy has read it when the call returns
+    len = counts + size_t(n_seq) * E;
+    DS_CUDA_CHECK(cudaMemcpyAsync(len, lengths, size_t(n_seq) * sizeof(int32_t),
+                                  cudaMemcpyHostToDevice, stream()));
+  }
   DS_CUDA_CHECK(cudaMemsetAsync(counts, 0, size_t(n_seq) * E * sizeof(int), stream()));
   balance_stats_kernel<<<warp_grid(N, 8), 256, 0, stream()>>>(scores, idx, N, int(E), int(K),
-                                                              seq_len, S, counts);
+                                                              seq_len, len, S, counts);
   DS_CUDA_LAUNCHED();
   balance_partial_kernel<<<dim3(unsigned(nchunk), unsigned(n_seq)), 256, 0, stream()>>>(
-      scores, S, int(E), seq_len, partial);
+      scores, S, int(E), seq_len, len, partial);
   DS_CUDA_LAUNCHED();
   balance_finish_kernel<<<unsigned(n_seq), 256, 0, stream()>>>(
-      partial, counts, nchunk, int(E), int(K), seq_len, n_seq, double(alpha), cf, lseq);
+      partial, counts, nchunk, int(E), int(K), seq_len, len, n_seq, double(alpha), cf, lseq);
   DS_CUDA_LAUNCHED();
   balance_total_kernel<<<1, 32, 0, stream()>>>(lseq, n_seq, total);
   DS_CUDA_LAUNCHED();
   if (dscores) {
     balance_grad_kernel<<<warp_grid(N, 8), 256, 0, stream()>>>(scores, S, cf, N, int(E),
-                                                               seq_len, dscores);
+                                                               seq_len, len, dscores);
     DS_CUDA_LAUNCHED();
   }
   double h = 0;

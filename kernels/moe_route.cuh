@@ -30,9 +30,11 @@ void moe_route_backward(const float* scores, const int32_t* idx, const float* dw
                         float* dlogits);
 
 // scores (N, E), idx (N, K), N = n_seq * seq_len sequence-major. Returns the loss (copied to
-// the host: this synchronises the stream); writes dscores (N, E) when not null.
+// the host: this synchronises the stream); writes dscores (N, E) when not null. lengths: null
+// or a host array (n_seq) of the tokens of each sequence that count (ops::moe_balance_loss).
 double moe_balance_loss(const float* scores, const int32_t* idx, int64_t n_seq, int64_t seq_len,
-                        int64_t E, int64_t K, float alpha, float* dscores);
+                        int64_t E, int64_t K, float alpha, float* dscores,
+                        const int32_t* lengths = nullptr);
 
 // counts[idx[i]] += 1 for the n entries of idx inside [0, E) (atomics; counts I32).
 void moe_count(const int32_t* idx, int64_t n, int64_t E, int32_t* counts);

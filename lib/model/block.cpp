@@ -19,7 +19,7 @@ Block::Block(ParamStore& store, const ModelArgs& a, const std::string& p, int la
 
 void Block::ffn_forward(const ops::Context& ctx, const Tensor& u, const SeqInfo& seq,
                         const MoEOptions& opt, Tensor& y, BlockSaved& s) const {
-  if (moe) moe->forward(ctx, u, seq.B, seq.T, opt, y, s.moe);
+  if (moe) moe->forward(ctx, u, seq.B, seq.T, opt, y, s.moe, seq.lengths);
   else mlp->forward(ctx, u, y, s.mlp);
 }
 

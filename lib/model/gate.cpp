@@ -43,7 +43,8 @@ void Gate::forward(const ops::Context& ctx, const Tensor& u, GateSaved& s) const
 }
 
 double Gate::balance_loss(const ops::Context& ctx, GateSaved& s, int64_t n_seq, int64_t seq_len,
-                          float alpha, float grad_scale, bool want_grad) const {
+                          float alpha, float grad_scale, bool want_grad,
+                          std::span<const int32_t> lengths) const {
   DS_CHECK(n_seq * seq_len == s.scores.size(0), "balance loss: {} x {} tokens for {} rows",
            n_seq, seq_len, s.scores.size(0));
   // Nothing to compute for inference without the loss (generation, rollouts, scoring): on the
@@ -52,7 +53,7 @@ double Gate::balance_loss(const ops::Context& ctx, GateSaved& s, int64_t n_seq, 
   Tensor none;
   if (want_grad) s.dscores = empty_f32(ctx, s.scores.shape());
   const double loss = ops::moe_balance_loss(ctx, s.scores, s.idx, int(n_seq), int(seq_len), alpha,
-                                            want_grad ? s.dscores : none);
+                                            want_grad ? s.dscores : none, lengths);
   if (want_grad) ops::scale_(ctx, s.dscores, grad_scale);
   return loss;
 }

@@ -12,6 +12,31 @@
 
 namespace ds::model {
 
+namespace {
+
+// The routes of the sequences' real tokens per expert (for the router-bias update and
+// maxvio): s.counts less the routes of each sequence's padding, positions lengths[b] to
+// seq_len - 1 (ops::moe_count on those rows of idx). Left empty when nothing is padding.
+void count_real_tokens(const ops::Context& ctx, MoESaved& s, int64_t E, int64_t n_seq,
+                       int64_t seq_len, std::span<const int32_t> lengths) {
+  s.real_counts.clear();
+  if (lengths.empty()) return;
+  Tensor pad = Tensor::zeros({E}, DType::i32, ctx.device);
+  bool any = false;
+  for (int64_t b = 0; b < n_seq; ++b) {
+    const int64_t L = lengths[size_t(b)];
+    if (L >= seq_len) continue;
+    ops::moe_count(ctx, s.gate.idx.slice0(b * seq_len + L, (b + 1) * seq_len), pad);
+    any = true;
+  }
+  if (!any) return;
+  const std::vector<int32_t> p = detail::download_i32(pad);
+  s.real_counts = s.counts;
+  for (int64_t e = 0; e < E; ++e) s.real_counts[size_t(e)] -= p[size_t(e)];
+}
+
+}  // namespace
+
 using detail::empty_f32;
 
 MoE::MoE(ParamStore& store, const ModelArgs& a, const std::string& prefix, int layer,
@@ -53,11 +78,12 @@ void MoE::group_pairs(const ops::Context& ctx, MoESaved& s) const {
 }
 
 void MoE::forward(const ops::Context& ctx, const Tensor& u, int64_t n_seq, int64_t seq_len,
-                  const MoEOptions& opt, Tensor& y, MoESaved& s) const {
+                  const MoEOptions& opt, Tensor& y, MoESaved& s,
+                  std::span<const int32_t> lengths) const {
   DS_CHECK_SHAPE(u, {n_seq * seq_len, C});
   gate.forward(ctx, u, s.gate);
   s.balance = gate.balance_loss(ctx, s.gate, n_seq, seq_len, opt.balance_alpha, opt.grad_scale,
-                                opt.train);
+                                opt.train, lengths);
   const bool fp8 = ctx.linear.mode == ops::Precision::fp8;
   (void)ops::expert_outputs_bf16(ctx);   // DS_EXPERT_OUTPUTS checked on every path
   const int mode = opt.grouped >= 0 ? opt.grouped : ctx.moe_gemm;   // the model's, else the run's
@@ -68,6 +94,7 @@ void MoE::forward(const ops::Context& ctx, const Tensor& u, int64_t n_seq, int64
               (fp8 ? grouped && ctx.linear.granularity == ops::Fp8Granularity::tile : grouped);
   s.fp8_codes = fp8 && (ctx.device != Device::cpu || opt.fp8_codes);
   group_pairs(ctx, s);
+  count_real_tokens(ctx, s, E, n_seq, seq_len, lengths);
   if (has_shared) {
     shared_experts.forward(ctx, u, y, s.shared);           // y = shared(u)
   } else {

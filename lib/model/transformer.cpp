@@ -29,7 +29,18 @@ struct HostBatch {
   std::vector<int32_t> pos;    // (B, T)
   std::vector<int32_t> seg;    // (B, T) or empty
   std::vector<float> mask;     // (B, T) or empty
+  std::vector<int32_t> len;    // (B) real tokens of each row (1..T+1), or empty
 };
+
+// The sequences of a pass at MTP depth k (0: the main model) for the balance loss: row b's
+// positions i whose prediction y[i + k] is a real token, len_b - 1 - k of them (so a row's
+// statistics do not depend on whether its last token happens to be an input, as it is when
+// another row of the batch is longer).
+std::vector<int32_t> real_prefix(const HostBatch& h, int64_t k) {
+  std::vector<int32_t> out;
+  for (const int32_t L : h.len) out.push_back(int32_t(std::max<int64_t>(0, L - 1 - k)));
+  return out;
+}
 
 HostBatch read_batch(const Batch& b) {
   HostBatch h;
@@ -52,6 +63,14 @@ HostBatch read_batch(const Batch& b) {
   if (b.loss_mask.defined()) {
     DS_CHECK_SHAPE(b.loss_mask, {h.B, h.T});
     h.mask = detail::download_f32(b.loss_mask);
+  }
+  if (!b.lengths.empty()) {
+    DS_CHECK_AS(UsageError, int64_t(b.lengths.size()) == h.B, "batch: {} lengths for {} rows",
+                b.lengths.size(), h.B);
+    for (const int32_t L : b.lengths)
+      DS_CHECK_AS(UsageError, L >= 1 && L <= h.T + 1, "batch: row length {} outside [1, {}]", L,
+                  h.T + 1);
+    h.len = b.lengths;
   }
   return h;
 }
@@ -147,7 +166,7 @@ int64_t Transformer::a2a_bytes_sent() const {
 }
 
 void Transformer::collect_moe(const MoESaved& s, int slot, StepResult& r) const {
-  r.expert_counts[size_t(slot)] = s.counts;
+  r.expert_counts[size_t(slot)] = s.real_counts.empty() ? s.counts : s.real_counts;
   r.route_idx[size_t(slot)] = s.gate.idx;
   r.loss_balance += s.balance;
 }
@@ -270,7 +289,7 @@ void Transformer::forward_main(const ops::Context& ctx, Pass& p) {
   const int64_t B = hb.B, T = hb.T, N = B * T;
   p.seq = SeqInfo{B, T, upload_i32(ctx, hb.pos, {N}),
                   hb.seg.empty() ? Tensor() : upload_i32(ctx, hb.seg, {B, T}),
-                  rope_freqs_tensor(ctx, args_)};
+                  rope_freqs_tensor(ctx, args_), real_prefix(hb, 0)};
   std::vector<int32_t> x(static_cast<size_t>(N)), y(static_cast<size_t>(N));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t i = 0; i < T; ++i) {
@@ -329,7 +348,7 @@ void Transformer::forward_mtp(const ops::Context& ctx, Pass& p) {
       }
     SeqInfo sk{B, Tk, upload_i32(ctx, prefix_rows(hb.pos, B, T, Tk), {N}),
                hb.seg.empty() ? Tensor() : upload_i32(ctx, prefix_rows(hb.seg, B, T, Tk), {B, Tk}),
-               p.seq.freqs};
+               p.seq.freqs, real_prefix(hb, k)};
     MTPSaved s;
     s.ids = upload_i32(ctx, ids, {N});
     s.sel = upload_i32(ctx, sel, {N});
@@ -486,7 +505,8 @@ void Transformer::forward_logits(const ops::Context& ctx, const Tensor& tokens, 
   const int64_t B = tokens.size(0), T = tokens.size(1), N = B * T;
   std::vector<int32_t> pos(static_cast<size_t>(N));
   for (int64_t i = 0; i < N; ++i) pos[size_t(i)] = int32_t(i % T);
-  const SeqInfo seq{B, T, upload_i32(ctx, pos, {N}), Tensor(), rope_freqs_tensor(ctx, args_)};
+  const SeqInfo seq{B, T, upload_i32(ctx, pos, {N}), Tensor(), rope_freqs_tensor(ctx, args_),
+                    {}};
   MoEOptions opt;
   opt.grouped = moe_grouped_;
   opt.fp8_codes = moe_fp8_codes_;

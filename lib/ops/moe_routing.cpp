@@ -73,7 +73,8 @@ void moe_route_backward(const Context& ctx, const Tensor& scores, const Tensor& 
 
 // O(N*E) and run once per layer: one implementation serves both impls.
 double moe_balance_loss(const Context& ctx, const Tensor& scores, const Tensor& idx, int n_seq,
-                        int seq_len, float alpha, Tensor& dscores) {
+                        int seq_len, float alpha, Tensor& dscores,
+                        std::span<const int32_t> lengths) {
   check_devices(ctx, "moe_balance_loss", {&scores, &idx, &dscores});
   const Scope scope_(ctx, "moe_balance_loss", 0, {&scores, &idx, &dscores});
   DS_CHECK(n_seq >= 1 && seq_len >= 1, "moe_balance_loss: n_seq {} seq_len {}", n_seq, seq_len);
@@ -82,9 +83,14 @@ double moe_balance_loss(const Context& ctx, const Tensor& scores, const Tensor& 
   const int64_t E = scores.size(1), K = idx.size(1);
   check_indices(idx, 0, E, "moe_balance_loss idx");
   if (dscores.defined()) DS_CHECK_SHAPE(dscores, scores.shape());
-  DS_CUDA_ROUTE(moe_balance_loss, (ctx, scores, idx, n_seq, seq_len, alpha, dscores));
+  DS_CHECK(lengths.empty() || int64_t(lengths.size()) == n_seq,
+           "moe_balance_loss: {} lengths for {} sequences", lengths.size(), n_seq);
+  for (const int32_t L : lengths)
+    DS_CHECK(L >= 0 && L <= seq_len, "moe_balance_loss: length {} outside [0, {}]", L, seq_len);
+  DS_CUDA_ROUTE(moe_balance_loss, (ctx, scores, idx, n_seq, seq_len, alpha, dscores, lengths));
   return ref::moe_balance_loss(scores.f32(), idx.i32(), n_seq, seq_len, E, K, double(alpha),
-                               dscores.defined() ? dscores.f32() : nullptr);
+                               dscores.defined() ? dscores.f32() : nullptr,
+                               lengths.empty() ? nullptr : lengths.data());
 }
 
 void moe_count(const Context& ctx, const Tensor& idx, Tensor& counts) {

@@ -32,6 +32,17 @@ struct Sample {
   std::vector<float> logp_ref;      // (|o|) reference model (beta > 0)
 };
 
+// A micro-batch of completions [first, first + rows) as a model batch: tokens (B, T+1) =
+// prompt + completion + padding (id 0), loss_mask (B, T) = 1 on the completion targets,
+// lengths (B) = prompt + completion (the balance loss leaves the padding out, so it does not
+// depend on the micro-batch), and each completion's GrpoSeq (offset of its first target in
+// the (B*T) score arrays).
+struct MicroBatch {
+  size_t first = 0, rows = 0;
+  model::Batch batch;
+  std::vector<GrpoSeq> seqs;   // (B)
+};
+
 // Timings and statistics of one step, for the metrics line.
 struct StepReport {
   double rollout_s = 0, reward_s = 0, reference_s = 0, update_s = 0;
@@ -74,5 +85,16 @@ struct Run {
   // rl_step.cpp
   StepReport step();
 };
+
+// The pieces of Run::step after the rewards (rl_step.cpp; tests/rl/test_rl_step.cpp).
+// Micro-batches of --micro-batch-size consecutive samples (all of them when 0).
+std::vector<MicroBatch> make_micros(const Run& r, const std::vector<Sample>& samples);
+// samples[i].logp_ref from the reference model (beta > 0).
+void reference_logprobs(Run& r, std::vector<Sample>& samples, std::vector<MicroBatch>& micros);
+// Update u of the step: one forward + backward over every micro-batch, then the optimiser
+// step. u = 0 records each sample's logp_old (the sampling policy) and the report's loss,
+// kl and entropy; later updates take rho against those. `all` += this update's GrpoStats.
+void update(Run& r, std::vector<Sample>& samples, std::vector<MicroBatch>& micros, int64_t u,
+            StepReport& rep, GrpoStats& all);
 
 }  // namespace ds::rl::detail

@@ -37,56 +37,6 @@ double since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// A micro-batch of completions [first, first + rows) as a model batch: tokens (B, T+1) =
-// prompt + completion + padding (id 0), loss_mask (B, T) = 1 on the completion targets, and
-// each completion's GrpoSeq (offset of its first target in the (B*T) score arrays).
-struct MicroBatch {
-  size_t first = 0, rows = 0;
-  model::Batch batch;
-  std::vector<GrpoSeq> seqs;   // (B)
-};
-
-// Completions of the whole step (all ranks): the loss weights 1 / (n |o_i|) use it.
-double step_samples(const Run& r) { return double(r.o.prompts_per_step * r.o.group_size); }
-
-MicroBatch make_micro(const Run& r, const std::vector<Sample>& samples, size_t first, size_t rows) {
-  MicroBatch m;
-  m.first = first;
-  m.rows = rows;
-  int64_t len = 2;
-  for (size_t i = first; i < first + rows; ++i)
-    len = std::max<int64_t>(len, int64_t(r.prompt_ids[size_t(samples[i].prompt)].size() +
-                                         samples[i].tokens.size()));
-  const int64_t B = int64_t(rows), T = len - 1;
-  m.batch.tokens = Tensor::zeros({B, T + 1}, DType::i32);
-  m.batch.loss_mask = Tensor::zeros({B, T});
-  const double n = step_samples(r);
-  for (int64_t b = 0; b < B; ++b) {
-    const Sample& s = samples[first + size_t(b)];
-    const auto& p = r.prompt_ids[size_t(s.prompt)];
-    int32_t* row = m.batch.tokens.i32() + b * (T + 1);
-    std::copy(p.begin(), p.end(), row);
-    std::copy(s.tokens.begin(), s.tokens.end(), row + p.size());
-    const int64_t start = int64_t(p.size()) - 1, L = int64_t(s.tokens.size());   // y[start] = o_0
-    std::fill_n(m.batch.loss_mask.f32() + b * T + start, L, 1.0f);
-    GrpoSeq q;
-    q.offset = b * T + start;
-    q.length = L;
-    q.advantage = s.advantage;
-    q.weight = 1.0 / (n * double(L));
-    m.seqs.push_back(q);
-  }
-  return m;
-}
-
-std::vector<MicroBatch> make_micros(const Run& r, const std::vector<Sample>& samples) {
-  const size_t n = samples.size();
-  const size_t mb = r.o.micro_batch_size > 0 ? size_t(r.o.micro_batch_size) : n;
-  std::vector<MicroBatch> out;
-  for (size_t i = 0; i < n; i += mb) out.push_back(make_micro(r, samples, i, std::min(mb, n - i)));
-  return out;
-}
-
 // The visible text of a completion: the final stop token dropped, special tokens empty, ids
 // the tokenizer does not know (the head's padding rows beyond the tokenizer's vocabulary can
 // be sampled: they are actions of the policy like any other) as U+FFFD, UTF-8 repaired.
@@ -226,6 +176,72 @@ void score(Run& r, std::vector<Sample>& samples, int64_t p0, StepReport& rep) {
   rep.no_signal_groups = double(flat) / double(r.o.prompts_per_step);
 }
 
+// The rollout counts over every rank: tokens summed, the longest completion.
+void sum_counts(Run& r, StepReport& rep) {
+  dist::Comm& w = r.ranks->topo().world();
+  std::vector<int64_t> c{rep.prompt_tokens, rep.completion_tokens};
+  w.all_reduce_sum(c);
+  rep.prompt_tokens = c[0];
+  rep.completion_tokens = c[1];
+  w.all_reduce_max(&rep.max_len, 1, DType::i64);
+}
+
+// The timings of the slowest rank (the step waits for it).
+void slowest_timings(Run& r, StepReport& rep) {
+  dist::Comm& w = r.ranks->topo().world();
+  double* t[] = {&rep.rollout_s, &rep.reward_s, &rep.reference_s, &rep.update_s};
+  const size_t k = std::size(t);
+  std::vector<double> mine(k), all(k * size_t(w.size()));
+  for (size_t i = 0; i < k; ++i) mine[i] = *t[i];
+  w.all_gather(mine.data(), all.data(), int64_t(k), DType::i64);   // doubles, bit for bit
+  for (size_t i = 0; i < k; ++i)
+    for (int q = 0; q < w.size(); ++q) *t[i] = std::max(*t[i], all[size_t(q) * k + i]);
+}
+
+// Completions of the whole step (all ranks): the loss weights 1 / (n |o_i|) use it.
+double step_samples(const Run& r) { return double(r.o.prompts_per_step * r.o.group_size); }
+
+MicroBatch make_micro(const Run& r, const std::vector<Sample>& samples, size_t first, size_t rows) {
+  MicroBatch m;
+  m.first = first;
+  m.rows = rows;
+  int64_t len = 2;
+  for (size_t i = first; i < first + rows; ++i)
+    len = std::max<int64_t>(len, int64_t(r.prompt_ids[size_t(samples[i].prompt)].size() +
+                                         samples[i].tokens.size()));
+  const int64_t B = int64_t(rows), T = len - 1;
+  m.batch.tokens = Tensor::zeros({B, T + 1}, DType::i32);
+  m.batch.loss_mask = Tensor::zeros({B, T});
+  const double n = step_samples(r);
+  for (int64_t b = 0; b < B; ++b) {
+    const Sample& s = samples[first + size_t(b)];
+    const auto& p = r.prompt_ids[size_t(s.prompt)];
+    int32_t* row = m.batch.tokens.i32() + b * (T + 1);
+    std::copy(p.begin(), p.end(), row);
+    std::copy(s.tokens.begin(), s.tokens.end(), row + p.size());
+    const int64_t start = int64_t(p.size()) - 1, L = int64_t(s.tokens.size());   // y[start] = o_0
+    std::fill_n(m.batch.loss_mask.f32() + b * T + start, L, 1.0f);
+    m.batch.lengths.push_back(int32_t(int64_t(p.size()) + L));   // padding: no balance loss
+    GrpoSeq q;
+    q.offset = b * T + start;
+    q.length = L;
+    q.advantage = s.advantage;
+    q.weight = 1.0 / (n * double(L));
+    m.seqs.push_back(q);
+  }
+  return m;
+}
+
+}  // namespace
+
+std::vector<MicroBatch> make_micros(const Run& r, const std::vector<Sample>& samples) {
+  const size_t n = samples.size();
+  const size_t mb = r.o.micro_batch_size > 0 ? size_t(r.o.micro_batch_size) : n;
+  std::vector<MicroBatch> out;
+  for (size_t i = 0; i < n; i += mb) out.push_back(make_micro(r, samples, i, std::min(mb, n - i)));
+  return out;
+}
+
 void reference_logprobs(Run& r, std::vector<Sample>& samples, std::vector<MicroBatch>& micros) {
   for (MicroBatch& m : micros) {
     const model::TokenScores sc = r.ref->model->token_scores(r.ctx, m.batch);
@@ -237,7 +253,7 @@ void reference_logprobs(Run& r, std::vector<Sample>& samples, std::vector<MicroB
   }
 }
 
-// One optimiser step over all micro-batches (update u of the step).
+// One optimiser step over all micro-batches (update u of the step; rl_internal.hpp).
 void update(Run& r, std::vector<Sample>& samples, std::vector<MicroBatch>& micros, int64_t u,
             StepReport& rep, GrpoStats& all) {
   r.policy.store->zero_grads();
@@ -296,30 +312,6 @@ void update(Run& r, std::vector<Sample>& samples, std::vector<MicroBatch>& micro
     rep.entropy = entropy_sum / std::max(1.0, gs.tokens);
   }
 }
-
-// The rollout counts over every rank: tokens summed, the longest completion.
-void sum_counts(Run& r, StepReport& rep) {
-  dist::Comm& w = r.ranks->topo().world();
-  std::vector<int64_t> c{rep.prompt_tokens, rep.completion_tokens};
-  w.all_reduce_sum(c);
-  rep.prompt_tokens = c[0];
-  rep.completion_tokens = c[1];
-  w.all_reduce_max(&rep.max_len, 1, DType::i64);
-}
-
-// The timings of the slowest rank (the step waits for it).
-void slowest_timings(Run& r, StepReport& rep) {
-  dist::Comm& w = r.ranks->topo().world();
-  double* t[] = {&rep.rollout_s, &rep.reward_s, &rep.reference_s, &rep.update_s};
-  const size_t k = std::size(t);
-  std::vector<double> mine(k), all(k * size_t(w.size()));
-  for (size_t i = 0; i < k; ++i) mine[i] = *t[i];
-  w.all_gather(mine.data(), all.data(), int64_t(k), DType::i64);   // doubles, bit for bit
-  for (size_t i = 0; i < k; ++i)
-    for (int q = 0; q < w.size(); ++q) *t[i] = std::max(*t[i], all[size_t(q) * k + i]);
-}
-
-}  // namespace
 
 StepReport Run::step() {
   StepReport rep;

@@ -81,6 +81,7 @@ model::Batch make_batch(const std::vector<Sample>& samples, std::span<const Row>
       }
     }
     DS_CHECK(c == row.tokens, "make_batch: row length {} != {}", c, row.tokens);
+    b.lengths.push_back(int32_t(c));   // the balance losses skip the padding
     for (int32_t i = 0; c <= T; ++c, ++i) {   // padding: its own segment, never a target
       tok[c] = pad_id;
       seg[size_t(c)] = k;

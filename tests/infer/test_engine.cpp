@@ -148,7 +148,7 @@ TEST_CASE("engine: MTP block with its latent cache == training MTPModule::forwar
     std::copy(v.begin(), v.end(), t.i32());
     return t;
   };
-  model::SeqInfo seq{1, T - 1, up(pos), Tensor(), model::rope_freqs_tensor(ctx, m->args)};
+  model::SeqInfo seq{1, T - 1, up(pos), Tensor(), model::rope_freqs_tensor(ctx, m->args), {}};
   model::MTPSaved s;
   s.ids = up(std::vector<int32_t>(toks.begin() + 1, toks.end()));
   s.sel = up(sel);

@@ -3,7 +3,8 @@
 // (cuda_emu.hpp: a fiber per CUDA thread, atomics as std::atomic_ref) against the CPU
 // reference. The loss goes through the launcher's five kernels in its order (moe_route.cu:
 // per-token sums and per-sequence hits, per-chunk partial sums of P, per-sequence f.P, the
-// total, the gradient), with sequences shorter and longer than a 64-token chunk; it agrees with
+// total, the gradient), with sequences shorter and longer than a 64-token chunk, and padded
+// sequences (lengths inside and across chunks, empty and full); it agrees with
 // the reference to 1e-12 (another order of double sums) and dscores to 1e-6 relative. The
 // counts use the shared-memory histogram (E <= 8192) and the global atomics (E = 10000),
 // skip indices outside [0, E), add to what the counts held, and must equal the CPU's exactly.
@@ -32,7 +33,9 @@ namespace mb = ds::cuda::moebalance;
 // The loss (and dscores into `ds` when not null) as moe_route.cu's launcher computes it, with
 // at most 3 blocks where it takes a grid-stride loop.
 double emulated_balance_loss(const Tensor& scores, const Tensor& idx, int64_t n_seq,
-                             int64_t seq_len, float alpha, float* ds) {
+                             int64_t seq_len, float alpha, float* ds,
+                             const std::vector<int32_t>& lengths) {
+  const int32_t* len = lengths.empty() ? nullptr : lengths.data();
   const int64_t N = n_seq * seq_len, E = scores.size(1), K = idx.size(1);
   const int64_t nchunk = (seq_len + mb::kBalanceChunk - 1) / mb::kBalanceChunk;
   std::vector<double> S(size_t(N), NAN), partial(size_t(n_seq * nchunk * E), NAN),
@@ -41,25 +44,28 @@ double emulated_balance_loss(const Tensor& scores, const Tensor& idx, int64_t n_
   const unsigned warp_blocks = unsigned(std::min<int64_t>((N + 7) / 8, 3));
   launch(mb::balance_stats_kernel, dim3(warp_blocks), dim3(256),
          static_cast<const float*>(scores.f32()), static_cast<const int32_t*>(idx.i32()), N,
-         int(E), int(K), seq_len, S.data(), counts.data());
+         int(E), int(K), seq_len, len, S.data(), counts.data());
   launch(mb::balance_partial_kernel, dim3(unsigned(nchunk), unsigned(n_seq)), dim3(256),
          static_cast<const float*>(scores.f32()), static_cast<const double*>(S.data()), int(E),
-         seq_len, partial.data());
+         seq_len, len, partial.data());
   launch(mb::balance_finish_kernel, dim3(unsigned(n_seq)), dim3(256),
          static_cast<const double*>(partial.data()), static_cast<const int*>(counts.data()),
-         int(nchunk), int(E), int(K), seq_len, n_seq, double(alpha), cf.data(), lseq.data());
+         int(nchunk), int(E), int(K), seq_len, len, n_seq, double(alpha), cf.data(),
+         lseq.data());
   launch(mb::balance_total_kernel, dim3(1), dim3(32), static_cast<const double*>(lseq.data()),
          n_seq, total.data());
   if (ds)
     launch(mb::balance_grad_kernel, dim3(warp_blocks), dim3(256),
            static_cast<const float*>(scores.f32()), static_cast<const double*>(S.data()),
-           static_cast<const double*>(cf.data()), N, int(E), seq_len, ds);
+           static_cast<const double*>(cf.data()), N, int(E), seq_len, len, ds);
   return total[0];
 }
 
+// lengths: empty (every token counts) or (n_seq) leading tokens of each sequence.
 void check_balance(int64_t E, int K, int G, int TG, int64_t n_seq, int64_t seq_len,
-                   uint64_t seed) {
-  INFO("E=" << E << " K=" << K << " n_seq=" << n_seq << " seq_len=" << seq_len);
+                   uint64_t seed, const std::vector<int32_t>& lengths = {}) {
+  INFO("E=" << E << " K=" << K << " n_seq=" << n_seq << " seq_len=" << seq_len
+            << " lengths=" << lengths.size());
   const int64_t N = n_seq * seq_len;
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> u(-3.f, 3.f);
@@ -75,10 +81,10 @@ void check_balance(int64_t E, int K, int G, int TG, int64_t n_seq, int64_t seq_l
   const float alpha = 0.013f;
   Tensor want = Tensor::empty({N, E});
   const double l_ref = ds::ops::moe_balance_loss(ref_ctx(), s, idx, int(n_seq), int(seq_len),
-                                                 alpha, want);
+                                                 alpha, want, lengths);
 
   Guarded<float> got(size_t(N * E));
-  const double l = emulated_balance_loss(s, idx, n_seq, seq_len, alpha, got.data());
+  const double l = emulated_balance_loss(s, idx, n_seq, seq_len, alpha, got.data(), lengths);
   INFO("loss emulated " << l << " reference " << l_ref);
   CHECK(std::fabs(l - l_ref) <= 1e-12 * std::fabs(l_ref));
   CHECK(got.guards_intact());
@@ -90,7 +96,7 @@ void check_balance(int64_t E, int K, int G, int TG, int64_t n_seq, int64_t seq_l
     bad += !(std::fabs(g - r) <= 1e-6 * std::fabs(r) + 1e-12 * scale);
   }
   CHECK(bad == 0);
-  CHECK(emulated_balance_loss(s, idx, n_seq, seq_len, alpha, nullptr) == l);   // the same sums
+  CHECK(emulated_balance_loss(s, idx, n_seq, seq_len, alpha, nullptr, lengths) == l);
 }
 
 // counts += the hits of idx (n entries, those outside [0, E) skipped), with `blocks` blocks
@@ -124,6 +130,9 @@ TEST_CASE("emulated balance-loss kernels equal the CPU reference") {
       check_balance(256, 8, 8, 4, n_seq, seq_len, seed++);   // DeepSeek-V3
       check_balance(100, 5, 1, 1, n_seq, seq_len, seed++);   // E not a multiple of 32
     }
+  // padded sequences: lengths inside a chunk, across chunks, empty, full
+  check_balance(256, 8, 8, 4, 4, 130, seed++, {130, 0, 65, 7});
+  check_balance(100, 5, 1, 1, 3, 37, seed++, {1, 36, 0});
 }
 
 TEST_CASE("emulated count kernel equals the CPU's counts") {

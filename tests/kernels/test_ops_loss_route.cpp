@@ -329,9 +329,10 @@ TEST_CASE("gpu moe_route_backward skips out-of-range expert indices") {
 
 // ---- balance loss and counts ------------------------------------------------------------------
 
-void check_balance(const RouteCase& c, int n_seq, int seq_len) {
+void check_balance(const RouteCase& c, int n_seq, int seq_len,
+                   const std::vector<int32_t>& lengths = {}) {
   INFO("moe_balance_loss E=" << c.E << " K=" << c.K << " n_seq=" << n_seq
-                             << " seq_len=" << seq_len);
+                             << " seq_len=" << seq_len << " lengths=" << lengths.size());
   const int64_t N = int64_t(n_seq) * seq_len, E = c.E;
   ops::RouteParams p;
   p.n_groups = c.G;
@@ -344,15 +345,16 @@ void check_balance(const RouteCase& c, int n_seq, int seq_len) {
   ops::moe_route(cpu_ref(), x, Tensor(), p, s, idx, w);
   const float alpha = 0.013f;
   Tensor ds_ref = Tensor::empty({N, E}), none;
-  const double l_ref = ops::moe_balance_loss(cpu_ref(), s, idx, n_seq, seq_len, alpha, ds_ref);
+  const double l_ref =
+      ops::moe_balance_loss(cpu_ref(), s, idx, n_seq, seq_len, alpha, ds_ref, lengths);
 
   const Tensor gs = arena.upload(s), gi = arena.upload(idx);
   Tensor gds = arena.empty({N, E});
-  const double l = ops::moe_balance_loss(gpu(), gs, gi, n_seq, seq_len, alpha, gds);
+  const double l = ops::moe_balance_loss(gpu(), gs, gi, n_seq, seq_len, alpha, gds, lengths);
   INFO("loss gpu " << l << " ref " << l_ref);
   CHECK(std::fabs(l - l_ref) <= 1e-9 * std::fabs(l_ref) + 1e-15);
   expect_close(gds, ds_ref, 1e-10, "balance dscores");
-  const double l2 = ops::moe_balance_loss(gpu(), gs, gi, n_seq, seq_len, alpha, none);
+  const double l2 = ops::moe_balance_loss(gpu(), gs, gi, n_seq, seq_len, alpha, none, lengths);
   CHECK(l2 == l);   // deterministic, and the same without the gradient
   CHECK(arena.check());
 }
@@ -361,6 +363,8 @@ TEST_CASE("gpu moe_balance_loss matches the reference") {
   for (const RouteCase& c : {kRouteCases[0], kRouteCases[2], kRouteCases[5]})
     for (int n_seq : {1, 3})
       for (int seq_len : {1, 37, 130}) check_balance(c, n_seq, seq_len);
+  check_balance(kRouteCases[0], 4, 130, {130, 0, 65, 7});   // padded sequences
+  check_balance(kRouteCases[5], 3, 37, {1, 36, 0});
 }
 
 TEST_CASE("gpu moe_count accumulates") {

@@ -40,7 +40,8 @@ Batch pretrain_batch(int64_t B, int64_t T, int64_t V, uint64_t seed) {
   return b;
 }
 
-// Two packed samples per row, positions restarting per sample, weights in {0, 0.5, 1, 2}.
+// Two packed samples per row, positions restarting per sample, weights in {0, 0.5, 1, 2}; row 1
+// ends in 2 padding tokens (lengths 7, 5: its own segment, no target), as ds-sft packs.
 Batch sft_batch(int64_t V, uint64_t seed) {
   const int64_t B = 2, T = 6;
   Batch b = pretrain_batch(B, T, V, seed);
@@ -49,10 +50,11 @@ Batch sft_batch(int64_t V, uint64_t seed) {
   b.loss_mask = Tensor::empty({B, T});
   const int32_t seg[12] = {0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 1};
   const int32_t pos[12] = {0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 4, 0};
-  const float mask[12] = {0, 1, 0.5f, 0, 2, 1, 1, 1, 0.5f, 1, 0, 1};
+  const float mask[12] = {0, 1, 0.5f, 0, 2, 1, 1, 1, 0.5f, 1, 0, 0};
   std::copy(seg, seg + 12, b.segments.i32());
   std::copy(pos, pos + 12, b.positions.i32());
   std::copy(mask, mask + 12, b.loss_mask.f32());
+  b.lengths = {7, 5};
   return b;
 }
 
@@ -211,6 +213,61 @@ TEST_CASE("gradient check: q_proj, ungrouped raw weights, 2 shared, MTP 2, SFT b
   a.n_mtp_layers = 2;
   a.yarn = false;
   grad_check(a, sft_batch(a.vocab_size, 2), LossWeights{0.5f, 0.1f}, 2);
+}
+
+TEST_CASE("padding after lengths is inert: other pad tokens, the same loss and gradients") {
+  // Rows padded as ds-rl and ds-sft pad them (no target in or predicting the padding): with
+  // lengths the padding's tokens change nothing (the balance losses skip them, main and MTP);
+  // without lengths they enter the balance losses, which the last check shows.
+  const ModelArgs a = micro_args();
+  const ops::Context ctx = ref_ctx();
+  auto run = [&](const Batch& b, std::vector<Tensor>& grads) {
+    ParamStore s;
+    Transformer m(a, s);
+    s.init(6);
+    s.alloc_grads();
+    s.zero_grads();
+    const StepResult r = m.forward_backward(ctx, b, LossWeights{0.3f, 0.1f}, 1.0f);
+    for (const auto& p : s.params()) grads.push_back(p.grad.clone());
+    return r;
+  };
+  const int64_t B = 3, T = 9;
+  Batch b = pretrain_batch(B, T, a.vocab_size, 8);
+  b.loss_mask = Tensor::zeros({B, T});
+  b.lengths = {10, 6, 3};
+  for (int64_t r = 0; r < B; ++r)
+    for (int64_t j = 0; j + 1 < b.lengths[size_t(r)]; ++j) b.loss_mask.f32()[r * T + j] = 1;
+  Batch c = b;
+  c.tokens = b.tokens.clone();
+  for (int64_t r = 0; r < B; ++r)
+    for (int64_t j = b.lengths[size_t(r)]; j <= T; ++j)
+      c.tokens.i32()[r * (T + 1) + j] = int32_t((j * 5 + r) % a.vocab_size);
+  std::vector<Tensor> gb, gc;
+  const StepResult rb = run(b, gb), rc = run(c, gc);
+  CHECK(rb.loss_balance > 0);
+  CHECK(rc.loss_balance == doctest::Approx(rb.loss_balance).epsilon(1e-6));
+  CHECK(rc.loss == doctest::Approx(rb.loss).epsilon(1e-6));
+  // the expert counts are those of the real positions: K (len_b - 1 - k) per row at depth k
+  CHECK(rc.expert_counts == rb.expert_counts);
+  REQUIRE(rb.expert_counts.size() == 2);   // the main MoE layer, then MTP depth 1
+  for (int64_t k = 0; k < 2; ++k) {
+    int64_t routed = 0, want = 0;
+    for (const int32_t c : rb.expert_counts[size_t(k)]) routed += c;
+    for (const int32_t L : b.lengths) want += a.n_activated_experts * (L - 1 - k);
+    CHECK(routed == want);
+  }
+  for (size_t i = 0; i < gb.size(); ++i) {
+    double d = 0, n = 0;
+    for (int64_t k = 0; k < gb[i].numel(); ++k) {
+      d = std::max(d, double(std::fabs(gb[i].f32()[k] - gc[i].f32()[k])));
+      n = std::max(n, double(std::fabs(gb[i].f32()[k])));
+    }
+    CHECK(d <= 1e-5 * n + 1e-9);
+  }
+  b.lengths.clear();
+  c.lengths.clear();
+  std::vector<Tensor> g0, g1;
+  CHECK(run(b, g0).loss_balance != doctest::Approx(run(c, g1).loss_balance).epsilon(1e-4));
 }
 
 TEST_CASE("grad_scale and accumulation: two half-scaled micro-batches equal one full") {

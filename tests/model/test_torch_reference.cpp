@@ -253,6 +253,8 @@ void run_case(const CaseSpec& cs) {
       b.positions = load_i32(f, "positions");
       b.segments = load_i32(f, "segments");
       b.loss_mask = f.load_f32("loss_mask");
+      const Tensor len = load_i32(f, "lengths");
+      b.lengths.assign(len.i32(), len.i32() + len.numel());
     }
     return b;
   };

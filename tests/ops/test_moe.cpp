@@ -200,6 +200,57 @@ TEST_CASE("moe_balance_loss: alpha under perfect balance; hand example; gradient
   CHECK(nmse(dst, f32_from(ds, {S3 * T3, E3})) < 1e-10);
 }
 
+TEST_CASE("moe_balance_loss with lengths: each sequence is its leading tokens, padding inert") {
+  // 3 sequences of T = 6 with 6, 2 and 0 real tokens: the loss is the mean over the 3 of
+  // each real prefix's loss computed alone (an empty one adds 0), whatever the padding holds;
+  // dscores on padding are 0 and equal the prefix's own gradient elsewhere.
+  const int64_t E = 5, K = 2, T = 6, S = 3;
+  const std::vector<int32_t> lengths = {6, 2, 0};
+  std::vector<double> sc = rand_vec(S * T * E, 0.05, 0.95);
+  std::vector<int32_t> id(size_t(S * T * K));
+  for (size_t i = 0; i < id.size(); i += 2) {
+    id[i] = int32_t((i * 7 + 3) % E);
+    id[i + 1] = int32_t((id[i] + 1 + int32_t(i % 3)) % E);
+  }
+  const double alpha = 0.3;
+  std::vector<double> ds(sc.size(), 7.0);
+  const double l = ref::moe_balance_loss<double>(sc.data(), id.data(), S, T, E, K, alpha,
+                                                 ds.data(), lengths.data());
+  double want = 0;
+  for (int64_t q = 0; q < S; ++q) {
+    const int64_t L = lengths[size_t(q)];
+    if (L == 0) continue;
+    std::vector<double> d1(size_t(L * E));
+    want += ref::moe_balance_loss<double>(sc.data() + q * T * E, id.data() + q * T * K, 1, L, E,
+                                          K, alpha / double(S), d1.data());
+    for (int64_t i = 0; i < L * E; ++i)
+      CHECK(ds[size_t(q * T * E + i)] == doctest::Approx(d1[size_t(i)]).epsilon(1e-12));
+  }
+  CHECK(l == doctest::Approx(want).epsilon(1e-12));
+  for (int64_t q = 0; q < S; ++q)
+    for (int64_t t = lengths[size_t(q)]; t < T; ++t)
+      for (int64_t e = 0; e < E; ++e) CHECK(ds[size_t((q * T + t) * E + e)] == 0.0);
+  // the op (float) agrees, padding rows changed or not; a length out of range is refused
+  Tensor st = f32_from(sc, {S * T, E}), it = i32_from(id, {S * T, K});
+  Tensor d1 = Tensor::empty({S * T, E}), d2 = Tensor::empty({S * T, E});
+  const double l1 = moe_balance_loss(opt_ctx(), st, it, int(S), int(T), float(alpha), d1, lengths);
+  for (int64_t t = 2; t < T; ++t) {   // sequence 1's padding
+    st.f32()[(T + t) * E] = 0.9f;
+    it.i32()[(T + t) * K] = 4;
+    it.i32()[(T + t) * K + 1] = 0;
+  }
+  const double l2 = moe_balance_loss(opt_ctx(), st, it, int(S), int(T), float(alpha), d2, lengths);
+  CHECK(l1 == doctest::Approx(want).epsilon(1e-6));
+  CHECK(l2 == l1);
+  CHECK(max_abs_diff(d1, d2) == 0);
+  CHECK(nmse(d1, f32_from(ds, {S * T, E})) < 1e-10);
+  const std::vector<int32_t> too_long = {6, 7, 0}, too_few = {6, 2};
+  CHECK_THROWS_AS(moe_balance_loss(opt_ctx(), st, it, int(S), int(T), 0.1f, d1, too_long),
+                  InternalError);
+  CHECK_THROWS_AS(moe_balance_loss(opt_ctx(), st, it, int(S), int(T), 0.1f, d1, too_few),
+                  InternalError);
+}
+
 TEST_CASE("moe_count adds per-expert counts") {
   Tensor idx = i32_from({0, 2, 2, 1, 2, 0}, {3, 2}), counts = i32_from({5, 0, 1}, {3});
   moe_count(opt_ctx(), idx, counts);

@@ -32,10 +32,12 @@ struct Gate {
   Gate(ParamStore& store, const ModelArgs& args, const std::string& prefix, int layer);
   Tensor bias() const;               // (E) the correction bias, or undefined without gate_bias
   void forward(const ops::Context& ctx, const Tensor& u /*(N,C)*/, GateSaved& s) const;
-  // Balance loss of this layer (alpha * mean over the n_seq sequences). When want_grad, stores
+  // Balance loss of this layer (alpha * mean over the n_seq sequences, each its first
+  // lengths[s] tokens when lengths is not empty). When want_grad, stores
   // grad_scale * dL/dscores in s.dscores for backward().
   double balance_loss(const ops::Context& ctx, GateSaved& s, int64_t n_seq, int64_t seq_len,
-                      float alpha, float grad_scale, bool want_grad) const;
+                      float alpha, float grad_scale, bool want_grad,
+                      std::span<const int32_t> lengths = {}) const;
   // du (N, C) overwritten (allocated when undefined), or with accumulate du (defined) += the
   // router's input gradient (by the GEMM itself where ops::gemm_accumulates); weight.grad +=.
   // dweights (N, K) is the gradient w.r.t. s.weights; s.dscores (if defined) is added at the

@@ -5,6 +5,7 @@
 // docs/model.md "Forward pass".
 #pragma once
 #include <string>
+#include <vector>
 
 #include "ds/model/config.hpp"
 #include "ds/model/linear.hpp"
@@ -19,6 +20,8 @@ struct SeqInfo {
   Tensor pos;        // (N) i32 RoPE positions (0..T-1, restarting per packed sample in SFT)
   Tensor segments;   // (B, T) i32 packed-sample ids, or undefined (plain causal mask)
   Tensor freqs;      // (Dr/2) f32 RoPE inverse frequencies (rope_yarn)
+  std::vector<int32_t> lengths;   // (B) leading positions of each sequence that count in the
+                                  // MoE balance loss (the rest is padding), or empty: all T
 };
 
 struct MLASaved {

@@ -46,6 +46,8 @@ struct MoESaved {
   std::vector<int64_t> offsets;    // (E+1) pairs of expert e are [offsets[e], offsets[e+1])
   std::vector<ExpertSaved> experts;   // (E); with ep: (El) local experts, only .mlp used
   std::vector<int32_t> counts;     // (E) this rank's tokens routed to each expert in this pass
+  std::vector<int32_t> real_counts;   // (E) the same without the padding (forward's lengths);
+                                      // empty when there is none: then counts
   double balance = 0;              // this layer's balance loss (alpha included)
   MoEDispatch ep;                  // expert parallelism only
   // Grouped-GEMM path (moe_grouped.cpp), in expert-sorted pair order (N*K rows):
@@ -106,10 +108,13 @@ struct MoE {
   MoE(ParamStore& store, const ModelArgs& args, const std::string& prefix, int layer,
       const ExpertParallel& ep = {});
   // y (N, C) allocated when undefined; the rows form n_seq sequences of seq_len tokens (for the
-  // balance loss). With ep active every rank of the group must call it (collectives), even
-  // with no token for a remote expert.
+  // balance loss), of which the first lengths[s] tokens count when lengths is not empty (the
+  // rest is padding: computed, but outside the balance loss and s.real_counts). With ep
+  // active every rank of the
+  // group must call it (collectives), even with no token for a remote expert.
   void forward(const ops::Context& ctx, const Tensor& u /*(N,C)*/, int64_t n_seq, int64_t seq_len,
-               const MoEOptions& opt, Tensor& y /*(N,C)*/, MoESaved& s) const;
+               const MoEOptions& opt, Tensor& y /*(N,C)*/, MoESaved& s,
+               std::span<const int32_t> lengths = {}) const;
   // du (N, C) overwritten (allocated when undefined); parameter grads +=. With ep the local
   // experts' grads include the rows of every rank's tokens; gate and shared-expert grads are
   // this rank's share (the caller sums them over the data-parallel group).

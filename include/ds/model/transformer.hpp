@@ -37,6 +37,11 @@ struct Batch {
   Tensor segments;    // (B, T) i32 packed-sample ids (SFT: block-diagonal mask) or undefined
   Tensor positions;   // (B, T) i32 RoPE positions or undefined (= 0..T-1)
   Tensor loss_mask;   // (B, T) f32 weights of the target positions, or undefined (all 1)
+  // (B) tokens of each row of `tokens` that are not padding (a prefix, 1..T+1), or empty: none
+  // is. Padding is computed like any token, but the MoE balance losses leave it out: row b's
+  // sequence is its first lengths[b] - 1 positions (those predicting a real token; k fewer at
+  // MTP depth k).
+  std::vector<int32_t> lengths;
 };
 
 struct LossWeights {

@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -412,9 +413,12 @@ void moe_route_backward(const Context& ctx, const Tensor& scores, const Tensor& 
                         Tensor& dlogits);
 // Sequence-wise balance loss (docs/model.md): scores (N, E), idx (N, K), N = n_seq * seq_len
 // tokens in sequence-major order. Returns alpha * mean_seq sum_i f_i P_i; if dscores is
-// defined, writes dL/dscores (N, E) (gradient through P_i only).
+// defined, writes dL/dscores (N, E) (gradient through P_i only). lengths, when not empty
+// (n_seq, each in [0, seq_len]): sequence s is its first lengths[s] tokens (f and P over
+// them; the rest is padding with zero dscores; an empty sequence adds 0 to the mean).
 double moe_balance_loss(const Context& ctx, const Tensor& scores, const Tensor& idx, int n_seq,
-                        int seq_len, float alpha, Tensor& dscores);
+                        int seq_len, float alpha, Tensor& dscores,
+                        std::span<const int32_t> lengths = {});
 // Per-expert token counts of idx (N, K), added into counts (E) I32.
 void moe_count(const Context& ctx, const Tensor& idx, Tensor& counts /*(E) i32 +=*/);
 // Stable counting sort of the (token, k) pairs of idx (N, K) by expert, E = counts.size(0):

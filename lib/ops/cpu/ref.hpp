@@ -106,10 +106,12 @@ template <class T>
 void moe_route_backward(const T* scores /*(N,E)*/, const int32_t* idx /*(N,K)*/,
                         const T* dweights /*(N,K)*/, const T* dscores_extra /*(N,E) or null*/,
                         const RouteParams& p, int64_t N, int64_t E, T* dlogits /*(N,E)*/);
-// Returns the loss; writes dscores (N,E) when non-null.
+// Returns the loss; writes dscores (N,E) when non-null. lengths (n_seq) or null: the leading
+// tokens of each sequence that count (the rest is padding: no statistics, zero dscores).
 template <class T>
 double moe_balance_loss(const T* scores /*(N,E)*/, const int32_t* idx /*(N,K)*/, int64_t n_seq,
-                        int64_t seq_len, int64_t E, int64_t K, double alpha, T* dscores);
+                        int64_t seq_len, int64_t E, int64_t K, double alpha, T* dscores,
+                        const int32_t* lengths = nullptr);
 void moe_count(const int32_t* idx /*(N*K)*/, int64_t n, int32_t* counts /*(E) +=*/);
 // ops::moe_sort_pairs: counts (E) written, not added to; pair_slot may be null.
 void moe_sort_pairs(const int32_t* idx /*(NK)*/, int64_t NK, int64_t K, int64_t E,

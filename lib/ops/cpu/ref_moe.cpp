@@ -119,14 +119,17 @@ void moe_route_backward(const T* scores, const int32_t* idx, const T* dweights,
 
 template <class T>
 double moe_balance_loss(const T* scores, const int32_t* idx, int64_t n_seq, int64_t seq_len,
-                        int64_t E, int64_t K, double alpha, T* dscores) {
+                        int64_t E, int64_t K, double alpha, T* dscores, const int32_t* lengths) {
   double loss = 0;
   std::vector<double> f(static_cast<size_t>(E)), P(static_cast<size_t>(E));
   for (int64_t sq = 0; sq < n_seq; ++sq) {
-    const int64_t t0 = sq * seq_len;
+    const int64_t t0 = sq * seq_len, L = lengths ? int64_t(lengths[sq]) : seq_len;
+    if (dscores)   // padding (t >= t0 + L) has no gradient
+      std::fill(dscores + (t0 + L) * E, dscores + (t0 + seq_len) * E, T(0));
+    if (L == 0) continue;
     std::fill(f.begin(), f.end(), 0.0);
     std::fill(P.begin(), P.end(), 0.0);
-    for (int64_t t = t0; t < t0 + seq_len; ++t) {
+    for (int64_t t = t0; t < t0 + L; ++t) {
       for (int64_t k = 0; k < K; ++k) f[size_t(idx[t * K + k])] += 1.0;
       double S = 0;
       for (int64_t e = 0; e < E; ++e) S += double(scores[t * E + e]);
@@ -134,16 +137,16 @@ double moe_balance_loss(const T* scores, const int32_t* idx, int64_t n_seq, int6
     }
     double l = 0;
     for (int64_t e = 0; e < E; ++e) {
-      f[size_t(e)] *= double(E) / double(K * seq_len);
-      P[size_t(e)] /= double(seq_len);
+      f[size_t(e)] *= double(E) / double(K * L);
+      P[size_t(e)] /= double(L);
       l += f[size_t(e)] * P[size_t(e)];
     }
     loss += alpha * l / double(n_seq);
     if (!dscores) continue;
-    for (int64_t t = t0; t < t0 + seq_len; ++t) {   // g_e = dL/ds'_e; ds_j = (g_j - g.s')/S
+    for (int64_t t = t0; t < t0 + L; ++t) {   // g_e = dL/ds'_e; ds_j = (g_j - g.s')/S
       double S = 0, gdot = 0;
       for (int64_t e = 0; e < E; ++e) S += double(scores[t * E + e]);
-      const double c = alpha / double(n_seq * seq_len);
+      const double c = alpha / double(n_seq * L);
       for (int64_t e = 0; e < E; ++e) gdot += c * f[size_t(e)] * double(scores[t * E + e]) / S;
       for (int64_t e = 0; e < E; ++e) dscores[t * E + e] = T((c * f[size_t(e)] - gdot) / S);
     }
@@ -211,7 +214,7 @@ void combine_pairs(const float* src, const int32_t* slot, const float* w, float*
   template void moe_route_backward<T>(const T*, const int32_t*, const T*, const T*,             \
                                       const RouteParams&, int64_t, int64_t, T*);                \
   template double moe_balance_loss<T>(const T*, const int32_t*, int64_t, int64_t, int64_t,      \
-                                      int64_t, double, T*);
+                                      int64_t, double, T*, const int32_t*);
 DS_INST(float)
 DS_INST(double)
 #undef DS_INST

@@ -148,7 +148,8 @@ void moe_route_backward(const Context&, const Tensor& scores, const Tensor& idx,
 }
 
 double moe_balance_loss(const Context&, const Tensor& scores, const Tensor& idx, int n_seq,
-                        int seq_len, float alpha, Tensor& dscores) {
+                        int seq_len, float alpha, Tensor& dscores,
+                        std::span<const int32_t> lengths) {
   const char* op = "moe_balance_loss";
   check_f32(scores, op, "scores");
   check_i32(idx, op, "idx");
@@ -156,7 +157,8 @@ double moe_balance_loss(const Context&, const Tensor& scores, const Tensor& idx,
   DS_CHECK(n_seq <= 65535, "moe_balance_loss: {} sequences, the CUDA path takes at most 65535",
            n_seq);
   return ds::cuda::moe_balance_loss(scores.f32(), idx.i32(), n_seq, seq_len, scores.size(1),
-                                    idx.size(1), alpha, f32_or_null(dscores));
+                                    idx.size(1), alpha, f32_or_null(dscores),
+                                    lengths.empty() ? nullptr : lengths.data());
 }
 
 void moe_count(const Context&, const Tensor& idx, Tensor& counts) {

@@ -136,7 +136,8 @@ void moe_route_backward(const Context& ctx, const Tensor& scores, const Tensor& 
                         const Tensor& dweights, const Tensor& dscores_extra, const RouteParams& p,
                         Tensor& dlogits);
 double moe_balance_loss(const Context& ctx, const Tensor& scores, const Tensor& idx, int n_seq,
-                        int seq_len, float alpha, Tensor& dscores);
+                        int seq_len, float alpha, Tensor& dscores,
+                        std::span<const int32_t> lengths);
 void moe_count(const Context& ctx, const Tensor& idx, Tensor& counts);
 void rope_tail_inplace(const Context& ctx, Tensor& x, const Tensor& pos, const Tensor& freqs,
                        int dir);

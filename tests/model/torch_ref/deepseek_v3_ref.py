@@ -266,8 +266,10 @@ def route(cfg, z, bias):
     return s, idx, w, margin
 
 
-def moe(cfg, P, buffers, layer, x, alpha):
-    """DeepSeekMoE FFN on x (B, T, dim). Returns (y, balance loss, counts (E,) int64, margins)."""
+def moe(cfg, P, buffers, layer, x, alpha, lengths=None):
+    """DeepSeekMoE FFN on x (B, T, dim). Returns (y, balance loss, counts (E,) int64, margins).
+    lengths (B,) or None: row b's balance statistics and the counts cover its first lengths[b]
+    tokens only (the rest is padding); a row without any adds 0 to the mean over the B rows."""
     c = cfg
     B, T, D = x.shape
     E, K = c.n_routed_experts, c.n_activated_experts
@@ -285,13 +287,25 @@ def moe(cfg, P, buffers, layer, x, alpha):
         y = y.index_add(0, tok, out)
     if c.n_shared_experts > 0:
         y = y + swiglu(P, m + "shared_experts.", u)
-    counts = torch.bincount(idx.reshape(-1), minlength=E)
+    if lengths is None:
+        counts = torch.bincount(idx.reshape(-1), minlength=E)
+    else:   # the routes of the real positions only
+        keep = (torch.arange(T)[None, :] < lengths[:, None]).reshape(-1)
+        counts = torch.bincount(idx[keep].reshape(-1), minlength=E)
     # sequence-wise balance loss: f from the routed experts (no gradient), P differentiable
     onehot = torch.zeros(B * T, E, dtype=s.dtype).scatter_(1, idx, 1.0).view(B, T, E)
-    f = onehot.sum(1) * (E / (K * T))                     # (B, E)
     sn = (s / s.sum(-1, keepdim=True)).view(B, T, E)
-    Pm = sn.mean(1)                                        # (B, E)
-    bal = (f * Pm).sum(-1).mean() * alpha
+    if lengths is None:
+        f = onehot.sum(1) * (E / (K * T))                 # (B, E)
+        Pm = sn.mean(1)                                    # (B, E)
+        bal = (f * Pm).sum(-1).mean() * alpha
+    else:
+        L = lengths.to(s.dtype)                            # (B,)
+        real = (torch.arange(T)[None, :] < lengths[:, None]).to(s.dtype)[:, :, None]
+        Ls = L.clamp(min=1)[:, None]
+        f = (onehot * real).sum(1) * E / (K * Ls)
+        Pm = (sn * real).sum(1) / Ls
+        bal = ((f * Pm).sum(-1) * (L > 0).to(s.dtype)).mean() * alpha
     return y.view(B, T, D), bal, counts, margin
 
 
@@ -300,7 +314,8 @@ def block(cfg, P, buffers, layer, x, pos, segments, stats):
     h = x + mla(cfg, P, p, rms_norm(x, P[p + "input_layernorm.weight"], cfg.norm_eps), pos, segments)
     u = rms_norm(h, P[p + "post_attention_layernorm.weight"], cfg.norm_eps)
     if cfg.is_moe_layer(layer):
-        y, bal, counts, margin = moe(cfg, P, buffers, layer, u, stats["alpha"])
+        y, bal, counts, margin = moe(cfg, P, buffers, layer, u, stats["alpha"],
+                                     stats.get("lengths"))
         stats["balance"][layer] = bal
         stats["counts"][layer] = counts
         stats["margin"][layer] = margin.min().item() if margin.numel() else float("inf")
@@ -319,13 +334,16 @@ def cross_entropy_sum(logits, targets, weights=None):
 # the model
 # ----------------------------------------------------------------------------------------------
 def forward(cfg, P, buffers, tokens, alpha=1e-4, mtp_lambda=0.3, positions=None, segments=None,
-            loss_mask=None):
+            loss_mask=None, lengths=None):
     """tokens (B, T+1) int64: inputs x = tokens[:, :T], targets y = tokens[:, 1:].
     SFT packing (optional, all (B, T)): positions (RoPE positions, restarting per sample),
     segments (sample ids: block-diagonal causal attention), loss_mask (weight of each main
     target). With W = sum(loss_mask) (B*T without a mask): L_main = sum mask_t CE_t / W; MTP
     depth k row i (target y[i+k]) has weight mask[i+k] * [seg[i] == seg[i+k]] and
-    L_mtp^k = sum w_i CE_i / W. Balance losses use every token of every row (mask ignored).
+    L_mtp^k = sum w_i CE_i / W. Balance losses use every token of every row (mask ignored),
+    or with lengths (B,) (real tokens of each row of `tokens`, the rest padding) the first
+    lengths[b] - 1 - k positions of row b at MTP depth k (0: the main model): those whose
+    prediction is a real token.
     Returns a dict: logits (B,T,V), mtp_logits [k-1] (B,T-k,V), loss, loss_main, loss_mtp,
     loss_mtp_k [k-1], loss_balance, balance {layer: L_bal}, counts {layer: (E,)}, margin
     {layer: min routing margin}."""
@@ -335,6 +353,10 @@ def forward(cfg, P, buffers, tokens, alpha=1e-4, mtp_lambda=0.3, positions=None,
     if positions is None:
         positions = torch.arange(T)[None].expand(B, T)
     stats = {"balance": {}, "counts": {}, "margin": {}, "alpha": alpha}
+
+    def real_prefix(k):
+        return None if lengths is None else (lengths - 1 - k).clamp(min=0)
+    stats["lengths"] = real_prefix(0)
     E = P["model.embed_tokens.weight"]
     h = E[x]
     for l in range(c.n_layers):
@@ -353,6 +375,7 @@ def forward(cfg, P, buffers, tokens, alpha=1e-4, mtp_lambda=0.3, positions=None,
         hid = rms_norm(g[:, :Tk], P[p + "hnorm.weight"], c.norm_eps)
         hk = linear(torch.cat((emb, hid), dim=-1), P[p + "eh_proj.weight"])
         seg_k = None if segments is None else segments[:, :Tk]
+        stats["lengths"] = real_prefix(k)
         hk = block(c, P, buffers, l, hk, positions[:, :Tk], seg_k, stats)
         g = rms_norm(hk, P[p + "shared_head.norm.weight"], c.norm_eps)
         lk = linear(g, P["lm_head.weight"])

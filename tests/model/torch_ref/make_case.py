@@ -25,7 +25,7 @@ out.loss_mtp.<k> (unscaled per-depth CE sum / (B*T)), out.loss_balance, out.loss
 grad.<HF name> F32; counts.<layer> I32 (E); traj.tokens I32 (steps,B,T+1); traj.loss (steps)
 (loss before step s's update); traj.grad_norm (steps) (pre-clip); final.<HF name> F32;
 final_bias.<layer> F32; traj.counts.<layer> I32 (steps,E); with --packing also positions I32,
-segments I32, loss_mask F32 (B,T), used by every step."""
+segments I32, loss_mask F32 (B,T) and lengths I32 (B), used by every step."""
 
 # Dimensions "tiny" as the lead defines it (include/ds/model/config.hpp preset), HF keys.
 PRESETS = {
@@ -100,7 +100,9 @@ def random_weights(cfg, gen, std, bias_std):
 
 def packing(B, T, gen):
     """SFT-style packing for every step: 2-3 samples per row (segment ids 0, 1, ..), positions
-    restarting at each sample, loss mask 0 on each sample's first 1-3 targets ("prompt")."""
+    restarting at each sample, loss mask 0 on each sample's first 1-3 targets ("prompt"); the
+    last row ends in 3 padding tokens as ds-sft pads (a segment of its own, positions from 0,
+    no target in it or predicting it), so lengths = (T+1, .., T-2): the balance losses skip it."""
     seg = torch.zeros(B, T, dtype=torch.int64)
     pos = torch.zeros(B, T, dtype=torch.int64)
     mask = torch.ones(B, T, dtype=torch.float64)
@@ -114,7 +116,13 @@ def packing(B, T, gen):
             pos[b, st:en] = torch.arange(en - st)
             prompt = int(torch.randint(1, 4, (1,), generator=gen))
             mask[b, st:min(en, st + prompt)] = 0.0
-    return {"positions": pos, "segments": seg, "loss_mask": mask}
+    lengths = torch.full((B,), T + 1, dtype=torch.int64)
+    L = T - 2                                  # tokens L..T of the last row are padding
+    lengths[B - 1] = L
+    seg[B - 1, L:] = int(seg[B - 1].max()) + 1
+    pos[B - 1, L:] = torch.arange(T - L)
+    mask[B - 1, L - 1:] = 0.0
+    return {"positions": pos, "segments": seg, "loss_mask": mask, "lengths": lengths}
 
 
 def to_compute(W, dtype, grad):
@@ -137,7 +145,7 @@ def run_case(cfg, args, seed):
     res = {"W": W, "B": Bf, "tokens": tokens, "traj_tokens": traj_tokens}
     if args.packing:
         kw.update(packing(B, T, gen))
-        res["packing"] = {k: kw[k] for k in ("positions", "segments", "loss_mask")}
+        res["packing"] = {k: kw[k] for k in ("positions", "segments", "loss_mask", "lengths")}
 
     # (a) one forward + backward
     P = to_compute(W, dtype, True)
@@ -235,6 +243,7 @@ def main():
         T["positions"] = r["packing"]["positions"].to(torch.int32)
         T["segments"] = r["packing"]["segments"].to(torch.int32)
         T["loss_mask"] = r["packing"]["loss_mask"].to(torch.float32)
+        T["lengths"] = r["packing"]["lengths"].to(torch.int32)
     T["traj.tokens"] = r["traj_tokens"].to(torch.int32)
     T["traj.loss"] = torch.tensor(r["traj_loss"], dtype=torch.float32)
     T["traj.grad_norm"] = torch.tensor(r["traj_norm"], dtype=torch.float32)
