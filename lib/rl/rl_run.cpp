@@ -218,7 +218,7 @@ void Run::init() {
                 "takes whole groups, at least one prompt per step", o.prompts_per_step,
                 ranks->topo().layout().dp);
   RewardConfig rc{parse_reward_terms(o.rewards), o.reward_regex, o.reward_command,
-                  o.reward_timeout, /*command_stoppable=*/!distributed()};
+                  o.reward_timeout, /*command_stoppable=*/true};
   rewards = std::make_unique<RewardSet>(std::move(rc));
   if (ctx.device == Device::cuda && distributed())
     DS_THROW(UsageError, "--device cuda runs on one GPU for now: launch one process (multi-GPU "
@@ -311,13 +311,12 @@ void run_rl(const RlOptions& opts) {
     const int sig = train::run_step_loop(run.st, opts.stop_after, [&] {
       // A stop request while the reward command runs (Slurm signals it too) abandons the step:
       // nothing of it is applied (its prompts are drawn again on resume) and the loop then
-      // saves the last finished step. Several ranks cannot abandon one alone: they abort.
+      // saves the last finished step. Several ranks abandon it together (see score()).
       const auto before = run.st.data;
       detail::StepReport s;
       try {
         s = run.step();
       } catch (const Interrupted& e) {
-        if (run.distributed()) throw;
         run.st.data = before;
         spdlog::warn("signal {} during step {}: the step is abandoned", e.signal_number(),
                      run.st.step + 1);

@@ -20,6 +20,7 @@
 #include <utility>
 
 #include "ds/core/error.hpp"
+#include "ds/core/interrupt.hpp"
 #include "ds/core/rng.hpp"
 #include "ds/infer/generator.hpp"
 #include "ds/rl/grpo.hpp"
@@ -135,8 +136,23 @@ void score(Run& r, std::vector<Sample>& samples, int64_t p0, StepReport& rep) {
     items.push_back({p.prompt, s.text, p.reference.value_or("")});
     golds.push_back(r.golds[size_t(s.prompt)]);
   }
-  RewardScores sc = r.rewards->score(items, golds);
-  if (r.distributed()) sc = gather_scores(r, sc);
+  RewardScores sc;
+  if (!r.distributed()) {
+    sc = r.rewards->score(items, golds);
+  } else {
+    // Each rank runs its own reward command. A stop request that ends one rank's command
+    // (Interrupted) abandons the step on every rank, once each rank's command has returned:
+    // the ranks then stop after the same finished step and save together (rl_run.cpp).
+    int64_t stop = 0;
+    try {
+      sc = r.rewards->score(items, golds);
+    } catch (const Interrupted& e) {
+      stop = e.signal_number();
+    }
+    r.ranks->topo().world().all_reduce_max(&stop, 1, DType::i64);
+    if (stop != 0) throw Interrupted(int(stop));
+    sc = gather_scores(r, sc);
+  }
   const double n = double(sc.total.size());
   std::vector<double> total(sc.total);
   for (size_t i = 0; i < sc.total.size(); ++i) rep.reward_mean += sc.total[i] / n;

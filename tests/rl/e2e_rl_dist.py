@@ -7,7 +7,8 @@
 # final weights within UPDATE_RTOL of one process's update; rank 0 alone writes the metrics
 # and the one summary line; a run stopped after 2 steps on N ranks resumes on one process and
 # continues the reference; SIGTERM to one rank stops every rank after the same step with one
-# checkpoint; --pp / --ep > 1 and too few prompts per step are usage errors.
+# checkpoint, also while the reward commands run (the step is then abandoned by every rank);
+# --pp / --ep > 1 and too few prompts per step are usage errors.
 # Usage: e2e_rl_dist.py --rl BIN --pretrain BIN --tokenize BIN --mpirun BIN --ranks N --work DIR
 import argparse
 import json
@@ -144,6 +145,53 @@ def test_sigterm(a, n):
           f"checkpoints {steps[-2:]} {err.decode().strip().splitlines()[-1:]}")
 
 
+def test_sigterm_in_reward_command(a, n):
+    """SIGTERM while the ranks' reward commands run: to every rank (commands that would hang
+    for minutes), to every rank and command (Slurm's --signal), and to one rank (the others'
+    commands answer after 3 s). Every rank abandons step 1, step 0 is saved, exit 0, no
+    process left."""
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1")
+    for case in ("every rank", "every rank and command", "one rank"):
+        d = os.path.join(a.work, "term_cmd_" + case.replace(" ", "_"))
+        os.makedirs(d)
+        mark = os.path.join(d, "started")
+        if case == "one rank":
+            command = f"touch {mark}; sleep 3; {a.verifier}"
+        else:
+            command = f"cat >/dev/null; touch {mark}; sleep 373"   # the shell stays
+        args = rl_args(a, d, 3)
+        args[args.index("--reward-command") + 1] = command
+        cmd = [a.mpirun, "-n", str(n), a.rl, "--log-level", "warn"] + [str(x) for x in args]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        deadline = time.time() + 120
+        while time.time() < deadline and not os.path.exists(mark) and p.poll() is None:
+            time.sleep(0.02)
+        ranks = subprocess.run(["pgrep", "-P", str(p.pid), "-f", "ds-rl"],
+                               stdout=subprocess.PIPE, text=True).stdout.split()
+        if case == "every rank and command":   # the shells alone: mpirun's argv has the text too
+            hit = subprocess.run(["pkill", "-TERM", "-f", f"^sh -c cat .*touch {mark}"])
+            check(hit.returncode == 0, f"SIGTERM to {case}: the reward commands' shells found")
+        for r in ranks[-1:] if case == "one rank" else ranks:
+            os.kill(int(r), signal.SIGTERM)
+        try:
+            out, err = p.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        procs = f"touch {mark}|^sleep 373$"   # 373: not e2e_rl.py's sleep
+        left = subprocess.run(["pgrep", "-f", procs], capture_output=True).stdout
+        subprocess.run(["pkill", "-KILL", "-f", procs])
+        lines = out.decode().strip().splitlines()
+        s = json.loads(lines[-1]) if p.returncode == 0 and lines else {}
+        steps = sorted(x for x in os.listdir(d) if x.startswith("step-"))
+        check(len(ranks) == n and p.returncode == 0 and s.get("interrupted") and
+              s.get("steps") == 0 and steps == ["step-00000000"] and not metrics(d) and not left,
+              f"SIGTERM to {case} ({len(ranks)} of {n} ranks) during the reward command: exit "
+              f"{p.returncode} (want 0), saved {steps}, processes left {left!r}: "
+              f"{err.decode().strip().splitlines()[-1:]}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     for a in ("--rl", "--pretrain", "--tokenize", "--mpirun", "--work"):
@@ -199,6 +247,7 @@ def main():
                         f"{n} ranks x 2 steps + 1 process x 2")
 
     test_sigterm(a, n)
+    test_sigterm_in_reward_command(a, n)
 
     # Usage errors: a pipeline stage or a part of the experts cannot sample; whole groups.
     nowhere = os.path.join(a.work, "none")

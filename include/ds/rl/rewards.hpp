@@ -54,7 +54,7 @@ struct RewardConfig {
   std::string regex;            // --reward-regex (required by the regex term)
   std::string command;          // --reward-command (required by the command term)
   double command_timeout = 0;   // seconds, 0 = none
-  bool command_stoppable = false;   // run_reward_command's `stoppable` (one process only)
+  bool command_stoppable = false;   // run_reward_command's `stoppable` (ds-rl sets it)
 };
 
 struct RewardScores {
