@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <fstream>
 #include <set>
+#include <tuple>
 
 #include "ds/core/error.hpp"
 #include "ds/core/hash.hpp"
@@ -153,6 +154,15 @@ void load_tokenizer_files(Pretrained& pt, const PretrainedOptions& opt) {
     if (int64_t(pt.tokenizer->vocab_size()) > pt.args.vocab_size)
       DS_THROW(FormatError, "{}: tokenizer has {} ids but the model's vocab_size is {}",
                tj.string(), pt.tokenizer->vocab_size(), pt.args.vocab_size);
+    // config.json's ids are the ones transformers' generate() starts with and stops at; ours
+    // are the tokenizer's: a checkpoint where they differ would stop at another token there
+    for (const auto& [key, id, own] :
+         {std::tuple{"bos_token_id", pt.args.bos_token_id, pt.tokenizer->bos_id()},
+          std::tuple{"eos_token_id", pt.args.eos_token_id, pt.tokenizer->eos_id()}})
+      if (own && int64_t(*own) != id)
+        DS_THROW(FormatError, "{}: {} {} is not the id of {}'s '{}' ({})",
+                 (pt.dir / "config.json").string(), key, id, tj.string(),
+                 pt.tokenizer->id_to_token(*own), *own);
   } else if (opt.need_tokenizer) {
     DS_THROW(FormatError, "{}: no tokenizer.json in the checkpoint directory", pt.dir.string());
   }

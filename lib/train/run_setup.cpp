@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <tuple>
 
 #include <unistd.h>
 
@@ -81,9 +82,19 @@ model::ModelArgs resolve_model_args(const PretrainOptions& o) {
     DS_THROW(UsageError, "give a model: --preset NAME or --model-config config.json");
   model::ModelArgs a =
       o.preset.empty() ? model::load_config(o.model_config) : model::preset(o.preset);
-  if (!o.preset.empty() && !o.tokenizer.empty()) {
+  if (!o.tokenizer.empty()) {
     auto tok = tok::Tokenizer::from_file(o.tokenizer);
-    a.vocab_size = (int64_t(tok.vocab_size()) + 127) / 128 * 128;
+    if (!o.preset.empty()) a.vocab_size = (int64_t(tok.vocab_size()) + 127) / 128 * 128;
+    // config.json's BOS/EOS ids describe the tokenizer the model is trained with (the loaders
+    // check them against tokenizer.json)
+    for (auto [key, id, own] : {std::tuple{"bos_token_id", &a.bos_token_id, tok.bos_id()},
+                                std::tuple{"eos_token_id", &a.eos_token_id, tok.eos_id()}}) {
+      if (!own || int64_t(*own) == *id) continue;
+      if (o.preset.empty())
+        spdlog::info("{}: {} {} -> {}, the id of {}'s '{}'", o.model_config, key, *id, *own,
+                     o.tokenizer, tok.id_to_token(*own));
+      *id = int64_t(*own);
+    }
   }
   model::validate(a, o.preset.empty() ? o.model_config : "preset " + o.preset);
   return a;

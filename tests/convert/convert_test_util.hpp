@@ -58,7 +58,10 @@ inline void write_model(const fs::path& dir, const model::ModelArgs& a, uint64_t
   for (auto& [name, t] : ps.buffers())
     for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = (sign = -sign) * 0.01f * float(i % 7);
   fs::create_directories(dir);
-  model::save_model(ps, a, dir, bf16, max_shard_bytes);
+  model::ModelArgs with_ids = a;   // the tiny tokenizer's BOS/EOS, as the loader checks
+  with_ids.bos_token_id = model::testing::kTinyBos;
+  with_ids.eos_token_id = model::testing::kTinyEos;
+  model::save_model(ps, with_ids, dir, bf16, max_shard_bytes);
   std::ofstream(dir / "tokenizer.json") << model::testing::tiny_tokenizer_json();
   std::ofstream(dir / "tokenizer_config.json")
       << R"({"tokenizer_class": "PreTrainedTokenizerFast"})";

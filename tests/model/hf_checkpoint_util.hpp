@@ -30,6 +30,7 @@ namespace ds::model::testing {
 namespace fs = std::filesystem;
 
 // Byte-level tokenizer: ids 0..255 are bytes, merges 256..260, BOS 261 / EOS 262 (vocab 263).
+inline constexpr int64_t kTinyBos = 261, kTinyEos = 262;   // config.json's ids with it
 inline std::string tiny_tokenizer_json() {
   using nlohmann::json;
   json vocab = json::object();
@@ -52,7 +53,8 @@ inline std::string tiny_tokenizer_json() {
       {"truncation", nullptr},
       {"padding", nullptr},
       {"added_tokens",
-       json::array({added(tok::special::kBos, 261), added(tok::special::kEos, 262)})},
+       json::array({added(tok::special::kBos, int(kTinyBos)),
+                    added(tok::special::kEos, int(kTinyEos))})},
       {"normalizer", nullptr},
       {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}},
       {"post_processor", {{"type", "ByteLevel"}, {"trim_offsets", false}}},
@@ -143,6 +145,10 @@ inline void write_hf_checkpoint(const fs::path& dir, const ParamStore& ps, const
   io::write_safetensors_dir(dir, t.src, o.max_shard_bytes);
   auto cfg = nlohmann::json::parse(to_hf_json(a));
   cfg["torch_dtype"] = "bfloat16";
+  if (o.tokenizer) {   // the loader checks them against the tokenizer
+    cfg["bos_token_id"] = kTinyBos;
+    cfg["eos_token_id"] = kTinyEos;
+  }
   if (o.fp8)
     cfg["quantization_config"] = {{"activation_scheme", "dynamic"},
                                   {"fmt", "e4m3"},

@@ -429,6 +429,26 @@ TEST_CASE("pretrained: a directory that is not a checkpoint") {
   PretrainedOptions po;
   po.need_tokenizer = false;
   CHECK(!load_pretrained(tmp.p / "notok", po).tokenizer.has_value());
+  // config.json's BOS/EOS ids must be the tokenizer's own.
+  write_hf_checkpoint(tmp.p / "ids", m.ps, m.args);
+  const Pretrained ok = load_pretrained(tmp.p / "ids");
+  REQUIRE(ok.tokenizer->bos_id().has_value());
+  REQUIRE(ok.tokenizer->eos_id().has_value());
+  const auto ids_json = io::read_file(tmp.p / "ids" / "config.json");
+  for (const char* key : {"bos_token_id", "eos_token_id"}) {
+    auto bad = nlohmann::json::parse(ids_json);
+    const int64_t own = bad[key].get<int64_t>();
+    CHECK(own == (std::string_view(key) == "bos_token_id" ? *ok.tokenizer->bos_id()
+                                                          : *ok.tokenizer->eos_id()));
+    bad[key] = own - 1;
+    std::ofstream(tmp.p / "ids" / "config.json") << bad.dump();
+    const std::string err = load_error(tmp.p / "ids");
+    CHECK_MESSAGE(err.find(fmt::format("config.json: {} {} is not the id of", key, own - 1)) !=
+                      std::string::npos, err);
+    CHECK_MESSAGE(err.find(fmt::format("tokenizer.json's '{}' ({})",
+                                       ok.tokenizer->id_to_token(tok::TokenId(own)), own)) !=
+                      std::string::npos, err);
+  }
   // Unsupported quantisation.
   auto cfg = nlohmann::json::parse(io::read_file(tmp.p / "notok" / "config.json"));
   cfg["quantization_config"] = {{"quant_method", "fp8"}, {"fmt", "e5m2"}};
