@@ -94,7 +94,9 @@ void MoE::forward(const ops::Context& ctx, const Tensor& u, int64_t n_seq, int64
               (fp8 ? grouped && ctx.linear.granularity == ops::Fp8Granularity::tile : grouped);
   s.fp8_codes = fp8 && (ctx.device != Device::cpu || opt.fp8_codes);
   group_pairs(ctx, s);
-  count_real_tokens(ctx, s, E, n_seq, seq_len, lengths);
+  // only training reads the counts (router bias, maxvio): scoring passes skip the device sync
+  if (opt.train) count_real_tokens(ctx, s, E, n_seq, seq_len, lengths);
+  else s.real_counts.clear();
   if (has_shared) {
     shared_experts.forward(ctx, u, y, s.shared);           // y = shared(u)
   } else {

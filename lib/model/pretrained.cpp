@@ -160,9 +160,9 @@ void load_tokenizer_files(Pretrained& pt, const PretrainedOptions& opt) {
          {std::tuple{"bos_token_id", pt.args.bos_token_id, pt.tokenizer->bos_id()},
           std::tuple{"eos_token_id", pt.args.eos_token_id, pt.tokenizer->eos_id()}})
       if (own && int64_t(*own) != id)
-        DS_THROW(FormatError, "{}: {} {} is not the id of {}'s '{}' ({})",
+        DS_THROW(FormatError, "{}: {} {} is not the id of {}'s '{}' ({}): set it to {}",
                  (pt.dir / "config.json").string(), key, id, tj.string(),
-                 pt.tokenizer->id_to_token(*own), *own);
+                 pt.tokenizer->id_to_token(*own), *own, *own);
   } else if (opt.need_tokenizer) {
     DS_THROW(FormatError, "{}: no tokenizer.json in the checkpoint directory", pt.dir.string());
   }

@@ -61,7 +61,14 @@ void check_resume_config(const fs::path& ckpt, const model::ModelArgs& run,
   for (const auto& [key, value] : saved.items()) {
     const auto it = here.find(key);
     const std::string now = it == here.end() ? "none" : it->dump();
-    if (now != value.dump()) differ.push_back(fmt::format("{} {} vs {}", key, value.dump(), now));
+    if (now == value.dump()) continue;
+    // ds before 2026-12-06 wrote 0 / 1 whatever the tokenizer: the run's ids (the tokenizer's)
+    // are not a different model, and its checkpoints will carry them
+    if (key == "bos_token_id" || key == "eos_token_id")
+      spdlog::info("{}: {} {}; the run's tokenizer says {}, which its checkpoints will hold",
+                   cfg.string(), key, value.dump(), now);
+    else
+      differ.push_back(fmt::format("{} {} vs {}", key, value.dump(), now));
   }
   for (const auto& [key, value] : here.items())
     if (!saved.contains(key)) differ.push_back(fmt::format("{} none vs {}", key, value.dump()));

@@ -155,18 +155,21 @@ def test_sigterm_in_reward_command(a, n):
     for case in ("every rank", "every rank and command", "one rank"):
         d = os.path.join(a.work, "term_cmd_" + case.replace(" ", "_"))
         os.makedirs(d)
-        mark = os.path.join(d, "started")
+        mark = os.path.join(d, "started")   # one per rank: every command runs at the signal
         if case == "one rank":
-            command = f"touch {mark}; sleep 3; {a.verifier}"
-        else:
-            command = f"cat >/dev/null; touch {mark}; sleep 373"   # the shell stays
+            command = f"touch {mark}.$OMPI_COMM_WORLD_RANK; sleep 3; {a.verifier}"
+        else:   # the shell stays
+            command = f"cat >/dev/null; touch {mark}.$OMPI_COMM_WORLD_RANK; sleep 373"
         args = rl_args(a, d, 3)
         args[args.index("--reward-command") + 1] = command
         cmd = [a.mpirun, "-n", str(n), a.rl, "--log-level", "warn"] + [str(x) for x in args]
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         deadline = time.time() + 120
-        while time.time() < deadline and not os.path.exists(mark) and p.poll() is None:
+        marks = [f"{mark}.{r}" for r in range(n)]
+        while (time.time() < deadline and not all(os.path.exists(m) for m in marks) and
+               p.poll() is None):
             time.sleep(0.02)
+        started = sum(os.path.exists(m) for m in marks)
         ranks = subprocess.run(["pgrep", "-P", str(p.pid), "-f", "ds-rl"],
                                stdout=subprocess.PIPE, text=True).stdout.split()
         if case == "every rank and command":   # the shells alone: mpirun's argv has the text too
@@ -185,9 +188,10 @@ def test_sigterm_in_reward_command(a, n):
         lines = out.decode().strip().splitlines()
         s = json.loads(lines[-1]) if p.returncode == 0 and lines else {}
         steps = sorted(x for x in os.listdir(d) if x.startswith("step-"))
-        check(len(ranks) == n and p.returncode == 0 and s.get("interrupted") and
+        check(started == n and len(ranks) == n and p.returncode == 0 and s.get("interrupted") and
               s.get("steps") == 0 and steps == ["step-00000000"] and not metrics(d) and not left,
-              f"SIGTERM to {case} ({len(ranks)} of {n} ranks) during the reward command: exit "
+              f"SIGTERM to {case} ({len(ranks)} of {n} ranks, {started} commands started) during "
+              f"the reward command: exit "
               f"{p.returncode} (want 0), saved {steps}, processes left {left!r}: "
               f"{err.decode().strip().splitlines()[-1:]}")
 
