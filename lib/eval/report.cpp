@@ -127,4 +127,10 @@ void SampleLog::close() {
   impl_->open = false;
 }
 
+void SampleLog::withdraw() noexcept {
+  if (impl_->open) return;   // nothing published (the temporary file goes with the object)
+  std::error_code ec;
+  std::filesystem::remove(impl_->path, ec);
+}
+
 }  // namespace ds::eval

@@ -135,14 +135,19 @@ void write_report(const EvalReport& report, const CommonEvalOptions& o, SampleLo
     if (log) log->close();
     std::cout << text << std::flush;
   } else {
-    // Both files' bytes are on disk before either is published; what remains is a failed
-    // rename of the report after the log's (rare: both directories were checked writable).
+    // Both files' bytes are on disk before either is published; should the report's rename
+    // still fail after the log's, the log is taken back: no log without its report.
     io::remove_stale_temp_files(o.out);   // a killed run's report.json.tmp.HOST.PID.N
     io::AtomicFile out(o.out);
     out.write(text);
     out.sync();
     if (log) log->close();
-    out.commit();
+    try {
+      out.commit();
+    } catch (...) {
+      if (log) log->withdraw();
+      throw;
+    }
   }
   std::string summary;
   for (const Metric& m : r.metrics)

@@ -28,7 +28,8 @@ tok::TokenId bos_of(const model::Pretrained& pt);   // tokenizer's BOS, else con
 size_t limited(size_t n, int64_t limit);            // min(n, limit) for limit > 0
 // The report as JSON to o.out (atomically) or stdout, plus a one-line summary in the log. The
 // sample log (--log-samples, when given) is published with it: only once the report's bytes are
-// on disk, so that a failed report write (a full disk) leaves neither file behind.
+// on disk, so that a failed report write (a full disk) leaves neither file behind, and taken
+// back should the report's rename fail after the log's.
 void write_report(const EvalReport& r, const CommonEvalOptions& o, SampleLog* log);
 
 // "label [#####.....] done/total" redrawn on stderr (only when it is a terminal).

@@ -69,6 +69,8 @@ class SampleLog {
   SampleLog& operator=(const SampleLog&) = delete;
   void write(const nlohmann::json& record);
   void close();
+  // Removes the file close() published (its report could not be): a log never stands alone.
+  void withdraw() noexcept;
   // XXH64 of the bytes written so far (all of them once the last record is in), 16 hex digits.
   std::string fingerprint() const;
 
