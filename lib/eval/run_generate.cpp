@@ -100,8 +100,7 @@ EvalReport eval_generate(model::Pretrained& pt, const GenOptions& o, SampleLog* 
 
   infer::GenerationConfig cfg;   // greedy: temperature 0
   cfg.stop.max_new_tokens = size_t(o.max_new_tokens);
-  cfg.stop.stop_ids = {tok::TokenId(pt.args.eos_token_id)};
-  if (auto e = tk.eos_id(); e && *e != cfg.stop.stop_ids[0]) cfg.stop.stop_ids.push_back(*e);
+  cfg.stop.stop_ids = {tok::TokenId(pt.args.eos_token_id)};   // the tokenizer's (checked at load)
   if (!o.chat) cfg.stop.stop_strings = kGenStopStrings;   // a chat turn ends with EOS
   const infer::TokenText text(tk);
   const size_t B = size_t(o.common.batch_size);

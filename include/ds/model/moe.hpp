@@ -109,9 +109,8 @@ struct MoE {
       const ExpertParallel& ep = {});
   // y (N, C) allocated when undefined; the rows form n_seq sequences of seq_len tokens (for the
   // balance loss), of which the first lengths[s] tokens count when lengths is not empty (the
-  // rest is padding: computed, but outside the balance loss and s.real_counts). With ep
-  // active every rank of the
-  // group must call it (collectives), even with no token for a remote expert.
+  // rest is padding: computed, but outside the balance loss and s.real_counts). With ep active
+  // every rank of the group must call it (collectives), even with no token for a remote expert.
   void forward(const ops::Context& ctx, const Tensor& u /*(N,C)*/, int64_t n_seq, int64_t seq_len,
                const MoEOptions& opt, Tensor& y /*(N,C)*/, MoESaved& s,
                std::span<const int32_t> lengths = {}) const;
