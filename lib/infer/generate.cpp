@@ -18,7 +18,10 @@
 #include "ds/core/error.hpp"
 #include "ds/core/thread_pool.hpp"
 #include "ds/infer/generator.hpp"
+#include "ds/infer/hf_generation_config.hpp"
+#include "ds/io/file.hpp"
 #include "ds/io/json_input.hpp"
+#include "ds/model/config.hpp"
 #include "ds/model/pretrained.hpp"
 #include "ds/tokenizer/utf8.hpp"
 
@@ -27,9 +30,18 @@ namespace ds::infer {
 namespace {
 
 using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+// The options after generation_config.json's defaults (with_file_defaults).
+struct Effective {
+  GenerateOptions o;
+  std::string max_new_name = "--max-new-tokens";   // where o.max_new_tokens came from
+  std::vector<tok::TokenId> extra_stop_ids;        // the file's eos_token_id
+};
 
 struct Session {
-  const GenerateOptions& o;
+  const GenerateOptions& o;           // Effective::o
+  const Effective& eff;
   model::Pretrained pre;
   std::optional<TokenText> text;
   GenerationConfig cfg;
@@ -45,6 +57,8 @@ void validate_options(const GenerateOptions& o) {
               "--kv-cache must be f32 or bf16 (got '{}')", o.kv_cache);
   DS_CHECK_AS(UsageError, o.speculative == "none" || o.speculative == "mtp",
               "--speculative must be none or mtp (got '{}')", o.speculative);
+  DS_CHECK_AS(UsageError, !o.generation_config.empty(),
+              "--generation-config must be auto, none or a file");
   DS_CHECK_AS(UsageError, o.max_new_tokens >= 1, "--max-new-tokens must be >= 1 (got {})",
               o.max_new_tokens);
   DS_CHECK_AS(UsageError, o.batch_size >= 1, "--batch-size must be >= 1 (got {})", o.batch_size);
@@ -79,7 +93,6 @@ void write_stdout(std::string_view t) {
 void open_session(Session& s) {
   const GenerateOptions& o = s.o;
   const Device dev = o.device == "cuda" ? Device::cuda : Device::cpu;
-  ops::init_device(dev);   // CudaError naming the reason when there is no usable GPU
   s.pre = model::load_pretrained(o.model, {/*load_mtp=*/o.speculative == "mtp", true, dev});
   DS_CHECK_AS(UsageError, o.speculative != "mtp" || s.pre.args.n_mtp_layers > 0,
               "speculative decoding needs an MTP module (num_nextn_predict_layers = 0)");
@@ -90,6 +103,10 @@ void open_session(Session& s) {
   s.cfg.stop.stop_strings = o.stop;
   const auto eos = s.pre.tokenizer->eos_id();
   s.cfg.stop.stop_ids = {eos ? *eos : tok::TokenId(s.pre.args.eos_token_id)};
+  for (tok::TokenId id : s.eff.extra_stop_ids)
+    if (std::find(s.cfg.stop.stop_ids.begin(), s.cfg.stop.stop_ids.end(), id) ==
+        s.cfg.stop.stop_ids.end())
+      s.cfg.stop.stop_ids.push_back(id);
   s.cfg.speculative = o.speculative == "mtp";
   s.cfg.prefill_chunk = o.prefill_chunk;
 }
@@ -97,8 +114,8 @@ void open_session(Session& s) {
 // "" when a prompt of n tokens and --max-new-tokens fit the model's context, else why not.
 std::string overflow(const Session& s, int64_t n) {
   if (s.o.max_new_tokens <= s.pre.args.max_seq_len - n) return {};   // (no overflow)
-  return fmt::format("prompt of {} tokens + --max-new-tokens {} exceeds the model's max_seq_len {}",
-                     n, s.o.max_new_tokens, s.pre.args.max_seq_len);
+  return fmt::format("prompt of {} tokens + {} {} exceeds the model's max_seq_len {}", n,
+                     s.eff.max_new_name, s.o.max_new_tokens, s.pre.args.max_seq_len);
 }
 
 // (Re)creates the engine when the needed capacity grows (prompt + new tokens + a verify pair).
@@ -122,8 +139,8 @@ Engine& engine_for(Session& s, int64_t max_prompt, int slots) {
       s.engine = std::make_unique<Engine>(s.pre.args, *s.pre.store, ctx, eo);
     } catch (const std::bad_alloc&) {
       DS_THROW(UsageError, "out of memory for the KV cache of {} sequence{} x {} positions "
-               "(prompt + --max-new-tokens {}): lower --max-new-tokens{}", slots,
-               slots == 1 ? "" : "s", cap, s.o.max_new_tokens,
+               "(prompt + {} {}): lower --max-new-tokens{}", slots,
+               slots == 1 ? "" : "s", cap, s.eff.max_new_name, s.o.max_new_tokens,
                slots > 1 ? " or --batch-size" : "");
     }
   }
@@ -278,14 +295,55 @@ void mode_interactive(Session& s) {
   }
 }
 
+// `o` with the defaults of the checkpoint's generation_config.json (or --generation-config
+// FILE) where no flag was given; read before the weights, so a bad file costs no load.
+Effective with_file_defaults(const GenerateOptions& o, const fs::path& ckpt) {
+  Effective r{o};
+  r.o.model = ckpt.string();
+  if (o.generation_config == "none") return r;
+  const bool automatic = o.generation_config == "auto";
+  const fs::path file = automatic ? ckpt / "generation_config.json" : fs::path(o.generation_config);
+  const fs::path config = ckpt / "config.json";
+  const int64_t vocab = model::from_hf_json(io::read_file(config), config.string()).vocab_size;
+  const std::optional<GenerationDefaults> d = read_generation_config(file, vocab);
+  if (!d) {
+    DS_CHECK_AS(UsageError, automatic, "--generation-config {}: no such file", file.string());
+    return r;
+  }
+  spdlog::info("{}: {} (given flags override; --generation-config none ignores the file)",
+               d->src, d->summary());
+  if (!d->not_applied.empty())
+    spdlog::warn("{}: ds-generate does not apply {}", d->src, fmt::join(d->not_applied, ", "));
+  if (!o.given.temperature) r.o.temperature = d->temperature.value_or(0.0f);   // 0: greedy
+  if (!o.given.top_k && d->top_k) r.o.top_k = *d->top_k;
+  if (!o.given.top_p && d->top_p) r.o.top_p = *d->top_p;
+  DS_CHECK_AS(UsageError,
+              o.speculative != "mtp" || o.given.temperature || r.o.temperature == 0 ||
+                  r.o.top_k == 1,
+              "--speculative mtp decodes greedily but {} asks for sampling (do_sample, "
+              "temperature {}): add --temperature 0 or --generation-config none",
+              d->src, r.o.temperature);
+  if (!o.given.max_new_tokens && d->max_new_tokens) {
+    r.o.max_new_tokens = *d->max_new_tokens;
+    r.max_new_name = "max_new_tokens (" + d->src + ")";
+  }
+  if (o.stop.empty()) r.o.stop = d->stop_strings;
+  r.extra_stop_ids = d->eos_ids;
+  return r;
+}
+
 }  // namespace
 
-void run_generate(const GenerateOptions& o) {
-  validate_options(o);
+void run_generate(const GenerateOptions& opts) {
+  validate_options(opts);
   const bool tty = ::isatty(0) != 0;
-  DS_CHECK_AS(UsageError, o.has_prompt || o.jsonl || tty,
+  DS_CHECK_AS(UsageError, opts.has_prompt || opts.jsonl || tty,
               "give --prompt TEXT or --jsonl (stdin is not a terminal)");
-  Session s{o, {}, {}, {}, {}, {}};
+  // CudaError naming the reason when there is no usable GPU, before any file is read
+  ops::init_device(opts.device == "cuda" ? Device::cuda : Device::cpu);
+  const Effective eff = with_file_defaults(opts, model::resolve_checkpoint_dir(opts.model));
+  const GenerateOptions& o = eff.o;
+  Session s{o, eff, {}, {}, {}, {}, {}};
   open_session(s);
   if (o.has_prompt) mode_prompt(s);
   else if (o.jsonl) mode_jsonl(s);

@@ -7,7 +7,10 @@
 # fails the run; out-of-range --seed values are usage errors. The interactive chat (on a pty,
 # with a 48-position model) reports a turn that outgrows the context, drops it and goes on
 # (/clear, another turn, /exit -> 0). A config.json with one layer fewer than the weights fails
-# with "has no eh_proj.weight".
+# with "has no eh_proj.weight". A checkpoint's generation_config.json sets the defaults of the
+# flags not given (its sampling equals the same flags given; --generation-config none ignores
+# it; eos_token_id lists and stop_strings apply); a bad one fails before any output, naming
+# the file and field.
 # Usage: e2e_generate.py --generate BIN --pretrain BIN --tokenize BIN --work DIR
 import argparse
 import json
@@ -166,6 +169,85 @@ def test_input_edges(a, model):
     check(rc == 0 and err == [], f"ids missing from the tokenizer never sampled: exit {rc} {err}")
 
 
+def with_generation_config(a, model, name, content):
+    """A copy of `model` under --work/NAME with generation_config.json = content."""
+    d = model_copy(a, model, name)
+    with open(os.path.join(d, "generation_config.json"), "w") as f:
+        f.write(content if isinstance(content, str) else json.dumps(content))
+    return d
+
+
+def test_generation_config(a, model):
+    reqs = "".join(json.dumps({"prompt": p}) + "\n" for p in ["the king", "the king", "a lamb"])
+    n = len(reqs.splitlines())
+    sample = {"do_sample": True, "temperature": 1.3, "top_p": 0.9, "top_k": 40,
+              "max_new_tokens": 7, "bos_token_id": 0, "transformers_version": "4.46.3"}
+    gc = with_generation_config(a, model, "gc_sample", sample)
+    rc, by_file, err = generate(a, gc, reqs, "--jsonl", "--seed", 5)
+    check(rc == 0 and err == [] and len(by_file.splitlines()) == n,
+          f"generation_config.json with do_sample: exit {rc} {err}")
+    rc, by_flags, err = generate(a, model, reqs, "--jsonl", "--seed", 5, "--temperature", 1.3,
+                                 "--top-p", 0.9, "--top-k", 40, "--max-new-tokens", 7)
+    check(rc == 0 and by_file == by_flags,
+          "the file's sampling defaults = the same flags given:\n" + by_file + by_flags)
+    rc, greedy, _ = generate(a, model, reqs, "--jsonl", "--max-new-tokens", 7)
+    rc2, ignored, _ = generate(a, gc, reqs, "--jsonl", "--max-new-tokens", 7,
+                               "--generation-config", "none")
+    check(rc == rc2 == 0 and ignored == greedy and by_file != greedy,
+          "--generation-config none: greedy as without the file (and the file's sampling "
+          "differs from it)")
+    rc, override, _ = generate(a, gc, reqs, "--jsonl", "--temperature", 0)
+    check(rc == 0 and override == greedy,
+          "--temperature 0 overrides the file's do_sample (max_new_tokens 7 still from the file)")
+    # the file given by path; eos_token_id as a list of every id: each completion stops at once
+    vocab = json.load(open(os.path.join(model, "config.json")))["vocab_size"]
+    path = os.path.join(a.work, "gc_every_eos.json")
+    with open(path, "w") as f:
+        json.dump({"eos_token_id": list(range(vocab))}, f)
+    rc, out, err = generate(a, model, reqs, "--jsonl", "--generation-config", path)
+    done = [json.loads(l) for l in out.splitlines()]
+    check(rc == 0 and len(done) == n and
+          all(d["tokens"] == 1 and d["finish_reason"] == "stop" and d["completion"] == ""
+              for d in done), f"eos_token_id listing every id stops at once: {out} {err}")
+    # stop_strings = the same --stop; --stop given replaces them
+    first = json.loads(greedy.splitlines()[0])["completion"]
+    stop = first[2:4] if len(first) >= 4 else first[:1]
+    gs = with_generation_config(a, model, "gc_stop", {"stop_strings": [stop]})
+    rc, by_file, _ = generate(a, gs, reqs, "--jsonl", "--max-new-tokens", 7)
+    rc2, by_flag, _ = generate(a, model, reqs, "--jsonl", "--max-new-tokens", 7, "--stop", stop)
+    check(rc == rc2 == 0 and by_file == by_flag and by_file != greedy,
+          f"stop_strings [{stop!r}] = --stop {stop!r}:\n{by_file}{by_flag}")
+    # fields ds does not apply: one warning naming them; the output is greedy
+    gw = with_generation_config(a, model, "gc_warn", {"repetition_penalty": 1.2, "num_beams": 1,
+                                                      "temperature": 0.7})
+    rc, out, err = generate(a, gw, reqs, "--jsonl", "--max-new-tokens", 7)
+    check(rc == 0 and out == greedy and len(err) == 1 and "repetition_penalty = 1.2" in err[0]
+          and "temperature (do_sample is false)" in err[0] and "num_beams" not in err[0],
+          f"fields not applied are named in one warning: exit {rc} {err}")
+    bad = [
+        ("temperature 0 with do_sample", {"do_sample": True, "temperature": 0}, 1,
+         "generation_config.json: field 'temperature' = 0 must be > 0"),
+        ("not JSON", '{"do_sample": true', 1, "generation_config.json: not valid JSON"),
+        ("eos id past the vocabulary", {"eos_token_id": [1, vocab]}, 1,
+         f"field 'eos_token_id[1]' = {vocab} is not a token id"),
+        ("--speculative mtp with do_sample", {"do_sample": True}, 2,
+         "--speculative mtp decodes greedily but"),
+    ]
+    for name, content, want, word in bad:
+        d = with_generation_config(a, model, "gc_bad", content)
+        extra = ["--speculative", "mtp"] if "speculative" in name else []
+        rc, out, err = generate(a, d, reqs, "--jsonl", *extra)
+        check(rc == want and out == "" and len(err) == 1 and word in err[0],
+              f"generation_config.json {name}: exit {rc} (want {want}), stdout {out!r}, {err}")
+    rc, out, err = generate(a, d, reqs, "--jsonl", "--max-new-tokens", 7,
+                            "--generation-config", "none")
+    check(rc == 0 and out == greedy, f"--generation-config none ignores a bad file: {rc} {err}")
+    rc, _, err = generate(a, model, reqs, "--jsonl", "--generation-config",
+                          os.path.join(a.work, "no_such.json"))
+    check(rc == 2 and len(err) == 1 and "no_such.json: no such file" in err[0],
+          f"--generation-config of a missing file: exit {rc} (want 2), {err}")
+
+
 class Pty:
     """ds-generate's interactive chat on a pseudo-terminal, read with timeouts."""
 
@@ -264,7 +346,8 @@ def main():
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     model = setup(a)
-    for fn in (test_jsonl, test_errors, test_input_edges, test_chat):
+    for fn in (test_jsonl, test_errors, test_input_edges, test_generation_config,
+               test_chat):
         fn(a, model)
     print(f"{len(FAILS)} failed" if FAILS else "all passed")
     return 1 if FAILS else 0

@@ -1,6 +1,7 @@
 // ds-generate: generate text with a DeepSeek-V3 checkpoint (ours or Hugging Face) on the CPU
 // engine with the absorbed-MLA latent cache; optional MTP speculative decoding. Thin CLI: flags
-// bind to ds::infer::GenerateOptions (defaults live there), then ds::infer::run_generate();
+// bind to ds::infer::GenerateOptions (defaults live there; the checkpoint's
+// generation_config.json may replace those of flags not given), then ds::infer::run_generate();
 // exit codes from ds::cli::run_tool. Contract: man ds-generate.
 #include <CLI/CLI.hpp>
 
@@ -22,13 +23,20 @@ int main(int argc, char** argv) {
                "Batch mode: {\"prompt\"|\"messages\"} lines on stdin -> JSON lines on stdout");
   app.add_flag("--chat,!--raw", o.chat,
                "Apply the chat template to --prompt / JSONL prompts (default: --raw)");
-  app.add_option("--max-new-tokens", o.max_new_tokens, "Maximum generated tokens per completion")
+  auto* max_new =
+      app.add_option("--max-new-tokens", o.max_new_tokens, "Maximum generated tokens per completion")
+          ->capture_default_str();
+  auto* temperature =
+      app.add_option("--temperature", o.temperature, "Sampling temperature (0: greedy argmax)")
+          ->capture_default_str();
+  auto* top_k = app.add_option("--top-k", o.top_k, "Keep the k most likely tokens (0: off)")
+                    ->capture_default_str();
+  auto* top_p =
+      app.add_option("--top-p", o.top_p, "Nucleus sampling mass (1: off)")->capture_default_str();
+  app.add_option("--generation-config", o.generation_config,
+                 "auto (the checkpoint's generation_config.json, when present, sets the defaults "
+                 "of the four flags above and stop strings/ids), none, or FILE")
       ->capture_default_str();
-  app.add_option("--temperature", o.temperature, "Sampling temperature (0: greedy argmax)")
-      ->capture_default_str();
-  app.add_option("--top-k", o.top_k, "Keep the k most likely tokens (0: off)")
-      ->capture_default_str();
-  app.add_option("--top-p", o.top_p, "Nucleus sampling mass (1: off)")->capture_default_str();
   app.add_option("--seed", o.seed, "Sampling seed")->capture_default_str();
   app.add_option("--stop", o.stop, "Stop string (repeatable); the completion is cut before it")
       ->allow_extra_args(false);
@@ -50,6 +58,8 @@ int main(int argc, char** argv) {
 
   return ds::cli::run_tool(app, argc, argv, common, [&] {
     o.has_prompt = prompt->count() > 0;
+    o.given = {max_new->count() > 0, temperature->count() > 0, top_k->count() > 0,
+               top_p->count() > 0};
     ds::infer::run_generate(o);
   });
 }

@@ -30,11 +30,18 @@ struct GenerateOptions {
   std::string kv_cache = "f32";       // f32 | bf16: the latent cache's dtype
   int threads = 0;                    // 0 = all cores
   bool stats = false;                 // timing / acceptance JSON on stderr
+  // Defaults from the checkpoint's generation_config.json (hf_generation_config.hpp): "auto"
+  // (the file when present), "none" (ignored), or the path of such a file. A flag that was
+  // given (`given`, set by the tool; --stop when non-empty) overrides the file's field.
+  std::string generation_config = "auto";
+  struct Given {
+    bool max_new_tokens = false, temperature = false, top_k = false, top_p = false;
+  } given;
 };
 
 // Runs the requested mode. Throws UsageError for bad flag values / combinations, IoError /
-// FormatError for an unreadable checkpoint or malformed JSONL input (one line naming the
-// file, line and field).
+// FormatError for an unreadable checkpoint, a malformed generation_config.json or malformed
+// JSONL input (one line naming the file, line and field).
 void run_generate(const GenerateOptions& opts);
 
 }  // namespace ds::infer
