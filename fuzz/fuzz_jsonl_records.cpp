@@ -4,10 +4,12 @@
 //   3:   an RL prompt file through rl::load_prompts;
 //   4-5: a messages array (ds-generate --jsonl, ds-eval --chat) through infer::parse_messages,
 //        rendered by the DeepSeek-V3 template without and with the generation prompt;
-//   6:   a tokenizer_config.json through ChatTemplate::from_config_json.
+//   6:   a tokenizer_config.json through ChatTemplate::from_config_json;
+//   7:   a generation_config.json through infer::parse_generation_config (vocabulary 1000).
 // A malformed record may only ever raise ds::Error; an accepted one must keep the promises of
 // the reader's contract (checked below). Formats: docs/formats.md ("SFT data", "RL prompts"),
-// include/ds/infer/chat_template.hpp.
+// include/ds/infer/chat_template.hpp, include/ds/infer/hf_generation_config.hpp.
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -15,6 +17,7 @@
 
 #include "ds/core/error.hpp"
 #include "ds/infer/chat_template.hpp"
+#include "ds/infer/hf_generation_config.hpp"
 #include "ds/rl/prompts.hpp"
 #include "ds/sft/data.hpp"
 #include "fuzz_scratch.hpp"
@@ -69,20 +72,38 @@ void check_tokenizer_config(std::string_view text) {
   if (t.bos_token().empty() || t.eos_token().empty()) __builtin_trap();
 }
 
+// Accepted defaults are ones the sampler and the stop checker take as they are.
+void check_generation_config(std::string_view text) {
+  const auto d =
+      ds::infer::parse_generation_config(std::string(text), "generation_config.json", 1000);
+  if (d.do_sample != d.temperature.has_value()) __builtin_trap();
+  if (d.temperature && !(*d.temperature > 0 && std::isfinite(*d.temperature))) __builtin_trap();
+  if ((d.top_k || d.top_p) && !d.do_sample) __builtin_trap();
+  if (d.top_k && *d.top_k < 0) __builtin_trap();
+  if (d.top_p && !(*d.top_p > 0 && *d.top_p <= 1)) __builtin_trap();
+  if (d.max_new_tokens && *d.max_new_tokens < 1) __builtin_trap();
+  for (const auto id : d.eos_ids)
+    if (id >= 1000) __builtin_trap();
+  for (const auto& s : d.stop_strings)
+    if (s.empty()) __builtin_trap();
+  if (d.summary().empty()) __builtin_trap();
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const std::string_view text(reinterpret_cast<const char*>(data) + 1, size - 1);
   try {
-    switch (data[0] % 7) {
+    switch (data[0] % 8) {
       case 0: check_sft(text, ds::sft::LossOn::assistant); break;
       case 1: check_sft(text, ds::sft::LossOn::last); break;
       case 2: check_sft(text, ds::sft::LossOn::all); break;
       case 3: check_prompts(text); break;
       case 4: check_chat(text, false); break;
       case 5: check_chat(text, true); break;
-      default: check_tokenizer_config(text); break;
+      case 6: check_tokenizer_config(text); break;
+      default: check_generation_config(text); break;
     }
   } catch (const ds::Error&) {
     // expected for malformed input; anything else propagates and crashes the fuzzer

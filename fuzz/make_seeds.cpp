@@ -5,7 +5,8 @@
 //                             model.safetensors.index.json;
 //   ROOT/fuzz_model_config/   the presets' config.json, one with an FP8 quantization_config;
 //   ROOT/fuzz_jsonl_records/  a selector byte (0-2: an SFT line, 3: an RL prompt file, 4-5: a
-//                             messages array, 6: a tokenizer_config.json) and text;
+//                             messages array, 6: a tokenizer_config.json, 7: a
+//                             generation_config.json) and text;
 //   ROOT/fuzz_run_files/      two selector bytes and a trainer_state.json, a metrics file or a
 //                             dataset's manifest.json;
 //   ROOT/fuzz_eval_tasks/     two selector bytes and a PIQA (with its labels), ARC-style,
@@ -117,6 +118,12 @@ void jsonl_seeds(const fs::path& dir) {
                         {"eos_token", "<｜end▁of▁sentence｜>"},
                         {"chat_template", std::string(ds::tok::ds_chat_template())}};
   write_seed(dir / "seed-tokenizer-config", {6}, cfg.dump());
+  write_seed(dir / "seed-generation-config", {7},
+             R"({"_from_model_config": true, "bos_token_id": 0, "eos_token_id": [1, 7],)"
+             R"( "do_sample": true, "temperature": 0.6, "top_p": 0.95, "top_k": 20,)"
+             R"( "max_new_tokens": 64, "stop_strings": ["
+
+"], "repetition_penalty": 1.1})");
   write_seed(dir / "seed-rl", {3},
              R"({"prompt":"What is 6*7?","reference":"42"})" "\n\n"
              R"({"messages":[{"role":"user","content":"Capital of France?"}],"answer":"Paris"})"

@@ -83,15 +83,20 @@ void check_outputs_not_inputs(const CommonEvalOptions& o, std::vector<std::strin
   inputs.push_back(io::checkpoint_in(o.model).value_or(o.model).string());
   for (const auto& [path, flag] : {std::pair{o.out, "--out"}, {o.log_samples, "--log-samples"}}) {
     if (path.empty()) continue;
-    const fs::path parent = fs::absolute(path, ec).parent_path();
+    // the name given and, through a symbolic link, the file the write replaces
+    const fs::path real = io::write_target(path);
     for (const std::string& in : inputs) {
       if (in.empty()) continue;
       DS_CHECK_AS(UsageError, !same_file(path, in),
                   "{} {}: is the input file {} (it would be overwritten)", flag, path, in);
-      DS_CHECK_AS(UsageError, !(fs::is_directory(in, ec) && same_file(parent, in) &&
-                                read_from_dir(path)),
-                  "{} {}: would overwrite {} of the input directory {}", flag, path,
-                  fs::path(path).filename().string(), in);
+      for (const fs::path& p : {fs::path(path), real}) {
+        const fs::path parent = fs::absolute(p, ec).parent_path();
+        DS_CHECK_AS(UsageError, !(fs::is_directory(in, ec) && same_file(parent, in) &&
+                                  read_from_dir(p)),
+                    "{} {}: would overwrite {} of the input directory {}{}", flag, path,
+                    p.filename().string(), in,
+                    p == fs::path(path) ? "" : " (through a symbolic link)");
+      }
     }
   }
 }

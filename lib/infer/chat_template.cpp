@@ -185,6 +185,18 @@ RenderedChat ChatTemplate::render(const std::vector<ChatMessage>& messages,
     r.text += need_content(messages[i], i);
     first_system = false;
   }
+  // DeepSeek-V3's template renders the calls of an assistant turn whose content is null and
+  // drops them anywhere else: refused, so that no call is lost from a prompt or a sample
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const ChatMessage& m = messages[i];
+    if (m.tool_calls.empty()) continue;
+    DS_CHECK_AS(FormatError, m.role == "assistant",
+                "messages[{}]: tool_calls on a {} turn (only assistant turns call tools)", i,
+                m.role);
+    DS_CHECK_AS(FormatError, !m.content,
+                "messages[{}]: an assistant turn with both content and tool_calls (DeepSeek-V3's "
+                "template renders the calls only when content is null)", i);
+  }
   if (!plain_source_.empty())
     for (size_t i = 0; i < messages.size(); ++i)
       if (messages[i].role == "tool" || !messages[i].tool_calls.empty())

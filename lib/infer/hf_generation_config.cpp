@@ -2,6 +2,7 @@
 // reference: transformers GenerationConfig (field names, defaults, do_sample semantics).
 #include "ds/infer/hf_generation_config.hpp"
 
+#include <cfloat>
 #include <cmath>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -123,13 +124,19 @@ GenerationDefaults parse_generation_config(const std::string& text, const std::s
   const auto temperature = r.number("temperature");
   const auto top_k = r.integer("top_k", 0, INT32_MAX);
   const auto top_p = r.number("top_p");
+  // ranges as the floats the sampler would get (1e-50 is 0, 1e300 is inf), whether or not
+  // do_sample uses them
+  const float t = float(temperature.value_or(1.0));
+  DS_CHECK_AS(FormatError, t >= 0 && std::isfinite(t),
+              "{}: field 'temperature' = {} must be >= 0 (and at most {})", src, *temperature,
+              FLT_MAX);
+  DS_CHECK_AS(FormatError, !top_p || (float(*top_p) > 0 && float(*top_p) <= 1),
+              "{}: field 'top_p' = {} must be in (0, 1]", src, *top_p);
   if (d.do_sample) {
-    DS_CHECK_AS(FormatError, !temperature || *temperature > 0,
+    DS_CHECK_AS(FormatError, t > 0,
                 "{}: field 'temperature' = {} must be > 0 when do_sample is true", src,
                 *temperature);
-    DS_CHECK_AS(FormatError, !top_p || (*top_p > 0 && *top_p <= 1),
-                "{}: field 'top_p' = {} must be in (0, 1]", src, *top_p);
-    d.temperature = float(temperature.value_or(1.0));
+    d.temperature = t;
     if (top_k) d.top_k = int(*top_k);
     if (top_p) d.top_p = float(*top_p);
   } else {   // transformers decodes greedily and ignores them (with a warning)
@@ -161,8 +168,21 @@ GenerationDefaults parse_generation_config(const std::string& text, const std::s
 
 std::optional<GenerationDefaults> read_generation_config(const std::filesystem::path& file,
                                                          int64_t vocab_size) {
+  namespace fs = std::filesystem;
   std::error_code ec;
-  if (!std::filesystem::exists(file, ec) && !ec) return std::nullopt;
+  const fs::file_status entry = fs::symlink_status(file, ec);
+  if (entry.type() == fs::file_type::not_found) return std::nullopt;
+  if (ec) DS_THROW(IoError, "{}: cannot read: {}", file.string(), ec.message());
+  // a link to nothing is a broken download (the hub cache links its blobs), not "no file"
+  if (fs::is_symlink(entry) && !io::exists(file))
+    DS_THROW(IoError, "{}: symbolic link to a missing file ({})", file.string(),
+             fs::read_symlink(file, ec).string());
+  DS_CHECK_AS(FormatError, io::is_regular_file(file), "{}: not a regular file", file.string());
+  constexpr uintmax_t kMaxBytes = uintmax_t(1) << 20;   // the released ones hold ~200 bytes
+  const uintmax_t size = fs::file_size(file, ec);
+  DS_CHECK_AS(FormatError, ec || size <= kMaxBytes,
+              "{}: {} bytes, too large for a generation_config.json (at most {})", file.string(),
+              size, kMaxBytes);
   return parse_generation_config(io::read_file(file), file.string(), vocab_size);
 }
 

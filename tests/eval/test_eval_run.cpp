@@ -438,6 +438,18 @@ TEST_CASE("ds-eval CLI: report, exit codes, one-line errors") {
                      2, "would overwrite");
     CHECK(io::read_file(e.path()) == before);
   }
+  // ... nor through a symbolic link to one (a relative link and an absolute one)
+  const fs::path config = fx.ckpt / "config.json";
+  const std::string config_before = io::read_file(config);
+  fs::create_symlink(config, fx.tmp.path() / "abs-link.json");
+  fs::create_symlink(fs::relative(fx.ckpt, fx.tmp.path()) / "config.json",
+                     fx.tmp.path() / "rel-link.json");
+  for (const char* link : {"abs-link.json", "rel-link.json"})
+    for (const char* flag : {" --out ", " --log-samples "})
+      one_line_error(run_cli("perplexity" + model + flag + (fx.tmp.path() / link).string() +
+                             " " + f.string()),
+                     2, "would overwrite config.json of the input directory");
+  CHECK(io::read_file(config) == config_before);
 
   // generate --chat end to end through the CLI.
   const fs::path g =

@@ -107,6 +107,18 @@ TEST_CASE("invalid messages are FormatErrors naming the message") {
                        ds::FormatError);
   CHECK_THROWS_AS(t.render({{"user", std::nullopt, {}}}, true), ds::FormatError);
   CHECK_THROWS_AS(t.render({{"assistant", std::nullopt, {}}}, true), ds::FormatError);
+  // tool calls the template would drop: on another role, or beside a content
+  const std::vector<ToolCall> calls = {{"function", "f", "{}"}};
+  CHECK_THROWS_WITH_AS(t.render({{"user", "hi", calls}, msg("assistant", "x")}, false),
+                       doctest::Contains("messages[0]: tool_calls on a user turn"),
+                       ds::FormatError);
+  CHECK_THROWS_WITH_AS(t.render({msg("user", "q"), {"tool", "r", calls}}, true),
+                       doctest::Contains("messages[1]: tool_calls on a tool turn"),
+                       ds::FormatError);
+  CHECK_THROWS_WITH_AS(t.render({msg("user", "q"), {"assistant", "", calls}}, false),
+                       doctest::Contains("messages[1]: an assistant turn with both content and "
+                                         "tool_calls"),
+                       ds::FormatError);
 }
 
 TEST_CASE("parse_messages reads OpenAI-style JSON") {

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <string>
+#include <sys/stat.h>
 
 #include "../temp_dir.hpp"
 #include "ds/core/error.hpp"
@@ -81,7 +82,15 @@ TEST_CASE("generation_config: bad values name the file and the field") {
       {R"({"do_sample": "yes"})", "gc.json: field 'do_sample' must be true or false"},
       {R"({"do_sample": true, "temperature": 0})",
        "gc.json: field 'temperature' = 0 must be > 0 when do_sample is true"},
-      {R"({"do_sample": true, "temperature": -1})", "'temperature' = -1 must be > 0"},
+      {R"({"do_sample": true, "temperature": -1})", "'temperature' = -1 must be >= 0"},
+      // ranges hold whether or not do_sample uses the field
+      {R"({"temperature": -5})", "gc.json: field 'temperature' = -5 must be >= 0"},
+      {R"({"do_sample": false, "top_p": 7})", "gc.json: field 'top_p' = 7 must be in (0, 1]"},
+      // values the sampler's float would turn into 0 or inf
+      {R"({"do_sample": true, "temperature": 1e-50})", "'temperature' = 1e-50 must be > 0"},
+      {R"({"do_sample": true, "temperature": 1e300})",
+       "'temperature' = 1e+300 must be >= 0 (and at most 3.4028235e+38)"},
+      {R"({"do_sample": true, "top_p": 1e-50})", "field 'top_p' = 1e-50 must be in (0, 1]"},
       {R"({"temperature": "0.6"})", "gc.json: field 'temperature' must be a number"},
       {R"({"do_sample": true, "top_p": 1.5})", "gc.json: field 'top_p' = 1.5 must be in (0, 1]"},
       {R"({"do_sample": true, "top_p": 0})", "field 'top_p' = 0 must be in (0, 1]"},
@@ -105,7 +114,7 @@ TEST_CASE("generation_config: bad values name the file and the field") {
   }
 }
 
-TEST_CASE("generation_config: read from a file; absent is nullopt") {
+TEST_CASE("generation_config: read from a file; absent is nullopt, a broken entry an error") {
   ds::testing::TempDir dir("gencfg");
   const auto file = dir / "generation_config.json";
   CHECK_FALSE(read_generation_config(file, 100));
@@ -118,4 +127,22 @@ TEST_CASE("generation_config: read from a file; absent is nullopt") {
   CHECK_THROWS_WITH_AS(read_generation_config(file, 99),
                        doctest::Contains("'eos_token_id' = 99 is not a token id (0..98)"),
                        FormatError);
+  // a dangling link (a half-downloaded hub cache) is not "no file"
+  const auto link = dir / "link.json";
+  std::filesystem::create_symlink(dir / "blob-missing", link);
+  CHECK_THROWS_WITH_AS(read_generation_config(link, 100),
+                       doctest::Contains("link.json: symbolic link to a missing file"),
+                       ds::IoError);
+  std::filesystem::create_symlink(file, dir / "good-link.json");
+  CHECK(read_generation_config(dir / "good-link.json", 100)->temperature == 0.5f);
+  // not a regular file (a directory, a FIFO: read_file would wait for a writer), too large
+  std::filesystem::create_directory(dir / "d.json");
+  CHECK_THROWS_WITH_AS(read_generation_config(dir / "d.json", 100),
+                       doctest::Contains("d.json: not a regular file"), FormatError);
+  REQUIRE(::mkfifo((dir / "fifo.json").c_str(), 0600) == 0);
+  CHECK_THROWS_WITH_AS(read_generation_config(dir / "fifo.json", 100),
+                       doctest::Contains("fifo.json: not a regular file"), FormatError);
+  dir.write("big.json", "{\"do_sample\": true" + std::string(1 << 20, ' ') + "}");
+  CHECK_THROWS_WITH_AS(read_generation_config(dir / "big.json", 100),
+                       doctest::Contains("big.json: 1048595 bytes, too large"), FormatError);
 }

@@ -59,7 +59,8 @@ class ChatTemplate {
   static ChatTemplate from_config_json(std::string_view json, const std::string& source);
 
   // FormatError (naming messages[i]) for an unknown role, a null content where one is
-  // required, or an assistant turn with neither content nor tool calls; and under ds-tokenize's
+  // required, an assistant turn with neither content nor tool calls, tool calls on another
+  // role or beside a content (the template would drop them); and under ds-tokenize's
   // plain template (tok::ds_chat_template, which renders no tools) a tool turn or tool call,
   // since Hugging Face tools rendering that template would not see what was trained.
   RenderedChat render(const std::vector<ChatMessage>& messages,

@@ -3,7 +3,7 @@
 // ds-generate's defaults. Which fields apply, as transformers' generate() reads them:
 //   do_sample       bool; absent = false. temperature / top_k / top_p apply only when true
 //                   (greedy decoding ignores them, as transformers does).
-//   temperature     > 0 when do_sample (absent: 1.0, transformers' default).
+//   temperature     >= 0, and > 0 when do_sample (absent: 1.0, transformers' default).
 //   top_k           integer >= 0 (0 = off). Absent = off: transformers' implicit top_k = 50
 //                   is not applied (vLLM and SGLang, DeepSeek-V3's serving stacks, do the same).
 //   top_p           in (0, 1].
@@ -15,7 +15,8 @@
 // null means absent. Any other field that is present and not at its neutral value
 // (repetition_penalty != 1, num_beams > 1, ...) is listed in `not_applied` for the caller to
 // log: it is the model's preference, not broken data. A mistyped or out-of-range value of a
-// field above is a FormatError naming the file and the field.
+// field above is a FormatError naming the file and the field, whether or not do_sample uses
+// it (ranges as the floats the sampler gets).
 // reference: transformers GenerationConfig (field names, do_sample semantics).
 #pragma once
 #include <cstdint>
@@ -47,8 +48,9 @@ struct GenerationDefaults {
 GenerationDefaults parse_generation_config(const std::string& text, const std::string& src,
                                            int64_t vocab_size);
 
-// The file parsed, or nullopt when there is no such file. IoError when it exists and cannot
-// be read.
+// The file parsed, or nullopt when there is no such file. IoError when it cannot be read or
+// is a symbolic link to a missing file; FormatError when it is not a regular file or is
+// larger than 1 MiB.
 std::optional<GenerationDefaults> read_generation_config(const std::filesystem::path& file,
                                                          int64_t vocab_size);
 
