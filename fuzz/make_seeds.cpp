@@ -121,9 +121,7 @@ void jsonl_seeds(const fs::path& dir) {
   write_seed(dir / "seed-generation-config", {7},
              R"({"_from_model_config": true, "bos_token_id": 0, "eos_token_id": [1, 7],)"
              R"( "do_sample": true, "temperature": 0.6, "top_p": 0.95, "top_k": 20,)"
-             R"( "max_new_tokens": 64, "stop_strings": ["
-
-"], "repetition_penalty": 1.1})");
+             R"( "max_new_tokens": 64, "stop_strings": ["\n\n"], "repetition_penalty": 1.1})");
   write_seed(dir / "seed-rl", {3},
              R"({"prompt":"What is 6*7?","reference":"42"})" "\n\n"
              R"({"messages":[{"role":"user","content":"Capital of France?"}],"answer":"Paris"})"

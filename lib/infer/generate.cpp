@@ -303,15 +303,15 @@ Effective with_file_defaults(const GenerateOptions& o, const fs::path& ckpt) {
   if (o.generation_config == "none") return r;
   const bool automatic = o.generation_config == "auto";
   const fs::path file = automatic ? ckpt / "generation_config.json" : fs::path(o.generation_config);
-  const fs::path config = ckpt / "config.json";
-  const int64_t vocab = model::from_hf_json(io::read_file(config), config.string()).vocab_size;
-  const std::optional<GenerationDefaults> d = read_generation_config(file, vocab);
-  if (!d) {
+  std::error_code ec;   // (config.json is read only when there is a file: its vocab_size)
+  if (fs::symlink_status(file, ec).type() == fs::file_type::not_found) {
     DS_CHECK_AS(UsageError, automatic, "--generation-config {}: no such file", file.string());
     return r;
   }
-  spdlog::info("{}: {} (given flags override; --generation-config none ignores the file)",
-               d->src, d->summary());
+  const fs::path config = ckpt / "config.json";
+  const int64_t vocab = model::from_hf_json(io::read_file(config), config.string()).vocab_size;
+  const std::optional<GenerationDefaults> d = read_generation_config(file, vocab);
+  DS_CHECK_AS(IoError, d.has_value(), "{}: vanished while being read", file.string());
   if (!d->not_applied.empty())
     spdlog::warn("{}: ds-generate does not apply {}", d->src, fmt::join(d->not_applied, ", "));
   if (!o.given.temperature) r.o.temperature = d->temperature.value_or(0.0f);   // 0: greedy
@@ -329,6 +329,10 @@ Effective with_file_defaults(const GenerateOptions& o, const fs::path& ckpt) {
   }
   if (o.stop.empty()) r.o.stop = d->stop_strings;
   r.extra_stop_ids = d->eos_ids;
+  spdlog::info("{}: decoding with temperature {}, top_k {}, top_p {}, {} {}, {} stop string(s), "
+               "stop ids +[{}] (given flags override the file; --generation-config none "
+               "ignores it)", d->src, r.o.temperature, r.o.top_k, r.o.top_p, r.max_new_name,
+               r.o.max_new_tokens, r.o.stop.size(), fmt::join(r.extra_stop_ids, ","));
   return r;
 }
 

@@ -11,7 +11,6 @@
 #include "ds/core/error.hpp"
 #include "ds/io/file.hpp"
 #include "ds/io/json_input.hpp"
-#include "ds/tokenizer/utf8.hpp"
 
 namespace ds::infer {
 
@@ -93,17 +92,6 @@ struct Reader {
 
 }  // namespace
 
-std::string GenerationDefaults::summary() const {
-  std::string s = do_sample ? "do_sample" : "greedy";
-  if (temperature) s += fmt::format(", temperature {}", *temperature);
-  if (top_k) s += fmt::format(", top_k {}", *top_k);
-  if (top_p) s += fmt::format(", top_p {}", *top_p);
-  if (max_new_tokens) s += fmt::format(", max_new_tokens {}", *max_new_tokens);
-  if (!eos_ids.empty()) s += fmt::format(", eos_token_id {}", fmt::join(eos_ids, "/"));
-  if (!stop_strings.empty()) s += fmt::format(", {} stop string(s)", stop_strings.size());
-  return s;
-}
-
 GenerationDefaults parse_generation_config(const std::string& text, const std::string& src,
                                            int64_t vocab_size) {
   io::check_json_input(text, src);
@@ -139,9 +127,11 @@ GenerationDefaults parse_generation_config(const std::string& text, const std::s
     d.temperature = t;
     if (top_k) d.top_k = int(*top_k);
     if (top_p) d.top_p = float(*top_p);
-  } else {   // transformers decodes greedily and ignores them (with a warning)
-    for (const char* k : {"temperature", "top_k", "top_p"})
-      if (r.find(k)) d.not_applied.push_back(fmt::format("{} (do_sample is false)", k));
+  } else {   // transformers decodes greedily and ignores them (warning unless at its defaults)
+    if (temperature && *temperature != 1.0)
+      d.not_applied.push_back("temperature (do_sample is false)");
+    if (top_k && *top_k != 50) d.not_applied.push_back("top_k (do_sample is false)");
+    if (top_p && *top_p != 1.0) d.not_applied.push_back("top_p (do_sample is false)");
   }
   d.max_new_tokens = r.integer("max_new_tokens", 1, INT64_MAX);
   const int64_t max_id = vocab_size > 0 ? vocab_size - 1 : int64_t(UINT32_MAX);
@@ -153,10 +143,7 @@ GenerationDefaults parse_generation_config(const std::string& text, const std::s
   r.one_or_list("stop_strings", [&](const json& v, const std::string& name) {
     DS_CHECK_AS(FormatError, v.is_string() && !v.get<std::string>().empty(),
                 "{}: field '{}' must be a non-empty string", src, name);
-    const std::string s = v.get<std::string>();
-    DS_CHECK_AS(FormatError, !tok::first_invalid_utf8(s), "{}: field '{}' is not valid UTF-8",
-                src, name);
-    d.stop_strings.push_back(s);
+    d.stop_strings.push_back(v.get<std::string>());   // (UTF-8: the parser checked it)
   });
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (used_or_inert(it.key()) || it->is_null()) continue;

@@ -199,6 +199,19 @@ def test_generation_config(a, model):
     rc, override, _ = generate(a, gc, reqs, "--jsonl", "--temperature", 0)
     check(rc == 0 and override == greedy,
           "--temperature 0 overrides the file's do_sample (max_new_tokens 7 still from the file)")
+    # each other flag given overrides its field alone; so does a --config file's value
+    file_flags = {"--temperature": 1.3, "--top-k": 40, "--top-p": 0.9, "--max-new-tokens": 7}
+    for flag, value in (("--top-k", 2), ("--top-p", 0.3), ("--max-new-tokens", 3)):
+        rc, out, err = generate(a, gc, reqs, "--jsonl", "--seed", 5, flag, value)
+        flags = [x for k, v in {**file_flags, flag: value}.items() for x in (k, v)]
+        rc2, want, _ = generate(a, model, reqs, "--jsonl", "--seed", 5, *flags)
+        check(rc == rc2 == 0 and out == want and out != by_file,
+              f"{flag} {value} overrides the file's field (the rest from the file): {err}")
+    toml = os.path.join(a.work, "gc_flags.toml")
+    with open(toml, "w") as f:
+        f.write("temperature = 0\nmax-new-tokens = 7\n")
+    rc, out, err = generate(a, gc, reqs, "--jsonl", "--config", toml)
+    check(rc == 0 and out == greedy, f"--config's temperature 0 overrides the file: {err}")
     # the file given by path; eos_token_id as a list of every id: each completion stops at once
     vocab = json.load(open(os.path.join(model, "config.json")))["vocab_size"]
     path = os.path.join(a.work, "gc_every_eos.json")
@@ -239,6 +252,7 @@ def test_generation_config(a, model):
         rc, out, err = generate(a, d, reqs, "--jsonl", *extra)
         check(rc == want and out == "" and len(err) == 1 and word in err[0],
               f"generation_config.json {name}: exit {rc} (want {want}), stdout {out!r}, {err}")
+    d = with_generation_config(a, model, "gc_bad", '{"do_sample": true, "top_p": 7')
     rc, out, err = generate(a, d, reqs, "--jsonl", "--max-new-tokens", 7,
                             "--generation-config", "none")
     check(rc == 0 and out == greedy, f"--generation-config none ignores a bad file: {rc} {err}")

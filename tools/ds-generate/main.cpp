@@ -23,9 +23,9 @@ int main(int argc, char** argv) {
                "Batch mode: {\"prompt\"|\"messages\"} lines on stdin -> JSON lines on stdout");
   app.add_flag("--chat,!--raw", o.chat,
                "Apply the chat template to --prompt / JSONL prompts (default: --raw)");
-  auto* max_new =
-      app.add_option("--max-new-tokens", o.max_new_tokens, "Maximum generated tokens per completion")
-          ->capture_default_str();
+  auto* max_new = app.add_option("--max-new-tokens", o.max_new_tokens,
+                                 "Maximum generated tokens per completion")
+                      ->capture_default_str();
   auto* temperature =
       app.add_option("--temperature", o.temperature, "Sampling temperature (0: greedy argmax)")
           ->capture_default_str();

@@ -8,8 +8,11 @@
 //                   is not applied (vLLM and SGLang, DeepSeek-V3's serving stacks, do the same).
 //   top_p           in (0, 1].
 //   max_new_tokens  integer >= 1.
-//   eos_token_id    an id or a list of ids: extra stop ids (besides the tokenizer's EOS).
-//   stop_strings    a string or a list of non-empty strings.
+//   eos_token_id    an id or a list of ids: extra stop ids (transformers replaces the stop
+//                   set with them; here the tokenizer's EOS stays one).
+//   stop_strings    a string or a list of non-empty strings, used as --stop strings: the
+//                   completion is cut before the string (transformers keeps it; the same
+//                   stopping point).
 // bos/pad/decoder_start ids, output options (use_cache, output_*, return_dict_in_generate)
 // and bookkeeping keys (_from_model_config, transformers_version) are accepted and unused;
 // null means absent. Any other field that is present and not at its neutral value
@@ -40,7 +43,6 @@ struct GenerationDefaults {
   std::vector<std::string> stop_strings;   // stop_strings, as a list
   std::vector<std::string> not_applied;    // "repetition_penalty = 1.1", "top_k (do_sample is
                                            // false)", ...
-  std::string summary() const;             // "do_sample, temperature 0.6, top_p 0.95"
 };
 
 // Parses a generation_config.json text; `src` names it in errors. eos ids must be below
