@@ -182,11 +182,20 @@ fs::path check_output(const ConvertOptions& opt) {
               "--out {} must be neither the input checkpoint {} nor inside it (nor contain it)",
               out.string(), opt.model);
   std::error_code ec;
+  const fs::file_status entry = fs::symlink_status(out, ec);
+  DS_CHECK_AS(UsageError, !fs::is_symlink(entry) || fs::exists(out, ec),
+              "{}: a symbolic link to a missing {} (remove it or name another --out)",
+              out.string(), fs::read_symlink(out, ec).string());
   if (fs::exists(out, ec)) {
     DS_CHECK_AS(UsageError, opt.force, "{}: already exists (use --force to replace it)",
                 out.string());
     DS_CHECK_AS(UsageError, io::is_directory(out), "{}: exists and is not a directory",
                 out.string());
+    // a file of the input that is a link into --out would be destroyed with it
+    for (const fs::directory_entry& e : fs::directory_iterator(opt.model, ec))
+      DS_CHECK_AS(UsageError, !io::is_inside(e.path(), out),
+                  "--out {}: the input's {} links into it (--force would destroy it)",
+                  out.string(), e.path().string());
   }
   return out;
 }

@@ -95,6 +95,32 @@ TEST_CASE("OUT exists: refused without --force, replaced atomically with it; OUT
   f.out = (tmp / "in").string();
   CHECK_THROWS_AS(convert::quantize(f), UsageError);
   CHECK_FALSE(fs::exists(tmp / "in" / "sub"));
+
+  // an input file that is a link into OUT: --force would destroy the input with OUT
+  fs::create_directories(tmp / "linked");
+  for (const fs::directory_entry& e : fs::directory_iterator(tmp / "in"))
+    if (e.path().filename() == "model.safetensors")
+      fs::create_symlink(tmp / "outs" / "fp8" / "kept.safetensors",
+                         tmp / "linked" / e.path().filename());
+    else
+      fs::copy_file(e.path(), tmp / "linked" / e.path().filename());
+  fs::copy_file(tmp / "in" / "model.safetensors", tmp / "outs" / "fp8" / "kept.safetensors");
+  f.model = (tmp / "linked").string();
+  f.out = (tmp / "outs" / "fp8").string();
+  try {
+    convert::quantize(f);
+    FAIL("expected UsageError");
+  } catch (const UsageError& e) {
+    CHECK(std::string(e.what()).find("model.safetensors links into it") != std::string::npos);
+  }
+  CHECK(fs::exists(tmp / "outs" / "fp8" / "kept.safetensors"));
+  // OUT a dangling link: refused before the work (its rename would fail after it)
+  fs::create_symlink(tmp / "missing", tmp / "dangling");
+  f.model = (tmp / "in").string();
+  f.out = (tmp / "dangling").string();
+  CHECK_THROWS_WITH_AS(convert::quantize(f), doctest::Contains("a symbolic link to a missing"),
+                       UsageError);
+  CHECK_FALSE(fs::exists(tmp / "missing"));
 }
 
 TEST_CASE("a signal stops the conversion; nothing is published, nothing left beside OUT") {
