@@ -79,7 +79,8 @@ void check_flags(const RlOptions& o) {
               "experts", o.dist.layout.ep);
   DS_CHECK_AS(UsageError, io::is_directory(o.init), "--init {}: not a directory", o.init);
   train::check_out_beside_init(o.out, o.init);
-  train::check_metrics_path(o.metrics, o.out);
+  train::check_metrics_path(o.metrics, o.out,
+                           {{io::checkpoint_in(o.init).value_or(o.init).string(), "--init"}});
   DS_CHECK_AS(UsageError, o.resume == "auto" || o.resume == "never" || io::is_directory(o.resume),
               "--resume {}: not auto, never or a checkpoint directory", o.resume);
 }
@@ -295,6 +296,9 @@ void run_rl(const RlOptions& opts) {
   run.init();
   bool interrupted = false;
   json last;
+  DS_CHECK_AS(UsageError, run.st.step <= run.st.total_steps,
+              "the checkpoint is at step {}, past this run's last step {} (nothing to continue: "
+              "the run is longer than the flags ask for)", run.st.step, run.st.total_steps);
   if (run.st.step >= run.st.total_steps) {
     spdlog::info("nothing to do: the checkpoint is at step {} of {}", run.st.step,
                  run.st.total_steps);

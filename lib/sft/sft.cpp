@@ -81,7 +81,8 @@ void check_flags(const SftOptions& o, bool need_out) {
   if (!io::is_directory(o.init) || !io::exists(fs::path(o.init) / "config.json"))
     DS_THROW(UsageError, "--init {}: not a checkpoint directory (no config.json)", o.init);
   if (need_out) train::check_out_beside_init(o.out, o.init);
-  train::check_metrics_path(o.metrics, o.out);
+  train::check_metrics_path(o.metrics, o.out,
+                           {{io::checkpoint_in(o.init).value_or(o.init).string(), "--init"}});
 }
 
 // Tokenizer, chat template and samples, as both sft() and check_data() need them.
@@ -463,6 +464,9 @@ void sft(const SftOptions& options) {
   Run run(opts);
   run.init();
   bool interrupted = false;
+  DS_CHECK_AS(UsageError, run.st.step <= run.st.total_steps,
+              "the checkpoint is at step {}, past this run's last step {} (nothing to continue: "
+              "the run is longer than the flags ask for)", run.st.step, run.st.total_steps);
   if (run.st.step >= run.st.total_steps) {
     spdlog::info("nothing to do: the checkpoint is at step {} of {}", run.st.step,
                  run.st.total_steps);

@@ -31,13 +31,31 @@ void check_out_beside_init(const std::string& out, const std::string& init) {
              out, ckpt.string());
 }
 
-void check_metrics_path(const std::string& metrics, const std::string& out) {
+void check_metrics_path(const std::string& metrics, const std::string& out,
+                        const std::vector<std::pair<std::string, const char*>>& inputs) {
   if (metrics.empty()) return;
   std::error_code ec;
   if (fs::is_directory(metrics, ec))
     DS_THROW(UsageError, "--metrics {}: a directory (a JSONL file is written)", metrics);
   if (!out.empty() && io::is_inside(out, metrics))
     DS_THROW(UsageError, "--metrics {}: the --out directory {} (or holds it)", metrics, out);
+  if (!out.empty() && io::is_inside(metrics, out)) {
+    // where checkpoints (step-*) and their staging directories (.step-*.tmp.*) are published,
+    // replaced and deleted by --keep-last, the file would go with them
+    const auto resolved = [&](const std::string& p) {
+      return fs::weakly_canonical(fs::absolute(p, ec), ec).lexically_normal();
+    };
+    const fs::path rel = resolved(metrics).lexically_relative(resolved(out));
+    const std::string first = rel.empty() ? std::string() : rel.begin()->string();
+    if (first.starts_with("step-") || first.starts_with("."))
+      DS_THROW(UsageError, "--metrics {}: inside --out's checkpoint namespace ({}), where "
+               "checkpoints are replaced and deleted; write it beside them (e.g. {})", metrics,
+               first, (fs::path(out) / "metrics.jsonl").string());
+  }
+  for (const auto& [dir, flag] : inputs)
+    if (!dir.empty() && io::is_inside(metrics, dir))
+      DS_THROW(UsageError, "--metrics {}: inside the {} input {} (inputs are never written)",
+               metrics, flag, dir);
 }
 
 }  // namespace ds::train

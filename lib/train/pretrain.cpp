@@ -283,6 +283,9 @@ void pretrain(const PretrainOptions& opts) {
   Run run(opts);
   run.init();
   const bool distributed = run.ranks->active();
+  DS_CHECK_AS(UsageError, run.st.step <= run.st.total_steps,
+              "the checkpoint is at step {}, past this run's last step {} (nothing to continue: "
+              "the run is longer than the flags ask for)", run.st.step, run.st.total_steps);
   if (run.st.step >= run.st.total_steps) {   // the summary still names the checkpoint
     spdlog::info("nothing to do: the checkpoint is at step {} of {}", run.st.step,
                  run.st.total_steps);

@@ -159,6 +159,23 @@ fs::path resolve_resume(const std::string& resume, const std::string& run_dir) {
   if (*ckpt != fs::path(resume))
     DS_THROW(UsageError, "--resume {}: a run directory, not a checkpoint (its latest is {})",
              resume, ckpt->string());
+  // The run continues in run_dir: checkpoints already there must be this one's past. Later
+  // ones would be overwritten step by step; another run's would be mixed with this one's.
+  if (const auto latest = io::find_latest_checkpoint(run_dir)) {
+    std::error_code ec;
+    fs::path dir = fs::path(resume);
+    if (dir.filename().empty()) dir = dir.parent_path();   // (a trailing slash)
+    dir = dir.parent_path().empty() ? fs::path(".") : dir.parent_path();
+    const bool here = fs::equivalent(dir, run_dir, ec);
+    DS_CHECK_AS(UsageError, here,
+                "--resume {}: --out {} already holds checkpoints of another run (up to {}); "
+                "resuming into it would mix the two: give an empty --out", resume, run_dir,
+                latest->filename().string());
+    DS_CHECK_AS(UsageError, fs::equivalent(*latest, resume, ec),
+                "--resume {}: --out {} holds later checkpoints (up to {}) that the resumed run "
+                "would overwrite: give another --out to branch from it (or remove them)", resume,
+                run_dir, latest->filename().string());
+  }
   return resume;
 }
 

@@ -228,11 +228,19 @@ def test_errors(a, init):
          "already holds checkpoints"),
         ("--out holding --init", ["--init", init, "--out", os.path.dirname(init), "--data",
                                   os.path.join(w, "train.jsonl")], 2, "holds the --init checkpoint"),
+        ("--metrics inside --init", base + ["--data", os.path.join(w, "train.jsonl"), "--metrics",
+                                            os.path.join(init, "metrics.jsonl")], 2,
+         "inside the --init input"),
+        ("--metrics in a checkpoint of --out",
+         base + ["--data", os.path.join(w, "train.jsonl"), "--metrics",
+                 os.path.join(out, "step-00000002", "metrics.jsonl")], 2,
+         "inside --out's checkpoint namespace (step-00000002)"),
     ]
     for name, args, code, word in flag_cases:
         rc, _, err = run(a.sft, *args)
         lines = [l for l in err.splitlines() if l.strip()]
         check(rc == code and len(lines) == 1 and word in lines[0], f"error '{name}': exit {rc} (want {code}), {lines}")
+    check(not os.path.exists(os.path.join(init, "metrics.jsonl")), "--init left unwritten")
     left = [d for d in os.listdir(out) if d.startswith("step-") or d.startswith(".")] if os.path.isdir(out) else []
     check(not left, f"errors leave no checkpoint ({left})")
     # --truncate turns the long-sample error into a cut sample

@@ -91,6 +91,24 @@ def test_resume(P, tok, data, work):
     rc, _, err = run(P, *base_args(tok, data, a, 8), *extra, "--resume", "never")
     check(rc == 2 and "already holds checkpoints" in err,
           f"--resume never over a run's checkpoints refused: {rc} {err.strip()[:160]}")
+    # --resume DIR: an older checkpoint of --out (its later ones would be overwritten) or
+    # another run's (the two would mix) is refused, --out untouched; its newest one resumes
+    before = files_of(os.path.join(a, "step-00000008"))
+    for ckpt, word in ((os.path.join(a, "step-00000006"), "holds later checkpoints (up to "
+                        "step-00000008)"),
+                       (os.path.join(b, "step-00000004"), "already holds checkpoints of another "
+                        "run (up to step-00000008)")):
+        rc, _, err = run(P, *base_args(tok, data, a, 10), *extra, "--resume", ckpt)
+        check(rc == 2 and word in err, f"--resume {ckpt} into {a}: {rc} {err.strip()[:200]}")
+    check(files_of(os.path.join(a, "step-00000008")) == before and
+          len(read_metrics(os.path.join(a, "metrics.jsonl"))) == 8, "refused resumes left --out")
+    out = ok(P, *base_args(tok, data, a, 8), *extra, "--resume", os.path.join(a, "step-00000008/"))
+    check(json.loads(out.strip().splitlines()[-1]).get("steps") == 8,
+          "--resume --out's newest checkpoint (named with a trailing slash) is accepted")
+    # a checkpoint past the run's end: nothing the flags ask for is left to do
+    rc, _, err = run(P, *base_args(tok, data, a, 6), *extra)
+    check(rc == 2 and "at step 8, past this run's last step 6" in err,
+          f"--steps 6 on a run at step 8: {rc} {err.strip()[:160]}")
     # another held-out split is other data: the checkpoint's data position would not fit it
     rc, _, err = run(P, *base_args(tok, data, b, 10), *extra, "--val-sequences", 7)
     check(rc == 2 and "other data" in err, f"resume on other data refused: {rc} {err.strip()[:160]}")
@@ -174,6 +192,14 @@ def test_errors(P, tok, data, work):
     rc, _, err = run(P, *args)
     check(rc == 1 and "not a metrics line" in err and open(manifest, "rb").read() == before,
           f"--metrics over a non-metrics file refused: {rc} {err.strip()[:160]}")
+    # --metrics where checkpoints are published and rotated: refused
+    for metrics in (os.path.join(out, "step-00000002"),
+                    os.path.join(out, "step-00000002", "metrics.jsonl")):
+        args[args.index("--metrics") + 1] = metrics
+        rc, _, err = run(P, *args)
+        check(rc == 2 and "inside --out's checkpoint namespace (step-00000002)" in err,
+              f"--metrics {metrics} refused: {rc} {err.strip()[:160]}")
+
     # a corrupt checkpoint on resume
     good = os.path.join(work, "run_a")
     broken = os.path.join(work, "broken")
