@@ -15,7 +15,7 @@
 
 #include "ds/core/error.hpp"
 #include "ds/io/file.hpp"
-#include "ds/io/json_depth.hpp"
+#include "ds/io/json_input.hpp"
 
 namespace ds::io {
 
@@ -209,7 +209,7 @@ std::pair<TensorView, std::pair<uint64_t, uint64_t>> parse_entry(
 
 void SafetensorsFile::parse_header(std::string_view js, uint64_t data_size) {
   const std::string f = path_.string();
-  check_json_depth(js, f);
+  check_json_input(js, f);   // depth, and a tensor listed twice (the last would win silently)
   json h;
   try {
     h = json::parse(js.begin(), js.end());
@@ -376,6 +376,10 @@ SafetensorsDir::SafetensorsDir(const fs::path& dir_or_file) : source_(dir_or_fil
   fs::path p = dir_or_file;
   if (io::is_directory(p)) {
     if (io::exists(p / kSafetensorsIndex)) {
+      // transformers loads model.safetensors when both are there; ds would load the index
+      DS_CHECK_AS(FormatError, !io::exists(p / kSafetensorsSingle),
+                  "{}: both {} and {} (a stale one? transformers would load the single file, ds "
+                  "the shards): remove one", p.string(), kSafetensorsSingle, kSafetensorsIndex);
       open_index(p / kSafetensorsIndex);
       return;
     }
@@ -396,7 +400,7 @@ SafetensorsDir::SafetensorsDir(const fs::path& dir_or_file) : source_(dir_or_fil
 void SafetensorsDir::open_index(const fs::path& index_path) {
   const std::string f = index_path.string();
   const std::string text = read_file(index_path);
-  check_json_depth(text, f);
+  check_json_input(text, f);
   json idx;
   try {
     idx = json::parse(text);

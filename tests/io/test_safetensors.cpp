@@ -171,6 +171,9 @@ TEST_CASE("corrupt safetensors files are rejected with FormatError naming the fi
   expect_format_error(p, "after the last");                  // trailing garbage
   write_raw(p, R"({"__metadata__":{"format":1}})", "");
   expect_format_error(p, "__metadata__");
+  write_raw(p, R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+               R"("w":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})", data);
+  expect_format_error(p, "key \"w\" appears twice");    // the last would win silently
   CHECK_THROWS_AS(SafetensorsFile{d / "missing.safetensors"}, ds::IoError);
   fs::remove_all(d);
 }
@@ -213,6 +216,12 @@ TEST_CASE("sharded write with index, read back through SafetensorsDir") {
   auto one = ds::io::write_safetensors_dir(d1, src, uint64_t(1) << 30);
   CHECK(one == std::vector<std::string>{"model.safetensors"});
   CHECK_FALSE(fs::exists(d1 / "model.safetensors.index.json"));
+  // both layouts in one directory: ambiguous (transformers would load the single file)
+  fs::copy_file(d1 / "model.safetensors", d / "model.safetensors");
+  CHECK_THROWS_WITH_AS(SafetensorsDir{d}, doctest::Contains("both model.safetensors and "
+                                                            "model.safetensors.index.json"),
+                       ds::FormatError);
+  fs::remove(d / "model.safetensors");
   SafetensorsDir single(d1);
   CHECK(single.names().size() == 5);
   CHECK(SafetensorsDir(d1 / "model.safetensors").num_files() == 1);

@@ -1,8 +1,8 @@
 // The checks on a JSON text read from a user's file or stream, before it is parsed: the
 // nesting limit (json_depth.hpp) and unique keys. nlohmann, like Python's json, keeps the last
 // of two equal keys, so {"prompt": "a", "prompt": "b"} was read as "b" without a word; here
-// it is a FormatError naming the key. (Not for tokenizer.json and safetensors headers: a
-// duplicate there is left to those readers' own checks.)
+// it is a FormatError naming the key. (Not for tokenizer.json: a duplicate there is left to its
+// reader's own checks.)
 #pragma once
 #include <nlohmann/json.hpp>
 
