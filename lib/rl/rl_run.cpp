@@ -182,6 +182,7 @@ void resume_from(detail::Run& r, const fs::path& dir) {
                  r.st.total_steps);
   saved.total_steps = r.st.total_steps;
   r.st = saved;
+  r.st.branched_from = train::branch_origin(dir, r.o.out, r.st.branched_from);
   spdlog::info("resumed from {} at step {}", dir.string(), r.st.step);
 }
 

@@ -316,6 +316,7 @@ void Run::resume(const fs::path& dir) {
   saved.total_steps = st.total_steps;
   saved.total_tokens = st.total_tokens;
   st = saved;
+  st.branched_from = train::branch_origin(dir, o.out, st.branched_from);
   stream->set_state(st.data);
   // Rows consumed before the saved position. The plan's epochs hold at least plan.total_rows
   // rows, so a position past them leaves rows_done >= total_rows whatever the later epochs

@@ -47,7 +47,8 @@ void check_metrics_path(const std::string& metrics, const std::string& out,
     };
     const fs::path rel = resolved(metrics).lexically_relative(resolved(out));
     const std::string first = rel.empty() ? std::string() : rel.begin()->string();
-    if (first.starts_with("step-") || first.starts_with("."))
+    if (io::checkpoint_step(first) ||
+        (first.starts_with(".step-") && first.find(".tmp.") != std::string::npos))
       DS_THROW(UsageError, "--metrics {}: inside --out's checkpoint namespace ({}), where "
                "checkpoints are replaced and deleted; write it beside them (e.g. {})", metrics,
                first, (fs::path(out) / "metrics.jsonl").string());

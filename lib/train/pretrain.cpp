@@ -147,6 +147,7 @@ void Run::init() {
     saved.total_steps = st.total_steps;
     saved.total_tokens = st.total_tokens;
     st = saved;
+    st.branched_from = branch_origin(setup.resume_from, o.out, st.branched_from);
     loader->set_state(st.data);
     spdlog::info("resumed from {} at step {} ({} tokens)", setup.resume_from.string(), st.step,
                  st.tokens_seen);

@@ -137,6 +137,18 @@ fs::path save_run_checkpoint(const fs::path& run_dir, int keep_last, const std::
   return spec.dir;
 }
 
+namespace {
+
+// `p` absolute, links resolved, without a trailing "/" or "/." (names one directory one way).
+fs::path canonical_dir(const fs::path& p) {
+  std::error_code ec;
+  fs::path r = fs::weakly_canonical(fs::absolute(p, ec), ec).lexically_normal();
+  if (!r.has_filename() && r.has_parent_path() && r != r.root_path()) r = r.parent_path();
+  return r;
+}
+
+}  // namespace
+
 fs::path resolve_resume(const std::string& resume, const std::string& run_dir) {
   if (resume.empty()) return {};
   if (resume == "never") {
@@ -161,22 +173,29 @@ fs::path resolve_resume(const std::string& resume, const std::string& run_dir) {
              resume, ckpt->string());
   // The run continues in run_dir: checkpoints already there must be this one's past. Later
   // ones would be overwritten step by step; another run's would be mixed with this one's.
-  if (const auto latest = io::find_latest_checkpoint(run_dir)) {
-    std::error_code ec;
-    fs::path dir = fs::path(resume);
-    if (dir.filename().empty()) dir = dir.parent_path();   // (a trailing slash)
-    dir = dir.parent_path().empty() ? fs::path(".") : dir.parent_path();
-    const bool here = fs::equivalent(dir, run_dir, ec);
-    DS_CHECK_AS(UsageError, here,
-                "--resume {}: --out {} already holds checkpoints of another run (up to {}); "
-                "resuming into it would mix the two: give an empty --out", resume, run_dir,
-                latest->filename().string());
-    DS_CHECK_AS(UsageError, fs::equivalent(*latest, resume, ec),
-                "--resume {}: --out {} holds later checkpoints (up to {}) that the resumed run "
-                "would overwrite: give another --out to branch from it (or remove them)", resume,
-                run_dir, latest->filename().string());
-  }
-  return resume;
+  const auto latest = io::find_latest_checkpoint(run_dir);
+  std::error_code ec;
+  if (!latest || fs::equivalent(*latest, resume, ec)) return resume;
+  const std::string newest = latest->filename().string();
+  if (canonical_dir(resume).parent_path() == canonical_dir(run_dir))
+    DS_THROW(UsageError, "--resume {}: --out {} holds later checkpoints (up to {}) that the "
+             "resumed run would overwrite: give another --out to branch from it (or remove "
+             "them)", resume, run_dir, newest);
+  const fs::path state = *latest / "training_state" / "trainer_state.json";
+  const std::string origin = parse_trainer_state(io::read_file(state), state.string()).branched_from;
+  DS_CHECK_AS(UsageError, origin == canonical_dir(resume).string(),
+              "--resume {}: --out {} already holds checkpoints (up to {}) of {}: continue them "
+              "with --resume auto, or give an empty --out to branch from {}", resume, run_dir,
+              newest, origin.empty() ? "another run" : "a run branched from " + origin, resume);
+  spdlog::info("--resume {}: --out {} continues the run branched from it; resuming its newest "
+               "checkpoint {}", resume, run_dir, newest);
+  return *latest;
+}
+
+std::string branch_origin(const fs::path& resumed, const std::string& run_dir,
+                          const std::string& kept) {
+  const fs::path dir = canonical_dir(resumed);
+  return dir.parent_path() == canonical_dir(run_dir) ? kept : dir.string();
 }
 
 double cosine_lr(int64_t step, int64_t total_steps, int64_t warmup_steps, double peak,

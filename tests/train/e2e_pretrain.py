@@ -96,8 +96,8 @@ def test_resume(P, tok, data, work):
     before = files_of(os.path.join(a, "step-00000008"))
     for ckpt, word in ((os.path.join(a, "step-00000006"), "holds later checkpoints (up to "
                         "step-00000008)"),
-                       (os.path.join(b, "step-00000004"), "already holds checkpoints of another "
-                        "run (up to step-00000008)")):
+                       (os.path.join(b, "step-00000004"), "already holds checkpoints (up to "
+                        "step-00000008) of another run")):
         rc, _, err = run(P, *base_args(tok, data, a, 10), *extra, "--resume", ckpt)
         check(rc == 2 and word in err, f"--resume {ckpt} into {a}: {rc} {err.strip()[:200]}")
     check(files_of(os.path.join(a, "step-00000008")) == before and
@@ -105,6 +105,21 @@ def test_resume(P, tok, data, work):
     out = ok(P, *base_args(tok, data, a, 8), *extra, "--resume", os.path.join(a, "step-00000008/"))
     check(json.loads(out.strip().splitlines()[-1]).get("steps") == 8,
           "--resume --out's newest checkpoint (named with a trailing slash) is accepted")
+    # a branch from another run's checkpoint, then the same command again (a requeued job):
+    # the second continues the branch's newest checkpoint, not DIR
+    br = os.path.join(work, "branch")
+    shutil.rmtree(br, ignore_errors=True)
+    ok(P, *base_args(tok, data, br, 9), *extra, "--resume", os.path.join(b, "step-00000004"),
+       "--stop-after", 6)
+    state = json.load(open(os.path.join(br, "step-00000006", "training_state",
+                                        "trainer_state.json")))
+    check(state.get("branched_from") == os.path.realpath(os.path.join(b, "step-00000004")),
+          f"a branch records its origin: {state.get('branched_from')}")
+    out = ok(P, *base_args(tok, data, br, 9), *extra, "--resume", os.path.join(b, "step-00000004"))
+    mbr = read_metrics(os.path.join(br, "metrics.jsonl"))
+    check(json.loads(out.strip().splitlines()[-1]).get("steps") == 9 and
+          [m["step"] for m in mbr] == list(range(5, 10)),
+          f"the same --resume DIR again continues the branch (steps {[m['step'] for m in mbr]})")
     # a checkpoint past the run's end: nothing the flags ask for is left to do
     rc, _, err = run(P, *base_args(tok, data, a, 6), *extra)
     check(rc == 2 and "at step 8, past this run's last step 6" in err,

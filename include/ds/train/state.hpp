@@ -35,6 +35,10 @@ struct TrainerState {
   std::string kind = "pretrain";  // pretrain | sft | rl
   std::string data_fingerprint;   // sft/rl: hash of the data and how it was rendered; a resume
                                   // must agree ("" = not recorded, not written)
+  // The checkpoint (absolute path) this run branched from: --resume DIR with DIR outside
+  // --out; kept by later resumes. resolve_resume continues --out's newest checkpoint when the
+  // same --resume DIR is given again ("" = not a branch, not written).
+  std::string branched_from;
 };
 
 struct SaveSpec {

@@ -82,8 +82,16 @@ void check_resume_config(const std::filesystem::path& ckpt, const model::ModelAr
 // --resume: "auto" -> the latest complete checkpoint in run_dir (empty path if there is none);
 // "never" -> empty path, and a UsageError if run_dir already holds checkpoints (keep-last would
 // mix the two runs' checkpoints); "" -> empty path (library callers); otherwise that directory
-// (UsageError if it is not one).
+// (UsageError if it is not one). When run_dir already holds checkpoints, DIR must be the newest
+// of them, or a checkpoint outside run_dir that the newest's run branched from (then the
+// newest is returned: the same command continues the branch); else a UsageError (an older
+// one's successors would be overwritten, another run's mixed with this one's).
 std::filesystem::path resolve_resume(const std::string& resume, const std::string& run_dir);
+
+// The absolute form of `resumed` to record as TrainerState::branched_from when it lies outside
+// run_dir (a branch), else `kept` (the loaded state's own, carried along).
+std::string branch_origin(const std::filesystem::path& resumed, const std::string& run_dir,
+                          const std::string& kept);
 
 // Learning rate of 0-based step `step` out of total_steps: linear warm-up to `peak` over
 // warmup_steps ((step + 1) / warmup), then a half cosine from `peak` to `final_lr`, reached
