@@ -192,10 +192,14 @@ fs::path check_output(const ConvertOptions& opt) {
     DS_CHECK_AS(UsageError, io::is_directory(out), "{}: exists and is not a directory",
                 out.string());
     // a file of the input that is a link into --out would be destroyed with it
-    for (const fs::directory_entry& e : fs::directory_iterator(opt.model, ec))
-      DS_CHECK_AS(UsageError, !io::is_inside(e.path(), out),
+    const bool dir = io::is_directory(opt.model);   // (a lone .safetensors file otherwise)
+    for (fs::directory_iterator it = dir ? fs::directory_iterator(opt.model, ec)
+                                         : fs::directory_iterator(), end;
+         !ec && it != end; it.increment(ec))
+      DS_CHECK_AS(UsageError, !io::is_inside(it->path(), out),
                   "--out {}: the input's {} links into it (--force would destroy it)",
-                  out.string(), e.path().string());
+                  out.string(), it->path().string());
+    DS_CHECK_AS(IoError, !ec, "{}: cannot list: {}", opt.model, ec.message());
   }
   return out;
 }
