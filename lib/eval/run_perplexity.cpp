@@ -10,6 +10,7 @@
 #include "ds/data/shard.hpp"
 #include "ds/eval/lm_scorer.hpp"
 #include "ds/io/file.hpp"
+#include "ds/tokenizer/utf8.hpp"
 #include "run_internal.hpp"
 
 namespace ds::eval {
@@ -30,6 +31,10 @@ std::vector<Doc> text_documents(const model::Pretrained& pt, const PerplexityOpt
     d.source = o.files[i];
     const std::string text = io::read_input(o.files[i]);   // fingerprinted later
     DS_CHECK_AS(FormatError, !text.empty(), "{}: empty file", o.files[i]);
+    // bits per byte are per UTF-8 byte of text, as ds-tokenize reads documents
+    if (const auto bad = tok::first_invalid_utf8(text))
+      DS_THROW(FormatError, "{}: invalid UTF-8 at byte {} (a text document is UTF-8)",
+               o.files[i], *bad);
     d.tokens.push_back(detail::bos_of(pt));
     tk.encode(text, d.tokens, /*match_added_tokens=*/false);
     d.bytes = text.size();

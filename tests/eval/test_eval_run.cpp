@@ -415,6 +415,9 @@ TEST_CASE("ds-eval CLI: report, exit codes, one-line errors") {
       1, "not a model checkpoint");
   one_line_error(run_cli("perplexity" + model + " " + fx.tmp.write("e.txt", "").string()), 1,
                  "empty file");
+  one_line_error(run_cli("perplexity" + model + " " +
+                         fx.tmp.write("latin1.txt", "caf\xe9 au lait\n").string()),
+                 1, "latin1.txt: invalid UTF-8 at byte 3");
   one_line_error(run_cli("perplexity" + model), 2, "either --data");
   one_line_error(run_cli("mc" + model + " --task piqa"), 2, "needs --data");
   // an output naming an input, or both outputs naming one file: refused, the input kept
