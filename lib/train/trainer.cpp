@@ -182,7 +182,8 @@ fs::path resolve_resume(const std::string& resume, const std::string& run_dir) {
              "resumed run would overwrite: give another --out to branch from it (or remove "
              "them)", resume, run_dir, newest);
   const fs::path state = *latest / "training_state" / "trainer_state.json";
-  const std::string origin = parse_trainer_state(io::read_file(state), state.string()).branched_from;
+  const std::string origin =
+      parse_trainer_state(io::read_file(state), state.string()).branched_from;
   DS_CHECK_AS(UsageError, origin == canonical_dir(resume).string(),
               "--resume {}: --out {} already holds checkpoints (up to {}) of {}: continue them "
               "with --resume auto, or give an empty --out to branch from {}", resume, run_dir,
