@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstdlib>
 #include <set>
 #include <unordered_map>
@@ -88,11 +89,21 @@ OutTensor copy_of(const InputCheckpoint& in, const io::TensorView& v) {
              where(in, v.name), v.name, *bad);
   if (v.dtype == DType::f8_e4m3) {
     if (const io::TensorView* s = find_scale(in, v)) {
+      Tensor scale;
       try {
-        (void)model::check_fp8_blocks(v, *s, in.block_rows, in.block_cols);
+        scale = model::check_fp8_blocks(v, *s, in.block_rows, in.block_cols);
       } catch (const FormatError& e) {
         DS_THROW(FormatError, "{}: {}", where(in, v.name), e.what());
       }
+      // scale_fmt ue8m0 declares power-of-two scales (exponent-only packings rely on it)
+      if (in.scale_fmt == ops::ScaleFormat::ue8m0)
+        for (int64_t b = 0; b < scale.numel(); ++b) {
+          int e = 0;
+          if (std::frexp(scale.f32()[b], &e) != 0.5f)
+            DS_THROW(FormatError, "{}: {}: scale {} of block {} is not a power of two, as "
+                     "quantization_config.scale_fmt ue8m0 declares", where(in, v.name), s->name,
+                     scale.f32()[b], b);
+        }
     }
   }
   return OutTensor{io::TensorDecl{v.name, v.dtype, v.shape}, Op::copy, v.name, ""};

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
 #include <set>
 
 #include "convert_test_util.hpp"
@@ -287,9 +288,21 @@ TEST_CASE("quantize on an FP8 input keeps its quantization_config; added weights
   const std::string w = "model.layers.0.self_attn.o_proj.weight";   // left in BF16
   model::testing::HfWriteOptions o;
   o.block = 128;
+  std::deque<std::vector<float>> pow2;   // the fixture's scales, rounded up to powers of two
+  const auto round_scales = [&](std::vector<io::TensorSource>& src) {
+    for (io::TensorSource& t : src) {
+      if (!t.name.ends_with("_scale_inv")) continue;
+      REQUIRE((t.dtype == DType::f32 && t.src_dtype == DType::f32 && t.data));
+      const float* v = static_cast<const float*>(t.data);
+      auto& r = pow2.emplace_back(v, v + shape_numel(t.shape));
+      for (float& x : r) x = std::ldexp(1.0f, int(std::ceil(std::log2(x))));
+      t.data = r.data();
+    }
+  };
   o.mutate = [&](std::vector<io::TensorSource>& src) {
     std::erase_if(src, [&](const io::TensorSource& t) { return t.name.starts_with(w); });
     src.push_back(io::TensorSource::from_tensor(w, ps.get(w).value, DType::bf16));
+    round_scales(src);
   };
   model::testing::write_hf_checkpoint(tmp / "hf", ps, a, o);
   json cfg = read_json(tmp / "hf" / "config.json");
@@ -309,12 +322,14 @@ TEST_CASE("quantize on an FP8 input keeps its quantization_config; added weights
     CHECK(std::frexp(s.f32()[i], &e) == 0.5f);   // a power of two
   }
   // a block whose power-of-two scale would pass FLT_MAX / 448 (the readers' limit) is refused
+  const float w0 = ps.get(w).value.f32()[0];
   ps.get(w).value.f32()[0] = 3.2e38f;   // finite in BF16
   model::testing::write_hf_checkpoint(tmp / "big", ps, a, o);
   io::write_file_atomic(tmp / "big" / "config.json", cfg.dump(2));
   CHECK_THROWS_WITH_AS(convert::quantize(opts(tmp / "big", tmp / "outs" / "big")),
                        doctest::Contains("beyond FLT_MAX / 448"), NumericsError);
   CHECK_FALSE(fs::exists(tmp / "outs" / "big"));
+  ps.get(w).value.f32()[0] = w0;
   // the input file's __metadata__ keys are kept (they were replaced by {"format": "pt"})
   const std::string shard = io::SafetensorsDir(tmp / "hf").file_of(w).filename().string();
   {
@@ -331,6 +346,25 @@ TEST_CASE("quantize on an FP8 input keeps its quantization_config; added weights
   const auto meta = io::SafetensorsFile(tmp / "outs" / "meta" / shard).metadata();
   CHECK(meta.at("producer") == "ds-test");
   CHECK(meta.at("format") == "pt");
+  // ue8m0 promises power-of-two scales: an input scale that is not one is refused
+  const std::string q = "model.layers.1.self_attn.q_b_proj.weight";
+  o.mutate = [&](std::vector<io::TensorSource>& src) {
+    std::erase_if(src, [&](const io::TensorSource& t) { return t.name.starts_with(w); });
+    src.push_back(io::TensorSource::from_tensor(w, ps.get(w).value, DType::bf16));
+    round_scales(src);
+    for (io::TensorSource& t : src)
+      if (t.name == q + "_scale_inv") {
+        const float* v = static_cast<const float*>(t.data);
+        auto& r = pow2.emplace_back(v, v + shape_numel(t.shape));
+        r[0] *= 0.75f;
+        t.data = r.data();
+      }
+  };
+  model::testing::write_hf_checkpoint(tmp / "nonpow2", ps, a, o);
+  io::write_file_atomic(tmp / "nonpow2" / "config.json", cfg.dump(2));
+  CHECK_THROWS_WITH_AS(convert::quantize(opts(tmp / "nonpow2", tmp / "outs" / "np")),
+                       doctest::Contains((q + "_scale_inv: scale").c_str()), FormatError);
+  CHECK_FALSE(fs::exists(tmp / "outs" / "np"));
   // a scale_fmt ds does not know is refused, naming the file
   cfg["quantization_config"]["scale_fmt"] = "e8m0-pow3";
   io::write_file_atomic(tmp / "hf" / "config.json", cfg.dump(2));
