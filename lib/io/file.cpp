@@ -20,16 +20,17 @@
 
 namespace ds::io {
 
+fs::path resolved_path(const fs::path& p, std::error_code& ec) {
+  // absolute first: weakly_canonical leaves a path none of whose parts exist relative
+  fs::path r = fs::weakly_canonical(fs::absolute(p, ec), ec).lexically_normal();
+  if (!r.has_filename() && r.has_parent_path() && r != r.root_path()) r = r.parent_path();
+  return r;   // (no trailing empty element: "run/" is "run")
+}
+
 bool is_inside(const fs::path& p, const fs::path& dir) {
   if (p.empty() || dir.empty()) return false;
   std::error_code ec;
-  // absolute first: weakly_canonical leaves a path none of whose parts exist relative
-  const auto resolved = [&](const fs::path& x) {
-    fs::path r = fs::weakly_canonical(fs::absolute(x, ec), ec).lexically_normal();
-    if (!r.has_filename() && r.has_parent_path() && r != r.root_path()) r = r.parent_path();
-    return r;   // (no trailing empty element: "run/" is "run")
-  };
-  const fs::path a = resolved(p), d = resolved(dir);
+  const fs::path a = resolved_path(p, ec), d = resolved_path(dir, ec);
   if (ec) return false;
   return std::mismatch(d.begin(), d.end(), a.begin(), a.end()).first == d.end();
 }

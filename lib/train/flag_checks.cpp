@@ -42,10 +42,8 @@ void check_metrics_path(const std::string& metrics, const std::string& out,
   if (!out.empty() && io::is_inside(metrics, out)) {
     // where checkpoints (step-*) and their staging directories (.step-*.tmp.*) are published,
     // replaced and deleted by --keep-last, the file would go with them
-    const auto resolved = [&](const std::string& p) {
-      return fs::weakly_canonical(fs::absolute(p, ec), ec).lexically_normal();
-    };
-    const fs::path rel = resolved(metrics).lexically_relative(resolved(out));
+    const fs::path rel =
+        io::resolved_path(metrics, ec).lexically_relative(io::resolved_path(out, ec));
     const std::string first = rel.empty() ? std::string() : rel.begin()->string();
     if (io::checkpoint_step(first) ||
         (first.starts_with(".step-") && first.find(".tmp.") != std::string::npos))

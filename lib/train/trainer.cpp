@@ -139,12 +139,9 @@ fs::path save_run_checkpoint(const fs::path& run_dir, int keep_last, const std::
 
 namespace {
 
-// `p` absolute, links resolved, without a trailing "/" or "/." (names one directory one way).
 fs::path canonical_dir(const fs::path& p) {
   std::error_code ec;
-  fs::path r = fs::weakly_canonical(fs::absolute(p, ec), ec).lexically_normal();
-  if (!r.has_filename() && r.has_parent_path() && r != r.root_path()) r = r.parent_path();
-  return r;
+  return io::resolved_path(p, ec);
 }
 
 }  // namespace

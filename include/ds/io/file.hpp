@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 
 namespace ds::io {
 
@@ -46,6 +47,9 @@ bool is_regular_file(const fs::path& p);
 // `replaced`: the output is built beside `dir` and renamed over it (ds-tokenize encode), so it
 // is the directory holding `dir` that must be writable, not `dir`.
 void check_output_dir(const fs::path& dir, std::string_view flag, bool replaced = false);
+// `p` absolute and normal, symbolic links resolved as far as it exists, without a trailing
+// "/" or "/.": one spelling per file. ec reports a path that cannot be resolved.
+fs::path resolved_path(const fs::path& p, std::error_code& ec);
 // Whether `p` is `dir` or lies inside it, symbolic links resolved (the paths need not exist).
 bool is_inside(const fs::path& p, const fs::path& dir);
 
