@@ -1,7 +1,8 @@
-// Added-token matcher (see added_tokens.hpp). Word characters follow Rust's
-// char::is_alphanumeric (Alphabetic or Numeric) plus '_'; whitespace is Unicode
-// White_Space (Rust char::is_whitespace), as HF tokenizers uses them.
-// reference: HF tokenizers added_vocabulary.rs find_matches (behaviour only).
+// Added-token matcher (see added_tokens.hpp). Word characters are the Rust regex crate's
+// Unicode `\w` (Alphabetic, marks, decimal digits, connector punctuation, the two joiners;
+// UTS #18 annex C) and whitespace is Unicode White_Space, as HF tokenizers tests them for
+// single_word, lstrip and rstrip (`^\w`, `\w$`, `\s*`).
+// reference: HF tokenizers added_vocabulary.rs find_matches (behaviour only); UTS #18.
 #include "added_tokens.hpp"
 
 #include <algorithm>
@@ -25,7 +26,8 @@ bool is_word_char(char32_t c) {
     return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
            c == '_';
   }
-  static const Regex re(R"([\p{Alphabetic}\p{N}])", false, "added-token word class");
+  static const Regex re(R"([\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\x{200C}\x{200D}])", false,
+                        "added-token word class");
   std::string buf;
   utf8_append(buf, c);
   size_t mb, me;
@@ -150,11 +152,12 @@ void AddedMatcher::split(std::string_view text, std::vector<Span>& out) const {
     }
     if (t.lstrip) start = std::max(whitespace_run_start(text.substr(0, start)), done);
     if (t.rstrip) stop += whitespace_run_length(text.substr(stop));
-    if (start < done) continue;
+    // As HF: the next match is searched from this one's end, before the whitespace rstrip
+    // took, so a token that starts inside that whitespace is still emitted (its span overlaps
+    // the previous one's: "<s> sp" with rstrip "<s>" and an added " sp" gives both tokens).
     if (start > done) out.push_back({done, start, -1});
     out.push_back({start, stop, m.token});
     done = stop;
-    search = std::max(search, stop);
   }
   if (done < text.size()) out.push_back({done, text.size(), -1});
 }

@@ -20,7 +20,8 @@ class AddedMatcher {
   // Indexes tokens[i] for every i in `which`.
   void build(const std::vector<AddedToken>& tokens, const std::vector<size_t>& which);
   bool empty() const { return nodes_.size() <= 1; }
-  // Appends the spans of `text` (covering it exactly, in order) to `out`.
+  // Appends the spans of `text` (covering it, in order) to `out`. As in HF, spans overlap
+  // only where the whitespace an rstrip token took holds the start of the next added token.
   void split(std::string_view text, std::vector<Span>& out) const;
 
  private:

@@ -18,6 +18,7 @@
 #include "ds/core/thread_pool.hpp"
 #include "ds/tokenizer/pretokenizer.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
+#include "ds/tokenizer/utf8.hpp"
 
 namespace ds::tok {
 namespace {
@@ -131,6 +132,16 @@ BpeTrainer::Impl::Impl(BpeTrainerOptions o) : opts(std::move(o)), pool(opts.thre
       DS_CHECK_AS(UsageError, !t.empty(), "--special-tokens: empty token string");
       for (const auto& f : front)
         DS_CHECK_AS(UsageError, f.content != t, "--special-tokens: '{}' given twice", t);
+      // A string in the byte-level alphabet can also be a vocabulary entry: one character is
+      // always one, and one whose bytes differ from its spelling ("Ġthe" is " the") can be
+      // made by a merge, since cutting the token out of the text does not stop that. HF
+      // would give both the special token's id; refused here instead.
+      std::string bytes;
+      char32_t cp;
+      const bool one_char = utf8_decode(t, 0, cp) == t.size();
+      DS_CHECK_AS(UsageError, !unicode_to_bytes(t, bytes) || (!one_char && bytes == t),
+                  "--special-tokens: '{}' is spelled in the byte-level alphabet, so a "
+                  "vocabulary token (a byte or a merge) can have the same string", t);
       front.push_back({t, true});
     }
   }

@@ -41,10 +41,11 @@ struct Step {
 };
 
 // Cuts `piece` at the matches of `re`; matches and gaps both become pieces (Isolated).
-void split_isolated(std::string_view piece, const Regex& re,
+// `plain`: the text holds no code point that Unicode 16.0 recategorised (Regex::find).
+void split_isolated(std::string_view piece, const Regex& re, bool plain,
                     std::vector<std::string_view>& out) {
   size_t pos = 0, last = 0, mb = 0, me = 0;
-  while (pos <= piece.size() && re.find(piece, pos, mb, me)) {
+  while (pos <= piece.size() && re.find(piece, pos, mb, me, plain)) {
     if (me == mb) {   // empty match: no piece; resume after the next character
       if (mb >= piece.size()) break;
       char32_t cp;
@@ -160,12 +161,13 @@ void PreTokenizer::Impl::split_valid(std::string_view text,
   thread_local std::vector<std::string_view> cur, next;
   cur.clear();
   cur.push_back(text);
+  const bool plain = !detail::has_recategorised(text);   // one scan for every step's pieces
   for (size_t r = 0; r + 1 < regexes.size(); ++r) {
     next.clear();
-    for (std::string_view p : cur) split_isolated(p, *regexes[r], next);
+    for (std::string_view p : cur) split_isolated(p, *regexes[r], plain, next);
     cur.swap(next);
   }
-  for (std::string_view p : cur) split_isolated(p, *regexes.back(), pieces);
+  for (std::string_view p : cur) split_isolated(p, *regexes.back(), plain, pieces);
 }
 
 PreTokenizer::PreTokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

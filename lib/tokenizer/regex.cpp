@@ -47,9 +47,31 @@ std::string pcre2_message(int code) {
   return n > 0 ? std::string(reinterpret_cast<char*>(buf), size_t(n)) : "unknown error";
 }
 
+// A property escape at p[i] ('\\' then 'p' or 'P'): its name, whether it is negated, and its
+// length; false when it is not well formed (PCRE2 reports that).
+bool parse_property(std::string_view p, size_t i, std::string_view& name, bool& negated,
+                    size_t& len) {
+  negated = p[i + 1] == 'P';
+  if (i + 2 >= p.size()) return false;
+  if (p[i + 2] != '{') {   // \pL
+    name = p.substr(i + 2, 1);
+    len = 3;
+    return true;
+  }
+  const size_t close = p.find('}', i + 3);
+  if (close == std::string_view::npos) return false;
+  name = p.substr(i + 3, close - (i + 3));
+  if (!name.empty() && name[0] == '^') {
+    negated = !negated;
+    name.remove_prefix(1);
+  }
+  len = close + 1 - i;
+  return true;
+}
+
 }  // namespace
 
-std::string rewrite_whitespace_escapes(std::string_view p) {
+std::string rewrite_escapes(std::string_view p, bool widen) {
   std::string out;
   out.reserve(p.size() + 64);
   bool in_class = false;
@@ -58,6 +80,18 @@ std::string rewrite_whitespace_escapes(std::string_view p) {
     const char c = p[i];
     if (c == '\\' && i + 1 < p.size()) {
       const char e = p[i + 1];
+      std::string_view name;
+      bool negated = false;
+      size_t len = 0;
+      if (widen && (e == 'p' || e == 'P') && parse_property(p, i, name, negated, len)) {
+        const std::string added = unicode_added_ranges(name);
+        const std::string prop = "\\p{" + std::string(name) + "}";
+        if (added.empty() || (in_class && negated)) out.append(p.substr(i, len));
+        else if (in_class) out += prop + added;
+        else out += (negated ? "[^" : "[") + prop + added + "]";
+        i += len - 1;
+        continue;
+      }
       if (e == 's' && !in_class) {
         out += "[";
         out += kWhiteSpaceSet;
@@ -98,30 +132,45 @@ std::string rewrite_whitespace_escapes(std::string_view p) {
   return out;
 }
 
-Regex::Regex(std::string pattern, bool literal, const std::string& where)
-    : pattern_(std::move(pattern)), literal_(literal) {
-  const std::string compiled = literal_ ? pattern_ : rewrite_whitespace_escapes(pattern_);
-  uint32_t options = PCRE2_UTF | PCRE2_UCP;
-  if (literal_) options = PCRE2_UTF | PCRE2_LITERAL;
+namespace {
+
+// Compiles `text` for Regex; JIT-compiled when possible (`jit`).
+std::shared_ptr<void> compile(const std::string& text, uint32_t options, const std::string& where,
+                              bool& jit) {
   int err = 0;
   PCRE2_SIZE err_off = 0;
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(compiled.data()),
-                                   compiled.size(), options, &err, &err_off, nullptr);
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(),
+                                   options, &err, &err_off, nullptr);
   if (!code) {
     DS_THROW(FormatError, "{}: invalid regex at offset {}: {}", where, size_t(err_off),
              pcre2_message(err));
   }
-  code_ =
-      std::shared_ptr<void>(code, [](void* c) { pcre2_code_free(static_cast<pcre2_code*>(c)); });
-  jit_ = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;
+  jit = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;
+  return std::shared_ptr<void>(code,
+                               [](void* c) { pcre2_code_free(static_cast<pcre2_code*>(c)); });
 }
 
-bool Regex::find(std::string_view subject, size_t start, size_t& mb, size_t& me) const {
+}  // namespace
+
+Regex::Regex(std::string pattern, bool literal, const std::string& where)
+    : pattern_(std::move(pattern)), literal_(literal) {
+  if (literal_) {
+    code_ = compile(pattern_, PCRE2_UTF | PCRE2_LITERAL, where, jit_);
+    return;
+  }
+  const std::string wide = rewrite_escapes(pattern_), plain = rewrite_escapes(pattern_, false);
+  code_ = compile(wide, PCRE2_UTF | PCRE2_UCP, where, jit_);
+  if (plain != wide) plain_ = compile(plain, PCRE2_UTF | PCRE2_UCP, where, plain_jit_);
+}
+
+bool Regex::find(std::string_view subject, size_t start, size_t& mb, size_t& me,
+                 bool plain) const {
   Scratch& s = scratch();
-  auto* code = static_cast<pcre2_code*>(code_.get());
+  const bool use_plain = plain && plain_;
+  auto* code = static_cast<pcre2_code*>(use_plain ? plain_.get() : code_.get());
   const auto* subj = reinterpret_cast<PCRE2_SPTR>(subject.data());
   int rc;
-  if (jit_) {
+  if (use_plain ? plain_jit_ : jit_) {
     rc = pcre2_jit_match(code, subj, subject.size(), start, 0, s.md, s.mc);
   } else {
     rc = pcre2_match(code, subj, subject.size(), start, PCRE2_NO_UTF_CHECK, s.md, s.mc);

@@ -44,7 +44,10 @@ def corpus_texts(data):
 def random_texts(n, seed=20241226):
     pool = (list("aZq07  \t\n\r.,!('\"-_<>|") + ["é", "ß", "\u0301", "\u00a0", "\u0085",
             "\u3000", "中", "文", "の", "カ", "한", "🌍", "😀", "\x01", "\u2028", "\u200b",
-            "١", "Ж", "ה", "\U00010348", "\uff5c", "½", "²", "\u180e", "𝟘", "Ⅻ"])
+            "١", "Ж", "ה", "\U00010348", "\uff5c", "½", "²", "\u180e", "𝟘", "Ⅻ",
+            # assigned after Unicode 14 (PCRE2 10.42's tables): So, Lo (CJK ext. H, Garay),
+            # Nd, Mc, Lu
+            "\U0001fae8", "\U00031350", "\U00010d4a", "\U0001e4f0", "\u0cf3", "\u1c89"])
     rng = random.Random(seed)
     return ["".join(rng.choice(pool) for _ in range(rng.randint(1, 60))) for _ in range(n)]
 

@@ -12,6 +12,7 @@
 #include "ds/core/error.hpp"
 #include "ds/tokenizer/pretokenizer.hpp"
 #include "ds/tokenizer/utf8.hpp"
+#include "../../lib/tokenizer/regex.hpp"
 
 using ds::tok::PreTokenizer;
 
@@ -59,6 +60,46 @@ TEST_CASE("deepseek-v3 pre-tokenizer splits") {
   CHECK(split(p, "\xC2\x85\n") == V{"\xC2\x85\n"});
   CHECK(split(p, "\xE1\xA0\x8E\n") == V{"\xE1\xA0\x8E", "\n"});
   CHECK(split(p, "").empty());
+}
+
+// Characters assigned after Unicode 14.0 (PCRE2 10.42's tables) split as HF tokenizers
+// (Unicode 16.0) splits them; as unassigned code points they would not.
+TEST_CASE("deepseek-v3 pre-tokenizer: Unicode 16.0 categories") {
+  const PreTokenizer p = PreTokenizer::deepseek_v3();
+  CHECK(split(p, " \U0001FAE8") == V{" \U0001FAE8"});   // So (15.0): one punctuation piece
+  CHECK(split(p, " \U00031350\U00031351") == V{" \U00031350\U00031351"});   // Lo (CJK ext. H)
+  CHECK(split(p, "a\u1C89b") == V{"a\u1C89b"});   // Lu (16.0) inside a word
+  CHECK(split(p, "x\u0CF3") == V{"x\u0CF3"});     // Mc (15.0) continues the word
+  // Nd (15.0): digits in threes
+  CHECK(split(p, "\U0001E4F0\U0001E4F1\U0001E4F2\U0001E4F3") ==
+        V{"\U0001E4F0\U0001E4F1\U0001E4F2", "\U0001E4F3"});
+  // still unassigned in 16.0: neither letter nor symbol
+  CHECK(split(p, " \U0001FAFF") == V{" ", "\U0001FAFF"});
+}
+
+TEST_CASE("pattern rewrite: properties widened to Unicode 16.0, the rest kept") {
+  using ds::tok::detail::rewrite_escapes;
+  using ds::tok::detail::unicode_added_ranges;
+  const std::string l = unicode_added_ranges("L");
+  REQUIRE(!l.empty());
+  CHECK(l.find("\\x{31350}-\\x{323AF}") != std::string::npos);   // CJK ext. H
+  CHECK(unicode_added_ranges("Lo").size() < l.size());
+  CHECK(unicode_added_ranges("S").find("\\x{1FAE8}") != std::string::npos);
+  CHECK(unicode_added_ranges("Greek").empty());
+  CHECK(unicode_added_ranges("C").empty());
+  CHECK(rewrite_escapes(R"(\p{L}+)") == "[\\p{L}" + l + "]+");
+  CHECK(rewrite_escapes(R"(\pL)") == "[\\p{L}" + l + "]");
+  CHECK(rewrite_escapes(R"(\P{L})") == "[^\\p{L}" + l + "]");
+  CHECK(rewrite_escapes(R"(\p{^L})") == "[^\\p{L}" + l + "]");
+  CHECK(rewrite_escapes(R"([^\p{L}x])") == "[^\\p{L}" + l + "x]");
+  CHECK(rewrite_escapes(R"([\P{L}x])") == R"([\P{L}x])");   // negated inside a class: kept
+  CHECK(rewrite_escapes(R"(\p{Greek}\\p{L})") == R"(\p{Greek}\\p{L})");
+  // what the widened classes match, through PCRE2
+  const ds::tok::detail::Regex sym(R"(\P{S}+)", false, "t");
+  size_t mb = 0, me = 0;
+  REQUIRE(sym.find("ab\U0001FAE8", 0, mb, me));
+  CHECK(mb == 0);
+  CHECK(me == 2);
 }
 
 TEST_CASE("pre-tokenizer pieces cover any byte string exactly") {

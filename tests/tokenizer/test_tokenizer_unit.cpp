@@ -183,6 +183,32 @@ TEST_CASE("added tokens: longest match, flags, special, phases") {
   CHECK(t.added_tokens()[1].special);
 }
 
+// single_word tests the neighbours with the Rust regex crate's \w (Alphabetic, marks, Nd,
+// Pc, the joiners), rstrip's whitespace can hold the next added token's start: as HF.
+TEST_CASE("added tokens: HF's word characters and rstrip overlaps") {
+  json j = make_json({});
+  auto add = [&](int id, const std::string& content, json flags) {
+    json t = {{"id", id}, {"content", content}, {"single_word", false}, {"lstrip", false},
+              {"rstrip", false}, {"normalized", false}, {"special", false}};
+    if (flags.is_object()) t.update(flags);
+    j["added_tokens"].push_back(t);
+  };
+  add(256, "tok", {{"single_word", true}});
+  add(257, "<s>", {{"rstrip", true}});
+  add(258, " sp", {});
+  const Tokenizer t = load(j);
+  using V = std::vector<TokenId>;
+  CHECK(t.encode("\xCC\x81tok") == V{0xCC, 0x81, 't', 'o', 'k'});            // U+0301, Mn
+  CHECK(t.encode("\xE2\x80\x8Dtok") == V{0xE2, 0x80, 0x8D, 't', 'o', 'k'});   // U+200D
+  CHECK(t.encode("\xE2\x80\xBFtok") == V{0xE2, 0x80, 0xBF, 't', 'o', 'k'});   // U+203F, Pc
+  CHECK(t.encode("\xE1\xB2\x89tok") == V{0xE1, 0xB2, 0x89, 't', 'o', 'k'});   // U+1C89 (16.0)
+  CHECK(t.encode("\xC2\xB2tok") == V{0xC2, 0xB2, 256});                       // ², No
+  CHECK(t.encode("tok\xC2\xBD") == V{256, 0xC2, 0xBD});                       // ½, No
+  CHECK(t.encode("<s> sp") == V{257, 258});
+  CHECK(t.encode("<s>  sp") == V{257, 258});
+  CHECK(t.encode("<s> x") == V{257, 'x'});
+}
+
 TEST_CASE("decode: invalid UTF-8 from arbitrary ids becomes U+FFFD; bytes stay raw") {
   const Tokenizer t = load(make_json({}));
   CHECK(t.decode(std::vector<TokenId>{0xE4, 'x'}) == "\xEF\xBF\xBDx");

@@ -75,6 +75,10 @@ int main(int argc, char** argv) {
   app.add_option("--seed", o.seed, "Seed of the prompt order and the sampling")
       ->capture_default_str();
   ds::cli::add_dist_options(app, o.dist);
+  // every rank samples with the whole model: data parallel only
+  app.get_option("--pp")->description("Pipeline stages; must be 1 (ds-rl is data-parallel only)");
+  app.get_option("--ep")->description("Expert-parallel group size; must be 1 (data-parallel only)");
+  app.get_option("--pp-schedule")->description("Accepted and unused (ds-rl has no pipeline)");
 
   return ds::cli::run_tool(app, argc, argv, common, [&] {
     o.dist.launch.device = o.device;
