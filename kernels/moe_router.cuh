@@ -6,13 +6,13 @@
 // through DS_DYNAMIC_SHARED, which the emulator defines its own way.
 //
 // Routing is one warp per token with the token's scores, selection scores and flags in
-// per-warp shared memory. Selection must equal the reference's (ref_moe.cpp) index for
-// index, so the arithmetic is the same: the score is the double sigmoid (or softmax) rounded
-// to float, the selection score score + bias is a float add, a group score is the float sum
-// 0 + best + second, and every "top" is the reference's sequential scan: the first candidate
-// wins if it is NaN (NaN never loses to a later value), otherwise the largest non-NaN value,
-// ties to the lower index. warp_pick reproduces that scan with a butterfly reduction. Weights
-// and the backward use double like the reference.
+// per-warp shared memory. Selection must equal the reference's (ref_moe.cpp) index for index,
+// so the arithmetic is the same: the score is the double sigmoid (or softmax) rounded to float,
+// the selection score score + bias is a float add, a group score is the float sum 0 + best +
+// second (with a bias; without one, V2's rule, 0 + best), and every "top" is the reference's
+// sequential scan: the first candidate wins if it is NaN (NaN never loses to a later value),
+// otherwise the largest non-NaN value, ties to the lower index. warp_pick reproduces that scan
+// with a butterfly reduction. Weights and the backward use double like the reference.
 #pragma once
 #include <climits>
 #include <cmath>
@@ -130,7 +130,7 @@ __global__ void __launch_bounds__(kRouteWarps * 32)
     }
     __syncwarp();
     if (G > 1) {
-      const int m = gs >= 2 ? 2 : 1;
+      const int m = bias && gs >= 2 ? 2 : 1;   // no bias (V2): the group's max
       for (int g = 0; g < G; ++g) {   // group score: sum of its top-m selection scores
         float s = 0.f;
         for (int r = 0; r < m; ++r) {

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ds/core/error.hpp"
+#include "ds/core/hash.hpp"
 #include "ds/io/file.hpp"
 #include "ds/io/json_input.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
@@ -113,13 +114,12 @@ TextSpan render_one(const ChatMessage& m, size_t i, State& ns, std::string& out)
 }  // namespace
 
 bool is_deepseek_v3_template(std::string_view j) {
-  auto has = [&](std::string_view s) { return j.find(s) != std::string_view::npos; };
-  const bool markers = has(sp::kUser) && has(sp::kAssistant) && has("is_tool") &&
-                       has("system_prompt") && has(kToolOutputsEnd);
-  const bool r1 = has("</think>");
-  // V3-0324 emits the Assistant tag right after the user content.
-  const bool v3_0324 = has(cat({"message['content'] + '", sp::kAssistant, "'"}));
-  return markers && !r1 && !v3_0324;
+  // XXH64 of the chat_template of DeepSeek-V3's published tokenizer_config.json (2,301 UTF-8
+  // bytes). Only that exact text is known to render as render() does: templates derived from
+  // it keep its markers but differ (last system message only, "<think>\n" after the
+  // generation prompt, V3-0324's tool calls), so markers are not enough.
+  constexpr uint64_t kV3Dec2024 = 0x71a67db741264d08ull;
+  return xxh64(j) == kV3Dec2024;
 }
 
 ChatTemplate ChatTemplate::deepseek_v3() {
@@ -153,8 +153,9 @@ ChatTemplate ChatTemplate::from_config_json(std::string_view text, const std::st
   const std::string& tmpl = it->get<std::string>();
   if (tmpl != tok::ds_chat_template() && !is_deepseek_v3_template(tmpl))
     DS_THROW(FormatError,
-             "{}: chat_template: unsupported chat template; ds renders DeepSeek-V3's template "
-             "only", source);
+             "{}: chat_template: unsupported chat template (XXH64 {:016x}); ds renders only "
+             "DeepSeek-V3's published template (or ds-tokenize's plain one) exactly",
+             source, xxh64(tmpl));
   if (tmpl == tok::ds_chat_template()) t.plain_source_ = source;
   return t;
 }

@@ -95,7 +95,8 @@ void open_session(Session& s) {
   const Device dev = o.device == "cuda" ? Device::cuda : Device::cpu;
   s.pre = model::load_pretrained(o.model, {/*load_mtp=*/o.speculative == "mtp", true, dev});
   DS_CHECK_AS(UsageError, o.speculative != "mtp" || s.pre.args.n_mtp_layers > 0,
-              "speculative decoding needs an MTP module (num_nextn_predict_layers = 0)");
+              "speculative decoding needs an MTP module: {} has none (num_nextn_predict_layers "
+              "is 0, or the weights lack its layer)", s.pre.dir.string());
   s.text.emplace(*s.pre.tokenizer);
   s.cfg.sampling = {o.temperature, o.top_k, o.top_p, o.seed};
   validate(s.cfg.sampling);

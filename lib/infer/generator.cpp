@@ -181,6 +181,7 @@ void GenerationStats::add(const GenerationStats& o) {
   prefill_s += o.prefill_s;
   decode_s += o.decode_s;
   main_forwards += o.main_forwards;
+  speculative = speculative || o.speculative;
   drafted += o.drafted;
   accepted += o.accepted;
 }
@@ -192,9 +193,11 @@ std::string GenerationStats::json() const {
       "{{\"prompt_tokens\":{},\"generated_tokens\":{},\"prefill_s\":{:.6f},\"decode_s\":{:.6f},"
       "\"prefill_tokens_per_s\":{:.2f},\"decode_tokens_per_s\":{:.2f},\"main_forwards\":{}",
       prompt_tokens, generated_tokens, prefill_s, decode_s, pf, dec, main_forwards);
-  if (drafted > 0)
-    s += fmt::format(",\"drafted\":{},\"accepted\":{},\"acceptance_rate\":{:.4f}", drafted,
-                     accepted, double(accepted) / double(drafted));
+  if (speculative)   // no draft yet (every sequence ended on its first token): rate null
+    s += fmt::format(",\"drafted\":{},\"accepted\":{},\"acceptance_rate\":{}", drafted,
+                     accepted,
+                     drafted > 0 ? fmt::format("{:.4f}", double(accepted) / double(drafted))
+                                 : std::string("null"));
   return s + "}";
 }
 
@@ -208,6 +211,7 @@ std::vector<Completion> generate(Engine& engine, const std::vector<std::vector<i
   Ctx c{engine, cfg, text, on_text,
         Sampler(cfg.sampling, valid_vocab, text ? text->missing_ids() : std::vector<uint32_t>{}),
         {}};
+  c.st.speculative = cfg.speculative;
   if (cfg.speculative) {
     DS_CHECK_AS(UsageError, engine.has_mtp(),
                 "speculative decoding needs an MTP module (num_nextn_predict_layers = 0)");

@@ -80,7 +80,12 @@ void StopChecker::append_text(std::string_view chars) {
 
 void StopChecker::finish(FinishReason r) {
   reason_ = r;
-  if (!matched_) text_.append(utf8_.flush());   // a trailing partial char, repaired
+  if (matched_) return;
+  const std::string tail = utf8_.flush();   // a trailing partial char, repaired (U+FFFD)
+  if (tail.empty()) return;
+  reason_ = FinishReason::kNone;   // the repaired char may complete a stop string
+  append_text(tail);
+  if (!matched_) reason_ = r;
 }
 
 bool StopChecker::push(tok::TokenId id, std::string_view bytes) {

@@ -163,7 +163,7 @@ Tensor check_fp8_blocks(const io::TensorView& w, const io::TensorView& s, int64_
   const int64_t M = w.shape[0], N = w.shape[1], sm = ceil_div(M, bm), sn = ceil_div(N, bn);
   DS_CHECK_AS(FormatError,
               s.shape == Shape({sm, sn}) && (s.dtype == DType::f32 || s.dtype == DType::bf16),
-              "{}: scale must be F32 {}, got {} {}", s.name, shape_str({sm, sn}),
+              "{}: scale must be F32 or BF16 {}, got {} {}", s.name, shape_str({sm, sn}),
               dtype_name(s.dtype), shape_str(s.shape));
   Tensor scale = io::to_f32(s);   // a copy: the mapped F32 scale may be misaligned
   const float* sc = scale.f32();
@@ -172,7 +172,8 @@ Tensor check_fp8_blocks(const io::TensorView& w, const io::TensorView& s, int64_
   constexpr float kMaxScale = std::numeric_limits<float>::max() / 448.0f;
   for (int64_t b = 0; b < sm * sn; ++b)
     if (!(std::isfinite(sc[b]) && sc[b] > 0 && sc[b] <= kMaxScale))
-      DS_THROW(FormatError, "{}: block ({}, {}) is {} (scales must be finite and positive)",
+      DS_THROW(FormatError,
+               "{}: block ({}, {}) is {} (scales must be positive and at most FLT_MAX/448)",
                s.name, b / sn, b % sn, sc[b]);
   unsigned nan_code = 0;   // a branch-free pass (vectorised); the position only on failure
   for (int64_t i = 0; i < M * N; ++i) nan_code |= unsigned((w.data[i] & 0x7f) == 0x7f);

@@ -371,6 +371,10 @@ ModelArgs from_hf_json(const std::string& text, const std::string& src) {
     DS_THROW(ConfigError, "{}: topk_method '{}' must be noaux_tc, greedy or group_limited_greedy",
              src, topk_method);
   a.gate_bias = topk_method == "noaux_tc";
+  if (topk_method == "greedy") {   // HF's V2 code routes greedy over all experts, whatever n_group
+    a.n_expert_groups = 1;
+    a.n_limited_groups = 1;
+  }
   a.q_lora_rank = r.get_int("q_lora_rank", 0);   // null => no query compression
   a.kv_lora_rank = r.get_int("kv_lora_rank");
   a.qk_nope_head_dim = r.get_int("qk_nope_head_dim");

@@ -12,6 +12,7 @@
 #include "ds/core/thread_pool.hpp"
 #include "ds/io/file.hpp"
 #include "ds/io/json_input.hpp"
+#include "ds/tokenizer/utf8.hpp"
 
 namespace ds::sft {
 
@@ -89,6 +90,8 @@ std::vector<infer::ChatMessage> parse_example(std::string_view line, const std::
     io::check_json_input(line, where);
     j = json::parse(line);
   } catch (const json::parse_error& e) {
+    if (const auto bad = tok::first_invalid_utf8(line))   // the data is UTF-8 (as ds-tokenize's)
+      DS_THROW(FormatError, "{}: invalid UTF-8 at byte {} of the line", where, *bad);
     DS_THROW(FormatError, "{}: invalid JSON at byte {}", where, e.byte);
   } catch (const json::exception& e) {   // e.g. a number beyond a double's range
     DS_THROW(FormatError, "{}: invalid JSON: {}", where, e.what());

@@ -178,6 +178,12 @@ DataSetup load_data(const SftOptions& o) {
   return d;
 }
 
+void check_vocab(const DataSetup& d, const model::ModelArgs& args) {
+  if (int64_t(d.tok->vocab_size()) > args.vocab_size)
+    DS_THROW(UsageError, "{}: tokenizer vocabulary ({}) is larger than the model's vocab_size ({})",
+             d.tokenizer_path, d.tok->vocab_size(), args.vocab_size);
+}
+
 // Rows and target tokens of the whole run: epochs of the stream, or steps * batch rows.
 struct Plan {
   int64_t total_rows = 0, total_steps = 0, total_tokens = 0;
@@ -254,9 +260,7 @@ void Run::init() {
     DS_THROW(UsageError, "--seq-len {} exceeds the model's max_position_embeddings {}", o.seq_len,
              args.max_seq_len);
   data = load_data(o);
-  if (int64_t(data.tok->vocab_size()) > args.vocab_size)
-    DS_THROW(UsageError, "{}: tokenizer vocabulary ({}) is larger than the model's vocab_size ({})",
-             data.tokenizer_path, data.tok->vocab_size(), args.vocab_size);
+  check_vocab(data, args);
   stream = std::make_unique<RowStream>(data.train.samples, o.seq_len, o.seed, o.packing);
   plan = make_plan(o, *stream, data.train);
   if (!data.val.samples.empty()) {
@@ -516,6 +520,7 @@ void check_data(const SftOptions& options) {
     DS_THROW(UsageError, "--seq-len {} exceeds the model's max_position_embeddings {}", o.seq_len,
              args.max_seq_len);
   DataSetup d = load_data(o);
+  check_vocab(d, args);   // as training does
   RowStream stream(d.train.samples, o.seq_len, o.seed, o.packing);
   Plan p = make_plan(o, stream, d.train);
   int64_t max_len = 0;

@@ -14,6 +14,7 @@
 #include "ds/core/error.hpp"
 #include "ds/infer/chat_template.hpp"
 #include "ds/infer/stop.hpp"
+#include "ds/io/file.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
 #include "ds/tokenizer/bpe_trainer.hpp"
 #include "ds/tokenizer/utf8.hpp"
@@ -145,34 +146,61 @@ TEST_CASE("parse_messages reads OpenAI-style JSON") {
 }
 
 TEST_CASE("tokenizer_config.json: token fields and template recognition") {
+  auto config = [](nlohmann::json bos, nlohmann::json eos, const std::string& tmpl) {
+    return nlohmann::json{{"bos_token", bos}, {"eos_token", eos}, {"chat_template", tmpl}}.dump();
+  };
+  const std::string plain(ds::tok::ds_chat_template());
+  const ChatTemplate t = ChatTemplate::from_config_json(
+      config(nlohmann::json{{"content", B}}, E, plain), "tc.json");
+  CHECK(t.bos_token() == B);
+  CHECK(t.eos_token() == E);
+  // V3's markers alone are not V3's template: a derived one would be rendered as V3's
   const std::string v3_like =
       "{% set ns = namespace(is_tool=false, system_prompt='') %}{{'" + U + "'}}{{'" + A +
       "' + message['content'] + '" + E + "'}}{{'<｜tool▁outputs▁end｜>'}}";
-  const std::string cfg = R"({"bos_token": {"content": ")" + B + R"("}, "eos_token": ")" + E +
-                          R"(", "chat_template": ")" + v3_like + R"("})";
-  const ChatTemplate t = ChatTemplate::from_config_json(cfg, "tc.json");
-  CHECK(t.bos_token() == B);
-  CHECK(t.eos_token() == E);
-  const std::string chatml = R"({"bos_token": "<s>", "eos_token": "</s>",
-    "chat_template": "{% for m in messages %}<|im_start|>{{m.role}}{% endfor %}"})";
-  CHECK_THROWS_WITH_AS(ChatTemplate::from_config_json(chatml, "tc.json"),
+  CHECK_FALSE(is_deepseek_v3_template(v3_like));
+  CHECK_THROWS_WITH_AS(ChatTemplate::from_config_json(config(B, E, v3_like), "tc.json"),
                        doctest::Contains("tc.json: chat_template: unsupported chat template"),
                        ds::FormatError);
-  CHECK_FALSE(is_deepseek_v3_template(v3_like + "</think>"));
+  const std::string chatml = "{% for m in messages %}<|im_start|>{{m.role}}{% endfor %}";
+  CHECK_THROWS_WITH_AS(ChatTemplate::from_config_json(config("<s>", "</s>", chatml), "tc.json"),
+                       doctest::Contains("tc.json: chat_template: unsupported chat template"),
+                       ds::FormatError);
   CHECK_THROWS_AS(ChatTemplate::from_config_json(R"({"eos_token": "x"})", "tc.json"),
                   ds::FormatError);
   CHECK_THROWS_AS(ChatTemplate::from_config_json("{", "tc.json"), ds::FormatError);
   // an empty BOS or EOS could not delimit the turns
-  const std::string tmpl = R"(, "chat_template": ")" + v3_like + R"("})";
+  CHECK_THROWS_WITH_AS(ChatTemplate::from_config_json(config("", "x", plain), "tc.json"),
+                       doctest::Contains("tc.json: bos_token is empty"), ds::FormatError);
   CHECK_THROWS_WITH_AS(
-      ChatTemplate::from_config_json(R"({"bos_token": "", "eos_token": "x")" + tmpl, "tc.json"),
-      doctest::Contains("tc.json: bos_token is empty"), ds::FormatError);
-  CHECK_THROWS_WITH_AS(ChatTemplate::from_config_json(
-                           R"({"bos_token": "b", "eos_token": {"content": ""})" + tmpl, "tc.json"),
-                       doctest::Contains("tc.json: eos_token is empty"), ds::FormatError);
-  CHECK_THROWS_WITH_AS(ChatTemplate::from_config_json(
-                           R"({"bos_token": {"content": 3}, "eos_token": "x")" + tmpl, "tc.json"),
-                       doctest::Contains("bos_token must be a string"), ds::FormatError);
+      ChatTemplate::from_config_json(config("b", nlohmann::json{{"content", ""}}, plain),
+                                     "tc.json"),
+      doctest::Contains("tc.json: eos_token is empty"), ds::FormatError);
+  CHECK_THROWS_WITH_AS(
+      ChatTemplate::from_config_json(config(nlohmann::json{{"content", 3}}, "x", plain),
+                                     "tc.json"),
+      doctest::Contains("bos_token must be a string"), ds::FormatError);
+}
+
+TEST_CASE("real DeepSeek-V3 template: only its exact text is recognised") {
+  if (!fs::exists(shared() / "tokenizer_config.json")) {
+    MESSAGE("skipped: no shared data at " << shared().string());
+    return;
+  }
+  const auto cfg = nlohmann::json::parse(ds::io::read_file(shared() / "tokenizer_config.json"));
+  const std::string v3 = cfg.at("chat_template").get<std::string>();
+  CHECK(is_deepseek_v3_template(v3));
+  // derived templates seen in the wild, each rendering differently from V3's
+  auto edited = [&](const std::string& from, const std::string& to) {
+    std::string s = v3;
+    const size_t at = s.find(from);
+    REQUIRE(at != std::string::npos);
+    return s.replace(at, from.size(), to);
+  };
+  const std::string gen = "{{'" + A + "'}}{% endif %}";
+  CHECK_FALSE(is_deepseek_v3_template(edited(gen, "{{'" + A + "<think>\n'}}{% endif %}")));
+  CHECK_FALSE(is_deepseek_v3_template(v3 + "\n"));
+  CHECK_FALSE(is_deepseek_v3_template(edited("'\n\n' + ", "")));
 }
 
 TEST_CASE("real DeepSeek-V3 files: config recognised, ids of the rendered chat") {

@@ -92,6 +92,16 @@ TEST_CASE("generate: speculative decoding that always accepts (MTP = main model 
   CHECK(st.accepted == st.drafted);
   CHECK(st.drafted == 4);        // 1 token from prefill + 4 verify rounds of 2 tokens
   CHECK(st.main_forwards == 4);
+  // one new token: nothing drafted, the speculative fields are still there (rate null)
+  GenerationStats one, plain;
+  generate(eng, {random_tokens(6, m->args.vocab_size, 5)}, greedy_cfg(1, true), nullptr, &one);
+  generate(eng, {random_tokens(6, m->args.vocab_size, 5)}, greedy_cfg(1), nullptr, &plain);
+  const auto j = nlohmann::json::parse(one.json());
+  CHECK(j.at("drafted") == 0);
+  CHECK(j.at("accepted") == 0);
+  CHECK(j.at("acceptance_rate").is_null());
+  CHECK_FALSE(nlohmann::json::parse(plain.json()).contains("drafted"));
+  CHECK(nlohmann::json::parse(st.json()).at("acceptance_rate") == 1.0);
 }
 
 TEST_CASE("generate: errors") {

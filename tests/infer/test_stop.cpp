@@ -68,6 +68,25 @@ TEST_CASE("max new tokens ends with finish_reason length") {
   CHECK(zero.done());
 }
 
+TEST_CASE("the U+FFFD a finished completion's partial character becomes is matched too") {
+  const std::string fffd = "\xEF\xBF\xBD";
+  for (const bool by_eos : {false, true}) {
+    StopChecker c({.stop_ids = {1}, .max_new_tokens = by_eos ? 10u : 2u,
+                   .stop_strings = {"the" + fffd}});
+    std::string streamed;
+    CHECK_FALSE(c.push(10, " of the"));
+    streamed += c.take_stream();
+    CHECK(c.push(11, "\xC3") != by_eos);   // half of "\xC3\xA9"; ends the max-2 run
+    if (by_eos) CHECK(c.push(1, ""));
+    streamed += c.take_stream();
+    INFO("by_eos ", by_eos);
+    CHECK(to_string(c.finish_reason()) == "stop");
+    CHECK(c.matched_stop_string() == 0);
+    CHECK(c.text() == " of ");
+    CHECK(streamed == c.text());
+  }
+}
+
 TEST_CASE("stop strings spanning token boundaries truncate the completion") {
   StopChecker c({.stop_ids = {1}, .max_new_tokens = 100, .stop_strings = {"\n\nQ:", "END"}});
   std::string streamed;

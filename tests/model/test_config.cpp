@@ -144,6 +144,15 @@ TEST_CASE("a V2-Lite style config: null q_lora_rank, softmax, mscale 0.707") {
   CHECK_FALSE(a.gate_bias);
   CHECK_FALSE(a.norm_topk_prob);
   CHECK(a.softmax_scale() == doctest::Approx(1.5896 / std::sqrt(192.0)).epsilon(1e-4));
+  // topk_method greedy (the V2 default) routes over all experts whatever n_group says (HF's
+  // DeepseekV2MoEGate); group_limited_greedy keeps the groups
+  CHECK(a.n_expert_groups == 1);
+  CHECK(a.n_limited_groups == 1);
+  j["topk_method"] = "group_limited_greedy";
+  a = ds::model::from_hf_json(j.dump(), "v2");
+  CHECK(a.n_expert_groups == 8);
+  CHECK(a.n_limited_groups == 4);
+  CHECK_FALSE(a.gate_bias);
 }
 
 TEST_CASE("transformers 5 configs: rope_parameters in place of rope_scaling and rope_theta") {

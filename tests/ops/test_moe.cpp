@@ -24,7 +24,10 @@ RouteParams rp(int G, int kg, int K, bool sig = true, bool norm = true, float rs
 }
 
 // Independent selection: stable sorts of (group score, then expert score), descending.
-std::vector<int32_t> brute_select(const std::vector<float>& sel, const RouteParams& p) {
+// The group score is the sum of the group's two best scores with a bias (V3), its best without
+// (V2's group_limited_greedy).
+std::vector<int32_t> brute_select(const std::vector<float>& sel, const RouteParams& p,
+                                  bool with_bias) {
   const int E = int(sel.size()), gs = E / p.n_groups;
   std::vector<int> groups(size_t(p.n_groups));
   std::iota(groups.begin(), groups.end(), 0);
@@ -32,7 +35,7 @@ std::vector<int32_t> brute_select(const std::vector<float>& sel, const RoutePara
   for (int g = 0; g < p.n_groups; ++g) {
     std::vector<float> v(sel.begin() + g * gs, sel.begin() + (g + 1) * gs);
     std::stable_sort(v.begin(), v.end(), std::greater<float>());
-    gscore[size_t(g)] = gs >= 2 ? v[0] + v[1] : v[0];
+    gscore[size_t(g)] = with_bias && gs >= 2 ? v[0] + v[1] : v[0];
   }
   std::stable_sort(groups.begin(), groups.end(),
                    [&](int a, int b) { return gscore[size_t(a)] > gscore[size_t(b)]; });
@@ -77,7 +80,7 @@ TEST_CASE("moe_route: optimized == reference == brute force; K distinct; weights
         std::vector<float> sel(static_cast<size_t>(E));
         for (int64_t e = 0; e < E; ++e)
           sel[size_t(e)] = r.scores.f32()[n * E + e] + (with_bias ? bias.f32()[e] : 0.0f);
-        std::vector<int32_t> want = brute_select(sel, p);
+        std::vector<int32_t> want = brute_select(sel, p, with_bias);
         const int32_t* got = r.idx.i32() + n * p.topk;
         CHECK(std::equal(want.begin(), want.end(), got));
         std::vector<int32_t> u(got, got + p.topk);
@@ -118,6 +121,17 @@ TEST_CASE("moe_route: bias changes selection only; masked groups never win; ties
   Routed r2 = route(opt_ctx(), l2, b2, rp(4, 1, 2));
   CHECK(r2.idx.i32()[0] == 0);
   CHECK(r2.idx.i32()[1] == 1);
+  // the group rule follows the bias (R's Gate.forward): softmax scores, groups {0.30, 0.00} and
+  // {0.20, 0.20} (+ two empty groups), one kept. Without a bias the group score is the max
+  // (0.30 > 0.20: expert 0); with a (zero) bias the top-2 sum (0.30 < 0.40: expert 2).
+  Tensor l4 = Tensor::zeros({1, 8});
+  const float l4v[8] = {std::log(0.3f), -30.f, std::log(0.2f), std::log(0.2f),
+                        std::log(0.15f), std::log(0.15f), std::log(0.1f), std::log(0.05f)};
+  std::copy(l4v, l4v + 8, l4.f32());
+  for (const Context& c : {ref_ctx(), opt_ctx()}) {
+    CHECK(route(c, l4, Tensor(), rp(4, 1, 1, false)).idx.i32()[0] == 0);
+    CHECK(route(c, l4, Tensor::zeros({8}), rp(4, 1, 1, false)).idx.i32()[0] == 2);
+  }
   // all equal: ties go to the lower index, in order
   Tensor l3 = Tensor::zeros({2, 6});
   Routed r3 = route(ref_ctx(), l3, Tensor(), rp(3, 2, 3));

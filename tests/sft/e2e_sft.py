@@ -258,6 +258,20 @@ def test_errors(a, init):
     lines = [l for l in err.splitlines() if l.strip()]
     check(rc == 2 and len(lines) == 1 and "all 1 training samples lost every assistant token" in lines[0],
           f"--truncate dropping every sample: exit {rc}, {lines}")
+    # --check-data refuses what training refuses: a tokenizer larger than the model's vocabulary
+    small = os.path.join(w, "small-vocab")
+    shutil.rmtree(small, ignore_errors=True)
+    shutil.copytree(init, small)
+    with open(os.path.join(small, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["vocab_size"] = 64
+    with open(os.path.join(small, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    rc, _, err = run(a.sft, "--init", small, "--data", os.path.join(w, "train.jsonl"), "--seq-len", 127,
+                     "--check-data")
+    lines = [l for l in err.splitlines() if l.strip()]
+    check(rc == 2 and len(lines) == 1 and "is larger than the model's vocab_size (64)" in lines[0],
+          f"--check-data with a tokenizer larger than the model: exit {rc}, {lines}")
 
 
 def main():

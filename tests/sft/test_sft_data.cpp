@@ -156,6 +156,8 @@ TEST_CASE("a tokenizer without the chat tokens: target boundary inside a token i
 TEST_CASE("malformed lines: errors name the line and the field") {
   const LossOn A = LossOn::assistant;
   check_error("{\"messages\": [", A, "invalid JSON at byte");
+  check_error("{\"prompt\": \"q\xff\", \"completion\": \"a\"}", A,
+              "invalid UTF-8 at byte 13 of the line");
   check_error(R"({"prompt": "q", "completion": "a", "n": 6e666})", A,
               "invalid JSON: ");  // overflow
   check_error("[1, 2]", A, "not a JSON object");

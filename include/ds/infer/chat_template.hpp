@@ -1,8 +1,9 @@
 // The DeepSeek-V3 chat template (original Dec-2024 revision), rendered natively: ds ships no
-// Jinja engine, so a tokenizer_config.json is accepted only when its chat_template is
-// recognisably V3's, and then the built-in renderer reproduces it byte for byte, quirks
-// included. Rendering also reports which character spans the model is trained to produce
-// (assistant content + EOS), so SFT can mask the loss to assistant tokens.
+// Jinja engine, so a tokenizer_config.json is accepted only when its chat_template is exactly
+// V3's published text (or ds-tokenize's plain template), and then the built-in renderer
+// reproduces it byte for byte, quirks included. Rendering also reports which character spans
+// the model is trained to produce (assistant content + EOS), so SFT can mask the loss to
+// assistant tokens.
 // reference: spec §8.6 (rendering rules), §2.5; tokenizer_config.json "chat_template".
 #pragma once
 #include <cstddef>
@@ -78,9 +79,10 @@ class ChatTemplate {
   std::string plain_source_;   // the tokenizer_config.json holding ds-tokenize's plain template
 };
 
-// True when `jinja` is the original DeepSeek-V3 chat template (distinctive markers: the
-// User/Assistant tags, the is_tool namespace flag, no R1 </think> handling, and the
-// Dec-2024 assistant rendering rather than V3-0324's user-turn-emits-Assistant form).
+// True when `jinja` is, byte for byte, the chat_template of DeepSeek-V3's published
+// tokenizer_config.json (Dec-2024; recognised by its XXH64). Templates derived from it (R1's
+// </think> stripping, V3-0324, last-system-message-only variants) are not: they render
+// differently.
 bool is_deepseek_v3_template(std::string_view jinja);
 
 // Parses an OpenAI-style messages array ([{"role":..., "content":..., "tool_calls":[...]}]).

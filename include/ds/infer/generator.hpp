@@ -42,6 +42,7 @@ struct GenerationStats {
   double prefill_s = 0;         // wall time of the prefill forwards (+ MTP prefill)
   double decode_s = 0;          // wall time of everything after prefill
   int64_t main_forwards = 0;    // decode-phase main-model forward calls
+  bool speculative = false;     // MTP drafting was on: drafted/accepted/rate are reported
   int64_t drafted = 0;          // speculative drafts proposed
   int64_t accepted = 0;         // drafts equal to the main model's token
   void add(const GenerationStats& o);

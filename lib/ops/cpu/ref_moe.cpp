@@ -1,7 +1,8 @@
 // Reference MoE routing (docs/model.md §MoE, spec §1.9-1.10): sigmoid/softmax scores, biased
 // selection scores with group limiting (group score = sum of the top-2 biased scores, top-1 for
-// one-expert groups), top-K with ties to the lower index, weights from the unbiased scores;
-// its backward; the sequence-wise balance loss (gradient through P only); expert counts.
+// one-expert groups; without a bias, V2's group_limited_greedy, the group's max score), top-K
+// with ties to the lower index, weights from the unbiased scores; its backward; the
+// sequence-wise balance loss (gradient through P only); expert counts.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -47,7 +48,7 @@ void moe_route_token(const T* logits, const float* bias, const RouteParams& p, i
   if (G > 1) {
     std::vector<T> gscore(static_cast<size_t>(G));
     int32_t top2[2];
-    const int m = gs >= 2 ? 2 : 1;
+    const int m = bias && gs >= 2 ? 2 : 1;   // no bias (V2's group_limited_greedy): the max
     for (int64_t g = 0; g < G; ++g) {
       topk_desc(sel.data() + g * gs, nullptr, gs, m, top2);
       T s = 0;

@@ -148,7 +148,7 @@ class Fast:
         sel = s.detach() + (bias if bias is not None else 0.0)
         if G > 1:
             grp = sel.view(N, G, E // G)
-            top = min(2, E // G)
+            top = min(2, E // G) if bias is not None else 1  # V2 (no bias): the max
             gscore = grp.sort(dim=-1, descending=True)[0][..., :top].sum(-1)  # (N, G)
             gorder = torch.sort(gscore, dim=-1, descending=True, stable=True)[1]
             keep = gorder[:, :c.n_limited_groups]
