@@ -83,7 +83,7 @@ none = [load(f"{w}/stats.none.{r}.json") for r in range(1, reps + 1)]
 mtp = [load(f"{w}/stats.mtp.{r}.json") for r in range(1, reps + 1)]
 dn = statistics.median(s["decode_tokens_per_s"] for s in none)
 dm = statistics.median(s["decode_tokens_per_s"] for s in mtp)
-acc = statistics.median(s["acceptance_rate"] for s in mtp)
+acc = statistics.median(s["acceptance_rate"] or 0.0 for s in mtp)   # null: nothing drafted
 print("MTP speculative (trained tiny, 16 prompts, greedy): acceptance %.3f, decode tok/s %.1f -> %.1f, speed-up %.2fx, main forwards %d -> %d"
       % (acc, dn, dm, dm / dn, none[0]["main_forwards"], mtp[0]["main_forwards"]))
 PYEOF

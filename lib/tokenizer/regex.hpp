@@ -42,9 +42,11 @@ class Regex {
 // White_Space classes; `\p{X}` / `\pX` outside a class by `[\p{X}R]`, inside one by `\p{X}R`,
 // and `\P{X}` / `\p{^X}` outside a class by `[^\p{X}R]`, where R lists the code points that
 // Unicode 16.0 puts in X and 14.0 did not (X: a general category such as L, Lo, N, Nd, P, S, M,
-// or L&, or Alphabetic). Left as PCRE2 reads them: a negated property inside a class (it
-// cannot be widened there), other properties (scripts), and the one code point that left a
-// category (U+1171E, Mn in 14.0 and Mc in 16.0, stays in \p{Mn}).
+// or L&, or Alphabetic: its letters and Nl, not the new Other_Alphabetic marks). Left as PCRE2
+// reads them: a negated property inside a class (it cannot be widened there), C and Cn (the
+// new code points stay unassigned in them: nothing is taken out of a class), other properties
+// (scripts), and the one code point that left a category (U+1171E, Mn in 14.0 and Mc in 16.0,
+// stays in \p{Mn}).
 // `widen` false: only the White_Space rewrite.
 std::string rewrite_escapes(std::string_view pattern, bool widen = true);
 

@@ -28,9 +28,9 @@ static_assert(kChanged[0].lo >= 0x800);   // has_recategorised skips 1- and 2-by
 
 // Whether general category `cat` (two letters) belongs to the property `prop`.
 bool in_property(std::string_view cat, std::string_view prop) {
+  if (prop == "L&" || prop == "LC") return cat == "Lu" || cat == "Ll" || cat == "Lt";
   if (prop.size() == 1) return cat[0] == prop[0] && prop[0] != 'C';   // C: new ones were Cn
   if (prop.size() == 2 && prop != "Cn") return cat == prop;
-  if (prop == "L&" || prop == "LC") return cat == "Lu" || cat == "Ll" || cat == "Lt";
   if (prop == "Alphabetic") return cat[0] == 'L' || cat == "Nl";
   return false;
 }

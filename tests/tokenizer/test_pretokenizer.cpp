@@ -87,6 +87,10 @@ TEST_CASE("pattern rewrite: properties widened to Unicode 16.0, the rest kept") 
   CHECK(unicode_added_ranges("S").find("\\x{1FAE8}") != std::string::npos);
   CHECK(unicode_added_ranges("Greek").empty());
   CHECK(unicode_added_ranges("C").empty());
+  for (const char* cased : {"L&", "LC"}) {   // Lu/Ll/Lt: U+1C89 (Lu, new in 16.0), not Lo
+    CHECK(unicode_added_ranges(cased).find("\\x{1C89}") != std::string::npos);
+    CHECK(unicode_added_ranges(cased).find("\\x{31350}") == std::string::npos);
+  }
   CHECK(rewrite_escapes(R"(\p{L}+)") == "[\\p{L}" + l + "]+");
   CHECK(rewrite_escapes(R"(\pL)") == "[\\p{L}" + l + "]");
   CHECK(rewrite_escapes(R"(\P{L})") == "[^\\p{L}" + l + "]");

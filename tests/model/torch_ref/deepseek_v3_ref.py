@@ -37,6 +37,8 @@ class Config:
         if self.score_func != "sigmoid":
             raise ValueError("reference supports scoring_func sigmoid only")
         self.gate_bias = g("topk_method", "noaux_tc") == "noaux_tc"
+        if g("topk_method", "noaux_tc") == "greedy":  # HF's V2 gate: all experts, whatever n_group
+            self.n_expert_groups = self.n_limited_groups = 1
         self.q_lora_rank = int(g("q_lora_rank", 0) or 0)
         self.kv_lora_rank = int(hf["kv_lora_rank"])
         self.qk_nope_head_dim = int(hf["qk_nope_head_dim"])
