@@ -79,7 +79,7 @@ RlPrompt parse_record(const std::string& text, const std::string& src, size_t li
     if (!j.contains(key)) continue;
     const json& r = j[key];
     if (r.is_string()) p.reference = r.get<std::string>();
-    else if (r.is_number_float()) {   // as written: "1E2" stays 1E2, all digits kept
+    else if (r.is_number_float()) {   // a plain decimal as written (all its digits kept)
       RawNumbers raw;
       json::sax_parse(text, &raw);
       // kept as written when it is a plain decimal (all its digits); an exponent form such

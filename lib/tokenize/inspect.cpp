@@ -52,7 +52,9 @@ void inspect(const InspectOptions& o, std::ostream& out) {
     r["checksums"] = bad == 0 ? "ok" : "bad";
     r["bad_blocks"] = bad;
     r["problems"] = problems;
-    if (bad) failures.push_back(fmt::format("{} bad block(s)", bad));
+    if (bad)   // the first problem names its file and block; the JSON lists them all
+      failures.push_back(fmt::format("{} bad block(s), the first: {}", bad,
+                                     problems.empty() ? std::string("?") : problems.front()));
   } else {
     r["checksums"] = "not verified (use --verify)";
   }

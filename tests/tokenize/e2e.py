@@ -257,7 +257,10 @@ def test_bad_inputs(tool, work, tok, ds):
     raw[160] ^= 0xFF
     open(shard, "wb").write(bytes(raw))
     out = expect_error(tool, work, "inspect --verify on a corrupt block",
-                       ["inspect", "--data", cd, "--verify"], 1, "bad block")
+                       ["inspect", "--data", cd, "--verify"], 1, "bad block(s), the first: ")
+    _, _, err = run(tool, "inspect", "--data", cd, "--verify")
+    check("shard-00000.dst" in err and "block 0" in err,
+          f"the error names the file and block: {err.strip()!r}")
     check(b'"checksums":"bad"' in out, "inspect prints the report before failing")
     expect_error(tool, work, "decode of a corrupt block", ["decode", "--tokenizer", tok,
                  "--data", cd], 1, "shard-00000.dst")

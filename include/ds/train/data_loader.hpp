@@ -1,9 +1,11 @@
 // Packed pre-training sequences from a token dataset (ds-tokenize shards): the token stream
-// (documents already separated by EOS) is cut into sequences of T+1 tokens at stride T, with
-// no cross-document masking (spec §4.2). The order is a pure function of (seed, epoch): a
-// shuffled permutation per epoch; the state is two integers (epoch, position), saved in the
-// training state so a resumed run reads exactly the batches it would have read.
-// The last `val_sequences` sequences of the stream are held out for validation.
+// (documents already separated by EOS) is cut into sequences of T+1 tokens at stride T, with no
+// cross-document masking as in spec §4.2, but at fixed boundaries that may split a document
+// (the spec's best-fit packing of whole chunks is not implemented). The order is a pure
+// function of (seed, epoch): a shuffled permutation per epoch; the state is two integers
+// (epoch, position), saved in the training state so a resumed run reads exactly the batches it
+// would have read. The last `val_sequences` sequences of the stream are held out for
+// validation.
 #pragma once
 #include <cstdint>
 #include <vector>
