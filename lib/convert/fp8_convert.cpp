@@ -8,10 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <optional>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
@@ -76,23 +74,6 @@ void check_dtype(const InputCheckpoint& in, const io::TensorView& v) {
               where(in, v.name), v.name);
 }
 
-// io::first_nonfinite over 16 MiB pieces, each piece's pages released after it: the check of a
-// copied tensor (a 1.9 GB embedding in V3) must not keep the whole tensor resident.
-std::optional<int64_t> first_nonfinite_streamed(const io::TensorView& v) {
-  const int64_t es = int64_t(dtype_size(v.dtype)), n = v.numel();
-  const int64_t piece = std::max<int64_t>(1, (int64_t(16) << 20) / es);
-  for (int64_t e0 = 0; e0 < n; e0 += piece) {
-    io::TensorView part = v;
-    part.shape = {std::min(piece, n - e0)};
-    part.data = v.data + e0 * es;
-    part.nbytes = size_t(part.shape[0] * es);
-    const auto bad = io::first_nonfinite(part);
-    io::release_mapped_pages(part);
-    if (bad) return e0 + *bad;
-  }
-  return std::nullopt;
-}
-
 // A tensor copied through unchanged, checked as its loaders check it: a NaN or infinite float
 // value, or an FP8 weight whose scale or codes are corrupt, would be published with exit 0
 // and fail only in the tool that loads the output.
@@ -103,7 +84,7 @@ OutTensor copy_of(const InputCheckpoint& in, const io::TensorView& v) {
                   v.dtype == DType::f8_e4m3 || !weight_of_scale(v.name).empty(),
               "{}: tensor {}: dtype {} is not one the loaders read (F32, BF16, F16, F8_E4M3)",
               where(in, v.name), v.name, dtype_name(v.dtype));
-  if (const auto bad = first_nonfinite_streamed(v))
+  if (const auto bad = io::first_nonfinite_released(v))
     DS_THROW(FormatError, "{}: tensor {}: a non-finite value (NaN or infinity) at element {}",
              where(in, v.name), v.name, *bad);
   if (v.dtype == DType::f8_e4m3) {

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
+#include <algorithm>
 #include <unordered_set>
 
 #include "ds/core/error.hpp"
@@ -98,6 +99,21 @@ void release_mapped_pages(const TensorView& v) {
   const uintptr_t last = (b + v.nbytes) / page * page;    // neighbours may still be in use
   if (last > first)
     (void)::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);   // advisory
+}
+
+std::optional<int64_t> first_nonfinite_released(const TensorView& v) {
+  const int64_t es = int64_t(dtype_size(v.dtype)), n = v.numel();
+  const int64_t piece = std::max<int64_t>(1, (int64_t(16) << 20) / es);
+  for (int64_t e0 = 0; e0 < n; e0 += piece) {
+    TensorView part = v;
+    part.shape = {std::min(piece, n - e0)};
+    part.data = v.data + e0 * es;
+    part.nbytes = size_t(part.shape[0] * es);
+    const auto bad = first_nonfinite(part);
+    release_mapped_pages(part);
+    if (bad) return e0 + *bad;
+  }
+  return std::nullopt;
 }
 
 }  // namespace ds::io

@@ -131,6 +131,26 @@ TEST_CASE("to_f32 converts F32, BF16 (from an F32 master) and F16") {
   fs::remove_all(d);
 }
 
+TEST_CASE("first_nonfinite_released: positions past the first 16 MiB piece; data still readable") {
+  fs::path d = fresh_dir("released");
+  const int64_t n = (int64_t(9) << 20) + 5;   // 9 Mi + 5 BF16 values: 16 MiB + 16 MiB + a tail
+  std::vector<uint16_t> v(size_t(n), ds::f32_to_bf16(1.0f));
+  std::vector<uint16_t> clean = v;
+  v[size_t(n - 2)] = 0x7fc0;   // NaN in the last piece
+  ds::io::write_safetensors(d / "m.safetensors",
+                            {TensorSource::raw("nan", DType::bf16, {n}, v.data()),
+                             TensorSource::raw("ok", DType::bf16, {n}, clean.data())});
+  SafetensorsFile f(d / "m.safetensors");
+  CHECK(ds::io::first_nonfinite_released(f.get("nan")) == n - 2);
+  CHECK(ds::io::first_nonfinite(f.get("nan")) == n - 2);
+  CHECK_FALSE(ds::io::first_nonfinite_released(f.get("ok")).has_value());
+  // the released pages fault back in from the file
+  const auto* back = reinterpret_cast<const uint16_t*>(f.get("nan").data);
+  CHECK(back[0] == v[0]);
+  CHECK(back[size_t(n - 2)] == 0x7fc0);
+  fs::remove_all(d);
+}
+
 TEST_CASE("corrupt safetensors files are rejected with FormatError naming the file") {
   fs::path d = fresh_dir("bad");
   const std::string ok = R"({"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}})";

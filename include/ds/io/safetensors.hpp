@@ -187,4 +187,9 @@ class SafetensorsStreamWriter {
 // memory stays bounded however large the checkpoint is. A no-op for empty views.
 void release_mapped_pages(const TensorView& v);
 
+// first_nonfinite over 16 MiB pieces of a mapped tensor, each piece's pages released after it
+// is read, so that checking a tensor (V3's 1.9 GB embedding) does not keep it resident. Only
+// for views into a mapping (release_mapped_pages).
+std::optional<int64_t> first_nonfinite_released(const TensorView& v);
+
 }  // namespace ds::io
