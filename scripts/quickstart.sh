@@ -24,18 +24,7 @@ bash scripts/build.sh
 BIN=build/bin
 mkdir -p "$R"
 
-if [ ! -s "$R/kjv.txt" ]; then
-  bible "Gen1:1-Rev21:27" > "$R/kjv.txt.tmp" && mv "$R/kjv.txt.tmp" "$R/kjv.txt"
-fi
-[ -s "$R/heldout.txt" ] || bible "Rev22:1-Rev22:21" > "$R/heldout.txt"
-if [ ! -f "$R/tokenizer/tokenizer.json" ]; then
-  "$BIN/ds-tokenize" train --vocab-size 4096 --out "$R/tokenizer" --threads "$THREADS" --force \
-    "$R/kjv.txt"
-fi
-if [ ! -f "$R/data/manifest.json" ]; then
-  "$BIN/ds-tokenize" encode --tokenizer "$R/tokenizer/tokenizer.json" --out "$R/data" \
-    --doc-split blank-line --threads "$THREADS" --force "$R/kjv.txt"
-fi
+bash scripts/kjv-data.sh "$R" "$BIN" "$THREADS"
 "$BIN/ds-tokenize" inspect --data "$R/data" --tokenizer "$R/tokenizer/tokenizer.json"
 
 "$BIN/ds-pretrain" --preset tiny --tokenizer "$R/tokenizer/tokenizer.json" --data "$R/data" \

@@ -31,17 +31,7 @@ JOBS=${JOBS:-2}
 mkdir -p "$R"
 
 # data: the whole Bible but Revelation 22; tokenizer and shards as the quick start
-if [ ! -s "$R/kjv.txt" ]; then
-  bible "Gen1:1-Rev21:27" > "$R/kjv.txt.tmp" && mv "$R/kjv.txt.tmp" "$R/kjv.txt"
-fi
-if [ ! -f "$R/tokenizer/tokenizer.json" ]; then
-  "$BIN/ds-tokenize" train --vocab-size 4096 --out "$R/tokenizer" --threads "$THREADS" --force \
-    "$R/kjv.txt"
-fi
-if [ ! -f "$R/data/manifest.json" ]; then
-  "$BIN/ds-tokenize" encode --tokenizer "$R/tokenizer/tokenizer.json" --out "$R/data" \
-    --doc-split blank-line --threads "$THREADS" --force "$R/kjv.txt"
-fi
+bash scripts/kjv-data.sh "$R" "$BIN" "$THREADS"
 
 train() {   # train RUN: one ds-pretrain run, its log in RUN/train.log
   local run=$1 out="$R/$1" prec

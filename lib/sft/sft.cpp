@@ -371,18 +371,6 @@ void Run::save() {
                                *opt, st);
 }
 
-// Loss weights of one micro-batch of rows_m of the step's B rows. Its token losses weigh
-// share = W_m / W (its targets' fraction), which is the forward's grad_scale; the balance loss
-// is a mean over the step's rows, so the micro-batch runs with alpha x (rows_m / B) / share.
-// Then every split into micro-batches or data-parallel ranks optimises the same objective.
-model::LossWeights micro_weights(const model::LossWeights& w, int64_t rows_m, int64_t B,
-                                 double share) {
-  model::LossWeights m = w;
-  m.balance_alpha = share > 0 ? float(double(w.balance_alpha) * double(rows_m) / double(B) / share)
-                              : 0.0f;   // no targets: no gradient flows through this micro-batch
-  return m;
-}
-
 void Run::step_once(train::Progress& progress) {
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t B = std::clamp<int64_t>(plan.total_rows - rows_done, 1, o.batch_size);
@@ -403,7 +391,8 @@ void Run::step_once(train::Progress& progress) {
       const double share =
           count > 0 ? double(count_targets(data.train.samples, part)) / double(W) : 0.0;
       mbs.push_back(train::MicroBatch{make_batch(data.train.samples, part, o.seq_len, data.pad_id),
-                                      share, micro_weights(w, count, B, share), count == 0});
+                                      share, train::micro_loss_weights(w, count, B, share),
+                                      count == 0});
     }
     acc = ranks->step().forward_backward(ctx, mbs, w);
     ranks->step().reduce(acc);
@@ -417,8 +406,8 @@ void Run::step_once(train::Progress& progress) {
                                 size_t(std::min(micro(), B - m * micro())));
       const double share = double(count_targets(data.train.samples, part)) / double(W);
       model::Batch b = make_batch(data.train.samples, part, o.seq_len, data.pad_id);
-      acc.add(model->forward_backward(ctx, b, micro_weights(w, int64_t(part.size()), B, share),
-                                      float(share)), share);
+      const model::LossWeights mw = train::micro_loss_weights(w, int64_t(part.size()), B, share);
+      acc.add(model->forward_backward(ctx, b, mw, float(share)), share);
     }
     st.step++;
     st.tokens_seen += real_tokens;

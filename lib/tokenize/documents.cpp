@@ -132,6 +132,7 @@ struct DocumentReader::Impl {
   bool doc_started = false;          // a piece of the current document was returned
   uint64_t pieces = 0;
   uint64_t doc_index = 0;
+  uint64_t doc_bytes = 0;            // bytes of the current document already returned
   ReaderStats stats;
 
   ~Impl() {
@@ -197,6 +198,8 @@ void DocumentReader::Impl::emit(Segment& seg, std::string text, bool last) {
   seg.doc_index = doc_index;
   seg.first = !doc_started;
   seg.last = last;
+  seg.doc_offset = seg.first ? 0 : doc_bytes;
+  doc_bytes = seg.doc_offset + seg.text.size();
   ++pieces;
   if (last) {
     ++stats.documents;

@@ -1,7 +1,8 @@
 // `ds-tokenize encode`: documents -> token shards. A reader thread fills the next batch
 // of document pieces while the pool encodes the current one; pieces are written in input
 // order, so the shards are byte-identical for any thread count. Every document ends with
-// EOS; FIM (PSM) is applied per document from an RNG keyed by (seed, document index).
+// EOS; FIM (PSM) is applied per document from an RNG keyed by (seed, document index), and
+// punctuation + line-break tokens are split at --punct-newline-split-rate (punct_split.hpp).
 // reference: spec/deepseek-v3.md §4.2; man/ds-tokenize.1 (encode).
 #include <nlohmann/json.hpp>
 
@@ -18,6 +19,7 @@
 #include "ds/tokenize/documents.hpp"
 #include "ds/tokenize/fim.hpp"
 #include "ds/tokenize/output_dir.hpp"
+#include "ds/tokenize/punct_split.hpp"
 #include "ds/tokenize/tokenize.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
 
@@ -56,6 +58,7 @@ struct Unit {
   size_t seg = 0, begin = 0, end = 0;
   bool psm = false;
   std::vector<uint32_t> tokens;
+  uint64_t joined = 0, split = 0;   // punctuation + line-break tokens seen / split
 };
 
 struct Encoder {
@@ -65,6 +68,7 @@ struct Encoder {
   uint32_t eos = 0;
   std::optional<uint32_t> bos;
   std::optional<FimIds> fim_ids;
+  std::optional<PunctNewlineSplitter> splitter;
 
   Fim fim_state(const Segment& s) const {
     if (!fim_ids || !s.first || !fim_selected(o.seed, s.doc_index, o.fim_rate)) return Fim::kNone;
@@ -93,6 +97,8 @@ struct Encoder {
                  u.tokens);
     else
       tok.encode(text, u.tokens, o.match_added_tokens);
+    if (splitter)
+      splitter->apply(s.doc_index, s.doc_offset + u.begin, u.tokens, u.joined, u.split);
   }
 };
 
@@ -107,6 +113,7 @@ std::string provenance_json(const EncodeOptions& o, const tok::Tokenizer& tok,
   if (o.input.format == "jsonl") j["field"] = o.input.field;
   else j["doc_split"] = o.input.doc_split;
   j["fim_rate"] = o.fim_rate;
+  j["punct_newline_split_rate"] = o.punct_newline_split_rate;
   j["seed"] = o.seed;
   j["add_bos"] = o.add_bos;
   j["match_added_tokens"] = o.match_added_tokens;
@@ -117,6 +124,8 @@ std::string provenance_json(const EncodeOptions& o, const tok::Tokenizer& tok,
   j["fim_documents"] = s.fim_documents;
   j["fim_skipped_large"] = s.fim_skipped_large;
   j["chunked_documents"] = s.chunked_documents;
+  j["punct_newline_tokens"] = s.punct_newline_tokens;
+  j["punct_newline_split"] = s.punct_newline_split;
   j["bad_lines_skipped"] = s.bad_lines_skipped;
   j["empty_skipped"] = s.empty_skipped;
   return j.dump();
@@ -128,6 +137,9 @@ void check_encode_options(const EncodeOptions& o) {
   io::check_output_dir(o.out, "--out", /*replaced=*/true);   // built beside, renamed over
   if (!(o.fim_rate >= 0.0 && o.fim_rate <= 1.0))
     DS_THROW(UsageError, "--fim-rate {}: expected a value in [0, 1]", o.fim_rate);
+  if (!(o.punct_newline_split_rate >= 0.0 && o.punct_newline_split_rate <= 1.0))
+    DS_THROW(UsageError, "--punct-newline-split-rate {}: expected a value in [0, 1]",
+             o.punct_newline_split_rate);
   if (o.max_shard_bytes == 0) DS_THROW(UsageError, "--max-shard-bytes must be positive");
   check_threads(o.threads);
   check_inputs(o.input);
@@ -167,6 +179,8 @@ void encode_batch(const Encoder& enc, ThreadPool& pool, const Batch& b, ShardSin
     for (; k < units.size() && units[k].seg == i; ++k) {
       sink.append(units[k].tokens);
       sum.tokens += units[k].tokens.size();
+      sum.punct_newline_tokens += units[k].joined;
+      sum.punct_newline_split += units[k].split;
     }
     if (seg.last && fim[i] != Fim::kApplied) sink.append(std::span<const uint32_t>(&enc.eos, 1));
     if (seg.last) sink.end_document();
@@ -183,7 +197,7 @@ EncodeSummary encode(const EncodeOptions& o) {
   check_encode_options(o);
   const tok::Tokenizer tok = tok::Tokenizer::from_file(o.tokenizer);
   const auto t_loaded = Clock::now();
-  Encoder enc{tok, o, false, 0, std::nullopt, std::nullopt};
+  Encoder enc{tok, o, false, 0, std::nullopt, std::nullopt, std::nullopt};
   const auto eos = tok.eos_id();
   if (!eos)
     DS_THROW(FormatError, "{}: no end-of-sentence token '{}'", o.tokenizer, tok::special::kEos);
@@ -193,6 +207,14 @@ EncodeSummary encode(const EncodeOptions& o) {
     if (!enc.bos) DS_THROW(FormatError, "{}: no begin-of-sentence token (--add-bos)", o.tokenizer);
   }
   if (o.fim_rate > 0) enc.fim_ids = FimIds::from(tok);
+  if (o.punct_newline_split_rate > 0) {
+    enc.splitter.emplace(tok, o.seed, o.punct_newline_split_rate);
+    if (enc.splitter->joined_tokens() == 0)
+      DS_THROW(UsageError, "--punct-newline-split-rate: {} has no token joining punctuation and "
+               "line breaks", o.tokenizer);
+    spdlog::info("encode: {} tokens join punctuation and line breaks; each split with "
+                 "probability {}", enc.splitter->joined_tokens(), o.punct_newline_split_rate);
+  }
   enc.cuts = cutting_is_neutral(tok);
   if (!enc.cuts)
     spdlog::warn("{}: pre-tokenizer is not DeepSeek-V3's or an added token contains a newline; "
@@ -253,6 +275,8 @@ std::string to_json(const EncodeSummary& s) {
   j["fim_documents"] = s.fim_documents;
   j["fim_skipped_large"] = s.fim_skipped_large;
   j["chunked_documents"] = s.chunked_documents;
+  j["punct_newline_tokens"] = s.punct_newline_tokens;
+  j["punct_newline_split"] = s.punct_newline_split;
   j["bad_lines_skipped"] = s.bad_lines_skipped;
   j["empty_skipped"] = s.empty_skipped;
   j["seconds"] = s.seconds;

@@ -1,7 +1,8 @@
 // The pre-training run (see include/ds/train/pretrain.hpp): setup, the step loop, evaluation,
-// checkpoints and resume. One step = batch(tokens_seen) sequences in micro-batches, gradients
-// accumulated with weight 1/n_micro, global-norm clipping, AdamW, then the router-bias update
-// from the step's summed expert counts (spec §4.8 steps 1-7). Launched on several ranks
+// checkpoints and resume. One step = batch(tokens_seen) rows (PackedLoader: stride windows
+// or best-fit packed documents) in micro-batches, each one's gradients weighted by its share
+// of the step's target tokens, global-norm clipping, AdamW, then the router-bias update from
+// the step's summed expert counts (spec §4.8 steps 1-7). Launched on several ranks
 // (docs/distributed.md), each rank reads the whole global batch (so the data position stays
 // one number), takes its data-parallel slice, runs it through its pipeline stage (DistStep)
 // and ZeRO-1 AdamW (ShardedAdamW); rank 0 writes metrics and progress.
@@ -74,6 +75,36 @@ std::string data_fingerprint(const data::Manifest& m, int64_t val) {
   return hex64(xxh64(d));
 }
 
+// Target positions of a batch: T per row, less a best-fit row's padding.
+int64_t count_targets(const model::Batch& b) {
+  const int64_t T = b.tokens.size(1) - 1;
+  if (b.lengths.empty()) return b.tokens.size(0) * T;
+  int64_t n = 0;
+  for (const int32_t L : b.lengths) n += L - 1;
+  return n;
+}
+
+// Rows [first, first + n) of a loader batch (views of its tensors).
+model::Batch rows_of(const model::Batch& all, int64_t first, int64_t n) {
+  model::Batch b;
+  b.tokens = all.tokens.slice0(first, first + n);
+  if (all.loss_mask.defined()) b.loss_mask = all.loss_mask.slice0(first, first + n);
+  if (!all.lengths.empty())
+    b.lengths.assign(all.lengths.begin() + first, all.lengths.begin() + first + n);
+  return b;
+}
+
+void log_packing(const PackedLoader& l) {
+  const PackingStats& s = l.stats();
+  const double pad = s.rows > 0 ? 100.0 * double(s.padding) / double(s.padding + s.tokens) : 0;
+  spdlog::info("packing {}: {} training rows from {} documents, {} of them not whole in one "
+               "row{}; padding {:.2f}%", packing_name(l.packing()), s.rows, s.documents,
+               s.split_documents,
+               s.dropped > 0 ? fmt::format(", {} single-token documents left out", s.dropped)
+                             : std::string(),
+               pad);
+}
+
 void Run::init() {
   setup = resolve_setup(o);   // first: flags and the device are checked before any rank waits
   ranks = std::make_unique<DistRuntime>(o.dist);
@@ -88,7 +119,9 @@ void Run::init() {
   int64_t val = o.val_sequences >= 0 ? o.val_sequences
                                      : std::min<int64_t>(256, std::max<int64_t>(1, n_seq / 100));
   if (o.eval_every <= 0 && o.val_sequences < 0) val = 0;
-  loader = std::make_unique<PackedLoader>(*dataset, o.seq_len, o.seed, val);
+  loader = std::make_unique<PackedLoader>(*dataset, o.seq_len, o.seed, val,
+                                          parse_packing(o.packing));
+  log_packing(*loader);
   if (ctx.device == Device::cuda && ranks->active())
     DS_THROW(UsageError, "--device cuda runs on one GPU for now: launch one process (multi-GPU "
                          "training with NCCL is not wired to the CUDA model path yet)");
@@ -105,6 +138,7 @@ void Run::init() {
   st.total_steps = setup.total_steps;
   st.total_tokens = setup.total_tokens;
   st.data_fingerprint = data_fingerprint(dataset->manifest(), val);
+  st.packing = packing_name(loader->packing());
   if (!setup.resume_from.empty()) {
     check_resume_config(setup.resume_from, setup.args, "the same --preset or --model-config");
     // an expert- or pipeline-parallel rank loads only the tensors it holds
@@ -118,6 +152,11 @@ void Run::init() {
     if (saved.seed != st.seed || saved.seq_len != st.seq_len)
       DS_THROW(UsageError, "{}: saved with --seed {} --seq-len {}; resume needs the same values",
                setup.resume_from.string(), saved.seed, saved.seq_len);
+    const std::string saved_packing = saved.packing.empty() ? "stride" : saved.packing;
+    if (saved_packing != st.packing && !o.resume_new_data)
+      DS_THROW(UsageError, "{}: saved with --packing {}; resume needs the same (or "
+               "--resume-new-data to read the data from its start)",
+               setup.resume_from.string(), saved_packing);
     // (checkpoints written before the fingerprint was recorded carry none)
     if (!saved.data_fingerprint.empty() && saved.data_fingerprint != st.data_fingerprint) {
       if (!o.resume_new_data)
@@ -138,8 +177,12 @@ void Run::init() {
       }
       spdlog::info("--resume-new-data: the new data is read from its start");
       saved.data = {};
+    } else if (saved_packing != st.packing) {
+      spdlog::info("--resume-new-data: --packing {} reads the data from its start", st.packing);
+      saved.data = {};
     }
     saved.data_fingerprint = st.data_fingerprint;
+    saved.packing = st.packing;
     if (saved.total_steps != st.total_steps || saved.total_tokens != st.total_tokens)
       spdlog::info("resume: run length changed ({} steps, {} tokens -> {} steps, {} tokens); "
                    "schedules follow the new length", saved.total_steps, saved.total_tokens,
@@ -220,18 +263,26 @@ void Run::step_once(Progress& progress) {
   params.zero_grads();
   StepAccumulator acc;
   UpdateResult u;
-  if (ranks->active()) {
-    // every rank reads the global batch (one data position for all) and keeps its slice
-    Tensor all = Tensor::empty({B, o.seq_len + 1}, DType::i32);
-    loader->next(B, all);
-    std::vector<MicroBatch> mbs;
-    for (const auto& [first, b] : ranks->micro_slices(B, o.micro_batch_size)) {
-      MicroBatch m;
-      m.batch.tokens = all.slice0(first, first + std::max<int64_t>(b, 1));
-      m.share = double(b) / double(B);   // each micro-batch's mean loss weighs b/B
-      m.dummy = b == 0;
-      mbs.push_back(std::move(m));
+  // the step's rows (one data position for every rank); a micro-batch's losses weigh its share
+  // of the step's targets (b/B with stride rows, all full)
+  const model::Batch all = loader->next(B);
+  const int64_t W = count_targets(all);
+  auto micro_batch = [&](int64_t first, int64_t b) {
+    MicroBatch m;
+    m.batch = rows_of(all, first, std::max<int64_t>(b, 1));
+    m.dummy = b == 0;
+    if (loader->packing() == Packing::stride) {
+      m.share = double(b) / double(B);
+    } else {
+      m.share = b > 0 ? double(count_targets(m.batch)) / double(W) : 0.0;
+      m.weights = micro_loss_weights(w, b, B, m.share);
     }
+    return m;
+  };
+  if (ranks->active()) {   // every rank holds the global batch and runs its slice
+    std::vector<MicroBatch> mbs;
+    for (const auto& [first, b] : ranks->micro_slices(B, o.micro_batch_size))
+      mbs.push_back(micro_batch(first, b));
     acc = ranks->step().forward_backward(ctx, mbs, w);
     ranks->step().reduce(acc);
     st.step++;
@@ -239,13 +290,9 @@ void Run::step_once(Progress& progress) {
     u = apply_update(ctx, ranks->step(), ranks->opt(), st, acc, lr, gamma, o.skip_nonfinite, o.out);
   } else {
     for (int64_t m = 0; m < n_micro; ++m) {
-      int64_t b = std::min(micro, B - m * micro);
-      model::Batch batch;
-      batch.tokens = Tensor::empty({b, o.seq_len + 1}, DType::i32);
-      loader->next(b, batch.tokens);
-      // each micro-batch's mean loss weighs b/B of the step's loss
-      auto r = model->forward_backward(ctx, batch, w, float(double(b) / double(B)));
-      acc.add(r, double(b) / double(B));
+      const MicroBatch mb = micro_batch(m * micro, std::min(micro, B - m * micro));
+      auto r = model->forward_backward(ctx, mb.batch, mb.weights.value_or(w), float(mb.share));
+      acc.add(r, mb.share);
     }
     st.step++;
     st.tokens_seen += B * o.seq_len;
@@ -259,8 +306,8 @@ void Run::step_once(Progress& progress) {
   json j{{"step", st.step}, {"tokens", st.tokens_seen}, {"loss", acc.loss},
          {"loss_main", acc.loss_main}, {"loss_mtp", acc.loss_mtp},
          {"loss_balance", acc.loss_balance}, {"lr", lr}, {"grad_norm", u.grads.norm},
-         {"batch", B}, {"mtp_lambda", lambda}, {"gamma", gamma}, {"tokens_per_s", tps},
-         {"skipped", !u.applied}};
+         {"batch", B}, {"targets", W}, {"mtp_lambda", lambda}, {"gamma", gamma},
+         {"tokens_per_s", tps}, {"skipped", !u.applied}};
   j["maxvio"] = acc.maxvio();
   bool eval_now = o.eval_every > 0 && (st.step % o.eval_every == 0 || st.step == st.total_steps);
   if (eval_now) {

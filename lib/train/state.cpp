@@ -32,6 +32,7 @@ static json state_to_json(const TrainerState& st) {
          {"seq_len", st.seq_len}, {"total_steps", st.total_steps},
          {"total_tokens", st.total_tokens}};
   if (!st.data_fingerprint.empty()) j["data_fingerprint"] = st.data_fingerprint;
+  if (!st.packing.empty()) j["packing"] = st.packing;
   if (!st.branched_from.empty()) j["branched_from"] = st.branched_from;
   return j;
 }
@@ -60,6 +61,12 @@ TrainerState parse_trainer_state(const std::string& text, const std::string& src
   st.total_tokens = f.count("total_tokens");
   if (f.has("data_fingerprint")) st.data_fingerprint = f.str("data_fingerprint");
   if (f.has("branched_from")) st.branched_from = f.str("branched_from");
+  if (f.has("packing")) {
+    st.packing = f.str("packing");
+    if (st.packing != "stride" && st.packing != "best-fit")
+      DS_THROW(FormatError, "{}: field 'packing' is \"{}\", not \"stride\" or \"best-fit\"", src,
+               st.packing);
+  }
   const io::JsonFields data = f.object("data");
   st.data.epoch = data.count("epoch");
   st.data.position = data.count("position");

@@ -29,6 +29,14 @@ double max_violation(const std::vector<int32_t>& counts) {
   return mean > 0 ? (mx - mean) / mean : 0;
 }
 
+model::LossWeights micro_loss_weights(const model::LossWeights& w, int64_t rows_m, int64_t B,
+                                      double share) {
+  model::LossWeights m = w;
+  m.balance_alpha = share > 0 ? float(double(w.balance_alpha) * double(rows_m) / double(B) / share)
+                              : 0.0f;
+  return m;
+}
+
 void StepAccumulator::add(const model::StepResult& r, double share) {
   loss += share * r.loss;
   loss_main += share * r.loss_main;

@@ -164,6 +164,46 @@ def test_fim_and_chunks(tool, work, tok):
     check(f["fim_skipped_large"] == 1 and f["fim_documents"] == 0, "FIM skipped for chunked doc")
 
 
+def test_punct_newline_split(tool, work):
+    """--punct-newline-split-rate: the text is unchanged, about the rate of the joined tokens
+    are split, and the result is the same whole or chunked, with 1 or 2 threads."""
+    code = os.path.join(work, "code.txt")
+    body = "".join(f"def f{i}(x):\n    return x * {i};\n\n# note {i}.\n" for i in range(3000))
+    open(code, "w").write(body)
+    ok_json(tool, "train", "--vocab-size", 400, "--out", os.path.join(work, "code_tok"), code)
+    ctok = os.path.join(work, "code_tok", "tokenizer.json")
+    plain = ok_json(tool, "encode", "--tokenizer", ctok, "--out", os.path.join(work, "pn_0"), code)
+    runs = {}
+    for name, th, chunk, seed in (("a", 1, 1 << 23, 5), ("b", 2, 4096, 5), ("c", 2, 4096, 6)):
+        runs[name] = ok_json(tool, "encode", "--tokenizer", ctok, "--out",
+                             os.path.join(work, f"pn_{name}"), "--punct-newline-split-rate", 0.25,
+                             "--seed", seed, "--threads", th, "--chunk-bytes", chunk, code)
+    a = runs["a"]
+    frac = a["punct_newline_split"] / max(1, a["punct_newline_tokens"])
+    check(plain["punct_newline_tokens"] == 0 and a["punct_newline_tokens"] > 6000 and
+          0.22 < frac < 0.28, f"split {a['punct_newline_split']} of {a['punct_newline_tokens']} "
+          f"joined tokens at rate 0.25")
+    check(a["tokens"] >= plain["tokens"] + a["punct_newline_split"],
+          f"each split adds a token or more: {plain['tokens']} -> {a['tokens']}")
+    check(runs["b"]["chunked_documents"] == 1 and
+          dir_bytes(os.path.join(work, "pn_a"))["shard-00000.dst"] ==
+          dir_bytes(os.path.join(work, "pn_b"))["shard-00000.dst"],
+          "split decisions: the same shard whole (1 thread) and chunked (2 threads)")
+    check(dir_bytes(os.path.join(work, "pn_a"))["shard-00000.dst"] !=
+          dir_bytes(os.path.join(work, "pn_c"))["shard-00000.dst"], "split: another seed differs")
+    for name in ("0", "a", "c"):
+        text = run(tool, "decode", "--tokenizer", ctok, "--data", os.path.join(work, f"pn_{name}"),
+                   "--skip-special-tokens")[1]
+        check(text == body.encode(), f"split: pn_{name} decodes to the text")
+    m = json.load(open(os.path.join(work, "pn_a", "manifest.json")))
+    check(m.get("provenance", {}).get("punct_newline_split_rate") == 0.25,
+          "manifest provenance records the rate")
+    o = os.path.join(work, "pn_bad")
+    expect_error(tool, work, "--punct-newline-split-rate out of range",
+                 ["encode", "--tokenizer", ctok, "--out", o, "--punct-newline-split-rate", -0.1,
+                  code], 2, None, o)
+
+
 def expect_error(tool, work, what, args, code=1, needle=None, out=None, stdin=None):
     rc, stdout, err = run(tool, *args, stdin=stdin)
     # One error line; usage errors (2) may add run_tool's "Run '... --help' for usage." hint.
@@ -421,6 +461,7 @@ def main():
     docs, paths = make_corpus(a.work)
     tok, ds = test_train_encode_decode(a.tool, a.work, docs, paths)
     test_fim_and_chunks(a.tool, a.work, tok)
+    test_punct_newline_split(a.tool, a.work)
     test_bad_inputs(a.tool, a.work, tok, ds)
     test_interrupts(a.tool, a.work, tok, paths)
     print(f"{len(FAILS)} failure(s)")

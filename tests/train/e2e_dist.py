@@ -4,7 +4,7 @@
 # global batch as one process: every step's losses agree within LOSS_RTOL and the final
 # weights within WEIGHT_ATOL; a checkpoint written by N ranks is one Hugging Face directory
 # that a single process loads, and a run stopped on one layout resumes on another rank count
-# and continues the single process's loss curve.
+# and continues the single process's loss curve. With --packing best-fit too.
 # Usage: e2e_dist.py --pretrain BIN --tokenize BIN --mpirun BIN --ranks N --work DIR
 import argparse
 import json
@@ -50,6 +50,13 @@ RAMP_LAYOUTS = {
         ("pp2-ep2-dualpipe-ramp", ["--pp", 2, "--ep", 2, "--micro-batch-size", 1,
                                    "--pp-schedule", "dualpipe"])],
 }
+# Layouts run with --packing best-fit (rows with padding: each micro-batch weighs its share of
+# the step's targets, which differs from rank to rank), against one best-fit process.
+BEST_FIT_LAYOUTS = {
+    2: [("ep2-best-fit", ["--ep", 2, "--micro-batch-size", 1])],
+    4: [("pp2-ep2-best-fit", ["--pp", 2, "--ep", 2, "--micro-batch-size", 1])],
+}
+BEST_FIT = ["--packing", "best-fit"]
 
 
 def mpirun(args, n, tool, *targs, timeout=180):
@@ -208,21 +215,28 @@ def main():
     check([m["batch"] for m in ramp_ref][:3] != [8, 8, 8], f"ramp: batches {[m['batch'] for m in ramp_ref]}")
     ramp_w = read_weights(os.path.join(ramp_out, f"step-{STEPS:08d}"))
 
+    bf_out = os.path.join(args.work, "single-best-fit")
+    ok(P, *base(args, bf_out, STEPS), *BEST_FIT)
+    bf_ref = metrics(bf_out)
+    bf_w = read_weights(os.path.join(bf_out, f"step-{STEPS:08d}"))
+
     if n == 2:
         check_layout_errors(args)
 
-    runs = [(name, extra, False) for name, extra in LAYOUTS[n]]
-    runs += [(name, extra, True) for name, extra in RAMP_LAYOUTS[n]]
-    for name, extra, ramp in runs:
+    runs = [(name, extra, "stride") for name, extra in LAYOUTS[n]]
+    runs += [(name, extra, "ramp") for name, extra in RAMP_LAYOUTS[n]]
+    runs += [(name, extra + BEST_FIT, "best-fit") for name, extra in BEST_FIT_LAYOUTS[n]]
+    refs = {"stride": (ref, ref_w), "ramp": (ramp_ref, ramp_w), "best-fit": (bf_ref, bf_w)}
+    for name, extra, kind in runs:
         out = os.path.join(args.work, name)
-        rc, so, err = mpirun(args, n, P, *base(args, out, STEPS, ramp=ramp), *extra)
+        rc, so, err = mpirun(args, n, P, *base(args, out, STEPS, ramp=kind == "ramp"), *extra)
         if rc != 0:
             check(False, f"{name}: mpirun -n {n} exit {rc}: {err.strip()[-600:]}")
             continue
         got = metrics(out)
-        compare_losses(ramp_ref if ramp else ref, got, f"{name} ({n} ranks)")
+        compare_losses(refs[kind][0], got, f"{name} ({n} ranks)")
         ck = os.path.join(out, f"step-{STEPS:08d}")
-        compare_weights(ramp_w if ramp else ref_w, read_weights(ck), init_w, f"{name} ({n} ranks)")
+        compare_weights(refs[kind][1], read_weights(ck), init_w, f"{name} ({n} ranks)")
         summary = json.loads(so.strip().splitlines()[-1]) if so.strip() else {}
         check(summary.get("ranks") == n and len(so.strip().splitlines()) == 1,
               f"{name}: one summary line on stdout, from rank 0 ({summary.get('ranks')} ranks)")

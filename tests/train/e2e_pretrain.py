@@ -3,8 +3,9 @@
 # ds-tokenize): bit-exact resume (N steps + resume + N steps == 2N steps: every logged loss and
 # the final weights and optimiser state byte for byte), the loss-free balancing effect (MaxVio
 # with the bias update on vs gamma = 0), non-finite handling, --dry-run of the 671b preset,
-# --moe-gemm loop vs grouped (bf16 and fp8), and bad input (one stderr line, exit 1 or 2, no
-# checkpoint left behind).
+# --moe-gemm loop vs grouped (bf16 and fp8), --packing best-fit (bit-exact resume, the same
+# losses however the step is split into micro-batches, a resume with the other packing refused),
+# and bad input (one stderr line, exit 1 or 2, no checkpoint left behind).
 # Usage: e2e_pretrain.py --pretrain BIN --tokenize BIN --work DIR [--only NAME]
 import argparse
 import json
@@ -147,6 +148,60 @@ def test_resume(P, tok, data, work):
           f"--resume-new-data with another tokenizer refused: {rc} {err.strip()[:200]}")
 
 
+def test_packing(P, tok, data, work):
+    def stride(out, steps):
+        a = base_args(tok, data, out, steps)
+        a[a.index("--seq-len") + 1] = 64   # rows of 65 hold several of the short documents
+        return a
+
+    def args(out, steps, *more):
+        return stride(out, steps) + ["--packing", "best-fit", "--eval-every", 2,
+                                     "--batch-ramp-end", 0, *more]
+    a, b = os.path.join(work, "bf_a"), os.path.join(work, "bf_b")
+    for d in (a, b):
+        shutil.rmtree(d, ignore_errors=True)
+    ok(P, *args(a, 6))
+    ok(P, *args(b, 6), "--stop-after", 3)
+    ok(P, *args(b, 6))
+    ma = read_metrics(os.path.join(a, "metrics.jsonl"))
+    mb = read_metrics(os.path.join(b, "metrics.jsonl"))
+    keys = ["step", "tokens", "loss", "loss_balance", "grad_norm", "maxvio", "val_loss"]
+    check(len(ma) == len(mb) == 6 and all(all(x.get(k) == y.get(k) for k in keys)
+                                          for x, y in zip(ma, mb)),
+          "best-fit: losses at every step identical (6 steps vs 3 + resume + 3)")
+    fa, fb = files_of(os.path.join(a, "step-00000006")), files_of(os.path.join(b, "step-00000006"))
+    check(fa.get("model.safetensors") is not None and
+          fa.get("model.safetensors") == fb.get("model.safetensors"),
+          "best-fit: resumed weights bit-identical")
+    state = json.load(open(os.path.join(a, "step-00000006", "training_state",
+                                        "trainer_state.json")))
+    check(state.get("packing") == "best-fit", f"trainer_state records the packing: {state}")
+    # padding makes a step's targets fewer than batch x seq-len (the schedules' tokens) ...
+    check(all(m["tokens"] == 4 * 64 * m["step"] and 4 * 50 < m["targets"] <= 4 * 64
+              for m in ma) and any(m["targets"] < 4 * 64 for m in ma),
+          f"best-fit: targets per step {[m['targets'] for m in ma]}")
+    # ... and each micro-batch weighs its share of them: one row at a time optimises the same
+    # objective as the whole batch (losses equal up to the summation order)
+    c = os.path.join(work, "bf_micro")
+    shutil.rmtree(c, ignore_errors=True)
+    ok(P, *args(c, 3), "--micro-batch-size", 1)
+    mc = read_metrics(os.path.join(c, "metrics.jsonl"))
+    rel = max(abs(x[k] - y[k]) / abs(y[k]) for x, y in zip(mc, ma[:3])
+              for k in ("loss_main", "loss_balance", "grad_norm"))
+    check(len(mc) == 3 and rel < 3e-5,
+          f"best-fit: --micro-batch-size 1 vs the whole batch, max relative difference {rel:.2e}")
+    # the other packing reads other rows: refused, or read from the start with --resume-new-data
+    rc, _, err = run(P, *stride(a, 8))
+    check(rc == 2 and "--packing best-fit" in err,
+          f"resume with --packing stride refused: {rc} {err.strip()[:200]}")
+    out = ok(P, *stride(a, 8), "--resume-new-data")
+    state = json.load(open(os.path.join(a, "step-00000008", "training_state",
+                                        "trainer_state.json")))
+    check(json.loads(out.strip().splitlines()[-1]).get("steps") == 8 and
+          state.get("packing") == "stride" and state["data"]["position"] == 2 * 4,
+          f"--resume-new-data switches the packing, data from its start: {state['data']}")
+
+
 def test_balance(P, tok, data, work):
     res = {}
     for gamma in (0.01, 0.0):
@@ -176,6 +231,8 @@ def test_errors(P, tok, data, work):
          ["--precision", "fp8", "--fp8-granularity", "tensor", "--moe-gemm", "grouped"], 2,
          "--moe-gemm"),
         ("bad moe gemm", base_args(tok, data, out, 2) + ["--moe-gemm", "fused"], 2, "moe-gemm"),
+        ("bad packing", base_args(tok, data, out, 2) + ["--packing", "first-fit"], 2,
+         "--packing"),
     ]
     for name, args, code, word in cases:
         rc, _, err = run(P, *args)
@@ -313,7 +370,7 @@ def main():
     test_dry_run(a.pretrain)
     tok, data = make_corpus(a.work, a.tokenize)
     tests = {"resume": test_resume, "errors": test_errors, "balance": test_balance,
-             "moe_gemm": test_moe_gemm}
+             "moe_gemm": test_moe_gemm, "packing": test_packing}
     for name, fn in tests.items():
         if a.only and name != a.only:
             continue

@@ -89,9 +89,9 @@ std::filesystem::path make_dataset(int64_t n_tokens) {
   return dir;
 }
 std::vector<int32_t> take(PackedLoader& l, int64_t B, int64_t T) {
-  ds::Tensor t = ds::Tensor::empty({B, T + 1}, ds::DType::i32);
-  l.next(B, t);
-  return std::vector<int32_t>(t.i32(), t.i32() + t.numel());
+  const ds::model::Batch b = l.next(B);
+  REQUIRE(b.tokens.size(1) == T + 1);
+  return std::vector<int32_t>(b.tokens.i32(), b.tokens.i32() + b.tokens.numel());
 }
 }  // namespace
 

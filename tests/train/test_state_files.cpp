@@ -33,7 +33,8 @@ std::string state_with(const std::string& key = "", const std::string& member = 
       {"optimizer_steps", R"("optimizer_steps":11)"}, {"seed", R"("seed":18446744073709551615)"},
       {"seq_len", R"("seq_len":256)"}, {"total_steps", R"("total_steps":100)"},
       {"total_tokens", R"("total_tokens":0)"},
-      {"data_fingerprint", R"("data_fingerprint":"0123456789abcdef")"}};
+      {"data_fingerprint", R"("data_fingerprint":"0123456789abcdef")"},
+      {"packing", R"("packing":"best-fit")"}};
   std::string s = "{";
   for (const auto& [k, m] : fields) {
     const std::string v = k == key ? member : m;
@@ -66,7 +67,9 @@ TEST_CASE("trainer state: every field read back") {
   CHECK(st.total_steps == 100);
   CHECK(st.total_tokens == 0);
   CHECK(st.data_fingerprint == "0123456789abcdef");
+  CHECK(st.packing == "best-fit");
   CHECK(parse_trainer_state(state_with("data_fingerprint", ""), "s").data_fingerprint.empty());
+  CHECK(parse_trainer_state(state_with("packing", ""), "s").packing.empty());   // = stride
 }
 
 TEST_CASE("trainer state: malformed values are format errors naming the field") {
@@ -85,6 +88,8 @@ TEST_CASE("trainer state: malformed values are format errors naming the field") 
       {"seed", R"("seed":-1)", "field 'seed'"},
       {"kind", R"("kind":null)", "field 'kind'"},
       {"data_fingerprint", R"("data_fingerprint":5)", "field 'data_fingerprint'"},
+      {"packing", R"("packing":"first-fit")", "field 'packing'"},
+      {"packing", R"("packing":1)", "field 'packing'"},
       {"data", R"("data":[1,4])", "field 'data'"},
       {"data", R"("data":{"epoch":"1","position":4})", "field 'data.epoch'"},
       {"data", R"("data":{"epoch":1})", "missing field 'data.position'"},

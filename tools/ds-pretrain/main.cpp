@@ -28,6 +28,11 @@ int main(int argc, char** argv) {
   app.add_option("--val-sequences", o.val_sequences,
                  "Held-out sequences (-1: 1% of the data, at most 256)")
       ->capture_default_str();
+  app.add_option("--packing", o.packing,
+                 "Training rows: stride (fixed windows) or best-fit (whole documents packed, "
+                 "padded)")
+      ->check(CLI::IsMember({"stride", "best-fit"}))
+      ->capture_default_str();
   app.add_option("--steps", o.steps, "Optimiser steps of the whole run")->capture_default_str();
   app.add_option("--tokens", o.tokens, "Or: token budget of the whole run")->capture_default_str();
   app.add_option("--stop-after", o.stop_after,

@@ -69,7 +69,10 @@ int main(int argc, char** argv) {
   auto* enc_out = encode->add_option("-o,--out", en.out, "Dataset directory to create");
   encode->add_option("--fim-rate", en.fim_rate, "Probability of rewriting a document as FIM (PSM)")
       ->check(CLI::Range(0.0, 1.0))->capture_default_str();
-  encode->add_option("--seed", en.seed, "Seed of the per-document FIM decisions")
+  encode->add_option("--punct-newline-split-rate", en.punct_newline_split_rate,
+                     "Probability of splitting a token that joins punctuation and line breaks")
+      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  encode->add_option("--seed", en.seed, "Seed of the FIM and split decisions")
       ->capture_default_str();
   encode->add_flag("--add-bos", en.add_bos, "Put BOS before every document");
   encode->add_flag_callback("--no-match-added-tokens", [&] { en.match_added_tokens = false; },

@@ -22,6 +22,7 @@ namespace ds::tokenize {
 struct Segment {
   std::string text;
   uint64_t doc_index = 0;   // ordinal among accepted (non-empty) documents
+  uint64_t doc_offset = 0;  // bytes of the document before this piece (0 for its first)
   bool first = true;
   bool last = true;
 };

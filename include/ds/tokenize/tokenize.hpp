@@ -49,6 +49,9 @@ struct EncodeOptions {
   std::string out;                   // dataset directory (created atomically)
   double fim_rate = 0.0;             // probability that a document is rewritten in PSM form
   uint64_t seed = 0;                 // FIM decisions are a pure function of (seed, doc index)
+  // probability that a token joining punctuation and line breaks is split in two (spec §4.1;
+  // punct_split.hpp): a pure function of (seed, doc index, byte offset)
+  double punct_newline_split_rate = 0.0;
   bool add_bos = false;              // BOS before every document
   bool match_added_tokens = true;    // recognise added-token strings inside the text
   int threads = 0;                   // <= 0 -> all cores; output identical for any value
@@ -64,6 +67,8 @@ struct EncodeSummary {
   uint64_t fim_documents = 0;        // documents rewritten in PSM form
   uint64_t fim_skipped_large = 0;    // FIM drawn but the document spanned several chunks
   uint64_t chunked_documents = 0;    // documents encoded in more than one piece
+  uint64_t punct_newline_tokens = 0; // joined punctuation + line-break tokens encoded ...
+  uint64_t punct_newline_split = 0;  // ... and of those, the ones split in two
   uint64_t bad_lines_skipped = 0;    // JSONL lines skipped with skip_bad_lines
   uint64_t empty_skipped = 0;        // empty documents (nothing written for them)
   double seconds = 0;                // wall time, tokenizer loading included

@@ -21,6 +21,7 @@ struct PretrainOptions {
   // data
   std::string data;                // dataset dir / manifest / shard (ds-tokenize encode)
   int64_t val_sequences = -1;      // held-out sequences; -1: auto (1% of the data, <= 256)
+  std::string packing = "stride";  // stride | best-fit (train::Packing, data_loader.hpp)
   // run length and batch
   int64_t steps = 0;               // optimiser steps (0: derive from tokens)
   int64_t tokens = 0;              // or a token budget

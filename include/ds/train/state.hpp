@@ -33,6 +33,7 @@ struct TrainerState {
   int64_t total_steps = 0;
   int64_t total_tokens = 0;
   std::string kind = "pretrain";  // pretrain | sft | rl
+  std::string packing;            // pretrain: "stride" | "best-fit" ("" = not recorded: stride)
   std::string data_fingerprint;   // sft/rl: hash of the data and how it was rendered; a resume
                                   // must agree ("" = not recorded, not written)
   // The checkpoint (absolute path) this run branched from: --resume DIR with DIR outside

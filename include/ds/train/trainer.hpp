@@ -33,6 +33,14 @@ struct StepAccumulator {
   std::vector<double> maxvio() const;                 // per MoE layer, main then MTP
 };
 
+// Loss weights of one micro-batch of rows_m of the step's B rows when its token losses weigh
+// share = W_m / W (its fraction of the step's target tokens; the forward's grad_scale): the
+// balance loss is a mean over the step's rows, so the micro-batch runs with
+// alpha x (rows_m / B) / share. Then every split into micro-batches or data-parallel ranks
+// optimises the same objective. share 0 (no targets): alpha 0, no gradient flows.
+model::LossWeights micro_loss_weights(const model::LossWeights& w, int64_t rows_m, int64_t B,
+                                      double share);
+
 struct UpdateResult {
   GradStats grads;        // global norm (before clipping) and non-finite count
   bool applied = false;   // false: the step was skipped (non-finite, --skip-nonfinite)
