@@ -6,6 +6,7 @@
 
 #include "ds/core/error.hpp"
 #include "ds/core/hash.hpp"
+#include "ds/tokenizer/pretokenizer.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
 
 namespace ds::tokenize {
@@ -16,18 +17,10 @@ bool is_line_break(char c) { return c == '\n' || c == '\r'; }
 
 // Bytes before the first CR/LF when `b` is a joined token (see the header), else 0.
 uint32_t joined_cut(const std::string& b) {
+  if (!tok::joins_punctuation_and_line_break(b)) return 0;
   size_t k = 0;
-  while (k < b.size() && !is_line_break(b[k])) ++k;
-  if (k == 0 || k == b.size()) return 0;
-  for (size_t i = k; i < b.size(); ++i)
-    if (!is_line_break(b[i])) return 0;
-  bool punct = false;
-  for (size_t i = 0; i < k; ++i) {
-    const unsigned char c = static_cast<unsigned char>(b[i]);
-    if ((c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')) return 0;
-    punct |= !(c == ' ' || c == '\t' || c == '\v' || c == '\f');
-  }
-  return punct ? uint32_t(k) : 0;
+  while (!is_line_break(b[k])) ++k;
+  return uint32_t(k);
 }
 
 }  // namespace

@@ -235,4 +235,12 @@ std::string PreTokenizer::to_json() const {
   return json{{"type", "Sequence"}, {"pretokenizers", list}}.dump();
 }
 
+bool joins_punctuation_and_line_break(std::string_view bytes) {
+  static const detail::Regex re(R"(\A ?[^\s\p{L}\p{N}]+[\r\n]+\z)", false,
+                                "the punctuation + line-break rule");
+  if (bytes.empty() || first_invalid_utf8(bytes)) return false;
+  size_t mb = 0, me = 0;
+  return re.find(bytes, 0, mb, me) && mb == 0 && me == bytes.size();
+}
+
 }  // namespace ds::tok

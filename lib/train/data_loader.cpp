@@ -20,8 +20,8 @@ const char* packing_name(Packing p) { return p == Packing::best_fit ? "best-fit"
 
 namespace {
 
-// Calls f(start, end) for every non-empty document of the dataset that begins before `end`
-// (global token offsets; the last one clipped at `end`).
+// Calls f(start, end, cut) for every non-empty document of the dataset that begins before
+// `end` (global token offsets; the last one clipped at `end`, and then cut is true).
 template <class F>
 void for_each_document(const data::Dataset& ds, uint64_t end, F&& f) {
   uint64_t base = 0;
@@ -31,7 +31,7 @@ void for_each_document(const data::Dataset& ds, uint64_t end, F&& f) {
     for (size_t d = 0; d + 1 < off.size(); ++d) {
       const uint64_t s = base + off[d], e = std::min(base + off[d + 1], end);
       if (s >= end) break;
-      if (e > s) f(s, e);
+      if (e > s) f(s, e, base + off[d + 1] > end);
     }
     base += sh.info().n_tokens;
   }
@@ -64,7 +64,7 @@ PackedLoader::PackedLoader(const data::Dataset& dataset, int64_t seq_len, uint64
 
 void PackedLoader::count_stride_splits(uint64_t train_end) {
   const uint64_t T = uint64_t(T_);
-  for_each_document(ds_, train_end, [&](uint64_t s, uint64_t e) {
+  for_each_document(ds_, train_end, [&](uint64_t s, uint64_t e, bool) {
     stats_.documents++;
     const uint64_t k = s / T;   // the window that starts at or before s
     if (e > k * T + T + 1) stats_.split_documents++;
@@ -76,7 +76,7 @@ void PackedLoader::count_stride_splits(uint64_t train_end) {
 void PackedLoader::pack_best_fit(uint64_t train_end) {
   const int64_t cap = T_ + 1;
   std::vector<Chunk> chunks;
-  for_each_document(ds_, train_end, [&](uint64_t s, uint64_t e) {
+  for_each_document(ds_, train_end, [&](uint64_t s, uint64_t e, bool cut) {
     stats_.documents++;
     const int64_t len = int64_t(e - s);
     if (len < 2) {   // no target inside it
@@ -84,11 +84,13 @@ void PackedLoader::pack_best_fit(uint64_t train_end) {
       return;
     }
     if (len > cap) stats_.split_documents++;
-    // windows of T+1 at stride T: the last one has at least 2 tokens
+    // windows of T+1 at stride T: the last one has at least 2 tokens; `e` is the document's
+    // end unless the held-out region cut it
     for (uint64_t p = s;; p += uint64_t(T_)) {
       const int64_t c = std::min<int64_t>(cap, int64_t(e - p));
-      chunks.push_back(Chunk{p, c});
-      if (p + uint64_t(c) >= e) break;
+      const bool last = p + uint64_t(c) >= e;
+      chunks.push_back(Chunk{p, int32_t(c), p == s, last && !cut});
+      if (last) break;
     }
   });
   DS_CHECK_AS(UsageError, !chunks.empty(),
@@ -123,21 +125,28 @@ void PackedLoader::read_window(int64_t seq, int32_t* out) const {
   for (int64_t i = 0; i <= T_; ++i) out[i] = int32_t(buf_[size_t(i)]);
 }
 
-int64_t PackedLoader::read_row(int64_t row, int32_t* out) const {
+int64_t PackedLoader::read_row(int64_t row, int32_t* out, float* mask) const {
   if (packing_ == Packing::stride) {
     read_window(row, out);
     return T_ + 1;
   }
   int64_t n = 0;
+  const Chunk* prev = nullptr;
   for (int64_t c = row_first_[size_t(row)]; c < row_first_[size_t(row + 1)]; ++c) {
     const Chunk& ch = chunks_[size_t(c)];
     ds_.read(ch.start, std::span<uint32_t>(buf_.data() + n, size_t(ch.len)));
+    // position n-1 predicts this chunk's first token: a document start after an ended one
+    // (EOS -> document, as stride rows train it), or else nothing
+    if (prev) mask[n - 1] = prev->ends && ch.starts ? 1.0f : 0.0f;
+    for (int64_t j = n; j < n + ch.len - 1; ++j) mask[j] = 1.0f;
     n += ch.len;
+    prev = &ch;
   }
   for (int64_t i = 0; i < n; ++i) out[i] = int32_t(buf_[size_t(i)]);
   // padding: any valid id (here 0); it follows every real token, so causal attention keeps it
   // out of their context, and its targets and routes are masked
   std::fill(out + n, out + T_ + 1, 0);
+  std::fill(mask + n - 1, mask + T_, 0.0f);
   return n;
 }
 
@@ -155,16 +164,13 @@ model::Batch PackedLoader::next(int64_t batch) {
   b.tokens = Tensor::empty({batch, T_ + 1}, DType::i32);   // (B, T+1)
   int32_t* out = b.tokens.i32();
   if (packing_ == Packing::stride) {
-    for (int64_t r = 0; r < batch; ++r) read_row(advance(), out + r * (T_ + 1));
+    for (int64_t r = 0; r < batch; ++r) read_row(advance(), out + r * (T_ + 1), nullptr);
     return b;
   }
   b.loss_mask = Tensor::empty({batch, T_}, DType::f32);    // (B, T)
   float* mask = b.loss_mask.f32();
-  for (int64_t r = 0; r < batch; ++r) {
-    const int64_t n = read_row(advance(), out + r * (T_ + 1));
-    b.lengths.push_back(int32_t(n));
-    for (int64_t j = 0; j < T_; ++j) mask[r * T_ + j] = j + 1 < n ? 1.0f : 0.0f;
-  }
+  for (int64_t r = 0; r < batch; ++r)
+    b.lengths.push_back(int32_t(read_row(advance(), out + r * (T_ + 1), mask + r * T_)));
   return b;
 }
 

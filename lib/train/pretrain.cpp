@@ -75,12 +75,12 @@ std::string data_fingerprint(const data::Manifest& m, int64_t val) {
   return hex64(xxh64(d));
 }
 
-// Target positions of a batch: T per row, less a best-fit row's padding.
+// Target positions of a batch: T per row, or those a best-fit row's loss mask keeps.
 int64_t count_targets(const model::Batch& b) {
-  const int64_t T = b.tokens.size(1) - 1;
-  if (b.lengths.empty()) return b.tokens.size(0) * T;
+  if (!b.loss_mask.defined()) return b.tokens.size(0) * (b.tokens.size(1) - 1);
+  const float* m = b.loss_mask.f32();   // (B, T)
   int64_t n = 0;
-  for (const int32_t L : b.lengths) n += L - 1;
+  for (int64_t i = 0; i < b.loss_mask.numel(); ++i) n += m[i] != 0.0f;
   return n;
 }
 
@@ -100,7 +100,8 @@ void log_packing(const PackedLoader& l) {
   spdlog::info("packing {}: {} training rows from {} documents, {} of them not whole in one "
                "row{}; padding {:.2f}%", packing_name(l.packing()), s.rows, s.documents,
                s.split_documents,
-               s.dropped > 0 ? fmt::format(", {} single-token documents left out", s.dropped)
+               s.dropped > 0 ? fmt::format(", {} with one token in the training region left out",
+                                           s.dropped)
                              : std::string(),
                pad);
 }

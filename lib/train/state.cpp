@@ -24,7 +24,10 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 static json state_to_json(const TrainerState& st) {
-  json j{{"format", "ds-trainer-state"}, {"version", 1}, {"kind", st.kind},
+  // version 2 marks best-fit rows, so that a build from before them (which reads version 1
+  // only) refuses the state instead of resuming it as stride rows at a meaningless position
+  json j{{"format", "ds-trainer-state"}, {"version", st.packing == "best-fit" ? 2 : 1},
+         {"kind", st.kind},
          {"step", st.step}, {"tokens_seen", st.tokens_seen},
          {"data", {{"epoch", st.data.epoch}, {"position", st.data.position}}},
          {"nonfinite_skipped", st.nonfinite_skipped},
@@ -46,9 +49,10 @@ TrainerState parse_trainer_state(const std::string& text, const std::string& src
     DS_THROW(FormatError, "{}: field 'format' is not \"ds-trainer-state\"", src);
   // Counters are JSON integers in [0, 2^63): a float, a negative or a larger number is a
   // corrupt file, never truncated or wrapped.
-  if (f.count("version") != 1)
-    DS_THROW(FormatError, "{}: unsupported trainer state version {} (this build reads 1)", src,
-             j["version"].dump());
+  const int64_t version = f.count("version");
+  if (version != 1 && version != 2)
+    DS_THROW(FormatError, "{}: unsupported trainer state version {} (this build reads 1 and 2)",
+             src, j["version"].dump());
   TrainerState st;
   st.kind = f.str("kind");
   st.step = f.count("step");
@@ -67,6 +71,9 @@ TrainerState parse_trainer_state(const std::string& text, const std::string& src
       DS_THROW(FormatError, "{}: field 'packing' is \"{}\", not \"stride\" or \"best-fit\"", src,
                st.packing);
   }
+  if ((version == 2) != (st.packing == "best-fit"))
+    DS_THROW(FormatError, "{}: version {} with packing \"{}\" (version 2 is for best-fit rows, "
+             "1 for the others)", src, version, st.packing);
   const io::JsonFields data = f.object("data");
   st.data.epoch = data.count("epoch");
   st.data.position = data.count("position");

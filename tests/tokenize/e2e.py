@@ -267,6 +267,10 @@ def test_bad_inputs(tool, work, tok, ds):
                  "--fim-rate", 2, good], 2, None, o)
     expect_error(tool, work, "--format xml", ["encode", "--tokenizer", tok, "--out", o,
                  "--format", "xml", good], 2, None, o)
+    for flag in ("--fim-rate", "--punct-newline-split-rate"):
+        expect_error(tool, work, f"encode --jsonl {flag} (not applied there)",
+                     ["encode", "--jsonl", "--tokenizer", tok, flag, 0.5], 2, flag,
+                     stdin=b'{"text":"a"}\n')
     expect_error(tool, work, "encode --jsonl bad line", ["encode", "--jsonl", "--tokenizer", tok],
                  1, "<stdin>:2:", stdin=b'{"text":"a"}\n{"txt":"b"}\n')
     expect_error(tool, work, "encode --jsonl blank line", ["encode", "--jsonl", "--tokenizer", tok],

@@ -5,8 +5,11 @@
 // reference: include/ds/tokenize/punct_split.hpp.
 #include <doctest/doctest.h>
 
+#include <cctype>
+
 #include "ds/core/error.hpp"
 #include "ds/tokenize/punct_split.hpp"
+#include "ds/tokenizer/pretokenizer.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
 #include "test_util.hpp"
 
@@ -15,17 +18,24 @@ using ds::tok::Tokenizer;
 
 namespace {
 
-// Whether `b` is punctuation (and spaces) followed by line breaks, checked independently of
-// the splitter's own scan.
+bool ascii(const std::string& b) {
+  for (const char c : b)
+    if (static_cast<unsigned char>(c) >= 0x80) return false;
+  return true;
+}
+
+// For ASCII bytes, the rule ` ?[^\s\p{L}\p{N}]+[\r\n]+` written out by hand (ASCII White_Space:
+// tab to CR, U+001C to U+001F and space).
 bool looks_joined(const std::string& b) {
-  const size_t k = b.find_first_of("\r\n");
-  if (k == 0 || k == std::string::npos) return false;
-  if (b.find_first_not_of("\r\n", k) != std::string::npos) return false;
-  const std::string head = b.substr(0, k);
-  if (head.find_first_of("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") !=
-      std::string::npos)
-    return false;
-  return head.find_first_not_of(" \t\v\f") != std::string::npos;
+  const auto space = [](unsigned char c) { return (c >= 9 && c <= 13) || (c >= 28 && c <= 32); };
+  const auto alnum = [](unsigned char c) { return std::isalnum(c) != 0; };
+  size_t i = b.size() > 0 && b[0] == ' ' ? 1 : 0;
+  const size_t head = i;
+  while (i < b.size() && !space(uint8_t(b[i])) && !alnum(uint8_t(b[i]))) ++i;
+  if (i == head || i == b.size()) return false;
+  for (; i < b.size(); ++i)
+    if (b[i] != '\r' && b[i] != '\n') return false;
+  return true;
 }
 
 void check_tokenizer(const Tokenizer& tok) {
@@ -39,11 +49,16 @@ void check_tokenizer(const Tokenizer& tok) {
       return false;
     }();
     const std::string b = tok.token_bytes(id);
-    const bool want = !added && looks_joined(b);
     INFO(id);
-    CHECK((all.split_point(id) > 0) == want);
-    if (want) CHECK(all.split_point(id) == b.find_first_of("\r\n"));
-    joined += want;
+    if (all.split_point(id) > 0) {
+      CHECK(all.split_point(id) == b.find_first_of("\r\n"));
+      joined++;
+    }
+    if (added || !ascii(b)) {   // non-ASCII: the examples in the test case below
+      CHECK((all.split_point(id) > 0) == (!added && ds::tok::joins_punctuation_and_line_break(b)));
+      continue;
+    }
+    CHECK((all.split_point(id) > 0) == looks_joined(b));
   }
   CHECK(all.joined_tokens() == joined);
   REQUIRE(joined > 0);
@@ -81,7 +96,8 @@ void check_tokenizer(const Tokenizer& tok) {
   const size_t half = base.size() / 2;
   std::vector<uint32_t> p1(base.begin(), base.begin() + std::ptrdiff_t(half));
   std::vector<uint32_t> p2(base.begin() + std::ptrdiff_t(half), base.end());
-  const uint64_t off2 = 100 + tok.decode(p1).size();   // bytes before the second part
+  uint64_t off2 = 100;   // bytes before the second part
+  for (const uint32_t id : p1) off2 += tok.token_bytes(id).size();
   uint64_t s2 = 0, n2 = 0;
   some.apply(4, 100, p1, s2, n2);
   some.apply(4, off2, p2, s2, n2);
@@ -96,6 +112,23 @@ void check_tokenizer(const Tokenizer& tok) {
 }
 
 }  // namespace
+
+TEST_CASE("punct + newline split: which text joins punctuation and line breaks") {
+  using ds::tok::joins_punctuation_and_line_break;
+  for (const char* yes : {".\n", "):\n\n", " {\r\n", "\xe3\x80\x82\n" /* 。 */,
+                          "\xe2\x80\x94\n" /* em dash */, "\xf0\x9f\x98\x80\n" /* emoji */,
+                          "\xcc\x81\n" /* combining acute: a mark, not a letter */}) {
+    INFO(yes);
+    CHECK(joins_punctuation_and_line_break(yes));
+  }
+  for (const char* no : {"", ".", "\n", "\n.", ".\n.", "  .\n", "a.\n", "3.\n", "\t.\n",
+                         "\xc2\xa0\n" /* no-break space */, "\xe3\x80\x80\n" /* ideographic space */,
+                         "\xc3\xa9\n" /* é */, "\xe4\xbd\xa0\n" /* 你 */, "\xd9\xa3\n" /* Arabic 3 */,
+                         "\x82\n" /* the tail of a character */}) {
+    INFO(no);
+    CHECK_FALSE(joins_punctuation_and_line_break(no));
+  }
+}
 
 TEST_CASE("punct + newline split: a tokenizer trained here") {
   check_tokenizer(ds_test::small_tokenizer());

@@ -234,6 +234,9 @@ def main():
             check(False, f"{name}: mpirun -n {n} exit {rc}: {err.strip()[-600:]}")
             continue
         got = metrics(out)
+        if kind == "best-fit":   # rows with padding: shares that differ from rows / batch
+            check(any(m["targets"] < 8 * 32 for m in got),
+                  f"{name}: padded rows ({[m['targets'] for m in got]} targets per step)")
         compare_losses(refs[kind][0], got, f"{name} ({n} ranks)")
         ck = os.path.join(out, f"step-{STEPS:08d}")
         compare_weights(refs[kind][1], read_weights(ck), init_w, f"{name} ({n} ranks)")

@@ -121,9 +121,11 @@ TEST_CASE("packed loader, best-fit: whole documents, chunked long ones, padding 
 
   // the chunks the rule gives for the training region
   std::map<ChunkKey, int> want;
+  std::vector<int64_t> region_len;   // tokens of each document in the training region
   int64_t split = 0, dropped = 0, docs = 0, start = 0;
   for (int64_t d = 0; d < int64_t(c.lens.size()) && start < train_end; ++d) {
     const int64_t len = std::min(c.lens[size_t(d)], train_end - start);
+    region_len.push_back(len);
     start += c.lens[size_t(d)];
     docs++;
     if (len < 2) { dropped++; continue; }
@@ -145,6 +147,7 @@ TEST_CASE("packed loader, best-fit: whole documents, chunked long ones, padding 
 
   // one epoch, read in uneven batches
   std::map<ChunkKey, int> got;
+  std::map<std::pair<int64_t, int64_t>, int> targets;   // (document, position) -> times
   std::vector<std::vector<int32_t>> epoch0;
   int64_t real = 0;
   for (int64_t done = 0; done < l.n_train();) {
@@ -159,12 +162,22 @@ TEST_CASE("packed loader, best-fit: whole documents, chunked long ones, padding 
       real += n;
       epoch0.emplace_back(t, t + cap);
       for (int64_t j = n; j < cap; ++j) CHECK(t[j] == 0);   // padding after the real tokens
-      for (int64_t j = 0; j < T; ++j) CHECK(m[j] == (j + 1 < n ? 1.0f : 0.0f));
+      for (int64_t j = n - 1; j < T; ++j) CHECK(m[j] == 0.0f);   // padding targets masked
       for (int64_t j = 0; j < n;) {   // split the row into runs of one document's positions
         const int64_t d = (t[j] - 1) / kStride, i0 = (t[j] - 1) % kStride;
         int64_t k = j + 1;
         while (k < n && t[k] == t[k - 1] + 1 && (t[k] - 1) / kStride == d) ++k;
         got[{d, i0, k - j}]++;
+        for (int64_t q = j; q + 1 < k; ++q) {   // inside a chunk: every target counts
+          CHECK(m[q] == 1.0f);
+          targets[{d, i0 + q - j + 1}]++;
+        }
+        if (j > 0) {   // the target between two chunks: kept only from an ended document
+          const int64_t pd = (t[j - 1] - 1) / kStride, pi = (t[j - 1] - 1) % kStride;
+          const bool ends = pi + 1 == c.lens[size_t(pd)];
+          CHECK(m[j - 1] == (ends && i0 == 0 ? 1.0f : 0.0f));
+          if (m[j - 1] != 0.0f) targets[{d, 0}]++;
+        }
         j = k;
       }
     }
@@ -172,6 +185,17 @@ TEST_CASE("packed loader, best-fit: whole documents, chunked long ones, padding 
   }
   CHECK(real == s.tokens);
   CHECK(got == want);
+  // every token of the region but a document's first is a target exactly once; a first one
+  // at most once (after another document's end)
+  for (int64_t d = 0; d < int64_t(region_len.size()); ++d) {
+    if (region_len[size_t(d)] < 2) continue;
+    for (int64_t i = 0; i < region_len[size_t(d)]; ++i) {
+      const auto it = targets.find({d, i});
+      const int times = it == targets.end() ? 0 : it->second;
+      INFO(d << ":" << i);
+      CHECK(times == (i == 0 ? std::min(times, 1) : 1));
+    }
+  }
   CHECK(l.state().epoch == 0);
   CHECK(l.state().position == l.n_train());
 

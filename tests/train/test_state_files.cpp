@@ -25,7 +25,7 @@ namespace {
 // A valid state, with the member of `key` replaced by `member` ("" leaves it out).
 std::string state_with(const std::string& key = "", const std::string& member = "") {
   const std::pair<const char*, const char*> fields[] = {
-      {"format", R"("format":"ds-trainer-state")"}, {"version", R"("version":1)"},
+      {"format", R"("format":"ds-trainer-state")"}, {"version", R"("version":2)"},
       {"kind", R"("kind":"sft")"}, {"step", R"("step":12)"},
       {"tokens_seen", R"("tokens_seen":3072)"},
       {"data", R"("data":{"epoch":1,"position":4})"},
@@ -69,7 +69,12 @@ TEST_CASE("trainer state: every field read back") {
   CHECK(st.data_fingerprint == "0123456789abcdef");
   CHECK(st.packing == "best-fit");
   CHECK(parse_trainer_state(state_with("data_fingerprint", ""), "s").data_fingerprint.empty());
-  CHECK(parse_trainer_state(state_with("packing", ""), "s").packing.empty());   // = stride
+  // version 1 without the field: stride rows; version 2 needs best-fit
+  std::string v1 = state_with("packing", "");
+  v1.replace(v1.find(R"("version":2)"), 11, R"("version":1)");
+  CHECK(parse_trainer_state(v1, "s").packing.empty());
+  CHECK_THROWS_WITH_AS(parse_trainer_state(state_with("packing", ""), "s"),
+                       doctest::Contains("version 2 with packing"), ds::FormatError);
 }
 
 TEST_CASE("trainer state: malformed values are format errors naming the field") {
@@ -77,7 +82,8 @@ TEST_CASE("trainer state: malformed values are format errors naming the field") 
   const Bad bad[] = {
       {"format", R"("format":7)", "field 'format'"},
       {"format", "", "field 'format'"},
-      {"version", R"("version":2)", "version 2"},
+      {"version", R"("version":3)", "version 3"},
+      {"version", R"("version":1)", "version 1 with packing \"best-fit\""},
       {"version", "", "missing field 'version'"},
       {"step", R"("step":1.5)", "field 'step'"},
       {"step", R"("step":1e30)", "field 'step'"},

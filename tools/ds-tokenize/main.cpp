@@ -67,11 +67,13 @@ int main(int argc, char** argv) {
   encode->add_option("--tokenizer", en.tokenizer, "tokenizer.json to encode with")
       ->required()->check(CLI::ExistingFile);
   auto* enc_out = encode->add_option("-o,--out", en.out, "Dataset directory to create");
-  encode->add_option("--fim-rate", en.fim_rate, "Probability of rewriting a document as FIM (PSM)")
-      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
-  encode->add_option("--punct-newline-split-rate", en.punct_newline_split_rate,
-                     "Probability of splitting a token that joins punctuation and line breaks")
-      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  auto* fim_rate =
+      encode->add_option("--fim-rate", en.fim_rate, "Probability of rewriting a document as FIM "
+                         "(PSM)")->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  auto* split_rate =
+      encode->add_option("--punct-newline-split-rate", en.punct_newline_split_rate,
+                         "Probability of splitting a token that joins punctuation and line breaks")
+          ->check(CLI::Range(0.0, 1.0))->capture_default_str();
   encode->add_option("--seed", en.seed, "Seed of the FIM and split decisions")
       ->capture_default_str();
   encode->add_flag("--add-bos", en.add_bos, "Put BOS before every document");
@@ -87,7 +89,8 @@ int main(int argc, char** argv) {
   encode->add_flag("--add-special-tokens", ej.add_special_tokens, "--jsonl: prepend BOS")
       ->needs(jsonl);
   add_input_options(*encode, en.input);
-  jsonl->excludes(enc_out)->excludes(encode->get_option("INPUT"));
+  jsonl->excludes(enc_out)->excludes(encode->get_option("INPUT"))->excludes(fim_rate)
+      ->excludes(split_rate);
 
   // decode
   dt::DecodeOptions de;

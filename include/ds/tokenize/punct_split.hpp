@@ -2,10 +2,10 @@
 // pre-tokenizer makes tokens such as ".\n" or "):\n\n", which leaves a model unsure what
 // follows a prompt that ends without its newline (the token-boundary bias); the paper splits
 // "a certain proportion" of them in the training data (rate and method unpublished). Here a
-// joined token is one whose bytes are a prefix without CR/LF that holds a character other than
-// whitespace, ASCII letters and digits (the punctuation, with an optional leading space),
-// then one or more CR/LF; a split replaces it by the encoding of the prefix followed by the
-// encoding of the line breaks, so the text is unchanged. Each joined token is split with
+// joined token is one of the BPE vocabulary whose bytes tok::joins_punctuation_and_line_break
+// accepts (an optional space, punctuation or other characters that are neither whitespace,
+// letters nor numbers, then one or more CR/LF); a split replaces it by the encoding of the part
+// before the first CR/LF followed by the encoding of the line breaks, so the text is unchanged. Each joined token is split with
 // probability `rate`, decided by a hash of (seed, document index, byte offset in the
 // document), so the result depends on neither the thread count nor the encode batch.
 #pragma once

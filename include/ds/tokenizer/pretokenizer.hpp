@@ -37,6 +37,13 @@ class PreTokenizer {
   std::unique_ptr<Impl> impl_;
 };
 
+// Whether `bytes` is whole text of the kind DeepSeek-V3's pre-tokenizer joins punctuation and
+// line breaks into (its alternative ` ?[^\s\p{L}\p{N}]+[\r\n]*`, with at least one CR/LF): an
+// optional space, one or more characters that are neither whitespace, letters nor numbers
+// (Unicode 16.0 categories, as the pre-tokenizer's own patterns), then only CR/LF. Bytes that
+// are not valid UTF-8 (a token ending a character another token begins): false.
+bool joins_punctuation_and_line_break(std::string_view bytes);
+
 // GPT-2 byte <-> printable-unicode alphabet used by ByteLevel (UTF-8 encoded strings).
 const std::string& byte_to_unicode(unsigned char b);
 // Inverse mapping of a whole token string; false if a char is outside the alphabet.

@@ -4,11 +4,14 @@
 //   stride    fixed windows at stride T over the whole stream; a document may straddle two
 //             rows (every row full, nothing padded).
 //   best-fit  DeepSeek-V3's document packing (Ding et al. 2024): each document is cut into
-//             chunks of at most T+1 tokens (consecutive chunks overlap by one token, so every
-//             token but the document's first is a target once), and the chunks are packed into
-//             rows by best-fit-decreasing (best_fit.hpp). A document no longer than a row is
-//             never split; the row's tail is padding (masked out of the loss and the balance
-//             losses, after every real token so causal attention keeps it out of their context).
+//             chunks of at most T+1 tokens (consecutive chunks overlap by one token), and the
+//             chunks are packed into rows by best-fit-decreasing (best_fit.hpp). A document no
+//             longer than a row is never split; the row's tail is padding (masked out of the
+//             loss and the balance losses, after every real token so causal attention keeps it
+//             out of their context). Between two chunks of a row the target is the usual
+//             EOS -> next document one, masked where it would repeat a chunk's first token
+//             (a continuation chunk) or follow a cut one: every token but a document's first
+//             is a target exactly once, as with stride.
 // The held-out split is the same in both: the last `val_sequences` stride windows of the stream;
 // best-fit packs only the documents (and the part of a document) before them. The order of
 // the training rows is a pure function of (seed, epoch): a shuffled permutation per epoch; the
@@ -64,11 +67,15 @@ class PackedLoader {
  private:
   struct Chunk {
     uint64_t start;   // global token offset
-    int64_t len;      // tokens, 2..T+1
+    int32_t len;      // tokens, 2..T+1
+    bool starts;      // the chunk begins its document
+    bool ends;        // the chunk ends its document (not cut by the next chunk or the region)
   };
   void pack_best_fit(uint64_t train_end);
   void count_stride_splits(uint64_t train_end);
-  int64_t read_row(int64_t row, int32_t* out) const;   // returns the real tokens written
+  // Writes row `row` (T+1 tokens) to out; with `mask` (T), the best-fit target weights.
+  // Returns the real tokens written.
+  int64_t read_row(int64_t row, int32_t* out, float* mask) const;
   void read_window(int64_t seq, int32_t* out) const;
   int64_t advance();                                   // the next row index, state moved
   void build_order();
