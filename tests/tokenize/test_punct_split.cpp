@@ -122,8 +122,9 @@ TEST_CASE("punct + newline split: which text joins punctuation and line breaks")
     CHECK(joins_punctuation_and_line_break(yes));
   }
   for (const char* no : {"", ".", "\n", "\n.", ".\n.", "  .\n", "a.\n", "3.\n", "\t.\n",
-                         "\xc2\xa0\n" /* no-break space */, "\xe3\x80\x80\n" /* ideographic space */,
-                         "\xc3\xa9\n" /* é */, "\xe4\xbd\xa0\n" /* 你 */, "\xd9\xa3\n" /* Arabic 3 */,
+                         "\xc2\xa0\n" /* no-break space */,
+                         "\xe3\x80\x80\n" /* ideographic space */, "\xc3\xa9\n" /* é */,
+                         "\xe4\xbd\xa0\n" /* 你 */, "\xd9\xa3\n" /* Arabic 3 */,
                          "\x82\n" /* the tail of a character */}) {
     INFO(no);
     CHECK_FALSE(joins_punctuation_and_line_break(no));

@@ -5,9 +5,10 @@
 // joined token is one of the BPE vocabulary whose bytes tok::joins_punctuation_and_line_break
 // accepts (an optional space, punctuation or other characters that are neither whitespace,
 // letters nor numbers, then one or more CR/LF); a split replaces it by the encoding of the part
-// before the first CR/LF followed by the encoding of the line breaks, so the text is unchanged. Each joined token is split with
-// probability `rate`, decided by a hash of (seed, document index, byte offset in the
-// document), so the result depends on neither the thread count nor the encode batch.
+// before the first CR/LF followed by the encoding of the line breaks, so the text is
+// unchanged. Each joined token is split with probability `rate`, decided by a hash of (seed,
+// document index, byte offset in the document), so the result depends on neither the thread
+// count nor the encode batch.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -57,7 +57,7 @@ class PackedLoader {
   const PackingStats& stats() const { return stats_; }
   // Next `batch` training rows; wraps into new epochs. tokens (batch, T+1) i32; best-fit also
   // sets lengths (real tokens per row) and loss_mask (batch, T) f32 (0 where the target is
-  // padding); stride leaves them unset (every row full).
+  // padding or a masked chunk transition); stride leaves them unset (every row full).
   model::Batch next(int64_t batch);
   // Validation windows [first, first + batch) (in stream order) into tokens (batch, T+1).
   void val_batch(int64_t first, int64_t batch, Tensor& tokens) const;
