@@ -339,11 +339,13 @@ std::filesystem::path save_run_checkpoint(const std::filesystem::path& run_dir, 
                                           const std::string& tokenizer, bool bf16,
                                           const model::ModelArgs& args,
                                           const model::ParamStore& params, ShardedAdamW& opt,
-                                          const TrainerState& st, dist::Comm& world) {
+                                          const TrainerState& st, dist::Comm& world,
+                                          const model::ParamStore* ema) {
   SaveSpec spec;
   spec.dir = run_dir / io::checkpoint_dir_name(uint64_t(st.step));
   spec.tokenizer = tokenizer;
   spec.bf16 = bf16;
+  spec.ema = ema;
   spec.keep_last = keep_last;   // rank 0 prunes once the directory is published
   save_checkpoint(spec, args, params, opt, st, world);
   spdlog::info("saved {}", spec.dir.string());

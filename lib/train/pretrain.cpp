@@ -5,7 +5,9 @@
 // the step's summed expert counts (spec §4.8 steps 1-7). Launched on several ranks
 // (docs/distributed.md), each rank reads the whole global batch (so the data position stays
 // one number), takes its data-parallel slice, runs it through its pipeline stage (DistStep)
-// and ZeRO-1 AdamW (ShardedAdamW); rank 0 writes metrics and progress.
+// and ZeRO-1 AdamW (ShardedAdamW); rank 0 writes metrics and progress. With --ema-decay, a
+// moving average of the weights follows each update on a host thread (spec §4.8 step 8): it
+// is evaluated beside the weights (val_loss_ema) and saved as each checkpoint's ema/.
 #include "ds/train/pretrain.hpp"
 
 #include <nlohmann/json.hpp>
@@ -22,10 +24,13 @@
 #include "ds/core/thread_pool.hpp"
 #include "ds/data/shard.hpp"
 #include "ds/io/checkpoint.hpp"
+#include "ds/io/file.hpp"
 #include "ds/model/transformer.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
 #include "ds/train/data_loader.hpp"
+#include "ds/train/data_mix.hpp"
 #include "ds/train/dist_step.hpp"
+#include "ds/train/ema.hpp"
 #include "ds/train/metrics.hpp"
 #include "ds/train/run_setup.hpp"
 #include "ds/train/state.hpp"
@@ -42,13 +47,14 @@ namespace {
 struct Run {
   const PretrainOptions& o;
   RunSetup setup;
-  std::unique_ptr<data::Dataset> dataset;
-  std::unique_ptr<PackedLoader> loader;
+  std::vector<std::unique_ptr<data::Dataset>> datasets;   // --data, in order
+  std::unique_ptr<MixedLoader> loader;
   model::ParamStore params;
   std::unique_ptr<model::Transformer> model;
   std::unique_ptr<AdamW> opt;          // one process
   std::unique_ptr<DistRuntime> ranks;   // several ranks when ranks->active()
   std::unique_ptr<Schedule> sched;
+  std::unique_ptr<WeightEma> ema;      // --ema-decay
   TrainerState st;
   MetricsWriter metrics;
   ops::Context ctx;
@@ -58,8 +64,12 @@ struct Run {
 
   explicit Run(const PretrainOptions& opts) : o(opts) {}
   void init();
-  double evaluate();
-  double evaluate_dist();
+  void init_data();
+  double evaluate(std::vector<double>* by_source = nullptr);
+  double evaluate_source(const PackedLoader& l);
+  double evaluate_dist(const PackedLoader& l);
+  double evaluate_ema();
+  void init_ema();
   void save();
   void step_once(Progress& progress);
   int64_t saved_step = -1;   // the step of the last checkpoint this invocation wrote
@@ -94,16 +104,61 @@ model::Batch rows_of(const model::Batch& all, int64_t first, int64_t n) {
   return b;
 }
 
-void log_packing(const PackedLoader& l) {
+void log_packing(const PackedLoader& l, const std::string& source) {
   const PackingStats& s = l.stats();
   const double pad = s.rows > 0 ? 100.0 * double(s.padding) / double(s.padding + s.tokens) : 0;
-  spdlog::info("packing {}: {} training rows from {} documents, {} of them not whole in one "
-               "row{}; padding {:.2f}%", packing_name(l.packing()), s.rows, s.documents,
+  spdlog::info("{}packing {}: {} training rows from {} documents, {} of them not whole in one "
+               "row{}; padding {:.2f}%", source, packing_name(l.packing()), s.rows, s.documents,
                s.split_documents,
                s.dropped > 0 ? fmt::format(", {} with one token in the training region left out",
                                            s.dropped)
                              : std::string(),
                pad);
+}
+
+// The --data sources (one tokenizer, ids within the model's vocabulary), each with its
+// held-out windows, the loader dealing their rows by --data-weights, and what a checkpoint's
+// data position refers to (st.data_fingerprint): with one source its data_fingerprint, with
+// several a hash of theirs and of the normalised weights.
+void Run::init_data() {
+  const std::vector<double> weights = parse_data_weights(o.data_weights, o.data.size());
+  std::vector<const data::Dataset*> sources;
+  std::vector<int64_t> vals;
+  std::vector<std::string> fps;
+  for (size_t i = 0; i < o.data.size(); ++i) {
+    datasets.push_back(std::make_unique<data::Dataset>(o.data[i], setup.expected_fingerprint));
+    const data::Manifest& m = datasets.back()->manifest();
+    if (m.vocab_size > uint64_t(setup.args.vocab_size))
+      DS_THROW(UsageError, "{}: dataset vocabulary ({}) is larger than the model's vocab_size "
+               "({})", o.data[i], m.vocab_size, setup.args.vocab_size);
+    const data::Manifest& first = datasets[0]->manifest();
+    if (m.tokenizer_fingerprint != first.tokenizer_fingerprint)
+      DS_THROW(UsageError, "--data {}: encoded with tokenizer {}, --data {} with {} (the sources "
+               "of a mixture share one tokenizer)", o.data[i], m.tokenizer_fingerprint,
+               o.data[0], first.tokenizer_fingerprint);
+    const int64_t n_seq = (int64_t(datasets.back()->n_tokens()) - 1) / o.seq_len;
+    int64_t val = o.val_sequences >= 0
+                      ? o.val_sequences
+                      : std::min<int64_t>(256, std::max<int64_t>(1, n_seq / 100));
+    if (o.eval_every <= 0 && o.val_sequences < 0) val = 0;
+    if (n_seq - val < 1)   // (named here: the loader does not know which --data it reads)
+      DS_THROW(UsageError, "--data {}: {} sequence(s) of {} tokens, not enough for {} held-out "
+               "one(s) and training", o.data[i], n_seq, o.seq_len, val);
+    vals.push_back(val);
+    sources.push_back(datasets.back().get());
+    fps.push_back(data_fingerprint(m, val));
+  }
+  loader = std::make_unique<MixedLoader>(sources, weights, o.seq_len, o.seed, vals,
+                                         parse_packing(o.packing));
+  for (size_t i = 0; i < loader->size(); ++i)
+    log_packing(loader->source(i),
+                loader->size() > 1 ? fmt::format("--data {} (weight {:.3g}): ", o.data[i],
+                                                 loader->weights()[i])
+                                   : std::string());
+  std::string mix = "mixture";
+  for (size_t i = 0; i < fps.size(); ++i)
+    mix += fmt::format("|{}|{:.17g}", fps[i], loader->weights()[i]);
+  st.data_fingerprint = fps.size() == 1 ? fps[0] : hex64(xxh64(mix));
 }
 
 void Run::init() {
@@ -112,17 +167,7 @@ void Run::init() {
   ranks->check_model(setup.args, o.preset.empty() ? o.model_config : "preset " + o.preset);
   ctx = setup.ctx;
   if (o.profile) ctx.prof = &prof;
-  dataset = std::make_unique<data::Dataset>(o.data, setup.expected_fingerprint);
-  if (dataset->manifest().vocab_size > uint64_t(setup.args.vocab_size))
-    DS_THROW(UsageError, "{}: dataset vocabulary ({}) is larger than the model's vocab_size ({})",
-             o.data, dataset->manifest().vocab_size, setup.args.vocab_size);
-  int64_t n_seq = (int64_t(dataset->n_tokens()) - 1) / o.seq_len;
-  int64_t val = o.val_sequences >= 0 ? o.val_sequences
-                                     : std::min<int64_t>(256, std::max<int64_t>(1, n_seq / 100));
-  if (o.eval_every <= 0 && o.val_sequences < 0) val = 0;
-  loader = std::make_unique<PackedLoader>(*dataset, o.seq_len, o.seed, val,
-                                          parse_packing(o.packing));
-  log_packing(*loader);
+  init_data();
   if (ctx.device == Device::cuda && ranks->active())
     DS_THROW(UsageError, "--device cuda runs on one GPU for now: launch one process (multi-GPU "
                          "training with NCCL is not wired to the CUDA model path yet)");
@@ -138,7 +183,6 @@ void Run::init() {
   st.seq_len = o.seq_len;
   st.total_steps = setup.total_steps;
   st.total_tokens = setup.total_tokens;
-  st.data_fingerprint = data_fingerprint(dataset->manifest(), val);
   st.packing = packing_name(loader->packing());
   if (!setup.resume_from.empty()) {
     check_resume_config(setup.resume_from, setup.args, "the same --preset or --model-config");
@@ -162,25 +206,29 @@ void Run::init() {
     if (!saved.data_fingerprint.empty() && saved.data_fingerprint != st.data_fingerprint) {
       if (!o.resume_new_data)
         DS_THROW(UsageError,
-                 "{}: saved with other data (fingerprint {} vs {}): the same --data, tokenizer "
-                 "and held-out split (--val-sequences; by default sized by --eval-every) continue "
-                 "it; --resume-new-data reads the new data from its start",
+                 "{}: saved with other data (fingerprint {} vs {}): the same --data (and "
+                 "--data-weights), tokenizer and held-out split (--val-sequences; by default "
+                 "sized by --eval-every) continue it; --resume-new-data reads the new data from "
+                 "its start",
                  setup.resume_from.string(), saved.data_fingerprint, st.data_fingerprint);
       // other data, but the same token ids: weights trained on another tokenizer's ids would
       // go on with a different meaning for every id
       const fs::path saved_tok = setup.resume_from / "tokenizer.json";
       if (std::error_code ec; fs::exists(saved_tok, ec)) {
         const std::string fp = tok::Tokenizer::from_file(saved_tok).fingerprint();
-        if (fp != dataset->manifest().tokenizer_fingerprint)
+        if (fp != datasets[0]->manifest().tokenizer_fingerprint)
           DS_THROW(UsageError, "--resume-new-data: {} (fingerprint {}) is not the tokenizer of "
                    "--data {} ({}): the checkpoint's token ids would change meaning",
-                   saved_tok.string(), fp, o.data, dataset->manifest().tokenizer_fingerprint);
+                   saved_tok.string(), fp, o.data[0],
+                   datasets[0]->manifest().tokenizer_fingerprint);
       }
       spdlog::info("--resume-new-data: the new data is read from its start");
       saved.data = {};
+      saved.data_sources.assign(loader->size() > 1 ? loader->size() : 0, LoaderState{});
     } else if (saved_packing != st.packing) {
       spdlog::info("--resume-new-data: --packing {} reads the data from its start", st.packing);
       saved.data = {};
+      saved.data_sources.assign(loader->size() > 1 ? loader->size() : 0, LoaderState{});
     }
     saved.data_fingerprint = st.data_fingerprint;
     saved.packing = st.packing;
@@ -192,18 +240,57 @@ void Run::init() {
     saved.total_tokens = st.total_tokens;
     st = saved;
     st.branched_from = branch_origin(setup.resume_from, o.out, st.branched_from);
-    loader->set_state(st.data);
+    // (a count unlike --data's is refused: a mixture's state resumes only the same mixture)
+    loader->set_state(st.data_sources.empty() ? std::vector<LoaderState>{st.data}
+                                              : st.data_sources);
     spdlog::info("resumed from {} at step {} ({} tokens)", setup.resume_from.string(), st.step,
                  st.tokens_seen);
   }
+  init_ema();
   // a fresh run (step 0) starts the file over; an existing file must hold metrics lines
   if (ranks->main()) metrics.open(o.metrics, st.step);
 }
 
-double Run::evaluate() {
-  int64_t n_val = loader->n_val();
-  if (n_val == 0) return NAN;
-  if (ranks->active()) return evaluate_dist();
+// The moving average starts from the weights, or continues the resumed checkpoint's ema/.
+void Run::init_ema() {
+  const fs::path saved = setup.resume_from.empty() ? fs::path() : ema_dir_of(setup.resume_from);
+  const bool has_saved = !saved.empty() && io::exists(saved);   // (a broken one fails to load)
+  if (o.ema_decay <= 0) {
+    if (has_saved)
+      spdlog::warn("{}: the checkpoint's weight average is not continued (no --ema-decay); "
+                   "this run's checkpoints will have none", saved.string());
+    return;
+  }
+  ema = std::make_unique<WeightEma>(params, o.ema_decay);
+  if (has_saved) {
+    check_resume_config(saved, setup.args, "the same --preset or --model-config");
+    load_ema(*ema, saved, ranks->partial_model());
+    spdlog::info("weight average (decay {}) continued from {}", o.ema_decay, saved.string());
+  } else if (st.step > 0) {
+    spdlog::info("weight average (decay {}) starts from the weights of step {}", o.ema_decay,
+                 st.step);
+  }
+}
+
+// The validation loss: each source's mean over its held-out windows (in by_source when given),
+// and their mean weighted by --data-weights (with one source, its mean).
+double Run::evaluate(std::vector<double>* by_source) {
+  double sum = 0, weight = 0;
+  for (size_t i = 0; i < loader->size(); ++i) {
+    const PackedLoader& l = loader->source(i);
+    const double v = l.n_val() == 0       ? NAN
+                     : ranks->active() ? evaluate_dist(l)
+                                       : evaluate_source(l);
+    if (by_source) by_source->push_back(v);
+    if (std::isnan(v)) continue;
+    sum += loader->weights()[i] * v;
+    weight += loader->weights()[i];
+  }
+  return weight > 0 ? sum / weight : NAN;
+}
+
+double Run::evaluate_source(const PackedLoader& l) {
+  const int64_t n_val = l.n_val();
   int64_t B = std::max<int64_t>(1, o.micro_batch_size > 0 ? o.micro_batch_size : o.batch_size);
   int64_t batches = std::min<int64_t>(o.eval_batches, (n_val + B - 1) / B);
   double sum = 0;
@@ -213,7 +300,7 @@ double Run::evaluate() {
     int64_t first = i * B, b = std::min(B, n_val - first);
     model::Batch batch;
     batch.tokens = Tensor::empty({b, o.seq_len + 1}, DType::i32);
-    loader->val_batch(first, b, batch.tokens);
+    l.val_batch(first, b, batch.tokens);
     auto r = model->forward_loss(ctx, batch, w);
     sum += r.loss_main * double(b);
     n += b;
@@ -221,10 +308,10 @@ double Run::evaluate() {
   return sum / double(n);
 }
 
-// The same batches as evaluate(), dealt round-robin to the data-parallel ranks and run
+// The same batches as evaluate_source(), dealt round-robin to the data-parallel ranks and run
 // forward-only through the pipeline; the sums are completed over the world.
-double Run::evaluate_dist() {
-  const int64_t n_val = loader->n_val();
+double Run::evaluate_dist(const PackedLoader& l) {
+  const int64_t n_val = l.n_val();
   const int64_t B =
       std::max<int64_t>(1, o.micro_batch_size > 0 ? o.micro_batch_size : o.batch_size);
   const int64_t batches = std::min<int64_t>(o.eval_batches, (n_val + B - 1) / B);
@@ -233,7 +320,7 @@ double Run::evaluate_dist() {
     const int64_t first = std::max<int64_t>(0, i) * B, b = std::min(B, n_val - first);
     MicroBatch m;
     m.batch.tokens = Tensor::empty({b, o.seq_len + 1}, DType::i32);
-    loader->val_batch(first, b, m.batch.tokens);
+    l.val_batch(first, b, m.batch.tokens);
     m.dummy = i < 0;
     mine.push_back(std::move(m));
   }
@@ -241,15 +328,41 @@ double Run::evaluate_dist() {
   return weight > 0 ? sum / weight : NAN;
 }
 
+// The validation loss of the weights' moving average: the weights are exchanged with it for
+// the evaluation and back (also when it throws).
+double Run::evaluate_ema() {
+  ema->exchange(ctx);
+  double v = NAN;
+  try {
+    v = evaluate();
+  } catch (...) {
+    try {
+      ema->exchange(ctx);
+    } catch (...) {   // the evaluation's error is the one reported
+    }
+    throw;
+  }
+  ema->exchange(ctx);
+  return v;
+}
+
 void Run::save() {
   if (saved_step == st.step) return;   // --save-every already wrote this step (--stop-after)
   saved_step = st.step;
-  st.data = loader->state();
+  const std::vector<LoaderState> pos = loader->state();
+  st.data = pos[0];
+  st.data_sources = pos.size() > 1 ? pos : std::vector<LoaderState>{};
+  const model::ParamStore* avg = nullptr;
+  if (ema) {
+    ema->wait();
+    avg = &ema->average();
+  }
   if (ranks->active())
     save_run_checkpoint(o.out, o.keep_last, o.tokenizer, o.save_bf16, setup.args, params,
-                        ranks->opt(), st, ranks->topo().world());
+                        ranks->opt(), st, ranks->topo().world(), avg);
   else
-    save_run_checkpoint(o.out, o.keep_last, o.tokenizer, o.save_bf16, setup.args, params, *opt, st);
+    save_run_checkpoint(o.out, o.keep_last, o.tokenizer, o.save_bf16, setup.args, params, *opt, st,
+                        avg);
 }
 
 // One optimiser step.
@@ -288,6 +401,7 @@ void Run::step_once(Progress& progress) {
     ranks->step().reduce(acc);
     st.step++;
     st.tokens_seen += B * o.seq_len;
+    if (ema) ema->wait();   // its thread reads the weights the update writes
     u = apply_update(ctx, ranks->step(), ranks->opt(), st, acc, lr, gamma, o.skip_nonfinite, o.out);
   } else {
     for (int64_t m = 0; m < n_micro; ++m) {
@@ -297,8 +411,11 @@ void Run::step_once(Progress& progress) {
     }
     st.step++;
     st.tokens_seen += B * o.seq_len;
+    if (ema) ema->wait();
     u = apply_update(ctx, *model, *opt, st, acc, lr, gamma, o.skip_nonfinite, o.out);
   }
+  // n = the updates before this one (resumed runs continue the count)
+  if (ema && u.applied) ema->start_update(st.optimizer_steps - 1);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   double tps = double(B * o.seq_len) / std::max(1e-9, secs);
   prof_step_s += secs;
@@ -310,13 +427,23 @@ void Run::step_once(Progress& progress) {
          {"batch", B}, {"targets", W}, {"mtp_lambda", lambda}, {"gamma", gamma},
          {"tokens_per_s", tps}, {"skipped", !u.applied}};
   j["maxvio"] = acc.maxvio();
+  if (loader->size() > 1) j["rows_by_data"] = loader->rows_per_source();
   bool eval_now = o.eval_every > 0 && (st.step % o.eval_every == 0 || st.step == st.total_steps);
   if (eval_now) {
     ctx.prof = nullptr;                  // the profile covers training steps only
-    double v = evaluate();
-    if (o.profile) ctx.prof = &prof;
+    std::vector<double> by_source;
+    double v = evaluate(&by_source);
     if (std::isfinite(v)) j["val_loss"] = v;
-    spdlog::info("step {}: validation loss {:.4f}", st.step, v);
+    if (by_source.size() > 1) j["val_loss_by_data"] = by_source;
+    if (ema) {
+      const double ve = evaluate_ema();
+      if (std::isfinite(ve)) j["val_loss_ema"] = ve;
+      spdlog::info("step {}: validation loss {:.4f}, of the weight average {:.4f}", st.step, v,
+                   ve);
+    } else {
+      spdlog::info("step {}: validation loss {:.4f}", st.step, v);
+    }
+    if (o.profile) ctx.prof = &prof;
   }
   if (ranks->active() && ranks->topo().layout().pp > 1)
     j["pipeline_bubble"] = ranks->step().timing().last_bubble();
@@ -368,6 +495,9 @@ void pretrain(const PretrainOptions& opts) {
                 (fs::path(opts.out) / io::checkpoint_dir_name(uint64_t(run.st.step))).string()},
                {"nonfinite_skipped", run.st.nonfinite_skipped},
                {"interrupted", interrupted}};
+  if (run.ema)
+    summary["ema_checkpoint"] =
+        ema_dir_of(fs::path(opts.out) / io::checkpoint_dir_name(uint64_t(run.st.step))).string();
   if (distributed) {
     summary["ranks"] = run.ranks->topo().world_size();
     if (run.ranks->topo().layout().pp > 1)

@@ -17,6 +17,7 @@
 #include "ds/dist/topology.hpp"
 #include "ds/io/file.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
+#include "ds/train/data_mix.hpp"
 #include "ds/train/dist_step.hpp"
 #include "ds/train/flag_checks.hpp"
 #include "ds/train/trainer.hpp"
@@ -116,6 +117,8 @@ model::ModelArgs check_flags(const PretrainOptions& o) {
   check_flag_count(o.log_every, "--log-every", 0);
   check_flag_count(o.stop_after, "--stop-after", 0);
   check_flag_count(o.val_sequences, "--val-sequences", -1);
+  if (o.ema_decay != 0 && !(o.ema_decay > 0 && o.ema_decay < 1))
+    DS_THROW(UsageError, "--ema-decay {}: expected 0 (off) or a number in (0, 1)", o.ema_decay);
   check_metrics_path(o.metrics, o.out);
   if (o.eval_every > 0 && o.val_sequences == 0)
     DS_THROW(UsageError, "--eval-every {} needs held-out data: --val-sequences 0 holds none",
@@ -148,9 +151,10 @@ void check_host_memory(const PretrainOptions& o, const model::ModelArgs& a) {
              "activations (the --dry-run estimate), beyond this machine's {:.0f} GiB of memory; "
              "set a smaller --micro-batch-size", o.batch_size, micro, o.seq_len,
              m.activations / gib, ram / gib);
-  if (li.world_size == 1 && m.total > ram)   // (ranks shard the optimiser and the experts)
+  const double total = m.total + (o.ema_decay > 0 ? m.weights : 0.0);   // + the weight average
+  if (li.world_size == 1 && total > ram)   // (ranks shard the optimiser and the experts)
     spdlog::warn("the run may not fit in memory: about {:.1f} GiB estimated (--dry-run), {:.1f} "
-                 "GiB on this machine", m.total / gib, ram / gib);
+                 "GiB on this machine", total / gib, ram / gib);
 }
 
 }  // namespace
@@ -158,6 +162,7 @@ void check_host_memory(const PretrainOptions& o, const model::ModelArgs& a) {
 RunSetup resolve_setup(const PretrainOptions& o) {
   RunSetup s;
   if (o.data.empty()) DS_THROW(UsageError, "--data is required");
+  (void)parse_data_weights(o.data_weights, o.data.size());   // checked before any data is read
   if (o.out.empty()) DS_THROW(UsageError, "--out is required");
   io::check_output_dir(o.out, "--out");
   if (o.steps < 0 || o.tokens < 0 || (o.steps > 0) == (o.tokens > 0))
@@ -209,6 +214,10 @@ void dry_run(const PretrainOptions& o) {
         {"activations", gib(m.activations)},
         {"total", gib(m.total)}}},
       {"moments", o.optimizer.bf16_moments ? "bf16" : "f32"}};
+  // the weight average lives in host memory whatever the device (F32, as the weights), with a
+  // host copy of the weights that its update reads when they are on the GPU
+  if (o.ema_decay > 0)
+    j["memory_gib"]["ema_host"] = gib(m.weights) * (o.device == "cuda" ? 2.0 : 1.0);
   std::printf("%s\n", j.dump(2).c_str());
 }
 

@@ -23,10 +23,16 @@ namespace ds::train {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+// The trainer state's version: 3 with several data sources, else 2 with best-fit rows, else
+// 1. Each marks what older builds cannot resume (they read lower versions only), so that they
+// refuse the state instead of resuming it at a meaningless data position.
+static int state_version(const TrainerState& st) {
+  if (!st.data_sources.empty()) return 3;
+  return st.packing == "best-fit" ? 2 : 1;
+}
+
 static json state_to_json(const TrainerState& st) {
-  // version 2 marks best-fit rows, so that a build from before them (which reads version 1
-  // only) refuses the state instead of resuming it as stride rows at a meaningless position
-  json j{{"format", "ds-trainer-state"}, {"version", st.packing == "best-fit" ? 2 : 1},
+  json j{{"format", "ds-trainer-state"}, {"version", state_version(st)},
          {"kind", st.kind},
          {"step", st.step}, {"tokens_seen", st.tokens_seen},
          {"data", {{"epoch", st.data.epoch}, {"position", st.data.position}}},
@@ -34,6 +40,11 @@ static json state_to_json(const TrainerState& st) {
          {"optimizer_steps", st.optimizer_steps}, {"seed", st.seed},
          {"seq_len", st.seq_len}, {"total_steps", st.total_steps},
          {"total_tokens", st.total_tokens}};
+  if (!st.data_sources.empty()) {
+    json& s = j["data"]["sources"] = json::array();
+    for (const LoaderState& d : st.data_sources)
+      s.push_back({{"epoch", d.epoch}, {"position", d.position}});
+  }
   if (!st.data_fingerprint.empty()) j["data_fingerprint"] = st.data_fingerprint;
   if (!st.packing.empty()) j["packing"] = st.packing;
   if (!st.branched_from.empty()) j["branched_from"] = st.branched_from;
@@ -50,8 +61,8 @@ TrainerState parse_trainer_state(const std::string& text, const std::string& src
   // Counters are JSON integers in [0, 2^63): a float, a negative or a larger number is a
   // corrupt file, never truncated or wrapped.
   const int64_t version = f.count("version");
-  if (version != 1 && version != 2)
-    DS_THROW(FormatError, "{}: unsupported trainer state version {} (this build reads 1 and 2)",
+  if (version < 1 || version > 3)
+    DS_THROW(FormatError, "{}: unsupported trainer state version {} (this build reads 1 to 3)",
              src, j["version"].dump());
   TrainerState st;
   st.kind = f.str("kind");
@@ -71,12 +82,27 @@ TrainerState parse_trainer_state(const std::string& text, const std::string& src
       DS_THROW(FormatError, "{}: field 'packing' is \"{}\", not \"stride\" or \"best-fit\"", src,
                st.packing);
   }
-  if ((version == 2) != (st.packing == "best-fit"))
-    DS_THROW(FormatError, "{}: version {} with packing \"{}\" (version 2 is for best-fit rows, "
-             "1 for the others)", src, version, st.packing);
   const io::JsonFields data = f.object("data");
   st.data.epoch = data.count("epoch");
   st.data.position = data.count("position");
+  if (data.has("sources")) {
+    const json& a = data.array("sources");
+    for (size_t i = 0; i < a.size(); ++i) {
+      const io::JsonFields e = data.element(a, "sources", i);
+      st.data_sources.push_back({e.count("epoch"), e.count("position")});
+    }
+    if (st.data_sources.size() < 2)
+      DS_THROW(FormatError, "{}: field 'data.sources' holds {} position(s) (a mixture has 2 or "
+               "more)", src, st.data_sources.size());
+    if (st.data_sources[0].epoch != st.data.epoch ||
+        st.data_sources[0].position != st.data.position)
+      DS_THROW(FormatError, "{}: field 'data.sources[0]' is not 'data' (the first source's "
+               "position)", src);
+  }
+  if (version != state_version(st))
+    DS_THROW(FormatError, "{}: version {} with packing \"{}\" and {} data source(s) (version 3 "
+             "is for several sources, else 2 for best-fit rows, 1 for the others)", src, version,
+             st.packing, std::max<size_t>(1, st.data_sources.size()));
   return st;
 }
 
@@ -96,6 +122,12 @@ void save_single(const SaveSpec& spec, const model::ModelArgs& args,
   io::CheckpointWriter w(spec.dir);
   model::save_model(params, args, w.path(), spec.bf16, spec.max_shard_bytes);
   if (!spec.tokenizer.empty()) io::copy_tokenizer_files(spec.tokenizer, w.path());
+  if (spec.ema) {
+    const fs::path ed = w.path() / "ema";
+    fs::create_directories(ed);
+    model::save_model(*spec.ema, args, ed, /*bf16=*/false, spec.max_shard_bytes);
+    if (!spec.tokenizer.empty()) io::copy_tokenizer_files(spec.tokenizer, ed);
+  }
   fs::path sd = w.path() / "training_state";
   fs::create_directories(sd);
   io::write_safetensors(sd / "optimizer.safetensors", moments);
@@ -185,7 +217,8 @@ void write_rank_index(const fs::path& dir, const std::vector<std::vector<std::st
   io::write_file_atomic(dir / io::kSafetensorsIndex, index.dump(2) + "\n");
 }
 
-// Rank 0 creates the temporary directory (and training_state/ in it); every rank gets its path.
+// Rank 0 creates the temporary directory (and training_state/, ema/ in it); every rank gets
+// its path.
 fs::path open_shared_dir(dist::Comm& world, const SaveSpec& spec,
                          std::unique_ptr<io::CheckpointWriter>& w) {
   std::exception_ptr err;
@@ -194,6 +227,7 @@ fs::path open_shared_dir(dist::Comm& world, const SaveSpec& spec,
     try {
       w = std::make_unique<io::CheckpointWriter>(spec.dir);
       fs::create_directories(w->path() / "training_state");
+      if (spec.ema) fs::create_directories(w->path() / "ema");
       path = w->path().string();
     } catch (...) {
       err = std::current_exception();
@@ -227,9 +261,13 @@ void save_checkpoint(const SaveSpec& spec, const model::ModelArgs& args,
   };
   const std::vector<io::TensorSource> weights =
       model::model_tensor_sources(params, spec.bf16, keep);
+  // the average has the weights' names in the same order, so the same index names, in F32
+  std::vector<io::TensorSource> ema;
+  if (spec.ema) ema = model::model_tensor_sources(*spec.ema, false, keep);
   const auto names = gather_names(world, weights);                           // collective
-  std::vector<int64_t> bytes{0};
+  std::vector<int64_t> bytes{0, 0};
   for (const auto& t : weights) bytes[0] += int64_t(t.nbytes());
+  for (const auto& t : ema) bytes[1] += int64_t(t.nbytes());
   world.all_reduce_sum(bytes);
 
   std::unique_ptr<io::CheckpointWriter> w;
@@ -239,6 +277,7 @@ void save_checkpoint(const SaveSpec& spec, const model::ModelArgs& args,
   std::exception_ptr err;
   try {
     if (!weights.empty()) io::write_safetensors(dir / rank_file("model", rank, size), weights);
+    if (!ema.empty()) io::write_safetensors(dir / "ema" / rank_file("model", rank, size), ema);
     if (!moments.empty()) io::write_safetensors(sd / rank_file("optimizer", rank, size), moments);
     if (spec.bf16) {
       std::vector<io::TensorSource> masters;
@@ -251,6 +290,11 @@ void save_checkpoint(const SaveSpec& spec, const model::ModelArgs& args,
       model::save_model_config(args, dir, spec.bf16);
       write_rank_index(dir, names, bytes[0]);
       if (!spec.tokenizer.empty()) io::copy_tokenizer_files(spec.tokenizer, dir);
+      if (spec.ema) {
+        model::save_model_config(args, dir / "ema", /*bf16=*/false);
+        write_rank_index(dir / "ema", names, bytes[1]);
+        if (!spec.tokenizer.empty()) io::copy_tokenizer_files(spec.tokenizer, dir / "ema");
+      }
       io::write_file_atomic(sd / "trainer_state.json", state_to_json(st).dump(2) + "\n");
     }
   } catch (...) {

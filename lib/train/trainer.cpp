@@ -133,11 +133,12 @@ int run_step_loop(const TrainerState& st, int64_t stop_after, const std::functio
 fs::path save_run_checkpoint(const fs::path& run_dir, int keep_last, const std::string& tokenizer,
                              bool bf16, const model::ModelArgs& args,
                              const model::ParamStore& params, AdamW& opt,
-                             const TrainerState& st) {
+                             const TrainerState& st, const model::ParamStore* ema) {
   SaveSpec spec;
   spec.dir = run_dir / io::checkpoint_dir_name(uint64_t(st.step));
   spec.tokenizer = tokenizer;
   spec.bf16 = bf16;
+  spec.ema = ema;
   save_checkpoint(spec, args, params, opt, st);
   auto removed = io::prune_checkpoints(run_dir, keep_last);
   spdlog::info("saved {}{}", spec.dir.string(),

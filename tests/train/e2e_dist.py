@@ -4,18 +4,21 @@
 # global batch as one process: every step's losses agree within LOSS_RTOL and the final
 # weights within WEIGHT_ATOL; a checkpoint written by N ranks is one Hugging Face directory
 # that a single process loads, and a run stopped on one layout resumes on another rank count
-# and continues the single process's loss curve. With --packing best-fit too.
+# and continues the single process's loss curve; the weight average (--ema-decay) the N ranks
+# save in rank files is the single process's, and the resumed run continues it bit for bit.
+# With --packing best-fit and a --data mixture too.
 # Usage: e2e_dist.py --pretrain BIN --tokenize BIN --mpirun BIN --ranks N --work DIR
 import argparse
 import json
 import os
+import random
 import shutil
 import struct
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from e2e_util import FAILS, check, ok, run  # noqa: E402
+from e2e_util import FAILS, check, grammar_corpus, ok, run  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2e_pretrain import make_corpus  # noqa: E402
@@ -57,6 +60,12 @@ BEST_FIT_LAYOUTS = {
     4: [("pp2-ep2-best-fit", ["--pp", 2, "--ep", 2, "--micro-batch-size", 1])],
 }
 BEST_FIT = ["--packing", "best-fit"]
+# Layouts run on a mixture of two --data sources (3:1, evaluated on both), against one process.
+MIX_LAYOUTS = {
+    2: [("pp2-mix", ["--pp", 2, "--micro-batch-size", 2])],
+    4: [("pp2-ep2-mix", ["--pp", 2, "--ep", 2, "--micro-batch-size", 1])],
+}
+EMA = ["--ema-decay", 0.9]   # the reference and the resume runs keep the weight average
 
 
 def mpirun(args, n, tool, *targs, timeout=180):
@@ -204,16 +213,27 @@ def main():
     init_w = read_weights(os.path.join(init_out, "step-00000001"))
 
     ref_out = os.path.join(args.work, "single")
-    ok(P, *base(args, ref_out, STEPS))
+    ok(P, *base(args, ref_out, STEPS), *EMA, "--save-every", 1, "--keep-last", STEPS)
     ref = metrics(ref_out)
     check(len(ref) == STEPS and ref[-1]["loss"] < ref[0]["loss"], "one process: loss falls over 10 steps")
     ref_w = read_weights(os.path.join(ref_out, f"step-{STEPS:08d}"))
+    ref_ema = read_weights(os.path.join(ref_out, f"step-{STEPS:08d}", "ema"))
 
     ramp_out = os.path.join(args.work, "single-ramp")
     ok(P, *base(args, ramp_out, STEPS, ramp=True))
     ramp_ref = metrics(ramp_out)
     check([m["batch"] for m in ramp_ref][:3] != [8, 8, 8], f"ramp: batches {[m['batch'] for m in ramp_ref]}")
     ramp_w = read_weights(os.path.join(ramp_out, f"step-{STEPS:08d}"))
+
+    text_b = grammar_corpus(os.path.join(args.work, "corpus_b.txt"), random.Random(29), docs=120)
+    data_b = os.path.join(args.work, "data_b")
+    ok(args.tokenize, "encode", "--tokenizer", args.tok, "--out", data_b, "--doc-split",
+       "blank-line", "--force", text_b)
+    mix = ["--data", data_b, "--data-weights", "3,1", "--eval-every", 5]
+    mix_out = os.path.join(args.work, "single-mix")
+    ok(P, *base(args, mix_out, STEPS), *mix)
+    mix_ref = metrics(mix_out)
+    mix_w = read_weights(os.path.join(mix_out, f"step-{STEPS:08d}"))
 
     bf_out = os.path.join(args.work, "single-best-fit")
     ok(P, *base(args, bf_out, STEPS), *BEST_FIT)
@@ -226,7 +246,9 @@ def main():
     runs = [(name, extra, "stride") for name, extra in LAYOUTS[n]]
     runs += [(name, extra, "ramp") for name, extra in RAMP_LAYOUTS[n]]
     runs += [(name, extra + BEST_FIT, "best-fit") for name, extra in BEST_FIT_LAYOUTS[n]]
-    refs = {"stride": (ref, ref_w), "ramp": (ramp_ref, ramp_w), "best-fit": (bf_ref, bf_w)}
+    runs += [(name, extra + mix, "mix") for name, extra in MIX_LAYOUTS[n]]
+    refs = {"stride": (ref, ref_w), "ramp": (ramp_ref, ramp_w), "best-fit": (bf_ref, bf_w),
+            "mix": (mix_ref, mix_w)}
     for name, extra, kind in runs:
         out = os.path.join(args.work, name)
         rc, so, err = mpirun(args, n, P, *base(args, out, STEPS, ramp=kind == "ramp"), *extra)
@@ -238,6 +260,16 @@ def main():
             check(any(m["targets"] < 8 * 32 for m in got),
                   f"{name}: padded rows ({[m['targets'] for m in got]} targets per step)")
         compare_losses(refs[kind][0], got, f"{name} ({n} ranks)")
+        if kind == "mix":   # the same rows dealt, each source's held-out loss
+            pairs = [(a.get("val_loss_by_data"), b.get("val_loss_by_data"))
+                     for a, b in zip(refs[kind][0], got) if "val_loss" in a]
+            check(len(pairs) == 2 and all(
+                      len(x) == len(y) == 2 and all(abs(u - v) <= LOSS_RTOL * abs(u)
+                                                    for u, v in zip(x, y)) for x, y in pairs)
+                  and [a["rows_by_data"] for a in refs[kind][0]] ==
+                  [b.get("rows_by_data") for b in got],
+                  f"{name} ({n} ranks): rows per source and val_loss_by_data match one process "
+                  f"{pairs}")
         ck = os.path.join(out, f"step-{STEPS:08d}")
         compare_weights(refs[kind][1], read_weights(ck), init_w, f"{name} ({n} ranks)")
         summary = json.loads(so.strip().splitlines()[-1]) if so.strip() else {}
@@ -248,22 +280,41 @@ def main():
     # N = 2) or 2 ranks with pipeline stages (N = 4) finish; the curve continues the reference.
     out = os.path.join(args.work, "resume")
     first = LAYOUTS[n][-1][1]
-    rc, _, err = mpirun(args, n, P, *base(args, out, STEPS), *first, "--stop-after", 5)
-    check(rc == 0 and os.path.isdir(os.path.join(out, "step-00000005")),
-          f"resume: {n} ranks stopped at step 5 ({err.strip()[-300:]})")
+    rc, _, err = mpirun(args, n, P, *base(args, out, STEPS), *first, *EMA, "--stop-after", 5)
+    check(rc == 0 and os.path.isdir(os.path.join(out, "step-00000005", "ema")),
+          f"resume: {n} ranks stopped at step 5, with the weight average ({err.strip()[-300:]})")
+    # the average the ranks wrote (rank files) is one process's
+    ema_at = lambda d, k: read_weights(os.path.join(d, f"step-{k:08d}", "ema"))
+    compare_weights(ema_at(ref_out, 5), ema_at(out, 5), init_w, f"weight average of {n} ranks")
     if n == 2:
-        rc, _, err = run(P, *base(args, out, STEPS), "--resume")
+        resume = lambda *more: run(P, *base(args, out, STEPS), *EMA, "--resume", *more)
         what = "1 process"
     else:
-        rc, _, err = mpirun(args, 2, P, *base(args, out, STEPS), "--pp", 2, "--micro-batch-size", 2,
-                            "--resume")
+        resume = lambda *more: mpirun(args, 2, P, *base(args, out, STEPS), "--pp", 2,
+                                      "--micro-batch-size", 2, *EMA, "--resume", *more)
         what = "2 ranks (pp2)"
+    # one step first: the average continues the ranks' one bit for bit (5 updates before it:
+    # d = 6 / 15), whatever drift the layouts' float sums leave between the runs
+    rc, _, err = resume("--stop-after", 1)
+    if rc == 0:
+        e5, e6 = ema_at(out, 5), ema_at(out, 6)
+        w6 = read_weights(os.path.join(out, "step-00000006"))
+        f32 = lambda x: struct.unpack("<f", struct.pack("<f", x))[0]
+        bad = sum(1 for k in e6 for x, y, z in zip(e6[k], e5[k], w6[k])
+                  if x != f32(0.4 * y + 0.6 * z))
+        check(set(e6) == set(e5) == set(w6) and bad == 0,
+              f"weight average continued on {what}: step 6 = 0.4 step 5 + 0.6 weights ({bad} "
+              "values differ)")
+        rc, _, err = resume()
     check(rc == 0, f"resume on {what}: exit {rc} {err.strip()[-300:]}")
     if rc == 0:
         got = metrics(out)
         compare_losses(ref, [m for m in got if m["step"] > 5], f"resume on {what}", first_step=6)
         compare_weights(ref_w, read_weights(os.path.join(out, f"step-{STEPS:08d}")), init_w,
                         f"resume on {what}")
+        # the average, written by the ranks at step 5 and continued on the other layout
+        compare_weights(ref_ema, read_weights(os.path.join(out, f"step-{STEPS:08d}", "ema")),
+                        init_w, f"weight average resumed on {what}")
 
     if FAILS:
         print(f"{len(FAILS)} check(s) failed")

@@ -5,7 +5,9 @@
 # with the bias update on vs gamma = 0), non-finite handling, --dry-run of the 671b preset,
 # --moe-gemm loop vs grouped (bf16 and fp8), --packing best-fit (bit-exact resume, the same
 # losses however the step is split into micro-batches, a resume with the other packing refused),
-# and bad input (one stderr line, exit 1 or 2, no checkpoint left behind).
+# --ema-decay (the weight average's recurrence bit for bit, its resume, training unchanged by
+# it), a --data mixture (rows dealt by weight, bit-exact resume, other mixtures refused), and
+# bad input (one stderr line, exit 1 or 2, no checkpoint left behind).
 # Usage: e2e_pretrain.py --pretrain BIN --tokenize BIN --work DIR [--only NAME]
 import argparse
 import json
@@ -13,6 +15,7 @@ import os
 import random
 import shutil
 import stat
+import struct
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -44,6 +47,17 @@ def base_args(tok, data, out, steps, lr="3e-3"):
 def read_metrics(path):
     with open(path) as f:
         return [json.loads(l) for l in f if l.strip()]
+
+
+def straight_and_resumed(P, args, a, b, steps=6):
+    """Trains args(a, steps) in one go and args(b, steps) in two invocations (stopped half-way,
+    then resumed) from empty run directories; returns both runs' metrics."""
+    for d in (a, b):
+        shutil.rmtree(d, ignore_errors=True)
+    ok(P, *args(a, steps))
+    ok(P, *args(b, steps), "--stop-after", steps // 2)
+    ok(P, *args(b, steps))
+    return read_metrics(os.path.join(a, "metrics.jsonl")), read_metrics(os.path.join(b, "metrics.jsonl"))
 
 
 def files_of(ckpt):
@@ -158,13 +172,7 @@ def test_packing(P, tok, data, work):
         return stride(out, steps) + ["--packing", "best-fit", "--eval-every", 2,
                                      "--batch-ramp-end", 0, *more]
     a, b = os.path.join(work, "bf_a"), os.path.join(work, "bf_b")
-    for d in (a, b):
-        shutil.rmtree(d, ignore_errors=True)
-    ok(P, *args(a, 6))
-    ok(P, *args(b, 6), "--stop-after", 3)
-    ok(P, *args(b, 6))
-    ma = read_metrics(os.path.join(a, "metrics.jsonl"))
-    mb = read_metrics(os.path.join(b, "metrics.jsonl"))
+    ma, mb = straight_and_resumed(P, args, a, b)
     keys = ["step", "tokens", "loss", "loss_balance", "grad_norm", "maxvio", "val_loss"]
     check(len(ma) == len(mb) == 6 and all(all(x.get(k) == y.get(k) for k in keys)
                                           for x, y in zip(ma, mb)),
@@ -350,6 +358,199 @@ def test_moe_gemm(P, tok, data, work):
               f"--moe-gemm loop vs grouped ({prec}): losses {a} vs {b}")
 
 
+def test_mix(P, tok, data, work):
+    # a second source: other sentences of the same grammar, encoded with the same tokenizer
+    text = grammar_corpus(os.path.join(work, "corpus_b.txt"), random.Random(29), docs=120)
+    data_b = os.path.join(work, "data_b")
+    ok(os.environ["DS_TOKENIZE_BIN"], "encode", "--tokenizer", tok, "--out", data_b,
+       "--doc-split", "blank-line", "--force", text)
+
+    def args(out, steps, *more, weights="3,1"):
+        a = base_args(tok, data, out, steps)
+        return a + ["--data", data_b, "--data-weights", weights, "--eval-every", 3,
+                    "--batch-ramp-end", 0, *more]
+    a, b = os.path.join(work, "mix_a"), os.path.join(work, "mix_b")
+    ma, mb = straight_and_resumed(P, args, a, b)
+    keys = ["loss", "grad_norm", "rows_by_data", "val_loss", "val_loss_by_data"]
+    check(len(ma) == len(mb) == 6 and all(x.get(k) == y.get(k) for x, y in zip(ma, mb)
+                                          for k in keys),
+          "mix: losses and rows per source identical (6 steps vs 3 + resume + 3)")
+    fa, fb = files_of(os.path.join(a, "step-00000006")), files_of(os.path.join(b, "step-00000006"))
+    check(fa["model.safetensors"] == fb.get("model.safetensors"), "mix: resumed weights bit-identical")
+    # 4 rows a step dealt 3:1, within one row of the share after every step
+    n0 = n1 = 0
+    dealt = []
+    for m in ma:
+        r = m.get("rows_by_data", [0, 0])
+        n0, n1 = n0 + r[0], n1 + r[1]
+        dealt.append(abs(n0 - 0.75 * (n0 + n1)) <= 1 and sum(r) == 4)
+    check(all(dealt) and n1 > 0, f"mix: rows per step {[m.get('rows_by_data') for m in ma]}")
+    ev = [m for m in ma if "val_loss" in m]
+    check(len(ev) == 2 and all(len(m["val_loss_by_data"]) == 2 and abs(
+        m["val_loss"] - (0.75 * m["val_loss_by_data"][0] + 0.25 * m["val_loss_by_data"][1]))
+        < 1e-9 for m in ev), f"mix: val_loss is the weighted mean of val_loss_by_data {ev[-1:]}")
+    state = json.load(open(os.path.join(a, "step-00000006", "training_state",
+                                        "trainer_state.json")))
+    src = state["data"].get("sources", [])
+    check(state["version"] == 3 and len(src) == 2 and src[0]["epoch"] == state["data"]["epoch"]
+          and src[0]["position"] == state["data"]["position"],
+          f"mix: trainer_state version 3 with each source's position {state['data']}")
+    # another mixture is other data (a resume would deal other rows): refused
+    for what, weights in (("other weights", "1,1"), ("one source", None)):
+        cmd = args(a, 8, weights=weights or "3,1")
+        if weights is None:
+            i = cmd.index("--data", cmd.index("--data") + 1)
+            cmd = cmd[:i] + cmd[i + 4:]   # without the second --data and the weights
+        rc, _, err = run(P, *cmd)
+        check(rc == 2 and "other data" in err, f"mix: a resume with {what} refused: {rc} "
+              f"{err.strip()[:160]}")
+    # bad input: weights for another number of sources; a source of another tokenizer
+    rc, _, err = run(P, *args(os.path.join(work, "mix_bad"), 2, weights="1,2,3"))
+    lines = [l for l in err.splitlines() if l.strip()]
+    check(rc == 2 and len(lines) == 1 and "3 weight(s) for 2 --data source(s)" in lines[0],
+          f"mix: --data-weights count refused: {rc} {lines}")
+    cmd = args(os.path.join(work, "mix_bad"), 2, "--data", os.path.join(work, "data2"),
+               weights="3,1,1")
+    i = cmd.index("--tokenizer")
+    cmd = cmd[:i] + cmd[i + 2:]
+    rc, _, err = run(P, *cmd)
+    lines = [l for l in err.splitlines() if l.strip()]
+    check(rc == 2 and len(lines) == 1 and "share one tokenizer" in lines[0] and
+          not os.path.exists(os.path.join(work, "mix_bad", "step-00000002")),
+          f"mix: a source of another tokenizer refused: {rc} {lines}")
+
+
+def read_f32(path):
+    """name -> tuple of floats of an F32 safetensors file (checks every tensor is F32)."""
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        if t["dtype"] != "F32":
+            check(False, f"{path}: {name} is {t['dtype']}, not F32")
+        a, b = t["data_offsets"]
+        out[name] = struct.unpack(f"<{(b - a) // 4}f", raw[8 + n + a:8 + n + b])
+    return out
+
+
+def f32(x):
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def test_ema(P, tok, data, work):
+    a, b = os.path.join(work, "ema_a"), os.path.join(work, "ema_b")
+    for d in (a, b):
+        shutil.rmtree(d, ignore_errors=True)
+    decay = 0.9
+    args = ["--ema-decay", decay, "--eval-every", 3, "--save-every", 1, "--keep-last", 10]
+    summary = json.loads(ok(P, *base_args(tok, data, a, 6), *args).strip().splitlines()[-1])
+    check(summary.get("ema_checkpoint") == os.path.join(a, "step-00000006", "ema"),
+          f"ema: the summary names the average's directory: {summary.get('ema_checkpoint')}")
+    ck = lambda run_dir, k: os.path.join(run_dir, f"step-{k:08d}")
+    for k in range(1, 7):
+        e = os.path.join(ck(a, k), "ema")
+        check(all(os.path.isfile(os.path.join(e, f)) for f in
+                  ("config.json", "model.safetensors", "tokenizer.json")),
+              f"ema: step {k} holds ema/ with config.json, model.safetensors, tokenizer.json")
+    check(json.load(open(os.path.join(ck(a, 6), "ema", "config.json"))) ==
+          json.load(open(os.path.join(ck(a, 6), "config.json"))), "ema: the model's config.json")
+    # avg_k = d avg_{k-1} + (1 - d) w_k, d = min(decay, k / (9 + k)), in double rounded to F32:
+    # the same operations give the same bits
+    worst = 0
+    for k in range(2, 7):
+        prev = read_f32(os.path.join(ck(a, k - 1), "ema", "model.safetensors"))
+        w = read_f32(os.path.join(ck(a, k), "model.safetensors"))
+        got = read_f32(os.path.join(ck(a, k), "ema", "model.safetensors"))
+        d = min(decay, k / (9 + k))
+        c = 1.0 - d
+        check(set(got) == set(w) == set(prev), f"ema: step {k} holds every weight's average")
+        bad = sum(1 for n in got for x, y, z in zip(got[n], prev[n], w[n])
+                  if x != f32(d * y + c * z))
+        worst = max(worst, bad)
+    moved = sum(1 for n, v in w.items() for x, y in zip(v, got[n]) if x != y)
+    check(worst == 0 and moved > 0,
+          f"ema: the average follows its recurrence bit for bit over steps 2-6 ({worst} values "
+          f"differ; {moved} differ from the weights)")
+    ma = read_metrics(os.path.join(a, "metrics.jsonl"))
+    check([m["step"] for m in ma if "val_loss_ema" in m] == [3, 6] and
+          all(m["val_loss_ema"] != m["val_loss"] for m in ma if "val_loss_ema" in m),
+          f"ema: val_loss_ema beside val_loss at the evaluations "
+          f"{[(m.get('val_loss'), m.get('val_loss_ema')) for m in ma if 'val_loss' in m]}")
+    # resume continues the average bit for bit
+    ok(P, *base_args(tok, data, b, 6), *args, "--stop-after", 4)
+    ok(P, *base_args(tok, data, b, 6), *args)
+    mb = read_metrics(os.path.join(b, "metrics.jsonl"))
+    check([m.get("val_loss_ema") for m in mb] == [m.get("val_loss_ema") for m in ma] and
+          [m["loss"] for m in mb] == [m["loss"] for m in ma],
+          "ema: resumed run's losses and val_loss_ema identical")
+    fa, fb = files_of(ck(a, 6)), files_of(ck(b, 6))
+    check(fa["ema/model.safetensors"] == fb.get("ema/model.safetensors"),
+          "ema: resumed average bit-identical (4 + resume + 2 steps vs 6)")
+    # the average never touches training: the same run without it has the same losses and
+    # weights (with BF16 operands, whose cache the evaluation of the average must not corrupt)
+    runs = {}
+    for name, extra in (("ema_bf16", ["--ema-decay", decay]), ("noema_bf16", [])):
+        out = os.path.join(work, name)
+        shutil.rmtree(out, ignore_errors=True)
+        ok(P, *base_args(tok, data, out, 5), "--precision", "bf16", "--eval-every", 2, *extra)
+        runs[name] = (read_metrics(os.path.join(out, "metrics.jsonl")),
+                      files_of(ck(out, 5))["model.safetensors"])
+    (me, we), (mn, wn) = runs["ema_bf16"], runs["noema_bf16"]
+    keys = ("loss", "grad_norm", "val_loss")
+    check(all(x.get(k) == y.get(k) for x, y in zip(me, mn) for k in keys) and we == wn and
+          len(me) == 5, "ema: training with --precision bf16 unchanged by the average "
+          "(losses, validation, final weights)")
+    # (operands cached from the weights would give the average the weights' loss)
+    check([m["step"] for m in me if "val_loss_ema" in m] == [2, 4, 5] and
+          all(m["val_loss_ema"] != m["val_loss"] for m in me if "val_loss" in m),
+          "ema: --precision bf16 evaluates the average with its own operands "
+          f"{[(m.get('val_loss'), m.get('val_loss_ema')) for m in me if 'val_loss' in m]}")
+    # on/off across a resume: a checkpoint without one starts it; without the flag it is dropped
+    c = os.path.join(work, "ema_c")
+    shutil.rmtree(c, ignore_errors=True)
+    ok(P, *base_args(tok, data, c, 4), "--stop-after", 2)
+    rc, _, err = run(P, *base_args(tok, data, c, 4), "--ema-decay", decay, "--stop-after", 1)
+    e3 = os.path.join(ck(c, 3), "ema", "model.safetensors")
+    good = rc == 0 and os.path.isfile(e3)
+    if good:   # 2 updates before step 3's: d = 3 / 12
+        w2 = read_f32(os.path.join(ck(c, 2), "model.safetensors"))
+        w3 = read_f32(os.path.join(ck(c, 3), "model.safetensors"))
+        e = read_f32(e3)
+        good = all(x == f32(0.25 * y + 0.75 * z) for n in e for x, y, z in zip(e[n], w2[n], w3[n]))
+    check(good, f"ema: enabled on resume, it starts from the checkpoint's weights {err[-200:]}")
+    rc, _, err = run(P, *base_args(tok, data, c, 4))
+    check(rc == 0 and "is not continued (no --ema-decay)" in err and
+          not os.path.exists(os.path.join(ck(c, 4), "ema")),
+          f"ema: a resume without --ema-decay says it drops the average: {err.strip()[-200:]}")
+    # bad input: one line, exit 2 (flag) or 1 (a corrupt average), nothing written
+    for bad in ("1", "-0.5", "nan"):
+        rc, _, err = run(P, *base_args(tok, data, os.path.join(work, "ema_bad"), 2),
+                         "--ema-decay", bad)
+        lines = [l for l in err.splitlines() if l.strip()]
+        check(rc == 2 and len(lines) == 1 and "--ema-decay" in lines[0],
+              f"ema: --ema-decay {bad} refused: {rc} {lines}")
+    broken = os.path.join(work, "ema_broken")
+    shutil.rmtree(broken, ignore_errors=True)
+    shutil.copytree(b, broken)
+    st = os.path.join(ck(broken, 6), "ema", "model.safetensors")
+    with open(st, "r+b") as f:
+        f.truncate(os.path.getsize(st) // 2)
+    rc, _, err = run(P, *base_args(tok, data, broken, 8), *args)
+    lines = [l for l in err.splitlines() if l.strip() and "[info]" not in l]
+    check(rc == 1 and len(lines) == 1 and "ema/model.safetensors" in lines[0] and
+          not os.path.exists(ck(broken, 7)),
+          f"ema: a truncated average refused on resume: {rc} {lines}")
+    os.remove(os.path.join(ck(broken, 6), "ema", "config.json"))   # never restarted silently
+    rc, _, err = run(P, *base_args(tok, data, broken, 8), *args)
+    lines = [l for l in err.splitlines() if l.strip() and "[info]" not in l]
+    check(rc == 1 and len(lines) == 1 and "ema/config.json" in lines[0] and
+          not os.path.exists(ck(broken, 7)),
+          f"ema: an average without its config.json refused on resume: {rc} {lines}")
+
+
 def test_dry_run(P):
     rc, out, err = run(P, "--preset", "671b", "--dry-run", "--batch-size", 1, "--seq-len", 4096)
     j = json.loads(out) if rc == 0 else {}
@@ -366,11 +567,13 @@ def main():
     ap.add_argument("--work", required=True)
     ap.add_argument("--only", default="")
     a = ap.parse_args()
+    os.environ["DS_TOKENIZE_BIN"] = a.tokenize
     os.makedirs(a.work, exist_ok=True)
     test_dry_run(a.pretrain)
     tok, data = make_corpus(a.work, a.tokenize)
     tests = {"resume": test_resume, "errors": test_errors, "balance": test_balance,
-             "moe_gemm": test_moe_gemm, "packing": test_packing}
+             "moe_gemm": test_moe_gemm, "packing": test_packing, "ema": test_ema,
+             "mix": test_mix}
     for name, fn in tests.items():
         if a.only and name != a.only:
             continue

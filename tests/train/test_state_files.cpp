@@ -77,12 +77,48 @@ TEST_CASE("trainer state: every field read back") {
                        doctest::Contains("version 2 with packing"), ds::FormatError);
 }
 
+TEST_CASE("trainer state: a data mixture's positions, version 3") {
+  const char* three = R"("data":{"epoch":1,"position":4,"sources":[{"epoch":1,"position":4},)"
+                      R"({"epoch":0,"position":9},{"epoch":2,"position":0}]})";
+  std::string v3 = state_with("data", three);
+  v3.replace(v3.find(R"("version":2)"), 11, R"("version":3)");
+  const auto st = parse_trainer_state(v3, "s");
+  REQUIRE(st.data_sources.size() == 3);
+  CHECK(st.data_sources[1].epoch == 0);
+  CHECK(st.data_sources[1].position == 9);
+  CHECK(st.data_sources[2].epoch == 2);
+  CHECK(st.data.position == 4);
+  // the sources need version 3, version 3 needs them; the first is `data` itself; two or more
+  CHECK_THROWS_WITH_AS(parse_trainer_state(state_with("data", three), "s"),
+                       doctest::Contains("version 2 with packing \"best-fit\" and 3 data"),
+                       ds::FormatError);
+  std::string v3_plain = state_with();
+  v3_plain.replace(v3_plain.find(R"("version":2)"), 11, R"("version":3)");
+  CHECK_THROWS_WITH_AS(parse_trainer_state(v3_plain, "s"), doctest::Contains("version 3 with"),
+                       ds::FormatError);
+  const std::pair<const char*, const char*> bad[] = {
+      {R"("data":{"epoch":1,"position":4,"sources":[{"epoch":1,"position":4}]})",
+       "holds 1 position(s)"},
+      {R"("data":{"epoch":1,"position":4,"sources":[{"epoch":1,"position":5},)"
+       R"({"epoch":0,"position":9}]})", "'data.sources[0]' is not 'data'"},
+      {R"("data":{"epoch":1,"position":4,"sources":[{"epoch":1,"position":4},)"
+       R"({"epoch":0,"position":-9}]})", "field 'data.sources[1].position'"},
+      {R"("data":{"epoch":1,"position":4,"sources":{"epoch":1}})", "field 'data.sources'"},
+  };
+  for (const auto& [data, says] : bad) {
+    std::string s = state_with("data", data);
+    s.replace(s.find(R"("version":2)"), 11, R"("version":3)");
+    CHECK_THROWS_WITH_AS(parse_trainer_state(s, "s"), doctest::Contains(says), ds::FormatError);
+  }
+}
+
 TEST_CASE("trainer state: malformed values are format errors naming the field") {
   struct Bad { const char* key; const char* member; const char* says; };
   const Bad bad[] = {
       {"format", R"("format":7)", "field 'format'"},
       {"format", "", "field 'format'"},
       {"version", R"("version":3)", "version 3"},
+      {"version", R"("version":4)", "version 4"},
       {"version", R"("version":1)", "version 1 with packing \"best-fit\""},
       {"version", "", "missing field 'version'"},
       {"step", R"("step":1.5)", "field 'step'"},

@@ -24,7 +24,10 @@ int main(int argc, char** argv) {
                  "tokenizer.json (checked against the data, copied into checkpoints)")
       ->check(CLI::ExistingFile);
   app.add_option("--data", o.data,
-                 "Dataset directory, manifest.json or shard (ds-tokenize encode)");
+                 "Dataset directory, manifest.json or shard (ds-tokenize encode); repeat it for "
+                 "a mixture");
+  app.add_option("--data-weights", o.data_weights,
+                 "Weights of the --data sources in a mixture, e.g. 3,1 (default: equal)");
   app.add_option("--val-sequences", o.val_sequences,
                  "Held-out sequences (-1: 1% of the data, at most 256)")
       ->capture_default_str();
@@ -81,8 +84,13 @@ int main(int argc, char** argv) {
   app.add_option("--balance-alpha", o.balance_alpha, "Sequence-wise balance loss weight alpha")
       ->capture_default_str();
   ds::cli::add_adamw_options(app, op);
+  app.add_option("--ema-decay", o.ema_decay,
+                 "Keep a moving average of the weights with this decay (0: off), evaluated "
+                 "beside them and saved as each checkpoint's ema/")
+      ->capture_default_str();
   app.add_flag("--resume-new-data", o.resume_new_data,
-               "Resume on other data: keep weights, optimiser and counters, read it from its start");
+               "Resume on other data: keep weights, optimiser and counters, read it from its "
+               "start");
   app.add_flag("--skip-nonfinite", o.skip_nonfinite,
                "Skip (and count) steps with a non-finite loss or gradient");
   ds::cli::add_checkpoint_options(app, o.out, o.save_every, o.keep_last, o.save_bf16);

@@ -154,7 +154,8 @@ std::filesystem::path save_run_checkpoint(const std::filesystem::path& run_dir, 
                                           const std::string& tokenizer, bool bf16,
                                           const model::ModelArgs& args,
                                           const model::ParamStore& params, ShardedAdamW& opt,
-                                          const TrainerState& st, dist::Comm& world);
+                                          const TrainerState& st, dist::Comm& world,
+                                          const model::ParamStore* ema = nullptr);
 
 // Rows [first, first + count) of the global batch that data-parallel rank dp_rank of dp takes:
 // [B*r/dp, B*(r+1)/dp). Slices may differ by one row (batch-size ramps): every micro-batch

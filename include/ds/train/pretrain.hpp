@@ -2,10 +2,12 @@
 // pretrain(), the whole pre-training run: model from a preset or config.json, data from
 // ds-tokenize shards, AdamW with the paper's schedules, MTP and balance losses, the
 // auxiliary-loss-free bias update, validation, metrics JSONL, atomic checkpoints with
-// keep-last-N, and bit-exact --resume. dry_run() prints the plan without allocating.
+// keep-last-N, bit-exact --resume, and the weights' moving average (--ema-decay). dry_run()
+// prints the plan without allocating.
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "ds/dist/topology.hpp"
 #include "ds/train/optimizer.hpp"
@@ -19,7 +21,9 @@ struct PretrainOptions {
   std::string model_config;        // a config.json (Hugging Face keys)
   std::string tokenizer;           // tokenizer.json (copied into every checkpoint)
   // data
-  std::string data;                // dataset dir / manifest / shard (ds-tokenize encode)
+  // dataset dirs / manifests / shards (ds-tokenize encode); several: a mixture (data_mix.hpp)
+  std::vector<std::string> data;
+  std::string data_weights;        // "3,1": the sources' weights ("" = equal)
   int64_t val_sequences = -1;      // held-out sequences; -1: auto (1% of the data, <= 256)
   std::string packing = "stride";  // stride | best-fit (train::Packing, data_loader.hpp)
   // run length and batch
@@ -35,6 +39,7 @@ struct PretrainOptions {
   double balance_alpha = 1e-4;     // sequence-wise balance loss weight
   bool skip_nonfinite = false;     // skip (and count) steps with non-finite loss/grads
   bool resume_new_data = false;    // resume on other data: read it from its start
+  double ema_decay = 0;            // moving average of the weights (train::WeightEma); 0: off
   // output
   std::string out;                 // run directory: step-XXXXXXXX checkpoints inside
   int64_t save_every = 0;          // steps; 0: only at the end

@@ -6,11 +6,13 @@
 // Checkpoints of a distributed run (ZeRO-1 optimiser, expert/pipeline-parallel stores) are the
 // same directory with the tensors split by writer rank: model-RRRRR-of-WWWWW.safetensors plus
 // the index, training_state/optimizer-RRRRR-of-WWWWW.safetensors and master-RRRRR-of-WWWWW;
-// every loader accepts both forms, whatever the number of ranks that wrote them.
+// every loader accepts both forms, whatever the number of ranks that wrote them. With a
+// moving average of the weights (ema.hpp), ema/ holds it as a model directory of its own.
 #pragma once
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "ds/model/config.hpp"
 #include "ds/model/params.hpp"
@@ -24,7 +26,10 @@ namespace ds::train {
 struct TrainerState {
   int64_t step = 0;               // optimiser steps completed
   int64_t tokens_seen = 0;
-  LoaderState data;
+  LoaderState data;               // the data position (with a mixture: its first source's)
+  // ds-pretrain with several --data sources (MixedLoader): every source's position, in --data
+  // order (empty with one source)
+  std::vector<LoaderState> data_sources;
   int64_t nonfinite_skipped = 0;
   int64_t optimizer_steps = 0;    // AdamW bias-correction count (step - skipped)
   // run settings a resume must agree with
@@ -49,6 +54,9 @@ struct SaveSpec {
   uint64_t max_shard_bytes = 4ull << 30;   // one process only: ranks write one file each
   int keep_last = 0;              // > 0: once published, delete all but the newest keep_last
                                   // step-* checkpoints beside dir (io::prune_checkpoints)
+  // The weights' moving average (WeightEma::average(), waited for), written as the model
+  // directory dir/ema (F32, config.json, tokenizer files); nullptr: none.
+  const model::ParamStore* ema = nullptr;
 };
 
 struct CheckpointLoadOptions {

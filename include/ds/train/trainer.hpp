@@ -72,14 +72,16 @@ bool finite_or_skip(TrainerState& st, double loss, const GradStats& grads, bool 
 int run_step_loop(const TrainerState& st, int64_t stop_after, const std::function<void()>& step,
                   const std::function<bool(bool)>& agree = {});
 
-// Writes run_dir/step-NNNNNNNN (st.step) atomically with the training state, copies the
-// tokenizer files from `tokenizer` (a tokenizer.json or its directory; "" = none), then
-// deletes all but the keep_last newest checkpoints. Returns the checkpoint directory.
+// Writes run_dir/step-NNNNNNNN (st.step) atomically with the training state (and `ema`, the
+// weights' moving average, as its ema/ model directory when given), copies the tokenizer
+// files from `tokenizer` (a tokenizer.json or its directory; "" = none), then deletes all but
+// the keep_last newest checkpoints. Returns the checkpoint directory.
 std::filesystem::path save_run_checkpoint(const std::filesystem::path& run_dir, int keep_last,
                                           const std::string& tokenizer, bool bf16,
                                           const model::ModelArgs& args,
                                           const model::ParamStore& params, AdamW& opt,
-                                          const TrainerState& st);
+                                          const TrainerState& st,
+                                          const model::ParamStore* ema = nullptr);
 
 // A resume continues the model the checkpoint holds: `ckpt`/config.json (FormatError when
 // missing or malformed) must describe the same model as `run` (UsageError naming the keys that
