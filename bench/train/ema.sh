@@ -18,7 +18,8 @@
 # Variables (environment): EMA_BENCH_DIR (runs/ema), BIN (build/bin), PART (both), PRESETS,
 # REPEATS (3), STEPS_OVERHEAD (20), STEPS (1000), EMA_DECAY (0.99), THREADS (2 for overhead; the
 # two quality runs use one thread each, side by side), SEED (1234).
-# Results: docs/benchmarks.md "Weight average" and docs/results.md "Weight average (EMA)".
+# Results: docs/benchmarks.md "The weight average's cost" and docs/results.md "The weight
+# average as an early estimate of a learning-rate decay".
 # usage: bash bench/train/ema.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
