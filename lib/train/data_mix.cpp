@@ -1,6 +1,7 @@
 // The weighted mixture of pre-training datasets (see include/ds/train/data_mix.hpp).
 #include "ds/train/data_mix.hpp"
 
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <sstream>
@@ -23,10 +24,15 @@ std::vector<double> parse_data_weights(const std::string& text, size_t n) {
     } catch (const std::exception&) {
       used = 0;
     }
-    if (used == 0 || used != item.size() || !std::isfinite(v) || v <= 0)
+    if (used == 0 || used != item.size() || std::isspace(uint8_t(item[0])) ||
+        !std::isfinite(v) || v <= 0)
       DS_THROW(UsageError, "--data-weights '{}': '{}' is not a positive number", text, item);
     w.push_back(v);
   }
+  double sum = 0;
+  for (double v : w) sum += v;
+  if (!std::isfinite(sum))
+    DS_THROW(UsageError, "--data-weights '{}': the weights' sum overflows", text);
   if (!text.empty() && text.back() == ',')
     DS_THROW(UsageError, "--data-weights '{}': empty weight after the last comma", text);
   if (w.size() != n)

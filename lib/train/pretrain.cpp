@@ -203,14 +203,20 @@ void Run::init() {
                "--resume-new-data to read the data from its start)",
                setup.resume_from.string(), saved_packing);
     // (checkpoints written before the fingerprint was recorded carry none)
-    if (!saved.data_fingerprint.empty() && saved.data_fingerprint != st.data_fingerprint) {
+    // (a state without a fingerprint was written for one --data source)
+    const bool other_data = saved.data_fingerprint.empty()
+                                ? loader->size() > 1
+                                : saved.data_fingerprint != st.data_fingerprint;
+    if (other_data) {
       if (!o.resume_new_data)
         DS_THROW(UsageError,
                  "{}: saved with other data (fingerprint {} vs {}): the same --data (and "
                  "--data-weights), tokenizer and held-out split (--val-sequences; by default "
                  "sized by --eval-every) continue it; --resume-new-data reads the new data from "
                  "its start",
-                 setup.resume_from.string(), saved.data_fingerprint, st.data_fingerprint);
+                 setup.resume_from.string(),
+                 saved.data_fingerprint.empty() ? "(none: one source)" : saved.data_fingerprint,
+                 st.data_fingerprint);
       // other data, but the same token ids: weights trained on another tokenizer's ids would
       // go on with a different meaning for every id
       const fs::path saved_tok = setup.resume_from / "tokenizer.json";
@@ -278,12 +284,13 @@ double Run::evaluate(std::vector<double>* by_source) {
   double sum = 0, weight = 0;
   for (size_t i = 0; i < loader->size(); ++i) {
     const PackedLoader& l = loader->source(i);
-    const double v = l.n_val() == 0       ? NAN
-                     : ranks->active() ? evaluate_dist(l)
-                                       : evaluate_source(l);
+    if (l.n_val() == 0) {   // no held-out windows (then none of the sources has any)
+      if (by_source) by_source->push_back(NAN);
+      continue;
+    }
+    const double v = ranks->active() ? evaluate_dist(l) : evaluate_source(l);
     if (by_source) by_source->push_back(v);
-    if (std::isnan(v)) continue;
-    sum += loader->weights()[i] * v;
+    sum += loader->weights()[i] * v;   // a NaN of one source makes the whole NaN
     weight += loader->weights()[i];
   }
   return weight > 0 ? sum / weight : NAN;

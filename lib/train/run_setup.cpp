@@ -162,6 +162,8 @@ void check_host_memory(const PretrainOptions& o, const model::ModelArgs& a) {
 RunSetup resolve_setup(const PretrainOptions& o) {
   RunSetup s;
   if (o.data.empty()) DS_THROW(UsageError, "--data is required");
+  for (const std::string& d : o.data)
+    if (d.empty()) DS_THROW(UsageError, "--data: an empty path");
   (void)parse_data_weights(o.data_weights, o.data.size());   // checked before any data is read
   if (o.out.empty()) DS_THROW(UsageError, "--out is required");
   io::check_output_dir(o.out, "--out");

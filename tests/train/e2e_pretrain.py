@@ -404,6 +404,23 @@ def test_mix(P, tok, data, work):
         rc, _, err = run(P, *cmd)
         check(rc == 2 and "other data" in err, f"mix: a resume with {what} refused: {rc} "
               f"{err.strip()[:160]}")
+    # a checkpoint of one source from before data fingerprints: a mixture is other data too
+    old = os.path.join(work, "mix_old")
+    shutil.rmtree(old, ignore_errors=True)
+    ok(P, *base_args(tok, data, old, 2), "--batch-ramp-end", 0)
+    ts = os.path.join(old, "step-00000002", "training_state", "trainer_state.json")
+    state = json.load(open(ts))
+    del state["data_fingerprint"], state["packing"]
+    json.dump(state, open(ts, "w"))
+    rc, _, err = run(P, *args(old, 4))
+    check(rc == 2 and "other data (fingerprint (none: one source)" in err,
+          f"mix: an unfingerprinted one-source checkpoint is other data: {rc} {err.strip()[:160]}")
+    rc, _, err = run(P, *args(old, 4), "--resume-new-data")
+    state = json.load(open(os.path.join(old, "step-00000004", "training_state",
+                                        "trainer_state.json"))) if rc == 0 else {}
+    check(rc == 0 and state.get("data", {}).get("sources") == [
+              {"epoch": 0, "position": 6}, {"epoch": 0, "position": 2}],
+          f"mix: ... continued as a mixture with --resume-new-data: {rc} {state.get('data')}")
     # bad input: weights for another number of sources; a source of another tokenizer
     rc, _, err = run(P, *args(os.path.join(work, "mix_bad"), 2, weights="1,2,3"))
     lines = [l for l in err.splitlines() if l.strip()]

@@ -46,7 +46,7 @@ TEST_CASE("data mix: --data-weights") {
   CHECK(parse_data_weights("3,1", 2) == std::vector<double>{3, 1});
   CHECK(parse_data_weights("0.25", 1) == std::vector<double>{0.25});
   for (const char* bad : {"3", "3,1,1", "3,x", "3,-1", "3,0", "3,", ",3", "inf,1", "1e400,1",
-                          "3 ,1", "nan,1"})
+                          "3 ,1", " 3,1", "nan,1", "1e308,1e308"})
     CHECK_THROWS_WITH_AS(parse_data_weights(bad, 2), doctest::Contains("--data-weights"),
                          ds::UsageError);
 }
