@@ -38,7 +38,6 @@ class MixedLoader {
               int64_t seq_len, uint64_t seed, const std::vector<int64_t>& val_sequences,
               Packing packing);
   size_t size() const { return sources_.size(); }
-  PackedLoader& source(size_t i) { return *sources_[i]; }
   const PackedLoader& source(size_t i) const { return *sources_[i]; }
   const std::vector<double>& weights() const { return w_; }   // normalised
   Packing packing() const { return sources_[0]->packing(); }

@@ -31,8 +31,6 @@ class WeightEma {
   // and the random initial ones fade out (0.1 at n = 0, 0.5 at n = 8, 0.99 at n = 890).
   static double decay_at(double decay, int64_t n);
 
-  double decay() const { return decay_; }
-
   // After optimiser update n + 1 changed the weights: avg = d avg + (1 - d) w with
   // d = decay_at(decay, n), for every tensor, on a background thread. Weights on the GPU are
   // first copied into host staging buffers (before this returns); host weights are read by the
