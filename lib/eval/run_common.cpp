@@ -130,6 +130,21 @@ tok::TokenId bos_of(const model::Pretrained& pt) {
   return tok::TokenId(pt.args.bos_token_id);
 }
 
+tok::TokenId eos_of(const model::Pretrained& pt) {
+  if (pt.tokenizer)
+    if (auto e = pt.tokenizer->eos_id()) return *e;
+  return tok::TokenId(pt.args.eos_token_id);
+}
+
+std::optional<tok::TokenId> text_bos(const model::Pretrained& pt) {
+  if (!pt.add_bos_token) return std::nullopt;
+  return bos_of(pt);
+}
+
+tok::TokenId document_start(const model::Pretrained& pt) {
+  return pt.add_bos_token ? bos_of(pt) : eos_of(pt);
+}
+
 size_t limited(size_t n, int64_t limit) { return limit > 0 ? std::min(n, size_t(limit)) : n; }
 
 void write_report(const EvalReport& report, const CommonEvalOptions& o, SampleLog* log) {

@@ -40,20 +40,24 @@ std::string prompt_text(const model::Pretrained& pt, const GenOptions& o, const 
                                   /*add_generation_prompt=*/true).text;
 }
 
-// BOS + prompt tokens (or the rendered chat, special tokens matched), left-truncated after the
-// BOS to `keep`.
+// BOS (detail::text_bos) + prompt tokens, or the rendered chat (special tokens matched),
+// left-truncated after its first token (the BOS; the chat's BOS text) to `keep`.
 std::vector<int32_t> prompt_tokens(const model::Pretrained& pt, const std::string& prompt,
                                    bool chat, size_t keep, size_t& truncated) {
   const tok::Tokenizer& tk = detail::tokenizer_of(pt);
   std::vector<tok::TokenId> ids;
+  size_t head = 1;   // kept when the prompt is cut: the BOS (or the chat's BOS text)
   if (chat) {
     ids = tk.encode(prompt, /*match_added_tokens=*/true);
   } else {
-    ids.push_back(detail::bos_of(pt));
+    const auto bos = detail::text_bos(pt);
+    if (bos) ids.push_back(*bos);
+    else head = 0;
     tk.encode(prompt, ids, /*match_added_tokens=*/false);
   }
   if (ids.size() > keep) {
-    ids.erase(ids.begin() + 1, ids.begin() + 1 + std::ptrdiff_t(ids.size() - keep));
+    const auto first = ids.begin() + std::ptrdiff_t(head);
+    ids.erase(first, first + std::ptrdiff_t(ids.size() - keep));
     ++truncated;
   }
   return {ids.begin(), ids.end()};

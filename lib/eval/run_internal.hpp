@@ -5,6 +5,7 @@
 #pragma once
 #include <chrono>
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,14 @@ ops::Context make_context(const CommonEvalOptions& o);   // also sets the CPU th
 model::Pretrained load_model_for_eval(const CommonEvalOptions& o);
 const tok::Tokenizer& tokenizer_of(const model::Pretrained& pt);   // FormatError if absent
 tok::TokenId bos_of(const model::Pretrained& pt);   // tokenizer's BOS, else config bos_token_id
+tok::TokenId eos_of(const model::Pretrained& pt);   // tokenizer's EOS, else config eos_token_id
+// What a plain text (a prompt, a question) starts with: BOS when the model's
+// tokenizer_config.json says add_bos_token (or has none), else nothing, as transformers does.
+std::optional<tok::TokenId> text_bos(const model::Pretrained& pt);
+// What a document scored whole (perplexity) is conditioned on before its first token: BOS as
+// above, else EOS, the token before a document in data encoded without BOS (and the
+// lm-evaluation-harness's prefix for a model without BOS).
+tok::TokenId document_start(const model::Pretrained& pt);
 size_t limited(size_t n, int64_t limit);            // min(n, limit) for limit > 0
 // The report as JSON to o.out (atomically) or stdout, plus a one-line summary in the log. The
 // sample log (--log-samples, when given) is published with it: only once the report's bytes are

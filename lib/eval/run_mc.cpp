@@ -103,7 +103,7 @@ EvalReport eval_mc(model::Pretrained& pt, const McOptions& o, SampleLog* log) {
       shots.push_back(all[j]);
     texts[i] = build_mc_request(all[i], shots);
     try {
-      seqs[i] = tokenize_mc(tk, texts[i], detail::bos_of(pt), max_len);
+      seqs[i] = tokenize_mc(tk, texts[i], detail::text_bos(pt), max_len);
     } catch (const FormatError& e) {
       DS_THROW(FormatError, "{}:{}: {}", data.string(), all[i].line, e.what());
     }

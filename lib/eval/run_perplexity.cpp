@@ -19,7 +19,7 @@ namespace {
 
 struct Doc {
   std::string source;                  // "file" or "shard:doc"
-  std::vector<tok::TokenId> tokens;    // BOS first
+  std::vector<tok::TokenId> tokens;    // detail::document_start first (or the shard's BOS)
   uint64_t bytes = 0;
 };
 
@@ -35,7 +35,7 @@ std::vector<Doc> text_documents(const model::Pretrained& pt, const PerplexityOpt
     if (const auto bad = tok::first_invalid_utf8(text))
       DS_THROW(FormatError, "{}: invalid UTF-8 at byte {} (a text document is UTF-8)",
                o.files[i], *bad);
-    d.tokens.push_back(detail::bos_of(pt));
+    d.tokens.push_back(detail::document_start(pt));
     tk.encode(text, d.tokens, /*match_added_tokens=*/false);
     d.bytes = text.size();
     docs.push_back(std::move(d));
@@ -46,7 +46,7 @@ std::vector<Doc> text_documents(const model::Pretrained& pt, const PerplexityOpt
 std::vector<Doc> shard_documents(const model::Pretrained& pt, const PerplexityOptions& o) {
   const tok::Tokenizer& tk = detail::tokenizer_of(pt);
   data::Dataset ds(o.data, tk.fingerprint());
-  const tok::TokenId bos = detail::bos_of(pt);
+  const tok::TokenId bos = detail::bos_of(pt), start = detail::document_start(pt);
   std::vector<Doc> docs;
   for (size_t s = 0; s < ds.n_shards(); ++s) {
     const data::ShardReader& sh = ds.shard(s);
@@ -56,7 +56,7 @@ std::vector<Doc> shard_documents(const model::Pretrained& pt, const PerplexityOp
       Doc d;
       d.source = fmt::format("{}:{}", sh.path().filename().string(), k);
       const std::vector<uint32_t> ids = sh.read(off[k], off[k + 1] - off[k]);
-      if (ids.empty() || ids.front() != bos) d.tokens.push_back(bos);
+      if (ids.empty() || ids.front() != bos) d.tokens.push_back(start);
       d.tokens.insert(d.tokens.end(), ids.begin(), ids.end());
       d.bytes = tk.decode(d.tokens, /*skip_special=*/true).size();
       docs.push_back(std::move(d));
@@ -141,7 +141,8 @@ EvalReport eval_perplexity(model::Pretrained& pt, const PerplexityOptions& o, Sa
   if (o.files.size() == 1) rep.task_fingerprint = file_fingerprint(o.files[0]);
   rep.checkpoint_fingerprint = pt.fingerprint;
   rep.settings = {{"window", W}, {"stride", S}, {"input", o.files.empty() ? "shards" : "text"},
-                  {"limit", o.common.limit}};
+                  {"limit", o.common.limit},
+                  {"document_start", pt.add_bos_token ? "bos" : "eos"}};
   rep.metrics.push_back({"nll", total.mean_nll(), std::nullopt});
   rep.metrics.push_back({"perplexity", total.perplexity(), std::nullopt});
   if (total.bytes > 0) rep.metrics.push_back({"bpb", total.bits_per_byte(), std::nullopt});

@@ -181,16 +181,18 @@ McRequest build_mc_request(const McItem& item, std::span<const McItem> shots) {
 std::vector<ScoredSequence> tokenize_mc(const tok::Tokenizer& tokenizer, const McRequest& r,
                                         std::optional<tok::TokenId> bos, size_t max_len) {
   const std::vector<tok::TokenId> prompt = tokenizer.encode(r.prompt, false);
+  DS_CHECK_AS(FormatError, bos || !prompt.empty(),
+              "an empty context and no BOS (add_bos_token false): nothing to condition on");
   std::vector<ScoredSequence> out;
   for (size_t k = 0; k < r.continuations.size(); ++k) {
     const std::vector<tok::TokenId> c = tokenizer.encode(r.continuations[k], false);
-    const size_t head = bos ? 1 : 0;
+    const size_t head = 1;   // the BOS, or the prompt's last token
     size_t drop = 0;
     if (max_len > 0) {
       if (head + c.size() > max_len)
         DS_THROW(FormatError, "choice {}: {} tokens do not fit --max-len {}", k, c.size(),
                  max_len);
-      const size_t total = head + prompt.size() + c.size();
+      const size_t total = (bos ? 1 : 0) + prompt.size() + c.size();
       drop = total > max_len ? total - max_len : 0;
     }
     ScoredSequence s;

@@ -148,11 +148,14 @@ Engine& engine_for(Session& s, int64_t max_prompt, int slots) {
   return *s.engine;
 }
 
+// BOS + the text's tokens (the text is not empty: refused earlier), as transformers encodes a
+// text: BOS only when the checkpoint's tokenizer_config.json says add_bos_token (or has none).
 std::vector<int32_t> tokenize_raw(const Session& s, const std::string& text) {
+  const tok::Tokenizer& tk = *s.pre.tokenizer;
   std::vector<int32_t> ids;
-  if (auto bos = s.pre.tokenizer->bos_id()) ids.push_back(int32_t(*bos));
-  for (tok::TokenId t : s.pre.tokenizer->encode(text, /*match_added_tokens=*/false))
-    ids.push_back(int32_t(t));
+  if (s.pre.add_bos_token)
+    if (auto bos = tk.bos_id()) ids.push_back(int32_t(*bos));
+  for (tok::TokenId t : tk.encode(text, /*match_added_tokens=*/false)) ids.push_back(int32_t(t));
   return ids;
 }
 

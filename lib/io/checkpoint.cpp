@@ -4,6 +4,7 @@
 #include "ds/io/checkpoint.hpp"
 
 #include <fcntl.h>
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -174,7 +175,22 @@ std::vector<fs::path> prune_checkpoints(const fs::path& run_dir, int keep_last,
   return removed;
 }
 
-int copy_tokenizer_files(const fs::path& src_dir_or_file, const fs::path& dst_dir) {
+std::optional<bool> add_bos_token_in(const fs::path& tokenizer_config) {
+  if (!io::is_regular_file(tokenizer_config)) return std::nullopt;
+  const auto j = nlohmann::ordered_json::parse(read_file(tokenizer_config), nullptr,
+                                               /*allow_exceptions=*/false);
+  if (!j.is_object())
+    DS_THROW(FormatError, "{}: not a JSON object (a tokenizer_config.json)",
+             tokenizer_config.string());
+  const auto it = j.find("add_bos_token");
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  if (!it->is_boolean())
+    DS_THROW(FormatError, "{}: add_bos_token must be true or false", tokenizer_config.string());
+  return it->get<bool>();
+}
+
+int copy_tokenizer_files(const TokenizerFiles& src, const fs::path& dst_dir) {
+  const fs::path src_dir_or_file = src.source;
   std::error_code ec;
   DS_CHECK_AS(IoError, fs::exists(src_dir_or_file, ec), "{}: tokenizer source does not exist",
               src_dir_or_file.string());
@@ -190,8 +206,15 @@ int copy_tokenizer_files(const fs::path& src_dir_or_file, const fs::path& dst_di
     write_file_atomic(dst_dir / "tokenizer.json", read_file(tok));
     ++n;
   }
-  if (io::is_regular_file(dir / "tokenizer_config.json")) {
-    write_file_atomic(dst_dir / "tokenizer_config.json", read_file(dir / "tokenizer_config.json"));
+  const fs::path tc = dir / "tokenizer_config.json";
+  if (io::is_regular_file(tc)) {
+    std::string text = read_file(tc);
+    if (src.add_bos_token && add_bos_token_in(tc).value_or(true) != *src.add_bos_token) {
+      auto j = nlohmann::ordered_json::parse(text);   // an object: add_bos_token_in checked
+      j["add_bos_token"] = *src.add_bos_token;
+      text = j.dump(2) + "\n";
+    }
+    write_file_atomic(dst_dir / "tokenizer_config.json", text);
     ++n;
   }
   return n;

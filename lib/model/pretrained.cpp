@@ -167,6 +167,7 @@ void load_tokenizer_files(Pretrained& pt, const PretrainedOptions& opt) {
     DS_THROW(FormatError, "{}: no tokenizer.json in the checkpoint directory", pt.dir.string());
   }
   const fs::path tc = pt.dir / "tokenizer_config.json";
+  pt.add_bos_token = io::add_bos_token_in(tc).value_or(true);
   if (!io::exists(tc)) {
     spdlog::info("{}: no tokenizer_config.json, using the built-in DeepSeek-V3 chat template",
                  pt.dir.string());

@@ -88,8 +88,9 @@ void check_flags(const RlOptions& o) {
 std::vector<int32_t> render(const detail::Run& r, const RlPrompt& p) {
   const tok::Tokenizer& tk = *r.policy.tokenizer;
   std::vector<int32_t> ids;
-  if (p.messages.empty() && !r.o.chat) {   // raw text after BOS, as ds-generate without --chat
-    if (auto bos = tk.bos_id()) ids.push_back(int32_t(*bos));
+  if (p.messages.empty() && !r.o.chat) {   // raw text as ds-generate without --chat: after
+    if (r.policy.add_bos_token)            // BOS when the policy's add_bos_token says so
+      if (auto bos = tk.bos_id()) ids.push_back(int32_t(*bos));
     for (tok::TokenId t : tk.encode(p.prompt, /*match_added_tokens=*/false))
       ids.push_back(int32_t(t));
     return ids;

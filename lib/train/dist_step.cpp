@@ -336,7 +336,7 @@ UpdateResult apply_update(const ops::Context& ctx, DistStep& d, ShardedAdamW& op
 }
 
 std::filesystem::path save_run_checkpoint(const std::filesystem::path& run_dir, int keep_last,
-                                          const std::string& tokenizer, bool bf16,
+                                          const io::TokenizerFiles& tokenizer, bool bf16,
                                           const model::ModelArgs& args,
                                           const model::ParamStore& params, ShardedAdamW& opt,
                                           const TrainerState& st, dist::Comm& world,

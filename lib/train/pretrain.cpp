@@ -55,6 +55,7 @@ struct Run {
   std::unique_ptr<DistRuntime> ranks;   // several ranks when ranks->active()
   std::unique_ptr<Schedule> sched;
   std::unique_ptr<WeightEma> ema;      // --ema-decay
+  io::TokenizerFiles tokenizer_files;   // --tokenizer, add_bos_token as the data has BOS
   TrainerState st;
   MetricsWriter metrics;
   ops::Context ctx;
@@ -65,6 +66,7 @@ struct Run {
   explicit Run(const PretrainOptions& opts) : o(opts) {}
   void init();
   void init_data();
+  void init_tokenizer_files();
   double evaluate(std::vector<double>* by_source = nullptr);
   double evaluate_source(const PackedLoader& l);
   double evaluate_dist(const PackedLoader& l);
@@ -83,6 +85,16 @@ std::string data_fingerprint(const data::Manifest& m, int64_t val) {
   for (const data::ShardEntry& s : m.shards)
     d += fmt::format("|{}:{}:{}:{}", s.file, s.tokens, s.documents, s.bytes);
   return hex64(xxh64(d));
+}
+
+// Whether the data has BOS before every document: ds-tokenize encode's provenance "add_bos"
+// (nullopt when the manifest does not say).
+std::optional<bool> data_add_bos(const data::Manifest& m) {
+  const json p = json::parse(m.extra_json, nullptr, /*allow_exceptions=*/false);
+  if (!p.is_object()) return std::nullopt;
+  const auto it = p.find("add_bos");
+  if (it == p.end() || !it->is_boolean()) return std::nullopt;
+  return it->get<bool>();
 }
 
 // Target positions of a batch: T per row, or those a best-fit row's loss mask keeps.
@@ -155,10 +167,38 @@ void Run::init_data() {
                 loader->size() > 1 ? fmt::format("--data {} (weight {:.3g}): ", o.data[i],
                                                  loader->weights()[i])
                                    : std::string());
+  init_tokenizer_files();
   std::string mix = "mixture";
   for (size_t i = 0; i < fps.size(); ++i)
     mix += fmt::format("|{}|{:.17g}", fps[i], loader->weights()[i]);
   st.data_fingerprint = fps.size() == 1 ? fps[0] : hex64(xxh64(mix));
+}
+
+// The checkpoints' tokenizer_config.json says add_bos_token as the data did (the sources'
+// manifests, when they all record it), so that ds-eval, ds-generate and transformers put BOS
+// before a text exactly when the model saw one before every document.
+void Run::init_tokenizer_files() {
+  tokenizer_files = io::TokenizerFiles(o.tokenizer);
+  std::optional<bool> bos = data_add_bos(datasets[0]->manifest());
+  for (size_t i = 1; i < datasets.size() && bos; ++i) {
+    const std::optional<bool> b = data_add_bos(datasets[i]->manifest());
+    if (b && *b != *bos)
+      DS_THROW(UsageError, "--data {} has BOS before every document and --data {} has none "
+               "(ds-tokenize encode --add-bos): encode the sources of a mixture alike",
+               o.data[*bos ? 0 : i], o.data[*bos ? i : 0]);
+    if (!b) bos.reset();
+  }
+  if (!bos || o.tokenizer.empty()) return;
+  tokenizer_files.add_bos_token = *bos;
+  const fs::path t(o.tokenizer);
+  const fs::path tc = (io::is_directory(t) ? t : t.parent_path()) / "tokenizer_config.json";
+  if (!*bos && !io::exists(tc)) {
+    if (ranks->main())
+      spdlog::warn("{}: absent, so the checkpoints will have none, and ds-eval and ds-generate "
+                   "will put BOS before a text this model never saw BOS in (add one with "
+                   "\"add_bos_token\": false)", tc.string());
+  } else if (io::exists(tc))
+    io::add_bos_token_in(tc);   // a malformed file fails now, not at the first checkpoint
 }
 
 void Run::init() {
@@ -365,11 +405,11 @@ void Run::save() {
     avg = &ema->average();
   }
   if (ranks->active())
-    save_run_checkpoint(o.out, o.keep_last, o.tokenizer, o.save_bf16, setup.args, params,
+    save_run_checkpoint(o.out, o.keep_last, tokenizer_files, o.save_bf16, setup.args, params,
                         ranks->opt(), st, ranks->topo().world(), avg);
   else
-    save_run_checkpoint(o.out, o.keep_last, o.tokenizer, o.save_bf16, setup.args, params, *opt, st,
-                        avg);
+    save_run_checkpoint(o.out, o.keep_last, tokenizer_files, o.save_bf16, setup.args, params,
+                        *opt, st, avg);
 }
 
 // One optimiser step.

@@ -130,8 +130,9 @@ int run_step_loop(const TrainerState& st, int64_t stop_after, const std::functio
   return agree ? 0 : interrupt_signal();   // one that arrived during the last step
 }
 
-fs::path save_run_checkpoint(const fs::path& run_dir, int keep_last, const std::string& tokenizer,
-                             bool bf16, const model::ModelArgs& args,
+fs::path save_run_checkpoint(const fs::path& run_dir, int keep_last,
+                             const io::TokenizerFiles& tokenizer, bool bf16,
+                             const model::ModelArgs& args,
                              const model::ParamStore& params, AdamW& opt,
                              const TrainerState& st, const model::ParamStore* ema) {
   SaveSpec spec;

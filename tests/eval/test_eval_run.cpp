@@ -3,8 +3,9 @@
 // windows (stride = window) equal hand-made chunks and a window covering the document does
 // not depend on the stride; batching does not change results; multiple choice accuracy is
 // the one computed by hand from logits; greedy generation matches a hand-written greedy loop,
-// in the plain and the chat layout; the report JSON fields; the CLI's outputs, exit codes and
-// one-line errors.
+// in the plain and the chat layout; with add_bos_token false, documents scored after EOS and
+// prompts without BOS; the report JSON fields; the CLI's outputs, exit codes and one-line
+// errors.
 // reference: include/ds/eval/run.hpp; spec §6.1.
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
@@ -551,4 +552,80 @@ TEST_CASE("ds-eval SIGTERM mid-run: exit 143, neither report nor sample log, no 
   CHECK_FALSE(fs::exists(log));
   CHECK_FALSE(fs::exists(out));
   CHECK(temp_files() == 0);
+}
+
+TEST_CASE("add_bos_token false: perplexity after EOS, mc and generate prompts without BOS") {
+  // A model trained on data without BOS (ds-pretrain writes add_bos_token false then): the
+  // scored documents start from EOS, the token before a document in such data, and prompts
+  // start with their text, as transformers encodes them.
+  Fixture fx;
+  io::write_file_atomic(fx.ckpt / "tokenizer_config.json", "{\"add_bos_token\": false}");
+  fx.pt = model::load_pretrained(fx.ckpt);
+  REQUIRE_FALSE(fx.pt.add_bos_token);
+  const tok::TokenId eos = *fx.pt.tokenizer->eos_id();
+  auto text_ids = [&](const std::string& s) { return fx.pt.tokenizer->encode(s, false); };
+
+  const std::string text = std::string(kText).substr(0, 40);
+  eval::PerplexityOptions po;
+  po.common = fx.common();
+  po.files = {fx.tmp.write("short.txt", text).string()};
+  const eval::EvalReport pr = eval::eval_perplexity(fx.pt, po);
+  std::vector<tok::TokenId> t{eos};
+  fx.pt.tokenizer->encode(text, t, false);
+  CHECK(metric(pr, "nll") == doctest::Approx(fx.nll(t) / double(t.size() - 1)).epsilon(1e-6));
+  CHECK(metric(pr, "nll") != doctest::Approx(fx.nll(fx.doc(text)) / double(t.size() - 1)));
+  CHECK(pr.to_json()["settings"]["document_start"] == "eos");
+
+  const fs::path items = fx.tmp.write(
+      "items.jsonl", "{\"q\": \"the hen sat on\", \"a\": \"a nest\", \"b\": \"the end\", "
+                     "\"label\": 1}\n");
+  eval::McOptions mo;
+  mo.common = fx.common();
+  mo.common.log_samples = (fx.tmp.path() / "mc.jsonl").string();
+  mo.task = items.string();
+  mo.context_field = "q";
+  mo.choice_fields = "a,b";
+  mo.gold_field = "label";
+  eval::eval_mc(fx.pt, mo);
+  const json rec = json::parse(io::read_file(mo.common.log_samples));
+  const auto q = text_ids("the hen sat on");
+  const std::vector<tok::TokenId> choice[2] = {text_ids(" a nest"), text_ids(" the end")};
+  for (size_t c = 0; c < 2; ++c) {
+    auto seq = q;
+    seq.insert(seq.end(), choice[c].begin(), choice[c].end());
+    CHECK(rec["loglik"][c].get<double>() ==
+          doctest::Approx(-fx.nll(seq, q.size())).epsilon(1e-6));
+  }
+  // --max-len cuts the prompt from the left, but one prompt token stays to condition on
+  const size_t longer = choice[1].size() > choice[0].size() ? 1 : 0;
+  mo.max_len = int64_t(choice[longer].size() + 1);
+  eval::eval_mc(fx.pt, mo);
+  std::vector<tok::TokenId> cut{q.back()};
+  cut.insert(cut.end(), choice[longer].begin(), choice[longer].end());
+  CHECK(json::parse(io::read_file(mo.common.log_samples))["loglik"][longer].get<double>() ==
+        doctest::Approx(-fx.nll(cut, 1)).epsilon(1e-6));
+
+  eval::GenOptions go;
+  go.common = fx.common(1);
+  go.common.log_samples = (fx.tmp.path() / "gen_log.jsonl").string();
+  go.task =
+      fx.tmp.write("gen.jsonl", "{\"question\": \"the ant ran to\", \"answer\": \"#### 4\"}\n")
+          .string();
+  go.shots = 0;
+  go.max_new_tokens = 6;
+  eval::eval_generate(fx.pt, go);
+  const std::string want =
+      fx.pt.tokenizer->decode(greedy_by_hand(fx, text_ids("Question: the ant ran to\nAnswer:"), 6));
+  CHECK(json::parse(io::read_file(go.common.log_samples))["completion"].get<std::string>() ==
+        want.substr(0, want.find("Question:")));
+
+  // true (or no tokenizer_config.json, the fixture's): BOS first, as before
+  io::write_file_atomic(fx.ckpt / "tokenizer_config.json", "{\"add_bos_token\": true}");
+  fx.pt = model::load_pretrained(fx.ckpt);
+  const eval::EvalReport pb = eval::eval_perplexity(fx.pt, po);
+  CHECK(metric(pb, "nll") == doctest::Approx(fx.nll(fx.doc(text)) / double(t.size() - 1)));
+  CHECK(pb.to_json()["settings"]["document_start"] == "bos");
+  io::write_file_atomic(fx.ckpt / "tokenizer_config.json", "{\"add_bos_token\": 1}");
+  CHECK_THROWS_WITH_AS(model::load_pretrained(fx.ckpt),
+                       doctest::Contains("add_bos_token must be true or false"), FormatError);
 }

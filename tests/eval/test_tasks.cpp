@@ -187,4 +187,20 @@ TEST_CASE("real PIQA validation set and DeepSeek tokenizer") {
   CHECK(cut[0].tokens[0] == 0);
   CHECK(cut[0].tokens.size() - cut[0].score_begin == seqs[0].tokens.size() - seqs[0].score_begin);
   CHECK_THROWS_AS(tokenize_mc(tok, r, 0u, 2), ds::FormatError);
+  // Without BOS (add_bos_token false): the prompt's tokens first; a cut keeps at least one of
+  // them before the continuation; an empty context has nothing to condition on.
+  const auto plain = tokenize_mc(tok, r, std::nullopt);
+  CHECK(std::vector<uint32_t>(plain[0].tokens) ==
+        std::vector<uint32_t>(seqs[0].tokens.begin() + 1, seqs[0].tokens.end()));
+  CHECK(plain[0].score_begin == seqs[0].score_begin - 1);
+  const size_t n_cont = seqs[0].tokens.size() - seqs[0].score_begin;
+  const auto tight = tokenize_mc(tok, r, std::nullopt, n_cont + 1);
+  CHECK(tight[0].score_begin == 1);
+  CHECK(tight[0].tokens[0] == plain[0].tokens[plain[0].score_begin - 1]);
+  CHECK_THROWS_AS(tokenize_mc(tok, r, std::nullopt, n_cont), ds::FormatError);
+  McRequest empty = r;
+  empty.prompt.clear();
+  CHECK_THROWS_WITH_AS(tokenize_mc(tok, empty, std::nullopt), doctest::Contains("no BOS"),
+                       ds::FormatError);
+  CHECK(tokenize_mc(tok, empty, 0u)[0].score_begin == 1);
 }

@@ -10,7 +10,8 @@
 # with "has no eh_proj.weight". A checkpoint's generation_config.json sets the defaults of the
 # flags not given (its sampling equals the same flags given; --generation-config none ignores
 # it; eos_token_id lists and stop_strings apply); a bad one fails before any output, naming
-# the file and field.
+# the file and field. A plain prompt starts with BOS only when the checkpoint's add_bos_token
+# says so.
 # Usage: e2e_generate.py --generate BIN --pretrain BIN --tokenize BIN --work DIR
 import argparse
 import json
@@ -167,6 +168,26 @@ def test_input_edges(a, model):
     rc, out, err = generate(a, gap, "", "--prompt", "the king", "--temperature", 50,
                             "--seed", 1, "--max-new-tokens", 300)
     check(rc == 0 and err == [], f"ids missing from the tokenizer never sampled: exit {rc} {err}")
+
+
+def test_bos(a, model):
+    """A plain prompt starts with BOS only when the checkpoint's tokenizer_config.json says
+    add_bos_token (ds-pretrain wrote false: its data has no BOS)."""
+    cfg_path = os.path.join(model, "tokenizer_config.json")
+    check(json.load(open(cfg_path)).get("add_bos_token") is False,
+          "the checkpoint of data without BOS says add_bos_token false")
+    with_bos = model_copy(a, model, "with_bos")
+    cfg = json.load(open(cfg_path))
+    cfg["add_bos_token"] = True
+    with open(os.path.join(with_bos, "tokenizer_config.json"), "w") as f:
+        json.dump(cfg, f)
+    seen = {}
+    for name, m in (("false", model), ("true", with_bos)):
+        rc, out, err = generate(a, m, "", "--prompt", "the king", "--max-new-tokens", 3, "--stats")
+        stats = [json.loads(l) for l in err if l.startswith("{")]
+        seen[name] = stats[0]["prompt_tokens"] if rc == 0 and stats else None
+    check(seen["true"] is not None and seen["false"] == seen["true"] - 1,
+          f"prompt tokens with add_bos_token false and true {seen}")
 
 
 def with_generation_config(a, model, name, content):
@@ -360,7 +381,7 @@ def main():
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     model = setup(a)
-    for fn in (test_jsonl, test_errors, test_input_edges, test_generation_config,
+    for fn in (test_jsonl, test_errors, test_input_edges, test_bos, test_generation_config,
                test_chat):
         fn(a, model)
     print(f"{len(FAILS)} failed" if FAILS else "all passed")

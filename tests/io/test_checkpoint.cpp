@@ -117,3 +117,47 @@ TEST_CASE("copy_tokenizer_files copies what is present") {
   fs::remove_all(dst);
   fs::remove_all(dst2);
 }
+
+TEST_CASE("copy_tokenizer_files sets add_bos_token as the training data had BOS") {
+  using ds::io::TokenizerFiles;
+  fs::path src = fresh_dir("tokb_src"), dst = fresh_dir("tokb_dst");
+  ds::io::write_file_atomic(src / "tokenizer.json", "{\"model\":1}");
+  const fs::path tc = src / "tokenizer_config.json", out = dst / "tokenizer_config.json";
+  auto copy = [&](std::optional<bool> bos) {
+    TokenizerFiles f(src);
+    f.add_bos_token = bos;
+    return ds::io::copy_tokenizer_files(f, dst);
+  };
+  // absent key = true (transformers' Llama default): "true" keeps the bytes, "false" sets it
+  // after the other keys, which keep their order
+  const std::string cfg = "{\"z\": 1, \"chat_template\": \"\u00e9\", \"a\": [2]}";
+  ds::io::write_file_atomic(tc, cfg);
+  CHECK(copy(true) == 2);
+  CHECK(ds::io::read_file(out) == cfg);
+  CHECK(ds::io::add_bos_token_in(out) == std::nullopt);
+  CHECK(copy(false) == 2);
+  CHECK(ds::io::read_file(out) ==
+        "{\n  \"z\": 1,\n  \"chat_template\": \"\u00e9\",\n  \"a\": [\n    2\n  ],\n"
+        "  \"add_bos_token\": false\n}\n");
+  CHECK(ds::io::add_bos_token_in(out) == false);
+  // a config that says false, trained with BOS: set to true in place; nullopt copies as is
+  ds::io::write_file_atomic(tc, "{\"add_bos_token\": false, \"b\": 1}");
+  CHECK(copy(std::nullopt) == 2);
+  CHECK(ds::io::read_file(out) == "{\"add_bos_token\": false, \"b\": 1}");
+  CHECK(copy(true) == 2);
+  CHECK(ds::io::read_file(out) == "{\n  \"add_bos_token\": true,\n  \"b\": 1\n}\n");
+  CHECK(ds::io::add_bos_token_in(out) == true);
+  // null is "not said"; a missing file too; the wrong type or not an object: FormatError
+  ds::io::write_file_atomic(tc, "{\"add_bos_token\": null}");
+  CHECK(ds::io::add_bos_token_in(tc) == std::nullopt);
+  CHECK(ds::io::add_bos_token_in(src / "absent.json") == std::nullopt);
+  ds::io::write_file_atomic(tc, "{\"add_bos_token\": \"yes\"}");
+  CHECK_THROWS_WITH_AS(ds::io::add_bos_token_in(tc),
+                       doctest::Contains("add_bos_token must be true or false"), ds::FormatError);
+  CHECK_THROWS_AS(copy(false), ds::FormatError);
+  ds::io::write_file_atomic(tc, "[1, 2");
+  CHECK_THROWS_WITH_AS(copy(false), doctest::Contains("tokenizer_config.json: not a JSON object"),
+                       ds::FormatError);
+  fs::remove_all(src);
+  fs::remove_all(dst);
+}

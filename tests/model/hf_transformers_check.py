@@ -9,7 +9,8 @@
             accelerate, else that part is skipped).
 
 Per document the summed negative log-likelihood must agree to 2e-5 relative, and the greedy
-continuations must be the same text. Two configurations: YaRN with grouped routing, a query
+continuations must be the same text; both after BOS where the checkpoint's tokenizer_config.json
+says add_bos_token (the BF16 copies), else documents after EOS and the prompt alone. Two configurations: YaRN with grouped routing, a query
 LoRA, norm_topk_prob and routed_scaling_factor 2.5; and plain RoPE with q_proj (no query
 LoRA), one group, norm_topk_prob false and two shared experts. A YaRN config whose mscale keys
 make transformers scale cos/sin must be refused by ds (ConfigError, exit 1).
@@ -75,15 +76,24 @@ def worker(job):
             c["dir"], dtype=torch.float32, experts_implementation="eager",
             output_loading_info=True, **extra)
         model.eval()
+        # ds's convention (docs/formats.md): BOS before a text when tokenizer_config.json says
+        # add_bos_token (or nothing); without it a scored document starts from EOS
+        cfg_path = os.path.join(c["dir"], "tokenizer_config.json")
+        add_bos = True
+        if os.path.exists(cfg_path):
+            with open(cfg_path) as f:
+                add_bos = json.load(f).get("add_bos_token")
+            add_bos = True if add_bos is None else add_bos
         bos = model.config.bos_token_id
+        start = bos if add_bos else model.config.eos_token_id
         nll = []
         for text in DOCS:
-            ids = torch.tensor([[bos] + tok.encode(text, add_special_tokens=False).ids])
+            ids = torch.tensor([[start] + tok.encode(text, add_special_tokens=False).ids])
             with torch.no_grad():
                 logits = model(ids).logits[0].double()
             lp = torch.log_softmax(logits[:-1], -1).gather(1, ids[0, 1:, None]).sum()
             nll.append(-lp.item())
-        ids = [bos] + tok.encode(PROMPT, add_special_tokens=False).ids
+        ids = [bos] * add_bos + tok.encode(PROMPT, add_special_tokens=False).ids
         with torch.no_grad():
             gen = model.generate(torch.tensor([ids]), max_new_tokens=NEW_TOKENS, do_sample=False,
                                  eos_token_id=model.config.eos_token_id)
@@ -190,6 +200,13 @@ def main():
         for d in (m["out"], m["out_bf16"]):
             for f in ("tokenizer.json", "tokenizer_config.json"):
                 shutil.copy(w("tok", f), d)
+        # ds-tokenize's tokenizer_config.json says add_bos_token false (as ds-pretrain's
+        # checkpoints of data without BOS): the BF16 copies take the other way, BOS first
+        with open(os.path.join(m["out_bf16"], "tokenizer_config.json")) as f:
+            tc = json.load(f)
+        tc["add_bos_token"] = True
+        with open(os.path.join(m["out_bf16"], "tokenizer_config.json"), "w") as f:
+            json.dump(tc, f, indent=2)
     with open(w("hf_case_a", "config.json")) as f:
         saved = json.load(f)
     check("rope_parameters" in saved or "rope_scaling" in saved,

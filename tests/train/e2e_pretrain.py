@@ -6,8 +6,8 @@
 # --moe-gemm loop vs grouped (bf16 and fp8), --packing best-fit (bit-exact resume, the same
 # losses however the step is split into micro-batches, a resume with the other packing refused),
 # --ema-decay (the weight average's recurrence bit for bit, its resume, training unchanged by
-# it), a --data mixture (rows dealt by weight, bit-exact resume, other mixtures refused), and
-# bad input (one stderr line, exit 1 or 2, no checkpoint left behind).
+# it), a --data mixture (rows dealt by weight, bit-exact resume, other mixtures refused), the
+# checkpoints' add_bos_token following the data's BOS, and bad input (one stderr line, exit 1 or 2, no checkpoint left behind).
 # Usage: e2e_pretrain.py --pretrain BIN --tokenize BIN --work DIR [--only NAME]
 import argparse
 import json
@@ -435,6 +435,30 @@ def test_mix(P, tok, data, work):
     check(rc == 2 and len(lines) == 1 and "share one tokenizer" in lines[0] and
           not os.path.exists(os.path.join(work, "mix_bad", "step-00000002")),
           f"mix: a source of another tokenizer refused: {rc} {lines}")
+    # BOS: the checkpoints' tokenizer_config.json says add_bos_token as the data did (the
+    # trained tokenizer's says false: kept); sources that differ in it are refused
+    def add_bos_token(ckpt):
+        return json.load(open(os.path.join(ckpt, "tokenizer_config.json"))).get("add_bos_token")
+    check(add_bos_token(os.path.join(a, "step-00000006")) is False,
+          "bos: data without BOS, the checkpoint says add_bos_token false")
+    data_bos = os.path.join(work, "data_bos")
+    ok(os.environ["DS_TOKENIZE_BIN"], "encode", "--tokenizer", tok, "--out", data_bos,
+       "--doc-split", "blank-line", "--add-bos", "--force", text)
+    bos_run = os.path.join(work, "bos_run")
+    shutil.rmtree(bos_run, ignore_errors=True)
+    ok(P, *base_args(tok, data_bos, bos_run, 1), "--ema-decay", 0.9)
+    cfg = json.load(open(os.path.join(bos_run, "step-00000001", "tokenizer_config.json")))
+    own = json.load(open(os.path.join(os.path.dirname(tok), "tokenizer_config.json")))
+    del cfg["add_bos_token"], own["add_bos_token"]
+    check(add_bos_token(os.path.join(bos_run, "step-00000001")) is True and
+          add_bos_token(os.path.join(bos_run, "step-00000001", "ema")) is True and cfg == own,
+          "bos: data with BOS, the checkpoint (and its ema/) says add_bos_token true, the rest "
+          "of tokenizer_config.json as it was")
+    rc, _, err = run(P, *args(os.path.join(work, "mix_bad"), 2, "--data", data_bos,
+                              weights="1,1,1"))
+    lines = [l for l in err.splitlines() if l.strip()]
+    check(rc == 2 and len(lines) == 1 and "encode the sources of a mixture alike" in lines[0],
+          f"bos: a mixture of sources with and without BOS refused: {rc} {lines}")
 
 
 def read_f32(path):

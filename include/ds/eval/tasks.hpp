@@ -76,8 +76,10 @@ struct ScoredSequence {
   size_t bytes = 0;   // UTF-8 bytes of the continuation (normalisation of acc_norm)
 };
 
-// add_bos prepends BOS id 0-style `bos`; max_len > 0 drops prompt tokens from the left (after
-// the BOS) until it fits; FormatError if the continuation alone does not fit.
+// Each choice as `bos` (when given) + prompt + continuation; max_len > 0 drops prompt tokens
+// from the left (after the BOS) until it fits. Without a BOS the first continuation token is
+// conditioned on the last prompt token, which is always kept. FormatError if the continuation
+// alone does not fit, or there is neither BOS nor prompt.
 std::vector<ScoredSequence> tokenize_mc(const tok::Tokenizer& tokenizer, const McRequest& r,
                                         std::optional<tok::TokenId> bos, size_t max_len = 0);
 

@@ -61,9 +61,31 @@ std::optional<fs::path> checkpoint_in(const fs::path& dir);
 std::vector<fs::path> prune_checkpoints(const fs::path& run_dir, int keep_last,
                                         const std::string& prefix = "step-");
 
+// The tokenizer files a checkpoint gets: from `source` (a tokenizer directory, or a tokenizer
+// .json file and the tokenizer_config.json beside it; "" = none), with tokenizer_config.json's
+// add_bos_token set to what the training data did when that is known, so that ds-eval,
+// ds-generate and transformers put BOS before a text exactly when the model was trained so.
+struct TokenizerFiles {
+  std::string source;
+  std::optional<bool> add_bos_token;   // nullopt: tokenizer_config.json copied as it is
+  TokenizerFiles() = default;
+  TokenizerFiles(std::string src) : source(std::move(src)) {}   // NOLINT: implicit on purpose
+  TokenizerFiles(const char* src) : source(src) {}              // NOLINT
+  TokenizerFiles(const fs::path& src) : source(src.string()) {}  // NOLINT
+  bool empty() const { return source.empty(); }
+};
+
 // Copies tokenizer.json and tokenizer_config.json (each if present) from a tokenizer
 // directory, or from the directory of a given tokenizer .json file (copied as tokenizer.json),
-// into dst_dir. Returns the number of files copied; IoError if src does not exist.
-int copy_tokenizer_files(const fs::path& src_dir_or_file, const fs::path& dst_dir);
+// into dst_dir. With add_bos_token set and a tokenizer_config.json whose add_bos_token (absent
+// = true) differs, the copy has the field set (other keys kept in order; FormatError naming the
+// file when it is not a JSON object). Returns the number of files copied; IoError if the
+// source does not exist.
+int copy_tokenizer_files(const TokenizerFiles& src, const fs::path& dst_dir);
+
+// tokenizer_config.json's add_bos_token: nullopt when the file or the key is absent (or null);
+// FormatError naming the file when it is not a JSON object or the key is not a boolean.
+// Hugging Face's Llama tokenizers, DeepSeek-V3's among them, default to true.
+std::optional<bool> add_bos_token_in(const fs::path& tokenizer_config);
 
 }  // namespace ds::io

@@ -151,7 +151,7 @@ UpdateResult apply_update(const ops::Context& ctx, DistStep& d, ShardedAdamW& op
 // same directory (docs/formats.md "Checkpoints written by several ranks"); rank 0 prunes.
 // Collective over world.
 std::filesystem::path save_run_checkpoint(const std::filesystem::path& run_dir, int keep_last,
-                                          const std::string& tokenizer, bool bf16,
+                                          const io::TokenizerFiles& tokenizer, bool bf16,
                                           const model::ModelArgs& args,
                                           const model::ParamStore& params, ShardedAdamW& opt,
                                           const TrainerState& st, dist::Comm& world,

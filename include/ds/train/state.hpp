@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "ds/io/checkpoint.hpp"
 #include "ds/model/config.hpp"
 #include "ds/model/params.hpp"
 #include "ds/train/data_loader.hpp"
@@ -49,7 +50,7 @@ struct TrainerState {
 
 struct SaveSpec {
   std::filesystem::path dir;      // final checkpoint directory (published atomically)
-  std::string tokenizer;          // tokenizer.json to copy ("" = none)
+  io::TokenizerFiles tokenizer;   // tokenizer files to copy ("" = none)
   bool bf16 = false;
   uint64_t max_shard_bytes = 4ull << 30;   // one process only: ranks write one file each
   int keep_last = 0;              // > 0: once published, delete all but the newest keep_last

@@ -74,10 +74,11 @@ int run_step_loop(const TrainerState& st, int64_t stop_after, const std::functio
 
 // Writes run_dir/step-NNNNNNNN (st.step) atomically with the training state (and `ema`, the
 // weights' moving average, as its ema/ model directory when given), copies the tokenizer
-// files from `tokenizer` (a tokenizer.json or its directory; "" = none), then deletes all but
+// files from `tokenizer` (a tokenizer.json or its directory; "" = none; its add_bos_token
+// set into tokenizer_config.json when given), then deletes all but
 // the keep_last newest checkpoints. Returns the checkpoint directory.
 std::filesystem::path save_run_checkpoint(const std::filesystem::path& run_dir, int keep_last,
-                                          const std::string& tokenizer, bool bf16,
+                                          const io::TokenizerFiles& tokenizer, bool bf16,
                                           const model::ModelArgs& args,
                                           const model::ParamStore& params, AdamW& opt,
                                           const TrainerState& st,
