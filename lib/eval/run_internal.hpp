@@ -28,7 +28,7 @@ const tok::Tokenizer& tokenizer_of(const model::Pretrained& pt);   // FormatErro
 tok::TokenId bos_of(const model::Pretrained& pt);   // tokenizer's BOS, else config bos_token_id
 tok::TokenId eos_of(const model::Pretrained& pt);   // tokenizer's EOS, else config eos_token_id
 // What a plain text (a prompt, a question) starts with: BOS when the model's
-// tokenizer_config.json says add_bos_token (or has none), else nothing, as transformers does.
+// tokenizer_config.json says add_bos_token (or has none), else nothing.
 std::optional<tok::TokenId> text_bos(const model::Pretrained& pt);
 // What a document scored whole (perplexity) is conditioned on before its first token: BOS as
 // above, else EOS, the token before a document in data encoded without BOS (and the

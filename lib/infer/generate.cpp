@@ -148,8 +148,8 @@ Engine& engine_for(Session& s, int64_t max_prompt, int slots) {
   return *s.engine;
 }
 
-// BOS + the text's tokens (the text is not empty: refused earlier), as transformers encodes a
-// text: BOS only when the checkpoint's tokenizer_config.json says add_bos_token (or has none).
+// BOS + the text's tokens (the text is not empty: refused earlier); BOS only when the
+// checkpoint's tokenizer_config.json says add_bos_token (or has none).
 std::vector<int32_t> tokenize_raw(const Session& s, const std::string& text) {
   const tok::Tokenizer& tk = *s.pre.tokenizer;
   std::vector<int32_t> ids;

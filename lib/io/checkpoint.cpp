@@ -177,8 +177,12 @@ std::vector<fs::path> prune_checkpoints(const fs::path& run_dir, int keep_last,
 
 std::optional<bool> add_bos_token_in(const fs::path& tokenizer_config) {
   if (!io::is_regular_file(tokenizer_config)) return std::nullopt;
-  const auto j = nlohmann::ordered_json::parse(read_file(tokenizer_config), nullptr,
-                                               /*allow_exceptions=*/false);
+  nlohmann::ordered_json j;
+  try {
+    j = nlohmann::ordered_json::parse(read_file(tokenizer_config));
+  } catch (const nlohmann::json::parse_error& e) {
+    DS_THROW(FormatError, "{}: invalid JSON at byte {}", tokenizer_config.string(), e.byte);
+  }
   if (!j.is_object())
     DS_THROW(FormatError, "{}: not a JSON object (a tokenizer_config.json)",
              tokenizer_config.string());

@@ -88,6 +88,10 @@ void check_flags(const SftOptions& o, bool need_out) {
 // Tokenizer, chat template and samples, as both sft() and check_data() need them.
 struct DataSetup {
   std::string tokenizer_path;
+  // copied into checkpoints, with --init's add_bos_token: the chat template puts BOS first,
+  // but plain text goes on as the model was pre-trained (a --tokenizer from elsewhere, such as
+  // ds-tokenize's directory, would otherwise change it)
+  io::TokenizerFiles tokenizer_files;
   std::optional<tok::Tokenizer> tok;
   infer::ChatTemplate tmpl = infer::ChatTemplate::deepseek_v3();
   SampleSet train, val;
@@ -109,6 +113,9 @@ DataSetup load_data(const SftOptions& o) {
   if (!io::exists(d.tokenizer_path))
     DS_THROW(UsageError, "{}: no tokenizer (give --tokenizer)", d.tokenizer_path);
   d.tok.emplace(tok::Tokenizer::from_file(d.tokenizer_path));
+  d.tokenizer_files = io::TokenizerFiles(d.tokenizer_path);
+  d.tokenizer_files.add_bos_token =
+      io::add_bos_token_in(fs::path(o.init) / "tokenizer_config.json").value_or(true);
   // another tokenizer than the one --init was trained with: its ids must mean the same tokens
   // (one that adds tokens after them is accepted), else every id would change meaning
   if (const fs::path own = fs::path(o.init) / "tokenizer.json";
@@ -364,11 +371,11 @@ double Run::evaluate() {
 void Run::save() {
   st.data = stream->state();
   if (ranks->active())
-    train::save_run_checkpoint(o.out, o.keep_last, data.tokenizer_path, o.save_bf16, args, params,
-                               ranks->opt(), st, ranks->topo().world());
+    train::save_run_checkpoint(o.out, o.keep_last, data.tokenizer_files, o.save_bf16, args,
+                               params, ranks->opt(), st, ranks->topo().world());
   else
-    train::save_run_checkpoint(o.out, o.keep_last, data.tokenizer_path, o.save_bf16, args, params,
-                               *opt, st);
+    train::save_run_checkpoint(o.out, o.keep_last, data.tokenizer_files, o.save_bf16, args,
+                               params, *opt, st);
 }
 
 void Run::step_once(train::Progress& progress) {

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <exception>
 #include <filesystem>
 
 #include "ds/core/error.hpp"
@@ -55,7 +56,7 @@ struct Run {
   std::unique_ptr<DistRuntime> ranks;   // several ranks when ranks->active()
   std::unique_ptr<Schedule> sched;
   std::unique_ptr<WeightEma> ema;      // --ema-decay
-  io::TokenizerFiles tokenizer_files;   // --tokenizer, add_bos_token as the data has BOS
+  io::TokenizerFiles tokenizer_files;  // --tokenizer, add_bos_token as the data has BOS
   TrainerState st;
   MetricsWriter metrics;
   ops::Context ctx;
@@ -74,8 +75,38 @@ struct Run {
   void init_ema();
   void save();
   void step_once(Progress& progress);
+  template <class F>
+  void read_data(F&& read);
   int64_t saved_step = -1;   // the step of the last checkpoint this invocation wrote
+  int64_t start_step = 0;    // the step this invocation started from
+  // The data position after the last completed step (what a checkpoint records): a read that
+  // fails half-way through a step may have moved the loader already.
+  std::vector<LoaderState> done_pos;
+  bool data_failed = false;  // a read of the data failed (on some rank): see read_data
 };
+
+// Runs `read`, a read of the training or held-out data. When it throws (a corrupt block, a
+// failed read), the run is marked, so that pretrain() saves the last completed step before the
+// error ends it (the default --save-every 0 would otherwise lose the whole run to one bad
+// block). With several ranks the outcome is agreed first: every rank stops, and saves,
+// together; the ranks whose own read succeeded report the other's failure.
+template <class F>
+void Run::read_data(F&& read) {
+  std::exception_ptr err;
+  try {
+    read();
+  } catch (const Interrupted&) {
+    throw;
+  } catch (const Error&) {
+    err = std::current_exception();
+  }
+  const bool any = ranks->active() ? ranks->step().agree_stop(err != nullptr) : err != nullptr;
+  if (!any) return;
+  data_failed = true;
+  if (err) std::rethrow_exception(err);
+  DS_THROW(IoError, "rank {}: another rank could not read the data (its error names the file)",
+           ranks->topo().world().rank());
+}
 
 // What a checkpoint's data position refers to: the shards in order (name, counts, size), the
 // tokenizer and the held-out split. A resume on other data would continue at a position of a
@@ -175,30 +206,40 @@ void Run::init_data() {
 }
 
 // The checkpoints' tokenizer_config.json says add_bos_token as the data did (the sources'
-// manifests, when they all record it), so that ds-eval, ds-generate and transformers put BOS
-// before a text exactly when the model saw one before every document.
+// manifests, when they all record it), so that ds-eval, ds-generate and ds-rl put BOS before a
+// plain text exactly when the model saw one before every document.
 void Run::init_tokenizer_files() {
   tokenizer_files = io::TokenizerFiles(o.tokenizer);
-  std::optional<bool> bos = data_add_bos(datasets[0]->manifest());
-  for (size_t i = 1; i < datasets.size() && bos; ++i) {
+  std::optional<size_t> with, without;   // a source that has BOS, one that has none
+  bool unknown = false;                  // a manifest that does not say
+  for (size_t i = 0; i < datasets.size(); ++i) {
     const std::optional<bool> b = data_add_bos(datasets[i]->manifest());
-    if (b && *b != *bos)
-      DS_THROW(UsageError, "--data {} has BOS before every document and --data {} has none "
-               "(ds-tokenize encode --add-bos): encode the sources of a mixture alike",
-               o.data[*bos ? 0 : i], o.data[*bos ? i : 0]);
-    if (!b) bos.reset();
+    if (!b) unknown = true;
+    else if (*b && !with) with = i;
+    else if (!*b && !without) without = i;
   }
-  if (!bos || o.tokenizer.empty()) return;
-  tokenizer_files.add_bos_token = *bos;
+  if (with && without)
+    DS_THROW(UsageError, "--data {} has BOS before every document and --data {} has none "
+             "(ds-tokenize encode --add-bos): encode the sources of a mixture alike",
+             o.data[*with], o.data[*without]);
+  if (unknown || o.tokenizer.empty()) return;
+  const bool bos = with.has_value();
+  tokenizer_files.add_bos_token = bos;
   const fs::path t(o.tokenizer);
   const fs::path tc = (io::is_directory(t) ? t : t.parent_path()) / "tokenizer_config.json";
-  if (!*bos && !io::exists(tc)) {
-    if (ranks->main())
-      spdlog::warn("{}: absent, so the checkpoints will have none, and ds-eval and ds-generate "
-                   "will put BOS before a text this model never saw BOS in (add one with "
-                   "\"add_bos_token\": false)", tc.string());
-  } else if (io::exists(tc))
-    io::add_bos_token_in(tc);   // a malformed file fails now, not at the first checkpoint
+  if (io::exists(tc)) io::add_bos_token_in(tc);   // a malformed file fails now, not at a save
+  if (!ranks->main()) return;
+  if (!bos && !io::exists(tc))
+    spdlog::warn("{}: absent, so the checkpoints will have none, and ds-eval and ds-generate "
+                 "will put BOS before a text this model never saw BOS in (add one with "
+                 "\"add_bos_token\": false)", tc.string());
+  // a change of convention: --resume-new-data, or a checkpoint of ds before 2026-12-07 (which
+  // copied the field as it was)
+  const fs::path saved = setup.resume_from / "tokenizer_config.json";
+  if (setup.resume_from.empty() || !io::exists(saved)) return;
+  if (const bool had = io::add_bos_token_in(saved).value_or(true); had != bos)
+    spdlog::warn("{}: add_bos_token {}, but this run's data has {} BOS: its checkpoints will "
+                 "say {}", saved.string(), had, bos ? "a" : "no", bos);
 }
 
 void Run::init() {
@@ -292,6 +333,8 @@ void Run::init() {
     spdlog::info("resumed from {} at step {} ({} tokens)", setup.resume_from.string(), st.step,
                  st.tokens_seen);
   }
+  start_step = st.step;
+  done_pos = loader->state();
   init_ema();
   // a fresh run (step 0) starts the file over; an existing file must hold metrics lines
   if (ranks->main()) metrics.open(o.metrics, st.step);
@@ -347,7 +390,7 @@ double Run::evaluate_source(const PackedLoader& l) {
     int64_t first = i * B, b = std::min(B, n_val - first);
     model::Batch batch;
     batch.tokens = Tensor::empty({b, o.seq_len + 1}, DType::i32);
-    l.val_batch(first, b, batch.tokens);
+    read_data([&] { l.val_batch(first, b, batch.tokens); });
     auto r = model->forward_loss(ctx, batch, w);
     sum += r.loss_main * double(b);
     n += b;
@@ -363,14 +406,16 @@ double Run::evaluate_dist(const PackedLoader& l) {
       std::max<int64_t>(1, o.micro_batch_size > 0 ? o.micro_batch_size : o.batch_size);
   const int64_t batches = std::min<int64_t>(o.eval_batches, (n_val + B - 1) / B);
   std::vector<MicroBatch> mine;
-  for (int64_t i : ranks->eval_batches(batches)) {
-    const int64_t first = std::max<int64_t>(0, i) * B, b = std::min(B, n_val - first);
-    MicroBatch m;
-    m.batch.tokens = Tensor::empty({b, o.seq_len + 1}, DType::i32);
-    l.val_batch(first, b, m.batch.tokens);
-    m.dummy = i < 0;
-    mine.push_back(std::move(m));
-  }
+  read_data([&] {   // every rank, then one agreement
+    for (int64_t i : ranks->eval_batches(batches)) {
+      const int64_t first = std::max<int64_t>(0, i) * B, b = std::min(B, n_val - first);
+      MicroBatch m;
+      m.batch.tokens = Tensor::empty({b, o.seq_len + 1}, DType::i32);
+      l.val_batch(first, b, m.batch.tokens);
+      m.dummy = i < 0;
+      mine.push_back(std::move(m));
+    }
+  });
   const auto [sum, weight] = ranks->step().forward_loss(ctx, mine);
   return weight > 0 ? sum / weight : NAN;
 }
@@ -396,7 +441,7 @@ double Run::evaluate_ema() {
 void Run::save() {
   if (saved_step == st.step) return;   // --save-every already wrote this step (--stop-after)
   saved_step = st.step;
-  const std::vector<LoaderState> pos = loader->state();
+  const std::vector<LoaderState>& pos = done_pos;
   st.data = pos[0];
   st.data_sources = pos.size() > 1 ? pos : std::vector<LoaderState>{};
   const model::ParamStore* avg = nullptr;
@@ -426,7 +471,8 @@ void Run::step_once(Progress& progress) {
   UpdateResult u;
   // the step's rows (one data position for every rank); a micro-batch's losses weigh its share
   // of the step's targets (b/B with stride rows, all full)
-  const model::Batch all = loader->next(B);
+  model::Batch all;
+  read_data([&] { all = loader->next(B); });
   const int64_t W = count_targets(all);
   auto micro_batch = [&](int64_t first, int64_t b) {
     MicroBatch m;
@@ -461,6 +507,7 @@ void Run::step_once(Progress& progress) {
     if (ema) ema->wait();
     u = apply_update(ctx, *model, *opt, st, acc, lr, gamma, o.skip_nonfinite, o.out);
   }
+  done_pos = loader->state();
   // n = the updates before this one (resumed runs continue the count)
   if (ema && u.applied) ema->start_update(st.optimizer_steps - 1);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -475,15 +522,24 @@ void Run::step_once(Progress& progress) {
          {"tokens_per_s", tps}, {"skipped", !u.applied}};
   j["maxvio"] = acc.maxvio();
   if (loader->size() > 1) j["rows_by_data"] = loader->rows_per_source();
+  if (ranks->active() && ranks->topo().layout().pp > 1)
+    j["pipeline_bubble"] = ranks->step().timing().last_bubble();
+  if (ranks->active() && ranks->topo().layout().ep > 1) j["a2a_bytes"] = acc.a2a_bytes;
   bool eval_now = o.eval_every > 0 && (st.step % o.eval_every == 0 || st.step == st.total_steps);
   if (eval_now) {
     ctx.prof = nullptr;                  // the profile covers training steps only
     std::vector<double> by_source;
-    double v = evaluate(&by_source);
+    double v = NAN, ve = NAN;
+    try {
+      v = evaluate(&by_source);
+      if (ema) ve = evaluate_ema();
+    } catch (...) {   // the step is done: its line, then its checkpoint (see read_data)
+      if (data_failed) metrics.write(j.dump());
+      throw;
+    }
     if (std::isfinite(v)) j["val_loss"] = v;
     if (by_source.size() > 1) j["val_loss_by_data"] = by_source;
     if (ema) {
-      const double ve = evaluate_ema();
       if (std::isfinite(ve)) j["val_loss_ema"] = ve;
       spdlog::info("step {}: validation loss {:.4f}, of the weight average {:.4f}", st.step, v,
                    ve);
@@ -492,9 +548,6 @@ void Run::step_once(Progress& progress) {
     }
     if (o.profile) ctx.prof = &prof;
   }
-  if (ranks->active() && ranks->topo().layout().pp > 1)
-    j["pipeline_bubble"] = ranks->step().timing().last_bubble();
-  if (ranks->active() && ranks->topo().layout().ep > 1) j["a2a_bytes"] = acc.a2a_bytes;
   metrics.write(j.dump());
   if (ranks->main()) progress.update(st.step, acc.loss, lr, tps);
   if (o.save_every > 0 && st.step % o.save_every == 0 && st.step < st.total_steps) save();
@@ -530,7 +583,25 @@ void pretrain(const PretrainOptions& opts) {
   std::function<bool(bool)> agree;
   if (distributed) agree = [&](bool local) { return run.ranks->step().agree_stop(local); };
   InterruptScope interrupts(InterruptScope::Repeat::kIgnored);   // over the loop and the save
-  const int sig = run_step_loop(run.st, opts.stop_after, [&] { run.step_once(progress); }, agree);
+  int sig = 0;
+  try {
+    sig = run_step_loop(run.st, opts.stop_after, [&] { run.step_once(progress); }, agree);
+  } catch (const Error&) {
+    if (!run.data_failed) throw;
+    // the data failed to read: the steps done so far are kept (a resume once the data is
+    // repaired continues them), and the read's error is the one reported
+    if (run.st.step > run.start_step) {
+      if (run.ranks->main()) progress.finish();
+      spdlog::warn("the data could not be read after step {}: saving its checkpoint",
+                   run.st.step);
+      try {
+        run.save();
+      } catch (const std::exception& e) {
+        spdlog::error("{}", e.what());
+      }
+    }
+    throw;
+  }
   const bool interrupted = sig != 0;
   if (run.ranks->main()) progress.finish();
   if (interrupted) spdlog::warn("signal {} received: saving a checkpoint and stopping", sig);

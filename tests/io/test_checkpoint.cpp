@@ -155,8 +155,12 @@ TEST_CASE("copy_tokenizer_files sets add_bos_token as the training data had BOS"
   CHECK_THROWS_WITH_AS(ds::io::add_bos_token_in(tc),
                        doctest::Contains("add_bos_token must be true or false"), ds::FormatError);
   CHECK_THROWS_AS(copy(false), ds::FormatError);
-  ds::io::write_file_atomic(tc, "[1, 2");
+  ds::io::write_file_atomic(tc, "[1, 2]");
   CHECK_THROWS_WITH_AS(copy(false), doctest::Contains("tokenizer_config.json: not a JSON object"),
+                       ds::FormatError);
+  ds::io::write_file_atomic(tc, "{\"add_bos_token\": tru");
+  CHECK_THROWS_WITH_AS(copy(false),
+                       doctest::Contains("tokenizer_config.json: invalid JSON at byte"),
                        ds::FormatError);
   fs::remove_all(src);
   fs::remove_all(dst);

@@ -4,7 +4,7 @@
 # the final weights / optimiser state byte for byte), SIGTERM saves and a resume finishes
 # identically, the held-out loss falls, keep-last, trainer kind "sft", ds-generate loads the
 # result, packing beats --no-packing, resume refuses other data or seed and does not walk a
-# huge saved data.epoch. `errors`: malformed data and bad flags exit 1 or 2 with one stderr line
+# huge saved data.epoch, checkpoints keep --init's add_bos_token. `errors`: malformed data and bad flags exit 1 or 2 with one stderr line
 # naming FILE:LINE and the field, and leave no checkpoint.
 # Usage: e2e_sft.py --sft BIN --pretrain BIN --tokenize BIN --generate BIN --work DIR [--only NAME]
 import argparse
@@ -165,6 +165,23 @@ def test_resume(a, init):
         rc, err = -1, "timed out after 120 s"
     check(rc == 0 and os.path.isdir(os.path.join(E, "step-00000014")),
           f"resume at data.epoch 1e15 finishes: {rc} {err.strip()[:160]}")
+    # plain text goes on as --init was pre-trained: --init's add_bos_token is kept, also over a
+    # --tokenizer from ds-tokenize's directory (whose tokenizer_config.json says false)
+    def add_bos_token(d):
+        return json.load(open(os.path.join(d, "tokenizer_config.json"))).get("add_bos_token")
+    init_bos, out = os.path.join(w, "init_bos"), os.path.join(w, "sft_bos")
+    for d in (init_bos, out):
+        shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(init, init_bos)
+    cfg = json.load(open(os.path.join(init_bos, "tokenizer_config.json")))
+    cfg["add_bos_token"] = True
+    json.dump(cfg, open(os.path.join(init_bos, "tokenizer_config.json"), "w"))
+    ok(a.sft, *with_flag(sft_args(a, init_bos, out), "--steps", 1), "--tokenizer",
+       os.path.join(w, "tok", "tokenizer.json"))
+    check(add_bos_token(os.path.join(w, "tok")) is False and add_bos_token(init) is False and
+          add_bos_token(os.path.join(A, "step-00000012")) is False and
+          add_bos_token(os.path.join(out, "step-00000001")) is True,
+          "ds-sft keeps --init's add_bos_token (false, and true over a --tokenizer saying false)")
 
 
 def test_errors(a, init):

@@ -6,7 +6,8 @@
 # that a single process loads, and a run stopped on one layout resumes on another rank count
 # and continues the single process's loss curve; the weight average (--ema-decay) the N ranks
 # save in rank files is the single process's, and the resumed run continues it bit for bit.
-# With --packing best-fit and a --data mixture too.
+# With --packing best-fit and a --data mixture too. A corrupt block met mid-run stops both
+# ranks together after saving the last completed step (2 ranks).
 # Usage: e2e_dist.py --pretrain BIN --tokenize BIN --mpirun BIN --ranks N --work DIR
 import argparse
 import json
@@ -150,6 +151,42 @@ def compare_weights(ref, got, init, what):
           f"(<= {UPDATE_RTOL})")
 
 
+def check_bad_block(args, data_b, init_w):
+    """A corrupt block met in the middle of a run on 2 ranks (ep2; the second source's only
+    block, dealt its first row at a later step by weights 20:1): both ranks stop at the same step
+    (agreed: no deadlock), the last completed step is saved, the exit is non-zero naming the
+    block; once the shard is repaired, a resume ends at one process's weights on intact data."""
+    P = args.pretrain
+    bad_b = os.path.join(args.work, "data_bad_block")
+    shutil.rmtree(bad_b, ignore_errors=True)
+    shutil.copytree(data_b, bad_b)
+    shard = os.path.join(bad_b, "shard-00000.dst")
+    good = open(shard, "rb").read()
+    extra = ["--data", bad_b, "--data-weights", "20,1"]
+    ref_out = os.path.join(args.work, "single-bad-block-ref")
+    ok(P, *base(args, ref_out, STEPS), *extra)   # the shard still intact
+    with open(shard, "wb") as f:
+        f.write(good[:200] + bytes([good[200] ^ 0xFF]) + good[201:])
+    out = os.path.join(args.work, "bad-block")
+    try:
+        rc, _, err = mpirun(args, 2, P, *base(args, out, STEPS), *extra, "--ep", 2, timeout=60)
+    finally:
+        with open(shard, "wb") as f:
+            f.write(good)
+    steps = sorted(d for d in os.listdir(out)
+                   if d.startswith("step-")) if os.path.isdir(out) else []
+    k = int(steps[0][5:]) if len(steps) == 1 else -1
+    check(rc not in (0, 124) and "shard-00000.dst: block 0" in err and "checksum mismatch" in err
+          and 1 <= k < STEPS and len(metrics(out)) == k,
+          f"bad block on 2 ranks: exit {rc}, checkpoints {steps}: {err.strip()[-300:]}")
+    rc, _, err = mpirun(args, 2, P, *base(args, out, STEPS), *extra, "--ep", 2)
+    check(rc == 0, f"bad block on 2 ranks, repaired: resume exit {rc} {err.strip()[-300:]}")
+    if rc == 0:
+        compare_weights(read_weights(os.path.join(ref_out, f"step-{STEPS:08d}")),
+                        read_weights(os.path.join(out, f"step-{STEPS:08d}")), init_w,
+                        "bad block on 2 ranks, repaired and resumed")
+
+
 def check_layout_errors(args):
     """Usage errors that need several ranks: exit 2 on every rank, quickly (no deadlock), no
     --out left behind, and the message names the flag."""
@@ -242,6 +279,7 @@ def main():
 
     if n == 2:
         check_layout_errors(args)
+        check_bad_block(args, data_b, init_w)
 
     runs = [(name, extra, "stride") for name, extra in LAYOUTS[n]]
     runs += [(name, extra, "ramp") for name, extra in RAMP_LAYOUTS[n]]

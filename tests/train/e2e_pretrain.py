@@ -7,7 +7,9 @@
 # losses however the step is split into micro-batches, a resume with the other packing refused),
 # --ema-decay (the weight average's recurrence bit for bit, its resume, training unchanged by
 # it), a --data mixture (rows dealt by weight, bit-exact resume, other mixtures refused), the
-# checkpoints' add_bos_token following the data's BOS, and bad input (one stderr line, exit 1 or 2, no checkpoint left behind).
+# checkpoints' add_bos_token following the data's BOS, a corrupt block met mid-run (the last
+# completed step saved, then a repaired resume ends as an intact run), and bad input (one stderr
+# line, exit 1 or 2, no checkpoint left behind).
 # Usage: e2e_pretrain.py --pretrain BIN --tokenize BIN --work DIR [--only NAME]
 import argparse
 import json
@@ -459,6 +461,67 @@ def test_mix(P, tok, data, work):
     lines = [l for l in err.splitlines() if l.strip()]
     check(rc == 2 and len(lines) == 1 and "encode the sources of a mixture alike" in lines[0],
           f"bos: a mixture of sources with and without BOS refused: {rc} {lines}")
+    # ... also behind a first source whose manifest does not say (the second and third differ)
+    data_nokey = os.path.join(work, "data_nokey")
+    shutil.rmtree(data_nokey, ignore_errors=True)
+    shutil.copytree(data_b, data_nokey)
+    mf = os.path.join(data_nokey, "manifest.json")
+    m = json.load(open(mf))
+    del m["provenance"]["add_bos"]
+    json.dump(m, open(mf, "w"))
+    cmd = base_args(tok, data_nokey, os.path.join(work, "mix_bad"), 2) + [
+        "--data", data, "--data", data_bos, "--data-weights", "1,1,1"]
+    rc, _, err = run(P, *cmd)
+    lines = [l for l in err.splitlines() if l.strip()]
+    check(rc == 2 and len(lines) == 1 and "encode the sources of a mixture alike" in lines[0],
+          f"bos: ... also after a source that does not say: {rc} {lines}")
+    test_bad_block(P, tok, data, data_b, work)
+
+
+def test_bad_block(P, tok, data, data_b, work):
+    """A corrupt block met in the middle of a run (here the second source's only block, dealt
+    its first row at step 3 with weights 20:1, or read for the held-out loss after step 1): the
+    run stops with the block's error, exit 1, after saving the last completed step; once the
+    shard is repaired, a resume ends where a run on intact data ends, bit for bit."""
+    shard = os.path.join(data_b, "shard-00000.dst")
+    good = open(shard, "rb").read()
+    bad = bytearray(good)
+    bad[200] ^= 0xFF   # in block 0's compressed bytes (the header is 128 bytes)
+
+    def args(out, *more):
+        return base_args(tok, data, out, 6) + ["--data", data_b, "--data-weights", "20,1",
+                                               "--batch-ramp-end", 0, *more]
+    for what, more, saved in (("training rows", [], 2),
+                              ("held-out windows", ["--eval-every", 1], 1)):
+        straight = os.path.join(work, "bad_block_straight")
+        shutil.rmtree(straight, ignore_errors=True)
+        ok(P, *args(straight, *more))
+        out = os.path.join(work, "bad_block")
+        shutil.rmtree(out, ignore_errors=True)
+        with open(shard, "wb") as f:
+            f.write(bad)
+        try:
+            rc, _, err = run(P, *args(out, *more))
+        finally:
+            with open(shard, "wb") as f:
+                f.write(good)
+        last = [l for l in err.splitlines() if l.strip()][-1:]
+        steps = sorted(d for d in os.listdir(out)
+                       if d.startswith("step-")) if os.path.isdir(out) else []
+        lines = read_metrics(os.path.join(out, "metrics.jsonl")) if steps else []
+        check(rc == 1 and last and "shard-00000.dst: block 0" in last[0] and "checksum mismatch" in
+              last[0] and steps == [f"step-{saved:08d}"] and len(lines) == saved,
+              f"bad block in the {what}: exit {rc}, last line {last}, checkpoints {steps}, "
+              f"{len(lines)} metrics lines (want 1, the block named, step {saved} saved)")
+        ok(P, *args(out, *more))
+        fa = files_of(os.path.join(straight, "step-00000006"))
+        fb = files_of(os.path.join(out, "step-00000006")) if os.path.isdir(
+            os.path.join(out, "step-00000006")) else {}
+        check(fb.get("model.safetensors") == fa["model.safetensors"] and
+              [m["loss"] for m in read_metrics(os.path.join(out, "metrics.jsonl"))] ==
+              [m["loss"] for m in read_metrics(os.path.join(straight, "metrics.jsonl"))],
+              f"bad block in the {what}: repaired and resumed, the weights and losses of the "
+              "intact run")
 
 
 def read_f32(path):

@@ -64,7 +64,9 @@ std::vector<fs::path> prune_checkpoints(const fs::path& run_dir, int keep_last,
 // The tokenizer files a checkpoint gets: from `source` (a tokenizer directory, or a tokenizer
 // .json file and the tokenizer_config.json beside it; "" = none), with tokenizer_config.json's
 // add_bos_token set to what the training data did when that is known, so that ds-eval,
-// ds-generate and transformers put BOS before a text exactly when the model was trained so.
+// ds-generate and ds-rl put BOS before a text exactly when the model was trained so. (It is
+// the field transformers' Llama tokenizer classes read; its generic PreTrainedTokenizerFast,
+// the class ds-tokenize's tokenizer_config.json names, adds no BOS whatever it says.)
 struct TokenizerFiles {
   std::string source;
   std::optional<bool> add_bos_token;   // nullopt: tokenizer_config.json copied as it is

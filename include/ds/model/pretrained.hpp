@@ -46,8 +46,9 @@ struct Pretrained {
   // (with chat_template_error set) when the file's template is not DeepSeek-V3's.
   std::optional<infer::ChatTemplate> chat_template;
   std::string chat_template_error;
-  // tokenizer_config.json's add_bos_token (true when absent, as DeepSeek-V3's and transformers'
-  // Llama tokenizers): whether a plain text (a prompt, a document to score) starts with BOS.
+  // tokenizer_config.json's add_bos_token (true when absent, the default of transformers'
+  // Llama tokenizer classes; DeepSeek-V3's file says true): whether a plain text (a prompt, a
+  // document to score) starts with BOS.
   // ds-pretrain writes it as its data had BOS before every document or not.
   bool add_bos_token = true;
   std::string fingerprint;          // XXH64 over config.json, the index and shard headers
