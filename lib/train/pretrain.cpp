@@ -191,7 +191,8 @@ void Run::init_data() {
     sources.push_back(datasets.back().get());
     fps.push_back(data_fingerprint(m, val));
   }
-  loader = std::make_unique<MixedLoader>(sources, weights, o.seq_len, o.seed, vals,
+  loader = std::make_unique<MixedLoader>(sources, weights, o.seq_len,
+                                         o.data_seed.value_or(o.seed), vals,
                                          parse_packing(o.packing));
   for (size_t i = 0; i < loader->size(); ++i)
     log_packing(loader->source(i),
@@ -261,6 +262,7 @@ void Run::init() {
   sched = std::make_unique<Schedule>(o.schedule, setup.total_tokens, setup.total_steps,
                                      o.batch_size);
   st.seed = o.seed;
+  st.data_seed = o.data_seed;
   st.seq_len = o.seq_len;
   st.total_steps = setup.total_steps;
   st.total_tokens = setup.total_tokens;
@@ -278,6 +280,12 @@ void Run::init() {
     if (saved.seed != st.seed || saved.seq_len != st.seq_len)
       DS_THROW(UsageError, "{}: saved with --seed {} --seq-len {}; resume needs the same values",
                setup.resume_from.string(), saved.seed, saved.seq_len);
+    const uint64_t saved_order = saved.data_seed.value_or(saved.seed);
+    const bool other_order = saved_order != st.data_seed.value_or(st.seed);
+    if (other_order && !o.resume_new_data)
+      DS_THROW(UsageError, "{}: saved with --data-seed {} (the data order); resume needs the same "
+               "(or --resume-new-data to read the data from its start)",
+               setup.resume_from.string(), saved_order);
     const std::string saved_packing = saved.packing.empty() ? "stride" : saved.packing;
     if (saved_packing != st.packing && !o.resume_new_data)
       DS_THROW(UsageError, "{}: saved with --packing {}; resume needs the same (or "
@@ -312,13 +320,15 @@ void Run::init() {
       spdlog::info("--resume-new-data: the new data is read from its start");
       saved.data = {};
       saved.data_sources.assign(loader->size() > 1 ? loader->size() : 0, LoaderState{});
-    } else if (saved_packing != st.packing) {
-      spdlog::info("--resume-new-data: --packing {} reads the data from its start", st.packing);
+    } else if (saved_packing != st.packing || other_order) {
+      spdlog::info("--resume-new-data: {} reads the data from its start",
+                   other_order ? "another --data-seed" : "--packing " + st.packing);
       saved.data = {};
       saved.data_sources.assign(loader->size() > 1 ? loader->size() : 0, LoaderState{});
     }
     saved.data_fingerprint = st.data_fingerprint;
     saved.packing = st.packing;
+    saved.data_seed = st.data_seed;
     if (saved.total_steps != st.total_steps || saved.total_tokens != st.total_tokens)
       spdlog::info("resume: run length changed ({} steps, {} tokens -> {} steps, {} tokens); "
                    "schedules follow the new length", saved.total_steps, saved.total_tokens,

@@ -23,10 +23,12 @@ namespace ds::train {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// The trainer state's version: 3 with several data sources, else 2 with best-fit rows, else
-// 1. Each marks what older builds cannot resume (they read lower versions only), so that they
-// refuse the state instead of resuming it at a meaningless data position.
+// The trainer state's version: 4 with a data order of its own (--data-seed), else 3 with
+// several data sources, else 2 with best-fit rows, else 1. Each marks what older builds cannot
+// resume (they read lower versions only), so that they refuse the state instead of resuming it
+// at a meaningless data position.
 static int state_version(const TrainerState& st) {
+  if (st.data_seed.value_or(st.seed) != st.seed) return 4;
   if (!st.data_sources.empty()) return 3;
   return st.packing == "best-fit" ? 2 : 1;
 }
@@ -45,6 +47,7 @@ static json state_to_json(const TrainerState& st) {
     for (const LoaderState& d : st.data_sources)
       s.push_back({{"epoch", d.epoch}, {"position", d.position}});
   }
+  if (st.data_seed.value_or(st.seed) != st.seed) j["data_seed"] = *st.data_seed;
   if (!st.data_fingerprint.empty()) j["data_fingerprint"] = st.data_fingerprint;
   if (!st.packing.empty()) j["packing"] = st.packing;
   if (!st.branched_from.empty()) j["branched_from"] = st.branched_from;
@@ -61,8 +64,8 @@ TrainerState parse_trainer_state(const std::string& text, const std::string& src
   // Counters are JSON integers in [0, 2^63): a float, a negative or a larger number is a
   // corrupt file, never truncated or wrapped.
   const int64_t version = f.count("version");
-  if (version < 1 || version > 3)
-    DS_THROW(FormatError, "{}: unsupported trainer state version {} (this build reads 1 to 3)",
+  if (version < 1 || version > 4)
+    DS_THROW(FormatError, "{}: unsupported trainer state version {} (this build reads 1 to 4)",
              src, j["version"].dump());
   TrainerState st;
   st.kind = f.str("kind");
@@ -71,6 +74,7 @@ TrainerState parse_trainer_state(const std::string& text, const std::string& src
   st.nonfinite_skipped = f.count("nonfinite_skipped");
   st.optimizer_steps = f.count("optimizer_steps");
   st.seed = f.u64("seed");
+  if (f.has("data_seed")) st.data_seed = f.u64("data_seed");
   st.seq_len = f.count("seq_len");
   st.total_steps = f.count("total_steps");
   st.total_tokens = f.count("total_tokens");
@@ -100,9 +104,11 @@ TrainerState parse_trainer_state(const std::string& text, const std::string& src
                "position)", src);
   }
   if (version != state_version(st))
-    DS_THROW(FormatError, "{}: version {} with packing \"{}\" and {} data source(s) (version 3 "
-             "is for several sources, else 2 for best-fit rows, 1 for the others)", src, version,
-             st.packing, std::max<size_t>(1, st.data_sources.size()));
+    DS_THROW(FormatError, "{}: version {} with packing \"{}\", {} data source(s) and {} "
+             "(version 4 is for a data_seed of its own, else 3 for several sources, else 2 for "
+             "best-fit rows, 1 for the others)", src, version, st.packing,
+             std::max<size_t>(1, st.data_sources.size()),
+             st.data_seed.value_or(st.seed) != st.seed ? "a data_seed of its own" : "no data_seed");
   return st;
 }
 

@@ -49,6 +49,7 @@ VALUES = [
     ("ds-generate", "ds-generate", "--seed", "18446744073709551616",
      "expected a non-negative integer at most 18446744073709551615"),
     ("ds-pretrain", "ds-pretrain", "--seed", "-1", "expected a non-negative integer"),
+    ("ds-pretrain", "ds-pretrain", "--data-seed", "-1", "expected a non-negative integer"),
     ("ds-eval", "ds-eval", "--batch-size", "1e3", "expected an integer, got '1e3'"),
     ("ds-pretrain", "ds-pretrain", "--steps", "99999999999999999999",
      "expected an integer in [-9223372036854775808, 9223372036854775807]"),

@@ -476,6 +476,64 @@ def test_mix(P, tok, data, work):
     check(rc == 2 and len(lines) == 1 and "encode the sources of a mixture alike" in lines[0],
           f"bos: ... also after a source that does not say: {rc} {lines}")
     test_bad_block(P, tok, data, data_b, work)
+    test_data_seed(P, tok, data, work)
+
+
+def test_data_seed(P, tok, data, work):
+    """--data-seed orders the data alone: equal to --seed it is the default, bit for bit; another
+    value reads other rows from the same initial weights (and --seed others from the same rows);
+    it is recorded (version 4), resumes exactly, and another is refused on resume."""
+    def args(out, steps, *more, seed=7, lr="3e-3"):
+        a = base_args(tok, data, out, steps, lr=lr) + ["--batch-ramp-end", 0, *more]
+        a[a.index("--seed") + 1] = seed
+        return a
+
+    def fresh(name):
+        d = os.path.join(work, name)
+        shutil.rmtree(d, ignore_errors=True)
+        return d
+    runs = {}
+    for name, more, seed in (("plain", [], 7), ("same", ["--data-seed", 7], 7),
+                             ("other", ["--data-seed", 8], 7), ("seed8", ["--data-seed", 7], 8)):
+        out = fresh("data_seed_" + name)
+        ok(P, *args(out, 3, *more, seed=seed))
+        runs[name] = read_metrics(os.path.join(out, "metrics.jsonl"))
+    losses = {k: [m["loss"] for m in v] for k, v in runs.items()}
+    check(losses["same"] == losses["plain"] and losses["other"][0] != losses["plain"][0] and
+          losses["seed8"][0] != losses["plain"][0],
+          f"data seed: the default order, another order, other weights in the same order {losses}")
+    # the same initial weights whatever the data seed: one step at lr 0 without the bias update
+    init = {}
+    for ds_ in (7, 8):
+        out = fresh(f"data_seed_init{ds_}")
+        ok(P, *args(out, 1, "--data-seed", ds_, "--bias-update-speed", 0, lr=0))
+        init[ds_] = files_of(os.path.join(out, "step-00000001"))["model.safetensors"]
+    check(init[7] == init[8], "data seed: the initial weights do not depend on it")
+    state = lambda d, k: json.load(open(os.path.join(d, f"step-{k:08d}", "training_state",
+                                                     "trainer_state.json")))
+    st_same, st_other = state(os.path.join(work, "data_seed_same"), 3), \
+        state(os.path.join(work, "data_seed_other"), 3)
+    check("data_seed" not in st_same and st_same["version"] == 1 and
+          st_other.get("data_seed") == 8 and st_other["version"] == 4,
+          f"data seed: recorded only when it differs, as version 4 ({st_same.get('version')}, "
+          f"{st_other.get('version')} {st_other.get('data_seed')})")
+    a, b = fresh("data_seed_a"), fresh("data_seed_b")
+    ma, mb = straight_and_resumed(P, lambda out, steps: args(out, steps, "--data-seed", 8), a, b)
+    check([m["loss"] for m in ma] == [m["loss"] for m in mb] and
+          files_of(os.path.join(a, "step-00000006"))["model.safetensors"] ==
+          files_of(os.path.join(b, "step-00000006")).get("model.safetensors"),
+          "data seed: 6 steps == 3 + resume + 3, bit for bit")
+    rc, _, err = run(P, *args(b, 8, "--data-seed", 9))
+    check(rc == 2 and "saved with --data-seed 8" in err,
+          f"data seed: a resume with another one refused: {rc} {err.strip()[:160]}")
+    rc, _, err = run(P, *args(b, 8))
+    check(rc == 2 and "saved with --data-seed 8" in err,
+          f"data seed: ... and without it: {rc} {err.strip()[:160]}")
+    rc, _, err = run(P, *args(b, 8, "--data-seed", 9, "--resume-new-data"))
+    check(rc == 0 and state(b, 8).get("data_seed") == 9 and
+          state(b, 8)["data"] == {"epoch": 0, "position": 8},
+          f"data seed: --resume-new-data switches it and reads from the start: {rc} "
+          f"{err.strip()[-160:]}")
 
 
 def test_bad_block(P, tok, data, data_b, work):

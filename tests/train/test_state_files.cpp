@@ -90,7 +90,7 @@ TEST_CASE("trainer state: a data mixture's positions, version 3") {
   CHECK(st.data.position == 4);
   // the sources need version 3, version 3 needs them; the first is `data` itself; two or more
   CHECK_THROWS_WITH_AS(parse_trainer_state(state_with("data", three), "s"),
-                       doctest::Contains("version 2 with packing \"best-fit\" and 3 data"),
+                       doctest::Contains("version 2 with packing \"best-fit\", 3 data"),
                        ds::FormatError);
   std::string v3_plain = state_with();
   v3_plain.replace(v3_plain.find(R"("version":2)"), 11, R"("version":3)");
@@ -112,6 +112,30 @@ TEST_CASE("trainer state: a data mixture's positions, version 3") {
   }
 }
 
+TEST_CASE("trainer state: a data seed of its own, version 4") {
+  // state_with's seed is 2^64-1
+  std::string v4 = state_with("packing", R"("packing":"best-fit","data_seed":8)");
+  v4.replace(v4.find(R"("version":2)"), 11, R"("version":4)");
+  const auto st = parse_trainer_state(v4, "s");
+  CHECK(st.data_seed == std::optional<uint64_t>(8));
+  CHECK(st.packing == "best-fit");
+  CHECK_FALSE(parse_trainer_state(state_with(), "s").data_seed.has_value());
+  // a data_seed of its own needs version 4, version 4 needs one; equal to seed it is none
+  CHECK_THROWS_WITH_AS(
+      parse_trainer_state(state_with("packing", R"("packing":"best-fit","data_seed":8)"), "s"),
+      doctest::Contains("a data_seed of its own"), ds::FormatError);
+  std::string same = state_with("packing", R"("packing":"best-fit",)"
+                                           R"("data_seed":18446744073709551615)");
+  CHECK(parse_trainer_state(same, "s").data_seed.has_value());
+  same.replace(same.find(R"("version":2)"), 11, R"("version":4)");
+  CHECK_THROWS_WITH_AS(parse_trainer_state(same, "s"), doctest::Contains("version 4 with"),
+                       ds::FormatError);
+  std::string neg = state_with("packing", R"("packing":"best-fit","data_seed":-8)");
+  neg.replace(neg.find(R"("version":2)"), 11, R"("version":4)");
+  CHECK_THROWS_WITH_AS(parse_trainer_state(neg, "s"), doctest::Contains("field 'data_seed'"),
+                       ds::FormatError);
+}
+
 TEST_CASE("trainer state: malformed values are format errors naming the field") {
   struct Bad { const char* key; const char* member; const char* says; };
   const Bad bad[] = {
@@ -119,6 +143,7 @@ TEST_CASE("trainer state: malformed values are format errors naming the field") 
       {"format", "", "field 'format'"},
       {"version", R"("version":3)", "version 3"},
       {"version", R"("version":4)", "version 4"},
+      {"version", R"("version":5)", "unsupported trainer state version 5"},
       {"version", R"("version":1)", "version 1 with packing \"best-fit\""},
       {"version", "", "missing field 'version'"},
       {"step", R"("step":1.5)", "field 'step'"},

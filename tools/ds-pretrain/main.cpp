@@ -108,8 +108,13 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   ds::cli::add_device_options(app, o.device, o.threads);
   ds::cli::add_precision_options(app, o.precision, o.fp8_granularity, o.fp8_scale, o.moe_gemm);
-  app.add_option("--seed", o.seed, "Seed of the initial weights and the data order")
+  app.add_option("--seed", o.seed,
+                 "Seed of the initial weights, and of the data order unless --data-seed")
       ->capture_default_str();
+  uint64_t data_seed = 0;
+  CLI::Option* data_seed_opt = app.add_option(
+      "--data-seed", data_seed,
+      "Seed of the data order (rows, epochs, a mixture's sources); default: --seed");
   ds::cli::add_profile_flag(app, o.profile);
   app.add_flag("--dry-run", o.dry_run,
                "Print parameter counts and a memory plan as JSON; train nothing");
@@ -117,6 +122,7 @@ int main(int argc, char** argv) {
 
   return ds::cli::run_tool(app, argc, argv, common, [&] {
     o.dist.launch.device = o.device;
+    if (data_seed_opt->count() > 0) o.data_seed = data_seed;
     if (o.dry_run) ds::train::dry_run(o);
     else ds::train::pretrain(o);
   });

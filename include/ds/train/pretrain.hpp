@@ -6,6 +6,7 @@
 // prints the plan without allocating.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,7 @@ struct PretrainOptions {
   std::string fp8_scale = "fp32";        // fp32 | ue8m0 (power-of-two scales)
   std::string moe_gemm = "auto";         // routed experts' GEMMs: auto | loop | grouped
   uint64_t seed = 1234;
+  std::optional<uint64_t> data_seed;   // the data order's seed (nullopt: seed)
   bool dry_run = false;
   bool profile = false;            // per-op timing report at the end of the run
   // distributed (docs/distributed.md): --batch-size stays the global batch; micro-batches are

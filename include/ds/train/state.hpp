@@ -11,6 +11,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,9 @@ struct TrainerState {
   int64_t optimizer_steps = 0;    // AdamW bias-correction count (step - skipped)
   // run settings a resume must agree with
   uint64_t seed = 0;
+  // ds-pretrain --data-seed, the seed of the data order when it is not `seed` (written only
+  // then, as version 4; nullopt: the order follows `seed`)
+  std::optional<uint64_t> data_seed;
   int64_t seq_len = 0;
   int64_t total_steps = 0;
   int64_t total_tokens = 0;
