@@ -72,6 +72,8 @@ struct Run {
   double evaluate_source(const PackedLoader& l);
   double evaluate_dist(const PackedLoader& l);
   double evaluate_ema();
+  void evaluate_into(json& j);
+  void finish_pending_eval();
   void init_ema();
   void save();
   void step_once(Progress& progress);
@@ -347,7 +349,8 @@ void Run::init() {
   done_pos = loader->state();
   init_ema();
   // a fresh run (step 0) starts the file over; an existing file must hold metrics lines
-  if (ranks->main()) metrics.open(o.metrics, st.step);
+  // (a step saved with its evaluation pending has a line without it: replaced when it runs)
+  if (ranks->main()) metrics.open(o.metrics, st.step - (st.pending_metrics.empty() ? 0 : 1));
 }
 
 // The moving average starts from the weights, or continues the resumed checkpoint's ema/.
@@ -428,6 +431,39 @@ double Run::evaluate_dist(const PackedLoader& l) {
   });
   const auto [sum, weight] = ranks->step().forward_loss(ctx, mine);
   return weight > 0 ? sum / weight : NAN;
+}
+
+// The evaluation of a step into its metrics line: val_loss (and per source), val_loss_ema.
+void Run::evaluate_into(json& j) {
+  ctx.prof = nullptr;   // the profile covers training steps only
+  std::vector<double> by_source;
+  const double v = evaluate(&by_source);
+  const double ve = ema ? evaluate_ema() : NAN;
+  if (std::isfinite(v)) j["val_loss"] = v;
+  if (by_source.size() > 1) j["val_loss_by_data"] = by_source;
+  if (ema) {
+    if (std::isfinite(ve)) j["val_loss_ema"] = ve;
+    spdlog::info("step {}: validation loss {:.4f}, of the weight average {:.4f}", st.step, v,
+                 ve);
+  } else {
+    spdlog::info("step {}: validation loss {:.4f}", st.step, v);
+  }
+  if (o.profile) ctx.prof = &prof;
+}
+
+// A checkpoint saved because its step's evaluation could not read the data (now repaired):
+// that evaluation runs first, its line replaces the one written without it (init opened the
+// metrics file one step back), and the checkpoint is saved again without the mark. A read that
+// fails again stops the run as before, the checkpoint untouched.
+void Run::finish_pending_eval() {
+  if (st.pending_metrics.empty()) return;
+  spdlog::info("step {}: the evaluation a failed read left undone", st.step);
+  json j = json::parse(st.pending_metrics);
+  evaluate_into(j);
+  metrics.write(j.dump());
+  st.pending_metrics.clear();
+  saved_step = -1;
+  save();
 }
 
 // The validation loss of the weights' moving average: the weights are exchanged with it for
@@ -537,26 +573,18 @@ void Run::step_once(Progress& progress) {
   if (ranks->active() && ranks->topo().layout().ep > 1) j["a2a_bytes"] = acc.a2a_bytes;
   bool eval_now = o.eval_every > 0 && (st.step % o.eval_every == 0 || st.step == st.total_steps);
   if (eval_now) {
-    ctx.prof = nullptr;                  // the profile covers training steps only
-    std::vector<double> by_source;
-    double v = NAN, ve = NAN;
+    const json line = j;
     try {
-      v = evaluate(&by_source);
-      if (ema) ve = evaluate_ema();
-    } catch (...) {   // the step is done: its line, then its checkpoint (see read_data)
-      if (data_failed) metrics.write(j.dump());
+      evaluate_into(j);
+    } catch (...) {
+      // the step is done: its line without the evaluation, then its checkpoint, which marks
+      // the evaluation for the resume to run (see read_data, finish_pending_eval)
+      if (data_failed) {
+        metrics.write(line.dump());
+        st.pending_metrics = line.dump();
+      }
       throw;
     }
-    if (std::isfinite(v)) j["val_loss"] = v;
-    if (by_source.size() > 1) j["val_loss_by_data"] = by_source;
-    if (ema) {
-      if (std::isfinite(ve)) j["val_loss_ema"] = ve;
-      spdlog::info("step {}: validation loss {:.4f}, of the weight average {:.4f}", st.step, v,
-                   ve);
-    } else {
-      spdlog::info("step {}: validation loss {:.4f}", st.step, v);
-    }
-    if (o.profile) ctx.prof = &prof;
   }
   metrics.write(j.dump());
   if (ranks->main()) progress.update(st.step, acc.loss, lr, tps);
@@ -572,6 +600,7 @@ void pretrain(const PretrainOptions& opts) {
   DS_CHECK_AS(UsageError, run.st.step <= run.st.total_steps,
               "the checkpoint is at step {}, past this run's last step {} (nothing to continue: "
               "the run is longer than the flags ask for)", run.st.step, run.st.total_steps);
+  run.finish_pending_eval();
   if (run.st.step >= run.st.total_steps) {   // the summary still names the checkpoint
     spdlog::info("nothing to do: the checkpoint is at step {} of {}", run.st.step,
                  run.st.total_steps);
@@ -600,7 +629,7 @@ void pretrain(const PretrainOptions& opts) {
     if (!run.data_failed) throw;
     // the data failed to read: the steps done so far are kept (a resume once the data is
     // repaired continues them), and the read's error is the one reported
-    if (run.st.step > run.start_step) {
+    if (run.st.step > run.start_step && run.saved_step != run.st.step) {
       if (run.ranks->main()) progress.finish();
       spdlog::warn("the data could not be read after step {}: saving its checkpoint",
                    run.st.step);

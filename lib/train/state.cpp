@@ -51,6 +51,7 @@ static json state_to_json(const TrainerState& st) {
   if (!st.data_fingerprint.empty()) j["data_fingerprint"] = st.data_fingerprint;
   if (!st.packing.empty()) j["packing"] = st.packing;
   if (!st.branched_from.empty()) j["branched_from"] = st.branched_from;
+  if (!st.pending_metrics.empty()) j["pending_metrics"] = json::parse(st.pending_metrics);
   return j;
 }
 
@@ -80,6 +81,12 @@ TrainerState parse_trainer_state(const std::string& text, const std::string& src
   st.total_tokens = f.count("total_tokens");
   if (f.has("data_fingerprint")) st.data_fingerprint = f.str("data_fingerprint");
   if (f.has("branched_from")) st.branched_from = f.str("branched_from");
+  if (f.has("pending_metrics")) {   // the metrics line of this very step
+    if (f.object("pending_metrics").count("step") != st.step)
+      DS_THROW(FormatError, "{}: field 'pending_metrics.step' is not the state's step {}", src,
+               st.step);
+    st.pending_metrics = f.get("pending_metrics").dump();
+  }
   if (f.has("packing")) {
     st.packing = f.str("packing");
     if (st.packing != "stride" && st.packing != "best-fit")

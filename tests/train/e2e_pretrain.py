@@ -538,48 +538,65 @@ def test_data_seed(P, tok, data, work):
 
 def test_bad_block(P, tok, data, data_b, work):
     """A corrupt block met in the middle of a run (here the second source's only block, dealt
-    its first row at step 3 with weights 20:1, or read for the held-out loss after step 1): the
-    run stops with the block's error, exit 1, after saving the last completed step; once the
-    shard is repaired, a resume ends where a run on intact data ends, bit for bit."""
+    its first row at step 3 with weights 20:1, or read for the held-out loss after step 1, or
+    after the last step): the run stops with the block's error, exit 1, after saving the last
+    completed step (with the weight average); an evaluation it could not finish is marked in the
+    checkpoint. Once the shard is repaired, a resume runs that evaluation first and ends where a
+    run on intact data ends: the same weights bit for bit and the same metrics lines."""
     shard = os.path.join(data_b, "shard-00000.dst")
     good = open(shard, "rb").read()
     bad = bytearray(good)
     bad[200] ^= 0xFF   # in block 0's compressed bytes (the header is 128 bytes)
 
-    def args(out, *more):
-        return base_args(tok, data, out, 6) + ["--data", data_b, "--data-weights", "20,1",
-                                               "--batch-ramp-end", 0, *more]
-    for what, more, saved in (("training rows", [], 2),
-                              ("held-out windows", ["--eval-every", 1], 1)):
+    def args(out, steps, *more):
+        return base_args(tok, data, out, steps) + ["--data", data_b, "--data-weights", "20,1",
+                                                   "--batch-ramp-end", 0, "--ema-decay", 0.9,
+                                                   *more]
+
+    def lines_of(d):
+        return [{k: v for k, v in m.items() if k != "tokens_per_s"}
+                for m in read_metrics(os.path.join(d, "metrics.jsonl"))]
+    for what, steps, more, saved in (("training rows", 6, [], 2),
+                                     ("held-out windows", 6, ["--eval-every", 1], 1),
+                                     ("last step's held-out windows", 2, ["--eval-every", 2], 2)):
         straight = os.path.join(work, "bad_block_straight")
         shutil.rmtree(straight, ignore_errors=True)
-        ok(P, *args(straight, *more))
+        ok(P, *args(straight, steps, *more))
         out = os.path.join(work, "bad_block")
         shutil.rmtree(out, ignore_errors=True)
         with open(shard, "wb") as f:
             f.write(bad)
         try:
-            rc, _, err = run(P, *args(out, *more))
+            rc, _, err = run(P, *args(out, steps, *more))
         finally:
             with open(shard, "wb") as f:
                 f.write(good)
         last = [l for l in err.splitlines() if l.strip()][-1:]
-        steps = sorted(d for d in os.listdir(out)
+        ckpts = sorted(d for d in os.listdir(out)
                        if d.startswith("step-")) if os.path.isdir(out) else []
-        lines = read_metrics(os.path.join(out, "metrics.jsonl")) if steps else []
+        lines = lines_of(out) if ckpts else []
+        st = json.load(open(os.path.join(out, ckpts[0], "training_state", "trainer_state.json"))) \
+            if ckpts else {}
+        pending = bool(more)   # the cases with --eval-every fail in an evaluation
         check(rc == 1 and last and "shard-00000.dst: block 0" in last[0] and "checksum mismatch" in
-              last[0] and steps == [f"step-{saved:08d}"] and len(lines) == saved,
-              f"bad block in the {what}: exit {rc}, last line {last}, checkpoints {steps}, "
-              f"{len(lines)} metrics lines (want 1, the block named, step {saved} saved)")
-        ok(P, *args(out, *more))
-        fa = files_of(os.path.join(straight, "step-00000006"))
-        fb = files_of(os.path.join(out, "step-00000006")) if os.path.isdir(
-            os.path.join(out, "step-00000006")) else {}
+              last[0] and ckpts == [f"step-{saved:08d}"] and len(lines) == saved and
+              os.path.isdir(os.path.join(out, ckpts[0], "ema")) and
+              ("pending_metrics" in st) == pending and "val_loss" not in lines[-1],
+              f"bad block in the {what}: exit {rc}, last line {last}, checkpoints {ckpts}, "
+              f"{len(lines)} metrics lines, pending evaluation {'pending_metrics' in st} (want 1, "
+              f"the block named, step {saved} saved with ema/, its evaluation pending: {pending})")
+        ok(P, *args(out, steps, *more))
+        name = f"step-{steps:08d}"
+        fa = files_of(os.path.join(straight, name))
+        fb = files_of(os.path.join(out, name)) if os.path.isdir(os.path.join(out, name)) else {}
+        st = json.load(open(os.path.join(out, name, "training_state", "trainer_state.json"))) \
+            if fb else {}
         check(fb.get("model.safetensors") == fa["model.safetensors"] and
-              [m["loss"] for m in read_metrics(os.path.join(out, "metrics.jsonl"))] ==
-              [m["loss"] for m in read_metrics(os.path.join(straight, "metrics.jsonl"))],
-              f"bad block in the {what}: repaired and resumed, the weights and losses of the "
-              "intact run")
+              fb.get(os.path.join("ema", "model.safetensors")) ==
+              fa[os.path.join("ema", "model.safetensors")] and
+              lines_of(out) == lines_of(straight) and "pending_metrics" not in st,
+              f"bad block in the {what}: repaired and resumed, the weights, weight average and "
+              "metrics lines of the intact run")
 
 
 def read_f32(path):

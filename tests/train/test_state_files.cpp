@@ -2,6 +2,7 @@
 // JSONL cut back to the checkpoint's step (MetricsWriter::open). Malformed values are a
 // FormatError naming the file and field, never truncated, wrapped or left to nlohmann.
 #include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -134,6 +135,23 @@ TEST_CASE("trainer state: a data seed of its own, version 4") {
   neg.replace(neg.find(R"("version":2)"), 11, R"("version":4)");
   CHECK_THROWS_WITH_AS(parse_trainer_state(neg, "s"), doctest::Contains("field 'data_seed'"),
                        ds::FormatError);
+}
+
+TEST_CASE("trainer state: an evaluation left pending, the metrics line of its step") {
+  const auto st = parse_trainer_state(
+      state_with("packing", R"("packing":"best-fit","pending_metrics":{"step":12,"loss":2.5})"),
+      "s");
+  CHECK(nlohmann::json::parse(st.pending_metrics) ==
+        nlohmann::json{{"step", 12}, {"loss", 2.5}});
+  CHECK(parse_trainer_state(state_with(), "s").pending_metrics.empty());
+  CHECK_THROWS_WITH_AS(
+      parse_trainer_state(state_with("packing", R"("packing":"best-fit","pending_metrics":3)"),
+                          "s"),
+      doctest::Contains("field 'pending_metrics' must be an object"), ds::FormatError);
+  CHECK_THROWS_WITH_AS(
+      parse_trainer_state(
+          state_with("packing", R"("packing":"best-fit","pending_metrics":{"step":11})"), "s"),
+      doctest::Contains("'pending_metrics.step' is not the state's step 12"), ds::FormatError);
 }
 
 TEST_CASE("trainer state: malformed values are format errors naming the field") {

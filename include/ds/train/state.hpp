@@ -50,6 +50,9 @@ struct TrainerState {
   // --out; kept by later resumes. resolve_resume continues --out's newest checkpoint when the
   // same --resume DIR is given again ("" = not a branch, not written).
   std::string branched_from;
+  // ds-pretrain: the metrics line (a JSON object's text) of the checkpoint's step when its
+  // evaluation could not read the data; the resume runs that evaluation first ("" = none)
+  std::string pending_metrics;
 };
 
 struct SaveSpec {
