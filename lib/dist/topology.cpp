@@ -152,10 +152,7 @@ std::unique_ptr<Comm> init_world(const LaunchOptions& o) {
   return world;
 }
 
-std::unique_ptr<Topology> Topology::create(std::unique_ptr<Comm> world, const Layout& layout,
-                                           int local_rank) {
-  if (!world) DS_THROW(InternalError, "Topology::create: no world communicator");
-  const int W = world->size();
+Layout layout_for(const Layout& layout, int W) {
   if (layout.pp < 1) DS_THROW(UsageError, "--pp {} must be at least 1", layout.pp);
   if (layout.ep < 1) DS_THROW(UsageError, "--ep {} must be at least 1", layout.ep);
   if (W % layout.pp != 0)
@@ -164,8 +161,15 @@ std::unique_ptr<Topology> Topology::create(std::unique_ptr<Comm> world, const La
   if (dp % layout.ep != 0)
     DS_THROW(UsageError, "--ep {} does not divide dp = world size / pp = {} / {} = {}", layout.ep,
              W, layout.pp, dp);
+  return {layout.pp, dp, layout.ep};
+}
+
+std::unique_ptr<Topology> Topology::create(std::unique_ptr<Comm> world, const Layout& layout,
+                                           int local_rank) {
+  if (!world) DS_THROW(InternalError, "Topology::create: no world communicator");
   auto t = std::make_unique<Topology>();
-  t->layout_ = {layout.pp, dp, layout.ep};
+  t->layout_ = layout_for(layout, world->size());
+  const int dp = t->layout_.dp;
   t->local_rank_ = local_rank;
   const int r = world->rank();
   t->pp_rank_ = r / dp;   // stage-major: rank = pp_rank * dp + dp_rank

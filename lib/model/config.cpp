@@ -554,13 +554,8 @@ double train_flops_per_token(const ModelArgs& a, int64_t seq_len) {
 // ---------------------------------------------------------------------------------------------
 // memory plan
 
-MemoryPlan plan_memory(const ModelArgs& a, int64_t B, int64_t T, bool bf16_moments) {
-  const ParamCounts c = count_params(a);
-  const double P = double(c.total + c.mtp);
-  MemoryPlan m;
-  m.weights = 4.0 * P;                         // F32 master weights
-  m.grads = 4.0 * P;                           // F32 gradients
-  m.optimizer = (bf16_moments ? 4.0 : 8.0) * P;   // AdamW m and v
+StagePart stage_part(const ModelArgs& a, int64_t first_layer, int64_t last_layer,
+                     bool first_stage, bool last_stage, int ep, int64_t T) {
   // Activations: an ESTIMATE of what one micro-batch's forward keeps for backward, in F32
   // values per token, per layer:
   //   norms       4C            (attn_norm, ffn_norm: input and output)
@@ -574,8 +569,8 @@ MemoryPlan plan_memory(const ModelArgs& a, int64_t B, int64_t T, bool bf16_momen
   //   attention probabilities  H*T per token (the reference kernels keep the T x T matrix)
   // plus per token outside the layers: embedding output C, final norm 2C, logits and
   // softmax 2V; each MTP depth adds one MoE layer, eh_proj input/output 3C, norms 2C, 2V.
-  // Total = 4 B * B*T * (sum of the above): linear in batch x seq x layers (quadratic in T
-  // through the attention term). Real usage depends on kernel choices and allocator slack.
+  // With expert parallelism a rank's experts see K routed copies per token on average (the
+  // balanced case). Real usage depends on kernel choices and allocator slack.
   const double C = double(a.dim), H = double(a.n_heads), V = double(a.vocab_size);
   const double Q = double(a.q_lora_rank), R = double(a.kv_lora_rank);
   const double dr = double(a.qk_rope_head_dim), qk = double(a.qk_head_dim());
@@ -587,12 +582,40 @@ MemoryPlan plan_memory(const ModelArgs& a, int64_t B, int64_t T, bool bf16_momen
                        H * double(T);
   const double dense_v = 3 * double(a.inter_dim) + C;
   const double moe_v = 2 * E + 2 * K + K * (3 * Im + 2 * C) + 3 * S * Im + C;
-  const double n_moe = double(a.n_layers - a.n_dense_layers);
-  const double D = double(a.n_mtp_layers);
-  double per_token = double(a.n_layers) * (norm_v + mla_v) + double(a.n_dense_layers) * dense_v +
-                     n_moe * moe_v + (3 * C + 2 * V) +
-                     D * (norm_v + mla_v + moe_v + 5 * C + 2 * V);
-  m.activations = 4.0 * double(B) * double(T) * per_token;
+
+  const int64_t Ci = a.dim;
+  const int64_t attn = attention_params<int64_t>(a) + 2 * Ci;     // + attn_norm, ffn_norm
+  const int64_t expert = 3 * Ci * a.moe_inter_dim;
+  const int64_t moe_shared = a.n_routed_experts * Ci + a.n_shared_experts * expert;  // + router
+  const int64_t moe_local = (a.n_routed_experts / ep) * expert;
+  StagePart p;
+  for (int64_t l = first_layer; l < last_layer; ++l) {
+    const bool dense = l < a.n_dense_layers;
+    p.replicated += attn + (dense ? 3 * Ci * a.inter_dim : moe_shared);
+    p.experts += dense ? 0 : moe_local;
+    p.activation_values += norm_v + mla_v + (dense ? dense_v : moe_v);
+  }
+  if (first_stage) p.activation_values += C;   // the embedding's output
+  if (last_stage) {
+    p.replicated += Ci + a.vocab_size * Ci;     // final norm, head
+    p.activation_values += 2 * C + 2 * V;
+    // MTP depth: enorm, hnorm, eh_proj [C, 2C], one MoE block, shared_head.norm
+    const int64_t D = a.n_mtp_layers;
+    p.replicated += D * (3 * Ci + 2 * Ci * Ci + attn + moe_shared);
+    p.experts += D * moe_local;
+    p.activation_values += double(D) * (norm_v + mla_v + moe_v + 5 * C + 2 * V);
+  }
+  return p;
+}
+
+MemoryPlan plan_memory(const ModelArgs& a, int64_t B, int64_t T, bool bf16_moments) {
+  const StagePart whole = stage_part(a, 0, a.n_layers, true, true, 1, T);
+  const double P = double(whole.replicated + whole.experts + a.vocab_size * a.dim);
+  MemoryPlan m;
+  m.weights = 4.0 * P;                         // F32 master weights
+  m.grads = 4.0 * P;                           // F32 gradients
+  m.optimizer = (bf16_moments ? 4.0 : 8.0) * P;   // AdamW m and v
+  m.activations = 4.0 * double(B) * double(T) * whole.activation_values;
   m.total = m.weights + m.grads + m.optimizer + m.activations;
   return m;
 }

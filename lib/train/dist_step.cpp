@@ -226,8 +226,11 @@ DistRuntime::~DistRuntime() = default;
 bool DistRuntime::main() const { return !topo_ || topo_->is_main(); }
 
 void DistRuntime::check_model(const model::ModelArgs& a, const std::string& what) const {
-  if (!topo_) return;
-  const auto& L = topo_->layout();
+  if (topo_) check_layout_fits(topo_->layout(), a, what);
+}
+
+void check_layout_fits(const dist::Layout& L, const model::ModelArgs& a,
+                       const std::string& what) {
   if (L.ep > 1 && a.n_routed_experts % L.ep != 0)
     DS_THROW(UsageError, "--ep {}: {} has {} routed experts, which {} ranks cannot share "
              "equally (--ep must divide n_routed_experts)", L.ep, what, a.n_routed_experts, L.ep);
@@ -287,16 +290,24 @@ void DistRuntime::attach(model::Transformer& m, const OptimizerOptions& opt) {
   step_ = std::make_unique<DistStep>(*topo_, m, o_.pp_schedule, reverse_.get());
 }
 
-std::vector<std::pair<int64_t, int64_t>> DistRuntime::micro_slices(int64_t rows,
-                                                                   int64_t micro) const {
-  const int dp = topo_->layout().dp;
-  const auto [first, count] = dp_slice(rows, dp, topo_->dp_rank());
-  const int64_t largest = (rows + dp - 1) / dp;
+int64_t step_micro_batches(int64_t rows, const dist::Layout& layout, int64_t micro,
+                           const std::string& pp_schedule, int64_t* micro_rows) {
+  const int64_t largest = (rows + layout.dp - 1) / layout.dp;
   const int64_t mb = std::max<int64_t>(1, micro > 0 ? std::min(micro, largest) : largest);
   int64_t n = (largest + mb - 1) / mb;   // micro-batches of the largest slice
   // DualPipe needs an even count of at least 2 pp: a short step (batch ramp, the last step of
   // an epoch) is topped up with stand-ins rather than refused mid-run
-  if (o_.pp_schedule == "dualpipe") n = std::max<int64_t>(n + n % 2, 2 * topo_->layout().pp);
+  if (pp_schedule == "dualpipe") n = std::max<int64_t>(n + n % 2, 2 * layout.pp);
+  if (micro_rows) *micro_rows = mb;
+  return n;
+}
+
+std::vector<std::pair<int64_t, int64_t>> DistRuntime::micro_slices(int64_t rows,
+                                                                   int64_t micro) const {
+  const int dp = topo_->layout().dp;
+  const auto [first, count] = dp_slice(rows, dp, topo_->dp_rank());
+  int64_t mb = 0;
+  const int64_t n = step_micro_batches(rows, topo_->layout(), micro, o_.pp_schedule, &mb);
   std::vector<std::pair<int64_t, int64_t>> out;
   for (int64_t r = 0; r < count; r += mb) out.emplace_back(first + r, std::min(mb, count - r));
   while (int64_t(out.size()) < n) out.emplace_back(0, 0);

@@ -101,10 +101,7 @@ model::ModelArgs resolve_model_args(const PretrainOptions& o) {
   return a;
 }
 
-namespace {
-
-// The flag values a run and a --dry-run plan both need; returns the model.
-model::ModelArgs check_flags(const PretrainOptions& o) {
+model::ModelArgs check_pretrain_flags(const PretrainOptions& o) {
   if (o.batch_size <= 0) DS_THROW(UsageError, "--batch-size must be positive");
   if (o.seq_len < 2) DS_THROW(UsageError, "--seq-len must be at least 2");
   validate(o.schedule);
@@ -131,6 +128,8 @@ model::ModelArgs check_flags(const PretrainOptions& o) {
     DS_THROW(UsageError, "--batch-size {} x --seq-len {} overflows", o.batch_size, o.seq_len);
   return a;
 }
+
+namespace {
 
 // A micro-batch whose activations are far beyond this machine's memory allocated for minutes
 // and was then ended by the kernel's OOM killer without a message. model::plan_memory
@@ -169,7 +168,7 @@ RunSetup resolve_setup(const PretrainOptions& o) {
   io::check_output_dir(o.out, "--out");
   if (o.steps < 0 || o.tokens < 0 || (o.steps > 0) == (o.tokens > 0))
     DS_THROW(UsageError, "give exactly one of --steps and --tokens");
-  s.args = check_flags(o);
+  s.args = check_pretrain_flags(o);
   int64_t per_step = o.batch_size * o.seq_len;
   if (o.steps > INT64_MAX / per_step || o.tokens > INT64_MAX - per_step)
     DS_THROW(UsageError, "--steps {} / --tokens {}: the run's token count overflows", o.steps,
@@ -191,36 +190,6 @@ RunSetup resolve_setup(const PretrainOptions& o) {
     DS_THROW(UsageError, "--resume-new-data continues a checkpoint: not with --resume never");
   s.resume_from = resolve_resume(o.resume, o.out);
   return s;
-}
-
-void dry_run(const PretrainOptions& o) {
-  model::ModelArgs a = check_flags(o);
-  auto c = model::count_params(a);
-  int64_t micro = o.micro_batch_size > 0 ? o.micro_batch_size : o.batch_size;
-  auto m = model::plan_memory(a, micro, o.seq_len, o.optimizer.bf16_moments);
-  auto gib = [](double b) { return b / double(1ull << 30); };
-  nlohmann::json j{
-      {"params",
-       {{"total", c.total},
-        {"activated", c.activated},
-        {"mtp", c.mtp},
-        {"embedding", c.embedding},
-        {"total_b", double(c.total) / 1e9},
-        {"activated_b", double(c.activated) / 1e9}}},
-      {"batch",
-       {{"micro_batch_size", micro}, {"seq_len", o.seq_len}, {"batch_size", o.batch_size}}},
-      {"memory_gib",
-       {{"weights", gib(m.weights)},
-        {"grads", gib(m.grads)},
-        {"optimizer", gib(m.optimizer)},
-        {"activations", gib(m.activations)},
-        {"total", gib(m.total)}}},
-      {"moments", o.optimizer.bf16_moments ? "bf16" : "f32"}};
-  // the weight average lives in host memory whatever the device (F32, as the weights), with a
-  // host copy of the weights that its update reads when they are on the GPU
-  if (o.ema_decay > 0)
-    j["memory_gib"]["ema_host"] = gib(m.weights) * (o.device == "cuda" ? 2.0 : 1.0);
-  std::printf("%s\n", j.dump(2).c_str());
 }
 
 }  // namespace ds::train

@@ -737,6 +737,24 @@ def test_dry_run(P):
     check(rc == 0 and abs(p.get("total_b", 0) - 671.03) < 0.005 and
           abs(p.get("activated_b", 0) - 37.55) < 0.01, f"dry-run 671b: {p}")
     check(j.get("memory_gib", {}).get("weights", 0) > 2000, "dry-run: 671b weights > 2000 GiB")
+    check("per_rank" not in j, "dry-run: no layout, no per-rank plan")
+    # a layout: one rank of each of the 16 stages, each holding a 16th of the layers and an
+    # 8th of the experts
+    rc, out, err = run(P, "--preset", "671b", "--dry-run", "--batch-size", 64, "--seq-len", 4096,
+                       "--micro-batch-size", 1, "--world-size", 128, "--pp", 16, "--ep", 8)
+    j = json.loads(out) if rc == 0 else {}
+    ranks = j.get("per_rank", [])
+    whole = j.get("memory_gib", {}).get("weights", 0)
+    check(rc == 0 and j.get("layout", {}).get("dp") == 8 and len(ranks) == 16 and
+          ranks[0]["layers"] == [[0, 4]] and ranks[-1]["layers"] == [[58, 61]] and
+          all(r["memory_gib"]["weights"] < whole / 16 for r in ranks) and
+          j["per_rank_max_gib"] == max(r["memory_gib"]["total"] for r in ranks),
+          f"dry-run 671b over 128 ranks (pp 16, ep 8): {j.get('layout')} "
+          f"{[r.get('memory_gib', {}).get('total') for r in ranks]}")
+    rc, out, err = run(P, "--preset", "671b", "--dry-run", "--world-size", 8, "--pp", 3)
+    lines = [l for l in err.splitlines() if l.strip()]
+    check(rc == 2 and len(lines) == 1 and "--pp 3 does not divide the world size 8" in lines[0],
+          f"dry-run: an impossible layout refused: {rc} {lines}")
 
 
 def main():

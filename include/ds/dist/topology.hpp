@@ -51,6 +51,11 @@ struct Layout {
   int pp = 1, dp = 1, ep = 1;      // --pp, dp = world / pp, --ep (divides dp)
 };
 
+// The layout of a world of W ranks: `layout` as the flags give it (pp, ep; dp ignored) with
+// dp = W / pp. UsageError naming the flag when pp or ep is below 1, pp does not divide W or ep
+// does not divide dp. (Topology::create applies it; ds-pretrain --dry-run plans with it.)
+Layout layout_for(const Layout& layout, int W);
+
 // What the training tools' distributed flags fill (ds::cli::add_dist_options).
 struct DistOptions {
   LaunchOptions launch;

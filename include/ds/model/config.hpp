@@ -88,4 +88,18 @@ struct MemoryPlan {
 MemoryPlan plan_memory(const ModelArgs& a, int64_t batch_size, int64_t seq_len,
                        bool bf16_moments);
 
+// The part of the model one rank of a pipeline stage holds (parallel.hpp): main layers
+// [first_layer, last_layer), with the final norm, head and MTP modules when last_stage, its
+// routed experts split ep ways. The embedding table is not included (a rank holds it once,
+// on the first stage, or as the last stage's copy when MTP is on). Activation values: what one
+// token's forward through this part keeps for backward (F32 values, plan_memory's layout; the
+// embedding output counted when first_stage), T the sequence length.
+struct StagePart {
+  int64_t replicated = 0;          // parameters every data-parallel rank of the stage holds
+  int64_t experts = 0;             // routed-expert parameters of one expert-parallel rank
+  double activation_values = 0;
+};
+StagePart stage_part(const ModelArgs& a, int64_t first_layer, int64_t last_layer,
+                     bool first_stage, bool last_stage, int ep, int64_t seq_len);
+
 }  // namespace ds::model

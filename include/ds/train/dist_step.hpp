@@ -88,6 +88,17 @@ class DistStep {
 
 class ShardedAdamW;
 
+// The micro-batches of a step of `rows` rows on a data-parallel rank of `layout` (the rows of
+// the largest dp slice in micro-batches of `micro`, micro <= 0: the whole slice; raised to an
+// even count of at least 2 pp under DualPipe), and the rows of a full one (in *micro_rows).
+int64_t step_micro_batches(int64_t rows, const dist::Layout& layout, int64_t micro,
+                           const std::string& pp_schedule, int64_t* micro_rows = nullptr);
+
+// UsageError when `layout` cannot hold the model `what` names (its config.json or preset):
+// --ep must divide n_routed_experts, --pp at most n_layers.
+void check_layout_fits(const dist::Layout& layout, const model::ModelArgs& a,
+                       const std::string& what);
+
 // The distributed side of a training run, shared by ds-pretrain and ds-sft: the world and its
 // groups, the ZeRO-1 optimiser and the step runner. Inactive (one process) when the launch has
 // one rank; then the tools keep their single-process path untouched.
@@ -107,9 +118,8 @@ class DistRuntime {
                                                   model::ParamStore& store);
   // True when this rank's store holds part of the model (--ep or --pp > 1).
   bool partial_model() const;
-  // UsageError when the layout cannot hold the model `what` names (its config.json or preset):
-  // --ep must divide n_routed_experts, --pp at most n_layers. Called before any data is read,
-  // on every rank alike (the world and the model are the same everywhere).
+  // check_layout_fits for this world's layout. Called before any data is read, on every rank
+  // alike (the world and the model are the same everywhere).
   void check_model(const model::ModelArgs& a, const std::string& what) const;
   // After the model is built: ShardedAdamW over its parameters and the DistStep. Collective.
   void attach(model::Transformer& m, const OptimizerOptions& opt);

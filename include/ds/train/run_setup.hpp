@@ -26,6 +26,9 @@ struct RunSetup {
 // Model configuration alone (preset or config.json; vocabulary from the tokenizer when a
 // preset is used: its vocab_size rounded up to a multiple of 128).
 model::ModelArgs resolve_model_args(const PretrainOptions& o);
+// The flag values a run and a --dry-run plan both need (UsageError naming the flag); returns
+// the model.
+model::ModelArgs check_pretrain_flags(const PretrainOptions& o);
 // Everything; validates flags (UsageError naming the flag).
 RunSetup resolve_setup(const PretrainOptions& o);
 // ops::Context for --device/--threads on GPU `gpu` (UsageError for an unknown device,
