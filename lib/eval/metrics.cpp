@@ -63,6 +63,30 @@ double LossTotals::bits_per_byte() const {
                : std::numeric_limits<double>::quiet_NaN();
 }
 
+LossStderrs loss_stderrs(std::span<const LossTotals> docs) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  LossTotals all;
+  for (const LossTotals& d : docs) all.add(d);
+  const double D = double(docs.size());
+  // se of the ratio sum(s) / sum(x) over the documents (x = tokens or bytes)
+  auto ratio_se = [&](auto x_of, double sum_x) {
+    if (docs.size() < 2 || !(sum_x > 0)) return nan;
+    const double r = all.sum_nll / sum_x;
+    double ss = 0;
+    for (const LossTotals& d : docs) {
+      const double e = d.sum_nll - r * double(x_of(d));
+      ss += e * e;
+    }
+    return std::sqrt(D / (D - 1) * ss) / sum_x;
+  };
+  LossStderrs s;
+  s.nll = ratio_se([](const LossTotals& d) { return d.tokens; }, double(all.tokens));
+  s.perplexity = all.perplexity() * s.nll;
+  s.bpb = ratio_se([](const LossTotals& d) { return d.bytes; }, double(all.bytes)) /
+          std::numbers::ln2;
+  return s;
+}
+
 std::vector<Window> sliding_windows(size_t n, size_t w, size_t s) {
   if (w == 0 || s == 0 || s > w)
     DS_THROW(UsageError, "sliding window: need 1 <= stride ({}) <= window ({})", s, w);

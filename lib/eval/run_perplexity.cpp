@@ -143,9 +143,12 @@ EvalReport eval_perplexity(model::Pretrained& pt, const PerplexityOptions& o, Sa
   rep.settings = {{"window", W}, {"stride", S}, {"input", o.files.empty() ? "shards" : "text"},
                   {"limit", o.common.limit},
                   {"document_start", pt.add_bos_token ? "bos" : "eos"}};
-  rep.metrics.push_back({"nll", total.mean_nll(), std::nullopt});
-  rep.metrics.push_back({"perplexity", total.perplexity(), std::nullopt});
-  if (total.bytes > 0) rep.metrics.push_back({"bpb", total.bits_per_byte(), std::nullopt});
+  // standard errors over the documents (null with one: nothing to estimate the spread from)
+  const LossStderrs se = loss_stderrs(per_doc);
+  auto maybe = [](double v) { return std::isfinite(v) ? std::optional<double>(v) : std::nullopt; };
+  rep.metrics.push_back({"nll", total.mean_nll(), maybe(se.nll)});
+  rep.metrics.push_back({"perplexity", total.perplexity(), maybe(se.perplexity)});
+  if (total.bytes > 0) rep.metrics.push_back({"bpb", total.bits_per_byte(), maybe(se.bpb)});
   rep.counts = {{"documents", docs.size()}, {"tokens", total.tokens}, {"bytes", total.bytes},
                 {"windows", reqs.size()}};
   return rep;

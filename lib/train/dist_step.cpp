@@ -210,8 +210,7 @@ bool DistStep::agree_stop(bool local) {
 }
 
 DistRuntime::DistRuntime(const dist::DistOptions& o) : o_(o) {
-  if (o.pp_schedule == "dualpipe" && o.layout.pp % 2 != 0)
-    DS_THROW(UsageError, "--pp-schedule dualpipe needs an even --pp (got {})", o.layout.pp);
+  check_pp_schedule(o.pp_schedule, o.layout.pp);
   auto world = dist::init_world(o.launch);
   if (world->size() > 1)
     topo_ = dist::Topology::create(std::move(world), o.layout,

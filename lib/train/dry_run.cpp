@@ -68,26 +68,37 @@ RankPlan rank_plan(const PretrainOptions& o, const model::ModelArgs& a, const La
     }
   }
   // ZeRO-1 groups: the stage's dp ranks, the dp / ep of them holding the same experts (both
-  // pipeline ranks of a DualPipe pair)
+  // pipeline ranks of a DualPipe pair). Each keeps the moments and the reduced F32 gradient of
+  // its chunk; the update gathers a group's flat F32 vector (size x chunk) when it has more
+  // than one rank. (One process runs plain AdamW: moments only.)
   const int64_t pair = dual ? 2 : 1;
+  const int64_t n_rep = pair * L.dp, n_exp = pair * (L.dp / L.ep);
+  const int64_t c_rep = ceil_div(replicated, n_rep), c_exp = ceil_div(experts, n_exp);
+  const bool sharded = lp.world_size > 1;
   p.params = replicated + experts;
-  p.optimizer_params =
-      ceil_div(replicated, pair * L.dp) + ceil_div(experts, pair * (L.dp / L.ep));
+  p.optimizer_params = c_rep + c_exp;
   p.weights = 4.0 * double(p.params);
   p.grads = 4.0 * double(p.params);
-  p.optimizer = (o.optimizer.bf16_moments ? 4.0 : 8.0) * double(p.optimizer_params);
+  p.optimizer = ((o.optimizer.bf16_moments ? 4.0 : 8.0) + (sharded ? 4.0 : 0.0)) *
+                double(p.optimizer_params);
+  if (sharded)
+    p.update_buffer = 4.0 * double(std::max(n_rep > 1 ? n_rep * c_rep : 0,
+                                            n_exp > 1 ? n_exp * c_exp : 0));
   p.activations = 4.0 * double(lp.micro_batch_size) * double(o.seq_len) * peak;
   if (o.ema_decay > 0) p.ema_host = p.weights * (o.device == "cuda" ? 2.0 : 1.0);
   return p;
 }
 
 nlohmann::json memory_json(double weights, double grads, double optimizer, double activations,
-                           double ema_host) {
+                           double ema_host, double update_buffer = 0) {
   nlohmann::json m{{"weights", gib(weights)},
                    {"grads", gib(grads)},
                    {"optimizer", gib(optimizer)},
                    {"activations", gib(activations)},
-                   {"total", gib(weights + grads + optimizer + activations)}};
+                   {"total", gib(weights + grads + optimizer + std::max(activations,
+                                                                         update_buffer))}};
+  // the update's gathered F32 vector: after the backward pass, when the activations are freed
+  if (update_buffer > 0) m["zero_update_buffer"] = gib(update_buffer);
   // the weight average lives in host memory whatever the device (F32, as the weights), with a
   // host copy of the weights that its update reads when they are on the GPU
   if (ema_host > 0) m["ema_host"] = gib(ema_host);
@@ -102,8 +113,7 @@ LayoutPlan plan_layout(const PretrainOptions& o, const model::ModelArgs& a) {
                                                : o.dist.layout.pp * o.dist.layout.ep;
   lp.layout = dist::layout_for(o.dist.layout, lp.world_size);
   check_layout_fits(lp.layout, a, o.preset.empty() ? o.model_config : "preset " + o.preset);
-  if (o.dist.pp_schedule == "dualpipe" && lp.layout.pp % 2 != 0)
-    DS_THROW(UsageError, "--pp-schedule dualpipe needs an even --pp (got {})", lp.layout.pp);
+  check_pp_schedule(o.dist.pp_schedule, lp.layout.pp);
   lp.rows_per_rank = ceil_div(o.batch_size, lp.layout.dp);
   lp.micro_batches = step_micro_batches(o.batch_size, lp.layout, o.micro_batch_size,
                                         o.dist.pp_schedule, &lp.micro_batch_size);
@@ -113,8 +123,10 @@ LayoutPlan plan_layout(const PretrainOptions& o, const model::ModelArgs& a) {
 
 void dry_run(const PretrainOptions& o) {
   model::ModelArgs a = check_pretrain_flags(o);
+  check_pp_schedule(o.dist.pp_schedule, o.dist.layout.pp);
   auto c = model::count_params(a);
-  int64_t micro = o.micro_batch_size > 0 ? o.micro_batch_size : o.batch_size;
+  const int64_t micro =
+      o.micro_batch_size > 0 ? std::min(o.micro_batch_size, o.batch_size) : o.batch_size;
   auto m = model::plan_memory(a, micro, o.seq_len, o.optimizer.bf16_moments);
   const double ema = o.ema_decay > 0 ? m.weights * (o.device == "cuda" ? 2.0 : 1.0) : 0.0;
   nlohmann::json j{
@@ -144,7 +156,8 @@ void dry_run(const PretrainOptions& o) {
                        {"params", p.params},
                        {"micro_batches_in_flight", p.in_flight},
                        {"memory_gib", memory_json(p.weights, p.grads, p.optimizer,
-                                                  p.activations, p.ema_host)}});
+                                                  p.activations, p.ema_host,
+                                                  p.update_buffer)}});
       worst = std::max(worst, p.total());
     }
     j["per_rank_max_gib"] = gib(worst);

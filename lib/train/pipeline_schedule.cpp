@@ -9,10 +9,15 @@
 
 namespace ds::train {
 
+void check_pp_schedule(const std::string& schedule, int pp) {
+  if (schedule == "dualpipe" && pp % 2 != 0)
+    DS_THROW(UsageError, "--pp-schedule dualpipe needs an even --pp (got {})", pp);
+}
+
 namespace {
 
 std::vector<PipeOp> dualpipe(int P, int r, int M) {
-  if (P % 2 != 0) DS_THROW(UsageError, "--pp-schedule dualpipe needs an even --pp (got {})", P);
+  check_pp_schedule("dualpipe", P);
   if (M % 2 != 0 || M < 2 * P)
     DS_THROW(UsageError,
              "--pp-schedule dualpipe needs an even number of micro-batches per step, at least 2 x "

@@ -348,9 +348,14 @@ void Run::init() {
   start_step = st.step;
   done_pos = loader->state();
   init_ema();
-  // a fresh run (step 0) starts the file over; an existing file must hold metrics lines
-  // (a step saved with its evaluation pending has a line without it: replaced when it runs)
-  if (ranks->main()) metrics.open(o.metrics, st.step - (st.pending_metrics.empty() ? 0 : 1));
+  if (o.resume_new_data && !st.pending_metrics.empty()) {   // (it would read the new data)
+    spdlog::info("--resume-new-data: step {}'s evaluation, left undone by a failed read, is not "
+                 "run", st.step);
+    st.pending_metrics.clear();
+  }
+  // a fresh run (step 0) starts the file over; an existing file must hold metrics lines (with
+  // an evaluation pending, once it has run: finish_pending_eval)
+  if (ranks->main() && st.pending_metrics.empty()) metrics.open(o.metrics, st.step);
 }
 
 // The moving average starts from the weights, or continues the resumed checkpoint's ema/.
@@ -452,18 +457,18 @@ void Run::evaluate_into(json& j) {
 }
 
 // A checkpoint saved because its step's evaluation could not read the data (now repaired):
-// that evaluation runs first, its line replaces the one written without it (init opened the
-// metrics file one step back), and the checkpoint is saved again without the mark. A read that
-// fails again stops the run as before, the checkpoint untouched.
+// that evaluation runs first, then the metrics file is opened one step back, so that its line
+// replaces the one written without it (a regular file; appended to a stream). A read that fails
+// again stops the run as before, file and checkpoint untouched. The checkpoint keeps its mark
+// (later ones have none): a later resume from it runs the evaluation again, to the same line.
 void Run::finish_pending_eval() {
   if (st.pending_metrics.empty()) return;
   spdlog::info("step {}: the evaluation a failed read left undone", st.step);
   json j = json::parse(st.pending_metrics);
   evaluate_into(j);
+  if (ranks->main()) metrics.open(o.metrics, st.step - 1);
   metrics.write(j.dump());
   st.pending_metrics.clear();
-  saved_step = -1;
-  save();
 }
 
 // The validation loss of the weights' moving average: the weights are exchanged with it for

@@ -171,9 +171,31 @@ TEST_CASE("ds-eval perplexity: exp of the independently computed mean NLL; BPB; 
   // Batching several windows / files per forward gives the same numbers.
   o.common.batch_size = 8;
   o.files = {g.string(), f.string()};
-  const double batched = metric(eval::eval_perplexity(fx.pt, o), "nll");
+  o.common.log_samples = (fx.tmp.path() / "ppl_samples.jsonl").string();
+  const eval::EvalReport two = eval::eval_perplexity(fx.pt, o);
+  const double batched = metric(two, "nll");
   o.common.batch_size = 1;
+  o.common.log_samples.clear();
   CHECK(metric(eval::eval_perplexity(fx.pt, o), "nll") == doctest::Approx(batched).epsilon(1e-6));
+  // standard errors over the documents: none with one, the cluster formula's with two (each
+  // document's sum and tokens from the sample log)
+  const json j1 = r.to_json(), j2 = two.to_json();
+  CHECK(j1["metrics"]["nll"]["stderr"].is_null());
+  std::ifstream samples(fx.tmp.path() / "ppl_samples.jsonl");
+  std::string l0, l1;
+  REQUIRE(std::getline(samples, l0));
+  REQUIRE(std::getline(samples, l1));
+  const json d0 = json::parse(l0), d1 = json::parse(l1);
+  const double s_long = d0["sum_nll"], s_short = d1["sum_nll"];
+  const double n_long = d0["tokens"], n_short = d1["tokens"];
+  const double R = (s_long + s_short) / (n_long + n_short);
+  const double se = std::sqrt(2.0 * (std::pow(s_long - R * n_long, 2) +
+                                     std::pow(s_short - R * n_short, 2))) /
+                    (n_long + n_short);
+  CHECK(j2["metrics"]["nll"]["stderr"].get<double>() == doctest::Approx(se).epsilon(1e-5));
+  CHECK(j2["metrics"]["perplexity"]["stderr"].get<double>() ==
+        doctest::Approx(std::exp(R) * se).epsilon(1e-5));
+  CHECK(j2["metrics"]["bpb"]["stderr"].get<double>() > 0);
 }
 
 TEST_CASE("ds-eval mc: accuracy computed by hand from logits; sample log") {

@@ -46,6 +46,26 @@ TEST_CASE("token NLL, perplexity and bits per byte") {
   CHECK(std::isnan(LossTotals{}.bits_per_byte()));
 }
 
+TEST_CASE("standard errors of NLL, perplexity and bits per byte over documents") {
+  // three documents (sum_nll, tokens, bytes); values from the cluster (ratio) formula in
+  // Python: R = 11/6, D/(D-1) sum (s - R n)^2 = 633/36
+  const std::vector<LossTotals> docs = {{.sum_nll = 2, .tokens = 1, .bytes = 4},
+                                        {.sum_nll = 6, .tokens = 2, .bytes = 8},
+                                        {.sum_nll = 3, .tokens = 3, .bytes = 6}};
+  const LossStderrs s = loss_stderrs(docs);
+  CHECK(s.nll == doctest::Approx(0.6988747569671737).epsilon(1e-12));
+  CHECK(s.perplexity == doctest::Approx(4.371252607686852).epsilon(1e-12));
+  CHECK(s.bpb == doctest::Approx(0.13447047776910911).epsilon(1e-12));
+  // documents with the same per-token loss: no spread
+  const std::vector<LossTotals> even = {{.sum_nll = 2, .tokens = 1, .bytes = 3},
+                                        {.sum_nll = 6, .tokens = 3, .bytes = 9}};
+  CHECK(loss_stderrs(even).nll == doctest::Approx(0.0));
+  CHECK(loss_stderrs(even).bpb == doctest::Approx(0.0));
+  // one document: nothing to estimate a spread from
+  CHECK(std::isnan(loss_stderrs(std::span(docs).first(1)).nll));
+  CHECK(std::isnan(loss_stderrs(std::span(docs).first(1)).bpb));
+}
+
 TEST_CASE("sliding windows score every target exactly once") {
   for (size_t n : {0u, 1u, 2u, 3u, 10u, 17u, 64u, 65u, 100u, 1000u}) {
     for (size_t w : {1u, 2u, 8u, 16u, 64u}) {

@@ -541,8 +541,10 @@ def test_bad_block(P, tok, data, data_b, work):
     its first row at step 3 with weights 20:1, or read for the held-out loss after step 1, or
     after the last step): the run stops with the block's error, exit 1, after saving the last
     completed step (with the weight average); an evaluation it could not finish is marked in the
-    checkpoint. Once the shard is repaired, a resume runs that evaluation first and ends where a
-    run on intact data ends: the same weights bit for bit and the same metrics lines."""
+    checkpoint (and stays there; later checkpoints have none). A resume on still broken data
+    leaves the metrics as they were; once the shard is repaired, it runs that evaluation first
+    and ends where a run on intact data ends: the same weights bit for bit and the same metrics
+    lines."""
     shard = os.path.join(data_b, "shard-00000.dst")
     good = open(shard, "rb").read()
     bad = bytearray(good)
@@ -585,6 +587,17 @@ def test_bad_block(P, tok, data, data_b, work):
               f"bad block in the {what}: exit {rc}, last line {last}, checkpoints {ckpts}, "
               f"{len(lines)} metrics lines, pending evaluation {'pending_metrics' in st} (want 1, "
               f"the block named, step {saved} saved with ema/, its evaluation pending: {pending})")
+        if pending:   # the evaluation failing again on resume: the line written without it stays
+            with open(shard, "wb") as f:
+                f.write(bad)
+            try:
+                rc, _, err = run(P, *args(out, steps, *more))
+            finally:
+                with open(shard, "wb") as f:
+                    f.write(good)
+            check(rc == 1 and lines_of(out) == lines,
+                  f"bad block in the {what}: the pending evaluation failing again leaves the "
+                  f"metrics as they were: exit {rc}, {len(lines_of(out))} lines")
         ok(P, *args(out, steps, *more))
         name = f"step-{steps:08d}"
         fa = files_of(os.path.join(straight, name))
@@ -594,7 +607,8 @@ def test_bad_block(P, tok, data, data_b, work):
         check(fb.get("model.safetensors") == fa["model.safetensors"] and
               fb.get(os.path.join("ema", "model.safetensors")) ==
               fa[os.path.join("ema", "model.safetensors")] and
-              lines_of(out) == lines_of(straight) and "pending_metrics" not in st,
+              lines_of(out) == lines_of(straight) and
+              ("pending_metrics" in st) == (pending and saved == steps),
               f"bad block in the {what}: repaired and resumed, the weights, weight average and "
               "metrics lines of the intact run")
 
@@ -751,10 +765,12 @@ def test_dry_run(P):
           j["per_rank_max_gib"] == max(r["memory_gib"]["total"] for r in ranks),
           f"dry-run 671b over 128 ranks (pp 16, ep 8): {j.get('layout')} "
           f"{[r.get('memory_gib', {}).get('total') for r in ranks]}")
-    rc, out, err = run(P, "--preset", "671b", "--dry-run", "--world-size", 8, "--pp", 3)
-    lines = [l for l in err.splitlines() if l.strip()]
-    check(rc == 2 and len(lines) == 1 and "--pp 3 does not divide the world size 8" in lines[0],
-          f"dry-run: an impossible layout refused: {rc} {lines}")
+    for bad, says in ((["--world-size", 8, "--pp", 3], "--pp 3 does not divide the world size 8"),
+                      (["--pp-schedule", "dualpipe"], "dualpipe needs an even --pp (got 1)")):
+        rc, out, err = run(P, "--preset", "671b", "--dry-run", *bad)
+        lines = [l for l in err.splitlines() if l.strip()]
+        check(rc == 2 and len(lines) == 1 and says in lines[0],
+              f"dry-run: an impossible layout refused as a launch refuses it: {rc} {lines}")
 
 
 def main():

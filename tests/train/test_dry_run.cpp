@@ -2,7 +2,8 @@
 // for pipeline and expert splits (and DualPipe's two stages per rank) of the tiny preset, a
 // variant with more layers, and the 671B preset (shapes only, nothing allocated), the
 // parameters a rank registers equal the plan's; the whole-model plan is one rank's of a world
-// of one; the in-flight micro-batches of 1F1B and DualPipe; the ZeRO-1 share; bad layouts.
+// of one; the in-flight micro-batches of 1F1B, GPipe and DualPipe; the ZeRO-1 share; bad
+// layouts.
 #include <doctest/doctest.h>
 
 #include <memory>
@@ -134,6 +135,9 @@ TEST_CASE("dry-run layout plan: micro-batches in flight, ZeRO-1 shares, bad layo
   train::LayoutPlan lp = train::plan_layout(layout(32, 8, 4, "1f1b"), a);
   CHECK(lp.micro_batches == 4);   // 16 rows / dp 4, one row each
   for (int s = 0; s < 8; ++s) CHECK(lp.ranks[size_t(s)].in_flight == std::min(8 - s, 4));
+  // GPipe: every micro-batch of the step on every stage
+  lp = train::plan_layout(layout(16, 4, 2, "gpipe"), a);
+  for (const train::RankPlan& p : lp.ranks) CHECK(p.in_flight == lp.micro_batches);
   // DualPipe (paper §3.2.1): pp + 1 at most (here every rank), with enough micro-batches
   lp = train::plan_layout(layout(8, 8, 1, "dualpipe"), a);
   CHECK(lp.micro_batches == 16);   // raised to 2 pp
@@ -144,8 +148,12 @@ TEST_CASE("dry-run layout plan: micro-batches in flight, ZeRO-1 shares, bad layo
   const auto [l0, l1] = lp.ranks[1].layers[0];
   const model::StagePart part = model::stage_part(a, l0, l1, false, true, 4, 32);
   const int64_t replicated = part.replicated + a.vocab_size * a.dim;   // the embedding copy
-  CHECK(lp.ranks[1].optimizer_params == (replicated + 7) / 8 + (part.experts + 1) / 2);
-  CHECK(lp.ranks[1].optimizer == 4.0 * double(lp.ranks[1].optimizer_params));   // BF16 m, v
+  const int64_t c_rep = (replicated + 7) / 8, c_exp = (part.experts + 1) / 2;
+  CHECK(lp.ranks[1].optimizer_params == c_rep + c_exp);
+  // BF16 m and v and the F32 reduced gradient of the chunk; the update gathers a group's
+  // whole flat F32 vector
+  CHECK(lp.ranks[1].optimizer == 8.0 * double(lp.ranks[1].optimizer_params));
+  CHECK(lp.ranks[1].update_buffer == 4.0 * double(std::max(8 * c_rep, 2 * c_exp)));
   CHECK_THROWS_WITH_AS(train::plan_layout(layout(12, 8, 1, "1f1b"), a),
                        doctest::Contains("--pp 8 does not divide the world size 12"),
                        UsageError);

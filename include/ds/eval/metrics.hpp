@@ -37,6 +37,16 @@ struct LossTotals {
   double bits_per_byte() const;    // sum_nll / (ln 2 × bytes)
 };
 
+// Standard errors of a corpus's mean NLL, perplexity and bits per byte with its documents as
+// the sampled units: the pooled means are ratios Σ s_d / Σ n_d, whose linearised (cluster)
+// variance is D/(D − 1) Σ (s_d − R n_d)² / (Σ n_d)²; perplexity's by the delta method,
+// exp(R) × se(R). Tokens within a document are not independent, so a per-token standard
+// error would be far too small. NaN with fewer than two documents (or no bytes, for bpb).
+struct LossStderrs {
+  double nll = 0, perplexity = 0, bpb = 0;
+};
+LossStderrs loss_stderrs(std::span<const LossTotals> docs);
+
 // One window of a sliding-window evaluation over tokens t[0..n). The model reads the inputs
 // t[begin, end) (end − begin ≤ W); logit row r predicts t[begin + r + 1]. The targets whose
 // losses count are t[score_begin, score_end), i.e. logit rows [score_begin − begin − 1,

@@ -18,9 +18,14 @@ struct RankPlan {
   int64_t params = 0;            // parameters it holds (its share of the routed experts)
   int64_t optimizer_params = 0;  // those whose AdamW moments it keeps (its ZeRO-1 chunks)
   int64_t in_flight = 1;         // micro-batches whose activations it holds at its peak
-  double weights = 0, grads = 0, optimizer = 0, activations = 0;   // bytes
+  // bytes; optimizer: AdamW moments (and, sharded, the reduced F32 gradient) of its share
+  double weights = 0, grads = 0, optimizer = 0, activations = 0;
+  double update_buffer = 0;      // the ZeRO-1 update's gathered F32 vector (after backward)
   double ema_host = 0;           // bytes of host memory for --ema-decay (0: off)
-  double total() const { return weights + grads + optimizer + activations; }
+  double total() const {
+    return weights + grads + optimizer + (activations > update_buffer ? activations
+                                                                      : update_buffer);
+  }
 };
 
 struct LayoutPlan {

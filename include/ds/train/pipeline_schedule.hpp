@@ -27,6 +27,9 @@ struct PipeOp {
   int m = 0;     // micro-batch index in the step's list (direction 1 takes the second half)
 };
 
+// UsageError for --pp-schedule dualpipe with an odd --pp (also 1: one process).
+void check_pp_schedule(const std::string& schedule, int pp);
+
 // The operation list of pipeline rank `rank` of `pp` for M micro-batches. train = false gives
 // forwards only (evaluation). UsageError naming the flag for dualpipe with an odd --pp, an odd
 // number of micro-batches or fewer than 2 * pp of them.
