@@ -263,6 +263,18 @@ std::vector<std::pair<std::string, std::string>> run_flags(CLI::App& app) {
   return out;
 }
 
+// A multi-rank launch, before its world exists (MPI starts later, in the tool's body): the
+// logs carry the rank the launcher gave and only rank 0 logs below warnings, as once the world
+// is up, so that lines such as the --resume decision are not printed by every rank untagged.
+// (An inconsistent launch environment is left for the world's start to report.)
+void tag_rank_early() {
+  try {
+    const dist::LaunchInfo li = dist::detect_launch(dist::LaunchOptions{});
+    if (li.world_size > 1) log::set_rank(li.rank, li.world_size);
+  } catch (const ds::Error&) {
+  }
+}
+
 // After an error: every rank of a multi-rank launch ends (dist::abort_world), including, for a
 // tool that starts a world, the ranks already waiting in MPI_Init for this one.
 void end_ranks(CLI::App& app, int exit_code) {
@@ -310,6 +322,7 @@ int run_tool(CLI::App& app, int argc, char** argv, const CommonOptions& opts,
   try {
     if (starts_world(app)) dist::set_run_flags(run_flags(app));
     apply_common_options(opts);
+    if (starts_world(app)) tag_rank_early();
     body();
     // Results written to a full disk or a broken file are lost: that is a failed run.
     std::cout.flush();
@@ -321,8 +334,8 @@ int run_tool(CLI::App& app, int argc, char** argv, const CommonOptions& opts,
   } catch (const ds::Error& e) {
     const std::string origin =
         e.exit_code() == kExitUsage ? config_origin(app, e.what(), argc, argv) : std::string();
-    std::fprintf(stderr, "%s: error: %s%s\n", name.c_str(), printable(e.what()).c_str(),
-                 origin.c_str());
+    std::fprintf(stderr, "%s: error: %s%s%s\n", name.c_str(), log::rank_tag().c_str(),
+                 printable(e.what()).c_str(), origin.c_str());
     SPDLOG_DEBUG("raised at {}:{} ({})", e.src_file(), e.src_line(), e.subsystem());
     // one failing rank must not leave the others waiting in a collective (or in MPI_Init)
     end_ranks(app, e.exit_code());

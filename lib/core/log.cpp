@@ -30,7 +30,14 @@ void init(const std::string& level, int verbosity) {
   spdlog::cfg::load_env_levels();   // SPDLOG_LEVEL wins, as spdlog documents
 }
 
+namespace {
+std::string g_rank_tag;
+}
+
+const std::string& rank_tag() { return g_rank_tag; }
+
 void set_rank(int rank, int world_size, bool all_ranks) {
+  if (world_size > 1) g_rank_tag = fmt::format("[rank {}/{}] ", rank, world_size);
   auto pattern = fmt::format("[%H:%M:%S.%e] [rank {}/{}] [%^%l%$] %v", rank, world_size);
   spdlog::set_pattern(pattern);
   if (rank != 0 && !all_ranks && spdlog::get_level() < spdlog::level::warn)

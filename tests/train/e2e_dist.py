@@ -207,6 +207,12 @@ def check_layout_errors(args):
         rc, _, err = mpirun(args, 2, P, *a, *extra, timeout=60)
         check(rc == 2 and all(w in err for w in want) and not os.path.exists(out),
               f"{what}: exit {rc} (want 2), no {out}: {err.strip()[-300:]}")
+        # a rank's line says which rank it is (the first to fail may end the other before it
+        # prints: at least one line)
+        tagged = [l for l in err.splitlines() if l.startswith("ds-pretrain: error: ")]
+        check(tagged and all(("[rank 0/2] " + want[0]) in l or ("[rank 1/2] " + want[0]) in l
+                             for l in tagged),
+              f"{what}: the error lines carry the rank: {tagged}")
     # the ranks compare their flags once MPI is up: a differing --steps used to deadlock
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMPI_MCA_rmaps_base_oversubscribe="1")

@@ -14,6 +14,9 @@ spdlog::level::level_enum parse_level(const std::string& name);
 void init(const std::string& level, int verbosity = 0);
 // Adds "[rank r/w] " to every line; only rank 0 logs below `warn` unless all_ranks.
 void set_rank(int rank, int world_size, bool all_ranks = false);
+// "[rank r/w] " once set_rank has run with a world of several ranks, else "" (for the tools'
+// one-line error messages, printed outside the logger).
+const std::string& rank_tag();
 // True when stderr is a terminal (progress bars are drawn only then).
 bool stderr_is_tty();
 
