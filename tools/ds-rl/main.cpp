@@ -16,9 +16,9 @@ int main(int argc, char** argv) {
   ds::rl::RlOptions o;
   auto& op = o.optimizer;
 
-  app.add_option("--init", o.init,
+  app.add_option("--init,--model", o.init,
                  "Checkpoint (or run) directory: the initial policy and the reference model");
-  app.add_option("--prompts", o.prompts,
+  app.add_option("--prompts,--data", o.prompts,
                  "Prompts JSONL: {\"prompt\" or \"messages\", \"reference\"}")
       ->check(CLI::ExistingFile);
   app.add_flag("--chat", o.chat,

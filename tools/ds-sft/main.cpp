@@ -15,7 +15,8 @@ int main(int argc, char** argv) {
   ds::sft::SftOptions o;
   auto& op = o.optimizer;
 
-  app.add_option("--init", o.init, "Checkpoint directory to start from (ds-pretrain or ds-sft)");
+  app.add_option("--init,--model", o.init,
+                 "Checkpoint directory to start from (ds-pretrain or ds-sft)");
   app.add_option("--tokenizer", o.tokenizer, "tokenizer.json (default: the one in --init)")
       ->check(CLI::ExistingFile);
   app.add_option("--data", o.data, "Training JSONL files (chat or prompt/completion)");
