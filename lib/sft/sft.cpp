@@ -136,6 +136,7 @@ DataSetup load_data(const SftOptions& o) {
   if (io::exists(cfg)) {
     d.tmpl = infer::ChatTemplate::from_tokenizer_config(cfg);
     d.tmpl.check_tokens(*d.tok, cfg.string());
+    io::add_bos_token_in(cfg);   // copied into every checkpoint: a bad value fails now
   } else spdlog::info("{}: not found; using the built-in DeepSeek-V3 chat template", cfg.string());
   d.pad_id = int32_t(d.tok->token_to_id(tok::special::kPad).value_or(d.tok->eos_id().value_or(0)));
   TokenizeOptions topt{loss_on, o.seq_len + 1, o.truncate};
