@@ -28,6 +28,12 @@ double gib(double bytes) { return bytes / double(1ull << 30); }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Host memory of --ema-decay for F32 weights of `weights` bytes: the average, plus a host copy
+// of the weights for its update when they live on the GPU.
+double ema_host_bytes(const PretrainOptions& o, double weights) {
+  return o.ema_decay > 0 ? weights * (o.device == "cuda" ? 2.0 : 1.0) : 0.0;
+}
+
 // One rank of pipeline stage `r` (and, under DualPipe, of stage pp - 1 - r too).
 RankPlan rank_plan(const PretrainOptions& o, const model::ModelArgs& a, const LayoutPlan& lp,
                    int r) {
@@ -85,23 +91,19 @@ RankPlan rank_plan(const PretrainOptions& o, const model::ModelArgs& a, const La
     p.update_buffer = 4.0 * double(std::max(n_rep > 1 ? n_rep * c_rep : 0,
                                             n_exp > 1 ? n_exp * c_exp : 0));
   p.activations = 4.0 * double(lp.micro_batch_size) * double(o.seq_len) * peak;
-  if (o.ema_decay > 0) p.ema_host = p.weights * (o.device == "cuda" ? 2.0 : 1.0);
+  p.ema_host = ema_host_bytes(o, p.weights);
   return p;
 }
 
-nlohmann::json memory_json(double weights, double grads, double optimizer, double activations,
-                           double ema_host, double update_buffer = 0) {
-  nlohmann::json m{{"weights", gib(weights)},
-                   {"grads", gib(grads)},
-                   {"optimizer", gib(optimizer)},
-                   {"activations", gib(activations)},
-                   {"total", gib(weights + grads + optimizer + std::max(activations,
-                                                                         update_buffer))}};
+nlohmann::json memory_json(const RankPlan& p) {
+  nlohmann::json m{{"weights", gib(p.weights)},
+                   {"grads", gib(p.grads)},
+                   {"optimizer", gib(p.optimizer)},
+                   {"activations", gib(p.activations)},
+                   {"total", gib(p.total())}};
   // the update's gathered F32 vector: after the backward pass, when the activations are freed
-  if (update_buffer > 0) m["zero_update_buffer"] = gib(update_buffer);
-  // the weight average lives in host memory whatever the device (F32, as the weights), with a
-  // host copy of the weights that its update reads when they are on the GPU
-  if (ema_host > 0) m["ema_host"] = gib(ema_host);
+  if (p.update_buffer > 0) m["zero_update_buffer"] = gib(p.update_buffer);
+  if (p.ema_host > 0) m["ema_host"] = gib(p.ema_host);
   return m;
 }
 
@@ -127,8 +129,13 @@ void dry_run(const PretrainOptions& o) {
   auto c = model::count_params(a);
   const int64_t micro =
       o.micro_batch_size > 0 ? std::min(o.micro_batch_size, o.batch_size) : o.batch_size;
-  auto m = model::plan_memory(a, micro, o.seq_len, o.optimizer.bf16_moments);
-  const double ema = o.ema_decay > 0 ? m.weights * (o.device == "cuda" ? 2.0 : 1.0) : 0.0;
+  const model::MemoryPlan m = model::plan_memory(a, micro, o.seq_len, o.optimizer.bf16_moments);
+  RankPlan whole;   // one process: plain AdamW, no update buffer
+  whole.weights = m.weights;
+  whole.grads = m.grads;
+  whole.optimizer = m.optimizer;
+  whole.activations = m.activations;
+  whole.ema_host = ema_host_bytes(o, m.weights);
   nlohmann::json j{
       {"params",
        {{"total", c.total},
@@ -139,7 +146,7 @@ void dry_run(const PretrainOptions& o) {
         {"activated_b", double(c.activated) / 1e9}}},
       {"batch",
        {{"micro_batch_size", micro}, {"seq_len", o.seq_len}, {"batch_size", o.batch_size}}},
-      {"memory_gib", memory_json(m.weights, m.grads, m.optimizer, m.activations, ema)},
+      {"memory_gib", memory_json(whole)},
       {"moments", o.optimizer.bf16_moments ? "bf16" : "f32"}};
   if (o.dist.launch.world_size > 1 || o.dist.layout.pp > 1 || o.dist.layout.ep > 1) {
     const LayoutPlan lp = plan_layout(o, a);
@@ -155,9 +162,7 @@ void dry_run(const PretrainOptions& o) {
                        {"layers", p.layers},
                        {"params", p.params},
                        {"micro_batches_in_flight", p.in_flight},
-                       {"memory_gib", memory_json(p.weights, p.grads, p.optimizer,
-                                                  p.activations, p.ema_host,
-                                                  p.update_buffer)}});
+                       {"memory_gib", memory_json(p)}});
       worst = std::max(worst, p.total());
     }
     j["per_rank_max_gib"] = gib(worst);

@@ -140,9 +140,10 @@ void check_host_memory(const PretrainOptions& o, const model::ModelArgs& a) {
   if (!(ram > 0)) return;
   // a data-parallel rank's micro-batches hold at most its share of the batch
   const dist::LaunchInfo li = dist::detect_launch(o.dist.launch);
-  const int64_t dp = std::max<int64_t>(1, li.world_size / std::max(1, o.dist.layout.pp));
-  int64_t micro = (o.batch_size + dp - 1) / dp;
-  if (o.micro_batch_size > 0) micro = std::min(micro, o.micro_batch_size);
+  const int dp = std::max(1, li.world_size / std::max(1, o.dist.layout.pp));
+  int64_t micro = 0;
+  (void)step_micro_batches(o.batch_size, dist::Layout{o.dist.layout.pp, dp, 1},
+                           o.micro_batch_size, "1f1b", &micro);
   const model::MemoryPlan m = model::plan_memory(a, micro, o.seq_len, o.optimizer.bf16_moments);
   const double gib = double(1ull << 30);
   if (m.activations > 4 * ram)
