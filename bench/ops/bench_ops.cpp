@@ -1,8 +1,10 @@
 // ds_bench_ops: times the optimised CPU ops (lib/ops) at the tiny/small preset shapes
 // (include/ds/model/config.hpp) and at 2048^3: SGEMM GFLOP/s with 1 and 2 threads (forward NT,
-// backward NN/TN, decode M = 1/4; DS_GEMM=blas for OpenBLAS alone), attention forward/backward
-// µs, and a few memory-bound ops. Each figure is the median of --reps runs after one warm-up
-// run. Results go to stdout, one line per case.
+// backward NN/TN, decode M = 1/4; DS_GEMM=blas for OpenBLAS alone), the small-M (decode)
+// kernels side by side in every flavour this CPU runs (portable, AVX2, AVX-512; F32 and BF16
+// weights, one thread), attention forward/backward µs, and a few memory-bound ops. Each
+// figure is the median of --reps runs after one warm-up run. Results go to stdout, one line
+// per case.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -11,12 +13,16 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "cpu/gemm_kernels.hpp"
+#include "ds/core/dtype.hpp"
 #include "ds/ops/ops.hpp"
 
 using namespace ds;
 using namespace ds::ops;
+namespace gemm = ds::ops::opt::gemm;
 
 namespace {
 
@@ -63,6 +69,52 @@ void bench_mm(const char* name, int64_t M, int64_t N, int64_t K, bool ta, bool t
   double us = median_us(reps, [&] { matmul(ctx, a, b, c, ta, tb, 1.0f, beta); });
   std::printf("mm   %-22s M=%-5lld N=%-5lld K=%-5lld threads=%d  %9.1f us  %7.1f GFLOP/s\n", name,
               (long long)M, (long long)N, (long long)K, threads, us, 2.0 * M * N * K / us * 1e-3);
+}
+
+// One small-M kernel flavour on c(M,N) = x(M,K) w(N,K)^T, one thread: GFLOP/s and the weight
+// stream's GB/s (the bound at decode sizes).
+void bench_small(const char* flavour, const char* name, int64_t M, int64_t N, int64_t K,
+                 gemm::SmallMKernel f32, gemm::SmallMBf16Kernel bf16, int reps) {
+  Tensor x = rand_tensor({M, K}, 1), w = rand_tensor({N, K}, 2), c = Tensor::empty({M, N});
+  std::vector<uint16_t> wb(size_t(N * K));
+  for (int64_t i = 0; i < N * K; ++i) wb[size_t(i)] = f32_to_bf16(w.f32()[i]);
+  auto run = [&](const char* type, double bytes, const std::function<void()>& fn) {
+    const double us = median_us(reps, fn);
+    std::printf("small-M %-8s %-4s %-14s M=%-2lld N=%-5lld K=%-5lld %9.1f us  %6.1f GFLOP/s  "
+                "%6.1f GB/s\n", flavour, type, name, (long long)M, (long long)N, (long long)K, us,
+                2.0 * M * N * K / us * 1e-3, bytes / us * 1e-3);
+  };
+  run("f32", 4.0 * N * K, [&] {
+    for (int64_t r = 0; r < M; r += gemm::kSmallM)
+      f32(x.f32() + r * K, K, false, w.f32(), K, true, c.f32() + r * N, N,
+          std::min(gemm::kSmallM, M - r), N, K, 1.0f, 0.0f);
+  });
+  run("bf16", 2.0 * N * K, [&] {
+    for (int64_t r = 0; r < M; r += gemm::kSmallM)
+      bf16(x.f32() + r * K, K, wb.data(), K, c.f32() + r * N, N, std::min(gemm::kSmallM, M - r),
+           N, K);
+  });
+}
+
+void bench_small_kernels(int reps) {
+  set_cpu_threads(1);
+  struct Flavour {
+    const char* name;
+    gemm::SmallMKernel f32;
+    gemm::SmallMBf16Kernel bf16;
+  };
+  std::vector<Flavour> fl{{"portable", gemm::small_m_portable, gemm::small_m_bf16_portable}};
+  if (gemm::avx2_available()) fl.push_back({"avx2", gemm::small_m_avx2, gemm::small_m_bf16_avx2});
+  if (gemm::avx512_available())
+    fl.push_back({"avx512", gemm::small_m_avx512, gemm::small_m_bf16_avx512});
+  for (auto [name, M, N, K] : {std::tuple<const char*, int64_t, int64_t, int64_t>{
+                                   "small w1", 1, 1536, 512},
+                               {"small w2", 1, 512, 1536},
+                               {"small w1", 4, 1536, 512},
+                               {"small head", 1, 32000, 512},
+                               {"small head", 4, 32000, 512}})
+    for (const Flavour& f : fl)   // flavours side by side per shape
+      bench_small(f.name, name, M, N, K, f.f32, f.bf16, N > 4096 ? reps * 4 : reps * 20);
 }
 
 void bench_attention(const char* name, int64_t B, int64_t T, int64_t H, int64_t Dk, int64_t Dv,
@@ -120,6 +172,7 @@ int main(int argc, char** argv) {
   bool gemm_only = false;
   app.add_flag("--gemm-only", gemm_only, "only the GEMM cases");
   CLI11_PARSE(app, argc, argv);
+  bench_small_kernels(reps);
   for (int th : {1, 2}) {
     // tiny preset: dim 128, inter 384, vocab 4096, 4 heads, qk 48 / v 32; 8 x 256 tokens
     bench_gemm("tiny w1 (N,dim)x(inter)", 2048, 384, 128, th, reps);

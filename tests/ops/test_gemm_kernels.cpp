@@ -100,9 +100,11 @@ TEST_CASE("gemm kernels: AVX-512 packed GEMM == reference over transposes and od
     }
 }
 
-TEST_CASE("gemm kernels: small-M paths (AVX-512 and portable) == reference") {
+TEST_CASE("gemm kernels: small-M paths (AVX-512, AVX2 and portable) == reference") {
   std::vector<Kernel> kernels{gk::small_m_portable};
   if (gk::avx512_available()) kernels.push_back(gk::small_m_avx512);
+  if (gk::avx2_available()) kernels.push_back(gk::small_m_avx2);
+  else MESSAGE("no AVX2 on this CPU: AVX2 small-M kernel not exercised");
   for (Kernel kern : kernels)
     for (int64_t M = 1; M <= gk::kSmallM; ++M)
       for (int64_t N : kDims)

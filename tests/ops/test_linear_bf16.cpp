@@ -103,20 +103,24 @@ TEST_CASE("linear_forward BF16: shape errors are reported") {
   CHECK_THROWS(linear_forward(opt_ctx(), x2, w.bf16, y2));
 }
 
-TEST_CASE("small-M BF16 kernels (portable and AVX-512) == reference, strided c with guards") {
+TEST_CASE("small-M BF16 kernels (portable, AVX2, AVX-512) == reference, strided c with guards") {
   namespace gk = ds::ops::opt::gemm;
   using Kern = void (*)(const float*, int64_t, const uint16_t*, int64_t, float*, int64_t, int64_t,
                         int64_t, int64_t);
   std::vector<Kern> kerns{gk::small_m_bf16_portable};
   if (gk::avx512_available()) kerns.push_back(gk::small_m_bf16_avx512);
   else MESSAGE("no AVX-512 on this CPU: AVX-512 BF16 kernel not exercised");
-  for (const Dims d : {Dims{1, 1}, Dims{9, 15}, Dims{17, 16}, Dims{33, 47}, Dims{70, 200}}) {
+  if (gk::avx2_available()) kerns.push_back(gk::small_m_bf16_avx2);
+  else MESSAGE("no AVX2 on this CPU: AVX2 BF16 kernel not exercised");
+  for (const Dims d :
+       {Dims{1, 1}, Dims{9, 15}, Dims{17, 16}, Dims{11, 13}, Dims{33, 47}, Dims{70, 200}}) {
     const Weights w(d.O, d.I);
     for (int64_t M = 1; M <= gk::kSmallM; ++M) {
       const Tensor x = rand_f32({M, d.I});
       Tensor want = Tensor::empty({M, d.O});
       linear_forward(ref_ctx(), x, w.f32, want);
-      for (Kern k : kerns) {
+      for (size_t ki = 0; ki < kerns.size(); ++ki) {
+        const Kern k = kerns[ki];
         const int64_t ldc = d.O + 3, rows = M + 2;
         std::vector<float> buf(size_t(rows * ldc), kSentinel);
         k(x.f32(), d.I, w.bf16.data<uint16_t>(), d.I, buf.data() + ldc + 1, ldc, M, d.O, d.I);
@@ -128,7 +132,7 @@ TEST_CASE("small-M BF16 kernels (portable and AVX-512) == reference, strided c w
             if (r >= 1 && r <= M && q >= 1 && q <= d.O) got.f32()[(r - 1) * d.O + q - 1] = v;
             else guard += std::memcmp(&v, &kSentinel, 4) != 0;
           }
-        INFO("M ", M, " out ", d.O, " in ", d.I, " avx512 ", k != kerns[0]);
+        INFO("M ", M, " out ", d.O, " in ", d.I, " kernel ", ki);
         CHECK(count_bad(got, want, x, w.f32) == 0);
         CHECK(guard == 0);
       }

@@ -2,8 +2,8 @@
 // (N <= 8 input rows) are memory-bound on the weight stream, so the small-M kernels read each
 // BF16 weight row once (half the bytes of F32) and widen it in registers: AVX-512 loads 16
 // bf16 as a __m256i, zero-extends to 32 bits and shifts left by 16 (exact), then FMAs in FP32
-// through the small_nt kernel shared with the F32 path (small_nt_avx512.hpp); the portable
-// flavour uses omp simd.
+// through the small_nt kernel shared with the F32 path (small_nt_avx512.hpp); AVX2 does the
+// same 8 at a time (small_nt_avx2.hpp, gemm_avx2.cpp); the portable flavour uses omp simd.
 // Output rows are split over OpenMP threads on fixed 16-aligned edges. Prefill sizes widen the
 // weight in fixed blocks of kBlock rows into a per-thread F32 buffer and run the F32
 // gemm_strided on each block. Every output's summation order is independent of the thread
@@ -71,8 +71,7 @@ void linear_bf16(const float* x, const uint16_t* w, float* y, int64_t N, int64_t
   }
   const bool serial = matmul_flops(N, O, I) < kParMinFlops || omp_in_parallel();
   if (N <= 2 * gemm::kSmallM) {   // decode: stream the BF16 rows once per <= 4 input rows
-    const auto kern = gemm::avx512_available() ? gemm::small_m_bf16_avx512
-                                               : gemm::small_m_bf16_portable;
+    const auto kern = gemm::small_m_bf16_kernel();
     int parts = serial ? 1 : int(std::clamp<int64_t>(O / kAlign, 1, nt));
     auto edge = [&](int p) { return p == parts ? O : (O * p / parts) / kAlign * kAlign; };
 #pragma omp parallel for num_threads(parts) schedule(static, 1) if (parts > 1)

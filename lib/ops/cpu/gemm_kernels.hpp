@@ -1,7 +1,7 @@
 // Native single-precision GEMM kernels used by opt::matmul (opt_gemm.cpp): a packed,
 // register-blocked AVX-512 GEMM and a small-M (decode) path that streams op(b) once, in an
-// AVX-512 and a portable (omp simd) flavour. All compute the row-major block
-// c(M,N) (leading dim ldc) = alpha * op(a)(M,K) op(b)(K,N) + beta * c with BLAS semantics
+// AVX-512, an AVX2 (gemm_avx2.cpp) and a portable (omp simd) flavour. All compute the
+// row-major block c(M,N) (leading dim ldc) = alpha * op(a)(M,K) op(b)(K,N) + beta * c with BLAS semantics
 // (beta == 0 never reads c). op(a)(i,k) = ta ? a[k*lda+i] : a[i*lda+k]; op(b)(k,j) likewise.
 // Single-threaded; deterministic (fixed blocking, independent of the caller's thread count).
 #pragma once
@@ -11,6 +11,8 @@ namespace ds::ops::opt::gemm {
 
 // True when the CPU runs AVX-512F/BW/VL (checked once).
 bool avx512_available();
+// True when the CPU runs AVX2 and FMA (checked once).
+bool avx2_available();
 
 void gemm_avx512(const float* a, int64_t lda, bool ta, const float* b, int64_t ldb, bool tb,
                  float* c, int64_t ldc, int64_t M, int64_t N, int64_t K, float alpha, float beta);
@@ -20,6 +22,9 @@ constexpr int64_t kSmallM = 4;   // small-M kernels accept 1 <= M <= kSmallM
 void small_m_avx512(const float* a, int64_t lda, bool ta, const float* b, int64_t ldb, bool tb,
                     float* c, int64_t ldc, int64_t M, int64_t N, int64_t K, float alpha,
                     float beta);
+void small_m_avx2(const float* a, int64_t lda, bool ta, const float* b, int64_t ldb, bool tb,
+                  float* c, int64_t ldc, int64_t M, int64_t N, int64_t K, float alpha,
+                  float beta);
 void small_m_portable(const float* a, int64_t lda, bool ta, const float* b, int64_t ldb, bool tb,
                       float* c, int64_t ldc, int64_t M, int64_t N, int64_t K, float alpha,
                       float beta);
@@ -29,7 +34,17 @@ void small_m_portable(const float* a, int64_t lda, bool ta, const float* b, int6
 // registers, FP32 products and sums; 1 <= M <= kSmallM; overwrites c.
 void small_m_bf16_avx512(const float* x, int64_t ldx, const uint16_t* w, int64_t ldw, float* c,
                          int64_t ldc, int64_t M, int64_t N, int64_t K);
+void small_m_bf16_avx2(const float* x, int64_t ldx, const uint16_t* w, int64_t ldw, float* c,
+                       int64_t ldc, int64_t M, int64_t N, int64_t K);
 void small_m_bf16_portable(const float* x, int64_t ldx, const uint16_t* w, int64_t ldw, float* c,
                            int64_t ldc, int64_t M, int64_t N, int64_t K);
+
+// The fastest small-M kernels this CPU runs: AVX-512, else AVX2, else portable.
+using SmallMKernel = void (*)(const float*, int64_t, bool, const float*, int64_t, bool, float*,
+                              int64_t, int64_t, int64_t, int64_t, float, float);
+using SmallMBf16Kernel = void (*)(const float*, int64_t, const uint16_t*, int64_t, float*,
+                                  int64_t, int64_t, int64_t, int64_t);
+SmallMKernel small_m_kernel();
+SmallMBf16Kernel small_m_bf16_kernel();
 
 }  // namespace ds::ops::opt::gemm

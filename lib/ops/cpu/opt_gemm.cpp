@@ -4,8 +4,9 @@
 // Deterministic for a given thread count (fixed panels); panel edges move with nt, so results
 // may differ in the last bits between thread counts. Small products (< kParMinFlops) and
 // calls from inside a parallel region run on the calling thread. Each block goes to the native
-// kernels of gemm_kernels.hpp (small-M streaming path in chunks of 4 rows for M <= 8, packed
-// AVX-512 GEMM where the CPU has it) or else to cblas_sgemm; DS_GEMM=blas forces OpenBLAS.
+// kernels of gemm_kernels.hpp (small-M streaming path in chunks of 4 rows for M <= 8, in
+// AVX-512, AVX2 or portable code; packed AVX-512 GEMM where the CPU has it) or else to
+// cblas_sgemm; DS_GEMM=blas forces OpenBLAS.
 #include <cblas.h>
 #include <omp.h>
 
@@ -51,7 +52,7 @@ void gemm_strided(const float* a, int64_t lda, bool ta, const float* b, int64_t 
                   float beta) {
   if (alpha != 0.0f && native_enabled()) {
     if (m <= 2 * gemm::kSmallM) {   // decode sizes: stream op(b) once per <= 4 rows
-      const auto kern = gemm::avx512_available() ? gemm::small_m_avx512 : gemm::small_m_portable;
+      const auto kern = gemm::small_m_kernel();
       for (int64_t r = 0; r < m; r += gemm::kSmallM)
         kern(ta ? a + r : a + r * lda, lda, ta, b, ldb, tb, c + r * ldc, ldc,
              std::min(gemm::kSmallM, m - r), n, K, alpha, beta);
