@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <utility>
@@ -196,6 +197,31 @@ bool exact_match(const std::optional<std::string>& prediction, const std::string
   const std::string a = normalize_number(*prediction), b = normalize_number(gold);
   if (!a.empty() && !b.empty()) return a == b;
   return trim(*prediction) == trim(gold);
+}
+
+std::optional<std::string> majority_answer(std::span<const std::optional<std::string>> preds) {
+  // (key, votes, first prediction) in order of first appearance; a handful of samples, so a
+  // linear search
+  struct Group {
+    std::string key;
+    size_t votes;
+    size_t first;
+  };
+  std::vector<Group> groups;
+  for (size_t i = 0; i < preds.size(); ++i) {
+    if (!preds[i]) continue;
+    std::string key = normalize_number(*preds[i]);
+    if (key.empty()) key = std::string(trim(*preds[i]));   // text: never a number's form
+    auto g = std::find_if(groups.begin(), groups.end(),
+                          [&](const Group& x) { return x.key == key; });
+    if (g == groups.end()) groups.push_back({std::move(key), 1, i});
+    else ++g->votes;
+  }
+  if (groups.empty()) return std::nullopt;
+  const Group* best = &groups.front();
+  for (const Group& g : groups)
+    if (g.votes > best->votes) best = &g;
+  return preds[best->first];
 }
 
 }  // namespace ds::eval

@@ -36,6 +36,14 @@ Estimate accuracy(size_t correct, size_t n) {
   return e;
 }
 
+double pass_at_k(size_t n, size_t c, size_t k) {
+  DS_CHECK(k >= 1 && k <= n && c <= n, "pass_at_k: n {}, c {}, k {}", n, c, k);
+  if (n - c < k) return 1.0;
+  double miss = 1.0;   // C(n − c, k) / C(n, k)
+  for (size_t i = n - c + 1; i <= n; ++i) miss *= 1.0 - double(k) / double(i);
+  return 1.0 - miss;
+}
+
 double token_nll(std::span<const float> logits, uint32_t target) {
   DS_CHECK(target < logits.size(), "token_nll: target {} outside {} logits", target,
            logits.size());

@@ -302,7 +302,8 @@ void mode_interactive(Session& s) {
 // `o` with the defaults of the checkpoint's generation_config.json (or --generation-config
 // FILE) where no flag was given; read before the weights, so a bad file costs no load.
 Effective with_file_defaults(const GenerateOptions& o, const fs::path& ckpt) {
-  Effective r{o};
+  Effective r;
+  r.o = o;
   r.o.model = ckpt.string();
   if (o.generation_config == "none") return r;
   const bool automatic = o.generation_config == "auto";

@@ -3,9 +3,9 @@
 // windows (stride = window) equal hand-made chunks and a window covering the document does
 // not depend on the stride; batching does not change results; multiple choice accuracy is
 // the one computed by hand from logits; greedy generation matches a hand-written greedy loop,
-// in the plain and the chat layout; with add_bos_token false, documents scored after EOS and
-// prompts without BOS; the report JSON fields; the CLI's outputs, exit codes and one-line
-// errors.
+// in the plain and the chat layout (sampled generation: test_eval_sampling.cpp); with
+// add_bos_token false, documents scored after EOS and prompts without BOS; the report JSON
+// fields; the CLI's outputs, exit codes and one-line errors.
 // reference: include/ds/eval/run.hpp; spec §6.1.
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
@@ -30,9 +30,14 @@
 #include "ds/eval/run.hpp"
 #include "ds/io/file.hpp"
 #include "ds/ops/ops.hpp"
+#include "eval_run_fixture.hpp"
 #include "eval_test_util.hpp"
 
 using namespace ds;
+using ds::eval::testing::Cmd;
+using ds::eval::testing::Fixture;
+using ds::eval::testing::metric;
+using ds::eval::testing::run_cli;
 using ds::eval::testing::TempDir;
 using nlohmann::json;
 namespace fs = std::filesystem;
@@ -42,78 +47,6 @@ namespace {
 const char* kText =
     "the ant ran to the hill and the hen sat on the nest; then the ant and the hen ate the corn "
     "and the sun set on the hill. an ant, a hen, the end.";
-
-struct Fixture {
-  TempDir tmp;
-  fs::path ckpt;
-  model::Pretrained pt;
-  Fixture() {
-    model::ModelArgs a = model::testing::micro_args();
-    a.vocab_size = 264;
-    a.max_seq_len = 64;
-    model::ParamStore ps;
-    model::Transformer m(a, ps);
-    ps.init(77);
-    model::testing::HfWriteOptions o;
-    o.block = 8;
-    ckpt = tmp.path() / "ckpt";
-    model::testing::write_hf_checkpoint(ckpt, ps, a, o);
-    pt = model::load_pretrained(ckpt);
-  }
-  eval::CommonEvalOptions common(size_t batch = 4) const {
-    eval::CommonEvalOptions c;
-    c.model = ckpt.string();
-    c.batch_size = int64_t(batch);
-    c.threads = 1;
-    c.progress = false;
-    return c;
-  }
-  std::vector<tok::TokenId> doc(const std::string& text) const {
-    std::vector<tok::TokenId> t{*pt.tokenizer->bos_id()};
-    pt.tokenizer->encode(text, t, false);
-    return t;
-  }
-  // Σ −ln p(t[i+1] | t[0..i]) for targets [first, last] with inputs t[0, last), one forward.
-  double nll(const std::vector<tok::TokenId>& t, size_t first = 1) {
-    Tensor in = Tensor::empty({1, int64_t(t.size() - 1)}, DType::i32);
-    for (size_t i = 0; i + 1 < t.size(); ++i) in.i32()[i] = int32_t(t[i]);
-    Tensor logits;
-    ops::Context ctx;
-    pt.model->forward_logits(ctx, in, logits);
-    const int64_t V = pt.args.vocab_size;
-    double s = 0;
-    for (size_t i = first; i < t.size(); ++i) {
-      const float* row = logits.f32() + int64_t(i - 1) * V;
-      double mx = -1e30, z = 0;
-      for (int64_t v = 0; v < V; ++v) mx = std::max(mx, double(row[v]));
-      for (int64_t v = 0; v < V; ++v) z += std::exp(double(row[v]) - mx);
-      s += -(double(row[t[i]]) - mx - std::log(z));
-    }
-    return s;
-  }
-};
-
-double metric(const eval::EvalReport& r, const std::string& name) {
-  for (const auto& m : r.metrics)
-    if (m.name == name) return m.value;
-  FAIL("no metric " << name);
-  return 0;
-}
-
-struct Cmd {
-  int rc;
-  std::string out;
-};
-Cmd run_cli(const std::string& args) {
-  const std::string cmd = std::string(DS_EVAL_BIN) + " " + args + " 2>&1";
-  FILE* f = popen(cmd.c_str(), "r");
-  REQUIRE(f);
-  std::string out;
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), f)) out.append(buf.data(), n);
-  const int st = pclose(f);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
 
 }  // namespace
 
@@ -489,6 +422,15 @@ TEST_CASE("ds-eval CLI: report, exit codes, one-line errors") {
   CHECK(gj["counts"]["items"] == 1);
   one_line_error(run_cli("generate" + model + " --task " + g.string() + " --system hi --shots 0"),
                  2, "--system needs --chat");
+  // sampled: --pass-k takes a comma-separated list
+  const std::string gen = "generate" + model + " --task " + g.string() +
+                          " --shots 0 --max-new-tokens 4 --samples ";
+  c = run_cli(gen + "3 --temperature 0.8 --top-p 0.9 --pass-k 2,1");
+  CHECK(c.rc == 0);
+  const json sj = json::parse(c.out);
+  CHECK(sj["settings"]["pass_k"] == json::array({1, 2}));
+  CHECK(sj["metrics"].contains("maj@3"));
+  one_line_error(run_cli(gen + "2"), 2, "--samples 2 needs sampled decoding");
   one_line_error(run_cli("generate" + model + " --task " + g.string() + " --log-samples " +
                          g.string()),
                  2, "is the input file");

@@ -145,3 +145,17 @@ TEST_CASE("numbers in very long texts: no stack overflow") {
   const ds::eval::AnswerExtractor user("answer: ([0-9]+)");
   CHECK(user("answer: " + digits) == digits);
 }
+
+TEST_CASE("majority answer: normalised groups, missing predictions do not vote, first wins ties") {
+  using P = std::optional<std::string>;
+  const std::vector<P> a = {P("7"), P("7.0"), P("$1,000"), std::nullopt, P("1000")};
+  CHECK(majority_answer(a) == "7");   // tie 2:2, "7" seen first
+  const std::vector<P> b = {std::nullopt, P("1000"), P("7"), P(" 1,000 ")};
+  CHECK(majority_answer(b) == "1000");
+  const std::vector<P> c = {P(" yes"), P("no"), P("yes ")};   // text: trimmed
+  CHECK(majority_answer(c) == " yes");
+  CHECK(exact_match(majority_answer(c), "yes"));
+  const std::vector<P> none = {std::nullopt, std::nullopt};
+  CHECK_FALSE(majority_answer(none).has_value());
+  CHECK_FALSE(majority_answer(std::vector<P>{}).has_value());
+}

@@ -1,9 +1,10 @@
-// Metrics: mean/stderr and binomial accuracy by hand, token NLL against a direct softmax,
-// perplexity and bits per byte (spec §6.1 formula), and the sliding-window plan: every
-// target scored exactly once with at least W − S tokens of context.
+// Metrics: mean/stderr and binomial accuracy by hand, pass@k against subset enumeration, token
+// NLL against a direct softmax, perplexity and bits per byte (spec §6.1 formula), and the
+// sliding-window plan: every target scored exactly once with at least W − S tokens of context.
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <numbers>
 #include <vector>
 
@@ -25,6 +26,38 @@ TEST_CASE("mean with standard error, accuracy") {
   CHECK(a.stderr_ == doctest::Approx(std::sqrt(0.75 * 0.25 / 40)));
   CHECK(accuracy(0, 0).value == 0);
   CHECK_THROWS_AS(accuracy(3, 2), ds::InternalError);
+}
+
+// pass@k by enumeration: the share of the C(n, k) k-subsets of n samples (c of them
+// correct) that hold a correct one.
+double pass_at_k_by_subsets(size_t n, size_t c, size_t k) {
+  size_t subsets = 0, hit = 0;
+  for (uint32_t m = 0; m < (1u << n); ++m) {
+    if (size_t(__builtin_popcount(m)) != k) continue;
+    ++subsets;
+    hit += (m & ((1u << c) - 1)) != 0;   // samples 0..c-1 are the correct ones
+  }
+  return double(hit) / double(subsets);
+}
+
+TEST_CASE("pass@k: the unbiased estimator equals the share of k-subsets with a correct sample") {
+  for (size_t n = 1; n <= 12; ++n)
+    for (size_t c = 0; c <= n; ++c)
+      for (size_t k = 1; k <= n; ++k) {
+        CAPTURE(n);
+        CAPTURE(c);
+        CAPTURE(k);
+        CHECK(pass_at_k(n, c, k) == doctest::Approx(pass_at_k_by_subsets(n, c, k)).epsilon(1e-12));
+      }
+  CHECK(pass_at_k(16, 4, 1) == doctest::Approx(0.25));   // pass@1 = c / n
+  CHECK(pass_at_k(200, 0, 100) == 0);
+  CHECK(pass_at_k(200, 101, 100) == 1);   // fewer than k wrong: always a hit
+  // large n without overflow: 1 − C(900, 100) / C(1000, 100)
+  double lg = std::lgamma(901.0) - std::lgamma(801.0) - std::lgamma(1001.0) + std::lgamma(901.0);
+  CHECK(pass_at_k(1000, 100, 100) == doctest::Approx(1 - std::exp(lg)).epsilon(1e-9));
+  CHECK_THROWS_AS(pass_at_k(4, 1, 0), ds::InternalError);
+  CHECK_THROWS_AS(pass_at_k(4, 1, 5), ds::InternalError);
+  CHECK_THROWS_AS(pass_at_k(4, 5, 1), ds::InternalError);
 }
 
 TEST_CASE("token NLL, perplexity and bits per byte") {

@@ -66,7 +66,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
 
   ds::eval::GenOptions g;
-  auto* gen = app.add_subcommand("generate", "Exact match of greedy generations (GSM8K style)");
+  auto* gen = app.add_subcommand("generate",
+                                "Exact match of generations (GSM8K style): greedy, pass@k, maj@N");
   add_shared(gen, g.common);
   gen->add_option("--task", g.task, "Built-in task (gsm8k) or a JSONL file")->capture_default_str();
   gen->add_option("--data", g.data, "JSONL file of a built-in task");
@@ -75,13 +76,24 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   gen->add_option("--shots", g.shots, "Few-shot examples per item (-1: 8, or 0 with --chat)")
       ->capture_default_str();
-  gen->add_option("--seed", g.seed, "Seed of the shot selection")->capture_default_str();
+  gen->add_option("--seed", g.seed, "Seed of the shot selection and of sampling")
+      ->capture_default_str();
   gen->add_option("--answer-regex", g.answer_regex, "Regex extracting the answer (group 1 if any)");
   gen->add_flag("--chat", g.chat,
                 "Chat layout: user/assistant turns in the chat template, stop at EOS");
   gen->add_option("--system", g.system, "System message of the chat layout (needs --chat)");
   gen->add_option("--max-new-tokens", g.max_new_tokens, "Generated tokens per item at most")
       ->capture_default_str();
+  gen->add_option("--samples", g.samples,
+                  "Sampled completions per item (pass@k, maj@N; > 1 needs --temperature)")
+      ->capture_default_str();
+  gen->add_option("--temperature", g.temperature, "Sampling temperature (0: greedy)")
+      ->capture_default_str();
+  gen->add_option("--top-k", g.top_k, "Sample from the k most likely tokens (0: all)")
+      ->capture_default_str();
+  gen->add_option("--top-p", g.top_p, "Nucleus sampling mass (1: off)")->capture_default_str();
+  gen->add_option("--pass-k", g.pass_k, "k of the pass@k metrics, comma-separated (default: 1,N)")
+      ->delimiter(',');
 
   return ds::cli::run_tool(app, argc, argv, common, [&] {
     if (ppl->parsed()) ds::eval::run_perplexity(p);

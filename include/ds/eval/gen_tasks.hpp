@@ -85,4 +85,10 @@ std::vector<infer::ChatMessage> build_chat_messages(const GenItem& item,
 // prediction (already extracted) equals the gold answer after normalisation.
 bool exact_match(const std::optional<std::string>& prediction, const std::string& gold);
 
+// The majority answer of several samples' predictions (maj@N, self-consistency): predictions
+// are grouped as exact_match compares them (the normalised number, else the trimmed text),
+// missing ones (nullopt) do not vote, and a tie goes to the group seen first. Returns that
+// group's first prediction as written; nullopt when no sample has one.
+std::optional<std::string> majority_answer(std::span<const std::optional<std::string>> preds);
+
 }  // namespace ds::eval

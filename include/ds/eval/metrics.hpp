@@ -22,6 +22,13 @@ Estimate mean_stderr(std::span<const double> xs);
 // correct / n with the binomial standard error sqrt(p (1 − p) / n). n = 0 gives {0, 0, 0}.
 Estimate accuracy(size_t correct, size_t n);
 
+// The unbiased pass@k estimate of one problem from n samples of which c are correct: the
+// probability that k of them drawn without replacement contain a correct one,
+// 1 − C(n − c, k) / C(n, k), as the product 1 − Π_{i = n−c+1..n} (1 − k / i) (no large
+// binomials). 1 when n − c < k. InternalError unless 1 ≤ k ≤ n and c ≤ n.
+// reference: Chen et al. 2021, "Evaluating Large Language Models Trained on Code", eq. (1).
+double pass_at_k(size_t n, size_t c, size_t k);
+
 // −ln softmax(logits)[target] over all of `logits` (V), computed in double with the max
 // subtracted. NumericsError on NaN or when the target's logit is -inf.
 double token_nll(std::span<const float> logits, uint32_t target);

@@ -1,7 +1,8 @@
 // ds-eval's library entry points: perplexity / bits per byte of texts or token shards,
-// perplexity-based multiple choice, and generation-based exact match (greedy), each on a
-// pretrained checkpoint (ours or a Hugging Face DeepSeek-V3 directory, FP8 included). The
-// options structs hold every flag's default; the tool only binds flags to them.
+// perplexity-based multiple choice, and generation-based exact match (greedy, or pass@k and
+// maj@N over sampled completions), each on a pretrained checkpoint (ours or a Hugging Face
+// DeepSeek-V3 directory, FP8 included). The options structs hold every flag's default; the
+// tool only binds flags to them.
 //
 // Perplexity: every document is scored after a BOS (prepended unless it starts with one);
 // a text file is one document (UTF-8 bytes = its size); a shard document's bytes are those
@@ -62,6 +63,13 @@ struct GenOptions {
   bool chat = false;                // chat layout (gen_tasks.hpp): turns, EOS stop only
   std::string system;               // system message of the chat layout ("" = none)
   int64_t max_new_tokens = 256;
+  // Sampled decoding (pass@k, maj@N): `samples` completions per item, sample s of item i
+  // drawn from the sampler stream (seed, i * samples + s, step), so the result does not
+  // depend on --batch-size. temperature 0 is greedy, which allows one sample only.
+  int64_t samples = 1;
+  float temperature = 0, top_p = 1;
+  int top_k = 0;
+  std::vector<int64_t> pass_k;      // k of the pass@k metrics (empty: 1 and samples)
 };
 
 // The shot count used: opts.shots, or its default when it is -1.
