@@ -4,6 +4,8 @@
 // relative to sum_k |a||b| per output (accumulation order differs from the reference).
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -147,4 +149,24 @@ TEST_CASE("gemm kernels: opt::matmul at 1-3 threads, beta 0 over NaN, determinis
         CHECK(bad == 0);
         CHECK(c1 == c2);
       }
+}
+
+TEST_CASE("gemm kernels: DS_GEMM picks the small-M flavour (ctest runs this under each value)") {
+  const char* env = std::getenv("DS_GEMM");
+  const std::string v = env ? env : "";
+  INFO("DS_GEMM=", v);
+  const bool portable = v == "portable";
+  CHECK(gk::mode() == (v == "blas"       ? gk::Mode::blas
+                       : portable        ? gk::Mode::portable
+                                         : gk::Mode::native));
+  const gk::SmallMKernel f32 = portable                 ? gk::small_m_portable
+                               : gk::avx512_available() ? gk::small_m_avx512
+                               : gk::avx2_available()   ? gk::small_m_avx2
+                                                        : gk::small_m_portable;
+  const gk::SmallMBf16Kernel bf16 = portable                 ? gk::small_m_bf16_portable
+                                    : gk::avx512_available() ? gk::small_m_bf16_avx512
+                                    : gk::avx2_available()   ? gk::small_m_bf16_avx2
+                                                             : gk::small_m_bf16_portable;
+  CHECK((gk::small_m_kernel() == f32));
+  CHECK((gk::small_m_bf16_kernel() == bf16));
 }

@@ -103,10 +103,12 @@ void small_m_bf16_avx2(const float* x, int64_t ldx, const uint16_t* w, int64_t l
 }
 
 SmallMKernel small_m_kernel() {
+  if (mode() == Mode::portable) return small_m_portable;
   return avx512_available() ? small_m_avx512 : avx2_available() ? small_m_avx2 : small_m_portable;
 }
 
 SmallMBf16Kernel small_m_bf16_kernel() {
+  if (mode() == Mode::portable) return small_m_bf16_portable;
   return avx512_available() ? small_m_bf16_avx512
          : avx2_available() ? small_m_bf16_avx2
                             : small_m_bf16_portable;

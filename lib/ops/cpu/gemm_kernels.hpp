@@ -9,6 +9,13 @@
 
 namespace ds::ops::opt::gemm {
 
+// DS_GEMM (read once, checked up front by check_environment): native (the default: the
+// fastest kernels this CPU runs), portable (the small-M kernels' portable flavour and no
+// packed AVX-512 GEMM: what a CPU without AVX2 gets) or blas (every F32 product through
+// OpenBLAS). The last two exist for before/after benchmarks.
+enum class Mode { native, portable, blas };
+Mode mode();
+
 // True when the CPU runs AVX-512F/BW/VL (checked once).
 bool avx512_available();
 // True when the CPU runs AVX2 and FMA (checked once).
@@ -39,7 +46,8 @@ void small_m_bf16_avx2(const float* x, int64_t ldx, const uint16_t* w, int64_t l
 void small_m_bf16_portable(const float* x, int64_t ldx, const uint16_t* w, int64_t ldw, float* c,
                            int64_t ldc, int64_t M, int64_t N, int64_t K);
 
-// The fastest small-M kernels this CPU runs: AVX-512, else AVX2, else portable.
+// The fastest small-M kernels this CPU runs: AVX-512, else AVX2, else portable (always the
+// portable ones under DS_GEMM=portable).
 using SmallMKernel = void (*)(const float*, int64_t, bool, const float*, int64_t, bool, float*,
                               int64_t, int64_t, int64_t, int64_t, float, float);
 using SmallMBf16Kernel = void (*)(const float*, int64_t, const uint16_t*, int64_t, float*,

@@ -6,13 +6,14 @@
 // calls from inside a parallel region run on the calling thread. Each block goes to the native
 // kernels of gemm_kernels.hpp (small-M streaming path in chunks of 4 rows for M <= 8, in
 // AVX-512, AVX2 or portable code; packed AVX-512 GEMM where the CPU has it) or else to
-// cblas_sgemm; DS_GEMM=blas forces OpenBLAS.
+// cblas_sgemm; DS_GEMM=blas forces OpenBLAS, DS_GEMM=portable the portable small-M kernels.
 #include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "ds/core/env.hpp"
 #include "gemm_kernels.hpp"
@@ -25,12 +26,8 @@ namespace {
 constexpr double kParMinFlops = 1.5e6;   // below this a fork/join costs more than it saves
 constexpr int64_t kAlign = 16;           // panel edges on multiples of the sgemm unroll
 
-// DS_GEMM=blas (native: the default) routes every block to OpenBLAS (for before/after benchmarks).
-bool native_enabled() {
-  static const bool on = env_choice("DS_GEMM", {"native", "blas"}) == "native";
-  return on;
-}
-const EnvCheck kGemmEnv([] { (void)native_enabled(); });
+bool native_enabled() { return gemm::mode() != gemm::Mode::blas; }
+const EnvCheck kGemmEnv([] { (void)gemm::mode(); });
 
 // Where the packed AVX-512 kernel beats OpenBLAS (measured with ds_bench_ops).
 bool use_avx512(int64_t m, int64_t n, int64_t k) { return m >= 8 && n >= 8 && k >= 8; }
@@ -47,6 +44,14 @@ void sgemm_block(const float* a, const float* b, float* c, int64_t M, int64_t N,
 }
 }  // namespace
 
+gemm::Mode gemm::mode() {
+  static const Mode m = [] {
+    const std::string v = env_choice("DS_GEMM", {"native", "portable", "blas"});
+    return v == "blas" ? Mode::blas : v == "portable" ? Mode::portable : Mode::native;
+  }();
+  return m;
+}
+
 void gemm_strided(const float* a, int64_t lda, bool ta, const float* b, int64_t ldb, bool tb,
                   float* c, int64_t ldc, int64_t m, int64_t n, int64_t K, float alpha,
                   float beta) {
@@ -58,7 +63,7 @@ void gemm_strided(const float* a, int64_t lda, bool ta, const float* b, int64_t 
              std::min(gemm::kSmallM, m - r), n, K, alpha, beta);
       return;
     }
-    if (gemm::avx512_available() && use_avx512(m, n, K)) {
+    if (gemm::mode() == gemm::Mode::native && gemm::avx512_available() && use_avx512(m, n, K)) {
       gemm::gemm_avx512(a, lda, ta, b, ldb, tb, c, ldc, m, n, K, alpha, beta);
       return;
     }
