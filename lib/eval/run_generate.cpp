@@ -233,7 +233,7 @@ EvalReport eval_generate(model::Pretrained& pt, const GenOptions& o, SampleLog* 
     rep.add(fmt::format("maj@{}", N), accuracy(maj_correct, n));
   }
   rep.counts = {{"items", n},
-                {"samples", R},
+                {"completions", R},
                 {"correct", correct},
                 {"truncated_prompts", truncated},
                 {"prompt_tokens", uint64_t(stats.prompt_tokens)},

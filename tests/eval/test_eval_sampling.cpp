@@ -74,7 +74,7 @@ TEST_CASE("ds-eval generate --samples: per-request streams, pass@k and maj@N fro
   CHECK(io::read_file(fx.tmp.path() / "a.jsonl") == io::read_file(fx.tmp.path() / "b.jsonl"));
   CHECK(a["settings"]["decoding"] == "sampling");
   CHECK(a["settings"]["pass_k"] == json::array({1, 2, 4}));
-  CHECK(a["counts"]["samples"] == 12);
+  CHECK(a["counts"]["completions"] == 12);
 
   // Sample s of item i is what one request alone draws from stream i * 4 + s.
   const std::vector<json> recs = read_log("a.jsonl");

@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <vector>
 
 #include "gemm_kernels.hpp"
 #include "small_nt_avx2.hpp"
@@ -74,32 +73,23 @@ bool avx2_available() {
 void small_m_avx2(const float* a, int64_t lda, bool ta, const float* b, int64_t ldb, bool tb,
                   float* c, int64_t ldc, int64_t M, int64_t N, int64_t K, float alpha,
                   float beta) {
-  thread_local std::vector<float> xbuf;
-  const float* x = a;
-  int64_t ldx = lda;
-  if (ta) {   // gather op(a) rows into a contiguous M x K copy
-    xbuf.resize(size_t(M * K));
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t k = 0; k < K; ++k) xbuf[size_t(m * K + k)] = a[k * lda + m];
-    x = xbuf.data();
-    ldx = K;
-  }
-  switch (M) {
-    case 1: small_dispatch_avx2<1>(x, ldx, b, ldb, tb, c, ldc, N, K, alpha, beta); break;
-    case 2: small_dispatch_avx2<2>(x, ldx, b, ldb, tb, c, ldc, N, K, alpha, beta); break;
-    case 3: small_dispatch_avx2<3>(x, ldx, b, ldb, tb, c, ldc, N, K, alpha, beta); break;
-    default: small_dispatch_avx2<4>(x, ldx, b, ldb, tb, c, ldc, N, K, alpha, beta); break;
-  }
+  int64_t ldx;
+  const float* x = small_m_rows(a, lda, ta, M, K, ldx);
+  with_small_m(M, [&](auto mm) {
+    small_dispatch_avx2<decltype(mm)::value>(x, ldx, b, ldb, tb, c, ldc, N, K, alpha, beta);
+  });
 }
 
 void small_m_bf16_avx2(const float* x, int64_t ldx, const uint16_t* w, int64_t ldw, float* c,
                        int64_t ldc, int64_t M, int64_t N, int64_t K) {
-  switch (M) {
-    case 1: small_nt1_avx2(x, w, ldw, c, N, K, 1.0f, 0.0f); break;
-    case 2: small_nt_avx2<2, kRowsAvx2<2>>(x, ldx, w, ldw, c, ldc, N, K, 1.0f, 0.0f); break;
-    case 3: small_nt_avx2<3, kRowsAvx2<3>>(x, ldx, w, ldw, c, ldc, N, K, 1.0f, 0.0f); break;
-    default: small_nt_avx2<4, kRowsAvx2<4>>(x, ldx, w, ldw, c, ldc, N, K, 1.0f, 0.0f); break;
+  if (M == 1) {
+    small_nt1_avx2(x, w, ldw, c, N, K, 1.0f, 0.0f);
+    return;
   }
+  with_small_m(M, [&](auto mm) {
+    constexpr int MM = decltype(mm)::value;
+    small_nt_avx2<MM, kRowsAvx2<MM>>(x, ldx, w, ldw, c, ldc, N, K, 1.0f, 0.0f);
+  });
 }
 
 SmallMKernel small_m_kernel() {

@@ -231,22 +231,11 @@ void gemm_avx512(const float* a, int64_t lda, bool ta, const float* b, int64_t l
 void small_m_avx512(const float* a, int64_t lda, bool ta, const float* b, int64_t ldb, bool tb,
                     float* c, int64_t ldc, int64_t M, int64_t N, int64_t K, float alpha,
                     float beta) {
-  thread_local std::vector<float> xbuf;
-  const float* x = a;
-  int64_t ldx = lda;
-  if (ta) {   // gather op(a) rows into a contiguous M x K copy
-    xbuf.resize(size_t(M * K));
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t k = 0; k < K; ++k) xbuf[size_t(m * K + k)] = a[k * lda + m];
-    x = xbuf.data();
-    ldx = K;
-  }
-  switch (M) {
-    case 1: small_dispatch<1>(x, ldx, b, ldb, tb, c, ldc, N, K, alpha, beta); break;
-    case 2: small_dispatch<2>(x, ldx, b, ldb, tb, c, ldc, N, K, alpha, beta); break;
-    case 3: small_dispatch<3>(x, ldx, b, ldb, tb, c, ldc, N, K, alpha, beta); break;
-    default: small_dispatch<4>(x, ldx, b, ldb, tb, c, ldc, N, K, alpha, beta); break;
-  }
+  int64_t ldx;
+  const float* x = small_m_rows(a, lda, ta, M, K, ldx);
+  with_small_m(M, [&](auto mm) {
+    small_dispatch<decltype(mm)::value>(x, ldx, b, ldb, tb, c, ldc, N, K, alpha, beta);
+  });
 }
 
 }  // namespace ds::ops::opt::gemm

@@ -6,6 +6,8 @@
 // Single-threaded; deterministic (fixed blocking, independent of the caller's thread count).
 #pragma once
 #include <cstdint>
+#include <type_traits>
+#include <vector>
 
 namespace ds::ops::opt::gemm {
 
@@ -54,5 +56,30 @@ using SmallMBf16Kernel = void (*)(const float*, int64_t, const uint16_t*, int64_
                                   int64_t, int64_t, int64_t, int64_t);
 SmallMKernel small_m_kernel();
 SmallMBf16Kernel small_m_bf16_kernel();
+
+// Shared by the SIMD small-M kernels. op(a)'s M rows contiguous in k: a itself (ldx = lda), or
+// for ta a gathered M x K copy in a per-thread buffer (ldx = K) valid until the next call.
+inline const float* small_m_rows(const float* a, int64_t lda, bool ta, int64_t M, int64_t K,
+                                 int64_t& ldx) {
+  ldx = lda;
+  if (!ta) return a;
+  thread_local std::vector<float> buf;
+  buf.resize(size_t(M * K));
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k = 0; k < K; ++k) buf[size_t(m * K + k)] = a[k * lda + m];
+  ldx = K;
+  return buf.data();
+}
+
+// f(std::integral_constant<int, M>{}) for 1 <= M <= kSmallM: M as a template argument.
+template <typename F>
+void with_small_m(int64_t M, F&& f) {
+  switch (M) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    default: f(std::integral_constant<int, 4>{}); break;
+  }
+}
 
 }  // namespace ds::ops::opt::gemm
