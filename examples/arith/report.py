@@ -8,6 +8,10 @@
       a Markdown table, one row per run directory (seed-S), and the mean over them; "GRPO
       fixed / broke" counts the held-out problems that GRPO turned from wrong to right and
       from right to wrong (paired, from samples-sft.jsonl and samples-grpo.jsonl)
+  report.py sampled RUN_DIR...
+      a Markdown table of the sampled evaluations (run.sh with EVAL_SAMPLES: eval-STAGE-
+      sampled.json): pass@k and maj@N per seed and stage, beside the greedy exact match, and
+      the mean over the seeds per stage
 
 Stages are base (the pre-trained checkpoint), sft and grpo; a stage's time is its training
 time (for base: 0) plus its evaluation time, both in seconds. Python 3 standard library only.
@@ -89,11 +93,45 @@ def table(run_dirs):
         print(f"| mean | {' | '.join(f'{100 * s / n:.1f}%' for s in sums)} | | | | | |")
 
 
+def sampled(run_dirs):
+    reports = {}   # (seed, stage) -> (greedy exact match or None, {metric: value})
+    for d in run_dirs:
+        greedy = read_stages(d)
+        for s in STAGES:
+            path = os.path.join(d, f"eval-{s}-sampled.json")
+            if os.path.exists(path):
+                with open(path, encoding="utf-8") as f:
+                    m = json.load(f)["metrics"]
+                g = greedy[s][2] if s in greedy else None
+                reports[(seed_of(d), s)] = (g, {k: v["value"] for k, v in m.items()})
+    if not reports:
+        print("no sampled evaluations (run.sh with EVAL_SAMPLES > 0)")
+        return
+    def order(name):   # pass@1 < pass@4 < ... < maj@N
+        kind, _, k = name.partition("@")
+        return (kind != "pass", int(k))
+    names = sorted({k for _, m in reports.values() for k in m if "@" in k}, key=order)
+    print("| seed | stage | greedy | " + " | ".join(names) + " |")
+    print("|---:|---|---:|" + "---:|" * len(names))
+    pct = lambda x: "" if x is None else f"{100 * x:.1f}%"
+    for (seed, s), (g, m) in reports.items():
+        print(f"| {seed} | {s} | {pct(g)} | " + " | ".join(pct(m.get(k)) for k in names) + " |")
+    for s in STAGES:
+        rows = [r for (_, st), r in reports.items() if st == s]
+        if len(rows) < 2:
+            continue
+        mean = lambda xs: sum(xs) / len(xs) if xs and None not in xs else None
+        cells = [pct(mean([m.get(k) for _, m in rows])) for k in names]
+        print(f"| mean | {s} | {pct(mean([g for g, _ in rows]))} | " + " | ".join(cells) + " |")
+
+
 def main(argv):
     if len(argv) == 6 and argv[1] == "stage":
         stage(argv[2], argv[3], argv[4], argv[5])
     elif len(argv) >= 3 and argv[1] == "table":
         table(argv[2:])
+    elif len(argv) >= 3 and argv[1] == "sampled":
+        sampled(argv[2:])
     else:
         sys.exit(__doc__)
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Arithmetic with checkable answers: a pre-trained tiny DeepSeek-V3 (the quick start's KJV
 # checkpoint) -> ds-sft on worked sums -> ds-rl (GRPO, reward: exact match of the number after
-# "####") with ds-eval's greedy exact-match accuracy on held-out problems after each stage.
+# "####") with ds-eval's greedy exact-match accuracy on held-out problems after each stage
+# (and, with EVAL_SAMPLES, sampled pass@k and maj@N).
 # One seed per invocation; examples/arith/seeds.sh runs several and prints the table.
 #
 #   base   ds-eval generate --chat on the pre-trained checkpoint       (no training)
@@ -54,6 +55,12 @@ RL_EXTRA=${RL_EXTRA:-}          # more ds-rl flags
 # ---- evaluation (ds-eval generate --chat, greedy) ------------------------------------------
 EVAL_MAX_NEW=${EVAL_MAX_NEW:-32}
 EVAL_BATCH=${EVAL_BATCH:-50}
+# Optional sampled evaluation of every stage (EVAL_SAMPLES > 0): EVAL_SAMPLES completions per
+# problem at EVAL_TEMPERATURE, pass@k for EVAL_PASS_K (default 1 and EVAL_SAMPLES) and
+# maj@EVAL_SAMPLES, into eval-STAGE-sampled.json; `report.py sampled` tabulates them.
+EVAL_SAMPLES=${EVAL_SAMPLES:-0}
+EVAL_TEMPERATURE=${EVAL_TEMPERATURE:-1.0}
+EVAL_PASS_K=${EVAL_PASS_K:-}
 
 RUN=$OUT/seed-$SEED
 for t in ds-eval ds-sft ds-rl; do
@@ -99,6 +106,13 @@ evaluate() {
       --no-progress --log-level warn --log-samples "$RUN/samples-$stage.jsonl" \
       --out "$RUN/eval-$stage.json"
     echo "$(secs "$t0" "$(now)")" > "$RUN/eval-$stage.seconds"
+  fi
+  if [ "$EVAL_SAMPLES" -gt 0 ] && [ ! -s "$RUN/eval-$stage-sampled.json" ]; then
+    "$BIN/ds-eval" generate --model "$model" --task "$DATA/heldout.jsonl" --chat \
+      --max-new-tokens "$EVAL_MAX_NEW" --batch-size "$EVAL_BATCH" --threads "$THREADS" \
+      --samples "$EVAL_SAMPLES" --temperature "$EVAL_TEMPERATURE" \
+      ${EVAL_PASS_K:+--pass-k "$EVAL_PASS_K"} --no-progress --log-level warn \
+      --out "$RUN/eval-$stage-sampled.json"
   fi
   "$PYTHON" "$HERE/report.py" stage "$RUN" "$stage" "$train_s" "$(cat "$RUN/eval-$stage.seconds")"
 }

@@ -18,3 +18,7 @@ for s in $SEEDS; do
   dirs+=("$OUT/seed-$s")
 done
 "$PYTHON" "$HERE/report.py" table "${dirs[@]}" | tee "$OUT/results.md"
+if [ "${EVAL_SAMPLES:-0}" -gt 0 ]; then
+  echo | tee -a "$OUT/results.md"
+  "$PYTHON" "$HERE/report.py" sampled "${dirs[@]}" | tee -a "$OUT/results.md"
+fi
