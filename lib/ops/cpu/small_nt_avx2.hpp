@@ -5,7 +5,7 @@
 // element type is float or uint16_t (bf16, widened exactly in registers).
 // - one input row (decode at batch 1, bound by the weights' bytes): small_nt1_avx2 reads the
 //   rows one after another. Blocks of 4 or 8 interleaved rows, with or without a software
-//   prefetch, decoded 10-30% slower end to end on a Zen CPU (docs/benchmarks.md).
+//   prefetch, decoded up to 30% slower end to end on an AMD EPYC (docs/benchmarks.md).
 // - 2-4 input rows: small_nt_avx2, R rows per block (each weight vector feeds MM FMAs, and
 //   the register blocking pays), prefetching the next block a cache line ahead.
 // Internal header: include only from files that check avx2_available().
