@@ -3,9 +3,12 @@
 # bench_torch_train.py) on one config.json (the preset at its own vocab, or --vocab tokenizer:
 # resized to the generated corpus's 2048-id tokenizer), same batch and length, at 1 and 2
 # threads; torch's OpenBLAS capped at the thread count. Prints median tokens/s after warm-up,
-# the ratio, ds's GEMM share / GFLOP/s / peak RSS (--profile). Usage: bench_train.py --bin
-# BUILD/bin [--presets tiny,small] [--threads 1,2] [--steps 8] [--vocab preset|tokenizer]
-#   [--torch-python /usr/bin/python3] [--json out.json]
+# the ratio, ds's GEMM share / GFLOP/s / peak RSS (--profile); with --baseline-bin, another
+# build's ds-pretrain alternating with ours (--repeats each) and our speed-up over it (the
+# median over the pairs of runs).
+# Usage: bench_train.py --bin BUILD/bin [--presets tiny,small] [--threads 1,2] [--steps 8]
+#   [--vocab preset|tokenizer] [--torch-python /usr/bin/python3] [--json out.json]
+#   [--baseline-bin OTHER/bin] [--repeats N]
 import argparse
 import glob
 import json
@@ -66,9 +69,8 @@ def preset_config(bin_dir, preset, tok, data, work, vocab):
 
 
 def run_ds(bin_dir, config, preset, B, T, threads, steps, warmup, tok, data, work, profile):
-    out = os.path.join(work, "run-%s-%d" % (preset, threads))
+    out = tempfile.mkdtemp(prefix="run-%s-%d-" % (preset, threads), dir=work)   # one per run
     metrics = os.path.join(out, "metrics.jsonl")
-    os.makedirs(out, exist_ok=True)
     cmd = [os.path.join(bin_dir, "ds-pretrain"), "--log-level", "warn", "--model-config", config,
            "--tokenizer", tok, "--data", data, "--out", out, "--steps", warmup + steps,
            "--batch-size", B, "--seq-len", T, "--threads", threads, "--lr", "1e-3",
@@ -107,6 +109,11 @@ def main():
     ap.add_argument("--no-uncapped", action="store_true",
                     help="skip the 1-thread torch run with OpenBLAS on all cores")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--baseline-bin", help="another build's bin directory (say, of the parent "
+                    "commit): its ds-pretrain runs alternately with ours, same data and config, "
+                    "and the table gains its tokens/s and our speed-up over it")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="ds runs per case (alternating with the baseline's); medians reported")
     a = ap.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="ds-bench-train-") as work:
@@ -117,8 +124,16 @@ def main():
                                    VOCAB[preset] if a.vocab == "preset" else None)
             V = json.load(open(config))["vocab_size"]
             for nt in [int(x) for x in a.threads.split(",")]:
-                ours, prof = run_ds(a.bin, config, preset, B, T, nt, a.steps, a.warmup, tok,
+                ours_runs, base_runs, prof = [], [], None
+                for _ in range(max(1, a.repeats)):
+                    if a.baseline_bin:
+                        base_runs.append(run_ds(a.baseline_bin, config, preset, B, T, nt, a.steps,
+                                                a.warmup, tok, data, work, False)[0])
+                    tps, p = run_ds(a.bin, config, preset, B, T, nt, a.steps, a.warmup, tok,
                                     data, work, not a.no_profile)
+                    ours_runs.append(tps)
+                    prof = prof or p
+                ours = statistics.median(ours_runs)
                 # torch.set_num_threads() does not reach OpenBLAS, whose own pthreads use every
                 # core unless OPENBLAS_NUM_THREADS says otherwise: cap it at the thread count
                 # (torch's best of the settings below is reported; "uncapped" for reference).
@@ -135,7 +150,14 @@ def main():
                                 {}) if nt == 1 and not a.no_uncapped else None
                 r = {"preset": preset, "vocab": V, "B": B, "T": T, "threads": nt, "ds_tok_s": ours,
                      "torch_tok_s": best, "torch_setting": best_k, "torch_variants": th,
-                     "torch_uncapped_blas": unc, "ratio": ours / best}
+                     "torch_uncapped_blas": unc, "ratio": ours / best, "ds_runs": ours_runs}
+                if base_runs:
+                    base = statistics.median(base_runs)
+                    # each run against the baseline run just before it: the machine's load
+                    # drifts less within a pair than across the whole case
+                    pairs = [o / b for o, b in zip(ours_runs, base_runs)]
+                    r.update({"baseline_tok_s": base, "baseline_runs": base_runs,
+                              "speedup_vs_baseline": statistics.median(pairs)})
                 if prof:
                     r.update({k: prof.get(k) for k in
                               ("gemm_share", "gemm_gflops", "peak_rss_mb", "op_share")})
@@ -144,6 +166,10 @@ def main():
                       "settings %s; uncapped OpenBLAS %s) -> %.2fx"
                       % (preset, V, B, T, nt, ours, best, best_k, th, unc, ours / best),
                       file=sys.stderr, flush=True)
+                if base_runs:
+                    print("  baseline %s: %s tok/s, ours %s -> %.2fx"
+                          % (a.baseline_bin, base_runs, ours_runs, r["speedup_vs_baseline"]),
+                          file=sys.stderr, flush=True)
     print("\nOPENBLAS_CORETYPE=%s (ds and torch share this OpenBLAS)"
           % os.environ.get("OPENBLAS_CORETYPE", "(auto)"))
     print("\n| preset | vocab | B x T | threads | ds tok/s | torch tok/s | ratio | GEMM share | "
@@ -158,6 +184,14 @@ def main():
             "%.1f" % r["gemm_gflops"] if r.get("gemm_gflops") else "-",
             "%.0f" % r["peak_rss_mb"] if r.get("peak_rss_mb") else "-",
             "%.0f" % r["torch_uncapped_blas"] if r.get("torch_uncapped_blas") else "-"))
+    if a.baseline_bin:
+        print("\n| preset | threads | baseline ds tok/s | ds tok/s | speed-up (median of pairs) "
+              "| runs each |")
+        print("|---|---|---|---|---|---|")
+        for r in results:
+            print("| %s | %d | %.0f | %.0f | %.2fx | %d |" % (
+                r["preset"], r["threads"], r["baseline_tok_s"], r["ds_tok_s"],
+                r["speedup_vs_baseline"], len(r["ds_runs"])))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)
