@@ -2,9 +2,10 @@
 # The optimised CPU kernels' per-ISA copies (DS_CLONES, lib/ops/cpu/vec_math.hpp: GCC's
 # target_clones) must really be vector code. A loop GCC cannot vectorise stays scalar in its
 # clone without an error or a warning. That is how the AVX2 clones of the exp loops
-# (cross-entropy, attention softmax and its backward, SwiGLU) once ran scalar and branchy, 3-6x
-# slower: without -fno-trapping-math GCC would not turn exp_f's selects into blends
-# (lib/ops/CMakeLists.txt), while AVX-512's masks got round it. Two rules, per function:
+# (cross-entropy, the attention softmax and its backward, the token log-probabilities, SwiGLU)
+# once ran scalar and branchy, up to 6x slower: without -fno-trapping-math GCC would not turn
+# exp_f's selects into blends (lib/ops/CMakeLists.txt), while AVX-512's masks got round it.
+# Two rules, per function:
 #  - every `.avx2` and `.avx512f` clone uses ymm or zmm registers (GCC picks 256-bit vectors
 #    for some AVX-512 loops);
 #  - the `.avx2` clone does at least a quarter of the packed float arithmetic (add, sub, mul,
