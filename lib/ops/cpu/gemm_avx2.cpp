@@ -2,9 +2,10 @@
 // products (M <= kSmallM rows) stream op(b) once, as the AVX-512 ones do, in 8-lane FP32.
 // op(b) = b^T goes to small_nt1_avx2 for one input row and to small_nt_avx2 for 2-4 (dot
 // products along contiguous weight rows), op(b) = b to small_nn_avx2 (axpy of b's rows into
-// 8-wide output accumulators). The packed large-M GEMM stays with OpenBLAS on these CPUs,
-// whose AVX2 kernels already run near the FMA peak (docs/benchmarks.md). Only functions marked
-// DS_AVX2 use AVX2/FMA; they are reached only after avx2_available() (small_m_kernel()).
+// 8-wide output accumulators). The packed large-M GEMM stays with OpenBLAS on these CPUs: an
+// AVX2 port of the packed AVX-512 kernel was no faster at the model's shapes
+// (docs/performance.md, "A CPU without AVX-512"). Only functions marked DS_AVX2 use
+// AVX2/FMA; they are reached only after avx2_available() (small_m_kernel()).
 #include <immintrin.h>
 
 #include <algorithm>
