@@ -22,7 +22,7 @@ import sys
 CLONE = re.compile(r"^[0-9a-f]+ <(.+)\.(avx2|avx512f)>:$")
 OTHER = re.compile(r"^[0-9a-f]+ <.+>:$")
 WIDE = re.compile(r"%[yz]mm")
-PACKED = re.compile(r"\sv(add|sub|mul|div|min|max|f[n]?m(add|sub)[0-9]+)ps\s.*%[yz]mm")
+PACKED = re.compile(r"\sv(add|sub|mul|div|min|max|fn?m(add|sub)[0-9]+)ps\s.*%[yz]mm")
 
 
 def main():

@@ -2,7 +2,8 @@
 // register-blocked AVX-512 GEMM and a small-M (decode) path that streams op(b) once, in an
 // AVX-512, an AVX2 (gemm_avx2.cpp) and a portable (omp simd) flavour. All compute the
 // row-major block c(M,N) (leading dim ldc) = alpha * op(a)(M,K) op(b)(K,N) + beta * c with
-// BLAS semantics (beta == 0 never reads c). op(a)(i,k) = ta ? a[k*lda+i] : a[i*lda+k]; op(b)(k,j) likewise.
+// BLAS semantics (beta == 0 never reads c). op(a)(i,k) = ta ? a[k*lda+i] : a[i*lda+k];
+// op(b)(k,j) likewise.
 // Single-threaded; deterministic (fixed blocking, independent of the caller's thread count).
 #pragma once
 #include <cstdint>
