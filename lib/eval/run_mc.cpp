@@ -1,7 +1,9 @@
 // ds-eval mc: perplexity-based multiple choice -- per item and choice the log-likelihood of
-// " " + choice after the (k-shot) prompt; accuracy and byte-normalised accuracy with
-// standard errors (eval::score_mc / aggregate_mc).
+// " " + choice after the (k-shot) prompt, the prompt computed once per item (the inference
+// engine's cache copied to each choice); accuracy and byte-normalised accuracy with standard
+// errors (eval::score_mc / aggregate_mc).
 // reference: spec §6.1 (perplexity-based tasks; PIQA 0-shot); include/ds/eval/tasks.hpp.
+#include <algorithm>
 #include <string_view>
 
 #include "ds/core/error.hpp"
@@ -114,9 +116,22 @@ EvalReport eval_mc(model::Pretrained& pt, const McOptions& o, SampleLog* log) {
       reqs.push_back({s.tokens, s.score_begin, s.tokens.size()});
       tokens += s.tokens.size();
     }
+  // An item's choices share its context: computed once per item (score_shared_prefix).
+  std::vector<size_t> groups;
+  int64_t longest = 1;
+  size_t biggest = 1;
+  for (const auto& item : seqs) {
+    groups.push_back(item.size());
+    biggest = std::max(biggest, item.size());
+    for (const ScoredSequence& s : item)
+      longest = std::max(longest, int64_t(s.tokens.size()) - 1);   // the model reads n - 1
+  }
+  infer::Engine engine(
+      pt.args, *pt.store, ctx,
+      infer::EngineOptions{int(std::max(size_t(o.common.batch_size), biggest)), longest});
   detail::Progress bar(spec.name, reqs.size(), o.common.progress);
-  const auto res = score_requests(*pt.model, ctx, reqs, size_t(o.common.batch_size),
-                                  [&](size_t k) { bar.update(k); });
+  const auto res =
+      score_shared_prefix(engine, reqs, groups, 512, [&](size_t k) { bar.update(k); });
 
   std::unique_ptr<SampleLog> own;   // no caller's log: this function publishes its own
   if (!log && !o.common.log_samples.empty()) {

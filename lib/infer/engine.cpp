@@ -189,6 +189,25 @@ void Engine::truncate(int slot, int64_t len) {
   mtp_len_[size_t(slot)] = std::min(mtp_len_[size_t(slot)], len);
 }
 
+void Engine::copy_slot(int from, int to) {
+  DS_CHECK(from >= 0 && from < opts_.slots && to >= 0 && to < opts_.slots,
+           "engine: bad copy_slot({}, {})", from, to);
+  if (from == to) return;
+  const size_t f = size_t(from), t = size_t(to);
+  const size_t n_main = layers_.size();
+  for (size_t l = 0; l < cache_.size(); ++l) {   // main layers, then the MTP layers
+    const int64_t n = l < n_main ? len_[f] : mtp_len_[f];
+    if (n == 0) continue;
+    LayerCache& c = cache_[l];
+    for (Tensor* x : {&c.ckv, &c.kpe}) {          // (S, L, .): a slot's rows are contiguous
+      const Tensor src = x->slice0(from, from + 1).view({opts_.capacity, -1}).slice0(0, n);
+      x->slice0(to, to + 1).view({opts_.capacity, -1}).slice0(0, n).copy_from(src);
+    }
+  }
+  len_[t] = len_[f];
+  mtp_len_[t] = mtp_len_[f];
+}
+
 int64_t Engine::cache_bytes_per_token() const {
   return int64_t(dtype_size(opts_.kv_cache)) * (args_.kv_lora_rank + args_.qk_rope_head_dim) *
          int64_t(cache_.size());

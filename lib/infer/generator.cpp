@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <span>
 
 #include "ds/core/error.hpp"
@@ -30,6 +31,8 @@ struct Seq {
   uint64_t step = 0;                // tokens generated so far
   std::vector<int32_t> mtp_tok;     // pending MTP inputs: t_{p+1} for positions p ...
   std::vector<Tensor> mtp_hid;      // ... and the main hidden rows g_p, (n_i, C) each
+  bool copied = false;              // the prompt's cache is copied from an earlier sequence's
+  std::vector<Seq*> copies;         // later sequences with this same prompt (shared prefill)
   explicit Seq(const StopOptions& o) : stop(o) {}
 };
 
@@ -40,6 +43,12 @@ struct Ctx {
   const StreamFn& on_text;
   Sampler sampler;
   GenerationStats st;
+};
+
+struct SpanLess {
+  bool operator()(std::span<const int32_t> a, std::span<const int32_t> b) const {
+    return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end());
+  }
 };
 
 std::span<const float> row(const Tensor& logits, int64_t r) {
@@ -70,23 +79,33 @@ Tensor concat_rows(const std::vector<Tensor>& parts, int64_t C) {
   return out;
 }
 
-// Prefill in rounds of at most prefill_chunk tokens per sequence; samples each first token.
-void prefill(Ctx& c, std::vector<Seq>& seqs, const std::vector<std::vector<int32_t>>& prompts) {
-  const auto t0 = Clock::now();
-  std::vector<size_t> done(seqs.size(), 0);
+// The first generated token, sampled from the prompt's last logits row.
+void first_token(Ctx& c, Seq& s, std::span<const float> logits) {
+  s.last = c.sampler.sample(logits, s.stream, s.step);
+  if (c.cfg.speculative) s.mtp_tok.push_back(s.last);
+  emit(c, s, s.last);
+}
+
+// Runs the prompt tokens [done[i], end[i]) of each sequence i in rounds of at most
+// prefill_chunk tokens per sequence. A sequence whose whole prompt is then in samples its first
+// token, and so do the later sequences with the same prompt, given a copy of its cache (and
+// pending MTP inputs) first: they compute nothing themselves.
+void prefill_rounds(Ctx& c, std::vector<Seq>& seqs,
+                    const std::vector<std::vector<int32_t>>& prompts, std::vector<size_t>& done,
+                    const std::vector<size_t>& end) {
   const size_t chunk = size_t(std::max<int64_t>(1, c.cfg.prefill_chunk));
-  for (bool any = true; any;) {
+  for (;;) {
     std::vector<SeqChunk> chunks;
     std::vector<size_t> who;
     for (size_t i = 0; i < seqs.size(); ++i) {
-      const std::vector<int32_t>& p = prompts[seqs[i].index];
-      if (done[i] == p.size()) continue;
-      const size_t n = std::min(chunk, p.size() - done[i]);
-      chunks.push_back({seqs[i].slot, std::span<const int32_t>(p).subspan(done[i], n), false});
+      if (done[i] >= end[i]) continue;
+      const size_t n = std::min(chunk, end[i] - done[i]);
+      chunks.push_back(
+          {seqs[i].slot, std::span<const int32_t>(prompts[seqs[i].index]).subspan(done[i], n),
+           false});
       who.push_back(i);
     }
-    any = !chunks.empty();
-    if (!any) break;
+    if (chunks.empty()) return;
     const StepOutput out = c.eng.forward(chunks);
     for (size_t k = 0; k < who.size(); ++k) {
       Seq& s = seqs[who[k]];
@@ -99,12 +118,69 @@ void prefill(Ctx& c, std::vector<Seq>& seqs, const std::vector<std::vector<int32
       }
       done[who[k]] += size_t(n);
       if (done[who[k]] == p.size()) {
-        s.last = c.sampler.sample(row(out.logits, out.logit_row[k]), s.stream, s.step);
-        if (c.cfg.speculative) s.mtp_tok.push_back(s.last);
-        emit(c, s, s.last);
+        for (Seq* d : s.copies) {
+          c.eng.copy_slot(s.slot, d->slot);
+          d->mtp_tok = s.mtp_tok;   // read-only rows: shared, not cloned
+          d->mtp_hid = s.mtp_hid;
+        }
+        const std::span<const float> logits = row(out.logits, out.logit_row[k]);
+        first_token(c, s, logits);
+        for (Seq* d : s.copies) first_token(c, *d, logits);
       }
     }
   }
+}
+
+// Tokens every computed prompt starts with (a shared system prompt or few-shot preamble),
+// at most the shortest one's length - 1, so that each still computes its own last row.
+size_t common_prefix(const std::vector<Seq>& seqs,
+                     const std::vector<std::vector<int32_t>>& prompts) {
+  const std::vector<int32_t>* lead = nullptr;
+  size_t n = 0;
+  for (const Seq& s : seqs) {
+    if (s.copied) continue;
+    const std::vector<int32_t>& p = prompts[s.index];
+    if (!lead) {
+      lead = &p;
+      n = p.size() - 1;
+      continue;
+    }
+    n = std::min(n, p.size() - 1);
+    size_t k = 0;
+    while (k < n && p[k] == (*lead)[k]) ++k;
+    n = k;
+  }
+  return n;
+}
+
+// Prefill of every prompt, each first token sampled. With share_prefill, a prefix common to
+// all distinct prompts runs once, in the first one's slot, and is copied to the others before
+// they run the rest, when it saves at least min_shared_prefix tokens.
+void prefill(Ctx& c, std::vector<Seq>& seqs, const std::vector<std::vector<int32_t>>& prompts) {
+  const auto t0 = Clock::now();
+  std::vector<size_t> done(seqs.size(), 0), end(seqs.size(), 0);
+  std::vector<size_t> computed;   // the sequences that run their prompt
+  for (size_t i = 0; i < seqs.size(); ++i)
+    if (!seqs[i].copied) computed.push_back(i);
+  const size_t P = c.cfg.share_prefill ? common_prefix(seqs, prompts) : 0;
+  if (P > 0 && (computed.size() - 1) * P >= size_t(std::max<int64_t>(1, c.cfg.min_shared_prefix))) {
+    Seq& lead = seqs[computed[0]];
+    end[computed[0]] = P;
+    prefill_rounds(c, seqs, prompts, done, end);
+    for (size_t k = 1; k < computed.size(); ++k) {
+      Seq& s = seqs[computed[k]];
+      c.eng.copy_slot(lead.slot, s.slot);
+      done[computed[k]] = P;
+      if (c.cfg.speculative) {   // positions < P - 1 take the common tokens, P - 1 its own
+        s.mtp_hid = lead.mtp_hid;
+        s.mtp_tok.assign(lead.mtp_tok.begin(), lead.mtp_tok.end() - 1);
+        s.mtp_tok.push_back(prompts[s.index][P]);
+      }
+    }
+    c.st.shared_prefill_tokens += int64_t((computed.size() - 1) * P);
+  }
+  for (size_t i : computed) end[i] = prompts[seqs[i].index].size();
+  prefill_rounds(c, seqs, prompts, done, end);
   c.st.prefill_s += seconds_since(t0);
 }
 
@@ -176,6 +252,7 @@ void decode_speculative(Ctx& c, std::vector<Seq*> live) {
 
 void GenerationStats::add(const GenerationStats& o) {
   prompt_tokens += o.prompt_tokens;
+  shared_prefill_tokens += o.shared_prefill_tokens;
   generated_tokens += o.generated_tokens;
   decode_tokens += o.decode_tokens;
   prefill_s += o.prefill_s;
@@ -187,12 +264,16 @@ void GenerationStats::add(const GenerationStats& o) {
 }
 
 std::string GenerationStats::json() const {
-  const double pf = prefill_s > 0 ? double(prompt_tokens) / prefill_s : 0.0;
+  // prefill speed over the prompt tokens the model computed (not those copied)
+  const int64_t computed = prompt_tokens - shared_prefill_tokens;
+  const double pf = prefill_s > 0 ? double(computed) / prefill_s : 0.0;
   const double dec = decode_s > 0 ? double(decode_tokens) / decode_s : 0.0;
   std::string s = fmt::format(
-      "{{\"prompt_tokens\":{},\"generated_tokens\":{},\"prefill_s\":{:.6f},\"decode_s\":{:.6f},"
-      "\"prefill_tokens_per_s\":{:.2f},\"decode_tokens_per_s\":{:.2f},\"main_forwards\":{}",
-      prompt_tokens, generated_tokens, prefill_s, decode_s, pf, dec, main_forwards);
+      "{{\"prompt_tokens\":{},\"shared_prefill_tokens\":{},\"generated_tokens\":{},"
+      "\"prefill_s\":{:.6f},\"decode_s\":{:.6f},\"prefill_tokens_per_s\":{:.2f},"
+      "\"decode_tokens_per_s\":{:.2f},\"main_forwards\":{}",
+      prompt_tokens, shared_prefill_tokens, generated_tokens, prefill_s, decode_s, pf, dec,
+      main_forwards);
   if (speculative)   // no draft yet (every sequence ended on its first token): rate null
     s += fmt::format(",\"drafted\":{},\"accepted\":{},\"acceptance_rate\":{}", drafted,
                      accepted,
@@ -219,7 +300,8 @@ std::vector<Completion> generate(Engine& engine, const std::vector<std::vector<i
                 "--speculative mtp supports greedy decoding only (use --temperature 0)");
   }
   std::vector<Seq> seqs;
-  seqs.reserve(prompts.size());
+  seqs.reserve(prompts.size());   // no reallocation: Seq::copies points into it
+  std::map<std::span<const int32_t>, size_t, SpanLess> first;   // prompt -> its first sequence
   for (size_t i = 0; i < prompts.size(); ++i) {
     DS_CHECK_AS(UsageError, !prompts[i].empty(), "generate: prompt {} is empty", i);
     DS_CHECK_AS(UsageError, cfg.stop.max_new_tokens >= 1, "generate: max_new_tokens must be >= 1");
@@ -229,6 +311,12 @@ std::vector<Completion> generate(Engine& engine, const std::vector<std::vector<i
     seqs.back().slot = int(i);
     engine.reset(int(i));
     c.st.prompt_tokens += int64_t(prompts[i].size());
+    if (!cfg.share_prefill) continue;
+    const auto [it, fresh] = first.try_emplace(std::span<const int32_t>(prompts[i]), i);
+    if (fresh) continue;
+    seqs.back().copied = true;
+    seqs[it->second].copies.push_back(&seqs.back());
+    c.st.shared_prefill_tokens += int64_t(prompts[i].size());
   }
   prefill(c, seqs, prompts);
   const auto t0 = Clock::now();

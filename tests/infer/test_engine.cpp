@@ -120,6 +120,32 @@ TEST_CASE("engine: a batch of different lengths == each sequence alone") {
   CHECK(eb.length(1) == 0);
 }
 
+TEST_CASE("engine: copy_slot gives another slot the same cached sequence") {
+  auto m = make_tiny(true);
+  const int64_t V = m->args.vocab_size;
+  const auto seq = random_tokens(11, V, 41);
+  const std::span<const int32_t> prompt = std::span<const int32_t>(seq).first(9);
+  Engine e(m->args, m->store, cpu_ctx(), {3, 32});
+  e.forward({{0, prompt, false}});
+  e.forward({{2, random_tokens(4, V, 42), false}});   // stale contents the copy must replace
+  e.copy_slot(0, 2);
+  CHECK(e.length(2) == 9);
+  CHECK(e.length(1) == 0);
+  Engine alone(m->args, m->store, cpu_ctx(), {1, 32});
+  alone.forward({{0, prompt, false}});
+  for (size_t t = 9; t < seq.size(); ++t) {   // decode the same tokens on slots 0 and 2
+    const std::span<const int32_t> next = std::span<const int32_t>(seq).subspan(t, 1);
+    const StepOutput o = e.forward({{0, next, false}, {2, next, false}});
+    const StepOutput r = alone.forward({{0, next, false}});
+    CHECK(rel_diff(o.logits.f32() + V, r.logits.f32(), V) < 1e-5);
+    CHECK(rel_diff(o.logits.f32(), r.logits.f32(), V) < 1e-5);
+  }
+  CHECK(e.length(2) == 11);
+  e.copy_slot(1, 2);   // an empty slot empties the target
+  CHECK(e.length(2) == 0);
+  CHECK_THROWS(e.copy_slot(0, 3));
+}
+
 TEST_CASE("engine: MTP block with its latent cache == training MTPModule::forward") {
   auto m = make_tiny(true);
   const int64_t V = m->args.vocab_size;

@@ -104,6 +104,84 @@ TEST_CASE("generate: speculative decoding that always accepts (MTP = main model 
   CHECK(nlohmann::json::parse(st.json()).at("acceptance_rate") == 1.0);
 }
 
+TEST_CASE("generate: a repeated prompt is prefilled once, its copies sample as if alone") {
+  auto m = make_tiny(true);
+  Engine eng(m->args, m->store, cpu_ctx(), {6, 64});
+  const auto p = prompts_for(m->args);
+  const std::vector<std::vector<int32_t>> batch = {p[0], p[1], p[0], p[0], p[1], p[2]};
+  GenerationConfig c = greedy_cfg(12);
+  c.sampling.temperature = 1.0f;
+  c.sampling.seed = 11;
+  GenerationStats shared, plain;
+  const auto a = generate(eng, batch, c, nullptr, &shared);
+  c.share_prefill = false;
+  const auto b = generate(eng, batch, c, nullptr, &plain);
+  CHECK(shared.shared_prefill_tokens == int64_t(2 * p[0].size() + p[1].size()));
+  CHECK(plain.shared_prefill_tokens == 0);
+  CHECK(shared.prompt_tokens == plain.prompt_tokens);
+  CHECK(nlohmann::json::parse(shared.json()).at("shared_prefill_tokens") ==
+        shared.shared_prefill_tokens);
+  for (size_t i = 0; i < batch.size(); ++i) CHECK(a[i].tokens == b[i].tokens);
+  // each copy draws from its own stream: the three samples of p[0] are not one sample thrice
+  CHECK((a[0].tokens != a[2].tokens || a[0].tokens != a[3].tokens));
+  // copies of a copied-from sequence in speculative (greedy) mode: the MTP inputs go along too
+  const std::vector<std::vector<int32_t>> twice = {p[1], p[0], p[1]};
+  GenerationStats sp;
+  const auto g = generate(eng, twice, greedy_cfg(16), nullptr);
+  const auto s = generate(eng, twice, greedy_cfg(16, true), nullptr, &sp);
+  CHECK(sp.shared_prefill_tokens == int64_t(p[1].size()));
+  CHECK(sp.drafted > 0);
+  for (size_t i = 0; i < twice.size(); ++i) CHECK(s[i].tokens == g[i].tokens);
+}
+
+TEST_CASE("generate: a prefix common to all prompts is prefilled once") {
+  auto m = make_tiny(true);
+  Engine eng(m->args, m->store, cpu_ctx(), {5, 64}), other(m->args, m->store, cpu_ctx(), {5, 64});
+  const int64_t V = m->args.vocab_size;
+  const auto pre = random_tokens(12, V, 50);
+  const auto with = [&](size_t n, uint64_t seed) {
+    auto p = pre;
+    for (int32_t t : random_tokens(n, V, seed)) p.push_back(t);
+    return p;
+  };
+  // three distinct prompts after one 12-token prefix (one of them a single token longer), and
+  // a repeat: 2 x 12 prefix tokens and the repeat's 15 are not computed
+  const std::vector<std::vector<int32_t>> batch = {with(3, 51), with(5, 52), with(1, 53),
+                                                   with(3, 51)};
+  for (const bool spec : {false, true}) {
+    INFO("speculative " << spec);
+    GenerationConfig c = greedy_cfg(10, spec);
+    c.sampling.temperature = spec ? 0.0f : 1.0f;
+    c.sampling.seed = 3;
+    c.min_shared_prefix = 24;
+    GenerationStats shared, plain;
+    const auto a = generate(eng, batch, c, nullptr, &shared);
+    c.share_prefill = false;
+    const auto b = generate(other, batch, c, nullptr, &plain);
+    CHECK(shared.shared_prefill_tokens == 2 * 12 + 15);
+    CHECK(plain.shared_prefill_tokens == 0);
+    for (size_t i = 0; i < batch.size(); ++i) CHECK(a[i].tokens == b[i].tokens);
+    if (spec) {   // the MTP caches hold the same: one more MTP step reads them alike
+      CHECK(shared.drafted > 0);
+      const std::vector<int32_t> probe = {7};
+      const Tensor h = Tensor::zeros({1, m->args.dim});
+      for (int slot = 0; slot < int(batch.size()); ++slot) {
+        CHECK(eng.mtp_length(slot) == other.mtp_length(slot));
+        const Tensor x = eng.mtp_forward({{slot, probe, h}});
+        const Tensor y = other.mtp_forward({{slot, probe, h}});
+        CHECK(rel_diff(x.f32(), y.f32(), V) < 1e-5);
+      }
+    }
+    // below the threshold only the repeat is shared
+    c.share_prefill = true;
+    c.min_shared_prefix = 25;
+    GenerationStats few;
+    const auto f = generate(eng, batch, c, nullptr, &few);
+    CHECK(few.shared_prefill_tokens == 15);
+    for (size_t i = 0; i < batch.size(); ++i) CHECK(f[i].tokens == b[i].tokens);
+  }
+}
+
 TEST_CASE("generate: errors") {
   auto m0 = make_tiny(true, 0);
   Engine e0(m0->args, m0->store, cpu_ctx(), {1, 32});

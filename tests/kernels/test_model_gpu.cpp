@@ -609,7 +609,8 @@ TEST_CASE("tiny model: q, k, v as BF16 codes give the steps of F32 attention inp
 namespace {
 
 // The engine on the GPU against the CPU engine over the same weights: a batched prefill of two
-// sequences, then one decode step per slot; logits within tol (relative L2).
+// sequences, then one decode step per slot, then slot 0's cache copied to slot 1 and one more
+// step of the same token on both; logits within tol (relative L2).
 void engine_gpu_vs_cpu(DType kv_cache, double tol) {
   const ModelArgs a = preset("tiny");
   Side cpu(a, Device::cpu), gpu(a, Device::cuda);
@@ -629,6 +630,15 @@ void engine_gpu_vs_cpu(DType kv_cache, double tol) {
   const infer::StepOutput dc = ec.forward(decode), dg = eg.forward(decode);
   CHECK(rel(dg.logits, dc.logits) <= tol);
   CHECK(eg.length(0) == 8);
+  // slot 1 takes a copy of slot 0's cache (shared prefill); both decode the same token
+  ec.copy_slot(0, 1);
+  eg.copy_slot(0, 1);
+  CHECK(eg.length(1) == 8);
+  std::vector<int32_t> d2 = {13};
+  const std::vector<infer::SeqChunk> same = {{0, d2, false}, {1, d2, false}};
+  const infer::StepOutput sc = ec.forward(same), sg = eg.forward(same);
+  CHECK(rel(sg.logits, sc.logits) <= tol);
+  CHECK(rel(sg.logits.slice0(1, 2), sg.logits.slice0(0, 1)) <= 1e-6);
   std::printf("engine %s cache GPU vs CPU: prefill rel %.3g, decode rel %.3g\n",
               std::string(dtype_name(kv_cache)).c_str(), rel(og.logits, oc.logits),
               rel(dg.logits, dc.logits));

@@ -10,6 +10,7 @@
 #include <span>
 #include <vector>
 
+#include "ds/infer/engine.hpp"
 #include "ds/model/transformer.hpp"
 #include "ds/tokenizer/tokenizer.hpp"
 
@@ -32,5 +33,20 @@ struct ScoreResult {
 std::vector<ScoreResult> score_requests(model::Transformer& model, const ops::Context& ctx,
                                         std::span<const ScoreRequest> requests, size_t batch_size,
                                         const std::function<void(size_t)>& progress = {});
+
+// The same scores through the inference engine, with a shared prefix computed once. Requests
+// come in groups of consecutive requests (group_sizes, summing to requests.size()), such as
+// the choices of one multiple-choice item: a group's longest common prefix, at most its
+// smallest score_begin, runs once, its latent cache is copied to the group's other sequences
+// (Engine::copy_slot), and each sequence then runs only its own remaining tokens; k choices
+// after one context cost one context. Waves of whole groups fill the engine's slots; a
+// sequence runs at most `chunk` tokens per forward. Equal to score_requests up to rounding
+// (the engine's absorbed attention). UsageError as score_requests, and for a group larger
+// than the engine's slots or a sequence longer than its capacity.
+std::vector<ScoreResult> score_shared_prefix(infer::Engine& engine,
+                                             std::span<const ScoreRequest> requests,
+                                             std::span<const size_t> group_sizes,
+                                             int64_t chunk = 512,
+                                             const std::function<void(size_t)>& progress = {});
 
 }  // namespace ds::eval

@@ -79,6 +79,9 @@ class Engine {
   void reset(int slot);                 // empties both caches of a slot
   // Drops cached positions >= len (rejected speculative tokens); MTP cache too if longer.
   void truncate(int slot, int64_t len);
+  // Makes slot `to` hold a copy of slot `from`'s cached positions (main and MTP caches, every
+  // layer): a prompt prefilled once serves several sequences (generate's shared prefill).
+  void copy_slot(int from, int to);
 
   // Main model over the chunks (each slot at most once); appends to the caches.
   StepOutput forward(const std::vector<SeqChunk>& chunks);

@@ -1,9 +1,11 @@
 // Batched generation over an Engine: prefill every prompt (in chunks of at most prefill_chunk
-// tokens per sequence), then decode one token per live sequence per step, sampling with
-// infer::Sampler and ending each completion with infer::StopChecker; or, with speculative MTP
-// decoding, draft one token with the MTP module and verify [t, draft] in one main forward
-// (spec §2.7). Speculative mode is greedy only: a draft is accepted iff it equals the main
-// model's argmax, so the output is exactly plain greedy decoding's.
+// tokens per sequence; a repeated prompt, as in GRPO groups or pass@k samples, and a prefix
+// common to all the prompts are computed once and the cache copied), then decode one token
+// per live sequence per step, sampling with infer::Sampler and ending each completion with
+// infer::StopChecker; or, with speculative MTP decoding, draft one token with the MTP module
+// and verify [t, draft] in one main forward (spec §2.7). Speculative mode is greedy only: a
+// draft is accepted iff it equals the main model's argmax, so the output is exactly plain
+// greedy decoding's.
 // reference: DeepSeek-V3 generate.py (spec §2.4); paper §5.4.3 (MTP speculative decoding).
 #pragma once
 #include <cstdint>
@@ -27,6 +29,13 @@ struct GenerationConfig {
   // so a slice of a larger batch (one data-parallel rank's prompts) samples exactly as it
   // would inside the whole batch. 0 for a whole batch.
   uint64_t first_seq = 0;
+  // Identical prompts in one call are prefilled once: the other sequences get a copy of its
+  // cache (Engine::copy_slot) and sample their first token, from their own stream, from its
+  // logits. A prefix common to all the distinct prompts (a system prompt) runs once too, when
+  // that saves at least min_shared_prefix tokens: it costs one more forward over the weights,
+  // worth about that many tokens of compute. Off only to measure what sharing saves (bench/).
+  bool share_prefill = true;
+  int64_t min_shared_prefix = 128;
 };
 
 struct Completion {
@@ -37,6 +46,7 @@ struct Completion {
 
 struct GenerationStats {
   int64_t prompt_tokens = 0;
+  int64_t shared_prefill_tokens = 0;   // prompt tokens copied from an identical prompt's cache
   int64_t generated_tokens = 0;
   int64_t decode_tokens = 0;    // generated after the prefill (the first tokens excluded)
   double prefill_s = 0;         // wall time of the prefill forwards (+ MTP prefill)
