@@ -20,15 +20,9 @@
 #include "ds/infer/engine.hpp"
 #include "ds/model/checkpoint_io.hpp"
 #include "ds/model/transformer.hpp"
+#include "../bench_util.hpp"
 
-namespace {
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
-
-}  // namespace
+using ds::bench::median;
 
 int main(int argc, char** argv) {
   CLI::App app{"Inference engine prefill/decode benchmark", "ds_bench_infer"};

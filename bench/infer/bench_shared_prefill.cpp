@@ -2,9 +2,10 @@
 // samples of ds-eval, a GRPO group of ds-rl), or with --common-prefix K over --samples prompts
 // that share only their first K tokens (a system prompt), sampled decoding, with the prefill
 // shared (computed once, the cache copied: GenerationConfig::share_prefill) and without, the
-// two alternating --reps times on the same engine. Prints one JSON line: medians of the wall time
-// per generate call and of its prefill part for both, the median over the pairs of the
-// speed-up, and whether both produced the same tokens. Random weights of a preset.
+// two alternating --reps times on the same engine after one untimed call. Prints one JSON
+// line: medians of the wall time per generate call and of its prefill part for both, the
+// median over the pairs of the speed-up, and whether both produced the same tokens. Random
+// weights of a preset.
 // reference: docs/benchmarks.md conventions (figures, not timed tests).
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -16,15 +17,9 @@
 
 #include "ds/infer/generator.hpp"
 #include "ds/model/transformer.hpp"
+#include "../bench_util.hpp"
 
-namespace {
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
-
-}  // namespace
+using ds::bench::median;
 
 int main(int argc, char** argv) {
   CLI::App app{"Generation with and without the shared prefill of repeated prompts",
@@ -50,14 +45,10 @@ int main(int argc, char** argv) {
   }
 
   using namespace ds;
-  model::ModelArgs args = model::preset(preset);
-  model::ParamStore store;
-  model::Transformer tf(args, store);
-  store.init(1234);
-  ops::Context ctx;
-  ctx.threads = threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()));
-  ops::set_cpu_threads(ctx.threads);
-  infer::Engine eng(args, store, ctx,
+  bench::RandomModel m(preset);
+  const model::ModelArgs& args = m.args;
+  const ops::Context ctx = bench::cpu_context(threads);
+  infer::Engine eng(args, m.store, ctx,
                     infer::EngineOptions{samples, prompt_len + new_tokens + 1});
   std::mt19937_64 rng(5);
   std::vector<int32_t> prompt(static_cast<size_t>(prompt_len));
@@ -74,6 +65,7 @@ int main(int argc, char** argv) {
   using Clock = std::chrono::steady_clock;
   std::vector<double> wall[2], prefill[2], speedup;
   bool same = true;
+  (void)infer::generate(eng, batch, cfg, nullptr);   // warm-up: first-touch of the buffers
   for (int r = 0; r < reps; ++r) {
     std::vector<infer::Completion> out[2];
     double t[2];
