@@ -176,17 +176,20 @@ Engine::Engine(const model::ModelArgs& args, const model::ParamStore& weights, o
   for (const model::MTPModule& m : mtp_) make_cache(m.block.attn);
   len_.assign(size_t(S), 0);
   mtp_len_.assign(size_t(S), 0);
+  tok_.assign(size_t(S), {});
 }
 
 Engine::~Engine() = default;
 
 int64_t Engine::length(int slot) const { return len_.at(size_t(slot)); }
 int64_t Engine::mtp_length(int slot) const { return mtp_len_.at(size_t(slot)); }
+std::span<const int32_t> Engine::tokens(int slot) const { return tok_.at(size_t(slot)); }
 void Engine::reset(int slot) { truncate(slot, 0); }
 void Engine::truncate(int slot, int64_t len) {
   DS_CHECK(slot >= 0 && slot < opts_.slots && len >= 0, "engine: bad truncate({}, {})", slot, len);
   len_[size_t(slot)] = std::min(len_[size_t(slot)], len);
   mtp_len_[size_t(slot)] = std::min(mtp_len_[size_t(slot)], len);
+  tok_[size_t(slot)].resize(size_t(len_[size_t(slot)]));
 }
 
 void Engine::copy_slot(int from, int to) {
@@ -206,6 +209,7 @@ void Engine::copy_slot(int from, int to) {
   }
   len_[t] = len_[f];
   mtp_len_[t] = mtp_len_[f];
+  tok_[t] = tok_[f];
 }
 
 int64_t Engine::cache_bytes_per_token() const {
@@ -349,6 +353,8 @@ StepOutput Engine::forward(const std::vector<SeqChunk>& chunks) {
     out.hidden_row.push_back(r1);
     out.logit_row.push_back(int64_t(sel.size()));
     len_[size_t(slots[c])] += counts[c];
+    tok_[size_t(slots[c])].insert(tok_[size_t(slots[c])].end(), chunks[c].tokens.begin(),
+                                  chunks[c].tokens.end());
   }
   Tensor g = empty_f32(ctx_, {int64_t(sel.size()), args_.dim});   // (M, C)
   ops::gather_rows(ctx_, out.hidden, upload_i32(ctx_, sel), g);

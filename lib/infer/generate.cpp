@@ -266,6 +266,7 @@ void mode_jsonl(Session& s) {
 // A turn that would outgrow the context is refused and the conversation kept (/clear starts
 // over). The t-th generated turn samples from stream t.
 void mode_interactive(Session& s) {
+  s.cfg.reuse_cache = true;   // a turn computes only what follows the cached conversation
   std::vector<ChatMessage> history;
   std::string line;
   for (uint64_t turn = 0;;) {

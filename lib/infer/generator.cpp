@@ -156,13 +156,19 @@ size_t common_prefix(const std::vector<Seq>& seqs,
 // Prefill of every prompt, each first token sampled. With share_prefill, a prefix common to
 // all distinct prompts runs once, in the first one's slot, and is copied to the others before
 // they run the rest, when it saves at least min_shared_prefix tokens.
-void prefill(Ctx& c, std::vector<Seq>& seqs, const std::vector<std::vector<int32_t>>& prompts) {
+// done[i]: the positions of sequence i already in its cache (reuse_cache).
+void prefill(Ctx& c, std::vector<Seq>& seqs, const std::vector<std::vector<int32_t>>& prompts,
+             std::vector<size_t> done) {
   const auto t0 = Clock::now();
-  std::vector<size_t> done(seqs.size(), 0), end(seqs.size(), 0);
+  std::vector<size_t> end(seqs.size(), 0);
   std::vector<size_t> computed;   // the sequences that run their prompt
+  bool fresh = true;              // nothing kept: a common prefix may be shared
   for (size_t i = 0; i < seqs.size(); ++i)
-    if (!seqs[i].copied) computed.push_back(i);
-  const size_t P = c.cfg.share_prefill ? common_prefix(seqs, prompts) : 0;
+    if (!seqs[i].copied) {
+      computed.push_back(i);
+      fresh = fresh && done[i] == 0;
+    }
+  const size_t P = c.cfg.share_prefill && fresh ? common_prefix(seqs, prompts) : 0;
   if (P > 0 && (computed.size() - 1) * P >= size_t(std::max<int64_t>(1, c.cfg.min_shared_prefix))) {
     Seq& lead = seqs[computed[0]];
     end[computed[0]] = P;
@@ -253,6 +259,7 @@ void decode_speculative(Ctx& c, std::vector<Seq*> live) {
 void GenerationStats::add(const GenerationStats& o) {
   prompt_tokens += o.prompt_tokens;
   shared_prefill_tokens += o.shared_prefill_tokens;
+  cached_prompt_tokens += o.cached_prompt_tokens;
   generated_tokens += o.generated_tokens;
   decode_tokens += o.decode_tokens;
   prefill_s += o.prefill_s;
@@ -264,16 +271,16 @@ void GenerationStats::add(const GenerationStats& o) {
 }
 
 std::string GenerationStats::json() const {
-  // prefill speed over the prompt tokens the model computed (not those copied)
-  const int64_t computed = prompt_tokens - shared_prefill_tokens;
+  // prefill speed over the prompt tokens the model computed (not those copied or kept)
+  const int64_t computed = prompt_tokens - shared_prefill_tokens - cached_prompt_tokens;
   const double pf = prefill_s > 0 ? double(computed) / prefill_s : 0.0;
   const double dec = decode_s > 0 ? double(decode_tokens) / decode_s : 0.0;
   std::string s = fmt::format(
-      "{{\"prompt_tokens\":{},\"shared_prefill_tokens\":{},\"generated_tokens\":{},"
-      "\"prefill_s\":{:.6f},\"decode_s\":{:.6f},\"prefill_tokens_per_s\":{:.2f},"
-      "\"decode_tokens_per_s\":{:.2f},\"main_forwards\":{}",
-      prompt_tokens, shared_prefill_tokens, generated_tokens, prefill_s, decode_s, pf, dec,
-      main_forwards);
+      "{{\"prompt_tokens\":{},\"shared_prefill_tokens\":{},\"cached_prompt_tokens\":{},"
+      "\"generated_tokens\":{},\"prefill_s\":{:.6f},\"decode_s\":{:.6f},"
+      "\"prefill_tokens_per_s\":{:.2f},\"decode_tokens_per_s\":{:.2f},\"main_forwards\":{}",
+      prompt_tokens, shared_prefill_tokens, cached_prompt_tokens, generated_tokens, prefill_s,
+      decode_s, pf, dec, main_forwards);
   if (speculative)   // no draft yet (every sequence ended on its first token): rate null
     s += fmt::format(",\"drafted\":{},\"accepted\":{},\"acceptance_rate\":{}", drafted,
                      accepted,
@@ -301,6 +308,7 @@ std::vector<Completion> generate(Engine& engine, const std::vector<std::vector<i
   }
   std::vector<Seq> seqs;
   seqs.reserve(prompts.size());   // no reallocation: Seq::copies points into it
+  std::vector<size_t> kept(prompts.size(), 0);   // cached positions that the prompt repeats
   std::map<std::span<const int32_t>, size_t, SpanLess> first;   // prompt -> its first sequence
   for (size_t i = 0; i < prompts.size(); ++i) {
     DS_CHECK_AS(UsageError, !prompts[i].empty(), "generate: prompt {} is empty", i);
@@ -309,7 +317,12 @@ std::vector<Completion> generate(Engine& engine, const std::vector<std::vector<i
     seqs.back().index = i;
     seqs.back().stream = cfg.first_seq + i;
     seqs.back().slot = int(i);
-    engine.reset(int(i));
+    if (cfg.reuse_cache && !cfg.speculative) {   // all but the last prompt token (its logits)
+      const std::span<const int32_t> held = engine.tokens(int(i));
+      const size_t n = std::min(held.size(), prompts[i].size() - 1);
+      while (kept[i] < n && held[kept[i]] == prompts[i][kept[i]]) ++kept[i];
+    }
+    engine.truncate(int(i), int64_t(kept[i]));
     c.st.prompt_tokens += int64_t(prompts[i].size());
     if (!cfg.share_prefill) continue;
     const auto [it, fresh] = first.try_emplace(std::span<const int32_t>(prompts[i]), i);
@@ -317,8 +330,10 @@ std::vector<Completion> generate(Engine& engine, const std::vector<std::vector<i
     seqs.back().copied = true;
     seqs[it->second].copies.push_back(&seqs.back());
     c.st.shared_prefill_tokens += int64_t(prompts[i].size());
+    kept[i] = 0;   // the copy replaces what the slot held
   }
-  prefill(c, seqs, prompts);
+  for (size_t i = 0; i < seqs.size(); ++i) c.st.cached_prompt_tokens += int64_t(kept[i]);
+  prefill(c, seqs, prompts, kept);
   const auto t0 = Clock::now();
   const int64_t before = c.st.generated_tokens;
   std::vector<Seq*> live;

@@ -374,6 +374,43 @@ def test_chat(a, model):
         p.kill()
 
 
+def test_chat_reuse(a, model):
+    """A second chat turn keeps the first in the cache (--stats: cached_prompt_tokens) and
+    replies exactly as a fresh --jsonl request of the same conversation."""
+    lines = ["the king went up", "and the people said"]
+    cmd = [a.generate, "--log-level", "warn", "--model", model, "--threads", "2",
+           "--max-new-tokens", "8", "--temperature", "0", "--stats"]
+    p = Pty(cmd)
+    try:
+        if not p.read_until(b">>> ", 0, 120):
+            check(False, f"chat shows its prompt: {p.buf.decode('utf-8', 'replace')!r}")
+            return
+        replies = []
+        for line in lines:
+            out, got = p.turn(line)
+            body = out.replace("\r\n", "\n")   # the terminal's newlines
+            if not got or "\n" not in body:
+                check(False, f"chat turn {line!r} ends with a new prompt: {out!r}")
+                return
+            replies.append(body.split("\n", 1)[1].rsplit("\n>>> ", 1)[0])   # after the echo
+        os.write(p.fd, b"/exit\n")
+        rc = p.finish()
+        text = p.buf.decode("utf-8", "replace").replace("\r\n", "\n")
+        stats = [json.loads(l) for l in text.splitlines() if l.startswith('{"prompt_tokens"')]
+        cached = stats[-1].get("cached_prompt_tokens", 0) if stats else 0
+        check(rc == 0 and cached > 0,
+              f"the second turn keeps the first in the cache: exit {rc}, stats {stats}")
+    finally:
+        p.kill()
+    msgs = [{"role": "user", "content": lines[0]}, {"role": "assistant", "content": replies[0]},
+            {"role": "user", "content": lines[1]}]
+    rc, out, err = generate(a, model, json.dumps({"messages": msgs}) + "\n", "--jsonl",
+                            "--max-new-tokens", 8, "--temperature", 0)
+    fresh = json.loads(out)["completion"] if rc == 0 and out else None
+    check(fresh == replies[1],
+          f"chat reply with the cache kept == fresh --jsonl reply: {replies[1]!r} vs {fresh!r}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     for k in ("generate", "pretrain", "tokenize", "work"):
@@ -382,7 +419,7 @@ def main():
     os.makedirs(a.work, exist_ok=True)
     model = setup(a)
     for fn in (test_jsonl, test_errors, test_input_edges, test_bos, test_generation_config,
-               test_chat):
+               test_chat, test_chat_reuse):
         fn(a, model)
     print(f"{len(FAILS)} failed" if FAILS else "all passed")
     return 1 if FAILS else 0

@@ -131,6 +131,7 @@ TEST_CASE("engine: copy_slot gives another slot the same cached sequence") {
   e.copy_slot(0, 2);
   CHECK(e.length(2) == 9);
   CHECK(e.length(1) == 0);
+  CHECK(std::equal(e.tokens(2).begin(), e.tokens(2).end(), prompt.begin(), prompt.end()));
   Engine alone(m->args, m->store, cpu_ctx(), {1, 32});
   alone.forward({{0, prompt, false}});
   for (size_t t = 9; t < seq.size(); ++t) {   // decode the same tokens on slots 0 and 2
@@ -141,8 +142,12 @@ TEST_CASE("engine: copy_slot gives another slot the same cached sequence") {
     CHECK(rel_diff(o.logits.f32(), r.logits.f32(), V) < 1e-5);
   }
   CHECK(e.length(2) == 11);
+  CHECK(std::equal(e.tokens(2).begin(), e.tokens(2).end(), seq.begin(), seq.end()));
+  e.truncate(2, 10);
+  CHECK(std::equal(e.tokens(2).begin(), e.tokens(2).end(), seq.begin(), seq.end() - 1));
   e.copy_slot(1, 2);   // an empty slot empties the target
   CHECK(e.length(2) == 0);
+  CHECK(e.tokens(2).empty());
   CHECK_THROWS(e.copy_slot(0, 3));
 }
 

@@ -182,6 +182,56 @@ TEST_CASE("generate: a prefix common to all prompts is prefilled once") {
   }
 }
 
+TEST_CASE("generate: reuse_cache computes only what follows the cached tokens (a chat)") {
+  auto m = make_tiny(true);
+  const int64_t V = m->args.vocab_size;
+  Engine eng(m->args, m->store, cpu_ctx(), {1, 96});
+  for (const float temperature : {0.0f, 1.0f}) {
+    INFO("temperature " << temperature);
+    GenerationConfig c = greedy_cfg(8);
+    c.sampling.temperature = temperature;
+    c.reuse_cache = true;
+    const auto fresh = [&](const std::vector<int32_t>& p) {   // a new engine, nothing kept
+      Engine e(m->args, m->store, cpu_ctx(), {1, 96});
+      GenerationConfig f = c;
+      f.reuse_cache = false;
+      return generate(e, {p}, f, nullptr)[0].tokens;
+    };
+    eng.reset(0);
+    const auto p1 = random_tokens(10, V, 60);
+    GenerationStats s1, s2, s3;
+    const auto t1 = generate(eng, {p1}, c, nullptr, &s1)[0].tokens;
+    CHECK(s1.cached_prompt_tokens == 0);
+    // the cache holds the prompt and every generated token but the last (never fed back)
+    std::vector<int32_t> held = p1;
+    held.insert(held.end(), t1.begin(), t1.end() - 1);
+    CHECK(std::vector<int32_t>(eng.tokens(0).begin(), eng.tokens(0).end()) == held);
+    // the next turn: the conversation so far, then a new message
+    std::vector<int32_t> p2 = p1;
+    p2.insert(p2.end(), t1.begin(), t1.end());
+    for (int32_t t : random_tokens(5, V, 61)) p2.push_back(t);
+    const auto t2 = generate(eng, {p2}, c, nullptr, &s2)[0].tokens;
+    CHECK(s2.cached_prompt_tokens == int64_t(held.size()));
+    CHECK(t2 == fresh(p2));
+    // an edited conversation keeps only the common start
+    std::vector<int32_t> p3(p2.begin(), p2.begin() + 6);
+    for (int32_t t : random_tokens(4, V, 62)) p3.push_back(t);
+    const auto t3 = generate(eng, {p3}, c, nullptr, &s3)[0].tokens;
+    CHECK(s3.cached_prompt_tokens == 6);
+    CHECK(t3 == fresh(p3));
+    CHECK(nlohmann::json::parse(s3.json()).at("cached_prompt_tokens") == 6);
+  }
+  // speculative decoding keeps nothing (no pending MTP inputs for kept positions)
+  GenerationConfig sp = greedy_cfg(8, true);
+  sp.reuse_cache = true;
+  const auto p = random_tokens(10, V, 63);
+  generate(eng, {p}, sp, nullptr);
+  GenerationStats again;
+  const auto a = generate(eng, {p}, sp, nullptr, &again);
+  CHECK(again.cached_prompt_tokens == 0);
+  CHECK(a[0].tokens == generate(eng, {p}, greedy_cfg(8), nullptr)[0].tokens);
+}
+
 TEST_CASE("generate: errors") {
   auto m0 = make_tiny(true, 0);
   Engine e0(m0->args, m0->store, cpu_ctx(), {1, 32});

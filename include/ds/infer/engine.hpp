@@ -75,6 +75,7 @@ class Engine {
   int slots() const { return opts_.slots; }
   int64_t capacity() const { return opts_.capacity; }
   int64_t length(int slot) const;       // cached positions of the main model
+  std::span<const int32_t> tokens(int slot) const;   // the tokens of those positions
   int64_t mtp_length(int slot) const;   // cached positions of the MTP block
   void reset(int slot);                 // empties both caches of a slot
   // Drops cached positions >= len (rejected speculative tokens); MTP cache too if longer.
@@ -117,6 +118,7 @@ class Engine {
   Tensor freqs_;                            // (Dr/2) RoPE inverse frequencies
   std::vector<LayerCache> cache_;           // (n_layers + n_mtp_layers)
   std::vector<int64_t> len_, mtp_len_;      // (S) cached positions per slot
+  std::vector<std::vector<int32_t>> tok_;   // (S) the tokens of each slot's main positions
   int64_t bf16_count_ = 0;                  // weights converted to BF16
 };
 

@@ -36,6 +36,11 @@ struct GenerationConfig {
   // worth about that many tokens of compute. Off only to measure what sharing saves (bench/).
   bool share_prefill = true;
   int64_t min_shared_prefix = 128;
+  // Keep what a slot's cache already holds of its prompt (Engine::tokens: the previous call's
+  // prompt and completion, as in a chat's earlier turns) and compute only the rest. Plain
+  // decoding only: with speculative decoding every slot starts empty (the MTP block's pending
+  // inputs of the kept positions are not kept).
+  bool reuse_cache = false;
 };
 
 struct Completion {
@@ -46,7 +51,8 @@ struct Completion {
 
 struct GenerationStats {
   int64_t prompt_tokens = 0;
-  int64_t shared_prefill_tokens = 0;   // prompt tokens copied from an identical prompt's cache
+  int64_t shared_prefill_tokens = 0;   // prompt tokens copied from another sequence's cache
+  int64_t cached_prompt_tokens = 0;    // prompt tokens kept in the cache (reuse_cache)
   int64_t generated_tokens = 0;
   int64_t decode_tokens = 0;    // generated after the prefill (the first tokens excluded)
   double prefill_s = 0;         // wall time of the prefill forwards (+ MTP prefill)
