@@ -1,7 +1,10 @@
 """Shared helpers of the end-to-end Python tests (tests/<area>/e2e_*.py): run a ds tool with
-quiet logs, record named checks, fail fast when a setup command fails."""
+quiet logs, record named checks, fail fast when a setup command fails, read F32 safetensors
+and check a run's weight average (--ema-decay) against its recurrence."""
+import json
 import os
 import shutil
+import struct
 import subprocess
 
 FAILS = []
@@ -61,3 +64,46 @@ def tiny_checkpoint(work, tokenize, pretrain, rng):
            "--out", pre, "--steps", 30, "--batch-size", 4, "--seq-len", 64, "--lr", "3e-3",
            "--threads", 2, "--seed", 7)
     return os.path.join(pre, "step-00000030")
+
+
+def read_f32(path):
+    """name -> tuple of floats of an F32 safetensors file (checks every tensor is F32)."""
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        if t["dtype"] != "F32":
+            check(False, f"{path}: {name} is {t['dtype']}, not F32")
+        a, b = t["data_offsets"]
+        out[name] = struct.unpack(f"<{(b - a) // 4}f", raw[8 + n + a:8 + n + b])
+    return out
+
+
+def f32(x):
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def check_ema_recurrence(run_dir, first, last, decay, label):
+    """The ema/ of run_dir's step-k checkpoints, k in (first, last], saved at every step with no
+    update skipped: avg_k = d avg_{k-1} + (1 - d) w_k with d = min(decay, k / (9 + k)), in
+    double rounded to F32 (the same operations give the same bits); and the average is not
+    the weights."""
+    ck = lambda k: os.path.join(run_dir, f"step-{k:08d}")
+    worst, moved = 0, 0
+    for k in range(first + 1, last + 1):
+        prev = read_f32(os.path.join(ck(k - 1), "ema", "model.safetensors"))
+        w = read_f32(os.path.join(ck(k), "model.safetensors"))
+        got = read_f32(os.path.join(ck(k), "ema", "model.safetensors"))
+        d = min(decay, k / (9 + k))
+        c = 1.0 - d
+        check(set(got) == set(w) == set(prev), f"{label}: step {k} holds every weight's average")
+        bad = sum(1 for n in got for x, y, z in zip(got[n], prev[n], w[n])
+                  if x != f32(d * y + c * z))
+        worst = max(worst, bad)
+        moved = sum(1 for n, v in w.items() for x, y in zip(v, got[n]) if x != y)
+    check(worst == 0 and moved > 0,
+          f"{label}: the average follows its recurrence bit for bit over steps {first + 1}-{last} "
+          f"({worst} values differ; {moved} differ from the weights)")

@@ -30,6 +30,7 @@
 #include "ds/train/metrics.hpp"
 #include "ds/train/run_setup.hpp"
 #include "ds/train/dist_step.hpp"
+#include "ds/train/ema.hpp"
 #include "ds/train/flag_checks.hpp"
 #include "ds/train/state.hpp"
 #include "ds/train/trainer.hpp"
@@ -67,6 +68,8 @@ void check_flags(const SftOptions& o, bool need_out) {
   train::check_flag_value(o.mtp_lambda, "--mtp-lambda");
   train::check_flag_value(o.balance_alpha, "--balance-alpha");
   train::check_flag_value(o.gamma, "--bias-update-speed");
+  if (o.ema_decay != 0 && !(o.ema_decay > 0 && o.ema_decay < 1))
+    DS_THROW(UsageError, "--ema-decay {}: expected 0 (off) or a number in (0, 1)", o.ema_decay);
   if (o.steps > INT64_MAX / o.batch_size)
     DS_THROW(UsageError, "--steps {} x --batch-size {}: the run's row count overflows", o.steps,
              o.batch_size);
@@ -239,6 +242,7 @@ struct Run {
   std::unique_ptr<model::Transformer> model;
   std::unique_ptr<train::AdamW> opt;           // one process
   std::unique_ptr<train::DistRuntime> ranks;   // several ranks when ranks->active()
+  std::unique_ptr<train::WeightEma> ema;        // --ema-decay
   train::TrainerState st;
   train::MetricsWriter metrics;
   ops::Context ctx;
@@ -300,6 +304,8 @@ void Run::init() {
   } else {
     resume(resumed_from);
   }
+  ema = train::start_ema(params, o.ema_decay, resumed_from, args,
+                         "the same --init (its config.json)", ranks->partial_model(), st.step);
   if (ranks->main()) metrics.open(o.metrics, st.step);   // a fresh run starts the file over
 }
 
@@ -371,12 +377,17 @@ double Run::evaluate() {
 
 void Run::save() {
   st.data = stream->state();
+  const model::ParamStore* avg = nullptr;
+  if (ema) {
+    ema->wait();
+    avg = &ema->average();
+  }
   if (ranks->active())
     train::save_run_checkpoint(o.out, o.keep_last, data.tokenizer_files, o.save_bf16, args,
-                               params, ranks->opt(), st, ranks->topo().world());
+                               params, ranks->opt(), st, ranks->topo().world(), avg);
   else
     train::save_run_checkpoint(o.out, o.keep_last, data.tokenizer_files, o.save_bf16, args,
-                               params, *opt, st);
+                               params, *opt, st, avg);
 }
 
 void Run::step_once(train::Progress& progress) {
@@ -406,6 +417,7 @@ void Run::step_once(train::Progress& progress) {
     ranks->step().reduce(acc);
     st.step++;
     st.tokens_seen += real_tokens;
+    if (ema) ema->wait();   // its thread reads the weights the update writes
     u = train::apply_update(ctx, ranks->step(), ranks->opt(), st, acc, lr, o.gamma,
                             o.skip_nonfinite, o.out);
   } else {
@@ -419,8 +431,10 @@ void Run::step_once(train::Progress& progress) {
     }
     st.step++;
     st.tokens_seen += real_tokens;
+    if (ema) ema->wait();
     u = train::apply_update(ctx, *model, *opt, st, acc, lr, o.gamma, o.skip_nonfinite, o.out);
   }
+  if (ema && u.applied) ema->start_update(st.optimizer_steps - 1);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double tps = double(real_tokens) / std::max(1e-9, secs);
   step_seconds += secs;
@@ -442,9 +456,14 @@ void Run::step_once(train::Progress& progress) {
   if (!val_rows.empty() && ((o.eval_every > 0 && st.step % o.eval_every == 0) || last)) {
     ctx.prof = nullptr;   // the profile covers training steps only
     last_val = evaluate();
-    if (o.profile) ctx.prof = &prof;
     if (std::isfinite(last_val)) j["val_loss"] = last_val;
     spdlog::info("step {}: validation loss {:.4f}", st.step, last_val);
+    if (ema) {
+      const double ve = train::evaluate_average(*ema, ctx, [&] { return evaluate(); });
+      if (std::isfinite(ve)) j["val_loss_ema"] = ve;
+      spdlog::info("step {}: validation loss of the weight average {:.4f}", st.step, ve);
+    }
+    if (o.profile) ctx.prof = &prof;
   }
   metrics.write(j.dump());
   if (ranks->main()) progress.update(st.step, acc.loss, lr, tps);
@@ -503,6 +522,10 @@ void sft(const SftOptions& options) {
       {"tokens_per_s", run.step_seconds > 0 ? double(run.tokens_run) / run.step_seconds : 0.0}};
   if (std::isfinite(run.last_loss)) summary["loss"] = run.last_loss;
   if (std::isfinite(run.last_val)) summary["val_loss"] = run.last_val;
+  if (run.ema)
+    summary["ema_checkpoint"] =
+        train::ema_dir_of(fs::path(opts.out) / io::checkpoint_dir_name(uint64_t(run.st.step)))
+            .string();
   if (opts.profile)
     summary["profile"] = json::parse(
         train::profile_report(run.prof, run.step_seconds, run.steps_run, run.tokens_run));

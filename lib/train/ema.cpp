@@ -5,9 +5,13 @@
 #include <cmath>
 #include <utility>
 
+#include <spdlog/spdlog.h>
+
 #include "ds/core/error.hpp"
+#include "ds/io/file.hpp"
 #include "ds/io/safetensors.hpp"
 #include "ds/model/checkpoint_io.hpp"
+#include "ds/train/trainer.hpp"
 
 namespace ds::train {
 
@@ -109,5 +113,44 @@ void load_ema(WeightEma& ema, const fs::path& ema_dir, bool subset) {
 }
 
 fs::path ema_dir_of(const fs::path& checkpoint) { return checkpoint / "ema"; }
+
+std::unique_ptr<WeightEma> start_ema(model::ParamStore& weights, double decay,
+                                     const fs::path& resume_from, const model::ModelArgs& args,
+                                     const char* config_hint, bool subset, int64_t step) {
+  const fs::path saved = resume_from.empty() ? fs::path() : ema_dir_of(resume_from);
+  const bool has_saved = !saved.empty() && io::exists(saved);   // (a broken one fails to load)
+  if (decay <= 0) {
+    if (has_saved)
+      spdlog::warn("{}: the checkpoint's weight average is not continued (no --ema-decay); "
+                   "this run's checkpoints will have none", saved.string());
+    return nullptr;
+  }
+  auto ema = std::make_unique<WeightEma>(weights, decay);
+  if (has_saved) {
+    check_resume_config(saved, args, config_hint);
+    load_ema(*ema, saved, subset);
+    spdlog::info("weight average (decay {}) continued from {}", decay, saved.string());
+  } else if (step > 0) {
+    spdlog::info("weight average (decay {}) starts from the weights of step {}", decay, step);
+  }
+  return ema;
+}
+
+double evaluate_average(WeightEma& ema, const ops::Context& ctx,
+                        const std::function<double()>& evaluate) {
+  ema.exchange(ctx);
+  double v = NAN;
+  try {
+    v = evaluate();
+  } catch (...) {
+    try {
+      ema.exchange(ctx);
+    } catch (...) {   // the evaluation's error is the one reported
+    }
+    throw;
+  }
+  ema.exchange(ctx);
+  return v;
+}
 
 }  // namespace ds::train

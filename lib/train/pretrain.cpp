@@ -360,23 +360,8 @@ void Run::init() {
 
 // The moving average starts from the weights, or continues the resumed checkpoint's ema/.
 void Run::init_ema() {
-  const fs::path saved = setup.resume_from.empty() ? fs::path() : ema_dir_of(setup.resume_from);
-  const bool has_saved = !saved.empty() && io::exists(saved);   // (a broken one fails to load)
-  if (o.ema_decay <= 0) {
-    if (has_saved)
-      spdlog::warn("{}: the checkpoint's weight average is not continued (no --ema-decay); "
-                   "this run's checkpoints will have none", saved.string());
-    return;
-  }
-  ema = std::make_unique<WeightEma>(params, o.ema_decay);
-  if (has_saved) {
-    check_resume_config(saved, setup.args, "the same --preset or --model-config");
-    load_ema(*ema, saved, ranks->partial_model());
-    spdlog::info("weight average (decay {}) continued from {}", o.ema_decay, saved.string());
-  } else if (st.step > 0) {
-    spdlog::info("weight average (decay {}) starts from the weights of step {}", o.ema_decay,
-                 st.step);
-  }
+  ema = start_ema(params, o.ema_decay, setup.resume_from, setup.args,
+                  "the same --preset or --model-config", ranks->partial_model(), st.step);
 }
 
 // The validation loss: each source's mean over its held-out windows (in by_source when given),
@@ -474,19 +459,7 @@ void Run::finish_pending_eval() {
 // The validation loss of the weights' moving average: the weights are exchanged with it for
 // the evaluation and back (also when it throws).
 double Run::evaluate_ema() {
-  ema->exchange(ctx);
-  double v = NAN;
-  try {
-    v = evaluate();
-  } catch (...) {
-    try {
-      ema->exchange(ctx);
-    } catch (...) {   // the evaluation's error is the one reported
-    }
-    throw;
-  }
-  ema->exchange(ctx);
-  return v;
+  return evaluate_average(*ema, ctx, [&] { return evaluate(); });
 }
 
 void Run::save() {

@@ -4,8 +4,10 @@
 # the final weights / optimiser state byte for byte), SIGTERM saves and a resume finishes
 # identically, the held-out loss falls, keep-last, trainer kind "sft", ds-generate loads the
 # result, packing beats --no-packing, resume refuses other data or seed and does not walk a
-# huge saved data.epoch, checkpoints keep --init's add_bos_token. `errors`: malformed data and bad flags exit 1 or 2 with one stderr line
-# naming FILE:LINE and the field, and leave no checkpoint.
+# huge saved data.epoch, checkpoints keep --init's add_bos_token. `ema`: --ema-decay's average
+# from the --init weights bit for bit, val_loss_ema, its resume, training unchanged. `errors`:
+# malformed data and bad flags exit 1 or 2 with one stderr line naming FILE:LINE and the field,
+# and leave no checkpoint.
 # Usage: e2e_sft.py --sft BIN --pretrain BIN --tokenize BIN --generate BIN --work DIR [--only NAME]
 import argparse
 import json
@@ -18,7 +20,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from e2e_util import FAILS, OBJ, SUBJ, VERB, check, ok, run, tiny_checkpoint  # noqa: E402
+from e2e_util import (FAILS, OBJ, SUBJ, VERB, check, check_ema_recurrence, f32, ok,  # noqa: E402
+                      read_f32, run, tiny_checkpoint)
 
 
 def chats(rng, n):
@@ -184,6 +187,53 @@ def test_resume(a, init):
           "ds-sft keeps --init's add_bos_token (false, and true over a --tokenizer saying false)")
 
 
+def test_ema(a, init):
+    """--ema-decay: ema/ in every checkpoint, its recurrence bit for bit from the --init
+    weights, val_loss_ema at the evaluations, a bit-identical resume, training unchanged."""
+    w = a.work
+    A, B, N = (os.path.join(w, d) for d in ("sft_ema_a", "sft_ema_b", "sft_noema"))
+    for d in (A, B, N):
+        shutil.rmtree(d, ignore_errors=True)
+    decay = 0.9
+    args = lambda out, *more: with_flag(with_flag(sft_args(a, init, out), "--save-every", 1),
+                                        "--keep-last", 20) + ["--ema-decay", decay, *more]
+    summary = json.loads(ok(a.sft, *args(A)).strip().splitlines()[-1])
+    ck = lambda run_dir, k: os.path.join(run_dir, f"step-{k:08d}")
+    check(summary.get("ema_checkpoint") == os.path.join(ck(A, 12), "ema"),
+          f"sft ema: the summary names the average's directory: {summary.get('ema_checkpoint')}")
+    check(all(os.path.isfile(os.path.join(ck(A, k), "ema", f))
+              for k in range(1, 13) for f in ("config.json", "model.safetensors", "tokenizer.json")),
+          "sft ema: every checkpoint holds ema/ with config.json, model.safetensors, tokenizer.json")
+    # step 1: avg = 0.1 init + 0.9 w_1 (d = min(0.9, 1 / 10)), from the --init weights
+    first = read_f32(os.path.join(ck(A, 1), "ema", "model.safetensors"))
+    w0 = read_f32(os.path.join(init, "model.safetensors"))
+    w1 = read_f32(os.path.join(ck(A, 1), "model.safetensors"))
+    d = 1 / 10
+    check(set(first) == set(w0) and
+          all(x == f32(d * y + (1.0 - d) * z)
+              for n in first for x, y, z in zip(first[n], w0[n], w1[n])),
+          "sft ema: the average starts at the --init weights (step 1 bit for bit)")
+    check_ema_recurrence(A, 1, 12, decay, "sft ema")
+    ma = read_metrics(os.path.join(A, "metrics.jsonl"))
+    evals = [m for m in ma if "val_loss" in m]
+    check([m["step"] for m in evals] == [4, 8, 12] and
+          all("val_loss_ema" in m and m["val_loss_ema"] != m["val_loss"] for m in evals),
+          f"sft ema: val_loss_ema beside val_loss at the evaluations "
+          f"{[(m.get('val_loss'), m.get('val_loss_ema')) for m in evals]}")
+    ok(a.sft, *args(B, "--stop-after", 5))
+    ok(a.sft, *args(B))
+    mb = read_metrics(os.path.join(B, "metrics.jsonl"))
+    same_ema = open(os.path.join(ck(A, 12), "ema", "model.safetensors"), "rb").read() == \
+        open(os.path.join(ck(B, 12), "ema", "model.safetensors"), "rb").read()
+    check(same_metrics(ma, mb) and [m.get("val_loss_ema") for m in ma] ==
+          [m.get("val_loss_ema") for m in mb] and same_ema,
+          "sft ema: resumed run (5 + 7 steps) has the same metrics and a bit-identical average")
+    ok(a.sft, *sft_args(a, init, N))
+    check(same_metrics(ma, read_metrics(os.path.join(N, "metrics.jsonl"))) and
+          same_weights(ck(A, 12), ck(N, 12)),
+          "sft ema: training with the average equals training without it")
+
+
 def test_errors(a, init):
     w = a.work
     out = os.path.join(w, "bad")
@@ -240,6 +290,8 @@ def test_errors(a, init):
         ("another tokenizer's ids", base + ["--data", os.path.join(w, "train.jsonl"), "--tokenizer",
                                               other_tok], 2, "its token ids would change meaning"),
         ("bad --loss-on", base + ["--data", os.path.join(w, "train.jsonl"), "--loss-on", "user"], 2, "loss-on"),
+        ("--ema-decay 1", base + ["--data", os.path.join(w, "train.jsonl"), "--ema-decay", 1], 2,
+         "--ema-decay 1: expected 0 (off) or a number in (0, 1)"),
         ("--resume never over checkpoints", ["--init", init, "--out", held, "--data",
                                               os.path.join(w, "train.jsonl"), "--resume", "never"], 2,
          "already holds checkpoints"),
@@ -299,7 +351,7 @@ def main():
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     init = setup(a)
-    for name, fn in {"resume": test_resume, "errors": test_errors}.items():
+    for name, fn in {"resume": test_resume, "ema": test_ema, "errors": test_errors}.items():
         if not a.only or a.only == name:
             fn(a, init)
     print(f"{len(FAILS)} failed" if FAILS else "all passed")

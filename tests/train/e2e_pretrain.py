@@ -17,11 +17,11 @@ import os
 import random
 import shutil
 import stat
-import struct
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from e2e_util import FAILS, check, grammar_corpus, ok, run  # noqa: E402
+from e2e_util import (FAILS, check, check_ema_recurrence, f32, grammar_corpus, ok,  # noqa: E402
+                      read_f32, run)
 
 
 
@@ -613,26 +613,6 @@ def test_bad_block(P, tok, data, data_b, work):
               "metrics lines of the intact run")
 
 
-def read_f32(path):
-    """name -> tuple of floats of an F32 safetensors file (checks every tensor is F32)."""
-    raw = open(path, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    out = {}
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        if t["dtype"] != "F32":
-            check(False, f"{path}: {name} is {t['dtype']}, not F32")
-        a, b = t["data_offsets"]
-        out[name] = struct.unpack(f"<{(b - a) // 4}f", raw[8 + n + a:8 + n + b])
-    return out
-
-
-def f32(x):
-    return struct.unpack("<f", struct.pack("<f", x))[0]
-
-
 def test_ema(P, tok, data, work):
     a, b = os.path.join(work, "ema_a"), os.path.join(work, "ema_b")
     for d in (a, b):
@@ -650,23 +630,7 @@ def test_ema(P, tok, data, work):
               f"ema: step {k} holds ema/ with config.json, model.safetensors, tokenizer.json")
     check(json.load(open(os.path.join(ck(a, 6), "ema", "config.json"))) ==
           json.load(open(os.path.join(ck(a, 6), "config.json"))), "ema: the model's config.json")
-    # avg_k = d avg_{k-1} + (1 - d) w_k, d = min(decay, k / (9 + k)), in double rounded to F32:
-    # the same operations give the same bits
-    worst = 0
-    for k in range(2, 7):
-        prev = read_f32(os.path.join(ck(a, k - 1), "ema", "model.safetensors"))
-        w = read_f32(os.path.join(ck(a, k), "model.safetensors"))
-        got = read_f32(os.path.join(ck(a, k), "ema", "model.safetensors"))
-        d = min(decay, k / (9 + k))
-        c = 1.0 - d
-        check(set(got) == set(w) == set(prev), f"ema: step {k} holds every weight's average")
-        bad = sum(1 for n in got for x, y, z in zip(got[n], prev[n], w[n])
-                  if x != f32(d * y + c * z))
-        worst = max(worst, bad)
-    moved = sum(1 for n, v in w.items() for x, y in zip(v, got[n]) if x != y)
-    check(worst == 0 and moved > 0,
-          f"ema: the average follows its recurrence bit for bit over steps 2-6 ({worst} values "
-          f"differ; {moved} differ from the weights)")
+    check_ema_recurrence(a, 1, 6, decay, "ema")
     ma = read_metrics(os.path.join(a, "metrics.jsonl"))
     check([m["step"] for m in ma if "val_loss_ema" in m] == [3, 6] and
           all(m["val_loss_ema"] != m["val_loss"] for m in ma if "val_loss_ema" in m),

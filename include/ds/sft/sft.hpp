@@ -44,6 +44,7 @@ struct SftOptions {
   double balance_alpha = 1e-4;     // sequence-wise balance loss weight (per packed row)
   double gamma = 0.0;              // router-bias update speed (0: biases frozen)
   bool skip_nonfinite = false;
+  double ema_decay = 0;            // moving average of the weights (train::WeightEma); 0: off
   // output
   std::string out;                 // run directory: step-XXXXXXXX checkpoints inside
   int64_t save_every = 0;          // steps; 0: only at the end

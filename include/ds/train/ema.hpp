@@ -9,9 +9,12 @@
 #include <cstdint>
 #include <exception>
 #include <filesystem>
+#include <functional>
+#include <memory>
 #include <thread>
 #include <vector>
 
+#include "ds/model/config.hpp"
 #include "ds/model/params.hpp"
 #include "ds/ops/ops.hpp"
 
@@ -67,5 +70,18 @@ void load_ema(WeightEma& ema, const std::filesystem::path& ema_dir, bool subset)
 
 // "<checkpoint>/ema".
 std::filesystem::path ema_dir_of(const std::filesystem::path& checkpoint);
+
+// A run's --ema-decay: nullptr when decay is 0 (with a warning when the resumed checkpoint
+// holds an average that is then dropped); else the average of `weights`, continued from
+// resume_from's ema/ when it has one (its config.json checked against `args`; config_hint
+// says what the run must be given to match), or started from the weights at `step`.
+std::unique_ptr<WeightEma> start_ema(model::ParamStore& weights, double decay,
+                                     const std::filesystem::path& resume_from,
+                                     const model::ModelArgs& args, const char* config_hint,
+                                     bool subset, int64_t step);
+
+// evaluate() with the weights exchanged for the average, and back (also when it throws).
+double evaluate_average(WeightEma& ema, const ops::Context& ctx,
+                        const std::function<double()>& evaluate);
 
 }  // namespace ds::train
