@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 # ds-sft over 2 ranks (mpirun) against one process on the same packed global batch: data
 # parallel (ZeRO-1), expert parallel and 1F1B pipeline layouts give the same losses and
-# held-out loss within the tolerances of tests/train/e2e_dist.py, and close final weights; the
-# run's checkpoint is one directory that a single process resumes.
+# held-out loss within the tolerances of tests/train/e2e_dist.py, and close final weights and
+# weight averages (--ema-decay, each rank averaging the tensors it holds); the run's checkpoint
+# is one directory that a single process resumes, its average included.
 # Usage: e2e_sft_dist.py --sft BIN --pretrain BIN --tokenize BIN --mpirun BIN --work DIR
 import argparse
 import os
@@ -23,7 +24,7 @@ def args_for(a, init, out, lr="1e-3"):
     return ["--init", init, "--data", os.path.join(a.work, "train.jsonl"),
             "--val-data", os.path.join(a.work, "val.jsonl"), "--out", out, "--seq-len", 127,
             "--batch-size", 4, "--steps", STEPS, "--lr", lr, "--lr-final", "1e-4",
-            "--eval-every", 4, "--fp32-moments", "--threads", 1, "--seed", 3,
+            "--eval-every", 4, "--fp32-moments", "--threads", 1, "--seed", 3, "--ema-decay", 0.9,
             "--metrics", os.path.join(out, "metrics.jsonl")]
 
 
@@ -40,6 +41,7 @@ def main():
     ok(a.sft, *args_for(a, init, ref_out), "--micro-batch-size", 2)
     ref = dist.metrics(ref_out)
     ref_w = dist.read_weights(os.path.join(ref_out, f"step-{STEPS:08d}"))
+    ref_ema = dist.read_weights(os.path.join(ref_out, f"step-{STEPS:08d}", "ema"))
     check(len(ref) == STEPS and "val_loss" in ref[-1], "one process: 8 SFT steps with held-out loss")
     for name, extra in [("dp2", ["--micro-batch-size", 2]), ("ep2", ["--ep", 2]),
                         ("pp2", ["--pp", 2, "--micro-batch-size", 1]),
@@ -57,6 +59,8 @@ def main():
               f"sft {name}: held-out losses {vg} match one process's {vr}")
         dist.compare_weights(ref_w, dist.read_weights(os.path.join(out, f"step-{STEPS:08d}")), init_w,
                              f"sft {name}")
+        dist.compare_weights(ref_ema, dist.read_weights(os.path.join(out, f"step-{STEPS:08d}", "ema")),
+                             init_w, f"sft {name} weight average")
     # stop on 2 ranks (pipeline), resume on one process
     out = os.path.join(a.work, "resume")
     rc, _, err = dist.mpirun(a, 2, a.sft, *args_for(a, init, out), "--pp", 2, "--micro-batch-size", 1,
@@ -67,6 +71,8 @@ def main():
     if rc == 0:
         got = [m for m in dist.metrics(out) if m["step"] > 4]
         dist.compare_losses(ref, got, "sft resume on 1 process", first_step=5)
+        dist.compare_weights(ref_ema, dist.read_weights(os.path.join(out, f"step-{STEPS:08d}", "ema")),
+                             init_w, "sft resume on 1 process: weight average")
     if FAILS:
         print(f"{len(FAILS)} check(s) failed")
         sys.exit(1)
