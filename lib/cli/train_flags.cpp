@@ -30,6 +30,14 @@ void add_checkpoint_options(CLI::App& app, std::string& out, int64_t& save_every
                "Write model weights in BF16 (FP32 masters go to the training state)");
 }
 
+void add_ema_option(CLI::App& app, double& ema_decay, bool evaluated) {
+  app.add_option("--ema-decay", ema_decay,
+                 std::string("Keep a moving average of the weights with this decay (0: off), ") +
+                     (evaluated ? "evaluated beside them and saved" : "saved") +
+                     " as each checkpoint's ema/")
+      ->capture_default_str();
+}
+
 void add_device_options(CLI::App& app, std::string& device, int& threads) {
   app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();

@@ -17,6 +17,7 @@
 #include "ds/rl/rewards.hpp"
 #include "ds/rl/rl.hpp"
 #include "ds/train/dist_step.hpp"
+#include "ds/train/ema.hpp"
 #include "ds/train/metrics.hpp"
 #include "ds/train/state.hpp"
 
@@ -61,6 +62,7 @@ struct Run {
   std::optional<model::Pretrained> ref;     // frozen reference (beta > 0)
   std::unique_ptr<train::AdamW> opt;          // one process
   std::unique_ptr<train::DistRuntime> ranks;   // several ranks when ranks->active()
+  std::unique_ptr<train::WeightEma> ema;        // --ema-decay
   std::vector<RlPrompt> prompts;
   std::vector<std::vector<int32_t>> prompt_ids;   // rendered and tokenized, per prompt
   std::vector<std::string> golds;                 // reference answers ("" when none)

@@ -58,6 +58,8 @@ void check_flags(const RlOptions& o) {
   DS_CHECK_AS(UsageError, o.updates > 0, "--updates must be positive");
   DS_CHECK_AS(UsageError, o.micro_batch_size >= 0, "--micro-batch-size must not be negative");
   DS_CHECK_AS(UsageError, o.lr > 0 && std::isfinite(o.lr), "--lr must be positive");
+  DS_CHECK_AS(UsageError, o.ema_decay == 0 || (o.ema_decay > 0 && o.ema_decay < 1),
+              "--ema-decay {}: expected 0 (off) or a number in (0, 1)", o.ema_decay);
   DS_CHECK_AS(UsageError, o.grpo.clip_eps > 0 && o.grpo.clip_eps < 1,
               "--clip-eps must be in (0, 1)");
   DS_CHECK_AS(UsageError, o.grpo.beta >= 0 && std::isfinite(o.grpo.beta), "--beta must be >= 0");
@@ -258,6 +260,9 @@ void Run::init() {
   else opt = std::make_unique<train::AdamW>(*policy.store, o.optimizer);
   resumed_from = train::resolve_resume(o.resume, o.out);
   if (!resumed_from.empty()) resume_from(*this, resumed_from);
+  ema = train::start_ema(*policy.store, o.ema_decay, resumed_from, policy.args,
+                         "the same --init (its config.json)",
+                         distributed() && ranks->partial_model(), st.step);
   if (main()) metrics.open(o.metrics, st.step);
 }
 
@@ -283,12 +288,17 @@ std::vector<int64_t> Run::next_prompts() {
 }
 
 void Run::save() {
+  const model::ParamStore* avg = nullptr;
+  if (ema) {
+    ema->wait();
+    avg = &ema->average();
+  }
   if (distributed())
     train::save_run_checkpoint(o.out, o.keep_last, policy.dir.string(), o.save_bf16, policy.args,
-                               *policy.store, ranks->opt(), st, ranks->topo().world());
+                               *policy.store, ranks->opt(), st, ranks->topo().world(), avg);
   else
     train::save_run_checkpoint(o.out, o.keep_last, policy.dir.string(), o.save_bf16, policy.args,
-                               *policy.store, *opt, st);
+                               *policy.store, *opt, st, avg);
 }
 
 }  // namespace detail
@@ -359,6 +369,10 @@ void run_rl(const RlOptions& opts) {
   if (!last.is_null())
     for (const char* k : {"reward", "accuracy", "kl", "response_length"}) summary[k] = last[k];
   if (run.distributed()) summary["ranks"] = run.ranks->topo().world_size();
+  if (run.ema)
+    summary["ema_checkpoint"] =
+        train::ema_dir_of(fs::path(opts.out) / io::checkpoint_dir_name(uint64_t(run.st.step)))
+            .string();
   std::printf("%s\n", summary.dump().c_str());
 }
 

@@ -308,6 +308,7 @@ void update(Run& r, std::vector<Sample>& samples, std::vector<MicroBatch>& micro
     entropy_sum = v[4];
   }
   train::UpdateResult ur;
+  if (r.ema) r.ema->wait();   // its thread reads the weights the update writes
   try {   // gamma 0: the router biases stay as the checkpoint has them
     ur = r.distributed()
              ? train::apply_update(r.ctx, r.ranks->step(), r.ranks->opt(), r.st, acc, r.o.lr, 0.0,
@@ -318,6 +319,7 @@ void update(Run& r, std::vector<Sample>& samples, std::vector<MicroBatch>& micro
     DS_THROW(NumericsError, "step {} update {}: non-finite loss ({}) or gradient; stopped without "
              "saving (checkpoints already in {} are kept)", r.st.step, u + 1, acc.loss, r.o.out);
   }
+  if (r.ema && ur.applied) r.ema->start_update(r.st.optimizer_steps - 1);
   all.add(gs);
   rep.grad_norm += ur.grads.norm / double(r.o.updates);
   if (u == 0) {

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 # End-to-end test of ds-rl: ds-tokenize + ds-pretrain a tiny model on arithmetic text, then GRPO
 # with the exact reward plus a shell reward command: metrics and checkpoint contents, keep-last,
-# bit-exact resume (3 steps == 2 + resume + 1: every logged number and the final weights and
-# optimiser state byte for byte), the RL checkpoint as a new --init, SIGTERM = save and stop,
+# bit-exact resume (3 steps == 2 + resume + 1: every logged number and the final weights,
+# optimiser state and --ema-decay average byte for byte; the average's recurrence), the RL
+# checkpoint as a new --init, SIGTERM = save and stop,
 # and failures: a reward command that exits non-zero or prints garbage, a bad prompts line, a
 # resume with other prompts, usage errors (one stderr line, exit 1 or 2, no new checkpoint).
 # Usage: e2e_rl.py --rl BIN --pretrain BIN --tokenize BIN --work DIR
@@ -17,7 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from e2e_util import FAILS, check, ok, run  # noqa: E402
+from e2e_util import FAILS, check, check_ema_recurrence, ok, run  # noqa: E402
 
 
 
@@ -86,10 +87,13 @@ def test_run_and_resume(R, pre, prompts, verifier, work):
     a, b = os.path.join(work, "rl_a"), os.path.join(work, "rl_b")
     for d in (a, b):
         shutil.rmtree(d, ignore_errors=True)
-    out = ok(R, *rl_args(pre, prompts, verifier, a, 3, "--save-every", 1, "--keep-last", 2))
+    ema = ["--ema-decay", 0.9]   # the weight average rides along (and resumes bit for bit)
+    out = ok(R, *rl_args(pre, prompts, verifier, a, 3, "--save-every", 1, "--keep-last", 2, *ema))
     summary = json.loads(out.strip().splitlines()[-1])
-    check(summary.get("steps") == 3 and summary.get("checkpoint", "").endswith("step-00000003"),
+    check(summary.get("steps") == 3 and summary.get("checkpoint", "").endswith("step-00000003") and
+          summary.get("ema_checkpoint") == os.path.join(a, "step-00000003", "ema"),
           f"summary: {summary}")
+    check_ema_recurrence(a, 2, 3, 0.9, "rl ema")
     m = metrics(a)
     keys = ["step", "tokens", "reward", "reward_std", "rewards", "accuracy", "kl", "clip_fraction",
             "response_length", "max_response_length", "entropy", "loss", "loss_pg", "loss_balance",
@@ -107,15 +111,15 @@ def test_run_and_resume(R, pre, prompts, verifier, work):
     check(os.path.exists(os.path.join(a, "step-00000003", "tokenizer.json")), "tokenizer copied")
     # the same run interrupted after 2 steps and resumed
     ok(R, *rl_args(pre, prompts, verifier, b, 3, "--save-every", 1, "--keep-last", 2,
-                   "--stop-after", 2))
+                   "--stop-after", 2, *ema))
     check(steps_in(b)[-1] == "step-00000002" and len(metrics(b)) == 2, "--stop-after 2")
-    ok(R, *rl_args(pre, prompts, verifier, b, 3, "--save-every", 1, "--keep-last", 2))
+    ok(R, *rl_args(pre, prompts, verifier, b, 3, "--save-every", 1, "--keep-last", 2, *ema))
     mb = metrics(b)
     strip = lambda x: {k: v for k, v in x.items() if k not in ("time", "rollout_tokens_per_s")}  # noqa: E731
     check(len(mb) == 3 and [strip(x) for x in m] == [strip(x) for x in mb],
           "resume: every logged number identical (3 steps vs 2 + resume + 1)")
     fa, fb = files_of(os.path.join(a, "step-00000003")), files_of(os.path.join(b, "step-00000003"))
-    check(set(fa) == set(fb), "resume: same checkpoint files")
+    check(set(fa) == set(fb) and "ema/model.safetensors" in fa, "resume: same checkpoint files")
     for name in sorted(fa):
         if name.endswith(".safetensors"):
             check(fa[name] == fb.get(name), f"resume: {name} bit-identical")
@@ -157,8 +161,8 @@ def test_errors(R, pre, prompts, verifier, work, b):
          ["stdout line 2", "'oops'"]),
         ("too few reward lines", "head -n 3 >/dev/null; echo 1", 1, ["stdout line 2: missing"]),
     ]
-    for name, command, code, words in cases:
-        rc, _, err = run(R, *rl_args(pre, prompts, command, b, 6))
+    for name, command, code, words in cases:   # (b's checkpoints hold a weight average)
+        rc, _, err = run(R, *rl_args(pre, prompts, command, b, 6, "--ema-decay", 0.9))
         lines = [l for l in err.splitlines() if l.strip()]
         check(rc == code and len(lines) == 1 and all(w in lines[0] for w in words),
               f"error '{name}': exit {rc} (want {code}), message {lines}")
@@ -185,6 +189,8 @@ def test_errors(R, pre, prompts, verifier, work, b):
         ("missing --init", ["--prompts", prompts, "--out", nowhere, "--steps", 1], 2, "--init"),
         ("bad flag", rl_args(pre, prompts, verifier, nowhere, 1) + ["--no-such-flag"], 2,
          "no-such-flag"),
+        ("--ema-decay 1", rl_args(pre, prompts, verifier, nowhere, 1, "--ema-decay", 1), 2,
+         "--ema-decay 1: expected 0 (off) or a number in (0, 1)"),
     ]
     for name, args, code, word in cases:
         rc, _, err = run(R, *args)

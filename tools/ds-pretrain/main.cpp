@@ -84,10 +84,7 @@ int main(int argc, char** argv) {
   app.add_option("--balance-alpha", o.balance_alpha, "Sequence-wise balance loss weight alpha")
       ->capture_default_str();
   ds::cli::add_adamw_options(app, op);
-  app.add_option("--ema-decay", o.ema_decay,
-                 "Keep a moving average of the weights with this decay (0: off), evaluated "
-                 "beside them and saved as each checkpoint's ema/")
-      ->capture_default_str();
+  ds::cli::add_ema_option(app, o.ema_decay, true);
   app.add_flag("--resume-new-data", o.resume_new_data,
                "Resume on other data: keep weights, optimiser and counters, read it from its "
                "start");

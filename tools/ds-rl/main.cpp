@@ -64,6 +64,7 @@ int main(int argc, char** argv) {
   app.add_option("--balance-alpha", o.balance_alpha,
                  "Sequence-wise balance loss weight in the updates")
       ->capture_default_str();
+  ds::cli::add_ema_option(app, o.ema_decay, false);
   ds::cli::add_checkpoint_options(app, o.out, o.save_every, o.keep_last, o.save_bf16);
   app.add_option("--resume", o.resume,
                  "'auto' (latest in --out), 'never', or a checkpoint directory")

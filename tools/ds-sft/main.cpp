@@ -55,10 +55,7 @@ int main(int argc, char** argv) {
   ds::cli::add_adamw_options(app, op);
   app.add_flag("--skip-nonfinite", o.skip_nonfinite,
                "Skip (and count) steps with a non-finite loss or gradient");
-  app.add_option("--ema-decay", o.ema_decay,
-                 "Keep a moving average of the weights with this decay (0: off), evaluated "
-                 "beside them and saved as each checkpoint's ema/")
-      ->capture_default_str();
+  ds::cli::add_ema_option(app, o.ema_decay, true);
   ds::cli::add_checkpoint_options(app, o.out, o.save_every, o.keep_last, o.save_bf16);
   app.add_option("--resume", o.resume,
                  "'auto' (latest in --out), 'never', or a checkpoint directory")

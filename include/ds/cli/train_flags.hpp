@@ -21,6 +21,9 @@ void add_precision_options(CLI::App& app, std::string& precision, std::string& f
 // The run directory and its checkpoints: -o/--out, --save-every, --keep-last, --save-bf16.
 void add_checkpoint_options(CLI::App& app, std::string& out, int64_t& save_every, int& keep_last,
                             bool& save_bf16);
+// --ema-decay: the weights' moving average (train::WeightEma), evaluated beside the weights
+// when the tool evaluates.
+void add_ema_option(CLI::App& app, double& ema_decay, bool evaluated);
 // Where it runs: --device cpu|cuda, --threads (per rank).
 void add_device_options(CLI::App& app, std::string& device, int& threads);
 // --profile: the per-op report at the end of the run.

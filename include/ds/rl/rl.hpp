@@ -47,6 +47,7 @@ struct RlOptions {
   double lr = 1e-6;                  // constant learning rate (DeepSeekMath's policy LR)
   train::OptimizerOptions optimizer{0.9f, 0.95f, 1e-8f, 0.0f, 1.0f, true};   // wd 0
   double balance_alpha = 0;          // sequence-wise balance loss in the updates (0: off)
+  double ema_decay = 0;              // moving average of the weights (train::WeightEma); 0: off
   // output
   std::string out;                   // run directory: step-XXXXXXXX checkpoints inside
   int64_t save_every = 0;            // steps; 0: only at the end
