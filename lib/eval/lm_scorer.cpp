@@ -88,14 +88,8 @@ size_t shared_prefix(std::span<const ScoreRequest> requests, size_t b, size_t e)
 
 ScoreResult score_rows(const float* logits, int64_t V, const ScoreRequest& r) {
   ScoreResult s;
-  for (size_t t = r.score_begin; t < r.score_end; ++t) {
-    const float* row = logits + int64_t(t - 1) * V;
-    const uint32_t target = r.tokens[t];
-    s.logprob -= token_nll(std::span<const float>(row, size_t(V)), target);
-    const float* best = std::max_element(row, row + V);   // first maximum
-    s.greedy = s.greedy && int64_t(best - row) == int64_t(target);
-    ++s.n;
-  }
+  for (size_t t = r.score_begin; t < r.score_end; ++t)
+    score_row(s, r, t, std::span<const float>(logits + int64_t(t - 1) * V, size_t(V)));
   return s;
 }
 
