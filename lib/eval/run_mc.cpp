@@ -126,9 +126,9 @@ EvalReport eval_mc(model::Pretrained& pt, const McOptions& o, SampleLog* log) {
     for (const ScoredSequence& s : item)
       longest = std::max(longest, int64_t(s.tokens.size()) - 1);   // the model reads n - 1
   }
-  infer::Engine engine(
-      pt.args, *pt.store, ctx,
-      infer::EngineOptions{int(std::max(size_t(o.common.batch_size), biggest)), longest});
+  infer::EngineOptions eo{int(std::max(size_t(o.common.batch_size), biggest)), longest};
+  eo.bf16_weights = false;   // no BF16 copies beside the F32 weights: scoring is all prefill
+  infer::Engine engine(pt.args, *pt.store, ctx, eo);
   detail::Progress bar(spec.name, reqs.size(), o.common.progress);
   const auto res =
       score_shared_prefix(engine, reqs, groups, 512, [&](size_t k) { bar.update(k); });
