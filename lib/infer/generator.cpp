@@ -86,10 +86,35 @@ void first_token(Ctx& c, Seq& s, std::span<const float> logits) {
   emit(c, s, s.last);
 }
 
+// Speculative mode: runs the MTP block over each sequence's pending positions whose input
+// token is known, in one call for the sequences of `who`; the last hidden row stays pending
+// when its token is not (the prompt's last position takes the first generated token; the
+// last position of a shared prefix takes each prompt's own next token).
+void mtp_prefill(Ctx& c, std::vector<Seq>& seqs, const std::vector<size_t>& who) {
+  const int64_t C = c.eng.args().dim;
+  std::vector<MtpChunk> mchunks;
+  std::vector<Tensor> hid;
+  hid.reserve(who.size());
+  for (size_t i : who) {
+    Seq& s = seqs[i];
+    const int64_t n = int64_t(s.mtp_tok.size());
+    if (n == 0) continue;
+    const Tensor all = concat_rows(s.mtp_hid, C);   // (n or n + 1, C)
+    hid.push_back(all.slice0(0, n));
+    mchunks.push_back({s.slot, s.mtp_tok, hid.back()});
+    s.mtp_hid.clear();
+    if (all.size(0) > n) s.mtp_hid.push_back(all.slice0(n, all.size(0)).clone());
+  }
+  if (mchunks.empty()) return;
+  (void)c.eng.mtp_forward(mchunks);   // fills the MTP caches; these drafts are not used
+  for (size_t i : who) seqs[i].mtp_tok.clear();
+}
+
 // Runs the prompt tokens [done[i], end[i]) of each sequence i in rounds of at most
-// prefill_chunk tokens per sequence. A sequence whose whole prompt is then in samples its first
-// token, and so do the later sequences with the same prompt, given a copy of its cache (and
-// pending MTP inputs) first: they compute nothing themselves.
+// prefill_chunk tokens per sequence (in speculative mode the MTP block follows each round, so
+// its rows are bounded alike). A sequence whose whole prompt is then in samples its first
+// token, and so do the later sequences with the same prompt, given a copy of its caches (and
+// pending MTP input) first: they compute nothing themselves.
 void prefill_rounds(Ctx& c, std::vector<Seq>& seqs,
                     const std::vector<std::vector<int32_t>>& prompts, std::vector<size_t>& done,
                     const std::vector<size_t>& end) {
@@ -110,23 +135,24 @@ void prefill_rounds(Ctx& c, std::vector<Seq>& seqs,
     for (size_t k = 0; k < who.size(); ++k) {
       Seq& s = seqs[who[k]];
       const std::vector<int32_t>& p = prompts[s.index];
-      const int64_t n = int64_t(chunks[k].tokens.size());
-      if (c.cfg.speculative) {   // MTP position q takes t_{q+1}: the prompt's next token
+      const size_t d = done[who[k]], n = chunks[k].tokens.size();
+      if (c.cfg.speculative) {   // MTP position q takes t_{q+1}, here while q + 1 < end
         s.mtp_hid.push_back(out.hidden.slice0(out.hidden_row[k], out.hidden_row[k + 1]).clone());
-        for (int64_t q = int64_t(done[who[k]]); q < int64_t(done[who[k]]) + n; ++q)
-          if (q + 1 < int64_t(p.size())) s.mtp_tok.push_back(p[size_t(q + 1)]);
+        for (size_t q = d; q < d + n && q + 1 < end[who[k]]; ++q) s.mtp_tok.push_back(p[q + 1]);
       }
-      done[who[k]] += size_t(n);
-      if (done[who[k]] == p.size()) {
-        for (Seq* d : s.copies) {
-          c.eng.copy_slot(s.slot, d->slot);
-          d->mtp_tok = s.mtp_tok;   // read-only rows: shared, not cloned
-          d->mtp_hid = s.mtp_hid;
-        }
-        const std::span<const float> logits = row(out.logits, out.logit_row[k]);
-        first_token(c, s, logits);
-        for (Seq* d : s.copies) first_token(c, *d, logits);
+      done[who[k]] = d + n;
+    }
+    if (c.cfg.speculative) mtp_prefill(c, seqs, who);
+    for (size_t k = 0; k < who.size(); ++k) {
+      Seq& s = seqs[who[k]];
+      if (done[who[k]] < prompts[s.index].size()) continue;
+      for (Seq* d : s.copies) {
+        c.eng.copy_slot(s.slot, d->slot);
+        d->mtp_hid = s.mtp_hid;   // the prompt's last row: read-only, shared, not cloned
       }
+      const std::span<const float> logits = row(out.logits, out.logit_row[k]);
+      first_token(c, s, logits);
+      for (Seq* d : s.copies) first_token(c, *d, logits);
     }
   }
 }
@@ -177,12 +203,12 @@ void prefill(Ctx& c, std::vector<Seq>& seqs, const std::vector<std::vector<int32
       Seq& s = seqs[computed[k]];
       c.eng.copy_slot(lead.slot, s.slot);
       done[computed[k]] = P;
-      if (c.cfg.speculative) {   // positions < P - 1 take the common tokens, P - 1 its own
-        s.mtp_hid = lead.mtp_hid;
-        s.mtp_tok.assign(lead.mtp_tok.begin(), lead.mtp_tok.end() - 1);
-        s.mtp_tok.push_back(prompts[s.index][P]);
+      if (c.cfg.speculative) {   // positions < P - 1 are in the copied MTP cache; P - 1 takes
+        s.mtp_hid = lead.mtp_hid;  // its own next token
+        s.mtp_tok = {prompts[s.index][P]};
       }
     }
+    if (c.cfg.speculative) lead.mtp_tok = {prompts[lead.index][P]};
     c.st.shared_prefill_tokens += int64_t((computed.size() - 1) * P);
   }
   for (size_t i : computed) end[i] = prompts[seqs[i].index].size();
@@ -306,13 +332,23 @@ std::vector<Completion> generate(Engine& engine, const std::vector<std::vector<i
     DS_CHECK_AS(UsageError, c.sampler.greedy(),
                 "--speculative mtp supports greedy decoding only (use --temperature 0)");
   }
+  // Checked before anything is computed or a slot truncated: a batch that cannot finish
+  // fails here rather than after its prefill. The last token is never fed back; a speculative
+  // verify pair takes one more position.
+  DS_CHECK_AS(UsageError, cfg.stop.max_new_tokens >= 1, "generate: max_new_tokens must be >= 1");
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    DS_CHECK_AS(UsageError, !prompts[i].empty(), "generate: prompt {} is empty", i);
+    const uint64_t cap = uint64_t(engine.capacity()), n = cfg.stop.max_new_tokens;
+    DS_CHECK_AS(UsageError, n <= cap && prompts[i].size() <= cap - n + (cfg.speculative ? 0 : 1),
+                "generate: prompt {} ({} tokens) + max_new_tokens {} needs more than the "
+                "engine's {} cache positions{}", i, prompts[i].size(), n, cap,
+                cfg.speculative ? " (speculative: one more for the verify pair)" : "");
+  }
   std::vector<Seq> seqs;
   seqs.reserve(prompts.size());   // no reallocation: Seq::copies points into it
   std::vector<size_t> kept(prompts.size(), 0);   // cached positions that the prompt repeats
   std::map<std::span<const int32_t>, size_t, SpanLess> first;   // prompt -> its first sequence
   for (size_t i = 0; i < prompts.size(); ++i) {
-    DS_CHECK_AS(UsageError, !prompts[i].empty(), "generate: prompt {} is empty", i);
-    DS_CHECK_AS(UsageError, cfg.stop.max_new_tokens >= 1, "generate: max_new_tokens must be >= 1");
     seqs.emplace_back(cfg.stop);
     seqs.back().index = i;
     seqs.back().stream = cfg.first_seq + i;

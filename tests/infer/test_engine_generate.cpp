@@ -182,6 +182,46 @@ TEST_CASE("generate: a prefix common to all prompts is prefilled once") {
   }
 }
 
+TEST_CASE("generate: speculative prefill runs the MTP block with the prompt, shared with copies") {
+  // the MTP cache holds every prompt position but the last once the prefill is done (the last
+  // takes the first generated token): computed round by round with the main prefill, and
+  // copied with a repeated prompt or a common prefix rather than computed again
+  auto m = make_tiny(true);
+  const int64_t V = m->args.vocab_size;
+  Engine eng(m->args, m->store, cpu_ctx(), {5, 64}), other(m->args, m->store, cpu_ctx(), {5, 64});
+  const auto pre = random_tokens(13, V, 80);
+  std::vector<std::vector<int32_t>> batch;
+  for (const size_t n : {4, 1, 7, 4}) {
+    batch.push_back(pre);
+    for (int32_t t : random_tokens(n, V, 81 + (n == 4 ? 0 : n))) batch.back().push_back(t);
+  }
+  batch.push_back(random_tokens(1, V, 90));   // one token: nothing before the first draft
+  GenerationConfig c = greedy_cfg(1, true);
+  c.min_shared_prefix = 1;
+  GenerationStats st;
+  generate(eng, {batch.begin(), batch.end() - 1}, c, nullptr, &st);
+  CHECK(st.shared_prefill_tokens == 2 * 13 + 17);
+  for (int slot = 0; slot < 4; ++slot) {
+    CHECK(eng.length(slot) == int64_t(batch[size_t(slot)].size()));
+    CHECK(eng.mtp_length(slot) == int64_t(batch[size_t(slot)].size()) - 1);
+  }
+  generate(eng, {batch.back()}, c, nullptr);
+  CHECK(eng.mtp_length(0) == 0);
+  // the same MTP caches as each prompt alone, prefilled one token per round
+  c.prefill_chunk = 1;
+  c.share_prefill = false;
+  const std::vector<int32_t> probe = {7};
+  const Tensor h = Tensor::zeros({1, m->args.dim});
+  generate(eng, {batch.begin(), batch.end() - 1}, greedy_cfg(1, true), nullptr);
+  for (int slot = 0; slot < 4; ++slot) {
+    generate(other, {batch[size_t(slot)]}, c, nullptr);
+    CHECK(other.mtp_length(0) == eng.mtp_length(slot));
+    const Tensor x = eng.mtp_forward({{slot, probe, h}});
+    const Tensor y = other.mtp_forward({{0, probe, h}});
+    CHECK(rel_diff(x.f32(), y.f32(), V) < 1e-5);
+  }
+}
+
 TEST_CASE("generate: reuse_cache computes only what follows the cached tokens (a chat)") {
   auto m = make_tiny(true);
   const int64_t V = m->args.vocab_size;
@@ -246,6 +286,25 @@ TEST_CASE("generate: errors") {
   CHECK_THROWS_AS(generate(e1, p, c, nullptr), UsageError);
   CHECK_THROWS_AS(generate(e1, {{}}, greedy_cfg(4), nullptr), UsageError);
   CHECK_THROWS_AS(generate(e1, {{1}, {2}}, greedy_cfg(4), nullptr), UsageError);   // 2 > slots
+  // prompt + max_new_tokens against the capacity, before anything runs: plain decoding never
+  // feeds its last token back, speculative decoding's verify pair needs one more position
+  Engine e2(m->args, m->store, cpu_ctx(), {2, 16});
+  const std::vector<int32_t> ten = random_tokens(10, m->args.vocab_size, 70);
+  CHECK(generate(e2, {ten}, greedy_cfg(7), nullptr)[0].tokens.size() == 7);
+  CHECK(generate(e2, {ten}, greedy_cfg(6, true), nullptr)[0].tokens.size() == 6);
+  CHECK_THROWS_WITH_AS(generate(e2, {ten}, greedy_cfg(8), nullptr),
+                       "generate: prompt 0 (10 tokens) + max_new_tokens 8 needs more than the "
+                       "engine's 16 cache positions", UsageError);
+  CHECK_THROWS_AS(generate(e2, {ten}, greedy_cfg(7, true), nullptr), UsageError);
+  CHECK_THROWS_AS(generate(e2, {ten}, greedy_cfg(size_t(-1)), nullptr), UsageError);
+  // a failing batch leaves the cache as it was (reuse_cache truncates only once all is checked)
+  GenerationConfig keep = greedy_cfg(3);
+  keep.reuse_cache = true;
+  generate(e2, {ten}, keep, nullptr);
+  const std::vector<int32_t> held(e2.tokens(0).begin(), e2.tokens(0).end());
+  const std::vector<int32_t> head(ten.begin(), ten.begin() + 4);
+  CHECK_THROWS_AS(generate(e2, {head, {}}, keep, nullptr), UsageError);
+  CHECK(std::vector<int32_t>(e2.tokens(0).begin(), e2.tokens(0).end()) == held);
   c.sampling.temperature = 0.7f;
   c.speculative = false;
   const auto s1 = generate(e1, p, c, nullptr), s2 = generate(e1, p, c, nullptr);

@@ -1,6 +1,9 @@
 // Inference engine: the DeepSeek-V3 forward pass with the absorbed-MLA latent cache (spec §2.1)
 // for a batch of sequences of different lengths, chunked prefill, one-token decode, the MTP
-// module's own cached block (speculative drafting, spec §2.7) and cache rollback.
+// module's own cached block (speculative drafting, spec §2.7) and cache rollback. A slot's
+// cache can be copied to another (copy_slot: a prompt or prefix that several sequences share
+// is computed once), and the engine records the tokens each slot holds (tokens(): a chat turn
+// keeps the cached start that the re-rendered conversation repeats).
 //
 // KV cache: per sequence slot, per layer (main layers, then the MTP layers) and per cached
 // position, only the normalised KV latent c (R = kv_lora_rank) and the rotated shared rope key
