@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -89,6 +90,52 @@ void StagingLock::release() {
   ::unlink(file_.c_str());
   ::close(fd_);
   fd_ = -1;
+}
+
+RunDirLock::RunDirLock(const fs::path& dir, std::string_view flag) : dir_(dir) {
+  std::error_code ec;
+  created_ = !fs::exists(dir, ec);
+  if (created_ && !fs::create_directories(dir, ec) && ec)
+    DS_THROW(IoError, "{} {}: cannot create: {}", flag, dir.string(), ec.message());
+  const fs::path file = dir / kRunLockFile;
+  fd_ = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd_ < 0) DS_THROW(IoError, "{}: cannot create: {}", file.string(), std::strerror(errno));
+  if (try_lock(fd_)) {
+    const std::string me = fmt::format("{} pid {}\n", host_name(), ::getpid());
+    if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, me.data(), me.size(), 0) != ssize_t(me.size()))
+      DS_THROW(IoError, "{}: cannot write: {}", file.string(), std::strerror(errno));
+    return;
+  }
+  const int err = errno;
+  if (err != EAGAIN && err != EACCES) {   // no locks here (some network filesystems)
+    spdlog::warn("{} {}: cannot lock {} ({}): nothing stops a second run from writing there",
+                 flag, dir.string(), file.string(), std::strerror(err));
+    return;
+  }
+  char buf[256] = {};
+  const ssize_t n = ::pread(fd_, buf, sizeof buf - 1, 0);
+  std::string holder = n > 0 ? std::string(buf, size_t(n)) : std::string("another process");
+  while (!holder.empty() && (holder.back() == '\n' || holder.back() == '\r')) holder.pop_back();
+  ::close(fd_);
+  fd_ = -1;
+  DS_THROW(UsageError, "{} {}: another run is writing there ({}); two runs in one directory "
+           "would mix their checkpoints and metrics", flag, dir.string(), holder);
+}
+
+RunDirLock::~RunDirLock() {
+  if (fd_ < 0) return;
+  if (created_) {   // nothing written but the lock file: leave no directory behind
+    std::error_code ec;
+    bool only_lock = true;
+    for (fs::directory_iterator it(dir_, ec); !ec && it != fs::directory_iterator();
+         it.increment(ec))
+      only_lock = only_lock && it->path().filename() == kRunLockFile;
+    if (!ec && only_lock) {
+      ::unlink((dir_ / kRunLockFile).c_str());
+      fs::remove(dir_, ec);
+    }
+  }
+  ::close(fd_);
 }
 
 std::vector<fs::path> remove_stale_temp_files(const fs::path& final_path) {

@@ -201,6 +201,26 @@ std::string checkpoint_fingerprint(const fs::path& dir) {
   return fingerprint_of(dir, st);
 }
 
+std::string checkpoint_weights_hash(const fs::path& dir) {
+  io::SafetensorsDir st(dir);
+  std::set<fs::path> files;
+  for (const std::string& n : st.names()) files.insert(st.file_of(n));
+  Xxh64Stream h;
+  std::vector<char> buf(size_t(8) << 20);
+  for (const fs::path& p : files) {
+    const std::string name = p.filename().string();
+    h.update(name.data(), name.size() + 1);   // includes the terminating NUL as a separator
+    std::ifstream f(p, std::ios::binary);
+    if (!f) DS_THROW(IoError, "{}: cannot open", p.string());
+    while (f) {
+      f.read(buf.data(), std::streamsize(buf.size()));
+      h.update(buf.data(), size_t(f.gcount()));
+    }
+    if (f.bad()) DS_THROW(IoError, "{}: read error", p.string());
+  }
+  return hex64(h.digest());
+}
+
 Pretrained load_pretrained(const fs::path& dir_in, const PretrainedOptions& opt) {
   Pretrained pt;
   pt.dir = resolve_checkpoint_dir(dir_in);

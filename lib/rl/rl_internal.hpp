@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ds/infer/stop.hpp"
+#include "ds/io/staging.hpp"
 #include "ds/model/pretrained.hpp"
 #include "ds/rl/prompts.hpp"
 #include "ds/rl/rewards.hpp"
@@ -20,6 +21,7 @@
 #include "ds/train/ema.hpp"
 #include "ds/train/metrics.hpp"
 #include "ds/train/state.hpp"
+#include "ds/train/trainer.hpp"
 
 namespace ds::rl::detail {
 
@@ -73,7 +75,8 @@ struct Run {
   train::MetricsWriter metrics;
   std::vector<int64_t> order;               // prompt order of epoch order_epoch
   int64_t order_epoch = -1;
-  std::filesystem::path resumed_from;
+  train::CheckpointMark mark;               // the checkpoint resumed from, the last step written
+  std::unique_ptr<io::RunDirLock> lock;     // --out (rank 0)
   double rollout_s = 0, update_s = 0;       // totals of this invocation (summary)
   int64_t rollout_tokens = 0, steps_run = 0;
 

@@ -183,6 +183,17 @@ void resume_from(detail::Run& r, const fs::path& dir) {
   if (saved.total_steps != r.st.total_steps)
     spdlog::info("resume: run length changed ({} -> {} steps)", saved.total_steps,
                  r.st.total_steps);
+  if (!r.st.init_weights.empty() && !saved.init_weights.empty() &&
+      saved.init_weights != r.st.init_weights)
+    DS_THROW(UsageError, "{}: --init {} holds other weights than the run started from ({}; "
+             "weights {} vs {}), and the KL term's reference model would change: resume with "
+             "that checkpoint as --init (a run directory resolves to its newest step-*)",
+             dir.string(), r.policy.dir.string(), saved.init_checkpoint, saved.init_weights,
+             r.st.init_weights);
+  if (saved.init_weights.empty()) {   // not recorded yet (--beta 0 then): from now on
+    saved.init_checkpoint = r.st.init_checkpoint;
+    saved.init_weights = r.st.init_weights;
+  }
   saved.total_steps = r.st.total_steps;
   r.st = saved;
   r.st.branched_from = train::branch_origin(dir, r.o.out, r.st.branched_from);
@@ -244,7 +255,9 @@ void Run::init() {
   st.seq_len = o.max_new_tokens;
   st.total_steps = o.steps;
   load_prompt_set(*this);
-  if (o.grpo.beta > 0) {
+  if (o.grpo.beta > 0) {   // the reference: --init's weights, the same on every resume
+    st.init_checkpoint = fs::absolute(policy.dir).lexically_normal().string();
+    st.init_weights = model::checkpoint_weights_hash(policy.dir);
     model::PretrainedOptions po;
     po.load_mtp = false;   // the reference only scores tokens with the main model
     po.device = ctx.device;
@@ -258,9 +271,11 @@ void Run::init() {
   policy.store->alloc_grads();
   if (distributed()) ranks->attach(*policy.model, o.optimizer);
   else opt = std::make_unique<train::AdamW>(*policy.store, o.optimizer);
-  resumed_from = train::resolve_resume(o.resume, o.out);
-  if (!resumed_from.empty()) resume_from(*this, resumed_from);
-  ema = train::start_ema(*policy.store, o.ema_decay, resumed_from, policy.args,
+  if (main()) lock = std::make_unique<io::RunDirLock>(o.out, "--out");
+  mark.resumed_from = train::resolve_resume(o.resume, o.out);
+  if (!mark.resumed_from.empty()) resume_from(*this, mark.resumed_from);
+  mark.start_step = st.step;
+  ema = train::start_ema(*policy.store, o.ema_decay, mark.resumed_from, policy.args,
                          "the same --init (its config.json)",
                          distributed() && ranks->partial_model(), st.step);
   if (main()) metrics.open(o.metrics, st.step);
@@ -288,6 +303,8 @@ std::vector<int64_t> Run::next_prompts() {
 }
 
 void Run::save() {
+  if (!mark.needs_save(st.step)) return;   // written already, or the resumed checkpoint's step
+  mark.saved_step = st.step;
   const model::ParamStore* avg = nullptr;
   if (ema) {
     ema->wait();
@@ -356,12 +373,12 @@ void run_rl(const RlOptions& opts) {
     run.save();
   }
   if (!run.main()) return;
+  const fs::path ckpt = run.mark.checkpoint(opts.out, run.st.step);
   json summary{
       {"steps", run.st.step},
       {"total_steps", run.st.total_steps},
       {"completion_tokens", run.st.tokens_seen},
-      {"checkpoint",
-       (fs::path(opts.out) / io::checkpoint_dir_name(uint64_t(run.st.step))).string()},
+      {"checkpoint", ckpt.string()},
       {"interrupted", interrupted},
       {"rollout_tokens_per_s",
        run.rollout_s > 0 ? double(run.rollout_tokens) / run.rollout_s : 0.0},
@@ -369,10 +386,8 @@ void run_rl(const RlOptions& opts) {
   if (!last.is_null())
     for (const char* k : {"reward", "accuracy", "kl", "response_length"}) summary[k] = last[k];
   if (run.distributed()) summary["ranks"] = run.ranks->topo().world_size();
-  if (run.ema)
-    summary["ema_checkpoint"] =
-        train::ema_dir_of(fs::path(opts.out) / io::checkpoint_dir_name(uint64_t(run.st.step)))
-            .string();
+  if (run.ema && io::exists(train::ema_dir_of(ckpt)))
+    summary["ema_checkpoint"] = train::ema_dir_of(ckpt).string();
   std::printf("%s\n", summary.dump().c_str());
 }
 

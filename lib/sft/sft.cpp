@@ -23,6 +23,7 @@
 #include "ds/io/checkpoint.hpp"
 #include "ds/io/file.hpp"
 #include "ds/io/safetensors.hpp"
+#include "ds/io/staging.hpp"
 #include "ds/model/checkpoint_io.hpp"
 #include "ds/model/pretrained.hpp"
 #include "ds/sft/data.hpp"
@@ -249,7 +250,8 @@ struct Run {
   ops::Profiler prof;
   double step_seconds = 0, last_val = NAN, last_loss = NAN;
   int64_t steps_run = 0, tokens_run = 0;
-  fs::path resumed_from;
+  train::CheckpointMark mark;   // the checkpoint resumed from, the last step written
+  std::unique_ptr<io::RunDirLock> lock;   // --out (rank 0)
 
   explicit Run(const SftOptions& opts) : o(opts) {}
   void init();
@@ -295,7 +297,8 @@ void Run::init() {
   st.total_steps = plan.total_steps;
   st.total_tokens = plan.total_tokens;
   st.data_fingerprint = data.fingerprint;
-  resumed_from = train::resolve_resume(o.resume, o.out);
+  if (ranks->main()) lock = std::make_unique<io::RunDirLock>(o.out, "--out");
+  const fs::path resumed_from = train::resolve_resume(o.resume, o.out);
   // an expert- or pipeline-parallel rank takes only the tensors it holds from --init
   if (resumed_from.empty()) {
     model::LoadOptions lo;
@@ -304,6 +307,8 @@ void Run::init() {
   } else {
     resume(resumed_from);
   }
+  mark.resumed_from = resumed_from;
+  mark.start_step = st.step;
   ema = train::start_ema(params, o.ema_decay, resumed_from, args,
                          "the same --init (its config.json)", ranks->partial_model(), st.step);
   if (ranks->main()) metrics.open(o.metrics, st.step);   // a fresh run starts the file over
@@ -376,6 +381,8 @@ double Run::evaluate() {
 }
 
 void Run::save() {
+  if (!mark.needs_save(st.step)) return;   // written already, or the resumed checkpoint's step
+  mark.saved_step = st.step;
   st.data = stream->state();
   const model::ParamStore* avg = nullptr;
   if (ema) {
@@ -509,12 +516,12 @@ void sft(const SftOptions& options) {
     run.save();
   }
   if (!run.ranks->main()) return;
+  const fs::path ckpt = run.mark.checkpoint(opts.out, run.st.step);
   json summary{
       {"steps", run.st.step},
       {"total_steps", run.st.total_steps},
       {"tokens", run.st.tokens_seen},
-      {"checkpoint",
-       (fs::path(opts.out) / io::checkpoint_dir_name(uint64_t(run.st.step))).string()},
+      {"checkpoint", ckpt.string()},
       {"samples", run.data.train.samples.size()},
       {"val_samples", run.data.val.samples.size()},
       {"nonfinite_skipped", run.st.nonfinite_skipped},
@@ -522,10 +529,8 @@ void sft(const SftOptions& options) {
       {"tokens_per_s", run.step_seconds > 0 ? double(run.tokens_run) / run.step_seconds : 0.0}};
   if (std::isfinite(run.last_loss)) summary["loss"] = run.last_loss;
   if (std::isfinite(run.last_val)) summary["val_loss"] = run.last_val;
-  if (run.ema)
-    summary["ema_checkpoint"] =
-        train::ema_dir_of(fs::path(opts.out) / io::checkpoint_dir_name(uint64_t(run.st.step)))
-            .string();
+  if (run.ema && io::exists(train::ema_dir_of(ckpt)))
+    summary["ema_checkpoint"] = train::ema_dir_of(ckpt).string();
   if (opts.profile)
     summary["profile"] = json::parse(
         train::profile_report(run.prof, run.step_seconds, run.steps_run, run.tokens_run));

@@ -336,7 +336,8 @@ UpdateResult apply_update(const ops::Context& ctx, DistStep& d, ShardedAdamW& op
   opt.reduce_gradients(ctx);
   u.grads = opt.grad_stats(ctx, d.topology().world());
   // acc and the stats are sums over the world: every rank takes the same branch
-  if (!finite_or_skip(st, acc.loss, u.grads, skip_nonfinite, run_dir)) return u;
+  if (!finite_or_skip(ctx, opt.params(), st, acc.loss, u.grads, skip_nonfinite, run_dir))
+    return u;
   opt.step(ctx, float(lr), u.grads);
   st.optimizer_steps++;
   d.model().update_router_bias(acc.expert_counts, float(gamma));

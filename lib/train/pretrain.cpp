@@ -79,8 +79,7 @@ struct Run {
   void step_once(Progress& progress);
   template <class F>
   void read_data(F&& read);
-  int64_t saved_step = -1;   // the step of the last checkpoint this invocation wrote
-  int64_t start_step = 0;    // the step this invocation started from
+  CheckpointMark mark;       // the step it started from, the last it wrote
   // The data position after the last completed step (what a checkpoint records): a read that
   // fails half-way through a step may have moved the loader already.
   std::vector<LoaderState> done_pos;
@@ -345,7 +344,8 @@ void Run::init() {
     spdlog::info("resumed from {} at step {} ({} tokens)", setup.resume_from.string(), st.step,
                  st.tokens_seen);
   }
-  start_step = st.step;
+  mark.start_step = st.step;
+  mark.resumed_from = setup.resume_from;
   done_pos = loader->state();
   init_ema();
   if (o.resume_new_data && !st.pending_metrics.empty()) {   // (it would read the new data)
@@ -463,8 +463,8 @@ double Run::evaluate_ema() {
 }
 
 void Run::save() {
-  if (saved_step == st.step) return;   // --save-every already wrote this step (--stop-after)
-  saved_step = st.step;
+  if (!mark.needs_save(st.step)) return;   // written already, or the resumed checkpoint's step
+  mark.saved_step = st.step;
   const std::vector<LoaderState>& pos = done_pos;
   st.data = pos[0];
   st.data_sources = pos.size() > 1 ? pos : std::vector<LoaderState>{};
@@ -607,7 +607,7 @@ void pretrain(const PretrainOptions& opts) {
     if (!run.data_failed) throw;
     // the data failed to read: the steps done so far are kept (a resume once the data is
     // repaired continues them), and the read's error is the one reported
-    if (run.st.step > run.start_step && run.saved_step != run.st.step) {
+    if (run.st.step > run.mark.start_step && run.mark.needs_save(run.st.step)) {
       if (run.ranks->main()) progress.finish();
       spdlog::warn("the data could not be read after step {}: saving its checkpoint",
                    run.st.step);
@@ -624,15 +624,13 @@ void pretrain(const PretrainOptions& opts) {
   if (interrupted) spdlog::warn("signal {} received: saving a checkpoint and stopping", sig);
   run.save();
   if (!run.ranks->main()) return;
+  const fs::path ckpt = run.mark.checkpoint(opts.out, run.st.step);
   json summary{{"steps", run.st.step},
                {"tokens", run.st.tokens_seen},
-               {"checkpoint",
-                (fs::path(opts.out) / io::checkpoint_dir_name(uint64_t(run.st.step))).string()},
+               {"checkpoint", ckpt.string()},
                {"nonfinite_skipped", run.st.nonfinite_skipped},
                {"interrupted", interrupted}};
-  if (run.ema)
-    summary["ema_checkpoint"] =
-        ema_dir_of(fs::path(opts.out) / io::checkpoint_dir_name(uint64_t(run.st.step))).string();
+  if (run.ema && io::exists(ema_dir_of(ckpt))) summary["ema_checkpoint"] = ema_dir_of(ckpt).string();
   if (distributed) {
     summary["ranks"] = run.ranks->topo().world_size();
     if (run.ranks->topo().layout().pp > 1)

@@ -189,6 +189,8 @@ RunSetup resolve_setup(const PretrainOptions& o) {
   if (s.ctx.device == Device::cpu) check_host_memory(o, s.args);
   if (o.resume_new_data && o.resume == "never")
     DS_THROW(UsageError, "--resume-new-data continues a checkpoint: not with --resume never");
+  if (dist::detect_launch(o.dist.launch).rank == 0)   // before anything in --out is read
+    s.lock = std::make_shared<io::RunDirLock>(o.out, "--out");
   s.resume_from = resolve_resume(o.resume, o.out);
   return s;
 }

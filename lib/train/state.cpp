@@ -8,6 +8,7 @@
 #include <exception>
 #include <memory>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "ds/core/error.hpp"
 #include "ds/core/name_list.hpp"
@@ -17,6 +18,7 @@
 #include "ds/io/json_fields.hpp"
 #include "ds/io/safetensors.hpp"
 #include "ds/model/checkpoint_io.hpp"
+#include "ds/ops/ops.hpp"
 
 namespace ds::train {
 
@@ -51,6 +53,8 @@ static json state_to_json(const TrainerState& st) {
   if (!st.data_fingerprint.empty()) j["data_fingerprint"] = st.data_fingerprint;
   if (!st.packing.empty()) j["packing"] = st.packing;
   if (!st.branched_from.empty()) j["branched_from"] = st.branched_from;
+  if (!st.init_checkpoint.empty()) j["init_checkpoint"] = st.init_checkpoint;
+  if (!st.init_weights.empty()) j["init_weights"] = st.init_weights;
   if (!st.pending_metrics.empty()) j["pending_metrics"] = json::parse(st.pending_metrics);
   return j;
 }
@@ -81,6 +85,8 @@ TrainerState parse_trainer_state(const std::string& text, const std::string& src
   st.total_tokens = f.count("total_tokens");
   if (f.has("data_fingerprint")) st.data_fingerprint = f.str("data_fingerprint");
   if (f.has("branched_from")) st.branched_from = f.str("branched_from");
+  if (f.has("init_checkpoint")) st.init_checkpoint = f.str("init_checkpoint");
+  if (f.has("init_weights")) st.init_weights = f.str("init_weights");
   if (f.has("pending_metrics")) {   // the metrics line of this very step
     if (f.object("pending_metrics").count("step") != st.step)
       DS_THROW(FormatError, "{}: field 'pending_metrics.step' is not the state's step {}", src,
@@ -129,9 +135,23 @@ void copy_in(Tensor& t, const io::TensorView& v) {
 
 // The files one process writes besides config.json: shared by save_checkpoint for AdamW and
 // for a ZeRO-1 optimiser on a world of one, so both give the same bytes.
+// No checkpoint is published with non-finite weights (an update that diverged right before a
+// save): NumericsError naming the first such tensor; the run's earlier checkpoints stay.
+void check_weights_finite(const model::ParamStore& params, const fs::path& dir) {
+  for (const model::Param& p : params.params()) {
+    ops::Context ctx;
+    ctx.device = p.value.device();
+    if (const int64_t n = ops::count_nonfinite(ctx, p.value); n > 0)
+      DS_THROW(NumericsError, "{}: not saved: the weights are not finite ({}: {} of {} values "
+               "NaN or infinite): an update diverged (--lr too high?); the checkpoints already "
+               "saved are kept", dir.string(), p.info.name, n, p.value.numel());
+  }
+}
+
 void save_single(const SaveSpec& spec, const model::ModelArgs& args,
                  const model::ParamStore& params, const std::vector<io::TensorSource>& moments,
                  const TrainerState& st) {
+  check_weights_finite(params, spec.dir);
   io::CheckpointWriter w(spec.dir);
   model::save_model(params, args, w.path(), spec.bf16, spec.max_shard_bytes);
   if (!spec.tokenizer.empty()) io::copy_tokenizer_files(spec.tokenizer, w.path());
@@ -289,6 +309,7 @@ void save_checkpoint(const SaveSpec& spec, const model::ModelArgs& args,
   const int rank = world.rank(), size = world.size();
   std::exception_ptr err;
   try {
+    check_weights_finite(params, spec.dir);
     if (!weights.empty()) io::write_safetensors(dir / rank_file("model", rank, size), weights);
     if (!ema.empty()) io::write_safetensors(dir / "ema" / rank_file("model", rank, size), ema);
     if (!moments.empty()) io::write_safetensors(sd / rank_file("optimizer", rank, size), moments);
@@ -332,13 +353,53 @@ namespace {
 
 // Every training_state/<stem>.safetensors and <stem>-*.safetensors file, mapped, with an index
 // of their tensors (a name in two files is a FormatError).
+// The first element < 0 (not -0) of an F32 or BF16 tensor, or -1.
+int64_t first_negative(const io::TensorView& v) {
+  const size_t es = v.dtype == DType::f32 ? 4 : v.dtype == DType::bf16 ? 2 : 0;
+  for (int64_t i = 0; es && i < v.numel(); ++i) {
+    uint32_t b = 0;
+    std::memcpy(&b, v.data + size_t(i) * es, es);
+    const uint32_t sign = es == 4 ? 0x80000000u : 0x8000u;
+    if ((b & sign) && (b & (sign - 1))) return i;
+  }
+  return -1;
+}
+
+// A moment or master tensor as a resume reads it: every value finite, second moments >= 0.
+// One bad value would make the first update's weights NaN (and --skip-nonfinite then skip
+// every later step), so it is a FormatError naming the file and tensor.
+void check_state_values(const fs::path& file, const io::TensorView& v) {
+  if (const auto bad = io::first_nonfinite(v))
+    DS_THROW(FormatError, "{}: {}: a non-finite value (NaN or infinity) at element {} of {}",
+             file.string(), v.name, *bad, v.numel());
+  if (v.name.ends_with(".exp_avg_sq"))
+    if (const int64_t neg = first_negative(v); neg >= 0)
+      DS_THROW(FormatError, "{}: {}: a negative second moment at element {} of {}",
+               file.string(), v.name, neg, v.numel());
+}
+
 struct StateFiles {
   std::vector<std::unique_ptr<io::SafetensorsFile>> files;
-  std::unordered_map<std::string, const io::TensorView*> index;
+  std::unordered_map<std::string, const io::SafetensorsFile*> index;   // tensor -> its file
+  // The tensor `name` (nullptr if absent), its values checked (check_state_values) once.
   const io::TensorView* find(const std::string& name) const {
     auto it = index.find(name);
-    return it == index.end() ? nullptr : it->second;
+    if (it == index.end()) return nullptr;
+    const io::TensorView& v = it->second->get(name);
+    if (checked.insert(name).second) check_state_values(it->second->path(), v);
+    return &v;
   }
+  // Tensors no lookup asked for, when the loader holds the whole model: FormatError.
+  void check_all_used(const fs::path& sd, const std::string& what) const {
+    std::vector<std::string> extra;
+    for (const auto& [name, file] : index)
+      if (!checked.count(name)) extra.push_back(name);
+    std::sort(extra.begin(), extra.end());
+    if (!extra.empty())
+      DS_THROW(FormatError, "{}: {} unexpected {} tensor(s): {}", sd.string(), extra.size(), what,
+               name_list(extra));
+  }
+  mutable std::unordered_set<std::string> checked;
 };
 
 StateFiles open_state_files(const fs::path& sd, const std::string& stem) {
@@ -356,7 +417,7 @@ StateFiles open_state_files(const fs::path& sd, const std::string& stem) {
     sf.files.push_back(std::make_unique<io::SafetensorsFile>(p));
     const io::SafetensorsFile& f = *sf.files.back();
     for (const std::string& name : f.names())
-      if (!sf.index.emplace(name, &f.get(name)).second)
+      if (!sf.index.emplace(name, &f).second)
         DS_THROW(FormatError, "{}: tensor {} is also in another {}*.safetensors file", p.string(),
                  name, stem);
   }
@@ -393,6 +454,7 @@ TrainerState load_model_state(const fs::path& dir, model::ParamStore& params,
   if (!missing.empty())
     DS_THROW(FormatError, "{}: {} master tensors missing: {}", sd.string(), missing.size(),
              name_list(missing));
+  if (!lo.subset) masters.check_all_used(sd, "master");
   return st;
 }
 
@@ -424,6 +486,7 @@ TrainerState load_checkpoint(const fs::path& dir, model::ParamStore& params, Ada
   if (!missing.empty())
     DS_THROW(FormatError, "{}: {} optimizer moments missing: {}", dir.string(), missing.size(),
              name_list(missing));
+  if (!lo.subset) moments.check_all_used(dir / "training_state", "optimizer");
   opt.set_steps_done(st.optimizer_steps);
   return st;
 }

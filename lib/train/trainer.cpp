@@ -85,14 +85,29 @@ void check_resume_config(const fs::path& ckpt, const model::ModelArgs& run,
              "run: {}); resume with {}", cfg.string(), name_list(differ), hint);
 }
 
-bool finite_or_skip(TrainerState& st, double loss, const GradStats& grads, bool skip_nonfinite,
+bool finite_or_skip(const ops::Context& ctx, const model::ParamStore& params, TrainerState& st,
+                    double loss, const GradStats& grads, bool skip_nonfinite,
                     const std::string& run_dir) {
-  if (std::isfinite(loss) && grads.nonfinite == 0) return true;
+  if (std::isfinite(loss) && grads.nonfinite == 0) {
+    st.nonfinite_streak = 0;
+    return true;
+  }
+  for (const model::Param& p : params.params())   // (only on a non-finite step: no cost else)
+    if (const int64_t n = ops::count_nonfinite(ctx, p.value); n > 0)
+      DS_THROW(NumericsError,
+               "step {}: the weights are not finite ({}: {} of {} values NaN or infinite): an "
+               "earlier update diverged (--lr too high?); stopped without saving (checkpoints "
+               "already in {} are kept)", st.step, p.info.name, n, p.value.numel(), run_dir);
   if (!skip_nonfinite)
     DS_THROW(NumericsError,
              "step {}: non-finite {} (loss {}); stopped without saving (checkpoints already in "
              "{} are kept; --skip-nonfinite skips such steps)",
              st.step, std::isfinite(loss) ? "gradient" : "loss", loss, run_dir);
+  if (++st.nonfinite_streak >= kMaxNonfiniteStreak)
+    DS_THROW(NumericsError,
+             "step {}: non-finite loss or gradient for the {}th step in a row: the run has "
+             "diverged; stopped without saving (checkpoints already in {} are kept)", st.step,
+             st.nonfinite_streak, run_dir);
   st.nonfinite_skipped++;
   spdlog::warn("step {}: non-finite loss or gradient, step skipped ({} so far)", st.step,
                st.nonfinite_skipped);
@@ -106,7 +121,8 @@ UpdateResult apply_update(const ops::Context& ctx, model::Transformer& model, Ad
   // (the weights' cached operands stay valid through a skipped step; AdamW::step refreshes
   // or clears them as it changes the weights)
   u.grads = opt.grad_stats(ctx);
-  if (!finite_or_skip(st, acc.loss, u.grads, skip_nonfinite, run_dir)) return u;
+  if (!finite_or_skip(ctx, opt.params(), st, acc.loss, u.grads, skip_nonfinite, run_dir))
+    return u;
   opt.step(ctx, float(lr), u.grads);
   st.optimizer_steps++;
   model.update_router_bias(acc.expert_counts, float(gamma));
@@ -198,6 +214,11 @@ fs::path resolve_resume(const std::string& resume, const std::string& run_dir) {
   spdlog::info("--resume {}: --out {} continues the run branched from it; resuming its newest "
                "checkpoint {}", resume, run_dir, newest);
   return *latest;
+}
+
+fs::path CheckpointMark::checkpoint(const fs::path& run_dir, int64_t step) const {
+  if (step == start_step && saved_step != step && !resumed_from.empty()) return resumed_from;
+  return run_dir / io::checkpoint_dir_name(uint64_t(step));
 }
 
 std::string branch_origin(const fs::path& resumed, const std::string& run_dir,

@@ -1,7 +1,7 @@
 // Staged-output names carry host and pid; remove_stale_staging removes only this host's
 // entries of the given output whose process is gone and whose lock is free; CheckpointWriter
 // holds its lock while writing, publishes without the lock file, and clears a dead writer's
-// hidden temporary directory.
+// hidden temporary directory; RunDirLock admits one writer per run directory.
 #include <doctest/doctest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "ds/core/error.hpp"
 #include "ds/io/checkpoint.hpp"
 #include "ds/io/file.hpp"
 #include "ds/io/staging.hpp"
@@ -127,4 +128,32 @@ TEST_CASE("CheckpointWriter: its lock while writing; a dead writer's directory r
     write_file_atomic(w.path() / "config.json", "{}");
   }
   CHECK(names(d) == std::vector<std::string>{"step-00000030"});
+}
+
+TEST_CASE("RunDirLock: one writer per run directory; a directory it made alone is removed") {
+  const fs::path d = scratch("run_lock");
+  const fs::path run = d / "run";
+  {
+    RunDirLock first(run, "--out");
+    CHECK(fs::is_directory(run));
+    const std::string holder = read_file(run / kRunLockFile);
+    CHECK(holder == host_of_suffix(staging_suffix()) + " pid " + std::to_string(::getpid()) +
+                        "\n");
+    // a second writer (another open file description: refused like another process)
+    CHECK_THROWS_WITH_AS(RunDirLock(run, "--out"),
+                         ("--out " + run.string() + ": another run is writing there (" +
+                          holder.substr(0, holder.size() - 1) +
+                          "); two runs in one directory would mix their checkpoints and metrics")
+                             .c_str(),
+                         ds::UsageError);
+  }
+  CHECK_FALSE(fs::exists(run));   // made for the run, nothing written: gone again
+  {
+    RunDirLock again(run, "--out");   // free once the holder is gone
+    write_file_atomic(run / "metrics.jsonl", "{}\n");
+  }
+  CHECK(fs::exists(run / "metrics.jsonl"));   // something written: kept
+  fs::remove(run / "metrics.jsonl");
+  { RunDirLock existing(run, "--out"); }
+  CHECK(fs::is_directory(run));   // it existed before: never removed
 }

@@ -236,6 +236,66 @@ def test_sigterm_in_reward_command(R, pre, prompts, verifier, work):
               f"{err.decode()[-300:]}")
 
 
+def test_resume_keeps_reference(R, P, pre, prompts, verifier, work):
+    """--init naming a run directory resolves to its newest checkpoint on every start: a resume
+    after that run gained a newer one is refused (the KL term's reference would change), and
+    goes on with the original checkpoint named."""
+    run_dir, d = os.path.join(work, "pre_more"), os.path.join(work, "rl_ref")
+    for x in (run_dir, d):
+        shutil.rmtree(x, ignore_errors=True)
+    shutil.copytree(pre, run_dir)
+    first = os.path.join(run_dir, steps_in(run_dir)[-1])
+    ok(R, *rl_args(run_dir, prompts, verifier, d, 2, "--stop-after", 1))
+    st = json.load(open(os.path.join(d, "step-00000001", "training_state", "trainer_state.json")))
+    check(st.get("init_checkpoint") == os.path.abspath(first) and
+          len(st.get("init_weights", "")) == 16, f"the reference recorded: {st}")
+    ok(P, "--preset", "tiny", "--tokenizer", os.path.join(work, "tok", "tokenizer.json"),
+       "--data", os.path.join(work, "data"), "--out", run_dir,
+       "--steps", 14, "--batch-size", 8, "--seq-len", 64, "--lr", "3e-3", "--threads", 1,
+       "--seed", 3, "--resume", "auto")
+    rc, _, err = run(R, *rl_args(run_dir, prompts, verifier, d, 2))
+    lines = [l for l in err.splitlines() if l.strip()]
+    check(rc == 2 and len(lines) == 1 and "holds other weights" in lines[0] and
+          os.path.abspath(first) in lines[0] and steps_in(d) == ["step-00000001"],
+          f"resume against a changed --init: exit {rc} (want 2), {lines}")
+    out = ok(R, *rl_args(first, prompts, verifier, d, 2))
+    check(json.loads(out.strip().splitlines()[-1]).get("steps") == 2,
+          "the resume goes on with the original checkpoint as --init")
+
+
+def test_sigterm_before_a_step_of_a_resume(R, b, prompts, pre, verifier, work):
+    """A resumed run stopped before it finishes a step (SIGTERM during the first reward
+    command) saves nothing: the resumed checkpoint, its ema/ among it, stays as it was, and the
+    summary names it."""
+    d = os.path.join(work, "rl_term_resumed")
+    shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(b, d)
+    last = os.path.join(d, steps_in(d)[-1])
+    before = files_of(last)
+    mark = os.path.join(work, "resumed_started")
+    if os.path.exists(mark):
+        os.remove(mark)
+    args = rl_args(pre, prompts, verifier, d, 6)   # no --ema-decay this time
+    args[args.index("--reward-command") + 1] = f"cat >/dev/null; touch {mark}; sleep 373"
+    p = subprocess.Popen([R, "--log-level", "warn"] + [str(x) for x in args],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not os.path.exists(mark) and p.poll() is None:
+        time.sleep(0.02)
+    p.send_signal(signal.SIGTERM)
+    try:
+        out, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+    s = json.loads(out.decode().strip().splitlines()[-1]) if p.returncode == 0 else {}
+    check(p.returncode == 0 and s.get("interrupted") and s.get("checkpoint") == last and
+          "ema_checkpoint" not in s and files_of(last) == before and
+          "ema/model.safetensors" in before,
+          f"SIGTERM before a resumed run's first step: exit {p.returncode}, summary {s}, "
+          f"checkpoint unchanged {files_of(last) == before}: {err.decode()[-300:]}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rl", required=True)
@@ -249,6 +309,8 @@ def main():
     test_errors(a.rl, pre, prompts, verifier, a.work, b)
     test_sigterm(a.rl, pre, prompts, verifier, a.work)
     test_sigterm_in_reward_command(a.rl, pre, prompts, verifier, a.work)
+    test_sigterm_before_a_step_of_a_resume(a.rl, b, prompts, pre, verifier, a.work)
+    test_resume_keeps_reference(a.rl, a.pretrain, pre, prompts, verifier, a.work)
     print(f"{len(FAILS)} failed" if FAILS else "all passed")
     return 1 if FAILS else 0
 

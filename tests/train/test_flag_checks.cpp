@@ -1,7 +1,8 @@
 // Where a training run may write and what it may resume: --metrics outside --out's checkpoint
 // names and the --init checkpoint (files merely named like them are fine); --resume DIR into
 // an --out that already holds checkpoints (its newest, by any spelling; an older one refused;
-// another run's refused; the same branch origin again continues --out's newest).
+// another run's refused; the same branch origin again continues --out's newest); which steps
+// a run writes (CheckpointMark).
 #include <doctest/doctest.h>
 
 #include <filesystem>
@@ -85,4 +86,18 @@ TEST_CASE("--resume DIR into an --out holding checkpoints") {
   CHECK(resolve_resume(foreign.string(), branch.string()) == branch / "step-00000005");
   CHECK_THROWS_WITH_AS(resolve_resume((run / "step-00000002").string(), branch.string()),
                        doctest::Contains(("of a run branched from " + origin).c_str()), UsageError);
+}
+
+TEST_CASE("CheckpointMark: no second write of a step, none of the resumed one") {
+  ds::train::CheckpointMark fresh;   // a fresh run saves from step 0 on
+  CHECK(fresh.needs_save(0));
+  CHECK(fresh.checkpoint("run", 0) == fs::path("run") / "step-00000000");
+  fresh.saved_step = 5;
+  CHECK_FALSE(fresh.needs_save(5));   // --save-every wrote it, then --stop-after
+  CHECK(fresh.needs_save(6));
+  ds::train::CheckpointMark resumed{"other/step-00000004", 4, -1};
+  CHECK_FALSE(resumed.needs_save(4));   // no step ran since: the resumed checkpoint holds it
+  CHECK(resumed.checkpoint("run", 4) == fs::path("other/step-00000004"));
+  CHECK(resumed.needs_save(5));
+  CHECK(resumed.checkpoint("run", 5) == fs::path("run") / "step-00000005");
 }

@@ -89,7 +89,8 @@ int main(int argc, char** argv) {
                "Resume on other data: keep weights, optimiser and counters, read it from its "
                "start");
   app.add_flag("--skip-nonfinite", o.skip_nonfinite,
-               "Skip (and count) steps with a non-finite loss or gradient");
+               "Skip (and count) steps with a non-finite loss or gradient, while the weights "
+               "are finite and at most 9 in a row");
   ds::cli::add_checkpoint_options(app, o.out, o.save_every, o.keep_last, o.save_bf16);
   app.add_option("--resume", o.resume,
                  "'auto' (latest in --out), 'never', or a checkpoint directory")

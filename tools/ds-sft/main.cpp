@@ -54,7 +54,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   ds::cli::add_adamw_options(app, op);
   app.add_flag("--skip-nonfinite", o.skip_nonfinite,
-               "Skip (and count) steps with a non-finite loss or gradient");
+               "Skip (and count) steps with a non-finite loss or gradient, while the weights "
+               "are finite and at most 9 in a row");
   ds::cli::add_ema_option(app, o.ema_decay, true);
   ds::cli::add_checkpoint_options(app, o.out, o.save_every, o.keep_last, o.save_bf16);
   app.add_option("--resume", o.resume,

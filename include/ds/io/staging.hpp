@@ -42,6 +42,29 @@ class StagingLock {
   int fd_ = -1;
 };
 
+// The lock file's name inside a run directory (RunDirLock).
+inline constexpr const char* kRunLockFile = ".ds-run-lock";
+
+// Held by the one process that trains into a run directory (--out of ds-pretrain, ds-sft and
+// ds-rl; rank 0 of a distributed run): a write lock on dir/.ds-run-lock for the object's life,
+// the holder ("HOST pid N") written in the file. A second process given the same directory (a
+// requeued job while the first still runs) gets a UsageError naming the directory and the
+// holder instead of mixing two runs' checkpoints and metrics. The directory is created when
+// missing, and removed again (lock file and all) on destruction when nothing else was written
+// into it. On a filesystem without locks: a warning, no lock.
+class RunDirLock {
+ public:
+  RunDirLock(const fs::path& dir, std::string_view flag);   // flag: "--out", for the message
+  ~RunDirLock();
+  RunDirLock(const RunDirLock&) = delete;
+  RunDirLock& operator=(const RunDirLock&) = delete;
+
+ private:
+  fs::path dir_;
+  int fd_ = -1;
+  bool created_ = false;
+};
+
 // Removes the entries of `dir` named NAME.tmp.<this host>.<pid> for which `is_ours(NAME)`
 // holds, no process <pid> runs (kill(pid, 0) fails with ESRCH) and the lock in them can be
 // taken. Returns what it removed; an error (a vanished entry, no permission) keeps an entry.

@@ -63,12 +63,17 @@ struct Pretrained {
 // FormatError when the tokenizer does not fit the model's vocabulary.
 Pretrained load_pretrained(const std::filesystem::path& dir, const PretrainedOptions& opt = {});
 
-// XXH64 (16 hex digits) over config.json, model.safetensors.index.json (if any) and the
-// JSON header of every safetensors file (sorted by name): identifies the weights without
-// hashing them.
 // The directory holding the weights: `dir` itself when it has a config.json, else the newest
 // step-* checkpoint of a run directory. IoError / FormatError naming `dir` otherwise.
 std::filesystem::path resolve_checkpoint_dir(const std::filesystem::path& dir);
+
+// XXH64 (16 hex digits) over config.json, model.safetensors.index.json (if any) and the
+// JSON header of every safetensors file (sorted by name): identifies the weights' layout
+// without hashing them (every checkpoint of one run has the same).
 std::string checkpoint_fingerprint(const std::filesystem::path& dir);
+
+// XXH64 (16 hex digits) over the bytes of every safetensors file of checkpoint `dir` (sorted by
+// name): identifies the weights themselves. Reads them all (IoError naming a file it cannot).
+std::string checkpoint_weights_hash(const std::filesystem::path& dir);
 
 }  // namespace ds::model

@@ -47,6 +47,7 @@ class AdamW {
   // Moment tensors named "<param>.exp_avg" / "<param>.exp_avg_sq" (for the training state).
   std::vector<std::pair<std::string, Tensor*>> state_tensors();
   const OptimizerOptions& options() const { return opts_; }
+  model::ParamStore& params() { return params_; }
 
  private:
   model::ParamStore& params_;

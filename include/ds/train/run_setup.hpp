@@ -5,9 +5,11 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 
+#include "ds/io/staging.hpp"
 #include "ds/model/config.hpp"
 #include "ds/ops/ops.hpp"
 #include "ds/train/pretrain.hpp"
@@ -19,6 +21,7 @@ struct RunSetup {
   int64_t total_steps = 0;
   int64_t total_tokens = 0;
   std::filesystem::path resume_from;               // empty: fresh start
+  std::shared_ptr<io::RunDirLock> lock;            // --out, held by rank 0 for the run
   std::optional<std::string> expected_fingerprint; // the tokenizer's, checked against the data
   ops::Context ctx;
 };

@@ -33,6 +33,7 @@ struct TrainerState {
   // order (empty with one source)
   std::vector<LoaderState> data_sources;
   int64_t nonfinite_skipped = 0;
+  int64_t nonfinite_streak = 0;   // steps skipped in a row in this invocation (not saved)
   int64_t optimizer_steps = 0;    // AdamW bias-correction count (step - skipped)
   // run settings a resume must agree with
   uint64_t seed = 0;
@@ -50,6 +51,10 @@ struct TrainerState {
   // --out; kept by later resumes. resolve_resume continues --out's newest checkpoint when the
   // same --resume DIR is given again ("" = not a branch, not written).
   std::string branched_from;
+  // ds-rl with --beta > 0: the --init checkpoint (absolute path) the run started from and the
+  // hash of its weights (model::checkpoint_weights_hash): the frozen reference model, which a
+  // resume loads from --init again and must find unchanged ("" = not recorded, not written).
+  std::string init_checkpoint, init_weights;
   // ds-pretrain: the metrics line (a JSON object's text) of the checkpoint's step when its
   // evaluation could not read the data; the resume runs that evaluation first ("" = none)
   std::string pending_metrics;

@@ -58,7 +58,13 @@ UpdateResult apply_update(const ops::Context& ctx, model::Transformer& model, Ad
 
 // The non-finite policy of apply_update: true when the step may be applied; otherwise
 // throws NumericsError (unless skip_nonfinite) or counts the skipped step and returns false.
-bool finite_or_skip(TrainerState& st, double loss, const GradStats& grads, bool skip_nonfinite,
+// A non-finite step whose cause is the weights themselves (an earlier update diverged: a
+// --lr far too high) is a NumericsError naming the first such tensor of `params` (this rank's)
+// either way: skipping would skip every later step and save non-finite checkpoints. So is
+// the kMaxNonfiniteStreak-th skipped step in a row (weights finite but diverged).
+inline constexpr int64_t kMaxNonfiniteStreak = 10;
+bool finite_or_skip(const ops::Context& ctx, const model::ParamStore& params, TrainerState& st,
+                    double loss, const GradStats& grads, bool skip_nonfinite,
                     const std::string& run_dir);
 
 // Runs step() while st.step < st.total_steps, at most `stop_after` times when > 0. SIGTERM
@@ -83,6 +89,22 @@ std::filesystem::path save_run_checkpoint(const std::filesystem::path& run_dir, 
                                           const model::ParamStore& params, AdamW& opt,
                                           const TrainerState& st,
                                           const model::ParamStore* ema = nullptr);
+
+// Which checkpoints an invocation writes. Its final save is skipped when it already wrote
+// that step (--save-every, then --stop-after) or ran no step since resuming (a signal before
+// the first step, an abandoned ds-rl step): the resumed checkpoint holds that step, and
+// rewriting it in place would drop what this invocation lacks (ema/ without --ema-decay).
+struct CheckpointMark {
+  std::filesystem::path resumed_from;   // the checkpoint resumed from ("" = a fresh run)
+  int64_t start_step = 0;               // the step this invocation started from
+  int64_t saved_step = -1;              // the step of the last checkpoint it wrote
+  bool needs_save(int64_t step) const {
+    return step != saved_step && (step != start_step || resumed_from.empty());
+  }
+  // The checkpoint that holds `step` (the run's summary): run_dir/step-N, or the resumed one
+  // when this invocation wrote nothing since.
+  std::filesystem::path checkpoint(const std::filesystem::path& run_dir, int64_t step) const;
+};
 
 // A resume continues the model the checkpoint holds: `ckpt`/config.json (FormatError when
 // missing or malformed) must describe the same model as `run` (UsageError naming the keys that
