@@ -158,7 +158,8 @@ EvalReport eval_mc(model::Pretrained& pt, const McOptions& o, SampleLog* log) {
   rep.task_fingerprint = file_fingerprint(data);
   rep.checkpoint_fingerprint = pt.fingerprint;
   rep.settings = {
-      {"shots", o.shots}, {"seed", o.seed}, {"max_len", max_len}, {"limit", o.common.limit}};
+      {"shots", o.shots}, {"seed", o.seed}, {"max_len", max_len}, {"limit", o.common.limit},
+      {"batch_size", o.common.batch_size}};
   rep.add("acc", m.acc);
   rep.add("acc_norm", m.acc_norm);
   rep.counts = {{"items", n}, {"requests", reqs.size()}, {"tokens", tokens}};

@@ -141,7 +141,7 @@ EvalReport eval_perplexity(model::Pretrained& pt, const PerplexityOptions& o, Sa
   if (o.files.size() == 1) rep.task_fingerprint = file_fingerprint(o.files[0]);
   rep.checkpoint_fingerprint = pt.fingerprint;
   rep.settings = {{"window", W}, {"stride", S}, {"input", o.files.empty() ? "shards" : "text"},
-                  {"limit", o.common.limit},
+                  {"limit", o.common.limit}, {"batch_size", o.common.batch_size},
                   {"document_start", pt.add_bos_token ? "bos" : "eos"}};
   // standard errors over the documents (null with one: nothing to estimate the spread from)
   const LossStderrs se = loss_stderrs(per_doc);

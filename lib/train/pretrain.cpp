@@ -120,12 +120,15 @@ std::string data_fingerprint(const data::Manifest& m, int64_t val) {
 }
 
 // Whether the data has BOS before every document: ds-tokenize encode's provenance "add_bos"
-// (nullopt when the manifest does not say).
-std::optional<bool> data_add_bos(const data::Manifest& m) {
+// (nullopt when the manifest does not say; FormatError naming `src` when it is not a boolean).
+std::optional<bool> data_add_bos(const data::Manifest& m, const std::string& src) {
   const json p = json::parse(m.extra_json, nullptr, /*allow_exceptions=*/false);
   if (!p.is_object()) return std::nullopt;
   const auto it = p.find("add_bos");
-  if (it == p.end() || !it->is_boolean()) return std::nullopt;
+  if (it == p.end()) return std::nullopt;
+  if (!it->is_boolean())
+    DS_THROW(FormatError, "{}: field 'provenance.add_bos' is {}, not true or false", src,
+             it->dump());
   return it->get<bool>();
 }
 
@@ -215,7 +218,10 @@ void Run::init_tokenizer_files() {
   std::optional<size_t> with, without;   // a source that has BOS, one that has none
   bool unknown = false;                  // a manifest that does not say
   for (size_t i = 0; i < datasets.size(); ++i) {
-    const std::optional<bool> b = data_add_bos(datasets[i]->manifest());
+    const std::optional<bool> b =
+        data_add_bos(datasets[i]->manifest(),
+                     io::is_directory(o.data[i]) ? (fs::path(o.data[i]) / "manifest.json").string()
+                                                 : o.data[i]);
     if (!b) unknown = true;
     else if (*b && !with) with = i;
     else if (!*b && !without) without = i;
@@ -630,7 +636,8 @@ void pretrain(const PretrainOptions& opts) {
                {"checkpoint", ckpt.string()},
                {"nonfinite_skipped", run.st.nonfinite_skipped},
                {"interrupted", interrupted}};
-  if (run.ema && io::exists(ema_dir_of(ckpt))) summary["ema_checkpoint"] = ema_dir_of(ckpt).string();
+  if (run.ema && io::exists(ema_dir_of(ckpt)))
+    summary["ema_checkpoint"] = ema_dir_of(ckpt).string();
   if (distributed) {
     summary["ranks"] = run.ranks->topo().world_size();
     if (run.ranks->topo().layout().pp > 1)

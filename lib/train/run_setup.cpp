@@ -167,8 +167,11 @@ RunSetup resolve_setup(const PretrainOptions& o) {
   (void)parse_data_weights(o.data_weights, o.data.size());   // checked before any data is read
   if (o.out.empty()) DS_THROW(UsageError, "--out is required");
   io::check_output_dir(o.out, "--out");
-  if (o.steps < 0 || o.tokens < 0 || (o.steps > 0) == (o.tokens > 0))
-    DS_THROW(UsageError, "give exactly one of --steps and --tokens");
+  if (o.steps < 0) DS_THROW(UsageError, "--steps must be positive (got {})", o.steps);
+  if (o.tokens < 0) DS_THROW(UsageError, "--tokens must be positive (got {})", o.tokens);
+  if ((o.steps > 0) == (o.tokens > 0))
+    DS_THROW(UsageError, "give exactly one of --steps and --tokens, a positive count{}",
+             o.steps > 0 ? " (both given)" : "");
   s.args = check_pretrain_flags(o);
   int64_t per_step = o.batch_size * o.seq_len;
   if (o.steps > INT64_MAX / per_step || o.tokens > INT64_MAX - per_step)

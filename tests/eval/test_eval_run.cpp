@@ -358,6 +358,7 @@ TEST_CASE("ds-eval CLI: report, exit codes, one-line errors") {
   c = run_cli("perplexity" + model + " " + f.string());   // report on stdout
   CHECK(c.rc == 0);
   CHECK(json::parse(c.out)["settings"]["window"] == 64);
+  CHECK(json::parse(c.out)["settings"]["batch_size"] == 8);   // log-likelihoods' last bits
 
   auto one_line_error = [](const Cmd& r, int rc, const std::string& needle) {
     INFO(r.out);

@@ -290,6 +290,8 @@ def test_errors(a, init):
         ("another tokenizer's ids", base + ["--data", os.path.join(w, "train.jsonl"), "--tokenizer",
                                               other_tok], 2, "its token ids would change meaning"),
         ("bad --loss-on", base + ["--data", os.path.join(w, "train.jsonl"), "--loss-on", "user"], 2, "loss-on"),
+        ("--epochs and --steps", base + ["--data", os.path.join(w, "train.jsonl"), "--epochs", 3],
+         2, "--epochs excludes --steps"),
         ("--ema-decay 1", base + ["--data", os.path.join(w, "train.jsonl"), "--ema-decay", 1], 2,
          "--ema-decay 1: expected 0 (off) or a number in (0, 1)"),
         ("--resume never over checkpoints", ["--init", init, "--out", held, "--data",

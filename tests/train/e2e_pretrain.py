@@ -238,6 +238,7 @@ def test_errors(P, tok, data, work):
         ("wrong tokenizer", base_args(tok2, data, out, 2), 1, "tokenizer"),
         ("missing data", base_args(tok, os.path.join(work, "nope"), out, 2), 1, "nope"),
         ("steps and tokens", base_args(tok, data, out, 2) + ["--tokens", 100], 2, "--tokens"),
+        ("negative steps", base_args(tok, data, out, -1), 2, "--steps must be positive"),
         ("bad flag", base_args(tok, data, out, 2) + ["--no-such-flag"], 2, "no-such-flag"),
         ("unknown preset", ["--preset", "huge", "--dry-run"], 2, "huge"),
         ("grouped fp8 per tensor", base_args(tok, data, out, 2) +
@@ -277,6 +278,16 @@ def test_errors(P, tok, data, work):
     rc, _, err = run(P, *args)
     check(rc == 1 and "not a metrics line" in err and open(manifest, "rb").read() == before,
           f"--metrics over a non-metrics file refused: {rc} {err.strip()[:160]}")
+    # the manifest's provenance.add_bos (what the checkpoints' add_bos_token follows) must be
+    # a boolean
+    bos = json.load(open(manifest))
+    bos["provenance"]["add_bos"] = "yes"
+    json.dump(bos, open(manifest, "w"))
+    rc, _, err = run(P, *base_args(tok, mdata, out, 2))
+    lines = [l for l in err.splitlines() if l.strip()]
+    check(rc == 1 and len(lines) == 1 and "manifest.json: field 'provenance.add_bos' is \"yes\""
+          in lines[0], f"a non-boolean provenance.add_bos: exit {rc}, {lines}")
+    open(manifest, "wb").write(before)
     # --metrics where checkpoints are published and rotated: refused
     for metrics in (os.path.join(out, "step-00000002"),
                     os.path.join(out, "step-00000002", "metrics.jsonl")):

@@ -118,19 +118,22 @@ TEST_CASE("load_checkpoint: moments and masters are checked as they are read") {
   const auto good = save("good", true, [](train::AdamW&) {});
   CHECK(load(good).step == 1);
 
-  const auto nan = save("nan", false, [&](train::AdamW& o) { moment(o, q + ".exp_avg").f32()[2] = kNaN; });
-  CHECK_THROWS_WITH_AS(load(nan), Contains(("optimizer.safetensors: " + q + ".exp_avg: a non-finite "
-                                            "value (NaN or infinity) at element 2").c_str()),
-                       ds::FormatError);
-  const auto neg = save("neg", false, [&](train::AdamW& o) { moment(o, q + ".exp_avg_sq").f32()[9] = -1e-8f; });
-  CHECK_THROWS_WITH_AS(load(neg), Contains((q + ".exp_avg_sq: a negative second moment at element 9").c_str()),
-                       ds::FormatError);
+  const auto nan = save("nan", false, [&](train::AdamW& o) {
+    moment(o, q + ".exp_avg").f32()[2] = kNaN;
+  });
+  const std::string nan_msg = "optimizer.safetensors: " + q +
+                              ".exp_avg: a non-finite value (NaN or infinity) at element 2";
+  CHECK_THROWS_WITH_AS(load(nan), Contains(nan_msg.c_str()), ds::FormatError);
+  const auto neg = save("neg", false, [&](train::AdamW& o) {
+    moment(o, q + ".exp_avg_sq").f32()[9] = -1e-8f;
+  });
+  const std::string neg_msg = q + ".exp_avg_sq: a negative second moment at element ";
+  CHECK_THROWS_WITH_AS(load(neg), Contains((neg_msg + "9").c_str()), ds::FormatError);
   const auto neg16 = save("neg16", false, [&](train::AdamW& o) {
     static_cast<uint16_t*>(moment(o, q + ".exp_avg_sq").raw())[4] = 0xbf80;   // -1.0 in BF16
   }, true);
   bf16_load = true;
-  CHECK_THROWS_WITH_AS(load(neg16), Contains((q + ".exp_avg_sq: a negative second moment at element 4").c_str()),
-                       ds::FormatError);
+  CHECK_THROWS_WITH_AS(load(neg16), Contains((neg_msg + "4").c_str()), ds::FormatError);
   bf16_load = false;
   // -0 is not negative; first moments may be negative
   const auto zero = save("zero", false, [&](train::AdamW& o) {
@@ -146,15 +149,17 @@ TEST_CASE("load_checkpoint: moments and masters are checked as they are read") {
   {
     std::vector<ds::io::TensorSource> masters;
     std::vector<Tensor> keep;
+    keep.reserve(ps->params().size());
     for (const model::Param& p : ps->params()) {
       keep.push_back(p.value.clone());
       if (p.info.name == q) keep.back().f32()[0] = INFINITY;
-      masters.push_back(ds::io::TensorSource::from_tensor(p.info.name, keep.back(), ds::DType::f32));
+      masters.push_back(
+          ds::io::TensorSource::from_tensor(p.info.name, keep.back(), ds::DType::f32));
     }
     ds::io::write_safetensors(inf / "training_state" / "master.safetensors", masters);
   }
-  CHECK_THROWS_WITH_AS(load(inf), Contains(("master.safetensors: " + q + ": a non-finite value").c_str()),
-                       ds::FormatError);
+  const std::string inf_msg = "master.safetensors: " + q + ": a non-finite value";
+  CHECK_THROWS_WITH_AS(load(inf), Contains(inf_msg.c_str()), ds::FormatError);
 
   // a moment of no parameter of the model
   const auto extra = tmp / "extra" / "step-00000001";

@@ -29,9 +29,10 @@ int main(int argc, char** argv) {
                "One sample per sequence (padded) instead of packing");
   app.add_flag("--truncate", o.truncate,
                "Cut samples longer than --seq-len + 1 tokens (default: error)");
-  app.add_option("--epochs", o.epochs, "Passes over the training data")->capture_default_str();
+  CLI::Option* epochs =
+      app.add_option("--epochs", o.epochs, "Passes over the training data")->capture_default_str();
   app.add_option("--steps", o.steps, "Or: optimiser steps of the whole run (0: from --epochs)")
-      ->capture_default_str();
+      ->capture_default_str()->excludes(epochs);
   app.add_option("--stop-after", o.stop_after,
                  "Stop this invocation after N steps (saves a checkpoint)")
       ->capture_default_str();
