@@ -2,8 +2,9 @@
 // over elements). Data movement (gathers, all-to-all, broadcast, send/recv) works for every
 // DType by moving elements as unsigned integers of the element's width; reductions use the
 // matching arithmetic type (F32 -> MPI_FLOAT, I32 -> MPI_INT32_T, I64 -> MPI_INT64_T).
-// Counts and displacements are C ints in MPI: a call with more than INT_MAX elements is refused
-// by name instead of being truncated.
+// Counts and displacements are C ints in MPI: a reduce-scatter or all-gather of more than
+// INT_MAX elements in all is split into several calls; any other call that large is refused by
+// name instead of being truncated.
 // Built without MPI, make_mpi_world throws UsageError and have_mpi() is false.
 // reference: MPI-3.1 §5.9 (Allreduce, Reduce_scatter_block, MPI_IN_PLACE), §3.7 (Isend/Irecv).
 #include "ds/dist/topology.hpp"
@@ -12,10 +13,15 @@
 #include <mpi.h>
 #endif
 
+#include <algorithm>
+#include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
+#include <vector>
 
 #include "comm_util.hpp"
+#include "ds/core/env.hpp"
 #include "ds/core/error.hpp"
 
 namespace ds::dist {
@@ -114,6 +120,12 @@ void int_counts(const char* op, const std::vector<int64_t>& counts, std::vector<
   to_int(op, off);
 }
 
+// The most elements one reduce-scatter or all-gather call moves in all: INT_MAX (MPI's int
+// counts), or DS_MPI_MAX_ELEMS (a test knob that makes small calls take the split path).
+int64_t max_call_elems() {   // (read at every call: one getenv beside a collective)
+  return ds::env_int("DS_MPI_MAX_ELEMS", 1, INT_MAX).value_or(INT_MAX);
+}
+
 class MpiRequest final : public Request::Impl {
  public:
   MpiRequest(MPI_Request req, const char* op) : req_(req), op_(op) {}
@@ -159,17 +171,48 @@ class MpiComm final : public Comm {
   }
   void reduce_scatter_sum(const void* send, void* recv, int64_t n, DType dt) override {
     MPI_Datatype t = reduce_type("reduce_scatter_sum", dt);
-    to_int("reduce_scatter_sum", n * size_);
-    // recv == send: MPI_IN_PLACE takes the input from recv and leaves chunk rank() at its start.
-    const void* in = send == recv ? MPI_IN_PLACE : send;
-    mpi_check(MPI_Reduce_scatter_block(in, recv, int(n), t, MPI_SUM, comm_),
-              "MPI_Reduce_scatter_block");
+    if (n * size_ <= max_call_elems()) {
+      // recv == send: MPI_IN_PLACE takes the input from recv, leaves chunk rank() at its start
+      const void* in = send == recv ? MPI_IN_PLACE : send;
+      mpi_check(MPI_Reduce_scatter_block(in, recv, int(n), t, MPI_SUM, comm_),
+                "MPI_Reduce_scatter_block");
+      return;
+    }
+    // Too many elements for one call (a ZeRO-1 stage of billions of parameters): columns
+    // [a, a + k) of every rank's chunk are packed side by side and reduced on their own. In
+    // place, column a's result lands on rank 0's input at [a, a + k), already packed.
+    const int64_t k = std::max<int64_t>(1, max_call_elems() / size_), es = dtype_size(dt);
+    std::vector<char> pack(size_t(std::min(k, n) * size_ * es));
+    const void* src = send;
+    for (int64_t a = 0; a < n; a += k) {
+      const int64_t m = std::min(k, n - a);
+      for (int r = 0; r < size_; ++r)
+        std::memcpy(pack.data() + r * m * es, detail::bytes_of(src, int64_t(r) * n + a, dt),
+                    size_t(m * es));
+      mpi_check(MPI_Reduce_scatter_block(pack.data(), detail::bytes_of(recv, a, dt), int(m), t,
+                                         MPI_SUM, comm_),
+                "MPI_Reduce_scatter_block");
+    }
   }
   void all_gather(const void* send, void* recv, int64_t n, DType dt) override {
-    to_int("all_gather", n * size_);
-    const void* in = send == detail::bytes_of(recv, n * rank_, dt) ? MPI_IN_PLACE : send;
-    mpi_check(MPI_Allgather(in, int(n), move_type(dt), recv, int(n), move_type(dt), comm_),
-              "MPI_Allgather");
+    if (n * size_ <= max_call_elems()) {
+      const void* in = send == detail::bytes_of(recv, n * rank_, dt) ? MPI_IN_PLACE : send;
+      mpi_check(MPI_Allgather(in, int(n), move_type(dt), recv, int(n), move_type(dt), comm_),
+                "MPI_Allgather");
+      return;
+    }
+    // Split like reduce_scatter_sum: columns [a, a + k) of every rank's part, then unpacked.
+    const int64_t k = std::max<int64_t>(1, max_call_elems() / size_), es = dtype_size(dt);
+    std::vector<char> mine(size_t(std::min(k, n) * es)), pack(size_t(std::min(k, n) * size_ * es));
+    for (int64_t a = 0; a < n; a += k) {
+      const int64_t m = std::min(k, n - a);
+      std::memcpy(mine.data(), detail::bytes_of(send, a, dt), size_t(m * es));
+      mpi_check(MPI_Allgather(mine.data(), int(m), move_type(dt), pack.data(), int(m),
+                              move_type(dt), comm_), "MPI_Allgather");
+      for (int r = 0; r < size_; ++r)
+        std::memcpy(detail::bytes_of(recv, int64_t(r) * n + a, dt), pack.data() + r * m * es,
+                    size_t(m * es));
+    }
   }
   void all_gather_v(const void* send, void* recv, const std::vector<int64_t>& counts,
                     DType dt) override {

@@ -166,7 +166,13 @@ std::optional<std::string> AnswerExtractor::operator()(std::string_view text) co
   }
   std::cmatch m;
   if (!regex_search_text(text, *re_, &m)) return std::nullopt;
-  const std::string got = m.size() > 1 ? m.str(1) : m.str(0);
+  // the first capture group that took part in the match (`a (\d+)|b (\d+)`), else the whole
+  std::string got = m.str(0);
+  for (size_t g = 1; g < m.size(); ++g)
+    if (m[g].matched) {
+      got = m.str(g);
+      break;
+    }
   const std::string n = normalize_number(got);
   if (!n.empty()) return n;
   return std::string(trim(got));

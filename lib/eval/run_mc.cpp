@@ -142,10 +142,10 @@ EvalReport eval_mc(model::Pretrained& pt, const McOptions& o, SampleLog* log) {
   size_t r = 0;
   for (size_t i = 0; i < n; ++i) {
     std::vector<double> ll;
-    std::vector<size_t> bytes;
+    std::vector<size_t> lens;
     for (const ScoredSequence& s : seqs[i])
-      ll.push_back(res[r++].logprob), bytes.push_back(s.bytes);
-    outcomes.push_back(score_mc(ll, bytes, all[i].gold));
+      ll.push_back(res[r++].logprob), lens.push_back(s.norm_len);
+    outcomes.push_back(score_mc(ll, lens, all[i].gold));
     if (log) log->write(mc_sample_record(i, all[i], texts[i], ll, outcomes.back()));
   }
   const McMetrics m = aggregate_mc(outcomes);

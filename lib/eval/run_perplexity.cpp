@@ -47,6 +47,7 @@ std::vector<Doc> shard_documents(const model::Pretrained& pt, const PerplexityOp
   const tok::Tokenizer& tk = detail::tokenizer_of(pt);
   data::Dataset ds(o.data, tk.fingerprint());
   const tok::TokenId bos = detail::bos_of(pt), start = detail::document_start(pt);
+  const std::optional<tok::TokenId> eos = tk.eos_id();
   std::vector<Doc> docs;
   for (size_t s = 0; s < ds.n_shards(); ++s) {
     const data::ShardReader& sh = ds.shard(s);
@@ -58,6 +59,9 @@ std::vector<Doc> shard_documents(const model::Pretrained& pt, const PerplexityOp
       const std::vector<uint32_t> ids = sh.read(off[k], off[k + 1] - off[k]);
       if (ids.empty() || ids.front() != bos) d.tokens.push_back(start);
       d.tokens.insert(d.tokens.end(), ids.begin(), ids.end());
+      // the EOS that ds-tokenize encode ends every document with is not scored: a document
+      // then scores as its text file does (the same tokens and bytes)
+      if (eos && d.tokens.size() > 2 && d.tokens.back() == *eos) d.tokens.pop_back();
       d.bytes = tk.decode(d.tokens, /*skip_special=*/true).size();
       docs.push_back(std::move(d));
     }

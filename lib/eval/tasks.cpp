@@ -16,6 +16,13 @@ namespace {
 
 using nlohmann::json;
 
+// Unicode code points of UTF-8 text (Python's len(str)): the bytes that start a character.
+size_t code_points(std::string_view s) {
+  size_t n = 0;
+  for (const char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  return n;
+}
+
 // A gold label: an integer, a string of digits (both minus `base`) or a letter A..Z.
 size_t parse_gold(const json& v, int base, size_t n_choices, const std::string& where) {
   long long idx = -1;
@@ -200,21 +207,21 @@ std::vector<ScoredSequence> tokenize_mc(const tok::Tokenizer& tokenizer, const M
     s.tokens.insert(s.tokens.end(), prompt.begin() + ptrdiff_t(drop), prompt.end());
     s.score_begin = s.tokens.size();
     s.tokens.insert(s.tokens.end(), c.begin(), c.end());
-    s.bytes = r.continuations[k].size();
+    s.norm_len = code_points(r.continuations[k]) - (r.continuations[k].starts_with(' ') ? 1 : 0);
     out.push_back(std::move(s));
   }
   return out;
 }
 
-McOutcome score_mc(std::span<const double> loglik, std::span<const size_t> bytes,
+McOutcome score_mc(std::span<const double> loglik, std::span<const size_t> lengths,
                    size_t gold) {
-  DS_CHECK(!loglik.empty() && loglik.size() == bytes.size() && gold < loglik.size(),
-           "score_mc: {} log-likelihoods, {} byte counts, gold {}", loglik.size(),
-           bytes.size(), gold);
+  DS_CHECK(!loglik.empty() && loglik.size() == lengths.size() && gold < loglik.size(),
+           "score_mc: {} log-likelihoods, {} lengths, gold {}", loglik.size(),
+           lengths.size(), gold);
   McOutcome o;
-  double best = loglik[0], best_norm = loglik[0] / double(std::max<size_t>(bytes[0], 1));
+  double best = loglik[0], best_norm = loglik[0] / double(std::max<size_t>(lengths[0], 1));
   for (size_t i = 1; i < loglik.size(); ++i) {
-    const double norm = loglik[i] / double(std::max<size_t>(bytes[i], 1));
+    const double norm = loglik[i] / double(std::max<size_t>(lengths[i], 1));
     if (loglik[i] > best) { best = loglik[i]; o.pred = i; }
     if (norm > best_norm) { best_norm = norm; o.pred_norm = i; }
   }

@@ -52,7 +52,7 @@ std::vector<PipeOp> pipeline_schedule(const std::string& schedule, int P, int r,
     return ops;
   }
   if (schedule == "dualpipe") return dualpipe(P, r, M);
-  if (schedule == "gpipe" || P == 1) {
+  if (schedule == "gpipe") {   // (one stage under 1F1B: F0 B0 F1 B1 ..., one micro-batch held)
     for (int m = 0; m < M; ++m) ops.push_back({false, 0, m});
     for (int m = 0; m < M; ++m) ops.push_back({true, 0, m});
     return ops;

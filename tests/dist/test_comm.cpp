@@ -4,6 +4,8 @@
 // isend/irecv ring, split, and Topology::create's rank arithmetic for pp/dp/ep layouts.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <vector>
@@ -93,6 +95,39 @@ TEST_CASE("reduce_scatter_sum: separate buffers and in place, large") {
   w.reduce_scatter_sum(s.data(), out.data(), 2, DType::i64);
   CHECK(out[0] == P);
   CHECK(out[1] == P);
+}
+
+TEST_CASE("reduce_scatter_sum and all_gather beyond one call's count: split, same results") {
+  // DS_MPI_MAX_ELEMS stands in for MPI's INT_MAX (a billions-of-parameters ZeRO-1 stage)
+  Comm& w = world();
+  const int P = w.size(), r = w.rank();
+  for (const int64_t n : {int64_t(5), int64_t(1001)}) {
+    CAPTURE(n);
+    std::vector<float> send(size_t(P * n));
+    for (int64_t j = 0; j < P * n; ++j) send[size_t(j)] = float((r + 1) * (j % 997));
+    const size_t un = static_cast<size_t>(n), all_n = static_cast<size_t>(P * n);
+    std::vector<float> whole(un), split(un, -1.0f), in_place = send;
+    w.reduce_scatter_sum(send.data(), whole.data(), n, DType::f32);
+    ::setenv("DS_MPI_MAX_ELEMS", "7", 1);
+    w.reduce_scatter_sum(send.data(), split.data(), n, DType::f32);
+    w.reduce_scatter_sum(in_place.data(), in_place.data(), n, DType::f32);
+    in_place.resize(un);
+    std::vector<uint16_t> mine(un), all(all_n), gathered(all_n);
+    for (int64_t i = 0; i < n; ++i) mine[size_t(i)] = uint16_t(r * 1000 + i);
+    w.all_gather(mine.data(), all.data(), n, DType::bf16);
+    std::copy(mine.begin(), mine.end(), gathered.begin() + r * n);
+    w.all_gather(gathered.data() + r * n, gathered.data(), n, DType::bf16);   // in place
+    ::unsetenv("DS_MPI_MAX_ELEMS");
+    CHECK(split == whole);
+    CHECK(in_place == whole);
+    int bad = 0;
+    for (int q = 0; q < P; ++q)
+      for (int64_t i = 0; i < n; ++i) {
+        bad += all[size_t(q * n + i)] != uint16_t(q * 1000 + i);
+        bad += gathered[size_t(q * n + i)] != uint16_t(q * 1000 + i);
+      }
+    CHECK(bad == 0);
+  }
 }
 
 TEST_CASE("all_gather and all_gather_v with uneven and zero counts, any dtype") {

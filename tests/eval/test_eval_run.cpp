@@ -25,6 +25,7 @@
 #include "../model/model_test_util.hpp"
 #include "ds/core/error.hpp"
 #include "ds/core/hash.hpp"
+#include "ds/data/shard.hpp"
 #include "ds/eval/metrics.hpp"
 #include "ds/eval/gen_tasks.hpp"
 #include "ds/eval/run.hpp"
@@ -72,6 +73,25 @@ TEST_CASE("ds-eval perplexity: exp of the independently computed mean NLL; BPB; 
   CHECK(j["checkpoint_fingerprint"] == fx.pt.fingerprint);
   CHECK(j["counts"]["tokens"] == t.size() - 1);
   CHECK(j["counts"]["bytes"] == text.size());
+
+  // The same document from token shards as ds-tokenize encode writes it (ending in EOS, which
+  // is not scored): the same tokens, bytes and numbers as its text file.
+  {
+    const fs::path shards = fx.tmp.path() / "shards";
+    std::vector<tok::TokenId> ids(t.begin() + 1, t.end());   // no BOS: the start is added
+    ids.push_back(*fx.pt.tokenizer->eos_id());
+    data::DatasetWriter w(shards, uint32_t(fx.pt.args.vocab_size),
+                          fx.pt.tokenizer->fingerprint());
+    w.add_document(ids);
+    w.finish();
+    eval::PerplexityOptions so;
+    so.common = fx.common();
+    so.data = shards.string();
+    const json js = eval::eval_perplexity(fx.pt, so).to_json();
+    CHECK(js["counts"]["tokens"] == t.size() - 1);
+    CHECK(js["counts"]["bytes"] == text.size());
+    CHECK(js["metrics"]["nll"]["value"].get<double>() == doctest::Approx(mean).epsilon(1e-6));
+  }
 
   // A window covering the whole document: the stride does not matter.
   o.common.batch_size = 1;

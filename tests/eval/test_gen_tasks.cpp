@@ -49,6 +49,9 @@ TEST_CASE("gold and prediction extraction") {
   CHECK_FALSE(re("nothing").has_value());
   const AnswerExtractor word("answer: ([a-z]+)");
   CHECK(word("final answer: yes ") == "yes");
+  const AnswerExtractor either("answer is (\\d+)|#### (\\d+)");   // the group that matched
+  CHECK(either("so #### 42") == "42");
+  CHECK(either("the answer is 7") == "7");
   CHECK_THROWS_AS(AnswerExtractor("(unclosed"), ds::UsageError);
 
   CHECK(exact_match(std::string("72.0"), "72"));

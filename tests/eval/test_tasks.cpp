@@ -132,7 +132,7 @@ TEST_CASE("request layout and scored continuations") {
   CHECK(build_mc_request(item, {}).prompt == "Question: B\nAnswer:");
 }
 
-TEST_CASE("scoring: accuracy and byte-normalised accuracy") {
+TEST_CASE("scoring: accuracy and length-normalised accuracy") {
   const std::vector<double> ll = {-4.0, -3.0};
   const std::vector<size_t> bytes = {2, 4};
   McOutcome o = score_mc(ll, bytes, 0);
@@ -179,7 +179,7 @@ TEST_CASE("real PIQA validation set and DeepSeek tokenizer") {
     CHECK(s.tokens[0] == 0);
     const std::vector<uint32_t> cont(s.tokens.begin() + ptrdiff_t(s.score_begin), s.tokens.end());
     CHECK(tok.decode(cont) == r.continuations[c]);
-    CHECK(s.bytes == r.continuations[c].size());
+    CHECK(s.norm_len == items[0].choices[c].size());   // ASCII: characters = bytes
   }
   // Left truncation keeps the BOS and the whole continuation.
   const auto cut = tokenize_mc(tok, r, 0u, seqs[0].tokens.size() - 3);
@@ -203,4 +203,10 @@ TEST_CASE("real PIQA validation set and DeepSeek tokenizer") {
   CHECK_THROWS_WITH_AS(tokenize_mc(tok, empty, std::nullopt), doctest::Contains("no BOS"),
                        ds::FormatError);
   CHECK(tokenize_mc(tok, empty, 0u)[0].score_begin == 1);
+  // acc_norm divides by the choice's characters (code points), not its UTF-8 bytes
+  McRequest accents = r;
+  accents.continuations[0] = std::string(" ") + "\u00e9t\u00e9";
+  accents.continuations[1] = std::string(" ") + "no";
+  CHECK(tokenize_mc(tok, accents, 0u)[0].norm_len == 3);
+  CHECK(tokenize_mc(tok, accents, 0u)[1].norm_len == 2);
 }

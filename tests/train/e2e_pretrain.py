@@ -302,10 +302,11 @@ def test_errors(P, tok, data, work):
     shutil.rmtree(busy, ignore_errors=True)
     first = subprocess.Popen([P] + [str(x) for x in base_args(tok, data, busy, 100000)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    lock = os.path.join(busy, ".ds-run-lock")
-    deadline = time.time() + 120
+    lock, steps = os.path.join(busy, ".ds-run-lock"), os.path.join(busy, "metrics.jsonl")
+    deadline = time.time() + 300   # until the lock is its and it trains (SIGTERM then saves)
     while time.time() < deadline and first.poll() is None and not (
-            os.path.exists(lock) and open(lock).read().endswith(f"pid {first.pid}\n")):
+            os.path.exists(lock) and open(lock).read().endswith(f"pid {first.pid}\n") and
+            os.path.exists(steps) and os.path.getsize(steps) > 0):
         time.sleep(0.05)
     rc, _, err = run(P, *base_args(tok, data, busy, 4))
     lines = [l for l in err.splitlines() if l.strip()]

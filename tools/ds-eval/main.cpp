@@ -78,7 +78,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   gen->add_option("--seed", g.seed, "Seed of the shot selection and of sampling")
       ->capture_default_str();
-  gen->add_option("--answer-regex", g.answer_regex, "Regex extracting the answer (group 1 if any)");
+  gen->add_option("--answer-regex", g.answer_regex,
+                  "Regex extracting the answer (its first matched group, if any)");
   gen->add_flag("--chat", g.chat,
                 "Chat layout: user/assistant turns in the chat template, stop at EOS");
   gen->add_option("--system", g.system, "System message of the chat layout (needs --chat)");

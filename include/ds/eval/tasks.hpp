@@ -73,7 +73,9 @@ McRequest build_mc_request(const McItem& item, std::span<const McItem> shots);
 struct ScoredSequence {
   std::vector<tok::TokenId> tokens;
   size_t score_begin = 0;
-  size_t bytes = 0;   // UTF-8 bytes of the continuation (normalisation of acc_norm)
+  // acc_norm's normaliser: the choice's characters (Unicode code points, without the " "
+  // before it), as lm-evaluation-harness divides by len(choice)
+  size_t norm_len = 0;
 };
 
 // Each choice as `bos` (when given) + prompt + continuation; max_len > 0 drops prompt tokens
@@ -85,11 +87,11 @@ std::vector<ScoredSequence> tokenize_mc(const tok::Tokenizer& tokenizer, const M
 
 struct McOutcome {
   size_t pred = 0;        // argmax log-likelihood (ties: lower index)
-  size_t pred_norm = 0;   // argmax log-likelihood / bytes
+  size_t pred_norm = 0;   // argmax log-likelihood / length (ScoredSequence::norm_len)
   bool correct = false;
   bool correct_norm = false;
 };
-McOutcome score_mc(std::span<const double> loglik, std::span<const size_t> bytes,
+McOutcome score_mc(std::span<const double> loglik, std::span<const size_t> lengths,
                    size_t gold);
 
 struct McMetrics {
