@@ -201,6 +201,22 @@ def test_errors(R, pre, prompts, verifier, work, b):
     check(steps_in(b) == before, "errors on an existing run leave its checkpoints as they were")
 
 
+def term_at_mark(p, mark, first=None):
+    """Once the reward command has created `mark` (a step runs), calls `first` (if any) and
+    sends ds-rl SIGTERM; returns its stdout and stderr (killed after 60 s)."""
+    deadline = time.time() + 120
+    while time.time() < deadline and not os.path.exists(mark) and p.poll() is None:
+        time.sleep(0.02)
+    if first:
+        first()
+    p.send_signal(signal.SIGTERM)
+    try:
+        return p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        return p.communicate()
+
+
 def test_sigterm_in_reward_command(R, pre, prompts, verifier, work):
     """SIGTERM while the reward command runs: to ds-rl alone (a command that would hang for
     minutes, no --reward-timeout), and to both (Slurm's --signal reaches every process of the
@@ -215,17 +231,8 @@ def test_sigterm_in_reward_command(R, pre, prompts, verifier, work):
         args[args.index("--reward-command") + 1] = hang
         cmd = [R, "--log-level", "warn"] + [str(x) for x in args]
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.time() + 120
-        while time.time() < deadline and not os.path.exists(mark) and p.poll() is None:
-            time.sleep(0.02)
-        if both:
-            subprocess.run(["pkill", "-TERM", "-f", f"touch {mark}"])
-        p.send_signal(signal.SIGTERM)
-        try:
-            out, err = p.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, err = p.communicate()
+        out, err = term_at_mark(p, mark, (lambda: subprocess.run(
+            ["pkill", "-TERM", "-f", f"touch {mark}"])) if both else None)
         left = subprocess.run(["pgrep", "-f", f"touch {mark}|sleep 371"],
                               capture_output=True).stdout
         s = json.loads(out.decode().strip().splitlines()[-1]) if p.returncode == 0 else {}
@@ -279,15 +286,7 @@ def test_sigterm_before_a_step_of_a_resume(R, b, prompts, pre, verifier, work):
     args[args.index("--reward-command") + 1] = f"cat >/dev/null; touch {mark}; sleep 373"
     p = subprocess.Popen([R, "--log-level", "warn"] + [str(x) for x in args],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and not os.path.exists(mark) and p.poll() is None:
-        time.sleep(0.02)
-    p.send_signal(signal.SIGTERM)
-    try:
-        out, err = p.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
+    out, err = term_at_mark(p, mark)
     s = json.loads(out.decode().strip().splitlines()[-1]) if p.returncode == 0 else {}
     check(p.returncode == 0 and s.get("interrupted") and s.get("checkpoint") == last and
           "ema_checkpoint" not in s and files_of(last) == before and
