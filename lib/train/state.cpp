@@ -133,8 +133,6 @@ void copy_in(Tensor& t, const io::TensorView& v) {
   t.copy_from(Tensor::borrow(const_cast<uint8_t*>(v.data), v.shape, v.dtype));
 }
 
-// The files one process writes besides config.json: shared by save_checkpoint for AdamW and
-// for a ZeRO-1 optimiser on a world of one, so both give the same bytes.
 // No checkpoint is published with non-finite weights (an update that diverged right before a
 // save): NumericsError naming the first such tensor; the run's earlier checkpoints stay.
 void check_weights_finite(const model::ParamStore& params, const fs::path& dir) {
@@ -148,6 +146,8 @@ void check_weights_finite(const model::ParamStore& params, const fs::path& dir) 
   }
 }
 
+// The files one process writes besides config.json: shared by save_checkpoint for AdamW and
+// for a ZeRO-1 optimiser on a world of one, so both give the same bytes.
 void save_single(const SaveSpec& spec, const model::ModelArgs& args,
                  const model::ParamStore& params, const std::vector<io::TensorSource>& moments,
                  const TrainerState& st) {
@@ -351,8 +351,6 @@ void save_checkpoint(const SaveSpec& spec, const model::ModelArgs& args,
 
 namespace {
 
-// Every training_state/<stem>.safetensors and <stem>-*.safetensors file, mapped, with an index
-// of their tensors (a name in two files is a FormatError).
 // The first element < 0 (not -0) of an F32 or BF16 tensor, or -1.
 int64_t first_negative(const io::TensorView& v) {
   const size_t es = v.dtype == DType::f32 ? 4 : v.dtype == DType::bf16 ? 2 : 0;
@@ -378,6 +376,8 @@ void check_state_values(const fs::path& file, const io::TensorView& v) {
                file.string(), v.name, neg, v.numel());
 }
 
+// Every training_state/<stem>.safetensors and <stem>-*.safetensors file, mapped, with an index
+// of their tensors (a name in two files is a FormatError).
 struct StateFiles {
   std::vector<std::unique_ptr<io::SafetensorsFile>> files;
   std::unordered_map<std::string, const io::SafetensorsFile*> index;   // tensor -> its file
