@@ -78,7 +78,7 @@ VALUES = [
     # (ds-sft took these: NaN router biases were saved with exit 0; the row count wrapped)
     ("ds-sft", "ds-sft", "--bias-update-speed", "nan", "nan: expected a finite number >= 0"),
     ("ds-sft", "ds-sft", "--steps", "4611686018427387904", "the run's row count overflows"),
-    ("ds-sft", "ds-sft", "--epochs", "1000000", "more than 100000 epochs"),
+    ("ds-sft", "ds-sft epochs", "--epochs", "1000000", "more than 100000 epochs"),
     ("ds-pretrain", "ds-pretrain new-data", "--resume", "never", "not with --resume never"),
     ("ds-pretrain", "ds-pretrain eval", "--val-sequences", "0", "--val-sequences 0 holds none"),
     # outputs over inputs ({tmp}/init: the --init checkpoint; {out}: the --out directory)
@@ -131,6 +131,7 @@ def check_values(bin_dir):
         base["ds-convert-fp8 verify"] = ["verify", "--model", tmp, "--reference", tmp]
         base["ds-pretrain new-data"] = base["ds-pretrain"] + ["--resume-new-data"]
         base["ds-pretrain eval"] = base["ds-pretrain"] + ["--eval-every", "1"]
+        base["ds-sft epochs"] = base["ds-sft"][:-2]   # without --steps (it excludes --epochs)
         os.makedirs(os.path.join(tmp, "tokdir", "tokenizer_config.json"))
         for name, text in (("bad.ini", "nonsense-key = 1\n"),
                            ("section.ini", "[pretrain]\nlr = 0.1\n"),
