@@ -136,14 +136,13 @@ void copy_in(Tensor& t, const io::TensorView& v) {
 // No checkpoint is published with non-finite weights (an update that diverged right before a
 // save): NumericsError naming the first such tensor; the run's earlier checkpoints stay.
 void check_weights_finite(const model::ParamStore& params, const fs::path& dir) {
-  for (const model::Param& p : params.params()) {
-    ops::Context ctx;
-    ctx.device = p.value.device();
-    if (const int64_t n = ops::count_nonfinite(ctx, p.value); n > 0)
-      DS_THROW(NumericsError, "{}: not saved: the weights are not finite ({}: {} of {} values "
-               "NaN or infinite): an update diverged (--lr too high?); the checkpoints already "
-               "saved are kept", dir.string(), p.info.name, n, p.value.numel());
-  }
+  ops::Context ctx;
+  if (!params.params().empty()) ctx.device = params.params().front().value.device();
+  if (const auto bad = first_nonfinite_param(ctx, params))
+    DS_THROW(NumericsError, "{}: not saved: the weights are not finite ({}: {} of {} values "
+             "NaN or infinite): an update diverged (--lr too high?); the checkpoints already "
+             "saved are kept", dir.string(), bad->param->info.name, bad->count,
+             bad->param->value.numel());
 }
 
 // The files one process writes besides config.json: shared by save_checkpoint for AdamW and
@@ -176,6 +175,14 @@ void save_single(const SaveSpec& spec, const model::ModelArgs& args,
 }
 
 }  // namespace
+
+std::optional<NonfiniteParam> first_nonfinite_param(const ops::Context& ctx,
+                                                    const model::ParamStore& params) {
+  for (const model::Param& p : params.params())
+    if (const int64_t n = ops::count_nonfinite(ctx, p.value); n > 0)
+      return NonfiniteParam{&p, n};
+  return std::nullopt;
+}
 
 void save_checkpoint(const SaveSpec& spec, const model::ModelArgs& args,
                      const model::ParamStore& params, AdamW& opt, const TrainerState& st) {

@@ -92,12 +92,12 @@ bool finite_or_skip(const ops::Context& ctx, const model::ParamStore& params, Tr
     st.nonfinite_streak = 0;
     return true;
   }
-  for (const model::Param& p : params.params())   // (only on a non-finite step: no cost else)
-    if (const int64_t n = ops::count_nonfinite(ctx, p.value); n > 0)
-      DS_THROW(NumericsError,
-               "step {}: the weights are not finite ({}: {} of {} values NaN or infinite): an "
-               "earlier update diverged (--lr too high?); stopped without saving (checkpoints "
-               "already in {} are kept)", st.step, p.info.name, n, p.value.numel(), run_dir);
+  if (const auto bad = first_nonfinite_param(ctx, params))   // (only on a non-finite step)
+    DS_THROW(NumericsError,
+             "step {}: the weights are not finite ({}: {} of {} values NaN or infinite): an "
+             "earlier update diverged (--lr too high?); stopped without saving (checkpoints "
+             "already in {} are kept)", st.step, bad->param->info.name, bad->count,
+             bad->param->value.numel(), run_dir);
   if (!skip_nonfinite)
     DS_THROW(NumericsError,
              "step {}: non-finite {} (loss {}); stopped without saving (checkpoints already in "

@@ -18,6 +18,7 @@
 #include "ds/io/checkpoint.hpp"
 #include "ds/model/config.hpp"
 #include "ds/model/params.hpp"
+#include "ds/ops/ops.hpp"
 #include "ds/train/data_loader.hpp"
 #include "ds/dist/comm.hpp"
 #include "ds/train/optimizer.hpp"
@@ -81,6 +82,16 @@ struct CheckpointLoadOptions {
 // The state in trainer_state.json's text (src names the file in errors): FormatError for
 // anything but the documented object (format, version 1, integer counters in [0, 2^63)).
 TrainerState parse_trainer_state(const std::string& text, const std::string& src);
+
+// The first parameter of `params` (on ctx's device) holding a NaN or an infinity, and how many
+// it holds; nullopt when every weight is finite. Refuses non-finite weights at a save and in
+// the non-finite step policy (trainer.hpp: finite_or_skip).
+struct NonfiniteParam {
+  const model::Param* param = nullptr;
+  int64_t count = 0;
+};
+std::optional<NonfiniteParam> first_nonfinite_param(const ops::Context& ctx,
+                                                    const model::ParamStore& params);
 
 void save_checkpoint(const SaveSpec& spec, const model::ModelArgs& args,
                      const model::ParamStore& params, AdamW& opt, const TrainerState& st);
