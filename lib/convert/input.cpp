@@ -58,13 +58,7 @@ void read_config(InputCheckpoint& in, const fs::path& cfg, bool args) {
   in.block_rows = q.block_rows;
   in.block_cols = q.block_cols;
   // DeepSeek-V3.1's power-of-two scales; the weights quantize adds to such a checkpoint follow
-  if (q.fp8 && in.config["quantization_config"].contains("scale_fmt")) {
-    const auto& f = in.config["quantization_config"]["scale_fmt"];
-    DS_CHECK_AS(ConfigError, f.is_string() && f.get<std::string>() == "ue8m0",
-                "{}: quantization_config.scale_fmt {} is not supported (\"ue8m0\", or absent "
-                "for FP32 scales)", cfg.string(), f.dump());
-    in.scale_fmt = ops::ScaleFormat::ue8m0;
-  }
+  if (q.pow2_scales) in.scale_fmt = ops::ScaleFormat::ue8m0;
   in.has_config = true;
 }
 
@@ -180,10 +174,9 @@ Tensor dequantize_rows(const InputCheckpoint& in, const io::TensorView& w,
   sb.nbytes = size_t(s1 - s0) * srow;
   Tensor out = Tensor::empty(wb.shape, DType::f32);
   try {   // a corrupt scale or code names its file
-    if (out.numel() > 0) model::dequantize_fp8_blocks(wb, sb, bm, bn, out);
-  } catch (const FormatError& e) {   // (its row numbers count from the band's first row)
-    DS_THROW(FormatError, "{}: {} (in rows {}..{})", in.st->file_of(w.name).string(), e.what(),
-             r0, r1 - 1);
+    if (out.numel() > 0) model::dequantize_fp8_blocks(wb, sb, bm, bn, out, r0);
+  } catch (const FormatError& e) {   // (rows and blocks counted in the whole tensor)
+    DS_THROW(FormatError, "{}: {}", in.st->file_of(w.name).string(), e.what());
   }
   return out;
 }

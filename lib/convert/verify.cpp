@@ -117,16 +117,23 @@ bool exceeds(const TensorDiff& d, const VerifyOptions& opt) {
          (opt.max_rel_error >= 0 && d.max_rel_error > opt.max_rel_error);
 }
 
+// A number, or the string "inf" / "nan" where JSON has none (nlohmann would write null, which
+// the summary's limits use for "none"): a relative error against an all-zero reference.
+nlohmann::ordered_json number(double x) {
+  if (std::isfinite(x)) return x;
+  return std::isnan(x) ? "nan" : x > 0 ? "inf" : "-inf";
+}
+
 nlohmann::ordered_json diff_json(const TensorDiff& d) {
   nlohmann::ordered_json j{{"tensor", d.name}, {"status", d.status}};
   if (!d.dtype.empty()) j["shape"] = d.shape, j["dtype"] = d.dtype;
   if (!d.reference_dtype.empty())
     j["reference_shape"] = d.reference_shape, j["reference_dtype"] = d.reference_dtype;
   if (d.status == "ok" || d.status == "exceeds" || d.status == "nonfinite") {
-    j["max_abs_error"] = d.max_abs_error;
-    j["max_rel_error"] = d.max_rel_error;
-    j["rms_rel_error"] = d.rms_rel_error;
-    j["reference_amax"] = d.reference_amax;
+    j["max_abs_error"] = number(d.max_abs_error);
+    j["max_rel_error"] = number(d.max_rel_error);
+    j["rms_rel_error"] = number(d.rms_rel_error);
+    j["reference_amax"] = number(d.reference_amax);
     j["nonfinite_mismatches"] = d.nonfinite_mismatches;
   }
   return j;
@@ -141,8 +148,9 @@ nlohmann::ordered_json summary_json(const VerifyReport& r, const VerifyOptions& 
             {"exceeded", r.exceeded}, {"nonfinite", r.nonfinite},
             {"missing_in_model", r.missing_in_model},
             {"missing_in_reference", r.missing_in_reference},
-            {"shape_mismatch", r.shape_mismatch}, {"max_abs_error", r.max_abs_error},
-            {"max_rel_error", r.max_rel_error}, {"max_abs_error_limit", limit(opt.max_abs_error)},
+            {"shape_mismatch", r.shape_mismatch}, {"max_abs_error", number(r.max_abs_error)},
+            {"max_rel_error", number(r.max_rel_error)},
+            {"max_abs_error_limit", limit(opt.max_abs_error)},
             {"max_rel_error_limit", limit(opt.max_rel_error)}, {"ok", r.ok()}}}};
 }
 

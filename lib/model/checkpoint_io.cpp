@@ -157,7 +157,7 @@ std::string scale_inv_name(const std::string& w) {
 }
 
 Tensor check_fp8_blocks(const io::TensorView& w, const io::TensorView& s, int64_t bm,
-                        int64_t bn) {
+                        int64_t bn, int64_t first_row) {
   DS_CHECK_AS(FormatError, w.dtype == DType::f8_e4m3 && w.shape.size() == 2,
               "{}: not a 2-D F8_E4M3 weight", w.name);
   const int64_t M = w.shape[0], N = w.shape[1], sm = ceil_div(M, bm), sn = ceil_div(N, bn);
@@ -174,19 +174,19 @@ Tensor check_fp8_blocks(const io::TensorView& w, const io::TensorView& s, int64_
     if (!(std::isfinite(sc[b]) && sc[b] > 0 && sc[b] <= kMaxScale))
       DS_THROW(FormatError,
                "{}: block ({}, {}) is {} (scales must be positive and at most FLT_MAX/448)",
-               s.name, b / sn, b % sn, sc[b]);
+               s.name, first_row / bm + b / sn, b % sn, sc[b]);
   unsigned nan_code = 0;   // a branch-free pass (vectorised); the position only on failure
   for (int64_t i = 0; i < M * N; ++i) nan_code |= unsigned((w.data[i] & 0x7f) == 0x7f);
   for (int64_t i = 0; nan_code && i < M * N; ++i)
     if ((w.data[i] & 0x7f) == 0x7f)
       DS_THROW(FormatError, "{}: E4M3 NaN code 0x{:02x} at row {} column {}", w.name, w.data[i],
-               i / N, i % N);
+               first_row + i / N, i % N);
   return scale;
 }
 
 void dequantize_fp8_blocks(const io::TensorView& w, const io::TensorView& s, int64_t bm,
-                           int64_t bn, Tensor& out) {
-  const Tensor scale = check_fp8_blocks(w, s, bm, bn);
+                           int64_t bn, Tensor& out, int64_t first_row) {
+  const Tensor scale = check_fp8_blocks(w, s, bm, bn, first_row);
   DS_CHECK(out.dtype() == DType::f32 && out.shape() == w.shape, "{}: bad output tensor", w.name);
   const int64_t M = w.shape[0], N = w.shape[1], sn = ceil_div(N, bn);
   if (M * N == 0) return;

@@ -67,6 +67,13 @@ QuantConfig read_quant_config(const fs::path& config_json) {
     q.block_rows = b[0].get<int64_t>();
     q.block_cols = b[1].get<int64_t>();
   }
+  if (auto it = c.find("scale_fmt"); it != c.end() && !it->is_null()) {
+    if (!it->is_string() || it->get<std::string>() != "ue8m0")
+      DS_THROW(ConfigError,
+               "{}: quantization_config.scale_fmt {} is not supported (\"ue8m0\", or absent for "
+               "FP32 scales)", src, it->dump());
+    q.pow2_scales = true;
+  }
   return q;
 }
 

@@ -15,6 +15,7 @@
 #include "convert_test_util.hpp"
 #include "ds/convert/fp8_convert.hpp"
 #include "ds/core/error.hpp"
+#include "ds/io/safetensors.hpp"
 #include "ds/model/pretrained.hpp"
 #include "ds/ops/ops.hpp"
 
@@ -140,6 +141,26 @@ TEST_CASE("verify: thresholds, missing tensors and shape mismatches fail after t
     listed = listed || (l.value("tensor", "") == "model.embed_tokens.weight" &&
                         l["status"] == "shape_mismatch");
   CHECK(listed);
+}
+
+TEST_CASE("verify: an all-zero reference gives an infinite relative error, written as \"inf\"") {
+  TempDir tmp;
+  const float a[4] = {0, 0.5f, 0, 0}, z[4] = {0, 0, 0, 0};
+  io::write_safetensors(tmp / "a.safetensors", {io::TensorSource::raw("x", DType::f32, {2, 2}, a)});
+  io::write_safetensors(tmp / "z.safetensors", {io::TensorSource::raw("x", DType::f32, {2, 2}, z)});
+  std::ostringstream out;
+  convert::verify(vopts(tmp / "a.safetensors", tmp / "z.safetensors"), out);
+  const auto ls = lines(out.str());
+  REQUIRE(ls.size() == 2);
+  CHECK(ls[0]["max_abs_error"] == 0.5);
+  CHECK(ls[0]["max_rel_error"] == "inf");   // not null, which nlohmann writes for infinity
+  CHECK(ls[0]["rms_rel_error"] == "inf");
+  CHECK(ls[1]["summary"]["max_rel_error"] == "inf");
+  CHECK(ls[1]["summary"]["max_rel_error_limit"].is_null());   // null: no limit
+  convert::VerifyOptions o = vopts(tmp / "a.safetensors", tmp / "z.safetensors");
+  o.max_rel_error = 1e9;
+  std::ostringstream out2;
+  CHECK_THROWS_AS(convert::verify(o, out2), NumericsError);
 }
 
 TEST_CASE(

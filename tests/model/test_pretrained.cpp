@@ -211,6 +211,21 @@ TEST_CASE("pretrained: dequantize_fp8_blocks with 128x128 blocks and partial edg
   io::TensorView bad_scale = sv;
   bad_scale.shape = {2, 2};
   CHECK_THROWS_AS(dequantize_fp8_blocks(wv, bad_scale, 128, 128, out), FormatError);
+  // a band of rows (ds-convert-fp8's pieces of a large tensor): positions in the whole tensor
+  io::TensorView band = wv, band_s = sv;
+  band.shape = {M - 128, N};
+  band.data += 128 * N;
+  band.nbytes -= size_t(128 * N);
+  band_s.shape = {2, 2};
+  band_s.data += 2 * 4;
+  band_s.nbytes -= 2 * 4;
+  Tensor part = Tensor::empty({M - 128, N});
+  q[size_t(133 * N + 7)] = 0x7f;   // an E4M3 NaN code at row 133
+  CHECK_THROWS_WITH_AS(dequantize_fp8_blocks(band, band_s, 128, 128, part, 128),
+                       doctest::Contains("at row 133 column 7"), FormatError);
+  s[5] = -1.0f;   // block (2, 1)
+  CHECK_THROWS_WITH_AS(check_fp8_blocks(band, band_s, 128, 128, 128),
+                       doctest::Contains("block (2, 1)"), FormatError);
   CHECK(scale_inv_name("a.b.weight") == "a.b.weight_scale_inv");
   CHECK(scale_inv_name("a.b.bias").empty());
 }

@@ -75,12 +75,14 @@ LoadStats load_model(ParamStore& ps, const io::SafetensorsDir& st, const std::st
 
 // The checks of an FP8 weight and its scale, without dequantising: FormatError naming the
 // tensor for a non-2-D weight, a scale of the wrong shape/dtype, a NaN, zero, negative or huge
-// scale, or an E4M3 NaN code. Returns the scale as F32.
+// scale, or an E4M3 NaN code. Returns the scale as F32. `first_row`: where `w` starts in its
+// tensor when it is a band of rows (a multiple of block_rows), for the positions in messages.
 Tensor check_fp8_blocks(const io::TensorView& w, const io::TensorView& scale_inv,
-                        int64_t block_rows, int64_t block_cols);
+                        int64_t block_rows, int64_t block_cols, int64_t first_row = 0);
 // The dequantisation rule above into `out` (F32, the weight's shape), after check_fp8_blocks.
 void dequantize_fp8_blocks(const io::TensorView& w, const io::TensorView& scale_inv,
-                           int64_t block_rows, int64_t block_cols, Tensor& out);
+                           int64_t block_rows, int64_t block_cols, Tensor& out,
+                           int64_t first_row = 0);
 // "<prefix>.weight" -> "<prefix>.weight_scale_inv" ("" for names not ending in ".weight").
 std::string scale_inv_name(const std::string& weight_name);
 

@@ -26,8 +26,13 @@ namespace ds::model {
 struct QuantConfig {
   bool fp8 = false;                 // quant_method "fp8", fmt "e4m3"
   int64_t block_rows = 128, block_cols = 128;   // weight_block_size
+  // scale_fmt "ue8m0" (DeepSeek-V3.1): the scales ds computes (quantised weights added by
+  // ds-convert-fp8) are powers of two; stored weight scales are taken as they are (the
+  // released V3.1's o_proj scales are not powers of two)
+  bool pow2_scales = false;
 };
-// ConfigError naming the file and key for anything but fp8 / e4m3 / two positive block sizes.
+// ConfigError naming the file and key for anything but fp8 / e4m3 / two positive block sizes /
+// scale_fmt "ue8m0" or absent (null counts as absent).
 QuantConfig read_quant_config(const std::filesystem::path& config_json);
 
 struct PretrainedOptions {
