@@ -198,7 +198,11 @@ std::pair<TensorView, std::pair<uint64_t, uint64_t>> parse_entry(
   DS_CHECK_AS(FormatError, b <= en && en <= data_size,
               "{}: tensor {}: data_offsets [{}, {}] out of range (data is {} bytes)", f, name, b,
               en, data_size);
-  uint64_t want = checked_numel(shape, f, name) * dtype_size(*dt);
+  // (numel times the element size can wrap: [2^31, 2^31] F32 is 2^64 bytes, "0")
+  const uint64_t n = checked_numel(shape, f, name), es = dtype_size(*dt);
+  DS_CHECK_AS(FormatError, n <= UINT64_MAX / es, "{}: tensor {}: {} {} needs 2^64 bytes or more",
+              f, name, dtype_name(*dt), shape_str(shape));
+  const uint64_t want = n * es;
   DS_CHECK_AS(FormatError, en - b == want,
               "{}: tensor {}: data_offsets span {} bytes but {} {} needs {}", f, name, en - b,
               dtype_name(*dt), shape_str(shape), want);
@@ -376,11 +380,21 @@ SafetensorsDir::SafetensorsDir(const fs::path& dir_or_file) : source_(dir_or_fil
   fs::path p = dir_or_file;
   if (io::is_directory(p)) {
     if (io::exists(p / kSafetensorsIndex)) {
-      // transformers loads model.safetensors when both are there; ds would load the index
-      DS_CHECK_AS(FormatError, !io::exists(p / kSafetensorsSingle),
+      // transformers loads model.safetensors when both are there, ds the index: the same
+      // tensors only when the index maps every one to model.safetensors itself
+      const bool single = io::exists(p / kSafetensorsSingle);
+      bool same = !single;
+      try {
+        open_index(p / kSafetensorsIndex);
+        same = same || std::all_of(files_.begin(), files_.end(), [](const auto& f) {
+                 return f->path().filename() == kSafetensorsSingle;
+               });
+      } catch (const Error&) {
+        if (!single) throw;   // (with both, a broken index is reported as a stale one)
+      }
+      DS_CHECK_AS(FormatError, same,
                   "{}: both {} and {} (a stale one? transformers would load the single file, ds "
                   "the shards): remove one", p.string(), kSafetensorsSingle, kSafetensorsIndex);
-      open_index(p / kSafetensorsIndex);
       return;
     }
     DS_CHECK_AS(IoError, io::exists(p / kSafetensorsSingle), "{}: neither {} nor {} found",

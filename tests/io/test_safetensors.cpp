@@ -176,6 +176,9 @@ TEST_CASE("corrupt safetensors files are rejected with FormatError naming the fi
   expect_format_error(p, "out of range");
   write_raw(p, R"({"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,16]}})", data);
   expect_format_error(p, "needs 24");                        // shape/offset mismatch
+  write_raw(p, R"({"w":{"dtype":"F32","shape":[2147483648,2147483648],"data_offsets":[0,0]},)"
+               R"("v":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", data);
+  expect_format_error(p, "needs 2^64 bytes or more");   // not wrapped around to 0 bytes
   write_raw(p, R"({"w":{"dtype":"F64","shape":[2],"data_offsets":[0,16]}})", data);
   expect_format_error(p, "unknown dtype F64");
   write_raw(p, R"({"w":{"dtype":"F32","shape":[-2,2],"data_offsets":[0,16]}})", data);
@@ -244,6 +247,12 @@ TEST_CASE("sharded write with index, read back through SafetensorsDir") {
   fs::remove(d / "model.safetensors");
   SafetensorsDir single(d1);
   CHECK(single.names().size() == 5);
+  // unless the index maps every tensor to model.safetensors itself (some hub repositories)
+  nlohmann::json self = idx;
+  for (auto& [name, file] : self["weight_map"].items()) file = "model.safetensors";
+  ds::io::write_file_atomic(d1 / "model.safetensors.index.json", self.dump());
+  CHECK(SafetensorsDir(d1).names().size() == 5);
+  fs::remove(d1 / "model.safetensors.index.json");
   CHECK(SafetensorsDir(d1 / "model.safetensors").num_files() == 1);
 
   // a missing shard, and an index naming a tensor its shard lacks
