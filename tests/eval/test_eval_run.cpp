@@ -151,6 +151,56 @@ TEST_CASE("ds-eval perplexity: exp of the independently computed mean NLL; BPB; 
   CHECK(j2["metrics"]["bpb"]["stderr"].get<double>() > 0);
 }
 
+TEST_CASE("ds-eval perplexity: a FIM dataset's bytes are its text's, without the markers") {
+  TempDir tmp;
+  model::ModelArgs a = model::testing::micro_args();
+  a.vocab_size = 267;   // the tiny tokenizer's 263 ids and 3 FIM markers
+  a.max_seq_len = 64;
+  model::ParamStore ps;
+  model::Transformer m(a, ps);
+  ps.init(7);
+  const fs::path ckpt = tmp.path() / "ckpt";
+  model::testing::write_hf_checkpoint(ckpt, ps, a, {});
+  json tj = json::parse(model::testing::tiny_tokenizer_json());
+  int64_t next = 264;
+  for (std::string_view mk : {tok::special::kFimHole, tok::special::kFimBegin, tok::special::kFimEnd})
+    tj["added_tokens"].push_back({{"id", next++}, {"content", std::string(mk)},
+                                  {"single_word", false}, {"lstrip", false}, {"rstrip", false},
+                                  {"normalized", true}, {"special", false}});   // as V3's
+  io::write_file_atomic(ckpt / "tokenizer.json", tj.dump());
+  model::Pretrained pt = model::load_pretrained(ckpt);
+  const tok::Tokenizer& tk = *pt.tokenizer;
+  // the PSM form ds-tokenize encode writes: <begin> prefix <hole> suffix <end> middle EOS
+  const std::string pre = "the ant ran ", mid = "to the hill", suf = " and the hen sat.";
+  std::vector<tok::TokenId> ids{*tk.token_to_id(tok::special::kFimBegin)};
+  tk.encode(pre, ids, false);
+  ids.push_back(*tk.token_to_id(tok::special::kFimHole));
+  tk.encode(suf, ids, false);
+  ids.push_back(*tk.token_to_id(tok::special::kFimEnd));
+  tk.encode(mid, ids, false);
+  ids.push_back(*tk.eos_id());
+  int n = 0;
+  auto bytes_of = [&](const std::string& provenance) {
+    const fs::path dir = tmp.path() / ("data" + std::to_string(n++));
+    data::DatasetWriter w(dir, uint32_t(a.vocab_size), tk.fingerprint());
+    w.add_document(ids);
+    w.finish(provenance);
+    eval::PerplexityOptions o;
+    o.common.model = ckpt.string();
+    o.common.threads = 1;
+    o.common.progress = false;
+    o.data = dir.string();
+    const json r = eval::eval_perplexity(pt, o).to_json();
+    return r["counts"]["bytes"].get<uint64_t>();
+  };
+  const uint64_t text = pre.size() + mid.size() + suf.size();
+  CHECK(bytes_of(R"({"fim_rate": 0.5})") == text);
+  // without --fim-rate the markers are text the document holds (match_added_tokens)
+  CHECK(bytes_of(R"({"fim_rate": 0})") == text + tok::special::kFimBegin.size() +
+                                              tok::special::kFimHole.size() +
+                                              tok::special::kFimEnd.size());
+}
+
 TEST_CASE("ds-eval mc: accuracy computed by hand from logits; sample log") {
   Fixture fx;
   const fs::path data = fx.tmp.write(
