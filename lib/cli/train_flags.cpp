@@ -55,9 +55,11 @@ void add_precision_options(CLI::App& app, std::string& precision, std::string& f
   app.add_option("--precision", precision,
                  "Linear GEMM precision: fp32, bf16 or fp8 (DeepSeek-V3 recipe)")
       ->check(CLI::IsMember({"fp32", "bf16", "fp8"}))->capture_default_str();
-  app.add_option("--fp8-granularity", fp8_granularity, "FP8 scales per tile/block or per tensor")
+  app.add_option("--fp8-granularity", fp8_granularity,
+                 "FP8 scales per tile/block or per tensor (with --precision fp8)")
       ->check(CLI::IsMember({"tile", "tensor"}))->capture_default_str();
-  app.add_option("--fp8-scale", fp8_scale, "FP8 scale format: fp32 or ue8m0 (powers of two)")
+  app.add_option("--fp8-scale", fp8_scale,
+                 "FP8 scale format: fp32 or ue8m0 (powers of two; with --precision fp8)")
       ->check(CLI::IsMember({"fp32", "ue8m0"}))->capture_default_str();
   app.add_option("--moe-gemm", moe_gemm,
                  "Routed experts' GEMMs: auto, loop (per expert) or grouped (one per projection)")

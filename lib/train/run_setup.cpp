@@ -47,6 +47,15 @@ ops::Context make_context(const std::string& device, int threads, const std::str
   ctx.linear.mode = ops::parse_precision(precision, "--precision");
   ctx.linear.granularity = ops::parse_fp8_granularity(fp8_granularity, "--fp8-granularity");
   ctx.linear.scale_format = ops::parse_scale_format(fp8_scale, "--fp8-scale");
+  // the FP8 settings mean nothing in another precision: a value other than the default would
+  // be ignored without a word
+  if (ctx.linear.mode != ops::Precision::fp8) {
+    if (ctx.linear.granularity != ops::Fp8Granularity::tile)
+      DS_THROW(UsageError, "--fp8-granularity {} needs --precision fp8 (got {})", fp8_granularity,
+               precision);
+    if (ctx.linear.scale_format != ops::ScaleFormat::fp32)
+      DS_THROW(UsageError, "--fp8-scale {} needs --precision fp8 (got {})", fp8_scale, precision);
+  }
   if (moe == 1 && ctx.linear.mode == ops::Precision::fp8 &&
       ctx.linear.granularity != ops::Fp8Granularity::tile)
     DS_THROW(UsageError, "--moe-gemm grouped with --precision fp8 needs --fp8-granularity tile");

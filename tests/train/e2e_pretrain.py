@@ -244,6 +244,11 @@ def test_errors(P, tok, data, work):
         ("grouped fp8 per tensor", base_args(tok, data, out, 2) +
          ["--precision", "fp8", "--fp8-granularity", "tensor", "--moe-gemm", "grouped"], 2,
          "--moe-gemm"),
+        ("fp8 granularity without fp8", base_args(tok, data, out, 2) +
+         ["--precision", "bf16", "--fp8-granularity", "tensor"], 2,
+         "--fp8-granularity tensor needs --precision fp8 (got bf16)"),
+        ("fp8 scale without fp8", base_args(tok, data, out, 2) + ["--fp8-scale", "ue8m0"], 2,
+         "--fp8-scale ue8m0 needs --precision fp8"),
         ("bad moe gemm", base_args(tok, data, out, 2) + ["--moe-gemm", "fused"], 2, "moe-gemm"),
         ("bad packing", base_args(tok, data, out, 2) + ["--packing", "first-fit"], 2,
          "--packing"),
