@@ -79,7 +79,9 @@ int main(int argc, char** argv) {
   // every rank samples with the whole model: data parallel only
   app.get_option("--pp")->description("Pipeline stages; must be 1 (ds-rl is data-parallel only)");
   app.get_option("--ep")->description("Expert-parallel group size; must be 1 (data-parallel only)");
-  app.get_option("--pp-schedule")->description("Accepted and unused (ds-rl has no pipeline)");
+  app.get_option("--pp-schedule")
+      ->description("Accepted, unused: ds-rl has no pipeline (so dualpipe, which needs an even "
+                    "--pp, is refused)");
 
   return ds::cli::run_tool(app, argc, argv, common, [&] {
     o.dist.launch.device = o.device;
