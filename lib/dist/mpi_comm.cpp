@@ -3,8 +3,9 @@
 // DType by moving elements as unsigned integers of the element's width; reductions use the
 // matching arithmetic type (F32 -> MPI_FLOAT, I32 -> MPI_INT32_T, I64 -> MPI_INT64_T).
 // Counts and displacements are C ints in MPI: a reduce-scatter or all-gather of more than
-// INT_MAX elements in all is split into several calls; any other call that large is refused by
-// name instead of being truncated.
+// INT_MAX elements in all is split into several calls, an all-to-all or gather with per-rank
+// counts is counted in units of their common divisor (the expert dispatch's rows), and any
+// other call that large is refused by name instead of being truncated.
 // Built without MPI, make_mpi_world throws UsageError and have_mpi() is false.
 // reference: MPI-3.1 §5.9 (Allreduce, Reduce_scatter_block, MPI_IN_PLACE), §3.7 (Isend/Irecv).
 #include "ds/dist/topology.hpp"
@@ -18,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <numeric>
 #include <vector>
 
 #include "comm_util.hpp"
@@ -106,7 +108,14 @@ MPI_Datatype move_type(DType dt) {
   }
 }
 
-// counts (i64, one per rank) -> int counts and exclusive-prefix displacements.
+// The most elements one reduce-scatter or all-gather call moves in all: INT_MAX (MPI's int
+// counts), or DS_MPI_MAX_ELEMS (a test knob that makes small calls take the split path).
+int64_t max_call_elems() {   // (read at every call: one getenv beside a collective)
+  return ds::env_int("DS_MPI_MAX_ELEMS", 1, INT_MAX).value_or(INT_MAX);
+}
+
+// counts (i64, one per rank) -> int counts and exclusive-prefix displacements; their sum past
+// max_call_elems() is refused (as to_int refuses one past INT_MAX).
 void int_counts(const char* op, const std::vector<int64_t>& counts, std::vector<int>& c,
                 std::vector<int>& displ) {
   c.resize(counts.size());
@@ -117,14 +126,46 @@ void int_counts(const char* op, const std::vector<int64_t>& counts, std::vector<
     displ[r] = to_int(op, off);
     off += counts[r];
   }
-  to_int(op, off);
+  if (to_int(op, off) > max_call_elems())
+    DS_THROW(InternalError, "{}: element count {} exceeds the limit of {} per call", op, off,
+             max_call_elems());
 }
 
-// The most elements one reduce-scatter or all-gather call moves in all: INT_MAX (MPI's int
-// counts), or DS_MPI_MAX_ELEMS (a test knob that makes small calls take the split path).
-int64_t max_call_elems() {   // (read at every call: one getenv beside a collective)
-  return ds::env_int("DS_MPI_MAX_ELEMS", 1, INT_MAX).value_or(INT_MAX);
+// The unit, in elements, that all_to_all_v and all_gather_v count in: 1 while every part fits
+// one call's int counts, else the greatest common divisor of the counts (the hidden size of the
+// expert dispatch's rows), so that MPI counts rows; still too many is refused by int_counts.
+int64_t count_unit(std::initializer_list<const std::vector<int64_t>*> parts) {
+  int64_t g = 0;
+  bool fits = true;
+  for (const std::vector<int64_t>* c : parts) {
+    int64_t total = 0;
+    for (int64_t x : *c) total += x, g = std::gcd(g, x);
+    fits = fits && total <= max_call_elems();
+  }
+  return fits || g == 0 ? 1 : g;
 }
+
+// `counts` / unit (each divides), and an MPI type of `unit` elements (committed; freed with it).
+struct UnitCounts {
+  std::vector<int64_t> counts;
+  MPI_Datatype type;
+  bool owned = false;
+  UnitCounts(const char* op, const std::vector<int64_t>& c, int64_t unit, DType dt)
+      : type(move_type(dt)) {
+    for (int64_t x : c) counts.push_back(x / unit);
+    if (unit == 1) return;
+    MPI_Datatype t;
+    mpi_check(MPI_Type_contiguous(to_int(op, unit), type, &t), "MPI_Type_contiguous");
+    mpi_check(MPI_Type_commit(&t), "MPI_Type_commit");
+    type = t;
+    owned = true;
+  }
+  ~UnitCounts() {
+    if (owned) MPI_Type_free(&type);
+  }
+  UnitCounts(const UnitCounts&) = delete;
+  UnitCounts& operator=(const UnitCounts&) = delete;
+};
 
 class MpiRequest final : public Request::Impl {
  public:
@@ -217,21 +258,28 @@ class MpiComm final : public Comm {
   void all_gather_v(const void* send, void* recv, const std::vector<int64_t>& counts,
                     DType dt) override {
     detail::check_counts("all_gather_v", counts, size_);
+    const int64_t unit = count_unit({&counts});
+    const UnitCounts u("all_gather_v", counts, unit, dt);
     std::vector<int> c, displ;
-    int_counts("all_gather_v", counts, c, displ);
-    const void* in = send == detail::bytes_of(recv, displ[size_t(rank_)], dt) ? MPI_IN_PLACE : send;
-    mpi_check(MPI_Allgatherv(in, c[size_t(rank_)], move_type(dt), recv, c.data(), displ.data(),
-                             move_type(dt), comm_), "MPI_Allgatherv");
+    int_counts("all_gather_v", u.counts, c, displ);
+    const void* in =
+        send == detail::bytes_of(recv, displ[size_t(rank_)] * unit, dt) ? MPI_IN_PLACE : send;
+    mpi_check(MPI_Allgatherv(in, c[size_t(rank_)], u.type, recv, c.data(), displ.data(), u.type,
+                             comm_), "MPI_Allgatherv");
   }
   void all_to_all_v(const void* send, const std::vector<int64_t>& send_counts, void* recv,
                     const std::vector<int64_t>& recv_counts, DType dt) override {
     detail::check_counts("all_to_all_v", send_counts, size_, "send_counts");
     detail::check_counts("all_to_all_v", recv_counts, size_, "recv_counts");
+    // (ranks may pick different units: MPI matches the element sequences, not the unit types)
+    const int64_t unit = count_unit({&send_counts, &recv_counts});
+    const UnitCounts su("all_to_all_v", send_counts, unit, dt),
+        ru("all_to_all_v", recv_counts, unit, dt);
     std::vector<int> sc, sd, rc, rd;
-    int_counts("all_to_all_v", send_counts, sc, sd);
-    int_counts("all_to_all_v", recv_counts, rc, rd);
-    mpi_check(MPI_Alltoallv(send, sc.data(), sd.data(), move_type(dt), recv, rc.data(), rd.data(),
-                            move_type(dt), comm_), "MPI_Alltoallv");
+    int_counts("all_to_all_v", su.counts, sc, sd);
+    int_counts("all_to_all_v", ru.counts, rc, rd);
+    mpi_check(MPI_Alltoallv(send, sc.data(), sd.data(), su.type, recv, rc.data(), rd.data(),
+                            ru.type, comm_), "MPI_Alltoallv");
   }
   void broadcast(void* data, int64_t n, DType dt, int root) override {
     detail::check_peer("broadcast", root, size_);
