@@ -24,6 +24,7 @@
 #include "ds/core/env.hpp"
 #include "ds/core/version.hpp"
 #include "ds/dist/topology.hpp"
+#include "ds/tokenizer/utf8.hpp"
 
 namespace ds::cli {
 
@@ -50,23 +51,24 @@ void apply_common_options(const CommonOptions& opts) {
 
 namespace {
 
-// An error message as one bounded line: control characters from the input a message quotes
-// (a role "a\nb", a tokenizer type) are written as \n, \t or \xNN, and a message quoting a huge
-// value is cut at 2000 bytes (on a UTF-8 boundary), saying how much was left out.
+// An error message as one bounded line of valid UTF-8: control characters from the input a
+// message quotes (a role "a\nb", a tokenizer type) are written as \n, \t or \xNN, so are bytes
+// that are not UTF-8 (a JSON parser's "last read" of a bad byte), and a message quoting a huge
+// value is cut at 2000 bytes (between characters), saying how much was left out.
 std::string printable(std::string_view msg) {
   constexpr size_t kMax = 2000;
   std::string out;
   size_t i = 0;
-  for (; i < msg.size(); ++i) {
+  while (i < msg.size() && out.size() < kMax) {
     const auto c = static_cast<unsigned char>(msg[i]);
-    // past the limit, stop before a byte that starts a character (a UTF-8 sequence in
-    // progress is finished; a run of stray continuation bytes is cut 4 bytes later)
-    if (out.size() >= kMax && ((c & 0xC0) != 0x80 || out.size() >= kMax + 4)) break;
+    char32_t cp = 0;
+    const size_t len = c < 0x80 ? 1 : tok::utf8_decode(msg, i, cp);
     if (c == '\n') out += "\\n";
     else if (c == '\t') out += "\\t";
     else if (c == '\r') out += "\\r";
-    else if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
-    else out += char(c);
+    else if (c < 0x20 || c == 0x7f || len == 0) out += fmt::format("\\x{:02x}", c);
+    else out.append(msg.substr(i, len));
+    i += std::max<size_t>(len, 1);
   }
   if (i < msg.size()) out += fmt::format("... ({} more bytes)", msg.size() - i);
   return out;

@@ -292,6 +292,11 @@ def test_bad_inputs(tool, work, tok, ds):
               stdin=b'{"ids": ["' + b"x" * 1000000 + b'"]}\n')[2]
     check(len(err) < 2200 and "more bytes)" in err and err.count("\n") == 1,
           f"a huge value in an error is cut ({len(err)} bytes of stderr)")
+    # a byte that is not UTF-8, quoted by the JSON parser, is escaped (stderr stays UTF-8)
+    p = subprocess.run([tool, "encode", "--jsonl", "--tokenizer", tok],
+                       input=b'{"text":"a\xff b"}\n', capture_output=True, timeout=60)
+    check(p.returncode == 1 and b"\\xff" in p.stderr and b"\xff" not in p.stderr,
+          f"invalid UTF-8 in an error message: exit {p.returncode}, {p.stderr!r}")
 
     # Corrupt one byte in the middle of the first shard's first block.
     cd = os.path.join(work, "corrupt")
