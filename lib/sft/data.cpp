@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <exception>
 
 #include "ds/core/error.hpp"
@@ -152,6 +153,19 @@ int64_t token_at(const std::vector<size_t>& offsets, size_t byte) {
   return it != offsets.end() && *it == byte ? int64_t(it - offsets.begin()) : -1;
 }
 
+// The first target token of a target starting at `byte`. Where that is inside a token whose
+// rest is whitespace, BPE merged the template's whitespace before the turn with the prompt's
+// last characters (V3 renders a tool-call turn after another turn as "\n<｜tool▁call▁begin｜>",
+// and "?\n" is one token): that token holds prompt bytes, so the target starts at the next one.
+// -1 for any other start inside a token (a tokenizer without the chat tokens).
+int64_t target_start(const std::vector<size_t>& offsets, const std::string& text, size_t byte) {
+  auto it = std::lower_bound(offsets.begin(), offsets.end(), byte);
+  if (it == offsets.end()) return -1;
+  for (size_t k = byte; k < *it; ++k)
+    if (!std::isspace(static_cast<unsigned char>(text[k]))) return -1;
+  return int64_t(it - offsets.begin());
+}
+
 }  // namespace
 
 Sample tokenize_example(const std::vector<infer::ChatMessage>& messages,
@@ -192,14 +206,15 @@ Sample tokenize_example(const std::vector<infer::ChatMessage>& messages,
       const infer::MessageSpan& sp = r.spans[i];
       if (messages[sp.message].role != "assistant" || sp.target.end <= sp.target.begin) continue;
       if (opt.loss_on == LossOn::last && i != last) continue;
-      const int64_t a = token_at(off, sp.target.begin), b = token_at(off, sp.target.end);
+      const int64_t a = target_start(off, r.text, sp.target.begin),
+                    b = token_at(off, sp.target.end);
       if (a < 0 || b < 0)
         DS_THROW(FormatError,
                  "{}: messages[{}]: the assistant target {} inside a token (byte {}); the "
                  "tokenizer needs the DeepSeek chat tokens as added tokens (ds-tokenize train "
                  "adds them)", where, sp.message, a < 0 ? "starts" : "ends",
                  a < 0 ? sp.target.begin : sp.target.end);
-      std::fill(s.target.begin() + a, s.target.begin() + b, uint8_t(1));
+      if (a < b) std::fill(s.target.begin() + a, s.target.begin() + b, uint8_t(1));
     }
   }
   if (opt.max_tokens > 0 && int64_t(s.tokens.size()) > opt.max_tokens) {

@@ -134,6 +134,34 @@ TEST_CASE("the real DeepSeek-V3 tokenizer: masks on token boundaries") {
   CHECK(s.tokens.back() == 1);
 }
 
+TEST_CASE("the real DeepSeek-V3 tokenizer: a tool-call turn after a question") {
+  // V3 renders a tool-call turn after another turn as "\n<｜tool▁call▁begin｜>...", and the
+  // question's "?" and that "\n" are one token: the target starts at the next token (it was an
+  // error blaming the tokenizer)
+  const auto& kit = ds_sft_test::deepseek_kit();
+  if (!kit.tok) return;   // ../shared/data absent
+  const std::string call =
+      R"({"type": "function", "function": {"name": "get_weather", "arguments": "{}"}})";
+  const std::string line =
+      R"({"messages": [{"role": "user", "content": "Weather in Paris?"},)"
+      R"( {"role": "assistant", "content": null, "tool_calls": [)" + call + R"(]},)"
+      R"( {"role": "tool", "content": "20"}, {"role": "assistant", "content": "It is 20C."},)"
+      R"( {"role": "user", "content": "And in Rome?"},)"
+      R"( {"role": "assistant", "content": null, "tool_calls": [)" + call + R"(]},)"
+      R"( {"role": "tool", "content": "25"}, {"role": "assistant", "content": "It is 25C."}]})";
+  const Sample s = tokenize_line(line, LossOn::assistant, kit);
+  const auto runs = target_runs(s, *kit.tok);
+  REQUIRE(runs.size() == 4);
+  CHECK(runs[2].rfind("<｜tool▁call▁begin｜>function", 0) == 0);
+  CHECK(runs[3] == "It is 25C." + std::string(sp::kEos));
+  size_t a = 0;   // the first token of the third run, and the token before it: "?\n"
+  for (size_t i = 1, n = 0; i < s.tokens.size(); ++i)
+    if (s.target[i] && !s.target[i - 1] && ++n == 3) a = i;
+  REQUIRE(a > 0);
+  CHECK(kit.tok->token_bytes(uint32_t(s.tokens[a - 1])) == "?\n");
+  CHECK(s.target[a - 1] == 0);
+}
+
 TEST_CASE("a tokenizer without the chat tokens: target boundary inside a token is an error") {
   // Only BOS/EOS are added tokens; "|>" + "!!" is learned as one token, so the assistant
   // content "!!" starts inside the token that also ends the Assistant tag.
