@@ -267,6 +267,10 @@ std::optional<std::string> DocumentReader::Impl::parse_jsonl(std::string_view li
     error = fmt::format("invalid UTF-8 at byte {}", line_offset + *bad);
     return std::nullopt;
   }
+  if (const size_t nul = line.find('\0'); nul != std::string::npos) {   // (nlohmann stops there)
+    error = fmt::format("a NUL byte at byte {} (not JSON text)", line_offset + nul);
+    return std::nullopt;
+  }
   if (!io::json_depth_ok(line)) {
     error = fmt::format("JSON nested deeper than {} levels", io::kMaxJsonDepth);
     return std::nullopt;

@@ -1,5 +1,5 @@
-// check_json_input (ds/io/json_input.hpp): the nesting limit and duplicate keys, which a
-// parse alone would keep silently (the last one wins).
+// check_json_input (ds/io/json_input.hpp): the nesting limit, duplicate keys, which a parse
+// alone would keep silently (the last one wins), and NUL bytes, where a parse stops.
 #include <doctest/doctest.h>
 
 #include <string>
@@ -32,4 +32,7 @@ TEST_CASE("check_json_input: duplicate keys at any level, escapes decoded") {
   // malformed text is the parser's to report
   CHECK(message(R"({"a": 1, "b")") == "");
   CHECK(message(std::string(300, '[')).find("nested deeper") != std::string::npos);
+  // a NUL byte: nlohmann takes it for the end of the text (what follows was never read)
+  CHECK(message(std::string("{\"a\": 1}\0{\"b\": 2}", 17)) ==
+        "f.jsonl:3: a NUL byte at byte 8 (not JSON text)");
 }
