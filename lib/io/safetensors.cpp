@@ -386,9 +386,7 @@ SafetensorsDir::SafetensorsDir(const fs::path& dir_or_file) : source_(dir_or_fil
       bool same = !single;
       try {
         open_index(p / kSafetensorsIndex);
-        same = same || std::all_of(files_.begin(), files_.end(), [](const auto& f) {
-                 return f->path().filename() == kSafetensorsSingle;
-               });
+        same = same || (files_.size() == 1 && files_[0]->path().filename() == kSafetensorsSingle);
       } catch (const Error&) {
         if (!single) throw;   // (with both, a broken index is reported as a stale one)
       }

@@ -252,6 +252,9 @@ TEST_CASE("sharded write with index, read back through SafetensorsDir") {
   for (auto& [name, file] : self["weight_map"].items()) file = "model.safetensors";
   ds::io::write_file_atomic(d1 / "model.safetensors.index.json", self.dump());
   CHECK(SafetensorsDir(d1).names().size() == 5);
+  self["weight_map"] = nlohmann::json::object();   // an empty index would hide the file's tensors
+  ds::io::write_file_atomic(d1 / "model.safetensors.index.json", self.dump());
+  CHECK_THROWS_WITH_AS(SafetensorsDir{d1}, doctest::Contains("a stale one?"), ds::FormatError);
   fs::remove(d1 / "model.safetensors.index.json");
   CHECK(SafetensorsDir(d1 / "model.safetensors").num_files() == 1);
 
