@@ -37,28 +37,36 @@ ops::Context make_context(const std::string& device, int threads, int gpu) {
   return ctx;
 }
 
+void check_precision_flags(const std::string& precision, const std::string& fp8_granularity,
+                           const std::string& fp8_scale, const std::string& moe_gemm) {
+  const ops::Precision mode = ops::parse_precision(precision, "--precision");
+  const auto granularity = ops::parse_fp8_granularity(fp8_granularity, "--fp8-granularity");
+  const auto scale = ops::parse_scale_format(fp8_scale, "--fp8-scale");
+  // the FP8 settings mean nothing in another precision: a value other than the default would
+  // be ignored without a word
+  if (mode != ops::Precision::fp8) {
+    if (granularity != ops::Fp8Granularity::tile)
+      DS_THROW(UsageError, "--fp8-granularity {} needs --precision fp8 (got {})", fp8_granularity,
+               precision);
+    if (scale != ops::ScaleFormat::fp32)
+      DS_THROW(UsageError, "--fp8-scale {} needs --precision fp8 (got {})", fp8_scale, precision);
+  }
+  if (moe_gemm == "grouped" && mode == ops::Precision::fp8 &&
+      granularity != ops::Fp8Granularity::tile)
+    DS_THROW(UsageError, "--moe-gemm grouped with --precision fp8 needs --fp8-granularity tile");
+}
+
 ops::Context make_context(const std::string& device, int threads, const std::string& precision,
                           const std::string& fp8_granularity, const std::string& fp8_scale,
                           const std::string& moe_gemm, int gpu) {
   const int moe = moe_gemm == "auto" ? -1 : moe_gemm == "loop" ? 0 : moe_gemm == "grouped" ? 1 : -2;
   if (moe == -2)
     DS_THROW(UsageError, "--moe-gemm: expected auto, loop or grouped, got '{}'", moe_gemm);
+  check_precision_flags(precision, fp8_granularity, fp8_scale, moe_gemm);
   ops::Context ctx = make_context(device, threads, gpu);
   ctx.linear.mode = ops::parse_precision(precision, "--precision");
   ctx.linear.granularity = ops::parse_fp8_granularity(fp8_granularity, "--fp8-granularity");
   ctx.linear.scale_format = ops::parse_scale_format(fp8_scale, "--fp8-scale");
-  // the FP8 settings mean nothing in another precision: a value other than the default would
-  // be ignored without a word
-  if (ctx.linear.mode != ops::Precision::fp8) {
-    if (ctx.linear.granularity != ops::Fp8Granularity::tile)
-      DS_THROW(UsageError, "--fp8-granularity {} needs --precision fp8 (got {})", fp8_granularity,
-               precision);
-    if (ctx.linear.scale_format != ops::ScaleFormat::fp32)
-      DS_THROW(UsageError, "--fp8-scale {} needs --precision fp8 (got {})", fp8_scale, precision);
-  }
-  if (moe == 1 && ctx.linear.mode == ops::Precision::fp8 &&
-      ctx.linear.granularity != ops::Fp8Granularity::tile)
-    DS_THROW(UsageError, "--moe-gemm grouped with --precision fp8 needs --fp8-granularity tile");
   ctx.moe_gemm = moe;
   // On the GPU the weights' GEMM operands are kept from the forward to the backward pass
   // (ops::OperandCache; AdamW::step rewrites its BF16 entries in place, drops the others):
@@ -112,6 +120,7 @@ model::ModelArgs resolve_model_args(const PretrainOptions& o) {
 
 model::ModelArgs check_pretrain_flags(const PretrainOptions& o) {
   if (o.batch_size <= 0) DS_THROW(UsageError, "--batch-size must be positive");
+  check_precision_flags(o.precision, o.fp8_granularity, o.fp8_scale, o.moe_gemm);
   if (o.seq_len < 2) DS_THROW(UsageError, "--seq-len must be at least 2");
   validate(o.schedule);
   validate(o.optimizer);

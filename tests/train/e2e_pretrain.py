@@ -249,6 +249,8 @@ def test_errors(P, tok, data, work):
          "--fp8-granularity tensor needs --precision fp8 (got bf16)"),
         ("fp8 scale without fp8", base_args(tok, data, out, 2) + ["--fp8-scale", "ue8m0"], 2,
          "--fp8-scale ue8m0 needs --precision fp8"),
+        ("fp8 scale without fp8, dry run", ["--preset", "tiny", "--dry-run", "--fp8-scale",
+                                            "ue8m0"], 2, "--fp8-scale ue8m0 needs --precision"),
         ("bad moe gemm", base_args(tok, data, out, 2) + ["--moe-gemm", "fused"], 2, "moe-gemm"),
         ("bad packing", base_args(tok, data, out, 2) + ["--packing", "first-fit"], 2,
          "--packing"),

@@ -44,6 +44,11 @@ ops::Context make_context(const std::string& device, int threads, int gpu = 0);
 ops::Context make_context(const std::string& device, int threads, const std::string& precision,
                           const std::string& fp8_granularity, const std::string& fp8_scale,
                           const std::string& moe_gemm = "auto", int gpu = 0);
+// The precision flags' checks alone (make_context's, and --dry-run's): UsageError naming the
+// flag for a bad value, an FP8 setting other than the default without --precision fp8, or
+// grouped FP8 experts without tile scaling.
+void check_precision_flags(const std::string& precision, const std::string& fp8_granularity,
+                           const std::string& fp8_scale, const std::string& moe_gemm);
 // From ds-pretrain's options, on GPU dist::process_gpu(o.device, o.dist.launch).
 ops::Context make_context(const PretrainOptions& o);
 
