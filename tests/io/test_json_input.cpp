@@ -34,5 +34,5 @@ TEST_CASE("check_json_input: duplicate keys at any level, escapes decoded") {
   CHECK(message(std::string(300, '[')).find("nested deeper") != std::string::npos);
   // a NUL byte: nlohmann takes it for the end of the text (what follows was never read)
   CHECK(message(std::string("{\"a\": 1}\0{\"b\": 2}", 17)) ==
-        "f.jsonl:3: a NUL byte at byte 8 (not JSON text)");
+        "f.jsonl:3: a NUL byte at byte 8 of the line (not JSON text)");
 }

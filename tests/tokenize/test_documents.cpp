@@ -140,9 +140,11 @@ TEST_CASE("JSONL documents, malformed lines and --skip-bad-lines") {
   CHECK(error_of(in).find(f + ":1: no field \"body\"") == 0);
   // a NUL byte ended the parse there: the rest of the line was dropped without a word
   in.field = "text";
-  const std::string nul = std::string("{\"text\": \"a\"}") + '\0' + "{\"text\": \"b\"}\n";
+  // (on line 2: the byte is counted in the file, as invalid UTF-8's is)
+  const std::string nul =
+      std::string("{\"text\": \"z\"}\n{\"text\": \"a\"}") + '\0' + "{\"text\": \"b\"}\n";
   in.inputs = {write(dir / "nul.jsonl", nul).string()};
-  CHECK(error_of(in).find(":1: a NUL byte at byte 13 (not JSON text)") != std::string::npos);
+  CHECK(error_of(in).find(":2: a NUL byte at byte 27 (not JSON text)") != std::string::npos);
 }
 
 TEST_CASE("invalid UTF-8 is reported with its byte offset; missing files fail early") {
