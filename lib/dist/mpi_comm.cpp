@@ -114,10 +114,11 @@ int64_t max_call_elems() {   // (read at every call: one getenv beside a collect
   return ds::env_int("DS_MPI_MAX_ELEMS", 1, INT_MAX).value_or(INT_MAX);
 }
 
-// counts (i64, one per rank) -> int counts and exclusive-prefix displacements; their sum past
-// max_call_elems() is refused (as to_int refuses one past INT_MAX).
+// counts (i64, one per rank, in units of `unit` elements) -> int counts and exclusive-prefix
+// displacements; their sum past max_call_elems() is refused (as to_int refuses one past
+// INT_MAX).
 void int_counts(const char* op, const std::vector<int64_t>& counts, std::vector<int>& c,
-                std::vector<int>& displ) {
+                std::vector<int>& displ, int64_t unit = 1) {
   c.resize(counts.size());
   displ.resize(counts.size());
   int64_t off = 0;
@@ -127,7 +128,8 @@ void int_counts(const char* op, const std::vector<int64_t>& counts, std::vector<
     off += counts[r];
   }
   if (to_int(op, off) > max_call_elems())
-    DS_THROW(InternalError, "{}: element count {} exceeds the limit of {} per call", op, off,
+    DS_THROW(InternalError, "{}: element count {}{} exceeds the limit of {} per call", op,
+             off * unit, unit > 1 ? fmt::format(" ({} units of {})", off, unit) : "",
              max_call_elems());
 }
 
@@ -261,7 +263,7 @@ class MpiComm final : public Comm {
     const int64_t unit = count_unit({&counts});
     const UnitCounts u("all_gather_v", counts, unit, dt);
     std::vector<int> c, displ;
-    int_counts("all_gather_v", u.counts, c, displ);
+    int_counts("all_gather_v", u.counts, c, displ, unit);
     const void* in =
         send == detail::bytes_of(recv, displ[size_t(rank_)] * unit, dt) ? MPI_IN_PLACE : send;
     mpi_check(MPI_Allgatherv(in, c[size_t(rank_)], u.type, recv, c.data(), displ.data(), u.type,
@@ -276,8 +278,8 @@ class MpiComm final : public Comm {
     const UnitCounts su("all_to_all_v", send_counts, unit, dt),
         ru("all_to_all_v", recv_counts, unit, dt);
     std::vector<int> sc, sd, rc, rd;
-    int_counts("all_to_all_v", su.counts, sc, sd);
-    int_counts("all_to_all_v", ru.counts, rc, rd);
+    int_counts("all_to_all_v", su.counts, sc, sd, unit);
+    int_counts("all_to_all_v", ru.counts, rc, rd, unit);
     mpi_check(MPI_Alltoallv(send, sc.data(), sd.data(), su.type, recv, rc.data(), rd.data(),
                             ru.type, comm_), "MPI_Alltoallv");
   }

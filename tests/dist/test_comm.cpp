@@ -185,21 +185,24 @@ TEST_CASE("all_to_all_v moves bf16 bit patterns with uneven and zero counts") {
   CHECK(bad == 0);
 
   // Beyond one call's int counts (DS_MPI_MAX_ELEMS stands in for INT_MAX): counted in units of
-  // the counts' common divisor, rows of 3 here (15 to 39 elements a rank in all, 5 to 13 rows,
-  // against a limit of 14), ranks choosing their units on their own
-  for (int64_t q = 0; q < P; ++q) {
-    sc[size_t(q)] = 3 * ((r + q) % 3 + 2);
-    rc[size_t(q)] = 3 * ((q + r) % 3 + 2);
+  // the counts' common divisor, each rank its own: rank 0's parts are multiples of 6, the
+  // others' of 3 (24 to 66 elements a rank in all, 5 to 17 units, against a limit of 20)
+  auto count = [](int64_t a, int64_t b) {   // what rank a sends to rank b
+    return a == 0 || b == 0 ? 6 * ((a + b) % 3 + 2) : 3 * (2 * ((a + b) % 3) + 1);
+  };
+  for (int q = 0; q < P; ++q) {
+    sc[size_t(q)] = count(r, q);
+    rc[size_t(q)] = count(q, r);
   }
   send.clear();
   for (int q = 0; q < P; ++q)
     for (int64_t i = 0; i < sc[size_t(q)]; ++i) send.push_back(pattern(r, q, i));
   recv.assign(size_t(std::accumulate(rc.begin(), rc.end(), int64_t(0))), 0);
-  ::setenv("DS_MPI_MAX_ELEMS", "14", 1);
+  ::setenv("DS_MPI_MAX_ELEMS", "20", 1);
   w.all_to_all_v(send.data(), sc, recv.data(), rc, DType::bf16);
-  std::vector<int64_t> gc(size_t(P), 9);   // all_gather_v of 9 per rank: units of 9
-  std::vector<uint16_t> mine(9), all(size_t(9 * P));
-  for (int i = 0; i < 9; ++i) mine[size_t(i)] = pattern(r, 0, i);
+  std::vector<int64_t> gc(size_t(P), 12);   // all_gather_v of 12 per rank: units of 12
+  std::vector<uint16_t> mine(12), all(size_t(12 * P));
+  for (int i = 0; i < 12; ++i) mine[size_t(i)] = pattern(r, 0, i);
   w.all_gather_v(mine.data(), all.data(), gc, DType::bf16);
   ::unsetenv("DS_MPI_MAX_ELEMS");
   off = 0;
@@ -207,19 +210,19 @@ TEST_CASE("all_to_all_v moves bf16 bit patterns with uneven and zero counts") {
   for (int q = 0; q < P; ++q)
     for (int64_t i = 0; i < rc[size_t(q)]; ++i) bad += recv[off++] != pattern(q, r, i);
   for (int q = 0; q < P; ++q)
-    for (int i = 0; i < 9; ++i) bad += all[size_t(q * 9 + i)] != pattern(q, 0, i);
+    for (int i = 0; i < 12; ++i) bad += all[size_t(q * 12 + i)] != pattern(q, 0, i);
   CHECK(bad == 0);
   // counts with no common divisor past the limit: refused by name, not truncated
   if (P > 1) {
     std::vector<int64_t> odd(size_t(P), 0);
-    odd[size_t((r + 1) % P)] = 15;   // to the next rank; from the previous one, 15 too
+    odd[size_t((r + 1) % P)] = 20;   // to the next rank; from the previous one, 20 too
     std::vector<int64_t> odd_in(size_t(P), 0);
-    odd_in[size_t((r + P - 1) % P)] = 15;
-    odd[size_t(r)] = 1, odd_in[size_t(r)] = 1;   // and 1 to itself: gcd 1, 16 elements
-    std::vector<uint16_t> big(16), big_in(16);
-    ::setenv("DS_MPI_MAX_ELEMS", "14", 1);
+    odd_in[size_t((r + P - 1) % P)] = 20;
+    odd[size_t(r)] = 1, odd_in[size_t(r)] = 1;   // and 1 to itself: gcd 1, 21 elements
+    std::vector<uint16_t> big(21), big_in(21);
+    ::setenv("DS_MPI_MAX_ELEMS", "20", 1);
     CHECK_THROWS_WITH_AS(w.all_to_all_v(big.data(), odd, big_in.data(), odd_in, DType::bf16),
-                         doctest::Contains("all_to_all_v: element count 16 exceeds"),
+                         doctest::Contains("all_to_all_v: element count 21 exceeds"),
                          ds::InternalError);
     ::unsetenv("DS_MPI_MAX_ELEMS");
   }
