@@ -3,9 +3,7 @@
 // reference: spec §6.1 (BPB = Σ −ln p / (ln 2 × UTF-8 bytes)).
 #include <nlohmann/json.hpp>
 
-#include <algorithm>
 #include <cmath>
-#include <iterator>
 
 #include "ds/core/error.hpp"
 #include "ds/core/interrupt.hpp"
@@ -45,9 +43,8 @@ std::vector<Doc> text_documents(const model::Pretrained& pt, const PerplexityOpt
   return docs;
 }
 
-// The FIM markers of a dataset that ds-tokenize encoded with --fim-rate > 0 (its provenance's
-// fim_rate), else none. A PSM document holds its text's bytes rearranged around the markers:
-// its bytes are the text's, without the markers' (whose NLL is still scored).
+// The FIM markers {begin, hole, end} of a dataset that ds-tokenize encoded with --fim-rate > 0
+// (its provenance's fim_rate), else none.
 std::vector<tok::TokenId> fim_markers(const data::Dataset& ds, const tok::Tokenizer& tk) {
   const auto p = nlohmann::json::parse(ds.manifest().extra_json, nullptr, false);
   const auto it = p.is_object() ? p.find("fim_rate") : p.end();
@@ -55,14 +52,29 @@ std::vector<tok::TokenId> fim_markers(const data::Dataset& ds, const tok::Tokeni
   std::vector<tok::TokenId> ids;
   for (std::string_view m : {tok::special::kFimBegin, tok::special::kFimHole, tok::special::kFimEnd})
     if (const auto id = tk.token_to_id(m)) ids.push_back(*id);
-  return ids;
+  return ids.size() == 3 ? ids : std::vector<tok::TokenId>{};
+}
+
+// A document's tokens (its start token first: BOS or detail::document_start) without the three
+// markers of its PSM form (<begin> prefix <hole> suffix <end> middle: the text's bytes
+// rearranged; the markers' NLL is still scored), when it is in that form (<begin> right after
+// the start); else all of them (a marker written in a document's text is its text).
+std::vector<tok::TokenId> without_psm_markers(const std::vector<tok::TokenId>& t,
+                                              const std::vector<tok::TokenId>& markers) {
+  if (markers.empty() || t.size() < 2 || t[1] != markers[0]) return t;
+  std::vector<tok::TokenId> out{t[0]};
+  size_t next = 0;   // the marker looked for: begin, hole, end, in that order
+  for (size_t i = 1; i < t.size(); ++i) {
+    if (next < 3 && t[i] == markers[next]) { ++next; continue; }
+    out.push_back(t[i]);
+  }
+  return out;
 }
 
 std::vector<Doc> shard_documents(const model::Pretrained& pt, const PerplexityOptions& o) {
   const tok::Tokenizer& tk = detail::tokenizer_of(pt);
   data::Dataset ds(o.data, tk.fingerprint());
   const std::vector<tok::TokenId> markers = fim_markers(ds, tk);
-  std::vector<tok::TokenId> text;   // a document's tokens without FIM markers
   const tok::TokenId bos = detail::bos_of(pt), start = detail::document_start(pt);
   const std::optional<tok::TokenId> eos = tk.eos_id();
   std::vector<Doc> docs;
@@ -79,11 +91,7 @@ std::vector<Doc> shard_documents(const model::Pretrained& pt, const PerplexityOp
       // the EOS that ds-tokenize encode ends every document with is not scored: a document
       // then scores as its text file does (the same tokens and bytes)
       if (eos && d.tokens.size() > 2 && d.tokens.back() == *eos) d.tokens.pop_back();
-      text.clear();
-      std::copy_if(d.tokens.begin(), d.tokens.end(), std::back_inserter(text), [&](auto t) {
-        return std::find(markers.begin(), markers.end(), t) == markers.end();
-      });
-      d.bytes = tk.decode(text, /*skip_special=*/true).size();
+      d.bytes = tk.decode(without_psm_markers(d.tokens, markers), /*skip_special=*/true).size();
       docs.push_back(std::move(d));
     }
   }

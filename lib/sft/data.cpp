@@ -259,7 +259,7 @@ SampleSet load_samples(const std::vector<std::string>& files, const infer::ChatT
   SampleSet set;
   for (Sample& s : samples) {
     set.truncated += s.truncated;
-    if (s.n_targets == 0) {   // only possible after truncation
+    if (s.n_targets == 0) {   // after truncation, or targets of whitespace alone
       set.dropped++;
       continue;
     }

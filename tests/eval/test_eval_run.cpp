@@ -154,7 +154,7 @@ TEST_CASE("ds-eval perplexity: exp of the independently computed mean NLL; BPB; 
 TEST_CASE("ds-eval perplexity: a FIM dataset's bytes are its text's, without the markers") {
   TempDir tmp;
   model::ModelArgs a = model::testing::micro_args();
-  a.vocab_size = 267;   // the tiny tokenizer's 263 ids and 3 FIM markers
+  a.vocab_size = 267;   // the tiny tokenizer's 263 ids, one unused, and 3 FIM markers
   a.max_seq_len = 64;
   model::ParamStore ps;
   model::Transformer m(a, ps);
@@ -180,10 +180,10 @@ TEST_CASE("ds-eval perplexity: a FIM dataset's bytes are its text's, without the
   tk.encode(mid, ids, false);
   ids.push_back(*tk.eos_id());
   int n = 0;
-  auto bytes_of = [&](const std::string& provenance) {
+  auto bytes_of = [&](const std::string& provenance, const std::vector<tok::TokenId>& doc) {
     const fs::path dir = tmp.path() / ("data" + std::to_string(n++));
     data::DatasetWriter w(dir, uint32_t(a.vocab_size), tk.fingerprint());
-    w.add_document(ids);
+    w.add_document(doc);
     w.finish(provenance);
     eval::PerplexityOptions o;
     o.common.model = ckpt.string();
@@ -194,11 +194,14 @@ TEST_CASE("ds-eval perplexity: a FIM dataset's bytes are its text's, without the
     return r["counts"]["bytes"].get<uint64_t>();
   };
   const uint64_t text = pre.size() + mid.size() + suf.size();
-  CHECK(bytes_of(R"({"fim_rate": 0.5})") == text);
+  const uint64_t marks = tok::special::kFimBegin.size() + tok::special::kFimHole.size() +
+                         tok::special::kFimEnd.size();
+  CHECK(bytes_of(R"({"fim_rate": 0.5})", ids) == text);
   // without --fim-rate the markers are text the document holds (match_added_tokens)
-  CHECK(bytes_of(R"({"fim_rate": 0})") == text + tok::special::kFimBegin.size() +
-                                              tok::special::kFimHole.size() +
-                                              tok::special::kFimEnd.size());
+  CHECK(bytes_of(R"({"fim_rate": 0})", ids) == text + marks);
+  // and so they are in a document of a FIM dataset that was not rewritten (not in PSM form)
+  std::vector<tok::TokenId> plain(ids.begin() + 1, ids.end());
+  CHECK(bytes_of(R"({"fim_rate": 0.5})", plain) == text + marks - tok::special::kFimBegin.size());
 }
 
 TEST_CASE("ds-eval mc: accuracy computed by hand from logits; sample log") {
