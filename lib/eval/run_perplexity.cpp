@@ -50,7 +50,8 @@ std::vector<tok::TokenId> fim_markers(const data::Dataset& ds, const tok::Tokeni
   const auto it = p.is_object() ? p.find("fim_rate") : p.end();
   if (it == p.end() || !it->is_number() || !(it->get<double>() > 0)) return {};
   std::vector<tok::TokenId> ids;
-  for (std::string_view m : {tok::special::kFimBegin, tok::special::kFimHole, tok::special::kFimEnd})
+  namespace sp = tok::special;
+  for (std::string_view m : {sp::kFimBegin, sp::kFimHole, sp::kFimEnd})
     if (const auto id = tk.token_to_id(m)) ids.push_back(*id);
   return ids.size() == 3 ? ids : std::vector<tok::TokenId>{};
 }

@@ -163,7 +163,8 @@ TEST_CASE("ds-eval perplexity: a FIM dataset's bytes are its text's, without the
   model::testing::write_hf_checkpoint(ckpt, ps, a, {});
   json tj = json::parse(model::testing::tiny_tokenizer_json());
   int64_t next = 264;
-  for (std::string_view mk : {tok::special::kFimHole, tok::special::kFimBegin, tok::special::kFimEnd})
+  namespace sp = tok::special;
+  for (std::string_view mk : {sp::kFimHole, sp::kFimBegin, sp::kFimEnd})
     tj["added_tokens"].push_back({{"id", next++}, {"content", std::string(mk)},
                                   {"single_word", false}, {"lstrip", false}, {"rstrip", false},
                                   {"normalized", true}, {"special", false}});   // as V3's

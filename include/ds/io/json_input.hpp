@@ -56,8 +56,8 @@ struct DuplicateKeys : JsonSaxPass {
 }  // namespace detail
 
 // FormatError "WHERE: JSON nested deeper than 256 levels", "WHERE: key "K" appears twice in
-// one object" or "WHERE: a NUL byte at byte N of the line" (JSON text has none, and nlohmann takes one for
-// the end of the input: the rest of the line was dropped without a word).
+// one object" or "WHERE: a NUL byte at byte N of the line" (JSON text has none, and nlohmann
+// takes one for the end of the input: the rest of the line was dropped without a word).
 inline void check_json_input(std::string_view text, std::string_view where) {
   if (const size_t nul = text.find('\0'); nul != std::string_view::npos)
     DS_THROW(FormatError, "{}: a NUL byte at byte {} of the line (not JSON text)", where, nul);
