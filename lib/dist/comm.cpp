@@ -30,6 +30,11 @@ Request::~Request() {
   }
 }
 
+bool Request::test() {
+  if (impl_ && impl_->test()) impl_.reset();
+  return !impl_;
+}
+
 void Request::wait() {
   if (!impl_) return;
   // Released before waiting so that a failed wait is not retried by the destructor.

@@ -173,6 +173,11 @@ class MpiRequest final : public Request::Impl {
  public:
   MpiRequest(MPI_Request req, const char* op) : req_(req), op_(op) {}
   void wait() override { mpi_check(MPI_Wait(&req_, MPI_STATUS_IGNORE), op_); }
+  bool test() override {
+    int done = 0;
+    mpi_check(MPI_Test(&req_, &done, MPI_STATUS_IGNORE), op_);
+    return done != 0;
+  }
 
  private:
   MPI_Request req_;

@@ -80,6 +80,18 @@ void DistStep::pipeline(const ops::Context& ctx, const std::vector<MicroBatch>& 
   std::vector<model::Transformer::PassPtr> passes(M);
   std::vector<Tensor> in_flight;            // buffers of pending isends
   std::vector<dist::Request> sends;
+  // Drops the buffers of the sends that completed (a step of many micro-batches kept every
+  // boundary tensor it sent to the end of the step)
+  auto reap = [&] {
+    size_t k = 0;
+    for (size_t i = 0; i < sends.size(); ++i) {
+      if (sends[i].test()) continue;
+      if (k != i) sends[k] = std::move(sends[i]), in_flight[k] = std::move(in_flight[i]);
+      ++k;
+    }
+    sends.resize(k);
+    in_flight.resize(k);
+  };
   const auto t_step = Clock::now();
   double compute = 0, wait = 0;
 
@@ -141,6 +153,7 @@ void DistStep::pipeline(const ops::Context& ctx, const std::vector<MicroBatch>& 
   for (const PipeOp& op : pipeline_schedule(schedule_, P, r, int(M), train)) {
     if (op.backward) bwd(op.dir, size_t(op.m));
     else fwd(op.dir, size_t(op.m));
+    reap();
   }
   const auto t0 = Clock::now();
   for (auto& q : sends) q.wait();

@@ -279,8 +279,30 @@ TEST_CASE("isend/irecv: 4 MB both ways around the ring at once") {
     r2.wait();
     CHECK(!r2.pending());
     r2.wait();   // a second wait is a no-op
+    CHECK(r2.test());   // so is a test of a completed request
     s1.wait();
     // s2 and r1 are waited by their destructors.
+  }
+  {
+    // test(): false while the 4 MB send waits for its receive (rendezvous), true once received
+    // (the request is then empty), never blocking
+    std::vector<int> flag(1, 0);
+    if (r == 0) {
+      ds::dist::Request s = w.isend(to_right.data(), n, DType::f32, right, 3);
+      const bool before = s.test();
+      w.send(flag.data(), 1, DType::i32, right, 4);   // now rank 1 posts the receive
+      w.recv(flag.data(), 1, DType::i32, right, 5);   // after it completed
+      bool done = false;
+      for (int i = 0; i < 100000 && !done; ++i) done = s.test();
+      CHECK_FALSE(before);
+      CHECK(done);
+      CHECK_FALSE(s.pending());
+    } else if (r == 1) {
+      w.recv(flag.data(), 1, DType::i32, left, 4);
+      w.recv(from_left.data(), n, DType::f32, left, 3);
+      w.send(flag.data(), 1, DType::i32, left, 5);
+    }
+    w.barrier();
   }
   int bad = 0;
   for (int64_t i = 0; i < n; ++i) {

@@ -26,6 +26,9 @@ class Request {
   struct Impl {
     virtual ~Impl() = default;
     virtual void wait() = 0;
+    // Whether the operation has completed, without blocking (then it needs no wait); false
+    // where the backend cannot tell (NCCL's posted calls run at the next wait).
+    virtual bool test() { return false; }
   };
   Request() = default;
   explicit Request(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -34,6 +37,9 @@ class Request {
   // The destructor waits if still pending (never leaves a dangling send).
   ~Request();
   void wait();                               // no-op when empty or already waited
+  // true when empty or completed (the request is then empty: its buffer may be reused);
+  // never blocks
+  bool test();
   bool pending() const { return bool(impl_); }
 
  private:
