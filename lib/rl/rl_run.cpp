@@ -206,8 +206,10 @@ json metrics_line(const detail::Run& r, const detail::StepReport& s) {
   json terms = json::object();
   for (size_t k = 0; k < r.rewards->terms().size(); ++k)
     terms[r.rewards->terms()[k].name] = s.term_means[k];
+  // without a reference model (--beta 0) no KL is measured: null, not a 0 that reads as "no drift"
+  const json kl = r.o.grpo.beta > 0 ? json(s.kl) : json();
   json j{{"step", r.st.step}, {"tokens", r.st.tokens_seen}, {"reward", s.reward_mean},
-         {"reward_std", s.reward_std}, {"rewards", terms}, {"kl", s.kl},
+         {"reward_std", s.reward_std}, {"rewards", terms}, {"kl", kl},
          {"clip_fraction", s.clip_fraction}, {"response_length", double(s.completion_tokens) / n},
          {"max_response_length", s.max_len}, {"entropy", s.entropy}, {"loss", s.loss},
          {"loss_pg", s.loss_pg}, {"loss_balance", s.loss_balance}, {"lr", r.o.lr},
